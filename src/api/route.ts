@@ -1,0 +1,112 @@
+// Routes are declared as data: a path and its method handlers. Methods a path does not
+// declare answer LXD's 501 "not implemented"; unknown paths answer 404 "not found".
+import { createHash } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { z } from "zod";
+import type { OperationView } from "../operations/types.js";
+import { BadRequest, PreconditionFailed } from "./errors.js";
+import { decode, parseJson, readBody } from "./json.js";
+
+export const METHODS = ["GET", "PUT", "PATCH", "POST", "DELETE"] as const;
+export type Method = (typeof METHODS)[number] | "HEAD";
+
+export interface Requestor {
+  trusted: boolean;
+  protocol: "unix" | "tls";
+  username: string;
+  address: string;
+  /** Fingerprint of the TLS client certificate, when one was presented. */
+  fingerprint?: string;
+}
+
+export interface ApiRequest {
+  method: string;
+  url: string;
+  params: Record<string, string>;
+  query: Record<string, string | undefined>;
+  headers: IncomingMessage["headers"];
+  requestor: Requestor;
+  /** The request project (`?project=`, default "default"). */
+  project: string;
+  /** `?recursion=` as a number (0 when absent). */
+  recursion: number;
+  /** The unread request body, for streaming endpoints (file push, image upload). */
+  stream: IncomingMessage;
+  /** Read and parse the body as JSON, validated by `schema`; `goType` names it in type errors. */
+  body<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, goType: string): Promise<T>;
+  /** Read and parse the body as JSON with no schema. */
+  json(): Promise<unknown>;
+}
+
+export type Result =
+  | { kind: "sync"; metadata: unknown; etag?: string; status?: number; location?: string }
+  | { kind: "async"; operation: OperationView; location?: string }
+  /** A sync response whose envelope was encoded ahead of time (hot, rarely changing documents). */
+  | { kind: "encoded"; body: Buffer; etag?: string }
+  | { kind: "handled" };
+
+export const sync = (metadata: unknown, opts: { etag?: unknown } = {}): Result => ({
+  kind: "sync",
+  metadata,
+  etag: opts.etag === undefined ? undefined : etagOf(opts.etag),
+});
+export const created = (location: string, metadata: unknown = {}): Result => ({ kind: "sync", metadata, status: 201, location });
+export const operation = (op: OperationView): Result => ({ kind: "async", operation: op });
+/** The handler wrote the reply itself (raw downloads, websocket upgrades). */
+export const handled = (): Result => ({ kind: "handled" });
+
+export type Handler = (req: ApiRequest, reply: FastifyReply) => Promise<Result> | Result;
+
+export interface Route {
+  path: string;
+  handlers: Partial<Record<Method, Handler>>;
+  /** Methods untrusted (TLS, no trusted certificate) clients may call. */
+  untrusted?: Method[];
+}
+
+export const route = (path: string, handlers: Route["handlers"], untrusted?: Method[]): Route => ({ path, handlers, untrusted });
+
+export function etagOf(value: unknown): string {
+  return createHash("sha256").update(JSON.stringify(value)).digest("hex");
+}
+
+/** LXD's If-Match check: a mismatch is 412 "ETag doesn't match: <ours> vs <theirs>". */
+export function checkEtag(req: ApiRequest, current: unknown): void {
+  const header = req.headers["if-match"];
+  if (!header) return;
+  const theirs = String(header).replace(/^W\//, "").replace(/^"|"$/g, "");
+  const ours = etagOf(current);
+  if (theirs !== ours) throw new PreconditionFailed(`ETag doesn't match: ${ours} vs ${theirs}`);
+}
+
+export function toApiRequest(req: FastifyRequest, requestor: Requestor): ApiRequest {
+  const query = (req.query ?? {}) as Record<string, string | undefined>;
+  const recursion = Number.parseInt(query.recursion ?? "0", 10);
+  let bodyRead: Promise<unknown> | undefined;
+  const json = () => (bodyRead ??= readBody(req.raw).then((b) => parseJson(b.toString("utf8"))));
+  return {
+    method: req.method,
+    url: req.url,
+    params: (req.params ?? {}) as Record<string, string>,
+    query,
+    headers: req.headers,
+    requestor,
+    project: query.project || "default",
+    recursion: Number.isNaN(recursion) ? 0 : recursion,
+    stream: req.raw,
+    json,
+    async body(schema, goType) {
+      return decode(schema, await json(), goType);
+    },
+  };
+}
+
+/** Parse a `?recursion=`-style integer query parameter strictly. */
+export function intParam(req: ApiRequest, name: string, fallback: number): number {
+  const raw = req.query[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n)) throw new BadRequest(`Invalid ${name} value "${raw}"`);
+  return n;
+}

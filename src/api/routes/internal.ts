@@ -1,0 +1,30 @@
+// /internal endpoints used by the daemon's own CLI (waitready, shutdown).
+import { z } from "zod";
+import { Unavailable } from "../errors.js";
+import { route, sync, type Route } from "../route.js";
+
+export interface InternalDeps {
+  isReady(): boolean;
+  /** Begin a shutdown that stops instances first (as `lxd shutdown` does). */
+  shutdown(opts: { force: boolean }): void;
+}
+
+const ShutdownQuery = z.object({ force: z.enum(["true", "false", "1", "0", ""]).optional() });
+
+export function internalRoutes(deps: InternalDeps): Route[] {
+  return [
+    route("/internal/ready", {
+      GET: () => {
+        if (!deps.isReady()) throw new Unavailable("LXD daemon not ready yet");
+        return sync({});
+      },
+    }),
+    route("/internal/shutdown", {
+      PUT: (req) => {
+        const q = ShutdownQuery.parse(req.query);
+        deps.shutdown({ force: q.force === "true" || q.force === "1" });
+        return sync({});
+      },
+    }),
+  ];
+}

@@ -1,0 +1,84 @@
+// The HTTP application: declared routes in, LXD envelopes out. Transport-agnostic: the
+// daemon feeds it requests from the unix socket and the TLS listener.
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { Logger } from "pino";
+import { asyncEnvelope, encode, errorEnvelope, syncEnvelope } from "./envelope.js";
+import { ApiError, Forbidden, NotFound, NotImplemented, toApiError } from "./errors.js";
+import { METHODS, toApiRequest, type Method, type Requestor, type Result, type Route } from "./route.js";
+
+export interface ApiDeps {
+  routes: Route[];
+  log: Logger;
+  /** Who is asking: unix socket peers are trusted; TLS peers by their certificate. */
+  identify(req: FastifyRequest): Requestor;
+}
+
+export function sendError(reply: FastifyReply, err: ApiError): FastifyReply {
+  return reply.code(err.status).header("content-type", "application/json").send(Buffer.from(encode(errorEnvelope(err.status, err.message))));
+}
+
+function render(reply: FastifyReply, result: Result): FastifyReply | undefined {
+  switch (result.kind) {
+    case "handled":
+      return undefined;
+    case "encoded":
+      reply.code(200).header("content-type", "application/json");
+      if (result.etag) reply.header("etag", `"${result.etag}"`);
+      return reply.send(result.body);
+    case "async":
+      return reply
+        .code(202)
+        .header("content-type", "application/json")
+        .header("location", result.location ?? `/1.0/operations/${result.operation.id}`)
+        .send(Buffer.from(encode(asyncEnvelope(result.operation))));
+    case "sync": {
+      reply.code(result.status ?? 200).header("content-type", "application/json");
+      if (result.etag) reply.header("etag", `"${result.etag}"`);
+      if (result.location) reply.header("location", result.location);
+      return reply.send(Buffer.from(encode(syncEnvelope(result.metadata))));
+    }
+  }
+}
+
+export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    exposeHeadRoutes: false,
+    routerOptions: { maxParamLength: 1024 },
+    return503OnClosing: false,
+    forceCloseConnections: true,
+  });
+
+  // Bodies are read by the handlers that want them (bounded JSON, or streamed uploads).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", (_req, _payload, done) => done(null, undefined));
+
+  for (const r of deps.routes) {
+    const declared = new Set(Object.keys(r.handlers) as Method[]);
+    const methods: Method[] = [...METHODS, ...(declared.has("HEAD") ? (["HEAD"] as Method[]) : [])];
+    for (const method of methods) {
+      const handler = r.handlers[method];
+      app.route({
+        method,
+        url: r.path,
+        handler: async (req, reply) => {
+          if (!handler) return sendError(reply, new NotImplemented());
+          const requestor = deps.identify(req);
+          if (!requestor.trusted && !r.untrusted?.includes(method)) return sendError(reply, new Forbidden());
+          const result = await handler(toApiRequest(req, requestor), reply);
+          return render(reply, result);
+        },
+      });
+    }
+  }
+
+  app.setNotFoundHandler((_req, reply) => sendError(reply, new NotFound()));
+  app.setErrorHandler((err, req, reply) => {
+    const apiErr = toApiError(err);
+    if (apiErr.status >= 500) deps.log.error({ err, url: req.url, method: req.method }, "request failed");
+    if (apiErr.status === 413) reply.header("connection", "close");
+    return sendError(reply, apiErr);
+  });
+  await app.ready();
+  return app;
+}

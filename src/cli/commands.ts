@@ -1,0 +1,6 @@
+// Client-side subcommands of `nodelxd` beyond waitready/shutdown/version. One line each.
+import type { ParsedArgs } from "../main.js";
+
+export type Command = (args: ParsedArgs, socket: string) => Promise<number>;
+
+export const commands: Record<string, Command> = {};

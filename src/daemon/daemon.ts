@@ -1,0 +1,156 @@
+// Wiring and lifecycle: open the state, build services, serve, and stop cleanly.
+import { chmodSync, mkdirSync } from "node:fs";
+import type { FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import { buildApi } from "../api/server.js";
+import { apiExtensions } from "../api/extensions.js";
+import type { Route } from "../api/route.js";
+import { internalRoutes } from "../api/routes/internal.js";
+import { operationRoutes } from "../api/routes/operations.js";
+import { rootRoutes } from "../api/routes/root.js";
+import { warningRoutes } from "../api/routes/warnings.js";
+import { attachWebsockets } from "../api/websocket.js";
+import { ConfigRepo } from "../db/config-repo.js";
+import { openDatabase, type Db } from "../db/database.js";
+import { WarningRepo } from "../db/warning-repo.js";
+import { EventHub } from "../operations/events.js";
+import { OperationManager } from "../operations/manager.js";
+import { ensureServerCertificate, type KeyPair } from "./certificates.js";
+import { Endpoints } from "./endpoints.js";
+import { features } from "./features.js";
+import { readHostInfo, type HostInfo } from "./host-info.js";
+import { createLogger } from "./logging.js";
+import { layout, pathsFor, type Paths } from "./paths.js";
+import { ServerService } from "./server-service.js";
+import { TrustStore } from "./trust.js";
+
+export interface DaemonOptions {
+  lxdDir: string;
+  group?: string;
+  logfile?: string;
+  debug?: boolean;
+  verbose?: boolean;
+}
+
+/** The services every feature module may depend on. */
+export interface Core {
+  paths: Paths;
+  db: Db;
+  log: Logger;
+  events: EventHub;
+  operations: OperationManager;
+  warnings: WarningRepo;
+  server: ServerService;
+  trust: TrustStore;
+  host: HostInfo;
+  keypair: KeyPair;
+}
+
+/**
+ * A feature module (instances, storage, networks, ...): contributes routes, and may take part
+ * in start-up (after the database opens, before listening) and shutdown.
+ */
+export interface Feature {
+  name: string;
+  routes(): Route[];
+  start?(): Promise<void>;
+  /** Daemon stopping. `stopInstances` is true for `lxd shutdown` and SIGPWR, false for SIGTERM. */
+  stop?(opts: { stopInstances: boolean }): Promise<void>;
+}
+
+export type FeatureFactory = (core: Core) => Feature;
+
+export class Daemon {
+  private ready = false;
+  private stopping?: Promise<void>;
+  private endpoints?: Endpoints;
+  private app?: FastifyInstance;
+  private loaded: Feature[] = [];
+  core?: Core;
+  /** Resolves when the daemon has fully stopped. */
+  readonly stopped: Promise<void>;
+  private resolveStopped!: () => void;
+
+  constructor(private readonly opts: DaemonOptions) {
+    this.stopped = new Promise((r) => (this.resolveStopped = r));
+  }
+
+  async start(): Promise<void> {
+    const paths = pathsFor(this.opts.lxdDir);
+    for (const [dir, mode] of layout(paths)) {
+      mkdirSync(dir, { recursive: true, mode });
+      chmodSync(dir, mode);
+    }
+    const events = new EventHub();
+    const log = createLogger({ logfile: this.opts.logfile, debug: this.opts.debug, verbose: this.opts.verbose, events });
+    const db = openDatabase(paths.databaseFile);
+    const operations = new OperationManager(db, events, log);
+    const interrupted = operations.recoverInterrupted();
+    if (interrupted) log.warn({ count: interrupted }, "marked operations interrupted by a restart as failed");
+    const [keypair, host] = await Promise.all([ensureServerCertificate(paths.serverCert, paths.serverKey), readHostInfo()]);
+    const trust = new TrustStore(db);
+    const warnings = new WarningRepo(db);
+
+    const server = new ServerService({
+      repo: new ConfigRepo(db),
+      events,
+      host,
+      certificate: keypair,
+      apiExtensions,
+      apply: async (key, value) => {
+        if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
+      },
+    });
+    const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair };
+    this.core = core;
+    this.loaded = features.map((f) => f(core));
+
+    const routes: Route[] = [
+      ...rootRoutes(server),
+      ...operationRoutes(operations),
+      ...warningRoutes(warnings),
+      ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
+      ...this.loaded.flatMap((f) => f.routes()),
+    ];
+    this.app = await buildApi({ routes, log, identify: (req) => trust.identify(req.raw) });
+    const app = this.app;
+    this.endpoints = new Endpoints({
+      socketPath: paths.socket,
+      group: this.opts.group,
+      tls: keypair,
+      handler: (req, res) => app.routing(req, res),
+      onServer: (s) => attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted }),
+      log,
+    });
+    for (const f of this.loaded) await f.start?.();
+    await this.endpoints.listenUnix();
+    const httpsAddress = server.get("core.https_address");
+    if (httpsAddress) {
+      await this.endpoints.setHttpsAddress(httpsAddress).catch((e) => log.error({ err: e }, "cannot bind core.https_address"));
+    }
+    this.ready = true;
+    log.info({ dir: paths.dir, pid: process.pid }, "daemon started");
+  }
+
+  isReady(): boolean {
+    return this.ready;
+  }
+
+  stop(opts: { stopInstances: boolean; force?: boolean }): Promise<void> {
+    this.stopping ??= (async () => {
+      const log = this.core?.log;
+      log?.info(opts, "daemon stopping");
+      this.ready = false;
+      try {
+        for (const f of [...this.loaded].reverse()) await f.stop?.(opts).catch((e) => log?.error({ err: e, feature: f.name }, "feature stop failed"));
+        this.core?.operations.abortAll();
+        await this.endpoints?.close();
+        await this.app?.close();
+        this.core?.db.close();
+      } finally {
+        this.resolveStopped();
+      }
+    })();
+    return this.stopping;
+  }
+}

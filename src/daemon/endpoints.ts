@@ -1,0 +1,116 @@
+// The daemon's listeners: $LXD_DIR/unix.socket always, and a TLS listener whenever
+// core.https_address is set. Both feed the same application.
+import { chmodSync, chownSync, existsSync, readFileSync, unlinkSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import { connect } from "node:net";
+import type { Logger } from "pino";
+import { splitHostPort } from "../config/validators.js";
+
+export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export interface EndpointsOptions {
+  socketPath: string;
+  group?: string;
+  tls: { cert: string; key: string };
+  handler: RequestHandler;
+  /** Called for every server created, to attach websocket upgrade handling. */
+  onServer: (server: Server) => void;
+  log: Logger;
+}
+
+function gidOf(group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  const line = readFileSync("/etc/group", "utf8")
+    .split("\n")
+    .find((l) => l.split(":")[0] === group);
+  if (!line) throw new Error(`cannot find group "${group}"`);
+  return Number(line.split(":")[2]);
+}
+
+async function socketInUse(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect(path);
+    c.once("connect", () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once("error", () => resolve(false));
+  });
+}
+
+function tune(server: Server): Server {
+  server.keepAliveTimeout = 60_000;
+  server.headersTimeout = 65_000;
+  server.requestTimeout = 0;
+  return server;
+}
+
+export class Endpoints {
+  private unix?: Server;
+  private https?: Server;
+  private httpsAddress = "";
+
+  constructor(private readonly opts: EndpointsOptions) {}
+
+  async listenUnix(): Promise<void> {
+    const path = this.opts.socketPath;
+    if (existsSync(path)) {
+      if (await socketInUse(path)) throw new Error(`LXD is already running (${path} answers)`);
+      unlinkSync(path);
+    }
+    const server = tune(createServer(this.opts.handler));
+    this.opts.onServer(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(path, () => resolve());
+    });
+    chmodSync(path, 0o660);
+    if (this.opts.group) chownSync(path, 0, gidOf(this.opts.group));
+    this.unix = server;
+  }
+
+  /** (Re)bind the TLS listener; an empty address closes it. */
+  async setHttpsAddress(address: string): Promise<void> {
+    if (address === this.httpsAddress) return;
+    const previous = this.https;
+    let next: Server | undefined;
+    if (address !== "") {
+      const { host, port } = splitHostPort(address);
+      next = tune(
+        createHttpsServer(
+          { cert: this.opts.tls.cert, key: this.opts.tls.key, requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2" },
+          this.opts.handler,
+        ),
+      );
+      this.opts.onServer(next);
+      // Rebinding the same port needs the old listener gone first.
+      if (previous) await closeServer(previous);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          next!.once("error", reject);
+          next!.listen({ host: host === "" ? "::" : host, port }, () => resolve());
+        });
+      } catch (e) {
+        throw new Error(`cannot listen on https socket: ${(e as Error).message}`);
+      }
+    } else if (previous) {
+      await closeServer(previous);
+    }
+    this.https = next;
+    this.httpsAddress = address;
+    this.opts.log.info({ address }, address ? "https listener bound" : "https listener closed");
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.unix, this.https].filter((s): s is Server => !!s).map(closeServer));
+    if (existsSync(this.opts.socketPath)) unlinkSync(this.opts.socketPath);
+  }
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

@@ -1,0 +1,58 @@
+// The state directory layout, as upstream LXD keeps it.
+import { join } from "node:path";
+
+export interface Paths {
+  dir: string;
+  socket: string;
+  database: string;
+  databaseFile: string;
+  serverCert: string;
+  serverKey: string;
+  logs: string;
+  containers: string;
+  storagePools: string;
+  images: string;
+  networks: string;
+  devices: string;
+  shmounts: string;
+  security: string;
+}
+
+export function resolveLxdDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.LXD_DIR && env.LXD_DIR !== "" ? env.LXD_DIR : "/var/lib/lxd";
+}
+
+export function pathsFor(dir: string): Paths {
+  return {
+    dir,
+    socket: join(dir, "unix.socket"),
+    database: join(dir, "database"),
+    databaseFile: join(dir, "database", "nodelxd.db"),
+    serverCert: join(dir, "server.crt"),
+    serverKey: join(dir, "server.key"),
+    logs: join(dir, "logs"),
+    containers: join(dir, "containers"),
+    storagePools: join(dir, "storage-pools"),
+    images: join(dir, "images"),
+    networks: join(dir, "networks"),
+    devices: join(dir, "devices"),
+    shmounts: join(dir, "shmounts"),
+    security: join(dir, "security"),
+  };
+}
+
+/** Directories created at start with upstream's permissions. */
+export function layout(p: Paths): [string, number][] {
+  return [
+    [p.dir, 0o711],
+    [p.database, 0o700],
+    [p.logs, 0o700],
+    [p.containers, 0o711],
+    [p.storagePools, 0o711],
+    [p.images, 0o700],
+    [p.networks, 0o711],
+    [p.devices, 0o711],
+    [p.shmounts, 0o711],
+    [p.security, 0o700],
+  ];
+}

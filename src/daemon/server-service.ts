@@ -1,0 +1,156 @@
+// The server object of GET/PUT/PATCH /1.0: configuration rules, environment, and live
+// application of changed keys (core.https_address).
+import { networkInterfaces } from "node:os";
+import { BadRequest } from "../api/errors.js";
+import { encode, syncEnvelope } from "../api/envelope.js";
+import { etagOf } from "../api/route.js";
+import type { ConfigRepo } from "../db/config-repo.js";
+import { validateConfig } from "../config/keys.js";
+import { serverKeys } from "../config/server-keys.js";
+import { splitHostPort } from "../config/validators.js";
+import type { EventHub } from "../operations/events.js";
+import type { HostInfo } from "./host-info.js";
+
+export interface StorageEnvironment {
+  storage: string;
+  storage_version: string;
+  storage_supported_drivers: { Name: string; Version: string; Remote: boolean }[];
+}
+
+export interface ServerServiceDeps {
+  repo: ConfigRepo;
+  events: EventHub;
+  host: HostInfo;
+  certificate: { cert: string; fingerprint: string };
+  apiExtensions: string[];
+  /** Apply a changed key to the running daemon; throwing rejects the change. */
+  apply?: (key: string, value: string, previous: string) => Promise<void>;
+  storage?: () => StorageEnvironment;
+}
+
+export class ServerService {
+  private config: Record<string, string>;
+  private cache = new Map<string, { body: Buffer; etag: string }>();
+
+  constructor(private readonly deps: ServerServiceDeps) {
+    this.config = deps.repo.all();
+  }
+
+  get(key: string): string | undefined {
+    return this.config[key];
+  }
+
+  /** The config as shown to clients (secrets shown as `true`). */
+  visibleConfig(): Record<string, string | boolean> {
+    const out: Record<string, string | boolean> = {};
+    for (const [k, v] of Object.entries(this.config)) out[k] = serverKeys[k]?.hidden ? true : v;
+    return out;
+  }
+
+  etag(): string {
+    return etagOf(this.visibleConfig());
+  }
+
+  invalidate(): void {
+    this.cache.clear();
+  }
+
+  addresses(): string[] {
+    const address = this.config["core.https_address"];
+    if (!address) return [];
+    const { host, port } = splitHostPort(address);
+    if (host !== "" && host !== "::" && host !== "0.0.0.0") return [address];
+    const out: string[] = [];
+    for (const list of Object.values(networkInterfaces())) {
+      for (const a of list ?? []) {
+        if (a.internal || (host === "0.0.0.0" && a.family !== "IPv4")) continue;
+        if (a.family === "IPv6" && a.scopeid) continue;
+        out.push(a.family === "IPv6" ? `[${a.address}]:${port}` : `${a.address}:${port}`);
+      }
+    }
+    return out;
+  }
+
+  /** The encoded GET /1.0 envelope; cached until something it shows changes. */
+  document(trusted: boolean): { body: Buffer; etag: string } {
+    const cacheKey = trusted ? "trusted" : "untrusted";
+    const hit = this.cache.get(cacheKey);
+    if (hit) return hit;
+    const common = { api_extensions: this.deps.apiExtensions, api_status: "stable", api_version: "1.0" };
+    const metadata = trusted
+      ? {
+          config: this.visibleConfig(),
+          ...common,
+          auth: "trusted",
+          public: false,
+          auth_methods: ["tls"],
+          environment: this.environment(),
+        }
+      : { config: null, ...common, auth: "untrusted", public: false, auth_methods: ["tls"], environment: null };
+    const doc = { body: Buffer.from(encode(syncEnvelope(metadata))), etag: this.etag() };
+    // Storage facts can change without a config change; only cache when nothing depends on them.
+    if (!this.deps.storage || !trusted) this.cache.set(cacheKey, doc);
+    return doc;
+  }
+
+  private environment() {
+    const h = this.deps.host;
+    const storage = this.deps.storage?.() ?? { storage: "", storage_version: "", storage_supported_drivers: [] };
+    return {
+      addresses: this.addresses(),
+      architectures: h.architectures,
+      certificate: this.deps.certificate.cert,
+      certificate_fingerprint: this.deps.certificate.fingerprint,
+      driver: h.driver,
+      driver_version: h.driver_version,
+      firewall: h.firewall,
+      kernel: h.kernel,
+      kernel_architecture: h.kernel_architecture,
+      kernel_features: h.kernel_features,
+      kernel_version: h.kernel_version,
+      lxc_features: h.lxc_features,
+      os_name: h.os_name,
+      os_version: h.os_version,
+      project: "default",
+      server: "lxd",
+      server_clustered: false,
+      server_event_mode: "full-mesh",
+      server_name: h.server_name,
+      server_pid: process.pid,
+      server_version: "5.0.2",
+      ...storage,
+    };
+  }
+
+  /** PUT (replace) or PATCH (merge; "" unsets) the server config. */
+  async update(changes: Record<string, string>, mode: "replace" | "merge"): Promise<void> {
+    const next: Record<string, string> = mode === "replace" ? {} : { ...this.config };
+    for (const [k, v] of Object.entries(changes)) next[k] = v;
+    // A hidden key sent back as the placeholder it was shown as keeps its value.
+    for (const [k, spec] of Object.entries(serverKeys)) {
+      if (spec.hidden && (next[k] as unknown) === true) next[k] = this.config[k] ?? "";
+    }
+    try {
+      validateConfig(serverKeys, next);
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+    for (const k of Object.keys(next)) if (next[k] === "") delete next[k];
+    const previous = this.config;
+    const changed = [...new Set([...Object.keys(previous), ...Object.keys(next)])].filter((k) => previous[k] !== next[k]);
+    const applied: string[] = [];
+    try {
+      for (const key of changed) {
+        await this.deps.apply?.(key, next[key] ?? "", previous[key] ?? "");
+        applied.push(key);
+      }
+    } catch (e) {
+      for (const key of applied.reverse()) await this.deps.apply?.(key, previous[key] ?? "", next[key] ?? "").catch(() => {});
+      throw new BadRequest((e as Error).message);
+    }
+    this.deps.repo.replace(next);
+    this.config = next;
+    this.invalidate();
+    this.deps.events.lifecycle("config-updated", "/1.0");
+  }
+}

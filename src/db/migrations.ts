@@ -1,0 +1,55 @@
+// Numbered schema migrations. Append only: never edit a migration that has shipped.
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const migrations: Migration[] = [
+  {
+    version: 1,
+    name: "foundation",
+    sql: `
+      CREATE TABLE config (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      );
+      CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        project TEXT NOT NULL DEFAULT 'default',
+        class TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        resources TEXT,
+        metadata TEXT,
+        may_cancel INTEGER NOT NULL DEFAULT 0,
+        err TEXT NOT NULL DEFAULT ''
+      );
+      CREATE TABLE warnings (
+        uuid TEXT PRIMARY KEY,
+        project TEXT NOT NULL DEFAULT '',
+        entity_url TEXT NOT NULL DEFAULT '',
+        type TEXT NOT NULL,
+        type_code INTEGER NOT NULL,
+        status_code INTEGER NOT NULL,
+        severity_code INTEGER NOT NULL,
+        last_message TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 1,
+        first_seen_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        UNIQUE (type_code, project, entity_url)
+      );
+      CREATE TABLE certificates (
+        fingerprint TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        certificate TEXT NOT NULL,
+        restricted INTEGER NOT NULL DEFAULT 0,
+        projects TEXT NOT NULL DEFAULT '[]',
+        description TEXT NOT NULL DEFAULT ''
+      );
+    `,
+  },
+];

@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+// nodelxd: the daemon and its CLI, with upstream `lxd`'s command surface.
+import { readFileSync } from "node:fs";
+import { Daemon } from "./daemon/daemon.js";
+import { pathsFor, resolveLxdDir } from "./daemon/paths.js";
+import { shutdown } from "./cli/shutdown.js";
+import { waitReady } from "./cli/waitready.js";
+import { commands as extraCommands } from "./cli/commands.js";
+
+export interface ParsedArgs {
+  command: string;
+  positional: string[];
+  flags: Record<string, string | boolean>;
+}
+
+const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "preseed", "dump", "help", "h", "version", "syslog", "trace"]);
+
+export function parseArgs(argv: string[]): ParsedArgs {
+  const positional: string[] = [];
+  const flags: Record<string, string | boolean> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--") {
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
+    if (a.startsWith("-") && a !== "-") {
+      const [name, inline] = a.replace(/^--?/, "").split(/=(.*)/s, 2);
+      if (inline !== undefined) flags[name] = inline;
+      else if (BOOLEAN_FLAGS.has(name)) flags[name] = true;
+      else flags[name] = argv[++i] ?? "";
+    } else positional.push(a);
+  }
+  return { command: positional[0] ?? "", positional: positional.slice(1), flags };
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+  return pkg.version;
+}
+
+const USAGE = `Description:
+  The LXD container manager (daemon) — nodelxd ${"{version}"}
+
+Usage:
+  nodelxd [flags]
+  nodelxd [command]
+
+Available Commands:
+  init        Configure the daemon (--auto, --preseed, --dump)
+  shutdown    Tell the daemon to shutdown all instances and exit
+  sql         Execute a SQL query against the local or global database
+  version     Show the server version
+  waitready   Wait for the daemon to be ready to process requests
+
+Flags:
+  -d, --debug      Show all debug messages
+      --group      The group of users that will be allowed to talk to the daemon
+      --logfile    Path to the log file
+  -v, --verbose    Show all information messages
+`;
+
+async function runDaemon(args: ParsedArgs): Promise<void> {
+  const daemon = new Daemon({
+    lxdDir: resolveLxdDir(),
+    group: typeof args.flags.group === "string" ? args.flags.group : undefined,
+    logfile: typeof args.flags.logfile === "string" ? args.flags.logfile : undefined,
+    debug: !!(args.flags.debug || args.flags.d),
+    verbose: !!(args.flags.verbose || args.flags.v),
+  });
+  // SIGTERM/SIGINT/SIGQUIT leave instances running; SIGPWR stops them first (host power-off).
+  for (const sig of ["SIGTERM", "SIGINT", "SIGQUIT"] as const) process.on(sig, () => void daemon.stop({ stopInstances: false }));
+  process.on("SIGPWR", () => void daemon.stop({ stopInstances: true }));
+  await daemon.start();
+  await daemon.stopped;
+  process.exit(0);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  const socket = pathsFor(resolveLxdDir()).socket;
+  const timeout = Number(args.flags.timeout ?? 0) || 0;
+  if (args.flags.version && !args.command) {
+    console.log(version());
+    return 0;
+  }
+  if (args.flags.help || args.flags.h) {
+    console.log(USAGE.replace("{version}", version()));
+    return 0;
+  }
+  switch (args.command) {
+    case "":
+      await runDaemon(args);
+      return 0;
+    case "version":
+      console.log(version());
+      return 0;
+    case "waitready":
+      await waitReady(socket, timeout);
+      return 0;
+    case "shutdown":
+      await shutdown(socket, timeout, !!args.flags.force);
+      return 0;
+    default: {
+      const cmd = extraCommands[args.command];
+      if (!cmd) {
+        console.error(`Error: unknown command "${args.command}" for "nodelxd"`);
+        return 1;
+      }
+      return cmd(args, socket);
+    }
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== 0) process.exit(code);
+  },
+  (err) => {
+    console.error(`Error: ${(err as Error).message}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,45 @@
+// The in-process event hub behind GET /1.0/events.
+import type { EventRequestor, EventType, LxdEvent } from "./types.js";
+
+export interface EventFilter {
+  types: Set<EventType>;
+  /** undefined = all projects */
+  project?: string;
+}
+
+export interface Subscriber {
+  filter: EventFilter;
+  send(event: LxdEvent, encoded: string): void;
+}
+
+export class EventHub {
+  private readonly subscribers = new Set<Subscriber>();
+
+  subscribe(sub: Subscriber): () => void {
+    this.subscribers.add(sub);
+    return () => this.subscribers.delete(sub);
+  }
+
+  get size(): number {
+    return this.subscribers.size;
+  }
+
+  publish(type: EventType, metadata: unknown, project?: string): void {
+    if (this.subscribers.size === 0) return;
+    const event: LxdEvent = { type, timestamp: new Date().toISOString(), metadata, location: "none" };
+    if (project !== undefined) event.project = project;
+    const encoded = JSON.stringify(event);
+    for (const sub of this.subscribers) {
+      if (!sub.filter.types.has(type)) continue;
+      if (sub.filter.project !== undefined && project !== undefined && sub.filter.project !== project) continue;
+      sub.send(event, encoded);
+    }
+  }
+
+  /** A lifecycle event, e.g. lifecycle("instance-created", "/1.0/instances/c1"). */
+  lifecycle(action: string, source: string, opts: { project?: string; context?: Record<string, unknown>; requestor?: EventRequestor } = {}): void {
+    const metadata: Record<string, unknown> = { action, source, context: opts.context ?? {} };
+    if (opts.requestor) metadata.requestor = opts.requestor;
+    this.publish("lifecycle", metadata, opts.project ?? "default");
+  }
+}

@@ -1,0 +1,244 @@
+// Background operations: recorded in SQLite, run in-process, observable through
+// /1.0/operations, /wait, the events stream and (websocket class) /websocket.
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import { BadRequest, NotFound } from "../api/errors.js";
+import type { EventHub } from "./events.js";
+import { OperationStatus, type OperationClass, type OperationStatusName, type OperationView } from "./types.js";
+
+/** How long a finished operation stays listed, as upstream. */
+export const FINISHED_RETENTION_MS = 5000;
+
+export interface OperationContext {
+  readonly id: string;
+  readonly signal: AbortSignal;
+  /** Merge keys into the operation's metadata (progress reporting). */
+  updateMetadata(patch: Record<string, unknown>): void;
+}
+
+export interface WebsocketLike {
+  close(code?: number, reason?: string): void;
+}
+
+export interface OperationSpec {
+  class: OperationClass;
+  description: string;
+  project?: string;
+  resources?: Record<string, string[]>;
+  metadata?: Record<string, unknown>;
+  mayCancel?: boolean;
+  /** The work. Its resolved value, if an object, is merged into the metadata. */
+  run?: (ctx: OperationContext) => Promise<Record<string, unknown> | void>;
+  /** Websocket-class operations: a client connected with `secret`. Throw to refuse. */
+  connect?: (secret: string, socket: WebsocketLike) => void | Promise<void>;
+}
+
+interface Live {
+  view: OperationView;
+  spec: OperationSpec;
+  abort: AbortController;
+  done: Promise<void>;
+  resolveDone: () => void;
+}
+
+const statusName = (code: number): OperationStatusName =>
+  (Object.entries(OperationStatus).find(([, c]) => c === code)?.[0] as OperationStatusName) ?? "Failure";
+
+export class OperationManager {
+  private readonly live = new Map<string, Live>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly events: EventHub,
+    private readonly log: Logger,
+  ) {}
+
+  /** Operations left running by a previous daemon were interrupted: fail them, then forget them. */
+  recoverInterrupted(): number {
+    const now = new Date().toISOString();
+    const res = this.db
+      .prepare("UPDATE operations SET status_code = ?, err = ?, updated_at = ? WHERE status_code < 200")
+      .run(OperationStatus.Failure, "Operation interrupted by a daemon restart", now);
+    setTimeout(() => this.db.prepare("DELETE FROM operations WHERE status_code >= 200").run(), FINISHED_RETENTION_MS).unref();
+    return res.changes;
+  }
+
+  create(spec: OperationSpec): OperationView {
+    const now = new Date().toISOString();
+    const view: OperationView = {
+      id: randomUUID(),
+      class: spec.class,
+      description: spec.description,
+      created_at: now,
+      updated_at: now,
+      status: "Running",
+      status_code: OperationStatus.Running,
+      resources: spec.resources ?? null,
+      metadata: spec.metadata ?? null,
+      may_cancel: spec.mayCancel ?? false,
+      err: "",
+      location: "none",
+    };
+    let resolveDone!: () => void;
+    const done = new Promise<void>((r) => (resolveDone = r));
+    const entry: Live = { view, spec, abort: new AbortController(), done, resolveDone };
+    this.db
+      .prepare(
+        `INSERT INTO operations (id, project, class, description, created_at, updated_at, status_code, resources, metadata, may_cancel, err)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '')`,
+      )
+      .run(view.id, spec.project ?? "default", view.class, view.description, now, now, view.status_code, JSON.stringify(view.resources), JSON.stringify(view.metadata), view.may_cancel ? 1 : 0);
+    this.live.set(view.id, entry);
+    this.emit(entry);
+    if (spec.run) queueMicrotask(() => void this.execute(entry));
+    return { ...view };
+  }
+
+  private async execute(entry: Live): Promise<void> {
+    const ctx: OperationContext = {
+      id: entry.view.id,
+      signal: entry.abort.signal,
+      updateMetadata: (patch) => {
+        entry.view.metadata = { ...(entry.view.metadata ?? {}), ...patch };
+        this.touch(entry);
+      },
+    };
+    try {
+      const result = await entry.spec.run!(ctx);
+      if (result && typeof result === "object") entry.view.metadata = { ...(entry.view.metadata ?? {}), ...result };
+      this.finish(entry, entry.abort.signal.aborted ? "Cancelled" : "Success", "");
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      this.finish(entry, entry.abort.signal.aborted ? "Cancelled" : "Failure", message);
+    }
+  }
+
+  /** End an operation whose work is driven outside `run` (e.g. websocket sessions). */
+  complete(id: string, err?: string, metadata?: Record<string, unknown>): void {
+    const entry = this.live.get(id);
+    if (!entry || entry.view.status_code >= 200) return;
+    if (metadata) entry.view.metadata = { ...(entry.view.metadata ?? {}), ...metadata };
+    this.finish(entry, err ? "Failure" : "Success", err ?? "");
+  }
+
+  private finish(entry: Live, status: OperationStatusName, err: string): void {
+    entry.view.status = status;
+    entry.view.status_code = OperationStatus[status];
+    entry.view.err = err;
+    entry.view.may_cancel = false;
+    this.touch(entry);
+    entry.resolveDone();
+    if (err) this.log.debug({ op: entry.view.id, err }, "operation failed");
+    setTimeout(() => {
+      this.live.delete(entry.view.id);
+      this.db.prepare("DELETE FROM operations WHERE id = ?").run(entry.view.id);
+    }, FINISHED_RETENTION_MS).unref();
+  }
+
+  private touch(entry: Live): void {
+    entry.view.updated_at = new Date().toISOString();
+    this.db
+      .prepare("UPDATE operations SET status_code = ?, metadata = ?, may_cancel = ?, err = ?, updated_at = ? WHERE id = ?")
+      .run(entry.view.status_code, JSON.stringify(entry.view.metadata), entry.view.may_cancel ? 1 : 0, entry.view.err, entry.view.updated_at, entry.view.id);
+    this.emit(entry);
+  }
+
+  private emit(entry: Live): void {
+    this.events.publish("operation", { ...entry.view }, entry.spec.project ?? "default");
+  }
+
+  get(id: string): OperationView {
+    const entry = this.live.get(id);
+    if (entry) return { ...entry.view };
+    const row = this.db.prepare("SELECT * FROM operations WHERE id = ?").get(id) as OperationRow | undefined;
+    if (!row) throw new NotFound("Operation not found");
+    return rowToView(row);
+  }
+
+  /** All listed operations, optionally for one project. */
+  list(project?: string): OperationView[] {
+    const rows = (project === undefined
+      ? this.db.prepare("SELECT * FROM operations ORDER BY created_at").all()
+      : this.db.prepare("SELECT * FROM operations WHERE project = ? ORDER BY created_at").all(project)) as OperationRow[];
+    return rows.map((r) => (this.live.has(r.id) ? { ...this.live.get(r.id)!.view } : rowToView(r)));
+  }
+
+  /** Wait until the operation ends or `timeoutSeconds` pass (-1: no limit); returns its state then. */
+  async wait(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<OperationView> {
+    const entry = this.live.get(id);
+    if (!entry) return this.get(id);
+    if (entry.view.status_code < 200) {
+      const waits: Promise<unknown>[] = [entry.done];
+      let timer: NodeJS.Timeout | undefined;
+      if (timeoutSeconds >= 0) waits.push(new Promise((r) => (timer = setTimeout(r, timeoutSeconds * 1000))));
+      if (signal) waits.push(new Promise((r) => signal.addEventListener("abort", r, { once: true })));
+      await Promise.race(waits);
+      if (timer) clearTimeout(timer);
+    }
+    return { ...entry.view };
+  }
+
+  async cancel(id: string): Promise<void> {
+    const entry = this.live.get(id);
+    if (!entry) {
+      this.get(id);
+      throw new BadRequest("Only running operations can be cancelled");
+    }
+    if (entry.view.status_code >= 200) throw new BadRequest("Only running operations can be cancelled");
+    if (!entry.view.may_cancel) throw new BadRequest("This operation can't be cancelled");
+    entry.view.status = "Cancelling";
+    entry.view.status_code = OperationStatus.Cancelling;
+    this.touch(entry);
+    entry.abort.abort();
+    if (!entry.spec.run) this.finish(entry, "Cancelled", "");
+    await entry.done;
+  }
+
+  /** Route a websocket connection to its operation. */
+  async connect(id: string, secret: string, socket: WebsocketLike): Promise<void> {
+    const entry = this.live.get(id);
+    if (!entry) {
+      this.get(id);
+      throw new BadRequest("Operation is not running");
+    }
+    if (entry.view.class !== "websocket" || !entry.spec.connect) throw new BadRequest("Only websocket operations can be connected");
+    await entry.spec.connect(secret, socket);
+  }
+
+  /** Cancel every running operation (daemon shutdown). */
+  abortAll(): void {
+    for (const entry of this.live.values()) entry.abort.abort();
+  }
+}
+
+interface OperationRow {
+  id: string;
+  project: string;
+  class: OperationClass;
+  description: string;
+  created_at: string;
+  updated_at: string;
+  status_code: number;
+  resources: string | null;
+  metadata: string | null;
+  may_cancel: number;
+  err: string;
+}
+
+function rowToView(r: OperationRow): OperationView {
+  return {
+    id: r.id,
+    class: r.class,
+    description: r.description,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+    status: statusName(r.status_code),
+    status_code: r.status_code,
+    resources: r.resources ? JSON.parse(r.resources) : null,
+    metadata: r.metadata ? JSON.parse(r.metadata) : null,
+    may_cancel: r.may_cancel === 1,
+    err: r.err,
+    location: "none",
+  };
+}
