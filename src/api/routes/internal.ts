@@ -20,9 +20,10 @@ export function internalRoutes(deps: InternalDeps): Route[] {
       },
     }),
     route("/internal/shutdown", {
-      PUT: (req) => {
+      PUT: (req, reply) => {
         const q = ShutdownQuery.parse(req.query);
-        deps.shutdown({ force: q.force === "true" || q.force === "1" });
+        // Answer first: the shutdown closes every connection, this one included.
+        reply.raw.once("finish", () => deps.shutdown({ force: q.force === "true" || q.force === "1" }));
         return sync({});
       },
     }),

@@ -1,0 +1,21 @@
+#!/bin/bash
+# Installs what nodelxd needs on Debian 12 (run as root), then builds it.
+# Usage: scripts/setup.sh            (daemon + test dependencies)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(
+  lxc lxd-client uidmap                      # liblxc tooling and the stock client
+  dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
+  btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
+  busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
+)
+missing=()
+for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v node >/dev/null || { apt-get install -y -qq nodejs npm >/dev/null; }
+npm ci --no-audit --no-fund --loglevel=error
+npm run build --silent
