@@ -21,6 +21,7 @@ import { features } from "./features.js";
 import { readHostInfo, type HostInfo } from "./host-info.js";
 import { createLogger } from "./logging.js";
 import { layout, pathsFor, type Paths } from "./paths.js";
+import type { Ports } from "./ports.js";
 import { ServerService } from "./server-service.js";
 import { TrustStore } from "./trust.js";
 
@@ -44,6 +45,8 @@ export interface Core {
   trust: TrustStore;
   host: HostInfo;
   keypair: KeyPair;
+  /** Cross-feature interfaces, filled by the features that provide them. */
+  ports: Ports;
 }
 
 /**
@@ -101,7 +104,7 @@ export class Daemon {
         if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
       },
     });
-    const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair };
+    const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair, ports: {} };
     this.core = core;
     this.loaded = features.map((f) => f(core));
 

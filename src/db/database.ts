@@ -15,18 +15,20 @@ export function openDatabase(file: string, migrations: Migration[] = defaultMigr
   return db;
 }
 
-export function schemaVersion(db: Db): number {
-  return (db.pragma("user_version", { simple: true }) as number) ?? 0;
-}
-
+/**
+ * Apply every migration not yet recorded, in version order. Applied ones are tracked by
+ * version in schema_migrations (not a single high-water mark), so migrations written on
+ * parallel branches apply whatever order they merge in.
+ */
 export function migrate(db: Db, migrations: Migration[]): number[] {
+  db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)");
+  const done = new Set((db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map((r) => r.version));
   const applied: number[] = [];
-  const current = schemaVersion(db);
-  const pending = [...migrations].sort((a, b) => a.version - b.version).filter((m) => m.version > current);
-  for (const m of pending) {
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+    if (done.has(m.version)) continue;
     db.transaction(() => {
       db.exec(m.sql);
-      db.pragma(`user_version = ${m.version}`);
+      db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)").run(m.version, m.name, new Date().toISOString());
     })();
     applied.push(m.version);
   }

@@ -1,4 +1,6 @@
 // Numbered schema migrations. Append only: never edit a migration that has shipped.
+// Reserved version ranges per area, so parallel work never collides:
+//   1-9 foundation/trust · 10-19 storage & profiles · 20-29 images · 30-39 instances · 40-49 networks
 export interface Migration {
   version: number;
   name: string;

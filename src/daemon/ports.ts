@@ -1,0 +1,83 @@
+// The narrow interfaces feature modules use to reach each other. A feature fills its slot
+// in `Core.ports` when it is constructed (features.ts order); consumers read the slot when
+// they need it, so there is no import cycle and a fake is three methods long.
+
+/** What every consumer needs to know about an image. */
+export interface ImageRecord {
+  fingerprint: string;
+  type: "container" | "virtual-machine";
+  architecture: string;
+  properties: Record<string, string>;
+  /** Profiles to apply when an instance is created from it (LXD: image.profiles). */
+  profiles: string[];
+  project: string;
+}
+
+export interface ImagesPort {
+  /** Resolve an alias or a unique fingerprint prefix in a project; throws NotFound("Image not found"). */
+  resolve(project: string, ref: { alias?: string; fingerprint?: string }): ImageRecord;
+  /**
+   * Unpack the image into `target` (an existing, empty directory), laid out as LXD lays
+   * out an instance volume: rootfs/, metadata.yaml, templates/. Safe against hostile tarballs.
+   */
+  unpackInto(fingerprint: string, target: string, opts?: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<void>;
+  /** Record that an image was used to create an instance (last_used_at). */
+  markUsed(fingerprint: string): void;
+}
+
+export interface StoragePort {
+  /** Throws NotFound("Storage pool not found") if the pool does not exist. */
+  assertPool(pool: string): void;
+  /**
+   * Create an instance's root volume on `pool` (from an image when given) and return the
+   * volume's mount path, which holds rootfs/, metadata.yaml and templates/.
+   */
+  createInstanceVolume(
+    project: string,
+    pool: string,
+    name: string,
+    opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void },
+  ): Promise<string>;
+  /** Mount path of an existing instance volume (mounting it first if the driver needs to). */
+  mountInstanceVolume(project: string, pool: string, name: string): Promise<string>;
+  renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void>;
+  deleteInstanceVolume(project: string, pool: string, name: string): Promise<void>;
+  /** Bytes used by the volume, when the driver can tell cheaply. */
+  instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined>;
+}
+
+export interface ProfileRecord {
+  name: string;
+  description: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+}
+
+export interface ProfilesPort {
+  /** Throws NotFound("Profile not found"). */
+  get(project: string, name: string): ProfileRecord;
+}
+
+/** Who uses what, for `used_by` lists and refusing deletes of things in use. */
+export interface InstancesPort {
+  /** URLs (/1.0/instances/NAME[?project=P]) of instances referencing the object. */
+  usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
+  /** Stop the instance if needed and give the caller its volume directory to read (publish). */
+  exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
+}
+
+export interface NetworksPort {
+  /** Throws NotFound("Network not found"). Returns the host bridge/interface name and its type. */
+  get(project: string, name: string): { name: string; type: string; config: Record<string, string> };
+  /** Static DHCP allocations for an instance NIC (ipv4.address/ipv6.address/hwaddr), applied to dnsmasq. */
+  setStaticLease?(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string): Promise<void>;
+  removeStaticLease?(network: string, instance: string): Promise<void>;
+}
+
+export interface Ports {
+  images?: ImagesPort;
+  storage?: StoragePort;
+  profiles?: ProfilesPort;
+  instances?: InstancesPort;
+  networks?: NetworksPort;
+}
