@@ -1,0 +1,21 @@
+// Device drivers by type (nic drivers by nictype, or "network" for managed networks).
+// One line each.
+import type { DeviceConfig, DeviceFactory } from "./types.js";
+
+export const deviceDrivers: Record<string, DeviceFactory> = {};
+
+export const nicDrivers: Record<string, DeviceFactory> = {};
+
+/** The factory for a device config; throws LXD's message for unknown types. */
+export function deviceFactory(config: DeviceConfig): DeviceFactory {
+  const type = config.type ?? "";
+  if (type === "nic") {
+    const kind = config.network ? "network" : (config.nictype ?? "");
+    const f = nicDrivers[kind];
+    if (!f) throw new Error(kind ? `Unsupported nictype "${kind}"` : `Missing nic type`);
+    return f;
+  }
+  const f = deviceDrivers[type];
+  if (!f) throw new Error(type ? `Unsupported device type "${type}"` : "Missing device type");
+  return f;
+}

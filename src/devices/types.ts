@@ -1,0 +1,57 @@
+// Instance devices. A device validates its config and, when its instance starts, returns a
+// RunConfig the instance driver applies (liblxc config lines, mounts, network interfaces).
+// Devices touch the host only for their own resources (veth pairs, host paths, leases).
+import type { Logger } from "pino";
+import type { Ports } from "../daemon/ports.js";
+
+export type DeviceConfig = Record<string, string>;
+
+export interface DeviceContext {
+  project: string;
+  instance: string;
+  /** The instance's expanded config (profiles applied). */
+  instanceConfig: Record<string, string>;
+  /** Read and write the instance's volatile.* keys (persisted by the instance service). */
+  volatile: { get(key: string): string | undefined; set(changes: Record<string, string>): Promise<void> };
+  /** Host directory for this instance's device state: $LXD_DIR/devices/<project>_<instance>. */
+  devicesDir: string;
+  /** Host root of the instance's filesystem (rootfs path), for disk devices. */
+  rootfs: string;
+  /** Host uid/gid the container's root maps to (0 for privileged). */
+  hostRootId: { uid: number; gid: number };
+  ports: Ports;
+  log: Logger;
+}
+
+export interface NetworkInterfaceConfig {
+  /** liblxc lxc.net.N.* keys without the prefix, e.g. { type: "veth", link: "br0", name: "eth0", "veth.pair": "vethXYZ", hwaddr, mtu, flags: "up" }. */
+  [key: string]: string;
+}
+
+export interface RunConfig {
+  /** liblxc config entries, e.g. ["lxc.mount.entry", "/src dst none bind,create=dir 0 0"]. */
+  lxc?: [string, string][];
+  /** One entry per network interface liblxc should create/move in; index assigned by the driver. */
+  networkInterfaces?: NetworkInterfaceConfig[];
+  /** Runs after the container started (pid known): e.g. routes on the host side. */
+  postStart?: (pid: number) => Promise<void>;
+}
+
+export interface Device {
+  readonly name: string;
+  readonly config: DeviceConfig;
+  /** Validate the config; throw Error with LXD's message. Called before anything is saved. */
+  validate(): void;
+  /** Prepare host resources before the instance starts and describe what liblxc must do. */
+  start(): Promise<RunConfig>;
+  /** Release host resources after the instance stopped (idempotent). */
+  stop(): Promise<void>;
+  /** Attach to a running instance (hot-plug); absent = the device can't be hot-plugged. */
+  attach?(pid: number): Promise<void>;
+  /** Detach from a running instance. */
+  detach?(pid: number): Promise<void>;
+  /** The device is being removed from the instance (or the instance deleted): forget state. */
+  remove?(): Promise<void>;
+}
+
+export type DeviceFactory = (ctx: DeviceContext, name: string, config: DeviceConfig) => Device;
