@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from "pino";
 import { asyncEnvelope, encode, errorEnvelope, syncEnvelope } from "./envelope.js";
 import { ApiError, Forbidden, NotFound, NotImplemented, toApiError } from "./errors.js";
+import { withRequestor } from "../operations/request-context.js";
 import { METHODS, toApiRequest, type Method, type Requestor, type Result, type Route } from "./route.js";
 
 export interface ApiDeps {
@@ -65,7 +66,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
           if (!handler) return sendError(reply, new NotImplemented());
           const requestor = deps.identify(req);
           if (!requestor.trusted && !r.untrusted?.includes(method)) return sendError(reply, new Forbidden());
-          const result = await handler(toApiRequest(req, requestor), reply);
+          const who = { username: requestor.username, protocol: requestor.protocol, address: requestor.address };
+          const result = await withRequestor(who, () => handler(toApiRequest(req, requestor), reply));
           return render(reply, result);
         },
       });
