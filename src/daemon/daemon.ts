@@ -7,6 +7,7 @@ import { apiExtensions } from "../api/extensions.js";
 import type { Route } from "../api/route.js";
 import { internalRoutes } from "../api/routes/internal.js";
 import { operationRoutes } from "../api/routes/operations.js";
+import { resourceRoutes } from "../api/routes/resources.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
 import { attachWebsockets } from "../api/websocket.js";
@@ -22,6 +23,7 @@ import { readHostInfo, type HostInfo } from "./host-info.js";
 import { createLogger } from "./logging.js";
 import { layout, pathsFor, type Paths } from "./paths.js";
 import type { Ports } from "./ports.js";
+import { ResourcesService } from "./resources/index.js";
 import { ServerService } from "./server-service.js";
 import { TrustStore } from "./trust.js";
 
@@ -112,6 +114,7 @@ export class Daemon {
       ...rootRoutes(server),
       ...operationRoutes(operations),
       ...warningRoutes(warnings),
+      ...resourceRoutes(new ResourcesService(host.kernel_architecture)),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
     ];

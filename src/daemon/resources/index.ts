@@ -1,0 +1,33 @@
+// GET /1.0/resources: the host's hardware, read from /proc and /sys on each request (files only,
+// no processes); what cannot change while we run (system identity) is read once.
+import { release } from "node:os";
+import { readCpu } from "./cpu.js";
+import { readGpu, readNetwork, readPci, readStorage, readUsb } from "./devices.js";
+import { readMemory } from "./memory.js";
+import { SysFs } from "./sysfs.js";
+import { readSystem, type SystemInfo } from "./system.js";
+
+export class ResourcesService {
+  private system?: SystemInfo;
+  private readonly kernelRelease = release();
+
+  constructor(
+    private readonly architecture: string,
+    private readonly fs = new SysFs("/"),
+  ) {}
+
+  read() {
+    const fs = this.fs;
+    this.system ??= readSystem(fs);
+    return {
+      cpu: readCpu(fs, this.architecture),
+      memory: readMemory(fs),
+      gpu: readGpu(fs, this.kernelRelease),
+      network: readNetwork(fs, this.kernelRelease),
+      storage: readStorage(fs),
+      usb: readUsb(fs, this.kernelRelease),
+      pci: readPci(fs, this.kernelRelease),
+      system: this.system,
+    };
+  }
+}
