@@ -26,4 +26,9 @@ export const apiExtensions: string[] = [
   "resources_pci_iommu",
   "resources_disk_address",
   "resources_pci_vpd",
+  "certificate_update",
+  "certificate_project",
+  "certificate_self_renewal",
+  "certificate_token",
+  "remote_token_expiry",
 ];

@@ -5,17 +5,20 @@ import type { Logger } from "pino";
 import { buildApi } from "../api/server.js";
 import { apiExtensions } from "../api/extensions.js";
 import type { Route } from "../api/route.js";
+import { certificateRoutes } from "../api/routes/certificates.js";
 import { internalRoutes } from "../api/routes/internal.js";
 import { operationRoutes } from "../api/routes/operations.js";
 import { resourceRoutes } from "../api/routes/resources.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
 import { attachWebsockets } from "../api/websocket.js";
+import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { WarningRepo } from "../db/warning-repo.js";
 import { EventHub } from "../operations/events.js";
 import { OperationManager } from "../operations/manager.js";
+import { CertificateService } from "./certificate-service.js";
 import { ensureServerCertificate, type KeyPair } from "./certificates.js";
 import { Endpoints } from "./endpoints.js";
 import { features } from "./features.js";
@@ -114,6 +117,9 @@ export class Daemon {
       ...rootRoutes(server),
       ...operationRoutes(operations),
       ...warningRoutes(warnings),
+      ...certificateRoutes(
+        new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint }),
+      ),
       ...resourceRoutes(new ResourcesService(host.kernel_architecture)),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
