@@ -6,6 +6,7 @@ import { buildApi } from "../api/server.js";
 import { apiExtensions } from "../api/extensions.js";
 import type { Route } from "../api/route.js";
 import { certificateRoutes } from "../api/routes/certificates.js";
+import { sqlRoutes } from "../api/routes/sql.js";
 import { internalRoutes } from "../api/routes/internal.js";
 import { operationRoutes } from "../api/routes/operations.js";
 import { resourceRoutes } from "../api/routes/resources.js";
@@ -28,6 +29,7 @@ import { layout, pathsFor, type Paths } from "./paths.js";
 import type { Ports } from "./ports.js";
 import { ResourcesService } from "./resources/index.js";
 import { ServerService } from "./server-service.js";
+import { SqlService } from "./sql-service.js";
 import { TrustStore } from "./trust.js";
 
 export interface DaemonOptions {
@@ -121,6 +123,7 @@ export class Daemon {
         new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint }),
       ),
       ...resourceRoutes(new ResourcesService(host.kernel_architecture)),
+      ...sqlRoutes(new SqlService(db)),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
     ];
