@@ -168,7 +168,7 @@ export class CertificateService {
     if (trusted && req.certificate === "" && !req.token) throw new BadRequest("Client is already trusted");
     if (!trusted) {
       const stored = this.deps.server.get("core.trust_password") ?? "";
-      const passwordOk = stored !== "" && req.password !== "" && checkPassword(stored, req.password);
+      const passwordOk = stored !== "" && req.password !== "" && (await checkPassword(stored, req.password));
       if (!passwordOk) {
         const token = req.password !== "" ? decodeToken(req.password) : undefined;
         if (!token) throw new Forbidden();

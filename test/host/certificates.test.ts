@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon, type Res, type TestDaemon } from "../helpers/daemon.js";
 
@@ -216,6 +217,55 @@ describe("tokens", () => {
     const r = await d.api("POST", "/1.0/certificates", { type: "client", token: true, name: "t" });
     expect(r.body.error).toBe("Can't issue token when server isn't listening on network");
     await d.api("PATCH", "/1.0", { config: { "core.https_address": `127.0.0.1:${port}` } });
+  });
+});
+
+describe("restricted clients and token expiry", () => {
+  it("a restricted client may only renew or remove its own certificate", async () => {
+    const me = makeCert("restricted", "/CN=restricted");
+    const other = makeCert("other", "/CN=other");
+    await d.api("POST", "/1.0/certificates", { type: "client", certificate: me.der.toString("base64"), restricted: true, projects: ["default"] });
+    await d.api("POST", "/1.0/certificates", { type: "client", certificate: other.der.toString("base64") });
+    expect((await tls("GET", "/1.0", undefined, me)).body.metadata.auth).toBe("trusted");
+    const add = await tls("POST", "/1.0/certificates", { type: "client", certificate: makeCert("x", "/CN=x").der.toString("base64") }, me);
+    expect(add.status).toBe(403);
+    const rename = await tls("PUT", `/1.0/certificates/${me.fingerprint}`, { name: "renamed", type: "client", restricted: true, projects: ["default"] }, me);
+    expect([rename.status, rename.body.error]).toEqual([403, "Only the certificate can be changed"]);
+    expect((await tls("DELETE", `/1.0/certificates/${other.fingerprint}`, undefined, me)).status).toBe(403);
+    expect((await tls("DELETE", `/1.0/certificates/${me.fingerprint}`, undefined, me)).status).toBe(200);
+    expect((await tls("GET", "/1.0", undefined, me)).body.metadata.auth).toBe("untrusted");
+    await d.api("DELETE", `/1.0/certificates/${other.fingerprint}`);
+  });
+
+  it("core.remote_token_expiry bounds a token's life", async () => {
+    await d.api("PATCH", "/1.0", { config: { "core.remote_token_expiry": "1S" } });
+    const op = (await d.api("POST", "/1.0/certificates", { type: "client", token: true, name: "short" })).body.metadata;
+    expect(Date.parse(op.metadata.expiresAt) - Date.now()).toBeLessThanOrEqual(1000);
+    await new Promise((r) => setTimeout(r, 1200));
+    const token = Buffer.from(JSON.stringify({ client_name: "short", fingerprint: "", addresses: [], secret: op.metadata.secret, expires_at: op.metadata.expiresAt })).toString("base64");
+    const r = await tls("POST", "/1.0/certificates", { password: token }, makeCert("late", "/CN=late"));
+    expect([r.status, r.body.error]).toEqual([403, "Token has expired"]);
+    expect((await d.api("GET", "/1.0/certificates")).body.metadata).toEqual([]);
+    await d.api("PATCH", "/1.0", { config: { "core.remote_token_expiry": "" } });
+  });
+
+  it("changes are lifecycle events", async () => {
+    const ws = new WebSocket("ws+unix://" + d.socket + ":/1.0/events?type=lifecycle");
+    const events: any[] = [];
+    ws.on("message", (m) => events.push(JSON.parse(String(m))));
+    await new Promise((r) => ws.on("open", r));
+    const c = makeCert("evented", "/CN=evented");
+    await d.api("POST", "/1.0/certificates", { type: "client", certificate: c.der.toString("base64") });
+    await d.api("PATCH", `/1.0/certificates/${c.fingerprint}`, { name: "ev2" });
+    await d.api("DELETE", `/1.0/certificates/${c.fingerprint}`);
+    await new Promise((r) => setTimeout(r, 200));
+    ws.close();
+    expect(events.map((e) => [e.metadata.action, e.metadata.source])).toEqual([
+      ["certificate-created", `/1.0/certificates/${c.fingerprint}`],
+      ["certificate-updated", `/1.0/certificates/${c.fingerprint}`],
+      ["certificate-deleted", `/1.0/certificates/${c.fingerprint}`],
+    ]);
+    expect(events[0].metadata.requestor).toEqual({ username: "root", protocol: "unix", address: "@" });
   });
 });
 

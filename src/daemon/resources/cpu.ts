@@ -55,8 +55,9 @@ function cacheOf(fs: SysFs, cpuDir: string): CpuCache[] {
   return out;
 }
 
-export function readCpu(fs: SysFs, architecture: string): Cpu {
-  const info = parseCpuinfo(fs.read("/proc/cpuinfo") ?? "");
+/** `cpuinfo`: the parsed /proc/cpuinfo, which callers may keep (model names never change). */
+export function readCpu(fs: SysFs, architecture: string, cpuinfo?: Record<string, string>[]): Cpu {
+  const info = cpuinfo ?? parseCpuinfo(fs.read("/proc/cpuinfo") ?? "");
   const byProcessor = new Map(info.map((r) => [Number(r.processor), r]));
   const isolated = new Set(parseCpuList(fs.read(`${CPU_DIR}/isolated`) ?? ""));
   const sockets = new Map<number, CpuSocket>();

@@ -1,14 +1,16 @@
 // GET /1.0/resources: the host's hardware, read from /proc and /sys on each request (files only,
-// no processes); what cannot change while we run (system identity) is read once.
+// no processes); what cannot change while we run (system identity, CPU model names) is read once.
 import { release } from "node:os";
 import { readCpu } from "./cpu.js";
 import { readGpu, readNetwork, readPci, readStorage, readUsb } from "./devices.js";
 import { readMemory } from "./memory.js";
+import { parseCpuinfo } from "./parse.js";
 import { SysFs } from "./sysfs.js";
 import { readSystem, type SystemInfo } from "./system.js";
 
 export class ResourcesService {
   private system?: SystemInfo;
+  private cpuinfo?: Record<string, string>[];
   private readonly kernelRelease = release();
 
   constructor(
@@ -19,8 +21,9 @@ export class ResourcesService {
   read() {
     const fs = this.fs;
     this.system ??= readSystem(fs);
+    this.cpuinfo ??= parseCpuinfo(fs.read("/proc/cpuinfo") ?? "");
     return {
-      cpu: readCpu(fs, this.architecture),
+      cpu: readCpu(fs, this.architecture, this.cpuinfo),
       memory: readMemory(fs),
       gpu: readGpu(fs, this.kernelRelease),
       network: readNetwork(fs, this.kernelRelease),
