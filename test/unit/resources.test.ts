@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { readCpu } from "../../src/daemon/resources/cpu.js";
 import { readNetwork, readPci, readStorage } from "../../src/daemon/resources/devices.js";
 import { readMemory } from "../../src/daemon/resources/memory.js";
-import { parseCacheSize, parseCpuList, parseCpuinfo, parseHexId, parseMeminfo, parseVpd } from "../../src/daemon/resources/parse.js";
+import { parseCacheSize, parseCpuList, parseCpuinfo, parseHexId, parseIdDatabase, parseMeminfo, parseVpd } from "../../src/daemon/resources/parse.js";
 import { SysFs } from "../../src/daemon/resources/sysfs.js";
 import { readSystem, systemType } from "../../src/daemon/resources/system.js";
 
@@ -57,6 +57,15 @@ describe("parsers", () => {
     expect(parseHexId("0x1af4\n")).toBe("1af4");
     expect(parseHexId("0x1")).toBe("0001");
   });
+  it("pci.ids / usb.ids: vendors and their devices, classes ignored", () => {
+    const db = parseIdDatabase("# comment\n1af4  Red Hat, Inc.\n\t1000  Virtio network device\n\t\t1af4 0001  subsystem\n8086  Intel Corporation\n\t0d57  Something\nC 02  Network controller\n\t00  Ethernet controller\n");
+    expect(db.vendors.get("1af4")).toBe("Red Hat, Inc.");
+    expect(db.products.get("1af4:1000")).toBe("Virtio network device");
+    expect(db.products.get("8086:0d57")).toBe("Something");
+    expect(db.vendors.has("C 02")).toBe(false);
+    expect(db.products.size).toBe(2);
+  });
+
   it("PCI VPD: identifier string and VPD-R keywords", () => {
     const id = Buffer.from("Example NIC");
     const kw = Buffer.concat([Buffer.from("PN"), Buffer.from([4]), Buffer.from("X123"), Buffer.from("RV"), Buffer.from([1, 0])]);
@@ -175,6 +184,13 @@ describe("readers over a fixture tree", () => {
     expect(readPci(fs, "6.1.0").devices).toEqual([
       { driver: "", driver_version: "", numa_node: 0, pci_address: "0000:00:03.0", vendor: "", vendor_id: "1af4", product: "", product_id: "1041", iommu_group: 0, vpd: {} },
     ]);
+  });
+
+  it("pci and network cards take names from an id database when there is one", () => {
+    const ids = parseIdDatabase("1af4  Red Hat, Inc.\n\t1041  Virtio 1.0 network device\n");
+    expect(readPci(fs, "6.1.0", ids).devices[0]).toMatchObject({ vendor: "Red Hat, Inc.", product: "Virtio 1.0 network device" });
+    expect(readNetwork(fs, "6.1.0", ids).cards[0]).toMatchObject({ vendor: "Red Hat, Inc.", vendor_id: "1af4", product_id: "0001" });
+    expect(readNetwork(fs, "6.1.0", ids).cards[0].product).toBeUndefined();
   });
 
   it("system: no DMI, type from markers", () => {

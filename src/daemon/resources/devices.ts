@@ -1,5 +1,5 @@
 // Devices: PCI, network cards, disks, GPUs and USB, from /sys.
-import { parseDev, parseHexId, parseVpd } from "./parse.js";
+import { parseDev, parseHexId, parseVpd, type IdDatabase } from "./parse.js";
 import { pciAddressOf, pciDevicePath, type SysFs } from "./sysfs.js";
 
 export interface PciDevice {
@@ -24,26 +24,36 @@ export function driverVersion(fs: SysFs, driverDir: string, kernelRelease: strin
   return fs.trim(`${driverDir}/module/version`) ?? kernelRelease;
 }
 
+const NO_IDS: IdDatabase = { vendors: new Map(), products: new Map() };
+
+/** Vendor and product names from an id database ("" when unknown, as upstream without one). */
+export function names(ids: IdDatabase, vendorId: string, productId: string): { vendor: string; product: string } {
+  return { vendor: ids.vendors.get(vendorId) ?? "", product: ids.products.get(`${vendorId}:${productId}`) ?? "" };
+}
+
 function numaNode(fs: SysFs, dir: string): number {
   const n = fs.int(`${dir}/numa_node`);
   return n === undefined || n < 0 ? 0 : n;
 }
 
-export function readPci(fs: SysFs, kernelRelease: string): { devices: PciDevice[]; total: number } {
+export function readPci(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { devices: PciDevice[]; total: number } {
   const devices: PciDevice[] = [];
   for (const addr of fs.list("/sys/bus/pci/devices")) {
     const dir = `/sys/bus/pci/devices/${addr}`;
     const driver = fs.linkName(`${dir}/driver`);
     const vpd = fs.readBuffer(`${dir}/vpd`);
+    const vendorId = parseHexId(fs.read(`${dir}/vendor`));
+    const productId = parseHexId(fs.read(`${dir}/device`));
+    const n = names(ids, vendorId, productId);
     devices.push({
       driver,
       driver_version: driverVersion(fs, `${dir}/driver`, kernelRelease),
       numa_node: numaNode(fs, dir),
       pci_address: addr,
-      vendor: "",
-      vendor_id: parseHexId(fs.read(`${dir}/vendor`)),
-      product: "",
-      product_id: parseHexId(fs.read(`${dir}/device`)),
+      vendor: n.vendor,
+      vendor_id: vendorId,
+      product: n.product,
+      product_id: productId,
       iommu_group: Number(fs.linkName(`${dir}/iommu_group`)) || 0,
       vpd: vpd && vpd.length ? parseVpd(vpd) : {},
     });
@@ -67,12 +77,14 @@ export interface NetworkCard {
   ports: NetworkPort[];
   numa_node: number;
   pci_address?: string;
+  vendor?: string;
   vendor_id?: string;
+  product?: string;
   product_id?: string;
 }
 
 /** Cards with a backing device (physical, or virtio/PCI in a VM), their interfaces as ports. */
-export function readNetwork(fs: SysFs, kernelRelease: string): { cards: NetworkCard[]; total: number } {
+export function readNetwork(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { cards: NetworkCard[]; total: number } {
   const cards = new Map<string, NetworkCard>();
   for (const name of fs.list("/sys/class/net")) {
     const dir = `/sys/class/net/${name}`;
@@ -89,6 +101,11 @@ export function readNetwork(fs: SysFs, kernelRelease: string): { cards: NetworkC
       const product = fs.read(`${dir}/device/device`);
       if (vendor) card.vendor_id = parseHexId(vendor);
       if (product) card.product_id = parseHexId(product);
+      if (card.vendor_id) {
+        const n = names(ids, card.vendor_id, card.product_id ?? "");
+        if (n.vendor) card.vendor = n.vendor;
+        if (n.product) card.product = n.product;
+      }
       cards.set(devicePath, card);
     }
     const type = fs.int(`${dir}/type`);
@@ -210,7 +227,7 @@ export interface GpuCard {
 }
 
 /** PCI display controllers (class 0x03xxxx), with their DRM nodes. */
-export function readGpu(fs: SysFs, kernelRelease: string): { cards: GpuCard[]; total: number } {
+export function readGpu(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { cards: GpuCard[]; total: number } {
   const drmByPci = new Map<string, string[]>();
   for (const node of fs.list("/sys/class/drm").filter((e) => /^(card|renderD|controlD)\d+$/.test(e))) {
     const pci = pciAddressOf(fs.resolve(`/sys/class/drm/${node}/device`));
@@ -221,15 +238,16 @@ export function readGpu(fs: SysFs, kernelRelease: string): { cards: GpuCard[]; t
     const dir = `/sys/bus/pci/devices/${addr}`;
     if (!(fs.trim(`${dir}/class`) ?? "").startsWith("0x03")) continue;
     const driver = fs.linkName(`${dir}/driver`);
+    const vendorId = parseHexId(fs.read(`${dir}/vendor`));
+    const productId = parseHexId(fs.read(`${dir}/device`));
     const card: GpuCard = {
       driver,
       driver_version: driverVersion(fs, `${dir}/driver`, kernelRelease),
       numa_node: numaNode(fs, dir),
       pci_address: addr,
-      vendor: "",
-      vendor_id: parseHexId(fs.read(`${dir}/vendor`)),
-      product: "",
-      product_id: parseHexId(fs.read(`${dir}/device`)),
+      ...names(ids, vendorId, productId),
+      vendor_id: vendorId,
+      product_id: productId,
     };
     const nodes = drmByPci.get(addr) ?? [];
     const cardNode = nodes.find((n) => n.startsWith("card"));
@@ -257,7 +275,7 @@ export interface UsbDevice {
   speed: number;
 }
 
-export function readUsb(fs: SysFs, kernelRelease: string): { devices: UsbDevice[]; total: number } {
+export function readUsb(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { devices: UsbDevice[]; total: number } {
   const devices: UsbDevice[] = [];
   for (const name of fs.list("/sys/bus/usb/devices")) {
     const dir = `/sys/bus/usb/devices/${name}`;
@@ -278,14 +296,17 @@ export function readUsb(fs: SysFs, kernelRelease: string): { devices: UsbDevice[
         subclass_id: Number.parseInt(fs.trim(`${idir}/bInterfaceSubClass`) ?? "0", 16) || 0,
       });
     }
+    const vendorId = parseHexId(fs.read(`${dir}/idVendor`));
+    const productId = parseHexId(fs.read(`${dir}/idProduct`));
+    const n = names(ids, vendorId, productId);
     devices.push({
       bus_address: fs.int(`${dir}/busnum`) ?? 0,
       device_address: fs.int(`${dir}/devnum`) ?? 0,
       interfaces,
-      vendor: fs.trim(`${dir}/manufacturer`) ?? "",
-      vendor_id: parseHexId(fs.read(`${dir}/idVendor`)),
-      product: fs.trim(`${dir}/product`) ?? "",
-      product_id: parseHexId(fs.read(`${dir}/idProduct`)),
+      vendor: n.vendor || (fs.trim(`${dir}/manufacturer`) ?? ""),
+      vendor_id: vendorId,
+      product: n.product || (fs.trim(`${dir}/product`) ?? ""),
+      product_id: productId,
       speed: Number(fs.trim(`${dir}/speed`) ?? 0) || 0,
     });
   }

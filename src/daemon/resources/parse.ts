@@ -92,3 +92,32 @@ export function parseVpd(buf: Buffer): { product_name?: string; entries?: Record
 export function parseDev(text: string | undefined): string {
   return (text ?? "").trim();
 }
+
+/** A pci.ids / usb.ids database: vendor id → name, and "vendor:device" → name. */
+export interface IdDatabase {
+  vendors: Map<string, string>;
+  products: Map<string, string>;
+}
+
+/** Parse the hwdata id format (vendor lines, then tab-indented device lines; classes after "C "). */
+export function parseIdDatabase(text: string): IdDatabase {
+  const vendors = new Map<string, string>();
+  const products = new Map<string, string>();
+  let vendor = "";
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const top = /^([0-9a-f]{4})\s+(.+)$/.exec(line);
+    if (top) {
+      vendor = top[1];
+      vendors.set(vendor, top[2].trim());
+      continue;
+    }
+    if (/^[A-Z] /.test(line)) {
+      vendor = ""; // class lists and the like: not vendors
+      continue;
+    }
+    const dev = /^\t([0-9a-f]{4})\s+(.+)$/.exec(line);
+    if (dev && vendor) products.set(`${vendor}:${dev[1]}`, dev[2].trim());
+  }
+  return { vendors, products };
+}
