@@ -94,12 +94,6 @@ export async function throughput(socketPath: string, path: string, connections: 
 
 const round = (x: number) => Math.round(x * 10) / 10;
 
-export async function measure(socketPath: string, o: Pick<Options, "path" | "requests" | "connections" | "duration">): Promise<Figures> {
-  const lat = await sequentialLatency(socketPath, o.path, o.requests);
-  const rps = await throughput(socketPath, o.path, o.connections, o.duration);
-  return { ...lat, requests_per_second: rps };
-}
-
 /** Start a nodelxd of this build in a fresh LXD_DIR; resolves once it answers. */
 async function startOwnDaemon(): Promise<{ socket: string; stop: () => Promise<void> }> {
   const dir = mkdtempSync("/tmp/nodelxd-bench-");
@@ -148,16 +142,21 @@ async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const own = o.socket ? undefined : await startOwnDaemon();
   try {
-    const ours = await measure(o.socket ?? own!.socket, o);
-    const other = o.compare ? await measure(o.compare, o) : undefined;
+    // Latencies first, then throughputs, so both daemons see similar machine load per phase.
+    const socket = o.socket ?? own!.socket;
+    const latOurs = await sequentialLatency(socket, o.path, o.requests);
+    const latOther = o.compare ? await sequentialLatency(o.compare, o.path, o.requests) : undefined;
+    const ours: Figures = { ...latOurs, requests_per_second: await throughput(socket, o.path, o.connections, o.duration) };
+    const other: Figures | undefined = o.compare ? { ...latOther!, requests_per_second: await throughput(o.compare, o.path, o.connections, o.duration) } : undefined;
     if (o.json) {
       const out: Record<string, unknown> = { path: o.path, requests: o.requests, connections: o.connections, duration_s: o.duration, nodelxd: ours };
       if (other) {
         out.compare = other;
+        const ratio = (a: number, b: number) => Number((a / b).toFixed(2));
         out.ratios = {
-          p50: round((ours.p50_us / other.p50_us) * 100) / 100,
-          p99: round((ours.p99_us / other.p99_us) * 100) / 100,
-          requests_per_second: round((ours.requests_per_second / other.requests_per_second) * 100) / 100,
+          p50: ratio(ours.p50_us, other.p50_us),
+          p99: ratio(ours.p99_us, other.p99_us),
+          requests_per_second: ratio(ours.requests_per_second, other.requests_per_second),
         };
       }
       console.log(JSON.stringify(out, null, 2));

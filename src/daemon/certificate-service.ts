@@ -200,7 +200,7 @@ export class CertificateService {
     const fingerprint = fingerprintOf(der);
     if (name === "") name = commonName(cert);
     if (name === "") {
-      const host = /^(.*):\d+$/.exec(caller.remoteAddress)?.[1];
+      const host = /^(.+):\d+$/.exec(caller.remoteAddress)?.[1];
       if (host === undefined) throw new InternalError(`address ${caller.remoteAddress}: missing port in address`);
       name = host.replace(/^\[|\]$/g, "");
     }

@@ -135,7 +135,7 @@ export class Daemon {
       tls: keypair,
       handler: (req, res) => {
         // GET /1.0 is what every client asks first and most often: serve its cached envelope
-        // without going through the router.
+        // without going through the router (headers every response needs must be added here too).
         if (req.method === "GET" && req.url === "/1.0") {
           const doc = server.document(trust.identify(req).trusted);
           res.writeHead(200, { "content-type": "application/json", "content-length": doc.body.length, etag: `"${doc.etag}"` });

@@ -36,7 +36,8 @@ export class TrustStore {
   identify(raw: IncomingMessage): Requestor {
     const socket = raw.socket as TLSSocket;
     if (!socket.encrypted) return UNIX_REQUESTOR;
-    const address = `${socket.remoteAddress}:${socket.remotePort}`;
+    const host = socket.remoteAddress ?? "";
+    const address = host.includes(":") ? `[${host}]:${socket.remotePort}` : `${host}:${socket.remotePort}`;
     const der = TrustStore.peerCertificate(raw);
     if (!der) return { trusted: false, protocol: "tls", username: "", address };
     const fingerprint = createHash("sha256").update(der).digest("hex");

@@ -123,6 +123,15 @@ describe("untrusted TLS clients", () => {
   });
 });
 
+describe("names", () => {
+  it("a client certificate without a CN is named after the client's address", async () => {
+    const c = makeCert("nocn-tls", "/O=nocn");
+    expect((await tls("POST", "/1.0/certificates", { type: "client", password: "pw-Secret1" }, c)).status).toBe(201);
+    expect((await d.api("GET", `/1.0/certificates/${c.fingerprint}`)).body.metadata.name).toBe("127.0.0.1");
+    await d.api("DELETE", `/1.0/certificates/${c.fingerprint}`);
+  });
+});
+
 describe("managing certificates over the unix socket", () => {
   const b64 = (der: Buffer) => der.toString("base64");
 

@@ -2,6 +2,9 @@
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from "node:fs";
 import { basename, join } from "node:path";
 
+/** Natural order ("cpu2" before "cpu10"); one collator, since building one per comparison is slow. */
+const natural = new Intl.Collator("en", { numeric: true }).compare;
+
 export class SysFs {
   constructor(readonly root = "/") {}
 
@@ -42,7 +45,7 @@ export class SysFs {
 
   list(p: string): string[] {
     try {
-      return readdirSync(this.path(p)).sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+      return readdirSync(this.path(p)).sort(natural);
     } catch {
       return [];
     }
