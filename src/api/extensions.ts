@@ -12,4 +12,13 @@ export const apiExtensions: string[] = [
   "warnings",
   "event_project",
   "event_hub",
+  "profile_usedby",
+  "storage",
+  "storage_rsync_bwlimit",
+  "storage_volatile_initial_source",
+  "resources",
+  "storage_unmapped",
+  "storage_shifted",
+  "storage_rsync_compression",
+  "server_supported_storage_drivers",
 ];
