@@ -15,6 +15,7 @@ export const apiExtensions: string[] = [
   "profile_usedby",
   "storage",
   "storage_rsync_bwlimit",
+  "storage_btrfs_mount_options",
   "storage_volatile_initial_source",
   "resources",
   "storage_unmapped",

@@ -58,3 +58,13 @@ export async function fsUsage(path: string): Promise<PoolUsage> {
     inodes: { used: s.files - s.ffree, total: s.files },
   };
 }
+
+/**
+ * Refuse to recursively delete a tree something is mounted in: a recursive delete would
+ * follow the mount onto whatever filesystem it shows.
+ */
+export function assertNoMountsUnder(path: string): void {
+  const prefix = path.endsWith("/") ? path : path + "/";
+  const inside = mountTable().find((m) => m.mountPoint.startsWith(prefix));
+  if (inside) throw new Error(`Cannot delete "${path}": "${inside.mountPoint}" is mounted inside it`);
+}

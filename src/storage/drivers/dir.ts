@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
-import { bindMount, fsUsage, isMountPoint, unmountAll } from "../host.js";
+import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, unmountAll } from "../host.js";
 import { commonPoolKeys, commonVolumeKeys } from "../config.js";
 import { withRevert } from "../reverter.js";
 import { POOL_DIRS, VOLUME_DIRS, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type Volume } from "./types.js";
@@ -106,6 +106,7 @@ class DirDriver implements Driver {
   }
 
   async deleteVolume(vol: Volume): Promise<void> {
+    assertNoMountsUnder(this.volumePath(vol));
     await rm(this.volumePath(vol), { recursive: true, force: true });
   }
 
