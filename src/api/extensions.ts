@@ -18,6 +18,7 @@ export const apiExtensions: string[] = [
   "storage_btrfs_mount_options",
   "storage_volatile_initial_source",
   "resources",
+  "storage_api_volume_rename",
   "storage_unmapped",
   "storage_shifted",
   "storage_rsync_compression",

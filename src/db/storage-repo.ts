@@ -120,6 +120,10 @@ export class StorageRepo {
     this.db.prepare("UPDATE storage_volumes SET state = ? WHERE id = ?").run(state, id);
   }
 
+  updateVolume(id: number, changes: { description: string; config: Record<string, string> }): void {
+    this.db.prepare("UPDATE storage_volumes SET description = ?, config = ? WHERE id = ?").run(changes.description, JSON.stringify(changes.config), id);
+  }
+
   renameVolume(id: number, name: string): void {
     this.db.prepare("UPDATE storage_volumes SET name = ? WHERE id = ?").run(name, id);
   }
