@@ -191,7 +191,9 @@ export class PoolService implements StoragePort {
     validatePoolName(req.name);
     if (req.driver === "") throw new BadRequest("No driver provided");
     const def = this.definition(req.driver);
-    if (!this.versions.has(req.driver)) throw new InternalError(`Storage driver "${req.driver}" is not available on this host`);
+    if (!this.versions.has(req.driver)) {
+      throw new InternalError((await def.unavailableReason?.()) ?? `Storage driver "${req.driver}" is not available on this host`);
+    }
     if (this.repo.pool(req.name)) throw new Conflict("The storage pool already exists: The record already exists");
     let config: Record<string, string>;
     try {

@@ -118,6 +118,18 @@ describe("storage pools API", () => {
     expect((await d.api("GET", "/1.0/storage-pools/nope/volumes")).body.error).toBe("Storage pool not found");
   });
 
+  it("a driver the host can't run is refused with the reason, as upstream", async () => {
+    const zfsHere = existsSync("/sys/module/zfs");
+    const r = await d.api("POST", "/1.0/storage-pools", { name: "z1", driver: "zfs" });
+    if (zfsHere) return;
+    expect(r.status).toBe(500);
+    expect(r.body.error).toMatch(/^Error loading "zfs" module: Failed to run: modprobe -b zfs: exit status \d+ \(/);
+    expect(existsSync(join(d.dir, "storage-pools/z1"))).toBe(false);
+    expect(existsSync(join(d.dir, "disks/z1.img"))).toBe(false);
+    const env = (await d.api("GET", "/1.0")).body.metadata.environment;
+    expect(env.storage_supported_drivers.map((x: any) => x.Name)).not.toContain("zfs");
+  });
+
   it("environment reports pools' drivers and supported drivers", async () => {
     const env = (await d.api("GET", "/1.0")).body.metadata.environment;
     expect(env.storage).toBe("dir");
