@@ -1,4 +1,9 @@
 // The feature modules the daemon loads, in start order. One line each.
+import { ProfilesFeature } from "../profiles/feature.js";
+import { StorageFeature } from "../storage/feature.js";
 import type { FeatureFactory } from "./daemon.js";
 
-export const features: FeatureFactory[] = [];
+export const features: FeatureFactory[] = [
+  (core) => new StorageFeature(core),
+  (core) => new ProfilesFeature(core),
+];

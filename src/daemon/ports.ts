@@ -44,6 +44,10 @@ export interface StoragePort {
   deleteInstanceVolume(project: string, pool: string, name: string): Promise<void>;
   /** Bytes used by the volume, when the driver can tell cheaply. */
   instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined>;
+  /** Host path of a custom volume, for disk devices (pool=P source=VOL); throws NotFound. */
+  mountCustomVolume?(pool: string, project: string, name: string): Promise<string>;
+  /** Drop an image's cached volumes from every pool (call when the image is deleted). */
+  deleteImageVolumes?(fingerprint: string): Promise<void>;
 }
 
 export interface ProfileRecord {
@@ -62,6 +66,8 @@ export interface ProfilesPort {
 export interface InstancesPort {
   /** URLs (/1.0/instances/NAME[?project=P]) of instances referencing the object. */
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
+  /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
+  volumeUsedBy?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
   exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
 }

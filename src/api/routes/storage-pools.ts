@@ -1,0 +1,79 @@
+import type { PoolService } from "../../storage/pool-service.js";
+import { NotImplemented } from "../errors.js";
+import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../schemas/storage.js";
+import { checkEtag, created, route, sync, type ApiRequest, type Route } from "../route.js";
+
+export function storagePoolRoutes(pools: PoolService): Route[] {
+  const poolEtag = (name: string) => {
+    const p = pools.getPool(name);
+    return [p.name, p.driver, p.description, p.config];
+  };
+  const update = (mode: "replace" | "merge") => async (req: ApiRequest) => {
+    const body = await req.body(StoragePoolPut, "StoragePoolPut");
+    checkEtag(req, poolEtag(req.params.name));
+    await pools.updatePool(req.params.name, body, mode);
+    return sync({});
+  };
+  const listVolumes = (req: ApiRequest) => {
+    const list = pools.listVolumes(req.params.pool, req.project, req.params.type);
+    return sync(req.recursion > 0 ? list.map((v) => pools.volumeView(v)) : list.map((v) => pools.volumeUrl(v)));
+  };
+  const createVolume = async (req: ApiRequest) => {
+    const body = await req.body(StorageVolumesPost, "StorageVolumesPost");
+    await pools.createCustomVolume(req.params.pool, req.project, { ...body, type: req.params.type ?? body.type });
+    return sync({});
+  };
+  const volumeEtag = (req: ApiRequest) => {
+    const v = pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume));
+    return [v.name, v.type, v.description, v.config];
+  };
+  const updateVolume = (mode: "replace" | "merge") => async (req: ApiRequest) => {
+    const body = await req.body(StorageVolumePut, "StorageVolumePut");
+    checkEtag(req, volumeEtag(req));
+    await pools.updateCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body, mode);
+    return sync({});
+  };
+  return [
+    route("/1.0/storage-pools", {
+      GET: (req) => {
+        const list = pools.listPools();
+        return sync(req.recursion > 0 ? list.map((p) => pools.poolView(p)) : list.map((p) => `/1.0/storage-pools/${p.name}`));
+      },
+      POST: async (req) => {
+        const body = await req.body(StoragePoolsPost, "StoragePoolsPost");
+        await pools.createPool(body);
+        return created(`/1.0/storage-pools/${body.name}`, null);
+      },
+    }),
+    route("/1.0/storage-pools/:name", {
+      GET: (req) => sync(pools.getPool(req.params.name), { etag: poolEtag(req.params.name) }),
+      PUT: update("replace"),
+      PATCH: update("merge"),
+      DELETE: async (req) => {
+        await pools.deletePool(req.params.name);
+        return sync({});
+      },
+    }),
+    route("/1.0/storage-pools/:name/resources", {
+      GET: async (req) => sync(await pools.resources(req.params.name)),
+    }),
+    route("/1.0/storage-pools/:pool/volumes", { GET: listVolumes, POST: createVolume }),
+    route("/1.0/storage-pools/:pool/volumes/:type", { GET: listVolumes, POST: createVolume }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume", {
+      GET: (req) => sync(pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume)), { etag: volumeEtag(req) }),
+      PUT: updateVolume("replace"),
+      PATCH: updateVolume("merge"),
+      POST: async (req) => {
+        const body = await req.body(StorageVolumePost, "StorageVolumePost");
+        // Moves between pools/projects and migrations are not implemented; only renames.
+        if (body.migration || (body.pool && body.pool !== req.params.pool) || (body.project && body.project !== req.project)) throw new NotImplemented();
+        await pools.renameCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body.name);
+        return sync(null);
+      },
+      DELETE: async (req) => {
+        await pools.deleteCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume);
+        return sync({});
+      },
+    }),
+  ];
+}
