@@ -12,4 +12,9 @@ export const apiExtensions: string[] = [
   "warnings",
   "event_project",
   "event_hub",
+  "image_compression_algorithm",
+  "image_create_aliases",
+  "image_types",
+  "images_expiry",
+  "image_profiles",
 ];
