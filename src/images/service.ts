@@ -185,7 +185,7 @@ export class ImageService implements ImagesPort {
       cached: false,
       architecture: opts.architecture,
       created_at: now,
-      expires_at: unixTime(built.expiryDate),
+      expires_at: built.expiryDate ? unixTime(built.expiryDate) : ZERO_TIME,
       uploaded_at: now,
       last_used_at: ZERO_TIME,
       properties: built.properties,

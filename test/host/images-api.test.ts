@@ -251,8 +251,30 @@ describe("publish", () => {
     instancesLoaded = probe.status !== 404 && probe.status !== 501;
   });
 
-  it("without the instances feature, publishing is refused as not implemented", async () => {
-    if (instancesLoaded) return;
+  it("lxc publish an instance, then launch the published image", async (t) => {
+    if (!instancesLoaded) t.skip();
+    const imp = d.lxc("image", "import", busyboxImage(), "--alias", "pubsrc");
+    expect(imp.code, imp.stderr).toBe(0);
+    d.lxc("storage", "create", "default", "dir");
+    d.lxc("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default");
+    const name = `pub${process.pid}`;
+    try {
+      expect(d.lxc("init", "pubsrc", name).code).toBe(0);
+      const p = d.lxc("publish", name, "--alias", "published", "description=hx-published");
+      expect(p.code, p.stderr).toBe(0);
+      const target = (await d.api("GET", "/1.0/images/aliases/published")).body.metadata.target;
+      expect((await d.api("GET", `/1.0/images/${target}`)).body.metadata.properties).toEqual({ description: "hx-published" });
+      expect(d.lxc("init", "published", `${name}b`).code).toBe(0);
+    } finally {
+      d.lxc("delete", "-f", `${name}b`);
+      d.lxc("delete", "-f", name);
+      d.lxc("image", "delete", "published");
+      d.lxc("image", "delete", "pubsrc");
+    }
+  });
+
+  it("without the instances feature, publishing is refused as not implemented", async (t) => {
+    if (instancesLoaded) t.skip();
     const r = await d.api("POST", "/1.0/images", { source: { type: "instance", name: "c1" } }, { "content-type": "application/json" });
     expect(r.status).toBe(501);
   });
