@@ -1,7 +1,7 @@
 // /1.0/images driven as users drive it: the stock lxc client and raw HTTP on the socket.
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
 import WebSocket from "ws";
@@ -222,6 +222,21 @@ describe("export and delete", () => {
     expect((await d.api("GET", "/1.0/images/aliases")).body.metadata).toEqual([]);
     expect(existsSync(join(d.dir, "images", fp))).toBe(false);
     expect(d.lxc("image", "delete", fp).code).not.toBe(0);
+  });
+});
+
+describe("crash safety", () => {
+  it("after kill -9, leftovers of an interrupted import are removed and stored images kept", async () => {
+    expect(d.lxc("image", "import", busyboxImage(), "--alias", "keep").code).toBe(0);
+    const images = join(d.dir, "images");
+    mkdirSync(join(images, ".build-interrupted"));
+    writeFileSync(join(images, ".build-interrupted", "image"), "partial");
+    writeFileSync(join(images, "e".repeat(64)), "linked but never recorded");
+    await d.kill9();
+    await d.restart();
+    expect(readdirSync(images)).toEqual([fp]);
+    expect((await d.api("GET", "/1.0/images/aliases/keep")).body.metadata.target).toBe(fp);
+    expect(d.lxc("image", "delete", "keep").code).toBe(0);
   });
 });
 
