@@ -6,7 +6,7 @@ import { request } from "node:https";
 import { join } from "node:path";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
+import { ROOT, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { busyboxImage } from "../helpers/image.js";
 
 let d: TestDaemon;
@@ -70,6 +70,28 @@ describe("import", () => {
     expect(op.status).toBe("Failure");
     expect(op.err).toBe("Unsupported compression");
     expect(readdirSync(join(d.dir, "images"))).toEqual([fp]);
+  });
+});
+
+describe("import options", () => {
+  it("lxc image import --public KEY=VALUE sets X-LXD-public and X-LXD-properties", async () => {
+    const out = join(tmp, "second.tar.xz");
+    spawnSync(join(ROOT, "test/fixtures/busybox-image.sh"), [out], { env: { ...process.env, CREATION_DATE: "1600000001" } });
+    const r = d.lxc("image", "import", out, "--public", "--alias", "second", "extra=yes", "os=custom");
+    expect(r.code, r.stderr).toBe(0);
+    const img = (await d.api("GET", "/1.0/images/aliases/second")).body.metadata;
+    const got = (await d.api("GET", `/1.0/images/${img.target}`)).body.metadata;
+    expect(got.public).toBe(true);
+    expect(got.properties).toMatchObject({ extra: "yes", os: "custom", description: expect.stringContaining("BusyBox") });
+    expect(got.created_at).toBe("2020-09-13T12:26:41Z");
+    expect(d.lxc("image", "delete", "second").code).toBe(0);
+  });
+
+  it("JSON without a known source type is LXD's error", async () => {
+    const r = await d.api("POST", "/1.0/images", { source: { type: "nope" } }, { "content-type": "application/json" });
+    expect([r.status, r.body.error]).toEqual([500, "Invalid images JSON"]);
+    const remote = await d.api("POST", "/1.0/images", { source: { type: "image", server: "https://127.0.0.1:9", alias: "x" } }, { "content-type": "application/json" });
+    expect(remote.status).toBe(501);
   });
 });
 

@@ -7,7 +7,7 @@ import type { ImagePublisher } from "../../images/publish.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
-import { BadRequest, NotFound, NotImplemented } from "../errors.js";
+import { BadRequest, InternalError, NotFound, NotImplemented } from "../errors.js";
 import { decode } from "../json.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
 
@@ -138,7 +138,7 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
             const type = body.source.type;
             if (["container", "instance", "virtual-machine", "snapshot"].includes(type)) return operation(publisher.publish(req.project, body, req.requestor));
             if (type === "image" || type === "url") throw new NotImplemented("Downloading images from remote servers is not supported");
-            throw new BadRequest("Invalid images JSON");
+            throw new InternalError("Invalid images JSON");
           }
           const expected = req.headers["x-lxd-fingerprint"];
           const view = operations.create({
