@@ -11,7 +11,13 @@ export class ImagesFeature implements Feature {
   private readonly publisher: ImagePublisher;
 
   constructor(private readonly core: Core) {
-    this.service = new ImageService({ dir: core.paths.images, repo: new ImageRepo(core.db), events: core.events, log: core.log });
+    this.service = new ImageService({
+      dir: core.paths.images,
+      repo: new ImageRepo(core.db),
+      events: core.events,
+      log: core.log,
+      projectFor: (project) => core.ports.projects?.effectiveProject(project, "images") ?? project,
+    });
     this.publisher = new ImagePublisher({
       images: this.service,
       operations: core.operations,

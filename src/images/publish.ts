@@ -153,7 +153,7 @@ export class ImagePublisher {
     if (type === "snapshot" && !name.includes("/")) throw new BadRequest("Not a snapshot");
     if (type !== "snapshot" && name.includes("/")) throw new BadRequest("This is a snapshot");
     const compression = codecFor(body.compression_algorithm || this.deps.defaultCompression());
-    for (const a of body.aliases ?? []) if (this.deps.images.aliasExists(project, a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
+    for (const a of body.aliases ?? []) if (this.deps.images.aliasExists(this.deps.images.projectFor(project), a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
     const expiry = body.expires_at ? Math.floor(new Date(body.expires_at).getTime() / 1000) : 0;
     if (Number.isNaN(expiry)) throw new BadRequest(`Invalid expires_at "${body.expires_at}"`);
 
@@ -181,7 +181,7 @@ export class ImagePublisher {
             await src.release();
           }
           ctx.updateMetadata({ fingerprint: built.fingerprint, size: String(built.size) });
-          const image = await this.deps.images.storeBuilt(project, built, {
+          const image = await this.deps.images.storeBuilt(this.deps.images.projectFor(project), built, {
             public: body.public,
             filename: body.filename,
             architecture: canonicalArchitecture(src.architecture) ?? src.architecture,

@@ -64,6 +64,8 @@ export interface ServiceDeps {
   repo: ImageRepo;
   events: EventHub;
   log: Logger;
+  /** The project holding the images of `project` (projects with features.images=false use default's). */
+  projectFor?: (project: string) => string;
 }
 
 export class ImageService implements ImagesPort {
@@ -86,6 +88,10 @@ export class ImageService implements ImagesPort {
   /** Record that an image was read out (export), as LXD's image-retrieved event. */
   retrieved(project: string, fingerprint: string, requestor?: Requestor): void {
     this.deps.events.lifecycle("image-retrieved", `/1.0/images/${fingerprint}`, { project, requestor: eventRequestor(requestor) });
+  }
+
+  projectFor(project: string): string {
+    return this.deps.projectFor?.(project) ?? project;
   }
 
   get dir(): string {
@@ -289,7 +295,8 @@ export class ImageService implements ImagesPort {
     return rows[0];
   }
 
-  resolve(project: string, ref: { alias?: string; fingerprint?: string }): ImageRecord {
+  resolve(requestProject: string, ref: { alias?: string; fingerprint?: string }): ImageRecord {
+    const project = this.projectFor(requestProject);
     let row: ImageRecordRow;
     if (ref.alias !== undefined && ref.alias !== "") {
       const alias = this.repo.alias(project, ref.alias);

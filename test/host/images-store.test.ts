@@ -241,3 +241,12 @@ describe("publish: tar a volume directory into the store", () => {
     expect(codecFor("xz -9")).toBe("xz");
   });
 });
+
+describe("projects sharing images", () => {
+  it("resolve() looks in the project the projects feature names", async () => {
+    const shared = new ImageService({ dir: join(root, "images"), repo, events: new EventHub(), log: pino({ level: "silent" }), projectFor: (p) => (p === "noimages" ? "default" : p) });
+    const fp = execFileSync("sha256sum", [busyboxImage()]).toString().split(" ")[0];
+    expect(shared.resolve("noimages", { fingerprint: fp }).project).toBe("default");
+    expect(() => shared.resolve("isolated", { fingerprint: fp })).toThrow("Image not found");
+  });
+});

@@ -76,6 +76,8 @@ export interface ImageRouteDeps {
 }
 
 export function imageRoutes({ images, operations, publisher, ports }: ImageRouteDeps): Route[] {
+  /** The project whose images a request sees (features.images=false shares default's). */
+  const proj = (req: ApiRequest) => images.projectFor(req.project);
   /** Image profiles must exist (checked when the profiles feature is loaded). */
   const checkProfiles = (project: string, profiles: string[]) => {
     const lookup = ports.profiles;
@@ -93,14 +95,14 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
   const aliasUrl = (name: string) => `/1.0/images/aliases/${encodeURIComponent(name)}`;
   /** Untrusted clients see public images only; anything else is "not found" to them. */
   const visible = (req: ApiRequest) => {
-    const row = images.byPrefix(req.project, req.params.fingerprint);
+    const row = images.byPrefix(proj(req), req.params.fingerprint);
     if (!req.requestor.trusted && !row.public) throw new NotFound("Image not found");
     return row;
   };
   const etagOf = (v: { public: boolean; auto_update: boolean; properties: Record<string, string> }) => [v.public, v.auto_update, v.properties];
 
   const updateImage = (patch: boolean) => async (req: ApiRequest) => {
-    const row = images.byPrefix(req.project, req.params.fingerprint);
+    const row = images.byPrefix(proj(req), req.params.fingerprint);
     checkEtag(req, etagOf(row));
     const body = await req.body(ImagePut, "ImagePut");
     const next = {
@@ -110,8 +112,8 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
       profiles: body.profiles ?? (patch ? row.profiles : ["default"]),
       expires_at: body.expires_at !== undefined && body.expires_at !== "" ? goTimeOf(body.expires_at) : row.expires_at,
     };
-    checkProfiles(req.project, next.profiles);
-    images.update(req.project, row.fingerprint, next, req.requestor);
+    checkProfiles(proj(req), next.profiles);
+    images.update(proj(req), row.fingerprint, next, req.requestor);
     return sync({});
   };
 
@@ -128,7 +130,7 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
       {
         GET: (req) => {
           const clauses = parseFilter(req.query.filter ?? "");
-          const list = images.list(req.project, !req.requestor.trusted).filter((v) => matchFilter(v, clauses));
+          const list = images.list(proj(req), !req.requestor.trusted).filter((v) => matchFilter(v, clauses));
           return sync(req.recursion > 0 ? list : list.map((v) => imageUrl(v.fingerprint)));
         },
         POST: async (req) => {
@@ -146,7 +148,7 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
             description: "Downloading image",
             project: req.project,
             run: async (ctx) => {
-              const image = await images.importUpload(req.project, received, {
+              const image = await images.importUpload(proj(req), received, {
                 public: isTrue(req.headers["x-lxd-public"]),
                 expectedFingerprint: expected ? String(expected) : undefined,
                 properties: headerProperties(req.headers["x-lxd-properties"]),
@@ -172,14 +174,14 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
         PUT: updateImage(false),
         PATCH: updateImage(true),
         DELETE: (req) => {
-          const row = images.byPrefix(req.project, req.params.fingerprint);
+          const row = images.byPrefix(proj(req), req.params.fingerprint);
           const view = operations.create({
             class: "task",
             description: "Deleting image",
             project: req.project,
             resources: { images: [imageUrl(row.fingerprint)] },
             run: async () => {
-              await images.delete(req.project, row.fingerprint, req.requestor);
+              await images.delete(proj(req), row.fingerprint, req.requestor);
             },
           });
           return operation(view);
@@ -200,13 +202,13 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
     ),
     route("/1.0/images/aliases", {
       GET: (req) => {
-        const list = images.aliases(req.project);
-        return sync(req.recursion > 0 ? list.map((a) => aliasView(a, req.project)) : list.map((a) => aliasUrl(a.name)));
+        const list = images.aliases(proj(req));
+        return sync(req.recursion > 0 ? list.map((a) => aliasView(a, proj(req))) : list.map((a) => aliasUrl(a.name)));
       },
       POST: async (req) => {
         const body = await req.body(AliasPost, "ImageAliasesPost");
         if (body.name === "" || body.target === "") throw new BadRequest("name and target are required");
-        images.createAlias(req.project, body.name, body.target, body.description, req.requestor);
+        images.createAlias(proj(req), body.name, body.target, body.description, req.requestor);
         return created(aliasUrl(body.name), null);
       },
     }),
@@ -214,34 +216,34 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
       "/1.0/images/aliases/:name",
       {
         GET: (req) => {
-          const alias = images.alias(req.project, req.params.name);
-          const image = images.byPrefix(req.project, alias.fingerprint);
+          const alias = images.alias(proj(req), req.params.name);
+          const image = images.byPrefix(proj(req), alias.fingerprint);
           if (!req.requestor.trusted && !image.public) throw new NotFound("Image alias not found");
-          const view = aliasView(alias, req.project);
+          const view = aliasView(alias, proj(req));
           return sync(view, { etag: view });
         },
         PUT: async (req) => {
-          const alias = images.alias(req.project, req.params.name);
-          checkEtag(req, aliasView(alias, req.project));
+          const alias = images.alias(proj(req), req.params.name);
+          checkEtag(req, aliasView(alias, proj(req)));
           const body = await req.body(AliasPut, "ImageAliasesEntryPut");
           if (body.target === "") throw new BadRequest("The target field is required");
-          images.updateAlias(req.project, alias.name, body.target, body.description, req.requestor);
+          images.updateAlias(proj(req), alias.name, body.target, body.description, req.requestor);
           return sync({});
         },
         PATCH: async (req) => {
-          const alias = images.alias(req.project, req.params.name);
-          checkEtag(req, aliasView(alias, req.project));
+          const alias = images.alias(proj(req), req.params.name);
+          checkEtag(req, aliasView(alias, proj(req)));
           const body = await req.body(AliasPatch, "ImageAliasesEntryPut");
-          images.updateAlias(req.project, alias.name, body.target ?? alias.fingerprint, body.description ?? alias.description, req.requestor);
+          images.updateAlias(proj(req), alias.name, body.target ?? alias.fingerprint, body.description ?? alias.description, req.requestor);
           return sync({});
         },
         POST: async (req) => {
           const body = await req.body(AliasRename, "ImageAliasesEntryPost");
-          images.renameAlias(req.project, req.params.name, body.name, req.requestor);
+          images.renameAlias(proj(req), req.params.name, body.name, req.requestor);
           return created(aliasUrl(body.name), null);
         },
         DELETE: (req) => {
-          images.deleteAlias(req.project, req.params.name, req.requestor);
+          images.deleteAlias(proj(req), req.params.name, req.requestor);
           return sync({});
         },
       },
