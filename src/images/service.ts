@@ -55,7 +55,7 @@ export interface ImportOptions {
   properties?: Record<string, string>;
   requestor?: Requestor;
   signal?: AbortSignal;
-  /** Called as soon as fingerprint and size are known (operation metadata), even if the import then fails. */
+  /** Called once the upload is known to be a valid image (operation metadata), even if it then proves a duplicate. */
   onIdentified?: (info: { fingerprint: string; size: string }) => void;
 }
 
@@ -128,11 +128,12 @@ export class ImageService implements ImagesPort {
   async importUpload(project: string, upload: Upload, opts: ImportOptions = {}): Promise<ImageView> {
     try {
       const { fingerprint, size } = upload;
-      opts.onIdentified?.({ fingerprint, size: String(size) });
       if (opts.expectedFingerprint && opts.expectedFingerprint !== fingerprint) {
         throw new BadRequest(`fingerprints don't match, got ${fingerprint} expected ${opts.expectedFingerprint}`);
       }
       const { meta, type } = await this.inspect(upload, opts.signal);
+      // As LXD: the operation shows fingerprint and size once the image is known to be valid.
+      opts.onIdentified?.({ fingerprint, size: String(size) });
       if (this.repo.get(project, fingerprint)) throw new Conflict("Image with same fingerprint already exists");
 
       const row: ImageRecordRow = {
@@ -187,7 +188,7 @@ export class ImageService implements ImagesPort {
       if (type === "container") await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
     } else if (gate.sawRootfs) type = "container";
     else if (gate.sawRootfsImg) type = "virtual-machine";
-    else throw new BadRequest("Image tarball has neither rootfs/ nor rootfs.img");
+    else throw new BadRequest("Invalid instance type");
     return { meta, type };
   }
 

@@ -69,6 +69,7 @@ describe("import", () => {
     const op = await wait(r.body.operation);
     expect(op.status).toBe("Failure");
     expect(op.err).toBe("Unsupported compression");
+    expect(op.metadata).toBeNull();
     expect(readdirSync(join(d.dir, "images"))).toEqual([fp]);
   });
 });

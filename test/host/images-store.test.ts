@@ -13,7 +13,7 @@ import { ImageService } from "../../src/images/service.js";
 import { receiveUpload, type Upload } from "../../src/images/upload.js";
 import { EventHub } from "../../src/operations/events.js";
 import { busyboxImage } from "../helpers/image.js";
-import { entry, imageTar } from "../helpers/tar-writer.js";
+import { entry, imageTar, tarball } from "../helpers/tar-writer.js";
 
 let root: string;
 let db: Db;
@@ -249,4 +249,20 @@ describe("projects sharing images", () => {
     expect(shared.resolve("noimages", { fingerprint: fp }).project).toBe("default");
     expect(() => shared.resolve("isolated", { fingerprint: fp })).toThrow("Image not found");
   });
+});
+
+describe("invalid images get LXD's messages", () => {
+  const cases: [string, Buffer, string][] = [
+    ["no metadata.yaml", tarball(entry({ name: "rootfs/", type: "5" })), "Metadata tarball is missing metadata.yaml"],
+    ["no creation date", tarball(entry({ name: "metadata.yaml", data: "architecture: x86_64\n" }), entry({ name: "rootfs/", type: "5" })), "Missing creation date"],
+    ["unknown architecture", tarball(entry({ name: "metadata.yaml", data: "architecture: foo\ncreation_date: 5\n" }), entry({ name: "rootfs/", type: "5" })), "Architecture isn't supported: foo"],
+    ["no rootfs", tarball(entry({ name: "metadata.yaml", data: "architecture: x86_64\ncreation_date: 5\n" })), "Invalid instance type"],
+  ];
+  for (const [name, tar, message] of cases) {
+    it(name, async () => {
+      const before = storeFiles();
+      await expect(images.importUpload("default", await upload(writeTmp(xz(tar))))).rejects.toThrow(message);
+      expect(storeFiles()).toEqual(before);
+    });
+  }
 });
