@@ -70,7 +70,8 @@ export function spawnStreaming(
     stderr = (stderr + c.toString("utf8")).slice(-65536);
   });
   const onAbort = () => child.kill("SIGKILL");
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
+  else opts.signal?.addEventListener("abort", onAbort, { once: true });
   const exited = new Promise<RunResult>((resolveExit) => {
     child.once("error", (err) => {
       opts.signal?.removeEventListener("abort", onAbort);

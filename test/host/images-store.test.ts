@@ -103,6 +103,15 @@ describe("import and unpack", () => {
     expect(repo.get("default", fp)!.last_used_at).not.toBe("0001-01-01T00:00:00Z");
   });
 
+  it("stops and leaves the target empty when cancelled", async () => {
+    const target = freshTarget();
+    const ac = new AbortController();
+    const run = images.unpackInto(fp, target, { signal: ac.signal });
+    ac.abort();
+    await expect(run).rejects.toThrow();
+    expect(readdirSync(target)).toEqual([]);
+  });
+
   it("refuses a non-empty target", async () => {
     const target = freshTarget();
     writeFileSync(join(target, "x"), "");
