@@ -66,6 +66,17 @@ export interface ServiceDeps {
   log: Logger;
   /** The project holding the images of `project` (projects with features.images=false use default's). */
   projectFor?: (project: string) => string;
+  /** Whether a profile exists (image profiles are checked on edit); absent: not checked. */
+  profileExists?: (project: string, name: string) => boolean;
+}
+
+/** PUT/PATCH /1.0/images/{fingerprint} body. */
+export interface ImageEdit {
+  auto_update?: boolean;
+  properties?: Record<string, string> | null;
+  public?: boolean;
+  expires_at?: string;
+  profiles?: string[] | null;
 }
 
 export class ImageService implements ImagesPort {
@@ -379,6 +390,27 @@ export class ImageService implements ImagesPort {
   }
 
   // Changes
+
+  /** PUT (replace) or PATCH (merge) the editable fields, as LXD does. */
+  edit(row: ImageRecordRow, body: ImageEdit, opts: { patch: boolean; requestor?: Requestor }): ImageView {
+    const { patch } = opts;
+    let expires = row.expires_at;
+    if (body.expires_at !== undefined && body.expires_at !== "") {
+      if (Number.isNaN(new Date(body.expires_at).getTime())) throw new BadRequest(`parsing time "${body.expires_at}" as "2006-01-02T15:04:05Z07:00": cannot parse`);
+      expires = body.expires_at;
+    }
+    const next = {
+      public: body.public ?? (patch ? row.public : false),
+      auto_update: body.auto_update ?? (patch ? row.auto_update : false),
+      properties: patch ? { ...row.properties, ...(body.properties ?? {}) } : (body.properties ?? {}),
+      profiles: body.profiles ?? (patch ? row.profiles : ["default"]),
+      expires_at: expires,
+    };
+    for (const p of next.profiles) {
+      if (this.deps.profileExists && !this.deps.profileExists(row.project, p)) throw new BadRequest(`Profile '${p}' doesn't exist`);
+    }
+    return this.update(row.project, row.fingerprint, next, opts.requestor);
+  }
 
   update(project: string, fingerprint: string, patch: Parameters<ImageRepo["update"]>[2], requestor?: Requestor): ImageView {
     this.repo.update(project, fingerprint, patch);

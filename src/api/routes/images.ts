@@ -1,6 +1,5 @@
 // /1.0/images and /1.0/images/aliases: parse, call the image service, answer.
 import { z } from "zod";
-import type { Ports } from "../../daemon/ports.js";
 import type { OperationManager } from "../../operations/manager.js";
 import type { ImageService } from "../../images/service.js";
 import type { ImagePublisher } from "../../images/publish.js";
@@ -72,25 +71,11 @@ export interface ImageRouteDeps {
   images: ImageService;
   operations: OperationManager;
   publisher: ImagePublisher;
-  ports: Ports;
 }
 
-export function imageRoutes({ images, operations, publisher, ports }: ImageRouteDeps): Route[] {
+export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): Route[] {
   /** The project whose images a request sees (features.images=false shares default's). */
   const proj = (req: ApiRequest) => images.projectFor(req.project);
-  /** Image profiles must exist (checked when the profiles feature is loaded). */
-  const checkProfiles = (project: string, profiles: string[]) => {
-    const lookup = ports.profiles;
-    if (!lookup) return;
-    for (const p of profiles) {
-      try {
-        lookup.get(project, p);
-      } catch (e) {
-        if (e instanceof NotFound) throw new BadRequest(`Profile '${p}' doesn't exist`);
-        throw e;
-      }
-    }
-  };
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
   const aliasUrl = (name: string) => `/1.0/images/aliases/${encodeURIComponent(name)}`;
   /** Untrusted clients see public images only; anything else is "not found" to them. */
@@ -104,16 +89,7 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
   const updateImage = (patch: boolean) => async (req: ApiRequest) => {
     const row = images.byPrefix(proj(req), req.params.fingerprint);
     checkEtag(req, etagOf(row));
-    const body = await req.body(ImagePut, "ImagePut");
-    const next = {
-      public: body.public ?? (patch ? row.public : false),
-      auto_update: body.auto_update ?? (patch ? row.auto_update : false),
-      properties: patch ? { ...row.properties, ...(body.properties ?? {}) } : (body.properties ?? {}),
-      profiles: body.profiles ?? (patch ? row.profiles : ["default"]),
-      expires_at: body.expires_at !== undefined && body.expires_at !== "" ? goTimeOf(body.expires_at) : row.expires_at,
-    };
-    checkProfiles(proj(req), next.profiles);
-    images.update(proj(req), row.fingerprint, next, req.requestor);
+    images.edit(row, await req.body(ImagePut, "ImagePut"), { patch, requestor: req.requestor });
     return sync({});
   };
 
@@ -250,10 +226,4 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
       ["GET"],
     ),
   ];
-}
-
-function goTimeOf(text: string): string {
-  const d = new Date(text);
-  if (Number.isNaN(d.getTime())) throw new BadRequest(`parsing time "${text}" as "2006-01-02T15:04:05Z07:00": cannot parse`);
-  return text;
 }
