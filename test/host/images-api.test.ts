@@ -88,6 +88,12 @@ describe("import options", () => {
     expect(d.lxc("image", "delete", "second").code).toBe(0);
   });
 
+  it("endpoints for remote image servers answer 501", async () => {
+    for (const [m, p] of [["POST", "/1.0/images/abc/refresh"], ["POST", "/1.0/images/abc/secret"], ["POST", "/1.0/images/abc/export"]]) {
+      expect((await d.api(m, p, {})).status).toBe(501);
+    }
+  });
+
   it("JSON without a known source type is LXD's error", async () => {
     const r = await d.api("POST", "/1.0/images", { source: { type: "nope" } }, { "content-type": "application/json" });
     expect([r.status, r.body.error]).toEqual([500, "Invalid images JSON"]);

@@ -176,6 +176,9 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
       },
       ["GET"],
     ),
+    // Upstream endpoints nodelxd does not implement (no remote image servers): 501, not 404.
+    route("/1.0/images/:fingerprint/refresh", {}),
+    route("/1.0/images/:fingerprint/secret", {}),
     route("/1.0/images/aliases", {
       GET: (req) => {
         const list = images.aliases(proj(req));
