@@ -1,9 +1,11 @@
 // The feature modules the daemon loads, in start order. One line each.
+import { ImagesFeature } from "../images/feature.js";
 import { ProfilesFeature } from "../profiles/feature.js";
 import { StorageFeature } from "../storage/feature.js";
 import type { FeatureFactory } from "./daemon.js";
 
 export const features: FeatureFactory[] = [
+  (core) => new ImagesFeature(core),
   (core) => new StorageFeature(core),
   (core) => new ProfilesFeature(core),
 ];

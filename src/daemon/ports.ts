@@ -80,10 +80,19 @@ export interface NetworksPort {
   removeStaticLease?(network: string, instance: string): Promise<void>;
 }
 
+/**
+ * Project features (features.images=false etc.): which project's objects a request in
+ * `project` actually uses. Provided by the projects feature; absent means "the same project".
+ */
+export interface ProjectsPort {
+  effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
+}
+
 export interface Ports {
   images?: ImagesPort;
   storage?: StoragePort;
   profiles?: ProfilesPort;
   instances?: InstancesPort;
   networks?: NetworksPort;
+  projects?: ProjectsPort;
 }
