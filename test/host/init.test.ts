@@ -1,5 +1,6 @@
 // `nodelxd init` as a client of the REST API: --dump, --preseed (with revert), --auto.
 import { spawnSync } from "node:child_process";
+import { mkdirSync, rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import YAML from "yaml";
 import { MAIN, startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -73,6 +74,13 @@ describe("nodelxd init", () => {
   it("--preseed creates a storage pool and a profile, and --dump shows them", async (ctx) => {
     if (!storageApi) ctx.skip();
     const dir = `${d.dir}-pool`;
+    // a dir pool's source must exist, as with LXD
+    mkdirSync(dir);
+    mkdirSync(`${dir}-2`);
+    ctx.onTestFinished(() => {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(`${dir}-2`, { recursive: true, force: true });
+    });
     const doc = `storage_pools:\n- name: p1\n  driver: dir\n  config:\n    source: ${dir}\nprofiles:\n- name: default\n  devices:\n    root:\n      path: /\n      pool: p1\n      type: disk\n- name: extra\n  config:\n    limits.cpu: 1\n`;
     const r = init(doc, "--preseed");
     expect(r.stderr).toBe("");
