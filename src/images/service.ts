@@ -53,6 +53,8 @@ export interface ImportOptions {
   expectedFingerprint?: string;
   /** Properties overriding metadata.yaml's (X-LXD-properties). */
   properties?: Record<string, string>;
+  /** Profiles to record (X-LXD-profiles); default ["default"]. */
+  profiles?: string[];
   requestor?: Requestor;
   signal?: AbortSignal;
   /** Called once the upload is known to be a valid image (operation metadata), even if it then proves a duplicate. */
@@ -143,6 +145,9 @@ export class ImageService implements ImagesPort {
         throw new BadRequest(`fingerprints don't match, got ${fingerprint} expected ${opts.expectedFingerprint}`);
       }
       const { meta, type } = await this.inspect(upload, opts.signal);
+      for (const p of opts.profiles ?? []) {
+        if (this.deps.profileExists && !this.deps.profileExists(project, p)) throw new BadRequest(`Profile '${p}' doesn't exist`);
+      }
       // As LXD: the operation shows fingerprint and size once the image is known to be valid.
       opts.onIdentified?.({ fingerprint, size: String(size) });
       if (this.repo.get(project, fingerprint)) throw new Conflict("Image with same fingerprint already exists");
@@ -163,7 +168,7 @@ export class ImageService implements ImagesPort {
         uploaded_at: goTime(new Date()),
         last_used_at: ZERO_TIME,
         properties: { ...meta.properties, ...(opts.properties ?? {}) },
-        profiles: ["default"],
+        profiles: opts.profiles && opts.profiles.length > 0 ? opts.profiles : ["default"],
       };
       await this.withFileLock(fingerprint, async () => {
         const placed = await this.place(this.uploadMoves(upload));

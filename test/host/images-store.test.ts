@@ -80,6 +80,15 @@ describe("import and unpack", () => {
     expect(storeFiles()).toEqual([fp]);
   });
 
+  it("records X-LXD-profiles, refusing unknown ones", async () => {
+    const checked = new ImageService({ dir: join(root, "images"), repo, events: new EventHub(), log: pino({ level: "silent" }), profileExists: (_p, n) => n !== "nope" });
+    await expect(checked.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "nope"] })).rejects.toThrow("Profile 'nope' doesn't exist");
+    const v = await checked.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "extra"] });
+    expect(v.profiles).toEqual(["default", "extra"]);
+    await checked.delete("profiles", v.fingerprint);
+    expect(storeFiles()).toEqual([fp]);
+  });
+
   it("resolves aliases and unique prefixes", () => {
     images.createAlias("default", "bb", fp.slice(0, 8), "");
     expect(images.resolve("default", { alias: "bb" }).fingerprint).toBe(fp);

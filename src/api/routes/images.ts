@@ -128,6 +128,7 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
                 public: isTrue(req.headers["x-lxd-public"]),
                 expectedFingerprint: expected ? String(expected) : undefined,
                 properties: headerProperties(req.headers["x-lxd-properties"]),
+                profiles: new URLSearchParams(String(req.headers["x-lxd-profiles"] ?? "")).getAll("profile"),
                 requestor: req.requestor,
                 signal: ctx.signal,
                 onIdentified: (m) => ctx.updateMetadata(m),
