@@ -104,12 +104,17 @@ describe("NIC RunConfig for liblxc", () => {
   it("builds tc limits like LXD", () => {
     expect(parseBitRate("10Mbit")).toBe(10_000_000);
     expect(parseBitRate("1.5Gbit")).toBe(1_500_000_000);
-    expect(tcCommands("vethx", { "limits.ingress": "10Mbit", "limits.egress": "1Mbit" })).toEqual([
-      ["qdisc", "add", "dev", "vethx", "root", "handle", "1:0", "htb", "default", "10"],
-      ["class", "add", "dev", "vethx", "parent", "1:0", "classid", "1:10", "htb", "rate", "10000000bit"],
-      ["qdisc", "add", "dev", "vethx", "handle", "ffff:0", "ingress"],
-      ["filter", "add", "dev", "vethx", "parent", "ffff:0", "protocol", "all", "u32", "match", "u32", "0", "0", "police", "rate", "1000000bit", "burst", "1024k", "mtu", "64kb", "drop"],
-    ]);
-    expect(tcCommands("vethx", {})).toEqual([]);
+    expect(tcCommands("vethx", { "limits.ingress": "10Mbit", "limits.egress": "1Mbit" })).toEqual({
+      ifb: "ifbx",
+      tc: [
+        ["qdisc", "add", "dev", "vethx", "root", "handle", "1:0", "htb", "default", "10"],
+        ["class", "add", "dev", "vethx", "parent", "1:0", "classid", "1:10", "htb", "rate", "10000000bit"],
+        ["qdisc", "add", "dev", "vethx", "handle", "ffff:0", "ingress"],
+        ["filter", "add", "dev", "vethx", "parent", "ffff:0", "protocol", "all", "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", "ifbx"],
+        ["qdisc", "add", "dev", "ifbx", "root", "handle", "1:0", "htb", "default", "10"],
+        ["class", "add", "dev", "ifbx", "parent", "1:0", "classid", "1:10", "htb", "rate", "1000000bit"],
+      ],
+    });
+    expect(tcCommands("vethx", {})).toEqual({ tc: [] });
   });
 });

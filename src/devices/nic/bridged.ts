@@ -12,6 +12,7 @@ import {
   generateHostName,
   ip,
   moveIntoInstance,
+  removeLimits,
   stableHwaddr,
   validateNicConfig,
   withRevert,
@@ -114,6 +115,7 @@ export class BridgedNic implements Device {
       const bridge = this.parent;
       if (await this.isOvs(bridge).catch(() => false)) await ovs.deletePort(bridge, hostName);
       await deleteHostLink(hostName);
+      await removeLimits(hostName);
     }
     await this.ctx.volatile.set({ [`volatile.${this.name}.host_name`]: "" });
   }
@@ -133,6 +135,7 @@ export class BridgedNic implements Device {
         undo(() => ovs.deletePort(bridge, hostName));
       } else await ip("link", "set", "dev", hostName, "master", bridge);
       await ip("link", "set", "dev", hostName, "up");
+      undo(() => removeLimits(hostName));
       await this.registerLease(hwaddr);
       await moveIntoInstance(peer, pid, this.ifaceName(), { hwaddr, mtu: this.config.mtu });
       await applyLimits(hostName, this.config);

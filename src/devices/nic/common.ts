@@ -128,30 +128,48 @@ export async function deleteHostLink(name: string | undefined): Promise<void> {
   if (name && interfaceExists(name)) await ip("link", "del", "dev", name);
 }
 
-/** tc commands for limits.ingress/egress on the host end of a veth (LXD's shape). */
-export function tcCommands(hostName: string, config: DeviceConfig): string[][] {
+/** The IFB device that shapes traffic coming from the instance (egress) for a host veth. */
+export const ifbName = (hostName: string) => `ifb${hostName.replace(/^veth/, "").slice(0, 12)}`;
+
+/**
+ * tc commands for limits.ingress/egress on the host end of a veth. Ingress (towards the
+ * instance) is shaped with htb on the host end; egress (from the instance) is redirected to
+ * an IFB device and shaped there, which needs only sch_htb and act_mirred (this kernel has
+ * no act_police, which LXD's policing filter needs).
+ */
+export function tcCommands(hostName: string, config: DeviceConfig): { ifb?: string; tc: string[][] } {
   const ingress = config["limits.ingress"] || config["limits.max"];
   const egress = config["limits.egress"] || config["limits.max"];
-  const cmds: string[][] = [];
+  const tc: string[][] = [];
   if (ingress) {
-    // Traffic into the instance leaves the host end: shape it there.
-    cmds.push(["qdisc", "add", "dev", hostName, "root", "handle", "1:0", "htb", "default", "10"]);
-    cmds.push(["class", "add", "dev", hostName, "parent", "1:0", "classid", "1:10", "htb", "rate", `${parseBitRate(ingress)}bit`]);
+    tc.push(["qdisc", "add", "dev", hostName, "root", "handle", "1:0", "htb", "default", "10"]);
+    tc.push(["class", "add", "dev", hostName, "parent", "1:0", "classid", "1:10", "htb", "rate", `${parseBitRate(ingress)}bit`]);
   }
-  if (egress) {
-    // Traffic from the instance enters the host end: police it.
-    cmds.push(["qdisc", "add", "dev", hostName, "handle", "ffff:0", "ingress"]);
-    cmds.push(["filter", "add", "dev", hostName, "parent", "ffff:0", "protocol", "all", "u32", "match", "u32", "0", "0", "police", "rate", `${parseBitRate(egress)}bit`, "burst", "1024k", "mtu", "64kb", "drop"]);
-  }
-  return cmds;
+  if (!egress) return { tc };
+  const ifb = ifbName(hostName);
+  tc.push(["qdisc", "add", "dev", hostName, "handle", "ffff:0", "ingress"]);
+  tc.push(["filter", "add", "dev", hostName, "parent", "ffff:0", "protocol", "all", "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb]);
+  tc.push(["qdisc", "add", "dev", ifb, "root", "handle", "1:0", "htb", "default", "10"]);
+  tc.push(["class", "add", "dev", ifb, "parent", "1:0", "classid", "1:10", "htb", "rate", `${parseBitRate(egress)}bit`]);
+  return { ifb, tc };
 }
 
 export async function applyLimits(hostName: string, config: DeviceConfig): Promise<void> {
-  const cmds = tcCommands(hostName, config);
-  if (cmds.length === 0) return;
+  const plan = tcCommands(hostName, config);
+  if (plan.tc.length === 0) return;
   await run("tc", ["qdisc", "del", "dev", hostName, "root"], { reject: false });
   await run("tc", ["qdisc", "del", "dev", hostName, "ingress"], { reject: false });
-  for (const c of cmds) await run("tc", c);
+  if (plan.ifb) {
+    await deleteHostLink(plan.ifb);
+    await ip("link", "add", "dev", plan.ifb, "type", "ifb");
+    await ip("link", "set", "dev", plan.ifb, "up");
+  }
+  for (const c of plan.tc) await run("tc", c);
+}
+
+/** Remove what applyLimits added beyond the veth itself (the IFB device). */
+export async function removeLimits(hostName: string): Promise<void> {
+  await deleteHostLink(ifbName(hostName));
 }
 
 /** Run `steps`; on failure run the collected undos in reverse and rethrow. */

@@ -2,7 +2,7 @@
 // instance end gets /32 and /128 addresses routed from the host, LXD's 169.254.0.1 / fe80::1
 // next hop, and proxy ARP/NDP on the parent when one is given).
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "../types.js";
-import { applyLimits, deleteHostLink, deleteInsideInstance, generateHostName, ip, moveIntoInstance, nsenterIp, stableHwaddr, validateNicConfig, withRevert } from "./common.js";
+import { applyLimits, removeLimits, deleteHostLink, deleteInsideInstance, generateHostName, ip, moveIntoInstance, nsenterIp, stableHwaddr, validateNicConfig, withRevert } from "./common.js";
 import { listOf } from "../../network/keys.js";
 import { isIP } from "node:net";
 
@@ -53,7 +53,9 @@ abstract class VethNic implements Device {
   }
 
   async stop(): Promise<void> {
-    await deleteHostLink(this.ctx.volatile.get(`volatile.${this.name}.host_name`));
+    const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
+    await deleteHostLink(hostName);
+    if (hostName) await removeLimits(hostName);
     await this.ctx.volatile.set({ [`volatile.${this.name}.host_name`]: "" });
   }
 
@@ -64,6 +66,7 @@ abstract class VethNic implements Device {
     await withRevert(async (undo) => {
       await ip("link", "add", "dev", hostName, "type", "veth", "peer", "name", peer);
       undo(() => deleteHostLink(hostName));
+      undo(() => removeLimits(hostName));
       if (this.config.mtu) await ip("link", "set", "dev", hostName, "mtu", this.config.mtu);
       await ip("link", "set", "dev", hostName, "up");
       await moveIntoInstance(peer, pid, this.ifaceName(), { hwaddr, mtu: this.config.mtu });
