@@ -290,6 +290,67 @@ describe("ipv4.address=auto", () => {
   });
 });
 
+describe("macvlan, physical and fan", () => {
+  it("macvlan and physical networks describe an existing parent", async () => {
+    const parent = name("m0");
+    sh("ip", ["link", "add", parent, "type", "veth", "peer", "name", name("m1")]);
+    cleanups.push(() => sh("ip", ["link", "del", parent]));
+    let r = d.lxc("network", "create", name("mv"), "--type=macvlan", `parent=${parent}`);
+    expect(r.code).toBe(0);
+    const mv = (await d.api("GET", `/1.0/networks/${name("mv")}`)).body.metadata;
+    expect(mv).toMatchObject({ type: "macvlan", managed: true, config: { parent } });
+    expect((await d.api("GET", `/1.0/networks/${name("mv")}/state`)).body.metadata.hwaddr).toBe(readFileSync(`/sys/class/net/${parent}/address`, "utf8").trim());
+    const res = await d.api("GET", `/1.0/networks/${name("mv")}/leases`);
+    expect(res.status).toBe(400);
+    expect(d.lxc("network", "delete", name("mv")).code).toBe(0);
+    expect(linkExists(parent)).toBe(true);
+
+    r = d.lxc("network", "create", name("ph"), "--type=physical", `parent=${parent}`, "mtu=1400");
+    expect(r.code).toBe(0);
+    expect(readFileSync(`/sys/class/net/${parent}/mtu`, "utf8").trim()).toBe("1400");
+    expect(d.lxc("network", "delete", name("ph")).code).toBe(0);
+    expect(linkExists(parent)).toBe(true);
+
+    // A VLAN on the parent needs the kernel's 8021q support: the error is the kernel's own.
+    const vlan = await d.api("POST", "/1.0/networks", { name: name("pv"), type: "physical", config: { parent, vlan: "10" } });
+    if (vlan.status === 201) {
+      expect(linkExists(`${parent}.10`)).toBe(true);
+      expect((await d.api("DELETE", `/1.0/networks/${name("pv")}`)).status).toBe(200);
+      expect(linkExists(`${parent}.10`)).toBe(false);
+    } else {
+      expect(vlan.body.error).toContain("type vlan id 10");
+      expect((await d.api("GET", `/1.0/networks/${name("pv")}`)).status).toBe(404);
+    }
+  });
+
+  it("fan mode: validated, addresses computed, and the kernel's refusal reported with nothing left behind", async () => {
+    const n = freeSubnet(taken);
+    const under = name("fu");
+    sh("ip", ["link", "add", under, "type", "veth", "peer", "name", name("fv")]);
+    cleanups.push(() => sh("ip", ["link", "del", under]));
+    sh("ip", ["addr", "add", `10.97.${n}.5/24`, "dev", under]);
+    const fan = name("fa");
+    let res = await d.api("POST", "/1.0/networks", { name: fan, config: { "bridge.mode": "fan", "ipv4.address": "10.1.1.1/24" } });
+    expect([res.status, res.body.error]).toEqual([500, "IPv4 configuration may not be set when in 'fan' mode"]);
+    res = await d.api("POST", "/1.0/networks", { name: fan, config: { "bridge.mode": "fan", "fan.underlay_subnet": `10.97.${n}.0/24` } });
+    const probe = sh("ip", ["link", "add", "ntfanprobe", "type", "vxlan", "id", "1", "dev", under, "fan-map", "240.0.0.0/8:10.0.0.0/16"]);
+    if (probe.code === 0) {
+      sh("ip", ["link", "del", "ntfanprobe"]);
+      expect(res.status).toBe(201);
+      expect(sh("ip", ["-4", "addr", "show", "dev", fan]).stdout).toContain("inet 240.5.0.1/8");
+      expect(d.lxc("network", "delete", fan).code).toBe(0);
+    } else {
+      expect(res.status).toBe(500);
+      expect(res.body.error).toContain(`Fan mode is not supported by this host (ip link add ${fan}-fan type vxlan id 15728640 dev ${under} dstport 0 local 10.97.${n}.5 fan-map 240.0.0.0/8:10.97.${n}.0/24)`);
+    }
+    if (res.status !== 201) {
+      expect((await d.api("GET", `/1.0/networks/${fan}`)).status).toBe(404);
+      assertGone(fan);
+      expect(linkExists(`${fan}-fan`)).toBe(false);
+    }
+  });
+});
+
 describe("daemon stop and start", () => {
   it("a clean stop leaves no links, nft tables or dnsmasq; start re-creates them", async () => {
     const n = freeSubnet(taken);
