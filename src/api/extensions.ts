@@ -14,6 +14,7 @@ export const apiExtensions: string[] = [
   "event_hub",
   "network",
   "network_firewall_filtering",
+  "network_routes",
   "network_dhcp_expiry",
   "network_vxlan_interface",
   "network_vlan_physical",

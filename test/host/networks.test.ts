@@ -86,6 +86,12 @@ describe("bridge lifecycle with the lxc client", () => {
     expect(d.lxc("network", "unset", br, "ipv4.dhcp").code).toBe(0);
     expect(d.lxc("network", "get", br, "ipv4.dhcp").stdout.trim()).toBe("");
 
+    const rn = freeSubnet(taken);
+    expect(d.lxc("network", "set", br, `ipv4.routes=10.97.${rn}.0/24`).code).toBe(0);
+    expect(sh("ip", ["route", "show", `10.97.${rn}.0/24`]).stdout).toContain(`dev ${br} proto static`);
+    expect(d.lxc("network", "unset", br, "ipv4.routes").code).toBe(0);
+    expect(sh("ip", ["route", "show", `10.97.${rn}.0/24`]).stdout.trim()).toBe("");
+
     r = d.lxc("network", "list-leases", br, "-f", "csv");
     expect(r.stdout).toContain(`${br}.gw,,10.97.${n}.1,GATEWAY`);
 

@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, rmSync } from "node:fs";
 import { parseBool } from "../../config/validators.js";
-import type { ServiceProcess } from "../../os/exec.js";
+import { run, type ServiceProcess } from "../../os/exec.js";
 import { formatIp, networkOf, parseCidr, formatCidr } from "../ipnet.js";
 import * as dnsmasq from "../host/dnsmasq.js";
 import { addAddress, addresses, delAddress, deleteLink, linkExists, routeDestinations, setMtu, setUp, writeSysctl } from "../host/ip.js";
@@ -56,6 +56,8 @@ class BridgeNetwork implements NetworkDriver {
   private dnsmasqProc?: ServiceProcess;
   private stopped = false;
   private restartTimer?: NodeJS.Timeout;
+  /** Consecutive unexpected dnsmasq exits, for the restart backoff. */
+  private crashes = 0;
   private readonly files: dnsmasq.DnsmasqFiles;
 
   constructor(private readonly ctx: NetworkContext) {
@@ -169,6 +171,8 @@ class BridgeNetwork implements NetworkDriver {
     const present = new Set(current.map((a) => formatCidr(parseCidr(`${a.local}/${a.prefixlen}`)!)));
     for (const c of wanted) if (!present.has(formatCidr(parseCidr(c)!))) await addAddress(name, c);
 
+    await this.convergeRoutes();
+
     // Forwarding only when this network routes.
     if (isSet(config["ipv4.address"]) && (config["ipv4.routing"] === undefined || parseBool(config["ipv4.routing"]))) writeSysctl("net/ipv4/ip_forward", "1");
     if (isSet(config["ipv6.address"]) && (config["ipv6.routing"] === undefined || parseBool(config["ipv6.routing"]))) writeSysctl("net/ipv6/conf/all/forwarding", "1");
@@ -184,6 +188,22 @@ class BridgeNetwork implements NetworkDriver {
 
     await this.applyFirewall(plan);
     await this.restartDnsmasq(plan);
+  }
+
+  /** ipv4.routes / ipv6.routes: static routes to the bridge, ours marked proto static. */
+  private async convergeRoutes(): Promise<void> {
+    const name = this.ctx.name;
+    const split = (v?: string) => (v ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+    const wanted = new Set([...split(this.config["ipv4.routes"]), ...split(this.config["ipv6.routes"])].map((r) => formatCidr(networkOf(parseCidr(r)!))));
+    for (const fam of ["-4", "-6"]) {
+      const out = (await run("ip", ["-j", fam, "route", "show", "dev", name, "proto", "static"])).stdout.trim();
+      for (const r of (out ? JSON.parse(out) : []) as { dst: string }[]) {
+        const dst = r.dst.includes("/") ? r.dst : `${r.dst}/${fam === "-4" ? 32 : 128}`;
+        const norm = formatCidr(networkOf(parseCidr(dst)!));
+        if (!wanted.has(norm)) await run("ip", [fam, "route", "del", dst, "dev", name, "proto", "static"]);
+      }
+    }
+    for (const r of wanted) await run("ip", ["route", "replace", r, "dev", name, "proto", "static"]);
   }
 
   private async applyFirewall(plan?: FanPlan): Promise<void> {
@@ -215,6 +235,7 @@ class BridgeNetwork implements NetworkDriver {
     const proc = dnsmasq.startDnsmasq(this.files, args);
     this.dnsmasqProc = proc;
     const early = await Promise.race([proc.exited, sleep(300).then(() => undefined)]);
+    if (early === undefined) setTimeout(() => this.dnsmasqProc === proc && (this.crashes = 0), 60_000).unref();
     if (early !== undefined) {
       this.dnsmasqProc = undefined;
       rmSync(this.files.pid, { force: true });
@@ -224,11 +245,21 @@ class BridgeNetwork implements NetworkDriver {
       if (this.dnsmasqProc !== proc || this.stopped) return;
       this.dnsmasqProc = undefined;
       this.ctx.log.warn({ network: this.ctx.name, code, output: proc.output() }, "dnsmasq exited; restarting it");
-      this.restartTimer = setTimeout(() => {
-        if (this.stopped || this.dnsmasqProc) return;
-        this.restartDnsmasq(plan).catch((err) => this.ctx.log.error({ err, network: this.ctx.name }, "dnsmasq restart failed"));
-      }, 1000);
+      this.scheduleRestart(plan);
     });
+  }
+
+  /** Restart a dnsmasq that died, backing off (1s doubling to 30s) while it keeps failing. */
+  private scheduleRestart(plan?: FanPlan): void {
+    const delay = Math.min(30_000, 1000 * 2 ** Math.min(this.crashes++, 5));
+    clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => {
+      if (this.stopped || this.dnsmasqProc) return;
+      this.restartDnsmasq(plan).catch((err) => {
+        this.ctx.log.error({ err, network: this.ctx.name }, "dnsmasq restart failed");
+        if (!this.stopped) this.scheduleRestart(plan);
+      });
+    }, delay);
   }
 
   private async stopDnsmasq(): Promise<void> {
