@@ -15,7 +15,7 @@ import type { DeviceContext } from "../../src/devices/types.js";
 import { NetworksFeature } from "../../src/network/feature.js";
 import type { NetworkService } from "../../src/network/service.js";
 import { EventHub } from "../../src/operations/events.js";
-import { dnsmasqPids, freeSubnet, linkExists, must, runId, sh, waitFor } from "../helpers/net.js";
+import { dnsmasqPids, freeSubnet, linkExists, must, runId, sh, startOvs, waitFor } from "../helpers/net.js";
 
 const id = runId();
 const br = `nt${id}n`;
@@ -156,6 +156,42 @@ describe("hot-plug into a running namespace", () => {
     const d = nic("eth5", { type: "nic", nictype: "bridged", parent: br, name: "eth5", host_name: `nt${id}f` });
     await expect(d.attach!(999_999_999)).rejects.toThrow();
     expect(linkExists(`nt${id}f`)).toBe(false);
+  });
+});
+
+describe("NIC on an Open vSwitch network", () => {
+  it("start creates the veth and an OVS port (phys for liblxc); attach/detach hot-plug through ovs-vsctl", async () => {
+    const ovs = startOvs();
+    process.env.OVS_RUNDIR = ovs.dir;
+    const obr = `nt${id}o`;
+    try {
+      const n = freeSubnet(new Set([subnet]));
+      await svc.create("default", { name: obr, config: { "bridge.driver": "openvswitch", "ipv4.address": `10.97.${n}.1/24`, "ipv4.nat": "false", "ipv6.address": "none" } });
+      const d = nic("eth6", { type: "nic", network: obr, name: "eth6" });
+      d.validate();
+      const rc = await d.start();
+      const iface = rc.networkInterfaces![0];
+      const hostName = volatile.get("volatile.eth6.host_name")!;
+      expect(iface).toMatchObject({ type: "phys", name: "eth6", link: `${hostName.slice(0, 13)}p`, flags: "up" });
+      expect(ovs.vsctl("list-ports", obr).stdout.split("\n")).toContain(hostName);
+      await d.stop();
+      expect(ovs.vsctl("list-ports", obr).stdout.trim()).toBe("");
+      expect(linkExists(hostName)).toBe(false);
+
+      await d.attach!(pid);
+      expect(insideLink("eth6")).toBeDefined();
+      const dhcp = inside("busybox", "udhcpc", "-i", "eth6", "-n", "-q", "-f", "-t", "6", "-T", "2", "-s", "/bin/true");
+      expect(dhcp.stdout + dhcp.stderr).toContain(`lease of 10.97.${n}.`);
+      await d.detach!(pid);
+      expect(insideLink("eth6")).toBeUndefined();
+      expect(ovs.vsctl("list-ports", obr).stdout.trim()).toBe("");
+      await d.remove!();
+    } finally {
+      await svc.delete("default", obr).catch(() => {});
+      delete process.env.OVS_RUNDIR;
+      await ovs.stop();
+    }
+    expect(linkExists(obr)).toBe(false);
   });
 });
 
