@@ -347,7 +347,8 @@ describe("macvlan, physical and fan", () => {
       expect(d.lxc("network", "delete", fan).code).toBe(0);
     } else {
       expect(res.status).toBe(500);
-      expect(res.body.error).toContain(`Fan mode is not supported by this host (ip link add ${fan}-fan type vxlan id 15728640 dev ${under} dstport 0 local 10.97.${n}.5 fan-map 240.0.0.0/8:10.97.${n}.0/24)`);
+      expect(res.body.error).toContain(`Fan mode is not supported by this host (ip link add ${fan}-fan type vxlan id 15728640 dev ${under} dstport 0 local 10.97.${n}.5 fan-map 240.0.0.0/8:10.97.${n}.0/24): `);
+      expect(res.body.error.split("\n")).toHaveLength(1);
     }
     if (res.status !== 201) {
       expect((await d.api("GET", `/1.0/networks/${fan}`)).status).toBe(404);

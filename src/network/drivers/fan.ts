@@ -4,6 +4,7 @@
 // report that refusal as is.
 import { addresses, ip, routeDestinations, setMtu, setUp } from "../host/ip.js";
 import { readFileSync } from "node:fs";
+import { CommandError } from "../../os/exec.js";
 import { defaultUnderlay, fanAddress, fanHostRange, fanVxlanId } from "../subnets.js";
 import { contains, parseCidr } from "../ipnet.js";
 import type { BridgeBackend } from "./bridge-backends.js";
@@ -81,7 +82,9 @@ export async function setupFanTunnel(bridge: string, plan: FanPlan, backend: Bri
     try {
       await ip(...cmd);
     } catch (e) {
-      throw new Error(`Fan mode is not supported by this host (ip ${cmd.join(" ")}): ${(e as Error).message}`);
+      // iproute2 without fan support prints its whole usage; the first line says why.
+      const why = e instanceof CommandError ? e.stderr.trim().split("\n")[0] : (e as Error).message;
+      throw new Error(`Fan mode is not supported by this host (ip ${cmd.join(" ")}): ${why}`);
     }
   }
   if (isIpip) return;
