@@ -27,7 +27,7 @@ export function networkRoutes(svc: NetworkService): Route[] {
     route("/1.0/networks/:name", {
       GET: (req) => {
         const view = svc.view(req.project, req.params.name);
-        return sync(view, { etag: view.managed ? svc.etagOf(view.name) : undefined });
+        return sync(view, { etag: { name: view.name, managed: view.managed, type: view.type, description: view.description, config: view.config } });
       },
       PUT: update("replace"),
       PATCH: update("merge"),
@@ -38,7 +38,7 @@ export function networkRoutes(svc: NetworkService): Route[] {
       },
       DELETE: async (req) => {
         await svc.delete(req.project, req.params.name);
-        return sync(null);
+        return sync({});
       },
     }),
     route("/1.0/networks/:name/state", {

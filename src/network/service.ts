@@ -144,7 +144,7 @@ export class NetworkService implements NetworksPort {
     return row;
   }
 
-  private live_(row: NetworkRow): NetworkDriver {
+  private liveDriver(row: NetworkRow): NetworkDriver {
     let d = this.live.get(row.name);
     if (!d) {
       d = this.driverFor(row);
@@ -196,7 +196,7 @@ export class NetworkService implements NetworksPort {
     });
   }
 
-  /** The object If-Match compares against (what GET shows, minus used_by/status). */
+  /** The object If-Match compares against (what GET shows, minus used_by/status); GET uses the same shape. */
   etagOf(name: string): unknown {
     const row = this.row(name);
     return { name: row.name, managed: true, type: row.type, description: row.description, config: row.config };
@@ -205,7 +205,7 @@ export class NetworkService implements NetworksPort {
   async update(_project: string, name: string, req: { description?: string; config?: NetworkConfig }, mode: "replace" | "merge"): Promise<void> {
     return this.locked(name, async () => {
       const row = this.row(name);
-      const driver = this.live_(row);
+      const driver = this.liveDriver(row);
       let next: NetworkConfig = mode === "replace" ? { ...(req.config ?? {}) } : { ...row.config, ...(req.config ?? {}) };
       try {
         const filler = driver as NetworkDriver & { populateAuto?(c: NetworkConfig, f: () => Promise<LocalFacts>): Promise<NetworkConfig> };
@@ -238,7 +238,7 @@ export class NetworkService implements NetworksPort {
       if (this.deps.repo.get(PROJECT, to)) throw new Conflict(`Network "${to}" already exists`);
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       if (row.type === "bridge" && linkExists(to)) throw new Conflict(`Network interface "${to}" already exists`);
-      const old = this.live_(row);
+      const old = this.liveDriver(row);
       await old.stop();
       this.live.delete(name);
       this.deps.repo.rename(PROJECT, name, to);
@@ -263,7 +263,7 @@ export class NetworkService implements NetworksPort {
     return this.locked(name, async () => {
       const row = this.row(name);
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
-      await this.live_(row).stop();
+      await this.liveDriver(row).stop();
       this.live.delete(name);
       this.deps.repo.delete(PROJECT, name);
       rmSync(this.networkDir(name), { recursive: true, force: true });
@@ -273,7 +273,7 @@ export class NetworkService implements NetworksPort {
 
   async state(_project: string, name: string): Promise<NetworkStateView> {
     const row = this.deps.repo.get(PROJECT, name);
-    if (row) return this.live_(row).state();
+    if (row) return this.liveDriver(row).state();
     if (networkNameError(name) || !interfaceExists(name)) throw new NotFound("Network not found");
     const f = linkFacts(name);
     const addrs = (await addresses(name)).flatMap((l) => l.addr_info);
@@ -292,7 +292,7 @@ export class NetworkService implements NetworksPort {
   }
 
   async leases(_project: string, name: string): Promise<LeaseView[]> {
-    const driver = this.live_(this.row(name));
+    const driver = this.liveDriver(this.row(name));
     if (!driver.leases) throw new BadRequest(`Network "${name}" of type "${driver.type}" has no DHCP leases`);
     return driver.leases();
   }
@@ -302,7 +302,7 @@ export class NetworkService implements NetworksPort {
   get(_project: string, name: string): { name: string; type: string; config: Record<string, string> } {
     const row = this.deps.repo.get(PROJECT, name);
     if (!row) throw new NotFound("Network not found");
-    return { name: this.live_(row).hostInterface(), type: row.type, config: { ...row.config } };
+    return { name: this.liveDriver(row).hostInterface(), type: row.type, config: { ...row.config } };
   }
 
   isOvs(_project: string, name: string): boolean {
@@ -311,7 +311,7 @@ export class NetworkService implements NetworksPort {
   }
 
   async setStaticLease(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void> {
-    const driver = this.live_(this.row(network));
+    const driver = this.liveDriver(this.row(network));
     if (!driver.setStaticHost) throw new BadRequest(`Network "${network}" does not support static DHCP leases`);
     await driver.setStaticHost(device ? `${instance}.${device}` : instance, { hwaddr, ipv4, ipv6, hostname: instance.split("_").pop()! });
   }
@@ -319,6 +319,6 @@ export class NetworkService implements NetworksPort {
   async removeStaticLease(network: string, instance: string, device?: string): Promise<void> {
     const row = this.deps.repo.get(PROJECT, network);
     if (!row) return;
-    await this.live_(row).removeStaticHost?.(device ? `${instance}.${device}` : instance);
+    await this.liveDriver(row).removeStaticHost?.(device ? `${instance}.${device}` : instance);
   }
 }
