@@ -216,7 +216,9 @@ export class NetworkService implements NetworksPort {
       }
       next = dropEmpty(next);
       const description = req.description ?? (mode === "merge" ? row.description : "");
-      if (JSON.stringify(next) !== JSON.stringify(row.config)) {
+      // user.* keys are the user's notes: changing only them touches nothing on the host.
+      const hostKeys = (c: NetworkConfig) => JSON.stringify(Object.entries(c).filter(([k]) => !k.startsWith("user.")).sort());
+      if (hostKeys(next) !== hostKeys(row.config)) {
         try {
           await driver.update(next);
         } catch (e) {

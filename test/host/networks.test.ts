@@ -85,6 +85,11 @@ describe("bridge lifecycle with the lxc client", () => {
     expect(readFileSync(`/proc/${after[0]}/cmdline`, "utf8")).not.toContain("--dhcp-range");
     expect(d.lxc("network", "unset", br, "ipv4.dhcp").code).toBe(0);
     expect(d.lxc("network", "get", br, "ipv4.dhcp").stdout.trim()).toBe("");
+    // A user.* change is stored without touching the host (same dnsmasq).
+    const steady = dnsmasqPids(br);
+    expect(d.lxc("network", "set", br, "user.note=hello").code).toBe(0);
+    expect(d.lxc("network", "get", br, "user.note").stdout.trim()).toBe("hello");
+    expect(dnsmasqPids(br)).toEqual(steady);
 
     const rn = freeSubnet(taken);
     expect(d.lxc("network", "set", br, `ipv4.routes=10.97.${rn}.0/24`).code).toBe(0);
