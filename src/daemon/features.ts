@@ -1,5 +1,6 @@
-// The feature modules the daemon loads, in start order. One line each.
+// The feature modules the daemon loads, in start order (stopped in reverse). One line each.
 import { ImagesFeature } from "../images/feature.js";
+import { NetworksFeature } from "../network/feature.js";
 import { ProfilesFeature } from "../profiles/feature.js";
 import { StorageFeature } from "../storage/feature.js";
 import type { FeatureFactory } from "./daemon.js";
@@ -8,4 +9,5 @@ export const features: FeatureFactory[] = [
   (core) => new ImagesFeature(core),
   (core) => new StorageFeature(core),
   (core) => new ProfilesFeature(core),
+  (core) => new NetworksFeature(core),
 ];

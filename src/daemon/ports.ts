@@ -60,6 +60,8 @@ export interface ProfileRecord {
 export interface ProfilesPort {
   /** Throws NotFound("Profile not found"). */
   get(project: string, name: string): ProfileRecord;
+  /** URLs (/1.0/profiles/NAME[?project=P]) of profiles whose devices reference a network or pool. */
+  referencing(ref: { network?: string; pool?: string }, project?: string): string[];
 }
 
 /** Who uses what, for `used_by` lists and refusing deletes of things in use. */
@@ -76,8 +78,10 @@ export interface NetworksPort {
   /** Throws NotFound("Network not found"). Returns the host bridge/interface name and its type. */
   get(project: string, name: string): { name: string; type: string; config: Record<string, string> };
   /** Static DHCP allocations for an instance NIC (ipv4.address/ipv6.address/hwaddr), applied to dnsmasq. */
-  setStaticLease?(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string): Promise<void>;
-  removeStaticLease?(network: string, instance: string): Promise<void>;
+  setStaticLease?(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void>;
+  removeStaticLease?(network: string, instance: string, device?: string): Promise<void>;
+  /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
+  isOvs?(project: string, name: string): boolean;
 }
 
 /**

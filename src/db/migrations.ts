@@ -124,4 +124,19 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 40,
+    name: "networks",
+    sql: `
+      CREATE TABLE networks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL DEFAULT 'default',
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (project, name)
+      );
+    `,
+  },
 ];

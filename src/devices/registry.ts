@@ -1,10 +1,20 @@
 // Device drivers by type (nic drivers by nictype, or "network" for managed networks).
 // One line each.
 import type { DeviceConfig, DeviceFactory } from "./types.js";
+import { bridgedNic } from "./nic/bridged.js";
+import { macvlanNic } from "./nic/macvlan.js";
+import { networkNic } from "./nic/network.js";
+import { p2pNic, routedNic } from "./nic/p2p.js";
 
 export const deviceDrivers: Record<string, DeviceFactory> = {};
 
-export const nicDrivers: Record<string, DeviceFactory> = {};
+export const nicDrivers: Record<string, DeviceFactory> = {
+  network: networkNic,
+  bridged: bridgedNic,
+  macvlan: macvlanNic,
+  p2p: p2pNic,
+  routed: routedNic,
+};
 
 /** The factory for a device config; throws LXD's message for unknown types. */
 export function deviceFactory(config: DeviceConfig): DeviceFactory {

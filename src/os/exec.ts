@@ -86,3 +86,31 @@ export function spawnStreaming(
   child.stdin?.on("error", () => {});
   return { stdin: child.stdin, stdout: child.stdout, exited, kill: () => child.kill("SIGKILL") };
 }
+
+export interface ServiceProcess {
+  pid: number;
+  /** Resolves with the exit code (or signal name) when the process ends. */
+  exited: Promise<number | string>;
+  /** The last output lines, for error messages. */
+  output(): string;
+}
+
+/**
+ * Start a long-running helper (dnsmasq, ovsdb-server) in its own process group so it
+ * survives a daemon crash; the caller supervises it through `exited`.
+ */
+export function spawnService(cmd: string, args: string[], opts: { env?: Record<string, string> } = {}): ServiceProcess {
+  const child = execa(cmd, args, { env: opts.env, detached: true, reject: false, stdin: "ignore", buffer: false, cleanup: false });
+  let tail = "";
+  const keep = (chunk: Buffer | string) => {
+    tail = (tail + chunk.toString()).slice(-4000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  const exited = child.then(
+    (r) => (r.signal ? String(r.signal) : (r.exitCode ?? -1)),
+    () => -1,
+  );
+  if (child.pid === undefined) throw new CommandError(cmd, -1, "failed to start");
+  return { pid: child.pid, exited, output: () => tail.trim() };
+}

@@ -60,6 +60,15 @@ export class ProfileService implements ProfilesPort {
     return this.repo.list(project);
   }
 
+  referencing(ref: { network?: string; pool?: string }, project = "default"): string[] {
+    const matches = (d: Record<string, string>) =>
+      (ref.network !== undefined && d.type === "nic" && d.network === ref.network) || (ref.pool !== undefined && d.type === "disk" && d.pool === ref.pool);
+    return this.repo
+      .list(project)
+      .filter((p) => Object.values(p.devices).some(matches))
+      .map((p) => `/1.0/profiles/${encodeURIComponent(p.name)}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`);
+  }
+
   usedBy(project: string, name: string): string[] {
     return this.core.ports.instances?.usedBy({ profile: name }, project) ?? [];
   }
