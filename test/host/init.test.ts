@@ -77,7 +77,10 @@ describe("nodelxd init", () => {
     // a dir pool's source must exist, as with LXD
     mkdirSync(dir);
     mkdirSync(`${dir}-2`);
-    ctx.onTestFinished(() => {
+    ctx.onTestFinished(async () => {
+      await d.api("DELETE", "/1.0/profiles/extra");
+      await d.api("PUT", "/1.0/profiles/default", { config: {}, description: "Default LXD profile", devices: {} });
+      await d.api("DELETE", "/1.0/storage-pools/p1");
       rmSync(dir, { recursive: true, force: true });
       rmSync(`${dir}-2`, { recursive: true, force: true });
     });
@@ -94,9 +97,6 @@ describe("nodelxd init", () => {
     const failing = `storage_pools:\n- name: p2\n  driver: dir\n  config:\n    source: ${dir}-2\nprofiles:\n- name: p2prof\n  config:\n    bogus.key: 1\n`;
     expect(init(failing, "--preseed").code).toBe(1);
     expect((await d.api("GET", "/1.0/storage-pools/p2")).status).toBe(404);
-    await d.api("DELETE", "/1.0/profiles/extra");
-    await d.api("PUT", "/1.0/profiles/default", { config: {}, description: "Default LXD profile", devices: {} });
-    await d.api("DELETE", "/1.0/storage-pools/p1");
   });
 
   it("--auto creates the default pool and the default profile's root disk", async (ctx) => {
@@ -107,13 +107,14 @@ describe("nodelxd init", () => {
     const withNetworks = networks.status === 200;
     if (withNetworks) {
       const made = await d.api("POST", "/1.0/networks", { name: bridge, type: "bridge", config: { "ipv4.address": "none", "ipv6.address": "none" } });
-      expect(made.status).toBe(200);
+      expect(made.status).toBe(201);
     }
     const r = init(undefined, "--auto");
     if (withNetworks) await d.api("DELETE", `/1.0/networks/${bridge}`);
     else expect(r.stderr).toContain("skipping the default bridge");
-    expect(r.code).toBe(0);
-    expect((await d.api("GET", "/1.0/storage-pools/default")).body.metadata.driver).toBe("dir");
+    expect(r.code, r.stderr).toBe(0);
+    const pool = await d.api("GET", "/1.0/storage-pools/default");
+    expect(pool.body.metadata?.driver, pool.text + r.stderr).toBe("dir");
     expect((await d.api("GET", "/1.0/profiles/default")).body.metadata.devices.root).toEqual({ path: "/", pool: "default", type: "disk" });
   });
 });

@@ -198,7 +198,7 @@ describe("NIC on an Open vSwitch network", () => {
 describe("rules that depend on instance users", () => {
   it("refuses to delete or rename a network in use and lists its users", async () => {
     ports.instances = { usedBy: (ref) => (ref.network === br ? ["/1.0/instances/c1"] : []), exportForPublish: async () => Promise.reject(new Error("unused")) };
-    ports.profiles = { get: () => Promise.reject(new Error("unused")) as never, usedBy: (ref) => (ref.network === br ? ["/1.0/profiles/default"] : []) };
+    ports.profiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: (ref) => (ref.network === br ? ["/1.0/profiles/default"] : []) };
     expect(svc.view("default", br).used_by).toEqual(["/1.0/profiles/default", "/1.0/instances/c1"]);
     await expect(svc.delete("default", br)).rejects.toThrow("The network is currently in use");
     await expect(svc.rename("default", br, `nt${id}z`)).rejects.toThrow("The network is currently in use");
