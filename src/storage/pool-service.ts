@@ -111,10 +111,31 @@ export class PoolService implements StoragePort {
     }
     await driver.mountPool();
     for (const vol of this.repo.volumes({ pool: pool.name })) {
+      if (vol.renamingTo) await this.recoverRename(driver, vol);
       if (vol.state === "created") continue;
       this.core.log.warn({ pool: pool.name, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
       await this.removeVolume(driver, vol);
     }
+  }
+
+  /** A rename a crash interrupted: keep whichever name the disk has. */
+  private async recoverRename(driver: Driver, vol: VolumeRow): Promise<void> {
+    const from = vol.name;
+    const to = vol.renamingTo!;
+    const done = !(await driver.hasVolume(this.hostVolume(vol))) && (await driver.hasVolume(this.hostVolume({ ...vol, name: to })));
+    this.core.log.warn({ volume: from, to, done }, "finishing storage volume rename interrupted by a crash");
+    if (done) {
+      this.repo.renameVolume(vol.id, to);
+      vol.name = to;
+    } else {
+      this.repo.beginRename(vol.id, null);
+    }
+    if (vol.type === "container") {
+      // The rename began only because nothing was called `to`, so a stray link of either name is ours.
+      await this.removeInstanceSymlink(vol.project, done ? from : to);
+      await this.ensureInstanceSymlink(vol.project, vol.name, driver.volumePath(this.hostVolume(vol)));
+    }
+    vol.renamingTo = null;
   }
 
   async stop(): Promise<void> {
@@ -329,6 +350,8 @@ export class PoolService implements StoragePort {
     const vol = this.hostVolume(v);
     const newDiskName = storageName(project, "custom", to);
     await withRevert(async (revert) => {
+      this.repo.beginRename(v.id, to);
+      revert.add(() => this.repo.beginRename(v.id, null));
       await driver.renameVolume(vol, newDiskName);
       revert.add(() => driver.renameVolume({ ...vol, name: newDiskName }, vol.name));
       this.repo.renameVolume(v.id, to);
@@ -501,6 +524,8 @@ export class PoolService implements StoragePort {
     if (this.repo.volume(pool, project, "container", to)) throw new Conflict("Volume by that name already exists");
     await withRevert(async (revert) => {
       const newName = storageName(project, "container", to);
+      this.repo.beginRename(row.id, to);
+      revert.add(() => this.repo.beginRename(row.id, null));
       await driver.renameVolume(vol, newName);
       revert.add(() => driver.renameVolume({ ...vol, name: newName }, vol.name));
       this.repo.renameVolume(row.id, to);
