@@ -60,6 +60,10 @@ export interface ProfileRecord {
 export interface ProfilesPort {
   /** Throws NotFound("Profile not found"). */
   get(project: string, name: string): ProfileRecord;
+  /** Give a project its own (empty) `default` profile: call when a project with features.profiles=true is created. */
+  ensureDefaultProfile?(project: string): void;
+  /** Forget a project's profiles (the project is being deleted). */
+  deleteProjectProfiles?(project: string): void;
 }
 
 /** Who uses what, for `used_by` lists and refusing deletes of things in use. */
