@@ -138,8 +138,17 @@ export class PoolService implements StoragePort {
     vol.renamingTo = null;
   }
 
-  async stop(): Promise<void> {
-    // Pools stay mounted across a daemon restart, as upstream; containers may still use them.
+  /**
+   * Pools stay mounted across a plain daemon restart (containers may still use them); after
+   * `lxd shutdown` stopped every instance they are unmounted, as upstream.
+   */
+  async stop(opts: { stopInstances: boolean }): Promise<void> {
+    if (!opts.stopInstances) return;
+    for (const pool of this.listPools()) {
+      await this.driverFor(pool)
+        .unmountPool()
+        .catch((e) => this.core.log.warn({ err: e, pool: pool.name }, "cannot unmount storage pool"));
+    }
   }
 
   // ---- drivers ----

@@ -1,4 +1,5 @@
 // Storage pools and volumes over the API and with the stock lxc client (dir driver).
+import * as fs from "node:fs";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import WebSocket from "ws";
@@ -259,6 +260,25 @@ describe("lxc storage with the stock client", () => {
     expect(ok("storage", "show", "cli1")).not.toContain("rsync.bwlimit");
     ok("storage", "delete", "cli1");
     expect(d.lxc("storage", "show", "cli1").stderr).toContain("Storage pool not found");
+  });
+});
+
+describe("shutdown", () => {
+  it("nodelxd shutdown unmounts pools and a restart mounts them again", async () => {
+    const src = mkdtempSync("/tmp/nodelxd-test-src-");
+    scratch.push(src);
+    expect((await d.api("POST", "/1.0/storage-pools", { name: "bound", driver: "dir", config: { source: src } })).status).toBe(201);
+    const target = join(d.dir, "storage-pools/bound");
+    const mounted = () => fs.readFileSync("/proc/self/mountinfo", "utf8").includes(` ${target} `);
+    expect(mounted()).toBe(true);
+    const r = d.cli("shutdown");
+    expect(r.code, r.stderr).toBe(0);
+    await new Promise((res) => (d.proc.exitCode !== null ? res(null) : d.proc.once("exit", res)));
+    expect(mounted()).toBe(false);
+    await d.restart();
+    expect(mounted()).toBe(true);
+    expect((await d.api("DELETE", "/1.0/storage-pools/bound")).status).toBe(200);
+    expect(mounted()).toBe(false);
   });
 });
 
