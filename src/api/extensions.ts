@@ -22,5 +22,6 @@ export const apiExtensions: string[] = [
   "storage_unmapped",
   "storage_shifted",
   "storage_rsync_compression",
+  "storage_volume_state",
   "server_supported_storage_drivers",
 ];

@@ -378,6 +378,19 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-deleted", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
   }
 
+  /** GET .../volumes/{type}/{name}/state: usage when the driver can tell, else upstream's "Not supported". */
+  async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used: number; total: number } }> {
+    const pool = this.pool(poolName);
+    assertVolumeType(type);
+    const v = this.repo.volume(poolName, type === "image" ? "default" : project, type, name);
+    if (!v || v.state !== "created") {
+      throw new NotFound(`Storage volume "${name}" in project "${project}" of type "${type}" does not exist on pool "${poolName}": Storage volume not found`);
+    }
+    const used = await this.driverFor(pool).volumeUsage?.(this.hostVolume(v));
+    if (used === undefined) throw new InternalError("Not supported");
+    return { usage: { used, total: -1 } };
+  }
+
   /** Host path of a custom volume, for disk devices attaching it (mounted first if the driver needs to). */
   async mountCustomVolume(poolName: string, project: string, name: string): Promise<string> {
     const v = this.getVolume(poolName, project, "custom", name);

@@ -79,5 +79,8 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
         return sync({});
       },
     }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
+      GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
+    }),
   ];
 }
