@@ -40,6 +40,7 @@ export const apiExtensions: string[] = [
   "storage_unmapped",
   "storage_shifted",
   "storage_rsync_compression",
+  "storage_volume_state",
   "server_supported_storage_drivers",
   "image_compression_algorithm",
   "image_create_aliases",

@@ -62,6 +62,10 @@ export interface ProfilesPort {
   get(project: string, name: string): ProfileRecord;
   /** URLs (/1.0/profiles/NAME[?project=P]) of profiles whose devices reference a network or pool. */
   referencing(ref: { network?: string; pool?: string }, project?: string): string[];
+  /** Give a project its own (empty) `default` profile: call when a project with features.profiles=true is created. */
+  ensureDefaultProfile?(project: string): void;
+  /** Forget a project's profiles (the project is being deleted). */
+  deleteProjectProfiles?(project: string): void;
 }
 
 /** Who uses what, for `used_by` lists and refusing deletes of things in use. */

@@ -91,6 +91,11 @@ export const migrations: Migration[] = [
     `,
   },
   {
+    version: 11,
+    name: "storage volume renames in progress",
+    sql: `ALTER TABLE storage_volumes ADD COLUMN renaming_to TEXT;`,
+  },
+  {
     version: 20,
     name: "images",
     sql: `

@@ -111,14 +111,44 @@ export class PoolService implements StoragePort {
     }
     await driver.mountPool();
     for (const vol of this.repo.volumes({ pool: pool.name })) {
+      if (vol.renamingTo) await this.recoverRename(driver, vol);
       if (vol.state === "created") continue;
       this.core.log.warn({ pool: pool.name, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
       await this.removeVolume(driver, vol);
     }
   }
 
-  async stop(): Promise<void> {
-    // Pools stay mounted across a daemon restart, as upstream; containers may still use them.
+  /** A rename a crash interrupted: keep whichever name the disk has. */
+  private async recoverRename(driver: Driver, vol: VolumeRow): Promise<void> {
+    const from = vol.name;
+    const to = vol.renamingTo!;
+    const done = !(await driver.hasVolume(this.hostVolume(vol))) && (await driver.hasVolume(this.hostVolume({ ...vol, name: to })));
+    this.core.log.warn({ volume: from, to, done }, "finishing storage volume rename interrupted by a crash");
+    if (done) {
+      this.repo.renameVolume(vol.id, to);
+      vol.name = to;
+    } else {
+      this.repo.beginRename(vol.id, null);
+    }
+    if (vol.type === "container") {
+      // The rename began only because nothing was called `to`, so a stray link of either name is ours.
+      await this.removeInstanceSymlink(vol.project, done ? from : to);
+      await this.ensureInstanceSymlink(vol.project, vol.name, driver.volumePath(this.hostVolume(vol)));
+    }
+    vol.renamingTo = null;
+  }
+
+  /**
+   * Pools stay mounted across a plain daemon restart (containers may still use them); after
+   * `lxd shutdown` stopped every instance they are unmounted, as upstream.
+   */
+  async stop(opts: { stopInstances: boolean }): Promise<void> {
+    if (!opts.stopInstances) return;
+    for (const pool of this.listPools()) {
+      await this.driverFor(pool)
+        .unmountPool()
+        .catch((e) => this.core.log.warn({ err: e, pool: pool.name }, "cannot unmount storage pool"));
+    }
   }
 
   // ---- drivers ----
@@ -329,6 +359,8 @@ export class PoolService implements StoragePort {
     const vol = this.hostVolume(v);
     const newDiskName = storageName(project, "custom", to);
     await withRevert(async (revert) => {
+      this.repo.beginRename(v.id, to);
+      revert.add(() => this.repo.beginRename(v.id, null));
       await driver.renameVolume(vol, newDiskName);
       revert.add(() => driver.renameVolume({ ...vol, name: newDiskName }, vol.name));
       this.repo.renameVolume(v.id, to);
@@ -344,6 +376,19 @@ export class PoolService implements StoragePort {
     await driver.mountPool();
     await this.removeVolume(driver, v);
     this.core.events.lifecycle("storage-volume-deleted", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
+  }
+
+  /** GET .../volumes/{type}/{name}/state: usage when the driver can tell, else upstream's "Not supported". */
+  async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used: number; total: number } }> {
+    const pool = this.pool(poolName);
+    assertVolumeType(type);
+    const v = this.repo.volume(poolName, type === "image" ? "default" : project, type, name);
+    if (!v || v.state !== "created") {
+      throw new NotFound(`Storage volume "${name}" in project "${project}" of type "${type}" does not exist on pool "${poolName}": Storage volume not found`);
+    }
+    const used = await this.driverFor(pool).volumeUsage?.(this.hostVolume(v));
+    if (used === undefined) throw new InternalError("Not supported");
+    return { usage: { used, total: -1 } };
   }
 
   /** Host path of a custom volume, for disk devices attaching it (mounted first if the driver needs to). */
@@ -501,6 +546,8 @@ export class PoolService implements StoragePort {
     if (this.repo.volume(pool, project, "container", to)) throw new Conflict("Volume by that name already exists");
     await withRevert(async (revert) => {
       const newName = storageName(project, "container", to);
+      this.repo.beginRename(row.id, to);
+      revert.add(() => this.repo.beginRename(row.id, null));
       await driver.renameVolume(vol, newName);
       revert.add(() => driver.renameVolume({ ...vol, name: newName }, vol.name));
       this.repo.renameVolume(row.id, to);

@@ -12,6 +12,13 @@ import { busyboxImage } from "../helpers/image.js";
 let dir: string;
 let daemon: Daemon;
 let storage: StoragePort;
+
+async function restart(): Promise<void> {
+  await daemon.stop({ stopInstances: false });
+  daemon = new Daemon({ lxdDir: dir, logfile: join(dir, "daemon.log") });
+  await daemon.start();
+  storage = daemon.core!.ports.storage!;
+}
 const api = (method: string, path: string, body?: unknown) => rawRequest(join(dir, "unix.socket"), method, path, body);
 
 beforeAll(async () => {
@@ -105,5 +112,27 @@ describe("StoragePort on dir", () => {
     expect(existsSync(join(path, "rootfs/bin/busybox"))).toBe(true);
     expect(existsSync(join(path, "metadata.yaml"))).toBe(true);
     await storage.deleteInstanceVolume("default", "p", "img1");
+  });
+
+  it("a rename a crash interrupted ends with the name the disk has", async () => {
+    await storage.createInstanceVolume("default", "p", "r1", {});
+    await storage.createInstanceVolume("default", "p", "r3", {});
+    await daemon.stop({ stopInstances: false });
+    const Database = (await import("better-sqlite3")).default;
+    const db = new Database(join(dir, "database/nodelxd.db"));
+    db.prepare("UPDATE storage_volumes SET renaming_to = 'r2' WHERE name = 'r1'").run();
+    db.prepare("UPDATE storage_volumes SET renaming_to = 'r4' WHERE name = 'r3'").run();
+    db.close();
+    // r1 → r2 reached the disk before the crash; r3 → r4 did not.
+    const { renameSync } = await import("node:fs");
+    renameSync(join(dir, "storage-pools/p/containers/r1"), join(dir, "storage-pools/p/containers/r2"));
+    await restart();
+    const names = (await api("GET", "/1.0/storage-pools/p/volumes")).body.metadata;
+    expect(names).toEqual(["/1.0/storage-pools/p/volumes/container/r2", "/1.0/storage-pools/p/volumes/container/r3"]);
+    expect(readlinkSync(join(dir, "containers/r2"))).toBe(join(dir, "storage-pools/p/containers/r2"));
+    expect(() => lstatSync(join(dir, "containers/r1"))).toThrow();
+    expect(readlinkSync(join(dir, "containers/r3"))).toBe(join(dir, "storage-pools/p/containers/r3"));
+    await storage.deleteInstanceVolume("default", "p", "r2");
+    await storage.deleteInstanceVolume("default", "p", "r3");
   });
 });

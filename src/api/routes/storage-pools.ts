@@ -20,6 +20,8 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
   };
   const createVolume = async (req: ApiRequest) => {
     const body = await req.body(StorageVolumesPost, "StorageVolumesPost");
+    // Copies, migrations and backups as a volume source are not implemented.
+    if (body.source?.type) throw new NotImplemented();
     await pools.createCustomVolume(req.params.pool, req.project, { ...body, type: req.params.type ?? body.type });
     return sync({});
   };
@@ -29,6 +31,8 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
   };
   const updateVolume = (mode: "replace" | "merge") => async (req: ApiRequest) => {
     const body = await req.body(StorageVolumePut, "StorageVolumePut");
+    // There are no volume snapshots to restore from yet.
+    if (body.restore) throw new NotImplemented();
     checkEtag(req, volumeEtag(req));
     await pools.updateCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body, mode);
     return sync({});
@@ -74,6 +78,9 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
         await pools.deleteCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume);
         return sync({});
       },
+    }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
+      GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
     }),
   ];
 }

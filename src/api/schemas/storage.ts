@@ -16,7 +16,7 @@ export const StoragePoolsPost = StoragePoolPut.extend({
 });
 export type StoragePoolsPost = z.infer<typeof StoragePoolsPost>;
 
-export const StorageVolumePut = StoragePoolPut;
+export const StorageVolumePut = StoragePoolPut.extend({ restore: z.string().nullish() });
 
 export const StorageVolumesPost = StoragePoolPut.extend({
   name: z.string().nullish().transform((n) => n ?? ""),
@@ -25,6 +25,7 @@ export const StorageVolumesPost = StoragePoolPut.extend({
     .string()
     .nullish()
     .transform((t) => t || "filesystem"),
+  source: z.object({ type: z.string().nullish() }).passthrough().nullish(),
 });
 
 export const StorageVolumePost = z
