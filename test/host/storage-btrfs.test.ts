@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Daemon } from "../../src/daemon/daemon.js";
-import type { ImagesPort, StoragePort } from "../../src/daemon/ports.js";
+import type { StoragePort } from "../../src/daemon/ports.js";
 import { mountTable } from "../../src/storage/host.js";
 import { cleanupHost } from "../contract/storage-driver.js";
 import { rawRequest } from "../helpers/daemon.js";
@@ -26,28 +26,18 @@ const lxc = (...args: string[]) =>
     (e) => ({ status: e.code ?? 1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" }),
   );
 
-/**
- * The images feature when it is loaded; otherwise a stand-in that unpacks the real busybox
- * test image the way ImagesPort.unpackInto is specified to (rootfs/, metadata.yaml, templates/).
- */
-function imagesPort(d: Daemon, tarball: string): ImagesPort {
-  if (d.core!.ports.images) return d.core!.ports.images;
-  return {
-    resolve: () => {
-      throw new Error("not used");
-    },
-    markUsed: () => {},
-    unpackInto: async (_fp, target) => {
-      execFileSync("tar", ["-xJf", tarball, "-C", target, "--numeric-owner"]);
-    },
-  };
-}
-
 async function startDaemon(): Promise<void> {
   daemon = new Daemon({ lxdDir: dir, logfile: join(dir, "daemon.log") });
   await daemon.start();
   storage = daemon.core!.ports.storage!;
-  daemon.core!.ports.images = imagesPort(daemon, busyboxImage());
+}
+
+/** Import the busybox test image through the images API, as a user would. */
+async function importImage(tarball: string): Promise<void> {
+  const r = await rawRequest(join(dir, "unix.socket"), "POST", "/1.0/images", readFileSync(tarball), { "content-type": "application/octet-stream" });
+  expect(r.status, r.text).toBe(202);
+  const done = await api("GET", `${r.body.operation}/wait?timeout=120`);
+  expect(done.body.metadata.status, done.text).toBe("Success");
 }
 
 const poolMounted = (pool: string) => mountTable().find((m) => m.mountPoint === join(dir, "storage-pools", pool));
@@ -58,6 +48,7 @@ describe.skipIf(!supported)("btrfs pools", () => {
     const tarball = busyboxImage();
     fingerprint = createHash("sha256").update(readFileSync(tarball)).digest("hex");
     await startDaemon();
+    await importImage(tarball);
   });
   afterAll(async () => {
     await daemon?.stop({ stopInstances: false });
