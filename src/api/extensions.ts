@@ -12,4 +12,7 @@ export const apiExtensions: string[] = [
   "warnings",
   "event_project",
   "event_hub",
+  "container_exec_recording",
+  "container_exec_signal_handling",
+  "container_exec_user_group_cwd",
 ];

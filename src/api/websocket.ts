@@ -29,12 +29,15 @@ function refuse(socket: Duplex, err: ApiError): void {
   );
 }
 
-/** Ping every connected socket; drop those that stopped answering. */
-function keepalive(ws: WebSocket): void {
+/**
+ * Ping every connected socket; drop those that stopped answering. Operation sockets are only
+ * pinged: the stock client never reads its stdin and control sockets, so no pong comes back.
+ */
+function keepalive(ws: WebSocket, dropSilent = true): void {
   let alive = true;
   ws.on("pong", () => (alive = true));
   const timer = setInterval(() => {
-    if (!alive) return ws.terminate();
+    if (!alive && dropSilent) return ws.terminate();
     alive = false;
     ws.ping();
   }, KEEPALIVE_MS);
@@ -77,7 +80,7 @@ export function attachWebsockets(server: Server, deps: WebsocketDeps): WebSocket
         return refuse(socket, toApiError(e));
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
-        keepalive(ws);
+        keepalive(ws, false);
         deps.operations.connect(id, secret, ws).catch((e) => {
           deps.log.debug({ op: id, err: e }, "operation websocket refused");
           ws.close(1011, (e as Error).message.slice(0, 120));

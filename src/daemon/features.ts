@@ -1,4 +1,7 @@
 // The feature modules the daemon loads, in start order. One line each.
+import { InstanceAccessFeature } from "../instances/access-feature.js";
 import type { FeatureFactory } from "./daemon.js";
 
-export const features: FeatureFactory[] = [];
+export const features: FeatureFactory[] = [
+  (core) => new InstanceAccessFeature(core),
+];

@@ -1,5 +1,7 @@
 // The one place that spawns processes.
+import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
 import { execa, type Options } from "execa";
+import { spawn as ptySpawn, type IPty } from "node-pty";
 
 export interface RunOptions {
   signal?: AbortSignal;
@@ -42,4 +44,21 @@ export async function run(cmd: string, args: string[], opts: RunOptions = {}): P
     throw new CommandError([cmd, ...args].join(" "), out.exitCode, out.stderr);
   }
   return out;
+}
+
+/** A long-running child with streamed stdio (exec sessions): the caller owns its pipes. */
+export function spawnStreaming(cmd: string, args: string[], opts: { stdio: StdioOptions; env?: Record<string, string>; cwd?: string }): ChildProcess {
+  return spawn(cmd, args, { stdio: opts.stdio, env: opts.env ?? {}, cwd: opts.cwd ?? "/" });
+}
+
+/** A child on a new pseudo-terminal (interactive exec, console). Output arrives as Buffers. */
+export function spawnPty(cmd: string, args: string[], opts: { cols: number; rows: number; env?: Record<string, string>; cwd?: string }): IPty {
+  return ptySpawn(cmd, args, {
+    name: opts.env?.TERM ?? "xterm",
+    cols: opts.cols,
+    rows: opts.rows,
+    cwd: opts.cwd ?? "/",
+    env: opts.env ?? {},
+    encoding: null,
+  });
 }
