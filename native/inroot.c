@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define CHECK(call)                                                            \
@@ -195,6 +196,21 @@ static napi_value chown_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ttyCanonical(fd): whether the terminal is still in canonical (cooked) mode. Interactive
+// sessions hold input back until lxc-attach switched its terminal to raw mode, since that
+// switch (TCSAFLUSH) discards whatever input was queued before it.
+static napi_value tty_canonical(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (get_args(env, info, 1, argv)) return throw_errno(env, EINVAL, "ttyCanonical");
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  struct termios t;
+  if (tcgetattr(fd, &t) < 0) return throw_errno(env, errno, "tcgetattr");
+  napi_value out;
+  napi_get_boolean(env, (t.c_lflag & ICANON) != 0, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openRoot", NULL, open_root, NULL, NULL, NULL, napi_default, NULL},
@@ -204,6 +220,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"unlinkAt", NULL, unlink_at, NULL, NULL, NULL, napi_default, NULL},
       {"readlinkFd", NULL, readlink_fd, NULL, NULL, NULL, napi_default, NULL},
       {"chownFd", NULL, chown_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"ttyCanonical", NULL, tty_canonical, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

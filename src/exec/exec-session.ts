@@ -14,6 +14,7 @@ import type { WebsocketLike } from "../operations/manager.js";
 import { attachArgs, attachedPid, lookupCommand, shellAvailable, type AttachSpec } from "./attach.js";
 import { withRoot } from "../files/in-root.js";
 import { SocketSink } from "./socket-sink.js";
+import { native } from "../os/native.js";
 
 export const CONNECT_TIMEOUT_MS = 5000;
 
@@ -115,7 +116,7 @@ export class ExecSession {
     ws.on("message", (data, isBinary) => {
       const buf = Buffer.isBuffer(data) ? data : Buffer.concat(data as Buffer[]);
       if (this.interactive) {
-        if (isBinary && this.pty) this.pty.write(buf);
+        if (isBinary) this.feedPty(buf);
         return;
       }
       this.feedStdin(isBinary ? buf : null, ws);
@@ -123,6 +124,30 @@ export class ExecSession {
     ws.on("close", () => {
       if (!this.interactive) this.feedStdin(null, ws);
     });
+  }
+
+  private ptyReady = false;
+  private ptyQueue: Buffer[] = [];
+
+  private feedPty(buf: Buffer): void {
+    if (this.pty && this.ptyReady) this.pty.write(buf);
+    else this.ptyQueue.push(buf);
+  }
+
+  /** Input is held until lxc-attach made its terminal raw (that switch flushes pending input). */
+  private awaitRawTerminal(pty: IPty, deadline = Date.now() + 3000): void {
+    let canonical = false;
+    try {
+      canonical = native.ttyCanonical((pty as unknown as { fd: number }).fd);
+    } catch {
+      /* closed: nothing left to feed */
+    }
+    if (canonical && !this.finished && Date.now() < deadline) {
+      setTimeout(() => this.awaitRawTerminal(pty, deadline), 10);
+      return;
+    }
+    this.ptyReady = true;
+    for (const buf of this.ptyQueue.splice(0)) pty.write(buf);
   }
 
   /** Stdin for the child; null is end-of-file. */
@@ -201,6 +226,7 @@ export class ExecSession {
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TERM: term },
     });
     this.pty = pty;
+    this.awaitRawTerminal(pty);
     const sink = new SocketSink(this.sockets.get("0")!, pty);
     pty.onData((data) => sink.write(Buffer.isBuffer(data) ? data : Buffer.from(data)));
     pty.onExit(({ exitCode, signal }) => void sink.drained().then(() => this.end({ code: exitStatus(exitCode, signal ?? null) })));

@@ -9,6 +9,7 @@ export interface Native {
   unlinkAt(dirFd: number, name: string, removeDir: boolean): void;
   readlinkFd(fd: number): string;
   chownFd(fd: number, uid: number, gid: number): void;
+  ttyCanonical(fd: number): boolean;
   O_PATH: number;
 }
 
