@@ -12,7 +12,13 @@ export const apiExtensions: string[] = [
   "warnings",
   "event_project",
   "event_hub",
+  "directory_manipulation",
   "container_exec_recording",
   "container_exec_signal_handling",
+  "file_delete",
+  "file_append",
+  "file_symlinks",
+  "file_get_symlink",
   "container_exec_user_group_cwd",
+  "instance_file_head",
 ];

@@ -1,19 +1,23 @@
 // Exec, console and file transfer for instances: everything that reaches inside a
 // container through the instances port's runtime().
 import { execRoutes } from "../api/routes/instance-exec.js";
+import { fileRoutes } from "../api/routes/instance-files.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { ExecService } from "../exec/exec-service.js";
+import { FileService } from "../files/file-service.js";
 
 export class InstanceAccessFeature implements Feature {
   readonly name = "instance-access";
   private readonly exec: ExecService;
+  private readonly files: FileService;
 
   constructor(core: Core) {
     this.exec = new ExecService(core);
+    this.files = new FileService(core);
   }
 
   routes() {
-    return [...execRoutes(this.exec)];
+    return [...execRoutes(this.exec), ...fileRoutes(this.files)];
   }
 
   async stop(): Promise<void> {
