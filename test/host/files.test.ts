@@ -1,12 +1,13 @@
 // File transfer against real containers (running and stopped), with the stock client and the
 // raw API, including attempts to escape the container root through symlinks and "..".
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync } from "node:fs";
+import { closeSync, openSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { TestDaemon } from "../helpers/daemon.js";
 import { ID_BASE, rawContainer, type RawContainer } from "../helpers/raw-container.js";
-import { lxcIn, startRawDaemon } from "../helpers/raw-daemon.js";
+import { clientEnv, lxcIn, startRawDaemon } from "../helpers/raw-daemon.js";
 
 let running: RawContainer;
 let stopped: RawContainer;
@@ -89,9 +90,12 @@ describe("lxc file (stock client)", () => {
     expect(missing.status).toBe(404);
     sh("echo hello > /root/edit-me");
     // Without a terminal, `lxc file edit` replaces the file with its stdin.
-    const r = lxcIn(d, "edited\n", "file", "edit", `${running.name}/root/edit-me`);
+    writeFileSync(join(tmp, "edited"), "edited\n");
+    const input = openSync(join(tmp, "edited"), "r");
+    const r = spawnSync("lxc", ["file", "edit", `${running.name}/root/edit-me`], { env: clientEnv(d), stdio: [input, "pipe", "pipe"], encoding: "utf8" });
+    closeSync(input);
     expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
+    expect(r.status).toBe(0);
     expect(sh("cat /root/edit-me").stdout).toBe("edited\n");
   });
 });
