@@ -1,8 +1,10 @@
 // Exec, console and file transfer for instances: everything that reaches inside a
 // container through the instances port's runtime().
+import { consoleRoutes } from "../api/routes/instance-console.js";
 import { execRoutes } from "../api/routes/instance-exec.js";
 import { fileRoutes } from "../api/routes/instance-files.js";
 import type { Core, Feature } from "../daemon/daemon.js";
+import { ConsoleService } from "../console/console-service.js";
 import { ExecService } from "../exec/exec-service.js";
 import { FileService } from "../files/file-service.js";
 
@@ -10,17 +12,20 @@ export class InstanceAccessFeature implements Feature {
   readonly name = "instance-access";
   private readonly exec: ExecService;
   private readonly files: FileService;
+  private readonly console: ConsoleService;
 
   constructor(core: Core) {
     this.exec = new ExecService(core);
     this.files = new FileService(core);
+    this.console = new ConsoleService(core);
   }
 
   routes() {
-    return [...execRoutes(this.exec), ...fileRoutes(this.files)];
+    return [...execRoutes(this.exec), ...fileRoutes(this.files), ...consoleRoutes(this.console)];
   }
 
   async stop(): Promise<void> {
     this.exec.stop();
+    this.console.stop();
   }
 }
