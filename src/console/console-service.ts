@@ -9,7 +9,7 @@ import { BadRequest } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import { SocketSink } from "../exec/socket-sink.js";
 import { instanceResources, instanceRuntime, runningRuntime } from "../instances/access.js";
-import type { InstanceRuntime } from "../instances/runtime.js";
+import type { InstanceRuntime } from "../instances/runtime-port.js";
 import { spawnPty } from "../os/exec.js";
 import type { WebsocketLike } from "../operations/manager.js";
 import type { OperationView } from "../operations/types.js";
@@ -66,7 +66,7 @@ class ConsoleSession {
   }
 
   private start(ws: WebSocket): void {
-    const pty = spawnPty("lxc-console", ["-n", this.rt.name, "-P", this.rt.lxcpath, "-t", "0", "-e", NO_ESCAPE], {
+    const pty = spawnPty("lxc-console", ["-n", this.rt.lxcName, "-P", this.rt.lxcpath, "-t", "0", "-e", NO_ESCAPE], {
       cols: this.size.width > 0 ? this.size.width : 80,
       rows: this.size.height > 0 ? this.size.height : 24,
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TERM: "xterm" },

@@ -1,7 +1,7 @@
 // The narrow interfaces feature modules use to reach each other. A feature fills its slot
 // in `Core.ports` when it is constructed (features.ts order); consumers read the slot when
 // they need it, so there is no import cycle and a fake is three methods long.
-import type { InstanceRuntime } from "../instances/runtime.js";
+import type { InstanceRuntime } from "../instances/runtime-port.js";
 
 /** What every consumer needs to know about an image. */
 export interface ImageRecord {

@@ -3,7 +3,7 @@
 import { closeSync, fstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { posix } from "node:path";
 import { InstanceRoot, O_PATH } from "../files/in-root.js";
-import type { InstanceRuntime } from "../instances/runtime.js";
+import type { InstanceRuntime } from "../instances/runtime-port.js";
 
 export interface AttachSpec {
   command: string[];
@@ -23,7 +23,7 @@ function cwdWrapper(env: Record<string, string>): string {
 }
 
 export function attachArgs(rt: InstanceRuntime, spec: AttachSpec, shellAvailable: boolean): string[] {
-  const args = ["-n", rt.name, "-P", rt.lxcpath, "--clear-env"];
+  const args = ["-n", rt.lxcName, "-P", rt.lxcpath, "--clear-env"];
   for (const [k, v] of Object.entries(spec.env)) args.push("-v", `${k}=${v}`);
   if (spec.user !== 0) args.push("-u", String(spec.user));
   if (spec.group !== 0) args.push("-g", String(spec.group));

@@ -4,7 +4,7 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { Core } from "../daemon/daemon.js";
 import { instanceLogName, instanceResources, runningRuntime } from "../instances/access.js";
-import { spawnStreaming } from "../os/exec.js";
+import { spawnWithStdio } from "../os/exec.js";
 import type { OperationView } from "../operations/types.js";
 import { attachArgs, type AttachSpec } from "./attach.js";
 import { execCwd, execEnvironment, type ExecPost } from "./exec-request.js";
@@ -99,7 +99,7 @@ export class ExecService {
       if (files) for (const f of [files.stdout, files.stderr]) fds.push(openSync(f, "w", 0o644));
       const check = precheck(rt, spec);
       if (check.failure) return { failure: check.failure };
-      const child = spawnStreaming("lxc-attach", attachArgs(rt, spec, check.shell), {
+      const child = spawnWithStdio("lxc-attach", attachArgs(rt, spec, check.shell), {
         stdio: ["ignore", fds[0] ?? "ignore", fds[1] ?? "ignore"],
         env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
       });

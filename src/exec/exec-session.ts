@@ -8,8 +8,8 @@ import type { ChildProcess } from "node:child_process";
 import type { IPty } from "node-pty";
 import type { Logger } from "pino";
 import type { WebSocket } from "ws";
-import { spawnPty, spawnStreaming } from "../os/exec.js";
-import type { InstanceRuntime } from "../instances/runtime.js";
+import { spawnPty, spawnWithStdio } from "../os/exec.js";
+import type { InstanceRuntime } from "../instances/runtime-port.js";
 import type { WebsocketLike } from "../operations/manager.js";
 import { attachArgs, attachedPid, lookupCommand, shellAvailable, type AttachSpec } from "./attach.js";
 import { withRoot } from "../files/in-root.js";
@@ -194,7 +194,7 @@ export class ExecSession {
   }
 
   private startPiped(args: string[]): void {
-    const child = spawnStreaming("lxc-attach", args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    const child = spawnWithStdio("lxc-attach", args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
     this.child = child;
     child.stdin!.on("error", () => {});
     const ws0 = this.sockets.get("0")!;

@@ -7,7 +7,7 @@ import { pipeline } from "node:stream/promises";
 import { BadRequest, InternalError, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import { instanceRuntime } from "../instances/access.js";
-import type { IdMap, InstanceRuntime } from "../instances/runtime.js";
+import type { IdMap, InstanceRuntime } from "../instances/runtime-port.js";
 import { InstanceRoot, O_PATH, withRoot } from "./in-root.js";
 
 export type FileType = "file" | "directory" | "symlink";

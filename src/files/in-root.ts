@@ -4,7 +4,7 @@
 // (tmpfs /tmp, ...) are what the caller sees; a stopped one through its rootfs directory.
 import { closeSync, constants, fstatSync, type Stats } from "node:fs";
 import { posix } from "node:path";
-import type { InstanceRuntime } from "../instances/runtime.js";
+import type { InstanceRuntime } from "../instances/runtime-port.js";
 import { native } from "../os/native.js";
 
 

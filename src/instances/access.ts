@@ -1,7 +1,7 @@
 // Reaching an instance's runtime (exec, console, files) through the instances port.
 import { BadRequest, NotImplemented } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
-import type { InstanceRuntime } from "./runtime.js";
+import type { InstanceRuntime } from "./runtime-port.js";
 
 export function instanceRuntime(core: Core, project: string, name: string): InstanceRuntime {
   const port = core.ports.instances;

@@ -47,7 +47,7 @@ export async function run(cmd: string, args: string[], opts: RunOptions = {}): P
 }
 
 /** A long-running child with streamed stdio (exec sessions): the caller owns its pipes. */
-export function spawnStreaming(cmd: string, args: string[], opts: { stdio: StdioOptions; env?: Record<string, string>; cwd?: string }): ChildProcess {
+export function spawnWithStdio(cmd: string, args: string[], opts: { stdio: StdioOptions; env?: Record<string, string>; cwd?: string }): ChildProcess {
   return spawn(cmd, args, { stdio: opts.stdio, env: opts.env ?? {}, cwd: opts.cwd ?? "/" });
 }
 

@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { features } from "../../dist/daemon/features.js";
 import { NotFound } from "../../dist/api/errors.js";
-import { identityIdMap, rangeIdMap } from "../../dist/instances/runtime.js";
+import { identityIdMap, rangeIdMap } from "../../dist/instances/runtime-port.js";
 
 const stateFiles = (process.env.NODELXD_TEST_RAW_CONTAINERS ?? "").split(":").filter(Boolean);
 
@@ -18,6 +18,7 @@ function runtime(project, name) {
     return {
       project,
       name,
+      lxcName: name,
       running: pid > 0,
       pid: pid > 0 ? pid : undefined,
       lxcpath: s.lxcpath,

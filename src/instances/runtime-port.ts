@@ -1,5 +1,6 @@
-// What exec, console and file transfer need to know about one instance. The instances
-// feature serves it through `InstancesPort.runtime`; nothing here touches the database.
+// What exec, console and file transfer need to know about one instance (the instances
+// feature serves it through `InstancesPort.runtime`). Not to be confused with the instances
+// feature's own runtime class: this is the narrow read-only view handed across the port.
 
 /** Maps ids between the container's view and the host's (identity for privileged containers). */
 export interface IdMap {
@@ -13,7 +14,10 @@ export interface IdMap {
 
 export interface InstanceRuntime {
   project: string;
+  /** The instance name (URLs, log directory). */
   name: string;
+  /** liblxc's container name (lxc-attach -n): differs from `name` outside the default project. */
+  lxcName: string;
   running: boolean;
   /** Frozen (paused) instances refuse exec. */
   frozen?: boolean;
