@@ -65,8 +65,11 @@ export interface InstancesPort {
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
   exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
-  /** Exec/console/file access to an instance. Throws NotFound("Instance not found"). */
-  runtime?(project: string, name: string): InstanceRuntime;
+  /**
+   * Exec/console/file access to an instance. Throws NotFound("Instance not found").
+   * (Not `runtime`: the instances service already has a `runtime` member.)
+   */
+  runtimeOf?(project: string, name: string): InstanceRuntime;
 }
 
 export interface NetworksPort {

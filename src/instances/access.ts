@@ -5,8 +5,8 @@ import type { InstanceRuntime } from "./runtime-port.js";
 
 export function instanceRuntime(core: Core, project: string, name: string): InstanceRuntime {
   const port = core.ports.instances;
-  if (!port?.runtime) throw new NotImplemented("Instance runtime access is not available");
-  return port.runtime(project, name);
+  if (!port?.runtimeOf) throw new NotImplemented("Instance runtime access is not available");
+  return port.runtimeOf(project, name);
 }
 
 /** Exec and console need the instance up (LXD's messages). */

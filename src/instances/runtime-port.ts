@@ -1,5 +1,5 @@
 // What exec, console and file transfer need to know about one instance (the instances
-// feature serves it through `InstancesPort.runtime`). Not to be confused with the instances
+// feature serves it through `InstancesPort.runtimeOf`). Not to be confused with the instances
 // feature's own runtime class: this is the narrow read-only view handed across the port.
 
 /** Maps ids between the container's view and the host's (identity for privileged containers). */

@@ -1,4 +1,4 @@
-// Test-only launcher: dist/main.js plus a feature serving InstancesPort.runtime for the raw
+// Test-only launcher: dist/main.js plus a feature serving InstancesPort.runtimeOf for the raw
 // fixture containers of test/helpers/raw-container.ts (NODELXD_TEST_RAW_CONTAINERS = a
 // colon-separated list of their state files). Replaced by the instances feature at merge.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -55,7 +55,7 @@ features.push((core) => {
     exportForPublish: async () => {
       throw new Error("not available in the raw-container test launcher");
     },
-    runtime,
+    runtimeOf: runtime,
   };
   return { name: "test-raw-runtime", routes: () => [] };
 });
