@@ -88,3 +88,15 @@ test("range id map", () => {
   expect([m.reverseUid(1_001_000), m.reverseGid(2_000_005), m.reverseUid(5)]).toEqual([1000, 5, -1]);
   expect(m.uid(65536)).toBe(-1);
 });
+
+test("routes of one path from several features are joined; a method twice is refused", async () => {
+  const { mergeRoutes } = await import("../../src/api/server.js");
+  const { route, sync } = await import("../../src/api/route.js");
+  const h = () => sync(null);
+  const merged = mergeRoutes([route("/a", { GET: h }), route("/b", { GET: h }), route("/a", { POST: h }, ["POST"])]);
+  expect(merged.map((r) => [r.path, Object.keys(r.handlers).sort(), r.untrusted])).toEqual([
+    ["/a", ["GET", "POST"], ["POST"]],
+    ["/b", ["GET"], undefined],
+  ]);
+  expect(() => mergeRoutes([route("/a", { GET: h }), route("/a", { GET: h })])).toThrow("Method 'GET' declared twice for route '/a'");
+});
