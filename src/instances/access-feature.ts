@@ -3,6 +3,7 @@
 import { consoleRoutes } from "../api/routes/instance-console.js";
 import { execRoutes } from "../api/routes/instance-exec.js";
 import { fileRoutes } from "../api/routes/instance-files.js";
+import { route } from "../api/route.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { ConsoleService } from "../console/console-service.js";
 import { ExecService } from "../exec/exec-service.js";
@@ -21,7 +22,13 @@ export class InstanceAccessFeature implements Feature {
   }
 
   routes() {
-    return [...execRoutes(this.exec), ...fileRoutes(this.files), ...consoleRoutes(this.console)];
+    return [
+      ...execRoutes(this.exec),
+      ...fileRoutes(this.files),
+      ...consoleRoutes(this.console),
+      // SFTP sessions (`lxc file mount`) are not implemented: every method answers 501.
+      route("/1.0/instances/:name/sftp", {}),
+    ];
   }
 
   async stop(): Promise<void> {
