@@ -13,6 +13,7 @@ import type { InstanceRuntime } from "../instances/runtime-port.js";
 import type { WebsocketLike } from "../operations/manager.js";
 import { attachArgs, attachedPid, lookupCommand, shellAvailable, type AttachSpec } from "./attach.js";
 import { withRoot } from "../files/in-root.js";
+import { OnlcrDecoder } from "./onlcr.js";
 import { SocketSink } from "./socket-sink.js";
 import { native } from "../os/native.js";
 
@@ -228,8 +229,16 @@ export class ExecSession {
     this.pty = pty;
     this.awaitRawTerminal(pty);
     const sink = new SocketSink(this.sockets.get("0")!, pty);
-    pty.onData((data) => sink.write(Buffer.isBuffer(data) ? data : Buffer.from(data)));
-    pty.onExit(({ exitCode, signal }) => void sink.drained().then(() => this.end({ code: exitStatus(exitCode, signal ?? null) })));
+    const onlcr = new OnlcrDecoder();
+    pty.onData((data) => {
+      const out = onlcr.decode(Buffer.isBuffer(data) ? data : Buffer.from(data));
+      if (out.length) sink.write(out);
+    });
+    pty.onExit(({ exitCode, signal }) => {
+      const rest = onlcr.flush();
+      if (rest.length) sink.write(rest);
+      void sink.drained().then(() => this.end({ code: exitStatus(exitCode, signal ?? null) }));
+    });
   }
 
   private end(outcome: ExecOutcome): void {

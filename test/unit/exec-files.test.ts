@@ -100,3 +100,16 @@ test("routes of one path from several features are joined; a method twice is ref
   ]);
   expect(() => mergeRoutes([route("/a", { GET: h }), route("/a", { GET: h })])).toThrow("Method 'GET' declared twice for route '/a'");
 });
+
+test("ONLCR undo: exact inverse of \\n → \\r\\n, across chunk boundaries", async () => {
+  const { OnlcrDecoder } = await import("../../src/exec/onlcr.js");
+  const onlcr = (s: string) => s.replace(/\n/g, "\r\n");
+  for (const original of ["a\nb\r\nc\rd\n", "\r\n\r\n", "x\r", "\n\n\r", "plain"]) {
+    const wire = Buffer.from(onlcr(original));
+    for (let cut = 0; cut <= wire.length; cut++) {
+      const dec = new OnlcrDecoder();
+      const out = Buffer.concat([dec.decode(wire.subarray(0, cut)), dec.decode(wire.subarray(cut)), dec.flush()]).toString();
+      expect(out).toBe(original);
+    }
+  }
+});
