@@ -170,6 +170,28 @@ static napi_value unlink_at(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// renameAt(oldDirFd, oldName, newDirFd, newName)
+static napi_value rename_at(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t olddir, newdir;
+  if (get_args(env, info, 4, argv)) return throw_errno(env, EINVAL, "renameAt");
+  CHECK(napi_get_value_int32(env, argv[0], &olddir));
+  CHECK(napi_get_value_int32(env, argv[2], &newdir));
+  char *oldname = get_string(env, argv[1]);
+  char *newname = get_string(env, argv[3]);
+  if (!oldname || !newname || !plain_name(oldname) || !plain_name(newname)) {
+    free(oldname);
+    free(newname);
+    return throw_errno(env, EINVAL, "renameat");
+  }
+  int rc = renameat(olddir, oldname, newdir, newname);
+  int err = errno;
+  free(oldname);
+  free(newname);
+  if (rc < 0) return throw_errno(env, err, "renameat");
+  return NULL;
+}
+
 // readlinkFd(fd) -> target of the symlink an O_PATH|O_NOFOLLOW fd refers to
 static napi_value readlink_fd(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -218,6 +240,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"mkdirAt", NULL, mkdir_at, NULL, NULL, NULL, napi_default, NULL},
       {"symlinkAt", NULL, symlink_at, NULL, NULL, NULL, napi_default, NULL},
       {"unlinkAt", NULL, unlink_at, NULL, NULL, NULL, napi_default, NULL},
+      {"renameAt", NULL, rename_at, NULL, NULL, NULL, napi_default, NULL},
       {"readlinkFd", NULL, readlink_fd, NULL, NULL, NULL, napi_default, NULL},
       {"chownFd", NULL, chown_fd, NULL, NULL, NULL, napi_default, NULL},
       {"ttyCanonical", NULL, tty_canonical, NULL, NULL, NULL, napi_default, NULL},

@@ -9,7 +9,7 @@ import { internalRoutes } from "../api/routes/internal.js";
 import { operationRoutes } from "../api/routes/operations.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
-import { attachWebsockets } from "../api/websocket.js";
+import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
 import { ConfigRepo } from "../db/config-repo.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { WarningRepo } from "../db/warning-repo.js";
@@ -56,6 +56,8 @@ export interface Core {
 export interface Feature {
   name: string;
   routes(): Route[];
+  /** Raw protocol upgrades (not websockets), e.g. the instance sftp endpoint. */
+  upgrades?(): UpgradeRoute[];
   start?(): Promise<void>;
   /** Daemon stopping. `stopInstances` is true for `lxd shutdown` and SIGPWR, false for SIGTERM. */
   stop?(opts: { stopInstances: boolean }): Promise<void>;
@@ -122,7 +124,8 @@ export class Daemon {
       group: this.opts.group,
       tls: keypair,
       handler: (req, res) => app.routing(req, res),
-      onServer: (s) => attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted }),
+      onServer: (s) =>
+        attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted, upgrades: this.loaded.flatMap((f) => f.upgrades?.() ?? []) }),
       log,
     });
     for (const f of this.loaded) await f.start?.();

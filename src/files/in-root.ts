@@ -75,6 +75,10 @@ export class InstanceRoot {
     this.inParent(path, (dir, name) => native.unlinkAt(dir, name, isDir));
   }
 
+  rename(from: string, to: string): void {
+    this.inParent(from, (oldDir, oldName) => this.inParent(to, (newDir, newName) => native.renameAt(oldDir, oldName, newDir, newName)));
+  }
+
   readlink(fd: number): string {
     return native.readlinkFd(fd);
   }

@@ -3,7 +3,8 @@
 import { consoleRoutes } from "../api/routes/instance-console.js";
 import { execRoutes } from "../api/routes/instance-exec.js";
 import { fileRoutes } from "../api/routes/instance-files.js";
-import { route } from "../api/route.js";
+import { sftpRoutes, sftpUpgrade } from "../api/routes/instance-sftp.js";
+import type { UpgradeRoute } from "../api/websocket.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { ConsoleService } from "../console/console-service.js";
 import { ExecService } from "../exec/exec-service.js";
@@ -15,7 +16,7 @@ export class InstanceAccessFeature implements Feature {
   private readonly files: FileService;
   private readonly console: ConsoleService;
 
-  constructor(core: Core) {
+  constructor(private readonly core: Core) {
     this.exec = new ExecService(core);
     this.files = new FileService(core);
     this.console = new ConsoleService(core);
@@ -26,9 +27,12 @@ export class InstanceAccessFeature implements Feature {
       ...execRoutes(this.exec),
       ...fileRoutes(this.files),
       ...consoleRoutes(this.console),
-      // SFTP sessions (`lxc file mount`) are not implemented: every method answers 501.
-      route("/1.0/instances/:name/sftp", {}),
+      ...sftpRoutes(),
     ];
+  }
+
+  upgrades(): UpgradeRoute[] {
+    return [sftpUpgrade(this.core)];
   }
 
   async stop(): Promise<void> {

@@ -7,6 +7,7 @@ export interface Native {
   mkdirAt(dirFd: number, name: string, mode: number): void;
   symlinkAt(target: string, dirFd: number, name: string): void;
   unlinkAt(dirFd: number, name: string, removeDir: boolean): void;
+  renameAt(oldDirFd: number, oldName: string, newDirFd: number, newName: string): void;
   readlinkFd(fd: number): string;
   chownFd(fd: number, uid: number, gid: number): void;
   ttyCanonical(fd: number): boolean;

@@ -140,13 +140,14 @@ describe("files API", () => {
     expect((await post("/root/missing-parent/x", "x", {})).status).toBe(404);
   });
 
-  test("exec and console refuse a stopped instance; sftp is not implemented", async () => {
+  test("exec and console refuse a stopped instance; sftp needs its upgrade header", async () => {
     for (const what of ["exec", "console"]) {
       const r = await d.api("POST", `/1.0/instances/${stopped.name}/${what}`, what === "exec" ? { command: ["true"] } : {});
       expect(r.status).toBe(400);
       expect(r.body.error).toBe("Instance is not running");
     }
-    expect((await d.api("GET", `/1.0/instances/${running.name}/sftp`)).status).toBe(501);
+    expect((await d.api("GET", `/1.0/instances/${running.name}/sftp`)).status).toBe(400);
+    expect((await d.api("POST", `/1.0/instances/${running.name}/sftp`)).status).toBe(501);
   });
 
   test("a stopped instance's files are reachable too", async () => {
