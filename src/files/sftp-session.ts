@@ -275,7 +275,8 @@ export class SftpSession {
         if (pflags & PF.EXCL) flags |= constants.O_EXCL;
         const existed = pflags & PF.CREAT ? this.root.tryLstat(path) : undefined;
         if (existed) closeSync(existed.fd);
-        const fd = this.root.open(path, flags, a.mode ?? 0o644);
+        // openat2 refuses file-type bits in the mode (clients send st_mode-style values).
+        const fd = this.root.open(path, flags, (a.mode ?? 0o644) & 0o7777);
         if (pflags & PF.CREAT && !existed) this.root.chown(fd, this.idmap.uid(0), this.idmap.gid(0));
         return this.send(new Writer().u8(T.HANDLE).u32(id).str(this.newHandle({ kind: "file", fd })));
       }
@@ -354,7 +355,7 @@ export class SftpSession {
       case T.MKDIR: {
         const path = r.str();
         const a = r.attrs();
-        this.root.mkdir(path, a.mode ?? 0o755);
+        this.root.mkdir(path, (a.mode ?? 0o755) & 0o7777);
         const fd = this.root.open(path, O_PATH | constants.O_NOFOLLOW | constants.O_DIRECTORY);
         try {
           this.root.chown(fd, this.idmap.uid(0), this.idmap.gid(0));

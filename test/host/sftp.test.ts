@@ -1,11 +1,11 @@
 // The instance sftp endpoint, driven by OpenSSH's sftp client through an upgrade bridge.
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, lstatSync, chmodSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, lstatSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { ROOT, type TestDaemon } from "../helpers/daemon.js";
 import { ID_BASE, rawContainer, type RawContainer } from "../helpers/raw-container.js";
-import { lxcIn, startRawDaemon } from "../helpers/raw-daemon.js";
+import { clientEnv, lxcIn, startRawDaemon } from "../helpers/raw-daemon.js";
 
 let c: RawContainer;
 let d: TestDaemon;
@@ -86,5 +86,26 @@ test("symlinks to host paths do not lead out of the container", () => {
     expect(spawnSync("ls", [secretDir], { encoding: "utf8" }).stdout).toBe("secret\n");
   } finally {
     rmSync(secretDir, { recursive: true, force: true });
+  }
+});
+
+const haveSshfs = spawnSync("sh", ["-c", "command -v sshfs"]).status === 0 && existsSync("/dev/fuse");
+
+test.skipIf(!haveSshfs)("lxc file mount (stock client, sshfs): read, write, unmount on ctrl-c", async () => {
+  const mnt = mkdtempSync("/tmp/nodelxd-test-mnt-");
+  const p = spawn("lxc", ["file", "mount", `${c.name}/etc`, mnt], { env: clientEnv(d), stdio: ["ignore", "pipe", "pipe"] });
+  try {
+    for (let i = 0; i < 100 && !readdirSync(mnt).includes("hostname"); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(readdirSync(mnt)).toContain("inittab");
+    expect(readFileSync(join(mnt, "hostname"), "utf8")).toBe(`${c.name}\n`);
+    writeFileSync(join(mnt, "written"), "via-mount\n");
+    expect(lxcIn(d, undefined, "exec", c.name, "--", "cat", "/etc/written").stdout).toBe("via-mount\n");
+    p.kill("SIGINT");
+    await new Promise((r) => p.once("exit", r));
+    expect(spawnSync("mountpoint", ["-q", mnt]).status).not.toBe(0);
+  } finally {
+    if (p.exitCode === null) p.kill("SIGKILL");
+    spawnSync("umount", ["-l", mnt]);
+    rmSync(mnt, { recursive: true, force: true });
   }
 });
