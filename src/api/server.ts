@@ -41,6 +41,28 @@ function render(reply: FastifyReply, result: Result): FastifyReply | undefined {
   }
 }
 
+/**
+ * Features may declare different methods of one path (the instances feature owns GET of
+ * /1.0/instances/{name}/console, exec/console owns POST): join them; a method declared
+ * twice is a wiring error.
+ */
+export function mergeRoutes(routes: Route[]): Route[] {
+  const byPath = new Map<string, Route>();
+  for (const r of routes) {
+    const prev = byPath.get(r.path);
+    if (!prev) {
+      byPath.set(r.path, { ...r, handlers: { ...r.handlers } });
+      continue;
+    }
+    for (const [method, handler] of Object.entries(r.handlers)) {
+      if (prev.handlers[method as Method]) throw new Error(`Method '${method}' declared twice for route '${r.path}'`);
+      prev.handlers[method as Method] = handler;
+    }
+    if (r.untrusted) prev.untrusted = [...(prev.untrusted ?? []), ...r.untrusted];
+  }
+  return [...byPath.values()];
+}
+
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
@@ -54,7 +76,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", (_req, _payload, done) => done(null, undefined));
 
-  for (const r of deps.routes) {
+  for (const r of mergeRoutes(deps.routes)) {
     const declared = new Set(Object.keys(r.handlers) as Method[]);
     const methods: Method[] = [...METHODS, ...(declared.has("HEAD") ? (["HEAD"] as Method[]) : [])];
     for (const method of methods) {

@@ -12,7 +12,7 @@ import { operationRoutes } from "../api/routes/operations.js";
 import { resourceRoutes } from "../api/routes/resources.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
-import { attachWebsockets } from "../api/websocket.js";
+import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
 import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
 import { openDatabase, type Db } from "../db/database.js";
@@ -63,6 +63,8 @@ export interface Core {
 export interface Feature {
   name: string;
   routes(): Route[];
+  /** Raw protocol upgrades (not websockets), e.g. the instance sftp endpoint. */
+  upgrades?(): UpgradeRoute[];
   start?(): Promise<void>;
   /** Daemon stopping. `stopInstances` is true for `lxd shutdown` and SIGPWR, false for SIGTERM. */
   stop?(opts: { stopInstances: boolean }): Promise<void>;
@@ -144,7 +146,8 @@ export class Daemon {
         }
         app.routing(req, res);
       },
-      onServer: (s) => attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted }),
+      onServer: (s) =>
+        attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted, upgrades: this.loaded.flatMap((f) => f.upgrades?.() ?? []) }),
       log,
     });
     for (const f of this.loaded) await f.start?.();

@@ -1,5 +1,6 @@
 // The feature modules the daemon loads, in start order (stopped in reverse). One line each.
 import { ImagesFeature } from "../images/feature.js";
+import { InstanceAccessFeature } from "../instances/access-feature.js";
 import { NetworksFeature } from "../network/feature.js";
 import { ProfilesFeature } from "../profiles/feature.js";
 import { StorageFeature } from "../storage/feature.js";
@@ -10,4 +11,5 @@ export const features: FeatureFactory[] = [
   (core) => new StorageFeature(core),
   (core) => new ProfilesFeature(core),
   (core) => new NetworksFeature(core),
+  (core) => new InstanceAccessFeature(core),
 ];

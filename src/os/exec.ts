@@ -1,6 +1,7 @@
 // The one place that spawns processes.
-import { spawn as spawnChild } from "node:child_process";
+import { spawn, spawn as spawnChild, type ChildProcess, type StdioOptions } from "node:child_process";
 import { execa, type Options } from "execa";
+import { spawn as ptySpawn, type IPty } from "node-pty";
 
 export interface RunOptions {
   signal?: AbortSignal;
@@ -113,4 +114,21 @@ export function spawnService(cmd: string, args: string[], opts: { env?: Record<s
   );
   if (child.pid === undefined) throw new CommandError(cmd, -1, "failed to start");
   return { pid: child.pid, exited, output: () => tail.trim() };
+}
+
+/** A long-running child with streamed stdio (exec sessions): the caller owns its pipes. */
+export function spawnWithStdio(cmd: string, args: string[], opts: { stdio: StdioOptions; env?: Record<string, string>; cwd?: string }): ChildProcess {
+  return spawn(cmd, args, { stdio: opts.stdio, env: opts.env ?? {}, cwd: opts.cwd ?? "/" });
+}
+
+/** A child on a new pseudo-terminal (interactive exec, console). Output arrives as Buffers. */
+export function spawnPty(cmd: string, args: string[], opts: { cols: number; rows: number; env?: Record<string, string>; cwd?: string }): IPty {
+  return ptySpawn(cmd, args, {
+    name: opts.env?.TERM ?? "xterm",
+    cols: opts.cols,
+    rows: opts.rows,
+    cwd: opts.cwd ?? "/",
+    env: opts.env ?? {},
+    encoding: null,
+  });
 }

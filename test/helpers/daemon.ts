@@ -80,13 +80,13 @@ async function waitReady(socket: string, proc: ChildProcess, timeoutMs = 30_000)
   throw new Error("daemon did not become ready");
 }
 
-export async function startDaemon(opts: { args?: string[]; dir?: string } = {}): Promise<TestDaemon> {
+export async function startDaemon(opts: { args?: string[]; dir?: string; main?: string; env?: Record<string, string> } = {}): Promise<TestDaemon> {
   const dir = opts.dir ?? mkdtempSync("/tmp/nodelxd-test-");
   const socket = join(dir, "unix.socket");
-  const env = { ...process.env, LXD_DIR: dir };
+  const env = { ...process.env, ...opts.env, LXD_DIR: dir };
   const launch = () => {
     const log = openSync(join(dir + ".log"), "a");
-    const p = spawn(process.execPath, [MAIN, "--debug", ...(opts.args ?? [])], { env, stdio: ["ignore", log, log] });
+    const p = spawn(process.execPath, [opts.main ?? MAIN, "--debug", ...(opts.args ?? [])], { env, stdio: ["ignore", log, log] });
     closeSync(log);
     return p;
   };
