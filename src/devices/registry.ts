@@ -1,8 +1,12 @@
 // Device drivers by type (nic drivers by nictype, or "network" for managed networks).
 // One line each.
+import { DiskDevice, NoneDevice } from "./disk.js";
 import type { DeviceConfig, DeviceFactory } from "./types.js";
 
-export const deviceDrivers: Record<string, DeviceFactory> = {};
+export const deviceDrivers: Record<string, DeviceFactory> = {
+  disk: (ctx, name, config) => new DiskDevice(ctx, name, config),
+  none: (_ctx, name, config) => new NoneDevice(name, config),
+};
 
 export const nicDrivers: Record<string, DeviceFactory> = {};
 
@@ -16,6 +20,6 @@ export function deviceFactory(config: DeviceConfig): DeviceFactory {
     return f;
   }
   const f = deviceDrivers[type];
-  if (!f) throw new Error(type ? `Unsupported device type "${type}"` : "Missing device type");
+  if (!f) throw new Error(type ? "Unsupported device type" : "Missing device type");
   return f;
 }
