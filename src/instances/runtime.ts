@@ -1,7 +1,7 @@
 // Running containers: start (idmap shift, templates, devices, liblxc config, lxc-start),
 // stop, freeze, live updates, watching for containers that stop on their own, and
 // re-adopting running containers when the daemon starts.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import { BadRequest } from "../api/errors.js";
@@ -188,8 +188,10 @@ export class InstanceRuntime {
       }
       const lines = generateLxcConfig({
         name: lxc,
+        hostname: name,
         lxdDir: this.core.paths.dir,
-        rootfs: this.driver.rootfsLink(lxc),
+        // liblxc refuses a symlinked rootfs path: give it the volume's real rootfs.
+        rootfs: realpathSync(join(volume, "rootfs")),
         architecture: row.architecture,
         config: this.svc.expanded(row).config,
         idmap: next,
@@ -200,7 +202,6 @@ export class InstanceRuntime {
         devices: runConfigs,
       });
       lines.splice(lines.length - 1, 0, ["lxc.mount.auto", `shmounts:${shmounts}:/dev/.lxd-mounts`]);
-      lines[lines.findIndex(([k]) => k === "lxc.uts.name")][1] = name;
       this.driver.writeConfig(lxc, renderLxcConfig(lines));
       const init = await this.driver.start(lxc);
       this.svc.repo.setRuntime(project, name, { pid: init.pid, start: init.startTime }, new Date().toISOString());
@@ -230,7 +231,7 @@ export class InstanceRuntime {
     this.transitioning.add(k);
     try {
       const lxc = this.lxcName(project, name);
-      if (this.status(row) === "Frozen" && !opts.force) await this.driver.unfreeze(lxc).catch(() => {});
+      if (this.status(row) === "Frozen") await this.driver.unfreeze(row.init_pid).catch(() => {});
       await this.driver.stop(lxc, { force: opts.force, timeout: opts.timeout < 0 ? 30 : opts.timeout });
       await this.afterStop(row);
     } finally {
@@ -267,7 +268,7 @@ export class InstanceRuntime {
       const status = this.status(row);
       if (status === "Stopped") throw new BadRequest("The instance isn't running");
       if (status === "Frozen") throw new BadRequest("The instance is already frozen");
-      await this.driver.freeze(this.lxcName(project, name));
+      await this.driver.freeze(row.init_pid);
       this.core.events.lifecycle("instance-paused", instanceUrl(project, name), { project });
     });
   }
@@ -276,7 +277,7 @@ export class InstanceRuntime {
     return this.serialize(project, name, async () => {
       const row = this.svc.require(project, name);
       if (this.status(row) !== "Frozen") throw new BadRequest("The instance is not frozen");
-      await this.driver.unfreeze(this.lxcName(project, name));
+      await this.driver.unfreeze(row.init_pid);
       this.core.events.lifecycle("instance-resumed", instanceUrl(project, name), { project });
     });
   }

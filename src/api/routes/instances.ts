@@ -168,7 +168,8 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     const row = svc.require(req.project, req.params.name);
     const view = svc.view(row);
     const etag = { architecture: view.architecture, config: view.config, devices: view.devices, ephemeral: view.ephemeral, profiles: view.profiles, description: view.description };
-    return sync(full(row, req.recursion), { etag });
+    // instance_get_full: any recursion on a single instance adds state, snapshots and backups.
+    return sync(full(row, req.recursion > 0 ? 2 : 0), { etag });
   };
 
   const put: Handler = async (req) => {

@@ -7,7 +7,10 @@ import { lxcIdmapLines, type IdmapEntry } from "../idmap.js";
 import type { CgroupVersion } from "./cgroup.js";
 
 export interface LxcConfigInput {
+  /** liblxc container name (log paths) */
   name: string;
+  /** the hostname (lxc.uts.name); defaults to name */
+  hostname?: string;
   /** $LXD_DIR */
   lxdDir: string;
   /** $LXD_DIR/containers/<name>/rootfs (the symlinked volume rootfs) */
@@ -145,7 +148,7 @@ export function generateLxcConfig(input: LxcConfigInput): ConfigLine[] {
   for (const m of OPTIONAL_MOUNTS) out.push(["lxc.mount.entry", m]);
   const personality = PERSONALITY[input.architecture];
   if (personality) out.push(["lxc.arch", personality]);
-  out.push(["lxc.uts.name", input.name]);
+  out.push(["lxc.uts.name", input.hostname ?? input.name]);
   const devicesVersion = input.cgroup("devices");
   if (devicesVersion) {
     const prefix = devicesVersion === "v1" ? "lxc.cgroup.devices" : "lxc.cgroup2.devices";

@@ -124,12 +124,37 @@ export class LxcDriver {
     await run("lxc-wait", [...this.args(name), "-s", "STOPPED", "-t", String(timeout)], { reject: false });
   }
 
-  async freeze(name: string): Promise<void> {
-    await run("lxc-freeze", this.args(name));
+  /** Freeze through the freezer cgroup of the init process (v1 freezer.state, v2 cgroup.freeze). */
+  async freeze(pid: number, timeoutMs = 10_000): Promise<void> {
+    this.writeFreezer(pid, true);
+    const deadline = Date.now() + timeoutMs;
+    while (!this.isFrozen(pid)) {
+      if (Date.now() > deadline) {
+        this.writeFreezer(pid, false);
+        throw new Error("Failed to freeze the instance: timed out");
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
-  async unfreeze(name: string): Promise<void> {
-    await run("lxc-unfreeze", this.args(name));
+  async unfreeze(pid: number): Promise<void> {
+    this.writeFreezer(pid, false);
+  }
+
+  private freezerFile(pid: number): string {
+    if (controllerVersion(this.layout, "freezer") === "v1") {
+      const dir = cgroupDir(this.layout, pid, "freezer");
+      if (dir) return join(dir, "freezer.state");
+    } else {
+      const dir = cgroupDir({ ...this.layout, v2: new Set([...this.layout.v2, "freezer"]) }, pid, "freezer");
+      if (dir) return join(dir, "cgroup.freeze");
+    }
+    throw new Error("The freezer cgroup is not available");
+  }
+
+  private writeFreezer(pid: number, frozen: boolean): void {
+    const file = this.freezerFile(pid);
+    writeFileSync(file, file.endsWith("freezer.state") ? (frozen ? "FROZEN" : "THAWED") : frozen ? "1" : "0");
   }
 
   /** Frozen, from the freezer cgroup of the init process. */
