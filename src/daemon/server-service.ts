@@ -31,6 +31,8 @@ export interface ServerServiceDeps {
 export class ServerService {
   private config: Record<string, string>;
   private cache = new Map<string, { body: Buffer; etag: string }>();
+  /** Set by the storage feature; it calls invalidate() whenever what it reports changes. */
+  private storageInfo?: () => StorageEnvironment;
 
   constructor(private readonly deps: ServerServiceDeps) {
     this.config = deps.repo.all();
@@ -49,6 +51,12 @@ export class ServerService {
 
   etag(): string {
     return etagOf(this.visibleConfig());
+  }
+
+  /** Provide environment.storage* (cached like the rest of GET /1.0 until invalidate()). */
+  setStorageInfo(fn: () => StorageEnvironment): void {
+    this.storageInfo = fn;
+    this.invalidate();
   }
 
   invalidate(): void {
@@ -95,7 +103,7 @@ export class ServerService {
 
   private environment() {
     const h = this.deps.host;
-    const storage = this.deps.storage?.() ?? { storage: "", storage_version: "", storage_supported_drivers: [] };
+    const storage = (this.storageInfo ?? this.deps.storage)?.() ?? { storage: "", storage_version: "", storage_supported_drivers: [] };
     return {
       addresses: this.addresses(),
       architectures: h.architectures,

@@ -78,4 +78,40 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 10,
+    name: "storage pools, volumes and profiles",
+    sql: `
+      CREATE TABLE storage_pools (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL DEFAULT 'creating'
+      );
+      CREATE TABLE storage_volumes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pool_id INTEGER NOT NULL REFERENCES storage_pools (id) ON DELETE CASCADE,
+        project TEXT NOT NULL,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        content_type TEXT NOT NULL DEFAULT 'filesystem',
+        state TEXT NOT NULL DEFAULT 'creating',
+        created_at TEXT NOT NULL,
+        UNIQUE (pool_id, project, type, name)
+      );
+      CREATE TABLE profiles (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (project, name)
+      );
+    `,
+  },
 ];

@@ -1,0 +1,130 @@
+// Storage pools and volumes. A row's `state` makes multi-step host changes crash-safe:
+// 'creating' rows are written before the host work and marked 'created' after it; rows
+// left 'creating' or 'deleting' by a crash are finished off at start (pool service).
+import type { Db } from "./database.js";
+
+export type RowState = "creating" | "created" | "deleting";
+
+export interface PoolRow {
+  id: number;
+  name: string;
+  driver: string;
+  description: string;
+  config: Record<string, string>;
+  state: RowState;
+}
+
+export interface VolumeRow {
+  id: number;
+  pool: string;
+  project: string;
+  type: string;
+  name: string;
+  description: string;
+  config: Record<string, string>;
+  contentType: string;
+  state: RowState;
+  createdAt: string;
+}
+
+interface RawPool {
+  id: number;
+  name: string;
+  driver: string;
+  description: string;
+  config: string;
+  state: RowState;
+}
+
+interface RawVolume {
+  id: number;
+  pool: string;
+  project: string;
+  type: string;
+  name: string;
+  description: string;
+  config: string;
+  content_type: string;
+  state: RowState;
+  created_at: string;
+}
+
+const toPool = (r: RawPool): PoolRow => ({ ...r, config: JSON.parse(r.config) });
+const toVolume = (r: RawVolume): VolumeRow => ({
+  id: r.id,
+  pool: r.pool,
+  project: r.project,
+  type: r.type,
+  name: r.name,
+  description: r.description,
+  config: JSON.parse(r.config),
+  contentType: r.content_type,
+  state: r.state,
+  createdAt: r.created_at,
+});
+
+const VOLUME_SELECT = "SELECT v.*, p.name AS pool FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id";
+
+export class StorageRepo {
+  constructor(private readonly db: Db) {}
+
+  pools(): PoolRow[] {
+    return (this.db.prepare("SELECT * FROM storage_pools ORDER BY name").all() as RawPool[]).map(toPool);
+  }
+
+  pool(name: string): PoolRow | undefined {
+    const r = this.db.prepare("SELECT * FROM storage_pools WHERE name = ?").get(name) as RawPool | undefined;
+    return r && toPool(r);
+  }
+
+  insertPool(p: { name: string; driver: string; description: string; config: Record<string, string> }): void {
+    this.db.prepare("INSERT INTO storage_pools (name, driver, description, config, state) VALUES (?, ?, ?, ?, 'creating')").run(p.name, p.driver, p.description, JSON.stringify(p.config));
+  }
+
+  updatePool(name: string, changes: { description?: string; config?: Record<string, string>; state?: RowState }): void {
+    const cur = this.pool(name);
+    if (!cur) return;
+    this.db
+      .prepare("UPDATE storage_pools SET description = ?, config = ?, state = ? WHERE name = ?")
+      .run(changes.description ?? cur.description, JSON.stringify(changes.config ?? cur.config), changes.state ?? cur.state, name);
+  }
+
+  deletePool(name: string): void {
+    this.db.prepare("DELETE FROM storage_pools WHERE name = ?").run(name);
+  }
+
+  volumes(filter: { pool?: string; project?: string; type?: string } = {}): VolumeRow[] {
+    const where: string[] = [];
+    const args: string[] = [];
+    if (filter.pool !== undefined) (where.push("p.name = ?"), args.push(filter.pool));
+    if (filter.project !== undefined) (where.push("v.project = ?"), args.push(filter.project));
+    if (filter.type !== undefined) (where.push("v.type = ?"), args.push(filter.type));
+    const sql = `${VOLUME_SELECT}${where.length ? " WHERE " + where.join(" AND ") : ""} ORDER BY v.type, v.name`;
+    return (this.db.prepare(sql).all(...args) as RawVolume[]).map(toVolume);
+  }
+
+  volume(pool: string, project: string, type: string, name: string): VolumeRow | undefined {
+    const r = this.db.prepare(`${VOLUME_SELECT} WHERE p.name = ? AND v.project = ? AND v.type = ? AND v.name = ?`).get(pool, project, type, name) as RawVolume | undefined;
+    return r && toVolume(r);
+  }
+
+  insertVolume(v: { pool: string; project: string; type: string; name: string; description?: string; config?: Record<string, string>; contentType?: string }): void {
+    this.db
+      .prepare(
+        "INSERT INTO storage_volumes (pool_id, project, type, name, description, config, content_type, state, created_at) SELECT id, ?, ?, ?, ?, ?, ?, 'creating', ? FROM storage_pools WHERE name = ?",
+      )
+      .run(v.project, v.type, v.name, v.description ?? "", JSON.stringify(v.config ?? {}), v.contentType ?? "filesystem", new Date().toISOString(), v.pool);
+  }
+
+  setVolumeState(id: number, state: RowState): void {
+    this.db.prepare("UPDATE storage_volumes SET state = ? WHERE id = ?").run(state, id);
+  }
+
+  renameVolume(id: number, name: string): void {
+    this.db.prepare("UPDATE storage_volumes SET name = ? WHERE id = ?").run(name, id);
+  }
+
+  deleteVolume(id: number): void {
+    this.db.prepare("DELETE FROM storage_volumes WHERE id = ?").run(id);
+  }
+}

@@ -1,0 +1,129 @@
+// Profiles: rules, records and the ProfilesPort. The `default` profile exists in every
+// project that has profiles and can be neither deleted nor renamed.
+import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../api/errors.js";
+import type { Core } from "../daemon/daemon.js";
+import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
+import { ProfileRepo } from "../db/profile-repo.js";
+
+export interface ProfileView extends ProfileRecord {
+  used_by: string[];
+}
+
+export interface ProfileInput {
+  description: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+}
+
+/**
+ * Validate a profile's config and devices before anything is saved; throws LXD's messages.
+ * This is the one place the instance config key table and the device registry plug into;
+ * until they are merged only the shape is checked (string values, every device has a type).
+ */
+export function validateProfile(profile: ProfileInput): void {
+  for (const [key, value] of Object.entries(profile.config)) {
+    if (key === "" || typeof value !== "string") throw new BadRequest(`Invalid config key "${key}"`);
+  }
+  for (const [name, device] of Object.entries(profile.devices)) {
+    if (name === "") throw new BadRequest("Device validation failed: Device name cannot be empty");
+    if (!device.type) throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": Missing device type in config`);
+  }
+}
+
+export function validateProfileName(name: string): void {
+  if (name === "") throw new BadRequest("No name provided");
+  if (name.includes("/")) throw new BadRequest("Profile names may not contain slashes");
+  if (name === "." || name === ".." || name.includes("\0")) throw new BadRequest(`Invalid profile name "${name}"`);
+}
+
+const profileUrl = (project: string, name: string) => `/1.0/profiles/${name}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`;
+
+export class ProfileService implements ProfilesPort {
+  readonly repo: ProfileRepo;
+
+  constructor(private readonly core: Core) {
+    this.repo = new ProfileRepo(core.db);
+  }
+
+  /** The `default` profile of a project, created empty as upstream does. */
+  ensureDefaultProfile(project: string): void {
+    if (!this.repo.get(project, "default")) this.repo.insert(project, { name: "default", description: "Default LXD profile", config: {}, devices: {} });
+  }
+
+  get(project: string, name: string): ProfileRecord {
+    const p = this.repo.get(project, name);
+    if (!p) throw new NotFound("Profile not found");
+    return p;
+  }
+
+  list(project: string): ProfileRecord[] {
+    return this.repo.list(project);
+  }
+
+  usedBy(project: string, name: string): string[] {
+    return this.core.ports.instances?.usedBy({ profile: name }, project) ?? [];
+  }
+
+  view(project: string, p: ProfileRecord): ProfileView {
+    return { config: p.config, description: p.description, devices: p.devices, name: p.name, used_by: this.usedBy(project, p.name) };
+  }
+
+  /** What the ETag covers, as upstream (config, description, devices). */
+  etagOf(p: ProfileRecord): unknown {
+    return [p.config, p.description, p.devices];
+  }
+
+  find(project: string, name: string, notFound: string): ProfileRecord {
+    const p = this.repo.get(project, name);
+    if (!p) throw new NotFound(notFound);
+    return p;
+  }
+
+  create(project: string, req: ProfileInput & { name: string }): void {
+    validateProfileName(req.name);
+    const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: req.devices };
+    validateProfile(profile);
+    if (this.repo.get(project, req.name)) throw new InternalError(`Error inserting "${req.name}" into database: The profile already exists`);
+    this.repo.insert(project, profile);
+    this.core.events.lifecycle("profile-created", profileUrl(project, req.name), { project });
+  }
+
+  /** PUT replaces everything; PATCH merges config keys and whole devices, keeps an empty description. */
+  update(project: string, current: ProfileRecord, req: Partial<ProfileInput>, mode: "replace" | "merge"): void {
+    const next: ProfileRecord =
+      mode === "replace"
+        ? { name: current.name, description: req.description ?? "", config: dropEmpty(req.config ?? {}), devices: req.devices ?? {} }
+        : {
+            name: current.name,
+            description: req.description || current.description,
+            config: dropEmpty({ ...current.config, ...(req.config ?? {}) }),
+            devices: { ...current.devices, ...(req.devices ?? {}) },
+          };
+    validateProfile(next);
+    this.repo.update(project, next);
+    this.core.events.lifecycle("profile-updated", profileUrl(project, current.name), { project });
+  }
+
+  rename(project: string, name: string, to: string): void {
+    if (name === "default") throw new Forbidden(`The "default" profile cannot be renamed`);
+    validateProfileName(to);
+    this.find(project, name, "Profile not found");
+    if (this.repo.get(project, to)) throw new InternalError(`Name "${to}" already in use`);
+    // Instances refer to profiles by name; renaming one under them would orphan the reference.
+    if (this.usedBy(project, name).length > 0) throw new Conflict(`Profile "${name}" is currently in use`);
+    this.repo.rename(project, name, to);
+    this.core.events.lifecycle("profile-renamed", profileUrl(project, to), { project, context: { old_name: name } });
+  }
+
+  delete(project: string, name: string): void {
+    if (name === "default") throw new Forbidden(`The "default" profile cannot be deleted`);
+    this.find(project, name, "Profile not found");
+    if (this.usedBy(project, name).length > 0) throw new BadRequest("Profile is currently in use");
+    this.repo.delete(project, name);
+    this.core.events.lifecycle("profile-deleted", profileUrl(project, name), { project });
+  }
+}
+
+function dropEmpty(config: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(config).filter(([, v]) => v !== ""));
+}

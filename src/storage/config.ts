@@ -1,0 +1,114 @@
+// Storage config keys: validators with LXD's messages, the volume keys every driver shares,
+// and pool-config validation ("Invalid option", "Invalid value for option").
+import type { KeyTable } from "../config/keys.js";
+import type { Validator } from "../config/validators.js";
+
+const UNITS: Record<string, number> = {
+  "": 1,
+  B: 1,
+  kB: 1e3,
+  MB: 1e6,
+  GB: 1e9,
+  TB: 1e12,
+  PB: 1e15,
+  EB: 1e18,
+  KiB: 2 ** 10,
+  MiB: 2 ** 20,
+  GiB: 2 ** 30,
+  TiB: 2 ** 40,
+  PiB: 2 ** 50,
+  EiB: 2 ** 60,
+};
+
+/** LXD's units.ParseByteSizeString: "10MiB" → bytes; "" → 0; throws "Invalid value: X". */
+export function parseByteSize(value: string): number {
+  if (value === "") return 0;
+  const m = /^([0-9]+)\s*([A-Za-z]*)$/.exec(value);
+  if (!m) throw new Error(`Invalid value: ${value}`);
+  let suffix = m[2];
+  // Upstream accepts lower-case decimal suffixes except bits, and a bare k.
+  if (/^[kmgtpe]b?$/i.test(suffix) && !suffix.includes("i")) suffix = suffix[0].toUpperCase() === "K" ? "kB" : suffix[0].toUpperCase() + "B";
+  const mult = UNITS[suffix];
+  if (mult === undefined) throw new Error(`Invalid value: ${value}`);
+  return Number(m[1]) * mult;
+}
+
+export const isSize: Validator = (v) => {
+  parseByteSize(v);
+};
+
+export const isBoolStrict: Validator = (v) => {
+  if (!["true", "false", "yes", "no", "on", "off", "1", "0"].includes(v.toLowerCase())) throw new Error(`Invalid value for a boolean "${v}"`);
+};
+
+export const isExpiryExpression: Validator = (v) => {
+  if (!/^(\s*\d+(M|H|d|w|m|y)\s*)+$/.test(v)) throw new Error("Invalid expiry expression");
+};
+
+const CRON_ALIASES = ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@annually", "@yearly", "@startup", "@never"];
+const CRON_FIELD = /^(\*|\d+(-\d+)?)(\/\d+)?(,(\*|\d+(-\d+)?)(\/\d+)?)*$|^[A-Za-z]{3}(-[A-Za-z]{3})?(,[A-Za-z]{3}(-[A-Za-z]{3})?)*$/;
+
+/** Cron expressions or @aliases, separated by ", " as upstream. */
+export const isSchedule: Validator = (v) => {
+  for (const part of v.split(", ")) {
+    const s = part.trim();
+    if (CRON_ALIASES.includes(s)) continue;
+    const fields = s.split(/\s+/);
+    if (fields.length !== 5 || !fields.every((f) => CRON_FIELD.test(f))) {
+      throw new Error("Schedule must be of the form: <minute> <hour> <day-of-month> <month> <day-of-week>");
+    }
+  }
+};
+
+const any: Validator = () => {};
+
+/** Filesystem volume keys every driver here supports (LXD's common volume rules). */
+export const commonVolumeKeys: KeyTable = {
+  size: { validate: isSize, doc: "Size/quota of the storage volume" },
+  "security.shifted": { validate: isBoolStrict, doc: "Enable id shifting overlay" },
+  "security.unmapped": { validate: isBoolStrict, doc: "Disable id mapping for the volume" },
+  "snapshots.expiry": { validate: isExpiryExpression, doc: "When snapshots are to be deleted" },
+  "snapshots.schedule": { validate: isSchedule, doc: "Cron expression or schedule alias" },
+  "snapshots.pattern": { validate: any, doc: "Pongo2 template for snapshot names" },
+};
+
+/** Pool keys every driver accepts. */
+export const commonPoolKeys: KeyTable = {
+  source: { validate: any, doc: "Path to block device, loop file or filesystem entry" },
+  "volatile.initial_source": { validate: any, doc: "Source as given at creation" },
+  "rsync.bwlimit": { validate: isSize, doc: "Upper limit on socket I/O for rsync" },
+  "rsync.compression": { validate: isBoolStrict, doc: "Compress rsync migrations", default: "true" },
+};
+
+/**
+ * Validate a pool config against a driver's pool and volume tables, with LXD's messages.
+ * `volume.K` keys are checked against the volume table; `user.*` keys pass.
+ */
+export function validatePoolConfig(poolKeys: KeyTable, volumeKeys: KeyTable, config: Record<string, string>): void {
+  for (const [key, value] of Object.entries(config)) {
+    if (key.startsWith("user.")) continue;
+    const spec = key.startsWith("volume.") ? volumeKeys[key.slice("volume.".length)] : poolKeys[key];
+    if (!spec) throw new Error(`Invalid option "${key}"`);
+    if (value === "") continue;
+    try {
+      spec.validate(value);
+    } catch (e) {
+      throw new Error(`Invalid value for option "${key}": ${(e as Error).message}`);
+    }
+  }
+}
+
+/** Validate a volume's own config (no volume. prefix). */
+export function validateVolumeConfig(volumeKeys: KeyTable, config: Record<string, string>): void {
+  for (const [key, value] of Object.entries(config)) {
+    if (key.startsWith("user.")) continue;
+    const spec = volumeKeys[key];
+    if (!spec) throw new Error(`Invalid option "${key}"`);
+    if (value === "") continue;
+    try {
+      spec.validate(value);
+    } catch (e) {
+      throw new Error(`Invalid value for option "${key}": ${(e as Error).message}`);
+    }
+  }
+}

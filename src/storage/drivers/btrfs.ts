@@ -1,0 +1,263 @@
+// btrfs: a pool is a btrfs filesystem (a loop file by default, a block device, or a
+// subvolume on an existing btrfs path) mounted at $LXD_DIR/storage-pools/<pool>; volumes
+// are subvolumes; instance volumes are snapshots of read-only image subvolumes.
+import { existsSync, readFileSync, statfsSync } from "node:fs";
+import { lstat, mkdir, open, readdir, rename, rm, stat, unlink } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { run } from "../../os/exec.js";
+import { commonPoolKeys, commonVolumeKeys, parseByteSize, isSize } from "../config.js";
+import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
+import { withRevert } from "../reverter.js";
+import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
+import { VOLUME_DIRS, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+
+const DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed";
+/** Every btrfs subvolume root has this inode number. */
+const SUBVOLUME_INODE = 256;
+
+const info: DriverInfo = {
+  name: "btrfs",
+  remote: false,
+  optimizedImages: true,
+  poolKeys: {
+    ...commonPoolKeys,
+    size: { validate: isSize, doc: "Size of the loop file backing the pool" },
+    "btrfs.mount_options": { validate: () => {}, doc: "Mount options", default: DEFAULT_MOUNT_OPTIONS },
+  },
+  volumeKeys: commonVolumeKeys,
+  mutablePoolKeys: ["size", "btrfs.mount_options"],
+};
+
+type SourceKind = "loop" | "device" | "path";
+
+const loopFile = (env: DriverEnv, pool: string) => join(env.lxdDir, "disks", `${pool}.img`);
+
+/** LXD's default loop size: a fifth of the free space, between 5 and 30 GiB. */
+function defaultLoopSizeGiB(path: string): number {
+  const st = statfsSync(path);
+  const freeGiB = Math.floor((st.bavail * st.bsize) / 2 ** 30);
+  if (freeGiB > 30) return 30;
+  if (freeGiB > 5) return Math.floor(freeGiB / 5) || 5;
+  return 5;
+}
+
+const btrfs = (args: string[], opts: SlowOpts = {}) => run("btrfs", args, { signal: opts.signal });
+
+async function isSubvolume(path: string): Promise<boolean> {
+  const st = await lstat(path).catch(() => undefined);
+  return !!st && st.isDirectory() && st.ino === SUBVOLUME_INODE;
+}
+
+/** Subvolumes nested anywhere below `root` (not `root` itself), deepest first. */
+async function nestedSubvolumes(root: string): Promise<string[]> {
+  const found: string[] = [];
+  const rootDev = (await lstat(root)).dev;
+  const walk = async (dir: string): Promise<void> => {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const p = join(dir, e.name);
+      const st = await lstat(p);
+      // A nested subvolume shows up with its own anonymous device number.
+      if (st.ino === SUBVOLUME_INODE) {
+        await walk(p);
+        found.push(p);
+      } else if (st.dev === rootDev) await walk(p);
+    }
+  };
+  await walk(root);
+  return found;
+}
+
+async function deleteSubvolume(path: string, opts: SlowOpts = {}): Promise<void> {
+  assertNoMountsUnder(path);
+  if (!(await isSubvolume(path))) {
+    await rm(path, { recursive: true, force: true });
+    return;
+  }
+  // Snapshots of read-only image subvolumes are writable, but the images themselves are not.
+  await btrfs(["property", "set", "-ts", path, "ro", "false"], opts).catch(() => {});
+  for (const nested of await nestedSubvolumes(path)) {
+    await btrfs(["property", "set", "-ts", nested, "ro", "false"], opts).catch(() => {});
+    await btrfs(["subvolume", "delete", nested], opts);
+  }
+  await btrfs(["subvolume", "delete", path], opts);
+}
+
+class BtrfsDriver implements Driver {
+  readonly info = info;
+  readonly mountPath: string;
+  private readonly source: string;
+  private readonly kind: SourceKind;
+  private readonly mountOptions: string;
+
+  constructor(
+    private readonly pool: PoolSpec,
+    private readonly env: DriverEnv,
+  ) {
+    this.mountPath = poolMountPath(env, pool.name);
+    this.source = pool.config.source ?? loopFile(env, pool.name);
+    this.kind = this.source === loopFile(env, pool.name) || this.source.endsWith(".img") ? "loop" : this.source.startsWith("/dev/") ? "device" : "path";
+    this.mountOptions = pool.config["btrfs.mount_options"] || DEFAULT_MOUNT_OPTIONS;
+  }
+
+  async createPool(opts: SlowOpts = {}): Promise<void> {
+    await withRevert(async (revert) => {
+      if (existsSync(this.mountPath) && (await readdir(this.mountPath)).length > 0) throw new Error(`Storage pool directory "${this.mountPath}" already exists`);
+      await mkdir(this.mountPath, { recursive: true, mode: 0o711 });
+      revert.add(() => rm(this.mountPath, { recursive: true, force: true }));
+      if (this.kind === "loop") {
+        if (existsSync(this.source)) throw new Error(`Storage pool loop file "${this.source}" already exists`);
+        await mkdir(dirname(this.source), { recursive: true, mode: 0o700 });
+        const size = parseByteSize(this.pool.config.size ?? "");
+        if (size < 109 * 2 ** 20) throw new Error(`Invalid value for option "size": btrfs needs at least 109MiB`);
+        const fh = await open(this.source, "wx", 0o600);
+        revert.add(() => unlink(this.source));
+        try {
+          await fh.truncate(size);
+        } finally {
+          await fh.close();
+        }
+        await run("mkfs.btrfs", ["-f", "-L", this.pool.name, this.source], { signal: opts.signal });
+      } else if (this.kind === "device") {
+        await run("mkfs.btrfs", ["-f", "-L", this.pool.name, this.source], { signal: opts.signal });
+      } else if (!existsSync(this.source)) {
+        await btrfs(["subvolume", "create", this.source], opts);
+        revert.add(() => btrfs(["subvolume", "delete", this.source]));
+      } else if (!(await isSubvolume(this.source))) {
+        throw new Error(`Source path "${this.source}" exists and isn't a btrfs subvolume`);
+      } else if ((await readdir(this.source)).length > 0) {
+        throw new Error(`Source path "${this.source}" isn't empty`);
+      }
+      await this.mountPool(opts);
+      revert.add(() => this.unmountPool());
+      await createPoolDirs(this.mountPath);
+    });
+  }
+
+  async deletePool(opts: SlowOpts = {}): Promise<void> {
+    if (this.kind === "path") {
+      if (existsSync(this.mountPath)) {
+        await this.mountPool(opts).catch(() => {});
+        await removePoolDirs(this.mountPath);
+        await this.unmountPool(opts);
+      }
+      if (await isSubvolume(this.source)) {
+        if ((await readdir(this.source)).length === 0) await btrfs(["subvolume", "delete", this.source], opts);
+      }
+    } else {
+      await this.unmountPool(opts);
+      if (this.kind === "loop") await rm(this.source, { force: true });
+      else await run("wipefs", ["-a", this.source], { signal: opts.signal, reject: false });
+    }
+    await rm(this.mountPath, { recursive: true, force: true });
+  }
+
+  async mountPool(opts: SlowOpts = {}): Promise<boolean> {
+    if (isMountPoint(this.mountPath)) return false;
+    await mkdir(this.mountPath, { recursive: true, mode: 0o711 });
+    if (this.kind === "path") {
+      await bindMount(this.source, this.mountPath, opts.signal);
+    } else {
+      if (!existsSync(this.source)) throw new Error(`Source "${this.source}" doesn't exist`);
+      // mount(8) sets the loop device up with autoclear: unmounting frees it.
+      await mountFs(this.source, this.mountPath, "btrfs", (this.kind === "loop" ? "loop," : "") + this.mountOptions, opts.signal);
+    }
+    return true;
+  }
+
+  async unmountPool(opts: SlowOpts = {}): Promise<boolean> {
+    return unmountAll(this.mountPath, opts.signal);
+  }
+
+  async updatePool(previous: Record<string, string>, next: Record<string, string>, opts: SlowOpts = {}): Promise<void> {
+    if ((previous.size ?? "") !== (next.size ?? "")) {
+      if (this.kind !== "loop") throw new Error("Cannot resize a pool that isn't backed by a loop file");
+      const size = parseByteSize(next.size ?? "");
+      const current = (await stat(this.source)).size;
+      if (size < current) throw new Error("Pool cannot be shrunk");
+      await this.mountPool(opts);
+      const loop = mountTable().find((m) => m.mountPoint === this.mountPath)?.source;
+      const fh = await open(this.source, "r+");
+      try {
+        await fh.truncate(size);
+      } finally {
+        await fh.close();
+      }
+      if (loop?.startsWith("/dev/loop")) await run("losetup", ["-c", loop], { signal: opts.signal });
+      await btrfs(["filesystem", "resize", "max", this.mountPath], opts);
+    }
+    const before = previous["btrfs.mount_options"] || DEFAULT_MOUNT_OPTIONS;
+    const after = next["btrfs.mount_options"] || DEFAULT_MOUNT_OPTIONS;
+    if (before !== after && this.kind !== "path") {
+      await run("mount", ["-o", `remount,${after}`, this.mountPath], { signal: opts.signal });
+    }
+  }
+
+  async usage() {
+    return fsUsage(this.mountPath);
+  }
+
+  volumePath(vol: Volume): string {
+    return join(this.mountPath, VOLUME_DIRS[vol.type], vol.name);
+  }
+
+  async hasVolume(vol: Volume): Promise<boolean> {
+    return isSubvolume(this.volumePath(vol));
+  }
+
+  async createVolume(vol: Volume, fill?: (path: string) => Promise<void>, opts: SlowOpts = {}): Promise<void> {
+    const path = this.volumePath(vol);
+    if (existsSync(path)) throw new Error(`Volume "${vol.name}" already exists on disk`);
+    await withRevert(async (revert) => {
+      await btrfs(["subvolume", "create", path], opts);
+      revert.add(() => deleteSubvolume(path));
+      await fill?.(path);
+      // Image volumes are the read-only origin of instance snapshots.
+      if (vol.type === "image") await btrfs(["property", "set", "-ts", path, "ro", "true"], opts);
+    });
+  }
+
+  async createVolumeFromCopy(vol: Volume, source: Volume, opts: SlowOpts = {}): Promise<void> {
+    const path = this.volumePath(vol);
+    if (existsSync(path)) throw new Error(`Volume "${vol.name}" already exists on disk`);
+    await btrfs(["subvolume", "snapshot", this.volumePath(source), path], opts);
+  }
+
+  async deleteVolume(vol: Volume, opts: SlowOpts = {}): Promise<void> {
+    await deleteSubvolume(this.volumePath(vol), opts);
+  }
+
+  async renameVolume(vol: Volume, newName: string): Promise<void> {
+    await rename(this.volumePath(vol), this.volumePath({ ...vol, name: newName }));
+  }
+
+  async mountVolume(vol: Volume): Promise<string> {
+    return this.volumePath(vol);
+  }
+
+  async unmountVolume(): Promise<boolean> {
+    return false;
+  }
+}
+
+export const btrfsDriver: DriverDefinition = {
+  info,
+  async probe() {
+    if (!/\bbtrfs\b/.test(readFileSync("/proc/filesystems", "utf8"))) return undefined;
+    const out = await run("btrfs", ["--version"], { reject: false }).catch(() => undefined);
+    const m = out && /v?(\d+(?:\.\d+)*)/.exec(out.stdout);
+    return m ? m[1] : undefined;
+  },
+  fillDefaults(pool, env) {
+    const config = { ...pool.config };
+    if (!config.source) {
+      config.source = loopFile(env, pool.name);
+      if (!config.size) config.size = `${defaultLoopSizeGiB(env.lxdDir)}GiB`;
+    } else if (config.size && !config.source.endsWith(".img")) {
+      throw new Error(`Invalid option "size"`);
+    }
+    return config;
+  },
+  load: (pool, env) => new BtrfsDriver(pool, env),
+};

@@ -1,0 +1,9 @@
+// Storage drivers by name. One line each.
+import { btrfsDriver } from "./btrfs.js";
+import { dirDriver } from "./dir.js";
+import type { DriverDefinition } from "./types.js";
+
+export const storageDrivers: Record<string, DriverDefinition> = {
+  dir: dirDriver,
+  btrfs: btrfsDriver,
+};

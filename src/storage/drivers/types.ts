@@ -1,0 +1,113 @@
+// The storage driver contract: a driver only touches the host, through Volume values.
+// It knows nothing of the database, projects or API objects (the pool service does).
+import type { Logger } from "pino";
+import type { KeyTable } from "../../config/keys.js";
+
+export const VOLUME_TYPES = ["container", "virtual-machine", "image", "custom"] as const;
+export type VolumeType = (typeof VOLUME_TYPES)[number];
+
+/** A volume as the host sees it. `name` is the on-disk name (e.g. "c1", "proj_c1", "default_vol", a fingerprint). */
+export interface Volume {
+  type: VolumeType;
+  name: string;
+  config: Record<string, string>;
+}
+
+/** Directory of each volume type inside a pool, as upstream lays it out. */
+export const VOLUME_DIRS: Record<VolumeType, string> = {
+  container: "containers",
+  "virtual-machine": "virtual-machines",
+  image: "images",
+  custom: "custom",
+};
+
+/** Every directory a pool holds. */
+export const POOL_DIRS = [
+  "buckets",
+  "containers",
+  "containers-snapshots",
+  "custom",
+  "custom-snapshots",
+  "images",
+  "virtual-machines",
+  "virtual-machines-snapshots",
+];
+
+export interface DriverInfo {
+  name: string;
+  /** Storage spread across hosts (ceph). */
+  remote: boolean;
+  /** Image volumes are kept and instance volumes made as cheap copies of them (createVolumeFromCopy). */
+  optimizedImages: boolean;
+  /** Pool config keys (without volume.*); unknown keys are rejected. */
+  poolKeys: KeyTable;
+  /** Volume config keys; also accepted on the pool as volume.KEY defaults. */
+  volumeKeys: KeyTable;
+  /** Pool keys that may change after creation besides user.*, volume.* and rsync.*. */
+  mutablePoolKeys: string[];
+}
+
+export interface PoolUsage {
+  space: { used: number; total: number };
+  inodes: { used: number; total: number };
+}
+
+export interface DriverEnv {
+  /** $LXD_DIR */
+  lxdDir: string;
+  log: Logger;
+}
+
+export interface SlowOpts {
+  signal?: AbortSignal;
+}
+
+/** A driver bound to one pool (name + config). */
+export interface Driver {
+  readonly info: DriverInfo;
+  /** Where the pool is mounted: $LXD_DIR/storage-pools/<pool>. */
+  readonly mountPath: string;
+  /** Create the pool's storage on the host. Undoes its own partial work on failure. */
+  createPool(opts?: SlowOpts): Promise<void>;
+  /** Remove the pool's storage (and for loop-backed pools, the loop file). */
+  deletePool(opts?: SlowOpts): Promise<void>;
+  /** Make the pool usable (mount). Idempotent; returns true if it mounted something. */
+  mountPool(opts?: SlowOpts): Promise<boolean>;
+  /** Release the pool (unmount). Idempotent. */
+  unmountPool(opts?: SlowOpts): Promise<boolean>;
+  usage(): Promise<PoolUsage>;
+  /** Apply changed mutable pool keys (info.mutablePoolKeys) to the host. */
+  updatePool?(previous: Record<string, string>, next: Record<string, string>, opts?: SlowOpts): Promise<void>;
+
+  volumePath(vol: Volume): string;
+  hasVolume(vol: Volume): Promise<boolean>;
+  /** Create an empty volume and run `fill` on its mount path; the volume is removed if fill fails. */
+  createVolume(vol: Volume, fill?: (path: string) => Promise<void>, opts?: SlowOpts): Promise<void>;
+  /** Optional capability: a cheap writable copy of `source` (btrfs snapshot). */
+  createVolumeFromCopy?(vol: Volume, source: Volume, opts?: SlowOpts): Promise<void>;
+  deleteVolume(vol: Volume, opts?: SlowOpts): Promise<void>;
+  renameVolume(vol: Volume, newName: string, opts?: SlowOpts): Promise<void>;
+  /** Mount the volume (where it has its own mount) and return its path. */
+  mountVolume(vol: Volume, opts?: SlowOpts): Promise<string>;
+  unmountVolume(vol: Volume, opts?: SlowOpts): Promise<boolean>;
+  /** Bytes used, when the driver can tell cheaply. */
+  volumeUsage?(vol: Volume): Promise<number | undefined>;
+}
+
+/** The pool as a driver receives it. */
+export interface PoolSpec {
+  name: string;
+  config: Record<string, string>;
+}
+
+export interface DriverDefinition {
+  info: DriverInfo;
+  /**
+   * Find the host tools once at start: the version string to report, or undefined when the
+   * driver can't work on this host (tools or kernel module missing).
+   */
+  probe(): Promise<string | undefined>;
+  /** Fill in defaults for a new pool (source, size); throws LXD's message for bad combinations. */
+  fillDefaults(pool: PoolSpec, env: DriverEnv): Record<string, string>;
+  load(pool: PoolSpec, env: DriverEnv): Driver;
+}

@@ -1,0 +1,447 @@
+// The database-aware storage tier: pools and volume records, orchestration of drivers with
+// a revert on failure, crash recovery at start, and the StoragePort other features use.
+import { lstat, mkdir, readlink, symlink, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
+import type { Core } from "../daemon/daemon.js";
+import type { StoragePort } from "../daemon/ports.js";
+import type { StorageEnvironment } from "../daemon/server-service.js";
+import { ProfileRepo } from "../db/profile-repo.js";
+import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
+import { validatePoolConfig } from "./config.js";
+import { storageDrivers } from "./drivers/index.js";
+import { VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type Volume, type VolumeType } from "./drivers/types.js";
+import { withRevert } from "./reverter.js";
+
+export interface StoragePoolView {
+  config: Record<string, string>;
+  description: string;
+  name: string;
+  driver: string;
+  used_by: string[] | null;
+  status: string;
+  locations: string[];
+}
+
+export interface StorageVolumeView {
+  config: Record<string, string>;
+  description: string;
+  name: string;
+  type: string;
+  used_by: string[];
+  location: string;
+  content_type: string;
+  project: string;
+  created_at: string;
+}
+
+const projectSuffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
+
+/** On-disk name of a volume, as upstream: instances "<project>_<name>" outside the default project, custom volumes always prefixed. */
+export function storageName(project: string, type: string, name: string): string {
+  if (type === "image") return name;
+  if (type === "custom" || project !== "default") return `${project}_${name}`;
+  return name;
+}
+
+export function validatePoolName(name: string): void {
+  if (name === "") throw new BadRequest("No name provided");
+  if (name.includes("/")) throw new BadRequest("Storage pool names may not contain slashes");
+  if (/\s/.test(name)) throw new BadRequest("Storage name cannot contain white space");
+  if (name === "." || name === ".." || name.includes("\0")) throw new BadRequest(`Invalid storage pool name "${name}"`);
+}
+
+/** Serialises work per key (one image volume unpacked once when instances are created concurrently). */
+class KeyedLock {
+  private tails = new Map<string, Promise<unknown>>();
+  async run<T>(key: string, body: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const next = prev.then(body, body);
+    const tail = next.catch(() => {});
+    this.tails.set(key, tail);
+    try {
+      return await next;
+    } finally {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+}
+
+export class PoolService implements StoragePort {
+  readonly repo: StorageRepo;
+  private readonly profiles: ProfileRepo;
+  private readonly env: DriverEnv;
+  private readonly versions = new Map<string, string>();
+  private readonly locks = new KeyedLock();
+
+  constructor(
+    private readonly core: Core,
+    private readonly drivers: Record<string, DriverDefinition> = storageDrivers,
+  ) {
+    this.repo = new StorageRepo(core.db);
+    this.profiles = new ProfileRepo(core.db);
+    this.env = { lxdDir: core.paths.dir, log: core.log };
+  }
+
+  /** Probe driver tools once, finish work a crash interrupted, mount every pool. */
+  async start(): Promise<void> {
+    await Promise.all(
+      Object.entries(this.drivers).map(async ([name, def]) => {
+        const version = await def.probe().catch(() => undefined);
+        if (version !== undefined) this.versions.set(name, version);
+      }),
+    );
+    for (const pool of this.repo.pools()) {
+      try {
+        await this.recoverPool(pool);
+      } catch (e) {
+        this.core.log.error({ err: e, pool: pool.name }, "cannot bring up storage pool");
+      }
+    }
+    this.core.server.invalidate();
+  }
+
+  private async recoverPool(pool: PoolRow): Promise<void> {
+    const driver = this.driverFor(pool);
+    if (pool.state !== "created") {
+      this.core.log.warn({ pool: pool.name, state: pool.state }, "finishing storage pool change interrupted by a crash");
+      await driver.deletePool().catch((e) => this.core.log.warn({ err: e, pool: pool.name }, "cleanup of interrupted pool failed"));
+      this.repo.deletePool(pool.name);
+      return;
+    }
+    await driver.mountPool();
+    for (const vol of this.repo.volumes({ pool: pool.name })) {
+      if (vol.state === "created") continue;
+      this.core.log.warn({ pool: pool.name, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
+      await this.removeVolume(driver, vol);
+    }
+  }
+
+  async stop(): Promise<void> {
+    // Pools stay mounted across a daemon restart, as upstream; containers may still use them.
+  }
+
+  // ---- drivers ----
+
+  supported(): { name: string; version: string; remote: boolean }[] {
+    return Object.entries(this.drivers)
+      .filter(([name]) => this.versions.has(name))
+      .map(([name, def]) => ({ name, version: this.versions.get(name)!, remote: def.info.remote }));
+  }
+
+  private definition(driver: string): DriverDefinition {
+    const def = this.drivers[driver];
+    if (!def) throw new InternalError("Unknown driver");
+    return def;
+  }
+
+  private driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver {
+    return this.definition(pool.driver).load({ name: pool.name, config: pool.config }, this.env);
+  }
+
+  environment(): StorageEnvironment {
+    const used = [...new Set(this.repo.pools().filter((p) => p.state === "created").map((p) => p.driver))];
+    return {
+      storage: used.join(" | "),
+      storage_version: used.map((d) => this.versions.get(d) ?? "").join(" | "),
+      storage_supported_drivers: this.supported().map((d) => ({ Name: d.name, Version: d.version, Remote: d.remote })),
+    };
+  }
+
+  // ---- pools ----
+
+  private pool(name: string): PoolRow {
+    const pool = this.repo.pool(name);
+    if (!pool || pool.state !== "created") throw new NotFound("Storage pool not found");
+    return pool;
+  }
+
+  listPools(): PoolRow[] {
+    return this.repo.pools().filter((p) => p.state === "created");
+  }
+
+  poolView(pool: PoolRow): StoragePoolView {
+    const usedBy = this.poolUsedBy(pool.name);
+    return {
+      config: pool.config,
+      description: pool.description,
+      name: pool.name,
+      driver: pool.driver,
+      used_by: usedBy.length ? usedBy : null,
+      status: "Created",
+      locations: ["none"],
+    };
+  }
+
+  getPool(name: string): StoragePoolView {
+    return this.poolView(this.pool(name));
+  }
+
+  poolUsedBy(pool: string): string[] {
+    const out: string[] = [];
+    for (const v of this.repo.volumes({ pool }).filter((v) => v.state === "created")) out.push(...this.volumeUsedBy(pool, v));
+    out.push(...(this.core.ports.instances?.usedBy({ pool }) ?? []));
+    for (const p of this.profiles.all()) {
+      if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool)) out.push(`/1.0/profiles/${p.name}${projectSuffix(p.project)}`);
+    }
+    return [...new Set(out)];
+  }
+
+  async createPool(req: { name: string; driver: string; description: string; config: Record<string, string> }): Promise<void> {
+    validatePoolName(req.name);
+    if (req.driver === "") throw new BadRequest("No driver provided");
+    const def = this.definition(req.driver);
+    if (!this.versions.has(req.driver)) throw new InternalError(`Storage driver "${req.driver}" is not available on this host`);
+    if (this.repo.pool(req.name)) throw new Conflict("The storage pool already exists: The record already exists");
+    let config: Record<string, string>;
+    try {
+      validatePoolConfig(def.info.poolKeys, def.info.volumeKeys, req.config);
+      config = def.fillDefaults({ name: req.name, config: req.config }, this.env);
+    } catch (e) {
+      throw new InternalError((e as Error).message);
+    }
+    this.repo.insertPool({ name: req.name, driver: req.driver, description: req.description, config });
+    try {
+      await def.load({ name: req.name, config }, this.env).createPool();
+    } catch (e) {
+      this.repo.deletePool(req.name);
+      throw new InternalError((e as Error).message);
+    }
+    this.repo.updatePool(req.name, { state: "created" });
+    this.core.server.invalidate();
+    this.core.events.lifecycle("storage-pool-created", `/1.0/storage-pools/${req.name}`);
+  }
+
+  /** PUT replaces config; PATCH merges it. Description is replaced either way, as upstream. */
+  async updatePool(name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+    const pool = this.pool(name);
+    const def = this.definition(pool.driver);
+    const next = mode === "replace" ? { ...req.config } : { ...pool.config, ...req.config };
+    for (const k of Object.keys(next)) if (next[k] === "") delete next[k];
+    try {
+      validatePoolConfig(def.info.poolKeys, def.info.volumeKeys, next);
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+    if ((next.source ?? "") !== (pool.config.source ?? "")) throw new InternalError("Pool source cannot be changed when not in pending state");
+    const changed = [...new Set([...Object.keys(pool.config), ...Object.keys(next)])].filter((k) => pool.config[k] !== next[k]);
+    for (const key of changed) {
+      const free = key.startsWith("user.") || key.startsWith("volume.") || key.startsWith("rsync.") || key === "volatile.initial_source";
+      if (!free && !def.info.mutablePoolKeys.includes(key)) throw new BadRequest(`Pool config "${key}" cannot be changed`);
+    }
+    const driver = this.driverFor(pool);
+    if (changed.some((k) => def.info.mutablePoolKeys.includes(k))) {
+      if (!driver.updatePool) throw new BadRequest(`Pool config "${changed[0]}" cannot be changed`);
+      await driver.updatePool(pool.config, next);
+    }
+    this.repo.updatePool(name, { description: req.description, config: next });
+    this.core.events.lifecycle("storage-pool-updated", `/1.0/storage-pools/${name}`);
+  }
+
+  async deletePool(name: string): Promise<void> {
+    const pool = this.pool(name);
+    const volumes = this.repo.volumes({ pool: name });
+    const inUse = this.poolUsedBy(name).filter((u) => !u.startsWith("/1.0/images/"));
+    if (inUse.length > 0 || volumes.some((v) => v.type !== "image")) throw new BadRequest("The storage pool is currently in use");
+    const driver = this.driverFor(pool);
+    this.repo.updatePool(name, { state: "deleting" });
+    try {
+      await driver.mountPool();
+      for (const vol of volumes) await this.removeVolume(driver, vol);
+      await driver.deletePool();
+    } catch (e) {
+      this.repo.updatePool(name, { state: "created" });
+      throw new InternalError((e as Error).message);
+    }
+    this.repo.deletePool(name);
+    this.core.server.invalidate();
+    this.core.events.lifecycle("storage-pool-deleted", `/1.0/storage-pools/${name}`);
+  }
+
+  async resources(name: string): Promise<PoolUsage> {
+    const pool = this.pool(name);
+    const driver = this.driverFor(pool);
+    return driver.usage();
+  }
+
+  // ---- volumes (API) ----
+
+  volumeUsedBy(pool: string, v: VolumeRow): string[] {
+    if (v.type === "container" || v.type === "virtual-machine") return [`/1.0/instances/${v.name}${projectSuffix(v.project)}`];
+    if (v.type === "image") return [`/1.0/images/${v.name}`];
+    return [];
+  }
+
+  volumeView(v: VolumeRow): StorageVolumeView {
+    return {
+      config: v.config,
+      description: v.description,
+      name: v.name,
+      type: v.type,
+      used_by: this.volumeUsedBy(v.pool, v),
+      location: "none",
+      content_type: v.contentType,
+      project: v.project,
+      created_at: v.createdAt,
+    };
+  }
+
+  volumeUrl(v: VolumeRow): string {
+    return `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${v.name}${projectSuffix(v.project)}`;
+  }
+
+  /** Volumes of a project on a pool (image volumes belong to every project). */
+  listVolumes(pool: string, project: string, type?: string): VolumeRow[] {
+    this.pool(pool);
+    if (type !== undefined) assertVolumeType(type);
+    return this.repo.volumes({ pool, type }).filter((v) => v.state === "created" && (v.project === project || v.type === "image"));
+  }
+
+  getVolume(pool: string, project: string, type: string, name: string): VolumeRow {
+    this.pool(pool);
+    assertVolumeType(type);
+    const v = this.repo.volume(pool, type === "image" ? "default" : project, type, name);
+    if (!v || v.state !== "created") throw new NotFound("Storage pool volume not found");
+    return v;
+  }
+
+  private hostVolume(v: { project: string; type: string; name: string; config: Record<string, string> }): Volume {
+    return { type: v.type as VolumeType, name: storageName(v.project, v.type, v.name), config: v.config };
+  }
+
+  /** Delete a volume from disk and its record (used for cleanup; the record goes even if the disk was already clean). */
+  private async removeVolume(driver: Driver, v: VolumeRow): Promise<void> {
+    this.repo.setVolumeState(v.id, "deleting");
+    await driver.deleteVolume(this.hostVolume(v));
+    if (v.type === "container") await this.removeInstanceSymlink(v.project, v.name);
+    this.repo.deleteVolume(v.id);
+  }
+
+  // ---- StoragePort ----
+
+  assertPool(pool: string): void {
+    this.pool(pool);
+  }
+
+  private instanceSymlink(project: string, name: string): string {
+    return join(this.core.paths.containers, storageName(project, "container", name));
+  }
+
+  /** $LXD_DIR/containers/<name> → the volume, as upstream keeps it. */
+  private async ensureInstanceSymlink(project: string, name: string, target: string): Promise<void> {
+    const link = this.instanceSymlink(project, name);
+    const current = await readlink(link).catch(() => undefined);
+    if (current === target) return;
+    if (current !== undefined) await unlink(link);
+    await mkdir(this.core.paths.containers, { recursive: true });
+    await symlink(target, link);
+  }
+
+  private async removeInstanceSymlink(project: string, name: string): Promise<void> {
+    const link = this.instanceSymlink(project, name);
+    const st = await lstat(link).catch(() => undefined);
+    if (st?.isSymbolicLink()) await unlink(link);
+  }
+
+  async createInstanceVolume(project: string, poolName: string, name: string, opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void }): Promise<string> {
+    const pool = this.pool(poolName);
+    const driver = this.driverFor(pool);
+    if (this.repo.volume(poolName, project, "container", name)) throw new Conflict("Volume by that name already exists");
+    await driver.mountPool();
+    return withRevert(async (revert) => {
+      this.repo.insertVolume({ pool: poolName, project, type: "container", name });
+      const row = this.repo.volume(poolName, project, "container", name)!;
+      revert.add(() => this.repo.deleteVolume(row.id));
+      const vol = this.hostVolume(row);
+      if (opts.image && driver.info.optimizedImages && driver.createVolumeFromCopy) {
+        const image = await this.ensureImageVolume(pool, driver, opts.image, opts);
+        await driver.createVolumeFromCopy(vol, image, opts);
+      } else {
+        const fingerprint = opts.image;
+        await driver.createVolume(vol, fingerprint ? (path) => this.images().unpackInto(fingerprint, path, opts) : undefined, opts);
+      }
+      revert.add(() => driver.deleteVolume(vol));
+      const path = await driver.mountVolume(vol, opts);
+      await this.ensureInstanceSymlink(project, name, path);
+      revert.add(() => this.removeInstanceSymlink(project, name));
+      this.repo.setVolumeState(row.id, "created");
+      return path;
+    });
+  }
+
+  private images() {
+    const images = this.core.ports.images;
+    if (!images) throw new InternalError("Image support is not loaded");
+    return images;
+  }
+
+  /** The pool's cached copy of an image (optimized drivers): unpacked once, then copied cheaply per instance. */
+  private ensureImageVolume(pool: PoolRow, driver: Driver, fingerprint: string, opts: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<Volume> {
+    return this.locks.run(`${pool.name}/${fingerprint}`, async () => {
+      const existing = this.repo.volume(pool.name, "default", "image", fingerprint);
+      if (existing?.state === "created") return this.hostVolume(existing);
+      if (existing) await this.removeVolume(driver, existing);
+      return withRevert(async (revert) => {
+        this.repo.insertVolume({ pool: pool.name, project: "default", type: "image", name: fingerprint });
+        const row = this.repo.volume(pool.name, "default", "image", fingerprint)!;
+        revert.add(() => this.repo.deleteVolume(row.id));
+        const vol = this.hostVolume(row);
+        await driver.createVolume(vol, (path) => this.images().unpackInto(fingerprint, path, opts), opts);
+        this.repo.setVolumeState(row.id, "created");
+        return vol;
+      });
+    });
+  }
+
+  /** Drop the cached image volumes of an image on every pool (the image was deleted). */
+  async deleteImageVolumes(fingerprint: string): Promise<void> {
+    for (const pool of this.listPools()) {
+      const v = this.repo.volume(pool.name, "default", "image", fingerprint);
+      if (v) await this.locks.run(`${pool.name}/${fingerprint}`, () => this.removeVolume(this.driverFor(pool), v));
+    }
+  }
+
+  private instanceVolume(project: string, pool: string, name: string): { row: VolumeRow; driver: Driver; vol: Volume } {
+    const p = this.pool(pool);
+    const row = this.repo.volume(pool, project, "container", name);
+    if (!row || row.state !== "created") throw new NotFound("Storage pool volume not found");
+    return { row, driver: this.driverFor(p), vol: this.hostVolume(row) };
+  }
+
+  async mountInstanceVolume(project: string, pool: string, name: string): Promise<string> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    await driver.mountPool();
+    return driver.mountVolume(vol);
+  }
+
+  async renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void> {
+    const { row, driver, vol } = this.instanceVolume(project, pool, from);
+    if (this.repo.volume(pool, project, "container", to)) throw new Conflict("Volume by that name already exists");
+    await withRevert(async (revert) => {
+      const newName = storageName(project, "container", to);
+      await driver.renameVolume(vol, newName);
+      revert.add(() => driver.renameVolume({ ...vol, name: newName }, vol.name));
+      this.repo.renameVolume(row.id, to);
+      revert.add(() => this.repo.renameVolume(row.id, from));
+      await this.removeInstanceSymlink(project, from);
+      revert.add(() => this.ensureInstanceSymlink(project, from, driver.volumePath(vol)));
+      await this.ensureInstanceSymlink(project, to, driver.volumePath({ ...vol, name: newName }));
+    });
+  }
+
+  async deleteInstanceVolume(project: string, pool: string, name: string): Promise<void> {
+    const { row, driver } = this.instanceVolume(project, pool, name);
+    await driver.mountPool();
+    await this.removeVolume(driver, row);
+  }
+
+  async instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    return driver.volumeUsage?.(vol);
+  }
+}
+
+export function assertVolumeType(type: string): asserts type is VolumeType {
+  if (!(VOLUME_TYPES as readonly string[]).includes(type)) throw new BadRequest("Invalid storage volume type name");
+}
+

@@ -1,0 +1,4 @@
+import { dirDriver } from "../../src/storage/drivers/dir.js";
+import { testDriver } from "./storage-driver.js";
+
+testDriver({ definition: dirDriver });

@@ -1,0 +1,172 @@
+// The contract every storage driver keeps, run over each driver on the real host
+// (test/contract/<driver>.test.ts calls testDriver). Areas a driver doesn't claim in its
+// `info` (optimized images) are skipped.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Driver, DriverDefinition, DriverEnv, Volume } from "../../src/storage/drivers/types.js";
+import { mountTable } from "../../src/storage/host.js";
+
+export interface DriverTestOptions {
+  definition: DriverDefinition;
+  /** Pool config for the test pool (e.g. a small loop size). */
+  poolConfig?: Record<string, string>;
+  /** Skip the whole suite (tools or kernel support missing) with this reason. */
+  skip?: string;
+}
+
+/** Unmount everything under `dir` and detach loop devices backed by files under it. */
+export function cleanupHost(dir: string): void {
+  for (const m of mountTable().filter((m) => m.mountPoint.startsWith(dir + "/")).reverse()) {
+    try {
+      execFileSync("umount", ["-l", m.mountPoint]);
+    } catch {
+      /* already gone */
+    }
+  }
+  try {
+    const loops = execFileSync("losetup", ["-a", "-O", "NAME,BACK-FILE", "-n", "--raw"], { encoding: "utf8" });
+    for (const line of loops.split("\n")) {
+      const [dev, file] = line.split(" ");
+      if (file?.startsWith(dir + "/")) execFileSync("losetup", ["-d", dev]);
+    }
+  } catch {
+    /* losetup unavailable */
+  }
+}
+
+export function loopDevicesFor(file: string): string[] {
+  const out = execFileSync("losetup", ["-j", file], { encoding: "utf8" });
+  return out.split("\n").filter(Boolean);
+}
+
+export function testDriver(opts: DriverTestOptions): void {
+  const name = opts.definition.info.name;
+  describe.skipIf(!!opts.skip)(`storage driver contract: ${name}`, () => {
+    let lxdDir: string;
+    let env: DriverEnv;
+    let driver: Driver;
+    let poolConfig: Record<string, string>;
+    const poolName = `ct${process.pid}${Math.floor(Math.random() * 1e6)}`;
+
+    beforeAll(async () => {
+      lxdDir = mkdtempSync(`/tmp/nodelxd-test-${name}-`);
+      mkdirSync(join(lxdDir, "storage-pools"));
+      env = { lxdDir, log: pino({ level: "silent" }) };
+      poolConfig = opts.definition.fillDefaults({ name: poolName, config: opts.poolConfig ?? {} }, env);
+      driver = opts.definition.load({ name: poolName, config: poolConfig }, env);
+    });
+    afterAll(() => {
+      if (!lxdDir) return;
+      cleanupHost(lxdDir);
+      rmSync(lxdDir, { recursive: true, force: true });
+    });
+
+    const vol = (name: string, type: Volume["type"] = "custom"): Volume => ({ type, name, config: {} });
+
+    it("probe reports a version", async () => {
+      expect(await opts.definition.probe()).toMatch(/^\d+(\.\d+)*$/);
+    });
+
+    it("creates a pool with upstream's directories", async () => {
+      await driver.createPool();
+      expect(driver.mountPath).toBe(join(lxdDir, "storage-pools", poolName));
+      for (const d of ["containers", "containers-snapshots", "custom", "custom-snapshots", "images", "virtual-machines", "virtual-machines-snapshots"]) {
+        expect(existsSync(join(driver.mountPath, d)), d).toBe(true);
+      }
+      expect(await driver.mountPool()).toBe(false);
+    });
+
+    it("reports usage", async () => {
+      const u = await driver.usage();
+      expect(u.space.total).toBeGreaterThan(0);
+      expect(u.space.used).toBeGreaterThanOrEqual(0);
+      expect(u.space.used).toBeLessThanOrEqual(u.space.total);
+    });
+
+    it("creates a volume and fills it", async () => {
+      const v = vol("default_v1");
+      await driver.createVolume(v, async (path) => writeFileSync(join(path, "hello"), "world"));
+      expect(driver.volumePath(v)).toBe(join(driver.mountPath, "custom/default_v1"));
+      expect(await driver.hasVolume(v)).toBe(true);
+      expect(readFileSync(join(await driver.mountVolume(v), "hello"), "utf8")).toBe("world");
+      await expect(driver.createVolume(v)).rejects.toThrow();
+    });
+
+    it("removes a volume whose fill failed", async () => {
+      const v = vol("c-fail", "container");
+      await expect(
+        driver.createVolume(v, async (path) => {
+          writeFileSync(join(path, "partial"), "x");
+          throw new Error("fill failed");
+        }),
+      ).rejects.toThrow("fill failed");
+      expect(await driver.hasVolume(v)).toBe(false);
+      expect(existsSync(driver.volumePath(v))).toBe(false);
+    });
+
+    it("renames a volume", async () => {
+      await driver.renameVolume(vol("default_v1"), "default_v2");
+      expect(await driver.hasVolume(vol("default_v1"))).toBe(false);
+      expect(readFileSync(join(driver.volumePath(vol("default_v2")), "hello"), "utf8")).toBe("world");
+    });
+
+    it("keeps data across unmount and mount of the pool", async () => {
+      await driver.unmountPool();
+      await driver.mountPool();
+      expect(readFileSync(join(driver.volumePath(vol("default_v2")), "hello"), "utf8")).toBe("world");
+    });
+
+    it.skipIf(!opts.definition.info.optimizedImages)("copies image volumes cheaply and independently", async () => {
+      const image = vol("f".repeat(64), "image");
+      await driver.createVolume(image, async (path) => {
+        mkdirSync(join(path, "rootfs"));
+        writeFileSync(join(path, "rootfs/file"), "from-image");
+      });
+      expect(() => writeFileSync(join(driver.volumePath(image), "rootfs/other"), "x")).toThrow();
+      const c1 = vol("c1", "container");
+      await driver.createVolumeFromCopy!(c1, image);
+      const p = await driver.mountVolume(c1);
+      expect(readFileSync(join(p, "rootfs/file"), "utf8")).toBe("from-image");
+      writeFileSync(join(p, "rootfs/file"), "changed");
+      expect(readFileSync(join(driver.volumePath(image), "rootfs/file"), "utf8")).toBe("from-image");
+      await driver.deleteVolume(c1);
+      await driver.deleteVolume(image);
+      expect(existsSync(driver.volumePath(image))).toBe(false);
+    });
+
+    it("deletes volumes", async () => {
+      await driver.deleteVolume(vol("default_v2"));
+      expect(await driver.hasVolume(vol("default_v2"))).toBe(false);
+      expect(readdirSync(join(driver.mountPath, "custom"))).toEqual([]);
+    });
+
+    it("refuses to delete a volume with something mounted inside it", async () => {
+      const v = vol("default_mnt");
+      await driver.createVolume(v, async (path) => mkdirSync(join(path, "m")));
+      const outside = mkdtempSync(join(lxdDir, "outside-"));
+      writeFileSync(join(outside, "precious"), "x");
+      execFileSync("mount", ["--bind", outside, join(driver.volumePath(v), "m")]);
+      try {
+        await expect(driver.deleteVolume(v)).rejects.toThrow("is mounted inside it");
+      } finally {
+        execFileSync("umount", [join(driver.volumePath(v), "m")]);
+      }
+      expect(existsSync(join(outside, "precious"))).toBe(true);
+      await driver.deleteVolume(v);
+    });
+
+    it("deletes the pool and leaves nothing behind", async () => {
+      await driver.deletePool();
+      expect(existsSync(driver.mountPath)).toBe(false);
+      expect(mountTable().some((m) => m.mountPoint.startsWith(lxdDir + "/"))).toBe(false);
+      if (poolConfig.source?.endsWith(".img")) {
+        expect(existsSync(poolConfig.source)).toBe(false);
+      }
+      const loops = execFileSync("losetup", ["-a"], { encoding: "utf8" });
+      expect(loops).not.toContain(lxdDir);
+    });
+  });
+}
