@@ -114,4 +114,38 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 20,
+    name: "images",
+    sql: `
+      CREATE TABLE images (
+        project TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        type TEXT NOT NULL,
+        filename TEXT NOT NULL DEFAULT '',
+        size INTEGER NOT NULL,
+        split INTEGER NOT NULL DEFAULT 0,
+        public INTEGER NOT NULL DEFAULT 0,
+        auto_update INTEGER NOT NULL DEFAULT 0,
+        cached INTEGER NOT NULL DEFAULT 0,
+        architecture TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        uploaded_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL,
+        properties TEXT NOT NULL DEFAULT '{}',
+        profiles TEXT NOT NULL DEFAULT '["default"]',
+        PRIMARY KEY (project, fingerprint)
+      );
+      CREATE INDEX images_fingerprint ON images (fingerprint);
+      CREATE TABLE image_aliases (
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (project, name),
+        FOREIGN KEY (project, fingerprint) REFERENCES images (project, fingerprint) ON DELETE CASCADE ON UPDATE CASCADE
+      );
+    `,
+  },
 ];

@@ -1,4 +1,5 @@
 // The one place that spawns processes.
+import { spawn as spawnChild } from "node:child_process";
 import { execa, type Options } from "execa";
 
 export interface RunOptions {
@@ -42,4 +43,45 @@ export async function run(cmd: string, args: string[], opts: RunOptions = {}): P
     throw new CommandError([cmd, ...args].join(" "), out.exitCode, out.stderr);
   }
   return out;
+}
+
+export interface StreamedProcess {
+  /** The child's stdin (when opts.stdin is "pipe"). */
+  stdin: import("node:stream").Writable | null;
+  /** The child's stdout (when opts.stdout is "pipe"). */
+  stdout: import("node:stream").Readable | null;
+  /** Resolves when the process exits; never rejects. stderr is kept (last 64 KiB). */
+  exited: Promise<RunResult>;
+  kill(): void;
+}
+
+/**
+ * Spawn a process whose stdin/stdout are streamed (decompressors, tar) rather than buffered.
+ * `stdin`/`stdout` may be "pipe", "ignore" or an open file descriptor.
+ */
+export function spawnStreaming(
+  cmd: string,
+  args: string[],
+  opts: { signal?: AbortSignal; cwd?: string; stdin?: "pipe" | "ignore" | number; stdout?: "pipe" | "ignore" | number } = {},
+): StreamedProcess {
+  const child = spawnChild(cmd, args, { cwd: opts.cwd, stdio: [opts.stdin ?? "pipe", opts.stdout ?? "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr?.on("data", (c: Buffer) => {
+    stderr = (stderr + c.toString("utf8")).slice(-65536);
+  });
+  const onAbort = () => child.kill("SIGKILL");
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  const exited = new Promise<RunResult>((resolveExit) => {
+    child.once("error", (err) => {
+      opts.signal?.removeEventListener("abort", onAbort);
+      resolveExit({ stdout: "", stderr: err.message, exitCode: -1 });
+    });
+    child.once("close", (code, sig) => {
+      opts.signal?.removeEventListener("abort", onAbort);
+      resolveExit({ stdout: "", stderr, exitCode: code ?? (sig ? 128 : -1) });
+    });
+  });
+  // A consumer that stops reading early must not crash the daemon with EPIPE.
+  child.stdin?.on("error", () => {});
+  return { stdin: child.stdin, stdout: child.stdout, exited, kill: () => child.kill("SIGKILL") };
 }

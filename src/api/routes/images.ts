@@ -1,0 +1,240 @@
+// /1.0/images and /1.0/images/aliases: parse, call the image service, answer.
+import { z } from "zod";
+import type { OperationManager } from "../../operations/manager.js";
+import type { ImageService } from "../../images/service.js";
+import type { ImagePublisher } from "../../images/publish.js";
+import { receiveUpload } from "../../images/upload.js";
+import { exportImage } from "../../images/export.js";
+import { matchFilter, parseFilter } from "../../images/filter.js";
+import { BadRequest, NotFound, NotImplemented } from "../errors.js";
+import { decode } from "../json.js";
+import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
+
+const isTrue = (v: string | string[] | undefined) => ["true", "1", "yes", "on"].includes(String(v ?? "").toLowerCase());
+
+const StringMap = z.record(z.string());
+const ImagePut = z.object({
+  auto_update: z.boolean().optional(),
+  properties: StringMap.nullable().optional(),
+  public: z.boolean().optional(),
+  expires_at: z.string().optional(),
+  profiles: z.array(z.string()).nullable().optional(),
+});
+const AliasPost = z.object({
+  name: z.string().optional().default(""),
+  target: z.string().optional().default(""),
+  description: z.string().optional().default(""),
+  type: z.string().optional(),
+});
+const AliasPut = z.object({ target: z.string().optional().default(""), description: z.string().optional().default("") });
+const AliasPatch = z.object({ target: z.string().optional(), description: z.string().optional() });
+const AliasRename = z.object({ name: z.string().optional().default("") });
+
+export const ImagesPost = z.object({
+  source: z
+    .object({
+      type: z.string().optional().default(""),
+      name: z.string().optional().default(""),
+      mode: z.string().optional(),
+      fingerprint: z.string().optional(),
+      alias: z.string().optional(),
+      server: z.string().optional(),
+      url: z.string().optional(),
+      protocol: z.string().optional(),
+      project: z.string().optional(),
+    })
+    .passthrough()
+    .optional()
+    .default({}),
+  filename: z.string().optional().default(""),
+  public: z.boolean().optional().default(false),
+  auto_update: z.boolean().optional().default(false),
+  compression_algorithm: z.string().optional().default(""),
+  properties: StringMap.nullable().optional(),
+  aliases: z.array(z.object({ name: z.string(), description: z.string().optional().default("") })).nullable().optional(),
+  expires_at: z.string().optional(),
+  profiles: z.array(z.string()).nullable().optional(),
+});
+export type ImagesPostBody = z.infer<typeof ImagesPost>;
+
+/** X-LXD-properties: url-encoded key=value pairs; the first value of a key wins, as Go's ParseQuery. */
+function headerProperties(raw: string | string[] | undefined): Record<string, string> | undefined {
+  if (raw === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const h of Array.isArray(raw) ? raw : [raw]) {
+    for (const [k, v] of new URLSearchParams(h)) if (!(k in out)) out[k] = v;
+  }
+  return out;
+}
+
+export interface ImageRouteDeps {
+  images: ImageService;
+  operations: OperationManager;
+  publisher: ImagePublisher;
+}
+
+export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): Route[] {
+  const imageUrl = (fp: string) => `/1.0/images/${fp}`;
+  const aliasUrl = (name: string) => `/1.0/images/aliases/${encodeURIComponent(name)}`;
+  /** Untrusted clients see public images only; anything else is "not found" to them. */
+  const visible = (req: ApiRequest) => {
+    const row = images.byPrefix(req.project, req.params.fingerprint);
+    if (!req.requestor.trusted && !row.public) throw new NotFound("Image not found");
+    return row;
+  };
+  const etagOf = (v: { public: boolean; auto_update: boolean; properties: Record<string, string> }) => [v.public, v.auto_update, v.properties];
+
+  const updateImage = (patch: boolean) => async (req: ApiRequest) => {
+    const row = images.byPrefix(req.project, req.params.fingerprint);
+    checkEtag(req, etagOf(row));
+    const body = await req.body(ImagePut, "ImagePut");
+    const next = {
+      public: body.public ?? (patch ? row.public : false),
+      auto_update: body.auto_update ?? (patch ? row.auto_update : false),
+      properties: patch ? { ...row.properties, ...(body.properties ?? {}) } : (body.properties ?? {}),
+      profiles: body.profiles ?? (patch ? row.profiles : ["default"]),
+      expires_at: body.expires_at !== undefined && body.expires_at !== "" ? goTimeOf(body.expires_at) : row.expires_at,
+    };
+    images.update(req.project, row.fingerprint, next, req.requestor);
+    return sync({});
+  };
+
+  const aliasView = (a: { name: string; fingerprint: string; description: string }, project: string) => ({
+    description: a.description,
+    target: a.fingerprint,
+    name: a.name,
+    type: images.byPrefix(project, a.fingerprint).type,
+  });
+
+  return [
+    route(
+      "/1.0/images",
+      {
+        GET: (req) => {
+          const clauses = parseFilter(req.query.filter ?? "");
+          const list = images.list(req.project, !req.requestor.trusted).filter((v) => matchFilter(v, clauses));
+          return sync(req.recursion > 0 ? list : list.map((v) => imageUrl(v.fingerprint)));
+        },
+        POST: async (req) => {
+          const received = await receiveUpload(images.dir, req.stream, req.headers);
+          if (received.kind === "json") {
+            const body = decode(ImagesPost, received.body, "ImagesPost");
+            const type = body.source.type;
+            if (["container", "instance", "virtual-machine", "snapshot"].includes(type)) return operation(publisher.publish(req.project, body, req.requestor));
+            if (type === "image" || type === "url") throw new NotImplemented("Downloading images from remote servers is not supported");
+            throw new BadRequest("Invalid images JSON");
+          }
+          const expected = req.headers["x-lxd-fingerprint"];
+          const view = operations.create({
+            class: "task",
+            description: "Downloading image",
+            project: req.project,
+            run: async (ctx) => {
+              const image = await images.importUpload(req.project, received, {
+                public: isTrue(req.headers["x-lxd-public"]),
+                expectedFingerprint: expected ? String(expected) : undefined,
+                properties: headerProperties(req.headers["x-lxd-properties"]),
+                requestor: req.requestor,
+                signal: ctx.signal,
+                onIdentified: (m) => ctx.updateMetadata(m),
+              });
+              return { fingerprint: image.fingerprint, size: String(image.size) };
+            },
+          });
+          return operation(view);
+        },
+      },
+      ["GET"],
+    ),
+    route(
+      "/1.0/images/:fingerprint",
+      {
+        GET: (req) => {
+          const row = visible(req);
+          return sync(images.view(row), { etag: etagOf(row) });
+        },
+        PUT: updateImage(false),
+        PATCH: updateImage(true),
+        DELETE: (req) => {
+          const row = images.byPrefix(req.project, req.params.fingerprint);
+          const view = operations.create({
+            class: "task",
+            description: "Deleting image",
+            project: req.project,
+            resources: { images: [imageUrl(row.fingerprint)] },
+            run: async () => {
+              await images.delete(req.project, row.fingerprint, req.requestor);
+            },
+          });
+          return operation(view);
+        },
+      },
+      ["GET"],
+    ),
+    route(
+      "/1.0/images/:fingerprint/export",
+      {
+        GET: async (req, reply) => {
+          const row = visible(req);
+          await exportImage(images, row, req, reply);
+          return handled();
+        },
+      },
+      ["GET"],
+    ),
+    route("/1.0/images/aliases", {
+      GET: (req) => {
+        const list = images.aliases(req.project);
+        return sync(req.recursion > 0 ? list.map((a) => aliasView(a, req.project)) : list.map((a) => aliasUrl(a.name)));
+      },
+      POST: async (req) => {
+        const body = await req.body(AliasPost, "ImageAliasesPost");
+        if (body.name === "" || body.target === "") throw new BadRequest("name and target are required");
+        images.createAlias(req.project, body.name, body.target, body.description, req.requestor);
+        return created(aliasUrl(body.name), null);
+      },
+    }),
+    route(
+      "/1.0/images/aliases/:name",
+      {
+        GET: (req) => {
+          const alias = images.alias(req.project, req.params.name);
+          const image = images.byPrefix(req.project, alias.fingerprint);
+          if (!req.requestor.trusted && !image.public) throw new NotFound("Image alias not found");
+          return sync(aliasView(alias, req.project), { etag: [alias.name, alias.fingerprint, alias.description] });
+        },
+        PUT: async (req) => {
+          const alias = images.alias(req.project, req.params.name);
+          checkEtag(req, [alias.name, alias.fingerprint, alias.description]);
+          const body = await req.body(AliasPut, "ImageAliasesEntryPut");
+          if (body.target === "") throw new BadRequest("The target field is required");
+          images.updateAlias(req.project, alias.name, body.target, body.description, req.requestor);
+          return sync({});
+        },
+        PATCH: async (req) => {
+          const alias = images.alias(req.project, req.params.name);
+          checkEtag(req, [alias.name, alias.fingerprint, alias.description]);
+          const body = await req.body(AliasPatch, "ImageAliasesEntryPut");
+          images.updateAlias(req.project, alias.name, body.target ?? alias.fingerprint, body.description ?? alias.description, req.requestor);
+          return sync({});
+        },
+        POST: async (req) => {
+          const body = await req.body(AliasRename, "ImageAliasesEntryPost");
+          images.renameAlias(req.project, req.params.name, body.name, req.requestor);
+          return created(aliasUrl(body.name), null);
+        },
+        DELETE: (req) => {
+          images.deleteAlias(req.project, req.params.name, req.requestor);
+          return sync({});
+        },
+      },
+      ["GET"],
+    ),
+  ];
+}
+
+function goTimeOf(text: string): string {
+  const d = new Date(text);
+  if (Number.isNaN(d.getTime())) throw new BadRequest(`parsing time "${text}" as "2006-01-02T15:04:05Z07:00": cannot parse`);
+  return text;
+}

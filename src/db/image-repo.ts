@@ -1,0 +1,152 @@
+// Image and image alias records (per project). The files themselves live in
+// $LXD_DIR/images/<fingerprint>[.rootfs], shared by every project holding the image.
+import type { Db } from "./database.js";
+
+export interface ImageRecordRow {
+  project: string;
+  fingerprint: string;
+  type: "container" | "virtual-machine";
+  filename: string;
+  size: number;
+  /** Split image: metadata tarball + <fingerprint>.rootfs. */
+  split: boolean;
+  public: boolean;
+  auto_update: boolean;
+  cached: boolean;
+  architecture: string;
+  created_at: string;
+  expires_at: string;
+  uploaded_at: string;
+  last_used_at: string;
+  properties: Record<string, string>;
+  profiles: string[];
+}
+
+export interface AliasRow {
+  project: string;
+  name: string;
+  fingerprint: string;
+  description: string;
+}
+
+interface Raw extends Omit<ImageRecordRow, "split" | "public" | "auto_update" | "cached" | "properties" | "profiles"> {
+  split: number;
+  public: number;
+  auto_update: number;
+  cached: number;
+  properties: string;
+  profiles: string;
+}
+
+const fromRaw = (r: Raw): ImageRecordRow => ({
+  ...r,
+  split: r.split === 1,
+  public: r.public === 1,
+  auto_update: r.auto_update === 1,
+  cached: r.cached === 1,
+  properties: JSON.parse(r.properties),
+  profiles: JSON.parse(r.profiles),
+});
+
+export class ImageRepo {
+  constructor(private readonly db: Db) {}
+
+  insert(row: ImageRecordRow): void {
+    this.db
+      .prepare(
+        `INSERT INTO images (project, fingerprint, type, filename, size, split, public, auto_update, cached, architecture,
+           created_at, expires_at, uploaded_at, last_used_at, properties, profiles)
+         VALUES (@project, @fingerprint, @type, @filename, @size, @split, @public, @auto_update, @cached, @architecture,
+           @created_at, @expires_at, @uploaded_at, @last_used_at, @properties, @profiles)`,
+      )
+      .run({
+        ...row,
+        split: row.split ? 1 : 0,
+        public: row.public ? 1 : 0,
+        auto_update: row.auto_update ? 1 : 0,
+        cached: row.cached ? 1 : 0,
+        properties: JSON.stringify(row.properties),
+        profiles: JSON.stringify(row.profiles),
+      });
+  }
+
+  get(project: string, fingerprint: string): ImageRecordRow | undefined {
+    const r = this.db.prepare("SELECT * FROM images WHERE project = ? AND fingerprint = ?").get(project, fingerprint) as Raw | undefined;
+    return r && fromRaw(r);
+  }
+
+  /** Images of a project whose fingerprint starts with `prefix` (hex only, checked by the caller). */
+  byPrefix(project: string, prefix: string): ImageRecordRow[] {
+    return (this.db.prepare("SELECT * FROM images WHERE project = ? AND substr(fingerprint, 1, ?) = ? ORDER BY fingerprint").all(project, prefix.length, prefix) as Raw[]).map(fromRaw);
+  }
+
+  /** Any record of this fingerprint, whatever the project (the file is shared). */
+  anyWithFingerprint(fingerprint: string): ImageRecordRow | undefined {
+    const r = this.db.prepare("SELECT * FROM images WHERE fingerprint = ? LIMIT 1").get(fingerprint) as Raw | undefined;
+    return r && fromRaw(r);
+  }
+
+  list(project: string, publicOnly = false): ImageRecordRow[] {
+    const sql = `SELECT * FROM images WHERE project = ?${publicOnly ? " AND public = 1" : ""} ORDER BY fingerprint`;
+    return (this.db.prepare(sql).all(project) as Raw[]).map(fromRaw);
+  }
+
+  allFingerprints(): Set<string> {
+    return new Set((this.db.prepare("SELECT DISTINCT fingerprint FROM images").all() as { fingerprint: string }[]).map((r) => r.fingerprint));
+  }
+
+  update(project: string, fingerprint: string, patch: Partial<Pick<ImageRecordRow, "public" | "auto_update" | "properties" | "profiles" | "expires_at">>): void {
+    const cur = this.get(project, fingerprint);
+    if (!cur) return;
+    const next = { ...cur, ...patch };
+    this.db
+      .prepare("UPDATE images SET public = ?, auto_update = ?, properties = ?, profiles = ?, expires_at = ? WHERE project = ? AND fingerprint = ?")
+      .run(next.public ? 1 : 0, next.auto_update ? 1 : 0, JSON.stringify(next.properties), JSON.stringify(next.profiles), next.expires_at, project, fingerprint);
+  }
+
+  markUsed(fingerprint: string, at: string): void {
+    this.db.prepare("UPDATE images SET last_used_at = ? WHERE fingerprint = ?").run(at, fingerprint);
+  }
+
+  delete(project: string, fingerprint: string): boolean {
+    return this.db.prepare("DELETE FROM images WHERE project = ? AND fingerprint = ?").run(project, fingerprint).changes > 0;
+  }
+
+  countFingerprint(fingerprint: string): number {
+    return (this.db.prepare("SELECT COUNT(*) AS n FROM images WHERE fingerprint = ?").get(fingerprint) as { n: number }).n;
+  }
+
+  // Aliases
+
+  aliases(project: string): AliasRow[] {
+    return this.db.prepare("SELECT * FROM image_aliases WHERE project = ? ORDER BY name").all(project) as AliasRow[];
+  }
+
+  aliasesOf(project: string, fingerprint: string): AliasRow[] {
+    return this.db.prepare("SELECT * FROM image_aliases WHERE project = ? AND fingerprint = ? ORDER BY name").all(project, fingerprint) as AliasRow[];
+  }
+
+  alias(project: string, name: string): AliasRow | undefined {
+    return this.db.prepare("SELECT * FROM image_aliases WHERE project = ? AND name = ?").get(project, name) as AliasRow | undefined;
+  }
+
+  insertAlias(row: AliasRow): void {
+    this.db.prepare("INSERT INTO image_aliases (project, name, fingerprint, description) VALUES (?, ?, ?, ?)").run(row.project, row.name, row.fingerprint, row.description);
+  }
+
+  updateAlias(project: string, name: string, fingerprint: string, description: string): void {
+    this.db.prepare("UPDATE image_aliases SET fingerprint = ?, description = ? WHERE project = ? AND name = ?").run(fingerprint, description, project, name);
+  }
+
+  renameAlias(project: string, from: string, to: string): void {
+    this.db.prepare("UPDATE image_aliases SET name = ? WHERE project = ? AND name = ?").run(to, project, from);
+  }
+
+  deleteAlias(project: string, name: string): boolean {
+    return this.db.prepare("DELETE FROM image_aliases WHERE project = ? AND name = ?").run(project, name).changes > 0;
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+}

@@ -1,0 +1,31 @@
+// The images feature: the image store, its REST routes, and the ImagesPort for instances.
+import { imageRoutes } from "../api/routes/images.js";
+import type { Core, Feature } from "../daemon/daemon.js";
+import { ImageRepo } from "../db/image-repo.js";
+import { ImagePublisher } from "./publish.js";
+import { ImageService } from "./service.js";
+
+export class ImagesFeature implements Feature {
+  readonly name = "images";
+  readonly service: ImageService;
+  private readonly publisher: ImagePublisher;
+
+  constructor(private readonly core: Core) {
+    this.service = new ImageService({ dir: core.paths.images, repo: new ImageRepo(core.db), events: core.events, log: core.log });
+    this.publisher = new ImagePublisher({
+      images: this.service,
+      operations: core.operations,
+      ports: core.ports,
+      defaultCompression: () => core.server.get("images.compression_algorithm") ?? "gzip",
+    });
+    core.ports.images = this.service;
+  }
+
+  routes() {
+    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher });
+  }
+
+  async start(): Promise<void> {
+    await this.service.cleanup();
+  }
+}

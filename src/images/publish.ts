@@ -1,0 +1,180 @@
+// Publishing: an instance's volume directory (metadata.yaml, templates/, rootfs/) becomes a
+// unified image tarball built with GNU tar and a compressor from our fixed table, hashed
+// while written, then stored like an upload.
+import { createHash, randomUUID } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { stringify } from "yaml";
+import { BadRequest, NotImplemented } from "../api/errors.js";
+import type { Requestor } from "../api/route.js";
+import type { ImagesPostBody } from "../api/routes/images.js";
+import type { Ports } from "../daemon/ports.js";
+import type { OperationManager } from "../operations/manager.js";
+import type { OperationView } from "../operations/types.js";
+import { spawnStreaming, type StreamedProcess } from "../os/exec.js";
+import { scanTarball } from "./archive.js";
+import { CODECS, type CodecName } from "./compression.js";
+import { canonicalArchitecture, parseImageMetadata } from "./metadata.js";
+import type { ImageService } from "./service.js";
+import { BUILD_PREFIX } from "./upload.js";
+
+export interface BuildOptions {
+  compression: CodecName;
+  /** Replace metadata.yaml's properties (LXD: when the request gives any). */
+  properties?: Record<string, string>;
+  /** Unix seconds; 0 keeps metadata.yaml's. */
+  expiryDate?: number;
+  architecture: string;
+  signal?: AbortSignal;
+  /** Working directory (removed by the caller); the tarball is written inside it. */
+  buildDir: string;
+}
+
+export interface BuiltImage {
+  file: string;
+  fingerprint: string;
+  size: number;
+  properties: Record<string, string>;
+  expiryDate: number;
+}
+
+/** Resolve an algorithm name (request or images.compression_algorithm) to one of our codecs. */
+export function codecFor(name: string): CodecName {
+  const algo = (name.trim().split(/\s+/)[0] || "gzip") as CodecName;
+  if (!(algo in CODECS)) throw new BadRequest(`Unsupported compression algorithm "${algo}"`);
+  return algo;
+}
+
+/** Tar and compress `dir` into a unified image in `opts.buildDir`. */
+export async function buildImageFromDirectory(dir: string, opts: BuildOptions): Promise<BuiltImage> {
+  const stage = join(opts.buildDir, "stage");
+  await mkdir(stage, { recursive: true, mode: 0o700 });
+  const metaPath = join(dir, "metadata.yaml");
+  const existing = await lstat(metaPath).catch(() => undefined);
+  let doc: Record<string, unknown>;
+  if (existing?.isFile()) {
+    doc = (await import("yaml")).parse(await readFile(metaPath, "utf8")) ?? {};
+    if (typeof doc !== "object" || Array.isArray(doc)) throw new Error("Instance metadata.yaml is not a map");
+  } else {
+    doc = { architecture: opts.architecture, creation_date: Math.floor(Date.now() / 1000) };
+  }
+  if (opts.properties !== undefined) doc.properties = opts.properties;
+  if (opts.expiryDate) doc.expiry_date = opts.expiryDate;
+  const metaText = stringify(doc);
+  const meta = parseImageMetadata(metaText);
+  await writeFile(join(stage, "metadata.yaml"), metaText, { mode: 0o644 });
+
+  const rootfs = await lstat(join(dir, "rootfs")).catch(() => undefined);
+  if (!rootfs?.isDirectory()) throw new Error("Instance has no rootfs directory");
+  const members = ["rootfs"];
+  if ((await lstat(join(dir, "templates")).catch(() => undefined))?.isDirectory()) members.push("templates");
+
+  const out = join(opts.buildDir, "image");
+  const hash = createHash("sha256");
+  let size = 0;
+  const hasher = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const tar = spawnStreaming(
+    "tar",
+    ["-c", "-f", "-", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name", "-C", stage, "metadata.yaml", "-C", dir, ...members],
+    { signal: opts.signal, stdin: "ignore", stdout: "pipe" },
+  );
+  const codec = CODECS[opts.compression] as (typeof CODECS)[CodecName] & { compress?: [string, string[]] };
+  let compressor: StreamedProcess | undefined;
+  let feed: Promise<unknown> = Promise.resolve();
+  let source = tar.stdout!;
+  if (codec.compress) {
+    compressor = spawnStreaming(codec.compress[0], codec.compress[1], { signal: opts.signal, stdin: "pipe", stdout: "pipe" });
+    feed = pipeline(tar.stdout!, compressor.stdin!).catch((e) => e);
+    source = compressor.stdout!;
+  }
+  let streamErr: unknown;
+  try {
+    await pipeline(source, hasher, createWriteStream(out, { mode: 0o600 }));
+  } catch (e) {
+    streamErr = e;
+    tar.kill();
+    compressor?.kill();
+  }
+  await feed;
+  const [t, c] = await Promise.all([tar.exited, compressor?.exited]);
+  if (opts.signal?.aborted) throw new Error("Operation cancelled");
+  if (t.exitCode !== 0 && t.exitCode !== 128) throw new Error(`Failed to pack image: tar exited with ${t.exitCode}: ${t.stderr.trim()}`);
+  if (c && c.exitCode !== 0) throw new Error(`Failed to compress image (${codec.name}): ${c.stderr.trim() || `exit ${c.exitCode}`}`);
+  if (streamErr) throw streamErr;
+  if (t.exitCode !== 0) throw new Error("Failed to pack image");
+  // Our own output, but the instance may hold members the unpack policy refuses: say so now.
+  await scanTarball(out, {}, { signal: opts.signal });
+  return { file: out, fingerprint: hash.digest("hex"), size, properties: meta.properties, expiryDate: meta.expiry_date };
+}
+
+export interface PublisherDeps {
+  images: ImageService;
+  operations: OperationManager;
+  ports: Ports;
+  /** images.compression_algorithm (server config). */
+  defaultCompression: () => string;
+}
+
+/** POST /1.0/images with an instance or snapshot source. */
+export class ImagePublisher {
+  constructor(private readonly deps: PublisherDeps) {}
+
+  publish(project: string, body: ImagesPostBody, requestor: Requestor): OperationView {
+    const instances = this.deps.ports.instances;
+    if (!instances) throw new NotImplemented("Publishing instances is not available: the instances feature is not loaded");
+    const { name, type } = body.source;
+    if (name === "") throw new BadRequest("No source provided");
+    if (type === "snapshot" && !name.includes("/")) throw new BadRequest("Not a snapshot");
+    if (type !== "snapshot" && name.includes("/")) throw new BadRequest("This is a snapshot");
+    const compression = codecFor(body.compression_algorithm || this.deps.defaultCompression());
+    for (const a of body.aliases ?? []) if (this.deps.images.aliasExists(project, a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
+    const expiry = body.expires_at ? Math.floor(new Date(body.expires_at).getTime() / 1000) : 0;
+    if (Number.isNaN(expiry)) throw new BadRequest(`Invalid expires_at "${body.expires_at}"`);
+
+    return this.deps.operations.create({
+      class: "task",
+      description: "Downloading image",
+      project,
+      run: async (ctx) => {
+        const buildDir = join(this.deps.images.dir, `${BUILD_PREFIX}${randomUUID()}`);
+        await mkdir(buildDir, { mode: 0o700 });
+        try {
+          const src = await instances.exportForPublish(project, name);
+          let built: BuiltImage;
+          try {
+            built = await buildImageFromDirectory(src.dir, {
+              compression,
+              properties: body.properties ?? undefined,
+              expiryDate: expiry > 0 ? expiry : 0,
+              architecture: canonicalArchitecture(src.architecture) ?? src.architecture,
+              signal: ctx.signal,
+              buildDir,
+            });
+          } finally {
+            await src.release();
+          }
+          ctx.updateMetadata({ fingerprint: built.fingerprint, size: String(built.size) });
+          const image = await this.deps.images.storeBuilt(project, built, {
+            public: body.public,
+            filename: body.filename,
+            architecture: canonicalArchitecture(src.architecture) ?? src.architecture,
+            aliases: body.aliases ?? [],
+            requestor,
+          });
+          return { fingerprint: image.fingerprint, size: String(image.size) };
+        } finally {
+          await rm(buildDir, { recursive: true, force: true });
+        }
+      },
+    });
+  }
+}

@@ -1,0 +1,439 @@
+// The image store: records in SQLite, tarballs in $LXD_DIR/images/<fingerprint>
+// (+ <fingerprint>.rootfs for split images). Owns import, lookup, unpack and removal.
+import { link, lstat, mkdir, readdir, rm, stat, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
+import type { Requestor } from "../api/route.js";
+import type { ImageRecord, ImagesPort } from "../daemon/ports.js";
+import type { AliasRow, ImageRecordRow, ImageRepo } from "../db/image-repo.js";
+import type { EventHub } from "../operations/events.js";
+import { extractTarball, scanTarball } from "./archive.js";
+import type { BuiltImage } from "./publish.js";
+import { parseImageMetadata, type ImageMetadata } from "./metadata.js";
+import { BUILD_PREFIX, discardUpload, type Upload } from "./upload.js";
+
+export const ZERO_TIME = "0001-01-01T00:00:00Z";
+const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
+const PREFIX_RE = /^[0-9a-f]{1,64}$/;
+
+/** A time as Go's encoding/json writes it (RFC 3339, no zero fraction). */
+export function goTime(d: Date): string {
+  return d.toISOString().replace(/\.000Z$/, "Z");
+}
+const unixTime = (seconds: number) => goTime(new Date(seconds * 1000));
+
+export interface ImageAliasEntry {
+  name: string;
+  description: string;
+}
+
+/** The image object as LXD 5.0.2 serialises it (field order included). */
+export interface ImageView {
+  auto_update: boolean;
+  properties: Record<string, string>;
+  public: boolean;
+  expires_at: string;
+  profiles: string[];
+  aliases: ImageAliasEntry[];
+  architecture: string;
+  cached: boolean;
+  filename: string;
+  fingerprint: string;
+  size: number;
+  type: string;
+  created_at: string;
+  last_used_at: string;
+  uploaded_at: string;
+}
+
+export interface ImportOptions {
+  public?: boolean;
+  /** Expected fingerprint (X-LXD-fingerprint). */
+  expectedFingerprint?: string;
+  /** Properties overriding metadata.yaml's (X-LXD-properties). */
+  properties?: Record<string, string>;
+  requestor?: Requestor;
+  signal?: AbortSignal;
+  /** Called as soon as fingerprint and size are known (operation metadata), even if the import then fails. */
+  onIdentified?: (info: { fingerprint: string; size: string }) => void;
+}
+
+export interface ServiceDeps {
+  dir: string;
+  repo: ImageRepo;
+  events: EventHub;
+  log: Logger;
+}
+
+export class ImageService implements ImagesPort {
+  constructor(private readonly deps: ServiceDeps) {}
+
+  get dir(): string {
+    return this.deps.dir;
+  }
+
+  private get repo(): ImageRepo {
+    return this.deps.repo;
+  }
+
+  imageFile(fingerprint: string): string {
+    return join(this.deps.dir, fingerprint);
+  }
+
+  rootfsFile(fingerprint: string): string {
+    return join(this.deps.dir, `${fingerprint}.rootfs`);
+  }
+
+  /** Start-up: remove build directories a crash left behind, and files no record refers to. */
+  async cleanup(): Promise<void> {
+    const known = this.repo.allFingerprints();
+    for (const name of await readdir(this.deps.dir)) {
+      const fp = name.replace(/\.rootfs$/, "");
+      if (name.startsWith(BUILD_PREFIX) || (FINGERPRINT_RE.test(fp) && !known.has(fp))) {
+        this.deps.log.info({ file: name }, "removing leftover image file");
+        await rm(join(this.deps.dir, name), { recursive: true, force: true });
+      }
+    }
+  }
+
+  // Import
+
+  /** Store an uploaded image (unified or split) in `project`. Consumes the upload. */
+  async importUpload(project: string, upload: Upload, opts: ImportOptions = {}): Promise<ImageView> {
+    try {
+      const { fingerprint, size } = upload;
+      opts.onIdentified?.({ fingerprint, size: String(size) });
+      if (opts.expectedFingerprint && opts.expectedFingerprint !== fingerprint) {
+        throw new BadRequest(`fingerprints don't match, got ${fingerprint} expected ${opts.expectedFingerprint}`);
+      }
+      const { meta, type } = await this.inspect(upload, opts.signal);
+      if (this.repo.get(project, fingerprint)) throw new Conflict("Image with same fingerprint already exists");
+
+      const row: ImageRecordRow = {
+        project,
+        fingerprint,
+        type,
+        filename: upload.filename,
+        size,
+        split: upload.kind === "split",
+        public: opts.public ?? false,
+        auto_update: false,
+        cached: false,
+        architecture: meta.architecture,
+        created_at: unixTime(meta.creation_date),
+        expires_at: unixTime(meta.expiry_date),
+        uploaded_at: goTime(new Date()),
+        last_used_at: ZERO_TIME,
+        properties: { ...meta.properties, ...(opts.properties ?? {}) },
+        profiles: ["default"],
+      };
+      const placed = await this.place(this.uploadMoves(upload));
+      try {
+        this.repo.insert(row);
+      } catch (err) {
+        await this.unplace(fingerprint, placed);
+        if (String((err as Error).message).includes("UNIQUE")) throw new Conflict("Image with same fingerprint already exists");
+        throw err;
+      }
+      this.deps.events.lifecycle("image-created", `/1.0/images/${fingerprint}`, { project, context: { type }, requestor: eventRequestor(opts.requestor) });
+      return this.view(row);
+    } finally {
+      await discardUpload(upload);
+    }
+  }
+
+  /** Validate the tarball(s) of an upload and read metadata.yaml. */
+  private async inspect(upload: Upload, signal?: AbortSignal): Promise<{ meta: ImageMetadata; type: ImageRecordRow["type"] }> {
+    const metaSource = upload.kind === "unified" ? upload.file : upload.metaFile;
+    const gate = await scanTarball(metaSource, { capture: "metadata.yaml" }, { signal });
+    if (!gate.captured) throw new BadRequest("Metadata tarball is missing metadata.yaml");
+    let meta: ImageMetadata;
+    try {
+      meta = parseImageMetadata(gate.captured.toString("utf8"));
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+    let type: ImageRecordRow["type"];
+    if (upload.kind === "split") {
+      type = upload.rootfsPart === "rootfs" ? "container" : "virtual-machine";
+      if (type === "container") await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
+    } else if (gate.sawRootfs) type = "container";
+    else if (gate.sawRootfsImg) type = "virtual-machine";
+    else throw new BadRequest("Image tarball has neither rootfs/ nor rootfs.img");
+    return { meta, type };
+  }
+
+  /** Store a tarball built from an instance (publish) in `project`. */
+  async storeBuilt(
+    project: string,
+    built: BuiltImage,
+    opts: { public: boolean; filename: string; architecture: string; aliases: { name: string; description: string }[]; requestor?: Requestor },
+  ): Promise<ImageView> {
+    const fingerprint = built.fingerprint;
+    if (this.repo.get(project, fingerprint)) throw new Conflict(`The image already exists: ${fingerprint}`);
+    const now = goTime(new Date());
+    const row: ImageRecordRow = {
+      project,
+      fingerprint,
+      type: "container",
+      filename: opts.filename,
+      size: built.size,
+      split: false,
+      public: opts.public,
+      auto_update: false,
+      cached: false,
+      architecture: opts.architecture,
+      created_at: now,
+      expires_at: unixTime(built.expiryDate),
+      uploaded_at: now,
+      last_used_at: ZERO_TIME,
+      properties: built.properties,
+      profiles: ["default"],
+    };
+    const placed = await this.place([[built.file, this.imageFile(fingerprint)]]);
+    try {
+      this.repo.transaction(() => {
+        this.repo.insert(row);
+        for (const a of opts.aliases) {
+          validateAliasName(a.name);
+          if (this.repo.alias(project, a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
+          this.repo.insertAlias({ project, name: a.name, fingerprint, description: a.description });
+        }
+      });
+    } catch (err) {
+      await this.unplace(fingerprint, placed);
+      throw err;
+    }
+    this.deps.events.lifecycle("image-created", `/1.0/images/${fingerprint}`, { project, context: { type: row.type }, requestor: eventRequestor(opts.requestor) });
+    for (const a of opts.aliases) {
+      this.deps.events.lifecycle("image-alias-created", `/1.0/images/aliases/${a.name}`, { project, context: { target: fingerprint }, requestor: eventRequestor(opts.requestor) });
+    }
+    return this.view(row);
+  }
+
+  aliasExists(project: string, name: string): boolean {
+    return this.repo.alias(project, name) !== undefined;
+  }
+
+  private uploadMoves(upload: Upload): [string, string][] {
+    return upload.kind === "unified"
+      ? [[upload.file, this.imageFile(upload.fingerprint)]]
+      : [
+          [upload.metaFile, this.imageFile(upload.fingerprint)],
+          [upload.rootfsFile, this.rootfsFile(upload.fingerprint)],
+        ];
+  }
+
+  /** Hard-link files into the store; returns the paths this call created. */
+  private async place(moves: [string, string][]): Promise<string[]> {
+    const created: string[] = [];
+    try {
+      for (const [from, to] of moves) {
+        // Another project may hold the same image already: the file is shared, keep it.
+        if (await exists(to)) continue;
+        // link() fails if `to` appeared meanwhile, where rename() would replace it under a reader.
+        const made = await link(from, to).then(
+          () => true,
+          (e: NodeJS.ErrnoException) => {
+            if (e.code !== "EEXIST") throw e;
+            return false;
+          },
+        );
+        if (made) created.push(to);
+      }
+      return created;
+    } catch (err) {
+      for (const p of created) await unlink(p).catch(() => {});
+      throw err;
+    }
+  }
+
+  private async unplace(fingerprint: string, created: string[]): Promise<void> {
+    if (this.repo.countFingerprint(fingerprint) > 0) return;
+    for (const p of created) await unlink(p).catch(() => {});
+  }
+
+  // Lookup
+
+  /** An image of `project` by unique fingerprint prefix; LXD's errors otherwise. */
+  byPrefix(project: string, prefix: string): ImageRecordRow {
+    if (!PREFIX_RE.test(prefix)) throw new NotFound("Image not found");
+    const rows = this.repo.byPrefix(project, prefix);
+    if (rows.length === 0) throw new NotFound("Image not found");
+    if (rows.length > 1) throw new InternalError("More than one image matches");
+    return rows[0];
+  }
+
+  resolve(project: string, ref: { alias?: string; fingerprint?: string }): ImageRecord {
+    let row: ImageRecordRow;
+    if (ref.alias !== undefined && ref.alias !== "") {
+      const alias = this.repo.alias(project, ref.alias);
+      if (!alias) throw new NotFound("Image not found");
+      row = this.repo.get(project, alias.fingerprint) ?? notFound();
+    } else if (ref.fingerprint !== undefined && ref.fingerprint !== "") {
+      row = this.byPrefix(project, ref.fingerprint);
+    } else throw new BadRequest("Image alias or fingerprint required");
+    return { fingerprint: row.fingerprint, type: row.type, architecture: row.architecture, properties: { ...row.properties }, profiles: [...row.profiles], project: row.project };
+  }
+
+  markUsed(fingerprint: string): void {
+    this.repo.markUsed(fingerprint, goTime(new Date()));
+  }
+
+  view(row: ImageRecordRow): ImageView {
+    return {
+      auto_update: row.auto_update,
+      properties: row.properties,
+      public: row.public,
+      expires_at: row.expires_at,
+      profiles: row.profiles,
+      aliases: this.repo.aliasesOf(row.project, row.fingerprint).map((a) => ({ name: a.name, description: a.description })),
+      architecture: row.architecture,
+      cached: row.cached,
+      filename: row.filename,
+      fingerprint: row.fingerprint,
+      size: row.size,
+      type: row.type,
+      created_at: row.created_at,
+      last_used_at: row.last_used_at,
+      uploaded_at: row.uploaded_at,
+    };
+  }
+
+  list(project: string, publicOnly: boolean): ImageView[] {
+    return this.repo.list(project, publicOnly).map((r) => this.view(r));
+  }
+
+  // Unpack
+
+  async unpackInto(fingerprint: string, target: string, opts: { signal?: AbortSignal; progress?: (percent: number) => void } = {}): Promise<void> {
+    if (!FINGERPRINT_RE.test(fingerprint)) throw new NotFound("Image not found");
+    const row = this.repo.anyWithFingerprint(fingerprint) ?? notFound();
+    if (row.type !== "container") throw new BadRequest("Only container images can be unpacked");
+    const st = await lstat(target);
+    if (!st.isDirectory()) throw new Error(`Unpack target ${target} is not a directory`);
+    if ((await readdir(target)).length > 0) throw new Error(`Unpack target ${target} is not empty`);
+
+    const files = row.split ? [this.imageFile(fingerprint), this.rootfsFile(fingerprint)] : [this.imageFile(fingerprint)];
+    const sizes = await Promise.all(files.map(async (f) => (await stat(f)).size));
+    const total = sizes.reduce((a, b) => a + b, 0) || 1;
+    let done = 0;
+    let last = -1;
+    const report = (bytes: number) => {
+      const pct = Math.min(100, Math.floor(((done + bytes) * 100) / total));
+      if (pct !== last) {
+        last = pct;
+        opts.progress?.(pct);
+      }
+    };
+    try {
+      await extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report });
+      done += sizes[0];
+      if (row.split) {
+        const rootfs = join(target, "rootfs");
+        await mkdir(rootfs, { mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== "EEXIST") throw e;
+        });
+        if (!(await lstat(rootfs)).isDirectory()) throw new Error("Image rootfs is not a directory");
+        await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: report });
+      }
+      const rootfs = await lstat(join(target, "rootfs")).catch(() => undefined);
+      if (!rootfs?.isDirectory()) throw new Error("Image has no rootfs directory");
+    } catch (err) {
+      await emptyDir(target);
+      throw err;
+    }
+  }
+
+  // Changes
+
+  update(project: string, fingerprint: string, patch: Parameters<ImageRepo["update"]>[2], requestor?: Requestor): ImageView {
+    this.repo.update(project, fingerprint, patch);
+    this.deps.events.lifecycle("image-updated", `/1.0/images/${fingerprint}`, { project, requestor: eventRequestor(requestor) });
+    return this.view(this.repo.get(project, fingerprint) ?? notFound());
+  }
+
+  /** Remove the record; the files go when no project holds the image any more. */
+  async delete(project: string, fingerprint: string, requestor?: Requestor): Promise<void> {
+    if (!this.repo.delete(project, fingerprint)) notFound();
+    if (this.repo.countFingerprint(fingerprint) === 0) {
+      await rm(this.imageFile(fingerprint), { force: true });
+      await rm(this.rootfsFile(fingerprint), { force: true });
+    }
+    this.deps.events.lifecycle("image-deleted", `/1.0/images/${fingerprint}`, { project, requestor: eventRequestor(requestor) });
+  }
+
+  // Aliases
+
+  aliases(project: string): AliasRow[] {
+    return this.repo.aliases(project);
+  }
+
+  alias(project: string, name: string): AliasRow {
+    return this.repo.alias(project, name) ?? aliasNotFound();
+  }
+
+  createAlias(project: string, name: string, target: string, description: string, requestor?: Requestor): AliasRow {
+    validateAliasName(name);
+    if (this.repo.alias(project, name)) throw new Conflict(`Alias "${name}" already exists`);
+    const image = this.byPrefix(project, target);
+    const row = { project, name, fingerprint: image.fingerprint, description };
+    this.repo.insertAlias(row);
+    this.deps.events.lifecycle("image-alias-created", `/1.0/images/aliases/${name}`, { project, context: { target: image.fingerprint }, requestor: eventRequestor(requestor) });
+    return row;
+  }
+
+  updateAlias(project: string, name: string, target: string, description: string, requestor?: Requestor): AliasRow {
+    this.alias(project, name);
+    const image = this.byPrefix(project, target);
+    this.repo.updateAlias(project, name, image.fingerprint, description);
+    this.deps.events.lifecycle("image-alias-updated", `/1.0/images/aliases/${name}`, { project, context: { target: image.fingerprint }, requestor: eventRequestor(requestor) });
+    return this.alias(project, name);
+  }
+
+  renameAlias(project: string, name: string, to: string, requestor?: Requestor): void {
+    validateAliasName(to);
+    if (this.repo.alias(project, to)) throw new Conflict(`Alias "${to}" already exists`);
+    this.alias(project, name);
+    this.repo.renameAlias(project, name, to);
+    this.deps.events.lifecycle("image-alias-renamed", `/1.0/images/aliases/${to}`, { project, context: { old_name: name }, requestor: eventRequestor(requestor) });
+  }
+
+  deleteAlias(project: string, name: string, requestor?: Requestor): void {
+    if (!this.repo.deleteAlias(project, name)) aliasNotFound();
+    this.deps.events.lifecycle("image-alias-deleted", `/1.0/images/aliases/${name}`, { project, requestor: eventRequestor(requestor) });
+  }
+}
+
+/** LXD: alias names may not be empty, contain '/', or be a fingerprint-looking string that would shadow images. */
+export function validateAliasName(name: string): void {
+  if (name === "") throw new BadRequest("Alias name can't be empty");
+  if (name.includes("/")) throw new BadRequest("Alias names can't contain slashes");
+  if (/[\x00-\x1f\x7f]/.test(name)) throw new BadRequest("Alias names can't contain control characters");
+}
+
+function eventRequestor(r?: Requestor) {
+  return r ? { username: r.username, protocol: r.protocol, address: r.address } : undefined;
+}
+
+function notFound(): never {
+  throw new NotFound("Image not found");
+}
+
+function aliasNotFound(): never {
+  throw new NotFound("Image alias not found");
+}
+
+async function exists(p: string): Promise<boolean> {
+  return lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Remove everything inside `dir` (never following symlinks), keeping `dir`. */
+async function emptyDir(dir: string): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) await rm(join(dir, name), { recursive: true, force: true });
+}
+

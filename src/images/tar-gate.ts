@@ -1,0 +1,366 @@
+// A streaming tar reader that validates every member header BEFORE passing its bytes on.
+// Put between a decompressor and `tar -x`: tar only ever sees members that were checked,
+// in the order they were checked, so there is no window between validation and
+// extraction (one pass, no re-read of the file). Also used alone to scan an upload.
+//
+// Refused (TarRefused): absolute paths, `..` components, a member whose path goes
+// through a symlink (or hard link to one) created earlier in the same archive, a member
+// that replaces such a symlink, hard links whose target breaks those rules, symlinks /
+// fifos outside rootfs/, device nodes outside rootfs/dev/, `rootfs` or `templates` that
+// are not directories, and anything this reader does not understand exactly the way GNU
+// tar does (bad checksums, unknown member types, sparse files, non-ustar headers, data on
+// non-file members). Failing closed keeps our reading and GNU tar's from diverging.
+import { Transform, type TransformCallback } from "node:stream";
+
+export class TarRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TarRefused";
+  }
+}
+
+export type MemberKind = "file" | "hardlink" | "symlink" | "chardev" | "blockdev" | "directory" | "fifo";
+
+export interface TarMember {
+  /** Normalised path relative to the unpack target ("" is the target itself). */
+  path: string;
+  kind: MemberKind;
+  /** Normalised target for hard links, raw target for symlinks. */
+  linkname: string;
+  size: number;
+  mode: number;
+}
+
+export interface TarGateOptions {
+  /**
+   * Where the archive's members land relative to the unpack target: "" for a unified image
+   * or a metadata tarball, "rootfs" for a split image's rootfs tarball.
+   */
+  root?: string;
+  /** Keep the content of this member (normalised path, e.g. "metadata.yaml"). */
+  capture?: string;
+  captureLimit?: number;
+  /** Forward bytes downstream (gate mode). False: only scan. */
+  forward?: boolean;
+}
+
+const BLOCK = 512;
+const META_LIMIT = 1024 * 1024;
+const ZERO_END = Buffer.alloc(2 * BLOCK);
+
+const KINDS: Record<string, MemberKind> = {
+  "0": "file",
+  "\0": "file",
+  "7": "file",
+  "1": "hardlink",
+  "2": "symlink",
+  "3": "chardev",
+  "4": "blockdev",
+  "5": "directory",
+  "6": "fifo",
+};
+
+type Mode = { kind: "header" } | { kind: "meta"; type: string; size: number; need: number } | { kind: "data"; remaining: number; capture: boolean; size: number } | { kind: "end" };
+
+export class TarGate extends Transform {
+  /** Members accepted so far. */
+  count = 0;
+  /** Content of the `capture` member, when seen. */
+  captured?: Buffer;
+  /** A rootfs/ directory (container image) or a rootfs.img (VM image) was seen. */
+  sawRootfs = false;
+  sawRootfsImg = false;
+
+  private readonly root: string;
+  private readonly forward: boolean;
+  private mode: Mode = { kind: "header" };
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private pax: Record<string, string> = {};
+  private globalPax: Record<string, string> = {};
+  private longName?: string;
+  private longLink?: string;
+  private readonly kinds = new Map<string, MemberKind>();
+  private readonly symlinks = new Set<string>();
+  private captureChunks: Buffer[] = [];
+  private captureLen = 0;
+
+  constructor(private readonly opts: TarGateOptions = {}) {
+    super();
+    this.root = opts.root ? normalise(opts.root, "root") : "";
+    this.forward = opts.forward ?? true;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      this.consume(chunk);
+      cb();
+    } catch (err) {
+      cb(err as Error);
+    }
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.mode.kind === "end" || (this.mode.kind === "header" && this.pendingLen === 0)) return cb();
+    cb(new TarRefused("Unexpected end of archive"));
+  }
+
+  private emit_(buf: Buffer): void {
+    if (this.forward) this.push(buf);
+  }
+
+  private consume(chunk: Buffer): void {
+    let off = 0;
+    while (off < chunk.length) {
+      const m = this.mode;
+      if (m.kind === "end") return;
+      if (m.kind === "data") {
+        const n = Math.min(m.remaining, chunk.length - off);
+        const slice = chunk.subarray(off, off + n);
+        this.emit_(slice);
+        if (m.capture) this.keep(slice, m);
+        m.remaining -= n;
+        off += n;
+        if (m.remaining === 0) {
+          if (m.capture) this.captured = Buffer.concat(this.captureChunks).subarray(0, m.size);
+          this.mode = { kind: "header" };
+        }
+        continue;
+      }
+      const need = m.kind === "header" ? BLOCK : m.need;
+      const take = Math.min(need - this.pendingLen, chunk.length - off);
+      this.pending.push(chunk.subarray(off, off + take));
+      this.pendingLen += take;
+      off += take;
+      if (this.pendingLen < need) continue;
+      const block = Buffer.concat(this.pending);
+      this.pending = [];
+      this.pendingLen = 0;
+      if (m.kind === "header") this.header(block);
+      else this.meta(m.type, block.subarray(0, m.size), block);
+    }
+  }
+
+  private keep(slice: Buffer, m: { size: number; remaining: number }): void {
+    const limit = this.opts.captureLimit ?? 4 * 1024 * 1024;
+    if (m.size > limit) throw new TarRefused(`${this.opts.capture} is too large`);
+    if (this.captureLen < m.size) {
+      this.captureChunks.push(Buffer.from(slice));
+      this.captureLen += slice.length;
+    }
+  }
+
+  private header(block: Buffer): void {
+    if (block.every((b) => b === 0)) {
+      // End of archive. tar stops here too; anything after is dropped.
+      this.emit_(ZERO_END);
+      this.mode = { kind: "end" };
+      return;
+    }
+    verifyChecksum(block);
+    const magic = block.toString("latin1", 257, 265);
+    const posix = magic.startsWith("ustar\0");
+    if (!posix && magic !== "ustar  \0") throw new TarRefused("Unsupported tar format (not ustar, pax or GNU)");
+    const type = String.fromCharCode(block[156]);
+    const size = parseNumber(block.subarray(124, 136), "size");
+
+    if (type === "x" || type === "g" || type === "L" || type === "K") {
+      if (size > META_LIMIT) throw new TarRefused("Tar extended header too large");
+      this.emit_(block);
+      if (size === 0) return;
+      this.mode = { kind: "meta", type, size, need: roundUp(size) };
+      return;
+    }
+    const kind = KINDS[type];
+    if (!kind) throw new TarRefused(`Unsupported tar member type '${printable(type)}'`);
+
+    const pax = { ...this.globalPax, ...this.pax };
+    let name = this.longName ?? cString(block, 0, 100);
+    if (this.longName === undefined && posix && block[345] !== 0) name = cString(block, 345, 155) + "/" + name;
+    if (pax.path !== undefined) name = pax.path;
+    let linkname = this.longLink ?? cString(block, 157, 100);
+    if (pax.linkpath !== undefined) linkname = pax.linkpath;
+    let memberSize = size;
+    if (pax.size !== undefined) {
+      if (!/^[0-9]+$/.test(pax.size)) throw new TarRefused("Invalid size in tar extended header");
+      memberSize = Number(pax.size);
+    }
+    this.pax = {};
+    this.longName = undefined;
+    this.longLink = undefined;
+
+    const mode = parseNumber(block.subarray(100, 108), "mode");
+    const member = this.validate(name, kind, linkname, memberSize, mode);
+    this.count++;
+    this.emit_(block);
+    if (kind !== "file") {
+      if (memberSize !== 0) throw new TarRefused(`Tar member ${name} of type ${kind} carries data`);
+      return;
+    }
+    if (memberSize === 0) {
+      if (member.path === this.opts.capture) this.captured = Buffer.alloc(0);
+      return;
+    }
+    const capture = member.path === this.opts.capture;
+    if (capture) {
+      this.captureChunks = [];
+      this.captureLen = 0;
+    }
+    this.mode = { kind: "data", remaining: roundUp(memberSize), capture, size: memberSize };
+  }
+
+  private meta(type: string, content: Buffer, whole: Buffer): void {
+    this.emit_(whole);
+    this.mode = { kind: "header" };
+    if (type === "L") this.longName = cString(content, 0, content.length);
+    else if (type === "K") this.longLink = cString(content, 0, content.length);
+    else {
+      const records = parsePax(content);
+      if (type === "g") {
+        for (const k of Object.keys(records)) {
+          if (k === "path" || k === "linkpath" || k === "size") throw new TarRefused(`Unsupported global tar header keyword ${k}`);
+        }
+        Object.assign(this.globalPax, records);
+      } else Object.assign(this.pax, records);
+    }
+  }
+
+  private validate(rawName: string, kind: MemberKind, rawLink: string, size: number, mode: number): TarMember {
+    const rel = normalise(rawName, "name");
+    const path = join(this.root, rel);
+    if (path === this.root && kind !== "directory") throw new TarRefused(`Tar member ${rawName} is not a directory`);
+    this.checkNotThroughSymlink(path, rawName);
+    if (this.symlinks.has(path)) throw new TarRefused(`Tar member ${rawName} replaces a symbolic link from the same archive`);
+
+    const top = path.split("/")[0];
+    if (path === "rootfs" || path === "templates") {
+      if (kind !== "directory") throw new TarRefused(`Tar member ${rawName} must be a directory`);
+    }
+    if (path === "metadata.yaml" && kind !== "file") throw new TarRefused("metadata.yaml must be a regular file");
+    const inRootfs = top === "rootfs" && path !== "rootfs";
+    let linkname = "";
+
+    switch (kind) {
+      case "symlink":
+        if (!inRootfs) throw new TarRefused(`Symbolic link ${rawName} outside rootfs/`);
+        if (rawLink === "" || rawLink.includes("\0")) throw new TarRefused(`Symbolic link ${rawName} has an invalid target`);
+        this.symlinks.add(path);
+        linkname = rawLink;
+        break;
+      case "hardlink": {
+        const target = join(this.root, normalise(rawLink, "hard link target"));
+        this.checkNotThroughSymlink(target, rawLink);
+        if (target === "" || target === this.root) throw new TarRefused(`Hard link ${rawName} points at the unpack directory`);
+        const targetKind = this.kinds.get(target);
+        if (targetKind === undefined) throw new TarRefused(`Hard link ${rawName} points at ${rawLink}, which is not an earlier member`);
+        if (targetKind === "directory") throw new TarRefused(`Hard link ${rawName} points at a directory`);
+        // A hard link to a symlink is a symlink: later members must not go through it either.
+        if (this.symlinks.has(target)) {
+          if (!inRootfs) throw new TarRefused(`Symbolic link ${rawName} outside rootfs/`);
+          this.symlinks.add(path);
+        }
+        linkname = target;
+        break;
+      }
+      case "chardev":
+      case "blockdev":
+        if (!path.startsWith("rootfs/dev/")) throw new TarRefused(`Device node ${rawName} outside rootfs/dev/`);
+        break;
+      case "fifo":
+        if (!inRootfs) throw new TarRefused(`FIFO ${rawName} outside rootfs/`);
+        break;
+      default:
+        break;
+    }
+    this.kinds.set(path, this.kinds.get(linkname) && kind === "hardlink" ? this.kinds.get(linkname)! : kind);
+    if (top === "rootfs") this.sawRootfs = true;
+    if (path === "rootfs.img") this.sawRootfsImg = true;
+    return { path, kind, linkname, size, mode };
+  }
+
+  private checkNotThroughSymlink(path: string, raw: string): void {
+    const parts = path.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const prefix = parts.slice(0, i).join("/");
+      if (this.symlinks.has(prefix)) throw new TarRefused(`Tar member ${raw} goes through the symbolic link ${prefix}`);
+    }
+  }
+}
+
+/** "./a//b/" → "a/b"; refuses absolute paths and `..`. "" is the archive root. */
+export function normalise(name: string, what: string): string {
+  if (name.includes("\0")) throw new TarRefused(`Tar ${what} contains a NUL byte`);
+  if (name.startsWith("/")) throw new TarRefused(`Tar ${what} ${name} is an absolute path`);
+  const parts = name.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes("..")) throw new TarRefused(`Tar ${what} ${name} contains '..'`);
+  return parts.join("/");
+}
+
+function join(a: string, b: string): string {
+  return a === "" ? b : b === "" ? a : `${a}/${b}`;
+}
+
+function roundUp(n: number): number {
+  return Math.ceil(n / BLOCK) * BLOCK;
+}
+
+function cString(buf: Buffer, start: number, len: number): string {
+  const field = buf.subarray(start, start + len);
+  const nul = field.indexOf(0);
+  return field.toString("utf8", 0, nul === -1 ? field.length : nul);
+}
+
+function printable(c: string): string {
+  return /^[\x20-\x7e]$/.test(c) ? c : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
+}
+
+/** Octal (NUL/space padded) or GNU base-256 numeric field. */
+function parseNumber(field: Buffer, what: string): number {
+  if (field[0] & 0x80) {
+    if (field[0] === 0xff) throw new TarRefused(`Negative ${what} in tar header`);
+    let n = field[0] & 0x7f;
+    for (let i = 1; i < field.length; i++) {
+      n = n * 256 + field[i];
+      if (n > Number.MAX_SAFE_INTEGER) throw new TarRefused(`Tar ${what} too large`);
+    }
+    return n;
+  }
+  const text = field.toString("latin1").replace(/[\0 ]+$/, "").replace(/^ +/, "");
+  if (!/^[0-7]*$/.test(text)) throw new TarRefused(`Invalid ${what} in tar header`);
+  return text === "" ? 0 : Number.parseInt(text, 8);
+}
+
+function verifyChecksum(block: Buffer): void {
+  const stored = parseNumber(block.subarray(148, 156), "checksum");
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const b = i >= 148 && i < 156 ? 0x20 : block[i];
+    unsigned += b;
+    signed += b > 127 ? b - 256 : b;
+  }
+  if (stored !== unsigned && stored !== signed) throw new TarRefused("Tar header checksum mismatch");
+}
+
+function parsePax(content: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  let off = 0;
+  while (off < content.length) {
+    if (content[off] === 0) break;
+    const space = content.indexOf(0x20, off);
+    if (space === -1) throw new TarRefused("Malformed tar extended header");
+    const lenText = content.toString("latin1", off, space);
+    if (!/^[0-9]+$/.test(lenText)) throw new TarRefused("Malformed tar extended header");
+    const len = Number(lenText);
+    const end = off + len;
+    if (len <= 0 || end > content.length || content[end - 1] !== 0x0a) throw new TarRefused("Malformed tar extended header");
+    const record = content.subarray(space + 1, end - 1);
+    const eq = record.indexOf(0x3d);
+    if (eq === -1) throw new TarRefused("Malformed tar extended header");
+    const key = record.toString("utf8", 0, eq);
+    if (key.startsWith("GNU.sparse") || key === "GNU.dumpdir") throw new TarRefused("Sparse and incremental tar members are not supported");
+    out[key] = record.toString("utf8", eq + 1);
+    off = end;
+  }
+  return out;
+}

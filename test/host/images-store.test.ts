@@ -1,0 +1,197 @@
+// The image store below the API: import validation, unpack into a volume directory with
+// ownership/modes/xattrs preserved, and hostile tarballs refused with nothing written
+// outside the target and nothing left in the store.
+import { execFileSync } from "node:child_process";
+import { createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openDatabase, type Db } from "../../src/db/database.js";
+import { ImageRepo } from "../../src/db/image-repo.js";
+import { ImageService } from "../../src/images/service.js";
+import { receiveUpload, type Upload } from "../../src/images/upload.js";
+import { EventHub } from "../../src/operations/events.js";
+import { busyboxImage } from "../helpers/image.js";
+import { entry, imageTar } from "../helpers/tar-writer.js";
+
+let root: string;
+let db: Db;
+let repo: ImageRepo;
+let images: ImageService;
+let outside: string;
+
+beforeAll(() => {
+  root = mkdtempSync("/tmp/nodelxd-test-imgstore-");
+  mkdirSync(join(root, "images"), { mode: 0o700 });
+  outside = join(root, "outside");
+  mkdirSync(outside);
+  db = openDatabase(join(root, "db.sqlite"));
+  repo = new ImageRepo(db);
+  images = new ImageService({ dir: join(root, "images"), repo, events: new EventHub(), log: pino({ level: "silent" }) });
+});
+afterAll(() => {
+  db?.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+async function upload(file: string, headers: Record<string, string> = {}): Promise<Upload> {
+  const r = await receiveUpload(join(root, "images"), createReadStream(file), { "content-type": "application/octet-stream", ...headers });
+  if (r.kind === "json") throw new Error("unexpected JSON");
+  return r;
+}
+
+function storeFiles(): string[] {
+  return readdirSync(join(root, "images")).sort();
+}
+
+const xz = (buf: Buffer) => execFileSync("xz", ["-c", "-T1"], { input: buf });
+let n = 0;
+const writeTmp = (buf: Buffer) => {
+  const f = join(root, `in-${n++}.tar.xz`);
+  writeFileSync(f, buf);
+  return f;
+};
+const freshTarget = () => {
+  const t = join(root, `target-${n++}`);
+  mkdirSync(t);
+  return t;
+};
+
+describe("import and unpack", () => {
+  let fp: string;
+
+  it("imports the busybox image with its metadata", async () => {
+    const view = await images.importUpload("default", await upload(busyboxImage(), { "x-lxd-filename": "busybox.tar.xz" }), { properties: { extra: "1" } });
+    fp = view.fingerprint;
+    expect(fp).toBe(execFileSync("sha256sum", [busyboxImage()]).toString().split(" ")[0]);
+    expect(view.type).toBe("container");
+    expect(view.architecture).toBe("x86_64");
+    expect(view.properties.os).toBe("busybox");
+    expect(view.properties.extra).toBe("1");
+    expect(view.filename).toBe("busybox.tar.xz");
+    expect(view.size).toBe(statSync(busyboxImage()).size);
+    expect(storeFiles()).toEqual([fp]);
+  });
+
+  it("refuses a duplicate and an unexpected fingerprint, leaving the store as it was", async () => {
+    await expect(images.importUpload("default", await upload(busyboxImage()))).rejects.toThrow("Image with same fingerprint already exists");
+    await expect(images.importUpload("other", await upload(busyboxImage()), { expectedFingerprint: "ab".repeat(32) })).rejects.toThrow(/^fingerprints don't match, got [0-9a-f]{64} expected (ab){32}$/);
+    expect(storeFiles()).toEqual([fp]);
+  });
+
+  it("resolves aliases and unique prefixes", () => {
+    images.createAlias("default", "bb", fp.slice(0, 8), "");
+    expect(images.resolve("default", { alias: "bb" }).fingerprint).toBe(fp);
+    expect(images.resolve("default", { fingerprint: fp.slice(0, 5) }).fingerprint).toBe(fp);
+    expect(() => images.resolve("default", { alias: "nope" })).toThrow("Image not found");
+    expect(() => images.resolve("default", { fingerprint: "zz" })).toThrow("Image not found");
+    expect(() => images.resolve("other", { fingerprint: fp })).toThrow("Image not found");
+  });
+
+  it("unpacks into rootfs/, metadata.yaml and templates/ with modes and links intact", async () => {
+    const target = freshTarget();
+    const seen: number[] = [];
+    await images.unpackInto(fp, target, { progress: (p) => seen.push(p) });
+    expect(readdirSync(target).sort()).toEqual(["metadata.yaml", "rootfs", "templates"]);
+    expect(statSync(join(target, "rootfs/bin/busybox")).mode & 0o7777).toBe(0o755);
+    expect(statSync(join(target, "rootfs/tmp")).mode & 0o7777).toBe(0o1777);
+    expect(readlinkSync(join(target, "rootfs/sbin/init"))).toBe("/bin/busybox");
+    expect(readFileSync(join(target, "templates/hostname.tpl"), "utf8")).toContain("container.name");
+    expect(seen.at(-1)).toBe(100);
+    expect(() => images.markUsed(fp)).not.toThrow();
+    expect(repo.get("default", fp)!.last_used_at).not.toBe("0001-01-01T00:00:00Z");
+  });
+
+  it("refuses a non-empty target", async () => {
+    const target = freshTarget();
+    writeFileSync(join(target, "x"), "");
+    await expect(images.unpackInto(fp, target)).rejects.toThrow(/not empty/);
+  });
+
+  it("keeps owners, setuid bits and xattrs (split image, gzip rootfs)", async () => {
+    const stage = join(root, "stage");
+    mkdirSync(join(stage, "rootfs/usr/bin"), { recursive: true });
+    writeFileSync(join(stage, "metadata.yaml"), "architecture: amd64\ncreation_date: 1600000000\n");
+    writeFileSync(join(stage, "rootfs/usr/bin/su"), "#!/bin/sh\n");
+    execFileSync("chown", ["1234:2345", join(stage, "rootfs/usr/bin/su")]);
+    execFileSync("chmod", ["4755", join(stage, "rootfs/usr/bin/su")]);
+    execFileSync("setfattr", ["-n", "user.nodelxd", "-v", "kept", join(stage, "rootfs/usr/bin/su")]);
+    const meta = join(root, "meta.tar.xz");
+    const rootfs = join(root, "rootfs.tar.gz");
+    execFileSync("tar", ["-C", stage, "-cJf", meta, "metadata.yaml"]);
+    execFileSync("tar", ["-C", join(stage, "rootfs"), "--xattrs", "--xattrs-include=*", "--numeric-owner", "-czf", rootfs, "."]);
+    const boundary = "XyZ";
+    const body = Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="metadata"; filename="meta.tar.xz"\r\n\r\n`),
+      readFileSync(meta),
+      Buffer.from(`\r\n--${boundary}\r\nContent-Disposition: form-data; name="rootfs"; filename="rootfs.tar.gz"\r\n\r\n`),
+      readFileSync(rootfs),
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    const r = await receiveUpload(join(root, "images"), (async function* () {
+      for (let i = 0; i < body.length; i += 1000) yield body.subarray(i, i + 1000);
+    })() as never, { "content-type": `multipart/form-data; boundary=${boundary}` });
+    if (r.kind !== "split") throw new Error("expected a split upload");
+    const view = await images.importUpload("default", r);
+    expect(view.fingerprint).toBe(execFileSync("sh", ["-c", `cat ${meta} ${rootfs} | sha256sum`]).toString().split(" ")[0]);
+    expect(view.architecture).toBe("x86_64");
+    expect(view.filename).toBe("rootfs.tar.gz");
+    expect(existsSync(join(root, "images", `${view.fingerprint}.rootfs`))).toBe(true);
+    const target = freshTarget();
+    await images.unpackInto(view.fingerprint, target);
+    const su = join(target, "rootfs/usr/bin/su");
+    const st = statSync(su);
+    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([1234, 2345, 0o4755]);
+    expect(execFileSync("getfattr", ["--only-values", "-n", "user.nodelxd", su]).toString()).toBe("kept");
+    await images.delete("default", view.fingerprint);
+    expect(existsSync(join(root, "images", `${view.fingerprint}.rootfs`))).toBe(false);
+  });
+});
+
+describe("hostile tarballs", () => {
+  const cases: [string, () => Buffer, RegExp][] = [
+    ["../ entry", () => imageTar(entry({ name: "rootfs/../../outside/pwned", data: "x" })), /contains '\.\.'/],
+    ["absolute path", () => imageTar(entry({ name: "/tmp/nodelxd-pwned", data: "x" })), /absolute path/],
+    ["file through an outward symlink", () => imageTar(entry({ name: "rootfs/link", type: "2", linkname: outside }), entry({ name: "rootfs/link/pwned", data: "x" })), /goes through the symbolic link/],
+    ["hard link to /etc/passwd", () => imageTar(entry({ name: "rootfs/passwd", type: "1", linkname: "/etc/passwd" })), /absolute path/],
+    ["rootfs as a symlink to /", () => Buffer.concat([entry({ name: "metadata.yaml", data: "architecture: x86_64\ncreation_date: 1\n" }), entry({ name: "rootfs", type: "2", linkname: "/" }), Buffer.alloc(1024)]), /must be a directory/],
+  ];
+
+  for (const [name, raw, pattern] of cases) {
+    it(`import refuses: ${name}`, async () => {
+      const before = storeFiles();
+      const file = writeTmp(xz(raw()));
+      await expect(images.importUpload("default", await upload(file))).rejects.toThrow(pattern);
+      expect(storeFiles()).toEqual(before);
+      expect(readdirSync(outside)).toEqual([]);
+    });
+
+    it(`unpack refuses a stored tarball that bypassed import: ${name}`, async () => {
+      const buf = xz(raw());
+      const fp = execFileSync("sha256sum", [], { input: buf }).toString().split(" ")[0];
+      writeFileSync(join(root, "images", fp), buf);
+      repo.insert({
+        project: "default", fingerprint: fp, type: "container", filename: "", size: buf.length, split: false, public: false, auto_update: false, cached: false,
+        architecture: "x86_64", created_at: "2020-01-01T00:00:00Z", expires_at: "1970-01-01T00:00:00Z", uploaded_at: "2020-01-01T00:00:00Z",
+        last_used_at: "0001-01-01T00:00:00Z", properties: {}, profiles: ["default"],
+      });
+      const target = freshTarget();
+      await expect(images.unpackInto(fp, target)).rejects.toThrow(pattern);
+      expect(readdirSync(target)).toEqual([]);
+      expect(readdirSync(outside)).toEqual([]);
+      expect(existsSync("/tmp/nodelxd-pwned")).toBe(false);
+      expect(lstatSync("/etc/passwd").nlink).toBe(1);
+      await images.delete("default", fp);
+    });
+  }
+});
+
+describe("start-up cleanup", () => {
+  it("removes build directories and files no record refers to", async () => {
+    mkdirSync(join(root, "images", ".build-stale"));
+    writeFileSync(join(root, "images", "f".repeat(64)), "orphan");
+    const keep = storeFiles().filter((f) => !f.startsWith(".build") && f !== "f".repeat(64));
+    await images.cleanup();
+    expect(storeFiles()).toEqual(keep);
+  });
+});
