@@ -1,7 +1,7 @@
 // The liblxc container driver: lays out $LXD_DIR/containers/<name>/ (lxc.conf + rootfs
 // symlink), runs lxc-start daemonized (the container outlives the daemon), stops, freezes,
 // and reads state from /proc and cgroup files rather than spawning lxc-info per request.
-import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync, copyFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "../../os/exec.js";
 import { cgroupDir, controllerVersion, hostCgroupLayout, type CgroupLayout } from "./cgroup.js";
@@ -40,47 +40,56 @@ export class LxcDriver {
     return join(this.lxcPath, name);
   }
 
+  /** liblxc config, kept with the logs as upstream does (never inside the instance volume). */
   configFile(name: string): string {
-    return join(this.dir(name), "lxc.conf");
+    return join(logDir(this.lxdDir, name), "lxc.conf");
   }
 
+  /** The container's rootfs seen through $LXD_DIR/containers/<name>. */
   rootfsLink(name: string): string {
     return join(this.dir(name), "rootfs");
   }
 
-  /** Create containers/<name>/ with rootfs → <volume>/rootfs, and the log directory. */
+  /** $LXD_DIR/containers/<name> → the volume (as upstream; storage usually made it already), and the log directory. */
   prepare(name: string, volumeDir: string): void {
-    mkdirSync(this.dir(name), { recursive: true, mode: 0o711 });
     mkdirSync(logDir(this.lxdDir, name), { recursive: true, mode: 0o700 });
-    const target = join(volumeDir, "rootfs");
-    const link = this.rootfsLink(name);
+    mkdirSync(this.lxcPath, { recursive: true, mode: 0o711 });
+    const link = this.dir(name);
     let current: string | undefined;
     try {
       current = readlinkSync(link);
-    } catch {
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EINVAL") return; // a real directory: nothing to link
       current = undefined;
     }
-    if (current !== target) {
-      rmSync(link, { force: true });
-      symlinkSync(target, link);
-    }
+    if (current === volumeDir) return;
+    if (current !== undefined) rmSync(link, { force: true });
+    symlinkSync(volumeDir, link);
   }
 
   writeConfig(name: string, text: string): void {
     const file = this.configFile(name);
     writeFileSync(file + ".tmp", text, { mode: 0o640 });
     renameSync(file + ".tmp", file);
-    copyFileSync(file, join(logDir(this.lxdDir, name), "lxc.conf"));
   }
 
+  /** Forget a deleted container: its logs and the containers/<name> link (never the volume behind it). */
   remove(name: string): void {
-    rmSync(this.dir(name), { recursive: true, force: true });
+    try {
+      if (lstatSync(this.dir(name)).isSymbolicLink()) rmSync(this.dir(name), { force: true });
+    } catch {
+      /* already gone */
+    }
     rmSync(logDir(this.lxdDir, name), { recursive: true, force: true });
   }
 
   rename(from: string, to: string): void {
-    if (existsSync(this.dir(from))) renameSync(this.dir(from), this.dir(to));
     if (existsSync(logDir(this.lxdDir, from))) renameSync(logDir(this.lxdDir, from), logDir(this.lxdDir, to));
+    try {
+      if (lstatSync(this.dir(from)).isSymbolicLink()) rmSync(this.dir(from), { force: true });
+    } catch {
+      /* storage moved it */
+    }
   }
 
   private args(name: string): string[] {
