@@ -329,7 +329,7 @@ export class InstanceRuntime {
       // Inside the container's mount namespace the shared tmpfs is /dev/.lxd-mounts.
       const inner = `/dev/.lxd-mounts/${tmp}`;
       const mk = opts.isDir ? `mkdir -p '${target}'` : `mkdir -p "$(dirname '${target}')" && touch '${target}'`;
-      await run("nsenter", ["-t", String(pid), "-m", "--", "sh", "-c", `${mk} && mount --move '${inner}' '${target}'`]);
+      await run("nsenter", ["-t", String(pid), "-m", "-p", "--", "sh", "-c", `${mk} && mount --bind '${inner}' '${target}'${opts.readonly ? ` && mount -o remount,bind,ro '${target}'` : ""}`]);
     } catch (e) {
       await run("umount", ["-l", host], { reject: false });
       throw new Error(`Failed to add mount: ${(e as Error).message}`);
@@ -340,7 +340,7 @@ export class InstanceRuntime {
   }
 
   private async hotplugUnmount(pid: number, target: string): Promise<void> {
-    await run("nsenter", ["-t", String(pid), "-m", "--", "umount", "-l", target], { reject: false });
+    await run("nsenter", ["-t", String(pid), "-m", "-p", "--", "umount", "-l", target], { reject: false });
   }
 
   // ---- watching and adoption ----
@@ -393,8 +393,23 @@ export class InstanceRuntime {
     await this.deleteIfEphemeral(row.project, row.name);
   }
 
+  /**
+   * $LXD_DIR/shmounts as upstream keeps it: a small tmpfs with shared propagation, so mounts made
+   * below shmounts/<name> on the host appear in the container at /dev/.lxd-mounts (hot-plug).
+   */
+  async ensureShmounts(): Promise<void> {
+    const dir = this.core.paths.shmounts;
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    const mounted = safeRead("/proc/self/mountinfo")
+      .split("\n")
+      .some((l) => l.split(" ")[4] === dir);
+    if (!mounted) await run("mount", ["-t", "tmpfs", "-o", "size=100k,mode=0711", "tmpfs", dir]);
+    await run("mount", ["--make-shared", dir]);
+  }
+
   /** Daemon start: re-adopt running containers, clean up ones that stopped while we were away, autostart. */
   async adopt(): Promise<void> {
+    await this.ensureShmounts().catch((e) => this.core.log.warn({ err: e }, "cannot set up shmounts: disk hot-plug unavailable"));
     const toStart: InstanceRow[] = [];
     for (const row of this.svc.repo.list()) {
       if (row.init_pid > 0) {
