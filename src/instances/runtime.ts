@@ -137,12 +137,19 @@ export class InstanceRuntime {
     let row = this.svc.require(project, name);
     if (this.isRunning(row)) throw new BadRequest("The instance is already running");
     const lxc = this.lxcName(project, name);
+    if (row.init_pid > 0) {
+      // It stopped on its own and the watcher has not caught up yet: finish that stop first.
+      await this.driver.waitStopped(lxc, 10);
+      await this.afterStop(row);
+      row = this.svc.require(project, name);
+    }
     const ex = this.svc.expanded(row);
     const root = InstanceService.rootDisk(ex.devices);
     const storage = this.core.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     const volume = await storage.mountInstanceVolume(project, root.pool, name);
     this.driver.prepare(lxc, volume);
+    await this.ensureShmounts().catch((e) => this.core.log.warn({ err: e }, "cannot set up shmounts: disk hot-plug unavailable"));
 
     // Id map: recompute when the security settings changed, shift the rootfs when needed.
     const wantPrivileged = isTrue(ex.config["security.privileged"]);
@@ -403,13 +410,22 @@ export class InstanceRuntime {
     const mounted = safeRead("/proc/self/mountinfo")
       .split("\n")
       .some((l) => l.split(" ")[4] === dir);
-    if (!mounted) await run("mount", ["-t", "tmpfs", "-o", "size=100k,mode=0711", "tmpfs", dir]);
+    if (mounted) return;
+    await run("mount", ["-t", "tmpfs", "-o", "size=100k,mode=0711", "tmpfs", dir]);
     await run("mount", ["--make-shared", dir]);
+  }
+
+  /** Unmount shmounts when no container needs it (daemon stop with nothing running). */
+  private async releaseShmounts(): Promise<void> {
+    const dir = this.core.paths.shmounts;
+    const mounted = safeRead("/proc/self/mountinfo")
+      .split("\n")
+      .some((l) => l.split(" ")[4] === dir);
+    if (mounted) await run("umount", ["-l", dir], { reject: false });
   }
 
   /** Daemon start: re-adopt running containers, clean up ones that stopped while we were away, autostart. */
   async adopt(): Promise<void> {
-    await this.ensureShmounts().catch((e) => this.core.log.warn({ err: e }, "cannot set up shmounts: disk hot-plug unavailable"));
     const toStart: InstanceRow[] = [];
     for (const row of this.svc.repo.list()) {
       if (row.init_pid > 0) {
@@ -441,7 +457,10 @@ export class InstanceRuntime {
   async shutdown(stopInstances: boolean): Promise<void> {
     if (this.watchTimer) clearInterval(this.watchTimer);
     this.watchTimer = undefined;
-    if (!stopInstances) return;
+    if (!stopInstances) {
+      if (!this.svc.repo.list().some((r) => this.isRunning(r))) await this.releaseShmounts();
+      return;
+    }
     await Promise.all(
       this.svc.repo
         .list()
@@ -452,6 +471,7 @@ export class InstanceRuntime {
           this.svc.repo.patchConfig(r.project, r.name, { "volatile.last_state.power": "RUNNING" });
         }),
     );
+    await this.releaseShmounts();
   }
 }
 
