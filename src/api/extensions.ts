@@ -40,4 +40,9 @@ export const apiExtensions: string[] = [
   "storage_shifted",
   "storage_rsync_compression",
   "server_supported_storage_drivers",
+  "image_compression_algorithm",
+  "image_create_aliases",
+  "image_types",
+  "images_expiry",
+  "image_profiles",
 ];

@@ -67,8 +67,10 @@ export interface Route {
 
 export const route = (path: string, handlers: Route["handlers"], untrusted?: Method[]): Route => ({ path, handlers, untrusted });
 
+/** LXD's ETag: sha256 of the value as Go's json.Encoder writes it (HTML-escaped, newline-terminated). */
 export function etagOf(value: unknown): string {
-  return createHash("sha256").update(JSON.stringify(value)).digest("hex");
+  const json = JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+  return createHash("sha256").update(json + "\n").digest("hex");
 }
 
 /** LXD's If-Match check: a mismatch is 412 "ETag doesn't match: <ours> vs <theirs>". */

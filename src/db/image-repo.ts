@@ -38,13 +38,16 @@ interface Raw extends Omit<ImageRecordRow, "split" | "public" | "auto_update" | 
   profiles: string;
 }
 
+/** Go encodes maps with sorted keys; keep ours sorted so output and ETags match LXD's. */
+export const sortedMap = (m: Record<string, string>): Record<string, string> => Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+
 const fromRaw = (r: Raw): ImageRecordRow => ({
   ...r,
   split: r.split === 1,
   public: r.public === 1,
   auto_update: r.auto_update === 1,
   cached: r.cached === 1,
-  properties: JSON.parse(r.properties),
+  properties: sortedMap(JSON.parse(r.properties)),
   profiles: JSON.parse(r.profiles),
 });
 

@@ -48,5 +48,5 @@ export async function exportImage(images: ImageService, row: ImageRecordRow, req
       res.destroy();
     }
   }
-  void req;
+  images.retrieved(row.project, fp, req.requestor);
 }

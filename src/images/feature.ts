@@ -22,7 +22,7 @@ export class ImagesFeature implements Feature {
   }
 
   routes() {
-    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher });
+    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher, ports: this.core.ports });
   }
 
   async start(): Promise<void> {

@@ -7,7 +7,7 @@ import { lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { stringify } from "yaml";
+import { parse as parseYaml, stringify } from "yaml";
 import { BadRequest, NotImplemented } from "../api/errors.js";
 import type { Requestor } from "../api/route.js";
 import type { ImagesPostBody } from "../api/routes/images.js";
@@ -55,15 +55,19 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
   const metaPath = join(dir, "metadata.yaml");
   const existing = await lstat(metaPath).catch(() => undefined);
   let doc: Record<string, unknown>;
+  let metaText: string | undefined;
   if (existing?.isFile()) {
-    doc = (await import("yaml")).parse(await readFile(metaPath, "utf8")) ?? {};
+    metaText = await readFile(metaPath, "utf8");
+    doc = parseYaml(metaText) ?? {};
     if (typeof doc !== "object" || Array.isArray(doc)) throw new Error("Instance metadata.yaml is not a map");
   } else {
     doc = { architecture: opts.architecture, creation_date: Math.floor(Date.now() / 1000) };
   }
-  if (opts.properties !== undefined) doc.properties = opts.properties;
+  // As LXD: the instance's metadata.yaml goes in as it is unless properties or expiry change.
+  const props = opts.properties && Object.keys(opts.properties).length > 0 ? opts.properties : undefined;
+  if (props) doc.properties = props;
   if (opts.expiryDate) doc.expiry_date = opts.expiryDate;
-  const metaText = stringify(doc);
+  if (metaText === undefined || props || opts.expiryDate) metaText = stringify(doc);
   const meta = parseImageMetadata(metaText);
   await writeFile(join(stage, "metadata.yaml"), metaText, { mode: 0o644 });
 

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
 import type { Requestor } from "../api/route.js";
 import type { ImageRecord, ImagesPort } from "../daemon/ports.js";
-import type { AliasRow, ImageRecordRow, ImageRepo } from "../db/image-repo.js";
+import { sortedMap, type AliasRow, type ImageRecordRow, type ImageRepo } from "../db/image-repo.js";
 import type { EventHub } from "../operations/events.js";
 import { extractTarball, scanTarball } from "./archive.js";
 import type { BuiltImage } from "./publish.js";
@@ -67,7 +67,26 @@ export interface ServiceDeps {
 }
 
 export class ImageService implements ImagesPort {
+  /** Serialises placing and removing the shared file of one fingerprint. */
+  private readonly fileLocks = new Map<string, Promise<unknown>>();
+
   constructor(private readonly deps: ServiceDeps) {}
+
+  private withFileLock<T>(fingerprint: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.fileLocks.get(fingerprint) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.catch(() => {});
+    this.fileLocks.set(fingerprint, settled);
+    void settled.then(() => {
+      if (this.fileLocks.get(fingerprint) === settled) this.fileLocks.delete(fingerprint);
+    });
+    return next;
+  }
+
+  /** Record that an image was read out (export), as LXD's image-retrieved event. */
+  retrieved(project: string, fingerprint: string, requestor?: Requestor): void {
+    this.deps.events.lifecycle("image-retrieved", `/1.0/images/${fingerprint}`, { project, requestor: eventRequestor(requestor) });
+  }
 
   get dir(): string {
     return this.deps.dir;
@@ -128,14 +147,16 @@ export class ImageService implements ImagesPort {
         properties: { ...meta.properties, ...(opts.properties ?? {}) },
         profiles: ["default"],
       };
-      const placed = await this.place(this.uploadMoves(upload));
-      try {
-        this.repo.insert(row);
-      } catch (err) {
-        await this.unplace(fingerprint, placed);
-        if (String((err as Error).message).includes("UNIQUE")) throw new Conflict("Image with same fingerprint already exists");
-        throw err;
-      }
+      await this.withFileLock(fingerprint, async () => {
+        const placed = await this.place(this.uploadMoves(upload));
+        try {
+          this.repo.insert(row);
+        } catch (err) {
+          await this.unplace(fingerprint, placed);
+          if (String((err as Error).message).includes("UNIQUE")) throw new Conflict("Image with same fingerprint already exists");
+          throw err;
+        }
+      });
       this.deps.events.lifecycle("image-created", `/1.0/images/${fingerprint}`, { project, context: { type }, requestor: eventRequestor(opts.requestor) });
       return this.view(row);
     } finally {
@@ -185,26 +206,29 @@ export class ImageService implements ImagesPort {
       cached: false,
       architecture: opts.architecture,
       created_at: now,
-      expires_at: unixTime(built.expiryDate),
+      expires_at: built.expiryDate ? unixTime(built.expiryDate) : ZERO_TIME,
       uploaded_at: now,
       last_used_at: ZERO_TIME,
       properties: built.properties,
       profiles: ["default"],
     };
-    const placed = await this.place([[built.file, this.imageFile(fingerprint)]]);
-    try {
-      this.repo.transaction(() => {
-        this.repo.insert(row);
-        for (const a of opts.aliases) {
-          validateAliasName(a.name);
-          if (this.repo.alias(project, a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
-          this.repo.insertAlias({ project, name: a.name, fingerprint, description: a.description });
-        }
-      });
-    } catch (err) {
-      await this.unplace(fingerprint, placed);
-      throw err;
-    }
+    await this.withFileLock(fingerprint, async () => {
+      const placed = await this.place([[built.file, this.imageFile(fingerprint)]]);
+      try {
+        this.repo.transaction(() => {
+          this.repo.insert(row);
+          for (const a of opts.aliases) {
+            validateAliasName(a.name);
+            if (this.repo.alias(project, a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
+            this.repo.insertAlias({ project, name: a.name, fingerprint, description: a.description });
+          }
+        });
+      } catch (err) {
+        await this.unplace(fingerprint, placed);
+        if (String((err as Error).message).includes("UNIQUE")) throw new Conflict(`The image already exists: ${fingerprint}`);
+        throw err;
+      }
+    });
     this.deps.events.lifecycle("image-created", `/1.0/images/${fingerprint}`, { project, context: { type: row.type }, requestor: eventRequestor(opts.requestor) });
     for (const a of opts.aliases) {
       this.deps.events.lifecycle("image-alias-created", `/1.0/images/aliases/${a.name}`, { project, context: { target: fingerprint }, requestor: eventRequestor(opts.requestor) });
@@ -284,7 +308,7 @@ export class ImageService implements ImagesPort {
   view(row: ImageRecordRow): ImageView {
     return {
       auto_update: row.auto_update,
-      properties: row.properties,
+      properties: sortedMap(row.properties),
       public: row.public,
       expires_at: row.expires_at,
       profiles: row.profiles,
@@ -356,11 +380,13 @@ export class ImageService implements ImagesPort {
 
   /** Remove the record; the files go when no project holds the image any more. */
   async delete(project: string, fingerprint: string, requestor?: Requestor): Promise<void> {
-    if (!this.repo.delete(project, fingerprint)) notFound();
-    if (this.repo.countFingerprint(fingerprint) === 0) {
-      await rm(this.imageFile(fingerprint), { force: true });
-      await rm(this.rootfsFile(fingerprint), { force: true });
-    }
+    await this.withFileLock(fingerprint, async () => {
+      if (!this.repo.delete(project, fingerprint)) notFound();
+      if (this.repo.countFingerprint(fingerprint) === 0) {
+        await rm(this.imageFile(fingerprint), { force: true });
+        await rm(this.rootfsFile(fingerprint), { force: true });
+      }
+    });
     this.deps.events.lifecycle("image-deleted", `/1.0/images/${fingerprint}`, { project, requestor: eventRequestor(requestor) });
   }
 

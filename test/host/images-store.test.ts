@@ -8,6 +8,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openDatabase, type Db } from "../../src/db/database.js";
 import { ImageRepo } from "../../src/db/image-repo.js";
+import { buildImageFromDirectory, codecFor } from "../../src/images/publish.js";
 import { ImageService } from "../../src/images/service.js";
 import { receiveUpload, type Upload } from "../../src/images/upload.js";
 import { EventHub } from "../../src/operations/events.js";
@@ -193,5 +194,50 @@ describe("start-up cleanup", () => {
     const keep = storeFiles().filter((f) => !f.startsWith(".build") && f !== "f".repeat(64));
     await images.cleanup();
     expect(storeFiles()).toEqual(keep);
+  });
+});
+
+describe("publish: tar a volume directory into the store", () => {
+  let vol: string;
+  let busyboxFp: string;
+
+  beforeAll(async () => {
+    busyboxFp = execFileSync("sha256sum", [busyboxImage()]).toString().split(" ")[0];
+    if (!repo.anyWithFingerprint(busyboxFp)) await images.importUpload("default", await upload(busyboxImage()));
+    vol = freshTarget();
+    await images.unpackInto(busyboxFp, vol);
+    writeFileSync(join(vol, "rootfs/root/marker"), "published-content\n");
+    execFileSync("chown", ["0:0", join(vol, "rootfs/root/marker")]);
+  });
+
+  for (const compression of ["gzip", "xz", "zstd", "bzip2", "lzma", "none"] as const) {
+    it(`builds, stores and unpacks again (${compression})`, async () => {
+      const buildDir = join(root, "images", `.build-test-${compression}`);
+      mkdirSync(buildDir);
+      try {
+        const built = await buildImageFromDirectory(vol, { compression, architecture: "x86_64", buildDir, properties: compression === "gzip" ? { description: "hx-published" } : undefined });
+        expect(built.fingerprint).toBe(execFileSync("sha256sum", [built.file]).toString().split(" ")[0]);
+        const view = await images.storeBuilt("pub", built, { public: false, filename: "", architecture: "x86_64", aliases: [{ name: `pub-${compression}`, description: "" }] });
+        expect(view.expires_at).toBe("0001-01-01T00:00:00Z");
+        if (compression === "gzip") expect(view.properties).toEqual({ description: "hx-published" });
+        else expect(view.properties.os).toBe("busybox");
+        expect(images.resolve("pub", { alias: `pub-${compression}` }).fingerprint).toBe(view.fingerprint);
+        const target = freshTarget();
+        await images.unpackInto(view.fingerprint, target);
+        expect(readFileSync(join(target, "rootfs/root/marker"), "utf8")).toBe("published-content\n");
+        expect(readlinkSync(join(target, "rootfs/sbin/init"))).toBe("/bin/busybox");
+        expect(readFileSync(join(target, "templates/hostname.tpl"), "utf8")).toContain("container.name");
+        // Publishing the same content again is LXD's conflict.
+        const again = await buildImageFromDirectory(vol, { compression, architecture: "x86_64", buildDir: join(buildDir, "again"), properties: compression === "gzip" ? { description: "hx-published" } : undefined });
+        if (again.fingerprint === view.fingerprint) await expect(images.storeBuilt("pub", again, { public: false, filename: "", architecture: "x86_64", aliases: [] })).rejects.toThrow(`The image already exists: ${view.fingerprint}`);
+      } finally {
+        rmSync(buildDir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it("refuses an unknown compression algorithm", () => {
+    expect(() => codecFor("lz4")).toThrow('Unsupported compression algorithm "lz4"');
+    expect(codecFor("xz -9")).toBe("xz");
   });
 });

@@ -1,5 +1,6 @@
 // /1.0/images and /1.0/images/aliases: parse, call the image service, answer.
 import { z } from "zod";
+import type { Ports } from "../../daemon/ports.js";
 import type { OperationManager } from "../../operations/manager.js";
 import type { ImageService } from "../../images/service.js";
 import type { ImagePublisher } from "../../images/publish.js";
@@ -71,9 +72,23 @@ export interface ImageRouteDeps {
   images: ImageService;
   operations: OperationManager;
   publisher: ImagePublisher;
+  ports: Ports;
 }
 
-export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): Route[] {
+export function imageRoutes({ images, operations, publisher, ports }: ImageRouteDeps): Route[] {
+  /** Image profiles must exist (checked when the profiles feature is loaded). */
+  const checkProfiles = (project: string, profiles: string[]) => {
+    const lookup = ports.profiles;
+    if (!lookup) return;
+    for (const p of profiles) {
+      try {
+        lookup.get(project, p);
+      } catch (e) {
+        if (e instanceof NotFound) throw new BadRequest(`Profile '${p}' doesn't exist`);
+        throw e;
+      }
+    }
+  };
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
   const aliasUrl = (name: string) => `/1.0/images/aliases/${encodeURIComponent(name)}`;
   /** Untrusted clients see public images only; anything else is "not found" to them. */
@@ -95,6 +110,7 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
       profiles: body.profiles ?? (patch ? row.profiles : ["default"]),
       expires_at: body.expires_at !== undefined && body.expires_at !== "" ? goTimeOf(body.expires_at) : row.expires_at,
     };
+    checkProfiles(req.project, next.profiles);
     images.update(req.project, row.fingerprint, next, req.requestor);
     return sync({});
   };
@@ -201,11 +217,12 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
           const alias = images.alias(req.project, req.params.name);
           const image = images.byPrefix(req.project, alias.fingerprint);
           if (!req.requestor.trusted && !image.public) throw new NotFound("Image alias not found");
-          return sync(aliasView(alias, req.project), { etag: [alias.name, alias.fingerprint, alias.description] });
+          const view = aliasView(alias, req.project);
+          return sync(view, { etag: view });
         },
         PUT: async (req) => {
           const alias = images.alias(req.project, req.params.name);
-          checkEtag(req, [alias.name, alias.fingerprint, alias.description]);
+          checkEtag(req, aliasView(alias, req.project));
           const body = await req.body(AliasPut, "ImageAliasesEntryPut");
           if (body.target === "") throw new BadRequest("The target field is required");
           images.updateAlias(req.project, alias.name, body.target, body.description, req.requestor);
@@ -213,7 +230,7 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
         },
         PATCH: async (req) => {
           const alias = images.alias(req.project, req.params.name);
-          checkEtag(req, [alias.name, alias.fingerprint, alias.description]);
+          checkEtag(req, aliasView(alias, req.project));
           const body = await req.body(AliasPatch, "ImageAliasesEntryPut");
           images.updateAlias(req.project, alias.name, body.target ?? alias.fingerprint, body.description ?? alias.description, req.requestor);
           return sync({});
