@@ -8,6 +8,7 @@ import { BadRequest } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { deviceFactory } from "../devices/registry.js";
+import { applyTemplates, type TemplateTrigger } from "../images/templates.js";
 import type { Device, DeviceContext, RunConfig } from "../devices/types.js";
 import { run } from "../os/exec.js";
 import { isTrue } from "./config-keys.js";
@@ -18,8 +19,6 @@ import { isAlive, LxcDriver, procStartTime, type InitProcess } from "./lxc/drive
 import { shiftTree } from "./lxc/shift.js";
 import { instanceUrl, InstanceService, type Devices } from "./service.js";
 
-export type ApplyTemplates = (volumeDir: string, trigger: string, ctx: { name: string; config: Record<string, string>; devices: Devices; project: string; architecture: string; ephemeral: boolean }) => Promise<void>;
-
 export class InstanceRuntime {
   readonly driver: LxcDriver;
   /** Per-instance queue so state changes never interleave. */
@@ -29,7 +28,6 @@ export class InstanceRuntime {
   private watchTimer?: NodeJS.Timeout;
   private readonly seccompOk: boolean;
   private readonly apparmor = existsSync("/sys/kernel/security/apparmor");
-  applyTemplates?: ApplyTemplates;
 
   constructor(
     private readonly core: Core,
@@ -168,12 +166,16 @@ export class InstanceRuntime {
     this.svc.repo.patchConfig(project, name, { "volatile.idmap.current": idmapJson(next) });
 
     row = this.svc.require(project, name);
-    const trigger = row.config["volatile.apply_template"];
-    if (trigger && this.applyTemplates) {
-      await this.applyTemplates(volume, trigger, { name, project, config: ex.config, devices: ex.devices, architecture: row.architecture, ephemeral: row.ephemeral });
+    // Image templates: the pending trigger (create/copy/rename) once, then "start" every time.
+    const owner = hostRoot(next);
+    const tctx = { name, architecture: row.architecture, ephemeral: row.ephemeral, privileged: next.length === 0, config: ex.config, devices: ex.devices, rootUid: owner.uid, rootGid: owner.gid };
+    const pending = row.config["volatile.apply_template"] as TemplateTrigger | undefined;
+    if (pending) {
+      await applyTemplates(volume, pending, tctx);
       this.svc.repo.patchConfig(project, name, { "volatile.apply_template": "" });
-      row = this.svc.require(project, name);
     }
+    await applyTemplates(volume, "start", tctx);
+    row = this.svc.require(project, name);
 
     const devices = this.devicesOf(row, this.svc.expanded(row).devices);
     const started: Device[] = [];

@@ -317,6 +317,8 @@ export class InstanceService implements InstancesPort {
       const dir = await storage.mountInstanceVolume(project, pool, to);
       this.runtime.driver.prepare(this.runtime.lxcName(project, to), dir);
       this.repo.rename(project, name, to);
+      // A pending trigger (an instance never started) is kept: its templates then see the new name.
+      if (!row.config["volatile.apply_template"]) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
     } catch (e) {
       await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
       throw e;
