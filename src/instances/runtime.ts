@@ -2,7 +2,7 @@
 // stop, freeze, live updates, watching for containers that stop on their own, and
 // re-adopting running containers when the daemon starts.
 import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
-import { totalmem } from "node:os";
+import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { BadRequest } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
@@ -14,7 +14,7 @@ import { run } from "../os/exec.js";
 import { isTrue } from "./config-keys.js";
 import { hostRoot, idmapJson, parseIdmapJson, sameIdmap } from "./idmap.js";
 import { controllerVersion, writeLimit } from "./lxc/cgroup.js";
-import { generateLxcConfig, memoryLimitBytes, renderLxcConfig, seccompPolicy } from "./lxc/config.js";
+import { cpusetFor, generateLxcConfig, memoryLimitBytes, renderLxcConfig, seccompPolicy } from "./lxc/config.js";
 import { isAlive, LxcDriver, procStartTime, type InitProcess } from "./lxc/driver.js";
 import { shiftTree } from "./lxc/shift.js";
 import { instanceUrl, InstanceService, type Devices } from "./service.js";
@@ -304,6 +304,11 @@ export class InstanceRuntime {
       const soft = after.config["limits.memory.enforce"] === "soft";
       const value = v ? String(memoryLimitBytes(v, totalmem())) : controllerVersion(this.driver.layout, "memory") === "v2" ? "max" : "-1";
       writeLimit(this.driver.layout, pid, "memory", soft ? { v1: "memory.soft_limit_in_bytes", v2: "memory.low" } : { v1: "memory.limit_in_bytes", v2: "memory.max" }, value);
+    }
+    if (changed("limits.cpu") && controllerVersion(this.driver.layout, "cpuset")) {
+      const v = after.config["limits.cpu"];
+      const all = `0-${cpus().length - 1}`;
+      writeLimit(this.driver.layout, pid, "cpuset", { v1: "cpuset.cpus", v2: "cpuset.cpus" }, v ? cpusetFor(v) : all);
     }
     if (changed("limits.processes")) writeLimit(this.driver.layout, pid, "pids", { v1: "pids.max", v2: "pids.max" }, after.config["limits.processes"] || "max");
     const ctxRow = { project: next.project, name: next.name, config: after.config };

@@ -7,11 +7,11 @@ import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
-import { deviceFactory } from "../devices/registry.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, type HostIdSet, type UsedRange } from "./idmap.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
+import { shiftTree } from "./lxc/shift.js";
 
 export type Devices = Record<string, Record<string, string>>;
 
@@ -198,7 +198,12 @@ export class InstanceService implements InstancesPort {
     Object.assign(config, req.config ?? {});
     const now = new Date().toISOString();
     const ex0 = this.expanded({ project, profiles, config, devices: req.devices ?? {} });
-    const root = InstanceService.rootDisk(ex0.devices);
+    let root: { name: string; pool: string };
+    try {
+      root = InstanceService.rootDisk(ex0.devices);
+    } catch (e) {
+      throw new Error(`Failed creating instance record: Failed initialising instance: ${(e as Error).message}`);
+    }
     const storage = this.core.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     storage.assertPool(root.pool);
@@ -380,6 +385,13 @@ export class InstanceService implements InstancesPort {
     const wasRunning = this.runtime.isRunning(row);
     if (wasRunning) await this.runtime.stop(project, name, { force: false, timeout: 30 });
     const dir = await this.volumeDir(row);
+    // Images hold host-neutral ownership: shift the rootfs back (the next start shifts it again).
+    await this.runtime.serialize(project, name, async () => {
+      const last = parseIdmapJson(this.require(project, name).config["volatile.last_state.idmap"]);
+      if (last.length === 0) return;
+      await shiftTree(join(dir, "rootfs"), last, []);
+      this.repo.patchConfig(project, name, { "volatile.last_state.idmap": "[]" });
+    });
     return {
       dir,
       architecture: row.architecture,
