@@ -249,4 +249,21 @@ describe("containers outside the daemon's control", () => {
     expect((await state(n)).status).toBe("Stopped");
     ok("delete", n);
   });
+
+  it("stops containers on `shutdown` and starts them again with the daemon; honours boot.autostart", async () => {
+    const n = name("boot");
+    const off = name("off");
+    ok("launch", "busybox", n, "-q");
+    ok("launch", "busybox", off, "-q", "-c", "boot.autostart=false");
+    const pid = (await state(n)).pid;
+    expect(d.cli("shutdown").code).toBe(0);
+    await new Promise((r) => (d.proc.exitCode !== null ? r(null) : d.proc.once("exit", r)));
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+    await d.restart();
+    await waitFor(async () => (await state(n)).status === "Running");
+    expect((await state(n)).pid).not.toBe(pid);
+    expect((await state(off)).status).toBe("Stopped");
+    ok("delete", "-f", n);
+    ok("delete", "-f", off);
+  });
 });

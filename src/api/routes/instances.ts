@@ -10,7 +10,7 @@ import { InstanceService, instanceUrl, type CreateRequest } from "../../instance
 import { readInstanceState } from "../../instances/state.js";
 import { readBody } from "../json.js";
 import { BadRequest, NotFound } from "../errors.js";
-import { handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { ConfigMap, configStrings } from "../schemas/server.js";
 
 const Devices = z
@@ -164,16 +164,17 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     );
   };
 
+  const etagOf = (row: InstanceRow) => ({ architecture: row.architecture, config: row.config, devices: row.devices, ephemeral: row.ephemeral, profiles: row.profiles, description: row.description });
+
   const get: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
-    const view = svc.view(row);
-    const etag = { architecture: view.architecture, config: view.config, devices: view.devices, ephemeral: view.ephemeral, profiles: view.profiles, description: view.description };
+    const etag = etagOf(row);
     // instance_get_full: any recursion on a single instance adds state, snapshots and backups.
     return sync(full(row, req.recursion > 0 ? 2 : 0), { etag });
   };
 
   const put: Handler = async (req) => {
-    svc.require(req.project, req.params.name);
+    checkEtag(req, etagOf(svc.require(req.project, req.params.name)));
     const body = await req.body(InstancePut, "api.InstancePut");
     const name = req.params.name;
     return operation(
@@ -190,7 +191,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   };
 
   const patch: Handler = async (req) => {
-    svc.require(req.project, req.params.name);
+    checkEtag(req, etagOf(svc.require(req.project, req.params.name)));
     const body = await req.body(InstancePatch, "api.InstancePut");
     const name = req.params.name;
     const put = {
