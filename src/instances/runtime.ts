@@ -1,7 +1,7 @@
 // Running containers: start (idmap shift, templates, devices, liblxc config, lxc-start),
 // stop, freeze, live updates, watching for containers that stop on their own, and
 // re-adopting running containers when the daemon starts.
-import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { BadRequest } from "../api/errors.js";
@@ -342,8 +342,13 @@ export class InstanceRuntime {
       if (opts.readonly) await run("mount", ["--no-mtab", "-o", "remount,bind,ro", host]);
       // Inside the container's mount namespace the shared tmpfs is /dev/.lxd-mounts.
       const inner = `/dev/.lxd-mounts/${tmp}`;
-      const mk = opts.isDir ? `mkdir -p '${target}'` : `mkdir -p "$(dirname '${target}')" && touch '${target}'`;
-      await run("nsenter", ["-t", String(pid), "-m", "-p", "--", "sh", "-c", `${mk} && mount --bind '${inner}' '${target}'${opts.readonly ? ` && mount -o remount,bind,ro '${target}'` : ""}`]);
+      // Paths travel as positional arguments, never inside the script text.
+      const script = [
+        opts.isDir ? 'mkdir -p "$1"' : 'mkdir -p "$(dirname "$1")" && touch "$1"',
+        'mount --bind "$2" "$1"',
+        ...(opts.readonly ? ['mount -o remount,bind,ro "$1"'] : []),
+      ].join(" && ");
+      await run("nsenter", [...this.nsenterArgs(pid), "--", "sh", "-c", script, "sh", target, inner]);
     } catch (e) {
       await run("umount", ["-l", host], { reject: false });
       throw new Error(`Failed to add mount: ${(e as Error).message}`);
@@ -354,7 +359,26 @@ export class InstanceRuntime {
   }
 
   private async hotplugUnmount(pid: number, target: string): Promise<void> {
-    await run("nsenter", ["-t", String(pid), "-m", "-p", "--", "umount", "-l", target], { reject: false });
+    await run("nsenter", [...this.nsenterArgs(pid), "--", "umount", "-l", target], { reject: false });
+  }
+
+  /**
+   * Enter the container's mount and pid namespaces, and its user namespace when it has one:
+   * the program run comes from the container's filesystem, so it must not run with host root
+   * privileges over an unprivileged container.
+   */
+  private nsenterArgs(pid: number): string[] {
+    const args = ["-t", String(pid), "-m", "-p"];
+    let own = "";
+    let theirs = "";
+    try {
+      own = readlinkSync("/proc/self/ns/user");
+      theirs = readlinkSync(`/proc/${pid}/ns/user`);
+    } catch {
+      /* no user namespaces */
+    }
+    if (own && theirs && own !== theirs) args.push("-U");
+    return args;
   }
 
   // ---- watching and adoption ----
