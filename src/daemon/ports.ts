@@ -1,6 +1,7 @@
 // The narrow interfaces feature modules use to reach each other. A feature fills its slot
 // in `Core.ports` when it is constructed (features.ts order); consumers read the slot when
 // they need it, so there is no import cycle and a fake is three methods long.
+import type { InstanceRuntime } from "../instances/runtime-port.js";
 
 /** What every consumer needs to know about an image. */
 export interface ImageRecord {
@@ -64,6 +65,11 @@ export interface InstancesPort {
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
   exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
+  /**
+   * Exec/console/file access to an instance. Throws NotFound("Instance not found").
+   * (Not `runtime`: the instances service already has a `runtime` member.)
+   */
+  runtimeOf?(project: string, name: string): InstanceRuntime;
 }
 
 export interface NetworksPort {

@@ -8,10 +8,11 @@ import type { Core } from "../daemon/daemon.js";
 import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
-import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, type HostIdSet, type UsedRange } from "./idmap.js";
+import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
 import { shiftTree } from "./lxc/shift.js";
+import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
 
 export type Devices = Record<string, Record<string, string>>;
 
@@ -381,6 +382,29 @@ export class InstanceService implements InstancesPort {
     return out;
   }
 
+  /** The narrow view exec, console and file transfer need (InstancesPort.runtimeOf). */
+  runtimeOf(project: string, name: string): PortRuntime {
+    const row = this.require(project, name);
+    const ex = this.expanded(row).config;
+    const status = this.runtime.status(row);
+    const map = parseIdmapJson(row.config["volatile.idmap.current"] ?? row.config["volatile.idmap.next"]);
+    const environment: Record<string, string> = {};
+    for (const [k, v] of Object.entries(ex)) if (k.startsWith("environment.")) environment[k.slice("environment.".length)] = v;
+    const lxcName = this.runtime.lxcName(project, name);
+    return {
+      project,
+      name,
+      lxcName,
+      running: status !== "Stopped",
+      frozen: status === "Frozen",
+      pid: status !== "Stopped" ? row.init_pid : undefined,
+      lxcpath: this.runtime.driver.lxcPath,
+      rootfs: this.runtime.driver.rootfsLink(lxcName),
+      idmap: map.length === 0 ? identityIdMap : idMapOf(map),
+      environment,
+    };
+  }
+
   async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
     const row = this.require(project, name);
     const wasRunning = this.runtime.isRunning(row);
@@ -401,4 +425,14 @@ export class InstanceService implements InstancesPort {
       },
     };
   }
+}
+
+/** An id map as the exec/file side uses it (-1 for unmapped ids). */
+function idMapOf(map: IdmapEntry[]): IdMap {
+  return {
+    uid: (u) => toHost(map, "uid", u) ?? -1,
+    gid: (g) => toHost(map, "gid", g) ?? -1,
+    reverseUid: (u) => toNs(map, "uid", u) ?? -1,
+    reverseGid: (g) => toNs(map, "gid", g) ?? -1,
+  };
 }

@@ -1,0 +1,52 @@
+// What exec, console and file transfer need to know about one instance (the instances
+// feature serves it through `InstancesPort.runtimeOf`). Not to be confused with the instances
+// feature's own runtime class: this is the narrow read-only view handed across the port.
+
+/** Maps ids between the container's view and the host's (identity for privileged containers). */
+export interface IdMap {
+  /** Container uid → host uid. */
+  uid(containerUid: number): number;
+  gid(containerGid: number): number;
+  /** Host uid → container uid (-1 if unmapped). */
+  reverseUid(hostUid: number): number;
+  reverseGid(hostGid: number): number;
+}
+
+export interface InstanceRuntime {
+  project: string;
+  /** The instance name (URLs, log directory). */
+  name: string;
+  /** liblxc's container name (lxc-attach -n): differs from `name` outside the default project. */
+  lxcName: string;
+  running: boolean;
+  /** Frozen (paused) instances refuse exec. */
+  frozen?: boolean;
+  /** Host pid of the container's init, when running. */
+  pid?: number;
+  /** liblxc's lxcpath: the container is $lxcpath/$name (lxc-attach -P). */
+  lxcpath: string;
+  /** Host path of the root filesystem (used when the instance is stopped). */
+  rootfs: string;
+  idmap: IdMap;
+  /** The instance's expanded `environment.*` keys, without the prefix. */
+  environment?: Record<string, string>;
+}
+
+/** The identity map, for privileged containers. */
+export const identityIdMap: IdMap = {
+  uid: (u) => u,
+  gid: (g) => g,
+  reverseUid: (u) => u,
+  reverseGid: (g) => g,
+};
+
+/** A map of one contiguous range (LXD's default: container 0..size-1 → host base..base+size-1). */
+export function rangeIdMap(uidBase: number, gidBase: number, size: number): IdMap {
+  const back = (id: number, base: number) => (id >= base && id < base + size ? id - base : -1);
+  return {
+    uid: (u) => (u >= 0 && u < size ? uidBase + u : -1),
+    gid: (g) => (g >= 0 && g < size ? gidBase + g : -1),
+    reverseUid: (u) => back(u, uidBase),
+    reverseGid: (g) => back(g, gidBase),
+  };
+}
