@@ -273,6 +273,14 @@ export class InstanceService implements InstancesPort {
     InstanceService.rootDisk(after.devices);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
+    // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
+    // drop those of devices that are gone.
+    const fresh = this.require(project, name).config;
+    for (const [k, v] of Object.entries(fresh)) if (k.startsWith("volatile.") && row.config[k] !== v) next.config[k] = v;
+    for (const k of Object.keys(next.config)) {
+      const dev = /^volatile\.([^.]+)\./.exec(k)?.[1];
+      if (dev && dev in before.devices && !(dev in after.devices)) delete next.config[k];
+    }
     this.repo.update(project, name, next);
     this.core.events.lifecycle("instance-updated", instanceUrl(project, name), { project });
   }
