@@ -1,11 +1,14 @@
 // Device drivers by type (nic drivers by nictype, or "network" for managed networks).
 // One line each.
 import { DiskDevice, NoneDevice } from "./disk.js";
+import { UnixDevice } from "./unix.js";
 import type { DeviceConfig, DeviceFactory } from "./types.js";
 
 export const deviceDrivers: Record<string, DeviceFactory> = {
   disk: (ctx, name, config) => new DiskDevice(ctx, name, config),
   none: (_ctx, name, config) => new NoneDevice(name, config),
+  "unix-char": (ctx, name, config) => new UnixDevice(ctx, name, config, "c"),
+  "unix-block": (ctx, name, config) => new UnixDevice(ctx, name, config, "b"),
 };
 
 export const nicDrivers: Record<string, DeviceFactory> = {};

@@ -24,7 +24,9 @@ export interface DeviceContext {
   /** Mounting into a running container (hot-plugged disks); provided by the instance driver. */
   hotplug?: {
     mount(pid: number, source: string, target: string, opts: { readonly: boolean; recursive: boolean; isDir: boolean }): Promise<void>;
-    unmount(pid: number, target: string): Promise<void>;
+    unmount(pid: number, target: string, opts?: { remove?: boolean }): Promise<void>;
+    /** Allow a device in the container's device cgroup ("c 1:3 rwm"). */
+    allowDevice?(pid: number, rule: string): void;
   };
 }
 

@@ -101,7 +101,10 @@ export class InstanceRuntime {
       log: this.core.log.child({ instance: row.name, project: row.project }),
       hotplug: {
         mount: (pid, source, target, opts) => this.hotplugMount(row, pid, source, target, opts),
-        unmount: (pid, target) => this.hotplugUnmount(pid, target),
+        unmount: (pid, target, opts) => this.hotplugUnmount(pid, target, opts?.remove ?? false),
+        allowDevice: (pid, rule) => {
+          if (controllerVersion(this.driver.layout, "devices") === "v1") writeLimit(this.driver.layout, pid, "devices", { v1: "devices.allow", v2: "devices.allow" }, rule);
+        },
       },
     };
   }
@@ -358,8 +361,9 @@ export class InstanceRuntime {
     }
   }
 
-  private async hotplugUnmount(pid: number, target: string): Promise<void> {
+  private async hotplugUnmount(pid: number, target: string, remove = false): Promise<void> {
     await run("nsenter", [...this.nsenterArgs(pid), "--", "umount", "-l", target], { reject: false });
+    if (remove) await run("nsenter", [...this.nsenterArgs(pid), "--", "rm", "-f", target], { reject: false });
   }
 
   /**
