@@ -12,6 +12,7 @@ import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson,
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
 import { shiftTree } from "./lxc/shift.js";
+import { run } from "../os/exec.js";
 import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
 
 export type Devices = Record<string, Record<string, string>>;
@@ -28,7 +29,7 @@ export interface InstancePut {
 export interface CreateRequest extends InstancePut {
   name: string;
   type?: string;
-  source: { type: string; alias?: string; fingerprint?: string };
+  source: { type: string; alias?: string; fingerprint?: string; source?: string };
 }
 
 export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
@@ -164,7 +165,7 @@ export class InstanceService implements InstancesPort {
   }
 
   /** Validate a create request synchronously; returns the normalised parts. */
-  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[] } {
+  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow } {
     try {
       validateInstanceName(req.name);
     } catch (e) {
@@ -178,22 +179,33 @@ export class InstanceService implements InstancesPort {
       if (!images) throw new Error("Images are not available (no image feature loaded)");
       image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
       if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
-    } else if (req.source.type !== "none") {
+    }
+    let copyOf: InstanceRow | undefined;
+    if (req.source.type === "copy") {
+      const from = req.source.source ?? "";
+      if (!from || from.includes("/")) throw new BadRequest("Copying snapshots is not supported");
+      copyOf = this.require(project, from);
+      // A copy is a new instance: no volatile state of the source (MACs, uuid, id maps) carries over.
+      const base = req.config ?? copyOf.config;
+      req.config = Object.fromEntries(Object.entries(base).filter(([k]) => !k.startsWith("volatile.")));
+      if (copyOf.config["volatile.base_image"]) req.config["volatile.base_image"] = copyOf.config["volatile.base_image"];
+      if (!req.devices) req.devices = copyOf.devices;
+    } else if (req.source.type !== "none" && req.source.type !== "image") {
       throw new BadRequest(`Unknown source type ${req.source.type}`);
     }
-    const profiles = req.profiles ?? image?.profiles ?? ["default"];
+    const profiles = req.profiles ?? copyOf?.profiles ?? image?.profiles ?? ["default"];
     try {
       this.validate(project, req.name, req.config ?? {}, req.devices ?? {}, profiles);
     } catch (e) {
       if (e instanceof NotFound) throw e;
       throw new BadRequest((e as Error).message);
     }
-    return { image, profiles };
+    return { image, profiles, copyOf };
   }
 
   /** The body of the "Creating instance" operation. */
   async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal): Promise<void> {
-    const { image, profiles } = checked;
+    const { image, profiles, copyOf } = checked;
     const config: Record<string, string> = {};
     if (image) for (const [k, v] of Object.entries(image.properties)) config[`image.${k}`] = v;
     Object.assign(config, req.config ?? {});
@@ -214,15 +226,16 @@ export class InstanceService implements InstancesPort {
       "volatile.cloud-init.instance-id": randomUUID(),
       "volatile.idmap.base": String(idmap.base),
       "volatile.idmap.next": idmap.map,
-      "volatile.last_state.idmap": "[]",
-      "volatile.apply_template": "create",
+      // A copied rootfs keeps the source's ownership: the first start shifts it if the maps differ.
+      "volatile.last_state.idmap": copyOf?.config["volatile.last_state.idmap"] ?? "[]",
+      "volatile.apply_template": copyOf ? "copy" : "create",
     });
     if (image) config["volatile.base_image"] = image.fingerprint;
     this.repo.insert({
       project,
       name: req.name,
       type: "container",
-      architecture: image?.architecture ?? req.architecture ?? this.core.host.kernel_architecture,
+      architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.core.host.kernel_architecture,
       ephemeral: req.ephemeral ?? false,
       stateful: false,
       description: req.description ?? "",
@@ -238,6 +251,7 @@ export class InstanceService implements InstancesPort {
     try {
       const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal });
       volumeCreated = true;
+      if (copyOf) await run("cp", ["-a", "--reflink=auto", "--", `${await this.volumeDir(copyOf)}/.`, dir], { signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
       if (image) this.core.ports.images?.markUsed(image.fingerprint);

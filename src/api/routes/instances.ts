@@ -51,7 +51,7 @@ const InstancesPost = z
     profiles: z.array(z.string()).nullish(),
     description: z.string().optional(),
     source: z
-      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional() })
+      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional() })
       .passthrough()
       .optional(),
   })
@@ -148,7 +148,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       ephemeral: body.ephemeral,
       profiles: body.profiles ?? undefined,
       description: body.description,
-      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint },
+      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source },
     };
     const checked = svc.checkCreate(req.project, request);
     return operation(
