@@ -2,7 +2,7 @@
 // id maps, disk devices, containers stopping on their own, and re-adoption after the
 // daemon is stopped (SIGTERM) or killed (kill -9).
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -217,6 +217,39 @@ describe("disk devices", () => {
     } finally {
       spawnSync("rm", ["-rf", share]);
     }
+  });
+});
+
+describe("unix devices and copies", () => {
+  it("hot-plugs a unix-char device as the host node", async () => {
+    const n = name("unix");
+    ok("launch", "busybox", n, "-q");
+    const pid = (await state(n)).pid;
+    ok("config", "device", "add", n, "itnull", "unix-char", "source=/dev/null", "path=/dev/itnull");
+    const st = statSync(`/proc/${pid}/root/dev/itnull`);
+    expect(st.isCharacterDevice()).toBe(true);
+    expect(st.rdev).toBe(statSync("/dev/null").rdev);
+    ok("config", "device", "remove", n, "itnull");
+    expect(existsSync(`/proc/${pid}/root/dev/itnull`)).toBe(false);
+    ok("delete", "-f", n);
+  });
+
+  it("copies an instance with its files and fresh volatile state", async () => {
+    const a = name("cpa");
+    const b = name("cpb");
+    ok("launch", "busybox", a, "-q", "-c", "user.tag=copied");
+    const pid = (await state(a)).pid;
+    writeFileSync(`/proc/${pid}/root/root/data`, "payload\n");
+    ok("copy", a, b);
+    const g = (await d.api("GET", `/1.0/instances/${b}`)).body.metadata;
+    expect(g.status).toBe("Stopped");
+    expect(g.config["user.tag"]).toBe("copied");
+    expect(g.config["volatile.uuid"]).not.toBe(ok("config", "get", a, "volatile.uuid").trim());
+    ok("start", b);
+    const pb = (await state(b)).pid;
+    expect(readFileSync(`/proc/${pb}/root/root/data`, "utf8")).toBe("payload\n");
+    ok("delete", "-f", a);
+    ok("delete", "-f", b);
   });
 });
 
