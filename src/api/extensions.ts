@@ -92,4 +92,8 @@ export const apiExtensions: string[] = [
   "file_get_symlink",
   "container_exec_user_group_cwd",
   "instance_file_head",
+  "instance_nic_network",
+  "entity_description",
+  "event_lifecycle_requestor_address",
+  "container_stateless_copy",
 ];
