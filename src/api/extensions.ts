@@ -95,5 +95,4 @@ export const apiExtensions: string[] = [
   "instance_nic_network",
   "entity_description",
   "event_lifecycle_requestor_address",
-  "container_stateless_copy",
 ];
