@@ -95,4 +95,6 @@ export const apiExtensions: string[] = [
   "instance_nic_network",
   "entity_description",
   "event_lifecycle_requestor_address",
+  "kernel_limits",
+  "linux_sysctl",
 ];
