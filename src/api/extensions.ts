@@ -97,4 +97,7 @@ export const apiExtensions: string[] = [
   "event_lifecycle_requestor_address",
   "kernel_limits",
   "linux_sysctl",
+  "unix_device_rename",
+  "unix_device_hotplug",
+  "container_nic_routed",
 ];
