@@ -88,7 +88,6 @@ export const apiExtensions: string[] = [
   "file_delete",
   "file_append",
   "file_symlinks",
-  "console",
   "file_get_symlink",
   "container_exec_user_group_cwd",
   "instance_file_head",

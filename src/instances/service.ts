@@ -409,7 +409,10 @@ export class InstanceService implements InstancesPort {
     const row = this.require(project, name);
     const ex = this.expanded(row).config;
     const status = this.runtime.status(row);
-    const map = parseIdmapJson(row.config["volatile.idmap.current"] ?? row.config["volatile.idmap.next"]);
+    // Ownership as the files carry it: the map the container runs with, or (stopped) the one
+    // its rootfs is shifted to ("[]" until the first start shifts it).
+    const onDisk = status === "Stopped" ? row.config["volatile.last_state.idmap"] : undefined;
+    const map = parseIdmapJson(onDisk ?? row.config["volatile.idmap.current"] ?? row.config["volatile.idmap.next"]);
     const environment: Record<string, string> = {};
     for (const [k, v] of Object.entries(ex)) if (k.startsWith("environment.")) environment[k.slice("environment.".length)] = v;
     const lxcName = this.runtime.lxcName(project, name);

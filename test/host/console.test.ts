@@ -1,22 +1,34 @@
-// The container console through the daemon: the stock `lxc console` and a raw websocket client.
+// The console of a real instance (`lxc launch busybox`, unprivileged) through the daemon: the
+// stock `lxc console` and a raw websocket client.
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import type { TestDaemon } from "../helpers/daemon.js";
-import { rawContainer, type RawContainer } from "../helpers/raw-container.js";
-import { clientEnv, opSocket, startRawDaemon } from "../helpers/raw-daemon.js";
+import { clientEnv, opSocket } from "../helpers/client.js";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
 
-let c: RawContainer;
-let d: TestDaemon;
+let d: InitialisedDaemon;
+const c = { name: "" };
 
 beforeAll(async () => {
-  c = rawContainer();
-  c.start();
-  d = await startRawDaemon(c);
+  d = await startInitialisedDaemon();
+  // A shell on the console, added to the image's inittab before the first start.
+  c.name = d.launch("console", { init: true });
+  const tmp = mkdtempSync("/tmp/nodelxd-test-console-");
+  try {
+    const inittab = join(tmp, "inittab");
+    expect(d.lxc("file", "pull", `${c.name}/etc/inittab`, inittab).code).toBe(0);
+    writeFileSync(inittab, readFileSync(inittab, "utf8") + "::respawn:-/bin/sh\n");
+    expect(d.lxc("file", "push", inittab, `${c.name}/etc/inittab`).code).toBe(0);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  const started = d.lxc("start", c.name);
+  if (started.code !== 0) throw new Error(`lxc start: ${started.stderr}`);
 });
 
 afterAll(async () => {
-  await d?.stop();
-  c?.destroy();
+  await d?.teardown();
 });
 
 test("lxc console attaches, a typed line reaches the console shell, ctrl-a q detaches", () => {
@@ -25,6 +37,11 @@ test("lxc console attaches, a typed line reaches the console shell, ctrl-a q det
   const r = spawnSync("sh", ["-c", `(${feed}) | script -qec 'lxc console ${c.name}' /dev/null`], { env: clientEnv(d), encoding: "utf8", timeout: 30_000 });
   expect(r.stdout).toContain("console-42");
   expect(r.status).toBe(0);
+  // What the console showed is in its log.
+  const log = d.lxc("console", c.name, "--show-log");
+  expect(log.code).toBe(0);
+  expect(log.stdout).toContain("Console log:");
+  expect(log.stdout).toContain("console-42");
 });
 
 test("raw websocket: fds 0 and control, output, close ends the operation", async () => {

@@ -1,24 +1,22 @@
-// Exec against a real container, through the daemon, with the stock client and raw websockets.
+// Exec against a real instance (`lxc launch busybox`, unprivileged), through the daemon, with
+// the stock client and raw websockets.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type WebSocket from "ws";
-import type { TestDaemon } from "../helpers/daemon.js";
-import { rawContainer, type RawContainer } from "../helpers/raw-container.js";
-import { lxcIn, lxcTty, opSocket, startRawDaemon } from "../helpers/raw-daemon.js";
+import { lxcIn, lxcTty, opSocket } from "../helpers/client.js";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
 
-let c: RawContainer;
-let d: TestDaemon;
+let d: InitialisedDaemon;
+const c = { name: "" };
 
 beforeAll(async () => {
-  c = rawContainer();
-  c.start();
-  d = await startRawDaemon(c);
+  d = await startInitialisedDaemon();
+  c.name = d.launch("exec");
 });
 
 afterAll(async () => {
-  await d?.stop();
-  c?.destroy();
+  await d?.teardown();
 });
 
 const exec = (input: string | Buffer | undefined, ...args: string[]) => lxcIn(d, input, "exec", c.name, ...args);
@@ -213,6 +211,24 @@ describe("exec API (raw websockets)", () => {
     });
     expect(readFileSync(join(d.dir, "logs", c.name, `exec_${id}.stdout`), "utf8")).toBe("recorded-out\n");
     expect(readFileSync(join(d.dir, "logs", c.name, `exec_${id}.stderr`), "utf8")).toBe("recorded-err\n");
+    // The instance's logs API lists, serves and deletes them, as LXD does.
+    const [out, err] = [done.metadata.output["1"], done.metadata.output["2"]];
+    const logs = async () => (await d.api("GET", `/1.0/instances/${c.name}/logs`)).body.metadata as string[];
+    expect(await logs()).toEqual(expect.arrayContaining([out, err, `/1.0/instances/${c.name}/logs/lxc.log`]));
+    const got = await d.api("GET", out);
+    expect(got.status).toBe(200);
+    expect(got.headers["content-type"]).toBe("application/octet-stream");
+    expect(got.text).toBe("recorded-out\n");
+    expect((await d.api("DELETE", err)).status).toBe(200);
+    expect(await logs()).not.toContain(err);
+    expect((await d.api("DELETE", err)).status).toBe(404);
+    expect((await d.api("GET", err)).status).toBe(500);
+    const lxcLog = await d.api("DELETE", `/1.0/instances/${c.name}/logs/lxc.log`);
+    expect([lxcLog.status, lxcLog.body.error]).toEqual([400, "lxc.log and lxc.conf may not be deleted"]);
+    const bogus = await d.api("GET", `/1.0/instances/${c.name}/logs/bogus.txt`);
+    expect([bogus.status, bogus.body.error]).toEqual([400, "log file name bogus.txt not valid"]);
+    const escape = await d.api("GET", `/1.0/instances/${c.name}/logs/exec_..%2F..%2Fdatabase`);
+    expect(escape.status).toBe(400);
   });
 
   test("1 GiB of output streams with bounded daemon memory", async () => {

@@ -1,43 +1,45 @@
-// File transfer against real containers (running and stopped), with the stock client and the
+// File transfer against real instances (`lxc launch busybox`, unprivileged; running and stopped), with the stock client and the
 // raw API, including attempts to escape the container root through symlinks and "..".
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, openSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import type { TestDaemon } from "../helpers/daemon.js";
-import { ID_BASE, rawContainer, type RawContainer } from "../helpers/raw-container.js";
-import { clientEnv, lxcIn, startRawDaemon } from "../helpers/raw-daemon.js";
+import { clientEnv, lxcIn } from "../helpers/client.js";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
 
-let running: RawContainer;
-let stopped: RawContainer;
-let d: TestDaemon;
+interface Inst {
+  name: string;
+  rootfs: string;
+}
+let running: Inst;
+let stopped: Inst;
+let d: InitialisedDaemon;
 let tmp: string;
 let secretDir: string;
 const SECRET = "HOST-SECRET-CONTENT\n";
 
 beforeAll(async () => {
-  running = rawContainer();
-  stopped = rawContainer();
-  running.start();
-  d = await startRawDaemon(running, stopped);
   tmp = mkdtempSync("/tmp/nodelxd-test-files-");
   secretDir = mkdtempSync("/tmp/nodelxd-test-secret-");
   chmodSync(secretDir, 0o755);
   writeFileSync(join(secretDir, "secret"), SECRET, { mode: 0o666 });
+  d = await startInitialisedDaemon();
+  const inst = (name: string) => ({ name, rootfs: d.rootfs(name) });
+  running = inst(d.launch("run"));
+  stopped = inst(d.launch("stopped"));
+  expect(lxc("stop", "-f", stopped.name).code).toBe(0);
 });
 
 afterAll(async () => {
-  await d?.stop();
-  running?.destroy();
-  stopped?.destroy();
+  await d?.teardown();
   rmSync(tmp, { recursive: true, force: true });
   rmSync(secretDir, { recursive: true, force: true });
 });
 
 const lxc = (...args: string[]) => lxcIn(d, undefined, ...args);
 const sh = (cmd: string) => lxcIn(d, undefined, "exec", running.name, "--", "sh", "-c", cmd);
-const files = (c: RawContainer, path: string) => `/1.0/instances/${c.name}/files?path=${encodeURIComponent(path)}`;
+const files = (c: Inst, path: string) => `/1.0/instances/${c.name}/files?path=${encodeURIComponent(path)}`;
 
 describe("lxc file (stock client)", () => {
   test("push and pull keep the content; pull to stdout", () => {
@@ -55,7 +57,9 @@ describe("lxc file (stock client)", () => {
     expect(lxc("file", "push", "--uid", "1000", "--gid", "1001", "--mode", "0640", join(tmp, "f"), `${running.name}/root/f`).code).toBe(0);
     expect(sh("stat -c '%u %g %a' /root/f").stdout).toBe("1000 1001 640\n");
     const host = lstatSync(join(running.rootfs, "root/f"));
-    expect([host.uid, host.gid]).toEqual([ID_BASE + 1000, ID_BASE + 1001]);
+    const base = d.hostRoot(running.name);
+    expect(base.uid).toBeGreaterThan(0);
+    expect([host.uid, host.gid]).toEqual([base.uid + 1000, base.gid + 1001]);
     const r = await d.api("GET", files(running, "/root/f"));
     expect(r.status).toBe(200);
     expect(r.headers["x-lxd-uid"]).toBe("1000");
@@ -155,8 +159,22 @@ describe("files API", () => {
     expect(r.text).toBe(`${stopped.name}\n`);
     await d.api("POST", files(stopped, "/root/pushed"), "offline", { "X-LXD-uid": "3" });
     const st = lstatSync(join(stopped.rootfs, "root/pushed"));
-    expect(st.uid).toBe(ID_BASE + 3);
+    expect(st.uid).toBe(d.hostRoot(stopped.name).uid + 3);
     expect(readFileSync(join(stopped.rootfs, "root/pushed"), "utf8")).toBe("offline");
+    const r2 = await d.api("GET", files(stopped, "/root/pushed"));
+    expect([r2.headers["x-lxd-uid"], r2.headers["x-lxd-gid"], r2.text]).toEqual(["3", "0", "offline"]);
+  });
+
+  test("a never-started instance: files are unshifted on disk until its first start", async () => {
+    const fresh = d.launch("fresh", { init: true });
+    const hostname = await d.api("GET", files({ name: fresh, rootfs: "" }, "/etc/hostname"));
+    expect([hostname.status, hostname.headers["x-lxd-uid"], hostname.headers["x-lxd-gid"]]).toEqual([200, "0", "0"]);
+    expect((await d.api("POST", files({ name: fresh, rootfs: "" }, "/root/early"), "before-start", { "X-LXD-uid": "3", "X-LXD-gid": "4" })).status).toBe(200);
+    expect(lstatSync(join(d.rootfs(fresh), "root/early")).uid).toBe(3);
+    expect(lxc("start", fresh).code).toBe(0);
+    expect(lxcIn(d, undefined, "exec", fresh, "--", "stat", "-c", "%u %g", "/root/early").stdout).toBe("3 4\n");
+    expect(lstatSync(join(d.rootfs(fresh), "root/early")).uid).toBe(d.hostRoot(fresh).uid + 3);
+    expect(lxc("delete", "-f", fresh).code).toBe(0);
   });
 });
 
@@ -164,7 +182,7 @@ describe("paths never leave the container root", () => {
   const hostSecret = () => join(secretDir, "secret");
   const depth = "../".repeat(12);
 
-  function plantLinks(c: RawContainer): void {
+  function plantLinks(c: Inst): void {
     const root = join(c.rootfs, "root");
     for (const [name, target] of [
       ["esc-abs", hostSecret()],

@@ -1,27 +1,27 @@
-// The instance sftp endpoint, driven by OpenSSH's sftp client through an upgrade bridge.
+// The sftp endpoint of a real instance (`lxc launch busybox`, unprivileged), driven by
+// OpenSSH's sftp client through an upgrade bridge.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, lstatSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import { ROOT, type TestDaemon } from "../helpers/daemon.js";
-import { ID_BASE, rawContainer, type RawContainer } from "../helpers/raw-container.js";
-import { clientEnv, lxcIn, startRawDaemon } from "../helpers/raw-daemon.js";
+import { ROOT } from "../helpers/daemon.js";
+import { clientEnv, lxcIn } from "../helpers/client.js";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
 
-let c: RawContainer;
-let d: TestDaemon;
+let d: InitialisedDaemon;
+const c = { name: "", rootfs: "" };
 let tmp: string;
 
 beforeAll(async () => {
-  c = rawContainer();
-  c.start();
-  d = await startRawDaemon(c);
   tmp = mkdtempSync("/tmp/nodelxd-test-sftp-");
   chmodSync(tmp, 0o755);
+  d = await startInitialisedDaemon();
+  c.name = d.launch("sftp");
+  c.rootfs = d.rootfs(c.name);
 });
 
 afterAll(async () => {
-  await d?.stop();
-  c?.destroy();
+  await d?.teardown();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -59,7 +59,9 @@ test("put, get, ls, mkdir, rename, symlink, chmod, rm through sftp", () => {
   expect(r.stdout).toContain("inittab");
   const sh = (cmd: string) => lxcIn(d, undefined, "exec", c.name, "--", "sh", "-c", cmd).stdout;
   expect(sh("stat -c '%u %g %a' /root/sdir/moved; readlink /root/slink; stat -c '%F' /root/sdir")).toBe("0 0 600\n/etc/hostname\ndirectory\n");
-  expect(lstatSync(join(c.rootfs, "root/sdir")).uid).toBe(ID_BASE);
+  const base = d.hostRoot(c.name);
+  expect(base.uid).toBeGreaterThan(0);
+  expect([lstatSync(join(c.rootfs, "root/sdir")).uid, lstatSync(join(c.rootfs, "root/sdir")).gid]).toEqual([base.uid, base.gid]);
   expect(sftp("rm /root/sdir/moved\nrmdir /root/sdir\n").code).toBe(0);
   expect(sh("ls /root/sdir 2>&1 || echo gone")).toContain("gone");
 });

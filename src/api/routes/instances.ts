@@ -1,6 +1,7 @@
 // /1.0/instances (and the /1.0/containers aliases older clients such as pylxd use).
-import { existsSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import YAML from "yaml";
 import type { Core } from "../../daemon/daemon.js";
@@ -9,7 +10,7 @@ import { logDir } from "../../instances/lxc/config.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
 import { readInstanceState } from "../../instances/state.js";
 import { readBody } from "../json.js";
-import { BadRequest, NotFound } from "../errors.js";
+import { BadRequest, InternalError, NotFound } from "../errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { ConfigMap, configStrings } from "../schemas/server.js";
 
@@ -278,30 +279,46 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     const row = svc.require(req.project, req.params.name);
     return { row, dir: logDir(core.paths.dir, rt().lxcName(row.project, row.name)) };
   };
-  const LOG_FILE = /^[a-zA-Z0-9_.-]+$/;
   const logFile = (req: { project: string; params: Record<string, string> }) => {
     const { dir } = logsDir(req);
     const file = req.params.file;
-    if (!LOG_FILE.test(file) || file.startsWith(".") || !(file.endsWith(".log") || file === "lxc.conf")) throw new BadRequest(`Invalid log file name "${file}"`);
-    const path = join(dir, file);
-    if (!existsSync(path)) throw new NotFound("not found");
-    return path;
+    if (!validLogFileName(file)) throw new BadRequest(`log file name ${file} not valid`);
+    return join(dir, file);
   };
 
   const logs: Handler = (req) => {
     const { row, dir } = logsDir(req);
-    const files = existsSync(dir) ? readdirSync(dir).filter((f) => f === "lxc.conf" || f === "lxc.log").sort() : [];
+    const files = existsSync(dir) ? readdirSync(dir).filter(validLogFileName).sort() : [];
     return sync(files.map((f) => `/1.0/instances/${row.name}/logs/${f}`));
   };
   const getLog: Handler = (req, reply) => {
     const path = logFile(req);
-    void reply.header("Content-Type", "application/octet-stream").send(readFileSync(path));
+    let st;
+    try {
+      st = statSync(path);
+    } catch {
+      throw new InternalError(`open ${path}: no such file or directory`);
+    }
+    if (!st.isFile()) throw new InternalError(`open ${path}: not a regular file`);
+    // Exec output can be large: streamed with backpressure.
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      "content-type": "application/octet-stream",
+      "content-disposition": `inline;filename=${req.params.file}`,
+      "content-length": String(st.size),
+      "last-modified": st.mtime.toUTCString(),
+    });
+    void pipeline(createReadStream(path), reply.raw).catch(() => reply.raw.destroy());
     return handled();
   };
   const deleteLog: Handler = (req) => {
     const path = logFile(req);
-    if (req.params.file === "lxc.log" || req.params.file === "lxc.conf") throw new BadRequest("Only log files excluding lxc.log and lxc.conf can be deleted");
-    rmSync(path, { force: true });
+    if (req.params.file === "lxc.log" || req.params.file === "lxc.conf") throw new BadRequest("lxc.log and lxc.conf may not be deleted");
+    try {
+      unlinkSync(path);
+    } catch {
+      throw new NotFound(`remove ${path}: no such file or directory`);
+    }
     return sync({});
   };
 
@@ -381,6 +398,12 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     );
   }
   return routes;
+}
+
+/** The files LXD serves from an instance's log directory (upstream's validLogFileName). */
+function validLogFileName(file: string): boolean {
+  if (file.includes("/") || file.includes("\0")) return false;
+  return ["lxc.log", "lxc.conf"].includes(file) || ["exec_", "migration_", "snapshot_"].some((p) => file.startsWith(p));
 }
 
 const MetadataPut = z

@@ -1,17 +1,8 @@
-// A daemon whose instances port serves runtime() for raw fixture containers (test-only,
-// until the instances feature lands), plus helpers to drive the stock client with stdin.
+// Driving a test daemon the way users do: the stock client with stdin or under a pty, and
+// an operation's websockets.
 import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import WebSocket from "ws";
-import { ROOT, startDaemon, type TestDaemon } from "./daemon.js";
-import type { RawContainer } from "./raw-container.js";
-
-export function startRawDaemon(...containers: RawContainer[]): Promise<TestDaemon> {
-  return startDaemon({
-    main: join(ROOT, "test/helpers/raw-runtime-main.mjs"),
-    env: { NODELXD_TEST_RAW_CONTAINERS: containers.map((c) => c.stateFile).join(":") },
-  });
-}
+import type { TestDaemon } from "./daemon.js";
 
 export function clientEnv(d: TestDaemon): NodeJS.ProcessEnv {
   return { ...process.env, LXD_DIR: d.dir, LXD_CONF: d.dir + ".lxdconf" };
