@@ -4,6 +4,13 @@
       "target_name": "nodelxd_native",
       "sources": ["native/inroot.c"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+    },
+    {
+      "target_name": "nodelxd-start",
+      "type": "executable",
+      "sources": ["native/start.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "libraries": ["-llxc"]
     }
   ]
 }

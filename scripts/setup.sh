@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(
-  lxc lxd-client uidmap                      # liblxc tooling and the stock client
+  lxc lxc-dev lxd-client uidmap               # liblxc tooling (and headers for native/start.c), the stock client
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
   btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
   busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
-  build-essential python3                     # node-gyp: node-pty and native/inroot.c
+  build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
 )
 missing=()

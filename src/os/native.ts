@@ -1,4 +1,5 @@
-// The project's native addon (native/inroot.c, built by `npm ci` through node-gyp).
+// The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c) and the liblxc starter (native/start.c).
+import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 
 export interface Native {
@@ -15,3 +16,6 @@ export interface Native {
 }
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;
+
+/** The liblxc starter built beside the addon (native/start.c). */
+export const nativeStarter = fileURLToPath(new URL("../../build/Release/nodelxd-start", import.meta.url));

@@ -4,6 +4,7 @@
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "../../os/exec.js";
+import { nativeStarter } from "../../os/native.js";
 import { cgroupDir, controllerVersion, hostCgroupLayout, type CgroupLayout } from "./cgroup.js";
 import { logDir } from "./config.js";
 
@@ -96,11 +97,15 @@ export class LxcDriver {
     return ["-n", name, "-P", this.lxcPath];
   }
 
-  /** Start daemonized (lxc-start forks its monitor into a new session), then read the init pid once. */
+  /**
+   * Start daemonized through the liblxc API (native/start.c, as LXD's forkstart: the monitor
+   * forks into its own session and outlives us; liblxc logs under its "lxc" prefix), which
+   * prints init's pid once the container runs.
+   */
   async start(name: string): Promise<InitProcess> {
     const logFile = join(logDir(this.lxdDir, name), "lxc.log");
     if (existsSync(logFile)) renameSync(logFile, logFile + ".old");
-    const res = await run("lxc-start", [...this.args(name), "-d", "-f", this.configFile(name)], { reject: false });
+    const res = await run(nativeStarter, [name, this.lxcPath, this.configFile(name)], { reject: false });
     if (res.exitCode !== 0) {
       let log = "";
       try {
@@ -108,10 +113,9 @@ export class LxcDriver {
       } catch {
         log = res.stderr;
       }
-      throw new Error(`Failed to run: lxc-start ${name}: ${res.stderr.trim() || "exit " + res.exitCode}${log ? "\n" + log : ""}`);
+      throw new Error(`Failed to run: forkstart ${name}: ${res.stderr.trim() || "exit " + res.exitCode}${log ? "\n" + log : ""}`);
     }
-    const info = await run("lxc-info", [...this.args(name), "-p", "-H"], { reject: false });
-    const pid = Number(info.stdout.trim());
+    const pid = Number(res.stdout.trim());
     const startTime = pid > 0 ? procStartTime(pid) : undefined;
     if (!pid || !startTime) throw new Error(`Container ${name} did not stay running (see lxc.log)`);
     return { pid, startTime };
