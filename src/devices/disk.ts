@@ -4,6 +4,8 @@
 import { existsSync, statSync } from "node:fs";
 import { isAbsolute, normalize } from "node:path";
 import { parseBool } from "../config/validators.js";
+import { hostRoot, type IdmapEntry } from "../instances/idmap.js";
+import { shiftTree } from "../instances/lxc/shift.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
 
 const KNOWN = new Set(["type", "path", "source", "pool", "readonly", "optional", "recursive", "propagation", "size", "size.state", "limits.read", "limits.write", "limits.max", "required", "shift", "raw.mount.options", "ceph.cluster_name", "ceph.user_name", "boot.priority", "io.cache"]);
@@ -35,14 +37,34 @@ export class DiskDevice implements Device {
     const { source, path } = this.config;
     if (!source || !path) throw new Error(`Disk entry is missing the required "source" or "path" property`);
     if (!isAbsolute(path)) throw new Error(`Path "${path}" must be absolute`);
-    if (this.config.pool) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
+    if (this.config.pool) {
+      if (source.includes("/")) throw new Error(`Storage volume name "${source}" must not contain slashes for disk "${this.name}"`);
+      if (!this.ctx.ports.storage?.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
+      return;
+    }
     if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);
     if (!existsSync(source) && !parseBool(this.config.optional)) throw new Error(`Missing source path "${source}" for disk "${this.name}"`);
   }
 
-  private mountEntry(): string | undefined {
+  /** Custom volume disks (pool + volume name) mount the volume; others bind a host path. */
+  private get isVolume(): boolean {
+    return !this.isRoot && !!this.config.pool;
+  }
+
+  /**
+   * The host path to bind: a custom volume's mount path (its ownership shifted to this
+   * instance's id map first, as LXD does), or the configured host source.
+   */
+  private async sourcePath(): Promise<string> {
+    if (!this.isVolume) return normalize(this.config.source);
+    const dir = await this.ctx.ports.storage!.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
+    await shiftVolumeTo(dir, this.ctx.idmap);
+    return dir;
+  }
+
+  private async mountEntry(): Promise<string | undefined> {
     if (this.isRoot) return undefined;
-    const source = normalize(this.config.source);
+    const source = await this.sourcePath();
     if (!existsSync(source)) return undefined; // optional and absent
     const isDir = statSync(source).isDirectory();
     const target = normalize(this.config.path).replace(/^\/+/, "");
@@ -52,7 +74,7 @@ export class DiskDevice implements Device {
   }
 
   async start(): Promise<RunConfig> {
-    const entry = this.mountEntry();
+    const entry = await this.mountEntry();
     return entry ? { lxc: [["lxc.mount.entry", entry]] } : {};
   }
 
@@ -62,7 +84,7 @@ export class DiskDevice implements Device {
     if (this.isRoot) throw new Error("Root disk can't be hot-plugged");
     const hotplug = this.ctx.hotplug;
     if (!hotplug) throw new Error("Hot-plugging disks is not supported here");
-    const source = normalize(this.config.source);
+    const source = await this.sourcePath();
     if (!existsSync(source)) return;
     await hotplug.mount(pid, source, normalize(this.config.path), { readonly: parseBool(this.config.readonly), recursive: parseBool(this.config.recursive), isDir: statSync(source).isDirectory() });
   }
@@ -71,6 +93,22 @@ export class DiskDevice implements Device {
     if (this.isRoot) throw new Error("Root disk can't be removed from a running instance");
     await this.ctx.hotplug?.unmount(pid, normalize(this.config.path));
   }
+}
+
+/**
+ * Shift a custom volume's files to an instance's id map. The volume's current map is read
+ * from the owner of its root directory (root-owned: unshifted), so a volume moves between
+ * instances with different maps without extra bookkeeping.
+ */
+async function shiftVolumeTo(dir: string, to: IdmapEntry[]): Promise<void> {
+  const st = statSync(dir);
+  const target = hostRoot(to);
+  if (st.uid === target.uid && st.gid === target.gid) return;
+  const size = (kind: "uid" | "gid") => to.find((e) => (kind === "uid" ? e.Isuid : e.Isgid))?.Maprange ?? 65536;
+  const from: IdmapEntry[] = [];
+  if (st.uid !== 0) from.push({ Isuid: true, Isgid: false, Hostid: st.uid, Nsid: 0, Maprange: size("uid") });
+  if (st.gid !== 0) from.push({ Isuid: false, Isgid: true, Hostid: st.gid, Nsid: 0, Maprange: size("gid") });
+  await shiftTree(dir, from, to);
 }
 
 export class NoneDevice implements Device {

@@ -3,6 +3,7 @@
 // Devices touch the host only for their own resources (veth pairs, host paths, leases).
 import type { Logger } from "pino";
 import type { Ports } from "../daemon/ports.js";
+import type { IdmapEntry } from "../instances/idmap.js";
 
 export type DeviceConfig = Record<string, string>;
 
@@ -19,6 +20,8 @@ export interface DeviceContext {
   rootfs: string;
   /** Host uid/gid the container's root maps to (0 for privileged). */
   hostRootId: { uid: number; gid: number };
+  /** The instance's id map ([] when privileged), to shift attached custom volumes. */
+  idmap: IdmapEntry[];
   ports: Ports;
   log: Logger;
   /** Mounting into a running container (hot-plugged disks); provided by the instance driver. */

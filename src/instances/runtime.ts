@@ -97,6 +97,7 @@ export class InstanceRuntime {
       devicesDir: join(this.core.paths.devices, `${row.project}_${row.name}`),
       rootfs: this.driver.rootfsLink(this.lxcName(row.project, row.name)),
       hostRootId: hostRoot(map),
+      idmap: map,
       ports: this.core.ports,
       log: this.core.log.child({ instance: row.name, project: row.project }),
       hotplug: {

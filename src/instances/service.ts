@@ -386,6 +386,22 @@ export class InstanceService implements InstancesPort {
   // ---- InstancesPort ----
 
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[] {
+    return this.instancesWhere(
+      (row, ex) =>
+        (ref.profile !== undefined && row.profiles.includes(ref.profile)) ||
+        (ref.pool !== undefined && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === ref.pool)) ||
+        (ref.network !== undefined && Object.values(ex.devices).some((d) => d.type === "nic" && (d.network === ref.network || d.parent === ref.network))) ||
+        (ref.image !== undefined && row.config["volatile.base_image"] === ref.image),
+      project,
+    );
+  }
+
+  /** Instances with a disk device attaching the custom volume (InstancesPort.volumeUsedBy). */
+  volumeUsedBy(pool: string, project: string, volume: string): string[] {
+    return this.instancesWhere((_row, ex) => Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
+  }
+
+  private instancesWhere(match: (row: InstanceRow, ex: { config: Record<string, string>; devices: Devices }) => boolean, project?: string): string[] {
     const out: string[] = [];
     for (const row of this.repo.list(project)) {
       let ex: { config: Record<string, string>; devices: Devices };
@@ -394,12 +410,7 @@ export class InstanceService implements InstancesPort {
       } catch {
         ex = { config: row.config, devices: row.devices };
       }
-      const hit =
-        (ref.profile !== undefined && row.profiles.includes(ref.profile)) ||
-        (ref.pool !== undefined && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === ref.pool)) ||
-        (ref.network !== undefined && Object.values(ex.devices).some((d) => d.type === "nic" && (d.network === ref.network || d.parent === ref.network))) ||
-        (ref.image !== undefined && row.config["volatile.base_image"] === ref.image);
-      if (hit) out.push(instanceUrl(row.project, row.name));
+      if (match(row, ex)) out.push(instanceUrl(row.project, row.name));
     }
     return out;
   }

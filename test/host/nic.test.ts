@@ -43,6 +43,7 @@ function ctx(): DeviceContext {
     devicesDir: join(dir, "devices"),
     rootfs: "/nonexistent",
     hostRootId: { uid: 0, gid: 0 },
+    idmap: [],
     ports,
     log: pino({ level: "silent" }),
   };

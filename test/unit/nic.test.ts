@@ -27,6 +27,7 @@ function context(networks?: Partial<NetworksPort>) {
     devicesDir: "/nonexistent",
     rootfs: "/nonexistent",
     hostRootId: { uid: 0, gid: 0 },
+    idmap: [],
     ports: { networks: port },
     log: pino({ level: "silent" }),
   };

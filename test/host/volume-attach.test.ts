@@ -1,0 +1,50 @@
+// Custom storage volumes attached to containers as disk devices, with the stock client.
+import { statSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+
+let d: InitialisedDaemon;
+beforeAll(async () => {
+  d = await startInitialisedDaemon();
+});
+afterAll(async () => {
+  await d?.teardown();
+});
+
+describe("custom volumes on disk devices", () => {
+  it("attach to a running container, shift to its id map, refuse deletion while in use, move to another", async () => {
+    const vol = d.instanceName("vol");
+    const a = d.launch("a");
+    const b = d.launch("b");
+    expect(d.lxc("storage", "volume", "create", "default", vol).code).toBe(0);
+    try {
+      const att = d.lxc("storage", "volume", "attach", "default", vol, a, "/data");
+      expect(att.code, att.stderr).toBe(0);
+      const w = d.lxc("exec", a, "--", "sh", "-c", "echo on-volume > /data/f && stat -c %u /data/f");
+      expect(w.code, w.stderr).toBe(0);
+      expect(w.stdout.trim()).toBe("0");
+      // on disk the file belongs to the container's mapped root, not to host root
+      const hostPath = `${d.dir}/storage-pools/default/custom/default_${vol}/f`;
+      expect(statSync(hostPath).uid).toBe(d.hostRoot(a).uid);
+      const used = await d.api("GET", `/1.0/storage-pools/default/volumes/custom/${vol}`);
+      expect(used.body.metadata.used_by).toEqual([`/1.0/instances/${a}`]);
+      expect(d.lxc("storage", "volume", "delete", "default", vol).code).not.toBe(0);
+      expect(d.lxc("storage", "volume", "detach", "default", vol, a).code).toBe(0);
+      expect(d.lxc("exec", a, "--", "test", "-e", "/data/f").code).toBe(1);
+      expect(d.lxc("storage", "volume", "attach", "default", vol, b, "/srv/vol").code).toBe(0);
+      expect(d.lxc("exec", b, "--", "cat", "/srv/vol/f").stdout).toBe("on-volume\n");
+      expect(d.lxc("storage", "volume", "detach", "default", vol, b).code).toBe(0);
+    } finally {
+      d.lxc("storage", "volume", "detach", "default", vol, a);
+      d.lxc("storage", "volume", "detach", "default", vol, b);
+      d.lxc("storage", "volume", "delete", "default", vol);
+    }
+  });
+
+  it("refuses a volume name with a slash", () => {
+    const c = d.launch("c", { init: true });
+    const r = d.lxc("config", "device", "add", c, "v", "disk", "pool=default", "source=../x", "path=/x");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("must not contain slashes");
+  });
+});
