@@ -9,6 +9,8 @@ PKGS=(
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
   btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
   busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
+  build-essential python3                     # node-gyp: node-pty and native/inroot.c
+  openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

@@ -13,7 +13,7 @@ export interface ParsedArgs {
   flags: Record<string, string | boolean>;
 }
 
-const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "preseed", "dump", "help", "h", "version", "syslog", "trace"]);
+const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "minimal", "preseed", "dump", "help", "h", "version", "syslog", "trace"]);
 
 export function parseArgs(argv: string[]): ParsedArgs {
   const positional: string[] = [];

@@ -18,6 +18,8 @@ export interface Requestor {
   address: string;
   /** Fingerprint of the TLS client certificate, when one was presented. */
   fingerprint?: string;
+  /** A trusted TLS client limited to its certificate's projects. */
+  restricted?: boolean;
 }
 
 export interface ApiRequest {

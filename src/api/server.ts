@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from "pino";
 import { asyncEnvelope, encode, errorEnvelope, syncEnvelope } from "./envelope.js";
 import { ApiError, Forbidden, NotFound, NotImplemented, toApiError } from "./errors.js";
+import { withRequestor } from "../operations/request-context.js";
 import { METHODS, toApiRequest, type Method, type Requestor, type Result, type Route } from "./route.js";
 
 export interface ApiDeps {
@@ -40,6 +41,28 @@ function render(reply: FastifyReply, result: Result): FastifyReply | undefined {
   }
 }
 
+/**
+ * Features may declare different methods of one path (the instances feature owns GET of
+ * /1.0/instances/{name}/console, exec/console owns POST): join them; a method declared
+ * twice is a wiring error.
+ */
+export function mergeRoutes(routes: Route[]): Route[] {
+  const byPath = new Map<string, Route>();
+  for (const r of routes) {
+    const prev = byPath.get(r.path);
+    if (!prev) {
+      byPath.set(r.path, { ...r, handlers: { ...r.handlers } });
+      continue;
+    }
+    for (const [method, handler] of Object.entries(r.handlers)) {
+      if (prev.handlers[method as Method]) throw new Error(`Method '${method}' declared twice for route '${r.path}'`);
+      prev.handlers[method as Method] = handler;
+    }
+    if (r.untrusted) prev.untrusted = [...(prev.untrusted ?? []), ...r.untrusted];
+  }
+  return [...byPath.values()];
+}
+
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
@@ -53,7 +76,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", (_req, _payload, done) => done(null, undefined));
 
-  for (const r of deps.routes) {
+  for (const r of mergeRoutes(deps.routes)) {
     const declared = new Set(Object.keys(r.handlers) as Method[]);
     const methods: Method[] = [...METHODS, ...(declared.has("HEAD") ? (["HEAD"] as Method[]) : [])];
     for (const method of methods) {
@@ -65,7 +88,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
           if (!handler) return sendError(reply, new NotImplemented());
           const requestor = deps.identify(req);
           if (!requestor.trusted && !r.untrusted?.includes(method)) return sendError(reply, new Forbidden());
-          const result = await handler(toApiRequest(req, requestor), reply);
+          const who = { username: requestor.username, protocol: requestor.protocol, address: requestor.address };
+          const result = await withRequestor(who, () => handler(toApiRequest(req, requestor), reply));
           return render(reply, result);
         },
       });

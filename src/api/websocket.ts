@@ -19,9 +19,21 @@ export interface WebsocketDeps {
   log: Logger;
   /** Whether the peer of this upgrade request is trusted. */
   trusted(req: IncomingMessage): boolean;
+  /** Non-websocket upgrades contributed by features (e.g. `Upgrade: sftp`). */
+  upgrades?: UpgradeRoute[];
 }
 
-function refuse(socket: Duplex, err: ApiError): void {
+/**
+ * A raw protocol switch on a path (trusted clients only). `handle` either takes the socket
+ * over (after writing its own 101 response) or throws an ApiError, sent as LXD's envelope.
+ */
+export interface UpgradeRoute {
+  protocol: string;
+  path: RegExp;
+  handle(req: IncomingMessage, socket: Duplex, head: Buffer, match: RegExpExecArray, url: URL): void;
+}
+
+export function refuse(socket: Duplex, err: ApiError): void {
   const body = encode(errorEnvelope(err.status, err.message));
   socket.end(
     `HTTP/1.1 ${err.status} ${err.status === 404 ? "Not Found" : err.status === 403 ? "Forbidden" : "Bad Request"}\r\n` +
@@ -29,12 +41,15 @@ function refuse(socket: Duplex, err: ApiError): void {
   );
 }
 
-/** Ping every connected socket; drop those that stopped answering. */
-function keepalive(ws: WebSocket): void {
+/**
+ * Ping every connected socket; drop those that stopped answering. Operation sockets are only
+ * pinged: the stock client never reads its stdin and control sockets, so no pong comes back.
+ */
+function keepalive(ws: WebSocket, dropSilent = true): void {
   let alive = true;
   ws.on("pong", () => (alive = true));
   const timer = setInterval(() => {
-    if (!alive) return ws.terminate();
+    if (!alive && dropSilent) return ws.terminate();
     alive = false;
     ws.ping();
   }, KEEPALIVE_MS);
@@ -77,12 +92,24 @@ export function attachWebsockets(server: Server, deps: WebsocketDeps): WebSocket
         return refuse(socket, toApiError(e));
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
-        keepalive(ws);
+        keepalive(ws, false);
         deps.operations.connect(id, secret, ws).catch((e) => {
           deps.log.debug({ op: id, err: e }, "operation websocket refused");
           ws.close(1011, (e as Error).message.slice(0, 120));
         });
       });
+      return;
+    }
+    const protocol = String(req.headers.upgrade ?? "").toLowerCase();
+    for (const u of deps.upgrades ?? []) {
+      const m = u.protocol === protocol ? u.path.exec(url.pathname) : null;
+      if (!m) continue;
+      if (!deps.trusted(req)) return refuse(socket, new Forbidden());
+      try {
+        u.handle(req, socket, head, m, url);
+      } catch (e) {
+        refuse(socket, toApiError(e));
+      }
       return;
     }
     refuse(socket, new NotFound());

@@ -1,6 +1,11 @@
 // Client-side subcommands of `nodelxd` beyond waitready/shutdown/version. One line each.
 import type { ParsedArgs } from "../main.js";
+import { initCommand } from "./init.js";
+import { sqlCommand } from "./sql.js";
 
 export type Command = (args: ParsedArgs, socket: string) => Promise<number>;
 
-export const commands: Record<string, Command> = {};
+export const commands: Record<string, Command> = {
+  init: initCommand,
+  sql: sqlCommand,
+};

@@ -5,16 +5,21 @@ import type { Logger } from "pino";
 import { buildApi } from "../api/server.js";
 import { apiExtensions } from "../api/extensions.js";
 import type { Route } from "../api/route.js";
+import { certificateRoutes } from "../api/routes/certificates.js";
+import { sqlRoutes } from "../api/routes/sql.js";
 import { internalRoutes } from "../api/routes/internal.js";
 import { operationRoutes } from "../api/routes/operations.js";
+import { resourceRoutes } from "../api/routes/resources.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
-import { attachWebsockets } from "../api/websocket.js";
+import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
+import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { WarningRepo } from "../db/warning-repo.js";
 import { EventHub } from "../operations/events.js";
 import { OperationManager } from "../operations/manager.js";
+import { CertificateService } from "./certificate-service.js";
 import { ensureServerCertificate, type KeyPair } from "./certificates.js";
 import { Endpoints } from "./endpoints.js";
 import { features } from "./features.js";
@@ -22,7 +27,9 @@ import { readHostInfo, type HostInfo } from "./host-info.js";
 import { createLogger } from "./logging.js";
 import { layout, pathsFor, type Paths } from "./paths.js";
 import type { Ports } from "./ports.js";
+import { ResourcesService } from "./resources/index.js";
 import { ServerService } from "./server-service.js";
+import { SqlService } from "./sql-service.js";
 import { TrustStore } from "./trust.js";
 
 export interface DaemonOptions {
@@ -56,6 +63,8 @@ export interface Core {
 export interface Feature {
   name: string;
   routes(): Route[];
+  /** Raw protocol upgrades (not websockets), e.g. the instance sftp endpoint. */
+  upgrades?(): UpgradeRoute[];
   start?(): Promise<void>;
   /** Daemon stopping. `stopInstances` is true for `lxd shutdown` and SIGPWR, false for SIGTERM. */
   stop?(opts: { stopInstances: boolean }): Promise<void>;
@@ -112,6 +121,11 @@ export class Daemon {
       ...rootRoutes(server),
       ...operationRoutes(operations),
       ...warningRoutes(warnings),
+      ...certificateRoutes(
+        new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint }),
+      ),
+      ...resourceRoutes(new ResourcesService(host.kernel_architecture)),
+      ...sqlRoutes(new SqlService(db)),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
     ];
@@ -121,8 +135,19 @@ export class Daemon {
       socketPath: paths.socket,
       group: this.opts.group,
       tls: keypair,
-      handler: (req, res) => app.routing(req, res),
-      onServer: (s) => attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted }),
+      handler: (req, res) => {
+        // GET /1.0 is what every client asks first and most often: serve its cached envelope
+        // without going through the router (headers every response needs must be added here too).
+        if (req.method === "GET" && req.url === "/1.0") {
+          const doc = server.document(trust.identify(req).trusted);
+          res.writeHead(200, { "content-type": "application/json", "content-length": doc.body.length, etag: `"${doc.etag}"` });
+          res.end(doc.body);
+          return;
+        }
+        app.routing(req, res);
+      },
+      onServer: (s) =>
+        attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted, upgrades: this.loaded.flatMap((f) => f.upgrades?.() ?? []) }),
       log,
     });
     for (const f of this.loaded) await f.start?.();

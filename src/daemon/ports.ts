@@ -45,6 +45,10 @@ export interface StoragePort {
   deleteInstanceVolume(project: string, pool: string, name: string): Promise<void>;
   /** Bytes used by the volume, when the driver can tell cheaply. */
   instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined>;
+  /** Host path of a custom volume, for disk devices (pool=P source=VOL); throws NotFound. */
+  mountCustomVolume?(pool: string, project: string, name: string): Promise<string>;
+  /** Drop an image's cached volumes from every pool (call when the image is deleted). */
+  deleteImageVolumes?(fingerprint: string): Promise<void>;
 }
 
 export interface ProfileRecord {
@@ -57,12 +61,20 @@ export interface ProfileRecord {
 export interface ProfilesPort {
   /** Throws NotFound("Profile not found"). */
   get(project: string, name: string): ProfileRecord;
+  /** URLs (/1.0/profiles/NAME[?project=P]) of profiles whose devices reference a network or pool. */
+  referencing(ref: { network?: string; pool?: string }, project?: string): string[];
+  /** Give a project its own (empty) `default` profile: call when a project with features.profiles=true is created. */
+  ensureDefaultProfile?(project: string): void;
+  /** Forget a project's profiles (the project is being deleted). */
+  deleteProjectProfiles?(project: string): void;
 }
 
 /** Who uses what, for `used_by` lists and refusing deletes of things in use. */
 export interface InstancesPort {
   /** URLs (/1.0/instances/NAME[?project=P]) of instances referencing the object. */
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
+  /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
+  volumeUsedBy?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
   exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
   /**
@@ -76,8 +88,18 @@ export interface NetworksPort {
   /** Throws NotFound("Network not found"). Returns the host bridge/interface name and its type. */
   get(project: string, name: string): { name: string; type: string; config: Record<string, string> };
   /** Static DHCP allocations for an instance NIC (ipv4.address/ipv6.address/hwaddr), applied to dnsmasq. */
-  setStaticLease?(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string): Promise<void>;
-  removeStaticLease?(network: string, instance: string): Promise<void>;
+  setStaticLease?(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void>;
+  removeStaticLease?(network: string, instance: string, device?: string): Promise<void>;
+  /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
+  isOvs?(project: string, name: string): boolean;
+}
+
+/**
+ * Project features (features.images=false etc.): which project's objects a request in
+ * `project` actually uses. Provided by the projects feature; absent means "the same project".
+ */
+export interface ProjectsPort {
+  effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
 }
 
 export interface Ports {
@@ -86,4 +108,5 @@ export interface Ports {
   profiles?: ProfilesPort;
   instances?: InstancesPort;
   networks?: NetworksPort;
+  projects?: ProjectsPort;
 }

@@ -10,6 +10,7 @@ import { serverKeys } from "../config/server-keys.js";
 import { splitHostPort } from "../config/validators.js";
 import type { EventHub } from "../operations/events.js";
 import type { HostInfo } from "./host-info.js";
+import { hashPassword } from "./trust-password.js";
 
 export interface StorageEnvironment {
   storage: string;
@@ -94,7 +95,7 @@ export class ServerService {
           auth_methods: ["tls"],
           environment: this.environment(),
         }
-      : { config: null, ...common, auth: "untrusted", public: false, auth_methods: ["tls"], environment: null };
+      : { ...common, auth: "untrusted", public: false, auth_methods: ["tls"] };
     const doc = { body: Buffer.from(encode(syncEnvelope(metadata))), etag: this.etag() };
     // Storage facts can change without a config change; only cache when nothing depends on them.
     if (!this.deps.storage || !trusted) this.cache.set(cacheKey, doc);
@@ -144,6 +145,8 @@ export class ServerService {
       throw new BadRequest((e as Error).message);
     }
     for (const k of Object.keys(next)) if (next[k] === "") delete next[k];
+    const password = next["core.trust_password"];
+    if (password !== undefined && password !== this.config["core.trust_password"]) next["core.trust_password"] = hashPassword(password);
     const previous = this.config;
     const changed = [...new Set([...Object.keys(previous), ...Object.keys(next)])].filter((k) => previous[k] !== next[k]);
     const applied: string[] = [];

@@ -9,28 +9,39 @@ import type { Requestor } from "../api/route.js";
 const UNIX_REQUESTOR: Requestor = Object.freeze({ trusted: true, protocol: "unix", username: "root", address: "@" });
 
 export class TrustStore {
-  private fingerprints = new Set<string>();
+  /** Trusted client fingerprints → restricted. */
+  private clients = new Map<string, boolean>();
 
   constructor(private readonly db: Db) {
     this.reload();
   }
 
   reload(): void {
-    const rows = this.db.prepare("SELECT fingerprint FROM certificates WHERE type = 'client'").all() as { fingerprint: string }[];
-    this.fingerprints = new Set(rows.map((r) => r.fingerprint));
+    const rows = this.db.prepare("SELECT fingerprint, restricted FROM certificates WHERE type = 'client'").all() as { fingerprint: string; restricted: number }[];
+    this.clients = new Map(rows.map((r) => [r.fingerprint, r.restricted === 1]));
   }
 
   has(fingerprint: string): boolean {
-    return this.fingerprints.has(fingerprint);
+    return this.clients.has(fingerprint);
+  }
+
+  /** The DER of the client certificate a TLS request presented. */
+  static peerCertificate(raw: IncomingMessage): Buffer | undefined {
+    const socket = raw.socket as TLSSocket;
+    if (!socket.encrypted) return undefined;
+    const peer = socket.getPeerCertificate?.();
+    return peer && peer.raw ? peer.raw : undefined;
   }
 
   identify(raw: IncomingMessage): Requestor {
     const socket = raw.socket as TLSSocket;
     if (!socket.encrypted) return UNIX_REQUESTOR;
-    const address = `${socket.remoteAddress}:${socket.remotePort}`;
-    const peer = socket.getPeerCertificate?.();
-    if (!peer || !peer.raw) return { trusted: false, protocol: "tls", username: "", address };
-    const fingerprint = createHash("sha256").update(peer.raw).digest("hex");
-    return { trusted: this.has(fingerprint), protocol: "tls", username: fingerprint, address, fingerprint };
+    const host = socket.remoteAddress ?? "";
+    const address = host.includes(":") ? `[${host}]:${socket.remotePort}` : `${host}:${socket.remotePort}`;
+    const der = TrustStore.peerCertificate(raw);
+    if (!der) return { trusted: false, protocol: "tls", username: "", address };
+    const fingerprint = createHash("sha256").update(der).digest("hex");
+    const restricted = this.clients.get(fingerprint);
+    return { trusted: restricted !== undefined, protocol: "tls", username: fingerprint, address, fingerprint, restricted: restricted === true };
   }
 }

@@ -55,30 +55,6 @@ export const migrations: Migration[] = [
     `,
   },
   {
-    version: 30,
-    name: "instances",
-    sql: `
-      CREATE TABLE instances (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        project TEXT NOT NULL DEFAULT 'default',
-        name TEXT NOT NULL,
-        type TEXT NOT NULL DEFAULT 'container',
-        architecture TEXT NOT NULL,
-        ephemeral INTEGER NOT NULL DEFAULT 0,
-        stateful INTEGER NOT NULL DEFAULT 0,
-        description TEXT NOT NULL DEFAULT '',
-        config TEXT NOT NULL DEFAULT '{}',
-        devices TEXT NOT NULL DEFAULT '{}',
-        profiles TEXT NOT NULL DEFAULT '[]',
-        created_at TEXT NOT NULL,
-        last_used_at TEXT NOT NULL,
-        init_pid INTEGER NOT NULL DEFAULT 0,
-        init_start TEXT NOT NULL DEFAULT '',
-        UNIQUE (project, name)
-      );
-    `,
-  },
-  {
     version: 10,
     name: "storage pools, volumes and profiles",
     sql: `
@@ -115,6 +91,11 @@ export const migrations: Migration[] = [
     `,
   },
   {
+    version: 11,
+    name: "storage volume renames in progress",
+    sql: `ALTER TABLE storage_volumes ADD COLUMN renaming_to TEXT;`,
+  },
+  {
     version: 20,
     name: "images",
     sql: `
@@ -145,6 +126,45 @@ export const migrations: Migration[] = [
         description TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (project, name),
         FOREIGN KEY (project, fingerprint) REFERENCES images (project, fingerprint) ON DELETE CASCADE ON UPDATE CASCADE
+      );
+    `,
+  },
+  {
+    version: 40,
+    name: "networks",
+    sql: `
+      CREATE TABLE networks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL DEFAULT 'default',
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (project, name)
+      );
+    `,
+  },
+  {
+    version: 30,
+    name: "instances",
+    sql: `
+      CREATE TABLE instances (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL DEFAULT 'default',
+        name TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'container',
+        architecture TEXT NOT NULL,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        stateful INTEGER NOT NULL DEFAULT 0,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}',
+        profiles TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL,
+        init_pid INTEGER NOT NULL DEFAULT 0,
+        init_start TEXT NOT NULL DEFAULT '',
+        UNIQUE (project, name)
       );
     `,
   },

@@ -44,6 +44,14 @@ export class ProfileRepo {
     return this.db.prepare("UPDATE profiles SET name = ? WHERE project = ? AND name = ?").run(to, project, from).changes === 1;
   }
 
+  hasProject(project: string): boolean {
+    return this.db.prepare("SELECT 1 FROM profiles WHERE project = ? LIMIT 1").get(project) !== undefined;
+  }
+
+  deleteProject(project: string): void {
+    this.db.prepare("DELETE FROM profiles WHERE project = ?").run(project);
+  }
+
   delete(project: string, name: string): boolean {
     return this.db.prepare("DELETE FROM profiles WHERE project = ? AND name = ?").run(project, name).changes === 1;
   }

@@ -25,6 +25,8 @@ export interface VolumeRow {
   contentType: string;
   state: RowState;
   createdAt: string;
+  /** Set while a rename is under way (the new API name), for crash recovery. */
+  renamingTo: string | null;
 }
 
 interface RawPool {
@@ -47,6 +49,7 @@ interface RawVolume {
   content_type: string;
   state: RowState;
   created_at: string;
+  renaming_to: string | null;
 }
 
 const toPool = (r: RawPool): PoolRow => ({ ...r, config: JSON.parse(r.config) });
@@ -61,6 +64,7 @@ const toVolume = (r: RawVolume): VolumeRow => ({
   contentType: r.content_type,
   state: r.state,
   createdAt: r.created_at,
+  renamingTo: r.renaming_to,
 });
 
 const VOLUME_SELECT = "SELECT v.*, p.name AS pool FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id";
@@ -120,8 +124,18 @@ export class StorageRepo {
     this.db.prepare("UPDATE storage_volumes SET state = ? WHERE id = ?").run(state, id);
   }
 
+  updateVolume(id: number, changes: { description: string; config: Record<string, string> }): void {
+    this.db.prepare("UPDATE storage_volumes SET description = ?, config = ? WHERE id = ?").run(changes.description, JSON.stringify(changes.config), id);
+  }
+
+  /** Record that a rename is starting (before the disk changes). */
+  beginRename(id: number, to: string | null): void {
+    this.db.prepare("UPDATE storage_volumes SET renaming_to = ? WHERE id = ?").run(to, id);
+  }
+
+  /** Apply a rename (after the disk changed) and clear the in-progress mark. */
   renameVolume(id: number, name: string): void {
-    this.db.prepare("UPDATE storage_volumes SET name = ? WHERE id = ?").run(name, id);
+    this.db.prepare("UPDATE storage_volumes SET name = ?, renaming_to = NULL WHERE id = ?").run(name, id);
   }
 
   deleteVolume(id: number): void {

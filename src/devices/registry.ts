@@ -3,6 +3,10 @@
 import { DiskDevice, NoneDevice } from "./disk.js";
 import { UnixDevice } from "./unix.js";
 import type { DeviceConfig, DeviceFactory } from "./types.js";
+import { bridgedNic } from "./nic/bridged.js";
+import { macvlanNic } from "./nic/macvlan.js";
+import { networkNic } from "./nic/network.js";
+import { p2pNic, routedNic } from "./nic/p2p.js";
 
 export const deviceDrivers: Record<string, DeviceFactory> = {
   disk: (ctx, name, config) => new DiskDevice(ctx, name, config),
@@ -11,7 +15,13 @@ export const deviceDrivers: Record<string, DeviceFactory> = {
   "unix-block": (ctx, name, config) => new UnixDevice(ctx, name, config, "b"),
 };
 
-export const nicDrivers: Record<string, DeviceFactory> = {};
+export const nicDrivers: Record<string, DeviceFactory> = {
+  network: networkNic,
+  bridged: bridgedNic,
+  macvlan: macvlanNic,
+  p2p: p2pNic,
+  routed: routedNic,
+};
 
 /** The factory for a device config; throws LXD's message for unknown types. */
 export function deviceFactory(config: DeviceConfig): DeviceFactory {

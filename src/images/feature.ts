@@ -1,4 +1,5 @@
 // The images feature: the image store, its REST routes, and the ImagesPort for instances.
+import { NotFound } from "../api/errors.js";
 import { imageRoutes } from "../api/routes/images.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { ImageRepo } from "../db/image-repo.js";
@@ -11,7 +12,24 @@ export class ImagesFeature implements Feature {
   private readonly publisher: ImagePublisher;
 
   constructor(private readonly core: Core) {
-    this.service = new ImageService({ dir: core.paths.images, repo: new ImageRepo(core.db), events: core.events, log: core.log });
+    this.service = new ImageService({
+      dir: core.paths.images,
+      repo: new ImageRepo(core.db),
+      events: core.events,
+      log: core.log,
+      projectFor: (project) => core.ports.projects?.effectiveProject(project, "images") ?? project,
+      profileExists: (project, name) => {
+        const profiles = core.ports.profiles;
+        if (!profiles) return true;
+        try {
+          profiles.get(project, name);
+          return true;
+        } catch (e) {
+          if (e instanceof NotFound) return false;
+          throw e;
+        }
+      },
+    });
     this.publisher = new ImagePublisher({
       images: this.service,
       operations: core.operations,
@@ -22,7 +40,7 @@ export class ImagesFeature implements Feature {
   }
 
   routes() {
-    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher, ports: this.core.ports });
+    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher });
   }
 
   async start(): Promise<void> {

@@ -19,6 +19,7 @@ import { scanTarball } from "./archive.js";
 import { CODECS, type CodecName } from "./compression.js";
 import { canonicalArchitecture, parseImageMetadata } from "./metadata.js";
 import type { ImageService } from "./service.js";
+import { progressReporter, treeSize } from "./progress.js";
 import { BUILD_PREFIX } from "./upload.js";
 
 export interface BuildOptions {
@@ -31,6 +32,8 @@ export interface BuildOptions {
   signal?: AbortSignal;
   /** Working directory (removed by the caller); the tarball is written inside it. */
   buildDir: string;
+  /** Operation metadata updates ("Image pack: N%"). */
+  onProgress?: (meta: Record<string, unknown>) => void;
 }
 
 export interface BuiltImage {
@@ -86,6 +89,16 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
       cb(null, chunk);
     },
   });
+  const total = opts.onProgress ? await treeSize(join(dir, "rootfs")) : 0;
+  const report = opts.onProgress ? progressReporter("create_image_from_container_pack", "Image pack", total, opts.onProgress) : undefined;
+  let packed = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      packed += chunk.length;
+      report?.(packed);
+      cb(null, chunk);
+    },
+  });
   const tar = spawnStreaming(
     "tar",
     ["-c", "-f", "-", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name", "-C", stage, "metadata.yaml", "-C", dir, ...members],
@@ -94,12 +107,12 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
   const codec = CODECS[opts.compression] as (typeof CODECS)[CodecName] & { compress?: [string, string[]] };
   let compressor: StreamedProcess | undefined;
   let feed: Promise<unknown> = Promise.resolve();
-  let source = tar.stdout!;
+  let source: NodeJS.ReadableStream;
   if (codec.compress) {
     compressor = spawnStreaming(codec.compress[0], codec.compress[1], { signal: opts.signal, stdin: "pipe", stdout: "pipe" });
-    feed = pipeline(tar.stdout!, compressor.stdin!).catch((e) => e);
+    feed = pipeline(tar.stdout!, counter, compressor.stdin!).catch((e) => e);
     source = compressor.stdout!;
-  }
+  } else source = tar.stdout!.pipe(counter);
   let streamErr: unknown;
   try {
     await pipeline(source, hasher, createWriteStream(out, { mode: 0o600 }));
@@ -140,7 +153,7 @@ export class ImagePublisher {
     if (type === "snapshot" && !name.includes("/")) throw new BadRequest("Not a snapshot");
     if (type !== "snapshot" && name.includes("/")) throw new BadRequest("This is a snapshot");
     const compression = codecFor(body.compression_algorithm || this.deps.defaultCompression());
-    for (const a of body.aliases ?? []) if (this.deps.images.aliasExists(project, a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
+    for (const a of body.aliases ?? []) if (this.deps.images.aliasExists(this.deps.images.projectFor(project), a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
     const expiry = body.expires_at ? Math.floor(new Date(body.expires_at).getTime() / 1000) : 0;
     if (Number.isNaN(expiry)) throw new BadRequest(`Invalid expires_at "${body.expires_at}"`);
 
@@ -162,12 +175,13 @@ export class ImagePublisher {
               architecture: canonicalArchitecture(src.architecture) ?? src.architecture,
               signal: ctx.signal,
               buildDir,
+              onProgress: (m) => ctx.updateMetadata(m),
             });
           } finally {
             await src.release();
           }
           ctx.updateMetadata({ fingerprint: built.fingerprint, size: String(built.size) });
-          const image = await this.deps.images.storeBuilt(project, built, {
+          const image = await this.deps.images.storeBuilt(this.deps.images.projectFor(project), built, {
             public: body.public,
             filename: body.filename,
             architecture: canonicalArchitecture(src.architecture) ?? src.architecture,

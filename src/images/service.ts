@@ -53,9 +53,11 @@ export interface ImportOptions {
   expectedFingerprint?: string;
   /** Properties overriding metadata.yaml's (X-LXD-properties). */
   properties?: Record<string, string>;
+  /** Profiles to record (X-LXD-profiles); default ["default"]. */
+  profiles?: string[];
   requestor?: Requestor;
   signal?: AbortSignal;
-  /** Called as soon as fingerprint and size are known (operation metadata), even if the import then fails. */
+  /** Called once the upload is known to be a valid image (operation metadata), even if it then proves a duplicate. */
   onIdentified?: (info: { fingerprint: string; size: string }) => void;
 }
 
@@ -64,6 +66,19 @@ export interface ServiceDeps {
   repo: ImageRepo;
   events: EventHub;
   log: Logger;
+  /** The project holding the images of `project` (projects with features.images=false use default's). */
+  projectFor?: (project: string) => string;
+  /** Whether a profile exists (image profiles are checked on edit); absent: not checked. */
+  profileExists?: (project: string, name: string) => boolean;
+}
+
+/** PUT/PATCH /1.0/images/{fingerprint} body. */
+export interface ImageEdit {
+  auto_update?: boolean;
+  properties?: Record<string, string> | null;
+  public?: boolean;
+  expires_at?: string;
+  profiles?: string[] | null;
 }
 
 export class ImageService implements ImagesPort {
@@ -86,6 +101,10 @@ export class ImageService implements ImagesPort {
   /** Record that an image was read out (export), as LXD's image-retrieved event. */
   retrieved(project: string, fingerprint: string, requestor?: Requestor): void {
     this.deps.events.lifecycle("image-retrieved", `/1.0/images/${fingerprint}`, { project, requestor: eventRequestor(requestor) });
+  }
+
+  projectFor(project: string): string {
+    return this.deps.projectFor?.(project) ?? project;
   }
 
   get dir(): string {
@@ -122,11 +141,15 @@ export class ImageService implements ImagesPort {
   async importUpload(project: string, upload: Upload, opts: ImportOptions = {}): Promise<ImageView> {
     try {
       const { fingerprint, size } = upload;
-      opts.onIdentified?.({ fingerprint, size: String(size) });
       if (opts.expectedFingerprint && opts.expectedFingerprint !== fingerprint) {
         throw new BadRequest(`fingerprints don't match, got ${fingerprint} expected ${opts.expectedFingerprint}`);
       }
       const { meta, type } = await this.inspect(upload, opts.signal);
+      for (const p of opts.profiles ?? []) {
+        if (this.deps.profileExists && !this.deps.profileExists(project, p)) throw new BadRequest(`Profile '${p}' doesn't exist`);
+      }
+      // As LXD: the operation shows fingerprint and size once the image is known to be valid.
+      opts.onIdentified?.({ fingerprint, size: String(size) });
       if (this.repo.get(project, fingerprint)) throw new Conflict("Image with same fingerprint already exists");
 
       const row: ImageRecordRow = {
@@ -145,7 +168,7 @@ export class ImageService implements ImagesPort {
         uploaded_at: goTime(new Date()),
         last_used_at: ZERO_TIME,
         properties: { ...meta.properties, ...(opts.properties ?? {}) },
-        profiles: ["default"],
+        profiles: opts.profiles && opts.profiles.length > 0 ? opts.profiles : ["default"],
       };
       await this.withFileLock(fingerprint, async () => {
         const placed = await this.place(this.uploadMoves(upload));
@@ -181,7 +204,7 @@ export class ImageService implements ImagesPort {
       if (type === "container") await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
     } else if (gate.sawRootfs) type = "container";
     else if (gate.sawRootfsImg) type = "virtual-machine";
-    else throw new BadRequest("Image tarball has neither rootfs/ nor rootfs.img");
+    else throw new BadRequest("Invalid instance type");
     return { meta, type };
   }
 
@@ -289,7 +312,8 @@ export class ImageService implements ImagesPort {
     return rows[0];
   }
 
-  resolve(project: string, ref: { alias?: string; fingerprint?: string }): ImageRecord {
+  resolve(requestProject: string, ref: { alias?: string; fingerprint?: string }): ImageRecord {
+    const project = this.projectFor(requestProject);
     let row: ImageRecordRow;
     if (ref.alias !== undefined && ref.alias !== "") {
       const alias = this.repo.alias(project, ref.alias);
@@ -371,6 +395,27 @@ export class ImageService implements ImagesPort {
   }
 
   // Changes
+
+  /** PUT (replace) or PATCH (merge) the editable fields, as LXD does. */
+  edit(row: ImageRecordRow, body: ImageEdit, opts: { patch: boolean; requestor?: Requestor }): ImageView {
+    const { patch } = opts;
+    let expires = row.expires_at;
+    if (body.expires_at !== undefined && body.expires_at !== "") {
+      if (Number.isNaN(new Date(body.expires_at).getTime())) throw new BadRequest(`parsing time "${body.expires_at}" as "2006-01-02T15:04:05Z07:00": cannot parse`);
+      expires = body.expires_at;
+    }
+    const next = {
+      public: body.public ?? (patch ? row.public : false),
+      auto_update: body.auto_update ?? (patch ? row.auto_update : false),
+      properties: patch ? { ...row.properties, ...(body.properties ?? {}) } : (body.properties ?? {}),
+      profiles: body.profiles ?? (patch ? row.profiles : ["default"]),
+      expires_at: expires,
+    };
+    for (const p of next.profiles) {
+      if (this.deps.profileExists && !this.deps.profileExists(row.project, p)) throw new BadRequest(`Profile '${p}' doesn't exist`);
+    }
+    return this.update(row.project, row.fingerprint, next, opts.requestor);
+  }
 
   update(project: string, fingerprint: string, patch: Parameters<ImageRepo["update"]>[2], requestor?: Requestor): ImageView {
     this.repo.update(project, fingerprint, patch);

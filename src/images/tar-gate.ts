@@ -226,6 +226,8 @@ export class TarGate extends Transform {
   }
 
   private validate(rawName: string, kind: MemberKind, rawLink: string, size: number, mode: number): TarMember {
+    // GNU tar extracts a "regular file" named "x/" as a directory (BSD convention): refuse the ambiguity.
+    if (kind !== "directory" && rawName.endsWith("/")) throw new TarRefused(`Tar member ${rawName} of type ${kind} has a trailing slash`);
     const rel = normalise(rawName, "name");
     const path = join(this.root, rel);
     if (path === this.root && kind !== "directory") throw new TarRefused(`Tar member ${rawName} is not a directory`);
@@ -304,10 +306,11 @@ function roundUp(n: number): number {
   return Math.ceil(n / BLOCK) * BLOCK;
 }
 
+/** Names are compared byte for byte (latin1 keeps every byte as one char), as tar sees them. */
 function cString(buf: Buffer, start: number, len: number): string {
   const field = buf.subarray(start, start + len);
   const nul = field.indexOf(0);
-  return field.toString("utf8", 0, nul === -1 ? field.length : nul);
+  return field.toString("latin1", 0, nul === -1 ? field.length : nul);
 }
 
 function printable(c: string): string {
@@ -357,9 +360,9 @@ function parsePax(content: Buffer): Record<string, string> {
     const record = content.subarray(space + 1, end - 1);
     const eq = record.indexOf(0x3d);
     if (eq === -1) throw new TarRefused("Malformed tar extended header");
-    const key = record.toString("utf8", 0, eq);
+    const key = record.toString("latin1", 0, eq);
     if (key.startsWith("GNU.sparse") || key === "GNU.dumpdir") throw new TarRefused("Sparse and incremental tar members are not supported");
-    out[key] = record.toString("utf8", eq + 1);
+    out[key] = record.toString("latin1", eq + 1);
     off = end;
   }
   return out;

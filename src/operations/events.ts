@@ -1,4 +1,5 @@
 // The in-process event hub behind GET /1.0/events.
+import { currentRequestor } from "./request-context.js";
 import type { EventRequestor, EventType, LxdEvent } from "./types.js";
 
 export interface EventFilter {
@@ -38,8 +39,10 @@ export class EventHub {
 
   /** A lifecycle event, e.g. lifecycle("instance-created", "/1.0/instances/c1"). */
   lifecycle(action: string, source: string, opts: { project?: string; context?: Record<string, unknown>; requestor?: EventRequestor } = {}): void {
-    const metadata: Record<string, unknown> = { action, source, context: opts.context ?? {} };
-    if (opts.requestor) metadata.requestor = opts.requestor;
+    const metadata: Record<string, unknown> = { action, source };
+    if (opts.context && Object.keys(opts.context).length > 0) metadata.context = opts.context;
+    const requestor = opts.requestor ?? currentRequestor();
+    if (requestor) metadata.requestor = requestor;
     this.publish("lifecycle", metadata, opts.project ?? "default");
   }
 }

@@ -60,7 +60,8 @@ export class OperationManager {
     const res = this.db
       .prepare("UPDATE operations SET status_code = ?, err = ?, updated_at = ? WHERE status_code < 200")
       .run(OperationStatus.Failure, "Operation interrupted by a daemon restart", now);
-    setTimeout(() => this.db.prepare("DELETE FROM operations WHERE status_code >= 200").run(), FINISHED_RETENTION_MS).unref();
+    // The daemon may have stopped (and closed the database) by the time this fires.
+    setTimeout(() => this.db.open && this.db.prepare("DELETE FROM operations WHERE status_code >= 200").run(), FINISHED_RETENTION_MS).unref();
     return res.changes;
   }
 

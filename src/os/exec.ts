@@ -1,6 +1,7 @@
 // The one place that spawns processes.
-import { spawn as spawnChild } from "node:child_process";
+import { spawn, spawn as spawnChild, type ChildProcess, type StdioOptions } from "node:child_process";
 import { execa, type Options } from "execa";
+import { spawn as ptySpawn, type IPty } from "node-pty";
 
 export interface RunOptions {
   signal?: AbortSignal;
@@ -70,7 +71,8 @@ export function spawnStreaming(
     stderr = (stderr + c.toString("utf8")).slice(-65536);
   });
   const onAbort = () => child.kill("SIGKILL");
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
+  else opts.signal?.addEventListener("abort", onAbort, { once: true });
   const exited = new Promise<RunResult>((resolveExit) => {
     child.once("error", (err) => {
       opts.signal?.removeEventListener("abort", onAbort);
@@ -84,4 +86,49 @@ export function spawnStreaming(
   // A consumer that stops reading early must not crash the daemon with EPIPE.
   child.stdin?.on("error", () => {});
   return { stdin: child.stdin, stdout: child.stdout, exited, kill: () => child.kill("SIGKILL") };
+}
+
+export interface ServiceProcess {
+  pid: number;
+  /** Resolves with the exit code (or signal name) when the process ends. */
+  exited: Promise<number | string>;
+  /** The last output lines, for error messages. */
+  output(): string;
+}
+
+/**
+ * Start a long-running helper (dnsmasq, ovsdb-server) in its own process group so it
+ * survives a daemon crash; the caller supervises it through `exited`.
+ */
+export function spawnService(cmd: string, args: string[], opts: { env?: Record<string, string> } = {}): ServiceProcess {
+  const child = execa(cmd, args, { env: opts.env, detached: true, reject: false, stdin: "ignore", buffer: false, cleanup: false });
+  let tail = "";
+  const keep = (chunk: Buffer | string) => {
+    tail = (tail + chunk.toString()).slice(-4000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  const exited = child.then(
+    (r) => (r.signal ? String(r.signal) : (r.exitCode ?? -1)),
+    () => -1,
+  );
+  if (child.pid === undefined) throw new CommandError(cmd, -1, "failed to start");
+  return { pid: child.pid, exited, output: () => tail.trim() };
+}
+
+/** A long-running child with streamed stdio (exec sessions): the caller owns its pipes. */
+export function spawnWithStdio(cmd: string, args: string[], opts: { stdio: StdioOptions; env?: Record<string, string>; cwd?: string }): ChildProcess {
+  return spawn(cmd, args, { stdio: opts.stdio, env: opts.env ?? {}, cwd: opts.cwd ?? "/" });
+}
+
+/** A child on a new pseudo-terminal (interactive exec, console). Output arrives as Buffers. */
+export function spawnPty(cmd: string, args: string[], opts: { cols: number; rows: number; env?: Record<string, string>; cwd?: string }): IPty {
+  return ptySpawn(cmd, args, {
+    name: opts.env?.TERM ?? "xterm",
+    cols: opts.cols,
+    rows: opts.rows,
+    cwd: opts.cwd ?? "/",
+    env: opts.env ?? {},
+    encoding: null,
+  });
 }

@@ -50,14 +50,36 @@ export class ProfileService implements ProfilesPort {
     if (!this.repo.get(project, "default")) this.repo.insert(project, { name: "default", description: "Default LXD profile", config: {}, devices: {} });
   }
 
+  deleteProjectProfiles(project: string): void {
+    if (project !== "default") this.repo.deleteProject(project);
+  }
+
+  /**
+   * The project whose profiles `project` uses. A project with features.profiles=true always
+   * has its own `default` profile (ensureDefaultProfile); one without profiles of its own
+   * uses the default project's, as upstream does for features.profiles=false.
+   */
+  profileProject(project: string): string {
+    return project === "default" || this.repo.hasProject(project) ? project : "default";
+  }
+
   get(project: string, name: string): ProfileRecord {
-    const p = this.repo.get(project, name);
+    const p = this.repo.get(this.profileProject(project), name);
     if (!p) throw new NotFound("Profile not found");
     return p;
   }
 
   list(project: string): ProfileRecord[] {
-    return this.repo.list(project);
+    return this.repo.list(this.profileProject(project));
+  }
+
+  referencing(ref: { network?: string; pool?: string }, project = "default"): string[] {
+    const matches = (d: Record<string, string>) =>
+      (ref.network !== undefined && d.type === "nic" && d.network === ref.network) || (ref.pool !== undefined && d.type === "disk" && d.pool === ref.pool);
+    return this.repo
+      .list(project)
+      .filter((p) => Object.values(p.devices).some(matches))
+      .map((p) => `/1.0/profiles/${encodeURIComponent(p.name)}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`);
   }
 
   usedBy(project: string, name: string): string[] {
@@ -74,12 +96,13 @@ export class ProfileService implements ProfilesPort {
   }
 
   find(project: string, name: string, notFound: string): ProfileRecord {
-    const p = this.repo.get(project, name);
+    const p = this.repo.get(this.profileProject(project), name);
     if (!p) throw new NotFound(notFound);
     return p;
   }
 
-  create(project: string, req: ProfileInput & { name: string }): void {
+  create(requestProject: string, req: ProfileInput & { name: string }): void {
+    const project = this.profileProject(requestProject);
     validateProfileName(req.name);
     const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: req.devices };
     validateProfile(profile);
@@ -89,7 +112,8 @@ export class ProfileService implements ProfilesPort {
   }
 
   /** PUT replaces everything; PATCH merges config keys and whole devices, keeps an empty description. */
-  update(project: string, current: ProfileRecord, req: Partial<ProfileInput>, mode: "replace" | "merge"): void {
+  update(requestProject: string, current: ProfileRecord, req: Partial<ProfileInput>, mode: "replace" | "merge"): void {
+    const project = this.profileProject(requestProject);
     const next: ProfileRecord =
       mode === "replace"
         ? { name: current.name, description: req.description ?? "", config: dropEmpty(req.config ?? {}), devices: req.devices ?? {} }
@@ -104,7 +128,8 @@ export class ProfileService implements ProfilesPort {
     this.core.events.lifecycle("profile-updated", profileUrl(project, current.name), { project });
   }
 
-  rename(project: string, name: string, to: string): void {
+  rename(requestProject: string, name: string, to: string): void {
+    const project = this.profileProject(requestProject);
     if (name === "default") throw new Forbidden(`The "default" profile cannot be renamed`);
     validateProfileName(to);
     this.find(project, name, "Profile not found");
@@ -115,7 +140,8 @@ export class ProfileService implements ProfilesPort {
     this.core.events.lifecycle("profile-renamed", profileUrl(project, to), { project, context: { old_name: name } });
   }
 
-  delete(project: string, name: string): void {
+  delete(requestProject: string, name: string): void {
+    const project = this.profileProject(requestProject);
     if (name === "default") throw new Forbidden(`The "default" profile cannot be deleted`);
     this.find(project, name, "Profile not found");
     if (this.usedBy(project, name).length > 0) throw new BadRequest("Profile is currently in use");

@@ -19,4 +19,8 @@ export class StorageFeature implements Feature {
   start() {
     return this.service.start();
   }
+
+  stop(opts: { stopInstances: boolean }) {
+    return this.service.stop(opts);
+  }
 }

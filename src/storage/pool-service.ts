@@ -111,14 +111,44 @@ export class PoolService implements StoragePort {
     }
     await driver.mountPool();
     for (const vol of this.repo.volumes({ pool: pool.name })) {
+      if (vol.renamingTo) await this.recoverRename(driver, vol);
       if (vol.state === "created") continue;
       this.core.log.warn({ pool: pool.name, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
       await this.removeVolume(driver, vol);
     }
   }
 
-  async stop(): Promise<void> {
-    // Pools stay mounted across a daemon restart, as upstream; containers may still use them.
+  /** A rename a crash interrupted: keep whichever name the disk has. */
+  private async recoverRename(driver: Driver, vol: VolumeRow): Promise<void> {
+    const from = vol.name;
+    const to = vol.renamingTo!;
+    const done = !(await driver.hasVolume(this.hostVolume(vol))) && (await driver.hasVolume(this.hostVolume({ ...vol, name: to })));
+    this.core.log.warn({ volume: from, to, done }, "finishing storage volume rename interrupted by a crash");
+    if (done) {
+      this.repo.renameVolume(vol.id, to);
+      vol.name = to;
+    } else {
+      this.repo.beginRename(vol.id, null);
+    }
+    if (vol.type === "container") {
+      // The rename began only because nothing was called `to`, so a stray link of either name is ours.
+      await this.removeInstanceSymlink(vol.project, done ? from : to);
+      await this.ensureInstanceSymlink(vol.project, vol.name, driver.volumePath(this.hostVolume(vol)));
+    }
+    vol.renamingTo = null;
+  }
+
+  /**
+   * Pools stay mounted across a plain daemon restart (containers may still use them); after
+   * `lxd shutdown` stopped every instance they are unmounted, as upstream.
+   */
+  async stop(opts: { stopInstances: boolean }): Promise<void> {
+    if (!opts.stopInstances) return;
+    for (const pool of this.listPools()) {
+      await this.driverFor(pool)
+        .unmountPool()
+        .catch((e) => this.core.log.warn({ err: e, pool: pool.name }, "cannot unmount storage pool"));
+    }
   }
 
   // ---- drivers ----
@@ -191,7 +221,9 @@ export class PoolService implements StoragePort {
     validatePoolName(req.name);
     if (req.driver === "") throw new BadRequest("No driver provided");
     const def = this.definition(req.driver);
-    if (!this.versions.has(req.driver)) throw new InternalError(`Storage driver "${req.driver}" is not available on this host`);
+    if (!this.versions.has(req.driver)) {
+      throw new InternalError((await def.unavailableReason?.()) ?? `Storage driver "${req.driver}" is not available on this host`);
+    }
     if (this.repo.pool(req.name)) throw new Conflict("The storage pool already exists: The record already exists");
     let config: Record<string, string>;
     try {
@@ -269,7 +301,102 @@ export class PoolService implements StoragePort {
   volumeUsedBy(pool: string, v: VolumeRow): string[] {
     if (v.type === "container" || v.type === "virtual-machine") return [`/1.0/instances/${v.name}${projectSuffix(v.project)}`];
     if (v.type === "image") return [`/1.0/images/${v.name}`];
-    return [];
+    const out = [...(this.core.ports.instances?.volumeUsedBy?.(pool, v.project, v.name) ?? [])];
+    for (const p of this.profiles.all()) {
+      if (p.project !== v.project) continue;
+      if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === v.name)) out.push(`/1.0/profiles/${p.name}${projectSuffix(p.project)}`);
+    }
+    return out;
+  }
+
+  /** Custom volumes: create (POST .../volumes), with the pool's volume.* keys as defaults. */
+  async createCustomVolume(poolName: string, project: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
+    const pool = this.pool(poolName);
+    if (req.type === "") throw new BadRequest("You must provide a storage volume type of the storage volume");
+    assertVolumeType(req.type);
+    if (req.type !== "custom") throw new BadRequest(`Currently not allowed to create storage volumes of type "${req.type}"`);
+    validateVolumeName(req.name);
+    if (req.content_type !== "filesystem") throw new BadRequest(`Content type "${req.content_type}" isn't supported here`);
+    if (this.repo.volume(poolName, project, "custom", req.name)) throw new Conflict("Volume by that name already exists");
+    const def = this.definition(pool.driver);
+    const config = { ...req.config };
+    for (const [k, v] of Object.entries(pool.config)) {
+      if (k.startsWith("volume.") && config[k.slice(7)] === undefined) config[k.slice(7)] = v;
+    }
+    const diskName = storageName(project, "custom", req.name);
+    checkVolumeConfig(def, diskName, config);
+    const driver = this.driverFor(pool);
+    await driver.mountPool();
+    await withRevert(async (revert) => {
+      this.repo.insertVolume({ pool: poolName, project, type: "custom", name: req.name, description: req.description, config });
+      const row = this.repo.volume(poolName, project, "custom", req.name)!;
+      revert.add(() => this.repo.deleteVolume(row.id));
+      await driver.createVolume(this.hostVolume(row));
+      this.repo.setVolumeState(row.id, "created");
+    });
+    this.core.events.lifecycle("storage-volume-created", `/1.0/storage-pools/${poolName}/volumes/custom/${req.name}`, { project });
+  }
+
+  async updateCustomVolume(poolName: string, project: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+    const v = this.getVolume(poolName, project, type, name);
+    if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be updated with the storage API`);
+    const pool = this.pool(poolName);
+    const config = mode === "replace" ? { ...req.config } : { ...v.config, ...req.config };
+    for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
+    checkVolumeConfig(this.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
+    const description = mode === "merge" && req.description === "" ? v.description : req.description;
+    this.repo.updateVolume(v.id, { description, config });
+    this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
+  }
+
+  async renameCustomVolume(poolName: string, project: string, type: string, name: string, to: string): Promise<void> {
+    const v = this.getVolume(poolName, project, type, name);
+    if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be renamed with the storage API`);
+    validateVolumeName(to);
+    if (this.repo.volume(poolName, project, "custom", to)) throw new Conflict("Volume by that name already exists");
+    if (this.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("Volume is still in use");
+    const driver = this.driverFor(this.pool(poolName));
+    const vol = this.hostVolume(v);
+    const newDiskName = storageName(project, "custom", to);
+    await withRevert(async (revert) => {
+      this.repo.beginRename(v.id, to);
+      revert.add(() => this.repo.beginRename(v.id, null));
+      await driver.renameVolume(vol, newDiskName);
+      revert.add(() => driver.renameVolume({ ...vol, name: newDiskName }, vol.name));
+      this.repo.renameVolume(v.id, to);
+    });
+    this.core.events.lifecycle("storage-volume-renamed", `/1.0/storage-pools/${poolName}/volumes/custom/${to}`, { project, context: { old_name: name } });
+  }
+
+  async deleteCustomVolume(poolName: string, project: string, type: string, name: string): Promise<void> {
+    const v = this.getVolume(poolName, project, type, name);
+    if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be deleted with the storage API`);
+    if (this.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("The storage volume is still in use");
+    const driver = this.driverFor(this.pool(poolName));
+    await driver.mountPool();
+    await this.removeVolume(driver, v);
+    this.core.events.lifecycle("storage-volume-deleted", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
+  }
+
+  /** GET .../volumes/{type}/{name}/state: usage when the driver can tell, else upstream's "Not supported". */
+  async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used: number; total: number } }> {
+    const pool = this.pool(poolName);
+    assertVolumeType(type);
+    const v = this.repo.volume(poolName, type === "image" ? "default" : project, type, name);
+    if (!v || v.state !== "created") {
+      throw new NotFound(`Storage volume "${name}" in project "${project}" of type "${type}" does not exist on pool "${poolName}": Storage volume not found`);
+    }
+    const used = await this.driverFor(pool).volumeUsage?.(this.hostVolume(v));
+    if (used === undefined) throw new InternalError("Not supported");
+    return { usage: { used, total: -1 } };
+  }
+
+  /** Host path of a custom volume, for disk devices attaching it (mounted first if the driver needs to). */
+  async mountCustomVolume(poolName: string, project: string, name: string): Promise<string> {
+    const v = this.getVolume(poolName, project, "custom", name);
+    const driver = this.driverFor(this.pool(poolName));
+    await driver.mountPool();
+    return driver.mountVolume(this.hostVolume(v));
   }
 
   volumeView(v: VolumeRow): StorageVolumeView {
@@ -419,6 +546,8 @@ export class PoolService implements StoragePort {
     if (this.repo.volume(pool, project, "container", to)) throw new Conflict("Volume by that name already exists");
     await withRevert(async (revert) => {
       const newName = storageName(project, "container", to);
+      this.repo.beginRename(row.id, to);
+      revert.add(() => this.repo.beginRename(row.id, null));
       await driver.renameVolume(vol, newName);
       revert.add(() => driver.renameVolume({ ...vol, name: newName }, vol.name));
       this.repo.renameVolume(row.id, to);
@@ -438,6 +567,27 @@ export class PoolService implements StoragePort {
   async instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined> {
     const { driver, vol } = this.instanceVolume(project, pool, name);
     return driver.volumeUsage?.(vol);
+  }
+}
+
+export function validateVolumeName(name: string): void {
+  if (name === "") throw new BadRequest("No name provided");
+  if (name.includes("/")) throw new BadRequest("Storage volume names may not contain slashes");
+  if (name === "." || name === ".." || name.includes("\0")) throw new BadRequest(`Invalid storage volume name "${name}"`);
+}
+
+/** A volume's config against its driver's volume keys: "Invalid option for volume ..." as upstream. */
+function checkVolumeConfig(def: DriverDefinition, diskName: string, config: Record<string, string>, Err: new (m: string) => Error = InternalError): void {
+  for (const [key, value] of Object.entries(config)) {
+    if (key.startsWith("user.")) continue;
+    const spec = def.info.volumeKeys[key];
+    if (!spec) throw new Err(`Invalid option for volume "${diskName}" option "${key}"`);
+    if (value === "") continue;
+    try {
+      spec.validate(value);
+    } catch (e) {
+      throw new Err(`Invalid value for volume "${diskName}" option "${key}": ${(e as Error).message}`);
+    }
   }
 }
 

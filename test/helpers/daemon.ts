@@ -1,7 +1,7 @@
 // Starts a real nodelxd daemon in a fresh LXD_DIR and drives it the way users do:
 // raw HTTP over the unix socket, and the stock `lxc` client.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, openSync, closeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { join, resolve } from "node:path";
 
@@ -55,6 +55,16 @@ export function rawRequest(socket: string, method: string, path: string, body?: 
   });
 }
 
+/** Lazily unmount whatever the daemon left mounted under its directory (pools, shmounts). */
+export function unmountUnder(dir: string): void {
+  const mounts = readFileSync("/proc/self/mounts", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[1]?.replace(/\\040/g, " "))
+    .filter((m): m is string => !!m && m.startsWith(dir + "/"))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) spawnSync("umount", ["-l", m]);
+}
+
 async function waitReady(socket: string, proc: ChildProcess, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -70,13 +80,13 @@ async function waitReady(socket: string, proc: ChildProcess, timeoutMs = 30_000)
   throw new Error("daemon did not become ready");
 }
 
-export async function startDaemon(opts: { args?: string[]; dir?: string } = {}): Promise<TestDaemon> {
+export async function startDaemon(opts: { args?: string[]; dir?: string; main?: string; env?: Record<string, string> } = {}): Promise<TestDaemon> {
   const dir = opts.dir ?? mkdtempSync("/tmp/nodelxd-test-");
   const socket = join(dir, "unix.socket");
-  const env = { ...process.env, LXD_DIR: dir };
+  const env = { ...process.env, ...opts.env, LXD_DIR: dir };
   const launch = () => {
     const log = openSync(join(dir + ".log"), "a");
-    const p = spawn(process.execPath, [MAIN, "--debug", ...(opts.args ?? [])], { env, stdio: ["ignore", log, log] });
+    const p = spawn(process.execPath, [opts.main ?? MAIN, "--debug", ...(opts.args ?? [])], { env, stdio: ["ignore", log, log] });
     closeSync(log);
     return p;
   };
@@ -111,6 +121,7 @@ export async function startDaemon(opts: { args?: string[]; dir?: string } = {}):
         proc.kill("SIGTERM");
         await exited(proc);
       }
+      unmountUnder(dir);
       rmSync(dir, { recursive: true, force: true });
       rmSync(dir + ".lxdconf", { recursive: true, force: true });
       rmSync(dir + ".log", { force: true });

@@ -129,6 +129,8 @@ describe("events", () => {
     expect(event.type).toBe("lifecycle");
     expect(event.metadata.action).toBe("config-updated");
     expect(event.metadata.source).toBe("/1.0");
+    expect(event.metadata.requestor).toEqual({ username: "root", protocol: "unix", address: "@" });
+    expect(event.metadata).not.toHaveProperty("context");
     expect(event.timestamp).toMatch(/^\d{4}-\d\d-\d\dT/);
     await d.api("PUT", "/1.0", { config: {} });
   });

@@ -1,12 +1,12 @@
 // /1.0/images driven as users drive it: the stock lxc client and raw HTTP on the socket.
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
+import { ROOT, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { busyboxImage } from "../helpers/image.js";
 
 let d: TestDaemon;
@@ -69,7 +69,36 @@ describe("import", () => {
     const op = await wait(r.body.operation);
     expect(op.status).toBe("Failure");
     expect(op.err).toBe("Unsupported compression");
+    expect(op.metadata).toBeNull();
     expect(readdirSync(join(d.dir, "images"))).toEqual([fp]);
+  });
+});
+
+describe("import options", () => {
+  it("lxc image import --public KEY=VALUE sets X-LXD-public and X-LXD-properties", async () => {
+    const out = join(tmp, "second.tar.xz");
+    spawnSync(join(ROOT, "test/fixtures/busybox-image.sh"), [out], { env: { ...process.env, CREATION_DATE: "1600000001" } });
+    const r = d.lxc("image", "import", out, "--public", "--alias", "second", "extra=yes", "os=custom");
+    expect(r.code, r.stderr).toBe(0);
+    const img = (await d.api("GET", "/1.0/images/aliases/second")).body.metadata;
+    const got = (await d.api("GET", `/1.0/images/${img.target}`)).body.metadata;
+    expect(got.public).toBe(true);
+    expect(got.properties).toMatchObject({ extra: "yes", os: "custom", description: expect.stringContaining("BusyBox") });
+    expect(got.created_at).toBe("2020-09-13T12:26:41Z");
+    expect(d.lxc("image", "delete", "second").code).toBe(0);
+  });
+
+  it("endpoints for remote image servers answer 501", async () => {
+    for (const [m, p] of [["POST", "/1.0/images/abc/refresh"], ["POST", "/1.0/images/abc/secret"], ["POST", "/1.0/images/abc/export"]]) {
+      expect((await d.api(m, p, {})).status).toBe(501);
+    }
+  });
+
+  it("JSON without a known source type is LXD's error", async () => {
+    const r = await d.api("POST", "/1.0/images", { source: { type: "nope" } }, { "content-type": "application/json" });
+    expect([r.status, r.body.error]).toEqual([500, "Invalid images JSON"]);
+    const remote = await d.api("POST", "/1.0/images", { source: { type: "image", server: "https://127.0.0.1:9", alias: "x" } }, { "content-type": "application/json" });
+    expect(remote.status).toBe(501);
   });
 });
 
@@ -222,6 +251,21 @@ describe("export and delete", () => {
     expect((await d.api("GET", "/1.0/images/aliases")).body.metadata).toEqual([]);
     expect(existsSync(join(d.dir, "images", fp))).toBe(false);
     expect(d.lxc("image", "delete", fp).code).not.toBe(0);
+  });
+});
+
+describe("crash safety", () => {
+  it("after kill -9, leftovers of an interrupted import are removed and stored images kept", async () => {
+    expect(d.lxc("image", "import", busyboxImage(), "--alias", "keep").code).toBe(0);
+    const images = join(d.dir, "images");
+    mkdirSync(join(images, ".build-interrupted"));
+    writeFileSync(join(images, ".build-interrupted", "image"), "partial");
+    writeFileSync(join(images, "e".repeat(64)), "linked but never recorded");
+    await d.kill9();
+    await d.restart();
+    expect(readdirSync(images)).toEqual([fp]);
+    expect((await d.api("GET", "/1.0/images/aliases/keep")).body.metadata.target).toBe(fp);
+    expect(d.lxc("image", "delete", "keep").code).toBe(0);
   });
 });
 

@@ -13,7 +13,7 @@ import { ImageService } from "../../src/images/service.js";
 import { receiveUpload, type Upload } from "../../src/images/upload.js";
 import { EventHub } from "../../src/operations/events.js";
 import { busyboxImage } from "../helpers/image.js";
-import { entry, imageTar } from "../helpers/tar-writer.js";
+import { entry, imageTar, tarball } from "../helpers/tar-writer.js";
 
 let root: string;
 let db: Db;
@@ -80,6 +80,15 @@ describe("import and unpack", () => {
     expect(storeFiles()).toEqual([fp]);
   });
 
+  it("records X-LXD-profiles, refusing unknown ones", async () => {
+    const checked = new ImageService({ dir: join(root, "images"), repo, events: new EventHub(), log: pino({ level: "silent" }), profileExists: (_p, n) => n !== "nope" });
+    await expect(checked.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "nope"] })).rejects.toThrow("Profile 'nope' doesn't exist");
+    const v = await checked.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "extra"] });
+    expect(v.profiles).toEqual(["default", "extra"]);
+    await checked.delete("profiles", v.fingerprint);
+    expect(storeFiles()).toEqual([fp]);
+  });
+
   it("resolves aliases and unique prefixes", () => {
     images.createAlias("default", "bb", fp.slice(0, 8), "");
     expect(images.resolve("default", { alias: "bb" }).fingerprint).toBe(fp);
@@ -101,6 +110,15 @@ describe("import and unpack", () => {
     expect(seen.at(-1)).toBe(100);
     expect(() => images.markUsed(fp)).not.toThrow();
     expect(repo.get("default", fp)!.last_used_at).not.toBe("0001-01-01T00:00:00Z");
+  });
+
+  it("stops and leaves the target empty when cancelled", async () => {
+    const target = freshTarget();
+    const ac = new AbortController();
+    const run = images.unpackInto(fp, target, { signal: ac.signal });
+    ac.abort();
+    await expect(run).rejects.toThrow();
+    expect(readdirSync(target)).toEqual([]);
   });
 
   it("refuses a non-empty target", async () => {
@@ -240,4 +258,29 @@ describe("publish: tar a volume directory into the store", () => {
     expect(() => codecFor("lz4")).toThrow('Unsupported compression algorithm "lz4"');
     expect(codecFor("xz -9")).toBe("xz");
   });
+});
+
+describe("projects sharing images", () => {
+  it("resolve() looks in the project the projects feature names", async () => {
+    const shared = new ImageService({ dir: join(root, "images"), repo, events: new EventHub(), log: pino({ level: "silent" }), projectFor: (p) => (p === "noimages" ? "default" : p) });
+    const fp = execFileSync("sha256sum", [busyboxImage()]).toString().split(" ")[0];
+    expect(shared.resolve("noimages", { fingerprint: fp }).project).toBe("default");
+    expect(() => shared.resolve("isolated", { fingerprint: fp })).toThrow("Image not found");
+  });
+});
+
+describe("invalid images get LXD's messages", () => {
+  const cases: [string, Buffer, string][] = [
+    ["no metadata.yaml", tarball(entry({ name: "rootfs/", type: "5" })), "Metadata tarball is missing metadata.yaml"],
+    ["no creation date", tarball(entry({ name: "metadata.yaml", data: "architecture: x86_64\n" }), entry({ name: "rootfs/", type: "5" })), "Missing creation date"],
+    ["unknown architecture", tarball(entry({ name: "metadata.yaml", data: "architecture: foo\ncreation_date: 5\n" }), entry({ name: "rootfs/", type: "5" })), "Architecture isn't supported: foo"],
+    ["no rootfs", tarball(entry({ name: "metadata.yaml", data: "architecture: x86_64\ncreation_date: 5\n" })), "Invalid instance type"],
+  ];
+  for (const [name, tar, message] of cases) {
+    it(name, async () => {
+      const before = storeFiles();
+      await expect(images.importUpload("default", await upload(writeTmp(xz(tar))))).rejects.toThrow(message);
+      expect(storeFiles()).toEqual(before);
+    });
+  }
 });

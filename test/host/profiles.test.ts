@@ -93,6 +93,12 @@ describe("profiles API", () => {
     await d.api("DELETE", "/1.0/profiles/e1");
   });
 
+  it("a project without profiles of its own uses the default project's", async () => {
+    const r = await d.api("GET", "/1.0/profiles?project=noprofiles&recursion=1");
+    expect(r.body.metadata.map((p: any) => p.name)).toEqual(["default"]);
+    expect((await d.api("GET", "/1.0/profiles/default?project=noprofiles")).body.metadata.description).toBe("Default LXD profile");
+  });
+
   it("profiles survive a kill -9 and the default profile is not recreated over changes", async () => {
     await d.api("PATCH", "/1.0/profiles/default", { config: { "user.k": "v" } });
     await d.api("POST", "/1.0/profiles", { name: "keep" });

@@ -1,5 +1,6 @@
 // The StoragePort other features use, driven in-process against a real daemon and real pools.
-import { spawnSync } from "node:child_process";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,6 +12,13 @@ import { busyboxImage } from "../helpers/image.js";
 let dir: string;
 let daemon: Daemon;
 let storage: StoragePort;
+
+async function restart(): Promise<void> {
+  await daemon.stop({ stopInstances: false });
+  daemon = new Daemon({ lxdDir: dir, logfile: join(dir, "daemon.log") });
+  await daemon.start();
+  storage = daemon.core!.ports.storage!;
+}
 const api = (method: string, path: string, body?: unknown) => rawRequest(join(dir, "unix.socket"), method, path, body);
 
 beforeAll(async () => {
@@ -97,12 +105,34 @@ describe("StoragePort on dir", () => {
   it("unpacks an image into the volume when images are available", async (ctx) => {
     const images = daemon.core!.ports.images;
     if (!images) return ctx.skip();
-    const r = spawnSync("lxc", ["image", "import", busyboxImage(), "--alias", "bb"], { env: { ...process.env, LXD_DIR: dir, LXD_CONF: join(dir, ".lxdconf") }, encoding: "utf8" });
-    expect(r.status, r.stderr).toBe(0);
+    // The daemon runs in this process: the client must run asynchronously.
+    await promisify(execFile)("lxc", ["image", "import", busyboxImage(), "--alias", "bb"], { env: { ...process.env, LXD_DIR: dir, LXD_CONF: join(dir, ".lxdconf") } });
     const { fingerprint } = images.resolve("default", { alias: "bb" });
     const path = await storage.createInstanceVolume("default", "p", "img1", { image: fingerprint });
     expect(existsSync(join(path, "rootfs/bin/busybox"))).toBe(true);
     expect(existsSync(join(path, "metadata.yaml"))).toBe(true);
     await storage.deleteInstanceVolume("default", "p", "img1");
+  });
+
+  it("a rename a crash interrupted ends with the name the disk has", async () => {
+    await storage.createInstanceVolume("default", "p", "r1", {});
+    await storage.createInstanceVolume("default", "p", "r3", {});
+    await daemon.stop({ stopInstances: false });
+    const Database = (await import("better-sqlite3")).default;
+    const db = new Database(join(dir, "database/nodelxd.db"));
+    db.prepare("UPDATE storage_volumes SET renaming_to = 'r2' WHERE name = 'r1'").run();
+    db.prepare("UPDATE storage_volumes SET renaming_to = 'r4' WHERE name = 'r3'").run();
+    db.close();
+    // r1 → r2 reached the disk before the crash; r3 → r4 did not.
+    const { renameSync } = await import("node:fs");
+    renameSync(join(dir, "storage-pools/p/containers/r1"), join(dir, "storage-pools/p/containers/r2"));
+    await restart();
+    const names = (await api("GET", "/1.0/storage-pools/p/volumes")).body.metadata;
+    expect(names).toEqual(["/1.0/storage-pools/p/volumes/container/r2", "/1.0/storage-pools/p/volumes/container/r3"]);
+    expect(readlinkSync(join(dir, "containers/r2"))).toBe(join(dir, "storage-pools/p/containers/r2"));
+    expect(() => lstatSync(join(dir, "containers/r1"))).toThrow();
+    expect(readlinkSync(join(dir, "containers/r3"))).toBe(join(dir, "storage-pools/p/containers/r3"));
+    await storage.deleteInstanceVolume("default", "p", "r2");
+    await storage.deleteInstanceVolume("default", "p", "r3");
   });
 });

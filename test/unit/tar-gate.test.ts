@@ -104,6 +104,14 @@ describe("tar gate", () => {
     e.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
     return refused(imageTar(e), /contains '\.\.'/);
   });
+  it("refuses non-directories with a trailing slash (GNU tar would make them directories)", () =>
+    refused(imageTar(entry({ name: "rootfs/x/", data: Buffer.alloc(1024) })), /trailing slash/));
+
+  it("compares names byte for byte, whatever their encoding", async () => {
+    const { gate } = await pass(imageTar(entry({ name: "rootfs/\xff\xfe/", type: "5" }), entry({ name: "rootfs/caf\u00e9", data: "x" })));
+    expect(gate.count).toBe(6);
+  });
+
   it("fails closed on what it does not understand", async () => {
     await refused(imageTar(entry({ name: "rootfs/x", data: "x", badChecksum: true })), /checksum/);
     await refused(imageTar(pax({ "GNU.sparse.major": "1" }), entry({ name: "rootfs/x", data: "x" })), /Sparse/);

@@ -1,13 +1,12 @@
 // /1.0/images and /1.0/images/aliases: parse, call the image service, answer.
 import { z } from "zod";
-import type { Ports } from "../../daemon/ports.js";
 import type { OperationManager } from "../../operations/manager.js";
 import type { ImageService } from "../../images/service.js";
 import type { ImagePublisher } from "../../images/publish.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
-import { BadRequest, NotFound, NotImplemented } from "../errors.js";
+import { BadRequest, InternalError, NotFound, NotImplemented } from "../errors.js";
 import { decode } from "../json.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
 
@@ -72,46 +71,25 @@ export interface ImageRouteDeps {
   images: ImageService;
   operations: OperationManager;
   publisher: ImagePublisher;
-  ports: Ports;
 }
 
-export function imageRoutes({ images, operations, publisher, ports }: ImageRouteDeps): Route[] {
-  /** Image profiles must exist (checked when the profiles feature is loaded). */
-  const checkProfiles = (project: string, profiles: string[]) => {
-    const lookup = ports.profiles;
-    if (!lookup) return;
-    for (const p of profiles) {
-      try {
-        lookup.get(project, p);
-      } catch (e) {
-        if (e instanceof NotFound) throw new BadRequest(`Profile '${p}' doesn't exist`);
-        throw e;
-      }
-    }
-  };
+export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): Route[] {
+  /** The project whose images a request sees (features.images=false shares default's). */
+  const proj = (req: ApiRequest) => images.projectFor(req.project);
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
   const aliasUrl = (name: string) => `/1.0/images/aliases/${encodeURIComponent(name)}`;
   /** Untrusted clients see public images only; anything else is "not found" to them. */
   const visible = (req: ApiRequest) => {
-    const row = images.byPrefix(req.project, req.params.fingerprint);
+    const row = images.byPrefix(proj(req), req.params.fingerprint);
     if (!req.requestor.trusted && !row.public) throw new NotFound("Image not found");
     return row;
   };
   const etagOf = (v: { public: boolean; auto_update: boolean; properties: Record<string, string> }) => [v.public, v.auto_update, v.properties];
 
   const updateImage = (patch: boolean) => async (req: ApiRequest) => {
-    const row = images.byPrefix(req.project, req.params.fingerprint);
+    const row = images.byPrefix(proj(req), req.params.fingerprint);
     checkEtag(req, etagOf(row));
-    const body = await req.body(ImagePut, "ImagePut");
-    const next = {
-      public: body.public ?? (patch ? row.public : false),
-      auto_update: body.auto_update ?? (patch ? row.auto_update : false),
-      properties: patch ? { ...row.properties, ...(body.properties ?? {}) } : (body.properties ?? {}),
-      profiles: body.profiles ?? (patch ? row.profiles : ["default"]),
-      expires_at: body.expires_at !== undefined && body.expires_at !== "" ? goTimeOf(body.expires_at) : row.expires_at,
-    };
-    checkProfiles(req.project, next.profiles);
-    images.update(req.project, row.fingerprint, next, req.requestor);
+    images.edit(row, await req.body(ImagePut, "ImagePut"), { patch, requestor: req.requestor });
     return sync({});
   };
 
@@ -128,7 +106,7 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
       {
         GET: (req) => {
           const clauses = parseFilter(req.query.filter ?? "");
-          const list = images.list(req.project, !req.requestor.trusted).filter((v) => matchFilter(v, clauses));
+          const list = images.list(proj(req), !req.requestor.trusted).filter((v) => matchFilter(v, clauses));
           return sync(req.recursion > 0 ? list : list.map((v) => imageUrl(v.fingerprint)));
         },
         POST: async (req) => {
@@ -138,7 +116,7 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
             const type = body.source.type;
             if (["container", "instance", "virtual-machine", "snapshot"].includes(type)) return operation(publisher.publish(req.project, body, req.requestor));
             if (type === "image" || type === "url") throw new NotImplemented("Downloading images from remote servers is not supported");
-            throw new BadRequest("Invalid images JSON");
+            throw new InternalError("Invalid images JSON");
           }
           const expected = req.headers["x-lxd-fingerprint"];
           const view = operations.create({
@@ -146,10 +124,11 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
             description: "Downloading image",
             project: req.project,
             run: async (ctx) => {
-              const image = await images.importUpload(req.project, received, {
+              const image = await images.importUpload(proj(req), received, {
                 public: isTrue(req.headers["x-lxd-public"]),
                 expectedFingerprint: expected ? String(expected) : undefined,
                 properties: headerProperties(req.headers["x-lxd-properties"]),
+                profiles: new URLSearchParams(String(req.headers["x-lxd-profiles"] ?? "")).getAll("profile"),
                 requestor: req.requestor,
                 signal: ctx.signal,
                 onIdentified: (m) => ctx.updateMetadata(m),
@@ -172,14 +151,14 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
         PUT: updateImage(false),
         PATCH: updateImage(true),
         DELETE: (req) => {
-          const row = images.byPrefix(req.project, req.params.fingerprint);
+          const row = images.byPrefix(proj(req), req.params.fingerprint);
           const view = operations.create({
             class: "task",
             description: "Deleting image",
             project: req.project,
             resources: { images: [imageUrl(row.fingerprint)] },
             run: async () => {
-              await images.delete(req.project, row.fingerprint, req.requestor);
+              await images.delete(proj(req), row.fingerprint, req.requestor);
             },
           });
           return operation(view);
@@ -198,15 +177,18 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
       },
       ["GET"],
     ),
+    // Upstream endpoints nodelxd does not implement (no remote image servers): 501, not 404.
+    route("/1.0/images/:fingerprint/refresh", {}),
+    route("/1.0/images/:fingerprint/secret", {}),
     route("/1.0/images/aliases", {
       GET: (req) => {
-        const list = images.aliases(req.project);
-        return sync(req.recursion > 0 ? list.map((a) => aliasView(a, req.project)) : list.map((a) => aliasUrl(a.name)));
+        const list = images.aliases(proj(req));
+        return sync(req.recursion > 0 ? list.map((a) => aliasView(a, proj(req))) : list.map((a) => aliasUrl(a.name)));
       },
       POST: async (req) => {
         const body = await req.body(AliasPost, "ImageAliasesPost");
         if (body.name === "" || body.target === "") throw new BadRequest("name and target are required");
-        images.createAlias(req.project, body.name, body.target, body.description, req.requestor);
+        images.createAlias(proj(req), body.name, body.target, body.description, req.requestor);
         return created(aliasUrl(body.name), null);
       },
     }),
@@ -214,44 +196,38 @@ export function imageRoutes({ images, operations, publisher, ports }: ImageRoute
       "/1.0/images/aliases/:name",
       {
         GET: (req) => {
-          const alias = images.alias(req.project, req.params.name);
-          const image = images.byPrefix(req.project, alias.fingerprint);
+          const alias = images.alias(proj(req), req.params.name);
+          const image = images.byPrefix(proj(req), alias.fingerprint);
           if (!req.requestor.trusted && !image.public) throw new NotFound("Image alias not found");
-          const view = aliasView(alias, req.project);
+          const view = aliasView(alias, proj(req));
           return sync(view, { etag: view });
         },
         PUT: async (req) => {
-          const alias = images.alias(req.project, req.params.name);
-          checkEtag(req, aliasView(alias, req.project));
+          const alias = images.alias(proj(req), req.params.name);
+          checkEtag(req, aliasView(alias, proj(req)));
           const body = await req.body(AliasPut, "ImageAliasesEntryPut");
           if (body.target === "") throw new BadRequest("The target field is required");
-          images.updateAlias(req.project, alias.name, body.target, body.description, req.requestor);
+          images.updateAlias(proj(req), alias.name, body.target, body.description, req.requestor);
           return sync({});
         },
         PATCH: async (req) => {
-          const alias = images.alias(req.project, req.params.name);
-          checkEtag(req, aliasView(alias, req.project));
+          const alias = images.alias(proj(req), req.params.name);
+          checkEtag(req, aliasView(alias, proj(req)));
           const body = await req.body(AliasPatch, "ImageAliasesEntryPut");
-          images.updateAlias(req.project, alias.name, body.target ?? alias.fingerprint, body.description ?? alias.description, req.requestor);
+          images.updateAlias(proj(req), alias.name, body.target ?? alias.fingerprint, body.description ?? alias.description, req.requestor);
           return sync({});
         },
         POST: async (req) => {
           const body = await req.body(AliasRename, "ImageAliasesEntryPost");
-          images.renameAlias(req.project, req.params.name, body.name, req.requestor);
+          images.renameAlias(proj(req), req.params.name, body.name, req.requestor);
           return created(aliasUrl(body.name), null);
         },
         DELETE: (req) => {
-          images.deleteAlias(req.project, req.params.name, req.requestor);
+          images.deleteAlias(proj(req), req.params.name, req.requestor);
           return sync({});
         },
       },
       ["GET"],
     ),
   ];
-}
-
-function goTimeOf(text: string): string {
-  const d = new Date(text);
-  if (Number.isNaN(d.getTime())) throw new BadRequest(`parsing time "${text}" as "2006-01-02T15:04:05Z07:00": cannot parse`);
-  return text;
 }

@@ -1,5 +1,6 @@
 import type { PoolService } from "../../storage/pool-service.js";
-import { StoragePoolPut, StoragePoolsPost } from "../schemas/storage.js";
+import { NotImplemented } from "../errors.js";
+import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../schemas/storage.js";
 import { checkEtag, created, route, sync, type ApiRequest, type Route } from "../route.js";
 
 export function storagePoolRoutes(pools: PoolService): Route[] {
@@ -16,6 +17,25 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
   const listVolumes = (req: ApiRequest) => {
     const list = pools.listVolumes(req.params.pool, req.project, req.params.type);
     return sync(req.recursion > 0 ? list.map((v) => pools.volumeView(v)) : list.map((v) => pools.volumeUrl(v)));
+  };
+  const createVolume = async (req: ApiRequest) => {
+    const body = await req.body(StorageVolumesPost, "StorageVolumesPost");
+    // Copies, migrations and backups as a volume source are not implemented.
+    if (body.source?.type) throw new NotImplemented();
+    await pools.createCustomVolume(req.params.pool, req.project, { ...body, type: req.params.type ?? body.type });
+    return sync({});
+  };
+  const volumeEtag = (req: ApiRequest) => {
+    const v = pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume));
+    return [v.name, v.type, v.description, v.config];
+  };
+  const updateVolume = (mode: "replace" | "merge") => async (req: ApiRequest) => {
+    const body = await req.body(StorageVolumePut, "StorageVolumePut");
+    // There are no volume snapshots to restore from yet.
+    if (body.restore) throw new NotImplemented();
+    checkEtag(req, volumeEtag(req));
+    await pools.updateCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body, mode);
+    return sync({});
   };
   return [
     route("/1.0/storage-pools", {
@@ -41,14 +61,26 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
     route("/1.0/storage-pools/:name/resources", {
       GET: async (req) => sync(await pools.resources(req.params.name)),
     }),
-    route("/1.0/storage-pools/:pool/volumes", { GET: listVolumes }),
-    route("/1.0/storage-pools/:pool/volumes/:type", { GET: listVolumes }),
+    route("/1.0/storage-pools/:pool/volumes", { GET: listVolumes, POST: createVolume }),
+    route("/1.0/storage-pools/:pool/volumes/:type", { GET: listVolumes, POST: createVolume }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume", {
-      GET: (req) => {
-        const v = pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume);
-        const view = pools.volumeView(v);
-        return sync(view, { etag: [view.description, view.config] });
+      GET: (req) => sync(pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume)), { etag: volumeEtag(req) }),
+      PUT: updateVolume("replace"),
+      PATCH: updateVolume("merge"),
+      POST: async (req) => {
+        const body = await req.body(StorageVolumePost, "StorageVolumePost");
+        // Moves between pools/projects and migrations are not implemented; only renames.
+        if (body.migration || (body.pool && body.pool !== req.params.pool) || (body.project && body.project !== req.project)) throw new NotImplemented();
+        await pools.renameCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body.name);
+        return sync(null);
       },
+      DELETE: async (req) => {
+        await pools.deleteCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume);
+        return sync({});
+      },
+    }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
+      GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
     }),
   ];
 }

@@ -15,3 +15,24 @@ export const StoragePoolsPost = StoragePoolPut.extend({
   driver: z.string().nullish().transform((d) => d ?? ""),
 });
 export type StoragePoolsPost = z.infer<typeof StoragePoolsPost>;
+
+export const StorageVolumePut = StoragePoolPut.extend({ restore: z.string().nullish() });
+
+export const StorageVolumesPost = StoragePoolPut.extend({
+  name: z.string().nullish().transform((n) => n ?? ""),
+  type: z.string().nullish().transform((t) => t ?? ""),
+  content_type: z
+    .string()
+    .nullish()
+    .transform((t) => t || "filesystem"),
+  source: z.object({ type: z.string().nullish() }).passthrough().nullish(),
+});
+
+export const StorageVolumePost = z
+  .object({
+    name: z.string().nullish().transform((n) => n ?? ""),
+    pool: z.string().nullish(),
+    migration: z.boolean().nullish(),
+    project: z.string().nullish(),
+  })
+  .passthrough();

@@ -150,6 +150,8 @@ class BtrfsDriver implements Driver {
       if (this.kind === "loop") await rm(this.source, { force: true });
       else await run("wipefs", ["-a", this.source], { signal: opts.signal, reject: false });
     }
+    if (isMountPoint(this.mountPath)) throw new Error(`Storage pool "${this.pool.name}" is still mounted`);
+    assertNoMountsUnder(this.mountPath);
     await rm(this.mountPath, { recursive: true, force: true });
   }
 

@@ -68,6 +68,7 @@ class DirDriver implements Driver {
     await this.mountPool();
     await removePoolDirs(this.mountPath);
     await this.unmountPool();
+    assertNoMountsUnder(this.mountPath);
     await rm(this.mountPath, { recursive: true, force: true });
   }
 

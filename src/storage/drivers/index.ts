@@ -2,8 +2,10 @@
 import { btrfsDriver } from "./btrfs.js";
 import { dirDriver } from "./dir.js";
 import type { DriverDefinition } from "./types.js";
+import { zfsDriver } from "./zfs.js";
 
 export const storageDrivers: Record<string, DriverDefinition> = {
   dir: dirDriver,
   btrfs: btrfsDriver,
+  zfs: zfsDriver,
 };

@@ -107,6 +107,8 @@ export interface DriverDefinition {
    * driver can't work on this host (tools or kernel module missing).
    */
   probe(): Promise<string | undefined>;
+  /** Why the driver can't be used here (asked when a pool is created while probe found nothing). */
+  unavailableReason?(): Promise<string>;
   /** Fill in defaults for a new pool (source, size); throws LXD's message for bad combinations. */
   fillDefaults(pool: PoolSpec, env: DriverEnv): Record<string, string>;
   load(pool: PoolSpec, env: DriverEnv): Driver;

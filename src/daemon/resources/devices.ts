@@ -1,0 +1,314 @@
+// Devices: PCI, network cards, disks, GPUs and USB, from /sys.
+import { parseDev, parseHexId, parseVpd, type IdDatabase } from "./parse.js";
+import { pciAddressOf, pciDevicePath, type SysFs } from "./sysfs.js";
+
+export interface PciDevice {
+  driver: string;
+  driver_version: string;
+  numa_node: number;
+  pci_address: string;
+  vendor: string;
+  vendor_id: string;
+  product: string;
+  product_id: string;
+  iommu_group: number;
+  vpd: ReturnType<typeof parseVpd>;
+}
+
+/**
+ * A driver's version: its loadable module's own version, else the kernel's (built-in drivers
+ * have no `module` link even when /sys/module lists a version for them).
+ */
+export function driverVersion(fs: SysFs, driverDir: string, kernelRelease: string): string {
+  if (!fs.linkName(`${driverDir}`)) return "";
+  return fs.trim(`${driverDir}/module/version`) ?? kernelRelease;
+}
+
+const NO_IDS: IdDatabase = { vendors: new Map(), products: new Map() };
+
+/** Vendor and product names from an id database ("" when unknown, as upstream without one). */
+export function names(ids: IdDatabase, vendorId: string, productId: string): { vendor: string; product: string } {
+  return { vendor: ids.vendors.get(vendorId) ?? "", product: ids.products.get(`${vendorId}:${productId}`) ?? "" };
+}
+
+function numaNode(fs: SysFs, dir: string): number {
+  const n = fs.int(`${dir}/numa_node`);
+  return n === undefined || n < 0 ? 0 : n;
+}
+
+export function readPci(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { devices: PciDevice[]; total: number } {
+  const devices: PciDevice[] = [];
+  for (const addr of fs.list("/sys/bus/pci/devices")) {
+    const dir = `/sys/bus/pci/devices/${addr}`;
+    const driver = fs.linkName(`${dir}/driver`);
+    const vpd = fs.readBuffer(`${dir}/vpd`);
+    const vendorId = parseHexId(fs.read(`${dir}/vendor`));
+    const productId = parseHexId(fs.read(`${dir}/device`));
+    const n = names(ids, vendorId, productId);
+    devices.push({
+      driver,
+      driver_version: driverVersion(fs, `${dir}/driver`, kernelRelease),
+      numa_node: numaNode(fs, dir),
+      pci_address: addr,
+      vendor: n.vendor,
+      vendor_id: vendorId,
+      product: n.product,
+      product_id: productId,
+      iommu_group: Number(fs.linkName(`${dir}/iommu_group`)) || 0,
+      vpd: vpd && vpd.length ? parseVpd(vpd) : {},
+    });
+  }
+  return { devices, total: devices.length };
+}
+
+export interface NetworkPort {
+  id: string;
+  address: string;
+  port: number;
+  protocol: string;
+  auto_negotiation: boolean;
+  link_detected: boolean;
+  link_speed?: number;
+  link_duplex?: string;
+}
+export interface NetworkCard {
+  driver: string;
+  driver_version: string;
+  ports: NetworkPort[];
+  numa_node: number;
+  pci_address?: string;
+  vendor?: string;
+  vendor_id?: string;
+  product?: string;
+  product_id?: string;
+}
+
+/** Cards with a backing device (physical, or virtio/PCI in a VM), their interfaces as ports. */
+export function readNetwork(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { cards: NetworkCard[]; total: number } {
+  const cards = new Map<string, NetworkCard>();
+  for (const name of fs.list("/sys/class/net")) {
+    const dir = `/sys/class/net/${name}`;
+    if (!fs.exists(`${dir}/device`)) continue;
+    const devicePath = fs.resolve(`${dir}/device`);
+    let card = cards.get(devicePath);
+    if (!card) {
+      const driver = fs.linkName(`${dir}/device/driver`);
+      const pciPath = pciDevicePath(devicePath);
+      card = { driver, driver_version: driverVersion(fs, `${dir}/device/driver`, kernelRelease), ports: [], numa_node: pciPath ? numaNode(fs, pciPath) : 0 };
+      const pci = pciAddressOf(devicePath);
+      if (pci) card.pci_address = pci;
+      const vendor = fs.read(`${dir}/device/vendor`);
+      const product = fs.read(`${dir}/device/device`);
+      if (vendor) card.vendor_id = parseHexId(vendor);
+      if (product) card.product_id = parseHexId(product);
+      if (card.vendor_id) {
+        const n = names(ids, card.vendor_id, card.product_id ?? "");
+        if (n.vendor) card.vendor = n.vendor;
+        if (n.product) card.product = n.product;
+      }
+      cards.set(devicePath, card);
+    }
+    const type = fs.int(`${dir}/type`);
+    const speed = fs.int(`${dir}/speed`);
+    const duplex = fs.trim(`${dir}/duplex`);
+    const port: NetworkPort = {
+      id: name,
+      address: fs.trim(`${dir}/address`) ?? "",
+      port: fs.int(`${dir}/dev_port`) ?? card.ports.length,
+      protocol: type === 32 ? "infiniband" : "ethernet",
+      auto_negotiation: false,
+      link_detected: fs.trim(`${dir}/carrier`) === "1",
+    };
+    if (speed && speed > 0) port.link_speed = speed;
+    if (duplex && duplex !== "unknown") port.link_duplex = duplex;
+    card.ports.push(port);
+  }
+  const list = [...cards.values()];
+  return { cards: list, total: list.length };
+}
+
+export interface DiskPartition {
+  id: string;
+  device: string;
+  read_only: boolean;
+  size: number;
+  partition: number;
+}
+export interface Disk {
+  id: string;
+  device: string;
+  model?: string;
+  type: string;
+  read_only: boolean;
+  size: number;
+  removable: boolean;
+  wwn?: string;
+  numa_node: number;
+  device_path?: string;
+  block_size: number;
+  firmware_version?: string;
+  rpm: number;
+  serial?: string;
+  device_id: string;
+  partitions: DiskPartition[];
+  pci_address?: string;
+}
+
+/** /dev/disk/by-* link names pointing at each block device name. */
+function diskLinks(fs: SysFs, kind: "by-id" | "by-path"): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const link of fs.list(`/dev/disk/${kind}`)) {
+    const target = fs.linkName(`/dev/disk/${kind}/${link}`);
+    if (target && !out.has(target)) out.set(target, link);
+  }
+  return out;
+}
+
+export function readStorage(fs: SysFs): { disks: Disk[]; total: number } {
+  const disks: Disk[] = [];
+  const byId = diskLinks(fs, "by-id");
+  const byPath = diskLinks(fs, "by-path");
+  for (const name of fs.list("/sys/class/block")) {
+    const dir = `/sys/class/block/${name}`;
+    // Partitions are listed under their disk; loop, ram and zram devices have no backing device.
+    if (fs.exists(`${dir}/partition`) || !fs.exists(`${dir}/device`)) continue;
+    const devicePath = fs.resolve(`${dir}/device`);
+    const pciPath = pciDevicePath(devicePath);
+    const sub = fs.linkName(`${dir}/device/subsystem`);
+    const disk: Disk = {
+      id: name,
+      device: parseDev(fs.read(`${dir}/dev`)),
+      type: name.startsWith("nvme") ? "nvme" : sub === "scsi" ? "scsi" : sub || "unknown",
+      read_only: fs.trim(`${dir}/ro`) === "1",
+      size: (fs.int(`${dir}/size`) ?? 0) * 512,
+      removable: fs.trim(`${dir}/removable`) === "1",
+      numa_node: pciPath ? numaNode(fs, pciPath) : 0,
+      block_size: fs.int(`${dir}/device/queue/physical_block_size`) ?? 0,
+      rpm: fs.int(`${dir}/queue/rotational`) ?? 0,
+      device_id: byId.get(name) ?? "",
+      partitions: [],
+    };
+    const model = fs.trim(`${dir}/device/model`);
+    if (model) disk.model = model;
+    const wwn = fs.trim(`${dir}/wwid`) ?? fs.trim(`${dir}/device/wwid`);
+    if (wwn) disk.wwn = wwn;
+    const firmware = fs.trim(`${dir}/device/firmware_rev`) ?? fs.trim(`${dir}/device/rev`);
+    if (firmware) disk.firmware_version = firmware;
+    const serial = fs.trim(`${dir}/device/serial`);
+    if (serial) disk.serial = serial;
+    const path = byPath.get(name);
+    if (path) disk.device_path = path;
+    const pci = pciAddressOf(devicePath);
+    if (pci) disk.pci_address = pci;
+    for (const part of fs.list(dir).filter((e) => e.startsWith(name) && fs.exists(`${dir}/${e}/partition`))) {
+      disk.partitions.push({
+        id: part,
+        device: parseDev(fs.read(`${dir}/${part}/dev`)),
+        read_only: fs.trim(`${dir}/${part}/ro`) === "1",
+        size: (fs.int(`${dir}/${part}/size`) ?? 0) * 512,
+        partition: fs.int(`${dir}/${part}/partition`) ?? 0,
+      });
+    }
+    disks.push(disk);
+  }
+  return { disks, total: disks.length };
+}
+
+export interface GpuCard {
+  driver: string;
+  driver_version: string;
+  drm?: { id: number; card_name: string; card_device: string; render_name?: string; render_device?: string; control_name?: string; control_device?: string };
+  numa_node: number;
+  pci_address: string;
+  vendor: string;
+  vendor_id: string;
+  product: string;
+  product_id: string;
+}
+
+/** PCI display controllers (class 0x03xxxx), with their DRM nodes. */
+export function readGpu(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { cards: GpuCard[]; total: number } {
+  const drmByPci = new Map<string, string[]>();
+  for (const node of fs.list("/sys/class/drm").filter((e) => /^(card|renderD|controlD)\d+$/.test(e))) {
+    const pci = pciAddressOf(fs.resolve(`/sys/class/drm/${node}/device`));
+    if (pci) drmByPci.set(pci, [...(drmByPci.get(pci) ?? []), node]);
+  }
+  const cards: GpuCard[] = [];
+  for (const addr of fs.list("/sys/bus/pci/devices")) {
+    const dir = `/sys/bus/pci/devices/${addr}`;
+    if (!(fs.trim(`${dir}/class`) ?? "").startsWith("0x03")) continue;
+    const driver = fs.linkName(`${dir}/driver`);
+    const vendorId = parseHexId(fs.read(`${dir}/vendor`));
+    const productId = parseHexId(fs.read(`${dir}/device`));
+    const card: GpuCard = {
+      driver,
+      driver_version: driverVersion(fs, `${dir}/driver`, kernelRelease),
+      numa_node: numaNode(fs, dir),
+      pci_address: addr,
+      ...names(ids, vendorId, productId),
+      vendor_id: vendorId,
+      product_id: productId,
+    };
+    const nodes = drmByPci.get(addr) ?? [];
+    const cardNode = nodes.find((n) => n.startsWith("card"));
+    if (cardNode) {
+      const drm: NonNullable<GpuCard["drm"]> = { id: Number(cardNode.slice(4)), card_name: cardNode, card_device: parseDev(fs.read(`/sys/class/drm/${cardNode}/dev`)) };
+      for (const n of nodes) {
+        if (n.startsWith("renderD")) Object.assign(drm, { render_name: n, render_device: parseDev(fs.read(`/sys/class/drm/${n}/dev`)) });
+        if (n.startsWith("controlD")) Object.assign(drm, { control_name: n, control_device: parseDev(fs.read(`/sys/class/drm/${n}/dev`)) });
+      }
+      card.drm = drm;
+    }
+    cards.push(card);
+  }
+  return { cards, total: cards.length };
+}
+
+export interface UsbDevice {
+  bus_address: number;
+  device_address: number;
+  interfaces: { class: string; class_id: number; driver: string; driver_version: string; number: number; subclass: string; subclass_id: number }[];
+  vendor: string;
+  vendor_id: string;
+  product: string;
+  product_id: string;
+  speed: number;
+}
+
+export function readUsb(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { devices: UsbDevice[]; total: number } {
+  const devices: UsbDevice[] = [];
+  for (const name of fs.list("/sys/bus/usb/devices")) {
+    const dir = `/sys/bus/usb/devices/${name}`;
+    if (name.includes(":") || !fs.exists(`${dir}/idVendor`)) continue;
+    // Root hubs are the kernel's, not devices.
+    if (name.startsWith("usb")) continue;
+    const interfaces: UsbDevice["interfaces"] = [];
+    for (const iface of fs.list(dir).filter((e) => e.startsWith(`${name}:`))) {
+      const idir = `${dir}/${iface}`;
+      const driver = fs.linkName(`${idir}/driver`);
+      interfaces.push({
+        class: "",
+        class_id: Number.parseInt(fs.trim(`${idir}/bInterfaceClass`) ?? "0", 16) || 0,
+        driver,
+        driver_version: driverVersion(fs, `${idir}/driver`, kernelRelease),
+        number: Number.parseInt(fs.trim(`${idir}/bInterfaceNumber`) ?? "0", 16) || 0,
+        subclass: "",
+        subclass_id: Number.parseInt(fs.trim(`${idir}/bInterfaceSubClass`) ?? "0", 16) || 0,
+      });
+    }
+    const vendorId = parseHexId(fs.read(`${dir}/idVendor`));
+    const productId = parseHexId(fs.read(`${dir}/idProduct`));
+    const n = names(ids, vendorId, productId);
+    devices.push({
+      bus_address: fs.int(`${dir}/busnum`) ?? 0,
+      device_address: fs.int(`${dir}/devnum`) ?? 0,
+      interfaces,
+      vendor: n.vendor || (fs.trim(`${dir}/manufacturer`) ?? ""),
+      vendor_id: vendorId,
+      product: n.product || (fs.trim(`${dir}/product`) ?? ""),
+      product_id: productId,
+      speed: Number(fs.trim(`${dir}/speed`) ?? 0) || 0,
+    });
+  }
+  return { devices, total: devices.length };
+}

@@ -1,0 +1,49 @@
+// GET /1.0/resources: the host's hardware, read from /proc and /sys on each request (files only,
+// no processes); what cannot change while we run (system identity, CPU model names) is read once.
+import { release } from "node:os";
+import { readCpu } from "./cpu.js";
+import { readGpu, readNetwork, readPci, readStorage, readUsb } from "./devices.js";
+import { readMemory } from "./memory.js";
+import { parseCpuinfo, parseIdDatabase, type IdDatabase } from "./parse.js";
+import { SysFs } from "./sysfs.js";
+import { readSystem, type SystemInfo } from "./system.js";
+
+export class ResourcesService {
+  private system?: SystemInfo;
+  private cpuinfo?: Record<string, string>[];
+  private pciIds?: IdDatabase;
+  private usbIds?: IdDatabase;
+  private readonly kernelRelease = release();
+
+  constructor(
+    private readonly architecture: string,
+    private readonly fs = new SysFs("/"),
+  ) {}
+
+  read() {
+    const fs = this.fs;
+    this.system ??= readSystem(fs);
+    this.cpuinfo ??= parseCpuinfo(fs.read("/proc/cpuinfo") ?? "");
+    this.pciIds ??= this.ids("pci.ids");
+    this.usbIds ??= this.ids("usb.ids");
+    return {
+      cpu: readCpu(fs, this.architecture, this.cpuinfo),
+      memory: readMemory(fs),
+      gpu: readGpu(fs, this.kernelRelease, this.pciIds),
+      network: readNetwork(fs, this.kernelRelease, this.pciIds),
+      storage: readStorage(fs),
+      usb: readUsb(fs, this.kernelRelease, this.usbIds),
+      pci: readPci(fs, this.kernelRelease, this.pciIds),
+      system: this.system,
+    };
+  }
+
+  /** The hwdata id database, if the host has one (read once). */
+  private ids(file: string): IdDatabase {
+    for (const dir of ["/usr/share/misc", "/usr/share/hwdata"]) {
+      const text = this.fs.read(`${dir}/${file}`);
+      if (text !== undefined) return parseIdDatabase(text);
+    }
+    return parseIdDatabase("");
+  }
+}

@@ -1,0 +1,55 @@
+import type { Db } from "./database.js";
+
+export interface NetworkRow {
+  project: string;
+  name: string;
+  type: string;
+  description: string;
+  config: Record<string, string>;
+}
+
+interface Raw {
+  project: string;
+  name: string;
+  type: string;
+  description: string;
+  config: string;
+}
+
+const toRow = (r: Raw): NetworkRow => ({ ...r, config: JSON.parse(r.config) });
+
+/** Managed networks. */
+export class NetworkRepo {
+  constructor(private readonly db: Db) {}
+
+  list(project: string): NetworkRow[] {
+    return (this.db.prepare("SELECT project, name, type, description, config FROM networks WHERE project = ? ORDER BY name").all(project) as Raw[]).map(toRow);
+  }
+
+  all(): NetworkRow[] {
+    return (this.db.prepare("SELECT project, name, type, description, config FROM networks ORDER BY project, name").all() as Raw[]).map(toRow);
+  }
+
+  get(project: string, name: string): NetworkRow | undefined {
+    const r = this.db.prepare("SELECT project, name, type, description, config FROM networks WHERE project = ? AND name = ?").get(project, name) as Raw | undefined;
+    return r && toRow(r);
+  }
+
+  create(row: NetworkRow): void {
+    this.db
+      .prepare("INSERT INTO networks (project, name, type, description, config) VALUES (?, ?, ?, ?, ?)")
+      .run(row.project, row.name, row.type, row.description, JSON.stringify(row.config));
+  }
+
+  update(project: string, name: string, description: string, config: Record<string, string>): void {
+    this.db.prepare("UPDATE networks SET description = ?, config = ? WHERE project = ? AND name = ?").run(description, JSON.stringify(config), project, name);
+  }
+
+  rename(project: string, from: string, to: string): void {
+    this.db.prepare("UPDATE networks SET name = ? WHERE project = ? AND name = ?").run(to, project, from);
+  }
+
+  delete(project: string, name: string): void {
+    this.db.prepare("DELETE FROM networks WHERE project = ? AND name = ?").run(project, name);
+  }
+}

@@ -1,0 +1,104 @@
+// Running a command inside a container with lxc-attach, which enters the container's
+// namespaces and cgroup as upstream's forkexec does.
+import { closeSync, fstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { posix } from "node:path";
+import { InstanceRoot, O_PATH } from "../files/in-root.js";
+import type { InstanceRuntime } from "../instances/runtime-port.js";
+
+export interface AttachSpec {
+  command: string[];
+  env: Record<string, string>;
+  cwd: string;
+  user: number;
+  group: number;
+}
+
+/**
+ * Changes directory (falling back to "/", as LXD does) and execs the command in place,
+ * without leaving the variables the shell itself sets in the command's environment.
+ */
+function cwdWrapper(env: Record<string, string>): string {
+  const shellVars = ["OLDPWD", "PWD", "SHLVL"].filter((k) => !(k in env));
+  return `cd -- "$1" 2>/dev/null || cd /; shift; ${shellVars.length ? `unset ${shellVars.join(" ")}; ` : ""}exec "$@"`;
+}
+
+export function attachArgs(rt: InstanceRuntime, spec: AttachSpec, shellAvailable: boolean): string[] {
+  const args = ["-n", rt.lxcName, "-P", rt.lxcpath, "--clear-env"];
+  for (const [k, v] of Object.entries(spec.env)) args.push("-v", `${k}=${v}`);
+  if (spec.user !== 0) args.push("-u", String(spec.user));
+  if (spec.group !== 0) args.push("-g", String(spec.group));
+  args.push("--");
+  // lxc-attach has no working-directory option; "/" needs no wrapper.
+  if (spec.cwd !== "/" && shellAvailable) args.push("/bin/sh", "-c", cwdWrapper(spec.env), "sh", spec.cwd, ...spec.command);
+  else args.push(...spec.command);
+  return args;
+}
+
+export type Lookup = "found" | "not-found" | "not-executable";
+
+function probe(root: InstanceRoot, path: string): Lookup {
+  let fd: number;
+  try {
+    fd = root.open(path, O_PATH);
+  } catch {
+    return "not-found";
+  }
+  try {
+    const st = fstatSync(fd);
+    return st.isFile() && (st.mode & 0o111) !== 0 ? "found" : "not-executable";
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** execvp(3)'s search, done in the container's filesystem before anything is spawned. */
+export function lookupCommand(root: InstanceRoot, command: string, pathVar: string, cwd: string): Lookup {
+  if (command === "") return "not-found";
+  if (command.includes("/")) return probe(root, posix.resolve(cwd, command));
+  let result: Lookup = "not-found";
+  for (const dir of pathVar.split(":")) {
+    const r = probe(root, posix.resolve(cwd, dir || ".", command));
+    if (r === "found") return r;
+    if (r === "not-executable") result = r;
+  }
+  return result;
+}
+
+export function shellAvailable(root: InstanceRoot): boolean {
+  return probe(root, "/bin/sh") === "found";
+}
+
+const ownPidNs = (() => {
+  try {
+    return readlinkSync("/proc/self/ns/pid");
+  } catch {
+    return "";
+  }
+})();
+
+function children(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").trim().split(/\s+/)) if (c) out.push(Number(c));
+    }
+  } catch {
+    /* gone */
+  }
+  return out;
+}
+
+/** The host pid of the attached command: lxc-attach's first descendant in another pid namespace. */
+export function attachedPid(attachPid: number): number | undefined {
+  const queue = children(attachPid);
+  while (queue.length) {
+    const pid = queue.shift()!;
+    try {
+      if (readlinkSync(`/proc/${pid}/ns/pid`) !== ownPidNs) return pid;
+    } catch {
+      continue;
+    }
+    queue.push(...children(pid));
+  }
+  return undefined;
+}

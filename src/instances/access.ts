@@ -1,0 +1,29 @@
+// Reaching an instance's runtime (exec, console, files) through the instances port.
+import { BadRequest, NotImplemented } from "../api/errors.js";
+import type { Core } from "../daemon/daemon.js";
+import type { InstanceRuntime } from "./runtime-port.js";
+
+export function instanceRuntime(core: Core, project: string, name: string): InstanceRuntime {
+  const port = core.ports.instances;
+  if (!port?.runtimeOf) throw new NotImplemented("Instance runtime access is not available");
+  return port.runtimeOf(project, name);
+}
+
+/** Exec and console need the instance up (LXD's messages). */
+export function runningRuntime(core: Core, project: string, name: string): InstanceRuntime {
+  const rt = instanceRuntime(core, project, name);
+  if (!rt.running) throw new BadRequest("Instance is not running");
+  if (rt.frozen) throw new BadRequest("Instance is frozen");
+  return rt;
+}
+
+/** Operation resources naming the instance under both of LXD's collections. */
+export function instanceResources(project: string, name: string): Record<string, string[]> {
+  const q = project === "default" ? "" : `?project=${encodeURIComponent(project)}`;
+  return { containers: [`/1.0/containers/${name}${q}`], instances: [`/1.0/instances/${name}${q}`] };
+}
+
+/** The instance's log directory name (LXD prefixes non-default projects). */
+export function instanceLogName(project: string, name: string): string {
+  return project === "default" ? name : `${project}_${name}`;
+}

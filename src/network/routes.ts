@@ -1,0 +1,51 @@
+// /1.0/networks: thin handlers over NetworkService.
+import { NetworkPost, NetworkPut, NetworksPost } from "../api/schemas/network.js";
+import { checkEtag, created, route, sync, type Handler, type Route } from "../api/route.js";
+import type { NetworkService } from "./service.js";
+
+export function networkRoutes(svc: NetworkService): Route[] {
+  const update =
+    (mode: "replace" | "merge"): Handler =>
+    async (req) => {
+      const name = req.params.name;
+      checkEtag(req, svc.etagOf(name));
+      await svc.update(req.project, name, await req.body(NetworkPut, "NetworkPut"), mode);
+      return sync({});
+    };
+  return [
+    route("/1.0/networks", {
+      GET: (req) => {
+        const list = svc.list(req.project);
+        return sync(req.recursion > 0 ? list : list.map((n) => `/1.0/networks/${n.name}`));
+      },
+      POST: async (req) => {
+        const body = await req.body(NetworksPost, "NetworksPost");
+        await svc.create(req.project, body);
+        return created(`/1.0/networks/${body.name}`, null);
+      },
+    }),
+    route("/1.0/networks/:name", {
+      GET: (req) => {
+        const view = svc.view(req.project, req.params.name);
+        return sync(view, { etag: { name: view.name, managed: view.managed, type: view.type, description: view.description, config: view.config } });
+      },
+      PUT: update("replace"),
+      PATCH: update("merge"),
+      POST: async (req) => {
+        const body = await req.body(NetworkPost, "NetworkPost");
+        await svc.rename(req.project, req.params.name, body.name);
+        return created(`/1.0/networks/${body.name}`, null);
+      },
+      DELETE: async (req) => {
+        await svc.delete(req.project, req.params.name);
+        return sync({});
+      },
+    }),
+    route("/1.0/networks/:name/state", {
+      GET: async (req) => sync(await svc.state(req.project, req.params.name)),
+    }),
+    route("/1.0/networks/:name/leases", {
+      GET: async (req) => sync(await svc.leases(req.project, req.params.name)),
+    }),
+  ];
+}

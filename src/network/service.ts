@@ -1,0 +1,326 @@
+// Managed networks: the database rows, LXD's rules, and one live driver per network.
+// Also lists the host's unmanaged interfaces the way LXD does (from /sys, no spawns).
+import { mkdirSync, renameSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
+import type { NetworkRepo, NetworkRow } from "../db/network-repo.js";
+import type { NetworksPort, Ports } from "../daemon/ports.js";
+import type { EventHub } from "../operations/events.js";
+import { addresses, linkExists, routeDestinations } from "./host/ip.js";
+import { interfaceExists, linkFacts, listInterfaces, unmanagedType } from "./host/sysfs.js";
+import { interfaceNameError } from "./keys.js";
+import { isNetworkType, networkDrivers } from "./registry.js";
+import type { LocalFacts } from "./subnets.js";
+import type { LeaseView, NetworkConfig, NetworkDriver, NetworkStateView } from "./types.js";
+
+/** Networks live in the default project (projects without features.networks share them). */
+const PROJECT = "default";
+
+export interface NetworkView {
+  config: NetworkConfig;
+  description: string;
+  name: string;
+  type: string;
+  used_by: string[] | null;
+  managed: boolean;
+  status: string;
+  locations: string[] | null;
+}
+
+export interface NetworkServiceDeps {
+  repo: NetworkRepo;
+  events: EventHub;
+  log: Logger;
+  ports: Ports;
+  /** $LXD_DIR/networks */
+  dir: string;
+}
+
+export function networkNameError(name: string): string | undefined {
+  if (name.length > 0 && name.length < 2) return "Network interface is too short (minimum 2 characters)";
+  return interfaceNameError(name);
+}
+
+const dropEmpty = (c: NetworkConfig) => Object.fromEntries(Object.entries(c).filter(([, v]) => v !== ""));
+
+export class NetworkService implements NetworksPort {
+  private readonly live = new Map<string, NetworkDriver>();
+  /** Serialises changes per network. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly deps: NetworkServiceDeps) {}
+
+  private networkDir(name: string): string {
+    return join(this.deps.dir, name);
+  }
+
+  private driverFor(row: NetworkRow, config = row.config): NetworkDriver {
+    if (!isNetworkType(row.type)) throw new InternalError(`Unknown network type "${row.type}"`);
+    return networkDrivers[row.type]({ name: row.name, config: { ...config }, dir: this.networkDir(row.name), log: this.deps.log });
+  }
+
+  private async locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    this.locks.set(name, next.catch(() => {}));
+    return next;
+  }
+
+  /** Daemon start: bring every managed network up again, adopting what exists. */
+  async startAll(): Promise<void> {
+    for (const row of this.deps.repo.all()) {
+      const driver = this.driverFor(row);
+      this.live.set(row.name, driver);
+      mkdirSync(this.networkDir(row.name), { recursive: true, mode: 0o711 });
+      try {
+        await driver.start();
+      } catch (e) {
+        this.deps.log.error({ err: e, network: row.name }, "failed to start network");
+      }
+    }
+  }
+
+  /**
+   * Daemon stop. A full shutdown (instances stopped) tears every network down; a plain stop
+   * keeps networks that instances still use, so running containers keep their link.
+   */
+  async stopAll(opts: { stopInstances: boolean }): Promise<void> {
+    for (const [name, driver] of this.live) {
+      if (!opts.stopInstances && this.instanceUsers(name).length > 0) continue;
+      await driver.stop().catch((e) => this.deps.log.error({ err: e, network: name }, "failed to stop network"));
+    }
+    this.live.clear();
+  }
+
+  private instanceUsers(name: string): string[] {
+    return this.deps.ports.instances?.usedBy({ network: name }) ?? [];
+  }
+
+  usedBy(name: string): string[] {
+    const profiles = this.deps.ports.profiles?.referencing({ network: name }) ?? [];
+    return [...profiles, ...this.instanceUsers(name)];
+  }
+
+  private managedView(row: NetworkRow): NetworkView {
+    const used = this.usedBy(row.name);
+    return {
+      config: row.config,
+      description: row.description,
+      name: row.name,
+      type: row.type,
+      used_by: used.length ? used : null,
+      managed: true,
+      status: "Created",
+      locations: ["none"],
+    };
+  }
+
+  private unmanagedView(name: string): NetworkView {
+    return { config: {}, description: "", name, type: unmanagedType(name, this.ovsBridges()), used_by: null, managed: false, status: "", locations: null };
+  }
+
+  private ovsBridges(): Set<string> {
+    return new Set(this.deps.repo.all().filter((r) => r.config["bridge.driver"] === "openvswitch").map((r) => r.name));
+  }
+
+  list(_project: string): NetworkView[] {
+    const rows = this.deps.repo.list(PROJECT);
+    const managed = new Set(rows.map((r) => r.name));
+    return [...rows.map((r) => this.managedView(r)), ...listInterfaces().filter((n) => !managed.has(n)).map((n) => this.unmanagedView(n))];
+  }
+
+  view(_project: string, name: string): NetworkView {
+    const row = this.deps.repo.get(PROJECT, name);
+    if (row) return this.managedView(row);
+    if (!networkNameError(name) && interfaceExists(name)) return this.unmanagedView(name);
+    throw new NotFound("Network not found");
+  }
+
+  /** The managed row or LXD's 404 for write paths. */
+  private row(name: string): NetworkRow {
+    const row = this.deps.repo.get(PROJECT, name);
+    if (!row) throw new NotFound("Failed loading network: Network not found");
+    return row;
+  }
+
+  private liveDriver(row: NetworkRow): NetworkDriver {
+    let d = this.live.get(row.name);
+    if (!d) {
+      d = this.driverFor(row);
+      this.live.set(row.name, d);
+    }
+    return d;
+  }
+
+  async localFacts(): Promise<LocalFacts> {
+    const { routes } = await routeDestinations();
+    const addrs = (await addresses()).flatMap((l) => l.addr_info.map((a) => `${a.local}/${a.prefixlen}`));
+    const networks = this.deps.repo.all().flatMap((r) => [r.config["ipv4.address"], r.config["ipv6.address"]].filter((v) => v && v !== "none" && v !== "auto"));
+    return { routes, addresses: addrs, networks };
+  }
+
+  async create(_project: string, req: { name: string; type?: string; description?: string; config?: NetworkConfig }): Promise<void> {
+    const name = req.name;
+    if (!name) throw new BadRequest("No name provided");
+    const nameErr = networkNameError(name);
+    if (nameErr) throw new BadRequest(nameErr);
+    const type = req.type || "bridge";
+    if (!isNetworkType(type)) throw new BadRequest("Unknown driver");
+    return this.locked(name, async () => {
+      if (this.deps.repo.get(PROJECT, name)) throw new BadRequest("The network already exists");
+      const row: NetworkRow = { project: PROJECT, name, type, description: req.description ?? "", config: { ...(req.config ?? {}) } };
+      const driver = this.driverFor(row);
+      try {
+        let facts: Promise<LocalFacts> | undefined;
+        if (driver.fillConfig) row.config = await driver.fillConfig(row.config, () => (facts ??= this.localFacts()));
+        driver.validate(row.config);
+        row.config = dropEmpty(row.config);
+        if (type === "bridge" && linkExists(name)) throw new Error(`Network interface "${name}" already exists`);
+      } catch (e) {
+        throw new InternalError((e as Error).message);
+      }
+      const live = this.driverFor(row);
+      mkdirSync(this.networkDir(name), { recursive: true, mode: 0o711 });
+      this.deps.repo.create(row);
+      try {
+        await live.start();
+      } catch (e) {
+        await live.stop().catch(() => {});
+        this.deps.repo.delete(PROJECT, name);
+        rmSync(this.networkDir(name), { recursive: true, force: true });
+        throw new InternalError((e as Error).message);
+      }
+      this.live.set(name, live);
+      this.deps.events.lifecycle("network-created", `/1.0/networks/${name}`, { project: PROJECT });
+    });
+  }
+
+  /** The object If-Match compares against (what GET shows, minus used_by/status); GET uses the same shape. */
+  etagOf(name: string): unknown {
+    const row = this.row(name);
+    return { name: row.name, managed: true, type: row.type, description: row.description, config: row.config };
+  }
+
+  async update(_project: string, name: string, req: { description?: string; config?: NetworkConfig }, mode: "replace" | "merge"): Promise<void> {
+    return this.locked(name, async () => {
+      const row = this.row(name);
+      const driver = this.liveDriver(row);
+      let next: NetworkConfig = mode === "replace" ? { ...(req.config ?? {}) } : { ...row.config, ...(req.config ?? {}) };
+      try {
+        const filler = driver as NetworkDriver & { populateAuto?(c: NetworkConfig, f: () => Promise<LocalFacts>): Promise<NetworkConfig> };
+        if (filler.populateAuto && Object.values(next).includes("auto")) next = await filler.populateAuto(next, () => this.localFacts());
+        driver.validate(next);
+      } catch (e) {
+        throw new BadRequest((e as Error).message);
+      }
+      next = dropEmpty(next);
+      const description = req.description ?? (mode === "merge" ? row.description : "");
+      // user.* keys are the user's notes: changing only them touches nothing on the host.
+      const hostKeys = (c: NetworkConfig) => JSON.stringify(Object.entries(c).filter(([k]) => !k.startsWith("user.")).sort());
+      if (hostKeys(next) !== hostKeys(row.config)) {
+        try {
+          await driver.update(next);
+        } catch (e) {
+          await driver.update(row.config).catch((err) => this.deps.log.error({ err, network: name }, "failed to restore network after failed update"));
+          throw new InternalError((e as Error).message);
+        }
+      }
+      this.deps.repo.update(PROJECT, name, description, next);
+      this.deps.events.lifecycle("network-updated", `/1.0/networks/${name}`, { project: PROJECT });
+    });
+  }
+
+  async rename(_project: string, name: string, to: string): Promise<void> {
+    if (!to) throw new BadRequest("No name provided");
+    const err = networkNameError(to);
+    if (err) throw new BadRequest(err);
+    return this.locked(name, async () => {
+      const row = this.row(name);
+      if (this.deps.repo.get(PROJECT, to)) throw new Conflict(`Network "${to}" already exists`);
+      if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
+      if (row.type === "bridge" && linkExists(to)) throw new Conflict(`Network interface "${to}" already exists`);
+      const old = this.liveDriver(row);
+      await old.stop();
+      this.live.delete(name);
+      this.deps.repo.rename(PROJECT, name, to);
+      renameSync(this.networkDir(name), this.networkDir(to));
+      const renamed = this.driverFor({ ...row, name: to });
+      try {
+        await renamed.start();
+      } catch (e) {
+        await renamed.stop().catch(() => {});
+        this.deps.repo.rename(PROJECT, to, name);
+        renameSync(this.networkDir(to), this.networkDir(name));
+        await old.start().catch(() => {});
+        this.live.set(name, old);
+        throw new InternalError((e as Error).message);
+      }
+      this.live.set(to, renamed);
+      this.deps.events.lifecycle("network-renamed", `/1.0/networks/${to}`, { project: PROJECT, context: { old_name: name } });
+    });
+  }
+
+  async delete(_project: string, name: string): Promise<void> {
+    return this.locked(name, async () => {
+      const row = this.row(name);
+      if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
+      await this.liveDriver(row).stop();
+      this.live.delete(name);
+      this.deps.repo.delete(PROJECT, name);
+      rmSync(this.networkDir(name), { recursive: true, force: true });
+      this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: PROJECT });
+    });
+  }
+
+  async state(_project: string, name: string): Promise<NetworkStateView> {
+    const row = this.deps.repo.get(PROJECT, name);
+    if (row) return this.liveDriver(row).state();
+    if (networkNameError(name) || !interfaceExists(name)) throw new NotFound("Network not found");
+    const f = linkFacts(name);
+    const addrs = (await addresses(name)).flatMap((l) => l.addr_info);
+    return {
+      addresses: addrs.map((a) => ({ family: a.family, address: a.local, netmask: String(a.prefixlen), scope: a.scope === "host" ? "local" : a.scope })),
+      counters: f.counters,
+      hwaddr: f.hwaddr,
+      mtu: f.mtu,
+      state: f.state,
+      type: f.type,
+      bond: null,
+      bridge: f.bridge,
+      vlan: null,
+      ovn: null,
+    };
+  }
+
+  async leases(_project: string, name: string): Promise<LeaseView[]> {
+    const driver = this.liveDriver(this.row(name));
+    if (!driver.leases) throw new BadRequest(`Network "${name}" of type "${driver.type}" has no DHCP leases`);
+    return driver.leases();
+  }
+
+  // NetworksPort
+
+  get(_project: string, name: string): { name: string; type: string; config: Record<string, string> } {
+    const row = this.deps.repo.get(PROJECT, name);
+    if (!row) throw new NotFound("Network not found");
+    return { name: this.liveDriver(row).hostInterface(), type: row.type, config: { ...row.config } };
+  }
+
+  isOvs(_project: string, name: string): boolean {
+    const row = this.deps.repo.get(PROJECT, name);
+    return row?.type === "bridge" && row.config["bridge.driver"] === "openvswitch";
+  }
+
+  async setStaticLease(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void> {
+    const driver = this.liveDriver(this.row(network));
+    if (!driver.setStaticHost) throw new BadRequest(`Network "${network}" does not support static DHCP leases`);
+    await driver.setStaticHost(device ? `${instance}.${device}` : instance, { hwaddr, ipv4, ipv6, hostname: instance.split("_").pop()! });
+  }
+
+  async removeStaticLease(network: string, instance: string, device?: string): Promise<void> {
+    const row = this.deps.repo.get(PROJECT, network);
+    if (!row) return;
+    await this.liveDriver(row).removeStaticHost?.(device ? `${instance}.${device}` : instance);
+  }
+}

@@ -1,0 +1,62 @@
+// The network driver contract. A driver converges the host to a network's config and
+// reports its state; the service (service.ts) owns the database and the rules.
+import type { Logger } from "pino";
+import type { LocalFacts } from "./subnets.js";
+import type { StaticHost } from "./host/dnsmasq.js";
+
+export type NetworkConfig = Record<string, string>;
+
+export interface NetworkContext {
+  /** The network name, which is also its host interface name. */
+  name: string;
+  config: NetworkConfig;
+  /** $LXD_DIR/networks/NAME: dnsmasq files and other host state. */
+  dir: string;
+  log: Logger;
+}
+
+export interface NetworkStateView {
+  addresses: { family: string; address: string; netmask: string; scope: string }[];
+  counters: { bytes_received: number; bytes_sent: number; packets_received: number; packets_sent: number };
+  hwaddr: string;
+  mtu: number;
+  state: string;
+  type: string;
+  bond: null;
+  bridge: unknown;
+  vlan: null;
+  ovn: null;
+}
+
+export interface LeaseView {
+  hostname: string;
+  hwaddr: string;
+  address: string;
+  type: "static" | "dynamic" | "gateway";
+  location: string;
+}
+
+export interface NetworkDriver {
+  /** The type clients see: bridge, macvlan, sriov, physical. */
+  readonly type: string;
+  /** Validate a full proposed config (LXD's messages). */
+  validate(config: NetworkConfig): void;
+  /** Defaults and "auto" values for a new network, decided from local facts only. */
+  fillConfig?(config: NetworkConfig, facts: () => Promise<LocalFacts>): Promise<NetworkConfig>;
+  /** Bring the network up, adopting what already exists on the host; idempotent. */
+  start(): Promise<void>;
+  /** Tear down everything this network put on the host; idempotent. */
+  stop(): Promise<void>;
+  /** Apply a new config to a started network. */
+  update(next: NetworkConfig): Promise<void>;
+  state(): Promise<NetworkStateView>;
+  /** The host interface NICs of this network attach to (bridge) or use as parent. */
+  hostInterface(): string;
+  leases?(): Promise<LeaseView[]>;
+  setStaticHost?(entry: string, host: StaticHost): Promise<void>;
+  removeStaticHost?(entry: string): Promise<void>;
+  /** Whether the bridge is an Open vSwitch bridge (NICs attach through ovs-vsctl). */
+  isOvs?(): boolean;
+}
+
+export type NetworkDriverFactory = (ctx: NetworkContext) => NetworkDriver;

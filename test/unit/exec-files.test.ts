@@ -1,0 +1,115 @@
+// Pure pieces of exec and file transfer: environment, lxc-attach arguments, exit statuses,
+// file headers, path splitting and id maps.
+import { describe, expect, test } from "vitest";
+import { attachArgs } from "../../src/exec/attach.js";
+import { DEFAULT_PATH, execCwd, execEnvironment, execPostSchema } from "../../src/exec/exec-request.js";
+import { exitStatus } from "../../src/exec/exec-session.js";
+import { pushOptions } from "../../src/api/routes/instance-files.js";
+import { splitPath } from "../../src/files/in-root.js";
+import { identityIdMap, rangeIdMap, type InstanceRuntime } from "../../src/instances/runtime-port.js";
+import type { ApiRequest } from "../../src/api/route.js";
+
+const rt: InstanceRuntime = { project: "p", name: "c1", lxcName: "p_c1", running: true, pid: 1, lxcpath: "/var/lib/lxd/containers", rootfs: "/x", idmap: identityIdMap };
+
+describe("exec environment", () => {
+  test("LXD's defaults for root, request and instance values win", () => {
+    expect(execEnvironment({}, {}, 0)).toEqual({ PATH: DEFAULT_PATH, LANG: "C.UTF-8", HOME: "/root", USER: "root" });
+    expect(execEnvironment({ A: "inst", B: "inst" }, { B: "req", PATH: "/bin" }, 0)).toEqual({ A: "inst", B: "req", PATH: "/bin", LANG: "C.UTF-8", HOME: "/root", USER: "root" });
+    // Other users get no HOME/USER from LXD.
+    expect(execEnvironment({}, {}, 1000)).toEqual({ PATH: DEFAULT_PATH, LANG: "C.UTF-8" });
+  });
+
+  test("cwd: requested, else $HOME, else /", () => {
+    const post = execPostSchema.parse({ command: ["true"] });
+    expect(execCwd(post, { HOME: "/root" })).toBe("/root");
+    expect(execCwd(post, {})).toBe("/");
+    expect(execCwd({ ...post, cwd: "/tmp" }, { HOME: "/root" })).toBe("/tmp");
+  });
+
+  test("request defaults", () => {
+    expect(execPostSchema.parse({ command: ["ls"] })).toMatchObject({ interactive: false, "wait-for-websocket": false, "record-output": false, user: 0, group: 0, cwd: "" });
+    expect(execPostSchema.safeParse({ command: "ls" }).success).toBe(false);
+  });
+});
+
+describe("lxc-attach arguments", () => {
+  const spec = { command: ["sh", "-c", "echo $A"], env: { A: "a b" }, cwd: "/", user: 0, group: 0 };
+  test("liblxc name, cleared environment, command after --", () => {
+    expect(attachArgs(rt, spec, true)).toEqual(["-n", "p_c1", "-P", "/var/lib/lxd/containers", "--clear-env", "-v", "A=a b", "--", "sh", "-c", "echo $A"]);
+  });
+  test("user, group and a working directory through the container's shell", () => {
+    const args = attachArgs(rt, { ...spec, cwd: "/tmp", user: 1000, group: 1001 }, true);
+    expect(args.slice(0, 11)).toEqual(["-n", "p_c1", "-P", "/var/lib/lxd/containers", "--clear-env", "-v", "A=a b", "-u", "1000", "-g", "1001"]);
+    const rest = args.slice(args.indexOf("--") + 1);
+    expect(rest[0]).toBe("/bin/sh");
+    expect(rest.slice(3)).toEqual(["sh", "/tmp", "sh", "-c", "echo $A"]);
+    // Without a shell in the container the command runs from "/".
+    expect(attachArgs(rt, { ...spec, cwd: "/tmp" }, false).slice(-3)).toEqual(["sh", "-c", "echo $A"]);
+  });
+});
+
+test("exit status: code, or 128 + signal", () => {
+  expect(exitStatus(3, null)).toBe(3);
+  expect(exitStatus(null, "SIGKILL")).toBe(137);
+  expect(exitStatus(null, 15)).toBe(143);
+  expect(exitStatus(0, 9)).toBe(137);
+});
+
+describe("file headers", () => {
+  const req = (headers: Record<string, string>) => ({ headers }) as unknown as ApiRequest;
+  test("defaults and parsing", () => {
+    expect(pushOptions(req({}))).toEqual({ type: "file", write: "overwrite", uid: undefined, gid: undefined, mode: undefined });
+    expect(pushOptions(req({ "x-lxd-uid": "5", "x-lxd-gid": "6", "x-lxd-mode": "0640", "x-lxd-type": "directory", "x-lxd-write": "append" }))).toEqual({
+      type: "directory",
+      write: "append",
+      uid: 5,
+      gid: 6,
+      mode: 0o640,
+    });
+    // Unparsable ids and modes are "not given", as LXD's -1.
+    expect(pushOptions(req({ "x-lxd-uid": "abc", "x-lxd-mode": "999" }))).toMatchObject({ uid: undefined, mode: undefined });
+  });
+  test("bad type and write mode", () => {
+    expect(() => pushOptions(req({ "x-lxd-type": "bogus" }))).toThrow("Bad file type: bogus");
+    expect(() => pushOptions(req({ "x-lxd-write": "bogus" }))).toThrow("Bad file write mode: bogus");
+  });
+});
+
+test("splitPath normalises inside the root", () => {
+  expect(splitPath("/root/a")).toEqual({ parent: "/root", base: "a" });
+  expect(splitPath("root/a/")).toEqual({ parent: "/root", base: "a" });
+  expect(splitPath("/../../etc/x")).toEqual({ parent: "/etc", base: "x" });
+  expect(splitPath("/")).toEqual({ parent: "/", base: "" });
+});
+
+test("range id map", () => {
+  const m = rangeIdMap(1_000_000, 2_000_000, 65536);
+  expect([m.uid(0), m.gid(0), m.uid(1000)]).toEqual([1_000_000, 2_000_000, 1_001_000]);
+  expect([m.reverseUid(1_001_000), m.reverseGid(2_000_005), m.reverseUid(5)]).toEqual([1000, 5, -1]);
+  expect(m.uid(65536)).toBe(-1);
+});
+
+test("routes of one path from several features are joined; a method twice is refused", async () => {
+  const { mergeRoutes } = await import("../../src/api/server.js");
+  const { route, sync } = await import("../../src/api/route.js");
+  const h = () => sync(null);
+  const merged = mergeRoutes([route("/a", { GET: h }), route("/b", { GET: h }), route("/a", { POST: h }, ["POST"])]);
+  expect(merged.map((r) => [r.path, Object.keys(r.handlers).sort(), r.untrusted])).toEqual([
+    ["/a", ["GET", "POST"], ["POST"]],
+    ["/b", ["GET"], undefined],
+  ]);
+  expect(() => mergeRoutes([route("/a", { GET: h }), route("/a", { GET: h })])).toThrow("Method 'GET' declared twice for route '/a'");
+});
+
+test("ONLCR undo: exact inverse of \\n → \\r\\n, across chunk boundaries", async () => {
+  const { OnlcrDecoder } = await import("../../src/exec/onlcr.js");
+  const onlcr = (s: string) => s.replace(/\n/g, "\r\n");
+  for (const original of ["a\nb\r\nc\rd\n", "\r\n\r\n", "x\r", "\n\n\r", "plain"]) {
+    const wire = Buffer.from(onlcr(original));
+    for (let cut = 0; cut <= wire.length; cut++) {
+      const dec = new OnlcrDecoder();
+      const out = Buffer.concat([dec.decode(wire.subarray(0, cut)), dec.decode(wire.subarray(cut)), dec.flush()]).toString();
+      expect(out).toBe(original);
+    }
+  }
+});
