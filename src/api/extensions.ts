@@ -29,6 +29,7 @@ export const apiExtensions: string[] = [
   "api_filtering",
   "instance_all_projects",
   "instance_get_full",
+  "instance_nic_network",
   "resources",
   "resources_cpu_socket",
   "resources_gpu",
