@@ -40,7 +40,6 @@ export const apiExtensions: string[] = [
   "id_map_base",
   "container_edit_metadata",
   "resource_limits",
-  "console",
   "container_protection_delete",
   "container_full",
   "container_protection_shift",

@@ -38,8 +38,9 @@ export class DiskDevice implements Device {
     if (!source || !path) throw new Error(`Disk entry is missing the required "source" or "path" property`);
     if (!isAbsolute(path)) throw new Error(`Path "${path}" must be absolute`);
     if (this.config.pool) {
-      if (source.includes("/")) throw new Error(`Storage volume name "${source}" must not contain slashes for disk "${this.name}"`);
+      if (source.includes("/")) throw new Error(`Snapshots of custom volumes can't be attached for disk "${this.name}"`);
       if (!this.ctx.ports.storage?.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
+      this.ctx.ports.storage.assertPool(this.config.pool);
       return;
     }
     if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);
