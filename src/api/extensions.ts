@@ -87,6 +87,7 @@ export const apiExtensions: string[] = [
   "file_delete",
   "file_append",
   "file_symlinks",
+  "console",
   "file_get_symlink",
   "container_exec_user_group_cwd",
   "instance_file_head",
