@@ -1,6 +1,7 @@
 // The feature modules the daemon loads, in start order (stopped in reverse). One line each.
 import { ImagesFeature } from "../images/feature.js";
 import { InstanceAccessFeature } from "../instances/access-feature.js";
+import { InstancesFeature } from "../instances/feature.js";
 import { NetworksFeature } from "../network/feature.js";
 import { ProfilesFeature } from "../profiles/feature.js";
 import { StorageFeature } from "../storage/feature.js";
@@ -11,5 +12,6 @@ export const features: FeatureFactory[] = [
   (core) => new StorageFeature(core),
   (core) => new ProfilesFeature(core),
   (core) => new NetworksFeature(core),
+  (core) => new InstancesFeature(core),
   (core) => new InstanceAccessFeature(core),
 ];

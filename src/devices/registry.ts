@@ -1,12 +1,19 @@
 // Device drivers by type (nic drivers by nictype, or "network" for managed networks).
 // One line each.
+import { DiskDevice, NoneDevice } from "./disk.js";
+import { UnixDevice } from "./unix.js";
 import type { DeviceConfig, DeviceFactory } from "./types.js";
 import { bridgedNic } from "./nic/bridged.js";
 import { macvlanNic } from "./nic/macvlan.js";
 import { networkNic } from "./nic/network.js";
 import { p2pNic, routedNic } from "./nic/p2p.js";
 
-export const deviceDrivers: Record<string, DeviceFactory> = {};
+export const deviceDrivers: Record<string, DeviceFactory> = {
+  disk: (ctx, name, config) => new DiskDevice(ctx, name, config),
+  none: (_ctx, name, config) => new NoneDevice(name, config),
+  "unix-char": (ctx, name, config) => new UnixDevice(ctx, name, config, "c"),
+  "unix-block": (ctx, name, config) => new UnixDevice(ctx, name, config, "b"),
+};
 
 export const nicDrivers: Record<string, DeviceFactory> = {
   network: networkNic,
@@ -26,6 +33,6 @@ export function deviceFactory(config: DeviceConfig): DeviceFactory {
     return f;
   }
   const f = deviceDrivers[type];
-  if (!f) throw new Error(type ? `Unsupported device type "${type}"` : "Missing device type");
+  if (!f) throw new Error(type ? "Unsupported device type" : "Missing device type");
   return f;
 }

@@ -1,0 +1,394 @@
+// /1.0/instances (and the /1.0/containers aliases older clients such as pylxd use).
+import { existsSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import YAML from "yaml";
+import type { Core } from "../../daemon/daemon.js";
+import type { InstanceRow } from "../../db/instance-repo.js";
+import { logDir } from "../../instances/lxc/config.js";
+import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
+import { readInstanceState } from "../../instances/state.js";
+import { readBody } from "../json.js";
+import { BadRequest, NotFound } from "../errors.js";
+import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import { ConfigMap, configStrings } from "../schemas/server.js";
+
+const Devices = z
+  .record(z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish())
+  .nullish()
+  .transform((m) => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, configStrings(v ?? {})])));
+
+const InstancePut = z
+  .object({
+    architecture: z.string().optional(),
+    config: ConfigMap.transform((m) => configStrings(m)),
+    devices: Devices,
+    ephemeral: z.boolean().optional(),
+    profiles: z.array(z.string()).nullish(),
+    description: z.string().optional(),
+  })
+  .passthrough();
+
+const InstancePatch = z
+  .object({
+    architecture: z.string().optional(),
+    config: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish(),
+    devices: z.record(z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish()).nullish(),
+    ephemeral: z.boolean().optional(),
+    profiles: z.array(z.string()).nullish(),
+    description: z.string().optional(),
+  })
+  .passthrough();
+
+const InstancesPost = z
+  .object({
+    name: z.string().default(""),
+    type: z.string().optional(),
+    architecture: z.string().optional(),
+    config: ConfigMap.transform((m) => configStrings(m)),
+    devices: Devices,
+    ephemeral: z.boolean().optional(),
+    profiles: z.array(z.string()).nullish(),
+    description: z.string().optional(),
+    source: z
+      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional() })
+      .passthrough()
+      .optional(),
+  })
+  .passthrough();
+
+const InstancePost = z.object({ name: z.string().default(""), migration: z.boolean().optional(), live: z.boolean().optional() }).passthrough();
+
+const StatePut = z.object({
+  action: z.string(),
+  timeout: z.number().int().default(-1),
+  force: z.boolean().default(false),
+  stateful: z.boolean().default(false),
+});
+
+const STATE_DESCRIPTIONS: Record<string, string> = {
+  start: "Starting instance",
+  stop: "Stopping instance",
+  restart: "Restarting instance",
+  freeze: "Freezing instance",
+  unfreeze: "Unfreezing instance",
+};
+
+/** LXD's `filter=` syntax: "FIELD eq|ne VALUE" clauses joined by and/or (evaluated left to right). */
+export function matchesFilter(view: Record<string, unknown>, filter: string): boolean {
+  const tokens = filter.trim().split(/\s+/);
+  let result: boolean | undefined;
+  let join: "and" | "or" = "and";
+  for (let i = 0; i < tokens.length; ) {
+    let negate = false;
+    if (tokens[i] === "not") {
+      negate = true;
+      i++;
+    }
+    const [field, op, raw] = [tokens[i], tokens[i + 1], tokens[i + 2]];
+    if (!field || !op || raw === undefined || !["eq", "ne"].includes(op)) throw new BadRequest(`Invalid filter: ${filter}`);
+    const value = raw.replace(/^"|"$/g, "");
+    let actual: unknown = view;
+    const parts = field.split(".");
+    if (parts[0] === "config" || parts[0] === "expanded_config" || parts[0] === "devices" || parts[0] === "expanded_devices") {
+      const rest = parts.slice(1).join(".");
+      actual = (view[parts[0]] as Record<string, unknown> | undefined)?.[rest];
+    } else {
+      for (const p of parts) actual = (actual as Record<string, unknown> | undefined)?.[p];
+    }
+    let ok = String(actual ?? "").toLowerCase() === value.toLowerCase();
+    if (op === "ne") ok = !ok;
+    if (negate) ok = !ok;
+    result = result === undefined ? ok : join === "and" ? result && ok : result || ok;
+    i += 3;
+    if (tokens[i] === "and" || tokens[i] === "or") {
+      join = tokens[i] as "and" | "or";
+      i++;
+    }
+  }
+  return result ?? true;
+}
+
+export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
+  const rt = () => svc.runtime;
+  const resources = (project: string, name: string) => ({ instances: [instanceUrl(project, name)], containers: [instanceUrl(project, name).replace("/1.0/instances/", "/1.0/containers/")] });
+
+  const full = (row: InstanceRow, recursion: number) => {
+    const view: Record<string, unknown> = { ...svc.view(row) };
+    if (recursion > 1) {
+      view.state = readInstanceState(svc, row);
+      view.snapshots = null;
+      view.backups = null;
+    }
+    return view;
+  };
+
+  const list: Handler = (req) => {
+    const all = req.query["all-projects"] === "true";
+    const prefix = req.url.startsWith("/1.0/containers") ? "/1.0/containers" : "/1.0/instances";
+    let rows = svc.list(all ? undefined : req.project);
+    const filter = req.query.filter;
+    if (req.recursion === 0 && !filter) return sync(rows.map((r) => `${prefix}/${r.name}${r.project === "default" ? "" : `?project=${r.project}`}`));
+    const views = rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) }));
+    const kept = filter ? views.filter((v) => matchesFilter(v.view, filter)) : views;
+    rows = kept.map((k) => k.row);
+    if (req.recursion === 0) return sync(rows.map((r) => `${prefix}/${r.name}${r.project === "default" ? "" : `?project=${r.project}`}`));
+    return sync(req.recursion > 1 ? kept.map((k) => k.view) : kept.map((k) => full(k.row, 1)));
+  };
+
+  const create: Handler = async (req) => {
+    const body = await req.body(InstancesPost, "api.InstancesPost");
+    if (!body.name) throw new BadRequest("Instance name is required");
+    const request: CreateRequest = {
+      name: body.name,
+      type: body.type,
+      architecture: body.architecture,
+      config: body.config,
+      devices: body.devices,
+      ephemeral: body.ephemeral,
+      profiles: body.profiles ?? undefined,
+      description: body.description,
+      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source },
+    };
+    const checked = svc.checkCreate(req.project, request);
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Creating instance",
+        project: req.project,
+        resources: resources(req.project, body.name),
+        run: async (ctx) => {
+          await svc.create(req.project, request, checked, ctx.signal);
+        },
+      }),
+    );
+  };
+
+  const etagOf = (row: InstanceRow) => ({ architecture: row.architecture, config: row.config, devices: row.devices, ephemeral: row.ephemeral, profiles: row.profiles, description: row.description });
+
+  const get: Handler = (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const etag = etagOf(row);
+    // instance_get_full: any recursion on a single instance adds state, snapshots and backups.
+    return sync(full(row, req.recursion > 0 ? 2 : 0), { etag });
+  };
+
+  const put: Handler = async (req) => {
+    checkEtag(req, etagOf(svc.require(req.project, req.params.name)));
+    const body = await req.body(InstancePut, "api.InstancePut");
+    const name = req.params.name;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Updating instance",
+        project: req.project,
+        resources: resources(req.project, name),
+        run: async () => {
+          await svc.runtime.serialize(req.project, name, () => svc.update(req.project, name, { ...body, profiles: body.profiles ?? undefined }, "put"));
+        },
+      }),
+    );
+  };
+
+  const patch: Handler = async (req) => {
+    checkEtag(req, etagOf(svc.require(req.project, req.params.name)));
+    const body = await req.body(InstancePatch, "api.InstancePut");
+    const name = req.params.name;
+    const put = {
+      architecture: body.architecture,
+      config: body.config ? configStrings(body.config) : undefined,
+      devices: body.devices ? Object.fromEntries(Object.entries(body.devices).map(([k, v]) => [k, configStrings(v ?? {})])) : undefined,
+      ephemeral: body.ephemeral,
+      profiles: body.profiles ?? undefined,
+      description: body.description,
+    };
+    await svc.runtime.serialize(req.project, name, () => svc.update(req.project, name, put, "patch"));
+    return sync({});
+  };
+
+  const del: Handler = (req) => {
+    const row = svc.require(req.project, req.params.name);
+    if (rt().isRunning(row)) throw new BadRequest("Instance is running");
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Deleting instance",
+        project: req.project,
+        resources: resources(req.project, row.name),
+        run: async () => {
+          await svc.runtime.serialize(req.project, row.name, () => svc.delete(req.project, row.name));
+        },
+      }),
+    );
+  };
+
+  const rename: Handler = async (req) => {
+    const body = await req.body(InstancePost, "api.InstancePost");
+    const name = req.params.name;
+    if (body.migration) throw new BadRequest("Instance migration is not supported");
+    svc.checkRename(req.project, name, body.name);
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Renaming instance",
+        project: req.project,
+        resources: resources(req.project, name),
+        run: async () => {
+          await svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name));
+        },
+      }),
+    );
+  };
+
+  const getState: Handler = (req) => sync(readInstanceState(svc, svc.require(req.project, req.params.name)));
+
+  const putState: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const body = await req.body(StatePut, "api.InstanceStatePut");
+    const description = STATE_DESCRIPTIONS[body.action];
+    if (!description) throw new BadRequest(`Unknown action ${body.action}`);
+    if (body.stateful) throw new BadRequest("Stateful stop/start is not supported");
+    const status = rt().status(row);
+    if (body.action === "start" && status !== "Stopped") throw new BadRequest("The instance is already running");
+    if (body.action === "stop" && status === "Stopped") throw new BadRequest("The instance is already stopped");
+    const { project } = req;
+    const name = row.name;
+    const opts = { force: body.force, timeout: body.timeout };
+    const work: Record<string, () => Promise<void>> = {
+      start: () => rt().start(project, name),
+      stop: () => rt().stop(project, name, opts),
+      restart: () => rt().restart(project, name, opts),
+      freeze: () => rt().freeze(project, name),
+      unfreeze: () => rt().unfreeze(project, name),
+    };
+    return operation(
+      core.operations.create({
+        class: "task",
+        description,
+        project,
+        resources: resources(project, name),
+        run: async () => {
+          await work[body.action]();
+        },
+      }),
+    );
+  };
+
+  const logsDir = (req: { project: string; params: Record<string, string> }) => {
+    const row = svc.require(req.project, req.params.name);
+    return { row, dir: logDir(core.paths.dir, rt().lxcName(row.project, row.name)) };
+  };
+  const LOG_FILE = /^[a-zA-Z0-9_.-]+$/;
+  const logFile = (req: { project: string; params: Record<string, string> }) => {
+    const { dir } = logsDir(req);
+    const file = req.params.file;
+    if (!LOG_FILE.test(file) || file.startsWith(".") || !(file.endsWith(".log") || file === "lxc.conf")) throw new BadRequest(`Invalid log file name "${file}"`);
+    const path = join(dir, file);
+    if (!existsSync(path)) throw new NotFound("not found");
+    return path;
+  };
+
+  const logs: Handler = (req) => {
+    const { row, dir } = logsDir(req);
+    const files = existsSync(dir) ? readdirSync(dir).filter((f) => f === "lxc.conf" || f === "lxc.log").sort() : [];
+    return sync(files.map((f) => `/1.0/instances/${row.name}/logs/${f}`));
+  };
+  const getLog: Handler = (req, reply) => {
+    const path = logFile(req);
+    void reply.header("Content-Type", "application/octet-stream").send(readFileSync(path));
+    return handled();
+  };
+  const deleteLog: Handler = (req) => {
+    const path = logFile(req);
+    if (req.params.file === "lxc.log" || req.params.file === "lxc.conf") throw new BadRequest("Only log files excluding lxc.log and lxc.conf can be deleted");
+    rmSync(path, { force: true });
+    return sync({});
+  };
+
+  const consoleLog: Handler = (req, reply) => {
+    const { dir } = logsDir(req);
+    const path = join(dir, "console.log");
+    void reply.header("Content-Type", "application/octet-stream").send(existsSync(path) ? readFileSync(path) : Buffer.alloc(0));
+    return handled();
+  };
+  const clearConsole: Handler = (req) => {
+    const { dir } = logsDir(req);
+    const path = join(dir, "console.log");
+    if (existsSync(path)) truncateSync(path, 0);
+    return sync({});
+  };
+
+  const getMetadata: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const text = svc.readMetadataFile(await svc.volumeDir(row));
+    const meta = text ? YAML.parse(text) : {};
+    return sync({ architecture: "", creation_date: 0, expiry_date: 0, properties: {}, templates: {}, ...meta });
+  };
+  const putMetadata: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const body = await req.body(MetadataPut, "api.ImageMetadata");
+    svc.writeMetadataFile(await svc.volumeDir(row), YAML.stringify(body));
+    core.events.lifecycle("instance-metadata-updated", instanceUrl(row.project, row.name), { project: row.project });
+    return sync({});
+  };
+
+  const templates: Handler = async (req, reply) => {
+    const row = svc.require(req.project, req.params.name);
+    const dir = await svc.volumeDir(row);
+    const path = req.query.path;
+    if (!path) return sync(svc.templateNames(dir));
+    const file = InstanceService.templatePath(dir, path);
+    if (!existsSync(file)) throw new NotFound("Template not found");
+    void reply.header("Content-Type", "application/octet-stream").send(readFileSync(file));
+    return handled();
+  };
+  const uploadTemplate: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const dir = await svc.volumeDir(row);
+    const path = req.query.path;
+    if (!path) throw new BadRequest("missing path argument");
+    const file = InstanceService.templatePath(dir, path);
+    const data = await readBody(req.stream);
+    const { mkdirSync } = await import("node:fs");
+    mkdirSync(join(dir, "templates"), { recursive: true });
+    writeFileSync(file, data, { mode: 0o644 });
+    core.events.lifecycle("instance-metadata-template-created", instanceUrl(row.project, row.name), { project: row.project, context: { path } });
+    return sync({});
+  };
+  const deleteTemplate: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const dir = await svc.volumeDir(row);
+    const path = req.query.path;
+    if (!path) throw new BadRequest("missing path argument");
+    const file = InstanceService.templatePath(dir, path);
+    if (!existsSync(file)) throw new NotFound("Template not found");
+    rmSync(file);
+    core.events.lifecycle("instance-metadata-template-deleted", instanceUrl(row.project, row.name), { project: row.project, context: { path } });
+    return sync({});
+  };
+
+  const routes: Route[] = [];
+  for (const base of ["/1.0/instances", "/1.0/containers"]) {
+    routes.push(
+      route(base, { GET: list, POST: create }),
+      route(`${base}/:name`, { GET: get, PUT: put, PATCH: patch, DELETE: del, POST: rename }),
+      route(`${base}/:name/state`, { GET: getState, PUT: putState }),
+      route(`${base}/:name/logs`, { GET: logs }),
+      route(`${base}/:name/logs/:file`, { GET: getLog, DELETE: deleteLog }),
+      route(`${base}/:name/console`, { GET: consoleLog, DELETE: clearConsole }),
+      route(`${base}/:name/metadata`, { GET: getMetadata, PUT: putMetadata, PATCH: putMetadata }),
+      route(`${base}/:name/metadata/templates`, { GET: templates, POST: uploadTemplate, PUT: uploadTemplate, DELETE: deleteTemplate }),
+    );
+  }
+  return routes;
+}
+
+const MetadataPut = z
+  .object({
+    architecture: z.string().default(""),
+    creation_date: z.number().default(0),
+    expiry_date: z.number().default(0),
+    properties: z.record(z.string(), z.string()).nullish().transform((m) => m ?? {}),
+    templates: z.record(z.string(), z.unknown()).nullish().transform((m) => m ?? {}),
+  })
+  .passthrough();

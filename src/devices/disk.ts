@@ -1,0 +1,90 @@
+// The disk device: the root disk (path=/, pool=...) and host bind mounts (source → path).
+// Bind mounts become liblxc mount entries at start; hot-plug goes through the container's
+// shmounts directory (a shared tmpfs liblxc mounts at /dev/.lxd-mounts) and a move inside.
+import { existsSync, statSync } from "node:fs";
+import { isAbsolute, normalize } from "node:path";
+import { parseBool } from "../config/validators.js";
+import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
+
+const KNOWN = new Set(["type", "path", "source", "pool", "readonly", "optional", "recursive", "propagation", "size", "size.state", "limits.read", "limits.write", "limits.max", "required", "shift", "raw.mount.options", "ceph.cluster_name", "ceph.user_name", "boot.priority", "io.cache"]);
+
+/** fstab field escaping for liblxc mount entries. */
+const fstab = (s: string) => s.replace(/\\/g, "\\134").replace(/ /g, "\\040").replace(/\t/g, "\\011");
+
+export class DiskDevice implements Device {
+  constructor(
+    private readonly ctx: DeviceContext,
+    readonly name: string,
+    readonly config: DeviceConfig,
+  ) {}
+
+  get isRoot(): boolean {
+    return this.config.path === "/" && !this.config.source;
+  }
+
+  validate(): void {
+    for (const k of Object.keys(this.config)) if (!KNOWN.has(k)) throw new Error(`Invalid device option "${k}"`);
+    for (const k of ["readonly", "optional", "recursive", "required", "shift"]) {
+      const v = this.config[k];
+      if (v !== undefined && !["true", "false", "yes", "no", "on", "off", "1", "0"].includes(v.toLowerCase())) throw new Error(`Invalid value for device option "${k}": Invalid value for a boolean "${v}"`);
+    }
+    if (this.isRoot) {
+      if (!this.config.pool) throw new Error(`Root disk entry must have a "pool" property set`);
+      return;
+    }
+    const { source, path } = this.config;
+    if (!source || !path) throw new Error(`Disk entry is missing the required "source" or "path" property`);
+    if (!isAbsolute(path)) throw new Error(`Path "${path}" must be absolute`);
+    if (this.config.pool) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
+    if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);
+    if (!existsSync(source) && !parseBool(this.config.optional)) throw new Error(`Missing source path "${source}" for disk "${this.name}"`);
+  }
+
+  private mountEntry(): string | undefined {
+    if (this.isRoot) return undefined;
+    const source = normalize(this.config.source);
+    if (!existsSync(source)) return undefined; // optional and absent
+    const isDir = statSync(source).isDirectory();
+    const target = normalize(this.config.path).replace(/^\/+/, "");
+    const opts = [parseBool(this.config.recursive) ? "rbind" : "bind", `create=${isDir ? "dir" : "file"}`];
+    if (parseBool(this.config.readonly)) opts.push("ro");
+    return `${fstab(source)} ${fstab(target)} none ${opts.join(",")} 0 0`;
+  }
+
+  async start(): Promise<RunConfig> {
+    const entry = this.mountEntry();
+    return entry ? { lxc: [["lxc.mount.entry", entry]] } : {};
+  }
+
+  async stop(): Promise<void> {}
+
+  async attach(pid: number): Promise<void> {
+    if (this.isRoot) throw new Error("Root disk can't be hot-plugged");
+    const hotplug = this.ctx.hotplug;
+    if (!hotplug) throw new Error("Hot-plugging disks is not supported here");
+    const source = normalize(this.config.source);
+    if (!existsSync(source)) return;
+    await hotplug.mount(pid, source, normalize(this.config.path), { readonly: parseBool(this.config.readonly), recursive: parseBool(this.config.recursive), isDir: statSync(source).isDirectory() });
+  }
+
+  async detach(pid: number): Promise<void> {
+    if (this.isRoot) throw new Error("Root disk can't be removed from a running instance");
+    await this.ctx.hotplug?.unmount(pid, normalize(this.config.path));
+  }
+}
+
+export class NoneDevice implements Device {
+  constructor(
+    readonly name: string,
+    readonly config: DeviceConfig,
+  ) {}
+  validate(): void {
+    for (const k of Object.keys(this.config)) if (k !== "type") throw new Error(`Invalid device option "${k}"`);
+  }
+  async start(): Promise<RunConfig> {
+    return {};
+  }
+  async stop(): Promise<void> {}
+  async attach(): Promise<void> {}
+  async detach(): Promise<void> {}
+}

@@ -1,0 +1,157 @@
+// Instance (container) config keys, declared once with LXD's validation rules and messages.
+// validateInstanceConfig throws "Invalid config: <reason>" exactly as LXD 5.0.2 words it.
+import type { KeyTable } from "../config/keys.js";
+import type { Validator } from "../config/validators.js";
+
+const boolRule: Validator = (v) => {
+  if (!["true", "false", "yes", "no", "on", "off", "1", "0"].includes(v.toLowerCase())) throw new Error(`Invalid value for a boolean "${v}"`);
+};
+const intRule: Validator = (v) => {
+  if (!/^-?[0-9]+$/.test(v)) throw new Error(`Invalid value for an integer "${v}"`);
+};
+const uint32Rule: Validator = (v) => {
+  if (!/^[0-9]+$/.test(v)) throw new Error(`Invalid value for uint32 "${v}": strconv.ParseUint: parsing "${v}": invalid syntax`);
+  if (Number(v) > 0xffffffff) throw new Error(`Invalid value for uint32 "${v}": strconv.ParseUint: parsing "${v}": value out of range`);
+};
+const oneOfRule =
+  (...choices: string[]): Validator =>
+  (v) => {
+    if (!choices.includes(v)) throw new Error(`Invalid value "${v}" (not one of [${choices.join(" ")}])`);
+  };
+const uuidRule: Validator = (v) => {
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v)) throw new Error("Invalid UUID");
+};
+const anyRule: Validator = () => {};
+const rangedInt =
+  (min: number, max: number): Validator =>
+  (v) => {
+    intRule(v);
+    const n = Number(v);
+    if (n < min || n > max) throw new Error(`Value must be between ${min} and ${max}`);
+  };
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1, B: 1,
+  kB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, PB: 1e15, EB: 1e18,
+  KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40, PiB: 2 ** 50, EiB: 2 ** 60,
+};
+
+/** LXD's units.ParseByteSizeString: "64MiB", "1GB", "512". */
+export function parseByteSize(value: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)$/.exec(value.trim());
+  if (!m || !(m[2] in SIZE_UNITS)) throw new Error(`Invalid value: ${value}`);
+  return Math.floor(Number(m[1]) * SIZE_UNITS[m[2]]);
+}
+
+const memoryRule: Validator = (v) => {
+  if (v.endsWith("%")) {
+    if (!/^[0-9]+(\.[0-9]+)?%$/.test(v)) throw new Error(`Invalid value: ${v}`);
+    return;
+  }
+  parseByteSize(v);
+};
+
+/** A CPU count ("2") or a cpuset ("0-1,3"). */
+export const cpuRule: Validator = (v) => {
+  if (/^[0-9]+$/.test(v)) return;
+  if (!/^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$/.test(v)) throw new Error("Invalid CPU limit syntax");
+};
+
+/** "50%" or "25ms/100ms". */
+export function parseAllowance(v: string): { percent: number } | { quotaUs: number; periodUs: number } {
+  const pct = /^([0-9]+)%$/.exec(v);
+  if (pct) return { percent: Number(pct[1]) };
+  const q = /^([0-9]+)ms\/([0-9]+)ms$/.exec(v);
+  if (q && Number(q[2]) > 0) return { quotaUs: Number(q[1]) * 1000, periodUs: Number(q[2]) * 1000 };
+  throw new Error(`Invalid allowance: ${v}`);
+}
+
+export const instanceKeys: KeyTable = {
+  "boot.autostart": { validate: boolRule, doc: "Start the instance when the daemon starts" },
+  "boot.autostart.delay": { validate: intRule, default: "0", doc: "Seconds to wait after starting this instance" },
+  "boot.autostart.priority": { validate: intRule, default: "0", doc: "Start order (higher first)" },
+  "boot.host_shutdown_timeout": { validate: intRule, default: "30", doc: "Seconds to wait for a clean shutdown" },
+  "boot.stop.priority": { validate: intRule, default: "0", doc: "Stop order (higher first)" },
+  "cloud-init.network-config": { validate: anyRule, doc: "cloud-init network config" },
+  "cloud-init.user-data": { validate: anyRule, doc: "cloud-init user data" },
+  "cloud-init.vendor-data": { validate: anyRule, doc: "cloud-init vendor data" },
+  "cluster.evacuate": { validate: oneOfRule("auto", "migrate", "stop"), doc: "Evacuation behaviour" },
+  "limits.cpu": { validate: cpuRule, doc: "CPU count or cpuset" },
+  "limits.cpu.allowance": { validate: (v) => void parseAllowance(v), doc: "CPU time share or quota" },
+  "limits.cpu.priority": { validate: rangedInt(0, 10), doc: "CPU scheduling priority" },
+  "limits.disk.priority": { validate: rangedInt(0, 10), doc: "I/O priority" },
+  "limits.memory": { validate: memoryRule, doc: "Memory limit (bytes or percentage of host memory)" },
+  "limits.memory.enforce": { validate: oneOfRule("soft", "hard"), default: "hard", doc: "hard or soft limit" },
+  "limits.memory.swap": { validate: boolRule, default: "true", doc: "Allow swap" },
+  "limits.memory.swap.priority": { validate: rangedInt(0, 10), doc: "Swap priority" },
+  "limits.network.priority": { validate: rangedInt(0, 10), doc: "Network priority" },
+  "limits.processes": { validate: intRule, doc: "Maximum number of processes" },
+  "linux.kernel_modules": { validate: anyRule, doc: "Kernel modules to load before starting" },
+  "migration.incremental.memory": { validate: boolRule, doc: "Incremental memory transfer" },
+  "migration.incremental.memory.goal": { validate: uint32Rule, doc: "Percentage of memory to have in sync" },
+  "migration.incremental.memory.iterations": { validate: uint32Rule, doc: "Maximum pre-copy iterations" },
+  "raw.apparmor": { validate: anyRule, doc: "Extra AppArmor rules" },
+  "raw.idmap": { validate: anyRule, doc: "Extra id map entries" },
+  "raw.lxc": { validate: anyRule, doc: "Extra liblxc config lines" },
+  "raw.seccomp": { validate: anyRule, doc: "Raw seccomp policy" },
+  "security.devlxd": { validate: boolRule, default: "true", doc: "/dev/lxd in the instance" },
+  "security.devlxd.images": { validate: boolRule, doc: "Image sharing over /dev/lxd" },
+  "security.idmap.base": { validate: uint32Rule, doc: "Host base id of the map" },
+  "security.idmap.isolated": { validate: boolRule, doc: "A distinct id range for this container" },
+  "security.idmap.size": { validate: uint32Rule, doc: "Size of the id map" },
+  "security.nesting": { validate: boolRule, doc: "Allow nested containers" },
+  "security.privileged": { validate: boolRule, doc: "Run without a user namespace" },
+  "security.protection.delete": { validate: boolRule, doc: "Refuse deletion" },
+  "security.protection.shift": { validate: boolRule, doc: "Refuse rootfs shifting" },
+  "security.syscalls.allow": { validate: anyRule, doc: "Syscall allow list" },
+  "security.syscalls.deny": { validate: anyRule, doc: "Syscall deny list" },
+  "security.syscalls.deny_compat": { validate: boolRule, doc: "Block compat syscalls" },
+  "security.syscalls.deny_default": { validate: boolRule, doc: "Default syscall deny list" },
+  "security.syscalls.intercept.mknod": { validate: boolRule, doc: "Intercept mknod" },
+  "security.syscalls.intercept.mount": { validate: boolRule, doc: "Intercept mount" },
+  "security.syscalls.intercept.setxattr": { validate: boolRule, doc: "Intercept setxattr" },
+  "snapshots.schedule": { validate: anyRule, doc: "Cron schedule for snapshots" },
+  "snapshots.schedule.stopped": { validate: boolRule, doc: "Snapshot stopped instances" },
+  "snapshots.pattern": { validate: anyRule, doc: "Snapshot name pattern" },
+  "snapshots.expiry": { validate: anyRule, doc: "Snapshot expiry" },
+  "volatile.apply_template": { validate: anyRule, doc: "Template trigger to apply on next start" },
+  "volatile.apply_nvram": { validate: boolRule, doc: "VM only" },
+  "volatile.base_image": { validate: anyRule, doc: "Image the instance was created from" },
+  "volatile.cloud-init.instance-id": { validate: anyRule, doc: "cloud-init instance id" },
+  "volatile.evacuate.origin": { validate: anyRule, doc: "Evacuation origin" },
+  "volatile.idmap.base": { validate: uint32Rule, doc: "First host id of the map" },
+  "volatile.idmap.current": { validate: anyRule, doc: "Map in use" },
+  "volatile.idmap.next": { validate: anyRule, doc: "Map to use at next start" },
+  "volatile.last_state.idmap": { validate: anyRule, doc: "Map the rootfs is shifted to" },
+  "volatile.last_state.power": { validate: anyRule, doc: "Power state when the daemon last saw it" },
+  "volatile.uuid": { validate: uuidRule, doc: "Instance UUID" },
+};
+
+const DEVICE_VOLATILE = /^volatile\.[^.]+\.(host_name|hwaddr|name|mtu|apply_quota|ceph_rbd|vf\.[a-z_]+|last_state\.[a-z_.]+|created|gateway\.[a-z0-9_]+)$/;
+
+function ruleFor(key: string): Validator | undefined {
+  const spec = instanceKeys[key];
+  if (spec) return spec.validate;
+  if (/^(user|environment|image)\.[^\s]+$/.test(key)) return anyRule;
+  if (/^limits\.kernel\.[a-z_]+$/.test(key)) return anyRule;
+  if (/^linux\.sysctl\.[a-z0-9_.]+$/.test(key)) return anyRule;
+  if (/^security\.syscalls\./.test(key)) return anyRule;
+  if (DEVICE_VOLATILE.test(key)) return anyRule;
+  return undefined;
+}
+
+/** Throws Error("Invalid config: ...") for the first bad key, as LXD. */
+export function validateInstanceConfig(config: Record<string, string>): void {
+  for (const [key, value] of Object.entries(config)) {
+    const rule = ruleFor(key);
+    if (!rule) throw new Error(`Invalid config: Unknown configuration key: ${key}`);
+    if (value === "") continue;
+    try {
+      rule(value);
+    } catch (e) {
+      throw new Error(`Invalid config: ${(e as Error).message}`);
+    }
+  }
+}
+
+export const isTrue = (v: string | undefined): boolean => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());

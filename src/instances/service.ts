@@ -1,0 +1,460 @@
+// Instances: the rules and the database. Creation, updates, renames and deletes live here;
+// running containers (start/stop/adoption) are in runtime.ts.
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BadRequest, Conflict, NotFound } from "../api/errors.js";
+import type { Core } from "../daemon/daemon.js";
+import type { InstancesPort } from "../daemon/ports.js";
+import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
+import { validateInstanceConfig, isTrue } from "./config-keys.js";
+import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
+import { expand, validateInstanceName } from "./names.js";
+import type { InstanceRuntime } from "./runtime.js";
+import { shiftTree } from "./lxc/shift.js";
+import { run } from "../os/exec.js";
+import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
+
+export type Devices = Record<string, Record<string, string>>;
+
+export interface InstancePut {
+  architecture?: string;
+  config?: Record<string, string>;
+  devices?: Devices;
+  ephemeral?: boolean;
+  profiles?: string[];
+  description?: string;
+}
+
+export interface CreateRequest extends InstancePut {
+  name: string;
+  type?: string;
+  source: { type: string; alias?: string; fingerprint?: string; source?: string };
+}
+
+export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
+
+export interface InstanceView {
+  architecture: string;
+  config: Record<string, string>;
+  devices: Devices;
+  ephemeral: boolean;
+  profiles: string[];
+  stateful: boolean;
+  description: string;
+  created_at: string;
+  expanded_config: Record<string, string>;
+  expanded_devices: Devices;
+  name: string;
+  status: string;
+  status_code: number;
+  last_used_at: string;
+  location: string;
+  type: string;
+  project: string;
+}
+
+export const instanceUrl = (project: string, name: string) => `/1.0/instances/${name}${project === "default" ? "" : `?project=${project}`}`;
+
+export class InstanceService implements InstancesPort {
+  readonly repo: InstanceRepo;
+  runtime!: InstanceRuntime;
+  private hostIds?: HostIdSet;
+
+  constructor(private readonly core: Core) {
+    this.repo = new InstanceRepo(core.db);
+  }
+
+  idSet(): HostIdSet {
+    return (this.hostIds ??= ensureRootSubIds());
+  }
+
+  require(project: string, name: string): InstanceRow {
+    const row = this.repo.get(project, name);
+    if (!row) throw new NotFound("Instance not found");
+    return row;
+  }
+
+  expanded(row: Pick<InstanceRow, "project" | "profiles" | "config" | "devices">): { config: Record<string, string>; devices: Devices } {
+    const profiles = row.profiles.map((p) => this.profiles().get(row.project, p));
+    return {
+      config: expand([...profiles.map((p) => p.config), row.config]),
+      devices: expand([...profiles.map((p) => p.devices), row.devices]),
+    };
+  }
+
+  private profiles() {
+    const p = this.core.ports.profiles;
+    if (!p) throw new Error("Profiles are not available (no profiles feature loaded)");
+    return p;
+  }
+
+  view(row: InstanceRow): InstanceView {
+    const ex = this.expanded(row);
+    const status = this.runtime.status(row);
+    return {
+      architecture: row.architecture,
+      config: row.config,
+      devices: row.devices,
+      ephemeral: row.ephemeral,
+      profiles: row.profiles,
+      stateful: row.stateful,
+      description: row.description,
+      created_at: row.created_at,
+      expanded_config: ex.config,
+      expanded_devices: ex.devices,
+      name: row.name,
+      status,
+      status_code: STATUS[status as keyof typeof STATUS] ?? 112,
+      last_used_at: row.last_used_at,
+      location: "none",
+      type: row.type,
+      project: row.project,
+    };
+  }
+
+  list(project: string | undefined): InstanceRow[] {
+    return this.repo.list(project);
+  }
+
+  /** The root disk device of an expanded device set: LXD's error when absent. */
+  static rootDisk(devices: Devices): { name: string; pool: string } {
+    for (const [name, d] of Object.entries(devices)) {
+      if (d.type === "disk" && d.path === "/" && !d.source) {
+        if (!d.pool) throw new Error(`Failed getting root disk: Root disk entry must have a "pool" property set`);
+        return { name, pool: d.pool };
+      }
+    }
+    throw new Error("Failed getting root disk: No root device could be found");
+  }
+
+  /** Validate config and devices the way LXD does before anything is saved. */
+  validate(project: string, name: string, config: Record<string, string>, devices: Devices, profiles: string[], expandedOnly = false): void {
+    validateInstanceConfig(config);
+    for (const p of profiles) this.profiles().get(project, p);
+    const ex = this.expanded({ project, profiles, config, devices });
+    if (!expandedOnly) validateInstanceConfig(ex.config);
+    for (const [dev, cfg] of Object.entries(devices)) {
+      try {
+        this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg).validate();
+      } catch (e) {
+        const msg = (e as Error).message;
+        throw new Error(msg === "Unsupported device type" ? `Invalid devices: Device validation failed for "${dev}": Failed loading device "${dev}": ${msg}` : `Invalid devices: Device validation failed for "${dev}": ${msg}`);
+      }
+    }
+  }
+
+  /** Allocate the id map for a container (volatile.idmap.*). */
+  allocateIdmap(project: string, name: string, config: Record<string, string>): { base: number; map: string } {
+    const used: UsedRange[] = [];
+    for (const other of this.repo.list()) {
+      if (other.project === project && other.name === name) continue;
+      const ex = this.expanded(other).config;
+      if (!isTrue(ex["security.idmap.isolated"])) continue;
+      const map = parseIdmapJson(other.config["volatile.idmap.next"]);
+      if (map[0]) used.push({ base: Number(other.config["volatile.idmap.base"] ?? 0), size: map[0].Maprange });
+    }
+    try {
+      const size = config["security.idmap.size"] ? Number(config["security.idmap.size"]) : undefined;
+      const r = allocateIdmap(this.idSet(), { privileged: isTrue(config["security.privileged"]), isolated: isTrue(config["security.idmap.isolated"]), size }, used);
+      return { base: r.base, map: idmapJson(r.map) };
+    } catch (e) {
+      if (e instanceof IdmapError) throw new Error(`Failed to allocate an idmap: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /** Validate a create request synchronously; returns the normalised parts. */
+  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow } {
+    try {
+      validateInstanceName(req.name);
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+    if (req.type && req.type !== "container") throw new BadRequest(`Instance type "${req.type}" is not supported`);
+    if (this.repo.get(project, req.name)) throw new Conflict(`Instance "${req.name}" already exists`);
+    let image;
+    if (req.source.type === "image") {
+      const images = this.core.ports.images;
+      if (!images) throw new Error("Images are not available (no image feature loaded)");
+      image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
+      if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
+    }
+    let copyOf: InstanceRow | undefined;
+    if (req.source.type === "copy") {
+      const from = req.source.source ?? "";
+      if (!from || from.includes("/")) throw new BadRequest("Copying snapshots is not supported");
+      copyOf = this.require(project, from);
+      // A copy is a new instance: no volatile state of the source (MACs, uuid, id maps) carries over.
+      const base = req.config ?? copyOf.config;
+      req.config = Object.fromEntries(Object.entries(base).filter(([k]) => !k.startsWith("volatile.")));
+      if (copyOf.config["volatile.base_image"]) req.config["volatile.base_image"] = copyOf.config["volatile.base_image"];
+      if (!req.devices) req.devices = copyOf.devices;
+    } else if (req.source.type !== "none" && req.source.type !== "image") {
+      throw new BadRequest(`Unknown source type ${req.source.type}`);
+    }
+    const profiles = req.profiles ?? copyOf?.profiles ?? image?.profiles ?? ["default"];
+    try {
+      this.validate(project, req.name, req.config ?? {}, req.devices ?? {}, profiles);
+    } catch (e) {
+      if (e instanceof NotFound) throw e;
+      throw new BadRequest((e as Error).message);
+    }
+    return { image, profiles, copyOf };
+  }
+
+  /** The body of the "Creating instance" operation. */
+  async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal): Promise<void> {
+    const { image, profiles, copyOf } = checked;
+    const config: Record<string, string> = {};
+    if (image) for (const [k, v] of Object.entries(image.properties)) config[`image.${k}`] = v;
+    Object.assign(config, req.config ?? {});
+    const now = new Date().toISOString();
+    const ex0 = this.expanded({ project, profiles, config, devices: req.devices ?? {} });
+    let root: { name: string; pool: string };
+    try {
+      root = InstanceService.rootDisk(ex0.devices);
+    } catch (e) {
+      throw new Error(`Failed creating instance record: Failed initialising instance: ${(e as Error).message}`);
+    }
+    const storage = this.core.ports.storage;
+    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
+    storage.assertPool(root.pool);
+    const idmap = this.allocateIdmap(project, req.name, ex0.config);
+    Object.assign(config, {
+      "volatile.uuid": randomUUID(),
+      "volatile.cloud-init.instance-id": randomUUID(),
+      "volatile.idmap.base": String(idmap.base),
+      "volatile.idmap.next": idmap.map,
+      // A copied rootfs keeps the source's ownership: the first start shifts it if the maps differ.
+      "volatile.last_state.idmap": copyOf?.config["volatile.last_state.idmap"] ?? "[]",
+      "volatile.apply_template": copyOf ? "copy" : "create",
+    });
+    if (image) config["volatile.base_image"] = image.fingerprint;
+    this.repo.insert({
+      project,
+      name: req.name,
+      type: "container",
+      architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.core.host.kernel_architecture,
+      ephemeral: req.ephemeral ?? false,
+      stateful: false,
+      description: req.description ?? "",
+      config,
+      devices: req.devices ?? {},
+      profiles,
+      created_at: now,
+      last_used_at: "1970-01-01T00:00:00Z",
+      init_pid: 0,
+      init_start: "",
+    });
+    let volumeCreated = false;
+    try {
+      const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal });
+      volumeCreated = true;
+      if (copyOf) await run("cp", ["-a", "--reflink=auto", "--", `${await this.volumeDir(copyOf)}/.`, dir], { signal });
+      mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
+      this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
+      if (image) this.core.ports.images?.markUsed(image.fingerprint);
+    } catch (e) {
+      if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
+      this.runtime.driver.remove(this.runtime.lxcName(project, req.name));
+      this.repo.delete(project, req.name);
+      throw e;
+    }
+    this.core.events.lifecycle("instance-created", instanceUrl(project, req.name), { project });
+  }
+
+  /** PUT (replace) or PATCH (merge) the writable fields. Throws "Invalid config: ..." as a 500, as LXD. */
+  async update(project: string, name: string, put: InstancePut, mode: "put" | "patch"): Promise<void> {
+    const row = this.require(project, name);
+    let config: Record<string, string>;
+    let devices: Devices;
+    if (mode === "patch") {
+      config = { ...row.config, ...(put.config ?? {}) };
+      devices = { ...row.devices, ...(put.devices ?? {}) };
+    } else {
+      config = { ...(put.config ?? {}) };
+      // Volatile keys are the daemon's: keep them unless the client sends a value.
+      for (const [k, v] of Object.entries(row.config)) if (k.startsWith("volatile.") && !(k in config)) config[k] = v;
+      devices = put.devices ?? {};
+    }
+    for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
+    const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
+    this.validate(project, name, config, devices, profiles);
+    const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
+    const before = this.expanded(row);
+    const after = this.expanded(next);
+    InstanceService.rootDisk(after.devices);
+    // Apply to a running container first, so a failure changes nothing.
+    await this.runtime.applyLive(next, before, after);
+    // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
+    // drop those of devices that are gone.
+    const fresh = this.require(project, name).config;
+    for (const [k, v] of Object.entries(fresh)) if (k.startsWith("volatile.") && row.config[k] !== v) next.config[k] = v;
+    for (const k of Object.keys(next.config)) {
+      const dev = /^volatile\.([^.]+)\./.exec(k)?.[1];
+      if (dev && dev in before.devices && !(dev in after.devices)) delete next.config[k];
+    }
+    this.repo.update(project, name, next);
+    this.core.events.lifecycle("instance-updated", instanceUrl(project, name), { project });
+  }
+
+  async delete(project: string, name: string): Promise<void> {
+    const row = this.require(project, name);
+    if (this.runtime.isRunning(row)) throw new BadRequest("Instance is running");
+    if (isTrue(this.expanded(row).config["security.protection.delete"])) throw new BadRequest("Instance is protected");
+    await this.destroy(row);
+  }
+
+  /** Remove a stopped instance's devices, volume, directories and record. */
+  async destroy(row: InstanceRow): Promise<void> {
+    const ex = this.expanded(row);
+    await this.runtime.removeDevices(row, ex);
+    let pool: string | undefined;
+    try {
+      pool = InstanceService.rootDisk(ex.devices).pool;
+    } catch {
+      pool = undefined;
+    }
+    if (pool) await this.core.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
+    this.runtime.driver.remove(this.runtime.lxcName(row.project, row.name));
+    rmSync(join(this.core.paths.devices, `${row.project}_${row.name}`), { recursive: true, force: true });
+    this.repo.delete(row.project, row.name);
+    this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
+  }
+
+  checkRename(project: string, name: string, to: string): void {
+    const row = this.require(project, name);
+    try {
+      validateInstanceName(to);
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+    if (this.repo.get(project, to)) throw new Conflict(`Name "${to}" already in use`);
+    if (this.runtime.isRunning(row)) throw new BadRequest("Renaming of running instance not allowed");
+  }
+
+  async rename(project: string, name: string, to: string): Promise<void> {
+    this.checkRename(project, name, to);
+    const row = this.require(project, name);
+    const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
+    const storage = this.core.ports.storage;
+    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
+    await storage.renameInstanceVolume(project, pool, name, to);
+    try {
+      this.runtime.driver.rename(this.runtime.lxcName(project, name), this.runtime.lxcName(project, to));
+      const dir = await storage.mountInstanceVolume(project, pool, to);
+      this.runtime.driver.prepare(this.runtime.lxcName(project, to), dir);
+      this.repo.rename(project, name, to);
+      // A pending trigger (an instance never started) is kept: its templates then see the new name.
+      if (!row.config["volatile.apply_template"]) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
+    } catch (e) {
+      await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
+      throw e;
+    }
+    this.core.events.lifecycle("instance-renamed", instanceUrl(project, to), { project, context: { old_name: name } });
+  }
+
+  // ---- metadata.yaml and templates (in the instance volume) ----
+
+  async volumeDir(row: InstanceRow): Promise<string> {
+    const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
+    const storage = this.core.ports.storage;
+    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
+    return storage.mountInstanceVolume(row.project, pool, row.name);
+  }
+
+  templateNames(dir: string): string[] {
+    const t = join(dir, "templates");
+    return existsSync(t) ? readdirSync(t).sort() : [];
+  }
+
+  static templatePath(dir: string, name: string): string {
+    if (!name || name.includes("/") || name === "." || name === "..") throw new BadRequest("Invalid template name");
+    return join(dir, "templates", name);
+  }
+
+  readMetadataFile(dir: string): string {
+    const f = join(dir, "metadata.yaml");
+    return existsSync(f) ? readFileSync(f, "utf8") : "";
+  }
+
+  writeMetadataFile(dir: string, text: string): void {
+    writeFileSync(join(dir, "metadata.yaml"), text, { mode: 0o644 });
+  }
+
+  // ---- InstancesPort ----
+
+  usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[] {
+    const out: string[] = [];
+    for (const row of this.repo.list(project)) {
+      let ex: { config: Record<string, string>; devices: Devices };
+      try {
+        ex = this.expanded(row);
+      } catch {
+        ex = { config: row.config, devices: row.devices };
+      }
+      const hit =
+        (ref.profile !== undefined && row.profiles.includes(ref.profile)) ||
+        (ref.pool !== undefined && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === ref.pool)) ||
+        (ref.network !== undefined && Object.values(ex.devices).some((d) => d.type === "nic" && (d.network === ref.network || d.parent === ref.network))) ||
+        (ref.image !== undefined && row.config["volatile.base_image"] === ref.image);
+      if (hit) out.push(instanceUrl(row.project, row.name));
+    }
+    return out;
+  }
+
+  /** The narrow view exec, console and file transfer need (InstancesPort.runtimeOf). */
+  runtimeOf(project: string, name: string): PortRuntime {
+    const row = this.require(project, name);
+    const ex = this.expanded(row).config;
+    const status = this.runtime.status(row);
+    const map = parseIdmapJson(row.config["volatile.idmap.current"] ?? row.config["volatile.idmap.next"]);
+    const environment: Record<string, string> = {};
+    for (const [k, v] of Object.entries(ex)) if (k.startsWith("environment.")) environment[k.slice("environment.".length)] = v;
+    const lxcName = this.runtime.lxcName(project, name);
+    return {
+      project,
+      name,
+      lxcName,
+      running: status !== "Stopped",
+      frozen: status === "Frozen",
+      pid: status !== "Stopped" ? row.init_pid : undefined,
+      lxcpath: this.runtime.driver.lxcPath,
+      rootfs: this.runtime.driver.rootfsLink(lxcName),
+      idmap: map.length === 0 ? identityIdMap : idMapOf(map),
+      environment,
+    };
+  }
+
+  async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
+    const row = this.require(project, name);
+    const wasRunning = this.runtime.isRunning(row);
+    if (wasRunning) await this.runtime.stop(project, name, { force: false, timeout: 30 });
+    const dir = await this.volumeDir(row);
+    // Images hold host-neutral ownership: shift the rootfs back (the next start shifts it again).
+    await this.runtime.serialize(project, name, async () => {
+      const last = parseIdmapJson(this.require(project, name).config["volatile.last_state.idmap"]);
+      if (last.length === 0) return;
+      await shiftTree(join(dir, "rootfs"), last, []);
+      this.repo.patchConfig(project, name, { "volatile.last_state.idmap": "[]" });
+    });
+    return {
+      dir,
+      architecture: row.architecture,
+      release: async () => {
+        if (wasRunning) await this.runtime.start(project, name);
+      },
+    };
+  }
+}
+
+/** An id map as the exec/file side uses it (-1 for unmapped ids). */
+function idMapOf(map: IdmapEntry[]): IdMap {
+  return {
+    uid: (u) => toHost(map, "uid", u) ?? -1,
+    gid: (g) => toHost(map, "gid", g) ?? -1,
+    reverseUid: (u) => toNs(map, "uid", u) ?? -1,
+    reverseGid: (g) => toNs(map, "gid", g) ?? -1,
+  };
+}

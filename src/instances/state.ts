@@ -1,0 +1,30 @@
+// GET /1.0/instances/NAME/state: read from /proc and cgroup files, no spawns.
+import type { InstanceRow } from "../db/instance-repo.js";
+import { processCount, readUsage } from "./lxc/cgroup.js";
+import { readNetworkState } from "./netstate.js";
+import { STATUS, type InstanceService } from "./service.js";
+
+export function readInstanceState(svc: InstanceService, row: InstanceRow) {
+  const status = svc.runtime.status(row);
+  const base = { status, status_code: STATUS[status] };
+  if (status === "Stopped") {
+    return { ...base, disk: {}, memory: { usage: 0, usage_peak: 0, swap_usage: 0, swap_usage_peak: 0 }, network: null, pid: 0, processes: 0, cpu: { usage: 0 } };
+  }
+  const pid = row.init_pid;
+  const layout = svc.runtime.driver.layout;
+  const usage = readUsage(layout, pid);
+  const hostNames: Record<string, string> = {};
+  for (const [k, v] of Object.entries(row.config)) {
+    const m = /^volatile\.([^.]+)\.host_name$/.exec(k);
+    if (m) hostNames[svc.expanded(row).devices[m[1]]?.name ?? m[1]] = v;
+  }
+  return {
+    ...base,
+    disk: {},
+    memory: usage.memory,
+    network: readNetworkState(pid, hostNames),
+    pid,
+    processes: processCount(layout, pid),
+    cpu: { usage: usage.cpuNs },
+  };
+}

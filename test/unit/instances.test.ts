@@ -1,0 +1,200 @@
+import { describe, expect, it } from "vitest";
+import { matchesFilter } from "../../src/api/routes/instances.js";
+import { parseByteSize, validateInstanceConfig } from "../../src/instances/config-keys.js";
+import { allocateIdmap, lxcIdmapLines, parseSubIdFile, remapId, toHost, toNs, type HostIdSet } from "../../src/instances/idmap.js";
+import { parseCgroupLayout } from "../../src/instances/lxc/cgroup.js";
+import { cpusetFor, generateLxcConfig, parseRawLxc, renderLxcConfig, type LxcConfigInput } from "../../src/instances/lxc/config.js";
+import { validateInstanceName } from "../../src/instances/names.js";
+import { parseIfInet6, parseIpv4, parseNetDev } from "../../src/instances/netstate.js";
+
+const host: HostIdSet = { uid: { start: 1_000_000, size: 1_000_000_000 }, gid: { start: 1_000_000, size: 1_000_000_000 } };
+
+describe("idmap", () => {
+  it("parses root's delegation from subuid text", () => {
+    expect(parseSubIdFile("_lxd:100000:5\nroot:100000:10000001\n")).toEqual({ start: 100000, size: 10000001 });
+    expect(parseSubIdFile("alice:1:2\n")).toBeUndefined();
+  });
+  it("gives a shared container the whole delegation at base 0, as LXD", () => {
+    const { base, map } = allocateIdmap(host, { privileged: false, isolated: false });
+    expect(base).toBe(0);
+    expect(map).toEqual([
+      { Isuid: true, Isgid: false, Hostid: 1_000_000, Nsid: 0, Maprange: 1_000_000_000 },
+      { Isuid: false, Isgid: true, Hostid: 1_000_000, Nsid: 0, Maprange: 1_000_000_000 },
+    ]);
+    expect(lxcIdmapLines(map)).toEqual(["u 0 1000000 1000000000", "g 0 1000000 1000000000"]);
+  });
+  it("privileged containers have no map", () => {
+    expect(allocateIdmap(host, { privileged: true, isolated: true })).toEqual({ base: 0, map: [] });
+  });
+  it("isolated containers get distinct ranges after the first 65536 ids", () => {
+    const a = allocateIdmap(host, { privileged: false, isolated: true });
+    expect(a.base).toBe(65536);
+    expect(a.map[0].Hostid).toBe(1_065_536);
+    expect(a.map[0].Maprange).toBe(65536);
+    const b = allocateIdmap(host, { privileged: false, isolated: true }, [{ base: 65536, size: 65536 }]);
+    expect(b.base).toBe(131072);
+    const gap = allocateIdmap(host, { privileged: false, isolated: true, size: 1000 }, [{ base: 200000, size: 65536 }]);
+    expect(gap.base).toBe(65536);
+    expect(() => allocateIdmap({ uid: { start: 0, size: 70000 }, gid: { start: 0, size: 70000 } }, { privileged: false, isolated: true })).toThrow("Not enough uid/gid");
+  });
+  it("maps ids both ways and shifts between maps", () => {
+    const m1 = allocateIdmap(host, { privileged: false, isolated: false }).map;
+    const m2 = allocateIdmap(host, { privileged: false, isolated: true }).map;
+    expect(toHost(m1, "uid", 0)).toBe(1_000_000);
+    expect(toNs(m1, "gid", 1_000_033)).toBe(33);
+    expect(toHost([], "uid", 5)).toBe(5);
+    expect(remapId([], m1, "uid", 0)).toBe(1_000_000);
+    expect(remapId(m1, m2, "uid", 1_000_033)).toBe(1_065_569);
+    expect(remapId(m2, [], "gid", 1_065_569)).toBe(33);
+    // ids the new map can't hold become nobody
+    expect(remapId([], m2, "uid", 70000)).toBe(1_065_536 + 65534);
+  });
+});
+
+describe("instance config keys", () => {
+  const bad = (c: Record<string, string>) => () => validateInstanceConfig(c);
+  it("uses LXD's messages", () => {
+    expect(bad({ "limits.memory": "abc" })).toThrow("Invalid config: Invalid value: abc");
+    expect(bad({ "limits.cpu": "abc" })).toThrow("Invalid config: Invalid CPU limit syntax");
+    expect(bad({ "limits.cpu.allowance": "abc" })).toThrow("Invalid config: Invalid allowance: abc");
+    expect(bad({ "limits.processes": "x" })).toThrow('Invalid config: Invalid value for an integer "x"');
+    expect(bad({ "boot.autostart": "maybe" })).toThrow('Invalid config: Invalid value for a boolean "maybe"');
+    expect(bad({ "foo.bar": "1" })).toThrow("Invalid config: Unknown configuration key: foo.bar");
+    expect(bad({ "volatile.uuid": "x" })).toThrow("Invalid config: Invalid UUID");
+    expect(bad({ "volatile.foo": "1" })).toThrow("Unknown configuration key: volatile.foo");
+    expect(bad({ "security.idmap.size": "abc" })).toThrow('Invalid value for uint32 "abc": strconv.ParseUint: parsing "abc": invalid syntax');
+  });
+  it("accepts what LXD accepts", () => {
+    expect(bad({ "limits.memory": "64MiB", "limits.cpu": "0-1,3", "limits.cpu.allowance": "25ms/100ms", "environment.X": "1", "user.a": "b", "volatile.eth0.hwaddr": "00:16:3e:00:00:01", "image.os": "x" })).not.toThrow();
+    expect(bad({ "limits.memory": "50%" })).not.toThrow();
+  });
+  it("parses byte sizes with decimal and binary units", () => {
+    expect(parseByteSize("64MiB")).toBe(67108864);
+    expect(parseByteSize("64MB")).toBe(64_000_000);
+    expect(parseByteSize("1024")).toBe(1024);
+    expect(() => parseByteSize("12XB")).toThrow("Invalid value: 12XB");
+  });
+});
+
+describe("instance names", () => {
+  it("follows LXD's rules", () => {
+    expect(() => validateInstanceName("hx_bad")).toThrow("Invalid instance name: Name can only contain alphanumeric and hyphen characters");
+    expect(() => validateInstanceName("1abc")).toThrow("Name must not start with a number");
+    expect(() => validateInstanceName("-x")).toThrow('Name must not start with "-" character');
+    expect(() => validateInstanceName("a".repeat(64))).toThrow("Name must be 1-63 characters long");
+    expect(() => validateInstanceName("c1")).not.toThrow();
+  });
+});
+
+describe("liblxc config", () => {
+  const base = (over: Partial<LxcConfigInput> = {}): LxcConfigInput => ({
+    name: "c1",
+    lxdDir: "/var/lib/lxd",
+    rootfs: "/var/lib/lxd/storage-pools/default/containers/c1/rootfs",
+    architecture: "x86_64",
+    config: {},
+    idmap: allocateIdmap(host, { privileged: false, isolated: false }).map,
+    cgroup: (c) => (["memory", "cpu", "cpuset", "pids", "devices", "freezer"].includes(c) ? "v1" : undefined),
+    apparmor: false,
+    hostMemoryBytes: 8 * 2 ** 30,
+    devices: [],
+    ...over,
+  });
+  const get = (lines: [string, string][], key: string) => lines.filter(([k]) => k === key).map(([, v]) => v);
+
+  it("has the rootfs, hostname, logs, console and mounts", () => {
+    const lines = generateLxcConfig(base());
+    expect(get(lines, "lxc.rootfs.path")).toEqual(["dir:/var/lib/lxd/storage-pools/default/containers/c1/rootfs"]);
+    expect(get(lines, "lxc.uts.name")).toEqual(["c1"]);
+    expect(get(lines, "lxc.log.file")).toEqual(["/var/lib/lxd/logs/c1/lxc.log"]);
+    expect(get(lines, "lxc.console.logfile")).toEqual(["/var/lib/lxd/logs/c1/console.log"]);
+    expect(get(lines, "lxc.console.buffer.size")).toEqual(["auto"]);
+    expect(get(lines, "lxc.mount.auto")).toEqual(["proc:rw sys:rw cgroup:mixed"]);
+    expect(get(lines, "lxc.idmap")).toEqual(["u 0 1000000 1000000000", "g 0 1000000 1000000000"]);
+    expect(get(lines, "lxc.arch")).toEqual(["linux64"]);
+    expect(get(lines, "lxc.apparmor.profile")).toEqual([]);
+    expect(lines[lines.length - 1][0]).toBe("lxc.rootfs.path");
+  });
+  it("privileged containers have no idmap; apparmor and seccomp only when available", () => {
+    const lines = generateLxcConfig(base({ idmap: [], apparmor: true, seccompProfile: "/s" }));
+    expect(get(lines, "lxc.idmap")).toEqual([]);
+    expect(get(lines, "lxc.apparmor.profile")).toEqual(["unconfined"]);
+    expect(get(lines, "lxc.seccomp.profile")).toEqual(["/s"]);
+  });
+  it("maps limits to cgroup v1 keys", () => {
+    const lines = generateLxcConfig(base({ config: { "limits.memory": "64MiB", "limits.cpu": "2", "limits.cpu.allowance": "50%", "limits.processes": "100", "limits.memory.swap": "false" } }));
+    expect(get(lines, "lxc.cgroup.memory.limit_in_bytes")).toEqual(["67108864"]);
+    expect(get(lines, "lxc.cgroup.memory.memsw.limit_in_bytes")).toEqual(["67108864"]);
+    expect(get(lines, "lxc.cgroup.cpuset.cpus")).toEqual(["0-1"]);
+    expect(get(lines, "lxc.cgroup.cpu.shares")).toEqual(["512"]);
+    expect(get(lines, "lxc.cgroup.pids.max")).toEqual(["100"]);
+  });
+  it("maps limits to cgroup v2 keys", () => {
+    const lines = generateLxcConfig(base({ cgroup: () => "v2", config: { "limits.memory": "50%", "limits.cpu.allowance": "25ms/100ms", "limits.processes": "7" } }));
+    expect(get(lines, "lxc.cgroup2.memory.max")).toEqual([String(4 * 2 ** 30)]);
+    expect(get(lines, "lxc.cgroup2.cpu.max")).toEqual(["25000 100000"]);
+    expect(get(lines, "lxc.cgroup2.pids.max")).toEqual(["7"]);
+    expect(get(lines, "lxc.cgroup2.devices.deny")).toEqual(["a"]);
+  });
+  it("adds environment, device entries, network interfaces and raw.lxc", () => {
+    const lines = generateLxcConfig(
+      base({
+        config: { "environment.FOO": "bar baz", "raw.lxc": "lxc.init.cmd = /bin/sh\n# c\n" },
+        devices: [{ lxc: [["lxc.mount.entry", "/src mnt/x none bind,create=dir 0 0"]] }, { networkInterfaces: [{ type: "veth", name: "eth0" }] }, { networkInterfaces: [{ type: "phys", name: "eth1" }] }],
+      }),
+    );
+    expect(get(lines, "lxc.environment")).toEqual(["FOO=bar baz"]);
+    expect(get(lines, "lxc.mount.entry")).toContain("/src mnt/x none bind,create=dir 0 0");
+    expect(get(lines, "lxc.net.0.type")).toEqual(["veth"]);
+    expect(get(lines, "lxc.net.1.name")).toEqual(["eth1"]);
+    expect(get(lines, "lxc.init.cmd")).toEqual(["/bin/sh"]);
+    expect(() => parseRawLxc("nonsense")).toThrow("Invalid raw.lxc line");
+  });
+  it("refuses values that would inject config lines", () => {
+    expect(() => renderLxcConfig(generateLxcConfig(base({ config: { "environment.X": "a\nlxc.init.cmd = /evil" } })))).toThrow("Invalid liblxc config value");
+  });
+  it("turns a CPU count into a cpuset", () => {
+    expect(cpusetFor("1")).toBe("0");
+    expect(cpusetFor("4")).toBe("0-3");
+    expect(cpusetFor("0,2")).toBe("0,2");
+  });
+});
+
+describe("cgroup layout", () => {
+  it("tells v1 controllers from the unified ones on a hybrid host", () => {
+    const mounts = "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\ncgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+    const l = parseCgroupLayout(mounts, "memory pids");
+    expect(l.v1.get("memory")).toBe("/sys/fs/cgroup/memory");
+    expect(l.v1.has("name=systemd")).toBe(false);
+    expect(l.v2.has("pids")).toBe(true);
+    expect(l.v2.has("memory")).toBe(false);
+    expect(l.v2Mount).toBe("/sys/fs/cgroup/unified");
+  });
+});
+
+describe("network state parsing", () => {
+  it("reads counters, IPv4 with netmask and IPv6", () => {
+    const dev = parseNetDev("Inter-|   Receive\n face |bytes\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  eth0:     744       3    0    0    0     0          0         0      996       6    0    0    0     0       0          0\n");
+    expect(dev.get("eth0")).toMatchObject({ bytes_received: 744, packets_received: 3, bytes_sent: 996, packets_sent: 6 });
+    const fib = "Main:\n  +-- 10.98.32.0/24 2 0 2\n     |-- 10.98.32.124\n        /32 host LOCAL\nLocal:\n  +-- 127.0.0.0/8 2 0 2\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
+    const route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t0020620A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+    const v4 = parseIpv4(fib, route);
+    expect(v4).toContainEqual({ iface: "eth0", addr: { family: "inet", address: "10.98.32.124", netmask: "24", scope: "global" } });
+    expect(v4).toContainEqual({ iface: "lo", addr: { family: "inet", address: "127.0.0.1", netmask: "8", scope: "local" } });
+    const v6 = parseIfInet6("00000000000000000000000000000001 01 80 10 80       lo\nfe8000000000000002163efffe61f15a 02 40 20 80     eth0\n");
+    expect(v6[0]).toEqual({ iface: "lo", addr: { family: "inet6", address: "::1", netmask: "128", scope: "local" } });
+    expect(v6[1].addr.address).toBe("fe80::216:3eff:fe61:f15a");
+    expect(v6[1].addr.scope).toBe("link");
+  });
+});
+
+describe("list filters", () => {
+  const v = { name: "c1", status: "Running", config: { "user.a": "x" } };
+  it("evaluates eq/ne/and/or", () => {
+    expect(matchesFilter(v, "name eq c1")).toBe(true);
+    expect(matchesFilter(v, "status eq stopped")).toBe(false);
+    expect(matchesFilter(v, "name eq c1 and status ne Running")).toBe(false);
+    expect(matchesFilter(v, "name eq c2 or config.user.a eq x")).toBe(true);
+    expect(() => matchesFilter(v, "name c1")).toThrow("Invalid filter");
+  });
+});
