@@ -5,7 +5,7 @@ import { dirname } from "node:path";
 import { rmSync } from "node:fs";
 import { BenchClient } from "./client.js";
 import { sequentialLatency, throughput } from "./http-get.js";
-import { InstanceBench, median, percentile, PUSH_MIB, randomFile } from "./instances.js";
+import { InstanceBench, median, percentile, PUSH_MIB, randomFile } from "./instance-figures.js";
 import { startOwnDaemon, type OwnDaemon } from "./own-daemon.js";
 
 /** Figure name → value; which names are present depends on --only. */
