@@ -55,30 +55,6 @@ export const migrations: Migration[] = [
     `,
   },
   {
-    version: 30,
-    name: "instances",
-    sql: `
-      CREATE TABLE instances (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        project TEXT NOT NULL DEFAULT 'default',
-        name TEXT NOT NULL,
-        type TEXT NOT NULL DEFAULT 'container',
-        architecture TEXT NOT NULL,
-        ephemeral INTEGER NOT NULL DEFAULT 0,
-        stateful INTEGER NOT NULL DEFAULT 0,
-        description TEXT NOT NULL DEFAULT '',
-        config TEXT NOT NULL DEFAULT '{}',
-        devices TEXT NOT NULL DEFAULT '{}',
-        profiles TEXT NOT NULL DEFAULT '[]',
-        created_at TEXT NOT NULL,
-        last_used_at TEXT NOT NULL,
-        init_pid INTEGER NOT NULL DEFAULT 0,
-        init_start TEXT NOT NULL DEFAULT '',
-        UNIQUE (project, name)
-      );
-    `,
-  },
-  {
     version: 10,
     name: "storage pools, volumes and profiles",
     sql: `
@@ -164,6 +140,30 @@ export const migrations: Migration[] = [
         type TEXT NOT NULL,
         description TEXT NOT NULL DEFAULT '',
         config TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (project, name)
+      );
+    `,
+  },
+  {
+    version: 30,
+    name: "instances",
+    sql: `
+      CREATE TABLE instances (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL DEFAULT 'default',
+        name TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'container',
+        architecture TEXT NOT NULL,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        stateful INTEGER NOT NULL DEFAULT 0,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}',
+        profiles TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL,
+        init_pid INTEGER NOT NULL DEFAULT 0,
+        init_start TEXT NOT NULL DEFAULT '',
         UNIQUE (project, name)
       );
     `,

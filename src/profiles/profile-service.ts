@@ -4,6 +4,8 @@ import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../api
 import type { Core } from "../daemon/daemon.js";
 import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
+import { deviceFactory } from "../devices/registry.js";
+import { validateProfileConfig } from "../instances/config-keys.js";
 
 export interface ProfileView extends ProfileRecord {
   used_by: string[];
@@ -24,9 +26,19 @@ export function validateProfile(profile: ProfileInput): void {
   for (const [key, value] of Object.entries(profile.config)) {
     if (key === "" || typeof value !== "string") throw new BadRequest(`Invalid config key "${key}"`);
   }
+  try {
+    validateProfileConfig(profile.config);
+  } catch (e) {
+    throw new BadRequest((e as Error).message);
+  }
   for (const [name, device] of Object.entries(profile.devices)) {
     if (name === "") throw new BadRequest("Device validation failed: Device name cannot be empty");
     if (!device.type) throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": Missing device type in config`);
+    try {
+      deviceFactory(device);
+    } catch (e) {
+      throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": ${(e as Error).message}`);
+    }
   }
 }
 
