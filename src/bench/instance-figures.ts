@@ -19,6 +19,12 @@ export function percentile(xs: number[], p: number): number {
   return s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)];
 }
 
+/** Like Promise.all, but only settles once every promise has (so cleanup never races a create). */
+async function allSettled(ps: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(ps)).find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+}
+
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 
 /** Instances created on one daemon by this run, and their removal. */
@@ -98,7 +104,7 @@ export class InstanceBench {
   async list(count: number, requests: number): Promise<{ samples: number[]; listed: number }> {
     const names = Array.from({ length: count }, () => this.name());
     try {
-      for (let i = 0; i < names.length; i += 4) await Promise.all(names.slice(i, i + 4).map((n) => this.create(n)));
+      for (let i = 0; i < names.length; i += 4) await allSettled(names.slice(i, i + 4).map((n) => this.create(n)));
       let listed = 0;
       for (let i = 0; i < 3; i++) listed = (await this.client.sync("GET", "/1.0/instances?recursion=2")).length;
       const samples: number[] = [];
@@ -141,7 +147,7 @@ export class InstanceBench {
     const names = Array.from({ length: count }, () => this.name());
     try {
       const t0 = process.hrtime.bigint();
-      await Promise.all(names.map(async (n) => {
+      await allSettled(names.map(async (n) => {
         await this.create(n);
         await this.setState(n, "start");
       }));
