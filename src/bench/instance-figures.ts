@@ -182,12 +182,12 @@ export class InstanceBench {
     const t0 = process.hrtime.bigint();
     const { id, metadata } = await this.client.start("POST", `/1.0/instances/${name}/exec`, { command: ["true"], "wait-for-websocket": true, interactive: false, environment: {} });
     const fds: Record<string, string> = metadata.metadata.fds;
-    const sockets = await Promise.all(Object.values(fds).map((secret) => new Promise<WebSocket>((resolve, reject) => {
-      const ws = new WebSocket(`ws+unix://${this.client.socket}:/1.0/operations/${id}/websocket?secret=${secret}`);
-      ws.on("open", () => resolve(ws));
-      ws.on("error", reject);
-    })));
+    const sockets = Object.values(fds).map((secret) => new WebSocket(`ws+unix://${this.client.socket}:/1.0/operations/${id}/websocket?secret=${secret}`));
     try {
+      await allSettled(sockets.map((ws) => new Promise<void>((resolve, reject) => {
+        ws.on("open", () => resolve());
+        ws.on("error", reject);
+      })));
       const op = await this.client.wait(id, "exec");
       if (op.metadata?.return !== 0) throw new Error(`exec true returned ${op.metadata?.return}`);
       return ms(t0);
