@@ -33,6 +33,15 @@ export class InstanceBench {
   private seq = 0;
   private devices: Record<string, Record<string, string>> | undefined;
   private readonly lxcConf = mkdtempSync("/tmp/nodelxd-bench-lxcconf-");
+  /** Creates and state changes in flight: cleanup waits for them (an interrupted run must not race them). */
+  private readonly inflight = new Set<Promise<unknown>>();
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    const forget = () => this.inflight.delete(p);
+    p.then(forget, forget);
+    return p;
+  }
 
   constructor(readonly client: BenchClient) {}
 
@@ -57,11 +66,11 @@ export class InstanceBench {
 
   async create(name: string): Promise<void> {
     if (!this.devices) await this.check();
-    await this.client.op("POST", "/1.0/instances", { name, source: { type: "image", alias: IMAGE_ALIAS }, profiles: ["default"], devices: this.devices });
+    await this.track(this.client.op("POST", "/1.0/instances", { name, source: { type: "image", alias: IMAGE_ALIAS }, profiles: ["default"], devices: this.devices }));
   }
 
   setState(name: string, action: "start" | "stop"): Promise<unknown> {
-    return this.client.op("PUT", `/1.0/instances/${name}/state`, { action, timeout: 30, force: action === "stop" });
+    return this.track(this.client.op("PUT", `/1.0/instances/${name}/state`, { action, timeout: 30, force: action === "stop" }));
   }
 
   async remove(name: string): Promise<void> {
@@ -75,6 +84,7 @@ export class InstanceBench {
   /** Remove everything this run created; report (not throw) what could not be removed. */
   async cleanup(): Promise<string[]> {
     const left: string[] = [];
+    while (this.inflight.size) await Promise.allSettled([...this.inflight]);
     for (const n of [...this.created]) {
       try {
         await this.remove(n);
