@@ -1,11 +1,11 @@
 // Profiles: rules, records and the ProfilesPort. The `default` profile exists in every
 // project that has profiles and can be neither deleted nor renamed.
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../api/errors.js";
+import { validateInstanceConfig } from "../instances/config-keys.js";
 import type { Core } from "../daemon/daemon.js";
 import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { deviceFactory } from "../devices/registry.js";
-import { validateProfileConfig } from "../instances/config-keys.js";
 
 export interface ProfileView extends ProfileRecord {
   used_by: string[];
@@ -19,17 +19,18 @@ export interface ProfileInput {
 
 /**
  * Validate a profile's config and devices before anything is saved; throws LXD's messages.
- * This is the one place the instance config key table and the device registry plug into;
- * until they are merged only the shape is checked (string values, every device has a type).
+ * Config keys are checked against the instance key table (messages as LXD gives them for
+ * profiles, without the instance's "Invalid config: " prefix); devices by shape.
  */
 export function validateProfile(profile: ProfileInput): void {
   for (const [key, value] of Object.entries(profile.config)) {
     if (key === "" || typeof value !== "string") throw new BadRequest(`Invalid config key "${key}"`);
-  }
-  try {
-    validateProfileConfig(profile.config);
-  } catch (e) {
-    throw new BadRequest((e as Error).message);
+    if (key.startsWith("volatile.")) throw new BadRequest("Volatile keys can only be set on instances");
+    try {
+      validateInstanceConfig({ [key]: value });
+    } catch (e) {
+      throw new BadRequest((e as Error).message.replace(/^Invalid config: /, ""));
+    }
   }
   for (const [name, device] of Object.entries(profile.devices)) {
     if (name === "") throw new BadRequest("Device validation failed: Device name cannot be empty");
