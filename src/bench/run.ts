@@ -1,22 +1,15 @@
-// `npm run bench`: GET /1.0 latency (sequential, one keep-alive connection) and throughput
-// (concurrent connections) over a unix socket, for nodelxd and optionally a second daemon.
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { Agent, request } from "node:http";
-import { createRequire } from "node:module";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+// `npm run bench`: GET /1.0 latency and throughput, and instance figures (launch, listing,
+// stop+start, parallel launches, exec round trip, file push), for nodelxd and optionally a
+// second daemon measured through the same code (--compare).
+import { dirname } from "node:path";
+import { rmSync } from "node:fs";
+import { BenchClient } from "./client.js";
+import { sequentialLatency, throughput } from "./http-get.js";
+import { InstanceBench, median, percentile, PUSH_MIB, randomFile } from "./instance-figures.js";
+import { startOwnDaemon, type OwnDaemon } from "./own-daemon.js";
 
-const require = createRequire(import.meta.url);
-// autocannon ships no types; only its promise API is used.
-const autocannon = require("autocannon") as (opts: Record<string, unknown>) => Promise<{ requests: { average: number }; errors: number; non2xx: number; timeouts: number }>;
-
-export interface Figures {
-  p50_us: number;
-  p99_us: number;
-  mean_us: number;
-  requests_per_second: number;
-}
+/** Figure name → value; which names are present depends on --only. */
+export type Figures = Record<string, number>;
 
 interface Options {
   socket?: string;
@@ -26,10 +19,35 @@ interface Options {
   connections: number;
   duration: number;
   path: string;
+  runs: number;
+  only: Group[];
 }
 
+const GROUPS = ["get", "launch", "list", "stopstart", "parallel", "exec", "push"] as const;
+type Group = (typeof GROUPS)[number];
+
+const ROWS: { group: Group; key: string; label: string }[] = [
+  { group: "get", key: "p50_us", label: "GET {path} p50 latency (µs)" },
+  { group: "get", key: "p99_us", label: "GET {path} p99 latency (µs)" },
+  { group: "get", key: "mean_us", label: "GET {path} mean latency (µs)" },
+  { group: "get", key: "requests_per_second", label: "GET {path} throughput (req/s)" },
+  { group: "launch", key: "launch_median_ms", label: "launch (create+start) median (ms)" },
+  { group: "launch", key: "launch_p90_ms", label: "launch (create+start) p90 (ms)" },
+  { group: "list", key: "list_median_ms", label: "GET /1.0/instances?recursion=2, 20 instances, median (ms)" },
+  { group: "list", key: "list_p90_ms", label: "GET /1.0/instances?recursion=2, 20 instances, p90 (ms)" },
+  { group: "stopstart", key: "stopstart_median_ms", label: "stop --force + start median (ms)" },
+  { group: "parallel", key: "parallel10_ms", label: "10 parallel launches, wall (ms)" },
+  { group: "exec", key: "exec_lxc_median_ms", label: "lxc exec c -- true median (ms)" },
+  { group: "exec", key: "exec_ws_median_ms", label: "exec true, raw websockets, median (ms)" },
+  { group: "push", key: "push_lxc_mib_s", label: `lxc file push ${PUSH_MIB} MiB median (MiB/s)` },
+  { group: "push", key: "push_http_mib_s", label: `POST /files ${PUSH_MIB} MiB median (MiB/s)` },
+];
+
+const USAGE = `usage: npm run bench -- [--socket PATH] [--compare PATH] [--json] [--only ${GROUPS.join(",")}]
+         [--runs N] [--requests N] [--connections N] [--duration S] [--path /1.0]`;
+
 function parseOptions(argv: string[]): Options {
-  const o: Options = { json: false, requests: 2000, connections: 32, duration: 5, path: "/1.0" };
+  const o: Options = { json: false, requests: 2000, connections: 32, duration: 5, path: "/1.0", runs: 5, only: [...GROUPS] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -37,102 +55,80 @@ function parseOptions(argv: string[]): Options {
       if (v === undefined) throw new Error(`${a} needs a value`);
       return v;
     };
+    const count = () => {
+      const v = next();
+      if (!/^[1-9]\d*$/.test(v)) throw new Error(`${a} needs a positive integer, not '${v}'`);
+      return Number(v);
+    };
     if (a === "--socket") o.socket = next();
     else if (a === "--compare") o.compare = next();
     else if (a === "--json") o.json = true;
-    else if (a === "--requests") o.requests = Number(next());
-    else if (a === "--connections") o.connections = Number(next());
-    else if (a === "--duration") o.duration = Number(next());
+    else if (a === "--requests") o.requests = count();
+    else if (a === "--connections") o.connections = count();
+    else if (a === "--duration") o.duration = count();
+    else if (a === "--runs") o.runs = count();
     else if (a === "--path") o.path = next();
-    else if (a === "--help" || a === "-h") {
-      console.log("usage: npm run bench -- [--socket PATH] [--compare PATH] [--json] [--requests N] [--connections N] [--duration S] [--path /1.0]");
+    else if (a === "--only") {
+      const names = next().split(",").filter(Boolean);
+      const bad = names.filter((n) => !(GROUPS as readonly string[]).includes(n));
+      if (bad.length || !names.length) throw new Error(`--only: unknown figure '${bad.join(",")}' (one of ${GROUPS.join(",")})`);
+      o.only = GROUPS.filter((g) => names.includes(g));
+    } else if (a === "--help" || a === "-h") {
+      console.log(USAGE);
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
   return o;
 }
 
-function get(agent: Agent, socketPath: string, path: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, agent, method: "GET" }, (res) => {
-      res.on("data", () => {});
-      res.on("end", () => resolve(res.statusCode ?? 0));
-    });
-    req.on("error", reject);
-    req.end();
-  });
-}
+const r1 = (x: number) => Math.round(x * 10) / 10;
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
-export async function sequentialLatency(socketPath: string, path: string, n: number): Promise<{ p50_us: number; p99_us: number; mean_us: number }> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  try {
-    for (let i = 0; i < Math.min(200, n); i++) await get(agent, socketPath, path); // warm-up
-    const samples: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const t0 = process.hrtime.bigint();
-      const status = await get(agent, socketPath, path);
-      samples.push(Number(process.hrtime.bigint() - t0) / 1000);
-      if (status !== 200) throw new Error(`GET ${path} answered ${status}`);
-    }
-    samples.sort((a, b) => a - b);
-    const mean = samples.reduce((a, b) => a + b, 0) / samples.length;
-    return { p50_us: round(percentile(samples, 50)), p99_us: round(percentile(samples, 99)), mean_us: round(mean) };
-  } finally {
-    agent.destroy();
+/** One daemon under test: its client, its instance bench, and what to undo at the end. */
+class Target {
+  readonly client: BenchClient;
+  readonly instances: InstanceBench;
+  constructor(readonly socket: string) {
+    this.client = new BenchClient(socket);
+    this.instances = new InstanceBench(this.client);
+  }
+  async close(): Promise<void> {
+    const left = await this.instances.cleanup();
+    this.client.close();
+    if (left.length) console.error(`could not remove on ${this.socket}:\n  ${left.join("\n  ")}`);
   }
 }
 
-export async function throughput(socketPath: string, path: string, connections: number, duration: number): Promise<number> {
-  const r = await autocannon({ url: `http://lxd${path}`, socketPath, connections, duration, pipelining: 1 });
-  if (r.errors || r.non2xx || r.timeouts) throw new Error(`throughput run had ${r.errors} errors, ${r.non2xx} non-2xx, ${r.timeouts} timeouts`);
-  return Math.round(r.requests.average);
-}
-
-const round = (x: number) => Math.round(x * 10) / 10;
-
-/** Start a nodelxd of this build in a fresh LXD_DIR; resolves once it answers. */
-async function startOwnDaemon(): Promise<{ socket: string; stop: () => Promise<void> }> {
-  const dir = mkdtempSync("/tmp/nodelxd-bench-");
-  const main = fileURLToPath(new URL("../main.js", import.meta.url));
-  const proc: ChildProcess = spawn(process.execPath, [main], { env: { ...process.env, LXD_DIR: dir }, stdio: "ignore" });
-  const socket = join(dir, "unix.socket");
-  const stop = async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      const exited = new Promise((r) => proc.once("exit", r));
-      proc.kill("SIGTERM");
-      await exited;
+async function measure(group: Group, t: Target, o: Options, pushFile: () => string): Promise<Figures> {
+  const b = t.instances;
+  switch (group) {
+    case "get":
+      return { ...(await sequentialLatency(t.socket, o.path, o.requests)), requests_per_second: await throughput(t.socket, o.path, o.connections, o.duration) };
+    case "launch": {
+      const s = await b.launch(o.runs);
+      return { launch_median_ms: r1(median(s)), launch_p90_ms: r1(percentile(s, 90)) };
     }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) break;
-    if (existsSync(socket)) {
-      try {
-        if ((await get(new Agent(), socket, "/internal/ready")) === 200) return { socket, stop };
-      } catch {
-        /* not yet */
-      }
+    case "list": {
+      const { samples, listed } = await b.list(20, 30);
+      // list_count (JSON only): other users' instances on a shared daemon are listed too.
+      return { list_median_ms: r1(median(samples)), list_p90_ms: r1(percentile(samples, 90)), list_count: listed };
     }
-    await new Promise((r) => setTimeout(r, 50));
+    case "stopstart":
+      return { stopstart_median_ms: r1(median(await b.withRunning((n) => b.stopStart(n, o.runs)))) };
+    case "parallel":
+      return { parallel10_ms: r1(await b.parallel(10)) };
+    case "exec":
+      return b.withRunning(async (n) => ({ exec_lxc_median_ms: r1(median(await b.execLxc(n, o.runs))), exec_ws_median_ms: r1(median(await b.execWebsocket(n, o.runs))) }));
+    case "push":
+      return b.withRunning(async (n) => ({ push_lxc_mib_s: r1(median(await b.pushLxc(n, pushFile(), 3))), push_http_mib_s: r1(median(await b.pushHttp(n, pushFile(), 3))) }));
   }
-  await stop();
-  throw new Error("nodelxd did not start");
 }
 
-function table(ours: Figures, other?: Figures): string {
-  const rows: [string, keyof Figures][] = [
-    ["GET /1.0 p50 latency (µs)", "p50_us"],
-    ["GET /1.0 p99 latency (µs)", "p99_us"],
-    ["GET /1.0 mean latency (µs)", "mean_us"],
-    ["GET /1.0 throughput (req/s)", "requests_per_second"],
-  ];
+function table(rows: typeof ROWS, path: string, ours: Figures, other?: Figures): string {
   const head = other ? ["", "nodelxd", "other", "nodelxd/other"] : ["", "nodelxd"];
-  const body = rows.map(([label, k]) => (other ? [label, String(ours[k]), String(other[k]), (ours[k] / other[k]).toFixed(2)] : [label, String(ours[k])]));
+  const body = rows.map(({ key, label }) => {
+    const l = label.replace("{path}", path);
+    return other ? [l, String(ours[key]), String(other[key]), (ours[key] / other[key]).toFixed(2)] : [l, String(ours[key])];
+  });
   const all = [head, ...body];
   const widths = head.map((_, i) => Math.max(...all.map((r) => r[i].length)));
   return all.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ")).join("\n");
@@ -140,35 +136,55 @@ function table(ours: Figures, other?: Figures): string {
 
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
-  const own = o.socket ? undefined : await startOwnDaemon();
+  const needsInstances = o.only.some((g) => g !== "get");
+  let own: OwnDaemon | undefined;
+  let pushPath: string | undefined;
+  const targets: Target[] = [];
+  const cleanup = async () => {
+    for (const t of targets.splice(0)) await t.close();
+    if (pushPath) rmSync(dirname(pushPath), { recursive: true, force: true });
+    await own?.stop();
+    own = undefined;
+  };
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      console.error(`${sig}: cleaning up`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
   try {
-    // Latencies first, then throughputs, so both daemons see similar machine load per phase.
-    const socket = o.socket ?? own!.socket;
-    const latOurs = await sequentialLatency(socket, o.path, o.requests);
-    const latOther = o.compare ? await sequentialLatency(o.compare, o.path, o.requests) : undefined;
-    const ours: Figures = { ...latOurs, requests_per_second: await throughput(socket, o.path, o.connections, o.duration) };
-    const other: Figures | undefined = o.compare ? { ...latOther!, requests_per_second: await throughput(o.compare, o.path, o.connections, o.duration) } : undefined;
+    own = o.socket ? undefined : await startOwnDaemon(needsInstances);
+    const ours = new Target(o.socket ?? own!.socket);
+    targets.push(ours);
+    const other = o.compare ? new Target(o.compare) : undefined;
+    if (other) targets.push(other);
+    if (needsInstances) for (const t of targets) await t.instances.check();
+    const pushFile = () => (pushPath ??= randomFile(PUSH_MIB));
+
+    // Figure by figure, ours then theirs, so both daemons see similar machine load per phase.
+    const figOurs: Figures = {};
+    const figOther: Figures = {};
+    for (const g of o.only) {
+      Object.assign(figOurs, await measure(g, ours, o, pushFile));
+      if (other) Object.assign(figOther, await measure(g, other, o, pushFile));
+    }
+    const rows = ROWS.filter((r) => o.only.includes(r.group));
     if (o.json) {
-      const out: Record<string, unknown> = { path: o.path, requests: o.requests, connections: o.connections, duration_s: o.duration, nodelxd: ours };
+      const out: Record<string, unknown> = { path: o.path, requests: o.requests, connections: o.connections, duration_s: o.duration, runs: o.runs, only: o.only, nodelxd: figOurs };
       if (other) {
-        out.compare = other;
-        const ratio = (a: number, b: number) => Number((a / b).toFixed(2));
-        out.ratios = {
-          p50: ratio(ours.p50_us, other.p50_us),
-          p99: ratio(ours.p99_us, other.p99_us),
-          requests_per_second: ratio(ours.requests_per_second, other.requests_per_second),
-        };
+        out.compare = figOther;
+        out.ratios = Object.fromEntries(rows.map(({ key }) => [key === "requests_per_second" || !key.endsWith("_us") ? key : key.replace(/_us$/, ""), Number((figOurs[key] / figOther[key]).toFixed(2))]));
       }
       console.log(JSON.stringify(out, null, 2));
     } else {
-      console.log(table(ours, other));
+      console.log(table(rows, o.path, figOurs, other ? figOther : undefined));
     }
   } finally {
-    await own?.stop();
+    await cleanup();
   }
 }
 
 main().catch((e) => {
   console.error(`Error: ${(e as Error).message}`);
-  process.exit(1);
+  process.exitCode = 1;
 });

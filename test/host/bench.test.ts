@@ -1,5 +1,6 @@
 // `npm run bench` end to end, with small numbers: it starts its own daemon, or measures a given socket.
 import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT, startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -13,11 +14,12 @@ afterAll(async () => {
   await d?.stop();
 });
 
-const bench = (...args: string[]) => spawnSync(process.execPath, [BENCH, "--requests", "100", "--duration", "1", "--connections", "4", ...args], { encoding: "utf8", timeout: 60_000 });
+const bench = (...args: string[]) => spawnSync(process.execPath, [BENCH, "--requests", "100", "--duration", "1", "--connections", "4", ...args], { encoding: "utf8", timeout: 110_000 });
+const benchDirs = () => readdirSync("/tmp").filter((f) => f.startsWith("nodelxd-bench-")).sort();
 
 describe("bench", () => {
   it("measures its own daemon and compares with another socket (JSON)", () => {
-    const r = bench("--json", "--compare", d.socket);
+    const r = bench("--json", "--only", "get", "--compare", d.socket);
     expect(r.stderr).toBe("");
     const out = JSON.parse(r.stdout);
     for (const f of [out.nodelxd, out.compare]) {
@@ -29,9 +31,30 @@ describe("bench", () => {
   });
 
   it("prints a table for a running daemon", () => {
-    const r = bench("--socket", d.socket);
+    const r = bench("--only", "get", "--socket", d.socket);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/GET \/1\.0 p50 latency \(µs\)\s+[\d.]+\n/);
     expect(r.stdout).toMatch(/GET \/1\.0 throughput \(req\/s\)\s+\d+/);
   });
+
+  it("rejects an unknown figure name", () => {
+    const r = bench("--only", "get,warp");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("--only: unknown figure 'warp'");
+  });
+
+  it("initialises its own daemon and measures stop+start of an instance", async (ctx) => {
+    const probe = await d.api("GET", "/1.0/instances");
+    if (probe.status === 404 || probe.status === 501) ctx.skip();
+    const before = benchDirs();
+    const r = bench("--json", "--only", "stopstart", "--runs", "2");
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.only).toEqual(["stopstart"]);
+    expect(out.nodelxd.stopstart_median_ms).toBeGreaterThan(0);
+    expect(out.nodelxd.p50_us).toBeUndefined();
+    // its daemon directory, containers and scratch files are gone
+    expect(benchDirs()).toEqual(before);
+  }, 120_000);
 });
