@@ -1,5 +1,5 @@
 // The liblxc container driver: lays out $LXD_DIR/containers/<name>/ (lxc.conf + rootfs
-// symlink), runs lxc-start daemonized (the container outlives the daemon), stops, freezes,
+// symlink), starts it daemonized through the liblxc API (native/start.c; the container outlives the daemon), stops, freezes,
 // and reads state from /proc and cgroup files rather than spawning lxc-info per request.
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
 import { join } from "node:path";
