@@ -11,6 +11,7 @@ import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
+import type { SnapshotService } from "./snapshots.js";
 import { shiftTree } from "./lxc/shift.js";
 import { run } from "../os/exec.js";
 import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
@@ -59,6 +60,7 @@ export const instanceUrl = (project: string, name: string) => `/1.0/instances/${
 export class InstanceService implements InstancesPort {
   readonly repo: InstanceRepo;
   runtime!: InstanceRuntime;
+  snapshots!: SnapshotService;
   private hostIds?: HostIdSet;
 
   constructor(private readonly core: Core) {
@@ -165,7 +167,7 @@ export class InstanceService implements InstancesPort {
   }
 
   /** Validate a create request synchronously; returns the normalised parts. */
-  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow } {
+  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow; copySnapshot?: string } {
     try {
       validateInstanceName(req.name);
     } catch (e) {
@@ -181,10 +183,20 @@ export class InstanceService implements InstancesPort {
       if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
     }
     let copyOf: InstanceRow | undefined;
+    let copySnapshot: string | undefined;
     if (req.source.type === "copy") {
       const from = req.source.source ?? "";
-      if (!from || from.includes("/")) throw new BadRequest("Copying snapshots is not supported");
-      copyOf = this.require(project, from);
+      if (!from) throw new BadRequest("Must specify a source instance");
+      if (from.includes("/")) {
+        // A snapshot as the source: its config, devices and profiles, and its volume's content.
+        const [parent, snap] = from.split("/", 2);
+        const row = this.require(project, parent);
+        const s = this.snapshots.require(row, snap);
+        copyOf = { ...row, config: s.config, devices: s.devices, profiles: s.profiles, architecture: s.architecture };
+        copySnapshot = snap;
+      } else {
+        copyOf = this.require(project, from);
+      }
       // A copy is a new instance: no volatile state of the source (MACs, uuid, id maps) carries over.
       const base = req.config ?? copyOf.config;
       req.config = Object.fromEntries(Object.entries(base).filter(([k]) => !k.startsWith("volatile.")));
@@ -200,12 +212,12 @@ export class InstanceService implements InstancesPort {
       if (e instanceof NotFound) throw e;
       throw new BadRequest((e as Error).message);
     }
-    return { image, profiles, copyOf };
+    return { image, profiles, copyOf, copySnapshot };
   }
 
   /** The body of the "Creating instance" operation. */
   async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal): Promise<void> {
-    const { image, profiles, copyOf } = checked;
+    const { image, profiles, copyOf, copySnapshot } = checked;
     const config: Record<string, string> = {};
     if (image) for (const [k, v] of Object.entries(image.properties)) config[`image.${k}`] = v;
     Object.assign(config, req.config ?? {});
@@ -251,7 +263,10 @@ export class InstanceService implements InstancesPort {
     try {
       const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal });
       volumeCreated = true;
-      if (copyOf) await run("cp", ["-a", "--reflink=auto", "--", `${await this.volumeDir(copyOf)}/.`, dir], { signal });
+      if (copyOf) {
+        const source = copySnapshot ? await (await this.snapshots.copySource(project, `${copyOf.name}/${copySnapshot}`)).dir() : await this.volumeDir(copyOf);
+        await run("cp", ["-a", "--reflink=auto", "--", `${source}/.`, dir], { signal });
+      }
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
       if (image) this.core.ports.images?.markUsed(image.fingerprint);
@@ -425,6 +440,11 @@ export class InstanceService implements InstancesPort {
       idmap: map.length === 0 ? identityIdMap : idMapOf(map),
       environment,
     };
+  }
+
+  snapshotExpiry(project: string, name: string, snapshot: string): string | undefined {
+    const row = this.repo.get(project, name);
+    return row ? this.snapshots.repo.get(row.id, snapshot)?.expiresAt : undefined;
   }
 
   async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
