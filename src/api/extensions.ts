@@ -92,4 +92,6 @@ export const apiExtensions: string[] = [
   "file_get_symlink",
   "container_exec_user_group_cwd",
   "instance_file_head",
+  "snapshot_expiry",
+  "snapshot_expiry_creation",
 ];
