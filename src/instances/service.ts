@@ -442,12 +442,33 @@ export class InstanceService implements InstancesPort {
     };
   }
 
+  /**
+   * `lxc publish c1/snap0`: snapshots are read-only, so a copy of the snapshot is shifted back to
+   * host-neutral ownership. It lives in the images directory as a ".build-" entry, which the
+   * images feature sweeps at start if a crash leaves it behind.
+   */
+  private async exportSnapshotForPublish(project: string, ref: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
+    const src = await this.snapshots.copySource(project, ref);
+    const dir = join(this.core.paths.images, `.build-${randomUUID()}`);
+    const release = async () => rmSync(dir, { recursive: true, force: true });
+    try {
+      await run("cp", ["-a", "--reflink=auto", "--", await src.dir(), dir]);
+      const last = parseIdmapJson(src.snapshot.config["volatile.last_state.idmap"]);
+      if (last.length > 0) await shiftTree(join(dir, "rootfs"), last, []);
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    return { dir, architecture: src.snapshot.architecture, release };
+  }
+
   snapshotExpiry(project: string, name: string, snapshot: string): string | undefined {
     const row = this.repo.get(project, name);
     return row ? this.snapshots.repo.get(row.id, snapshot)?.expiresAt : undefined;
   }
 
   async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
+    if (name.includes("/")) return this.exportSnapshotForPublish(project, name);
     const row = this.require(project, name);
     const wasRunning = this.runtime.isRunning(row);
     if (wasRunning) await this.runtime.stop(project, name, { force: false, timeout: 30 });

@@ -1,7 +1,7 @@
 // Instance snapshots end to end with the stock client, on dir and btrfs pools: create, list,
 // restore, rename, copy to a new instance, delete, expiry, and crash recovery.
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -109,6 +109,25 @@ describe("snapshots with the stock client", () => {
     const b = statSync(join(snapDir("default", c, "s"), "rootfs/data/b"));
     expect([a.uid, a.gid, a.mode & 0o7777, a.nlink]).toEqual([1234, 4321, 0o4750, 2]);
     expect(b.ino).toBe(a.ino);
+  });
+
+  it("publishes a snapshot as an image (host-neutral ownership) and launches from it", async () => {
+    const c = name("pub");
+    ok("launch", "busybox", c, "-q");
+    ok("exec", c, "--", "sh", "-c", "echo in-snap > /root/m; chown 1000:1000 /root/m");
+    ok("snapshot", c, "s");
+    ok("exec", c, "--", "sh", "-c", "echo later > /root/m");
+    const alias = `sn${tag}-img`;
+    ok("publish", `${c}/s`, "--alias", alias);
+    const m = name("pub2");
+    ok("launch", alias, m, "-q");
+    expect(ok("exec", m, "--", "cat", "/root/m").trim()).toBe("in-snap");
+    expect(ok("exec", m, "--", "stat", "-c", "%u:%g", "/root/m").trim()).toBe("1000:1000");
+    expect(ok("exec", c, "--", "cat", "/root/m").trim()).toBe("later");
+    expect(readdirSync(join(d.dir, "images")).filter((f) => f.startsWith(".build-"))).toEqual([]);
+    ok("delete", "-f", m);
+    created.delete(m);
+    ok("image", "delete", alias);
   });
 
   it("names snapshots from snapshots.pattern and applies snapshots.expiry", async () => {
