@@ -4,6 +4,8 @@
 import { existsSync, statSync } from "node:fs";
 import { isAbsolute, normalize } from "node:path";
 import { parseBool } from "../config/validators.js";
+import { parseIdmapJson } from "../instances/idmap.js";
+import { shiftTree } from "../instances/lxc/shift.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
 
 const KNOWN = new Set(["type", "path", "source", "pool", "readonly", "optional", "recursive", "propagation", "size", "size.state", "limits.read", "limits.write", "limits.max", "required", "shift", "raw.mount.options", "ceph.cluster_name", "ceph.user_name", "boot.priority", "io.cache"]);
@@ -35,14 +37,37 @@ export class DiskDevice implements Device {
     const { source, path } = this.config;
     if (!source || !path) throw new Error(`Disk entry is missing the required "source" or "path" property`);
     if (!isAbsolute(path)) throw new Error(`Path "${path}" must be absolute`);
-    if (this.config.pool) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
+    if (this.config.pool) {
+      if (source.includes("/")) throw new Error(`Snapshots of custom volumes can't be attached for disk "${this.name}"`);
+      if (!this.ctx.ports.storage?.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
+      this.ctx.ports.storage.assertPool(this.config.pool);
+      return;
+    }
     if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);
     if (!existsSync(source) && !parseBool(this.config.optional)) throw new Error(`Missing source path "${source}" for disk "${this.name}"`);
   }
 
-  private mountEntry(): string | undefined {
+  /** Host path of the source: a host path, or a custom volume's mount path (pool=P source=VOL). */
+  private async hostSource(): Promise<string> {
+    if (!this.config.pool) return normalize(this.config.source);
+    const dir = await this.ctx.ports.storage!.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
+    await this.shiftVolume(dir);
+    return dir;
+  }
+
+  /**
+   * A custom volume is written by the container's root: a fresh volume (owned by host root)
+   * is shifted into the container's id map the first time it is attached, as LXD does.
+   */
+  private async shiftVolume(dir: string): Promise<void> {
+    const map = parseIdmapJson(this.ctx.volatile.get("volatile.idmap.current") ?? this.ctx.volatile.get("volatile.idmap.next"));
+    if (map.length === 0 || statSync(dir).uid !== 0) return;
+    await shiftTree(dir, [], map);
+  }
+
+  private async mountEntry(): Promise<string | undefined> {
     if (this.isRoot) return undefined;
-    const source = normalize(this.config.source);
+    const source = await this.hostSource();
     if (!existsSync(source)) return undefined; // optional and absent
     const isDir = statSync(source).isDirectory();
     const target = normalize(this.config.path).replace(/^\/+/, "");
@@ -52,7 +77,7 @@ export class DiskDevice implements Device {
   }
 
   async start(): Promise<RunConfig> {
-    const entry = this.mountEntry();
+    const entry = await this.mountEntry();
     return entry ? { lxc: [["lxc.mount.entry", entry]] } : {};
   }
 
@@ -62,7 +87,7 @@ export class DiskDevice implements Device {
     if (this.isRoot) throw new Error("Root disk can't be hot-plugged");
     const hotplug = this.ctx.hotplug;
     if (!hotplug) throw new Error("Hot-plugging disks is not supported here");
-    const source = normalize(this.config.source);
+    const source = await this.hostSource();
     if (!existsSync(source)) return;
     await hotplug.mount(pid, source, normalize(this.config.path), { readonly: parseBool(this.config.readonly), recursive: parseBool(this.config.recursive), isDir: statSync(source).isDirectory() });
   }

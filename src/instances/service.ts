@@ -419,6 +419,22 @@ export class InstanceService implements InstancesPort {
     return out;
   }
 
+  /** Instances with a disk device on custom volume `volume` of `pool` (InstancesPort.volumeUsedBy). */
+  volumeUsedBy(pool: string, project: string, volume: string): string[] {
+    return this.repo
+      .list(project)
+      .filter((row) => {
+        let devices: Devices;
+        try {
+          devices = this.expanded(row).devices;
+        } catch {
+          devices = row.devices;
+        }
+        return Object.values(devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/");
+      })
+      .map((row) => instanceUrl(row.project, row.name));
+  }
+
   /** The narrow view exec, console and file transfer need (InstancesPort.runtimeOf). */
   runtimeOf(project: string, name: string): PortRuntime {
     const row = this.require(project, name);

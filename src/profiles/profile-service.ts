@@ -5,6 +5,8 @@ import { validateInstanceConfig } from "../instances/config-keys.js";
 import type { Core } from "../daemon/daemon.js";
 import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
+import { deviceFactory } from "../devices/registry.js";
+import { validateProfileConfig } from "../instances/config-keys.js";
 
 export interface ProfileView extends ProfileRecord {
   used_by: string[];
@@ -31,9 +33,19 @@ export function validateProfile(profile: ProfileInput): void {
       throw new BadRequest((e as Error).message.replace(/^Invalid config: /, ""));
     }
   }
+  try {
+    validateProfileConfig(profile.config);
+  } catch (e) {
+    throw new BadRequest((e as Error).message);
+  }
   for (const [name, device] of Object.entries(profile.devices)) {
     if (name === "") throw new BadRequest("Device validation failed: Device name cannot be empty");
     if (!device.type) throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": Missing device type in config`);
+    try {
+      deviceFactory(device);
+    } catch (e) {
+      throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": ${(e as Error).message}`);
+    }
   }
 }
 
