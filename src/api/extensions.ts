@@ -94,4 +94,5 @@ export const apiExtensions: string[] = [
   "instance_file_head",
   "snapshot_expiry",
   "snapshot_expiry_creation",
+  "projects",
 ];

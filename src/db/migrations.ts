@@ -1,7 +1,7 @@
 // Numbered schema migrations. Append only: never edit a migration that has shipped.
 // Reserved version ranges per area, so parallel work never collides:
 //   1-9 foundation/trust · 10-19 storage & profiles · 20-29 images · 30-39 instances · 40-49 networks
-//   60-69 instance snapshots
+//   60-69 instance snapshots and projects
 export interface Migration {
   version: number;
   name: string;
@@ -189,6 +189,19 @@ export const migrations: Migration[] = [
         state TEXT NOT NULL DEFAULT 'creating',
         UNIQUE (instance_id, name)
       );
+    `,
+  },
+  {
+    version: 61,
+    name: "projects",
+    sql: `
+      CREATE TABLE projects (
+        name TEXT PRIMARY KEY,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}'
+      );
+      INSERT INTO projects (name, description, config) VALUES ('default', 'Default LXD project',
+        '{"features.images":"true","features.networks":"true","features.profiles":"true","features.storage.volumes":"true"}');
     `,
   },
 ];
