@@ -131,21 +131,6 @@ export const migrations: Migration[] = [
     `,
   },
   {
-    version: 40,
-    name: "networks",
-    sql: `
-      CREATE TABLE networks (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        project TEXT NOT NULL DEFAULT 'default',
-        name TEXT NOT NULL,
-        type TEXT NOT NULL,
-        description TEXT NOT NULL DEFAULT '',
-        config TEXT NOT NULL DEFAULT '{}',
-        UNIQUE (project, name)
-      );
-    `,
-  },
-  {
     version: 30,
     name: "instances",
     sql: `
@@ -165,6 +150,21 @@ export const migrations: Migration[] = [
         last_used_at TEXT NOT NULL,
         init_pid INTEGER NOT NULL DEFAULT 0,
         init_start TEXT NOT NULL DEFAULT '',
+        UNIQUE (project, name)
+      );
+    `,
+  },
+  {
+    version: 40,
+    name: "networks",
+    sql: `
+      CREATE TABLE networks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL DEFAULT 'default',
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
         UNIQUE (project, name)
       );
     `,

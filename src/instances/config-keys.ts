@@ -167,13 +167,3 @@ export function validateInstanceConfig(config: Record<string, string>): void {
 }
 
 export const isTrue = (v: string | undefined): boolean => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());
-
-/** Profile config: the instance keys without volatile ones; LXD words these without the "Invalid config: " prefix. */
-export function validateProfileConfig(config: Record<string, string>): void {
-  for (const key of Object.keys(config)) if (key.startsWith("volatile.")) throw new Error("Volatile keys can only be set on instances");
-  try {
-    validateInstanceConfig(config);
-  } catch (e) {
-    throw new Error((e as Error).message.replace(/^Invalid config: /, ""));
-  }
-}

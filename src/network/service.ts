@@ -1,5 +1,6 @@
 // Managed networks: the database rows, LXD's rules, and one live driver per network.
 // Also lists the host's unmanaged interfaces the way LXD does (from /sys, no spawns).
+import { interfaceState } from "./host/state.js";
 import { mkdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -8,7 +9,7 @@ import type { NetworkRepo, NetworkRow } from "../db/network-repo.js";
 import type { NetworksPort, Ports } from "../daemon/ports.js";
 import type { EventHub } from "../operations/events.js";
 import { addresses, linkExists, routeDestinations } from "./host/ip.js";
-import { interfaceExists, linkFacts, listInterfaces, unmanagedType } from "./host/sysfs.js";
+import { interfaceExists, listInterfaces, unmanagedType } from "./host/sysfs.js";
 import { interfaceNameError } from "./keys.js";
 import { isNetworkType, networkDrivers } from "./registry.js";
 import type { LocalFacts } from "./subnets.js";
@@ -277,20 +278,7 @@ export class NetworkService implements NetworksPort {
     const row = this.deps.repo.get(PROJECT, name);
     if (row) return this.liveDriver(row).state();
     if (networkNameError(name) || !interfaceExists(name)) throw new NotFound("Network not found");
-    const f = linkFacts(name);
-    const addrs = (await addresses(name)).flatMap((l) => l.addr_info);
-    return {
-      addresses: addrs.map((a) => ({ family: a.family, address: a.local, netmask: String(a.prefixlen), scope: a.scope === "host" ? "local" : a.scope })),
-      counters: f.counters,
-      hwaddr: f.hwaddr,
-      mtu: f.mtu,
-      state: f.state,
-      type: f.type,
-      bond: null,
-      bridge: f.bridge,
-      vlan: null,
-      ovn: null,
-    };
+    return interfaceState(name);
   }
 
   async leases(_project: string, name: string): Promise<LeaseView[]> {

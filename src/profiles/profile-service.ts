@@ -6,7 +6,6 @@ import type { Core } from "../daemon/daemon.js";
 import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { deviceFactory } from "../devices/registry.js";
-import { validateProfileConfig } from "../instances/config-keys.js";
 
 export interface ProfileView extends ProfileRecord {
   used_by: string[];
@@ -32,11 +31,6 @@ export function validateProfile(profile: ProfileInput): void {
     } catch (e) {
       throw new BadRequest((e as Error).message.replace(/^Invalid config: /, ""));
     }
-  }
-  try {
-    validateProfileConfig(profile.config);
-  } catch (e) {
-    throw new BadRequest((e as Error).message);
   }
   for (const [name, device] of Object.entries(profile.devices)) {
     if (name === "") throw new BadRequest("Device validation failed: Device name cannot be empty");

@@ -2,7 +2,7 @@
 // raw HTTP over the unix socket, and the stock `lxc` client.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { request } from "node:http";
+import { request, type IncomingMessage } from "node:http";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
@@ -32,23 +32,29 @@ export interface TestDaemon {
   stop(): Promise<void>;
 }
 
+/** Read a whole HTTP response; `body` is its parsed JSON when it is JSON. */
+export function collectResponse(res: IncomingMessage): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (c) => chunks.push(c));
+    res.on("error", reject);
+    res.on("end", () => {
+      const text = Buffer.concat(chunks).toString("utf8");
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body: parsed });
+    });
+  });
+}
+
 export function rawRequest(socket: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Res> {
   return new Promise((resolvePromise, reject) => {
     const payload = body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
-    const req = request({ socketPath: socket, method, path, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          parsed = undefined;
-        }
-        resolvePromise({ status: res.statusCode ?? 0, headers: res.headers, text, body: parsed });
-      });
-    });
+    const req = request({ socketPath: socket, method, path, headers }, (res) => collectResponse(res).then(resolvePromise, reject));
     req.on("error", reject);
     if (payload !== undefined) req.write(payload);
     req.end();

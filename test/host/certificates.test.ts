@@ -7,7 +7,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startDaemon, type Res, type TestDaemon } from "../helpers/daemon.js";
+import { collectResponse, startDaemon, type Res, type TestDaemon } from "../helpers/daemon.js";
 
 let d: TestDaemon;
 let port: number;
@@ -25,20 +25,9 @@ function makeCert(name: string, subject: string): { cert: string; key: string; d
 function tls(method: string, path: string, body?: unknown, client?: { cert: string; key: string }): Promise<Res> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request({ host: "127.0.0.1", port, method, path, rejectUnauthorized: false, cert: client?.cert, key: client?.key, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          parsed = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body: parsed });
-      });
-    });
+    const req = request({ host: "127.0.0.1", port, method, path, rejectUnauthorized: false, cert: client?.cert, key: client?.key, agent: false }, (res) =>
+      collectResponse(res).then(resolve, reject),
+    );
     req.on("error", reject);
     if (payload) req.write(payload);
     req.end();

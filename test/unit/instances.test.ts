@@ -150,6 +150,11 @@ describe("liblxc config", () => {
     expect(get(lines, "lxc.init.cmd")).toEqual(["/bin/sh"]);
     expect(() => parseRawLxc("nonsense")).toThrow("Invalid raw.lxc line");
   });
+  it("maps limits.kernel.* to prlimits and linux.sysctl.* to namespaced sysctls", () => {
+    const lines = generateLxcConfig(base({ config: { "limits.kernel.nofile": "4096", "linux.sysctl.net.ipv4.ip_forward": "1" } }));
+    expect(get(lines, "lxc.prlimit.nofile")).toEqual(["4096"]);
+    expect(get(lines, "lxc.sysctl.net.ipv4.ip_forward")).toEqual(["1"]);
+  });
   it("refuses values that would inject config lines", () => {
     expect(() => renderLxcConfig(generateLxcConfig(base({ config: { "environment.X": "a\nlxc.init.cmd = /evil" } })))).toThrow("Invalid liblxc config value");
   });

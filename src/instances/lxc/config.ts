@@ -161,6 +161,8 @@ export function generateLxcConfig(input: LxcConfigInput): ConfigLine[] {
   out.push(...cgroupLimitLines(input));
   for (const [k, v] of Object.entries(c)) {
     if (k.startsWith("environment.")) out.push(["lxc.environment", `${k.slice("environment.".length)}=${v}`]);
+    else if (k.startsWith("limits.kernel.")) out.push([`lxc.prlimit.${k.slice("limits.kernel.".length)}`, v]);
+    else if (k.startsWith("linux.sysctl.")) out.push([`lxc.sysctl.${k.slice("linux.sysctl.".length)}`, v]);
   }
   let netIndex = 0;
   for (const dev of input.devices) {

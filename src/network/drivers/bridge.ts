@@ -1,5 +1,6 @@
 // The bridge network type: a Linux or Open vSwitch bridge with addresses, one supervised
 // dnsmasq, an nftables table, optional tunnels and fan mode.
+import { interfaceState } from "../host/state.js";
 import { createHash } from "node:crypto";
 import { existsSync, rmSync } from "node:fs";
 import { parseBool } from "../../config/validators.js";
@@ -8,7 +9,6 @@ import { formatIp, networkOf, parseCidr, formatCidr } from "../ipnet.js";
 import * as dnsmasq from "../host/dnsmasq.js";
 import { addAddress, addresses, delAddress, deleteLink, linkExists, routeDestinations, setMtu, setUp, writeSysctl } from "../host/ip.js";
 import { applyFirewall, removeFirewall, type FirewallSpec } from "../host/nft.js";
-import { linkFacts } from "../host/sysfs.js";
 import { bridgeKeys, tunnelKeyValidator, tunnelsOf, validateNetworkConfig } from "../keys.js";
 import { chooseIPv4Subnet, chooseIPv6Subnet } from "../subnets.js";
 import type { LeaseView, NetworkConfig, NetworkContext, NetworkDriver, NetworkStateView } from "../types.js";
@@ -335,20 +335,7 @@ class BridgeNetwork implements NetworkDriver {
   }
 
   async state(): Promise<NetworkStateView> {
-    const f = linkFacts(this.ctx.name);
-    const addrs = (await addresses(this.ctx.name)).flatMap((l) => l.addr_info);
-    return {
-      addresses: addrs.map((a) => ({ family: a.family, address: a.local, netmask: String(a.prefixlen), scope: a.scope === "host" ? "local" : a.scope })),
-      counters: f.counters,
-      hwaddr: f.hwaddr,
-      mtu: f.mtu,
-      state: f.state,
-      type: f.type,
-      bond: null,
-      bridge: f.bridge,
-      vlan: null,
-      ovn: null,
-    };
+    return interfaceState(this.ctx.name);
   }
 
   async leases(): Promise<LeaseView[]> {

@@ -1,9 +1,9 @@
 // Network types that describe an existing host interface rather than create one:
 // macvlan and sriov (templates for instance NICs) and physical (an uplink, optionally a VLAN).
+import { interfaceState } from "../host/state.js";
 import type { KeyTable } from "../../config/keys.js";
 import { parseBool } from "../../config/validators.js";
-import { addresses, deleteLink, ip, linkExists, setMtu, setUp } from "../host/ip.js";
-import { linkFacts } from "../host/sysfs.js";
+import { deleteLink, ip, linkExists, setMtu, setUp } from "../host/ip.js";
 import { macvlanKeys, physicalKeys, sriovKeys, validateNetworkConfig } from "../keys.js";
 import type { NetworkConfig, NetworkContext, NetworkDriver, NetworkStateView } from "../types.js";
 import { existsSync, readFileSync, writeFileSync, rmSync } from "node:fs";
@@ -62,20 +62,8 @@ class UplinkNetwork implements NetworkDriver {
   async state(): Promise<NetworkStateView> {
     const dev = this.hostInterface();
     if (!linkExists(dev)) throw new Error(`Parent interface "${dev}" not found`);
-    const f = linkFacts(dev);
-    const addrs = (await addresses(dev)).flatMap((l) => l.addr_info);
-    return {
-      addresses: addrs.map((a) => ({ family: a.family, address: a.local, netmask: String(a.prefixlen), scope: a.scope === "host" ? "local" : a.scope })),
-      counters: f.counters,
-      hwaddr: f.hwaddr,
-      mtu: f.mtu,
-      state: f.state,
-      type: f.type,
-      bond: null,
-      bridge: f.bridge,
-      vlan: this.ctx.config.vlan ? ({ lower_device: this.ctx.config.parent, vid: Number(this.ctx.config.vlan) } as never) : null,
-      ovn: null,
-    };
+    const vlan = this.ctx.config.vlan ? ({ lower_device: this.ctx.config.parent, vid: Number(this.ctx.config.vlan) } as never) : null;
+    return interfaceState(dev, vlan);
   }
 }
 
