@@ -102,4 +102,5 @@ export const apiExtensions: string[] = [
   "snapshot_expiry",
   "snapshot_expiry_creation",
   "projects",
+  "container_only_migration",
 ];

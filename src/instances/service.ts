@@ -30,7 +30,8 @@ export interface InstancePut {
 export interface CreateRequest extends InstancePut {
   name: string;
   type?: string;
-  source: { type: string; alias?: string; fingerprint?: string; source?: string };
+  /** instanceOnly: a copy leaves the source's snapshots behind (`lxc copy --instance-only`). */
+  source: { type: string; alias?: string; fingerprint?: string; source?: string; instanceOnly?: boolean };
 }
 
 export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
@@ -264,7 +265,9 @@ export class InstanceService implements InstancesPort {
       const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal });
       volumeCreated = true;
       if (copyOf) {
+        if (!copySnapshot && !req.source.instanceOnly) await this.snapshots.copyAll(project, copyOf, req.name, root.pool, dir, signal);
         const source = copySnapshot ? await (await this.snapshots.copySource(project, `${copyOf.name}/${copySnapshot}`)).dir() : await this.volumeDir(copyOf);
+        await emptyDir(dir);
         await run("cp", ["-a", "--reflink=auto", "--", `${source}/.`, dir], { signal });
       }
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
@@ -504,6 +507,11 @@ export class InstanceService implements InstancesPort {
       },
     };
   }
+}
+
+/** Remove everything inside a directory (the directory stays). */
+export async function emptyDir(dir: string): Promise<void> {
+  for (const entry of readdirSync(dir)) rmSync(join(dir, entry), { recursive: true, force: true });
 }
 
 /** An id map as the exec/file side uses it (-1 for unmapped ids). */

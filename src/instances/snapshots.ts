@@ -4,7 +4,8 @@ import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
-import { instanceUrl, InstanceService, type Devices } from "./service.js";
+import { run } from "../os/exec.js";
+import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
@@ -255,6 +256,26 @@ export class SnapshotService {
     const row = this.svc.require(project, name);
     const snapshot = this.require(row, snap);
     return { row, snapshot, dir: () => this.storage().mountInstanceSnapshot(project, this.poolOf(row), name, snap) };
+  }
+
+  /**
+   * `lxc copy c1 c2`: the new instance gets the source's snapshots, oldest first. Each one's
+   * content is copied into the new (empty) volume and snapshotted there, so this works across
+   * pools and drivers; the caller then fills the volume with the source's current content and
+   * removes the whole instance (snapshots included) if anything fails.
+   */
+  async copyAll(project: string, source: InstanceRow, target: string, pool: string, volumeDir: string, signal?: AbortSignal): Promise<void> {
+    const targetRow = this.svc.require(project, target);
+    const storage = this.storage();
+    for (const s of this.list(source)) {
+      const from = await storage.mountInstanceSnapshot(project, this.poolOf(source), source.name, s.name);
+      await emptyDir(volumeDir);
+      await run("cp", ["-a", "--reflink=auto", "--", `${from}/.`, volumeDir], { signal });
+      this.repo.insert({ ...s, instanceId: targetRow.id });
+      const row = this.repo.get(targetRow.id, s.name)!;
+      await storage.createInstanceSnapshot(project, pool, target, s.name, { signal });
+      this.repo.setState(row.id, "created");
+    }
   }
 
   /** Finish or undo snapshot changes a crash interrupted (their volumes were cleaned up by storage). */

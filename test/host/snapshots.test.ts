@@ -130,6 +130,31 @@ describe("snapshots with the stock client", () => {
     ok("image", "delete", alias);
   });
 
+  it("copies an instance with its snapshots (unless --instance-only)", async () => {
+    const c = name("cpa");
+    const c2 = name("cpb");
+    const c3 = name("cpc");
+    ok("init", "busybox", c, "-q");
+    const rootfs = (n: string) => join(d.dir, "storage-pools/default/containers", n, "rootfs");
+    spawnSync("sh", ["-c", `echo one > ${rootfs(c)}/v`]);
+    ok("snapshot", c, "s0");
+    spawnSync("sh", ["-c", `echo two > ${rootfs(c)}/v`]);
+    ok("snapshot", c, "s1");
+    spawnSync("sh", ["-c", `echo three > ${rootfs(c)}/v`]);
+    ok("copy", c, c2);
+    const snaps = (await d.api("GET", `/1.0/instances/${c2}/snapshots?recursion=1`)).body.metadata;
+    const orig = (await d.api("GET", `/1.0/instances/${c}/snapshots?recursion=1`)).body.metadata;
+    expect(snaps.map((s: any) => [s.name, s.created_at])).toEqual(orig.map((s: any) => [s.name, s.created_at]));
+    expect(readFileSync(join(rootfs(c2), "v"), "utf8")).toBe("three\n");
+    expect(readFileSync(join(snapDir("default", c2, "s0"), "rootfs/v"), "utf8")).toBe("one\n");
+    expect(readFileSync(join(snapDir("default", c2, "s1"), "rootfs/v"), "utf8")).toBe("two\n");
+    ok("restore", c2, "s0");
+    expect(readFileSync(join(rootfs(c2), "v"), "utf8")).toBe("one\n");
+    ok("copy", c, c3, "--instance-only");
+    expect((await d.api("GET", `/1.0/instances/${c3}/snapshots`)).body.metadata).toEqual([]);
+    expect(readFileSync(join(rootfs(c3), "v"), "utf8")).toBe("three\n");
+  });
+
   it("names snapshots from snapshots.pattern and applies snapshots.expiry", async () => {
     const c = name("auto");
     ok("init", "busybox", c, "-q");

@@ -53,7 +53,7 @@ const InstancesPost = z
     profiles: z.array(z.string()).nullish(),
     description: z.string().optional(),
     source: z
-      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional() })
+      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional() })
       .passthrough()
       .optional(),
   })
@@ -150,7 +150,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       ephemeral: body.ephemeral,
       profiles: body.profiles ?? undefined,
       description: body.description,
-      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source },
+      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only ?? false },
     };
     const checked = svc.checkCreate(req.project, request);
     const res = resources(req.project, body.name);
