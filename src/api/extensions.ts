@@ -99,4 +99,8 @@ export const apiExtensions: string[] = [
   "unix_device_rename",
   "unix_device_hotplug",
   "container_nic_routed",
+  "snapshot_expiry",
+  "snapshot_expiry_creation",
+  "projects",
+  "container_only_migration",
 ];

@@ -4,6 +4,7 @@ import { InstanceAccessFeature } from "../instances/access-feature.js";
 import { InstancesFeature } from "../instances/feature.js";
 import { NetworksFeature } from "../network/feature.js";
 import { ProfilesFeature } from "../profiles/feature.js";
+import { ProjectsFeature } from "../projects/feature.js";
 import { StorageFeature } from "../storage/feature.js";
 import type { FeatureFactory } from "./daemon.js";
 
@@ -11,6 +12,7 @@ export const features: FeatureFactory[] = [
   (core) => new ImagesFeature(core),
   (core) => new StorageFeature(core),
   (core) => new ProfilesFeature(core),
+  (core) => new ProjectsFeature(core),
   (core) => new NetworksFeature(core),
   (core) => new InstancesFeature(core),
   (core) => new InstanceAccessFeature(core),

@@ -49,6 +49,15 @@ export interface StoragePort {
   mountCustomVolume?(pool: string, project: string, name: string): Promise<string>;
   /** Drop an image's cached volumes from every pool (call when the image is deleted). */
   deleteImageVolumes?(fingerprint: string): Promise<void>;
+  /** Instance snapshots: volumes "<name>/<snapshot>" of the instance's pool (optional: drivers that can). */
+  createInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  /** Idempotent: a snapshot volume already gone is not an error. */
+  deleteInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<void>;
+  renameInstanceSnapshot?(project: string, pool: string, name: string, from: string, to: string): Promise<void>;
+  /** Replace the (stopped) instance volume's content with the snapshot's. */
+  restoreInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  /** Path of a snapshot volume, to read from (copies, publish). */
+  mountInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<string>;
 }
 
 export interface ProfileRecord {
@@ -82,6 +91,8 @@ export interface InstancesPort {
    * (Not `runtime`: the instances service already has a `runtime` member.)
    */
   runtimeOf?(project: string, name: string): InstanceRuntime;
+  /** expires_at of an instance snapshot (storage API's volume snapshot view); undefined if unknown. */
+  snapshotExpiry?(project: string, name: string, snapshot: string): string | undefined;
 }
 
 export interface NetworksPort {

@@ -1,6 +1,7 @@
 // Numbered schema migrations. Append only: never edit a migration that has shipped.
 // Reserved version ranges per area, so parallel work never collides:
 //   1-9 foundation/trust · 10-19 storage & profiles · 20-29 images · 30-39 instances · 40-49 networks
+//   60-69 instance snapshots and projects
 export interface Migration {
   version: number;
   name: string;
@@ -166,6 +167,41 @@ export const migrations: Migration[] = [
         config TEXT NOT NULL DEFAULT '{}',
         UNIQUE (project, name)
       );
+    `,
+  },
+  {
+    version: 60,
+    name: "instance snapshots",
+    sql: `
+      CREATE TABLE instance_snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id INTEGER NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z',
+        stateful INTEGER NOT NULL DEFAULT 0,
+        description TEXT NOT NULL DEFAULT '',
+        architecture TEXT NOT NULL,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}',
+        profiles TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL DEFAULT 'creating',
+        UNIQUE (instance_id, name)
+      );
+    `,
+  },
+  {
+    version: 61,
+    name: "projects",
+    sql: `
+      CREATE TABLE projects (
+        name TEXT PRIMARY KEY,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}'
+      );
+      INSERT INTO projects (name, description, config) VALUES ('default', 'Default LXD project',
+        '{"features.images":"true","features.networks":"true","features.profiles":"true","features.storage.volumes":"true"}');
     `,
   },
 ];

@@ -22,6 +22,18 @@ const uuidRule: Validator = (v) => {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v)) throw new Error("Invalid UUID");
 };
 const anyRule: Validator = () => {};
+const SCHEDULE_ALIASES = ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@annually", "@yearly", "@startup", "@never"];
+/** LXD's snapshot schedules: cron expressions or aliases, comma separated. */
+const scheduleRule: Validator = (v) => {
+  for (const entry of v.split(",").map((e) => e.trim())) {
+    if (SCHEDULE_ALIASES.includes(entry)) continue;
+    const fields = entry.split(/\s+/);
+    if (fields.length !== 5 || !fields.every((f) => /^[0-9*/,\-A-Za-z]+$/.test(f))) throw new Error("Schedule must be of the form: <minute> <hour> <day-of-month> <month> <day-of-week>");
+  }
+};
+const expiryRule: Validator = (v) => {
+  if (!/^(\s*\d+(M|H|d|w|m|y)\s*)+$/.test(v)) throw new Error("Invalid expiry expression");
+};
 const rangedInt =
   (min: number, max: number): Validator =>
   (v) => {
@@ -110,10 +122,10 @@ export const instanceKeys: KeyTable = {
   "security.syscalls.intercept.mknod": { validate: boolRule, doc: "Intercept mknod" },
   "security.syscalls.intercept.mount": { validate: boolRule, doc: "Intercept mount" },
   "security.syscalls.intercept.setxattr": { validate: boolRule, doc: "Intercept setxattr" },
-  "snapshots.schedule": { validate: anyRule, doc: "Cron schedule for snapshots" },
+  "snapshots.schedule": { validate: scheduleRule, doc: "Cron schedule for snapshots" },
   "snapshots.schedule.stopped": { validate: boolRule, doc: "Snapshot stopped instances" },
   "snapshots.pattern": { validate: anyRule, doc: "Snapshot name pattern" },
-  "snapshots.expiry": { validate: anyRule, doc: "Snapshot expiry" },
+  "snapshots.expiry": { validate: expiryRule, doc: "Snapshot expiry" },
   "volatile.apply_template": { validate: anyRule, doc: "Template trigger to apply on next start" },
   "volatile.apply_nvram": { validate: boolRule, doc: "VM only" },
   "volatile.base_image": { validate: anyRule, doc: "Image the instance was created from" },

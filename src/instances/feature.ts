@@ -3,6 +3,8 @@ import { instanceRoutes } from "../api/routes/instances.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { InstanceRuntime } from "./runtime.js";
 import { InstanceService } from "./service.js";
+import { SnapshotService } from "./snapshots.js";
+import { snapshotRoutes } from "../api/routes/instance-snapshots.js";
 
 export class InstancesFeature implements Feature {
   readonly name = "instances";
@@ -11,18 +13,22 @@ export class InstancesFeature implements Feature {
   constructor(private readonly core: Core) {
     this.service = new InstanceService(core);
     this.service.runtime = new InstanceRuntime(core, this.service);
+    this.service.snapshots = new SnapshotService(core, this.service);
     core.ports.instances = this.service;
   }
 
   routes() {
-    return instanceRoutes(this.core, this.service);
+    return [...instanceRoutes(this.core, this.service), ...snapshotRoutes(this.core, this.service)];
   }
 
   async start(): Promise<void> {
+    await this.service.snapshots.recover();
     await this.service.runtime.adopt();
+    this.service.snapshots.startExpiry();
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
+    this.service.snapshots.stopExpiry();
     await this.service.runtime.shutdown(opts.stopInstances);
   }
 }

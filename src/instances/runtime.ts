@@ -295,6 +295,36 @@ export class InstanceRuntime {
     });
   }
 
+  /** Keep a running container frozen while `fn` copies its volume (a consistent snapshot), as LXD does. */
+  async frozenDuring<T>(row: InstanceRow, fn: () => Promise<T>): Promise<T> {
+    if (this.status(row) !== "Running") return fn();
+    const url = instanceUrl(row.project, row.name);
+    await this.driver.freeze(row.init_pid);
+    this.core.events.lifecycle("instance-paused", url, { project: row.project });
+    try {
+      return await fn();
+    } finally {
+      await this.driver.unfreeze(row.init_pid).catch((e) => this.core.log.error({ err: e, instance: row.name }, "cannot unfreeze after snapshot"));
+      this.core.events.lifecycle("instance-resumed", url, { project: row.project });
+    }
+  }
+
+  /**
+   * Run `fn` with the instance stopped (killed first if it runs, without a stop event, as LXD's
+   * restore does) and start it again afterwards, also when `fn` fails.
+   */
+  withStopped<T>(project: string, name: string, fn: () => Promise<T>): Promise<T> {
+    return this.serialize(project, name, async () => {
+      const wasRunning = this.isRunning(this.svc.require(project, name));
+      if (wasRunning) await this.doStop(project, name, { force: true, timeout: -1 }, false);
+      try {
+        return await fn();
+      } finally {
+        if (wasRunning) await this.doStart(project, name);
+      }
+    });
+  }
+
   // ---- live updates ----
 
   /** Apply config/device changes to a running container; throws (changing nothing persistent) if it can't. */

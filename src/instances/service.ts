@@ -11,6 +11,7 @@ import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
+import type { SnapshotService } from "./snapshots.js";
 import { shiftTree } from "./lxc/shift.js";
 import { run } from "../os/exec.js";
 import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
@@ -29,7 +30,8 @@ export interface InstancePut {
 export interface CreateRequest extends InstancePut {
   name: string;
   type?: string;
-  source: { type: string; alias?: string; fingerprint?: string; source?: string };
+  /** instanceOnly: a copy leaves the source's snapshots behind (`lxc copy --instance-only`). */
+  source: { type: string; alias?: string; fingerprint?: string; source?: string; instanceOnly?: boolean };
 }
 
 export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
@@ -59,6 +61,7 @@ export const instanceUrl = (project: string, name: string) => `/1.0/instances/${
 export class InstanceService implements InstancesPort {
   readonly repo: InstanceRepo;
   runtime!: InstanceRuntime;
+  snapshots!: SnapshotService;
   private hostIds?: HostIdSet;
 
   constructor(private readonly core: Core) {
@@ -165,7 +168,7 @@ export class InstanceService implements InstancesPort {
   }
 
   /** Validate a create request synchronously; returns the normalised parts. */
-  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow } {
+  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow; copySnapshot?: string } {
     try {
       validateInstanceName(req.name);
     } catch (e) {
@@ -181,10 +184,20 @@ export class InstanceService implements InstancesPort {
       if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
     }
     let copyOf: InstanceRow | undefined;
+    let copySnapshot: string | undefined;
     if (req.source.type === "copy") {
       const from = req.source.source ?? "";
-      if (!from || from.includes("/")) throw new BadRequest("Copying snapshots is not supported");
-      copyOf = this.require(project, from);
+      if (!from) throw new BadRequest("Must specify a source instance");
+      if (from.includes("/")) {
+        // A snapshot as the source: its config, devices and profiles, and its volume's content.
+        const [parent, snap] = from.split("/", 2);
+        const row = this.require(project, parent);
+        const s = this.snapshots.require(row, snap);
+        copyOf = { ...row, config: s.config, devices: s.devices, profiles: s.profiles, architecture: s.architecture };
+        copySnapshot = snap;
+      } else {
+        copyOf = this.require(project, from);
+      }
       // A copy is a new instance: no volatile state of the source (MACs, uuid, id maps) carries over.
       const base = req.config ?? copyOf.config;
       req.config = Object.fromEntries(Object.entries(base).filter(([k]) => !k.startsWith("volatile.")));
@@ -200,12 +213,12 @@ export class InstanceService implements InstancesPort {
       if (e instanceof NotFound) throw e;
       throw new BadRequest((e as Error).message);
     }
-    return { image, profiles, copyOf };
+    return { image, profiles, copyOf, copySnapshot };
   }
 
   /** The body of the "Creating instance" operation. */
   async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal): Promise<void> {
-    const { image, profiles, copyOf } = checked;
+    const { image, profiles, copyOf, copySnapshot } = checked;
     const config: Record<string, string> = {};
     if (image) for (const [k, v] of Object.entries(image.properties)) config[`image.${k}`] = v;
     Object.assign(config, req.config ?? {});
@@ -251,7 +264,12 @@ export class InstanceService implements InstancesPort {
     try {
       const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal });
       volumeCreated = true;
-      if (copyOf) await run("cp", ["-a", "--reflink=auto", "--", `${await this.volumeDir(copyOf)}/.`, dir], { signal });
+      if (copyOf) {
+        if (!copySnapshot && !req.source.instanceOnly) await this.snapshots.copyAll(project, copyOf, req.name, root.pool, dir, signal);
+        const source = copySnapshot ? await (await this.snapshots.copySource(project, `${copyOf.name}/${copySnapshot}`)).dir() : await this.volumeDir(copyOf);
+        await emptyDir(dir);
+        await run("cp", ["-a", "--reflink=auto", "--", `${source}/.`, dir], { signal });
+      }
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
       if (image) this.core.ports.images?.markUsed(image.fingerprint);
@@ -441,7 +459,33 @@ export class InstanceService implements InstancesPort {
     };
   }
 
+  /**
+   * `lxc publish c1/snap0`: snapshots are read-only, so a copy of the snapshot is shifted back to
+   * host-neutral ownership. It lives in the images directory as a ".build-" entry, which the
+   * images feature sweeps at start if a crash leaves it behind.
+   */
+  private async exportSnapshotForPublish(project: string, ref: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
+    const src = await this.snapshots.copySource(project, ref);
+    const dir = join(this.core.paths.images, `.build-${randomUUID()}`);
+    const release = async () => rmSync(dir, { recursive: true, force: true });
+    try {
+      await run("cp", ["-a", "--reflink=auto", "--", await src.dir(), dir]);
+      const last = parseIdmapJson(src.snapshot.config["volatile.last_state.idmap"]);
+      if (last.length > 0) await shiftTree(join(dir, "rootfs"), last, []);
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    return { dir, architecture: src.snapshot.architecture, release };
+  }
+
+  snapshotExpiry(project: string, name: string, snapshot: string): string | undefined {
+    const row = this.repo.get(project, name);
+    return row ? this.snapshots.repo.get(row.id, snapshot)?.expiresAt : undefined;
+  }
+
   async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
+    if (name.includes("/")) return this.exportSnapshotForPublish(project, name);
     const row = this.require(project, name);
     const wasRunning = this.runtime.isRunning(row);
     if (wasRunning) await this.runtime.stop(project, name, { force: false, timeout: 30 });
@@ -461,6 +505,11 @@ export class InstanceService implements InstancesPort {
       },
     };
   }
+}
+
+/** Remove everything inside a directory (the directory stays). */
+export async function emptyDir(dir: string): Promise<void> {
+  for (const entry of readdirSync(dir)) rmSync(join(dir, entry), { recursive: true, force: true });
 }
 
 /** An id map as the exec/file side uses it (-1 for unmapped ids). */

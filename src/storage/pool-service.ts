@@ -1,6 +1,6 @@
 // The database-aware storage tier: pools and volume records, orchestration of drivers with
 // a revert on failure, crash recovery at start, and the StoragePort other features use.
-import { lstat, mkdir, readlink, symlink, unlink } from "node:fs/promises";
+import { lstat, mkdir, readdir, readlink, symlink, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
@@ -10,7 +10,7 @@ import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
 import { validatePoolConfig } from "./config.js";
 import { storageDrivers } from "./drivers/index.js";
-import { VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type Volume, type VolumeType } from "./drivers/types.js";
+import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type Volume, type VolumeType } from "./drivers/types.js";
 import { withRevert } from "./reverter.js";
 
 export interface StoragePoolView {
@@ -112,7 +112,10 @@ export class PoolService implements StoragePort {
     await driver.mountPool();
     for (const vol of this.repo.volumes({ pool: pool.name })) {
       if (vol.renamingTo) await this.recoverRename(driver, vol);
-      if (vol.state === "created") continue;
+      if (vol.state === "created") {
+        if (vol.type === "container" && !isSnapshotName(vol.name)) await driver.recoverVolume?.(this.hostVolume(vol));
+        continue;
+      }
       this.core.log.warn({ pool: pool.name, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
       await this.removeVolume(driver, vol);
     }
@@ -125,12 +128,14 @@ export class PoolService implements StoragePort {
     const done = !(await driver.hasVolume(this.hostVolume(vol))) && (await driver.hasVolume(this.hostVolume({ ...vol, name: to })));
     this.core.log.warn({ volume: from, to, done }, "finishing storage volume rename interrupted by a crash");
     if (done) {
-      this.repo.renameVolume(vol.id, to);
+      this.renameVolumeRows(vol, to);
       vol.name = to;
     } else {
       this.repo.beginRename(vol.id, null);
     }
-    if (vol.type === "container") {
+    if (vol.type === "container" && !isSnapshotName(from)) {
+      await this.removeSnapshotsSymlink(vol.project, done ? from : to);
+      await this.ensureSnapshotsSymlink(driver, vol.project, vol.name);
       // The rename began only because nothing was called `to`, so a stray link of either name is ours.
       await this.removeInstanceSymlink(vol.project, done ? from : to);
       await this.ensureInstanceSymlink(vol.project, vol.name, driver.volumePath(this.hostVolume(vol)));
@@ -299,7 +304,10 @@ export class PoolService implements StoragePort {
   // ---- volumes (API) ----
 
   volumeUsedBy(pool: string, v: VolumeRow): string[] {
-    if (v.type === "container" || v.type === "virtual-machine") return [`/1.0/instances/${v.name}${projectSuffix(v.project)}`];
+    if (v.type === "container" || v.type === "virtual-machine") {
+      const [parent, snap] = v.name.split("/");
+      return [`/1.0/instances/${parent}${snap === undefined ? "" : `/snapshots/${snap}`}${projectSuffix(v.project)}`];
+    }
     if (v.type === "image") return [`/1.0/images/${v.name}`];
     const out = [...(this.core.ports.instances?.volumeUsedBy?.(pool, v.project, v.name) ?? [])];
     for (const p of this.profiles.all()) {
@@ -414,7 +422,27 @@ export class PoolService implements StoragePort {
   }
 
   volumeUrl(v: VolumeRow): string {
-    return `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${v.name}${projectSuffix(v.project)}`;
+    return `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${v.name.replace("/", "/snapshots/")}${projectSuffix(v.project)}`;
+  }
+
+  /** GET .../volumes/{type}/{name}/snapshots: the snapshot volumes of a volume. */
+  listVolumeSnapshots(pool: string, project: string, type: string, name: string): VolumeRow[] {
+    const parent = this.getVolume(pool, project, type, name);
+    return this.repo.volumes({ pool, project: parent.project, type }).filter((v) => v.state === "created" && v.name.startsWith(`${name}/`));
+  }
+
+  /** A snapshot volume as upstream shows it in the storage API (name without the parent). */
+  volumeSnapshotView(v: VolumeRow, full: boolean): Record<string, unknown> {
+    const snap = v.name.slice(v.name.indexOf("/") + 1);
+    const expiry = this.core.ports.instances?.snapshotExpiry?.(v.project, v.name.slice(0, v.name.indexOf("/")), snap) ?? "0001-01-01T00:00:00Z";
+    return { description: v.description, expires_at: expiry, name: full ? snap : v.name, config: v.config, content_type: v.contentType, created_at: v.createdAt };
+  }
+
+  getVolumeSnapshot(pool: string, project: string, type: string, name: string, snapshot: string): VolumeRow {
+    this.getVolume(pool, project, type, name);
+    const v = this.repo.volume(pool, type === "image" ? "default" : project, type, `${name}/${snapshot}`);
+    if (!v || v.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
+    return v;
   }
 
   /** Volumes of a project on a pool (image volumes belong to every project). */
@@ -440,7 +468,7 @@ export class PoolService implements StoragePort {
   private async removeVolume(driver: Driver, v: VolumeRow): Promise<void> {
     this.repo.setVolumeState(v.id, "deleting");
     await driver.deleteVolume(this.hostVolume(v));
-    if (v.type === "container") await this.removeInstanceSymlink(v.project, v.name);
+    if (v.type === "container" && !isSnapshotName(v.name)) await this.removeInstanceSymlink(v.project, v.name);
     this.repo.deleteVolume(v.id);
   }
 
@@ -462,6 +490,41 @@ export class PoolService implements StoragePort {
     if (current !== undefined) await unlink(link);
     await mkdir(this.core.paths.containers, { recursive: true });
     await symlink(target, link);
+  }
+
+  private snapshotsSymlink(project: string, name: string): string {
+    return join(this.core.paths.dir, "snapshots", storageName(project, "container", name));
+  }
+
+  /** $LXD_DIR/snapshots/<name> → the instance's snapshot directory, while it has one (as upstream). */
+  private async ensureSnapshotsSymlink(driver: Driver, project: string, name: string): Promise<void> {
+    const target = join(driver.mountPath, snapshotsSubPath({ type: "container", name: storageName(project, "container", name), config: {} }));
+    const link = this.snapshotsSymlink(project, name);
+    const hasSnapshots = (await readdir(target).catch(() => [])).length > 0;
+    const current = await readlink(link).catch(() => undefined);
+    if (!hasSnapshots) {
+      if (current !== undefined) await unlink(link);
+      return;
+    }
+    if (current === target) return;
+    if (current !== undefined) await unlink(link);
+    await mkdir(join(this.core.paths.dir, "snapshots"), { recursive: true, mode: 0o700 });
+    await symlink(target, link);
+  }
+
+  private async removeSnapshotsSymlink(project: string, name: string): Promise<void> {
+    const st = await lstat(this.snapshotsSymlink(project, name)).catch(() => undefined);
+    if (st?.isSymbolicLink()) await unlink(this.snapshotsSymlink(project, name));
+  }
+
+  /** Rename a volume's row and its snapshots' rows together. */
+  private renameVolumeRows(v: VolumeRow, to: string): void {
+    this.core.db.transaction(() => {
+      this.repo.renameVolume(v.id, to);
+      for (const snap of this.repo.volumes({ pool: v.pool, project: v.project, type: v.type })) {
+        if (snap.name.startsWith(`${v.name}/`)) this.repo.renameVolume(snap.id, `${to}${snap.name.slice(v.name.length)}`);
+      }
+    })();
   }
 
   private async removeInstanceSymlink(project: string, name: string): Promise<void> {
@@ -550,18 +613,96 @@ export class PoolService implements StoragePort {
       revert.add(() => this.repo.beginRename(row.id, null));
       await driver.renameVolume(vol, newName);
       revert.add(() => driver.renameVolume({ ...vol, name: newName }, vol.name));
-      this.repo.renameVolume(row.id, to);
-      revert.add(() => this.repo.renameVolume(row.id, from));
+      this.renameVolumeRows(row, to);
+      revert.add(() => this.renameVolumeRows({ ...row, name: to }, from));
       await this.removeInstanceSymlink(project, from);
       revert.add(() => this.ensureInstanceSymlink(project, from, driver.volumePath(vol)));
       await this.ensureInstanceSymlink(project, to, driver.volumePath({ ...vol, name: newName }));
+      await this.removeSnapshotsSymlink(project, from);
+      revert.add(() => this.ensureSnapshotsSymlink(driver, project, from));
+      await this.ensureSnapshotsSymlink(driver, project, to);
     });
   }
 
   async deleteInstanceVolume(project: string, pool: string, name: string): Promise<void> {
     const { row, driver } = this.instanceVolume(project, pool, name);
     await driver.mountPool();
+    for (const snap of this.repo.volumes({ pool, project, type: "container" })) {
+      if (snap.name.startsWith(`${name}/`)) await this.removeVolume(driver, snap);
+    }
+    await this.removeSnapshotsSymlink(project, name);
     await this.removeVolume(driver, row);
+  }
+
+  // ---- instance snapshots (StoragePort) ----
+
+  private snapshotCapable(driver: Driver): Required<Pick<Driver, "createSnapshot" | "restoreSnapshot">> & Driver {
+    if (!driver.createSnapshot || !driver.restoreSnapshot) throw new BadRequest(`Storage driver "${driver.info.name}" does not support snapshots here`);
+    return driver as Required<Pick<Driver, "createSnapshot" | "restoreSnapshot">> & Driver;
+  }
+
+  /** Snapshot an instance volume: a 'creating' record first, so a crash leaves nothing behind after recovery. */
+  async createInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    const { row, driver, vol } = this.instanceVolume(project, pool, name);
+    const capable = this.snapshotCapable(driver);
+    const snapName = `${name}/${snapshot}`;
+    if (this.repo.volume(pool, project, "container", snapName)) throw new Conflict("Volume by that name already exists");
+    await driver.mountPool();
+    await withRevert(async (revert) => {
+      this.repo.insertVolume({ pool, project, type: "container", name: snapName, description: "", config: row.config });
+      const snapRow = this.repo.volume(pool, project, "container", snapName)!;
+      revert.add(() => this.repo.deleteVolume(snapRow.id));
+      revert.add(() => driver.deleteVolume(snapshotVolume(vol, snapshot)));
+      await capable.createSnapshot(vol, snapshot, opts);
+      await this.ensureSnapshotsSymlink(driver, project, name);
+      this.repo.setVolumeState(snapRow.id, "created");
+    });
+  }
+
+  /** Delete a snapshot volume; nothing to do if it is already gone (crash recovery). */
+  async deleteInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<void> {
+    const p = this.pool(pool);
+    const row = this.repo.volume(pool, project, "container", `${name}/${snapshot}`);
+    if (!row) return;
+    const driver = this.driverFor(p);
+    await driver.mountPool();
+    await this.removeVolume(driver, row);
+    await this.ensureSnapshotsSymlink(driver, project, name);
+  }
+
+  async renameInstanceSnapshot(project: string, pool: string, name: string, from: string, to: string): Promise<void> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    const row = this.repo.volume(pool, project, "container", `${name}/${from}`);
+    if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
+    if (this.repo.volume(pool, project, "container", `${name}/${to}`)) throw new Conflict("Volume by that name already exists");
+    const oldVol = snapshotVolume(vol, from);
+    const newVol = snapshotVolume(vol, to);
+    await withRevert(async (revert) => {
+      this.repo.beginRename(row.id, `${name}/${to}`);
+      revert.add(() => this.repo.beginRename(row.id, null));
+      await driver.renameVolume(oldVol, newVol.name);
+      revert.add(() => driver.renameVolume(newVol, oldVol.name));
+      this.repo.renameVolume(row.id, `${name}/${to}`);
+    });
+  }
+
+  /** Replace an instance volume's content with a snapshot's (the instance must be stopped). */
+  async restoreInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    const capable = this.snapshotCapable(driver);
+    const row = this.repo.volume(pool, project, "container", `${name}/${snapshot}`);
+    if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
+    await driver.mountPool();
+    await capable.restoreSnapshot(vol, snapshot, opts);
+  }
+
+  /** Path of a snapshot volume (read it only: copies, publish). */
+  async mountInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<string> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    const row = this.repo.volume(pool, project, "container", `${name}/${snapshot}`);
+    if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
+    await driver.mountPool();
+    return driver.volumePath(snapshotVolume(vol, snapshot));
   }
 
   async instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined> {
@@ -569,6 +710,8 @@ export class PoolService implements StoragePort {
     return driver.volumeUsage?.(vol);
   }
 }
+
+const isSnapshotName = (name: string) => name.includes("/");
 
 export function validateVolumeName(name: string): void {
   if (name === "") throw new BadRequest("No name provided");

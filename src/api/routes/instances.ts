@@ -27,6 +27,8 @@ const InstancePut = z
     ephemeral: z.boolean().optional(),
     profiles: z.array(z.string()).nullish(),
     description: z.string().optional(),
+    restore: z.string().optional(),
+    stateful: z.boolean().optional(),
   })
   .passthrough();
 
@@ -52,7 +54,7 @@ const InstancesPost = z
     profiles: z.array(z.string()).nullish(),
     description: z.string().optional(),
     source: z
-      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional() })
+      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional() })
       .passthrough()
       .optional(),
   })
@@ -118,7 +120,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     const view: Record<string, unknown> = { ...svc.view(row) };
     if (recursion > 1) {
       view.state = readInstanceState(svc, row);
-      view.snapshots = null;
+      view.snapshots = svc.snapshots.views(row);
       view.backups = null;
     }
     return view;
@@ -149,15 +151,22 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       ephemeral: body.ephemeral,
       profiles: body.profiles ?? undefined,
       description: body.description,
-      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source },
+      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only ?? false },
     };
     const checked = svc.checkCreate(req.project, request);
+    const res = resources(req.project, body.name);
+    if (checked.copySnapshot && request.source.source) {
+      // The source snapshot is a resource of the operation too, as upstream lists it.
+      const src = resources(req.project, request.source.source);
+      res.instances.push(...src.instances);
+      res.containers.push(...src.containers);
+    }
     return operation(
       core.operations.create({
         class: "task",
         description: "Creating instance",
         project: req.project,
-        resources: resources(req.project, body.name),
+        resources: res,
         run: async (ctx) => {
           await svc.create(req.project, request, checked, ctx.signal);
         },
@@ -178,6 +187,21 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     checkEtag(req, etagOf(svc.require(req.project, req.params.name)));
     const body = await req.body(InstancePut, "api.InstancePut");
     const name = req.params.name;
+    if (body.restore) {
+      // `lxc restore`: {"restore": "c1/snap0"} (or just the snapshot name).
+      const ref = body.restore;
+      return operation(
+        core.operations.create({
+          class: "task",
+          description: "Restoring snapshot",
+          project: req.project,
+          resources: resources(req.project, name),
+          run: async (ctx) => {
+            await svc.snapshots.restore(req.project, name, ref, ctx.signal);
+          },
+        }),
+      );
+    }
     return operation(
       core.operations.create({
         class: "task",

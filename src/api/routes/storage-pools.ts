@@ -79,6 +79,15 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
         return sync({});
       },
     }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots", {
+      GET: (req) => {
+        const list = pools.listVolumeSnapshots(req.params.pool, req.project, req.params.type, req.params.volume);
+        return sync(req.recursion > 0 ? list.map((v) => pools.volumeSnapshotView(v, false)) : list.map((v) => pools.volumeUrl(v)));
+      },
+    }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots/:snapshot", {
+      GET: (req) => sync(pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true)),
+    }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
       GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
     }),

@@ -8,8 +8,8 @@ import { run } from "../../os/exec.js";
 import { commonPoolKeys, commonVolumeKeys, parseByteSize, isSize } from "../config.js";
 import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
-import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
-import { VOLUME_DIRS, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { createPoolDirs, ensureSnapshotsDir, poolMountPath, recoverSwap, removePoolDirs, removeSnapshotsDirIfEmpty, renameSnapshotsDir, restorePaths, swapIn } from "./dir.js";
+import { isSnapshotVolume, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
 
 const DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed";
 /** Every btrfs subvolume root has this inode number. */
@@ -201,7 +201,7 @@ class BtrfsDriver implements Driver {
   }
 
   volumePath(vol: Volume): string {
-    return join(this.mountPath, VOLUME_DIRS[vol.type], vol.name);
+    return join(this.mountPath, volumeSubPath(vol));
   }
 
   async hasVolume(vol: Volume): Promise<boolean> {
@@ -228,10 +228,48 @@ class BtrfsDriver implements Driver {
 
   async deleteVolume(vol: Volume, opts: SlowOpts = {}): Promise<void> {
     await deleteSubvolume(this.volumePath(vol), opts);
+    if (isSnapshotVolume(vol)) await removeSnapshotsDirIfEmpty(dirname(this.volumePath(vol)));
   }
 
   async renameVolume(vol: Volume, newName: string): Promise<void> {
     await rename(this.volumePath(vol), this.volumePath({ ...vol, name: newName }));
+    if (!isSnapshotVolume(vol)) {
+      try {
+        await renameSnapshotsDir(this.mountPath, vol, newName);
+      } catch (e) {
+        await rename(this.volumePath({ ...vol, name: newName }), this.volumePath(vol));
+        throw e;
+      }
+    }
+  }
+
+  /** Snapshots are read-only subvolume snapshots. */
+  async createSnapshot(vol: Volume, snapshot: string, opts: SlowOpts = {}): Promise<void> {
+    const target = this.volumePath(snapshotVolume(vol, snapshot));
+    if (existsSync(target)) throw new Error(`Volume "${vol.name}/${snapshot}" already exists on disk`);
+    await withRevert(async (revert) => {
+      if (await ensureSnapshotsDir(dirname(target))) revert.add(() => removeSnapshotsDirIfEmpty(dirname(target)));
+      await btrfs(["subvolume", "snapshot", "-r", this.volumePath(vol), target], opts);
+    });
+  }
+
+  /** A writable snapshot of the snapshot is swapped in for the volume. */
+  async restoreSnapshot(vol: Volume, snapshot: string, opts: SlowOpts = {}): Promise<void> {
+    const path = this.volumePath(vol);
+    const { staged } = restorePaths(path);
+    const remove = (p: string) => deleteSubvolume(p);
+    await remove(staged);
+    try {
+      await btrfs(["subvolume", "snapshot", this.volumePath(snapshotVolume(vol, snapshot)), staged], opts);
+      await swapIn(path, remove);
+    } catch (e) {
+      await remove(staged).catch(() => {});
+      throw e;
+    }
+  }
+
+  async recoverVolume(vol: Volume): Promise<void> {
+    await recoverSwap(this.volumePath(vol), (p) => deleteSubvolume(p));
   }
 
   async mountVolume(vol: Volume): Promise<string> {

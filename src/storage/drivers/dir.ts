@@ -2,11 +2,12 @@
 // bind-mounted onto $LXD_DIR/storage-pools/<pool>.
 import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm, rmdir } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
+import { run } from "../../os/exec.js";
 import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, unmountAll } from "../host.js";
 import { commonPoolKeys, commonVolumeKeys } from "../config.js";
 import { withRevert } from "../reverter.js";
-import { POOL_DIRS, VOLUME_DIRS, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type Volume } from "./types.js";
+import { isSnapshotVolume, POOL_DIRS, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
 
 const info: DriverInfo = {
   name: "dir",
@@ -33,6 +34,57 @@ export async function createPoolDirs(mountPath: string): Promise<void> {
 /** Remove the (empty) pool directories; a non-empty one stays and fails the call. */
 export async function removePoolDirs(mountPath: string): Promise<void> {
   for (const d of POOL_DIRS) await rmdir(join(mountPath, d)).catch((e) => (e.code === "ENOENT" ? undefined : Promise.reject(e)));
+}
+
+/** Copy a tree keeping ownership, modes, xattrs, ACLs and hard links (`dst` must not exist). */
+export async function copyTree(src: string, dst: string, signal?: AbortSignal): Promise<void> {
+  await run("cp", ["-a", "--reflink=auto", "--", src, dst], { signal });
+}
+
+/** Where a restore builds the new content, and where the old content waits until the swap is done. */
+export const restorePaths = (path: string) => ({ staged: join(dirname(path), `.${basename(path)}.restore`), old: join(dirname(path), `.${basename(path)}.old`) });
+
+/**
+ * Swap the staged tree into `path`: the old tree is renamed away first and renamed back if the
+ * swap fails, so `path` always holds one complete tree. `remove` deletes a tree (a subvolume on btrfs).
+ */
+export async function swapIn(path: string, remove: (p: string) => Promise<void>): Promise<void> {
+  const { staged, old } = restorePaths(path);
+  await remove(old);
+  await rename(path, old);
+  try {
+    await rename(staged, path);
+  } catch (e) {
+    await rename(old, path);
+    throw e;
+  }
+  await remove(old);
+}
+
+/** After a crash in the middle of a restore: put the old tree back if the swap was half done, drop leftovers. */
+export async function recoverSwap(path: string, remove: (p: string) => Promise<void>): Promise<void> {
+  const { staged, old } = restorePaths(path);
+  if (!existsSync(path) && existsSync(old)) await rename(old, path);
+  if (existsSync(staged)) await remove(staged);
+  if (existsSync(old)) await remove(old);
+}
+
+/** The parent's snapshot directory (mode 0700, as upstream); true if it was created now. */
+export async function ensureSnapshotsDir(dir: string): Promise<boolean> {
+  if (existsSync(dir)) return false;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  return true;
+}
+
+/** Remove a parent's snapshot directory once its last snapshot is gone. */
+export async function removeSnapshotsDirIfEmpty(dir: string): Promise<void> {
+  await rmdir(dir).catch(() => {});
+}
+
+/** A parent volume's snapshots follow it when it is renamed. */
+export async function renameSnapshotsDir(mountPath: string, vol: Volume, newName: string): Promise<void> {
+  const from = join(mountPath, snapshotsSubPath(vol));
+  if (existsSync(from)) await rename(from, join(mountPath, snapshotsSubPath({ ...vol, name: newName })));
 }
 
 class DirDriver implements Driver {
@@ -90,7 +142,7 @@ class DirDriver implements Driver {
   }
 
   volumePath(vol: Volume): string {
-    return join(this.mountPath, VOLUME_DIRS[vol.type], vol.name);
+    return join(this.mountPath, volumeSubPath(vol));
   }
 
   async hasVolume(vol: Volume): Promise<boolean> {
@@ -107,12 +159,50 @@ class DirDriver implements Driver {
   }
 
   async deleteVolume(vol: Volume): Promise<void> {
-    assertNoMountsUnder(this.volumePath(vol));
-    await rm(this.volumePath(vol), { recursive: true, force: true });
+    const path = this.volumePath(vol);
+    assertNoMountsUnder(path);
+    await rm(path, { recursive: true, force: true });
+    if (isSnapshotVolume(vol)) await removeSnapshotsDirIfEmpty(dirname(path));
   }
 
   async renameVolume(vol: Volume, newName: string): Promise<void> {
     await rename(this.volumePath(vol), this.volumePath({ ...vol, name: newName }));
+    if (!isSnapshotVolume(vol)) {
+      try {
+        await renameSnapshotsDir(this.mountPath, vol, newName);
+      } catch (e) {
+        await rename(this.volumePath({ ...vol, name: newName }), this.volumePath(vol));
+        throw e;
+      }
+    }
+  }
+
+  async createSnapshot(vol: Volume, snapshot: string, opts: SlowOpts = {}): Promise<void> {
+    const target = this.volumePath(snapshotVolume(vol, snapshot));
+    if (existsSync(target)) throw new Error(`Volume "${vol.name}/${snapshot}" already exists on disk`);
+    await withRevert(async (revert) => {
+      if (await ensureSnapshotsDir(dirname(target))) revert.add(() => removeSnapshotsDirIfEmpty(dirname(target)));
+      revert.add(() => rm(target, { recursive: true, force: true }));
+      await copyTree(this.volumePath(vol), target, opts.signal);
+    });
+  }
+
+  async restoreSnapshot(vol: Volume, snapshot: string, opts: SlowOpts = {}): Promise<void> {
+    const path = this.volumePath(vol);
+    const { staged } = restorePaths(path);
+    const remove = (p: string) => rm(p, { recursive: true, force: true });
+    await remove(staged);
+    try {
+      await copyTree(this.volumePath(snapshotVolume(vol, snapshot)), staged, opts.signal);
+      await swapIn(path, remove);
+    } catch (e) {
+      await remove(staged);
+      throw e;
+    }
+  }
+
+  async recoverVolume(vol: Volume): Promise<void> {
+    await recoverSwap(this.volumePath(vol), (p) => rm(p, { recursive: true, force: true }));
   }
 
   async mountVolume(vol: Volume): Promise<string> {

@@ -1,6 +1,7 @@
 // The storage driver contract: a driver only touches the host, through Volume values.
 // It knows nothing of the database, projects or API objects (the pool service does).
 import type { Logger } from "pino";
+import { join } from "node:path";
 import type { KeyTable } from "../../config/keys.js";
 
 export const VOLUME_TYPES = ["container", "virtual-machine", "image", "custom"] as const;
@@ -20,6 +21,20 @@ export const VOLUME_DIRS: Record<VolumeType, string> = {
   image: "images",
   custom: "custom",
 };
+
+/** Snapshot volumes are named "<parent>/<snapshot>" and live below "<type dir>-snapshots/". */
+export const isSnapshotVolume = (vol: Volume): boolean => vol.name.includes("/");
+
+/** A volume's path relative to the pool mount: containers/c1, containers-snapshots/c1/snap0, ... */
+export function volumeSubPath(vol: Volume): string {
+  return join(isSnapshotVolume(vol) ? `${VOLUME_DIRS[vol.type]}-snapshots` : VOLUME_DIRS[vol.type], vol.name);
+}
+
+/** The directory holding a (parent) volume's snapshots, relative to the pool mount. */
+export const snapshotsSubPath = (vol: Volume): string => join(`${VOLUME_DIRS[vol.type]}-snapshots`, vol.name);
+
+/** The snapshot `snapshot` of a parent volume, as a volume. */
+export const snapshotVolume = (vol: Volume, snapshot: string): Volume => ({ ...vol, name: `${vol.name}/${snapshot}` });
 
 /** Every directory a pool holds. */
 export const POOL_DIRS = [
@@ -85,8 +100,19 @@ export interface Driver {
   createVolume(vol: Volume, fill?: (path: string) => Promise<void>, opts?: SlowOpts): Promise<void>;
   /** Optional capability: a cheap writable copy of `source` (btrfs snapshot). */
   createVolumeFromCopy?(vol: Volume, source: Volume, opts?: SlowOpts): Promise<void>;
+  /** Delete a volume; for a snapshot volume also its parent's snapshot directory once empty. */
   deleteVolume(vol: Volume, opts?: SlowOpts): Promise<void>;
+  /** Rename a volume (a parent volume's snapshots follow it; a snapshot stays with its parent). */
   renameVolume(vol: Volume, newName: string, opts?: SlowOpts): Promise<void>;
+  /** Optional capability: snapshot `vol` as "<vol.name>/<snapshot>" (read-only where the driver can). */
+  createSnapshot?(vol: Volume, snapshot: string, opts?: SlowOpts): Promise<void>;
+  /**
+   * Optional capability: replace the volume's content with its snapshot's. The new content is
+   * built beside the volume and swapped in, so a failure leaves the old content in place.
+   */
+  restoreSnapshot?(vol: Volume, snapshot: string, opts?: SlowOpts): Promise<void>;
+  /** Finish or undo a restore swap a crash interrupted (at pool start). */
+  recoverVolume?(vol: Volume): Promise<void>;
   /** Mount the volume (where it has its own mount) and return its path. */
   mountVolume(vol: Volume, opts?: SlowOpts): Promise<string>;
   unmountVolume(vol: Volume, opts?: SlowOpts): Promise<boolean>;

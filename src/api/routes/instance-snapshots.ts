@@ -1,0 +1,136 @@
+// /1.0/instances/{name}/snapshots (and the /1.0/containers aliases).
+import { z } from "zod";
+import type { Core } from "../../daemon/daemon.js";
+import { instanceUrl, type InstanceService } from "../../instances/service.js";
+import { BadRequest } from "../errors.js";
+import { checkEtag, operation, route, sync, type Handler, type Route } from "../route.js";
+
+const SnapshotsPost = z
+  .object({
+    name: z.string().default(""),
+    stateful: z.boolean().default(false),
+    expires_at: z.string().nullish(),
+  })
+  .passthrough();
+
+const SnapshotPost = z
+  .object({
+    name: z.string().default(""),
+    migration: z.boolean().default(false),
+    live: z.boolean().optional(),
+  })
+  .passthrough();
+
+const SnapshotPut = z.object({ expires_at: z.string().nullish() }).passthrough();
+
+export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
+  const snaps = () => svc.snapshots;
+  const resources = (project: string, name: string) => {
+    const url = instanceUrl(project, name);
+    return { instances: [url], containers: [url.replace("/1.0/instances/", "/1.0/containers/")] };
+  };
+  const prefixOf = (url: string) => (url.startsWith("/1.0/containers") ? "/1.0/containers" : "/1.0/instances");
+
+  const list: Handler = (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const list = snaps().list(row);
+    if (req.recursion > 0) return sync(list.map((s) => snaps().view(row, s)));
+    const suffix = req.project === "default" ? "" : `?project=${req.project}`;
+    return sync(list.map((s) => `${prefixOf(req.url)}/${row.name}/snapshots/${s.name}${suffix}`));
+  };
+
+  const create: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const body = await req.body(SnapshotsPost, "api.InstanceSnapshotsPost");
+    const snap = snaps().checkCreate(row, body);
+    const { project } = req;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Snapshotting instance",
+        project,
+        resources: resources(project, row.name),
+        run: async (ctx) => {
+          await snaps().create(project, row.name, snap, body.expires_at, ctx.signal);
+        },
+      }),
+    );
+  };
+
+  const etagOf = (req: { project: string; params: Record<string, string> }) => {
+    const row = svc.require(req.project, req.params.name);
+    return { expires_at: snaps().require(row, req.params.snap).expiresAt };
+  };
+
+  const get: Handler = (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const s = snaps().require(row, req.params.snap);
+    return sync(snaps().view(row, s), { etag: { expires_at: s.expiresAt } });
+  };
+
+  const update: Handler = async (req) => {
+    checkEtag(req, etagOf(req));
+    const body = await req.body(SnapshotPut, "api.InstanceSnapshotPut");
+    const { project } = req;
+    const { name, snap } = req.params;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Updating snapshot",
+        project,
+        // Upstream names the snapshot as if it were an instance here; clients see the same.
+        resources: resources(project, snap),
+        run: async () => {
+          await svc.runtime.serialize(project, name, async () => snaps().updateExpiry(project, name, snap, body.expires_at));
+        },
+      }),
+    );
+  };
+
+  const rename: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const body = await req.body(SnapshotPost, "api.InstanceSnapshotPost");
+    if (body.migration) throw new BadRequest("Snapshot migration is not supported");
+    const { snap } = req.params;
+    snaps().checkRename(row, snap, body.name);
+    const { project } = req;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Renaming snapshot",
+        project,
+        resources: resources(project, row.name),
+        run: async () => {
+          await snaps().rename(project, row.name, snap, body.name);
+        },
+      }),
+    );
+  };
+
+  const del: Handler = (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const { snap } = req.params;
+    snaps().require(row, snap);
+    const { project } = req;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Deleting snapshot",
+        project,
+        resources: resources(project, row.name),
+        run: async () => {
+          await snaps().delete(project, row.name, snap);
+        },
+      }),
+    );
+  };
+
+  const routes: Route[] = [];
+  for (const base of ["/1.0/instances", "/1.0/containers"]) {
+    routes.push(
+      route(`${base}/:name/snapshots`, { GET: list, POST: create }),
+      route(`${base}/:name/snapshots/:snap`, { GET: get, PUT: update, PATCH: update, POST: rename, DELETE: del }),
+    );
+  }
+  return routes;
+}

@@ -1,0 +1,57 @@
+// /1.0/projects
+import { z } from "zod";
+import type { ProjectService } from "../../projects/service.js";
+import { checkEtag, created, route, sync, type Handler, type Route } from "../route.js";
+import { ConfigMap, configStrings } from "../schemas/server.js";
+
+const ProjectsPost = z
+  .object({
+    name: z.string().default(""),
+    description: z.string().default(""),
+    config: ConfigMap.transform((m) => configStrings(m)),
+  })
+  .passthrough();
+
+const ProjectPut = z
+  .object({
+    description: z.string().optional(),
+    config: ConfigMap.transform((m) => configStrings(m)),
+  })
+  .passthrough();
+
+export function projectRoutes(svc: ProjectService): Route[] {
+  const etagOf = (name: string) => {
+    const p = svc.require(name);
+    return [p.description, p.config];
+  };
+  const update =
+    (mode: "put" | "patch"): Handler =>
+    async (req) => {
+      checkEtag(req, etagOf(req.params.name));
+      const body = await req.body(ProjectPut, "api.ProjectPut");
+      svc.update(req.params.name, { description: body.description, config: body.config }, mode);
+      return sync({});
+    };
+  return [
+    route("/1.0/projects", {
+      GET: (req) => {
+        const list = svc.repo.list();
+        return sync(req.recursion > 0 ? list.map((p) => svc.view(p)) : list.map((p) => `/1.0/projects/${p.name}`));
+      },
+      POST: async (req) => {
+        const body = await req.body(ProjectsPost, "api.ProjectsPost");
+        svc.create({ name: body.name, description: body.description, config: body.config ?? {} });
+        return created(`/1.0/projects/${body.name}`, null);
+      },
+    }),
+    route("/1.0/projects/:name", {
+      GET: (req) => sync(svc.view(svc.require(req.params.name)), { etag: etagOf(req.params.name) }),
+      PUT: update("put"),
+      PATCH: update("patch"),
+      DELETE: (req) => {
+        svc.delete(req.params.name);
+        return sync({});
+      },
+    }),
+  ];
+}

@@ -1,0 +1,311 @@
+// Instance snapshots: the rules and the database. Volumes are made by the storage layer
+// (StoragePort *InstanceSnapshot); state changes run in the instance's queue (runtime.serialize).
+import { BadRequest, Conflict, NotFound } from "../api/errors.js";
+import type { Core } from "../daemon/daemon.js";
+import type { InstanceRow } from "../db/instance-repo.js";
+import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
+import { run } from "../os/exec.js";
+import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
+
+export const ZERO_TIME = "0001-01-01T00:00:00Z";
+
+export interface SnapshotView {
+  expires_at: string;
+  architecture: string;
+  config: Record<string, string>;
+  created_at: string;
+  devices: Devices;
+  ephemeral: boolean;
+  expanded_config: Record<string, string>;
+  expanded_devices: Devices;
+  last_used_at: string;
+  name: string;
+  profiles: string[];
+  stateful: boolean;
+  size: number;
+}
+
+/** LXD's snapshot name rules (checked before anything is created). */
+export function validateSnapshotName(name: string): void {
+  if (name.includes("/")) throw new BadRequest('Invalid snapshot name: Cannot contain "/"');
+  if (/\s/.test(name)) throw new BadRequest("Invalid instance snapshot name: Cannot contain space or / characters");
+  // Upstream takes "." and ".." and then writes outside the instance's snapshot directory.
+  if (name === "." || name === "..") throw new BadRequest(`Invalid instance snapshot name: "${name}" is reserved`);
+  if (name.length > 255) throw new BadRequest("Invalid instance snapshot name: Name is too long");
+}
+
+/** A Go time.Time as JSON: RFC 3339, no fractional part when it is zero. */
+export function goTime(d: Date): string {
+  const iso = d.toISOString();
+  return iso.endsWith(".000Z") ? iso.slice(0, -5) + "Z" : iso;
+}
+
+/** Parse an expires_at from a request (RFC 3339; null/empty = never). */
+export function parseExpiry(value: string | null | undefined): string {
+  if (!value || value.startsWith("0001-01-01")) return ZERO_TIME;
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) throw new BadRequest(`parsing time "${value}" as "2006-01-02T15:04:05Z07:00": cannot parse`);
+  return goTime(d);
+}
+
+/** snapshots.expiry ("1d 2H", units M H d w m y) added to `from`. */
+export function expiryFrom(expr: string, from: Date): string {
+  if (!expr.trim()) return ZERO_TIME;
+  const d = new Date(from.getTime());
+  for (const [, n, unit] of expr.matchAll(/(\d+)\s*([MHdwmy])/g)) {
+    const k = Number(n);
+    if (unit === "M") d.setUTCMinutes(d.getUTCMinutes() + k);
+    else if (unit === "H") d.setUTCHours(d.getUTCHours() + k);
+    else if (unit === "d") d.setUTCDate(d.getUTCDate() + k);
+    else if (unit === "w") d.setUTCDate(d.getUTCDate() + 7 * k);
+    else if (unit === "m") d.setUTCMonth(d.getUTCMonth() + k);
+    else d.setUTCFullYear(d.getUTCFullYear() + k);
+  }
+  return goTime(d);
+}
+
+/** The next automatic name for snapshots.pattern ("snap%d" by default), as upstream numbers them. */
+export function nextSnapshotName(pattern: string, existing: string[]): string {
+  if (!pattern.includes("%d")) {
+    if (!existing.includes(pattern)) return pattern;
+    return nextSnapshotName(`${pattern}-%d`, existing);
+  }
+  const [before, after] = pattern.split("%d", 2);
+  let max = -1;
+  for (const name of existing) {
+    if (!name.startsWith(before) || !name.endsWith(after) || name.length <= before.length + after.length) continue;
+    const mid = name.slice(before.length, name.length - after.length);
+    if (/^\d+$/.test(mid)) max = Math.max(max, Number(mid));
+  }
+  return `${before}${max + 1}${after}`;
+}
+
+export const snapshotUrl = (project: string, name: string, snap: string) => `/1.0/instances/${name}/snapshots/${snap}${project === "default" ? "" : `?project=${project}`}`;
+
+export class SnapshotService {
+  readonly repo: SnapshotRepo;
+  private expiryTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly core: Core,
+    private readonly svc: InstanceService,
+  ) {
+    this.repo = new SnapshotRepo(core.db);
+  }
+
+  private storage() {
+    const s = this.core.ports.storage;
+    if (!s?.createInstanceSnapshot || !s.deleteInstanceSnapshot || !s.renameInstanceSnapshot || !s.restoreInstanceSnapshot || !s.mountInstanceSnapshot) {
+      throw new Error("Storage is not available (no storage feature with snapshot support loaded)");
+    }
+    return s as Required<typeof s>;
+  }
+
+  private poolOf(row: InstanceRow | { project: string; profiles: string[]; config: Record<string, string>; devices: Devices }): string {
+    return InstanceService.rootDisk(this.svc.expanded(row).devices).pool;
+  }
+
+  list(row: InstanceRow): SnapshotRow[] {
+    return this.repo.list(row.id);
+  }
+
+  /** The snapshot or LXD's 404. */
+  require(row: InstanceRow, snap: string): SnapshotRow {
+    const s = this.repo.get(row.id, snap);
+    if (!s || s.state !== "created") throw new NotFound(`Failed to fetch snapshot "${snap}" of instance "${row.name}" in project "${row.project}": InstanceSnapshot not found`);
+    return s;
+  }
+
+  view(row: InstanceRow, s: SnapshotRow): SnapshotView {
+    let ex: { config: Record<string, string>; devices: Devices };
+    try {
+      ex = this.svc.expanded({ project: row.project, profiles: s.profiles, config: s.config, devices: s.devices });
+    } catch {
+      ex = { config: s.config, devices: s.devices };
+    }
+    return {
+      expires_at: s.expiresAt,
+      architecture: s.architecture,
+      config: s.config,
+      created_at: s.createdAt,
+      devices: s.devices,
+      ephemeral: s.ephemeral,
+      expanded_config: ex.config,
+      expanded_devices: ex.devices,
+      last_used_at: ZERO_TIME,
+      name: s.name,
+      profiles: s.profiles,
+      stateful: s.stateful,
+      size: -1,
+    };
+  }
+
+  /** The views of an instance's snapshots, or null when it has none (instance recursion=2). */
+  views(row: InstanceRow): SnapshotView[] | null {
+    const list = this.list(row);
+    return list.length ? list.map((s) => this.view(row, s)) : null;
+  }
+
+  /** Name for a new snapshot: the requested one checked, or the next from snapshots.pattern. */
+  checkCreate(row: InstanceRow, req: { name: string; stateful: boolean }): string {
+    if (req.stateful) throw new BadRequest("Unable to create a stateful snapshot. CRIU isn't installed");
+    const name = req.name || nextSnapshotName(this.svc.expanded(row).config["snapshots.pattern"] || "snap%d", this.repo.list(row.id, true).map((s) => s.name));
+    validateSnapshotName(name);
+    this.storage();
+    return name;
+  }
+
+  /** The body of the "Snapshotting instance" operation. A running container is frozen while its volume is copied. */
+  async create(project: string, name: string, snap: string, expiresAt: string | null | undefined, signal?: AbortSignal): Promise<void> {
+    await this.svc.runtime.serialize(project, name, async () => {
+      const row = this.svc.require(project, name);
+      if (this.repo.get(row.id, snap)) throw new Conflict(`Failed creating instance snapshot record "${snap}": Add snapshot info to the database: This "instances_snapshots" entry already exists`);
+      const now = new Date();
+      const expiry = expiresAt ? parseExpiry(expiresAt) : expiryFrom(this.svc.expanded(row).config["snapshots.expiry"] ?? "", now);
+      const pool = this.poolOf(row);
+      const storage = this.storage();
+      this.repo.insert({
+        instanceId: row.id,
+        name: snap,
+        createdAt: now.toISOString(),
+        expiresAt: expiry,
+        stateful: false,
+        description: "",
+        architecture: row.architecture,
+        ephemeral: row.ephemeral,
+        config: row.config,
+        devices: row.devices,
+        profiles: row.profiles,
+      });
+      const created = this.repo.get(row.id, snap)!;
+      try {
+        await this.svc.runtime.frozenDuring(row, () => storage.createInstanceSnapshot(project, pool, name, snap, { signal }));
+      } catch (e) {
+        this.repo.delete(created.id);
+        throw e;
+      }
+      this.repo.setState(created.id, "created");
+    });
+    this.core.events.lifecycle("instance-snapshot-created", snapshotUrl(project, name, snap), { project });
+  }
+
+  async delete(project: string, name: string, snap: string): Promise<void> {
+    await this.svc.runtime.serialize(project, name, async () => {
+      const row = this.svc.require(project, name);
+      const s = this.require(row, snap);
+      this.repo.setState(s.id, "deleting");
+      await this.storage().deleteInstanceSnapshot(project, this.poolOf(row), name, snap);
+      this.repo.delete(s.id);
+    });
+    this.core.events.lifecycle("instance-snapshot-deleted", snapshotUrl(project, name, snap), { project });
+  }
+
+  checkRename(row: InstanceRow, snap: string, to: string): void {
+    this.require(row, snap);
+    if (!to) throw new BadRequest("Invalid snapshot name: Cannot be empty");
+    validateSnapshotName(to);
+    if (this.repo.get(row.id, to)) throw new Conflict(`Name '${row.name}/${to}' already in use`);
+  }
+
+  async rename(project: string, name: string, snap: string, to: string): Promise<void> {
+    await this.svc.runtime.serialize(project, name, async () => {
+      const row = this.svc.require(project, name);
+      this.checkRename(row, snap, to);
+      const s = this.require(row, snap);
+      await this.storage().renameInstanceSnapshot(project, this.poolOf(row), name, snap, to);
+      this.repo.rename(s.id, to);
+    });
+    this.core.events.lifecycle("instance-snapshot-renamed", snapshotUrl(project, name, to), { project, context: { old_name: `${name}/${snap}` } });
+  }
+
+  /** PUT/PATCH: only expires_at is writable (absent = no change), as upstream. */
+  updateExpiry(project: string, name: string, snap: string, expiresAt: string | null | undefined): void {
+    const row = this.svc.require(project, name);
+    const s = this.require(row, snap);
+    if (expiresAt === undefined) return;
+    this.repo.setExpiry(s.id, parseExpiry(expiresAt));
+  }
+
+  /**
+   * `lxc restore`: stop a running instance, swap the snapshot's content in, take its config,
+   * devices and profiles (keeping the instance's volatile state), and start it again.
+   */
+  async restore(project: string, name: string, ref: string, signal?: AbortSignal): Promise<void> {
+    const full = ref.includes("/") ? ref : `${name}/${ref}`;
+    const [parent, snap] = full.split("/", 2);
+    const row = this.svc.require(project, name);
+    const s = parent === name ? this.repo.get(row.id, snap) : undefined;
+    if (!s || s.state !== "created") throw new Error(`Snapshot ${full} does not exist`);
+    await this.svc.runtime.withStopped(project, name, async () => {
+      const cur = this.svc.require(project, name);
+      const pool = this.poolOf(cur);
+      await this.storage().restoreInstanceSnapshot(project, pool, name, snap, { signal });
+      const config: Record<string, string> = {};
+      for (const [k, v] of Object.entries(s.config)) if (!k.startsWith("volatile.")) config[k] = v;
+      for (const [k, v] of Object.entries(cur.config)) if (k.startsWith("volatile.")) config[k] = v;
+      // The restored rootfs is owned as it was when the snapshot was taken.
+      if (s.config["volatile.last_state.idmap"]) config["volatile.last_state.idmap"] = s.config["volatile.last_state.idmap"];
+      this.svc.repo.update(project, name, { architecture: s.architecture, ephemeral: s.ephemeral, description: cur.description, config, devices: s.devices, profiles: s.profiles });
+      this.core.events.lifecycle("instance-restored", instanceUrl(project, name), { project, context: { snapshot: full } });
+    });
+  }
+
+  /** A snapshot as the source of a copy: its config and the path of its volume. */
+  async copySource(project: string, ref: string): Promise<{ row: InstanceRow; snapshot: SnapshotRow; dir: () => Promise<string> }> {
+    const [name, snap] = ref.split("/", 2);
+    const row = this.svc.require(project, name);
+    const snapshot = this.require(row, snap);
+    return { row, snapshot, dir: () => this.storage().mountInstanceSnapshot(project, this.poolOf(row), name, snap) };
+  }
+
+  /**
+   * `lxc copy c1 c2`: the new instance gets the source's snapshots, oldest first. Each one's
+   * content is copied into the new (empty) volume and snapshotted there, so this works across
+   * pools and drivers; the caller then fills the volume with the source's current content and
+   * removes the whole instance (snapshots included) if anything fails.
+   */
+  async copyAll(project: string, source: InstanceRow, target: string, pool: string, volumeDir: string, signal?: AbortSignal): Promise<void> {
+    const targetRow = this.svc.require(project, target);
+    const storage = this.storage();
+    for (const s of this.list(source)) {
+      const from = await storage.mountInstanceSnapshot(project, this.poolOf(source), source.name, s.name);
+      await emptyDir(volumeDir);
+      await run("cp", ["-a", "--reflink=auto", "--", `${from}/.`, volumeDir], { signal });
+      this.repo.insert({ ...s, instanceId: targetRow.id });
+      const row = this.repo.get(targetRow.id, s.name)!;
+      await storage.createInstanceSnapshot(project, pool, target, s.name, { signal });
+      this.repo.setState(row.id, "created");
+    }
+  }
+
+  /** Finish or undo snapshot changes a crash interrupted (their volumes were cleaned up by storage). */
+  async recover(): Promise<void> {
+    const byId = new Map(this.svc.repo.list().map((r) => [r.id, r]));
+    for (const s of this.repo.unfinished()) {
+      const row = byId.get(s.instanceId);
+      this.core.log.warn({ instance: row?.name, snapshot: s.name, state: s.state }, "removing instance snapshot left half-done by a crash");
+      if (row) await this.storage().deleteInstanceSnapshot(row.project, this.poolOf(row), row.name, s.name).catch((e) => this.core.log.warn({ err: e }, "snapshot volume cleanup failed"));
+      this.repo.delete(s.id);
+    }
+  }
+
+  /** Delete snapshots whose expires_at has passed (checked every minute, as upstream's task). */
+  startExpiry(): void {
+    const tick = async () => {
+      const now = Date.now();
+      for (const row of this.svc.repo.list()) {
+        for (const s of this.repo.list(row.id)) {
+          if (s.expiresAt === ZERO_TIME || new Date(s.expiresAt).getTime() > now) continue;
+          await this.delete(row.project, row.name, s.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, snapshot: s.name }, "cannot delete expired snapshot"));
+        }
+      }
+    };
+    this.expiryTimer = setInterval(() => void tick(), 60_000);
+    this.expiryTimer.unref();
+  }
+
+  stopExpiry(): void {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.expiryTimer = undefined;
+  }
+}

@@ -1,0 +1,18 @@
+// The projects feature: /1.0/projects and the ProjectsPort.
+import { projectRoutes } from "../api/routes/projects.js";
+import type { Core, Feature } from "../daemon/daemon.js";
+import { ProjectService } from "./service.js";
+
+export class ProjectsFeature implements Feature {
+  readonly name = "projects";
+  readonly service: ProjectService;
+
+  constructor(core: Core) {
+    this.service = new ProjectService(core);
+    core.ports.projects = this.service;
+  }
+
+  routes() {
+    return projectRoutes(this.service);
+  }
+}
