@@ -2,13 +2,13 @@
 // subvolume on an existing btrfs path) mounted at $LXD_DIR/storage-pools/<pool>; volumes
 // are subvolumes; instance volumes are snapshots of read-only image subvolumes.
 import { existsSync, readFileSync, statfsSync } from "node:fs";
-import { lstat, mkdir, open, readdir, rename, rm, stat, unlink } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, rm, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
 import { commonPoolKeys, commonVolumeKeys, parseByteSize, isSize } from "../config.js";
 import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
-import { createPoolDirs, ensureSnapshotsDir, poolMountPath, recoverSwap, removePoolDirs, removeSnapshotsDirIfEmpty, renameSnapshotsDir, restorePaths, swapIn } from "./dir.js";
+import { createPoolDirs, ensureSnapshotsDir, poolMountPath, recoverSwap, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath, restorePaths, swapIn } from "./dir.js";
 import { isSnapshotVolume, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
 
 const DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed";
@@ -232,15 +232,7 @@ class BtrfsDriver implements Driver {
   }
 
   async renameVolume(vol: Volume, newName: string): Promise<void> {
-    await rename(this.volumePath(vol), this.volumePath({ ...vol, name: newName }));
-    if (!isSnapshotVolume(vol)) {
-      try {
-        await renameSnapshotsDir(this.mountPath, vol, newName);
-      } catch (e) {
-        await rename(this.volumePath({ ...vol, name: newName }), this.volumePath(vol));
-        throw e;
-      }
-    }
+    await renameVolumePath(this.mountPath, (v) => this.volumePath(v), vol, newName);
   }
 
   /** Snapshots are read-only subvolume snapshots. */

@@ -82,9 +82,21 @@ export async function removeSnapshotsDirIfEmpty(dir: string): Promise<void> {
 }
 
 /** A parent volume's snapshots follow it when it is renamed. */
-export async function renameSnapshotsDir(mountPath: string, vol: Volume, newName: string): Promise<void> {
+async function renameSnapshotsDir(mountPath: string, vol: Volume, newName: string): Promise<void> {
   const from = join(mountPath, snapshotsSubPath(vol));
   if (existsSync(from)) await rename(from, join(mountPath, snapshotsSubPath({ ...vol, name: newName })));
+}
+
+/** Rename a volume directory (dir) or subvolume (btrfs) and, for a parent, its snapshots with it. */
+export async function renameVolumePath(mountPath: string, pathOf: (v: Volume) => string, vol: Volume, newName: string): Promise<void> {
+  await rename(pathOf(vol), pathOf({ ...vol, name: newName }));
+  if (isSnapshotVolume(vol)) return;
+  try {
+    await renameSnapshotsDir(mountPath, vol, newName);
+  } catch (e) {
+    await rename(pathOf({ ...vol, name: newName }), pathOf(vol));
+    throw e;
+  }
 }
 
 class DirDriver implements Driver {
@@ -166,15 +178,7 @@ class DirDriver implements Driver {
   }
 
   async renameVolume(vol: Volume, newName: string): Promise<void> {
-    await rename(this.volumePath(vol), this.volumePath({ ...vol, name: newName }));
-    if (!isSnapshotVolume(vol)) {
-      try {
-        await renameSnapshotsDir(this.mountPath, vol, newName);
-      } catch (e) {
-        await rename(this.volumePath({ ...vol, name: newName }), this.volumePath(vol));
-        throw e;
-      }
-    }
+    await renameVolumePath(this.mountPath, (v) => this.volumePath(v), vol, newName);
   }
 
   async createSnapshot(vol: Volume, snapshot: string, opts: SlowOpts = {}): Promise<void> {
