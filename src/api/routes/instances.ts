@@ -19,14 +19,19 @@ const Devices = z
   .nullish()
   .transform((m) => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, configStrings(v ?? {})])));
 
+// The writable fields of an instance (LXD's InstancePut), shared by PUT and POST /1.0/instances.
+const instancePutFields = {
+  architecture: z.string().optional(),
+  config: ConfigMap.transform((m) => configStrings(m)),
+  devices: Devices,
+  ephemeral: z.boolean().optional(),
+  profiles: z.array(z.string()).nullish(),
+  description: z.string().optional(),
+};
+
 const InstancePut = z
   .object({
-    architecture: z.string().optional(),
-    config: ConfigMap.transform((m) => configStrings(m)),
-    devices: Devices,
-    ephemeral: z.boolean().optional(),
-    profiles: z.array(z.string()).nullish(),
-    description: z.string().optional(),
+    ...instancePutFields,
     restore: z.string().optional(),
     stateful: z.boolean().optional(),
   })
@@ -45,14 +50,9 @@ const InstancePatch = z
 
 const InstancesPost = z
   .object({
+    ...instancePutFields,
     name: z.string().default(""),
     type: z.string().optional(),
-    architecture: z.string().optional(),
-    config: ConfigMap.transform((m) => configStrings(m)),
-    devices: Devices,
-    ephemeral: z.boolean().optional(),
-    profiles: z.array(z.string()).nullish(),
-    description: z.string().optional(),
     source: z
       .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional() })
       .passthrough()
