@@ -7,6 +7,7 @@ import { contains, parseCidr, parseIp } from "../../network/ipnet.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "../types.js";
 import {
   applyLimits,
+  clearLimits,
   deleteHostLink,
   deleteInsideInstance,
   generateHostName,
@@ -17,6 +18,9 @@ import {
   validateNicConfig,
   withRevert,
 } from "./common.js";
+
+/** What LXD changes on a running bridged NIC without re-plugging it (UpdatableFields). */
+const UPDATABLE_KEYS = new Set(["limits.ingress", "limits.egress", "limits.max", "ipv4.address", "ipv6.address"]);
 
 export const BRIDGED_KEYS = ["name", "parent", "hwaddr", "mtu", "host_name", "vlan", "boot.priority", "ipv4.address", "ipv6.address", "ipv4.routes", "ipv6.routes", "limits.ingress", "limits.egress", "limits.max", "queue.tx.length"];
 
@@ -146,6 +150,24 @@ export class BridgedNic implements Device {
   async detach(pid: number): Promise<void> {
     await deleteInsideInstance(pid, this.ifaceName());
     await this.stop();
+  }
+
+  /**
+   * Static addresses and limits change in place: the instance keeps its interface (and the
+   * address its DHCP client holds; dnsmasq hands out the new static one at the next renewal).
+   */
+  async update(_pid: number, previous: DeviceConfig): Promise<boolean> {
+    const keys = new Set([...Object.keys(previous), ...Object.keys(this.config)]);
+    const changed = [...keys].filter((k) => (previous[k] ?? "") !== (this.config[k] ?? ""));
+    if (changed.some((k) => !UPDATABLE_KEYS.has(k))) return false;
+    const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
+    if (!hostName) return false;
+    if (changed.some((k) => k.endsWith(".address"))) await this.registerLease(await stableHwaddr(this.ctx, this.name, this.config));
+    if (changed.some((k) => k.startsWith("limits."))) {
+      await clearLimits(hostName);
+      await applyLimits(hostName, this.config);
+    }
+    return true;
   }
 
   async remove(): Promise<void> {
