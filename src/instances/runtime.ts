@@ -433,6 +433,9 @@ export class InstanceRuntime {
     if (start) {
       // liblxc rebooted it
       this.svc.repo.setRuntime(row.project, row.name, { pid, start });
+      for (const d of this.devicesOf(row, this.svc.expanded(row).devices)) {
+        await d.rebooted?.(pid).catch((e) => this.core.log.warn({ err: e, device: d.name }, "device setup after reboot failed"));
+      }
       this.core.events.lifecycle("instance-restarted", instanceUrl(row.project, row.name), { project: row.project });
       return;
     }

@@ -188,9 +188,17 @@ describe("containers on a Linux bridge", () => {
     expect(exec(c2, "sh", "-c", "kill -USR1 $(ps -o pid,args | awk '/[u]dhcpc -f -i eth0/ { print $1 }')").code).toBe(0);
     await waitFor(() => listedIpv4(c2) === staticIp, 60_000, 500);
     expect(pings(c1, staticIp)).toBe(true);
+    // A reboot from inside: liblxc recreates the veth under the same name; the limit comes back.
+    const pid = () => JSON.parse(ok("query", `/1.0/instances/${c2}/state`)).pid;
+    const oldPid = pid();
+    exec(c2, "reboot");
+    await waitFor(() => pid() > 0 && pid() !== oldPid, 30_000, 500);
+    await waitFor(() => sh("tc", ["class", "show", "dev", veth]).stdout.includes("rate 10Mbit"), 15_000, 250);
+    await waitFor(() => pings(c1, staticIp), 30_000, 500);
+    const rebooted = ifindex();
     ok("config", "device", "unset", c2, "eth0", "ipv4.address");
     ok("config", "device", "unset", c2, "eth0", "limits.ingress");
-    expect(ifindex()).toBe(before);
+    expect(ifindex()).toBe(rebooted);
     expect(sh("tc", ["class", "show", "dev", veth]).stdout).not.toContain("rate 10Mbit");
     expect(leasesCsv(br.name)).not.toContain("STATIC");
   });
@@ -272,6 +280,14 @@ describe("containers on an Open vSwitch bridge (userspace datapath)", () => {
       expect(dhcpAnswer(c4)).toBe(ip4);
       expect(leasesCsv(br.name)).toContain(ip4);
     }
+
+    // A reboot from inside (liblxc restarts it in place) keeps the OVS-side veth working.
+    const pid = () => JSON.parse(ok("query", `/1.0/instances/${c4}/state`)).pid;
+    const oldPid = pid();
+    exec(c4, "reboot");
+    await waitFor(() => pid() > 0 && pid() !== oldPid, 30_000, 500);
+    await waitFor(() => pings(c3, ip4), 30_000, 500);
+    expect(ports()).toEqual(veths);
 
     // Hot-plug into a running container on the OVS bridge, through ovs-vsctl.
     ok("config", "device", "add", c3, "eth1", "nic", `network=${br.name}`, "name=eth1");

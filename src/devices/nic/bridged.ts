@@ -152,6 +152,12 @@ export class BridgedNic implements Device {
     await this.stop();
   }
 
+  /** liblxc made a new veth under the same name (or moved the OVS peer back in): limits again. */
+  async rebooted(): Promise<void> {
+    const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
+    if (hostName) await applyLimits(hostName, this.config);
+  }
+
   /**
    * Static addresses and limits change in place: the instance keeps its interface (and the
    * address its DHCP client holds; dnsmasq hands out the new static one at the next renewal).
