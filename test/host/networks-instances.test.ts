@@ -126,6 +126,9 @@ describe("containers on a Linux bridge", () => {
     expect(leases).toContain(ip2);
     expect(leases).toContain(`10.97.${br.n}.1,GATEWAY`);
 
+    // The bridge's upper devices (LXD lists its ports) are the containers' veths.
+    const state = JSON.parse(ok("query", `/1.0/networks/${br.name}/state`));
+    expect(state.bridge.upper_devices).toEqual([...veths].sort());
     const info = ok("network", "info", br.name);
     expect(info).toContain(`inet\t10.97.${br.n}.1/24 (global)`);
     expect(info).toMatch(/State: up/);

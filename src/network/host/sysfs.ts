@@ -68,14 +68,8 @@ export function linkFacts(dev: string): LinkFacts {
   let bridge: LinkFacts["bridge"] = null;
   if (isBridge(dev)) {
     const filtering = read(dev, "bridge/vlan_filtering") === "1";
-    let upper: string[] = [];
-    try {
-      upper = readdirSync(join(SYS, dev))
-        .filter((e) => e.startsWith("upper_"))
-        .map((e) => e.slice(6));
-    } catch {
-      upper = [];
-    }
+    // LXD's "upper devices" of a bridge are its ports (brif), e.g. the instances' veths.
+    const upper = bridgePorts(dev).sort();
     bridge = {
       id: read(dev, "bridge/bridge_id") ?? "",
       stp: read(dev, "bridge/stp_state") !== "0",
