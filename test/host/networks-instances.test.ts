@@ -137,9 +137,11 @@ describe("containers on a Linux bridge", () => {
   });
 
   it("hot-plugs a NIC on a second bridge into a running container and takes it away again", async () => {
-    const br2 = createNetwork("b");
+    const br2 = createNetwork("b", ["bridge.mtu=1400"]);
     ok("config", "device", "add", c1, "eth1", "nic", `network=${br2.name}`);
     expect(exec(c1, "ip", "link", "show", "eth1").code).toBe(0);
+    // The hot-plugged veth takes the bridge's MTU, as the ones liblxc creates do.
+    expect(exec(c1, "cat", "/sys/class/net/eth1/mtu").stdout.trim()).toBe("1400");
     const veth = hostName(c1, "eth1");
     expect(readFileSync(`/sys/class/net/${veth}/master/uevent`, "utf8")).toContain(`INTERFACE=${br2.name}`);
     // dnsmasq on the second bridge answers on the hot-plugged NIC.
@@ -262,11 +264,13 @@ describe("containers on a Linux bridge", () => {
 
 describe("containers on an Open vSwitch bridge (userspace datapath)", () => {
   it("ping each other, survive daemon restarts, and stop/delete cleanly", async () => {
-    const br = createNetwork("o", ["bridge.driver=openvswitch"]);
+    const br = createNetwork("o", ["bridge.driver=openvswitch", "bridge.mtu=1400"]);
     expect(ovs!.vsctl("get", "bridge", br.name, "datapath_type").stdout.trim()).toBe("netdev");
     const c3 = d.launch("c3", { network: br.name });
     const c4 = d.launch("c4", { network: br.name });
     const [ip3, ip4] = await allReachable([c3, c4], br.n);
+    // The veth the NIC makes for OVS takes the bridge's MTU on both ends.
+    expect(exec(c3, "cat", "/sys/class/net/eth0/mtu").stdout.trim()).toBe("1400");
     const ports = () => ovs!.vsctl("list-ports", br.name).stdout.split("\n").filter(Boolean).sort();
     const veths = [hostName(c3), hostName(c4)].sort();
     expect(ports()).toEqual(veths);

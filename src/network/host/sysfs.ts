@@ -89,6 +89,11 @@ export function linkFacts(dev: string): LinkFacts {
   };
 }
 
+export function interfaceMtu(dev: string): number | undefined {
+  const v = Number(read(dev, "mtu"));
+  return v > 0 ? v : undefined;
+}
+
 /** Interfaces enslaved to a native bridge. */
 export function bridgePorts(dev: string): string[] {
   try {
