@@ -30,6 +30,7 @@ afterAll(async () => {
     sh("nft", ["delete", "table", "inet", `nodelxd-${n}`]);
     for (const pid of dnsmasqPids(n)) process.kill(pid, "SIGKILL");
   }
+  for (const v of seenVeths) if (linkExists(v)) sh("ip", ["link", "del", v]);
   // Whatever a failed test left: our links by their unique names.
   for (const l of sh("ip", ["-j", "link"]).stdout.match(new RegExp(`"ni${id}[^"]*"`, "g")) ?? []) sh("ip", ["link", "del", JSON.parse(l)]);
   await ovs?.stop();
@@ -76,7 +77,13 @@ function dhcpAnswer(inst: string, dev = "eth0"): string | undefined {
 }
 
 const leasesCsv = (net: string) => ok("network", "list-leases", net, "-f", "csv");
-const hostName = (inst: string, dev = "eth0") => ok("config", "get", inst, `volatile.${dev}.host_name`).trim();
+/** Every host veth name the test saw, removed in afterAll if a failure left one. */
+const seenVeths = new Set<string>();
+function hostName(inst: string, dev = "eth0"): string {
+  const v = ok("config", "get", inst, `volatile.${dev}.host_name`).trim();
+  if (v) seenVeths.add(v);
+  return v;
+}
 const networkDir = (net: string) => join(d.dir, "networks", net);
 
 function assertNetworkGone(net: string) {
