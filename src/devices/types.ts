@@ -60,6 +60,13 @@ export interface Device {
   attach?(pid: number): Promise<void>;
   /** Detach from a running instance. */
   detach?(pid: number): Promise<void>;
+  /** The instance rebooted in place (liblxc recreated its interfaces): redo the host-side setup. */
+  rebooted?(pid: number): Promise<void>;
+  /**
+   * Apply a config change to a running instance in place (LXD's updatable fields, e.g. a NIC's
+   * limits and static addresses). Returns false when the change needs a detach and re-attach.
+   */
+  update?(pid: number, previous: DeviceConfig): Promise<boolean>;
   /** The device is being removed from the instance (or the instance deleted): forget state. */
   remove?(): Promise<void>;
 }

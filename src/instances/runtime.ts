@@ -346,8 +346,15 @@ export class InstanceRuntime {
     }
     if (changed("limits.processes")) writeLimit(this.driver.layout, pid, "pids", { v1: "pids.max", v2: "pids.max" }, after.config["limits.processes"] || "max");
     const ctxRow = { project: next.project, name: next.name, config: after.config };
-    const removed = Object.keys(before.devices).filter((d) => !(d in after.devices) || JSON.stringify(before.devices[d]) !== JSON.stringify(after.devices[d]));
-    const added = Object.keys(after.devices).filter((d) => !(d in before.devices) || JSON.stringify(before.devices[d]) !== JSON.stringify(after.devices[d]));
+    const differs = (d: string) => JSON.stringify(before.devices[d]) !== JSON.stringify(after.devices[d]);
+    // Changed devices that can take the change in place keep running (a NIC keeps its link).
+    const updated = new Set<string>();
+    for (const d of Object.keys(after.devices).filter((d) => d in before.devices && differs(d))) {
+      const dev = this.makeDevice(ctxRow, d, after.devices[d]);
+      if (dev.update && (await dev.update(pid, before.devices[d]))) updated.add(d);
+    }
+    const removed = Object.keys(before.devices).filter((d) => !updated.has(d) && (!(d in after.devices) || differs(d)));
+    const added = Object.keys(after.devices).filter((d) => !updated.has(d) && (!(d in before.devices) || differs(d)));
     for (const d of removed) {
       const dev = this.makeDevice(ctxRow, d, before.devices[d]);
       if (!dev.detach) throw new Error(`Device "${d}" cannot be removed from a running instance`);
@@ -457,6 +464,9 @@ export class InstanceRuntime {
     if (start) {
       // liblxc rebooted it
       this.svc.repo.setRuntime(row.project, row.name, { pid, start });
+      for (const d of this.devicesOf(row, this.svc.expanded(row).devices)) {
+        await d.rebooted?.(pid).catch((e) => this.core.log.warn({ err: e, device: d.name }, "device setup after reboot failed"));
+      }
       this.core.events.lifecycle("instance-restarted", instanceUrl(row.project, row.name), { project: row.project });
       return;
     }

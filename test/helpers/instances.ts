@@ -9,8 +9,11 @@ import { busyboxImage } from "./image.js";
 export interface InitialisedDaemon extends TestDaemon {
   /** A name unique to this run, deleted by teardown(). */
   instanceName(what: string): string;
-  /** `lxc launch busybox NAME` (unprivileged, the default); `init` only creates it. Returns NAME. */
-  launch(what: string, opts?: { init?: boolean; config?: Record<string, string> }): string;
+  /**
+   * `lxc launch busybox NAME` (unprivileged, the default); `init` only creates it; `network`
+   * gives it eth0 on that managed network (`-n`). Returns NAME.
+   */
+  launch(what: string, opts?: { init?: boolean; config?: Record<string, string>; network?: string }): string;
   /** Host path of an instance's root filesystem. */
   rootfs(name: string): string;
   /** Host uid and gid of the instance's root, from the id map its files carry on disk. */
@@ -49,10 +52,11 @@ export async function startInitialisedDaemon(): Promise<InitialisedDaemon> {
       created.add(n);
       return n;
     },
-    launch(what: string, opts: { init?: boolean; config?: Record<string, string> } = {}) {
+    launch(what: string, opts: { init?: boolean; config?: Record<string, string>; network?: string } = {}) {
       const n = this.instanceName(what);
       const config = Object.entries(opts.config ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]);
-      ok(opts.init ? "init" : "launch", "busybox", n, "-q", ...config);
+      const network = opts.network ? ["-n", opts.network] : [];
+      ok(opts.init ? "init" : "launch", "busybox", n, "-q", ...config, ...network);
       return n;
     },
     rootfs: (name: string) => join(d.dir, "containers", name, "rootfs"),

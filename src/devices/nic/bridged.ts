@@ -1,12 +1,13 @@
 // nictype=bridged (and network=NAME of a bridge network): a veth pair with the host end on
 // a Linux bridge (liblxc creates it) or an Open vSwitch bridge (we create it and hand the
 // instance end to liblxc as a phys interface, since liblxc can't see userspace OVS bridges).
-import { isBridge } from "../../network/host/sysfs.js";
+import { interfaceMtu, isBridge } from "../../network/host/sysfs.js";
 import * as ovs from "../../network/host/ovs.js";
 import { contains, parseCidr, parseIp } from "../../network/ipnet.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "../types.js";
 import {
   applyLimits,
+  clearLimits,
   deleteHostLink,
   deleteInsideInstance,
   generateHostName,
@@ -17,6 +18,9 @@ import {
   validateNicConfig,
   withRevert,
 } from "./common.js";
+
+/** What LXD changes on a running bridged NIC without re-plugging it (UpdatableFields). */
+const UPDATABLE_KEYS = new Set(["limits.ingress", "limits.egress", "limits.max", "ipv4.address", "ipv6.address"]);
 
 export const BRIDGED_KEYS = ["name", "parent", "hwaddr", "mtu", "host_name", "vlan", "boot.priority", "ipv4.address", "ipv6.address", "ipv4.routes", "ipv6.routes", "limits.ingress", "limits.egress", "limits.max", "queue.tx.length"];
 
@@ -77,6 +81,11 @@ export class BridgedNic implements Device {
     await set.call(this.ctx.ports.networks, managed.name, this.ctx.instance, hwaddr, this.config["ipv4.address"] || undefined, this.config["ipv6.address"] || undefined, this.name);
   }
 
+  /** The MTU of a veth we create: the NIC's mtu, else the bridge's (what liblxc does for its own veths). */
+  private vethMtu(bridge: string): string | undefined {
+    return this.config.mtu || interfaceMtu(bridge)?.toString();
+  }
+
   private ifaceName(): string {
     return this.config.name || this.name;
   }
@@ -92,15 +101,17 @@ export class BridgedNic implements Device {
     };
     if (await this.isOvs(bridge)) {
       const peer = `${hostName.slice(0, 13)}p`;
+      const mtu = this.vethMtu(bridge);
       await withRevert(async (undo) => {
         await ip("link", "add", "dev", hostName, "type", "veth", "peer", "name", peer);
         undo(() => deleteHostLink(hostName));
+        if (mtu) await ip("link", "set", "dev", hostName, "mtu", mtu);
         await ovs.addPort(bridge, hostName);
         undo(() => ovs.deletePort(bridge, hostName));
         await ip("link", "set", "dev", hostName, "up");
       });
       const nic: Record<string, string> = { type: "phys", link: peer, name: this.ifaceName(), hwaddr, flags: "up" };
-      if (this.config.mtu) nic.mtu = this.config.mtu;
+      if (mtu) nic.mtu = mtu;
       return { networkInterfaces: [nic], postStart };
     }
     const nic: Record<string, string> = { type: "veth", name: this.ifaceName(), "veth.pair": hostName, link: bridge, hwaddr, flags: "up" };
@@ -126,10 +137,11 @@ export class BridgedNic implements Device {
     const hostName = this.config.host_name || generateHostName();
     const peer = `${hostName.slice(0, 13)}p`;
     const useOvs = await this.isOvs(bridge);
+    const mtu = this.vethMtu(bridge);
     await withRevert(async (undo) => {
       await ip("link", "add", "dev", hostName, "type", "veth", "peer", "name", peer);
       undo(() => deleteHostLink(hostName));
-      if (this.config.mtu) await ip("link", "set", "dev", hostName, "mtu", this.config.mtu);
+      if (mtu) await ip("link", "set", "dev", hostName, "mtu", mtu);
       if (useOvs) {
         await ovs.addPort(bridge, hostName);
         undo(() => ovs.deletePort(bridge, hostName));
@@ -137,7 +149,7 @@ export class BridgedNic implements Device {
       await ip("link", "set", "dev", hostName, "up");
       undo(() => removeLimits(hostName));
       await this.registerLease(hwaddr);
-      await moveIntoInstance(peer, pid, this.ifaceName(), { hwaddr, mtu: this.config.mtu });
+      await moveIntoInstance(peer, pid, this.ifaceName(), { hwaddr, mtu });
       await applyLimits(hostName, this.config);
       await this.ctx.volatile.set({ [`volatile.${this.name}.host_name`]: hostName });
     });
@@ -146,6 +158,30 @@ export class BridgedNic implements Device {
   async detach(pid: number): Promise<void> {
     await deleteInsideInstance(pid, this.ifaceName());
     await this.stop();
+  }
+
+  /** liblxc made a new veth under the same name (or moved the OVS peer back in): limits again. */
+  async rebooted(): Promise<void> {
+    const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
+    if (hostName) await applyLimits(hostName, this.config);
+  }
+
+  /**
+   * Static addresses and limits change in place: the instance keeps its interface (and the
+   * address its DHCP client holds; dnsmasq hands out the new static one at the next renewal).
+   */
+  async update(_pid: number, previous: DeviceConfig): Promise<boolean> {
+    const keys = new Set([...Object.keys(previous), ...Object.keys(this.config)]);
+    const changed = [...keys].filter((k) => (previous[k] ?? "") !== (this.config[k] ?? ""));
+    if (changed.some((k) => !UPDATABLE_KEYS.has(k))) return false;
+    const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
+    if (!hostName) return false;
+    if (changed.some((k) => k.endsWith(".address"))) await this.registerLease(await stableHwaddr(this.ctx, this.name, this.config));
+    if (changed.some((k) => k.startsWith("limits."))) {
+      await clearLimits(hostName);
+      await applyLimits(hostName, this.config);
+    }
+    return true;
   }
 
   async remove(): Promise<void> {

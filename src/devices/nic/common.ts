@@ -167,6 +167,13 @@ export async function applyLimits(hostName: string, config: DeviceConfig): Promi
   for (const c of plan.tc) await run("tc", c);
 }
 
+/** Take every limit off a live veth (its qdiscs and the IFB device), for changing limits in place. */
+export async function clearLimits(hostName: string): Promise<void> {
+  await run("tc", ["qdisc", "del", "dev", hostName, "root"], { reject: false });
+  await run("tc", ["qdisc", "del", "dev", hostName, "ingress"], { reject: false });
+  await removeLimits(hostName);
+}
+
 /** Remove what applyLimits added beyond the veth itself (the IFB device). */
 export async function removeLimits(hostName: string): Promise<void> {
   await deleteHostLink(ifbName(hostName));

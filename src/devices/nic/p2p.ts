@@ -44,12 +44,20 @@ abstract class VethNic implements Device {
     if (this.config.mtu) nic.mtu = this.config.mtu;
     return {
       networkInterfaces: [nic],
-      postStart: async (pid) => {
-        await ip("link", "set", "dev", hostName, "up");
-        await this.hostSide(hostName);
-        await this.instanceSide(pid);
-      },
+      postStart: (pid) => this.afterStart(hostName, pid),
     };
+  }
+
+  private async afterStart(hostName: string, pid: number): Promise<void> {
+    await ip("link", "set", "dev", hostName, "up");
+    await this.hostSide(hostName);
+    await this.instanceSide(pid);
+  }
+
+  /** liblxc recreated the veth on reboot: its routes, addresses and limits are gone. */
+  async rebooted(pid: number): Promise<void> {
+    const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
+    if (hostName) await this.afterStart(hostName, pid);
   }
 
   async stop(): Promise<void> {

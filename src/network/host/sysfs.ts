@@ -68,14 +68,8 @@ export function linkFacts(dev: string): LinkFacts {
   let bridge: LinkFacts["bridge"] = null;
   if (isBridge(dev)) {
     const filtering = read(dev, "bridge/vlan_filtering") === "1";
-    let upper: string[] = [];
-    try {
-      upper = readdirSync(join(SYS, dev))
-        .filter((e) => e.startsWith("upper_"))
-        .map((e) => e.slice(6));
-    } catch {
-      upper = [];
-    }
+    // LXD's "upper devices" of a bridge are its ports (brif), e.g. the instances' veths.
+    const upper = bridgePorts(dev).sort();
     bridge = {
       id: read(dev, "bridge/bridge_id") ?? "",
       stp: read(dev, "bridge/stp_state") !== "0",
@@ -93,6 +87,11 @@ export function linkFacts(dev: string): LinkFacts {
     counters: { bytes_received: stat("rx_bytes"), bytes_sent: stat("tx_bytes"), packets_received: stat("rx_packets"), packets_sent: stat("tx_packets") },
     bridge,
   };
+}
+
+export function interfaceMtu(dev: string): number | undefined {
+  const v = Number(read(dev, "mtu"));
+  return v > 0 ? v : undefined;
 }
 
 /** Interfaces enslaved to a native bridge. */
