@@ -12,6 +12,7 @@ import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
+import { TarRefused } from "../images/tar-gate.js";
 import { CODECS, type Codec } from "../images/compression.js";
 import { codecFor } from "../images/publish.js";
 import { run } from "../os/exec.js";
@@ -94,6 +95,8 @@ interface IndexSnapshot extends IndexInstance {
 }
 
 export class BackupService {
+  private expiryTimer?: NodeJS.Timeout;
+
   constructor(
     private readonly core: Core,
     private readonly svc: InstanceService,
@@ -211,7 +214,10 @@ export class BackupService {
     const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
     if (compressor) args.push("-I", compressor);
     args.push("--", "backup");
-    await run("tar", args, { signal });
+    // A running instance's files may change while tar reads them (exit 1, as with LXD's own
+    // backups of running instances); exit 2 and up is a real failure.
+    const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
+    if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
   }
 
   private poolView(pool: string): { name: string; driver: string } {
@@ -270,6 +276,26 @@ export class BackupService {
     rmSync(this.dirOf(project, name), { recursive: true, force: true });
   }
 
+  /** Delete backups whose expires_at has passed (checked every minute, as upstream's task). */
+  startExpiry(): void {
+    const tick = async () => {
+      const now = Date.now();
+      for (const row of this.svc.repo.list()) {
+        for (const b of this.list(row)) {
+          if (b.expiresAt === ZERO_TIME || new Date(b.expiresAt).getTime() > now) continue;
+          await this.delete(row.project, row.name, b.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, backup: b.name }, "cannot delete expired backup"));
+        }
+      }
+    };
+    this.expiryTimer = setInterval(() => void tick(), 60_000);
+    this.expiryTimer.unref();
+  }
+
+  stopExpiry(): void {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.expiryTimer = undefined;
+  }
+
   /** Drop rows and partial files a crash left behind while a backup was being written. */
   recover(): void {
     this.db.prepare("DELETE FROM instance_backups WHERE state <> 'created'").run();
@@ -311,7 +337,8 @@ export class BackupService {
     try {
       gate = await scanTarball(file, { backup: true, capture: "backup/index.yaml" });
     } catch (e) {
-      throw new BadRequest((e as Error).message.replace("Refusing unsafe image tarball", "Refusing unsafe backup tarball"));
+      if (e instanceof TarRefused) throw new BadRequest(e.message.replace("Refusing unsafe image tarball", "Refusing unsafe backup tarball"));
+      throw e;
     }
     if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
     const doc = YAML.parse(gate.captured.toString("utf8")) as { name?: string; pool?: string; snapshots?: string[]; config?: { container?: IndexInstance; snapshots?: IndexSnapshot[] } } | null;
@@ -332,7 +359,7 @@ export class BackupService {
   /** The body of the "Restoring backup" operation: a Stopped instance with its snapshots. */
   async restore(project: string, file: string, plan: Awaited<ReturnType<BackupService["inspect"]>>, signal?: AbortSignal): Promise<void> {
     const { name, index } = plan;
-    if (this.svc.repo.get(project, name)) throw new Conflict(`Instance "${name}" already exists`);
+    if (this.svc.repo.get(project, name)) throw new Error("Create instance from backup: Cannot restore volume, already exists on target");
     const c = index.container;
     const strings = (m: unknown) => Object.fromEntries(Object.entries((m ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
     const devices: Devices = Object.fromEntries(Object.entries((c.devices ?? {}) as Record<string, unknown>).map(([k, v]) => [k, strings(v)]));

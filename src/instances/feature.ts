@@ -29,10 +29,12 @@ export class InstancesFeature implements Feature {
     this.service.backups?.recover();
     await this.service.runtime.adopt();
     this.service.snapshots.startExpiry();
+    this.service.backups?.startExpiry();
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
     this.service.snapshots.stopExpiry();
+    this.service.backups?.stopExpiry();
     await this.service.runtime.shutdown(opts.stopInstances);
   }
 }

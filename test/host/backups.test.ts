@@ -53,7 +53,7 @@ describe("lxc export / lxc import", () => {
     expect(JSON.parse(ok("query", `/1.0/instances/${n}/snapshots`))).toEqual([`/1.0/instances/${n}/snapshots/s1`]);
     const r = d.lxc("import", file);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain(`Instance "${n}" already exists`);
+    expect(r.stderr).toContain("Create instance from backup: Cannot restore volume, already exists on target");
     ok("start", n);
     expect(ok("exec", n, "--", "cat", "/root/data").trim()).toBe("precious");
     ok("restore", n, "s1");

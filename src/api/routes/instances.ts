@@ -10,7 +10,7 @@ import { logDir } from "../../instances/lxc/config.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
 import { readInstanceState } from "../../instances/state.js";
 import { readBody } from "../json.js";
-import { BadRequest, Conflict, InternalError, NotFound } from "../errors.js";
+import { BadRequest, InternalError, NotFound } from "../errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { ConfigMap, configStrings } from "../schemas/server.js";
 
@@ -152,7 +152,6 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     let plan: Awaited<ReturnType<typeof backups.inspect>>;
     try {
       plan = await backups.inspect(req.project, received.file, { name: header("x-lxd-name"), pool: header("x-lxd-pool") });
-      if (svc.repo.get(req.project, plan.name)) throw new Conflict(`Instance "${plan.name}" already exists`);
     } catch (e) {
       received.discard();
       throw e;
