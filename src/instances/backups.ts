@@ -8,7 +8,7 @@ import { open } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
-import { BadRequest, Conflict, NotFound } from "../api/errors.js";
+import { BadRequest, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
@@ -131,12 +131,11 @@ export class BackupService {
 
   /** Check a create request and pick the name ("backup0", "backup1", ... when none is given). */
   checkCreate(row: InstanceRow, req: BackupRequest): string {
-    if (req.optimizedStorage) throw new BadRequest("Optimized backups are not supported");
-    codecFor(req.compression);
+    const algo = req.compression.trim().split(/\s+/)[0];
+    if (!(algo in CODECS)) throw new BadRequest(`Invalid compression algorithm "${algo}"`);
     const existing = (this.db.prepare("SELECT name FROM instance_backups WHERE instance_id = ?").all(row.id) as { name: string }[]).map((r) => r.name);
     const name = req.name || nextSnapshotName("backup%d", existing);
     validateBackupName(name);
-    if (existing.includes(name)) throw new Conflict(`Backup "${name}" already exists`);
     if (req.expiresAt) parseExpiry(req.expiresAt);
     return name;
   }
@@ -146,6 +145,9 @@ export class BackupService {
     const row = this.svc.require(project, name);
     const codec: Codec = CODECS[codecFor(req.compression)];
     const now = new Date();
+    // As LXD on the dir driver: optimized_storage is accepted and a regular backup is made
+    // (recorded as not optimized). A taken name fails the operation, as upstream.
+    if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, backup)) throw new Error(`Create backup: Backup "${name}/${backup}" already exists`);
     const info = this.db
       .prepare("INSERT INTO instance_backups (instance_id, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?, ?, ?, ?, ?, 0)")
       .run(row.id, backup, goTime(new Date(Math.floor(now.getTime() / 1000) * 1000)), req.expiresAt ? parseExpiry(req.expiresAt) : ZERO_TIME, req.instanceOnly ? 1 : 0);
@@ -238,14 +240,14 @@ export class BackupService {
     this.require(row, backup);
     if (!to) throw new BadRequest("Invalid backup name: Cannot be empty");
     validateBackupName(to);
-    const taken = this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, to);
-    if (taken) throw new Conflict(`Backup "${to}" already exists`);
   }
 
   async rename(project: string, name: string, backup: string, to: string): Promise<void> {
     const row = this.svc.require(project, name);
     this.checkRename(row, backup, to);
     const b = this.require(row, backup);
+    // Upstream reports its database constraint as it is.
+    if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, to)) throw new Error("UNIQUE constraint failed: instances_backups.instance_id, instances_backups.name");
     renameSync(this.fileOf(row, backup), this.fileOf(row, to));
     try {
       this.db.prepare("UPDATE instance_backups SET name = ? WHERE id = ?").run(to, b.id);

@@ -74,7 +74,15 @@ describe("lxc export / lxc import", () => {
     expect(Buffer.from(exp.text, "latin1").toString("latin1", 257, 262)).toBe("ustar");
     await wait(await d.api("DELETE", `/1.0/instances/${n}/backups/b2`));
     expect((await d.api("GET", `/1.0/instances/${n}/backups/b2`)).body.error).toBe("Load backup from database: Instance backup not found");
-    expect((await d.api("POST", `/1.0/instances/${n}/backups`, { name: "a/b" })).status).toBe(400);
+    expect((await d.api("POST", `/1.0/instances/${n}/backups`, { name: "a/b" })).body.error).toBe("Backup names may not contain slashes");
+    expect((await d.api("POST", `/1.0/instances/${n}/backups`, { compression_algorithm: "bogus" })).body.error).toBe('Invalid compression algorithm "bogus"');
+    await wait(await d.api("POST", `/1.0/instances/${n}/backups`, { name: "same" }));
+    const dup = await wait(await d.api("POST", `/1.0/instances/${n}/backups`, { name: "same" }));
+    expect(dup.err).toBe(`Create backup: Backup "${n}/same" already exists`);
+    // The first one is intact: a gzip tarball with the index.
+    const again = await d.api("GET", `/1.0/instances/${n}/backups/same/export`);
+    expect(Buffer.from(again.text, "latin1")[0]).toBe(0x1f);
+    await wait(await d.api("DELETE", `/1.0/instances/${n}/backups/same`));
   }, 120_000);
 });
 
