@@ -3,9 +3,9 @@
 // $LXD_DIR/backups/instances/<instance>/<backup>. Records live in instance_backups; a row is
 // 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
 import { BadRequest, NotFound } from "../api/errors.js";
@@ -69,6 +69,9 @@ const toRow = (r: RawBackup): BackupRow => ({
   optimizedStorage: r.optimized_storage === 1,
   state: r.state,
 });
+
+/** In an import's temp directory while the instance is being made (see recover). */
+const IMPORT_MARKER = "instance.json";
 
 export const backupUrl = (project: string, name: string, backup: string) => `/1.0/instances/${name}/backups/${backup}${project === "default" ? "" : `?project=${project}`}`;
 
@@ -298,8 +301,23 @@ export class BackupService {
     this.expiryTimer = undefined;
   }
 
-  /** Drop rows and partial files a crash left behind while a backup was being written. */
-  recover(): void {
+  /**
+   * Drop rows and partial files a crash left behind while a backup was being written, and
+   * remove an instance whose import a crash interrupted (its marker is still there).
+   */
+  async recover(): Promise<void> {
+    const backupsDir = join(this.core.paths.dir, "backups");
+    for (const f of listDir(backupsDir)) {
+      if (!f.startsWith(".import-")) continue;
+      const marker = join(backupsDir, f, IMPORT_MARKER);
+      if (existsSync(marker)) {
+        const { project, name } = JSON.parse(readFileSync(marker, "utf8")) as { project: string; name: string };
+        const row = this.svc.repo.get(project, name);
+        this.core.log.warn({ project, instance: name }, "removing instance left half-imported by a crash");
+        if (row) await this.svc.destroy(row).catch((e) => this.core.log.warn({ err: e }, "cannot remove half-imported instance"));
+      }
+      rmSync(join(backupsDir, f), { recursive: true, force: true });
+    }
     this.db.prepare("DELETE FROM instance_backups WHERE state <> 'created'").run();
     const root = join(this.core.paths.dir, "backups", "instances");
     if (!existsSync(root)) return;
@@ -308,7 +326,6 @@ export class BackupService {
       if (!existsSync(dir)) continue;
       for (const f of listDir(dir)) if (f.startsWith(".stage-") || f.startsWith(".partial-")) rmSync(join(dir, f), { recursive: true, force: true });
     }
-    for (const f of listDir(join(this.core.paths.dir, "backups"))) if (f.startsWith(".import-")) rmSync(join(this.core.paths.dir, "backups", f), { recursive: true, force: true });
   }
 
   // ---- import (POST /1.0/instances with a backup tarball as body) ----
@@ -367,6 +384,9 @@ export class BackupService {
     const devices: Devices = Object.fromEntries(Object.entries((c.devices ?? {}) as Record<string, unknown>).map(([k, v]) => [k, strings(v)]));
     const profiles = (c.profiles ?? ["default"]).map(String);
     const config = strings(c.config);
+    // Until the marker is gone, a crash means the instance is removed at the next start.
+    const marker = join(dirname(file), IMPORT_MARKER);
+    writeFileSync(marker, JSON.stringify({ project, name }), { mode: 0o600 });
     // Another pool asked for (X-LXD-pool): the root disk moves there.
     if (plan.pool) {
       const local = Object.entries(devices).find(([, d]) => d.type === "disk" && d.path === "/" && !d.source);
@@ -430,13 +450,12 @@ export class BackupService {
       await extractTarball(file, dir, { backup: true }, { signal, select: { member: "backup/container", strip: 2 } });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.svc.runtime.driver.prepare(this.svc.runtime.lxcName(project, name), dir);
+      rmSync(marker, { force: true });
     } catch (e) {
-      if (volumeCreated) {
-        for (const s of this.svc.snapshots.repo.list(row.id, true)) await storage.deleteInstanceSnapshot?.(project, pool, name, s.name).catch(() => {});
-        await storage.deleteInstanceVolume(project, pool, name).catch(() => {});
-      }
+      if (volumeCreated) await storage.deleteInstanceVolume(project, pool, name).catch(() => {});
       this.svc.runtime.driver.remove(this.svc.runtime.lxcName(project, name));
       this.svc.repo.delete(project, name);
+      rmSync(marker, { force: true });
       throw e;
     }
     this.core.events.lifecycle("instance-created", instanceUrl(project, name), { project });

@@ -26,7 +26,7 @@ export class InstancesFeature implements Feature {
 
   async start(): Promise<void> {
     await this.service.snapshots.recover();
-    this.service.backups?.recover();
+    await this.service.backups?.recover();
     await this.service.runtime.adopt();
     this.service.snapshots.startExpiry();
     this.service.backups?.startExpiry();
