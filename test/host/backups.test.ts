@@ -1,7 +1,7 @@
 // Instance backups with the stock client: `lxc export` / `lxc import` round trip with a
 // snapshot, the backups API (list, rename, delete, export), and hostile backup tarballs.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -129,5 +129,26 @@ describe("hostile backup tarballs", () => {
     expect(readdirSync(outside)).toEqual([]);
     for (const n of [n1, n2, n3]) expect((await d.api("GET", `/1.0/instances/${n}`)).status).toBe(404);
     expect(leftovers()).toEqual([]);
+  }, 60_000);
+});
+
+describe("crash recovery", () => {
+  it("removes an instance whose import was interrupted, and partial backup files", async () => {
+    const n = d.launch("half", { init: true });
+    const keep = d.launch("keep", { init: true });
+    // The state a kill -9 during "Restoring backup" leaves: the marker still in the import directory.
+    const importDir = join(d.dir, "backups", ".import-crashtest");
+    mkdirSync(importDir, { recursive: true });
+    writeFileSync(join(importDir, "instance.json"), JSON.stringify({ project: "default", name: n }));
+    const partial = join(d.dir, "backups", "instances", keep, ".partial-crashtest");
+    mkdirSync(join(d.dir, "backups", "instances", keep), { recursive: true });
+    writeFileSync(partial, "x");
+    await d.kill9();
+    await d.restart();
+    expect((await d.api("GET", `/1.0/instances/${n}`)).status).toBe(404);
+    expect(existsSync(join(d.dir, "storage-pools", "default", "containers", n))).toBe(false);
+    expect((await d.api("GET", `/1.0/instances/${keep}`)).status).toBe(200);
+    expect(existsSync(importDir)).toBe(false);
+    expect(existsSync(partial)).toBe(false);
   }, 60_000);
 });
