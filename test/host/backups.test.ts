@@ -1,13 +1,14 @@
 // Instance backups with the stock client: `lxc export` / `lxc import` round trip with a
 // snapshot, the backups API (list, rename, delete, export), and hostile backup tarballs.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
 import { entry, tarball } from "../helpers/tar-writer.js";
 
 let d: InitialisedDaemon;
+const btrfsOk = /\bbtrfs\b/.test(readFileSync("/proc/filesystems", "utf8")) && existsSync("/usr/sbin/mkfs.btrfs");
 let work: string;
 
 function ok(...args: string[]): string {
@@ -58,6 +59,24 @@ describe("lxc export / lxc import", () => {
     expect(ok("exec", n, "--", "cat", "/root/data").trim()).toBe("precious");
     ok("restore", n, "s1");
     expect(ok("exec", n, "--", "cat", "/root/data").trim()).toBe("precious");
+  }, 180_000);
+
+  it.runIf(btrfsOk)("round-trips an instance on a btrfs pool (staged by copy, not hard links)", () => {
+    ok("storage", "create", "bkbt", "btrfs", "size=512MiB");
+    const n = d.instanceName("bt");
+    ok("launch", "busybox", n, "-q", "-s", "bkbt");
+    ok("exec", n, "--", "sh", "-c", "echo on-btrfs > /root/data");
+    ok("snapshot", n, "s1");
+    const file = join(work, "bt.tar.gz");
+    ok("export", n, file, "--compression", "xz");
+    ok("delete", "-f", n);
+    ok("import", file, "--storage", "bkbt");
+    expect(JSON.parse(ok("query", `/1.0/instances/${n}`)).expanded_devices.root.pool).toBe("bkbt");
+    expect(JSON.parse(ok("query", `/1.0/instances/${n}/snapshots`))).toEqual([`/1.0/instances/${n}/snapshots/s1`]);
+    ok("start", n);
+    expect(ok("exec", n, "--", "cat", "/root/data").trim()).toBe("on-btrfs");
+    ok("delete", "-f", n);
+    ok("storage", "delete", "bkbt");
   }, 180_000);
 
   it("lists, renames, exports and deletes backups through the API", async () => {
