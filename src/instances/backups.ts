@@ -262,12 +262,12 @@ export class BackupService {
   }
 
   /** The file to stream for GET .../export, and the event that says it was fetched. */
-  exportFile(project: string, name: string, backup: string): { path: string; size: number; retrieved: () => void } {
+  exportFile(project: string, name: string, backup: string): { path: string; size: number; mtime: Date; retrieved: () => void } {
     const row = this.svc.require(project, name);
     this.require(row, backup);
     const path = this.fileOf(row, backup);
-    const size = statSync(path).size;
-    return { path, size, retrieved: () => this.core.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
+    const { size, mtime } = statSync(path);
+    return { path, size, mtime, retrieved: () => this.core.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
   }
 
   /** The instance was renamed: its backups follow (called by the instance service). */

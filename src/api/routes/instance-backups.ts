@@ -108,10 +108,12 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
   const exportBackup: Handler = (req, reply) => {
     const file = backups().exportFile(req.project, req.params.name, req.params.backup);
     reply.hijack();
+    // As LXD sends it (an empty filename: the client names the file).
     reply.raw.writeHead(200, {
       "content-type": "application/octet-stream",
       "content-length": String(file.size),
-      "content-disposition": `attachment; filename=${req.params.backup}`,
+      "content-disposition": "inline;filename=",
+      "last-modified": file.mtime.toUTCString(),
     });
     void pipeline(createReadStream(file.path), reply.raw)
       .then(() => file.retrieved())
