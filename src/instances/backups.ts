@@ -145,6 +145,11 @@ export class BackupService {
 
   /** The body of the "Backing up instance" operation. */
   async create(project: string, name: string, backup: string, req: BackupRequest, signal?: AbortSignal): Promise<void> {
+    await this.svc.runtime.serialize(project, name, () => this.write(project, name, backup, req, signal));
+    this.core.events.lifecycle("instance-backup-created", backupUrl(project, name, backup), { project });
+  }
+
+  private async write(project: string, name: string, backup: string, req: BackupRequest, signal?: AbortSignal): Promise<void> {
     const row = this.svc.require(project, name);
     const codec: Codec = CODECS[codecFor(req.compression)];
     const now = new Date();
@@ -169,7 +174,6 @@ export class BackupService {
     } finally {
       rmSync(stage, { recursive: true, force: true });
     }
-    this.core.events.lifecycle("instance-backup-created", backupUrl(project, name, backup), { project });
   }
 
   /**
@@ -232,10 +236,12 @@ export class BackupService {
   }
 
   async delete(project: string, name: string, backup: string): Promise<void> {
-    const row = this.svc.require(project, name);
-    const b = this.require(row, backup);
-    rmSync(this.fileOf(row, backup), { force: true });
-    this.db.prepare("DELETE FROM instance_backups WHERE id = ?").run(b.id);
+    await this.svc.runtime.serialize(project, name, async () => {
+      const row = this.svc.require(project, name);
+      const b = this.require(row, backup);
+      rmSync(this.fileOf(row, backup), { force: true });
+      this.db.prepare("DELETE FROM instance_backups WHERE id = ?").run(b.id);
+    });
     this.core.events.lifecycle("instance-backup-deleted", backupUrl(project, name, backup), { project });
   }
 
@@ -246,18 +252,20 @@ export class BackupService {
   }
 
   async rename(project: string, name: string, backup: string, to: string): Promise<void> {
-    const row = this.svc.require(project, name);
-    this.checkRename(row, backup, to);
-    const b = this.require(row, backup);
-    // Upstream reports its database constraint as it is.
-    if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, to)) throw new Error("UNIQUE constraint failed: instances_backups.instance_id, instances_backups.name");
-    renameSync(this.fileOf(row, backup), this.fileOf(row, to));
-    try {
-      this.db.prepare("UPDATE instance_backups SET name = ? WHERE id = ?").run(to, b.id);
-    } catch (e) {
-      renameSync(this.fileOf(row, to), this.fileOf(row, backup));
-      throw e;
-    }
+    await this.svc.runtime.serialize(project, name, async () => {
+      const row = this.svc.require(project, name);
+      this.checkRename(row, backup, to);
+      const b = this.require(row, backup);
+      // Upstream reports its database constraint as it is.
+      if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, to)) throw new Error("UNIQUE constraint failed: instances_backups.instance_id, instances_backups.name");
+      renameSync(this.fileOf(row, backup), this.fileOf(row, to));
+      try {
+        this.db.prepare("UPDATE instance_backups SET name = ? WHERE id = ?").run(to, b.id);
+      } catch (e) {
+        renameSync(this.fileOf(row, to), this.fileOf(row, backup));
+        throw e;
+      }
+    });
     this.core.events.lifecycle("instance-backup-renamed", backupUrl(project, name, to), { project, context: { old_name: backup } });
   }
 
