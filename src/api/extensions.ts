@@ -103,4 +103,9 @@ export const apiExtensions: string[] = [
   "snapshot_expiry_creation",
   "projects",
   "container_only_migration",
+  "container_backup",
+  "backup_compression",
+  "backup_compression_algorithm",
+  "container_backup_override_pool",
+  "backup_override_name",
 ];

@@ -58,6 +58,8 @@ export interface StoragePort {
   restoreInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
   /** Path of a snapshot volume, to read from (copies, publish). */
   mountInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<string>;
+  /** The pool as GET /1.0/storage-pools/NAME shows it (backup index.yaml); throws NotFound. */
+  getPool?(name: string): { name: string; driver: string };
 }
 
 export interface ProfileRecord {

@@ -204,4 +204,21 @@ export const migrations: Migration[] = [
         '{"features.images":"true","features.networks":"true","features.profiles":"true","features.storage.volumes":"true"}');
     `,
   },
+  {
+    version: 70,
+    name: "instance backups",
+    sql: `
+      CREATE TABLE instance_backups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id INTEGER NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z',
+        instance_only INTEGER NOT NULL DEFAULT 0,
+        optimized_storage INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'creating',
+        UNIQUE (instance_id, name)
+      );
+    `,
+  },
 ];

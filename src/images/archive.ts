@@ -13,6 +13,8 @@ export interface ArchiveOptions {
   signal?: AbortSignal;
   /** Compressed bytes read so far (for progress). */
   onRead?: (bytes: number) => void;
+  /** Extract only this member (a directory, taken literally) with `strip` leading components removed. */
+  select?: { member: string; strip: number };
 }
 
 /** GNU tar flags that keep ownership, modes, setuid bits and xattrs as the image has them. */
@@ -38,7 +40,8 @@ export async function scanTarball(file: string, gateOpts: Omit<TarGateOptions, "
 /** Validate and extract the tarball at `file` into `dest` (an existing directory). */
 export async function extractTarball(file: string, dest: string, gateOpts: Omit<TarGateOptions, "forward" | "capture">, opts: ArchiveOptions = {}): Promise<TarGate> {
   const gate = new TarGate({ ...gateOpts, forward: true });
-  const tar = spawnStreaming("tar", ["-x", "-f", "-", "-C", dest, ...EXTRACT_FLAGS], { signal: opts.signal, stdin: "pipe", stdout: "ignore" });
+  const select = opts.select ? [`--strip-components=${opts.select.strip}`, "--no-wildcards", "--", opts.select.member] : [];
+  const tar = spawnStreaming("tar", ["-x", "-f", "-", "-C", dest, ...EXTRACT_FLAGS, ...select], { signal: opts.signal, stdin: "pipe", stdout: "ignore" });
   await run(file, gate, tar.stdin!, tar, opts);
   return gate;
 }

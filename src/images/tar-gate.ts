@@ -42,6 +42,12 @@ export interface TarGateOptions {
   captureLimit?: number;
   /** Forward bytes downstream (gate mode). False: only scan. */
   forward?: boolean;
+  /**
+   * An instance backup (LXD's export format): every member is under backup/, and the
+   * volume rules (rootfs/, templates/, devices, symlinks) apply inside backup/container/
+   * and each backup/snapshots/<name>/.
+   */
+  backup?: boolean;
 }
 
 const BLOCK = 512;
@@ -234,12 +240,13 @@ export class TarGate extends Transform {
     this.checkNotThroughSymlink(path, rawName);
     if (this.symlinks.has(path)) throw new TarRefused(`Tar member ${rawName} replaces a symbolic link from the same archive`);
 
-    const top = path.split("/")[0];
-    if (path === "rootfs" || path === "templates") {
+    const vol = this.opts.backup ? backupVolumePath(path, kind, rawName) : path;
+    const top = vol.split("/")[0];
+    if (vol === "rootfs" || vol === "templates") {
       if (kind !== "directory") throw new TarRefused(`Tar member ${rawName} must be a directory`);
     }
-    if (path === "metadata.yaml" && kind !== "file") throw new TarRefused("metadata.yaml must be a regular file");
-    const inRootfs = top === "rootfs" && path !== "rootfs";
+    if (vol === "metadata.yaml" && kind !== "file") throw new TarRefused("metadata.yaml must be a regular file");
+    const inRootfs = top === "rootfs" && vol !== "rootfs";
     let linkname = "";
 
     switch (kind) {
@@ -256,6 +263,8 @@ export class TarGate extends Transform {
         const targetKind = this.kinds.get(target);
         if (targetKind === undefined) throw new TarRefused(`Hard link ${rawName} points at ${rawLink}, which is not an earlier member`);
         if (targetKind === "directory") throw new TarRefused(`Hard link ${rawName} points at a directory`);
+        // In a backup, a hard link stays inside its own volume (container or one snapshot).
+        if (this.opts.backup && backupVolumeOf(target) !== backupVolumeOf(path)) throw new TarRefused(`Hard link ${rawName} points outside its volume`);
         // A hard link to a symlink is a symlink: later members must not go through it either.
         if (this.symlinks.has(target)) {
           if (!inRootfs) throw new TarRefused(`Symbolic link ${rawName} outside rootfs/`);
@@ -266,7 +275,7 @@ export class TarGate extends Transform {
       }
       case "chardev":
       case "blockdev":
-        if (!path.startsWith("rootfs/dev/")) throw new TarRefused(`Device node ${rawName} outside rootfs/dev/`);
+        if (!vol.startsWith("rootfs/dev/")) throw new TarRefused(`Device node ${rawName} outside rootfs/dev/`);
         break;
       case "fifo":
         if (!inRootfs) throw new TarRefused(`FIFO ${rawName} outside rootfs/`);
@@ -276,7 +285,7 @@ export class TarGate extends Transform {
     }
     this.kinds.set(path, this.kinds.get(linkname) && kind === "hardlink" ? this.kinds.get(linkname)! : kind);
     if (top === "rootfs") this.sawRootfs = true;
-    if (path === "rootfs.img") this.sawRootfsImg = true;
+    if (vol === "rootfs.img") this.sawRootfsImg = true;
     return { path, kind, linkname, size, mode };
   }
 
@@ -287,6 +296,31 @@ export class TarGate extends Transform {
       if (this.symlinks.has(prefix)) throw new TarRefused(`Tar member ${raw} goes through the symbolic link ${prefix}`);
     }
   }
+}
+
+/**
+ * Where a backup member lands inside its volume: "backup/container/X" and
+ * "backup/snapshots/S/X" → "X". The top-level entries map to themselves. Anything else is refused.
+ */
+function backupVolumePath(path: string, kind: MemberKind, raw: string): string {
+  const parts = path.split("/");
+  if (parts[0] !== "backup") throw new TarRefused(`Tar member ${raw} is not under backup/`);
+  if (parts.length === 1 || (parts.length === 2 && (parts[1] === "container" || parts[1] === "snapshots")) || (parts.length === 3 && parts[1] === "snapshots")) {
+    if (kind !== "directory") throw new TarRefused(`Tar member ${raw} must be a directory`);
+    return path;
+  }
+  if (parts.length === 2 && parts[1] === "index.yaml") {
+    if (kind !== "file") throw new TarRefused("backup/index.yaml must be a regular file");
+    return path;
+  }
+  if (parts[1] === "container") return parts.slice(2).join("/");
+  if (parts[1] === "snapshots" && parts.length > 3) return parts.slice(3).join("/");
+  throw new TarRefused(`Unexpected member ${raw} in backup`);
+}
+
+function backupVolumeOf(path: string): string {
+  const parts = path.split("/");
+  return parts[1] === "snapshots" ? parts.slice(0, 3).join("/") : parts.slice(0, 2).join("/");
 }
 
 /** "./a//b/" → "a/b"; refuses absolute paths and `..`. "" is the archive root. */

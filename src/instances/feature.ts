@@ -5,6 +5,8 @@ import { InstanceRuntime } from "./runtime.js";
 import { InstanceService } from "./service.js";
 import { SnapshotService } from "./snapshots.js";
 import { snapshotRoutes } from "../api/routes/instance-snapshots.js";
+import { backupRoutes } from "../api/routes/instance-backups.js";
+import { BackupService } from "./backups.js";
 
 export class InstancesFeature implements Feature {
   readonly name = "instances";
@@ -14,21 +16,25 @@ export class InstancesFeature implements Feature {
     this.service = new InstanceService(core);
     this.service.runtime = new InstanceRuntime(core, this.service);
     this.service.snapshots = new SnapshotService(core, this.service);
+    this.service.backups = new BackupService(core, this.service);
     core.ports.instances = this.service;
   }
 
   routes() {
-    return [...instanceRoutes(this.core, this.service), ...snapshotRoutes(this.core, this.service)];
+    return [...instanceRoutes(this.core, this.service), ...snapshotRoutes(this.core, this.service), ...backupRoutes(this.core, this.service)];
   }
 
   async start(): Promise<void> {
     await this.service.snapshots.recover();
+    await this.service.backups?.recover();
     await this.service.runtime.adopt();
     this.service.snapshots.startExpiry();
+    this.service.backups?.startExpiry();
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
     this.service.snapshots.stopExpiry();
+    this.service.backups?.stopExpiry();
     await this.service.runtime.shutdown(opts.stopInstances);
   }
 }

@@ -12,6 +12,7 @@ import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson,
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
 import type { SnapshotService } from "./snapshots.js";
+import type { BackupService } from "./backups.js";
 import { shiftTree } from "./lxc/shift.js";
 import { run } from "../os/exec.js";
 import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
@@ -62,6 +63,7 @@ export class InstanceService implements InstancesPort {
   readonly repo: InstanceRepo;
   runtime!: InstanceRuntime;
   snapshots!: SnapshotService;
+  backups?: BackupService;
   private hostIds?: HostIdSet;
 
   constructor(private readonly core: Core) {
@@ -338,6 +340,7 @@ export class InstanceService implements InstancesPort {
     this.runtime.driver.remove(this.runtime.lxcName(row.project, row.name));
     rmSync(join(this.core.paths.devices, `${row.project}_${row.name}`), { recursive: true, force: true });
     this.repo.delete(row.project, row.name);
+    this.backups?.instanceDeleted(row.project, row.name);
     this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
   }
 
@@ -364,6 +367,7 @@ export class InstanceService implements InstancesPort {
       const dir = await storage.mountInstanceVolume(project, pool, to);
       this.runtime.driver.prepare(this.runtime.lxcName(project, to), dir);
       this.repo.rename(project, name, to);
+      this.backups?.instanceRenamed(project, name, to);
       // A pending trigger (an instance never started) is kept: its templates then see the new name.
       if (!row.config["volatile.apply_template"]) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
     } catch (e) {

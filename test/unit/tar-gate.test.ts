@@ -126,3 +126,48 @@ describe("tar gate", () => {
     await refused(tarball(entry({ name: "bin", type: "2", linkname: "/" }), entry({ name: "bin/x", data: "x" })), /goes through the symbolic link rootfs\/bin/, { root: "rootfs" });
   });
 });
+
+describe("tar gate, backup mode", () => {
+  const opts = { backup: true, capture: "backup/index.yaml" };
+  const base = (...extra: Buffer[]) =>
+    tarball(
+      entry({ name: "backup/", type: "5" }),
+      entry({ name: "backup/index.yaml", data: "name: c1\n" }),
+      entry({ name: "backup/container/", type: "5" }),
+      entry({ name: "backup/container/metadata.yaml", data: "x" }),
+      entry({ name: "backup/container/rootfs/", type: "5" }),
+      entry({ name: "backup/container/rootfs/bin/", type: "5" }),
+      entry({ name: "backup/container/rootfs/bin/busybox", data: "b" }),
+      entry({ name: "backup/snapshots/", type: "5" }),
+      entry({ name: "backup/snapshots/s1/", type: "5" }),
+      entry({ name: "backup/snapshots/s1/rootfs/", type: "5" }),
+      entry({ name: "backup/snapshots/s1/rootfs/bin/", type: "5" }),
+      entry({ name: "backup/snapshots/s1/rootfs/bin/busybox", data: "b" }),
+      ...extra,
+    );
+
+  it("accepts LXD's layout, volume rules inside container/ and each snapshot", async () => {
+    const tar = base(
+      entry({ name: "backup/container/rootfs/bin/sh", type: "2", linkname: "/bin/busybox" }),
+      entry({ name: "backup/container/rootfs/dev/", type: "5" }),
+      entry({ name: "backup/container/rootfs/dev/null", type: "3" }),
+      entry({ name: "backup/snapshots/s1/rootfs/bin/ls", type: "1", linkname: "backup/snapshots/s1/rootfs/bin/busybox" }),
+    );
+    const { gate } = await pass(tar, opts);
+    expect(gate.captured?.toString()).toBe("name: c1\n");
+  });
+
+  it("refuses members outside backup/ or in unknown places", async () => {
+    await refused(base(entry({ name: "etc/passwd", data: "x" })), /not under backup\//, opts);
+    await refused(base(entry({ name: "backup/other/x", data: "x" })), /Unexpected member/, opts);
+    await refused(base(entry({ name: "backup/container/rootfs/../../../x", data: "x" })), /'\.\.'/, opts);
+  });
+
+  it("applies the rootfs rules per volume and keeps hard links inside one volume", async () => {
+    await refused(base(entry({ name: "backup/container/link", type: "2", linkname: "/etc" })), /outside rootfs/, opts);
+    await refused(base(entry({ name: "backup/snapshots/s1/null", type: "3" })), /outside rootfs\/dev/, opts);
+    await refused(base(entry({ name: "backup/container/rootfs/x", type: "1", linkname: "backup/snapshots/s1/rootfs/bin/busybox" })), /outside its volume/, opts);
+    await refused(base(entry({ name: "backup/container/rootfs/l", type: "2", linkname: "/" }), entry({ name: "backup/container/rootfs/l/etc/shadow", data: "x" })), /symbolic link/, opts);
+    await refused(base(entry({ name: "backup/index.yaml/", type: "5" })), /regular file|replaces|must be/, opts);
+  });
+});

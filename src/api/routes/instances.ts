@@ -121,7 +121,8 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     if (recursion > 1) {
       view.state = readInstanceState(svc, row);
       view.snapshots = svc.snapshots.views(row);
-      view.backups = null;
+      const backups = svc.backups?.list(row) ?? [];
+      view.backups = backups.length ? backups.map((b) => svc.backups!.view(b)) : null;
     }
     return view;
   };
@@ -139,7 +140,42 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     return sync(req.recursion > 1 ? kept.map((k) => k.view) : kept.map((k) => full(k.row, 1)));
   };
 
-  const create: Handler = async (req) => {
+  /** `lxc import`: the body is a backup tarball, received before the operation starts (as LXD). */
+  const importBackup: Handler = async (req) => {
+    const backups = svc.backups;
+    if (!backups) throw new Error("Backups are not available");
+    const header = (h: string) => {
+      const v = req.stream.headers[h];
+      return Array.isArray(v) ? v[0] : v;
+    };
+    const received = await backups.receive(req.stream);
+    let plan: Awaited<ReturnType<typeof backups.inspect>>;
+    try {
+      plan = await backups.inspect(req.project, received.file, { name: header("x-lxd-name"), pool: header("x-lxd-pool") });
+    } catch (e) {
+      received.discard();
+      throw e;
+    }
+    const { project } = req;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Restoring backup",
+        project,
+        resources: resources(project, plan.name),
+        run: async (ctx) => {
+          try {
+            await backups.restore(project, received.file, plan, ctx.signal);
+          } finally {
+            received.discard();
+          }
+        },
+      }),
+    );
+  };
+
+  const create: Handler = async (req, reply) => {
+    if (/^application\/octet-stream\b/i.test(String(req.stream.headers["content-type"] ?? ""))) return importBackup(req, reply);
     const body = await req.body(InstancesPost, "api.InstancesPost");
     if (!body.name) throw new BadRequest("Instance name is required");
     const request: CreateRequest = {

@@ -1,0 +1,133 @@
+// /1.0/instances/{name}/backups (and the /1.0/containers aliases): `lxc export` and friends.
+import { createReadStream } from "node:fs";
+import { pipeline } from "node:stream/promises";
+import { z } from "zod";
+import type { Core } from "../../daemon/daemon.js";
+import { instanceUrl, type InstanceService } from "../../instances/service.js";
+import { handled, operation, route, sync, type Handler, type Route } from "../route.js";
+
+const BackupsPost = z
+  .object({
+    name: z.string().default(""),
+    expires_at: z.string().nullish(),
+    instance_only: z.boolean().default(false),
+    container_only: z.boolean().default(false),
+    optimized_storage: z.boolean().default(false),
+    compression_algorithm: z.string().default(""),
+  })
+  .passthrough();
+
+const BackupPost = z.object({ name: z.string().default("") }).passthrough();
+
+export function backupRoutes(core: Core, svc: InstanceService): Route[] {
+  const backups = () => {
+    if (!svc.backups) throw new Error("Backups are not available");
+    return svc.backups;
+  };
+  const resources = (project: string, name: string) => {
+    const url = instanceUrl(project, name);
+    return { instances: [url], containers: [url.replace("/1.0/instances/", "/1.0/containers/")] };
+  };
+  const prefixOf = (url: string) => (url.startsWith("/1.0/containers") ? "/1.0/containers" : "/1.0/instances");
+
+  const list: Handler = (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const rows = backups().list(row);
+    if (req.recursion > 0) return sync(rows.map((b) => backups().view(b)));
+    const suffix = req.project === "default" ? "" : `?project=${req.project}`;
+    return sync(rows.map((b) => `${prefixOf(req.url)}/${row.name}/backups/${b.name}${suffix}`));
+  };
+
+  const create: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const body = await req.body(BackupsPost, "api.InstanceBackupsPost");
+    const request = {
+      name: body.name,
+      expiresAt: body.expires_at,
+      instanceOnly: body.instance_only || body.container_only,
+      optimizedStorage: body.optimized_storage,
+      compression: body.compression_algorithm || core.server.get("backups.compression_algorithm") || "gzip",
+    };
+    const backup = backups().checkCreate(row, request);
+    const { project } = req;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Backing up instance",
+        project,
+        resources: { ...resources(project, row.name), backups: [`/1.0/backups/${backup}`] },
+        run: async (ctx) => {
+          await backups().create(project, row.name, backup, request, ctx.signal);
+        },
+      }),
+    );
+  };
+
+  const get: Handler = (req) => {
+    const row = svc.require(req.project, req.params.name);
+    return sync(backups().view(backups().require(row, req.params.backup)));
+  };
+
+  const rename: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const body = await req.body(BackupPost, "api.InstanceBackupPost");
+    const { backup } = req.params;
+    backups().checkRename(row, backup, body.name);
+    const { project } = req;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Renaming instance backup",
+        project,
+        resources: resources(project, row.name),
+        run: async () => {
+          await backups().rename(project, row.name, backup, body.name);
+        },
+      }),
+    );
+  };
+
+  const del: Handler = (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const { backup } = req.params;
+    backups().require(row, backup);
+    const { project } = req;
+    return operation(
+      core.operations.create({
+        class: "task",
+        description: "Removing instance backup",
+        project,
+        resources: resources(project, row.name),
+        run: async () => {
+          await backups().delete(project, row.name, backup);
+        },
+      }),
+    );
+  };
+
+  const exportBackup: Handler = (req, reply) => {
+    const file = backups().exportFile(req.project, req.params.name, req.params.backup);
+    reply.hijack();
+    // As LXD sends it (an empty filename: the client names the file).
+    reply.raw.writeHead(200, {
+      "content-type": "application/octet-stream",
+      "content-length": String(file.size),
+      "content-disposition": "inline;filename=",
+      "last-modified": file.mtime.toUTCString(),
+    });
+    void pipeline(createReadStream(file.path), reply.raw)
+      .then(() => file.retrieved())
+      .catch(() => reply.raw.destroy());
+    return handled();
+  };
+
+  const routes: Route[] = [];
+  for (const base of ["/1.0/instances", "/1.0/containers"]) {
+    routes.push(
+      route(`${base}/:name/backups`, { GET: list, POST: create }),
+      route(`${base}/:name/backups/:backup`, { GET: get, POST: rename, DELETE: del }),
+      route(`${base}/:name/backups/:backup/export`, { GET: exportBackup }),
+    );
+  }
+  return routes;
+}

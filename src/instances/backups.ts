@@ -1,0 +1,487 @@
+// Instance backups as LXD makes them (`lxc export` / `lxc import`): a tarball with
+// backup/index.yaml, backup/container/ (the volume) and backup/snapshots/<name>/, kept under
+// $LXD_DIR/backups/instances/<instance>/<backup>. Records live in instance_backups; a row is
+// 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { Readable } from "node:stream";
+import YAML from "yaml";
+import { BadRequest, NotFound } from "../api/errors.js";
+import type { Core } from "../daemon/daemon.js";
+import type { InstanceRow } from "../db/instance-repo.js";
+import { extractTarball, scanTarball } from "../images/archive.js";
+import { TarRefused } from "../images/tar-gate.js";
+import { CODECS, type Codec } from "../images/compression.js";
+import { codecFor } from "../images/publish.js";
+import { run } from "../os/exec.js";
+import { validateInstanceName } from "./names.js";
+import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
+import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME } from "./snapshots.js";
+
+export interface BackupRow {
+  id: number;
+  instanceId: number;
+  name: string;
+  createdAt: string;
+  expiresAt: string;
+  instanceOnly: boolean;
+  optimizedStorage: boolean;
+  state: string;
+}
+
+export interface BackupView {
+  name: string;
+  created_at: string;
+  expires_at: string;
+  instance_only: boolean;
+  container_only: boolean;
+  optimized_storage: boolean;
+}
+
+export interface BackupRequest {
+  name: string;
+  expiresAt?: string | null;
+  instanceOnly: boolean;
+  optimizedStorage: boolean;
+  compression: string;
+}
+
+interface RawBackup {
+  id: number;
+  instance_id: number;
+  name: string;
+  created_at: string;
+  expires_at: string;
+  instance_only: number;
+  optimized_storage: number;
+  state: string;
+}
+
+const toRow = (r: RawBackup): BackupRow => ({
+  id: r.id,
+  instanceId: r.instance_id,
+  name: r.name,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  instanceOnly: r.instance_only === 1,
+  optimizedStorage: r.optimized_storage === 1,
+  state: r.state,
+});
+
+/** In an import's temp directory while the instance is being made (see recover). */
+const IMPORT_MARKER = "instance.json";
+
+export const backupUrl = (project: string, name: string, backup: string) => `/1.0/instances/${name}/backups/${backup}${project === "default" ? "" : `?project=${project}`}`;
+
+/** LXD's backup name rules. */
+export function validateBackupName(name: string): void {
+  if (name.includes("/")) throw new BadRequest("Backup names may not contain slashes");
+  if (name === "." || name === "..") throw new BadRequest(`Invalid backup name: "${name}" is reserved`);
+  if (/[\s\0]/.test(name) || name.length > 255) throw new BadRequest("Invalid backup name");
+}
+
+/** The instance part of index.yaml we read back at import. */
+interface IndexInstance {
+  architecture?: string;
+  config?: Record<string, string>;
+  devices?: Devices;
+  ephemeral?: boolean;
+  profiles?: string[];
+  description?: string;
+}
+interface IndexSnapshot extends IndexInstance {
+  name: string;
+  created_at?: string;
+  expires_at?: string;
+}
+
+export class BackupService {
+  private expiryTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly core: Core,
+    private readonly svc: InstanceService,
+  ) {}
+
+  private get db() {
+    return this.core.db;
+  }
+
+  /** Directory holding an instance's backup files. */
+  dirOf(project: string, name: string): string {
+    return join(this.core.paths.dir, "backups", "instances", project === "default" ? name : `${project}_${name}`);
+  }
+
+  fileOf(row: InstanceRow, backup: string): string {
+    return join(this.dirOf(row.project, row.name), backup);
+  }
+
+  list(row: InstanceRow): BackupRow[] {
+    return (this.db.prepare("SELECT * FROM instance_backups WHERE instance_id = ? AND state = 'created' ORDER BY id").all(row.id) as RawBackup[]).map(toRow);
+  }
+
+  require(row: InstanceRow, backup: string): BackupRow {
+    const r = this.db.prepare("SELECT * FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, backup) as RawBackup | undefined;
+    if (!r || r.state !== "created") throw new NotFound("Load backup from database: Instance backup not found");
+    return toRow(r);
+  }
+
+  view(b: BackupRow): BackupView {
+    return { name: b.name, created_at: b.createdAt, expires_at: b.expiresAt, instance_only: b.instanceOnly, container_only: b.instanceOnly, optimized_storage: b.optimizedStorage };
+  }
+
+  /** Check a create request and pick the name ("backup0", "backup1", ... when none is given). */
+  checkCreate(row: InstanceRow, req: BackupRequest): string {
+    const algo = req.compression.trim().split(/\s+/)[0];
+    if (!(algo in CODECS)) throw new BadRequest(`Invalid compression algorithm "${algo}"`);
+    const existing = (this.db.prepare("SELECT name FROM instance_backups WHERE instance_id = ?").all(row.id) as { name: string }[]).map((r) => r.name);
+    const name = req.name || nextSnapshotName("backup%d", existing);
+    validateBackupName(name);
+    if (req.expiresAt) parseExpiry(req.expiresAt);
+    return name;
+  }
+
+  /** The body of the "Backing up instance" operation. */
+  async create(project: string, name: string, backup: string, req: BackupRequest, signal?: AbortSignal): Promise<void> {
+    await this.svc.runtime.serialize(project, name, () => this.write(project, name, backup, req, signal));
+    this.core.events.lifecycle("instance-backup-created", backupUrl(project, name, backup), { project });
+  }
+
+  private async write(project: string, name: string, backup: string, req: BackupRequest, signal?: AbortSignal): Promise<void> {
+    const row = this.svc.require(project, name);
+    const codec: Codec = CODECS[codecFor(req.compression)];
+    const now = new Date();
+    // As LXD on the dir driver: optimized_storage is accepted and a regular backup is made
+    // (recorded as not optimized). A taken name fails the operation, as upstream.
+    if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, backup)) throw new Error(`Create backup: Backup "${name}/${backup}" already exists`);
+    const info = this.db
+      .prepare("INSERT INTO instance_backups (instance_id, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?, ?, ?, ?, ?, 0)")
+      .run(row.id, backup, goTime(new Date(Math.floor(now.getTime() / 1000) * 1000)), req.expiresAt ? parseExpiry(req.expiresAt) : ZERO_TIME, req.instanceOnly ? 1 : 0);
+    const dir = this.dirOf(project, name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const stage = join(dir, `.stage-${randomUUID()}`);
+    const partial = join(dir, `.partial-${randomUUID()}`);
+    try {
+      await this.writeTarball(row, req.instanceOnly, stage, partial, codec.compress ? `${codec.compress[0]} ${codec.compress[1].filter((a: string) => a !== "-c").join(" ")}` : undefined, signal);
+      renameSync(partial, join(dir, backup));
+      this.db.prepare("UPDATE instance_backups SET state = 'created' WHERE id = ?").run(info.lastInsertRowid);
+    } catch (e) {
+      rmSync(partial, { force: true });
+      this.db.prepare("DELETE FROM instance_backups WHERE id = ?").run(info.lastInsertRowid);
+      throw e;
+    } finally {
+      rmSync(stage, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Stage backup/ as hard links of the volumes (same filesystem) or reflink/copies (other
+   * pools), so tar writes LXD's layout without moving anything in the volumes themselves.
+   */
+  private async writeTarball(row: InstanceRow, instanceOnly: boolean, stage: string, out: string, compressor: string | undefined, signal?: AbortSignal): Promise<void> {
+    const ex = this.svc.expanded(row);
+    const pool = InstanceService.rootDisk(ex.devices).pool;
+    const storage = this.core.ports.storage;
+    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
+    const snaps = instanceOnly ? [] : this.svc.snapshots.list(row);
+    mkdirSync(join(stage, "backup", "snapshots"), { recursive: true, mode: 0o700 });
+    const index = {
+      name: row.name,
+      backend: this.poolView(pool).driver,
+      pool,
+      snapshots: snaps.map((s) => s.name),
+      optimized: false,
+      optimized_header: false,
+      type: "container",
+      config: {
+        container: this.svc.view(row),
+        snapshots: snaps.map((s) => this.svc.snapshots.view(row, s)),
+        pool: this.poolView(pool),
+        profiles: row.profiles.map((p) => this.core.ports.profiles?.get(row.project, p)).filter(Boolean),
+        volume: { config: {}, description: "", name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
+        volume_snapshots: snaps.map((s) => ({ description: "", expires_at: s.expiresAt, name: s.name, config: {}, content_type: "filesystem", created_at: ZERO_TIME })),
+      },
+    };
+    writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
+    const link = async (from: string, to: string) => {
+      try {
+        await run("cp", ["-a", "-l", "--", from, to], { signal });
+      } catch {
+        rmSync(to, { recursive: true, force: true });
+        await run("cp", ["-a", "--reflink=auto", "--", from, to], { signal });
+      }
+    };
+    await this.svc.runtime.frozenDuring(row, async () => {
+      await link(await storage.mountInstanceVolume(row.project, pool, row.name), join(stage, "backup", "container"));
+    });
+    for (const s of snaps) {
+      const from = await storage.mountInstanceSnapshot!(row.project, pool, row.name, s.name);
+      await link(from, join(stage, "backup", "snapshots", s.name));
+    }
+    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
+    if (compressor) args.push("-I", compressor);
+    args.push("--", "backup");
+    // A running instance's files may change while tar reads them (exit 1, as with LXD's own
+    // backups of running instances); exit 2 and up is a real failure.
+    const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
+    if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
+  }
+
+  private poolView(pool: string): { name: string; driver: string } {
+    const storage = this.core.ports.storage;
+    if (!storage?.getPool) throw new Error("Storage is not available (no storage feature loaded)");
+    return { ...storage.getPool(pool), used_by: [] } as { name: string; driver: string };
+  }
+
+  async delete(project: string, name: string, backup: string): Promise<void> {
+    await this.svc.runtime.serialize(project, name, async () => {
+      const row = this.svc.require(project, name);
+      const b = this.require(row, backup);
+      rmSync(this.fileOf(row, backup), { force: true });
+      this.db.prepare("DELETE FROM instance_backups WHERE id = ?").run(b.id);
+    });
+    this.core.events.lifecycle("instance-backup-deleted", backupUrl(project, name, backup), { project });
+  }
+
+  checkRename(row: InstanceRow, backup: string, to: string): void {
+    this.require(row, backup);
+    if (!to) throw new BadRequest("Invalid backup name: Cannot be empty");
+    validateBackupName(to);
+  }
+
+  async rename(project: string, name: string, backup: string, to: string): Promise<void> {
+    await this.svc.runtime.serialize(project, name, async () => {
+      const row = this.svc.require(project, name);
+      this.checkRename(row, backup, to);
+      const b = this.require(row, backup);
+      // Upstream reports its database constraint as it is.
+      if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, to)) throw new Error("UNIQUE constraint failed: instances_backups.instance_id, instances_backups.name");
+      renameSync(this.fileOf(row, backup), this.fileOf(row, to));
+      try {
+        this.db.prepare("UPDATE instance_backups SET name = ? WHERE id = ?").run(to, b.id);
+      } catch (e) {
+        renameSync(this.fileOf(row, to), this.fileOf(row, backup));
+        throw e;
+      }
+    });
+    this.core.events.lifecycle("instance-backup-renamed", backupUrl(project, name, to), { project, context: { old_name: backup } });
+  }
+
+  /** The file to stream for GET .../export, and the event that says it was fetched. */
+  exportFile(project: string, name: string, backup: string): { path: string; size: number; mtime: Date; retrieved: () => void } {
+    const row = this.svc.require(project, name);
+    this.require(row, backup);
+    const path = this.fileOf(row, backup);
+    const { size, mtime } = statSync(path);
+    return { path, size, mtime, retrieved: () => this.core.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
+  }
+
+  /** The instance was renamed: its backups follow (called by the instance service). */
+  instanceRenamed(project: string, from: string, to: string): void {
+    const src = this.dirOf(project, from);
+    if (existsSync(src)) renameSync(src, this.dirOf(project, to));
+  }
+
+  /** The instance is gone (rows cascade): remove its backup files. */
+  instanceDeleted(project: string, name: string): void {
+    rmSync(this.dirOf(project, name), { recursive: true, force: true });
+  }
+
+  /** Delete backups whose expires_at has passed (checked every minute, as upstream's task). */
+  startExpiry(): void {
+    const tick = async () => {
+      const now = Date.now();
+      for (const row of this.svc.repo.list()) {
+        for (const b of this.list(row)) {
+          if (b.expiresAt === ZERO_TIME || new Date(b.expiresAt).getTime() > now) continue;
+          await this.delete(row.project, row.name, b.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, backup: b.name }, "cannot delete expired backup"));
+        }
+      }
+    };
+    this.expiryTimer = setInterval(() => void tick(), 60_000);
+    this.expiryTimer.unref();
+  }
+
+  stopExpiry(): void {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.expiryTimer = undefined;
+  }
+
+  /**
+   * Drop rows and partial files a crash left behind while a backup was being written, and
+   * remove an instance whose import a crash interrupted (its marker is still there).
+   */
+  async recover(): Promise<void> {
+    const backupsDir = join(this.core.paths.dir, "backups");
+    for (const f of listDir(backupsDir)) {
+      if (!f.startsWith(".import-")) continue;
+      const marker = join(backupsDir, f, IMPORT_MARKER);
+      if (existsSync(marker)) {
+        const { project, name } = JSON.parse(readFileSync(marker, "utf8")) as { project: string; name: string };
+        const row = this.svc.repo.get(project, name);
+        this.core.log.warn({ project, instance: name }, "removing instance left half-imported by a crash");
+        if (row) await this.svc.destroy(row).catch((e) => this.core.log.warn({ err: e }, "cannot remove half-imported instance"));
+      }
+      rmSync(join(backupsDir, f), { recursive: true, force: true });
+    }
+    this.db.prepare("DELETE FROM instance_backups WHERE state <> 'created'").run();
+    const root = join(this.core.paths.dir, "backups", "instances");
+    if (!existsSync(root)) return;
+    for (const row of this.svc.repo.list()) {
+      const dir = this.dirOf(row.project, row.name);
+      if (!existsSync(dir)) continue;
+      for (const f of listDir(dir)) if (f.startsWith(".stage-") || f.startsWith(".partial-")) rmSync(join(dir, f), { recursive: true, force: true });
+    }
+  }
+
+  // ---- import (POST /1.0/instances with a backup tarball as body) ----
+
+  /** Stream the upload to a private temp file; the caller removes it with `discard`. */
+  async receive(body: Readable): Promise<{ file: string; discard: () => void }> {
+    const dir = join(this.core.paths.dir, "backups", `.import-${randomUUID()}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = join(dir, "backup");
+    const discard = () => rmSync(dir, { recursive: true, force: true });
+    try {
+      const fh = await open(file, "wx", 0o600);
+      try {
+        for await (const c of body) await fh.write(c as Buffer);
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      discard();
+      throw e;
+    }
+    return { file, discard };
+  }
+
+  /** Validate the whole tarball and read its index; the instance name it will get. */
+  async inspect(project: string, file: string, opts: { name?: string; pool?: string }): Promise<{ name: string; pool: string; index: { container: IndexInstance; snapshots: IndexSnapshot[] } }> {
+    let gate;
+    try {
+      gate = await scanTarball(file, { backup: true, capture: "backup/index.yaml" });
+    } catch (e) {
+      if (e instanceof TarRefused) throw new BadRequest(e.message.replace("Refusing unsafe image tarball", "Refusing unsafe backup tarball"));
+      throw e;
+    }
+    if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
+    const doc = YAML.parse(gate.captured.toString("utf8")) as { name?: string; pool?: string; snapshots?: string[]; config?: { container?: IndexInstance; snapshots?: IndexSnapshot[] } } | null;
+    const container = doc?.config?.container;
+    if (!doc || typeof doc !== "object" || !container || typeof container !== "object") throw new BadRequest("Backup index.yaml has no instance config");
+    const name = opts.name || String(doc.name ?? "");
+    try {
+      validateInstanceName(name);
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+    const wanted = new Set((doc.snapshots ?? []).map(String));
+    const snapshots = (doc.config?.snapshots ?? []).filter((s) => s && wanted.has(String(s.name)));
+    for (const s of snapshots) validateSnapshotName(String(s.name));
+    return { name, pool: opts.pool || String(doc.pool ?? ""), index: { container, snapshots } };
+  }
+
+  /** The body of the "Restoring backup" operation: a Stopped instance with its snapshots. */
+  async restore(project: string, file: string, plan: Awaited<ReturnType<BackupService["inspect"]>>, signal?: AbortSignal): Promise<void> {
+    const { name, index } = plan;
+    if (this.svc.repo.get(project, name)) throw new Error("Create instance from backup: Cannot restore volume, already exists on target");
+    const c = index.container;
+    const strings = (m: unknown) => Object.fromEntries(Object.entries((m ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+    const devices: Devices = Object.fromEntries(Object.entries((c.devices ?? {}) as Record<string, unknown>).map(([k, v]) => [k, strings(v)]));
+    const profiles = (c.profiles ?? ["default"]).map(String);
+    const config = strings(c.config);
+    // Until the marker is gone, a crash means the instance is removed at the next start.
+    const marker = join(dirname(file), IMPORT_MARKER);
+    writeFileSync(marker, JSON.stringify({ project, name }), { mode: 0o600 });
+    // Another pool asked for (X-LXD-pool): the root disk moves there.
+    if (plan.pool) {
+      const local = Object.entries(devices).find(([, d]) => d.type === "disk" && d.path === "/" && !d.source);
+      if (local) local[1].pool = plan.pool;
+      else if (this.rootPool(project, profiles, config, devices) !== plan.pool) devices.root = { type: "disk", path: "/", pool: plan.pool };
+    }
+    const pool = this.rootPool(project, profiles, config, devices);
+    const storage = this.core.ports.storage;
+    if (!storage?.createInstanceSnapshot) throw new Error("Storage is not available (no storage feature with snapshot support loaded)");
+    storage.assertPool(pool);
+    this.svc.validate(project, name, Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith("volatile."))), devices, profiles);
+    const ex = this.svc.expanded({ project, profiles, config, devices });
+    const idmap = this.svc.allocateIdmap(project, name, ex.config);
+    delete config["volatile.last_state.power"];
+    delete config["volatile.idmap.current"];
+    Object.assign(config, { "volatile.idmap.base": String(idmap.base), "volatile.idmap.next": idmap.map });
+    // The files keep the ownership they had: the first start shifts them if the maps differ.
+    config["volatile.last_state.idmap"] ??= "[]";
+    this.svc.repo.insert({
+      project,
+      name,
+      type: "container",
+      architecture: String(c.architecture || this.core.host.kernel_architecture),
+      ephemeral: Boolean(c.ephemeral),
+      stateful: false,
+      description: String(c.description ?? ""),
+      config,
+      devices,
+      profiles,
+      created_at: new Date().toISOString(),
+      last_used_at: "1970-01-01T00:00:00Z",
+      init_pid: 0,
+      init_start: "",
+    });
+    const row = this.svc.require(project, name);
+    let volumeCreated = false;
+    try {
+      const dir = await storage.createInstanceVolume(project, pool, name, { signal });
+      volumeCreated = true;
+      for (const s of index.snapshots) {
+        await emptyDir(dir);
+        await extractTarball(file, dir, { backup: true }, { signal, select: { member: `backup/snapshots/${s.name}`, strip: 3 } });
+        this.svc.snapshots.repo.insert({
+          instanceId: row.id,
+          name: s.name,
+          createdAt: s.created_at ? new Date(s.created_at).toISOString() : new Date().toISOString(),
+          expiresAt: s.expires_at ? parseExpiry(s.expires_at) : ZERO_TIME,
+          stateful: false,
+          description: "",
+          architecture: String(s.architecture || row.architecture),
+          ephemeral: Boolean(s.ephemeral),
+          config: strings(s.config),
+          devices: Object.fromEntries(Object.entries((s.devices ?? {}) as Record<string, unknown>).map(([k, v]) => [k, strings(v)])),
+          profiles: (s.profiles ?? profiles).map(String),
+        });
+        const snapRow = this.svc.snapshots.repo.get(row.id, s.name)!;
+        await storage.createInstanceSnapshot(project, pool, name, s.name, { signal });
+        this.svc.snapshots.repo.setState(snapRow.id, "created");
+      }
+      await emptyDir(dir);
+      await extractTarball(file, dir, { backup: true }, { signal, select: { member: "backup/container", strip: 2 } });
+      mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
+      this.svc.runtime.driver.prepare(this.svc.runtime.lxcName(project, name), dir);
+      rmSync(marker, { force: true });
+    } catch (e) {
+      if (volumeCreated) await storage.deleteInstanceVolume(project, pool, name).catch(() => {});
+      this.svc.runtime.driver.remove(this.svc.runtime.lxcName(project, name));
+      this.svc.repo.delete(project, name);
+      rmSync(marker, { force: true });
+      throw e;
+    }
+    this.core.events.lifecycle("instance-created", instanceUrl(project, name), { project });
+  }
+
+  private rootPool(project: string, profiles: string[], config: Record<string, string>, devices: Devices): string {
+    try {
+      return InstanceService.rootDisk(this.svc.expanded({ project, profiles, config, devices }).devices).pool;
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+  }
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
