@@ -1,10 +1,11 @@
 // /1.0/instances/{name}/backups (and the /1.0/containers aliases): `lxc export` and friends.
+import { instanceResources, instanceTask, urlPrefixOf } from "./instance-task.js";
 import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import type { Core } from "../../daemon/daemon.js";
-import { instanceUrl, type InstanceService } from "../../instances/service.js";
-import { handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import type { InstanceService } from "../../instances/service.js";
+import { handled, route, sync, type Handler, type Route } from "../route.js";
 
 const BackupsPost = z
   .object({
@@ -24,11 +25,8 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
     if (!svc.backups) throw new Error("Backups are not available");
     return svc.backups;
   };
-  const resources = (project: string, name: string) => {
-    const url = instanceUrl(project, name);
-    return { instances: [url], containers: [url.replace("/1.0/instances/", "/1.0/containers/")] };
-  };
-  const prefixOf = (url: string) => (url.startsWith("/1.0/containers") ? "/1.0/containers" : "/1.0/instances");
+  const resources = instanceResources;
+  const prefixOf = urlPrefixOf;
 
   const list: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
@@ -50,17 +48,7 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
     };
     const backup = backups().checkCreate(row, request);
     const { project } = req;
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Backing up instance",
-        project,
-        resources: { ...resources(project, row.name), backups: [`/1.0/backups/${backup}`] },
-        run: async (ctx) => {
-          await backups().create(project, row.name, backup, request, ctx.signal);
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Backing up instance", project, resources: { ...resources(project, row.name), backups: [`/1.0/backups/${backup}`] } }, async (signal) => backups().create(project, row.name, backup, request, signal));
   };
 
   const get: Handler = (req) => {
@@ -74,17 +62,7 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
     const { backup } = req.params;
     backups().checkRename(row, backup, body.name);
     const { project } = req;
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Renaming instance backup",
-        project,
-        resources: resources(project, row.name),
-        run: async () => {
-          await backups().rename(project, row.name, backup, body.name);
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Renaming instance backup", project, resources: resources(project, row.name) }, async () => backups().rename(project, row.name, backup, body.name));
   };
 
   const del: Handler = (req) => {
@@ -92,17 +70,7 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
     const { backup } = req.params;
     backups().require(row, backup);
     const { project } = req;
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Removing instance backup",
-        project,
-        resources: resources(project, row.name),
-        run: async () => {
-          await backups().delete(project, row.name, backup);
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Removing instance backup", project, resources: resources(project, row.name) }, async () => backups().delete(project, row.name, backup));
   };
 
   const exportBackup: Handler = (req, reply) => {

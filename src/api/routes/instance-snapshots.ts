@@ -1,9 +1,10 @@
 // /1.0/instances/{name}/snapshots (and the /1.0/containers aliases).
+import { instanceResources, instanceTask, urlPrefixOf } from "./instance-task.js";
 import { z } from "zod";
 import type { Core } from "../../daemon/daemon.js";
-import { instanceUrl, type InstanceService } from "../../instances/service.js";
+import type { InstanceService } from "../../instances/service.js";
 import { BadRequest } from "../errors.js";
-import { checkEtag, operation, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, route, sync, type Handler, type Route } from "../route.js";
 
 const SnapshotsPost = z
   .object({
@@ -25,11 +26,8 @@ const SnapshotPut = z.object({ expires_at: z.string().nullish() }).passthrough()
 
 export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
   const snaps = () => svc.snapshots;
-  const resources = (project: string, name: string) => {
-    const url = instanceUrl(project, name);
-    return { instances: [url], containers: [url.replace("/1.0/instances/", "/1.0/containers/")] };
-  };
-  const prefixOf = (url: string) => (url.startsWith("/1.0/containers") ? "/1.0/containers" : "/1.0/instances");
+  const resources = instanceResources;
+  const prefixOf = urlPrefixOf;
 
   const list: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
@@ -44,17 +42,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     const body = await req.body(SnapshotsPost, "api.InstanceSnapshotsPost");
     const snap = snaps().checkCreate(row, body);
     const { project } = req;
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Snapshotting instance",
-        project,
-        resources: resources(project, row.name),
-        run: async (ctx) => {
-          await snaps().create(project, row.name, snap, body.expires_at, ctx.signal);
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Snapshotting instance", project, resources: resources(project, row.name) }, async (signal) => snaps().create(project, row.name, snap, body.expires_at, signal));
   };
 
   const etagOf = (req: { project: string; params: Record<string, string> }) => {
@@ -73,18 +61,8 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     const body = await req.body(SnapshotPut, "api.InstanceSnapshotPut");
     const { project } = req;
     const { name, snap } = req.params;
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Updating snapshot",
-        project,
-        // Upstream names the snapshot as if it were an instance here; clients see the same.
-        resources: resources(project, snap),
-        run: async () => {
-          await svc.runtime.serialize(project, name, async () => snaps().updateExpiry(project, name, snap, body.expires_at));
-        },
-      }),
-    );
+    // Upstream names the snapshot as if it were an instance here; clients see the same.
+    return instanceTask(core.operations, { description: "Updating snapshot", project, resources: resources(project, snap) }, async () => svc.runtime.serialize(project, name, async () => snaps().updateExpiry(project, name, snap, body.expires_at)));
   };
 
   const rename: Handler = async (req) => {
@@ -94,17 +72,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     const { snap } = req.params;
     snaps().checkRename(row, snap, body.name);
     const { project } = req;
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Renaming snapshot",
-        project,
-        resources: resources(project, row.name),
-        run: async () => {
-          await snaps().rename(project, row.name, snap, body.name);
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Renaming snapshot", project, resources: resources(project, row.name) }, async () => snaps().rename(project, row.name, snap, body.name));
   };
 
   const del: Handler = (req) => {
@@ -112,17 +80,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     const { snap } = req.params;
     snaps().require(row, snap);
     const { project } = req;
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Deleting snapshot",
-        project,
-        resources: resources(project, row.name),
-        run: async () => {
-          await snaps().delete(project, row.name, snap);
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Deleting snapshot", project, resources: resources(project, row.name) }, async () => snaps().delete(project, row.name, snap));
   };
 
   const routes: Route[] = [];

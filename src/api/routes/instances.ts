@@ -1,4 +1,5 @@
 // /1.0/instances (and the /1.0/containers aliases older clients such as pylxd use).
+import { instanceResources } from "./instance-task.js";
 import { createReadStream, existsSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -114,7 +115,7 @@ export function matchesFilter(view: Record<string, unknown>, filter: string): bo
 
 export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const rt = () => svc.runtime;
-  const resources = (project: string, name: string) => ({ instances: [instanceUrl(project, name)], containers: [instanceUrl(project, name).replace("/1.0/instances/", "/1.0/containers/")] });
+  const resources = instanceResources;
 
   const full = (row: InstanceRow, recursion: number) => {
     const view: Record<string, unknown> = { ...svc.view(row) };
