@@ -9,18 +9,6 @@ const Projects = z
   .nullish()
   .transform((p) => p ?? []);
 
-const CertificatesPost = z
-  .object({
-    name: z.string().default(""),
-    type: z.string().default(""),
-    restricted: z.boolean().default(false),
-    projects: Projects,
-    certificate: z.string().default(""),
-    password: z.string().default(""),
-    token: z.boolean().default(false),
-  })
-  .passthrough();
-
 const CertificatePut = z
   .object({
     name: z.string().default(""),
@@ -30,6 +18,11 @@ const CertificatePut = z
     certificate: z.string().default(""),
   })
   .passthrough();
+
+const CertificatesPost = CertificatePut.extend({
+  password: z.string().default(""),
+  token: z.boolean().default(false),
+}).passthrough();
 
 export function certificateRoutes(certs: CertificateService): Route[] {
   const update = (mode: "replace" | "merge") => async (req: ApiRequest) => {
