@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(
-  lxc lxc-dev lxd-client uidmap               # liblxc tooling (and headers for native/start.c), the stock client
+  lxc lxc-dev lxd lxd-client uidmap            # liblxc tooling (+ headers for native/start.c), reference LXD and its client
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
   btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
   busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
