@@ -12,6 +12,8 @@ export interface Paths {
   containers: string;
   storagePools: string;
   images: string;
+  /** Unpacked copies of images, copied into new instance volumes instead of unpacking each time. */
+  imageTrees: string;
   networks: string;
   devices: string;
   shmounts: string;
@@ -34,6 +36,7 @@ export function pathsFor(dir: string): Paths {
     containers: join(dir, "containers"),
     storagePools: join(dir, "storage-pools"),
     images: join(dir, "images"),
+    imageTrees: join(dir, "cache", "image-trees"),
     networks: join(dir, "networks"),
     devices: join(dir, "devices"),
     shmounts: join(dir, "shmounts"),
@@ -50,6 +53,8 @@ export function layout(p: Paths): [string, number][] {
     [p.containers, 0o711],
     [p.storagePools, 0o711],
     [p.images, 0o700],
+    [join(p.dir, "cache"), 0o700],
+    [p.imageTrees, 0o700],
     [p.networks, 0o711],
     [p.devices, 0o711],
     [p.shmounts, 0o711],

@@ -14,6 +14,7 @@ export class ImagesFeature implements Feature {
   constructor(private readonly core: Core) {
     this.service = new ImageService({
       dir: core.paths.images,
+      treesDir: core.paths.imageTrees,
       repo: new ImageRepo(core.db),
       events: core.events,
       log: core.log,

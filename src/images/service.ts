@@ -1,6 +1,9 @@
 // The image store: records in SQLite, tarballs in $LXD_DIR/images/<fingerprint>
 // (+ <fingerprint>.rootfs for split images). Owns import, lookup, unpack and removal.
-import { link, lstat, mkdir, readdir, rm, stat, unlink } from "node:fs/promises";
+// The first unpack of an image also keeps the validated tree in $LXD_DIR/cache/image-trees:
+// later instances copy it instead of decompressing and checking the tarball again.
+import { randomBytes } from "node:crypto";
+import { link, lstat, mkdir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
@@ -8,6 +11,7 @@ import type { Requestor } from "../api/route.js";
 import type { ImageRecord, ImagesPort } from "../daemon/ports.js";
 import { sortedMap, type AliasRow, type ImageRecordRow, type ImageRepo } from "../db/image-repo.js";
 import type { EventHub } from "../operations/events.js";
+import { run } from "../os/exec.js";
 import { extractTarball, scanTarball } from "./archive.js";
 import type { BuiltImage } from "./publish.js";
 import { parseImageMetadata, type ImageMetadata } from "./metadata.js";
@@ -63,6 +67,8 @@ export interface ImportOptions {
 
 export interface ServiceDeps {
   dir: string;
+  /** Where unpacked, validated image trees are kept (one directory per fingerprint). */
+  treesDir: string;
   repo: ImageRepo;
   events: EventHub;
   log: Logger;
@@ -123,9 +129,16 @@ export class ImageService implements ImagesPort {
     return join(this.deps.dir, `${fingerprint}.rootfs`);
   }
 
+  private treeDir(fingerprint: string): string {
+    return join(this.deps.treesDir, fingerprint);
+  }
+
   /** Start-up: remove build directories a crash left behind, and files no record refers to. */
   async cleanup(): Promise<void> {
     const known = this.repo.allFingerprints();
+    for (const name of await readdir(this.deps.treesDir).catch(() => [] as string[])) {
+      if (!known.has(name)) await rm(join(this.deps.treesDir, name), { recursive: true, force: true });
+    }
     for (const name of await readdir(this.deps.dir)) {
       const fp = name.replace(/\.rootfs$/, "");
       if (name.startsWith(BUILD_PREFIX) || (FINGERPRINT_RE.test(fp) && !known.has(fp))) {
@@ -362,36 +375,63 @@ export class ImageService implements ImagesPort {
     const st = await lstat(target);
     if (!st.isDirectory()) throw new Error(`Unpack target ${target} is not a directory`);
     if ((await readdir(target)).length > 0) throw new Error(`Unpack target ${target} is not empty`);
+    const tree = await this.unpackedTree(row, opts);
+    try {
+      await run("cp", ["-a", "--reflink=auto", "--", `${tree}/.`, target], { signal: opts.signal });
+    } catch (err) {
+      await emptyDir(target);
+      throw err;
+    }
+    opts.progress?.(100);
+  }
 
+  /** The image's validated, unpacked tree: built once (atomically, by rename), then reused. */
+  private unpackedTree(row: ImageRecordRow, opts: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<string> {
+    const fingerprint = row.fingerprint;
+    const tree = this.treeDir(fingerprint);
+    return this.withFileLock(fingerprint, async () => {
+      if (await exists(tree)) return tree;
+      if (!this.repo.anyWithFingerprint(fingerprint)) notFound();
+      const building = `${tree}.${BUILD_PREFIX}${randomBytes(6).toString("hex")}`;
+      await mkdir(this.deps.treesDir, { recursive: true, mode: 0o700 });
+      await mkdir(building, { mode: 0o755 });
+      try {
+        await this.extractImage(row, building, opts);
+        await rename(building, tree);
+      } catch (err) {
+        await rm(building, { recursive: true, force: true });
+        throw err;
+      }
+      return tree;
+    });
+  }
+
+  private async extractImage(row: ImageRecordRow, target: string, opts: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<void> {
+    const fingerprint = row.fingerprint;
     const files = row.split ? [this.imageFile(fingerprint), this.rootfsFile(fingerprint)] : [this.imageFile(fingerprint)];
     const sizes = await Promise.all(files.map(async (f) => (await stat(f)).size));
     const total = sizes.reduce((a, b) => a + b, 0) || 1;
     let done = 0;
     let last = -1;
     const report = (bytes: number) => {
-      const pct = Math.min(100, Math.floor(((done + bytes) * 100) / total));
+      const pct = Math.min(99, Math.floor(((done + bytes) * 100) / total));
       if (pct !== last) {
         last = pct;
         opts.progress?.(pct);
       }
     };
-    try {
-      await extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report });
-      done += sizes[0];
-      if (row.split) {
-        const rootfs = join(target, "rootfs");
-        await mkdir(rootfs, { mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
-          if (e.code !== "EEXIST") throw e;
-        });
-        if (!(await lstat(rootfs)).isDirectory()) throw new Error("Image rootfs is not a directory");
-        await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: report });
-      }
-      const rootfs = await lstat(join(target, "rootfs")).catch(() => undefined);
-      if (!rootfs?.isDirectory()) throw new Error("Image has no rootfs directory");
-    } catch (err) {
-      await emptyDir(target);
-      throw err;
+    await extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report });
+    done += sizes[0];
+    if (row.split) {
+      const rootfs = join(target, "rootfs");
+      await mkdir(rootfs, { mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "EEXIST") throw e;
+      });
+      if (!(await lstat(rootfs)).isDirectory()) throw new Error("Image rootfs is not a directory");
+      await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: report });
     }
+    const rootfs = await lstat(join(target, "rootfs")).catch(() => undefined);
+    if (!rootfs?.isDirectory()) throw new Error("Image has no rootfs directory");
   }
 
   // Changes
@@ -430,6 +470,7 @@ export class ImageService implements ImagesPort {
       if (this.repo.countFingerprint(fingerprint) === 0) {
         await rm(this.imageFile(fingerprint), { force: true });
         await rm(this.rootfsFile(fingerprint), { force: true });
+        await rm(this.treeDir(fingerprint), { recursive: true, force: true });
       }
     });
     this.deps.events.lifecycle("image-deleted", `/1.0/images/${fingerprint}`, { project, requestor: eventRequestor(requestor) });

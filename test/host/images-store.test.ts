@@ -28,7 +28,7 @@ beforeAll(() => {
   mkdirSync(outside);
   db = openDatabase(join(root, "db.sqlite"));
   repo = new ImageRepo(db);
-  images = new ImageService({ dir: join(root, "images"), repo, events: new EventHub(), log: pino({ level: "silent" }) });
+  images = new ImageService({ dir: join(root, "images"), treesDir: join(root, "image-trees"), repo, events: new EventHub(), log: pino({ level: "silent" }) });
 });
 afterAll(() => {
   db?.close();
@@ -81,7 +81,7 @@ describe("import and unpack", () => {
   });
 
   it("records X-LXD-profiles, refusing unknown ones", async () => {
-    const checked = new ImageService({ dir: join(root, "images"), repo, events: new EventHub(), log: pino({ level: "silent" }), profileExists: (_p, n) => n !== "nope" });
+    const checked = new ImageService({ dir: join(root, "images"), treesDir: join(root, "image-trees"), repo, events: new EventHub(), log: pino({ level: "silent" }), profileExists: (_p, n) => n !== "nope" });
     await expect(checked.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "nope"] })).rejects.toThrow("Profile 'nope' doesn't exist");
     const v = await checked.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "extra"] });
     expect(v.profiles).toEqual(["default", "extra"]);
@@ -110,6 +110,20 @@ describe("import and unpack", () => {
     expect(seen.at(-1)).toBe(100);
     expect(() => images.markUsed(fp)).not.toThrow();
     expect(repo.get("default", fp)!.last_used_at).not.toBe("0001-01-01T00:00:00Z");
+  });
+
+  it("keeps the validated tree: the next unpack copies it instead of unpacking the tarball", async () => {
+    const tree = join(root, "image-trees", fp);
+    expect(existsSync(join(tree, "rootfs/bin/busybox"))).toBe(true);
+    writeFileSync(join(tree, "rootfs/marker"), "from the tree");
+    try {
+      const target = freshTarget();
+      await images.unpackInto(fp, target);
+      expect(readFileSync(join(target, "rootfs/marker"), "utf8")).toBe("from the tree");
+      expect(readlinkSync(join(target, "rootfs/sbin/init"))).toBe("/bin/busybox");
+    } finally {
+      rmSync(join(tree, "rootfs/marker"));
+    }
   });
 
   it("stops and leaves the target empty when cancelled", async () => {
@@ -200,6 +214,7 @@ describe("hostile tarballs", () => {
       expect(readdirSync(outside)).toEqual([]);
       expect(existsSync("/tmp/nodelxd-pwned")).toBe(false);
       expect(lstatSync("/etc/passwd").nlink).toBe(1);
+      expect(readdirSync(join(root, "image-trees")).filter((n) => n.startsWith(fp))).toEqual([]);
       await images.delete("default", fp);
     });
   }
@@ -209,9 +224,14 @@ describe("start-up cleanup", () => {
   it("removes build directories and files no record refers to", async () => {
     mkdirSync(join(root, "images", ".build-stale"));
     writeFileSync(join(root, "images", "f".repeat(64)), "orphan");
+    const trees = join(root, "image-trees");
+    mkdirSync(join(trees, "e".repeat(64) + "..build-stale"), { recursive: true });
+    mkdirSync(join(trees, "f".repeat(64)));
     const keep = storeFiles().filter((f) => !f.startsWith(".build") && f !== "f".repeat(64));
+    const keepTrees = readdirSync(trees).filter((n) => repo.allFingerprints().has(n));
     await images.cleanup();
     expect(storeFiles()).toEqual(keep);
+    expect(readdirSync(trees).sort()).toEqual(keepTrees.sort());
   });
 });
 
@@ -245,6 +265,12 @@ describe("publish: tar a volume directory into the store", () => {
         expect(readFileSync(join(target, "rootfs/root/marker"), "utf8")).toBe("published-content\n");
         expect(readlinkSync(join(target, "rootfs/sbin/init"))).toBe("/bin/busybox");
         expect(readFileSync(join(target, "templates/hostname.tpl"), "utf8")).toContain("container.name");
+        expect(existsSync(join(root, "image-trees", view.fingerprint))).toBe(true);
+        if (compression === "none") {
+          await images.delete("pub", view.fingerprint);
+          expect(existsSync(join(root, "image-trees", view.fingerprint))).toBe(false);
+          return;
+        }
         // Publishing the same content again is LXD's conflict.
         const again = await buildImageFromDirectory(vol, { compression, architecture: "x86_64", buildDir: join(buildDir, "again"), properties: compression === "gzip" ? { description: "hx-published" } : undefined });
         if (again.fingerprint === view.fingerprint) await expect(images.storeBuilt("pub", again, { public: false, filename: "", architecture: "x86_64", aliases: [] })).rejects.toThrow(`The image already exists: ${view.fingerprint}`);
@@ -262,7 +288,7 @@ describe("publish: tar a volume directory into the store", () => {
 
 describe("projects sharing images", () => {
   it("resolve() looks in the project the projects feature names", async () => {
-    const shared = new ImageService({ dir: join(root, "images"), repo, events: new EventHub(), log: pino({ level: "silent" }), projectFor: (p) => (p === "noimages" ? "default" : p) });
+    const shared = new ImageService({ dir: join(root, "images"), treesDir: join(root, "image-trees"), repo, events: new EventHub(), log: pino({ level: "silent" }), projectFor: (p) => (p === "noimages" ? "default" : p) });
     const fp = execFileSync("sha256sum", [busyboxImage()]).toString().split(" ")[0];
     expect(shared.resolve("noimages", { fingerprint: fp }).project).toBe("default");
     expect(() => shared.resolve("isolated", { fingerprint: fp })).toThrow("Image not found");
