@@ -2,13 +2,20 @@
   "targets": [
     {
       "target_name": "nodelxd_native",
-      "sources": ["native/inroot.c"],
+      "sources": ["native/inroot.c", "native/sealed.c", "native/pty.c"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
     },
     {
       "target_name": "nodelxd-start",
       "type": "executable",
       "sources": ["native/start.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "libraries": ["-llxc"]
+    },
+    {
+      "target_name": "nodelxd-attach",
+      "type": "executable",
+      "sources": ["native/attach.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
       "libraries": ["-llxc"]
     }

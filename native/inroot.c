@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <termios.h>
 #include <unistd.h>
 
 #define CHECK(call)                                                            \
@@ -38,6 +37,11 @@ static napi_value throw_errno(napi_env env, int err, const char *what) {
   return NULL;
 }
 
+napi_value native_throw_errno(napi_env env, int err, const char *what) { return throw_errno(env, err, what); }
+napi_value sealed_executable(napi_env env, napi_callback_info info);
+napi_value open_pty_in_root(napi_env env, napi_callback_info info);
+napi_value set_window_size(napi_env env, napi_callback_info info);
+
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) return -1;
@@ -60,6 +64,8 @@ static char *get_string(napi_env env, napi_value v) {
   }
   return s;
 }
+
+char *native_get_string(napi_env env, napi_value v) { return get_string(env, v); }
 
 static napi_value int_result(napi_env env, int v) {
   napi_value out;
@@ -221,18 +227,6 @@ static napi_value chown_fd(napi_env env, napi_callback_info info) {
 // ttyCanonical(fd): whether the terminal is still in canonical (cooked) mode. Interactive
 // sessions hold input back until lxc-attach switched its terminal to raw mode, since that
 // switch (TCSAFLUSH) discards whatever input was queued before it.
-static napi_value tty_canonical(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  int32_t fd;
-  if (get_args(env, info, 1, argv)) return throw_errno(env, EINVAL, "ttyCanonical");
-  CHECK(napi_get_value_int32(env, argv[0], &fd));
-  struct termios t;
-  if (tcgetattr(fd, &t) < 0) return throw_errno(env, errno, "tcgetattr");
-  napi_value out;
-  napi_get_boolean(env, (t.c_lflag & ICANON) != 0, &out);
-  return out;
-}
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openRoot", NULL, open_root, NULL, NULL, NULL, napi_default, NULL},
@@ -243,7 +237,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"renameAt", NULL, rename_at, NULL, NULL, NULL, napi_default, NULL},
       {"readlinkFd", NULL, readlink_fd, NULL, NULL, NULL, napi_default, NULL},
       {"chownFd", NULL, chown_fd, NULL, NULL, NULL, napi_default, NULL},
-      {"ttyCanonical", NULL, tty_canonical, NULL, NULL, NULL, napi_default, NULL},
+      {"sealedExecutable", NULL, sealed_executable, NULL, NULL, NULL, napi_default, NULL},
+      {"openPtyInRoot", NULL, open_pty_in_root, NULL, NULL, NULL, napi_default, NULL},
+      {"setWindowSize", NULL, set_window_size, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

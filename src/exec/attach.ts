@@ -1,5 +1,5 @@
-// Running a command inside a container with lxc-attach, which enters the container's
-// namespaces and cgroup as upstream's forkexec does.
+// Running a command inside a container with the liblxc helper (native/attach.c), which enters
+// the container's namespaces and cgroup as upstream's forkexec does.
 import { closeSync, fstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { posix } from "node:path";
 import { InstanceRoot, O_PATH } from "../files/in-root.js";
@@ -13,25 +13,10 @@ export interface AttachSpec {
   group: number;
 }
 
-/**
- * Changes directory (falling back to "/", as LXD does) and execs the command in place,
- * without leaving the variables the shell itself sets in the command's environment.
- */
-function cwdWrapper(env: Record<string, string>): string {
-  const shellVars = ["OLDPWD", "PWD", "SHLVL"].filter((k) => !(k in env));
-  return `cd -- "$1" 2>/dev/null || cd /; shift; ${shellVars.length ? `unset ${shellVars.join(" ")}; ` : ""}exec "$@"`;
-}
-
-export function attachArgs(rt: InstanceRuntime, spec: AttachSpec, shellAvailable: boolean): string[] {
-  const args = ["-n", rt.lxcName, "-P", rt.lxcpath, "--clear-env"];
-  for (const [k, v] of Object.entries(spec.env)) args.push("-v", `${k}=${v}`);
-  if (spec.user !== 0) args.push("-u", String(spec.user));
-  if (spec.group !== 0) args.push("-g", String(spec.group));
-  args.push("--");
-  // lxc-attach has no working-directory option; "/" needs no wrapper.
-  if (spec.cwd !== "/" && shellAvailable) args.push("/bin/sh", "-c", cwdWrapper(spec.env), "sh", spec.cwd, ...spec.command);
-  else args.push(...spec.command);
-  return args;
+/** nodelxd-attach NAME LXCPATH UID GID CWD NENV [K=V ...] -- COMMAND [ARG ...] */
+export function attachArgs(rt: InstanceRuntime, spec: AttachSpec): string[] {
+  const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
+  return [rt.lxcName, rt.lxcpath, String(spec.user), String(spec.group), spec.cwd, String(env.length), ...env, "--", ...spec.command];
 }
 
 export type Lookup = "found" | "not-found" | "not-executable";
@@ -64,10 +49,6 @@ export function lookupCommand(root: InstanceRoot, command: string, pathVar: stri
   return result;
 }
 
-export function shellAvailable(root: InstanceRoot): boolean {
-  return probe(root, "/bin/sh") === "found";
-}
-
 const ownPidNs = (() => {
   try {
     return readlinkSync("/proc/self/ns/pid");
@@ -88,7 +69,7 @@ function children(pid: number): number[] {
   return out;
 }
 
-/** The host pid of the attached command: lxc-attach's first descendant in another pid namespace. */
+/** The host pid of the attached command: the helper's first descendant in another pid namespace. */
 export function attachedPid(attachPid: number): number | undefined {
   const queue = children(attachPid);
   while (queue.length) {

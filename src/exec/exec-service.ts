@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { Core } from "../daemon/daemon.js";
 import { instanceLogName, instanceResources, runningRuntime } from "../instances/access.js";
 import { spawnWithStdio } from "../os/exec.js";
+import { helperPath } from "../os/native.js";
 import type { OperationView } from "../operations/types.js";
 import { attachArgs, type AttachSpec } from "./attach.js";
 import { execCwd, execEnvironment, type ExecPost } from "./exec-request.js";
@@ -99,9 +100,9 @@ export class ExecService {
       if (files) for (const f of [files.stdout, files.stderr]) fds.push(openSync(f, "w", 0o644));
       const check = precheck(rt, spec);
       if (check.failure) return { failure: check.failure };
-      const child = spawnWithStdio("lxc-attach", attachArgs(rt, spec, check.shell), {
+      const child = spawnWithStdio(helperPath("nodelxd-attach"), attachArgs(rt, spec), {
         stdio: ["ignore", fds[0] ?? "ignore", fds[1] ?? "ignore"],
-        env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+        argv0: "nodelxd-attach",
       });
       const onAbort = () => child.kill("SIGKILL");
       signal.addEventListener("abort", onAbort, { once: true });

@@ -5,17 +5,17 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:os";
 import type { ChildProcess } from "node:child_process";
-import type { IPty } from "node-pty";
+import { closeSync } from "node:fs";
+import { ReadStream as TtyStream } from "node:tty";
 import type { Logger } from "pino";
 import type { WebSocket } from "ws";
-import { spawnPty, spawnWithStdio } from "../os/exec.js";
+import { spawnWithStdio } from "../os/exec.js";
 import type { InstanceRuntime } from "../instances/runtime-port.js";
 import type { WebsocketLike } from "../operations/manager.js";
-import { attachArgs, attachedPid, lookupCommand, shellAvailable, type AttachSpec } from "./attach.js";
+import { attachArgs, attachedPid, lookupCommand, type AttachSpec } from "./attach.js";
 import { withRoot } from "../files/in-root.js";
-import { OnlcrDecoder } from "./onlcr.js";
 import { SocketSink } from "./socket-sink.js";
-import { native } from "../os/native.js";
+import { helperPath, native } from "../os/native.js";
 
 export const CONNECT_TIMEOUT_MS = 5000;
 
@@ -34,12 +34,12 @@ const secret = () => randomBytes(32).toString("hex");
 export type ExecOutcome = { code: number } | { failure: ExecFailure };
 
 /** Resolve the command in the container first: LXD reports these without running anything. */
-export function precheck(rt: InstanceRuntime, spec: AttachSpec): { failure?: ExecFailure; shell: boolean } {
+export function precheck(rt: InstanceRuntime, spec: AttachSpec): { failure?: ExecFailure } {
   return withRoot(rt, (root) => {
     const found = lookupCommand(root, spec.command[0] ?? "", spec.env.PATH ?? "", spec.cwd);
-    if (found === "not-found") return { failure: new ExecFailure("Command not found", 127), shell: false };
-    if (found === "not-executable") return { failure: new ExecFailure("Command not executable", 126), shell: false };
-    return { shell: shellAvailable(root) };
+    if (found === "not-found") return { failure: new ExecFailure("Command not found", 127) };
+    if (found === "not-executable") return { failure: new ExecFailure("Command not executable", 126) };
+    return {};
   });
 }
 
@@ -57,7 +57,8 @@ export class ExecSession {
   readonly fds: Record<string, string>;
   private readonly sockets = new Map<string, WebSocket>();
   private child?: ChildProcess;
-  private pty?: IPty;
+  /** Interactive: the master side of the pty the command runs on. */
+  private pty?: { fd: number; stream: TtyStream };
   private stdinQueue: (Buffer | null)[] = [];
   private started = false;
   private finished = false;
@@ -103,7 +104,7 @@ export class ExecSession {
       if (msg.command === "window-resize" && this.pty) {
         const cols = Number.parseInt(msg.args?.width ?? "", 10);
         const rows = Number.parseInt(msg.args?.height ?? "", 10);
-        if (cols > 0 && rows > 0) this.pty.resize(cols, rows);
+        if (cols > 0 && rows > 0) native.setWindowSize(this.pty.fd, cols, rows);
       } else if (msg.command === "signal" && Number.isInteger(msg.signal)) {
         this.signal(msg.signal!);
       }
@@ -127,28 +128,11 @@ export class ExecSession {
     });
   }
 
-  private ptyReady = false;
   private ptyQueue: Buffer[] = [];
 
   private feedPty(buf: Buffer): void {
-    if (this.pty && this.ptyReady) this.pty.write(buf);
+    if (this.pty) this.pty.stream.write(buf);
     else this.ptyQueue.push(buf);
-  }
-
-  /** Input is held until lxc-attach made its terminal raw (that switch flushes pending input). */
-  private awaitRawTerminal(pty: IPty, deadline = Date.now() + 3000): void {
-    let canonical = false;
-    try {
-      canonical = native.ttyCanonical((pty as unknown as { fd: number }).fd);
-    } catch {
-      /* closed: nothing left to feed */
-    }
-    if (canonical && !this.finished && Date.now() < deadline) {
-      setTimeout(() => this.awaitRawTerminal(pty, deadline), 10);
-      return;
-    }
-    this.ptyReady = true;
-    for (const buf of this.ptyQueue.splice(0)) pty.write(buf);
   }
 
   /** Stdin for the child; null is end-of-file. */
@@ -166,9 +150,9 @@ export class ExecSession {
     }
   }
 
-  /** Deliver a signal to the command itself (lxc-attach does not forward them). */
+  /** Deliver a signal to the command itself (the helper does not forward them). */
   private signal(signo: number): void {
-    const attach = this.child?.pid ?? this.pty?.pid;
+    const attach = this.child?.pid;
     if (!attach) return;
     const target = attachedPid(attach);
     try {
@@ -188,14 +172,14 @@ export class ExecSession {
       return this.end({ failure: new ExecFailure((e as Error).message, -1) });
     }
     if (check.failure) return this.end({ failure: check.failure });
-    const args = attachArgs(this.rt, this.spec, check.shell);
+    const args = attachArgs(this.rt, this.spec);
     this.log.debug({ instance: this.rt.name, command: this.spec.command, interactive: this.interactive }, "exec");
     if (this.interactive) this.startPty(args);
     else this.startPiped(args);
   }
 
   private startPiped(args: string[]): void {
-    const child = spawnWithStdio("lxc-attach", args, { stdio: ["pipe", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    const child = spawnWithStdio(helperPath("nodelxd-attach"), args, { stdio: ["pipe", "pipe", "pipe"], argv0: "nodelxd-attach" });
     this.child = child;
     child.stdin!.on("error", () => {});
     const ws0 = this.sockets.get("0")!;
@@ -219,25 +203,45 @@ export class ExecSession {
     child.on("close", () => void Promise.all(outputs).then(() => this.end({ code: exit ?? -1 })));
   }
 
+  /**
+   * The command runs on a pty of the container's own devpts (as LXD gives it), owned by the
+   * exec user; the daemon keeps the master. Output ends when every holder of the slave closed
+   * it (read gives EIO), or shortly after the command exits if something else still holds it.
+   */
   private startPty(args: string[]): void {
-    const term = this.spec.env.TERM ?? "xterm";
-    const pty = spawnPty("lxc-attach", args, {
-      cols: this.size.width > 0 ? this.size.width : 80,
-      rows: this.size.height > 0 ? this.size.height : 24,
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TERM: term },
+    const cols = this.size.width > 0 ? this.size.width : 80;
+    const rows = this.size.height > 0 ? this.size.height : 24;
+    const owner = { uid: this.rt.idmap.uid(this.spec.user), gid: this.rt.idmap.gid(this.spec.group) };
+    let master: number;
+    let slave: number;
+    try {
+      [master, slave] = native.openPtyInRoot(this.rt.pid ?? 0, owner.uid, owner.gid, cols, rows);
+    } catch (e) {
+      return this.end({ failure: new ExecFailure((e as Error).message, -1) });
+    }
+    const child = spawnWithStdio(helperPath("nodelxd-attach"), args, { stdio: [slave, slave, slave], argv0: "nodelxd-attach" });
+    closeSync(slave);
+    this.child = child;
+    const stream = new TtyStream(master);
+    this.pty = { fd: master, stream };
+    for (const buf of this.ptyQueue.splice(0)) stream.write(buf);
+    const sink = new SocketSink(this.sockets.get("0")!, stream);
+    stream.on("data", (chunk: Buffer) => sink.write(chunk));
+    const outputDone = new Promise<void>((resolve) => {
+      stream.once("error", () => resolve()); // EIO: the last slave holder closed it
+      stream.once("close", () => resolve());
     });
-    this.pty = pty;
-    this.awaitRawTerminal(pty);
-    const sink = new SocketSink(this.sockets.get("0")!, pty);
-    const onlcr = new OnlcrDecoder();
-    pty.onData((data) => {
-      const out = onlcr.decode(Buffer.isBuffer(data) ? data : Buffer.from(data));
-      if (out.length) sink.write(out);
-    });
-    pty.onExit(({ exitCode, signal }) => {
-      const rest = onlcr.flush();
-      if (rest.length) sink.write(rest);
-      void sink.drained().then(() => this.end({ code: exitStatus(exitCode, signal ?? null) }));
+    let exit: number | undefined;
+    child.on("error", (err) => this.end({ failure: new ExecFailure(err.message, -1) }));
+    child.on("exit", (code, sig) => {
+      exit = exitStatus(code, sig);
+      const grace = new Promise<void>((r) => setTimeout(r, 200).unref());
+      void Promise.race([outputDone, grace])
+        .then(() => sink.drained())
+        .then(() => {
+          stream.destroy();
+          this.end({ code: exit ?? -1 });
+        });
     });
   }
 

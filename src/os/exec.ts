@@ -10,6 +10,8 @@ export interface RunOptions {
   cwd?: string;
   /** Don't throw on a non-zero exit. */
   reject?: boolean;
+  /** argv[0] when it should differ from `cmd` (helpers run from /proc/PID/fd/N). */
+  argv0?: string;
 }
 
 export interface RunResult {
@@ -34,6 +36,7 @@ export async function run(cmd: string, args: string[], opts: RunOptions = {}): P
     input: opts.input,
     env: opts.env,
     cwd: opts.cwd,
+    argv0: opts.argv0,
     reject: false,
     stripFinalNewline: true,
   };
@@ -117,8 +120,8 @@ export function spawnService(cmd: string, args: string[], opts: { env?: Record<s
 }
 
 /** A long-running child with streamed stdio (exec sessions): the caller owns its pipes. */
-export function spawnWithStdio(cmd: string, args: string[], opts: { stdio: StdioOptions; env?: Record<string, string>; cwd?: string }): ChildProcess {
-  return spawn(cmd, args, { stdio: opts.stdio, env: opts.env ?? {}, cwd: opts.cwd ?? "/" });
+export function spawnWithStdio(cmd: string, args: string[], opts: { stdio: StdioOptions; env?: Record<string, string>; cwd?: string; argv0?: string }): ChildProcess {
+  return spawn(cmd, args, { stdio: opts.stdio, env: opts.env ?? {}, cwd: opts.cwd ?? "/", argv0: opts.argv0 });
 }
 
 /** A child on a new pseudo-terminal (interactive exec, console). Output arrives as Buffers. */

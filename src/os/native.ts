@@ -1,4 +1,5 @@
-// The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c) and the liblxc starter (native/start.c).
+// The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
+// native/sealed.c) and the liblxc helpers (native/start.c, native/attach.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 
@@ -11,11 +12,28 @@ export interface Native {
   renameAt(oldDirFd: number, oldName: string, newDirFd: number, newName: string): void;
   readlinkFd(fd: number): string;
   chownFd(fd: number, uid: number, gid: number): void;
-  ttyCanonical(fd: number): boolean;
+  sealedExecutable(path: string): number;
+  /** A pty in the devpts of process `pid`'s root: [master, slave], the slave owned by uid:gid. */
+  openPtyInRoot(pid: number, uid: number, gid: number, cols: number, rows: number): [number, number];
+  setWindowSize(fd: number, cols: number, rows: number): void;
   O_PATH: number;
 }
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;
 
-/** The liblxc starter built beside the addon (native/start.c). */
-export const nativeStarter = fileURLToPath(new URL("../../build/Release/nodelxd-start", import.meta.url));
+export type Helper = "nodelxd-start" | "nodelxd-attach";
+const sealedHelpers = new Map<Helper, string>();
+
+/**
+ * The path to run a liblxc helper by: its sealed in-memory copy (/proc/PID/fd/N, made once),
+ * so nothing inside a container can ever write to the binary on disk.
+ */
+export function helperPath(name: Helper): string {
+  let path = sealedHelpers.get(name);
+  if (!path) {
+    const fd = native.sealedExecutable(fileURLToPath(new URL(`../../build/Release/${name}`, import.meta.url)));
+    path = `/proc/${process.pid}/fd/${fd}`;
+    sealedHelpers.set(name, path);
+  }
+  return path;
+}

@@ -95,7 +95,7 @@ describe("lxc exec (stock client)", () => {
     const r = lxcTty(d, `lxc exec ${c.name} -- sh -c 'tty; echo $TERM; exit 5'`);
     expect(r.code).toBe(5);
     expect(r.stdout).toMatch(/\/dev\/pts\/[0-9]+/);
-    // One CR/LF translation, as LXD's own pty gives (lxc-attach's extra one is undone).
+    // One CR/LF translation, as LXD's own pty gives.
     expect(r.stdout).toContain("xterm\r\n");
     expect(r.stdout).not.toContain("\r\r\n");
     const typed = lxcTty(d, `lxc exec ${c.name} -t -- sh`, "echo typed-$((6*7))\nexit 9\n");

@@ -4,7 +4,7 @@
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "../../os/exec.js";
-import { nativeStarter } from "../../os/native.js";
+import { helperPath } from "../../os/native.js";
 import { cgroupDir, controllerVersion, hostCgroupLayout, type CgroupLayout } from "./cgroup.js";
 import { logDir } from "./config.js";
 
@@ -105,7 +105,7 @@ export class LxcDriver {
   async start(name: string): Promise<InitProcess> {
     const logFile = join(logDir(this.lxdDir, name), "lxc.log");
     if (existsSync(logFile)) renameSync(logFile, logFile + ".old");
-    const res = await run(nativeStarter, [name, this.lxcPath, this.configFile(name)], { reject: false });
+    const res = await run(helperPath("nodelxd-start"), [name, this.lxcPath, this.configFile(name)], { reject: false, argv0: "nodelxd-start" });
     if (res.exitCode !== 0) {
       let log = "";
       try {
