@@ -187,6 +187,14 @@ export class InstanceBench {
     return out;
   }
 
+  /** The stock client's fixed cost (start-up, config, one request): the floor under every `lxc` figure. */
+  async clientBaseline(runs: number): Promise<number[]> {
+    await this.lxc("query", "/1.0");
+    const out: number[] = [];
+    for (let i = 0; i < runs; i++) out.push(await this.lxc("query", "/1.0"));
+    return out;
+  }
+
   /** POST exec with wait-for-websocket, attach stdin/stdout/stderr/control, wait for the exit. */
   async execWebsocketOnce(name: string): Promise<number> {
     const t0 = process.hrtime.bigint();

@@ -38,6 +38,7 @@ const ROWS: { group: Group; key: string; label: string }[] = [
   { group: "stopstart", key: "stopstart_median_ms", label: "stop --force + start median (ms)" },
   { group: "parallel", key: "parallel10_ms", label: "10 parallel launches, wall (ms)" },
   { group: "exec", key: "exec_lxc_median_ms", label: "lxc exec c -- true median (ms)" },
+  { group: "exec", key: "client_query_median_ms", label: "  the client alone: lxc query /1.0 (ms)" },
   { group: "exec", key: "exec_ws_median_ms", label: "exec true, raw websockets, median (ms)" },
   { group: "push", key: "push_lxc_mib_s", label: `lxc file push ${PUSH_MIB} MiB median (MiB/s)` },
   { group: "push", key: "push_http_mib_s", label: `POST /files ${PUSH_MIB} MiB median (MiB/s)` },
@@ -117,7 +118,11 @@ async function measure(group: Group, t: Target, o: Options, pushFile: () => stri
     case "parallel":
       return { parallel10_ms: r1(await b.parallel(10)) };
     case "exec":
-      return b.withRunning(async (n) => ({ exec_lxc_median_ms: r1(median(await b.execLxc(n, o.runs))), exec_ws_median_ms: r1(median(await b.execWebsocket(n, o.runs))) }));
+      return b.withRunning(async (n) => ({
+        exec_lxc_median_ms: r1(median(await b.execLxc(n, o.runs))),
+        client_query_median_ms: r1(median(await b.clientBaseline(o.runs))),
+        exec_ws_median_ms: r1(median(await b.execWebsocket(n, o.runs))),
+      }));
     case "push":
       return b.withRunning(async (n) => ({ push_lxc_mib_s: r1(median(await b.pushLxc(n, pushFile(), 3))), push_http_mib_s: r1(median(await b.pushHttp(n, pushFile(), 3))) }));
   }
