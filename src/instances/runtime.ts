@@ -132,7 +132,10 @@ export class InstanceRuntime {
   // ---- start ----
 
   start(project: string, name: string): Promise<void> {
-    return this.serialize(project, name, () => this.doStart(project, name));
+    return this.serialize(project, name, () => {
+      this.svc.assertNotCreating(project, name, "start");
+      return this.doStart(project, name);
+    });
   }
 
   private async doStart(project: string, name: string, event = true): Promise<void> {

@@ -218,8 +218,26 @@ export class InstanceService implements InstancesPort {
     return { image, profiles, copyOf, copySnapshot };
   }
 
+  /** Instances whose "Creating instance" operation still runs ("project/name"). */
+  private readonly creating = new Set<string>();
+
+  /** LXD's per-instance operation lock, for the one operation that can overlap others here: create. */
+  assertNotCreating(project: string, name: string, action: string): void {
+    if (this.creating.has(`${project}/${name}`)) throw new Error(`Failed to create instance ${action} operation: Instance is busy running a "create" operation`);
+  }
+
   /** The body of the "Creating instance" operation. */
   async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal): Promise<void> {
+    const key = `${project}/${req.name}`;
+    this.creating.add(key);
+    try {
+      await this.doCreate(project, req, checked, signal);
+    } finally {
+      this.creating.delete(key);
+    }
+  }
+
+  private async doCreate(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal): Promise<void> {
     const { image, profiles, copyOf, copySnapshot } = checked;
     const config: Record<string, string> = {};
     if (image) for (const [k, v] of Object.entries(image.properties)) config[`image.${k}`] = v;
@@ -321,6 +339,7 @@ export class InstanceService implements InstancesPort {
 
   async delete(project: string, name: string): Promise<void> {
     const row = this.require(project, name);
+    this.assertNotCreating(project, name, "delete");
     if (this.runtime.isRunning(row)) throw new BadRequest("Instance is running");
     if (isTrue(this.expanded(row).config["security.protection.delete"])) throw new BadRequest("Instance is protected");
     await this.destroy(row);
@@ -357,6 +376,7 @@ export class InstanceService implements InstancesPort {
 
   async rename(project: string, name: string, to: string): Promise<void> {
     this.checkRename(project, name, to);
+    this.assertNotCreating(project, name, "rename");
     const row = this.require(project, name);
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
     const storage = this.core.ports.storage;

@@ -253,6 +253,37 @@ describe("unix devices and copies", () => {
   });
 });
 
+describe("an instance still being created", () => {
+  it("refuses start, delete and rename with LXD's busy message, then is intact", async () => {
+    // A fresh image (64 MiB uncompressed) makes the first create slow enough to overlap.
+    const dir = join(d.dir + ".bigimage");
+    mkdirSync(dir, { recursive: true });
+    execFileSync("sh", ["-c", `cd ${dir} && tar -xJf ${busyboxImage()} && head -c 64M /dev/zero > rootfs/big && tar -cf ../big-${tag}.tar .`]);
+    const tarball = join(d.dir + `.bigimage/../big-${tag}.tar`);
+    ok("image", "import", tarball, "--alias", "big");
+    spawnSync("rm", ["-rf", dir, tarball]);
+    const n = name("busy");
+    const create = await d.api("POST", "/1.0/instances", { name: n, source: { type: "image", alias: "big" } });
+    expect(create.status).toBe(202);
+    const tries = await Promise.all([
+      d.api("PUT", `/1.0/instances/${n}/state`, { action: "start" }),
+      d.api("DELETE", `/1.0/instances/${n}`),
+      d.api("POST", `/1.0/instances/${n}`, { name: `${n}-renamed` }),
+    ]);
+    const errors = await Promise.all(tries.map(async (r) => (await d.api("GET", `/1.0/operations/${r.body.metadata.id}/wait?timeout=30`)).body.metadata.err));
+    expect(errors).toEqual([
+      'Failed to create instance start operation: Instance is busy running a "create" operation',
+      'Failed to create instance delete operation: Instance is busy running a "create" operation',
+      'Failed to create instance rename operation: Instance is busy running a "create" operation',
+    ]);
+    const done = await d.api("GET", `/1.0/operations/${create.body.metadata.id}/wait?timeout=60`);
+    expect(done.body.metadata.status).toBe("Success");
+    expect(statSync(join(d.dir, "containers", n, "rootfs", "big")).size).toBe(64 * 1024 * 1024);
+    ok("delete", n);
+    ok("image", "delete", "big");
+  });
+});
+
 describe("containers outside the daemon's control", () => {
   it("notices a container that stops on its own", async () => {
     const n = name("self");
