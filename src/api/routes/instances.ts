@@ -1,5 +1,5 @@
 // /1.0/instances (and the /1.0/containers aliases older clients such as pylxd use).
-import { instanceResources } from "./instance-task.js";
+import { instanceResources, instanceTask } from "./instance-task.js";
 import { createReadStream, existsSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -158,21 +158,13 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       throw e;
     }
     const { project } = req;
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Restoring backup",
-        project,
-        resources: resources(project, plan.name),
-        run: async (ctx) => {
-          try {
-            await backups.restore(project, received.file, plan, ctx.signal);
-          } finally {
-            received.discard();
-          }
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Restoring backup", project, resources: resources(project, plan.name) }, async (signal) => {
+      try {
+        await backups.restore(project, received.file, plan, signal);
+      } finally {
+        received.discard();
+      }
+    });
   };
 
   const create: Handler = async (req, reply) => {
@@ -198,17 +190,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       res.instances.push(...src.instances);
       res.containers.push(...src.containers);
     }
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Creating instance",
-        project: req.project,
-        resources: res,
-        run: async (ctx) => {
-          await svc.create(req.project, request, checked, ctx.signal);
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Creating instance", project: req.project, resources: res }, (signal) => svc.create(req.project, request, checked, signal));
   };
 
   const etagOf = (row: InstanceRow) => ({ architecture: row.architecture, config: row.config, devices: row.devices, ephemeral: row.ephemeral, profiles: row.profiles, description: row.description });
@@ -227,29 +209,9 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     if (body.restore) {
       // `lxc restore`: {"restore": "c1/snap0"} (or just the snapshot name).
       const ref = body.restore;
-      return operation(
-        core.operations.create({
-          class: "task",
-          description: "Restoring snapshot",
-          project: req.project,
-          resources: resources(req.project, name),
-          run: async (ctx) => {
-            await svc.snapshots.restore(req.project, name, ref, ctx.signal);
-          },
-        }),
-      );
+      return instanceTask(core.operations, { description: "Restoring snapshot", project: req.project, resources: resources(req.project, name) }, (signal) => svc.snapshots.restore(req.project, name, ref, signal));
     }
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Updating instance",
-        project: req.project,
-        resources: resources(req.project, name),
-        run: async () => {
-          await svc.runtime.serialize(req.project, name, () => svc.update(req.project, name, { ...body, profiles: body.profiles ?? undefined }, "put"));
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Updating instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.update(req.project, name, { ...body, profiles: body.profiles ?? undefined }, "put")));
   };
 
   const patch: Handler = async (req) => {
@@ -271,17 +233,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const del: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
     if (rt().isRunning(row)) throw new BadRequest("Instance is running");
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Deleting instance",
-        project: req.project,
-        resources: resources(req.project, row.name),
-        run: async () => {
-          await svc.runtime.serialize(req.project, row.name, () => svc.delete(req.project, row.name));
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Deleting instance", project: req.project, resources: resources(req.project, row.name) }, () => svc.runtime.serialize(req.project, row.name, () => svc.delete(req.project, row.name)));
   };
 
   const rename: Handler = async (req) => {
@@ -289,17 +241,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     const name = req.params.name;
     if (body.migration) throw new BadRequest("Instance migration is not supported");
     svc.checkRename(req.project, name, body.name);
-    return operation(
-      core.operations.create({
-        class: "task",
-        description: "Renaming instance",
-        project: req.project,
-        resources: resources(req.project, name),
-        run: async () => {
-          await svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name));
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
   };
 
   const getState: Handler = (req) => sync(readInstanceState(svc, svc.require(req.project, req.params.name)));
@@ -323,17 +265,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       freeze: () => rt().freeze(project, name),
       unfreeze: () => rt().unfreeze(project, name),
     };
-    return operation(
-      core.operations.create({
-        class: "task",
-        description,
-        project,
-        resources: resources(project, name),
-        run: async () => {
-          await work[body.action]();
-        },
-      }),
-    );
+    return instanceTask(core.operations, { description, project, resources: resources(project, name) }, () => work[body.action]());
   };
 
   const logsDir = (req: { project: string; params: Record<string, string> }) => {
