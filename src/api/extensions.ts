@@ -108,4 +108,5 @@ export const apiExtensions: string[] = [
   "backup_compression_algorithm",
   "container_backup_override_pool",
   "backup_override_name",
+  "container_syscall_filtering",
 ];

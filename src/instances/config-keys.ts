@@ -119,8 +119,18 @@ export const instanceKeys: KeyTable = {
   "security.syscalls.deny": { validate: anyRule, doc: "Syscall deny list" },
   "security.syscalls.deny_compat": { validate: boolRule, doc: "Block compat syscalls" },
   "security.syscalls.deny_default": { validate: boolRule, doc: "Default syscall deny list" },
+  "security.syscalls.whitelist": { validate: anyRule, doc: "Older name of security.syscalls.allow" },
+  "security.syscalls.blacklist": { validate: anyRule, doc: "Older name of security.syscalls.deny" },
+  "security.syscalls.blacklist_compat": { validate: boolRule, doc: "Older name of security.syscalls.deny_compat" },
+  "security.syscalls.blacklist_default": { validate: boolRule, doc: "Older name of security.syscalls.deny_default" },
+  "security.syscalls.intercept.bpf": { validate: boolRule, doc: "Intercept bpf" },
+  "security.syscalls.intercept.bpf.devices": { validate: boolRule, doc: "Allow device cgroup bpf programs" },
   "security.syscalls.intercept.mknod": { validate: boolRule, doc: "Intercept mknod" },
   "security.syscalls.intercept.mount": { validate: boolRule, doc: "Intercept mount" },
+  "security.syscalls.intercept.mount.allowed": { validate: anyRule, doc: "Filesystems mountable with mount interception" },
+  "security.syscalls.intercept.mount.fuse": { validate: anyRule, doc: "Filesystems redirected to FUSE" },
+  "security.syscalls.intercept.mount.shift": { validate: boolRule, doc: "Shift intercepted mounts" },
+  "security.syscalls.intercept.sched_setscheduler": { validate: boolRule, doc: "Intercept sched_setscheduler" },
   "security.syscalls.intercept.setxattr": { validate: boolRule, doc: "Intercept setxattr" },
   "snapshots.schedule": { validate: scheduleRule, doc: "Cron schedule for snapshots" },
   "snapshots.schedule.stopped": { validate: boolRule, doc: "Snapshot stopped instances" },
@@ -147,7 +157,6 @@ function ruleFor(key: string): Validator | undefined {
   if (/^(user|environment|image)\.[^\s]+$/.test(key)) return anyRule;
   if (/^limits\.kernel\.[a-z_]+$/.test(key)) return anyRule;
   if (/^linux\.sysctl\.[a-z0-9_.]+$/.test(key)) return anyRule;
-  if (/^security\.syscalls\./.test(key)) return anyRule;
   if (DEVICE_VOLATILE.test(key)) return anyRule;
   return undefined;
 }
@@ -164,6 +173,25 @@ export function validateInstanceConfig(config: Record<string, string>): void {
       throw new Error(`Invalid config: ${(e as Error).message}`);
     }
   }
+  const syscalls = syscallsConflict(config);
+  if (syscalls) throw new Error(`Invalid config: ${syscalls}`);
+}
+
+/** LXD's rules on combining raw.seccomp, allow and deny lists (the older names count too). */
+function syscallsConflict(config: Record<string, string>): string | undefined {
+  const has = (k: string) => k in config;
+  const rawSeccomp = has("raw.seccomp");
+  const allow = has("security.syscalls.allow") || has("security.syscalls.whitelist");
+  const deny =
+    has("security.syscalls.deny") ||
+    has("security.syscalls.blacklist") ||
+    isTrue(config["security.syscalls.deny_default"]) ||
+    isTrue(config["security.syscalls.blacklist_default"]) ||
+    isTrue(config["security.syscalls.deny_compat"]) ||
+    isTrue(config["security.syscalls.blacklist_compat"]);
+  if (rawSeccomp && (allow || deny)) return "raw.seccomp is mutually exclusive with security.syscalls*";
+  if (allow && deny) return "security.syscalls.allow is mutually exclusive with security.syscalls.deny*";
+  return undefined;
 }
 
 export const isTrue = (v: string | undefined): boolean => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());

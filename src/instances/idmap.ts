@@ -79,9 +79,13 @@ export interface IdmapRequest {
   isolated: boolean;
   /** security.idmap.size; undefined = the whole delegation (shared) or 65536 (isolated). */
   size?: number;
+  /** security.idmap.base: the isolated map's first host id */
+  base?: number;
+  /** parsed raw.idmap entries, punched into the allocated map */
+  raw?: IdmapEntry[];
 }
 
-/** Another container's isolated allocation, to avoid overlapping it. */
+/** Another container's isolated allocation (its volatile.idmap.base and size), to avoid overlapping it. */
 export interface UsedRange {
   base: number;
   size: number;
@@ -91,26 +95,31 @@ export class IdmapError extends Error {}
 
 /**
  * Allocate a container map. Shared (the default): the whole delegation, base 0, as LXD.
- * Isolated: the first free block of `size` ids after the first 65536 of the delegation,
- * avoiding `used` blocks; base is the offset into the delegation.
+ * Isolated: `size` ids at security.idmap.base when given, else the first free block after the
+ * first 65536 ids of the delegation, avoiding `used` blocks; base is that block's first host id
+ * (volatile.idmap.base, as LXD). raw.idmap entries are punched into the result.
  */
 export function allocateIdmap(host: HostIdSet, req: IdmapRequest, used: UsedRange[] = []): { base: number; map: IdmapEntry[] } {
   if (req.privileged) return { base: 0, map: [] };
   const total = Math.min(host.uid.size, host.gid.size);
+  const withRaw = (map: IdmapEntry[]) => (req.raw ?? []).reduce(addSafe, map);
   if (!req.isolated) {
     const size = req.size ?? total;
     if (size > total) throw new IdmapError(`Not enough uid/gid available for the container`);
-    return { base: 0, map: pair(host, 0, size) };
+    return { base: 0, map: withRaw(pair(host, 0, size)) };
   }
   const size = req.size ?? DEFAULT_ISOLATED_SIZE;
-  const sorted = [...used].sort((a, b) => a.base - b.base);
+  if (req.base !== undefined) return { base: req.base, map: withRaw(pair({ uid: { start: req.base, size }, gid: { start: req.base, size } }, 0, size)) };
+  // Offsets into the delegation; bases recorded by older versions of nodelxd were offsets already.
+  const offsetOf = (base: number) => (base >= host.uid.start ? base - host.uid.start : base);
+  const sorted = used.map((r) => ({ base: offsetOf(r.base), size: r.size })).sort((a, b) => a.base - b.base);
   let offset = DEFAULT_ISOLATED_SIZE;
   for (const r of sorted) {
     if (offset + size <= r.base) break;
     if (r.base + r.size > offset) offset = r.base + r.size;
   }
   if (offset + size > total) throw new IdmapError("Not enough uid/gid available for the container");
-  return { base: offset, map: pair(host, offset, size) };
+  return { base: host.uid.start + offset, map: withRaw(pair(host, offset, size)) };
 }
 
 function pair(host: HostIdSet, offset: number, size: number): IdmapEntry[] {
@@ -120,14 +129,121 @@ function pair(host: HostIdSet, offset: number, size: number): IdmapEntry[] {
   ];
 }
 
-/** lxc.idmap values: "u 0 100000 65536". */
+/** lxc.idmap values: "u 0 100000 65536", each line once (a raw.idmap "both" entry can appear twice in a map). */
 export function lxcIdmapLines(map: IdmapEntry[]): string[] {
   const out: string[] = [];
   for (const e of map) {
     if (e.Isuid) out.push(`u ${e.Nsid} ${e.Hostid} ${e.Maprange}`);
     if (e.Isgid) out.push(`g ${e.Nsid} ${e.Hostid} ${e.Maprange}`);
   }
+  return [...new Set(out)];
+}
+
+// ---- raw.idmap ----
+
+/** An unusable raw.idmap; the message is LXD's. */
+export class RawIdmapError extends Error {}
+
+export const HOST_ID_IS_SUBID = "Host id is in the range of subids";
+
+const between = (x: number, low: number, high: number) => x >= low && x < high;
+const sameKind = (a: IdmapEntry, b: IdmapEntry) => (a.Isuid && b.Isuid) || (a.Isgid && b.Isgid);
+
+/**
+ * Whether two entries overlap on the host or in the namespace. Upstream compares against the
+ * last id exclusively (high = start + range - 1), so a single-id entry never "contains" an id;
+ * the maps it produces depend on that, so it is kept.
+ */
+function entriesIntersect(e: IdmapEntry, i: IdmapEntry): boolean {
+  if (!sameKind(e, i)) return false;
+  const eh = e.Hostid + e.Maprange - 1;
+  const ih = i.Hostid + i.Maprange - 1;
+  const en = e.Nsid + e.Maprange - 1;
+  const inn = i.Nsid + i.Maprange - 1;
+  return (
+    between(e.Hostid, i.Hostid, ih) || between(i.Hostid, e.Hostid, eh) || between(eh, i.Hostid, ih) || between(ih, e.Hostid, eh) ||
+    between(e.Nsid, i.Nsid, inn) || between(i.Nsid, e.Nsid, en) || between(en, i.Nsid, inn) || between(inn, e.Nsid, en)
+  );
+}
+
+function hostIdsIntersect(e: IdmapEntry, i: IdmapEntry): boolean {
+  if (!sameKind(e, i)) return false;
+  const eEnd = e.Hostid + e.Maprange;
+  const iEnd = i.Hostid + i.Maprange;
+  return between(e.Hostid, i.Hostid, iEnd) || between(i.Hostid, e.Hostid, eEnd) || between(eEnd, i.Hostid, iEnd) || between(iEnd, e.Hostid, eEnd);
+}
+
+/**
+ * LXD's IdmapSet.AddSafe: punch `i` into the map, splitting every entry it overlaps into the
+ * part below and the part above it. Overlapping host ids are refused. As upstream, `i` is
+ * inserted once per entry it splits (a "both" entry lands in the uid and in the gid range).
+ */
+export function addSafe(map: IdmapEntry[], i: IdmapEntry): IdmapEntry[] {
+  const out: IdmapEntry[] = [];
+  let added = false;
+  for (const e of map) {
+    if (!entriesIntersect(e, i)) {
+      out.push(e);
+      continue;
+    }
+    if (hostIdsIntersect(e, i)) throw new RawIdmapError(HOST_ID_IS_SUBID);
+    added = true;
+    const lowerRange = i.Nsid - e.Nsid;
+    const lower: IdmapEntry = { Isuid: e.Isuid, Isgid: e.Isgid, Hostid: e.Hostid, Nsid: e.Nsid, Maprange: lowerRange };
+    const upper: IdmapEntry = { Isuid: e.Isuid, Isgid: e.Isgid, Hostid: e.Hostid + lowerRange + i.Maprange, Nsid: i.Nsid + i.Maprange, Maprange: e.Maprange - i.Maprange - lowerRange };
+    if (lower.Maprange > 0) out.push(lower);
+    out.push({ ...i });
+    if (upper.Maprange > 0) out.push(upper);
+  }
+  if (!added) out.push({ ...i });
   return out;
+}
+
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** Go's strconv.ParseInt(s, 10, 64), with its error text. */
+function parseInt64(s: string): number {
+  if (!/^[+-]?[0-9]+$/.test(s)) throw new RawIdmapError(`strconv.ParseInt: parsing ${goQuote(s)}: invalid syntax`);
+  const n = BigInt(s);
+  if (n > INT64_MAX || n < -INT64_MAX - 1n) throw new RawIdmapError(`strconv.ParseInt: parsing ${goQuote(s)}: value out of range`);
+  return Number(n);
+}
+
+const goQuote = (s: string) => JSON.stringify(s);
+
+const RAW_KINDS = new Map([
+  ["both", { Isuid: true, Isgid: true }],
+  ["uid", { Isuid: true, Isgid: false }],
+  ["gid", { Isuid: false, Isgid: true }],
+]);
+
+function parseIdRange(r: string): { base: number; size: number } {
+  const parts = r.split("-");
+  if (parts.length > 2) throw new RawIdmapError(`Invalid ID Map range ${goQuote(r)}`);
+  const base = parseInt64(parts[0]);
+  let size = 1;
+  if (parts.length > 1) size = parseInt64(parts[1]) - base + 1;
+  return { base, size };
+}
+
+/**
+ * raw.idmap as LXD reads it: lines of "uid|gid|both HOST[-HOSTEND] NS[-NSEND]", fields split by
+ * single spaces. The entries are combined with addSafe, so they may not overlap each other.
+ */
+export function parseRawIdmap(text: string): IdmapEntry[] {
+  let map: IdmapEntry[] = [];
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    const fields = line.split(" ");
+    if (fields.length !== 3) throw new RawIdmapError(`Invalid ID map line ${goQuote(line)}`);
+    const outside = parseIdRange(fields[1]);
+    const inside = parseIdRange(fields[2]);
+    if (inside.size !== outside.size) throw new RawIdmapError(`The ID map ranges are of different sizes ${goQuote(line)}`);
+    const kind = RAW_KINDS.get(fields[0]);
+    if (!kind) throw new RawIdmapError(`Invalid ID map type ${goQuote(line)}`);
+    map = addSafe(map, { ...kind, Hostid: outside.base, Nsid: inside.base, Maprange: inside.size });
+  }
+  return map;
 }
 
 type Kind = "uid" | "gid";

@@ -14,7 +14,8 @@ import { run } from "../os/exec.js";
 import { isTrue } from "./config-keys.js";
 import { hostRoot, idmapJson, parseIdmapJson, sameIdmap } from "./idmap.js";
 import { controllerVersion, writeLimit } from "./lxc/cgroup.js";
-import { cpusetFor, generateLxcConfig, memoryLimitBytes, renderLxcConfig, seccompPolicy } from "./lxc/config.js";
+import { loadKernelModules } from "./kernel-modules.js";
+import { cpusetFor, generateLxcConfig, memoryLimitBytes, needsSeccompPolicy, renderLxcConfig, seccompPolicy } from "./lxc/config.js";
 import { isAlive, LxcDriver, procStartTime, type InitProcess } from "./lxc/driver.js";
 import { shiftTree } from "./lxc/shift.js";
 import { instanceUrl, InstanceService, type Devices } from "./service.js";
@@ -149,6 +150,7 @@ export class InstanceRuntime {
       row = this.svc.require(project, name);
     }
     const ex = this.svc.expanded(row);
+    await loadKernelModules(ex.config["linux.kernel_modules"]);
     const root = InstanceService.rootDisk(ex.devices);
     const storage = this.core.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
@@ -196,11 +198,11 @@ export class InstanceRuntime {
       const shmounts = join(this.core.paths.shmounts, lxc);
       mkdirSync(shmounts, { recursive: true, mode: 0o711 });
       let seccompProfile: string | undefined;
-      if (this.seccompOk) {
+      if (this.seccompOk && needsSeccompPolicy(this.svc.expanded(row).config)) {
         const dir = join(this.core.paths.security, "seccomp");
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         seccompProfile = join(dir, lxc);
-        writeFileSync(seccompProfile, seccompPolicy());
+        writeFileSync(seccompProfile, seccompPolicy(this.svc.expanded(row).config, row.architecture), { mode: 0o600 });
       }
       const lines = generateLxcConfig({
         name: lxc,
@@ -336,6 +338,7 @@ export class InstanceRuntime {
     if (!this.isRunning(current)) return;
     const pid = current.init_pid;
     const changed = (k: string) => (before.config[k] ?? "") !== (after.config[k] ?? "");
+    if (changed("linux.kernel_modules")) await loadKernelModules(after.config["linux.kernel_modules"]);
     if (changed("limits.memory")) {
       const v = after.config["limits.memory"];
       const soft = after.config["limits.memory.enforce"] === "soft";

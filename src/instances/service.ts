@@ -8,7 +8,7 @@ import type { Core } from "../daemon/daemon.js";
 import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
-import { allocateIdmap, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
+import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
 import type { SnapshotService } from "./snapshots.js";
@@ -58,6 +58,9 @@ export interface InstanceView {
 }
 
 export const instanceUrl = (project: string, name: string) => `/1.0/instances/${name}${project === "default" ? "" : `?project=${project}`}`;
+
+/** The keys a container's id map is computed from. */
+const IDMAP_KEYS = ["raw.idmap", "security.idmap.isolated", "security.idmap.base", "security.idmap.size", "security.privileged"];
 
 export class InstanceService implements InstancesPort {
   readonly repo: InstanceRepo;
@@ -151,22 +154,30 @@ export class InstanceService implements InstancesPort {
 
   /** Allocate the id map for a container (volatile.idmap.*). */
   allocateIdmap(project: string, name: string, config: Record<string, string>): { base: number; map: string } {
+    try {
+      return this.computeIdmap(project, name, config);
+    } catch (e) {
+      if (e instanceof IdmapError) throw new Error(`Failed to allocate an idmap: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /** The map with raw.idmap punched in; throws IdmapError or RawIdmapError with LXD's bare message. */
+  private computeIdmap(project: string, name: string, config: Record<string, string>): { base: number; map: string } {
     const used: UsedRange[] = [];
     for (const other of this.repo.list()) {
       if (other.project === project && other.name === name) continue;
       const ex = this.expanded(other).config;
       if (!isTrue(ex["security.idmap.isolated"])) continue;
-      const map = parseIdmapJson(other.config["volatile.idmap.next"]);
-      if (map[0]) used.push({ base: Number(other.config["volatile.idmap.base"] ?? 0), size: map[0].Maprange });
+      // The allocation's size, not the first entry's: raw.idmap may have split it.
+      if (parseIdmapJson(other.config["volatile.idmap.next"]).length > 0) used.push({ base: Number(other.config["volatile.idmap.base"] ?? 0), size: ex["security.idmap.size"] ? Number(ex["security.idmap.size"]) : DEFAULT_ISOLATED_SIZE });
     }
-    try {
-      const size = config["security.idmap.size"] ? Number(config["security.idmap.size"]) : undefined;
-      const r = allocateIdmap(this.idSet(), { privileged: isTrue(config["security.privileged"]), isolated: isTrue(config["security.idmap.isolated"]), size }, used);
-      return { base: r.base, map: idmapJson(r.map) };
-    } catch (e) {
-      if (e instanceof IdmapError) throw new Error(`Failed to allocate an idmap: ${e.message}`);
-      throw e;
-    }
+    const size = config["security.idmap.size"] ? Number(config["security.idmap.size"]) : undefined;
+    const privileged = isTrue(config["security.privileged"]);
+    const raw = privileged ? [] : parseRawIdmap(config["raw.idmap"] ?? "");
+    const base = config["security.idmap.base"] ? Number(config["security.idmap.base"]) : undefined;
+    const r = allocateIdmap(this.idSet(), { privileged, isolated: isTrue(config["security.idmap.isolated"]), size, base, raw }, used);
+    return { base: r.base, map: idmapJson(r.map) };
   }
 
   /** Validate a create request synchronously; returns the normalised parts. */
@@ -253,7 +264,13 @@ export class InstanceService implements InstancesPort {
     const storage = this.core.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     storage.assertPool(root.pool);
-    const idmap = this.allocateIdmap(project, req.name, ex0.config);
+    let idmap: { base: number; map: string };
+    try {
+      idmap = this.allocateIdmap(project, req.name, ex0.config);
+    } catch (e) {
+      if (e instanceof RawIdmapError) throw new Error(`Failed creating instance record: Failed initialising instance: ${e.message}`);
+      throw e;
+    }
     Object.assign(config, {
       "volatile.uuid": randomUUID(),
       "volatile.cloud-init.instance-id": randomUUID(),
@@ -323,6 +340,15 @@ export class InstanceService implements InstancesPort {
     const before = this.expanded(row);
     const after = this.expanded(next);
     InstanceService.rootDisk(after.devices);
+    // As LXD: a change of the map's inputs gives a new volatile.idmap.next, used from the next start.
+    if (IDMAP_KEYS.some((k) => (before.config[k] ?? "") !== (after.config[k] ?? ""))) {
+      try {
+        const idmap = this.computeIdmap(project, name, after.config);
+        Object.assign(next.config, { "volatile.idmap.next": idmap.map, "volatile.idmap.base": String(idmap.base) });
+      } catch (e) {
+        throw new Error(`Failed to get ID map: ${(e as Error).message}`);
+      }
+    }
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;

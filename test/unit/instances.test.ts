@@ -26,15 +26,19 @@ describe("idmap", () => {
   it("privileged containers have no map", () => {
     expect(allocateIdmap(host, { privileged: true, isolated: true })).toEqual({ base: 0, map: [] });
   });
-  it("isolated containers get distinct ranges after the first 65536 ids", () => {
+  it("isolated containers get distinct ranges after the first 65536 ids; base is the first host id, as LXD", () => {
     const a = allocateIdmap(host, { privileged: false, isolated: true });
-    expect(a.base).toBe(65536);
+    expect(a.base).toBe(1_065_536);
     expect(a.map[0].Hostid).toBe(1_065_536);
     expect(a.map[0].Maprange).toBe(65536);
-    const b = allocateIdmap(host, { privileged: false, isolated: true }, [{ base: 65536, size: 65536 }]);
-    expect(b.base).toBe(131072);
-    const gap = allocateIdmap(host, { privileged: false, isolated: true, size: 1000 }, [{ base: 200000, size: 65536 }]);
-    expect(gap.base).toBe(65536);
+    const b = allocateIdmap(host, { privileged: false, isolated: true }, [{ base: 1_065_536, size: 65536 }]);
+    expect(b.base).toBe(1_131_072);
+    // bases recorded as offsets into the delegation (older nodelxd) still count
+    expect(allocateIdmap(host, { privileged: false, isolated: true }, [{ base: 65536, size: 65536 }]).base).toBe(1_131_072);
+    const gap = allocateIdmap(host, { privileged: false, isolated: true, size: 1000 }, [{ base: 1_200_000, size: 65536 }]);
+    expect(gap.base).toBe(1_065_536);
+    const fixed = allocateIdmap(host, { privileged: false, isolated: true, base: 5_000_000, size: 100 });
+    expect(fixed).toEqual({ base: 5_000_000, map: [{ Isuid: true, Isgid: false, Hostid: 5_000_000, Nsid: 0, Maprange: 100 }, { Isuid: false, Isgid: true, Hostid: 5_000_000, Nsid: 0, Maprange: 100 }] });
     expect(() => allocateIdmap({ uid: { start: 0, size: 70000 }, gid: { start: 0, size: 70000 } }, { privileged: false, isolated: true })).toThrow("Not enough uid/gid");
   });
   it("maps ids both ways and shifts between maps", () => {

@@ -47,21 +47,10 @@ const OPTIONAL_MOUNTS = [
   "/sys/kernel/tracing sys/kernel/tracing none rbind,create=dir,optional 0 0",
 ];
 
-/** The seccomp policy LXD applies by default (blocks module loading, kexec, open_by_handle_at). */
-export function seccompPolicy(): string {
-  return [
-    "2",
-    "denylist",
-    "reject_force_umount  # comment this to allow umount -f;  not recommended",
-    "[all]",
-    "kexec_load errno 38",
-    "open_by_handle_at errno 38",
-    "init_module errno 38",
-    "finit_module errno 38",
-    "delete_module errno 38",
-    "",
-  ].join("\n");
-}
+export { needsSeccompPolicy, seccompPolicy } from "./seccomp.js";
+
+/** security.nesting: a spare proc and sysfs, so a nested container manager can mount its own (the visible ones are covered). */
+const NESTING_MOUNTS = ["proc dev/.lxc/proc proc create=dir,optional 0 0", "sys dev/.lxc/sys sysfs create=dir,optional 0 0"];
 
 export function logDir(lxdDir: string, name: string): string {
   return join(lxdDir, "logs", name);
@@ -146,6 +135,7 @@ export function generateLxcConfig(input: LxcConfigInput): ConfigLine[] {
     ["lxc.cap.drop", "sys_time sys_module sys_rawio mac_admin mac_override"],
   ];
   for (const m of OPTIONAL_MOUNTS) out.push(["lxc.mount.entry", m]);
+  if (isTrue(c["security.nesting"])) for (const m of NESTING_MOUNTS) out.push(["lxc.mount.entry", m]);
   const personality = PERSONALITY[input.architecture];
   if (personality) out.push(["lxc.arch", personality]);
   out.push(["lxc.uts.name", input.hostname ?? input.name]);
