@@ -109,7 +109,10 @@ export class LxcDriver {
     if (res.exitCode !== 0) {
       let log = "";
       try {
-        log = readFileSync(logFile, "utf8").trim().split("\n").slice(-8).join("\n");
+        // The errors say why; the warnings after them are liblxc's cleanup.
+        const lines = readFileSync(logFile, "utf8").trim().split("\n");
+        const errors = lines.filter((l) => / ERROR /.test(l));
+        log = (errors.length > 0 ? errors : lines).slice(-8).join("\n");
       } catch {
         log = res.stderr;
       }
