@@ -1,13 +1,14 @@
 // Instance file transfer (GET/HEAD/POST/DELETE /1.0/instances/NAME/files?path=). Every path is
 // resolved by the kernel inside the instance's root (see in-root.ts); ownership crosses the
 // instance's idmap: requests and answers speak container ids, the disk holds host ids.
-import { closeSync, constants, createReadStream, fchmodSync, fstatSync, ftruncateSync, readdirSync, writev, type Stats } from "node:fs";
+import { closeSync, constants, createReadStream, fchmodSync, fstatSync, readdirSync, type Stats } from "node:fs";
 import type { Readable } from "node:stream";
 import { BadRequest, InternalError, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import { instanceRuntime } from "../instances/access.js";
 import type { IdMap, InstanceRuntime } from "../instances/runtime-port.js";
 import { InstanceRoot, O_PATH, withRoot } from "./in-root.js";
+import { writeContent } from "./upload.js";
 
 export type FileType = "file" | "directory" | "symlink";
 
@@ -157,9 +158,9 @@ export class FileService {
         return;
       }
       if (existing?.stat.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
-      // Overwrite rewrites in place and truncates once at the end (writeContent): O_TRUNC of a
-      // large file costs tens of ms freeing its blocks (and on ext4 waits for the writeback
-      // that its replace-by-truncate heuristic started), only to allocate them again.
+      // Overwrite rewrites in place and truncates once at the end (writeContent), where O_TRUNC
+      // would free a large file's blocks only to allocate them again: tens of ms for 50 MiB,
+      // and on ext4 a wait for the writeback its replace-by-truncate heuristic started.
       const flags = constants.O_WRONLY | constants.O_CREAT | (opts.write === "append" ? constants.O_APPEND : 0);
       const fd = root.open(path, flags, opts.mode ?? 0o644);
       try {
@@ -191,96 +192,6 @@ export class FileService {
       }
     });
   }
-}
-
-/** While one writev is in flight the next batch gathers; beyond this size the upload pauses. */
-const WRITE_BATCH = 1 << 20;
-
-/** The buffers left after the first `n` bytes of `bufs`. */
-function after(bufs: Buffer[], n: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (n >= b.length) n -= b.length;
-    else {
-      out.push(n ? b.subarray(n) : b);
-      n = 0;
-    }
-  }
-  return out;
-}
-
-/** writev all of `bufs` (libuv resumes short writes; one ends early only at an error, surfaced by the retry). */
-function writeAll(fd: number, bufs: Buffer[], done: (err: Error | null, written: number) => void, before = 0): void {
-  writev(fd, bufs, (err, n) => {
-    if (err) return done(err, before);
-    const left = after(bufs, n);
-    if (!left.length) return done(null, before + n);
-    if (n === 0) return done(Object.assign(new Error("write made no progress"), { code: "EIO" }), before);
-    writeAll(fd, left, done, before + n);
-  });
-}
-
-/**
- * Stream `body` into `fd`: memory stays under two batches (one being written, one gathering).
- * Whatever arrived is written even when the upload breaks off, as LXD does; in overwrite mode
- * the file then ends where the written content ends. Events rather than `for await`: with
- * async hooks on (the request context), a promise per chunk costs as much as the copy.
- */
-function writeContent(body: Readable, fd: number, overwrite: boolean): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let batch: Buffer[] = [];
-    let size = 0;
-    let written = 0;
-    let writing = false;
-    let ended = false;
-    let failure: { error: unknown } | undefined;
-    let writeFailed = false;
-    const settle = () => {
-      body.off("data", onData).off("end", onEnd).off("error", onError).on("error", () => {});
-      body.resume(); // after a write error, the rest of the upload is read and dropped
-      try {
-        if (overwrite && fstatSync(fd).isFile()) ftruncateSync(fd, written);
-      } catch (e) {
-        failure ??= { error: e };
-      }
-      if (failure) reject(failure.error);
-      else resolve();
-    };
-    const pump = () => {
-      if (writing) return;
-      if (size && !writeFailed) {
-        const bufs = batch;
-        batch = [];
-        size = 0;
-        writing = true;
-        writeAll(fd, bufs, (err, n) => {
-          writing = false;
-          written += n;
-          if (err) {
-            writeFailed = ended = true;
-            failure ??= { error: err };
-          }
-          if (body.isPaused()) body.resume();
-          pump();
-        });
-      } else if (ended) settle();
-    };
-    const onData = (chunk: Buffer) => {
-      batch.push(chunk);
-      size += chunk.length;
-      if (writing && size >= WRITE_BATCH) body.pause();
-      pump();
-    };
-    const onEnd = () => {
-      ended = true;
-      pump();
-    };
-    const onError = (error: unknown) => {
-      failure ??= { error };
-      onEnd();
-    };
-    body.on("data", onData).on("end", onEnd).on("error", onError);
-  });
 }
 
 async function readAll(body: Readable, limit: number): Promise<Buffer> {
