@@ -124,7 +124,7 @@ async function measure(group: Group, t: Target, o: Options, pushFile: () => stri
         exec_ws_median_ms: r1(median(await b.execWebsocket(n, o.runs))),
       }));
     case "push":
-      return b.withRunning(async (n) => ({ push_lxc_mib_s: r1(median(await b.pushLxc(n, pushFile(), 3))), push_http_mib_s: r1(median(await b.pushHttp(n, pushFile(), 3))) }));
+      return b.withRunning(async (n) => ({ push_lxc_mib_s: r1(median(await b.pushLxc(n, pushFile(), o.runs))), push_http_mib_s: r1(median(await b.pushHttp(n, pushFile(), o.runs))) }));
   }
 }
 

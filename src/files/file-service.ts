@@ -1,14 +1,14 @@
 // Instance file transfer (GET/HEAD/POST/DELETE /1.0/instances/NAME/files?path=). Every path is
 // resolved by the kernel inside the instance's root (see in-root.ts); ownership crosses the
 // instance's idmap: requests and answers speak container ids, the disk holds host ids.
-import { closeSync, constants, createReadStream, createWriteStream, fchmodSync, fstatSync, readdirSync, type Stats } from "node:fs";
+import { closeSync, constants, createReadStream, fchmodSync, fstatSync, readdirSync, type Stats } from "node:fs";
 import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { BadRequest, InternalError, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import { instanceRuntime } from "../instances/access.js";
 import type { IdMap, InstanceRuntime } from "../instances/runtime-port.js";
 import { InstanceRoot, O_PATH, withRoot } from "./in-root.js";
+import { writeContent } from "./upload.js";
 
 export type FileType = "file" | "directory" | "symlink";
 
@@ -35,6 +35,9 @@ export interface PushOptions {
 }
 
 const OVERFLOW_ID = 65534;
+
+/** Downloads read the file in chunks of this size (the default 64 KiB costs a syscall and a socket write per chunk). */
+const READ_CHUNK = 1 << 20;
 
 /** Errno → LXD's answers: a missing path is 404 "Not Found". */
 function fileError(err: unknown, path: string): Error {
@@ -101,7 +104,7 @@ export class FileService {
         }
         const fd = root.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
         const size = fstatSync(fd).size;
-        return { kind: "file", headers, size, open: () => createReadStream("", { fd, autoClose: true }) };
+        return { kind: "file", headers, size, open: () => createReadStream("", { fd, autoClose: true, highWaterMark: READ_CHUNK }) };
       } catch (e) {
         throw fileError(e, path);
       } finally {
@@ -155,19 +158,21 @@ export class FileService {
         return;
       }
       if (existing?.stat.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
-      const flags = constants.O_WRONLY | constants.O_CREAT | (opts.write === "append" ? constants.O_APPEND : constants.O_TRUNC);
+      // Overwrite rewrites in place and truncates once at the end (writeContent), where O_TRUNC
+      // would free a large file's blocks only to allocate them again: tens of ms for 50 MiB,
+      // and on ext4 a wait for the writeback its replace-by-truncate heuristic started.
+      const flags = constants.O_WRONLY | constants.O_CREAT | (opts.write === "append" ? constants.O_APPEND : 0);
       const fd = root.open(path, flags, opts.mode ?? 0o644);
-      // New files get the requested (or default) owner and mode; existing ones keep theirs, as LXD.
-      if (!existing) {
-        try {
+      try {
+        // New files get the requested (or default) owner and mode; existing ones keep theirs, as LXD.
+        if (!existing) {
           owner(fd);
           fchmodSync(fd, opts.mode ?? 0o644);
-        } catch (e) {
-          closeSync(fd);
-          throw e;
         }
+        await writeContent(body, fd, opts.write === "overwrite");
+      } finally {
+        closeSync(fd);
       }
-      await pipeline(body, createWriteStream("", { fd, autoClose: true }));
     } catch (e) {
       throw fileError(e, path);
     } finally {
