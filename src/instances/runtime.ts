@@ -1,9 +1,9 @@
 // Running containers: start (idmap shift, templates, devices, liblxc config, lxc-start),
 // stop, freeze, live updates, watching for containers that stop on their own, and
 // re-adopting running containers when the daemon starts.
-import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { BadRequest } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
@@ -15,7 +15,8 @@ import { isTrue } from "./config-keys.js";
 import { hostRoot, idmapJson, parseIdmapJson, sameIdmap } from "./idmap.js";
 import { controllerVersion, writeLimit } from "./lxc/cgroup.js";
 import { loadKernelModules } from "./kernel-modules.js";
-import { cpusetFor, generateLxcConfig, memoryLimitBytes, needsSeccompPolicy, renderLxcConfig, seccompPolicy } from "./lxc/config.js";
+import { cpusetFor, generateLxcConfig, memoryLimitBytes, renderLxcConfig } from "./lxc/config.js";
+import { needsSeccompPolicy, seccompPolicy } from "./lxc/seccomp.js";
 import { isAlive, LxcDriver, procStartTime, type InitProcess } from "./lxc/driver.js";
 import { shiftTree } from "./lxc/shift.js";
 import { instanceUrl, InstanceService, type Devices } from "./service.js";
@@ -197,12 +198,15 @@ export class InstanceRuntime {
       row = this.svc.require(project, name);
       const shmounts = join(this.core.paths.shmounts, lxc);
       mkdirSync(shmounts, { recursive: true, mode: 0o711 });
+      const config = this.svc.expanded(row).config;
+      const policyFile = join(this.core.paths.security, "seccomp", lxc);
       let seccompProfile: string | undefined;
-      if (this.seccompOk && needsSeccompPolicy(this.svc.expanded(row).config)) {
-        const dir = join(this.core.paths.security, "seccomp");
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        seccompProfile = join(dir, lxc);
-        writeFileSync(seccompProfile, seccompPolicy(this.svc.expanded(row).config, row.architecture), { mode: 0o600 });
+      if (this.seccompOk && needsSeccompPolicy(config)) {
+        mkdirSync(dirname(policyFile), { recursive: true, mode: 0o700 });
+        writeFileSync(policyFile, seccompPolicy(config, row.architecture), { mode: 0o600 });
+        seccompProfile = policyFile;
+      } else {
+        rmSync(policyFile, { force: true }); // a policy an earlier start needed
       }
       const lines = generateLxcConfig({
         name: lxc,
@@ -211,7 +215,7 @@ export class InstanceRuntime {
         // liblxc refuses a symlinked rootfs path: give it the volume's real rootfs.
         rootfs: realpathSync(join(volume, "rootfs")),
         architecture: row.architecture,
-        config: this.svc.expanded(row).config,
+        config,
         idmap: next,
         cgroup: (c) => controllerVersion(this.driver.layout, c),
         apparmor: this.apparmor,

@@ -1,6 +1,6 @@
 // raw.idmap, security.nesting, security.syscalls.* and linux.kernel_modules on real containers,
 // driven with the stock client.
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -200,6 +200,15 @@ describe("security.syscalls.*", () => {
     const n = d.launch("noseccomp", { config: { "security.syscalls.deny_default": "false" } });
     expect(confValues(n, "lxc.seccomp.profile")).toEqual([]);
     expect(sh(n, "mkdir /x && echo made").stdout.trim()).toBe("made");
+    // A policy an earlier start needed does not outlive the need.
+    const policy = join(d.dir, "security", "seccomp", n);
+    expect(existsSync(policy)).toBe(false);
+    for (const [value, present] of [["true", true], ["false", false]] as const) {
+      expect(d.lxc("stop", "-f", n).code).toBe(0);
+      expect(d.lxc("config", "set", n, "security.syscalls.deny_default", value).code).toBe(0);
+      expect(d.lxc("start", n).code).toBe(0);
+      expect(existsSync(policy)).toBe(present);
+    }
   }, 60_000);
 
   it("refuses allow together with deny", () => {

@@ -4,7 +4,8 @@ import { describe, expect, it } from "vitest";
 import { validateInstanceConfig } from "../../src/instances/config-keys.js";
 import { addSafe, allocateIdmap, idmapJson, lxcIdmapLines, parseRawIdmap, remapId, type HostIdSet, type IdmapEntry } from "../../src/instances/idmap.js";
 import { kernelModuleNames, loadKernelModules } from "../../src/instances/kernel-modules.js";
-import { generateLxcConfig, needsSeccompPolicy, seccompPolicy, type LxcConfigInput } from "../../src/instances/lxc/config.js";
+import { generateLxcConfig, type LxcConfigInput } from "../../src/instances/lxc/config.js";
+import { needsSeccompPolicy, seccompPolicy } from "../../src/instances/lxc/seccomp.js";
 
 // The reference host's delegation: root:100000:10000001.
 const host: HostIdSet = { uid: { start: 100000, size: 10000001 }, gid: { start: 100000, size: 10000001 } };

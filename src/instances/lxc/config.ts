@@ -47,8 +47,6 @@ const OPTIONAL_MOUNTS = [
   "/sys/kernel/tracing sys/kernel/tracing none rbind,create=dir,optional 0 0",
 ];
 
-export { needsSeccompPolicy, seccompPolicy } from "./seccomp.js";
-
 /** security.nesting: a spare proc and sysfs, so a nested container manager can mount its own (the visible ones are covered). */
 const NESTING_MOUNTS = ["proc dev/.lxc/proc proc create=dir,optional 0 0", "sys dev/.lxc/sys sysfs create=dir,optional 0 0"];
 
