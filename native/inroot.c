@@ -41,6 +41,8 @@ napi_value native_throw_errno(napi_env env, int err, const char *what) { return 
 napi_value sealed_executable(napi_env env, napi_callback_info info);
 napi_value open_pty_in_root(napi_env env, napi_callback_info info);
 napi_value set_window_size(napi_env env, napi_callback_info info);
+napi_value socket_pair(napi_env env, napi_callback_info info);
+napi_value spawn_process(napi_env env, napi_callback_info info);
 
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
@@ -224,9 +226,6 @@ static napi_value chown_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// ttyCanonical(fd): whether the terminal is still in canonical (cooked) mode. Interactive
-// sessions hold input back until lxc-attach switched its terminal to raw mode, since that
-// switch (TCSAFLUSH) discards whatever input was queued before it.
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openRoot", NULL, open_root, NULL, NULL, NULL, napi_default, NULL},
@@ -240,6 +239,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sealedExecutable", NULL, sealed_executable, NULL, NULL, NULL, napi_default, NULL},
       {"openPtyInRoot", NULL, open_pty_in_root, NULL, NULL, NULL, napi_default, NULL},
       {"setWindowSize", NULL, set_window_size, NULL, NULL, NULL, napi_default, NULL},
+      {"socketPair", NULL, socket_pair, NULL, NULL, NULL, napi_default, NULL},
+      {"spawn", NULL, spawn_process, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

@@ -13,10 +13,11 @@ export interface AttachSpec {
   group: number;
 }
 
-/** nodelxd-attach NAME LXCPATH UID GID CWD NENV [K=V ...] -- COMMAND [ARG ...] */
-export function attachArgs(rt: InstanceRuntime, spec: AttachSpec): string[] {
+/** nodelxd-attach [--gate FD] NAME LXCPATH UID GID CWD NENV [K=V ...] -- COMMAND [ARG ...] */
+export function attachArgs(rt: InstanceRuntime, spec: AttachSpec, gateFd?: number): string[] {
   const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-  return [rt.lxcName, rt.lxcpath, String(spec.user), String(spec.group), spec.cwd, String(env.length), ...env, "--", ...spec.command];
+  const gate = gateFd === undefined ? [] : ["--gate", String(gateFd)];
+  return [...gate, rt.lxcName, rt.lxcpath, String(spec.user), String(spec.group), spec.cwd, String(env.length), ...env, "--", ...spec.command];
 }
 
 export type Lookup = "found" | "not-found" | "not-executable";

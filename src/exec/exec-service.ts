@@ -4,12 +4,12 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { Core } from "../daemon/daemon.js";
 import { instanceLogName, instanceResources, runningRuntime } from "../instances/access.js";
-import { spawnWithStdio } from "../os/exec.js";
+import { HelperProcess } from "../os/helper-process.js";
 import { helperPath } from "../os/native.js";
 import type { OperationView } from "../operations/types.js";
 import { attachArgs, type AttachSpec } from "./attach.js";
 import { execCwd, execEnvironment, type ExecPost } from "./exec-request.js";
-import { CONNECT_TIMEOUT_MS, exitStatus, ExecFailure, ExecSession, precheck, type ExecOutcome } from "./exec-session.js";
+import { CONNECT_TIMEOUT_MS, exitStatus, ExecSession, precheck, type ExecOutcome } from "./exec-session.js";
 
 export class ExecService {
   private readonly sessions = new Set<ExecSession>();
@@ -37,7 +37,7 @@ export class ExecService {
 
     const session = new ExecSession(rt, spec, post.interactive, { width: post.width, height: post.height }, this.core.log);
     this.sessions.add(session);
-    return this.core.operations.create({
+    const op = this.core.operations.create({
       ...base,
       class: "websocket",
       metadata: { command: post.command, environment: env, fds: session.fds, interactive: post.interactive },
@@ -67,6 +67,9 @@ export class ExecService {
         }
       },
     });
+    // The client needs the response to connect; the helper can attach meanwhile.
+    setImmediate(() => session.prepare());
+    return op;
   }
 
   /** Record the exit status; a command that could not start fails the operation as LXD does. */
@@ -100,19 +103,12 @@ export class ExecService {
       if (files) for (const f of [files.stdout, files.stderr]) fds.push(openSync(f, "w", 0o644));
       const check = precheck(rt, spec);
       if (check.failure) return { failure: check.failure };
-      const child = spawnWithStdio(helperPath("nodelxd-attach"), attachArgs(rt, spec), {
-        stdio: ["ignore", fds[0] ?? "ignore", fds[1] ?? "ignore"],
-        argv0: "nodelxd-attach",
-      });
+      const child = new HelperProcess(helperPath("nodelxd-attach"), "nodelxd-attach", attachArgs(rt, spec), ["ignore", fds[0] ?? "ignore", fds[1] ?? "ignore"]);
       const onAbort = () => child.kill("SIGKILL");
       signal.addEventListener("abort", onAbort, { once: true });
-      return await new Promise<ExecOutcome>((resolve) => {
-        child.on("error", (err) => resolve({ failure: new ExecFailure(err.message, -1) }));
-        child.on("close", (code, sig) => {
-          signal.removeEventListener("abort", onAbort);
-          resolve({ code: exitStatus(code, sig) });
-        });
-      });
+      const { code, signal: killedBy } = await child.exited;
+      signal.removeEventListener("abort", onAbort);
+      return { code: exitStatus(code, killedBy) };
     } finally {
       for (const fd of fds) closeSync(fd);
     }

@@ -1,15 +1,18 @@
 // One `exec` with websockets, as LXD 5.0.2 speaks it. Non-interactive: fds 0/1/2 carry
 // stdin/stdout/stderr as binary messages, an empty text message ends a stream. Interactive:
 // fd 0 carries a pty both ways. The "control" socket carries window-resize and signal
-// requests; losing it kills the command. The command starts once every data socket connected.
+// requests; losing it kills the command. The command starts once every data socket connected,
+// but the helper enters the container as soon as the request arrives and waits there on a gate
+// (see native/attach.c): attaching costs the kernel a grace period, which then overlaps the
+// client's websocket handshakes instead of following them.
 import { randomBytes } from "node:crypto";
 import { constants } from "node:os";
-import type { ChildProcess } from "node:child_process";
+import type { Socket } from "node:net";
 import { closeSync } from "node:fs";
 import { ReadStream as TtyStream } from "node:tty";
 import type { Logger } from "pino";
 import type { WebSocket } from "ws";
-import { spawnWithStdio } from "../os/exec.js";
+import { HelperProcess, type HelperStdio } from "../os/helper-process.js";
 import type { InstanceRuntime } from "../instances/runtime-port.js";
 import type { WebsocketLike } from "../operations/manager.js";
 import { attachArgs, attachedPid, lookupCommand, type AttachSpec } from "./attach.js";
@@ -56,10 +59,20 @@ const osSignals = constants.signals as Record<string, number>;
 export class ExecSession {
   readonly fds: Record<string, string>;
   private readonly sockets = new Map<string, WebSocket>();
-  private child?: ChildProcess;
-  /** Interactive: the master side of the pty the command runs on. */
+  private child?: HelperProcess;
+  /** The helper's gate: one byte lets the command run, closing it cancels the command. */
+  private gate?: Socket;
+  /** Interactive: the master side of the pty the command runs on, and its stream once started. */
+  private master?: number;
   private pty?: { fd: number; stream: TtyStream };
+  private ptyQueue: Buffer[] = [];
   private stdinQueue: (Buffer | null)[] = [];
+  /** Why the command cannot run, found before anything was spawned; reported once started. */
+  private refused?: ExecFailure;
+  private exit?: number;
+  private resolveExited!: () => void;
+  private readonly exited = new Promise<void>((r) => (this.resolveExited = r));
+  private prepared = false;
   private started = false;
   private finished = false;
   private resolveStarted!: () => void;
@@ -79,6 +92,47 @@ export class ExecSession {
 
   private get required(): string[] {
     return this.interactive ? ["0"] : ["0", "1", "2"];
+  }
+
+  /** Check the command and attach the helper, its command held at the gate until start(). */
+  prepare(): void {
+    if (this.prepared || this.finished) return;
+    this.prepared = true;
+    try {
+      this.refused = precheck(this.rt, this.spec).failure;
+      if (!this.refused) this.spawnHelper();
+    } catch (e) {
+      this.refused = new ExecFailure((e as Error).message, -1);
+    }
+  }
+
+  private spawnHelper(): void {
+    const args = attachArgs(this.rt, this.spec, 3);
+    this.log.debug({ instance: this.rt.name, command: this.spec.command, interactive: this.interactive }, "exec");
+    let stdio: HelperStdio[];
+    if (this.interactive) {
+      const cols = this.size.width > 0 ? this.size.width : 80;
+      const rows = this.size.height > 0 ? this.size.height : 24;
+      const owner = { uid: this.rt.idmap.uid(this.spec.user), gid: this.rt.idmap.gid(this.spec.group) };
+      let slave: number;
+      [this.master, slave] = native.openPtyInRoot(this.rt.pid ?? 0, owner.uid, owner.gid, cols, rows);
+      stdio = [slave, slave, slave, "pipe"];
+    } else stdio = ["pipe", "pipe", "pipe", "pipe"];
+    let child: HelperProcess;
+    try {
+      child = new HelperProcess(helperPath("nodelxd-attach"), "nodelxd-attach", args, stdio);
+    } finally {
+      if (this.interactive) closeSync(stdio[0] as number);
+    }
+    this.child = child;
+    this.gate = child.stdio[3]!;
+    this.gate.on("error", () => {});
+    child.stdin?.on("error", () => {});
+    void child.exited.then(({ code, signal }) => {
+      this.exit = exitStatus(code, signal);
+      this.gate?.destroy();
+      this.resolveExited();
+    });
   }
 
   connect(given: string, socket: WebsocketLike): void {
@@ -101,10 +155,10 @@ export class ExecSession {
       } catch {
         return;
       }
-      if (msg.command === "window-resize" && this.pty) {
+      if (msg.command === "window-resize" && this.master !== undefined) {
         const cols = Number.parseInt(msg.args?.width ?? "", 10);
         const rows = Number.parseInt(msg.args?.height ?? "", 10);
-        if (cols > 0 && rows > 0) native.setWindowSize(this.pty.fd, cols, rows);
+        if (cols > 0 && rows > 0) native.setWindowSize(this.master, cols, rows);
       } else if (msg.command === "signal" && Number.isInteger(msg.signal)) {
         this.signal(msg.signal!);
       }
@@ -128,8 +182,6 @@ export class ExecSession {
     });
   }
 
-  private ptyQueue: Buffer[] = [];
-
   private feedPty(buf: Buffer): void {
     if (this.pty) this.pty.stream.write(buf);
     else this.ptyQueue.push(buf);
@@ -152,36 +204,30 @@ export class ExecSession {
 
   /** Deliver a signal to the command itself (the helper does not forward them). */
   private signal(signo: number): void {
-    const attach = this.child?.pid;
-    if (!attach) return;
-    const target = attachedPid(attach);
+    const child = this.child;
+    if (!child) return;
+    const target = attachedPid(child.pid);
+    if (target === undefined) return child.kill(signo);
     try {
-      process.kill(target ?? attach, signo);
+      process.kill(target, signo);
     } catch {
       /* already gone */
     }
   }
 
+  /** Every data socket is connected: stream the output and let the command run. */
   private start(): void {
+    this.prepare();
     this.started = true;
     this.resolveStarted();
-    let check: ReturnType<typeof precheck>;
-    try {
-      check = precheck(this.rt, this.spec);
-    } catch (e) {
-      return this.end({ failure: new ExecFailure((e as Error).message, -1) });
-    }
-    if (check.failure) return this.end({ failure: check.failure });
-    const args = attachArgs(this.rt, this.spec);
-    this.log.debug({ instance: this.rt.name, command: this.spec.command, interactive: this.interactive }, "exec");
-    if (this.interactive) this.startPty(args);
-    else this.startPiped(args);
+    if (this.refused) return this.end({ failure: this.refused });
+    if (this.finished || !this.child) return;
+    if (this.interactive) this.streamPty(this.master!);
+    else this.streamPiped(this.child);
+    this.gate!.end("g");
   }
 
-  private startPiped(args: string[]): void {
-    const child = spawnWithStdio(helperPath("nodelxd-attach"), args, { stdio: ["pipe", "pipe", "pipe"], argv0: "nodelxd-attach" });
-    this.child = child;
-    child.stdin!.on("error", () => {});
+  private streamPiped(child: HelperProcess): void {
     const ws0 = this.sockets.get("0")!;
     for (const chunk of this.stdinQueue.splice(0)) this.feedStdin(chunk, ws0);
     const outputs = (["1", "2"] as const).map((fd) => {
@@ -197,10 +243,7 @@ export class ExecSession {
         ),
       );
     });
-    let exit: number | undefined;
-    child.on("error", (err) => this.end({ failure: new ExecFailure(err.message, -1) }));
-    child.on("exit", (code, sig) => (exit = exitStatus(code, sig)));
-    child.on("close", () => void Promise.all(outputs).then(() => this.end({ code: exit ?? -1 })));
+    void Promise.all([...outputs, this.exited]).then(() => this.end({ code: this.exit ?? -1 }));
   }
 
   /**
@@ -208,20 +251,7 @@ export class ExecSession {
    * exec user; the daemon keeps the master. Output ends when every holder of the slave closed
    * it (read gives EIO), or shortly after the command exits if something else still holds it.
    */
-  private startPty(args: string[]): void {
-    const cols = this.size.width > 0 ? this.size.width : 80;
-    const rows = this.size.height > 0 ? this.size.height : 24;
-    const owner = { uid: this.rt.idmap.uid(this.spec.user), gid: this.rt.idmap.gid(this.spec.group) };
-    let master: number;
-    let slave: number;
-    try {
-      [master, slave] = native.openPtyInRoot(this.rt.pid ?? 0, owner.uid, owner.gid, cols, rows);
-    } catch (e) {
-      return this.end({ failure: new ExecFailure((e as Error).message, -1) });
-    }
-    const child = spawnWithStdio(helperPath("nodelxd-attach"), args, { stdio: [slave, slave, slave], argv0: "nodelxd-attach" });
-    closeSync(slave);
-    this.child = child;
+  private streamPty(master: number): void {
     const stream = new TtyStream(master);
     this.pty = { fd: master, stream };
     for (const buf of this.ptyQueue.splice(0)) stream.write(buf);
@@ -231,16 +261,13 @@ export class ExecSession {
       stream.once("error", () => resolve()); // EIO: the last slave holder closed it
       stream.once("close", () => resolve());
     });
-    let exit: number | undefined;
-    child.on("error", (err) => this.end({ failure: new ExecFailure(err.message, -1) }));
-    child.on("exit", (code, sig) => {
-      exit = exitStatus(code, sig);
+    void this.exited.then(() => {
       const grace = new Promise<void>((r) => setTimeout(r, 200).unref());
       void Promise.race([outputDone, grace])
         .then(() => sink.drained())
         .then(() => {
           stream.destroy();
-          this.end({ code: exit ?? -1 });
+          this.end({ code: this.exit ?? -1 });
         });
     });
   }
@@ -258,7 +285,9 @@ export class ExecSession {
 
   /** Daemon shutdown or connect timeout: kill whatever runs and end the session. */
   abort(): void {
-    if (this.started && !this.finished) this.signal(9);
+    if (!this.started) this.gate?.destroy();
+    if (!this.finished) this.signal(9);
+    if (this.pty === undefined && this.master !== undefined) closeSync(this.master);
     this.end({ failure: new ExecFailure("Operation cancelled", -1) });
     this.closeSockets();
   }

@@ -1,5 +1,5 @@
-// The one place that spawns processes.
-import { spawn, spawn as spawnChild, type ChildProcess, type StdioOptions } from "node:child_process";
+// The one place that spawns processes (the liblxc helpers of exec: helper-process.ts).
+import { spawn as spawnChild } from "node:child_process";
 import { execa, type Options } from "execa";
 import { spawn as ptySpawn, type IPty } from "node-pty";
 
@@ -117,11 +117,6 @@ export function spawnService(cmd: string, args: string[], opts: { env?: Record<s
   );
   if (child.pid === undefined) throw new CommandError(cmd, -1, "failed to start");
   return { pid: child.pid, exited, output: () => tail.trim() };
-}
-
-/** A long-running child with streamed stdio (exec sessions): the caller owns its pipes. */
-export function spawnWithStdio(cmd: string, args: string[], opts: { stdio: StdioOptions; env?: Record<string, string>; cwd?: string; argv0?: string }): ChildProcess {
-  return spawn(cmd, args, { stdio: opts.stdio, env: opts.env ?? {}, cwd: opts.cwd ?? "/", argv0: opts.argv0 });
 }
 
 /** A child on a new pseudo-terminal (interactive exec, console). Output arrives as Buffers. */

@@ -1,5 +1,6 @@
 // The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
-// native/sealed.c) and the liblxc helpers (native/start.c, native/attach.c).
+// native/sealed.c, native/pty.c, native/spawn.c) and the liblxc helpers (native/start.c,
+// native/attach.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 
@@ -16,6 +17,10 @@ export interface Native {
   /** A pty in the devpts of process `pid`'s root: [master, slave], the slave owned by uid:gid. */
   openPtyInRoot(pid: number, uid: number, gid: number, cols: number, rows: number): [number, number];
   setWindowSize(fd: number, cols: number, rows: number): void;
+  /** A connected unix stream socket pair, both ends close-on-exec: [parent end, child end]. */
+  socketPair(): [number, number];
+  /** posix_spawn; the child's fd i is fds[i] (-1: /dev/null); onExit runs once on the event loop. */
+  spawn(path: string, argv: string[], fds: number[], cwd: string, env: string[], onExit: (code: number | null, signal: number | null) => void): number;
   O_PATH: number;
 }
 

@@ -117,7 +117,7 @@ describe("lxc exec (stock client)", () => {
 
 describe("exec API (raw websockets)", () => {
   test("websocket operation shape: fds per mode, metadata, resources, /containers alias", async () => {
-    const r = await d.api("POST", `/1.0/instances/${c.name}/exec`, { command: ["true"], "wait-for-websocket": true, interactive: false });
+    const r = await d.api("POST", `/1.0/instances/${c.name}/exec`, { command: ["touch", "/root/ran-piped"], "wait-for-websocket": true, interactive: false });
     expect(r.status).toBe(202);
     const op = r.body.metadata;
     expect(op.class).toBe("websocket");
@@ -126,12 +126,17 @@ describe("exec API (raw websockets)", () => {
     expect(op.metadata.environment).toEqual({ HOME: "/root", LANG: "C.UTF-8", PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", USER: "root" });
     expect(op.metadata.interactive).toBe(false);
     expect(op.resources).toEqual({ containers: [`/1.0/containers/${c.name}`], instances: [`/1.0/instances/${c.name}`] });
-    const i = await d.api("POST", `/1.0/containers/${c.name}/exec`, { command: ["true"], "wait-for-websocket": true, interactive: true });
+    const i = await d.api("POST", `/1.0/containers/${c.name}/exec`, { command: ["touch", "/root/ran-pty"], "wait-for-websocket": true, interactive: true });
     expect(Object.keys(i.body.metadata.metadata.fds).sort()).toEqual(["0", "control"]);
     // Nobody connects: both fail after LXD's 5-second connect timeout.
-    const done = await waitOp(op.id);
-    expect(done.status).toBe("Failure");
-    expect(done.err).toBe("Timed out waiting for websockets to connect");
+    for (const id of [op.id, i.body.metadata.id]) {
+      const done = await waitOp(id);
+      expect(done.status).toBe("Failure");
+      expect(done.err).toBe("Timed out waiting for websockets to connect");
+    }
+    // The helper entered the container at once, but neither command ran, and nothing waits on.
+    expect(exec(undefined, "--", "ls", "/root").stdout).not.toContain("ran-");
+    expect(exec(undefined, "--", "ps").stdout).not.toContain("nodelxd-attach");
   });
 
   async function start(command: string[], extra: Record<string, unknown> = {}) {

@@ -40,6 +40,9 @@ describe("attach helper arguments", () => {
   test("a command that looks like an option or the separator stays the command", () => {
     expect(attachArgs(rt, { ...spec, env: {}, command: ["--", "-x"] })).toEqual(["p_c1", "/var/lib/lxd/containers", "1000", "1001", "/tmp", "0", "--", "--", "-x"]);
   });
+  test("a gate descriptor comes first", () => {
+    expect(attachArgs(rt, { ...spec, env: {}, command: ["true"] }, 3)).toEqual(["--gate", "3", "p_c1", "/var/lib/lxd/containers", "1000", "1001", "/tmp", "0", "--", "true"]);
+  });
 });
 
 test("exit status: code, or 128 + signal", () => {

@@ -12,7 +12,7 @@ import { InstanceService, instanceUrl, type CreateRequest } from "../../instance
 import { readInstanceState } from "../../instances/state.js";
 import { readBody } from "../json.js";
 import { BadRequest, InternalError, NotFound } from "../errors.js";
-import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, handled, route, sync, type Handler, type Route } from "../route.js";
 import { ConfigMap, configStrings } from "../schemas/server.js";
 
 const Devices = z
