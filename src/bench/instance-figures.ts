@@ -180,19 +180,14 @@ export class InstanceBench {
     });
   }
 
-  async execLxc(name: string, runs: number): Promise<number[]> {
-    await this.lxc("exec", name, "--", "true"); // warm-up
-    const out: number[] = [];
-    for (let i = 0; i < runs; i++) out.push(await this.lxc("exec", name, "--", "true"));
-    return out;
+  /** One `lxc exec NAME -- true`. */
+  execLxcOnce(name: string): Promise<number> {
+    return this.lxc("exec", name, "--", "true");
   }
 
   /** The stock client's fixed cost (start-up, config, one request): the floor under every `lxc` figure. */
-  async clientBaseline(runs: number): Promise<number[]> {
-    await this.lxc("query", "/1.0");
-    const out: number[] = [];
-    for (let i = 0; i < runs; i++) out.push(await this.lxc("query", "/1.0"));
-    return out;
+  clientBaselineOnce(): Promise<number> {
+    return this.lxc("query", "/1.0");
   }
 
   /** POST exec with wait-for-websocket, attach stdin/stdout/stderr/control, wait for the exit. */
@@ -212,13 +207,6 @@ export class InstanceBench {
     } finally {
       for (const ws of sockets) ws.terminate();
     }
-  }
-
-  async execWebsocket(name: string, runs: number): Promise<number[]> {
-    await this.execWebsocketOnce(name);
-    const out: number[] = [];
-    for (let i = 0; i < runs; i++) out.push(await this.execWebsocketOnce(name));
-    return out;
   }
 
   /** MiB/s of `lxc file push` of `file` into the instance. */

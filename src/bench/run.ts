@@ -118,14 +118,42 @@ async function measure(group: Group, t: Target, o: Options, pushFile: () => stri
     case "parallel":
       return { parallel10_ms: r1(await b.parallel(10)) };
     case "exec":
-      return b.withRunning(async (n) => ({
-        exec_lxc_median_ms: r1(median(await b.execLxc(n, o.runs))),
-        client_query_median_ms: r1(median(await b.clientBaseline(o.runs))),
-        exec_ws_median_ms: r1(median(await b.execWebsocket(n, o.runs))),
-      }));
+      return (await execFigures([t], o.runs))[0];
     case "push":
       return b.withRunning(async (n) => ({ push_lxc_mib_s: r1(median(await b.pushLxc(n, pushFile(), o.runs))), push_http_mib_s: r1(median(await b.pushHttp(n, pushFile(), o.runs))) }));
   }
+}
+
+/** Run `body` with one running instance on each target. */
+async function withRunningOnEach<T>(targets: Target[], body: (names: string[]) => Promise<T>, names: string[] = []): Promise<T> {
+  if (names.length === targets.length) return body(names);
+  return targets[names.length].instances.withRunning((n) => withRunningOnEach(targets, body, [...names, n]));
+}
+
+/**
+ * Exec figures, one sample per daemon in turn: these are tens of milliseconds, where the
+ * machine's drift over a run would otherwise weigh on one daemon more than on the other.
+ */
+async function execFigures(targets: Target[], runs: number): Promise<Figures[]> {
+  return withRunningOnEach(targets, async (names) => {
+    const kinds = {
+      exec_lxc_median_ms: (b: InstanceBench, n: string) => b.execLxcOnce(n),
+      client_query_median_ms: (b: InstanceBench) => b.clientBaselineOnce(),
+      exec_ws_median_ms: (b: InstanceBench, n: string) => b.execWebsocketOnce(n),
+    };
+    const figures: Figures[] = targets.map(() => ({}));
+    for (const [key, sample] of Object.entries(kinds)) {
+      const samples: number[][] = targets.map(() => []);
+      for (let i = -1; i < runs; i++) {
+        for (const [k, t] of targets.entries()) {
+          const v = await sample(t.instances, names[k]);
+          if (i >= 0) samples[k].push(v); // i = -1: warm-up
+        }
+      }
+      samples.forEach((s, k) => (figures[k][key] = r1(median(s))));
+    }
+    return figures;
+  });
 }
 
 function table(rows: typeof ROWS, path: string, ours: Figures, other?: Figures): string {
@@ -170,6 +198,12 @@ async function main(): Promise<void> {
     const figOurs: Figures = {};
     const figOther: Figures = {};
     for (const g of o.only) {
+      if (g === "exec" && other) {
+        const [a, b] = await execFigures([ours, other], o.runs);
+        Object.assign(figOurs, a);
+        Object.assign(figOther, b);
+        continue;
+      }
       Object.assign(figOurs, await measure(g, ours, o, pushFile));
       if (other) Object.assign(figOther, await measure(g, other, o, pushFile));
     }
