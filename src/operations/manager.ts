@@ -139,10 +139,12 @@ export class OperationManager {
 
   private touch(entry: Live): void {
     entry.view.updated_at = new Date().toISOString();
+    // Clients waiting on the event need not wait for the commit's fsync too: the live entry
+    // already answers GET, and the row only matters for operations across a restart.
+    this.emit(entry);
     this.db
       .prepare("UPDATE operations SET status_code = ?, metadata = ?, may_cancel = ?, err = ?, updated_at = ? WHERE id = ?")
       .run(entry.view.status_code, JSON.stringify(entry.view.metadata), entry.view.may_cancel ? 1 : 0, entry.view.err, entry.view.updated_at, entry.view.id);
-    this.emit(entry);
   }
 
   private emit(entry: Live): void {
