@@ -4,8 +4,7 @@
 // pass straight through. The daemon starts that wait when an exec request arrives, by writing
 // its own pid into the cgroup it is already in (a no-op move), so the grace period runs while
 // the client connects its websockets and the helper starts, not after them.
-import { readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { closeSync, constants, openSync, readFileSync, write } from "node:fs";
 import { posix } from "node:path";
 
 /** The cgroup.procs file of this process's own cgroup, from /proc/self/cgroup and /proc/self/mountinfo. */
@@ -40,16 +39,26 @@ export function ownCgroupProcsFile(procCgroup: string, mountinfo: string): strin
   return undefined;
 }
 
-let procsFile: string | null | undefined;
+// The file stays open: a write is then a single thread-pool job that starts at once, where
+// writeFile's open, write and close would each wait for the event loop in between.
+let procsFd: number | null | undefined;
+const ownPid = Buffer.from(String(process.pid));
 
 /** Start the grace period now, without waiting for it; harmless where it cannot be done. */
 export function warmCgroupMigration(): void {
-  if (procsFile === undefined) {
+  if (procsFd === undefined) {
     try {
-      procsFile = ownCgroupProcsFile(readFileSync("/proc/self/cgroup", "utf8"), readFileSync("/proc/self/mountinfo", "utf8")) ?? null;
+      const file = ownCgroupProcsFile(readFileSync("/proc/self/cgroup", "utf8"), readFileSync("/proc/self/mountinfo", "utf8"));
+      procsFd = file ? openSync(file, constants.O_WRONLY) : null;
     } catch {
-      procsFile = null;
+      procsFd = null;
     }
   }
-  if (procsFile) writeFile(procsFile, String(process.pid)).catch(() => (procsFile = null));
+  if (procsFd !== null)
+    write(procsFd, ownPid, (err) => {
+      if (err && procsFd !== null && procsFd !== undefined) {
+        closeSync(procsFd);
+        procsFd = null;
+      }
+    });
 }
