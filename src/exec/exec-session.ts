@@ -287,7 +287,10 @@ export class ExecSession {
   abort(): void {
     if (!this.started) this.gate?.destroy();
     if (!this.finished) this.signal(9);
-    if (this.pty === undefined && this.master !== undefined) closeSync(this.master);
+    if (this.pty === undefined && this.master !== undefined) {
+      closeSync(this.master);
+      this.master = undefined;
+    }
     this.end({ failure: new ExecFailure("Operation cancelled", -1) });
     this.closeSockets();
   }
