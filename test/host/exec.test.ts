@@ -139,6 +139,24 @@ describe("exec API (raw websockets)", () => {
     expect(exec(undefined, "--", "ps").stdout).not.toContain("nodelxd-attach");
   });
 
+  test("a daemon killed while the command waits for its websockets: it never runs, the container keeps running", async () => {
+    const r = await d.api("POST", `/1.0/instances/${c.name}/exec`, { command: ["touch", "/root/ran-after-kill"], "wait-for-websocket": true, interactive: false });
+    expect(r.status).toBe(202);
+    // The helper is in the container, held at its gate.
+    let held = false;
+    for (let i = 0; i < 40 && !held; i++) {
+      held = exec(undefined, "--", "ps").stdout.includes("nodelxd-attach");
+      if (!held) await new Promise((res) => setTimeout(res, 50));
+    }
+    expect(held).toBe(true);
+    await d.kill9();
+    await d.restart();
+    expect(d.lxc("list", c.name, "-c", "s", "--format", "csv").stdout.trim()).toBe("RUNNING");
+    for (let i = 0; i < 40 && exec(undefined, "--", "ps").stdout.includes("nodelxd-attach"); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(exec(undefined, "--", "ps").stdout).not.toContain("nodelxd-attach");
+    expect(exec(undefined, "--", "ls", "/root").stdout).not.toContain("ran-after-kill");
+  });
+
   async function start(command: string[], extra: Record<string, unknown> = {}) {
     const r = await d.api("POST", `/1.0/instances/${c.name}/exec`, { command, "wait-for-websocket": true, interactive: false, ...extra });
     const op = r.body.metadata;
