@@ -54,3 +54,17 @@ export class HelperProcess {
     }
   }
 }
+
+/** Run a helper to its end, collecting what it prints (its stdin is /dev/null). */
+export async function runHelper(path: string, argv0: string, args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+  const p = new HelperProcess(path, argv0, args, ["ignore", "pipe", "pipe"], { env });
+  const collect = (s: Socket | null) =>
+    new Promise<string>((resolve) => {
+      const chunks: Buffer[] = [];
+      s!.on("data", (c: Buffer) => chunks.push(c));
+      s!.on("error", () => resolve(Buffer.concat(chunks).toString("utf8")));
+      s!.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    });
+  const [stdout, stderr, { code, signal }] = await Promise.all([collect(p.stdout), collect(p.stderr), p.exited]);
+  return { stdout, stderr, exitCode: code ?? (signal !== null ? 128 + signal : -1) };
+}

@@ -4,6 +4,7 @@
 import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "../../os/exec.js";
+import { runHelper } from "../../os/helper-process.js";
 import { helperPath } from "../../os/native.js";
 import { cgroupDir, controllerVersion, hostCgroupLayout, type CgroupLayout } from "./cgroup.js";
 import { logDir } from "./config.js";
@@ -105,7 +106,9 @@ export class LxcDriver {
   async start(name: string): Promise<InitProcess> {
     const logFile = join(logDir(this.lxdDir, name), "lxc.log");
     if (existsSync(logFile)) renameSync(logFile, logFile + ".old");
-    const res = await run(helperPath("nodelxd-start"), [name, this.lxcPath, this.configFile(name)], { reject: false, argv0: "nodelxd-start" });
+    // The daemon's environment: liblxc looks up newuidmap and hook programs on PATH.
+    const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
+    const res = await runHelper(helperPath("nodelxd-start"), "nodelxd-start", [name, this.lxcPath, this.configFile(name)], env);
     if (res.exitCode !== 0) {
       let log = "";
       try {
