@@ -104,10 +104,8 @@ async function measure(group: Group, t: Target, o: Options, pushFile: () => stri
   switch (group) {
     case "get":
       return { ...(await sequentialLatency(t.socket, o.path, o.requests)), requests_per_second: await throughput(t.socket, o.path, o.connections, o.duration) };
-    case "launch": {
-      const s = await b.launch(o.runs);
-      return { launch_median_ms: r1(median(s)), launch_p90_ms: r1(percentile(s, 90)) };
-    }
+    case "launch":
+      return (await launchFigures([t], o.runs))[0];
     case "list": {
       const { samples, listed } = await b.list(20, 30);
       // list_count (JSON only): other users' instances on a shared daemon are listed too.
@@ -130,13 +128,23 @@ async function withRunningOnEach<T>(targets: Target[], body: (names: string[]) =
   return targets[names.length].instances.withRunning((n) => withRunningOnEach(targets, body, [...names, n]));
 }
 
-/** Unrecorded rounds first: a daemon serves exec for months, so the figure is its steady state. */
-const EXEC_WARMUP = 5;
-
 /**
- * Exec figures, one sample per daemon in turn: these are tens of milliseconds, where the
- * machine's drift over a run would otherwise weigh on one daemon more than on the other.
+ * Samples taken one per daemon in turn (after `warmup` unrecorded rounds): single figures are
+ * tens or hundreds of milliseconds, where the machine's drift over a run would otherwise weigh
+ * on one daemon more than on the other. Returns each target's samples.
  */
+async function inTurn(targets: Target[], runs: number, warmup: number, sample: (t: Target, k: number) => Promise<number>): Promise<number[][]> {
+  const samples: number[][] = targets.map(() => []);
+  for (let i = -warmup; i < runs; i++) {
+    for (const [k, t] of targets.entries()) {
+      const v = await sample(t, k);
+      if (i >= 0) samples[k].push(v);
+    }
+  }
+  return samples;
+}
+
+/** Five unrecorded rounds first: a daemon serves exec for months, so the figure is its steady state. */
 async function execFigures(targets: Target[], runs: number): Promise<Figures[]> {
   return withRunningOnEach(targets, async (names) => {
     const kinds = {
@@ -146,18 +154,20 @@ async function execFigures(targets: Target[], runs: number): Promise<Figures[]> 
     };
     const figures: Figures[] = targets.map(() => ({}));
     for (const [key, sample] of Object.entries(kinds)) {
-      const samples: number[][] = targets.map(() => []);
-      for (let i = -EXEC_WARMUP; i < runs; i++) {
-        for (const [k, t] of targets.entries()) {
-          const v = await sample(t.instances, names[k]);
-          if (i >= 0) samples[k].push(v);
-        }
-      }
+      const samples = await inTurn(targets, runs, 5, (t, k) => sample(t.instances, names[k]));
       samples.forEach((s, k) => (figures[k][key] = r1(median(s))));
     }
     return figures;
   });
 }
+
+/** One unrecorded round first: the very first launch of an image also prepares the image. */
+async function launchFigures(targets: Target[], runs: number): Promise<Figures[]> {
+  const samples = await inTurn(targets, runs, 1, (t) => t.instances.launchOnce());
+  return samples.map((s) => ({ launch_median_ms: r1(median(s)), launch_p90_ms: r1(percentile(s, 90)) }));
+}
+
+const IN_TURN: Partial<Record<Group, (targets: Target[], runs: number) => Promise<Figures[]>>> = { exec: execFigures, launch: launchFigures };
 
 function table(rows: typeof ROWS, path: string, ours: Figures, other?: Figures): string {
   const head = other ? ["", "nodelxd", "other", "nodelxd/other"] : ["", "nodelxd"];
@@ -197,12 +207,14 @@ async function main(): Promise<void> {
     if (needsInstances) for (const t of targets) await t.instances.check();
     const pushFile = () => (pushPath ??= randomFile(PUSH_MIB));
 
-    // Figure by figure, ours then theirs, so both daemons see similar machine load per phase.
+    // Figure by figure, ours then theirs (launch and exec: a sample of each in turn), so both
+    // daemons see similar machine load.
     const figOurs: Figures = {};
     const figOther: Figures = {};
     for (const g of o.only) {
-      if (g === "exec" && other) {
-        const [a, b] = await execFigures([ours, other], o.runs);
+      const inTurnFigures = IN_TURN[g];
+      if (inTurnFigures && other) {
+        const [a, b] = await inTurnFigures([ours, other], o.runs);
         Object.assign(figOurs, a);
         Object.assign(figOther, b);
         continue;
