@@ -4,7 +4,7 @@ import { openSync, closeSync, readFileSync, mkdtempSync, rmSync } from "node:fs"
 import { join } from "node:path";
 import type { Socket } from "node:net";
 import { expect, test } from "vitest";
-import { HelperProcess } from "../../src/os/helper-process.js";
+import { HelperProcess, runHelper } from "../../src/os/helper-process.js";
 
 const read = (s: Socket | null) =>
   new Promise<string>((resolve) => {
@@ -61,4 +61,10 @@ test("a descriptor given for two child slots; a missing program throws", async (
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("runHelper collects both outputs and the status, 128 + N for a signal", async () => {
+  expect(await runHelper("/bin/sh", "sh", ["-c", "echo out; echo err >&2; exit 4"])).toEqual({ stdout: "out\n", stderr: "err\n", exitCode: 4 });
+  expect((await runHelper("/bin/sh", "sh", ["-c", "kill -9 $$"])).exitCode).toBe(137);
+  expect((await runHelper("/bin/sh", "sh", ["-c", 'echo "$PATH"'], { PATH: "/x:/y" })).stdout).toBe("/x:/y\n");
 });
