@@ -118,7 +118,10 @@ napi_value spawn_process(napi_env env, napi_callback_info info) {
   char **args = strings_of(env, argv[1], &nargs), **envp = strings_of(env, argv[4], &nenv);
   int fds[16], temp[16];
   int err = (!path || !cwd || !args || !envp || nargs == 0) ? EINVAL : 0;
-  if (!err && (napi_get_array_length(env, argv[2], &nfds) != napi_ok || nfds > 16)) err = EINVAL;
+  if (!err && (napi_get_array_length(env, argv[2], &nfds) != napi_ok || nfds > 16)) {
+    err = EINVAL;
+    nfds = 0;
+  }
   for (uint32_t i = 0; i < nfds; i++) temp[i] = -1;
   for (uint32_t i = 0; !err && i < nfds; i++) {
     napi_value v;
