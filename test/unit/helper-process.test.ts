@@ -58,6 +58,7 @@ test("a descriptor given for two child slots; a missing program throws", async (
     closeSync(fd);
     expect(readFileSync(join(dir, "out"), "utf8")).toBe("to-file\nto-fd3\n");
     expect(() => new HelperProcess("/nonexistent", "x", [], ["ignore"])).toThrow(/ENOENT|No such file/);
+    expect(() => new HelperProcess("/bin/true", "true", [], Array(17).fill("ignore"))).toThrow(/Invalid argument/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
