@@ -11,7 +11,7 @@ import { collectResponse, startDaemon, type Res, type TestDaemon } from "../help
 
 let d: TestDaemon;
 let port: number;
-const tmp = mkdtempSync("/tmp/nodelxd-test-certs-");
+let tmp: string;
 
 function makeCert(name: string, subject: string): { cert: string; key: string; der: Buffer; fingerprint: string } {
   const crt = join(tmp, `${name}.crt`);
@@ -40,6 +40,7 @@ function lxc(conf: string, ...args: string[]) {
 }
 
 beforeAll(async () => {
+  tmp = mkdtempSync("/tmp/nodelxd-test-certs-"); // here, not at collection (`vitest list` runs no afterAll)
   d = await startDaemon();
   port = 20000 + Math.floor(Math.random() * 20000);
   const r = await d.api("PATCH", "/1.0", { config: { "core.https_address": `127.0.0.1:${port}`, "core.trust_password": "pw-Secret1" } });

@@ -3,14 +3,18 @@
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { applyTemplates, resolveInRoot } from "../../src/images/templates.js";
 
-const base = mkdtempSync("/tmp/nodelxd-test-tpl-");
+let base: string;
 let vol: string;
 let outside: string;
 let n = 0;
 
+// Made when the tests run, not when the file is collected (`vitest list` runs no afterAll).
+beforeAll(() => {
+  base = mkdtempSync("/tmp/nodelxd-test-tpl-");
+});
 beforeEach(() => {
   vol = join(base, `vol${n}`);
   outside = join(base, `outside${n++}`);

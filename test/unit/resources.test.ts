@@ -1,7 +1,7 @@
 // Resource parsers with fixture text, and the readers over a small fixture sysfs tree.
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readCpu } from "../../src/daemon/resources/cpu.js";
 import { readNetwork, readPci, readStorage } from "../../src/daemon/resources/devices.js";
 import { readMemory } from "../../src/daemon/resources/memory.js";
@@ -76,8 +76,10 @@ describe("parsers", () => {
 });
 
 describe("readers over a fixture tree", () => {
-  const root = mkdtempSync("/tmp/nodelxd-test-sysfs-");
-  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  // Built when the tests run, not when the file is collected (`vitest list` runs no afterAll).
+  let root = "";
+  let fs: SysFs;
+  afterAll(() => root && rmSync(root, { recursive: true, force: true }));
   const file = (p: string, text: string) => {
     mkdirSync(dirname(join(root, p)), { recursive: true });
     writeFileSync(join(root, p), text);
@@ -86,62 +88,65 @@ describe("readers over a fixture tree", () => {
     mkdirSync(dirname(join(root, p)), { recursive: true });
     symlinkSync(target, join(root, p));
   };
-  file("/proc/meminfo", MEMINFO);
-  file("/proc/cpuinfo", CPUINFO);
-  file("/sys/devices/system/memory/block_size_bytes", "8000000\n");
-  for (let i = 0; i < 4; i++) {
-    file(`/sys/devices/system/memory/memory${i}/online`, i === 3 ? "0\n" : "1\n");
-    link(`/sys/devices/system/node/node0/memory${i}`, `../../memory/memory${i}`);
-  }
-  file("/sys/devices/system/node/node0/meminfo", NODE_MEMINFO);
-  for (const cpu of [0, 1, 2]) {
-    const d = `/sys/devices/system/cpu/cpu${cpu}`;
-    file(`${d}/topology/physical_package_id`, "0\n");
-    file(`${d}/topology/core_id`, cpu === 2 ? "0\n" : `${cpu}\n`);
-    file(`${d}/topology/die_id`, "0\n");
-    mkdirSync(join(root, `${d}/node0`), { recursive: true });
-    file(`${d}/cache/index0/level`, "1\n");
-    file(`${d}/cache/index0/type`, "Data\n");
-    file(`${d}/cache/index0/size`, "48K\n");
-  }
-  file("/sys/devices/system/cpu/cpu1/online", "1\n");
-  file("/sys/devices/system/cpu/cpu2/online", "1\n");
-  file("/sys/devices/system/cpu/isolated", "2\n");
-  // A virtio disk with one partition, and a loop device that is no disk.
-  const vda = "/sys/devices/pci0000:00/0000:00:02.0/virtio1";
-  file("/sys/devices/pci0000:00/0000:00:02.0/numa_node", "-1\n");
-  link(`${vda}/subsystem`, "../../../bus/virtio");
-  mkdirSync(join(root, "/sys/bus/virtio"), { recursive: true });
-  const blk = "/sys/devices/pci0000:00/0000:00:02.0/virtio1/block/vda";
-  file(`${blk}/dev`, "254:0\n");
-  file(`${blk}/ro`, "0\n");
-  file(`${blk}/size`, "2048\n");
-  file(`${blk}/removable`, "0\n");
-  file(`${blk}/queue/rotational`, "1\n");
-  link(`${blk}/device`, "../../../virtio1");
-  file(`${blk}/vda1/partition`, "1\n");
-  file(`${blk}/vda1/dev`, "254:1\n");
-  file(`${blk}/vda1/size`, "1024\n");
-  file(`${blk}/vda1/ro`, "0\n");
-  link("/sys/class/block/vda", `../../devices/pci0000:00/0000:00:02.0/virtio1/block/vda`);
-  link("/sys/class/block/vda1", `../../devices/pci0000:00/0000:00:02.0/virtio1/block/vda/vda1`);
-  file("/sys/devices/virtual/block/loop0/size", "0\n");
-  link("/sys/class/block/loop0", "../../devices/virtual/block/loop0");
-  // A virtio NIC and a bridge (virtual: not a card).
-  const nic = "/sys/devices/pci0000:00/0000:00:03.0/virtio2";
-  file("/sys/devices/pci0000:00/0000:00:03.0/vendor", "0x1af4\n");
-  file("/sys/devices/pci0000:00/0000:00:03.0/device", "0x1041\n");
-  file(`${nic}/vendor`, "0x1af4\n");
-  file(`${nic}/device`, "0x0001\n");
-  mkdirSync(join(root, "/sys/bus/virtio/drivers/virtio_net"), { recursive: true });
-  link(`${nic}/driver`, "../../../../sys/bus/virtio/drivers/virtio_net");
-  for (const [k, v] of Object.entries({ address: "02:fc:00:00:00:01", carrier: "1", type: "1", dev_port: "0", speed: "-1", duplex: "unknown" })) file(`${nic}/net/eth0/${k}`, `${v}\n`);
-  link(`${nic}/net/eth0/device`, "../../../virtio2");
-  link("/sys/class/net/eth0", `../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0`);
-  mkdirSync(join(root, "/sys/devices/virtual/net/br0"), { recursive: true });
-  link("/sys/class/net/br0", "../../devices/virtual/net/br0");
-  link("/sys/bus/pci/devices/0000:00:03.0", "../../../devices/pci0000:00/0000:00:03.0");
-  const fs = new SysFs(root);
+  beforeAll(() => {
+    root = mkdtempSync("/tmp/nodelxd-test-sysfs-");
+    file("/proc/meminfo", MEMINFO);
+    file("/proc/cpuinfo", CPUINFO);
+    file("/sys/devices/system/memory/block_size_bytes", "8000000\n");
+    for (let i = 0; i < 4; i++) {
+      file(`/sys/devices/system/memory/memory${i}/online`, i === 3 ? "0\n" : "1\n");
+      link(`/sys/devices/system/node/node0/memory${i}`, `../../memory/memory${i}`);
+    }
+    file("/sys/devices/system/node/node0/meminfo", NODE_MEMINFO);
+    for (const cpu of [0, 1, 2]) {
+      const d = `/sys/devices/system/cpu/cpu${cpu}`;
+      file(`${d}/topology/physical_package_id`, "0\n");
+      file(`${d}/topology/core_id`, cpu === 2 ? "0\n" : `${cpu}\n`);
+      file(`${d}/topology/die_id`, "0\n");
+      mkdirSync(join(root, `${d}/node0`), { recursive: true });
+      file(`${d}/cache/index0/level`, "1\n");
+      file(`${d}/cache/index0/type`, "Data\n");
+      file(`${d}/cache/index0/size`, "48K\n");
+    }
+    file("/sys/devices/system/cpu/cpu1/online", "1\n");
+    file("/sys/devices/system/cpu/cpu2/online", "1\n");
+    file("/sys/devices/system/cpu/isolated", "2\n");
+    // A virtio disk with one partition, and a loop device that is no disk.
+    const vda = "/sys/devices/pci0000:00/0000:00:02.0/virtio1";
+    file("/sys/devices/pci0000:00/0000:00:02.0/numa_node", "-1\n");
+    link(`${vda}/subsystem`, "../../../bus/virtio");
+    mkdirSync(join(root, "/sys/bus/virtio"), { recursive: true });
+    const blk = "/sys/devices/pci0000:00/0000:00:02.0/virtio1/block/vda";
+    file(`${blk}/dev`, "254:0\n");
+    file(`${blk}/ro`, "0\n");
+    file(`${blk}/size`, "2048\n");
+    file(`${blk}/removable`, "0\n");
+    file(`${blk}/queue/rotational`, "1\n");
+    link(`${blk}/device`, "../../../virtio1");
+    file(`${blk}/vda1/partition`, "1\n");
+    file(`${blk}/vda1/dev`, "254:1\n");
+    file(`${blk}/vda1/size`, "1024\n");
+    file(`${blk}/vda1/ro`, "0\n");
+    link("/sys/class/block/vda", `../../devices/pci0000:00/0000:00:02.0/virtio1/block/vda`);
+    link("/sys/class/block/vda1", `../../devices/pci0000:00/0000:00:02.0/virtio1/block/vda/vda1`);
+    file("/sys/devices/virtual/block/loop0/size", "0\n");
+    link("/sys/class/block/loop0", "../../devices/virtual/block/loop0");
+    // A virtio NIC and a bridge (virtual: not a card).
+    const nic = "/sys/devices/pci0000:00/0000:00:03.0/virtio2";
+    file("/sys/devices/pci0000:00/0000:00:03.0/vendor", "0x1af4\n");
+    file("/sys/devices/pci0000:00/0000:00:03.0/device", "0x1041\n");
+    file(`${nic}/vendor`, "0x1af4\n");
+    file(`${nic}/device`, "0x0001\n");
+    mkdirSync(join(root, "/sys/bus/virtio/drivers/virtio_net"), { recursive: true });
+    link(`${nic}/driver`, "../../../../sys/bus/virtio/drivers/virtio_net");
+    for (const [k, v] of Object.entries({ address: "02:fc:00:00:00:01", carrier: "1", type: "1", dev_port: "0", speed: "-1", duplex: "unknown" })) file(`${nic}/net/eth0/${k}`, `${v}\n`);
+    link(`${nic}/net/eth0/device`, "../../../virtio2");
+    link("/sys/class/net/eth0", `../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0`);
+    mkdirSync(join(root, "/sys/devices/virtual/net/br0"), { recursive: true });
+    link("/sys/class/net/br0", "../../devices/virtual/net/br0");
+    link("/sys/bus/pci/devices/0000:00:03.0", "../../../devices/pci0000:00/0000:00:03.0");
+    fs = new SysFs(root);
+  });
 
   it("memory: totals from online memory blocks, used = total - free - cached - buffers", () => {
     const m = readMemory(fs);
