@@ -18,6 +18,7 @@
 #include <uv.h>
 
 napi_value native_throw_errno(napi_env env, int err, const char *what);
+char *native_get_string(napi_env env, napi_value v);
 
 // socketPair() -> [parent, child]: a connected unix stream pair, both ends close-on-exec.
 napi_value socket_pair(napi_env env, napi_callback_info info) {
@@ -73,24 +74,13 @@ static void on_pidfd_readable(uv_poll_t *poll, int status, int events) {
   uv_close((uv_handle_t *)poll, free_watch);
 }
 
-static char *string_of(napi_env env, napi_value v) {
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
-  char *s = malloc(len + 1);
-  if (s && napi_get_value_string_utf8(env, v, s, len + 1, &len) != napi_ok) {
-    free(s);
-    return NULL;
-  }
-  return s;
-}
-
 // A NULL-terminated copy of a JS string array, or NULL.
 static char **strings_of(napi_env env, napi_value array, uint32_t *count) {
   if (napi_get_array_length(env, array, count) != napi_ok) return NULL;
   char **out = calloc(*count + 1, sizeof(char *));
   for (uint32_t i = 0; out && i < *count; i++) {
     napi_value v;
-    if (napi_get_element(env, array, i, &v) != napi_ok || !(out[i] = string_of(env, v))) {
+    if (napi_get_element(env, array, i, &v) != napi_ok || !(out[i] = native_get_string(env, v))) {
       for (uint32_t j = 0; j < i; j++) free(out[j]);
       free(out);
       return NULL;
@@ -114,7 +104,7 @@ napi_value spawn_process(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 || napi_typeof(env, argv[5], &cb_type) != napi_ok || cb_type != napi_function)
     return native_throw_errno(env, EINVAL, "spawn");
   uint32_t nargs = 0, nenv = 0, nfds = 0;
-  char *path = string_of(env, argv[0]), *cwd = string_of(env, argv[3]);
+  char *path = native_get_string(env, argv[0]), *cwd = native_get_string(env, argv[3]);
   char **args = strings_of(env, argv[1], &nargs), **envp = strings_of(env, argv[4], &nenv);
   int fds[16], temp[16];
   int err = (!path || !cwd || !args || !envp || nargs == 0) ? EINVAL : 0;

@@ -96,7 +96,6 @@ export class InstanceBench {
     return left;
   }
 
-  /** create + start, timed; deleted after each run. */
   /** One launch (create from the image alias, start), timed; the instance is removed after. */
   async launchOnce(): Promise<number> {
     const n = this.name();

@@ -54,11 +54,12 @@ export function warmCgroupMigration(): void {
       procsFd = null;
     }
   }
-  if (procsFd !== null)
-    write(procsFd, ownPid, (err) => {
-      if (err && procsFd !== null && procsFd !== undefined) {
-        closeSync(procsFd);
-        procsFd = null;
-      }
-    });
+  const fd = procsFd;
+  if (fd === null) return;
+  write(fd, ownPid, (err) => {
+    if (err && procsFd === fd) {
+      closeSync(fd);
+      procsFd = null;
+    }
+  });
 }

@@ -1,4 +1,4 @@
-// The one place that spawns processes (the liblxc helpers of exec: helper-process.ts).
+// Spawning system tools (the liblxc helpers are started by helper-process.ts instead).
 import { spawn as spawnChild } from "node:child_process";
 import { execa, type Options } from "execa";
 import { spawn as ptySpawn, type IPty } from "node-pty";
@@ -10,8 +10,6 @@ export interface RunOptions {
   cwd?: string;
   /** Don't throw on a non-zero exit. */
   reject?: boolean;
-  /** argv[0] when it should differ from `cmd` (helpers run from /proc/PID/fd/N). */
-  argv0?: string;
 }
 
 export interface RunResult {
@@ -36,7 +34,6 @@ export async function run(cmd: string, args: string[], opts: RunOptions = {}): P
     input: opts.input,
     env: opts.env,
     cwd: opts.cwd,
-    argv0: opts.argv0,
     reject: false,
     stripFinalNewline: true,
   };
