@@ -236,6 +236,7 @@ describe("dnsmasq", () => {
       return p.length === 1 && p[0] !== next ? p : undefined;
     });
     expect(after).toHaveLength(1);
+    expect(after[0]).not.toBe(next);
     expect(dnsmasqPids(br)).toEqual(after);
     expect(udhcpc(name("ns"))).toMatch(/^10\.97\./);
   });
