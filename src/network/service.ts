@@ -13,6 +13,7 @@ import { interfaceExists, listInterfaces, unmanagedType } from "./host/sysfs.js"
 import { interfaceNameError } from "./keys.js";
 import { isNetworkType, networkDrivers } from "./registry.js";
 import type { LocalFacts } from "./subnets.js";
+import { aclNames, type NetworkAclService } from "./acls/service.js";
 import type { LeaseView, NetworkConfig, NetworkDriver, NetworkStateView } from "./types.js";
 
 /** Networks live in the default project (projects without features.networks share them). */
@@ -36,6 +37,7 @@ export interface NetworkServiceDeps {
   ports: Ports;
   /** $LXD_DIR/networks */
   dir: string;
+  acls: NetworkAclService;
 }
 
 export function networkNameError(name: string): string | undefined {
@@ -58,7 +60,13 @@ export class NetworkService implements NetworksPort {
 
   private driverFor(row: NetworkRow, config = row.config): NetworkDriver {
     if (!isNetworkType(row.type)) throw new InternalError(`Unknown network type "${row.type}"`);
-    return networkDrivers[row.type]({ name: row.name, config: { ...config }, dir: this.networkDir(row.name), log: this.deps.log });
+    return networkDrivers[row.type]({
+      name: row.name,
+      config: { ...config },
+      dir: this.networkDir(row.name),
+      log: this.deps.log,
+      aclRules: (c) => this.deps.acls.firewallRules(row.project, row.name, c),
+    });
   }
 
   private async locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -176,6 +184,7 @@ export class NetworkService implements NetworksPort {
         let facts: Promise<LocalFacts> | undefined;
         if (driver.fillConfig) row.config = await driver.fillConfig(row.config, () => (facts ??= this.localFacts()));
         driver.validate(row.config);
+        this.validateAcls(row.config);
         row.config = dropEmpty(row.config);
         if (type === "bridge" && linkExists(name)) throw new Error(`Network interface "${name}" already exists`);
       } catch (e) {
@@ -212,6 +221,7 @@ export class NetworkService implements NetworksPort {
         const filler = driver as NetworkDriver & { populateAuto?(c: NetworkConfig, f: () => Promise<LocalFacts>): Promise<NetworkConfig> };
         if (filler.populateAuto && Object.values(next).includes("auto")) next = await filler.populateAuto(next, () => this.localFacts());
         driver.validate(next);
+        this.validateAcls(next);
       } catch (e) {
         throw new BadRequest((e as Error).message);
       }
@@ -271,6 +281,24 @@ export class NetworkService implements NetworksPort {
       this.deps.repo.delete(PROJECT, name);
       rmSync(this.networkDir(name), { recursive: true, force: true });
       this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: PROJECT });
+    });
+  }
+
+  /** security.acls names ACLs that exist (LXD checks this after the per-key rules). */
+  private validateAcls(config: NetworkConfig): void {
+    if (config["security.acls"]) this.deps.acls.assertExist(PROJECT, aclNames(config["security.acls"]));
+  }
+
+  /** AclNetworks: the managed networks of a project (ACL usage). */
+  managed(project: string): { name: string; type: string; config: NetworkConfig }[] {
+    return project === PROJECT ? this.deps.repo.list(PROJECT) : [];
+  }
+
+  /** AclNetworks: an ACL this network names changed. */
+  async refreshAcls(name: string): Promise<void> {
+    return this.locked(name, async () => {
+      const row = this.row(name);
+      await this.liveDriver(row).refreshAcls?.();
     });
   }
 
