@@ -110,4 +110,5 @@ export const apiExtensions: string[] = [
   "backup_override_name",
   "container_syscall_filtering",
   "network_acl",
+  "network_forward",
 ];

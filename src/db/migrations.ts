@@ -237,4 +237,20 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 91,
+    name: "network forwards",
+    sql: `
+      CREATE TABLE network_forwards (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        network TEXT NOT NULL,
+        listen_address TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        ports TEXT NOT NULL DEFAULT '[]',
+        UNIQUE (project, network, listen_address)
+      );
+    `,
+  },
 ];

@@ -4,6 +4,9 @@ import { NetworkRepo } from "../db/network-repo.js";
 import { NetworkAclRepo } from "../db/network-acl-repo.js";
 import { networkAclRoutes } from "./acls/routes.js";
 import { NetworkAclService } from "./acls/service.js";
+import { NetworkForwardRepo } from "../db/network-forward-repo.js";
+import { networkForwardRoutes } from "./forwards/routes.js";
+import { NetworkForwardService } from "./forwards/service.js";
 import type { Route } from "../api/route.js";
 import { networkRoutes } from "./routes.js";
 import { NetworkService } from "./service.js";
@@ -12,20 +15,43 @@ export class NetworksFeature implements Feature {
   readonly name = "networks";
   readonly service: NetworkService;
   readonly acls: NetworkAclService;
+  readonly forwards: NetworkForwardService;
 
   constructor(core: Core) {
     this.acls = new NetworkAclService({
       repo: new NetworkAclRepo(core.db),
       events: core.events,
       networkProject: (project) => core.ports.projects?.effectiveProject(project, "networks") ?? project,
-      networks: () => ({ list: (project) => this.service.managed(project), refreshAcls: (name) => this.service.refreshAcls(name) }),
+      networks: () => ({ list: (project) => this.service.managed(project), refreshAcls: (name) => this.service.refreshFirewall(name) }),
     });
-    this.service = new NetworkService({ repo: new NetworkRepo(core.db), events: core.events, log: core.log, ports: core.ports, dir: core.paths.networks, acls: this.acls });
+    const forwardRepo = new NetworkForwardRepo(core.db);
+    this.forwards = new NetworkForwardService({
+      repo: forwardRepo,
+      events: core.events,
+      networks: () => ({
+        require: (name) => this.service.requireManaged(name),
+        all: () => this.service.managed("default"),
+        refreshFirewall: (name) => this.service.refreshFirewall(name),
+      }),
+    });
+    this.service = new NetworkService({
+      repo: new NetworkRepo(core.db),
+      events: core.events,
+      log: core.log,
+      ports: core.ports,
+      dir: core.paths.networks,
+      acls: this.acls,
+      forwards: {
+        firewallRules: (network, config) => this.forwards.firewallRules(network, config),
+        renameNetwork: (project, from, to) => forwardRepo.renameNetwork(project, from, to),
+        deleteNetwork: (project, network) => forwardRepo.deleteNetwork(project, network),
+      },
+    });
     core.ports.networks = this.service;
   }
 
   routes(): Route[] {
-    return [...networkRoutes(this.service), ...networkAclRoutes(this.acls)];
+    return [...networkRoutes(this.service), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards)];
   }
 
   async start(): Promise<void> {

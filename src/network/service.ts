@@ -38,6 +38,11 @@ export interface NetworkServiceDeps {
   /** $LXD_DIR/networks */
   dir: string;
   acls: NetworkAclService;
+  forwards: {
+    firewallRules(network: string, config: NetworkConfig): { dnat: string[]; snat: string[] };
+    renameNetwork(project: string, from: string, to: string): void;
+    deleteNetwork(project: string, network: string): void;
+  };
 }
 
 export function networkNameError(name: string): string | undefined {
@@ -66,6 +71,7 @@ export class NetworkService implements NetworksPort {
       dir: this.networkDir(row.name),
       log: this.deps.log,
       aclRules: (c) => this.deps.acls.firewallRules(row.project, row.name, c),
+      forwardRules: (c) => this.deps.forwards.firewallRules(row.name, c),
     });
   }
 
@@ -255,6 +261,7 @@ export class NetworkService implements NetworksPort {
       await old.stop();
       this.live.delete(name);
       this.deps.repo.rename(PROJECT, name, to);
+      this.deps.forwards.renameNetwork(PROJECT, name, to);
       renameSync(this.networkDir(name), this.networkDir(to));
       const renamed = this.driverFor({ ...row, name: to });
       try {
@@ -262,6 +269,7 @@ export class NetworkService implements NetworksPort {
       } catch (e) {
         await renamed.stop().catch(() => {});
         this.deps.repo.rename(PROJECT, to, name);
+        this.deps.forwards.renameNetwork(PROJECT, to, name);
         renameSync(this.networkDir(to), this.networkDir(name));
         await old.start().catch(() => {});
         this.live.set(name, old);
@@ -278,6 +286,7 @@ export class NetworkService implements NetworksPort {
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       await this.liveDriver(row).stop();
       this.live.delete(name);
+      this.deps.forwards.deleteNetwork(PROJECT, name);
       this.deps.repo.delete(PROJECT, name);
       rmSync(this.networkDir(name), { recursive: true, force: true });
       this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: PROJECT });
@@ -294,12 +303,17 @@ export class NetworkService implements NetworksPort {
     return project === PROJECT ? this.deps.repo.list(PROJECT) : [];
   }
 
-  /** AclNetworks: an ACL this network names changed. */
-  async refreshAcls(name: string): Promise<void> {
+  /** An ACL this network names, or one of its forwards, changed. */
+  async refreshFirewall(name: string): Promise<void> {
     return this.locked(name, async () => {
       const row = this.row(name);
-      await this.liveDriver(row).refreshAcls?.();
+      await this.liveDriver(row).refreshFirewall?.();
     });
+  }
+
+  /** The managed network (forwards), or LXD's 404. */
+  requireManaged(name: string): NetworkRow {
+    return this.row(name);
   }
 
   async state(_project: string, name: string): Promise<NetworkStateView> {

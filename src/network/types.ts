@@ -16,6 +16,8 @@ export interface NetworkContext {
   log: Logger;
   /** The firewall rules of the ACLs a config names (security.acls), resolved by the service. */
   aclRules?(config: NetworkConfig): FirewallAclRule[];
+  /** The DNAT and hairpin rules of the network's address forwards, resolved by the service. */
+  forwardRules?(config: NetworkConfig): { dnat: string[]; snat: string[] };
 }
 
 export interface NetworkStateView {
@@ -60,8 +62,8 @@ export interface NetworkDriver {
   removeStaticHost?(entry: string): Promise<void>;
   /** Whether the bridge is an Open vSwitch bridge (NICs attach through ovs-vsctl). */
   isOvs?(): boolean;
-  /** Re-apply the firewall after the ACLs the network names changed (networks that take ACLs). */
-  refreshAcls?(): Promise<void>;
+  /** Re-apply the firewall after the network's ACLs or forwards changed (bridges). */
+  refreshFirewall?(): Promise<void>;
 }
 
 export type NetworkDriverFactory = (ctx: NetworkContext) => NetworkDriver;

@@ -225,12 +225,14 @@ class BridgeNetwork implements NetworkDriver {
       firewall6: isSet(c["ipv6.address"]) && (c["ipv6.firewall"] === undefined || parseBool(c["ipv6.firewall"])),
       acl: c["security.acls"] && this.ctx.aclRules ? aclNftRules(this.ctx.name, this.ctx.aclRules(c)) : undefined,
     };
-    if (!spec.nat4 && !spec.nat6 && !spec.firewall4 && !spec.firewall6 && !spec.acl) await removeFirewall(this.ctx.name);
+    const forwards = this.ctx.forwardRules?.(c);
+    if (forwards && (forwards.dnat.length > 0 || forwards.snat.length > 0)) spec.forwards = forwards;
+    if (!spec.nat4 && !spec.nat6 && !spec.firewall4 && !spec.firewall6 && !spec.acl && !spec.forwards) await removeFirewall(this.ctx.name);
     else await applyFirewall(this.ctx.name, spec);
   }
 
-  /** The ACLs the network names changed: rebuild its nftables table. */
-  async refreshAcls(): Promise<void> {
+  /** The network's ACLs or forwards changed: rebuild its nftables table. */
+  async refreshFirewall(): Promise<void> {
     await this.applyFirewall(this.plan);
   }
 

@@ -14,6 +14,8 @@ export interface FirewallSpec {
   firewall6: boolean;
   /** ACL rules (security.acls), already rendered by acls/rules.ts; undefined when none are set. */
   acl?: string[];
+  /** Address forwards: DNAT rules (prerouting and output) and hairpin masquerade rules. */
+  forwards?: { dnat: string[]; snat: string[] };
 }
 
 /** The nft script defining the network's table (pure, unit-tested). */
@@ -51,6 +53,13 @@ export function firewallScript(network: string, spec: FirewallSpec): string {
   }
   chain("lxd_pstrt", "postrouting", "srcnat", nat);
   if (spec.acl) lines.push(...aclChains(br, spec.acl));
+  if (spec.forwards) {
+    const natChain = (name: string, hook: string, prio: string, rules: string[]) =>
+      lines.push(`  chain ${name} {`, `    type nat hook ${hook} priority ${prio}; policy accept;`, ...rules.map((r) => `    ${r}`), "  }");
+    natChain("fwdprert", "prerouting", "dstnat", spec.forwards.dnat);
+    natChain("fwdout", "output", "-100", spec.forwards.dnat);
+    natChain("fwdpstrt", "postrouting", "srcnat", spec.forwards.snat);
+  }
   lines.push("}");
   return lines.join("\n") + "\n";
 }
