@@ -111,4 +111,7 @@ export const apiExtensions: string[] = [
   "container_syscall_filtering",
   "network_acl",
   "network_forward",
+  "network_dns",
+  "network_dns_records",
+  "network_dns_nat",
 ];

@@ -253,4 +253,26 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 92,
+    name: "network zones",
+    sql: `
+      CREATE TABLE network_zones (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}'
+      );
+      CREATE TABLE network_zone_records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        zone_id INTEGER NOT NULL REFERENCES network_zones (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        entries TEXT NOT NULL DEFAULT '[]',
+        config TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (zone_id, name)
+      );
+    `,
+  },
 ];

@@ -7,6 +7,10 @@ import { NetworkAclService } from "./acls/service.js";
 import { NetworkForwardRepo } from "../db/network-forward-repo.js";
 import { networkForwardRoutes } from "./forwards/routes.js";
 import { NetworkForwardService } from "./forwards/service.js";
+import { NetworkZoneRepo } from "../db/network-zone-repo.js";
+import { DnsServer } from "./zones/dns-server.js";
+import { networkZoneRoutes } from "./zones/routes.js";
+import { NetworkZoneService } from "./zones/service.js";
 import type { Route } from "../api/route.js";
 import { networkRoutes } from "./routes.js";
 import { NetworkService } from "./service.js";
@@ -16,6 +20,8 @@ export class NetworksFeature implements Feature {
   readonly service: NetworkService;
   readonly acls: NetworkAclService;
   readonly forwards: NetworkForwardService;
+  readonly zones: NetworkZoneService;
+  private readonly dns: DnsServer;
 
   constructor(core: Core) {
     this.acls = new NetworkAclService({
@@ -24,6 +30,14 @@ export class NetworksFeature implements Feature {
       networkProject: (project) => core.ports.projects?.effectiveProject(project, "networks") ?? project,
       networks: () => ({ list: (project) => this.service.managed(project), refreshAcls: (name) => this.service.refreshFirewall(name) }),
     });
+    this.zones = new NetworkZoneService({
+      repo: new NetworkZoneRepo(core.db),
+      events: core.events,
+      networkProject: (project) => core.ports.projects?.effectiveProject(project, "networks") ?? project,
+      networks: () => ({ list: () => this.service.managed("default"), leases: (name) => this.service.leases("default", name) }),
+    });
+    this.dns = new DnsServer((zone, full) => this.zones.content(zone, full), core.log);
+    core.ports.dns = this.dns;
     const forwardRepo = new NetworkForwardRepo(core.db);
     this.forwards = new NetworkForwardService({
       repo: forwardRepo,
@@ -41,6 +55,7 @@ export class NetworksFeature implements Feature {
       ports: core.ports,
       dir: core.paths.networks,
       acls: this.acls,
+      zones: this.zones,
       forwards: {
         firewallRules: (network, config) => this.forwards.firewallRules(network, config),
         renameNetwork: (project, from, to) => forwardRepo.renameNetwork(project, from, to),
@@ -51,7 +66,7 @@ export class NetworksFeature implements Feature {
   }
 
   routes(): Route[] {
-    return [...networkRoutes(this.service), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards)];
+    return [...networkRoutes(this.service), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards), ...networkZoneRoutes(this.zones)];
   }
 
   async start(): Promise<void> {
@@ -59,6 +74,7 @@ export class NetworksFeature implements Feature {
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
+    await this.dns.close();
     await this.service.stopAll(opts);
   }
 }

@@ -38,6 +38,8 @@ export interface NetworkServiceDeps {
   /** $LXD_DIR/networks */
   dir: string;
   acls: NetworkAclService;
+  /** dns.zone.* names zones that exist. */
+  zones: { assertZonesExist(config: NetworkConfig): void };
   forwards: {
     firewallRules(network: string, config: NetworkConfig): { dnat: string[]; snat: string[] };
     renameNetwork(project: string, from: string, to: string): void;
@@ -296,6 +298,7 @@ export class NetworkService implements NetworksPort {
   /** security.acls names ACLs that exist (LXD checks this after the per-key rules). */
   private validateAcls(config: NetworkConfig): void {
     if (config["security.acls"]) this.deps.acls.assertExist(PROJECT, aclNames(config["security.acls"]));
+    this.deps.zones.assertZonesExist(config);
   }
 
   /** AclNetworks: the managed networks of a project (ACL usage). */
