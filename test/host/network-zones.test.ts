@@ -78,6 +78,18 @@ describe("network zones", () => {
     expect(dig("A", `${host}.${fwd}`)).toContain("status: NOTIMP");
     expect(dig("axfr", "unknown.example.net")).not.toContain("IN\tSOA");
 
+    // A peer with a TSIG key: only signed transfers with that key get the zone, and the answer is signed.
+    const secret = Buffer.from(`secret-${id}-secret`).toString("base64");
+    ok("network", "zone", "unset", rev4, "peers.test.address");
+    ok("network", "zone", "set", rev4, `peers.k.key=${secret}`);
+    const unsignedOut = dig("axfr", rev4);
+    expect(unsignedOut, unsignedOut).not.toMatch(/IN\s+PTR/);
+    expect(dig("-y", `hmac-sha256:${rev4}_k:${Buffer.from("wrong-key").toString("base64")}`, "axfr", rev4)).not.toContain("PTR");
+    const signed = dig("-y", `hmac-sha256:${rev4}_k:${secret}`, "axfr", rev4);
+    expect(signed).toMatch(/IN\s+PTR/);
+    expect(signed).not.toMatch(/tsig verify failure|failed|couldn't verify/i);
+    expect(dig("-y", `hmac-sha512:${rev4}_k:${secret}`, "SOA", rev4)).toContain("status: NOERROR");
+
     ok("network", "zone", "record", "create", fwd, "demo", "user.foo=bar");
     ok("network", "zone", "record", "entry", "add", fwd, "demo", "A", "1.1.1.1", "--ttl", "900");
     ok("network", "zone", "record", "entry", "add", fwd, "demo", "AAAA", "1111::1111");

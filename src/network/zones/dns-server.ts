@@ -6,6 +6,7 @@ import dnsPacket from "dns-packet";
 import type { Logger } from "pino";
 import { splitHostPort } from "../../config/validators.js";
 import { allowedPeer, type ZoneRR } from "./rules.js";
+import { parseTsig, signResponse, verifyTsig, type TsigRequest } from "./tsig.js";
 
 const RCODE = { FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4 } as const;
 const AA = 1 << 10;
@@ -37,13 +38,24 @@ export async function answer(query: Buffer, remote: string, lookup: ZoneLookup):
   const zone = q.name.replace(/\.$/, "");
   const content = await lookup(zone, q.type !== "SOA").catch(() => undefined);
   if (!content) return reply(RCODE.NXDOMAIN);
-  // TSIG-signed transfers are not supported: peers with a key are never matched.
-  if (!allowedPeer(content.config, zone, remote)) return reply(RCODE.NXDOMAIN);
+  let tsig: TsigRequest | undefined;
   try {
-    return reply(0, content.records);
+    tsig = parseTsig(query);
   } catch {
     return reply(RCODE.FORMERR);
   }
+  // The key of the peer the TSIG names ("<zone>_<peer>."), if any.
+  const peer = tsig && /^(.*)_([^_.]+)$/.exec(tsig.keyName.replace(/\.$/, ""));
+  const secret = peer && peer[1] === zone.toLowerCase() ? content.config[`peers.${peer[2]}.key`] : undefined;
+  const verified = !!(tsig && secret && verifyTsig(tsig, secret));
+  if (!allowedPeer(content.config, zone, remote, tsig && { name: tsig.keyName, verified })) return reply(RCODE.NXDOMAIN);
+  let out: Buffer;
+  try {
+    out = reply(0, content.records);
+  } catch {
+    return reply(RCODE.FORMERR);
+  }
+  return tsig && verified ? signResponse(out, tsig, secret!) : out;
 }
 
 export class DnsServer {

@@ -182,7 +182,7 @@ export function allowedPeer(config: Record<string, string>, zone: string, remote
   for (const [name, p] of peers) {
     if (p.address && p.address !== remote) continue;
     if (p.key && (!tsig || !tsig.verified)) continue;
-    if (p.key && tsig!.name !== `${zone}_${name}.` && tsig!.name !== `${zone}_${name}`) continue;
+    if (p.key && tsig!.name.replace(/\.$/, "") !== `${zone}_${name}`.toLowerCase()) continue;
     return true;
   }
   return false;

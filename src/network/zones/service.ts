@@ -41,6 +41,8 @@ const names = (v: string | undefined) =>
 const suffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
 const isTrue = (v: string | undefined) => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());
 const isTrueOrEmpty = (v: string | undefined) => v === undefined || v === "" || isTrue(v);
+/** Empty values are unset keys (`lxc network zone unset` sends ""), as the database stores them. */
+const dropEmpty = (c: Record<string, string>) => Object.fromEntries(Object.entries(c).filter(([, v]) => v !== ""));
 const zoneUrl = (zone: string, project: string) => `/1.0/network-zones/${encodeURIComponent(zone)}${suffix(project)}`;
 
 export interface ZoneRequest {
@@ -92,7 +94,7 @@ export class NetworkZoneService {
     if (this.deps.repo.find(req.name)) throw new BadRequest("The network zone already exists");
     const err = zoneNameError(req.name);
     if (err) throw new BadRequest(err);
-    const config = { ...(req.config ?? {}) };
+    const config = dropEmpty({ ...(req.config ?? {}) });
     try {
       validateZoneConfig(config);
     } catch (e) {
@@ -106,7 +108,7 @@ export class NetworkZoneService {
 
   update(requestProject: string, name: string, req: ZoneRequest, mode: "put" | "patch"): void {
     const cur = this.require(requestProject, name);
-    const config = mode === "patch" ? { ...cur.config, ...(req.config ?? {}) } : { ...(req.config ?? {}) };
+    const config = dropEmpty(mode === "patch" ? { ...cur.config, ...(req.config ?? {}) } : { ...(req.config ?? {}) });
     try {
       validateZoneConfig(config);
     } catch (e) {
