@@ -109,4 +109,9 @@ export const apiExtensions: string[] = [
   "container_backup_override_pool",
   "backup_override_name",
   "container_syscall_filtering",
+  "network_acl",
+  "network_forward",
+  "network_dns",
+  "network_dns_records",
+  "network_dns_nat",
 ];

@@ -111,6 +111,7 @@ export class Daemon {
       apiExtensions,
       apply: async (key, value) => {
         if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
+        if (key === "core.dns_address") await this.core?.ports.dns?.setAddress(value);
       },
     });
     const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair, ports: {} };
@@ -156,6 +157,8 @@ export class Daemon {
     if (httpsAddress) {
       await this.endpoints.setHttpsAddress(httpsAddress).catch((e) => log.error({ err: e }, "cannot bind core.https_address"));
     }
+    const dnsAddress = server.get("core.dns_address");
+    if (dnsAddress) await core.ports.dns?.setAddress(dnsAddress).catch((e) => log.error({ err: e }, "cannot bind core.dns_address"));
     this.ready = true;
     log.info({ dir: paths.dir, pid: process.pid }, "daemon started");
   }

@@ -115,7 +115,13 @@ export interface ProjectsPort {
   effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
 }
 
+/** The authoritative DNS listener (core.dns_address), provided by the networks feature. */
+export interface DnsPort {
+  setAddress(address: string): Promise<void>;
+}
+
 export interface Ports {
+  dns?: DnsPort;
   images?: ImagesPort;
   storage?: StoragePort;
   profiles?: ProfilesPort;

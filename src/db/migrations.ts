@@ -1,7 +1,7 @@
 // Numbered schema migrations. Append only: never edit a migration that has shipped.
 // Reserved version ranges per area, so parallel work never collides:
 //   1-9 foundation/trust · 10-19 storage & profiles · 20-29 images · 30-39 instances · 40-49 networks
-//   60-69 instance snapshots and projects
+//   60-69 instance snapshots and projects · 90-99 network ACLs, forwards and zones
 export interface Migration {
   version: number;
   name: string;
@@ -218,6 +218,60 @@ export const migrations: Migration[] = [
         optimized_storage INTEGER NOT NULL DEFAULT 0,
         state TEXT NOT NULL DEFAULT 'creating',
         UNIQUE (instance_id, name)
+      );
+    `,
+  },
+  {
+    version: 90,
+    name: "network ACLs",
+    sql: `
+      CREATE TABLE network_acls (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        ingress TEXT NOT NULL DEFAULT '[]',
+        egress TEXT NOT NULL DEFAULT '[]',
+        config TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (project, name)
+      );
+    `,
+  },
+  {
+    version: 91,
+    name: "network forwards",
+    sql: `
+      CREATE TABLE network_forwards (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        network TEXT NOT NULL,
+        listen_address TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        ports TEXT NOT NULL DEFAULT '[]',
+        UNIQUE (project, network, listen_address)
+      );
+    `,
+  },
+  {
+    version: 92,
+    name: "network zones",
+    sql: `
+      CREATE TABLE network_zones (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project TEXT NOT NULL,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}'
+      );
+      CREATE TABLE network_zone_records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        zone_id INTEGER NOT NULL REFERENCES network_zones (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        entries TEXT NOT NULL DEFAULT '[]',
+        config TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (zone_id, name)
       );
     `,
   },

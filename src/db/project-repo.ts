@@ -41,7 +41,7 @@ export class ProjectRepo {
   }
 
   /** Names of what lives in the project, per kind (instances, profiles, images, custom volumes, networks). */
-  contents(project: string): { instances: string[]; profiles: string[]; images: string[]; volumes: string[]; networks: string[] } {
+  contents(project: string): { instances: string[]; profiles: string[]; images: string[]; volumes: string[]; networks: string[]; acls: string[] } {
     const names = (sql: string) => (this.db.prepare(sql).all(project) as { n: string }[]).map((r) => r.n);
     return {
       instances: names("SELECT name AS n FROM instances WHERE project = ? ORDER BY name"),
@@ -49,6 +49,7 @@ export class ProjectRepo {
       images: names("SELECT fingerprint AS n FROM images WHERE project = ? ORDER BY fingerprint"),
       volumes: names("SELECT name AS n FROM storage_volumes WHERE project = ? AND type = 'custom' ORDER BY name"),
       networks: names("SELECT name AS n FROM networks WHERE project = ? ORDER BY name"),
+      acls: names("SELECT name AS n FROM network_acls WHERE project = ? ORDER BY name"),
     };
   }
 }

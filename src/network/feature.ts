@@ -1,6 +1,16 @@
 // The networks feature: managed networks, their API, and NetworksPort for instance NICs.
 import type { Core, Feature } from "../daemon/daemon.js";
 import { NetworkRepo } from "../db/network-repo.js";
+import { NetworkAclRepo } from "../db/network-acl-repo.js";
+import { networkAclRoutes } from "./acls/routes.js";
+import { NetworkAclService } from "./acls/service.js";
+import { NetworkForwardRepo } from "../db/network-forward-repo.js";
+import { networkForwardRoutes } from "./forwards/routes.js";
+import { NetworkForwardService } from "./forwards/service.js";
+import { NetworkZoneRepo } from "../db/network-zone-repo.js";
+import { DnsServer } from "./zones/dns-server.js";
+import { networkZoneRoutes } from "./zones/routes.js";
+import { NetworkZoneService } from "./zones/service.js";
 import type { Route } from "../api/route.js";
 import { networkRoutes } from "./routes.js";
 import { NetworkService } from "./service.js";
@@ -8,14 +18,55 @@ import { NetworkService } from "./service.js";
 export class NetworksFeature implements Feature {
   readonly name = "networks";
   readonly service: NetworkService;
+  readonly acls: NetworkAclService;
+  readonly forwards: NetworkForwardService;
+  readonly zones: NetworkZoneService;
+  private readonly dns: DnsServer;
 
   constructor(core: Core) {
-    this.service = new NetworkService({ repo: new NetworkRepo(core.db), events: core.events, log: core.log, ports: core.ports, dir: core.paths.networks });
+    this.acls = new NetworkAclService({
+      repo: new NetworkAclRepo(core.db),
+      events: core.events,
+      networkProject: (project) => core.ports.projects?.effectiveProject(project, "networks") ?? project,
+      networks: () => ({ list: (project) => this.service.managed(project), refreshAcls: (name) => this.service.refreshFirewall(name) }),
+    });
+    this.zones = new NetworkZoneService({
+      repo: new NetworkZoneRepo(core.db),
+      events: core.events,
+      networkProject: (project) => core.ports.projects?.effectiveProject(project, "networks") ?? project,
+      networks: () => ({ list: () => this.service.managed("default"), leases: (name) => this.service.leases("default", name) }),
+    });
+    this.dns = new DnsServer((zone, full) => this.zones.content(zone, full), core.log);
+    core.ports.dns = this.dns;
+    const forwardRepo = new NetworkForwardRepo(core.db);
+    this.forwards = new NetworkForwardService({
+      repo: forwardRepo,
+      events: core.events,
+      networks: () => ({
+        require: (name) => this.service.requireManaged(name),
+        all: () => this.service.managed("default"),
+        refreshFirewall: (name) => this.service.refreshFirewall(name),
+      }),
+    });
+    this.service = new NetworkService({
+      repo: new NetworkRepo(core.db),
+      events: core.events,
+      log: core.log,
+      ports: core.ports,
+      dir: core.paths.networks,
+      acls: this.acls,
+      zones: this.zones,
+      forwards: {
+        firewallRules: (network, config) => this.forwards.firewallRules(network, config),
+        renameNetwork: (project, from, to) => forwardRepo.renameNetwork(project, from, to),
+        deleteNetwork: (project, network) => forwardRepo.deleteNetwork(project, network),
+      },
+    });
     core.ports.networks = this.service;
   }
 
   routes(): Route[] {
-    return networkRoutes(this.service);
+    return [...networkRoutes(this.service), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards), ...networkZoneRoutes(this.zones)];
   }
 
   async start(): Promise<void> {
@@ -23,6 +74,7 @@ export class NetworksFeature implements Feature {
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
+    await this.dns.close();
     await this.service.stopAll(opts);
   }
 }

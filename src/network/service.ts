@@ -13,6 +13,7 @@ import { interfaceExists, listInterfaces, unmanagedType } from "./host/sysfs.js"
 import { interfaceNameError } from "./keys.js";
 import { isNetworkType, networkDrivers } from "./registry.js";
 import type { LocalFacts } from "./subnets.js";
+import { aclNames, type NetworkAclService } from "./acls/service.js";
 import type { LeaseView, NetworkConfig, NetworkDriver, NetworkStateView } from "./types.js";
 
 /** Networks live in the default project (projects without features.networks share them). */
@@ -36,6 +37,14 @@ export interface NetworkServiceDeps {
   ports: Ports;
   /** $LXD_DIR/networks */
   dir: string;
+  acls: NetworkAclService;
+  /** dns.zone.* names zones that exist. */
+  zones: { assertZonesExist(config: NetworkConfig): void };
+  forwards: {
+    firewallRules(network: string, config: NetworkConfig): { dnat: string[]; snat: string[] };
+    renameNetwork(project: string, from: string, to: string): void;
+    deleteNetwork(project: string, network: string): void;
+  };
 }
 
 export function networkNameError(name: string): string | undefined {
@@ -58,7 +67,14 @@ export class NetworkService implements NetworksPort {
 
   private driverFor(row: NetworkRow, config = row.config): NetworkDriver {
     if (!isNetworkType(row.type)) throw new InternalError(`Unknown network type "${row.type}"`);
-    return networkDrivers[row.type]({ name: row.name, config: { ...config }, dir: this.networkDir(row.name), log: this.deps.log });
+    return networkDrivers[row.type]({
+      name: row.name,
+      config: { ...config },
+      dir: this.networkDir(row.name),
+      log: this.deps.log,
+      aclRules: (c) => this.deps.acls.firewallRules(row.project, row.name, c),
+      forwardRules: (c) => this.deps.forwards.firewallRules(row.name, c),
+    });
   }
 
   private async locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -176,6 +192,7 @@ export class NetworkService implements NetworksPort {
         let facts: Promise<LocalFacts> | undefined;
         if (driver.fillConfig) row.config = await driver.fillConfig(row.config, () => (facts ??= this.localFacts()));
         driver.validate(row.config);
+        this.validateAcls(row.config);
         row.config = dropEmpty(row.config);
         if (type === "bridge" && linkExists(name)) throw new Error(`Network interface "${name}" already exists`);
       } catch (e) {
@@ -212,6 +229,7 @@ export class NetworkService implements NetworksPort {
         const filler = driver as NetworkDriver & { populateAuto?(c: NetworkConfig, f: () => Promise<LocalFacts>): Promise<NetworkConfig> };
         if (filler.populateAuto && Object.values(next).includes("auto")) next = await filler.populateAuto(next, () => this.localFacts());
         driver.validate(next);
+        this.validateAcls(next);
       } catch (e) {
         throw new BadRequest((e as Error).message);
       }
@@ -245,6 +263,7 @@ export class NetworkService implements NetworksPort {
       await old.stop();
       this.live.delete(name);
       this.deps.repo.rename(PROJECT, name, to);
+      this.deps.forwards.renameNetwork(PROJECT, name, to);
       renameSync(this.networkDir(name), this.networkDir(to));
       const renamed = this.driverFor({ ...row, name: to });
       try {
@@ -252,6 +271,7 @@ export class NetworkService implements NetworksPort {
       } catch (e) {
         await renamed.stop().catch(() => {});
         this.deps.repo.rename(PROJECT, to, name);
+        this.deps.forwards.renameNetwork(PROJECT, to, name);
         renameSync(this.networkDir(to), this.networkDir(name));
         await old.start().catch(() => {});
         this.live.set(name, old);
@@ -268,10 +288,35 @@ export class NetworkService implements NetworksPort {
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       await this.liveDriver(row).stop();
       this.live.delete(name);
+      this.deps.forwards.deleteNetwork(PROJECT, name);
       this.deps.repo.delete(PROJECT, name);
       rmSync(this.networkDir(name), { recursive: true, force: true });
       this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: PROJECT });
     });
+  }
+
+  /** security.acls names ACLs that exist (LXD checks this after the per-key rules). */
+  private validateAcls(config: NetworkConfig): void {
+    if (config["security.acls"]) this.deps.acls.assertExist(PROJECT, aclNames(config["security.acls"]));
+    this.deps.zones.assertZonesExist(config);
+  }
+
+  /** AclNetworks: the managed networks of a project (ACL usage). */
+  managed(project: string): { name: string; type: string; config: NetworkConfig }[] {
+    return project === PROJECT ? this.deps.repo.list(PROJECT) : [];
+  }
+
+  /** An ACL this network names, or one of its forwards, changed. */
+  async refreshFirewall(name: string): Promise<void> {
+    return this.locked(name, async () => {
+      const row = this.row(name);
+      await this.liveDriver(row).refreshFirewall?.();
+    });
+  }
+
+  /** The managed network (forwards), or LXD's 404. */
+  requireManaged(name: string): NetworkRow {
+    return this.row(name);
   }
 
   async state(_project: string, name: string): Promise<NetworkStateView> {

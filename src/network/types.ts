@@ -3,6 +3,7 @@
 import type { Logger } from "pino";
 import type { LocalFacts } from "./subnets.js";
 import type { StaticHost } from "./host/dnsmasq.js";
+import type { FirewallAclRule } from "./acls/rules.js";
 
 export type NetworkConfig = Record<string, string>;
 
@@ -13,6 +14,10 @@ export interface NetworkContext {
   /** $LXD_DIR/networks/NAME: dnsmasq files and other host state. */
   dir: string;
   log: Logger;
+  /** The firewall rules of the ACLs a config names (security.acls), resolved by the service. */
+  aclRules?(config: NetworkConfig): FirewallAclRule[];
+  /** The DNAT and hairpin rules of the network's address forwards, resolved by the service. */
+  forwardRules?(config: NetworkConfig): { dnat: string[]; snat: string[] };
 }
 
 export interface NetworkStateView {
@@ -57,6 +62,8 @@ export interface NetworkDriver {
   removeStaticHost?(entry: string): Promise<void>;
   /** Whether the bridge is an Open vSwitch bridge (NICs attach through ovs-vsctl). */
   isOvs?(): boolean;
+  /** Re-apply the firewall after the network's ACLs or forwards changed (bridges). */
+  refreshFirewall?(): Promise<void>;
 }
 
 export type NetworkDriverFactory = (ctx: NetworkContext) => NetworkDriver;

@@ -66,6 +66,7 @@ export class ProjectService implements ProjectsPort {
       ...c.images.map((n) => `/1.0/images/${n}${suffix(name)}`),
       ...c.volumes.map((n) => `/1.0/storage-pools/volumes/custom/${n}${suffix(name)}`),
       ...c.networks.map((n) => `/1.0/networks/${n}${suffix(name)}`),
+      ...c.acls.map((n) => `/1.0/network-acls/${n}${suffix(name)}`),
     ];
   }
 
@@ -76,7 +77,7 @@ export class ProjectService implements ProjectsPort {
   /** Empty as upstream counts it: nothing but the project's own `default` profile. */
   private isEmpty(name: string): boolean {
     const c = this.repo.contents(name);
-    return c.instances.length === 0 && c.images.length === 0 && c.volumes.length === 0 && c.networks.length === 0 && c.profiles.every((p) => p === "default");
+    return c.instances.length === 0 && c.images.length === 0 && c.volumes.length === 0 && c.networks.length === 0 && c.acls.length === 0 && c.profiles.every((p) => p === "default");
   }
 
   create(req: { name: string; description: string; config: Record<string, string> }): void {

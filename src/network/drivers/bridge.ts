@@ -11,6 +11,7 @@ import { addAddress, addresses, delAddress, deleteLink, linkExists, routeDestina
 import { applyFirewall, removeFirewall, type FirewallSpec } from "../host/nft.js";
 import { bridgeKeys, tunnelKeyValidator, tunnelsOf, validateNetworkConfig } from "../keys.js";
 import { chooseIPv4Subnet, chooseIPv6Subnet } from "../subnets.js";
+import { aclNftRules } from "../acls/rules.js";
 import type { LeaseView, NetworkConfig, NetworkContext, NetworkDriver, NetworkStateView } from "../types.js";
 import { bridgeBackends, type BridgeBackend } from "./bridge-backends.js";
 import { autoUnderlay, devMtu, fanLinkName, hostV4Addresses, planFan, setupFanTunnel, type FanPlan } from "./fan.js";
@@ -58,6 +59,8 @@ class BridgeNetwork implements NetworkDriver {
   private restartTimer?: NodeJS.Timeout;
   /** Consecutive unexpected dnsmasq exits, for the restart backoff. */
   private crashes = 0;
+  /** The fan plan of the last converge (fan mode only). */
+  private plan?: FanPlan;
   private readonly files: dnsmasq.DnsmasqFiles;
 
   constructor(private readonly ctx: NetworkContext) {
@@ -186,6 +189,7 @@ class BridgeNetwork implements NetworkDriver {
       await setupFanTunnel(name, plan, backend, config["fan.type"] === "ipip");
     }
 
+    this.plan = plan;
     await this.applyFirewall(plan);
     await this.restartDnsmasq(plan);
   }
@@ -219,9 +223,17 @@ class BridgeNetwork implements NetworkDriver {
       nat6: nat(6),
       firewall4: (isSet(c["ipv4.address"]) || !!plan) && (c["ipv4.firewall"] === undefined || parseBool(c["ipv4.firewall"])),
       firewall6: isSet(c["ipv6.address"]) && (c["ipv6.firewall"] === undefined || parseBool(c["ipv6.firewall"])),
+      acl: c["security.acls"] && this.ctx.aclRules ? aclNftRules(this.ctx.name, this.ctx.aclRules(c)) : undefined,
     };
-    if (!spec.nat4 && !spec.nat6 && !spec.firewall4 && !spec.firewall6) await removeFirewall(this.ctx.name);
+    const forwards = this.ctx.forwardRules?.(c);
+    if (forwards && (forwards.dnat.length > 0 || forwards.snat.length > 0)) spec.forwards = forwards;
+    if (!spec.nat4 && !spec.nat6 && !spec.firewall4 && !spec.firewall6 && !spec.acl && !spec.forwards) await removeFirewall(this.ctx.name);
     else await applyFirewall(this.ctx.name, spec);
+  }
+
+  /** The network's ACLs or forwards changed: rebuild its nftables table. */
+  async refreshFirewall(): Promise<void> {
+    await this.applyFirewall(this.plan);
   }
 
   private async restartDnsmasq(plan?: FanPlan): Promise<void> {

@@ -12,6 +12,10 @@ export interface FirewallSpec {
   /** Accept DHCP/DNS towards the host and forwarding (LXD's ipvX.firewall rules). */
   firewall4: boolean;
   firewall6: boolean;
+  /** ACL rules (security.acls), already rendered by acls/rules.ts; undefined when none are set. */
+  acl?: string[];
+  /** Address forwards: DNAT rules (prerouting and output) and hairpin masquerade rules. */
+  forwards?: { dnat: string[]; snat: string[] };
 }
 
 /** The nft script defining the network's table (pure, unit-tested). */
@@ -48,8 +52,52 @@ export function firewallScript(network: string, spec: FirewallSpec): string {
     nat.push(`${fam} saddr ${n.subnet} ${fam} daddr != ${n.subnet} ${action}`);
   }
   chain("lxd_pstrt", "postrouting", "srcnat", nat);
+  if (spec.acl) lines.push(...aclChains(br, spec.acl));
+  if (spec.forwards) {
+    const natChain = (name: string, hook: string, prio: string, rules: string[]) =>
+      lines.push(`  chain ${name} {`, `    type nat hook ${hook} priority ${prio}; policy accept;`, ...rules.map((r) => `    ${r}`), "  }");
+    natChain("fwdprert", "prerouting", "dstnat", spec.forwards.dnat);
+    natChain("fwdout", "output", "-100", spec.forwards.dnat);
+    natChain("fwdpstrt", "postrouting", "srcnat", spec.forwards.snat);
+  }
   lines.push("}");
   return lines.join("\n") + "\n";
+}
+
+/**
+ * LXD's bridge ACL chains (nftablesNetACLSetup/nftablesNetACLRules): traffic between the bridge
+ * and the host or beyond goes through "acl"; DHCP, DNS and core ICMP to and from the host stay open.
+ */
+function aclChains(br: string, rules: string[]): string[] {
+  return [
+    "  chain acl {",
+    "    ct state established,related accept",
+    ...rules.map((r) => `    ${r}`),
+    "  }",
+    "  chain aclin {",
+    "    type filter hook input priority filter; policy accept;",
+    `    iifname ${br} tcp dport 53 accept`,
+    `    iifname ${br} udp dport 53 accept`,
+    `    iifname ${br} udp dport 67 accept`,
+    `    iifname ${br} udp dport 547 accept`,
+    `    iifname ${br} icmp type { 3, 11, 12 } accept`,
+    `    iifname ${br} icmpv6 type { 1, 2, 3, 4, 133, 135, 136, 143 } accept`,
+    `    iifname ${br} jump acl`,
+    "  }",
+    "  chain aclout {",
+    "    type filter hook output priority filter; policy accept;",
+    `    oifname ${br} udp sport 67 accept`,
+    `    oifname ${br} udp sport 547 accept`,
+    `    oifname ${br} icmp type { 3, 11, 12 } accept`,
+    `    oifname ${br} icmpv6 type { 1, 2, 3, 4, 128, 134, 135, 136, 143 } accept`,
+    `    oifname ${br} jump acl`,
+    "  }",
+    "  chain aclfwd {",
+    "    type filter hook forward priority filter; policy accept;",
+    `    iifname ${br} jump acl`,
+    `    oifname ${br} jump acl`,
+    "  }",
+  ];
 }
 
 /** Table names are unquoted identifiers in nft 1.0; network names only hold [A-Za-z0-9_.-]. */

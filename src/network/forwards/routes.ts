@@ -1,0 +1,34 @@
+// /1.0/networks/{name}/forwards: thin handlers over NetworkForwardService.
+import { checkEtag, created, route, sync, type Handler, type Route } from "../../api/route.js";
+import { NetworkForwardPut, NetworkForwardsPost } from "../../api/schemas/network-forward.js";
+import type { NetworkForwardService } from "./service.js";
+
+export function networkForwardRoutes(svc: NetworkForwardService): Route[] {
+  const update =
+    (mode: "put" | "patch"): Handler =>
+    async (req) => {
+      const { name, listen } = req.params;
+      svc.get(name, listen);
+      checkEtag(req, svc.etagOf(name, listen));
+      await svc.update(name, listen, await req.body(NetworkForwardPut, "api.NetworkForwardPut"), mode);
+      return sync({});
+    };
+  return [
+    route("/1.0/networks/:name/forwards", {
+      GET: (req) => {
+        const list = svc.list(req.params.name);
+        return sync(req.recursion > 0 ? list : list.map((f) => `/1.0/networks/${encodeURIComponent(req.params.name)}/forwards/${encodeURIComponent(f.listen_address)}`));
+      },
+      POST: async (req) => created(await svc.create(req.params.name, await req.body(NetworkForwardsPost, "api.NetworkForwardsPost")), null),
+    }),
+    route("/1.0/networks/:name/forwards/:listen", {
+      GET: (req) => sync(svc.get(req.params.name, req.params.listen), { etag: svc.etagOf(req.params.name, req.params.listen) }),
+      PUT: update("put"),
+      PATCH: update("patch"),
+      DELETE: async (req) => {
+        await svc.delete(req.params.name, req.params.listen);
+        return sync({});
+      },
+    }),
+  ];
+}

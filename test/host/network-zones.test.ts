@@ -1,0 +1,118 @@
+// Network zones with the stock client (the upstream network_zone flow) and `dig` against the
+// daemon's own DNS listener on core.dns_address: AXFR of forward and reverse zones with a
+// running container's records, extra records, refusals for non-peers. Only loopback traffic,
+// and between our container and our bridge (NAT off).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+import { dnsmasqPids, freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
+
+const id = runId();
+let d: InitialisedDaemon;
+const networks: string[] = [];
+const port = 20000 + Math.floor(Math.random() * 20000);
+
+beforeAll(async () => {
+  d = await startInitialisedDaemon();
+});
+
+afterAll(async () => {
+  await d?.teardown();
+  for (const n of networks) {
+    sh("nft", ["delete", "table", "inet", `nodelxd-${n}`]);
+    for (const pid of dnsmasqPids(n)) process.kill(pid, "SIGKILL");
+    sh("ip", ["link", "del", n]);
+  }
+});
+
+function ok(...args: string[]): string {
+  const r = d.lxc(...args);
+  if (r.code !== 0) throw new Error(`lxc ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+function fails(...args: string[]): string {
+  const r = d.lxc(...args);
+  expect(r.code, `lxc ${args.join(" ")} should fail`).not.toBe(0);
+  return r.stderr;
+}
+
+const dig = (...args: string[]) => sh("dig", ["@127.0.0.1", "-p", String(port), "+tries=1", "+time=3", ...args]).stdout;
+
+describe("network zones", () => {
+  it("serve a bridge's instances and extra records to peers over AXFR, as upstream's suite checks", async () => {
+    const n = freeSubnet();
+    const net = `nz${id}`;
+    networks.push(net);
+    const fwd = `z${id}.example.net`;
+    const rev4 = `${n}.97.10.in-addr.arpa`;
+    ok("config", "set", "core.dns_address", `127.0.0.1:${port}`);
+    ok("network", "create", net, `ipv4.address=10.97.${n}.1/24`, "ipv4.nat=false", "ipv6.address=none");
+
+    expect(fails("network", "zone", "create", "/lxd.example.net")).toContain('Name cannot start with "/"');
+    ok("network", "zone", "create", `${fwd}/withslash`);
+    ok("network", "zone", "delete", `${fwd}/withslash`);
+    ok("network", "zone", "create", fwd);
+    ok("network", "zone", "create", rev4);
+    expect(fails("network", "zone", "create", fwd)).toContain("The network zone already exists");
+    expect(fails("network", "set", net, "dns.zone.forward=nosuch.example.net")).toContain('Network zone "nosuch.example.net" doesn\'t exist');
+    ok("network", "set", net, `dns.zone.forward=${fwd}`, `dns.zone.reverse.ipv4=${rev4}`);
+    expect(JSON.parse(ok("query", `/1.0/network-zones/${fwd}`)).used_by).toEqual([`/1.0/networks/${net}`]);
+    expect(fails("network", "zone", "delete", fwd)).toContain("Cannot delete a zone that is in use");
+
+    const c = d.instanceName("dns");
+    ok("init", "busybox", c, "-n", net, "-q");
+    ok("config", "device", "set", c, "eth0", `ipv4.address=10.97.${n}.42`);
+    ok("start", c);
+    await waitFor(() => ok("list", "-c", "4", "-f", "csv", c).includes(`10.97.${n}.42`), 60_000, 500);
+    const host = c;
+
+    // Not a peer yet: the zone is not served.
+    expect(dig("axfr", fwd)).not.toContain(`10.97.${n}.42`);
+    ok("network", "zone", "set", fwd, "peers.test.address=127.0.0.1");
+    ok("network", "zone", "set", rev4, "peers.test.address=127.0.0.1");
+    const axfr = dig("axfr", fwd);
+    expect(axfr).toMatch(new RegExp(`${host}\\.${fwd.replace(/\./g, "\\.")}\\.\\s+300\\s+IN\\s+A\\s+10\\.97\\.${n}\\.42`));
+    expect(axfr.match(/\tSOA\t/g)?.length).toBe(2);
+    expect(dig("axfr", rev4)).toMatch(new RegExp(`42\\.${rev4.replace(/\./g, "\\.")}\\.\\s+300\\s+IN\\s+PTR\\s+${host}\\.${fwd.replace(/\./g, "\\.")}\\.`));
+    expect(dig("SOA", fwd)).toContain("status: NOERROR");
+    expect(dig("A", `${host}.${fwd}`)).toContain("status: NOTIMP");
+    expect(dig("axfr", "unknown.example.net")).not.toContain("IN\tSOA");
+
+    // A peer with a TSIG key: only signed transfers with that key get the zone, and the answer is signed.
+    const secret = Buffer.from(`secret-${id}-secret`).toString("base64");
+    ok("network", "zone", "unset", rev4, "peers.test.address");
+    ok("network", "zone", "set", rev4, `peers.k.key=${secret}`);
+    const unsignedOut = dig("axfr", rev4);
+    expect(unsignedOut, unsignedOut).not.toMatch(/IN\s+PTR/);
+    expect(dig("-y", `hmac-sha256:${rev4}_k:${Buffer.from("wrong-key").toString("base64")}`, "axfr", rev4)).not.toContain("PTR");
+    const signed = dig("-y", `hmac-sha256:${rev4}_k:${secret}`, "axfr", rev4);
+    expect(signed).toMatch(/IN\s+PTR/);
+    expect(signed).not.toMatch(/tsig verify failure|failed|couldn't verify/i);
+    expect(dig("-y", `hmac-sha512:${rev4}_k:${secret}`, "SOA", rev4)).toContain("status: NOERROR");
+
+    ok("network", "zone", "record", "create", fwd, "demo", "user.foo=bar");
+    ok("network", "zone", "record", "entry", "add", fwd, "demo", "A", "1.1.1.1", "--ttl", "900");
+    ok("network", "zone", "record", "entry", "add", fwd, "demo", "AAAA", "1111::1111");
+    ok("network", "zone", "record", "entry", "add", fwd, "demo", "MX", "1 mx1.example.net.", "--ttl", "900");
+    expect(fails("network", "zone", "record", "entry", "add", fwd, "demo", "A", "1.1.1.1")).toContain("Duplicate record");
+    expect(fails("network", "zone", "record", "entry", "add", fwd, "demo", "A", "not-an-ip")).toContain("Bad zone record entry");
+    expect(ok("network", "zone", "record", "list", fwd)).toContain("demo");
+    const withDemo = dig("axfr", fwd);
+    expect(withDemo).toMatch(new RegExp(`demo\\.${fwd.replace(/\./g, "\\.")}\\.\\s+900\\s+IN\\s+A\\s+1\\.1\\.1\\.1`));
+    expect(withDemo).toMatch(/IN\s+AAAA\s+1111::1111/);
+    expect(withDemo).toMatch(/IN\s+MX\s+1 mx1\.example\.net\./);
+
+    // The listener follows core.dns_address and survives a restart.
+    await d.restart();
+    expect(dig("axfr", fwd)).toContain("demo.");
+    ok("config", "unset", "core.dns_address");
+    expect(dig("axfr", fwd)).not.toContain("demo.");
+
+    ok("delete", "-f", c);
+    ok("network", "delete", net);
+    networks.pop();
+    ok("network", "zone", "delete", fwd);
+    ok("network", "zone", "delete", rev4);
+    expect(JSON.parse(ok("query", "/1.0/network-zones"))).toEqual([]);
+  });
+});
