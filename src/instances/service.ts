@@ -226,6 +226,8 @@ export class InstanceService implements InstancesPort {
       if (e instanceof NotFound) throw e;
       throw new BadRequest((e as Error).message);
     }
+    // The project's limits and restrictions, over the config as it will be with its profiles.
+    this.core.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
     return { image, profiles, copyOf, copySnapshot };
   }
 
@@ -336,6 +338,7 @@ export class InstanceService implements InstancesPort {
     for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
     this.validate(project, name, config, devices, profiles);
+    this.core.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
     const after = this.expanded(next);

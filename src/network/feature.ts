@@ -9,13 +9,13 @@ export class NetworksFeature implements Feature {
   readonly name = "networks";
   readonly service: NetworkService;
 
-  constructor(core: Core) {
+  constructor(private readonly core: Core) {
     this.service = new NetworkService({ repo: new NetworkRepo(core.db), events: core.events, log: core.log, ports: core.ports, dir: core.paths.networks });
     core.ports.networks = this.service;
   }
 
   routes(): Route[] {
-    return networkRoutes(this.service);
+    return networkRoutes(this.service, () => this.core.ports.projects);
   }
 
   async start(): Promise<void> {
