@@ -109,4 +109,13 @@ export const apiExtensions: string[] = [
   "container_backup_override_pool",
   "backup_override_name",
   "container_syscall_filtering",
+  "projects_limits",
+  "projects_restrictions",
+  "projects_limits_disk",
+  "projects_limits_instances",
+  "projects_restricted_cluster_target",
+  "project_usage",
+  "projects_restricted_backups_and_snapshots",
+  "projects_restricted_intercept",
+  "projects_networks_restricted_access",
 ];

@@ -220,14 +220,15 @@ export class InstanceService implements InstancesPort {
       throw new BadRequest(`Unknown source type ${req.source.type}`);
     }
     const profiles = req.profiles ?? copyOf?.profiles ?? image?.profiles ?? ["default"];
+    // The project's limits and restrictions (before the config is validated, as LXD), over the
+    // config as it will be with its profiles.
+    this.core.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
     try {
       this.validate(project, req.name, req.config ?? {}, req.devices ?? {}, profiles);
     } catch (e) {
       if (e instanceof NotFound) throw e;
       throw new BadRequest((e as Error).message);
     }
-    // The project's limits and restrictions, over the config as it will be with its profiles.
-    this.core.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
     return { image, profiles, copyOf, copySnapshot };
   }
 
