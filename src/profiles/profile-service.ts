@@ -60,7 +60,8 @@ export class ProfileService implements ProfilesPort {
 
   /** The `default` profile of a project, created empty as upstream does. */
   ensureDefaultProfile(project: string): void {
-    if (!this.repo.get(project, "default")) this.repo.insert(project, { name: "default", description: "Default LXD profile", config: {}, devices: {} });
+    const description = project === "default" ? "Default LXD profile" : `Default LXD profile for project ${project}`;
+    if (!this.repo.get(project, "default")) this.repo.insert(project, { name: "default", description, config: {}, devices: {} });
   }
 
   deleteProjectProfiles(project: string): void {
