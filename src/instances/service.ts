@@ -338,8 +338,9 @@ export class InstanceService implements InstancesPort {
     }
     for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
-    this.validate(project, name, config, devices, profiles);
+    // The project's limits and restrictions first (as LXD), over the config with its profiles.
     this.core.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
+    this.validate(project, name, config, devices, profiles);
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
     const after = this.expanded(next);

@@ -389,8 +389,12 @@ export function checkRestrictions(project: { name: string; config: Config }, ins
     const containerOrProfile = type === "container" || type === "any";
     const vmOrProfile = type === "virtual-machine" || type === "any";
     const unrestricted = (type === "any" && allowContainerLowLevel && allowVMLowLevel) || (type === "container" && allowContainerLowLevel) || (type === "virtual-machine" && allowVMLowLevel);
-    for (const key of Object.keys(config).sort()) {
-      const v = config[key];
+    const keys = Object.keys(config).sort();
+    // LXD only looks at keys that are set, so under privilege=isolated a container that never
+    // sets security.idmap.isolated would pass while running with the shared map: check it as "".
+    if (type === "container" && privilege === "isolated" && !("security.idmap.isolated" in config)) keys.push("security.idmap.isolated");
+    for (const key of keys) {
+      const v = config[key] ?? "";
       if (!unrestricted) {
         if (key === "raw.idmap") {
           const entries = parseRawIdmap(v);

@@ -254,7 +254,7 @@ export class ProjectService implements ProjectsPort {
 
   create(req: { name: string; description: string; config: Record<string, string> }): void {
     validateProjectName(req.name);
-    const config = { ...req.config };
+    const config = Object.fromEntries(Object.entries(req.config).filter(([, v]) => v !== ""));
     this.validateConfig(config);
     for (const f of DEFAULT_FEATURES) if (!(f in config)) config[f] = "true";
     if (this.repo.get(req.name)) throw new Conflict(`Failed creating project "${req.name}": Failed adding database record: This "projects" entry already exists`);
@@ -268,7 +268,9 @@ export class ProjectService implements ProjectsPort {
   update(name: string, req: { description?: string; config?: Record<string, string> }, mode: "put" | "patch"): void {
     const cur = this.require(name);
     const config = mode === "put" ? { ...(req.config ?? {}) } : { ...cur.config, ...(req.config ?? {}) };
-    for (const k of Object.keys(config)) if (config[k] === "" && mode === "patch") delete config[k];
+    // Empty values are not stored (LXD skips them), so `lxc project unset` removes the key and
+    // its default applies again: the checks below see the config as it will be stored.
+    for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
     const changed = FEATURES.filter((f) => isTrue(cur.config[f]) !== isTrue(config[f]));
     if (changed.length > 0) {
       if (name === "default") throw new BadRequest("You can't change the features of the default project");

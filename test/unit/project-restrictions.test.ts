@@ -242,3 +242,11 @@ describe("limits", () => {
     expect(byteSizeIEC(100)).toBe("100B");
   });
 });
+
+describe("isolated idmap bypass", () => {
+  it("a container that does not set security.idmap.isolated is non-isolated under privilege=isolated", () => {
+    expect(check({ "restricted.containers.privilege": "isolated" }, inst({}))).toThrow('Invalid value "" for config "security.idmap.isolated" on container "c1" of project "p1": Non-isolated containers are forbidden');
+    // Profiles need not set it (the instance's expanded config decides).
+    expect(() => checkRestrictions({ name: P, config: { restricted: "true", "restricted.containers.privilege": "isolated" } }, [], [{ name: "default", config: {}, devices: {} }])).not.toThrow();
+  });
+});
