@@ -11,11 +11,15 @@ import type { NetworkService } from "./service.js";
  */
 export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort | undefined = () => undefined): Route[] {
   const allowed = (project: string, name: string, managed: boolean) => projects()?.networkAllowed?.(project, name, managed) ?? true;
-  /** The network must exist and be allowed in the request project. */
+  /** A network the request project may not use answers 404 (one that does not exist keeps the service's own error). */
   const guard = (project: string, name: string) => {
-    const view = svc.view(project, name);
-    if (!allowed(project, name, view.managed)) throw new NotFound("Network not found");
-    return view;
+    let managed: boolean;
+    try {
+      managed = svc.view(project, name).managed;
+    } catch {
+      return;
+    }
+    if (!allowed(project, name, managed)) throw new NotFound("Network not found");
   };
   const update =
     (mode: "replace" | "merge"): Handler =>
@@ -41,7 +45,8 @@ export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort 
     }),
     route("/1.0/networks/:name", {
       GET: (req) => {
-        const view = guard(req.project, req.params.name);
+        guard(req.project, req.params.name);
+        const view = svc.view(req.project, req.params.name);
         return sync(view, { etag: { name: view.name, managed: view.managed, type: view.type, description: view.description, config: view.config } });
       },
       PUT: update("replace"),
