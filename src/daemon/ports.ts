@@ -122,6 +122,9 @@ export interface ProjectsPort {
   allowInstanceUpdate?(project: string, draft: InstanceDraft, currentConfig: Record<string, string>): void;
   allowProfileUpdate?(project: string, profile: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }, creating?: boolean): void;
   allowSnapshotCreation?(project: string): void;
+  /** limits.disk over custom volumes (which must then set `size`). */
+  allowVolumeCreation?(project: string, volume: string, config: Record<string, string>): void;
+  allowVolumeUpdate?(project: string, volume: string, config: Record<string, string>): void;
   allowBackupCreation?(project: string): void;
   /** Whether a (restricted) project may see and use a network. */
   networkAllowed?(project: string, network: string, managed: boolean): boolean;

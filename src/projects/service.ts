@@ -139,7 +139,10 @@ export class ProjectService implements ProjectsPort {
   }
 
   /** The project with its profiles, instances (expanded through the profiles) and custom volumes. */
-  private info(p: ProjectRow, change?: { instance?: InstanceDraft; profile?: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> } }): ProjectInfo {
+  private info(
+    p: ProjectRow,
+    change?: { instance?: InstanceDraft; profile?: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }; volume?: { name: string; config: Record<string, string> } },
+  ): ProjectInfo {
     const profiles = this.profileRows.list(this.profileProject(p)).map((r) => ({ name: r.name, config: r.config, devices: r.devices }));
     if (change?.profile) {
       const i = profiles.findIndex((x) => x.name === change.profile!.name);
@@ -161,6 +164,11 @@ export class ProjectService implements ProjectsPort {
       name: v.name,
       config: JSON.parse(v.config) as Record<string, string>,
     }));
+    if (change?.volume) {
+      const i = volumes.findIndex((v) => v.name === change.volume!.name);
+      if (i >= 0) volumes[i] = change.volume;
+      else volumes.push(change.volume);
+    }
     return { name: p.name, config: p.config, instances, profiles, volumes };
   }
 
@@ -199,6 +207,21 @@ export class ProjectService implements ProjectsPort {
     } catch (e) {
       throw new Error(`Failed checking if profile ${creating ? "creation" : "update"} allowed: ${(e as Error).message}`);
     }
+  }
+
+  /** AllowVolumeCreation / AllowVolumeUpdate: only limits.disk concerns custom volumes. */
+  allowVolumeCreation(project: string, volume: string, config: Record<string, string>, updating = false): void {
+    const p = this.repo.get(project);
+    if (!p || !hasLimitsOrRestrictions(p.config) || !p.config["limits.disk"]) return;
+    try {
+      checkRestrictionsAndLimits(this.info(p, { volume: { name: volume, config } }));
+    } catch (e) {
+      throw new Error(`Failed checking if volume ${updating ? "update" : "creation"} allowed: ${(e as Error).message}`);
+    }
+  }
+
+  allowVolumeUpdate(project: string, volume: string, config: Record<string, string>): void {
+    this.allowVolumeCreation(project, volume, config, true);
   }
 
   allowSnapshotCreation(project: string): void {

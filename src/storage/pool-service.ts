@@ -332,6 +332,7 @@ export class PoolService implements StoragePort {
       if (k.startsWith("volume.") && config[k.slice(7)] === undefined) config[k.slice(7)] = v;
     }
     const diskName = storageName(project, "custom", req.name);
+    this.core.ports.projects?.allowVolumeCreation?.(project, req.name, config);
     checkVolumeConfig(def, diskName, config);
     const driver = this.driverFor(pool);
     await driver.mountPool();
@@ -351,6 +352,7 @@ export class PoolService implements StoragePort {
     const pool = this.pool(poolName);
     const config = mode === "replace" ? { ...req.config } : { ...v.config, ...req.config };
     for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
+    this.core.ports.projects?.allowVolumeUpdate?.(project, name, config);
     checkVolumeConfig(this.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
     const description = mode === "merge" && req.description === "" ? v.description : req.description;
     this.repo.updateVolume(v.id, { description, config });

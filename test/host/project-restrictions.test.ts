@@ -396,6 +396,17 @@ describe("limits", () => {
     await remove(L, "l1");
     await remove(L, "l2");
   });
+
+  it("limits.disk counts custom volumes, which must then have a size", () => {
+    expect(refused("storage", "volume", "create", "default", `v${tag}`, "--project", L)).toBe(
+      `Error: Failed checking if volume creation allowed: Failed getting usage of project entities: Custom volume "v${tag}" in project "${L}" has no "size" config set`,
+    );
+    expect(refused("storage", "volume", "create", "default", `v${tag}`, "size=6GiB", "--project", L)).toBe(`Error: Failed checking if volume creation allowed: Reached maximum aggregate value "5GiB" for "limits.disk" in project "${L}"`);
+    ok("storage", "volume", "create", "default", `v${tag}`, "size=2GiB", "--project", L);
+    expect(refused("storage", "volume", "set", "default", `v${tag}`, "size=8GiB", "--project", L)).toBe(`Error: Failed checking if volume update allowed: Reached maximum aggregate value "5GiB" for "limits.disk" in project "${L}"`);
+    expect(JSON.parse(ok("query", `/1.0/projects/${L}/state`)).resources.disk).toEqual({ Limit: 5 * 2 ** 30, Usage: 2 * 2 ** 30 });
+    ok("storage", "volume", "delete", "default", `v${tag}`, "--project", L);
+  });
 });
 
 describe("rename", () => {
