@@ -318,7 +318,14 @@ export class PoolService implements StoragePort {
   }
 
   /** Custom volumes: create (POST .../volumes), with the pool's volume.* keys as defaults. */
-  async createCustomVolume(poolName: string, project: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
+  /** The project whose custom volumes `project` uses (the default project's without features.storage.volumes). */
+  private volumeProject(project: string, type: string): string {
+    if (type === "image") return "default";
+    return type === "custom" ? (this.core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project) : project;
+  }
+
+  async createCustomVolume(poolName: string, requestProject: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
+    const project = this.volumeProject(requestProject, "custom");
     const pool = this.pool(poolName);
     if (req.type === "") throw new BadRequest("You must provide a storage volume type of the storage volume");
     assertVolumeType(req.type);
@@ -346,7 +353,8 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-created", `/1.0/storage-pools/${poolName}/volumes/custom/${req.name}`, { project });
   }
 
-  async updateCustomVolume(poolName: string, project: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+  async updateCustomVolume(poolName: string, requestProject: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+    const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be updated with the storage API`);
     const pool = this.pool(poolName);
@@ -359,7 +367,8 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
   }
 
-  async renameCustomVolume(poolName: string, project: string, type: string, name: string, to: string): Promise<void> {
+  async renameCustomVolume(poolName: string, requestProject: string, type: string, name: string, to: string): Promise<void> {
+    const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be renamed with the storage API`);
     validateVolumeName(to);
@@ -378,7 +387,8 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-renamed", `/1.0/storage-pools/${poolName}/volumes/custom/${to}`, { project, context: { old_name: name } });
   }
 
-  async deleteCustomVolume(poolName: string, project: string, type: string, name: string): Promise<void> {
+  async deleteCustomVolume(poolName: string, requestProject: string, type: string, name: string): Promise<void> {
+    const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be deleted with the storage API`);
     if (this.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("The storage volume is still in use");
@@ -392,7 +402,7 @@ export class PoolService implements StoragePort {
   async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used: number; total: number } }> {
     const pool = this.pool(poolName);
     assertVolumeType(type);
-    const v = this.repo.volume(poolName, type === "image" ? "default" : project, type, name);
+    const v = this.repo.volume(poolName, this.volumeProject(project, type), type, name);
     if (!v || v.state !== "created") {
       throw new NotFound(`Storage volume "${name}" in project "${project}" of type "${type}" does not exist on pool "${poolName}": Storage volume not found`);
     }
@@ -442,7 +452,7 @@ export class PoolService implements StoragePort {
 
   getVolumeSnapshot(pool: string, project: string, type: string, name: string, snapshot: string): VolumeRow {
     this.getVolume(pool, project, type, name);
-    const v = this.repo.volume(pool, type === "image" ? "default" : project, type, `${name}/${snapshot}`);
+    const v = this.repo.volume(pool, this.volumeProject(project, type), type, `${name}/${snapshot}`);
     if (!v || v.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
     return v;
   }
@@ -451,13 +461,14 @@ export class PoolService implements StoragePort {
   listVolumes(pool: string, project: string, type?: string): VolumeRow[] {
     this.pool(pool);
     if (type !== undefined) assertVolumeType(type);
-    return this.repo.volumes({ pool, type }).filter((v) => v.state === "created" && (v.project === project || v.type === "image"));
+    const custom = this.volumeProject(project, "custom");
+    return this.repo.volumes({ pool, type }).filter((v) => v.state === "created" && (v.type === "image" || (v.type === "custom" ? v.project === custom : v.project === project)));
   }
 
   getVolume(pool: string, project: string, type: string, name: string): VolumeRow {
     this.pool(pool);
     assertVolumeType(type);
-    const v = this.repo.volume(pool, type === "image" ? "default" : project, type, name);
+    const v = this.repo.volume(pool, this.volumeProject(project, type), type, name);
     if (!v || v.state !== "created") throw new NotFound("Storage pool volume not found");
     return v;
   }

@@ -432,3 +432,15 @@ describe("rename", () => {
     ok("project", "delete", a);
   });
 });
+
+describe("features.storage.volumes=false", () => {
+  it("puts a project's custom volumes in the default project, so the project stays empty", () => {
+    const v = `pv${tag}`;
+    ok("project", "create", v, "-c", "features.storage.volumes=false");
+    ok("storage", "volume", "create", "default", `vol${tag}`, "--project", v);
+    expect(ok("storage", "volume", "list", "default", "-f", "csv", "-c", "n")).toContain(`vol${tag}`);
+    expect(ok("storage", "volume", "show", "default", `vol${tag}`, "--project", v)).toContain(`name: vol${tag}`);
+    ok("project", "delete", v);
+    ok("storage", "volume", "delete", "default", `vol${tag}`);
+  });
+});
