@@ -122,6 +122,8 @@ export interface ProjectsPort {
   allowInstanceUpdate?(project: string, draft: InstanceDraft, currentConfig: Record<string, string>): void;
   allowProfileUpdate?(project: string, profile: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }, creating?: boolean): void;
   allowSnapshotCreation?(project: string): void;
+  /** GetImageSpaceBudget: bytes the project may still use for images (limits.disk), -1 when unlimited. */
+  imageSpaceBudget?(project: string): number;
   /** limits.disk over custom volumes (which must then set `size`). */
   allowVolumeCreation?(project: string, volume: string, config: Record<string, string>): void;
   allowVolumeUpdate?(project: string, volume: string, config: Record<string, string>): void;

@@ -7,6 +7,7 @@ import { ProjectRepo, type ProjectRow } from "../db/project-repo.js";
 import { InstanceRepo } from "../db/instance-repo.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { expand } from "../instances/names.js";
+import { parseByteSize } from "../storage/config.js";
 import { contains, parseCidr, formatCidr, networkOf, type IpNet } from "../network/ipnet.js";
 import {
   checkInstanceCounts,
@@ -18,6 +19,7 @@ import {
   hasLimitsOrRestrictions,
   networkAllowed,
   projectHasRestriction,
+  totals,
   validateProjectConfig,
   type CheckedInstance,
   type ProjectInfo,
@@ -222,6 +224,17 @@ export class ProjectService implements ProjectsPort {
 
   allowVolumeUpdate(project: string, volume: string, config: Record<string, string>): void {
     this.allowVolumeCreation(project, volume, config, true);
+  }
+
+  imageSpaceBudget(project: string): number {
+    const p = this.repo.get(project);
+    if (!p || !hasLimitsOrRestrictions(p.config)) return -1;
+    if (["false", "no", "off", "0"].includes((p.config["features.images"] ?? "").toLowerCase())) return -1;
+    const quota = p.config["limits.disk"];
+    if (!quota) return -1;
+    const used = totals(this.info(p), ["limits.disk"], false)["limits.disk"];
+    const max = parseByteSize(quota);
+    return used < max ? max - used : 0;
   }
 
   allowSnapshotCreation(project: string): void {

@@ -433,6 +433,21 @@ describe("rename", () => {
   });
 });
 
+describe("limits.disk and images", () => {
+  it("an image upload may not exceed what is left of limits.disk", async () => {
+    const { statSync } = await import("node:fs");
+    const size = statSync(busyboxImage()).size;
+    const I = `pi${tag}`;
+    ok("project", "create", I, `-c`, `limits.disk=${size - 1}B`);
+    expect(refused("image", "import", busyboxImage(), "--project", I)).toMatch(new RegExp(`^Error: reached \\d+ bytes, exceeding quota of ${size - 1}$`));
+    expect(ok("image", "list", "--project", I, "-f", "csv")).toBe("");
+    ok("project", "set", I, `limits.disk=${size}B`);
+    ok("image", "import", busyboxImage(), "--project", I, "--alias", "b");
+    ok("image", "delete", "b", "--project", I);
+    ok("project", "delete", I);
+  });
+});
+
 describe("features.storage.volumes=false", () => {
   it("puts a project's custom volumes in the default project, so the project stays empty", () => {
     const v = `pv${tag}`;
