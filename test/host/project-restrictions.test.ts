@@ -443,6 +443,15 @@ describe("limits.disk and images", () => {
     expect(ok("image", "list", "--project", I, "-f", "csv")).toBe("");
     ok("project", "set", I, `limits.disk=${size}B`);
     ok("image", "import", busyboxImage(), "--project", I, "--alias", "b");
+    // Publishing writes an image too: what is left after the instances' root disks bounds it.
+    ok("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default", "size=1MiB", "--project", I);
+    ok("project", "set", I, `limits.disk=${2 ** 20 + 10000}B`);
+    ok("init", "b", "pub1", "--project", I);
+    expect(refused("publish", "pub1", "--project", I, "--alias", "pubimg")).toMatch(/^Error: reached \d+ bytes, exceeding quota of 10000$/);
+    ok("project", "set", I, "limits.disk=100MiB");
+    ok("publish", "pub1", "--project", I, "--alias", "pubimg");
+    ok("delete", "pub1", "--project", I);
+    ok("image", "delete", "pubimg", "--project", I);
     ok("image", "delete", "b", "--project", I);
     ok("project", "delete", I);
   });
