@@ -114,4 +114,13 @@ export const apiExtensions: string[] = [
   "network_dns",
   "network_dns_records",
   "network_dns_nat",
+  "projects_limits",
+  "projects_restrictions",
+  "projects_limits_disk",
+  "projects_limits_instances",
+  "projects_restricted_cluster_target",
+  "project_usage",
+  "projects_restricted_backups_and_snapshots",
+  "projects_restricted_intercept",
+  "projects_networks_restricted_access",
 ];

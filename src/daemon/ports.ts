@@ -113,6 +113,34 @@ export interface NetworksPort {
  */
 export interface ProjectsPort {
   effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
+  /**
+   * Project restrictions and limits (LXD's lxd/project/permissions.go). Each throws LXD's
+   * error (a 500, as LXD answers) when the change would break the project's restricted.* or
+   * limits.* keys; instances are checked with their profiles applied.
+   */
+  allowInstanceCreation?(project: string, draft: InstanceDraft, strip: boolean): void;
+  allowInstanceUpdate?(project: string, draft: InstanceDraft, currentConfig: Record<string, string>): void;
+  allowProfileUpdate?(project: string, profile: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }, creating?: boolean): void;
+  allowSnapshotCreation?(project: string): void;
+  /** GetImageSpaceBudget: bytes the project may still use for images (limits.disk), -1 when unlimited. */
+  imageSpaceBudget?(project: string): number;
+  /** limits.disk over custom volumes (which must then set `size`). */
+  allowVolumeCreation?(project: string, volume: string, config: Record<string, string>): void;
+  allowVolumeUpdate?(project: string, volume: string, config: Record<string, string>): void;
+  allowBackupCreation?(project: string): void;
+  /** Whether a (restricted) project may see and use a network. */
+  networkAllowed?(project: string, network: string, managed: boolean): boolean;
+  /** restricted.devices.disk.paths: throws when a disk's host source is outside them; the allowed parent, or undefined when unrestricted. */
+  restrictedDiskParent?(project: string, device: string, config: Record<string, string>): string | undefined;
+}
+
+/** An instance about to be created or changed, as the project checks see it (before profile expansion). */
+export interface InstanceDraft {
+  name: string;
+  type: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+  profiles: string[];
 }
 
 /** The authoritative DNS listener (core.dns_address), provided by the networks feature. */

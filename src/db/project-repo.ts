@@ -36,6 +36,28 @@ export class ProjectRepo {
     this.db.prepare("UPDATE projects SET description = ?, config = ? WHERE name = ?").run(p.description, JSON.stringify(p.config), p.name);
   }
 
+  /**
+   * Rename a project everywhere its name is stored: every table with a `project` column
+   * (instances, profiles, images, volumes, networks, operations, ...) and certificates'
+   * project lists. Call inside a transaction.
+   */
+  rename(from: string, to: string): void {
+    this.db.prepare("UPDATE projects SET name = ? WHERE name = ?").run(to, from);
+    const tables = (this.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all() as { name: string }[]).map((t) => t.name);
+    for (const t of tables) {
+      if (t === "projects") continue;
+      const cols = (this.db.prepare(`PRAGMA table_info("${t.replace(/"/g, '""')}")`).all() as { name: string }[]).map((c) => c.name);
+      if (cols.includes("project")) this.db.prepare(`UPDATE "${t.replace(/"/g, '""')}" SET project = ? WHERE project = ?`).run(to, from);
+    }
+    if (tables.includes("certificates")) {
+      const certs = this.db.prepare("SELECT rowid AS id, projects FROM certificates").all() as { id: number; projects: string }[];
+      for (const c of certs) {
+        const list = JSON.parse(c.projects) as string[];
+        if (list.includes(from)) this.db.prepare("UPDATE certificates SET projects = ? WHERE rowid = ?").run(JSON.stringify(list.map((p) => (p === from ? to : p))), c.id);
+      }
+    }
+  }
+
   delete(name: string): void {
     this.db.prepare("DELETE FROM projects WHERE name = ?").run(name);
   }

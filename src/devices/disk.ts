@@ -1,7 +1,7 @@
 // The disk device: the root disk (path=/, pool=...) and host bind mounts (source → path).
 // Bind mounts become liblxc mount entries at start; hot-plug goes through the container's
 // shmounts directory (a shared tmpfs liblxc mounts at /dev/.lxd-mounts) and a move inside.
-import { existsSync, statSync } from "node:fs";
+import { existsSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute, normalize } from "node:path";
 import { parseBool } from "../config/validators.js";
 import { hostRoot, type IdmapEntry } from "../instances/idmap.js";
@@ -45,6 +45,12 @@ export class DiskDevice implements Device {
     }
     if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);
     if (!existsSync(source) && !parseBool(this.config.optional)) throw new Error(`Missing source path "${source}" for disk "${this.name}"`);
+    this.restrictedParent();
+  }
+
+  /** restricted.devices.disk.paths of a restricted project: the allowed parent of the source (throws when outside). */
+  private restrictedParent(): string | undefined {
+    return this.ctx.ports.projects?.restrictedDiskParent?.(this.ctx.project, this.name, this.config);
   }
 
   /** Custom volume disks (pool + volume name) mount the volume; others bind a host path. */
@@ -57,7 +63,18 @@ export class DiskDevice implements Device {
    * instance's id map first, as LXD does), or the configured host source.
    */
   private async sourcePath(): Promise<string> {
-    if (!this.isVolume) return normalize(this.config.source);
+    if (!this.isVolume) {
+      const parent = this.restrictedParent();
+      if (parent === undefined) return normalize(this.config.source);
+      // Restricted to a parent path: resolve symlinks now and bind what they lead to only if
+      // it is still under the (resolved) parent, so a link cannot carry the mount outside it.
+      const source = normalize(this.config.source);
+      if (!existsSync(source)) return source;
+      const real = realpathSync(source);
+      const realParent = realpathSync(parent);
+      if (real !== realParent && !real.startsWith(realParent.endsWith("/") ? realParent : `${realParent}/`)) throw new Error(`Disk source path "${this.config.source}" not allowed by project for disk "${this.name}"`);
+      return real;
+    }
     const dir = await this.ctx.ports.storage!.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
     await shiftVolumeTo(dir, this.ctx.idmap);
     return dir;

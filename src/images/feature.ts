@@ -41,7 +41,7 @@ export class ImagesFeature implements Feature {
   }
 
   routes() {
-    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher });
+    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher, imageSpaceBudget: (project) => this.core.ports.projects?.imageSpaceBudget?.(project) ?? -1 });
   }
 
   async start(): Promise<void> {

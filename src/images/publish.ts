@@ -34,6 +34,8 @@ export interface BuildOptions {
   buildDir: string;
   /** Operation metadata updates ("Image pack: N%"). */
   onProgress?: (meta: Record<string, unknown>) => void;
+  /** Bytes the image may take (a project's limits.disk budget); -1 or absent for no limit. */
+  quota?: number;
 }
 
 export interface BuiltImage {
@@ -82,10 +84,16 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
   const out = join(opts.buildDir, "image");
   const hash = createHash("sha256");
   let size = 0;
+  let quotaErr: Error | undefined;
   const hasher = new Transform({
     transform(chunk: Buffer, _e, cb) {
       hash.update(chunk);
       size += chunk.length;
+      const quota = opts.quota ?? -1;
+      if (quota >= 0 && size > quota) {
+        quotaErr = new Error(`reached ${size} bytes, exceeding quota of ${quota}`);
+        return cb(quotaErr);
+      }
       cb(null, chunk);
     },
   });
@@ -124,6 +132,8 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
   await feed;
   const [t, c] = await Promise.all([tar.exited, compressor?.exited]);
   if (opts.signal?.aborted) throw new Error("Operation cancelled");
+  // Over the quota: tar and the compressor were stopped for it, their exits say nothing more.
+  if (quotaErr) throw quotaErr;
   if (t.exitCode !== 0 && t.exitCode !== 128) throw new Error(`Failed to pack image: tar exited with ${t.exitCode}: ${t.stderr.trim()}`);
   if (c && c.exitCode !== 0) throw new Error(`Failed to compress image (${codec.name}): ${c.stderr.trim() || `exit ${c.exitCode}`}`);
   if (streamErr) throw streamErr;
@@ -176,6 +186,7 @@ export class ImagePublisher {
               signal: ctx.signal,
               buildDir,
               onProgress: (m) => ctx.updateMetadata(m),
+              quota: this.deps.ports.projects?.imageSpaceBudget?.(project) ?? -1,
             });
           } finally {
             await src.release();

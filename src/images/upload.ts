@@ -50,7 +50,8 @@ async function fileSink(path: string, hash: ReturnType<typeof createHash>, count
   };
 }
 
-export async function receiveUpload(imagesDir: string, stream: Readable, headers: Record<string, string | string[] | undefined>): Promise<Received> {
+/** `quota` (bytes, -1 for none) caps what the upload may write, as LXD's QuotaWriter (a project's limits.disk). */
+export async function receiveUpload(imagesDir: string, stream: Readable, headers: Record<string, string | string[] | undefined>, quota = -1): Promise<Received> {
   const contentType = String(headers["content-type"] ?? "");
   if (/^application\/json\b/i.test(contentType)) {
     const chunks: Buffer[] = [];
@@ -67,7 +68,10 @@ export async function receiveUpload(imagesDir: string, stream: Readable, headers
   try {
     const hash = createHash("sha256");
     let size = 0;
-    const count = (n: number) => (size += n);
+    const count = (n: number) => {
+      size += n;
+      if (quota >= 0 && size > quota) throw new Error(`reached ${size} bytes, exceeding quota of ${quota}`);
+    };
     if (/^multipart\/form-data\b/i.test(contentType)) {
       const boundary = boundaryOf(contentType);
       if (!boundary) throw new BadRequest("Invalid multipart image");

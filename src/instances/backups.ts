@@ -134,6 +134,7 @@ export class BackupService {
 
   /** Check a create request and pick the name ("backup0", "backup1", ... when none is given). */
   checkCreate(row: InstanceRow, req: BackupRequest): string {
+    this.core.ports.projects?.allowBackupCreation?.(row.project);
     const algo = req.compression.trim().split(/\s+/)[0];
     if (!(algo in CODECS)) throw new BadRequest(`Invalid compression algorithm "${algo}"`);
     const existing = (this.db.prepare("SELECT name FROM instance_backups WHERE instance_id = ?").all(row.id) as { name: string }[]).map((r) => r.name);
@@ -406,6 +407,8 @@ export class BackupService {
     if (!storage?.createInstanceSnapshot) throw new Error("Storage is not available (no storage feature with snapshot support loaded)");
     storage.assertPool(pool);
     this.svc.validate(project, name, Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith("volatile."))), devices, profiles);
+    // An imported instance is a new instance of the project: its restrictions and limits apply.
+    this.core.ports.projects?.allowInstanceCreation?.(project, { name, type: "container", config: { ...config }, devices, profiles }, true);
     const ex = this.svc.expanded({ project, profiles, config, devices });
     const idmap = this.svc.allocateIdmap(project, name, ex.config);
     delete config["volatile.last_state.power"];

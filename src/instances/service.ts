@@ -220,6 +220,9 @@ export class InstanceService implements InstancesPort {
       throw new BadRequest(`Unknown source type ${req.source.type}`);
     }
     const profiles = req.profiles ?? copyOf?.profiles ?? image?.profiles ?? ["default"];
+    // The project's limits and restrictions (before the config is validated, as LXD), over the
+    // config as it will be with its profiles.
+    this.core.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
     try {
       this.validate(project, req.name, req.config ?? {}, req.devices ?? {}, profiles);
     } catch (e) {
@@ -335,6 +338,8 @@ export class InstanceService implements InstancesPort {
     }
     for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
+    // The project's limits and restrictions first (as LXD), over the config with its profiles.
+    this.core.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
     this.validate(project, name, config, devices, profiles);
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);

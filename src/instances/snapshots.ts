@@ -148,6 +148,7 @@ export class SnapshotService {
 
   /** Name for a new snapshot: the requested one checked, or the next from snapshots.pattern. */
   checkCreate(row: InstanceRow, req: { name: string; stateful: boolean }): string {
+    this.core.ports.projects?.allowSnapshotCreation?.(row.project);
     if (req.stateful) throw new BadRequest("Unable to create a stateful snapshot. CRIU isn't installed");
     const name = req.name || nextSnapshotName(this.svc.expanded(row).config["snapshots.pattern"] || "snap%d", this.repo.list(row.id, true).map((s) => s.name));
     validateSnapshotName(name);
@@ -236,6 +237,11 @@ export class SnapshotService {
     const row = this.svc.require(project, name);
     const s = parent === name ? this.repo.get(row.id, snap) : undefined;
     if (!s || s.state !== "created") throw new Error(`Snapshot ${full} does not exist`);
+    // The snapshot's config, devices and profiles become the instance's: the project's
+    // restrictions and limits apply to them as to an update (volatile keys stay the instance's).
+    const restored = Object.fromEntries(Object.entries(s.config).filter(([k]) => !k.startsWith("volatile.")));
+    for (const [k, v] of Object.entries(row.config)) if (k.startsWith("volatile.")) restored[k] = v;
+    this.core.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config: restored, devices: s.devices, profiles: s.profiles }, row.config);
     await this.svc.runtime.withStopped(project, name, async () => {
       const cur = this.svc.require(project, name);
       const pool = this.poolOf(cur);

@@ -23,7 +23,7 @@ export class NetworksFeature implements Feature {
   readonly zones: NetworkZoneService;
   private readonly dns: DnsServer;
 
-  constructor(core: Core) {
+  constructor(private readonly core: Core) {
     this.acls = new NetworkAclService({
       repo: new NetworkAclRepo(core.db),
       events: core.events,
@@ -66,7 +66,7 @@ export class NetworksFeature implements Feature {
   }
 
   routes(): Route[] {
-    return [...networkRoutes(this.service), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards), ...networkZoneRoutes(this.zones)];
+    return [...networkRoutes(this.service, () => this.core.ports.projects), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards), ...networkZoneRoutes(this.zones)];
   }
 
   async start(): Promise<void> {

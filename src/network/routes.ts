@@ -1,13 +1,31 @@
 // /1.0/networks: thin handlers over NetworkService.
 import { NetworkPost, NetworkPut, NetworksPost } from "../api/schemas/network.js";
+import { Forbidden, NotFound } from "../api/errors.js";
 import { checkEtag, created, route, sync, type Handler, type Route } from "../api/route.js";
+import type { ProjectsPort } from "../daemon/ports.js";
 import type { NetworkService } from "./service.js";
 
-export function networkRoutes(svc: NetworkService): Route[] {
+/**
+ * `projects` decides what a restricted project may see (LXD's project.NetworkAllowed):
+ * networks it may not use are left out of listings and answer 404, creating one is a 403.
+ */
+export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort | undefined = () => undefined): Route[] {
+  const allowed = (project: string, name: string, managed: boolean) => projects()?.networkAllowed?.(project, name, managed) ?? true;
+  /** A network the request project may not use answers 404 (one that does not exist keeps the service's own error). */
+  const guard = (project: string, name: string) => {
+    let managed: boolean;
+    try {
+      managed = svc.view(project, name).managed;
+    } catch {
+      return;
+    }
+    if (!allowed(project, name, managed)) throw new NotFound("Network not found");
+  };
   const update =
     (mode: "replace" | "merge"): Handler =>
     async (req) => {
       const name = req.params.name;
+      guard(req.project, name);
       checkEtag(req, svc.etagOf(name));
       await svc.update(req.project, name, await req.body(NetworkPut, "NetworkPut"), mode);
       return sync({});
@@ -15,37 +33,47 @@ export function networkRoutes(svc: NetworkService): Route[] {
   return [
     route("/1.0/networks", {
       GET: (req) => {
-        const list = svc.list(req.project);
+        const list = svc.list(req.project).filter((n) => allowed(req.project, n.name, n.managed));
         return sync(req.recursion > 0 ? list : list.map((n) => `/1.0/networks/${n.name}`));
       },
       POST: async (req) => {
         const body = await req.body(NetworksPost, "NetworksPost");
+        if (body.name && !allowed(req.project, body.name, true)) throw new Forbidden("Network not allowed in project");
         await svc.create(req.project, body);
         return created(`/1.0/networks/${body.name}`, null);
       },
     }),
     route("/1.0/networks/:name", {
       GET: (req) => {
+        guard(req.project, req.params.name);
         const view = svc.view(req.project, req.params.name);
         return sync(view, { etag: { name: view.name, managed: view.managed, type: view.type, description: view.description, config: view.config } });
       },
       PUT: update("replace"),
       PATCH: update("merge"),
       POST: async (req) => {
+        guard(req.project, req.params.name);
         const body = await req.body(NetworkPost, "NetworkPost");
         await svc.rename(req.project, req.params.name, body.name);
         return created(`/1.0/networks/${body.name}`, null);
       },
       DELETE: async (req) => {
+        guard(req.project, req.params.name);
         await svc.delete(req.project, req.params.name);
         return sync({});
       },
     }),
     route("/1.0/networks/:name/state", {
-      GET: async (req) => sync(await svc.state(req.project, req.params.name)),
+      GET: async (req) => {
+        guard(req.project, req.params.name);
+        return sync(await svc.state(req.project, req.params.name));
+      },
     }),
     route("/1.0/networks/:name/leases", {
-      GET: async (req) => sync(await svc.leases(req.project, req.params.name)),
+      GET: async (req) => {
+        guard(req.project, req.params.name);
+        return sync(await svc.leases(req.project, req.params.name));
+      },
     }),
   ];
 }

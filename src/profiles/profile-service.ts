@@ -60,7 +60,8 @@ export class ProfileService implements ProfilesPort {
 
   /** The `default` profile of a project, created empty as upstream does. */
   ensureDefaultProfile(project: string): void {
-    if (!this.repo.get(project, "default")) this.repo.insert(project, { name: "default", description: "Default LXD profile", config: {}, devices: {} });
+    const description = project === "default" ? "Default LXD profile" : `Default LXD profile for project ${project}`;
+    if (!this.repo.get(project, "default")) this.repo.insert(project, { name: "default", description, config: {}, devices: {} });
   }
 
   deleteProjectProfiles(project: string): void {
@@ -120,6 +121,7 @@ export class ProfileService implements ProfilesPort {
     const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: req.devices };
     validateProfile(profile);
     if (this.repo.get(project, req.name)) throw new InternalError(`Error inserting "${req.name}" into database: The profile already exists`);
+    this.core.ports.projects?.allowProfileUpdate?.(project, profile, true);
     this.repo.insert(project, profile);
     this.core.events.lifecycle("profile-created", profileUrl(project, req.name), { project });
   }
@@ -136,6 +138,7 @@ export class ProfileService implements ProfilesPort {
             config: dropEmpty({ ...current.config, ...(req.config ?? {}) }),
             devices: { ...current.devices, ...(req.devices ?? {}) },
           };
+    this.core.ports.projects?.allowProfileUpdate?.(project, next);
     validateProfile(next);
     this.repo.update(project, next);
     this.core.events.lifecycle("profile-updated", profileUrl(project, current.name), { project });

@@ -7,12 +7,12 @@ export class ProjectsFeature implements Feature {
   readonly name = "projects";
   readonly service: ProjectService;
 
-  constructor(core: Core) {
+  constructor(private readonly core: Core) {
     this.service = new ProjectService(core);
     core.ports.projects = this.service;
   }
 
   routes() {
-    return projectRoutes(this.service);
+    return projectRoutes(this.service, this.core.operations);
   }
 }

@@ -2,8 +2,29 @@
 // profiles, volumes and networks a project uses, from its features.* keys).
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
-import type { ProjectsPort } from "../daemon/ports.js";
+import type { InstanceDraft, ProjectsPort } from "../daemon/ports.js";
 import { ProjectRepo, type ProjectRow } from "../db/project-repo.js";
+import { InstanceRepo } from "../db/instance-repo.js";
+import { ProfileRepo } from "../db/profile-repo.js";
+import { expand } from "../instances/names.js";
+import { parseByteSize } from "../storage/config.js";
+import { contains, parseCidr, formatCidr, networkOf, type IpNet } from "../network/ipnet.js";
+import {
+  checkInstanceCounts,
+  checkProjectUpdate,
+  checkRestrictedDiskPath,
+  checkRestrictionsAndLimits,
+  checkVolatileConfig,
+  currentAllocations,
+  hasLimitsOrRestrictions,
+  networkAllowed,
+  projectHasRestriction,
+  totals,
+  validateProjectConfig,
+  type CheckedInstance,
+  type ProjectInfo,
+} from "./restrictions.js";
+
 
 export interface ProjectView {
   config: Record<string, string>;
@@ -15,7 +36,6 @@ export interface ProjectView {
 const FEATURES = ["features.images", "features.profiles", "features.storage.volumes", "features.networks"];
 /** Features a new project gets unless its config says otherwise (upstream's ProjectFeaturesDefaults). */
 const DEFAULT_FEATURES = ["features.images", "features.profiles", "features.storage.volumes"];
-const BOOLS = ["true", "false", "yes", "no", "on", "off", "1", "0"];
 
 export function validateProjectName(name: string): void {
   if (name === "") throw new BadRequest("No name provided");
@@ -27,23 +47,19 @@ export function validateProjectName(name: string): void {
   if (name === "." || name === ".." || /[\0\n]/.test(name)) throw new BadRequest(`Invalid project name "${name}"`);
 }
 
-/** features.* are booleans, user.* free; limits and restrictions are not enforced here, so they are refused. */
-export function validateProjectConfig(config: Record<string, string>): void {
-  for (const [key, value] of Object.entries(config)) {
-    if (key.startsWith("user.")) continue;
-    if (!FEATURES.includes(key)) throw new BadRequest(`Invalid project configuration key "${key}"`);
-    if (value !== "" && !BOOLS.includes(value.toLowerCase())) throw new BadRequest(`Invalid project configuration key "${key}" value: Invalid value for a boolean "${value}"`);
-  }
-}
-
 const isTrue = (v: string | undefined) => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());
 const suffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
 
 export class ProjectService implements ProjectsPort {
   readonly repo: ProjectRepo;
 
+  private readonly instances: InstanceRepo;
+  private readonly profileRows: ProfileRepo;
+
   constructor(private readonly core: Core) {
     this.repo = new ProjectRepo(core.db);
+    this.instances = new InstanceRepo(core.db);
+    this.profileRows = new ProfileRepo(core.db);
   }
 
   require(name: string): ProjectRow {
@@ -80,10 +96,203 @@ export class ProjectService implements ProjectsPort {
     return c.instances.length === 0 && c.images.length === 0 && c.volumes.length === 0 && c.networks.length === 0 && c.acls.length === 0 && c.profiles.every((p) => p === "default");
   }
 
+  /** projectValidateConfig, as a 400. */
+  private validateConfig(config: Record<string, string>): void {
+    try {
+      validateProjectConfig(config, (v) => this.validateSubnets(v));
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+  }
+
+  /** restricted.networks.subnets: "<uplink>:<subnet>" items, each within one of the uplink's routes. */
+  private validateSubnets(value: string): void {
+    for (const raw of value.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+      const i = raw.indexOf(":");
+      if (i < 0) throw new Error(`Subnet "${raw}" invalid, must be in the format of "<uplink network>:<subnet>"`);
+      const [uplink, subnet] = [raw.slice(0, i), raw.slice(i + 1)];
+      const net = parseCidr(subnet);
+      if (!net) throw new Error(`invalid CIDR address: ${subnet}`);
+      if (formatCidr(networkOf(net)) !== formatCidr(net)) throw new Error(`Not an IP network address "${subnet}"`);
+      let config: Record<string, string>;
+      try {
+        const networks = this.core.ports.networks;
+        if (!networks) throw new NotFound("Network not found");
+        config = networks.get("default", uplink).config;
+      } catch (e) {
+        throw new Error(`Invalid uplink network "${uplink}": ${(e as Error).message}`);
+      }
+      const routes: IpNet[] = [];
+      for (const k of ["ipv4.routes", "ipv6.routes"]) {
+        for (const r of (config[k] ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+          const n = parseCidr(r);
+          if (n) routes.push(networkOf(n));
+        }
+      }
+      const inside = routes.some((r) => r.family === net.family && r.prefix <= net.prefix && contains(r, net.family, net.ip));
+      if (!inside) throw new Error(`Uplink network "${uplink}" doesn't contain "${formatCidr(net)}" in its routes`);
+    }
+  }
+
+  // ---- restrictions and limits (lxd/project/permissions.go) ----
+
+  /** The project whose profiles `project` uses. */
+  private profileProject(p: ProjectRow): string {
+    return p.name === "default" || isTrue(p.config["features.profiles"]) ? p.name : "default";
+  }
+
+  /** The project with its profiles, instances (expanded through the profiles) and custom volumes. */
+  private info(
+    p: ProjectRow,
+    change?: { instance?: InstanceDraft; profile?: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }; volume?: { name: string; config: Record<string, string> } },
+  ): ProjectInfo {
+    const profiles = this.profileRows.list(this.profileProject(p)).map((r) => ({ name: r.name, config: r.config, devices: r.devices }));
+    if (change?.profile) {
+      const i = profiles.findIndex((x) => x.name === change.profile!.name);
+      if (i >= 0) profiles[i] = change.profile;
+      else profiles.push(change.profile);
+    }
+    const byName = new Map(profiles.map((x) => [x.name, x]));
+    const drafts: InstanceDraft[] = this.instances.list(p.name).map((r) => ({ name: r.name, type: r.type, config: r.config, devices: r.devices, profiles: r.profiles }));
+    if (change?.instance) {
+      const i = drafts.findIndex((d) => d.name === change.instance!.name);
+      if (i >= 0) drafts[i] = change.instance;
+      else drafts.push(change.instance);
+    }
+    const instances: CheckedInstance[] = drafts.map((d) => {
+      const layers = d.profiles.map((n) => byName.get(n)).filter((x) => x !== undefined);
+      return { name: d.name, type: d.type, config: expand([...layers.map((l) => l.config), d.config]), devices: expand([...layers.map((l) => l.devices), d.devices]) };
+    });
+    const volumes = (this.core.db.prepare("SELECT name, config FROM storage_volumes WHERE project = ? AND type = 'custom' ORDER BY name").all(p.name) as { name: string; config: string }[]).map((v) => ({
+      name: v.name,
+      config: JSON.parse(v.config) as Record<string, string>,
+    }));
+    if (change?.volume) {
+      const i = volumes.findIndex((v) => v.name === change.volume!.name);
+      if (i >= 0) volumes[i] = change.volume;
+      else volumes.push(change.volume);
+    }
+    return { name: p.name, config: p.config, instances, profiles, volumes };
+  }
+
+  /** AllowInstanceCreation: limits and restrictions with the new instance added. `strip` drops volatile keys (copies). */
+  allowInstanceCreation(project: string, draft: InstanceDraft, strip: boolean): void {
+    const p = this.require(project);
+    if (!hasLimitsOrRestrictions(p.config)) return;
+    const info = this.info(p);
+    checkInstanceCounts(info, draft.type);
+    checkVolatileConfig(p, draft.type, draft.name, draft.config, {}, strip);
+    try {
+      checkRestrictionsAndLimits(this.info(p, { instance: draft }));
+    } catch (e) {
+      throw new Error(`Failed checking if instance creation allowed: ${(e as Error).message}`);
+    }
+  }
+
+  /** AllowInstanceUpdate: the instance replaced by its new config, devices and profiles. */
+  allowInstanceUpdate(project: string, draft: InstanceDraft, currentConfig: Record<string, string>): void {
+    const p = this.require(project);
+    if (!hasLimitsOrRestrictions(p.config)) return;
+    checkVolatileConfig(p, draft.type, draft.name, draft.config, currentConfig, false);
+    try {
+      checkRestrictionsAndLimits(this.info(p, { instance: draft }));
+    } catch (e) {
+      throw new Error(`Failed checking if instance update allowed: ${(e as Error).message}`);
+    }
+  }
+
+  /** AllowProfileUpdate (also run on profile creation, which LXD leaves unchecked). */
+  allowProfileUpdate(project: string, profile: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }, creating = false): void {
+    const p = this.require(project);
+    if (!hasLimitsOrRestrictions(p.config)) return;
+    try {
+      checkRestrictionsAndLimits(this.info(p, { profile }));
+    } catch (e) {
+      throw new Error(`Failed checking if profile ${creating ? "creation" : "update"} allowed: ${(e as Error).message}`);
+    }
+  }
+
+  /** AllowVolumeCreation / AllowVolumeUpdate: only limits.disk concerns custom volumes. */
+  allowVolumeCreation(project: string, volume: string, config: Record<string, string>, updating = false): void {
+    const p = this.repo.get(project);
+    if (!p || !hasLimitsOrRestrictions(p.config) || !p.config["limits.disk"]) return;
+    try {
+      checkRestrictionsAndLimits(this.info(p, { volume: { name: volume, config } }));
+    } catch (e) {
+      throw new Error(`Failed checking if volume ${updating ? "update" : "creation"} allowed: ${(e as Error).message}`);
+    }
+  }
+
+  allowVolumeUpdate(project: string, volume: string, config: Record<string, string>): void {
+    this.allowVolumeCreation(project, volume, config, true);
+  }
+
+  imageSpaceBudget(project: string): number {
+    const p = this.repo.get(project);
+    if (!p || !hasLimitsOrRestrictions(p.config)) return -1;
+    if (["false", "no", "off", "0"].includes((p.config["features.images"] ?? "").toLowerCase())) return -1;
+    const quota = p.config["limits.disk"];
+    if (!quota) return -1;
+    const used = totals(this.info(p), ["limits.disk"], false)["limits.disk"];
+    const max = parseByteSize(quota);
+    return used < max ? max - used : 0;
+  }
+
+  allowSnapshotCreation(project: string): void {
+    const p = this.require(project);
+    if (projectHasRestriction(p.config, "restricted.snapshots", "block")) throw new Error(`Project "${project}" doesn't allow for snapshot creation`);
+  }
+
+  allowBackupCreation(project: string): void {
+    const p = this.require(project);
+    if (projectHasRestriction(p.config, "restricted.backups", "block")) throw new Error(`Project "${project}" doesn't allow for backup creation`);
+  }
+
+  /** NetworkAllowed for the request project. */
+  networkAllowed(project: string, network: string, managed: boolean): boolean {
+    const p = this.repo.get(project);
+    return p ? networkAllowed(p.config, network, managed) : true;
+  }
+
+  /**
+   * A disk device's host source in a restricted project with restricted.devices.disk.paths:
+   * LXD's refusal messages; undefined when no path restriction applies, else the allowed parent.
+   */
+  restrictedDiskParent(project: string, device: string, config: Record<string, string>): string | undefined {
+    const p = this.repo.get(project);
+    if (!p || project === "default" || !isTrue(p.config.restricted) || !p.config["restricted.devices.disk.paths"]) return undefined;
+    const [allowed, parent] = checkRestrictedDiskPath(p.config, config.source ?? "");
+    if (!allowed) throw new Error(`Disk source path "${config.source ?? ""}" not allowed by project for disk "${device}"`);
+    if (isTrue(config.shift)) throw new Error(`The "shift" property cannot be used with a restricted source path`);
+    return parent;
+  }
+
+  /** GET /1.0/projects/{name}/state */
+  state(name: string): { resources: Record<string, { Limit: number; Usage: number }> } {
+    const p = this.require(name);
+    const networks = (this.core.db.prepare("SELECT count(*) AS n FROM networks WHERE project = ?").get(name) as { n: number }).n;
+    const alloc = currentAllocations(this.info(p), networks);
+    const resources: Record<string, { Limit: number; Usage: number }> = {};
+    for (const key of Object.keys(alloc).sort()) resources[key] = { Limit: alloc[key].limit, Usage: alloc[key].usage };
+    return { resources };
+  }
+
+  /** POST /1.0/projects/{name}: rename an empty project (the body of the "Renaming project" operation). */
+  rename(name: string, to: string): void {
+    this.core.db.transaction(() => {
+      if (this.repo.get(to)) throw new Error(`A project named "${to}" already exists`);
+      if (!this.repo.get(name)) throw new Error(`Failed loading project "${name}": Project not found`);
+      if (!this.isEmpty(name)) throw new Error("Only empty projects can be renamed");
+      validateProjectName(to);
+      this.repo.rename(name, to);
+    })();
+    this.core.events.lifecycle("project-renamed", `/1.0/projects/${to}`, { project: to, context: { old_name: name } });
+  }
+
   create(req: { name: string; description: string; config: Record<string, string> }): void {
     validateProjectName(req.name);
-    const config = { ...req.config };
-    validateProjectConfig(config);
+    const config = Object.fromEntries(Object.entries(req.config).filter(([, v]) => v !== ""));
+    this.validateConfig(config);
     for (const f of DEFAULT_FEATURES) if (!(f in config)) config[f] = "true";
     if (this.repo.get(req.name)) throw new Conflict(`Failed creating project "${req.name}": Failed adding database record: This "projects" entry already exists`);
     this.core.db.transaction(() => {
@@ -96,13 +305,24 @@ export class ProjectService implements ProjectsPort {
   update(name: string, req: { description?: string; config?: Record<string, string> }, mode: "put" | "patch"): void {
     const cur = this.require(name);
     const config = mode === "put" ? { ...(req.config ?? {}) } : { ...cur.config, ...(req.config ?? {}) };
-    for (const k of Object.keys(config)) if (config[k] === "" && mode === "patch") delete config[k];
-    validateProjectConfig(config);
+    // Empty values are not stored (LXD skips them), so `lxc project unset` removes the key and
+    // its default applies again: the checks below see the config as it will be stored.
+    for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
     const changed = FEATURES.filter((f) => isTrue(cur.config[f]) !== isTrue(config[f]));
     if (changed.length > 0) {
       if (name === "default") throw new BadRequest("You can't change the features of the default project");
-      if (!this.isEmpty(name)) throw new BadRequest("Features can only be changed on empty projects");
+      if (!this.isEmpty(name)) {
+        for (const f of changed) {
+          if (isTrue(cur.config[f])) throw new BadRequest(`Project feature "${f}" cannot be disabled on non-empty projects`);
+          if (["false", "no", "off", "0"].includes((cur.config[f] ?? "").toLowerCase())) throw new BadRequest(`Project feature "${f}" cannot be enabled on non-empty projects`);
+        }
+      }
     }
+    this.validateConfig(config);
+    // Every key whose value changes (AllowProjectUpdate re-checks restrictions and limits for them).
+    const keys = new Set([...Object.keys(cur.config), ...Object.keys(config)]);
+    const configChanged = [...keys].filter((k) => cur.config[k] !== config[k]).sort();
+    checkProjectUpdate(this.info(cur), config, configChanged);
     const description = req.description ?? (mode === "patch" ? cur.description : "");
     this.core.db.transaction(() => {
       this.repo.update({ name, description, config });

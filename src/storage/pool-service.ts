@@ -318,7 +318,14 @@ export class PoolService implements StoragePort {
   }
 
   /** Custom volumes: create (POST .../volumes), with the pool's volume.* keys as defaults. */
-  async createCustomVolume(poolName: string, project: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
+  /** The project whose custom volumes `project` uses (the default project's without features.storage.volumes). */
+  private volumeProject(project: string, type: string): string {
+    if (type === "image") return "default";
+    return type === "custom" ? (this.core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project) : project;
+  }
+
+  async createCustomVolume(poolName: string, requestProject: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
+    const project = this.volumeProject(requestProject, "custom");
     const pool = this.pool(poolName);
     if (req.type === "") throw new BadRequest("You must provide a storage volume type of the storage volume");
     assertVolumeType(req.type);
@@ -332,6 +339,7 @@ export class PoolService implements StoragePort {
       if (k.startsWith("volume.") && config[k.slice(7)] === undefined) config[k.slice(7)] = v;
     }
     const diskName = storageName(project, "custom", req.name);
+    this.core.ports.projects?.allowVolumeCreation?.(project, req.name, config);
     checkVolumeConfig(def, diskName, config);
     const driver = this.driverFor(pool);
     await driver.mountPool();
@@ -345,19 +353,22 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-created", `/1.0/storage-pools/${poolName}/volumes/custom/${req.name}`, { project });
   }
 
-  async updateCustomVolume(poolName: string, project: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+  async updateCustomVolume(poolName: string, requestProject: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+    const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be updated with the storage API`);
     const pool = this.pool(poolName);
     const config = mode === "replace" ? { ...req.config } : { ...v.config, ...req.config };
     for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
+    this.core.ports.projects?.allowVolumeUpdate?.(project, name, config);
     checkVolumeConfig(this.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
     const description = mode === "merge" && req.description === "" ? v.description : req.description;
     this.repo.updateVolume(v.id, { description, config });
     this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
   }
 
-  async renameCustomVolume(poolName: string, project: string, type: string, name: string, to: string): Promise<void> {
+  async renameCustomVolume(poolName: string, requestProject: string, type: string, name: string, to: string): Promise<void> {
+    const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be renamed with the storage API`);
     validateVolumeName(to);
@@ -376,7 +387,8 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-renamed", `/1.0/storage-pools/${poolName}/volumes/custom/${to}`, { project, context: { old_name: name } });
   }
 
-  async deleteCustomVolume(poolName: string, project: string, type: string, name: string): Promise<void> {
+  async deleteCustomVolume(poolName: string, requestProject: string, type: string, name: string): Promise<void> {
+    const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be deleted with the storage API`);
     if (this.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("The storage volume is still in use");
@@ -390,7 +402,7 @@ export class PoolService implements StoragePort {
   async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used: number; total: number } }> {
     const pool = this.pool(poolName);
     assertVolumeType(type);
-    const v = this.repo.volume(poolName, type === "image" ? "default" : project, type, name);
+    const v = this.repo.volume(poolName, this.volumeProject(project, type), type, name);
     if (!v || v.state !== "created") {
       throw new NotFound(`Storage volume "${name}" in project "${project}" of type "${type}" does not exist on pool "${poolName}": Storage volume not found`);
     }
@@ -440,7 +452,7 @@ export class PoolService implements StoragePort {
 
   getVolumeSnapshot(pool: string, project: string, type: string, name: string, snapshot: string): VolumeRow {
     this.getVolume(pool, project, type, name);
-    const v = this.repo.volume(pool, type === "image" ? "default" : project, type, `${name}/${snapshot}`);
+    const v = this.repo.volume(pool, this.volumeProject(project, type), type, `${name}/${snapshot}`);
     if (!v || v.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
     return v;
   }
@@ -449,13 +461,14 @@ export class PoolService implements StoragePort {
   listVolumes(pool: string, project: string, type?: string): VolumeRow[] {
     this.pool(pool);
     if (type !== undefined) assertVolumeType(type);
-    return this.repo.volumes({ pool, type }).filter((v) => v.state === "created" && (v.project === project || v.type === "image"));
+    const custom = this.volumeProject(project, "custom");
+    return this.repo.volumes({ pool, type }).filter((v) => v.state === "created" && (v.type === "image" || (v.type === "custom" ? v.project === custom : v.project === project)));
   }
 
   getVolume(pool: string, project: string, type: string, name: string): VolumeRow {
     this.pool(pool);
     assertVolumeType(type);
-    const v = this.repo.volume(pool, type === "image" ? "default" : project, type, name);
+    const v = this.repo.volume(pool, this.volumeProject(project, type), type, name);
     if (!v || v.state !== "created") throw new NotFound("Storage pool volume not found");
     return v;
   }

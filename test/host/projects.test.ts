@@ -69,7 +69,7 @@ describe("projects", () => {
     const busy = d.lxc("project", "delete", p);
     expect(busy.stderr).toContain("Only empty projects can be removed");
     const feat = await d.api("PATCH", `/1.0/projects/${p}`, { config: { "features.images": "true" } });
-    expect([feat.status, feat.body.error]).toEqual([400, "Features can only be changed on empty projects"]);
+    expect([feat.status, feat.body.error]).toEqual([400, 'Project feature "features.images" cannot be enabled on non-empty projects']);
     ok("delete", "-f", "--project", p, c);
     ok("project", "delete", p);
     expect((await d.api("GET", `/1.0/projects/${p}`)).status).toBe(404);

@@ -71,9 +71,11 @@ export interface ImageRouteDeps {
   images: ImageService;
   operations: OperationManager;
   publisher: ImagePublisher;
+  /** Bytes a project may still write as images (its limits.disk less what it uses), -1 for no limit. */
+  imageSpaceBudget?: (project: string) => number;
 }
 
-export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): Route[] {
+export function imageRoutes({ images, operations, publisher, imageSpaceBudget }: ImageRouteDeps): Route[] {
   /** The project whose images a request sees (features.images=false shares default's). */
   const proj = (req: ApiRequest) => images.projectFor(req.project);
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
@@ -110,7 +112,7 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
           return sync(req.recursion > 0 ? list : list.map((v) => imageUrl(v.fingerprint)));
         },
         POST: async (req) => {
-          const received = await receiveUpload(images.dir, req.stream, req.headers);
+          const received = await receiveUpload(images.dir, req.stream, req.headers, imageSpaceBudget?.(req.project) ?? -1);
           if (received.kind === "json") {
             const body = decode(ImagesPost, received.body, "ImagesPost");
             const type = body.source.type;

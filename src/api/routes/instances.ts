@@ -170,6 +170,8 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const create: Handler = async (req, reply) => {
     if (/^application\/octet-stream\b/i.test(String(req.stream.headers["content-type"] ?? ""))) return importBackup(req, reply);
     const body = await req.body(InstancesPost, "api.InstancesPost");
+    // A standalone server: no member can be targeted (so restricted.cluster.target holds too).
+    if (req.query.target) throw new BadRequest("Target only allowed when clustered");
     if (!body.name) throw new BadRequest("Instance name is required");
     const request: CreateRequest = {
       name: body.name,

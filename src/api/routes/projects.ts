@@ -1,7 +1,9 @@
 // /1.0/projects
 import { z } from "zod";
+import type { OperationManager } from "../../operations/manager.js";
 import type { ProjectService } from "../../projects/service.js";
-import { checkEtag, created, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, created, operation, route, sync, type Handler, type Route } from "../route.js";
+import { Forbidden } from "../errors.js";
 import { ConfigMap, configStrings } from "../schemas/server.js";
 
 const ProjectsPost = z
@@ -19,7 +21,9 @@ const ProjectPut = z
   })
   .passthrough();
 
-export function projectRoutes(svc: ProjectService): Route[] {
+const ProjectPost = z.object({ name: z.string().default("") }).passthrough();
+
+export function projectRoutes(svc: ProjectService, ops: OperationManager): Route[] {
   const etagOf = (name: string) => {
     const p = svc.require(name);
     return [p.description, p.config];
@@ -48,10 +52,25 @@ export function projectRoutes(svc: ProjectService): Route[] {
       GET: (req) => sync(svc.view(svc.require(req.params.name)), { etag: etagOf(req.params.name) }),
       PUT: update("put"),
       PATCH: update("patch"),
+      POST: async (req) => {
+        const body = await req.body(ProjectPost, "api.ProjectPost");
+        const name = req.params.name;
+        if (name === "default") throw new Forbidden("The 'default' project cannot be renamed");
+        return operation(
+          ops.create({
+            class: "task",
+            description: "Renaming project",
+            run: async () => svc.rename(name, body.name),
+          }),
+        );
+      },
       DELETE: (req) => {
         svc.delete(req.params.name);
         return sync({});
       },
+    }),
+    route("/1.0/projects/:name/state", {
+      GET: (req) => sync(svc.state(req.params.name)),
     }),
   ];
 }
