@@ -109,4 +109,6 @@ export const apiExtensions: string[] = [
   "container_backup_override_pool",
   "backup_override_name",
   "container_syscall_filtering",
+  "storage_api_volume_snapshots",
+  "custom_volume_snapshot_expiry",
 ];

@@ -86,6 +86,8 @@ export interface InstancesPort {
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
   volumeUsedBy?(pool: string, project: string, volume: string): string[];
+  /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
+  runningVolumeUsers?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
   exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
   /**

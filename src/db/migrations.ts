@@ -1,7 +1,7 @@
 // Numbered schema migrations. Append only: never edit a migration that has shipped.
 // Reserved version ranges per area, so parallel work never collides:
 //   1-9 foundation/trust · 10-19 storage & profiles · 20-29 images · 30-39 instances · 40-49 networks
-//   60-69 instance snapshots and projects
+//   60-69 instance snapshots and projects · 160-169 custom volume snapshots, schedules, backups
 export interface Migration {
   version: number;
   name: string;
@@ -218,6 +218,23 @@ export const migrations: Migration[] = [
         optimized_storage INTEGER NOT NULL DEFAULT 0,
         state TEXT NOT NULL DEFAULT 'creating',
         UNIQUE (instance_id, name)
+      );
+    `,
+  },
+  {
+    version: 160,
+    name: "storage volume snapshot expiry",
+    sql: `
+      ALTER TABLE storage_volumes ADD COLUMN expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z';
+    `,
+  },
+  {
+    version: 161,
+    name: "snapshot schedule runs",
+    sql: `
+      CREATE TABLE snapshot_schedule_runs (
+        subject TEXT PRIMARY KEY,
+        last_minute INTEGER NOT NULL
       );
     `,
   },

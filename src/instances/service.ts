@@ -469,6 +469,11 @@ export class InstanceService implements InstancesPort {
     return this.instancesWhere((_row, ex) => Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
   }
 
+  /** Running instances with a disk device attaching the custom volume (InstancesPort.runningVolumeUsers). */
+  runningVolumeUsers(pool: string, project: string, volume: string): string[] {
+    return this.instancesWhere((row, ex) => this.runtime.isRunning(row) && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
+  }
+
   private instancesWhere(match: (row: InstanceRow, ex: { config: Record<string, string>; devices: Devices }) => boolean, project?: string): string[] {
     const out: string[] = [];
     for (const row of this.repo.list(project)) {

@@ -113,7 +113,7 @@ export class PoolService implements StoragePort {
     for (const vol of this.repo.volumes({ pool: pool.name })) {
       if (vol.renamingTo) await this.recoverRename(driver, vol);
       if (vol.state === "created") {
-        if (vol.type === "container" && !isSnapshotName(vol.name)) await driver.recoverVolume?.(this.hostVolume(vol));
+        if ((vol.type === "container" || vol.type === "custom") && !isSnapshotName(vol.name)) await driver.recoverVolume?.(this.hostVolume(vol));
         continue;
       }
       this.core.log.warn({ pool: pool.name, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
@@ -164,13 +164,13 @@ export class PoolService implements StoragePort {
       .map(([name, def]) => ({ name, version: this.versions.get(name)!, remote: def.info.remote }));
   }
 
-  private definition(driver: string): DriverDefinition {
+  definition(driver: string): DriverDefinition {
     const def = this.drivers[driver];
     if (!def) throw new InternalError("Unknown driver");
     return def;
   }
 
-  private driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver {
+  driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver {
     return this.definition(pool.driver).load({ name: pool.name, config: pool.config }, this.env);
   }
 
@@ -185,7 +185,8 @@ export class PoolService implements StoragePort {
 
   // ---- pools ----
 
-  private pool(name: string): PoolRow {
+  /** The pool row or LXD's 404 (storage-internal: volume snapshots and backups use it too). */
+  pool(name: string): PoolRow {
     const pool = this.repo.pool(name);
     if (!pool || pool.state !== "created") throw new NotFound("Storage pool not found");
     return pool;
@@ -371,7 +372,7 @@ export class PoolService implements StoragePort {
       revert.add(() => this.repo.beginRename(v.id, null));
       await driver.renameVolume(vol, newDiskName);
       revert.add(() => driver.renameVolume({ ...vol, name: newDiskName }, vol.name));
-      this.repo.renameVolume(v.id, to);
+      this.renameVolumeRows(v, to);
     });
     this.core.events.lifecycle("storage-volume-renamed", `/1.0/storage-pools/${poolName}/volumes/custom/${to}`, { project, context: { old_name: name } });
   }
@@ -382,6 +383,9 @@ export class PoolService implements StoragePort {
     if (this.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("The storage volume is still in use");
     const driver = this.driverFor(this.pool(poolName));
     await driver.mountPool();
+    // Its snapshots go first (newest first), then the volume.
+    const snaps = this.repo.volumes({ pool: poolName, project, type: "custom" }).filter((s) => s.name.startsWith(`${v.name}/`));
+    for (const snap of snaps.sort((a, b) => b.id - a.id)) await this.removeVolume(driver, snap);
     await this.removeVolume(driver, v);
     this.core.events.lifecycle("storage-volume-deleted", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
   }
@@ -460,12 +464,12 @@ export class PoolService implements StoragePort {
     return v;
   }
 
-  private hostVolume(v: { project: string; type: string; name: string; config: Record<string, string> }): Volume {
+  hostVolume(v: { project: string; type: string; name: string; config: Record<string, string> }): Volume {
     return { type: v.type as VolumeType, name: storageName(v.project, v.type, v.name), config: v.config };
   }
 
   /** Delete a volume from disk and its record (used for cleanup; the record goes even if the disk was already clean). */
-  private async removeVolume(driver: Driver, v: VolumeRow): Promise<void> {
+  async removeVolume(driver: Driver, v: VolumeRow): Promise<void> {
     this.repo.setVolumeState(v.id, "deleting");
     await driver.deleteVolume(this.hostVolume(v));
     if (v.type === "container" && !isSnapshotName(v.name)) await this.removeInstanceSymlink(v.project, v.name);

@@ -1,9 +1,18 @@
+import { z } from "zod";
+import type { Core } from "../../daemon/daemon.js";
 import type { PoolService } from "../../storage/pool-service.js";
+import type { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import { NotImplemented } from "../errors.js";
 import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../schemas/storage.js";
-import { checkEtag, created, route, sync, type ApiRequest, type Route } from "../route.js";
+import { checkEtag, created, operation, route, sync, type ApiRequest, type Result, type Route } from "../route.js";
 
-export function storagePoolRoutes(pools: PoolService): Route[] {
+const VolumeSnapshotsPost = z.object({ name: z.string().nullish().transform((n) => n ?? ""), expires_at: z.string().nullish() }).passthrough();
+const VolumeSnapshotPost = z.object({ name: z.string().nullish().transform((n) => n ?? "") }).passthrough();
+const VolumeSnapshotPut = z.object({ description: z.string().nullish(), expires_at: z.string().nullish() }).passthrough();
+
+export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: VolumeSnapshotService): Route[] {
+  const task = (req: ApiRequest, description: string, resources: Record<string, string[]>, work: (signal: AbortSignal) => Promise<unknown>): Result =>
+    operation(core.operations.create({ class: "task", description, project: req.project, resources, run: async (ctx) => void (await work(ctx.signal)) }));
   const poolEtag = (name: string) => {
     const p = pools.getPool(name);
     return [p.name, p.driver, p.description, p.config];
@@ -31,10 +40,28 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
   };
   const updateVolume = (mode: "replace" | "merge") => async (req: ApiRequest) => {
     const body = await req.body(StorageVolumePut, "StorageVolumePut");
-    // There are no volume snapshots to restore from yet.
-    if (body.restore) throw new NotImplemented();
     checkEtag(req, volumeEtag(req));
-    await pools.updateCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body, mode);
+    const { pool, type, volume } = req.params;
+    // A restore comes first; the config is then applied only when the body carries one, as upstream.
+    if (body.restore) {
+      const v = pools.getVolume(pool, req.project, type, volume);
+      if (v.type !== "custom") throw new NotImplemented();
+      await snapshots.restore(pool, req.project, volume, body.restore);
+      if (!body.configGiven) return sync({});
+    }
+    await pools.updateCustomVolume(pool, req.project, type, volume, body, mode);
+    return sync({});
+  };
+  const snapshotParams = (req: ApiRequest) => [req.params.pool, req.project, req.params.volume, req.params.snapshot] as const;
+  const customSnapshot = (req: ApiRequest) => {
+    pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume);
+    return snapshots.require(...snapshotParams(req));
+  };
+  const updateSnapshot = (mode: "replace" | "merge") => async (req: ApiRequest) => {
+    if (req.params.type !== "custom") throw new NotImplemented();
+    checkEtag(req, snapshots.etag(customSnapshot(req)));
+    const body = await req.body(VolumeSnapshotPut, "StorageVolumeSnapshotPut");
+    snapshots.update(...snapshotParams(req), body, mode);
     return sync({});
   };
   return [
@@ -82,11 +109,40 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots", {
       GET: (req) => {
         const list = pools.listVolumeSnapshots(req.params.pool, req.project, req.params.type, req.params.volume);
+        if (req.params.type === "custom") {
+          const ordered = list.sort((a, b) => a.id - b.id);
+          return sync(req.recursion > 0 ? ordered.map((v) => snapshots.listView(v)) : ordered.map((v) => pools.volumeUrl(v)));
+        }
         return sync(req.recursion > 0 ? list.map((v) => pools.volumeSnapshotView(v, false)) : list.map((v) => pools.volumeUrl(v)));
+      },
+      POST: async (req) => {
+        const { pool, type, volume } = req.params;
+        const body = await req.body(VolumeSnapshotsPost, "StorageVolumeSnapshotsPost");
+        const { name, expiresAt } = snapshots.checkCreate(pool, req.project, type, volume, body);
+        const project = req.project;
+        return task(req, "Creating storage volume snapshot", { storage_volumes: [`/1.0/storage_volumes/${volume}`] }, (signal) => snapshots.create(pool, project, volume, name, expiresAt, { signal }));
       },
     }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots/:snapshot", {
-      GET: (req) => sync(pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true)),
+      GET: (req) => {
+        if (req.params.type !== "custom") return sync(pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true));
+        const row = customSnapshot(req);
+        return sync(snapshots.view(row), { etag: snapshots.etag(row) });
+      },
+      PUT: updateSnapshot("replace"),
+      PATCH: updateSnapshot("merge"),
+      POST: async (req) => {
+        const body = await req.body(VolumeSnapshotPost, "StorageVolumeSnapshotPost");
+        snapshots.checkRename(req.params.type, body.name);
+        const [pool, project, volume, snapshot] = snapshotParams(req);
+        return task(req, "Renaming storage volume snapshot", { storage_volume_snapshots: [`/1.0/storage_volume_snapshots/${volume}`] }, () => snapshots.rename(pool, project, volume, snapshot, body.name));
+      },
+      DELETE: async (req) => {
+        if (req.params.type !== "custom") throw new NotImplemented();
+        customSnapshot(req);
+        const [pool, project, volume, snapshot] = snapshotParams(req);
+        return task(req, "Deleting storage volume snapshot", { storage_volume_snapshots: [`/1.0/storage_volume_snapshots/${volume}`] }, () => snapshots.delete(pool, project, volume, snapshot));
+      },
     }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
       GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
