@@ -117,7 +117,29 @@ export interface ProjectsPort {
   effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
 }
 
+/** Something snapshots.schedule applies to (an instance, a custom volume). */
+export interface ScheduledSubject {
+  /** Stable key of the subject for the run record ("instance:12", "volume:7"). */
+  key: string;
+  /** Numeric id, fixing the minute and hour of @hourly/@daily/... for this subject. */
+  id: number;
+  /** The snapshots.schedule value. */
+  schedule: string;
+  /** Take the scheduled snapshot (name from snapshots.pattern, expiry from snapshots.expiry). */
+  take(): Promise<void>;
+}
+
+/** A feature whose objects take scheduled snapshots (read by the snapshot scheduler every minute). */
+export interface SnapshotScheduleSource {
+  /** Subjects with a schedule that may run now (e.g. instances stopped without snapshots.schedule.stopped left out). */
+  scheduled(): ScheduledSubject[];
+  /** Delete snapshots whose expires_at has passed. */
+  pruneExpired(): Promise<void>;
+}
+
 export interface Ports {
+  /** Filled by features that take scheduled snapshots. */
+  snapshotSchedules?: SnapshotScheduleSource[];
   images?: ImagesPort;
   storage?: StoragePort;
   profiles?: ProfilesPort;

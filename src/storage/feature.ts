@@ -11,6 +11,8 @@ export class StorageFeature implements Feature {
   constructor(private readonly core: Core) {
     this.service = new PoolService(core);
     this.snapshots = new VolumeSnapshotService(core, this.service);
+    const snapshots = this.snapshots;
+    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired() });
     core.ports.storage = this.service;
     core.server.setStorageInfo(() => this.service.environment());
   }

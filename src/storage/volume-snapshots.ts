@@ -4,6 +4,7 @@
 // half-made after the pool service's recovery.
 import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
+import type { ScheduledSubject } from "../daemon/ports.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { expiryFrom, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";
 import { snapshotVolume, type Driver } from "./drivers/types.js";
@@ -205,6 +206,24 @@ export class VolumeSnapshotService {
     await driver.mountPool();
     await driver.restoreSnapshot(this.pools.hostVolume(parent), snap, opts);
     this.core.events.lifecycle("storage-volume-restored", `/1.0/storage-pools/${pool}/volumes/custom/${vol}${projectSuffix(project)}`, { project, context: { snapshot: snap } });
+  }
+
+  /** Custom volumes with snapshots.schedule (SnapshotScheduleSource). */
+  scheduled(): ScheduledSubject[] {
+    return this.repo
+      .volumes({ type: "custom" })
+      .filter((v) => v.state === "created" && !v.name.includes("/") && (v.config["snapshots.schedule"] ?? "").trim() !== "")
+      .map((v) => ({
+        key: `volume:${v.id}`,
+        id: v.id,
+        schedule: v.config["snapshots.schedule"],
+        take: async () => {
+          const pattern = v.config["snapshots.pattern"] || "snap%d";
+          if (pattern.split("%d").length > 2) throw new Error("Snapshot pattern may contain '%d' only once");
+          const { name, expiresAt } = this.checkCreate(v.pool, v.project, "custom", v.name, { name: "" }, pattern);
+          await this.create(v.pool, v.project, v.name, name, expiresAt);
+        },
+      }));
   }
 
   /** Snapshots whose expires_at has passed. */
