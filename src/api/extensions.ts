@@ -111,4 +111,5 @@ export const apiExtensions: string[] = [
   "container_syscall_filtering",
   "storage_api_volume_snapshots",
   "custom_volume_snapshot_expiry",
+  "custom_volume_backup",
 ];

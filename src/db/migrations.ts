@@ -238,4 +238,21 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 162,
+    name: "custom volume backups",
+    sql: `
+      CREATE TABLE custom_volume_backups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        volume_id INTEGER NOT NULL REFERENCES storage_volumes (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z',
+        volume_only INTEGER NOT NULL DEFAULT 0,
+        optimized_storage INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'creating',
+        UNIQUE (volume_id, name)
+      );
+    `,
+  },
 ];

@@ -73,6 +73,8 @@ export class PoolService implements StoragePort {
   private readonly env: DriverEnv;
   private readonly versions = new Map<string, string>();
   private readonly locks = new KeyedLock();
+  /** Told when a custom volume is renamed or deleted (its backup files follow). */
+  readonly customVolumeListeners: { renamed(v: VolumeRow, to: string): void; deleted(v: VolumeRow): void }[] = [];
 
   constructor(
     private readonly core: Core,
@@ -374,6 +376,7 @@ export class PoolService implements StoragePort {
       revert.add(() => driver.renameVolume({ ...vol, name: newDiskName }, vol.name));
       this.renameVolumeRows(v, to);
     });
+    for (const l of this.customVolumeListeners) l.renamed(v, to);
     this.core.events.lifecycle("storage-volume-renamed", `/1.0/storage-pools/${poolName}/volumes/custom/${to}`, { project, context: { old_name: name } });
   }
 
@@ -387,6 +390,7 @@ export class PoolService implements StoragePort {
     const snaps = this.repo.volumes({ pool: poolName, project, type: "custom" }).filter((s) => s.name.startsWith(`${v.name}/`));
     for (const snap of snaps.sort((a, b) => b.id - a.id)) await this.removeVolume(driver, snap);
     await this.removeVolume(driver, v);
+    for (const l of this.customVolumeListeners) l.deleted(v);
     this.core.events.lifecycle("storage-volume-deleted", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
   }
 
