@@ -8,7 +8,7 @@ import type { StoragePort } from "../daemon/ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
-import { validatePoolConfig } from "./config.js";
+import { parseByteSize, validatePoolConfig } from "./config.js";
 import { storageDrivers } from "./drivers/index.js";
 import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type Volume, type VolumeType } from "./drivers/types.js";
 import { withRevert } from "./reverter.js";
@@ -356,6 +356,20 @@ export class PoolService implements StoragePort {
     for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
     checkVolumeConfig(this.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
     const description = mode === "merge" && req.description === "" ? v.description : req.description;
+    if ((config.size ?? "") !== (v.config.size ?? "")) {
+      const driver = this.driverFor(pool);
+      if (driver.setVolumeQuota) {
+        await driver.mountPool();
+        try {
+          await driver.setVolumeQuota(this.hostVolume(v), config.size ?? "");
+        } catch (e) {
+          throw new InternalError((e as Error).message);
+        }
+      } else if (config.size) {
+        // As upstream on filesystems without project quotas: stored, not enforced.
+        this.core.log.warn({ pool: poolName, volume: name, size: config.size }, "The backing filesystem doesn't support quotas, skipping set quota");
+      }
+    }
     this.repo.updateVolume(v.id, { description, config });
     this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
   }
@@ -395,7 +409,7 @@ export class PoolService implements StoragePort {
   }
 
   /** GET .../volumes/{type}/{name}/state: usage when the driver can tell, else upstream's "Not supported". */
-  async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used: number; total: number } }> {
+  async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used?: number; total: number } }> {
     const pool = this.pool(poolName);
     assertVolumeType(type);
     const v = this.repo.volume(poolName, type === "image" ? "default" : project, type, name);
@@ -404,7 +418,9 @@ export class PoolService implements StoragePort {
     }
     const used = await this.driverFor(pool).volumeUsage?.(this.hostVolume(v));
     if (used === undefined) throw new InternalError("Not supported");
-    return { usage: { used, total: -1 } };
+    // As upstream: used left out when zero, total the volume's size (0 without one).
+    const total = v.config.size ? parseByteSize(v.config.size) : 0;
+    return { usage: used > 0 ? { used, total } : { total } };
   }
 
   /** Host path of a custom volume, for disk devices attaching it (mounted first if the driver needs to). */

@@ -220,6 +220,8 @@ export class VolumeBackupService {
   async delete(pool: string, project: string, type: string, vol: string, backup: string): Promise<void> {
     const { v, b } = this.require(pool, project, type, vol, backup);
     rmSync(join(this.dirOf(v), backup), { force: true });
+    // The volume's backup directory goes with its last backup, as upstream.
+    if (listDir(this.dirOf(v)).length === 0) rmSync(this.dirOf(v), { recursive: true, force: true });
     this.db.prepare("DELETE FROM custom_volume_backups WHERE id = ?").run(b.id);
     this.core.events.lifecycle("storage-volume-backup-deleted", volumeBackupUrl(pool, project, vol, backup), { project });
   }
