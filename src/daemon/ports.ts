@@ -37,8 +37,10 @@ export interface StoragePort {
     project: string,
     pool: string,
     name: string,
-    opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void },
+    opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void; size?: string },
   ): Promise<string>;
+  /** Apply the root disk's `size` to the instance volume (a quota where the driver has one; "" lifts it). */
+  setInstanceVolumeQuota?(project: string, pool: string, name: string, size: string): Promise<void>;
   /** Mount path of an existing instance volume (mounting it first if the driver needs to). */
   mountInstanceVolume(project: string, pool: string, name: string): Promise<string>;
   renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void>;

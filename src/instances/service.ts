@@ -299,7 +299,7 @@ export class InstanceService implements InstancesPort {
     });
     let volumeCreated = false;
     try {
-      const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal });
+      const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal, size: ex0.devices[root.name]?.size });
       volumeCreated = true;
       if (copyOf) {
         if (!copySnapshot && !req.source.instanceOnly) await this.snapshots.copyAll(project, copyOf, req.name, root.pool, dir, signal);
@@ -349,6 +349,12 @@ export class InstanceService implements InstancesPort {
         throw new Error(`Failed to get ID map: ${(e as Error).message}`);
       }
     }
+    // The root disk's size is the volume's quota (where the pool's driver has one).
+    const rootBefore = InstanceService.rootDisk(before.devices);
+    const rootAfter = InstanceService.rootDisk(after.devices);
+    const sizeBefore = before.devices[rootBefore.name]?.size ?? "";
+    const sizeAfter = after.devices[rootAfter.name]?.size ?? "";
+    if (sizeBefore !== sizeAfter && rootBefore.pool === rootAfter.pool) await this.core.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;

@@ -557,7 +557,7 @@ export class PoolService implements StoragePort {
     if (st?.isSymbolicLink()) await unlink(link);
   }
 
-  async createInstanceVolume(project: string, poolName: string, name: string, opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void }): Promise<string> {
+  async createInstanceVolume(project: string, poolName: string, name: string, opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void; size?: string }): Promise<string> {
     const pool = this.pool(poolName);
     const driver = this.driverFor(pool);
     if (this.repo.volume(poolName, project, "container", name)) throw new Conflict("Volume by that name already exists");
@@ -575,6 +575,7 @@ export class PoolService implements StoragePort {
         await driver.createVolume(vol, fingerprint ? (path) => this.images().unpackInto(fingerprint, path, opts) : undefined, opts);
       }
       revert.add(() => driver.deleteVolume(vol));
+      if (opts.size && driver.setVolumeQuota) await driver.setVolumeQuota(vol, opts.size, opts);
       const path = await driver.mountVolume(vol, opts);
       await this.ensureInstanceSymlink(project, name, path);
       revert.add(() => this.removeInstanceSymlink(project, name));
@@ -626,6 +627,13 @@ export class PoolService implements StoragePort {
     const { driver, vol } = this.instanceVolume(project, pool, name);
     await driver.mountPool();
     return driver.mountVolume(vol);
+  }
+
+  async setInstanceVolumeQuota(project: string, pool: string, name: string, size: string): Promise<void> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    if (!driver.setVolumeQuota) return;
+    await driver.mountPool();
+    await driver.setVolumeQuota(vol, size);
   }
 
   async renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void> {

@@ -73,6 +73,19 @@ describe("volume quotas", () => {
     ok("storage", "volume", "delete", "qt", "q2");
   });
 
+  it.skipIf(!btrfsOk)("an instance root on btrfs takes the root disk's size as its quota, at launch and when changed", { timeout: 120_000 }, async () => {
+    const c = d.instanceName("qroot");
+    ok("launch", "busybox", c, "-q", "-s", "qt", "-d", "root,size=30MiB");
+    const full = d.lxc("exec", c, "--", "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=40", "conv=fsync");
+    expect(full.code).not.toBe(0);
+    expect(full.stderr).toMatch(/Disk quota exceeded|No space left on device/);
+    ok("exec", c, "--", "rm", "/big");
+    ok("config", "device", "set", c, "root", "size=100MiB");
+    ok("exec", c, "--", "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=40", "conv=fsync");
+    expect((await d.api("GET", "/1.0")).status).toBe(200);
+    ok("delete", "-f", c);
+  });
+
   it("dir pools store size unenforced and answer 'Not supported' for usage, as LXD without project quotas", async () => {
     ok("storage", "volume", "create", "default", "dq", "size=10MiB");
     expect((await d.api("GET", "/1.0/storage-pools/default/volumes/custom/dq")).body.metadata.config).toEqual({ size: "10MiB" });
