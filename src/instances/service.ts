@@ -475,6 +475,11 @@ export class InstanceService implements InstancesPort {
     return this.instancesWhere((_row, ex) => Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
   }
 
+  /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
+  async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {
+    return this.core.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
+  }
+
   /** Running instances with a disk device attaching the custom volume (InstancesPort.runningVolumeUsers). */
   runningVolumeUsers(pool: string, project: string, volume: string): string[] {
     return this.instancesWhere((row, ex) => this.runtime.isRunning(row) && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);

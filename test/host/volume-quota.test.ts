@@ -80,6 +80,11 @@ describe("volume quotas", () => {
     expect(full.code).not.toBe(0);
     expect(full.stderr).toMatch(/Disk quota exceeded|No space left on device/);
     ok("exec", c, "--", "rm", "/big");
+    // /state reads the root's usage from its qgroup.
+    const disk = (await d.api("GET", `/1.0/instances/${c}/state`)).body.metadata.disk;
+    expect(Object.keys(disk)).toEqual(["root"]);
+    expect(disk.root.usage).toBeGreaterThan(0);
+    expect(disk.root.usage).toBeLessThanOrEqual(31 * MiB);
     ok("config", "device", "set", c, "root", "size=100MiB");
     ok("exec", c, "--", "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=40", "conv=fsync");
     expect((await d.api("GET", "/1.0")).status).toBe(200);
