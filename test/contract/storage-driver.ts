@@ -188,6 +188,23 @@ export function testDriver(opts: DriverTestOptions): void {
       await driver.deleteVolume(v);
     });
 
+    const quotas = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).setVolumeQuota;
+
+    it.skipIf(!quotas)("limits a volume to its size and reports usage", async () => {
+      const v = vol("default_quota");
+      await driver.createVolume(v);
+      await driver.setVolumeQuota!(v, "8MiB");
+      const path = await driver.mountVolume(v);
+      execFileSync("dd", ["if=/dev/zero", `of=${join(path, "a")}`, "bs=1M", "count=4", "conv=fsync"], { stdio: "ignore" });
+      expect(() => execFileSync("dd", ["if=/dev/zero", `of=${join(path, "b")}`, "bs=1M", "count=8", "conv=fsync"], { stdio: "ignore" })).toThrow();
+      const used = await driver.volumeUsage!(v);
+      expect(used).toBeGreaterThanOrEqual(4 * 2 ** 20);
+      expect(used).toBeLessThanOrEqual(9 * 2 ** 20);
+      await driver.setVolumeQuota!(v, "");
+      execFileSync("dd", ["if=/dev/zero", `of=${join(path, "b")}`, "bs=1M", "count=8", "conv=fsync"], { stdio: "ignore" });
+      await driver.deleteVolume(v);
+    });
+
     it("deletes volumes", async () => {
       await driver.deleteVolume(vol("default_v2"));
       expect(await driver.hasVolume(vol("default_v2"))).toBe(false);
