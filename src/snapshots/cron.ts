@@ -36,7 +36,7 @@ export interface CronSpec {
 function parseValue(s: string, f: (typeof FIELDS)[number]): number {
   const named = f.names.indexOf(s.toLowerCase());
   if (named >= 0) return named + f.min;
-  if (!/^\d+$/.test(s)) throw new Error(`Failed to parse int from ${s}`);
+  if (!/^\d+$/.test(s)) throw new Error(`failed to parse int from ${s}: strconv.Atoi: parsing "${s}": invalid syntax`);
   return Number(s);
 }
 
@@ -45,7 +45,7 @@ function parseField(expr: string, f: (typeof FIELDS)[number]): Field {
   let star = false;
   for (const part of expr.split(",")) {
     const [range, stepStr, extra] = part.split("/");
-    if (extra !== undefined) throw new Error(`Too many slashes: ${part}`);
+    if (extra !== undefined) throw new Error(`too many slashes: ${part}`);
     let start: number;
     let end: number;
     let isStar = false;
@@ -53,21 +53,21 @@ function parseField(expr: string, f: (typeof FIELDS)[number]): Field {
       [start, end, isStar] = [f.min, f.max, true];
     } else {
       const [a, b, more] = range.split("-");
-      if (more !== undefined) throw new Error(`Too many hyphens: ${range}`);
+      if (more !== undefined) throw new Error(`too many hyphens: ${range}`);
       start = parseValue(a, f);
       end = b === undefined ? start : parseValue(b, f);
     }
     let step = 1;
     if (stepStr !== undefined) {
       step = parseValue(stepStr, { min: 0, max: 0, names: [] });
-      if (step === 0) throw new Error(`Step of range should be a positive number: ${part}`);
+      if (step === 0) throw new Error(`step of range should be a positive number: ${part}`);
       // "N/step" means N through the end of the field.
       if (!isStar && !range.includes("-")) end = f.max;
       if (step > 1) isStar = false;
     }
-    if (start < f.min) throw new Error(`Beginning of range (${start}) below minimum (${f.min}): ${part}`);
-    if (end > f.max) throw new Error(`End of range (${end}) above maximum (${f.max}): ${part}`);
-    if (start > end) throw new Error(`Beginning of range (${start}) beyond end of range (${end}): ${part}`);
+    if (start < f.min) throw new Error(`beginning of range (${start}) below minimum (${f.min}): ${part}`);
+    if (end > f.max) throw new Error(`end of range (${end}) above maximum (${f.max}): ${part}`);
+    if (start > end) throw new Error(`beginning of range (${start}) beyond end of range (${end}): ${part}`);
     for (let v = start; v <= end; v += step) values.add(v);
     star ||= isStar;
   }
@@ -77,7 +77,7 @@ function parseField(expr: string, f: (typeof FIELDS)[number]): Field {
 /** Parse one standard cron expression (5 fields); throws on anything robfig would refuse. */
 export function parseCron(spec: string): CronSpec {
   const parts = spec.trim().split(/\s+/);
-  if (parts.length !== 5) throw new Error(`Expected exactly 5 fields, found ${parts.length}: ${spec}`);
+  if (parts.length !== 5) throw new Error(`expected exactly 5 fields, found ${parts.length}: ${spec}`);
   return { fields: parts.map((p, i) => parseField(p, FIELDS[i])) };
 }
 
@@ -121,4 +121,22 @@ export function scheduleIsDue(value: string, subjectId: number, date: Date): boo
       return false;
     }
   });
+}
+
+/** Aliases LXD accepts in an instance's snapshots.schedule. */
+export const INSTANCE_SCHEDULE_ALIASES = ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@annually", "@yearly", "@startup", "@never"];
+/** Aliases LXD accepts in a custom volume's snapshots.schedule. */
+export const VOLUME_SCHEDULE_ALIASES = ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@annually", "@yearly"];
+
+/** LXD's validate.IsCron: lower-cased, ", "-separated triggers, each an alias or 5 space-separated fields cron accepts. */
+export function validateSchedule(value: string, aliases: string[]): void {
+  for (const trigger of value.toLowerCase().split(", ")) {
+    if (aliases.includes(trigger)) continue;
+    if (trigger.split(" ").length !== 5) throw new Error("Schedule must be of the form: <minute> <hour> <day-of-month> <month> <day-of-week>");
+    try {
+      parseCron(trigger);
+    } catch (e) {
+      throw new Error(`Error parsing schedule: ${(e as Error).message}`);
+    }
+  }
 }

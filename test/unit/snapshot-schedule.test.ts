@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/daemon/daemon.js";
 import type { SnapshotScheduleSource } from "../../src/daemon/ports.js";
 import { openDatabase } from "../../src/db/database.js";
-import { cronMatches, expandSchedule, parseCron, scheduleIsDue, subjectTime } from "../../src/snapshots/cron.js";
+import { cronMatches, expandSchedule, INSTANCE_SCHEDULE_ALIASES, parseCron, scheduleIsDue, subjectTime, validateSchedule, VOLUME_SCHEDULE_ALIASES } from "../../src/snapshots/cron.js";
 import { SnapshotScheduler } from "../../src/snapshots/scheduler.js";
 
 // Local time, as the scheduler reads it: 2026-03-02 (a Monday) 14:30.
@@ -102,5 +102,23 @@ describe("the scheduler", () => {
     expect(pruned).toBe(5);
     // A failing take is claimed too (no retry storm within the minute) and doesn't stop the pass.
     expect(b.claim("volume:2", Math.floor(at(2026, 3, 2, 14, 30).getTime() / 60_000))).toBe(false);
+  });
+});
+
+describe("schedule validation (LXD's validate.IsCron)", () => {
+  const volume = (v: string) => validateSchedule(v, VOLUME_SCHEDULE_ALIASES);
+  const instance = (v: string) => validateSchedule(v, INSTANCE_SCHEDULE_ALIASES);
+  it("accepts cron lists, names, aliases in any case and ', '-separated triggers", () => {
+    for (const ok of ["0,30 * * * *", "* * * * mon-fri", "@HOURLY, 0 6 * * *", "*/5 * * * *", "0 0 1 jan *"]) expect(() => volume(ok), ok).not.toThrow();
+    expect(() => instance("@startup, @never")).not.toThrow();
+  });
+  it.each([
+    ["60 * * * *", "Error parsing schedule: end of range (60) above maximum (59): 60"],
+    ["5-1 * * * *", "Error parsing schedule: beginning of range (5) beyond end of range (1): 5-1"],
+    ["*  * * * *", "Schedule must be of the form: <minute> <hour> <day-of-month> <month> <day-of-week>"],
+    ["@startup", "Schedule must be of the form: <minute> <hour> <day-of-month> <month> <day-of-week>"],
+    ["0 6 * *", "Schedule must be of the form: <minute> <hour> <day-of-month> <month> <day-of-week>"],
+  ])("refuses %s on a volume as LXD does", (value, message) => {
+    expect(() => volume(value)).toThrow(message);
   });
 });
