@@ -112,4 +112,5 @@ export const apiExtensions: string[] = [
   "storage_api_volume_snapshots",
   "custom_volume_snapshot_expiry",
   "custom_volume_backup",
+  "storage_volume_state_total",
 ];

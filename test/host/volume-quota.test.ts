@@ -32,6 +32,7 @@ const ok = (...args: string[]) => {
 describe("volume quotas", () => {
   it.skipIf(!btrfsOk)("a 50MiB btrfs volume refuses the 51st MiB inside a container, and the daemon keeps working", { timeout: 120_000 }, async () => {
     const state = async () => (await d.api("GET", "/1.0/storage-pools/qt/volumes/custom/q/state")).body;
+    expect((await d.api("GET", "/1.0")).body.metadata.api_extensions).toContain("storage_volume_state_total");
     ok("storage", "volume", "create", "qt", "q");
     // No quota yet: the driver can't tell usage, as upstream.
     expect((await state()).error).toBe("Not supported");
