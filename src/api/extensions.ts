@@ -123,4 +123,8 @@ export const apiExtensions: string[] = [
   "projects_restricted_backups_and_snapshots",
   "projects_restricted_intercept",
   "projects_networks_restricted_access",
+  "storage_api_volume_snapshots",
+  "custom_volume_snapshot_expiry",
+  "custom_volume_backup",
+  "storage_volume_state_total",
 ];

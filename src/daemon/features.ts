@@ -5,6 +5,7 @@ import { InstancesFeature } from "../instances/feature.js";
 import { NetworksFeature } from "../network/feature.js";
 import { ProfilesFeature } from "../profiles/feature.js";
 import { ProjectsFeature } from "../projects/feature.js";
+import { SnapshotScheduleFeature } from "../snapshots/scheduler.js";
 import { StorageFeature } from "../storage/feature.js";
 import type { FeatureFactory } from "./daemon.js";
 
@@ -16,4 +17,5 @@ export const features: FeatureFactory[] = [
   (core) => new NetworksFeature(core),
   (core) => new InstancesFeature(core),
   (core) => new InstanceAccessFeature(core),
+  (core) => new SnapshotScheduleFeature(core),
 ];

@@ -37,8 +37,10 @@ export interface StoragePort {
     project: string,
     pool: string,
     name: string,
-    opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void },
+    opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void; size?: string },
   ): Promise<string>;
+  /** Apply the root disk's `size` to the instance volume (a quota where the driver has one; "" lifts it). */
+  setInstanceVolumeQuota?(project: string, pool: string, name: string, size: string): Promise<void>;
   /** Mount path of an existing instance volume (mounting it first if the driver needs to). */
   mountInstanceVolume(project: string, pool: string, name: string): Promise<string>;
   renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void>;
@@ -86,6 +88,8 @@ export interface InstancesPort {
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
   volumeUsedBy?(pool: string, project: string, volume: string): string[];
+  /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
+  runningVolumeUsers?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
   exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
   /**
@@ -148,8 +152,30 @@ export interface DnsPort {
   setAddress(address: string): Promise<void>;
 }
 
+/** Something snapshots.schedule applies to (an instance, a custom volume). */
+export interface ScheduledSubject {
+  /** Stable key of the subject for the run record ("instance:12", "volume:7"). */
+  key: string;
+  /** Numeric id, fixing the minute and hour of @hourly/@daily/... for this subject. */
+  id: number;
+  /** The snapshots.schedule value. */
+  schedule: string;
+  /** Take the scheduled snapshot (name from snapshots.pattern, expiry from snapshots.expiry). */
+  take(): Promise<void>;
+}
+
+/** A feature whose objects take scheduled snapshots (read by the snapshot scheduler every minute). */
+export interface SnapshotScheduleSource {
+  /** Subjects with a schedule that may run now (e.g. instances stopped without snapshots.schedule.stopped left out). */
+  scheduled(): ScheduledSubject[];
+  /** Delete snapshots whose expires_at has passed. */
+  pruneExpired(): Promise<void>;
+}
+
 export interface Ports {
   dns?: DnsPort;
+  /** Filled by features that take scheduled snapshots. */
+  snapshotSchedules?: SnapshotScheduleSource[];
   images?: ImagesPort;
   storage?: StoragePort;
   profiles?: ProfilesPort;

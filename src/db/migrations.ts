@@ -2,6 +2,7 @@
 // Reserved version ranges per area, so parallel work never collides:
 //   1-9 foundation/trust · 10-19 storage & profiles · 20-29 images · 30-39 instances · 40-49 networks
 //   60-69 instance snapshots and projects · 90-99 network ACLs, forwards and zones
+//   160-169 custom volume snapshots, schedules, backups
 export interface Migration {
   version: number;
   name: string;
@@ -272,6 +273,24 @@ export const migrations: Migration[] = [
         entries TEXT NOT NULL DEFAULT '[]',
         config TEXT NOT NULL DEFAULT '{}',
         UNIQUE (zone_id, name)
+    version: 160,
+    name: "storage volume snapshot expiry",
+      ALTER TABLE storage_volumes ADD COLUMN expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z';
+    version: 161,
+    name: "snapshot schedule runs",
+      CREATE TABLE snapshot_schedule_runs (
+        subject TEXT PRIMARY KEY,
+        last_minute INTEGER NOT NULL
+    version: 162,
+    name: "custom volume backups",
+      CREATE TABLE custom_volume_backups (
+        volume_id INTEGER NOT NULL REFERENCES storage_volumes (id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z',
+        volume_only INTEGER NOT NULL DEFAULT 0,
+        optimized_storage INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'creating',
+        UNIQUE (volume_id, name)
       );
     `,
   },

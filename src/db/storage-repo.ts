@@ -27,6 +27,8 @@ export interface VolumeRow {
   createdAt: string;
   /** Set while a rename is under way (the new API name), for crash recovery. */
   renamingTo: string | null;
+  /** Snapshot volumes: when they expire ("0001-01-01T00:00:00Z" = never). */
+  expiresAt: string;
 }
 
 interface RawPool {
@@ -50,6 +52,7 @@ interface RawVolume {
   state: RowState;
   created_at: string;
   renaming_to: string | null;
+  expires_at: string;
 }
 
 const toPool = (r: RawPool): PoolRow => ({ ...r, config: JSON.parse(r.config) });
@@ -65,6 +68,7 @@ const toVolume = (r: RawVolume): VolumeRow => ({
   state: r.state,
   createdAt: r.created_at,
   renamingTo: r.renaming_to,
+  expiresAt: r.expires_at,
 });
 
 const VOLUME_SELECT = "SELECT v.*, p.name AS pool FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id";
@@ -112,12 +116,16 @@ export class StorageRepo {
     return r && toVolume(r);
   }
 
-  insertVolume(v: { pool: string; project: string; type: string; name: string; description?: string; config?: Record<string, string>; contentType?: string }): void {
+  insertVolume(v: { pool: string; project: string; type: string; name: string; description?: string; config?: Record<string, string>; contentType?: string; expiresAt?: string; createdAt?: string }): void {
     this.db
       .prepare(
-        "INSERT INTO storage_volumes (pool_id, project, type, name, description, config, content_type, state, created_at) SELECT id, ?, ?, ?, ?, ?, ?, 'creating', ? FROM storage_pools WHERE name = ?",
+        "INSERT INTO storage_volumes (pool_id, project, type, name, description, config, content_type, state, created_at, expires_at) SELECT id, ?, ?, ?, ?, ?, ?, 'creating', ?, ? FROM storage_pools WHERE name = ?",
       )
-      .run(v.project, v.type, v.name, v.description ?? "", JSON.stringify(v.config ?? {}), v.contentType ?? "filesystem", new Date().toISOString(), v.pool);
+      .run(v.project, v.type, v.name, v.description ?? "", JSON.stringify(v.config ?? {}), v.contentType ?? "filesystem", v.createdAt ?? new Date().toISOString(), v.expiresAt ?? "0001-01-01T00:00:00Z", v.pool);
+  }
+
+  setVolumeExpiry(id: number, expiresAt: string): void {
+    this.db.prepare("UPDATE storage_volumes SET expires_at = ? WHERE id = ?").run(expiresAt, id);
   }
 
   setVolumeState(id: number, state: RowState): void {

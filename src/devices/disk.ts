@@ -98,6 +98,13 @@ export class DiskDevice implements Device {
 
   async stop(): Promise<void> {}
 
+  /** A root disk whose size (the volume quota, applied by the instance service) is all that changed stays in place. */
+  async update(_pid: number, previous: DeviceConfig): Promise<boolean> {
+    if (!this.isRoot) return false;
+    const rest = (c: DeviceConfig) => JSON.stringify(Object.entries(c).filter(([k]) => k !== "size" && k !== "size.state").sort());
+    return rest(previous) === rest(this.config);
+  }
+
   async attach(pid: number): Promise<void> {
     if (this.isRoot) throw new Error("Root disk can't be hot-plugged");
     const hotplug = this.ctx.hotplug;

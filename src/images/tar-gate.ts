@@ -48,6 +48,12 @@ export interface TarGateOptions {
    * and each backup/snapshots/<name>/.
    */
   backup?: boolean;
+  /**
+   * A custom volume backup: every member is under backup/; backup/volume/ and each
+   * backup/volume-snapshots/<name>/ hold a volume's files (symbolic links and FIFOs allowed
+   * anywhere inside it, device nodes nowhere).
+   */
+  volumeBackup?: boolean;
 }
 
 const BLOCK = 512;
@@ -240,7 +246,7 @@ export class TarGate extends Transform {
     this.checkNotThroughSymlink(path, rawName);
     if (this.symlinks.has(path)) throw new TarRefused(`Tar member ${rawName} replaces a symbolic link from the same archive`);
 
-    const vol = this.opts.backup ? backupVolumePath(path, kind, rawName) : path;
+    const vol = this.opts.volumeBackup ? volumeBackupPath(path, kind, rawName) : this.opts.backup ? backupVolumePath(path, kind, rawName) : path;
     const top = vol.split("/")[0];
     if (vol === "rootfs" || vol === "templates") {
       if (kind !== "directory") throw new TarRefused(`Tar member ${rawName} must be a directory`);
@@ -264,7 +270,7 @@ export class TarGate extends Transform {
         if (targetKind === undefined) throw new TarRefused(`Hard link ${rawName} points at ${rawLink}, which is not an earlier member`);
         if (targetKind === "directory") throw new TarRefused(`Hard link ${rawName} points at a directory`);
         // In a backup, a hard link stays inside its own volume (container or one snapshot).
-        if (this.opts.backup && backupVolumeOf(target) !== backupVolumeOf(path)) throw new TarRefused(`Hard link ${rawName} points outside its volume`);
+        if ((this.opts.backup || this.opts.volumeBackup) && backupVolumeOf(target) !== backupVolumeOf(path)) throw new TarRefused(`Hard link ${rawName} points outside its volume`);
         // A hard link to a symlink is a symlink: later members must not go through it either.
         if (this.symlinks.has(target)) {
           if (!inRootfs) throw new TarRefused(`Symbolic link ${rawName} outside rootfs/`);
@@ -275,6 +281,7 @@ export class TarGate extends Transform {
       }
       case "chardev":
       case "blockdev":
+        if (this.opts.volumeBackup) throw new TarRefused(`Device node ${rawName} in a volume backup`);
         if (!vol.startsWith("rootfs/dev/")) throw new TarRefused(`Device node ${rawName} outside rootfs/dev/`);
         break;
       case "fifo":
@@ -318,9 +325,29 @@ function backupVolumePath(path: string, kind: MemberKind, raw: string): string {
   throw new TarRefused(`Unexpected member ${raw} in backup`);
 }
 
+/**
+ * Where a custom volume backup member lands: "backup/volume/X" and
+ * "backup/volume-snapshots/S/X" are a volume's files, checked as a rootfs ("rootfs/X").
+ */
+function volumeBackupPath(path: string, kind: MemberKind, raw: string): string {
+  const parts = path.split("/");
+  if (parts[0] !== "backup") throw new TarRefused(`Tar member ${raw} is not under backup/`);
+  if (parts.length === 1 || (parts.length === 2 && (parts[1] === "volume" || parts[1] === "volume-snapshots")) || (parts.length === 3 && parts[1] === "volume-snapshots")) {
+    if (kind !== "directory") throw new TarRefused(`Tar member ${raw} must be a directory`);
+    return path;
+  }
+  if (parts.length === 2 && parts[1] === "index.yaml") {
+    if (kind !== "file") throw new TarRefused("backup/index.yaml must be a regular file");
+    return path;
+  }
+  if (parts[1] === "volume") return ["rootfs", ...parts.slice(2)].join("/");
+  if (parts[1] === "volume-snapshots" && parts.length > 3) return ["rootfs", ...parts.slice(3)].join("/");
+  throw new TarRefused(`Unexpected member ${raw} in backup`);
+}
+
 function backupVolumeOf(path: string): string {
   const parts = path.split("/");
-  return parts[1] === "snapshots" ? parts.slice(0, 3).join("/") : parts.slice(0, 2).join("/");
+  return parts[1] === "snapshots" || parts[1] === "volume-snapshots" ? parts.slice(0, 3).join("/") : parts.slice(0, 2).join("/");
 }
 
 /** "./a//b/" → "a/b"; refuses absolute paths and `..`. "" is the archive root. */

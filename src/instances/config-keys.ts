@@ -1,5 +1,6 @@
 // Instance (container) config keys, declared once with LXD's validation rules and messages.
 // validateInstanceConfig throws "Invalid config: <reason>" exactly as LXD 5.0.2 words it.
+import { INSTANCE_SCHEDULE_ALIASES, validateSchedule } from "../snapshots/cron.js";
 import type { KeyTable } from "../config/keys.js";
 import type { Validator } from "../config/validators.js";
 
@@ -22,15 +23,8 @@ const uuidRule: Validator = (v) => {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v)) throw new Error("Invalid UUID");
 };
 const anyRule: Validator = () => {};
-const SCHEDULE_ALIASES = ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@annually", "@yearly", "@startup", "@never"];
-/** LXD's snapshot schedules: cron expressions or aliases, comma separated. */
-const scheduleRule: Validator = (v) => {
-  for (const entry of v.split(",").map((e) => e.trim())) {
-    if (SCHEDULE_ALIASES.includes(entry)) continue;
-    const fields = entry.split(/\s+/);
-    if (fields.length !== 5 || !fields.every((f) => /^[0-9*/,\-A-Za-z]+$/.test(f))) throw new Error("Schedule must be of the form: <minute> <hour> <day-of-month> <month> <day-of-week>");
-  }
-};
+/** LXD's snapshot schedules: cron expressions or aliases, ", "-separated (validate.IsCron). */
+const scheduleRule: Validator = (v) => validateSchedule(v, INSTANCE_SCHEDULE_ALIASES);
 const expiryRule: Validator = (v) => {
   if (!/^(\s*\d+(M|H|d|w|m|y)\s*)+$/.test(v)) throw new Error("Invalid expiry expression");
 };

@@ -18,6 +18,8 @@ export class InstancesFeature implements Feature {
     this.service.snapshots = new SnapshotService(core, this.service);
     this.service.backups = new BackupService(core, this.service);
     core.ports.instances = this.service;
+    const snapshots = this.service.snapshots;
+    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired() });
   }
 
   routes() {
@@ -28,12 +30,10 @@ export class InstancesFeature implements Feature {
     await this.service.snapshots.recover();
     await this.service.backups?.recover();
     await this.service.runtime.adopt();
-    this.service.snapshots.startExpiry();
     this.service.backups?.startExpiry();
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
-    this.service.snapshots.stopExpiry();
     this.service.backups?.stopExpiry();
     await this.service.runtime.shutdown(opts.stopInstances);
   }

@@ -302,7 +302,7 @@ export class InstanceService implements InstancesPort {
     });
     let volumeCreated = false;
     try {
-      const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal });
+      const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal, size: ex0.devices[root.name]?.size });
       volumeCreated = true;
       if (copyOf) {
         if (!copySnapshot && !req.source.instanceOnly) await this.snapshots.copyAll(project, copyOf, req.name, root.pool, dir, signal);
@@ -354,6 +354,12 @@ export class InstanceService implements InstancesPort {
         throw new Error(`Failed to get ID map: ${(e as Error).message}`);
       }
     }
+    // The root disk's size is the volume's quota (where the pool's driver has one).
+    const rootBefore = InstanceService.rootDisk(before.devices);
+    const rootAfter = InstanceService.rootDisk(after.devices);
+    const sizeBefore = before.devices[rootBefore.name]?.size ?? "";
+    const sizeAfter = after.devices[rootAfter.name]?.size ?? "";
+    if (sizeBefore !== sizeAfter && rootBefore.pool === rootAfter.pool) await this.core.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
@@ -472,6 +478,16 @@ export class InstanceService implements InstancesPort {
   /** Instances with a disk device attaching the custom volume (InstancesPort.volumeUsedBy). */
   volumeUsedBy(pool: string, project: string, volume: string): string[] {
     return this.instancesWhere((_row, ex) => Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
+  }
+
+  /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
+  async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {
+    return this.core.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
+  }
+
+  /** Running instances with a disk device attaching the custom volume (InstancesPort.runningVolumeUsers). */
+  runningVolumeUsers(pool: string, project: string, volume: string): string[] {
+    return this.instancesWhere((row, ex) => this.runtime.isRunning(row) && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
   }
 
   private instancesWhere(match: (row: InstanceRow, ex: { config: Record<string, string>; devices: Devices }) => boolean, project?: string): string[] {

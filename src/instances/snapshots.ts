@@ -4,6 +4,8 @@ import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
+import { parseBool } from "../config/validators.js";
+import type { ScheduledSubject } from "../daemon/ports.js";
 import { run } from "../os/exec.js";
 import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
 
@@ -84,8 +86,6 @@ export const snapshotUrl = (project: string, name: string, snap: string) => `/1.
 
 export class SnapshotService {
   readonly repo: SnapshotRepo;
-  private expiryTimer?: NodeJS.Timeout;
-
   constructor(
     private readonly core: Core,
     private readonly svc: InstanceService,
@@ -295,23 +295,45 @@ export class SnapshotService {
     }
   }
 
-  /** Delete snapshots whose expires_at has passed (checked every minute, as upstream's task). */
-  startExpiry(): void {
-    const tick = async () => {
-      const now = Date.now();
-      for (const row of this.svc.repo.list()) {
-        for (const s of this.repo.list(row.id)) {
-          if (s.expiresAt === ZERO_TIME || new Date(s.expiresAt).getTime() > now) continue;
-          await this.delete(row.project, row.name, s.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, snapshot: s.name }, "cannot delete expired snapshot"));
-        }
+  /** Delete snapshots whose expires_at has passed (the snapshot scheduler calls this every minute, as upstream's task). */
+  async pruneExpired(): Promise<void> {
+    const now = Date.now();
+    for (const row of this.svc.repo.list()) {
+      for (const s of this.repo.list(row.id)) {
+        if (s.expiresAt === ZERO_TIME || new Date(s.expiresAt).getTime() > now) continue;
+        await this.delete(row.project, row.name, s.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, snapshot: s.name }, "cannot delete expired snapshot"));
       }
-    };
-    this.expiryTimer = setInterval(() => void tick(), 60_000);
-    this.expiryTimer.unref();
+    }
   }
 
-  stopExpiry(): void {
-    if (this.expiryTimer) clearInterval(this.expiryTimer);
-    this.expiryTimer = undefined;
+  /**
+   * Instances with snapshots.schedule (SnapshotScheduleSource): running ones, and stopped ones
+   * when snapshots.schedule.stopped is true, as upstream's task.
+   */
+  scheduled(): ScheduledSubject[] {
+    const out: ScheduledSubject[] = [];
+    for (const row of this.svc.repo.list()) {
+      let config: Record<string, string>;
+      try {
+        config = this.svc.expanded(row).config;
+      } catch {
+        continue;
+      }
+      const schedule = config["snapshots.schedule"] ?? "";
+      if (!schedule.trim()) continue;
+      if (!this.svc.runtime.isRunning(row) && !parseBool(config["snapshots.schedule.stopped"])) continue;
+      out.push({
+        key: `instance:${row.id}`,
+        id: row.id,
+        schedule,
+        take: async () => {
+          const cur = this.svc.require(row.project, row.name);
+          const snap = this.checkCreate(cur, { name: "", stateful: false });
+          await this.create(row.project, row.name, snap, undefined);
+        },
+      });
+    }
+    return out;
   }
+
 }

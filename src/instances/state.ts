@@ -2,7 +2,7 @@
 import type { InstanceRow } from "../db/instance-repo.js";
 import { processCount, readUsage } from "./lxc/cgroup.js";
 import { readNetworkState } from "./netstate.js";
-import { STATUS, type InstanceService } from "./service.js";
+import { InstanceService, STATUS } from "./service.js";
 
 export function readInstanceState(svc: InstanceService, row: InstanceRow) {
   const status = svc.runtime.status(row);
@@ -27,4 +27,21 @@ export function readInstanceState(svc: InstanceService, row: InstanceRow) {
     processes: processCount(layout, pid),
     cpu: { usage: usage.cpuNs },
   };
+}
+
+/**
+ * The root disk's usage for /state, when the root disk has a size (a quota the pool's driver
+ * can read back, e.g. a btrfs qgroup): `{ root: { usage } }`, else `{}`. Asked per /state
+ * request only, not for instance lists.
+ */
+export async function readInstanceDisk(svc: InstanceService, row: InstanceRow): Promise<Record<string, { usage: number }>> {
+  try {
+    const devices = svc.expanded(row).devices;
+    const root = InstanceService.rootDisk(devices);
+    if (!devices[root.name]?.size) return {};
+    const used = await svc.rootVolumeUsage(row, root.pool);
+    return used === undefined ? {} : { [root.name]: { usage: used } };
+  } catch {
+    return {};
+  }
 }

@@ -2,6 +2,7 @@
 // and pool-config validation ("Invalid option", "Invalid value for option").
 import type { KeyTable } from "../config/keys.js";
 import type { Validator } from "../config/validators.js";
+import { validateSchedule, VOLUME_SCHEDULE_ALIASES } from "../snapshots/cron.js";
 
 const UNITS: Record<string, number> = {
   "": 1,
@@ -45,20 +46,8 @@ export const isExpiryExpression: Validator = (v) => {
   if (!/^(\s*\d+(M|H|d|w|m|y)\s*)+$/.test(v)) throw new Error("Invalid expiry expression");
 };
 
-const CRON_ALIASES = ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@annually", "@yearly", "@startup", "@never"];
-const CRON_FIELD = /^(\*|\d+(-\d+)?)(\/\d+)?(,(\*|\d+(-\d+)?)(\/\d+)?)*$|^[A-Za-z]{3}(-[A-Za-z]{3})?(,[A-Za-z]{3}(-[A-Za-z]{3})?)*$/;
-
-/** Cron expressions or @aliases, separated by ", " as upstream. */
-export const isSchedule: Validator = (v) => {
-  for (const part of v.split(", ")) {
-    const s = part.trim();
-    if (CRON_ALIASES.includes(s)) continue;
-    const fields = s.split(/\s+/);
-    if (fields.length !== 5 || !fields.every((f) => CRON_FIELD.test(f))) {
-      throw new Error("Schedule must be of the form: <minute> <hour> <day-of-month> <month> <day-of-week>");
-    }
-  }
-};
+/** Cron expressions or the volume @aliases, separated by ", " (LXD's validate.IsCron). */
+export const isSchedule: Validator = (v) => validateSchedule(v, VOLUME_SCHEDULE_ALIASES);
 
 const any: Validator = () => {};
 

@@ -8,7 +8,7 @@ import type { StoragePort } from "../daemon/ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
-import { validatePoolConfig } from "./config.js";
+import { parseByteSize, validatePoolConfig } from "./config.js";
 import { storageDrivers } from "./drivers/index.js";
 import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type Volume, type VolumeType } from "./drivers/types.js";
 import { withRevert } from "./reverter.js";
@@ -73,6 +73,8 @@ export class PoolService implements StoragePort {
   private readonly env: DriverEnv;
   private readonly versions = new Map<string, string>();
   private readonly locks = new KeyedLock();
+  /** Told when a custom volume is renamed or deleted (its backup files follow). */
+  readonly customVolumeListeners: { renamed(v: VolumeRow, to: string): void; deleted(v: VolumeRow): void }[] = [];
 
   constructor(
     private readonly core: Core,
@@ -113,7 +115,7 @@ export class PoolService implements StoragePort {
     for (const vol of this.repo.volumes({ pool: pool.name })) {
       if (vol.renamingTo) await this.recoverRename(driver, vol);
       if (vol.state === "created") {
-        if (vol.type === "container" && !isSnapshotName(vol.name)) await driver.recoverVolume?.(this.hostVolume(vol));
+        if ((vol.type === "container" || vol.type === "custom") && !isSnapshotName(vol.name)) await driver.recoverVolume?.(this.hostVolume(vol));
         continue;
       }
       this.core.log.warn({ pool: pool.name, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
@@ -164,13 +166,13 @@ export class PoolService implements StoragePort {
       .map(([name, def]) => ({ name, version: this.versions.get(name)!, remote: def.info.remote }));
   }
 
-  private definition(driver: string): DriverDefinition {
+  definition(driver: string): DriverDefinition {
     const def = this.drivers[driver];
     if (!def) throw new InternalError("Unknown driver");
     return def;
   }
 
-  private driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver {
+  driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver {
     return this.definition(pool.driver).load({ name: pool.name, config: pool.config }, this.env);
   }
 
@@ -185,7 +187,8 @@ export class PoolService implements StoragePort {
 
   // ---- pools ----
 
-  private pool(name: string): PoolRow {
+  /** The pool row or LXD's 404 (storage-internal: volume snapshots and backups use it too). */
+  pool(name: string): PoolRow {
     const pool = this.repo.pool(name);
     if (!pool || pool.state !== "created") throw new NotFound("Storage pool not found");
     return pool;
@@ -363,6 +366,20 @@ export class PoolService implements StoragePort {
     this.core.ports.projects?.allowVolumeUpdate?.(project, name, config);
     checkVolumeConfig(this.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
     const description = mode === "merge" && req.description === "" ? v.description : req.description;
+    if ((config.size ?? "") !== (v.config.size ?? "")) {
+      const driver = this.driverFor(pool);
+      if (driver.setVolumeQuota) {
+        await driver.mountPool();
+        try {
+          await driver.setVolumeQuota(this.hostVolume(v), config.size ?? "");
+        } catch (e) {
+          throw new InternalError((e as Error).message);
+        }
+      } else if (config.size) {
+        // As upstream on filesystems without project quotas: stored, not enforced.
+        this.core.log.warn({ pool: poolName, volume: name, size: config.size }, "The backing filesystem doesn't support quotas, skipping set quota");
+      }
+    }
     this.repo.updateVolume(v.id, { description, config });
     this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
   }
@@ -382,8 +399,9 @@ export class PoolService implements StoragePort {
       revert.add(() => this.repo.beginRename(v.id, null));
       await driver.renameVolume(vol, newDiskName);
       revert.add(() => driver.renameVolume({ ...vol, name: newDiskName }, vol.name));
-      this.repo.renameVolume(v.id, to);
+      this.renameVolumeRows(v, to);
     });
+    for (const l of this.customVolumeListeners) l.renamed(v, to);
     this.core.events.lifecycle("storage-volume-renamed", `/1.0/storage-pools/${poolName}/volumes/custom/${to}`, { project, context: { old_name: name } });
   }
 
@@ -394,12 +412,16 @@ export class PoolService implements StoragePort {
     if (this.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("The storage volume is still in use");
     const driver = this.driverFor(this.pool(poolName));
     await driver.mountPool();
+    // Its snapshots go first (newest first), then the volume.
+    const snaps = this.repo.volumes({ pool: poolName, project, type: "custom" }).filter((s) => s.name.startsWith(`${v.name}/`));
+    for (const snap of snaps.sort((a, b) => b.id - a.id)) await this.removeVolume(driver, snap);
     await this.removeVolume(driver, v);
+    for (const l of this.customVolumeListeners) l.deleted(v);
     this.core.events.lifecycle("storage-volume-deleted", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
   }
 
   /** GET .../volumes/{type}/{name}/state: usage when the driver can tell, else upstream's "Not supported". */
-  async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used: number; total: number } }> {
+  async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used?: number; total: number } }> {
     const pool = this.pool(poolName);
     assertVolumeType(type);
     const v = this.repo.volume(poolName, this.volumeProject(project, type), type, name);
@@ -408,7 +430,9 @@ export class PoolService implements StoragePort {
     }
     const used = await this.driverFor(pool).volumeUsage?.(this.hostVolume(v));
     if (used === undefined) throw new InternalError("Not supported");
-    return { usage: { used, total: -1 } };
+    // As upstream: used left out when zero, total the volume's size (0 without one).
+    const total = v.config.size ? parseByteSize(v.config.size) : 0;
+    return { usage: used > 0 ? { used, total } : { total } };
   }
 
   /** Host path of a custom volume, for disk devices attaching it (mounted first if the driver needs to). */
@@ -473,12 +497,12 @@ export class PoolService implements StoragePort {
     return v;
   }
 
-  private hostVolume(v: { project: string; type: string; name: string; config: Record<string, string> }): Volume {
+  hostVolume(v: { project: string; type: string; name: string; config: Record<string, string> }): Volume {
     return { type: v.type as VolumeType, name: storageName(v.project, v.type, v.name), config: v.config };
   }
 
   /** Delete a volume from disk and its record (used for cleanup; the record goes even if the disk was already clean). */
-  private async removeVolume(driver: Driver, v: VolumeRow): Promise<void> {
+  async removeVolume(driver: Driver, v: VolumeRow): Promise<void> {
     this.repo.setVolumeState(v.id, "deleting");
     await driver.deleteVolume(this.hostVolume(v));
     if (v.type === "container" && !isSnapshotName(v.name)) await this.removeInstanceSymlink(v.project, v.name);
@@ -546,7 +570,7 @@ export class PoolService implements StoragePort {
     if (st?.isSymbolicLink()) await unlink(link);
   }
 
-  async createInstanceVolume(project: string, poolName: string, name: string, opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void }): Promise<string> {
+  async createInstanceVolume(project: string, poolName: string, name: string, opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void; size?: string }): Promise<string> {
     const pool = this.pool(poolName);
     const driver = this.driverFor(pool);
     if (this.repo.volume(poolName, project, "container", name)) throw new Conflict("Volume by that name already exists");
@@ -564,6 +588,7 @@ export class PoolService implements StoragePort {
         await driver.createVolume(vol, fingerprint ? (path) => this.images().unpackInto(fingerprint, path, opts) : undefined, opts);
       }
       revert.add(() => driver.deleteVolume(vol));
+      if (opts.size && driver.setVolumeQuota) await driver.setVolumeQuota(vol, opts.size, opts);
       const path = await driver.mountVolume(vol, opts);
       await this.ensureInstanceSymlink(project, name, path);
       revert.add(() => this.removeInstanceSymlink(project, name));
@@ -615,6 +640,13 @@ export class PoolService implements StoragePort {
     const { driver, vol } = this.instanceVolume(project, pool, name);
     await driver.mountPool();
     return driver.mountVolume(vol);
+  }
+
+  async setInstanceVolumeQuota(project: string, pool: string, name: string, size: string): Promise<void> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    if (!driver.setVolumeQuota) return;
+    await driver.mountPool();
+    await driver.setVolumeQuota(vol, size);
   }
 
   async renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void> {

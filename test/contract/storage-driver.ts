@@ -137,6 +137,74 @@ export function testDriver(opts: DriverTestOptions): void {
       expect(existsSync(driver.volumePath(image))).toBe(false);
     });
 
+    const snapshots = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).createSnapshot;
+
+    it.skipIf(!snapshots)("snapshots a volume read-only, restores it, renames and deletes snapshots", async () => {
+      const v = vol("default_snap");
+      const p = async () => driver.mountVolume(v);
+      await driver.createVolume(v, async (path) => writeFileSync(join(path, "f"), "one"));
+      await driver.createSnapshot!(v, "s0");
+      const s0 = vol("default_snap/s0");
+      expect(await driver.hasVolume(s0)).toBe(true);
+      expect(driver.volumePath(s0)).toBe(join(driver.mountPath, "custom-snapshots/default_snap/s0"));
+      await expect(driver.createSnapshot!(v, "s0")).rejects.toThrow("already exists");
+      writeFileSync(join(await p(), "f"), "two");
+      writeFileSync(join(await p(), "extra"), "x");
+      const snapPath = await driver.mountVolume(s0);
+      expect(readFileSync(join(snapPath, "f"), "utf8")).toBe("one");
+      if (opts.definition.info.name !== "dir") expect(() => writeFileSync(join(snapPath, "w"), "x")).toThrow();
+      await driver.restoreSnapshot!(v, "s0");
+      expect(readFileSync(join(await p(), "f"), "utf8")).toBe("one");
+      expect(existsSync(join(await p(), "extra"))).toBe(false);
+      // The restored volume is writable and the snapshot unchanged by writes to it.
+      writeFileSync(join(await p(), "f"), "three");
+      expect(readFileSync(join(await driver.mountVolume(s0), "f"), "utf8")).toBe("one");
+      expect(readdirSync(join(driver.mountPath, "custom")).filter((n) => n.startsWith("."))).toEqual([]);
+      await driver.unmountVolume(s0);
+      await driver.renameVolume(s0, "default_snap/s1");
+      expect(await driver.hasVolume(s0)).toBe(false);
+      expect(readFileSync(join(await driver.mountVolume(vol("default_snap/s1")), "f"), "utf8")).toBe("one");
+      await driver.unmountVolume(vol("default_snap/s1"));
+      // Renaming the parent takes its snapshots along.
+      await driver.renameVolume(v, "default_snap2");
+      expect(readFileSync(join(await driver.mountVolume(vol("default_snap2/s1")), "f"), "utf8")).toBe("one");
+      await driver.unmountVolume(vol("default_snap2/s1"));
+      await driver.deleteVolume(vol("default_snap2/s1"));
+      expect(await driver.hasVolume(vol("default_snap2/s1"))).toBe(false);
+      expect(readdirSync(join(driver.mountPath, "custom-snapshots"))).toEqual([]);
+      await driver.deleteVolume(vol("default_snap2"));
+    });
+
+    it.skipIf(!snapshots)("recovers a restore a crash interrupted", async () => {
+      const v = vol("default_rec");
+      await driver.createVolume(v, async (path) => writeFileSync(join(path, "f"), "kept"));
+      if (!driver.recoverVolume) return;
+      // A staged tree left behind by a crash before the swap is dropped; the volume stays.
+      const path = driver.volumePath(v);
+      mkdirSync(join(driver.mountPath, "custom", ".default_rec.restore"));
+      await driver.recoverVolume(v);
+      expect(readFileSync(join(path, "f"), "utf8")).toBe("kept");
+      expect(readdirSync(join(driver.mountPath, "custom")).filter((n) => n.startsWith("."))).toEqual([]);
+      await driver.deleteVolume(v);
+    });
+
+    const quotas = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).setVolumeQuota;
+
+    it.skipIf(!quotas)("limits a volume to its size and reports usage", async () => {
+      const v = vol("default_quota");
+      await driver.createVolume(v);
+      await driver.setVolumeQuota!(v, "8MiB");
+      const path = await driver.mountVolume(v);
+      execFileSync("dd", ["if=/dev/zero", `of=${join(path, "a")}`, "bs=1M", "count=4", "conv=fsync"], { stdio: "ignore" });
+      expect(() => execFileSync("dd", ["if=/dev/zero", `of=${join(path, "b")}`, "bs=1M", "count=8", "conv=fsync"], { stdio: "ignore" })).toThrow();
+      const used = await driver.volumeUsage!(v);
+      expect(used).toBeGreaterThanOrEqual(4 * 2 ** 20);
+      expect(used).toBeLessThanOrEqual(9 * 2 ** 20);
+      await driver.setVolumeQuota!(v, "");
+      execFileSync("dd", ["if=/dev/zero", `of=${join(path, "b")}`, "bs=1M", "count=8", "conv=fsync"], { stdio: "ignore" });
+      await driver.deleteVolume(v);
+    });
+
     it("deletes volumes", async () => {
       await driver.deleteVolume(vol("default_v2"));
       expect(await driver.hasVolume(vol("default_v2"))).toBe(false);

@@ -9,7 +9,7 @@ import type { Core } from "../../daemon/daemon.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import { logDir } from "../../instances/lxc/config.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
-import { readInstanceState } from "../../instances/state.js";
+import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
 import { readBody } from "../json.js";
 import { BadRequest, InternalError, NotFound } from "../errors.js";
 import { checkEtag, handled, route, sync, type Handler, type Route } from "../route.js";
@@ -246,7 +246,12 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     return instanceTask(core.operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
   };
 
-  const getState: Handler = (req) => sync(readInstanceState(svc, svc.require(req.project, req.params.name)));
+  const getState: Handler = async (req) => {
+    const row = svc.require(req.project, req.params.name);
+    const state = readInstanceState(svc, row);
+    if (state.status !== "Stopped") state.disk = await readInstanceDisk(svc, row);
+    return sync(state);
+  };
 
   const putState: Handler = async (req) => {
     const row = svc.require(req.project, req.params.name);

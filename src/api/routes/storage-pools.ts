@@ -1,9 +1,30 @@
+import { z } from "zod";
+import type { Core } from "../../daemon/daemon.js";
 import type { PoolService } from "../../storage/pool-service.js";
-import { NotImplemented } from "../errors.js";
+import type { VolumeBackupService } from "../../storage/volume-backups.js";
+import type { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
+import { createReadStream } from "node:fs";
+import { pipeline } from "node:stream/promises";
+import { BadRequest, NotImplemented } from "../errors.js";
 import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../schemas/storage.js";
-import { checkEtag, created, route, sync, type ApiRequest, type Route } from "../route.js";
+import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
 
-export function storagePoolRoutes(pools: PoolService): Route[] {
+const VolumeSnapshotsPost = z.object({ name: z.string().nullish().transform((n) => n ?? ""), expires_at: z.string().nullish() }).passthrough();
+const VolumeSnapshotPost = z.object({ name: z.string().nullish().transform((n) => n ?? "") }).passthrough();
+const VolumeBackupsPost = z
+  .object({
+    name: z.string().nullish().transform((n) => n ?? ""),
+    expires_at: z.string().nullish(),
+    volume_only: z.boolean().nullish(),
+    optimized_storage: z.boolean().nullish(),
+    compression_algorithm: z.string().nullish(),
+  })
+  .passthrough();
+const VolumeSnapshotPut = z.object({ description: z.string().nullish(), expires_at: z.string().nullish() }).passthrough();
+
+export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: VolumeSnapshotService, backups: VolumeBackupService): Route[] {
+  const task = (req: ApiRequest, description: string, resources: Record<string, string[]>, work: (signal: AbortSignal) => Promise<unknown>): Result =>
+    operation(core.operations.create({ class: "task", description, project: req.project, resources, run: async (ctx) => void (await work(ctx.signal)) }));
   const poolEtag = (name: string) => {
     const p = pools.getPool(name);
     return [p.name, p.driver, p.description, p.config];
@@ -18,7 +39,32 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
     const list = pools.listVolumes(req.params.pool, req.project, req.params.type);
     return sync(req.recursion > 0 ? list.map((v) => pools.volumeView(v)) : list.map((v) => pools.volumeUrl(v)));
   };
-  const createVolume = async (req: ApiRequest) => {
+  /** `lxc storage volume import`: the body is a backup tarball, received before the operation starts (as LXD). */
+  const importVolume: Handler = async (req) => {
+    const header = (h: string) => {
+      const v = req.stream.headers[h];
+      return Array.isArray(v) ? v[0] : v;
+    };
+    if (req.params.type !== undefined && req.params.type !== "custom") throw new BadRequest(`Invalid storage volume type "${req.params.type}"`);
+    const received = await backups.receive(req.stream);
+    let plan: Awaited<ReturnType<typeof backups.inspect>>;
+    try {
+      plan = await backups.inspect(req.params.pool, req.project, received.file, header("x-lxd-name") || undefined);
+    } catch (e) {
+      received.discard();
+      throw e;
+    }
+    const project = req.project;
+    return task(req, "Restoring custom volume backup", { storage_volumes: [`/1.0/storage_volumes/${plan.name}`] }, async (signal) => {
+      try {
+        await backups.restore(project, received.file, plan, signal);
+      } finally {
+        received.discard();
+      }
+    });
+  };
+  const createVolume = async (req: ApiRequest, reply: Parameters<Handler>[1]) => {
+    if (/^application\/octet-stream\b/i.test(String(req.stream.headers["content-type"] ?? ""))) return importVolume(req, reply);
     const body = await req.body(StorageVolumesPost, "StorageVolumesPost");
     // Copies, migrations and backups as a volume source are not implemented.
     if (body.source?.type) throw new NotImplemented();
@@ -31,10 +77,28 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
   };
   const updateVolume = (mode: "replace" | "merge") => async (req: ApiRequest) => {
     const body = await req.body(StorageVolumePut, "StorageVolumePut");
-    // There are no volume snapshots to restore from yet.
-    if (body.restore) throw new NotImplemented();
     checkEtag(req, volumeEtag(req));
-    await pools.updateCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body, mode);
+    const { pool, type, volume } = req.params;
+    // A restore comes first; the config is then applied only when the body carries one, as upstream.
+    if (body.restore) {
+      const v = pools.getVolume(pool, req.project, type, volume);
+      if (v.type !== "custom") throw new NotImplemented();
+      await snapshots.restore(pool, req.project, volume, body.restore);
+      if (!body.configGiven) return sync({});
+    }
+    await pools.updateCustomVolume(pool, req.project, type, volume, body, mode);
+    return sync({});
+  };
+  const snapshotParams = (req: ApiRequest) => [req.params.pool, req.project, req.params.volume, req.params.snapshot] as const;
+  const customSnapshot = (req: ApiRequest) => {
+    pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume);
+    return snapshots.require(...snapshotParams(req));
+  };
+  const updateSnapshot = (mode: "replace" | "merge") => async (req: ApiRequest) => {
+    if (req.params.type !== "custom") throw new NotImplemented();
+    checkEtag(req, snapshots.etag(customSnapshot(req)));
+    const body = await req.body(VolumeSnapshotPut, "StorageVolumeSnapshotPut");
+    snapshots.update(...snapshotParams(req), body, mode);
     return sync({});
   };
   return [
@@ -82,11 +146,99 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots", {
       GET: (req) => {
         const list = pools.listVolumeSnapshots(req.params.pool, req.project, req.params.type, req.params.volume);
+        if (req.params.type === "custom") {
+          const ordered = list.sort((a, b) => a.id - b.id);
+          return sync(req.recursion > 0 ? ordered.map((v) => snapshots.listView(v)) : ordered.map((v) => pools.volumeUrl(v)));
+        }
         return sync(req.recursion > 0 ? list.map((v) => pools.volumeSnapshotView(v, false)) : list.map((v) => pools.volumeUrl(v)));
+      },
+      POST: async (req) => {
+        const { pool, type, volume } = req.params;
+        const body = await req.body(VolumeSnapshotsPost, "StorageVolumeSnapshotsPost");
+        const { name, expiresAt } = snapshots.checkCreate(pool, req.project, type, volume, body);
+        const project = req.project;
+        return task(req, "Creating storage volume snapshot", { storage_volumes: [`/1.0/storage_volumes/${volume}`] }, (signal) => snapshots.create(pool, project, volume, name, expiresAt, { signal }));
       },
     }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots/:snapshot", {
-      GET: (req) => sync(pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true)),
+      GET: (req) => {
+        if (req.params.type !== "custom") return sync(pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true));
+        const row = customSnapshot(req);
+        return sync(snapshots.view(row), { etag: snapshots.etag(row) });
+      },
+      PUT: updateSnapshot("replace"),
+      PATCH: updateSnapshot("merge"),
+      POST: async (req) => {
+        const body = await req.body(VolumeSnapshotPost, "StorageVolumeSnapshotPost");
+        snapshots.checkRename(req.params.type, body.name);
+        const [pool, project, volume, snapshot] = snapshotParams(req);
+        return task(req, "Renaming storage volume snapshot", { storage_volume_snapshots: [`/1.0/storage_volume_snapshots/${volume}`] }, () => snapshots.rename(pool, project, volume, snapshot, body.name));
+      },
+      DELETE: async (req) => {
+        if (req.params.type !== "custom") throw new NotImplemented();
+        customSnapshot(req);
+        const [pool, project, volume, snapshot] = snapshotParams(req);
+        return task(req, "Deleting storage volume snapshot", { storage_volume_snapshots: [`/1.0/storage_volume_snapshots/${volume}`] }, () => snapshots.delete(pool, project, volume, snapshot));
+      },
+    }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume/backups", {
+      GET: (req) => {
+        const { pool, type, volume } = req.params;
+        const rows = backups.list(pool, req.project, type, volume);
+        if (req.recursion > 0) return sync(rows.map((b) => backups.view(b)));
+        const suffix = req.project === "default" ? "" : `?project=${req.project}`;
+        return sync(rows.map((b) => `/1.0/storage-pools/${pool}/volumes/custom/${volume}/backups/${b.name}${suffix}`));
+      },
+      POST: async (req) => {
+        const { pool, type, volume } = req.params;
+        const body = await req.body(VolumeBackupsPost, "StoragePoolVolumeBackupsPost");
+        const request = {
+          name: body.name,
+          expiresAt: body.expires_at,
+          volumeOnly: body.volume_only ?? false,
+          optimizedStorage: body.optimized_storage ?? false,
+          compression: body.compression_algorithm || core.server.get("backups.compression_algorithm") || "gzip",
+        };
+        const backup = backups.checkCreate(pool, req.project, type, volume, request);
+        const project = req.project;
+        return task(req, "Creating custom volume backup", { backups: [`/1.0/backups/${backup}`], storage_volumes: [`/1.0/storage_volumes/${volume}`] }, (signal) => backups.create(pool, project, volume, backup, request, signal));
+      },
+    }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume/backups/:backup", {
+      GET: (req) => {
+        const { pool, type, volume, backup } = req.params;
+        return sync(backups.view(backups.require(pool, req.project, type, volume, backup).b));
+      },
+      POST: async (req) => {
+        const { pool, type, volume, backup } = req.params;
+        const body = await req.body(VolumeSnapshotPost, "StoragePoolVolumeBackupPost");
+        backups.checkRename(pool, req.project, type, volume, backup, body.name);
+        const project = req.project;
+        return task(req, "Renaming custom volume backup", { volume: [`/1.0/volume/${volume}`] }, () => backups.rename(pool, project, type, volume, backup, body.name));
+      },
+      DELETE: async (req) => {
+        const { pool, type, volume, backup } = req.params;
+        backups.require(pool, req.project, type, volume, backup);
+        const project = req.project;
+        return task(req, "Deleting custom volume backup", { volume: [`/1.0/volume/${volume}`] }, () => backups.delete(pool, project, type, volume, backup));
+      },
+    }),
+    route("/1.0/storage-pools/:pool/volumes/:type/:volume/backups/:backup/export", {
+      GET: (req, reply) => {
+        const { pool, type, volume, backup } = req.params;
+        const file = backups.exportFile(pool, req.project, type, volume, backup);
+        reply.hijack();
+        reply.raw.writeHead(200, {
+          "content-type": "application/octet-stream",
+          "content-length": String(file.size),
+          "content-disposition": "inline;filename=",
+          "last-modified": file.mtime.toUTCString(),
+        });
+        void pipeline(createReadStream(file.path), reply.raw)
+          .then(() => file.retrieved())
+          .catch(() => reply.raw.destroy());
+        return handled();
+      },
     }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
       GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),

@@ -16,7 +16,15 @@ export const StoragePoolsPost = StoragePoolPut.extend({
 });
 export type StoragePoolsPost = z.infer<typeof StoragePoolsPost>;
 
-export const StorageVolumePut = StoragePoolPut.extend({ restore: z.string().nullish() });
+export const StorageVolumePut = z
+  .object({
+    description: z.string().nullish().transform((d) => d ?? ""),
+    config: z.record(z.string(), z.string()).nullish(),
+    restore: z.string().nullish(),
+  })
+  .passthrough()
+  // A restore applies the config only when the body carries one (upstream: req.Config != nil).
+  .transform((b) => ({ ...b, configGiven: b.config != null, config: b.config ?? {} }));
 
 export const StorageVolumesPost = StoragePoolPut.extend({
   name: z.string().nullish().transform((n) => n ?? ""),

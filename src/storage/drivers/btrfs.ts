@@ -214,6 +214,7 @@ class BtrfsDriver implements Driver {
     await withRevert(async (revert) => {
       await btrfs(["subvolume", "create", path], opts);
       revert.add(() => deleteSubvolume(path));
+      if (vol.config.size && vol.type !== "image") await this.setVolumeQuota(vol, vol.config.size, opts);
       await fill?.(path);
       // Image volumes are the read-only origin of instance snapshots.
       if (vol.type === "image") await btrfs(["property", "set", "-ts", path, "ro", "true"], opts);
@@ -266,6 +267,55 @@ class BtrfsDriver implements Driver {
 
   async mountVolume(vol: Volume): Promise<string> {
     return this.volumePath(vol);
+  }
+
+  /** The volume's level-0 qgroup and its exclusive usage, as upstream reads them; undefined when quotas are off. */
+  private async qgroup(path: string): Promise<{ id: string; usage: number } | "none" | undefined> {
+    const r = await run("btrfs", ["qgroup", "show", "-e", "-f", "--raw", path], { reject: false });
+    if (r.exitCode !== 0) return undefined;
+    for (const line of r.stdout.split("\n")) {
+      if (line === "" || line.toLowerCase().startsWith("qgroupid") || line.startsWith("-")) continue;
+      const fields = line.trim().split(/\s+/);
+      // Four fields from older btrfs-progs, a fifth (the path) from 6.x.
+      if (fields.length !== 4 && fields.length !== 5) continue;
+      return { id: fields[0], usage: Number(fields[2]) };
+    }
+    return "none";
+  }
+
+  /**
+   * `size` as a btrfs qgroup limit on the volume's subvolume (quotas are enabled on the pool
+   * the first time, and the subvolume's qgroup made if missing), as upstream's SetVolumeQuota.
+   */
+  async setVolumeQuota(vol: Volume, size: string, opts: SlowOpts = {}): Promise<void> {
+    const bytes = parseByteSize(size);
+    const path = this.volumePath(vol);
+    let q = await this.qgroup(path);
+    if (q === undefined) {
+      if (bytes <= 0) return;
+      await btrfs(["quota", "enable", this.mountPath], opts);
+      q = await this.qgroup(path);
+    }
+    if (q === "none") {
+      const show = await btrfs(["subvolume", "show", path], opts);
+      const id = /Subvolume ID:\s*(\d+)/.exec(show.stdout)?.[1];
+      if (!id) throw new Error(`Failed to find subvolume id for "${path}"`);
+      await btrfs(["qgroup", "create", `0/${id}`, path], opts);
+      q = await this.qgroup(path);
+    }
+    if (q === undefined || q === "none") throw new Error(`Failed to find the qgroup of "${path}"`);
+    if (bytes > 0) {
+      await btrfs(["qgroup", "limit", String(bytes), q.id, path], opts);
+      await btrfs(["qgroup", "limit", "-e", "none", q.id, path], opts);
+    } else {
+      await btrfs(["qgroup", "limit", "none", q.id, path], opts);
+    }
+  }
+
+  /** Usage from the volume's qgroup; undefined (upstream's "Not supported") while quotas are off. */
+  async volumeUsage(vol: Volume): Promise<number | undefined> {
+    const q = await this.qgroup(this.volumePath(vol));
+    return q === undefined || q === "none" ? undefined : q.usage;
   }
 
   async unmountVolume(): Promise<boolean> {

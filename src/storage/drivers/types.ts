@@ -118,6 +118,12 @@ export interface Driver {
   unmountVolume(vol: Volume, opts?: SlowOpts): Promise<boolean>;
   /** Bytes used, when the driver can tell cheaply. */
   volumeUsage?(vol: Volume): Promise<number | undefined>;
+  /**
+   * Optional capability: enforce `size` (LXD's byte size string; "" or "0" lifts the limit) on
+   * a filesystem volume. Drivers without it store `size` unenforced, as LXD on filesystems
+   * without quotas.
+   */
+  setVolumeQuota?(vol: Volume, size: string, opts?: SlowOpts): Promise<void>;
 }
 
 /** The pool as a driver receives it. */

@@ -10,7 +10,7 @@ import { commonPoolKeys, commonVolumeKeys, isBoolStrict, isSize, parseByteSize }
 import { isMountPoint, mountFs, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
-import { VOLUME_DIRS, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
 
 const info: DriverInfo = {
   name: "zfs",
@@ -63,7 +63,12 @@ class ZfsDriver implements Driver {
     this.root = pool.config["zfs.pool_name"] || (this.kind === "dataset" ? this.source : pool.name);
   }
 
+  /** A volume's dataset; a snapshot volume "<parent>/<snap>" is the zfs snapshot "<parent dataset>@snapshot-<snap>", as upstream. */
   private dataset(vol: Volume): string {
+    if (isSnapshotVolume(vol)) {
+      const [parent, snap] = vol.name.split("/", 2);
+      return `${this.root}/${VOLUME_DIRS[vol.type]}/${parent}@snapshot-${snap}`;
+    }
     return `${this.root}/${VOLUME_DIRS[vol.type]}/${vol.name}`;
   }
 
@@ -142,7 +147,7 @@ class ZfsDriver implements Driver {
   }
 
   volumePath(vol: Volume): string {
-    return join(this.mountPath, VOLUME_DIRS[vol.type], vol.name);
+    return join(this.mountPath, volumeSubPath(vol));
   }
 
   async hasVolume(vol: Volume): Promise<boolean> {
@@ -192,6 +197,12 @@ class ZfsDriver implements Driver {
 
   async deleteVolume(vol: Volume, opts: SlowOpts = {}): Promise<void> {
     await this.unmountVolume(vol, opts);
+    if (isSnapshotVolume(vol)) {
+      if (await datasetExists(this.dataset(vol))) await zfs(["destroy", this.dataset(vol)], opts);
+      await rmdir(this.volumePath(vol)).catch(() => {});
+      await rmdir(dirname(this.volumePath(vol))).catch(() => {});
+      return;
+    }
     await this.destroyDataset(this.dataset(vol), opts);
     await rmdir(this.volumePath(vol)).catch(() => {});
   }
@@ -199,16 +210,50 @@ class ZfsDriver implements Driver {
   async renameVolume(vol: Volume, newName: string, opts: SlowOpts = {}): Promise<void> {
     const target = { ...vol, name: newName };
     const wasMounted = await this.unmountVolume(vol, opts);
+    // A parent's snapshots follow it in zfs; their mount directories are moved along.
+    if (!isSnapshotVolume(vol)) for (const snap of await this.snapshotNames(vol)) await this.unmountVolume(snapshotVolume(vol, snap), opts);
     await zfs(["rename", this.dataset(vol), this.dataset(target)], opts);
     await rename(this.volumePath(vol), this.volumePath(target)).catch(() => mkdir(this.volumePath(target), { recursive: true, mode: 0o711 }));
+    if (!isSnapshotVolume(vol) && existsSync(join(this.mountPath, snapshotsSubPath(vol)))) await rename(join(this.mountPath, snapshotsSubPath(vol)), join(this.mountPath, snapshotsSubPath(target)));
     if (wasMounted) await this.mountVolume(target, opts);
+  }
+
+  /** A volume's snapshot names, oldest first. */
+  private async snapshotNames(vol: Volume): Promise<string[]> {
+    const r = await run("zfs", ["list", "-H", "-t", "snapshot", "-o", "name", "-s", "createtxg", "-d", "1", this.dataset(vol)], { reject: false });
+    if (r.exitCode !== 0) return [];
+    return r.stdout
+      .split("\n")
+      .map((l) => l.split("@")[1] ?? "")
+      .filter((n) => n.startsWith("snapshot-"))
+      .map((n) => n.slice("snapshot-".length));
+  }
+
+  /** Snapshots are zfs snapshots "@snapshot-<name>" (read-only by nature). */
+  async createSnapshot(vol: Volume, snapshot: string, opts: SlowOpts = {}): Promise<void> {
+    const snap = snapshotVolume(vol, snapshot);
+    if (await datasetExists(this.dataset(snap))) throw new Error(`Volume "${snap.name}" already exists on disk`);
+    await zfs(["snapshot", this.dataset(snap)], opts);
+  }
+
+  /** A rollback, which zfs allows from the newest snapshot only (upstream's refusal otherwise). */
+  async restoreSnapshot(vol: Volume, snapshot: string, opts: SlowOpts = {}): Promise<void> {
+    const names = await this.snapshotNames(vol);
+    if (!names.includes(snapshot)) throw new Error("Snapshot not found");
+    if (names[names.length - 1] !== snapshot) throw new Error("ZFS can only restore from the latest snapshot. Delete newer snapshots or copy the snapshot into a new volume instead");
+    const wasMounted = await this.unmountVolume(vol, opts);
+    try {
+      await zfs(["rollback", this.dataset(snapshotVolume(vol, snapshot))], opts);
+    } finally {
+      if (wasMounted) await this.mountVolume(vol, opts);
+    }
   }
 
   async mountVolume(vol: Volume, opts: SlowOpts = {}): Promise<string> {
     const path = this.volumePath(vol);
     if (isMountPoint(path)) return path;
     await mkdir(path, { recursive: true, mode: 0o711 });
-    await mountFs(this.dataset(vol), path, "zfs", "", opts.signal);
+    await mountFs(this.dataset(vol), path, "zfs", isSnapshotVolume(vol) ? "ro" : "", opts.signal);
     return path;
   }
 

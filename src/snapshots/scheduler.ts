@@ -1,0 +1,100 @@
+// The one snapshot scheduler: every minute (and once at start, for the current minute) it
+// takes the scheduled snapshots that are due and prunes expired ones, for every source
+// (instances, custom volumes). A run is claimed in the database before it is taken, so a
+// schedule never runs twice for one minute, even across a restart or a crash; a crash after
+// the claim loses that minute's snapshot rather than taking it twice.
+import type { Core, Feature } from "../daemon/daemon.js";
+import type { ScheduledSubject, SnapshotScheduleSource } from "../daemon/ports.js";
+import { scheduleIsDue } from "./cron.js";
+
+const MINUTE = 60_000;
+
+export class SnapshotScheduler {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private stopped = false;
+
+  constructor(
+    private readonly core: Core,
+    private readonly sources: () => SnapshotScheduleSource[],
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Claim `subject`'s run for `minute`: true only for the first claim of that minute. */
+  claim(subject: string, minute: number): boolean {
+    const r = this.core.db
+      .prepare(
+        `INSERT INTO snapshot_schedule_runs (subject, last_minute) VALUES (?, ?)
+         ON CONFLICT (subject) DO UPDATE SET last_minute = excluded.last_minute WHERE last_minute < excluded.last_minute`,
+      )
+      .run(subject, minute);
+    return r.changes === 1;
+  }
+
+  /** Subjects due in the minute starting at `minute` * 60 s. */
+  due(minute: number): ScheduledSubject[] {
+    const date = new Date(minute * MINUTE);
+    return this.sources()
+      .flatMap((s) => s.scheduled())
+      .filter((s) => scheduleIsDue(s.schedule, s.id, date));
+  }
+
+  /** One pass: take what is due this minute (claimed first), then prune expired snapshots. */
+  async tick(): Promise<void> {
+    const minute = Math.floor(this.now() / MINUTE);
+    for (const subject of this.due(minute)) {
+      if (this.stopped) return;
+      if (!this.claim(subject.key, minute)) continue;
+      try {
+        await subject.take();
+      } catch (e) {
+        this.core.log.warn({ err: e, subject: subject.key }, "scheduled snapshot failed");
+      }
+    }
+    for (const source of this.sources()) {
+      if (this.stopped) return;
+      await source.pruneExpired().catch((e) => this.core.log.warn({ err: e }, "pruning expired snapshots failed"));
+    }
+  }
+
+  start(): void {
+    this.stopped = false;
+    const schedule = () => {
+      if (this.stopped) return;
+      // A second into the next minute, so a clock a little behind still lands in that minute.
+      const wait = MINUTE - (this.now() % MINUTE) + 1000;
+      this.timer = setTimeout(() => {
+        this.running = this.tick().finally(schedule);
+      }, wait);
+      this.timer.unref();
+    };
+    this.running = this.tick().finally(schedule);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running?.catch(() => {});
+  }
+}
+
+export class SnapshotScheduleFeature implements Feature {
+  readonly name = "snapshot-schedule";
+  readonly scheduler: SnapshotScheduler;
+
+  constructor(core: Core) {
+    this.scheduler = new SnapshotScheduler(core, () => core.ports.snapshotSchedules ?? []);
+  }
+
+  routes() {
+    return [];
+  }
+
+  async start(): Promise<void> {
+    this.scheduler.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.scheduler.stop();
+  }
+}

@@ -1,0 +1,413 @@
+// Custom volume backups as LXD makes them (`lxc storage volume export` / `import`): a tarball
+// with backup/index.yaml, backup/volume/ and backup/volume-snapshots/<name>/, kept under
+// $LXD_DIR/backups/custom/<pool>/<project>_<volume>/<backup>. Records live in
+// custom_volume_backups; a row is 'creating' until its file is complete, and an import is
+// marked on disk until its volume is whole, so a crash leaves nothing half-made after recover().
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { Readable } from "node:stream";
+import YAML from "yaml";
+import { BadRequest, InternalError, NotFound } from "../api/errors.js";
+import type { Core } from "../daemon/daemon.js";
+import type { VolumeRow } from "../db/storage-repo.js";
+import { extractTarball, scanTarball } from "../images/archive.js";
+import { CODECS, type Codec } from "../images/compression.js";
+import { codecFor } from "../images/publish.js";
+import { TarRefused } from "../images/tar-gate.js";
+import { goTime, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";
+import { run } from "../os/exec.js";
+import { snapshotVolume } from "./drivers/types.js";
+import { storageName, validateVolumeName, type PoolService } from "./pool-service.js";
+import { withRevert } from "./reverter.js";
+import { validateVolumeSnapshotName, type VolumeSnapshotService } from "./volume-snapshots.js";
+
+export interface VolumeBackupRow {
+  id: number;
+  volumeId: number;
+  name: string;
+  createdAt: string;
+  expiresAt: string;
+  volumeOnly: boolean;
+  optimizedStorage: boolean;
+  state: string;
+}
+
+interface RawRow {
+  id: number;
+  volume_id: number;
+  name: string;
+  created_at: string;
+  expires_at: string;
+  volume_only: number;
+  optimized_storage: number;
+  state: string;
+}
+
+const toRow = (r: RawRow): VolumeBackupRow => ({
+  id: r.id,
+  volumeId: r.volume_id,
+  name: r.name,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  volumeOnly: r.volume_only === 1,
+  optimizedStorage: r.optimized_storage === 1,
+  state: r.state,
+});
+
+export interface VolumeBackupRequest {
+  name: string;
+  expiresAt?: string | null;
+  volumeOnly: boolean;
+  optimizedStorage: boolean;
+  compression: string;
+}
+
+/** Marker in an import's temp directory while its volume is being made (see recover). */
+const IMPORT_MARKER = "volume.json";
+
+const projectSuffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
+export const volumeBackupUrl = (pool: string, project: string, vol: string, backup: string) => `/1.0/storage-pools/${pool}/volumes/custom/${vol}/backups/${backup}${projectSuffix(project)}`;
+
+export function validateVolumeBackupName(name: string): void {
+  if (name.includes("/")) throw new BadRequest("Backup names may not contain slashes");
+  if (name === "." || name === "..") throw new BadRequest(`Invalid backup name: "${name}" is reserved`);
+  if (/[\s\0]/.test(name) || name.length > 255) throw new BadRequest("Invalid backup name");
+}
+
+interface IndexVolume {
+  config?: Record<string, unknown>;
+  description?: string;
+  content_type?: string;
+}
+interface IndexSnapshot {
+  name?: string;
+  description?: string;
+  expires_at?: string;
+  config?: Record<string, unknown>;
+}
+export interface ImportPlan {
+  name: string;
+  pool: string;
+  volume: IndexVolume;
+  snapshots: IndexSnapshot[];
+}
+
+const strings = (m: unknown) => Object.fromEntries(Object.entries((m ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+
+export class VolumeBackupService {
+  constructor(
+    private readonly core: Core,
+    private readonly pools: PoolService,
+    private readonly snapshots: VolumeSnapshotService,
+  ) {}
+
+  private get db() {
+    return this.core.db;
+  }
+
+  private volume(pool: string, project: string, type: string, vol: string): VolumeRow {
+    if (type !== "custom") throw new BadRequest(`Invalid storage volume type "${type}"`);
+    return this.pools.getVolume(pool, project, "custom", vol);
+  }
+
+  dirOf(v: VolumeRow): string {
+    return join(this.core.paths.dir, "backups", "custom", v.pool, storageName(v.project, "custom", v.name));
+  }
+
+  list(pool: string, project: string, type: string, vol: string): VolumeBackupRow[] {
+    const v = this.volume(pool, project, type, vol);
+    return (this.db.prepare("SELECT * FROM custom_volume_backups WHERE volume_id = ? AND state = 'created' ORDER BY id").all(v.id) as RawRow[]).map(toRow);
+  }
+
+  require(pool: string, project: string, type: string, vol: string, backup: string): { v: VolumeRow; b: VolumeBackupRow } {
+    const v = this.volume(pool, project, type, vol);
+    const r = this.db.prepare("SELECT * FROM custom_volume_backups WHERE volume_id = ? AND name = ?").get(v.id, backup) as RawRow | undefined;
+    if (!r || r.state !== "created") throw new NotFound("Storage volume backup not found");
+    return { v, b: toRow(r) };
+  }
+
+  view(b: VolumeBackupRow): Record<string, unknown> {
+    return { name: b.name, created_at: b.createdAt, expires_at: b.expiresAt, volume_only: b.volumeOnly, optimized_storage: b.optimizedStorage };
+  }
+
+  /** Check a create request and pick the name ("backup0", "backup1", ... when none is given). */
+  checkCreate(pool: string, project: string, type: string, vol: string, req: VolumeBackupRequest): string {
+    const v = this.volume(pool, project, type, vol);
+    codecFor(req.compression);
+    const existing = (this.db.prepare("SELECT name FROM custom_volume_backups WHERE volume_id = ?").all(v.id) as { name: string }[]).map((r) => r.name);
+    const name = req.name || nextSnapshotName("backup%d", existing);
+    validateVolumeBackupName(name);
+    if (req.expiresAt) parseExpiry(req.expiresAt);
+    return name;
+  }
+
+  /**
+   * The body of the "Creating custom volume backup" operation. optimized_storage is taken and
+   * a regular backup made (recorded as not optimized), as LXD does on drivers without an
+   * optimized format here.
+   */
+  async create(pool: string, project: string, vol: string, backup: string, req: VolumeBackupRequest, signal?: AbortSignal): Promise<void> {
+    const v = this.pools.getVolume(pool, project, "custom", vol);
+    const codec: Codec = CODECS[codecFor(req.compression)];
+    if (this.db.prepare("SELECT 1 FROM custom_volume_backups WHERE volume_id = ? AND name = ?").get(v.id, backup)) throw new Error(`Create volume backup: Backup "${vol}/${backup}" already exists`);
+    const now = new Date(Math.floor(Date.now() / 1000) * 1000);
+    const info = this.db
+      .prepare("INSERT INTO custom_volume_backups (volume_id, name, created_at, expires_at, volume_only, optimized_storage) VALUES (?, ?, ?, ?, ?, 0)")
+      .run(v.id, backup, goTime(now), req.expiresAt ? parseExpiry(req.expiresAt) : ZERO_TIME, req.volumeOnly ? 1 : 0);
+    const dir = this.dirOf(v);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const stage = join(dir, `.stage-${randomUUID()}`);
+    const partial = join(dir, `.partial-${randomUUID()}`);
+    try {
+      await this.writeTarball(v, req.volumeOnly, stage, partial, codec, signal);
+      renameSync(partial, join(dir, backup));
+      this.db.prepare("UPDATE custom_volume_backups SET state = 'created' WHERE id = ?").run(info.lastInsertRowid);
+    } catch (e) {
+      rmSync(partial, { force: true });
+      this.db.prepare("DELETE FROM custom_volume_backups WHERE id = ?").run(info.lastInsertRowid);
+      throw new Error(`Create volume backup: ${(e as Error).message}`);
+    } finally {
+      rmSync(stage, { recursive: true, force: true });
+    }
+    this.core.events.lifecycle("storage-volume-backup-created", volumeBackupUrl(pool, project, vol, backup), { project });
+  }
+
+  private async writeTarball(v: VolumeRow, volumeOnly: boolean, stage: string, out: string, codec: Codec, signal?: AbortSignal): Promise<void> {
+    const poolRow = this.pools.pool(v.pool);
+    const driver = this.pools.driverFor(poolRow);
+    await driver.mountPool();
+    const snaps = volumeOnly ? [] : this.snapshots.list(v.pool, v.project, v.name);
+    mkdirSync(join(stage, "backup", "volume-snapshots"), { recursive: true, mode: 0o700 });
+    const index = {
+      name: v.name,
+      backend: poolRow.driver,
+      pool: v.pool,
+      snapshots: snaps.map((s) => s.name.slice(v.name.length + 1)),
+      optimized: false,
+      optimized_header: false,
+      type: "custom",
+      config: {
+        volume: { ...this.pools.volumeView(v), used_by: [], created_at: ZERO_TIME },
+        volume_snapshots: snaps.map((s) => this.snapshots.view(s)),
+      },
+    };
+    writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
+    // Hard links where the pool shares the filesystem, copies otherwise: tar then writes LXD's layout.
+    const link = async (from: string, to: string) => {
+      try {
+        await run("cp", ["-a", "-l", "--", from, to], { signal });
+      } catch {
+        rmSync(to, { recursive: true, force: true });
+        await run("cp", ["-a", "--reflink=auto", "--", from, to], { signal });
+      }
+    };
+    const hostVol = this.pools.hostVolume(v);
+    await link(await driver.mountVolume(hostVol), join(stage, "backup", "volume"));
+    for (const s of snaps) {
+      const snapVol = snapshotVolume(hostVol, s.name.slice(v.name.length + 1));
+      await link(await driver.mountVolume(snapVol), join(stage, "backup", "volume-snapshots", s.name.slice(v.name.length + 1)));
+      await driver.unmountVolume(snapVol).catch(() => {});
+    }
+    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
+    if (codec.compress) args.push("-I", `${codec.compress[0]} ${codec.compress[1].filter((a: string) => a !== "-c").join(" ")}`);
+    args.push("--", "backup");
+    const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
+    if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
+  }
+
+  async delete(pool: string, project: string, type: string, vol: string, backup: string): Promise<void> {
+    const { v, b } = this.require(pool, project, type, vol, backup);
+    rmSync(join(this.dirOf(v), backup), { force: true });
+    // The volume's backup directory goes with its last backup, as upstream.
+    if (listDir(this.dirOf(v)).length === 0) rmSync(this.dirOf(v), { recursive: true, force: true });
+    this.db.prepare("DELETE FROM custom_volume_backups WHERE id = ?").run(b.id);
+    this.core.events.lifecycle("storage-volume-backup-deleted", volumeBackupUrl(pool, project, vol, backup), { project });
+  }
+
+  checkRename(pool: string, project: string, type: string, vol: string, backup: string, to: string): void {
+    this.require(pool, project, type, vol, backup);
+    if (!to) throw new BadRequest("Invalid backup name: Cannot be empty");
+    validateVolumeBackupName(to);
+  }
+
+  async rename(pool: string, project: string, type: string, vol: string, backup: string, to: string): Promise<void> {
+    const { v, b } = this.require(pool, project, type, vol, backup);
+    if (this.db.prepare("SELECT 1 FROM custom_volume_backups WHERE volume_id = ? AND name = ?").get(v.id, to)) throw new Error("UNIQUE constraint failed: storage_volumes_backups.storage_volume_id, storage_volumes_backups.name");
+    renameSync(join(this.dirOf(v), backup), join(this.dirOf(v), to));
+    try {
+      this.db.prepare("UPDATE custom_volume_backups SET name = ? WHERE id = ?").run(to, b.id);
+    } catch (e) {
+      renameSync(join(this.dirOf(v), to), join(this.dirOf(v), backup));
+      throw e;
+    }
+    this.core.events.lifecycle("storage-volume-backup-renamed", volumeBackupUrl(pool, project, vol, to), { project, context: { old_name: backup } });
+  }
+
+  exportFile(pool: string, project: string, type: string, vol: string, backup: string): { path: string; size: number; mtime: Date; retrieved: () => void } {
+    const { v } = this.require(pool, project, type, vol, backup);
+    const path = join(this.dirOf(v), backup);
+    const { size, mtime } = statSync(path);
+    return { path, size, mtime, retrieved: () => this.core.events.lifecycle("storage-volume-backup-retrieved", volumeBackupUrl(pool, project, vol, backup), { project }) };
+  }
+
+  /** The volume was renamed (its backups follow) or deleted (its backup files go; rows cascade). */
+  volumeRenamed(v: VolumeRow, to: string): void {
+    const src = this.dirOf(v);
+    if (existsSync(src)) renameSync(src, this.dirOf({ ...v, name: to }));
+  }
+
+  volumeDeleted(v: VolumeRow): void {
+    rmSync(this.dirOf(v), { recursive: true, force: true });
+  }
+
+  /** Delete backups whose expires_at has passed (called by the scheduler every minute). */
+  async pruneExpired(): Promise<void> {
+    const now = Date.now();
+    const rows = (this.db.prepare("SELECT * FROM custom_volume_backups WHERE state = 'created' AND expires_at <> ?").all(ZERO_TIME) as RawRow[]).map(toRow);
+    for (const b of rows) {
+      if (new Date(b.expiresAt).getTime() > now) continue;
+      const v = this.pools.repo.volumes({ type: "custom" }).find((x) => x.id === b.volumeId);
+      if (!v) continue;
+      await this.delete(v.pool, v.project, "custom", v.name, b.name).catch((e) => this.core.log.warn({ err: e, volume: v.name, backup: b.name }, "cannot delete expired volume backup"));
+    }
+  }
+
+  /** Drop half-written backups and remove volumes whose import a crash interrupted. */
+  async recover(): Promise<void> {
+    const backupsDir = join(this.core.paths.dir, "backups");
+    for (const f of listDir(backupsDir)) {
+      if (!f.startsWith(".volume-import-")) continue;
+      const marker = join(backupsDir, f, IMPORT_MARKER);
+      if (existsSync(marker)) {
+        const { pool, project, name } = JSON.parse(readFileSync(marker, "utf8")) as { pool: string; project: string; name: string };
+        this.core.log.warn({ pool, project, volume: name }, "removing custom volume left half-imported by a crash");
+        await this.removeImported(pool, project, name).catch((e) => this.core.log.warn({ err: e }, "cannot remove half-imported volume"));
+      }
+      rmSync(join(backupsDir, f), { recursive: true, force: true });
+    }
+    this.db.prepare("DELETE FROM custom_volume_backups WHERE state <> 'created'").run();
+    const root = join(backupsDir, "custom");
+    for (const pool of listDir(root)) {
+      for (const vol of listDir(join(root, pool))) {
+        for (const f of listDir(join(root, pool, vol))) if (f.startsWith(".stage-") || f.startsWith(".partial-")) rmSync(join(root, pool, vol, f), { recursive: true, force: true });
+      }
+    }
+  }
+
+  private async removeImported(pool: string, project: string, name: string): Promise<void> {
+    const driver = this.pools.driverFor(this.pools.pool(pool));
+    await driver.mountPool();
+    const rows = this.pools.repo.volumes({ pool, project, type: "custom" }).filter((v) => v.name === name || v.name.startsWith(`${name}/`));
+    for (const r of rows.sort((a, b) => b.id - a.id)) await this.pools.removeVolume(driver, r);
+  }
+
+  // ---- import (POST .../volumes/custom with a backup tarball as body) ----
+
+  /** Stream the upload to a private temp file; the caller removes it with `discard`. */
+  async receive(body: Readable): Promise<{ file: string; discard: () => void }> {
+    const dir = join(this.core.paths.dir, "backups", `.volume-import-${randomUUID()}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = join(dir, "backup");
+    const discard = () => rmSync(dir, { recursive: true, force: true });
+    try {
+      const fh = await open(file, "wx", 0o600);
+      try {
+        for await (const c of body) await fh.write(c as Buffer);
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      discard();
+      throw e;
+    }
+    return { file, discard };
+  }
+
+  /** Validate every member of the tarball and read its index; what will be created. */
+  async inspect(pool: string, project: string, file: string, name?: string): Promise<ImportPlan> {
+    let gate;
+    try {
+      gate = await scanTarball(file, { volumeBackup: true, capture: "backup/index.yaml" });
+    } catch (e) {
+      if (e instanceof TarRefused) throw new BadRequest(e.message.replace("Refusing unsafe image tarball", "Refusing unsafe backup tarball"));
+      throw new BadRequest((e as Error).message);
+    }
+    if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
+    let doc: { name?: unknown; type?: unknown; snapshots?: unknown; optimized?: unknown; config?: { volume?: IndexVolume; volume_snapshots?: IndexSnapshot[] } } | null;
+    try {
+      doc = YAML.parse(gate.captured.toString("utf8"));
+    } catch (e) {
+      throw new BadRequest(`Error reading backup file info: ${(e as Error).message}`);
+    }
+    if (!doc || typeof doc !== "object") throw new BadRequest("Backup is missing index.yaml");
+    if (doc.type !== undefined && doc.type !== "custom") throw new BadRequest(`Backup of type "${String(doc.type)}" isn't a custom volume backup`);
+    if (doc.optimized === true) throw new BadRequest("Optimized volume backups can't be imported here");
+    const volume = doc.config?.volume;
+    if (!volume || typeof volume !== "object") throw new InternalError("Valid volume config not found in index");
+    const volName = name || String(doc.name ?? "");
+    validateVolumeName(volName);
+    const wanted = Array.isArray(doc.snapshots) ? doc.snapshots.map(String) : [];
+    const snapshots: IndexSnapshot[] = [];
+    for (const s of wanted) {
+      validateVolumeSnapshotName(s);
+      const cfg = (doc.config?.volume_snapshots ?? []).find((x) => x && String(x.name) === s);
+      if (!cfg) throw new InternalError("Valid volume snapshot config not found in index");
+      snapshots.push(cfg);
+    }
+    this.pools.pool(pool);
+    return { name: volName, pool, volume, snapshots };
+  }
+
+  /** The body of the "Restoring custom volume backup" operation: the volume, then its snapshots oldest first. */
+  async restore(project: string, file: string, plan: ImportPlan, signal?: AbortSignal): Promise<void> {
+    const { pool, name } = plan;
+    if (this.pools.repo.volume(pool, project, "custom", name)) throw new Error("Create custom volume from backup: Volume by that name already exists");
+    const poolRow = this.pools.pool(pool);
+    const def = this.pools.definition(poolRow.driver);
+    const config = strings(plan.volume.config);
+    for (const k of Object.keys(config)) if (!k.startsWith("user.") && !k.startsWith("volatile.") && !def.info.volumeKeys[k]) delete config[k];
+    const driver = this.pools.driverFor(poolRow);
+    await driver.mountPool();
+    const marker = join(dirname(file), IMPORT_MARKER);
+    await withRevert(async (revert) => {
+      this.pools.repo.insertVolume({ pool, project, type: "custom", name, description: String(plan.volume.description ?? ""), config });
+      // Only a volume this import made is removed on failure, or by recover() after a crash.
+      revert.add(() => this.removeImported(pool, project, name));
+      writeFileSync(marker, JSON.stringify({ pool, project, name }), { mode: 0o600 });
+      const row = this.pools.repo.volume(pool, project, "custom", name)!;
+      const hostVol = this.pools.hostVolume(row);
+      await driver.createVolume(hostVol, undefined, { signal });
+      const path = await driver.mountVolume(hostVol);
+      // Each snapshot's content goes into the volume, is snapshotted, and the next replaces it.
+      for (const s of plan.snapshots) {
+        const snap = String(s.name);
+        await emptyDir(path);
+        await extractTarball(file, path, { volumeBackup: true }, { signal, select: { member: `backup/volume-snapshots/${snap}`, strip: 3 } });
+        this.pools.repo.insertVolume({ pool, project, type: "custom", name: `${name}/${snap}`, description: String(s.description ?? ""), config: strings(s.config), expiresAt: s.expires_at ? parseExpiry(String(s.expires_at)) : ZERO_TIME });
+        const snapRow = this.pools.repo.volume(pool, project, "custom", `${name}/${snap}`)!;
+        if (!driver.createSnapshot) throw new Error(`Storage driver "${driver.info.name}" does not support snapshots here`);
+        await driver.createSnapshot(hostVol, snap, { signal });
+        this.pools.repo.setVolumeState(snapRow.id, "created");
+      }
+      await emptyDir(path);
+      await extractTarball(file, path, { volumeBackup: true }, { signal, select: { member: "backup/volume", strip: 2 } });
+      this.pools.repo.setVolumeState(row.id, "created");
+    });
+    rmSync(marker, { force: true });
+    this.core.events.lifecycle("storage-volume-created", `/1.0/storage-pools/${pool}/volumes/custom/${name}${projectSuffix(project)}`, { project });
+  }
+}
+
+async function emptyDir(dir: string): Promise<void> {
+  for (const f of readdirSync(dir)) rmSync(join(dir, f), { recursive: true, force: true });
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
