@@ -273,18 +273,34 @@ export const migrations: Migration[] = [
         entries TEXT NOT NULL DEFAULT '[]',
         config TEXT NOT NULL DEFAULT '{}',
         UNIQUE (zone_id, name)
+      );
+    `,
+  },
+  {
     version: 160,
     name: "storage volume snapshot expiry",
+    sql: `
       ALTER TABLE storage_volumes ADD COLUMN expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z';
+    `,
+  },
+  {
     version: 161,
     name: "snapshot schedule runs",
+    sql: `
       CREATE TABLE snapshot_schedule_runs (
         subject TEXT PRIMARY KEY,
         last_minute INTEGER NOT NULL
+      );
+    `,
+  },
+  {
     version: 162,
     name: "custom volume backups",
+    sql: `
       CREATE TABLE custom_volume_backups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         volume_id INTEGER NOT NULL REFERENCES storage_volumes (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
         created_at TEXT NOT NULL,
         expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z',
         volume_only INTEGER NOT NULL DEFAULT 0,
