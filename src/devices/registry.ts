@@ -1,6 +1,7 @@
 // Device drivers by type (nic drivers by nictype, or "network" for managed networks).
 // One line each.
 import { DiskDevice, NoneDevice } from "./disk.js";
+import { ProxyDevice } from "./proxy.js";
 import { UnixDevice } from "./unix.js";
 import type { DeviceConfig, DeviceFactory } from "./types.js";
 import { bridgedNic } from "./nic/bridged.js";
@@ -13,6 +14,7 @@ export const deviceDrivers: Record<string, DeviceFactory> = {
   none: (_ctx, name, config) => new NoneDevice(name, config),
   "unix-char": (ctx, name, config) => new UnixDevice(ctx, name, config, "c"),
   "unix-block": (ctx, name, config) => new UnixDevice(ctx, name, config, "b"),
+  proxy: (ctx, name, config) => new ProxyDevice(ctx, name, config),
 };
 
 export const nicDrivers: Record<string, DeviceFactory> = {

@@ -26,7 +26,7 @@ export interface Native {
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;
 
-export type Helper = "nodelxd-start" | "nodelxd-attach";
+export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy";
 const sealedHelpers = new Map<Helper, string>();
 
 /**
