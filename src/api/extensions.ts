@@ -109,4 +109,12 @@ export const apiExtensions: string[] = [
   "container_backup_override_pool",
   "backup_override_name",
   "container_syscall_filtering",
+  // proxy devices (src/devices/proxy.ts, native/proxy.c)
+  "proxy",
+  "proxy_unix",
+  "proxy_udp",
+  "proxy_tcp_udp_multi_port_handling",
+  "proxy_unix_dac_properties",
+  "proxy_haproxy_protocol",
+  "proxy_nat",
 ];
