@@ -117,4 +117,8 @@ export const apiExtensions: string[] = [
   "proxy_unix_dac_properties",
   "proxy_haproxy_protocol",
   "proxy_nat",
+  // GET /1.0/metrics (src/metrics/), metrics certificates, core.metrics_address
+  "metrics",
+  "metrics_cpu_seconds",
+  "metrics_authentication",
 ];

@@ -1,5 +1,6 @@
 // The feature modules the daemon loads, in start order (stopped in reverse). One line each.
 import { ImagesFeature } from "../images/feature.js";
+import { MetricsFeature } from "../metrics/feature.js";
 import { InstanceAccessFeature } from "../instances/access-feature.js";
 import { InstancesFeature } from "../instances/feature.js";
 import { NetworksFeature } from "../network/feature.js";
@@ -16,4 +17,5 @@ export const features: FeatureFactory[] = [
   (core) => new NetworksFeature(core),
   (core) => new InstancesFeature(core),
   (core) => new InstanceAccessFeature(core),
+  (core) => new MetricsFeature(core),
 ];

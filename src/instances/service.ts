@@ -483,6 +483,23 @@ export class InstanceService implements InstancesPort {
     return out;
   }
 
+  /** Running instances with their expanded config and devices (InstancesPort.running). */
+  running(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Devices; volumePath: string }[] {
+    const out = [];
+    for (const row of this.repo.list(project)) {
+      if (!this.runtime.isRunning(row)) continue;
+      let ex: { config: Record<string, string>; devices: Devices };
+      try {
+        ex = this.expanded(row);
+      } catch {
+        ex = { config: row.config, devices: row.devices };
+      }
+      const lxc = this.runtime.lxcName(row.project, row.name);
+      out.push({ project: row.project, name: row.name, pid: row.init_pid, config: ex.config, devices: ex.devices, volumePath: this.runtime.driver.dir(lxc) });
+    }
+    return out;
+  }
+
   /** The narrow view exec, console and file transfer need (InstancesPort.runtimeOf). */
   runtimeOf(project: string, name: string): PortRuntime {
     const row = this.require(project, name);
