@@ -11,6 +11,7 @@ PKGS=(
   busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
+  openssl                                     # metrics test: a client certificate
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

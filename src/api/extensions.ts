@@ -121,4 +121,7 @@ export const apiExtensions: string[] = [
   "metrics",
   "metrics_cpu_seconds",
   "metrics_authentication",
+  // the guest API, /dev/lxd/sock (src/devlxd/)
+  "restrict_devlxd",
+  "devlxd_events",
 ];

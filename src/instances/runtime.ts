@@ -229,6 +229,10 @@ export class InstanceRuntime {
         devices: runConfigs,
       });
       lines.splice(lines.length - 1, 0, ["lxc.mount.auto", `shmounts:${shmounts}:/dev/.lxd-mounts`]);
+      // The guest API (devlxd): the daemon's socket directory at /dev/lxd, as LXD mounts it.
+      if (!["false", "0", "no", "off"].includes((config["security.devlxd"] ?? "").toLowerCase())) {
+        lines.splice(lines.length - 1, 0, ["lxc.mount.entry", `${join(this.core.paths.dir, "devlxd").replace(/ /g, "\\040")} dev/lxd none bind,create=dir 0 0`]);
+      }
       this.driver.writeConfig(lxc, renderLxcConfig(lines));
       const init = await this.driver.start(lxc);
       this.svc.repo.setRuntime(project, name, { pid: init.pid, start: init.startTime }, new Date().toISOString());
