@@ -14,7 +14,7 @@ export interface DeviceContext {
   instanceConfig: Record<string, string>;
   /** Read and write the instance's volatile.* keys (persisted by the instance service). */
   volatile: { get(key: string): string | undefined; set(changes: Record<string, string>): Promise<void> };
-  /** Host directory for this instance's device state: $LXD_DIR/devices/<project>_<instance>. */
+  /** Host directory for this instance's device state: $LXD_DIR/devices/<instance> (<project>_<instance> outside default). */
   devicesDir: string;
   /** Host directory for the instance's logs: $LXD_DIR/logs/<instance> (proxy relays log there). */
   logDir: string;

@@ -96,7 +96,8 @@ export class InstanceRuntime {
           }
         },
       },
-      devicesDir: join(this.core.paths.devices, `${row.project}_${row.name}`),
+      // As LXD: devices/<instance> (project-prefixed outside the default project).
+      devicesDir: join(this.core.paths.devices, this.lxcName(row.project, row.name)),
       logDir: logDir(this.core.paths.dir, this.lxcName(row.project, row.name)),
       expandedDevices: () => {
         const cur = svc.repo.get(row.project, row.name);

@@ -383,7 +383,7 @@ export class InstanceService implements InstancesPort {
     }
     if (pool) await this.core.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
     this.runtime.driver.remove(this.runtime.lxcName(row.project, row.name));
-    rmSync(join(this.core.paths.devices, `${row.project}_${row.name}`), { recursive: true, force: true });
+    rmSync(join(this.core.paths.devices, this.runtime.lxcName(row.project, row.name)), { recursive: true, force: true });
     this.repo.delete(row.project, row.name);
     this.backups?.instanceDeleted(row.project, row.name);
     this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });

@@ -71,7 +71,7 @@ function initPid(name: string): number {
 }
 
 function relayPid(name: string, dev: string): number {
-  const f = join(d.dir, "devices", `default_${name}`, `proxy.${dev}`);
+  const f = join(d.dir, "devices", name, `proxy.${dev}`);
   return existsSync(f) ? Number(readFileSync(f, "utf8").split(" ")[0]) : 0;
 }
 
