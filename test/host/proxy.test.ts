@@ -165,6 +165,20 @@ describe("proxy devices", () => {
     server.kill("SIGKILL");
   });
 
+  it("proxy_protocol=true sends a PROXY v1 header to the tcp target", async () => {
+    const c = d.launch("pp");
+    const hostPort = await freePort();
+    const server = spawn(process.execPath, ["-e", `require("net").createServer((s)=>s.once("data",(b)=>s.end("HTTP/1.0 200 OK\\r\\n\\r\\n"+b.toString().split("\\r\\n")[0]+"\\n"))).listen(${hostPort},"127.0.0.1")`], { stdio: "ignore" });
+    helpers.push(server);
+    ok(d.lxc("config", "device", "add", c, "pp", "proxy", "bind=instance", "listen=tcp:127.0.0.1:8001", `connect=tcp:127.0.0.1:${hostPort}`, "proxy_protocol=true"));
+    const line = await until(() => {
+      const w = d.lxc("exec", c, "--", "wget", "-qO-", "http://127.0.0.1:8001/");
+      return w.code === 0 ? w.stdout : "";
+    });
+    expect(line).toMatch(new RegExp(`^PROXY TCP4 127\\.0\\.0\\.1 127\\.0\\.0\\.1 \\d+ 8001\n$`));
+    server.kill("SIGKILL");
+  });
+
   it("the relay survives a daemon kill -9, is adopted after restart, and is restarted if it dies", async () => {
     const c = d.launch("survive");
     serveHttp(c);
