@@ -78,10 +78,19 @@ export class ProxyDevice implements Device {
   }
 
   async start(): Promise<RunConfig> {
-    return { postStart: (pid) => this.attach(pid) };
+    return { postStart: (pid) => this.run(pid) };
   }
 
+  /** Hot-plug: LXD words a failure as a device start failure. */
   async attach(pid: number): Promise<void> {
+    try {
+      await this.run(pid);
+    } catch (e) {
+      throw new Error(`Failed to start device ${JSON.stringify(this.name)}: ${(e as Error).message}`);
+    }
+  }
+
+  private async run(pid: number): Promise<void> {
     if (this.nat) {
       try {
         await this.setupNat();
@@ -106,7 +115,7 @@ export class ProxyDevice implements Device {
 
   async rebooted(pid: number): Promise<void> {
     await this.stop();
-    await this.attach(pid);
+    await this.run(pid);
   }
 
   /** The daemon restarted while the instance runs: keep a live relay, restart a dead one. */

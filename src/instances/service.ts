@@ -143,11 +143,18 @@ export class InstanceService implements InstancesPort {
     const ex = this.expanded({ project, profiles, config, devices });
     if (!expandedOnly) validateInstanceConfig(ex.config);
     for (const [dev, cfg] of Object.entries(devices)) {
+      let device;
       try {
-        this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg).validate();
+        device = this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg);
       } catch (e) {
+        // An unknown type fails while loading the device, as LXD words it.
         const msg = (e as Error).message;
         throw new Error(msg === "Unsupported device type" ? `Invalid devices: Device validation failed for "${dev}": Failed loading device "${dev}": ${msg}` : `Invalid devices: Device validation failed for "${dev}": ${msg}`);
+      }
+      try {
+        device.validate();
+      } catch (e) {
+        throw new Error(`Invalid devices: Device validation failed for "${dev}": ${(e as Error).message}`);
       }
     }
   }

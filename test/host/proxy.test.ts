@@ -227,7 +227,7 @@ describe("proxy devices", () => {
     spawnSync("sh", ["-c", `echo keep > ${file}`]);
     const r = d.lxc("config", "device", "add", c, "p", "proxy", `listen=unix:${file}`, "connect=tcp:127.0.0.1:80");
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain("Error occurred when starting proxy device");
+    expect(r.stderr).toContain(`Failed to start device "p": Error occurred when starting proxy device: Error: Failed to listen on ${file}: the path exists and is not a socket`);
     expect(readFileSync(file, "utf8")).toBe("keep\n");
     rmSync(file);
     expect(JSON.parse(d.lxc("query", `/1.0/instances/${c}`).stdout).devices).toEqual({});
@@ -253,7 +253,7 @@ describe("proxy devices", () => {
       ok(d.lxc("start", c));
       const label = `${c}.n`;
       const bad = d.lxc("config", "device", "add", c, "n", "proxy", "listen=tcp:127.0.0.1:1234", `connect=tcp:10.251.${third}.99:1234`, "nat=true");
-      expect(bad.stderr).toContain(`Connect IP "10.251.${third}.99" must be one of the instance's static IPv4 addresses`);
+      expect(bad.stderr).toContain(`Failed to start device "n": Failed to start device "n": Connect IP "10.251.${third}.99" must be one of the instance's static IPv4 addresses`);
       ok(d.lxc("config", "device", "add", c, "n", "proxy", "listen=tcp:127.0.0.1:1234-1235", `connect=tcp:10.251.${third}.10:1234`, "nat=true"));
       const chain = spawnSync("nft", ["-nn", "list", "chain", "inet", "lxd", `prert.${label}`], { encoding: "utf8" }).stdout;
       expect(chain).toContain(`ip daddr 127.0.0.1 tcp dport 1234-1235 dnat ip to 10.251.${third}.10:1234`);
