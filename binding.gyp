@@ -18,6 +18,12 @@
       "sources": ["native/attach.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
       "libraries": ["-llxc"]
+    },
+    {
+      "target_name": "nodelxd-proxy",
+      "type": "executable",
+      "sources": ["native/proxy.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]
 }

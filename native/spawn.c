@@ -33,6 +33,28 @@ napi_value socket_pair(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// peerCredentials(fd) -> [pid, uid, gid]: SO_PEERCRED of a connected unix socket (the guest
+// API identifies its callers by it; pid is in the daemon's pid namespace).
+napi_value peer_credentials(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok)
+    return native_throw_errno(env, EINVAL, "peerCredentials");
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return native_throw_errno(env, errno, "getsockopt(SO_PEERCRED)");
+  napi_value out, v;
+  napi_create_array_with_length(env, 3, &out);
+  napi_create_int32(env, cred.pid, &v);
+  napi_set_element(env, out, 0, v);
+  napi_create_uint32(env, cred.uid, &v);
+  napi_set_element(env, out, 1, v);
+  napi_create_uint32(env, cred.gid, &v);
+  napi_set_element(env, out, 2, v);
+  return out;
+}
+
 struct exit_watch {
   uv_poll_t poll;
   int pidfd;

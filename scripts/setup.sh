@@ -12,6 +12,7 @@ PKGS=(
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
   bind9-dnsutils                              # dig against the zones' DNS listener (network zones test)
+  openssl                                     # metrics test: a client certificate
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

@@ -127,4 +127,19 @@ export const apiExtensions: string[] = [
   "custom_volume_snapshot_expiry",
   "custom_volume_backup",
   "storage_volume_state_total",
+  // proxy devices (src/devices/proxy.ts, native/proxy.c)
+  "proxy",
+  "proxy_unix",
+  "proxy_udp",
+  "proxy_tcp_udp_multi_port_handling",
+  "proxy_unix_dac_properties",
+  "proxy_haproxy_protocol",
+  "proxy_nat",
+  // GET /1.0/metrics (src/metrics/), metrics certificates, core.metrics_address
+  "metrics",
+  "metrics_cpu_seconds",
+  "metrics_authentication",
+  // the guest API, /dev/lxd/sock (src/devlxd/)
+  "restrict_devlxd",
+  "devlxd_events",
 ];

@@ -20,6 +20,8 @@ export interface Requestor {
   fingerprint?: string;
   /** A trusted TLS client limited to its certificate's projects. */
   restricted?: boolean;
+  /** A TLS client whose certificate is trusted for /1.0/metrics only (type "metrics"); untrusted elsewhere. */
+  metrics?: boolean;
 }
 
 export interface ApiRequest {

@@ -22,6 +22,7 @@ import { OperationManager } from "../operations/manager.js";
 import { CertificateService } from "./certificate-service.js";
 import { ensureServerCertificate, type KeyPair } from "./certificates.js";
 import { Endpoints } from "./endpoints.js";
+import { encode, errorEnvelope } from "../api/envelope.js";
 import { features } from "./features.js";
 import { readHostInfo, type HostInfo } from "./host-info.js";
 import { createLogger } from "./logging.js";
@@ -112,6 +113,7 @@ export class Daemon {
       apply: async (key, value) => {
         if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
         if (key === "core.dns_address") await this.core?.ports.dns?.setAddress(value);
+        if (key === "core.metrics_address") await this.endpoints?.setMetricsAddress(value);
       },
     });
     const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair, ports: {} };
@@ -147,6 +149,12 @@ export class Daemon {
         }
         app.routing(req, res);
       },
+      metricsHandler: (req, res) => {
+        if (req.method === "GET" && (req.url ?? "").split("?")[0] === "/1.0/metrics") return app.routing(req, res);
+        const body = encode(errorEnvelope(404, "not found"));
+        res.writeHead(404, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+        res.end(body);
+      },
       onServer: (s) =>
         attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted, upgrades: this.loaded.flatMap((f) => f.upgrades?.() ?? []) }),
       log,
@@ -159,6 +167,10 @@ export class Daemon {
     }
     const dnsAddress = server.get("core.dns_address");
     if (dnsAddress) await core.ports.dns?.setAddress(dnsAddress).catch((e) => log.error({ err: e }, "cannot bind core.dns_address"));
+    const metricsAddress = server.get("core.metrics_address");
+    if (metricsAddress) {
+      await this.endpoints.setMetricsAddress(metricsAddress).catch((e) => log.error({ err: e }, "cannot bind core.metrics_address"));
+    }
     this.ready = true;
     log.info({ dir: paths.dir, pid: process.pid }, "daemon started");
   }

@@ -14,6 +14,8 @@ export interface EndpointsOptions {
   group?: string;
   tls: { cert: string; key: string };
   handler: RequestHandler;
+  /** The core.metrics_address listener's handler (only /1.0/metrics; LXD answers 404 elsewhere). */
+  metricsHandler?: RequestHandler;
   /** Called for every server created, to attach websocket upgrade handling. */
   onServer: (server: Server) => void;
   log: Logger;
@@ -50,6 +52,8 @@ export class Endpoints {
   private unix?: Server;
   private https?: Server;
   private httpsAddress = "";
+  private metrics?: Server;
+  private metricsAddress = "";
 
   constructor(private readonly opts: EndpointsOptions) {}
 
@@ -102,8 +106,35 @@ export class Endpoints {
     this.opts.log.info({ address }, address ? "https listener bound" : "https listener closed");
   }
 
+  /** (Re)bind the core.metrics_address listener (TLS, /1.0/metrics only); an empty address closes it. */
+  async setMetricsAddress(address: string): Promise<void> {
+    if (address === this.metricsAddress) return;
+    const previous = this.metrics;
+    let next: Server | undefined;
+    if (address !== "") {
+      const { host, port } = splitHostPort(address, 9100);
+      const handler = this.opts.metricsHandler;
+      if (!handler) throw new Error("no metrics handler");
+      next = tune(createHttpsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key, requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2" }, handler));
+      if (previous) await closeServer(previous);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          next!.once("error", reject);
+          next!.listen({ host: host === "" ? "::" : host, port }, () => resolve());
+        });
+      } catch (e) {
+        throw new Error(`cannot listen on metrics socket: ${(e as Error).message}`);
+      }
+    } else if (previous) {
+      await closeServer(previous);
+    }
+    this.metrics = next;
+    this.metricsAddress = address;
+    this.opts.log.info({ address }, address ? "metrics listener bound" : "metrics listener closed");
+  }
+
   async close(): Promise<void> {
-    await Promise.all([this.unix, this.https].filter((s): s is Server => !!s).map(closeServer));
+    await Promise.all([this.unix, this.https, this.metrics].filter((s): s is Server => !!s).map(closeServer));
     if (existsSync(this.opts.socketPath)) unlinkSync(this.opts.socketPath);
   }
 }

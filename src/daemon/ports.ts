@@ -97,6 +97,8 @@ export interface InstancesPort {
    * (Not `runtime`: the instances service already has a `runtime` member.)
    */
   runtimeOf?(project: string, name: string): InstanceRuntime;
+  /** Running instances (optionally of one project), for metrics and the guest API. */
+  running?(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Record<string, Record<string, string>>; volumePath: string }[];
   /** expires_at of an instance snapshot (storage API's volume snapshot view); undefined if unknown. */
   snapshotExpiry?(project: string, name: string, snapshot: string): string | undefined;
 }

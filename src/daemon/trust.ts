@@ -11,6 +11,8 @@ const UNIX_REQUESTOR: Requestor = Object.freeze({ trusted: true, protocol: "unix
 export class TrustStore {
   /** Trusted client fingerprints → restricted. */
   private clients = new Map<string, boolean>();
+  /** Fingerprints of certificates of type "metrics". */
+  private metrics = new Set<string>();
 
   constructor(private readonly db: Db) {
     this.reload();
@@ -19,6 +21,8 @@ export class TrustStore {
   reload(): void {
     const rows = this.db.prepare("SELECT fingerprint, restricted FROM certificates WHERE type = 'client'").all() as { fingerprint: string; restricted: number }[];
     this.clients = new Map(rows.map((r) => [r.fingerprint, r.restricted === 1]));
+    const metrics = this.db.prepare("SELECT fingerprint FROM certificates WHERE type = 'metrics'").all() as { fingerprint: string }[];
+    this.metrics = new Set(metrics.map((r) => r.fingerprint));
   }
 
   has(fingerprint: string): boolean {
@@ -42,6 +46,6 @@ export class TrustStore {
     if (!der) return { trusted: false, protocol: "tls", username: "", address };
     const fingerprint = createHash("sha256").update(der).digest("hex");
     const restricted = this.clients.get(fingerprint);
-    return { trusted: restricted !== undefined, protocol: "tls", username: fingerprint, address, fingerprint, restricted: restricted === true };
+    return { trusted: restricted !== undefined, protocol: "tls", username: fingerprint, address, fingerprint, restricted: restricted === true, metrics: this.metrics.has(fingerprint) };
   }
 }

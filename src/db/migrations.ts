@@ -310,4 +310,20 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 170,
+    name: "instances_devices_config view",
+    // LXD's scripts (and its test suite) edit device keys with `lxd sql global "UPDATE
+    // instances_devices_config ..."`: a view over the JSON devices column, writable through a trigger.
+    sql: `
+      CREATE VIEW instances_devices_config AS
+        SELECT i.id AS instance_id, d.key AS device, c.key AS key, c.value AS value
+        FROM instances i, json_each(i.devices) d, json_each(d.value) c;
+      CREATE TRIGGER instances_devices_config_update INSTEAD OF UPDATE OF value ON instances_devices_config
+      BEGIN
+        UPDATE instances SET devices = json_set(devices, '$."' || replace(OLD.device, '"', '') || '"."' || replace(OLD.key, '"', '') || '"', NEW.value)
+        WHERE id = OLD.instance_id AND instr(OLD.device, '"') = 0 AND instr(OLD.key, '"') = 0;
+      END;
+    `,
+  },
 ];

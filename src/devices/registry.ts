@@ -1,6 +1,8 @@
 // Device drivers by type (nic drivers by nictype, or "network" for managed networks).
 // One line each.
 import { DiskDevice, NoneDevice } from "./disk.js";
+import { HardwareDevice } from "./hardware.js";
+import { ProxyDevice } from "./proxy.js";
 import { UnixDevice } from "./unix.js";
 import type { DeviceConfig, DeviceFactory } from "./types.js";
 import { bridgedNic } from "./nic/bridged.js";
@@ -13,6 +15,13 @@ export const deviceDrivers: Record<string, DeviceFactory> = {
   none: (_ctx, name, config) => new NoneDevice(name, config),
   "unix-char": (ctx, name, config) => new UnixDevice(ctx, name, config, "c"),
   "unix-block": (ctx, name, config) => new UnixDevice(ctx, name, config, "b"),
+  proxy: (ctx, name, config) => new ProxyDevice(ctx, name, config),
+  gpu: (ctx, name, config) => new HardwareDevice(ctx, name, config),
+  usb: (ctx, name, config) => new HardwareDevice(ctx, name, config),
+  "unix-hotplug": (ctx, name, config) => new HardwareDevice(ctx, name, config),
+  tpm: (ctx, name, config) => new HardwareDevice(ctx, name, config),
+  pci: (ctx, name, config) => new HardwareDevice(ctx, name, config),
+  infiniband: (ctx, name, config) => new HardwareDevice(ctx, name, config),
 };
 
 export const nicDrivers: Record<string, DeviceFactory> = {

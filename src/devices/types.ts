@@ -14,8 +14,12 @@ export interface DeviceContext {
   instanceConfig: Record<string, string>;
   /** Read and write the instance's volatile.* keys (persisted by the instance service). */
   volatile: { get(key: string): string | undefined; set(changes: Record<string, string>): Promise<void> };
-  /** Host directory for this instance's device state: $LXD_DIR/devices/<project>_<instance>. */
+  /** Host directory for this instance's device state: $LXD_DIR/devices/<instance> (<project>_<instance> outside default). */
   devicesDir: string;
+  /** Host directory for the instance's logs: $LXD_DIR/logs/<instance> (proxy relays log there). */
+  logDir: string;
+  /** The instance's expanded devices (proxy nat=true looks for its static bridge address). */
+  expandedDevices?: () => Record<string, DeviceConfig>;
   /** Host root of the instance's filesystem (rootfs path), for disk devices. */
   rootfs: string;
   /** Host uid/gid the container's root maps to (0 for privileged). */
@@ -60,6 +64,8 @@ export interface Device {
   attach?(pid: number): Promise<void>;
   /** Detach from a running instance. */
   detach?(pid: number): Promise<void>;
+  /** The daemon started while the instance runs: take over (or redo) the device's host-side processes. */
+  adopt?(pid: number): Promise<void>;
   /** The instance rebooted in place (liblxc recreated its interfaces): redo the host-side setup. */
   rebooted?(pid: number): Promise<void>;
   /**

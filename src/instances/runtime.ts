@@ -15,7 +15,7 @@ import { isTrue } from "./config-keys.js";
 import { hostRoot, idmapJson, parseIdmapJson, sameIdmap } from "./idmap.js";
 import { controllerVersion, writeLimit } from "./lxc/cgroup.js";
 import { loadKernelModules } from "./kernel-modules.js";
-import { cpusetFor, generateLxcConfig, memoryLimitBytes, renderLxcConfig } from "./lxc/config.js";
+import { cpusetFor, generateLxcConfig, logDir, memoryLimitBytes, renderLxcConfig } from "./lxc/config.js";
 import { needsSeccompPolicy, seccompPolicy } from "./lxc/seccomp.js";
 import { isAlive, LxcDriver, procStartTime, type InitProcess } from "./lxc/driver.js";
 import { shiftTree } from "./lxc/shift.js";
@@ -96,7 +96,13 @@ export class InstanceRuntime {
           }
         },
       },
-      devicesDir: join(this.core.paths.devices, `${row.project}_${row.name}`),
+      // As LXD: devices/<instance> (project-prefixed outside the default project).
+      devicesDir: join(this.core.paths.devices, this.lxcName(row.project, row.name)),
+      logDir: logDir(this.core.paths.dir, this.lxcName(row.project, row.name)),
+      expandedDevices: () => {
+        const cur = svc.repo.get(row.project, row.name);
+        return cur ? svc.expanded(cur).devices : {};
+      },
       rootfs: this.driver.rootfsLink(this.lxcName(row.project, row.name)),
       hostRootId: hostRoot(map),
       idmap: map,
@@ -224,6 +230,10 @@ export class InstanceRuntime {
         devices: runConfigs,
       });
       lines.splice(lines.length - 1, 0, ["lxc.mount.auto", `shmounts:${shmounts}:/dev/.lxd-mounts`]);
+      // The guest API (devlxd): the daemon's socket directory at /dev/lxd, as LXD mounts it.
+      if (!["false", "0", "no", "off"].includes((config["security.devlxd"] ?? "").toLowerCase())) {
+        lines.splice(lines.length - 1, 0, ["lxc.mount.entry", `${join(this.core.paths.dir, "devlxd").replace(/ /g, "\\040")} dev/lxd none bind,create=dir 0 0`]);
+      }
       this.driver.writeConfig(lxc, renderLxcConfig(lines));
       const init = await this.driver.start(lxc);
       this.svc.repo.setRuntime(project, name, { pid: init.pid, start: init.startTime }, new Date().toISOString());
@@ -515,7 +525,13 @@ export class InstanceRuntime {
     const toStart: InstanceRow[] = [];
     for (const row of this.svc.repo.list()) {
       if (row.init_pid > 0) {
-        if (this.isRunning(row)) continue;
+        if (this.isRunning(row)) {
+          // Host-side device processes (proxy relays) outlive the daemon: take them over.
+          for (const d of this.devicesOf(row, this.svc.expanded(row).devices)) {
+            await d.adopt?.(row.init_pid).catch((e) => this.core.log.warn({ err: e, instance: row.name, device: d.name }, "device adoption failed"));
+          }
+          continue;
+        }
         await this.onExited(row).catch((e) => this.core.log.error({ err: e, instance: row.name }, "cleanup of a stopped container failed"));
         continue;
       }

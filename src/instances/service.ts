@@ -143,11 +143,18 @@ export class InstanceService implements InstancesPort {
     const ex = this.expanded({ project, profiles, config, devices });
     if (!expandedOnly) validateInstanceConfig(ex.config);
     for (const [dev, cfg] of Object.entries(devices)) {
+      let device;
       try {
-        this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg).validate();
+        device = this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg);
       } catch (e) {
+        // An unknown type fails while loading the device, as LXD words it.
         const msg = (e as Error).message;
         throw new Error(msg === "Unsupported device type" ? `Invalid devices: Device validation failed for "${dev}": Failed loading device "${dev}": ${msg}` : `Invalid devices: Device validation failed for "${dev}": ${msg}`);
+      }
+      try {
+        device.validate();
+      } catch (e) {
+        throw new Error(`Invalid devices: Device validation failed for "${dev}": ${(e as Error).message}`);
       }
     }
   }
@@ -394,7 +401,7 @@ export class InstanceService implements InstancesPort {
     }
     if (pool) await this.core.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
     this.runtime.driver.remove(this.runtime.lxcName(row.project, row.name));
-    rmSync(join(this.core.paths.devices, `${row.project}_${row.name}`), { recursive: true, force: true });
+    rmSync(join(this.core.paths.devices, this.runtime.lxcName(row.project, row.name)), { recursive: true, force: true });
     this.repo.delete(row.project, row.name);
     this.backups?.instanceDeleted(row.project, row.name);
     this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
@@ -500,6 +507,23 @@ export class InstanceService implements InstancesPort {
         ex = { config: row.config, devices: row.devices };
       }
       if (match(row, ex)) out.push(instanceUrl(row.project, row.name));
+    }
+    return out;
+  }
+
+  /** Running instances with their expanded config and devices (InstancesPort.running). */
+  running(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Devices; volumePath: string }[] {
+    const out = [];
+    for (const row of this.repo.list(project)) {
+      if (!this.runtime.isRunning(row)) continue;
+      let ex: { config: Record<string, string>; devices: Devices };
+      try {
+        ex = this.expanded(row);
+      } catch {
+        ex = { config: row.config, devices: row.devices };
+      }
+      const lxc = this.runtime.lxcName(row.project, row.name);
+      out.push({ project: row.project, name: row.name, pid: row.init_pid, config: ex.config, devices: ex.devices, volumePath: this.runtime.driver.dir(lxc) });
     }
     return out;
   }

@@ -21,12 +21,14 @@ export interface Native {
   socketPair(): [number, number];
   /** posix_spawn; the child's fd i is fds[i] (-1: /dev/null); onExit runs once on the event loop. */
   spawn(path: string, argv: string[], fds: number[], cwd: string, env: string[], onExit: (code: number | null, signal: number | null) => void): number;
+  /** SO_PEERCRED of a connected unix socket: [pid, uid, gid] (pid in our pid namespace). */
+  peerCredentials(fd: number): [number, number, number];
   O_PATH: number;
 }
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;
 
-export type Helper = "nodelxd-start" | "nodelxd-attach";
+export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy";
 const sealedHelpers = new Map<Helper, string>();
 
 /**

@@ -1,0 +1,90 @@
+// GET /1.0/metrics (LXD 5.0.2): Prometheus text for the running instances of one project (or
+// every project), readable by trusted clients, by certificates of type "metrics", and by anyone
+// once core.metrics_authentication=false. A project's figures are cached for 8 seconds, as LXD
+// does, and one gathering serves every request waiting for it.
+import type { Core, Feature } from "../daemon/daemon.js";
+import { Forbidden } from "../api/errors.js";
+import { handled, route, type Route } from "../api/route.js";
+import { hostCgroupLayout } from "../instances/lxc/cgroup.js";
+import { hostView, instanceMetrics } from "./gather.js";
+import { MetricSet } from "./metric-set.js";
+
+const CACHE_MS = 8000;
+
+export class MetricsService {
+  private cache = new Map<string, { set: MetricSet; expiry: number }>();
+  private gathering?: Promise<void>;
+
+  constructor(private readonly core: Core) {}
+
+  private projects(): string[] {
+    return (this.core.db.prepare("SELECT name FROM projects ORDER BY name").all() as { name: string }[]).map((r) => r.name);
+  }
+
+  /** The metrics text for `project` (every project when undefined). */
+  async text(project?: string): Promise<string> {
+    const names = project ? [project] : this.projects();
+    const stale = () => names.filter((p) => (this.cache.get(p)?.expiry ?? 0) < Date.now());
+    while (stale().length > 0) {
+      if (!this.gathering) {
+        this.gathering = Promise.resolve()
+          .then(() => this.gather())
+          .finally(() => (this.gathering = undefined));
+      }
+      await this.gathering;
+    }
+    const out = new MetricSet();
+    for (const p of names) out.merge(this.cache.get(p)?.set);
+    return out.toString();
+  }
+
+  /** One pass over every running instance: all projects are refreshed together. */
+  private gather(): void {
+    const running = this.core.ports.instances?.running?.() ?? [];
+    const layout = hostCgroupLayout();
+    const host = hostView();
+    const sets = new Map<string, MetricSet>(this.projects().map((p) => [p, new MetricSet()]));
+    for (const inst of running) {
+      try {
+        const set = sets.get(inst.project) ?? new MetricSet();
+        set.merge(instanceMetrics(layout, host, { project: inst.project, name: inst.name, pid: inst.pid, devices: inst.devices, volumePath: inst.volumePath }));
+        sets.set(inst.project, set);
+      } catch (e) {
+        this.core.log.warn({ err: e, instance: inst.name, project: inst.project }, "Failed getting instance metrics");
+      }
+    }
+    const expiry = Date.now() + CACHE_MS;
+    for (const [p, set] of sets) this.cache.set(p, { set, expiry });
+  }
+}
+
+export function metricsRoutes(core: Core, service: MetricsService): Route[] {
+  return [
+    route(
+      "/1.0/metrics",
+      {
+        GET: async (req, reply) => {
+          const open = core.server.get("core.metrics_authentication") === "false";
+          if (!open && !req.requestor.trusted && !req.requestor.metrics) throw new Forbidden();
+          const text = await service.text(req.query.project || undefined);
+          reply.code(200).header("content-type", "text/plain; charset=utf-8").send(text);
+          return handled();
+        },
+      },
+      ["GET"],
+    ),
+  ];
+}
+
+export class MetricsFeature implements Feature {
+  readonly name = "metrics";
+  private readonly service: MetricsService;
+
+  constructor(private readonly core: Core) {
+    this.service = new MetricsService(core);
+  }
+
+  routes(): Route[] {
+    return metricsRoutes(this.core, this.service);
+  }
+}
