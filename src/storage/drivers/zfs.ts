@@ -2,6 +2,7 @@
 // dataset; volumes are datasets mounted (mountpoint=legacy) under
 // $LXD_DIR/storage-pools/<pool>/<type>/<name>; image volumes carry a @readonly snapshot that
 // instance volumes are cloned from. Works only where the zfs kernel module and tools exist.
+import { localCopy } from "../rsync.js";
 import { existsSync, readFileSync, statfsSync } from "node:fs";
 import { mkdir, open, readdir, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -202,6 +203,10 @@ class ZfsDriver implements Driver {
     await zfs(["rename", this.dataset(vol), this.dataset(target)], opts);
     await rename(this.volumePath(vol), this.volumePath(target)).catch(() => mkdir(this.volumePath(target), { recursive: true, mode: 0o711 }));
     if (wasMounted) await this.mountVolume(target, opts);
+  }
+
+  async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
+    await localCopy(source, await this.mountVolume(vol, opts), opts);
   }
 
   async mountVolume(vol: Volume, opts: SlowOpts = {}): Promise<string> {
