@@ -109,4 +109,8 @@ export const apiExtensions: string[] = [
   "container_backup_override_pool",
   "backup_override_name",
   "container_syscall_filtering",
+  "container_copy_project",
+  "container_local_cross_pool_handling",
+  "instance_pool_move",
+  "instance_project_move",
 ];

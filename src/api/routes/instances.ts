@@ -10,6 +10,8 @@ import type { InstanceRow } from "../../db/instance-repo.js";
 import { logDir } from "../../instances/lxc/config.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
 import { readInstanceState } from "../../instances/state.js";
+import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
+import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../json.js";
 import { BadRequest, InternalError, NotFound } from "../errors.js";
 import { checkEtag, handled, route, sync, type Handler, type Route } from "../route.js";
@@ -55,13 +57,23 @@ const InstancesPost = z
     name: z.string().default(""),
     type: z.string().optional(),
     source: z
-      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional() })
+      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional(), container_only: z.boolean().optional(), project: z.string().optional() })
       .passthrough()
       .optional(),
   })
   .passthrough();
 
-const InstancePost = z.object({ name: z.string().default(""), migration: z.boolean().optional(), live: z.boolean().optional() }).passthrough();
+const InstancePost = z
+  .object({
+    name: z.string().default(""),
+    migration: z.boolean().optional(),
+    live: z.boolean().optional(),
+    instance_only: z.boolean().optional(),
+    container_only: z.boolean().optional(),
+    pool: z.string().optional(),
+    project: z.string().optional(),
+  })
+  .passthrough();
 
 const StatePut = z.object({
   action: z.string(),
@@ -112,6 +124,14 @@ export function matchesFilter(view: Record<string, unknown>, filter: string): bo
   }
   return result ?? true;
 }
+
+const validateName = (name: string) => {
+  try {
+    validateInstanceName(name);
+  } catch (e) {
+    throw new BadRequest((e as Error).message);
+  }
+};
 
 export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const rt = () => svc.runtime;
@@ -180,13 +200,13 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       ephemeral: body.ephemeral,
       profiles: body.profiles ?? undefined,
       description: body.description,
-      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only ?? false },
+      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only || body.source?.container_only || false, project: body.source?.project || undefined },
     };
     const checked = svc.checkCreate(req.project, request);
     const res = resources(req.project, body.name);
     if (checked.copySnapshot && request.source.source) {
       // The source snapshot is a resource of the operation too, as upstream lists it.
-      const src = resources(req.project, request.source.source);
+      const src = resources(request.source.project ?? req.project, request.source.source);
       res.instances.push(...src.instances);
       res.containers.push(...src.containers);
     }
@@ -239,7 +259,16 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const rename: Handler = async (req) => {
     const body = await req.body(InstancePost, "api.InstancePost");
     const name = req.params.name;
-    if (body.migration) throw new BadRequest("Instance migration is not supported");
+    if (body.migration) {
+      // Server-side moves between pools and projects (instance_pool_move, instance_project_move).
+      if (body.pool || body.project) {
+        const move: LocalMove = { name: body.name, pool: body.pool || undefined, project: body.pool ? undefined : body.project, instanceOnly: body.instance_only || body.container_only || false, live: body.live ?? true };
+        if (move.name) validateName(move.name);
+        checkLocalMove(svc, req.project, name, move);
+        return instanceTask(core.operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => moveLocally(svc, req.project, name, move, signal));
+      }
+      throw new BadRequest("Instance migration is not supported");
+    }
     svc.checkRename(req.project, name, body.name);
     return instanceTask(core.operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
   };
