@@ -38,6 +38,8 @@ export interface CreateRequest extends InstancePut {
   source: { type: string; alias?: string; fingerprint?: string; source?: string; instanceOnly?: boolean; project?: string };
   /** Internal (moves): the source's volatile keys are kept and no template trigger is set. */
   move?: boolean;
+  /** Internal (source type migration): fill the new, empty volume (and its snapshots) from a peer. */
+  migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<void>;
 }
 
 export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
@@ -223,6 +225,9 @@ export class InstanceService implements InstancesPort {
       req.config = Object.fromEntries(Object.entries(base).filter(([k]) => req.move || !k.startsWith("volatile.")));
       if (copyOf.config["volatile.base_image"]) req.config["volatile.base_image"] = copyOf.config["volatile.base_image"];
       if (!req.devices) req.devices = copyOf.devices;
+    } else if (req.source.type === "migration") {
+      // The peer's config as the client sent it: volatile keys are the client's choice (kept on moves).
+      req.move = true;
     } else if (req.source.type !== "none" && req.source.type !== "image") {
       throw new BadRequest(`Unknown source type ${req.source.type}`);
     }
@@ -321,6 +326,7 @@ export class InstanceService implements InstancesPort {
         const source = copySnapshot ? await (await this.snapshots.copySource(copyOf.project, `${copyOf.name}/${copySnapshot}`)).dir() : await this.volumeDir(copyOf);
         await storage.syncInstanceVolume(project, root.pool, req.name, source, { signal });
       }
+      if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
       if (image) this.core.ports.images?.markUsed(image.fingerprint);

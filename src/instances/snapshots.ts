@@ -4,6 +4,7 @@ import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
+import { idmapJson, type IdmapEntry } from "./idmap.js";
 import { instanceUrl, InstanceService, type Devices } from "./service.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
@@ -274,6 +275,28 @@ export class SnapshotService {
       await storage.createInstanceSnapshot(project, pool, target, s.name, { signal });
       this.repo.setState(row.id, "created");
     }
+  }
+
+  /**
+   * A snapshot received by migration: the instance volume holds its content now; snapshot it
+   * and record it (its root disk on our pool, its files owned as `lastIdmap` says).
+   */
+  async addReceived(
+    project: string,
+    name: string,
+    pool: string,
+    s: { name: string; config: Record<string, string>; devices: Devices; profiles: string[]; ephemeral: boolean; architecture: string; createdAt: string; expiresAt: string; lastIdmap: IdmapEntry[] },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    validateSnapshotName(s.name);
+    const target = this.svc.require(project, name);
+    if (this.repo.get(target.id, s.name)) throw new Conflict(`Snapshot "${s.name}" already exists`);
+    const config = { ...s.config, "volatile.last_state.idmap": idmapJson(s.lastIdmap) };
+    const base = { instanceId: target.id, name: s.name, createdAt: s.createdAt, expiresAt: s.expiresAt, stateful: false, description: "", architecture: s.architecture, ephemeral: s.ephemeral, config, devices: s.devices, profiles: s.profiles };
+    this.repo.insert({ ...base, devices: this.rootOnPool(target, { ...base, id: 0, state: "creating" }, pool) });
+    const row = this.repo.get(target.id, s.name)!;
+    await this.storage().createInstanceSnapshot(project, pool, name, s.name, { signal });
+    this.repo.setState(row.id, "created");
   }
 
   /**

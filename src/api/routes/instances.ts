@@ -14,7 +14,8 @@ import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/mov
 import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../json.js";
 import { BadRequest, InternalError, NotFound } from "../errors.js";
-import { checkEtag, handled, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
 import { ConfigMap, configStrings } from "../schemas/server.js";
 
 const Devices = z
@@ -57,7 +58,9 @@ const InstancesPost = z
     name: z.string().default(""),
     type: z.string().optional(),
     source: z
-      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional(), container_only: z.boolean().optional(), project: z.string().optional() })
+      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional(), container_only: z.boolean().optional(), project: z.string().optional(),
+        mode: z.string().optional(), operation: z.string().optional(), certificate: z.string().optional(), secrets: z.record(z.string(), z.string()).nullish(),
+        live: z.boolean().optional(), refresh: z.boolean().optional() })
       .passthrough()
       .optional(),
   })
@@ -72,6 +75,7 @@ const InstancePost = z
     container_only: z.boolean().optional(),
     pool: z.string().optional(),
     project: z.string().optional(),
+    target: z.object({ certificate: z.string().default(""), operation: z.string(), websockets: z.record(z.string(), z.string()) }).nullish(),
   })
   .passthrough();
 
@@ -136,6 +140,7 @@ const validateName = (name: string) => {
 export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const rt = () => svc.runtime;
   const resources = instanceResources;
+  const migration = new InstanceMigration(core, svc);
 
   const full = (row: InstanceRow, recursion: number) => {
     const view: Record<string, unknown> = { ...svc.view(row) };
@@ -202,8 +207,33 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       description: body.description,
       source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only || body.source?.container_only || false, project: body.source?.project || undefined },
     };
+    let sockets: ReturnType<InstanceMigration["sinkSockets"]>;
+    let sink: SinkRequest | undefined;
+    if (request.source.type === "migration") {
+      const src = body.source!;
+      if (src.mode !== "pull" && src.mode !== "push") throw new BadRequest(`Unknown migration mode "${src.mode ?? ""}"`);
+      sink = { mode: src.mode, operation: src.operation, certificate: src.certificate, secrets: src.secrets ?? {}, refresh: src.refresh ?? false, instanceOnly: request.source.instanceOnly ?? false, live: src.live ?? false };
+      if (sink.live) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the destination server");
+      sockets = migration.sinkSockets(sink);
+      const sinkReq = sink;
+      request.migrate = async ({ pool, signal }) => {
+        const ch = await migration.channels(sinkReq, sockets, signal);
+        try {
+          await migration.receive(req.project, request.name, pool, sinkReq, ch, signal, () => {});
+        } finally {
+          ch.control.close();
+          ch.fs.terminate();
+        }
+      };
+    }
     const checked = svc.checkCreate(req.project, request);
     const res = resources(req.project, body.name);
+    if (sink?.mode === "push" && sockets) {
+      const s = sockets;
+      return operation(
+        core.operations.create({ class: "websocket", description: "Creating instance", project: req.project, resources: res, metadata: { ...s.secrets }, connect: (sec, ws) => s.connect(sec, ws as never), run: async (ctx) => svc.create(req.project, request, checked, ctx.signal) }),
+      );
+    }
     if (checked.copySnapshot && request.source.source) {
       // The source snapshot is a resource of the operation too, as upstream lists it.
       const src = resources(request.source.project ?? req.project, request.source.source);
@@ -267,7 +297,8 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
         checkLocalMove(svc, req.project, name, move);
         return instanceTask(core.operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => moveLocally(svc, req.project, name, move, signal));
       }
-      throw new BadRequest("Instance migration is not supported");
+      // Migration source: pull (websocket operation) or push (connect to body.target).
+      return operation(migration.startSource(req.project, name, { live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false, target: body.target ?? undefined }));
     }
     svc.checkRename(req.project, name, body.name);
     return instanceTask(core.operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
