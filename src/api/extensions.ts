@@ -113,4 +113,6 @@ export const apiExtensions: string[] = [
   "container_local_cross_pool_handling",
   "instance_pool_move",
   "instance_project_move",
+  "container_push",
+  "container_push_target",
 ];

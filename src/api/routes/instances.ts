@@ -75,7 +75,7 @@ const InstancePost = z
     container_only: z.boolean().optional(),
     pool: z.string().optional(),
     project: z.string().optional(),
-    target: z.object({ certificate: z.string().default(""), operation: z.string(), websockets: z.record(z.string(), z.string()) }).nullish(),
+    target: z.object({ certificate: z.string().default(""), operation: z.string(), secrets: z.record(z.string(), z.string()) }).nullish(),
   })
   .passthrough();
 
@@ -298,7 +298,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
         return instanceTask(core.operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => moveLocally(svc, req.project, name, move, signal));
       }
       // Migration source: pull (websocket operation) or push (connect to body.target).
-      return operation(migration.startSource(req.project, name, { live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false, target: body.target ?? undefined }));
+      return operation(migration.startSource(req.project, name, { live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false, target: body.target ? { certificate: body.target.certificate, operation: body.target.operation, websockets: body.target.secrets } : undefined }));
     }
     svc.checkRename(req.project, name, body.name);
     return instanceTask(core.operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
