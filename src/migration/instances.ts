@@ -313,8 +313,16 @@ export class InstanceMigration {
         const jail = this.core.paths.dir + "/migration-jail";
         const { mkdirSync } = await import("node:fs");
         mkdirSync(jail, { recursive: true, mode: 0o700 });
+        // rsync gives the volume's root the peer's owner and mode (LXD keeps 0100 there): ours stay.
+        const { chmodSync, chownSync, statSync } = await import("node:fs");
+        const own = statSync(dir);
+        const keepRoot = () => {
+          chownSync(dir, own.uid, own.gid);
+          chmodSync(dir, own.mode & 0o7777);
+        };
         for (const s of snapshots) {
           await rsyncRecv(dir, jail, ch.fs, { features, signal, progress: (n) => progress({ fs_progress: `${s.name}: ${n} bytes` }) });
+          keepRoot();
           await this.svc.snapshots.addReceived(project, name, pool, {
             name: s.name,
             config: fromConfigList(s.localConfig),
@@ -328,6 +336,7 @@ export class InstanceMigration {
           }, signal);
         }
         await rsyncRecv(dir, jail, ch.fs, { features, signal, progress: (n) => progress({ fs_progress: `${name}: ${n} bytes` }) });
+        keepRoot();
         // The files carry the source's host ids: the first start shifts them to our map.
         this.svc.repo.patchConfig(project, name, { "volatile.last_state.idmap": idmapJson(idmap) });
       };
