@@ -271,18 +271,6 @@ export class InstanceMigration {
    * the instance. Throws with the source's or our error; the caller removes the instance.
    */
   async receive(project: string, name: string, pool: string, req: SinkRequest, ch: { control: MigrationChannel; fs: MigrationChannel }, signal: AbortSignal, progress: (m: Record<string, unknown>) => void): Promise<void> {
-    const failed = new Promise<never>((_, reject) => {
-      // The source reports failures on the control channel at any time.
-      void (async () => {
-        try {
-          const msg = decodeControl(await ch.control.recvMessage());
-          if (!msg.success) reject(new Error(msg.message || "Migration failed on source"));
-        } catch (e) {
-          reject(new Error(`Got error reading migration source: ${(e as Error).message}`));
-        }
-      })();
-    });
-    failed.catch(() => {});
     try {
       const offer = decodeHeader(await ch.control.recvMessage());
       const offered = offer.fs === FS_RSYNC ? rsyncFeaturesOf(offer) : [];
@@ -301,6 +289,19 @@ export class InstanceMigration {
         refresh: false,
       };
       await ch.control.send(encodeHeader(resp));
+      // From here on the source only speaks on the control channel to report a failure.
+      const failed = new Promise<never>((_, reject) => {
+        // The source reports failures on the control channel at any time.
+        void (async () => {
+          try {
+            const msg = decodeControl(await ch.control.recvMessage());
+            if (!msg.success) reject(new Error(msg.message || "Migration failed on source"));
+          } catch (e) {
+            reject(new Error(`Got error reading migration source: ${(e as Error).message}`));
+          }
+        })();
+      });
+      failed.catch(() => {});
       const idmap = idmapFromMsg(offer);
       const work = async () => {
         if ((resp.indexHeaderVersion ?? 0) > 0) {

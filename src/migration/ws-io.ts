@@ -13,7 +13,7 @@ const HIGH_WATER = 8 << 20;
 export class MigrationChannel {
   private readonly items: Item[] = [];
   private queued = 0;
-  private waiter?: () => void;
+  private waiters: (() => void)[] = [];
   private closedWith?: Error;
 
   constructor(
@@ -40,13 +40,13 @@ export class MigrationChannel {
 
   private push(item: Item): void {
     this.items.push(item);
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.();
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w();
   }
 
   private async shift(): Promise<Item> {
-    while (this.items.length === 0) await new Promise<void>((r) => (this.waiter = r));
+    while (this.items.length === 0) await new Promise<void>((r) => this.waiters.push(r));
     const item = this.items[0];
     if ("closed" in item) return item; // stays: every later read sees the close too
     this.items.shift();

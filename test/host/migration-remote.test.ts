@@ -158,11 +158,14 @@ describe("with real LXD 5.0.2", () => {
     expect(snapshots(R(), "o2rr")).toEqual(["s0", "s1"]);
   });
 
-  it("real LXD to nodelxd (pull, relay)", () => {
+  it("real LXD to nodelxd (pull, relay, push)", () => {
     const hashes = prepare(R(), "r2o");
     ok("copy", `${R()}:r2o`, `${S()}:r2o`);
     expectCopy(S(), "r2o", hashes, ["s0", "s1"]);
     ok("copy", `${R()}:r2o`, `${S()}:r2or`, "--mode", "relay", "--instance-only");
     expect(snapshots(S(), "r2or")).toEqual([]);
+    ok("copy", `${R()}:r2o`, `${S()}:r2op`, "--mode", "push");
+    expect(snapshots(S(), "r2op")).toEqual(["s0", "s1"]);
+    expect(treeHash(rootfs(S(), "r2op"))).toBe(hashes.current);
   });
 });
