@@ -19,10 +19,9 @@ export interface LocalMove {
 
 /** Checks made before the operation starts. */
 export function checkLocalMove(svc: InstanceService, project: string, name: string, req: LocalMove): void {
-  const row = svc.require(project, name);
+  svc.require(project, name);
   if (req.pool !== undefined) svc.core.ports.storage?.assertPool(req.pool);
   if (req.pool === undefined && req.project === undefined) throw new BadRequest("No pool or project given");
-  void row;
 }
 
 export async function moveLocally(svc: InstanceService, project: string, name: string, req: LocalMove, signal: AbortSignal): Promise<void> {

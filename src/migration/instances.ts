@@ -15,6 +15,7 @@ import { InstanceService, instanceUrl, type Devices } from "../instances/service
 import { validateSnapshotName, goTime, ZERO_TIME } from "../instances/snapshots.js";
 import type { OperationView } from "../operations/types.js";
 import { decodeControl, decodeHeader, encodeControl, encodeHeader, FS_RSYNC, INDEX_HEADER_VERSION, rsyncFeaturesMsg, rsyncFeaturesOf, type MigrationHeader, type SnapshotMsg } from "./proto.js";
+import { checkBwlimit } from "../storage/rsync.js";
 import { rsyncRecv, rsyncSend } from "./rsync-stream.js";
 import { connectPeer, MigrationChannel } from "./ws-io.js";
 
@@ -187,7 +188,8 @@ export class InstanceMigration {
       if (!features.includes("bidirectional")) features = ["xattrs", "delete", "compress"];
       let sendSnaps = snaps;
       if (resp.refresh) sendSnaps = snaps.filter((s) => resp.snapshotNames.includes(s.name));
-      const bwlimit = this.core.ports.storage?.getPool?.(pool) ? ((this.core.ports.storage.getPool(pool) as unknown as { config?: Record<string, string> }).config?.["rsync.bwlimit"] || undefined) : undefined;
+      const poolConfig = (this.core.ports.storage?.getPool?.(pool) as { config?: Record<string, string> } | undefined)?.config;
+      const bwlimit = poolConfig?.["rsync.bwlimit"] ? checkBwlimit(poolConfig["rsync.bwlimit"]) : undefined;
       if ((resp.indexHeaderVersion ?? 0) > 0) {
         await ch.fs.send(Buffer.from(JSON.stringify({ config: this.backupConfig(row, sendSnaps, pool) })));
         await ch.fs.endStream();
