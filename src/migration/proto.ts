@@ -82,7 +82,23 @@ export interface MigrationControl {
   message?: string;
 }
 
-const toObject = (type: protobuf.Type, buf: Uint8Array) => type.toObject(type.decode(buf), { longs: Number, enums: Number, arrays: true, defaults: false });
+/** Required fields present, recursively, in a decoded message's plain form (absent fields are omitted there). */
+function checkRequired(type: protobuf.Type, obj: Record<string, unknown>): void {
+  for (const field of type.fieldsArray) {
+    const value = obj[field.name];
+    if ((field as unknown as { rule?: string }).rule === "required" && value === undefined) throw new Error(`Invalid ${type.name}: missing required '${field.name}'`);
+    field.resolve();
+    if (value === undefined || !(field.resolvedType instanceof protobuf.Type)) continue;
+    for (const v of field.repeated ? (value as Record<string, unknown>[]) : [value as Record<string, unknown>]) checkRequired(field.resolvedType, v);
+  }
+}
+
+/** Decode and check required fields (protobufjs's reflection decoder does not enforce them). */
+function toObject(type: protobuf.Type, buf: Uint8Array) {
+  const obj = type.toObject(type.decode(buf), { longs: Number, enums: Number, arrays: false, defaults: false });
+  checkRequired(type, obj);
+  return obj;
+}
 
 export function encodeHeader(h: MigrationHeader): Buffer {
   const err = HeaderType.verify(h);
