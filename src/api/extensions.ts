@@ -142,4 +142,10 @@ export const apiExtensions: string[] = [
   // the guest API, /dev/lxd/sock (src/devlxd/)
   "restrict_devlxd",
   "devlxd_events",
+  "container_copy_project",
+  "container_local_cross_pool_handling",
+  "instance_pool_move",
+  "instance_project_move",
+  "container_push",
+  "container_push_target",
 ];

@@ -58,6 +58,8 @@ export interface StoragePort {
   renameInstanceSnapshot?(project: string, pool: string, name: string, from: string, to: string): Promise<void>;
   /** Replace the (stopped) instance volume's content with the snapshot's. */
   restoreInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  /** Make an instance volume an exact copy of the tree at `source` (copies, refreshes; the pool's rsync.bwlimit applies). */
+  syncInstanceVolume(project: string, pool: string, name: string, source: string, opts?: { signal?: AbortSignal }): Promise<void>;
   /** Path of a snapshot volume, to read from (copies, publish). */
   mountInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<string>;
   /** The pool as GET /1.0/storage-pools/NAME shows it (backup index.yaml); throws NotFound. */

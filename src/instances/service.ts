@@ -31,8 +31,15 @@ export interface InstancePut {
 export interface CreateRequest extends InstancePut {
   name: string;
   type?: string;
-  /** instanceOnly: a copy leaves the source's snapshots behind (`lxc copy --instance-only`). */
-  source: { type: string; alias?: string; fingerprint?: string; source?: string; instanceOnly?: boolean };
+  /**
+   * instanceOnly: a copy leaves the source's snapshots behind (`lxc copy --instance-only`);
+   * project: the source instance's project (container_copy_project), this one when absent.
+   */
+  source: { type: string; alias?: string; fingerprint?: string; source?: string; instanceOnly?: boolean; project?: string };
+  /** Internal (moves): the source's volatile keys are kept and no template trigger is set. */
+  move?: boolean;
+  /** Internal (source type migration): fill the new, empty volume (and its snapshots) from a peer. */
+  migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<void>;
 }
 
 export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
@@ -69,7 +76,7 @@ export class InstanceService implements InstancesPort {
   backups?: BackupService;
   private hostIds?: HostIdSet;
 
-  constructor(private readonly core: Core) {
+  constructor(readonly core: Core) {
     this.repo = new InstanceRepo(core.db);
   }
 
@@ -189,6 +196,7 @@ export class InstanceService implements InstancesPort {
 
   /** Validate a create request synchronously; returns the normalised parts. */
   checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow; copySnapshot?: string } {
+    const sourceProject = req.source.project || project;
     try {
       validateInstanceName(req.name);
     } catch (e) {
@@ -211,18 +219,22 @@ export class InstanceService implements InstancesPort {
       if (from.includes("/")) {
         // A snapshot as the source: its config, devices and profiles, and its volume's content.
         const [parent, snap] = from.split("/", 2);
-        const row = this.require(project, parent);
+        const row = this.require(sourceProject, parent);
         const s = this.snapshots.require(row, snap);
         copyOf = { ...row, config: s.config, devices: s.devices, profiles: s.profiles, architecture: s.architecture };
         copySnapshot = snap;
       } else {
-        copyOf = this.require(project, from);
+        copyOf = this.require(sourceProject, from);
       }
-      // A copy is a new instance: no volatile state of the source (MACs, uuid, id maps) carries over.
+      // A copy is a new instance: no volatile state of the source (MACs, uuid, id maps) carries
+      // over. A move keeps it (the same instance in a new place).
       const base = req.config ?? copyOf.config;
-      req.config = Object.fromEntries(Object.entries(base).filter(([k]) => !k.startsWith("volatile.")));
+      req.config = Object.fromEntries(Object.entries(base).filter(([k]) => req.move || !k.startsWith("volatile.")));
       if (copyOf.config["volatile.base_image"]) req.config["volatile.base_image"] = copyOf.config["volatile.base_image"];
       if (!req.devices) req.devices = copyOf.devices;
+    } else if (req.source.type === "migration") {
+      // The peer's config as the client sent it: volatile keys are the client's choice (kept on moves).
+      req.move = true;
     } else if (req.source.type !== "none" && req.source.type !== "image") {
       throw new BadRequest(`Unknown source type ${req.source.type}`);
     }
@@ -282,14 +294,20 @@ export class InstanceService implements InstancesPort {
       throw e;
     }
     Object.assign(config, {
-      "volatile.uuid": randomUUID(),
-      "volatile.cloud-init.instance-id": randomUUID(),
+      "volatile.uuid": req.move ? (config["volatile.uuid"] ?? randomUUID()) : randomUUID(),
+      "volatile.cloud-init.instance-id": req.move ? (config["volatile.cloud-init.instance-id"] ?? randomUUID()) : randomUUID(),
       "volatile.idmap.base": String(idmap.base),
       "volatile.idmap.next": idmap.map,
       // A copied rootfs keeps the source's ownership: the first start shifts it if the maps differ.
       "volatile.last_state.idmap": copyOf?.config["volatile.last_state.idmap"] ?? "[]",
       "volatile.apply_template": copyOf ? "copy" : "create",
     });
+    // Moves apply no template trigger (upstream: applyTemplateTrigger false), but keep one pending.
+    if (req.move) {
+      if (copyOf?.config["volatile.apply_template"]) config["volatile.apply_template"] = copyOf.config["volatile.apply_template"];
+      else delete config["volatile.apply_template"];
+      delete config["volatile.last_state.power"];
+    }
     if (image) config["volatile.base_image"] = image.fingerprint;
     this.repo.insert({
       project,
@@ -312,11 +330,13 @@ export class InstanceService implements InstancesPort {
       const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal, size: ex0.devices[root.name]?.size });
       volumeCreated = true;
       if (copyOf) {
-        if (!copySnapshot && !req.source.instanceOnly) await this.snapshots.copyAll(project, copyOf, req.name, root.pool, dir, signal);
-        const source = copySnapshot ? await (await this.snapshots.copySource(project, `${copyOf.name}/${copySnapshot}`)).dir() : await this.volumeDir(copyOf);
-        await emptyDir(dir);
-        await run("cp", ["-a", "--reflink=auto", "--", `${source}/.`, dir], { signal });
+        // Snapshots oldest first, each synced into the new volume and snapshotted there; then the
+        // source's current content. This works across pools, drivers and projects.
+        if (!copySnapshot && !req.source.instanceOnly) await this.snapshots.copyAll(copyOf, project, req.name, root.pool, signal);
+        const source = copySnapshot ? await (await this.snapshots.copySource(copyOf.project, `${copyOf.name}/${copySnapshot}`)).dir() : await this.volumeDir(copyOf);
+        await storage.syncInstanceVolume(project, root.pool, req.name, source, { signal });
       }
+      if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
       if (image) this.core.ports.images?.markUsed(image.fingerprint);
@@ -418,7 +438,7 @@ export class InstanceService implements InstancesPort {
     if (this.runtime.isRunning(row)) throw new BadRequest("Renaming of running instance not allowed");
   }
 
-  async rename(project: string, name: string, to: string): Promise<void> {
+  async rename(project: string, name: string, to: string, opts: { applyTemplate?: boolean } = {}): Promise<void> {
     this.checkRename(project, name, to);
     this.assertNotCreating(project, name, "rename");
     const row = this.require(project, name);
@@ -433,7 +453,7 @@ export class InstanceService implements InstancesPort {
       this.repo.rename(project, name, to);
       this.backups?.instanceRenamed(project, name, to);
       // A pending trigger (an instance never started) is kept: its templates then see the new name.
-      if (!row.config["volatile.apply_template"]) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
+      if (!row.config["volatile.apply_template"] && opts.applyTemplate !== false) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
     } catch (e) {
       await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
       throw e;

@@ -8,6 +8,7 @@ import { parseBool } from "../config/validators.js";
 import type { ScheduledSubject } from "../daemon/ports.js";
 import { run } from "../os/exec.js";
 import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
+import { idmapJson, type IdmapEntry } from "./idmap.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
@@ -95,7 +96,7 @@ export class SnapshotService {
 
   private storage() {
     const s = this.core.ports.storage;
-    if (!s?.createInstanceSnapshot || !s.deleteInstanceSnapshot || !s.renameInstanceSnapshot || !s.restoreInstanceSnapshot || !s.mountInstanceSnapshot) {
+    if (!s?.createInstanceSnapshot || !s.deleteInstanceSnapshot || !s.renameInstanceSnapshot || !s.restoreInstanceSnapshot || !s.mountInstanceSnapshot || !s.syncInstanceVolume) {
       throw new Error("Storage is not available (no storage feature with snapshot support loaded)");
     }
     return s as Required<typeof s>;
@@ -266,22 +267,63 @@ export class SnapshotService {
 
   /**
    * `lxc copy c1 c2`: the new instance gets the source's snapshots, oldest first. Each one's
-   * content is copied into the new (empty) volume and snapshotted there, so this works across
-   * pools and drivers; the caller then fills the volume with the source's current content and
-   * removes the whole instance (snapshots included) if anything fails.
+   * content is synced into the new volume (storage's syncVolume) and snapshotted there, so this
+   * works across pools, drivers and projects; the caller then syncs the source's current
+   * content and removes the whole instance (snapshots included) if anything fails.
    */
-  async copyAll(project: string, source: InstanceRow, target: string, pool: string, volumeDir: string, signal?: AbortSignal): Promise<void> {
+  async copyAll(source: InstanceRow, project: string, target: string, pool: string, signal?: AbortSignal): Promise<void> {
     const targetRow = this.svc.require(project, target);
     const storage = this.storage();
     for (const s of this.list(source)) {
-      const from = await storage.mountInstanceSnapshot(project, this.poolOf(source), source.name, s.name);
-      await emptyDir(volumeDir);
-      await run("cp", ["-a", "--reflink=auto", "--", `${from}/.`, volumeDir], { signal });
-      this.repo.insert({ ...s, instanceId: targetRow.id });
+      const from = await storage.mountInstanceSnapshot(source.project, this.poolOf(source), source.name, s.name);
+      await storage.syncInstanceVolume(project, pool, target, from, { signal });
+      this.repo.insert({ ...s, instanceId: targetRow.id, devices: this.rootOnPool(targetRow, s, pool) });
       const row = this.repo.get(targetRow.id, s.name)!;
       await storage.createInstanceSnapshot(project, pool, target, s.name, { signal });
       this.repo.setState(row.id, "created");
     }
+  }
+
+  /**
+   * A snapshot received by migration: the instance volume holds its content now; snapshot it
+   * and record it (its root disk on our pool, its files owned as `lastIdmap` says).
+   */
+  async addReceived(
+    project: string,
+    name: string,
+    pool: string,
+    s: { name: string; config: Record<string, string>; devices: Devices; profiles: string[]; ephemeral: boolean; architecture: string; createdAt: string; expiresAt: string; lastIdmap: IdmapEntry[] },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    validateSnapshotName(s.name);
+    const target = this.svc.require(project, name);
+    if (this.repo.get(target.id, s.name)) throw new Conflict(`Snapshot "${s.name}" already exists`);
+    const config = { ...s.config, "volatile.last_state.idmap": idmapJson(s.lastIdmap) };
+    const base = { instanceId: target.id, name: s.name, createdAt: s.createdAt, expiresAt: s.expiresAt, stateful: false, description: "", architecture: s.architecture, ephemeral: s.ephemeral, config, devices: s.devices, profiles: s.profiles };
+    this.repo.insert({ ...base, devices: this.rootOnPool(target, { ...base, id: 0, state: "creating" }, pool) });
+    const row = this.repo.get(target.id, s.name)!;
+    await this.storage().createInstanceSnapshot(project, pool, name, s.name, { signal });
+    this.repo.setState(row.id, "created");
+  }
+
+  /**
+   * A copied snapshot's devices with its root disk on the new instance's pool (upstream's
+   * instanceCreateAsCopy): the local root device gets the pool, or a local one is added
+   * when the snapshot's root disk came from a profile with another pool, or from nowhere.
+   */
+  private rootOnPool(target: InstanceRow, s: SnapshotRow, pool: string): Devices {
+    const devices = structuredClone(s.devices);
+    const instRoot = InstanceService.rootDisk(this.svc.expanded(target).devices);
+    let snapRoot: { name: string; pool: string } | undefined;
+    try {
+      snapRoot = InstanceService.rootDisk(this.svc.expanded({ project: target.project, profiles: s.profiles, config: s.config, devices: s.devices }).devices);
+    } catch {
+      snapRoot = undefined;
+    }
+    if (snapRoot && snapRoot.pool === pool) return devices;
+    if (snapRoot && devices[snapRoot.name]) devices[snapRoot.name] = { ...devices[snapRoot.name], pool };
+    else devices[snapRoot?.name ?? instRoot.name] = { type: "disk", path: "/", pool };
+    return devices;
   }
 
   /** Finish or undo snapshot changes a crash interrupted (their volumes were cleaned up by storage). */

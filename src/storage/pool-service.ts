@@ -741,6 +741,13 @@ export class PoolService implements StoragePort {
     await capable.restoreSnapshot(vol, snapshot, opts);
   }
 
+  /** Make an instance volume an exact copy of the tree at `source` (the pool's rsync.bwlimit applies). */
+  async syncInstanceVolume(project: string, pool: string, name: string, source: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    await driver.mountPool();
+    await driver.syncVolume(vol, source, { signal: opts.signal, bwlimit: this.pool(pool).config["rsync.bwlimit"] || undefined });
+  }
+
   /** Path of a snapshot volume (read it only: copies, publish). */
   async mountInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<string> {
     const { driver, vol } = this.instanceVolume(project, pool, name);

@@ -2,7 +2,7 @@
 // (test/contract/<driver>.test.ts calls testDriver). Areas a driver doesn't claim in its
 // `info` (optimized images) are skipped.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, linkSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -203,6 +203,29 @@ export function testDriver(opts: DriverTestOptions): void {
       await driver.setVolumeQuota!(v, "");
       execFileSync("dd", ["if=/dev/zero", `of=${join(path, "b")}`, "bs=1M", "count=8", "conv=fsync"], { stdio: "ignore" });
       await driver.deleteVolume(v);
+    it("syncs a volume to an exact copy of a tree (ownership, modes, links; extra entries removed)", async () => {
+      const src = mkdtempSync(join(lxdDir, "sync-src-"));
+      mkdirSync(join(src, "d"));
+      writeFileSync(join(src, "d/f"), "one");
+      chownSync(join(src, "d/f"), 100123, 100456);
+      chmodSync(join(src, "d/f"), 0o640);
+      linkSync(join(src, "d/f"), join(src, "hard"));
+      symlinkSync("/etc/passwd", join(src, "abs-link"));
+      const v = vol("c-sync", "container");
+      await driver.createVolume(v, async (path) => writeFileSync(join(path, "stale"), "x"));
+      await driver.syncVolume(v, src);
+      const p = await driver.mountVolume(v);
+      expect(existsSync(join(p, "stale"))).toBe(false);
+      const st = statSync(join(p, "d/f"));
+      expect([st.uid, st.gid, st.mode & 0o7777, st.nlink]).toEqual([100123, 100456, 0o640, 2]);
+      expect(statSync(join(p, "hard")).ino).toBe(st.ino);
+      // A symlink is copied as a link, never followed.
+      expect(readlinkSync(join(p, "abs-link"))).toBe("/etc/passwd");
+      writeFileSync(join(src, "d/f"), "two");
+      await driver.syncVolume(v, src);
+      expect(readFileSync(join(p, "d/f"), "utf8")).toBe("two");
+      await driver.deleteVolume(v);
+      rmSync(src, { recursive: true, force: true });
     });
 
     it("deletes volumes", async () => {

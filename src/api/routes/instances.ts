@@ -10,9 +10,12 @@ import type { InstanceRow } from "../../db/instance-repo.js";
 import { logDir } from "../../instances/lxc/config.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
 import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
+import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
+import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../json.js";
 import { BadRequest, InternalError, NotFound } from "../errors.js";
-import { checkEtag, handled, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
 import { ConfigMap, configStrings } from "../schemas/server.js";
 
 const Devices = z
@@ -55,13 +58,26 @@ const InstancesPost = z
     name: z.string().default(""),
     type: z.string().optional(),
     source: z
-      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional() })
+      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional(), container_only: z.boolean().optional(), project: z.string().optional(),
+        mode: z.string().optional(), operation: z.string().optional(), certificate: z.string().optional(), secrets: z.record(z.string(), z.string()).nullish(),
+        live: z.boolean().optional(), refresh: z.boolean().optional() })
       .passthrough()
       .optional(),
   })
   .passthrough();
 
-const InstancePost = z.object({ name: z.string().default(""), migration: z.boolean().optional(), live: z.boolean().optional() }).passthrough();
+const InstancePost = z
+  .object({
+    name: z.string().default(""),
+    migration: z.boolean().optional(),
+    live: z.boolean().optional(),
+    instance_only: z.boolean().optional(),
+    container_only: z.boolean().optional(),
+    pool: z.string().optional(),
+    project: z.string().optional(),
+    target: z.object({ certificate: z.string().default(""), operation: z.string(), secrets: z.record(z.string(), z.string()) }).nullish(),
+  })
+  .passthrough();
 
 const StatePut = z.object({
   action: z.string(),
@@ -113,9 +129,18 @@ export function matchesFilter(view: Record<string, unknown>, filter: string): bo
   return result ?? true;
 }
 
+const validateName = (name: string) => {
+  try {
+    validateInstanceName(name);
+  } catch (e) {
+    throw new BadRequest((e as Error).message);
+  }
+};
+
 export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const rt = () => svc.runtime;
   const resources = instanceResources;
+  const migration = new InstanceMigration(core, svc);
 
   const full = (row: InstanceRow, recursion: number) => {
     const view: Record<string, unknown> = { ...svc.view(row) };
@@ -182,13 +207,38 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       ephemeral: body.ephemeral,
       profiles: body.profiles ?? undefined,
       description: body.description,
-      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only ?? false },
+      source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only || body.source?.container_only || false, project: body.source?.project || undefined },
     };
+    let sockets: ReturnType<InstanceMigration["sinkSockets"]>;
+    let sink: SinkRequest | undefined;
+    if (request.source.type === "migration") {
+      const src = body.source!;
+      if (src.mode !== "pull" && src.mode !== "push") throw new BadRequest(`Unknown migration mode "${src.mode ?? ""}"`);
+      sink = { mode: src.mode, operation: src.operation, certificate: src.certificate, secrets: src.secrets ?? {}, refresh: src.refresh ?? false, instanceOnly: request.source.instanceOnly ?? false, live: src.live ?? false };
+      if (sink.live) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the destination server");
+      sockets = migration.sinkSockets(sink);
+      const sinkReq = sink;
+      request.migrate = async ({ pool, signal }) => {
+        const ch = await migration.channels(sinkReq, sockets, signal);
+        try {
+          await migration.receive(req.project, request.name, pool, sinkReq, ch, signal, () => {});
+        } finally {
+          ch.control.close();
+          ch.fs.terminate();
+        }
+      };
+    }
     const checked = svc.checkCreate(req.project, request);
     const res = resources(req.project, body.name);
+    if (sink?.mode === "push" && sockets) {
+      const s = sockets;
+      return operation(
+        core.operations.create({ class: "websocket", description: "Creating instance", project: req.project, resources: res, metadata: { ...s.secrets }, connect: (sec, ws) => s.connect(sec, ws as never), run: async (ctx) => svc.create(req.project, request, checked, ctx.signal) }),
+      );
+    }
     if (checked.copySnapshot && request.source.source) {
       // The source snapshot is a resource of the operation too, as upstream lists it.
-      const src = resources(req.project, request.source.source);
+      const src = resources(request.source.project ?? req.project, request.source.source);
       res.instances.push(...src.instances);
       res.containers.push(...src.containers);
     }
@@ -241,7 +291,17 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const rename: Handler = async (req) => {
     const body = await req.body(InstancePost, "api.InstancePost");
     const name = req.params.name;
-    if (body.migration) throw new BadRequest("Instance migration is not supported");
+    if (body.migration) {
+      // Server-side moves between pools and projects (instance_pool_move, instance_project_move).
+      if (body.pool || body.project) {
+        const move: LocalMove = { name: body.name, pool: body.pool || undefined, project: body.pool ? undefined : body.project, instanceOnly: body.instance_only || body.container_only || false, live: body.live ?? true };
+        if (move.name) validateName(move.name);
+        checkLocalMove(svc, req.project, name, move);
+        return instanceTask(core.operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => moveLocally(svc, req.project, name, move, signal));
+      }
+      // Migration source: pull (websocket operation) or push (connect to body.target).
+      return operation(migration.startSource(req.project, name, { live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false, target: body.target ? { certificate: body.target.certificate, operation: body.target.operation, websockets: body.target.secrets } : undefined }));
+    }
     svc.checkRename(req.project, name, body.name);
     return instanceTask(core.operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
   };

@@ -1,6 +1,7 @@
 // btrfs: a pool is a btrfs filesystem (a loop file by default, a block device, or a
 // subvolume on an existing btrfs path) mounted at $LXD_DIR/storage-pools/<pool>; volumes
 // are subvolumes; instance volumes are snapshots of read-only image subvolumes.
+import { localCopy } from "../rsync.js";
 import { existsSync, readFileSync, statfsSync } from "node:fs";
 import { lstat, mkdir, open, readdir, rm, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -263,6 +264,10 @@ class BtrfsDriver implements Driver {
 
   async recoverVolume(vol: Volume): Promise<void> {
     await recoverSwap(this.volumePath(vol), (p) => deleteSubvolume(p));
+  }
+
+  async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
+    await localCopy(source, this.volumePath(vol), opts);
   }
 
   async mountVolume(vol: Volume): Promise<string> {

@@ -1,5 +1,6 @@
 // dir: volumes are plain directories under the pool; a pool with a `source` elsewhere is
 // bind-mounted onto $LXD_DIR/storage-pools/<pool>.
+import { localCopy } from "../rsync.js";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -207,6 +208,10 @@ class DirDriver implements Driver {
 
   async recoverVolume(vol: Volume): Promise<void> {
     await recoverSwap(this.volumePath(vol), (p) => rm(p, { recursive: true, force: true }));
+  }
+
+  async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
+    await localCopy(source, this.volumePath(vol), opts);
   }
 
   async mountVolume(vol: Volume): Promise<string> {

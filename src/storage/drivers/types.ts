@@ -98,6 +98,13 @@ export interface Driver {
   hasVolume(vol: Volume): Promise<boolean>;
   /** Create an empty volume and run `fill` on its mount path; the volume is removed if fill fails. */
   createVolume(vol: Volume, fill?: (path: string) => Promise<void>, opts?: SlowOpts): Promise<void>;
+  /**
+   * Make the volume's content an exact copy of the tree at `source` (a path outside this
+   * volume, only read): ownership by number, modes, ACLs, xattrs, hard links, devices, sparse
+   * files; entries `source` lacks are removed. Copies between pools, drivers and projects, and
+   * incremental refreshes, go through here.
+   */
+  syncVolume(vol: Volume, source: string, opts?: SlowOpts & { bwlimit?: string }): Promise<void>;
   /** Optional capability: a cheap writable copy of `source` (btrfs snapshot). */
   createVolumeFromCopy?(vol: Volume, source: Volume, opts?: SlowOpts): Promise<void>;
   /** Delete a volume; for a snapshot volume also its parent's snapshot directory once empty. */

@@ -2,6 +2,7 @@
 // dataset; volumes are datasets mounted (mountpoint=legacy) under
 // $LXD_DIR/storage-pools/<pool>/<type>/<name>; image volumes carry a @readonly snapshot that
 // instance volumes are cloned from. Works only where the zfs kernel module and tools exist.
+import { localCopy } from "../rsync.js";
 import { existsSync, readFileSync, statfsSync } from "node:fs";
 import { mkdir, open, readdir, rename, rm, rmdir, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -247,6 +248,10 @@ class ZfsDriver implements Driver {
     } finally {
       if (wasMounted) await this.mountVolume(vol, opts);
     }
+  }
+
+  async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
+    await localCopy(source, await this.mountVolume(vol, opts), opts);
   }
 
   async mountVolume(vol: Volume, opts: SlowOpts = {}): Promise<string> {
