@@ -203,6 +203,8 @@ export function testDriver(opts: DriverTestOptions): void {
       await driver.setVolumeQuota!(v, "");
       execFileSync("dd", ["if=/dev/zero", `of=${join(path, "b")}`, "bs=1M", "count=8", "conv=fsync"], { stdio: "ignore" });
       await driver.deleteVolume(v);
+    });
+
     it("syncs a volume to an exact copy of a tree (ownership, modes, links; extra entries removed)", async () => {
       const src = mkdtempSync(join(lxdDir, "sync-src-"));
       mkdirSync(join(src, "d"));
