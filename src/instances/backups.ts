@@ -13,7 +13,7 @@ import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
 import { TarRefused } from "../images/tar-gate.js";
-import { CODECS, type Codec } from "../images/compression.js";
+import { compressCommand } from "../images/compression.js";
 import { codecFor } from "../images/publish.js";
 import { run } from "../os/exec.js";
 import { validateInstanceName } from "./names.js";
@@ -134,8 +134,7 @@ export class BackupService {
 
   /** Check a create request and pick the name ("backup0", "backup1", ... when none is given). */
   checkCreate(row: InstanceRow, req: BackupRequest): string {
-    const algo = req.compression.trim().split(/\s+/)[0];
-    if (!(algo in CODECS)) throw new BadRequest(`Invalid compression algorithm "${algo}"`);
+    codecFor(req.compression);
     const existing = (this.db.prepare("SELECT name FROM instance_backups WHERE instance_id = ?").all(row.id) as { name: string }[]).map((r) => r.name);
     const name = req.name || nextSnapshotName("backup%d", existing);
     validateBackupName(name);
@@ -151,7 +150,7 @@ export class BackupService {
 
   private async write(project: string, name: string, backup: string, req: BackupRequest, signal?: AbortSignal): Promise<void> {
     const row = this.svc.require(project, name);
-    const codec: Codec = CODECS[codecFor(req.compression)];
+    const command = compressCommand(codecFor(req.compression));
     const now = new Date();
     // As LXD on the dir driver: optimized_storage is accepted and a regular backup is made
     // (recorded as not optimized). A taken name fails the operation, as upstream.
@@ -164,7 +163,7 @@ export class BackupService {
     const stage = join(dir, `.stage-${randomUUID()}`);
     const partial = join(dir, `.partial-${randomUUID()}`);
     try {
-      await this.writeTarball(row, req.instanceOnly, stage, partial, codec.compress ? `${codec.compress[0]} ${codec.compress[1].filter((a: string) => a !== "-c").join(" ")}` : undefined, signal);
+      await this.writeTarball(row, req.instanceOnly, stage, partial, command ? [command[0], ...command[1].filter((a) => a !== "-c")].join(" ") : undefined, signal);
       renameSync(partial, join(dir, backup));
       this.db.prepare("UPDATE instance_backups SET state = 'created' WHERE id = ?").run(info.lastInsertRowid);
     } catch (e) {

@@ -78,6 +78,36 @@ export function parseAllowance(v: string): { percent: number } | { quotaUs: numb
   throw new Error(`Invalid allowance: ${v}`);
 }
 
+/**
+ * Values written as one liblxc config line (lxc.environment, lxc.prlimit.*, lxc.sysctl.*): a
+ * newline would end the line and start another of the caller's choosing, so control characters
+ * are refused when the key is set, not when the container starts.
+ */
+const oneLineRule: Validator = (v) => {
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(v)) throw new Error(`Invalid value ${JSON.stringify(v)}: control characters (such as a newline) are not allowed`);
+};
+const PRLIMIT = /^(unlimited|[0-9]+)(:(unlimited|[0-9]+))?$/;
+const prlimitRule: Validator = (v) => {
+  if (!PRLIMIT.test(v)) throw new Error(`Invalid value "${v}": must be a number or "unlimited", optionally "soft:hard"`);
+};
+/** linux.kernel_modules: comma separated module names, never an option or a path. */
+const kernelModulesRule: Validator = (v) => {
+  for (const m of v.split(",").map((x) => (x.startsWith(" ") ? x.slice(1) : x))) {
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/.test(m)) throw new Error(`Invalid kernel module name ${JSON.stringify(m)}`);
+  }
+};
+
+const withKey =
+  (key: string, rule: Validator): Validator =>
+  (v) => {
+    try {
+      rule(v);
+    } catch (e) {
+      throw new Error(`Invalid value for "${key}": ${(e as Error).message}`);
+    }
+  };
+
 export const instanceKeys: KeyTable = {
   "boot.autostart": { validate: boolRule, doc: "Start the instance when the daemon starts" },
   "boot.autostart.delay": { validate: intRule, default: "0", doc: "Seconds to wait after starting this instance" },
@@ -98,7 +128,7 @@ export const instanceKeys: KeyTable = {
   "limits.memory.swap.priority": { validate: rangedInt(0, 10), doc: "Swap priority" },
   "limits.network.priority": { validate: rangedInt(0, 10), doc: "Network priority" },
   "limits.processes": { validate: intRule, doc: "Maximum number of processes" },
-  "linux.kernel_modules": { validate: anyRule, doc: "Kernel modules to load before starting" },
+  "linux.kernel_modules": { validate: kernelModulesRule, doc: "Kernel modules to load before starting" },
   "migration.incremental.memory": { validate: boolRule, doc: "Incremental memory transfer" },
   "migration.incremental.memory.goal": { validate: uint32Rule, doc: "Percentage of memory to have in sync" },
   "migration.incremental.memory.iterations": { validate: uint32Rule, doc: "Maximum pre-copy iterations" },
@@ -154,9 +184,10 @@ const DEVICE_VOLATILE = /^volatile\.[^.]+\.(host_name|hwaddr|name|mtu|apply_quot
 function ruleFor(key: string): Validator | undefined {
   const spec = instanceKeys[key];
   if (spec) return spec.validate;
-  if (/^(user|environment|image)\.[^\s]+$/.test(key)) return anyRule;
-  if (/^limits\.kernel\.[a-z_]+$/.test(key)) return anyRule;
-  if (/^linux\.sysctl\.[a-z0-9_.]+$/.test(key)) return anyRule;
+  if (/^environment\.[^\s=]+$/.test(key) && !/[\x00-\x1f\x7f]/.test(key)) return withKey(key, oneLineRule);
+  if (/^(user|image)\.[^\s]+$/.test(key)) return anyRule;
+  if (/^limits\.kernel\.[a-z_]+$/.test(key)) return withKey(key, prlimitRule);
+  if (/^linux\.sysctl\.[a-z0-9_.]+$/.test(key)) return withKey(key, oneLineRule);
   if (DEVICE_VOLATILE.test(key)) return anyRule;
   return undefined;
 }

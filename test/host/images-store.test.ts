@@ -253,7 +253,7 @@ describe("publish: tar a volume directory into the store", () => {
       const buildDir = join(root, "images", `.build-test-${compression}`);
       mkdirSync(buildDir);
       try {
-        const built = await buildImageFromDirectory(vol, { compression, architecture: "x86_64", buildDir, properties: compression === "gzip" ? { description: "hx-published" } : undefined });
+        const built = await buildImageFromDirectory(vol, { compression: { codec: compression, flags: [] }, architecture: "x86_64", buildDir, properties: compression === "gzip" ? { description: "hx-published" } : undefined });
         expect(built.fingerprint).toBe(execFileSync("sha256sum", [built.file]).toString().split(" ")[0]);
         const view = await images.storeBuilt("pub", built, { public: false, filename: "", architecture: "x86_64", aliases: [{ name: `pub-${compression}`, description: "" }] });
         expect(view.expires_at).toBe("0001-01-01T00:00:00Z");
