@@ -17,6 +17,7 @@ import { compressCommand } from "../images/compression.js";
 import { codecFor } from "../images/publish.js";
 import { run } from "../os/exec.js";
 import { validateInstanceName } from "./names.js";
+import { BackupIndexError, checkBackupIndex, type IndexInstance, type IndexSnapshot } from "./backup-index.js";
 import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
 import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME } from "./snapshots.js";
 
@@ -80,21 +81,6 @@ export function validateBackupName(name: string): void {
   if (name.includes("/")) throw new BadRequest("Backup names may not contain slashes");
   if (name === "." || name === "..") throw new BadRequest(`Invalid backup name: "${name}" is reserved`);
   if (/[\s\0]/.test(name) || name.length > 255) throw new BadRequest("Invalid backup name");
-}
-
-/** The instance part of index.yaml we read back at import. */
-interface IndexInstance {
-  architecture?: string;
-  config?: Record<string, string>;
-  devices?: Devices;
-  ephemeral?: boolean;
-  profiles?: string[];
-  description?: string;
-}
-interface IndexSnapshot extends IndexInstance {
-  name: string;
-  created_at?: string;
-  expires_at?: string;
 }
 
 export class BackupService {
@@ -367,19 +353,28 @@ export class BackupService {
       throw e;
     }
     if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
-    const doc = YAML.parse(gate.captured.toString("utf8")) as { name?: string; pool?: string; snapshots?: string[]; config?: { container?: IndexInstance; snapshots?: IndexSnapshot[] } } | null;
-    const container = doc?.config?.container;
-    if (!doc || typeof doc !== "object" || !container || typeof container !== "object") throw new BadRequest("Backup index.yaml has no instance config");
-    const name = opts.name || String(doc.name ?? "");
+    let checked;
+    try {
+      checked = checkBackupIndex(YAML.parse(gate.captured.toString("utf8")));
+    } catch (e) {
+      if (e instanceof BackupIndexError || (e as Error).name === "YAMLParseError") throw new BadRequest((e as Error).message);
+      throw e;
+    }
+    const { container, snapshots } = checked;
+    const name = opts.name || checked.name;
     try {
       validateInstanceName(name);
     } catch (e) {
       throw new BadRequest((e as Error).message);
     }
-    const wanted = new Set((doc.snapshots ?? []).map(String));
-    const snapshots = (doc.config?.snapshots ?? []).filter((s) => s && wanted.has(String(s.name)));
-    for (const s of snapshots) validateSnapshotName(String(s.name));
-    return { name, pool: opts.pool || String(doc.pool ?? ""), index: { container, snapshots } };
+    for (const s of snapshots) {
+      try {
+        validateSnapshotName(s.name);
+      } catch (e) {
+        throw new BadRequest((e as Error).message);
+      }
+    }
+    return { name, pool: opts.pool || checked.pool, index: { container, snapshots } };
   }
 
   /** The body of the "Restoring backup" operation: a Stopped instance with its snapshots. */
