@@ -1,0 +1,139 @@
+// Issue 19, input hardening through the API and the stock client: compressors and their flags,
+// file push headers, config values that become liblxc lines. Each refusal changes nothing.
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+
+let d: InitialisedDaemon;
+let c: string;
+
+function ok(...args: string[]): string {
+  const r = d.lxc(...args);
+  if (r.code !== 0) throw new Error(`lxc ${args.join(" ")} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+beforeAll(async () => {
+  d = await startInitialisedDaemon();
+  c = d.launch("hard");
+}, 120_000);
+
+afterAll(async () => {
+  if (d) await d.teardown();
+});
+
+const HOSTILE = ["gzip --help", "xz -T0 --files=/etc/passwd", "zstd --rm", "gzip -o /tmp/nodelxd-pwned", "sh -c id", "gzip\n-d"];
+
+describe("compression_algorithm", () => {
+  it("backups: refused with a 400 before any operation, nothing created", async () => {
+    const ops = (await d.api("GET", "/1.0/operations")).body.metadata;
+    for (const algo of HOSTILE) {
+      const r = await d.api("POST", `/1.0/instances/${c}/backups`, { name: "x", compression_algorithm: algo });
+      expect(r.status, algo).toBe(400);
+      expect(r.body.error).toMatch(/^Invalid compression algorithm/);
+    }
+    expect((await d.api("GET", `/1.0/instances/${c}/backups`)).body.metadata).toEqual([]);
+    expect((await d.api("GET", "/1.0/operations")).body.metadata).toEqual(ops);
+    expect(existsSync("/tmp/nodelxd-pwned")).toBe(false);
+    // A level flag is a legitimate value and works.
+    const r = await d.api("POST", `/1.0/instances/${c}/backups`, { name: "lvl", compression_algorithm: "gzip -1", instance_only: true });
+    expect(r.status, r.text).toBe(202);
+    const op = (await d.api("GET", `${r.body.operation}/wait?timeout=60`)).body.metadata;
+    expect(op.status, op.err).toBe("Success");
+    const file = await d.api("GET", `/1.0/instances/${c}/backups/lvl/export`);
+    expect(Buffer.from(file.text, "latin1")[0]).toBe(0x1f);
+    ok("query", "-X", "DELETE", `/1.0/instances/${c}/backups/lvl`);
+  }, 60_000);
+
+  it("images (publish): refused with a 400, nothing run", async () => {
+    for (const algo of HOSTILE) {
+      const r = await d.api("POST", "/1.0/images", { source: { type: "instance", name: c }, compression_algorithm: algo });
+      expect(r.status, algo).toBe(400);
+      expect(r.body.error).toMatch(/^Invalid compression algorithm/);
+    }
+    const r = d.lxc("publish", c, "--force", "--compression", "zstd --rm");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('Invalid compression algorithm "zstd --rm": flag "--rm" is not allowed for zstd');
+    expect(existsSync("/tmp/nodelxd-pwned")).toBe(false);
+  }, 60_000);
+
+  it("server keys backups./images.compression_algorithm: refused, the old value kept", async () => {
+    for (const key of ["backups.compression_algorithm", "images.compression_algorithm"]) {
+      for (const algo of HOSTILE) {
+        const r = await d.api("PATCH", "/1.0", { config: { [key]: algo } });
+        expect(r.status, `${key}=${algo}`).toBe(400);
+        expect(r.body.error).toContain(`cannot set '${key}'`);
+      }
+      expect((await d.api("GET", "/1.0")).body.metadata.config[key]).toBeUndefined();
+      ok("config", "set", key, "xz -9");
+      expect(ok("config", "get", key).trim()).toBe("xz -9");
+      ok("config", "unset", key);
+    }
+  });
+});
+
+describe("file push headers", () => {
+  const push = (headers: Record<string, string>, path = "/root/hdr") =>
+    d.api("POST", `/1.0/instances/${c}/files?path=${path}`, "data", { "Content-Type": "application/octet-stream", ...headers });
+
+  it("refuses bad uid, gid, mode, type and write headers with a 400, writing nothing", async () => {
+    const cases: [Record<string, string>, string][] = [
+      [{ "X-LXD-uid": "-1" }, 'Invalid UID: strconv.ParseInt: parsing "-1": invalid syntax'],
+      [{ "X-LXD-uid": "4294967296" }, 'Invalid UID: strconv.ParseInt: parsing "4294967296": value out of range'],
+      [{ "X-LXD-uid": "abc" }, 'Invalid UID: strconv.ParseInt: parsing "abc": invalid syntax'],
+      [{ "X-LXD-gid": "-5" }, "Invalid GID"],
+      [{ "X-LXD-gid": "0x10" }, "Invalid GID"],
+      [{ "X-LXD-mode": "99999" }, 'Invalid Mode: "99999"'],
+      [{ "X-LXD-mode": "0o644" }, "Invalid Mode"],
+      [{ "X-LXD-type": "fifo" }, "Bad file type: fifo"],
+      [{ "X-LXD-write": "prepend" }, "Bad file write mode: prepend"],
+    ];
+    for (const [headers, message] of cases) {
+      const r = await push(headers);
+      expect(r.status, JSON.stringify(headers)).toBe(400);
+      expect(r.body.error).toContain(message);
+    }
+    expect((await d.api("GET", `/1.0/instances/${c}/files?path=/root/hdr`)).status).toBe(404);
+  });
+
+  it("still applies good headers (as the stock client sends them)", async () => {
+    const r = await push({ "X-LXD-uid": "1000", "X-LXD-gid": "1001", "X-LXD-mode": "0600" });
+    expect(r.status, r.text).toBe(200);
+    expect(ok("exec", c, "--", "stat", "-c", "%u %g %a", "/root/hdr").trim()).toBe("1000 1001 600");
+  });
+});
+
+describe("config values that become liblxc lines", () => {
+  it("refuses a newline in environment.* at config time (create, set, profile), not at start", async () => {
+    const before = ok("config", "show", c);
+    const r = await d.api("PATCH", `/1.0/instances/${c}`, { config: { "environment.FOO": "x\nlxc.apparmor.profile = unconfined" } });
+    // LXD answers a refused instance config change with 500 (its update error is untyped).
+    expect(r.status).toBe(500);
+    expect(r.body.error).toContain('Invalid config: Invalid value for "environment.FOO"');
+    expect(ok("config", "show", c)).toBe(before);
+    const set = d.lxc("config", "set", c, "linux.sysctl.net.core.somaxconn", "1\n2");
+    expect(set.code).not.toBe(0);
+    expect(set.stderr).toContain("control characters");
+    const n = d.instanceName("envnl");
+    const create = await d.api("POST", "/1.0/instances", { name: n, source: { type: "image", alias: "busybox" }, config: { "environment.X": "a\rb" } });
+    expect(create.status).toBe(400);
+    expect((await d.api("GET", `/1.0/instances/${n}`)).status).toBe(404);
+    const prof = d.lxc("profile", "set", "default", "environment.X", "a\nb");
+    expect(prof.code).not.toBe(0);
+    expect(ok("profile", "get", "default", "environment.X").trim()).toBe("");
+    // A plain value still works and reaches the container.
+    ok("config", "set", c, "environment.FOO", "a b=c");
+    expect(ok("exec", c, "--", "sh", "-c", "echo $FOO").trim()).toBe("a b=c");
+    ok("config", "unset", c, "environment.FOO");
+  }, 60_000);
+
+  it("refuses options and paths in linux.kernel_modules, and non-numbers in limits.kernel.*", () => {
+    const r = d.lxc("config", "set", c, "linux.kernel_modules", "overlay,-r");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('Invalid kernel module name "-r"');
+    const k = d.lxc("config", "set", c, "limits.kernel.nofile", "10\nlxc.init.cmd = /bin/sh");
+    expect(k.code).not.toBe(0);
+    expect(readdirSync(join(d.dir, "containers"))).toContain(c);
+  });
+});
