@@ -1,6 +1,8 @@
 // Issue 19, input hardening through the API and the stock client: compressors and their flags,
 // file push headers, config values that become liblxc lines. Each refusal changes nothing.
 import { existsSync, readdirSync } from "node:fs";
+import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -136,4 +138,76 @@ describe("config values that become liblxc lines", () => {
     expect(k.code).not.toBe(0);
     expect(readdirSync(join(d.dir, "containers"))).toContain(c);
   });
+});
+
+describe("slow and idle connections (LXD's ReadHeaderTimeout 3 s, IdleTimeout 30 s)", () => {
+  let port = 0;
+  beforeAll(async () => {
+    port = 20000 + Math.floor(Math.random() * 20000);
+    const r = await d.api("PATCH", "/1.0", { config: { "core.https_address": `127.0.0.1:${port}` } });
+    expect(r.status, r.text).toBe(200);
+  });
+  afterAll(async () => {
+    await d.api("PATCH", "/1.0", { config: { "core.https_address": "" } });
+  });
+
+  /** Milliseconds until the server closes `sock` (or `limit` passes: -1). */
+  const closedAfter = (sock: Socket, limit: number) =>
+    new Promise<number>((resolve) => {
+      const t0 = Date.now();
+      const timer = setTimeout(() => {
+        sock.destroy();
+        resolve(-1);
+      }, limit);
+      sock.on("error", () => {});
+      sock.resume(); // read what the server sends (a 408), so its FIN is seen
+      sock.once("close", () => {
+        clearTimeout(timer);
+        resolve(Date.now() - t0);
+      });
+    });
+
+  it("closes a TCP connection that never starts the TLS handshake", async () => {
+    const sock = netConnect({ host: "127.0.0.1", port });
+    await new Promise((r) => sock.once("connect", r));
+    const ms = await closedAfter(sock, 15_000);
+    expect(ms).toBeGreaterThan(2_000);
+    expect(ms).toBeLessThan(8_000);
+  }, 20_000);
+
+  it("closes a TLS connection that never finishes a request (slow headers), and many at once", async () => {
+    const open = () =>
+      new Promise<Socket>((resolve, reject) => {
+        const s = tlsConnect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => resolve(s));
+        s.once("error", reject);
+      });
+    const socks = await Promise.all(Array.from({ length: 50 }, open));
+    for (const s of socks) s.write("GET /1.0 HTTP/1.1\r\nHost: x\r\n"); // and never the blank line
+    const times = await Promise.all(socks.map((s) => closedAfter(s, 15_000)));
+    for (const ms of times) {
+      expect(ms).toBeGreaterThan(2_000);
+      expect(ms).toBeLessThan(8_000);
+    }
+  }, 30_000);
+
+  it("closes a unix socket connection that never finishes a request", async () => {
+    const sock = netConnect(d.socket);
+    await new Promise((r) => sock.once("connect", r));
+    sock.write("GET /1.0 HTTP/1.1\r\n");
+    const ms = await closedAfter(sock, 15_000);
+    expect(ms).toBeGreaterThan(2_000);
+    expect(ms).toBeLessThan(8_000);
+  }, 20_000);
+
+  it("serves a complete request, then closes the idle keep-alive connection after 30 s", async () => {
+    const sock = netConnect(d.socket);
+    await new Promise((r) => sock.once("connect", r));
+    let got = "";
+    sock.on("data", (b) => (got += b.toString()));
+    sock.write("GET /1.0 HTTP/1.1\r\nHost: lxd\r\n\r\n");
+    const ms = await closedAfter(sock, 45_000);
+    expect(got).toMatch(/^HTTP\/1.1 200/);
+    expect(ms).toBeGreaterThan(25_000);
+    expect(ms).toBeLessThan(40_000);
+  }, 60_000);
 });
