@@ -468,12 +468,11 @@ export class InstanceRuntime {
     const row = this.svc.repo.get(stale.project, stale.name);
     if (!row || row.init_pid !== stale.init_pid || this.isRunning(row)) return;
     const lxc = this.lxcName(row.project, row.name);
-    const info = await run("lxc-info", ["-n", lxc, "-P", this.driver.lxcPath, "-p", "-H"], { reject: false });
-    const pid = Number(info.stdout.trim());
-    const start = pid > 0 ? procStartTime(pid) : undefined;
-    if (start) {
+    const init = await this.driver.runningInit(lxc);
+    if (init) {
       // liblxc rebooted it
-      this.svc.repo.setRuntime(row.project, row.name, { pid, start });
+      this.svc.repo.setRuntime(row.project, row.name, { pid: init.pid, start: init.startTime });
+      const pid = init.pid;
       for (const d of this.devicesOf(row, this.svc.expanded(row).devices)) {
         await d.rebooted?.(pid).catch((e) => this.core.log.warn({ err: e, device: d.name }, "device setup after reboot failed"));
       }
@@ -510,6 +509,20 @@ export class InstanceRuntime {
     if (mounted) await run("umount", ["-l", dir], { reject: false });
   }
 
+  /**
+   * A row that says Stopped while liblxc runs the container: the daemon died between liblxc's
+   * start and recording it (kill -9 in the middle of a start). Record what liblxc reports, so the
+   * row and the process agree. Returns whether the container was running.
+   */
+  private async reconcileUnrecorded(row: InstanceRow): Promise<boolean> {
+    const init = await this.driver.runningInit(this.lxcName(row.project, row.name));
+    if (!init) return false;
+    this.core.log.warn({ instance: row.name, project: row.project, pid: init.pid }, "adopting a container whose start was not recorded (daemon crash)");
+    this.svc.repo.setRuntime(row.project, row.name, { pid: init.pid, start: init.startTime });
+    this.svc.repo.patchConfig(row.project, row.name, { "volatile.last_state.power": "RUNNING" });
+    return true;
+  }
+
   /** Daemon start: re-adopt running containers, clean up ones that stopped while we were away, autostart. */
   async adopt(): Promise<void> {
     const toStart: InstanceRow[] = [];
@@ -519,6 +532,7 @@ export class InstanceRuntime {
         await this.onExited(row).catch((e) => this.core.log.error({ err: e, instance: row.name }, "cleanup of a stopped container failed"));
         continue;
       }
+      if (await this.reconcileUnrecorded(row).catch((e) => (this.core.log.error({ err: e, instance: row.name }, "cannot ask liblxc about a container"), false))) continue;
       let ex: Record<string, string>;
       try {
         ex = this.svc.expanded(row).config;

@@ -127,6 +127,19 @@ export class LxcDriver {
     return { pid, startTime };
   }
 
+  /**
+   * What liblxc itself reports: the init process of a running container, or undefined. Used to
+   * reconcile the database after a crash (a start or stop the daemon did not live to record).
+   */
+  async runningInit(name: string): Promise<InitProcess | undefined> {
+    if (!existsSync(this.configFile(name))) return undefined; // never started here
+    const res = await run("lxc-info", [...this.args(name), "-p", "-H"], { reject: false });
+    const pid = Number(res.stdout.trim());
+    if (!Number.isInteger(pid) || pid <= 0) return undefined;
+    const startTime = procStartTime(pid);
+    return startTime ? { pid, startTime } : undefined;
+  }
+
   /** Clean shutdown within `timeout` seconds, then kill; `force` kills at once. */
   async stop(name: string, opts: { timeout?: number; force?: boolean }): Promise<void> {
     const args = [...this.args(name)];
