@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { BadRequest } from "../api/errors.js";
+import { WARNING_TYPES } from "../daemon/host-warnings.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { deviceFactory } from "../devices/registry.js";
@@ -546,7 +547,15 @@ export class InstanceRuntime {
     toStart.sort((a, b) => Number(this.svc.expanded(b).config["boot.autostart.priority"] ?? 0) - Number(this.svc.expanded(a).config["boot.autostart.priority"] ?? 0));
     void (async () => {
       for (const row of toStart) {
-        await this.start(row.project, row.name).catch((e) => this.core.log.error({ err: e, instance: row.name }, "autostart failed"));
+        const entity = instanceUrl(row.project, row.name);
+        try {
+          await this.start(row.project, row.name);
+          this.core.warnings.resolveEntity(WARNING_TYPES.instanceAutostartFailure.code, row.project, entity);
+        } catch (e) {
+          this.core.log.error({ err: e, instance: row.name }, "autostart failed");
+          // As LXD: a warning on the instance, resolved by the next successful autostart.
+          this.core.warnings.record(WARNING_TYPES.instanceAutostartFailure, (e as Error).message, { project: row.project, entity });
+        }
         const delay = Number(this.svc.expanded(row).config["boot.autostart.delay"] ?? 0);
         if (delay > 0) await new Promise((r) => setTimeout(r, delay * 1000));
       }
