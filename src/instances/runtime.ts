@@ -570,18 +570,38 @@ export class InstanceRuntime {
       if (!this.svc.repo.list().some((r) => this.isRunning(r))) await this.releaseShmounts();
       return;
     }
-    await Promise.all(
-      this.svc.repo
-        .list()
-        .filter((r) => this.isRunning(r))
-        .map(async (r) => {
-          const timeout = Number(this.svc.expanded(r).config["boot.host_shutdown_timeout"] ?? 30);
-          await this.doStop(r.project, r.name, { force: false, timeout }, false).catch(() => {});
-          this.svc.repo.patchConfig(r.project, r.name, { "volatile.last_state.power": "RUNNING" });
-        }),
-    );
+    // As LXD's instancesShutdown: by boot.stop.priority (higher first), each priority batch
+    // stopped in parallel (at most one per CPU) and finished before the next begins.
+    const running = this.svc.repo.list().filter((r) => this.isRunning(r));
+    const stopPriority = (r: InstanceRow) => Number.parseInt(this.svc.expanded(r).config["boot.stop.priority"] ?? "0", 10) || 0;
+    for (const batch of stopBatches(running, stopPriority)) {
+      await mapLimit(batch, Math.max(1, cpus().length), async (r) => {
+        const timeout = Number(this.svc.expanded(r).config["boot.host_shutdown_timeout"] ?? 30);
+        this.core.log.info({ instance: r.name, project: r.project, stopPriority: stopPriority(r) }, "stopping instance for shutdown");
+        await this.doStop(r.project, r.name, { force: false, timeout }, false).catch(() => this.doStop(r.project, r.name, { force: true, timeout: 0 }, false).catch(() => {}));
+        this.svc.repo.patchConfig(r.project, r.name, { "volatile.last_state.power": "RUNNING" });
+      });
+    }
     await this.releaseShmounts();
   }
+}
+
+/** Instances grouped by stop priority, highest first (LXD's instanceStopList order). */
+export function stopBatches<T>(items: T[], priority: (t: T) => number): T[][] {
+  const groups = new Map<number, T[]>();
+  for (const t of items) {
+    const p = priority(t);
+    groups.set(p, [...(groups.get(p) ?? []), t]);
+  }
+  return [...groups.entries()].sort((a, b) => b[0] - a[0]).map(([, g]) => g);
+}
+
+async function mapLimit<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 function safeRead(f: string): string {
