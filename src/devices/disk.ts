@@ -58,8 +58,11 @@ export class DiskDevice implements Device {
    */
   private async sourcePath(): Promise<string> {
     if (!this.isVolume) return normalize(this.config.source);
-    const dir = await this.ctx.ports.storage!.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
-    await shiftVolumeTo(dir, this.ctx.idmap);
+    const storage = this.ctx.ports.storage!;
+    const dir = await storage.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
+    // security.unmapped (storage_unmapped): the volume keeps host ids, unshifted (back) to them.
+    const unmapped = parseBool(storage.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source)["security.unmapped"]);
+    await shiftVolumeTo(dir, unmapped ? [] : this.ctx.idmap);
     return dir;
   }
 

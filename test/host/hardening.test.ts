@@ -211,3 +211,38 @@ describe("slow and idle connections (LXD's ReadHeaderTimeout 3 s, IdleTimeout 30
     expect(ms).toBeLessThan(40_000);
   }, 60_000);
 });
+
+describe("custom volumes: security.unmapped (storage_unmapped), security.shifted", () => {
+  it("an unmapped volume keeps host ids (root-owned shows as nobody inside); a normal one is shifted to the container", () => {
+    const vu = d.instanceName("vunm");
+    const vn = d.instanceName("vnorm");
+    ok("storage", "volume", "create", "default", vu, "security.unmapped=true");
+    ok("storage", "volume", "create", "default", vn);
+    try {
+      ok("storage", "volume", "attach", "default", vu, c, "/mnt/u");
+      ok("storage", "volume", "attach", "default", vn, c, "/mnt/n");
+      expect(ok("exec", c, "--", "stat", "-c", "%u:%g", "/mnt/u").trim()).toBe("65534:65534");
+      expect(ok("exec", c, "--", "stat", "-c", "%u:%g", "/mnt/n").trim()).toBe("0:0");
+      // Container root cannot write into the unmapped (host-root-owned, 0711/0755) volume root.
+      expect(d.lxc("exec", c, "--", "touch", "/mnt/u/x").code).not.toBe(0);
+      expect(d.lxc("exec", c, "--", "touch", "/mnt/n/x").code).toBe(0);
+      ok("storage", "volume", "detach", "default", vu, c);
+      ok("storage", "volume", "detach", "default", vn, c);
+    } finally {
+      d.lxc("storage", "volume", "detach", "default", vu, c);
+      d.lxc("storage", "volume", "detach", "default", vn, c);
+      d.lxc("storage", "volume", "delete", "default", vu);
+      d.lxc("storage", "volume", "delete", "default", vn);
+    }
+  }, 60_000);
+
+  it("security.shifted=true is refused (no shifting overlay here), false accepted", () => {
+    const v = d.instanceName("vshift");
+    const r = d.lxc("storage", "volume", "create", "default", v, "security.shifted=true");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("Shifted custom volumes (security.shifted) aren't supported by this server");
+    expect(d.lxc("storage", "volume", "show", "default", v).code).not.toBe(0);
+    ok("storage", "volume", "create", "default", v, "security.shifted=false");
+    ok("storage", "volume", "delete", "default", v);
+  });
+});
