@@ -225,6 +225,8 @@ export class InstanceRuntime {
         devices: runConfigs,
       });
       lines.splice(lines.length - 1, 0, ["lxc.mount.auto", `shmounts:${shmounts}:/dev/.lxd-mounts`]);
+      // The volume directory: 0100, traversable by the container's root only (as LXD's start).
+      this.driver.lockVolumeDir(volume, { uid: owner.uid, gid: 0 });
       this.driver.writeConfig(lxc, renderLxcConfig(lines));
       const init = await this.driver.start(lxc);
       this.svc.repo.setRuntime(project, name, { pid: init.pid, start: init.startTime }, new Date().toISOString());
@@ -270,6 +272,12 @@ export class InstanceRuntime {
     for (const d of devices.reverse()) await d.stop().catch((e) => this.core.log.warn({ err: e, device: d.name }, "device stop failed"));
     this.svc.repo.setRuntime(row.project, row.name, { pid: 0, start: "" });
     if (this.svc.repo.get(row.project, row.name)) this.svc.repo.patchConfig(row.project, row.name, { "volatile.last_state.power": "STOPPED" });
+    // As LXD's stop: ownership back to host root (the id may be reused by another map), still 0100.
+    try {
+      this.driver.lockVolumeDir(realpathSync(this.driver.dir(this.lxcName(row.project, row.name))));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.core.log.warn({ err: e, instance: row.name }, "cannot reset the volume directory's owner");
+    }
   }
 
   private async deleteIfEphemeral(project: string, name: string): Promise<void> {

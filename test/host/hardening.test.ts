@@ -1,6 +1,7 @@
 // Issue 19, input hardening through the API and the stock client: compressors and their flags,
 // file push headers, config values that become liblxc lines. Each refusal changes nothing.
-import { existsSync, readdirSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
@@ -244,5 +245,41 @@ describe("custom volumes: security.unmapped (storage_unmapped), security.shifted
     expect(d.lxc("storage", "volume", "show", "default", v).code).not.toBe(0);
     ok("storage", "volume", "create", "default", v, "security.shifted=false");
     ok("storage", "volume", "delete", "default", v);
+  });
+});
+
+describe("instance volume directories (0100, as LXD)", () => {
+  /** Can an unprivileged host user (nobody) reach into the rootfs? */
+  const nobodyCanRead = (path: string) => spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "cat", path]).status === 0;
+
+  it("are 0100: owned by the container's root while running, by host root when stopped; no host user gets in", () => {
+    for (const privileged of [false, true]) {
+      const n = d.launch(privileged ? "dirpriv" : "dirunpriv", privileged ? { config: { "security.privileged": "true" } } : {});
+      ok("exec", n, "--", "sh", "-c", "echo secret > /tmp/s && chmod 0644 /tmp/s && chmod 1777 /tmp");
+      const vol = realpathSync(join(d.dir, "containers", n));
+      const running = statSync(vol);
+      expect(running.mode & 0o7777).toBe(0o100);
+      expect(running.uid).toBe(privileged ? 0 : d.hostRoot(n).uid);
+      expect(nobodyCanRead(join(vol, "rootfs", "tmp", "s"))).toBe(false);
+      expect(nobodyCanRead(join(d.dir, "containers", n, "rootfs", "tmp", "s"))).toBe(false);
+      // Everything that reads into the rootfs still works: exec, the file API, a restart (templates).
+      expect(ok("file", "pull", `${n}/tmp/s`, "-").trim()).toBe("secret");
+      ok("file", "push", "-", `${n}/root/pushed`, "--mode", "0600");
+      ok("stop", "-f", n);
+      const stopped = statSync(vol);
+      expect([stopped.mode & 0o7777, stopped.uid, stopped.gid]).toEqual([0o100, 0, 0]);
+      expect(nobodyCanRead(join(vol, "rootfs", "etc", "hostname"))).toBe(false);
+      expect(ok("file", "pull", `${n}/etc/hostname`, "-").trim()).toBe(n);
+      ok("start", n);
+      expect(ok("exec", n, "--", "cat", "/etc/hostname").trim()).toBe(n);
+      ok("delete", "-f", n);
+    }
+  }, 120_000);
+
+  it("a newly created (never started) instance's directory is 0100 too", () => {
+    const n = d.launch("dirnew", { init: true });
+    const st = statSync(realpathSync(join(d.dir, "containers", n)));
+    expect([st.mode & 0o7777, st.uid]).toEqual([0o100, 0]);
+    ok("delete", n);
   });
 });
