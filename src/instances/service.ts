@@ -8,6 +8,7 @@ import type { Core } from "../daemon/daemon.js";
 import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
+import { checkDeviceValues } from "../devices/registry.js";
 import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
@@ -144,6 +145,7 @@ export class InstanceService implements InstancesPort {
     if (!expandedOnly) validateInstanceConfig(ex.config);
     for (const [dev, cfg] of Object.entries(devices)) {
       try {
+        checkDeviceValues(cfg);
         this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg).validate();
       } catch (e) {
         const msg = (e as Error).message;

@@ -131,6 +131,13 @@ describe("config values that become liblxc lines", () => {
     ok("config", "unset", c, "environment.FOO");
   }, 60_000);
 
+  it("refuses a newline in device values (a disk path would become a second mount entry)", async () => {
+    const r = await d.api("PATCH", `/1.0/instances/${c}`, { devices: { evil: { type: "disk", source: "/tmp", path: "/mnt\nlxc.mount.entry = / mnt/host none rbind 0 0" } } });
+    expect(r.status).not.toBe(200);
+    expect(r.body.error).toContain('Device validation failed for "evil": Invalid value for "path": control characters');
+    expect(JSON.parse(ok("query", `/1.0/instances/${c}`)).devices.evil).toBeUndefined();
+  });
+
   it("refuses options and paths in linux.kernel_modules, and non-numbers in limits.kernel.*", () => {
     const r = d.lxc("config", "set", c, "linux.kernel_modules", "overlay,-r");
     expect(r.code).not.toBe(0);

@@ -6,6 +6,8 @@ import { serverKeys } from "../../src/config/server-keys.js";
 import { validateInstanceConfig } from "../../src/instances/config-keys.js";
 import { pushOptions } from "../../src/api/routes/instance-files.js";
 import type { ApiRequest } from "../../src/api/route.js";
+import { checkDeviceValues } from "../../src/devices/registry.js";
+import { validateProfile } from "../../src/profiles/profile-service.js";
 
 describe("compression_algorithm", () => {
   it("accepts LXD's compressors, alone or with level and thread flags", () => {
@@ -69,5 +71,14 @@ describe("config values that become liblxc config lines", () => {
     expect(check({ "linux.kernel_modules": "overlay, br_netfilter" })).not.toThrow();
     expect(check({ "linux.kernel_modules": "-r" })).toThrow('Invalid kernel module name "-r"');
     expect(check({ "linux.kernel_modules": "../../x" })).toThrow("Invalid kernel module name");
+  });
+});
+
+describe("device values that become liblxc lines", () => {
+  it("refuses control characters in any device key or value", () => {
+    expect(() => checkDeviceValues({ type: "disk", source: "/srv", path: "/mnt\nlxc.mount.entry = / x none bind" })).toThrow('Invalid value for "path": control characters');
+    expect(() => checkDeviceValues({ type: "nic", hwaddr: "00:16:3e:00:00:01\r" })).toThrow('Invalid value for "hwaddr"');
+    expect(() => checkDeviceValues({ type: "disk", source: "/srv/a b", path: "/mnt/x" })).not.toThrow();
+    expect(() => validateProfile({ name: "p", description: "", config: {}, devices: { d: { type: "disk", source: "/srv", path: "/a\nb" } } })).toThrow('Device validation failed for "d"');
   });
 });
