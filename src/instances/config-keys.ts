@@ -193,7 +193,7 @@ function ruleFor(key: string): Validator | undefined {
 }
 
 /** Throws Error("Invalid config: ...") for the first bad key, as LXD. */
-export function validateInstanceConfig(config: Record<string, string>): void {
+export function validateInstanceConfig(config: Record<string, string>, env: NodeJS.ProcessEnv = process.env): void {
   for (const [key, value] of Object.entries(config)) {
     const rule = ruleFor(key);
     if (!rule) throw new Error(`Invalid config: Unknown configuration key: ${key}`);
@@ -206,6 +206,25 @@ export function validateInstanceConfig(config: Record<string, string>): void {
   }
   const syscalls = syscallsConflict(config);
   if (syscalls) throw new Error(`Invalid config: ${syscalls}`);
+  const unprivOnly = unprivilegedOnlyProblem(config, env);
+  if (unprivOnly) throw new Error(`Invalid config: ${unprivOnly}`);
+}
+
+/** LXD_UNPRIVILEGED_ONLY=true in the daemon's environment: no privileged containers, no host root in raw.idmap, no lxc.idmap/lxc.include in raw.lxc (LXD's messages). */
+function unprivilegedOnlyProblem(config: Record<string, string>, env: NodeJS.ProcessEnv): string | undefined {
+  if (!isTrue(env.LXD_UNPRIVILEGED_ONLY)) return undefined;
+  if (config["raw.idmap"]) {
+    for (const line of config["raw.idmap"].split("\n")) {
+      const host = line.split(" ")[1] ?? "";
+      if (/^0(-|$)/.test(host)) return "Cannot map root user into container as LXD was configured to only allow unprivileged containers";
+    }
+  }
+  for (const line of (config["raw.lxc"] ?? "").split("\n")) {
+    const key = line.replace(/^[\t ]+/, "").split("=")[0].trim();
+    if (key === "lxc.idmap" || key === "lxc.id_map" || key === "lxc.include") return `${key} can't be set in raw.lxc as LXD was configured to only allow unprivileged containers`;
+  }
+  if (isTrue(config["security.privileged"])) return "LXD was configured to only allow unprivileged containers";
+  return undefined;
 }
 
 /** LXD's rules on combining raw.seccomp, allow and deny lists (the older names count too). */

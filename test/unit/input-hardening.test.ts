@@ -82,3 +82,15 @@ describe("device values that become liblxc lines", () => {
     expect(() => validateProfile({ name: "p", description: "", config: {}, devices: { d: { type: "disk", source: "/srv", path: "/a\nb" } } })).toThrow('Device validation failed for "d"');
   });
 });
+
+describe("LXD_UNPRIVILEGED_ONLY", () => {
+  const env = { LXD_UNPRIVILEGED_ONLY: "true" };
+  it("refuses privileged containers, host root in raw.idmap and lxc.idmap/lxc.include in raw.lxc, with LXD's messages", () => {
+    expect(() => validateInstanceConfig({ "security.privileged": "true" }, env)).toThrow("Invalid config: LXD was configured to only allow unprivileged containers");
+    expect(() => validateInstanceConfig({ "raw.idmap": "both 0 1000" }, env)).toThrow("Cannot map root user into container");
+    expect(() => validateInstanceConfig({ "raw.lxc": "lxc.idmap=" }, env)).toThrow("lxc.idmap can't be set in raw.lxc");
+    expect(() => validateInstanceConfig({ "raw.lxc": "lxc.include=" }, env)).toThrow("lxc.include can't be set in raw.lxc");
+    expect(() => validateInstanceConfig({ "security.privileged": "false", "raw.idmap": "both 1000 1000" }, env)).not.toThrow();
+    expect(() => validateInstanceConfig({ "security.privileged": "true" }, {})).not.toThrow();
+  });
+});
