@@ -386,6 +386,8 @@ export class InstanceService implements InstancesPort {
     if (pool) await this.core.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
     this.runtime.driver.remove(this.runtime.lxcName(row.project, row.name));
     rmSync(join(this.core.paths.devices, `${row.project}_${row.name}`), { recursive: true, force: true });
+    // Its seccomp policy (security/seccomp/<name>), as LXD removes it with the instance.
+    rmSync(join(this.core.paths.security, "seccomp", this.runtime.lxcName(row.project, row.name)), { force: true });
     this.repo.delete(row.project, row.name);
     this.backups?.instanceDeleted(row.project, row.name);
     this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });

@@ -280,8 +280,17 @@ describe("instance volume directories (0100, as LXD)", () => {
       ok("start", n);
       expect(ok("exec", n, "--", "cat", "/etc/hostname").trim()).toBe(n);
       ok("delete", "-f", n);
+      // Nothing of it is left in security/ (its seccomp policy goes with it, as LXD).
+      expect(existsSync(join(d.dir, "security", "seccomp", n))).toBe(false);
     }
   }, 120_000);
+
+  it("deleting an instance removes its seccomp policy from security/", () => {
+    const n = d.launch("seccompdel", { config: { "security.syscalls.deny_compat": "true" } });
+    expect(existsSync(join(d.dir, "security", "seccomp", n))).toBe(true);
+    ok("delete", "-f", n);
+    expect(existsSync(join(d.dir, "security", "seccomp", n))).toBe(false);
+  });
 
   it("a newly created (never started) instance's directory is 0100 too", () => {
     const n = d.launch("dirnew", { init: true });
