@@ -55,7 +55,6 @@ export const apiExtensions: string[] = [
   "storage_volatile_initial_source",
   "storage_api_volume_rename",
   "storage_unmapped",
-  "storage_shifted",
   "storage_rsync_compression",
   "storage_volume_state",
   "server_supported_storage_drivers",

@@ -2,6 +2,8 @@
 // messages are LXD's, since users and scripts read them.
 import { isIP } from "node:net";
 
+import { parseCompressionAlgorithm } from "../images/compression.js";
+
 export type Validator = (value: string) => void;
 
 export const isAny: Validator = () => {};
@@ -61,9 +63,9 @@ export const isIPv4: Validator = (v) => {
   if (isIP(v) !== 4) throw new Error(`Not an IPv4 address "${v}"`);
 };
 
+/** A compressor we run (gzip, bzip2, xz, lzma, zstd, none), with only level/thread flags. */
 export const isCompressionAlgorithm: Validator = (v) => {
-  const known = ["bzip2", "gzip", "lzma", "xz", "none", "zstd", "squashfs", "lz4"];
-  if (!known.includes(v.split(" ")[0])) throw new Error(`Invalid compression algorithm "${v}"`);
+  parseCompressionAlgorithm(v);
 };
 
 /** LXD expiry expressions such as "30d", "1H 2M". */

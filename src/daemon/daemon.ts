@@ -17,6 +17,8 @@ import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { WarningRepo } from "../db/warning-repo.js";
+import { hostCgroupLayout } from "../instances/lxc/cgroup.js";
+import { hostFacts, hostWarnings } from "./host-warnings.js";
 import { EventHub } from "../operations/events.js";
 import { OperationManager } from "../operations/manager.js";
 import { CertificateService } from "./certificate-service.js";
@@ -103,6 +105,10 @@ export class Daemon {
     const [keypair, host] = await Promise.all([ensureServerCertificate(paths.serverCert, paths.serverKey), readHostInfo()]);
     const trust = new TrustStore(db);
     const warnings = new WarningRepo(db);
+    // As LXD at start: raise what this host lacks, and resolve what was not seen again.
+    const startedAt = new Date().toISOString();
+    for (const w of hostWarnings(hostFacts(hostCgroupLayout()))) warnings.record(w.type, w.message);
+    warnings.resolveOlderThan(startedAt);
 
     const server = new ServerService({
       repo: new ConfigRepo(db),

@@ -41,9 +41,25 @@ async function socketInUse(path: string): Promise<boolean> {
   });
 }
 
+/**
+ * LXD's http.Server timeouts (lxd/api.go): a request's headers must arrive within 3 s
+ * (ReadHeaderTimeout, which in Go also bounds the TLS handshake) and an idle keep-alive
+ * connection is closed after 30 s (IdleTimeout). A request body or a long-poll may take as long
+ * as it takes (no ReadTimeout), and upgraded connections (websockets) leave these timers.
+ */
+export const HTTP_TIMEOUTS = { headersMs: 3_000, idleMs: 30_000, handshakeMs: 3_000, checkEveryMs: 1_000 } as const;
+
+const SERVER_OPTIONS = {
+  // How often Node looks for connections past headersTimeout (its default is 30 s).
+  connectionsCheckingInterval: HTTP_TIMEOUTS.checkEveryMs,
+  headersTimeout: HTTP_TIMEOUTS.headersMs,
+  keepAliveTimeout: HTTP_TIMEOUTS.idleMs,
+  requestTimeout: 0,
+} as const;
+
 function tune(server: Server): Server {
-  server.keepAliveTimeout = 60_000;
-  server.headersTimeout = 65_000;
+  server.keepAliveTimeout = HTTP_TIMEOUTS.idleMs;
+  server.headersTimeout = HTTP_TIMEOUTS.headersMs;
   server.requestTimeout = 0;
   return server;
 }
@@ -63,7 +79,7 @@ export class Endpoints {
       if (await socketInUse(path)) throw new Error(`LXD is already running (${path} answers)`);
       unlinkSync(path);
     }
-    const server = tune(createServer(this.opts.handler));
+    const server = tune(createServer(SERVER_OPTIONS, this.opts.handler));
     this.opts.onServer(server);
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -83,7 +99,18 @@ export class Endpoints {
       const { host, port } = splitHostPort(address);
       next = tune(
         createHttpsServer(
-          { cert: this.opts.tls.cert, key: this.opts.tls.key, requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2" },
+          {
+            ...SERVER_OPTIONS,
+            cert: this.opts.tls.cert,
+            key: this.opts.tls.key,
+            requestCert: true,
+            rejectUnauthorized: false,
+            minVersion: "TLSv1.2",
+            handshakeTimeout: HTTP_TIMEOUTS.handshakeMs,
+            // As LXD's tcp.SetTimeouts: keep-alive probes find dead peers.
+            keepAlive: true,
+            keepAliveInitialDelay: 3_000,
+          },
           this.opts.handler,
         ),
       );

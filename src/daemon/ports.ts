@@ -49,6 +49,8 @@ export interface StoragePort {
   instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined>;
   /** Host path of a custom volume, for disk devices (pool=P source=VOL); throws NotFound. */
   mountCustomVolume?(pool: string, project: string, name: string): Promise<string>;
+  /** A custom volume's config (security.unmapped decides how disks attach it); throws NotFound. */
+  customVolumeConfig?(pool: string, project: string, name: string): Record<string, string>;
   /** Drop an image's cached volumes from every pool (call when the image is deleted). */
   deleteImageVolumes?(fingerprint: string): Promise<void>;
   /** Instance snapshots: volumes "<name>/<snapshot>" of the instance's pool (optional: drivers that can). */

@@ -37,8 +37,10 @@ interface Row {
 
 const nameOf = <K extends string>(table: Record<K, number>, code: number): K => (Object.keys(table) as K[]).find((k) => table[k] === code)!;
 
+/** Fields in LXD 5.0.2's order (api.Warning: status first, from the embedded WarningPut). */
 function view(r: Row): WarningView {
   return {
+    status: nameOf(WarningStatus, r.status_code),
     uuid: r.uuid,
     location: "none",
     project: r.project,
@@ -48,7 +50,6 @@ function view(r: Row): WarningView {
     last_seen_at: r.last_seen_at,
     last_message: r.last_message,
     severity: nameOf(WarningSeverity, r.severity_code),
-    status: nameOf(WarningStatus, r.status_code),
     entity_url: r.entity_url,
   };
 }
@@ -67,6 +68,16 @@ export class WarningRepo {
            last_seen_at = excluded.last_seen_at, status_code = CASE WHEN status_code = 3 THEN 1 ELSE status_code END`,
       )
       .run(randomUUID(), opts.project ?? "", opts.entity ?? "", type.name, type.code, WarningSeverity[type.severity], message, now, now);
+  }
+
+  /** Resolve one entity's warning of a type (e.g. an instance that autostarted after all). */
+  resolveEntity(typeCode: number, project: string, entity: string): void {
+    this.db.prepare("UPDATE warnings SET status_code = 3 WHERE type_code = ? AND project = ? AND entity_url = ?").run(typeCode, project, entity);
+  }
+
+  /** As LXD at start: warnings not seen again since `since` (ISO time) are resolved. */
+  resolveOlderThan(since: string): void {
+    this.db.prepare("UPDATE warnings SET status_code = 3 WHERE last_seen_at < ?").run(since);
   }
 
   /** Mark warnings of a type resolved (the condition went away). */

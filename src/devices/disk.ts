@@ -75,8 +75,11 @@ export class DiskDevice implements Device {
       if (real !== realParent && !real.startsWith(realParent.endsWith("/") ? realParent : `${realParent}/`)) throw new Error(`Disk source path "${this.config.source}" not allowed by project for disk "${this.name}"`);
       return real;
     }
-    const dir = await this.ctx.ports.storage!.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
-    await shiftVolumeTo(dir, this.ctx.idmap);
+    const storage = this.ctx.ports.storage!;
+    const dir = await storage.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
+    // security.unmapped (storage_unmapped): the volume keeps host ids, unshifted (back) to them.
+    const unmapped = parseBool(storage.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source)["security.unmapped"]);
+    await shiftVolumeTo(dir, unmapped ? [] : this.ctx.idmap);
     return dir;
   }
 

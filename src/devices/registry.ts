@@ -45,3 +45,14 @@ export function deviceFactory(config: DeviceConfig): DeviceFactory {
   if (!f) throw new Error(type ? "Unsupported device type" : "Missing device type");
   return f;
 }
+
+/**
+ * Device values end up in liblxc config lines (mount entries, lxc.net.*) and host commands:
+ * a newline or other control character is refused when the device is set, for every type.
+ */
+export function checkDeviceValues(config: Record<string, string>): void {
+  for (const [k, v] of Object.entries(config)) {
+    // eslint-disable-next-line no-control-regex
+    if (/[\x00-\x1f\x7f]/.test(k) || /[\x00-\x1f\x7f]/.test(String(v))) throw new Error(`Invalid value for "${k}": control characters (such as a newline) are not allowed`);
+  }
+}

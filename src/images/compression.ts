@@ -45,3 +45,43 @@ export async function detectFileCodec(file: string): Promise<Codec | undefined> 
     await fh.close();
   }
 }
+
+/** Flags a user may add after an algorithm name ("xz -9", "zstd -T0 -19"): levels and threads only. */
+const ALLOWED_FLAGS: Record<CodecName, RegExp[]> = {
+  none: [],
+  gzip: [/^-[1-9]$/, /^--(fast|best)$/],
+  bzip2: [/^-[1-9]$/, /^--(fast|best)$/],
+  xz: [/^-[0-9]e?$/, /^-e$/, /^--extreme$/, /^-T[0-9]{1,3}$/, /^--threads=[0-9]{1,3}$/],
+  lzma: [/^-[0-9]e?$/, /^-e$/, /^--extreme$/],
+  zstd: [/^-([1-9]|1[0-9])$/, /^--fast(=[0-9]{1,2})?$/, /^-T[0-9]{1,3}$/, /^--threads=[0-9]{1,3}$/],
+};
+
+export type CompressionAlgorithm = { codec: CodecName; flags: string[] };
+
+export class CompressionAlgorithmError extends Error {}
+
+/**
+ * Parse a compression_algorithm value (per request, or backups./images.compression_algorithm):
+ * one of our codecs, optionally followed by known level/thread flags. Anything else — another
+ * program, an option that names a file or changes what the tool does — is refused, so nothing
+ * but these fixed words ever reaches a command line.
+ */
+export function parseCompressionAlgorithm(value: string): CompressionAlgorithm {
+  if (/[^\x20-\x7e]/.test(value)) throw new CompressionAlgorithmError(`Invalid compression algorithm ${JSON.stringify(value)}`);
+  const words = value.trim().split(/ +/).filter((w) => w !== "");
+  const name = words[0] ?? "";
+  if (!Object.prototype.hasOwnProperty.call(CODECS, name)) throw new CompressionAlgorithmError(`Invalid compression algorithm "${name}"`);
+  const codec = name as CodecName;
+  const flags = words.slice(1);
+  for (const f of flags) {
+    if (!ALLOWED_FLAGS[codec].some((re) => re.test(f))) throw new CompressionAlgorithmError(`Invalid compression algorithm "${value.trim()}": flag "${f}" is not allowed for ${codec}`);
+  }
+  return { codec, flags };
+}
+
+/** The compressor's command line for a parsed algorithm (undefined for "none"). */
+export function compressCommand(algo: CompressionAlgorithm): [string, string[]] | undefined {
+  const c: Codec = CODECS[algo.codec];
+  if (!c.compress) return undefined;
+  return [c.compress[0], [...c.compress[1], ...algo.flags]];
+}

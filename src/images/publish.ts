@@ -16,14 +16,14 @@ import type { OperationManager } from "../operations/manager.js";
 import type { OperationView } from "../operations/types.js";
 import { spawnStreaming, type StreamedProcess } from "../os/exec.js";
 import { scanTarball } from "./archive.js";
-import { CODECS, type CodecName } from "./compression.js";
+import { CODECS, compressCommand, CompressionAlgorithmError, parseCompressionAlgorithm, type CompressionAlgorithm } from "./compression.js";
 import { canonicalArchitecture, parseImageMetadata } from "./metadata.js";
 import type { ImageService } from "./service.js";
 import { progressReporter, treeSize } from "./progress.js";
 import { BUILD_PREFIX } from "./upload.js";
 
 export interface BuildOptions {
-  compression: CodecName;
+  compression: CompressionAlgorithm;
   /** Replace metadata.yaml's properties (LXD: when the request gives any). */
   properties?: Record<string, string>;
   /** Unix seconds; 0 keeps metadata.yaml's. */
@@ -47,10 +47,13 @@ export interface BuiltImage {
 }
 
 /** Resolve an algorithm name (request or images.compression_algorithm) to one of our codecs. */
-export function codecFor(name: string): CodecName {
-  const algo = (name.trim().split(/\s+/)[0] || "gzip") as CodecName;
-  if (!(algo in CODECS)) throw new BadRequest(`Unsupported compression algorithm "${algo}"`);
-  return algo;
+export function codecFor(name: string): CompressionAlgorithm {
+  try {
+    return parseCompressionAlgorithm(name.trim() === "" ? "gzip" : name);
+  } catch (e) {
+    if (e instanceof CompressionAlgorithmError) throw new BadRequest(e.message);
+    throw e;
+  }
 }
 
 /** Tar and compress `dir` into a unified image in `opts.buildDir`. */
@@ -112,12 +115,13 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
     ["-c", "-f", "-", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name", "-C", stage, "metadata.yaml", "-C", dir, ...members],
     { signal: opts.signal, stdin: "ignore", stdout: "pipe" },
   );
-  const codec = CODECS[opts.compression] as (typeof CODECS)[CodecName] & { compress?: [string, string[]] };
+  const codec = CODECS[opts.compression.codec];
+  const command = compressCommand(opts.compression);
   let compressor: StreamedProcess | undefined;
   let feed: Promise<unknown> = Promise.resolve();
   let source: NodeJS.ReadableStream;
-  if (codec.compress) {
-    compressor = spawnStreaming(codec.compress[0], codec.compress[1], { signal: opts.signal, stdin: "pipe", stdout: "pipe" });
+  if (command) {
+    compressor = spawnStreaming(command[0], command[1], { signal: opts.signal, stdin: "pipe", stdout: "pipe" });
     feed = pipeline(tar.stdout!, counter, compressor.stdin!).catch((e) => e);
     source = compressor.stdout!;
   } else source = tar.stdout!.pipe(counter);

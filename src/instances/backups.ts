@@ -13,10 +13,11 @@ import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
 import { TarRefused } from "../images/tar-gate.js";
-import { CODECS, type Codec } from "../images/compression.js";
+import { compressCommand } from "../images/compression.js";
 import { codecFor } from "../images/publish.js";
 import { run } from "../os/exec.js";
 import { validateInstanceName } from "./names.js";
+import { BackupIndexError, checkBackupIndex, type IndexInstance, type IndexSnapshot } from "./backup-index.js";
 import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
 import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME } from "./snapshots.js";
 
@@ -82,21 +83,6 @@ export function validateBackupName(name: string): void {
   if (/[\s\0]/.test(name) || name.length > 255) throw new BadRequest("Invalid backup name");
 }
 
-/** The instance part of index.yaml we read back at import. */
-interface IndexInstance {
-  architecture?: string;
-  config?: Record<string, string>;
-  devices?: Devices;
-  ephemeral?: boolean;
-  profiles?: string[];
-  description?: string;
-}
-interface IndexSnapshot extends IndexInstance {
-  name: string;
-  created_at?: string;
-  expires_at?: string;
-}
-
 export class BackupService {
   private expiryTimer?: NodeJS.Timeout;
 
@@ -135,8 +121,7 @@ export class BackupService {
   /** Check a create request and pick the name ("backup0", "backup1", ... when none is given). */
   checkCreate(row: InstanceRow, req: BackupRequest): string {
     this.core.ports.projects?.allowBackupCreation?.(row.project);
-    const algo = req.compression.trim().split(/\s+/)[0];
-    if (!(algo in CODECS)) throw new BadRequest(`Invalid compression algorithm "${algo}"`);
+    codecFor(req.compression);
     const existing = (this.db.prepare("SELECT name FROM instance_backups WHERE instance_id = ?").all(row.id) as { name: string }[]).map((r) => r.name);
     const name = req.name || nextSnapshotName("backup%d", existing);
     validateBackupName(name);
@@ -152,7 +137,7 @@ export class BackupService {
 
   private async write(project: string, name: string, backup: string, req: BackupRequest, signal?: AbortSignal): Promise<void> {
     const row = this.svc.require(project, name);
-    const codec: Codec = CODECS[codecFor(req.compression)];
+    const command = compressCommand(codecFor(req.compression));
     const now = new Date();
     // As LXD on the dir driver: optimized_storage is accepted and a regular backup is made
     // (recorded as not optimized). A taken name fails the operation, as upstream.
@@ -165,7 +150,7 @@ export class BackupService {
     const stage = join(dir, `.stage-${randomUUID()}`);
     const partial = join(dir, `.partial-${randomUUID()}`);
     try {
-      await this.writeTarball(row, req.instanceOnly, stage, partial, codec.compress ? `${codec.compress[0]} ${codec.compress[1].filter((a: string) => a !== "-c").join(" ")}` : undefined, signal);
+      await this.writeTarball(row, req.instanceOnly, stage, partial, command ? [command[0], ...command[1].filter((a) => a !== "-c")].join(" ") : undefined, signal);
       renameSync(partial, join(dir, backup));
       this.db.prepare("UPDATE instance_backups SET state = 'created' WHERE id = ?").run(info.lastInsertRowid);
     } catch (e) {
@@ -369,19 +354,28 @@ export class BackupService {
       throw e;
     }
     if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
-    const doc = YAML.parse(gate.captured.toString("utf8")) as { name?: string; pool?: string; snapshots?: string[]; config?: { container?: IndexInstance; snapshots?: IndexSnapshot[] } } | null;
-    const container = doc?.config?.container;
-    if (!doc || typeof doc !== "object" || !container || typeof container !== "object") throw new BadRequest("Backup index.yaml has no instance config");
-    const name = opts.name || String(doc.name ?? "");
+    let checked;
+    try {
+      checked = checkBackupIndex(YAML.parse(gate.captured.toString("utf8")));
+    } catch (e) {
+      if (e instanceof BackupIndexError || (e as Error).name === "YAMLParseError") throw new BadRequest((e as Error).message);
+      throw e;
+    }
+    const { container, snapshots } = checked;
+    const name = opts.name || checked.name;
     try {
       validateInstanceName(name);
     } catch (e) {
       throw new BadRequest((e as Error).message);
     }
-    const wanted = new Set((doc.snapshots ?? []).map(String));
-    const snapshots = (doc.config?.snapshots ?? []).filter((s) => s && wanted.has(String(s.name)));
-    for (const s of snapshots) validateSnapshotName(String(s.name));
-    return { name, pool: opts.pool || String(doc.pool ?? ""), index: { container, snapshots } };
+    for (const s of snapshots) {
+      try {
+        validateSnapshotName(s.name);
+      } catch (e) {
+        throw new BadRequest((e as Error).message);
+      }
+    }
+    return { name, pool: opts.pool || checked.pool, index: { container, snapshots } };
   }
 
   /** The body of the "Restoring backup" operation: a Stopped instance with its snapshots. */

@@ -72,6 +72,36 @@ export function parseAllowance(v: string): { percent: number } | { quotaUs: numb
   throw new Error(`Invalid allowance: ${v}`);
 }
 
+/**
+ * Values written as one liblxc config line (lxc.environment, lxc.prlimit.*, lxc.sysctl.*): a
+ * newline would end the line and start another of the caller's choosing, so control characters
+ * are refused when the key is set, not when the container starts.
+ */
+const oneLineRule: Validator = (v) => {
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(v)) throw new Error(`Invalid value ${JSON.stringify(v)}: control characters (such as a newline) are not allowed`);
+};
+const PRLIMIT = /^(unlimited|[0-9]+)(:(unlimited|[0-9]+))?$/;
+const prlimitRule: Validator = (v) => {
+  if (!PRLIMIT.test(v)) throw new Error(`Invalid value "${v}": must be a number or "unlimited", optionally "soft:hard"`);
+};
+/** linux.kernel_modules: comma separated module names, never an option or a path. */
+const kernelModulesRule: Validator = (v) => {
+  for (const m of v.split(",").map((x) => (x.startsWith(" ") ? x.slice(1) : x))) {
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_.+-]*$/.test(m)) throw new Error(`Invalid kernel module name ${JSON.stringify(m)}`);
+  }
+};
+
+const withKey =
+  (key: string, rule: Validator): Validator =>
+  (v) => {
+    try {
+      rule(v);
+    } catch (e) {
+      throw new Error(`Invalid value for "${key}": ${(e as Error).message}`);
+    }
+  };
+
 export const instanceKeys: KeyTable = {
   "boot.autostart": { validate: boolRule, doc: "Start the instance when the daemon starts" },
   "boot.autostart.delay": { validate: intRule, default: "0", doc: "Seconds to wait after starting this instance" },
@@ -92,7 +122,7 @@ export const instanceKeys: KeyTable = {
   "limits.memory.swap.priority": { validate: rangedInt(0, 10), doc: "Swap priority" },
   "limits.network.priority": { validate: rangedInt(0, 10), doc: "Network priority" },
   "limits.processes": { validate: intRule, doc: "Maximum number of processes" },
-  "linux.kernel_modules": { validate: anyRule, doc: "Kernel modules to load before starting" },
+  "linux.kernel_modules": { validate: kernelModulesRule, doc: "Kernel modules to load before starting" },
   "migration.incremental.memory": { validate: boolRule, doc: "Incremental memory transfer" },
   "migration.incremental.memory.goal": { validate: uint32Rule, doc: "Percentage of memory to have in sync" },
   "migration.incremental.memory.iterations": { validate: uint32Rule, doc: "Maximum pre-copy iterations" },
@@ -148,15 +178,16 @@ const DEVICE_VOLATILE = /^volatile\.[^.]+\.(host_name|hwaddr|name|mtu|apply_quot
 function ruleFor(key: string): Validator | undefined {
   const spec = instanceKeys[key];
   if (spec) return spec.validate;
-  if (/^(user|environment|image)\.[^\s]+$/.test(key)) return anyRule;
-  if (/^limits\.kernel\.[a-z_]+$/.test(key)) return anyRule;
-  if (/^linux\.sysctl\.[a-z0-9_.]+$/.test(key)) return anyRule;
+  if (/^environment\.[^\s=]+$/.test(key) && !/[\x00-\x1f\x7f]/.test(key)) return withKey(key, oneLineRule);
+  if (/^(user|image)\.[^\s]+$/.test(key)) return anyRule;
+  if (/^limits\.kernel\.[a-z_]+$/.test(key)) return withKey(key, prlimitRule);
+  if (/^linux\.sysctl\.[a-z0-9_.]+$/.test(key)) return withKey(key, oneLineRule);
   if (DEVICE_VOLATILE.test(key)) return anyRule;
   return undefined;
 }
 
 /** Throws Error("Invalid config: ...") for the first bad key, as LXD. */
-export function validateInstanceConfig(config: Record<string, string>): void {
+export function validateInstanceConfig(config: Record<string, string>, env: NodeJS.ProcessEnv = process.env): void {
   for (const [key, value] of Object.entries(config)) {
     const rule = ruleFor(key);
     if (!rule) throw new Error(`Invalid config: Unknown configuration key: ${key}`);
@@ -169,6 +200,25 @@ export function validateInstanceConfig(config: Record<string, string>): void {
   }
   const syscalls = syscallsConflict(config);
   if (syscalls) throw new Error(`Invalid config: ${syscalls}`);
+  const unprivOnly = unprivilegedOnlyProblem(config, env);
+  if (unprivOnly) throw new Error(`Invalid config: ${unprivOnly}`);
+}
+
+/** LXD_UNPRIVILEGED_ONLY=true in the daemon's environment: no privileged containers, no host root in raw.idmap, no lxc.idmap/lxc.include in raw.lxc (LXD's messages). */
+function unprivilegedOnlyProblem(config: Record<string, string>, env: NodeJS.ProcessEnv): string | undefined {
+  if (!isTrue(env.LXD_UNPRIVILEGED_ONLY)) return undefined;
+  if (config["raw.idmap"]) {
+    for (const line of config["raw.idmap"].split("\n")) {
+      const host = line.split(" ")[1] ?? "";
+      if (/^0(-|$)/.test(host)) return "Cannot map root user into container as LXD was configured to only allow unprivileged containers";
+    }
+  }
+  for (const line of (config["raw.lxc"] ?? "").split("\n")) {
+    const key = line.replace(/^[\t ]+/, "").split("=")[0].trim();
+    if (key === "lxc.idmap" || key === "lxc.id_map" || key === "lxc.include") return `${key} can't be set in raw.lxc as LXD was configured to only allow unprivileged containers`;
+  }
+  if (isTrue(config["security.privileged"])) return "LXD was configured to only allow unprivileged containers";
+  return undefined;
 }
 
 /** LXD's rules on combining raw.seccomp, allow and deny lists (the older names count too). */

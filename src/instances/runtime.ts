@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { BadRequest } from "../api/errors.js";
+import { WARNING_TYPES } from "../daemon/host-warnings.js";
 import type { Core } from "../daemon/daemon.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { deviceFactory } from "../devices/registry.js";
@@ -234,6 +235,8 @@ export class InstanceRuntime {
       if (!["false", "0", "no", "off"].includes((config["security.devlxd"] ?? "").toLowerCase())) {
         lines.splice(lines.length - 1, 0, ["lxc.mount.entry", `${join(this.core.paths.dir, "devlxd").replace(/ /g, "\\040")} dev/lxd none bind,create=dir 0 0`]);
       }
+      // The volume directory: 0100, traversable by the container's root only (as LXD's start).
+      this.driver.lockVolumeDir(volume, { uid: owner.uid, gid: 0 });
       this.driver.writeConfig(lxc, renderLxcConfig(lines));
       const init = await this.driver.start(lxc);
       this.svc.repo.setRuntime(project, name, { pid: init.pid, start: init.startTime }, new Date().toISOString());
@@ -279,6 +282,12 @@ export class InstanceRuntime {
     for (const d of devices.reverse()) await d.stop().catch((e) => this.core.log.warn({ err: e, device: d.name }, "device stop failed"));
     this.svc.repo.setRuntime(row.project, row.name, { pid: 0, start: "" });
     if (this.svc.repo.get(row.project, row.name)) this.svc.repo.patchConfig(row.project, row.name, { "volatile.last_state.power": "STOPPED" });
+    // As LXD's stop: ownership back to host root (the id may be reused by another map), still 0100.
+    try {
+      this.driver.lockVolumeDir(realpathSync(this.driver.dir(this.lxcName(row.project, row.name))));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.core.log.warn({ err: e, instance: row.name }, "cannot reset the volume directory's owner");
+    }
   }
 
   private async deleteIfEphemeral(project: string, name: string): Promise<void> {
@@ -478,12 +487,11 @@ export class InstanceRuntime {
     const row = this.svc.repo.get(stale.project, stale.name);
     if (!row || row.init_pid !== stale.init_pid || this.isRunning(row)) return;
     const lxc = this.lxcName(row.project, row.name);
-    const info = await run("lxc-info", ["-n", lxc, "-P", this.driver.lxcPath, "-p", "-H"], { reject: false });
-    const pid = Number(info.stdout.trim());
-    const start = pid > 0 ? procStartTime(pid) : undefined;
-    if (start) {
+    const init = await this.driver.runningInit(lxc);
+    if (init) {
       // liblxc rebooted it
-      this.svc.repo.setRuntime(row.project, row.name, { pid, start });
+      this.svc.repo.setRuntime(row.project, row.name, { pid: init.pid, start: init.startTime });
+      const pid = init.pid;
       for (const d of this.devicesOf(row, this.svc.expanded(row).devices)) {
         await d.rebooted?.(pid).catch((e) => this.core.log.warn({ err: e, device: d.name }, "device setup after reboot failed"));
       }
@@ -520,6 +528,20 @@ export class InstanceRuntime {
     if (mounted) await run("umount", ["-l", dir], { reject: false });
   }
 
+  /**
+   * A row that says Stopped while liblxc runs the container: the daemon died between liblxc's
+   * start and recording it (kill -9 in the middle of a start). Record what liblxc reports, so the
+   * row and the process agree. Returns whether the container was running.
+   */
+  private async reconcileUnrecorded(row: InstanceRow): Promise<boolean> {
+    const init = await this.driver.runningInit(this.lxcName(row.project, row.name));
+    if (!init) return false;
+    this.core.log.warn({ instance: row.name, project: row.project, pid: init.pid }, "adopting a container whose start was not recorded (daemon crash)");
+    this.svc.repo.setRuntime(row.project, row.name, { pid: init.pid, start: init.startTime });
+    this.svc.repo.patchConfig(row.project, row.name, { "volatile.last_state.power": "RUNNING" });
+    return true;
+  }
+
   /** Daemon start: re-adopt running containers, clean up ones that stopped while we were away, autostart. */
   async adopt(): Promise<void> {
     const toStart: InstanceRow[] = [];
@@ -535,6 +557,7 @@ export class InstanceRuntime {
         await this.onExited(row).catch((e) => this.core.log.error({ err: e, instance: row.name }, "cleanup of a stopped container failed"));
         continue;
       }
+      if (await this.reconcileUnrecorded(row).catch((e) => (this.core.log.error({ err: e, instance: row.name }, "cannot ask liblxc about a container"), false))) continue;
       let ex: Record<string, string>;
       try {
         ex = this.svc.expanded(row).config;
@@ -548,7 +571,15 @@ export class InstanceRuntime {
     toStart.sort((a, b) => Number(this.svc.expanded(b).config["boot.autostart.priority"] ?? 0) - Number(this.svc.expanded(a).config["boot.autostart.priority"] ?? 0));
     void (async () => {
       for (const row of toStart) {
-        await this.start(row.project, row.name).catch((e) => this.core.log.error({ err: e, instance: row.name }, "autostart failed"));
+        const entity = instanceUrl(row.project, row.name);
+        try {
+          await this.start(row.project, row.name);
+          this.core.warnings.resolveEntity(WARNING_TYPES.instanceAutostartFailure.code, row.project, entity);
+        } catch (e) {
+          this.core.log.error({ err: e, instance: row.name }, "autostart failed");
+          // As LXD: a warning on the instance, resolved by the next successful autostart.
+          this.core.warnings.record(WARNING_TYPES.instanceAutostartFailure, (e as Error).message, { project: row.project, entity });
+        }
         const delay = Number(this.svc.expanded(row).config["boot.autostart.delay"] ?? 0);
         if (delay > 0) await new Promise((r) => setTimeout(r, delay * 1000));
       }
@@ -563,18 +594,38 @@ export class InstanceRuntime {
       if (!this.svc.repo.list().some((r) => this.isRunning(r))) await this.releaseShmounts();
       return;
     }
-    await Promise.all(
-      this.svc.repo
-        .list()
-        .filter((r) => this.isRunning(r))
-        .map(async (r) => {
-          const timeout = Number(this.svc.expanded(r).config["boot.host_shutdown_timeout"] ?? 30);
-          await this.doStop(r.project, r.name, { force: false, timeout }, false).catch(() => {});
-          this.svc.repo.patchConfig(r.project, r.name, { "volatile.last_state.power": "RUNNING" });
-        }),
-    );
+    // As LXD's instancesShutdown: by boot.stop.priority (higher first), each priority batch
+    // stopped in parallel (at most one per CPU) and finished before the next begins.
+    const running = this.svc.repo.list().filter((r) => this.isRunning(r));
+    const stopPriority = (r: InstanceRow) => Number.parseInt(this.svc.expanded(r).config["boot.stop.priority"] ?? "0", 10) || 0;
+    for (const batch of stopBatches(running, stopPriority)) {
+      await mapLimit(batch, Math.max(1, cpus().length), async (r) => {
+        const timeout = Number(this.svc.expanded(r).config["boot.host_shutdown_timeout"] ?? 30);
+        this.core.log.info({ instance: r.name, project: r.project, stopPriority: stopPriority(r) }, "stopping instance for shutdown");
+        await this.doStop(r.project, r.name, { force: false, timeout }, false).catch(() => this.doStop(r.project, r.name, { force: true, timeout: 0 }, false).catch(() => {}));
+        this.svc.repo.patchConfig(r.project, r.name, { "volatile.last_state.power": "RUNNING" });
+      });
+    }
     await this.releaseShmounts();
   }
+}
+
+/** Instances grouped by stop priority, highest first (LXD's instanceStopList order). */
+export function stopBatches<T>(items: T[], priority: (t: T) => number): T[][] {
+  const groups = new Map<number, T[]>();
+  for (const t of items) {
+    const p = priority(t);
+    groups.set(p, [...(groups.get(p) ?? []), t]);
+  }
+  return [...groups.entries()].sort((a, b) => b[0] - a[0]).map(([, g]) => g);
+}
+
+async function mapLimit<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 function safeRead(f: string): string {

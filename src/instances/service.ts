@@ -8,6 +8,7 @@ import type { Core } from "../daemon/daemon.js";
 import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
+import { checkDeviceValues } from "../devices/registry.js";
 import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
@@ -152,6 +153,7 @@ export class InstanceService implements InstancesPort {
     for (const [dev, cfg] of Object.entries(devices)) {
       let device;
       try {
+        checkDeviceValues(cfg);
         device = this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg);
       } catch (e) {
         // An unknown type fails while loading the device, as LXD words it.
@@ -422,6 +424,8 @@ export class InstanceService implements InstancesPort {
     if (pool) await this.core.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
     this.runtime.driver.remove(this.runtime.lxcName(row.project, row.name));
     rmSync(join(this.core.paths.devices, this.runtime.lxcName(row.project, row.name)), { recursive: true, force: true });
+    // Its seccomp policy (security/seccomp/<name>), as LXD removes it with the instance.
+    rmSync(join(this.core.paths.security, "seccomp", this.runtime.lxcName(row.project, row.name)), { force: true });
     this.repo.delete(row.project, row.name);
     this.backups?.instanceDeleted(row.project, row.name);
     this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });

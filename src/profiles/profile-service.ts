@@ -5,7 +5,7 @@ import { validateInstanceConfig } from "../instances/config-keys.js";
 import type { Core } from "../daemon/daemon.js";
 import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
-import { deviceFactory } from "../devices/registry.js";
+import { checkDeviceValues, deviceFactory } from "../devices/registry.js";
 
 export interface ProfileView extends ProfileRecord {
   used_by: string[];
@@ -36,6 +36,7 @@ export function validateProfile(profile: ProfileInput): void {
     if (name === "") throw new BadRequest("Device validation failed: Device name cannot be empty");
     if (!device.type) throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": Missing device type in config`);
     try {
+      checkDeviceValues(device);
       deviceFactory(device);
     } catch (e) {
       throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": ${(e as Error).message}`);

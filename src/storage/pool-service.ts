@@ -435,6 +435,10 @@ export class PoolService implements StoragePort {
     return { usage: used > 0 ? { used, total } : { total } };
   }
 
+  customVolumeConfig(poolName: string, project: string, name: string): Record<string, string> {
+    return { ...this.getVolume(poolName, project, "custom", name).config };
+  }
+
   /** Host path of a custom volume, for disk devices attaching it (mounted first if the driver needs to). */
   async mountCustomVolume(poolName: string, project: string, name: string): Promise<string> {
     const v = this.getVolume(poolName, project, "custom", name);

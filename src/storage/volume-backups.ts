@@ -13,7 +13,7 @@ import { BadRequest, InternalError, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
-import { CODECS, type Codec } from "../images/compression.js";
+import { compressCommand } from "../images/compression.js";
 import { codecFor } from "../images/publish.js";
 import { TarRefused } from "../images/tar-gate.js";
 import { goTime, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";
@@ -150,7 +150,7 @@ export class VolumeBackupService {
    */
   async create(pool: string, project: string, vol: string, backup: string, req: VolumeBackupRequest, signal?: AbortSignal): Promise<void> {
     const v = this.pools.getVolume(pool, project, "custom", vol);
-    const codec: Codec = CODECS[codecFor(req.compression)];
+    const codec = compressCommand(codecFor(req.compression));
     if (this.db.prepare("SELECT 1 FROM custom_volume_backups WHERE volume_id = ? AND name = ?").get(v.id, backup)) throw new Error(`Create volume backup: Backup "${vol}/${backup}" already exists`);
     const now = new Date(Math.floor(Date.now() / 1000) * 1000);
     const info = this.db
@@ -174,7 +174,7 @@ export class VolumeBackupService {
     this.core.events.lifecycle("storage-volume-backup-created", volumeBackupUrl(pool, project, vol, backup), { project });
   }
 
-  private async writeTarball(v: VolumeRow, volumeOnly: boolean, stage: string, out: string, codec: Codec, signal?: AbortSignal): Promise<void> {
+  private async writeTarball(v: VolumeRow, volumeOnly: boolean, stage: string, out: string, codec: [string, string[]] | undefined, signal?: AbortSignal): Promise<void> {
     const poolRow = this.pools.pool(v.pool);
     const driver = this.pools.driverFor(poolRow);
     await driver.mountPool();
@@ -211,7 +211,8 @@ export class VolumeBackupService {
       await driver.unmountVolume(snapVol).catch(() => {});
     }
     const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
-    if (codec.compress) args.push("-I", `${codec.compress[0]} ${codec.compress[1].filter((a: string) => a !== "-c").join(" ")}`);
+    // The compressor and its flags come from compression.ts's fixed tables (validated names and flags only).
+    if (codec) args.push("-I", `${codec[0]} ${codec[1].filter((a: string) => a !== "-c").join(" ")}`);
     args.push("--", "backup");
     const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
     if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);

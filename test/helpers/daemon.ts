@@ -54,7 +54,9 @@ export function collectResponse(res: IncomingMessage): Promise<Res> {
 export function rawRequest(socket: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Res> {
   return new Promise((resolvePromise, reject) => {
     const payload = body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
-    const req = request({ socketPath: socket, method, path, headers }, (res) => collectResponse(res).then(resolvePromise, reject));
+    // A fresh connection each time: tests block the event loop (spawnSync of lxc) for longer than the
+    // daemon's 30 s keep-alive idle timeout, so a pooled socket's close could go unnoticed (EPIPE).
+    const req = request({ socketPath: socket, method, path, headers, agent: false }, (res) => collectResponse(res).then(resolvePromise, reject));
     req.on("error", reject);
     if (payload !== undefined) req.write(payload);
     req.end();

@@ -151,6 +151,108 @@ describe("hostile backup tarballs", () => {
   }, 60_000);
 });
 
+describe("backup index checks (issue 19)", () => {
+  const post = (body: Buffer, name?: string) => d.api("POST", "/1.0/instances", body, { "Content-Type": "application/octet-stream", ...(name ? { "X-LXD-name": name } : {}) });
+  const leftovers = () => readdirSync(join(d.dir, "backups")).filter((f) => f.startsWith(".import-"));
+  /** A well-formed index of LXD 5.0.2's shape, then altered by `edit`. */
+  const doc = (name: string, snaps: string[] = []) => ({
+    name,
+    backend: "dir",
+    pool: "default",
+    snapshots: snaps,
+    optimized: false,
+    optimized_header: false,
+    type: "container",
+    config: {
+      container: { name, architecture: "x86_64", config: {}, devices: {}, profiles: ["default"], ephemeral: false, description: "" },
+      snapshots: snaps.map((s) => ({ name: s, architecture: "x86_64", config: {}, devices: {}, profiles: ["default"] })),
+      pool: { name: "default", driver: "dir", config: {} },
+      volume: { name, type: "container", config: {}, content_type: "filesystem" },
+      volume_snapshots: snaps.map((s) => ({ name: s, config: {}, content_type: "filesystem" })),
+    },
+  });
+  const tarOf = (index: string, extra: Buffer[] = [], snaps: string[] = []) =>
+    tarball(
+      entry({ name: "backup/", type: "5" }),
+      entry({ name: "backup/index.yaml", data: index }),
+      entry({ name: "backup/container/", type: "5" }),
+      entry({ name: "backup/container/rootfs/", type: "5" }),
+      entry({ name: "backup/container/rootfs/hello", data: "hi" }),
+      ...snaps.flatMap((s) => [entry({ name: `backup/snapshots/${s}/`, type: "5" }), entry({ name: `backup/snapshots/${s}/rootfs/`, type: "5" })]),
+      ...extra,
+    );
+  const refused = async (body: Buffer, name: string, message: string | RegExp, header?: string) => {
+    const r = await post(body, header);
+    expect(r.status, r.text).toBe(400);
+    expect(r.body.type).toBe("error");
+    if (typeof message === "string") expect(r.body.error).toContain(message);
+    else expect(r.body.error).toMatch(message);
+    expect((await d.api("GET", `/1.0/instances/${name}`)).status).toBe(404);
+    expect((await d.api("GET", `/1.0/storage-pools/default/volumes/container/${name}`)).status).toBe(404);
+    expect(existsSync(join(d.dir, "containers", name))).toBe(false);
+    expect(leftovers()).toEqual([]);
+  };
+
+  it("imports a well-formed index (the control case)", async () => {
+    const n = d.instanceName("okidx");
+    const r = await post(tarOf(JSON.stringify(doc(n, ["s0"])), [], ["s0"]));
+    expect(r.status, r.text).toBe(202);
+    const op = (await d.api("GET", `${r.body.operation}/wait?timeout=60`)).body.metadata;
+    expect(op.status, op.err).toBe("Success");
+    expect((await d.api("GET", `/1.0/instances/${n}/snapshots`)).body.metadata).toEqual([`/1.0/instances/${n}/snapshots/s0`]);
+    ok("delete", n);
+  }, 60_000);
+
+  it("refuses an index.yaml or backup.yaml that is a symbolic link", async () => {
+    const n = d.instanceName("symidx");
+    const linked = tarball(entry({ name: "backup/", type: "5" }), entry({ name: "backup/index.yaml", type: "2", linkname: "/etc/passwd" }));
+    await refused(linked, n, "backup/index.yaml must be a regular file", n);
+    const n2 = d.instanceName("symbak");
+    await refused(tarOf(JSON.stringify(doc(n2)), [entry({ name: "backup/container/backup.yaml", type: "2", linkname: "/etc/shadow" })]), n2, /symbolic link/i);
+  }, 60_000);
+
+  it("refuses null or missing snapshot, volume and pool fields", async () => {
+    const n = d.instanceName("nulls");
+    const cases: [(x: any) => void, string | RegExp][] = [
+      [(x) => (x.config.snapshots = [null]), "an entry of config.snapshots is empty"],
+      [(x) => (x.snapshots = [null]), "an entry of snapshots has no name"],
+      [(x) => (x.snapshots = null), "snapshots must be a list"],
+      [(x) => (x.config.volume = null), "No storage volume struct in the backup file found"],
+      [(x) => delete x.config.volume, "No storage volume struct in the backup file found"],
+      [(x) => (x.config.volume_snapshots = [null]), "an entry of config.volume_snapshots is empty"],
+      [(x) => (x.config.pool = null), "No storage pool struct in the backup file found"],
+      [(x) => (x.config.container = null), "No instance config in backup config"],
+      [(x) => (x.config.container.devices = "x"), "instance devices must be a mapping"],
+    ];
+    for (const [edit, message] of cases) {
+      const x = doc(n);
+      edit(x);
+      await refused(tarOf(JSON.stringify(x)), n, message);
+    }
+  }, 120_000);
+
+  it("refuses names that disagree: instance, volume, snapshots", async () => {
+    const n = d.instanceName("names");
+    const other = d.instanceName("other");
+    const x1 = doc(n);
+    x1.config.container.name = other;
+    await refused(tarOf(JSON.stringify(x1)), n, `Instance name in backup index "${n}" doesn't match instance name in backup config "${other}"`);
+    await refused(tarOf(JSON.stringify(x1)), other, "doesn't match instance name in backup config", other);
+    const x2 = doc(n);
+    x2.config.volume.name = other;
+    await refused(tarOf(JSON.stringify(x2)), n, `The name "${other}" of the storage volume is not identical to the instance's name "${n}"`);
+    const x3 = doc(n, ["s0"]);
+    x3.snapshots = ["s1"];
+    await refused(tarOf(JSON.stringify(x3), [], ["s0"]), n, "snapshots [s1] don't match the snapshot configs [s0]");
+    const x4 = doc(n, ["s0"]);
+    x4.config.volume_snapshots = [];
+    await refused(tarOf(JSON.stringify(x4), [], ["s0"]), n, "don't match the volume snapshots");
+    const x5 = doc(n, ["s0"]);
+    x5.snapshots = ["s0", "s0"];
+    await refused(tarOf(JSON.stringify(x5), [], ["s0"]), n, 'lists "s0" twice');
+  }, 120_000);
+});
+
 describe("crash recovery", () => {
   it("removes an instance whose import was interrupted, and partial backup files", async () => {
     const n = d.launch("half", { init: true });

@@ -253,7 +253,7 @@ describe("publish: tar a volume directory into the store", () => {
       const buildDir = join(root, "images", `.build-test-${compression}`);
       mkdirSync(buildDir);
       try {
-        const built = await buildImageFromDirectory(vol, { compression, architecture: "x86_64", buildDir, properties: compression === "gzip" ? { description: "hx-published" } : undefined });
+        const built = await buildImageFromDirectory(vol, { compression: { codec: compression, flags: [] }, architecture: "x86_64", buildDir, properties: compression === "gzip" ? { description: "hx-published" } : undefined });
         expect(built.fingerprint).toBe(execFileSync("sha256sum", [built.file]).toString().split(" ")[0]);
         const view = await images.storeBuilt("pub", built, { public: false, filename: "", architecture: "x86_64", aliases: [{ name: `pub-${compression}`, description: "" }] });
         expect(view.expires_at).toBe("0001-01-01T00:00:00Z");
@@ -272,7 +272,7 @@ describe("publish: tar a volume directory into the store", () => {
           return;
         }
         // Publishing the same content again is LXD's conflict.
-        const again = await buildImageFromDirectory(vol, { compression, architecture: "x86_64", buildDir: join(buildDir, "again"), properties: compression === "gzip" ? { description: "hx-published" } : undefined });
+        const again = await buildImageFromDirectory(vol, { compression: { codec: compression, flags: [] }, architecture: "x86_64", buildDir: join(buildDir, "again"), properties: compression === "gzip" ? { description: "hx-published" } : undefined });
         if (again.fingerprint === view.fingerprint) await expect(images.storeBuilt("pub", again, { public: false, filename: "", architecture: "x86_64", aliases: [] })).rejects.toThrow(`The image already exists: ${view.fingerprint}`);
       } finally {
         rmSync(buildDir, { recursive: true, force: true });
@@ -281,8 +281,10 @@ describe("publish: tar a volume directory into the store", () => {
   }
 
   it("refuses an unknown compression algorithm", () => {
-    expect(() => codecFor("lz4")).toThrow('Unsupported compression algorithm "lz4"');
-    expect(codecFor("xz -9")).toBe("xz");
+    expect(() => codecFor("lz4")).toThrow('Invalid compression algorithm "lz4"');
+    expect(() => codecFor("xz --files=/etc/passwd")).toThrow('flag "--files=/etc/passwd" is not allowed for xz');
+    expect(codecFor("xz -9")).toEqual({ codec: "xz", flags: ["-9"] });
+    expect(codecFor("")).toEqual({ codec: "gzip", flags: [] });
   });
 });
 

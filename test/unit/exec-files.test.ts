@@ -63,8 +63,9 @@ describe("file headers", () => {
       gid: 6,
       mode: 0o640,
     });
-    // Unparsable ids and modes are "not given", as LXD's -1.
-    expect(pushOptions(req({ "x-lxd-uid": "abc", "x-lxd-mode": "999" }))).toMatchObject({ uid: undefined, mode: undefined });
+    // Unparsable ids and modes are refused (issue 19), not silently "not given" as LXD 5.0.2 did.
+    expect(() => pushOptions(req({ "x-lxd-uid": "abc" }))).toThrow("Invalid UID");
+    expect(() => pushOptions(req({ "x-lxd-mode": "999" }))).toThrow("Invalid Mode");
   });
   test("bad type and write mode", () => {
     expect(() => pushOptions(req({ "x-lxd-type": "bogus" }))).toThrow("Bad file type: bogus");

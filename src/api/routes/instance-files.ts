@@ -18,17 +18,25 @@ const header = (req: ApiRequest, name: string): string => {
   return (Array.isArray(v) ? v[0] : v) ?? "";
 };
 
-/** An id header: absent or unparsable means "not given" (LXD's -1). */
-function idHeader(req: ApiRequest, name: string): number | undefined {
-  const raw = header(req, name);
-  if (!/^[0-9]+$/.test(raw)) return undefined;
+/**
+ * X-LXD-uid / X-LXD-gid: absent means "not given" (LXD's -1); anything else must be a decimal
+ * id 0..4294967294 (messages as newer LXD's ParseLXDFileHeaders, which refuses what 5.0.2 ignored).
+ */
+function idHeader(req: ApiRequest, name: "uid" | "gid"): number | undefined {
+  const raw = header(req, `x-lxd-${name}`);
+  if (raw === "") return undefined;
+  const what = name.toUpperCase();
+  if (!/^[0-9]+$/.test(raw)) throw new BadRequest(`Invalid ${what}: strconv.ParseInt: parsing ${JSON.stringify(raw)}: invalid syntax`);
   const n = Number(raw);
-  return n <= 0xfffffffe ? n : undefined;
+  if (!Number.isSafeInteger(n) || n > 0xfffffffe) throw new BadRequest(`Invalid ${what}: strconv.ParseInt: parsing ${JSON.stringify(raw)}: value out of range`);
+  return n;
 }
 
+/** X-LXD-mode: octal permission bits (the client sends "%04o"), at most 07777. */
 function modeHeader(req: ApiRequest): number | undefined {
   const raw = header(req, "x-lxd-mode");
-  if (!/^[0-7]{1,4}$/.test(raw)) return undefined;
+  if (raw === "") return undefined;
+  if (!/^[0-7]{1,5}$/.test(raw) || Number.parseInt(raw, 8) > 0o7777) throw new BadRequest(`Invalid Mode: ${JSON.stringify(raw)} is not an octal file mode (0000 to 7777)`);
   return Number.parseInt(raw, 8);
 }
 
@@ -37,7 +45,7 @@ export function pushOptions(req: ApiRequest): PushOptions {
   if (!["file", "directory", "symlink"].includes(type)) throw new BadRequest(`Bad file type: ${type}`);
   const write = header(req, "x-lxd-write") || "overwrite";
   if (write !== "overwrite" && write !== "append") throw new BadRequest(`Bad file write mode: ${write}`);
-  return { type: type as FileType, write, uid: idHeader(req, "x-lxd-uid"), gid: idHeader(req, "x-lxd-gid"), mode: modeHeader(req) };
+  return { type: type as FileType, write, uid: idHeader(req, "uid"), gid: idHeader(req, "gid"), mode: modeHeader(req) };
 }
 
 /** Go's time.Time.String() in UTC, as LXD's X-LXD-modified. */

@@ -1,7 +1,7 @@
 // The liblxc container driver: lays out $LXD_DIR/containers/<name>/ (lxc.conf + rootfs
 // symlink), starts it daemonized through the liblxc API (native/start.c; the container outlives the daemon), stops, freezes,
 // and reads state from /proc and cgroup files rather than spawning lxc-info per request.
-import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "../../os/exec.js";
 import { runHelper } from "../../os/helper-process.js";
@@ -52,8 +52,20 @@ export class LxcDriver {
     return join(this.dir(name), "rootfs");
   }
 
+  /**
+   * The instance volume's directory as LXD keeps it: mode 0100, so only its owner may traverse
+   * it. Owned by the container's root id while it runs (liblxc, inside the user namespace, needs
+   * to reach rootfs), by host root otherwise (LXD's start and stop do the same). No host user
+   * can reach into a rootfs, whatever the modes inside it; the daemon (root) still can.
+   */
+  lockVolumeDir(volumeDir: string, owner: { uid: number; gid: number } = { uid: 0, gid: 0 }): void {
+    chownSync(volumeDir, owner.uid, owner.gid);
+    chmodSync(volumeDir, 0o100);
+  }
+
   /** $LXD_DIR/containers/<name> → the volume (as upstream; storage usually made it already), and the log directory. */
   prepare(name: string, volumeDir: string): void {
+    this.lockVolumeDir(volumeDir);
     mkdirSync(logDir(this.lxdDir, name), { recursive: true, mode: 0o700 });
     mkdirSync(this.lxcPath, { recursive: true, mode: 0o711 });
     const link = this.dir(name);
@@ -125,6 +137,19 @@ export class LxcDriver {
     const startTime = pid > 0 ? procStartTime(pid) : undefined;
     if (!pid || !startTime) throw new Error(`Container ${name} did not stay running (see lxc.log)`);
     return { pid, startTime };
+  }
+
+  /**
+   * What liblxc itself reports: the init process of a running container, or undefined. Used to
+   * reconcile the database after a crash (a start or stop the daemon did not live to record).
+   */
+  async runningInit(name: string): Promise<InitProcess | undefined> {
+    if (!existsSync(this.configFile(name))) return undefined; // never started here
+    const res = await run("lxc-info", [...this.args(name), "-p", "-H"], { reject: false });
+    const pid = Number(res.stdout.trim());
+    if (!Number.isInteger(pid) || pid <= 0) return undefined;
+    const startTime = procStartTime(pid);
+    return startTime ? { pid, startTime } : undefined;
   }
 
   /** Clean shutdown within `timeout` seconds, then kill; `force` kills at once. */
