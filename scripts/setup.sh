@@ -8,7 +8,8 @@ PKGS=(
   lxc lxc-dev lxd lxd-client uidmap            # liblxc tooling (+ headers for native/start.c), reference LXD and its client
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
   btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
-  busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
+  busybox-static curl jq python3-pylxd util-linux ca-certificates file  # test image (file checks busybox is static) and harness
+  tcpdump attr openssl kmod sqlite3 fuse3 mount bsdutils  # spawned by tests or the daemon: tcpdump (networks), getfattr/setfattr (security), openssl (certificates), modprobe (linux.kernel_modules), sqlite3 (LXD's suite, lxd sql checks), script (console)
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
 )

@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readCpu } from "../../src/daemon/resources/cpu.js";
 import { readNetwork, readPci, readStorage } from "../../src/daemon/resources/devices.js";
 import { readMemory } from "../../src/daemon/resources/memory.js";
+import { ResourcesService } from "../../src/daemon/resources/index.js";
+import { applyOmitEmpty, isEmpty } from "../../src/daemon/resources/omitempty.js";
 import { parseCacheSize, parseCpuList, parseCpuinfo, parseHexId, parseIdDatabase, parseMeminfo, parseVpd } from "../../src/daemon/resources/parse.js";
 import { SysFs } from "../../src/daemon/resources/sysfs.js";
 import { readSystem, systemType } from "../../src/daemon/resources/system.js";
@@ -204,5 +206,53 @@ describe("readers over a fixture tree", () => {
     const s = readSystem(fs);
     expect(s.type).toBe("container");
     expect(s.firmware).toBeNull();
+  });
+});
+
+describe("omitempty fields, as LXD's encoder leaves them out", () => {
+  it("Go zero values", () => {
+    for (const v of ["", 0, false, [], {}, null, undefined]) expect(isEmpty(v)).toBe(true);
+    for (const v of ["x", 1, -1, true, [0], { a: 1 }]) expect(isEmpty(v)).toBe(false);
+  });
+
+  it("a CPU socket without cache information has no `cache` key; non-omitempty fields stay", () => {
+    const res = applyOmitEmpty({
+      cpu: { architecture: "x86_64", total: 1, sockets: [{ name: "", vendor: "V", socket: 0, cache: [], cores: [{ core: 0, die: 0, frequency: 0, threads: [{ id: 0, numa_node: 0, thread: 0, online: false, isolated: false }] }] }] },
+      memory: { nodes: [], hugepages_total: 0, used: 0, total: 1 },
+      network: { cards: [{ driver: "", driver_version: "", ports: [{ id: "eth0", address: "", port: 0, protocol: "ethernet", auto_negotiation: false, link_detected: false, link_speed: 0 }], numa_node: 0 }], total: 1 },
+      storage: { disks: [{ id: "vda", model: "", type: "", read_only: false, size: 0, rpm: 0, partitions: [] }], total: 1 },
+      gpu: { cards: [{ driver: "", numa_node: 0, drm: { id: 0, card_name: "card0", card_device: "226:0", render_name: "" } }], total: 1 },
+      pci: { devices: [{ vendor: "", vpd: {} }], total: 1 },
+    });
+    expect(res.cpu.sockets[0]).toEqual({ vendor: "V", socket: 0, cores: [{ core: 0, die: 0, threads: [{ id: 0, numa_node: 0, thread: 0, online: false, isolated: false }] }] });
+    expect(res.memory).toEqual({ hugepages_total: 0, used: 0, total: 1 });
+    expect(res.network.cards[0]).toEqual({ ports: [{ id: "eth0", port: 0, protocol: "ethernet", auto_negotiation: false, link_detected: false }], numa_node: 0 });
+    expect(res.storage.disks[0]).toEqual({ id: "vda", read_only: false, size: 0, rpm: 0, partitions: [] });
+    expect(res.gpu.cards[0]).toEqual({ numa_node: 0, drm: { id: 0, card_name: "card0", card_device: "226:0" } });
+    // pci devices' own vendor is not omitempty in LXD, and vpd is a struct (kept, even empty).
+    expect(res.pci.devices[0]).toEqual({ vendor: "", vpd: {} });
+  });
+
+  it("the service's answer over a tree without cache dirs, NUMA nodes or cpufreq", () => {
+    const root = mkdtempSync("/tmp/nodelxd-test-sysfs-bare-");
+    try {
+      const file = (p: string, text: string) => {
+        mkdirSync(dirname(join(root, p)), { recursive: true });
+        writeFileSync(join(root, p), text);
+      };
+      file("/proc/meminfo", MEMINFO);
+      file("/proc/cpuinfo", CPUINFO);
+      file("/sys/devices/system/cpu/cpu0/topology/physical_package_id", "0\n");
+      file("/sys/devices/system/cpu/cpu0/topology/core_id", "0\n");
+      const res = new ResourcesService("x86_64", new SysFs(root)).read();
+      expect(res.cpu.sockets).toHaveLength(1);
+      expect(res.cpu.sockets[0]).not.toHaveProperty("cache");
+      expect(res.cpu.sockets[0]).not.toHaveProperty("frequency");
+      expect(res.cpu.sockets[0].cores[0]).not.toHaveProperty("frequency");
+      expect(res.cpu.sockets[0].name).toBe("Intel(R) Xeon(R) Processor");
+      expect(res.memory).not.toHaveProperty("nodes");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

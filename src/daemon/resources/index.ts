@@ -4,6 +4,7 @@ import { release } from "node:os";
 import { readCpu } from "./cpu.js";
 import { readGpu, readNetwork, readPci, readStorage, readUsb } from "./devices.js";
 import { readMemory } from "./memory.js";
+import { applyOmitEmpty } from "./omitempty.js";
 import { parseCpuinfo, parseIdDatabase, type IdDatabase } from "./parse.js";
 import { SysFs } from "./sysfs.js";
 import { readSystem, type SystemInfo } from "./system.js";
@@ -26,7 +27,7 @@ export class ResourcesService {
     this.cpuinfo ??= parseCpuinfo(fs.read("/proc/cpuinfo") ?? "");
     this.pciIds ??= this.ids("pci.ids");
     this.usbIds ??= this.ids("usb.ids");
-    return {
+    return applyOmitEmpty({
       cpu: readCpu(fs, this.architecture, this.cpuinfo),
       memory: readMemory(fs),
       gpu: readGpu(fs, this.kernelRelease, this.pciIds),
@@ -35,7 +36,7 @@ export class ResourcesService {
       usb: readUsb(fs, this.kernelRelease, this.usbIds),
       pci: readPci(fs, this.kernelRelease, this.pciIds),
       system: this.system,
-    };
+    });
   }
 
   /** The hwdata id database, if the host has one (read once). */
