@@ -1,0 +1,99 @@
+// The image that LXD's own test suite builds (test/deps/import-busybox: Python's tarfile, most
+// members named rootfs/..., /rootfs/etc/inittab with a leading slash, no rootfs/ directory
+// entry, metadata.yaml as JSON), uploaded as that script does (raw POST of the tarball on the
+// unix socket, X-LXD-public), then launched; and a hostile variant refused with nothing kept.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+
+let d: InitialisedDaemon;
+let tmp: string;
+beforeAll(async () => {
+  d = await startInitialisedDaemon();
+  tmp = mkdtempSync("/tmp/nodelxd-test-suiteimg-");
+}, 120_000);
+afterAll(async () => {
+  await d?.teardown();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+// Written here in the manner of the suite's script (not copied from it).
+const BUILD = String.raw`
+import io, json, os, subprocess, sys, tarfile
+out, hostile = sys.argv[1], sys.argv[2] == "1"
+tar = tarfile.open(out, "w:")
+def add(name, kind=tarfile.REGTYPE, data=None, link="", mode=0o644):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname, ti.mode = kind, link, mode
+    if data is not None:
+        ti.size = len(data)
+        tar.addfile(ti, io.BytesIO(data))
+    else:
+        tar.addfile(ti)
+with open("/bin/busybox", "rb") as f:
+    add("rootfs/bin/busybox", data=f.read(), mode=0o755)
+applets = subprocess.run(["/bin/busybox", "--list-full"], capture_output=True, text=True).stdout.split()
+for p in applets:
+    if p != "bin/busybox":
+        add("rootfs/" + p, tarfile.SYMTYPE, link="/bin/busybox")
+for d in ("dev", "mnt", "proc", "root", "sys", "tmp"):
+    add("rootfs/" + d, tarfile.DIRTYPE, mode=0o755)
+meta = {"architecture": os.uname()[4], "creation_date": 1600000000,
+        "properties": {"os": "BusyBox", "architecture": os.uname()[4], "description": "suite-style", "name": "busybox"}}
+add("metadata.yaml", data=json.dumps(meta, sort_keys=True, indent=4).encode() + b"\n")
+add("/rootfs/etc/inittab", data=b"\n")
+add("/rootfs/etc/suite-marker", data=b"leading-slash\n")
+if hostile:
+    add("/rootfs/../../escaped", data=b"x")
+tar.close()
+`;
+
+function build(name: string, hostile: boolean): Buffer {
+  const out = join(tmp, name);
+  execFileSync("python3", ["-c", BUILD, out, hostile ? "1" : "0"]);
+  execFileSync("xz", ["-T1", "-0", out]);
+  return readFileSync(`${out}.xz`);
+}
+
+async function upload(body: Buffer) {
+  const r = await d.api("POST", "/1.0/images", body, { "content-type": "application/octet-stream", "x-lxd-public": "1" });
+  expect(r.status).toBe(202);
+  return (await d.api("GET", `${r.body.operation}/wait?timeout=120`)).body.metadata;
+}
+
+describe("the upstream suite's image (leading-slash member names)", () => {
+  it("imports over the API, and a container from it starts with the slash-named files in place", async () => {
+    const body = build("good.tar", false);
+    // Built with leading slashes, as the suite builds it (tar lists them as stored).
+    const listing = execFileSync("tar", ["-tJf", join(tmp, "good.tar.xz")], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+    expect(listing).toContain("\n/rootfs/etc/inittab\n");
+    const op = await upload(body);
+    expect(op.status, op.err).toBe("Success");
+    const fp = op.metadata.fingerprint as string;
+    const img = await d.api("GET", `/1.0/images/${fp}`);
+    expect(img.body.metadata.public).toBe(true);
+    expect(img.body.metadata.properties.description).toBe("suite-style");
+    expect(d.lxc("image", "alias", "create", "suiteimage", fp).code).toBe(0);
+
+    const name = d.instanceName("suite");
+    const launched = d.lxc("launch", "suiteimage", name, "-q");
+    expect(launched.code, launched.stderr).toBe(0);
+    expect(d.lxc("list", name, "-c", "s", "-f", "csv").stdout.trim()).toBe("RUNNING");
+    expect(d.lxc("exec", name, "--", "cat", "/etc/suite-marker").stdout).toBe("leading-slash\n");
+    expect(d.lxc("exec", name, "--", "readlink", "/bin/sh").stdout).toBe("/bin/busybox\n");
+    // Nothing landed outside the container's rootfs.
+    expect(existsSync(join(d.rootfs(name), "rootfs"))).toBe(false);
+    expect(existsSync(join(d.dir, "containers", name, "etc"))).toBe(false);
+  });
+
+  it("still refuses an escape behind a leading slash, and keeps nothing", async () => {
+    const before = readdirSync(join(d.dir, "images")).sort();
+    const op = await upload(build("bad.tar", true));
+    expect(op.status).toBe("Failure");
+    expect(op.err).toMatch(/contains '\.\.'/);
+    expect(readdirSync(join(d.dir, "images")).sort()).toEqual(before);
+    expect(existsSync(join(d.dir, "escaped"))).toBe(false);
+  });
+});
