@@ -16,6 +16,7 @@ import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
 import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
 import { openDatabase, type Db } from "../db/database.js";
+import { applyPatchFiles } from "../db/patch-files.js";
 import { WarningRepo } from "../db/warning-repo.js";
 import { EventHub } from "../operations/events.js";
 import { OperationManager } from "../operations/manager.js";
@@ -96,6 +97,12 @@ export class Daemon {
     const events = new EventHub();
     const log = createLogger({ logfile: this.opts.logfile, debug: this.opts.debug, verbose: this.opts.verbose, events });
     const db = openDatabase(paths.databaseFile);
+    try {
+      applyPatchFiles(db, paths.database, paths.databaseFile, log);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
     const operations = new OperationManager(db, events, log);
     const interrupted = operations.recoverInterrupted();
     if (interrupted) log.warn({ count: interrupted }, "marked operations interrupted by a restart as failed");

@@ -1,3 +1,4 @@
+import { recoverRoutes } from "../api/routes/recover.js";
 import { storagePoolRoutes } from "../api/routes/storage-pools.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { PoolService } from "./pool-service.js";
@@ -13,7 +14,7 @@ export class StorageFeature implements Feature {
   }
 
   routes() {
-    return storagePoolRoutes(this.service);
+    return [...storagePoolRoutes(this.service), ...recoverRoutes(this.service)];
   }
 
   start() {
