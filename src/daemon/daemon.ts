@@ -17,6 +17,7 @@ import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
 import { openDatabase, type Db } from "../db/database.js";
 import { applyPatchFiles } from "../db/patch-files.js";
+import { linkSettings } from "../os/native.js";
 import { WarningRepo } from "../db/warning-repo.js";
 import { EventHub } from "../operations/events.js";
 import { OperationManager } from "../operations/manager.js";
@@ -131,7 +132,7 @@ export class Daemon {
       ...certificateRoutes(
         new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint }),
       ),
-      ...resourceRoutes(new ResourcesService(host.kernel_architecture)),
+      ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),

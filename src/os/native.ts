@@ -21,6 +21,8 @@ export interface Native {
   socketPair(): [number, number];
   /** posix_spawn; the child's fd i is fds[i] (-1: /dev/null); onExit runs once on the event loop. */
   spawn(path: string, argv: string[], fds: number[], cwd: string, env: string[], onExit: (code: number | null, signal: number | null) => void): number;
+  /** The ETHTOOL_GLINKSETTINGS ioctl on an interface; null when it has no answer. */
+  ethtoolLinkSettings(ifname: string): { autoneg: number; duplex: number; speed: number; port: number; transceiver: number; supported: number[] } | null;
   O_PATH: number;
 }
 
@@ -41,4 +43,14 @@ export function helperPath(name: Helper): string {
     sealedHelpers.set(name, path);
   }
   return path;
+}
+
+/** Link settings of a host interface (undefined-safe when an older build of the addon lacks the call). */
+export function linkSettings(ifname: string): ReturnType<Native["ethtoolLinkSettings"]> {
+  if (typeof native.ethtoolLinkSettings !== "function") return null;
+  try {
+    return native.ethtoolLinkSettings(ifname);
+  } catch {
+    return null;
+  }
 }

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readCpu } from "../../src/daemon/resources/cpu.js";
-import { readNetwork, readPci, readStorage } from "../../src/daemon/resources/devices.js";
+import { applyLinkSettings, readNetwork, readPci, readStorage } from "../../src/daemon/resources/devices.js";
 import { readMemory } from "../../src/daemon/resources/memory.js";
 import { ResourcesService } from "../../src/daemon/resources/index.js";
 import { applyOmitEmpty, isEmpty } from "../../src/daemon/resources/omitempty.js";
@@ -251,6 +251,43 @@ describe("omitempty fields, as LXD's encoder leaves them out", () => {
       expect(res.cpu.sockets[0].cores[0]).not.toHaveProperty("frequency");
       expect(res.cpu.sockets[0].name).toBe("Intel(R) Xeon(R) Processor");
       expect(res.memory).not.toHaveProperty("nodes");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("ethtool link settings, mapped as LXD maps them", () => {
+  const port = (linked: boolean) => ({ id: "eth0", address: "", port: 0, protocol: "ethernet", auto_negotiation: false, link_detected: linked });
+  it("a virtio NIC: port other, transceiver internal, no modes, unknown speed/duplex left out", () => {
+    const p = port(true);
+    applyLinkSettings(p, { autoneg: 0, duplex: 255, speed: 0xffffffff, port: 255, transceiver: 0, supported: [0, 0, 0, 0] });
+    expect(p).toEqual({ ...port(true), port_type: "other", transceiver_type: "internal", supported_modes: [], supported_ports: [] });
+  });
+  it("a copper NIC with link: modes and ports from the mask bits, speed and duplex", () => {
+    const p = port(true);
+    // bits 5 (1000baseT/Full), 7 (TP port), 47 (2500baseT/Full: word 1, bit 15)
+    applyLinkSettings(p, { autoneg: 1, duplex: 1, speed: 1000, port: 0, transceiver: 1, supported: [(1 << 5) | (1 << 7), 1 << 15] });
+    expect(p).toMatchObject({ auto_negotiation: true, link_duplex: "full", link_speed: 1000, port_type: "twisted pair", transceiver_type: "external", supported_modes: ["1000baseT/Full", "2500baseT/Full"], supported_ports: ["twisted pair"] });
+  });
+  it("without link, speed and duplex are not reported", () => {
+    const p = port(false);
+    applyLinkSettings(p, { autoneg: 1, duplex: 0, speed: 100, port: 3, transceiver: 7, supported: [] });
+    expect(p).toEqual({ ...port(false), auto_negotiation: true, port_type: "fibre", supported_modes: [], supported_ports: [] });
+  });
+  it("readNetwork asks the ioctl per interface", () => {
+    const root = mkdtempSync("/tmp/nodelxd-test-sysfs-eth-");
+    try {
+      const nic = "/sys/devices/pci0000:00/0000:00:03.0/virtio2";
+      mkdirSync(join(root, `${nic}/net/eth0`), { recursive: true });
+      writeFileSync(join(root, `${nic}/net/eth0/carrier`), "1\n");
+      symlinkSync(`../../../virtio2`, join(root, `${nic}/net/eth0/device`));
+      mkdirSync(join(root, "/sys/class/net"), { recursive: true });
+      symlinkSync(`../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0`, join(root, "/sys/class/net/eth0"));
+      const asked: string[] = [];
+      const n = readNetwork(new SysFs(root), "6.1.0", undefined, (i) => (asked.push(i), { autoneg: 0, duplex: 255, speed: 0xffffffff, port: 255, transceiver: 0, supported: [0] }));
+      expect(asked).toEqual(["eth0"]);
+      expect(n.cards[0].ports[0]).toMatchObject({ port_type: "other", transceiver_type: "internal" });
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
