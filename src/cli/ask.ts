@@ -46,6 +46,30 @@ export class Asker {
     }
   }
 
+  async choice(q: string, choices: string[], defaultAnswer: string): Promise<string> {
+    for (;;) {
+      const a = await this.question(q, defaultAnswer);
+      if (choices.includes(a)) return a;
+      process.stderr.write("Invalid input, try again.\n\n");
+    }
+  }
+
+  async int(q: string, min: number, max: number, defaultAnswer: string): Promise<number> {
+    for (;;) {
+      const a = await this.question(q, defaultAnswer);
+      if (!/^[+-]?\d+$/.test(a)) {
+        process.stderr.write(`Invalid input: strconv.ParseInt: parsing ${JSON.stringify(a)}: invalid syntax\n\n`);
+        continue;
+      }
+      const n = Number(a);
+      if (!((min === -1 || n >= min) && (max === -1 || n <= max))) {
+        process.stderr.write("Invalid input: out of range\n\n");
+        continue;
+      }
+      return n;
+    }
+  }
+
   async string(q: string, defaultAnswer: string, validate?: (v: string) => string | undefined): Promise<string> {
     for (;;) {
       const a = await this.question(q, defaultAnswer);
