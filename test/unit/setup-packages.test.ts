@@ -28,6 +28,7 @@ const PACKAGE_OF: Record<string, string> = {
   xz: "xz-utils", zstd: "zstd", bzip2: "bzip2", gzip: "gzip", tar: "tar",
   file: "file",
   sqlite3: "sqlite3",
+  python3: "python3",
   // zfs/zpool: Debian main has no zfsutils; the driver reports itself unsupported without them.
   zfs: "", zpool: "",
   // Essential (every Debian host): coreutils, util-linux, dash.
