@@ -192,3 +192,45 @@ describe("lxd recover", () => {
     expect(cli(d.dir, ["recover"], "no\nyes\nno\n").code).toBe(0);
   });
 });
+
+describe("lxd init, interactive (the suite's init_interactive answers)", () => {
+  let d: TestDaemon;
+  const bridge = `lxdt${Math.random().toString(36).slice(2, 8)}`;
+  const subnet = `10.${230 + Math.floor(Math.random() * 20)}.${Math.floor(Math.random() * 250)}`;
+  beforeAll(async () => {
+    d = await startDaemon();
+  }, 60_000);
+  afterAll(async () => {
+    if (d) {
+      d.lxc("profile", "device", "remove", "default", "eth0");
+      d.lxc("network", "delete", bridge);
+    }
+    await d?.stop();
+  });
+
+  it("asks LXD's questions and applies the answers", () => {
+    // clustering, storage pool, name, backend, MAAS, new bridge, name, IPv4 (+NAT), IPv6, listener, image refresh, print
+    const answers = ["no", "yes", "my-storage-pool", "dir", "no", "yes", bridge, `${subnet}.1/24`, "no", "none", "no", "no", "yes"].join("\n") + "\n";
+    const r = cli(d.dir, ["init"], answers);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("Would you like to use LXD clustering? (yes/no) [default=no]: ");
+    expect(r.stdout).toContain("What IPv4 address should be used? (CIDR subnet notation, “auto” or “none”) [default=auto]: ");
+    expect(r.stdout).toContain("Would you like LXD to NAT IPv4 traffic on your bridge? [default=yes]: ");
+    expect(r.stdout).toContain('Would you like a YAML "lxd init" preseed to be printed? (yes/no) [default=no]: config:\n  images.auto_update_interval: "0"\n');
+    expect(d.lxc("info").stdout).toContain('images.auto_update_interval: "0"');
+    expect(d.lxc("storage", "list", "-f", "csv").stdout).toContain("my-storage-pool,dir");
+    const profile = d.lxc("profile", "show", "default").stdout;
+    expect(profile).toContain("pool: my-storage-pool");
+    expect(profile).toContain(`network: ${bridge}`);
+    expect(d.lxc("network", "get", bridge, "ipv4.nat").stdout.trim()).toBe("false");
+  });
+
+  it("refuses clustering, re-asks a taken pool name, and stops at the end of input", () => {
+    const c = cli(d.dir, ["init"], "yes\n");
+    expect(c.code).toBe(1);
+    expect(c.stderr).toBe("Error: Clustering is not supported by nodelxd\n");
+    const taken = cli(d.dir, ["init"], "no\nyes\nmy-storage-pool\n");
+    expect(taken.stdout).toContain('The requested storage pool "my-storage-pool" already exists. Please choose another name.\n');
+    expect(taken.stderr).toBe("Error: EOF\n");
+  });
+});
