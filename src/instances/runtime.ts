@@ -1,7 +1,7 @@
 // Running containers: start (idmap shift, templates, devices, liblxc config, lxc-start),
 // stop, freeze, live updates, watching for containers that stop on their own, and
 // re-adopting running containers when the daemon starts.
-import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { BadRequest } from "../api/errors.js";
@@ -269,6 +269,16 @@ export class InstanceRuntime {
     for (const d of devices.reverse()) await d.stop().catch((e) => this.core.log.warn({ err: e, device: d.name }, "device stop failed"));
     this.svc.repo.setRuntime(row.project, row.name, { pid: 0, start: "" });
     if (this.svc.repo.get(row.project, row.name)) this.svc.repo.patchConfig(row.project, row.name, { "volatile.last_state.power": "STOPPED" });
+    // What only a running container needs goes, as LXD's cleanup on stop removes it: the seccomp
+    // policy file and the (by now empty) shmounts directory. rmdir, not a recursive removal: a
+    // mount left behind there must never have its content deleted.
+    const lxc = this.lxcName(row.project, row.name);
+    rmSync(join(this.core.paths.security, "seccomp", lxc), { force: true });
+    try {
+      rmdirSync(join(this.core.paths.shmounts, lxc));
+    } catch {
+      /* absent, or not empty: left alone */
+    }
   }
 
   private async deleteIfEphemeral(project: string, name: string): Promise<void> {
