@@ -97,3 +97,16 @@ describe("the upstream suite's image (leading-slash member names)", () => {
     expect(existsSync(join(d.dir, "escaped"))).toBe(false);
   });
 });
+
+describe("lxc launch IMAGE without a name (the suite's basic_usage)", () => {
+  it("creates a randomly named instance, as LXD does", () => {
+    const before = new Set(d.lxc("list", "-f", "csv", "-c", "n").stdout.split("\n").filter(Boolean));
+    const r = d.lxc("init", "busybox");
+    expect(r.code, r.stderr).toBe(0);
+    const created = d.lxc("list", "-f", "csv", "-c", "n").stdout.split("\n").filter((n) => n && !before.has(n));
+    expect(created).toHaveLength(1);
+    expect(created[0]).toMatch(/^[a-z]+-[a-z]+$/);
+    expect(r.stdout).toContain(`Instance name is: ${created[0]}`);
+    expect(d.lxc("delete", created[0]).code).toBe(0);
+  });
+});

@@ -207,3 +207,18 @@ describe("list filters", () => {
     expect(() => matchesFilter(v, "name c1")).toThrow("Invalid filter");
   });
 });
+
+describe("generated instance names (lxc launch IMAGE without a name)", () => {
+  it("are adjective-animal, valid, and avoid taken names", async () => {
+    const { generateInstanceName, validateInstanceName } = await import("../../src/instances/names.js");
+    const seen = new Set<string>();
+    for (let i = 0; i < 200; i++) {
+      const n = generateInstanceName((x) => seen.has(x));
+      expect(n).toMatch(/^[a-z]+-[a-z]+$/);
+      expect(() => validateInstanceName(n)).not.toThrow();
+      expect(seen.has(n)).toBe(false);
+      seen.add(n);
+    }
+    expect(() => generateInstanceName(() => true)).toThrow("Couldn't generate a new unique name after 100 tries");
+  });
+});

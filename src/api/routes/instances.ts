@@ -8,6 +8,7 @@ import YAML from "yaml";
 import type { Core } from "../../daemon/daemon.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import { logDir } from "../../instances/lxc/config.js";
+import { generateInstanceName } from "../../instances/names.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
 import { readInstanceState } from "../../instances/state.js";
 import { readBody } from "../json.js";
@@ -170,9 +171,10 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const create: Handler = async (req, reply) => {
     if (/^application\/octet-stream\b/i.test(String(req.stream.headers["content-type"] ?? ""))) return importBackup(req, reply);
     const body = await req.body(InstancesPost, "api.InstancesPost");
-    if (!body.name) throw new BadRequest("Instance name is required");
+    // No name: LXD makes one up ("adjective-animal"), unique in the project.
+    const name = body.name || generateInstanceName((n) => svc.repo.get(req.project, n) !== undefined);
     const request: CreateRequest = {
-      name: body.name,
+      name,
       type: body.type,
       architecture: body.architecture,
       config: body.config,
@@ -183,7 +185,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only ?? false },
     };
     const checked = svc.checkCreate(req.project, request);
-    const res = resources(req.project, body.name);
+    const res = resources(req.project, name);
     if (checked.copySnapshot && request.source.source) {
       // The source snapshot is a resource of the operation too, as upstream lists it.
       const src = resources(req.project, request.source.source);
