@@ -9,6 +9,7 @@ import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
+import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
 import type { SnapshotService } from "./snapshots.js";
@@ -349,6 +350,8 @@ export class InstanceService implements InstancesPort {
         throw new Error(`Failed to get ID map: ${(e as Error).message}`);
       }
     }
+    // As LXD: cloud-init config or NIC name changes give a new cloud-init instance-id.
+    if (needsNewInstanceId(before, after, row.config)) next.config["volatile.cloud-init.instance-id"] = randomUUID();
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
@@ -416,6 +419,8 @@ export class InstanceService implements InstancesPort {
       this.backups?.instanceRenamed(project, name, to);
       // A pending trigger (an instance never started) is kept: its templates then see the new name.
       if (!row.config["volatile.apply_template"]) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
+      // A new name is a new cloud-init instance (LXD resets the instance-id on rename).
+      this.repo.patchConfig(project, to, { "volatile.cloud-init.instance-id": randomUUID() });
     } catch (e) {
       await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
       throw e;

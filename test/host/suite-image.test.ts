@@ -110,3 +110,28 @@ describe("lxc launch IMAGE without a name (the suite's basic_usage)", () => {
     expect(d.lxc("delete", created[0]).code).toBe(0);
   });
 });
+
+describe("volatile.cloud-init.instance-id (the suite's cloud_init)", () => {
+  it("changes on rename, copy, cloud-init keys and NIC names; not on other device keys", () => {
+    const a = d.instanceName("ci-a");
+    const b = d.instanceName("ci-b");
+    const get = (n: string) => d.lxc("config", "get", n, "volatile.cloud-init.instance-id").stdout.trim();
+    expect(d.lxc("init", "busybox", a).code).toBe(0);
+    expect(d.lxc("config", "device", "add", a, "eth0", "nic", "nictype=p2p", "name=eth0").code).toBe(0);
+    const id1 = get(a);
+    expect(id1).toMatch(/^[0-9a-f-]{36}$/);
+    expect(d.lxc("rename", a, b).code).toBe(0);
+    const id2 = get(b);
+    expect(id2).not.toBe(id1);
+    expect(d.lxc("copy", b, a).code).toBe(0);
+    const id3 = get(a);
+    expect(id3).not.toBe(id2);
+    expect(d.lxc("config", "set", a, "cloud-init.user-data", "blah").code).toBe(0);
+    const id4 = get(a);
+    expect(id4).not.toBe(id3);
+    expect(d.lxc("config", "device", "set", a, "eth0", "user.foo=bar").code).toBe(0);
+    expect(get(a)).toBe(id4);
+    expect(d.lxc("config", "device", "set", a, "eth0", "name=foo").code).toBe(0);
+    expect(get(a)).not.toBe(id4);
+  });
+});

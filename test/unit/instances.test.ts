@@ -222,3 +222,18 @@ describe("generated instance names (lxc launch IMAGE without a name)", () => {
     expect(() => generateInstanceName(() => true)).toThrow("Couldn't generate a new unique name after 100 tries");
   });
 });
+
+describe("cloud-init instance-id resets (LXD's needsNewInstanceID)", () => {
+  it("on cloud-init key changes and NIC name changes only", async () => {
+    const { needsNewInstanceId } = await import("../../src/instances/cloud-init.js");
+    const eth0 = { eth0: { type: "nic", nictype: "p2p", name: "eth0" } };
+    const base = { config: {}, devices: eth0 };
+    expect(needsNewInstanceId(base, { config: { "cloud-init.user-data": "blah" }, devices: eth0 }, {})).toBe(true);
+    expect(needsNewInstanceId(base, { config: { "user.network-config": "x" }, devices: eth0 }, {})).toBe(true);
+    expect(needsNewInstanceId(base, { config: { "user.foo": "x" }, devices: eth0 }, {})).toBe(false);
+    expect(needsNewInstanceId(base, { config: {}, devices: { eth0: { ...eth0.eth0, "user.foo": "bar" } } }, {})).toBe(false);
+    expect(needsNewInstanceId(base, { config: {}, devices: { eth0: { ...eth0.eth0, name: "foo" } } }, {})).toBe(true);
+    expect(needsNewInstanceId(base, { config: {}, devices: {} }, {})).toBe(true);
+    expect(needsNewInstanceId({ config: {}, devices: { n: { type: "nic" } } }, { config: {}, devices: { m: { type: "nic" } } }, {})).toBe(true);
+  });
+});
