@@ -1,7 +1,7 @@
 // Running containers: start (idmap shift, templates, devices, liblxc config, lxc-start),
 // stop, freeze, live updates, watching for containers that stop on their own, and
 // re-adopting running containers when the daemon starts.
-import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { BadRequest } from "../api/errors.js";
@@ -185,6 +185,10 @@ export class InstanceRuntime {
       this.svc.repo.patchConfig(project, name, { "volatile.apply_template": "" });
     }
     await applyTemplates(volume, "start", tctx);
+    // As LXD (CVE-2016-1582): the volume directory belongs to the container's root, and only it
+    // may traverse it (mode 0100).
+    chownSync(volume, owner.uid, 0);
+    chmodSync(volume, 0o100);
     row = this.svc.require(project, name);
 
     const devices = this.devicesOf(row, this.svc.expanded(row).devices);
@@ -274,6 +278,14 @@ export class InstanceRuntime {
     // mount left behind there must never have its content deleted.
     const lxc = this.lxcName(row.project, row.name);
     rmSync(join(this.core.paths.security, "seccomp", lxc), { force: true });
+    // As LXD: ownership back to root (a later id map may reuse the uid), still mode 0100.
+    try {
+      const dir = join(this.core.paths.containers, lxc);
+      chownSync(dir, 0, 0);
+      chmodSync(dir, 0o100);
+    } catch {
+      /* the volume is gone (instance deleted) or not mounted */
+    }
     try {
       rmdirSync(join(this.core.paths.shmounts, lxc));
     } catch {

@@ -1,6 +1,6 @@
 // What LXD's suite checks after every test (kill_lxd's check_empty): a stopped or deleted
 // container leaves nothing under security/seccomp/ or shmounts/.
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -27,5 +27,18 @@ describe("per-container runtime files", () => {
     expect(d.lxc("delete", "-f", n).code).toBe(0);
     expect(readdirSync(join(d.dir, "security", "seccomp"))).toEqual([]);
     expect(readdirSync(join(d.dir, "shmounts"))).toEqual([]);
+  });
+
+  it("the volume directory is mode 0100, owned by the container's root (LXD's CVE-2016-1582 check)", () => {
+    const priv = d.launch("priv", { config: { "security.privileged": "true" } });
+    let st = statSync(join(d.dir, "containers", priv));
+    expect([st.mode & 0o7777, st.uid]).toEqual([0o100, 0]);
+    const unpriv = d.launch("unpriv");
+    st = statSync(join(d.dir, "containers", unpriv));
+    expect([st.mode & 0o7777, st.uid]).toEqual([0o100, d.hostRoot(unpriv).uid]);
+    expect(d.lxc("stop", "-f", unpriv).code).toBe(0);
+    st = statSync(join(d.dir, "containers", unpriv));
+    expect([st.mode & 0o7777, st.uid]).toEqual([0o100, 0]);
+    expect(d.lxc("exec", priv, "--", "true").code).toBe(0);
   });
 });
