@@ -68,6 +68,8 @@ export interface Feature {
   /** Raw protocol upgrades (not websockets), e.g. the instance sftp endpoint. */
   upgrades?(): UpgradeRoute[];
   start?(): Promise<void>;
+  /** Settles when the work begun at start that `waitready` waits for is done (LXD: instance autostart). */
+  ready?(): Promise<void>;
   /** Daemon stopping. `stopInstances` is true for `lxd shutdown` and SIGPWR, false for SIGTERM. */
   stop?(opts: { stopInstances: boolean }): Promise<void>;
 }
@@ -164,6 +166,8 @@ export class Daemon {
     if (httpsAddress) {
       await this.endpoints.setHttpsAddress(httpsAddress).catch((e) => log.error({ err: e }, "cannot bind core.https_address"));
     }
+    // As LXD, /internal/ready answers once autostarted instances are up (the API serves meanwhile).
+    for (const f of this.loaded) await f.ready?.();
     this.ready = true;
     log.info({ dir: paths.dir, pid: process.pid }, "daemon started");
   }

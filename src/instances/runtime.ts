@@ -532,6 +532,9 @@ export class InstanceRuntime {
     if (mounted) await run("umount", ["-l", dir], { reject: false });
   }
 
+  /** Settles when the autostart run that adopt() began is over (never rejects). */
+  autostarted: Promise<void> = Promise.resolve();
+
   /** Daemon start: re-adopt running containers, clean up ones that stopped while we were away, autostart. */
   async adopt(): Promise<void> {
     const toStart: InstanceRow[] = [];
@@ -552,7 +555,7 @@ export class InstanceRuntime {
     }
     this.ensureWatching();
     toStart.sort((a, b) => Number(this.svc.expanded(b).config["boot.autostart.priority"] ?? 0) - Number(this.svc.expanded(a).config["boot.autostart.priority"] ?? 0));
-    void (async () => {
+    this.autostarted = (async () => {
       for (const row of toStart) {
         await this.start(row.project, row.name).catch((e) => this.core.log.error({ err: e, instance: row.name }, "autostart failed"));
         const delay = Number(this.svc.expanded(row).config["boot.autostart.delay"] ?? 0);
