@@ -135,3 +135,17 @@ describe("volatile.cloud-init.instance-id (the suite's cloud_init)", () => {
     expect(get(a)).not.toBe(id4);
   });
 });
+
+describe("lxc init IMAGE -t (instance types, the suite's basic_usage)", () => {
+  it("sets LXD's limits for a custom type and refuses an unknown one", () => {
+    const n = d.instanceName("limits");
+    const r = d.lxc("init", "busybox", n, "-t", "c0.5-m0.2");
+    expect(r.code, r.stderr).toBe(0);
+    expect(d.lxc("config", "get", n, "limits.cpu").stdout.trim()).toBe("1");
+    expect(d.lxc("config", "get", n, "limits.cpu.allowance").stdout.trim()).toBe("50%");
+    expect(d.lxc("config", "get", n, "limits.memory").stdout.trim()).toBe("204MB");
+    const bad = d.lxc("init", "busybox", d.instanceName("badtype"), "-t", "t2.micro");
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("Provided instance type doesn't exist: t2.micro");
+  });
+});

@@ -237,3 +237,15 @@ describe("cloud-init instance-id resets (LXD's needsNewInstanceID)", () => {
     expect(needsNewInstanceId({ config: {}, devices: { n: { type: "nic" } } }, { config: {}, devices: { m: { type: "nic" } } }, {})).toBe(true);
   });
 });
+
+describe("instance types (lxc launch -t c0.5-m0.2)", () => {
+  it("turns LXD's custom c<cpus>-m<GiB> form into limits as LXD does", async () => {
+    const { parseInstanceType } = await import("../../src/instances/instance-types.js");
+    expect(parseInstanceType("c0.5-m0.2")).toEqual({ "limits.cpu": "1", "limits.cpu.allowance": "50%", "limits.memory": "204MB" });
+    expect(parseInstanceType("c2")).toEqual({ "limits.cpu": "2" });
+    expect(parseInstanceType("c1.5-m4")).toEqual({ "limits.cpu": "2", "limits.cpu.allowance": "75%", "limits.memory": "4096MB" });
+    expect(() => parseInstanceType("t2.micro")).toThrow("Provided instance type doesn't exist: t2.micro");
+    expect(() => parseInstanceType("aws:t2.micro")).toThrow("Provided instance type doesn't exist: aws:t2.micro");
+    expect(() => parseInstanceType("cx-m1")).toThrow("Bad custom instance type: cx-m1");
+  });
+});

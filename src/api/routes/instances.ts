@@ -9,6 +9,7 @@ import type { Core } from "../../daemon/daemon.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import { logDir } from "../../instances/lxc/config.js";
 import { generateInstanceName } from "../../instances/names.js";
+import { parseInstanceType } from "../../instances/instance-types.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
 import { readInstanceState } from "../../instances/state.js";
 import { readBody } from "../json.js";
@@ -55,6 +56,7 @@ const InstancesPost = z
     ...instancePutFields,
     name: z.string().default(""),
     type: z.string().optional(),
+    instance_type: z.string().optional(),
     source: z
       .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional() })
       .passthrough()
@@ -173,11 +175,23 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     const body = await req.body(InstancesPost, "api.InstancesPost");
     // No name: LXD makes one up ("adjective-animal"), unique in the project.
     const name = body.name || generateInstanceName((n) => svc.repo.get(req.project, n) !== undefined);
+    // `-t c0.5-m0.2`: limits the request's own config does not set, as LXD.
+    let config = body.config;
+    if (body.instance_type) {
+      let limits: Record<string, string>;
+      try {
+        limits = parseInstanceType(body.instance_type);
+      } catch (e) {
+        throw new BadRequest((e as Error).message);
+      }
+      config = { ...(config ?? {}) };
+      for (const [k, v] of Object.entries(limits)) if (!config[k]) config[k] = v;
+    }
     const request: CreateRequest = {
       name,
       type: body.type,
       architecture: body.architecture,
-      config: body.config,
+      config,
       devices: body.devices,
       ephemeral: body.ephemeral,
       profiles: body.profiles ?? undefined,
