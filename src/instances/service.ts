@@ -1,7 +1,7 @@
 // Instances: the rules and the database. Creation, updates, renames and deletes live here;
 // running containers (start/stop/adoption) are in runtime.ts.
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
@@ -309,6 +309,8 @@ export class InstanceService implements InstancesPort {
         await run("cp", ["-a", "--reflink=auto", "--", `${source}/.`, dir], { signal });
       }
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
+      // As LXD: a container's volume directory is traversable by root only (0100) until it starts.
+      chmodSync(dir, 0o100);
       this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
       if (image) this.core.ports.images?.markUsed(image.fingerprint);
     } catch (e) {

@@ -40,5 +40,10 @@ describe("per-container runtime files", () => {
     st = statSync(join(d.dir, "containers", unpriv));
     expect([st.mode & 0o7777, st.uid]).toEqual([0o100, 0]);
     expect(d.lxc("exec", priv, "--", "true").code).toBe(0);
+    // A container never started: root-only too (basic_usage checks a fresh `lxc init`).
+    const fresh = d.instanceName("fresh");
+    expect(d.lxc("init", "busybox", fresh).code).toBe(0);
+    st = statSync(join(d.dir, "containers", fresh));
+    expect(st.mode & 0o7777).toBe(0o100);
   });
 });
