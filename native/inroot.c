@@ -44,6 +44,7 @@ napi_value set_window_size(napi_env env, napi_callback_info info);
 napi_value socket_pair(napi_env env, napi_callback_info info);
 napi_value spawn_process(napi_env env, napi_callback_info info);
 napi_value peer_credentials(napi_env env, napi_callback_info info);
+napi_value ethtool_link_settings(napi_env env, napi_callback_info info);
 
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
@@ -243,6 +244,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"socketPair", NULL, socket_pair, NULL, NULL, NULL, napi_default, NULL},
       {"spawn", NULL, spawn_process, NULL, NULL, NULL, napi_default, NULL},
       {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_default, NULL},
+      {"ethtoolLinkSettings", NULL, ethtool_link_settings, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

@@ -9,11 +9,11 @@ PKGS=(
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
   btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
   rsync                                       # storage copies and migration (lxd/rsync as upstream)
-  busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
+  busybox-static curl jq python3-pylxd util-linux ca-certificates file  # test image (file checks busybox is static) and harness
+  tcpdump attr openssl kmod sqlite3 fuse3 mount bsdutils  # spawned by tests or the daemon: tcpdump (networks), getfattr/setfattr (security), openssl (certificates), modprobe (linux.kernel_modules), sqlite3 (LXD's suite, lxd sql checks), script (console)
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
   bind9-dnsutils                              # dig against the zones' DNS listener (network zones test)
-  openssl                                     # metrics test: a client certificate
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

@@ -47,7 +47,9 @@ Usage:
   nodelxd [command]
 
 Available Commands:
+  activateifneeded Check if LXD should be started
   init        Configure the daemon (--auto, --preseed, --dump)
+  recover     Recover missing instances and volumes from existing and unknown storage pools
   shutdown    Tell the daemon to shutdown all instances and exit
   sql         Execute a SQL query against the local or global database
   version     Show the server version

@@ -27,10 +27,27 @@ export function apiRequest(socketPath: string, method: string, path: string, bod
       },
     );
     req.on("timeout", () => req.destroy(new Error("request timed out")));
-    req.on("error", reject);
+    req.on("error", (e) => reject(new Error(goRequestError(method, path, socketPath, e))));
     if (payload) req.write(payload);
     req.end();
   });
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  ENOENT: "no such file or directory",
+  ECONNREFUSED: "connection refused",
+  EACCES: "permission denied",
+  ECONNRESET: "connection reset by peer",
+  ENOTSOCK: "socket operation on non-socket",
+};
+
+/** A failed request as Go's net/http client words it (what `lxd` prints), e.g. for a missing socket. */
+export function goRequestError(method: string, path: string, socketPath: string, e: NodeJS.ErrnoException): string {
+  const verb = method.charAt(0) + method.slice(1).toLowerCase();
+  const url = `"http://unix.socket${path}"`;
+  const text = e.code ? ERRNO_TEXT[e.code] : undefined;
+  if (e.syscall === "connect" && text) return `${verb} ${url}: dial unix ${socketPath}: connect: ${text}`;
+  return `${verb} ${url}: ${text ?? e.message}`;
 }
 
 /** Throw the server's error message unless the response is a success. */

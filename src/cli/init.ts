@@ -307,5 +307,10 @@ export async function initCommand(args: ParsedArgs, socket: string): Promise<num
     await applyPreseed(api, p);
     return 0;
   }
-  throw new Error("Interactive mode is not supported by nodelxd: use --auto, --minimal, --preseed or --dump");
+  const { interactivePreseed, renderPreseed } = await import("./init-interactive.js");
+  const { resolveLxdDir } = await import("../daemon/paths.js");
+  const { preseed: p, print } = await interactivePreseed(api, resolveLxdDir());
+  if (print) process.stdout.write(renderPreseed(p) + "\n");
+  await applyPreseed(api, p);
+  return 0;
 }

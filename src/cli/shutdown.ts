@@ -2,7 +2,7 @@ import { apiRequest, sleep } from "./client.js";
 
 /** Ask the daemon to stop its instances and exit, then wait until it is gone (as `lxd shutdown`). */
 export async function shutdown(socket: string, timeoutSeconds: number, force: boolean): Promise<void> {
-  const res = await apiRequest(socket, "PUT", `/internal/shutdown${force ? "?force=true" : ""}`, undefined, 0);
+  const res = await apiRequest(socket, "PUT", `/internal/shutdown?force=${force}`, undefined, 0);
   if (res.status !== 200) throw new Error(res.body?.error ?? `HTTP ${res.status}`);
   const deadline = timeoutSeconds > 0 ? Date.now() + timeoutSeconds * 1000 : Infinity;
   while (Date.now() < deadline) {
@@ -13,5 +13,5 @@ export async function shutdown(socket: string, timeoutSeconds: number, force: bo
     }
     await sleep(100);
   }
-  throw new Error("Daemon still running after the timeout");
+  throw new Error(`LXD still running after ${timeoutSeconds}s timeout`);
 }

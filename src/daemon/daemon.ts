@@ -16,6 +16,8 @@ import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
 import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
 import { openDatabase, type Db } from "../db/database.js";
+import { applyPatchFiles } from "../db/patch-files.js";
+import { linkSettings } from "../os/native.js";
 import { WarningRepo } from "../db/warning-repo.js";
 import { hostCgroupLayout } from "../instances/lxc/cgroup.js";
 import { hostFacts, hostWarnings } from "./host-warnings.js";
@@ -69,6 +71,8 @@ export interface Feature {
   /** Raw protocol upgrades (not websockets), e.g. the instance sftp endpoint. */
   upgrades?(): UpgradeRoute[];
   start?(): Promise<void>;
+  /** Settles when the work begun at start that `waitready` waits for is done (LXD: instance autostart). */
+  ready?(): Promise<void>;
   /** Daemon stopping. `stopInstances` is true for `lxd shutdown` and SIGPWR, false for SIGTERM. */
   stop?(opts: { stopInstances: boolean }): Promise<void>;
 }
@@ -99,6 +103,12 @@ export class Daemon {
     const events = new EventHub();
     const log = createLogger({ logfile: this.opts.logfile, debug: this.opts.debug, verbose: this.opts.verbose, events });
     const db = openDatabase(paths.databaseFile);
+    try {
+      applyPatchFiles(db, paths.database, paths.databaseFile, log);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
     const operations = new OperationManager(db, events, log);
     const interrupted = operations.recoverInterrupted();
     if (interrupted) log.warn({ count: interrupted }, "marked operations interrupted by a restart as failed");
@@ -133,7 +143,7 @@ export class Daemon {
       ...certificateRoutes(
         new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint }),
       ),
-      ...resourceRoutes(new ResourcesService(host.kernel_architecture)),
+      ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
@@ -177,6 +187,8 @@ export class Daemon {
     if (metricsAddress) {
       await this.endpoints.setMetricsAddress(metricsAddress).catch((e) => log.error({ err: e }, "cannot bind core.metrics_address"));
     }
+    // As LXD, /internal/ready answers once autostarted instances are up (the API serves meanwhile).
+    for (const f of this.loaded) await f.ready?.();
     this.ready = true;
     log.info({ dir: paths.dir, pid: process.pid }, "daemon started");
   }

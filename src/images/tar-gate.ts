@@ -3,7 +3,13 @@
 // in the order they were checked, so there is no window between validation and
 // extraction (one pass, no re-read of the file). Also used alone to scan an upload.
 //
-// Refused (TarRefused): absolute paths, `..` components, a member whose path goes
+// Leading `/` in member names (and hard link targets) are dropped, as GNU tar drops them on
+// extract (LXD's own test images are written with `/rootfs/...` names). The gate rewrites those
+// headers before forwarding, so tar downstream sees the same relative names that were checked
+// (and a member selection such as `backup/container` matches them). Extended headers (pax, GNU
+// long names) are held until the member they describe has been validated, then forwarded.
+//
+// Refused (TarRefused): `..` components, a member whose path goes
 // through a symlink (or hard link to one) created earlier in the same archive, a member
 // that replaces such a symlink, hard links whose target breaks those rules, symlinks /
 // fifos outside rootfs/, device nodes outside rootfs/dev/, `rootfs` or `templates` that
@@ -92,6 +98,10 @@ export class TarGate extends Transform {
   private globalPax: Record<string, string> = {};
   private longName?: string;
   private longLink?: string;
+  /** Extended headers (header block + content) waiting for the member they describe. */
+  private held: { type: string; header: Buffer; content: Buffer }[] = [];
+  private heldLen = 0;
+  private heldHeader?: Buffer;
   private readonly kinds = new Map<string, MemberKind>();
   private readonly symlinks = new Set<string>();
   private captureChunks: Buffer[] = [];
@@ -178,8 +188,13 @@ export class TarGate extends Transform {
 
     if (type === "x" || type === "g" || type === "L" || type === "K") {
       if (size > META_LIMIT) throw new TarRefused("Tar extended header too large");
-      this.emit_(block);
-      if (size === 0) return;
+      this.heldLen += BLOCK + roundUp(size);
+      if (this.heldLen > 4 * META_LIMIT) throw new TarRefused("Tar extended headers too large");
+      if (size === 0) {
+        this.held.push({ type, header: block, content: Buffer.alloc(0) });
+        return;
+      }
+      this.heldHeader = block;
       this.mode = { kind: "meta", type, size, need: roundUp(size) };
       return;
     }
@@ -204,7 +219,7 @@ export class TarGate extends Transform {
     const mode = parseNumber(block.subarray(100, 108), "mode");
     const member = this.validate(name, kind, linkname, memberSize, mode);
     this.count++;
-    this.emit_(block);
+    this.forwardMember(block, posix, kind === "hardlink");
     if (kind !== "file") {
       if (memberSize !== 0) throw new TarRefused(`Tar member ${name} of type ${kind} carries data`);
       return;
@@ -221,8 +236,56 @@ export class TarGate extends Transform {
     this.mode = { kind: "data", remaining: roundUp(memberSize), capture, size: memberSize };
   }
 
-  private meta(type: string, content: Buffer, whole: Buffer): void {
-    this.emit_(whole);
+  /**
+   * Forwards the held extended headers and the member's header, with leading slashes dropped
+   * from its name (and from a hard link's target; a symlink's target is its content, kept).
+   * Unchanged archives are forwarded byte for byte.
+   */
+  private forwardMember(block: Buffer, posix: boolean, hardlink: boolean): void {
+    for (const h of this.held) {
+      let content = h.content;
+      if (h.type === "L" || (h.type === "K" && hardlink)) {
+        const text = cString(content, 0, content.length);
+        if (text.startsWith("/")) content = Buffer.from(relative(text) + "\0", "latin1");
+      } else if (h.type === "x") {
+        content = rewritePax(content, hardlink);
+      }
+      if (content === h.content) {
+        this.emit_(h.header);
+        if (content.length) this.emit_(padded(content));
+      } else {
+        const header = Buffer.from(h.header);
+        writeOctal(header, 124, 12, content.length);
+        setChecksum(header);
+        this.emit_(header);
+        this.emit_(padded(content));
+      }
+    }
+    this.held = [];
+    this.heldLen = 0;
+    let out = block;
+    const prefixed = posix && block[345] !== 0;
+    if (prefixed ? block[345] === 0x2f : block[0] === 0x2f) {
+      out = Buffer.from(block);
+      const [start, len] = prefixed ? [345, 155] : [0, 100];
+      const text = relative(cString(out, start, len));
+      out.fill(0, start, start + len);
+      // "/" alone with an empty prefix left: GNU tar names the member "." too.
+      out.write(prefixed && text === "." ? "" : text, start, len, "latin1");
+    }
+    if (hardlink && block[157] === 0x2f) {
+      if (out === block) out = Buffer.from(block);
+      const text = relative(cString(out, 157, 100));
+      out.fill(0, 157, 257);
+      out.write(text, 157, 100, "latin1");
+    }
+    if (out !== block) setChecksum(out);
+    this.emit_(out);
+  }
+
+  private meta(type: string, content: Buffer, _whole: Buffer): void {
+    this.held.push({ type, header: this.heldHeader!, content: Buffer.from(content) });
+    this.heldHeader = undefined;
     this.mode = { kind: "header" };
     if (type === "L") this.longName = cString(content, 0, content.length);
     else if (type === "K") this.longLink = cString(content, 0, content.length);
@@ -350,13 +413,59 @@ function backupVolumeOf(path: string): string {
   return parts[1] === "snapshots" || parts[1] === "volume-snapshots" ? parts.slice(0, 3).join("/") : parts.slice(0, 2).join("/");
 }
 
-/** "./a//b/" → "a/b"; refuses absolute paths and `..`. "" is the archive root. */
+/**
+ * "./a//b/" → "a/b"; "/a/b" → "a/b" (GNU tar drops leading slashes on extract); refuses `..`.
+ * "" is the archive root.
+ */
 export function normalise(name: string, what: string): string {
   if (name.includes("\0")) throw new TarRefused(`Tar ${what} contains a NUL byte`);
-  if (name.startsWith("/")) throw new TarRefused(`Tar ${what} ${name} is an absolute path`);
   const parts = name.split("/").filter((p) => p !== "" && p !== ".");
   if (parts.includes("..")) throw new TarRefused(`Tar ${what} ${name} contains '..'`);
   return parts.join("/");
+}
+
+/** A name with its leading slashes dropped ("/" alone becomes "."), as GNU tar stores it. */
+function relative(name: string): string {
+  const rest = name.replace(/^\/+/, "");
+  return rest === "" ? "." : rest;
+}
+
+/** The pax records with `path` (and a hard link's `linkpath`) made relative; the same buffer if unchanged. */
+function rewritePax(content: Buffer, hardlink: boolean): Buffer {
+  const records = parsePaxRecords(content);
+  let changed = false;
+  for (const r of records) {
+    if ((r.key === "path" || (r.key === "linkpath" && hardlink)) && r.value.startsWith("/")) {
+      r.value = relative(r.value);
+      changed = true;
+    }
+  }
+  if (!changed) return content;
+  return Buffer.from(records.map((r) => paxRecord(r.key, r.value)).join(""), "latin1");
+}
+
+function paxRecord(key: string, value: string): string {
+  const rest = ` ${key}=${value}\n`;
+  let len = rest.length + 1;
+  while (String(len).length + rest.length !== len) len = String(len).length + rest.length;
+  return `${len}${rest}`;
+}
+
+function padded(content: Buffer): Buffer {
+  const pad = roundUp(content.length) - content.length;
+  return pad ? Buffer.concat([content, Buffer.alloc(pad)]) : content;
+}
+
+function writeOctal(block: Buffer, start: number, len: number, n: number): void {
+  block.fill(0, start, start + len);
+  block.write(n.toString(8).padStart(len - 1, "0"), start, len - 1, "latin1");
+}
+
+function setChecksum(block: Buffer): void {
+  block.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += block[i];
+  block.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, 8, "latin1");
 }
 
 function join(a: string, b: string): string {
@@ -408,6 +517,12 @@ function verifyChecksum(block: Buffer): void {
 
 function parsePax(content: Buffer): Record<string, string> {
   const out: Record<string, string> = {};
+  for (const r of parsePaxRecords(content)) out[r.key] = r.value;
+  return out;
+}
+
+function parsePaxRecords(content: Buffer): { key: string; value: string }[] {
+  const out: { key: string; value: string }[] = [];
   let off = 0;
   while (off < content.length) {
     if (content[off] === 0) break;
@@ -423,7 +538,7 @@ function parsePax(content: Buffer): Record<string, string> {
     if (eq === -1) throw new TarRefused("Malformed tar extended header");
     const key = record.toString("latin1", 0, eq);
     if (key.startsWith("GNU.sparse") || key === "GNU.dumpdir") throw new TarRefused("Sparse and incremental tar members are not supported");
-    out[key] = record.toString("latin1", eq + 1);
+    out.push({ key, value: record.toString("latin1", eq + 1) });
     off = end;
   }
   return out;

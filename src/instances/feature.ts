@@ -33,6 +33,11 @@ export class InstancesFeature implements Feature {
     this.service.backups?.startExpiry();
   }
 
+  /** Ready once the instances to autostart have been started (or failed to), as LXD. */
+  ready(): Promise<void> {
+    return this.service.runtime.autostarted;
+  }
+
   async stop(opts: { stopInstances: boolean }): Promise<void> {
     this.service.backups?.stopExpiry();
     await this.service.runtime.shutdown(opts.stopInstances);

@@ -1,7 +1,7 @@
 // Running containers: start (idmap shift, templates, devices, liblxc config, lxc-start),
 // stop, freeze, live updates, watching for containers that stop on their own, and
 // re-adopting running containers when the daemon starts.
-import { existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { BadRequest } from "../api/errors.js";
@@ -282,6 +282,16 @@ export class InstanceRuntime {
     for (const d of devices.reverse()) await d.stop().catch((e) => this.core.log.warn({ err: e, device: d.name }, "device stop failed"));
     this.svc.repo.setRuntime(row.project, row.name, { pid: 0, start: "" });
     if (this.svc.repo.get(row.project, row.name)) this.svc.repo.patchConfig(row.project, row.name, { "volatile.last_state.power": "STOPPED" });
+    // What only a running container needs goes, as LXD's cleanup on stop removes it: the seccomp
+    // policy file and the (by now empty) shmounts directory. rmdir, not a recursive removal: a
+    // mount left behind there must never have its content deleted.
+    const lxc = this.lxcName(row.project, row.name);
+    rmSync(join(this.core.paths.security, "seccomp", lxc), { force: true });
+    try {
+      rmdirSync(join(this.core.paths.shmounts, lxc));
+    } catch {
+      /* absent, or not empty: left alone */
+    }
     // As LXD's stop: ownership back to host root (the id may be reused by another map), still 0100.
     try {
       this.driver.lockVolumeDir(realpathSync(this.driver.dir(this.lxcName(row.project, row.name))));
@@ -541,6 +551,8 @@ export class InstanceRuntime {
     this.svc.repo.patchConfig(row.project, row.name, { "volatile.last_state.power": "RUNNING" });
     return true;
   }
+  /** Settles when the autostart run that adopt() began is over (never rejects). */
+  autostarted: Promise<void> = Promise.resolve();
 
   /** Daemon start: re-adopt running containers, clean up ones that stopped while we were away, autostart. */
   async adopt(): Promise<void> {
@@ -569,7 +581,7 @@ export class InstanceRuntime {
     }
     this.ensureWatching();
     toStart.sort((a, b) => Number(this.svc.expanded(b).config["boot.autostart.priority"] ?? 0) - Number(this.svc.expanded(a).config["boot.autostart.priority"] ?? 0));
-    void (async () => {
+    this.autostarted = (async () => {
       for (const row of toStart) {
         const entity = instanceUrl(row.project, row.name);
         try {

@@ -1,7 +1,7 @@
 // Instances: the rules and the database. Creation, updates, renames and deletes live here;
 // running containers (start/stop/adoption) are in runtime.ts.
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
@@ -10,6 +10,7 @@ import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues } from "../devices/registry.js";
 import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
+import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
 import type { SnapshotService } from "./snapshots.js";
@@ -383,6 +384,8 @@ export class InstanceService implements InstancesPort {
         throw new Error(`Failed to get ID map: ${(e as Error).message}`);
       }
     }
+    // As LXD: cloud-init config or NIC name changes give a new cloud-init instance-id.
+    if (needsNewInstanceId(before, after, row.config)) next.config["volatile.cloud-init.instance-id"] = randomUUID();
     // The root disk's size is the volume's quota (where the pool's driver has one).
     const rootBefore = InstanceService.rootDisk(before.devices);
     const rootAfter = InstanceService.rootDisk(after.devices);
@@ -458,6 +461,8 @@ export class InstanceService implements InstancesPort {
       this.backups?.instanceRenamed(project, name, to);
       // A pending trigger (an instance never started) is kept: its templates then see the new name.
       if (!row.config["volatile.apply_template"] && opts.applyTemplate !== false) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
+      // A new name is a new cloud-init instance (LXD resets the instance-id on rename).
+      this.repo.patchConfig(project, to, { "volatile.cloud-init.instance-id": randomUUID() });
     } catch (e) {
       await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
       throw e;

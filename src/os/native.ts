@@ -23,6 +23,8 @@ export interface Native {
   spawn(path: string, argv: string[], fds: number[], cwd: string, env: string[], onExit: (code: number | null, signal: number | null) => void): number;
   /** SO_PEERCRED of a connected unix socket: [pid, uid, gid] (pid in our pid namespace). */
   peerCredentials(fd: number): [number, number, number];
+  /** The ETHTOOL_GLINKSETTINGS ioctl on an interface; null when it has no answer. */
+  ethtoolLinkSettings(ifname: string): { autoneg: number; duplex: number; speed: number; port: number; transceiver: number; supported: number[] } | null;
   O_PATH: number;
 }
 
@@ -43,4 +45,14 @@ export function helperPath(name: Helper): string {
     sealedHelpers.set(name, path);
   }
   return path;
+}
+
+/** Link settings of a host interface (undefined-safe when an older build of the addon lacks the call). */
+export function linkSettings(ifname: string): ReturnType<Native["ethtoolLinkSettings"]> {
+  if (typeof native.ethtoolLinkSettings !== "function") return null;
+  try {
+    return native.ethtoolLinkSettings(ifname);
+  } catch {
+    return null;
+  }
 }

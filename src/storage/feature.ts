@@ -1,3 +1,4 @@
+import { recoverRoutes } from "../api/routes/recover.js";
 import { storagePoolRoutes } from "../api/routes/storage-pools.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { PoolService } from "./pool-service.js";
@@ -23,7 +24,7 @@ export class StorageFeature implements Feature {
   }
 
   routes() {
-    return storagePoolRoutes(this.core, this.service, this.snapshots, this.backups);
+    return [...storagePoolRoutes(this.core, this.service, this.snapshots, this.backups), ...recoverRoutes(this.service)];
   }
 
   async start() {

@@ -12,6 +12,7 @@ import { parseByteSize, validatePoolConfig } from "./config.js";
 import { storageDrivers } from "./drivers/index.js";
 import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type Volume, type VolumeType } from "./drivers/types.js";
 import { withRevert } from "./reverter.js";
+import { scanUnknownVolumes, type UnknownVolume } from "./recover.js";
 
 export interface StoragePoolView {
   config: Record<string, string>;
@@ -192,6 +193,16 @@ export class PoolService implements StoragePort {
     const pool = this.repo.pool(name);
     if (!pool || pool.state !== "created") throw new NotFound("Storage pool not found");
     return pool;
+  }
+
+  /** Volumes on disk in these existing pools that the database does not know (`lxd recover`). */
+  async recoverScan(poolNames: string[]): Promise<UnknownVolume[]> {
+    const pools = poolNames.map((n) => this.pool(n));
+    const byName = new Map(pools.map((p) => [p.name, p]));
+    return scanUnknownVolumes(poolNames, {
+      mountPath: (n) => this.driverFor(byName.get(n)!).mountPath,
+      known: (pool, project, type, name) => this.repo.volume(pool, project, type, name) !== undefined,
+    });
   }
 
   listPools(): PoolRow[] {

@@ -184,9 +184,11 @@ describe("import and unpack", () => {
 describe("hostile tarballs", () => {
   const cases: [string, () => Buffer, RegExp][] = [
     ["../ entry", () => imageTar(entry({ name: "rootfs/../../outside/pwned", data: "x" })), /contains '\.\.'/],
-    ["absolute path", () => imageTar(entry({ name: "/tmp/nodelxd-pwned", data: "x" })), /absolute path/],
+    // A leading "/" is dropped (as GNU tar drops it); what follows must still stay inside.
+    ["absolute path climbing out", () => imageTar(entry({ name: "/../tmp/nodelxd-pwned", data: "x" })), /contains '\.\.'/],
     ["file through an outward symlink", () => imageTar(entry({ name: "rootfs/link", type: "2", linkname: outside }), entry({ name: "rootfs/link/pwned", data: "x" })), /goes through the symbolic link/],
-    ["hard link to /etc/passwd", () => imageTar(entry({ name: "rootfs/passwd", type: "1", linkname: "/etc/passwd" })), /absolute path/],
+    // "/etc/passwd" is read as the archive's own etc/passwd, which it does not have.
+    ["hard link to /etc/passwd", () => imageTar(entry({ name: "rootfs/passwd", type: "1", linkname: "/etc/passwd" })), /not an earlier member/],
     ["rootfs as a symlink to /", () => Buffer.concat([entry({ name: "metadata.yaml", data: "architecture: x86_64\ncreation_date: 1\n" }), entry({ name: "rootfs", type: "2", linkname: "/" }), Buffer.alloc(1024)]), /must be a directory/],
   ];
 
@@ -218,6 +220,19 @@ describe("hostile tarballs", () => {
       await images.delete("default", fp);
     });
   }
+});
+
+describe("leading slashes in member names", () => {
+  it("land inside the unpack target as GNU tar puts them, never at the host path", async () => {
+    const file = writeTmp(xz(imageTar(entry({ name: "/rootfs/marker", data: "in" }), entry({ name: "/tmp/nodelxd-pwned", data: "x" }))));
+    const view = await images.importUpload("default", await upload(file));
+    const target = freshTarget();
+    await images.unpackInto(view.fingerprint, target);
+    expect(readFileSync(join(target, "rootfs/marker"), "utf8")).toBe("in");
+    expect(readFileSync(join(target, "tmp/nodelxd-pwned"), "utf8")).toBe("x");
+    expect(existsSync("/tmp/nodelxd-pwned")).toBe(false);
+    await images.delete("default", view.fingerprint);
+  });
 });
 
 describe("start-up cleanup", () => {

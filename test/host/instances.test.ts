@@ -324,6 +324,8 @@ describe("containers outside the daemon's control", () => {
     await new Promise((r) => (d.proc.exitCode !== null ? r(null) : d.proc.once("exit", r)));
     expect(existsSync(`/proc/${pid}`)).toBe(false);
     await d.restart();
+    // As LXD: the daemon is ready (waitready returns) once autostarted instances are up.
+    expect((await state(n)).status).toBe("Running");
     await waitFor(async () => (await state(n)).status === "Running");
     expect((await state(n)).pid).not.toBe(pid);
     expect((await state(off)).status).toBe("Stopped");

@@ -40,9 +40,7 @@ describe("resources", () => {
     const scrub = (x: any) => {
       const c = structuredClone(x);
       delete c.memory.used;
-      for (const n of c.memory.nodes) delete n.used;
-      // Port and transceiver types need the ETHTOOL_GLINKSETTINGS ioctl, out of reach of files.
-      for (const card of c.network.cards) for (const p of card.ports) (delete p.port_type, delete p.transceiver_type);
+      for (const n of c.memory.nodes ?? []) delete n.used;
       return c;
     };
     expect(scrub(ours)).toEqual(scrub(ref));

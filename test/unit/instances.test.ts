@@ -207,3 +207,45 @@ describe("list filters", () => {
     expect(() => matchesFilter(v, "name c1")).toThrow("Invalid filter");
   });
 });
+
+describe("generated instance names (lxc launch IMAGE without a name)", () => {
+  it("are adjective-animal, valid, and avoid taken names", async () => {
+    const { generateInstanceName, validateInstanceName } = await import("../../src/instances/names.js");
+    const seen = new Set<string>();
+    for (let i = 0; i < 200; i++) {
+      const n = generateInstanceName((x) => seen.has(x));
+      expect(n).toMatch(/^[a-z]+-[a-z]+$/);
+      expect(() => validateInstanceName(n)).not.toThrow();
+      expect(seen.has(n)).toBe(false);
+      seen.add(n);
+    }
+    expect(() => generateInstanceName(() => true)).toThrow("Couldn't generate a new unique name after 100 tries");
+  });
+});
+
+describe("cloud-init instance-id resets (LXD's needsNewInstanceID)", () => {
+  it("on cloud-init key changes and NIC name changes only", async () => {
+    const { needsNewInstanceId } = await import("../../src/instances/cloud-init.js");
+    const eth0 = { eth0: { type: "nic", nictype: "p2p", name: "eth0" } };
+    const base = { config: {}, devices: eth0 };
+    expect(needsNewInstanceId(base, { config: { "cloud-init.user-data": "blah" }, devices: eth0 }, {})).toBe(true);
+    expect(needsNewInstanceId(base, { config: { "user.network-config": "x" }, devices: eth0 }, {})).toBe(true);
+    expect(needsNewInstanceId(base, { config: { "user.foo": "x" }, devices: eth0 }, {})).toBe(false);
+    expect(needsNewInstanceId(base, { config: {}, devices: { eth0: { ...eth0.eth0, "user.foo": "bar" } } }, {})).toBe(false);
+    expect(needsNewInstanceId(base, { config: {}, devices: { eth0: { ...eth0.eth0, name: "foo" } } }, {})).toBe(true);
+    expect(needsNewInstanceId(base, { config: {}, devices: {} }, {})).toBe(true);
+    expect(needsNewInstanceId({ config: {}, devices: { n: { type: "nic" } } }, { config: {}, devices: { m: { type: "nic" } } }, {})).toBe(true);
+  });
+});
+
+describe("instance types (lxc launch -t c0.5-m0.2)", () => {
+  it("turns LXD's custom c<cpus>-m<GiB> form into limits as LXD does", async () => {
+    const { parseInstanceType } = await import("../../src/instances/instance-types.js");
+    expect(parseInstanceType("c0.5-m0.2")).toEqual({ "limits.cpu": "1", "limits.cpu.allowance": "50%", "limits.memory": "204MB" });
+    expect(parseInstanceType("c2")).toEqual({ "limits.cpu": "2" });
+    expect(parseInstanceType("c1.5-m4")).toEqual({ "limits.cpu": "2", "limits.cpu.allowance": "75%", "limits.memory": "4096MB" });
+    expect(() => parseInstanceType("t2.micro")).toThrow("Provided instance type doesn't exist: t2.micro");
+    expect(() => parseInstanceType("aws:t2.micro")).toThrow("Provided instance type doesn't exist: aws:t2.micro");
+    expect(() => parseInstanceType("cx-m1")).toThrow("Bad custom instance type: cx-m1");
+  });
+});

@@ -3,8 +3,10 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readCpu } from "../../src/daemon/resources/cpu.js";
-import { readNetwork, readPci, readStorage } from "../../src/daemon/resources/devices.js";
+import { applyLinkSettings, readNetwork, readPci, readStorage } from "../../src/daemon/resources/devices.js";
 import { readMemory } from "../../src/daemon/resources/memory.js";
+import { ResourcesService } from "../../src/daemon/resources/index.js";
+import { applyOmitEmpty, isEmpty } from "../../src/daemon/resources/omitempty.js";
 import { parseCacheSize, parseCpuList, parseCpuinfo, parseHexId, parseIdDatabase, parseMeminfo, parseVpd } from "../../src/daemon/resources/parse.js";
 import { SysFs } from "../../src/daemon/resources/sysfs.js";
 import { readSystem, systemType } from "../../src/daemon/resources/system.js";
@@ -204,5 +206,90 @@ describe("readers over a fixture tree", () => {
     const s = readSystem(fs);
     expect(s.type).toBe("container");
     expect(s.firmware).toBeNull();
+  });
+});
+
+describe("omitempty fields, as LXD's encoder leaves them out", () => {
+  it("Go zero values", () => {
+    for (const v of ["", 0, false, [], {}, null, undefined]) expect(isEmpty(v)).toBe(true);
+    for (const v of ["x", 1, -1, true, [0], { a: 1 }]) expect(isEmpty(v)).toBe(false);
+  });
+
+  it("a CPU socket without cache information has no `cache` key; non-omitempty fields stay", () => {
+    const res = applyOmitEmpty({
+      cpu: { architecture: "x86_64", total: 1, sockets: [{ name: "", vendor: "V", socket: 0, cache: [], cores: [{ core: 0, die: 0, frequency: 0, threads: [{ id: 0, numa_node: 0, thread: 0, online: false, isolated: false }] }] }] },
+      memory: { nodes: [], hugepages_total: 0, used: 0, total: 1 },
+      network: { cards: [{ driver: "", driver_version: "", ports: [{ id: "eth0", address: "", port: 0, protocol: "ethernet", auto_negotiation: false, link_detected: false, link_speed: 0 }], numa_node: 0 }], total: 1 },
+      storage: { disks: [{ id: "vda", model: "", type: "", read_only: false, size: 0, rpm: 0, partitions: [] }], total: 1 },
+      gpu: { cards: [{ driver: "", numa_node: 0, drm: { id: 0, card_name: "card0", card_device: "226:0", render_name: "" } }], total: 1 },
+      pci: { devices: [{ vendor: "", vpd: {} }], total: 1 },
+    });
+    expect(res.cpu.sockets[0]).toEqual({ vendor: "V", socket: 0, cores: [{ core: 0, die: 0, threads: [{ id: 0, numa_node: 0, thread: 0, online: false, isolated: false }] }] });
+    expect(res.memory).toEqual({ hugepages_total: 0, used: 0, total: 1 });
+    expect(res.network.cards[0]).toEqual({ ports: [{ id: "eth0", port: 0, protocol: "ethernet", auto_negotiation: false, link_detected: false }], numa_node: 0 });
+    expect(res.storage.disks[0]).toEqual({ id: "vda", read_only: false, size: 0, rpm: 0, partitions: [] });
+    expect(res.gpu.cards[0]).toEqual({ numa_node: 0, drm: { id: 0, card_name: "card0", card_device: "226:0" } });
+    // pci devices' own vendor is not omitempty in LXD, and vpd is a struct (kept, even empty).
+    expect(res.pci.devices[0]).toEqual({ vendor: "", vpd: {} });
+  });
+
+  it("the service's answer over a tree without cache dirs, NUMA nodes or cpufreq", () => {
+    const root = mkdtempSync("/tmp/nodelxd-test-sysfs-bare-");
+    try {
+      const file = (p: string, text: string) => {
+        mkdirSync(dirname(join(root, p)), { recursive: true });
+        writeFileSync(join(root, p), text);
+      };
+      file("/proc/meminfo", MEMINFO);
+      file("/proc/cpuinfo", CPUINFO);
+      file("/sys/devices/system/cpu/cpu0/topology/physical_package_id", "0\n");
+      file("/sys/devices/system/cpu/cpu0/topology/core_id", "0\n");
+      const res = new ResourcesService("x86_64", new SysFs(root)).read();
+      expect(res.cpu.sockets).toHaveLength(1);
+      expect(res.cpu.sockets[0]).not.toHaveProperty("cache");
+      expect(res.cpu.sockets[0]).not.toHaveProperty("frequency");
+      expect(res.cpu.sockets[0].cores[0]).not.toHaveProperty("frequency");
+      expect(res.cpu.sockets[0].name).toBe("Intel(R) Xeon(R) Processor");
+      expect(res.memory).not.toHaveProperty("nodes");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("ethtool link settings, mapped as LXD maps them", () => {
+  const port = (linked: boolean) => ({ id: "eth0", address: "", port: 0, protocol: "ethernet", auto_negotiation: false, link_detected: linked });
+  it("a virtio NIC: port other, transceiver internal, no modes, unknown speed/duplex left out", () => {
+    const p = port(true);
+    applyLinkSettings(p, { autoneg: 0, duplex: 255, speed: 0xffffffff, port: 255, transceiver: 0, supported: [0, 0, 0, 0] });
+    expect(p).toEqual({ ...port(true), port_type: "other", transceiver_type: "internal", supported_modes: [], supported_ports: [] });
+  });
+  it("a copper NIC with link: modes and ports from the mask bits, speed and duplex", () => {
+    const p = port(true);
+    // bits 5 (1000baseT/Full), 7 (TP port), 47 (2500baseT/Full: word 1, bit 15)
+    applyLinkSettings(p, { autoneg: 1, duplex: 1, speed: 1000, port: 0, transceiver: 1, supported: [(1 << 5) | (1 << 7), 1 << 15] });
+    expect(p).toMatchObject({ auto_negotiation: true, link_duplex: "full", link_speed: 1000, port_type: "twisted pair", transceiver_type: "external", supported_modes: ["1000baseT/Full", "2500baseT/Full"], supported_ports: ["twisted pair"] });
+  });
+  it("without link, speed and duplex are not reported", () => {
+    const p = port(false);
+    applyLinkSettings(p, { autoneg: 1, duplex: 0, speed: 100, port: 3, transceiver: 7, supported: [] });
+    expect(p).toEqual({ ...port(false), auto_negotiation: true, port_type: "fibre", supported_modes: [], supported_ports: [] });
+  });
+  it("readNetwork asks the ioctl per interface", () => {
+    const root = mkdtempSync("/tmp/nodelxd-test-sysfs-eth-");
+    try {
+      const nic = "/sys/devices/pci0000:00/0000:00:03.0/virtio2";
+      mkdirSync(join(root, `${nic}/net/eth0`), { recursive: true });
+      writeFileSync(join(root, `${nic}/net/eth0/carrier`), "1\n");
+      symlinkSync(`../../../virtio2`, join(root, `${nic}/net/eth0/device`));
+      mkdirSync(join(root, "/sys/class/net"), { recursive: true });
+      symlinkSync(`../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0`, join(root, "/sys/class/net/eth0"));
+      const asked: string[] = [];
+      const n = readNetwork(new SysFs(root), "6.1.0", undefined, (i) => (asked.push(i), { autoneg: 0, duplex: 255, speed: 0xffffffff, port: 255, transceiver: 0, supported: [0] }));
+      expect(asked).toEqual(["eth0"]);
+      expect(n.cards[0].ports[0]).toMatchObject({ port_type: "other", transceiver_type: "internal" });
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -4,7 +4,11 @@ import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it } from "vitest";
 import { TarGate, TarRefused } from "../../src/images/tar-gate.js";
-import { entry, imageTar, pax, tarball } from "../helpers/tar-writer.js";
+import { execFileSync } from "node:child_process";
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { extractTarball } from "../../src/images/archive.js";
+import { META, entry, imageTar, pax, tarball } from "../helpers/tar-writer.js";
 
 async function pass(buf: Buffer, opts: ConstructorParameters<typeof TarGate>[0] = {}): Promise<{ gate: TarGate; out: Buffer }> {
   const gate = new TarGate(opts);
@@ -48,7 +52,10 @@ describe("tar gate", () => {
   });
 
   it("refuses .. components", () => refused(imageTar(entry({ name: "rootfs/../../evil", data: "x" })), /contains '\.\.'/));
-  it("refuses absolute paths", () => refused(imageTar(entry({ name: "/tmp/evil", data: "x" })), /absolute path/));
+  it("refuses .. components behind a leading slash too", async () => {
+    await refused(imageTar(entry({ name: "/rootfs/../../evil", data: "x" })), /contains '\.\.'/);
+    await refused(imageTar(entry({ name: "//../evil", data: "x" })), /contains '\.\.'/);
+  });
   it("refuses a member written through an earlier symlink", () =>
     refused(imageTar(entry({ name: "rootfs/link", type: "2", linkname: "/tmp" }), entry({ name: "rootfs/link/evil", data: "x" })), /goes through the symbolic link rootfs\/link/));
   it("refuses a member written through a relative symlink too", () =>
@@ -56,7 +63,8 @@ describe("tar gate", () => {
   it("refuses replacing an earlier symlink", () =>
     refused(imageTar(entry({ name: "rootfs/link", type: "2", linkname: "/etc" }), entry({ name: "rootfs/link", type: "5" })), /replaces a symbolic link/));
   it("refuses hard links to absolute or escaping targets", async () => {
-    await refused(imageTar(entry({ name: "rootfs/passwd", type: "1", linkname: "/etc/passwd" })), /absolute path/);
+    // GNU tar reads "/etc/passwd" as the archive's etc/passwd, which is no earlier member here.
+    await refused(imageTar(entry({ name: "rootfs/passwd", type: "1", linkname: "/etc/passwd" })), /not an earlier member/);
     await refused(imageTar(entry({ name: "rootfs/passwd", type: "1", linkname: "../../etc/passwd" })), /contains '\.\.'/);
   });
   it("refuses hard links through a symlink, or to something not in the archive", async () => {
@@ -169,5 +177,127 @@ describe("tar gate, backup mode", () => {
     await refused(base(entry({ name: "backup/container/rootfs/x", type: "1", linkname: "backup/snapshots/s1/rootfs/bin/busybox" })), /outside its volume/, opts);
     await refused(base(entry({ name: "backup/container/rootfs/l", type: "2", linkname: "/" }), entry({ name: "backup/container/rootfs/l/etc/shadow", data: "x" })), /symbolic link/, opts);
     await refused(base(entry({ name: "backup/index.yaml/", type: "5" })), /regular file|replaces|must be/, opts);
+  });
+});
+
+/** Member names as GNU tar lists them (no warnings: it would print "Removing leading `/'"). */
+function tarList(buf: Buffer): { names: string[]; stderr: string } {
+  const dir = mkdtempSync("/tmp/nodelxd-test-tarlist-");
+  try {
+    writeFileSync(join(dir, "a.tar"), buf);
+    const out = execFileSync("sh", ["-c", `tar -tvf ${dir}/a.tar 2>${dir}/err`]).toString();
+    return { names: out.trim().split("\n").map((l) => l.replace(/^.*? \d\d:\d\d /, "")), stderr: readFileSync(join(dir, "err"), "utf8") };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe("tar gate, leading slashes (LXD's suite writes /rootfs/... and /metadata.yaml)", () => {
+  // As test/deps/import-busybox builds it: every member name starts with "/".
+  const suiteImage = (...extra: Buffer[]) =>
+    tarball(
+      entry({ name: "/metadata.yaml", data: META }),
+      entry({ name: "/rootfs/", type: "5" }),
+      entry({ name: "/rootfs/bin/", type: "5" }),
+      entry({ name: "/rootfs/bin/busybox", data: "bb", mode: 0o755 }),
+      entry({ name: "/rootfs/bin/sh", type: "2", linkname: "/bin/busybox" }),
+      entry({ name: "/rootfs/bin/ls", type: "1", linkname: "/rootfs/bin/busybox" }),
+      entry({ name: "/rootfs/dev/", type: "5" }),
+      entry({ name: "/templates/", type: "5" }),
+      ...extra,
+    );
+
+  it("accepts the suite's image, captures /metadata.yaml, forwards relative names", async () => {
+    const { gate, out } = await pass(suiteImage(), { capture: "metadata.yaml" });
+    expect(gate.captured?.toString()).toBe(META);
+    expect(gate.sawRootfs).toBe(true);
+    expect(gate.count).toBe(8);
+    const listed = tarList(out);
+    expect(listed.stderr).toBe("");
+    expect(listed.names).toEqual([
+      "metadata.yaml",
+      "rootfs/",
+      "rootfs/bin/",
+      "rootfs/bin/busybox",
+      "rootfs/bin/sh -> /bin/busybox", // a symlink's target is its content: kept absolute
+      "rootfs/bin/ls link to rootfs/bin/busybox",
+      "rootfs/dev/",
+      "templates/",
+    ]);
+  });
+
+  it("leaves archives without leading slashes byte for byte", async () => {
+    const tar = imageTar(pax({ path: "rootfs/" + "long/".repeat(40) + "f" }), entry({ name: "rootfs/short", data: "x" }));
+    expect((await pass(tar)).out.equals(tar)).toBe(true);
+  });
+
+  it("rewrites pax paths, GNU long names, the ustar prefix, and hard link targets in pax linkpath", async () => {
+    const long = "/rootfs/" + "long/".repeat(30) + "file";
+    const ln = entry({ name: "././@LongLink", type: "L", data: "/rootfs/" + "gnu/".repeat(30) + "f\0" });
+    const prefixed = entry({ name: "p", data: "p" });
+    prefixed.write("/rootfs", 345, "latin1");
+    prefixed.fill(0x20, 148, 156);
+    let sum = 0;
+    for (const b of prefixed.subarray(0, 512)) sum += b;
+    prefixed.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
+    const tar = suiteImage(
+      pax({ path: long }),
+      entry({ name: "placeholder", data: "x" }),
+      ln,
+      entry({ name: "placeholder2", data: "y" }),
+      prefixed,
+      pax({ linkpath: "/rootfs/bin/busybox" }),
+      entry({ name: "/rootfs/bin/cat", type: "1", linkname: "x" }),
+    );
+    const { out } = await pass(tar);
+    const names = tarList(out);
+    expect(names.stderr).toBe("");
+    expect(names.names.slice(8)).toEqual([long.slice(1), "rootfs/" + "gnu/".repeat(30) + "f", "rootfs/p", "rootfs/bin/cat link to rootfs/bin/busybox"]);
+  });
+
+  it("still refuses every escape when names start with /", async () => {
+    await refused(suiteImage(entry({ name: "/rootfs/../../evil", data: "x" })), /contains '\.\.'/);
+    await refused(suiteImage(entry({ name: "/rootfs/link", type: "2", linkname: "/tmp" }), entry({ name: "/rootfs/link/evil", data: "x" })), /goes through the symbolic link rootfs\/link/);
+    await refused(suiteImage(entry({ name: "/rootfs/link", type: "2", linkname: "/tmp" }), entry({ name: "rootfs/link/evil", data: "x" })), /goes through the symbolic link rootfs\/link/);
+    await refused(suiteImage(entry({ name: "/rootfs/link", type: "2", linkname: "/etc" }), entry({ name: "/rootfs/link", type: "5" })), /replaces a symbolic link/);
+    await refused(suiteImage(entry({ name: "/rootfs/l", type: "2", linkname: "/etc" }), entry({ name: "/rootfs/p", type: "1", linkname: "/rootfs/l/passwd" })), /goes through the symbolic link/);
+    await refused(suiteImage(entry({ name: "/rootfs/p", type: "1", linkname: "/rootfs/../etc/shadow" })), /contains '\.\.'/);
+    await refused(suiteImage(entry({ name: "/rootfs/etc/sda", type: "4" })), /Device node .* outside rootfs\/dev/);
+    await refused(suiteImage(entry({ name: "/sda", type: "3" })), /Device node .* outside rootfs\/dev/);
+    await refused(suiteImage(entry({ name: "/fifo", type: "6" })), /FIFO .* outside rootfs/);
+    await refused(suiteImage(entry({ name: "/templates/x.tpl", type: "2", linkname: "/etc/shadow" })), /outside rootfs/);
+    await refused(tarball(entry({ name: "/metadata.yaml", data: "x" }), entry({ name: "/rootfs", type: "2", linkname: "/" })), /must be a directory/);
+    await refused(suiteImage(pax({ path: "/rootfs/../../x" }), entry({ name: "rootfs/y", data: "x" })), /contains '\.\.'/);
+    await refused(tarball(entry({ name: "/", type: "0", data: "x" })), /trailing slash/);
+    await refused(tarball(entry({ name: "//.", type: "0", data: "x" })), /not a directory/);
+  });
+
+  it("extracts with GNU tar where the gate said, for images and for a backup's selected volume", async () => {
+    const dir = mkdtempSync("/tmp/nodelxd-test-tarx-");
+    try {
+      writeFileSync(join(dir, "img.tar"), suiteImage());
+      execFileSync("mkdir", [join(dir, "img")]);
+      await extractTarball(join(dir, "img.tar"), join(dir, "img"), {});
+      expect(readFileSync(join(dir, "img/metadata.yaml"), "utf8")).toBe(META);
+      expect(readlinkSync(join(dir, "img/rootfs/bin/sh"))).toBe("/bin/busybox");
+      expect(statSync(join(dir, "img/rootfs/bin/ls")).ino).toBe(statSync(join(dir, "img/rootfs/bin/busybox")).ino);
+
+      const backup = tarball(
+        entry({ name: "/backup/", type: "5" }),
+        entry({ name: "/backup/index.yaml", data: "name: c1\n" }),
+        entry({ name: "/backup/container/", type: "5" }),
+        entry({ name: "/backup/container/rootfs/", type: "5" }),
+        entry({ name: "/backup/container/rootfs/f", data: "c" }),
+        entry({ name: "/backup/container/rootfs/g", type: "1", linkname: "/backup/container/rootfs/f" }),
+      );
+      writeFileSync(join(dir, "b.tar"), backup);
+      execFileSync("mkdir", [join(dir, "vol")]);
+      await extractTarball(join(dir, "b.tar"), join(dir, "vol"), { backup: true }, { select: { member: "backup/container", strip: 2 } });
+      expect(readFileSync(join(dir, "vol/rootfs/f"), "utf8")).toBe("c");
+      expect(lstatSync(join(dir, "vol/rootfs/g")).nlink).toBe(2);
+      expect(existsSync(join(dir, "vol/index.yaml"))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -8,6 +8,8 @@ import YAML from "yaml";
 import type { Core } from "../../daemon/daemon.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import { logDir } from "../../instances/lxc/config.js";
+import { generateInstanceName } from "../../instances/names.js";
+import { parseInstanceType } from "../../instances/instance-types.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
 import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
 import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
@@ -57,6 +59,7 @@ const InstancesPost = z
     ...instancePutFields,
     name: z.string().default(""),
     type: z.string().optional(),
+    instance_type: z.string().optional(),
     source: z
       .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional(), container_only: z.boolean().optional(), project: z.string().optional(),
         mode: z.string().optional(), operation: z.string().optional(), certificate: z.string().optional(), secrets: z.record(z.string(), z.string()).nullish(),
@@ -197,12 +200,25 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     const body = await req.body(InstancesPost, "api.InstancesPost");
     // A standalone server: no member can be targeted (so restricted.cluster.target holds too).
     if (req.query.target) throw new BadRequest("Target only allowed when clustered");
-    if (!body.name) throw new BadRequest("Instance name is required");
+    // No name: LXD makes one up ("adjective-animal"), unique in the project.
+    const name = body.name || generateInstanceName((n) => svc.repo.get(req.project, n) !== undefined);
+    // `-t c0.5-m0.2`: limits the request's own config does not set, as LXD.
+    let config = body.config;
+    if (body.instance_type) {
+      let limits: Record<string, string>;
+      try {
+        limits = parseInstanceType(body.instance_type);
+      } catch (e) {
+        throw new BadRequest((e as Error).message);
+      }
+      config = { ...(config ?? {}) };
+      for (const [k, v] of Object.entries(limits)) if (!config[k]) config[k] = v;
+    }
     const request: CreateRequest = {
-      name: body.name,
+      name,
       type: body.type,
       architecture: body.architecture,
-      config: body.config,
+      config,
       devices: body.devices,
       ephemeral: body.ephemeral,
       profiles: body.profiles ?? undefined,
@@ -229,7 +245,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       };
     }
     const checked = svc.checkCreate(req.project, request);
-    const res = resources(req.project, body.name);
+    const res = resources(req.project, name);
     if (sink?.mode === "push" && sockets) {
       const s = sockets;
       return operation(

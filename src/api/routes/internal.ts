@@ -1,4 +1,6 @@
 // /internal endpoints used by the daemon's own CLI (waitready, shutdown).
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { z } from "zod";
 import { Unavailable } from "../errors.js";
 import { route, sync, type Route } from "../route.js";
@@ -9,6 +11,16 @@ export interface InternalDeps {
   shutdown(opts: { force: boolean }): void;
 }
 
+/** The engine's full garbage collection (what LXD's /internal/gc does with runtime.GC()). */
+let collect: (() => void) | undefined;
+export function collectGarbage(): void {
+  if (!collect) {
+    setFlagsFromString("--expose-gc");
+    collect = runInNewContext("gc") as () => void;
+  }
+  collect();
+}
+
 const ShutdownQuery = z.object({ force: z.enum(["true", "false", "1", "0", ""]).optional() });
 
 export function internalRoutes(deps: InternalDeps): Route[] {
@@ -17,6 +29,12 @@ export function internalRoutes(deps: InternalDeps): Route[] {
       GET: () => {
         if (!deps.isReady()) throw new Unavailable("LXD daemon not ready yet");
         return sync({});
+      },
+    }),
+    route("/internal/gc", {
+      GET: () => {
+        collectGarbage();
+        return sync(null);
       },
     }),
     route("/internal/shutdown", {

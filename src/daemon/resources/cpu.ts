@@ -24,7 +24,8 @@ export interface CpuSocket {
   name: string;
   vendor: string;
   socket: number;
-  cache: CpuCache[];
+  /** Left out of the answer when empty (omitempty in LXD). */
+  cache?: CpuCache[];
   cores: CpuCore[];
   frequency?: number;
   frequency_minimum?: number;

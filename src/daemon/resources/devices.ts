@@ -66,6 +66,10 @@ export interface NetworkPort {
   address: string;
   port: number;
   protocol: string;
+  supported_modes?: string[];
+  supported_ports?: string[];
+  port_type?: string;
+  transceiver_type?: string;
   auto_negotiation: boolean;
   link_detected: boolean;
   link_speed?: number;
@@ -83,8 +87,54 @@ export interface NetworkCard {
   product_id?: string;
 }
 
-/** Cards with a backing device (physical, or virtio/PCI in a VM), their interfaces as ports. */
-export function readNetwork(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { cards: NetworkCard[]; total: number } {
+/** What the ETHTOOL_GLINKSETTINGS ioctl answers for an interface (native/ethtool.c). */
+export interface LinkSettings {
+  autoneg: number;
+  duplex: number;
+  speed: number;
+  port: number;
+  transceiver: number;
+  /** The supported link mode mask, 32-bit words. */
+  supported: number[];
+}
+
+const PORT_TYPES: Record<number, string> = { 0x00: "twisted pair", 0x01: "AUI", 0x02: "media-independent", 0x03: "fibre", 0x04: "BNC", 0x05: "direct attach", 0xef: "none", 0xff: "other" };
+const TRANSCEIVERS: Record<number, string> = { 0x00: "internal", 0x01: "external" };
+/** Link mode bits LXD names (ethtool's ETHTOOL_LINK_MODE_*_BIT). */
+const LINK_MODES: [number, string][] = [
+  [0, "10baseT/Half"], [1, "10baseT/Full"], [2, "100baseT/Half"], [3, "100baseT/Full"], [4, "1000baseT/Half"], [5, "1000baseT/Full"],
+  [12, "10000baseT/Full"], [15, "2500baseX/Full"], [17, "1000baseKX/Full"], [18, "10000baseKX4/Full"], [19, "10000baseKR/Full"],
+  [21, "20000baseMLD2/Full"], [22, "20000baseKR2/Full"], [23, "40000baseKR4/Full"], [24, "40000baseCR4/Full"], [25, "40000baseSR4/Full"],
+  [26, "40000baseLR4/Full"], [27, "56000baseKR4/Full"], [28, "56000baseCR4/Full"], [29, "56000baseSR4/Full"], [30, "56000baseLR4/Full"],
+  [31, "25000baseCR/Full"], [32, "25000baseKR/Full"], [33, "25000baseSR/Full"], [34, "50000baseCR2/Full"], [35, "50000baseKR2/Full"],
+  [36, "100000baseKR4/Full"], [37, "100000baseSR4/Full"], [38, "100000baseCR4/Full"], [39, "100000baseLR4_ER4/Full"], [40, "50000baseSR2/Full"],
+  [41, "1000baseX/Full"], [42, "10000baseCR/Full"], [43, "10000baseSR/Full"], [44, "10000baseLR/Full"], [45, "10000baseLRM/Full"],
+  [46, "10000baseER/Full"], [47, "2500baseT/Full"], [48, "5000baseT/Full"],
+];
+const LINK_PORTS: [number, string][] = [[7, "twisted pair"], [8, "AUI"], [9, "media-independent"], [10, "fibre"], [11, "BNC"], [16, "backplane"]];
+const hasBit = (words: number[], bit: number) => (((words[Math.floor(bit / 32)] ?? 0) >>> bit % 32) & 1) === 1;
+
+/** A port's fields from the link settings, as LXD fills them (ethtoolLink in network_ethtool.go). */
+export function applyLinkSettings(port: NetworkPort, ls: LinkSettings): void {
+  port.auto_negotiation = ls.autoneg === 1;
+  if (port.link_detected) {
+    if (ls.duplex === 0) port.link_duplex = "half";
+    else if (ls.duplex === 1) port.link_duplex = "full";
+    if (ls.speed < 0xffffffff && ls.speed > 0) port.link_speed = ls.speed;
+  }
+  const transceiver = TRANSCEIVERS[ls.transceiver];
+  if (transceiver) port.transceiver_type = transceiver;
+  const portType = PORT_TYPES[ls.port];
+  if (portType) port.port_type = portType;
+  port.supported_modes = LINK_MODES.filter(([bit]) => hasBit(ls.supported, bit)).map(([, n]) => n);
+  port.supported_ports = LINK_PORTS.filter(([bit]) => hasBit(ls.supported, bit)).map(([, n]) => n);
+}
+
+/**
+ * Cards with a backing device (physical, or virtio/PCI in a VM), their interfaces as ports;
+ * `ethtool` (the link settings ioctl) adds what sysfs does not say (port and transceiver types).
+ */
+export function readNetwork(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS, ethtool?: (ifname: string) => LinkSettings | null): { cards: NetworkCard[]; total: number } {
   const cards = new Map<string, NetworkCard>();
   for (const name of fs.list("/sys/class/net")) {
     const dir = `/sys/class/net/${name}`;
@@ -121,6 +171,8 @@ export function readNetwork(fs: SysFs, kernelRelease: string, ids: IdDatabase = 
     };
     if (speed && speed > 0) port.link_speed = speed;
     if (duplex && duplex !== "unknown") port.link_duplex = duplex;
+    const ls = ethtool?.(name);
+    if (ls) applyLinkSettings(port, ls);
     card.ports.push(port);
   }
   const list = [...cards.values()];

@@ -2,8 +2,9 @@
 // no processes); what cannot change while we run (system identity, CPU model names) is read once.
 import { release } from "node:os";
 import { readCpu } from "./cpu.js";
-import { readGpu, readNetwork, readPci, readStorage, readUsb } from "./devices.js";
+import { readGpu, readNetwork, readPci, readStorage, readUsb, type LinkSettings } from "./devices.js";
 import { readMemory } from "./memory.js";
+import { applyOmitEmpty } from "./omitempty.js";
 import { parseCpuinfo, parseIdDatabase, type IdDatabase } from "./parse.js";
 import { SysFs } from "./sysfs.js";
 import { readSystem, type SystemInfo } from "./system.js";
@@ -18,6 +19,8 @@ export class ResourcesService {
   constructor(
     private readonly architecture: string,
     private readonly fs = new SysFs("/"),
+    /** The link settings ioctl (native/ethtool.c); absent in fixture-tree tests. */
+    private readonly ethtool?: (ifname: string) => LinkSettings | null,
   ) {}
 
   read() {
@@ -26,16 +29,16 @@ export class ResourcesService {
     this.cpuinfo ??= parseCpuinfo(fs.read("/proc/cpuinfo") ?? "");
     this.pciIds ??= this.ids("pci.ids");
     this.usbIds ??= this.ids("usb.ids");
-    return {
+    return applyOmitEmpty({
       cpu: readCpu(fs, this.architecture, this.cpuinfo),
       memory: readMemory(fs),
       gpu: readGpu(fs, this.kernelRelease, this.pciIds),
-      network: readNetwork(fs, this.kernelRelease, this.pciIds),
+      network: readNetwork(fs, this.kernelRelease, this.pciIds, this.ethtool),
       storage: readStorage(fs),
       usb: readUsb(fs, this.kernelRelease, this.usbIds),
       pci: readPci(fs, this.kernelRelease, this.pciIds),
       system: this.system,
-    };
+    });
   }
 
   /** The hwdata id database, if the host has one (read once). */
