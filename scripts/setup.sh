@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   lxc lxc-dev lxd lxd-client uidmap            # liblxc tooling (+ headers for native/start.c), reference LXD and its client
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
-  btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
+  btrfs-progs xz-utils zstd bzip2 gzip tar squashfs-tools openssl   # storage and images (unsquashfs; mksquashfs and openssl build the test image server)
   busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)

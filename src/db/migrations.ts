@@ -221,4 +221,20 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 140,
+    name: "image sources (remote images: where a cached or copied image came from, for refresh)",
+    sql: `
+      CREATE TABLE image_sources (
+        project TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        server TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        certificate TEXT NOT NULL DEFAULT '',
+        alias TEXT NOT NULL,
+        PRIMARY KEY (project, fingerprint),
+        FOREIGN KEY (project, fingerprint) REFERENCES images (project, fingerprint) ON DELETE CASCADE ON UPDATE CASCADE
+      );
+    `,
+  },
 ];

@@ -32,7 +32,15 @@ export interface CreateRequest extends InstancePut {
   name: string;
   type?: string;
   /** instanceOnly: a copy leaves the source's snapshots behind (`lxc copy --instance-only`). */
-  source: { type: string; alias?: string; fingerprint?: string; source?: string; instanceOnly?: boolean };
+  source: {
+    type: string;
+    alias?: string;
+    fingerprint?: string;
+    source?: string;
+    instanceOnly?: boolean;
+    /** A remote image server (source type "image", mode "pull"): the image is pulled inside the operation. */
+    remote?: { server: string; protocol?: string; certificate?: string; secret?: string; project?: string };
+  };
 }
 
 export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
@@ -193,8 +201,11 @@ export class InstanceService implements InstancesPort {
     if (req.source.type === "image") {
       const images = this.core.ports.images;
       if (!images) throw new Error("Images are not available (no image feature loaded)");
-      image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
-      if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
+      // A remote image is pulled by the operation (LXD's createFromImage); only local ones resolve here.
+      if (!req.source.remote) image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
+      else if (!images.pull) throw new Error("Remote images are not available");
+      else if (!req.source.alias && !req.source.fingerprint) throw new BadRequest("Must specify one of alias or fingerprint for init from image");
+      if (image && image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
     }
     let copyOf: InstanceRow | undefined;
     let copySnapshot: string | undefined;
@@ -238,10 +249,17 @@ export class InstanceService implements InstancesPort {
   }
 
   /** The body of the "Creating instance" operation. */
-  async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal): Promise<void> {
+  async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal, onMetadata?: (patch: Record<string, unknown>) => void): Promise<void> {
     const key = `${project}/${req.name}`;
     this.creating.add(key);
     try {
+      const remote = req.source.remote;
+      if (remote && req.source.type === "image") {
+        // Pull (or reuse the cached copy of) the remote image first: nothing else exists yet if this fails or is cancelled.
+        const image = await this.core.ports.images!.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
+        if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
+        checked = { ...checked, image, profiles: req.profiles ?? image.profiles ?? checked.profiles };
+      }
       await this.doCreate(project, req, checked, signal);
     } finally {
       this.creating.delete(key);

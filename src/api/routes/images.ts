@@ -1,8 +1,9 @@
 // /1.0/images and /1.0/images/aliases: parse, call the image service, answer.
 import { z } from "zod";
 import type { OperationManager } from "../../operations/manager.js";
-import type { ImageService } from "../../images/service.js";
+import { validateAliasName, type ImageService } from "../../images/service.js";
 import type { ImagePublisher } from "../../images/publish.js";
+import type { ImagePuller } from "../../images/pull.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
@@ -42,6 +43,9 @@ export const ImagesPost = z.object({
       url: z.string().optional(),
       protocol: z.string().optional(),
       project: z.string().optional(),
+      certificate: z.string().optional(),
+      secret: z.string().optional(),
+      image_type: z.string().optional(),
     })
     .passthrough()
     .optional()
@@ -71,9 +75,10 @@ export interface ImageRouteDeps {
   images: ImageService;
   operations: OperationManager;
   publisher: ImagePublisher;
+  puller: ImagePuller;
 }
 
-export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): Route[] {
+export function imageRoutes({ images, operations, publisher, puller }: ImageRouteDeps): Route[] {
   /** The project whose images a request sees (features.images=false shares default's). */
   const proj = (req: ApiRequest) => images.projectFor(req.project);
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
@@ -91,6 +96,44 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
     checkEtag(req, etagOf(row));
     images.edit(row, await req.body(ImagePut, "ImagePut"), { patch, requestor: req.requestor });
     return sync({});
+  };
+
+  /** POST /1.0/images from an image server (source.type "image", mode "pull") or a URL (LXD's imgPostRemoteInfo/imgPostURLInfo). */
+  const pullImage = (req: ApiRequest, body: ImagesPostBody) => {
+    const src = body.source;
+    if (src.type === "image" && (src.mode ?? "pull") !== "pull") throw new NotImplemented(`Image copy mode "${src.mode}" is not supported`);
+    if (src.type === "image" && !src.server) throw new BadRequest("Missing server");
+    const project = proj(req);
+    for (const a of body.aliases ?? []) validateAliasName(a.name);
+    return operations.create({
+      class: "task",
+      description: "Downloading image",
+      project: req.project,
+      mayCancel: true,
+      run: async (ctx) => {
+        const common = { public: body.public, autoUpdate: body.auto_update, aliases: body.aliases ?? [], signal: ctx.signal, onMetadata: ctx.updateMetadata, requestor: req.requestor };
+        const row =
+          src.type === "url"
+            ? await puller.pullUrl(project, src.url ?? "", common)
+            : await puller.pull(project, { server: src.server!, protocol: src.protocol, alias: src.alias, fingerprint: src.fingerprint, certificate: src.certificate, secret: src.secret, project: src.project, type: src.image_type ?? "" }, common);
+        // As LXD: the request's properties, profiles, public and auto_update apply to the stored image.
+        const props = body.properties ?? {};
+        if (body.public || body.auto_update || Object.keys(props).length > 0 || (body.profiles && body.profiles.length > 0)) {
+          images.update(project, row.fingerprint, {
+            public: body.public || row.public,
+            auto_update: body.auto_update || row.auto_update,
+            properties: { ...row.properties, ...props },
+            profiles: body.profiles && body.profiles.length > 0 ? body.profiles : row.profiles,
+          }, req.requestor);
+        }
+        // Aliases of an image that was already here (a fresh download recorded them with the image).
+        for (const a of body.aliases ?? []) {
+          if (!images.aliasExists(project, a.name)) images.createAlias(project, a.name, row.fingerprint, a.description, req.requestor);
+          else if (images.alias(project, a.name).fingerprint !== row.fingerprint) throw new Error(`Alias already exists: ${a.name}`);
+        }
+        return { fingerprint: row.fingerprint, size: String(row.size) };
+      },
+    });
   };
 
   const aliasView = (a: { name: string; fingerprint: string; description: string }, project: string) => ({
@@ -115,7 +158,7 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
             const body = decode(ImagesPost, received.body, "ImagesPost");
             const type = body.source.type;
             if (["container", "instance", "virtual-machine", "snapshot"].includes(type)) return operation(publisher.publish(req.project, body, req.requestor));
-            if (type === "image" || type === "url") throw new NotImplemented("Downloading images from remote servers is not supported");
+            if (type === "image" || type === "url") return operation(pullImage(req, body));
             throw new InternalError("Invalid images JSON");
           }
           const expected = req.headers["x-lxd-fingerprint"];

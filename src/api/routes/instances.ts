@@ -55,7 +55,19 @@ const InstancesPost = z
     name: z.string().default(""),
     type: z.string().optional(),
     source: z
-      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional() })
+      .object({
+        type: z.string().default("none"),
+        alias: z.string().optional(),
+        fingerprint: z.string().optional(),
+        source: z.string().optional(),
+        instance_only: z.boolean().optional(),
+        mode: z.string().optional(),
+        server: z.string().optional(),
+        protocol: z.string().optional(),
+        certificate: z.string().optional(),
+        secret: z.string().optional(),
+        project: z.string().optional(),
+      })
       .passthrough()
       .optional(),
   })
@@ -182,6 +194,10 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       description: body.description,
       source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only ?? false },
     };
+    const src = body.source;
+    if (src?.type === "image" && src.server) {
+      request.source.remote = { server: src.server, protocol: src.protocol, certificate: src.certificate, secret: src.secret, project: src.project };
+    }
     const checked = svc.checkCreate(req.project, request);
     const res = resources(req.project, body.name);
     if (checked.copySnapshot && request.source.source) {
@@ -190,7 +206,8 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       res.instances.push(...src.instances);
       res.containers.push(...src.containers);
     }
-    return instanceTask(core.operations, { description: "Creating instance", project: req.project, resources: res }, (signal) => svc.create(req.project, request, checked, signal));
+    // A pull can be cancelled while it downloads, as LXD's image download canceller allows.
+    return instanceTask(core.operations, { description: "Creating instance", project: req.project, resources: res, mayCancel: !!request.source.remote }, (signal, update) => svc.create(req.project, request, checked, signal, update));
   };
 
   const etagOf = (row: InstanceRow) => ({ architecture: row.architecture, config: row.config, devices: row.devices, ephemeral: row.ephemeral, profiles: row.profiles, description: row.description });

@@ -72,10 +72,10 @@ function pinned(pem: string): X509Certificate {
 }
 
 /** GET `url` over HTTPS, following redirects; resolves with the final response (any status). */
-export async function httpsGet(url: string, t: Transport, headers: Record<string, string> = {}): Promise<IncomingMessage> {
+export async function httpsGet(url: string, t: Transport, headers: Record<string, string> = {}, method: "GET" | "HEAD" = "GET"): Promise<IncomingMessage> {
   let current = url;
   for (let hops = 0; ; hops++) {
-    const res = await once(current, t, headers);
+    const res = await once(current, t, headers, method);
     const status = res.statusCode ?? 0;
     if (status >= 300 && status < 400 && status !== 304 && res.headers.location) {
       res.resume();
@@ -87,7 +87,7 @@ export async function httpsGet(url: string, t: Transport, headers: Record<string
   }
 }
 
-function once(url: string, t: Transport, headers: Record<string, string>): Promise<IncomingMessage> {
+function once(url: string, t: Transport, headers: Record<string, string>, method: string): Promise<IncomingMessage> {
   const u = new URL(url);
   if (u.protocol !== "https:") return Promise.reject(new Error(`Get "${url}": unsupported protocol scheme "${u.protocol.replace(/:$/, "")}"`));
   const pin = t.certificate ? pinned(t.certificate) : undefined;
@@ -95,14 +95,12 @@ function once(url: string, t: Transport, headers: Record<string, string>): Promi
     const req = httpsRequest(
       url,
       {
-        method: "GET",
+        method,
         headers: { "User-Agent": USER_AGENT, ...headers },
         signal: t.signal,
         ca: pin ? [pin.toString()] : systemCertificates(),
         // A pinned certificate is the identity: as LXD, any name is accepted when the exact certificate is presented.
-        checkServerIdentity: pin
-          ? (_host, cert) => (cert.fingerprint256 === pin.fingerprint256 ? undefined : new Error("Server certificate does not match the pinned certificate"))
-          : undefined,
+        ...(pin ? { checkServerIdentity: (_host: string, cert: { fingerprint256: string }) => (cert.fingerprint256 === pin.fingerprint256 ? undefined : new Error("Server certificate does not match the pinned certificate")) } : {}),
         agent: false,
       },
       resolve,
@@ -114,7 +112,7 @@ function once(url: string, t: Transport, headers: Record<string, string>): Promi
 }
 
 function wrap(url: string, e: Error): Error {
-  return e.message.startsWith("Get \"") ? e : new Error(`Get "${url}": ${e.message}`);
+  return /^(Get|Head) "/.test(e.message) ? e : new Error(`Get "${url}": ${e.message}`);
 }
 
 /** Read a bounded body. */
