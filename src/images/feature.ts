@@ -5,6 +5,7 @@ import type { Core, Feature } from "../daemon/daemon.js";
 import { ImageRepo } from "../db/image-repo.js";
 import { ImagePublisher } from "./publish.js";
 import { ImagePuller } from "./pull.js";
+import { ImageSecrets } from "./secrets.js";
 import { ImageService } from "./service.js";
 
 export class ImagesFeature implements Feature {
@@ -12,6 +13,7 @@ export class ImagesFeature implements Feature {
   readonly service: ImageService;
   private readonly publisher: ImagePublisher;
   readonly puller: ImagePuller;
+  private readonly secrets: ImageSecrets;
 
   constructor(private readonly core: Core) {
     this.service = new ImageService({
@@ -44,6 +46,7 @@ export class ImagesFeature implements Feature {
       log: core.log,
       autoUpdateInterval: () => Number(core.server.get("images.auto_update_interval") ?? "6"),
     });
+    this.secrets = new ImageSecrets(core.operations, core.events);
     const service = this.service;
     const puller = this.puller;
     core.ports.images = {
@@ -66,7 +69,7 @@ export class ImagesFeature implements Feature {
   }
 
   routes() {
-    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher, puller: this.puller });
+    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher, puller: this.puller, secrets: this.secrets });
   }
 
   async start(): Promise<void> {

@@ -4,6 +4,7 @@ import type { OperationManager } from "../../operations/manager.js";
 import { validateAliasName, type ImageService } from "../../images/service.js";
 import type { ImagePublisher } from "../../images/publish.js";
 import type { ImagePuller } from "../../images/pull.js";
+import type { ImageSecrets } from "../../images/secrets.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
@@ -76,17 +77,24 @@ export interface ImageRouteDeps {
   operations: OperationManager;
   publisher: ImagePublisher;
   puller: ImagePuller;
+  secrets: ImageSecrets;
 }
 
-export function imageRoutes({ images, operations, publisher, puller }: ImageRouteDeps): Route[] {
+export function imageRoutes({ images, operations, publisher, puller, secrets }: ImageRouteDeps): Route[] {
   /** The project whose images a request sees (features.images=false shares default's). */
   const proj = (req: ApiRequest) => images.projectFor(req.project);
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
   const aliasUrl = (name: string) => `/1.0/images/aliases/${encodeURIComponent(name)}`;
-  /** Untrusted clients see public images only; anything else is "not found" to them. */
-  const visible = (req: ApiRequest) => {
+  /**
+   * Untrusted clients see public images, and a private one with its secret (?secret=, from
+   * POST /1.0/images/{fp}/secret); anything else is "not found" to them. A secret is used up
+   * by whoever presents it, as LXD does.
+   */
+  const visible = async (req: ApiRequest) => {
     const row = images.byPrefix(proj(req), req.params.fingerprint);
-    if (!req.requestor.trusted && !row.public) throw new NotFound("Image not found");
+    const secret = typeof req.query.secret === "string" ? req.query.secret : undefined;
+    const opened = await secrets.use(req.project, row.fingerprint, secret);
+    if (!req.requestor.trusted && !row.public && !opened) throw new NotFound("Image not found");
     return row;
   };
   const etagOf = (v: { public: boolean; auto_update: boolean; properties: Record<string, string> }) => [v.public, v.auto_update, v.properties];
@@ -187,8 +195,8 @@ export function imageRoutes({ images, operations, publisher, puller }: ImageRout
     route(
       "/1.0/images/:fingerprint",
       {
-        GET: (req) => {
-          const row = visible(req);
+        GET: async (req) => {
+          const row = await visible(req);
           return sync(images.view(row), { etag: etagOf(row) });
         },
         PUT: updateImage(false),
@@ -213,7 +221,7 @@ export function imageRoutes({ images, operations, publisher, puller }: ImageRout
       "/1.0/images/:fingerprint/export",
       {
         GET: async (req, reply) => {
-          const row = visible(req);
+          const row = await visible(req);
           await exportImage(images, row, req, reply);
           return handled();
         },
@@ -222,7 +230,12 @@ export function imageRoutes({ images, operations, publisher, puller }: ImageRout
     ),
     // Upstream endpoints nodelxd does not implement (no remote image servers): 501, not 404.
     route("/1.0/images/:fingerprint/refresh", {}),
-    route("/1.0/images/:fingerprint/secret", {}),
+    route("/1.0/images/:fingerprint/secret", {
+      POST: (req) => {
+        const row = images.byPrefix(proj(req), req.params.fingerprint);
+        return operation(secrets.create(req.project, row.fingerprint, req.requestor));
+      },
+    }),
     route("/1.0/images/aliases", {
       GET: (req) => {
         const list = images.aliases(proj(req));
