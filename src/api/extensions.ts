@@ -109,4 +109,5 @@ export const apiExtensions: string[] = [
   "container_backup_override_pool",
   "backup_override_name",
   "container_syscall_filtering",
+  "image_force_refresh",
 ];

@@ -193,6 +193,18 @@ export class ImageRepo {
     });
   }
 
+  /** A refreshed image takes over its predecessor's use record, profiles and aliases. */
+  takeOver(project: string, from: ImageRecordRow, to: string): void {
+    this.db
+      .prepare("UPDATE images SET cached = ?, last_used_at = ?, profiles = ? WHERE project = ? AND fingerprint = ?")
+      .run(from.cached ? 1 : 0, from.last_used_at, JSON.stringify(from.profiles), project, to);
+    this.db.prepare("UPDATE image_aliases SET fingerprint = ? WHERE project = ? AND fingerprint = ?").run(to, project, from.fingerprint);
+  }
+
+  cachedRows(): ImageRecordRow[] {
+    return (this.db.prepare("SELECT * FROM images WHERE cached = 1").all() as Raw[]).map(fromRaw);
+  }
+
   setCachedUsed(project: string, fingerprint: string, at: string): void {
     this.db.prepare("UPDATE images SET cached = 1, last_used_at = ? WHERE project = ? AND fingerprint = ?").run(at, project, fingerprint);
   }

@@ -6,6 +6,7 @@ import { ImageRepo } from "../db/image-repo.js";
 import { ImagePublisher } from "./publish.js";
 import { ImagePuller } from "./pull.js";
 import { ImageSecrets } from "./secrets.js";
+import { ImageRefresher } from "./refresh.js";
 import { ImageService } from "./service.js";
 
 export class ImagesFeature implements Feature {
@@ -14,6 +15,7 @@ export class ImagesFeature implements Feature {
   private readonly publisher: ImagePublisher;
   readonly puller: ImagePuller;
   private readonly secrets: ImageSecrets;
+  readonly refresher: ImageRefresher;
 
   constructor(private readonly core: Core) {
     this.service = new ImageService({
@@ -47,6 +49,7 @@ export class ImagesFeature implements Feature {
       autoUpdateInterval: () => Number(core.server.get("images.auto_update_interval") ?? "6"),
     });
     this.secrets = new ImageSecrets(core.operations, core.events);
+    this.refresher = new ImageRefresher({ images: this.service, puller: this.puller, events: core.events, log: core.log, config: (k) => core.server.get(k) });
     const service = this.service;
     const puller = this.puller;
     core.ports.images = {
@@ -69,10 +72,15 @@ export class ImagesFeature implements Feature {
   }
 
   routes() {
-    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher, puller: this.puller, secrets: this.secrets });
+    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher, puller: this.puller, secrets: this.secrets, refresher: this.refresher });
   }
 
   async start(): Promise<void> {
     await this.service.cleanup();
+    this.refresher.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.refresher.stop();
   }
 }

@@ -325,6 +325,15 @@ export class ImageService implements ImagesPort {
     return this.repo.withSources();
   }
 
+  /** After a refresh: `to` takes over `from`'s cached flag, last use, profiles and aliases. */
+  replaceWith(project: string, from: ImageRecordRow, to: string): void {
+    this.repo.transaction(() => this.repo.takeOver(project, from, to));
+  }
+
+  cachedRows(): ImageRecordRow[] {
+    return this.repo.cachedRows();
+  }
+
   /** A cached image was used again (LXD's SetImageCachedAndLastUseDate). */
   touchCached(project: string, fingerprint: string): void {
     this.repo.setCachedUsed(project, fingerprint, goTime(new Date()));

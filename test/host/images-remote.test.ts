@@ -359,3 +359,56 @@ describe("lying servers", () => {
     expect(op.err).toBe("Unsupported protocol: nope");
   }, 120_000);
 });
+
+describe("freshness", () => {
+  const aliasTarget = async (n: string) => JSON.parse(ok("query", `/1.0/images/aliases/${n}`)).target;
+
+  it("lxc image copy s:busybox/1.36 local: --alias fresh --auto-update, then lxc image refresh fresh after a new version", async () => {
+    const v1 = ss.publish("20240701_00:00");
+    let r = await lxc("image", "copy", "s:busybox/1.36", "local:", "--alias", "fresh", "--auto-update");
+    expect(r.code, r.stderr).toBe(0);
+    expect(await aliasTarget("fresh")).toBe(v1.squashfs);
+    expect(JSON.parse(ok("query", `/1.0/images/${v1.squashfs}`))).toMatchObject({ auto_update: true, cached: false });
+    r = await lxc("image", "refresh", "fresh");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("Image already up to date.");
+    const v2 = ss.publish("20240801_00:00");
+    r = await lxc("image", "refresh", "fresh");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("Image refreshed successfully!");
+    expect(await aliasTarget("fresh")).toBe(v2.squashfs);
+    expect((await d.api("GET", `/1.0/images/${v1.squashfs}`)).status).toBe(404);
+    expect(JSON.parse(ok("query", `/1.0/images/${v2.squashfs}`))).toMatchObject({ auto_update: true });
+  }, 180_000);
+
+  it("images.auto_update_interval: a change runs the auto-update, which replaces the image (image-refreshed)", async () => {
+    const before = await aliasTarget("fresh");
+    const v3 = ss.publish("20240901_00:00");
+    const r = await d.api("PATCH", "/1.0", { config: { "images.auto_update_interval": "1" } });
+    expect(r.status).toBe(200);
+    let now = before;
+    for (let i = 0; i < 120 && now !== v3.squashfs; i++) {
+      await new Promise((res) => setTimeout(res, 500));
+      now = await aliasTarget("fresh");
+    }
+    expect(now).toBe(v3.squashfs);
+    expect((await d.api("GET", `/1.0/images/${before}`)).status).toBe(404);
+  }, 120_000);
+
+  it("images.remote_cache_expiry: cached images unused for longer are deleted, others kept", async () => {
+    const all = await images();
+    const stale = all.find((i) => i.cached)!.fingerprint;
+    const kept = all.find((i) => !i.cached)!.fingerprint;
+    const q = d.cli("sql", "global", `UPDATE images SET last_used_at = '2000-01-01T00:00:00Z' WHERE fingerprint = '${stale}'`);
+    expect(q.code, q.stderr).toBe(0);
+    expect((await d.api("PATCH", "/1.0", { config: { "images.remote_cache_expiry": "3" } })).status).toBe(200);
+    let status = 200;
+    for (let i = 0; i < 60 && status === 200; i++) {
+      await new Promise((res) => setTimeout(res, 500));
+      status = (await d.api("GET", `/1.0/images/${stale}`)).status;
+    }
+    expect(status).toBe(404);
+    expect((await d.api("GET", `/1.0/images/${kept}`)).status).toBe(200);
+  }, 60_000);
+});
+

@@ -5,6 +5,7 @@ import { validateAliasName, type ImageService } from "../../images/service.js";
 import type { ImagePublisher } from "../../images/publish.js";
 import type { ImagePuller } from "../../images/pull.js";
 import type { ImageSecrets } from "../../images/secrets.js";
+import type { ImageRefresher } from "../../images/refresh.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
@@ -78,9 +79,10 @@ export interface ImageRouteDeps {
   publisher: ImagePublisher;
   puller: ImagePuller;
   secrets: ImageSecrets;
+  refresher: ImageRefresher;
 }
 
-export function imageRoutes({ images, operations, publisher, puller, secrets }: ImageRouteDeps): Route[] {
+export function imageRoutes({ images, operations, publisher, puller, secrets, refresher }: ImageRouteDeps): Route[] {
   /** The project whose images a request sees (features.images=false shares default's). */
   const proj = (req: ApiRequest) => images.projectFor(req.project);
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
@@ -228,8 +230,25 @@ export function imageRoutes({ images, operations, publisher, puller, secrets }: 
       },
       ["GET"],
     ),
-    // Upstream endpoints nodelxd does not implement (no remote image servers): 501, not 404.
-    route("/1.0/images/:fingerprint/refresh", {}),
+    route("/1.0/images/:fingerprint/refresh", {
+      POST: (req) => {
+        const row = images.byPrefix(proj(req), req.params.fingerprint);
+        return operation(
+          operations.create({
+            class: "task",
+            description: "Refreshing image",
+            project: req.project,
+            run: async (ctx) => {
+              try {
+                await refresher.refresh(row.project, row.fingerprint, { signal: ctx.signal, onMetadata: ctx.updateMetadata, requestor: req.requestor });
+              } catch (e) {
+                throw new Error(`Failed to update image "${row.fingerprint}" in project "${req.project}": ${(e as Error).message}`);
+              }
+            },
+          }),
+        );
+      },
+    }),
     route("/1.0/images/:fingerprint/secret", {
       POST: (req) => {
         const row = images.byPrefix(proj(req), req.params.fingerprint);
