@@ -1,7 +1,7 @@
 // Image freshness, as LXD's autoUpdateImage and pruneExpiredImages: an image with a recorded
 // source is pulled again by its alias; a new fingerprint replaces it (cached flag and last use
 // carried over, aliases moved, the old image deleted, "image-refreshed"). Background tasks:
-// auto-update every images.auto_update_interval hours (0: never), expiry of cached images
+// auto-update at start and every images.auto_update_interval hours (0: never), expiry of cached images
 // unused for images.remote_cache_expiry days (at start, daily). A change of either key runs
 // its task at once (the keys are re-read every few seconds: no per-request work).
 import type { Logger } from "pino";
@@ -106,7 +106,9 @@ export class ImageRefresher {
 
   start(): void {
     this.lastKeys = { interval: this.deps.config("images.auto_update_interval") ?? "", expiry: this.deps.config("images.remote_cache_expiry") ?? "" };
+    // As LXD: both tasks run once at start (a restart refreshes auto-updating images at once).
     this.serial(() => this.pruneExpired());
+    if (Number(this.deps.config("images.auto_update_interval") ?? "6") > 0) this.serial(() => this.autoUpdateAll());
     this.scheduleAutoUpdate();
     const daily = setInterval(() => this.serial(() => this.pruneExpired()), DAY);
     daily.unref();

@@ -47,6 +47,8 @@ export interface ImageView {
   filename: string;
   fingerprint: string;
   size: number;
+  /** Where a remote image came from (LXD's images_source), for images that have one. */
+  update_source?: { alias: string; certificate: string; protocol: string; server: string; image_type: string };
   type: string;
   created_at: string;
   last_used_at: string;
@@ -440,6 +442,7 @@ export class ImageService implements ImagesPort {
       filename: row.filename,
       fingerprint: row.fingerprint,
       size: row.size,
+      ...updateSource(this.repo.source(row.project, row.fingerprint)),
       type: row.type,
       created_at: row.created_at,
       last_used_at: row.last_used_at,
@@ -608,6 +611,10 @@ export class ImageService implements ImagesPort {
 export function validateAliasName(name: string): void {
   if (name === "") throw new BadRequest("Alias name can't be empty");
   if (/[\x00-\x1f\x7f]/.test(name)) throw new BadRequest("Alias names can't contain control characters");
+}
+
+function updateSource(src: ImageSourceRow | undefined): Pick<ImageView, "update_source"> {
+  return src ? { update_source: { alias: src.alias, certificate: src.certificate, protocol: src.protocol, server: src.server, image_type: "" } } : {};
 }
 
 function eventRequestor(r?: Requestor) {
