@@ -118,7 +118,7 @@ export class ImageRefresher {
       // As LXD resets the task when the key changes: it runs now, then on the new schedule.
       if (interval !== this.lastKeys.interval) {
         this.scheduleAutoUpdate();
-        this.serial(() => this.autoUpdateAll());
+        if (Number(interval || "6") > 0) this.serial(() => this.autoUpdateAll());
       }
       if (expiry !== this.lastKeys.expiry) this.serial(() => this.pruneExpired());
       this.lastKeys = { interval, expiry };

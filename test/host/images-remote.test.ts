@@ -219,6 +219,12 @@ describe("concurrency, cancellation, crashes", () => {
 });
 
 describe("lying servers", () => {
+  beforeAll(async () => {
+    // No background auto-update (it ran at the restart above) while these count leftover files.
+    expect((await d.api("PATCH", "/1.0", { config: { "images.auto_update_interval": "0" } })).status).toBe(200);
+    for (let i = 0; i < 120 && buildDirs().length > 0; i++) await new Promise((r) => setTimeout(r, 500));
+  }, 90_000);
+
   const pull = async (fingerprint: string) => {
     const r = await d.api("POST", "/1.0/images", { source: { type: "image", mode: "pull", server: ss.url, protocol: "simplestreams", alias: fingerprint } });
     expect(r.status).toBe(202);
@@ -410,5 +416,50 @@ describe("freshness", () => {
     expect(status).toBe(404);
     expect((await d.api("GET", `/1.0/images/${kept}`)).status).toBe(200);
   }, 60_000);
+});
+
+describe("source.type url (LXD-Image-Hash / LXD-Image-URL)", () => {
+  const pullUrl = async (path: string) => {
+    const r = await d.api("POST", "/1.0/images", { source: { type: "url", url: ss.url + path } });
+    expect(r.status).toBe(202);
+    return wait(r.body.operation);
+  };
+
+  it("HEADs the URL, downloads the file it names, checks the hash and stores the image", async () => {
+    const v = ss.publish("20241001_00:00");
+    const file = "/images/busybox/20241001_00_00/lxd_combined.tar.gz";
+    let sawHeaders: Record<string, unknown> = {};
+    ss.override("/direct", (req, res) => {
+      sawHeaders = req.headers;
+      res.writeHead(200, { "LXD-Image-Hash": v.combined, "LXD-Image-URL": file }).end();
+    });
+    try {
+      const op = await pullUrl("/direct");
+      expect(op.status, op.err).toBe("Success");
+      expect(op.metadata.fingerprint).toBe(v.combined);
+      expect(sawHeaders["lxd-server-architectures"]).toBe("x86_64");
+      expect(JSON.parse(ok("query", `/1.0/images/${v.combined}`))).toMatchObject({ cached: false, type: "container" });
+    } finally {
+      ss.override("/direct", undefined);
+    }
+  });
+
+  it("a hash that does not match, or missing headers, fail and leave nothing", async () => {
+    const file = "/images/busybox/20241001_00_00/root.tar.xz";
+    const wrong = "ab".repeat(32);
+    ss.override("/lying", (_q, res) => res.writeHead(200, { "LXD-Image-Hash": wrong, "LXD-Image-URL": file }).end());
+    ss.override("/bare", (_q, res) => res.writeHead(200).end());
+    try {
+      let op = await pullUrl("/lying");
+      expect(op.status).toBe("Failure");
+      expect(op.err).toMatch(new RegExp(`^Hash mismatch for "https://127\\.0\\.0\\.1:\\d+${file.replace(/\./g, "\\.")}": [0-9a-f]{64} != ${wrong}$`));
+      expect(buildDirs()).toEqual([]);
+      op = await pullUrl("/bare");
+      expect(op.err).toBe("Missing LXD-Image-Hash header");
+    } finally {
+      ss.override("/lying", undefined);
+      ss.override("/bare", undefined);
+    }
+  });
 });
 
