@@ -3,7 +3,7 @@
 // (concurrent requests wait for the first), verify, validate and store it, recording where it
 // came from. Downloads go to a build directory under $LXD_DIR/images, removed on failure,
 // cancellation, or at the next start after a crash.
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir, open, rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -234,7 +234,6 @@ export class ImagePuller {
       try {
         const file = join(dir, "image");
         const out = createWriteStream(file, { flags: "wx", mode: 0o600 });
-        const { createHash } = await import("node:crypto");
         const sha = createHash("sha256");
         let size: number;
         try {
