@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   lxc lxc-dev lxd lxd-client uidmap            # liblxc tooling (+ headers for native/start.c), reference LXD and its client
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
-  btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
+  btrfs-progs xz-utils zstd bzip2 gzip tar squashfs-tools  # storage and images (unsquashfs; mksquashfs builds the test image server's squashfs)
   rsync                                       # storage copies and migration (lxd/rsync as upstream)
   busybox-static curl jq python3-pylxd util-linux ca-certificates file  # test image (file checks busybox is static) and harness
   tcpdump attr openssl kmod sqlite3 fuse3 mount bsdutils  # spawned by tests or the daemon: tcpdump (networks), getfattr/setfattr (security), openssl (certificates), modprobe (linux.kernel_modules), sqlite3 (LXD's suite, lxd sql checks), script (console)

@@ -147,4 +147,5 @@ export const apiExtensions: string[] = [
   "instance_project_move",
   "container_push",
   "container_push_target",
+  "image_force_refresh",
 ];

@@ -22,6 +22,15 @@ export interface ImagesPort {
    * out an instance volume: rootfs/, metadata.yaml, templates/. Safe against hostile tarballs.
    */
   unpackInto(fingerprint: string, target: string, opts?: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<void>;
+  /**
+   * Pull an image from a remote server into `project` (or reuse the cached copy), marked
+   * cached; resolves with the local image. `onMetadata` receives download progress.
+   */
+  pull?(
+    project: string,
+    src: { server: string; protocol?: string; certificate?: string; secret?: string; project?: string; alias?: string; fingerprint?: string; type?: string },
+    opts: { signal?: AbortSignal; onMetadata?: (patch: Record<string, unknown>) => void },
+  ): Promise<ImageRecord>;
   /** Record that an image was used to create an instance (last_used_at). */
   markUsed(fingerprint: string): void;
 }

@@ -22,6 +22,16 @@ export interface ImageRecordRow {
   profiles: string[];
 }
 
+/** Where a remote image came from (LXD's images_source). */
+export interface ImageSourceRow {
+  project: string;
+  fingerprint: string;
+  server: string;
+  protocol: string;
+  certificate: string;
+  alias: string;
+}
+
 export interface AliasRow {
   project: string;
   name: string;
@@ -147,6 +157,56 @@ export class ImageRepo {
 
   deleteAlias(project: string, name: string): boolean {
     return this.db.prepare("DELETE FROM image_aliases WHERE project = ? AND name = ?").run(project, name).changes > 0;
+  }
+
+  // Sources (remote images)
+
+  source(project: string, fingerprint: string): ImageSourceRow | undefined {
+    return this.db.prepare("SELECT * FROM image_sources WHERE project = ? AND fingerprint = ?").get(project, fingerprint) as ImageSourceRow | undefined;
+  }
+
+  setSource(row: ImageSourceRow): void {
+    this.db
+      .prepare("INSERT OR REPLACE INTO image_sources (project, fingerprint, server, protocol, certificate, alias) VALUES (?, ?, ?, ?, ?, ?)")
+      .run(row.project, row.fingerprint, row.server, row.protocol, row.certificate, row.alias);
+  }
+
+  /** The newest cached image of a project pulled from (server, protocol, alias) for an architecture. */
+  cachedFromSource(project: string, server: string, protocol: string, alias: string, type: string, architecture: string): ImageRecordRow | undefined {
+    const r = this.db
+      .prepare(
+        `SELECT i.* FROM images i JOIN image_sources s ON s.project = i.project AND s.fingerprint = i.fingerprint
+         WHERE i.project = ? AND s.server = ? AND s.protocol = ? AND s.alias = ? AND i.cached = 1 AND (? = '' OR i.type = ?) AND i.architecture = ?
+         ORDER BY i.uploaded_at DESC LIMIT 1`,
+      )
+      .get(project, server, protocol, alias, type, type, architecture) as Raw | undefined;
+    return r && fromRaw(r);
+  }
+
+  /** Every image with a recorded source (refresh candidates). */
+  withSources(): (ImageRecordRow & { source: ImageSourceRow })[] {
+    const rows = this.db.prepare("SELECT s.server AS s_server, s.protocol AS s_protocol, s.certificate AS s_certificate, s.alias AS s_alias, i.* FROM images i JOIN image_sources s ON s.project = i.project AND s.fingerprint = i.fingerprint").all() as (Raw & Record<string, string>)[];
+    return rows.map((r) => {
+      const { s_server, s_protocol, s_certificate, s_alias, ...raw } = r;
+      const row = fromRaw(raw as unknown as Raw);
+      return { ...row, source: { project: row.project, fingerprint: row.fingerprint, server: s_server, protocol: s_protocol, certificate: s_certificate, alias: s_alias } };
+    });
+  }
+
+  /** A refreshed image takes over its predecessor's use record, profiles and aliases. */
+  takeOver(project: string, from: ImageRecordRow, to: string): void {
+    this.db
+      .prepare("UPDATE images SET cached = ?, last_used_at = ?, profiles = ? WHERE project = ? AND fingerprint = ?")
+      .run(from.cached ? 1 : 0, from.last_used_at, JSON.stringify(from.profiles), project, to);
+    this.db.prepare("UPDATE image_aliases SET fingerprint = ? WHERE project = ? AND fingerprint = ?").run(to, project, from.fingerprint);
+  }
+
+  cachedRows(): ImageRecordRow[] {
+    return (this.db.prepare("SELECT * FROM images WHERE cached = 1").all() as Raw[]).map(fromRaw);
+  }
+
+  setCachedUsed(project: string, fingerprint: string, at: string): void {
+    this.db.prepare("UPDATE images SET cached = 1, last_used_at = ? WHERE project = ? AND fingerprint = ?").run(at, project, fingerprint);
   }
 
   transaction<T>(fn: () => T): T {

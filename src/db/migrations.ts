@@ -3,6 +3,7 @@
 //   1-9 foundation/trust · 10-19 storage & profiles · 20-29 images · 30-39 instances · 40-49 networks
 //   60-69 instance snapshots and projects · 90-99 network ACLs, forwards and zones
 //   160-169 custom volume snapshots, schedules, backups
+//   60-69 instance snapshots and projects
 export interface Migration {
   version: number;
   name: string;
@@ -273,6 +274,22 @@ export const migrations: Migration[] = [
         entries TEXT NOT NULL DEFAULT '[]',
         config TEXT NOT NULL DEFAULT '{}',
         UNIQUE (zone_id, name)
+      );
+    `,
+  },
+  {
+    version: 140,
+    name: "image sources (remote images: where a cached or copied image came from, for refresh)",
+    sql: `
+      CREATE TABLE image_sources (
+        project TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        server TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        certificate TEXT NOT NULL DEFAULT '',
+        alias TEXT NOT NULL,
+        PRIMARY KEY (project, fingerprint),
+        FOREIGN KEY (project, fingerprint) REFERENCES images (project, fingerprint) ON DELETE CASCADE ON UPDATE CASCADE
       );
     `,
   },

@@ -4,12 +4,18 @@ import { imageRoutes } from "../api/routes/images.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { ImageRepo } from "../db/image-repo.js";
 import { ImagePublisher } from "./publish.js";
+import { ImagePuller } from "./pull.js";
+import { ImageSecrets } from "./secrets.js";
+import { ImageRefresher } from "./refresh.js";
 import { ImageService } from "./service.js";
 
 export class ImagesFeature implements Feature {
   readonly name = "images";
   readonly service: ImageService;
   private readonly publisher: ImagePublisher;
+  readonly puller: ImagePuller;
+  private readonly secrets: ImageSecrets;
+  readonly refresher: ImageRefresher;
 
   constructor(private readonly core: Core) {
     this.service = new ImageService({
@@ -37,14 +43,52 @@ export class ImagesFeature implements Feature {
       ports: core.ports,
       defaultCompression: () => core.server.get("images.compression_algorithm") ?? "gzip",
     });
-    core.ports.images = this.service;
+    this.puller = new ImagePuller({
+      images: this.service,
+      log: core.log,
+      autoUpdateInterval: () => Number(core.server.get("images.auto_update_interval") ?? "6"),
+    });
+    this.secrets = new ImageSecrets(core.operations, core.events);
+    this.refresher = new ImageRefresher({ images: this.service, puller: this.puller, events: core.events, log: core.log, config: (k) => core.server.get(k) });
+    const service = this.service;
+    const puller = this.puller;
+    core.ports.images = {
+      resolve: (project, ref) => service.resolve(project, ref),
+      unpackInto: (fp, target, opts) => service.unpackInto(fp, target, opts),
+      markUsed: (fp) => service.markUsed(fp),
+      // LXD's createFromImage: cached, auto-updated when images.auto_update_cached, private.
+      pull: async (project, src, opts) => {
+        const row = await puller.pull(service.projectFor(project), src, {
+          setCached: true,
+          preferCached: true,
+          autoUpdate: ["true", "1", "yes", "on"].includes(String(core.server.get("images.auto_update_cached") ?? "true").toLowerCase()),
+          public: false,
+          signal: opts.signal,
+          onMetadata: opts.onMetadata,
+        });
+        return service.resolve(project, { fingerprint: row.fingerprint });
+      },
+    };
   }
 
   routes() {
-    return imageRoutes({ images: this.service, operations: this.core.operations, publisher: this.publisher, imageSpaceBudget: (project) => this.core.ports.projects?.imageSpaceBudget?.(project) ?? -1 });
+    return imageRoutes({
+      images: this.service,
+      operations: this.core.operations,
+      publisher: this.publisher,
+      imageSpaceBudget: (project) => this.core.ports.projects?.imageSpaceBudget?.(project) ?? -1,
+      puller: this.puller,
+      secrets: this.secrets,
+      refresher: this.refresher,
+    });
   }
 
   async start(): Promise<void> {
     await this.service.cleanup();
+    this.refresher.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.refresher.stop();
   }
 }

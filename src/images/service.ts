@@ -9,12 +9,14 @@ import type { Logger } from "pino";
 import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
 import type { Requestor } from "../api/route.js";
 import type { ImageRecord, ImagesPort } from "../daemon/ports.js";
-import { sortedMap, type AliasRow, type ImageRecordRow, type ImageRepo } from "../db/image-repo.js";
+import { sortedMap, type AliasRow, type ImageRecordRow, type ImageRepo, type ImageSourceRow } from "../db/image-repo.js";
 import type { EventHub } from "../operations/events.js";
 import { run } from "../os/exec.js";
 import { extractTarball, scanTarball } from "./archive.js";
 import type { BuiltImage } from "./publish.js";
 import { parseImageMetadata, type ImageMetadata } from "./metadata.js";
+import type { RemoteImage } from "./remote/types.js";
+import { extractSquashfs, isSquashfs, scanSquashfs } from "./squashfs.js";
 import { BUILD_PREFIX, discardUpload, type Upload } from "./upload.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
@@ -45,6 +47,8 @@ export interface ImageView {
   filename: string;
   fingerprint: string;
   size: number;
+  /** Where a remote image came from (LXD's images_source), for images that have one. */
+  update_source?: { alias: string; certificate: string; protocol: string; server: string; image_type: string };
   type: string;
   created_at: string;
   last_used_at: string;
@@ -61,6 +65,17 @@ export interface ImportOptions {
   profiles?: string[];
   requestor?: Requestor;
   signal?: AbortSignal;
+  /**
+   * A remote image (pull): its description gives the record's fields (as LXD stores the
+   * remote's api.Image), and where it came from is recorded for refreshes.
+   */
+  remote?: {
+    info: RemoteImage;
+    cached: boolean;
+    autoUpdate: boolean;
+    source?: Omit<ImageSourceRow, "project" | "fingerprint">;
+    aliases?: { name: string; description: string }[];
+  };
   /** Called once the upload is known to be a valid image (operation metadata), even if it then proves a duplicate. */
   onIdentified?: (info: { fingerprint: string; size: string }) => void;
 }
@@ -165,28 +180,39 @@ export class ImageService implements ImagesPort {
       opts.onIdentified?.({ fingerprint, size: String(size) });
       if (this.repo.get(project, fingerprint)) throw new Conflict("Image with same fingerprint already exists");
 
+      const remote = opts.remote;
+      if (remote && remote.info.type !== type) throw new BadRequest(`Image type mismatch: the server said ${remote.info.type}, the image is ${type}`);
+      const now = goTime(new Date());
       const row: ImageRecordRow = {
         project,
         fingerprint,
         type,
-        filename: upload.filename,
+        filename: remote ? remote.info.filename : upload.filename,
         size,
         split: upload.kind === "split",
         public: opts.public ?? false,
-        auto_update: false,
-        cached: false,
-        architecture: meta.architecture,
-        created_at: unixTime(meta.creation_date),
-        expires_at: unixTime(meta.expiry_date),
-        uploaded_at: goTime(new Date()),
-        last_used_at: ZERO_TIME,
-        properties: { ...meta.properties, ...(opts.properties ?? {}) },
+        auto_update: remote?.autoUpdate ?? false,
+        cached: remote?.cached ?? false,
+        architecture: remote?.info.architecture || meta.architecture,
+        created_at: remote?.info.created_at || unixTime(meta.creation_date),
+        expires_at: remote?.info.expires_at || unixTime(meta.expiry_date),
+        uploaded_at: now,
+        last_used_at: remote?.cached ? now : ZERO_TIME,
+        properties: { ...(remote ? remote.info.properties : meta.properties), ...(opts.properties ?? {}) },
         profiles: opts.profiles && opts.profiles.length > 0 ? opts.profiles : ["default"],
       };
+      for (const a of remote?.aliases ?? []) validateAliasName(a.name);
       await this.withFileLock(fingerprint, async () => {
         const placed = await this.place(this.uploadMoves(upload));
         try {
-          this.repo.insert(row);
+          this.repo.transaction(() => {
+            this.repo.insert(row);
+            if (remote?.source) this.repo.setSource({ project, fingerprint, ...remote.source });
+            for (const a of remote?.aliases ?? []) {
+              if (this.repo.alias(project, a.name)) throw new Conflict(`Alias already exists: ${a.name}`);
+              this.repo.insertAlias({ project, name: a.name, fingerprint, description: a.description });
+            }
+          });
         } catch (err) {
           await this.unplace(fingerprint, placed);
           if (String((err as Error).message).includes("UNIQUE")) throw new Conflict("Image with same fingerprint already exists");
@@ -194,6 +220,9 @@ export class ImageService implements ImagesPort {
         }
       });
       this.deps.events.lifecycle("image-created", `/1.0/images/${fingerprint}`, { project, context: { type }, requestor: eventRequestor(opts.requestor) });
+      for (const a of remote?.aliases ?? []) {
+        this.deps.events.lifecycle("image-alias-created", `/1.0/images/aliases/${a.name}`, { project, context: { target: fingerprint }, requestor: eventRequestor(opts.requestor) });
+      }
       return this.view(row);
     } finally {
       await discardUpload(upload);
@@ -214,7 +243,10 @@ export class ImageService implements ImagesPort {
     let type: ImageRecordRow["type"];
     if (upload.kind === "split") {
       type = upload.rootfsPart === "rootfs" ? "container" : "virtual-machine";
-      if (type === "container") await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
+      if (type === "container") {
+        if (await isSquashfs(upload.rootfsFile)) await scanSquashfs(upload.rootfsFile, signal);
+        else await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
+      }
     } else if (gate.sawRootfs) type = "container";
     else if (gate.sawRootfsImg) type = "virtual-machine";
     else throw new BadRequest("Invalid instance type");
@@ -269,6 +301,61 @@ export class ImageService implements ImagesPort {
     for (const a of opts.aliases) {
       this.deps.events.lifecycle("image-alias-created", `/1.0/images/aliases/${a.name}`, { project, context: { target: fingerprint }, requestor: eventRequestor(opts.requestor) });
     }
+    return this.view(row);
+  }
+
+  /** The record of `fingerprint` in `project`, if any. */
+  find(project: string, fingerprint: string): ImageRecordRow | undefined {
+    return this.repo.get(project, fingerprint);
+  }
+
+  /** Any project's record of `fingerprint`. */
+  anyRecord(fingerprint: string): ImageRecordRow | undefined {
+    return this.repo.anyWithFingerprint(fingerprint);
+  }
+
+  source(project: string, fingerprint: string): ImageSourceRow | undefined {
+    return this.repo.source(project, fingerprint);
+  }
+
+  cachedFromSource(project: string, src: { server: string; protocol: string; alias: string; type: string; architecture: string }): ImageRecordRow | undefined {
+    return this.repo.cachedFromSource(project, src.server, src.protocol, src.alias, src.type, src.architecture);
+  }
+
+  /** Images with a recorded source, for refreshes. */
+  withSources(): (ImageRecordRow & { source: ImageSourceRow })[] {
+    return this.repo.withSources();
+  }
+
+  /** After a refresh: `to` takes over `from`'s cached flag, last use, profiles and aliases. */
+  replaceWith(project: string, from: ImageRecordRow, to: string): void {
+    this.repo.transaction(() => this.repo.takeOver(project, from, to));
+  }
+
+  cachedRows(): ImageRecordRow[] {
+    return this.repo.cachedRows();
+  }
+
+  /** A cached image was used again (LXD's SetImageCachedAndLastUseDate). */
+  touchCached(project: string, fingerprint: string): void {
+    this.repo.setCachedUsed(project, fingerprint, goTime(new Date()));
+  }
+
+  /**
+   * Give `project` a record of an image another project holds already (the file is shared),
+   * as LXD does when an image exists in another project.
+   */
+  async adopt(project: string, from: ImageRecordRow, opts: { public: boolean; autoUpdate: boolean; cached: boolean; source?: Omit<ImageSourceRow, "project" | "fingerprint">; requestor?: Requestor }): Promise<ImageView> {
+    const now = goTime(new Date());
+    const row: ImageRecordRow = { ...from, project, public: opts.public, auto_update: opts.autoUpdate, cached: opts.cached, uploaded_at: now, last_used_at: opts.cached ? now : ZERO_TIME, profiles: ["default"] };
+    await this.withFileLock(from.fingerprint, async () => {
+      if (!this.repo.anyWithFingerprint(from.fingerprint)) notFound();
+      this.repo.transaction(() => {
+        this.repo.insert(row);
+        if (opts.source) this.repo.setSource({ project, fingerprint: from.fingerprint, ...opts.source });
+      });
+    });
+    this.deps.events.lifecycle("image-created", `/1.0/images/${from.fingerprint}`, { project, context: { type: row.type }, requestor: eventRequestor(opts.requestor) });
     return this.view(row);
   }
 
@@ -355,6 +442,7 @@ export class ImageService implements ImagesPort {
       filename: row.filename,
       fingerprint: row.fingerprint,
       size: row.size,
+      ...updateSource(this.repo.source(row.project, row.fingerprint)),
       type: row.type,
       created_at: row.created_at,
       last_used_at: row.last_used_at,
@@ -428,7 +516,8 @@ export class ImageService implements ImagesPort {
         if (e.code !== "EEXIST") throw e;
       });
       if (!(await lstat(rootfs)).isDirectory()) throw new Error("Image rootfs is not a directory");
-      await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: report });
+      if (await isSquashfs(files[1])) await extractSquashfs(files[1], rootfs, opts.signal);
+      else await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: report });
     }
     const rootfs = await lstat(join(target, "rootfs")).catch(() => undefined);
     if (!rootfs?.isDirectory()) throw new Error("Image has no rootfs directory");
@@ -518,10 +607,14 @@ export class ImageService implements ImagesPort {
   }
 }
 
-/** Alias names may not be empty; slashes are allowed, as LXD 5.0.2 allows them (its suite makes "a/b/"). */
+/** Alias names may not be empty; slashes are fine (LXD 5.0.2 accepts "debian/12"), control characters are not. */
 export function validateAliasName(name: string): void {
   if (name === "") throw new BadRequest("Alias name can't be empty");
   if (/[\x00-\x1f\x7f]/.test(name)) throw new BadRequest("Alias names can't contain control characters");
+}
+
+function updateSource(src: ImageSourceRow | undefined): Pick<ImageView, "update_source"> {
+  return src ? { update_source: { alias: src.alias, certificate: src.certificate, protocol: src.protocol, server: src.server, image_type: "" } } : {};
 }
 
 function eventRequestor(r?: Requestor) {

@@ -300,6 +300,16 @@ export class TarGate extends Transform {
     }
   }
 
+  /**
+   * Check one member of an archive that is not a tar stream (a squashfs rootfs listing),
+   * in listing order, under the same rules as a tar member.
+   */
+  admit(name: string, kind: MemberKind, linkname: string, size: number, mode: number): TarMember {
+    const member = this.validate(name, kind, linkname, size, mode);
+    this.count++;
+    return member;
+  }
+
   private validate(rawName: string, kind: MemberKind, rawLink: string, size: number, mode: number): TarMember {
     // GNU tar extracts a "regular file" named "x/" as a directory (BSD convention): refuse the ambiguity.
     if (kind !== "directory" && rawName.endsWith("/")) throw new TarRefused(`Tar member ${rawName} of type ${kind} has a trailing slash`);

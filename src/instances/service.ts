@@ -37,7 +37,16 @@ export interface CreateRequest extends InstancePut {
    * instanceOnly: a copy leaves the source's snapshots behind (`lxc copy --instance-only`);
    * project: the source instance's project (container_copy_project), this one when absent.
    */
-  source: { type: string; alias?: string; fingerprint?: string; source?: string; instanceOnly?: boolean; project?: string };
+  source: {
+    type: string;
+    alias?: string;
+    fingerprint?: string;
+    source?: string;
+    instanceOnly?: boolean;
+    project?: string;
+    /** A remote image server (source type "image", mode "pull"): the image is pulled inside the operation. */
+    remote?: { server: string; protocol?: string; certificate?: string; secret?: string; project?: string };
+  };
   /** Internal (moves): the source's volatile keys are kept and no template trigger is set. */
   move?: boolean;
   /** Internal (source type migration): fill the new, empty volume (and its snapshots) from a peer. */
@@ -211,8 +220,11 @@ export class InstanceService implements InstancesPort {
     if (req.source.type === "image") {
       const images = this.core.ports.images;
       if (!images) throw new Error("Images are not available (no image feature loaded)");
-      image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
-      if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
+      // A remote image is pulled by the operation (LXD's createFromImage); only local ones resolve here.
+      if (!req.source.remote) image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
+      else if (!images.pull) throw new Error("Remote images are not available");
+      else if (!req.source.alias && !req.source.fingerprint) throw new BadRequest("Must specify one of alias or fingerprint for init from image");
+      if (image && image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
     }
     let copyOf: InstanceRow | undefined;
     let copySnapshot: string | undefined;
@@ -263,10 +275,17 @@ export class InstanceService implements InstancesPort {
   }
 
   /** The body of the "Creating instance" operation. */
-  async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal): Promise<void> {
+  async create(project: string, req: CreateRequest, checked: ReturnType<InstanceService["checkCreate"]>, signal: AbortSignal, onMetadata?: (patch: Record<string, unknown>) => void): Promise<void> {
     const key = `${project}/${req.name}`;
     this.creating.add(key);
     try {
+      const remote = req.source.remote;
+      if (remote && req.source.type === "image") {
+        // Pull (or reuse the cached copy of) the remote image first: nothing else exists yet if this fails or is cancelled.
+        const image = await this.core.ports.images!.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
+        if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
+        checked = { ...checked, image, profiles: req.profiles ?? image.profiles ?? checked.profiles };
+      }
       await this.doCreate(project, req, checked, signal);
     } finally {
       this.creating.delete(key);

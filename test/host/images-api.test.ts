@@ -88,17 +88,23 @@ describe("import options", () => {
     expect(d.lxc("image", "delete", "second").code).toBe(0);
   });
 
-  it("endpoints for remote image servers answer 501", async () => {
-    for (const [m, p] of [["POST", "/1.0/images/abc/refresh"], ["POST", "/1.0/images/abc/secret"], ["POST", "/1.0/images/abc/export"]]) {
-      expect((await d.api(m, p, {})).status).toBe(501);
+  it("refresh and secret of an unknown image are 404; pushing an image to another server (POST export) answers 501", async () => {
+    for (const p of ["/1.0/images/abc/refresh", "/1.0/images/abc/secret"]) {
+      const r = await d.api("POST", p, {});
+      expect([r.status, r.body.error]).toEqual([404, "Image not found"]);
     }
+    expect((await d.api("POST", "/1.0/images/abc/export", {})).status).toBe(501);
   });
 
   it("JSON without a known source type is LXD's error", async () => {
     const r = await d.api("POST", "/1.0/images", { source: { type: "nope" } }, { "content-type": "application/json" });
     expect([r.status, r.body.error]).toEqual([500, "Invalid images JSON"]);
+    // A remote source is an operation; a server that does not answer fails it.
     const remote = await d.api("POST", "/1.0/images", { source: { type: "image", server: "https://127.0.0.1:9", alias: "x" } }, { "content-type": "application/json" });
-    expect(remote.status).toBe(501);
+    expect(remote.status).toBe(202);
+    const op = (await d.api("GET", `${remote.body.operation}/wait?timeout=30`)).body.metadata;
+    expect(op.status).toBe("Failure");
+    expect(op.err).toMatch(/^Failed to connect to LXD server "https:\/\/127\.0\.0\.1:9": .*ECONNREFUSED/);
   });
 });
 
@@ -203,6 +209,12 @@ describe("aliases", () => {
     expect(got.body.metadata).toEqual({ description: "", target: fp, name: "third", type: "container" });
     expect(d.lxc("image", "alias", "delete", "third").code).toBe(0);
     expect((await d.api("GET", "/1.0/images/aliases/third")).body.error).toBe("Image alias not found");
+  });
+
+  it("accepts slashes in alias names, as LXD 5.0.2 (image servers' aliases are os/release)", async () => {
+    expect((await d.api("POST", "/1.0/images/aliases", { name: "os/rel", target: fp })).status).toBe(201);
+    expect((await d.api("GET", "/1.0/images/aliases/os%2Frel")).body.metadata).toMatchObject({ name: "os/rel", target: fp });
+    expect((await d.api("DELETE", "/1.0/images/aliases/os%2Frel")).status).toBe(200);
   });
 
   it("answers LXD's errors", async () => {

@@ -1,8 +1,11 @@
 // /1.0/images and /1.0/images/aliases: parse, call the image service, answer.
 import { z } from "zod";
 import type { OperationManager } from "../../operations/manager.js";
-import type { ImageService } from "../../images/service.js";
+import { validateAliasName, type ImageService } from "../../images/service.js";
 import type { ImagePublisher } from "../../images/publish.js";
+import type { ImagePuller } from "../../images/pull.js";
+import type { ImageSecrets } from "../../images/secrets.js";
+import type { ImageRefresher } from "../../images/refresh.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
@@ -42,6 +45,9 @@ export const ImagesPost = z.object({
       url: z.string().optional(),
       protocol: z.string().optional(),
       project: z.string().optional(),
+      certificate: z.string().optional(),
+      secret: z.string().optional(),
+      image_type: z.string().optional(),
     })
     .passthrough()
     .optional()
@@ -73,17 +79,26 @@ export interface ImageRouteDeps {
   publisher: ImagePublisher;
   /** Bytes a project may still write as images (its limits.disk less what it uses), -1 for no limit. */
   imageSpaceBudget?: (project: string) => number;
+  puller: ImagePuller;
+  secrets: ImageSecrets;
+  refresher: ImageRefresher;
 }
 
-export function imageRoutes({ images, operations, publisher, imageSpaceBudget }: ImageRouteDeps): Route[] {
+export function imageRoutes({ images, operations, publisher, imageSpaceBudget, puller, secrets, refresher }: ImageRouteDeps): Route[] {
   /** The project whose images a request sees (features.images=false shares default's). */
   const proj = (req: ApiRequest) => images.projectFor(req.project);
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
   const aliasUrl = (name: string) => `/1.0/images/aliases/${encodeURIComponent(name)}`;
-  /** Untrusted clients see public images only; anything else is "not found" to them. */
-  const visible = (req: ApiRequest) => {
+  /**
+   * Untrusted clients see public images, and a private one with its secret (?secret=, from
+   * POST /1.0/images/{fp}/secret); anything else is "not found" to them. A secret is used up
+   * by whoever presents it, as LXD does.
+   */
+  const visible = async (req: ApiRequest) => {
     const row = images.byPrefix(proj(req), req.params.fingerprint);
-    if (!req.requestor.trusted && !row.public) throw new NotFound("Image not found");
+    const secret = typeof req.query.secret === "string" ? req.query.secret : undefined;
+    const opened = await secrets.use(req.project, row.fingerprint, secret);
+    if (!req.requestor.trusted && !row.public && !opened) throw new NotFound("Image not found");
     return row;
   };
   const etagOf = (v: { public: boolean; auto_update: boolean; properties: Record<string, string> }) => [v.public, v.auto_update, v.properties];
@@ -93,6 +108,44 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget }:
     checkEtag(req, etagOf(row));
     images.edit(row, await req.body(ImagePut, "ImagePut"), { patch, requestor: req.requestor });
     return sync({});
+  };
+
+  /** POST /1.0/images from an image server (source.type "image", mode "pull") or a URL (LXD's imgPostRemoteInfo/imgPostURLInfo). */
+  const pullImage = (req: ApiRequest, body: ImagesPostBody) => {
+    const src = body.source;
+    if (src.type === "image" && (src.mode ?? "pull") !== "pull") throw new NotImplemented(`Image copy mode "${src.mode}" is not supported`);
+    if (src.type === "image" && !src.server) throw new BadRequest("Missing server");
+    const project = proj(req);
+    for (const a of body.aliases ?? []) validateAliasName(a.name);
+    return operations.create({
+      class: "task",
+      description: "Downloading image",
+      project: req.project,
+      mayCancel: true,
+      run: async (ctx) => {
+        const common = { public: body.public, autoUpdate: body.auto_update, aliases: body.aliases ?? [], signal: ctx.signal, onMetadata: ctx.updateMetadata, requestor: req.requestor };
+        const row =
+          src.type === "url"
+            ? await puller.pullUrl(project, src.url ?? "", common)
+            : await puller.pull(project, { server: src.server!, protocol: src.protocol, alias: src.alias, fingerprint: src.fingerprint, certificate: src.certificate, secret: src.secret, project: src.project, type: src.image_type ?? "" }, common);
+        // As LXD: the request's properties, profiles, public and auto_update apply to the stored image.
+        const props = body.properties ?? {};
+        if (body.public || body.auto_update || Object.keys(props).length > 0 || (body.profiles && body.profiles.length > 0)) {
+          images.update(project, row.fingerprint, {
+            public: body.public || row.public,
+            auto_update: body.auto_update || row.auto_update,
+            properties: { ...row.properties, ...props },
+            profiles: body.profiles && body.profiles.length > 0 ? body.profiles : row.profiles,
+          }, req.requestor);
+        }
+        // Aliases of an image that was already here (a fresh download recorded them with the image).
+        for (const a of body.aliases ?? []) {
+          if (!images.aliasExists(project, a.name)) images.createAlias(project, a.name, row.fingerprint, a.description, req.requestor);
+          else if (images.alias(project, a.name).fingerprint !== row.fingerprint) throw new Error(`Alias already exists: ${a.name}`);
+        }
+        return { fingerprint: row.fingerprint, size: String(row.size) };
+      },
+    });
   };
 
   const aliasView = (a: { name: string; fingerprint: string; description: string }, project: string) => ({
@@ -117,7 +170,7 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget }:
             const body = decode(ImagesPost, received.body, "ImagesPost");
             const type = body.source.type;
             if (["container", "instance", "virtual-machine", "snapshot"].includes(type)) return operation(publisher.publish(req.project, body, req.requestor));
-            if (type === "image" || type === "url") throw new NotImplemented("Downloading images from remote servers is not supported");
+            if (type === "image" || type === "url") return operation(pullImage(req, body));
             throw new InternalError("Invalid images JSON");
           }
           const expected = req.headers["x-lxd-fingerprint"];
@@ -146,8 +199,8 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget }:
     route(
       "/1.0/images/:fingerprint",
       {
-        GET: (req) => {
-          const row = visible(req);
+        GET: async (req) => {
+          const row = await visible(req);
           return sync(images.view(row), { etag: etagOf(row) });
         },
         PUT: updateImage(false),
@@ -172,16 +225,38 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget }:
       "/1.0/images/:fingerprint/export",
       {
         GET: async (req, reply) => {
-          const row = visible(req);
+          const row = await visible(req);
           await exportImage(images, row, req, reply);
           return handled();
         },
       },
       ["GET"],
     ),
-    // Upstream endpoints nodelxd does not implement (no remote image servers): 501, not 404.
-    route("/1.0/images/:fingerprint/refresh", {}),
-    route("/1.0/images/:fingerprint/secret", {}),
+    route("/1.0/images/:fingerprint/refresh", {
+      POST: (req) => {
+        const row = images.byPrefix(proj(req), req.params.fingerprint);
+        return operation(
+          operations.create({
+            class: "task",
+            description: "Refreshing image",
+            project: req.project,
+            run: async (ctx) => {
+              try {
+                await refresher.refresh(row.project, row.fingerprint, { signal: ctx.signal, onMetadata: ctx.updateMetadata, requestor: req.requestor });
+              } catch (e) {
+                throw new Error(`Failed to update image "${row.fingerprint}" in project "${req.project}": ${(e as Error).message}`);
+              }
+            },
+          }),
+        );
+      },
+    }),
+    route("/1.0/images/:fingerprint/secret", {
+      POST: (req) => {
+        const row = images.byPrefix(proj(req), req.params.fingerprint);
+        return operation(secrets.create(req.project, row.fingerprint, req.requestor));
+      },
+    }),
     route("/1.0/images/aliases", {
       GET: (req) => {
         const list = images.aliases(proj(req));

@@ -16,15 +16,15 @@ export const urlPrefixOf = (url: string) => (url.startsWith("/1.0/containers") ?
 /** Answer with a task operation running `work`. */
 export function instanceTask(
   ops: OperationManager,
-  opts: { description: string; project: string; resources: Record<string, string[]> },
-  work: (signal: AbortSignal) => Promise<unknown>,
+  opts: { description: string; project: string; resources: Record<string, string[]>; mayCancel?: boolean },
+  work: (signal: AbortSignal, updateMetadata: (patch: Record<string, unknown>) => void) => Promise<unknown>,
 ): Result {
   return operation(
     ops.create({
       class: "task",
       ...opts,
       run: async (ctx) => {
-        await work(ctx.signal);
+        await work(ctx.signal, ctx.updateMetadata);
       },
     }),
   );

@@ -61,9 +61,24 @@ const InstancesPost = z
     type: z.string().optional(),
     instance_type: z.string().optional(),
     source: z
-      .object({ type: z.string().default("none"), alias: z.string().optional(), fingerprint: z.string().optional(), source: z.string().optional(), instance_only: z.boolean().optional(), container_only: z.boolean().optional(), project: z.string().optional(),
-        mode: z.string().optional(), operation: z.string().optional(), certificate: z.string().optional(), secrets: z.record(z.string(), z.string()).nullish(),
-        live: z.boolean().optional(), refresh: z.boolean().optional() })
+      .object({
+        type: z.string().default("none"),
+        alias: z.string().optional(),
+        fingerprint: z.string().optional(),
+        source: z.string().optional(),
+        instance_only: z.boolean().optional(),
+        container_only: z.boolean().optional(),
+        project: z.string().optional(),
+        mode: z.string().optional(),
+        operation: z.string().optional(),
+        certificate: z.string().optional(),
+        secrets: z.record(z.string(), z.string()).nullish(),
+        live: z.boolean().optional(),
+        refresh: z.boolean().optional(),
+        server: z.string().optional(),
+        protocol: z.string().optional(),
+        secret: z.string().optional(),
+      })
       .passthrough()
       .optional(),
   })
@@ -244,6 +259,10 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
         }
       };
     }
+    const src = body.source;
+    if (src?.type === "image" && src.server) {
+      request.source.remote = { server: src.server, protocol: src.protocol, certificate: src.certificate, secret: src.secret, project: src.project };
+    }
     const checked = svc.checkCreate(req.project, request);
     const res = resources(req.project, name);
     if (sink?.mode === "push" && sockets) {
@@ -258,7 +277,8 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
       res.instances.push(...src.instances);
       res.containers.push(...src.containers);
     }
-    return instanceTask(core.operations, { description: "Creating instance", project: req.project, resources: res }, (signal) => svc.create(req.project, request, checked, signal));
+    // A pull can be cancelled while it downloads, as LXD's image download canceller allows.
+    return instanceTask(core.operations, { description: "Creating instance", project: req.project, resources: res, mayCancel: !!request.source.remote }, (signal, update) => svc.create(req.project, request, checked, signal, update));
   };
 
   const etagOf = (row: InstanceRow) => ({ architecture: row.architecture, config: row.config, devices: row.devices, ephemeral: row.ephemeral, profiles: row.profiles, description: row.description });
