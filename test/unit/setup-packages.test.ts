@@ -29,12 +29,17 @@ const PACKAGE_OF: Record<string, string> = {
   file: "file",
   sqlite3: "sqlite3",
   python3: "python3",
+  unsquashfs: "squashfs-tools", mksquashfs: "squashfs-tools",
+  rsync: "rsync",
+  gcc: "build-essential",
+  curl: "curl",
+  dig: "bind9-dnsutils",
   // zfs/zpool: Debian main has no zfsutils; the driver reports itself unsupported without them.
   zfs: "", zpool: "",
   // Essential (every Debian host): coreutils, util-linux, dash.
   chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
   cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "",
-  mountpoint: "", nsenter: "", unshare: "", wipefs: "",
+  mountpoint: "", nsenter: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "",
 };
 
 function files(dir: string): string[] {
