@@ -23,7 +23,7 @@ export function networkRoutes(svc: NetworkService): Route[] {
         await svc.create(req.project, body);
         return created(`/1.0/networks/${body.name}`, null);
       },
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/networks/:name", {
       GET: (req) => {
         const view = svc.view(req.project, req.params.name);
@@ -40,12 +40,12 @@ export function networkRoutes(svc: NetworkService): Route[] {
         await svc.delete(req.project, req.params.name);
         return sync({});
       },
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/networks/:name/state", {
       GET: async (req) => sync(await svc.state(req.project, req.params.name)),
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/networks/:name/leases", {
       GET: async (req) => sync(await svc.leases(req.project, req.params.name)),
-    }),
+    }, "project", { feature: "networks" }),
   ];
 }

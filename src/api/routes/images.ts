@@ -6,7 +6,7 @@ import type { ImagePublisher } from "../../images/publish.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
-import { BadRequest, InternalError, NotFound, NotImplemented } from "../errors.js";
+import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../errors.js";
 import { decode } from "../json.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
 
@@ -110,6 +110,8 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
           return sync(req.recursion > 0 ? list : list.map((v) => imageUrl(v.fingerprint)));
         },
         POST: async (req) => {
+          // LXD lets untrusted clients push an image with an image secret; nodelxd has no image secrets.
+          if (!req.requestor.trusted) throw new Forbidden();
           const received = await receiveUpload(images.dir, req.stream, req.headers);
           if (received.kind === "json") {
             const body = decode(ImagesPost, received.body, "ImagesPost");
@@ -139,7 +141,8 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
           return operation(view);
         },
       },
-      ["GET"],
+      { GET: "public", POST: "public" },
+      { feature: "images" },
     ),
     route(
       "/1.0/images/:fingerprint",
@@ -164,7 +167,8 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
           return operation(view);
         },
       },
-      ["GET"],
+      { GET: "public", PUT: "project", PATCH: "project", DELETE: "project" },
+      { feature: "images" },
     ),
     route(
       "/1.0/images/:fingerprint/export",
@@ -175,11 +179,12 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
           return handled();
         },
       },
-      ["GET"],
+      { GET: "public", POST: "project" },
+      { feature: "images" },
     ),
     // Upstream endpoints nodelxd does not implement (no remote image servers): 501, not 404.
-    route("/1.0/images/:fingerprint/refresh", {}),
-    route("/1.0/images/:fingerprint/secret", {}),
+    route("/1.0/images/:fingerprint/refresh", {}, "project", { feature: "images" }),
+    route("/1.0/images/:fingerprint/secret", {}, "project", { feature: "images" }),
     route("/1.0/images/aliases", {
       GET: (req) => {
         const list = images.aliases(proj(req));
@@ -191,7 +196,7 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
         images.createAlias(proj(req), body.name, body.target, body.description, req.requestor);
         return created(aliasUrl(body.name), null);
       },
-    }),
+    }, "project", { feature: "images" }),
     route(
       "/1.0/images/aliases/:name",
       {
@@ -227,7 +232,8 @@ export function imageRoutes({ images, operations, publisher }: ImageRouteDeps): 
           return sync({});
         },
       },
-      ["GET"],
+      { GET: "public", PUT: "project", PATCH: "project", POST: "project", DELETE: "project" },
+      { feature: "images" },
     ),
   ];
 }

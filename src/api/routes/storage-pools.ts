@@ -48,7 +48,7 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
         await pools.createPool(body);
         return created(`/1.0/storage-pools/${body.name}`, null);
       },
-    }),
+    }, { GET: "authenticated", POST: "admin" }),
     route("/1.0/storage-pools/:name", {
       GET: (req) => sync(pools.getPool(req.params.name), { etag: poolEtag(req.params.name) }),
       PUT: update("replace"),
@@ -57,12 +57,12 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
         await pools.deletePool(req.params.name);
         return sync({});
       },
-    }),
+    }, { GET: "authenticated" }),
     route("/1.0/storage-pools/:name/resources", {
       GET: async (req) => sync(await pools.resources(req.params.name)),
-    }),
-    route("/1.0/storage-pools/:pool/volumes", { GET: listVolumes, POST: createVolume }),
-    route("/1.0/storage-pools/:pool/volumes/:type", { GET: listVolumes, POST: createVolume }),
+    }, "authenticated"),
+    route("/1.0/storage-pools/:pool/volumes", { GET: listVolumes, POST: createVolume }, "project", { feature: "storage.volumes" }),
+    route("/1.0/storage-pools/:pool/volumes/:type", { GET: listVolumes, POST: createVolume }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume", {
       GET: (req) => sync(pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume)), { etag: volumeEtag(req) }),
       PUT: updateVolume("replace"),
@@ -78,18 +78,18 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
         await pools.deleteCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume);
         return sync({});
       },
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots", {
       GET: (req) => {
         const list = pools.listVolumeSnapshots(req.params.pool, req.project, req.params.type, req.params.volume);
         return sync(req.recursion > 0 ? list.map((v) => pools.volumeSnapshotView(v, false)) : list.map((v) => pools.volumeUrl(v)));
       },
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots/:snapshot", {
       GET: (req) => sync(pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true)),
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
       GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
-    }),
+    }, "project", { feature: "storage.volumes" }),
   ];
 }
