@@ -8,7 +8,7 @@ PKGS=(
   lxc lxc-dev lxd lxd-client uidmap            # liblxc tooling (+ headers for native/start.c), reference LXD and its client
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
   btrfs-progs xz-utils zstd bzip2 gzip tar    # storage and images
-  busybox-static curl jq python3-pylxd util-linux ca-certificates  # test image and harness
+  busybox-static curl jq python3-pylxd util-linux ca-certificates openssl  # test image and harness (openssl: client certificates)
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
 )

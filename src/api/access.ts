@@ -10,6 +10,8 @@ import type { Method, Requestor } from "./route.js";
 import { Forbidden } from "./errors.js";
 
 export const ACCESS_LEVELS = [
+  /** Any client, any method: only `/` (LXD's mux root, outside its endpoint table). */
+  "open",
   /** AllowUntrusted: anyone; the handler sees whether the caller is trusted. */
   "untrusted",
   /**
@@ -69,8 +71,10 @@ export type Decision = { allow: true; requestor: Requestor } | { allow: false; s
 export function authorize(access: Access, who: Requestor, req: AccessRequest): Decision {
   const deny = { allow: false, status: 403 } as const;
   if (access === "local" && who.protocol !== "unix") return deny;
+  if (access === "open") return req.implemented ? { allow: true, requestor: who } : { allow: false, status: 501 };
   if (!who.trusted) {
-    const untrustedOk = (access === "untrusted" || access === "public") && (req.method === "GET" || req.method === "POST") && !req.requireAuthenticated;
+    // LXD's AllowUntrusted is per action, and only GET and POST actions look at it.
+    const untrustedOk = (access === "untrusted" || access === "public") && (req.method === "GET" || req.method === "POST") && req.implemented && !req.requireAuthenticated;
     if (!untrustedOk) return deny;
   }
   if (!req.implemented) return { allow: false, status: 501 };

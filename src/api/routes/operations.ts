@@ -70,7 +70,7 @@ export function operationRoutes(ops: OperationManager): Route[] {
           return sync(await ops.wait(req.params.id, timeout, closed.signal));
         },
       },
-      "untrusted",
+      { GET: "untrusted" },
     ),
   ];
 }

@@ -14,7 +14,8 @@ export function rootRoutes(server: ServerService): Route[] {
     return sync({});
   };
   return [
-    route("/", { GET: () => sync(["/1.0"]) }, "untrusted"),
+    // LXD answers `/` to anyone, whatever the method.
+    route("/", Object.fromEntries(["GET", "PUT", "PATCH", "POST", "DELETE"].map((m) => [m, () => sync(["/1.0"])])), "open"),
     route(
       "/1.0",
       {
