@@ -103,3 +103,11 @@ export function assertProject(who: Requestor, project: string): void {
 export function assertAdmin(who: Requestor): void {
   if (!isAdmin(who)) throw new Forbidden();
 }
+
+/** LXD's FilterUsedBy: the URLs of objects in projects the caller may use (`?project=`, default "default"). */
+export function filterUsedBy(who: Requestor, urls: string[] | null | undefined): string[] {
+  return (urls ?? []).filter((u) => {
+    const query = u.includes("?") ? u.slice(u.indexOf("?") + 1) : "";
+    return mayUseProject(who, new URLSearchParams(query).get("project") || "default");
+  });
+}

@@ -1,6 +1,7 @@
 // /1.0/networks: thin handlers over NetworkService.
 import { NetworkPost, NetworkPut, NetworksPost } from "../api/schemas/network.js";
-import { checkEtag, created, route, sync, type Handler, type Route } from "../api/route.js";
+import { checkEtag, created, route, sync, type ApiRequest, type Handler, type Route } from "../api/route.js";
+import { filterUsedBy, isAdmin } from "../api/access.js";
 import type { NetworkService } from "./service.js";
 
 export function networkRoutes(svc: NetworkService): Route[] {
@@ -12,11 +13,14 @@ export function networkRoutes(svc: NetworkService): Route[] {
       await svc.update(req.project, name, await req.body(NetworkPut, "NetworkPut"), mode);
       return sync({});
     };
+  /** Non-admins see no network config (it may hold secrets) and only used_by entries of their projects, as LXD. */
+  const shown = <V extends { config: Record<string, string>; used_by: string[] | null }>(req: ApiRequest, v: V): V =>
+    isAdmin(req.requestor) ? v : { ...v, config: {}, used_by: filterUsedBy(req.requestor, v.used_by) };
   return [
     route("/1.0/networks", {
       GET: (req) => {
         const list = svc.list(req.project);
-        return sync(req.recursion > 0 ? list : list.map((n) => `/1.0/networks/${n.name}`));
+        return sync(req.recursion > 0 ? list.map((n) => shown(req, n)) : list.map((n) => `/1.0/networks/${n.name}`));
       },
       POST: async (req) => {
         const body = await req.body(NetworksPost, "NetworksPost");
@@ -26,7 +30,7 @@ export function networkRoutes(svc: NetworkService): Route[] {
     }, "project", { feature: "networks" }),
     route("/1.0/networks/:name", {
       GET: (req) => {
-        const view = svc.view(req.project, req.params.name);
+        const view = shown(req, svc.view(req.project, req.params.name));
         return sync(view, { etag: { name: view.name, managed: view.managed, type: view.type, description: view.description, config: view.config } });
       },
       PUT: update("replace"),

@@ -165,6 +165,21 @@ describe("a restricted certificate with the stock lxc", () => {
   });
 });
 
+describe("server-wide objects as a restricted client sees them", () => {
+  it("storage pools without config, used_by narrowed to its projects (LXD's FilterUsedBy)", async () => {
+    const admin = (await tls("admin", "GET", "/1.0/storage-pools/default")).body.metadata;
+    expect(admin.config).not.toBeNull();
+    expect(admin.used_by).toContain(`/1.0/instances/${c2}?project=p2`);
+    for (const path of ["/1.0/storage-pools/default", "/1.0/storage-pools?recursion=1"]) {
+      const r = await tls("restricted", "GET", path);
+      expect(r.status).toBe(200);
+      const pool = Array.isArray(r.body.metadata) ? r.body.metadata[0] : r.body.metadata;
+      expect(pool.config).toBeNull();
+      expect(pool.used_by.filter((u: string) => !u.includes("project=p1"))).toEqual([]);
+    }
+  });
+});
+
 describe("events and operations of other projects", () => {
   it("events: another project is refused, all-projects carries only the certificate's projects", async () => {
     const refused = await upgrade("restricted", "/1.0/events?project=p2");
@@ -228,7 +243,8 @@ describe("operation websockets", () => {
     const again = await upgrade("untrusted", url(fds["0"]));
     expect(again.status).toBe(403);
     const sockets = [first.ws!];
-    for (const fd of ["1", "2", "control"]) {
+    // control before the last data fd: the command starts once 0, 1 and 2 are connected.
+    for (const fd of ["control", "1", "2"]) {
       const s = await upgrade("admin", url(fds[fd]));
       expect(s.status, fd).toBe(101);
       sockets.push(s.ws!);

@@ -1,5 +1,6 @@
 import type { PoolService } from "../../storage/pool-service.js";
 import { NotImplemented } from "../errors.js";
+import { filterUsedBy, isAdmin } from "../access.js";
 import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../schemas/storage.js";
 import { checkEtag, created, route, sync, type ApiRequest, type Route } from "../route.js";
 
@@ -37,11 +38,14 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
     await pools.updateCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body, mode);
     return sync({});
   };
+  /** Non-admins see no pool config (it may hold secrets) and only used_by entries of their projects, as LXD. */
+  const shown = <V extends { config: unknown; used_by: string[] | null }>(req: ApiRequest, v: V): V =>
+    isAdmin(req.requestor) ? v : { ...v, config: null, used_by: filterUsedBy(req.requestor, v.used_by) };
   return [
     route("/1.0/storage-pools", {
       GET: (req) => {
         const list = pools.listPools();
-        return sync(req.recursion > 0 ? list.map((p) => pools.poolView(p)) : list.map((p) => `/1.0/storage-pools/${p.name}`));
+        return sync(req.recursion > 0 ? list.map((p) => shown(req, pools.poolView(p))) : list.map((p) => `/1.0/storage-pools/${p.name}`));
       },
       POST: async (req) => {
         const body = await req.body(StoragePoolsPost, "StoragePoolsPost");
@@ -50,7 +54,7 @@ export function storagePoolRoutes(pools: PoolService): Route[] {
       },
     }, { GET: "authenticated", POST: "admin" }),
     route("/1.0/storage-pools/:name", {
-      GET: (req) => sync(pools.getPool(req.params.name), { etag: poolEtag(req.params.name) }),
+      GET: (req) => sync(shown(req, pools.getPool(req.params.name)), { etag: poolEtag(req.params.name) }),
       PUT: update("replace"),
       PATCH: update("merge"),
       DELETE: async (req) => {
