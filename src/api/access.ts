@@ -58,8 +58,9 @@ export interface AccessRequest {
   /**
    * For writes to objects a project may share with the default project (features.networks=false
    * and the like): the project that actually holds them. A restricted client must hold it too.
+   * (A function: only asked for restricted clients' writes.)
    */
-  owner?: string;
+  owner?: () => string;
 }
 
 export type Decision = { allow: true; requestor: Requestor } | { allow: false; status: 403 | 501 };
@@ -87,7 +88,7 @@ export function authorize(access: Access, who: Requestor, req: AccessRequest): D
       return { allow: true, requestor: !who.trusted || mayUseProject(who, req.project) ? who : asUntrusted(who) };
     case "project":
       if (!mayUseProject(who, req.project)) return deny;
-      if (req.owner !== undefined && req.method !== "GET" && req.method !== "HEAD" && !mayUseProject(who, req.owner)) return deny;
+      if (who.restricted && req.owner && req.method !== "GET" && req.method !== "HEAD" && !mayUseProject(who, req.owner())) return deny;
       return { allow: true, requestor: who };
     case "admin":
       return isAdmin(who) ? { allow: true, requestor: who } : deny;

@@ -94,7 +94,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
           const decision = authorize(r.access[method], deps.identify(req), {
             method,
             project,
-            owner: r.feature && deps.effectiveProject ? deps.effectiveProject(project, r.feature) : undefined,
+            owner: r.feature && deps.effectiveProject ? () => deps.effectiveProject!(project, r.feature!) : undefined,
             implemented: handler !== undefined,
             requireAuthenticated: !!req.headers["x-lxd-authenticated"],
           });

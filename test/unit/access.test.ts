@@ -10,7 +10,8 @@ const none: Requestor = { trusted: true, protocol: "tls", username: "n", address
 const untrusted: Requestor = { trusted: false, protocol: "tls", username: "u", address: "127.0.0.1:4", fingerprint: "u" };
 
 const decide = (access: Access, who: Requestor, method = "GET", project = "default", extra: { implemented?: boolean; requireAuthenticated?: boolean; owner?: string } = {}) => {
-  const d = authorize(access, who, { method, project, implemented: extra.implemented ?? true, requireAuthenticated: extra.requireAuthenticated ?? false, owner: extra.owner });
+  const owner = extra.owner;
+  const d = authorize(access, who, { method, project, implemented: extra.implemented ?? true, requireAuthenticated: extra.requireAuthenticated ?? false, owner: owner === undefined ? undefined : () => owner });
   return d.allow ? (d.requestor.trusted ? "allow" : "allow-as-untrusted") : d.status;
 };
 
