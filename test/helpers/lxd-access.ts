@@ -67,6 +67,17 @@ export const LXD_ACCESS: Table = {
   "/1.0/networks/{}": { GET: P, PUT: P, PATCH: P, POST: P, DELETE: P },
   "/1.0/networks/{}/state": { GET: P },
   "/1.0/networks/{}/leases": { GET: P },
+  "/1.0/networks/{}/forwards": { GET: P, POST: P },
+  "/1.0/networks/{}/forwards/{}": { GET: P, PUT: P, PATCH: P, DELETE: P },
+  "/1.0/networks/{}/peers": { GET: P, POST: P },
+  "/1.0/networks/{}/peers/{}": { GET: P, PUT: P, PATCH: P, DELETE: P },
+  "/1.0/network-acls": { GET: P, POST: P },
+  "/1.0/network-acls/{}": { GET: P, PUT: P, PATCH: P, POST: P, DELETE: P },
+  "/1.0/network-acls/{}/log": { GET: P },
+  "/1.0/network-zones": { GET: P, POST: P },
+  "/1.0/network-zones/{}": { GET: P, PUT: P, PATCH: P, DELETE: P },
+  "/1.0/network-zones/{}/records": { GET: P, POST: P },
+  "/1.0/network-zones/{}/records/{}": { GET: P, PUT: P, PATCH: P, DELETE: P },
   "/1.0/profiles": { GET: P, POST: P },
   "/1.0/profiles/{}": { GET: P, PUT: P, PATCH: P, POST: P, DELETE: P },
   "/1.0/images": { GET: "public", POST: "public" },
@@ -89,7 +100,7 @@ export const LXD_ACCESS: Table = {
  * project that really owns them (LXD let a restricted client create host networks this way).
  */
 export const SHARED_FEATURE: [RegExp, "networks" | "profiles" | "images" | "storage.volumes"][] = [
-  [/^\/1\.0\/networks/, "networks"],
+  [/^\/1\.0\/network/, "networks"],
   [/^\/1\.0\/profiles/, "profiles"],
   [/^\/1\.0\/images/, "images"],
   [/^\/1\.0\/storage-pools\/\{\}\/volumes/, "storage.volumes"],
