@@ -5,6 +5,7 @@ import type { IncomingMessage } from "node:http";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
 import type { OperationView } from "../operations/types.js";
+import { mayUseProject, type Access } from "./access.js";
 import { BadRequest, PreconditionFailed } from "./errors.js";
 import { decode, parseJson, readBody } from "./json.js";
 
@@ -22,6 +23,8 @@ export interface Requestor {
   restricted?: boolean;
   /** A TLS client whose certificate is trusted for /1.0/metrics only (type "metrics"); untrusted elsewhere. */
   metrics?: boolean;
+  /** The projects a restricted client may use. */
+  projects?: string[];
 }
 
 export interface ApiRequest {
@@ -35,6 +38,8 @@ export interface ApiRequest {
   project: string;
   /** `?recursion=` as a number (0 when absent). */
   recursion: number;
+  /** Whether the caller may see and use objects of `project` (filters `all-projects` listings). */
+  mayUse(project: string): boolean;
   /** The unread request body, for streaming endpoints (file push, image upload). */
   stream: IncomingMessage;
   /** Read and parse the body as JSON, validated by `schema`; `goType` names it in type errors. */
@@ -65,11 +70,32 @@ export type Handler = (req: ApiRequest, reply: FastifyReply) => Promise<Result> 
 export interface Route {
   path: string;
   handlers: Partial<Record<Method, Handler>>;
-  /** Methods untrusted (TLS, no trusted certificate) clients may call. */
-  untrusted?: Method[];
+  /** Who may call each method (see access.ts); the router enforces it before the handler runs. */
+  access: Record<Method, Access>;
+  /**
+   * The project feature deciding which project holds this route's objects (features.networks=false:
+   * the default project's). A restricted client may change them only if it holds that project.
+   */
+  feature?: ProjectFeature;
 }
 
-export const route = (path: string, handlers: Route["handlers"], untrusted?: Method[]): Route => ({ path, handlers, untrusted });
+export type ProjectFeature = "images" | "profiles" | "storage.volumes" | "networks";
+
+/** One level for every method, or one per method (a method left out is "admin", as LXD's default). */
+export type AccessDecl = Access | Partial<Record<Method, Access>>;
+
+const ALL_METHODS: Method[] = [...METHODS, "HEAD"];
+
+/**
+ * A route: its path, handlers, and who may call them. Without a declaration a method is
+ * "admin" (unrestricted trusted clients only), as an LXD endpoint without an access handler.
+ */
+export const route = (path: string, handlers: Route["handlers"], access: AccessDecl = "admin", opts: { feature?: ProjectFeature } = {}): Route => ({
+  path,
+  handlers,
+  feature: opts.feature,
+  access: Object.fromEntries(ALL_METHODS.map((m) => [m, typeof access === "string" ? access : (access[m] ?? "admin")])) as Record<Method, Access>,
+});
 
 /** LXD's ETag: sha256 of the value as Go's json.Encoder writes it (HTML-escaped, newline-terminated). */
 export function etagOf(value: unknown): string {
@@ -100,6 +126,7 @@ export function toApiRequest(req: FastifyRequest, requestor: Requestor): ApiRequ
     requestor,
     project: query.project || "default",
     recursion: Number.isNaN(recursion) ? 0 : recursion,
+    mayUse: (project) => mayUseProject(requestor, project),
     stream: req.raw,
     json,
     async body(schema, goType) {

@@ -3,15 +3,18 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { asyncEnvelope, encode, errorEnvelope, syncEnvelope } from "./envelope.js";
+import { authorize } from "./access.js";
 import { ApiError, Forbidden, NotFound, NotImplemented, toApiError } from "./errors.js";
 import { withRequestor } from "../operations/request-context.js";
-import { METHODS, toApiRequest, type Method, type Requestor, type Result, type Route } from "./route.js";
+import { METHODS, toApiRequest, type Method, type ProjectFeature, type Requestor, type Result, type Route } from "./route.js";
 
 export interface ApiDeps {
   routes: Route[];
   log: Logger;
   /** Who is asking: unix socket peers are trusted; TLS peers by their certificate. */
   identify(req: FastifyRequest): Requestor;
+  /** Which project holds a feature's objects for a request in `project` (projects' features.*). */
+  effectiveProject?(project: string, feature: ProjectFeature): string;
 }
 
 export function sendError(reply: FastifyReply, err: ApiError): FastifyReply {
@@ -51,14 +54,15 @@ export function mergeRoutes(routes: Route[]): Route[] {
   for (const r of routes) {
     const prev = byPath.get(r.path);
     if (!prev) {
-      byPath.set(r.path, { ...r, handlers: { ...r.handlers } });
+      byPath.set(r.path, { ...r, handlers: { ...r.handlers }, access: { ...r.access } });
       continue;
     }
+    if (r.feature !== prev.feature) throw new Error(`Route '${r.path}' declared with two project features`);
     for (const [method, handler] of Object.entries(r.handlers)) {
       if (prev.handlers[method as Method]) throw new Error(`Method '${method}' declared twice for route '${r.path}'`);
       prev.handlers[method as Method] = handler;
+      prev.access[method as Method] = r.access[method as Method];
     }
-    if (r.untrusted) prev.untrusted = [...(prev.untrusted ?? []), ...r.untrusted];
   }
   return [...byPath.values()];
 }
@@ -85,11 +89,19 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
         method,
         url: r.path,
         handler: async (req, reply) => {
-          if (!handler) return sendError(reply, new NotImplemented());
-          const requestor = deps.identify(req);
-          if (!requestor.trusted && !r.untrusted?.includes(method)) return sendError(reply, new Forbidden());
+          // The one authorization point: nothing of the handler runs unless the route's access allows it.
+          const project = ((req.query ?? {}) as Record<string, string | undefined>).project || "default";
+          const decision = authorize(r.access[method], deps.identify(req), {
+            method,
+            project,
+            owner: r.feature && deps.effectiveProject ? () => deps.effectiveProject!(project, r.feature!) : undefined,
+            implemented: handler !== undefined,
+            requireAuthenticated: !!req.headers["x-lxd-authenticated"],
+          });
+          if (!decision.allow) return sendError(reply, decision.status === 501 ? new NotImplemented() : new Forbidden());
+          const requestor = decision.requestor;
           const who = { username: requestor.username, protocol: requestor.protocol, address: requestor.address };
-          const result = await withRequestor(who, () => handler(toApiRequest(req, requestor), reply));
+          const result = await withRequestor(who, () => handler!(toApiRequest(req, requestor), reply));
           return render(reply, result);
         },
       });

@@ -109,6 +109,7 @@ export class ConsoleService {
       project,
       resources: instanceResources(project, name),
       metadata: { fds: session.fds },
+      secrets: session.fds,
       connect: (secret, ws) => session.connect(secret, ws),
       run: async (ctx) => {
         try {

@@ -5,7 +5,8 @@ import { BadRequest, Forbidden, InternalError, NotFound } from "../api/errors.js
 import type { Requestor } from "../api/route.js";
 import type { CertificateRecord, CertificateRepo } from "../db/certificate-repo.js";
 import type { EventHub } from "../operations/events.js";
-import type { OperationManager } from "../operations/manager.js";
+import { secretsEqual, type OperationManager } from "../operations/manager.js";
+import { isAdmin } from "../api/access.js";
 import type { OperationView } from "../operations/types.js";
 import type { ServerService } from "./server-service.js";
 import { checkPassword } from "./trust-password.js";
@@ -141,12 +142,19 @@ function commonName(cert: X509Certificate): string {
 export class CertificateService {
   constructor(private readonly deps: CertificateServiceDeps) {}
 
-  list(): CertificateView[] {
-    return this.deps.repo.list().map(view);
+  /** The trust store as `who` may see it: a restricted client sees its own certificate only. */
+  list(who?: Requestor): CertificateView[] {
+    return this.deps.repo
+      .list()
+      .filter((c) => !who || isAdmin(who) || c.fingerprint === who.fingerprint)
+      .map(view);
   }
 
-  get(prefix: string): CertificateView {
-    return view(this.find(prefix));
+  /** One certificate; a restricted client may see only its own (403 otherwise). */
+  get(prefix: string, who?: Requestor): CertificateView {
+    const c = this.find(prefix);
+    if (who && !isAdmin(who) && c.fingerprint !== who.fingerprint) throw new Forbidden();
+    return view(c);
   }
 
   private find(prefix: string): CertificateRecord {
@@ -166,6 +174,12 @@ export class CertificateService {
     }
     const trusted = caller.requestor.trusted;
     if (trusted && req.certificate === "" && !req.token) throw new BadRequest("Client is already trusted");
+    if (trusted && !isAdmin(caller.requestor)) {
+      // A restricted client adds certificates only as an untrusted one could: with the trust password.
+      if (req.token || req.password === "") throw new Forbidden();
+      const stored = this.deps.server.get("core.trust_password") ?? "";
+      if (stored === "" || !(await checkPassword(stored, req.password))) throw new Forbidden();
+    }
     if (!trusted) {
       const stored = this.deps.server.get("core.trust_password") ?? "";
       const passwordOk = stored !== "" && req.password !== "" && (await checkPassword(stored, req.password));
@@ -223,14 +237,14 @@ export class CertificateService {
       secret: randomBytes(32).toString("hex"),
     };
     if (expiry) metadata.expiresAt = addExpiry(new Date(), expiry).toISOString();
-    return this.deps.operations.create({ class: "token", description: "Executing operation", metadata, mayCancel: true });
+    return this.deps.operations.create({ class: "token", description: "Executing operation", metadata, mayCancel: true, adminOnly: true });
   }
 
   /** Find the running token operation a token belongs to, and end it: a token is used once. */
   private useToken(token: CertificateAddToken): OperationView {
     const op = this.deps.operations
       .list()
-      .find((o) => o.class === "token" && o.status_code < 200 && o.metadata?.secret === token.secret && o.metadata?.request !== undefined);
+      .find((o) => o.class === "token" && o.status_code < 200 && typeof o.metadata?.secret === "string" && secretsEqual(token.secret, o.metadata.secret) && o.metadata?.request !== undefined);
     if (!op) throw new Forbidden("No matching certificate add operation found");
     const expiresAt = op.metadata!.expiresAt as string | undefined;
     void this.deps.operations.cancel(op.id);
@@ -273,10 +287,6 @@ export class CertificateService {
     this.deps.events.lifecycle("certificate-deleted", `/1.0/certificates/${current.fingerprint}`, { requestor: requestorOf(requestor) });
   }
 
-  /** Restricted clients may not add certificates (other than through a password or token). */
-  checkMayAdd(requestor: Requestor): void {
-    if (requestor.protocol === "tls" && requestor.trusted && requestor.restricted) throw new Forbidden();
-  }
 }
 
 function sameList(a: string[], b: string[]): boolean {

@@ -2,13 +2,15 @@
 import { chmodSync, mkdirSync } from "node:fs";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
-import { buildApi } from "../api/server.js";
+import { buildApi, mergeRoutes } from "../api/server.js";
 import { apiExtensions } from "../api/extensions.js";
 import type { Route } from "../api/route.js";
+import { isAdmin } from "../api/access.js";
 import { certificateRoutes } from "../api/routes/certificates.js";
 import { sqlRoutes } from "../api/routes/sql.js";
 import { internalRoutes } from "../api/routes/internal.js";
 import { operationRoutes } from "../api/routes/operations.js";
+import { eventRoutes } from "../api/routes/events.js";
 import { resourceRoutes } from "../api/routes/resources.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
@@ -86,6 +88,8 @@ export class Daemon {
   private app?: FastifyInstance;
   private loaded: Feature[] = [];
   core?: Core;
+  /** The route table served (every path, its handlers and who may call them), once started. */
+  routes: Route[] = [];
   /** Resolves when the daemon has fully stopped. */
   readonly stopped: Promise<void>;
   private resolveStopped!: () => void;
@@ -133,22 +137,30 @@ export class Daemon {
       },
     });
     const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair, ports: {} };
+    const projectExists = (name: string) => db.prepare("SELECT 1 FROM projects WHERE name = ?").get(name) !== undefined;
     this.core = core;
     this.loaded = features.map((f) => f(core));
 
     const routes: Route[] = [
       ...rootRoutes(server),
       ...operationRoutes(operations),
+      ...eventRoutes(projectExists),
       ...warningRoutes(warnings),
       ...certificateRoutes(
-        new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint }),
+        new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint, projectExists }),
       ),
       ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
     ];
-    this.app = await buildApi({ routes, log, identify: (req) => trust.identify(req.raw) });
+    this.routes = mergeRoutes(routes);
+    this.app = await buildApi({
+      routes: this.routes,
+      log,
+      identify: (req) => trust.identify(req.raw),
+      effectiveProject: (project, feature) => core.ports.projects?.effectiveProject(project, feature) ?? project,
+    });
     const app = this.app;
     this.endpoints = new Endpoints({
       socketPath: paths.socket,
@@ -157,8 +169,10 @@ export class Daemon {
       handler: (req, res) => {
         // GET /1.0 is what every client asks first and most often: serve its cached envelope
         // without going through the router (headers every response needs must be added here too).
-        if (req.method === "GET" && req.url === "/1.0") {
-          const doc = server.document(trust.identify(req).trusted);
+        // (X-LXD-authenticated: a client insisting on trust goes through the router's 403.)
+        if (req.method === "GET" && req.url === "/1.0" && !req.headers["x-lxd-authenticated"]) {
+          const who = trust.identify(req);
+          const doc = server.document(who.trusted, isAdmin(who));
           res.writeHead(200, { "content-type": "application/json", "content-length": doc.body.length, etag: `"${doc.etag}"` });
           res.end(doc.body);
           return;
@@ -172,7 +186,7 @@ export class Daemon {
         res.end(body);
       },
       onServer: (s) =>
-        attachWebsockets(s, { events, operations, log, trusted: (req) => trust.identify(req).trusted, upgrades: this.loaded.flatMap((f) => f.upgrades?.() ?? []) }),
+        attachWebsockets(s, { events, operations, log, identify: (req) => trust.identify(req), projectExists, upgrades: this.loaded.flatMap((f) => f.upgrades?.() ?? []) }),
       log,
     });
     for (const f of this.loaded) await f.start?.();

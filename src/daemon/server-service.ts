@@ -80,15 +80,18 @@ export class ServerService {
     return out;
   }
 
-  /** The encoded GET /1.0 envelope; cached until something it shows changes. */
-  document(trusted: boolean): { body: Buffer; etag: string } {
-    const cacheKey = trusted ? "trusted" : "untrusted";
+  /**
+   * The encoded GET /1.0 envelope; cached until something it shows changes. A trusted client
+   * that is not an admin (a restricted certificate) gets no config, as LXD's `config: null`.
+   */
+  document(trusted: boolean, admin = trusted): { body: Buffer; etag: string } {
+    const cacheKey = !trusted ? "untrusted" : admin ? "trusted" : "restricted";
     const hit = this.cache.get(cacheKey);
     if (hit) return hit;
     const common = { api_extensions: this.deps.apiExtensions, api_status: "stable", api_version: "1.0" };
     const metadata = trusted
       ? {
-          config: this.visibleConfig(),
+          config: admin ? this.visibleConfig() : null,
           ...common,
           auth: "trusted",
           public: false,
@@ -96,7 +99,7 @@ export class ServerService {
           environment: this.environment(),
         }
       : { ...common, auth: "untrusted", public: false, auth_methods: ["tls"] };
-    const doc = { body: Buffer.from(encode(syncEnvelope(metadata))), etag: this.etag() };
+    const doc = { body: Buffer.from(encode(syncEnvelope(metadata))), etag: admin || !trusted ? this.etag() : etagOf(null) };
     // Storage facts can change without a config change; only cache when nothing depends on them.
     if (!this.deps.storage || !trusted) this.cache.set(cacheKey, doc);
     return doc;

@@ -9,8 +9,8 @@ import type { Requestor } from "../api/route.js";
 const UNIX_REQUESTOR: Requestor = Object.freeze({ trusted: true, protocol: "unix", username: "root", address: "@" });
 
 export class TrustStore {
-  /** Trusted client fingerprints → restricted. */
-  private clients = new Map<string, boolean>();
+  /** Trusted client fingerprints → their restriction (undefined: unrestricted). */
+  private clients = new Map<string, { restricted: boolean; projects: string[] }>();
   /** Fingerprints of certificates of type "metrics". */
   private metrics = new Set<string>();
 
@@ -19,8 +19,12 @@ export class TrustStore {
   }
 
   reload(): void {
-    const rows = this.db.prepare("SELECT fingerprint, restricted FROM certificates WHERE type = 'client'").all() as { fingerprint: string; restricted: number }[];
-    this.clients = new Map(rows.map((r) => [r.fingerprint, r.restricted === 1]));
+    const rows = this.db.prepare("SELECT fingerprint, restricted, projects FROM certificates WHERE type = 'client'").all() as {
+      fingerprint: string;
+      restricted: number;
+      projects: string;
+    }[];
+    this.clients = new Map(rows.map((r) => [r.fingerprint, { restricted: r.restricted === 1, projects: parseProjects(r.projects) }]));
     const metrics = this.db.prepare("SELECT fingerprint FROM certificates WHERE type = 'metrics'").all() as { fingerprint: string }[];
     this.metrics = new Set(metrics.map((r) => r.fingerprint));
   }
@@ -45,7 +49,17 @@ export class TrustStore {
     const der = TrustStore.peerCertificate(raw);
     if (!der) return { trusted: false, protocol: "tls", username: "", address };
     const fingerprint = createHash("sha256").update(der).digest("hex");
-    const restricted = this.clients.get(fingerprint);
-    return { trusted: restricted !== undefined, protocol: "tls", username: fingerprint, address, fingerprint, restricted: restricted === true, metrics: this.metrics.has(fingerprint) };
+    const client = this.clients.get(fingerprint);
+    if (!client) return { trusted: false, protocol: "tls", username: fingerprint, address, fingerprint, metrics: this.metrics.has(fingerprint) };
+    return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: client.restricted, projects: client.restricted ? client.projects : undefined };
+  }
+}
+
+function parseProjects(text: string): string[] {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return Array.isArray(v) ? v.filter((p): p is string => typeof p === "string") : [];
+  } catch {
+    return [];
   }
 }

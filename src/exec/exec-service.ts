@@ -41,6 +41,7 @@ export class ExecService {
       ...base,
       class: "websocket",
       metadata: { command: post.command, environment: env, fds: session.fds, interactive: post.interactive },
+      secrets: session.fds,
       connect: (secret, ws) => session.connect(secret, ws),
       run: async (ctx) => {
         try {

@@ -1,7 +1,8 @@
 // /1.0/networks: thin handlers over NetworkService.
 import { NetworkPost, NetworkPut, NetworksPost } from "../api/schemas/network.js";
 import { Forbidden, NotFound } from "../api/errors.js";
-import { checkEtag, created, route, sync, type Handler, type Route } from "../api/route.js";
+import { checkEtag, created, route, sync, type ApiRequest, type Handler, type Route } from "../api/route.js";
+import { filterUsedBy, isAdmin } from "../api/access.js";
 import type { ProjectsPort } from "../daemon/ports.js";
 import type { NetworkService } from "./service.js";
 
@@ -30,11 +31,14 @@ export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort 
       await svc.update(req.project, name, await req.body(NetworkPut, "NetworkPut"), mode);
       return sync({});
     };
+  /** Non-admins see no network config (it may hold secrets) and only used_by entries of their projects, as LXD. */
+  const shown = <V extends { config: Record<string, string>; used_by: string[] | null }>(req: ApiRequest, v: V): V =>
+    isAdmin(req.requestor) ? v : { ...v, config: {}, used_by: filterUsedBy(req.requestor, v.used_by) };
   return [
     route("/1.0/networks", {
       GET: (req) => {
         const list = svc.list(req.project).filter((n) => allowed(req.project, n.name, n.managed));
-        return sync(req.recursion > 0 ? list : list.map((n) => `/1.0/networks/${n.name}`));
+        return sync(req.recursion > 0 ? list.map((n) => shown(req, n)) : list.map((n) => `/1.0/networks/${n.name}`));
       },
       POST: async (req) => {
         const body = await req.body(NetworksPost, "NetworksPost");
@@ -42,11 +46,11 @@ export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort 
         await svc.create(req.project, body);
         return created(`/1.0/networks/${body.name}`, null);
       },
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/networks/:name", {
       GET: (req) => {
         guard(req.project, req.params.name);
-        const view = svc.view(req.project, req.params.name);
+        const view = shown(req, svc.view(req.project, req.params.name));
         return sync(view, { etag: { name: view.name, managed: view.managed, type: view.type, description: view.description, config: view.config } });
       },
       PUT: update("replace"),
@@ -62,18 +66,18 @@ export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort 
         await svc.delete(req.project, req.params.name);
         return sync({});
       },
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/networks/:name/state", {
       GET: async (req) => {
         guard(req.project, req.params.name);
         return sync(await svc.state(req.project, req.params.name));
       },
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/networks/:name/leases", {
       GET: async (req) => {
         guard(req.project, req.params.name);
         return sync(await svc.leases(req.project, req.params.name));
       },
-    }),
+    }, "project", { feature: "networks" }),
   ];
 }

@@ -6,6 +6,16 @@ export interface EventFilter {
   types: Set<EventType>;
   /** undefined = all projects */
   project?: string;
+  /**
+   * A restricted client: only events of these projects reach it, and never those published
+   * as admin-only (e.g. certificate token operations, whose metadata holds a secret).
+   */
+  projects?: Set<string>;
+}
+
+export interface PublishOptions {
+  /** Only unrestricted clients may receive it. */
+  adminOnly?: boolean;
 }
 
 export interface Subscriber {
@@ -25,7 +35,7 @@ export class EventHub {
     return this.subscribers.size;
   }
 
-  publish(type: EventType, metadata: unknown, project?: string): void {
+  publish(type: EventType, metadata: unknown, project?: string, opts: PublishOptions = {}): void {
     if (this.subscribers.size === 0) return;
     const event: LxdEvent = { type, timestamp: new Date().toISOString(), metadata, location: "none" };
     if (project !== undefined) event.project = project;
@@ -33,6 +43,8 @@ export class EventHub {
     for (const sub of this.subscribers) {
       if (!sub.filter.types.has(type)) continue;
       if (sub.filter.project !== undefined && project !== undefined && sub.filter.project !== project) continue;
+      const allowed = sub.filter.projects;
+      if (allowed && (opts.adminOnly || project === undefined || !allowed.has(project))) continue;
       sub.send(event, encoded);
     }
   }

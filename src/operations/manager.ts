@@ -1,9 +1,9 @@
 // Background operations: recorded in SQLite, run in-process, observable through
 // /1.0/operations, /wait, the events stream and (websocket class) /websocket.
-import { randomUUID } from "node:crypto";
+import { randomUUID, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
-import { BadRequest, NotFound } from "../api/errors.js";
+import { BadRequest, Forbidden, NotFound } from "../api/errors.js";
 import type { EventHub } from "./events.js";
 import { OperationStatus, type OperationClass, type OperationStatusName, type OperationView } from "./types.js";
 
@@ -32,14 +32,36 @@ export interface OperationSpec {
   run?: (ctx: OperationContext) => Promise<Record<string, unknown> | void>;
   /** Websocket-class operations: a client connected with `secret`. Throw to refuse. */
   connect?: (secret: string, socket: WebsocketLike) => void | Promise<void>;
+  /**
+   * Websocket-class operations: the secret of each fd. The manager checks a connecting
+   * client's secret against them (constant time) before the upgrade, and each works once.
+   */
+  secrets?: Record<string, string>;
+  /** Only unrestricted clients may see it (listings, GET, events): its metadata holds a credential. */
+  adminOnly?: boolean;
+}
+
+/** Who an operation belongs to, for deciding who may see it. */
+export interface OperationOwner {
+  project: string;
+  adminOnly: boolean;
 }
 
 interface Live {
   view: OperationView;
   spec: OperationSpec;
+  /** fds whose secret was already used. */
+  claimed: Set<string>;
   abort: AbortController;
   done: Promise<void>;
   resolveDone: () => void;
+}
+
+/** Whether two secrets are equal, in time independent of where they differ. */
+export function secretsEqual(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 const statusName = (code: number): OperationStatusName =>
@@ -83,7 +105,7 @@ export class OperationManager {
     };
     let resolveDone!: () => void;
     const done = new Promise<void>((r) => (resolveDone = r));
-    const entry: Live = { view, spec, abort: new AbortController(), done, resolveDone };
+    const entry: Live = { view, spec, claimed: new Set(), abort: new AbortController(), done, resolveDone };
     this.db
       .prepare(
         `INSERT INTO operations (id, project, class, description, created_at, updated_at, status_code, resources, metadata, may_cancel, err)
@@ -148,7 +170,7 @@ export class OperationManager {
   }
 
   private emit(entry: Live): void {
-    this.events.publish("operation", { ...entry.view }, entry.spec.project ?? "default");
+    this.events.publish("operation", { ...entry.view }, entry.spec.project ?? "default", { adminOnly: entry.spec.adminOnly });
   }
 
   get(id: string): OperationView {
@@ -157,6 +179,39 @@ export class OperationManager {
     const row = this.db.prepare("SELECT * FROM operations WHERE id = ?").get(id) as OperationRow | undefined;
     if (!row) throw new NotFound("Operation not found");
     return rowToView(row);
+  }
+
+  /** The project an operation belongs to and whether only admins may see it; throws NotFound. */
+  owner(id: string): OperationOwner {
+    const entry = this.live.get(id);
+    if (entry) return { project: entry.spec.project ?? "default", adminOnly: entry.spec.adminOnly === true };
+    const row = this.db.prepare("SELECT project, class FROM operations WHERE id = ?").get(id) as { project: string; class: string } | undefined;
+    if (!row) throw new NotFound("Operation not found");
+    return { project: row.project, adminOnly: row.class === "token" };
+  }
+
+  /**
+   * A client wants to connect to a websocket operation with `secret`: which fd it opens.
+   * The secret must match one of the operation's fds (compared in constant time) whose secret
+   * was not used yet; a wrong, reused or stale secret is refused with 403 before any upgrade.
+   */
+  claim(id: string, secret: string): string {
+    const entry = this.live.get(id);
+    if (!entry) {
+      this.get(id);
+      throw new Forbidden("permission denied");
+    }
+    const secrets = entry.spec.secrets ?? {};
+    let found: string | undefined;
+    for (const [fd, expected] of Object.entries(secrets)) {
+      // Every fd's secret is compared (no early exit), so timing tells nothing about any of them.
+      if (secretsEqual(secret, expected) && found === undefined) found = fd;
+    }
+    if (entry.view.class !== "websocket" || entry.view.status_code >= 200 || found === undefined || entry.claimed.has(found)) {
+      throw new Forbidden("permission denied");
+    }
+    entry.claimed.add(found);
+    return found;
   }
 
   /** All listed operations, optionally for one project. */

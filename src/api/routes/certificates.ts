@@ -26,7 +26,7 @@ const CertificatesPost = CertificatePut.extend({
 
 export function certificateRoutes(certs: CertificateService): Route[] {
   const update = (mode: "replace" | "merge") => async (req: ApiRequest) => {
-    const current = certs.get(req.params.fingerprint);
+    const current = certs.get(req.params.fingerprint, req.requestor);
     checkEtag(req, current);
     const raw = await req.json();
     const merged = mode === "merge" && raw && typeof raw === "object" ? { ...current, ...(raw as object) } : raw;
@@ -39,12 +39,11 @@ export function certificateRoutes(certs: CertificateService): Route[] {
       "/1.0/certificates",
       {
         GET: (req) => {
-          const list = certs.list();
+          const list = certs.list(req.requestor);
           return sync(req.recursion > 0 ? list : list.map((c) => `/1.0/certificates/${c.fingerprint}`));
         },
         POST: async (req) => {
           const body = await req.body(CertificatesPost, "CertificatesPost");
-          if (req.requestor.trusted) certs.checkMayAdd(req.requestor);
           const result = await certs.add(body, {
             requestor: req.requestor,
             peerCertificate: TrustStore.peerCertificate(req.stream),
@@ -54,11 +53,11 @@ export function certificateRoutes(certs: CertificateService): Route[] {
           return created(`/1.0/certificates/${result.fingerprint}`, null);
         },
       },
-      ["POST"],
+      { GET: "authenticated", POST: "untrusted" },
     ),
     route("/1.0/certificates/:fingerprint", {
       GET: (req) => {
-        const c = certs.get(req.params.fingerprint);
+        const c = certs.get(req.params.fingerprint, req.requestor);
         return sync(c, { etag: c });
       },
       PUT: update("replace"),
@@ -67,6 +66,6 @@ export function certificateRoutes(certs: CertificateService): Route[] {
         certs.delete(req.params.fingerprint, req.requestor);
         return sync({});
       },
-    }),
+    }, { GET: "authenticated", PUT: "authenticated", PATCH: "authenticated", DELETE: "admin" }),
   ];
 }

@@ -9,7 +9,7 @@ import type { ImageRefresher } from "../../images/refresh.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
-import { BadRequest, InternalError, NotFound, NotImplemented } from "../errors.js";
+import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../errors.js";
 import { decode } from "../json.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
 
@@ -165,6 +165,9 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
           return sync(req.recursion > 0 ? list : list.map((v) => imageUrl(v.fingerprint)));
         },
         POST: async (req) => {
+          // LXD lets untrusted clients push an image with an image secret (POST /1.0/images/{fp}/export
+          // on the other side); nodelxd does not push images yet, so an untrusted upload is refused.
+          if (!req.requestor.trusted) throw new Forbidden();
           const received = await receiveUpload(images.dir, req.stream, req.headers, imageSpaceBudget?.(req.project) ?? -1);
           if (received.kind === "json") {
             const body = decode(ImagesPost, received.body, "ImagesPost");
@@ -194,7 +197,8 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
           return operation(view);
         },
       },
-      ["GET"],
+      { GET: "public", POST: "public" },
+      { feature: "images" },
     ),
     route(
       "/1.0/images/:fingerprint",
@@ -219,7 +223,8 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
           return operation(view);
         },
       },
-      ["GET"],
+      { GET: "public", PUT: "project", PATCH: "project", DELETE: "project" },
+      { feature: "images" },
     ),
     route(
       "/1.0/images/:fingerprint/export",
@@ -230,7 +235,8 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
           return handled();
         },
       },
-      ["GET"],
+      { GET: "public", POST: "project" },
+      { feature: "images" },
     ),
     route("/1.0/images/:fingerprint/refresh", {
       POST: (req) => {
@@ -250,13 +256,13 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
           }),
         );
       },
-    }),
+    }, "project", { feature: "images" }),
     route("/1.0/images/:fingerprint/secret", {
       POST: (req) => {
         const row = images.byPrefix(proj(req), req.params.fingerprint);
         return operation(secrets.create(req.project, row.fingerprint, req.requestor));
       },
-    }),
+    }, "project", { feature: "images" }),
     route("/1.0/images/aliases", {
       GET: (req) => {
         const list = images.aliases(proj(req));
@@ -268,7 +274,7 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
         images.createAlias(proj(req), body.name, body.target, body.description, req.requestor);
         return created(aliasUrl(body.name), null);
       },
-    }),
+    }, "project", { feature: "images" }),
     route(
       "/1.0/images/aliases/:name",
       {
@@ -304,7 +310,8 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
           return sync({});
         },
       },
-      ["GET"],
+      { GET: "public", PUT: "project", PATCH: "project", POST: "project", DELETE: "project" },
+      { feature: "images" },
     ),
   ];
 }

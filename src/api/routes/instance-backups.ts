@@ -92,9 +92,9 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
   const routes: Route[] = [];
   for (const base of ["/1.0/instances", "/1.0/containers"]) {
     routes.push(
-      route(`${base}/:name/backups`, { GET: list, POST: create }),
-      route(`${base}/:name/backups/:backup`, { GET: get, POST: rename, DELETE: del }),
-      route(`${base}/:name/backups/:backup/export`, { GET: exportBackup }),
+      route(`${base}/:name/backups`, { GET: list, POST: create }, "project"),
+      route(`${base}/:name/backups/:backup`, { GET: get, POST: rename, DELETE: del }, "project"),
+      route(`${base}/:name/backups/:backup/export`, { GET: exportBackup }, "project"),
     );
   }
   return routes;

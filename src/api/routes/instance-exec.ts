@@ -10,6 +10,6 @@ export function execRoutes(exec: ExecService): Route[] {
       warmCgroupMigration(); // before the body is even read: see cgroup-warmup.ts
       return operation(exec.exec(req.project, req.params.name, await req.body(execPostSchema, "InstanceExecPost")));
     },
-  });
+  }, "project");
   return [handler, { ...handler, path: "/1.0/containers/:name/exec" }];
 }

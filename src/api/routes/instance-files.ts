@@ -102,6 +102,6 @@ export function fileRoutes(files: FileService): Route[] {
       files.delete(req.project, req.params.name, pathParam(req));
       return sync({});
     },
-  });
+  }, "project");
   return [r, { ...r, path: "/1.0/containers/:name/files" }];
 }

@@ -12,13 +12,14 @@ export function sftpRoutes(): Route[] {
     GET: () => {
       throw new BadRequest("Missing or invalid upgrade header");
     },
-  });
+  }, "project");
   return [r, { ...r, path: "/1.0/containers/:name/sftp" }];
 }
 
 export function sftpUpgrade(core: Core): UpgradeRoute {
   return {
     protocol: "sftp",
+    access: "project",
     path: /^\/1\.0\/(?:instances|containers)\/([^/]+)\/sftp$/,
     handle: (_req, socket, head, match, url) => {
       const rt = instanceRuntime(core, url.searchParams.get("project") || "default", decodeURIComponent(match[1]));

@@ -86,8 +86,8 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
   const routes: Route[] = [];
   for (const base of ["/1.0/instances", "/1.0/containers"]) {
     routes.push(
-      route(`${base}/:name/snapshots`, { GET: list, POST: create }),
-      route(`${base}/:name/snapshots/:snap`, { GET: get, PUT: update, PATCH: update, POST: rename, DELETE: del }),
+      route(`${base}/:name/snapshots`, { GET: list, POST: create }, "project"),
+      route(`${base}/:name/snapshots/:snap`, { GET: get, PUT: update, PATCH: update, POST: rename, DELETE: del }, "project"),
     );
   }
   return routes;

@@ -174,7 +174,8 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const list: Handler = (req) => {
     const all = req.query["all-projects"] === "true";
     const prefix = req.url.startsWith("/1.0/containers") ? "/1.0/containers" : "/1.0/instances";
-    let rows = svc.list(all ? undefined : req.project);
+    // all-projects: a restricted client gets its certificate's projects only.
+    let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => `${prefix}/${r.name}${r.project === "default" ? "" : `?project=${r.project}`}`));
     const views = rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) }));
@@ -483,14 +484,14 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   const routes: Route[] = [];
   for (const base of ["/1.0/instances", "/1.0/containers"]) {
     routes.push(
-      route(base, { GET: list, POST: create }),
-      route(`${base}/:name`, { GET: get, PUT: put, PATCH: patch, DELETE: del, POST: rename }),
-      route(`${base}/:name/state`, { GET: getState, PUT: putState }),
-      route(`${base}/:name/logs`, { GET: logs }),
-      route(`${base}/:name/logs/:file`, { GET: getLog, DELETE: deleteLog }),
-      route(`${base}/:name/console`, { GET: consoleLog, DELETE: clearConsole }),
-      route(`${base}/:name/metadata`, { GET: getMetadata, PUT: putMetadata, PATCH: putMetadata }),
-      route(`${base}/:name/metadata/templates`, { GET: templates, POST: uploadTemplate, PUT: uploadTemplate, DELETE: deleteTemplate }),
+      route(base, { GET: list, POST: create }, "project"),
+      route(`${base}/:name`, { GET: get, PUT: put, PATCH: patch, DELETE: del, POST: rename }, "project"),
+      route(`${base}/:name/state`, { GET: getState, PUT: putState }, "project"),
+      route(`${base}/:name/logs`, { GET: logs }, "project"),
+      route(`${base}/:name/logs/:file`, { GET: getLog, DELETE: deleteLog }, "project"),
+      route(`${base}/:name/console`, { GET: consoleLog, DELETE: clearConsole }, "project"),
+      route(`${base}/:name/metadata`, { GET: getMetadata, PUT: putMetadata, PATCH: putMetadata }, "project"),
+      route(`${base}/:name/metadata/templates`, { GET: templates, POST: uploadTemplate, PUT: uploadTemplate, DELETE: deleteTemplate }, "project"),
     );
   }
   return routes;

@@ -30,13 +30,13 @@ export function internalRoutes(deps: InternalDeps): Route[] {
         if (!deps.isReady()) throw new Unavailable("LXD daemon not ready yet");
         return sync({});
       },
-    }),
+    }, "local"),
     route("/internal/gc", {
       GET: () => {
         collectGarbage();
         return sync(null);
       },
-    }),
+    }, "local"),
     route("/internal/shutdown", {
       PUT: (req, reply) => {
         const q = ShutdownQuery.parse(req.query);
@@ -44,6 +44,6 @@ export function internalRoutes(deps: InternalDeps): Route[] {
         reply.raw.once("finish", () => deps.shutdown({ force: q.force === "true" || q.force === "1" }));
         return sync({});
       },
-    }),
+    }, "local"),
   ];
 }

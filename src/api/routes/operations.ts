@@ -1,6 +1,9 @@
 import type { OperationManager } from "../../operations/manager.js";
+import { secretsEqual } from "../../operations/manager.js";
 import type { OperationView } from "../../operations/types.js";
-import { intParam, route, sync, type Route } from "../route.js";
+import { isAdmin } from "../access.js";
+import { Forbidden } from "../errors.js";
+import { intParam, route, sync, type ApiRequest, type Route } from "../route.js";
 
 function groupByStatus<T>(ops: OperationView[], pick: (op: OperationView) => T): Record<string, T[]> {
   const out: Record<string, T[]> = {};
@@ -9,28 +12,65 @@ function groupByStatus<T>(ops: OperationView[], pick: (op: OperationView) => T):
 }
 
 export function operationRoutes(ops: OperationManager): Route[] {
+  /**
+   * Whether the caller may see the operation (and so its metadata: websocket secrets). A
+   * restricted client sees operations of its projects only, and never admin-only ones.
+   */
+  const visible = (req: ApiRequest, id: string): boolean => {
+    if (isAdmin(req.requestor)) return true;
+    const owner = ops.owner(id);
+    return !owner.adminOnly && req.mayUse(owner.project);
+  };
+  const assertVisible = (req: ApiRequest, id: string): void => {
+    if (!visible(req, id)) throw new Forbidden();
+  };
   return [
-    route("/1.0/operations", {
-      GET: (req) => {
-        const all = req.query["all-projects"] === "true";
-        const list = ops.list(all ? undefined : req.project);
-        return sync(req.recursion > 0 ? groupByStatus(list, (op) => op) : groupByStatus(list, (op) => `/1.0/operations/${op.id}`));
+    route(
+      "/1.0/operations",
+      {
+        GET: (req) => {
+          const all = req.query["all-projects"] === "true";
+          if (!all && !req.mayUse(req.project)) throw new Forbidden();
+          const list = ops.list(all ? undefined : req.project).filter((op) => visible(req, op.id));
+          return sync(req.recursion > 0 ? groupByStatus(list, (op) => op) : groupByStatus(list, (op) => `/1.0/operations/${op.id}`));
+        },
       },
-    }),
-    route("/1.0/operations/:id", {
-      GET: (req) => sync(ops.get(req.params.id)),
-      DELETE: async (req) => {
-        await ops.cancel(req.params.id);
-        return sync({});
+      "authenticated",
+    ),
+    route(
+      "/1.0/operations/:id",
+      {
+        GET: (req) => {
+          assertVisible(req, req.params.id);
+          return sync(ops.get(req.params.id));
+        },
+        DELETE: async (req) => {
+          assertVisible(req, req.params.id);
+          await ops.cancel(req.params.id);
+          return sync({});
+        },
       },
-    }),
-    route("/1.0/operations/:id/wait", {
-      GET: async (req) => {
-        const timeout = intParam(req, "timeout", -1);
-        const closed = new AbortController();
-        req.stream.socket.once("close", () => closed.abort());
-        return sync(await ops.wait(req.params.id, timeout, closed.signal));
+      "authenticated",
+    ),
+    route(
+      "/1.0/operations/:id/wait",
+      {
+        // LXD: untrusted clients may wait on an operation whose metadata secret they present.
+        GET: async (req) => {
+          const secret = req.query.secret ?? "";
+          if (!req.requestor.trusted && secret === "") throw new Forbidden();
+          const timeout = intParam(req, "timeout", -1);
+          const current = ops.get(req.params.id);
+          if (secret !== "") {
+            const expected = current.metadata?.secret;
+            if (typeof expected !== "string" || !secretsEqual(secret, expected)) throw new Forbidden();
+          } else assertVisible(req, req.params.id);
+          const closed = new AbortController();
+          req.stream.socket.once("close", () => closed.abort());
+          return sync(await ops.wait(req.params.id, timeout, closed.signal));
+        },
       },
-    }),
+      { GET: "untrusted" },
+    ),
   ];
 }

@@ -23,7 +23,7 @@ export function profileRoutes(profiles: ProfileService): Route[] {
         profiles.create(req.project, body);
         return created(`/1.0/profiles/${body.name}`, null);
       },
-    }),
+    }, "project", { feature: "profiles" }),
     route("/1.0/profiles/:name", {
       GET: (req) => {
         const p = profiles.find(req.project, req.params.name, "Fetch profile: Profile not found");
@@ -40,6 +40,6 @@ export function profileRoutes(profiles: ProfileService): Route[] {
         profiles.delete(req.project, req.params.name);
         return sync({});
       },
-    }),
+    }, "project", { feature: "profiles" }),
   ];
 }

@@ -1,4 +1,5 @@
 // /1.0/projects
+import { assertProject, mayUseProject } from "../access.js";
 import { z } from "zod";
 import type { OperationManager } from "../../operations/manager.js";
 import type { ProjectService } from "../../projects/service.js";
@@ -39,7 +40,8 @@ export function projectRoutes(svc: ProjectService, ops: OperationManager): Route
   return [
     route("/1.0/projects", {
       GET: (req) => {
-        const list = svc.repo.list();
+        // A restricted client sees the projects of its certificate only.
+        const list = svc.repo.list().filter((p) => req.mayUse(p.name));
         return sync(req.recursion > 0 ? list.map((p) => svc.view(p)) : list.map((p) => `/1.0/projects/${p.name}`));
       },
       POST: async (req) => {
@@ -47,9 +49,12 @@ export function projectRoutes(svc: ProjectService, ops: OperationManager): Route
         svc.create({ name: body.name, description: body.description, config: body.config ?? {} });
         return created(`/1.0/projects/${body.name}`, null);
       },
-    }),
+    }, { GET: "authenticated", POST: "admin" }),
     route("/1.0/projects/:name", {
-      GET: (req) => sync(svc.view(svc.require(req.params.name)), { etag: etagOf(req.params.name) }),
+      GET: (req) => {
+        assertProject(req.requestor, req.params.name);
+        return sync(svc.view(svc.require(req.params.name)), { etag: etagOf(req.params.name) });
+      },
       PUT: update("put"),
       PATCH: update("patch"),
       POST: async (req) => {
@@ -68,9 +73,13 @@ export function projectRoutes(svc: ProjectService, ops: OperationManager): Route
         svc.delete(req.params.name);
         return sync({});
       },
-    }),
+    }, // LXD's PUT/PATCH need "manage-projects", which no restricted certificate has.
+    { GET: "authenticated", PUT: "admin", PATCH: "admin", POST: "admin", DELETE: "admin" }),
     route("/1.0/projects/:name/state", {
-      GET: (req) => sync(svc.state(req.params.name)),
-    }),
+      GET: (req) => {
+        if (!mayUseProject(req.requestor, req.params.name)) throw new Forbidden();
+        return sync(svc.state(req.params.name));
+      },
+    }, "authenticated"),
   ];
 }

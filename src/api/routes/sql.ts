@@ -12,6 +12,6 @@ export function sqlRoutes(sql: SqlService): Route[] {
         const body = await req.body(SqlQuery, "internalSQLQuery");
         return sync(sql.query(body.database, body.query));
       },
-    }),
+    }, "local"),
   ];
 }

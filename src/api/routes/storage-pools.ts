@@ -6,6 +6,7 @@ import type { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { BadRequest, NotImplemented } from "../errors.js";
+import { filterUsedBy, isAdmin } from "../access.js";
 import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../schemas/storage.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
 
@@ -101,32 +102,35 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
     snapshots.update(...snapshotParams(req), body, mode);
     return sync({});
   };
+  /** Non-admins see no pool config (it may hold secrets) and only used_by entries of their projects, as LXD. */
+  const shown = <V extends { config: unknown; used_by: string[] | null }>(req: ApiRequest, v: V): V =>
+    isAdmin(req.requestor) ? v : { ...v, config: null, used_by: filterUsedBy(req.requestor, v.used_by) };
   return [
     route("/1.0/storage-pools", {
       GET: (req) => {
         const list = pools.listPools();
-        return sync(req.recursion > 0 ? list.map((p) => pools.poolView(p)) : list.map((p) => `/1.0/storage-pools/${p.name}`));
+        return sync(req.recursion > 0 ? list.map((p) => shown(req, pools.poolView(p))) : list.map((p) => `/1.0/storage-pools/${p.name}`));
       },
       POST: async (req) => {
         const body = await req.body(StoragePoolsPost, "StoragePoolsPost");
         await pools.createPool(body);
         return created(`/1.0/storage-pools/${body.name}`, null);
       },
-    }),
+    }, { GET: "authenticated", POST: "admin" }),
     route("/1.0/storage-pools/:name", {
-      GET: (req) => sync(pools.getPool(req.params.name), { etag: poolEtag(req.params.name) }),
+      GET: (req) => sync(shown(req, pools.getPool(req.params.name)), { etag: poolEtag(req.params.name) }),
       PUT: update("replace"),
       PATCH: update("merge"),
       DELETE: async (req) => {
         await pools.deletePool(req.params.name);
         return sync({});
       },
-    }),
+    }, { GET: "authenticated" }),
     route("/1.0/storage-pools/:name/resources", {
       GET: async (req) => sync(await pools.resources(req.params.name)),
-    }),
-    route("/1.0/storage-pools/:pool/volumes", { GET: listVolumes, POST: createVolume }),
-    route("/1.0/storage-pools/:pool/volumes/:type", { GET: listVolumes, POST: createVolume }),
+    }, "authenticated"),
+    route("/1.0/storage-pools/:pool/volumes", { GET: listVolumes, POST: createVolume }, "project", { feature: "storage.volumes" }),
+    route("/1.0/storage-pools/:pool/volumes/:type", { GET: listVolumes, POST: createVolume }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume", {
       GET: (req) => sync(pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume)), { etag: volumeEtag(req) }),
       PUT: updateVolume("replace"),
@@ -142,7 +146,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
         await pools.deleteCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume);
         return sync({});
       },
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots", {
       GET: (req) => {
         const list = pools.listVolumeSnapshots(req.params.pool, req.project, req.params.type, req.params.volume);
@@ -159,7 +163,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
         const project = req.project;
         return task(req, "Creating storage volume snapshot", { storage_volumes: [`/1.0/storage_volumes/${volume}`] }, (signal) => snapshots.create(pool, project, volume, name, expiresAt, { signal }));
       },
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots/:snapshot", {
       GET: (req) => {
         if (req.params.type !== "custom") return sync(pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true));
@@ -180,7 +184,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
         const [pool, project, volume, snapshot] = snapshotParams(req);
         return task(req, "Deleting storage volume snapshot", { storage_volume_snapshots: [`/1.0/storage_volume_snapshots/${volume}`] }, () => snapshots.delete(pool, project, volume, snapshot));
       },
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/backups", {
       GET: (req) => {
         const { pool, type, volume } = req.params;
@@ -203,7 +207,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
         const project = req.project;
         return task(req, "Creating custom volume backup", { backups: [`/1.0/backups/${backup}`], storage_volumes: [`/1.0/storage_volumes/${volume}`] }, (signal) => backups.create(pool, project, volume, backup, request, signal));
       },
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/backups/:backup", {
       GET: (req) => {
         const { pool, type, volume, backup } = req.params;
@@ -222,7 +226,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
         const project = req.project;
         return task(req, "Deleting custom volume backup", { volume: [`/1.0/volume/${volume}`] }, () => backups.delete(pool, project, type, volume, backup));
       },
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/backups/:backup/export", {
       GET: (req, reply) => {
         const { pool, type, volume, backup } = req.params;
@@ -239,9 +243,9 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
           .catch(() => reply.raw.destroy());
         return handled();
       },
-    }),
+    }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
       GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
-    }),
+    }, "project", { feature: "storage.volumes" }),
   ];
 }

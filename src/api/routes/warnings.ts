@@ -17,7 +17,7 @@ export function warningRoutes(warnings: WarningRepo): Route[] {
         const list = warnings.list(all ? undefined : req.project);
         return sync(req.recursion > 0 ? list : list.map((w) => `/1.0/warnings/${w.uuid}`));
       },
-    }),
+    }, "admin"),
     route("/1.0/warnings/:uuid", {
       GET: (req) => sync(warnings.get(req.params.uuid) ?? notFound()),
       PUT: setStatus,
@@ -26,7 +26,7 @@ export function warningRoutes(warnings: WarningRepo): Route[] {
         if (!warnings.delete(req.params.uuid)) notFound();
         return sync({});
       },
-    }),
+    }, "admin"),
   ];
 }
 
