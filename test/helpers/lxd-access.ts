@@ -46,6 +46,8 @@ export const LXD_ACCESS: Table = {
   "/1.0/operations/{}": { GET: "authenticated", DELETE: "authenticated" },
   "/1.0/operations/{}/wait": { GET: "untrusted" },
   "/1.0/resources": { GET: "authenticated" },
+  // allowMetrics, AllowUntrusted: the handler admits trusted and metrics certificates.
+  "/1.0/metrics": { GET: "untrusted" },
   "/1.0/warnings": { GET: "admin" },
   "/1.0/warnings/{}": { GET: "admin", PUT: "admin", PATCH: "admin", DELETE: "admin" },
   "/1.0/projects": { GET: "authenticated", POST: "admin" },
@@ -92,6 +94,9 @@ export const LXD_ACCESS: Table = {
   "/internal/ready": all("local"),
   "/internal/shutdown": all("local"),
   "/internal/sql": all("local"),
+  "/internal/gc": all("local"),
+  "/internal/recover/validate": all("local"),
+  "/internal/recover/import": all("local"),
 };
 
 /**

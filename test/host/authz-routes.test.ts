@@ -116,6 +116,8 @@ function expected(kind: Kind, path: string, method: Method, implemented: boolean
     // Handlers that refuse untrusted callers themselves, as LXD's: no image secret, no operation secret.
     if (method === "POST" && norm === "/1.0/images") return "deny";
     if (norm === "/1.0/operations/{}/wait") return "deny";
+    // allowMetrics: without core.metrics_authentication=false, only metrics certificates.
+    if (norm === "/1.0/metrics") return "deny";
     return implemented ? "allow" : "deny";
   }
   if (!implemented) return "501";

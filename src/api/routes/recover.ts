@@ -26,11 +26,8 @@ export function recoverRoutes(deps: RecoverDeps): Route[] {
         const unknown = await deps.recoverScan(body.pools.map((p) => p.name));
         return sync({ UnknownVolumes: unknown, DependencyErrors: [] });
       },
-    }),
-    route("/internal/recover/import", {
-      POST: () => {
-        throw new NotImplemented();
-      },
-    }),
+    }, "local"),
+    // Importing recovered volumes is not implemented: the router answers LXD's 501.
+    route("/internal/recover/import", {}, "local"),
   ];
 }

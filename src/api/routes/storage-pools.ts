@@ -95,8 +95,13 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
     pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume);
     return snapshots.require(...snapshotParams(req));
   };
+  /** VolumeTypeNameToDBType: an unknown type is LXD's 400; known non-custom types are not served here. */
+  const customOnly = (type: string) => {
+    if (!["container", "virtual-machine", "image", "custom"].includes(type)) throw new BadRequest("Invalid storage volume type name");
+    if (type !== "custom") throw new NotImplemented();
+  };
   const updateSnapshot = (mode: "replace" | "merge") => async (req: ApiRequest) => {
-    if (req.params.type !== "custom") throw new NotImplemented();
+    customOnly(req.params.type);
     checkEtag(req, snapshots.etag(customSnapshot(req)));
     const body = await req.body(VolumeSnapshotPut, "StorageVolumeSnapshotPut");
     snapshots.update(...snapshotParams(req), body, mode);
@@ -179,7 +184,8 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
         return task(req, "Renaming storage volume snapshot", { storage_volume_snapshots: [`/1.0/storage_volume_snapshots/${volume}`] }, () => snapshots.rename(pool, project, volume, snapshot, body.name));
       },
       DELETE: async (req) => {
-        if (req.params.type !== "custom") throw new NotImplemented();
+        if (!["container", "virtual-machine", "image", "custom"].includes(req.params.type)) throw new BadRequest("Invalid storage volume type name");
+        if (req.params.type !== "custom") throw new BadRequest(`Invalid storage volume type "${req.params.type}"`);
         customSnapshot(req);
         const [pool, project, volume, snapshot] = snapshotParams(req);
         return task(req, "Deleting storage volume snapshot", { storage_volume_snapshots: [`/1.0/storage_volume_snapshots/${volume}`] }, () => snapshots.delete(pool, project, volume, snapshot));

@@ -19,7 +19,7 @@ export function networkAclRoutes(svc: NetworkAclService): Route[] {
         return sync(req.recursion > 0 ? list : list.map((a) => `/1.0/network-acls/${a.name}`));
       },
       POST: async (req) => created(svc.create(req.project, await req.body(NetworkAclsPost, "api.NetworkACLsPost")), null),
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/network-acls/:name", {
       GET: (req) => sync(svc.get(req.project, req.params.name), { etag: svc.etagOf(req.project, req.params.name) }),
       PUT: update("put"),
@@ -29,13 +29,13 @@ export function networkAclRoutes(svc: NetworkAclService): Route[] {
         svc.delete(req.project, req.params.name);
         return sync({});
       },
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/network-acls/:name/log", {
       GET: (req) => {
         svc.get(req.project, req.params.name);
         // LXD 5.0.2 keeps ACL logs only for OVN networks (ovn-controller's log); bridges have none.
         throw new InternalError("Only OVN log entries may be retrieved at this time");
       },
-    }),
+    }, "project", { feature: "networks" }),
   ];
 }

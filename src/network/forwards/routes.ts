@@ -20,7 +20,7 @@ export function networkForwardRoutes(svc: NetworkForwardService): Route[] {
         return sync(req.recursion > 0 ? list : list.map((f) => `/1.0/networks/${encodeURIComponent(req.params.name)}/forwards/${encodeURIComponent(f.listen_address)}`));
       },
       POST: async (req) => created(await svc.create(req.params.name, await req.body(NetworkForwardsPost, "api.NetworkForwardsPost")), null),
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/networks/:name/forwards/:listen", {
       GET: (req) => sync(svc.get(req.params.name, req.params.listen), { etag: svc.etagOf(req.params.name, req.params.listen) }),
       PUT: update("put"),
@@ -29,6 +29,6 @@ export function networkForwardRoutes(svc: NetworkForwardService): Route[] {
         await svc.delete(req.params.name, req.params.listen);
         return sync({});
       },
-    }),
+    }, "project", { feature: "networks" }),
   ];
 }

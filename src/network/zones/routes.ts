@@ -26,7 +26,7 @@ export function networkZoneRoutes(svc: NetworkZoneService): Route[] {
         return sync(req.recursion > 0 ? list : list.map((z) => `/1.0/network-zones/${encodeURIComponent(z.name)}`));
       },
       POST: async (req) => created(svc.create(req.project, await req.body(NetworkZonesPost, "api.NetworkZonesPost")), null),
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/network-zones/:zone", {
       GET: (req) => sync(svc.get(req.project, req.params.zone), { etag: svc.etagOf(req.project, req.params.zone) }),
       PUT: update("put"),
@@ -35,7 +35,7 @@ export function networkZoneRoutes(svc: NetworkZoneService): Route[] {
         svc.delete(req.project, req.params.zone);
         return sync({});
       },
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/network-zones/:zone/records", {
       GET: (req) => {
         const list = svc.records(req.project, req.params.zone);
@@ -43,7 +43,7 @@ export function networkZoneRoutes(svc: NetworkZoneService): Route[] {
         return sync(req.recursion > 0 ? list : list.map((r) => `/1.0/network-zones/${zone}/records/${encodeURIComponent(r.name)}`));
       },
       POST: async (req) => created(svc.createRecord(req.project, req.params.zone, await req.body(NetworkZoneRecordsPost, "api.NetworkZoneRecordsPost")), null),
-    }),
+    }, "project", { feature: "networks" }),
     route("/1.0/network-zones/:zone/records/:name", {
       GET: (req) => sync(svc.record(req.project, req.params.zone, req.params.name), { etag: svc.recordEtag(req.project, req.params.zone, req.params.name) }),
       PUT: updateRecord("put"),
@@ -52,6 +52,6 @@ export function networkZoneRoutes(svc: NetworkZoneService): Route[] {
         svc.deleteRecord(req.project, req.params.zone, req.params.name);
         return sync({});
       },
-    }),
+    }, "project", { feature: "networks" }),
   ];
 }
