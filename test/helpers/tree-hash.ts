@@ -1,4 +1,4 @@
-// A digest of a directory tree: every entry's path, type, mode, owner (by number), link target
+// A digest of a directory tree (below its root): every entry's path, type, mode, owner (by number), link target
 // and file content. Two trees with the same digest hold the same files with the same ownership.
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -11,6 +11,9 @@ export function treeHash(dir: string): string {
     .toString("utf8")
     .split("\n")
     .filter(Boolean)
+    // The volume directory itself: its mode and owner are the daemon's lock (0100, the container's
+    // root while it runs), not content.
+    .filter((l) => !l.startsWith(".\0"))
     .map((l) => (l.split("\0")[1] === "f" ? l : l.slice(0, l.lastIndexOf("\0"))))
     .sort();
   const files = spawnSync("sh", ["-c", "find . -type f -print0 | sort -z | xargs -0r sha256sum"], { cwd: dir, maxBuffer: 1 << 28 });
