@@ -46,14 +46,17 @@ export async function detectFileCodec(file: string): Promise<Codec | undefined> 
   }
 }
 
-/** Flags a user may add after an algorithm name ("xz -9", "zstd -T0 -19"): levels and threads only. */
+/**
+ * Flags a user may add after an algorithm name ("xz -9", "zstd -T0 -19", "gzip --rsyncable"):
+ * levels, threads and rsync-friendly output only — none names a file or changes what is read.
+ */
 const ALLOWED_FLAGS: Record<CodecName, RegExp[]> = {
   none: [],
-  gzip: [/^-[1-9]$/, /^--(fast|best)$/],
+  gzip: [/^-[1-9]$/, /^--(fast|best|rsyncable)$/],
   bzip2: [/^-[1-9]$/, /^--(fast|best)$/],
   xz: [/^-[0-9]e?$/, /^-e$/, /^--extreme$/, /^-T[0-9]{1,3}$/, /^--threads=[0-9]{1,3}$/],
   lzma: [/^-[0-9]e?$/, /^-e$/, /^--extreme$/],
-  zstd: [/^-([1-9]|1[0-9])$/, /^--fast(=[0-9]{1,2})?$/, /^-T[0-9]{1,3}$/, /^--threads=[0-9]{1,3}$/],
+  zstd: [/^-([1-9]|1[0-9])$/, /^--fast(=[0-9]{1,2})?$/, /^-T[0-9]{1,3}$/, /^--threads=[0-9]{1,3}$/, /^--rsyncable$/],
 };
 
 export type CompressionAlgorithm = { codec: CodecName; flags: string[] };

@@ -13,6 +13,7 @@ describe("compression_algorithm", () => {
   it("accepts LXD's compressors, alone or with level and thread flags", () => {
     for (const v of ["none", "gzip", "bzip2", "xz", "lzma", "zstd"]) expect(parseCompressionAlgorithm(v)).toEqual({ codec: v, flags: [] });
     expect(parseCompressionAlgorithm("gzip -9")).toEqual({ codec: "gzip", flags: ["-9"] });
+    expect(parseCompressionAlgorithm("gzip --rsyncable")).toEqual({ codec: "gzip", flags: ["--rsyncable"] }); // LXD's own suite (basic_usage) publishes with it
     expect(parseCompressionAlgorithm("xz -T0 -9e")).toEqual({ codec: "xz", flags: ["-T0", "-9e"] });
     expect(parseCompressionAlgorithm("zstd -19 --threads=2")).toEqual({ codec: "zstd", flags: ["-19", "--threads=2"] });
     expect(compressCommand(parseCompressionAlgorithm("gzip -1"))).toEqual(["gzip", ["-c", "-n", "-1"]]);
