@@ -155,6 +155,7 @@ export class InstanceMigration {
       project,
       resources,
       metadata: { ...sockets.secrets },
+      secrets: sockets.secrets,
       connect: (s, ws) => sockets.connect(s, ws as WebSocket),
       run: async (ctx) => {
         try {

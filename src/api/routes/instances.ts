@@ -269,7 +269,7 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     if (sink?.mode === "push" && sockets) {
       const s = sockets;
       return operation(
-        core.operations.create({ class: "websocket", description: "Creating instance", project: req.project, resources: res, metadata: { ...s.secrets }, connect: (sec, ws) => s.connect(sec, ws as never), run: async (ctx) => svc.create(req.project, request, checked, ctx.signal) }),
+        core.operations.create({ class: "websocket", description: "Creating instance", project: req.project, resources: res, metadata: { ...s.secrets }, secrets: s.secrets, connect: (sec, ws) => s.connect(sec, ws as never), run: async (ctx) => svc.create(req.project, request, checked, ctx.signal) }),
       );
     }
     if (checked.copySnapshot && request.source.source) {
