@@ -1,8 +1,10 @@
 // The disk device: the root disk (path=/, pool=...) and host bind mounts (source → path).
 // Bind mounts become liblxc mount entries at start; hot-plug goes through the container's
 // shmounts directory (a shared tmpfs liblxc mounts at /dev/.lxd-mounts) and a move inside.
-import { existsSync, realpathSync, statSync } from "node:fs";
-import { isAbsolute, normalize } from "node:path";
+import { existsSync, mkdirSync, realpathSync, rmdirSync, statSync } from "node:fs";
+import { isAbsolute, join, normalize } from "node:path";
+import { bindMount, isMountPoint, unmountAll } from "../storage/host.js";
+import { pathNameEncode } from "./unix.js";
 import { parseBool } from "../config/validators.js";
 import { hostRoot, type IdmapEntry } from "../instances/idmap.js";
 import { shiftTree } from "../instances/lxc/shift.js";
@@ -83,10 +85,25 @@ export class DiskDevice implements Device {
     return dir;
   }
 
+  /**
+   * Where a custom volume is bind-mounted for liblxc, as LXD does: $LXD_DIR/devices/<instance>/
+   * disk.<device>.<path>. The pool's custom/ directory is private (0700, as LXD's) and liblxc
+   * mounts from inside the container's user namespace, which could not traverse it.
+   */
+  private get devPath(): string {
+    return join(this.ctx.devicesDir, pathNameEncode(`disk.${this.name}.${normalize(this.config.path).replace(/^\/+/, "")}`));
+  }
+
   private async mountEntry(): Promise<string | undefined> {
     if (this.isRoot) return undefined;
-    const source = await this.sourcePath();
+    let source = await this.sourcePath();
     if (!existsSync(source)) return undefined; // optional and absent
+    if (this.isVolume) {
+      mkdirSync(this.ctx.devicesDir, { recursive: true, mode: 0o711 });
+      mkdirSync(this.devPath, { recursive: true, mode: 0o711 });
+      if (!isMountPoint(this.devPath)) await bindMount(source, this.devPath);
+      source = this.devPath;
+    }
     const isDir = statSync(source).isDirectory();
     const target = normalize(this.config.path).replace(/^\/+/, "");
     const opts = [parseBool(this.config.recursive) ? "rbind" : "bind", `create=${isDir ? "dir" : "file"}`];
@@ -99,7 +116,15 @@ export class DiskDevice implements Device {
     return entry ? { lxc: [["lxc.mount.entry", entry]] } : {};
   }
 
-  async stop(): Promise<void> {}
+  async stop(): Promise<void> {
+    if (this.isRoot || !this.isVolume) return;
+    await unmountAll(this.devPath);
+    try {
+      rmdirSync(this.devPath);
+    } catch {
+      /* absent already */
+    }
+  }
 
   /** A root disk whose size (the volume quota, applied by the instance service) is all that changed stays in place. */
   async update(_pid: number, previous: DeviceConfig): Promise<boolean> {
@@ -120,6 +145,8 @@ export class DiskDevice implements Device {
   async detach(pid: number): Promise<void> {
     if (this.isRoot) throw new Error("Root disk can't be removed from a running instance");
     await this.ctx.hotplug?.unmount(pid, normalize(this.config.path));
+    // A volume mounted at start went through devices/: that host mount goes too.
+    await this.stop();
   }
 }
 

@@ -1,5 +1,5 @@
 // Custom storage volumes attached to containers as disk devices, with the stock client.
-import { statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
 
@@ -37,6 +37,30 @@ describe("custom volumes on disk devices", () => {
     } finally {
       d.lxc("storage", "volume", "detach", "default", vol, a);
       d.lxc("storage", "volume", "detach", "default", vol, b);
+      d.lxc("storage", "volume", "delete", "default", vol);
+    }
+  });
+
+  it("mount when the container starts, through devices/ as LXD (the pool's custom/ stays private), and go on stop", async () => {
+    const vol = d.instanceName("coldvol");
+    const c = d.launch("cold", { init: true });
+    expect(d.lxc("storage", "volume", "create", "default", vol).code).toBe(0);
+    try {
+      expect(d.lxc("storage", "volume", "attach", "default", vol, c, "/data").code).toBe(0);
+      expect(statSync(`${d.dir}/storage-pools/default/custom`).mode & 0o777).toBe(0o700);
+      const start = d.lxc("start", c);
+      expect(start.code, start.stderr).toBe(0);
+      expect(d.lxc("exec", c, "--", "sh", "-c", "echo cold > /data/f").code).toBe(0);
+      const devices = `${d.dir}/devices/${c}`;
+      // The device takes the volume's name; the path is encoded as LXD encodes it ("-" doubled, "/" as "-").
+      const entry = `disk.${vol.replace(/-/g, "--")}.data`;
+      expect(readdirSync(devices)).toContain(entry);
+      expect(d.lxc("restart", c, "--force").code).toBe(0);
+      expect(d.lxc("exec", c, "--", "cat", "/data/f").stdout).toBe("cold\n");
+      expect(d.lxc("stop", c, "--force").code).toBe(0);
+      expect(existsSync(`${devices}/${entry}`)).toBe(false);
+    } finally {
+      d.lxc("delete", "-f", c);
       d.lxc("storage", "volume", "delete", "default", vol);
     }
   });
