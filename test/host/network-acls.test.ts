@@ -2,41 +2,16 @@
 // bridge deciding which host-to-container TCP connections get through. NAT is off; traffic only
 // goes between the host and our own container on our own bridge.
 import { connect } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
-import { dnsmasqPids, freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
+import { describe, expect, it } from "vitest";
+import { useNetworkDaemon } from "../helpers/network-daemon.js";
+import { freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
 
 const id = runId();
-let d: InitialisedDaemon;
-const networks: string[] = [];
-
-beforeAll(async () => {
-  d = await startInitialisedDaemon();
-});
-
-afterAll(async () => {
-  await d?.teardown();
-  for (const n of networks) {
-    sh("nft", ["delete", "table", "inet", `nodelxd-${n}`]);
-    for (const pid of dnsmasqPids(n)) process.kill(pid, "SIGKILL");
-    sh("ip", ["link", "del", n]);
-  }
-});
-
-function ok(...args: string[]): string {
-  const r = d.lxc(...args);
-  if (r.code !== 0) throw new Error(`lxc ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-}
-
-function fails(...args: string[]): string {
-  const r = d.lxc(...args);
-  expect(r.code, `lxc ${args.join(" ")} should fail`).not.toBe(0);
-  return r.stderr;
-}
+const t = useNetworkDaemon();
+const { ok, fails, networks } = t;
 
 function lxcInput(input: string, ...args: string[]): void {
-  const r = sh("lxc", args, { input, env: { ...process.env, LXD_DIR: d.dir } });
+  const r = sh("lxc", args, { input, env: { ...process.env, LXD_DIR: t.d.dir } });
   if (r.code !== 0) throw new Error(`lxc ${args.join(" ")} failed: ${r.stderr}`);
 }
 
@@ -130,17 +105,17 @@ config:
   });
 
   it("answers the API with LXD's shapes, ETags and lifecycle events", async () => {
-    const r = await d.api("POST", "/1.0/network-acls", { name: "shape", ingress: [{ action: "drop", state: "enabled", protocol: "icmp4" }] });
+    const r = await t.d.api("POST", "/1.0/network-acls", { name: "shape", ingress: [{ action: "drop", state: "enabled", protocol: "icmp4" }] });
     expect(r.status).toBe(201);
     expect(r.headers.location).toBe("/1.0/network-acls/shape");
-    const g = await d.api("GET", "/1.0/network-acls/shape");
+    const g = await t.d.api("GET", "/1.0/network-acls/shape");
     expect(g.body.metadata).toEqual({ name: "shape", description: "", ingress: [{ action: "drop", protocol: "icmp4", state: "enabled" }], egress: [], config: {}, used_by: [] });
-    const stale = await d.api("PUT", "/1.0/network-acls/shape", { ingress: [] }, { "If-Match": '"nope"' });
+    const stale = await t.d.api("PUT", "/1.0/network-acls/shape", { ingress: [] }, { "If-Match": '"nope"' });
     expect(stale.status).toBe(412);
-    expect((await d.api("GET", "/1.0/network-acls")).body.metadata).toContain("/1.0/network-acls/shape");
-    expect((await d.api("POST", "/1.0/network-acls", { name: "x", ingress: [{ action: 1 }] })).status).toBe(400);
-    expect((await d.api("DELETE", "/1.0/network-acls/shape")).status).toBe(200);
-    expect((await d.api("GET", "/1.0/network-acls/shape")).status).toBe(404);
+    expect((await t.d.api("GET", "/1.0/network-acls")).body.metadata).toContain("/1.0/network-acls/shape");
+    expect((await t.d.api("POST", "/1.0/network-acls", { name: "x", ingress: [{ action: 1 }] })).status).toBe(400);
+    expect((await t.d.api("DELETE", "/1.0/network-acls/shape")).status).toBe(200);
+    expect((await t.d.api("GET", "/1.0/network-acls/shape")).status).toBe(404);
   });
 });
 
@@ -166,7 +141,7 @@ describe("an ACL on a bridge", () => {
     const br = `na${id}`;
     networks.push(br);
     ok("network", "create", br, `ipv4.address=10.97.${n}.1/24`, "ipv4.nat=false", "ipv6.address=none");
-    const c = d.launch("web", { network: br });
+    const c = t.d.launch("web", { network: br });
     const ip = await waitFor(() => /(\d+\.\d+\.\d+\.\d+) \(eth0\)/.exec(ok("list", "-c", "4", "-f", "csv", c))?.[1], 60_000, 500);
     expect(ip.startsWith(`10.97.${n}.`)).toBe(true);
     ok("exec", c, "--", "sh", "-c", "mkdir -p /tmp/www && httpd -p 22 -h /tmp/www && httpd -p 80 -h /tmp/www");

@@ -3,39 +3,14 @@
 // bridge's subnet to a real container's port answering through DNAT. NAT is off; traffic goes
 // only between the host and our container on our bridge.
 import { connect } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
-import { dnsmasqPids, freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
+import { describe, expect, it } from "vitest";
+import { useNetworkDaemon } from "../helpers/network-daemon.js";
+import { freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
 
 const id = runId();
-let d: InitialisedDaemon;
-const networks: string[] = [];
+const t = useNetworkDaemon();
+const { ok, fails, networks } = t;
 const taken = new Set<number>();
-
-beforeAll(async () => {
-  d = await startInitialisedDaemon();
-});
-
-afterAll(async () => {
-  await d?.teardown();
-  for (const n of networks) {
-    sh("nft", ["delete", "table", "inet", `nodelxd-${n}`]);
-    for (const pid of dnsmasqPids(n)) process.kill(pid, "SIGKILL");
-    sh("ip", ["link", "del", n]);
-  }
-});
-
-function ok(...args: string[]): string {
-  const r = d.lxc(...args);
-  if (r.code !== 0) throw new Error(`lxc ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-}
-
-function fails(...args: string[]): string {
-  const r = d.lxc(...args);
-  expect(r.code, `lxc ${args.join(" ")} should fail`).not.toBe(0);
-  return r.stderr;
-}
 
 function bridge(suffix: string): { name: string; n: number } {
   const name = `nf${id}${suffix}`;
@@ -101,19 +76,19 @@ describe("network forwards through the stock client", () => {
     const { n: other } = bridge("c");
     const l = `10.97.${n}.201`;
     ok("network", "forward", "create", net, l);
-    let r = await d.api("POST", `/1.0/networks/${net}/forwards`, { listen_address: l });
+    let r = await t.d.api("POST", `/1.0/networks/${net}/forwards`, { listen_address: l });
     expect([r.status, r.body.error]).toEqual([409, "Failed creating forward: A forward for that listen address already exists"]);
-    r = await d.api("POST", `/1.0/networks/${net}/forwards`, { listen_address: "foo" });
+    r = await t.d.api("POST", `/1.0/networks/${net}/forwards`, { listen_address: "foo" });
     expect([r.status, r.body.error]).toEqual([500, 'Failed creating forward: Failed parsing address forward listen address "foo": invalid CIDR address: foo/32']);
-    r = await d.api("POST", `/1.0/networks/${net}/forwards`, { listen_address: `10.97.${n}.202`, config: { x: "y" } });
+    r = await t.d.api("POST", `/1.0/networks/${net}/forwards`, { listen_address: `10.97.${n}.202`, config: { x: "y" } });
     expect([r.status, r.body.error]).toEqual([500, 'Failed creating forward: Invalid option "x"']);
-    r = await d.api("POST", `/1.0/networks/${net}/forwards`, { listen_address: `10.97.${other}.5` });
+    r = await t.d.api("POST", `/1.0/networks/${net}/forwards`, { listen_address: `10.97.${other}.5` });
     expect([r.status, r.body.error]).toEqual([500, `Failed creating forward: Forward listen address "10.97.${other}.5/32" overlaps with another network or NIC`]);
-    r = await d.api("GET", `/1.0/networks/${net}/forwards/10.97.${n}.9`);
+    r = await t.d.api("GET", `/1.0/networks/${net}/forwards/10.97.${n}.9`);
     expect([r.status, r.body.error]).toEqual([404, "Network forward not found"]);
-    r = await d.api("DELETE", `/1.0/networks/${net}/forwards/10.97.${n}.9`);
+    r = await t.d.api("DELETE", `/1.0/networks/${net}/forwards/10.97.${n}.9`);
     expect([r.status, r.body.error]).toEqual([404, "Failed deleting forward: Network forward not found"]);
-    r = await d.api("GET", `/1.0/networks/nosuch${id}/forwards`);
+    r = await t.d.api("GET", `/1.0/networks/nosuch${id}/forwards`);
     expect([r.status, r.body.error]).toEqual([404, "Failed loading network: Network not found"]);
     expect(JSON.parse(ok("query", `/1.0/networks/${net}/forwards`))).toEqual([`/1.0/networks/${net}/forwards/${l}`]);
   });
@@ -137,7 +112,7 @@ function httpGet(ip: string, port: number): Promise<string | undefined> {
 describe("a forward to a container", () => {
   it("answers on the listen address through DNAT, and stops when removed", async () => {
     const { name: net, n } = bridge("d");
-    const c = d.launch("fw", { network: net });
+    const c = t.d.launch("fw", { network: net });
     const ip = await waitFor(() => /(\d+\.\d+\.\d+\.\d+) \(eth0\)/.exec(ok("list", "-c", "4", "-f", "csv", c))?.[1], 60_000, 500);
     ok("exec", c, "--", "sh", "-c", `mkdir -p /tmp/www && echo hello-${id} > /tmp/www/index.html && httpd -p 80 -h /tmp/www`);
     await waitFor(async () => (await httpGet(ip, 80))?.includes(`hello-${id}`), 10_000, 300);
@@ -149,7 +124,7 @@ describe("a forward to a container", () => {
     expect(await httpGet(listen, 8080)).toContain(`hello-${id}`);
 
     // It survives a daemon restart (the bridge's table is rebuilt from the database).
-    await d.restart();
+    await t.d.restart();
     expect(await httpGet(listen, 8080)).toContain(`hello-${id}`);
 
     ok("network", "forward", "delete", net, listen);

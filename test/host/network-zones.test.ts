@@ -2,39 +2,14 @@
 // daemon's own DNS listener on core.dns_address: AXFR of forward and reverse zones with a
 // running container's records, extra records, refusals for non-peers. Only loopback traffic,
 // and between our container and our bridge (NAT off).
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
-import { dnsmasqPids, freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
+import { describe, expect, it } from "vitest";
+import { useNetworkDaemon } from "../helpers/network-daemon.js";
+import { freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
 
 const id = runId();
-let d: InitialisedDaemon;
-const networks: string[] = [];
+const t = useNetworkDaemon();
+const { ok, fails, networks } = t;
 const port = 20000 + Math.floor(Math.random() * 20000);
-
-beforeAll(async () => {
-  d = await startInitialisedDaemon();
-});
-
-afterAll(async () => {
-  await d?.teardown();
-  for (const n of networks) {
-    sh("nft", ["delete", "table", "inet", `nodelxd-${n}`]);
-    for (const pid of dnsmasqPids(n)) process.kill(pid, "SIGKILL");
-    sh("ip", ["link", "del", n]);
-  }
-});
-
-function ok(...args: string[]): string {
-  const r = d.lxc(...args);
-  if (r.code !== 0) throw new Error(`lxc ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-}
-
-function fails(...args: string[]): string {
-  const r = d.lxc(...args);
-  expect(r.code, `lxc ${args.join(" ")} should fail`).not.toBe(0);
-  return r.stderr;
-}
 
 const dig = (...args: string[]) => sh("dig", ["@127.0.0.1", "-p", String(port), "+tries=1", "+time=3", ...args]).stdout;
 
@@ -59,7 +34,7 @@ describe("network zones", () => {
     expect(JSON.parse(ok("query", `/1.0/network-zones/${fwd}`)).used_by).toEqual([`/1.0/networks/${net}`]);
     expect(fails("network", "zone", "delete", fwd)).toContain("Cannot delete a zone that is in use");
 
-    const c = d.instanceName("dns");
+    const c = t.d.instanceName("dns");
     ok("init", "busybox", c, "-n", net, "-q");
     ok("config", "device", "set", c, "eth0", `ipv4.address=10.97.${n}.42`);
     ok("start", c);
@@ -103,7 +78,7 @@ describe("network zones", () => {
     expect(withDemo).toMatch(/IN\s+MX\s+1 mx1\.example\.net\./);
 
     // The listener follows core.dns_address and survives a restart.
-    await d.restart();
+    await t.d.restart();
     expect(dig("axfr", fwd)).toContain("demo.");
     ok("config", "unset", "core.dns_address");
     expect(dig("axfr", fwd)).not.toContain("demo.");
