@@ -91,10 +91,10 @@ test("routes of one path from several features are joined; a method twice is ref
   const { mergeRoutes } = await import("../../src/api/server.js");
   const { route, sync } = await import("../../src/api/route.js");
   const h = () => sync(null);
-  const merged = mergeRoutes([route("/a", { GET: h }), route("/b", { GET: h }), route("/a", { POST: h }, ["POST"])]);
-  expect(merged.map((r) => [r.path, Object.keys(r.handlers).sort(), r.untrusted])).toEqual([
-    ["/a", ["GET", "POST"], ["POST"]],
-    ["/b", ["GET"], undefined],
+  const merged = mergeRoutes([route("/a", { GET: h }, "project"), route("/b", { GET: h }), route("/a", { POST: h }, { POST: "untrusted" })]);
+  expect(merged.map((r) => [r.path, Object.keys(r.handlers).sort(), r.access.GET, r.access.POST])).toEqual([
+    ["/a", ["GET", "POST"], "project", "untrusted"],
+    ["/b", ["GET"], "admin", "admin"],
   ]);
   expect(() => mergeRoutes([route("/a", { GET: h }), route("/a", { GET: h })])).toThrow("Method 'GET' declared twice for route '/a'");
 });
