@@ -2,9 +2,9 @@
 // backup/index.yaml, backup/container/ (the volume) and backup/snapshots/<name>/, kept under
 // $LXD_DIR/backups/instances/<instance>/<backup>. Records live in instance_backups; a row is
 // 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
+import { receiveToTempFile } from "../os/upload-file.js";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
@@ -325,23 +325,8 @@ export class BackupService {
   // ---- import (POST /1.0/instances with a backup tarball as body) ----
 
   /** Stream the upload to a private temp file; the caller removes it with `discard`. */
-  async receive(body: Readable): Promise<{ file: string; discard: () => void }> {
-    const dir = join(this.core.paths.dir, "backups", `.import-${randomUUID()}`);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const file = join(dir, "backup");
-    const discard = () => rmSync(dir, { recursive: true, force: true });
-    try {
-      const fh = await open(file, "wx", 0o600);
-      try {
-        for await (const c of body) await fh.write(c as Buffer);
-      } finally {
-        await fh.close();
-      }
-    } catch (e) {
-      discard();
-      throw e;
-    }
-    return { file, discard };
+  receive(body: Readable): Promise<{ file: string; discard: () => void }> {
+    return receiveToTempFile(join(this.core.paths.dir, "backups"), ".import-", body);
   }
 
   /** Validate the whole tarball and read its index; the instance name it will get. */

@@ -3,9 +3,9 @@
 // $LXD_DIR/backups/custom/<pool>/<project>_<volume>/<backup>. Records live in
 // custom_volume_backups; a row is 'creating' until its file is complete, and an import is
 // marked on disk until its volume is whole, so a crash leaves nothing half-made after recover().
+import { receiveToTempFile } from "../os/upload-file.js";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
@@ -307,23 +307,8 @@ export class VolumeBackupService {
   // ---- import (POST .../volumes/custom with a backup tarball as body) ----
 
   /** Stream the upload to a private temp file; the caller removes it with `discard`. */
-  async receive(body: Readable): Promise<{ file: string; discard: () => void }> {
-    const dir = join(this.core.paths.dir, "backups", `.volume-import-${randomUUID()}`);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const file = join(dir, "backup");
-    const discard = () => rmSync(dir, { recursive: true, force: true });
-    try {
-      const fh = await open(file, "wx", 0o600);
-      try {
-        for await (const c of body) await fh.write(c as Buffer);
-      } finally {
-        await fh.close();
-      }
-    } catch (e) {
-      discard();
-      throw e;
-    }
-    return { file, discard };
+  receive(body: Readable): Promise<{ file: string; discard: () => void }> {
+    return receiveToTempFile(join(this.core.paths.dir, "backups"), ".volume-import-", body);
   }
 
   /** Validate every member of the tarball and read its index; what will be created. */

@@ -205,18 +205,7 @@ export function validateAcl(acl: { config: Record<string, string>; ingress: AclR
 }
 
 /** A rule as the firewall applies it (ACL rules, then the network's default rules). */
-export interface FirewallAclRule {
-  direction: Direction;
-  action: string;
-  source?: string;
-  destination?: string;
-  protocol?: string;
-  source_port?: string;
-  destination_port?: string;
-  icmp_type?: string;
-  icmp_code?: string;
-  logName?: string;
-}
+export type FirewallAclRule = Omit<AclRule, "state" | "description"> & { direction: Direction; logName?: string };
 
 /**
  * The rules of the ACLs a network names, ordered as LXD orders them (drop, reject, allow), then
