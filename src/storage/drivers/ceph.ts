@@ -42,7 +42,6 @@ const info: DriverInfo = {
     "ceph.osd.force_reuse": { validate: isBoolStrict, doc: "Force using an OSD storage pool already in use by another LXD" },
     "ceph.osd.pg_num": { validate: isPgNum, doc: "Number of placement groups for the OSD storage pool", default: "32" },
     "ceph.osd.pool_name": { validate: any, doc: "Name of the OSD storage pool" },
-    "ceph.osd.data_pool_name": { validate: any, doc: "Name of the OSD data pool" },
     "ceph.rbd.clone_copy": { validate: isBoolStrict, doc: "Copy with lightweight clones instead of full copies", default: "true" },
     "ceph.rbd.du": { validate: isBoolStrict, doc: "Use rbd du to obtain disk usage of stopped instances", default: "true" },
     "ceph.rbd.features": { validate: isFeatures, doc: "Comma-separated RBD features to enable on volumes", default: "layering" },
