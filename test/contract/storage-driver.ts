@@ -15,6 +15,14 @@ export interface DriverTestOptions {
   poolConfig?: Record<string, string>;
   /** Skip the whole suite (tools or kernel support missing) with this reason. */
   skip?: string;
+  /**
+   * The kernel can't mount this driver's volumes here (e.g. "no device-mapper in this kernel"):
+   * tests that need a mounted volume are skipped with this reason, and the boundary tests run
+   * instead (empty volumes without a mount; a mount failing with `boundaryError`, leaving nothing).
+   */
+  mountBoundary?: string;
+  /** What the host answers at the boundary. */
+  boundaryError?: RegExp;
 }
 
 /** Unmount everything under `dir` and detach loop devices backed by files under it. */
@@ -65,6 +73,9 @@ export function testDriver(opts: DriverTestOptions): void {
     });
 
     const vol = (name: string, type: Volume["type"] = "custom"): Volume => ({ type, name, config: {} });
+    /** A test that needs a mounted volume: skipped, with the kernel's reason, beyond the boundary. */
+    const mounted = (title: string, fn: () => Promise<void>) => (opts.mountBoundary ? it.skip(`${title} (${opts.mountBoundary})`, fn) : it(title, fn));
+    const boundary = opts.mountBoundary ? it : it.skip;
 
     it("probe reports a version", async () => {
       expect(await opts.definition.probe()).toMatch(/^\d+(\.\d+)*$/);
@@ -86,7 +97,7 @@ export function testDriver(opts: DriverTestOptions): void {
       expect(u.space.used).toBeLessThanOrEqual(u.space.total);
     });
 
-    it("creates a volume and fills it", async () => {
+    mounted("creates a volume and fills it", async () => {
       const v = vol("default_v1");
       await driver.createVolume(v, async (path) => writeFileSync(join(path, "hello"), "world"));
       expect(driver.volumePath(v)).toBe(join(driver.mountPath, "custom/default_v1"));
@@ -95,7 +106,7 @@ export function testDriver(opts: DriverTestOptions): void {
       await expect(driver.createVolume(v)).rejects.toThrow();
     });
 
-    it("removes a volume whose fill failed", async () => {
+    mounted("removes a volume whose fill failed", async () => {
       const v = vol("c-fail", "container");
       await expect(
         driver.createVolume(v, async (path) => {
@@ -107,19 +118,19 @@ export function testDriver(opts: DriverTestOptions): void {
       expect(existsSync(driver.volumePath(v))).toBe(false);
     });
 
-    it("renames a volume", async () => {
+    mounted("renames a volume", async () => {
       await driver.renameVolume(vol("default_v1"), "default_v2");
       expect(await driver.hasVolume(vol("default_v1"))).toBe(false);
       expect(readFileSync(join(driver.volumePath(vol("default_v2")), "hello"), "utf8")).toBe("world");
     });
 
-    it("keeps data across unmount and mount of the pool", async () => {
+    mounted("keeps data across unmount and mount of the pool", async () => {
       await driver.unmountPool();
       await driver.mountPool();
       expect(readFileSync(join(driver.volumePath(vol("default_v2")), "hello"), "utf8")).toBe("world");
     });
 
-    it.skipIf(!opts.definition.info.optimizedImages)("copies image volumes cheaply and independently", async () => {
+    (opts.mountBoundary ? it.skip : it.skipIf(!opts.definition.info.optimizedImages))(`copies image volumes cheaply and independently${opts.mountBoundary ? ` (${opts.mountBoundary})` : ""}`, async () => {
       const image = vol("f".repeat(64), "image");
       await driver.createVolume(image, async (path) => {
         mkdirSync(join(path, "rootfs"));
@@ -139,7 +150,7 @@ export function testDriver(opts: DriverTestOptions): void {
 
     const snapshots = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).createSnapshot;
 
-    it.skipIf(!snapshots)("snapshots a volume read-only, restores it, renames and deletes snapshots", async () => {
+    (opts.mountBoundary ? it.skip : it.skipIf(!snapshots))(`snapshots a volume read-only, restores it, renames and deletes snapshots${opts.mountBoundary ? ` (${opts.mountBoundary})` : ""}`, async () => {
       const v = vol("default_snap");
       const p = async () => driver.mountVolume(v);
       await driver.createVolume(v, async (path) => writeFileSync(join(path, "f"), "one"));
@@ -175,7 +186,7 @@ export function testDriver(opts: DriverTestOptions): void {
       await driver.deleteVolume(vol("default_snap2"));
     });
 
-    it.skipIf(!snapshots)("recovers a restore a crash interrupted", async () => {
+    (opts.mountBoundary ? it.skip : it.skipIf(!snapshots))(`recovers a restore a crash interrupted${opts.mountBoundary ? ` (${opts.mountBoundary})` : ""}`, async () => {
       const v = vol("default_rec");
       await driver.createVolume(v, async (path) => writeFileSync(join(path, "f"), "kept"));
       if (!driver.recoverVolume) return;
@@ -190,7 +201,7 @@ export function testDriver(opts: DriverTestOptions): void {
 
     const quotas = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).setVolumeQuota;
 
-    it.skipIf(!quotas)("limits a volume to its size and reports usage", async () => {
+    (opts.mountBoundary ? it.skip : it.skipIf(!quotas))(`limits a volume to its size and reports usage${opts.mountBoundary ? ` (${opts.mountBoundary})` : ""}`, async () => {
       const v = vol("default_quota");
       await driver.createVolume(v);
       await driver.setVolumeQuota!(v, "8MiB");
@@ -205,7 +216,7 @@ export function testDriver(opts: DriverTestOptions): void {
       await driver.deleteVolume(v);
     });
 
-    it("syncs a volume to an exact copy of a tree (ownership, modes, links; extra entries removed)", async () => {
+    mounted("syncs a volume to an exact copy of a tree (ownership, modes, links; extra entries removed)", async () => {
       const src = mkdtempSync(join(lxdDir, "sync-src-"));
       mkdirSync(join(src, "d"));
       writeFileSync(join(src, "d/f"), "one");
@@ -230,13 +241,13 @@ export function testDriver(opts: DriverTestOptions): void {
       rmSync(src, { recursive: true, force: true });
     });
 
-    it("deletes volumes", async () => {
+    mounted("deletes volumes", async () => {
       await driver.deleteVolume(vol("default_v2"));
       expect(await driver.hasVolume(vol("default_v2"))).toBe(false);
       expect(readdirSync(join(driver.mountPath, "custom"))).toEqual([]);
     });
 
-    it("refuses to delete a volume with something mounted inside it", async () => {
+    mounted("refuses to delete a volume with something mounted inside it", async () => {
       const v = vol("default_mnt");
       await driver.createVolume(v, async (path) => mkdirSync(join(path, "m")));
       const outside = mkdtempSync(join(lxdDir, "outside-"));
@@ -249,6 +260,28 @@ export function testDriver(opts: DriverTestOptions): void {
       }
       expect(existsSync(join(outside, "precious"))).toBe(true);
       await driver.deleteVolume(v);
+    });
+
+    boundary("holds, renames and deletes an empty volume without mounting it", async () => {
+      const v = vol("default_empty");
+      await driver.createVolume(v);
+      expect(await driver.hasVolume(v)).toBe(true);
+      await expect(driver.createVolume(v)).rejects.toThrow("already exists");
+      await driver.renameVolume(v, "default_empty2");
+      expect(await driver.hasVolume(v)).toBe(false);
+      expect(await driver.hasVolume(vol("default_empty2"))).toBe(true);
+      await driver.deleteVolume(vol("default_empty2"));
+      expect(await driver.hasVolume(vol("default_empty2"))).toBe(false);
+    });
+
+    boundary("fails to fill a volume with the host's answer and leaves nothing behind", async () => {
+      const v = vol("c-boundary", "container");
+      let filled = false;
+      await expect(driver.createVolume(v, async () => void (filled = true))).rejects.toThrow(opts.boundaryError ?? /./);
+      expect(filled).toBe(false);
+      expect(await driver.hasVolume(v)).toBe(false);
+      expect(existsSync(driver.volumePath(v))).toBe(false);
+      await expect(driver.mountVolume(v)).rejects.toThrow();
     });
 
     it("deletes the pool and leaves nothing behind", async () => {

@@ -1,5 +1,6 @@
 // Storage drivers by name. One line each.
 import { btrfsDriver } from "./btrfs.js";
+import { lvmDriver } from "./lvm.js";
 import { dirDriver } from "./dir.js";
 import type { DriverDefinition } from "./types.js";
 import { zfsDriver } from "./zfs.js";
@@ -8,4 +9,5 @@ export const storageDrivers: Record<string, DriverDefinition> = {
   dir: dirDriver,
   btrfs: btrfsDriver,
   zfs: zfsDriver,
+  lvm: lvmDriver,
 };
