@@ -50,13 +50,13 @@ export class Lvm {
    *   uses the host's own lvm.conf (a pool on an existing volume group).
    */
   constructor(
-    private readonly devices: () => string[] | undefined,
+    private readonly devices: () => Promise<string[] | undefined>,
     readonly deviceMapper: boolean = hasDeviceMapper(),
   ) {}
 
-  private config(kernel: boolean): string {
+  private async config(kernel: boolean): Promise<string> {
     const parts: string[] = [];
-    const devs = this.devices();
+    const devs = await this.devices();
     if (devs) {
       const accept = devs.map((d) => `"a|^${d.replace(/[|"\\]/g, "")}$|"`).join(",");
       const filter = `[${accept}${accept ? "," : ""}"r|.*|"]`;
@@ -67,7 +67,7 @@ export class Lvm {
   }
 
   async run(command: string, args: string[], opts: LvmRunOpts = {}): Promise<string> {
-    const config = this.config(!!opts.kernel);
+    const config = await this.config(!!opts.kernel);
     const argv = [command, ...(config ? ["--config", config] : []), ...args];
     const r = await run("lvm", argv, { signal: opts.signal, reject: false, env: { LVM_SUPPRESS_FD_WARNINGS: "1" } });
     // The warnings of the activation=0 mode are ours, not the command's answer.

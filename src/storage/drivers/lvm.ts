@@ -94,7 +94,11 @@ class LvmDriver implements Driver {
     this.vg = c["lvm.vg_name"] || (this.kind === "vg" ? this.source : pool.name);
     if (this.kind === "device") this.pv = this.source.startsWith("/dev/") ? this.source : initial;
     this.info = { ...baseInfo, optimizedImages: this.thin };
-    this.lvm = new Lvm(() => (this.kind === "vg" ? undefined : this.pv ? [this.pv] : []));
+    this.lvm = new Lvm(async () => {
+      if (this.kind === "vg") return undefined;
+      if (!this.pv && this.kind === "loop") this.pv = await loopOf(this.source);
+      return this.pv ? [this.pv] : [];
+    });
   }
 
   private get thin(): boolean {
@@ -516,10 +520,15 @@ function defaultLoopSizeGiB(path: string): number {
 export const lvmDriver: DriverDefinition = {
   info: baseInfo,
   async probe() {
-    // Upstream needs only the lvm tool; the version line is "2.03.16(2) (2022-05-18)".
+    // As upstream: the tool must exist; the version is its "... version:" lines joined, e.g.
+    // "2.03.16(2) (2022-05-18) / 1.02.185 (2022-05-18)" (a third, the kernel driver's, only with device-mapper).
     const r = await run("lvm", ["version"], { reject: false, env: { LVM_SUPPRESS_FD_WARNINGS: "1" } }).catch(() => undefined);
-    const m = r && /LVM version:\s*(\d+(?:\.\d+)*)/.exec(r.stdout);
-    return m ? m[1] : undefined;
+    if (!r || r.exitCode === -1) return undefined;
+    const versions = r.stdout
+      .split("\n")
+      .filter((l) => l.includes("version:"))
+      .map((l) => l.slice(l.indexOf(":") + 1).trim());
+    return versions.length ? versions.join(" / ") : undefined;
   },
   async unavailableReason() {
     return `Required tool "lvm" is missing`;
