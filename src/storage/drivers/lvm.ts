@@ -6,58 +6,19 @@
 // snapshotted per instance. Where the kernel has no device-mapper, everything that only
 // edits LVM metadata works (VG, thick LVs, rename, resize, delete) and activation is the
 // boundary: the kernel's answer is the error and the half-made volume is removed.
-import { existsSync, statfsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdir, open, rm, rmdir, stat, statfs, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
-import { commonPoolKeys, commonVolumeKeys, isBoolStrict, isSize, parseByteSize } from "../config.js";
+import { parseByteSize } from "../config.js";
 import { assertNoMountsUnder, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { localCopy } from "../rsync.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, ensureSnapshotsDir, poolMountPath, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath } from "./dir.js";
 import { assertLvmName, hasDeviceMapper, Lvm, LvmError } from "./lvm-tools.js";
+import { baseInfo, DEFAULT_VOLUME_SIZE, fillLvmDefaults, isBool, isFalse, loopFile, NO_DM_REASON, THINPOOL_DEFAULT, UNFORMATTED_TAG, VG_MARKER } from "./lvm-config.js";
 import { formatVolume, growFilesystem, shrinkFilesystem } from "./lvm-fs.js";
 import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
-
-const THINPOOL_DEFAULT = "LXDThinPool";
-/** Marks a VG as used by a pool (upstream's lvmVgPoolMarker). */
-const VG_MARKER = "lxd_pool";
-/** Marks an LV whose filesystem is made at its first activation (created where the kernel can't activate). */
-const UNFORMATTED_TAG = "nodelxd_unformatted";
-const DEFAULT_VOLUME_SIZE = "10GiB";
-const FILESYSTEMS = ["ext4", "xfs", "btrfs"];
-export const NO_DM_REASON = "no device-mapper in this kernel";
-
-const isBool = (v: string) => ["true", "1", "yes", "on"].includes(v.toLowerCase());
-const isFalse = (v: string | undefined) => v !== undefined && ["false", "0", "no", "off"].includes(v.toLowerCase());
-
-const poolKeys = {
-  ...commonPoolKeys,
-  size: { validate: isSize, doc: "Size of the loop file backing the volume group" },
-  "lvm.vg_name": { validate: (v: string) => assertLvmName("volume group", v), doc: "Name of the volume group" },
-  "lvm.thinpool_name": { validate: (v: string) => assertLvmName("thin pool", v), doc: "Thin pool where volumes are created", default: THINPOOL_DEFAULT },
-  "lvm.thinpool_metadata_size": { validate: isSize, doc: "Size of the thin pool's metadata volume (0: lvm picks)" },
-  "lvm.use_thinpool": { validate: isBoolStrict, doc: "Whether the pool uses a thin pool for logical volumes", default: "true" },
-  "lvm.vg.force_reuse": { validate: isBoolStrict, doc: "Force using an existing non-empty volume group" },
-};
-
-const volumeKeys = {
-  ...commonVolumeKeys,
-  "block.filesystem": {
-    validate: (v: string) => {
-      if (!FILESYSTEMS.includes(v)) throw new Error(`Invalid value "${v}" (not one of ${JSON.stringify(FILESYSTEMS)})`);
-    },
-    doc: "Filesystem of the storage volume",
-    default: "ext4",
-  },
-  "block.mount_options": { validate: () => {}, doc: "Mount options for block devices", default: "discard" },
-  "lvm.stripes": { validate: (v: string) => void (/^\d+$/.test(v) || (() => { throw new Error(`Invalid value "${v}"`); })()), doc: "Number of stripes (thick volumes)" },
-  "lvm.stripes.size": { validate: isSize, doc: "Size of stripes (thick volumes)" },
-};
-
-const baseInfo: DriverInfo = { name: "lvm", remote: false, optimizedImages: true, poolKeys, volumeKeys, mutablePoolKeys: ["lvm.vg_name", "lvm.thinpool_name"] };
-
-const loopFile = (env: DriverEnv, pool: string) => join(env.lxdDir, "disks", `${pool}.img`);
 
 /** The loop device backing `file`, if one is attached. */
 async function loopOf(file: string): Promise<string | undefined> {
@@ -508,15 +469,6 @@ function mountsBelow(dir: string): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
-/** LXD's default loop size: a fifth of the free space, between 5 and 30 GiB. */
-function defaultLoopSizeGiB(path: string): number {
-  const st = statfsSync(path);
-  const freeGiB = Math.floor((st.bavail * st.bsize) / 2 ** 30);
-  if (freeGiB > 30) return 30;
-  if (freeGiB > 5) return Math.floor(freeGiB / 5) || 5;
-  return 5;
-}
-
 export const lvmDriver: DriverDefinition = {
   info: baseInfo,
   async probe() {
@@ -533,33 +485,8 @@ export const lvmDriver: DriverDefinition = {
   async unavailableReason() {
     return `Required tool "lvm" is missing`;
   },
-  fillDefaults(pool, env) {
-    const config = { ...pool.config };
-    if (isFalse(config["lvm.use_thinpool"])) {
-      if (config["lvm.thinpool_name"]) throw new Error("The key lvm.use_thinpool cannot be set to false when lvm.thinpool_name is set");
-      if (config["lvm.thinpool_metadata_size"]) throw new Error("The key lvm.use_thinpool cannot be set to false when lvm.thinpool_metadata_size is set");
-    } else if (!config["lvm.thinpool_name"]) config["lvm.thinpool_name"] = THINPOOL_DEFAULT;
-    const source = config.source ?? "";
-    if (source === "" || source === loopFile(env, pool.name)) {
-      config.source = loopFile(env, pool.name);
-      if (!config["lvm.vg_name"]) config["lvm.vg_name"] = pool.name;
-      if (!config.size) config.size = `${defaultLoopSizeGiB(env.lxdDir)}GiB`;
-    } else if (source.startsWith("/")) {
-      if (!source.startsWith("/dev/")) throw new Error("Custom loop file locations are not supported");
-      config["volatile.initial_source"] = source;
-      config.size = "";
-      if (!config["lvm.vg_name"]) config["lvm.vg_name"] = pool.name;
-      config.source = config["lvm.vg_name"];
-    } else {
-      if (config["lvm.vg_name"] && config["lvm.vg_name"] !== source) throw new Error("Invalid combination of source and lvm.vg_name properties");
-      config["lvm.vg_name"] = source;
-      config["volatile.initial_source"] = source;
-      config.size = "";
-    }
-    for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
-    return config;
-  },
+  fillDefaults: fillLvmDefaults,
   load: (pool, env) => new LvmDriver(pool, env),
 };
 
-export { hasDeviceMapper, LvmError };
+export { hasDeviceMapper, LvmError, NO_DM_REASON };
