@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -106,5 +106,62 @@ describe.skipIf(!!noTools)("lvm driver on this host", () => {
     }
     expect(existsSync(config.source)).toBe(false);
     expect(execFileSync("losetup", ["-a"], { encoding: "utf8" })).not.toContain(lxdDir);
+  });
+
+  /** A loop device on a new file under the test dir (detached by cleanupHost). */
+  const newLoop = (name: string, size = "128M") => {
+    const file = join(lxdDir, `${name}.raw`);
+    execFileSync("truncate", ["-s", size, file]);
+    return execFileSync("losetup", ["--find", "--show", file], { encoding: "utf8" }).trim();
+  };
+  const lvmTool = (...args: string[]) => execFileSync("lvm", args, { encoding: "utf8", stdio: "pipe", env: { ...process.env, LVM_SUPPRESS_FD_WARNINGS: "1" } });
+
+  it("uses a block device: PV and VG made on it, the pool's source becomes the VG", async () => {
+    const dev = newLoop("dev");
+    const config = lvmDriver.fillDefaults({ name: "nlxdlvmb", config: { source: dev, "lvm.use_thinpool": "false" } }, env);
+    expect(config).toEqual({ source: "nlxdlvmb", "lvm.vg_name": "nlxdlvmb", "lvm.use_thinpool": "false", "volatile.initial_source": dev });
+    const driver = lvmDriver.load({ name: "nlxdlvmb", config }, env);
+    await driver.createPool();
+    expect(lvs(dev, "nlxdlvmb")).toEqual([]);
+    await driver.createVolume({ type: "custom", name: "default_b", config: { size: "8MiB" } });
+    expect(lvs(dev, "nlxdlvmb")[0]).toMatch(/^custom_default_b,/);
+    await driver.deleteVolume({ type: "custom", name: "default_b", config: {} });
+    await driver.deletePool();
+    // The VG is gone; the PV label stays on a device the pool didn't create the file of, as upstream.
+    expect(() => lvmTool("vgs", "--config", `devices { filter=["a|^${dev}$|","r|.*|"] }`, "nlxdlvmb")).toThrow();
+    execFileSync("losetup", ["-d", dev]);
+  });
+
+  it("uses an existing volume group: refuses a non-empty or LXD-marked one unless lvm.vg.force_reuse, keeps it at delete", async () => {
+    const dev = newLoop("vg");
+    const only = `devices { filter=["a|^${dev}$|","r|.*|"] global_filter=["a|^${dev}$|","r|.*|"] }`;
+    // A pool on an existing VG uses the host's lvm.conf: ours admits only this test's loop device.
+    const conf = join(lvmDir, "lvm.conf");
+    const base = readFileSync(conf, "utf8");
+    writeFileSync(conf, `${base}${only}\n`);
+    try {
+      lvmTool("pvcreate", "--config", only, dev);
+      lvmTool("vgcreate", "--config", only, "nlxdlvme", dev);
+      lvmTool("lvcreate", "--config", `${only} global { activation=0 }`, "-n", "other", "-L", "8m", "-Zn", "-Wn", "nlxdlvme");
+      const config = lvmDriver.fillDefaults({ name: "pe", config: { source: "nlxdlvme", "lvm.use_thinpool": "false" } }, env);
+      await expect(lvmDriver.load({ name: "pe", config }, env).createPool()).rejects.toThrow('Volume group "nlxdlvme" is not empty');
+      const reuse = lvmDriver.load({ name: "pe", config: { ...config, "lvm.vg.force_reuse": "true" } }, env);
+      await reuse.createPool();
+      expect(lvmTool("vgs", "--config", only, "--noheadings", "-o", "vg_tags", "nlxdlvme").trim()).toBe("lxd_pool");
+      await reuse.createVolume({ type: "custom", name: "default_e", config: { size: "8MiB" } });
+      expect(lvs(dev, "nlxdlvme").map((l) => l.split(",")[0])).toEqual(["custom_default_e", "other"]);
+      await reuse.deleteVolume({ type: "custom", name: "default_e", config: {} });
+      await reuse.deletePool();
+      // Someone else's LV and the VG stay.
+      expect(lvs(dev, "nlxdlvme").map((l) => l.split(",")[0])).toEqual(["other"]);
+    } finally {
+      writeFileSync(conf, base);
+      try {
+        lvmTool("vgremove", "--config", `${only} global { activation=0 }`, "-f", "nlxdlvme");
+      } catch {
+        /* not made */
+      }
+      execFileSync("losetup", ["-d", dev]);
+    }
   });
 });
