@@ -116,6 +116,9 @@ describe.skipIf(!version)("lvm pools with the lxc client", () => {
     const lvs = () => lvm("lvs", "lk", "lv_name,lv_size", loop).rows;
     expect((await lxc("storage", "volume", "create", "lk", "v1")).status).toBe(0);
     expect(lvs()).toEqual([`custom_default_v1,${64 * 2 ** 20}`]);
+    // Upstream's FillVolumeConfig: the pool's volume.size, the filesystem and its mount options.
+    const show = await api("GET", "/1.0/storage-pools/lk/volumes/custom/v1");
+    expect(show.body.metadata.config).toEqual({ size: "64MiB", "block.filesystem": "ext4", "block.mount_options": "discard" });
     expect((await lxc("storage", "volume", "set", "lk", "v1", "size=128MiB")).status).toBe(0);
     expect(lvs()).toEqual([`custom_default_v1,${128 * 2 ** 20}`]);
     const snap = await lxc("storage", "volume", "snapshot", "lk", "v1");

@@ -267,6 +267,12 @@ class LvmDriver implements Driver {
 
   // ---- volumes ----
 
+  /** As upstream's FillVolumeConfig: filesystem volumes record their filesystem and mount options. */
+  fillVolumeConfig(config: Record<string, string>): void {
+    config["block.filesystem"] ||= "ext4";
+    config["block.mount_options"] ||= "discard";
+  }
+
   volumePath(vol: Volume): string {
     return join(this.mountPath, volumeSubPath(vol));
   }
