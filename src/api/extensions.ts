@@ -148,4 +148,8 @@ export const apiExtensions: string[] = [
   "container_push",
   "container_push_target",
   "image_force_refresh",
+  // lvm (test/host/storage-lvm.test.ts): lvm.vg_name renames the VG, lvm.use_thinpool=false pools, LV resizing with size.
+  "storage_lvm_vg_rename",
+  "storage_lvm_use_thinpool",
+  "storage_lvm_lv_resizing",
 ];

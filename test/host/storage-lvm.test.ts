@@ -149,9 +149,19 @@ describe.skipIf(!version)("lvm pools with the lxc client", () => {
     expect((await lxc("storage", "volume", "list", "lk", "--format", "csv")).stdout.trim()).toBe("");
   });
 
+  it("renames the volume group with lvm.vg_name (storage_lvm_vg_rename)", async () => {
+    expect((await lxc("storage", "volume", "create", "lk", "kept")).status).toBe(0);
+    const r = await lxc("storage", "set", "lk", "lvm.vg_name", "nlxdlvmr");
+    expect(r.status, r.stderr).toBe(0);
+    expect(lvm("vgs", "lk", "vg_name", loop).status).not.toBe(0);
+    expect(lvm("lvs", "nlxdlvmr", "lv_name", loop).rows).toEqual(["custom_default_kept"]);
+    expect((await lxc("storage", "volume", "delete", "lk", "kept")).status).toBe(0);
+    expect(lvm("lvs", "nlxdlvmr", "lv_name", loop).rows).toEqual([]);
+  });
+
   it("deletes the pool: VG, PV, loop device and file gone", async () => {
     expect((await lxc("storage", "delete", "lk")).status).toBe(0);
-    expect(lvm("vgs", "lk", "vg_name", loop).status).not.toBe(0);
+    expect(lvm("vgs", "nlxdlvmr", "vg_name", loop).status).not.toBe(0);
     expect(existsSync(join(dir, "disks/lk.img"))).toBe(false);
     expect(execFileSync("losetup", ["-a"], { encoding: "utf8" })).not.toContain(dir);
     expect(existsSync(join(dir, "storage-pools/lk"))).toBe(false);
