@@ -149,8 +149,19 @@ describe.skipIf(!version)("lvm pools with the lxc client", () => {
     expect((await lxc("storage", "volume", "list", "lk", "--format", "csv")).stdout.trim()).toBe("");
   });
 
-  it("renames the volume group with lvm.vg_name (storage_lvm_vg_rename)", async () => {
+  it("releases the loop device at shutdown and finds the VG again at start", async () => {
     expect((await lxc("storage", "volume", "create", "lk", "kept")).status).toBe(0);
+    await daemon.stop({ stopInstances: true });
+    expect(execFileSync("losetup", ["-a"], { encoding: "utf8" })).not.toContain(join(dir, "disks/lk.img"));
+    daemon = new Daemon({ lxdDir: dir, logfile: join(dir, "daemon.log") });
+    await daemon.start();
+    loop = loopOf(join(dir, "disks/lk.img"));
+    expect(loop).toMatch(/^\/dev\/loop\d+$/);
+    expect(lvm("lvs", "lk", "lv_name", loop).rows).toEqual(["custom_default_kept"]);
+    expect((await lxc("storage", "volume", "list", "lk", "--format", "csv")).stdout.trim()).toBe("custom,kept,,filesystem,0");
+  });
+
+  it("renames the volume group with lvm.vg_name (storage_lvm_vg_rename)", async () => {
     const r = await lxc("storage", "set", "lk", "lvm.vg_name", "nlxdlvmr");
     expect(r.status, r.stderr).toBe(0);
     expect(lvm("vgs", "lk", "vg_name", loop).status).not.toBe(0);
