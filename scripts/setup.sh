@@ -7,6 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   lxc lxc-dev lxd lxd-client uidmap            # liblxc tooling (+ headers for native/start.c), reference LXD and its client
   dnsmasq-base nftables iproute2 bridge-utils openvswitch-switch   # networking
+  lvm2 thin-provisioning-tools e2fsprogs xfsprogs  # lvm storage driver (thin_check for thin pools; filesystems on its block volumes)
   btrfs-progs xz-utils zstd bzip2 gzip tar squashfs-tools  # storage and images (unsquashfs; mksquashfs builds the test image server's squashfs)
   rsync                                       # storage copies and migration (lxd/rsync as upstream)
   busybox-static curl jq python3-pylxd util-linux ca-certificates file  # test image (file checks busybox is static) and harness

@@ -155,4 +155,8 @@ export const apiExtensions: string[] = [
   "storage_cephfs",
   "storage_ceph_features",
   "ceph_rbd_du",
+  // lvm (test/host/storage-lvm.test.ts): lvm.vg_name renames the VG, lvm.use_thinpool=false pools, LV resizing with size.
+  "storage_lvm_vg_rename",
+  "storage_lvm_use_thinpool",
+  "storage_lvm_lv_resizing",
 ];

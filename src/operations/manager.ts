@@ -155,7 +155,8 @@ export class OperationManager {
     if (err) this.log.debug({ op: entry.view.id, err }, "operation failed");
     setTimeout(() => {
       this.live.delete(entry.view.id);
-      this.db.prepare("DELETE FROM operations WHERE id = ?").run(entry.view.id);
+      // The daemon may have stopped (and closed the database) meanwhile; start-up clears old rows.
+      if (this.db.open) this.db.prepare("DELETE FROM operations WHERE id = ?").run(entry.view.id);
     }, FINISHED_RETENTION_MS).unref();
   }
 

@@ -353,10 +353,11 @@ export class PoolService implements StoragePort {
     for (const [k, v] of Object.entries(pool.config)) {
       if (k.startsWith("volume.") && config[k.slice(7)] === undefined) config[k.slice(7)] = v;
     }
+    const driver = this.driverFor(pool);
+    driver.fillVolumeConfig?.(config);
     const diskName = storageName(project, "custom", req.name);
     this.core.ports.projects?.allowVolumeCreation?.(project, req.name, config);
     checkVolumeConfig(def, diskName, config);
-    const driver = this.driverFor(pool);
     await driver.mountPool();
     await withRevert(async (revert) => {
       this.repo.insertVolume({ pool: poolName, project, type: "custom", name: req.name, description: req.description, config });

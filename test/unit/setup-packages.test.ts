@@ -35,7 +35,9 @@ const PACKAGE_OF: Record<string, string> = {
   curl: "curl",
   dig: "bind9-dnsutils",
   ceph: "ceph-common", rbd: "ceph-common", "ceph-fuse": "ceph-fuse",
-  e2fsck: "e2fsprogs", resize2fs: "e2fsprogs", xfs_growfs: "xfsprogs",
+  lvm: "lvm2", pvcreate: "lvm2", pvremove: "lvm2", vgcreate: "lvm2", vgremove: "lvm2", vgchange: "lvm2", vgrename: "lvm2", lvcreate: "lvm2", lvremove: "lvm2", lvrename: "lvm2", lvresize: "lvm2", lvchange: "lvm2",
+  "mkfs.ext4": "e2fsprogs", resize2fs: "e2fsprogs", e2fsck: "e2fsprogs",
+  "mkfs.xfs": "xfsprogs", xfs_growfs: "xfsprogs",
   // zfs/zpool: Debian main has no zfsutils; the driver reports itself unsupported without them.
   zfs: "", zpool: "",
   // Essential (every Debian host): coreutils, util-linux, dash.

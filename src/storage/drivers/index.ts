@@ -2,6 +2,7 @@
 import { btrfsDriver } from "./btrfs.js";
 import { cephDriver } from "./ceph.js";
 import { cephfsDriver } from "./cephfs.js";
+import { lvmDriver } from "./lvm.js";
 import { dirDriver } from "./dir.js";
 import type { DriverDefinition } from "./types.js";
 import { zfsDriver } from "./zfs.js";
@@ -12,4 +13,5 @@ export const storageDrivers: Record<string, DriverDefinition> = {
   zfs: zfsDriver,
   ceph: cephDriver,
   cephfs: cephfsDriver,
+  lvm: lvmDriver,
 };

@@ -98,6 +98,9 @@ export interface Driver {
   /** Apply changed mutable pool keys (info.mutablePoolKeys) to the host. */
   updatePool?(previous: Record<string, string>, next: Record<string, string>, opts?: SlowOpts): Promise<void>;
 
+  /** Optional: defaults a new custom volume's config records (block.filesystem on block drivers), after the pool's volume.* keys. */
+  fillVolumeConfig?(config: Record<string, string>): void;
+
   volumePath(vol: Volume): string;
   hasVolume(vol: Volume): Promise<boolean>;
   /** Create an empty volume and run `fill` on its mount path; the volume is removed if fill fails. */
