@@ -439,11 +439,11 @@ export class BackupService {
       await emptyDir(dir);
       await extractTarball(file, dir, { backup: true }, { signal, select: { member: "backup/container", strip: 2 } });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
-      this.svc.runtime.driver.prepare(this.svc.runtime.lxcName(project, name), dir);
+      this.svc.runtime.driver.create({ project, name }, dir);
       rmSync(marker, { force: true });
     } catch (e) {
       if (volumeCreated) await storage.deleteInstanceVolume(project, pool, name).catch(() => {});
-      this.svc.runtime.driver.remove(this.svc.runtime.lxcName(project, name));
+      this.svc.runtime.driver.delete({ project, name });
       this.svc.repo.delete(project, name);
       rmSync(marker, { force: true });
       throw e;

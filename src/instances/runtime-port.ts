@@ -3,6 +3,10 @@
 // feature's own runtime class: this is the narrow read-only view handed across the port.
 
 /** Maps ids between the container's view and the host's (identity for privileged containers). */
+import type { AttachTarget } from "./drivers/types.js";
+
+export type { AttachTarget, CommandSpec } from "./drivers/types.js";
+
 export interface IdMap {
   /** Container uid → host uid. */
   uid(containerUid: number): number;
@@ -16,17 +20,15 @@ export interface InstanceRuntime {
   project: string;
   /** The instance name (URLs, log directory). */
   name: string;
-  /** liblxc's container name (lxc-attach -n): differs from `name` outside the default project. */
-  lxcName: string;
   running: boolean;
   /** Frozen (paused) instances refuse exec. */
   frozen?: boolean;
   /** Host pid of the container's init, when running. */
   pid?: number;
-  /** liblxc's lxcpath: the container is $lxcpath/$name (lxc-attach -P). */
-  lxcpath: string;
-  /** Host path of the root filesystem (used when the instance is stopped). */
-  rootfs: string;
+  /** How to reach it (exec helper, console program, root path), as its driver builds them. */
+  attach: AttachTarget;
+  /** Host directory of the instance's logs (exec output is recorded there). */
+  logDir: string;
   idmap: IdMap;
   /** The instance's expanded `environment.*` keys, without the prefix. */
   environment?: Record<string, string>;

@@ -1,7 +1,7 @@
 // Instances: the rules and the database. Creation, updates, renames and deletes live here;
 // running containers (start/stop/adoption) are in runtime.ts.
 import { randomUUID } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
@@ -9,17 +9,20 @@ import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues } from "../devices/registry.js";
-import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
+import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, type HostIdSet, type UsedRange } from "./idmap.js";
 import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
+import type { InstanceDevices } from "./instance-devices.js";
+import type { InitProcess } from "./drivers/types.js";
+import { rootDisk, type Devices, type Expanded, type InstanceRecords } from "./rows.js";
+import { instanceQueries } from "./queries.js";
 import type { SnapshotService } from "./snapshots.js";
 import type { BackupService } from "./backups.js";
-import { shiftTree } from "./lxc/shift.js";
-import { run } from "../os/exec.js";
-import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
+import type { InstanceRuntime as PortRuntime } from "./runtime-port.js";
 
-export type Devices = Record<string, Record<string, string>>;
+export { instanceUrl, STATUS, type Devices } from "./rows.js";
+import { instanceUrl, STATUS } from "./rows.js";
 
 export interface InstancePut {
   architecture?: string;
@@ -53,7 +56,6 @@ export interface CreateRequest extends InstancePut {
   migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<void>;
 }
 
-export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
 
 export interface InstanceView {
   architecture: string;
@@ -75,14 +77,14 @@ export interface InstanceView {
   project: string;
 }
 
-export const instanceUrl = (project: string, name: string) => `/1.0/instances/${name}${project === "default" ? "" : `?project=${project}`}`;
 
 /** The keys a container's id map is computed from. */
 const IDMAP_KEYS = ["raw.idmap", "security.idmap.isolated", "security.idmap.base", "security.idmap.size", "security.privileged"];
 
-export class InstanceService implements InstancesPort {
+export class InstanceService implements InstancesPort, InstanceRecords {
   readonly repo: InstanceRepo;
   runtime!: InstanceRuntime;
+  devices!: InstanceDevices;
   snapshots!: SnapshotService;
   backups?: BackupService;
   private hostIds?: HostIdSet;
@@ -95,13 +97,29 @@ export class InstanceService implements InstancesPort {
     return (this.hostIds ??= ensureRootSubIds());
   }
 
+  get(project: string, name: string): InstanceRow | undefined {
+    return this.repo.get(project, name);
+  }
+
+  all(): InstanceRow[] {
+    return this.repo.list();
+  }
+
+  setVolatile(project: string, name: string, changes: Record<string, string>): void {
+    if (this.repo.get(project, name)) this.repo.patchConfig(project, name, changes);
+  }
+
+  setInit(project: string, name: string, init: InitProcess | undefined, lastUsedAt?: string): void {
+    this.repo.setRuntime(project, name, { pid: init?.pid ?? 0, start: init?.startTime ?? "" }, lastUsedAt);
+  }
+
   require(project: string, name: string): InstanceRow {
     const row = this.repo.get(project, name);
     if (!row) throw new NotFound("Instance not found");
     return row;
   }
 
-  expanded(row: Pick<InstanceRow, "project" | "profiles" | "config" | "devices">): { config: Record<string, string>; devices: Devices } {
+  expanded(row: Pick<InstanceRow, "project" | "profiles" | "config" | "devices">): Expanded {
     const profiles = row.profiles.map((p) => this.profiles().get(row.project, p));
     return {
       config: expand([...profiles.map((p) => p.config), row.config]),
@@ -144,15 +162,7 @@ export class InstanceService implements InstancesPort {
   }
 
   /** The root disk device of an expanded device set: LXD's error when absent. */
-  static rootDisk(devices: Devices): { name: string; pool: string } {
-    for (const [name, d] of Object.entries(devices)) {
-      if (d.type === "disk" && d.path === "/" && !d.source) {
-        if (!d.pool) throw new Error(`Failed getting root disk: Root disk entry must have a "pool" property set`);
-        return { name, pool: d.pool };
-      }
-    }
-    throw new Error("Failed getting root disk: No root device could be found");
-  }
+  static rootDisk = rootDisk;
 
   /** Validate config and devices the way LXD does before anything is saved. */
   validate(project: string, name: string, config: Record<string, string>, devices: Devices, profiles: string[], expandedOnly = false): void {
@@ -164,7 +174,7 @@ export class InstanceService implements InstancesPort {
       let device;
       try {
         checkDeviceValues(cfg);
-        device = this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg);
+        device = this.devices.make({ project, name, config: ex.config }, dev, cfg);
       } catch (e) {
         // An unknown type fails while loading the device, as LXD words it.
         const msg = (e as Error).message;
@@ -360,11 +370,11 @@ export class InstanceService implements InstancesPort {
       }
       if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
-      this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
+      this.runtime.driver.create({ project, name: req.name }, dir);
       if (image) this.core.ports.images?.markUsed(image.fingerprint);
     } catch (e) {
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
-      this.runtime.driver.remove(this.runtime.lxcName(project, req.name));
+      this.runtime.driver.delete({ project, name: req.name });
       this.repo.delete(project, req.name);
       throw e;
     }
@@ -436,7 +446,7 @@ export class InstanceService implements InstancesPort {
   /** Remove a stopped instance's devices, volume, directories and record. */
   async destroy(row: InstanceRow): Promise<void> {
     const ex = this.expanded(row);
-    await this.runtime.removeDevices(row, ex);
+    await this.devices.remove(row, ex);
     let pool: string | undefined;
     try {
       pool = InstanceService.rootDisk(ex.devices).pool;
@@ -444,10 +454,8 @@ export class InstanceService implements InstancesPort {
       pool = undefined;
     }
     if (pool) await this.core.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
-    this.runtime.driver.remove(this.runtime.lxcName(row.project, row.name));
-    rmSync(join(this.core.paths.devices, this.runtime.lxcName(row.project, row.name)), { recursive: true, force: true });
-    // Its seccomp policy (security/seccomp/<name>), as LXD removes it with the instance.
-    rmSync(join(this.core.paths.security, "seccomp", this.runtime.lxcName(row.project, row.name)), { force: true });
+    // The driver's host state: logs, device state, seccomp policy (as LXD removes them).
+    this.runtime.driver.delete({ project: row.project, name: row.name });
     this.repo.delete(row.project, row.name);
     this.backups?.instanceDeleted(row.project, row.name);
     this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
@@ -473,9 +481,9 @@ export class InstanceService implements InstancesPort {
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     await storage.renameInstanceVolume(project, pool, name, to);
     try {
-      this.runtime.driver.rename(this.runtime.lxcName(project, name), this.runtime.lxcName(project, to));
+      this.runtime.driver.rename({ project, name }, { project, name: to });
       const dir = await storage.mountInstanceVolume(project, pool, to);
-      this.runtime.driver.prepare(this.runtime.lxcName(project, to), dir);
+      this.runtime.driver.create({ project, name: to }, dir);
       this.repo.rename(project, name, to);
       this.backups?.instanceRenamed(project, name, to);
       // A pending trigger (an instance never started) is kept: its templates then see the new name.
@@ -498,169 +506,24 @@ export class InstanceService implements InstancesPort {
     return storage.mountInstanceVolume(row.project, pool, row.name);
   }
 
-  templateNames(dir: string): string[] {
-    const t = join(dir, "templates");
-    return existsSync(t) ? readdirSync(t).sort() : [];
-  }
-
-  static templatePath(dir: string, name: string): string {
-    if (!name || name.includes("/") || name === "." || name === "..") throw new BadRequest("Invalid template name");
-    return join(dir, "templates", name);
-  }
-
-  readMetadataFile(dir: string): string {
-    const f = join(dir, "metadata.yaml");
-    return existsSync(f) ? readFileSync(f, "utf8") : "";
-  }
-
-  writeMetadataFile(dir: string, text: string): void {
-    writeFileSync(join(dir, "metadata.yaml"), text, { mode: 0o644 });
-  }
-
   // ---- InstancesPort ----
 
-  usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[] {
-    return this.instancesWhere(
-      (row, ex) =>
-        (ref.profile !== undefined && row.profiles.includes(ref.profile)) ||
-        (ref.pool !== undefined && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === ref.pool)) ||
-        (ref.network !== undefined && Object.values(ex.devices).some((d) => d.type === "nic" && (d.network === ref.network || d.parent === ref.network))) ||
-        (ref.image !== undefined && row.config["volatile.base_image"] === ref.image),
-      project,
-    );
-  }
-
-  /** Instances with a disk device attaching the custom volume (InstancesPort.volumeUsedBy). */
-  volumeUsedBy(pool: string, project: string, volume: string): string[] {
-    return this.instancesWhere((_row, ex) => Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
-  }
+  private readonly queries = instanceQueries(this);
+  readonly usedBy: InstancesPort["usedBy"] = (ref, project) => this.queries.usedBy(ref, project);
+  readonly volumeUsedBy = (pool: string, project: string, volume: string) => this.queries.volumeUsedBy(pool, project, volume);
+  readonly runningVolumeUsers = (pool: string, project: string, volume: string) => this.queries.runningVolumeUsers(pool, project, volume);
+  readonly running = (project?: string) => this.queries.running(project);
+  readonly runtimeOf = (project: string, name: string): PortRuntime => this.queries.runtimeOf(project, name);
+  readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);
+  readonly exportForPublish: InstancesPort["exportForPublish"] = (project, name) => this.queries.exportForPublish(project, name);
 
   /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
   async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {
     return this.core.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
-  }
-
-  /** Running instances with a disk device attaching the custom volume (InstancesPort.runningVolumeUsers). */
-  runningVolumeUsers(pool: string, project: string, volume: string): string[] {
-    return this.instancesWhere((row, ex) => this.runtime.isRunning(row) && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
-  }
-
-  private instancesWhere(match: (row: InstanceRow, ex: { config: Record<string, string>; devices: Devices }) => boolean, project?: string): string[] {
-    const out: string[] = [];
-    for (const row of this.repo.list(project)) {
-      let ex: { config: Record<string, string>; devices: Devices };
-      try {
-        ex = this.expanded(row);
-      } catch {
-        ex = { config: row.config, devices: row.devices };
-      }
-      if (match(row, ex)) out.push(instanceUrl(row.project, row.name));
-    }
-    return out;
-  }
-
-  /** Running instances with their expanded config and devices (InstancesPort.running). */
-  running(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Devices; volumePath: string }[] {
-    const out = [];
-    for (const row of this.repo.list(project)) {
-      if (!this.runtime.isRunning(row)) continue;
-      let ex: { config: Record<string, string>; devices: Devices };
-      try {
-        ex = this.expanded(row);
-      } catch {
-        ex = { config: row.config, devices: row.devices };
-      }
-      const lxc = this.runtime.lxcName(row.project, row.name);
-      out.push({ project: row.project, name: row.name, pid: row.init_pid, config: ex.config, devices: ex.devices, volumePath: this.runtime.driver.dir(lxc) });
-    }
-    return out;
-  }
-
-  /** The narrow view exec, console and file transfer need (InstancesPort.runtimeOf). */
-  runtimeOf(project: string, name: string): PortRuntime {
-    const row = this.require(project, name);
-    const ex = this.expanded(row).config;
-    const status = this.runtime.status(row);
-    // Ownership as the files carry it: the map the container runs with, or (stopped) the one
-    // its rootfs is shifted to ("[]" until the first start shifts it).
-    const onDisk = status === "Stopped" ? row.config["volatile.last_state.idmap"] : undefined;
-    const map = parseIdmapJson(onDisk ?? row.config["volatile.idmap.current"] ?? row.config["volatile.idmap.next"]);
-    const environment: Record<string, string> = {};
-    for (const [k, v] of Object.entries(ex)) if (k.startsWith("environment.")) environment[k.slice("environment.".length)] = v;
-    const lxcName = this.runtime.lxcName(project, name);
-    return {
-      project,
-      name,
-      lxcName,
-      running: status !== "Stopped",
-      frozen: status === "Frozen",
-      pid: status !== "Stopped" ? row.init_pid : undefined,
-      lxcpath: this.runtime.driver.lxcPath,
-      rootfs: this.runtime.driver.rootfsLink(lxcName),
-      idmap: map.length === 0 ? identityIdMap : idMapOf(map),
-      environment,
-    };
-  }
-
-  /**
-   * `lxc publish c1/snap0`: snapshots are read-only, so a copy of the snapshot is shifted back to
-   * host-neutral ownership. It lives in the images directory as a ".build-" entry, which the
-   * images feature sweeps at start if a crash leaves it behind.
-   */
-  private async exportSnapshotForPublish(project: string, ref: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
-    const src = await this.snapshots.copySource(project, ref);
-    const dir = join(this.core.paths.images, `.build-${randomUUID()}`);
-    const release = async () => rmSync(dir, { recursive: true, force: true });
-    try {
-      await run("cp", ["-a", "--reflink=auto", "--", await src.dir(), dir]);
-      const last = parseIdmapJson(src.snapshot.config["volatile.last_state.idmap"]);
-      if (last.length > 0) await shiftTree(join(dir, "rootfs"), last, []);
-    } catch (e) {
-      await release();
-      throw e;
-    }
-    return { dir, architecture: src.snapshot.architecture, release };
-  }
-
-  snapshotExpiry(project: string, name: string, snapshot: string): string | undefined {
-    const row = this.repo.get(project, name);
-    return row ? this.snapshots.repo.get(row.id, snapshot)?.expiresAt : undefined;
-  }
-
-  async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
-    if (name.includes("/")) return this.exportSnapshotForPublish(project, name);
-    const row = this.require(project, name);
-    const wasRunning = this.runtime.isRunning(row);
-    if (wasRunning) await this.runtime.stop(project, name, { force: false, timeout: 30 });
-    const dir = await this.volumeDir(row);
-    // Images hold host-neutral ownership: shift the rootfs back (the next start shifts it again).
-    await this.runtime.serialize(project, name, async () => {
-      const last = parseIdmapJson(this.require(project, name).config["volatile.last_state.idmap"]);
-      if (last.length === 0) return;
-      await shiftTree(join(dir, "rootfs"), last, []);
-      this.repo.patchConfig(project, name, { "volatile.last_state.idmap": "[]" });
-    });
-    return {
-      dir,
-      architecture: row.architecture,
-      release: async () => {
-        if (wasRunning) await this.runtime.start(project, name);
-      },
-    };
   }
 }
 
 /** Remove everything inside a directory (the directory stays). */
 export async function emptyDir(dir: string): Promise<void> {
   for (const entry of readdirSync(dir)) rmSync(join(dir, entry), { recursive: true, force: true });
-}
-
-/** An id map as the exec/file side uses it (-1 for unmapped ids). */
-function idMapOf(map: IdmapEntry[]): IdMap {
-  return {
-    uid: (u) => toHost(map, "uid", u) ?? -1,
-    gid: (g) => toHost(map, "gid", g) ?? -1,
-    reverseUid: (u) => toNs(map, "uid", u) ?? -1,
-    reverseGid: (g) => toNs(map, "gid", g) ?? -1,
-  };
 }
