@@ -191,21 +191,12 @@ export class BackupService {
       },
     };
     writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
-    const link = async (from: string, to: string) => {
-      try {
-        await run("cp", ["-a", "-l", "--", from, to], { signal });
-      } catch {
-        rmSync(to, { recursive: true, force: true });
-        await run("cp", ["-a", "--reflink=auto", "--", from, to], { signal });
-      }
-    };
-    await this.svc.runtime.frozenDuring(row, async () => {
-      await link(await storage.mountInstanceVolume(row.project, pool, row.name), join(stage, "backup", "container"));
-    });
-    for (const s of snaps) {
-      const from = await storage.mountInstanceSnapshot!(row.project, pool, row.name, s.name);
-      await link(from, join(stage, "backup", "snapshots", s.name));
-    }
+    // Hard links where the pool shares the filesystem, else the driver's cheapest copy: tar then writes LXD's layout.
+    const exportVolume = storage.exportInstanceVolume;
+    if (!exportVolume) throw new Error("Storage cannot export volumes");
+    const link = (snapshot: string | undefined, to: string) => exportVolume.call(storage, row.project, pool, row.name, snapshot, to, { link: true, signal });
+    await this.svc.runtime.frozenDuring(row, () => link(undefined, join(stage, "backup", "container")));
+    for (const s of snaps) await link(s.name, join(stage, "backup", "snapshots", s.name));
     const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
     if (compressor) args.push("-I", compressor);
     args.push("--", "backup");

@@ -5,7 +5,6 @@ import { randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import type { InstanceRow } from "../db/instance-repo.js";
-import { run } from "../os/exec.js";
 import { parseIdmapJson, toHost, toNs, type IdmapEntry } from "./idmap.js";
 import { shiftTree } from "./lxc/shift.js";
 import { initOf, instanceUrl, type Expanded } from "./rows.js";
@@ -37,7 +36,7 @@ export function instanceQueries(svc: InstanceService) {
     const dir = join(svc.core.paths.images, `.build-${randomUUID()}`);
     const release = async () => rmSync(dir, { recursive: true, force: true });
     try {
-      await run("cp", ["-a", "--reflink=auto", "--", await src.dir(), dir]);
+      await src.exportTo(dir);
       const last = parseIdmapJson(src.snapshot.config["volatile.last_state.idmap"]);
       if (last.length > 0) await shiftTree(join(dir, "rootfs"), last, []);
     } catch (e) {

@@ -14,7 +14,7 @@ import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
 import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
 import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../json.js";
-import { BadRequest, InternalError, NotFound } from "../errors.js";
+import { BadRequest, InternalError } from "../errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
 import { ConfigMap, configStrings } from "../schemas/server.js";
