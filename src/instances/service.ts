@@ -120,11 +120,32 @@ export class InstanceService implements InstancesPort, InstanceRecords {
   }
 
   expanded(row: Pick<InstanceRow, "project" | "profiles" | "config" | "devices">): Expanded {
-    const profiles = row.profiles.map((p) => this.profiles().get(row.project, p));
+    const memo = this.profileMemo;
+    const get = (p: string) => {
+      if (!memo) return this.profiles().get(row.project, p);
+      const k = `${row.project}/${p}`;
+      let v = memo.get(k);
+      if (!v) memo.set(k, (v = this.profiles().get(row.project, p)));
+      return v;
+    };
+    const profiles = row.profiles.map(get);
     return {
       config: expand([...profiles.map((p) => p.config), row.config]),
       devices: expand([...profiles.map((p) => p.devices), row.devices]),
     };
+  }
+
+  private profileMemo?: Map<string, ReturnType<ReturnType<InstanceService["profiles"]>["get"]>>;
+
+  /** Run the synchronous `fn` with each profile read once (listing many instances). */
+  batch<T>(fn: () => T): T {
+    if (this.profileMemo) return fn();
+    this.profileMemo = new Map();
+    try {
+      return fn();
+    } finally {
+      this.profileMemo = undefined;
+    }
   }
 
   private profiles() {

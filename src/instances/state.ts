@@ -1,11 +1,12 @@
 // GET /1.0/instances/NAME/state: read from /proc and cgroup files through the driver, no spawns.
 import type { InstanceRow } from "../db/instance-repo.js";
+import type { PowerState } from "./drivers/types.js";
 import { readNetworkState } from "./netstate.js";
 import { initOf, rootDisk, STATUS } from "./rows.js";
 import type { InstanceService } from "./service.js";
 
-export function readInstanceState(svc: InstanceService, row: InstanceRow) {
-  const status = svc.runtime.status(row);
+export function readInstanceState(svc: InstanceService, row: InstanceRow, known?: PowerState) {
+  const status = known ?? svc.runtime.status(row);
   const base = { status, status_code: STATUS[status] };
   const init = initOf(row);
   if (status === "Stopped" || !init) {

@@ -6,6 +6,7 @@ import YAML from "yaml";
 import type { Core } from "../../daemon/daemon.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import type { InstanceFiles } from "../../instances/instance-files.js";
+import type { PowerState } from "../../instances/drivers/types.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
 import { generateInstanceName } from "../../instances/names.js";
 import { parseInstanceType } from "../../instances/instance-types.js";
@@ -125,9 +126,10 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
   const migration = new InstanceMigration(core, svc);
 
   const full = (row: InstanceRow, recursion: number) => {
-    const view: Record<string, unknown> = { ...svc.view(row) };
+    const base = svc.view(row);
+    const view: Record<string, unknown> = { ...base };
     if (recursion > 1) {
-      view.state = readInstanceState(svc, row);
+      view.state = readInstanceState(svc, row, base.status as PowerState);
       view.snapshots = svc.snapshots.views(row);
       const backups = svc.backups?.list(row) ?? [];
       view.backups = backups.length ? backups.map((b) => svc.backups!.view(b)) : null;
@@ -142,7 +144,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => `${prefix}/${r.name}${r.project === "default" ? "" : `?project=${r.project}`}`));
-    const views = rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) }));
+    const views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
     const clauses = filter ? parseFilter(filter) : undefined;
     const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);
