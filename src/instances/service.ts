@@ -9,7 +9,8 @@ import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues } from "../devices/registry.js";
-import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, type HostIdSet, type UsedRange } from "./idmap.js";
+import { ensureRootSubIds, IdmapError, RawIdmapError, type HostIdSet } from "./idmap.js";
+import { computeIdmap } from "./idmap-alloc.js";
 import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
@@ -219,22 +220,8 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     }
   }
 
-  /** The map with raw.idmap punched in; throws IdmapError or RawIdmapError with LXD's bare message. */
   private computeIdmap(project: string, name: string, config: Record<string, string>): { base: number; map: string } {
-    const used: UsedRange[] = [];
-    for (const other of this.repo.list()) {
-      if (other.project === project && other.name === name) continue;
-      const ex = this.expanded(other).config;
-      if (!isTrue(ex["security.idmap.isolated"])) continue;
-      // The allocation's size, not the first entry's: raw.idmap may have split it.
-      if (parseIdmapJson(other.config["volatile.idmap.next"]).length > 0) used.push({ base: Number(other.config["volatile.idmap.base"] ?? 0), size: ex["security.idmap.size"] ? Number(ex["security.idmap.size"]) : DEFAULT_ISOLATED_SIZE });
-    }
-    const size = config["security.idmap.size"] ? Number(config["security.idmap.size"]) : undefined;
-    const privileged = isTrue(config["security.privileged"]);
-    const raw = privileged ? [] : parseRawIdmap(config["raw.idmap"] ?? "");
-    const base = config["security.idmap.base"] ? Number(config["security.idmap.base"]) : undefined;
-    const r = allocateIdmap(this.idSet(), { privileged, isolated: isTrue(config["security.idmap.isolated"]), size, base, raw }, used);
-    return { base: r.base, map: idmapJson(r.map) };
+    return this.batch(() => computeIdmap(this.idSet(), () => this.repo.list(), (r) => this.expanded(r), { project, name }, config));
   }
 
   /** Validate a create request synchronously; returns the normalised parts. */

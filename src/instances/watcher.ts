@@ -85,7 +85,7 @@ export class InstanceWatcher {
     const ref = { project: row.project, name: row.name };
     const init = await runtime.driver.runningInit(ref);
     if (init) {
-      // liblxc rebooted it
+      // the driver rebooted it (liblxc does on a reboot from inside)
       records.setInit(row.project, row.name, init);
       this.running.set(k, { ...ref, init });
       for (const d of this.deps.devices.of(row, records.expanded(row).devices)) {
@@ -134,7 +134,7 @@ export class InstanceWatcher {
         await this.onExited(row).catch((e) => log.error({ err: e, instance: row.name }, "cleanup of a stopped container failed"));
         continue;
       }
-      if (await this.reconcileUnrecorded(row).catch((e) => (log.error({ err: e, instance: row.name }, "cannot ask liblxc about a container"), false))) continue;
+      if (await this.reconcileUnrecorded(row).catch((e) => (log.error({ err: e, instance: row.name }, "cannot ask the instance driver about an instance"), false))) continue;
       let ex: Record<string, string>;
       try {
         ex = records.expanded(row).config;
