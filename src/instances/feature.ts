@@ -21,7 +21,7 @@ export class InstancesFeature implements Feature {
   private readonly files: InstanceFiles;
 
   constructor(private readonly core: Core) {
-    const svc = (this.service = new InstanceService(core));
+    const svc = (this.service = new InstanceService({ db: core.db, ports: core.ports, events: core.events, host: core.host, paths: core.paths }));
     const log = core.log;
     const driver = instanceDrivers.lxc.load({ lxdDir: core.paths.dir, paths: core.paths, log });
     const devices = (svc.devices = new InstanceDevices({ records: svc, driver, ports: core.ports, log }));

@@ -33,7 +33,7 @@ export function instanceQueries(svc: InstanceService) {
    */
   const exportSnapshot = async (project: string, ref: string) => {
     const src = await svc.snapshots.copySource(project, ref);
-    const dir = join(svc.core.paths.images, `.build-${randomUUID()}`);
+    const dir = join(svc.deps.paths.images, `.build-${randomUUID()}`);
     const release = async () => rmSync(dir, { recursive: true, force: true });
     try {
       await src.exportTo(dir);

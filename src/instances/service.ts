@@ -4,7 +4,8 @@ import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import type { Db } from "../db/database.js";
+import type { Ports } from "../daemon/ports.js";
 import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
@@ -82,6 +83,17 @@ export interface InstanceView {
 /** The keys a container's id map is computed from. */
 const IDMAP_KEYS = ["raw.idmap", "security.idmap.isolated", "security.idmap.base", "security.idmap.size", "security.privileged"];
 
+/** What the instance service needs, declared here and wired once by the instances feature. */
+export interface InstanceServiceDeps {
+  db: Db;
+  /** The other features' ports (filled as they load). */
+  ports: Pick<Ports, "profiles" | "images" | "storage" | "projects">;
+  events: { lifecycle(action: string, source: string, opts?: { project?: string; context?: Record<string, unknown> }): void };
+  host: { kernel_architecture: string };
+  /** $LXD_DIR/images (publish builds a snapshot's tree there). */
+  paths: { images: string };
+}
+
 export class InstanceService implements InstancesPort, InstanceRecords {
   readonly repo: InstanceRepo;
   runtime!: InstanceRuntime;
@@ -90,8 +102,8 @@ export class InstanceService implements InstancesPort, InstanceRecords {
   backups?: BackupService;
   private hostIds?: HostIdSet;
 
-  constructor(readonly core: Core) {
-    this.repo = new InstanceRepo(core.db);
+  constructor(readonly deps: InstanceServiceDeps) {
+    this.repo = new InstanceRepo(deps.db);
   }
 
   idSet(): HostIdSet {
@@ -150,7 +162,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
   }
 
   private profiles() {
-    const p = this.core.ports.profiles;
+    const p = this.deps.ports.profiles;
     if (!p) throw new Error("Profiles are not available (no profiles feature loaded)");
     return p;
   }
@@ -225,7 +237,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
   }
 
   /** Validate a create request synchronously; returns the normalised parts. */
-  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow; copySnapshot?: string } {
+  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Ports["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow; copySnapshot?: string } {
     const sourceProject = req.source.project || project;
     try {
       validateInstanceName(req.name);
@@ -236,7 +248,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     if (this.repo.get(project, req.name)) throw new Conflict(`Instance "${req.name}" already exists`);
     let image;
     if (req.source.type === "image") {
-      const images = this.core.ports.images;
+      const images = this.deps.ports.images;
       if (!images) throw new Error("Images are not available (no image feature loaded)");
       // A remote image is pulled by the operation (LXD's createFromImage); only local ones resolve here.
       if (!req.source.remote) image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
@@ -274,7 +286,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     const profiles = req.profiles ?? copyOf?.profiles ?? image?.profiles ?? ["default"];
     // The project's limits and restrictions (before the config is validated, as LXD), over the
     // config as it will be with its profiles.
-    this.core.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
+    this.deps.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
     try {
       this.validate(project, req.name, req.config ?? {}, req.devices ?? {}, profiles);
     } catch (e) {
@@ -300,7 +312,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       const remote = req.source.remote;
       if (remote && req.source.type === "image") {
         // Pull (or reuse the cached copy of) the remote image first: nothing else exists yet if this fails or is cancelled.
-        const image = await this.core.ports.images!.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
+        const image = await this.deps.ports.images!.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
         if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
         checked = { ...checked, image, profiles: req.profiles ?? image.profiles ?? checked.profiles };
       }
@@ -323,7 +335,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     } catch (e) {
       throw new Error(`Failed creating instance record: Failed initialising instance: ${(e as Error).message}`);
     }
-    const storage = this.core.ports.storage;
+    const storage = this.deps.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     storage.assertPool(root.pool);
     let idmap: { base: number; map: string };
@@ -353,7 +365,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       project,
       name: req.name,
       type: "container",
-      architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.core.host.kernel_architecture,
+      architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.deps.host.kernel_architecture,
       ephemeral: req.ephemeral ?? false,
       stateful: false,
       description: req.description ?? "",
@@ -379,14 +391,14 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.runtime.driver.create({ project, name: req.name }, dir);
-      if (image) this.core.ports.images?.markUsed(image.fingerprint);
+      if (image) this.deps.ports.images?.markUsed(image.fingerprint);
     } catch (e) {
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
       this.runtime.driver.delete({ project, name: req.name });
       this.repo.delete(project, req.name);
       throw e;
     }
-    this.core.events.lifecycle("instance-created", instanceUrl(project, req.name), { project });
+    this.deps.events.lifecycle("instance-created", instanceUrl(project, req.name), { project });
   }
 
   /** PUT (replace) or PATCH (merge) the writable fields. Throws "Invalid config: ..." as a 500, as LXD. */
@@ -406,7 +418,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
     // The project's limits and restrictions first (as LXD), over the config with its profiles.
-    this.core.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
+    this.deps.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
     this.validate(project, name, config, devices, profiles);
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
@@ -428,7 +440,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     const rootAfter = InstanceService.rootDisk(after.devices);
     const sizeBefore = before.devices[rootBefore.name]?.size ?? "";
     const sizeAfter = after.devices[rootAfter.name]?.size ?? "";
-    if (sizeBefore !== sizeAfter && rootBefore.pool === rootAfter.pool) await this.core.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
+    if (sizeBefore !== sizeAfter && rootBefore.pool === rootAfter.pool) await this.deps.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
@@ -440,7 +452,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       if (dev && dev in before.devices && !(dev in after.devices)) delete next.config[k];
     }
     this.repo.update(project, name, next);
-    this.core.events.lifecycle("instance-updated", instanceUrl(project, name), { project });
+    this.deps.events.lifecycle("instance-updated", instanceUrl(project, name), { project });
   }
 
   async delete(project: string, name: string): Promise<void> {
@@ -461,12 +473,12 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     } catch {
       pool = undefined;
     }
-    if (pool) await this.core.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
+    if (pool) await this.deps.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
     // The driver's host state: logs, device state, seccomp policy (as LXD removes them).
     this.runtime.driver.delete({ project: row.project, name: row.name });
     this.repo.delete(row.project, row.name);
     this.backups?.instanceDeleted(row.project, row.name);
-    this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
+    this.deps.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
   }
 
   checkRename(project: string, name: string, to: string): void {
@@ -485,7 +497,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     this.assertNotCreating(project, name, "rename");
     const row = this.require(project, name);
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
-    const storage = this.core.ports.storage;
+    const storage = this.deps.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     await storage.renameInstanceVolume(project, pool, name, to);
     try {
@@ -502,14 +514,14 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
       throw e;
     }
-    this.core.events.lifecycle("instance-renamed", instanceUrl(project, to), { project, context: { old_name: name } });
+    this.deps.events.lifecycle("instance-renamed", instanceUrl(project, to), { project, context: { old_name: name } });
   }
 
   // ---- metadata.yaml and templates (in the instance volume) ----
 
   async volumeDir(row: InstanceRow): Promise<string> {
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
-    const storage = this.core.ports.storage;
+    const storage = this.deps.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     return storage.mountInstanceVolume(row.project, pool, row.name);
   }
@@ -527,7 +539,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
 
   /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
   async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {
-    return this.core.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
+    return this.deps.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
   }
 }
 
