@@ -1,7 +1,6 @@
 // /1.0/instances (and the /1.0/containers aliases older clients such as pylxd use).
 import { instanceResources, instanceTask } from "./instance-task.js";
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
 import YAML from "yaml";
 import type { Core } from "../../daemon/daemon.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
@@ -18,91 +17,8 @@ import { readBody } from "../json.js";
 import { BadRequest, InternalError } from "../errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
-import { ConfigMap, configStrings } from "../schemas/server.js";
-
-const Devices = z
-  .record(z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish())
-  .nullish()
-  .transform((m) => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, configStrings(v ?? {})])));
-
-// The writable fields of an instance (LXD's InstancePut), shared by PUT and POST /1.0/instances.
-const instancePutFields = {
-  architecture: z.string().optional(),
-  config: ConfigMap.transform((m) => configStrings(m)),
-  devices: Devices,
-  ephemeral: z.boolean().optional(),
-  profiles: z.array(z.string()).nullish(),
-  description: z.string().optional(),
-};
-
-const InstancePut = z
-  .object({
-    ...instancePutFields,
-    restore: z.string().optional(),
-    stateful: z.boolean().optional(),
-  })
-  .passthrough();
-
-const InstancePatch = z
-  .object({
-    architecture: z.string().optional(),
-    config: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish(),
-    devices: z.record(z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish()).nullish(),
-    ephemeral: z.boolean().optional(),
-    profiles: z.array(z.string()).nullish(),
-    description: z.string().optional(),
-  })
-  .passthrough();
-
-const InstancesPost = z
-  .object({
-    ...instancePutFields,
-    name: z.string().default(""),
-    type: z.string().optional(),
-    instance_type: z.string().optional(),
-    source: z
-      .object({
-        type: z.string().default("none"),
-        alias: z.string().optional(),
-        fingerprint: z.string().optional(),
-        source: z.string().optional(),
-        instance_only: z.boolean().optional(),
-        container_only: z.boolean().optional(),
-        project: z.string().optional(),
-        mode: z.string().optional(),
-        operation: z.string().optional(),
-        certificate: z.string().optional(),
-        secrets: z.record(z.string(), z.string()).nullish(),
-        live: z.boolean().optional(),
-        refresh: z.boolean().optional(),
-        server: z.string().optional(),
-        protocol: z.string().optional(),
-        secret: z.string().optional(),
-      })
-      .passthrough()
-      .optional(),
-  })
-  .passthrough();
-
-const InstancePost = z
-  .object({
-    name: z.string().default(""),
-    migration: z.boolean().optional(),
-    live: z.boolean().optional(),
-    instance_only: z.boolean().optional(),
-    container_only: z.boolean().optional(),
-    pool: z.string().optional(),
-    project: z.string().optional(),
-    target: z.object({ certificate: z.string().default(""), operation: z.string(), secrets: z.record(z.string(), z.string()) }).nullish(),
-  })
-  .passthrough();
-
-const StatePut = z.object({
-  action: z.string(),
-  timeout: z.number().int().default(-1),
-  force: z.boolean().default(false),
-  stateful: z.boolean().default(false),
-});
+import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut, StatePut } from "../schemas/instances.js";
+import { configStrings } from "../schemas/server.js";
 
 const STATE_DESCRIPTIONS: Record<string, string> = {
   start: "Starting instance",
@@ -424,13 +340,3 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
   }
   return routes;
 }
-
-const MetadataPut = z
-  .object({
-    architecture: z.string().default(""),
-    creation_date: z.number().default(0),
-    expiry_date: z.number().default(0),
-    properties: z.record(z.string(), z.string()).nullish().transform((m) => m ?? {}),
-    templates: z.record(z.string(), z.unknown()).nullish().transform((m) => m ?? {}),
-  })
-  .passthrough();
