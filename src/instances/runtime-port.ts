@@ -3,9 +3,30 @@
 // feature's own runtime class: this is the narrow read-only view handed across the port.
 
 /** Maps ids between the container's view and the host's (identity for privileged containers). */
-import type { AttachTarget } from "./drivers/types.js";
+import type { Helper } from "../os/native.js";
 
-export type { AttachTarget, CommandSpec } from "./drivers/types.js";
+/** A command to run inside a running instance. */
+export interface CommandSpec {
+  command: string[];
+  env: Record<string, string>;
+  cwd: string;
+  user: number;
+  group: number;
+}
+
+/**
+ * How exec, console and file transfer reach an instance: programs and arguments the driver
+ * built, and a host path to its filesystem. Callers never see the driver's own names.
+ */
+export interface AttachTarget {
+  /** Run a command inside: helper program (os/native helperPath name) and its argv. */
+  exec(spec: CommandSpec, gateFd?: number): { helper: Helper; args: string[] };
+  /** The instance console on a terminal: a program (found on PATH) and its argv. */
+  console(): { program: string; args: string[] };
+  /** Host path of the root filesystem: /proc/PID/root while running, the volume's rootfs otherwise. */
+  rootPath: string;
+}
+
 
 export interface IdMap {
   /** Container uid → host uid. */

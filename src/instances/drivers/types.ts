@@ -4,8 +4,10 @@
 // driver may lack are optional methods and flags in `info`, as the storage drivers do.
 import type { Logger } from "pino";
 import type { DeviceContext, RunConfig } from "../../devices/types.js";
-import type { Helper } from "../../os/native.js";
 import type { IdmapEntry } from "../idmap.js";
+import type { AttachTarget } from "../runtime-port.js";
+
+export type { AttachTarget, CommandSpec } from "../runtime-port.js";
 
 /** Which instance: the driver derives its own host names from these (e.g. "proj_c1"). */
 export interface InstanceRef {
@@ -40,28 +42,6 @@ export interface InstanceUsage {
   memory: { usage: number; usage_peak: number; swap_usage: number; swap_usage_peak: number };
   cpuNs: number;
   processes: number;
-}
-
-/** A command to run inside a running instance. */
-export interface CommandSpec {
-  command: string[];
-  env: Record<string, string>;
-  cwd: string;
-  user: number;
-  group: number;
-}
-
-/**
- * How exec, console and file transfer reach an instance: programs and arguments the driver
- * built, and a host path to its filesystem. Callers never see the driver's own names.
- */
-export interface AttachTarget {
-  /** Run a command inside: helper program (os/native helperPath name) and its argv. */
-  exec(spec: CommandSpec, gateFd?: number): { helper: Helper; args: string[] };
-  /** The instance console on a terminal: a program (found on PATH) and its argv. */
-  console(): { program: string; args: string[] };
-  /** Host path of the root filesystem: /proc/PID/root while running, the volume's rootfs otherwise. */
-  rootPath: string;
 }
 
 export interface InstanceDriverInfo {
