@@ -4,7 +4,7 @@
 // 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
 import { receiveToTempFile } from "../os/upload-file.js";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, createReadStream, type ReadStream } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
@@ -247,12 +247,12 @@ export class BackupService {
   }
 
   /** The file to stream for GET .../export, and the event that says it was fetched. */
-  exportFile(project: string, name: string, backup: string): { path: string; size: number; mtime: Date; retrieved: () => void } {
+  exportFile(project: string, name: string, backup: string): { size: number; mtime: Date; stream: () => ReadStream; retrieved: () => void } {
     const row = this.svc.require(project, name);
     this.require(row, backup);
     const path = this.fileOf(row, backup);
     const { size, mtime } = statSync(path);
-    return { path, size, mtime, retrieved: () => this.core.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
+    return { size, mtime, stream: () => createReadStream(path), retrieved: () => this.core.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
   }
 
   /** The instance was renamed: its backups follow (called by the instance service). */
