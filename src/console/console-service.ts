@@ -1,6 +1,6 @@
-// `POST /1.0/instances/NAME/console`: the container's console (lxc-console on a pty) over a
+// `POST /1.0/instances/NAME/console`: the instance's console (its driver's console program on a pty) over a
 // websocket operation with fds "0" (the terminal, both ways) and "control" (window-resize).
-// Detaching is the client's business (ctrl-a q): it closes fd 0 and lxc-console is ended.
+// Detaching is the client's business (ctrl-a q): it closes fd 0 and the console program is ended.
 import { randomBytes } from "node:crypto";
 import type { IPty } from "node-pty";
 import type { WebSocket } from "ws";
@@ -22,8 +22,6 @@ export const consolePostSchema = z.object({
 export type ConsolePost = z.infer<typeof consolePostSchema>;
 
 const CONNECT_TIMEOUT_MS = 5000;
-/** lxc-console's escape prefix, disabled: "^@" maps below 1, so every byte passes through. */
-const NO_ESCAPE = "^@";
 
 class ConsoleSession {
   readonly fds = { "0": randomBytes(32).toString("hex"), control: randomBytes(32).toString("hex") };
@@ -66,7 +64,8 @@ class ConsoleSession {
   }
 
   private start(ws: WebSocket): void {
-    const pty = spawnPty("lxc-console", ["-n", this.rt.lxcName, "-P", this.rt.lxcpath, "-t", "0", "-e", NO_ESCAPE], {
+    const { program, args } = this.rt.attach.console();
+    const pty = spawnPty(program, args, {
       cols: this.size.width > 0 ? this.size.width : 80,
       rows: this.size.height > 0 ? this.size.height : 24,
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TERM: "xterm" },

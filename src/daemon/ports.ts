@@ -71,6 +71,11 @@ export interface StoragePort {
   restoreInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
   /** Make an instance volume an exact copy of the tree at `source` (copies, refreshes; the pool's rsync.bwlimit applies). */
   syncInstanceVolume(project: string, pool: string, name: string, source: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Copy an instance volume (or its snapshot) to `target`, a new path outside the pool, through
+   * the pool's driver (hard links when `link` and the caller only reads, reflinks, a copy).
+   */
+  exportInstanceVolume?(project: string, pool: string, name: string, snapshot: string | undefined, target: string, opts?: { link?: boolean; signal?: AbortSignal }): Promise<void>;
   /** Path of a snapshot volume, to read from (copies, publish). */
   mountInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<string>;
   /** The pool as GET /1.0/storage-pools/NAME shows it (backup index.yaml); throws NotFound. */

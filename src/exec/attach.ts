@@ -1,24 +1,11 @@
-// Running a command inside a container with the liblxc helper (native/attach.c), which enters
-// the container's namespaces and cgroup as upstream's forkexec does.
+// Running a command inside an instance: the program and arguments come from its driver's
+// attach target (for containers the native attach helper, which enters the namespaces and
+// cgroup as upstream's forkexec does); here the command lookup and the attached pid.
 import { closeSync, fstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { posix } from "node:path";
 import { InstanceRoot, O_PATH } from "../files/in-root.js";
-import type { InstanceRuntime } from "../instances/runtime-port.js";
 
-export interface AttachSpec {
-  command: string[];
-  env: Record<string, string>;
-  cwd: string;
-  user: number;
-  group: number;
-}
-
-/** nodelxd-attach [--gate FD] NAME LXCPATH UID GID CWD NENV [K=V ...] -- COMMAND [ARG ...] */
-export function attachArgs(rt: InstanceRuntime, spec: AttachSpec, gateFd?: number): string[] {
-  const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
-  const gate = gateFd === undefined ? [] : ["--gate", String(gateFd)];
-  return [...gate, rt.lxcName, rt.lxcpath, String(spec.user), String(spec.group), spec.cwd, String(env.length), ...env, "--", ...spec.command];
-}
+export type { CommandSpec as AttachSpec } from "../instances/runtime-port.js";
 
 export type Lookup = "found" | "not-found" | "not-executable";
 

@@ -3,11 +3,12 @@
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { Core } from "../daemon/daemon.js";
-import { instanceLogName, instanceResources, runningRuntime } from "../instances/access.js";
+import { instanceResources, runningRuntime } from "../instances/access.js";
 import { HelperProcess } from "../os/helper-process.js";
 import { helperPath } from "../os/native.js";
 import type { OperationView } from "../operations/types.js";
-import { attachArgs, type AttachSpec } from "./attach.js";
+import type { AttachSpec } from "./attach.js";
+import type { InstanceRuntime } from "../instances/runtime-port.js";
 import { execCwd, execEnvironment, type ExecPost } from "./exec-request.js";
 import { CONNECT_TIMEOUT_MS, exitStatus, ExecSession, precheck, type ExecOutcome } from "./exec-session.js";
 
@@ -27,7 +28,7 @@ export class ExecService {
         ...base,
         class: "task",
         run: async (ctx) => {
-          const files = post["record-output"] ? this.outputFiles(project, name, ctx.id) : undefined;
+          const files = post["record-output"] ? this.outputFiles(rt.logDir, name, ctx.id) : undefined;
           if (files) ctx.updateMetadata({ output: files.urls });
           const outcome = await this.runDetached(rt, spec, files?.paths, ctx.signal);
           return this.settle(outcome, (m) => ctx.updateMetadata(m));
@@ -82,9 +83,7 @@ export class ExecService {
     return { return: outcome.code };
   }
 
-  private outputFiles(project: string, name: string, id: string) {
-    const logName = instanceLogName(project, name);
-    const dir = join(this.core.paths.logs, logName);
+  private outputFiles(dir: string, name: string, id: string) {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
     const file = (ext: string) => `exec_${id}.${ext}`;
     return {
@@ -94,7 +93,7 @@ export class ExecService {
   }
 
   private async runDetached(
-    rt: Parameters<typeof attachArgs>[0],
+    rt: InstanceRuntime,
     spec: AttachSpec,
     files: { stdout: string; stderr: string } | undefined,
     signal: AbortSignal,
@@ -104,7 +103,8 @@ export class ExecService {
       if (files) for (const f of [files.stdout, files.stderr]) fds.push(openSync(f, "w", 0o644));
       const check = precheck(rt, spec);
       if (check.failure) return { failure: check.failure };
-      const child = new HelperProcess(helperPath("nodelxd-attach"), "nodelxd-attach", attachArgs(rt, spec), ["ignore", fds[0] ?? "ignore", fds[1] ?? "ignore"]);
+      const { helper, args } = rt.attach.exec(spec);
+      const child = new HelperProcess(helperPath(helper), helper, args, ["ignore", fds[0] ?? "ignore", fds[1] ?? "ignore"]);
       const onAbort = () => child.kill("SIGKILL");
       signal.addEventListener("abort", onAbort, { once: true });
       const { code, signal: killedBy } = await child.exited;

@@ -15,7 +15,7 @@ import type { WebSocket } from "ws";
 import { HelperProcess, type HelperStdio } from "../os/helper-process.js";
 import type { InstanceRuntime } from "../instances/runtime-port.js";
 import type { WebsocketLike } from "../operations/manager.js";
-import { attachArgs, attachedPid, lookupCommand, type AttachSpec } from "./attach.js";
+import { attachedPid, lookupCommand, type AttachSpec } from "./attach.js";
 import { withRoot } from "../files/in-root.js";
 import { SocketSink } from "./socket-sink.js";
 import { helperPath, native } from "../os/native.js";
@@ -107,7 +107,7 @@ export class ExecSession {
   }
 
   private spawnHelper(): void {
-    const args = attachArgs(this.rt, this.spec, 3);
+    const { helper, args } = this.rt.attach.exec(this.spec, 3);
     this.log.debug({ instance: this.rt.name, command: this.spec.command, interactive: this.interactive }, "exec");
     let stdio: HelperStdio[];
     if (this.interactive) {
@@ -120,7 +120,7 @@ export class ExecSession {
     } else stdio = ["pipe", "pipe", "pipe", "pipe"];
     let child: HelperProcess;
     try {
-      child = new HelperProcess(helperPath("nodelxd-attach"), "nodelxd-attach", args, stdio);
+      child = new HelperProcess(helperPath(helper), helper, args, stdio);
     } finally {
       if (this.interactive) closeSync(stdio[0] as number);
     }

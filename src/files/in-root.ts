@@ -22,7 +22,7 @@ export class InstanceRoot {
 
   /** The root of a running instance's mount namespace, or a stopped one's rootfs. */
   static open(rt: InstanceRuntime): InstanceRoot {
-    return new InstanceRoot(native.openRoot(rt.running && rt.pid ? `/proc/${rt.pid}/root` : rt.rootfs));
+    return new InstanceRoot(native.openRoot(rt.attach.rootPath));
   }
 
   /** open(2) of `path` inside the root; the caller closes the fd. */

@@ -11,13 +11,13 @@ import type { Requestor } from "../api/route.js";
 import type { ImageRecord, ImagesPort } from "../daemon/ports.js";
 import { sortedMap, type AliasRow, type ImageRecordRow, type ImageRepo, type ImageSourceRow } from "../db/image-repo.js";
 import type { EventHub } from "../operations/events.js";
-import { run } from "../os/exec.js";
 import { extractTarball, scanTarball } from "./archive.js";
 import type { BuiltImage } from "./publish.js";
 import { parseImageMetadata, type ImageMetadata } from "./metadata.js";
 import type { RemoteImage } from "./remote/types.js";
 import { extractSquashfs, isSquashfs, scanSquashfs } from "./squashfs.js";
 import { BUILD_PREFIX, discardUpload, type Upload } from "./upload.js";
+import { copyTreeInto } from "../storage/tree-copy.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
@@ -465,7 +465,7 @@ export class ImageService implements ImagesPort {
     if ((await readdir(target)).length > 0) throw new Error(`Unpack target ${target} is not empty`);
     const tree = await this.unpackedTree(row, opts);
     try {
-      await run("cp", ["-a", "--reflink=auto", "--", `${tree}/.`, target], { signal: opts.signal });
+      await copyTreeInto(tree, target, { signal: opts.signal });
     } catch (err) {
       await emptyDir(target);
       throw err;

@@ -22,8 +22,3 @@ export function instanceResources(project: string, name: string): Record<string,
   const q = project === "default" ? "" : `?project=${encodeURIComponent(project)}`;
   return { containers: [`/1.0/containers/${name}${q}`], instances: [`/1.0/instances/${name}${q}`] };
 }
-
-/** The instance's log directory name (LXD prefixes non-default projects). */
-export function instanceLogName(project: string, name: string): string {
-  return project === "default" ? name : `${project}_${name}`;
-}

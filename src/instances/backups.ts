@@ -4,7 +4,7 @@
 // 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
 import { receiveToTempFile } from "../os/upload-file.js";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, createReadStream, type ReadStream } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
@@ -191,21 +191,12 @@ export class BackupService {
       },
     };
     writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
-    const link = async (from: string, to: string) => {
-      try {
-        await run("cp", ["-a", "-l", "--", from, to], { signal });
-      } catch {
-        rmSync(to, { recursive: true, force: true });
-        await run("cp", ["-a", "--reflink=auto", "--", from, to], { signal });
-      }
-    };
-    await this.svc.runtime.frozenDuring(row, async () => {
-      await link(await storage.mountInstanceVolume(row.project, pool, row.name), join(stage, "backup", "container"));
-    });
-    for (const s of snaps) {
-      const from = await storage.mountInstanceSnapshot!(row.project, pool, row.name, s.name);
-      await link(from, join(stage, "backup", "snapshots", s.name));
-    }
+    // Hard links where the pool shares the filesystem, else the driver's cheapest copy: tar then writes LXD's layout.
+    const exportVolume = storage.exportInstanceVolume;
+    if (!exportVolume) throw new Error("Storage cannot export volumes");
+    const link = (snapshot: string | undefined, to: string) => exportVolume.call(storage, row.project, pool, row.name, snapshot, to, { link: true, signal });
+    await this.svc.runtime.frozenDuring(row, () => link(undefined, join(stage, "backup", "container")));
+    for (const s of snaps) await link(s.name, join(stage, "backup", "snapshots", s.name));
     const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
     if (compressor) args.push("-I", compressor);
     args.push("--", "backup");
@@ -256,12 +247,12 @@ export class BackupService {
   }
 
   /** The file to stream for GET .../export, and the event that says it was fetched. */
-  exportFile(project: string, name: string, backup: string): { path: string; size: number; mtime: Date; retrieved: () => void } {
+  exportFile(project: string, name: string, backup: string): { size: number; mtime: Date; stream: () => ReadStream; retrieved: () => void } {
     const row = this.svc.require(project, name);
     this.require(row, backup);
     const path = this.fileOf(row, backup);
     const { size, mtime } = statSync(path);
-    return { path, size, mtime, retrieved: () => this.core.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
+    return { size, mtime, stream: () => createReadStream(path), retrieved: () => this.core.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
   }
 
   /** The instance was renamed: its backups follow (called by the instance service). */
@@ -439,11 +430,11 @@ export class BackupService {
       await emptyDir(dir);
       await extractTarball(file, dir, { backup: true }, { signal, select: { member: "backup/container", strip: 2 } });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
-      this.svc.runtime.driver.prepare(this.svc.runtime.lxcName(project, name), dir);
+      this.svc.runtime.driver.create({ project, name }, dir);
       rmSync(marker, { force: true });
     } catch (e) {
       if (volumeCreated) await storage.deleteInstanceVolume(project, pool, name).catch(() => {});
-      this.svc.runtime.driver.remove(this.svc.runtime.lxcName(project, name));
+      this.svc.runtime.driver.delete({ project, name });
       this.svc.repo.delete(project, name);
       rmSync(marker, { force: true });
       throw e;

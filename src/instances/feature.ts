@@ -1,45 +1,63 @@
-// The instances feature: routes, the InstancesPort, and container adoption at start.
+// The instances feature: routes, the InstancesPort, and instance adoption at start. The wiring
+// of the instances tiers happens here once: the service owns the rows; the runtime, watcher and
+// devices get the service as InstanceRecords and the driver from the registry.
 import { instanceRoutes } from "../api/routes/instances.js";
 import type { Core, Feature } from "../daemon/daemon.js";
+import { instanceDrivers } from "./drivers/index.js";
+import { InstanceDevices } from "./instance-devices.js";
+import { InstanceFiles } from "./instance-files.js";
 import { InstanceRuntime } from "./runtime.js";
 import { InstanceService } from "./service.js";
 import { SnapshotService } from "./snapshots.js";
 import { snapshotRoutes } from "../api/routes/instance-snapshots.js";
 import { backupRoutes } from "../api/routes/instance-backups.js";
 import { BackupService } from "./backups.js";
+import { InstanceWatcher } from "./watcher.js";
 
 export class InstancesFeature implements Feature {
   readonly name = "instances";
   readonly service: InstanceService;
+  private readonly watcher: InstanceWatcher;
+  private readonly files: InstanceFiles;
 
   constructor(private readonly core: Core) {
-    this.service = new InstanceService(core);
-    this.service.runtime = new InstanceRuntime(core, this.service);
-    this.service.snapshots = new SnapshotService(core, this.service);
-    this.service.backups = new BackupService(core, this.service);
-    core.ports.instances = this.service;
-    const snapshots = this.service.snapshots;
+    const svc = (this.service = new InstanceService({ db: core.db, ports: core.ports, events: core.events, host: core.host, paths: core.paths }));
+    const log = core.log;
+    const driver = instanceDrivers.lxc.load({ lxdDir: core.paths.dir, paths: core.paths, log });
+    const devices = (svc.devices = new InstanceDevices({ records: svc, driver, ports: core.ports, log }));
+    const mountVolume = (project: string, pool: string, name: string) => {
+      const storage = core.ports.storage;
+      if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
+      return storage.mountInstanceVolume(project, pool, name);
+    };
+    svc.runtime = new InstanceRuntime({ records: svc, driver, devices, mountVolume, events: core.events, log });
+    this.watcher = new InstanceWatcher({ records: svc, runtime: svc.runtime, devices, events: core.events, warnings: core.warnings, log });
+    this.files = new InstanceFiles(driver, (row) => svc.volumeDir(row));
+    svc.snapshots = new SnapshotService(core, svc);
+    svc.backups = new BackupService(core, svc);
+    core.ports.instances = svc;
+    const snapshots = svc.snapshots;
     (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired() });
   }
 
   routes() {
-    return [...instanceRoutes(this.core, this.service), ...snapshotRoutes(this.core, this.service), ...backupRoutes(this.core, this.service)];
+    return [...instanceRoutes(this.core, this.service, this.files), ...snapshotRoutes(this.core, this.service), ...backupRoutes(this.core, this.service)];
   }
 
   async start(): Promise<void> {
     await this.service.snapshots.recover();
     await this.service.backups?.recover();
-    await this.service.runtime.adopt();
+    await this.watcher.adopt();
     this.service.backups?.startExpiry();
   }
 
   /** Ready once the instances to autostart have been started (or failed to), as LXD. */
   ready(): Promise<void> {
-    return this.service.runtime.autostarted;
+    return this.watcher.autostarted;
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
     this.service.backups?.stopExpiry();
-    await this.service.runtime.shutdown(opts.stopInstances);
+    await this.watcher.shutdown(opts.stopInstances);
   }
 }

@@ -3,6 +3,31 @@
 // feature's own runtime class: this is the narrow read-only view handed across the port.
 
 /** Maps ids between the container's view and the host's (identity for privileged containers). */
+import type { Helper } from "../os/native.js";
+
+/** A command to run inside a running instance. */
+export interface CommandSpec {
+  command: string[];
+  env: Record<string, string>;
+  cwd: string;
+  user: number;
+  group: number;
+}
+
+/**
+ * How exec, console and file transfer reach an instance: programs and arguments the driver
+ * built, and a host path to its filesystem. Callers never see the driver's own names.
+ */
+export interface AttachTarget {
+  /** Run a command inside: helper program (os/native helperPath name) and its argv. */
+  exec(spec: CommandSpec, gateFd?: number): { helper: Helper; args: string[] };
+  /** The instance console on a terminal: a program (found on PATH) and its argv. */
+  console(): { program: string; args: string[] };
+  /** Host path of the root filesystem: /proc/PID/root while running, the volume's rootfs otherwise. */
+  rootPath: string;
+}
+
+
 export interface IdMap {
   /** Container uid → host uid. */
   uid(containerUid: number): number;
@@ -16,17 +41,15 @@ export interface InstanceRuntime {
   project: string;
   /** The instance name (URLs, log directory). */
   name: string;
-  /** liblxc's container name (lxc-attach -n): differs from `name` outside the default project. */
-  lxcName: string;
   running: boolean;
   /** Frozen (paused) instances refuse exec. */
   frozen?: boolean;
   /** Host pid of the container's init, when running. */
   pid?: number;
-  /** liblxc's lxcpath: the container is $lxcpath/$name (lxc-attach -P). */
-  lxcpath: string;
-  /** Host path of the root filesystem (used when the instance is stopped). */
-  rootfs: string;
+  /** How to reach it (exec helper, console program, root path), as its driver builds them. */
+  attach: AttachTarget;
+  /** Host directory of the instance's logs (exec output is recorded there). */
+  logDir: string;
   idmap: IdMap;
   /** The instance's expanded `environment.*` keys, without the prefix. */
   environment?: Record<string, string>;

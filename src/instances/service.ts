@@ -1,25 +1,30 @@
 // Instances: the rules and the database. Creation, updates, renames and deletes live here;
 // running containers (start/stop/adoption) are in runtime.ts.
 import { randomUUID } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import type { Db } from "../db/database.js";
+import type { Ports } from "../daemon/ports.js";
 import type { InstancesPort } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues } from "../devices/registry.js";
-import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
+import { ensureRootSubIds, IdmapError, RawIdmapError, type HostIdSet } from "./idmap.js";
+import { computeIdmap } from "./idmap-alloc.js";
 import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
 import type { InstanceRuntime } from "./runtime.js";
+import type { InstanceDevices } from "./instance-devices.js";
+import type { InitProcess } from "./drivers/types.js";
+import { rootDisk, type Devices, type Expanded, type InstanceRecords } from "./rows.js";
+import { instanceQueries } from "./queries.js";
 import type { SnapshotService } from "./snapshots.js";
 import type { BackupService } from "./backups.js";
-import { shiftTree } from "./lxc/shift.js";
-import { run } from "../os/exec.js";
-import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
+import type { InstanceRuntime as PortRuntime } from "./runtime-port.js";
 
-export type Devices = Record<string, Record<string, string>>;
+export { instanceUrl, STATUS, type Devices } from "./rows.js";
+import { instanceUrl, STATUS } from "./rows.js";
 
 export interface InstancePut {
   architecture?: string;
@@ -53,7 +58,6 @@ export interface CreateRequest extends InstancePut {
   migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<void>;
 }
 
-export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
 
 export interface InstanceView {
   architecture: string;
@@ -75,24 +79,51 @@ export interface InstanceView {
   project: string;
 }
 
-export const instanceUrl = (project: string, name: string) => `/1.0/instances/${name}${project === "default" ? "" : `?project=${project}`}`;
 
 /** The keys a container's id map is computed from. */
 const IDMAP_KEYS = ["raw.idmap", "security.idmap.isolated", "security.idmap.base", "security.idmap.size", "security.privileged"];
 
-export class InstanceService implements InstancesPort {
+/** What the instance service needs, declared here and wired once by the instances feature. */
+export interface InstanceServiceDeps {
+  db: Db;
+  /** The other features' ports (filled as they load). */
+  ports: Pick<Ports, "profiles" | "images" | "storage" | "projects">;
+  events: { lifecycle(action: string, source: string, opts?: { project?: string; context?: Record<string, unknown> }): void };
+  host: { kernel_architecture: string };
+  /** $LXD_DIR/images (publish builds a snapshot's tree there). */
+  paths: { images: string };
+}
+
+export class InstanceService implements InstancesPort, InstanceRecords {
   readonly repo: InstanceRepo;
   runtime!: InstanceRuntime;
+  devices!: InstanceDevices;
   snapshots!: SnapshotService;
   backups?: BackupService;
   private hostIds?: HostIdSet;
 
-  constructor(readonly core: Core) {
-    this.repo = new InstanceRepo(core.db);
+  constructor(readonly deps: InstanceServiceDeps) {
+    this.repo = new InstanceRepo(deps.db);
   }
 
   idSet(): HostIdSet {
     return (this.hostIds ??= ensureRootSubIds());
+  }
+
+  get(project: string, name: string): InstanceRow | undefined {
+    return this.repo.get(project, name);
+  }
+
+  all(): InstanceRow[] {
+    return this.repo.list();
+  }
+
+  setVolatile(project: string, name: string, changes: Record<string, string>): void {
+    if (this.repo.get(project, name)) this.repo.patchConfig(project, name, changes);
+  }
+
+  setInit(project: string, name: string, init: InitProcess | undefined, lastUsedAt?: string): void {
+    this.repo.setRuntime(project, name, { pid: init?.pid ?? 0, start: init?.startTime ?? "" }, lastUsedAt);
   }
 
   require(project: string, name: string): InstanceRow {
@@ -101,16 +132,37 @@ export class InstanceService implements InstancesPort {
     return row;
   }
 
-  expanded(row: Pick<InstanceRow, "project" | "profiles" | "config" | "devices">): { config: Record<string, string>; devices: Devices } {
-    const profiles = row.profiles.map((p) => this.profiles().get(row.project, p));
+  expanded(row: Pick<InstanceRow, "project" | "profiles" | "config" | "devices">): Expanded {
+    const memo = this.profileMemo;
+    const get = (p: string) => {
+      if (!memo) return this.profiles().get(row.project, p);
+      const k = `${row.project}/${p}`;
+      let v = memo.get(k);
+      if (!v) memo.set(k, (v = this.profiles().get(row.project, p)));
+      return v;
+    };
+    const profiles = row.profiles.map(get);
     return {
       config: expand([...profiles.map((p) => p.config), row.config]),
       devices: expand([...profiles.map((p) => p.devices), row.devices]),
     };
   }
 
+  private profileMemo?: Map<string, ReturnType<ReturnType<InstanceService["profiles"]>["get"]>>;
+
+  /** Run the synchronous `fn` with each profile read once (listing many instances). */
+  batch<T>(fn: () => T): T {
+    if (this.profileMemo) return fn();
+    this.profileMemo = new Map();
+    try {
+      return fn();
+    } finally {
+      this.profileMemo = undefined;
+    }
+  }
+
   private profiles() {
-    const p = this.core.ports.profiles;
+    const p = this.deps.ports.profiles;
     if (!p) throw new Error("Profiles are not available (no profiles feature loaded)");
     return p;
   }
@@ -144,15 +196,7 @@ export class InstanceService implements InstancesPort {
   }
 
   /** The root disk device of an expanded device set: LXD's error when absent. */
-  static rootDisk(devices: Devices): { name: string; pool: string } {
-    for (const [name, d] of Object.entries(devices)) {
-      if (d.type === "disk" && d.path === "/" && !d.source) {
-        if (!d.pool) throw new Error(`Failed getting root disk: Root disk entry must have a "pool" property set`);
-        return { name, pool: d.pool };
-      }
-    }
-    throw new Error("Failed getting root disk: No root device could be found");
-  }
+  static rootDisk = rootDisk;
 
   /** Validate config and devices the way LXD does before anything is saved. */
   validate(project: string, name: string, config: Record<string, string>, devices: Devices, profiles: string[], expandedOnly = false): void {
@@ -164,7 +208,7 @@ export class InstanceService implements InstancesPort {
       let device;
       try {
         checkDeviceValues(cfg);
-        device = this.runtime.makeDevice({ project, name, config: ex.config }, dev, cfg);
+        device = this.devices.make({ project, name, config: ex.config }, dev, cfg);
       } catch (e) {
         // An unknown type fails while loading the device, as LXD words it.
         const msg = (e as Error).message;
@@ -188,26 +232,12 @@ export class InstanceService implements InstancesPort {
     }
   }
 
-  /** The map with raw.idmap punched in; throws IdmapError or RawIdmapError with LXD's bare message. */
   private computeIdmap(project: string, name: string, config: Record<string, string>): { base: number; map: string } {
-    const used: UsedRange[] = [];
-    for (const other of this.repo.list()) {
-      if (other.project === project && other.name === name) continue;
-      const ex = this.expanded(other).config;
-      if (!isTrue(ex["security.idmap.isolated"])) continue;
-      // The allocation's size, not the first entry's: raw.idmap may have split it.
-      if (parseIdmapJson(other.config["volatile.idmap.next"]).length > 0) used.push({ base: Number(other.config["volatile.idmap.base"] ?? 0), size: ex["security.idmap.size"] ? Number(ex["security.idmap.size"]) : DEFAULT_ISOLATED_SIZE });
-    }
-    const size = config["security.idmap.size"] ? Number(config["security.idmap.size"]) : undefined;
-    const privileged = isTrue(config["security.privileged"]);
-    const raw = privileged ? [] : parseRawIdmap(config["raw.idmap"] ?? "");
-    const base = config["security.idmap.base"] ? Number(config["security.idmap.base"]) : undefined;
-    const r = allocateIdmap(this.idSet(), { privileged, isolated: isTrue(config["security.idmap.isolated"]), size, base, raw }, used);
-    return { base: r.base, map: idmapJson(r.map) };
+    return this.batch(() => computeIdmap(this.idSet(), () => this.repo.list(), (r) => this.expanded(r), { project, name }, config));
   }
 
   /** Validate a create request synchronously; returns the normalised parts. */
-  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Core["ports"]["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow; copySnapshot?: string } {
+  checkCreate(project: string, req: CreateRequest): { image?: ReturnType<NonNullable<Ports["images"]>["resolve"]>; profiles: string[]; copyOf?: InstanceRow; copySnapshot?: string } {
     const sourceProject = req.source.project || project;
     try {
       validateInstanceName(req.name);
@@ -218,7 +248,7 @@ export class InstanceService implements InstancesPort {
     if (this.repo.get(project, req.name)) throw new Conflict(`Instance "${req.name}" already exists`);
     let image;
     if (req.source.type === "image") {
-      const images = this.core.ports.images;
+      const images = this.deps.ports.images;
       if (!images) throw new Error("Images are not available (no image feature loaded)");
       // A remote image is pulled by the operation (LXD's createFromImage); only local ones resolve here.
       if (!req.source.remote) image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
@@ -256,7 +286,7 @@ export class InstanceService implements InstancesPort {
     const profiles = req.profiles ?? copyOf?.profiles ?? image?.profiles ?? ["default"];
     // The project's limits and restrictions (before the config is validated, as LXD), over the
     // config as it will be with its profiles.
-    this.core.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
+    this.deps.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
     try {
       this.validate(project, req.name, req.config ?? {}, req.devices ?? {}, profiles);
     } catch (e) {
@@ -282,7 +312,7 @@ export class InstanceService implements InstancesPort {
       const remote = req.source.remote;
       if (remote && req.source.type === "image") {
         // Pull (or reuse the cached copy of) the remote image first: nothing else exists yet if this fails or is cancelled.
-        const image = await this.core.ports.images!.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
+        const image = await this.deps.ports.images!.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
         if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
         checked = { ...checked, image, profiles: req.profiles ?? image.profiles ?? checked.profiles };
       }
@@ -305,7 +335,7 @@ export class InstanceService implements InstancesPort {
     } catch (e) {
       throw new Error(`Failed creating instance record: Failed initialising instance: ${(e as Error).message}`);
     }
-    const storage = this.core.ports.storage;
+    const storage = this.deps.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     storage.assertPool(root.pool);
     let idmap: { base: number; map: string };
@@ -335,7 +365,7 @@ export class InstanceService implements InstancesPort {
       project,
       name: req.name,
       type: "container",
-      architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.core.host.kernel_architecture,
+      architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.deps.host.kernel_architecture,
       ephemeral: req.ephemeral ?? false,
       stateful: false,
       description: req.description ?? "",
@@ -360,15 +390,15 @@ export class InstanceService implements InstancesPort {
       }
       if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
-      this.runtime.driver.prepare(this.runtime.lxcName(project, req.name), dir);
-      if (image) this.core.ports.images?.markUsed(image.fingerprint);
+      this.runtime.driver.create({ project, name: req.name }, dir);
+      if (image) this.deps.ports.images?.markUsed(image.fingerprint);
     } catch (e) {
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
-      this.runtime.driver.remove(this.runtime.lxcName(project, req.name));
+      this.runtime.driver.delete({ project, name: req.name });
       this.repo.delete(project, req.name);
       throw e;
     }
-    this.core.events.lifecycle("instance-created", instanceUrl(project, req.name), { project });
+    this.deps.events.lifecycle("instance-created", instanceUrl(project, req.name), { project });
   }
 
   /** PUT (replace) or PATCH (merge) the writable fields. Throws "Invalid config: ..." as a 500, as LXD. */
@@ -388,7 +418,7 @@ export class InstanceService implements InstancesPort {
     for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
     // The project's limits and restrictions first (as LXD), over the config with its profiles.
-    this.core.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
+    this.deps.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
     this.validate(project, name, config, devices, profiles);
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
@@ -410,7 +440,7 @@ export class InstanceService implements InstancesPort {
     const rootAfter = InstanceService.rootDisk(after.devices);
     const sizeBefore = before.devices[rootBefore.name]?.size ?? "";
     const sizeAfter = after.devices[rootAfter.name]?.size ?? "";
-    if (sizeBefore !== sizeAfter && rootBefore.pool === rootAfter.pool) await this.core.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
+    if (sizeBefore !== sizeAfter && rootBefore.pool === rootAfter.pool) await this.deps.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
@@ -422,7 +452,7 @@ export class InstanceService implements InstancesPort {
       if (dev && dev in before.devices && !(dev in after.devices)) delete next.config[k];
     }
     this.repo.update(project, name, next);
-    this.core.events.lifecycle("instance-updated", instanceUrl(project, name), { project });
+    this.deps.events.lifecycle("instance-updated", instanceUrl(project, name), { project });
   }
 
   async delete(project: string, name: string): Promise<void> {
@@ -436,21 +466,19 @@ export class InstanceService implements InstancesPort {
   /** Remove a stopped instance's devices, volume, directories and record. */
   async destroy(row: InstanceRow): Promise<void> {
     const ex = this.expanded(row);
-    await this.runtime.removeDevices(row, ex);
+    await this.devices.remove(row, ex);
     let pool: string | undefined;
     try {
       pool = InstanceService.rootDisk(ex.devices).pool;
     } catch {
       pool = undefined;
     }
-    if (pool) await this.core.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
-    this.runtime.driver.remove(this.runtime.lxcName(row.project, row.name));
-    rmSync(join(this.core.paths.devices, this.runtime.lxcName(row.project, row.name)), { recursive: true, force: true });
-    // Its seccomp policy (security/seccomp/<name>), as LXD removes it with the instance.
-    rmSync(join(this.core.paths.security, "seccomp", this.runtime.lxcName(row.project, row.name)), { force: true });
+    if (pool) await this.deps.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
+    // The driver's host state: logs, device state, seccomp policy (as LXD removes them).
+    this.runtime.driver.delete({ project: row.project, name: row.name });
     this.repo.delete(row.project, row.name);
     this.backups?.instanceDeleted(row.project, row.name);
-    this.core.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
+    this.deps.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
   }
 
   checkRename(project: string, name: string, to: string): void {
@@ -469,13 +497,13 @@ export class InstanceService implements InstancesPort {
     this.assertNotCreating(project, name, "rename");
     const row = this.require(project, name);
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
-    const storage = this.core.ports.storage;
+    const storage = this.deps.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     await storage.renameInstanceVolume(project, pool, name, to);
     try {
-      this.runtime.driver.rename(this.runtime.lxcName(project, name), this.runtime.lxcName(project, to));
+      this.runtime.driver.rename({ project, name }, { project, name: to });
       const dir = await storage.mountInstanceVolume(project, pool, to);
-      this.runtime.driver.prepare(this.runtime.lxcName(project, to), dir);
+      this.runtime.driver.create({ project, name: to }, dir);
       this.repo.rename(project, name, to);
       this.backups?.instanceRenamed(project, name, to);
       // A pending trigger (an instance never started) is kept: its templates then see the new name.
@@ -486,181 +514,36 @@ export class InstanceService implements InstancesPort {
       await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
       throw e;
     }
-    this.core.events.lifecycle("instance-renamed", instanceUrl(project, to), { project, context: { old_name: name } });
+    this.deps.events.lifecycle("instance-renamed", instanceUrl(project, to), { project, context: { old_name: name } });
   }
 
   // ---- metadata.yaml and templates (in the instance volume) ----
 
   async volumeDir(row: InstanceRow): Promise<string> {
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
-    const storage = this.core.ports.storage;
+    const storage = this.deps.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     return storage.mountInstanceVolume(row.project, pool, row.name);
   }
 
-  templateNames(dir: string): string[] {
-    const t = join(dir, "templates");
-    return existsSync(t) ? readdirSync(t).sort() : [];
-  }
-
-  static templatePath(dir: string, name: string): string {
-    if (!name || name.includes("/") || name === "." || name === "..") throw new BadRequest("Invalid template name");
-    return join(dir, "templates", name);
-  }
-
-  readMetadataFile(dir: string): string {
-    const f = join(dir, "metadata.yaml");
-    return existsSync(f) ? readFileSync(f, "utf8") : "";
-  }
-
-  writeMetadataFile(dir: string, text: string): void {
-    writeFileSync(join(dir, "metadata.yaml"), text, { mode: 0o644 });
-  }
-
   // ---- InstancesPort ----
 
-  usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[] {
-    return this.instancesWhere(
-      (row, ex) =>
-        (ref.profile !== undefined && row.profiles.includes(ref.profile)) ||
-        (ref.pool !== undefined && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === ref.pool)) ||
-        (ref.network !== undefined && Object.values(ex.devices).some((d) => d.type === "nic" && (d.network === ref.network || d.parent === ref.network))) ||
-        (ref.image !== undefined && row.config["volatile.base_image"] === ref.image),
-      project,
-    );
-  }
-
-  /** Instances with a disk device attaching the custom volume (InstancesPort.volumeUsedBy). */
-  volumeUsedBy(pool: string, project: string, volume: string): string[] {
-    return this.instancesWhere((_row, ex) => Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
-  }
+  private readonly queries = instanceQueries(this);
+  readonly usedBy: InstancesPort["usedBy"] = (ref, project) => this.queries.usedBy(ref, project);
+  readonly volumeUsedBy = (pool: string, project: string, volume: string) => this.queries.volumeUsedBy(pool, project, volume);
+  readonly runningVolumeUsers = (pool: string, project: string, volume: string) => this.queries.runningVolumeUsers(pool, project, volume);
+  readonly running = (project?: string) => this.queries.running(project);
+  readonly runtimeOf = (project: string, name: string): PortRuntime => this.queries.runtimeOf(project, name);
+  readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);
+  readonly exportForPublish: InstancesPort["exportForPublish"] = (project, name) => this.queries.exportForPublish(project, name);
 
   /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
   async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {
-    return this.core.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
-  }
-
-  /** Running instances with a disk device attaching the custom volume (InstancesPort.runningVolumeUsers). */
-  runningVolumeUsers(pool: string, project: string, volume: string): string[] {
-    return this.instancesWhere((row, ex) => this.runtime.isRunning(row) && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
-  }
-
-  private instancesWhere(match: (row: InstanceRow, ex: { config: Record<string, string>; devices: Devices }) => boolean, project?: string): string[] {
-    const out: string[] = [];
-    for (const row of this.repo.list(project)) {
-      let ex: { config: Record<string, string>; devices: Devices };
-      try {
-        ex = this.expanded(row);
-      } catch {
-        ex = { config: row.config, devices: row.devices };
-      }
-      if (match(row, ex)) out.push(instanceUrl(row.project, row.name));
-    }
-    return out;
-  }
-
-  /** Running instances with their expanded config and devices (InstancesPort.running). */
-  running(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Devices; volumePath: string }[] {
-    const out = [];
-    for (const row of this.repo.list(project)) {
-      if (!this.runtime.isRunning(row)) continue;
-      let ex: { config: Record<string, string>; devices: Devices };
-      try {
-        ex = this.expanded(row);
-      } catch {
-        ex = { config: row.config, devices: row.devices };
-      }
-      const lxc = this.runtime.lxcName(row.project, row.name);
-      out.push({ project: row.project, name: row.name, pid: row.init_pid, config: ex.config, devices: ex.devices, volumePath: this.runtime.driver.dir(lxc) });
-    }
-    return out;
-  }
-
-  /** The narrow view exec, console and file transfer need (InstancesPort.runtimeOf). */
-  runtimeOf(project: string, name: string): PortRuntime {
-    const row = this.require(project, name);
-    const ex = this.expanded(row).config;
-    const status = this.runtime.status(row);
-    // Ownership as the files carry it: the map the container runs with, or (stopped) the one
-    // its rootfs is shifted to ("[]" until the first start shifts it).
-    const onDisk = status === "Stopped" ? row.config["volatile.last_state.idmap"] : undefined;
-    const map = parseIdmapJson(onDisk ?? row.config["volatile.idmap.current"] ?? row.config["volatile.idmap.next"]);
-    const environment: Record<string, string> = {};
-    for (const [k, v] of Object.entries(ex)) if (k.startsWith("environment.")) environment[k.slice("environment.".length)] = v;
-    const lxcName = this.runtime.lxcName(project, name);
-    return {
-      project,
-      name,
-      lxcName,
-      running: status !== "Stopped",
-      frozen: status === "Frozen",
-      pid: status !== "Stopped" ? row.init_pid : undefined,
-      lxcpath: this.runtime.driver.lxcPath,
-      rootfs: this.runtime.driver.rootfsLink(lxcName),
-      idmap: map.length === 0 ? identityIdMap : idMapOf(map),
-      environment,
-    };
-  }
-
-  /**
-   * `lxc publish c1/snap0`: snapshots are read-only, so a copy of the snapshot is shifted back to
-   * host-neutral ownership. It lives in the images directory as a ".build-" entry, which the
-   * images feature sweeps at start if a crash leaves it behind.
-   */
-  private async exportSnapshotForPublish(project: string, ref: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
-    const src = await this.snapshots.copySource(project, ref);
-    const dir = join(this.core.paths.images, `.build-${randomUUID()}`);
-    const release = async () => rmSync(dir, { recursive: true, force: true });
-    try {
-      await run("cp", ["-a", "--reflink=auto", "--", await src.dir(), dir]);
-      const last = parseIdmapJson(src.snapshot.config["volatile.last_state.idmap"]);
-      if (last.length > 0) await shiftTree(join(dir, "rootfs"), last, []);
-    } catch (e) {
-      await release();
-      throw e;
-    }
-    return { dir, architecture: src.snapshot.architecture, release };
-  }
-
-  snapshotExpiry(project: string, name: string, snapshot: string): string | undefined {
-    const row = this.repo.get(project, name);
-    return row ? this.snapshots.repo.get(row.id, snapshot)?.expiresAt : undefined;
-  }
-
-  async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
-    if (name.includes("/")) return this.exportSnapshotForPublish(project, name);
-    const row = this.require(project, name);
-    const wasRunning = this.runtime.isRunning(row);
-    if (wasRunning) await this.runtime.stop(project, name, { force: false, timeout: 30 });
-    const dir = await this.volumeDir(row);
-    // Images hold host-neutral ownership: shift the rootfs back (the next start shifts it again).
-    await this.runtime.serialize(project, name, async () => {
-      const last = parseIdmapJson(this.require(project, name).config["volatile.last_state.idmap"]);
-      if (last.length === 0) return;
-      await shiftTree(join(dir, "rootfs"), last, []);
-      this.repo.patchConfig(project, name, { "volatile.last_state.idmap": "[]" });
-    });
-    return {
-      dir,
-      architecture: row.architecture,
-      release: async () => {
-        if (wasRunning) await this.runtime.start(project, name);
-      },
-    };
+    return this.deps.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
   }
 }
 
 /** Remove everything inside a directory (the directory stays). */
 export async function emptyDir(dir: string): Promise<void> {
   for (const entry of readdirSync(dir)) rmSync(join(dir, entry), { recursive: true, force: true });
-}
-
-/** An id map as the exec/file side uses it (-1 for unmapped ids). */
-function idMapOf(map: IdmapEntry[]): IdMap {
-  return {
-    uid: (u) => toHost(map, "uid", u) ?? -1,
-    gid: (g) => toHost(map, "gid", g) ?? -1,
-    reverseUid: (u) => toNs(map, "uid", u) ?? -1,
-    reverseGid: (g) => toNs(map, "gid", g) ?? -1,
-  };
 }

@@ -258,11 +258,20 @@ export class SnapshotService {
   }
 
   /** A snapshot as the source of a copy: its config and the path of its volume. */
-  async copySource(project: string, ref: string): Promise<{ row: InstanceRow; snapshot: SnapshotRow; dir: () => Promise<string> }> {
+  async copySource(project: string, ref: string): Promise<{ row: InstanceRow; snapshot: SnapshotRow; dir: () => Promise<string>; exportTo: (target: string) => Promise<void> }> {
     const [name, snap] = ref.split("/", 2);
     const row = this.svc.require(project, name);
     const snapshot = this.require(row, snap);
-    return { row, snapshot, dir: () => this.storage().mountInstanceSnapshot(project, this.poolOf(row), name, snap) };
+    const storage = this.storage();
+    return {
+      row,
+      snapshot,
+      dir: () => storage.mountInstanceSnapshot(project, this.poolOf(row), name, snap),
+      exportTo: async (target) => {
+        if (!storage.exportInstanceVolume) throw new Error("Storage cannot export volumes");
+        await storage.exportInstanceVolume(project, this.poolOf(row), name, snap, target);
+      },
+    };
   }
 
   /**

@@ -1,30 +1,31 @@
-// GET /1.0/instances/NAME/state: read from /proc and cgroup files, no spawns.
+// GET /1.0/instances/NAME/state: read from /proc and cgroup files through the driver, no spawns.
 import type { InstanceRow } from "../db/instance-repo.js";
-import { processCount, readUsage } from "./lxc/cgroup.js";
+import type { PowerState } from "./drivers/types.js";
 import { readNetworkState } from "./netstate.js";
-import { InstanceService, STATUS } from "./service.js";
+import { initOf, rootDisk, STATUS } from "./rows.js";
+import type { InstanceService } from "./service.js";
 
-export function readInstanceState(svc: InstanceService, row: InstanceRow) {
-  const status = svc.runtime.status(row);
+export function readInstanceState(svc: InstanceService, row: InstanceRow, known?: PowerState) {
+  const status = known ?? svc.runtime.status(row);
   const base = { status, status_code: STATUS[status] };
-  if (status === "Stopped") {
+  const init = initOf(row);
+  if (status === "Stopped" || !init) {
     return { ...base, disk: {}, memory: { usage: 0, usage_peak: 0, swap_usage: 0, swap_usage_peak: 0 }, network: null, pid: 0, processes: 0, cpu: { usage: 0 } };
   }
-  const pid = row.init_pid;
-  const layout = svc.runtime.driver.layout;
-  const usage = readUsage(layout, pid);
+  const usage = svc.runtime.driver.usage(init);
   const hostNames: Record<string, string> = {};
+  let devices: Record<string, Record<string, string>> | undefined;
   for (const [k, v] of Object.entries(row.config)) {
     const m = /^volatile\.([^.]+)\.host_name$/.exec(k);
-    if (m) hostNames[svc.expanded(row).devices[m[1]]?.name ?? m[1]] = v;
+    if (m) hostNames[(devices ??= svc.expanded(row).devices)[m[1]]?.name ?? m[1]] = v;
   }
   return {
     ...base,
     disk: {},
     memory: usage.memory,
-    network: readNetworkState(pid, hostNames),
-    pid,
-    processes: processCount(layout, pid),
+    network: readNetworkState(init.pid, hostNames),
+    pid: init.pid,
+    processes: usage.processes,
     cpu: { usage: usage.cpuNs },
   };
 }
@@ -37,7 +38,7 @@ export function readInstanceState(svc: InstanceService, row: InstanceRow) {
 export async function readInstanceDisk(svc: InstanceService, row: InstanceRow): Promise<Record<string, { usage: number }>> {
   try {
     const devices = svc.expanded(row).devices;
-    const root = InstanceService.rootDisk(devices);
+    const root = rootDisk(devices);
     if (!devices[root.name]?.size) return {};
     const used = await svc.rootVolumeUsage(row, root.pool);
     return used === undefined ? {} : { [root.name]: { usage: used } };

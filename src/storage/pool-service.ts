@@ -765,6 +765,14 @@ export class PoolService implements StoragePort {
     await driver.syncVolume(vol, source, { signal: opts.signal, bwlimit: this.pool(pool).config["rsync.bwlimit"] || undefined });
   }
 
+  /** Copy an instance volume or snapshot out of the pool (backups, publish) through its driver. */
+  async exportInstanceVolume(project: string, pool: string, name: string, snapshot: string | undefined, target: string, opts: { link?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+    const { driver, vol } = this.instanceVolume(project, pool, name);
+    if (snapshot !== undefined && this.repo.volume(pool, project, "container", `${name}/${snapshot}`)?.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
+    await driver.mountPool();
+    await driver.exportVolume(snapshot === undefined ? vol : snapshotVolume(vol, snapshot), target, opts);
+  }
+
   /** Path of a snapshot volume (read it only: copies, publish). */
   async mountInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<string> {
     const { driver, vol } = this.instanceVolume(project, pool, name);

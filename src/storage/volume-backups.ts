@@ -195,19 +195,11 @@ export class VolumeBackupService {
     };
     writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
     // Hard links where the pool shares the filesystem, copies otherwise: tar then writes LXD's layout.
-    const link = async (from: string, to: string) => {
-      try {
-        await run("cp", ["-a", "-l", "--", from, to], { signal });
-      } catch {
-        rmSync(to, { recursive: true, force: true });
-        await run("cp", ["-a", "--reflink=auto", "--", from, to], { signal });
-      }
-    };
     const hostVol = this.pools.hostVolume(v);
-    await link(await driver.mountVolume(hostVol), join(stage, "backup", "volume"));
+    await driver.exportVolume(hostVol, join(stage, "backup", "volume"), { link: true, signal });
     for (const s of snaps) {
       const snapVol = snapshotVolume(hostVol, s.name.slice(v.name.length + 1));
-      await link(await driver.mountVolume(snapVol), join(stage, "backup", "volume-snapshots", s.name.slice(v.name.length + 1)));
+      await driver.exportVolume(snapVol, join(stage, "backup", "volume-snapshots", s.name.slice(v.name.length + 1)), { link: true, signal });
       await driver.unmountVolume(snapVol).catch(() => {});
     }
     const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];

@@ -251,6 +251,27 @@ export function testDriver(opts: DriverTestOptions): void {
       rmSync(src, { recursive: true, force: true });
     });
 
+    content("exports a volume out of the pool (ownership and modes kept; linked or copied, never the volume itself)")(async () => {
+      const v = vol("c-export", "container");
+      await driver.createVolume(v, async (path) => {
+        writeFileSync(join(path, "f"), "one");
+        chownSync(join(path, "f"), 100123, 100456);
+        chmodSync(join(path, "f"), 0o640);
+      });
+      for (const link of [true, false]) {
+        const out = join(mkdtempSync(join(lxdDir, "export-")), "tree");
+        await driver.exportVolume(v, out, { link });
+        const st = statSync(join(out, "f"));
+        expect([readFileSync(join(out, "f"), "utf8"), st.uid, st.gid, st.mode & 0o7777]).toEqual(["one", 100123, 100456, 0o640]);
+        if (!link) {
+          writeFileSync(join(out, "f"), "changed");
+          expect(readFileSync(join(await driver.mountVolume(v), "f"), "utf8")).toBe("one");
+        }
+        rmSync(out, { recursive: true, force: true });
+      }
+      await driver.deleteVolume(v);
+    });
+
     content("deletes volumes")(async () => {
       await driver.deleteVolume(vol("default_v2"));
       expect(await driver.hasVolume(vol("default_v2"))).toBe(false);

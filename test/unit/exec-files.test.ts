@@ -1,15 +1,16 @@
 // Pure pieces of exec and file transfer: environment, attach helper arguments, exit statuses,
 // file headers, path splitting and id maps.
 import { describe, expect, test } from "vitest";
-import { attachArgs } from "../../src/exec/attach.js";
+import { attachHelperArgs } from "../../src/instances/lxc/driver.js";
 import { DEFAULT_PATH, execCwd, execEnvironment, execPostSchema } from "../../src/exec/exec-request.js";
 import { exitStatus } from "../../src/exec/exec-session.js";
 import { pushOptions } from "../../src/api/routes/instance-files.js";
 import { splitPath } from "../../src/files/in-root.js";
-import { identityIdMap, rangeIdMap, type InstanceRuntime } from "../../src/instances/runtime-port.js";
+import { identityIdMap, rangeIdMap } from "../../src/instances/runtime-port.js";
 import type { ApiRequest } from "../../src/api/route.js";
 
-const rt: InstanceRuntime = { project: "p", name: "c1", lxcName: "p_c1", running: true, pid: 1, lxcpath: "/var/lib/lxd/containers", rootfs: "/x", idmap: identityIdMap };
+const attachArgs = (_rt: unknown, spec: Parameters<typeof attachHelperArgs>[2], gate?: number) => attachHelperArgs("p_c1", "/var/lib/lxd/containers", spec, gate);
+const rt = {};
 
 describe("exec environment", () => {
   test("LXD's defaults for root, request and instance values win", () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { matchesFilter } from "../../src/api/routes/instances.js";
+import { matchFilter, parseFilter } from "../../src/images/filter.js";
+const matchesFilter = (v: Record<string, unknown>, f: string) => matchFilter(v, parseFilter(f));
 import { parseByteSize, validateInstanceConfig } from "../../src/instances/config-keys.js";
 import { allocateIdmap, lxcIdmapLines, parseSubIdFile, remapId, toHost, toNs, type HostIdSet } from "../../src/instances/idmap.js";
 import { parseCgroupLayout } from "../../src/instances/lxc/cgroup.js";

@@ -1,6 +1,5 @@
 // /1.0/instances/{name}/backups (and the /1.0/containers aliases): `lxc export` and friends.
 import { instanceResources, instanceTask, urlPrefixOf } from "./instance-task.js";
-import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import type { Core } from "../../daemon/daemon.js";
@@ -83,7 +82,7 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
       "content-disposition": "inline;filename=",
       "last-modified": file.mtime.toUTCString(),
     });
-    void pipeline(createReadStream(file.path), reply.raw)
+    void pipeline(file.stream(), reply.raw)
       .then(() => file.retrieved())
       .catch(() => reply.raw.destroy());
     return handled();

@@ -1,13 +1,12 @@
 // /1.0/instances (and the /1.0/containers aliases older clients such as pylxd use).
 import { instanceResources, instanceTask } from "./instance-task.js";
-import { createReadStream, existsSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
 import YAML from "yaml";
 import type { Core } from "../../daemon/daemon.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
-import { logDir } from "../../instances/lxc/config.js";
+import type { InstanceFiles } from "../../instances/instance-files.js";
+import type { PowerState } from "../../instances/drivers/types.js";
+import { matchFilter, parseFilter } from "../../images/filter.js";
 import { generateInstanceName } from "../../instances/names.js";
 import { parseInstanceType } from "../../instances/instance-types.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
@@ -15,94 +14,11 @@ import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
 import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
 import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../json.js";
-import { BadRequest, InternalError, NotFound } from "../errors.js";
+import { BadRequest, InternalError } from "../errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
-import { ConfigMap, configStrings } from "../schemas/server.js";
-
-const Devices = z
-  .record(z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish())
-  .nullish()
-  .transform((m) => Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, configStrings(v ?? {})])));
-
-// The writable fields of an instance (LXD's InstancePut), shared by PUT and POST /1.0/instances.
-const instancePutFields = {
-  architecture: z.string().optional(),
-  config: ConfigMap.transform((m) => configStrings(m)),
-  devices: Devices,
-  ephemeral: z.boolean().optional(),
-  profiles: z.array(z.string()).nullish(),
-  description: z.string().optional(),
-};
-
-const InstancePut = z
-  .object({
-    ...instancePutFields,
-    restore: z.string().optional(),
-    stateful: z.boolean().optional(),
-  })
-  .passthrough();
-
-const InstancePatch = z
-  .object({
-    architecture: z.string().optional(),
-    config: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish(),
-    devices: z.record(z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish()).nullish(),
-    ephemeral: z.boolean().optional(),
-    profiles: z.array(z.string()).nullish(),
-    description: z.string().optional(),
-  })
-  .passthrough();
-
-const InstancesPost = z
-  .object({
-    ...instancePutFields,
-    name: z.string().default(""),
-    type: z.string().optional(),
-    instance_type: z.string().optional(),
-    source: z
-      .object({
-        type: z.string().default("none"),
-        alias: z.string().optional(),
-        fingerprint: z.string().optional(),
-        source: z.string().optional(),
-        instance_only: z.boolean().optional(),
-        container_only: z.boolean().optional(),
-        project: z.string().optional(),
-        mode: z.string().optional(),
-        operation: z.string().optional(),
-        certificate: z.string().optional(),
-        secrets: z.record(z.string(), z.string()).nullish(),
-        live: z.boolean().optional(),
-        refresh: z.boolean().optional(),
-        server: z.string().optional(),
-        protocol: z.string().optional(),
-        secret: z.string().optional(),
-      })
-      .passthrough()
-      .optional(),
-  })
-  .passthrough();
-
-const InstancePost = z
-  .object({
-    name: z.string().default(""),
-    migration: z.boolean().optional(),
-    live: z.boolean().optional(),
-    instance_only: z.boolean().optional(),
-    container_only: z.boolean().optional(),
-    pool: z.string().optional(),
-    project: z.string().optional(),
-    target: z.object({ certificate: z.string().default(""), operation: z.string(), secrets: z.record(z.string(), z.string()) }).nullish(),
-  })
-  .passthrough();
-
-const StatePut = z.object({
-  action: z.string(),
-  timeout: z.number().int().default(-1),
-  force: z.boolean().default(false),
-  stateful: z.boolean().default(false),
-});
+import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut, StatePut } from "../schemas/instances.js";
+import { configStrings } from "../schemas/server.js";
 
 const STATE_DESCRIPTIONS: Record<string, string> = {
   start: "Starting instance",
@@ -112,41 +28,6 @@ const STATE_DESCRIPTIONS: Record<string, string> = {
   unfreeze: "Unfreezing instance",
 };
 
-/** LXD's `filter=` syntax: "FIELD eq|ne VALUE" clauses joined by and/or (evaluated left to right). */
-export function matchesFilter(view: Record<string, unknown>, filter: string): boolean {
-  const tokens = filter.trim().split(/\s+/);
-  let result: boolean | undefined;
-  let join: "and" | "or" = "and";
-  for (let i = 0; i < tokens.length; ) {
-    let negate = false;
-    if (tokens[i] === "not") {
-      negate = true;
-      i++;
-    }
-    const [field, op, raw] = [tokens[i], tokens[i + 1], tokens[i + 2]];
-    if (!field || !op || raw === undefined || !["eq", "ne"].includes(op)) throw new BadRequest(`Invalid filter: ${filter}`);
-    const value = raw.replace(/^"|"$/g, "");
-    let actual: unknown = view;
-    const parts = field.split(".");
-    if (parts[0] === "config" || parts[0] === "expanded_config" || parts[0] === "devices" || parts[0] === "expanded_devices") {
-      const rest = parts.slice(1).join(".");
-      actual = (view[parts[0]] as Record<string, unknown> | undefined)?.[rest];
-    } else {
-      for (const p of parts) actual = (actual as Record<string, unknown> | undefined)?.[p];
-    }
-    let ok = String(actual ?? "").toLowerCase() === value.toLowerCase();
-    if (op === "ne") ok = !ok;
-    if (negate) ok = !ok;
-    result = result === undefined ? ok : join === "and" ? result && ok : result || ok;
-    i += 3;
-    if (tokens[i] === "and" || tokens[i] === "or") {
-      join = tokens[i] as "and" | "or";
-      i++;
-    }
-  }
-  return result ?? true;
-}
-
 const validateName = (name: string) => {
   try {
     validateInstanceName(name);
@@ -155,15 +36,16 @@ const validateName = (name: string) => {
   }
 };
 
-export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
+export function instanceRoutes(core: Core, svc: InstanceService, files: InstanceFiles): Route[] {
   const rt = () => svc.runtime;
   const resources = instanceResources;
   const migration = new InstanceMigration(core, svc);
 
   const full = (row: InstanceRow, recursion: number) => {
-    const view: Record<string, unknown> = { ...svc.view(row) };
+    const base = svc.view(row);
+    const view: Record<string, unknown> = { ...base };
     if (recursion > 1) {
-      view.state = readInstanceState(svc, row);
+      view.state = readInstanceState(svc, row, base.status as PowerState);
       view.snapshots = svc.snapshots.views(row);
       const backups = svc.backups?.list(row) ?? [];
       view.backups = backups.length ? backups.map((b) => svc.backups!.view(b)) : null;
@@ -178,8 +60,9 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => `${prefix}/${r.name}${r.project === "default" ? "" : `?project=${r.project}`}`));
-    const views = rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) }));
-    const kept = filter ? views.filter((v) => matchesFilter(v.view, filter)) : views;
+    const views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
+    const clauses = filter ? parseFilter(filter) : undefined;
+    const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);
     if (req.recursion === 0) return sync(rows.map((r) => `${prefix}/${r.name}${r.project === "default" ? "" : `?project=${r.project}`}`));
     return sync(req.recursion > 1 ? kept.map((k) => k.view) : kept.map((k) => full(k.row, 1)));
@@ -372,112 +255,73 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
     return instanceTask(core.operations, { description, project, resources: resources(project, name) }, () => work[body.action]());
   };
 
-  const logsDir = (req: { project: string; params: Record<string, string> }) => {
-    const row = svc.require(req.project, req.params.name);
-    return { row, dir: logDir(core.paths.dir, rt().lxcName(row.project, row.name)) };
-  };
-  const logFile = (req: { project: string; params: Record<string, string> }) => {
-    const { dir } = logsDir(req);
-    const file = req.params.file;
-    if (!validLogFileName(file)) throw new BadRequest(`log file name ${file} not valid`);
-    return join(dir, file);
-  };
+  const row = (req: { project: string; params: Record<string, string> }) => svc.require(req.project, req.params.name);
 
   const logs: Handler = (req) => {
-    const { row, dir } = logsDir(req);
-    const files = existsSync(dir) ? readdirSync(dir).filter(validLogFileName).sort() : [];
-    return sync(files.map((f) => `/1.0/instances/${row.name}/logs/${f}`));
+    const r = row(req);
+    return sync(files.logNames(r).map((f) => `/1.0/instances/${r.name}/logs/${f}`));
   };
   const getLog: Handler = (req, reply) => {
-    const path = logFile(req);
-    let st;
-    try {
-      st = statSync(path);
-    } catch {
-      throw new InternalError(`open ${path}: no such file or directory`);
-    }
-    if (!st.isFile()) throw new InternalError(`open ${path}: not a regular file`);
+    const log = files.openLog(row(req), req.params.file);
     // Exec output can be large: streamed with backpressure.
     reply.hijack();
     reply.raw.writeHead(200, {
       "content-type": "application/octet-stream",
       "content-disposition": `inline;filename=${req.params.file}`,
-      "content-length": String(st.size),
-      "last-modified": st.mtime.toUTCString(),
+      "content-length": String(log.size),
+      "last-modified": log.mtime.toUTCString(),
     });
-    void pipeline(createReadStream(path), reply.raw).catch(() => reply.raw.destroy());
+    void pipeline(log.stream(), reply.raw).catch(() => reply.raw.destroy());
     return handled();
   };
   const deleteLog: Handler = (req) => {
-    const path = logFile(req);
-    if (req.params.file === "lxc.log" || req.params.file === "lxc.conf") throw new BadRequest("lxc.log and lxc.conf may not be deleted");
-    try {
-      unlinkSync(path);
-    } catch {
-      throw new NotFound(`remove ${path}: no such file or directory`);
-    }
+    files.deleteLog(row(req), req.params.file);
     return sync({});
   };
 
   const consoleLog: Handler = (req, reply) => {
-    const { dir } = logsDir(req);
-    const path = join(dir, "console.log");
-    void reply.header("Content-Type", "application/octet-stream").send(existsSync(path) ? readFileSync(path) : Buffer.alloc(0));
+    void reply.header("Content-Type", "application/octet-stream").send(files.consoleLog(row(req)));
     return handled();
   };
   const clearConsole: Handler = (req) => {
-    const { dir } = logsDir(req);
-    const path = join(dir, "console.log");
-    if (existsSync(path)) truncateSync(path, 0);
+    files.clearConsoleLog(row(req));
     return sync({});
   };
 
   const getMetadata: Handler = async (req) => {
-    const row = svc.require(req.project, req.params.name);
-    const text = svc.readMetadataFile(await svc.volumeDir(row));
+    const text = await files.readMetadata(row(req));
     const meta = text ? YAML.parse(text) : {};
     return sync({ architecture: "", creation_date: 0, expiry_date: 0, properties: {}, templates: {}, ...meta });
   };
   const putMetadata: Handler = async (req) => {
-    const row = svc.require(req.project, req.params.name);
+    const r = row(req);
     const body = await req.body(MetadataPut, "api.ImageMetadata");
-    svc.writeMetadataFile(await svc.volumeDir(row), YAML.stringify(body));
-    core.events.lifecycle("instance-metadata-updated", instanceUrl(row.project, row.name), { project: row.project });
+    await files.writeMetadata(r, YAML.stringify(body));
+    core.events.lifecycle("instance-metadata-updated", instanceUrl(r.project, r.name), { project: r.project });
     return sync({});
   };
 
   const templates: Handler = async (req, reply) => {
-    const row = svc.require(req.project, req.params.name);
-    const dir = await svc.volumeDir(row);
+    const r = row(req);
     const path = req.query.path;
-    if (!path) return sync(svc.templateNames(dir));
-    const file = InstanceService.templatePath(dir, path);
-    if (!existsSync(file)) throw new NotFound("Template not found");
-    void reply.header("Content-Type", "application/octet-stream").send(readFileSync(file));
+    if (!path) return sync(await files.templateNames(r));
+    void reply.header("Content-Type", "application/octet-stream").send(await files.readTemplate(r, path));
     return handled();
   };
   const uploadTemplate: Handler = async (req) => {
-    const row = svc.require(req.project, req.params.name);
-    const dir = await svc.volumeDir(row);
+    const r = row(req);
     const path = req.query.path;
     if (!path) throw new BadRequest("missing path argument");
-    const file = InstanceService.templatePath(dir, path);
-    const data = await readBody(req.stream);
-    const { mkdirSync } = await import("node:fs");
-    mkdirSync(join(dir, "templates"), { recursive: true });
-    writeFileSync(file, data, { mode: 0o644 });
-    core.events.lifecycle("instance-metadata-template-created", instanceUrl(row.project, row.name), { project: row.project, context: { path } });
+    await files.writeTemplate(r, path, await readBody(req.stream));
+    core.events.lifecycle("instance-metadata-template-created", instanceUrl(r.project, r.name), { project: r.project, context: { path } });
     return sync({});
   };
   const deleteTemplate: Handler = async (req) => {
-    const row = svc.require(req.project, req.params.name);
-    const dir = await svc.volumeDir(row);
+    const r = row(req);
     const path = req.query.path;
     if (!path) throw new BadRequest("missing path argument");
-    const file = InstanceService.templatePath(dir, path);
-    if (!existsSync(file)) throw new NotFound("Template not found");
-    rmSync(file);
-    core.events.lifecycle("instance-metadata-template-deleted", instanceUrl(row.project, row.name), { project: row.project, context: { path } });
+    await files.deleteTemplate(r, path);
+    core.events.lifecycle("instance-metadata-template-deleted", instanceUrl(r.project, r.name), { project: r.project, context: { path } });
     return sync({});
   };
 
@@ -496,19 +340,3 @@ export function instanceRoutes(core: Core, svc: InstanceService): Route[] {
   }
   return routes;
 }
-
-/** The files LXD serves from an instance's log directory (upstream's validLogFileName). */
-function validLogFileName(file: string): boolean {
-  if (file.includes("/") || file.includes("\0")) return false;
-  return ["lxc.log", "lxc.conf"].includes(file) || ["exec_", "migration_", "snapshot_"].some((p) => file.startsWith(p));
-}
-
-const MetadataPut = z
-  .object({
-    architecture: z.string().default(""),
-    creation_date: z.number().default(0),
-    expiry_date: z.number().default(0),
-    properties: z.record(z.string(), z.string()).nullish().transform((m) => m ?? {}),
-    templates: z.record(z.string(), z.unknown()).nullish().transform((m) => m ?? {}),
-  })
-  .passthrough();

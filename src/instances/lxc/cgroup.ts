@@ -56,10 +56,10 @@ export function controllerVersion(layout: CgroupLayout, controller: string): Cgr
 }
 
 /** The directory of `pid`'s cgroup serving `controller`. */
-export function cgroupDir(layout: CgroupLayout, pid: number, controller: string): string | undefined {
+export function cgroupDir(layout: CgroupLayout, pid: number, controller: string, procCgroup?: string): string | undefined {
   let text: string;
   try {
-    text = readFileSync(`/proc/${pid}/cgroup`, "utf8");
+    text = procCgroup ?? readFileSync(`/proc/${pid}/cgroup`, "utf8");
   } catch {
     return undefined;
   }
@@ -99,8 +99,19 @@ export interface CgroupUsage {
   pids?: number;
 }
 
+/** /proc/PID/cgroup, read once for all of one instance's controllers ("" when gone). */
+export function procCgroup(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cgroup`, "utf8");
+  } catch {
+    return "";
+  }
+}
+
 export function readUsage(layout: CgroupLayout, pid: number): CgroupUsage {
   const usage: CgroupUsage = { memory: { usage: 0, usage_peak: 0, swap_usage: 0, swap_usage_peak: 0 }, cpuNs: 0 };
+  const text = procCgroup(pid);
+  const cgroupDir = (l: CgroupLayout, p: number, c: string) => cgroupDirOf(l, p, c, text);
   const mem = cgroupDir(layout, pid, "memory");
   if (mem && controllerVersion(layout, "memory") === "v1") {
     const u = readNumber(join(mem, "memory.usage_in_bytes")) ?? 0;
@@ -130,7 +141,8 @@ export function readUsage(layout: CgroupLayout, pid: number): CgroupUsage {
 }
 
 /** Number of processes in `pid`'s cgroup tree (pids controller), else counted from cgroup.procs. */
-export function processCount(layout: CgroupLayout, pid: number): number {
+export function processCount(layout: CgroupLayout, pid: number, text = procCgroup(pid)): number {
+  const cgroupDir = (l: CgroupLayout, p: number, c: string) => cgroupDirOf(l, p, c, text);
   const p = cgroupDir(layout, pid, "pids");
   const n = p ? readNumber(join(p, "pids.current")) : undefined;
   if (n !== undefined) return n;
@@ -141,6 +153,8 @@ export function processCount(layout: CgroupLayout, pid: number): number {
     return 0;
   }
 }
+
+const cgroupDirOf = cgroupDir;
 
 /** Write a limit into a running container's cgroup: `files` gives the file per version. */
 export function writeLimit(layout: CgroupLayout, pid: number, controller: string, files: { v1: string; v2: string }, value: string): void {

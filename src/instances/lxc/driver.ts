@@ -1,19 +1,22 @@
-// The liblxc container driver: lays out $LXD_DIR/containers/<name>/ (lxc.conf + rootfs
-// symlink), starts it daemonized through the liblxc API (native/start.c; the container outlives the daemon), stops, freezes,
-// and reads state from /proc and cgroup files rather than spawning lxc-info per request.
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
-import { join } from "node:path";
+// The liblxc container driver (InstanceDriver "lxc"): lays out $LXD_DIR/containers/<name>/
+// (lxc.conf + rootfs symlink), starts it daemonized through the liblxc API (native/start.c; the
+// container outlives the daemon), stops, freezes, and reads state from /proc and cgroup files
+// rather than spawning lxc-info per request. liblxc's names (project-prefixed container names,
+// lxcpath) stay inside this folder: callers pass InstanceRef values.
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, rmdirSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
 import { runHelper } from "../../os/helper-process.js";
 import { helperPath } from "../../os/native.js";
-import { cgroupDir, controllerVersion, hostCgroupLayout, type CgroupLayout } from "./cgroup.js";
-import { logDir } from "./config.js";
+import type { AttachTarget, CommandSpec, InitProcess, InstanceDriver, InstanceDriverDefinition, InstanceDriverEnv, InstanceRef, InstanceUsage, PowerState, StartSpec } from "../drivers/types.js";
+import { hostRoot } from "../idmap.js";
+import { cgroupDir, controllerVersion, hostCgroupLayout, processCount, readUsage, writeLimit, type CgroupLayout } from "./cgroup.js";
+import { cpusetFor, generateLxcConfig, logDir, memoryLimitBytes, renderLxcConfig } from "./config.js";
+import { ensureShmounts, hotplugFor, releaseShmounts } from "./hotplug.js";
+import { needsSeccompPolicy, seccompPolicy } from "./seccomp.js";
 
-export interface InitProcess {
-  pid: number;
-  /** /proc/PID/stat starttime, so a recycled pid is not mistaken for our init */
-  startTime: string;
-}
+export type { InitProcess } from "../drivers/types.js";
 
 export function procStartTime(pid: number): string | undefined {
   try {
@@ -29,27 +32,73 @@ export function isAlive(init: InitProcess | undefined): init is InitProcess {
   return !!init && init.pid > 0 && procStartTime(init.pid) === init.startTime;
 }
 
-export class LxcDriver {
+/** liblxc's container name: project-prefixed outside the default project, as LXD. */
+export function lxcName(ref: InstanceRef): string {
+  return ref.project === "default" ? ref.name : `${ref.project}_${ref.name}`;
+}
+
+/** nodelxd-attach [--gate FD] NAME LXCPATH UID GID CWD NENV [K=V ...] -- COMMAND [ARG ...] */
+export function attachHelperArgs(name: string, lxcpath: string, spec: CommandSpec, gateFd?: number): string[] {
+  const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
+  const gate = gateFd === undefined ? [] : ["--gate", String(gateFd)];
+  return [...gate, name, lxcpath, String(spec.user), String(spec.group), spec.cwd, String(env.length), ...env, "--", ...spec.command];
+}
+
+/** lxc-console's escape prefix, disabled: "^@" maps below 1, so every byte passes through. */
+const NO_ESCAPE = "^@";
+
+const safeRead = (f: string): string => {
+  try {
+    return readFileSync(f, "utf8");
+  } catch {
+    return "";
+  }
+};
+
+export class LxcDriver implements InstanceDriver {
+  readonly info = lxcInfo;
   readonly layout: CgroupLayout = hostCgroupLayout();
+  private readonly lxdDir: string;
+  private readonly seccompOk = /^Seccomp:/m.test(safeRead("/proc/self/status"));
+  private readonly apparmor = existsSync("/sys/kernel/security/apparmor");
 
-  constructor(private readonly lxdDir: string) {}
+  constructor(private readonly env: InstanceDriverEnv) {
+    this.lxdDir = env.lxdDir;
+  }
 
-  get lxcPath(): string {
+  /** liblxc's lxcpath: every container is $LXD_DIR/containers/<name>. */
+  private get lxcPath(): string {
     return join(this.lxdDir, "containers");
   }
 
-  dir(name: string): string {
-    return join(this.lxcPath, name);
+  private dir(ref: InstanceRef): string {
+    return join(this.lxcPath, lxcName(ref));
   }
 
   /** liblxc config, kept with the logs as upstream does (never inside the instance volume). */
-  configFile(name: string): string {
-    return join(logDir(this.lxdDir, name), "lxc.conf");
+  private configFile(ref: InstanceRef): string {
+    return join(this.logDir(ref), "lxc.conf");
+  }
+
+  logDir(ref: InstanceRef): string {
+    return logDir(this.lxdDir, lxcName(ref));
+  }
+
+  devicesDir(ref: InstanceRef): string {
+    return join(this.env.paths.devices, lxcName(ref));
+  }
+
+  private seccompFile(ref: InstanceRef): string {
+    return join(this.env.paths.security, "seccomp", lxcName(ref));
+  }
+
+  private shmountsDir(ref: InstanceRef): string {
+    return join(this.env.paths.shmounts, lxcName(ref));
   }
 
   /** The container's rootfs seen through $LXD_DIR/containers/<name>. */
-  rootfsLink(name: string): string {
-    return join(this.dir(name), "rootfs");
+  rootfs(ref: InstanceRef): string {
+    return join(this.dir(ref), "rootfs");
   }
 
   /**
@@ -58,17 +107,17 @@ export class LxcDriver {
    * to reach rootfs), by host root otherwise (LXD's start and stop do the same). No host user
    * can reach into a rootfs, whatever the modes inside it; the daemon (root) still can.
    */
-  lockVolumeDir(volumeDir: string, owner: { uid: number; gid: number } = { uid: 0, gid: 0 }): void {
+  private lockVolumeDir(volumeDir: string, owner: { uid: number; gid: number } = { uid: 0, gid: 0 }): void {
     chownSync(volumeDir, owner.uid, owner.gid);
     chmodSync(volumeDir, 0o100);
   }
 
   /** $LXD_DIR/containers/<name> → the volume (as upstream; storage usually made it already), and the log directory. */
-  prepare(name: string, volumeDir: string): void {
+  create(ref: InstanceRef, volumeDir: string): void {
     this.lockVolumeDir(volumeDir);
-    mkdirSync(logDir(this.lxdDir, name), { recursive: true, mode: 0o700 });
+    mkdirSync(this.logDir(ref), { recursive: true, mode: 0o700 });
     mkdirSync(this.lxcPath, { recursive: true, mode: 0o711 });
-    const link = this.dir(name);
+    const link = this.dir(ref);
     let current: string | undefined;
     try {
       current = readlinkSync(link);
@@ -81,24 +130,26 @@ export class LxcDriver {
     symlinkSync(volumeDir, link);
   }
 
-  writeConfig(name: string, text: string): void {
-    const file = this.configFile(name);
+  private writeConfig(ref: InstanceRef, text: string): void {
+    const file = this.configFile(ref);
     writeFileSync(file + ".tmp", text, { mode: 0o640 });
     renameSync(file + ".tmp", file);
   }
 
-  /** Forget a deleted container: its logs and the containers/<name> link (never the volume behind it). */
-  remove(name: string): void {
+  /** Forget a deleted container: its logs, device state, seccomp policy and the containers/<name> link (never the volume). */
+  delete(ref: InstanceRef): void {
     try {
-      if (lstatSync(this.dir(name)).isSymbolicLink()) rmSync(this.dir(name), { force: true });
+      if (lstatSync(this.dir(ref)).isSymbolicLink()) rmSync(this.dir(ref), { force: true });
     } catch {
       /* already gone */
     }
-    rmSync(logDir(this.lxdDir, name), { recursive: true, force: true });
+    rmSync(this.logDir(ref), { recursive: true, force: true });
+    rmSync(this.devicesDir(ref), { recursive: true, force: true });
+    rmSync(this.seccompFile(ref), { force: true });
   }
 
-  rename(from: string, to: string): void {
-    if (existsSync(logDir(this.lxdDir, from))) renameSync(logDir(this.lxdDir, from), logDir(this.lxdDir, to));
+  rename(from: InstanceRef, to: InstanceRef): void {
+    if (existsSync(this.logDir(from))) renameSync(this.logDir(from), this.logDir(to));
     try {
       if (lstatSync(this.dir(from)).isSymbolicLink()) rmSync(this.dir(from), { force: true });
     } catch {
@@ -106,8 +157,57 @@ export class LxcDriver {
     }
   }
 
-  private args(name: string): string[] {
-    return ["-n", name, "-P", this.lxcPath];
+  private args(ref: InstanceRef): string[] {
+    return ["-n", lxcName(ref), "-P", this.lxcPath];
+  }
+
+  async prepareHost(): Promise<void> {
+    await ensureShmounts(this.env.paths.shmounts);
+  }
+
+  async releaseHost(): Promise<void> {
+    await releaseShmounts(this.env.paths.shmounts);
+  }
+
+  /** liblxc config from the spec, then start (see launch). */
+  async start(ref: InstanceRef, spec: StartSpec): Promise<InitProcess> {
+    const name = lxcName(ref);
+    await this.prepareHost().catch((e) => this.env.log.warn({ err: e }, "cannot set up shmounts: disk hot-plug unavailable"));
+    const shmounts = this.shmountsDir(ref);
+    mkdirSync(shmounts, { recursive: true, mode: 0o711 });
+    const policyFile = this.seccompFile(ref);
+    let seccompProfile: string | undefined;
+    if (this.seccompOk && needsSeccompPolicy(spec.config)) {
+      mkdirSync(dirname(policyFile), { recursive: true, mode: 0o700 });
+      writeFileSync(policyFile, seccompPolicy(spec.config, spec.architecture), { mode: 0o600 });
+      seccompProfile = policyFile;
+    } else {
+      rmSync(policyFile, { force: true }); // a policy an earlier start needed
+    }
+    const lines = generateLxcConfig({
+      name,
+      hostname: spec.hostname,
+      lxdDir: this.lxdDir,
+      // liblxc refuses a symlinked rootfs path: give it the volume's real rootfs.
+      rootfs: realpathSync(join(spec.volume, "rootfs")),
+      architecture: spec.architecture,
+      config: spec.config,
+      idmap: spec.idmap,
+      cgroup: (c) => controllerVersion(this.layout, c),
+      apparmor: this.apparmor,
+      seccompProfile,
+      hostMemoryBytes: totalmem(),
+      devices: spec.devices,
+    });
+    lines.splice(lines.length - 1, 0, ["lxc.mount.auto", `shmounts:${shmounts}:/dev/.lxd-mounts`]);
+    // The guest API (devlxd): the daemon's socket directory at /dev/lxd, as LXD mounts it.
+    if (!["false", "0", "no", "off"].includes((spec.config["security.devlxd"] ?? "").toLowerCase())) {
+      lines.splice(lines.length - 1, 0, ["lxc.mount.entry", `${join(this.lxdDir, "devlxd").replace(/ /g, "\\040")} dev/lxd none bind,create=dir 0 0`]);
+    }
+    // The volume directory: 0100, traversable by the container's root only (as LXD's start).
+    this.lockVolumeDir(spec.volume, { uid: hostRoot(spec.idmap).uid, gid: 0 });
+    this.writeConfig(ref, renderLxcConfig(lines));
+    return this.launch(ref);
   }
 
   /**
@@ -115,12 +215,13 @@ export class LxcDriver {
    * forks into its own session and outlives us; liblxc logs under its "lxc" prefix), which
    * prints init's pid once the container runs.
    */
-  async start(name: string): Promise<InitProcess> {
-    const logFile = join(logDir(this.lxdDir, name), "lxc.log");
+  private async launch(ref: InstanceRef): Promise<InitProcess> {
+    const name = lxcName(ref);
+    const logFile = join(this.logDir(ref), "lxc.log");
     if (existsSync(logFile)) renameSync(logFile, logFile + ".old");
     // The daemon's environment: liblxc looks up newuidmap and hook programs on PATH.
     const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
-    const res = await runHelper(helperPath("nodelxd-start"), "nodelxd-start", [name, this.lxcPath, this.configFile(name)], env);
+    const res = await runHelper(helperPath("nodelxd-start"), "nodelxd-start", [name, this.lxcPath, this.configFile(ref)], env);
     if (res.exitCode !== 0) {
       let log = "";
       try {
@@ -143,46 +244,109 @@ export class LxcDriver {
    * What liblxc itself reports: the init process of a running container, or undefined. Used to
    * reconcile the database after a crash (a start or stop the daemon did not live to record).
    */
-  async runningInit(name: string): Promise<InitProcess | undefined> {
-    if (!existsSync(this.configFile(name))) return undefined; // never started here
-    const res = await run("lxc-info", [...this.args(name), "-p", "-H"], { reject: false });
+  async runningInit(ref: InstanceRef): Promise<InitProcess | undefined> {
+    if (!existsSync(this.configFile(ref))) return undefined; // never started here
+    const res = await run("lxc-info", [...this.args(ref), "-p", "-H"], { reject: false });
     const pid = Number(res.stdout.trim());
     if (!Number.isInteger(pid) || pid <= 0) return undefined;
     const startTime = procStartTime(pid);
     return startTime ? { pid, startTime } : undefined;
   }
 
-  /** Clean shutdown within `timeout` seconds, then kill; `force` kills at once. */
-  async stop(name: string, opts: { timeout?: number; force?: boolean }): Promise<void> {
-    const args = [...this.args(name)];
+  async stop(ref: InstanceRef, opts: { timeout: number; force: boolean }): Promise<void> {
+    const args = this.args(ref);
     if (opts.force) args.push("-k");
-    else args.push("-t", String(opts.timeout ?? 30));
+    else args.push("-t", String(opts.timeout < 0 ? 30 : opts.timeout));
     const res = await run("lxc-stop", args, { reject: false });
     // exit 2: already stopped
     if (res.exitCode !== 0 && res.exitCode !== 2) throw new Error(`Failed stopping instance: ${res.stderr.trim()}`);
-    await this.waitStopped(name);
+    await this.waitStopped(ref, 30);
   }
 
   /** Wait until liblxc's monitor has finished tearing the container down. */
-  async waitStopped(name: string, timeout = 30): Promise<void> {
-    await run("lxc-wait", [...this.args(name), "-s", "STOPPED", "-t", String(timeout)], { reject: false });
+  async waitStopped(ref: InstanceRef, timeoutS: number): Promise<void> {
+    await run("lxc-wait", [...this.args(ref), "-s", "STOPPED", "-t", String(timeoutS)], { reject: false });
+  }
+
+  /**
+   * What only a running container needs goes, as LXD's cleanup on stop removes it: the seccomp
+   * policy file and the (by now empty) shmounts directory. rmdir, not a recursive removal: a
+   * mount left behind there must never have its content deleted. Then, as LXD's stop: ownership
+   * back to host root (the id may be reused by another map), still 0100.
+   */
+  stopped(ref: InstanceRef): void {
+    rmSync(this.seccompFile(ref), { force: true });
+    try {
+      rmdirSync(this.shmountsDir(ref));
+    } catch {
+      /* absent, or not empty: left alone */
+    }
+    try {
+      this.lockVolumeDir(realpathSync(this.dir(ref)));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.env.log.warn({ err: e, instance: ref.name }, "cannot reset the volume directory's owner");
+    }
+  }
+
+  alive(init: InitProcess | undefined): boolean {
+    return isAlive(init);
+  }
+
+  state(init: InitProcess | undefined): PowerState {
+    if (!isAlive(init)) return "Stopped";
+    return this.isFrozen(init.pid) ? "Frozen" : "Running";
+  }
+
+  usage(init: InitProcess): InstanceUsage {
+    const u = readUsage(this.layout, init.pid);
+    return { memory: u.memory, cpuNs: u.cpuNs, processes: u.pids ?? processCount(this.layout, init.pid) };
+  }
+
+  async updateLive(init: InitProcess, before: Record<string, string>, after: Record<string, string>): Promise<void> {
+    const pid = init.pid;
+    const changed = (k: string) => (before[k] ?? "") !== (after[k] ?? "");
+    if (changed("limits.memory")) {
+      const v = after["limits.memory"];
+      const soft = after["limits.memory.enforce"] === "soft";
+      const value = v ? String(memoryLimitBytes(v, totalmem())) : controllerVersion(this.layout, "memory") === "v2" ? "max" : "-1";
+      writeLimit(this.layout, pid, "memory", soft ? { v1: "memory.soft_limit_in_bytes", v2: "memory.low" } : { v1: "memory.limit_in_bytes", v2: "memory.max" }, value);
+    }
+    if (changed("limits.cpu") && controllerVersion(this.layout, "cpuset")) {
+      const v = after["limits.cpu"];
+      writeLimit(this.layout, pid, "cpuset", { v1: "cpuset.cpus", v2: "cpuset.cpus" }, v ? cpusetFor(v) : `0-${cpus().length - 1}`);
+    }
+    if (changed("limits.processes")) writeLimit(this.layout, pid, "pids", { v1: "pids.max", v2: "pids.max" }, after["limits.processes"] || "max");
+  }
+
+  attach(ref: InstanceRef, init?: InitProcess): AttachTarget {
+    const name = lxcName(ref);
+    const lxcpath = this.lxcPath;
+    return {
+      exec: (spec, gateFd) => ({ helper: "nodelxd-attach", args: attachHelperArgs(name, lxcpath, spec, gateFd) }),
+      console: () => ({ program: "lxc-console", args: ["-n", name, "-P", lxcpath, "-t", "0", "-e", NO_ESCAPE] }),
+      rootPath: init ? `/proc/${init.pid}/root` : this.rootfs(ref),
+    };
+  }
+
+  hotplug(ref: InstanceRef) {
+    return hotplugFor(this.shmountsDir(ref), this.layout);
   }
 
   /** Freeze through the freezer cgroup of the init process (v1 freezer.state, v2 cgroup.freeze). */
-  async freeze(pid: number, timeoutMs = 10_000): Promise<void> {
-    this.writeFreezer(pid, true);
+  async freeze(init: InitProcess, timeoutMs = 10_000): Promise<void> {
+    this.writeFreezer(init.pid, true);
     const deadline = Date.now() + timeoutMs;
-    while (!this.isFrozen(pid)) {
+    while (!this.isFrozen(init.pid)) {
       if (Date.now() > deadline) {
-        this.writeFreezer(pid, false);
+        this.writeFreezer(init.pid, false);
         throw new Error("Failed to freeze the instance: timed out");
       }
       await new Promise((r) => setTimeout(r, 20));
     }
   }
 
-  async unfreeze(pid: number): Promise<void> {
-    this.writeFreezer(pid, false);
+  async unfreeze(init: InitProcess): Promise<void> {
+    this.writeFreezer(init.pid, false);
   }
 
   private freezerFile(pid: number): string {
@@ -220,3 +384,14 @@ export class LxcDriver {
     }
   }
 }
+
+export const lxcInfo = { name: "lxc", type: "container", freeze: true, liveLimits: true } as const;
+
+export const lxcDriver: InstanceDriverDefinition = {
+  info: lxcInfo,
+  async unavailable() {
+    const res = await run("lxc-info", ["--version"], { reject: false }).catch(() => undefined);
+    return res?.exitCode === 0 ? undefined : "liblxc tools (lxc-info) are not installed";
+  },
+  load: (env) => new LxcDriver(env),
+};

@@ -11,6 +11,7 @@ import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, mountFs, mountTa
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, ensureSnapshotsDir, poolMountPath, recoverSwap, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath, restorePaths, swapIn } from "./dir.js";
 import { isSnapshotVolume, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { copyTreeOut } from "../tree-copy.js";
 
 const DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed";
 /** Every btrfs subvolume root has this inode number. */
@@ -266,6 +267,10 @@ class BtrfsDriver implements Driver {
     await recoverSwap(this.volumePath(vol), (p) => deleteSubvolume(p));
   }
 
+
+  async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    await copyTreeOut(await this.mountVolume(vol), target, opts);
+  }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
     await localCopy(source, this.volumePath(vol), opts);
   }

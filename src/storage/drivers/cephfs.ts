@@ -12,6 +12,7 @@ import { commonPoolKeys, commonVolumeKeys, parseByteSize } from "../config.js";
 import { assertNoMountsUnder, fsUsage, isMountPoint, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { localCopy } from "../rsync.js";
+import { copyTreeOut } from "../tree-copy.js";
 import { cephVersion } from "./ceph.js";
 import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
 import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
@@ -226,6 +227,10 @@ class CephfsDriver implements Driver {
     const snap = this.cephSnapPath(snapshotVolume(vol, snapshot));
     if (!existsSync(snap)) throw new Error("Snapshot not found");
     await localCopy(snap, this.volumePath(vol), opts);
+  }
+
+  async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    await copyTreeOut(await this.mountVolume(vol), target, opts);
   }
 
   async mountVolume(vol: Volume): Promise<string> {

@@ -9,6 +9,7 @@ import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, unmountAll } fro
 import { commonPoolKeys, commonVolumeKeys } from "../config.js";
 import { withRevert } from "../reverter.js";
 import { isSnapshotVolume, POOL_DIRS, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { copyTreeOut } from "../tree-copy.js";
 
 const info: DriverInfo = {
   name: "dir",
@@ -210,6 +211,10 @@ class DirDriver implements Driver {
     await recoverSwap(this.volumePath(vol), (p) => rm(p, { recursive: true, force: true }));
   }
 
+
+  async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    await copyTreeOut(await this.mountVolume(vol), target, opts);
+  }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
     await localCopy(source, this.volumePath(vol), opts);
   }

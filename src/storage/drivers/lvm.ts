@@ -13,6 +13,7 @@ import { run } from "../../os/exec.js";
 import { parseByteSize } from "../config.js";
 import { assertNoMountsUnder, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { localCopy } from "../rsync.js";
+import { copyTreeOut } from "../tree-copy.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, ensureSnapshotsDir, poolMountPath, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath } from "./dir.js";
 import { assertLvmName, hasDeviceMapper, Lvm, LvmError } from "./lvm-tools.js";
@@ -395,6 +396,16 @@ class LvmDriver implements Driver {
 
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
     await localCopy(source, await this.mountVolume(vol, opts), opts);
+  }
+
+  /** Copy the volume's content out (mounting a block volume for the copy when it wasn't). */
+  async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    const wasMounted = isMountPoint(this.volumePath(vol));
+    try {
+      await copyTreeOut(await this.mountVolume(vol, opts), target, opts);
+    } finally {
+      if (!wasMounted) await this.unmountVolume(vol, opts);
+    }
   }
 
   /** Activate the LV (the kernel's boundary), make its filesystem on first use, mount it. */

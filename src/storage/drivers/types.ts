@@ -112,6 +112,11 @@ export interface Driver {
    * incremental refreshes, go through here.
    */
   syncVolume(vol: Volume, source: string, opts?: SlowOpts & { bwlimit?: string }): Promise<void>;
+  /**
+   * Copy the volume's content to `target`, a new path outside the pool, as cheaply as the
+   * driver can (`link`: the caller only reads, so hard links may share the files).
+   */
+  exportVolume(vol: Volume, target: string, opts?: SlowOpts & { link?: boolean }): Promise<void>;
   /** Optional capability: a cheap writable copy of `source` (btrfs snapshot). */
   createVolumeFromCopy?(vol: Volume, source: Volume, opts?: SlowOpts): Promise<void>;
   /** Delete a volume; for a snapshot volume also its parent's snapshot directory once empty. */

@@ -12,6 +12,7 @@ import { isMountPoint, mountFs, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
 import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { copyTreeOut } from "../tree-copy.js";
 
 const info: DriverInfo = {
   name: "zfs",
@@ -250,6 +251,10 @@ class ZfsDriver implements Driver {
     }
   }
 
+
+  async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    await copyTreeOut(await this.mountVolume(vol), target, opts);
+  }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
     await localCopy(source, await this.mountVolume(vol, opts), opts);
   }

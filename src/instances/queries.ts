@@ -1,0 +1,140 @@
+// The instances port's read side and publish export (InstancesPort): which instances use an
+// object, the running ones, the narrow runtime view exec/console/files get, and a volume to
+// publish. Split from the service so the service keeps the rules and the writes.
+import { randomUUID } from "node:crypto";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import type { InstanceRow } from "../db/instance-repo.js";
+import { parseIdmapJson, toHost, toNs, type IdmapEntry } from "./idmap.js";
+import { shiftTree } from "./lxc/shift.js";
+import { initOf, instanceUrl, type Expanded } from "./rows.js";
+import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
+import type { InstanceService } from "./service.js";
+
+export function instanceQueries(svc: InstanceService) {
+  const expandedOrOwn = (row: InstanceRow): Expanded => {
+    try {
+      return svc.expanded(row);
+    } catch {
+      return { config: row.config, devices: row.devices };
+    }
+  };
+  const where = (match: (row: InstanceRow, ex: Expanded) => boolean, project?: string): string[] =>
+    svc.repo
+      .list(project)
+      .filter((row) => match(row, expandedOrOwn(row)))
+      .map((row) => instanceUrl(row.project, row.name));
+  const attaches = (ex: Expanded, pool: string, volume: string) => Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/");
+
+  /**
+   * `lxc publish c1/snap0`: snapshots are read-only, so a copy of the snapshot is shifted back to
+   * host-neutral ownership. It lives in the images directory as a ".build-" entry, which the
+   * images feature sweeps at start if a crash leaves it behind.
+   */
+  const exportSnapshot = async (project: string, ref: string) => {
+    const src = await svc.snapshots.copySource(project, ref);
+    const dir = join(svc.deps.paths.images, `.build-${randomUUID()}`);
+    const release = async () => rmSync(dir, { recursive: true, force: true });
+    try {
+      await src.exportTo(dir);
+      const last = parseIdmapJson(src.snapshot.config["volatile.last_state.idmap"]);
+      if (last.length > 0) await shiftTree(join(dir, "rootfs"), last, []);
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    return { dir, architecture: src.snapshot.architecture, release };
+  };
+
+  return {
+    usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[] {
+      return where(
+        (row, ex) =>
+          (ref.profile !== undefined && row.profiles.includes(ref.profile)) ||
+          (ref.pool !== undefined && Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === ref.pool)) ||
+          (ref.network !== undefined && Object.values(ex.devices).some((d) => d.type === "nic" && (d.network === ref.network || d.parent === ref.network))) ||
+          (ref.image !== undefined && row.config["volatile.base_image"] === ref.image),
+        project,
+      );
+    },
+
+    /** Instances with a disk device attaching the custom volume. */
+    volumeUsedBy: (pool: string, project: string, volume: string) => where((_row, ex) => attaches(ex, pool, volume), project),
+
+    /** Running instances with a disk device attaching the custom volume. */
+    runningVolumeUsers: (pool: string, project: string, volume: string) => where((row, ex) => svc.runtime.isRunning(row) && attaches(ex, pool, volume), project),
+
+    /** Running instances with their expanded config and devices. */
+    running(project?: string) {
+      return svc.repo
+        .list(project)
+        .filter((row) => svc.runtime.isRunning(row))
+        .map((row) => {
+          const ex = expandedOrOwn(row);
+          return { project: row.project, name: row.name, pid: row.init_pid, config: ex.config, devices: ex.devices, volumePath: svc.runtime.driver.rootfs(row) };
+        });
+    },
+
+    /** The narrow view exec, console and file transfer need. */
+    runtimeOf(project: string, name: string): PortRuntime {
+      const row = svc.require(project, name);
+      const ex = svc.expanded(row).config;
+      const status = svc.runtime.status(row);
+      // Ownership as the files carry it: the map the container runs with, or (stopped) the one
+      // its rootfs is shifted to ("[]" until the first start shifts it).
+      const onDisk = status === "Stopped" ? row.config["volatile.last_state.idmap"] : undefined;
+      const map = parseIdmapJson(onDisk ?? row.config["volatile.idmap.current"] ?? row.config["volatile.idmap.next"]);
+      const environment: Record<string, string> = {};
+      for (const [k, v] of Object.entries(ex)) if (k.startsWith("environment.")) environment[k.slice("environment.".length)] = v;
+      const running = status !== "Stopped";
+      return {
+        project,
+        name,
+        running,
+        frozen: status === "Frozen",
+        pid: running ? row.init_pid : undefined,
+        attach: svc.runtime.driver.attach({ project, name }, running ? initOf(row) : undefined),
+        logDir: svc.runtime.driver.logDir({ project, name }),
+        idmap: map.length === 0 ? identityIdMap : idMapOf(map),
+        environment,
+      };
+    },
+
+    snapshotExpiry(project: string, name: string, snapshot: string): string | undefined {
+      const row = svc.repo.get(project, name);
+      return row ? svc.snapshots.repo.get(row.id, snapshot)?.expiresAt : undefined;
+    },
+
+    async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
+      if (name.includes("/")) return exportSnapshot(project, name);
+      const row = svc.require(project, name);
+      const wasRunning = svc.runtime.isRunning(row);
+      if (wasRunning) await svc.runtime.stop(project, name, { force: false, timeout: 30 });
+      const dir = await svc.volumeDir(row);
+      // Images hold host-neutral ownership: shift the rootfs back (the next start shifts it again).
+      await svc.runtime.serialize(project, name, async () => {
+        const last = parseIdmapJson(svc.require(project, name).config["volatile.last_state.idmap"]);
+        if (last.length === 0) return;
+        await shiftTree(join(dir, "rootfs"), last, []);
+        svc.setVolatile(project, name, { "volatile.last_state.idmap": "[]" });
+      });
+      return {
+        dir,
+        architecture: row.architecture,
+        release: async () => {
+          if (wasRunning) await svc.runtime.start(project, name);
+        },
+      };
+    },
+  };
+}
+
+/** An id map as the exec/file side uses it (-1 for unmapped ids). */
+function idMapOf(map: IdmapEntry[]): IdMap {
+  return {
+    uid: (u) => toHost(map, "uid", u) ?? -1,
+    gid: (g) => toHost(map, "gid", g) ?? -1,
+    reverseUid: (u) => toNs(map, "uid", u) ?? -1,
+    reverseGid: (g) => toNs(map, "gid", g) ?? -1,
+  };
+}
