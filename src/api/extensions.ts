@@ -148,4 +148,6 @@ export const apiExtensions: string[] = [
   "container_push",
   "container_push_target",
   "image_force_refresh",
+  // image push (POST /1.0/images/{fp}/export, push tokens; src/images/push.ts)
+  "images_push_relay",
 ];

@@ -80,6 +80,7 @@ export class ImagesFeature implements Feature {
       puller: this.puller,
       secrets: this.secrets,
       refresher: this.refresher,
+      events: this.core.events,
     });
   }
 

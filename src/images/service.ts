@@ -28,6 +28,8 @@ export function goTime(d: Date): string {
   return d.toISOString().replace(/\.000Z$/, "Z");
 }
 const unixTime = (seconds: number) => goTime(new Date(seconds * 1000));
+/** A client-given RFC 3339 time as stored, or undefined when absent or unparsable. */
+const validTime = (t: string | undefined) => (t && !Number.isNaN(new Date(t).getTime()) ? (t.startsWith("0001-01-01") ? ZERO_TIME : goTime(new Date(t))) : undefined);
 
 export interface ImageAliasEntry {
   name: string;
@@ -63,6 +65,10 @@ export interface ImportOptions {
   properties?: Record<string, string>;
   /** Profiles to record (X-LXD-profiles); default ["default"]. */
   profiles?: string[];
+  /** Properties replacing metadata.yaml's before `properties` apply (a push token's). */
+  baseProperties?: Record<string, string>;
+  /** Expiry replacing metadata.yaml's (a push token's expires_at). */
+  expiresAt?: string;
   requestor?: Requestor;
   signal?: AbortSignal;
   /**
@@ -195,10 +201,10 @@ export class ImageService implements ImagesPort {
         cached: remote?.cached ?? false,
         architecture: remote?.info.architecture || meta.architecture,
         created_at: remote?.info.created_at || unixTime(meta.creation_date),
-        expires_at: remote?.info.expires_at || unixTime(meta.expiry_date),
+        expires_at: remote?.info.expires_at || validTime(opts.expiresAt) || unixTime(meta.expiry_date),
         uploaded_at: now,
         last_used_at: remote?.cached ? now : ZERO_TIME,
-        properties: { ...(remote ? remote.info.properties : meta.properties), ...(opts.properties ?? {}) },
+        properties: { ...(remote ? remote.info.properties : (opts.baseProperties ?? meta.properties)), ...(opts.properties ?? {}) },
         profiles: opts.profiles && opts.profiles.length > 0 ? opts.profiles : ["default"],
       };
       for (const a of remote?.aliases ?? []) validateAliasName(a.name);
