@@ -238,7 +238,18 @@ export class ImageService implements ImagesPort {
   /** Validate the tarball(s) of an upload and read metadata.yaml. */
   private async inspect(upload: Upload, signal?: AbortSignal): Promise<{ meta: ImageMetadata; type: ImageRecordRow["type"] }> {
     const metaSource = upload.kind === "unified" ? upload.file : upload.metaFile;
-    const gate = await scanTarball(metaSource, { capture: "metadata.yaml" }, { signal });
+    // A split container image's rootfs is checked while the metadata tarball is (two processes at once).
+    const rootfsCheck =
+      upload.kind === "split" && upload.rootfsPart === "rootfs"
+        ? (async () => {
+            if (await isSquashfs(upload.rootfsFile)) await scanSquashfs(upload.rootfsFile, signal);
+            else await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
+          })()
+        : Promise.resolve();
+    const [metaCheck, rootfsResult] = await Promise.allSettled([scanTarball(metaSource, { capture: "metadata.yaml" }, { signal }), rootfsCheck]);
+    if (metaCheck.status === "rejected") throw metaCheck.reason;
+    if (rootfsResult.status === "rejected") throw rootfsResult.reason;
+    const gate = metaCheck.value;
     if (!gate.captured) throw new BadRequest("Metadata tarball is missing metadata.yaml");
     let meta: ImageMetadata;
     try {
@@ -249,10 +260,6 @@ export class ImageService implements ImagesPort {
     let type: ImageRecordRow["type"];
     if (upload.kind === "split") {
       type = upload.rootfsPart === "rootfs" ? "container" : "virtual-machine";
-      if (type === "container") {
-        if (await isSquashfs(upload.rootfsFile)) await scanSquashfs(upload.rootfsFile, signal);
-        else await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
-      }
     } else if (gate.sawRootfs) type = "container";
     else if (gate.sawRootfsImg) type = "virtual-machine";
     else throw new BadRequest("Invalid instance type");
@@ -505,25 +512,30 @@ export class ImageService implements ImagesPort {
     const files = row.split ? [this.imageFile(fingerprint), this.rootfsFile(fingerprint)] : [this.imageFile(fingerprint)];
     const sizes = await Promise.all(files.map(async (f) => (await stat(f)).size));
     const total = sizes.reduce((a, b) => a + b, 0) || 1;
-    let done = 0;
     let last = -1;
     const report = (bytes: number) => {
-      const pct = Math.min(99, Math.floor(((done + bytes) * 100) / total));
+      const pct = Math.min(99, Math.floor((bytes * 100) / total));
       if (pct !== last) {
         last = pct;
         opts.progress?.(pct);
       }
     };
-    await extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report });
-    done += sizes[0];
-    if (row.split) {
+    if (!row.split) {
+      await extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report });
+    } else {
       const rootfs = join(target, "rootfs");
-      await mkdir(rootfs, { mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== "EEXIST") throw e;
-      });
+      await mkdir(rootfs, { mode: 0o755 });
+      // The metadata tarball and the rootfs unpack at the same time (two processes).
+      const rootfsDone = (async () => {
+        // Every stored squashfs passed scanSquashfs when it was imported (inspect), and the
+        // store's files are never rewritten: it is not listed and checked a second time here.
+        if (await isSquashfs(files[1])) await extractSquashfs(files[1], rootfs, opts.signal, { checked: true });
+        else await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: (b) => report(sizes[0] + b) });
+      })();
+      const [metaDone, rootfsResult] = await Promise.allSettled([extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report }), rootfsDone]);
+      if (metaDone.status === "rejected") throw metaDone.reason;
+      if (rootfsResult.status === "rejected") throw rootfsResult.reason;
       if (!(await lstat(rootfs)).isDirectory()) throw new Error("Image rootfs is not a directory");
-      if (await isSquashfs(files[1])) await extractSquashfs(files[1], rootfs, opts.signal);
-      else await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: report });
     }
     const rootfs = await lstat(join(target, "rootfs")).catch(() => undefined);
     if (!rootfs?.isDirectory()) throw new Error("Image has no rootfs directory");
