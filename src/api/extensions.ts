@@ -141,6 +141,7 @@ export const apiExtensions: string[] = [
   // the guest API, /dev/lxd/sock (src/devlxd/)
   "restrict_devlxd",
   "devlxd_events",
+  "devlxd_images",
   "container_copy_project",
   "container_local_cross_pool_handling",
   "instance_pool_move",

@@ -11,6 +11,8 @@ import type { ServerResponse } from "node:http";
 import type { ApiRequest } from "../api/route.js";
 import type { ImageRecordRow } from "../db/image-repo.js";
 import { detectFileCodec } from "./compression.js";
+import { encode, errorEnvelope } from "../api/envelope.js";
+import { NotFound, toApiError } from "../api/errors.js";
 import type { ImageService } from "./service.js";
 
 async function nameFor(fingerprint: string, file: string): Promise<string> {
@@ -76,4 +78,24 @@ export async function exportImage(images: ImageService, row: ImageRecordRow, req
   reply.hijack();
   await writeImageExport(images, row, reply.raw);
   images.retrieved(row.project, row.fingerprint, req.requestor);
+}
+
+/**
+ * GET /1.0/images/{fp}/export on /dev/lxd (security.devlxd.images): LXD serves the image of the
+ * request's project (default "default") that the prefix names, if it is public or cached;
+ * anything else is its 404 envelope, "Image not found" or `Image "<fp>" not found`.
+ */
+export async function exportForGuest(images: ImageService, project: string, fingerprint: string, res: ServerResponse): Promise<void> {
+  let row: ImageRecordRow;
+  try {
+    row = images.byPrefix(images.projectFor(project), fingerprint);
+    if (!row.public && !row.cached) throw new NotFound(`Image ${JSON.stringify(fingerprint)} not found`);
+  } catch (e) {
+    const err = toApiError(e);
+    res.writeHead(err.status, { "content-type": "application/json" });
+    res.end(encode(errorEnvelope(err.status, err.message)));
+    return;
+  }
+  await writeImageExport(images, row, res);
+  images.retrieved(row.project, row.fingerprint);
 }
