@@ -93,5 +93,6 @@ export class ImagesFeature implements Feature {
 
   async stop(): Promise<void> {
     await this.refresher.stop();
+    await this.service.stop();
   }
 }

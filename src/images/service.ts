@@ -20,6 +20,8 @@ import { extractSquashfs, isSquashfs, scanSquashfs } from "./squashfs.js";
 import { BUILD_PREFIX, discardUpload, type Upload } from "./upload.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
+/** How long after a first unpack the image's tree is built (see buildTreeLater). */
+const TREE_BUILD_DELAY_MS = 3000;
 const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
 const PREFIX_RE = /^[0-9a-f]{1,64}$/;
 
@@ -111,6 +113,9 @@ export interface ImageEdit {
 export class ImageService implements ImagesPort {
   /** Serialises placing and removing the shared file of one fingerprint. */
   private readonly fileLocks = new Map<string, Promise<unknown>>();
+  /** Trees being built after a first unpack, by fingerprint. */
+  private readonly treeBuilds = new Map<string, Promise<unknown>>();
+  private readonly background = new AbortController();
 
   constructor(private readonly deps: ServiceDeps) {}
 
@@ -476,6 +481,20 @@ export class ImageService implements ImagesPort {
     const st = await lstat(target);
     if (!st.isDirectory()) throw new Error(`Unpack target ${target} is not a directory`);
     if ((await readdir(target)).length > 0) throw new Error(`Unpack target ${target} is not empty`);
+    // First use of a split image (what image servers ship): unpack straight into the target, as
+    // LXD does, and keep the image's tree for later instances by building it afterwards, off this
+    // launch's path (an unpack and a full copy less for the first launch from a remote image).
+    if (row.split && !(await exists(this.treeDir(fingerprint)))) {
+      try {
+        await this.extractImage(row, target, opts);
+      } catch (err) {
+        await emptyDir(target);
+        throw err;
+      }
+      if (!this.treeBuilds.has(fingerprint)) this.buildTreeLater(row);
+      opts.progress?.(100);
+      return;
+    }
     const tree = await this.unpackedTree(row, opts);
     try {
       await run("cp", ["-a", "--reflink=auto", "--", `${tree}/.`, target], { signal: opts.signal });
@@ -484,6 +503,33 @@ export class ImageService implements ImagesPort {
       throw err;
     }
     opts.progress?.(100);
+  }
+
+  /**
+   * Build the image's tree in the background (once), a few seconds later so that it does not
+   * compete with the start of the instance just unpacked; until it exists, further instances
+   * unpack from the image too. stop() cancels it; a failure only logs.
+   */
+  private buildTreeLater(row: ImageRecordRow): void {
+    const fp = row.fingerprint;
+    const build = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, TREE_BUILD_DELAY_MS);
+      timer.unref();
+      this.background.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+    })
+      .then(() => (this.background.signal.aborted ? undefined : this.unpackedTree(row, { signal: this.background.signal })))
+      .catch((e) => this.deps.log.debug({ err: (e as Error).message, fingerprint: fp }, "image tree build failed"))
+      .finally(() => this.treeBuilds.delete(fp));
+    this.treeBuilds.set(fp, build);
+  }
+
+  /** Cancel background tree builds and wait for them (daemon stop). */
+  async stop(): Promise<void> {
+    this.background.abort();
+    await Promise.allSettled([...this.treeBuilds.values()]);
   }
 
   /** The image's validated, unpacked tree: built once (atomically, by rename), then reused. */

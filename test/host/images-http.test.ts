@@ -3,7 +3,7 @@
 // and a source.type url; never an LXD-protocol peer, and never a redirect from https down to
 // http. The server is the test's simplestreams tree on 127.0.0.74 over http.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -55,6 +55,20 @@ describe("http:// simplestreams servers", () => {
     expect(plain.hits).toContain("/images/busybox/20240101_00_00/rootfs.squashfs");
     expect(d.lxc("start", c).code).toBe(0);
     expect(d.lxc("exec", c, "--", "cat", "/etc/hostname").stdout.trim()).toBe(c);
+    // The first instance was unpacked straight from the image; its tree for later instances is
+    // built afterwards, and the next launch copies it (no download, no unpack).
+    const tree = join(d.dir, "cache", "image-trees", v.squashfs);
+    for (let i = 0; i < 120 && !existsSync(join(tree, "rootfs", "bin", "busybox")); i++) await new Promise((r) => setTimeout(r, 250));
+    expect(existsSync(join(tree, "rootfs", "bin", "busybox"))).toBe(true);
+    expect(readdirSync(join(d.dir, "cache", "image-trees")).filter((n) => n.includes(".build-"))).toEqual([]);
+    const hits = plain.hits.length;
+    const c2 = `${tag}-c2`;
+    created.push(c2);
+    const again = await d.api("POST", "/1.0/instances", { name: c2, source: { type: "image", mode: "pull", server: plain.url, protocol: "simplestreams", alias: "busybox" } });
+    expect((await wait(again.body.operation)).status).toBe("Success");
+    expect(plain.hits.slice(hits).filter((h) => h.startsWith("/images/"))).toEqual([]);
+    expect(d.lxc("start", c2).code).toBe(0);
+    expect(d.lxc("exec", c2, "--", "cat", "/etc/hostname").stdout.trim()).toBe(c2);
   }, 120_000);
 
   it("the index's sha256 still binds the files: a tampered file over http is refused and leaves nothing", async () => {
