@@ -151,4 +151,11 @@ export const apiExtensions: string[] = [
   "image_force_refresh",
   // image push (POST /1.0/images/{fp}/export, push tokens; src/images/push.ts)
   "images_push_relay",
+  // ceph (rbd) and cephfs storage drivers (src/storage/drivers/ceph.ts, cephfs.ts)
+  "storage_driver_ceph",
+  "storage_ceph_user_name",
+  "storage_ceph_force_osd_reuse",
+  "storage_cephfs",
+  "storage_ceph_features",
+  "ceph_rbd_du",
 ];

@@ -83,5 +83,14 @@ describe("bridged NIC filtering", () => {
     const host2 = ok("config", "get", a, "volatile.eth0.host_name").trim();
     expect(none).toContain(`iifname "${host2}" ether type 0x0800 drop`);
     expect(fails("config", "device", "set", a, "eth0", "security.ipv4_filtering=false")).toContain("Cannot have ipv4.address as none unless using security.ipv4_filtering");
+
+    // Without DHCP on the network, a static address needs IP filtering (LXD's rule).
+    ok("stop", "-f", a);
+    ok("network", "set", net, "ipv4.dhcp=false");
+    expect(fails("config", "device", "set", a, "eth0", `ipv4.address=${base}.5`, "security.ipv4_filtering=false")).toContain(
+      `Cannot specify "ipv4.address" when DHCP is disabled (unless using security.ipv4_filtering) on network "${net}"`,
+    );
+    ok("config", "device", "set", a, "eth0", `ipv4.address=${base}.5`);
+    expect(fails("config", "device", "set", a, "eth0", `ipv4.address=${base}.1`)).toContain(`IP address "${base}.1" is assigned to parent managed network device "${net}"`);
   });
 });

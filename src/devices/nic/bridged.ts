@@ -109,19 +109,33 @@ export class BridgedNic implements Device {
       }
       return;
     }
+    if ((isTrue(this.config["security.ipv4_filtering"]) || isTrue(this.config["security.ipv6_filtering"])) && this.config.vlan) {
+      throw new Error("IP filtering cannot be used with VLAN filtering");
+    }
+    // LXD's checks of static addresses against the managed network, in LXD's order.
     for (const fam of [4, 6] as const) {
       const addr = this.config[`ipv${fam}.address`];
       if (!addr) continue;
-      if (addr === "none") {
-        if (!isTrue(this.config[`security.ipv${fam}_filtering`])) throw new Error(`Cannot have ipv${fam}.address as none unless using security.ipv${fam}_filtering`);
-        continue;
+      const net = managed.config;
+      const filtering = isTrue(this.config[`security.ipv${fam}_filtering`]);
+      const parentAddress = net[`ipv${fam}.address`] ?? "";
+      const dhcpSubnet = net[`ipv${fam}.dhcp`] === "false" ? undefined : parseCidr(parentAddress);
+      if (fam === 4 && !dhcpSubnet && !filtering) {
+        throw new Error(`Cannot specify "ipv4.address" when DHCP is disabled (unless using security.ipv4_filtering) on network "${managed.name}"`);
       }
-      const subnet = parseCidr(managed.config[`ipv${fam}.address`] ?? "");
+      if (fam === 6 && (!dhcpSubnet || !isTrue(net["ipv6.dhcp.stateful"])) && !filtering) {
+        throw new Error(`Cannot specify "ipv6.address" when DHCP or "ipv6.dhcp.stateful" are disabled (unless using security.ipv6_filtering) on network "${managed.name}"`);
+      }
       const a = parseIp(addr);
-      if (!subnet || !a || !contains(subnet, a.family, a.ip)) throw new Error(`Device IP address "${addr}" not within network "${managed.name}" subnet`);
-    }
-    if ((isTrue(this.config["security.ipv4_filtering"]) || isTrue(this.config["security.ipv6_filtering"])) && this.config.vlan) {
-      throw new Error("IP filtering cannot be used with VLAN filtering");
+      if (dhcpSubnet && addr !== "none" && (!a || !contains(dhcpSubnet, a.family, a.ip))) {
+        throw new Error(`Device IP address "${addr}" not within network "${managed.name}" subnet`);
+      }
+      const parent = parseCidr(parentAddress);
+      if (!parent) return;
+      if (addr === "none" && !filtering) throw new Error(`Cannot have ipv${fam}.address as none unless using security.ipv${fam}_filtering`);
+      if (a && a.family === parent.family && a.ip === parent.ip) {
+        throw new Error(`IP address "${addr}" is assigned to parent managed network device "${this.config.parent ?? managed.name}"`);
+      }
     }
   }
 
