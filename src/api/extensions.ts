@@ -141,6 +141,7 @@ export const apiExtensions: string[] = [
   // the guest API, /dev/lxd/sock (src/devlxd/)
   "restrict_devlxd",
   "devlxd_events",
+  "devlxd_images",
   "container_copy_project",
   "container_local_cross_pool_handling",
   "instance_pool_move",
@@ -148,6 +149,8 @@ export const apiExtensions: string[] = [
   "container_push",
   "container_push_target",
   "image_force_refresh",
+  // image push (POST /1.0/images/{fp}/export, push tokens; src/images/push.ts)
+  "images_push_relay",
   // ceph (rbd) and cephfs storage drivers (src/storage/drivers/ceph.ts, cephfs.ts)
   "storage_driver_ceph",
   "storage_ceph_user_name",

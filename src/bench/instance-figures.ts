@@ -58,6 +58,12 @@ export class InstanceBench {
     for (const [name, dev] of Object.entries(profile.devices ?? {})) if ((dev as any).type === "nic") this.devices[name] = { type: "none" };
   }
 
+  /** The default profile's NICs masked (same request body on both daemons, no network). */
+  get maskedDevices(): Record<string, Record<string, string>> {
+    if (!this.devices) throw new Error("check() first");
+    return this.devices;
+  }
+
   name(): string {
     const n = `bn-${process.pid}-${++this.seq}`;
     this.created.add(n);

@@ -2,11 +2,12 @@
 // stop+start, parallel launches, exec round trip, file push), for nodelxd and optionally a
 // second daemon measured through the same code (--compare).
 import { dirname } from "node:path";
-import { rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { BenchClient } from "./client.js";
 import { sequentialLatency, throughput } from "./http-get.js";
 import { InstanceBench, median, percentile, PUSH_MIB, randomFile } from "./instance-figures.js";
 import { startOwnDaemon, type OwnDaemon } from "./own-daemon.js";
+import { exportImage, remoteLaunchOnce, serveRemoteTree, type RemoteTree } from "./remote-launch.js";
 
 /** Figure name → value; which names are present depends on --only. */
 export type Figures = Record<string, number>;
@@ -23,7 +24,7 @@ interface Options {
   only: Group[];
 }
 
-const GROUPS = ["get", "launch", "list", "stopstart", "parallel", "exec", "push"] as const;
+const GROUPS = ["get", "launch", "list", "stopstart", "parallel", "exec", "push", "remote"] as const;
 type Group = (typeof GROUPS)[number];
 
 const ROWS: { group: Group; key: string; label: string }[] = [
@@ -42,6 +43,8 @@ const ROWS: { group: Group; key: string; label: string }[] = [
   { group: "exec", key: "exec_ws_median_ms", label: "exec true, raw websockets, median (ms)" },
   { group: "push", key: "push_lxc_mib_s", label: `lxc file push ${PUSH_MIB} MiB median (MiB/s)` },
   { group: "push", key: "push_http_mib_s", label: `POST /files ${PUSH_MIB} MiB median (MiB/s)` },
+  { group: "remote", key: "remote_first_median_ms", label: "launch from http simplestreams, first (download) median (ms)" },
+  { group: "remote", key: "remote_cached_median_ms", label: "launch from http simplestreams, cached median (ms)" },
 ];
 
 const USAGE = `usage: npm run bench -- [--socket PATH] [--compare PATH] [--json] [--only ${GROUPS.join(",")}]
@@ -119,6 +122,30 @@ async function measure(group: Group, t: Target, o: Options, pushFile: () => stri
       return (await execFigures([t], o.runs))[0];
     case "push":
       return b.withRunning(async (n) => ({ push_lxc_mib_s: r1(median(await b.pushLxc(n, pushFile(), o.runs))), push_http_mib_s: r1(median(await b.pushHttp(n, pushFile(), o.runs))) }));
+    case "remote":
+      return (await remoteFigures([t], o.runs))[0];
+  }
+}
+
+/**
+ * First and cached launches from a simplestreams tree made of the first target's busybox image
+ * and served over http on loopback; a sample on each daemon in turn.
+ */
+async function remoteFigures(targets: Target[], runs: number): Promise<Figures[]> {
+  const work = mkdtempSync("/tmp/nodelxd-bench-remote-");
+  let tree: RemoteTree | undefined;
+  try {
+    tree = await serveRemoteTree(await exportImage(targets[0].client, "busybox", work));
+    const t = tree;
+    const first = await inTurn(targets, runs, 1, (x) => remoteLaunchOnce(x.client, t, x.instances.name(), x.instances.maskedDevices, true));
+    // Cache it on each, then measure the cached launches; the image goes at the end.
+    for (const x of targets) await remoteLaunchOnce(x.client, t, x.instances.name(), x.instances.maskedDevices, false);
+    const cached = await inTurn(targets, runs, 0, (x) => remoteLaunchOnce(x.client, t, x.instances.name(), x.instances.maskedDevices, false));
+    for (const x of targets) await x.client.op("DELETE", `/1.0/images/${t.fingerprint}`).catch(() => {});
+    return targets.map((_, k) => ({ remote_first_median_ms: r1(median(first[k])), remote_cached_median_ms: r1(median(cached[k])) }));
+  } finally {
+    await tree?.close();
+    rmSync(work, { recursive: true, force: true });
   }
 }
 
@@ -167,7 +194,7 @@ async function launchFigures(targets: Target[], runs: number): Promise<Figures[]
   return samples.map((s) => ({ launch_median_ms: r1(median(s)), launch_p90_ms: r1(percentile(s, 90)) }));
 }
 
-const IN_TURN: Partial<Record<Group, (targets: Target[], runs: number) => Promise<Figures[]>>> = { exec: execFigures, launch: launchFigures };
+const IN_TURN: Partial<Record<Group, (targets: Target[], runs: number) => Promise<Figures[]>>> = { exec: execFigures, launch: launchFigures, remote: remoteFigures };
 
 function table(rows: typeof ROWS, path: string, ours: Figures, other?: Figures): string {
   const head = other ? ["", "nodelxd", "other", "nodelxd/other"] : ["", "nodelxd"];

@@ -33,6 +33,12 @@ export interface ImagesPort {
   ): Promise<ImageRecord>;
   /** Record that an image was used to create an instance (last_used_at). */
   markUsed(fingerprint: string): void;
+  /**
+   * The guest API's image export (LXD's imageExport for "@devlxd"): the image of `project`
+   * matching the fingerprint prefix, public or cached ones only, written to `res` as GET
+   * /1.0/images/{fp}/export sends it; a missing one is LXD's 404 error envelope.
+   */
+  exportForGuest?(project: string, fingerprint: string, res: import("node:http").ServerResponse): Promise<void>;
 }
 
 export interface StoragePort {

@@ -39,7 +39,9 @@ export interface AliasRow {
   description: string;
 }
 
-interface Raw extends Omit<ImageRecordRow, "split" | "public" | "auto_update" | "cached" | "properties" | "profiles"> {
+interface Raw extends Omit<ImageRecordRow, "split" | "public" | "auto_update" | "cached" | "properties" | "profiles" | "last_used_at"> {
+  /** LXD's column name (images.last_use_date); any time format SQL may have written. */
+  last_use_date: string;
   split: number;
   public: number;
   auto_update: number;
@@ -51,8 +53,12 @@ interface Raw extends Omit<ImageRecordRow, "split" | "public" | "auto_update" | 
 /** Go encodes maps with sorted keys; keep ours sorted so output and ETags match LXD's. */
 export const sortedMap = (m: Record<string, string>): Record<string, string> => Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 
-const fromRaw = (r: Raw): ImageRecordRow => ({
+/** A time written by hand with `lxd sql` ("2024-01-02 03:04:05+00:00") read as LXD would: RFC 3339. */
+const rfc3339 = (t: string) => (/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}/.test(t) && !Number.isNaN(Date.parse(t)) ? new Date(t).toISOString().replace(/\.000Z$/, "Z") : t);
+
+const fromRaw = ({ last_use_date, ...r }: Raw): ImageRecordRow => ({
   ...r,
+  last_used_at: rfc3339(last_use_date),
   split: r.split === 1,
   public: r.public === 1,
   auto_update: r.auto_update === 1,
@@ -68,7 +74,7 @@ export class ImageRepo {
     this.db
       .prepare(
         `INSERT INTO images (project, fingerprint, type, filename, size, split, public, auto_update, cached, architecture,
-           created_at, expires_at, uploaded_at, last_used_at, properties, profiles)
+           created_at, expires_at, uploaded_at, last_use_date, properties, profiles)
          VALUES (@project, @fingerprint, @type, @filename, @size, @split, @public, @auto_update, @cached, @architecture,
            @created_at, @expires_at, @uploaded_at, @last_used_at, @properties, @profiles)`,
       )
@@ -118,7 +124,7 @@ export class ImageRepo {
   }
 
   markUsed(fingerprint: string, at: string): void {
-    this.db.prepare("UPDATE images SET last_used_at = ? WHERE fingerprint = ?").run(at, fingerprint);
+    this.db.prepare("UPDATE images SET last_use_date = ? WHERE fingerprint = ?").run(at, fingerprint);
   }
 
   delete(project: string, fingerprint: string): boolean {
@@ -196,7 +202,7 @@ export class ImageRepo {
   /** A refreshed image takes over its predecessor's use record, profiles and aliases. */
   takeOver(project: string, from: ImageRecordRow, to: string): void {
     this.db
-      .prepare("UPDATE images SET cached = ?, last_used_at = ?, profiles = ? WHERE project = ? AND fingerprint = ?")
+      .prepare("UPDATE images SET cached = ?, last_use_date = ?, profiles = ? WHERE project = ? AND fingerprint = ?")
       .run(from.cached ? 1 : 0, from.last_used_at, JSON.stringify(from.profiles), project, to);
     this.db.prepare("UPDATE image_aliases SET fingerprint = ? WHERE project = ? AND fingerprint = ?").run(to, project, from.fingerprint);
   }
@@ -206,7 +212,7 @@ export class ImageRepo {
   }
 
   setCachedUsed(project: string, fingerprint: string, at: string): void {
-    this.db.prepare("UPDATE images SET cached = 1, last_used_at = ? WHERE project = ? AND fingerprint = ?").run(at, project, fingerprint);
+    this.db.prepare("UPDATE images SET cached = 1, last_use_date = ? WHERE project = ? AND fingerprint = ?").run(at, project, fingerprint);
   }
 
   transaction<T>(fn: () => T): T {

@@ -343,4 +343,11 @@ export const migrations: Migration[] = [
       END;
     `,
   },
+  {
+    version: 270,
+    name: "images.last_use_date",
+    // LXD's column name: its scripts and test suite set it with `lxd sql global "UPDATE images SET
+    // last_use_date=..."` (image_expiry ages a cached image that way).
+    sql: `ALTER TABLE images RENAME COLUMN last_used_at TO last_use_date;`,
+  },
 ];

@@ -14,6 +14,11 @@ export class DevlxdFeature implements Feature {
       log: core.log,
       events: core.events,
       running: () => core.ports.instances?.running?.() ?? [],
+      exportImage: (project, fingerprint, res) => {
+        const images = core.ports.images;
+        if (!images?.exportForGuest) return Promise.reject(new Error("images are not available"));
+        return images.exportForGuest(project, fingerprint, res);
+      },
     });
   }
 

@@ -27,6 +27,8 @@ export interface DevlxdDeps {
   events: EventHub;
   /** Running instances, with expanded config (volatile keys included) and devices. */
   running(): GuestInstance[];
+  /** security.devlxd.images: write the export of a public or cached image (see ImagesPort). */
+  exportImage?: (project: string, fingerprint: string, res: ServerResponse) => Promise<void>;
 }
 
 type Cred = { pid: number; uid: number; gid: number };
@@ -189,10 +191,23 @@ export class DevlxdServer {
     }
     if (path === "/1.0/devices") return json(res, devicesView(inst));
     if (path === "/1.0/events") return this.streamEvents(inst, url, req, res);
-    if (/^\/1\.0\/images\/[^/]+\/export$/.test(path)) {
+    const image = /^\/1\.0\/images\/([^/]+)\/export$/.exec(path)?.[1];
+    if (image !== undefined) {
       const on = ["true", "1", "yes", "on"].includes((inst.config["security.devlxd.images"] ?? "").toLowerCase());
-      // Image export to guests (security.devlxd.images) is not implemented yet.
-      return on ? plainError(res, 501, "not implemented") : plainError(res, 403, "not authorized");
+      if (!on || !this.deps.exportImage) return plainError(res, 403, "not authorized");
+      let fingerprint: string;
+      try {
+        fingerprint = decodeURIComponent(image);
+      } catch {
+        return plainError(res, 400, "bad request");
+      }
+      // As LXD: the request's ?project= (default "default"), not the container's project.
+      void this.deps.exportImage(url.searchParams.get("project") || "default", fingerprint, res).catch((e) => {
+        this.deps.log.debug({ err: e }, "devlxd: image export failed");
+        if (!res.headersSent) plainError(res, 500, "internal server error");
+        else res.destroy();
+      });
+      return;
     }
     return plainError(res, 404, "404 page not found");
   }

@@ -3,6 +3,7 @@ import { NotFound } from "../api/errors.js";
 import { imageRoutes } from "../api/routes/images.js";
 import type { Core, Feature } from "../daemon/daemon.js";
 import { ImageRepo } from "../db/image-repo.js";
+import { exportForGuest } from "./export.js";
 import { ImagePublisher } from "./publish.js";
 import { ImagePuller } from "./pull.js";
 import { ImageSecrets } from "./secrets.js";
@@ -56,6 +57,7 @@ export class ImagesFeature implements Feature {
       resolve: (project, ref) => service.resolve(project, ref),
       unpackInto: (fp, target, opts) => service.unpackInto(fp, target, opts),
       markUsed: (fp) => service.markUsed(fp),
+      exportForGuest: (project, fingerprint, res) => exportForGuest(service, project, fingerprint, res),
       // LXD's createFromImage: cached, auto-updated when images.auto_update_cached, private.
       pull: async (project, src, opts) => {
         const row = await puller.pull(service.projectFor(project), src, {
@@ -80,6 +82,7 @@ export class ImagesFeature implements Feature {
       puller: this.puller,
       secrets: this.secrets,
       refresher: this.refresher,
+      events: this.core.events,
     });
   }
 
@@ -90,5 +93,6 @@ export class ImagesFeature implements Feature {
 
   async stop(): Promise<void> {
     await this.refresher.stop();
+    await this.service.stop();
   }
 }

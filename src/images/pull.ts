@@ -84,7 +84,10 @@ export class ImagePuller {
     } catch {
       throw new BadRequest(`Invalid server URL "${src.server}"`);
     }
-    if (url.protocol !== "https:" || url.username || url.password) throw new BadRequest(`Invalid server URL "${src.server}": only https:// servers are supported`);
+    // As LXD's daemon, a simplestreams server may be plain http:// (its index and files are
+    // then only as trustworthy as the network; the items' sha256 still bind them to the index).
+    const schemes = protocol === "simplestreams" ? ["https:", "http:"] : ["https:"];
+    if (!schemes.includes(url.protocol) || url.username || url.password) throw new BadRequest(`Invalid server URL "${src.server}": only ${protocol === "simplestreams" ? "http:// and https://" : "https://"} servers are supported`);
     return PROTOCOLS[protocol]({ server: src.server, certificate: src.certificate }, src.project);
   }
 
@@ -213,11 +216,11 @@ export class ImagePuller {
     const { images, log } = this.deps;
     if (!url) throw new BadRequest("Missing URL");
     try {
-      if (new URL(url).protocol !== "https:") throw new Error();
+      if (!["https:", "http:"].includes(new URL(url).protocol)) throw new Error();
     } catch {
-      throw new BadRequest(`Invalid URL "${url}": only https:// is supported`);
+      throw new BadRequest(`Invalid URL "${url}": only http:// and https:// are supported`);
     }
-    const head = await httpsGet(url, { signal: opts.signal }, { "LXD-Server-Architectures": hostArchitecture(), "LXD-Server-Version": "5.0.2" }, "HEAD");
+    const head = await httpsGet(url, { signal: opts.signal, allowHttp: true }, { "LXD-Server-Architectures": hostArchitecture(), "LXD-Server-Version": "5.0.2" }, "HEAD");
     head.resume();
     const hash = String(head.headers["lxd-image-hash"] ?? "");
     if (!hash) throw new Error("Missing LXD-Image-Hash header");
@@ -237,7 +240,7 @@ export class ImagePuller {
         const sha = createHash("sha256");
         let size: number;
         try {
-          const res = await httpsGet(target, { signal: opts.signal }, { "User-Agent": USER_AGENT });
+          const res = await httpsGet(target, { signal: opts.signal, allowHttp: true }, { "User-Agent": USER_AGENT });
           if (res.statusCode !== 200) {
             res.resume();
             throw new Error(`Unable to fetch "${target}": ${res.statusCode} ${res.statusMessage ?? ""}`.trimEnd());

@@ -12,6 +12,8 @@ interface Token {
   project: string;
   fingerprint: string;
   secret: string;
+  /** What the token's creator asked for the pushed image (push tokens): aliases, public, ... */
+  extra: Record<string, unknown>;
 }
 
 export class ImageSecrets {
@@ -22,17 +24,22 @@ export class ImageSecrets {
     private readonly events: EventHub,
   ) {}
 
-  create(project: string, fingerprint: string, requestor?: Requestor): OperationView {
+  /**
+   * A token operation for `fingerprint`. `extra` goes into its metadata beside the secret: a
+   * push token (POST /1.0/images with source.mode "push") carries the image's aliases,
+   * expires_at, properties and public flag there, for the upload that presents it.
+   */
+  create(project: string, fingerprint: string, requestor?: Requestor, extra: Record<string, unknown> = {}): OperationView {
     const secret = randomBytes(32).toString("hex");
     const op = this.ops.create({
       class: "token",
       description: "Image download token",
       project,
       resources: { images: [`/1.0/images/${fingerprint}`] },
-      metadata: { secret },
+      metadata: { ...extra, secret },
       mayCancel: true,
     });
-    this.tokens.set(op.id, { project, fingerprint, secret });
+    this.tokens.set(op.id, { project, fingerprint, secret, extra });
     this.events.lifecycle("image-secret-created", `/1.0/images/${fingerprint}`, {
       project,
       requestor: requestor ? { username: requestor.username, protocol: requestor.protocol, address: requestor.address } : undefined,
@@ -42,7 +49,12 @@ export class ImageSecrets {
 
   /** Whether `secret` opens `fingerprint` in `project`; a running token is cancelled (single use). */
   async use(project: string, fingerprint: string, secret: string | undefined): Promise<boolean> {
-    if (!secret) return false;
+    return (await this.claim(project, fingerprint, secret)) !== undefined;
+  }
+
+  /** As `use`, giving the token's extra metadata (LXD's imageValidSecret). */
+  async claim(project: string, fingerprint: string, secret: string | undefined): Promise<Record<string, unknown> | undefined> {
+    if (!secret) return undefined;
     for (const [id, t] of this.tokens) {
       let view: OperationView;
       try {
@@ -53,9 +65,9 @@ export class ImageSecrets {
       }
       if (t.project !== project || t.fingerprint !== fingerprint || !sameSecret(t.secret, secret)) continue;
       if (view.status === "Running") await this.ops.cancel(id).catch(() => {});
-      return ["Running", "Cancelling", "Cancelled"].includes(this.ops.get(id).status);
+      return ["Running", "Cancelling", "Cancelled"].includes(this.ops.get(id).status) ? t.extra : undefined;
     }
-    return false;
+    return undefined;
   }
 }
 

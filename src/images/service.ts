@@ -20,6 +20,8 @@ import { BUILD_PREFIX, discardUpload, type Upload } from "./upload.js";
 import { copyTreeInto } from "../storage/tree-copy.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
+/** How long after a first unpack the image's tree is built (see buildTreeLater). */
+const TREE_BUILD_DELAY_MS = 3000;
 const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
 const PREFIX_RE = /^[0-9a-f]{1,64}$/;
 
@@ -28,6 +30,8 @@ export function goTime(d: Date): string {
   return d.toISOString().replace(/\.000Z$/, "Z");
 }
 const unixTime = (seconds: number) => goTime(new Date(seconds * 1000));
+/** A client-given RFC 3339 time as stored, or undefined when absent or unparsable. */
+const validTime = (t: string | undefined) => (t && !Number.isNaN(new Date(t).getTime()) ? (t.startsWith("0001-01-01") ? ZERO_TIME : goTime(new Date(t))) : undefined);
 
 export interface ImageAliasEntry {
   name: string;
@@ -63,6 +67,10 @@ export interface ImportOptions {
   properties?: Record<string, string>;
   /** Profiles to record (X-LXD-profiles); default ["default"]. */
   profiles?: string[];
+  /** Properties replacing metadata.yaml's before `properties` apply (a push token's). */
+  baseProperties?: Record<string, string>;
+  /** Expiry replacing metadata.yaml's (a push token's expires_at). */
+  expiresAt?: string;
   requestor?: Requestor;
   signal?: AbortSignal;
   /**
@@ -105,6 +113,9 @@ export interface ImageEdit {
 export class ImageService implements ImagesPort {
   /** Serialises placing and removing the shared file of one fingerprint. */
   private readonly fileLocks = new Map<string, Promise<unknown>>();
+  /** Trees being built after a first unpack, by fingerprint. */
+  private readonly treeBuilds = new Map<string, Promise<unknown>>();
+  private readonly background = new AbortController();
 
   constructor(private readonly deps: ServiceDeps) {}
 
@@ -195,10 +206,10 @@ export class ImageService implements ImagesPort {
         cached: remote?.cached ?? false,
         architecture: remote?.info.architecture || meta.architecture,
         created_at: remote?.info.created_at || unixTime(meta.creation_date),
-        expires_at: remote?.info.expires_at || unixTime(meta.expiry_date),
+        expires_at: remote?.info.expires_at || validTime(opts.expiresAt) || unixTime(meta.expiry_date),
         uploaded_at: now,
         last_used_at: remote?.cached ? now : ZERO_TIME,
-        properties: { ...(remote ? remote.info.properties : meta.properties), ...(opts.properties ?? {}) },
+        properties: { ...(remote ? remote.info.properties : (opts.baseProperties ?? meta.properties)), ...(opts.properties ?? {}) },
         profiles: opts.profiles && opts.profiles.length > 0 ? opts.profiles : ["default"],
       };
       for (const a of remote?.aliases ?? []) validateAliasName(a.name);
@@ -232,7 +243,18 @@ export class ImageService implements ImagesPort {
   /** Validate the tarball(s) of an upload and read metadata.yaml. */
   private async inspect(upload: Upload, signal?: AbortSignal): Promise<{ meta: ImageMetadata; type: ImageRecordRow["type"] }> {
     const metaSource = upload.kind === "unified" ? upload.file : upload.metaFile;
-    const gate = await scanTarball(metaSource, { capture: "metadata.yaml" }, { signal });
+    // A split container image's rootfs is checked while the metadata tarball is (two processes at once).
+    const rootfsCheck =
+      upload.kind === "split" && upload.rootfsPart === "rootfs"
+        ? (async () => {
+            if (await isSquashfs(upload.rootfsFile)) await scanSquashfs(upload.rootfsFile, signal);
+            else await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
+          })()
+        : Promise.resolve();
+    const [metaCheck, rootfsResult] = await Promise.allSettled([scanTarball(metaSource, { capture: "metadata.yaml" }, { signal }), rootfsCheck]);
+    if (metaCheck.status === "rejected") throw metaCheck.reason;
+    if (rootfsResult.status === "rejected") throw rootfsResult.reason;
+    const gate = metaCheck.value;
     if (!gate.captured) throw new BadRequest("Metadata tarball is missing metadata.yaml");
     let meta: ImageMetadata;
     try {
@@ -243,10 +265,6 @@ export class ImageService implements ImagesPort {
     let type: ImageRecordRow["type"];
     if (upload.kind === "split") {
       type = upload.rootfsPart === "rootfs" ? "container" : "virtual-machine";
-      if (type === "container") {
-        if (await isSquashfs(upload.rootfsFile)) await scanSquashfs(upload.rootfsFile, signal);
-        else await scanTarball(upload.rootfsFile, { root: "rootfs" }, { signal });
-      }
     } else if (gate.sawRootfs) type = "container";
     else if (gate.sawRootfsImg) type = "virtual-machine";
     else throw new BadRequest("Invalid instance type");
@@ -463,6 +481,20 @@ export class ImageService implements ImagesPort {
     const st = await lstat(target);
     if (!st.isDirectory()) throw new Error(`Unpack target ${target} is not a directory`);
     if ((await readdir(target)).length > 0) throw new Error(`Unpack target ${target} is not empty`);
+    // First use of a split image (what image servers ship): unpack straight into the target, as
+    // LXD does, and keep the image's tree for later instances by building it afterwards, off this
+    // launch's path (an unpack and a full copy less for the first launch from a remote image).
+    if (row.split && !(await exists(this.treeDir(fingerprint)))) {
+      try {
+        await this.extractImage(row, target, opts);
+      } catch (err) {
+        await emptyDir(target);
+        throw err;
+      }
+      if (!this.treeBuilds.has(fingerprint)) this.buildTreeLater(row);
+      opts.progress?.(100);
+      return;
+    }
     const tree = await this.unpackedTree(row, opts);
     try {
       await copyTreeInto(tree, target, { signal: opts.signal });
@@ -471,6 +503,33 @@ export class ImageService implements ImagesPort {
       throw err;
     }
     opts.progress?.(100);
+  }
+
+  /**
+   * Build the image's tree in the background (once), a few seconds later so that it does not
+   * compete with the start of the instance just unpacked; until it exists, further instances
+   * unpack from the image too. stop() cancels it; a failure only logs.
+   */
+  private buildTreeLater(row: ImageRecordRow): void {
+    const fp = row.fingerprint;
+    const build = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, TREE_BUILD_DELAY_MS);
+      timer.unref();
+      this.background.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+    })
+      .then(() => (this.background.signal.aborted ? undefined : this.unpackedTree(row, { signal: this.background.signal })))
+      .catch((e) => this.deps.log.debug({ err: (e as Error).message, fingerprint: fp }, "image tree build failed"))
+      .finally(() => this.treeBuilds.delete(fp));
+    this.treeBuilds.set(fp, build);
+  }
+
+  /** Cancel background tree builds and wait for them (daemon stop). */
+  async stop(): Promise<void> {
+    this.background.abort();
+    await Promise.allSettled([...this.treeBuilds.values()]);
   }
 
   /** The image's validated, unpacked tree: built once (atomically, by rename), then reused. */
@@ -499,25 +558,30 @@ export class ImageService implements ImagesPort {
     const files = row.split ? [this.imageFile(fingerprint), this.rootfsFile(fingerprint)] : [this.imageFile(fingerprint)];
     const sizes = await Promise.all(files.map(async (f) => (await stat(f)).size));
     const total = sizes.reduce((a, b) => a + b, 0) || 1;
-    let done = 0;
     let last = -1;
     const report = (bytes: number) => {
-      const pct = Math.min(99, Math.floor(((done + bytes) * 100) / total));
+      const pct = Math.min(99, Math.floor((bytes * 100) / total));
       if (pct !== last) {
         last = pct;
         opts.progress?.(pct);
       }
     };
-    await extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report });
-    done += sizes[0];
-    if (row.split) {
+    if (!row.split) {
+      await extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report });
+    } else {
       const rootfs = join(target, "rootfs");
-      await mkdir(rootfs, { mode: 0o755 }).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== "EEXIST") throw e;
-      });
+      await mkdir(rootfs, { mode: 0o755 });
+      // The metadata tarball and the rootfs unpack at the same time (two processes).
+      const rootfsDone = (async () => {
+        // Every stored squashfs passed scanSquashfs when it was imported (inspect), and the
+        // store's files are never rewritten: it is not listed and checked a second time here.
+        if (await isSquashfs(files[1])) await extractSquashfs(files[1], rootfs, opts.signal, { checked: true });
+        else await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: (b) => report(sizes[0] + b) });
+      })();
+      const [metaDone, rootfsResult] = await Promise.allSettled([extractTarball(files[0], target, {}, { signal: opts.signal, onRead: report }), rootfsDone]);
+      if (metaDone.status === "rejected") throw metaDone.reason;
+      if (rootfsResult.status === "rejected") throw rootfsResult.reason;
       if (!(await lstat(rootfs)).isDirectory()) throw new Error("Image rootfs is not a directory");
-      if (await isSquashfs(files[1])) await extractSquashfs(files[1], rootfs, opts.signal);
-      else await extractTarball(files[1], rootfs, { root: "rootfs" }, { signal: opts.signal, onRead: report });
     }
     const rootfs = await lstat(join(target, "rootfs")).catch(() => undefined);
     if (!rootfs?.isDirectory()) throw new Error("Image has no rootfs directory");

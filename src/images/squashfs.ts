@@ -73,9 +73,12 @@ export async function scanSquashfs(file: string, signal?: AbortSignal): Promise<
   }
 }
 
-/** Check, then unpack `file` into `dest` (an existing, empty directory). */
-export async function extractSquashfs(file: string, dest: string, signal?: AbortSignal): Promise<void> {
-  await scanSquashfs(file, signal);
+/**
+ * Check, then unpack `file` into `dest` (an existing, empty directory). `checked`: the caller
+ * has already passed this very file through scanSquashfs (an image in the store).
+ */
+export async function extractSquashfs(file: string, dest: string, signal?: AbortSignal, opts: { checked?: boolean } = {}): Promise<void> {
+  if (!opts.checked) await scanSquashfs(file, signal);
   const res = await run("unsquashfs", ["-n", "-f", "-d", dest, file], { signal, reject: false });
   if (signal?.aborted) throw new Error("Operation cancelled");
   if (res.exitCode !== 0) throw new Error(`Failed to unpack squashfs image: ${res.stderr.trim() || `exit ${res.exitCode}`}`);

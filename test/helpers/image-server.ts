@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from "node:fs";
 import { createServer, type Server } from "node:https";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join, normalize } from "node:path";
 import { busyboxImage } from "./image.js";
@@ -69,8 +69,11 @@ export interface ImageServerHandle {
   close(): Promise<void>;
 }
 
-/** Build the tree from the busybox image and serve it on `ip` with a certificate from `ca`. */
-export async function startImageServer(ca: TestCa, ip = "127.0.0.1"): Promise<ImageServerHandle> {
+/**
+ * Build the tree from the busybox image and serve it on `ip` with a certificate from `ca`, or
+ * over plain http with `plain` (LXD's daemon pulls from http:// simplestreams servers too).
+ */
+export async function startImageServer(ca: TestCa | undefined, ip = "127.0.0.1", opts: { plain?: boolean } = {}): Promise<ImageServerHandle> {
   const root = mkdtempSync("/tmp/nodelxd-test-ss-");
   const work = join(root, ".work");
   mkdirSync(join(work, "x"), { recursive: true });
@@ -146,8 +149,7 @@ export async function startImageServer(ca: TestCa, ip = "127.0.0.1"): Promise<Im
   build("20240101_00:00");
   writeIndex();
 
-  const { cert, key } = ca.issue(ip);
-  const server: Server = createServer({ cert, key }, (req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     const path = new URL(req.url ?? "/", "https://x").pathname;
     hits.push(path);
     const o = overrides.get(path);
@@ -188,11 +190,17 @@ export async function startImageServer(ca: TestCa, ip = "127.0.0.1"): Promise<Im
       setTimeout(step, rate > 0 ? Math.ceil((slice.length * 1000) / rate) : 0);
     };
     step();
-  });
+  };
+  let server: Server | HttpServer;
+  if (opts.plain || !ca) server = createHttpServer(handler);
+  else {
+    const { cert, key } = ca.issue(ip);
+    server = createServer({ cert, key }, handler);
+  }
   await new Promise<void>((r) => server.listen(0, ip, () => r()));
   const port = (server.address() as AddressInfo).port;
   return {
-    url: `https://${ip}:${port}`,
+    url: `${opts.plain || !ca ? "http" : "https"}://${ip}:${port}`,
     root,
     versions,
     hits,

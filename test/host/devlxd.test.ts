@@ -98,4 +98,27 @@ describe("/dev/lxd/sock", () => {
     expect(res).toEqual({ status: 500, body: "pid not in container?\n" });
     expect(spawnSync("stat", ["-c", "%a", sock], { encoding: "utf8" }).stdout.trim()).toBe("666");
   });
+
+  it("exports public and cached images with security.devlxd.images=true (devlxd_images), nothing else", async () => {
+    const fp = JSON.parse(d.lxc("query", "/1.0/images/aliases/busybox").stdout).target as string;
+    const off = launchWithClient("noimages");
+    expect(guest(off, `/1.0/images/${fp}/export`)).toEqual({ code: 403, body: "not authorized\n" });
+    const c = launchWithClient("images", { "security.devlxd.images": "true" });
+    // A private image that is not a cached copy: LXD's 404 envelope.
+    const hidden = guest(c, `/1.0/images/${fp}/export`);
+    expect(hidden.code).toBe(404);
+    expect(JSON.parse(hidden.body)).toEqual({ type: "error", status: "", status_code: 0, operation: "", error_code: 404, error: `Image "${fp}" not found`, metadata: null });
+    expect(guest(c, `/1.0/images/${"0".repeat(64)}/export`).code).toBe(404);
+    ok(d.lxc("query", "-X", "PATCH", "/1.0/images/" + fp, "-d", JSON.stringify({ public: true })));
+    try {
+      // The whole unified tarball, byte for byte: its sha256 is the fingerprint (by a 12-digit prefix too).
+      const sum = d.lxc("exec", c, "--", "sh", "-c", `/bin/devlxd-client /1.0/images/${fp.slice(0, 12)}/export | tail -c +5 | sha256sum`);
+      expect(sum.code, sum.stderr).toBe(0);
+      expect(sum.stdout.split(" ")[0]).toBe(fp);
+      // Another project's view: the default project unless ?project= names one.
+      expect(guest(c, `/1.0/images/${fp}/export?project=nope`).code).toBe(404);
+    } finally {
+      ok(d.lxc("query", "-X", "PATCH", "/1.0/images/" + fp, "-d", JSON.stringify({ public: false })));
+    }
+  });
 });

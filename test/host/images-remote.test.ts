@@ -401,7 +401,7 @@ describe("freshness", () => {
     const all = await images();
     const stale = all.find((i) => i.cached)!.fingerprint;
     const kept = all.find((i) => !i.cached)!.fingerprint;
-    const q = d.cli("sql", "global", `UPDATE images SET last_used_at = '2000-01-01T00:00:00Z' WHERE fingerprint = '${stale}'`);
+    const q = d.cli("sql", "global", `UPDATE images SET last_use_date = '2000-01-01 00:00:00+00:00' WHERE fingerprint = '${stale}'`);
     expect(q.code, q.stderr).toBe(0);
     expect((await d.api("PATCH", "/1.0", { config: { "images.remote_cache_expiry": "3" } })).status).toBe(200);
     let status = 200;

@@ -8,6 +8,8 @@ import type { ImageSecrets } from "../../images/secrets.js";
 import type { ImageRefresher } from "../../images/refresh.js";
 import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "../../images/export.js";
+import { ImageExportPost, pushImage, pushTokenMetadata, pushedFields, uploadSecret } from "../../images/push.js";
+import type { EventHub } from "../../operations/events.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
 import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../errors.js";
 import { decode } from "../json.js";
@@ -82,9 +84,10 @@ export interface ImageRouteDeps {
   puller: ImagePuller;
   secrets: ImageSecrets;
   refresher: ImageRefresher;
+  events: EventHub;
 }
 
-export function imageRoutes({ images, operations, publisher, imageSpaceBudget, puller, secrets, refresher }: ImageRouteDeps): Route[] {
+export function imageRoutes({ images, operations, publisher, imageSpaceBudget, puller, secrets, refresher, events }: ImageRouteDeps): Route[] {
   /** The project whose images a request sees (features.images=false shares default's). */
   const proj = (req: ApiRequest) => images.projectFor(req.project);
   const imageUrl = (fp: string) => `/1.0/images/${fp}`;
@@ -165,32 +168,55 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
           return sync(req.recursion > 0 ? list : list.map((v) => imageUrl(v.fingerprint)));
         },
         POST: async (req) => {
-          // LXD lets untrusted clients push an image with an image secret (POST /1.0/images/{fp}/export
-          // on the other side); nodelxd does not push images yet, so an untrusted upload is refused.
-          if (!req.requestor.trusted) throw new Forbidden();
+          // An untrusted peer may only upload an image it holds a push token for (LXD's
+          // imagesPost): X-LXD-fingerprint and X-LXD-secret name it; the token is used up
+          // whoever presents it, and its metadata says what the pushed image gets.
+          const header = (name: string) => {
+            const v = req.headers[name];
+            return typeof v === "string" ? v : "";
+          };
+          const pushSecret = header("x-lxd-secret");
+          const pushFingerprint = header("x-lxd-fingerprint");
+          if (!req.requestor.trusted && (pushSecret === "" || pushFingerprint === "")) throw new Forbidden();
+          const token = pushSecret !== "" && pushFingerprint !== "" ? await secrets.claim(req.project, pushFingerprint, pushSecret) : undefined;
+          if (!token && !req.requestor.trusted) throw new Forbidden();
           const received = await receiveUpload(images.dir, req.stream, req.headers, imageSpaceBudget?.(req.project) ?? -1);
           if (received.kind === "json") {
             const body = decode(ImagesPost, received.body, "ImagesPost");
             const type = body.source.type;
+            // The target of `lxc image copy --mode push`: a token the source will present.
+            if (body.source.mode === "push") {
+              if (!req.requestor.trusted) throw new Forbidden();
+              return operation(secrets.create(req.project, body.source.fingerprint ?? "", req.requestor, pushTokenMetadata(body)));
+            }
             if (["container", "instance", "virtual-machine", "snapshot"].includes(type)) return operation(publisher.publish(req.project, body, req.requestor));
             if (type === "image" || type === "url") return operation(pullImage(req, body));
             throw new InternalError("Invalid images JSON");
           }
           const expected = req.headers["x-lxd-fingerprint"];
+          const pushed = token ? pushedFields(token) : undefined;
           const view = operations.create({
             class: "task",
             description: "Downloading image",
             project: req.project,
+            // A pushed upload's operation can be waited on by its (untrusted) sender with this.
+            metadata: pushed ? { secret: uploadSecret() } : undefined,
             run: async (ctx) => {
               const image = await images.importUpload(proj(req), received, {
-                public: isTrue(req.headers["x-lxd-public"]),
+                public: pushed?.public ?? isTrue(req.headers["x-lxd-public"]),
                 expectedFingerprint: expected ? String(expected) : undefined,
+                baseProperties: pushed?.properties,
+                expiresAt: pushed?.expiresAt,
                 properties: headerProperties(req.headers["x-lxd-properties"]),
                 profiles: new URLSearchParams(String(req.headers["x-lxd-profiles"] ?? "")).getAll("profile"),
                 requestor: req.requestor,
                 signal: ctx.signal,
                 onIdentified: (m) => ctx.updateMetadata(m),
               });
+              for (const a of pushed?.aliases ?? []) {
+                if (images.aliasExists(proj(req), a.name)) throw new Error(`Alias already exists: ${a.name}`);
+                images.createAlias(proj(req), a.name, image.fingerprint, a.description, req.requestor);
+              }
               return { fingerprint: image.fingerprint, size: String(image.size) };
             },
           });
@@ -233,6 +259,22 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
           const row = await visible(req);
           await exportImage(images, row, req, reply);
           return handled();
+        },
+        // `lxc image copy --mode push`: send the image to another server (LXD's imageExportPost).
+        POST: async (req) => {
+          const row = images.byPrefix(proj(req), req.params.fingerprint);
+          const body = await req.body(ImageExportPost, "ImageExportPost");
+          return operation(
+            operations.create({
+              class: "task",
+              description: "Downloading image",
+              project: req.project,
+              resources: { images: [imageUrl(row.fingerprint)] },
+              run: async (ctx) => {
+                await pushImage({ images, events }, row, body, { signal: ctx.signal, requestor: req.requestor });
+              },
+            }),
+          );
         },
       },
       { GET: "public", POST: "project" },

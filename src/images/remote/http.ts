@@ -4,10 +4,11 @@
 // streamed downloads hashed as they arrive. Every call takes an AbortSignal.
 import { X509Certificate, createHash } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { IncomingMessage } from "node:http";
 import { join } from "node:path";
-import type { Writable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 
 /** Go's http.Client: "stopped after 10 redirects". */
 const MAX_REDIRECTS = 10;
@@ -60,6 +61,8 @@ export interface Transport {
   /** PEM of the one certificate the server must present (LXD's TLSServerCert); absent: the system store. */
   certificate?: string;
   signal?: AbortSignal;
+  /** Plain http:// is allowed (simplestreams servers, as LXD allows them); never for LXD peers. */
+  allowHttp?: boolean;
 }
 
 /** The pinned certificate's DER, or a clear error for a malformed one. */
@@ -75,44 +78,71 @@ function pinned(pem: string): X509Certificate {
 export async function httpsGet(url: string, t: Transport, headers: Record<string, string> = {}, method: "GET" | "HEAD" = "GET"): Promise<IncomingMessage> {
   let current = url;
   for (let hops = 0; ; hops++) {
-    const res = await once(current, t, headers, method);
+    const res = await send(current, t, { method, headers });
     const status = res.statusCode ?? 0;
     if (status >= 300 && status < 400 && status !== 304 && res.headers.location) {
       res.resume();
       if (hops >= MAX_REDIRECTS) throw new Error(`Get "${current}": stopped after ${MAX_REDIRECTS} redirects`);
-      current = new URL(res.headers.location, current).toString();
+      const next = new URL(res.headers.location, current);
+      // Never from https down to plain http (a redirect cannot undo the transport's protection).
+      if (next.protocol === "http:" && new URL(current).protocol === "https:") throw new Error(`Get "${next}": redirect from https to http refused`);
+      current = next.toString();
       continue;
     }
     return res;
   }
 }
 
-function once(url: string, t: Transport, headers: Record<string, string>, method: string): Promise<IncomingMessage> {
+export interface SendOptions {
+  method: string;
+  headers?: Record<string, string>;
+  /** Request body: a buffer, or a stream (give Content-Length in headers when known). */
+  body?: Buffer | Readable;
+  /** Time allowed until the response headers arrive; 0 for none (long polls). Default 30 s. */
+  headerTimeout?: number;
+}
+
+/** One HTTP(S) request, no redirects; plain http only where the transport allows it. */
+export function send(url: string, t: Transport, opts: SendOptions): Promise<IncomingMessage> {
   const u = new URL(url);
-  if (u.protocol !== "https:") return Promise.reject(new Error(`Get "${url}": unsupported protocol scheme "${u.protocol.replace(/:$/, "")}"`));
-  const pin = t.certificate ? pinned(t.certificate) : undefined;
+  const verb = opts.method === "GET" || opts.method === "HEAD" ? "Get" : opts.method.charAt(0) + opts.method.slice(1).toLowerCase();
+  const plain = u.protocol === "http:" && t.allowHttp === true;
+  if (u.protocol !== "https:" && !plain) return Promise.reject(new Error(`${verb} "${url}": unsupported protocol scheme "${u.protocol.replace(/:$/, "")}"`));
+  const pin = t.certificate && !plain ? pinned(t.certificate) : undefined;
   return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      url,
-      {
-        method,
-        headers: { "User-Agent": USER_AGENT, ...headers },
-        signal: t.signal,
-        ca: pin ? [pin.toString()] : systemCertificates(),
-        // A pinned certificate is the identity: as LXD, any name is accepted when the exact certificate is presented.
-        ...(pin ? { checkServerIdentity: (_host: string, cert: { fingerprint256: string }) => (cert.fingerprint256 === pin.fingerprint256 ? undefined : new Error("Server certificate does not match the pinned certificate")) } : {}),
-        agent: false,
-      },
-      resolve,
-    );
-    req.setTimeout(HEADER_TIMEOUT_MS, () => req.destroy(new Error(`Get "${url}": timeout awaiting response headers`)));
-    req.on("error", (e) => reject(t.signal?.aborted ? new Error("Operation cancelled") : wrap(url, e)));
-    req.end();
+    const common = { method: opts.method, headers: { "User-Agent": USER_AGENT, ...(opts.headers ?? {}) }, signal: t.signal, agent: false as const };
+    const onError = (e: Error) => reject(t.signal?.aborted ? new Error("Operation cancelled") : wrap(verb, url, e));
+    const req = plain
+      ? httpRequest(url, common, resolve)
+      : httpsRequest(
+          url,
+          {
+            ...common,
+            ca: pin ? [pin.toString()] : systemCertificates(),
+            // A pinned certificate is the identity: as LXD, any name is accepted when the exact certificate is presented.
+            ...(pin ? { checkServerIdentity: (_host: string, cert: { fingerprint256: string }) => (cert.fingerprint256 === pin.fingerprint256 ? undefined : new Error("Server certificate does not match the pinned certificate")) } : {}),
+          },
+          resolve,
+        );
+    const timeout = opts.headerTimeout ?? HEADER_TIMEOUT_MS;
+    if (timeout > 0) {
+      // Only until the answer starts: a long upload or download is not cut.
+      req.setTimeout(timeout, () => req.destroy(new Error(`${verb} "${url}": timeout awaiting response headers`)));
+      req.once("response", () => req.setTimeout(0));
+    }
+    req.on("error", onError);
+    const body = opts.body;
+    if (body === undefined) req.end();
+    else if (Buffer.isBuffer(body)) req.end(body);
+    else {
+      body.once("error", (e) => req.destroy(e));
+      body.pipe(req);
+    }
   });
 }
 
-function wrap(url: string, e: Error): Error {
-  return /^(Get|Head) "/.test(e.message) ? e : new Error(`Get "${url}": ${e.message}`);
+function wrap(verb: string, url: string, e: Error): Error {
+  return /^(Get|Head|Post|Put|Patch|Delete) "/.test(e.message) ? e : new Error(`${verb} "${url}": ${e.message}`);
 }
 
 /** Read a bounded body. */

@@ -203,7 +203,7 @@ export function simplestreamsServer(address: ServerAddress): ImageServer {
 
   const load = async (opts: TransferOptions) => {
     if (cache) return cache;
-    const t = { signal: opts.signal };
+    const t = { signal: opts.signal, allowHttp: true };
     let index: { index?: Record<string, { datatype?: string; path?: string; products?: string[] }> };
     try {
       index = (await getJson(url("streams/v1/index.json"), t)) as typeof index;
@@ -256,7 +256,7 @@ export function simplestreamsServer(address: ServerAddress): ImageServer {
       if (opts.limit !== undefined && total > opts.limit) throw new Error(`Remote image with size ${total} exceeds allowed bugdget of ${opts.limit}`);
       const fetchOne = async (file: StreamFile, label: string, sink: Writable) => {
         const where = url(file.path);
-        const res = await httpsGet(where, { signal: opts.signal });
+        const res = await httpsGet(where, { signal: opts.signal, allowHttp: true });
         if (res.statusCode !== 200) {
           res.resume();
           throw new Error(`Unable to fetch ${where}: ${res.statusCode} ${res.statusMessage ?? ""}`.trimEnd());
