@@ -393,7 +393,10 @@ export class InstanceService implements InstancesPort {
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
     const after = this.expanded(next);
-    InstanceService.rootDisk(after.devices);
+    const rootBefore = InstanceService.rootDisk(before.devices);
+    const rootAfter = InstanceService.rootDisk(after.devices);
+    // Moving to another pool is `lxc move --storage`, never a config edit (as LXD).
+    if (rootBefore.pool !== rootAfter.pool) throw new BadRequest(`Cannot update root disk device pool name to "${rootAfter.pool}"`);
     // As LXD: a change of the map's inputs gives a new volatile.idmap.next, used from the next start.
     if (IDMAP_KEYS.some((k) => (before.config[k] ?? "") !== (after.config[k] ?? ""))) {
       try {
@@ -406,11 +409,9 @@ export class InstanceService implements InstancesPort {
     // As LXD: cloud-init config or NIC name changes give a new cloud-init instance-id.
     if (needsNewInstanceId(before, after, row.config)) next.config["volatile.cloud-init.instance-id"] = randomUUID();
     // The root disk's size is the volume's quota (where the pool's driver has one).
-    const rootBefore = InstanceService.rootDisk(before.devices);
-    const rootAfter = InstanceService.rootDisk(after.devices);
     const sizeBefore = before.devices[rootBefore.name]?.size ?? "";
     const sizeAfter = after.devices[rootAfter.name]?.size ?? "";
-    if (sizeBefore !== sizeAfter && rootBefore.pool === rootAfter.pool) await this.core.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
+    if (sizeBefore !== sizeAfter) await this.core.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
