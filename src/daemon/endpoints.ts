@@ -12,7 +12,8 @@ export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
 export interface EndpointsOptions {
   socketPath: string;
   group?: string;
-  tls: { cert: string; key: string };
+  /** `ca`: PKI mode (server.ca): only client certificates this CA signed complete the handshake. */
+  tls: { cert: string; key: string; ca?: string };
   handler: RequestHandler;
   /** The core.metrics_address listener's handler (only /1.0/metrics; LXD answers 404 elsewhere). */
   metricsHandler?: RequestHandler;
@@ -104,7 +105,8 @@ export class Endpoints {
             cert: this.opts.tls.cert,
             key: this.opts.tls.key,
             requestCert: true,
-            rejectUnauthorized: false,
+            // As LXD's ServerTLSConfig: in CA mode the client must present a CA-signed certificate.
+            ...(this.opts.tls.ca ? { ca: this.opts.tls.ca, rejectUnauthorized: true } : { rejectUnauthorized: false }),
             minVersion: "TLSv1.2",
             handshakeTimeout: HTTP_TIMEOUTS.handshakeMs,
             // As LXD's tcp.SetTimeouts: keep-alive probes find dead peers.
