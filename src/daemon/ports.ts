@@ -112,6 +112,10 @@ export interface InstancesPort {
   runtimeOf?(project: string, name: string): InstanceRuntime;
   /** Running instances (optionally of one project), for metrics and the guest API. */
   running?(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Record<string, Record<string, string>>; volumePath: string }[];
+  /** Refuse a profile change that pulls the root disk from under an instance relying on it. */
+  checkProfileChange?(profileProject: string, before: ProfileRecord, after: ProfileRecord): void;
+  /** After a profile change is saved: revalidate its users and apply it to running ones. */
+  applyProfileChange?(profileProject: string, before: ProfileRecord): Promise<void>;
   /** expires_at of an instance snapshot (storage API's volume snapshot view); undefined if unknown. */
   snapshotExpiry?(project: string, name: string, snapshot: string): string | undefined;
 }

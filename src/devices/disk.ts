@@ -133,8 +133,10 @@ export class DiskDevice implements Device {
     return rest(previous) === rest(this.config);
   }
 
+  // A root disk entry added or removed on a running instance (renamed, or moved between the
+  // instance and its profiles; its pool cannot change) leaves the mounted root as it is, as LXD.
   async attach(pid: number): Promise<void> {
-    if (this.isRoot) throw new Error("Root disk can't be hot-plugged");
+    if (this.isRoot) return;
     const hotplug = this.ctx.hotplug;
     if (!hotplug) throw new Error("Hot-plugging disks is not supported here");
     const source = await this.sourcePath();
@@ -143,7 +145,7 @@ export class DiskDevice implements Device {
   }
 
   async detach(pid: number): Promise<void> {
-    if (this.isRoot) throw new Error("Root disk can't be removed from a running instance");
+    if (this.isRoot) return;
     await this.ctx.hotplug?.unmount(pid, normalize(this.config.path));
     // A volume mounted at start went through devices/: that host mount goes too.
     await this.stop();
@@ -180,4 +182,24 @@ export class NoneDevice implements Device {
   async stop(): Promise<void> {}
   async attach(): Promise<void> {}
   async detach(): Promise<void> {}
+}
+
+/**
+ * The first disk device that shares its `path` with an earlier one of the same set (LXD's
+ * disk validation counts the local devices with the path: an instance's own devices, or a
+ * profile's), or undefined.
+ */
+export function duplicateDiskPath(devices: Record<string, Record<string, string>>): { name: string; path: string } | undefined {
+  const seen = new Set<string>();
+  for (const [name, d] of Object.entries(devices)) {
+    if (d.type !== "disk" || !d.path) continue;
+    if (seen.has(d.path)) return { name, path: d.path };
+    seen.add(d.path);
+  }
+  return undefined;
+}
+
+/** LXD's GetRootDiskDevice multiplicity rule: at most one disk at "/" without a source. */
+export function countRootDisks(devices: Record<string, Record<string, string>>): number {
+  return Object.values(devices).filter((d) => d.type === "disk" && d.path === "/" && !d.source).length;
 }

@@ -5,13 +5,15 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, wr
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
-import type { InstancesPort } from "../daemon/ports.js";
+import type { InstancesPort, ProfileRecord } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues } from "../devices/registry.js";
 import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
 import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
+import { countRootDisks, duplicateDiskPath } from "../devices/disk.js";
+import { ProfileChange } from "./profile-change.js";
 import type { InstanceRuntime } from "./runtime.js";
 import type { SnapshotService } from "./snapshots.js";
 import type { BackupService } from "./backups.js";
@@ -160,6 +162,8 @@ export class InstanceService implements InstancesPort {
     for (const p of profiles) this.profiles().get(project, p);
     const ex = this.expanded({ project, profiles, config, devices });
     if (!expandedOnly) validateInstanceConfig(ex.config);
+    const dup = duplicateDiskPath(devices);
+    if (dup) throw new Error(`Invalid devices: Device validation failed for "${dup.name}": More than one disk device uses the same path "${dup.path}"`);
     for (const [dev, cfg] of Object.entries(devices)) {
       let device;
       try {
@@ -176,6 +180,7 @@ export class InstanceService implements InstancesPort {
         throw new Error(`Invalid devices: Device validation failed for "${dev}": ${(e as Error).message}`);
       }
     }
+    if (countRootDisks(ex.devices) > 1) throw new Error("Invalid devices: Failed detecting root disk device: More than one root device found");
   }
 
   /** Allocate the id map for a container (volatile.idmap.*). */
@@ -529,6 +534,14 @@ export class InstanceService implements InstancesPort {
         (ref.image !== undefined && row.config["volatile.base_image"] === ref.image),
       project,
     );
+  }
+
+  checkProfileChange(profileProject: string, before: ProfileRecord, after: ProfileRecord): void {
+    new ProfileChange(this).checkRootDisk(profileProject, before, after);
+  }
+
+  applyProfileChange(profileProject: string, before: ProfileRecord): Promise<void> {
+    return new ProfileChange(this).applyAll(profileProject, before);
   }
 
   /** Instances with a disk device attaching the custom volume (InstancesPort.volumeUsedBy). */
