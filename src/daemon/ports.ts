@@ -101,6 +101,8 @@ export interface InstancesPort {
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
   volumeUsedBy?(pool: string, project: string, volume: string): string[];
+  /** Containers attaching custom volume `volume` of `pool`, with the host ids their root maps to (current map if running, next otherwise). */
+  volumeUserRoots?(pool: string, project: string, volume: string): { name: string; uid: number; gid: number }[];
   /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
   runningVolumeUsers?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */

@@ -9,7 +9,7 @@ import type { InstancesPort, ProfileRecord } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues } from "../devices/registry.js";
-import { allocateIdmap, DEFAULT_ISOLATED_SIZE, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
+import { allocateIdmap, DEFAULT_ISOLATED_SIZE, hostRoot, ensureRootSubIds, idmapJson, IdmapError, parseIdmapJson, parseRawIdmap, RawIdmapError, toHost, toNs, type HostIdSet, type IdmapEntry, type UsedRange } from "./idmap.js";
 import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
 import { countRootDisks, duplicateDiskPath } from "../devices/disk.js";
@@ -547,6 +547,21 @@ export class InstanceService implements InstancesPort {
   /** Instances with a disk device attaching the custom volume (InstancesPort.volumeUsedBy). */
   volumeUsedBy(pool: string, project: string, volume: string): string[] {
     return this.instancesWhere((_row, ex) => Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/"), project);
+  }
+
+  /** Containers attaching the custom volume, with their root's host ids (InstancesPort.volumeUserRoots). */
+  volumeUserRoots(pool: string, project: string, volume: string): { name: string; uid: number; gid: number }[] {
+    return this.repo.list(project).flatMap((row) => {
+      let ex;
+      try {
+        ex = this.expanded(row);
+      } catch {
+        return [];
+      }
+      if (!Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/")) return [];
+      const map = parseIdmapJson(this.runtime.isRunning(row) ? (row.config["volatile.idmap.current"] ?? row.config["volatile.last_state.idmap"]) : row.config["volatile.idmap.next"]);
+      return [{ name: row.name, ...hostRoot(map) }];
+    });
   }
 
   /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
