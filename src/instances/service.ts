@@ -398,6 +398,8 @@ export class InstanceService implements InstancesPort {
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
     const after = this.expanded(next);
+    // As LXD: a changed raw.lxc is loaded into liblxc now, so a key it does not know is refused.
+    if ((before.config["raw.lxc"] ?? "") !== (after.config["raw.lxc"] ?? "") && after.config["raw.lxc"]) await this.runtime.driver.checkRawConfig(after.config["raw.lxc"]);
     const rootBefore = InstanceService.rootDisk(before.devices);
     const rootAfter = InstanceService.rootDisk(after.devices);
     // Moving to another pool is `lxc move --storage`, never a config edit (as LXD).

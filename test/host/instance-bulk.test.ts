@@ -66,3 +66,22 @@ describe("the root disk's pool", () => {
     ok("delete", n);
   }, 60_000);
 });
+
+describe("raw.lxc", () => {
+  it("is loaded into liblxc when set, so a key liblxc does not know is refused and not stored", () => {
+    const n = d.launch("rawlxc", { init: true });
+    const bad = d.lxc("config", "set", n, "raw.lxc", "lxc.notaconfigkey=invalid");
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("Failed to load config file");
+    expect(JSON.parse(ok("query", `/1.0/instances/${n}`)).config["raw.lxc"]).toBeUndefined();
+    // LXD's own line rules.
+    expect(d.lxc("config", "set", n, "raw.lxc", "a").stderr).toContain("Invalid raw.lxc line: a");
+    expect(d.lxc("config", "set", n, "raw.lxc", "lxc.log.file=/tmp/x").stderr).toContain("Setting lxc.logfile is not allowed");
+    expect(d.lxc("config", "set", n, "raw.lxc", "lxc.prlimit.nofile=10").stderr).toContain("Process limits should be set via");
+    // A key liblxc knows is kept, and the container starts with it.
+    ok("config", "set", n, "raw.lxc", "lxc.environment = FROM_RAW=yes");
+    ok("start", n);
+    expect(ok("exec", n, "--", "cat", "/proc/1/environ")).toContain("FROM_RAW=yes");
+    ok("delete", "-f", n);
+  }, 60_000);
+});

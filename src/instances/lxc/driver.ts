@@ -1,8 +1,9 @@
 // The liblxc container driver: lays out $LXD_DIR/containers/<name>/ (lxc.conf + rootfs
 // symlink), starts it daemonized through the liblxc API (native/start.c; the container outlives the daemon), stops, freezes,
 // and reads state from /proc and cgroup files rather than spawning lxc-info per request.
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync, mkdtempSync } from "node:fs";
 import { join } from "node:path";
+import { tmpdir } from "node:os";
 import { run } from "../../os/exec.js";
 import { runHelper } from "../../os/helper-process.js";
 import { helperPath } from "../../os/native.js";
@@ -45,6 +46,23 @@ export class LxcDriver {
   /** liblxc config, kept with the logs as upstream does (never inside the instance volume). */
   configFile(name: string): string {
     return join(logDir(this.lxdDir, name), "lxc.conf");
+  }
+
+  /**
+   * Have liblxc load `raw.lxc` as it would at start (LXD's loadRawLXCConfig on update), so a
+   * key liblxc does not know is refused now rather than at the next start. lxc-info --rcfile
+   * loads the file into a container object in an empty lxcpath and touches nothing else.
+   */
+  async checkRawConfig(text: string): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), "nodelxd-rawlxc-"));
+    const file = join(dir, "lxd_config");
+    try {
+      writeFileSync(file, text.endsWith("\n") ? text : `${text}\n`, { mode: 0o600 });
+      const res = await run("lxc-info", ["-n", "check", "-P", dir, `--rcfile=${file}`, "-s"], { reject: false });
+      if (res.exitCode !== 0) throw new Error(`Failed to load config file "${file}": loading config file for the container failed`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   /** The container's rootfs seen through $LXD_DIR/containers/<name>. */
