@@ -44,6 +44,12 @@ export class TrustStore {
     return this.clients.has(fingerprint);
   }
 
+  /** Whether a client certificate may be used at all: in CA mode, only one the CA signed. */
+  acceptsPeer(der: Buffer): boolean {
+    const { ca } = this.opts;
+    return !ca || caVerdict(ca, new X509Certificate(der)) !== undefined;
+  }
+
   /** The DER of the client certificate a TLS request presented. */
   static peerCertificate(raw: IncomingMessage): Buffer | undefined {
     const socket = raw.socket as TLSSocket;
@@ -63,6 +69,7 @@ export class TrustStore {
     // PKI mode with core.trust_ca_certificates: the CA decides for the certificates it signed,
     // and a revoked one is untrusted even when it is in the trust store (as LXD).
     const { ca, trustCa } = this.opts;
+    if (ca && !this.acceptsPeer(der)) return { trusted: false, protocol: "tls", username: "", address };
     if (ca && trustCa?.()) {
       const verdict = caVerdict(ca, new X509Certificate(der));
       if (verdict === false) return { trusted: false, protocol: "tls", username: "", address };

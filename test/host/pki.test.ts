@@ -1,8 +1,8 @@
 // PKI mode as LXD's suite (pki) drives it: a `server.ca` in LXD_DIR makes the TLS listener take
 // only CA-signed client certificates; with core.trust_ca_certificates those are trusted without
 // a trust store entry, and one that `ca.crl` revokes is never trusted, even from the store.
-import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -40,6 +40,7 @@ beforeAll(async () => {
   certs.client = signed("lxd-client", "0x1001");
   certs.other = signed("lxd-other", "0x1003");
   certs.revoked = signed("lxd-revoked", "0x1002");
+  certs.lxc = signed("lxd-lxc", "0x1004");
   // A CRL revoking the second one, made with `openssl ca` over a minimal database.
   writeFileSync(join(tmp, "index.txt"), "");
   writeFileSync(join(tmp, "crlnumber"), "01\n");
@@ -65,17 +66,33 @@ afterAll(async () => {
 });
 
 describe("PKI mode (server.ca)", () => {
-  it("refuses the handshake without a CA-signed client certificate", async () => {
-    await expect(tls("GET", "/1.0")).rejects.toThrow();
-    await expect(tls("GET", "/1.0", certs.self)).rejects.toThrow();
+  it("takes no certificate but a CA-signed one: others cannot join even with the password", async () => {
+    expect(await auth()).toBe("untrusted");
+    expect(await auth(certs.self)).toBe("untrusted");
+    const self = await tls("POST", "/1.0/certificates", certs.self, { type: "client", password: "pw-Secret1" });
+    expect([self.status, self.body.error]).toEqual([400, "No client certificate provided"]);
+    expect(await auth(certs.self)).toBe("untrusted");
     expect(await auth(certs.client)).toBe("untrusted");
   });
+
+  it("lets the stock client join with a CA-signed certificate and the password", () => {
+    const conf = join(tmp, "lxcconf");
+    mkdirSync(conf);
+    copyFileSync(join(tmp, "lxd-lxc.crt"), join(conf, "client.crt"));
+    copyFileSync(join(tmp, "lxd-lxc.key"), join(conf, "client.key"));
+    copyFileSync(join(tmp, "ca.crt"), join(conf, "client.ca"));
+    const r = spawnSync("lxc", ["remote", "add", "pki", `127.0.0.1:${port}`, "--accept-certificate", "--password=pw-Secret1"], { env: { ...process.env, LXD_CONF: conf }, encoding: "utf8" });
+    expect(r.status, r.stderr).toBe(0);
+    // A client with a certificate of its own (not CA-signed) sends none: LXD's message.
+    const plain = spawnSync("lxc", ["remote", "add", "pki", `127.0.0.1:${port}`, "--accept-certificate", "--password=pw-Secret1"], { env: { ...process.env, LXD_CONF: join(tmp, "plainconf") }, encoding: "utf8" });
+    expect(plain.status).not.toBe(0);
+    expect(plain.stderr).toContain("No client certificate provided");
+  }, 60_000);
 
   it("adds a CA-signed certificate with the trust password, as without a CA", async () => {
     expect((await tls("POST", "/1.0/certificates", certs.client, { type: "client", password: "wrong" })).status).toBe(403);
     expect((await tls("POST", "/1.0/certificates", certs.client, { type: "client", password: "pw-Secret1" })).status).toBe(201);
     expect(await auth(certs.client)).toBe("trusted");
-    expect(await auth(certs.other)).toBe("untrusted");
   });
 
   it("trusts every CA-signed certificate with core.trust_ca_certificates, except revoked ones", async () => {
