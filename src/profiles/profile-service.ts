@@ -100,8 +100,10 @@ export class ProfileService implements ProfilesPort {
       .map((p) => `/1.0/profiles/${encodeURIComponent(p.name)}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`);
   }
 
+  /** Instances of every project whose profiles are this project's (features.profiles=false ones use default's). */
   usedBy(project: string, name: string): string[] {
-    return this.core.ports.instances?.usedBy({ profile: name }, project) ?? [];
+    const all = this.core.ports.instances?.usedBy({ profile: name }) ?? [];
+    return all.filter((url) => this.profileProject(new URL(url, "http://x").searchParams.get("project") ?? "default") === project);
   }
 
   view(project: string, p: ProfileRecord): ProfileView {

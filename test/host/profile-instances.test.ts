@@ -87,3 +87,24 @@ describe("running users", () => {
     ok("profile", "delete", "livep");
   }, 60_000);
 });
+
+describe("used_by across projects", () => {
+  it("lists the instances of projects that use the default project's profiles", () => {
+    const proj = d.instanceName("noprof");
+    ok("project", "create", proj, "-c", "features.profiles=false", "-c", "features.images=false");
+    const n = d.instanceName("inproj");
+    try {
+      ok("init", "busybox", n, "-q", "--project", proj);
+      const usedBy: string[] = JSON.parse(ok("query", "/1.0/profiles/default")).used_by;
+      expect(usedBy).toContain(`/1.0/instances/${n}?project=${proj}`);
+      // It counts for the guards too: the profile is in use.
+      ok("profile", "create", "xproj");
+      ok("profile", "add", n, "xproj", "--project", proj);
+      expect(fails("profile", "delete", "xproj")).toContain("Profile is currently in use");
+    } finally {
+      d.lxc("delete", "-f", n, "--project", proj);
+      d.lxc("profile", "delete", "xproj");
+      d.lxc("project", "delete", proj);
+    }
+  }, 60_000);
+});
