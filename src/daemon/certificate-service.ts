@@ -203,7 +203,8 @@ export class CertificateService {
     } else if (req.token) {
       return { operation: this.createToken(req) };
     } else if (caller.requestor.protocol === "tls") {
-      if (!caller.peerCertificate) throw new BadRequest("No client certificate provided");
+      // In CA mode only a CA-signed certificate counts (LXD's Go clients send none other there).
+      if (!caller.peerCertificate || !this.deps.trust.acceptsPeer(caller.peerCertificate)) throw new BadRequest("No client certificate provided");
       der = caller.peerCertificate;
       name = req.name;
     } else {

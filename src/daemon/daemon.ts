@@ -38,6 +38,8 @@ import { ResourcesService } from "./resources/index.js";
 import { ServerService } from "./server-service.js";
 import { SqlService } from "./sql-service.js";
 import { TrustStore } from "./trust.js";
+import { loadCertificateAuthority } from "./pki.js";
+import { parseBool } from "../config/validators.js";
 
 export interface DaemonOptions {
   lxdDir: string;
@@ -117,7 +119,9 @@ export class Daemon {
     const interrupted = operations.recoverInterrupted();
     if (interrupted) log.warn({ count: interrupted }, "marked operations interrupted by a restart as failed");
     const [keypair, host] = await Promise.all([ensureServerCertificate(paths.serverCert, paths.serverKey), readHostInfo()]);
-    const trust = new TrustStore(db);
+    const ca = await loadCertificateAuthority(this.opts.lxdDir);
+    if (ca) log.info("LXD is in CA mode, only CA-signed certificates will be allowed");
+    const trust = new TrustStore(db, { ca, trustCa: () => parseBool(this.core?.server.get("core.trust_ca_certificates")) });
     const warnings = new WarningRepo(db);
     // As LXD at start: raise what this host lacks, and resolve what was not seen again.
     const startedAt = new Date().toISOString();
@@ -165,7 +169,7 @@ export class Daemon {
     this.endpoints = new Endpoints({
       socketPath: paths.socket,
       group: this.opts.group,
-      tls: keypair,
+      tls: { ...keypair, ca: ca?.pem },
       handler: (req, res) => {
         // GET /1.0 is what every client asks first and most often: serve its cached envelope
         // without going through the router (headers every response needs must be added here too).

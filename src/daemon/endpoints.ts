@@ -12,7 +12,8 @@ export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
 export interface EndpointsOptions {
   socketPath: string;
   group?: string;
-  tls: { cert: string; key: string };
+  /** `ca`: PKI mode (server.ca): the CA announced to clients as the acceptable certificate issuer. */
+  tls: { cert: string; key: string; ca?: string };
   handler: RequestHandler;
   /** The core.metrics_address listener's handler (only /1.0/metrics; LXD answers 404 elsewhere). */
   metricsHandler?: RequestHandler;
@@ -104,7 +105,11 @@ export class Endpoints {
             cert: this.opts.tls.cert,
             key: this.opts.tls.key,
             requestCert: true,
+            // As LXD 5.0.2's ServerTLSConfig: in CA mode the CA is announced as the acceptable
+            // issuer (LXD's Go clients then send only a certificate it signed); the handshake
+            // itself takes any certificate, and the trust store ignores those the CA did not sign.
             rejectUnauthorized: false,
+            ...(this.opts.tls.ca ? { ca: this.opts.tls.ca } : {}),
             minVersion: "TLSv1.2",
             handshakeTimeout: HTTP_TIMEOUTS.handshakeMs,
             // As LXD's tcp.SetTimeouts: keep-alive probes find dead peers.

@@ -112,6 +112,8 @@ export interface InstancesPort {
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
   volumeUsedBy?(pool: string, project: string, volume: string): string[];
+  /** Containers attaching custom volume `volume` of `pool`, with the host ids their root maps to (current map if running, next otherwise). */
+  volumeUserRoots?(pool: string, project: string, volume: string): { name: string; uid: number; gid: number }[];
   /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
   runningVolumeUsers?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
@@ -123,6 +125,10 @@ export interface InstancesPort {
   runtimeOf?(project: string, name: string): InstanceRuntime;
   /** Running instances (optionally of one project), for metrics and the guest API. */
   running?(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Record<string, Record<string, string>>; volumePath: string }[];
+  /** Refuse a profile change that pulls the root disk from under an instance relying on it. */
+  checkProfileChange?(profileProject: string, before: ProfileRecord, after: ProfileRecord): void;
+  /** After a profile change is saved: revalidate its users and apply it to running ones. */
+  applyProfileChange?(profileProject: string, before: ProfileRecord): Promise<void>;
   /** expires_at of an instance snapshot (storage API's volume snapshot view); undefined if unknown. */
   snapshotExpiry?(project: string, name: string, snapshot: string): string | undefined;
 }

@@ -1,10 +1,18 @@
 // Who a request comes from. Unix socket peers are trusted (the socket's permissions are
 // the access control); TLS peers are trusted when their certificate is in the trust store.
 import type { IncomingMessage } from "node:http";
-import { createHash } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import type { Db } from "../db/database.js";
 import type { Requestor } from "../api/route.js";
+import { caVerdict, type CertificateAuthority } from "./pki.js";
+
+export interface TrustOptions {
+  /** server.ca (and ca.crl) when the daemon runs in PKI mode. */
+  ca?: CertificateAuthority;
+  /** core.trust_ca_certificates: CA-signed clients are trusted without a trust store entry. */
+  trustCa?: () => boolean;
+}
 
 const UNIX_REQUESTOR: Requestor = Object.freeze({ trusted: true, protocol: "unix", username: "root", address: "@" });
 
@@ -14,7 +22,10 @@ export class TrustStore {
   /** Fingerprints of certificates of type "metrics". */
   private metrics = new Set<string>();
 
-  constructor(private readonly db: Db) {
+  constructor(
+    private readonly db: Db,
+    private readonly opts: TrustOptions = {},
+  ) {
     this.reload();
   }
 
@@ -33,6 +44,12 @@ export class TrustStore {
     return this.clients.has(fingerprint);
   }
 
+  /** Whether a client certificate may be used at all: in CA mode, only one the CA signed. */
+  acceptsPeer(der: Buffer): boolean {
+    const { ca } = this.opts;
+    return !ca || caVerdict(ca, new X509Certificate(der)) !== undefined;
+  }
+
   /** The DER of the client certificate a TLS request presented. */
   static peerCertificate(raw: IncomingMessage): Buffer | undefined {
     const socket = raw.socket as TLSSocket;
@@ -49,6 +66,15 @@ export class TrustStore {
     const der = TrustStore.peerCertificate(raw);
     if (!der) return { trusted: false, protocol: "tls", username: "", address };
     const fingerprint = createHash("sha256").update(der).digest("hex");
+    // PKI mode with core.trust_ca_certificates: the CA decides for the certificates it signed,
+    // and a revoked one is untrusted even when it is in the trust store (as LXD).
+    const { ca, trustCa } = this.opts;
+    if (ca && !this.acceptsPeer(der)) return { trusted: false, protocol: "tls", username: "", address };
+    if (ca && trustCa?.()) {
+      const verdict = caVerdict(ca, new X509Certificate(der));
+      if (verdict === false) return { trusted: false, protocol: "tls", username: "", address };
+      if (verdict === true && !this.clients.has(fingerprint)) return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: false };
+    }
     const client = this.clients.get(fingerprint);
     if (!client) return { trusted: false, protocol: "tls", username: fingerprint, address, fingerprint, metrics: this.metrics.has(fingerprint) };
     return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: client.restricted, projects: client.restricted ? client.projects : undefined };

@@ -22,6 +22,15 @@ export class DiskDevice implements Device {
     readonly config: DeviceConfig,
   ) {}
 
+  /**
+   * The mount point in the instance, absolute: LXD takes a relative `path` as relative to the
+   * instance's root (`lxc storage volume attach POOL VOL INST DIR`), and ".." cannot climb
+   * above it.
+   */
+  private get target(): string {
+    return normalize(`/${this.config.path}`);
+  }
+
   get isRoot(): boolean {
     return this.config.path === "/" && !this.config.source;
   }
@@ -38,7 +47,6 @@ export class DiskDevice implements Device {
     }
     const { source, path } = this.config;
     if (!source || !path) throw new Error(`Disk entry is missing the required "source" or "path" property`);
-    if (!isAbsolute(path)) throw new Error(`Path "${path}" must be absolute`);
     if (this.config.pool) {
       if (source.includes("/")) throw new Error(`Snapshots of custom volumes can't be attached for disk "${this.name}"`);
       if (!this.ctx.ports.storage?.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
@@ -81,8 +89,28 @@ export class DiskDevice implements Device {
     const dir = await storage.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
     // security.unmapped (storage_unmapped): the volume keeps host ids, unshifted (back) to them.
     const unmapped = parseBool(storage.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source)["security.unmapped"]);
-    await shiftVolumeTo(dir, unmapped ? [] : this.ctx.idmap);
+    const to = unmapped ? [] : this.ctx.idmap;
+    if (!unmapped) this.checkSharedIdmap(dir, to);
+    await shiftVolumeTo(dir, to);
     return dir;
+  }
+
+  /**
+   * A volume shared by several containers is shifted only while its map stays theirs: one
+   * whose map would change under another user is refused with LXD's messages (its
+   * storagePoolVolumeAttachShift).
+   */
+  private checkSharedIdmap(dir: string, to: IdmapEntry[]): void {
+    const st = statSync(dir);
+    const target = hostRoot(to);
+    if (st.uid === target.uid && st.gid === target.gid) return;
+    const users = this.ctx.ports.instances?.volumeUserRoots?.(this.config.pool, this.ctx.project, this.config.source) ?? [];
+    if (users.length > 1) {
+      const other = users.find((u) => u.uid !== target.uid || u.gid !== target.gid);
+      if (other) throw new Error(`Idmaps of container "${other.name}" and storage volume "${this.config.source}" are not identical`);
+    } else if (users.length === 1 && users[0].name !== this.ctx.instance) {
+      throw new Error("Idmaps of container and storage volume are not identical");
+    }
   }
 
   /**
@@ -91,7 +119,7 @@ export class DiskDevice implements Device {
    * mounts from inside the container's user namespace, which could not traverse it.
    */
   private get devPath(): string {
-    return join(this.ctx.devicesDir, pathNameEncode(`disk.${this.name}.${normalize(this.config.path).replace(/^\/+/, "")}`));
+    return join(this.ctx.devicesDir, pathNameEncode(`disk.${this.name}.${this.target.slice(1)}`));
   }
 
   private async mountEntry(): Promise<string | undefined> {
@@ -105,7 +133,7 @@ export class DiskDevice implements Device {
       source = this.devPath;
     }
     const isDir = statSync(source).isDirectory();
-    const target = normalize(this.config.path).replace(/^\/+/, "");
+    const target = this.target.slice(1);
     const opts = [parseBool(this.config.recursive) ? "rbind" : "bind", `create=${isDir ? "dir" : "file"}`];
     if (parseBool(this.config.readonly)) opts.push("ro");
     return `${fstab(source)} ${fstab(target)} none ${opts.join(",")} 0 0`;
@@ -133,18 +161,20 @@ export class DiskDevice implements Device {
     return rest(previous) === rest(this.config);
   }
 
+  // A root disk entry added or removed on a running instance (renamed, or moved between the
+  // instance and its profiles; its pool cannot change) leaves the mounted root as it is, as LXD.
   async attach(pid: number): Promise<void> {
-    if (this.isRoot) throw new Error("Root disk can't be hot-plugged");
+    if (this.isRoot) return;
     const hotplug = this.ctx.hotplug;
     if (!hotplug) throw new Error("Hot-plugging disks is not supported here");
     const source = await this.sourcePath();
     if (!existsSync(source)) return;
-    await hotplug.mount(pid, source, normalize(this.config.path), { readonly: parseBool(this.config.readonly), recursive: parseBool(this.config.recursive), isDir: statSync(source).isDirectory() });
+    await hotplug.mount(pid, source, this.target, { readonly: parseBool(this.config.readonly), recursive: parseBool(this.config.recursive), isDir: statSync(source).isDirectory() });
   }
 
   async detach(pid: number): Promise<void> {
-    if (this.isRoot) throw new Error("Root disk can't be removed from a running instance");
-    await this.ctx.hotplug?.unmount(pid, normalize(this.config.path));
+    if (this.isRoot) return;
+    await this.ctx.hotplug?.unmount(pid, this.target);
     // A volume mounted at start went through devices/: that host mount goes too.
     await this.stop();
   }
@@ -180,4 +210,24 @@ export class NoneDevice implements Device {
   async stop(): Promise<void> {}
   async attach(): Promise<void> {}
   async detach(): Promise<void> {}
+}
+
+/**
+ * The first disk device that shares its `path` with an earlier one of the same set (LXD's
+ * disk validation counts the local devices with the path: an instance's own devices, or a
+ * profile's), or undefined.
+ */
+export function duplicateDiskPath(devices: Record<string, Record<string, string>>): { name: string; path: string } | undefined {
+  const seen = new Set<string>();
+  for (const [name, d] of Object.entries(devices)) {
+    if (d.type !== "disk" || !d.path) continue;
+    if (seen.has(d.path)) return { name, path: d.path };
+    seen.add(d.path);
+  }
+  return undefined;
+}
+
+/** LXD's GetRootDiskDevice multiplicity rule: at most one disk at "/" without a source. */
+export function countRootDisks(devices: Record<string, Record<string, string>>): number {
+  return Object.values(devices).filter((d) => d.type === "disk" && d.path === "/" && !d.source).length;
 }

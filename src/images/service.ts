@@ -71,6 +71,8 @@ export interface ImportOptions {
   baseProperties?: Record<string, string>;
   /** Expiry replacing metadata.yaml's (a push token's expires_at). */
   expiresAt?: string;
+  /** The request's project, where `profiles` are looked up (default: the image's project). */
+  requestProject?: string;
   requestor?: Requestor;
   signal?: AbortSignal;
   /**
@@ -185,7 +187,7 @@ export class ImageService implements ImagesPort {
       }
       const { meta, type } = await this.inspect(upload, opts.signal);
       for (const p of opts.profiles ?? []) {
-        if (this.deps.profileExists && !this.deps.profileExists(project, p)) throw new BadRequest(`Profile '${p}' doesn't exist`);
+        if (this.deps.profileExists && !this.deps.profileExists(opts.requestProject ?? project, p)) throw new BadRequest(`Profile '${p}' doesn't exist`);
       }
       // As LXD: the operation shows fingerprint and size once the image is known to be valid.
       opts.onIdentified?.({ fingerprint, size: String(size) });
@@ -590,7 +592,7 @@ export class ImageService implements ImagesPort {
   // Changes
 
   /** PUT (replace) or PATCH (merge) the editable fields, as LXD does. */
-  edit(row: ImageRecordRow, body: ImageEdit, opts: { patch: boolean; requestor?: Requestor }): ImageView {
+  edit(row: ImageRecordRow, body: ImageEdit, opts: { patch: boolean; requestor?: Requestor; requestProject?: string }): ImageView {
     const { patch } = opts;
     let expires = row.expires_at;
     if (body.expires_at !== undefined && body.expires_at !== "") {
@@ -604,8 +606,10 @@ export class ImageService implements ImagesPort {
       profiles: body.profiles ?? (patch ? row.profiles : ["default"]),
       expires_at: expires,
     };
+    // Profiles are looked up in the request's project (its own or the default one's, by
+    // features.profiles), which is not the image's when the project shares default's images.
     for (const p of next.profiles) {
-      if (this.deps.profileExists && !this.deps.profileExists(row.project, p)) throw new BadRequest(`Profile '${p}' doesn't exist`);
+      if (this.deps.profileExists && !this.deps.profileExists(opts.requestProject ?? row.project, p)) throw new BadRequest(`Profile '${p}' doesn't exist`);
     }
     return this.update(row.project, row.fingerprint, next, opts.requestor);
   }

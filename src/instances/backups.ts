@@ -172,7 +172,8 @@ export class BackupService {
     const storage = this.core.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     const snaps = instanceOnly ? [] : this.svc.snapshots.list(row);
-    mkdirSync(join(stage, "backup", "snapshots"), { recursive: true, mode: 0o700 });
+    // backup/snapshots/ only when there are some (an --instance-only tarball has none, as LXD's).
+    mkdirSync(join(stage, "backup", snaps.length ? "snapshots" : ""), { recursive: true, mode: 0o700 });
     const index = {
       name: row.name,
       backend: this.poolView(pool).driver,

@@ -23,6 +23,25 @@ const uuidRule: Validator = (v) => {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v)) throw new Error("Invalid UUID");
 };
 const anyRule: Validator = () => {};
+
+/** LXD's lxcValidConfig: each line "key = value" (comments, blanks skipped), no log, ephemeral, prlimit or network keys. */
+const rawLxcRule: Validator = (text) => {
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/^[\t ]+/, "");
+    if (line === "" || line.startsWith("#")) continue;
+    const eq = line.indexOf("=");
+    if (eq < 0) throw new Error(`Invalid raw.lxc line: ${line}`);
+    const key = line.slice(0, eq).replace(/^[ \t]+|[ \t]+$/g, "").toLowerCase();
+    if (key === "lxc.logfile" || key === "lxc.log.file") throw new Error("Setting lxc.logfile is not allowed");
+    if (key === "lxc.syslog" || key === "lxc.log.syslog") throw new Error("Setting lxc.log.syslog is not allowed");
+    if (key === "lxc.ephemeral") throw new Error("Setting lxc.ephemeral is not allowed");
+    if (key.startsWith("lxc.prlimit.")) throw new Error('Process limits should be set via "limits.kernel.[limit name]" and not directly via "lxc.prlimit.[limit name]"');
+    if (key.startsWith("lxc.net.")) {
+      const f = key.split(".");
+      if (!(f.length === 5 && (f[3] === "ipv4" || f[3] === "ipv6") && (f[4] === "address" || f[4] === "gateway"))) throw new Error("Only interface-specific ipv4/ipv6 lxc.net. keys are allowed");
+    }
+  }
+};
 /** LXD's snapshot schedules: cron expressions or aliases, ", "-separated (validate.IsCron). */
 const scheduleRule: Validator = (v) => validateSchedule(v, INSTANCE_SCHEDULE_ALIASES);
 const expiryRule: Validator = (v) => {
@@ -128,7 +147,7 @@ export const instanceKeys: KeyTable = {
   "migration.incremental.memory.iterations": { validate: uint32Rule, doc: "Maximum pre-copy iterations" },
   "raw.apparmor": { validate: anyRule, doc: "Extra AppArmor rules" },
   "raw.idmap": { validate: anyRule, doc: "Extra id map entries" },
-  "raw.lxc": { validate: anyRule, doc: "Extra liblxc config lines" },
+  "raw.lxc": { validate: rawLxcRule, doc: "Extra liblxc config lines" },
   "raw.seccomp": { validate: anyRule, doc: "Raw seccomp policy" },
   "security.devlxd": { validate: boolRule, default: "true", doc: "/dev/lxd in the instance" },
   "security.devlxd.images": { validate: boolRule, doc: "Image sharing over /dev/lxd" },

@@ -6,14 +6,16 @@ import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../api/errors.js";
 import type { Db } from "../db/database.js";
 import type { Ports } from "../daemon/ports.js";
-import type { InstancesPort } from "../daemon/ports.js";
+import type { InstancesPort, ProfileRecord } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues } from "../devices/registry.js";
-import { ensureRootSubIds, IdmapError, RawIdmapError, type HostIdSet } from "./idmap.js";
+import { ensureRootSubIds, hostRoot, IdmapError, parseIdmapJson, RawIdmapError, type HostIdSet } from "./idmap.js";
 import { computeIdmap } from "./idmap-alloc.js";
 import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
+import { countRootDisks, duplicateDiskPath } from "../devices/disk.js";
+import { ProfileChange } from "./profile-change.js";
 import type { InstanceRuntime } from "./runtime.js";
 import type { InstanceDevices } from "./instance-devices.js";
 import type { InitProcess } from "./drivers/types.js";
@@ -204,6 +206,8 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     for (const p of profiles) this.profiles().get(project, p);
     const ex = this.expanded({ project, profiles, config, devices });
     if (!expandedOnly) validateInstanceConfig(ex.config);
+    const dup = duplicateDiskPath(devices);
+    if (dup) throw new Error(`Invalid devices: Device validation failed for "${dup.name}": More than one disk device uses the same path "${dup.path}"`);
     for (const [dev, cfg] of Object.entries(devices)) {
       let device;
       try {
@@ -220,6 +224,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
         throw new Error(`Invalid devices: Device validation failed for "${dev}": ${(e as Error).message}`);
       }
     }
+    if (countRootDisks(ex.devices) > 1) throw new Error("Invalid devices: Failed detecting root disk device: More than one root device found");
   }
 
   /** Allocate the id map for a container (volatile.idmap.*). */
@@ -423,7 +428,12 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
     const after = this.expanded(next);
-    InstanceService.rootDisk(after.devices);
+    // As LXD: a changed raw.lxc is loaded into liblxc now, so a key it does not know is refused.
+    if ((before.config["raw.lxc"] ?? "") !== (after.config["raw.lxc"] ?? "") && after.config["raw.lxc"]) await this.runtime.driver.checkRawConfig?.(after.config["raw.lxc"]);
+    const rootBefore = InstanceService.rootDisk(before.devices);
+    const rootAfter = InstanceService.rootDisk(after.devices);
+    // Moving to another pool is `lxc move --storage`, never a config edit (as LXD).
+    if (rootBefore.pool !== rootAfter.pool) throw new BadRequest(`Cannot update root disk device pool name to "${rootAfter.pool}"`);
     // As LXD: a change of the map's inputs gives a new volatile.idmap.next, used from the next start.
     if (IDMAP_KEYS.some((k) => (before.config[k] ?? "") !== (after.config[k] ?? ""))) {
       try {
@@ -436,11 +446,9 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     // As LXD: cloud-init config or NIC name changes give a new cloud-init instance-id.
     if (needsNewInstanceId(before, after, row.config)) next.config["volatile.cloud-init.instance-id"] = randomUUID();
     // The root disk's size is the volume's quota (where the pool's driver has one).
-    const rootBefore = InstanceService.rootDisk(before.devices);
-    const rootAfter = InstanceService.rootDisk(after.devices);
     const sizeBefore = before.devices[rootBefore.name]?.size ?? "";
     const sizeAfter = after.devices[rootAfter.name]?.size ?? "";
-    if (sizeBefore !== sizeAfter && rootBefore.pool === rootAfter.pool) await this.deps.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
+    if (sizeBefore !== sizeAfter) await this.deps.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
@@ -536,6 +544,29 @@ export class InstanceService implements InstancesPort, InstanceRecords {
   readonly runtimeOf = (project: string, name: string): PortRuntime => this.queries.runtimeOf(project, name);
   readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);
   readonly exportForPublish: InstancesPort["exportForPublish"] = (project, name) => this.queries.exportForPublish(project, name);
+
+  checkProfileChange(profileProject: string, before: ProfileRecord, after: ProfileRecord): void {
+    new ProfileChange(this).checkRootDisk(profileProject, before, after);
+  }
+
+  applyProfileChange(profileProject: string, before: ProfileRecord): Promise<void> {
+    return new ProfileChange(this).applyAll(profileProject, before);
+  }
+
+  /** Containers attaching the custom volume, with their root's host ids (InstancesPort.volumeUserRoots). */
+  volumeUserRoots(pool: string, project: string, volume: string): { name: string; uid: number; gid: number }[] {
+    return this.repo.list(project).flatMap((row) => {
+      let ex;
+      try {
+        ex = this.expanded(row);
+      } catch {
+        return [];
+      }
+      if (!Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/")) return [];
+      const map = parseIdmapJson(this.runtime.isRunning(row) ? (row.config["volatile.idmap.current"] ?? row.config["volatile.last_state.idmap"]) : row.config["volatile.idmap.next"]);
+      return [{ name: row.name, ...hostRoot(map) }];
+    });
+  }
 
   /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
   async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {

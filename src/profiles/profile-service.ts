@@ -6,6 +6,7 @@ import type { Core } from "../daemon/daemon.js";
 import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { checkDeviceValues, deviceFactory } from "../devices/registry.js";
+import { duplicateDiskPath } from "../devices/disk.js";
 
 export interface ProfileView extends ProfileRecord {
   used_by: string[];
@@ -32,6 +33,8 @@ export function validateProfile(profile: ProfileInput): void {
       throw new BadRequest((e as Error).message.replace(/^Invalid config: /, ""));
     }
   }
+  const dup = duplicateDiskPath(profile.devices);
+  if (dup) throw new BadRequest(`Device validation failed for "${dup.name}": More than one disk device uses the same path "${dup.path}"`);
   for (const [name, device] of Object.entries(profile.devices)) {
     if (name === "") throw new BadRequest("Device validation failed: Device name cannot be empty");
     if (!device.type) throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": Missing device type in config`);
@@ -97,8 +100,10 @@ export class ProfileService implements ProfilesPort {
       .map((p) => `/1.0/profiles/${encodeURIComponent(p.name)}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`);
   }
 
+  /** Instances of every project whose profiles are this project's (features.profiles=false ones use default's). */
   usedBy(project: string, name: string): string[] {
-    return this.core.ports.instances?.usedBy({ profile: name }, project) ?? [];
+    const all = this.core.ports.instances?.usedBy({ profile: name }) ?? [];
+    return all.filter((url) => this.profileProject(new URL(url, "http://x").searchParams.get("project") ?? "default") === project);
   }
 
   view(project: string, p: ProfileRecord): ProfileView {
@@ -128,7 +133,7 @@ export class ProfileService implements ProfilesPort {
   }
 
   /** PUT replaces everything; PATCH merges config keys and whole devices, keeps an empty description. */
-  update(requestProject: string, current: ProfileRecord, req: Partial<ProfileInput>, mode: "replace" | "merge"): void {
+  async update(requestProject: string, current: ProfileRecord, req: Partial<ProfileInput>, mode: "replace" | "merge"): Promise<void> {
     const project = this.profileProject(requestProject);
     const next: ProfileRecord =
       mode === "replace"
@@ -141,8 +146,13 @@ export class ProfileService implements ProfilesPort {
           };
     this.core.ports.projects?.allowProfileUpdate?.(project, next);
     validateProfile(next);
+    const instances = this.core.ports.instances;
+    instances?.checkProfileChange?.(project, current, next);
     this.repo.update(project, next);
     this.core.events.lifecycle("profile-updated", profileUrl(project, current.name), { project });
+    // As LXD: the instances using it take the change now; their failures are reported, the
+    // profile stays saved.
+    await instances?.applyProfileChange?.(project, current);
   }
 
   rename(requestProject: string, name: string, to: string): void {

@@ -43,6 +43,12 @@ describe("lxc export / lxc import", () => {
     expect(members).toContain("backup/index.yaml");
     expect(members.some((m) => m.startsWith("backup/container/rootfs/"))).toBe(true);
     expect(members.some((m) => m.startsWith("backup/snapshots/s1/rootfs/"))).toBe(true);
+    // --instance-only: the volume alone, and no backup/snapshots/ directory at all (as LXD).
+    const only = join(work, "only.tar.gz");
+    ok("export", n, only, "--instance-only");
+    const onlyMembers = execFileSync("tar", ["tzf", only], { encoding: "utf8" }).split("\n");
+    expect(onlyMembers).toContain("backup/index.yaml");
+    expect(onlyMembers.some((m) => m.startsWith("backup/snapshots"))).toBe(false);
     // lxc export removes the backup it made.
     expect(JSON.parse(ok("query", `/1.0/instances/${n}/backups`))).toEqual([]);
     expect(readdirSync(join(d.dir, "backups", "instances", n))).toEqual([]);

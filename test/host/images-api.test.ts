@@ -168,6 +168,22 @@ describe("list, info, edit", () => {
     expect((await d.api("GET", `/1.0/images/${fp}`)).body.metadata.properties).toEqual({ os: "busybox" });
     expect((await d.api("PUT", `/1.0/images/${fp}`, { properties: { os: 1 } })).status).toBe(400);
   });
+
+  it("takes profiles of the request's project when the project shares default's images", async () => {
+    expect(d.lxc("project", "create", "imgprof", "-c", "features.images=false").code).toBe(0);
+    try {
+      expect(d.lxc("profile", "create", "pp1", "--project", "imgprof").code).toBe(0);
+      const put = (project: string) => d.api("PATCH", `/1.0/images/${fp}?project=${project}`, { profiles: ["pp1"] });
+      // pp1 exists in imgprof only: refused through default, accepted through imgprof.
+      expect((await put("default")).body.error).toBe("Profile 'pp1' doesn't exist");
+      expect((await put("imgprof")).status).toBe(200);
+      expect((await d.api("GET", `/1.0/images/${fp}?project=imgprof`)).body.metadata.profiles).toEqual(["pp1"]);
+    } finally {
+      await d.api("PATCH", `/1.0/images/${fp}`, { profiles: ["default"] });
+      d.lxc("profile", "delete", "pp1", "--project", "imgprof");
+      d.lxc("project", "delete", "imgprof");
+    }
+  });
 });
 
 describe("untrusted clients", () => {

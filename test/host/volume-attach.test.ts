@@ -65,6 +65,46 @@ describe("custom volumes on disk devices", () => {
     }
   });
 
+  it("takes a relative path as relative to the container's root, and never above it", () => {
+    const vol = d.instanceName("relvol");
+    const c = d.launch("rel");
+    expect(d.lxc("storage", "volume", "create", "default", vol).code).toBe(0);
+    try {
+      // `lxc storage volume attach POOL VOL INST PATH` with a bare name, as LXD's suite does.
+      const att = d.lxc("storage", "volume", "attach", "default", vol, c, "relvol");
+      expect(att.code, att.stderr).toBe(0);
+      expect(d.lxc("exec", c, "--", "sh", "-c", "echo rel > /relvol/f").code).toBe(0);
+      expect(d.lxc("storage", "volume", "detach", "default", vol, c).code).toBe(0);
+      expect(d.lxc("config", "device", "add", c, "up", "disk", "pool=default", `source=${vol}`, "path=../../up").code).toBe(0);
+      expect(d.lxc("exec", c, "--", "cat", "/up/f").stdout).toBe("rel\n");
+      expect(d.lxc("config", "device", "remove", c, "up").code).toBe(0);
+    } finally {
+      d.lxc("delete", "-f", c);
+      d.lxc("storage", "volume", "delete", "default", vol);
+    }
+  });
+
+  it("refuses to shift a shared volume to a map another container does not have", () => {
+    const vol = d.instanceName("sharedvol");
+    const a = d.launch("sha");
+    const iso = d.launch("shiso", { config: { "security.idmap.isolated": "true" } });
+    expect(d.lxc("storage", "volume", "create", "default", vol).code).toBe(0);
+    try {
+      expect(d.lxc("storage", "volume", "attach", "default", vol, iso, "/v").code).toBe(0);
+      const path = `${d.dir}/storage-pools/default/custom/default_${vol}`;
+      expect(statSync(path).uid).toBe(d.hostRoot(iso).uid);
+      const r = d.lxc("storage", "volume", "attach", "default", vol, a, "/v");
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain("Idmaps of container and storage volume are not identical");
+      // Nothing changed: still on the isolated container's map, and not attached to the other.
+      expect(statSync(path).uid).toBe(d.hostRoot(iso).uid);
+      expect(JSON.parse(d.lxc("query", `/1.0/instances/${a}`).stdout).devices).toEqual({});
+    } finally {
+      d.lxc("delete", "-f", a, iso);
+      d.lxc("storage", "volume", "delete", "default", vol);
+    }
+  });
+
   it("refuses a volume name with a slash", () => {
     const c = d.launch("c", { init: true });
     const r = d.lxc("config", "device", "add", c, "v", "disk", "pool=default", "source=../x", "path=/x");

@@ -109,7 +109,7 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
   const updateImage = (patch: boolean) => async (req: ApiRequest) => {
     const row = images.byPrefix(proj(req), req.params.fingerprint);
     checkEtag(req, etagOf(row));
-    images.edit(row, await req.body(ImagePut, "ImagePut"), { patch, requestor: req.requestor });
+    images.edit(row, await req.body(ImagePut, "ImagePut"), { patch, requestor: req.requestor, requestProject: req.project });
     return sync({});
   };
 
@@ -209,6 +209,7 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
                 expiresAt: pushed?.expiresAt,
                 properties: headerProperties(req.headers["x-lxd-properties"]),
                 profiles: new URLSearchParams(String(req.headers["x-lxd-profiles"] ?? "")).getAll("profile"),
+                requestProject: req.project,
                 requestor: req.requestor,
                 signal: ctx.signal,
                 onIdentified: (m) => ctx.updateMetadata(m),

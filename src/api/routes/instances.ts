@@ -10,23 +10,17 @@ import { matchFilter, parseFilter } from "../../images/filter.js";
 import { generateInstanceName } from "../../instances/names.js";
 import { parseInstanceType } from "../../instances/instance-types.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
-import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
+import { readInstanceState } from "../../instances/state.js";
+import { instanceStateHandlers } from "./instance-state.js";
 import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
 import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../json.js";
 import { BadRequest, InternalError } from "../errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
-import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut, StatePut } from "../schemas/instances.js";
+import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../schemas/instances.js";
 import { configStrings } from "../schemas/server.js";
 
-const STATE_DESCRIPTIONS: Record<string, string> = {
-  start: "Starting instance",
-  stop: "Stopping instance",
-  restart: "Restarting instance",
-  freeze: "Freezing instance",
-  unfreeze: "Unfreezing instance",
-};
 
 const validateName = (name: string) => {
   try {
@@ -40,6 +34,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
   const rt = () => svc.runtime;
   const resources = instanceResources;
   const migration = new InstanceMigration(core, svc);
+  const state = instanceStateHandlers(core, svc);
 
   const full = (row: InstanceRow, recursion: number) => {
     const base = svc.view(row);
@@ -226,35 +221,6 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     return instanceTask(core.operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
   };
 
-  const getState: Handler = async (req) => {
-    const row = svc.require(req.project, req.params.name);
-    const state = readInstanceState(svc, row);
-    if (state.status !== "Stopped") state.disk = await readInstanceDisk(svc, row);
-    return sync(state);
-  };
-
-  const putState: Handler = async (req) => {
-    const row = svc.require(req.project, req.params.name);
-    const body = await req.body(StatePut, "api.InstanceStatePut");
-    const description = STATE_DESCRIPTIONS[body.action];
-    if (!description) throw new BadRequest(`Unknown action ${body.action}`);
-    if (body.stateful) throw new BadRequest("Stateful stop/start is not supported");
-    const status = rt().status(row);
-    if (body.action === "start" && status !== "Stopped") throw new BadRequest("The instance is already running");
-    if (body.action === "stop" && status === "Stopped") throw new BadRequest("The instance is already stopped");
-    const { project } = req;
-    const name = row.name;
-    const opts = { force: body.force, timeout: body.timeout };
-    const work: Record<string, () => Promise<void>> = {
-      start: () => rt().start(project, name),
-      stop: () => rt().stop(project, name, opts),
-      restart: () => rt().restart(project, name, opts),
-      freeze: () => rt().freeze(project, name),
-      unfreeze: () => rt().unfreeze(project, name),
-    };
-    return instanceTask(core.operations, { description, project, resources: resources(project, name) }, () => work[body.action]());
-  };
-
   const row = (req: { project: string; params: Record<string, string> }) => svc.require(req.project, req.params.name);
 
   const logs: Handler = (req) => {
@@ -328,9 +294,9 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
   const routes: Route[] = [];
   for (const base of ["/1.0/instances", "/1.0/containers"]) {
     routes.push(
-      route(base, { GET: list, POST: create }, "project"),
+      route(base, { GET: list, POST: create, PUT: state.bulk }, "project"),
       route(`${base}/:name`, { GET: get, PUT: put, PATCH: patch, DELETE: del, POST: rename }, "project"),
-      route(`${base}/:name/state`, { GET: getState, PUT: putState }, "project"),
+      route(`${base}/:name/state`, { GET: state.get, PUT: state.put }, "project"),
       route(`${base}/:name/logs`, { GET: logs }, "project"),
       route(`${base}/:name/logs/:file`, { GET: getLog, DELETE: deleteLog }, "project"),
       route(`${base}/:name/console`, { GET: consoleLog, DELETE: clearConsole }, "project"),

@@ -8,7 +8,7 @@ export function profileRoutes(profiles: ProfileService): Route[] {
     const notFound = mode === "replace" ? `Failed to retrieve profile "${req.params.name}": Profile not found` : `Failed to retrieve profile="${req.params.name}": Profile not found`;
     const current = profiles.find(req.project, req.params.name, notFound);
     checkEtag(req, profiles.etagOf(current));
-    profiles.update(req.project, current, body, mode);
+    await profiles.update(req.project, current, body, mode);
     return sync({});
   };
   return [

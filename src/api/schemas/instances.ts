@@ -93,3 +93,6 @@ export const MetadataPut = z
     templates: z.record(z.string(), z.unknown()).nullish().transform((m) => m ?? {}),
   })
   .passthrough();
+
+// api.InstancesPut: {"state": InstanceStatePut} (PUT /1.0/instances, `lxc start --all`).
+export const InstancesPut = z.object({ state: StatePut.nullish() }).passthrough();

@@ -106,6 +106,8 @@ export interface InstanceDriver {
   releaseHost?(): Promise<void>;
 
   /** Optional capability (info.freeze): pause and resume. */
+  /** Optional: load raw driver config (`raw.lxc`) as the next start would, refusing what the driver rejects. */
+  checkRawConfig?(text: string): Promise<void>;
   freeze?(init: InitProcess, timeoutMs?: number): Promise<void>;
   unfreeze?(init: InitProcess): Promise<void>;
 }

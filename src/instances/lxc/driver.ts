@@ -3,8 +3,8 @@
 // container outlives the daemon), stops, freezes, and reads state from /proc and cgroup files
 // rather than spawning lxc-info per request. liblxc's names (project-prefixed container names,
 // lxcpath) stay inside this folder: callers pass InstanceRef values.
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, rmdirSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, rmdirSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync, mkdtempSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
 import { runHelper } from "../../os/helper-process.js";
@@ -94,6 +94,23 @@ export class LxcDriver implements InstanceDriver {
 
   private shmountsDir(ref: InstanceRef): string {
     return join(this.env.paths.shmounts, lxcName(ref));
+  }
+
+  /**
+   * Have liblxc load `raw.lxc` as it would at start (LXD's loadRawLXCConfig on update), so a
+   * key liblxc does not know is refused now rather than at the next start. lxc-info --rcfile
+   * loads the file into a container object in an empty lxcpath and touches nothing else.
+   */
+  async checkRawConfig(text: string): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), "nodelxd-rawlxc-"));
+    const file = join(dir, "lxd_config");
+    try {
+      writeFileSync(file, text.endsWith("\n") ? text : `${text}\n`, { mode: 0o600 });
+      const res = await run("lxc-info", ["-n", "check", "-P", dir, `--rcfile=${file}`, "-s"], { reject: false });
+      if (res.exitCode !== 0) throw new Error(`Failed to load config file "${file}": loading config file for the container failed`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   /** The container's rootfs seen through $LXD_DIR/containers/<name>. */
