@@ -101,11 +101,12 @@ export class BridgedNic implements Device {
     } else validateNicConfig(this.checkable(), BRIDGED_KEYS, ["parent"]);
     const managed = this.managedNetwork();
     if (!managed) {
-      // An unmanaged bridge has no allocator: IP filtering needs the address spelled out.
+      // An unmanaged bridge has no allocator: a static address is only a filter's allow list.
       for (const fam of [4, 6] as const) {
-        if (isTrue(this.config[`security.ipv${fam}_filtering`]) && !this.config[`ipv${fam}.address`]) {
-          throw new Error(`IPv${fam} filtering requires a manually specified ipv${fam}.address when using an unmanaged parent bridge`);
-        }
+        const addr = this.config[`ipv${fam}.address`];
+        if (isTrue(this.config[`security.ipv${fam}_filtering`])) {
+          if (!addr) throw new Error(`IPv${fam} filtering requires a manually specified ipv${fam}.address when using an unmanaged parent bridge`);
+        } else if (addr) throw new Error(`Cannot use manually specified ipv${fam}.address when using unmanaged parent bridge`);
       }
       return;
     }
