@@ -148,4 +148,13 @@ export const apiExtensions: string[] = [
   "container_push",
   "container_push_target",
   "image_force_refresh",
+  // lxc copy --refresh, local and between servers (src/instances/refresh.ts, src/migration/instances.ts)
+  "container_incremental_copy",
+  // custom volume copy/move across pools, projects and servers (src/storage/volume-copy.ts, src/migration/volumes.ts)
+  "storage_api_local_volume_handling",
+  "storage_api_remote_volume_handling",
+  "storage_api_remote_volume_snapshots",
+  "storage_api_project",
+  "custom_volume_refresh",
+  "storage_volume_project_move",
 ];
