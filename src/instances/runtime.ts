@@ -192,6 +192,8 @@ export class InstanceRuntime {
       this.svc.repo.patchConfig(project, name, { "volatile.apply_template": "" });
     }
     await applyTemplates(volume, "start", tctx);
+    // snapshots.schedule "@startup": a snapshot on every start, before the container runs (as LXD).
+    await this.svc.snapshots.startupSnapshot(project, name, ex.config);
     row = this.svc.require(project, name);
 
     const devices = this.devicesOf(row, this.svc.expanded(row).devices);
