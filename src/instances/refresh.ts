@@ -6,7 +6,6 @@ import { InternalError } from "../api/errors.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import type { SnapshotRow } from "../db/snapshot-repo.js";
 import { InstanceService } from "./service.js";
-import { snapshotUrl } from "./snapshots.js";
 
 /** LXD's CompareSnapshots: which source snapshots to send, which target snapshots to delete. */
 export function compareSnapshots<S extends { name: string; createdAt: string }, T extends { name: string; createdAt: string }>(
@@ -39,12 +38,7 @@ export async function refreshFromCopy(svc: InstanceService, project: string, nam
   await svc.runtime.serialize(project, name, async () => {
     if (!opts.instanceOnly && !opts.snapshot) {
       const { sync, remove } = compareSnapshots<SnapshotRow, SnapshotRow>(svc.snapshots.list(source), svc.snapshots.list(target));
-      for (const s of remove) {
-        svc.snapshots.repo.setState(s.id, "deleting");
-        await storage.deleteInstanceSnapshot!(project, pool, name, s.name);
-        svc.snapshots.repo.delete(s.id);
-        svc.core.events.lifecycle("instance-snapshot-deleted", snapshotUrl(project, name, s.name), { project });
-      }
+      for (const s of remove) await svc.snapshots.deleteLocked(project, name, s.name);
       await svc.snapshots.copySome(source, sync, project, name, pool, opts.signal);
     }
     const from = opts.snapshot ? await (await svc.snapshots.copySource(source.project, `${source.name}/${opts.snapshot}`)).dir() : await svc.volumeDir(source);

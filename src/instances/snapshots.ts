@@ -209,13 +209,16 @@ export class SnapshotService {
   }
 
   async delete(project: string, name: string, snap: string): Promise<void> {
-    await this.svc.runtime.serialize(project, name, async () => {
-      const row = this.svc.require(project, name);
-      const s = this.require(row, snap);
-      this.repo.setState(s.id, "deleting");
-      await this.storage().deleteInstanceSnapshot(project, this.poolOf(row), name, snap);
-      this.repo.delete(s.id);
-    });
+    await this.svc.runtime.serialize(project, name, () => this.deleteLocked(project, name, snap));
+  }
+
+  /** delete, for callers already in the instance's queue (refreshes). */
+  async deleteLocked(project: string, name: string, snap: string): Promise<void> {
+    const row = this.svc.require(project, name);
+    const s = this.require(row, snap);
+    this.repo.setState(s.id, "deleting");
+    await this.storage().deleteInstanceSnapshot(project, this.poolOf(row), name, snap);
+    this.repo.delete(s.id);
     this.core.events.lifecycle("instance-snapshot-deleted", snapshotUrl(project, name, snap), { project });
   }
 

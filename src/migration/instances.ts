@@ -244,12 +244,13 @@ export class InstanceMigration {
     const p = storage?.getPool?.(pool);
     const vol = (snap?: string) => storage?.instanceVolumeConfig?.(row.project, pool, row.name, snap) ?? { description: "", config: {} };
     const main = vol(snapshot);
+    // Go's encoding/json field names: backup.Config has yaml tags only (VolumeSnapshots, not volume_snapshots).
     return {
-      container: this.svc.view(row),
-      snapshots: snaps.map((s) => this.svc.snapshots.view(row, s)),
-      pool: p ?? null,
-      volume: { config: main.config, description: main.description, name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
-      volume_snapshots: snaps.map((s) => {
+      Container: this.svc.view(row),
+      Snapshots: snaps.map((s) => this.svc.snapshots.view(row, s)),
+      Pool: p ?? null,
+      Volume: { config: main.config, description: main.description, name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
+      VolumeSnapshots: snaps.map((s) => {
         const v = vol(s.name);
         return { description: v.description, expires_at: s.expiresAt, name: s.name, config: v.config, content_type: "filesystem", created_at: s.createdAt };
       }),
@@ -386,7 +387,8 @@ export class InstanceMigration {
     const ours = this.svc.snapshots.list(row);
     const theirs = new Map(offered.map((s) => [s.name, Number(s.creation_date ?? 0)]));
     const same = (s: { name: string; createdAt: string }) => theirs.has(s.name) && theirs.get(s.name) === secs(s.createdAt);
-    for (const s of ours) if (!same(s)) await this.svc.snapshots.delete(project, name, s.name);
+    // The caller holds the instance's queue (the refresh runs in it).
+    for (const s of ours) if (!same(s)) await this.svc.snapshots.deleteLocked(project, name, s.name);
     const kept = new Set(ours.filter(same).map((s) => s.name));
     return offered.filter((s) => !kept.has(s.name));
   }
@@ -399,21 +401,33 @@ interface IndexVolumes {
   snapshots?: Record<string, { description: string; config: Record<string, string> }>;
 }
 
-/** The volume configs an index header carries (backup.yaml's volume and volume_snapshots), checked. */
+/** A field of a Go-encoded struct: its Go name in any case (as encoding/json matches), or the yaml name. */
+export function goField(obj: unknown, goName: string, yamlName: string): unknown {
+  if (!obj || typeof obj !== "object") return undefined;
+  const want = goName.toLowerCase();
+  for (const [k, v] of Object.entries(obj)) if (k.toLowerCase() === want || k === yamlName) return v;
+  return undefined;
+}
+
+/** The volume configs an index header carries (backup.Config's Volume and VolumeSnapshots), checked. */
 function indexVolumes(header: unknown): IndexVolumes {
-  const cfg = (header as { config?: { volume?: unknown; volume_snapshots?: unknown } } | null)?.config;
+  const raw = goField(header, "config", "config");
+  const cfg = { volume: goField(raw, "Volume", "volume"), volume_snapshots: goField(raw, "VolumeSnapshots", "volume_snapshots") };
   const one = (v: unknown) => {
     const o = v as { description?: unknown; config?: unknown } | null;
     if (!o || typeof o !== "object") return undefined;
     const config: Record<string, string> = {};
-    if (o.config && typeof o.config === "object") for (const [k, val] of Object.entries(o.config)) if (typeof val === "string") config[k] = val;
-    return { description: typeof o.description === "string" ? o.description : "", config };
+    const c = goField(o, "Config", "config");
+    if (c && typeof c === "object") for (const [k, val] of Object.entries(c)) if (typeof val === "string") config[k] = val;
+    const d = goField(o, "Description", "description");
+    return { description: typeof d === "string" ? d : "", config };
   };
   const out: IndexVolumes = { main: one(cfg?.volume), snapshots: {} };
   if (Array.isArray(cfg?.volume_snapshots)) {
-    for (const s of cfg.volume_snapshots as { name?: unknown }[]) {
+    for (const s of cfg.volume_snapshots as unknown[]) {
       const v = one(s);
-      if (v && typeof s.name === "string") out.snapshots![s.name] = v;
+      const name = goField(s, "Name", "name");
+      if (v && typeof name === "string") out.snapshots![name] = v;
     }
   }
   return out;

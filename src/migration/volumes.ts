@@ -16,7 +16,7 @@ import type { VolumeCopyRequest, VolumeCopyService } from "../storage/volume-cop
 import type { PoolService } from "../storage/pool-service.js";
 import type { VolumeSnapshotService } from "../storage/volume-snapshots.js";
 import { ZERO_TIME, goTime } from "../instances/snapshots.js";
-import { closeChannels, fromConfigList, OUR_RSYNC_FEATURES, sendFailure, Sockets, toConfigList, type SinkRequest } from "./instances.js";
+import { closeChannels, fromConfigList, goField, OUR_RSYNC_FEATURES, sendFailure, Sockets, toConfigList, type SinkRequest } from "./instances.js";
 import { decodeControl, decodeHeader, encodeControl, encodeHeader, FS_RSYNC, INDEX_HEADER_VERSION, rsyncFeaturesMsg, rsyncFeaturesOf, type MigrationHeader, type SnapshotMsg } from "./proto.js";
 import { rsyncRecv, rsyncSend } from "./rsync-stream.js";
 import { connectPeer, type MigrationChannel } from "./ws-io.js";
@@ -107,9 +107,10 @@ export class VolumeMigration {
       const sendSnaps = resp.refresh ? snaps.filter((s) => resp.snapshotNames.includes(snapName(s))) : snaps;
       const bwlimit = poolConfig["rsync.bwlimit"] ? checkBwlimit(poolConfig["rsync.bwlimit"]) : undefined;
       if ((resp.indexHeaderVersion ?? 0) > 0) {
+        // Go's field names (backup.Config has yaml tags only), as LXD reads them.
         const config = {
-          volume: { ...this.pools.volumeView(row), used_by: [] },
-          volume_snapshots: sendSnaps.map((s) => ({ description: s.description, expires_at: s.expiresAt, name: snapName(s), config: s.config, content_type: s.contentType, created_at: s.createdAt })),
+          Volume: { ...this.pools.volumeView(row), used_by: [] },
+          VolumeSnapshots: sendSnaps.map((s) => ({ description: s.description, expires_at: s.expiresAt, name: snapName(s), config: s.config, content_type: s.contentType, created_at: s.createdAt })),
         };
         await ch.fs.send(Buffer.from(JSON.stringify({ config })));
         await ch.fs.endStream();
@@ -195,9 +196,13 @@ export class VolumeMigration {
       const work = async () => {
         const specs = new Map<string, { description: string; expiresAt: string }>();
         if ((resp.indexHeaderVersion ?? 0) > 0) {
-          const header = JSON.parse((await ch.fs.readAll(INDEX_HEADER_LIMIT)).toString("utf8")) as { config?: { volume_snapshots?: { name?: unknown; description?: unknown; expires_at?: unknown }[] } };
-          for (const s of Array.isArray(header?.config?.volume_snapshots) ? header.config.volume_snapshots : []) {
-            if (typeof s?.name === "string") specs.set(s.name, { description: typeof s.description === "string" ? s.description : "", expiresAt: typeof s.expires_at === "string" && s.expires_at ? goTimeOf(s.expires_at) : ZERO_TIME });
+          const header: unknown = JSON.parse((await ch.fs.readAll(INDEX_HEADER_LIMIT)).toString("utf8"));
+          const list = goField(goField(header, "config", "config"), "VolumeSnapshots", "volume_snapshots");
+          for (const s of Array.isArray(list) ? list : []) {
+            const name = goField(s, "Name", "name");
+            const description = goField(s, "Description", "description");
+            const expires = goField(s, "ExpiresAt", "expires_at");
+            if (typeof name === "string") specs.set(name, { description: typeof description === "string" ? description : "", expiresAt: typeof expires === "string" && expires ? goTimeOf(expires) : ZERO_TIME });
           }
           await ch.fs.send(Buffer.from(JSON.stringify({ StatusCode: 200, Error: "", Refresh: sink.refresh })));
           await ch.fs.endStream();

@@ -21,7 +21,7 @@ const port = 9500 + Math.floor(Math.random() * 400);
 const dirs: Record<string, string> = {};
 
 function client(...args: string[]) {
-  return spawnSync("lxc", args, { env: { ...process.env, HOME: home }, encoding: "utf8", timeout: 120_000 });
+  return spawnSync("lxc", args, { env: { ...process.env, HOME: home }, encoding: "utf8", timeout: 400_000 });
 }
 function ok(...args: string[]): string {
   const r = client(...args);
@@ -111,7 +111,7 @@ function expectRefreshed(from: string, to: string, name: string): void {
   expect(cat(to, name, "/root/gone").stdout).toBe("one\n");
 }
 
-describe("lxc copy --refresh", () => {
+describe("lxc copy --refresh", { timeout: 900_000 }, () => {
   for (const mode of ["pull", "push", "relay"]) {
     it(`nodelxd to nodelxd (${mode}): only new and changed snapshots and the volume move`, () => {
       const name = `r-${mode}`;
@@ -183,7 +183,7 @@ describe("lxc copy --refresh", () => {
   });
 });
 
-describe("snapshot migration", () => {
+describe("snapshot migration", { timeout: 900_000 }, () => {
   for (const [from, to, mode] of [[S, D, "pull"], [S, D, "push"], [S, D, "relay"], [S, R, "pull"], [R, S, "relay"]]) {
     it(`lxc copy ${from === S ? "ours" : "real"}:c/snap to ${to === S || to === D ? "ours" : "real"} (${mode})`, () => {
       const name = `sm-${mode}-${to}`;
@@ -204,7 +204,7 @@ describe("snapshot migration", () => {
   }
 });
 
-describe("instance volume config (PUT on a container volume)", () => {
+describe("instance volume config (PUT on a container volume)", { timeout: 900_000 }, () => {
   it("is set through the storage API, snapshotted, and carried by local and remote copies", () => {
     ok("init", `${S}:busybox`, `${S}:vc`, "-q");
     ok("storage", "volume", "set", `${S}:default`, "container/vc", "user.foo=snap0");

@@ -21,7 +21,7 @@ const B = "vmb";
 const R = "vmr";
 
 function client(...args: string[]) {
-  return spawnSync("lxc", args, { env: { ...process.env, HOME: home }, encoding: "utf8", timeout: 120_000 });
+  return spawnSync("lxc", args, { env: { ...process.env, HOME: home }, encoding: "utf8", timeout: 400_000 });
 }
 function ok(...args: string[]): string {
   const r = client(...args);
@@ -102,7 +102,7 @@ afterAll(async () => {
   if (home) rmSync(home, { recursive: true, force: true });
 }, 180_000);
 
-describe("on one server", () => {
+describe("on one server", { timeout: 900_000 }, () => {
   it("copies across pools with snapshots and config, and --volume-only without them", () => {
     prepare(A, "default", "lv");
     ok("storage", "volume", "copy", `${A}:default/lv`, `${A}:p2/lv`);
@@ -139,7 +139,7 @@ describe("on one server", () => {
   });
 });
 
-describe("between servers", () => {
+describe("between servers", { timeout: 900_000 }, () => {
   for (const mode of ["pull", "push", "relay"]) {
     it(`nodelxd to nodelxd (${mode}): copy, --volume-only, move`, () => {
       const v = `x${mode}`;
