@@ -157,4 +157,11 @@ export const apiExtensions: string[] = [
   "storage_api_project",
   "custom_volume_refresh",
   "storage_volume_project_move",
+  // ceph (rbd) and cephfs storage drivers (src/storage/drivers/ceph.ts, cephfs.ts)
+  "storage_driver_ceph",
+  "storage_ceph_user_name",
+  "storage_ceph_force_osd_reuse",
+  "storage_cephfs",
+  "storage_ceph_features",
+  "ceph_rbd_du",
 ];
