@@ -149,18 +149,20 @@ describe("lxc copy --refresh", { timeout: 900_000 }, () => {
   });
 
   it("on one server (source.type copy, refresh)", () => {
-    refreshScenario(S, S, "r-local");
-    ok("rename", `${S}:r-local`, `${S}:r-local-src`);
-    ok("copy", `${S}:r-local-src`, `${S}:r-local`);
-    ok("delete", `${S}:r-local/s2`);
-    ok("file", "push", join(home, "f"), `${S}:r-local-src/root/new`);
-    const marker = join(rootfs(S, "r-local", "s0"), "marker");
+    ok("init", `${S}:busybox`, `${S}:rl-src`, "-q");
+    ok("snapshot", `${S}:rl-src`, "s0");
+    ok("snapshot", `${S}:rl-src`, "s1");
+    ok("copy", `${S}:rl-src`, `${S}:rl`);
+    ok("snapshot", `${S}:rl`, "extra");
+    const marker = join(rootfs(S, "rl", "s0"), "marker");
     writeFileSync(marker, "untouched");
-    ok("copy", `${S}:r-local-src`, `${S}:r-local`, "--refresh");
+    ok("snapshot", `${S}:rl-src`, "s2");
+    writeFileSync(join(home, "f"), "new\n");
+    ok("file", "push", join(home, "f"), `${S}:rl-src/root/new`);
+    ok("copy", `${S}:rl-src`, `${S}:rl`, "--refresh");
     expect(readFileSync(marker, "utf8")).toBe("untouched");
-    rmSync(marker);
-    expect(snapshots(S, "r-local")).toEqual(["s0", "s1", "s2"]);
-    expect(cat(S, "r-local", "/root/new").stdout).toBe("three\n");
+    expect(snapshots(S, "rl")).toEqual(["s0", "s1", "s2"]);
+    expect(cat(S, "rl", "/root/new").stdout).toBe("new\n");
   });
 
   it("from nodelxd to real LXD and back", () => {
