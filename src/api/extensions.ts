@@ -151,6 +151,15 @@ export const apiExtensions: string[] = [
   "image_force_refresh",
   // image push (POST /1.0/images/{fp}/export, push tokens; src/images/push.ts)
   "images_push_relay",
+  // lxc copy --refresh, local and between servers (src/instances/refresh.ts, src/migration/instances.ts)
+  "container_incremental_copy",
+  // custom volume copy/move across pools, projects and servers (src/storage/volume-copy.ts, src/migration/volumes.ts)
+  "storage_api_local_volume_handling",
+  "storage_api_remote_volume_handling",
+  "storage_api_remote_volume_snapshots",
+  "storage_api_project",
+  "custom_volume_refresh",
+  "storage_volume_project_move",
   // ceph (rbd) and cephfs storage drivers (src/storage/drivers/ceph.ts, cephfs.ts)
   "storage_driver_ceph",
   "storage_ceph_user_name",

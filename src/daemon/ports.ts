@@ -84,6 +84,10 @@ export interface StoragePort {
   exportInstanceVolume?(project: string, pool: string, name: string, snapshot: string | undefined, target: string, opts?: { link?: boolean; signal?: AbortSignal }): Promise<void>;
   /** Path of a snapshot volume, to read from (copies, publish). */
   mountInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<string>;
+  /** An instance volume's (or its snapshot volume's) description and config, for copies and migrations. */
+  instanceVolumeConfig?(project: string, pool: string, name: string, snapshot?: string): { description: string; config: Record<string, string> };
+  /** Set an instance volume's (or its snapshot volume's) description and config as a copy or migration brought them. */
+  setInstanceVolumeConfig?(project: string, pool: string, name: string, snapshot: string | undefined, vol: { description: string; config: Record<string, string> }): void;
   /** The pool as GET /1.0/storage-pools/NAME shows it (backup index.yaml); throws NotFound. */
   getPool?(name: string): { name: string; driver: string };
 }

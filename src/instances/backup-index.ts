@@ -25,6 +25,14 @@ export interface CheckedIndex {
   pool: string;
   container: IndexInstance;
   snapshots: IndexSnapshot[];
+  /** The instance volume's config and each snapshot volume's (string values only), by snapshot name. */
+  volumes: { main: Record<string, string>; snapshots: Record<string, Record<string, string>> };
+}
+
+/** A config mapping's string entries (anything else in an untrusted index is dropped). */
+function stringMap(v: unknown): Record<string, string> {
+  if (!isMap(v)) return {};
+  return Object.fromEntries(Object.entries(v).filter(([, x]) => typeof x === "string")) as Record<string, string>;
 }
 
 export class BackupIndexError extends Error {}
@@ -79,5 +87,7 @@ export function checkBackupIndex(doc: unknown): CheckedIndex {
   for (const s of snapConfigs as Record<string, unknown>[]) {
     for (const k of ["config", "devices"]) if (s[k] !== undefined && s[k] !== null && !isMap(s[k])) throw new BackupIndexError(`Invalid backup index: snapshot ${k} must be a mapping`);
   }
-  return { name: doc.name, pool: typeof doc.pool === "string" ? doc.pool : "", container, snapshots: snapConfigs as IndexSnapshot[] };
+  const volumes = { main: stringMap(config.volume.config), snapshots: {} as Record<string, Record<string, string>> };
+  for (const v of list(config.volume_snapshots, "config.volume_snapshots") as Record<string, unknown>[]) volumes.snapshots[String(v.name)] = stringMap(v.config);
+  return { name: doc.name, pool: typeof doc.pool === "string" ? doc.pool : "", container, snapshots: snapConfigs as IndexSnapshot[], volumes };
 }

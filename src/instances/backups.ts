@@ -17,8 +17,8 @@ import { compressCommand } from "../images/compression.js";
 import { codecFor } from "../images/publish.js";
 import { run } from "../os/exec.js";
 import { validateInstanceName } from "./names.js";
-import { BackupIndexError, checkBackupIndex, type IndexInstance, type IndexSnapshot } from "./backup-index.js";
-import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
+import { BackupIndexError, checkBackupIndex, type CheckedIndex, type IndexInstance, type IndexSnapshot } from "./backup-index.js";
+import { emptyDir, instanceUrl, InstanceService, volumeConfigForCopy, type Devices } from "./service.js";
 import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME } from "./snapshots.js";
 
 export interface BackupRow {
@@ -187,8 +187,8 @@ export class BackupService {
         snapshots: snaps.map((s) => this.svc.snapshots.view(row, s)),
         pool: this.poolView(pool),
         profiles: row.profiles.map((p) => this.core.ports.profiles?.get(row.project, p)).filter(Boolean),
-        volume: { config: {}, description: "", name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
-        volume_snapshots: snaps.map((s) => ({ description: "", expires_at: s.expiresAt, name: s.name, config: {}, content_type: "filesystem", created_at: ZERO_TIME })),
+        volume: { config: storage.instanceVolumeConfig?.(row.project, pool, row.name).config ?? {}, description: "", name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
+        volume_snapshots: snaps.map((s) => ({ description: "", expires_at: s.expiresAt, name: s.name, config: storage.instanceVolumeConfig?.(row.project, pool, row.name, s.name).config ?? {}, content_type: "filesystem", created_at: ZERO_TIME })),
       },
     };
     writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
@@ -322,7 +322,7 @@ export class BackupService {
   }
 
   /** Validate the whole tarball and read its index; the instance name it will get. */
-  async inspect(project: string, file: string, opts: { name?: string; pool?: string }): Promise<{ name: string; pool: string; index: { container: IndexInstance; snapshots: IndexSnapshot[] } }> {
+  async inspect(project: string, file: string, opts: { name?: string; pool?: string }): Promise<{ name: string; pool: string; index: { container: IndexInstance; snapshots: IndexSnapshot[]; volumes: CheckedIndex["volumes"] } }> {
     let gate;
     try {
       gate = await scanTarball(file, { backup: true, capture: "backup/index.yaml" });
@@ -352,7 +352,7 @@ export class BackupService {
         throw new BadRequest((e as Error).message);
       }
     }
-    return { name, pool: opts.pool || checked.pool, index: { container, snapshots } };
+    return { name, pool: opts.pool || checked.pool, index: { container, snapshots, volumes: checked.volumes } };
   }
 
   /** The body of the "Restoring backup" operation: a Stopped instance with its snapshots. */
@@ -426,8 +426,10 @@ export class BackupService {
         });
         const snapRow = this.svc.snapshots.repo.get(row.id, s.name)!;
         await storage.createInstanceSnapshot(project, pool, name, s.name, { signal });
+        storage.setInstanceVolumeConfig?.(project, pool, name, s.name, { description: "", config: index.volumes.snapshots[s.name] ?? {} });
         this.svc.snapshots.repo.setState(snapRow.id, "created");
       }
+      storage.setInstanceVolumeConfig?.(project, pool, name, undefined, { description: "", config: volumeConfigForCopy(index.volumes.main) });
       await emptyDir(dir);
       await extractTarball(file, dir, { backup: true }, { signal, select: { member: "backup/container", strip: 2 } });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });

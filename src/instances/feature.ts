@@ -30,7 +30,7 @@ export class InstancesFeature implements Feature {
       if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
       return storage.mountInstanceVolume(project, pool, name);
     };
-    svc.runtime = new InstanceRuntime({ records: svc, driver, devices, mountVolume, events: core.events, log });
+    svc.runtime = new InstanceRuntime({ records: svc, driver, devices, mountVolume, beforeStart: (p, n, config) => svc.snapshots.startupSnapshot(p, n, config), events: core.events, log });
     this.watcher = new InstanceWatcher({ records: svc, runtime: svc.runtime, devices, events: core.events, warnings: core.warnings, log });
     this.files = new InstanceFiles(driver, (row) => svc.volumeDir(row));
     svc.snapshots = new SnapshotService(core, svc);

@@ -22,6 +22,8 @@ export interface RuntimeDeps {
   devices: InstanceDevices;
   /** Mount the instance's root volume and return its directory (storage). */
   mountVolume(project: string, pool: string, name: string): Promise<string>;
+  /** Runs before each start once the volume is mounted (the "@startup" snapshot schedule). */
+  beforeStart?(project: string, name: string, config: Record<string, string>): Promise<void>;
   events: { lifecycle(action: string, source: string, opts?: { project?: string; context?: Record<string, unknown> }): void };
   log: Logger;
 }
@@ -100,6 +102,8 @@ export class InstanceRuntime {
       records.setVolatile(project, name, { "volatile.apply_template": "" });
     }
     await applyTemplates(volume, "start", tctx);
+    // snapshots.schedule "@startup": a snapshot on every start, before the container runs (as LXD).
+    await this.deps.beforeStart?.(project, name, ex.config);
     row = records.require(project, name);
 
     const devices = this.deps.devices.of(row, records.expanded(row).devices);

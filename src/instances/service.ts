@@ -220,6 +220,11 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       }
       try {
         device.validate();
+        // As LXD's disk validation: two local disks may not share a path (so neither can one
+        // custom volume be attached twice at the same place).
+        if (cfg.type === "disk" && cfg.path && Object.values(devices).filter((d) => d.type === "disk" && d.path === cfg.path).length > 1) {
+          throw new Error(`More than one disk device uses the same path "${cfg.path}"`);
+        }
       } catch (e) {
         throw new Error(`Invalid devices: Device validation failed for "${dev}": ${(e as Error).message}`);
       }
@@ -392,6 +397,9 @@ export class InstanceService implements InstancesPort, InstanceRecords {
         if (!copySnapshot && !req.source.instanceOnly) await this.snapshots.copyAll(copyOf, project, req.name, root.pool, signal);
         const source = copySnapshot ? await (await this.snapshots.copySource(copyOf.project, `${copyOf.name}/${copySnapshot}`)).dir() : await this.volumeDir(copyOf);
         await storage.syncInstanceVolume(project, root.pool, req.name, source, { signal });
+        const sourcePool = InstanceService.rootDisk(this.expanded(this.require(copyOf.project, copyOf.name)).devices).pool;
+        const vol = storage.instanceVolumeConfig?.(copyOf.project, sourcePool, copyOf.name, copySnapshot);
+        if (vol) storage.setInstanceVolumeConfig?.(project, root.pool, req.name, undefined, { description: vol.description, config: volumeConfigForCopy(vol.config) });
       }
       if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
@@ -577,4 +585,9 @@ export class InstanceService implements InstancesPort, InstanceRecords {
 /** Remove everything inside a directory (the directory stays). */
 export async function emptyDir(dir: string): Promise<void> {
   for (const entry of readdirSync(dir)) rmSync(join(dir, entry), { recursive: true, force: true });
+}
+
+/** A volume's config as a copy gets it: its volatile keys stay with the source. */
+export function volumeConfigForCopy(config: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith("volatile.")));
 }

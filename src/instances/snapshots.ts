@@ -159,7 +159,24 @@ export class SnapshotService {
 
   /** The body of the "Snapshotting instance" operation. A running container is frozen while its volume is copied. */
   async create(project: string, name: string, snap: string, expiresAt: string | null | undefined, signal?: AbortSignal): Promise<void> {
-    await this.svc.runtime.serialize(project, name, async () => {
+    await this.svc.runtime.serialize(project, name, () => this.createLocked(project, name, snap, expiresAt, signal));
+  }
+
+  /**
+   * `snapshots.schedule` with `@startup`: a snapshot each time the instance starts, taken by the
+   * start itself before the container runs (LXD's startupSnapshot). Called inside the instance's queue.
+   */
+  async startupSnapshot(project: string, name: string, config: Record<string, string>): Promise<void> {
+    const triggers = (config["snapshots.schedule"] ?? "").toLowerCase().split(", ");
+    if (!triggers.includes("@startup")) return;
+    const row = this.svc.require(project, name);
+    const snap = nextSnapshotName("snap%d", this.repo.list(row.id, true).map((s) => s.name));
+    await this.createLocked(project, name, snap, undefined);
+  }
+
+  /** The body of create, for callers already in the instance's queue. */
+  private async createLocked(project: string, name: string, snap: string, expiresAt: string | null | undefined, signal?: AbortSignal): Promise<void> {
+    {
       const row = this.svc.require(project, name);
       if (this.repo.get(row.id, snap)) throw new Conflict(`Failed creating instance snapshot record "${snap}": Add snapshot info to the database: This "instances_snapshots" entry already exists`);
       const now = new Date();
@@ -187,18 +204,21 @@ export class SnapshotService {
         throw e;
       }
       this.repo.setState(created.id, "created");
-    });
+    }
     this.core.events.lifecycle("instance-snapshot-created", snapshotUrl(project, name, snap), { project });
   }
 
   async delete(project: string, name: string, snap: string): Promise<void> {
-    await this.svc.runtime.serialize(project, name, async () => {
-      const row = this.svc.require(project, name);
-      const s = this.require(row, snap);
-      this.repo.setState(s.id, "deleting");
-      await this.storage().deleteInstanceSnapshot(project, this.poolOf(row), name, snap);
-      this.repo.delete(s.id);
-    });
+    await this.svc.runtime.serialize(project, name, () => this.deleteLocked(project, name, snap));
+  }
+
+  /** delete, for callers already in the instance's queue (refreshes). */
+  async deleteLocked(project: string, name: string, snap: string): Promise<void> {
+    const row = this.svc.require(project, name);
+    const s = this.require(row, snap);
+    this.repo.setState(s.id, "deleting");
+    await this.storage().deleteInstanceSnapshot(project, this.poolOf(row), name, snap);
+    this.repo.delete(s.id);
     this.core.events.lifecycle("instance-snapshot-deleted", snapshotUrl(project, name, snap), { project });
   }
 
@@ -281,14 +301,22 @@ export class SnapshotService {
    * content and removes the whole instance (snapshots included) if anything fails.
    */
   async copyAll(source: InstanceRow, project: string, target: string, pool: string, signal?: AbortSignal): Promise<void> {
+    await this.copySome(source, this.list(source), project, target, pool, signal);
+  }
+
+  /** Copy these snapshots of `source` (oldest first) to the target instance, with their volumes' config. */
+  async copySome(source: InstanceRow, snaps: SnapshotRow[], project: string, target: string, pool: string, signal?: AbortSignal): Promise<void> {
     const targetRow = this.svc.require(project, target);
     const storage = this.storage();
-    for (const s of this.list(source)) {
-      const from = await storage.mountInstanceSnapshot(source.project, this.poolOf(source), source.name, s.name);
+    const sourcePool = this.poolOf(source);
+    for (const s of snaps) {
+      const from = await storage.mountInstanceSnapshot(source.project, sourcePool, source.name, s.name);
       await storage.syncInstanceVolume(project, pool, target, from, { signal });
       this.repo.insert({ ...s, instanceId: targetRow.id, devices: this.rootOnPool(targetRow, s, pool) });
       const row = this.repo.get(targetRow.id, s.name)!;
       await storage.createInstanceSnapshot(project, pool, target, s.name, { signal });
+      const vol = storage.instanceVolumeConfig?.(source.project, sourcePool, source.name, s.name);
+      if (vol) storage.setInstanceVolumeConfig?.(project, pool, target, s.name, vol);
       this.repo.setState(row.id, "created");
     }
   }

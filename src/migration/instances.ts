@@ -6,6 +6,7 @@
 // it accepts, the index header (JSON) crosses the fs channel, then one rsync stream per
 // snapshot (oldest first) and one for the instance, and the target ends with MigrationControl.
 import { randomBytes } from "node:crypto";
+import { chmodSync, chownSync, mkdirSync, statSync } from "node:fs";
 import type { WebSocket } from "ws";
 import { BadRequest, InternalError } from "../api/errors.js";
 import type { Core } from "../daemon/daemon.js";
@@ -32,7 +33,7 @@ export const archName = (id: number) => Object.entries(ARCHES).find(([, v]) => v
 const secret = () => randomBytes(32).toString("hex");
 
 /** Websockets an operation waits for: resolves when every named one has connected. */
-class Sockets {
+export class Sockets {
   readonly secrets: Record<string, string>;
   private readonly got = new Map<string, MigrationChannel>();
   private done!: () => void;
@@ -66,18 +67,18 @@ class Sockets {
   }
 }
 
-function closeChannels(ch: { control?: MigrationChannel; fs?: MigrationChannel }): void {
+export function closeChannels(ch: { control?: MigrationChannel; fs?: MigrationChannel }): void {
   ch.control?.close();
   ch.fs?.terminate();
 }
 
-async function sendFailure(control: MigrationChannel | undefined, err: unknown): Promise<void> {
+export async function sendFailure(control: MigrationChannel | undefined, err: unknown): Promise<void> {
   if (!control) return;
   await control.send(encodeControl({ success: false, message: (err as Error).message })).catch(() => {});
 }
 
-const toConfigList = (m: Record<string, string>) => Object.entries(m).map(([key, value]) => ({ key, value }));
-const fromConfigList = (l: { key: string; value: string }[] | undefined) => Object.fromEntries((l ?? []).map((c) => [String(c.key), String(c.value)]));
+export const toConfigList = (m: Record<string, string>) => Object.entries(m).map(([key, value]) => ({ key, value }));
+export const fromConfigList = (l: { key: string; value: string }[] | undefined) => Object.fromEntries((l ?? []).map((c) => [String(c.key), String(c.value)]));
 
 /** Idmap entries as the header carries them, and back (LXD's IdmapEntry JSON form). */
 function idmapToMsg(map: IdmapEntry[]) {
@@ -93,6 +94,8 @@ function idmapFromMsg(h: MigrationHeader): IdmapEntry[] {
 export interface SourceRequest {
   live: boolean;
   instanceOnly: boolean;
+  /** Snapshot migration (POST /1.0/instances/{name}/snapshots/{snap}): the snapshot is sent as an instance without snapshots. */
+  snapshot?: string;
   /** Push mode: the target's operation to connect to. */
   target?: { operation: string; certificate: string; websockets: Record<string, string> };
 }
@@ -124,7 +127,8 @@ export class InstanceMigration {
   /** POST /1.0/instances/{name} {migration: true}: the source's operation. */
   startSource(project: string, name: string, req: SourceRequest): OperationView {
     const row = this.svc.require(project, name);
-    if (req.live && this.svc.runtime.isRunning(row)) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the source server");
+    if (req.snapshot) this.svc.snapshots.require(row, req.snapshot);
+    else if (req.live && this.svc.runtime.isRunning(row)) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the source server");
     const resources = { instances: [instanceUrl(project, name)], containers: [instanceUrl(project, name).replace("/1.0/instances/", "/1.0/containers/")] };
     if (req.target) {
       const target = req.target;
@@ -172,8 +176,9 @@ export class InstanceMigration {
     try {
       const row = this.svc.require(project, name);
       const pool = InstanceService.rootDisk(this.svc.expanded(row).devices).pool;
-      const snaps = req.instanceOnly ? [] : this.svc.snapshots.list(row);
-      const onDisk = parseIdmapJson(row.config["volatile.last_state.idmap"]);
+      const snapshot = req.snapshot ? this.svc.snapshots.require(row, req.snapshot) : undefined;
+      const snaps = req.instanceOnly || snapshot ? [] : this.svc.snapshots.list(row);
+      const onDisk = parseIdmapJson((snapshot?.config ?? row.config)["volatile.last_state.idmap"]);
       const offer: MigrationHeader = {
         fs: FS_RSYNC,
         idmap: idmapToMsg(onDisk),
@@ -192,7 +197,7 @@ export class InstanceMigration {
       const poolConfig = (this.core.ports.storage?.getPool?.(pool) as { config?: Record<string, string> } | undefined)?.config;
       const bwlimit = poolConfig?.["rsync.bwlimit"] ? checkBwlimit(poolConfig["rsync.bwlimit"]) : undefined;
       if ((resp.indexHeaderVersion ?? 0) > 0) {
-        await ch.fs.send(Buffer.from(JSON.stringify({ config: this.backupConfig(row, sendSnaps, pool) })));
+        await ch.fs.send(Buffer.from(JSON.stringify({ config: this.backupConfig(row, sendSnaps, pool, snapshot?.name) })));
         await ch.fs.endStream();
         const answer = JSON.parse((await ch.fs.readAll(1 << 20)).toString("utf8") || "{}") as { StatusCode?: number; Error?: string };
         if (answer.StatusCode !== 200) throw new Error(`Failed negotiating migration options: ${answer.Error ?? "no answer"}`);
@@ -203,11 +208,12 @@ export class InstanceMigration {
           const path = await storage.mountInstanceSnapshot(project, pool, name, s.name);
           await rsyncSend(name, path, ch.fs, { features, bwlimit, signal, progress: (n) => progress({ fs_progress: `${s.name}: ${n} bytes` }) });
         }
-        const path = await storage.mountInstanceVolume(project, pool, name);
+        const path = snapshot ? await storage.mountInstanceSnapshot(project, pool, name, snapshot.name) : await storage.mountInstanceVolume(project, pool, name);
         await rsyncSend(name, path, ch.fs, { features, bwlimit, signal, progress: (n) => progress({ fs_progress: `${name}: ${n} bytes` }) });
       };
       // A running container (stateless copy) is frozen while its volume is read, as LXD does on dir.
-      await this.svc.runtime.frozenDuring(this.svc.require(project, name), send);
+      if (snapshot) await send();
+      else await this.svc.runtime.frozenDuring(this.svc.require(project, name), send);
       const msg = decodeControl(await ch.control.recvMessage());
       if (!msg.success) throw new Error(msg.message || "Migration failed on target");
     } catch (e) {
@@ -233,14 +239,21 @@ export class InstanceMigration {
   }
 
   /** The index header's config: backup.yaml's shape (instance, snapshots, pool, volume). */
-  private backupConfig(row: InstanceRow, snaps: ReturnType<InstanceService["snapshots"]["list"]>, pool: string) {
-    const p = this.core.ports.storage?.getPool?.(pool);
+  private backupConfig(row: InstanceRow, snaps: ReturnType<InstanceService["snapshots"]["list"]>, pool: string, snapshot?: string) {
+    const storage = this.core.ports.storage;
+    const p = storage?.getPool?.(pool);
+    const vol = (snap?: string) => storage?.instanceVolumeConfig?.(row.project, pool, row.name, snap) ?? { description: "", config: {} };
+    const main = vol(snapshot);
+    // Go's encoding/json field names: backup.Config has yaml tags only (VolumeSnapshots, not volume_snapshots).
     return {
-      container: this.svc.view(row),
-      snapshots: snaps.map((s) => this.svc.snapshots.view(row, s)),
-      pool: p ?? null,
-      volume: { config: {}, description: "", name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
-      volume_snapshots: snaps.map((s) => ({ description: "", expires_at: s.expiresAt, name: s.name, config: {}, content_type: "filesystem", created_at: ZERO_TIME })),
+      Container: this.svc.view(row),
+      Snapshots: snaps.map((s) => this.svc.snapshots.view(row, s)),
+      Pool: p ?? null,
+      Volume: { config: main.config, description: main.description, name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
+      VolumeSnapshots: snaps.map((s) => {
+        const v = vol(s.name);
+        return { description: v.description, expires_at: s.expiresAt, name: s.name, config: v.config, content_type: "filesystem", created_at: s.createdAt };
+      }),
     };
   }
 
@@ -269,9 +282,12 @@ export class InstanceMigration {
   }
 
   /**
-   * The target's transfer into a new instance's (empty) volume at `dir`: negotiate, receive
-   * the index header, then each snapshot (synced into the volume and snapshotted there) and
-   * the instance. Throws with the source's or our error; the caller removes the instance.
+   * The target's transfer into an instance's volume: negotiate, receive the index header, then
+   * each snapshot (synced into the volume and snapshotted there) and the instance. For a new
+   * instance the volume is empty; on `refresh` it is the existing instance's, whose snapshots
+   * that differ from the source's (name or creation second) are deleted first and only the
+   * missing ones are asked for, as LXD's CompareSnapshots. Throws with the source's or our
+   * error; the caller removes a new instance (a refreshed one is left as it is).
    */
   async receive(project: string, name: string, pool: string, req: SinkRequest, ch: { control: MigrationChannel; fs: MigrationChannel }, signal: AbortSignal, progress: (m: Record<string, unknown>) => void): Promise<void> {
     try {
@@ -279,9 +295,10 @@ export class InstanceMigration {
       const offered = offer.fs === FS_RSYNC ? rsyncFeaturesOf(offer) : [];
       const theirs = offered.includes("bidirectional") ? offered : ["xattrs", "delete", "compress"];
       const features = OUR_RSYNC_FEATURES.filter((f) => theirs.includes(f));
-      const snapshots = req.instanceOnly ? [] : offer.snapshots;
       if (!req.instanceOnly && offer.snapshotNames.length !== offer.snapshots.length) throw new Error("Migration header lists snapshot names without their configuration");
+      let snapshots = req.instanceOnly ? [] : offer.snapshots;
       for (const s of snapshots) validateSnapshotName(String(s.name ?? ""));
+      if (req.refresh && !req.instanceOnly) snapshots = await this.refreshPlan(project, name, snapshots);
       const resp: MigrationHeader = {
         fs: FS_RSYNC,
         rsyncFeatures: rsyncFeaturesMsg(features),
@@ -289,12 +306,15 @@ export class InstanceMigration {
         snapshotNames: snapshots.map((s) => s.name),
         snapshots,
         idmap: [],
-        refresh: false,
+        refresh: req.refresh,
       };
+      // A running source copied statelessly (CRIU type NONE): echoed back, the source then sends
+      // the volume a second time, frozen (LXD's MultiSync).
+      const finalSync = offer.criu === CRIU_NONE;
+      if (finalSync) resp.criu = CRIU_NONE;
       await ch.control.send(encodeHeader(resp));
       // From here on the source only speaks on the control channel to report a failure.
       const failed = new Promise<never>((_, reject) => {
-        // The source reports failures on the control channel at any time.
         void (async () => {
           try {
             const msg = decodeControl(await ch.control.recvMessage());
@@ -307,18 +327,17 @@ export class InstanceMigration {
       failed.catch(() => {});
       const idmap = idmapFromMsg(offer);
       const work = async () => {
+        let volumes: IndexVolumes = {};
         if ((resp.indexHeaderVersion ?? 0) > 0) {
-          JSON.parse((await ch.fs.readAll(INDEX_HEADER_LIMIT)).toString("utf8"));
-          await ch.fs.send(Buffer.from(JSON.stringify({ StatusCode: 200, Error: "", Refresh: false })));
+          volumes = indexVolumes(JSON.parse((await ch.fs.readAll(INDEX_HEADER_LIMIT)).toString("utf8")));
+          await ch.fs.send(Buffer.from(JSON.stringify({ StatusCode: 200, Error: "", Refresh: req.refresh })));
           await ch.fs.endStream();
         }
         const storage = this.storage();
         const dir = await storage.mountInstanceVolume(project, pool, name);
         const jail = this.core.paths.dir + "/migration-jail";
-        const { mkdirSync } = await import("node:fs");
         mkdirSync(jail, { recursive: true, mode: 0o700 });
         // rsync gives the volume's root the peer's owner and mode (LXD keeps 0100 there): ours stay.
-        const { chmodSync, chownSync, statSync } = await import("node:fs");
         const own = statSync(dir);
         const keepRoot = () => {
           chownSync(dir, own.uid, own.gid);
@@ -338,9 +357,14 @@ export class InstanceMigration {
             expiresAt: s.expiry_date !== undefined && s.expiry_date > 0 ? goTime(new Date(s.expiry_date * 1000)) : ZERO_TIME,
             lastIdmap: idmap,
           }, signal);
+          const vol = volumes.snapshots?.[s.name];
+          if (vol) storage.setInstanceVolumeConfig?.(project, pool, name, s.name, vol);
         }
-        await rsyncRecv(dir, jail, ch.fs, { features, signal, progress: (n) => progress({ fs_progress: `${name}: ${n} bytes` }) });
-        keepRoot();
+        for (let pass = finalSync ? 2 : 1; pass > 0; pass--) {
+          await rsyncRecv(dir, jail, ch.fs, { features, signal, progress: (n) => progress({ fs_progress: `${name}: ${n} bytes` }) });
+          keepRoot();
+        }
+        if (volumes.main && !req.refresh) storage.setInstanceVolumeConfig?.(project, pool, name, undefined, volumes.main);
         // The files carry the source's host ids: the first start shifts them to our map.
         this.svc.repo.patchConfig(project, name, { "volatile.last_state.idmap": idmapJson(idmap) });
       };
@@ -351,4 +375,60 @@ export class InstanceMigration {
       throw e;
     }
   }
+
+  /**
+   * Refresh: delete the target's snapshots that the source does not have with the same name
+   * and creation time (to the second, what the header carries), and return the source's
+   * snapshots that must be sent (LXD's CompareSnapshots).
+   */
+  private async refreshPlan(project: string, name: string, offered: SnapshotMsg[]): Promise<SnapshotMsg[]> {
+    const row = this.svc.require(project, name);
+    const secs = (iso: string) => Math.floor(new Date(iso).getTime() / 1000);
+    const ours = this.svc.snapshots.list(row);
+    const theirs = new Map(offered.map((s) => [s.name, Number(s.creation_date ?? 0)]));
+    const same = (s: { name: string; createdAt: string }) => theirs.has(s.name) && theirs.get(s.name) === secs(s.createdAt);
+    // The caller holds the instance's queue (the refresh runs in it).
+    for (const s of ours) if (!same(s)) await this.svc.snapshots.deleteLocked(project, name, s.name);
+    const kept = new Set(ours.filter(same).map((s) => s.name));
+    return offered.filter((s) => !kept.has(s.name));
+  }
+}
+
+const CRIU_NONE = 2;
+
+interface IndexVolumes {
+  main?: { description: string; config: Record<string, string> };
+  snapshots?: Record<string, { description: string; config: Record<string, string> }>;
+}
+
+/** A field of a Go-encoded struct: its Go name in any case (as encoding/json matches), or the yaml name. */
+export function goField(obj: unknown, goName: string, yamlName: string): unknown {
+  if (!obj || typeof obj !== "object") return undefined;
+  const want = goName.toLowerCase();
+  for (const [k, v] of Object.entries(obj)) if (k.toLowerCase() === want || k === yamlName) return v;
+  return undefined;
+}
+
+/** The volume configs an index header carries (backup.Config's Volume and VolumeSnapshots), checked. */
+function indexVolumes(header: unknown): IndexVolumes {
+  const raw = goField(header, "config", "config");
+  const cfg = { volume: goField(raw, "Volume", "volume"), volume_snapshots: goField(raw, "VolumeSnapshots", "volume_snapshots") };
+  const one = (v: unknown) => {
+    const o = v as { description?: unknown; config?: unknown } | null;
+    if (!o || typeof o !== "object") return undefined;
+    const config: Record<string, string> = {};
+    const c = goField(o, "Config", "config");
+    if (c && typeof c === "object") for (const [k, val] of Object.entries(c)) if (typeof val === "string") config[k] = val;
+    const d = goField(o, "Description", "description");
+    return { description: typeof d === "string" ? d : "", config };
+  };
+  const out: IndexVolumes = { main: one(cfg?.volume), snapshots: {} };
+  if (Array.isArray(cfg?.volume_snapshots)) {
+    for (const s of cfg.volume_snapshots as unknown[]) {
+      const v = one(s);
+      const name = goField(s, "Name", "name");
+      if (v && typeof name === "string") out.snapshots![name] = v;
+    }
+  }
+  return out;
 }

@@ -4,17 +4,23 @@ import type { Core, Feature } from "../daemon/daemon.js";
 import { PoolService } from "./pool-service.js";
 import { VolumeBackupService } from "./volume-backups.js";
 import { VolumeSnapshotService } from "./volume-snapshots.js";
+import { VolumeCopyService } from "./volume-copy.js";
+import { VolumeMigration } from "../migration/volumes.js";
 
 export class StorageFeature implements Feature {
   readonly name = "storage";
   readonly service: PoolService;
   readonly snapshots: VolumeSnapshotService;
   readonly backups: VolumeBackupService;
+  readonly copies: VolumeCopyService;
+  readonly migration: VolumeMigration;
 
   constructor(private readonly core: Core) {
     this.service = new PoolService(core);
     this.snapshots = new VolumeSnapshotService(core, this.service);
     this.backups = new VolumeBackupService(core, this.service, this.snapshots);
+    this.copies = new VolumeCopyService(core, this.service, this.snapshots);
+    this.migration = new VolumeMigration(core, this.service, this.snapshots, this.copies);
     const snapshots = this.snapshots;
     const backups = this.backups;
     (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: async () => (await snapshots.pruneExpired(), await backups.pruneExpired()) });
@@ -24,7 +30,7 @@ export class StorageFeature implements Feature {
   }
 
   routes() {
-    return [...storagePoolRoutes(this.core, this.service, this.snapshots, this.backups), ...recoverRoutes(this.service)];
+    return [...storagePoolRoutes(this.core, this.service, this.snapshots, this.backups, { copies: this.copies, migration: this.migration }), ...recoverRoutes(this.service)];
   }
 
   async start() {

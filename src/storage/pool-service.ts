@@ -372,7 +372,8 @@ export class PoolService implements StoragePort {
   async updateCustomVolume(poolName: string, requestProject: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
     const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
-    if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be updated with the storage API`);
+    if (v.type === "container" && mode === "replace") return this.updateInstanceVolumeConfig(v, req);
+    if (v.type !== "custom") throw new BadRequest(mode === "merge" ? `Invalid storage volume type "${v.type}"` : `Storage volumes of type "${v.type}" cannot be updated with the storage API`);
     const pool = this.pool(poolName);
     const config = mode === "replace" ? { ...req.config } : { ...v.config, ...req.config };
     for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
@@ -395,6 +396,34 @@ export class PoolService implements StoragePort {
     }
     this.repo.updateVolume(v.id, { description, config });
     this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
+  }
+
+  /**
+   * PUT on an instance's volume (LXD's UpdateInstance on the pool): the config is validated as
+   * a volume's, and size, size.state and block.filesystem cannot change there.
+   */
+  private updateInstanceVolumeConfig(v: VolumeRow, req: { description: string; config: Record<string, string> }): void {
+    const pool = this.pool(v.pool);
+    const config = { ...req.config };
+    for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
+    checkVolumeConfig(this.definition(pool.driver), storageName(v.project, v.type, v.name), config, InternalError);
+    for (const key of ["size", "size.state", "block.filesystem"]) {
+      if ((config[key] ?? "") !== (v.config[key] ?? "")) throw new InternalError(`Instance volume "${key}" property cannot be changed`);
+    }
+    this.repo.updateVolume(v.id, { description: req.description, config });
+    this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${v.name}`, { project: v.project });
+  }
+
+  /** An instance volume's (or its snapshot's) config, for copies and migrations to carry. */
+  instanceVolumeConfig(project: string, pool: string, name: string, snapshot?: string): { description: string; config: Record<string, string> } {
+    const v = this.repo.volume(pool, project, "container", snapshot ? `${name}/${snapshot}` : name);
+    return { description: v?.description ?? "", config: { ...(v?.config ?? {}) } };
+  }
+
+  /** Set an instance volume's (or its snapshot's) config as a copy or migration brought it. */
+  setInstanceVolumeConfig(project: string, pool: string, name: string, snapshot: string | undefined, vol: { description: string; config: Record<string, string> }): void {
+    const v = this.repo.volume(pool, project, "container", snapshot ? `${name}/${snapshot}` : name);
+    if (v) this.repo.updateVolume(v.id, { description: vol.description, config: vol.config });
   }
 
   async renameCustomVolume(poolName: string, requestProject: string, type: string, name: string, to: string): Promise<void> {

@@ -73,7 +73,7 @@ export function unmountUnder(dir: string): void {
   for (const m of mounts) spawnSync("umount", ["-l", m]);
 }
 
-async function waitReady(socket: string, proc: ChildProcess, timeoutMs = 30_000): Promise<void> {
+async function waitReady(socket: string, proc: ChildProcess, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`daemon exited with ${proc.exitCode}`);

@@ -75,4 +75,15 @@ describe("scheduled snapshots", () => {
     expect((await instanceSnaps(running)).some((s) => s.name === "soon")).toBe(false);
     expect(vol).not.toContain("soon");
   });
+
+  it("@startup snapshots on every start, before the container runs (and not while stopped)", async () => {
+    const name = d.launch("boot", { init: true, config: { "snapshots.schedule": "@startup, 10 2,5-8/2 * * *" } });
+    expect(await instanceSnaps(name)).toEqual([]);
+    ok("start", name);
+    expect((await instanceSnaps(name)).map((s) => s.name)).toEqual(["snap0"]);
+    ok("restart", "-f", name);
+    expect((await instanceSnaps(name)).map((s) => s.name)).toEqual(["snap0", "snap1"]);
+    ok("stop", "-f", name);
+    expect((await instanceSnaps(name)).length).toBe(2);
+  });
 });

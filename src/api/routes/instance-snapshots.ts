@@ -4,7 +4,8 @@ import { z } from "zod";
 import type { Core } from "../../daemon/daemon.js";
 import type { InstanceService } from "../../instances/service.js";
 import { BadRequest } from "../errors.js";
-import { checkEtag, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, operation, route, sync, type Handler, type Route } from "../route.js";
+import { InstanceMigration } from "../../migration/instances.js";
 
 const SnapshotsPost = z
   .object({
@@ -19,6 +20,7 @@ const SnapshotPost = z
     name: z.string().default(""),
     migration: z.boolean().default(false),
     live: z.boolean().optional(),
+    target: z.object({ certificate: z.string().default(""), operation: z.string(), secrets: z.record(z.string(), z.string()) }).nullish(),
   })
   .passthrough();
 
@@ -28,6 +30,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
   const snaps = () => svc.snapshots;
   const resources = instanceResources;
   const prefixOf = urlPrefixOf;
+  const migration = new InstanceMigration(core, svc);
 
   const list: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
@@ -68,8 +71,12 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
   const rename: Handler = async (req) => {
     const row = svc.require(req.project, req.params.name);
     const body = await req.body(SnapshotPost, "api.InstanceSnapshotPost");
-    if (body.migration) throw new BadRequest("Snapshot migration is not supported");
     const { snap } = req.params;
+    if (body.migration) {
+      // Migration source for a snapshot (`lxc copy r1:c1/snap0 r2:c2`): sent as an instance without snapshots.
+      const target = body.target ? { certificate: body.target.certificate, operation: body.target.operation, websockets: body.target.secrets } : undefined;
+      return operation(migration.startSource(req.project, row.name, { live: false, instanceOnly: true, snapshot: snap, target }));
+    }
     snaps().checkRename(row, snap, body.name);
     const { project } = req;
     return instanceTask(core.operations, { description: "Renaming snapshot", project, resources: resources(project, row.name) }, async () => snaps().rename(project, row.name, snap, body.name));

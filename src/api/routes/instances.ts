@@ -1,6 +1,7 @@
 // /1.0/instances (and the /1.0/containers aliases older clients such as pylxd use).
 import { instanceResources, instanceTask } from "./instance-task.js";
 import { pipeline } from "node:stream/promises";
+import type { z } from "zod";
 import YAML from "yaml";
 import type { Core } from "../../daemon/daemon.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
@@ -18,6 +19,7 @@ import { readBody } from "../json.js";
 import { BadRequest, InternalError } from "../errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
+import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
 import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../schemas/instances.js";
 import { configStrings } from "../schemas/server.js";
 
@@ -119,6 +121,8 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
       description: body.description,
       source: { type: body.source?.type ?? "none", alias: body.source?.alias, fingerprint: body.source?.fingerprint, source: body.source?.source, instanceOnly: body.source?.instance_only || body.source?.container_only || false, project: body.source?.project || undefined },
     };
+    // --refresh of an existing instance (a missing one is created as by a plain copy, as LXD).
+    if (body.source?.refresh && (request.source.type === "copy" || request.source.type === "migration") && svc.repo.get(req.project, name)) return refresh(req, name, request, body.source);
     let sockets: ReturnType<InstanceMigration["sinkSockets"]>;
     let sink: SinkRequest | undefined;
     if (request.source.type === "migration") {
@@ -158,6 +162,44 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     }
     // A pull can be cancelled while it downloads, as LXD's image download canceller allows.
     return instanceTask(core.operations, { description: "Creating instance", project: req.project, resources: res, mayCancel: !!request.source.remote }, (signal, update) => svc.create(req.project, request, checked, signal, update));
+  };
+
+  /** `lxc copy --refresh` into an existing instance: locally from an instance or snapshot, or from a migration peer. */
+  const refresh = (req: Parameters<Handler>[0], name: string, request: CreateRequest, src: z.infer<typeof InstancesPost>["source"] & object) => {
+    const { project } = req;
+    const target = svc.require(project, name);
+    const res = resources(project, name);
+    if (request.source.type === "copy") {
+      const from = request.source.source ?? "";
+      if (!from) throw new BadRequest("Must specify a source instance");
+      const [parent, snap] = from.split("/", 2);
+      const source = svc.require(request.source.project || project, parent);
+      if (snap !== undefined) svc.snapshots.require(source, snap);
+      const instanceOnly = request.source.instanceOnly ?? false;
+      return instanceTask(core.operations, { description: "Creating instance", project, resources: res }, (signal) => refreshFromCopy(svc, project, name, source, { snapshot: snap, instanceOnly, signal }));
+    }
+    if (src.mode !== "pull" && src.mode !== "push") throw new BadRequest(`Unknown migration mode "${src.mode ?? ""}"`);
+    assertRefreshable(svc, target);
+    const sink: SinkRequest = { mode: src.mode, operation: src.operation, certificate: src.certificate, secrets: src.secrets ?? {}, refresh: true, instanceOnly: request.source.instanceOnly ?? false, live: false };
+    const sockets = migration.sinkSockets(sink);
+    const pool = InstanceService.rootDisk(svc.expanded(target).devices).pool;
+    const run = async (signal: AbortSignal) => {
+      const ch = await migration.channels(sink, sockets, signal);
+      try {
+        await svc.runtime.serialize(project, name, async () => {
+          assertRefreshable(svc, svc.require(project, name));
+          await migration.receive(project, name, pool, sink, ch, signal, () => {});
+        });
+      } finally {
+        ch.control.close();
+        ch.fs.terminate();
+      }
+    };
+    if (sockets) {
+      const s = sockets;
+      return operation(core.operations.create({ class: "websocket", description: "Creating instance", project, resources: res, metadata: { ...s.secrets }, secrets: s.secrets, connect: (sec, ws) => s.connect(sec, ws as never), run: (ctx) => run(ctx.signal) }));
+    }
+    return instanceTask(core.operations, { description: "Creating instance", project, resources: res }, (signal) => run(signal));
   };
 
   const etagOf = (row: InstanceRow) => ({ architecture: row.architecture, config: row.config, devices: row.devices, ephemeral: row.ephemeral, profiles: row.profiles, description: row.description });

@@ -3,6 +3,8 @@ import type { Core } from "../../daemon/daemon.js";
 import type { PoolService } from "../../storage/pool-service.js";
 import type { VolumeBackupService } from "../../storage/volume-backups.js";
 import type { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
+import type { VolumeCopyService } from "../../storage/volume-copy.js";
+import type { VolumeMigration } from "../../migration/volumes.js";
 import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { BadRequest, NotImplemented } from "../errors.js";
@@ -23,7 +25,32 @@ const VolumeBackupsPost = z
   .passthrough();
 const VolumeSnapshotPut = z.object({ description: z.string().nullish(), expires_at: z.string().nullish() }).passthrough();
 
-export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: VolumeSnapshotService, backups: VolumeBackupService): Route[] {
+const VolumeSource = z
+  .object({
+    type: z.string().nullish(),
+    name: z.string().nullish(),
+    pool: z.string().nullish(),
+    project: z.string().nullish(),
+    mode: z.string().nullish(),
+    operation: z.string().nullish(),
+    certificate: z.string().nullish(),
+    secrets: z.record(z.string(), z.string()).nullish(),
+    volume_only: z.boolean().nullish(),
+    refresh: z.boolean().nullish(),
+  })
+  .passthrough();
+const VolumeMigrationPost = z
+  .object({
+    name: z.string().nullish().transform((n) => n ?? ""),
+    pool: z.string().nullish(),
+    project: z.string().nullish(),
+    migration: z.boolean().nullish(),
+    volume_only: z.boolean().nullish(),
+    target: z.object({ certificate: z.string().default(""), operation: z.string(), secrets: z.record(z.string(), z.string()) }).nullish(),
+  })
+  .passthrough();
+
+export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: VolumeSnapshotService, backups: VolumeBackupService, moves: { copies: VolumeCopyService; migration: VolumeMigration }): Route[] {
   const task = (req: ApiRequest, description: string, resources: Record<string, string[]>, work: (signal: AbortSignal) => Promise<unknown>): Result =>
     operation(core.operations.create({ class: "task", description, project: req.project, resources, run: async (ctx) => void (await work(ctx.signal)) }));
   const poolEtag = (name: string) => {
@@ -67,10 +94,38 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
   const createVolume = async (req: ApiRequest, reply: Parameters<Handler>[1]) => {
     if (/^application\/octet-stream\b/i.test(String(req.stream.headers["content-type"] ?? ""))) return importVolume(req, reply);
     const body = await req.body(StorageVolumesPost, "StorageVolumesPost");
-    // Copies, migrations and backups as a volume source are not implemented.
-    if (body.source?.type) throw new NotImplemented();
+    if (body.source?.type) return createFromSource(req, body);
     await pools.createCustomVolume(req.params.pool, req.project, { ...body, type: req.params.type ?? body.type });
     return sync({});
+  };
+  /** Volume create with source.type copy (this server, maybe another pool or project) or migration (a peer). */
+  const createFromSource = (req: ApiRequest, body: z.infer<typeof StorageVolumesPost>): Result => {
+    const source = VolumeSource.parse(body.source);
+    const type = req.params.type ?? body.type;
+    if (type !== "custom") throw new BadRequest(`Currently not allowed to create storage volumes of type "${type}"`);
+    const request = { name: body.name, description: body.description, config: body.config, content_type: body.content_type };
+    const { project } = req;
+    const pool = req.params.pool;
+    const resources = { storage_volumes: [`/1.0/storage-pools/${pool}/volumes/custom/${body.name}`] };
+    if (source.type === "copy") {
+      const from = { pool: source.pool || pool, project: source.project || project, name: source.name ?? "", volumeOnly: source.volume_only ?? false, refresh: source.refresh ?? false };
+      if (!from.name) throw new BadRequest("No source volume name supplied");
+      moves.copies.source(from.pool, from.project, from.name);
+      moves.copies.checkTarget(pool, project, request, from.refresh);
+      return task(req, "Copying storage volume", resources, (signal) => moves.copies.copy(pool, project, request, from, signal));
+    }
+    if (source.type === "migration") {
+      if (source.mode !== "pull" && source.mode !== "push") throw new BadRequest(`Unknown migration mode "${source.mode ?? ""}"`);
+      const sink = { mode: source.mode, operation: source.operation ?? undefined, certificate: source.certificate ?? undefined, secrets: source.secrets ?? {}, refresh: source.refresh ?? false, instanceOnly: source.volume_only ?? false, live: false } as const;
+      const plan = moves.migration.checkSink(pool, project, request, sink);
+      const run = (signal: AbortSignal) => moves.migration.sink(pool, project, request, sink, plan, signal);
+      if (plan.sockets) {
+        const s = plan.sockets;
+        return operation(core.operations.create({ class: "websocket", description: "Creating storage volume", project, resources, metadata: { ...s.secrets }, secrets: s.secrets, connect: (sec, ws) => s.connect(sec, ws as never), run: (ctx) => run(ctx.signal) }));
+      }
+      return task(req, "Creating storage volume", resources, run);
+    }
+    throw new BadRequest(`Unknown source type "${source.type}"`);
   };
   const volumeEtag = (req: ApiRequest) => {
     const v = pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume));
@@ -141,9 +196,21 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
       PUT: updateVolume("replace"),
       PATCH: updateVolume("merge"),
       POST: async (req) => {
-        const body = await req.body(StorageVolumePost, "StorageVolumePost");
-        // Moves between pools/projects and migrations are not implemented; only renames.
-        if (body.migration || (body.pool && body.pool !== req.params.pool) || (body.project && body.project !== req.project)) throw new NotImplemented();
+        const body = await req.body(VolumeMigrationPost, "StorageVolumePost");
+        const { pool, volume } = req.params;
+        if (body.migration || (body.pool && body.pool !== pool) || (body.project && body.project !== req.project)) {
+          if (req.params.type !== "custom") throw new BadRequest(`Invalid storage volume type "${req.params.type}"`);
+          const resources = { storage_volumes: [`/1.0/storage-pools/${pool}/volumes/custom/${volume}`] };
+          if (body.migration) {
+            const target = body.target ? { certificate: body.target.certificate, operation: body.target.operation, websockets: body.target.secrets } : undefined;
+            return operation(moves.migration.startSource(pool, req.project, volume, { volumeOnly: body.volume_only ?? false, target }));
+          }
+          // A move to another pool and/or project on this server (a copy, then the source goes).
+          const to = { pool: body.pool || pool, project: body.project || req.project, name: body.name || volume };
+          moves.copies.checkMove(pool, req.project, volume, to);
+          const project = req.project;
+          return task(req, "Moving storage volume", resources, (signal) => moves.copies.move(pool, project, volume, to, signal));
+        }
         await pools.renameCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body.name);
         return sync(null);
       },

@@ -1,0 +1,148 @@
+// Custom volume copies and moves on one server (LXD's CreateCustomVolumeFromCopy and the
+// volume POST with another pool or project): a new volume on the target pool, each snapshot
+// synced into it and snapshotted there (oldest first), then the source's current content.
+// Works across pools, drivers and projects. With `refresh` an existing target keeps its
+// snapshots of the same names (LXD 5.0.2 compares names only for volumes), loses the others,
+// and gets the missing ones and the current content. The same steps serve the migration sink.
+import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
+import type { Core } from "../daemon/daemon.js";
+import type { VolumeRow } from "../db/storage-repo.js";
+import { snapshotVolume } from "./drivers/types.js";
+import type { PoolService } from "./pool-service.js";
+import { validateVolumeName } from "./pool-service.js";
+import { validateVolumeSnapshotName, type VolumeSnapshotService } from "./volume-snapshots.js";
+import { ZERO_TIME } from "../instances/snapshots.js";
+
+export interface VolumeCopyRequest {
+  name: string;
+  description: string;
+  config: Record<string, string>;
+  content_type: string;
+}
+
+export interface SnapshotSpec {
+  name: string;
+  description: string;
+  config: Record<string, string>;
+  expiresAt: string;
+}
+
+export class VolumeCopyService {
+  constructor(
+    private readonly core: Core,
+    private readonly pools: PoolService,
+    private readonly snapshots: VolumeSnapshotService,
+  ) {}
+
+  private project(project: string): string {
+    return this.core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project;
+  }
+
+  /** The source row (a custom volume) or LXD's 404. */
+  source(pool: string, project: string, name: string): VolumeRow {
+    if (name.includes("/")) throw new BadRequest("Copying a custom volume snapshot as a source is not supported here");
+    return this.pools.getVolume(pool, this.project(project), "custom", name);
+  }
+
+  /** Synchronous checks of a copy request (target name free unless refreshing). */
+  checkTarget(pool: string, project: string, req: VolumeCopyRequest, refresh: boolean): { exists: boolean } {
+    validateVolumeName(req.name);
+    this.pools.pool(pool);
+    const existing = this.pools.repo.volume(pool, this.project(project), "custom", req.name);
+    if (existing && !refresh) throw new Conflict("Volume by that name already exists");
+    if (req.content_type && req.content_type !== "filesystem") throw new BadRequest(`Content type "${req.content_type}" isn't supported here`);
+    return { exists: !!existing && existing.state === "created" };
+  }
+
+  /** Host path of a volume or of one of its snapshots (read only). */
+  async path(row: VolumeRow, snapshot?: string): Promise<string> {
+    const driver = this.pools.driverFor(this.pools.pool(row.pool));
+    await driver.mountPool();
+    const vol = this.pools.hostVolume(row);
+    return snapshot ? driver.volumePath(snapshotVolume(vol, snapshot)) : driver.mountVolume(vol);
+  }
+
+  /** Make the target volume an exact copy of the tree at `from`. */
+  async sync(target: VolumeRow, from: string, signal?: AbortSignal): Promise<void> {
+    const pool = this.pools.pool(target.pool);
+    const driver = this.pools.driverFor(pool);
+    await driver.mountPool();
+    await driver.syncVolume(this.pools.hostVolume(target), from, { signal, bwlimit: pool.config["rsync.bwlimit"] || undefined });
+  }
+
+  /** The volume's current content becomes snapshot `spec` (its own description, config and expiry). */
+  async snapshotAs(target: VolumeRow, spec: SnapshotSpec, signal?: AbortSignal): Promise<void> {
+    validateVolumeSnapshotName(spec.name);
+    const vol = target.name;
+    await this.snapshots.create(target.pool, target.project, vol, spec.name, spec.expiresAt || ZERO_TIME, { signal });
+    const row = this.pools.repo.volume(target.pool, target.project, "custom", `${vol}/${spec.name}`)!;
+    this.pools.repo.updateVolume(row.id, { description: spec.description, config: spec.config });
+  }
+
+  /** Snapshots of an existing target to delete, and of the source to send, by name (LXD 5.0.2 for volumes). */
+  async refreshPlan<S extends { name: string }>(target: VolumeRow, source: S[]): Promise<S[]> {
+    const names = new Set(source.map((s) => s.name));
+    const ours = this.snapshots.list(target.pool, target.project, target.name).map((r) => r.name.slice(target.name.length + 1));
+    for (const s of ours) if (!names.has(s)) await this.snapshots.delete(target.pool, target.project, target.name, s);
+    const kept = new Set(ours.filter((s) => names.has(s)));
+    return source.filter((s) => !kept.has(s.name));
+  }
+
+  /** Create the (empty) target volume for a copy or migration. */
+  async createTarget(pool: string, project: string, req: VolumeCopyRequest): Promise<VolumeRow> {
+    await this.pools.createCustomVolume(pool, project, { name: req.name, type: "custom", description: req.description, config: req.config, content_type: req.content_type || "filesystem" });
+    return this.pools.repo.volume(pool, this.project(project), "custom", req.name)!;
+  }
+
+  /** The target row of a refresh. */
+  target(pool: string, project: string, name: string): VolumeRow {
+    const row = this.pools.repo.volume(pool, this.project(project), "custom", name);
+    if (!row || row.state !== "created") throw new NotFound("Storage pool volume not found");
+    return row;
+  }
+
+  /** POST .../volumes/custom with source.type=copy: the body of the operation. */
+  async copy(pool: string, project: string, req: VolumeCopyRequest, from: { pool: string; project: string; name: string; volumeOnly: boolean; refresh: boolean }, signal?: AbortSignal): Promise<void> {
+    const src = this.source(from.pool, from.project, from.name);
+    const refresh = from.refresh && this.checkTarget(pool, project, req, true).exists;
+    const snaps = from.volumeOnly ? [] : this.snapshots.list(src.pool, src.project, src.name);
+    const specs = snaps.map((s) => ({ name: s.name.slice(src.name.length + 1), description: s.description, config: s.config, expiresAt: s.expiresAt }));
+    let target: VolumeRow;
+    let toSend = specs;
+    if (refresh) {
+      target = this.target(pool, project, req.name);
+      toSend = await this.refreshPlan(target, specs);
+    } else {
+      target = await this.createTarget(pool, project, { ...req, config: Object.keys(req.config).length ? req.config : src.config, description: req.description || src.description });
+    }
+    try {
+      for (const s of toSend) {
+        await this.sync(target, await this.path(src, s.name), signal);
+        await this.snapshotAs(target, s, signal);
+      }
+      await this.sync(target, await this.path(src), signal);
+    } catch (e) {
+      if (!refresh) await this.pools.deleteCustomVolume(target.pool, target.project, "custom", target.name).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * POST .../volumes/custom/{vol} with another pool or project (and maybe a new name): a copy
+   * with the snapshots, then the source goes. Refused while the volume is in use, as LXD.
+   */
+  async move(pool: string, project: string, name: string, to: { pool: string; project: string; name: string }, signal?: AbortSignal): Promise<void> {
+    const src = this.source(pool, project, name);
+    await this.copy(to.pool, to.project, { name: to.name, description: src.description, config: src.config, content_type: src.contentType }, { pool, project, name, volumeOnly: false, refresh: false }, signal);
+    await this.pools.deleteCustomVolume(pool, project, "custom", name);
+  }
+
+  /** Synchronous checks of a move. */
+  checkMove(pool: string, project: string, name: string, to: { pool: string; project: string; name: string }): void {
+    const src = this.source(pool, project, name);
+    if (this.pools.volumeUsedBy(pool, src).length > 0) throw new BadRequest("Volume is still in use");
+    if (to.pool === pool && this.project(to.project) === src.project && to.name === name) throw new BadRequest("Volume already exists in the target");
+    this.checkTarget(to.pool, to.project, { name: to.name, description: "", config: {}, content_type: "filesystem" }, false);
+    if (to.project !== project && !this.core.ports.projects) throw new InternalError("Projects are not available");
+  }
+}
