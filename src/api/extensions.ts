@@ -148,4 +148,14 @@ export const apiExtensions: string[] = [
   "container_push",
   "container_push_target",
   "image_force_refresh",
+  // Clustering on etcd (src/cluster/): enable/join, tokens, members, evacuation.
+  "clustering",
+  "clustering_join",
+  "clustering_server_address",
+  "clustering_roles",
+  "clustering_architecture",
+  "clustering_failure_domains",
+  "clustering_join_token",
+  "clustering_description",
+  "clustering_evacuation",
 ];

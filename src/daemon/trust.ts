@@ -13,6 +13,8 @@ export class TrustStore {
   private clients = new Map<string, { restricted: boolean; projects: string[] }>();
   /** Fingerprints of certificates of type "metrics". */
   private metrics = new Set<string>();
+  /** The cluster certificate: its holders are fellow members (trusted as the unix socket, or as the client they forward for). */
+  private clusterFingerprint?: string;
 
   constructor(private readonly db: Db) {
     this.reload();
@@ -27,6 +29,10 @@ export class TrustStore {
     this.clients = new Map(rows.map((r) => [r.fingerprint, { restricted: r.restricted === 1, projects: parseProjects(r.projects) }]));
     const metrics = this.db.prepare("SELECT fingerprint FROM certificates WHERE type = 'metrics'").all() as { fingerprint: string }[];
     this.metrics = new Set(metrics.map((r) => r.fingerprint));
+  }
+
+  setClusterFingerprint(fingerprint: string | undefined): void {
+    this.clusterFingerprint = fingerprint;
   }
 
   has(fingerprint: string): boolean {
@@ -48,7 +54,13 @@ export class TrustStore {
     const address = host.includes(":") ? `[${host}]:${socket.remotePort}` : `${host}:${socket.remotePort}`;
     const der = TrustStore.peerCertificate(raw);
     if (!der) return { trusted: false, protocol: "tls", username: "", address };
-    const fingerprint = createHash("sha256").update(der).digest("hex");
+    let fingerprint = createHash("sha256").update(der).digest("hex");
+    if (this.clusterFingerprint && fingerprint === this.clusterFingerprint) {
+      // A member forwarding a request: it says whose it is (none: the member itself, or a unix-socket user).
+      const forwarded = raw.headers["x-nodelxd-forwarded-for"];
+      if (typeof forwarded !== "string" || forwarded === "") return { trusted: true, protocol: "tls", username: "cluster", address, fingerprint };
+      fingerprint = forwarded;
+    }
     const client = this.clients.get(fingerprint);
     if (!client) return { trusted: false, protocol: "tls", username: fingerprint, address, fingerprint, metrics: this.metrics.has(fingerprint) };
     return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: client.restricted, projects: client.restricted ? client.projects : undefined };

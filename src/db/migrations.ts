@@ -343,4 +343,15 @@ export const migrations: Migration[] = [
       END;
     `,
   },
+  {
+    version: 200,
+    name: "cluster: instance location and member-local cluster state",
+    // instances.node: the member an instance lives on ('' on a standalone daemon: location "none").
+    // cluster_local: this member's own clustering state (name, etcd endpoints, last applied log index),
+    // never replicated.
+    sql: `
+      ALTER TABLE instances ADD COLUMN node TEXT NOT NULL DEFAULT '';
+      CREATE TABLE cluster_local (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    `,
+  },
 ];
