@@ -73,6 +73,24 @@ export function memberRequest(url: string, tls: MemberTls, method: string, path:
   });
 }
 
+/** A raw GET from a member (a whole body in memory). */
+export function memberRawGet(url: string, tls: MemberTls, path: string): Promise<{ status: number; type: string; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(options(url, tls, "GET", path, {}), (res) => {
+      if (!pinned(res.socket as TLSSocket, tls.fingerprint)) {
+        res.destroy();
+        return reject(new Error(`Member ${url} does not present the cluster certificate`));
+      }
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, type: String(res.headers["content-type"] ?? ""), body: Buffer.concat(chunks) }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "host"]);
 
 /** Proxy a whole request to a member; resolves with the member's status and (for JSON) its body. */

@@ -2,19 +2,19 @@
 // heartbeats, and where an instance lives. Global state replication is replica.ts; the etcd
 // layout is store.ts; forwarding and the write lock are router.ts.
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { BadRequest, Conflict, Forbidden, NotFound } from "../api/errors.js";
 import { setLocalMember, type Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import type { OperationManager } from "../operations/manager.js";
-import type { OperationView } from "../operations/types.js";
+import type { LxdEvent, OperationView } from "../operations/types.js";
 import { certFingerprint, type KeyPair } from "../daemon/certificates.js";
 import type { Paths } from "../daemon/paths.js";
 import type { ServerService } from "../daemon/server-service.js";
 import type { TrustStore } from "../daemon/trust.js";
 import type { ClusterPort } from "../daemon/ports.js";
-import { memberRequest, type MemberTls } from "./forward.js";
+import { memberRawGet, memberRequest, type MemberTls } from "./forward.js";
 import { localGet, localSet, Replica, takeSnapshot } from "./replica.js";
 import { ClusterStore, type MemberRecord } from "./store.js";
 
@@ -137,6 +137,16 @@ export class ClusterService implements ClusterPort {
       void this.beat();
       void this.publishStatuses();
     }, 2_000);
+    // Events: each member relays its lifecycle and operation events (not admin-only ones, whose
+    // metadata may hold secrets) through etcd; every member delivers the others' to its listeners.
+    this.d.events.location = name;
+    this.d.events.tap = (event, opts) => {
+      if (opts.adminOnly || event.type === "logging") return;
+      void store.publishEvent(this.member, event).catch(() => undefined);
+    };
+    await store.watchEvents((member, event) => {
+      if (member !== this.member) this.d.events.deliver(event as LxdEvent);
+    });
     // Instance state changes here reach the other members' listings at once.
     this.d.events.subscribe({
       filter: { types: new Set(["lifecycle"]) },
@@ -414,6 +424,20 @@ export class ClusterService implements ClusterPort {
     const m = await store.member(name);
     if (!m) throw new NotFound("Member not found");
     await store.putMember({ ...m, state: evacuated ? "evacuated" : "" });
+  }
+
+  /** Copy an image file from the first other online member that has it (held in memory: small images). */
+  async fetchImage(project: string, fingerprint: string, file: string): Promise<void> {
+    const others = (await this.members()).filter((m) => m.status === "Online" && m.server_name !== this.member);
+    for (const m of others) {
+      const r = await memberRawGet(m.url, this.tls(), `/1.0/images/${fingerprint}/export?project=${encodeURIComponent(project)}`).catch(() => undefined);
+      if (!r || r.status !== 200 || /multipart/.test(r.type)) continue;
+      const tmp = `${file}.fetch-${process.pid}`;
+      writeFileSync(tmp, r.body, { mode: 0o600 });
+      renameSync(tmp, file);
+      return;
+    }
+    throw new Error(`No cluster member has the files of image ${fingerprint}`);
   }
 
   /** Run an instance request against this member's own API (through its router: the write lock, as any client). */

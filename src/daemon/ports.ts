@@ -211,4 +211,6 @@ export interface ClusterPort {
   poolSource(pool: string): string | undefined;
   /** The status of an instance that lives on another member (from that member's reports). */
   remoteStatus(project: string, name: string, node: string): string | undefined;
+  /** Copy an image's (unified) file from a member that has it to `file`. */
+  fetchImage?(project: string, fingerprint: string, file: string): Promise<void>;
 }

@@ -31,6 +31,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const d of cluster?.daemons ?? []) d.lxc("delete", "-f", "c1");
+  // CLUSTER_KEEP_LOGS=dir: keep the daemons' logs for debugging.
+  if (process.env.CLUSTER_KEEP_LOGS) for (const [i, d] of (cluster?.daemons ?? []).entries()) spawnSync("cp", [`${d.dir}.log`, `${process.env.CLUSTER_KEEP_LOGS}/m${i + 1}.log`]);
   await cluster?.stop();
 }, 120_000);
 
