@@ -1,6 +1,9 @@
 // `nodelxd init --auto | --preseed | --dump`: a client of the REST API, as upstream `lxd init`.
 // A preseed is applied object by object (server config, networks, storage pools, profiles);
 // if a step fails, everything done so far is reverted in reverse order.
+import { X509Certificate } from "node:crypto";
+import { connect as tlsConnect } from "node:tls";
+import { certFingerprint } from "../daemon/certificates.js";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import YAML from "yaml";
@@ -100,10 +103,6 @@ async function joinCluster(api: InitApi, c: ClusterPreseed): Promise<void> {
     throw new Error(`Failed to join cluster: ${(e as Error).message}`);
   }
 }
-
-import { X509Certificate } from "node:crypto";
-import { connect as tlsConnect } from "node:tls";
-import { certFingerprint } from "../daemon/certificates.js";
 
 const YAML_OPTS = { version: "1.1" as const };
 const STORAGE_BACKENDS = ["btrfs", "dir", "lvm", "zfs"];

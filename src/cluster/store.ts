@@ -7,7 +7,7 @@
 //   tokens/<name>      pending join tokens (secret, expiry)
 //   lock/global        the write lock (etcd's lock recipe) serialising mutating requests
 //   events/<name>      each member's latest event (watched by every member for /1.0/events)
-import { Etcd3, type Lease, type Lock, type Watcher } from "etcd3";
+import { Etcd3, EtcdLockFailedError, type Lease, type Lock, type Watcher } from "etcd3";
 
 export const PREFIX = "/nodelxd/";
 const LOG = `${PREFIX}log/`;
@@ -109,13 +109,24 @@ export class ClusterStore {
     await this.client.put(`${PREFIX}snapshot`).value(JSON.stringify(s));
   }
 
-  /** Take the cluster-wide write lock; resolves with its release. */
-  async lock(): Promise<() => Promise<void>> {
-    const lock: Lock = this.client.lock(`${PREFIX}lock/global`).ttl(30);
-    await lock.acquire();
-    return async () => {
-      await lock.release().catch(() => undefined);
-    };
+  /**
+   * Take the cluster-wide write lock, waiting while another member holds it (etcd3's acquire is a
+   * try-lock: retried with a short backoff); resolves with its release.
+   */
+  async lock(timeoutMs = 300_000): Promise<() => Promise<void>> {
+    const deadline = Date.now() + timeoutMs;
+    for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+      const lock: Lock = this.client.lock(`${PREFIX}lock/global`).ttl(30);
+      try {
+        await lock.acquire();
+        return async () => {
+          await lock.release().catch(() => undefined);
+        };
+      } catch (err) {
+        if (!(err instanceof EtcdLockFailedError) || Date.now() > deadline) throw err;
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
   }
 
   // ---- members ----

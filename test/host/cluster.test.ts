@@ -80,6 +80,16 @@ describe("a three-member cluster", () => {
     ok(m1.lxc("delete", "c2"));
   }, 180_000);
 
+  it("serialises concurrent writes to one object from two members: one wins, the other gets 412", async () => {
+    const current = await m1.api("GET", "/1.0/profiles/p-cluster");
+    const etag = String(current.headers.etag);
+    const put = (d: TestDaemon, v: string) => d.api("PUT", "/1.0/profiles/p-cluster", { config: { "user.k": v }, description: "", devices: {} }, { "if-match": etag });
+    const [a, b] = await Promise.all([put(m1, "from-m1"), put(m2, "from-m2")]);
+    expect([a.status, b.status].sort()).toEqual([200, 412]);
+    const winner = a.status === 200 ? "from-m1" : "from-m2";
+    expect(await waitFor(async () => (await m3.api("GET", "/1.0/profiles/p-cluster")).body.metadata.config["user.k"] === winner)).toBe(true);
+  }, 60_000);
+
   it("evacuates and restores a member", async () => {
     ok(m1.lxc("cluster", "evacuate", "m2", "--force"));
     expect(ok(m1.lxc("cluster", "list", "-f", "csv"))).toMatch(/^m2,.*EVACUATED/m);
