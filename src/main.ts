@@ -59,6 +59,7 @@ Flags:
   -d, --debug      Show all debug messages
       --group      The group of users that will be allowed to talk to the daemon
       --logfile    Path to the log file
+      --etcd-endpoints  etcd client URLs (comma-separated) for a first cluster member
   -v, --verbose    Show all information messages
 `;
 
@@ -69,6 +70,7 @@ async function runDaemon(args: ParsedArgs): Promise<void> {
     logfile: typeof args.flags.logfile === "string" ? args.flags.logfile : undefined,
     debug: !!(args.flags.debug || args.flags.d),
     verbose: !!(args.flags.verbose || args.flags.v),
+    etcdEndpoints: typeof args.flags["etcd-endpoints"] === "string" ? args.flags["etcd-endpoints"].split(",").filter(Boolean) : undefined,
   });
   // SIGTERM/SIGINT/SIGQUIT leave instances running; SIGPWR stops them first (host power-off).
   for (const sig of ["SIGTERM", "SIGINT", "SIGQUIT"] as const) process.on(sig, () => void daemon.stop({ stopInstances: false }));

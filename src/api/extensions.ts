@@ -171,4 +171,14 @@ export const apiExtensions: string[] = [
   "storage_lvm_vg_rename",
   "storage_lvm_use_thinpool",
   "storage_lvm_lv_resizing",
+  // Clustering on etcd (src/cluster/): enable/join, tokens, members, evacuation.
+  "clustering",
+  "clustering_join",
+  "clustering_server_address",
+  "clustering_roles",
+  "clustering_architecture",
+  "clustering_failure_domains",
+  "clustering_join_token",
+  "clustering_description",
+  "clustering_evacuation",
 ];

@@ -1,6 +1,9 @@
 // `nodelxd init --auto | --preseed | --dump`: a client of the REST API, as upstream `lxd init`.
 // A preseed is applied object by object (server config, networks, storage pools, profiles);
 // if a step fails, everything done so far is reverted in reverse order.
+import { X509Certificate } from "node:crypto";
+import { connect as tlsConnect } from "node:tls";
+import { certFingerprint } from "../daemon/certificates.js";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import YAML from "yaml";
@@ -34,7 +37,71 @@ export interface Preseed {
   storage_pools?: StoragePoolPreseed[];
   profiles?: ProfilePreseed[];
   projects?: unknown[];
-  cluster?: unknown;
+  cluster?: ClusterPreseed | null;
+}
+
+export interface ClusterPreseed {
+  enabled?: boolean;
+  server_name?: string;
+  server_address?: string;
+  cluster_address?: string;
+  cluster_certificate?: string;
+  cluster_password?: string;
+  cluster_token?: string;
+  member_config?: unknown[];
+}
+
+/** The PEM certificate a server presents (upstream lxd init's GetRemoteCertificate). */
+function remoteCertificate(address: string): Promise<string> {
+  const u = new URL(`https://${address}`);
+  return new Promise((resolve, reject) => {
+    const sock = tlsConnect({ host: u.hostname.replace(/^\[|\]$/g, ""), port: Number(u.port || 8443), rejectUnauthorized: false }, () => {
+      const der = sock.getPeerCertificate().raw;
+      sock.destroy();
+      resolve(new X509Certificate(der).toString());
+    });
+    sock.setTimeout(5000, () => sock.destroy(new Error("timeout")));
+    sock.on("error", reject);
+  });
+}
+
+/** Join with a token (as upstream: find a member answering with the token's certificate, then PUT /1.0/cluster). */
+async function joinCluster(api: InitApi, c: ClusterPreseed): Promise<void> {
+  let token: { server_name: string; fingerprint: string; addresses: string[] };
+  try {
+    token = JSON.parse(Buffer.from(c.cluster_token ?? "", "base64").toString("utf8"));
+    if (typeof token.server_name !== "string" || !Array.isArray(token.addresses)) throw new Error("bad token");
+  } catch {
+    throw new Error("Invalid cluster join token");
+  }
+  let clusterAddress = "";
+  let certificate = "";
+  for (const address of token.addresses) {
+    try {
+      const pem = await remoteCertificate(address);
+      if (certFingerprint(pem) !== token.fingerprint) throw new Error(`Certificate fingerprint mismatch between join token and cluster member "${address}"`);
+      clusterAddress = address;
+      certificate = pem;
+      break;
+    } catch (e) {
+      if (/fingerprint mismatch/.test((e as Error).message)) throw e;
+      console.log(`Error connecting to existing cluster member "${address}": ${(e as Error).message}`);
+    }
+  }
+  if (!clusterAddress) throw new Error("Unable to connect to any of the cluster members specified in join token");
+  try {
+    await api.ok("PUT", "/1.0/cluster", {
+      server_name: token.server_name,
+      enabled: true,
+      server_address: c.server_address ?? "",
+      cluster_address: clusterAddress,
+      cluster_certificate: certificate,
+      cluster_password: c.cluster_token,
+      member_config: c.member_config ?? [],
+    });
+  } catch (e) {
+    throw new Error(`Failed to join cluster: ${(e as Error).message}`);
+  }
 }
 
 const YAML_OPTS = { version: "1.1" as const };
@@ -54,7 +121,7 @@ export function parsePreseed(text: string): Preseed {
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== "object" || Array.isArray(doc)) throw new Error("Failed to parse the preseed: the document is not a mapping");
   const p = doc as Preseed;
-  if (p.cluster !== undefined && p.cluster !== null) throw new Error("Clustering is not supported by nodelxd: remove the cluster section from the preseed");
+  if (p.cluster !== undefined && p.cluster !== null && (typeof p.cluster !== "object" || Array.isArray(p.cluster))) throw new Error("Failed to parse the preseed: cluster must be a mapping");
   if (p.projects !== undefined && p.projects !== null && (!Array.isArray(p.projects) || p.projects.length > 0)) {
     throw new Error("Projects in a preseed are not supported by nodelxd yet: remove the projects section");
   }
@@ -92,6 +159,8 @@ class Reverter {
 const enc = encodeURIComponent;
 
 export async function applyPreseed(api: InitApi, p: Preseed): Promise<void> {
+  // Joining: the member takes the cluster's state; the rest of the preseed is not applied (as upstream).
+  if (p.cluster?.enabled && p.cluster.cluster_token) return joinCluster(api, p.cluster);
   const revert = new Reverter();
   try {
     if (p.config && Object.keys(p.config).length > 0) {
@@ -160,6 +229,11 @@ export async function applyPreseed(api: InitApi, p: Preseed): Promise<void> {
         });
         revert.add(() => api.ok("DELETE", `/1.0/profiles/${enc(profile.name)}`));
       }
+    }
+    if (p.cluster?.enabled) {
+      await api.ok("PUT", "/1.0/cluster", { server_name: p.cluster.server_name ?? "", enabled: true, member_config: [] }).catch((e) => {
+        throw new Error(`Failed to enable clustering: ${e.message}`);
+      });
     }
   } catch (e) {
     await revert.run();

@@ -14,6 +14,9 @@ import { eventRoutes } from "../api/routes/events.js";
 import { resourceRoutes } from "../api/routes/resources.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
+import { clusterRoutes } from "../api/routes/cluster.js";
+import { ClusterService } from "../cluster/service.js";
+import { ClusterRouter } from "../cluster/router.js";
 import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
 import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
@@ -47,6 +50,8 @@ export interface DaemonOptions {
   logfile?: string;
   debug?: boolean;
   verbose?: boolean;
+  /** etcd client URLs a first cluster member bootstraps on (joiners learn them from the cluster). */
+  etcdEndpoints?: string[];
 }
 
 /** The services every feature module may depend on. */
@@ -89,6 +94,7 @@ export class Daemon {
   private endpoints?: Endpoints;
   private app?: FastifyInstance;
   private loaded: Feature[] = [];
+  private cluster?: ClusterService;
   core?: Core;
   /** The route table served (every path, its handlers and who may call them), once started. */
   routes: Route[] = [];
@@ -141,6 +147,23 @@ export class Daemon {
       },
     });
     const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair, ports: {} };
+    const cluster = new ClusterService({
+      paths,
+      db,
+      log,
+      events,
+      operations,
+      server,
+      trust,
+      keypair,
+      architecture: host.kernel_architecture,
+      etcdEndpoints: this.opts.etcdEndpoints ?? [],
+      setTls: (tls) => this.endpoints?.setTls(tls) ?? Promise.resolve(),
+      localStatuses: () => core.ports.instances?.localStatuses?.() ?? {},
+      adoptPools: async () => (await (core.ports.storage as { adoptPools?: () => Promise<Record<string, string>> } | undefined)?.adoptPools?.()) ?? {},
+    });
+    this.cluster = cluster;
+    core.ports.cluster = cluster;
     const projectExists = (name: string) => db.prepare("SELECT 1 FROM projects WHERE name = ?").get(name) !== undefined;
     this.core = core;
     this.loaded = features.map((f) => f(core));
@@ -155,6 +178,7 @@ export class Daemon {
       ),
       ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
+      ...clusterRoutes(cluster, operations, (name, action) => cluster.evacuate(name, action, () => core.ports.instances?.localStatuses?.() ?? {})),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
     ];
@@ -166,11 +190,12 @@ export class Daemon {
       effectiveProject: (project, feature) => core.ports.projects?.effectiveProject(project, feature) ?? project,
     });
     const app = this.app;
+    const router = new ClusterRouter({ cluster, db, log, operations, identify: (req) => trust.identify(req) });
     this.endpoints = new Endpoints({
       socketPath: paths.socket,
       group: this.opts.group,
       tls: { ...keypair, ca: ca?.pem },
-      handler: (req, res) => {
+      handler: router.handler((req, res) => {
         // GET /1.0 is what every client asks first and most often: serve its cached envelope
         // without going through the router (headers every response needs must be added here too).
         // (X-LXD-authenticated: a client insisting on trust goes through the router's 403.)
@@ -182,18 +207,27 @@ export class Daemon {
           return;
         }
         app.routing(req, res);
-      },
+      }),
       metricsHandler: (req, res) => {
         if (req.method === "GET" && (req.url ?? "").split("?")[0] === "/1.0/metrics") return app.routing(req, res);
         const body = encode(errorEnvelope(404, "not found"));
         res.writeHead(404, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
         res.end(body);
       },
-      onServer: (s) =>
-        attachWebsockets(s, { events, operations, log, identify: (req) => trust.identify(req), projectExists, upgrades: this.loaded.flatMap((f) => f.upgrades?.() ?? []) }),
+      onServer: (s) => {
+        attachWebsockets(s, { events, operations, log, identify: (req) => trust.identify(req), projectExists, upgrades: this.loaded.flatMap((f) => f.upgrades?.() ?? []) });
+        // Websockets of operations living on another member are spliced through to it first.
+        const local = s.listeners("upgrade") as ((...a: unknown[]) => void)[];
+        s.removeAllListeners("upgrade");
+        s.on("upgrade", (req, socket, head) => {
+          if (!router.upgrade(req, socket, head)) for (const l of local) l(req, socket, head);
+        });
+      },
       log,
     });
     for (const f of this.loaded) await f.start?.();
+    await cluster.start();
+    if (cluster.clustered()) await this.endpoints.setTls(cluster.certificate());
     await this.endpoints.listenUnix();
     const httpsAddress = server.get("core.https_address");
     if (httpsAddress) {
@@ -223,6 +257,7 @@ export class Daemon {
       try {
         for (const f of [...this.loaded].reverse()) await f.stop?.(opts).catch((e) => log?.error({ err: e, feature: f.name }, "feature stop failed"));
         this.core?.operations.abortAll();
+        await this.cluster?.stop().catch((e) => log?.error({ err: e }, "cluster stop failed"));
         await this.endpoints?.close();
         await this.app?.close();
         this.core?.db.close();

@@ -91,6 +91,17 @@ export class Endpoints {
     this.unix = server;
   }
 
+  /** Serve another certificate (a member that joined a cluster serves the cluster's): rebinds the TLS listener. */
+  async setTls(tls: { cert: string; key: string }): Promise<void> {
+    this.opts.tls = tls;
+    const address = this.httpsAddress;
+    if (!address) return;
+    await closeServer(this.https!);
+    this.https = undefined;
+    this.httpsAddress = "";
+    await this.setHttpsAddress(address);
+  }
+
   /** (Re)bind the TLS listener; an empty address closes it. */
   async setHttpsAddress(address: string): Promise<void> {
     if (address === this.httpsAddress) return;

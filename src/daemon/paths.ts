@@ -7,6 +7,9 @@ export interface Paths {
   database: string;
   databaseFile: string;
   serverCert: string;
+  /** The cluster's shared certificate and key (clustered members only). */
+  clusterCert: string;
+  clusterKey: string;
   serverKey: string;
   logs: string;
   containers: string;
@@ -31,6 +34,8 @@ export function pathsFor(dir: string): Paths {
     database: join(dir, "database"),
     databaseFile: join(dir, "database", "nodelxd.db"),
     serverCert: join(dir, "server.crt"),
+    clusterCert: join(dir, "cluster.crt"),
+    clusterKey: join(dir, "cluster.key"),
     serverKey: join(dir, "server.key"),
     logs: join(dir, "logs"),
     containers: join(dir, "containers"),

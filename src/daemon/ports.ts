@@ -135,6 +135,8 @@ export interface InstancesPort {
   applyProfileChange?(profileProject: string, before: ProfileRecord): Promise<void>;
   /** expires_at of an instance snapshot (storage API's volume snapshot view); undefined if unknown. */
   snapshotExpiry?(project: string, name: string, snapshot: string): string | undefined;
+  /** Status of each instance that lives on this member ("project/name" → "Running", ...). */
+  localStatuses?(): Record<string, string>;
 }
 
 export interface NetworksPort {
@@ -226,4 +228,18 @@ export interface Ports {
   instances?: InstancesPort;
   networks?: NetworksPort;
   projects?: ProjectsPort;
+  cluster?: ClusterPort;
+}
+
+/** What other features ask of clustering (absent or inert on a standalone daemon). */
+export interface ClusterPort {
+  clustered(): boolean;
+  /** This member's name ("" standalone). */
+  name(): string;
+  /** This member's own `source` for a pool, when it differs from the pool's shared config. */
+  poolSource(pool: string): string | undefined;
+  /** The status of an instance that lives on another member (from that member's reports). */
+  remoteStatus(project: string, name: string, node: string): string | undefined;
+  /** Copy an image's (unified) file from a member that has it to `file`. */
+  fetchImage?(project: string, fingerprint: string, file: string): Promise<void>;
 }

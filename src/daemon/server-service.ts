@@ -34,6 +34,7 @@ export class ServerService {
   private cache = new Map<string, { body: Buffer; etag: string }>();
   /** Set by the storage feature; it calls invalidate() whenever what it reports changes. */
   private storageInfo?: () => StorageEnvironment;
+  private clusterInfo?: () => { clustered: boolean; name: string; certificate: { cert: string; fingerprint: string } };
 
   constructor(private readonly deps: ServerServiceDeps) {
     this.config = deps.repo.all();
@@ -62,6 +63,18 @@ export class ServerService {
 
   invalidate(): void {
     this.cache.clear();
+  }
+
+  /** Re-read the config (another cluster member changed it). */
+  reload(): void {
+    this.config = this.deps.repo.all();
+    this.invalidate();
+  }
+
+  /** Clustering facts for GET /1.0 (server_clustered, server_name, the cluster certificate). */
+  setClusterInfo(fn: () => { clustered: boolean; name: string; certificate: { cert: string; fingerprint: string } }): void {
+    this.clusterInfo = fn;
+    this.invalidate();
   }
 
   addresses(): string[] {
@@ -107,12 +120,14 @@ export class ServerService {
 
   private environment() {
     const h = this.deps.host;
+    const cluster = this.clusterInfo?.();
+    const certificate = cluster?.clustered ? cluster.certificate : this.deps.certificate;
     const storage = (this.storageInfo ?? this.deps.storage)?.() ?? { storage: "", storage_version: "", storage_supported_drivers: [] };
     return {
       addresses: this.addresses(),
       architectures: h.architectures,
-      certificate: this.deps.certificate.cert,
-      certificate_fingerprint: this.deps.certificate.fingerprint,
+      certificate: certificate.cert,
+      certificate_fingerprint: certificate.fingerprint,
       driver: h.driver,
       driver_version: h.driver_version,
       firewall: h.firewall,
@@ -125,9 +140,9 @@ export class ServerService {
       os_version: h.os_version,
       project: "default",
       server: "lxd",
-      server_clustered: false,
+      server_clustered: cluster?.clustered ?? false,
       server_event_mode: "full-mesh",
-      server_name: h.server_name,
+      server_name: cluster?.clustered ? cluster.name : h.server_name,
       server_pid: process.pid,
       server_version: "5.0.2",
       ...storage,

@@ -21,6 +21,8 @@ export class TrustStore {
   private clients = new Map<string, { restricted: boolean; projects: string[] }>();
   /** Fingerprints of certificates of type "metrics". */
   private metrics = new Set<string>();
+  /** The cluster certificate: its holders are fellow members (trusted as the unix socket, or as the client they forward for). */
+  private clusterFingerprint?: string;
 
   constructor(
     private readonly db: Db,
@@ -38,6 +40,10 @@ export class TrustStore {
     this.clients = new Map(rows.map((r) => [r.fingerprint, { restricted: r.restricted === 1, projects: parseProjects(r.projects) }]));
     const metrics = this.db.prepare("SELECT fingerprint FROM certificates WHERE type = 'metrics'").all() as { fingerprint: string }[];
     this.metrics = new Set(metrics.map((r) => r.fingerprint));
+  }
+
+  setClusterFingerprint(fingerprint: string | undefined): void {
+    this.clusterFingerprint = fingerprint;
   }
 
   has(fingerprint: string): boolean {
@@ -65,12 +71,20 @@ export class TrustStore {
     const address = host.includes(":") ? `[${host}]:${socket.remotePort}` : `${host}:${socket.remotePort}`;
     const der = TrustStore.peerCertificate(raw);
     if (!der) return { trusted: false, protocol: "tls", username: "", address };
-    const fingerprint = createHash("sha256").update(der).digest("hex");
+    let fingerprint = createHash("sha256").update(der).digest("hex");
+    let forwarded = false;
+    if (this.clusterFingerprint && fingerprint === this.clusterFingerprint) {
+      // A member forwarding a request: it says whose it is (none: the member itself, or a unix-socket user).
+      const forwardedFor = raw.headers["x-nodelxd-forwarded-for"];
+      if (typeof forwardedFor !== "string" || forwardedFor === "") return { trusted: true, protocol: "tls", username: "cluster", address, fingerprint };
+      fingerprint = forwardedFor;
+      forwarded = true;
+    }
     // PKI mode with core.trust_ca_certificates: the CA decides for the certificates it signed,
     // and a revoked one is untrusted even when it is in the trust store (as LXD).
     const { ca, trustCa } = this.opts;
-    if (ca && !this.acceptsPeer(der)) return { trusted: false, protocol: "tls", username: "", address };
-    if (ca && trustCa?.()) {
+    if (ca && !forwarded && !this.acceptsPeer(der)) return { trusted: false, protocol: "tls", username: "", address };
+    if (ca && !forwarded && trustCa?.()) {
       const verdict = caVerdict(ca, new X509Certificate(der));
       if (verdict === false) return { trusted: false, protocol: "tls", username: "", address };
       if (verdict === true && !this.clients.has(fingerprint)) return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: false };

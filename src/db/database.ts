@@ -34,3 +34,14 @@ export function migrate(db: Db, migrations: Migration[]): number[] {
   }
   return applied;
 }
+
+const members = new WeakMap<Db, string>();
+
+/** The cluster member this database belongs to ("" standalone); new instance rows record it. */
+export function localMember(db: Db): string {
+  return members.get(db) ?? "";
+}
+
+export function setLocalMember(db: Db, name: string): void {
+  members.set(db, name);
+}

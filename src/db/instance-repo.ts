@@ -1,4 +1,4 @@
-import type { Db } from "./database.js";
+import { localMember, type Db } from "./database.js";
 
 export interface InstanceRow {
   id: number;
@@ -17,6 +17,8 @@ export interface InstanceRow {
   /** The running init process recorded at start (0 when stopped). */
   init_pid: number;
   init_start: string;
+  /** The cluster member it lives on ("" on a standalone daemon). */
+  node: string;
 }
 
 interface RawRow extends Omit<InstanceRow, "ephemeral" | "stateful" | "config" | "devices" | "profiles"> {
@@ -51,13 +53,13 @@ export class InstanceRepo {
     return r ? toRow(r) : undefined;
   }
 
-  insert(row: Omit<InstanceRow, "id">): void {
+  insert(row: Omit<InstanceRow, "id" | "node">): void {
     this.db
       .prepare(
-        `INSERT INTO instances (project, name, type, architecture, ephemeral, stateful, description, config, devices, profiles, created_at, last_used_at, init_pid, init_start)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO instances (project, name, type, architecture, ephemeral, stateful, description, config, devices, profiles, created_at, last_used_at, init_pid, init_start, node)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(row.project, row.name, row.type, row.architecture, row.ephemeral ? 1 : 0, row.stateful ? 1 : 0, row.description, JSON.stringify(row.config), JSON.stringify(row.devices), JSON.stringify(row.profiles), row.created_at, row.last_used_at, row.init_pid, row.init_start);
+      .run(row.project, row.name, row.type, row.architecture, row.ephemeral ? 1 : 0, row.stateful ? 1 : 0, row.description, JSON.stringify(row.config), JSON.stringify(row.devices), JSON.stringify(row.profiles), row.created_at, row.last_used_at, row.init_pid, row.init_start, localMember(this.db));
   }
 
   /** Update the user-editable fields. */

@@ -350,4 +350,15 @@ export const migrations: Migration[] = [
     // last_use_date=..."` (image_expiry ages a cached image that way).
     sql: `ALTER TABLE images RENAME COLUMN last_used_at TO last_use_date;`,
   },
+  {
+    version: 200,
+    name: "cluster: instance location and member-local cluster state",
+    // instances.node: the member an instance lives on ('' on a standalone daemon: location "none").
+    // cluster_local: this member's own clustering state (name, etcd endpoints, last applied log index),
+    // never replicated.
+    sql: `
+      ALTER TABLE instances ADD COLUMN node TEXT NOT NULL DEFAULT '';
+      CREATE TABLE cluster_local (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    `,
+  },
 ];

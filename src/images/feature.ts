@@ -25,6 +25,11 @@ export class ImagesFeature implements Feature {
       repo: new ImageRepo(core.db),
       events: core.events,
       log: core.log,
+      fetchFromMember: (project, fingerprint, file) => {
+        const cluster = core.ports.cluster;
+        if (!cluster?.clustered() || !cluster.fetchImage) throw new Error("Image file missing");
+        return cluster.fetchImage(project, fingerprint, file);
+      },
       projectFor: (project) => core.ports.projects?.effectiveProject(project, "images") ?? project,
       profileExists: (project, name) => {
         const profiles = core.ports.profiles;

@@ -2,6 +2,7 @@
 // (+ <fingerprint>.rootfs for split images). Owns import, lookup, unpack and removal.
 // The first unpack of an image also keeps the validated tree in $LXD_DIR/cache/image-trees:
 // later instances copy it instead of decompressing and checking the tarball again.
+import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { link, lstat, mkdir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
@@ -101,6 +102,8 @@ export interface ServiceDeps {
   projectFor?: (project: string) => string;
   /** Whether a profile exists (image profiles are checked on edit); absent: not checked. */
   profileExists?: (project: string, name: string) => boolean;
+  /** A cluster member without an image's files copies them from another member on demand. */
+  fetchFromMember?: (project: string, fingerprint: string, file: string) => Promise<void>;
 }
 
 /** PUT/PATCH /1.0/images/{fingerprint} body. */
@@ -483,6 +486,10 @@ export class ImageService implements ImagesPort {
     const st = await lstat(target);
     if (!st.isDirectory()) throw new Error(`Unpack target ${target} is not a directory`);
     if ((await readdir(target)).length > 0) throw new Error(`Unpack target ${target} is not empty`);
+    if (this.deps.fetchFromMember && !existsSync(this.imageFile(fingerprint))) {
+      if (row.split) throw new Error("Copying split images between cluster members is not supported yet");
+      await this.deps.fetchFromMember(row.project, fingerprint, this.imageFile(fingerprint));
+    }
     // First use of a split image (what image servers ship): unpack straight into the target, as
     // LXD does, and keep the image's tree for later instances by building it afterwards, off this
     // launch's path (an unpack and a full copy less for the first launch from a remote image).

@@ -1,6 +1,7 @@
 // Instances: the rules and the database. Creation, updates, renames and deletes live here;
 // running containers (start/stop/adoption) are in runtime.ts.
 import { randomUUID } from "node:crypto";
+import { localMember } from "../db/database.js";
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../api/errors.js";
@@ -89,7 +90,7 @@ const IDMAP_KEYS = ["raw.idmap", "security.idmap.isolated", "security.idmap.base
 export interface InstanceServiceDeps {
   db: Db;
   /** The other features' ports (filled as they load). */
-  ports: Pick<Ports, "profiles" | "images" | "storage" | "projects">;
+  ports: Pick<Ports, "profiles" | "images" | "storage" | "projects" | "cluster">;
   events: { lifecycle(action: string, source: string, opts?: { project?: string; context?: Record<string, unknown> }): void };
   host: { kernel_architecture: string };
   /** $LXD_DIR/images (publish builds a snapshot's tree there). */
@@ -169,9 +170,22 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     return p;
   }
 
+  /** The status of an instance: from the runtime here, or as its member last reported it. */
+  status(row: InstanceRow): string {
+    if (row.node && row.node !== localMember(this.deps.db)) return this.deps.ports.cluster?.remoteStatus(row.project, row.name, row.node) ?? "Error";
+    return this.runtime.status(row);
+  }
+
+  localStatuses(): Record<string, string> {
+    const me = localMember(this.deps.db);
+    const out: Record<string, string> = {};
+    for (const row of this.repo.list()) if (row.node === me || row.node === "") out[`${row.project}/${row.name}`] = this.runtime.status(row);
+    return out;
+  }
+
   view(row: InstanceRow): InstanceView {
     const ex = this.expanded(row);
-    const status = this.runtime.status(row);
+    const status = this.status(row);
     return {
       architecture: row.architecture,
       config: row.config,
@@ -187,7 +201,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       status,
       status_code: STATUS[status as keyof typeof STATUS] ?? 112,
       last_used_at: row.last_used_at,
-      location: "none",
+      location: row.node || "none",
       type: row.type,
       project: row.project,
     };

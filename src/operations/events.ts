@@ -25,6 +25,10 @@ export interface Subscriber {
 
 export class EventHub {
   private readonly subscribers = new Set<Subscriber>();
+  /** The cluster member name events carry ("none" standalone). */
+  location = "none";
+  /** Sees every event published here (not delivered ones): a cluster member relays them to the others. */
+  tap?: (event: LxdEvent, opts: PublishOptions) => void;
 
   subscribe(sub: Subscriber): () => void {
     this.subscribers.add(sub);
@@ -36,9 +40,17 @@ export class EventHub {
   }
 
   publish(type: EventType, metadata: unknown, project?: string, opts: PublishOptions = {}): void {
-    if (this.subscribers.size === 0) return;
-    const event: LxdEvent = { type, timestamp: new Date().toISOString(), metadata, location: "none" };
+    if (this.subscribers.size === 0 && !this.tap) return;
+    const event: LxdEvent = { type, timestamp: new Date().toISOString(), metadata, location: this.location };
     if (project !== undefined) event.project = project;
+    this.tap?.(event, opts);
+    this.deliver(event, opts);
+  }
+
+  /** Hand an event (made here or relayed from another member) to the subscribers it is for. */
+  deliver(event: LxdEvent, opts: PublishOptions = {}): void {
+    if (this.subscribers.size === 0) return;
+    const { type, project } = event;
     const encoded = JSON.stringify(event);
     for (const sub of this.subscribers) {
       if (!sub.filter.types.has(type)) continue;

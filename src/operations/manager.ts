@@ -137,6 +137,11 @@ export class OperationManager {
     }
   }
 
+  /** Settles when the operation finishes (at once for one unknown here). */
+  whenDone(id: string): Promise<void> {
+    return this.live.get(id)?.done ?? Promise.resolve();
+  }
+
   /** End an operation whose work is driven outside `run` (e.g. websocket sessions). */
   complete(id: string, err?: string, metadata?: Record<string, unknown>): void {
     const entry = this.live.get(id);

@@ -174,7 +174,29 @@ export class PoolService implements StoragePort {
   }
 
   driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver {
-    return this.definition(pool.driver).load({ name: pool.name, config: pool.config }, this.env);
+    // A cluster member keeps its own `source` for each pool (LXD: member-specific pool config).
+    const source = this.core.ports.cluster?.poolSource(pool.name);
+    const config = source ? { ...pool.config, source } : pool.config;
+    return this.definition(pool.driver).load({ name: pool.name, config }, this.env);
+  }
+
+  /**
+   * A member that joined a cluster: bring up every pool the cluster has on this host, each
+   * with this member's own default source. Returns the local sources chosen.
+   */
+  async adoptPools(): Promise<Record<string, string>> {
+    const sources: Record<string, string> = {};
+    for (const pool of this.repo.pools()) {
+      if (pool.state !== "created") continue;
+      const def = this.definition(pool.driver);
+      const local = def.fillDefaults({ name: pool.name, config: { ...pool.config, source: "" } }, this.env);
+      if (local.source) sources[pool.name] = local.source;
+      const driver = def.load({ name: pool.name, config: local }, this.env);
+      await driver.createPool().catch((e) => this.core.log.debug({ err: e, pool: pool.name }, "pool create on join (may exist)"));
+      await driver.mountPool();
+    }
+    this.core.server.invalidate();
+    return sources;
   }
 
   environment(): StorageEnvironment {

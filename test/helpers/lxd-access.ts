@@ -97,6 +97,13 @@ export const LXD_ACCESS: Table = {
   "/internal/gc": all("local"),
   "/internal/recover/validate": all("local"),
   "/internal/recover/import": all("local"),
+  // LXD: GET of the cluster and its members is allowAuthenticated; changes are admin.
+  "/1.0/cluster": { GET: "authenticated", PUT: "admin" },
+  "/1.0/cluster/members": { GET: "authenticated", POST: "admin" },
+  "/1.0/cluster/members/{}": { GET: "authenticated", PUT: "admin", PATCH: "admin", POST: "admin", DELETE: "admin" },
+  "/1.0/cluster/members/{}/state": { GET: "authenticated", POST: "admin" },
+  // A joining server is not trusted yet: it proves itself with the join token's secret.
+  "/internal/cluster/accept": { POST: "untrusted" },
 };
 
 /**

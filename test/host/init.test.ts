@@ -53,7 +53,7 @@ describe("nodelxd init", () => {
   it("--preseed refuses what it cannot do, changing nothing", async () => {
     const bad = init("config:\n  core.bogus: 1\n", "--preseed");
     expect(bad.stderr).toBe("Error: Failed to update server configuration: cannot set 'core.bogus' to '1': unknown key\n");
-    expect(init("cluster:\n  enabled: true\n", "--preseed").stderr).toMatch(/^Error: Clustering is not supported/);
+    expect(init("cluster:\n  enabled: true\n", "--preseed").stderr).toMatch(/^Error: Failed to enable clustering: Invalid server name/);
     expect(init("projects:\n- name: p1\n", "--preseed").stderr).toMatch(/^Error: Projects in a preseed are not supported/);
     expect(init("config: [\n", "--preseed").stderr).toMatch(/^Error: Failed to parse the preseed: /);
     expect((await d.api("GET", "/1.0")).body.metadata.config).toEqual({});

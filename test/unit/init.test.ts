@@ -30,7 +30,7 @@ describe("parsePreseed", () => {
     expect(parsePreseed("")).toEqual({});
   });
   it("refuses clustering, projects and nameless entries", () => {
-    expect(() => parsePreseed("cluster:\n  enabled: true\n")).toThrow(/Clustering is not supported/);
+    expect(() => parsePreseed("cluster: [1]\n")).toThrow(/cluster must be a mapping/);
     expect(() => parsePreseed("projects:\n- name: p\n")).toThrow(/Projects in a preseed/);
     expect(() => parsePreseed("profiles:\n- config: {}\n")).toThrow(/every entry of profiles needs a name/);
     expect(() => parsePreseed("- a\n")).toThrow(/not a mapping/);

@@ -12,6 +12,7 @@ const ROOT = join(import.meta.dirname, "../..");
 const PACKAGE_OF: Record<string, string> = {
   btrfs: "btrfs-progs", "mkfs.btrfs": "btrfs-progs",
   busybox: "busybox-static",
+  etcd: "etcd-server",
   dnsmasq: "dnsmasq-base",
   getfattr: "attr", setfattr: "attr",
   ip: "iproute2", tc: "iproute2",

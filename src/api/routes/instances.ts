@@ -95,7 +95,10 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     if (/^application\/octet-stream\b/i.test(String(req.stream.headers["content-type"] ?? ""))) return importBackup(req, reply);
     const body = await req.body(InstancesPost, "api.InstancesPost");
     // A standalone server: no member can be targeted (so restricted.cluster.target holds too).
-    if (req.query.target) throw new BadRequest("Target only allowed when clustered");
+    // Clustered, the router forwarded a create for another member there: here it is this member.
+    const cluster = core.ports.cluster;
+    if (req.query.target && !cluster?.clustered()) throw new BadRequest("Target only allowed when clustered");
+    if (req.query.target && req.query.target !== cluster?.name()) throw new BadRequest(`Member "${req.query.target}" not found`);
     // No name: LXD makes one up ("adjective-animal"), unique in the project.
     const name = body.name || generateInstanceName((n) => svc.repo.get(req.project, n) !== undefined);
     // `-t c0.5-m0.2`: limits the request's own config does not set, as LXD.

@@ -1,0 +1,156 @@
+// The one place where a clustered member decides, before routing a request: forward it to the
+// member that owns its object (an instance's member, a targeted create, an operation that lives
+// elsewhere), or serve it here — holding the cluster-wide write lock for mutating requests, so
+// that members never interleave global writes (the log order is each writer's local order).
+// A standalone daemon never goes through here.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import type { Logger } from "pino";
+import { encode, errorEnvelope } from "../api/envelope.js";
+import type { Requestor } from "../api/route.js";
+import type { Db } from "../db/database.js";
+import type { OperationManager } from "../operations/manager.js";
+import { FORWARDED_FOR, proxyRequest, proxyUpgrade } from "./forward.js";
+import type { ClusterService } from "./service.js";
+
+export interface RouterDeps {
+  cluster: ClusterService;
+  db: Db;
+  log: Logger;
+  operations: OperationManager;
+  identify(req: IncomingMessage): Requestor;
+}
+
+type Next = (req: IncomingMessage, res: ServerResponse) => void;
+
+const INSTANCE_PATH = /^\/1\.0\/(?:instances|containers)\/([^/?]+)(\/[^?]*)?$/;
+const OPERATION_PATH = /^\/1\.0\/operations\/([^/?]+)(\/[^?]*)?$/;
+const MEMBER_STATE_PATH = /^\/1\.0\/cluster\/members\/([^/?]+)\/state$/;
+/** Mutating requests that write no global state (or take care of it themselves). */
+const UNLOCKED = [
+  /^\/1\.0\/instances\/[^/]+\/(?:exec|console|files|sftp)$/,
+  /^\/1\.0\/containers\/[^/]+\/(?:exec|console|files|sftp)$/,
+  /^\/1\.0\/operations\//,
+  /^\/1\.0\/cluster(?:\/members)?$/,
+  /^\/1\.0\/cluster\/members\/[^/]+(?:\/state)?$/,
+  /^\/internal\//,
+  /^\/1\.0\/events$/,
+];
+
+function fail(res: ServerResponse, status: number, message: string): void {
+  const body = encode(errorEnvelope(status, message));
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+export class ClusterRouter {
+  /** Operations created on another member by a request forwarded from here: id → member url. */
+  private remoteOps = new Map<string, string>();
+
+  constructor(private readonly d: RouterDeps) {}
+
+  private forwardHeaders(who: Requestor): Record<string, string> {
+    // A member forwarding on behalf of a TLS client says who it is; unix-socket users and members go as the member.
+    return who.protocol === "tls" && who.username !== "cluster" && who.fingerprint ? { [FORWARDED_FOR]: who.fingerprint } : {};
+  }
+
+  /** Where a request must go: a member url, or undefined to serve it here. */
+  private async destination(req: IncomingMessage, url: URL, who: Requestor): Promise<string | undefined> {
+    const { cluster } = this.d;
+    const path = url.pathname;
+    const project = url.searchParams.get("project") || "default";
+    const inst = INSTANCE_PATH.exec(path);
+    if (inst) {
+      const row = this.d.db.prepare("SELECT node FROM instances WHERE project = ? AND name = ?").get(project, decodeURIComponent(inst[1])) as { node: string } | undefined;
+      if (row && row.node && row.node !== cluster.name()) return cluster.memberUrl(row.node);
+      return undefined;
+    }
+    if (req.method === "POST" && (path === "/1.0/instances" || path === "/1.0/containers")) {
+      let target = url.searchParams.get("target");
+      if (!target) {
+        // Untargeted: the scheduler picks a member (once: the member it lands on sees a target).
+        target = await cluster.schedule();
+        url.searchParams.set("target", target);
+        req.url = url.pathname + url.search;
+      }
+      if (target !== cluster.name()) return cluster.memberUrl(target);
+      return undefined;
+    }
+    const op = OPERATION_PATH.exec(path);
+    if (op && !this.isLocalOperation(op[1])) return this.remoteOps.get(op[1]);
+    const state = MEMBER_STATE_PATH.exec(path);
+    if (state && req.method === "POST" && decodeURIComponent(state[1]) !== cluster.name() && who.username !== "cluster") return cluster.memberUrl(decodeURIComponent(state[1]));
+    return undefined;
+  }
+
+  private isLocalOperation(id: string): boolean {
+    try {
+      this.d.operations.get(id);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Wrap the local router. */
+  handler(next: Next): Next {
+    return (req, res) => {
+      if (!this.d.cluster.clustered()) return next(req, res);
+      void this.route(req, res, next).catch((err) => {
+        this.d.log.error({ err, url: req.url }, "cluster routing failed");
+        if (!res.headersSent) fail(res, 500, (err as Error).message);
+        else res.destroy();
+      });
+    };
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse, next: Next): Promise<void> {
+    const who = this.d.identify(req);
+    if (!who.trusted) return next(req, res);
+    const url = new URL(req.url ?? "/", "http://x");
+    const dest = await this.destination(req, url, who);
+    if (dest) {
+      const out = await proxyRequest(req, res, dest, this.d.cluster.tls(), this.forwardHeaders(who));
+      const opId = out.status === 202 ? (out.json?.metadata?.id as string | undefined) : undefined;
+      if (opId) this.remoteOps.set(opId, dest);
+      return;
+    }
+    const mutating = req.method !== "GET" && req.method !== "HEAD";
+    if (!mutating || UNLOCKED.some((re) => re.test(url.pathname))) return next(req, res);
+    const { cluster } = this.d;
+    const release = await cluster.requireStore().lock();
+    try {
+      await cluster.replica!.catchUp();
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    let released = false;
+    const done = async () => {
+      if (released) return;
+      released = true;
+      // An async request holds the lock until its operation ends (its writes happen then).
+      const location = String(res.getHeader("location") ?? "");
+      const op = res.statusCode === 202 ? /\/1\.0\/operations\/([^/?]+)/.exec(location)?.[1] : undefined;
+      if (op) await this.d.operations.whenDone(op);
+      await cluster.replica!.flush();
+      await release();
+    };
+    res.once("finish", () => void done());
+    res.once("close", () => void done());
+    next(req, res);
+  }
+
+  /** Websocket upgrades for operations that live on another member. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    if (!this.d.cluster.clustered()) return false;
+    const url = new URL(req.url ?? "/", "http://x");
+    const op = OPERATION_PATH.exec(url.pathname);
+    if (!op || this.isLocalOperation(op[1])) return false;
+    const dest = this.remoteOps.get(op[1]);
+    if (!dest) return false;
+    const who = this.d.identify(req);
+    proxyUpgrade(req, socket, head, dest, this.d.cluster.tls(), this.forwardHeaders(who));
+    return true;
+  }
+}
