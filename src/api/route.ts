@@ -6,8 +6,8 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
 import type { OperationView } from "../operations/types.js";
 import { mayUseProject, type Access } from "./access.js";
-import { BadRequest, PreconditionFailed } from "./errors.js";
-import { decode, parseJson, readBody } from "./json.js";
+import { BadRequest, PreconditionFailed } from "../shared/errors.js";
+import { decode, parseJson, readBody } from "../shared/json.js";
 
 export const METHODS = ["GET", "PUT", "PATCH", "POST", "DELETE"] as const;
 export type Method = (typeof METHODS)[number] | "HEAD";

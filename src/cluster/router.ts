@@ -6,8 +6,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
-import { encode, errorEnvelope } from "../api/envelope.js";
-import type { Requestor } from "../api/route.js";
+import { encode, errorEnvelope } from "../shared/envelope.js";
+import type { Requestor } from "../shared/requestor.js";
 import type { Db } from "../db/database.js";
 import type { OperationManager } from "../operations/manager.js";
 import { FORWARDED_FOR, proxyRequest, proxyUpgrade } from "./forward.js";

@@ -4,7 +4,7 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { BadRequest, Conflict, Forbidden, NotFound } from "../api/errors.js";
+import { BadRequest, Conflict, Forbidden, NotFound } from "../shared/errors.js";
 import { setLocalMember, type Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import type { OperationManager } from "../operations/manager.js";

@@ -4,7 +4,7 @@ import type { IncomingMessage } from "node:http";
 import { createHash, X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import type { Db } from "../db/database.js";
-import type { Requestor } from "../api/route.js";
+import type { Requestor } from "../shared/requestor.js";
 import { caVerdict, type CertificateAuthority } from "./pki.js";
 
 export interface TrustOptions {

@@ -10,11 +10,11 @@
 import { randomBytes } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import { z } from "zod";
-import { BadRequest } from "../api/errors.js";
-import type { Requestor } from "../api/route.js";
+import { BadRequest } from "../shared/errors.js";
+import type { Requestor } from "../shared/requestor.js";
 import type { ImageRecordRow } from "../db/image-repo.js";
 import type { EventHub } from "../operations/events.js";
-import { imageBody } from "./export.js";
+import { imageBody } from "../api/routes/image-export.js";
 import { readBody, send, type Transport } from "./remote/http.js";
 import type { ImageService } from "./service.js";
 

@@ -3,7 +3,7 @@
 // volume. Routes call these; no route touches the filesystem.
 import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync, type ReadStream } from "node:fs";
 import { join } from "node:path";
-import { BadRequest, InternalError, NotFound } from "../api/errors.js";
+import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import type { InstanceDriver } from "./drivers/types.js";
 

@@ -1,7 +1,7 @@
 // A profile changed under the instances that use it (LXD's doProfileUpdate): the root disk
 // they rely on may not be pulled from under them, and each instance is revalidated with the
 // new profile and, when running, given the change live.
-import { InternalError } from "../api/errors.js";
+import { InternalError } from "../shared/errors.js";
 import type { ProfileRecord } from "../daemon/ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { expand } from "./names.js";

@@ -2,7 +2,7 @@
 // existing target keeps its identity; its snapshots that the source does not have with the
 // same name and creation time are deleted, the missing ones are copied (oldest first), and
 // the main volume is synced from the source (only changed files move: rsync --delete).
-import { InternalError } from "../api/errors.js";
+import { InternalError } from "../shared/errors.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import type { SnapshotRow } from "../db/snapshot-repo.js";
 import { InstanceService } from "./service.js";

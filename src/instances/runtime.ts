@@ -4,7 +4,7 @@
 // through InstanceRecords (volatile keys, the init process). Watching and adoption: watcher.ts.
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { BadRequest } from "../api/errors.js";
+import { BadRequest } from "../shared/errors.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import type { Device, RunConfig } from "../devices/types.js";
 import { applyTemplates, type TemplateTrigger } from "../images/templates.js";

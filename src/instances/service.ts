@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import { localMember } from "../db/database.js";
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { BadRequest, Conflict, NotFound } from "../api/errors.js";
+import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 import type { Db } from "../db/database.js";
 import type { Ports } from "../daemon/ports.js";
 import type { InstancesPort, ProfileRecord } from "../daemon/ports.js";

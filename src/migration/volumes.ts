@@ -7,8 +7,8 @@
 // then one rsync stream per snapshot (oldest first) and one for the volume; the target ends
 // with MigrationControl. A refresh keeps the target's snapshots of the same names.
 import type { WebSocket } from "ws";
-import { BadRequest, InternalError } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, InternalError } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import type { OperationView } from "../operations/types.js";
 import { checkBwlimit } from "../storage/rsync.js";

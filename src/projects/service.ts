@@ -1,13 +1,13 @@
 // Projects: the rules and the database, and the ProjectsPort (which project's images,
 // profiles, volumes and networks a project uses, from its features.* keys).
-import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { InstanceDraft, ProjectsPort } from "../daemon/ports.js";
 import { ProjectRepo, type ProjectRow } from "../db/project-repo.js";
 import { InstanceRepo } from "../db/instance-repo.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { expand } from "../instances/names.js";
-import { parseByteSize } from "../storage/config.js";
+import { parseByteSize } from "../shared/units.js";
 import { contains, parseCidr, formatCidr, networkOf, type IpNet } from "../network/ipnet.js";
 import {
   checkInstanceCounts,

@@ -2,13 +2,14 @@
 // a revert on failure, crash recovery at start, and the StoragePort other features use.
 import { lstat, mkdir, readdir, readlink, symlink, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { StoragePort } from "../daemon/ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
-import { parseByteSize, validatePoolConfig } from "./config.js";
+import { validatePoolConfig } from "./config.js";
+import { parseByteSize } from "../shared/units.js";
 import { storageDrivers } from "./drivers/index.js";
 import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type Volume, type VolumeType } from "./drivers/types.js";
 import { withRevert } from "./reverter.js";

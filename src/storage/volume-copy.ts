@@ -4,8 +4,8 @@
 // Works across pools, drivers and projects. With `refresh` an existing target keeps its
 // snapshots of the same names (LXD 5.0.2 compares names only for volumes), loses the others,
 // and gets the missing ones and the current content. The same steps serve the migration sink.
-import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { snapshotVolume } from "./drivers/types.js";
 import type { PoolService } from "./pool-service.js";

@@ -2,7 +2,7 @@
 import { z } from "zod";
 import type { ClusterService } from "../../cluster/service.js";
 import type { OperationManager } from "../../operations/manager.js";
-import { BadRequest } from "../errors.js";
+import { BadRequest } from "../../shared/errors.js";
 import { checkEtag, operation, route, sync, type Handler, type Route } from "../route.js";
 
 const ClusterPut = z.object({

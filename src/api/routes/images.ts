@@ -7,12 +7,12 @@ import type { ImagePuller } from "../../images/pull.js";
 import type { ImageSecrets } from "../../images/secrets.js";
 import type { ImageRefresher } from "../../images/refresh.js";
 import { receiveUpload } from "../../images/upload.js";
-import { exportImage } from "../../images/export.js";
+import { exportImage } from "./image-export.js";
 import { ImageExportPost, pushImage, pushTokenMetadata, pushedFields, uploadSecret } from "../../images/push.js";
 import type { EventHub } from "../../operations/events.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
-import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../errors.js";
-import { decode } from "../json.js";
+import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../../shared/errors.js";
+import { decode } from "../../shared/json.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
 
 const isTrue = (v: string | string[] | undefined) => ["true", "1", "yes", "on"].includes(String(v ?? "").toLowerCase());

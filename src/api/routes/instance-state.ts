@@ -1,11 +1,11 @@
 // /1.0/instances/{name}/state and the bulk form, PUT /1.0/instances (`lxc start --all`).
 import type { z } from "zod";
-import { InstancesPut, StatePut } from "../schemas/instances.js";
-import type { Core } from "../../daemon/daemon.js";
+import { InstancesPut, StatePut } from "../../shared/schemas/instances.js";
+import type { Core } from "../../daemon/feature.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import { instanceUrl, type InstanceService } from "../../instances/service.js";
 import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
-import { BadRequest } from "../errors.js";
+import { BadRequest } from "../../shared/errors.js";
 import { sync, type Handler } from "../route.js";
 import { instanceResources, instanceTask } from "./instance-task.js";
 

@@ -3,7 +3,7 @@ import { instanceResources, instanceTask } from "./instance-task.js";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
 import YAML from "yaml";
-import type { Core } from "../../daemon/daemon.js";
+import type { Core } from "../../daemon/feature.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import type { InstanceFiles } from "../../instances/instance-files.js";
 import type { PowerState } from "../../instances/drivers/types.js";
@@ -15,13 +15,13 @@ import { readInstanceState } from "../../instances/state.js";
 import { instanceStateHandlers } from "./instance-state.js";
 import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
 import { validateInstanceName } from "../../instances/names.js";
-import { readBody } from "../json.js";
-import { BadRequest, InternalError } from "../errors.js";
+import { readBody } from "../../shared/json.js";
+import { BadRequest, InternalError } from "../../shared/errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
-import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../schemas/instances.js";
-import { configStrings } from "../schemas/server.js";
+import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../../shared/schemas/instances.js";
+import { configStrings } from "../../shared/schemas/server.js";
 
 
 const validateName = (name: string) => {

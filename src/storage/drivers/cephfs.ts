@@ -8,7 +8,8 @@ import { mkdir, mkdtemp, readdir, rename, rm, rmdir, symlink, unlink } from "nod
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
-import { commonPoolKeys, commonVolumeKeys, parseByteSize } from "../config.js";
+import { commonPoolKeys, commonVolumeKeys } from "../config.js";
+import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, fsUsage, isMountPoint, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { localCopy } from "../rsync.js";

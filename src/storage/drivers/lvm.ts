@@ -10,7 +10,7 @@ import { existsSync } from "node:fs";
 import { mkdir, open, rm, rmdir, stat, statfs, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
-import { parseByteSize } from "../config.js";
+import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { localCopy } from "../rsync.js";
 import { copyTreeOut } from "../tree-copy.js";

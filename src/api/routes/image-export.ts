@@ -8,12 +8,12 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { FastifyReply } from "fastify";
 import type { ServerResponse } from "node:http";
-import type { ApiRequest } from "../api/route.js";
-import type { ImageRecordRow } from "../db/image-repo.js";
-import { detectFileCodec } from "./compression.js";
-import { encode, errorEnvelope } from "../api/envelope.js";
-import { NotFound, toApiError } from "../api/errors.js";
-import type { ImageService } from "./service.js";
+import type { ApiRequest } from "../route.js";
+import type { ImageRecordRow } from "../../db/image-repo.js";
+import { detectFileCodec } from "../../images/compression.js";
+import { encode, errorEnvelope } from "../../shared/envelope.js";
+import { NotFound, toApiError } from "../../shared/errors.js";
+import type { ImageService } from "../../images/service.js";
 
 async function nameFor(fingerprint: string, file: string): Promise<string> {
   const codec = await detectFileCodec(file).catch(() => undefined);

@@ -1,18 +1,18 @@
 // The instances feature: routes, the InstancesPort, and instance adoption at start. The wiring
 // of the instances tiers happens here once: the service owns the rows; the runtime, watcher and
 // devices get the service as InstanceRecords and the driver from the registry.
-import { instanceRoutes } from "../api/routes/instances.js";
-import type { Core, Feature } from "../daemon/daemon.js";
-import { instanceDrivers } from "./drivers/index.js";
-import { InstanceDevices } from "./instance-devices.js";
-import { InstanceFiles } from "./instance-files.js";
-import { InstanceRuntime } from "./runtime.js";
-import { InstanceService } from "./service.js";
-import { SnapshotService } from "./snapshots.js";
-import { snapshotRoutes } from "../api/routes/instance-snapshots.js";
-import { backupRoutes } from "../api/routes/instance-backups.js";
-import { BackupService } from "./backups.js";
-import { InstanceWatcher } from "./watcher.js";
+import { instanceRoutes } from "../../api/routes/instances.js";
+import type { Core, Feature } from "../feature.js";
+import { instanceDrivers } from "../../instances/drivers/index.js";
+import { InstanceDevices } from "../../instances/instance-devices.js";
+import { InstanceFiles } from "../../instances/instance-files.js";
+import { InstanceRuntime } from "../../instances/runtime.js";
+import { InstanceService } from "../../instances/service.js";
+import { SnapshotService } from "../../instances/snapshots.js";
+import { snapshotRoutes } from "../../api/routes/instance-snapshots.js";
+import { backupRoutes } from "../../api/routes/instance-backups.js";
+import { BackupService } from "../../instances/backups.js";
+import { InstanceWatcher } from "../../instances/watcher.js";
 
 export class InstancesFeature implements Feature {
   readonly name = "instances";
