@@ -6,8 +6,11 @@
 // permission ("view", "manage-containers", "operate-containers", ...) but "manage-projects",
 // in the projects its certificate lists, and none elsewhere; a client whose certificate is
 // not trusted reaches only the endpoints marked AllowUntrusted, with GET or POST.
-import type { Method, Requestor } from "./route.js";
+import type { Requestor } from "../shared/requestor.js";
 import { Forbidden } from "./errors.js";
+
+export const METHODS = ["GET", "PUT", "PATCH", "POST", "DELETE"] as const;
+export type Method = (typeof METHODS)[number] | "HEAD";
 
 export const ACCESS_LEVELS = [
   /** Any client, any method: only `/` (LXD's mux root, outside its endpoint table). */
