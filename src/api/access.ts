@@ -7,7 +7,7 @@
 // in the projects its certificate lists, and none elsewhere; a client whose certificate is
 // not trusted reaches only the endpoints marked AllowUntrusted, with GET or POST.
 import type { Requestor } from "../shared/requestor.js";
-import { Forbidden } from "./errors.js";
+import { Forbidden } from "../shared/errors.js";
 
 export const METHODS = ["GET", "PUT", "PATCH", "POST", "DELETE"] as const;
 export type Method = (typeof METHODS)[number] | "HEAD";

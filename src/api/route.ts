@@ -7,8 +7,8 @@ import type { OperationView } from "../operations/types.js";
 import { METHODS, mayUseProject, type Access, type Method } from "./access.js";
 import type { Requestor } from "../shared/requestor.js";
 import { etagOf } from "../shared/etag.js";
-import { BadRequest, PreconditionFailed } from "./errors.js";
-import { decode, parseJson, readBody } from "./json.js";
+import { BadRequest, PreconditionFailed } from "../shared/errors.js";
+import { decode, parseJson, readBody } from "../shared/json.js";
 
 export { METHODS, etagOf, type Method, type Requestor };
 

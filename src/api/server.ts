@@ -2,11 +2,13 @@
 // daemon feeds it requests from the unix socket and the TLS listener.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
-import { asyncEnvelope, encode, errorEnvelope, syncEnvelope } from "./envelope.js";
+import { asyncEnvelope, encode, errorEnvelope, syncEnvelope } from "../shared/envelope.js";
 import { authorize } from "./access.js";
-import { ApiError, Forbidden, NotFound, NotImplemented, toApiError } from "./errors.js";
+import { ApiError, Forbidden, NotFound, NotImplemented, toApiError } from "../shared/errors.js";
 import { withRequestor } from "../operations/request-context.js";
-import { METHODS, toApiRequest, type Method, type ProjectFeature, type Requestor, type Result, type Route } from "./route.js";
+import { toApiRequest, type ProjectFeature, type Result, type Route } from "./route.js";
+import { METHODS, type Method } from "./access.js";
+import { type Requestor } from "../shared/requestor.js";
 
 export interface ApiDeps {
   routes: Route[];

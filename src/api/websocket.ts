@@ -9,9 +9,9 @@ import type { OperationManager } from "../operations/manager.js";
 import type { EventFilter } from "../operations/events.js";
 import type { EventType } from "../operations/types.js";
 import { authorize, isAdmin, type Access } from "./access.js";
-import { encode, errorEnvelope } from "./envelope.js";
-import { ApiError, Forbidden, NotFound, toApiError } from "./errors.js";
-import type { Requestor } from "./route.js";
+import { encode, errorEnvelope } from "../shared/envelope.js";
+import { ApiError, Forbidden, NotFound, toApiError } from "../shared/errors.js";
+import type { Requestor } from "../shared/requestor.js";
 
 export const EVENT_TYPES: EventType[] = ["lifecycle", "logging", "operation"];
 /** Event types only unrestricted clients may receive (LXD: privilegedEventTypes). */

@@ -4,7 +4,7 @@
 // are running or were running / are set to autostart, scheduled instance or volume snapshots.
 import { existsSync } from "node:fs";
 import Database from "better-sqlite3";
-import type { ParsedArgs } from "../main.js";
+import type { ParsedArgs } from "./args.js";
 import { pathsFor, resolveLxdDir } from "../daemon/paths.js";
 import { isAlive } from "../instances/lxc/driver.js";
 import { apiRequest, expectSuccess } from "./client.js";

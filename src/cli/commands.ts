@@ -1,5 +1,5 @@
 // Client-side subcommands of `nodelxd` beyond waitready/shutdown/version. One line each.
-import type { ParsedArgs } from "../main.js";
+import type { ParsedArgs } from "./args.js";
 import { activateIfNeededCommand } from "./activateifneeded.js";
 import { initCommand } from "./init.js";
 import { recoverCommand } from "./recover.js";

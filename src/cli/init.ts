@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import YAML from "yaml";
-import type { ParsedArgs } from "../main.js";
+import type { ParsedArgs } from "./args.js";
 import { apiRequest, expectSuccess, waitOperation, type ApiResponse } from "./client.js";
 
 type Config = Record<string, unknown>;

@@ -1,5 +1,5 @@
 // `lxd recover`: LXD's interactive flow (main_recover.go), driving /internal/recover/*.
-import type { ParsedArgs } from "../main.js";
+import type { ParsedArgs } from "./args.js";
 import { Asker } from "./ask.js";
 import { apiRequest, expectSuccess } from "./client.js";
 

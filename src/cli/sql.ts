@@ -1,6 +1,6 @@
 // `nodelxd sql <local|global> <query|-|.dump|.schema>`, a client of /internal/sql as upstream's `lxd sql`.
 import { readFileSync } from "node:fs";
-import type { ParsedArgs } from "../main.js";
+import type { ParsedArgs } from "./args.js";
 import { apiRequest, expectSuccess } from "./client.js";
 import type { SqlResult } from "../daemon/sql-service.js";
 

@@ -1,8 +1,8 @@
 // The TLS trust store: who may use the remote API. Rules follow LXD 5.0.2's certificate
 // endpoints; every change reloads the TrustStore that the listeners consult.
 import { X509Certificate, createHash, randomBytes } from "node:crypto";
-import { BadRequest, Forbidden, InternalError, NotFound } from "../api/errors.js";
-import type { Requestor } from "../api/route.js";
+import { BadRequest, Forbidden, InternalError, NotFound } from "../shared/errors.js";
+import type { Requestor } from "../shared/requestor.js";
 import type { CertificateRecord, CertificateRepo } from "../db/certificate-repo.js";
 import type { EventHub } from "../operations/events.js";
 import { secretsEqual, type OperationManager } from "../operations/manager.js";

@@ -1,9 +1,9 @@
 // The server object of GET/PUT/PATCH /1.0: configuration rules, environment, and live
 // application of changed keys (core.https_address).
 import { networkInterfaces } from "node:os";
-import { BadRequest } from "../api/errors.js";
-import { encode, syncEnvelope } from "../api/envelope.js";
-import { etagOf } from "../api/route.js";
+import { BadRequest } from "../shared/errors.js";
+import { encode, syncEnvelope } from "../shared/envelope.js";
+import { etagOf } from "../shared/etag.js";
 import type { ConfigRepo } from "../db/config-repo.js";
 import { validateConfig } from "../config/keys.js";
 import { serverKeys } from "../config/server-keys.js";

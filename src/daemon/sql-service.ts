@@ -1,6 +1,6 @@
 // /internal/sql: ad-hoc queries and dumps for `nodelxd sql`. Upstream has a "local" and a
 // "global" database; nodelxd keeps one SQLite file, which both names address.
-import { BadRequest, InternalError } from "../api/errors.js";
+import { BadRequest, InternalError } from "../shared/errors.js";
 import type { Db } from "../db/database.js";
 
 export const SQL_DATABASES = ["local", "global"] as const;

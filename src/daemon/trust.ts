@@ -4,7 +4,7 @@ import type { IncomingMessage } from "node:http";
 import { createHash } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import type { Db } from "../db/database.js";
-import type { Requestor } from "../api/route.js";
+import type { Requestor } from "../shared/requestor.js";
 
 const UNIX_REQUESTOR: Requestor = Object.freeze({ trusted: true, protocol: "unix", username: "root", address: "@" });
 

@@ -2,7 +2,7 @@
 // to the instance's log directory (record-output) or discarded.
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
-import type { Core } from "../daemon/daemon.js";
+import type { Core } from "../daemon/feature.js";
 import { instanceLogName, instanceResources, runningRuntime } from "../instances/access.js";
 import { HelperProcess } from "../os/helper-process.js";
 import { helperPath } from "../os/native.js";

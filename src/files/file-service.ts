@@ -3,8 +3,8 @@
 // instance's idmap: requests and answers speak container ids, the disk holds host ids.
 import { closeSync, constants, createReadStream, fchmodSync, fstatSync, readdirSync, type Stats } from "node:fs";
 import type { Readable } from "node:stream";
-import { BadRequest, InternalError, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import { instanceRuntime } from "../instances/access.js";
 import type { IdMap, InstanceRuntime } from "../instances/runtime-port.js";
 import { InstanceRoot, O_PATH, withRoot } from "./in-root.js";

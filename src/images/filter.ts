@@ -1,6 +1,6 @@
 // LXD's collection filter (`?filter=`): "field op value" clauses joined by and/or, with
 // optional `not`; fields are JSON names, dotted for maps (properties.os). ops: eq, ne.
-import { BadRequest } from "../api/errors.js";
+import { BadRequest } from "../shared/errors.js";
 
 export interface Clause {
   prev: "and" | "or" | "";

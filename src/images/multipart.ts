@@ -1,7 +1,7 @@
 // A streaming multipart/form-data reader for split image uploads (`lxc image import META
 // ROOTFS` sends a "metadata" part then a "rootfs" part). Part bodies are handed to a sink
 // chunk by chunk, so a multi-gigabyte rootfs never sits in memory.
-import { BadRequest } from "../api/errors.js";
+import { BadRequest } from "../shared/errors.js";
 
 export interface PartSink {
   write(chunk: Buffer): Promise<void>;

@@ -5,7 +5,7 @@
 // unused for images.remote_cache_expiry days (at start, daily). A change of either key runs
 // its task at once (the keys are re-read every few seconds: no per-request work).
 import type { Logger } from "pino";
-import type { Requestor } from "../api/route.js";
+import type { Requestor } from "../shared/requestor.js";
 import type { EventHub } from "../operations/events.js";
 import type { ImagePuller } from "./pull.js";
 import type { ImageService } from "./service.js";

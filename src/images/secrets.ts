@@ -3,7 +3,7 @@
 // image with ?secret=. The first use cancels the token, and as in LXD the cancelled operation
 // still admits the same secret while it stays listed (the image's GET and its /export).
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import type { Requestor } from "../api/route.js";
+import type { Requestor } from "../shared/requestor.js";
 import type { EventHub } from "../operations/events.js";
 import type { OperationManager } from "../operations/manager.js";
 import type { OperationView } from "../operations/types.js";

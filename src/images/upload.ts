@@ -5,8 +5,8 @@ import { createHash, randomUUID } from "node:crypto";
 import { mkdir, open, readFile, rm, type FileHandle } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
-import { BadRequest } from "../api/errors.js";
-import { parseJson } from "../api/json.js";
+import { BadRequest } from "../shared/errors.js";
+import { parseJson } from "../shared/json.js";
 import { boundaryOf, readMultipart, type PartSink } from "./multipart.js";
 
 export const BUILD_PREFIX = ".build-";

@@ -1,6 +1,6 @@
 // Reaching an instance's runtime (exec, console, files) through the instances port.
-import { BadRequest, NotImplemented } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, NotImplemented } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { InstanceRuntime } from "./runtime-port.js";
 
 export function instanceRuntime(core: Core, project: string, name: string): InstanceRuntime {

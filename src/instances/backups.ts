@@ -8,8 +8,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
-import { BadRequest, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
 import { TarRefused } from "../images/tar-gate.js";

@@ -4,7 +4,7 @@
 // project), with its snapshots unless instance_only, keeping its volatile state (MACs, uuid);
 // then the original is deleted and the copy takes its name.
 import { randomUUID } from "node:crypto";
-import { BadRequest } from "../api/errors.js";
+import { BadRequest } from "../shared/errors.js";
 import { InstanceService, type CreateRequest } from "./service.js";
 
 export interface LocalMove {

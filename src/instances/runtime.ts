@@ -4,9 +4,9 @@
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
-import { BadRequest } from "../api/errors.js";
+import { BadRequest } from "../shared/errors.js";
 import { WARNING_TYPES } from "../daemon/host-warnings.js";
-import type { Core } from "../daemon/daemon.js";
+import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { deviceFactory } from "../devices/registry.js";
 import { applyTemplates, type TemplateTrigger } from "../images/templates.js";

@@ -1,7 +1,7 @@
 // Instance snapshots: the rules and the database. Volumes are made by the storage layer
 // (StoragePort *InstanceSnapshot); state changes run in the instance's queue (runtime.serialize).
-import { BadRequest, Conflict, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
 import { parseBool } from "../config/validators.js";

@@ -7,8 +7,8 @@
 // snapshot (oldest first) and one for the instance, and the target ends with MigrationControl.
 import { randomBytes } from "node:crypto";
 import type { WebSocket } from "ws";
-import { BadRequest, InternalError } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, InternalError } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { idmapJson, parseIdmapJson, type IdmapEntry } from "../instances/idmap.js";
 import { InstanceService, instanceUrl, type Devices } from "../instances/service.js";

@@ -4,7 +4,7 @@ import { interfaceState } from "./host/state.js";
 import { mkdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
+import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
 import type { NetworkRepo, NetworkRow } from "../db/network-repo.js";
 import type { NetworksPort, Ports } from "../daemon/ports.js";
 import type { EventHub } from "../operations/events.js";

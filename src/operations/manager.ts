@@ -3,7 +3,7 @@
 import { randomUUID, timingSafeEqual } from "node:crypto";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
-import { BadRequest, Forbidden, NotFound } from "../api/errors.js";
+import { BadRequest, Forbidden, NotFound } from "../shared/errors.js";
 import type { EventHub } from "./events.js";
 import { OperationStatus, type OperationClass, type OperationStatusName, type OperationView } from "./types.js";
 

@@ -1,8 +1,8 @@
 // Profiles: rules, records and the ProfilesPort. The `default` profile exists in every
 // project that has profiles and can be neither deleted nor renamed.
-import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../api/errors.js";
+import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
 import { validateInstanceConfig } from "../instances/config-keys.js";
-import type { Core } from "../daemon/daemon.js";
+import type { Core } from "../daemon/feature.js";
 import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { checkDeviceValues, deviceFactory } from "../devices/registry.js";

@@ -1,7 +1,7 @@
 // Projects: the rules and the database, and the ProjectsPort (which project's images,
 // profiles, volumes and networks a project uses, from its features.* keys).
-import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { InstanceDraft, ProjectsPort } from "../daemon/ports.js";
 import { ProjectRepo, type ProjectRow } from "../db/project-repo.js";
 import { InstanceRepo } from "../db/instance-repo.js";

@@ -3,7 +3,7 @@
 // (instances, custom volumes). A run is claimed in the database before it is taken, so a
 // schedule never runs twice for one minute, even across a restart or a crash; a crash after
 // the claim loses that minute's snapshot rather than taking it twice.
-import type { Core, Feature } from "../daemon/daemon.js";
+import type { Core, Feature } from "../daemon/feature.js";
 import type { ScheduledSubject, SnapshotScheduleSource } from "../daemon/ports.js";
 import { scheduleIsDue } from "./cron.js";
 

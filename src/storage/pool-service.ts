@@ -2,8 +2,8 @@
 // a revert on failure, crash recovery at start, and the StoragePort other features use.
 import { lstat, mkdir, readdir, readlink, symlink, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { StoragePort } from "../daemon/ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";

@@ -9,8 +9,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
-import { BadRequest, InternalError, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
 import { compressCommand } from "../images/compression.js";

@@ -2,8 +2,8 @@
 // rows "<vol>/<snap>" in storage_volumes with their own expires_at, made through the driver's
 // snapshot capability. A row is 'creating' until its volume exists, so a crash leaves nothing
 // half-made after the pool service's recovery.
-import { BadRequest, Conflict, InternalError, NotFound } from "../api/errors.js";
-import type { Core } from "../daemon/daemon.js";
+import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
+import type { Core } from "../daemon/feature.js";
 import type { ScheduledSubject } from "../daemon/ports.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { expiryFrom, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";

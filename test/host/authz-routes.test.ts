@@ -10,7 +10,8 @@ import { Agent, request } from "node:https";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Daemon } from "../../src/daemon/daemon.js";
-import { METHODS, type Method, type Route } from "../../src/api/route.js";
+import { type Route } from "../../src/api/route.js";
+import { METHODS, type Method } from "../../src/api/access.js";
 import { collectResponse, rawRequest, unmountUnder, type Res } from "../helpers/daemon.js";
 import { LXD_ACCESS, PROJECT_SCOPED, SHARED_FEATURE, normalise, type LxdAccess } from "../helpers/lxd-access.js";
 

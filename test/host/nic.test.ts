@@ -6,13 +6,13 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:f
 import { join } from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Core } from "../../src/daemon/daemon.js";
+import type { Core } from "../../src/daemon/feature.js";
 import { pathsFor } from "../../src/daemon/paths.js";
 import type { Ports } from "../../src/daemon/ports.js";
 import { openDatabase, type Db } from "../../src/db/database.js";
 import { deviceFactory } from "../../src/devices/registry.js";
 import type { DeviceContext } from "../../src/devices/types.js";
-import { NetworksFeature } from "../../src/network/feature.js";
+import { NetworksFeature } from "../../src/daemon/features/networks.js";
 import type { NetworkService } from "../../src/network/service.js";
 import { EventHub } from "../../src/operations/events.js";
 import { dnsmasqPids, freeSubnet, linkExists, must, runId, sh, startOvs, waitFor } from "../helpers/net.js";

@@ -1,7 +1,7 @@
 // The authorization decision as a specification: LXD 5.0.2's createCmd order and rules.
 import { describe, expect, it } from "vitest";
 import { authorize, filterUsedBy, mayUseProject, type Access } from "../../src/api/access.js";
-import type { Requestor } from "../../src/api/route.js";
+import type { Requestor } from "../../src/shared/requestor.js";
 
 const unix: Requestor = { trusted: true, protocol: "unix", username: "root", address: "@" };
 const admin: Requestor = { trusted: true, protocol: "tls", username: "a", address: "127.0.0.1:1", fingerprint: "a", restricted: false };

@@ -1,6 +1,6 @@
 // ETags are byte-identical to LXD 5.0.2's (values taken from the reference daemon).
 import { describe, expect, it } from "vitest";
-import { etagOf } from "../../src/api/route.js";
+import { etagOf } from "../../src/shared/etag.js";
 
 describe("etagOf", () => {
   it("hashes what Go's json.Encoder writes", () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { decode, goSyntaxError } from "../../src/api/json.js";
+import { decode, goSyntaxError } from "../../src/shared/json.js";
 
 describe("goSyntaxError", () => {
   it.each([

@@ -3,8 +3,8 @@ import { readFileSync } from "node:fs";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import type { z } from "zod";
-import { ProfilePut, ProfilesPost } from "../../src/api/schemas/profiles.js";
-import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumesPost } from "../../src/api/schemas/storage.js";
+import { ProfilePut, ProfilesPost } from "../../src/shared/schemas/profiles.js";
+import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumesPost } from "../../src/shared/schemas/storage.js";
 
 const spec = parse(readFileSync("/work/shared/lxd-5.0.2/rest-api.yaml", "utf8"));
 const props = (name: string) => Object.keys(spec.definitions[name].properties).sort();

@@ -2,7 +2,7 @@ import { z } from "zod";
 import type { CertificateService } from "../../daemon/certificate-service.js";
 import { TrustStore } from "../../daemon/trust.js";
 import { checkEtag, created, operation, route, sync, type ApiRequest, type Route } from "../route.js";
-import { decode } from "../json.js";
+import { decode } from "../../shared/json.js";
 
 const Projects = z
   .array(z.string())

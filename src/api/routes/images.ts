@@ -7,11 +7,11 @@ import type { ImagePuller } from "../../images/pull.js";
 import type { ImageSecrets } from "../../images/secrets.js";
 import type { ImageRefresher } from "../../images/refresh.js";
 import { receiveUpload } from "../../images/upload.js";
-import { exportImage } from "../../images/export.js";
+import { exportImage } from "./image-export.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
-import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../errors.js";
-import { decode } from "../json.js";
-import { ImagesPost, type ImagesPostBody } from "../schemas/image.js";
+import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../../shared/errors.js";
+import { decode } from "../../shared/json.js";
+import { ImagesPost, type ImagesPostBody } from "../../shared/schemas/image.js";
 export { ImagesPost, type ImagesPostBody };
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
 

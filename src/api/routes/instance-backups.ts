@@ -3,7 +3,7 @@ import { instanceResources, instanceTask, urlPrefixOf } from "./instance-task.js
 import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
-import type { Core } from "../../daemon/daemon.js";
+import type { Core } from "../../daemon/feature.js";
 import type { InstanceService } from "../../instances/service.js";
 import { handled, route, sync, type Handler, type Route } from "../route.js";
 

@@ -3,7 +3,7 @@ import { posix } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { FastifyReply } from "fastify";
 import type { FileHeaders, FileService, FileType, PushOptions } from "../../files/file-service.js";
-import { BadRequest } from "../errors.js";
+import { BadRequest } from "../../shared/errors.js";
 import { handled, route, sync, type ApiRequest, type Route } from "../route.js";
 
 function pathParam(req: ApiRequest): string {

@@ -1,9 +1,9 @@
 // /1.0/instances/{name}/sftp: `Upgrade: sftp` switches the connection to an SFTP session
 // inside the instance's root (`lxc file mount`). Without the upgrade, LXD's 400.
-import type { Core } from "../../daemon/daemon.js";
+import type { Core } from "../../daemon/feature.js";
 import { SftpSession } from "../../files/sftp-session.js";
 import { instanceRuntime } from "../../instances/access.js";
-import { BadRequest } from "../errors.js";
+import { BadRequest } from "../../shared/errors.js";
 import { route, type Route } from "../route.js";
 import type { UpgradeRoute } from "../websocket.js";
 

@@ -1,9 +1,9 @@
 // /1.0/instances/{name}/snapshots (and the /1.0/containers aliases).
 import { instanceResources, instanceTask, urlPrefixOf } from "./instance-task.js";
 import { z } from "zod";
-import type { Core } from "../../daemon/daemon.js";
+import type { Core } from "../../daemon/feature.js";
 import type { InstanceService } from "../../instances/service.js";
-import { BadRequest } from "../errors.js";
+import { BadRequest } from "../../shared/errors.js";
 import { checkEtag, route, sync, type Handler, type Route } from "../route.js";
 
 const SnapshotsPost = z

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import YAML from "yaml";
-import type { Core } from "../../daemon/daemon.js";
+import type { Core } from "../../daemon/feature.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import { logDir } from "../../instances/lxc/config.js";
 import { generateInstanceName } from "../../instances/names.js";
@@ -14,11 +14,11 @@ import { InstanceService, instanceUrl, type CreateRequest } from "../../instance
 import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
 import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
 import { validateInstanceName } from "../../instances/names.js";
-import { readBody } from "../json.js";
-import { BadRequest, InternalError, NotFound } from "../errors.js";
+import { readBody } from "../../shared/json.js";
+import { BadRequest, InternalError, NotFound } from "../../shared/errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
-import { ConfigMap, configStrings } from "../schemas/server.js";
+import { ConfigMap, configStrings } from "../../shared/schemas/server.js";
 
 const Devices = z
   .record(z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).nullish())

@@ -2,7 +2,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { z } from "zod";
-import { Unavailable } from "../errors.js";
+import { Unavailable } from "../../shared/errors.js";
 import { route, sync, type Route } from "../route.js";
 
 export interface InternalDeps {

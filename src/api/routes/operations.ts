@@ -2,7 +2,7 @@ import type { OperationManager } from "../../operations/manager.js";
 import { secretsEqual } from "../../operations/manager.js";
 import type { OperationView } from "../../operations/types.js";
 import { isAdmin } from "../access.js";
-import { Forbidden } from "../errors.js";
+import { Forbidden } from "../../shared/errors.js";
 import { intParam, route, sync, type ApiRequest, type Route } from "../route.js";
 
 function groupByStatus<T>(ops: OperationView[], pick: (op: OperationView) => T): Record<string, T[]> {

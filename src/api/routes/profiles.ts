@@ -1,5 +1,5 @@
 import type { ProfileService } from "../../profiles/profile-service.js";
-import { ProfilePost, ProfilePut, ProfilesPost } from "../schemas/profiles.js";
+import { ProfilePost, ProfilePut, ProfilesPost } from "../../shared/schemas/profiles.js";
 import { checkEtag, created, route, sync, type ApiRequest, type Route } from "../route.js";
 
 export function profileRoutes(profiles: ProfileService): Route[] {

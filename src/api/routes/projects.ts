@@ -4,8 +4,8 @@ import { z } from "zod";
 import type { OperationManager } from "../../operations/manager.js";
 import type { ProjectService } from "../../projects/service.js";
 import { checkEtag, created, operation, route, sync, type Handler, type Route } from "../route.js";
-import { Forbidden } from "../errors.js";
-import { ConfigMap, configStrings } from "../schemas/server.js";
+import { Forbidden } from "../../shared/errors.js";
+import { ConfigMap, configStrings } from "../../shared/schemas/server.js";
 
 const ProjectsPost = z
   .object({

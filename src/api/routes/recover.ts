@@ -2,7 +2,7 @@
 // scanning pools the database does not know, and importing what was found, are not implemented
 // (LXD's 501 envelope), so the CLI stops there with that answer.
 import { z } from "zod";
-import { NotImplemented } from "../errors.js";
+import { NotImplemented } from "../../shared/errors.js";
 import { route, sync, type Route } from "../route.js";
 import type { UnknownVolume } from "../../storage/recover.js";
 

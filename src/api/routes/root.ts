@@ -1,6 +1,6 @@
 import type { ServerService } from "../../daemon/server-service.js";
 import { serverKeys } from "../../config/server-keys.js";
-import { ServerPut, configStrings } from "../schemas/server.js";
+import { ServerPut, configStrings } from "../../shared/schemas/server.js";
 import { checkEtag, route, sync, type Route } from "../route.js";
 import { isAdmin } from "../access.js";
 

@@ -1,13 +1,13 @@
 import { z } from "zod";
-import type { Core } from "../../daemon/daemon.js";
+import type { Core } from "../../daemon/feature.js";
 import type { PoolService } from "../../storage/pool-service.js";
 import type { VolumeBackupService } from "../../storage/volume-backups.js";
 import type { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { BadRequest, NotImplemented } from "../errors.js";
+import { BadRequest, NotImplemented } from "../../shared/errors.js";
 import { filterUsedBy, isAdmin } from "../access.js";
-import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../schemas/storage.js";
+import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../../shared/schemas/storage.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
 
 const VolumeSnapshotsPost = z.object({ name: z.string().nullish().transform((n) => n ?? ""), expires_at: z.string().nullish() }).passthrough();

@@ -1,6 +1,6 @@
 import type { WarningRepo } from "../../db/warning-repo.js";
 import { z } from "zod";
-import { NotFound } from "../errors.js";
+import { NotFound } from "../../shared/errors.js";
 import { route, sync, type Handler, type Route } from "../route.js";
 
 export function warningRoutes(warnings: WarningRepo): Route[] {

@@ -1,5 +1,5 @@
 // Network ACLs: the rows, LXD's rules for them, and their use by networks' firewalls.
-import { BadRequest, InternalError, NotFound } from "../../api/errors.js";
+import { BadRequest, InternalError, NotFound } from "../../shared/errors.js";
 import type { NetworkAclRepo, NetworkAclRow } from "../../db/network-acl-repo.js";
 import type { EventHub } from "../../operations/events.js";
 import { aclNameError, networkAclRules, normaliseRule, validateAcl, type AclRule, type FirewallAclRule } from "./rules.js";

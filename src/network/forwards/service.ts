@@ -1,5 +1,5 @@
 // Network address forwards on bridges: the rows, LXD's rules, and the firewall rules they give.
-import { BadRequest, Conflict, InternalError, NotFound } from "../../api/errors.js";
+import { BadRequest, Conflict, InternalError, NotFound } from "../../shared/errors.js";
 import type { NetworkForwardRepo, NetworkForwardRow } from "../../db/network-forward-repo.js";
 import type { EventHub } from "../../operations/events.js";
 import { formatCidr, networkOf, overlaps, parseCidr, type IpNet } from "../ipnet.js";

@@ -1,5 +1,5 @@
 // Network zones and their records: the rows, LXD's rules, and zone content for the DNS server.
-import { BadRequest, NotFound } from "../../api/errors.js";
+import { BadRequest, NotFound } from "../../shared/errors.js";
 import type { NetworkZoneRecordRow, NetworkZoneRepo, NetworkZoneRow } from "../../db/network-zone-repo.js";
 import type { EventHub } from "../../operations/events.js";
 import { leaseRecords, validateEntries, validateZoneConfig, zoneNameError, zoneRecords, type ZoneRecordEntry, type ZoneRR, type ZoneSource } from "./rules.js";

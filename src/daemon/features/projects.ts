@@ -1,7 +1,7 @@
 // The projects feature: /1.0/projects and the ProjectsPort.
-import { projectRoutes } from "../api/routes/projects.js";
-import type { Core, Feature } from "../daemon/daemon.js";
-import { ProjectService } from "./service.js";
+import { projectRoutes } from "../../api/routes/projects.js";
+import type { Core, Feature } from "../feature.js";
+import { ProjectService } from "../../projects/service.js";
 
 export class ProjectsFeature implements Feature {
   readonly name = "projects";

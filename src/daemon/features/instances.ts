@@ -1,12 +1,12 @@
 // The instances feature: routes, the InstancesPort, and container adoption at start.
-import { instanceRoutes } from "../api/routes/instances.js";
-import type { Core, Feature } from "../daemon/daemon.js";
-import { InstanceRuntime } from "./runtime.js";
-import { InstanceService } from "./service.js";
-import { SnapshotService } from "./snapshots.js";
-import { snapshotRoutes } from "../api/routes/instance-snapshots.js";
-import { backupRoutes } from "../api/routes/instance-backups.js";
-import { BackupService } from "./backups.js";
+import { instanceRoutes } from "../../api/routes/instances.js";
+import type { Core, Feature } from "../feature.js";
+import { InstanceRuntime } from "../../instances/runtime.js";
+import { InstanceService } from "../../instances/service.js";
+import { SnapshotService } from "../../instances/snapshots.js";
+import { snapshotRoutes } from "../../api/routes/instance-snapshots.js";
+import { backupRoutes } from "../../api/routes/instance-backups.js";
+import { BackupService } from "../../instances/backups.js";
 
 export class InstancesFeature implements Feature {
   readonly name = "instances";

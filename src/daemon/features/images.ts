@@ -1,13 +1,13 @@
 // The images feature: the image store, its REST routes, and the ImagesPort for instances.
-import { NotFound } from "../api/errors.js";
-import { imageRoutes } from "../api/routes/images.js";
-import type { Core, Feature } from "../daemon/daemon.js";
-import { ImageRepo } from "../db/image-repo.js";
-import { ImagePublisher } from "./publish.js";
-import { ImagePuller } from "./pull.js";
-import { ImageSecrets } from "./secrets.js";
-import { ImageRefresher } from "./refresh.js";
-import { ImageService } from "./service.js";
+import { NotFound } from "../../shared/errors.js";
+import { imageRoutes } from "../../api/routes/images.js";
+import type { Core, Feature } from "../feature.js";
+import { ImageRepo } from "../../db/image-repo.js";
+import { ImagePublisher } from "../../images/publish.js";
+import { ImagePuller } from "../../images/pull.js";
+import { ImageSecrets } from "../../images/secrets.js";
+import { ImageRefresher } from "../../images/refresh.js";
+import { ImageService } from "../../images/service.js";
 
 export class ImagesFeature implements Feature {
   readonly name = "images";

@@ -1,9 +1,9 @@
-import { recoverRoutes } from "../api/routes/recover.js";
-import { storagePoolRoutes } from "../api/routes/storage-pools.js";
-import type { Core, Feature } from "../daemon/daemon.js";
-import { PoolService } from "./pool-service.js";
-import { VolumeBackupService } from "./volume-backups.js";
-import { VolumeSnapshotService } from "./volume-snapshots.js";
+import { recoverRoutes } from "../../api/routes/recover.js";
+import { storagePoolRoutes } from "../../api/routes/storage-pools.js";
+import type { Core, Feature } from "../feature.js";
+import { PoolService } from "../../storage/pool-service.js";
+import { VolumeBackupService } from "../../storage/volume-backups.js";
+import { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 
 export class StorageFeature implements Feature {
   readonly name = "storage";

@@ -1,8 +1,8 @@
 // The guest API feature: serves $LXD_DIR/devlxd/sock while the daemon runs (containers with
 // security.devlxd get the directory at /dev/lxd, see the instance runtime).
 import { join } from "node:path";
-import type { Core, Feature } from "../daemon/daemon.js";
-import { DevlxdServer } from "./server.js";
+import type { Core, Feature } from "../feature.js";
+import { DevlxdServer } from "../../devlxd/server.js";
 
 export class DevlxdFeature implements Feature {
   readonly name = "devlxd";

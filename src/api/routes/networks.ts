@@ -1,10 +1,10 @@
 // /1.0/networks: thin handlers over NetworkService.
-import { NetworkPost, NetworkPut, NetworksPost } from "../api/schemas/network.js";
-import { Forbidden, NotFound } from "../api/errors.js";
-import { checkEtag, created, route, sync, type ApiRequest, type Handler, type Route } from "../api/route.js";
-import { filterUsedBy, isAdmin } from "../api/access.js";
-import type { ProjectsPort } from "../daemon/ports.js";
-import type { NetworkService } from "./service.js";
+import { NetworkPost, NetworkPut, NetworksPost } from "../../shared/schemas/network.js";
+import { Forbidden, NotFound } from "../../shared/errors.js";
+import { checkEtag, created, route, sync, type ApiRequest, type Handler, type Route } from "../route.js";
+import { filterUsedBy, isAdmin } from "../access.js";
+import type { ProjectsPort } from "../../daemon/ports.js";
+import type { NetworkService } from "../../network/service.js";
 
 /**
  * `projects` decides what a restricted project may see (LXD's project.NetworkAllowed):

@@ -1,7 +1,7 @@
 // /1.0/networks/{name}/forwards: thin handlers over NetworkForwardService.
-import { checkEtag, created, route, sync, type Handler, type Route } from "../../api/route.js";
-import { NetworkForwardPut, NetworkForwardsPost } from "../../api/schemas/network-forward.js";
-import type { NetworkForwardService } from "./service.js";
+import { checkEtag, created, route, sync, type Handler, type Route } from "../route.js";
+import { NetworkForwardPut, NetworkForwardsPost } from "../../shared/schemas/network-forward.js";
+import type { NetworkForwardService } from "../../network/forwards/service.js";
 
 export function networkForwardRoutes(svc: NetworkForwardService): Route[] {
   const update =

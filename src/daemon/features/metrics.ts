@@ -2,12 +2,12 @@
 // every project), readable by trusted clients, by certificates of type "metrics", and by anyone
 // once core.metrics_authentication=false. A project's figures are cached for 8 seconds, as LXD
 // does, and one gathering serves every request waiting for it.
-import type { Core, Feature } from "../daemon/daemon.js";
-import { Forbidden } from "../api/errors.js";
-import { handled, route, type Route } from "../api/route.js";
-import { hostCgroupLayout } from "../instances/lxc/cgroup.js";
-import { hostView, instanceMetrics } from "./gather.js";
-import { MetricSet } from "./metric-set.js";
+import type { Core, Feature } from "../feature.js";
+import { Forbidden } from "../../shared/errors.js";
+import { handled, route, type Route } from "../../api/route.js";
+import { hostCgroupLayout } from "../../instances/lxc/cgroup.js";
+import { hostView, instanceMetrics } from "../../metrics/gather.js";
+import { MetricSet } from "../../metrics/metric-set.js";
 
 const CACHE_MS = 8000;
 

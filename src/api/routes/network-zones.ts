@@ -1,7 +1,7 @@
 // /1.0/network-zones and their records: thin handlers over NetworkZoneService.
-import { checkEtag, created, route, sync, type Handler, type Route } from "../../api/route.js";
-import { NetworkZonePut, NetworkZoneRecordPut, NetworkZoneRecordsPost, NetworkZonesPost } from "../../api/schemas/network-zone.js";
-import type { NetworkZoneService } from "./service.js";
+import { checkEtag, created, route, sync, type Handler, type Route } from "../route.js";
+import { NetworkZonePut, NetworkZoneRecordPut, NetworkZoneRecordsPost, NetworkZonesPost } from "../../shared/schemas/network-zone.js";
+import type { NetworkZoneService } from "../../network/zones/service.js";
 
 export function networkZoneRoutes(svc: NetworkZoneService): Route[] {
   const update =

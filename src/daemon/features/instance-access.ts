@@ -1,14 +1,14 @@
 // Exec, console and file transfer for instances: everything that reaches inside a
 // container through the instances port's runtime().
-import { consoleRoutes } from "../api/routes/instance-console.js";
-import { execRoutes } from "../api/routes/instance-exec.js";
-import { fileRoutes } from "../api/routes/instance-files.js";
-import { sftpRoutes, sftpUpgrade } from "../api/routes/instance-sftp.js";
-import type { UpgradeRoute } from "../api/websocket.js";
-import type { Core, Feature } from "../daemon/daemon.js";
-import { ConsoleService } from "../console/console-service.js";
-import { ExecService } from "../exec/exec-service.js";
-import { FileService } from "../files/file-service.js";
+import { consoleRoutes } from "../../api/routes/instance-console.js";
+import { execRoutes } from "../../api/routes/instance-exec.js";
+import { fileRoutes } from "../../api/routes/instance-files.js";
+import { sftpRoutes, sftpUpgrade } from "../../api/routes/instance-sftp.js";
+import type { UpgradeRoute } from "../../api/websocket.js";
+import type { Core, Feature } from "../feature.js";
+import { ConsoleService } from "../../console/console-service.js";
+import { ExecService } from "../../exec/exec-service.js";
+import { FileService } from "../../files/file-service.js";
 
 export class InstanceAccessFeature implements Feature {
   readonly name = "instance-access";

@@ -1,19 +1,19 @@
 // The networks feature: managed networks, their API, and NetworksPort for instance NICs.
-import type { Core, Feature } from "../daemon/daemon.js";
-import { NetworkRepo } from "../db/network-repo.js";
-import { NetworkAclRepo } from "../db/network-acl-repo.js";
-import { networkAclRoutes } from "./acls/routes.js";
-import { NetworkAclService } from "./acls/service.js";
-import { NetworkForwardRepo } from "../db/network-forward-repo.js";
-import { networkForwardRoutes } from "./forwards/routes.js";
-import { NetworkForwardService } from "./forwards/service.js";
-import { NetworkZoneRepo } from "../db/network-zone-repo.js";
-import { DnsServer } from "./zones/dns-server.js";
-import { networkZoneRoutes } from "./zones/routes.js";
-import { NetworkZoneService } from "./zones/service.js";
-import type { Route } from "../api/route.js";
-import { networkRoutes } from "./routes.js";
-import { NetworkService } from "./service.js";
+import type { Core, Feature } from "../feature.js";
+import { NetworkRepo } from "../../db/network-repo.js";
+import { NetworkAclRepo } from "../../db/network-acl-repo.js";
+import { networkAclRoutes } from "../../api/routes/network-acls.js";
+import { NetworkAclService } from "../../network/acls/service.js";
+import { NetworkForwardRepo } from "../../db/network-forward-repo.js";
+import { networkForwardRoutes } from "../../api/routes/network-forwards.js";
+import { NetworkForwardService } from "../../network/forwards/service.js";
+import { NetworkZoneRepo } from "../../db/network-zone-repo.js";
+import { DnsServer } from "../../network/zones/dns-server.js";
+import { networkZoneRoutes } from "../../api/routes/network-zones.js";
+import { NetworkZoneService } from "../../network/zones/service.js";
+import type { Route } from "../../api/route.js";
+import { networkRoutes } from "../../api/routes/networks.js";
+import { NetworkService } from "../../network/service.js";
 
 export class NetworksFeature implements Feature {
   readonly name = "networks";

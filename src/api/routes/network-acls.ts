@@ -1,8 +1,8 @@
 // /1.0/network-acls: thin handlers over NetworkAclService.
-import { InternalError } from "../../api/errors.js";
-import { checkEtag, created, route, sync, type Handler, type Route } from "../../api/route.js";
-import { NetworkAclPost, NetworkAclPut, NetworkAclsPost } from "../../api/schemas/network-acl.js";
-import type { NetworkAclService } from "./service.js";
+import { InternalError } from "../../shared/errors.js";
+import { checkEtag, created, route, sync, type Handler, type Route } from "../route.js";
+import { NetworkAclPost, NetworkAclPut, NetworkAclsPost } from "../../shared/schemas/network-acl.js";
+import type { NetworkAclService } from "../../network/acls/service.js";
 
 export function networkAclRoutes(svc: NetworkAclService): Route[] {
   const update =

@@ -5,10 +5,10 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import type { FastifyReply } from "fastify";
-import type { ApiRequest } from "../api/route.js";
-import type { ImageRecordRow } from "../db/image-repo.js";
-import { detectFileCodec } from "./compression.js";
-import type { ImageService } from "./service.js";
+import type { ApiRequest } from "../route.js";
+import type { ImageRecordRow } from "../../db/image-repo.js";
+import { detectFileCodec } from "../../images/compression.js";
+import type { ImageService } from "../../images/service.js";
 
 async function nameFor(fingerprint: string, file: string): Promise<string> {
   const codec = await detectFileCodec(file).catch(() => undefined);

@@ -1,6 +1,6 @@
-import { profileRoutes } from "../api/routes/profiles.js";
-import type { Core, Feature } from "../daemon/daemon.js";
-import { ProfileService } from "./profile-service.js";
+import { profileRoutes } from "../../api/routes/profiles.js";
+import type { Core, Feature } from "../feature.js";
+import { ProfileService } from "../../profiles/profile-service.js";
 
 export class ProfilesFeature implements Feature {
   readonly name = "profiles";
