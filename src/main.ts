@@ -8,8 +8,6 @@ import { waitReady } from "./cli/waitready.js";
 import { commands as extraCommands } from "./cli/commands.js";
 import type { ParsedArgs } from "./cli/args.js";
 
-export type { ParsedArgs };
-
 const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "minimal", "preseed", "dump", "help", "h", "version", "syslog", "trace"]);
 
 export function parseArgs(argv: string[]): ParsedArgs {

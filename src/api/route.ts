@@ -10,7 +10,6 @@ import { etagOf } from "../shared/etag.js";
 import { BadRequest, PreconditionFailed } from "../shared/errors.js";
 import { decode, parseJson, readBody } from "../shared/json.js";
 
-export { METHODS, etagOf, type Method, type Requestor };
 
 
 

@@ -47,8 +47,6 @@ export interface DaemonOptions {
   verbose?: boolean;
 }
 
-export type { Core, Feature, FeatureFactory };
-
 export class Daemon {
   private ready = false;
   private stopping?: Promise<void>;

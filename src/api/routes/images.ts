@@ -12,7 +12,6 @@ import { matchFilter, parseFilter } from "../../images/filter.js";
 import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../../shared/errors.js";
 import { decode } from "../../shared/json.js";
 import { ImagesPost, type ImagesPostBody } from "../../shared/schemas/image.js";
-export { ImagesPost, type ImagesPostBody };
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
 
 const isTrue = (v: string | string[] | undefined) => ["true", "1", "yes", "on"].includes(String(v ?? "").toLowerCase());
