@@ -3,7 +3,7 @@
 // aggregate limits (cpu, memory, processes, disk) and the instance counts. Pure functions: the
 // service loads the project's rows and calls these; every message is LXD's.
 import { isAbsolute, normalize } from "node:path";
-import { parseByteSize } from "../storage/config.js";
+import { parseByteSize } from "../shared/units.js";
 import { parseRawIdmap, type IdmapEntry } from "../instances/idmap.js";
 
 export type Config = Record<string, string>;

@@ -7,7 +7,7 @@ import { ProjectRepo, type ProjectRow } from "../db/project-repo.js";
 import { InstanceRepo } from "../db/instance-repo.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { expand } from "../instances/names.js";
-import { parseByteSize } from "../storage/config.js";
+import { parseByteSize } from "../shared/units.js";
 import { contains, parseCidr, formatCidr, networkOf, type IpNet } from "../network/ipnet.js";
 import {
   checkInstanceCounts,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { matchesFilter } from "../../src/api/routes/instances.js";
-import { parseByteSize, validateInstanceConfig } from "../../src/instances/config-keys.js";
+import { validateInstanceConfig } from "../../src/instances/config-keys.js";
+import { parseByteSize } from "../../src/shared/units.js";
 import { allocateIdmap, lxcIdmapLines, parseSubIdFile, remapId, toHost, toNs, type HostIdSet } from "../../src/instances/idmap.js";
 import { parseCgroupLayout } from "../../src/instances/lxc/cgroup.js";
 import { cpusetFor, generateLxcConfig, parseRawLxc, renderLxcConfig, type LxcConfigInput } from "../../src/instances/lxc/config.js";

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { commonPoolKeys, commonVolumeKeys, isSchedule, parseByteSize, validatePoolConfig } from "../../src/storage/config.js";
+import { commonPoolKeys, commonVolumeKeys, isSchedule, validatePoolConfig } from "../../src/storage/config.js";
+import { parseByteSize } from "../../src/shared/units.js";
 import { storageName } from "../../src/storage/pool-service.js";
 
 describe("storage config", () => {

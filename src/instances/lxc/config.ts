@@ -2,7 +2,8 @@
 // devices' RunConfigs. Pure: everything about the host comes in through LxcConfigInput.
 import { join } from "node:path";
 import type { RunConfig } from "../../devices/types.js";
-import { parseAllowance, parseByteSize, isTrue } from "../config-keys.js";
+import { parseAllowance, isTrue } from "../config-keys.js";
+import { parseByteSize } from "../../shared/units.js";
 import { lxcIdmapLines, type IdmapEntry } from "../idmap.js";
 import type { CgroupVersion } from "./cgroup.js";
 
