@@ -118,6 +118,14 @@ export interface NetworksPort {
   /** Static DHCP allocations for an instance NIC (ipv4.address/ipv6.address/hwaddr), applied to dnsmasq. */
   setStaticLease?(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void>;
   removeStaticLease?(network: string, instance: string, device?: string): Promise<void>;
+  /** LXD's dhcpalloc for an IP-filtered NIC: the addresses to allow ("none": drop the family), written as its static lease. */
+  allocateFilterAddresses?(
+    network: string,
+    instance: string,
+    device: string,
+    host: { hwaddr: string; ipv4?: string; ipv6?: string },
+    want: { ipv4: boolean; ipv6: boolean },
+  ): Promise<{ ipv4?: string; ipv6?: string }>;
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
   isOvs?(project: string, name: string): boolean;
 }

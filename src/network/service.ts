@@ -351,6 +351,18 @@ export class NetworkService implements NetworksPort {
     await driver.setStaticHost(device ? `${instance}.${device}` : instance, { hwaddr, ipv4, ipv6, hostname: instance.split("_").pop()! });
   }
 
+  async allocateFilterAddresses(
+    network: string,
+    instance: string,
+    device: string,
+    host: { hwaddr: string; ipv4?: string; ipv6?: string },
+    want: { ipv4: boolean; ipv6: boolean },
+  ): Promise<{ ipv4?: string; ipv6?: string }> {
+    const driver = this.liveDriver(this.row(network));
+    if (!driver.allocateStaticHost) return { ipv4: want.ipv4 ? "none" : undefined, ipv6: want.ipv6 ? "none" : undefined };
+    return driver.allocateStaticHost(`${instance}.${device}`, { ...host, hostname: instance.split("_").pop()! }, want);
+  }
+
   async removeStaticLease(network: string, instance: string, device?: string): Promise<void> {
     const row = this.deps.repo.get(PROJECT, network);
     if (!row) return;

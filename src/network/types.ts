@@ -60,6 +60,8 @@ export interface NetworkDriver {
   leases?(): Promise<LeaseView[]>;
   setStaticHost?(entry: string, host: StaticHost): Promise<void>;
   removeStaticHost?(entry: string): Promise<void>;
+  /** A static allocation for an IP-filtered NIC without a fixed address ("none": the family has no DHCP). */
+  allocateStaticHost?(entry: string, host: StaticHost, want: { ipv4: boolean; ipv6: boolean }): Promise<{ ipv4?: string; ipv6?: string }>;
   /** Whether the bridge is an Open vSwitch bridge (NICs attach through ovs-vsctl). */
   isOvs?(): boolean;
   /** Re-apply the firewall after the network's ACLs or forwards changed (bridges). */

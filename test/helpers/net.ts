@@ -33,8 +33,17 @@ export function freeSubnet(taken: Set<number> = new Set()): number {
 
 export const linkExists = (name: string) => existsSync(`/sys/class/net/${name}`);
 
-export function nftTableExists(name: string): boolean {
-  return sh("nft", ["list", "table", "inet", name]).code === 0;
+/** One of a network's chains in LXD's shared "inet lxd" table, e.g. nftChain("in", "lxdbr0"). */
+export function nftChain(kind: string, network: string): { code: number | null; stdout: string } {
+  return sh("nft", ["-nn", "list", "chain", "inet", "lxd", `${kind}.${network}`]);
+}
+
+/** The kinds of chain ("in", "acl", "fwdprert", ...) the network owns in "inet lxd". */
+export function nftChainsOf(network: string): string[] {
+  const r = sh("nft", ["-j", "list", "chains", "inet"]);
+  if (r.code !== 0) return [];
+  const doc = JSON.parse(r.stdout) as { nftables: { chain?: { table: string; name: string } }[] };
+  return doc.nftables.flatMap((e) => (e.chain?.table === "lxd" && e.chain.name.endsWith(`.${network}`) ? [e.chain.name.slice(0, -network.length - 1)] : []));
 }
 
 /** PIDs of dnsmasq processes serving an interface. */

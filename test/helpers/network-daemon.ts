@@ -3,7 +3,7 @@
 // the two ways those tests call the stock client.
 import { afterAll, beforeAll, expect } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "./instances.js";
-import { dnsmasqPids, sh } from "./net.js";
+import { dnsmasqPids, nftChainsOf, sh } from "./net.js";
 
 export interface NetworkTestDaemon {
   readonly d: InitialisedDaemon;
@@ -40,7 +40,7 @@ export function useNetworkDaemon(): NetworkTestDaemon {
   afterAll(async () => {
     await daemon?.teardown();
     for (const n of t.networks) {
-      sh("nft", ["delete", "table", "inet", `nodelxd-${n}`]);
+      for (const kind of nftChainsOf(n)) sh("nft", ["delete", "chain", "inet", "lxd", `${kind}.${n}`]);
       for (const pid of dnsmasqPids(n)) process.kill(pid, "SIGKILL");
       sh("ip", ["link", "del", n]);
     }

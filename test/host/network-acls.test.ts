@@ -4,7 +4,7 @@
 import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
 import { useNetworkDaemon } from "../helpers/network-daemon.js";
-import { freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
+import { freeSubnet, nftChain, runId, sh, waitFor } from "../helpers/net.js";
 
 const id = runId();
 const t = useNetworkDaemon();
@@ -153,7 +153,7 @@ describe("an ACL on a bridge", () => {
     ok("network", "set", br, "security.acls=ssh-only");
     expect(await tcpOpen(ip, 22)).toBe(true);
     expect(await tcpOpen(ip, 80)).toBe(false);
-    expect(sh("nft", ["list", "chain", "inet", `nodelxd-${br}`, "acl"]).stdout).toContain("tcp dport 22 accept");
+    expect(nftChain("acl", br).stdout).toContain("tcp dport 22 accept");
 
     // Changing the ACL re-applies it to the network that uses it.
     ok("network", "acl", "rule", "add", "ssh-only", "ingress", "action=allow", "protocol=tcp", "destination_port=80");
@@ -171,7 +171,7 @@ describe("an ACL on a bridge", () => {
     ok("network", "unset", br, "security.acls.default.ingress.action");
     ok("network", "unset", br, "security.acls");
     expect(await tcpOpen(ip, 80)).toBe(true);
-    expect(sh("nft", ["list", "chain", "inet", `nodelxd-${br}`, "acl"]).code).not.toBe(0);
+    expect(nftChain("acl", br).code).not.toBe(0);
     ok("network", "acl", "delete", "ssh-only");
   });
 });

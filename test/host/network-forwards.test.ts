@@ -5,7 +5,7 @@
 import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
 import { useNetworkDaemon } from "../helpers/network-daemon.js";
-import { freeSubnet, runId, sh, waitFor } from "../helpers/net.js";
+import { freeSubnet, nftChain, nftChainsOf, runId, sh, waitFor } from "../helpers/net.js";
 
 const id = runId();
 const t = useNetworkDaemon();
@@ -20,7 +20,7 @@ function bridge(suffix: string): { name: string; n: number } {
   return { name, n };
 }
 
-const chain = (net: string, c: string) => sh("nft", ["-nn", "list", "chain", "inet", `nodelxd-${net}`, c]);
+const chain = (net: string, c: string) => nftChain(c, net);
 const lines = (net: string, c: string) => chain(net, c).stdout.split("\n").filter((l) => l.trim() !== "").length;
 
 describe("network forwards through the stock client", () => {
@@ -67,7 +67,7 @@ describe("network forwards through the stock client", () => {
       location: "none",
     });
     ok("network", "delete", net);
-    expect(sh("nft", ["list", "table", "inet", `nodelxd-${net}`]).code).not.toBe(0);
+    expect(nftChainsOf(net)).toEqual([]);
     networks.splice(networks.indexOf(net), 1);
   });
 

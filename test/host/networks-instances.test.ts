@@ -8,7 +8,7 @@ import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
-import { dnsmasqPids, freeSubnet, linkExists, nftTableExists, runId, sh, startOvs, waitFor } from "../helpers/net.js";
+import { dnsmasqPids, freeSubnet, linkExists, nftChainsOf, runId, sh, startOvs, waitFor } from "../helpers/net.js";
 
 const id = runId();
 const netName = (s: string) => `ni${id}${s}`; // <= 15 characters
@@ -27,7 +27,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await d?.teardown();
   for (const n of networks) {
-    sh("nft", ["delete", "table", "inet", `nodelxd-${n}`]);
+    for (const kind of nftChainsOf(n)) sh("nft", ["delete", "chain", "inet", "lxd", `${kind}.${n}`]);
     for (const pid of dnsmasqPids(n)) process.kill(pid, "SIGKILL");
   }
   for (const v of seenVeths) if (linkExists(v)) sh("ip", ["link", "del", v]);
@@ -88,7 +88,7 @@ const networkDir = (net: string) => join(d.dir, "networks", net);
 
 function assertNetworkGone(net: string) {
   expect(linkExists(net)).toBe(false);
-  expect(nftTableExists(`nodelxd-${net}`)).toBe(false);
+  expect(nftChainsOf(net)).toEqual([]);
   expect(dnsmasqPids(net)).toEqual([]);
   expect(existsSync(networkDir(net))).toBe(false);
 }
@@ -244,7 +244,7 @@ describe("containers on a Linux bridge", () => {
     await exited;
     expect(linkExists(br.name)).toBe(false);
     expect(dnsmasqPids(br.name)).toEqual([]);
-    expect(nftTableExists(`nodelxd-${br.name}`)).toBe(false);
+    expect(nftChainsOf(br.name)).toEqual([]);
     await d.restart();
     await waitFor(() => [c1, c2].every((c) => ok("list", "-c", "s", "-f", "csv", c).trim() === "RUNNING"), 60_000, 500);
     await allReachable([c1, c2], br.n);

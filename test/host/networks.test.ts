@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { dnsmasqPids, freeSubnet, linkExists, makeNetns, nftTableExists, runId, sh, startOvs, udhcpc, waitFor } from "../helpers/net.js";
+import { dnsmasqPids, freeSubnet, linkExists, makeNetns, nftChainsOf, runId, sh, startOvs, udhcpc, waitFor } from "../helpers/net.js";
 
 const id = runId();
 const name = (s: string) => `nt${id}${s}`; // e.g. nt1a2bx (<= 15 chars)
@@ -32,7 +32,7 @@ afterAll(async () => {
 
 function assertGone(net: string) {
   expect(linkExists(net)).toBe(false);
-  expect(nftTableExists(`nodelxd-${net}`)).toBe(false);
+  expect(nftChainsOf(net)).toEqual([]);
   expect(dnsmasqPids(net)).toEqual([]);
 }
 
@@ -46,8 +46,8 @@ describe("bridge lifecycle with the lxc client", () => {
     expect(linkExists(br)).toBe(true);
     expect(sh("ip", ["-4", "addr", "show", "dev", br]).stdout).toContain(`inet 10.97.${n}.1/24`);
     expect(dnsmasqPids(br)).toHaveLength(1);
-    expect(nftTableExists(`nodelxd-${br}`)).toBe(true);
-    expect(sh("nft", ["list", "table", "inet", `nodelxd-${br}`]).stdout).not.toContain("masquerade");
+    expect(nftChainsOf(br)).toContain("in");
+    expect(sh("nft", ["list", "table", "inet", "lxd"]).stdout).not.toContain("masquerade");
 
     r = d.lxc("network", "list", "-f", "json");
     const list = JSON.parse(r.stdout);
@@ -298,7 +298,7 @@ describe("ipv4.address=auto", () => {
     expect(cfg["ipv4.nat"]).toBe("true");
     expect(cfg["ipv6.address"]).toMatch(/^fd42:[0-9a-f:]+::1\/64$/);
     expect(cfg["ipv6.nat"]).toBe("true");
-    const table = sh("nft", ["list", "table", "inet", `nodelxd-${br}`]).stdout;
+    const table = sh("nft", ["list", "table", "inet", "lxd"]).stdout;
     expect(table).toContain("masquerade");
     expect(d.lxc("network", "delete", br).code).toBe(0);
     assertGone(br);
@@ -379,7 +379,7 @@ describe("daemon stop and start", () => {
     expect(linkExists(br)).toBe(true);
     expect(sh("ip", ["-4", "addr", "show", "dev", br]).stdout).toContain(`10.97.${n}.1/24`);
     expect(dnsmasqPids(br)).toHaveLength(1);
-    expect(nftTableExists(`nodelxd-${br}`)).toBe(true);
+    expect(nftChainsOf(br)).toContain("in");
     expect(d.lxc("network", "delete", br).code).toBe(0);
     assertGone(br);
   });

@@ -176,12 +176,20 @@ describe("host command generation", () => {
       { expiry: 1795823048, hwaddr: "", address: "fd42::9", hostname: "c2" },
     ]);
   });
-  it("writes one nft table per network with NAT only when asked", () => {
+  it("writes the network's chains in LXD's inet lxd table, NAT only when asked", () => {
     const s = firewallScript("br0", { bridge: "br0", nat4: { subnet: "10.0.0.0/24" }, firewall4: true, firewall6: false });
-    expect(s).toContain("table inet nodelxd-br0 {");
-    expect(s).toContain("ip saddr 10.0.0.0/24 ip daddr != 10.0.0.0/24 masquerade");
-    expect(s.startsWith("table inet nodelxd-br0\ndelete table inet nodelxd-br0\n")).toBe(true);
+    expect(s).toContain("table inet lxd {\n\tchain in.br0 {\n\t\ttype filter hook input priority 0; policy accept;\n");
+    expect(s).toContain("\tchain pstrt.br0 {\n\t\ttype nat hook postrouting priority 100; policy accept;\n\t\tip saddr 10.0.0.0/24 ip daddr != 10.0.0.0/24 masquerade\n");
+    expect(s).toContain('ip version 4 oifname "br0" accept');
+    // The old chains go first (flushed, so "acl" is unreferenced when deleted), in one transaction.
+    expect(s.indexOf("delete chain inet lxd aclin.br0")).toBeLessThan(s.indexOf("delete chain inet lxd acl.br0"));
+    expect(s.indexOf("flush chain inet lxd aclin.br0")).toBeLessThan(s.indexOf("delete chain inet lxd aclin.br0"));
+    expect(s).not.toContain("chain acl.br0 {");
     expect(firewallScript("br0", { bridge: "br0", firewall4: true, firewall6: false })).not.toContain("masquerade");
+    const acl = firewallScript("br0", { bridge: "br0", firewall4: false, firewall6: false, acl: ["reject"] });
+    expect(acl).toContain('iifname "br0" jump acl.br0');
+    expect(acl).toContain("\tchain acl.br0 {\n\t\tct state established,related accept\n\t\treject\n\t}");
+    expect(() => firewallScript("br 0", { bridge: "br 0", firewall4: true, firewall6: false })).toThrow(/Invalid nftables chain name part/);
   });
   it("builds VXLAN and GRE tunnel links like LXD", () => {
     expect(tunnelLinkArgs("br0", "t1", { protocol: "vxlan", local: "10.0.0.1", remote: "10.0.0.2", id: "7" })).toEqual(

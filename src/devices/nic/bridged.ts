@@ -1,7 +1,9 @@
 // nictype=bridged (and network=NAME of a bridge network): a veth pair with the host end on
 // a Linux bridge (liblxc creates it) or an Open vSwitch bridge (we create it and hand the
 // instance end to liblxc as a phys interface, since liblxc can't see userspace OVS bridges).
+import { readFileSync } from "node:fs";
 import { interfaceMtu, isBridge } from "../../network/host/sysfs.js";
+import { applyBridgeFilter, clearBridgeFilter } from "../../network/host/bridge-filter.js";
 import * as ovs from "../../network/host/ovs.js";
 import { contains, parseCidr, parseIp } from "../../network/ipnet.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "../types.js";
@@ -20,9 +22,50 @@ import {
 } from "./common.js";
 
 /** What LXD changes on a running bridged NIC without re-plugging it (UpdatableFields). */
-const UPDATABLE_KEYS = new Set(["limits.ingress", "limits.egress", "limits.max", "ipv4.address", "ipv6.address"]);
+const UPDATABLE_KEYS = new Set([
+  "limits.ingress",
+  "limits.egress",
+  "limits.max",
+  "ipv4.routes",
+  "ipv6.routes",
+  "ipv4.routes.external",
+  "ipv6.routes.external",
+  "ipv4.address",
+  "ipv6.address",
+  "security.mac_filtering",
+  "security.ipv4_filtering",
+  "security.ipv6_filtering",
+]);
 
-export const BRIDGED_KEYS = ["name", "parent", "hwaddr", "mtu", "host_name", "vlan", "boot.priority", "ipv4.address", "ipv6.address", "ipv4.routes", "ipv6.routes", "limits.ingress", "limits.egress", "limits.max", "queue.tx.length"];
+export const BRIDGED_KEYS = [
+  "name",
+  "parent",
+  "hwaddr",
+  "mtu",
+  "host_name",
+  "vlan",
+  "boot.priority",
+  "ipv4.address",
+  "ipv6.address",
+  "ipv4.routes",
+  "ipv6.routes",
+  "ipv4.routes.external",
+  "ipv6.routes.external",
+  "limits.ingress",
+  "limits.egress",
+  "limits.max",
+  "queue.tx.length",
+  "security.mac_filtering",
+  "security.ipv4_filtering",
+  "security.ipv6_filtering",
+];
+
+const isTrue = (v: string | undefined) => ["true", "1", "yes", "on"].includes((v ?? "").toLowerCase());
+const filtered = (c: DeviceConfig) => isTrue(c["security.mac_filtering"]) || isTrue(c["security.ipv4_filtering"]) || isTrue(c["security.ipv6_filtering"]);
+const list = (v: string | undefined) => (v ?? "").split(",").map((x) => x.trim()).filter(Boolean);
+const hostRoutes = (c: DeviceConfig) => ["ipv4.routes", "ipv6.routes", "ipv4.routes.external", "ipv6.routes.external"].flatMap((k) => list(c[k]));
+/** A static address key: "none" means "no address of this family" (with IP filtering). */
+const address = (v: string | undefined) => (v && v !== "none" ? v : undefined);
 
 export class BridgedNic implements Device {
   constructor(
@@ -54,17 +97,93 @@ export class BridgedNic implements Device {
     if (this.network) {
       if (this.config.nictype) throw new Error('Cannot use "nictype" property in conjunction with "network" property');
       if (this.config.parent) throw new Error('Cannot use "parent" property in conjunction with "network" property');
-      validateNicConfig(this.config, BRIDGED_KEYS.filter((k) => k !== "parent"));
-    } else validateNicConfig(this.config, BRIDGED_KEYS, ["parent"]);
+      validateNicConfig(this.checkable(), BRIDGED_KEYS.filter((k) => k !== "parent"));
+    } else validateNicConfig(this.checkable(), BRIDGED_KEYS, ["parent"]);
     const managed = this.managedNetwork();
-    if (!managed) return;
+    if (!managed) {
+      // An unmanaged bridge has no allocator: IP filtering needs the address spelled out.
+      for (const fam of [4, 6] as const) {
+        if (isTrue(this.config[`security.ipv${fam}_filtering`]) && !this.config[`ipv${fam}.address`]) {
+          throw new Error(`IPv${fam} filtering requires a manually specified ipv${fam}.address when using an unmanaged parent bridge`);
+        }
+      }
+      return;
+    }
+    if ((isTrue(this.config["security.ipv4_filtering"]) || isTrue(this.config["security.ipv6_filtering"])) && this.config.vlan) {
+      throw new Error("IP filtering cannot be used with VLAN filtering");
+    }
+    // LXD's checks of static addresses against the managed network, in LXD's order.
     for (const fam of [4, 6] as const) {
       const addr = this.config[`ipv${fam}.address`];
       if (!addr) continue;
-      const subnet = parseCidr(managed.config[`ipv${fam}.address`] ?? "");
+      const net = managed.config;
+      const filtering = isTrue(this.config[`security.ipv${fam}_filtering`]);
+      const parentAddress = net[`ipv${fam}.address`] ?? "";
+      const dhcpSubnet = net[`ipv${fam}.dhcp`] === "false" ? undefined : parseCidr(parentAddress);
+      if (fam === 4 && !dhcpSubnet && !filtering) {
+        throw new Error(`Cannot specify "ipv4.address" when DHCP is disabled (unless using security.ipv4_filtering) on network "${managed.name}"`);
+      }
+      if (fam === 6 && (!dhcpSubnet || !isTrue(net["ipv6.dhcp.stateful"])) && !filtering) {
+        throw new Error(`Cannot specify "ipv6.address" when DHCP or "ipv6.dhcp.stateful" are disabled (unless using security.ipv6_filtering) on network "${managed.name}"`);
+      }
       const a = parseIp(addr);
-      if (!subnet || !a || !contains(subnet, a.family, a.ip)) throw new Error(`Device IP address "${addr}" not within network "${managed.name}" subnet`);
+      if (dhcpSubnet && addr !== "none" && (!a || !contains(dhcpSubnet, a.family, a.ip))) {
+        throw new Error(`Device IP address "${addr}" not within network "${managed.name}" subnet`);
+      }
+      const parent = parseCidr(parentAddress);
+      if (!parent) return;
+      if (addr === "none" && !filtering) throw new Error(`Cannot have ipv${fam}.address as none unless using security.ipv${fam}_filtering`);
+      if (a && a.family === parent.family && a.ip === parent.ip) {
+        throw new Error(`IP address "${addr}" is assigned to parent managed network device "${this.config.parent ?? managed.name}"`);
+      }
     }
+  }
+
+  /** The config as the key table checks it: "none" addresses are a bridged NIC's own word. */
+  private checkable(): DeviceConfig {
+    return Object.fromEntries(Object.entries(this.config).filter(([k, v]) => !(k.endsWith(".address") && v === "none")));
+  }
+
+  /** LXD's instanceDeviceLabel: the filter chains' name part. */
+  private filterLabel(): string {
+    const inst = this.ctx.project === "default" ? this.ctx.instance : `${this.ctx.project}_${this.ctx.instance}`;
+    return `${inst}.${this.name}`;
+  }
+
+  /**
+   * MAC/IP filters of the NIC (LXD's setFilters): IP-filtered families without a fixed address
+   * get one from the managed network's DHCP allocation, and only the allowed networks pass.
+   */
+  private async setFilters(config: DeviceConfig, hostName: string, hwaddr: string): Promise<void> {
+    if (!filtered(config)) return;
+    if (isTrue(config["security.ipv6_filtering"])) {
+      let v = "";
+      try {
+        v = readFileSync("/proc/sys/net/bridge/bridge-nf-call-ip6tables", "utf8").trim();
+      } catch {
+        throw new Error("security.ipv6_filtering requires bridge netfilter: br_netfilter kernel module not loaded");
+      }
+      if (v !== "1") throw new Error("security.ipv6_filtering requires bridge netfilter: sysctl net.bridge.bridge-nf-call-ip6tables not enabled");
+    }
+    const addrs: Record<4 | 6, string | undefined> = { 4: config["ipv4.address"] || undefined, 6: config["ipv6.address"] || undefined };
+    const managed = this.managedNetwork();
+    const want = { ipv4: isTrue(config["security.ipv4_filtering"]) && !addrs[4], ipv6: isTrue(config["security.ipv6_filtering"]) && !addrs[6] };
+    if (managed && (want.ipv4 || want.ipv6)) {
+      const got = await this.ctx.ports.networks?.allocateFilterAddresses?.(managed.name, this.ctx.instance, this.name, { hwaddr, ipv4: address(addrs[4]), ipv6: address(addrs[6]) }, want);
+      if (want.ipv4) addrs[4] = got?.ipv4 ?? "none";
+      if (want.ipv6) addrs[6] = got?.ipv6 ?? "none";
+    }
+    const nets = (fam: 4 | 6): string[] | undefined => {
+      if (!isTrue(config[`security.ipv${fam}_filtering`])) return undefined;
+      if (addrs[fam] === "none") return [];
+      const own = addrs[fam] ? [`${addrs[fam]}/${fam === 4 ? 32 : 128}`] : [];
+      return [...own, ...list(config[`ipv${fam}.routes`]), ...list(config[`ipv${fam}.routes.external`])];
+    };
+    await applyBridgeFilter({ label: this.filterLabel(), hostName, hwaddr, ipv4Nets: nets(4), ipv6Nets: nets(6) });
+  }
+
+  private async clearFilters(): Promise<void> {
+    await clearBridgeFilter(this.filterLabel());
   }
 
   private async isOvs(bridge: string): Promise<boolean> {
@@ -78,7 +197,7 @@ export class BridgedNic implements Device {
     const managed = this.managedNetwork();
     const set = this.ctx.ports.networks?.setStaticLease;
     if (!managed || !set) return;
-    await set.call(this.ctx.ports.networks, managed.name, this.ctx.instance, hwaddr, this.config["ipv4.address"] || undefined, this.config["ipv6.address"] || undefined, this.name);
+    await set.call(this.ctx.ports.networks, managed.name, this.ctx.instance, hwaddr, address(this.config["ipv4.address"]), address(this.config["ipv6.address"]), this.name);
   }
 
   /** The MTU of a veth we create: the NIC's mtu, else the bridge's (what liblxc does for its own veths). */
@@ -114,14 +233,25 @@ export class BridgedNic implements Device {
       if (mtu) nic.mtu = mtu;
       return { networkInterfaces: [nic], postStart };
     }
+    if (filtered(this.config)) await this.setFilters(this.config, hostName, hwaddr);
     const nic: Record<string, string> = { type: "veth", name: this.ifaceName(), "veth.pair": hostName, link: bridge, hwaddr, flags: "up" };
     if (this.config.mtu) nic.mtu = this.config.mtu;
     if (this.config.vlan) nic["veth.vlan.id"] = this.config.vlan;
-    return { networkInterfaces: [nic], postStart };
+    const routes = hostRoutes(this.config);
+    return {
+      networkInterfaces: [nic],
+      postStart: async (pid) => {
+        await postStart();
+        for (const r of routes) await ip("route", "replace", r, "dev", bridge, "proto", "static");
+        void pid;
+      },
+    };
   }
 
   async stop(): Promise<void> {
     const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
+    if (filtered(this.config)) await this.clearFilters();
+    await this.deleteRoutes(this.config);
     if (hostName) {
       const bridge = this.parent;
       if (await this.isOvs(bridge).catch(() => false)) await ovs.deletePort(bridge, hostName);
@@ -129,6 +259,18 @@ export class BridgedNic implements Device {
       await removeLimits(hostName);
     }
     await this.ctx.volatile.set({ [`volatile.${this.name}.host_name`]: "" });
+  }
+
+  private async deleteRoutes(config: DeviceConfig): Promise<void> {
+    const bridge = (() => {
+      try {
+        return this.parent;
+      } catch {
+        return undefined;
+      }
+    })();
+    if (!bridge) return;
+    for (const r of hostRoutes(config)) await ip("route", "del", r, "dev", bridge).catch(() => undefined);
   }
 
   async attach(pid: number): Promise<void> {
@@ -149,6 +291,10 @@ export class BridgedNic implements Device {
       await ip("link", "set", "dev", hostName, "up");
       undo(() => removeLimits(hostName));
       await this.registerLease(hwaddr);
+      if (filtered(this.config)) {
+        await this.setFilters(this.config, hostName, hwaddr);
+        undo(() => this.clearFilters());
+      }
       await moveIntoInstance(peer, pid, this.ifaceName(), { hwaddr, mtu });
       await applyLimits(hostName, this.config);
       await this.ctx.volatile.set({ [`volatile.${this.name}.host_name`]: hostName });
@@ -176,10 +322,19 @@ export class BridgedNic implements Device {
     if (changed.some((k) => !UPDATABLE_KEYS.has(k))) return false;
     const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
     if (!hostName) return false;
-    if (changed.some((k) => k.endsWith(".address"))) await this.registerLease(await stableHwaddr(this.ctx, this.name, this.config));
+    const hwaddr = await stableHwaddr(this.ctx, this.name, this.config);
+    if (changed.some((k) => k.endsWith(".address"))) await this.registerLease(hwaddr);
     if (changed.some((k) => k.startsWith("limits."))) {
       await clearLimits(hostName);
       await applyLimits(hostName, this.config);
+    }
+    if (changed.some((k) => k.includes(".routes"))) {
+      await this.deleteRoutes(previous);
+      for (const r of hostRoutes(this.config)) await ip("route", "replace", r, "dev", this.parent, "proto", "static");
+    }
+    if (filtered(previous) || filtered(this.config)) {
+      await this.clearFilters();
+      await this.setFilters(this.config, hostName, hwaddr);
     }
     return true;
   }

@@ -6,6 +6,7 @@ import { existsSync, rmSync } from "node:fs";
 import { parseBool } from "../../config/validators.js";
 import { run, type ServiceProcess } from "../../os/exec.js";
 import { formatIp, networkOf, parseCidr, formatCidr } from "../ipnet.js";
+import { allocate, DhcpNotSupported, type Allocation } from "../dhcp-alloc.js";
 import * as dnsmasq from "../host/dnsmasq.js";
 import { addAddress, addresses, delAddress, deleteLink, linkExists, routeDestinations, setMtu, setUp, writeSysctl } from "../host/ip.js";
 import { applyFirewall, removeFirewall, type FirewallSpec } from "../host/nft.js";
@@ -375,6 +376,39 @@ class BridgeNetwork implements NetworkDriver {
   async setStaticHost(entry: string, host: dnsmasq.StaticHost): Promise<void> {
     dnsmasq.writeStaticHost(this.files, entry, host);
     dnsmasq.reloadHosts(this.files);
+  }
+
+  /**
+   * A static allocation for a filtered NIC without a fixed address (LXD's dhcpalloc): what its
+   * host file or a lease of its MAC holds, else the next free address; written to its host file.
+   * A family the network serves no DHCP for comes back as "none" (everything of it filtered).
+   */
+  async allocateStaticHost(entry: string, host: dnsmasq.StaticHost, want: { ipv4: boolean; ipv6: boolean }): Promise<{ ipv4?: string; ipv6?: string }> {
+    if (!existsSync(this.files.leases)) return { ipv4: want.ipv4 ? "none" : undefined, ipv6: want.ipv6 ? "none" : undefined };
+    const current = dnsmasq.staticHosts(this.files);
+    const mine = current.find((h) => h.entry === entry)?.host;
+    const used: Allocation[] = [
+      ...current.flatMap((h) => [h.host.ipv4, h.host.ipv6].filter((a): a is string => !!a).map((address) => ({ entry: h.entry, hwaddr: h.host.hwaddr, address }))),
+      ...dnsmasq.readLeases(this.files).map((l) => ({ hwaddr: l.hwaddr || undefined, address: l.address })),
+    ];
+    const pick = (family: 4 | 6): string | undefined => {
+      if (!(family === 4 ? want.ipv4 : want.ipv6)) return undefined;
+      try {
+        return allocate({ family, network: this.config, used, entry, hwaddr: host.hwaddr, current: family === 4 ? mine?.ipv4 : mine?.ipv6 });
+      } catch (e) {
+        if (e instanceof DhcpNotSupported) return "none";
+        throw e;
+      }
+    };
+    const got = { ipv4: pick(4), ipv6: pick(6) };
+    const next: dnsmasq.StaticHost = {
+      hwaddr: host.hwaddr,
+      hostname: host.hostname,
+      ipv4: host.ipv4 ?? (got.ipv4 !== "none" ? got.ipv4 : undefined),
+      ipv6: host.ipv6 ?? (got.ipv6 !== "none" ? got.ipv6 : undefined),
+    };
+    if (!mine || dnsmasq.hostsLine(mine) !== dnsmasq.hostsLine(next)) await this.setStaticHost(entry, next);
+    return got;
   }
 
   async removeStaticHost(entry: string): Promise<void> {
