@@ -7,6 +7,8 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Host tests start daemons and containers; two cores are shared by everything.
     fileParallelism: false,
+    // A Ceph cluster, started by the first ceph test file that needs it, is shared and stopped at the end.
+    globalSetup: ["./test/global-ceph.ts"],
     reporters: ["default", "./test/summary-reporter.ts"],
   },
 });

@@ -14,6 +14,8 @@ PKGS=(
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
   bind9-dnsutils                              # dig against the zones' DNS listener (network zones test)
+  ceph-common ceph-fuse e2fsprogs xfsprogs    # ceph/cephfs drivers: ceph, rbd, ceph-fuse; mkfs/resize of rbd volumes
+  ceph-mon ceph-mgr ceph-osd ceph-mds         # the single-node test cluster (test/fixtures/ceph-cluster.sh)
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

@@ -148,4 +148,11 @@ export const apiExtensions: string[] = [
   "container_push",
   "container_push_target",
   "image_force_refresh",
+  // ceph (rbd) and cephfs storage drivers (src/storage/drivers/ceph.ts, cephfs.ts)
+  "storage_driver_ceph",
+  "storage_ceph_user_name",
+  "storage_ceph_force_osd_reuse",
+  "storage_cephfs",
+  "storage_ceph_features",
+  "ceph_rbd_du",
 ];

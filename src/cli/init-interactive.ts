@@ -24,7 +24,8 @@ export async function interactivePreseed(api: InitApi, lxdDir: string, ask = new
 
   // Storage
   if (await ask.bool("Do you want to configure a new storage pool? (yes/no) [default=yes]: ", "yes")) {
-    const backends: string[] = (server.environment?.storage_supported_drivers ?? []).map((d: { Name: string }) => d.Name).filter((n: string) => n !== "cephobject");
+    // A standalone server is offered local drivers only, as upstream (ceph and cephfs are remote).
+    const backends: string[] = (server.environment?.storage_supported_drivers ?? []).filter((d: { Remote?: boolean }) => !d.Remote).map((d: { Name: string }) => d.Name).filter((n: string) => n !== "cephobject");
     if (backends.length === 0) throw new Error("No storage backends available");
     const defaultBackend = backends.includes("zfs") ? "zfs" : backends.includes("btrfs") ? "btrfs" : "dir";
     for (;;) {

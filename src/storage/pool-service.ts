@@ -254,7 +254,8 @@ export class PoolService implements StoragePort {
     }
     this.repo.insertPool({ name: req.name, driver: req.driver, description: req.description, config });
     try {
-      await def.load({ name: req.name, config }, this.env).createPool();
+      const learnt = await def.load({ name: req.name, config }, this.env).createPool();
+      if (learnt && Object.keys(learnt).length > 0) this.repo.updatePool(req.name, { config: { ...config, ...learnt } });
     } catch (e) {
       this.repo.deletePool(req.name);
       throw new InternalError((e as Error).message);

@@ -15,6 +15,11 @@ export interface DriverTestOptions {
   poolConfig?: Record<string, string>;
   /** Skip the whole suite (tools or kernel support missing) with this reason. */
   skip?: string;
+  /**
+   * Why volume content can't be reached on this host (ceph without the kernel's rbd module):
+   * the tests that fill, read or mount volumes are skipped with this reason.
+   */
+  contentSkip?: string;
 }
 
 /** Unmount everything under `dir` and detach loop devices backed by files under it. */
@@ -65,6 +70,11 @@ export function testDriver(opts: DriverTestOptions): void {
     });
 
     const vol = (name: string, type: Volume["type"] = "custom"): Volume => ({ type, name, config: {} });
+    /** A test that reaches volume content: skipped, with the reason in its title, where the host can't. */
+    const content =
+      (title: string, skip = false) =>
+      (fn: () => Promise<void>) =>
+        it.skipIf(skip || !!opts.contentSkip)(opts.contentSkip ? `${title} (${opts.contentSkip})` : title, fn);
 
     it("probe reports a version", async () => {
       expect(await opts.definition.probe()).toMatch(/^\d+(\.\d+)*$/);
@@ -86,7 +96,7 @@ export function testDriver(opts: DriverTestOptions): void {
       expect(u.space.used).toBeLessThanOrEqual(u.space.total);
     });
 
-    it("creates a volume and fills it", async () => {
+    content("creates a volume and fills it")(async () => {
       const v = vol("default_v1");
       await driver.createVolume(v, async (path) => writeFileSync(join(path, "hello"), "world"));
       expect(driver.volumePath(v)).toBe(join(driver.mountPath, "custom/default_v1"));
@@ -95,7 +105,7 @@ export function testDriver(opts: DriverTestOptions): void {
       await expect(driver.createVolume(v)).rejects.toThrow();
     });
 
-    it("removes a volume whose fill failed", async () => {
+    content("removes a volume whose fill failed")(async () => {
       const v = vol("c-fail", "container");
       await expect(
         driver.createVolume(v, async (path) => {
@@ -107,19 +117,19 @@ export function testDriver(opts: DriverTestOptions): void {
       expect(existsSync(driver.volumePath(v))).toBe(false);
     });
 
-    it("renames a volume", async () => {
+    content("renames a volume")(async () => {
       await driver.renameVolume(vol("default_v1"), "default_v2");
       expect(await driver.hasVolume(vol("default_v1"))).toBe(false);
       expect(readFileSync(join(driver.volumePath(vol("default_v2")), "hello"), "utf8")).toBe("world");
     });
 
-    it("keeps data across unmount and mount of the pool", async () => {
+    content("keeps data across unmount and mount of the pool")(async () => {
       await driver.unmountPool();
       await driver.mountPool();
       expect(readFileSync(join(driver.volumePath(vol("default_v2")), "hello"), "utf8")).toBe("world");
     });
 
-    it.skipIf(!opts.definition.info.optimizedImages)("copies image volumes cheaply and independently", async () => {
+    content("copies image volumes cheaply and independently", !opts.definition.info.optimizedImages)(async () => {
       const image = vol("f".repeat(64), "image");
       await driver.createVolume(image, async (path) => {
         mkdirSync(join(path, "rootfs"));
@@ -139,7 +149,7 @@ export function testDriver(opts: DriverTestOptions): void {
 
     const snapshots = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).createSnapshot;
 
-    it.skipIf(!snapshots)("snapshots a volume read-only, restores it, renames and deletes snapshots", async () => {
+    content("snapshots a volume read-only, restores it, renames and deletes snapshots", !snapshots)(async () => {
       const v = vol("default_snap");
       const p = async () => driver.mountVolume(v);
       await driver.createVolume(v, async (path) => writeFileSync(join(path, "f"), "one"));
@@ -175,10 +185,10 @@ export function testDriver(opts: DriverTestOptions): void {
       await driver.deleteVolume(vol("default_snap2"));
     });
 
-    it.skipIf(!snapshots)("recovers a restore a crash interrupted", async () => {
+    content("recovers a restore a crash interrupted", !snapshots)(async () => {
       const v = vol("default_rec");
       await driver.createVolume(v, async (path) => writeFileSync(join(path, "f"), "kept"));
-      if (!driver.recoverVolume) return;
+      if (!driver.recoverVolume) return void (await driver.deleteVolume(v));
       // A staged tree left behind by a crash before the swap is dropped; the volume stays.
       const path = driver.volumePath(v);
       mkdirSync(join(driver.mountPath, "custom", ".default_rec.restore"));
@@ -190,7 +200,7 @@ export function testDriver(opts: DriverTestOptions): void {
 
     const quotas = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).setVolumeQuota;
 
-    it.skipIf(!quotas)("limits a volume to its size and reports usage", async () => {
+    content("limits a volume to its size and reports usage", !quotas)(async () => {
       const v = vol("default_quota");
       await driver.createVolume(v);
       await driver.setVolumeQuota!(v, "8MiB");
@@ -205,7 +215,7 @@ export function testDriver(opts: DriverTestOptions): void {
       await driver.deleteVolume(v);
     });
 
-    it("syncs a volume to an exact copy of a tree (ownership, modes, links; extra entries removed)", async () => {
+    content("syncs a volume to an exact copy of a tree (ownership, modes, links; extra entries removed)")(async () => {
       const src = mkdtempSync(join(lxdDir, "sync-src-"));
       mkdirSync(join(src, "d"));
       writeFileSync(join(src, "d/f"), "one");
@@ -236,7 +246,7 @@ export function testDriver(opts: DriverTestOptions): void {
       expect(readdirSync(join(driver.mountPath, "custom"))).toEqual([]);
     });
 
-    it("refuses to delete a volume with something mounted inside it", async () => {
+    content("refuses to delete a volume with something mounted inside it")(async () => {
       const v = vol("default_mnt");
       await driver.createVolume(v, async (path) => mkdirSync(join(path, "m")));
       const outside = mkdtempSync(join(lxdDir, "outside-"));

@@ -34,12 +34,14 @@ const PACKAGE_OF: Record<string, string> = {
   gcc: "build-essential",
   curl: "curl",
   dig: "bind9-dnsutils",
+  ceph: "ceph-common", rbd: "ceph-common", "ceph-fuse": "ceph-fuse",
+  e2fsck: "e2fsprogs", resize2fs: "e2fsprogs", xfs_growfs: "xfsprogs",
   // zfs/zpool: Debian main has no zfsutils; the driver reports itself unsupported without them.
   zfs: "", zpool: "",
   // Essential (every Debian host): coreutils, util-linux, dash.
   chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
   cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "",
-  mountpoint: "", nsenter: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "",
+  mountpoint: "", nsenter: "", truncate: "", fsfreeze: "", blkid: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "",
 };
 
 function files(dir: string): string[] {

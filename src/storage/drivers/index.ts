@@ -1,5 +1,7 @@
 // Storage drivers by name. One line each.
 import { btrfsDriver } from "./btrfs.js";
+import { cephDriver } from "./ceph.js";
+import { cephfsDriver } from "./cephfs.js";
 import { dirDriver } from "./dir.js";
 import type { DriverDefinition } from "./types.js";
 import { zfsDriver } from "./zfs.js";
@@ -8,4 +10,6 @@ export const storageDrivers: Record<string, DriverDefinition> = {
   dir: dirDriver,
   btrfs: btrfsDriver,
   zfs: zfsDriver,
+  ceph: cephDriver,
+  cephfs: cephfsDriver,
 };

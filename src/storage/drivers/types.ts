@@ -82,8 +82,12 @@ export interface Driver {
   readonly info: DriverInfo;
   /** Where the pool is mounted: $LXD_DIR/storage-pools/<pool>. */
   readonly mountPath: string;
-  /** Create the pool's storage on the host. Undoes its own partial work on failure. */
-  createPool(opts?: SlowOpts): Promise<void>;
+  /**
+   * Create the pool's storage on the host. Undoes its own partial work on failure. May return
+   * config keys learnt while creating (ceph: volatile.pool.pristine, an existing pool's pg_num)
+   * for the pool service to store.
+   */
+  createPool(opts?: SlowOpts): Promise<void | Record<string, string>>;
   /** Remove the pool's storage (and for loop-backed pools, the loop file). */
   deletePool(opts?: SlowOpts): Promise<void>;
   /** Make the pool usable (mount). Idempotent; returns true if it mounted something. */
