@@ -6,12 +6,7 @@ import { pathsFor, resolveLxdDir } from "./daemon/paths.js";
 import { shutdown } from "./cli/shutdown.js";
 import { waitReady } from "./cli/waitready.js";
 import { commands as extraCommands } from "./cli/commands.js";
-
-export interface ParsedArgs {
-  command: string;
-  positional: string[];
-  flags: Record<string, string | boolean>;
-}
+import type { ParsedArgs } from "./cli/args.js";
 
 const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "minimal", "preseed", "dump", "help", "h", "version", "syslog", "trace"]);
 

@@ -9,6 +9,9 @@
 import type { Requestor } from "../shared/requestor.js";
 import { Forbidden } from "../shared/errors.js";
 
+export const METHODS = ["GET", "PUT", "PATCH", "POST", "DELETE"] as const;
+export type Method = (typeof METHODS)[number] | "HEAD";
+
 export const ACCESS_LEVELS = [
   /** Any client, any method: only `/` (LXD's mux root, outside its endpoint table). */
   "open",

@@ -1,31 +1,17 @@
 // Routes are declared as data: a path and its method handlers. Methods a path does not
 // declare answer LXD's 501 "not implemented"; unknown paths answer 404 "not found".
-import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
 import type { OperationView } from "../operations/types.js";
-import { mayUseProject, type Access } from "./access.js";
+import { METHODS, mayUseProject, type Access, type Method } from "./access.js";
+import type { Requestor } from "../shared/requestor.js";
+import { etagOf } from "../shared/etag.js";
 import { BadRequest, PreconditionFailed } from "../shared/errors.js";
 import { decode, parseJson, readBody } from "../shared/json.js";
 
-export const METHODS = ["GET", "PUT", "PATCH", "POST", "DELETE"] as const;
-export type Method = (typeof METHODS)[number] | "HEAD";
 
-export interface Requestor {
-  trusted: boolean;
-  protocol: "unix" | "tls";
-  username: string;
-  address: string;
-  /** Fingerprint of the TLS client certificate, when one was presented. */
-  fingerprint?: string;
-  /** A trusted TLS client limited to its certificate's projects. */
-  restricted?: boolean;
-  /** A TLS client whose certificate is trusted for /1.0/metrics only (type "metrics"); untrusted elsewhere. */
-  metrics?: boolean;
-  /** The projects a restricted client may use. */
-  projects?: string[];
-}
+
 
 export interface ApiRequest {
   method: string;
@@ -97,11 +83,6 @@ export const route = (path: string, handlers: Route["handlers"], access: AccessD
   access: Object.fromEntries(ALL_METHODS.map((m) => [m, typeof access === "string" ? access : (access[m] ?? "admin")])) as Record<Method, Access>,
 });
 
-/** LXD's ETag: sha256 of the value as Go's json.Encoder writes it (HTML-escaped, newline-terminated). */
-export function etagOf(value: unknown): string {
-  const json = JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
-  return createHash("sha256").update(json + "\n").digest("hex");
-}
 
 /** LXD's If-Match check: a mismatch is 412 "ETag doesn't match: <ours> vs <theirs>". */
 export function checkEtag(req: ApiRequest, current: unknown): void {

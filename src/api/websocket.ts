@@ -3,13 +3,19 @@
 import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
-import { WebSocketServer, type WebSocket } from "ws";
+import { createRequire } from "node:module";
+import type { WebSocket, WebSocketServer } from "ws";
 import type { EventHub } from "../operations/events.js";
 import type { OperationManager } from "../operations/manager.js";
 import type { EventFilter } from "../operations/events.js";
 import type { EventType } from "../operations/types.js";
 import { authorize, isAdmin, type Access } from "./access.js";
 import { encode, errorEnvelope } from "../shared/envelope.js";
+
+const require = createRequire(import.meta.url);
+/** ws is loaded at the first upgrade (many daemons never see one between restarts). */
+export const newWebSocketServer = (opts: { perMessageDeflate?: boolean } = {}): WebSocketServer =>
+  new (require("ws") as typeof import("ws")).WebSocketServer({ noServer: true, ...opts });
 import { ApiError, Forbidden, NotFound, toApiError } from "../shared/errors.js";
 import type { Requestor } from "../shared/requestor.js";
 
@@ -94,8 +100,9 @@ export function eventsFilter(params: URLSearchParams, who: Requestor, projectExi
   return filter;
 }
 
-export function attachWebsockets(server: Server, deps: WebsocketDeps): WebSocketServer {
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+export function attachWebsockets(server: Server, deps: WebsocketDeps): void {
+  let upgrader: WebSocketServer | undefined;
+  const wss = { handleUpgrade: (...a: Parameters<WebSocketServer["handleUpgrade"]>) => (upgrader ??= newWebSocketServer({ perMessageDeflate: false })).handleUpgrade(...a) };
   server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? "/", "http://lxd");
     const opMatch = /^\/1\.0\/operations\/([^/]+)\/websocket$/.exec(url.pathname);
@@ -161,5 +168,4 @@ export function attachWebsockets(server: Server, deps: WebsocketDeps): WebSocket
     }
     refuse(socket, new NotFound());
   });
-  return wss;
 }

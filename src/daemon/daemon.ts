@@ -36,7 +36,7 @@ import { features } from "./features/index.js";
 import { readHostInfo, type HostInfo } from "./host-info.js";
 import { createLogger } from "./logging.js";
 import { layout, pathsFor, type Paths } from "./paths.js";
-import type { Ports } from "./ports.js";
+import type { Core, Feature, FeatureFactory } from "./feature.js";
 import { ResourcesService } from "./resources/index.js";
 import { ServerService } from "./server-service.js";
 import { SqlService } from "./sql-service.js";
@@ -53,40 +53,6 @@ export interface DaemonOptions {
   /** etcd client URLs a first cluster member bootstraps on (joiners learn them from the cluster). */
   etcdEndpoints?: string[];
 }
-
-/** The services every feature module may depend on. */
-export interface Core {
-  paths: Paths;
-  db: Db;
-  log: Logger;
-  events: EventHub;
-  operations: OperationManager;
-  warnings: WarningRepo;
-  server: ServerService;
-  trust: TrustStore;
-  host: HostInfo;
-  keypair: KeyPair;
-  /** Cross-feature interfaces, filled by the features that provide them. */
-  ports: Ports;
-}
-
-/**
- * A feature module (instances, storage, networks, ...): contributes routes, and may take part
- * in start-up (after the database opens, before listening) and shutdown.
- */
-export interface Feature {
-  name: string;
-  routes(): Route[];
-  /** Raw protocol upgrades (not websockets), e.g. the instance sftp endpoint. */
-  upgrades?(): UpgradeRoute[];
-  start?(): Promise<void>;
-  /** Settles when the work begun at start that `waitready` waits for is done (LXD: instance autostart). */
-  ready?(): Promise<void>;
-  /** Daemon stopping. `stopInstances` is true for `lxd shutdown` and SIGPWR, false for SIGTERM. */
-  stop?(opts: { stopInstances: boolean }): Promise<void>;
-}
-
-export type FeatureFactory = (core: Core) => Feature;
 
 export class Daemon {
   private ready = false;

@@ -1,6 +1,7 @@
 // The narrow interfaces feature modules use to reach each other. A feature fills its slot
 // in `Core.ports` when it is constructed (features.ts order); consumers read the slot when
 // they need it, so there is no import cycle and a fake is three methods long.
+import type { ProfileRecord } from "../db/profile-repo.js";
 import type { InstanceRuntime } from "../instances/runtime-port.js";
 
 /** What every consumer needs to know about an image. */
@@ -92,12 +93,7 @@ export interface StoragePort {
   getPool?(name: string): { name: string; driver: string };
 }
 
-export interface ProfileRecord {
-  name: string;
-  description: string;
-  config: Record<string, string>;
-  devices: Record<string, Record<string, string>>;
-}
+export type { ProfileRecord };
 
 export interface ProfilesPort {
   /** Throws NotFound("Profile not found"). */

@@ -1,5 +1,4 @@
 // Profiles per project.
-import type { ProfileRecord } from "../daemon/ports.js";
 import type { Db } from "./database.js";
 
 interface RawProfile {
@@ -10,6 +9,14 @@ interface RawProfile {
 }
 
 const toProfile = (r: RawProfile): ProfileRecord => ({ name: r.name, description: r.description, config: JSON.parse(r.config), devices: JSON.parse(r.devices) });
+
+/** A profile as the API shows it (without used_by). */
+export interface ProfileRecord {
+  name: string;
+  description: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+}
 
 export class ProfileRepo {
   constructor(private readonly db: Db) {}

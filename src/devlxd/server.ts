@@ -8,7 +8,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { WebSocketServer, type WebSocket } from "ws";
+import { createRequire } from "node:module";
+import type { WebSocket, WebSocketServer } from "ws";
 import type { EventHub } from "../operations/events.js";
 import { hostRoot, parseIdmapJson } from "../instances/idmap.js";
 import { native } from "../os/native.js";
@@ -97,7 +98,11 @@ function devicesView(inst: GuestInstance): Record<string, Record<string, string>
 export class DevlxdServer {
   private server?: Server;
   private readonly creds = new WeakMap<Socket, Cred>();
-  private readonly wss = new WebSocketServer({ noServer: true });
+  /** ws is loaded when a guest first asks for /dev/lxd/sock events. */
+  private upgrader?: WebSocketServer;
+  private get wss(): WebSocketServer {
+    return (this.upgrader ??= new (createRequire(import.meta.url)("ws") as typeof import("ws")).WebSocketServer({ noServer: true }));
+  }
 
   constructor(private readonly deps: DevlxdDeps) {}
 
@@ -138,7 +143,7 @@ export class DevlxdServer {
       s.close(() => resolve());
       s.closeAllConnections();
     });
-    for (const c of this.wss.clients) c.terminate();
+    for (const c of this.upgrader?.clients ?? []) c.terminate();
     if (existsSync(this.socketPath)) unlinkSync(this.socketPath);
   }
 

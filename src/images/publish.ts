@@ -18,7 +18,7 @@ import { spawnStreaming, type StreamedProcess } from "../os/exec.js";
 import { scanTarball } from "./archive.js";
 import { CODECS, compressCommand, CompressionAlgorithmError, parseCompressionAlgorithm, type CompressionAlgorithm } from "./compression.js";
 import { canonicalArchitecture, parseImageMetadata } from "./metadata.js";
-import type { ImageService } from "./service.js";
+import type { BuiltImage, ImageService } from "./service.js";
 import { progressReporter, treeSize } from "./progress.js";
 import { BUILD_PREFIX } from "./upload.js";
 
@@ -36,14 +36,6 @@ export interface BuildOptions {
   onProgress?: (meta: Record<string, unknown>) => void;
   /** Bytes the image may take (a project's limits.disk budget); -1 or absent for no limit. */
   quota?: number;
-}
-
-export interface BuiltImage {
-  file: string;
-  fingerprint: string;
-  size: number;
-  properties: Record<string, string>;
-  expiryDate: number;
 }
 
 /** Resolve an algorithm name (request or images.compression_algorithm) to one of our codecs. */

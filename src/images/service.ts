@@ -13,12 +13,20 @@ import type { ImageRecord, ImagesPort } from "../daemon/ports.js";
 import { sortedMap, type AliasRow, type ImageRecordRow, type ImageRepo, type ImageSourceRow } from "../db/image-repo.js";
 import type { EventHub } from "../operations/events.js";
 import { extractTarball, scanTarball } from "./archive.js";
-import type { BuiltImage } from "./publish.js";
 import { parseImageMetadata, type ImageMetadata } from "./metadata.js";
 import type { RemoteImage } from "./remote/types.js";
 import { extractSquashfs, isSquashfs, scanSquashfs } from "./squashfs.js";
 import { BUILD_PREFIX, discardUpload, type Upload } from "./upload.js";
 import { copyTreeInto } from "../storage/tree-copy.js";
+
+/** An image file built from a directory (publish), ready to be added to the store. */
+export interface BuiltImage {
+  file: string;
+  fingerprint: string;
+  size: number;
+  properties: Record<string, string>;
+  expiryDate: number;
+}
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 /** How long after a first unpack the image's tree is built (see buildTreeLater). */

@@ -3,6 +3,7 @@
 import { INSTANCE_SCHEDULE_ALIASES, validateSchedule } from "../snapshots/cron.js";
 import type { KeyTable } from "../config/keys.js";
 import type { Validator } from "../config/validators.js";
+import { parseByteSize } from "../shared/units.js";
 
 const boolRule: Validator = (v) => {
   if (!["true", "false", "yes", "no", "on", "off", "1", "0"].includes(v.toLowerCase())) throw new Error(`Invalid value for a boolean "${v}"`);
@@ -54,19 +55,6 @@ const rangedInt =
     const n = Number(v);
     if (n < min || n > max) throw new Error(`Value must be between ${min} and ${max}`);
   };
-
-const SIZE_UNITS: Record<string, number> = {
-  "": 1, B: 1,
-  kB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, PB: 1e15, EB: 1e18,
-  KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40, PiB: 2 ** 50, EiB: 2 ** 60,
-};
-
-/** LXD's units.ParseByteSizeString: "64MiB", "1GB", "512". */
-export function parseByteSize(value: string): number {
-  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)$/.exec(value.trim());
-  if (!m || !(m[2] in SIZE_UNITS)) throw new Error(`Invalid value: ${value}`);
-  return Math.floor(Number(m[1]) * SIZE_UNITS[m[2]]);
-}
 
 const memoryRule: Validator = (v) => {
   if (v.endsWith("%")) {

@@ -1,6 +1,7 @@
 // The control channel's messages (LXD 5.0.2 lxd/migration/migrate.proto, proto2), encoded
 // with protobufjs. Each message travels as one binary websocket message.
-import protobuf from "protobufjs";
+import { createRequire } from "node:module";
+import type { Type } from "protobufjs";
 
 const SCHEMA = `
 syntax = "proto2";
@@ -27,9 +28,16 @@ message MigrationHeader {
 message MigrationControl { required bool success = 1; optional string message = 2; }
 `;
 
-const root = protobuf.parse(SCHEMA, { keepCase: true }).root;
-const HeaderType = root.lookupType("migration.MigrationHeader");
-const ControlType = root.lookupType("migration.MigrationControl");
+/** protobufjs and the parsed schema are loaded by the first migration, not at daemon start. */
+let types: { header: Type; control: Type } | undefined;
+function messageTypes(): { header: Type; control: Type } {
+  if (!types) {
+    const protobuf = createRequire(import.meta.url)("protobufjs") as typeof import("protobufjs");
+    const root = protobuf.parse(SCHEMA, { keepCase: true }).root;
+    types = { header: root.lookupType("migration.MigrationHeader"), control: root.lookupType("migration.MigrationControl") };
+  }
+  return types;
+}
 
 export const FS_RSYNC = 0;
 export const FS_BTRFS = 1;
@@ -88,8 +96,8 @@ function checkRequired(type: protobuf.Type, obj: Record<string, unknown>): void 
     const value = obj[field.name];
     if ((field as unknown as { rule?: string }).rule === "required" && value === undefined) throw new Error(`Invalid ${type.name}: missing required '${field.name}'`);
     field.resolve();
-    if (value === undefined || !(field.resolvedType instanceof protobuf.Type)) continue;
-    for (const v of field.repeated ? (value as Record<string, unknown>[]) : [value as Record<string, unknown>]) checkRequired(field.resolvedType, v);
+    if (value === undefined || !(field.resolvedType && "fieldsArray" in field.resolvedType)) continue;
+    for (const v of field.repeated ? (value as Record<string, unknown>[]) : [value as Record<string, unknown>]) checkRequired(field.resolvedType as Type, v);
   }
 }
 
@@ -101,14 +109,14 @@ function toObject(type: protobuf.Type, buf: Uint8Array) {
 }
 
 export function encodeHeader(h: MigrationHeader): Buffer {
-  const err = HeaderType.verify(h);
+  const err = messageTypes().header.verify(h);
   if (err) throw new Error(`Invalid migration header: ${err}`);
-  return Buffer.from(HeaderType.encode(HeaderType.fromObject(h)).finish());
+  return Buffer.from(messageTypes().header.encode(messageTypes().header.fromObject(h)).finish());
 }
 
 /** Decode a peer's header; throws on malformed or incomplete input (required fields are checked). */
 export function decodeHeader(buf: Uint8Array): MigrationHeader {
-  const h = toObject(HeaderType, buf) as MigrationHeader;
+  const h = toObject(messageTypes().header, buf) as MigrationHeader;
   h.idmap ??= [];
   h.snapshotNames ??= [];
   h.snapshots ??= [];
@@ -116,11 +124,11 @@ export function decodeHeader(buf: Uint8Array): MigrationHeader {
 }
 
 export function encodeControl(c: MigrationControl): Buffer {
-  return Buffer.from(ControlType.encode(ControlType.fromObject(c)).finish());
+  return Buffer.from(messageTypes().control.encode(messageTypes().control.fromObject(c)).finish());
 }
 
 export function decodeControl(buf: Uint8Array): MigrationControl {
-  return toObject(ControlType, buf) as MigrationControl;
+  return toObject(messageTypes().control, buf) as MigrationControl;
 }
 
 /** The rsync features a header offers, as LXD lists them (GetRsyncFeaturesSlice). */

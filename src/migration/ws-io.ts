@@ -3,7 +3,8 @@
 // stream begins on the same socket. The control channel carries one protobuf per message.
 import { X509Certificate } from "node:crypto";
 import { Readable } from "node:stream";
-import { WebSocket, type RawData } from "ws";
+import { createRequire } from "node:module";
+import type { RawData, WebSocket } from "ws";
 
 type Item = { data: Buffer } | { barrier: true } | { closed: Error };
 
@@ -67,7 +68,7 @@ export class MigrationChannel {
 
   send(data: Buffer | string): Promise<void> {
     return new Promise((resolve, reject) => {
-      if (this.ws.readyState !== WebSocket.OPEN) return reject(this.closedWith ?? new Error(`${this.name} websocket is not open`));
+      if (this.ws.readyState !== this.ws.OPEN) return reject(this.closedWith ?? new Error(`${this.name} websocket is not open`));
       this.ws.send(data, { binary: typeof data !== "string" }, (err) => (err ? reject(err) : resolve()));
     });
   }
@@ -106,7 +107,7 @@ export class MigrationChannel {
   }
 
   close(): void {
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000);
+    if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close(1000);
   }
 
   terminate(): void {
@@ -125,7 +126,8 @@ export function connectPeer(operationUrl: string, secret: string, certificatePem
   const wsUrl = `wss://${url.host}${url.pathname}/websocket?secret=${encodeURIComponent(secret)}`;
   const pinned = certificatePem ? new X509Certificate(certificatePem).raw : undefined;
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(wsUrl, { rejectUnauthorized: !pinned, checkServerIdentity: (() => undefined) as never, perMessageDeflate: false, handshakeTimeout: 10_000, maxPayload: 64 << 20 });
+    const { WebSocket } = createRequire(import.meta.url)("ws") as typeof import("ws");
+  const ws = new WebSocket(wsUrl, { rejectUnauthorized: !pinned, checkServerIdentity: (() => undefined) as never, perMessageDeflate: false, handshakeTimeout: 10_000, maxPayload: 64 << 20 });
     const onAbort = () => ws.terminate();
     signal?.addEventListener("abort", onAbort, { once: true });
     ws.once("upgrade", (res) => {

@@ -1,7 +1,10 @@
 // Spawning system tools (the liblxc helpers are started by helper-process.ts instead).
+// Processes through node:child_process; node-pty is loaded by the first interactive session.
 import { spawn as spawnChild } from "node:child_process";
-import { execa, type Options } from "execa";
-import { spawn as ptySpawn, type IPty } from "node-pty";
+import { createRequire } from "node:module";
+import type { IPty } from "node-pty";
+
+const require = createRequire(import.meta.url);
 
 export interface RunOptions {
   signal?: AbortSignal;
@@ -29,21 +32,31 @@ export class CommandError extends Error {
 }
 
 export async function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const options: Options = {
-    cancelSignal: opts.signal,
-    input: opts.input,
-    env: opts.env,
-    cwd: opts.cwd,
-    reject: false,
-    stripFinalNewline: true,
-  };
-  const res = await execa(cmd, args, options);
-  const out = { stdout: String(res.stdout ?? ""), stderr: String(res.stderr ?? ""), exitCode: res.exitCode ?? (res.failed ? -1 : 0) };
+  const out = await new Promise<RunResult & { failed?: string }>((resolveRun) => {
+    let child: ReturnType<typeof spawnChild>;
+    try {
+      child = spawnChild(cmd, args, { cwd: opts.cwd, env: opts.env ? { ...process.env, ...opts.env } : process.env, signal: opts.signal, stdio: ["pipe", "pipe", "pipe"] });
+    } catch (e) {
+      return resolveRun({ stdout: "", stderr: "", exitCode: -1, failed: (e as Error).message });
+    }
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout!.on("data", (c: Buffer) => stdout.push(c));
+    child.stderr!.on("data", (c: Buffer) => stderr.push(c));
+    let failed: string | undefined;
+    child.once("error", (e) => (failed = e.message));
+    child.once("close", (code, signal) => {
+      const text = (chunks: Buffer[]) => Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+      resolveRun({ stdout: text(stdout), stderr: text(stderr), exitCode: code ?? -1, failed: code === null ? (failed ?? `killed by ${signal}`) : undefined });
+    });
+    child.stdin!.on("error", () => {});
+    child.stdin!.end(opts.input);
+  });
   if (out.exitCode !== 0 && opts.reject !== false) {
-    if (res.failed && res.exitCode === undefined) throw new CommandError(cmd, -1, res.message ?? "failed to start");
+    if (out.failed !== undefined) throw new CommandError(cmd, -1, out.failed || "failed to start");
     throw new CommandError([cmd, ...args].join(" "), out.exitCode, out.stderr);
   }
-  return out;
+  return { stdout: out.stdout, stderr: out.stderr, exitCode: out.exitCode };
 }
 
 export interface StreamedProcess {
@@ -101,23 +114,24 @@ export interface ServiceProcess {
  * survives a daemon crash; the caller supervises it through `exited`.
  */
 export function spawnService(cmd: string, args: string[], opts: { env?: Record<string, string> } = {}): ServiceProcess {
-  const child = execa(cmd, args, { env: opts.env, detached: true, reject: false, stdin: "ignore", buffer: false, cleanup: false });
+  const child = spawnChild(cmd, args, { env: { ...process.env, ...opts.env }, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   let tail = "";
   const keep = (chunk: Buffer | string) => {
     tail = (tail + chunk.toString()).slice(-4000);
   };
   child.stdout?.on("data", keep);
   child.stderr?.on("data", keep);
-  const exited = child.then(
-    (r) => (r.signal ? String(r.signal) : (r.exitCode ?? -1)),
-    () => -1,
-  );
+  const exited = new Promise<number | string>((resolveExit) => {
+    child.once("error", () => resolveExit(-1));
+    child.once("close", (code, signal) => resolveExit(signal ? String(signal) : (code ?? -1)));
+  });
   if (child.pid === undefined) throw new CommandError(cmd, -1, "failed to start");
   return { pid: child.pid, exited, output: () => tail.trim() };
 }
 
 /** A child on a new pseudo-terminal (interactive exec, console). Output arrives as Buffers. */
 export function spawnPty(cmd: string, args: string[], opts: { cols: number; rows: number; env?: Record<string, string>; cwd?: string }): IPty {
+  const { spawn: ptySpawn } = require("node-pty") as typeof import("node-pty");
   return ptySpawn(cmd, args, {
     name: opts.env?.TERM ?? "xterm",
     cols: opts.cols,

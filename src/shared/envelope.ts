@@ -1,5 +1,4 @@
 // LXD's three response envelopes. Every field is always present, as upstream.
-import type { OperationView } from "../operations/types.js";
 
 export interface SyncEnvelope {
   type: "sync";
@@ -15,7 +14,8 @@ export function syncEnvelope(metadata: unknown): SyncEnvelope {
   return { type: "sync", status: "Success", status_code: 200, operation: "", error_code: 0, error: "", metadata };
 }
 
-export function asyncEnvelope(op: OperationView) {
+/** The envelope of a created operation (`op` is its view, GET /1.0/operations/ID). */
+export function asyncEnvelope<Op extends { id: string }>(op: Op) {
   return {
     type: "async",
     status: "Operation created",

@@ -3,37 +3,9 @@
 import type { KeyTable } from "../config/keys.js";
 import type { Validator } from "../config/validators.js";
 import { validateSchedule, VOLUME_SCHEDULE_ALIASES } from "../snapshots/cron.js";
-
-const UNITS: Record<string, number> = {
-  "": 1,
-  B: 1,
-  kB: 1e3,
-  MB: 1e6,
-  GB: 1e9,
-  TB: 1e12,
-  PB: 1e15,
-  EB: 1e18,
-  KiB: 2 ** 10,
-  MiB: 2 ** 20,
-  GiB: 2 ** 30,
-  TiB: 2 ** 40,
-  PiB: 2 ** 50,
-  EiB: 2 ** 60,
-};
+import { parseByteSize } from "../shared/units.js";
 
 /** LXD's units.ParseByteSizeString: "10MiB" → bytes; "" → 0; throws "Invalid value: X". */
-export function parseByteSize(value: string): number {
-  if (value === "") return 0;
-  const m = /^([0-9]+)\s*([A-Za-z]*)$/.exec(value);
-  if (!m) throw new Error(`Invalid value: ${value}`);
-  let suffix = m[2];
-  // Upstream accepts lower-case decimal suffixes except bits, and a bare k.
-  if (/^[kmgtpe]b?$/i.test(suffix) && !suffix.includes("i")) suffix = suffix[0].toUpperCase() === "K" ? "kB" : suffix[0].toUpperCase() + "B";
-  const mult = UNITS[suffix];
-  if (mult === undefined) throw new Error(`Invalid value: ${value}`);
-  return Number(m[1]) * mult;
-}
-
 export const isSize: Validator = (v) => {
   parseByteSize(v);
 };

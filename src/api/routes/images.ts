@@ -13,6 +13,7 @@ import type { EventHub } from "../../operations/events.js";
 import { matchFilter, parseFilter } from "../../images/filter.js";
 import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../../shared/errors.js";
 import { decode } from "../../shared/json.js";
+import { ImagesPost, type ImagesPostBody } from "../../shared/schemas/image.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Route } from "../route.js";
 
 const isTrue = (v: string | string[] | undefined) => ["true", "1", "yes", "on"].includes(String(v ?? "").toLowerCase());
@@ -35,35 +36,6 @@ const AliasPut = z.object({ target: z.string().optional().default(""), descripti
 const AliasPatch = z.object({ target: z.string().optional(), description: z.string().optional() });
 const AliasRename = z.object({ name: z.string().optional().default("") });
 
-export const ImagesPost = z.object({
-  source: z
-    .object({
-      type: z.string().optional().default(""),
-      name: z.string().optional().default(""),
-      mode: z.string().optional(),
-      fingerprint: z.string().optional(),
-      alias: z.string().optional(),
-      server: z.string().optional(),
-      url: z.string().optional(),
-      protocol: z.string().optional(),
-      project: z.string().optional(),
-      certificate: z.string().optional(),
-      secret: z.string().optional(),
-      image_type: z.string().optional(),
-    })
-    .passthrough()
-    .optional()
-    .default({}),
-  filename: z.string().optional().default(""),
-  public: z.boolean().optional().default(false),
-  auto_update: z.boolean().optional().default(false),
-  compression_algorithm: z.string().optional().default(""),
-  properties: StringMap.nullable().optional(),
-  aliases: z.array(z.object({ name: z.string(), description: z.string().optional().default("") })).nullable().optional(),
-  expires_at: z.string().optional(),
-  profiles: z.array(z.string()).nullable().optional(),
-});
-export type ImagesPostBody = z.infer<typeof ImagesPost>;
 
 /** X-LXD-properties: url-encoded key=value pairs; the first value of a key wins, as Go's ParseQuery. */
 function headerProperties(raw: string | string[] | undefined): Record<string, string> | undefined {

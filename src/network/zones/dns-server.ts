@@ -2,7 +2,13 @@
 // LXD 5.0.2's lxd/dns does: SOA, AXFR and IXFR only, and only to peers the zone lists.
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { createServer, type Server as TcpServer, type Socket } from "node:net";
-import dnsPacket from "dns-packet";
+import { createRequire } from "node:module";
+import type dnsPacketTypes from "dns-packet";
+
+type DnsPacket = typeof dnsPacketTypes;
+let dnsPacketModule: DnsPacket | undefined;
+/** dns-packet is loaded by the first query (core.dns_address is rarely set). */
+const dnsPacket = (): DnsPacket => (dnsPacketModule ??= createRequire(import.meta.url)("dns-packet") as DnsPacket);
 import type { Logger } from "pino";
 import { splitHostPort } from "../../config/validators.js";
 import { allowedPeer, type ZoneRR } from "./rules.js";
@@ -18,19 +24,19 @@ export type ZoneLookup = (zone: string, full: boolean) => Promise<{ config: Reco
 
 /** The answer to one query (pure apart from the lookup). */
 export async function answer(query: Buffer, remote: string, lookup: ZoneLookup): Promise<Buffer | undefined> {
-  let req: dnsPacket.Packet;
+  let req: dnsPacketTypes.Packet;
   try {
-    req = dnsPacket.decode(query);
+    req = dnsPacket().decode(query);
   } catch {
     return undefined;
   }
   const reply = (rcode: number, answers: ZoneRR[] = []) =>
-    dnsPacket.encode({
+    dnsPacket().encode({
       type: "response",
       id: req.id,
       flags: (rcode === 0 ? AA : 0) | rcode,
       questions: req.questions,
-      answers: answers as dnsPacket.Answer[],
+      answers: answers as dnsPacketTypes.Answer[],
     });
   if (!req.questions || req.questions.length !== 1) return reply(RCODE.SERVFAIL);
   const q = req.questions[0];
