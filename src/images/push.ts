@@ -14,7 +14,7 @@ import { BadRequest } from "../shared/errors.js";
 import type { Requestor } from "../shared/requestor.js";
 import type { ImageRecordRow } from "../db/image-repo.js";
 import type { EventHub } from "../operations/events.js";
-import { imageBody } from "../api/routes/image-export.js";
+import { imageBody } from "./image-body.js";
 import { readBody, send, type Transport } from "./remote/http.js";
 import type { ImageService } from "./service.js";
 

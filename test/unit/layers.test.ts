@@ -69,7 +69,16 @@ const TOP = new Set(["api", "daemon", "cli", "main.ts", "bench"]);
 
 // The instances service and runtime still call into each other; the instance-driver split
 // (issue #20 item 1, branch instdriver) removes this circle. Only these files may form one.
-const KNOWN_CIRCLE = new Set(["instances/backup-index.ts", "instances/backups.ts", "instances/runtime.ts", "instances/service.ts", "instances/snapshots.ts"]);
+// The one circle left (issue 20): the instance service and the modules that take it whole as a type
+// (snapshots, backups, queries, profile changes). Narrowing them to InstanceRecords-style values removes it.
+const KNOWN_CIRCLE = new Set([
+  "instances/backup-index.ts",
+  "instances/backups.ts",
+  "instances/profile-change.ts",
+  "instances/queries.ts",
+  "instances/service.ts",
+  "instances/snapshots.ts",
+]);
 
 describe("layers", () => {
   const graph = importGraph();
