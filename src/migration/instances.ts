@@ -17,7 +17,7 @@ import { validateSnapshotName, goTime, ZERO_TIME } from "../instances/snapshots.
 import type { OperationView } from "../operations/types.js";
 import { decodeControl, decodeHeader, encodeControl, encodeHeader, FS_RSYNC, INDEX_HEADER_VERSION, rsyncFeaturesMsg, rsyncFeaturesOf, type MigrationHeader, type SnapshotMsg } from "./proto.js";
 import { checkBwlimit } from "../storage/rsync.js";
-import { rsyncRecv, rsyncSend } from "./rsync-stream.js";
+import { rsyncRecv, rsyncSend, invalidateQuickCheck } from "./rsync-stream.js";
 import { connectPeer, MigrationChannel } from "./ws-io.js";
 
 /** The rsync features we speak (all of LXD's). */
@@ -360,6 +360,7 @@ export class InstanceMigration {
           const vol = volumes.snapshots?.[s.name];
           if (vol) storage.setInstanceVolumeConfig?.(project, pool, name, s.name, vol);
         }
+        if (snapshots.length > 0) await invalidateQuickCheck(dir);
         for (let pass = finalSync ? 2 : 1; pass > 0; pass--) {
           await rsyncRecv(dir, jail, ch.fs, { features, signal, progress: (n) => progress({ fs_progress: `${name}: ${n} bytes` }) });
           keepRoot();

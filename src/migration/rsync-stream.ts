@@ -5,6 +5,8 @@
 // directory (at /t) and a read-only /usr: whatever the peer's file list says, links it
 // makes and follows can reach nothing of the host.
 import { spawn } from "node:child_process";
+import { readdir, utimes } from "node:fs/promises";
+import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { rsyncFeatureArgs } from "../storage/rsync.js";
 import type { MigrationChannel } from "./ws-io.js";
@@ -108,4 +110,21 @@ export async function rsyncRecv(path: string, jailRoot: string, ch: MigrationCha
   } finally {
     opts.signal?.removeEventListener("abort", kill);
   }
+}
+
+/**
+ * After snapshot passes left their content in the volume, make every regular file's mtime stale
+ * so the volume's own pass compares them all: a file changed after the last snapshot within the
+ * same second and at the same size would otherwise pass rsync's size-and-mtime quick check and
+ * keep the snapshot's content. Works whatever the sending peer's rsync options are.
+ */
+export async function invalidateQuickCheck(dir: string): Promise<void> {
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) await utimes(p, 0, 0);
+    }
+  };
+  await walk(dir);
 }

@@ -18,7 +18,7 @@ import type { VolumeSnapshotService } from "../storage/volume-snapshots.js";
 import { ZERO_TIME, goTime } from "../instances/snapshots.js";
 import { closeChannels, fromConfigList, goField, OUR_RSYNC_FEATURES, sendFailure, Sockets, toConfigList, type SinkRequest } from "./instances.js";
 import { decodeControl, decodeHeader, encodeControl, encodeHeader, FS_RSYNC, INDEX_HEADER_VERSION, rsyncFeaturesMsg, rsyncFeaturesOf, type MigrationHeader, type SnapshotMsg } from "./proto.js";
-import { rsyncRecv, rsyncSend } from "./rsync-stream.js";
+import { invalidateQuickCheck, rsyncRecv, rsyncSend } from "./rsync-stream.js";
 import { connectPeer, type MigrationChannel } from "./ws-io.js";
 import { chmodSync, chownSync, mkdirSync, statSync } from "node:fs";
 
@@ -222,6 +222,7 @@ export class VolumeMigration {
           const spec = specs.get(s.name);
           await this.copies.snapshotAs(row, { name: s.name, config: fromConfigList(s.localConfig), description: spec?.description ?? "", expiresAt: spec?.expiresAt ?? ZERO_TIME }, signal);
         }
+        if (snapshots.length > 0) await invalidateQuickCheck(dir);
         await rsyncRecv(dir, jail, ch.fs, { features, signal });
         keepRoot();
       };

@@ -3,7 +3,7 @@
 // directions (listeners on 127.0.0.53-55). Contents, snapshots and their config arrive;
 // --volume-only leaves snapshots behind; --refresh keeps same-name snapshots untouched.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -41,8 +41,13 @@ const get = (remote: string, pool: string, vol: string, key = "user.foo", projec
 const snaps = (remote: string, pool: string, vol: string, project = "default") =>
   (JSON.parse(ok("query", `${remote}:/1.0/storage-pools/${pool}/volumes/custom/${vol}/snapshots?project=${project}`)) as string[]).map((u) => u.split("?")[0].split("/").pop()).sort();
 
-/** Volume `name` on `remote`: snapshots snap0 and snap1 with their own user.foo and content. */
-function prepare(remote: string, pool: string, name: string): void {
+/**
+ * Volume `name` on `remote`: snapshots snap0 and snap1 with their own user.foo and content.
+ * The last write ("now", as long as snap1's "one") lands in snap1's second: rsync's size-and-mtime
+ * quick check can't tell them apart, which a receiver must handle (ours does). Where real LXD
+ * receives (its receiver has that race), `laterSecond` moves the write's mtime on by two seconds.
+ */
+function prepare(remote: string, pool: string, name: string, laterSecond = false): void {
   ok("storage", "volume", "create", `${remote}:${pool}`, name);
   const write = (text: string) => writeFileSync(join(volPath(remote, pool, name), "data"), text);
   write("zero\n");
@@ -52,6 +57,10 @@ function prepare(remote: string, pool: string, name: string): void {
   ok("storage", "volume", "set", `${remote}:${pool}`, name, "user.foo=snap1");
   ok("storage", "volume", "snapshot", `${remote}:${pool}`, name, "snap1");
   write("now\n");
+  if (laterSecond) {
+    const t = new Date(Date.now() + 2000);
+    utimesSync(join(volPath(remote, pool, name), "data"), t, t);
+  }
   ok("storage", "volume", "set", `${remote}:${pool}`, name, "user.foo=post");
 }
 
@@ -170,7 +179,7 @@ describe("between servers", { timeout: 900_000 }, () => {
   for (const mode of ["pull", "push", "relay"]) {
     it(`with real LXD both ways (${mode})`, () => {
       const v = `r${mode}`;
-      prepare(A, "default", v);
+      prepare(A, "default", v, true);
       ok("storage", "volume", "copy", `${A}:default/${v}`, `${R}:default/${v}`, "--mode", mode);
       expectCopy([A, "default", v], [R, "default", v]);
       ok("storage", "volume", "copy", `${R}:default/${v}`, `${B}:default/${v}-back`, "--mode", mode);
@@ -181,7 +190,7 @@ describe("between servers", { timeout: 900_000 }, () => {
   it("honours rsync.compression=false on the source pool", () => {
     local(a.dir, "storage", "set", "default", "rsync.compression", "false");
     try {
-      prepare(A, "default", "nocomp");
+      prepare(A, "default", "nocomp", true);
       ok("storage", "volume", "copy", `${A}:default/nocomp`, `${R}:default/nocomp`);
       expectCopy([A, "default", "nocomp"], [R, "default", "nocomp"]);
     } finally {
