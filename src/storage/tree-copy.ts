@@ -22,3 +22,19 @@ export async function copyTreeOut(source: string, target: string, opts: { link?:
 export async function copyTreeInto(source: string, target: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
   await run("cp", ["-a", "--reflink=auto", "--", `${source}/.`, target], { signal: opts.signal });
 }
+
+/** exportVolume for block drivers: mount the volume for the copy when it wasn't, unmount after. */
+export async function exportBlockVolume<V>(
+  driver: { volumePath(v: V): string; mountVolume(v: V, o?: { signal?: AbortSignal }): Promise<string>; unmountVolume(v: V, o?: { signal?: AbortSignal }): Promise<boolean> },
+  vol: V,
+  target: string,
+  opts: { link?: boolean; signal?: AbortSignal },
+  isMounted: (path: string) => boolean,
+): Promise<void> {
+  const wasMounted = isMounted(driver.volumePath(vol));
+  try {
+    await copyTreeOut(await driver.mountVolume(vol, opts), target, opts);
+  } finally {
+    if (!wasMounted) await driver.unmountVolume(vol, opts);
+  }
+}

@@ -14,7 +14,7 @@ import { parseByteSize } from "../../shared/units.js";
 import { isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { localCopy } from "../rsync.js";
-import { copyTreeOut } from "../tree-copy.js";
+import { exportBlockVolume } from "../tree-copy.js";
 import { blockFilesystem, Ceph, rbdImageName } from "./ceph-rbd.js";
 import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
 import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
@@ -275,12 +275,7 @@ class CephDriver implements Driver {
 
   /** Copy the volume's content out (mounting a block volume for the copy when it wasn't). */
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
-    const wasMounted = isMountPoint(this.volumePath(vol));
-    try {
-      await copyTreeOut(await this.mountVolume(vol, opts), target, opts);
-    } finally {
-      if (!wasMounted) await this.unmountVolume(vol, opts);
-    }
+    await exportBlockVolume(this, vol, target, opts, isMountPoint);
   }
 
   /** Map the image (the kernel's boundary) and mount its filesystem. */

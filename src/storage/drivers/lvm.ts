@@ -13,7 +13,7 @@ import { run } from "../../os/exec.js";
 import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { localCopy } from "../rsync.js";
-import { copyTreeOut } from "../tree-copy.js";
+import { exportBlockVolume } from "../tree-copy.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, ensureSnapshotsDir, poolMountPath, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath } from "./dir.js";
 import { assertLvmName, hasDeviceMapper, Lvm, LvmError } from "./lvm-tools.js";
@@ -400,12 +400,7 @@ class LvmDriver implements Driver {
 
   /** Copy the volume's content out (mounting a block volume for the copy when it wasn't). */
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
-    const wasMounted = isMountPoint(this.volumePath(vol));
-    try {
-      await copyTreeOut(await this.mountVolume(vol, opts), target, opts);
-    } finally {
-      if (!wasMounted) await this.unmountVolume(vol, opts);
-    }
+    await exportBlockVolume(this, vol, target, opts, isMountPoint);
   }
 
   /** Activate the LV (the kernel's boundary), make its filesystem on first use, mount it. */
