@@ -3,6 +3,8 @@
 // they need it, so there is no import cycle and a fake is three methods long.
 import type { ProfileRecord } from "../db/profile-repo.js";
 import type { InstanceRuntime } from "../instances/runtime-port.js";
+import type { Readable } from "node:stream";
+import type { StagedStreams, StreamSink } from "../storage/drivers/types.js";
 
 /** What every consumer needs to know about an image. */
 export interface ImageRecord {
@@ -70,7 +72,7 @@ export interface StoragePort {
   /** Drop an image's cached volumes from every pool (call when the image is deleted). */
   deleteImageVolumes?(fingerprint: string): Promise<void>;
   /** Instance snapshots: volumes "<name>/<snapshot>" of the instance's pool (optional: drivers that can). */
-  createInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  createInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal; place?: () => Promise<void> }): Promise<void>;
   /** Idempotent: a snapshot volume already gone is not an error. */
   deleteInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<void>;
   renameInstanceSnapshot?(project: string, pool: string, name: string, from: string, to: string): Promise<void>;
@@ -91,6 +93,12 @@ export interface StoragePort {
   setInstanceVolumeConfig?(project: string, pool: string, name: string, snapshot: string | undefined, vol: { description: string; config: Record<string, string> }): void;
   /** The pool as GET /1.0/storage-pools/NAME shows it (backup index.yaml); throws NotFound. */
   getPool?(name: string): { name: string; driver: string };
+  /** The pool driver's optimized stream type ("btrfs"), undefined when rsync only. */
+  instanceStreamType?(pool: string): string | undefined;
+  /** Optimized send of an instance volume and its snapshots (the driver's streams; see storage/drivers/types.ts). */
+  sendInstanceStreams?(project: string, pool: string, name: string, snapshots: string[], out: StreamSink, opts?: { signal?: AbortSignal }): Promise<void>;
+  /** Optimized receive into an instance volume's pool: staged, checked, placed by the caller. */
+  receiveInstanceStreams?(project: string, pool: string, name: string, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts?: { signal?: AbortSignal }): Promise<StagedStreams>;
 }
 
 export type { ProfileRecord };

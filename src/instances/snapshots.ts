@@ -331,6 +331,7 @@ export class SnapshotService {
     pool: string,
     s: { name: string; config: Record<string, string>; devices: Devices; profiles: string[]; ephemeral: boolean; architecture: string; createdAt: string; expiresAt: string; lastIdmap: IdmapEntry[] },
     signal?: AbortSignal,
+    place?: () => Promise<void>,
   ): Promise<void> {
     validateSnapshotName(s.name);
     const target = this.svc.require(project, name);
@@ -339,7 +340,7 @@ export class SnapshotService {
     const base = { instanceId: target.id, name: s.name, createdAt: s.createdAt, expiresAt: s.expiresAt, stateful: false, description: "", architecture: s.architecture, ephemeral: s.ephemeral, config, devices: s.devices, profiles: s.profiles };
     this.repo.insert({ ...base, devices: this.rootOnPool(target, { ...base, id: 0, state: "creating" }, pool) });
     const row = this.repo.get(target.id, s.name)!;
-    await this.storage().createInstanceSnapshot(project, pool, name, s.name, { signal });
+    await this.storage().createInstanceSnapshot(project, pool, name, s.name, { signal, place });
     this.repo.setState(row.id, "created");
   }
 

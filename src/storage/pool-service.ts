@@ -11,7 +11,8 @@ import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js
 import { validatePoolConfig } from "./config.js";
 import { parseByteSize } from "../shared/units.js";
 import { storageDrivers } from "./drivers/index.js";
-import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type Volume, type VolumeType } from "./drivers/types.js";
+import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type StagedStreams, type StreamSink, type Volume, type VolumeType } from "./drivers/types.js";
+import type { Readable } from "node:stream";
 import { withRevert } from "./reverter.js";
 import { scanUnknownVolumes, type UnknownVolume } from "./recover.js";
 
@@ -756,7 +757,7 @@ export class PoolService implements StoragePort {
   }
 
   /** Snapshot an instance volume: a 'creating' record first, so a crash leaves nothing behind after recovery. */
-  async createInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  async createInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts: { signal?: AbortSignal; place?: () => Promise<void> } = {}): Promise<void> {
     const { row, driver, vol } = this.instanceVolume(project, pool, name);
     const capable = this.snapshotCapable(driver);
     const snapName = `${name}/${snapshot}`;
@@ -767,7 +768,9 @@ export class PoolService implements StoragePort {
       const snapRow = this.repo.volume(pool, project, "container", snapName)!;
       revert.add(() => this.repo.deleteVolume(snapRow.id));
       revert.add(() => driver.deleteVolume(snapshotVolume(vol, snapshot)));
-      await capable.createSnapshot(vol, snapshot, opts);
+      // A received optimized stream is moved into place instead of snapshotting the volume.
+      if (opts.place) await opts.place();
+      else await capable.createSnapshot(vol, snapshot, opts);
       await this.ensureSnapshotsSymlink(driver, project, name);
       this.repo.setVolumeState(snapRow.id, "created");
     });
@@ -832,6 +835,46 @@ export class PoolService implements StoragePort {
     if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
     await driver.mountPool();
     return driver.volumePath(snapshotVolume(vol, snapshot));
+  }
+
+  // ---- optimized streams (btrfs send/receive) ----
+
+  /** The pool driver's optimized stream type ("btrfs"), or undefined when it has none (rsync only). */
+  streamType(pool: string): string | undefined {
+    const driver = this.driverFor(this.pool(pool));
+    return driver.sendStreams && driver.receiveStreams ? driver.info.name : undefined;
+  }
+
+  private streamDriver(pool: string): Required<Pick<Driver, "sendStreams" | "receiveStreams">> & Driver {
+    const driver = this.driverFor(this.pool(pool));
+    if (!driver.sendStreams || !driver.receiveStreams) throw new InternalError(`Storage driver "${driver.info.name}" has no optimized transfer`);
+    return driver as Required<Pick<Driver, "sendStreams" | "receiveStreams">> & Driver;
+  }
+
+  /** Send a volume (row) and its `snapshots` as the driver's streams. */
+  async sendStreams(row: VolumeRow, snapshots: string[], out: StreamSink, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    const driver = this.streamDriver(row.pool);
+    await driver.mountPool();
+    await driver.sendStreams(this.hostVolume(row), snapshots, out, opts);
+  }
+
+  /** Receive streams for a volume (row) and its `snapshots` into the pool's staging area. */
+  async receiveStreams(row: VolumeRow, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts: { signal?: AbortSignal } = {}): Promise<StagedStreams> {
+    const driver = this.streamDriver(row.pool);
+    await driver.mountPool();
+    return driver.receiveStreams(this.hostVolume(row), snapshots, next, opts);
+  }
+
+  instanceStreamType(pool: string): string | undefined {
+    return this.streamType(pool);
+  }
+
+  sendInstanceStreams(project: string, pool: string, name: string, snapshots: string[], out: StreamSink, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    return this.sendStreams(this.instanceVolume(project, pool, name).row, snapshots, out, opts);
+  }
+
+  receiveInstanceStreams(project: string, pool: string, name: string, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts: { signal?: AbortSignal } = {}): Promise<StagedStreams> {
+    return this.receiveStreams(this.instanceVolume(project, pool, name).row, snapshots, next, opts);
   }
 
   async instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined> {

@@ -71,10 +71,10 @@ export class VolumeCopyService {
   }
 
   /** The volume's current content becomes snapshot `spec` (its own description, config and expiry). */
-  async snapshotAs(target: VolumeRow, spec: SnapshotSpec, signal?: AbortSignal): Promise<void> {
+  async snapshotAs(target: VolumeRow, spec: SnapshotSpec, signal?: AbortSignal, place?: () => Promise<void>): Promise<void> {
     validateVolumeSnapshotName(spec.name);
     const vol = target.name;
-    await this.snapshots.create(target.pool, target.project, vol, spec.name, spec.expiresAt || ZERO_TIME, { signal });
+    await this.snapshots.create(target.pool, target.project, vol, spec.name, spec.expiresAt || ZERO_TIME, { signal, place });
     const row = this.pools.repo.volume(target.pool, target.project, "custom", `${vol}/${spec.name}`)!;
     this.pools.repo.updateVolume(row.id, { description: spec.description, config: spec.config });
   }

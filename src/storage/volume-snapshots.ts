@@ -124,7 +124,7 @@ export class VolumeSnapshotService {
   }
 
   /** The body of the "Creating storage volume snapshot" operation. */
-  async create(pool: string, project: string, vol: string, snap: string, expiresAt: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  async create(pool: string, project: string, vol: string, snap: string, expiresAt: string, opts: { signal?: AbortSignal; place?: () => Promise<void> } = {}): Promise<void> {
     const parent = this.repo.volume(pool, project, "custom", vol);
     if (!parent || parent.state !== "created") throw new NotFound("Parent volume doesn't exist");
     if (this.repo.volume(pool, project, "custom", `${vol}/${snap}`)) throw new Conflict("Snapshot by that name already exists");
@@ -136,7 +136,9 @@ export class VolumeSnapshotService {
       const row = this.repo.volume(pool, project, "custom", `${vol}/${snap}`)!;
       revert.add(() => this.repo.deleteVolume(row.id));
       revert.add(() => driver.deleteVolume(snapshotVolume(hostVol, snap)));
-      await driver.createSnapshot(hostVol, snap, opts);
+      // A received optimized stream is moved into place instead of snapshotting the volume.
+      if (opts.place) await opts.place();
+      else await driver.createSnapshot(hostVol, snap, opts);
       this.repo.setVolumeState(row.id, "created");
     });
     this.core.events.lifecycle("storage-volume-snapshot-created", volumeSnapshotUrl(pool, project, vol, snap), { project });

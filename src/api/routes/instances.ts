@@ -18,7 +18,8 @@ import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../../shared/json.js";
 import { BadRequest, InternalError } from "../../shared/errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
-import { InstanceMigration, type SinkRequest } from "../../migration/instances.js";
+import { InstanceMigration } from "../../migration/instances.js";
+import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
 import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../../shared/schemas/instances.js";
 import { configStrings } from "../../shared/schemas/server.js";
@@ -126,22 +127,21 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     };
     // --refresh of an existing instance (a missing one is created as by a plain copy, as LXD).
     if (body.source?.refresh && (request.source.type === "copy" || request.source.type === "migration") && svc.repo.get(req.project, name)) return refresh(req, name, request, body.source);
-    let sockets: ReturnType<InstanceMigration["sinkSockets"]>;
+    let sockets: ReturnType<typeof sinkSockets>;
     let sink: SinkRequest | undefined;
     if (request.source.type === "migration") {
       const src = body.source!;
       if (src.mode !== "pull" && src.mode !== "push") throw new BadRequest(`Unknown migration mode "${src.mode ?? ""}"`);
       sink = { mode: src.mode, operation: src.operation, certificate: src.certificate, secrets: src.secrets ?? {}, refresh: src.refresh ?? false, instanceOnly: request.source.instanceOnly ?? false, live: src.live ?? false };
       if (sink.live) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the destination server");
-      sockets = migration.sinkSockets(sink);
+      sockets = sinkSockets(sink);
       const sinkReq = sink;
       request.migrate = async ({ pool, signal }) => {
-        const ch = await migration.channels(sinkReq, sockets, signal);
+        const ch = await sinkChannels(sinkReq, sockets, signal);
         try {
           await migration.receive(req.project, request.name, pool, sinkReq, ch, signal, () => {});
         } finally {
-          ch.control.close();
-          ch.fs.terminate();
+          closeChannels(ch);
         }
       };
     }
@@ -153,9 +153,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     const res = resources(req.project, name);
     if (sink?.mode === "push" && sockets) {
       const s = sockets;
-      return operation(
-        core.operations.create({ class: "websocket", description: "Creating instance", project: req.project, resources: res, metadata: { ...s.secrets }, secrets: s.secrets, connect: (sec, ws) => s.connect(sec, ws as never), run: async (ctx) => svc.create(req.project, request, checked, ctx.signal) }),
-      );
+      return operation(sinkOperation(core, { description: "Creating instance", project: req.project, resources: res }, s, (signal) => svc.create(req.project, request, checked, signal)));
     }
     if (checked.copySnapshot && request.source.source) {
       // The source snapshot is a resource of the operation too, as upstream lists it.
@@ -184,23 +182,21 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     if (src.mode !== "pull" && src.mode !== "push") throw new BadRequest(`Unknown migration mode "${src.mode ?? ""}"`);
     assertRefreshable(svc, target);
     const sink: SinkRequest = { mode: src.mode, operation: src.operation, certificate: src.certificate, secrets: src.secrets ?? {}, refresh: true, instanceOnly: request.source.instanceOnly ?? false, live: false };
-    const sockets = migration.sinkSockets(sink);
+    const sockets = sinkSockets(sink);
     const pool = InstanceService.rootDisk(svc.expanded(target).devices).pool;
     const run = async (signal: AbortSignal) => {
-      const ch = await migration.channels(sink, sockets, signal);
+      const ch = await sinkChannels(sink, sockets, signal);
       try {
         await svc.runtime.serialize(project, name, async () => {
           assertRefreshable(svc, svc.require(project, name));
           await migration.receive(project, name, pool, sink, ch, signal, () => {});
         });
       } finally {
-        ch.control.close();
-        ch.fs.terminate();
+        closeChannels(ch);
       }
     };
     if (sockets) {
-      const s = sockets;
-      return operation(core.operations.create({ class: "websocket", description: "Creating instance", project, resources: res, metadata: { ...s.secrets }, secrets: s.secrets, connect: (sec, ws) => s.connect(sec, ws as never), run: (ctx) => run(ctx.signal) }));
+      return operation(sinkOperation(core, { description: "Creating instance", project, resources: res }, sockets, run));
     }
     return instanceTask(core.operations, { description: "Creating instance", project, resources: res }, (signal) => run(signal));
   };

@@ -5,6 +5,7 @@ import type { VolumeBackupService } from "../../storage/volume-backups.js";
 import type { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import type { VolumeCopyService } from "../../storage/volume-copy.js";
 import type { VolumeMigration } from "../../migration/volumes.js";
+import { sinkOperation } from "../../migration/channel.js";
 import { createReadStream } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { BadRequest, NotImplemented } from "../../shared/errors.js";
@@ -120,8 +121,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
       const plan = moves.migration.checkSink(pool, project, request, sink);
       const run = (signal: AbortSignal) => moves.migration.sink(pool, project, request, sink, plan, signal);
       if (plan.sockets) {
-        const s = plan.sockets;
-        return operation(core.operations.create({ class: "websocket", description: "Creating storage volume", project, resources, metadata: { ...s.secrets }, secrets: s.secrets, connect: (sec, ws) => s.connect(sec, ws as never), run: (ctx) => run(ctx.signal) }));
+        return operation(sinkOperation(core, { description: "Creating storage volume", project, resources }, plan.sockets, run));
       }
       return task(req, "Creating storage volume", resources, run);
     }

@@ -3,7 +3,8 @@
 // are subvolumes; instance volumes are snapshots of read-only image subvolumes.
 import { localCopy } from "../rsync.js";
 import { existsSync, readFileSync, statfsSync } from "node:fs";
-import { lstat, mkdir, open, readdir, rm, stat, unlink } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, open, readdir, rename, rm, stat, unlink } from "node:fs/promises";
+import type { Readable } from "node:stream";
 import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
 import { commonPoolKeys, commonVolumeKeys, isSize } from "../config.js";
@@ -11,12 +12,11 @@ import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, ensureSnapshotsDir, poolMountPath, recoverSwap, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath, restorePaths, swapIn } from "./dir.js";
-import { isSnapshotVolume, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type StagedStreams, type StreamSink, type Volume } from "./types.js";
+import { isSubvolume, nestedSubvolumes, receiveSubvolume, sendSubvolume, setReadonly, subvolumeFacts } from "./btrfs-send.js";
 import { copyTreeOut } from "../tree-copy.js";
 
 const DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed";
-/** Every btrfs subvolume root has this inode number. */
-const SUBVOLUME_INODE = 256;
 
 const info: DriverInfo = {
   name: "btrfs",
@@ -45,32 +45,6 @@ function defaultLoopSizeGiB(path: string): number {
 }
 
 const btrfs = (args: string[], opts: SlowOpts = {}) => run("btrfs", args, { signal: opts.signal });
-
-async function isSubvolume(path: string): Promise<boolean> {
-  const st = await lstat(path).catch(() => undefined);
-  return !!st && st.isDirectory() && st.ino === SUBVOLUME_INODE;
-}
-
-/** Subvolumes nested anywhere below `root` (not `root` itself), deepest first. */
-async function nestedSubvolumes(root: string): Promise<string[]> {
-  const found: string[] = [];
-  const rootDev = (await lstat(root)).dev;
-  const walk = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-    for (const e of entries) {
-      if (!e.isDirectory()) continue;
-      const p = join(dir, e.name);
-      const st = await lstat(p);
-      // A nested subvolume shows up with its own anonymous device number.
-      if (st.ino === SUBVOLUME_INODE) {
-        await walk(p);
-        found.push(p);
-      } else if (st.dev === rootDev) await walk(p);
-    }
-  };
-  await walk(root);
-  return found;
-}
 
 async function deleteSubvolume(path: string, opts: SlowOpts = {}): Promise<void> {
   assertNoMountsUnder(path);
@@ -332,7 +306,96 @@ class BtrfsDriver implements Driver {
   async unmountVolume(): Promise<boolean> {
     return false;
   }
+  /** A private directory of the pool for transient subvolumes (LXD's "<type dir>/migration.XXXX", mode 0100). */
+  private async scratchDir(vol: Volume): Promise<string> {
+    const dir = await mkdtemp(join(this.mountPath, VOLUME_DIRS[vol.type], "migration."));
+    await chmod(dir, 0o100);
+    return dir;
+  }
+
+  private async removeScratch(dir: string): Promise<void> {
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const p = join(dir, e.name);
+      if (await isSubvolume(p)) await deleteSubvolume(p).catch(() => {});
+      else if (e.isDirectory()) await this.removeScratch(p);
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /** As LXD's migrateVolumeOptimized (root subvolumes only: nested ones are refused, as LXD without the subvolumes feature). */
+  async sendStreams(vol: Volume, snapshots: string[], out: StreamSink, opts: SlowOpts = {}): Promise<void> {
+    const path = this.volumePath(vol);
+    if ((await nestedSubvolumes(path)).length > 0) throw new Error("Subvolumes detected in source but target does not support receiving subvolumes");
+    const snapPaths = snapshots.map((s) => this.volumePath(snapshotVolume(vol, s)));
+    const header = [];
+    for (const [i, s] of snapshots.entries()) header.push({ path: "/", snapshot: s, readonly: true, uuid: (await subvolumeFacts(snapPaths[i])).uuid });
+    header.push({ path: "/", snapshot: "", readonly: false, uuid: (await subvolumeFacts(path)).uuid });
+    await out.header(header);
+    let parent = "";
+    for (const [i, s] of snapshots.entries()) {
+      // A snapshot must be read-only to be sent (ours are; one made writable is set back after).
+      const wasRw = !(await subvolumeFacts(snapPaths[i])).readonly;
+      if (wasRw) await setReadonly(snapPaths[i], true);
+      try {
+        await sendSubvolume(snapPaths[i], parent, (d) => out.stream(s, d), opts.signal);
+      } finally {
+        if (wasRw) await setReadonly(snapPaths[i], false).catch(() => {});
+      }
+      parent = snapPaths[i];
+    }
+    // The volume is sent from a read-only snapshot of it (consistent, and sendable while in use).
+    const scratch = await this.scratchDir(vol);
+    try {
+      const ro = join(scratch, ".migration-send");
+      await btrfs(["subvolume", "snapshot", "-r", path, ro], opts);
+      await sendSubvolume(ro, parent, (d) => out.stream(undefined, d), opts.signal);
+    } finally {
+      await this.removeScratch(scratch);
+    }
+  }
+
+  /** As LXD's createVolumeFromMigrationOptimized, with each stream checked before anything is placed. */
+  async receiveStreams(vol: Volume, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts: SlowOpts = {}): Promise<StagedStreams> {
+    const scratch = await this.scratchDir(vol);
+    const received = new Map<string, string>();
+    const discard = () => this.removeScratch(scratch);
+    try {
+      for (const [i, s] of [...snapshots, undefined].entries()) {
+        const dir = join(scratch, String(i));
+        await mkdir(dir, { mode: 0o700 });
+        received.set(s ?? "", await receiveSubvolume(dir, await next(s), opts.signal));
+      }
+    } catch (e) {
+      await discard();
+      throw e;
+    }
+    const take = (key: string) => {
+      const p = received.get(key);
+      if (!p) throw new Error(`Nothing received for ${key ? `snapshot "${key}"` : "the volume"}`);
+      received.delete(key);
+      return p;
+    };
+    return {
+      placeSnapshot: async (snapshot) => {
+        const target = this.volumePath(snapshotVolume(vol, snapshot));
+        if (existsSync(target)) throw new Error(`Volume "${vol.name}/${snapshot}" already exists on disk`);
+        await ensureSnapshotsDir(dirname(target));
+        await rename(take(snapshot), target);
+      },
+      placeVolume: async () => {
+        const from = take("");
+        // Writable again (btrfs drops the received UUID with the read-only flag, hence -f).
+        await setReadonly(from, false, true);
+        const path = this.volumePath(vol);
+        if (existsSync(path)) await deleteSubvolume(path, opts);
+        await rename(from, path);
+        if (vol.config.size) await this.setVolumeQuota(vol, vol.config.size, opts);
+      },
+      discard,
+    };
+  }
 }
+
 
 export const btrfsDriver: DriverDefinition = {
   info,

@@ -2,6 +2,7 @@
 // It knows nothing of the database, projects or API objects (the pool service does).
 import type { Logger } from "pino";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import type { KeyTable } from "../../config/keys.js";
 
 export const VOLUME_TYPES = ["container", "virtual-machine", "image", "custom"] as const;
@@ -143,6 +144,34 @@ export interface Driver {
    * without quotas.
    */
   setVolumeQuota?(vol: Volume, size: string, opts?: SlowOpts): Promise<void>;
+  /**
+   * Optional capability (btrfs): the filesystem's own send streams of the volume's `snapshots`
+   * (oldest first, each on the previous) and of the volume (on the last snapshot), after the
+   * header listing them. Used by optimized migration and optimized backups.
+   */
+  sendStreams?(vol: Volume, snapshots: string[], out: StreamSink, opts?: SlowOpts): Promise<void>;
+  /**
+   * Optional capability (btrfs): receive such streams (`next` gives each one: the snapshots in
+   * order, then the volume as undefined) into a staging area inside the pool, each checked to
+   * be exactly the one subvolume expected. Nothing is in place until the caller places it.
+   */
+  receiveStreams?(vol: Volume, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts?: SlowOpts): Promise<StagedStreams>;
+}
+
+/** Where sendStreams writes: the header first, then one stream per subvolume (snapshot undefined: the volume). */
+export interface StreamSink {
+  header(subvolumes: { path: string; snapshot: string; readonly: boolean; uuid: string }[]): Promise<void>;
+  stream(snapshot: string | undefined, data: Readable): Promise<void>;
+}
+
+/** Received streams waiting in the pool's staging area. */
+export interface StagedStreams {
+  /** Move a received snapshot to its place ("<vol>/<snapshot>", read-only). */
+  placeSnapshot(snapshot: string): Promise<void>;
+  /** Replace the volume's subvolume with the received one, made writable (the volume's `size` applied again). */
+  placeVolume(): Promise<void>;
+  /** Delete whatever was not placed, and the staging area. */
+  discard(): Promise<void>;
 }
 
 /** The pool as a driver receives it. */
