@@ -45,6 +45,7 @@ napi_value socket_pair(napi_env env, napi_callback_info info);
 napi_value spawn_process(napi_env env, napi_callback_info info);
 napi_value peer_credentials(napi_env env, napi_callback_info info);
 napi_value ethtool_link_settings(napi_env env, napi_callback_info info);
+napi_value btrfs_set_received_uuid(napi_env env, napi_callback_info info);
 
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
@@ -245,6 +246,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"spawn", NULL, spawn_process, NULL, NULL, NULL, napi_default, NULL},
       {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_default, NULL},
       {"ethtoolLinkSettings", NULL, ethtool_link_settings, NULL, NULL, NULL, napi_default, NULL},
+      {"btrfsSetReceivedUuid", NULL, btrfs_set_received_uuid, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

@@ -1,5 +1,5 @@
 // The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
-// native/sealed.c, native/pty.c, native/spawn.c) and the liblxc helpers (native/start.c,
+// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c) and the liblxc helpers (native/start.c,
 // native/attach.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
@@ -25,6 +25,8 @@ export interface Native {
   peerCredentials(fd: number): [number, number, number];
   /** The ETHTOOL_GLINKSETTINGS ioctl on an interface; null when it has no answer. */
   ethtoolLinkSettings(ifname: string): { autoneg: number; duplex: number; speed: number; port: number; transceiver: number; supported: number[] } | null;
+  /** BTRFS_IOC_SET_RECEIVED_SUBVOL: set a subvolume's Received UUID (36-character form). */
+  btrfsSetReceivedUuid(path: string, uuid: string): void;
   O_PATH: number;
 }
 

@@ -7,6 +7,7 @@ import { chmod, mkdir, mkdtemp, open, readdir, rename, rm, stat, unlink } from "
 import type { Readable } from "node:stream";
 import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
+import { native } from "../../os/native.js";
 import { commonPoolKeys, commonVolumeKeys, isSize } from "../config.js";
 import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
@@ -357,38 +358,42 @@ class BtrfsDriver implements Driver {
   /** As LXD's createVolumeFromMigrationOptimized, with each stream checked before anything is placed. */
   async receiveStreams(vol: Volume, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts: SlowOpts = {}): Promise<StagedStreams> {
     const scratch = await this.scratchDir(vol);
-    const received = new Map<string, string>();
+    const received = new Map<string, { path: string; uuid: string }>();
     const discard = () => this.removeScratch(scratch);
     try {
       for (const [i, s] of [...snapshots, undefined].entries()) {
         const dir = join(scratch, String(i));
         await mkdir(dir, { mode: 0o700 });
-        received.set(s ?? "", await receiveSubvolume(dir, await next(s), opts.signal));
+        const path = await receiveSubvolume(dir, await next(s), opts.signal);
+        received.set(s ?? "", { path, uuid: (await subvolumeFacts(path)).receivedUuid });
       }
     } catch (e) {
       await discard();
       throw e;
     }
-    const take = (key: string) => {
-      const p = received.get(key);
-      if (!p) throw new Error(`Nothing received for ${key ? `snapshot "${key}"` : "the volume"}`);
+    // As LXD: a read-only subvolume cannot be moved, so it is made writable (which drops its
+    // Received UUID), moved, and given back its flag and its Received UUID (later incremental
+    // streams find their parent by it).
+    const move = async (key: string, target: string, readonly: boolean) => {
+      const got = received.get(key);
+      if (!got) throw new Error(`Nothing received for ${key ? `snapshot "${key}"` : "the volume"}`);
+      await setReadonly(got.path, false, true);
+      await rename(got.path, target);
       received.delete(key);
-      return p;
+      native.btrfsSetReceivedUuid(target, got.uuid);
+      if (readonly) await setReadonly(target, true);
     };
     return {
       placeSnapshot: async (snapshot) => {
         const target = this.volumePath(snapshotVolume(vol, snapshot));
         if (existsSync(target)) throw new Error(`Volume "${vol.name}/${snapshot}" already exists on disk`);
         await ensureSnapshotsDir(dirname(target));
-        await rename(take(snapshot), target);
+        await move(snapshot, target, true);
       },
       placeVolume: async () => {
-        const from = take("");
-        // Writable again (btrfs drops the received UUID with the read-only flag, hence -f).
-        await setReadonly(from, false, true);
         const path = this.volumePath(vol);
         if (existsSync(path)) await deleteSubvolume(path, opts);
-        await rename(from, path);
+        await move("", path, false);
         if (vol.config.size) await this.setVolumeQuota(vol, vol.config.size, opts);
       },
       discard,
