@@ -385,6 +385,7 @@ export class TarGate extends Transform {
 function backupVolumePath(path: string, kind: MemberKind, raw: string): string {
   const parts = path.split("/");
   if (parts[0] !== "backup") throw new TarRefused(`Tar member ${raw} is not under backup/`);
+  if (isOptimizedMember(parts, kind, "container", "snapshots")) return path;
   if (parts.length === 1 || (parts.length === 2 && (parts[1] === "container" || parts[1] === "snapshots")) || (parts.length === 3 && parts[1] === "snapshots")) {
     if (kind !== "directory") throw new TarRefused(`Tar member ${raw} must be a directory`);
     return path;
@@ -405,6 +406,7 @@ function backupVolumePath(path: string, kind: MemberKind, raw: string): string {
 function volumeBackupPath(path: string, kind: MemberKind, raw: string): string {
   const parts = path.split("/");
   if (parts[0] !== "backup") throw new TarRefused(`Tar member ${raw} is not under backup/`);
+  if (isOptimizedMember(parts, kind, "volume", "volume-snapshots")) return path;
   if (parts.length === 1 || (parts.length === 2 && (parts[1] === "volume" || parts[1] === "volume-snapshots")) || (parts.length === 3 && parts[1] === "volume-snapshots")) {
     if (kind !== "directory") throw new TarRefused(`Tar member ${raw} must be a directory`);
     return path;
@@ -416,6 +418,16 @@ function volumeBackupPath(path: string, kind: MemberKind, raw: string): string {
   if (parts[1] === "volume") return ["rootfs", ...parts.slice(2)].join("/");
   if (parts[1] === "volume-snapshots" && parts.length > 3) return ["rootfs", ...parts.slice(3)].join("/");
   throw new TarRefused(`Unexpected member ${raw} in backup`);
+}
+
+/**
+ * The members of an optimized (btrfs) backup, regular files outside any volume:
+ * backup/optimized_header.yaml, backup/MAIN.bin and backup/SNAPDIR/NAME.bin.
+ */
+function isOptimizedMember(parts: string[], kind: MemberKind, main: string, snapDir: string): boolean {
+  if (kind !== "file") return false;
+  if (parts.length === 2) return parts[1] === "optimized_header.yaml" || parts[1] === `${main}.bin`;
+  return parts.length === 3 && parts[1] === snapDir && parts[2].endsWith(".bin") && parts[2].length > 4;
 }
 
 function backupVolumeOf(path: string): string {

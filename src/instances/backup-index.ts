@@ -27,6 +27,8 @@ export interface CheckedIndex {
   snapshots: IndexSnapshot[];
   /** The instance volume's config and each snapshot volume's (string values only), by snapshot name. */
   volumes: { main: Record<string, string>; snapshots: Record<string, Record<string, string>> };
+  /** An optimized (driver stream) backup: the driver that made it, and whether it has the subvolume header. */
+  optimized?: { backend: string; header: boolean };
 }
 
 /** A config mapping's string entries (anything else in an untrusted index is dropped). */
@@ -89,5 +91,6 @@ export function checkBackupIndex(doc: unknown): CheckedIndex {
   }
   const volumes = { main: stringMap(config.volume.config), snapshots: {} as Record<string, Record<string, string>> };
   for (const v of list(config.volume_snapshots, "config.volume_snapshots") as Record<string, unknown>[]) volumes.snapshots[String(v.name)] = stringMap(v.config);
-  return { name: doc.name, pool: typeof doc.pool === "string" ? doc.pool : "", container, snapshots: snapConfigs as IndexSnapshot[], volumes };
+  const optimized = doc.optimized === true ? { backend: String(doc.backend ?? ""), header: doc.optimized_header === true } : undefined;
+  return { name: doc.name, pool: typeof doc.pool === "string" ? doc.pool : "", container, snapshots: snapConfigs as IndexSnapshot[], volumes, optimized };
 }

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import YAML from "yaml";
-import { BadRequest, NotFound } from "../shared/errors.js";
+import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
 import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
@@ -16,6 +16,7 @@ import { TarRefused } from "../images/tar-gate.js";
 import { compressCommand } from "../images/compression.js";
 import { codecFor } from "../images/publish.js";
 import { run } from "../os/exec.js";
+import { checkOptimizedHeader, INSTANCE_LAYOUT, optimizedSink, optimizedStreams } from "../storage/optimized-backup.js";
 import { validateInstanceName } from "./names.js";
 import { BackupIndexError, checkBackupIndex, type CheckedIndex, type IndexInstance, type IndexSnapshot } from "./backup-index.js";
 import { emptyDir, instanceUrl, InstanceService, volumeConfigForCopy, type Devices } from "./service.js";
@@ -139,18 +140,20 @@ export class BackupService {
     const row = this.svc.require(project, name);
     const command = compressCommand(codecFor(req.compression));
     const now = new Date();
-    // As LXD on the dir driver: optimized_storage is accepted and a regular backup is made
-    // (recorded as not optimized). A taken name fails the operation, as upstream.
+    // optimized_storage gives btrfs send streams on a btrfs pool; elsewhere, as LXD, a regular
+    // backup is made (recorded as not optimized). A taken name fails the operation, as upstream.
     if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, backup)) throw new Error(`Create backup: Backup "${name}/${backup}" already exists`);
+    const pool = InstanceService.rootDisk(this.svc.expanded(row).devices).pool;
+    const optimized = req.optimizedStorage && this.core.ports.storage?.instanceStreamType?.(pool) === "btrfs";
     const info = this.db
-      .prepare("INSERT INTO instance_backups (instance_id, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?, ?, ?, ?, ?, 0)")
-      .run(row.id, backup, goTime(new Date(Math.floor(now.getTime() / 1000) * 1000)), req.expiresAt ? parseExpiry(req.expiresAt) : ZERO_TIME, req.instanceOnly ? 1 : 0);
+      .prepare("INSERT INTO instance_backups (instance_id, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?, ?, ?, ?, ?, ?)")
+      .run(row.id, backup, goTime(new Date(Math.floor(now.getTime() / 1000) * 1000)), req.expiresAt ? parseExpiry(req.expiresAt) : ZERO_TIME, req.instanceOnly ? 1 : 0, optimized ? 1 : 0);
     const dir = this.dirOf(project, name);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const stage = join(dir, `.stage-${randomUUID()}`);
     const partial = join(dir, `.partial-${randomUUID()}`);
     try {
-      await this.writeTarball(row, req.instanceOnly, stage, partial, command ? [command[0], ...command[1].filter((a) => a !== "-c")].join(" ") : undefined, signal);
+      await this.writeTarball(row, req.instanceOnly, optimized, stage, partial, command ? [command[0], ...command[1].filter((a) => a !== "-c")].join(" ") : undefined, signal);
       renameSync(partial, join(dir, backup));
       this.db.prepare("UPDATE instance_backups SET state = 'created' WHERE id = ?").run(info.lastInsertRowid);
     } catch (e) {
@@ -166,21 +169,21 @@ export class BackupService {
    * Stage backup/ as hard links of the volumes (same filesystem) or reflink/copies (other
    * pools), so tar writes LXD's layout without moving anything in the volumes themselves.
    */
-  private async writeTarball(row: InstanceRow, instanceOnly: boolean, stage: string, out: string, compressor: string | undefined, signal?: AbortSignal): Promise<void> {
+  private async writeTarball(row: InstanceRow, instanceOnly: boolean, optimized: boolean, stage: string, out: string, compressor: string | undefined, signal?: AbortSignal): Promise<void> {
     const ex = this.svc.expanded(row);
     const pool = InstanceService.rootDisk(ex.devices).pool;
     const storage = this.core.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     const snaps = instanceOnly ? [] : this.svc.snapshots.list(row);
     // backup/snapshots/ only when there are some (an --instance-only tarball has none, as LXD's).
-    mkdirSync(join(stage, "backup", snaps.length ? "snapshots" : ""), { recursive: true, mode: 0o700 });
+    mkdirSync(join(stage, "backup", snaps.length && !optimized ? "snapshots" : ""), { recursive: true, mode: 0o700 });
     const index = {
       name: row.name,
       backend: this.poolView(pool).driver,
       pool,
       snapshots: snaps.map((s) => s.name),
-      optimized: false,
-      optimized_header: false,
+      optimized,
+      optimized_header: optimized,
       type: "container",
       config: {
         container: this.svc.view(row),
@@ -192,12 +195,17 @@ export class BackupService {
       },
     };
     writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
-    // Hard links where the pool shares the filesystem, else the driver's cheapest copy: tar then writes LXD's layout.
-    const exportVolume = storage.exportInstanceVolume;
-    if (!exportVolume) throw new Error("Storage cannot export volumes");
-    const link = (snapshot: string | undefined, to: string) => exportVolume.call(storage, row.project, pool, row.name, snapshot, to, { link: true, signal });
-    await this.svc.runtime.frozenDuring(row, () => link(undefined, join(stage, "backup", "container")));
-    for (const s of snaps) await link(s.name, join(stage, "backup", "snapshots", s.name));
+    if (optimized) {
+      // btrfs send streams (the volume from a read-only snapshot of it: no freeze needed).
+      await storage.sendInstanceStreams!(row.project, pool, row.name, index.snapshots, optimizedSink(join(stage, "backup"), INSTANCE_LAYOUT), { signal });
+    } else {
+      // Hard links where the pool shares the filesystem, else the driver's cheapest copy: tar then writes LXD's layout.
+      const exportVolume = storage.exportInstanceVolume;
+      if (!exportVolume) throw new Error("Storage cannot export volumes");
+      const link = (snapshot: string | undefined, to: string) => exportVolume.call(storage, row.project, pool, row.name, snapshot, to, { link: true, signal });
+      await this.svc.runtime.frozenDuring(row, () => link(undefined, join(stage, "backup", "container")));
+      for (const s of snaps) await link(s.name, join(stage, "backup", "snapshots", s.name));
+    }
     const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
     if (compressor) args.push("-I", compressor);
     args.push("--", "backup");
@@ -322,7 +330,7 @@ export class BackupService {
   }
 
   /** Validate the whole tarball and read its index; the instance name it will get. */
-  async inspect(project: string, file: string, opts: { name?: string; pool?: string }): Promise<{ name: string; pool: string; index: { container: IndexInstance; snapshots: IndexSnapshot[]; volumes: CheckedIndex["volumes"] } }> {
+  async inspect(project: string, file: string, opts: { name?: string; pool?: string }): Promise<{ name: string; pool: string; index: { container: IndexInstance; snapshots: IndexSnapshot[]; volumes: CheckedIndex["volumes"]; optimized?: CheckedIndex["optimized"] } }> {
     let gate;
     try {
       gate = await scanTarball(file, { backup: true, capture: "backup/index.yaml" });
@@ -352,7 +360,29 @@ export class BackupService {
         throw new BadRequest((e as Error).message);
       }
     }
-    return { name, pool: opts.pool || checked.pool, index: { container, snapshots, volumes: checked.volumes } };
+    return { name, pool: this.importPool(project, opts.pool || checked.pool, !!checked.optimized, !!opts.pool), index: { container, snapshots, volumes: checked.volumes, optimized: checked.optimized } };
+  }
+
+  /**
+   * The pool an import goes to (LXD's instancesPost from a backup): the backup's or the asked
+   * one; a backup whose pool is gone falls back to the default profile's root pool, unless it
+   * is optimized (its streams can't be rewritten) or the pool was asked for.
+   */
+  private importPool(project: string, pool: string, optimized: boolean, asked: boolean): string {
+    const storage = this.core.ports.storage;
+    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
+    try {
+      storage.assertPool(pool);
+      return pool;
+    } catch (e) {
+      if (!(e instanceof NotFound)) throw e;
+      if (optimized || asked) throw new InternalError(`Storage pool not found: ${e.message}`);
+    }
+    const profile = this.core.ports.profiles?.get(project, "default");
+    const roots = Object.values(profile?.devices ?? {}).filter((d) => d.type === "disk" && d.path === "/" && !d.source);
+    if (roots.length > 1) throw new InternalError("Failed to get root disk device: More than one root device found");
+    if (roots.length === 0) throw new InternalError("Failed to get root disk device: No root device could be found");
+    return roots[0].pool ?? "";
   }
 
   /** The body of the "Restoring backup" operation: a Stopped instance with its snapshots. */
@@ -377,6 +407,12 @@ export class BackupService {
     const storage = this.core.ports.storage;
     if (!storage?.createInstanceSnapshot) throw new Error("Storage is not available (no storage feature with snapshot support loaded)");
     storage.assertPool(pool);
+    const optimized = index.optimized;
+    if (optimized) {
+      const driver = storage.getPool?.(pool).driver ?? "";
+      if (driver !== optimized.backend || !storage.receiveInstanceStreams) throw new Error(`Optimized backup storage driver "${optimized.backend}" differs from the target storage pool driver "${driver}"`);
+      await checkOptimizedHeader(file, index.snapshots.map((s) => s.name), optimized.header, { backup: true });
+    }
     this.svc.validate(project, name, Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith("volatile."))), devices, profiles);
     // An imported instance is a new instance of the project: its restrictions and limits apply.
     this.core.ports.projects?.allowInstanceCreation?.(project, { name, type: "container", config: { ...config }, devices, profiles }, true);
@@ -408,9 +444,7 @@ export class BackupService {
     try {
       const dir = await storage.createInstanceVolume(project, pool, name, { signal });
       volumeCreated = true;
-      for (const s of index.snapshots) {
-        await emptyDir(dir);
-        await extractTarball(file, dir, { backup: true }, { signal, select: { member: `backup/snapshots/${s.name}`, strip: 3 } });
+      const addSnapshot = async (s: IndexSnapshot, place?: () => Promise<void>) => {
         this.svc.snapshots.repo.insert({
           instanceId: row.id,
           name: s.name,
@@ -425,13 +459,33 @@ export class BackupService {
           profiles: (s.profiles ?? profiles).map(String),
         });
         const snapRow = this.svc.snapshots.repo.get(row.id, s.name)!;
-        await storage.createInstanceSnapshot(project, pool, name, s.name, { signal });
+        await storage.createInstanceSnapshot!(project, pool, name, s.name, { signal, place });
         storage.setInstanceVolumeConfig?.(project, pool, name, s.name, { description: "", config: index.volumes.snapshots[s.name] ?? {} });
         this.svc.snapshots.repo.setState(snapRow.id, "created");
+      };
+      if (optimized) {
+        // btrfs streams: received (staged, checked), then moved into place.
+        const tars = optimizedStreams(file, INSTANCE_LAYOUT, signal);
+        const staged = await storage.receiveInstanceStreams!(project, pool, name, index.snapshots.map((s) => s.name), tars.next, { signal });
+        try {
+          await tars.done();
+          for (const s of index.snapshots) await addSnapshot(s, () => staged.placeSnapshot(s.name));
+          await staged.placeVolume();
+        } finally {
+          await staged.discard();
+        }
+      } else {
+        for (const s of index.snapshots) {
+          await emptyDir(dir);
+          await extractTarball(file, dir, { backup: true }, { signal, select: { member: `backup/snapshots/${s.name}`, strip: 3 } });
+          await addSnapshot(s);
+        }
       }
       storage.setInstanceVolumeConfig?.(project, pool, name, undefined, { description: "", config: volumeConfigForCopy(index.volumes.main) });
-      await emptyDir(dir);
-      await extractTarball(file, dir, { backup: true }, { signal, select: { member: "backup/container", strip: 2 } });
+      if (!optimized) {
+        await emptyDir(dir);
+        await extractTarball(file, dir, { backup: true }, { signal, select: { member: "backup/container", strip: 2 } });
+      }
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.svc.runtime.driver.create({ project, name }, dir);
       rmSync(marker, { force: true });

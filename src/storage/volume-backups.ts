@@ -21,6 +21,7 @@ import { run } from "../os/exec.js";
 import { snapshotVolume } from "./drivers/types.js";
 import { storageName, validateVolumeName, type PoolService } from "./pool-service.js";
 import { withRevert } from "./reverter.js";
+import { checkOptimizedHeader, optimizedSink, optimizedStreams, VOLUME_LAYOUT } from "./optimized-backup.js";
 import { validateVolumeSnapshotName, type VolumeSnapshotService } from "./volume-snapshots.js";
 
 export interface VolumeBackupRow {
@@ -92,6 +93,8 @@ export interface ImportPlan {
   pool: string;
   volume: IndexVolume;
   snapshots: IndexSnapshot[];
+  /** An optimized (driver stream) backup, the driver that made it, and whether it has the subvolume header. */
+  optimized?: { backend: string; header: boolean };
 }
 
 const strings = (m: unknown) => Object.fromEntries(Object.entries((m ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
@@ -144,24 +147,25 @@ export class VolumeBackupService {
   }
 
   /**
-   * The body of the "Creating custom volume backup" operation. optimized_storage is taken and
-   * a regular backup made (recorded as not optimized), as LXD does on drivers without an
-   * optimized format here.
+   * The body of the "Creating custom volume backup" operation. optimized_storage gives btrfs
+   * send streams on a btrfs pool; elsewhere it is taken and a regular backup made (recorded as
+   * not optimized), as LXD does on drivers without an optimized format.
    */
   async create(pool: string, project: string, vol: string, backup: string, req: VolumeBackupRequest, signal?: AbortSignal): Promise<void> {
     const v = this.pools.getVolume(pool, project, "custom", vol);
     const codec = compressCommand(codecFor(req.compression));
     if (this.db.prepare("SELECT 1 FROM custom_volume_backups WHERE volume_id = ? AND name = ?").get(v.id, backup)) throw new Error(`Create volume backup: Backup "${vol}/${backup}" already exists`);
     const now = new Date(Math.floor(Date.now() / 1000) * 1000);
+    const optimized = req.optimizedStorage && this.pools.streamType(v.pool) === "btrfs";
     const info = this.db
-      .prepare("INSERT INTO custom_volume_backups (volume_id, name, created_at, expires_at, volume_only, optimized_storage) VALUES (?, ?, ?, ?, ?, 0)")
-      .run(v.id, backup, goTime(now), req.expiresAt ? parseExpiry(req.expiresAt) : ZERO_TIME, req.volumeOnly ? 1 : 0);
+      .prepare("INSERT INTO custom_volume_backups (volume_id, name, created_at, expires_at, volume_only, optimized_storage) VALUES (?, ?, ?, ?, ?, ?)")
+      .run(v.id, backup, goTime(now), req.expiresAt ? parseExpiry(req.expiresAt) : ZERO_TIME, req.volumeOnly ? 1 : 0, optimized ? 1 : 0);
     const dir = this.dirOf(v);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const stage = join(dir, `.stage-${randomUUID()}`);
     const partial = join(dir, `.partial-${randomUUID()}`);
     try {
-      await this.writeTarball(v, req.volumeOnly, stage, partial, codec, signal);
+      await this.writeTarball(v, req.volumeOnly, optimized, stage, partial, codec, signal);
       renameSync(partial, join(dir, backup));
       this.db.prepare("UPDATE custom_volume_backups SET state = 'created' WHERE id = ?").run(info.lastInsertRowid);
     } catch (e) {
@@ -174,19 +178,20 @@ export class VolumeBackupService {
     this.core.events.lifecycle("storage-volume-backup-created", volumeBackupUrl(pool, project, vol, backup), { project });
   }
 
-  private async writeTarball(v: VolumeRow, volumeOnly: boolean, stage: string, out: string, codec: [string, string[]] | undefined, signal?: AbortSignal): Promise<void> {
+  private async writeTarball(v: VolumeRow, volumeOnly: boolean, optimized: boolean, stage: string, out: string, codec: [string, string[]] | undefined, signal?: AbortSignal): Promise<void> {
     const poolRow = this.pools.pool(v.pool);
     const driver = this.pools.driverFor(poolRow);
     await driver.mountPool();
     const snaps = volumeOnly ? [] : this.snapshots.list(v.pool, v.project, v.name);
-    mkdirSync(join(stage, "backup", "volume-snapshots"), { recursive: true, mode: 0o700 });
+    // backup/volume-snapshots/ only when there are some (a --volume-only tarball has none, as LXD's).
+    mkdirSync(join(stage, "backup", snaps.length && !optimized ? "volume-snapshots" : ""), { recursive: true, mode: 0o700 });
     const index = {
       name: v.name,
       backend: poolRow.driver,
       pool: v.pool,
       snapshots: snaps.map((s) => s.name.slice(v.name.length + 1)),
-      optimized: false,
-      optimized_header: false,
+      optimized,
+      optimized_header: optimized,
       type: "custom",
       config: {
         volume: { ...this.pools.volumeView(v), used_by: [], created_at: ZERO_TIME },
@@ -194,7 +199,19 @@ export class VolumeBackupService {
       },
     };
     writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
-    // Hard links where the pool shares the filesystem, copies otherwise: tar then writes LXD's layout.
+    if (optimized) await this.pools.sendStreams(v, index.snapshots, optimizedSink(join(stage, "backup"), VOLUME_LAYOUT), { signal });
+    else await this.exportTrees(v, snaps, stage, signal);
+    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
+    // The compressor and its flags come from compression.ts's fixed tables (validated names and flags only).
+    if (codec) args.push("-I", `${codec[0]} ${codec[1].filter((a: string) => a !== "-c").join(" ")}`);
+    args.push("--", "backup");
+    const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
+    if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
+  }
+
+  /** Hard links where the pool shares the filesystem, copies otherwise: tar then writes LXD's layout. */
+  private async exportTrees(v: VolumeRow, snaps: VolumeRow[], stage: string, signal?: AbortSignal): Promise<void> {
+    const driver = this.pools.driverFor(this.pools.pool(v.pool));
     const hostVol = this.pools.hostVolume(v);
     await driver.exportVolume(hostVol, join(stage, "backup", "volume"), { link: true, signal });
     for (const s of snaps) {
@@ -202,12 +219,6 @@ export class VolumeBackupService {
       await driver.exportVolume(snapVol, join(stage, "backup", "volume-snapshots", s.name.slice(v.name.length + 1)), { link: true, signal });
       await driver.unmountVolume(snapVol).catch(() => {});
     }
-    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
-    // The compressor and its flags come from compression.ts's fixed tables (validated names and flags only).
-    if (codec) args.push("-I", `${codec[0]} ${codec[1].filter((a: string) => a !== "-c").join(" ")}`);
-    args.push("--", "backup");
-    const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
-    if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
   }
 
   async delete(pool: string, project: string, type: string, vol: string, backup: string): Promise<void> {
@@ -313,7 +324,7 @@ export class VolumeBackupService {
       throw new BadRequest((e as Error).message);
     }
     if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
-    let doc: { name?: unknown; type?: unknown; snapshots?: unknown; optimized?: unknown; config?: { volume?: IndexVolume; volume_snapshots?: IndexSnapshot[] } } | null;
+    let doc: { name?: unknown; type?: unknown; snapshots?: unknown; optimized?: unknown; optimized_header?: unknown; backend?: unknown; config?: { volume?: IndexVolume; volume_snapshots?: IndexSnapshot[] } } | null;
     try {
       doc = YAML.parse(gate.captured.toString("utf8"));
     } catch (e) {
@@ -321,7 +332,6 @@ export class VolumeBackupService {
     }
     if (!doc || typeof doc !== "object") throw new BadRequest("Backup is missing index.yaml");
     if (doc.type !== undefined && doc.type !== "custom") throw new BadRequest(`Backup of type "${String(doc.type)}" isn't a custom volume backup`);
-    if (doc.optimized === true) throw new BadRequest("Optimized volume backups can't be imported here");
     const volume = doc.config?.volume;
     if (!volume || typeof volume !== "object") throw new InternalError("Valid volume config not found in index");
     const volName = name || String(doc.name ?? "");
@@ -335,7 +345,8 @@ export class VolumeBackupService {
       snapshots.push(cfg);
     }
     this.pools.pool(pool);
-    return { name: volName, pool, volume, snapshots };
+    const optimized = doc.optimized === true ? { backend: String(doc.backend ?? ""), header: doc.optimized_header === true } : undefined;
+    return { name: volName, pool, volume, snapshots, optimized };
   }
 
   /** The body of the "Restoring custom volume backup" operation: the volume, then its snapshots oldest first. */
@@ -343,6 +354,8 @@ export class VolumeBackupService {
     const { pool, name } = plan;
     if (this.pools.repo.volume(pool, project, "custom", name)) throw new Error("Create custom volume from backup: Volume by that name already exists");
     const poolRow = this.pools.pool(pool);
+    if (plan.optimized && plan.optimized.backend !== poolRow.driver) throw new Error(`Optimized backup storage driver "${plan.optimized.backend}" differs from the target storage pool driver "${poolRow.driver}"`);
+    if (plan.optimized) await checkOptimizedHeader(file, plan.snapshots.map((s) => String(s.name)), plan.optimized.header, { volumeBackup: true });
     const def = this.pools.definition(poolRow.driver);
     const config = strings(plan.volume.config);
     for (const k of Object.keys(config)) if (!k.startsWith("user.") && !k.startsWith("volatile.") && !def.info.volumeKeys[k]) delete config[k];
@@ -357,6 +370,11 @@ export class VolumeBackupService {
       const row = this.pools.repo.volume(pool, project, "custom", name)!;
       const hostVol = this.pools.hostVolume(row);
       await driver.createVolume(hostVol, undefined, { signal });
+      if (plan.optimized) {
+        await this.receiveOptimized(file, row, plan, signal);
+        this.pools.repo.setVolumeState(row.id, "created");
+        return;
+      }
       const path = await driver.mountVolume(hostVol);
       // Each snapshot's content goes into the volume, is snapshotted, and the next replaces it.
       for (const s of plan.snapshots) {
@@ -375,6 +393,28 @@ export class VolumeBackupService {
     });
     rmSync(marker, { force: true });
     this.core.events.lifecycle("storage-volume-created", `/1.0/storage-pools/${pool}/volumes/custom/${name}${projectSuffix(project)}`, { project });
+  }
+
+  /** An optimized backup's streams received (staged, checked) and placed: snapshots oldest first, then the volume. */
+  private async receiveOptimized(file: string, row: VolumeRow, plan: ImportPlan, signal?: AbortSignal): Promise<void> {
+    const { pool, name } = plan;
+    const project = row.project;
+    const names = plan.snapshots.map((s) => String(s.name));
+    const tars = optimizedStreams(file, VOLUME_LAYOUT, signal);
+    const staged = await this.pools.receiveStreams(row, names, tars.next, { signal });
+    try {
+      await tars.done();
+      for (const s of plan.snapshots) {
+        const snap = String(s.name);
+        this.pools.repo.insertVolume({ pool, project, type: "custom", name: `${name}/${snap}`, description: String(s.description ?? ""), config: strings(s.config), expiresAt: s.expires_at ? parseExpiry(String(s.expires_at)) : ZERO_TIME });
+        const snapRow = this.pools.repo.volume(pool, project, "custom", `${name}/${snap}`)!;
+        await staged.placeSnapshot(snap);
+        this.pools.repo.setVolumeState(snapRow.id, "created");
+      }
+      await staged.placeVolume();
+    } finally {
+      await staged.discard();
+    }
   }
 }
 
