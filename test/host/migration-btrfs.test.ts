@@ -5,7 +5,7 @@
 // snapshots are real read-only subvolumes whose Received UUID is set, which only a btrfs
 // receive gives (the rsync path snapshots the volume instead); a dir target falls back to rsync.
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -13,6 +13,9 @@ import { busyboxImage } from "../helpers/image.js";
 import { startReferenceLxd, type ReferenceLxd } from "../helpers/reference.js";
 import { Remotes } from "../helpers/remotes.js";
 import { treeHash } from "../helpers/tree-hash.js";
+import { Readable } from "node:stream";
+import pino from "pino";
+import { btrfsDriver } from "../../src/storage/drivers/btrfs.js";
 
 const supported = /\bbtrfs\b/.test(readFileSync("/proc/filesystems", "utf8")) && existsSync("/usr/sbin/mkfs.btrfs");
 const port = 9500 + Math.floor(Math.random() * 400);
@@ -206,4 +209,28 @@ describe.skipIf(!supported)("btrfs send/receive migration (kernel has no btrfs o
     await expectVolume(A, "rv", rh);
     expectNoStaging(A, "bt");
   }, 300_000);
+
+  it("the receive side refuses a stream that makes more than the one subvolume, or garbage, and leaves nothing", async () => {
+    const pool = join(dirs[A], "storage-pools", "bt", "custom");
+    const made: string[] = [];
+    const sh = (...args: string[]) => execFileSync("btrfs", args, { encoding: "utf8" });
+    try {
+      for (const n of ["bs-x1", "bs-x2"]) {
+        sh("subvolume", "create", join(pool, n));
+        writeFileSync(join(pool, n, "f"), n);
+        sh("subvolume", "snapshot", "-r", join(pool, n), join(pool, `${n}-ro`));
+        made.push(join(pool, `${n}-ro`), join(pool, n));
+      }
+      const twoInOne = join(dirs[A], "bs-two.stream");
+      sh("send", "-f", twoInOne, join(pool, "bs-x1-ro"), join(pool, "bs-x2-ro"));
+      const driver = btrfsDriver.load({ name: "bt", config: { source: join(dirs[A], "disks", "bt.img") } }, { lxdDir: dirs[A], log: pino({ level: "silent" }) });
+      const vol = { type: "custom" as const, name: "default_bs-hostile", config: {} };
+      await expect(driver.receiveStreams!(vol, [], () => createReadStream(twoInOne))).rejects.toThrow("the stream made 2 entries");
+      await expect(driver.receiveStreams!(vol, [], () => Readable.from([Buffer.from("btrfs-stream\0garbage")]))).rejects.toThrow(/Btrfs receive failed/);
+      expectNoStaging(A, "bt");
+      expect(existsSync(volDir(A, "bt", "custom", "bs-hostile"))).toBe(false);
+    } finally {
+      for (const p of made) execFileSync("btrfs", ["subvolume", "delete", p]);
+    }
+  }, 120_000);
 });

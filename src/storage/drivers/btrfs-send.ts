@@ -7,6 +7,7 @@
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import YAML from "yaml";
 import { run, spawnStreaming } from "../../os/exec.js";
 
 /** One subvolume as LXD's BTRFSMetaDataHeader lists it (json/yaml field names are LXD's). */
@@ -85,7 +86,10 @@ export async function sendSubvolume(path: string, parent: string, consume: (data
  * subvolume nested in it. The stream is read to its end even when the receiver fails early.
  */
 export async function receiveSubvolume(dir: string, data: Readable, signal?: AbortSignal): Promise<string> {
-  const proc = spawnStreaming("btrfs", ["receive", "-e", "-C", dir], { stdout: "ignore", signal });
+  // No -e: the receiver reads to the end of the stream, so a stream that carries a second
+  // subvolume after the first one's end makes it too, and is refused below (with -e the rest
+  // would be skipped unseen).
+  const proc = spawnStreaming("btrfs", ["receive", "-C", dir], { stdout: "ignore", signal });
   const stdin = proc.stdin!;
   let broken = false;
   stdin.on("error", () => (broken = true));
@@ -109,9 +113,7 @@ export async function receiveSubvolume(dir: string, data: Readable, signal?: Abo
 
 /** The restoration header of LXD's optimized backups (backup/optimized_header.yaml), as YAML. */
 export function headerYaml(subvolumes: SubvolumeInfo[]): string {
-  if (subvolumes.length === 0) return "subvolumes: []\n";
-  const q = (s: string) => (s === "" ? '""' : /^[A-Za-z0-9._/-]+$/.test(s) && !/^[0-9.+-]/.test(s) && !["true", "false", "null", "yes", "no", "on", "off", "y", "n"].includes(s.toLowerCase()) ? s : JSON.stringify(s));
-  return "subvolumes:\n" + subvolumes.map((s) => `- path: ${q(s.path)}\n  snapshot: ${q(s.snapshot)}\n  readonly: ${s.readonly}\n  uuid: ${q(s.uuid)}\n`).join("");
+  return YAML.stringify({ subvolumes: subvolumes.map((s) => ({ path: s.path, snapshot: s.snapshot, readonly: s.readonly, uuid: s.uuid })) });
 }
 
 /**

@@ -1,0 +1,65 @@
+// The migration transport negotiation (LXD 5.0.2's TypesToHeader/MatchTypes) and the checks of
+// a peer's btrfs subvolume list: pure parts of migration/channel.ts and drivers/btrfs-send.ts.
+import { describe, expect, it } from "vitest";
+import YAML from "yaml";
+import { matchTransports, poolTransports, targetAnswer, transportsHeader } from "../../src/migration/channel.js";
+import { FS_BTRFS, FS_RSYNC, type MigrationHeader } from "../../src/migration/proto.js";
+import { checkSubvolumes, headerYaml } from "../../src/storage/drivers/btrfs-send.js";
+
+const header = (h: Partial<MigrationHeader>): MigrationHeader => ({ fs: FS_RSYNC, idmap: [], snapshotNames: [], snapshots: [], ...h });
+const LXD_BTRFS_OFFER = header({ fs: FS_BTRFS, btrfsFeatures: { migration_header: true, header_subvolumes: true, header_subvolume_uuids: true }, rsyncFeatures: { xattrs: true, delete: true, compress: true, bidirectional: true } });
+
+describe("transport negotiation", () => {
+  it("a btrfs pool offers BTRFS first with our features, and rsync as the fallback", () => {
+    const ours = poolTransports("btrfs", {});
+    expect(ours.map((t) => t.fs)).toEqual([FS_BTRFS, FS_RSYNC]);
+    const h = transportsHeader(ours);
+    expect(h.fs).toBe(FS_BTRFS);
+    expect(h.btrfsFeatures).toEqual({ migration_header: true, header_subvolumes: false, header_subvolume_uuids: false });
+    expect(h.rsyncFeatures).toEqual({ xattrs: true, delete: true, compress: true, bidirectional: true });
+    expect(transportsHeader(poolTransports(undefined, { "rsync.compression": "false" }))).toEqual({ fs: FS_RSYNC, rsyncFeatures: { xattrs: true, delete: true, compress: false, bidirectional: true } });
+  });
+
+  it("btrfs to btrfs agrees on BTRFS with the common features; a dir target answers RSYNC", () => {
+    const onBtrfs = targetAnswer(LXD_BTRFS_OFFER, poolTransports("btrfs", {}), false);
+    expect(onBtrfs.transport).toEqual({ fs: FS_BTRFS, features: ["migration_header"] });
+    expect(onBtrfs.fields.fs).toBe(FS_BTRFS);
+    const onDir = targetAnswer(LXD_BTRFS_OFFER, poolTransports(undefined, {}), false);
+    expect(onDir.transport.fs).toBe(FS_RSYNC);
+    expect(onDir.fields.btrfsFeatures).toBeUndefined();
+    // The source then matches the answer against its own types, as LXD's MatchTypes.
+    expect(matchTransports(header({ fs: FS_RSYNC, rsyncFeatures: { xattrs: true, delete: true, compress: true, bidirectional: true } }), poolTransports("btrfs", {}))[0].fs).toBe(FS_RSYNC);
+  });
+
+  it("a refresh never goes by BTRFS without subvolume UUIDs (we refresh by rsync)", () => {
+    expect(targetAnswer(LXD_BTRFS_OFFER, poolTransports("btrfs", {}), true).transport.fs).toBe(FS_RSYNC);
+  });
+
+  it("an old peer without bidirectional gets LXD 3.7's rsync features; no common type is LXD's error", () => {
+    const old = header({ fs: FS_RSYNC, rsyncFeatures: { xattrs: true } });
+    expect(matchTransports(old, poolTransports(undefined, {}))[0].features).toEqual(["xattrs", "delete", "compress"]);
+    expect(() => matchTransports(header({ fs: 2 }), [{ fs: FS_BTRFS, features: [] }])).toThrow("No matching migration types found. Offered types: [ZFS RSYNC], our types: [BTRFS]");
+  });
+});
+
+describe("btrfs subvolume lists", () => {
+  const entry = (snapshot: string, path = "/") => ({ path, snapshot, readonly: snapshot !== "", uuid: "0f0e1d2c-3b4a-5968-7766-554433221100" });
+
+  it("takes exactly the expected snapshots and the volume, in stream order", () => {
+    expect(checkSubvolumes([entry("s0"), entry("s1"), entry("")], ["s0", "s1"]).map((s) => s.snapshot)).toEqual(["s0", "s1", ""]);
+  });
+
+  it("refuses extra, missing, repeated and nested subvolumes", () => {
+    expect(() => checkSubvolumes([entry("s0"), entry("evil"), entry("")], ["s0"])).toThrow('Unexpected subvolume for snapshot "evil"');
+    expect(() => checkSubvolumes([entry("")], ["s0"])).toThrow('Snapshot "s0" is not listed once');
+    expect(() => checkSubvolumes([entry("s0"), entry(""), entry("")], ["s0"])).toThrow("The volume is not listed once");
+    expect(() => checkSubvolumes([entry("s0"), entry("", "/var/lib/machines")], ["s0"])).toThrow("Subvolumes detected in source but target does not support receiving subvolumes");
+    expect(() => checkSubvolumes("nope", [])).toThrow("no subvolumes list");
+  });
+
+  it("writes the optimized backup header as LXD's YAML (subvolumes: path, snapshot, readonly, uuid)", () => {
+    const list = [entry("s0"), entry("")];
+    expect(YAML.parse(headerYaml(list))).toEqual({ subvolumes: list });
+    expect(checkSubvolumes(YAML.parse(headerYaml(list)).subvolumes, ["s0"])).toEqual(list);
+  });
+});
