@@ -129,6 +129,10 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     this.repo.setRuntime(project, name, { pid: init?.pid ?? 0, start: init?.startTime ?? "" }, lastUsedAt);
   }
 
+  setStateful(project: string, name: string, stateful: boolean): void {
+    this.repo.setStateful(project, name, stateful);
+  }
+
   require(project: string, name: string): InstanceRow {
     const row = this.repo.get(project, name);
     if (!row) throw new NotFound("Instance not found");
