@@ -66,6 +66,14 @@ describe.skipIf(criu === "")("stateful stop and snapshot through CRIU", () => {
     expect(snap.stderr.split("\n")[0]).toBe("Error: snapshot dump failed");
     expect(query(`/1.0/instances/${c}/snapshots`)).toEqual([]);
     expect(status(c)).toBe("RUNNING");
+    // A live move to another pool stops through the same dump: it fails the same way and the
+    // container stays where it was, running.
+    expect(d.lxc("storage", "create", "stateful2", "dir").code).toBe(0);
+    const move = d.lxc("move", c, "--storage", "stateful2");
+    expect(move.code).not.toBe(0);
+    expect(move.stderr.split("\n")[0]).toBe("Error: Migration operation failure: snapshot dump failed");
+    expect(status(c)).toBe("RUNNING");
+    expect(query(`/1.0/instances/${c}`).expanded_devices.root.pool).toBe("default");
     // A plain stop still works afterwards.
     expect(d.lxc("stop", "-f", c).code).toBe(0);
   });
@@ -82,6 +90,10 @@ describe.skipIf(criu === "")("stateful stop and snapshot through CRIU", () => {
     expect(d.lxc("exec", c, "--", "sh", "-c", `kill -0 ${pid} && echo alive`).stdout.trim()).toBe("alive");
     expect(d.lxc("snapshot", "--stateful", c, "s0").code).toBe(0);
     expect(query(`/1.0/instances/${c}/snapshots/s0`).stateful).toBe(true);
+    expect(d.lxc("storage", "create", "stateful3", "dir").code).toBe(0);
+    expect(d.lxc("move", c, "--storage", "stateful3").code).toBe(0);
+    expect(status(c)).toBe("RUNNING");
+    expect(d.lxc("exec", c, "--", "sh", "-c", `kill -0 ${pid} && echo alive`).stdout.trim()).toBe("alive");
     expect(d.lxc("stop", "-f", c).code).toBe(0);
   });
 });
