@@ -7,7 +7,7 @@ import { createWriteStream, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import YAML from "yaml";
+import { parseYaml } from "../shared/yaml.js";
 import { spawnStreaming } from "../os/exec.js";
 import { checkSubvolumes, headerYaml } from "./drivers/btrfs-send.js";
 import type { StreamSink } from "./drivers/types.js";
@@ -51,7 +51,7 @@ export async function checkOptimizedHeader(file: string, snapshots: string[], ha
   if (!captured) throw new Error("Optimized backup header file not found");
   let doc: { subvolumes?: unknown } | null;
   try {
-    doc = YAML.parse(captured.toString("utf8")) as { subvolumes?: unknown } | null;
+    doc = parseYaml(captured.toString("utf8")) as { subvolumes?: unknown } | null;
   } catch (e) {
     throw new Error(`Error parsing optimized backup header file: ${(e as Error).message}`);
   }

@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
-import YAML from "yaml";
+import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
 import type { Core } from "../daemon/feature.js";
 import type { VolumeRow } from "../db/storage-repo.js";
@@ -198,7 +198,7 @@ export class VolumeBackupService {
         volume_snapshots: snaps.map((s) => this.snapshots.view(s)),
       },
     };
-    writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
+    writeFileSync(join(stage, "backup", "index.yaml"), stringifyYaml(index), { mode: 0o644 });
     if (optimized) await this.pools.sendStreams(v, index.snapshots, optimizedSink(join(stage, "backup"), VOLUME_LAYOUT), { signal });
     else await this.exportTrees(v, snaps, stage, signal);
     const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
@@ -326,7 +326,7 @@ export class VolumeBackupService {
     if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
     let doc: { name?: unknown; type?: unknown; snapshots?: unknown; optimized?: unknown; optimized_header?: unknown; backend?: unknown; config?: { volume?: IndexVolume; volume_snapshots?: IndexSnapshot[] } } | null;
     try {
-      doc = YAML.parse(gate.captured.toString("utf8"));
+      doc = parseYaml(gate.captured.toString("utf8")) as typeof doc;
     } catch (e) {
       throw new BadRequest(`Error reading backup file info: ${(e as Error).message}`);
     }

@@ -7,7 +7,7 @@
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import YAML from "yaml";
+import { stringifyYaml } from "../../shared/yaml.js";
 import { run, spawnStreaming } from "../../os/exec.js";
 
 /** One subvolume as LXD's BTRFSMetaDataHeader lists it (json/yaml field names are LXD's). */
@@ -113,7 +113,7 @@ export async function receiveSubvolume(dir: string, data: Readable, signal?: Abo
 
 /** The restoration header of LXD's optimized backups (backup/optimized_header.yaml), as YAML. */
 export function headerYaml(subvolumes: SubvolumeInfo[]): string {
-  return YAML.stringify({ subvolumes: subvolumes.map((s) => ({ path: s.path, snapshot: s.snapshot, readonly: s.readonly, uuid: s.uuid })) });
+  return stringifyYaml({ subvolumes: subvolumes.map((s) => ({ path: s.path, snapshot: s.snapshot, readonly: s.readonly, uuid: s.uuid })) });
 }
 
 /**
