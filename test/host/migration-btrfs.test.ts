@@ -213,16 +213,16 @@ describe.skipIf(!supported)("btrfs send/receive migration (kernel has no btrfs o
   it("the receive side refuses a stream that makes more than the one subvolume, or garbage, and leaves nothing", async () => {
     const pool = join(dirs[A], "storage-pools", "bt", "custom");
     const made: string[] = [];
-    const sh = (...args: string[]) => execFileSync("btrfs", args, { encoding: "utf8" });
+    const btrfsCmd = (...args: string[]) => execFileSync("btrfs", args, { encoding: "utf8" });
     try {
       for (const n of ["bs-x1", "bs-x2"]) {
-        sh("subvolume", "create", join(pool, n));
+        btrfsCmd("subvolume", "create", join(pool, n));
         writeFileSync(join(pool, n, "f"), n);
-        sh("subvolume", "snapshot", "-r", join(pool, n), join(pool, `${n}-ro`));
+        btrfsCmd("subvolume", "snapshot", "-r", join(pool, n), join(pool, `${n}-ro`));
         made.push(join(pool, `${n}-ro`), join(pool, n));
       }
       const twoInOne = join(dirs[A], "bs-two.stream");
-      sh("send", "-f", twoInOne, join(pool, "bs-x1-ro"), join(pool, "bs-x2-ro"));
+      btrfsCmd("send", "-f", twoInOne, join(pool, "bs-x1-ro"), join(pool, "bs-x2-ro"));
       const driver = btrfsDriver.load({ name: "bt", config: { source: join(dirs[A], "disks", "bt.img") } }, { lxdDir: dirs[A], log: pino({ level: "silent" }) });
       const vol = { type: "custom" as const, name: "default_bs-hostile", config: {} };
       await expect(driver.receiveStreams!(vol, [], () => createReadStream(twoInOne))).rejects.toThrow("the stream made 2 entries");
