@@ -157,6 +157,13 @@ describe.skipIf(!supported)("optimized backups on btrfs (kernel has no btrfs oth
     const file = join(work, "v1-opt.tar.gz");
     await ok(O, "storage", "volume", "export", "bt", "v1", file, "--optimized-storage");
     expect(members(file)).toEqual(["backup/", "backup/index.yaml", "backup/optimized_header.yaml", "backup/volume-snapshots/", "backup/volume-snapshots/snap0.bin", "backup/volume.bin"]);
+    // --volume-only: no volume-snapshots/ at all, optimized or not (upstream's backup_volume_export).
+    const only = join(work, "v1-only.tar.gz");
+    await ok(O, "storage", "volume", "export", "bt", "v1", only, "--optimized-storage", "--volume-only");
+    expect(members(only)).toEqual(["backup/", "backup/index.yaml", "backup/optimized_header.yaml", "backup/volume.bin"]);
+    const plain = join(work, "v1-plain-only.tar.gz");
+    await ok(O, "storage", "volume", "export", "bt", "v1", plain, "--volume-only");
+    expect(members(plain).filter((m) => m.startsWith("backup/volume-snapshots"))).toEqual([]);
     await ok(O, "storage", "volume", "import", "bt", file, "v1b");
     await expectVolume(O, "v1b", hashes);
     await ok(R, "storage", "volume", "import", "bt", file, "v1");
