@@ -72,7 +72,7 @@ export async function sqlCommand(args: ParsedArgs, socket: string): Promise<numb
   let out = "";
   results.forEach((r, i) => {
     if (results.length > 1) out += `=> Query ${i}:\n\n`;
-    out += r.type === "select" ? formatTable(r.columns, r.rows) : `Rows affected: ${r.rows_affected}\n`;
+    out += r.type === "select" ? formatTable(r.columns ?? [], r.rows ?? []) : `Rows affected: ${r.rows_affected}\n`;
     if (results.length > 1) out += "\n";
   });
   process.stdout.write(out);
