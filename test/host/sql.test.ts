@@ -61,7 +61,7 @@ describe("nodelxd sql", () => {
     const r = sql("global", "INSERT INTO config (key, value) VALUES ('user.a', 'x'); SELECT key, value FROM config WHERE key = 'user.a'");
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(
-      "=> Query 0:\n\nRows affected: 1\n\n=> Query 1:\n\n+--------+-------+\n|  key   | value |\n+--------+-------+\n| user.a | x     |\n+--------+-------+\n\n".replace("|  key   |", "| key    |"),
+      "=> Query 0:\n\nRows affected: 1\n\n=> Query 1:\n\n+--------+-------+\n|  key   | value |\n+--------+-------+\n| user.a | x     |\n+--------+-------+\n\n",
     );
     expect(sql("global", "DELETE FROM config WHERE key = 'user.a'").stdout).toBe("Rows affected: 1\n");
   });
