@@ -136,3 +136,47 @@ describe("the move from nodelxd's single database file", () => {
     }
   }, 240_000);
 });
+
+describe("a full disk under database/global", () => {
+  let dir: string;
+  let d: TestDaemon | undefined;
+  let mounted = false;
+  beforeAll(async () => {
+    dir = mkdtempSync("/tmp/sc-nospace-");
+    const global = join(dir, "database", "global");
+    mkdirSync(global, { recursive: true });
+    expect(spawnSync("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", global]).status).toBe(0);
+    mounted = true;
+    expect(spawnSync("dd", ["bs=1M", "count=12", "if=/dev/zero", `of=${join(global, "bigfile")}`]).status).toBe(0);
+    d = await startDaemon({ dir });
+  }, 60_000);
+  afterAll(async () => {
+    if (d) {
+      d.proc.kill("SIGKILL");
+      await new Promise((r) => (d!.proc.exitCode !== null || d!.proc.signalCode !== null ? r(null) : d!.proc.once("exit", r)));
+    }
+    if (mounted) spawnSync("umount", ["-l", join(dir, "database", "global")]);
+    await d?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("writes fail with SQLite's error while the disk is full, the daemon stays up, and writes work once there is space", async () => {
+    const big = "a".repeat(262144);
+    const config: Record<string, string> = {};
+    let failed: { status: number; error: string } | undefined;
+    for (let i = 0; i < 40 && !failed; i++) {
+      config[`user.prop${i}`] = big;
+      const r = await d!.api("PUT", "/1.0/profiles/default", { config, description: "Default LXD profile", devices: {} });
+      if (r.status !== 200) failed = { status: r.status, error: r.body.error };
+    }
+    expect(failed?.error).toContain("database or disk is full");
+    // Still full: still failing, cleanly.
+    const again = await d!.api("PUT", "/1.0/profiles/default", { config: { ...config, "user.propX": big }, description: "", devices: {} });
+    expect(again.body.error).toContain("database or disk is full");
+    expect((await d!.api("GET", "/1.0")).status).toBe(200);
+    rmSync(join(dir, "database", "global", "bigfile"));
+    const ok = await d!.api("PUT", "/1.0/profiles/default", { config: { "user.propZ": big }, description: "Default LXD profile", devices: {} });
+    expect(ok.status, ok.text).toBe(200);
+    expect((await d!.api("GET", "/1.0/profiles/default")).body.metadata.config["user.propZ"]).toBe(big);
+  }, 120_000);
+});
