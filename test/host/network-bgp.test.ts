@@ -168,6 +168,17 @@ describe("BGP (network_bgp)", () => {
     await waitFor(() => existsSync(`${dir}/gobgpd.pid`) && Number(readFileSync(`${dir}/gobgpd.pid`, "utf8")) !== pid, 20_000, 200);
     await waitFor(() => received("ipv4")["10.123.12.0/24"], 60_000, 500);
 
+    // The daemon killed: its gobgpd outlives it (own process group); the next start ends that one
+    // and runs a new one that advertises the same prefixes.
+    const orphan = Number(readFileSync(`${dir}/gobgpd.pid`, "utf8"));
+    await t.d.kill9();
+    expect(existsSync(`/proc/${orphan}`)).toBe(true);
+    await t.d.restart();
+    const fresh = Number(readFileSync(`${dir}/gobgpd.pid`, "utf8"));
+    expect(fresh).not.toBe(orphan);
+    await waitFor(() => !existsSync(`/proc/${orphan}`) || readFileSync(`/proc/${orphan}/stat`, "utf8").includes(") Z"), 10_000, 200);
+    await waitFor(() => received("ipv4")["10.123.12.0/24"], 60_000, 500);
+
     // NAT on: the subnet is withdrawn (no NAT address set: nothing replaces it).
     ok("network", "set", net, "ipv4.nat=true");
     await waitFor(() => !received("ipv4")["10.123.12.0/24"], 20_000, 300);
