@@ -149,6 +149,8 @@ export class BgpSpeaker {
   /** Replace an owner's prefixes in one backend update. */
   async replacePrefixes(owner: string, list: BgpPath[]): Promise<void> {
     const before = [...this.paths.values()].filter((p) => p.owner === owner);
+    const same = before.length === list.length && before.every((p, i) => p.prefix === list[i].prefix && p.nexthop === list[i].nexthop);
+    if (same) return;
     for (const [id, p] of this.paths) if (p.owner === owner) this.paths.delete(id);
     for (const p of list) this.paths.set(this.nextPath++, { ...p, owner });
     if (before.length > 0 || list.length > 0) await this.syncPaths();
