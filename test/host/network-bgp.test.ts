@@ -151,6 +151,18 @@ describe("BGP (network_bgp)", () => {
     ok("network", "forward", "delete", net, "10.123.250.9");
     await waitFor(() => !received("ipv4")["10.123.250.9/32"], 20_000, 300);
 
+    // Peers added and removed while the listener runs reach our gobgpd (config reload).
+    const ourNeighbors = () =>
+      (JSON.parse(sh("gobgp", ["--target", `unix://${dir}/gobgpd.sock`, "-j", "neighbor"]).stdout || "[]") as { conf: { neighbor_address: string; peer_asn: number } }[]).map(
+        (n) => `${n.conf.neighbor_address}/${n.conf.peer_asn}`,
+      );
+    ok("network", "set", net, "bgp.peers.two.address=10.123.200.6", "bgp.peers.two.asn=65030");
+    await waitFor(() => ourNeighbors().includes("10.123.200.6/65030"), 10_000, 200);
+    expect(ourNeighbors()).toContain("10.123.200.2/65020");
+    ok("network", "unset", net, "bgp.peers.two.address");
+    await waitFor(() => !ourNeighbors().includes("10.123.200.6/65030"), 10_000, 200);
+    expect(debug().peers.map((p) => p.address)).toEqual(["10.123.200.2"]);
+
     // A NIC's external routes: advertised while the instance runs with them.
     const c = t.d.launch("bgp", { network: net });
     ok("config", "device", "set", c, "eth0", "ipv4.routes.external=10.123.251.0/24");
