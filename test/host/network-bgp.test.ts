@@ -4,6 +4,7 @@
 // pair in 10.123.0.0/16) receives those prefixes and sees them withdrawn. NAT is off; BGP
 // traffic stays on that veth pair.
 import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { useNetworkDaemon } from "../helpers/network-daemon.js";
@@ -135,6 +136,19 @@ describe("BGP (network_bgp)", () => {
     networks.push(net);
     ok("network", "create", net, "ipv4.address=10.123.12.1/24", "ipv4.nat=false", "ipv6.address=fd42:123:12::1/64", "ipv6.nat=false", "bgp.peers.up.address=10.123.200.2", "bgp.peers.up.asn=65020");
     ok("network", "forward", "create", net, "10.123.250.9");
+    // A listener that cannot bind: GoBGP's error, nothing saved, nothing left running.
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(179, "10.123.200.1", resolve));
+    try {
+      expect(fails("config", "set", "core.bgp_address=10.123.200.1:179", "core.bgp_asn=65010", "core.bgp_routerid=10.123.200.1")).toContain(
+        "listen tcp4 10.123.200.1:179: bind: address already in use",
+      );
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+    expect(ok("config", "get", "core.bgp_address").trim()).toBe("");
+    expect(debug().server).toEqual({ address: "", asn: 0, router_id: "<nil>", running: false });
+    expect(existsSync(`${t.d.dir}/bgp/gobgpd.pid`)).toBe(false);
     ok("config", "set", "core.bgp_address=10.123.200.1:179", "core.bgp_asn=65010", "core.bgp_routerid=10.123.200.1");
     expect(debug().server).toEqual({ address: "10.123.200.1:179", asn: 65010, router_id: "10.123.200.1", running: true });
     // Our gobgpd: its API on a unix socket only, its config (peer passwords) root-only.

@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import pino from "pino";
 import { bgpKeyRules, bgpListenAddress, bgpNextHop, bgpPeersOf, forwardPrefixes, networkPrefixes, nicPrefixes } from "../../src/network/bgp/rules.js";
-import { gobgpdConfig, ribPaths } from "../../src/network/bgp/gobgpd.js";
+import { gobgpdConfig, gobgpdError, ribPaths } from "../../src/network/bgp/gobgpd.js";
 import { BgpSpeaker, type BgpBackend } from "../../src/network/bgp/speaker.js";
 
 describe("bgp.* keys as 5.0.2 validates them", () => {
@@ -135,5 +135,13 @@ describe("gobgpd's config", () => {
       ["fd42:b9::/64", "::"],
     ]);
     expect(ribPaths("{}").size).toBe(0);
+  });
+  it("reports a gobgpd start failure with GoBGP's own error, as LXD's embedded server returns it", () => {
+    const out =
+      'time="2026-12-05T10:04:35Z" level=info msg="gobgpd started"\n' +
+      'time="2026-12-05T10:04:35Z" level=fatal msg="failed to set global config" Error="listen tcp4 127.0.0.120:17990: bind: address already in use" Topic=config\n';
+    expect(gobgpdError(out)).toBe("listen tcp4 127.0.0.120:17990: bind: address already in use");
+    expect(gobgpdError('time="x" level=fatal msg="failed to listen grpc port" Err="listen unix /x.sock: bind: address already in use"')).toBe("listen unix /x.sock: bind: address already in use");
+    expect(gobgpdError("")).toBeUndefined();
   });
 });

@@ -53,6 +53,15 @@ export function ribPaths(json: string): Map<string, string> {
   return out;
 }
 
+/**
+ * The error a gobgpd that exited at start reported (its last log line's Error/Err field, e.g.
+ * "listen tcp4 10.0.0.1:179: bind: address already in use", as LXD's embedded GoBGP returns it).
+ */
+export function gobgpdError(output: string): string | undefined {
+  const last = output.trim().split("\n").pop() ?? "";
+  return /\bErr(?:or)?="((?:[^"\\]|\\.)*)"/.exec(last)?.[1] ?? (/\bmsg="((?:[^"\\]|\\.)*)"/.exec(last)?.[1] || undefined);
+}
+
 export class Gobgpd implements BgpBackend {
   private proc?: ServiceProcess;
   private global?: BgpGlobal;
@@ -144,7 +153,7 @@ export class Gobgpd implements BgpBackend {
       if (done !== undefined) {
         this.proc = undefined;
         rmSync(this.pidFile, { force: true });
-        throw new Error(`Failed starting the BGP server: ${proc.output().split("\n").pop() ?? `exit ${done}`}`);
+        throw new Error(gobgpdError(proc.output()) ?? `Failed starting the BGP server (exit ${done})`);
       }
       if (existsSync(this.sock) && (await this.cli(["-j", "global"]).then(() => true, () => false))) break;
       if (i > 200) {
