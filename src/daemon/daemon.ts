@@ -109,9 +109,10 @@ export class Daemon {
       host,
       certificate: keypair,
       apiExtensions,
-      apply: async (key, value) => {
+      apply: async (key, value, _previous, config) => {
         if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
         if (key === "core.dns_address") await this.core?.ports.dns?.setAddress(value);
+        if (key.startsWith("core.bgp_")) await this.applyBgp(config);
         if (key === "core.metrics_address") await this.endpoints?.setMetricsAddress(value);
       },
     });
@@ -204,6 +205,7 @@ export class Daemon {
     }
     const dnsAddress = server.get("core.dns_address");
     if (dnsAddress) await core.ports.dns?.setAddress(dnsAddress).catch((e) => log.error({ err: e }, "cannot bind core.dns_address"));
+    await this.applyBgp().catch((e) => log.error({ err: e }, "cannot start the BGP server"));
     const metricsAddress = server.get("core.metrics_address");
     if (metricsAddress) {
       await this.endpoints.setMetricsAddress(metricsAddress).catch((e) => log.error({ err: e }, "cannot bind core.metrics_address"));
@@ -212,6 +214,14 @@ export class Daemon {
     for (const f of this.loaded) await f.ready?.();
     this.ready = true;
     log.info({ dir: paths.dir, pid: process.pid }, "daemon started");
+  }
+
+  /** core.bgp_address/asn/routerid → the BGP speaker (started when all three are set). */
+  private async applyBgp(config?: Record<string, string>): Promise<void> {
+    const server = this.core?.server;
+    if (!server) return;
+    const get = (k: string) => (config ? config[k] : server.get(k)) ?? "";
+    await this.core?.ports.bgp?.reconfigure(get("core.bgp_address"), Number(get("core.bgp_asn") || 0), get("core.bgp_routerid"));
   }
 
   isReady(): boolean {
