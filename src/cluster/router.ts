@@ -77,7 +77,7 @@ export class ClusterRouter {
       return undefined;
     }
     const op = OPERATION_PATH.exec(path);
-    if (op && !this.isLocalOperation(op[1])) return this.remoteOps.get(op[1]);
+    if (op && !this.isLocalOperation(op[1])) return this.remoteOps.get(op[1]) ?? (await cluster.operationUrl(op[1]));
     const state = MEMBER_STATE_PATH.exec(path);
     if (state && req.method === "POST" && decodeURIComponent(state[1]) !== cluster.name() && who.username !== "cluster") return cluster.memberUrl(decodeURIComponent(state[1]));
     return undefined;

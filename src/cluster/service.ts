@@ -14,9 +14,11 @@ import type { Paths } from "../daemon/paths.js";
 import type { ServerService } from "../daemon/server-service.js";
 import type { TrustStore } from "../daemon/trust.js";
 import type { ClusterPort } from "../daemon/ports.js";
-import { memberRawGet, memberRequest, type MemberTls } from "./forward.js";
+import { FORWARDED_FOR, LOCAL_ONLY, memberRawGet, memberRequest, type MemberTls } from "./forward.js";
+import type { Requestor } from "../shared/requestor.js";
 import { localGet, localSet, Replica, takeSnapshot } from "./replica.js";
 import { ClusterStore, type MemberRecord } from "./store.js";
+import { Leadership } from "./leader.js";
 
 export interface ClusterDeps {
   paths: Paths;
@@ -61,8 +63,36 @@ export class ClusterService implements ClusterPort {
   private heartbeat?: NodeJS.Timeout;
   /** Last known instance statuses of other members ("project/name" → status), per member. */
   private reports = new Map<string, StatusReport>();
+  leadership?: Leadership;
+  private leaderListeners: ((leading: boolean) => void)[] = [];
 
   constructor(private readonly d: ClusterDeps) {}
+
+  /**
+   * Whether this member runs the cluster's leader-only background tasks: always on a standalone
+   * daemon; on a member, only while it holds the etcd election (never before it reconnected).
+   */
+  leads(): boolean {
+    if (!this.member) return localGet(this.d.db, "member_name") === undefined;
+    return this.leadership?.isLeader() ?? false;
+  }
+
+  /** Whether work on an object living on member `node` runs here ("" is this daemon when standalone). */
+  owns(node: string): boolean {
+    if (!this.member) return localGet(this.d.db, "member_name") === undefined;
+    return node === this.member;
+  }
+
+  /** Claim a scheduled run cluster-wide (see ClusterStore.claimRun). */
+  async claimRun(subject: string, minute: number): Promise<boolean> {
+    return this.requireStore().claimRun(subject, minute);
+  }
+
+  /** Be told when this member starts or stops leading. */
+  onLeadership(fn: (leading: boolean) => void): void {
+    this.leaderListeners.push(fn);
+    this.leadership?.onChange(fn);
+  }
 
   clustered(): boolean {
     return this.member !== "";
@@ -101,6 +131,7 @@ export class ClusterService implements ClusterPort {
 
   async stop(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.leadership?.stop();
     await this.replica?.stop();
     this.store?.close();
   }
@@ -140,6 +171,11 @@ export class ClusterService implements ClusterPort {
     // Events: each member relays its lifecycle and operation events (not admin-only ones, whose
     // metadata may hold secrets) through etcd; every member delivers the others' to its listeners.
     this.d.events.location = name;
+    this.d.operations.location = name;
+    this.d.operations.hooks = {
+      created: (id) => void store.indexOperation(id, this.member).catch(() => undefined),
+      removed: (id) => void store.unindexOperation(id).catch(() => undefined),
+    };
     this.d.events.tap = (event, opts) => {
       if (opts.adminOnly || event.type === "logging") return;
       void store.publishEvent(this.member, event).catch(() => undefined);
@@ -156,6 +192,10 @@ export class ClusterService implements ClusterPort {
       },
     });
     this.heartbeat.unref();
+    const leadership = new Leadership(store.client, () => this.member, this.d.log);
+    for (const fn of this.leaderListeners) leadership.onChange(fn);
+    this.leadership = leadership;
+    await leadership.start();
     const w = await store.client.watch().prefix("/nodelxd/status/").create();
     w.on("put", (kv) => this.reports.set(kv.key.toString().slice("/nodelxd/status/".length), JSON.parse(kv.value.toString())));
     const all = await store.client.getAll().prefix("/nodelxd/status/").strings();
@@ -368,7 +408,7 @@ export class ClusterService implements ClusterPort {
       description: m.description,
       config: m.config,
       groups: m.groups,
-      roles: m.roles,
+      roles: this.leadership?.leader() === m.name && status === "Online" ? [...m.roles, "database-leader"] : m.roles,
     };
   }
 
@@ -404,6 +444,9 @@ export class ClusterService implements ClusterPort {
       localSet(this.d.db, "member_name", to);
       this.member = to;
       setLocalMember(this.d.db, to);
+      this.d.events.location = to;
+      this.d.operations.location = to;
+      await this.leadership?.rename();
       this.d.server.invalidate();
     }
   }
@@ -438,6 +481,32 @@ export class ClusterService implements ClusterPort {
       return;
     }
     throw new Error(`No cluster member has the files of image ${fingerprint}`);
+  }
+
+  /**
+   * Operations of every other online member (GET /1.0/operations on one member lists the whole
+   * cluster's, as LXD): each is asked for its own only, on behalf of the same client (so a
+   * restricted client sees there what it would see here).
+   */
+  async remoteOperations(query: string, who: Requestor): Promise<OperationView[]> {
+    const others = (await this.members()).filter((m) => m.status === "Online" && m.server_name !== this.member);
+    const headers: Record<string, string> = { [LOCAL_ONLY]: "1" };
+    if (who.protocol === "tls" && who.username !== "cluster" && who.fingerprint) headers[FORWARDED_FOR] = who.fingerprint;
+    const lists = await Promise.all(
+      others.map(async (m) => {
+        const r = await memberRequest(m.url, this.tls(), "GET", `/1.0/operations?${query}`, undefined, headers).catch(() => undefined);
+        if (!r || r.status !== 200 || !r.body?.metadata) return [];
+        return Object.values(r.body.metadata as Record<string, OperationView[]>).flat();
+      }),
+    );
+    return lists.flat();
+  }
+
+  /** The member url operation `id` lives on (undefined: nowhere known). */
+  async operationUrl(id: string): Promise<string | undefined> {
+    const member = await this.requireStore().operationMember(id);
+    if (!member || member === this.member) return undefined;
+    return this.memberUrl(member).catch(() => undefined);
   }
 
   /** Run an instance request against this member's own API (through its router: the write lock, as any client). */

@@ -7,6 +7,9 @@
 //   tokens/<name>      pending join tokens (secret, expiry)
 //   lock/global        the write lock (etcd's lock recipe) serialising mutating requests
 //   events/<name>      each member's latest event (watched by every member for /1.0/events)
+//   election/leader/   the leader election of background tasks (leader.ts)
+//   operations/<id>    the member an operation lives on (on the member's heartbeat lease)
+//   runs/<subject>     the last minute a scheduled snapshot of <subject> was claimed (cluster-wide)
 import { Etcd3, EtcdLockFailedError, type Lease, type Lock, type Watcher } from "etcd3";
 
 export const PREFIX = "/nodelxd/";
@@ -217,6 +220,42 @@ export class ClusterStore {
   async initialised(): Promise<boolean> {
     const r = await this.client.getAll().prefix(`${PREFIX}members/`).count();
     return r > 0;
+  }
+
+  // ---- operation index ----
+
+  /** Record where operation `id` lives (on the heartbeat lease: a dead member's entries expire). */
+  async indexOperation(id: string, member: string): Promise<void> {
+    const key = `${PREFIX}operations/${id}`;
+    if (this.heartbeatLease) await this.heartbeatLease.put(key).value(member);
+    else await this.client.put(key).value(member);
+  }
+
+  async unindexOperation(id: string): Promise<void> {
+    await this.client.delete().key(`${PREFIX}operations/${id}`);
+  }
+
+  /** The member operation `id` lives on, if any member has it. */
+  async operationMember(id: string): Promise<string | undefined> {
+    return (await this.client.get(`${PREFIX}operations/${id}`).string()) ?? undefined;
+  }
+
+  // ---- scheduled runs ----
+
+  /**
+   * Claim `subject`'s scheduled run for `minute` cluster-wide: true only for the first claim of
+   * that minute (a revision-guarded txn, so two members, or a leader and its successor, never both win).
+   */
+  async claimRun(subject: string, minute: number): Promise<boolean> {
+    const key = `${PREFIX}runs/${subject}`;
+    for (;;) {
+      const r = await this.client.get(key).exec();
+      const kv = r.kvs[0];
+      if (kv && Number(kv.value.toString()) >= minute) return false;
+      const guard = kv ? this.client.if(key, "Mod", "==", String(kv.mod_revision)) : this.client.if(key, "Create", "==", 0);
+      const t = await guard.then(this.client.put(key).value(String(minute))).commit();
+      if (t.succeeded) return true;
+    }
   }
 
   // ---- events ----

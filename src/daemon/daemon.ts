@@ -136,7 +136,7 @@ export class Daemon {
 
     const routes: Route[] = [
       ...rootRoutes(server),
-      ...operationRoutes(operations),
+      ...operationRoutes(operations, { clustered: () => cluster.clustered(), list: (query, req) => cluster.remoteOperations(query, req.requestor) }),
       ...eventRoutes(projectExists),
       ...warningRoutes(warnings),
       ...certificateRoutes(
