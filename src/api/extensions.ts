@@ -177,8 +177,10 @@ export const apiExtensions: string[] = [
   "clustering_server_address",
   "clustering_roles",
   "clustering_architecture",
+  "clustering_edit_roles",
   "clustering_failure_domains",
   "clustering_join_token",
   "clustering_description",
   "clustering_evacuation",
+  "clustering_groups",
 ];

@@ -67,9 +67,9 @@ export class ClusterRouter {
     }
     if (req.method === "POST" && (path === "/1.0/instances" || path === "/1.0/containers")) {
       let target = url.searchParams.get("target");
-      if (!target) {
-        // Untargeted: the scheduler picks a member (once: the member it lands on sees a target).
-        target = await cluster.schedule();
+      if (!target || target.startsWith("@")) {
+        // Untargeted or a cluster group: the scheduler picks a member (once: the member it lands on sees a target).
+        target = await cluster.schedule(target ? target.slice(1) : undefined);
         url.searchParams.set("target", target);
         req.url = url.pathname + url.search;
       }

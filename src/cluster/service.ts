@@ -19,6 +19,7 @@ import type { Requestor } from "../shared/requestor.js";
 import { localGet, localSet, Replica, takeSnapshot } from "./replica.js";
 import { ClusterStore, type MemberRecord } from "./store.js";
 import { Leadership } from "./leader.js";
+import { ClusterGroups } from "./groups.js";
 
 export interface ClusterDeps {
   paths: Paths;
@@ -66,7 +67,11 @@ export class ClusterService implements ClusterPort {
   leadership?: Leadership;
   private leaderListeners: ((leading: boolean) => void)[] = [];
 
-  constructor(private readonly d: ClusterDeps) {}
+  readonly groups: ClusterGroups;
+
+  constructor(private readonly d: ClusterDeps) {
+    this.groups = new ClusterGroups(this, d.events);
+  }
 
   /**
    * Whether this member runs the cluster's leader-only background tasks: always on a standalone
@@ -418,9 +423,13 @@ export class ClusterService implements ClusterPort {
     return m.url;
   }
 
-  /** The online, not evacuated member with the fewest instances (LXD 5.0.2's default placement). */
-  async schedule(): Promise<string> {
-    const candidates = (await this.members()).filter((m) => m.status === "Online").map((m) => m.server_name);
+  /**
+   * The online, not evacuated member with the fewest instances (LXD 5.0.2's default placement),
+   * among the members of cluster group `group` when given (`--target @group`).
+   */
+  async schedule(group?: string): Promise<string> {
+    const among = group === undefined ? undefined : new Set(await this.groups.membersOf(group));
+    const candidates = (await this.members()).filter((m) => m.status === "Online" && (!among || among.has(m.server_name))).map((m) => m.server_name);
     if (candidates.length === 0) throw new BadRequest("No suitable cluster member could be found");
     const counts = new Map((this.d.db.prepare("SELECT node, COUNT(*) AS n FROM instances GROUP BY node").all() as { node: string; n: number }[]).map((r) => [r.node, r.n]));
     return candidates.sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b))[0];
@@ -430,6 +439,7 @@ export class ClusterService implements ClusterPort {
     const store = this.requireStore();
     const m = await store.member(name);
     if (!m) throw new NotFound("Member not found");
+    if (patch.roles !== undefined) patch = { ...patch, roles: editedRoles(m.roles, patch.roles) };
     await store.putMember({ ...m, ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) });
   }
 
@@ -568,6 +578,24 @@ export interface MemberView {
   config: Record<string, string>;
   groups: string[];
   roles: string[];
+}
+
+/** Roles a client may add or drop (clustering_edit_roles); the database roles follow the member's place in etcd. */
+const EDITABLE_ROLES = new Set(["event-hub", "ovn-chassis"]);
+const AUTOMATIC_ROLES = new Set(["database-leader", "database-standby"]);
+
+/** A member's roles after a PUT of `wanted` (LXD's checks on the "database" role). */
+export function editedRoles(current: string[], wanted: string[]): string[] {
+  const has = current.includes("database");
+  if (has && !wanted.includes("database")) throw new BadRequest(`The "database" role cannot be dropped at this time`);
+  if (!has && wanted.includes("database")) throw new BadRequest(`The "database" role cannot be added at this time`);
+  const out = has ? ["database"] : [];
+  for (const r of wanted) {
+    if (r === "database" || AUTOMATIC_ROLES.has(r)) continue;
+    if (!EDITABLE_ROLES.has(r)) throw new BadRequest(`Invalid cluster role "${r}"`);
+    if (!out.includes(r)) out.push(r);
+  }
+  return out;
 }
 
 /** LXD's join token: base64 of JSON {server_name, fingerprint, addresses, secret, expires_at}. */

@@ -8,6 +8,7 @@
 //   lock/global        the write lock (etcd's lock recipe) serialising mutating requests
 //   events/<name>      each member's latest event (watched by every member for /1.0/events)
 //   election/leader/   the leader election of background tasks (leader.ts)
+//   groups/<name>      cluster groups (name, description; membership is in the member records)
 //   operations/<id>    the member an operation lives on (on the member's heartbeat lease)
 //   runs/<subject>     the last minute a scheduled snapshot of <subject> was claimed (cluster-wide)
 import { Etcd3, EtcdLockFailedError, type Lease, type Lock, type Watcher } from "etcd3";
@@ -43,6 +44,11 @@ export interface MemberRecord {
   state: "" | "evacuated";
   /** Certificate fingerprint of the member (its own server certificate). */
   fingerprint: string;
+}
+
+export interface GroupRecord {
+  name: string;
+  description: string;
 }
 
 export interface JoinToken {
@@ -220,6 +226,28 @@ export class ClusterStore {
   async initialised(): Promise<boolean> {
     const r = await this.client.getAll().prefix(`${PREFIX}members/`).count();
     return r > 0;
+  }
+
+  // ---- cluster groups ----
+
+  async groups(): Promise<GroupRecord[]> {
+    const all = await this.client.getAll().prefix(`${PREFIX}groups/`).strings();
+    return Object.values(all).map((v) => JSON.parse(v) as GroupRecord);
+  }
+
+  /** Create a group record; false if the name is taken. */
+  async addGroup(g: GroupRecord): Promise<boolean> {
+    const key = `${PREFIX}groups/${g.name}`;
+    const r = await this.client.if(key, "Create", "==", 0).then(this.client.put(key).value(JSON.stringify(g))).commit();
+    return r.succeeded;
+  }
+
+  async putGroup(g: GroupRecord): Promise<void> {
+    await this.client.put(`${PREFIX}groups/${g.name}`).value(JSON.stringify(g));
+  }
+
+  async deleteGroup(name: string): Promise<void> {
+    await this.client.delete().key(`${PREFIX}groups/${name}`);
   }
 
   // ---- operation index ----

@@ -2,7 +2,7 @@
 // (127.0.0.100-102; etcd on ports 2400/2401, members' HTTPS on 8600), driven with the stock `lxc`:
 // the etcd leader election (the `database-leader` role moves when the leader is killed with -9),
 // scheduled snapshots taken once per minute by the instance's member only, before and after the
-// leader dies, and operations listed, shown and cancelled from any member.
+// leader dies, operations listed, shown and cancelled from any member, and cluster groups.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formCluster, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type TestCluster } from "../helpers/cluster.js";
 import type { TestDaemon } from "../helpers/daemon.js";
@@ -73,8 +73,49 @@ describe("cluster leader, scheduled work and operations", () => {
     expect((await m3.api("GET", "/1.0/operations/00000000-0000-0000-0000-000000000000")).status).toBe(404);
   }, 60_000);
 
-  it("takes a scheduled snapshot once a minute on the instance's member, before and after the leader is killed with -9", async () => {
+  it("manages cluster groups and places `--target @group` creates on their members", async () => {
     ok(await lxcAsync(m1, "image", "import", busyboxImage(), "--alias", "busybox"));
+    ok(await lxcAsync(m1, "cluster", "group", "create", "g1"));
+    expect((await m3.api("GET", "/1.0/cluster/groups/default")).body.metadata.members).toEqual(["m1", "m2", "m3"]);
+    ok(await lxcAsync(m1, "cluster", "group", "assign", "m2", "g1"));
+    const g1 = await m3.api("GET", "/1.0/cluster/groups/g1");
+    expect(g1.status).toBe(200);
+    expect(g1.body.metadata).toEqual({ name: "g1", description: "", members: ["m2"] });
+    expect((await m3.api("GET", "/1.0/cluster/members/m2")).body.metadata.groups).toEqual(["g1"]);
+    expect(ok(await lxcAsync(m2, "cluster", "group", "list", "-f", "csv"))).toMatch(/^g1,,1$/m);
+    expect((await m1.api("GET", "/1.0/cluster/groups")).body.metadata).toEqual(["/1.0/cluster/groups/default", "/1.0/cluster/groups/g1"]);
+    // Placement inside the group.
+    ok(await lxcAsync(m3, "init", "busybox", "g-inst", "--target", "@g1"));
+    expect((await m1.api("GET", "/1.0/instances/g-inst")).body.metadata.location).toBe("m2");
+    ok(await lxcAsync(m1, "delete", "g-inst"));
+    // LXD's refusals.
+    const busy = await m1.api("DELETE", "/1.0/cluster/groups/g1");
+    expect([busy.status, busy.body.error]).toEqual([500, "Only empty cluster groups can be removed"]);
+    const dflt = await m1.api("DELETE", "/1.0/cluster/groups/default");
+    expect([dflt.status, dflt.body.error]).toEqual([403, "The 'default' cluster group cannot be deleted"]);
+    const bad = await m1.api("POST", "/1.0/cluster/groups", { name: "a_b" });
+    expect([bad.status, bad.body.error]).toEqual([400, "Cluster group names may not contain underscores"]);
+    const dup = await m2.api("POST", "/1.0/cluster/groups", { name: "g1" });
+    expect(dup.status).toBe(409);
+    expect((await lxcAsync(m1, "cluster", "group", "remove", "m2", "g1")).code).not.toBe(0);
+    const strict = await m1.api("PATCH", "/1.0/cluster/groups/g1", { members: [] });
+    expect([strict.status, strict.body.error]).toEqual([400, "Cannot remove m2 from group as member needs to belong to at least one group"]);
+    ok(await lxcAsync(m1, "cluster", "group", "assign", "m2", "default"));
+    ok(await lxcAsync(m1, "cluster", "group", "rename", "g1", "g2"));
+    ok(await lxcAsync(m1, "cluster", "group", "delete", "g2"));
+    expect((await m3.api("GET", "/1.0/cluster/groups/g2")).status).toBe(404);
+    expect((await m3.api("GET", "/1.0/cluster/groups/default")).body.metadata.members).toEqual(["m1", "m2", "m3"]);
+    // clustering_edit_roles: event-hub may be given; the database role is not the client's to add.
+    const m3view = (await m1.api("GET", "/1.0/cluster/members/m3")).body.metadata;
+    const put = (roles: string[]) => m1.api("PUT", "/1.0/cluster/members/m3", { ...m3view, roles });
+    expect((await put(["event-hub"])).status).toBe(200);
+    expect((await m2.api("GET", "/1.0/cluster/members/m3")).body.metadata.roles).toEqual(["event-hub"]);
+    const db = await put(["database"]);
+    expect([db.status, db.body.error]).toEqual([400, `The "database" role cannot be added at this time`]);
+    expect((await put([])).status).toBe(200);
+  }, 120_000);
+
+  it("takes a scheduled snapshot once a minute on the instance's member, before and after the leader is killed with -9", async () => {
     // Stopped, with snapshots.schedule.stopped: every member's scheduler would see it as due.
     ok(await lxcAsync(m1, "init", "busybox", "s1", "--target", "m2", "-c", "snapshots.schedule=* * * * *", "-c", "snapshots.schedule.stopped=true"));
     const snapshots = async () => ((await m3.api("GET", "/1.0/instances/s1/snapshots?recursion=1")).body.metadata ?? []) as { name: string; created_at: string }[];

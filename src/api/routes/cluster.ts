@@ -30,11 +30,13 @@ export function clusterRoutes(cluster: ClusterService, operations: OperationMana
     const current = await cluster.memberGet(req.params.name);
     checkEtag(req, { description: current.description, config: current.config, groups: current.groups, failure_domain: current.failure_domain, roles: current.roles });
     const b = await req.body(MemberPut, "api.ClusterMemberPut");
+    if (b.groups) await cluster.groups.checkMemberGroups(b.groups);
     await cluster.updateMember(req.params.name, {
       description: b.description,
       failure_domain: b.failure_domain,
       config: b.config ?? undefined,
       groups: b.groups ?? undefined,
+      roles: b.roles ?? undefined,
     });
     return sync({});
   };
