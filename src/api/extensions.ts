@@ -181,6 +181,7 @@ export const apiExtensions: string[] = [
   "clustering_failure_domains",
   "clustering_join_token",
   "clustering_description",
+  "clustering_update_cert",
   "clustering_evacuation",
   "clustering_groups",
 ];

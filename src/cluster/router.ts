@@ -31,7 +31,7 @@ const UNLOCKED = [
   /^\/1\.0\/instances\/[^/]+\/(?:exec|console|files|sftp)$/,
   /^\/1\.0\/containers\/[^/]+\/(?:exec|console|files|sftp)$/,
   /^\/1\.0\/operations\//,
-  /^\/1\.0\/cluster(?:\/members)?$/,
+  /^\/1\.0\/cluster(?:\/members|\/certificate)?$/,
   /^\/1\.0\/cluster\/members\/[^/]+(?:\/state)?$/,
   /^\/internal\//,
   /^\/1\.0\/events$/,

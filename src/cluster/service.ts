@@ -1,10 +1,10 @@
 // Clustering: enabling it on a first member, join tokens, joining, the member list with
 // heartbeats, and where an instance lives. Global state replication is replica.ts; the etcd
 // layout is store.ts; forwarding and the write lock are router.ts.
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { createPrivateKey, randomBytes, timingSafeEqual, X509Certificate, type KeyObject } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { BadRequest, Conflict, Forbidden, NotFound } from "../shared/errors.js";
+import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
 import { setLocalMember, type Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import type { OperationManager } from "../operations/manager.js";
@@ -517,6 +517,47 @@ export class ClusterService implements ClusterPort {
     const member = await this.requireStore().operationMember(id);
     if (!member || member === this.member) return undefined;
     return this.memberUrl(member).catch(() => undefined);
+  }
+
+  /**
+   * PUT /1.0/cluster/certificate: replace the cluster certificate and key on every member (as
+   * LXD: the member asked tells every other member first, with the old certificate, then itself;
+   * a member told by another only replaces its own). Any member that cannot be told fails the
+   * request before this member changes.
+   */
+  async replaceCertificate(cert: string, key: string, notified: boolean): Promise<void> {
+    this.requireStore();
+    let x509: X509Certificate;
+    try {
+      x509 = new X509Certificate(cert);
+    } catch {
+      throw new BadRequest("Certificate must be base64 encoded PEM certificate: <nil>");
+    }
+    let pk: KeyObject;
+    try {
+      pk = createPrivateKey(key);
+    } catch {
+      throw new BadRequest("Private key must be base64 encoded PEM key: <nil>");
+    }
+    if (!x509.checkPrivateKey(pk)) throw new BadRequest("tls: private key does not match public key");
+    if (!notified) {
+      const others = (await this.members()).filter((m) => m.server_name !== this.member);
+      for (const m of others) {
+        const r = await memberRequest(m.url, this.tls(), "PUT", "/1.0/cluster/certificate", { cluster_certificate: cert, cluster_certificate_key: key }, { [LOCAL_ONLY]: "1" }).catch(
+          (e: Error) => ({ status: 0, body: { error: e.message }, text: "" }),
+        );
+        if (r.status !== 200) throw new InternalError(`Failed to update the certificate of cluster member "${m.server_name}": ${r.body?.error ?? r.text}`);
+      }
+    }
+    writeFileSync(`${this.d.paths.clusterCert}.new`, cert, { mode: 0o644 });
+    writeFileSync(`${this.d.paths.clusterKey}.new`, key, { mode: 0o600 });
+    renameSync(`${this.d.paths.clusterKey}.new`, this.d.paths.clusterKey);
+    renameSync(`${this.d.paths.clusterCert}.new`, this.d.paths.clusterCert);
+    this.loadClusterCert();
+    this.d.server.invalidate();
+    // Serve the new certificate once this reply is on its way (it travels on the open connection).
+    setTimeout(() => void this.d.setTls(this.tlsPair!).catch((err) => this.d.log.error({ err }, "cannot serve the new cluster certificate")), 50);
+    this.d.events.lifecycle("cluster-certificate-updated", "/1.0/cluster/certificate");
   }
 
   /** Run an instance request against this member's own API (through its router: the write lock, as any client). */

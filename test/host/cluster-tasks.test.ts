@@ -7,6 +7,20 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formCluster, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type TestCluster } from "../helpers/cluster.js";
 import type { TestDaemon } from "../helpers/daemon.js";
 import { busyboxImage } from "../helpers/image.js";
+import { connect as tlsConnect } from "node:tls";
+import { certFingerprint, generateCertificate } from "../../src/daemon/certificates.js";
+
+/** The sha256 fingerprint of the certificate a TLS listener presents. */
+function servedFingerprint(host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host, port, rejectUnauthorized: false }, () => {
+      const fp = certFingerprint(`-----BEGIN CERTIFICATE-----\n${s.getPeerCertificate().raw.toString("base64")}\n-----END CERTIFICATE-----\n`);
+      s.destroy();
+      resolve(fp);
+    });
+    s.once("error", reject);
+  });
+}
 
 const LAYOUT: ClusterLayout = { addresses: ["127.0.0.100", "127.0.0.101", "127.0.0.102"], clientPort: 2400, peerPort: 2401 };
 const PORT = 8600;
@@ -114,6 +128,25 @@ describe("cluster leader, scheduled work and operations", () => {
     expect([db.status, db.body.error]).toEqual([400, `The "database" role cannot be added at this time`]);
     expect((await put([])).status).toBe(200);
   }, 120_000);
+
+  it("replaces the cluster certificate on every member (PUT /1.0/cluster/certificate), members keep talking", async () => {
+    const fresh = await generateCertificate("cl2-new-cluster");
+    const bad = await m1.api("PUT", "/1.0/cluster/certificate", { cluster_certificate: "nope", cluster_certificate_key: fresh.key });
+    expect(bad.status).toBe(400);
+    const r = await m2.api("PUT", "/1.0/cluster/certificate", { cluster_certificate: fresh.cert, cluster_certificate_key: fresh.key });
+    expect([r.status, r.body.error]).toEqual([200, ""]);
+    for (const d of [m1, m2, m3]) {
+      expect(await waitFor(async () => (await d.api("GET", "/1.0")).body.metadata.environment.certificate.trim() === fresh.cert.trim())).toBe(true);
+    }
+    // Every member now serves it on its cluster address.
+    for (const addr of LAYOUT.addresses) expect(await servedFingerprint(addr, PORT)).toBe(certFingerprint(fresh.cert));
+    // Members still trust each other: fan-out listings and forwarding work.
+    ok(await lxcAsync(m1, "cluster", "add", "m8"));
+    const ops = (await m3.api("GET", "/1.0/operations?recursion=1")).body.metadata.running as { location: string; metadata: { serverName?: string } }[];
+    expect(ops.some((o) => o.location === "m1" && o.metadata?.serverName === "m8")).toBe(true);
+    ok(await lxcAsync(m1, "cluster", "revoke-token", "m8"));
+    expect(ok(await lxcAsync(m3, "cluster", "list", "-f", "csv")).match(/ONLINE/g)).toHaveLength(3);
+  }, 60_000);
 
   it("takes a scheduled snapshot once a minute on the instance's member, before and after the leader is killed with -9", async () => {
     // Stopped, with snapshots.schedule.stopped: every member's scheduler would see it as due.
