@@ -88,6 +88,23 @@ export class ClusterService implements ClusterPort {
     return node === this.member;
   }
 
+  /**
+   * Run background work that writes global state under the cluster write lock, as a request
+   * would (router.ts): caught up with the log first, its writes appended before the lock is
+   * released, so the log order is this member's order for them too.
+   */
+  async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.clustered()) return fn();
+    const release = await this.requireStore().lock();
+    try {
+      await this.replica!.catchUp();
+      return await fn();
+    } finally {
+      await this.replica!.flush().catch(() => undefined);
+      await release();
+    }
+  }
+
   /** Claim a scheduled run cluster-wide (see ClusterStore.claimRun). */
   async claimRun(subject: string, minute: number): Promise<boolean> {
     return this.requireStore().claimRun(subject, minute);

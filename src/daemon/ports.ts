@@ -248,6 +248,8 @@ export interface ClusterPort {
   owns(node: string): boolean;
   /** Claim a scheduled run of `subject` for `minute` cluster-wide (first claim wins). */
   claimRun(subject: string, minute: number): Promise<boolean>;
+  /** Run background work that writes global state under the cluster write lock (at once standalone). */
+  withWriteLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Be told when this member starts (true) or stops (false) leading. */
   onLeadership(fn: (leading: boolean) => void): void;
 }

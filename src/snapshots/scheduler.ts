@@ -38,6 +38,12 @@ export class SnapshotScheduler {
     return this.claim(subject, minute);
   }
 
+  /** In a cluster, background writes take the cluster write lock, as requests do. */
+  private locked(fn: () => Promise<void>): Promise<void> {
+    const cluster = this.core.ports?.cluster;
+    return cluster ? cluster.withWriteLock(fn) : fn();
+  }
+
   /** Claim `subject`'s run for `minute`: true only for the first claim of that minute. */
   claim(subject: string, minute: number): boolean {
     const r = this.core.db
@@ -72,7 +78,7 @@ export class SnapshotScheduler {
       }
       if (!claimed) continue;
       try {
-        await subject.take();
+        await this.locked(() => subject.take());
       } catch (e) {
         this.core.log.warn({ err: e, subject: subject.key }, "scheduled snapshot failed");
       }
@@ -81,7 +87,7 @@ export class SnapshotScheduler {
       if (this.stopped) return;
       // Each member prunes what lives on it; what no member owns is pruned by the leader.
       if (!source.prunesOwn && !leadsHere(this.core.ports ?? {})) continue;
-      await source.pruneExpired().catch((e) => this.core.log.warn({ err: e }, "pruning expired snapshots failed"));
+      await this.locked(() => source.pruneExpired()).catch((e) => this.core.log.warn({ err: e }, "pruning expired snapshots failed"));
     }
   }
 
