@@ -21,7 +21,9 @@ import { ClusterRouter } from "../cluster/router.js";
 import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
 import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
-import { openDatabase, type Db } from "../db/database.js";
+import { closeDatabase, localConnection, localMember, openDatabase, type Db } from "../db/database.js";
+import { TestingWarnings } from "./testing-warnings.js";
+import { adoptLegacyDatabase } from "../db/legacy-layout.js";
 import { applyPatchFiles } from "../db/patch-files.js";
 import { linkSettings } from "../os/native.js";
 import { WarningRepo } from "../db/warning-repo.js";
@@ -81,11 +83,12 @@ export class Daemon {
     }
     const events = new EventHub();
     const log = createLogger({ logfile: this.opts.logfile, debug: this.opts.debug, verbose: this.opts.verbose, events });
-    const db = openDatabase(paths.databaseFile);
+    adoptLegacyDatabase(paths.legacyDatabaseFile, paths.databaseFile);
+    const db = openDatabase(paths.databaseFile, undefined, { localFile: paths.localDatabaseFile });
     try {
-      applyPatchFiles(db, paths.database, paths.databaseFile, log);
+      applyPatchFiles({ local: { db: localConnection(db), file: paths.localDatabaseFile }, global: { db, file: paths.databaseFile } }, paths.database, log);
     } catch (e) {
-      db.close();
+      closeDatabase(db);
       throw e;
     }
     const operations = new OperationManager(db, events, log);
@@ -139,7 +142,7 @@ export class Daemon {
       ...rootRoutes(server),
       ...operationRoutes(operations, { clustered: () => cluster.clustered(), list: (query, req) => cluster.remoteOperations(query, req.requestor) }),
       ...eventRoutes(projectExists),
-      ...warningRoutes(warnings),
+      ...warningRoutes(warnings, new TestingWarnings(db, warnings, () => localMember(db))),
       ...certificateRoutes(
         new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint, projectExists }),
       ),
@@ -228,7 +231,7 @@ export class Daemon {
         await this.cluster?.stop().catch((e) => log?.error({ err: e }, "cluster stop failed"));
         await this.endpoints?.close();
         await this.app?.close();
-        this.core?.db.close();
+        if (this.core) closeDatabase(this.core.db);
       } finally {
         this.resolveStopped();
       }
