@@ -41,7 +41,7 @@ export class InstancesFeature implements Feature {
     svc.backups = new BackupService(core, svc);
     core.ports.instances = svc;
     const snapshots = svc.snapshots;
-    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired() });
+    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired(), prunesOwn: true });
   }
 
   routes() {
