@@ -5,7 +5,8 @@
 // lease expires, and the next candidate in line is elected — no manual step. A campaign that
 // fails (etcd unreachable, lease lost) is restarted after a pause; until then this member does
 // not lead. Every member also observes the election, to show the leader's `database-leader` role.
-import { Election, type Campaign, type Etcd3, type ElectionObserver } from "etcd3";
+import type { Campaign, Election, Etcd3, ElectionObserver } from "etcd3";
+import { etcd3 } from "./etcd.js";
 import type { Logger } from "pino";
 import { PREFIX } from "./store.js";
 
@@ -28,7 +29,7 @@ export class Leadership {
     private readonly member: () => string,
     private readonly log: Logger,
   ) {
-    this.election = new Election(client.namespace(PREFIX), "leader", LEASE_TTL);
+    this.election = new (etcd3().Election)(client.namespace(PREFIX), "leader", LEASE_TTL);
   }
 
   /** Whether this member leads now. */

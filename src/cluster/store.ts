@@ -11,7 +11,8 @@
 //   groups/<name>      cluster groups (name, description; membership is in the member records)
 //   operations/<id>    the member an operation lives on (on the member's heartbeat lease)
 //   runs/<subject>     the last minute a scheduled snapshot of <subject> was claimed (cluster-wide)
-import { Etcd3, EtcdLockFailedError, type Lease, type Lock, type Watcher } from "etcd3";
+import type { Etcd3, Lease, Lock, Watcher } from "etcd3";
+import { etcd3 } from "./etcd.js";
 
 export const PREFIX = "/nodelxd/";
 const LOG = `${PREFIX}log/`;
@@ -62,7 +63,7 @@ export class ClusterStore {
   private heartbeatLease?: Lease;
 
   constructor(readonly endpoints: string[]) {
-    this.client = new Etcd3({ hosts: endpoints, dialTimeout: 3_000 });
+    this.client = new (etcd3().Etcd3)({ hosts: endpoints, dialTimeout: 3_000 });
   }
 
   close(): void {
@@ -132,7 +133,7 @@ export class ClusterStore {
           await lock.release().catch(() => undefined);
         };
       } catch (err) {
-        if (!(err instanceof EtcdLockFailedError) || Date.now() > deadline) throw err;
+        if (!(err instanceof etcd3().EtcdLockFailedError) || Date.now() > deadline) throw err;
       }
       await new Promise((r) => setTimeout(r, delay));
     }
