@@ -9,6 +9,7 @@ import { isIP } from "node:net";
 import YAML from "yaml";
 import type { ParsedArgs } from "./args.js";
 import { apiRequest, expectSuccess, waitOperation, type ApiResponse } from "./client.js";
+import { projectQuery } from "../shared/urls.js";
 
 type Config = Record<string, unknown>;
 
@@ -176,7 +177,7 @@ export async function applyPreseed(api: InitApi, p: Preseed): Promise<void> {
 
     for (const net of p.networks ?? []) {
       const project = net.project || "default";
-      const q = `?project=${enc(project)}`;
+      const q = projectQuery(project);
       const existing = await api.call("GET", `/1.0/networks/${enc(net.name)}${q}`);
       if (existing.status === 200) {
         const current = existing.body.metadata;

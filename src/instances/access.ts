@@ -2,6 +2,7 @@
 import { BadRequest, NotImplemented } from "../shared/errors.js";
 import type { Core } from "../daemon/feature.js";
 import type { InstanceRuntime } from "./runtime-port.js";
+import { apiUrl } from "../shared/urls.js";
 
 export function instanceRuntime(core: Core, project: string, name: string): InstanceRuntime {
   const port = core.ports.instances;
@@ -19,6 +20,5 @@ export function runningRuntime(core: Core, project: string, name: string): Insta
 
 /** Operation resources naming the instance under both of LXD's collections. */
 export function instanceResources(project: string, name: string): Record<string, string[]> {
-  const q = project === "default" ? "" : `?project=${encodeURIComponent(project)}`;
-  return { containers: [`/1.0/containers/${name}${q}`], instances: [`/1.0/instances/${name}${q}`] };
+  return { containers: [apiUrl(project, "containers", name)], instances: [apiUrl(project, "instances", name)] };
 }

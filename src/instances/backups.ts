@@ -20,6 +20,7 @@ import { validateInstanceName } from "./names.js";
 import { BackupIndexError, checkBackupIndex, type CheckedIndex, type IndexInstance, type IndexSnapshot } from "./backup-index.js";
 import { emptyDir, instanceUrl, InstanceService, volumeConfigForCopy, type Devices } from "./service.js";
 import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME } from "./snapshots.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface BackupRow {
   id: number;
@@ -74,7 +75,7 @@ const toRow = (r: RawBackup): BackupRow => ({
 /** In an import's temp directory while the instance is being made (see recover). */
 const IMPORT_MARKER = "instance.json";
 
-export const backupUrl = (project: string, name: string, backup: string) => `/1.0/instances/${name}/backups/${backup}${project === "default" ? "" : `?project=${project}`}`;
+export const backupUrl = (project: string, name: string, backup: string) => apiUrl(project, "instances", name, "backups", backup);
 
 /** LXD's backup name rules. */
 export function validateBackupName(name: string): void {

@@ -9,6 +9,7 @@ import type { ScheduledSubject } from "../daemon/ports.js";
 import { run } from "../os/exec.js";
 import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
 import { idmapJson, type IdmapEntry } from "./idmap.js";
+import { apiUrl } from "../shared/urls.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
@@ -83,7 +84,7 @@ export function nextSnapshotName(pattern: string, existing: string[]): string {
   return `${before}${max + 1}${after}`;
 }
 
-export const snapshotUrl = (project: string, name: string, snap: string) => `/1.0/instances/${name}/snapshots/${snap}${project === "default" ? "" : `?project=${project}`}`;
+export const snapshotUrl = (project: string, name: string, snap: string) => apiUrl(project, "instances", name, "snapshots", snap);
 
 export class SnapshotService {
   readonly repo: SnapshotRepo;

@@ -7,6 +7,7 @@ import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { checkDeviceValues, deviceFactory } from "../devices/registry.js";
 import { duplicateDiskPath } from "../devices/disk.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface ProfileView extends ProfileRecord {
   used_by: string[];
@@ -53,7 +54,7 @@ export function validateProfileName(name: string): void {
   if (name === "." || name === ".." || name.includes("\0")) throw new BadRequest(`Invalid profile name "${name}"`);
 }
 
-const profileUrl = (project: string, name: string) => `/1.0/profiles/${name}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`;
+const profileUrl = (project: string, name: string) => apiUrl(project, "profiles", name);
 
 export class ProfileService implements ProfilesPort {
   readonly repo: ProfileRepo;
@@ -97,7 +98,7 @@ export class ProfileService implements ProfilesPort {
     return this.repo
       .list(project)
       .filter((p) => Object.values(p.devices).some(matches))
-      .map((p) => `/1.0/profiles/${encodeURIComponent(p.name)}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`);
+      .map((p) => profileUrl(project, p.name));
   }
 
   /** Instances of every project whose profiles are this project's (features.profiles=false ones use default's). */

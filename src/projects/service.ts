@@ -24,6 +24,7 @@ import {
   type CheckedInstance,
   type ProjectInfo,
 } from "./restrictions.js";
+import { apiUrl, projectQuery } from "../shared/urls.js";
 
 
 export interface ProjectView {
@@ -48,7 +49,6 @@ export function validateProjectName(name: string): void {
 }
 
 const isTrue = (v: string | undefined) => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());
-const suffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
 
 export class ProjectService implements ProjectsPort {
   readonly repo: ProjectRepo;
@@ -77,12 +77,12 @@ export class ProjectService implements ProjectsPort {
   usedBy(name: string): string[] {
     const c = this.repo.contents(name);
     return [
-      ...c.instances.map((n) => `/1.0/instances/${n}${suffix(name)}`),
-      ...c.profiles.map((n) => `/1.0/profiles/${n}${suffix(name)}`),
-      ...c.images.map((n) => `/1.0/images/${n}${suffix(name)}`),
-      ...c.volumes.map((n) => `/1.0/storage-pools/volumes/custom/${n}${suffix(name)}`),
-      ...c.networks.map((n) => `/1.0/networks/${n}${suffix(name)}`),
-      ...c.acls.map((n) => `/1.0/network-acls/${n}${suffix(name)}`),
+      ...c.instances.map((n) => apiUrl(name, "instances", n)),
+      ...c.profiles.map((n) => apiUrl(name, "profiles", n)),
+      ...c.images.map((n) => apiUrl(name, "images", n)),
+      ...c.volumes.map((n) => `/1.0/storage-pools/volumes/custom/${n}${projectQuery(name)}`),
+      ...c.networks.map((n) => apiUrl(name, "networks", n)),
+      ...c.acls.map((n) => apiUrl(name, "network-acls", n)),
     ];
   }
 
