@@ -24,7 +24,7 @@ import {
   type CheckedInstance,
   type ProjectInfo,
 } from "./restrictions.js";
-import { apiUrl, projectQuery } from "../shared/urls.js";
+import { apiUrl } from "../shared/urls.js";
 
 
 export interface ProjectView {
@@ -80,7 +80,7 @@ export class ProjectService implements ProjectsPort {
       ...c.instances.map((n) => apiUrl(name, "instances", n)),
       ...c.profiles.map((n) => apiUrl(name, "profiles", n)),
       ...c.images.map((n) => apiUrl(name, "images", n)),
-      ...c.volumes.map((n) => `/1.0/storage-pools/volumes/custom/${n}${projectQuery(name)}`),
+      ...c.volumes.map((v) => apiUrl(name, "storage-pools", v.pool, "volumes", "custom", v.name)),
       ...c.networks.map((n) => apiUrl(name, "networks", n)),
       ...c.acls.map((n) => apiUrl(name, "network-acls", n)),
     ];
