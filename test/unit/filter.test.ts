@@ -1,7 +1,7 @@
 // `?filter=` as LXD 5.0.2's lxd/filter parses and matches it (cases from its match_test.go and clause_test.go, plus
 // the case-insensitive, regular-expression value matching of filter.Match).
 import { describe, expect, it } from "vitest";
-import { matchFilter, parseFilter } from "../../src/images/filter.js";
+import { matchFilter, parseFilter } from "../../src/shared/filter.js";
 
 const matches = (v: unknown, f: string) => matchFilter(v, parseFilter(f));
 

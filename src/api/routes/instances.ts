@@ -8,7 +8,7 @@ import type { Core } from "../../daemon/feature.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import type { InstanceFiles } from "../../instances/instance-files.js";
 import type { PowerState } from "../../instances/drivers/types.js";
-import { matchFilter, parseFilter } from "../../images/filter.js";
+import { matchFilter, parseFilter } from "../../shared/filter.js";
 import { generateInstanceName } from "../../instances/names.js";
 import { parseInstanceType } from "../../instances/instance-types.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";

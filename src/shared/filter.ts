@@ -1,7 +1,7 @@
 // LXD's collection filter (`?filter=`, lxd/filter in 5.0.2): "field op value" clauses joined by
 // and/or, each optionally preceded by `not`; fields are JSON names, dotted into maps
 // (properties.os, config.image.os, expanded_devices.root.path).
-import { InternalError } from "../shared/errors.js";
+import { InternalError } from "./errors.js";
 
 export interface Clause {
   prev: "and" | "or";
