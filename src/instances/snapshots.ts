@@ -7,7 +7,8 @@ import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
 import { parseBool } from "../config/validators.js";
 import type { ScheduledSubject } from "../daemon/ports.js";
 import { run } from "../os/exec.js";
-import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
+import { emptyDir, type InstanceOwner } from "./model.js";
+import { instanceUrl, rootDisk, type Devices } from "./rows.js";
 import { idmapJson, type IdmapEntry } from "./idmap.js";
 import { apiUrl } from "../shared/urls.js";
 
@@ -90,7 +91,7 @@ export class SnapshotService {
   readonly repo: SnapshotRepo;
   constructor(
     private readonly core: Core,
-    private readonly svc: InstanceService,
+    private readonly svc: InstanceOwner,
   ) {
     this.repo = new SnapshotRepo(core.db);
   }
@@ -104,7 +105,7 @@ export class SnapshotService {
   }
 
   private poolOf(row: InstanceRow | { project: string; profiles: string[]; config: Record<string, string>; devices: Devices }): string {
-    return InstanceService.rootDisk(this.svc.expanded(row).devices).pool;
+    return rootDisk(this.svc.expanded(row).devices).pool;
   }
 
   list(row: InstanceRow): SnapshotRow[] {
@@ -351,10 +352,10 @@ export class SnapshotService {
    */
   private rootOnPool(target: InstanceRow, s: SnapshotRow, pool: string): Devices {
     const devices = structuredClone(s.devices);
-    const instRoot = InstanceService.rootDisk(this.svc.expanded(target).devices);
+    const instRoot = rootDisk(this.svc.expanded(target).devices);
     let snapRoot: { name: string; pool: string } | undefined;
     try {
-      snapRoot = InstanceService.rootDisk(this.svc.expanded({ project: target.project, profiles: s.profiles, config: s.config, devices: s.devices }).devices);
+      snapRoot = rootDisk(this.svc.expanded({ project: target.project, profiles: s.profiles, config: s.config, devices: s.devices }).devices);
     } catch {
       snapRoot = undefined;
     }

@@ -34,7 +34,7 @@ export class InstancesFeature implements Feature {
     this.watcher = new InstanceWatcher({ records: svc, runtime: svc.runtime, devices, events: core.events, warnings: core.warnings, log });
     this.files = new InstanceFiles(driver, (row) => svc.volumeDir(row));
     svc.snapshots = new SnapshotService(core, svc);
-    svc.backups = new BackupService(core, svc);
+    svc.backups = new BackupService(core, svc, svc.snapshots);
     core.ports.instances = svc;
     const snapshots = svc.snapshots;
     (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired() });
