@@ -37,6 +37,8 @@ export interface CreateRequest extends InstancePut {
   };
   /** Internal (moves): the source's volatile keys are kept and no template trigger is set. */
   move?: boolean;
+  /** Internal (live moves): the copy holds the source's CRIU dump and starts from it. */
+  stateful?: boolean;
   /** Internal (source type migration): fill the new, empty volume (and its snapshots) from a peer. */
   migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<void>;
 }

@@ -66,6 +66,10 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     this.repo.setRuntime(project, name, { pid: init?.pid ?? 0, start: init?.startTime ?? "" }, lastUsedAt);
   }
 
+  setStateful(project: string, name: string, stateful: boolean): void {
+    this.repo.setStateful(project, name, stateful);
+  }
+
   require(project: string, name: string): InstanceRow {
     const row = this.repo.get(project, name);
     if (!row) throw new NotFound("Instance not found");
@@ -328,7 +332,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
       type: "container",
       architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.deps.host.kernel_architecture,
       ephemeral: req.ephemeral ?? false,
-      stateful: false,
+      stateful: req.stateful ?? false,
       description: req.description ?? "",
       config,
       devices: req.devices ?? {},

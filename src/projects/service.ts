@@ -51,10 +51,12 @@ export function validateProjectName(name: string): void {
 
 const isTrue = (v: string | undefined) => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());
 
-/** What the project service uses: its database, lifecycle events, the profiles of a project, and (loaded after it) networks. */
+/** What the project service uses: its database, lifecycle events, the trust store, the profiles of a project, and (loaded after it) networks. */
 export interface ProjectServiceDeps {
   db: Db;
   events: Pick<EventHub, "lifecycle">;
+  /** Restricted certificates name projects: a rename reloads them. */
+  trust: { reload(): void };
   profiles: Required<Pick<ProfilesPort, "ensureDefaultProfile" | "deleteProjectProfiles">>;
   networks(): Pick<NetworksPort, "get"> | undefined;
 }
@@ -295,6 +297,8 @@ export class ProjectService implements ProjectsPort {
       validateProjectName(to);
       this.repo.rename(name, to);
     })();
+    // Restricted certificates name their projects; the rename rewrote them in the database.
+    this.deps.trust.reload();
     this.deps.events.lifecycle("project-renamed", `/1.0/projects/${to}`, { project: to, context: { old_name: name } });
   }
 

@@ -14,6 +14,7 @@ export class ProjectsFeature implements Feature {
     this.service = new ProjectService({
       db: core.db,
       events: core.events,
+      trust: core.trust,
       profiles: { ensureDefaultProfile: profiles.ensureDefaultProfile.bind(profiles), deleteProjectProfiles: profiles.deleteProjectProfiles.bind(profiles) },
       networks: () => core.ports.networks,
     });
