@@ -151,6 +151,14 @@ export interface NetworksPort {
   ): Promise<{ ipv4?: string; ipv6?: string }>;
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
   isOvs?(project: string, name: string): boolean;
+  /** BGP: advertise a NIC's ipv4/ipv6.routes.external under `owner` (replacing what it had). */
+  advertiseNicRoutes?(network: string, owner: string, nic: Record<string, string>): Promise<void>;
+  withdrawNicRoutes?(owner: string): Promise<void>;
+}
+
+/** The BGP speaker's listener (core.bgp_address, core.bgp_asn, core.bgp_routerid). */
+export interface BgpPort {
+  reconfigure(address: string, asn: number, routerId: string): Promise<void>;
 }
 
 /**
@@ -216,6 +224,7 @@ export interface SnapshotScheduleSource {
 
 export interface Ports {
   dns?: DnsPort;
+  bgp?: BgpPort;
   /** Filled by features that take scheduled snapshots. */
   snapshotSchedules?: SnapshotScheduleSource[];
   images?: ImagesPort;

@@ -95,6 +95,8 @@ export const LXD_ACCESS: Table = {
   "/internal/shutdown": all("local"),
   "/internal/sql": all("local"),
   "/internal/gc": all("local"),
+  "/internal/testing/warnings": all("local"),
+  "/internal/testing/bgp": all("local"),
   "/internal/recover/validate": all("local"),
   "/internal/recover/import": all("local"),
   // LXD: GET of the cluster and its members is allowAuthenticated; changes are admin.

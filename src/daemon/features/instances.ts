@@ -13,6 +13,7 @@ import { snapshotRoutes } from "../../api/routes/instance-snapshots.js";
 import { backupRoutes } from "../../api/routes/instance-backups.js";
 import { BackupService } from "../../instances/backups.js";
 import { InstanceWatcher } from "../../instances/watcher.js";
+import { assertSnapshotRecords } from "../../storage/snapshot-records.js";
 
 export class InstancesFeature implements Feature {
   readonly name = "instances";
@@ -30,7 +31,10 @@ export class InstancesFeature implements Feature {
       if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
       return storage.mountInstanceVolume(project, pool, name);
     };
-    svc.runtime = new InstanceRuntime({ records: svc, driver, devices, mountVolume, beforeStart: (p, n, config) => svc.snapshots.startupSnapshot(p, n, config), events: core.events, log });
+    svc.runtime = new InstanceRuntime({ records: svc, driver, devices, mountVolume, beforeStart: (p, n, config) => {
+        assertSnapshotRecords(core.db, p, n);
+        return svc.snapshots.startupSnapshot(p, n, config);
+      }, events: core.events, log });
     this.watcher = new InstanceWatcher({ records: svc, runtime: svc.runtime, devices, events: core.events, warnings: core.warnings, log });
     this.files = new InstanceFiles(driver, (row) => svc.volumeDir(row));
     // Storage and projects load before instances (features/index.ts).
