@@ -27,6 +27,11 @@ export function projectQuery(project: string | undefined): string {
   return project === undefined || project === "" || project === "default" ? "" : `?project=${queryEscape(project)}`;
 }
 
+/** LXD's entity URIs (db/cluster EntityURIs, warnings' entity_url): `?project=P` always, the default project too, unescaped. */
+export function entityProjectQuery(project: string): string {
+  return `?project=${project}`;
+}
+
 /** `/1.0/PART/PART…[?project=P]`: the URL of an API object of `project`; parts are names, escaped one by one. */
 export function apiUrl(project: string | undefined, ...parts: string[]): string {
   return `/1.0/${parts.map(pathEscape).join("/")}${projectQuery(project)}`;
