@@ -20,6 +20,7 @@ import { localGet, localSet, Replica, takeSnapshot } from "./replica.js";
 import { ClusterStore, type MemberRecord } from "./store.js";
 import { Leadership } from "./leader.js";
 import { ClusterGroups } from "./groups.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface ClusterDeps {
   paths: Paths;
@@ -500,7 +501,7 @@ export class ClusterService implements ClusterPort {
   async fetchImage(project: string, fingerprint: string, file: string): Promise<void> {
     const others = (await this.members()).filter((m) => m.status === "Online" && m.server_name !== this.member);
     for (const m of others) {
-      const r = await memberRawGet(m.url, this.tls(), `/1.0/images/${fingerprint}/export?project=${encodeURIComponent(project)}`).catch(() => undefined);
+      const r = await memberRawGet(m.url, this.tls(), apiUrl(project, "images", fingerprint, "export")).catch(() => undefined);
       if (!r || r.status !== 200 || /multipart/.test(r.type)) continue;
       const tmp = `${file}.fetch-${process.pid}`;
       writeFileSync(tmp, r.body, { mode: 0o600 });
@@ -590,7 +591,6 @@ export class ClusterService implements ClusterPort {
   /** Evacuate (stop every running instance, marked so restore starts them again) or restore this member. */
   async evacuate(name: string, action: "evacuate" | "restore", statuses: () => Record<string, string>): Promise<void> {
     if (name !== this.member) throw new BadRequest("Evacuation runs on the member itself");
-    const q = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
     if (action === "evacuate") {
       await this.setEvacuated(name, true);
       const running = Object.entries(statuses())
@@ -599,7 +599,7 @@ export class ClusterService implements ClusterPort {
       localSet(this.d.db, "evacuated", JSON.stringify(running));
       for (const key of running) {
         const [project, inst] = key.split("/");
-        await this.selfRequest("PUT", `/1.0/instances/${inst}/state${q(project)}`, { action: "stop", timeout: 30, force: false });
+        await this.selfRequest("PUT", apiUrl(project, "instances", inst, "state"), { action: "stop", timeout: 30, force: false });
       }
       return;
     }
@@ -607,7 +607,7 @@ export class ClusterService implements ClusterPort {
     await this.setEvacuated(name, false);
     for (const key of stopped) {
       const [project, inst] = key.split("/");
-      await this.selfRequest("PUT", `/1.0/instances/${inst}/state${q(project)}`, { action: "start", timeout: 30 });
+      await this.selfRequest("PUT", apiUrl(project, "instances", inst, "state"), { action: "start", timeout: 30 });
     }
     localSet(this.d.db, "evacuated", "[]");
   }

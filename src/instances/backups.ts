@@ -19,8 +19,10 @@ import { codecFor } from "../images/publish.js";
 import { run } from "../os/exec.js";
 import { validateInstanceName } from "./names.js";
 import { BackupIndexError, checkBackupIndex, type CheckedIndex, type IndexInstance, type IndexSnapshot } from "./backup-index.js";
-import { emptyDir, instanceUrl, InstanceService, volumeConfigForCopy, type Devices } from "./service.js";
-import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME } from "./snapshots.js";
+import { emptyDir, volumeConfigForCopy, type InstanceOwner } from "./model.js";
+import { instanceUrl, rootDisk, type Devices } from "./rows.js";
+import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME, type SnapshotService } from "./snapshots.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface BackupRow {
   id: number;
@@ -75,7 +77,7 @@ const toRow = (r: RawBackup): BackupRow => ({
 /** In an import's temp directory while the instance is being made (see recover). */
 const IMPORT_MARKER = "instance.json";
 
-export const backupUrl = (project: string, name: string, backup: string) => `/1.0/instances/${name}/backups/${backup}${project === "default" ? "" : `?project=${project}`}`;
+export const backupUrl = (project: string, name: string, backup: string) => apiUrl(project, "instances", name, "backups", backup);
 
 /** LXD's backup name rules. */
 export function validateBackupName(name: string): void {
@@ -89,7 +91,8 @@ export class BackupService {
 
   constructor(
     private readonly core: Core,
-    private readonly svc: InstanceService,
+    private readonly svc: InstanceOwner,
+    private readonly snapshots: SnapshotService,
   ) {}
 
   private get db() {
@@ -169,10 +172,10 @@ export class BackupService {
    */
   private async writeTarball(row: InstanceRow, instanceOnly: boolean, stage: string, out: string, compressor: string | undefined, signal?: AbortSignal): Promise<void> {
     const ex = this.svc.expanded(row);
-    const pool = InstanceService.rootDisk(ex.devices).pool;
+    const pool = rootDisk(ex.devices).pool;
     const storage = this.core.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
-    const snaps = instanceOnly ? [] : this.svc.snapshots.list(row);
+    const snaps = instanceOnly ? [] : this.snapshots.list(row);
     // backup/snapshots/ only when there are some (an --instance-only tarball has none, as LXD's).
     mkdirSync(join(stage, "backup", snaps.length ? "snapshots" : ""), { recursive: true, mode: 0o700 });
     const index = {
@@ -185,7 +188,7 @@ export class BackupService {
       type: "container",
       config: {
         container: this.svc.view(row),
-        snapshots: snaps.map((s) => this.svc.snapshots.view(row, s)),
+        snapshots: snaps.map((s) => this.snapshots.view(row, s)),
         pool: this.poolView(pool),
         profiles: row.profiles.map((p) => this.core.ports.profiles?.get(row.project, p)).filter(Boolean),
         volume: { config: storage.instanceVolumeConfig?.(row.project, pool, row.name).config ?? {}, description: "", name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
@@ -414,7 +417,7 @@ export class BackupService {
       for (const s of index.snapshots) {
         await emptyDir(dir);
         await extractTarball(file, dir, { backup: true }, { signal, select: { member: `backup/snapshots/${s.name}`, strip: 3 } });
-        this.svc.snapshots.repo.insert({
+        this.snapshots.repo.insert({
           instanceId: row.id,
           name: s.name,
           createdAt: s.created_at ? new Date(s.created_at).toISOString() : new Date().toISOString(),
@@ -427,10 +430,10 @@ export class BackupService {
           devices: Object.fromEntries(Object.entries((s.devices ?? {}) as Record<string, unknown>).map(([k, v]) => [k, strings(v)])),
           profiles: (s.profiles ?? profiles).map(String),
         });
-        const snapRow = this.svc.snapshots.repo.get(row.id, s.name)!;
+        const snapRow = this.snapshots.repo.get(row.id, s.name)!;
         await storage.createInstanceSnapshot(project, pool, name, s.name, { signal });
         storage.setInstanceVolumeConfig?.(project, pool, name, s.name, { description: "", config: index.volumes.snapshots[s.name] ?? {} });
-        this.svc.snapshots.repo.setState(snapRow.id, "created");
+        this.snapshots.repo.setState(snapRow.id, "created");
       }
       storage.setInstanceVolumeConfig?.(project, pool, name, undefined, { description: "", config: volumeConfigForCopy(index.volumes.main) });
       await emptyDir(dir);
@@ -450,7 +453,7 @@ export class BackupService {
 
   private rootPool(project: string, profiles: string[], config: Record<string, string>, devices: Devices): string {
     try {
-      return InstanceService.rootDisk(this.svc.expanded({ project, profiles, config, devices }).devices).pool;
+      return rootDisk(this.svc.expanded({ project, profiles, config, devices }).devices).pool;
     } catch (e) {
       throw new BadRequest((e as Error).message);
     }
