@@ -1,9 +1,10 @@
 // A minimal LXD REST client over a unix socket for the benchmarks: the same code drives
 // nodelxd and the daemon it is compared with.
 import { createReadStream } from "node:fs";
-import { Agent, request } from "node:http";
+import { Agent } from "node:http";
 import { dirname } from "node:path";
 import type { Readable } from "node:stream";
+import { jsonPayload, readReply, send } from "../os/http-client.js";
 
 export interface Response {
   status: number;
@@ -23,33 +24,12 @@ export class BenchClient {
     return dirname(this.socket);
   }
 
-  request(method: string, path: string, body?: Body, headers: Record<string, string> = {}): Promise<Response> {
-    return new Promise((resolve, reject) => {
-      const req = request({ socketPath: this.socket, method, path, agent: this.agent, headers }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = text;
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
-        });
-        res.on("error", reject);
-      });
-      req.on("error", reject);
-      if (body && "file" in body && typeof body.file === "string") {
-        const src: Readable = createReadStream(body.file);
-        src.on("error", reject);
-        src.pipe(req);
-      } else {
-        if (body !== undefined) req.setHeader("Content-Type", "application/json");
-        req.end(body === undefined ? undefined : JSON.stringify(body));
-      }
-    });
+  async request(method: string, path: string, body?: Body, headers: Record<string, string> = {}): Promise<Response> {
+    const file = body && "file" in body && typeof body.file === "string" ? body.file : undefined;
+    const json = file === undefined ? jsonPayload(body) : { payload: undefined, headers: {} };
+    const payload: Readable | Buffer | undefined = file === undefined ? json.payload : createReadStream(file);
+    const r = await readReply(await send({ socketPath: this.socket, method, path, agent: this.agent, headers: { ...json.headers, ...headers } }, payload));
+    return { status: r.status, body: r.body === undefined ? r.text : r.body };
   }
 
   /** A synchronous call; its metadata, or an error with LXD's message. */

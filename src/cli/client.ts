@@ -1,36 +1,19 @@
 // A minimal LXD API client over the unix socket, for the daemon's own CLI commands.
-import { request } from "node:http";
+import { jsonPayload, readReply, send } from "../os/http-client.js";
 
 export interface ApiResponse {
   status: number;
   body: any;
 }
 
-export function apiRequest(socketPath: string, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<ApiResponse> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request(
-      { socketPath, method, path, headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {}, timeout: timeoutMs },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            /* not JSON */
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
-        });
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error("request timed out")));
-    req.on("error", (e) => reject(new Error(goRequestError(method, path, socketPath, e))));
-    if (payload) req.write(payload);
-    req.end();
-  });
+export async function apiRequest(socketPath: string, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<ApiResponse> {
+  const json = jsonPayload(body);
+  try {
+    const r = await readReply(await send({ socketPath, method, path, headers: json.headers, timeout: timeoutMs }, json.payload));
+    return { status: r.status, body: r.body === undefined ? r.text : r.body };
+  } catch (e) {
+    throw new Error(goRequestError(method, path, socketPath, e as NodeJS.ErrnoException));
+  }
 }
 
 const ERRNO_TEXT: Record<string, string> = {

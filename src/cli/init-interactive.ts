@@ -6,7 +6,7 @@ import { existsSync, statfsSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { Asker } from "./ask.js";
-import type { InitApi, Preseed, StoragePoolPreseed } from "./init.js";
+import type { InitApi, Preseed, StoragePoolPreseed } from "./preseed.js";
 
 const isCidr = (v: string, family: 4 | 6) => {
   const [addr, len, extra] = v.split("/");

@@ -8,48 +8,12 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import type { ParsedArgs } from "./args.js";
-import { apiRequest, expectSuccess, waitOperation, type ApiResponse } from "./client.js";
+import { expectSuccess } from "./client.js";
+import { InitApi, type ClusterPreseed, type Preseed, type StoragePoolPreseed } from "./preseed.js";
+export { InitApi, type ClusterPreseed, type NetworkPreseed, type Preseed, type ProfilePreseed, type StoragePoolPreseed } from "./preseed.js";
+import { projectQuery } from "../shared/urls.js";
 
 type Config = Record<string, unknown>;
-
-export interface NetworkPreseed {
-  name: string;
-  type?: string;
-  project?: string;
-  description?: string;
-  config?: Config;
-}
-export interface StoragePoolPreseed {
-  name: string;
-  driver: string;
-  description?: string;
-  config?: Config;
-}
-export interface ProfilePreseed {
-  name: string;
-  description?: string;
-  config?: Config;
-  devices?: Record<string, Config>;
-}
-export interface Preseed {
-  config?: Config;
-  networks?: NetworkPreseed[];
-  storage_pools?: StoragePoolPreseed[];
-  profiles?: ProfilePreseed[];
-  projects?: unknown[];
-  cluster?: ClusterPreseed | null;
-}
-
-export interface ClusterPreseed {
-  enabled?: boolean;
-  server_name?: string;
-  server_address?: string;
-  cluster_address?: string;
-  cluster_certificate?: string;
-  cluster_password?: string;
-  cluster_token?: string;
-  member_config?: unknown[];
-}
 
 /** The PEM certificate a server presents (upstream lxd init's GetRemoteCertificate). */
 function remoteCertificate(address: string): Promise<string> {
@@ -134,17 +98,6 @@ export function parsePreseed(text: string): Preseed {
   return p;
 }
 
-/** The API calls a preseed needs; raw responses so "absent API" can be told from failures. */
-export class InitApi {
-  constructor(private readonly socket: string) {}
-  call(method: string, path: string, body?: unknown): Promise<ApiResponse> {
-    return apiRequest(this.socket, method, path, body, 0);
-  }
-  async ok(method: string, path: string, body?: unknown): Promise<any> {
-    return waitOperation(this.socket, await this.call(method, path, body));
-  }
-}
-
 class Reverter {
   private steps: (() => Promise<unknown>)[] = [];
   add(step: () => Promise<unknown>): void {
@@ -176,7 +129,7 @@ export async function applyPreseed(api: InitApi, p: Preseed): Promise<void> {
 
     for (const net of p.networks ?? []) {
       const project = net.project || "default";
-      const q = `?project=${enc(project)}`;
+      const q = projectQuery(project);
       const existing = await api.call("GET", `/1.0/networks/${enc(net.name)}${q}`);
       if (existing.status === 200) {
         const current = existing.body.metadata;

@@ -4,9 +4,10 @@
 // upgrades (exec, console, events) as raw byte streams after the upgrade request.
 import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { request as httpsRequest, type RequestOptions } from "node:https";
+import type { RequestOptions } from "node:https";
 import type { Duplex } from "node:stream";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { jsonPayload, readRaw, readReply, send, type Reply } from "../os/http-client.js";
 
 export interface MemberTls {
   cert: string;
@@ -35,104 +36,46 @@ function options(url: string, tls: MemberTls, method: string, path: string, head
   return { host, port, method, path, headers, cert: tls.cert, key: tls.key, rejectUnauthorized: false, agent: false, timeout: 30_000 };
 }
 
-export interface MemberResponse {
-  status: number;
-  headers: IncomingMessage["headers"];
-  text: string;
-  body: any;
-}
+export type MemberResponse = Reply;
+
+const notPinned = (url: string, tls: MemberTls) => (res: IncomingMessage) =>
+  pinned(res.socket as TLSSocket, tls.fingerprint) ? undefined : new Error(`Member ${url} does not present the cluster certificate`);
 
 /** A JSON request to a member over HTTPS with the cluster certificate. */
-export function memberRequest(url: string, tls: MemberTls, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<MemberResponse> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const h: Record<string, string> = { ...headers };
-    if (payload) Object.assign(h, { "content-type": "application/json", "content-length": String(payload.length) });
-    const req = httpsRequest(options(url, tls, method, path, h), (res) => {
-      if (!pinned(res.socket as TLSSocket, tls.fingerprint)) {
-        res.destroy();
-        return reject(new Error(`Member ${url} does not present the cluster certificate`));
-      }
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", reject);
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          parsed = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body: parsed });
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error(`Member ${url} did not answer`)));
-    req.on("error", reject);
-    req.end(payload);
-  });
+export async function memberRequest(url: string, tls: MemberTls, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<MemberResponse> {
+  const json = jsonPayload(body);
+  const opts = options(url, tls, method, path, { ...headers, ...json.headers });
+  return readReply(await send({ ...opts, tls: true, timeoutError: `Member ${url} did not answer`, check: notPinned(url, tls) }, json.payload));
 }
 
 /** A raw GET from a member (a whole body in memory). */
-export function memberRawGet(url: string, tls: MemberTls, path: string): Promise<{ status: number; type: string; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(options(url, tls, "GET", path, {}), (res) => {
-      if (!pinned(res.socket as TLSSocket, tls.fingerprint)) {
-        res.destroy();
-        return reject(new Error(`Member ${url} does not present the cluster certificate`));
-      }
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("error", reject);
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, type: String(res.headers["content-type"] ?? ""), body: Buffer.concat(chunks) }));
-    });
-    req.on("error", reject);
-    req.end();
-  });
+export async function memberRawGet(url: string, tls: MemberTls, path: string): Promise<{ status: number; type: string; body: Buffer }> {
+  const r = await readRaw(await send({ ...options(url, tls, "GET", path, {}), tls: true, check: notPinned(url, tls) }));
+  return { status: r.status, type: String(r.headers["content-type"] ?? ""), body: r.raw };
 }
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "host"]);
 
 /** Proxy a whole request to a member; resolves with the member's status and (for JSON) its body. */
-export function proxyRequest(req: IncomingMessage, res: ServerResponse, url: string, tls: MemberTls, extra: Record<string, string>, path = req.url ?? "/"): Promise<{ status: number; json?: any }> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string | string[] | undefined> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(k) && k !== FORWARDED_FOR) headers[k] = v;
-    Object.assign(headers, extra);
-    const out = httpsRequest({ ...options(url, tls, req.method ?? "GET", path, headers), timeout: 0 }, (up) => {
-      if (!pinned(up.socket as TLSSocket, tls.fingerprint)) {
-        up.destroy();
-        return reject(new Error(`Member ${url} does not present the cluster certificate`));
-      }
-      const h: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) h[k] = v;
-      const isJson = String(up.headers["content-type"] ?? "").includes("application/json");
-      if (!isJson) {
-        res.writeHead(up.statusCode ?? 502, h);
-        up.pipe(res);
-        up.on("end", () => resolve({ status: up.statusCode ?? 502 }));
-        up.on("error", reject);
-        return;
-      }
-      const chunks: Buffer[] = [];
-      up.on("data", (c: Buffer) => chunks.push(c));
+export async function proxyRequest(req: IncomingMessage, res: ServerResponse, url: string, tls: MemberTls, extra: Record<string, string>, path = req.url ?? "/"): Promise<{ status: number; json?: any }> {
+  const headers: Record<string, string | string[] | undefined> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(k) && k !== FORWARDED_FOR) headers[k] = v;
+  Object.assign(headers, extra);
+  const up = await send({ ...options(url, tls, req.method ?? "GET", path, headers), timeout: 0, tls: true, check: notPinned(url, tls) }, req);
+  const h: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) h[k] = v;
+  if (!String(up.headers["content-type"] ?? "").includes("application/json")) {
+    res.writeHead(up.statusCode ?? 502, h);
+    return new Promise((resolve, reject) => {
+      up.pipe(res);
+      up.on("end", () => resolve({ status: up.statusCode ?? 502 }));
       up.on("error", reject);
-      up.on("end", () => {
-        const buf = Buffer.concat(chunks);
-        res.writeHead(up.statusCode ?? 502, { ...h, "content-length": String(buf.length) });
-        res.end(buf);
-        let json: unknown;
-        try {
-          json = JSON.parse(buf.toString("utf8"));
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: up.statusCode ?? 502, json });
-      });
     });
-    out.on("error", reject);
-    req.pipe(out);
-  });
+  }
+  const r = await readReply(up);
+  res.writeHead(up.statusCode ?? 502, { ...h, "content-length": String(r.raw.length) });
+  res.end(r.raw);
+  return { status: up.statusCode ?? 502, json: r.body };
 }
 
 /** Proxy a websocket upgrade: send the upgrade request on, then splice the two streams. */

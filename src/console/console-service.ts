@@ -6,12 +6,11 @@ import type { IPty } from "node-pty";
 import type { WebSocket } from "ws";
 import { z } from "zod";
 import { BadRequest } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
 import { SocketSink } from "../exec/socket-sink.js";
-import { instanceResources, instanceRuntime, runningRuntime } from "../instances/access.js";
+import { instanceResources, runningRuntime, type RuntimeOf } from "../instances/access.js";
 import type { InstanceRuntime } from "../instances/runtime-port.js";
 import { spawnPty } from "../os/exec.js";
-import type { WebsocketLike } from "../operations/manager.js";
+import type { OperationManager, WebsocketLike } from "../operations/manager.js";
 import type { OperationView } from "../operations/types.js";
 
 export const consolePostSchema = z.object({
@@ -91,7 +90,7 @@ class ConsoleSession {
 export class ConsoleService {
   private readonly sessions = new Set<ConsoleSession>();
 
-  constructor(private readonly core: Core) {}
+  constructor(private readonly deps: { runtimeOf: RuntimeOf; operations: Pick<OperationManager, "create"> }) {}
 
   attach(project: string, name: string, post: ConsolePost): OperationView {
     if (post.type === "vga") {
@@ -99,10 +98,10 @@ export class ConsoleService {
       throw new BadRequest("VGA console is only supported by virtual machines");
     }
     if (post.type !== "console") throw new BadRequest(`Unknown console type "${post.type}"`);
-    const rt = runningRuntime(this.core, project, name);
+    const rt = runningRuntime(this.deps.runtimeOf, project, name);
     const session = new ConsoleSession(rt, { width: post.width, height: post.height });
     this.sessions.add(session);
-    return this.core.operations.create({
+    return this.deps.operations.create({
       class: "websocket",
       description: "Showing console",
       project,
@@ -130,7 +129,7 @@ export class ConsoleService {
   }
 
   private assertExists(project: string, name: string): void {
-    instanceRuntime(this.core, project, name);
+    this.deps.runtimeOf(project, name);
   }
 
   stop(): void {

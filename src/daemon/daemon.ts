@@ -15,6 +15,7 @@ import { resourceRoutes } from "../api/routes/resources.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
 import { clusterRoutes } from "../api/routes/cluster.js";
+import { clusterGroupRoutes } from "../api/routes/cluster-groups.js";
 import { ClusterService } from "../cluster/service.js";
 import { ClusterRouter } from "../cluster/router.js";
 import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
@@ -140,7 +141,7 @@ export class Daemon {
 
     const routes: Route[] = [
       ...rootRoutes(server),
-      ...operationRoutes(operations),
+      ...operationRoutes(operations, { clustered: () => cluster.clustered(), list: (query, req) => cluster.remoteOperations(query, req.requestor) }),
       ...eventRoutes(projectExists),
       ...warningRoutes(warnings, new TestingWarnings(db, warnings, () => localMember(db))),
       ...certificateRoutes(
@@ -148,6 +149,7 @@ export class Daemon {
       ),
       ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
+      ...clusterGroupRoutes(cluster.groups),
       ...clusterRoutes(cluster, operations, (name, action) => cluster.evacuate(name, action, () => core.ports.instances?.localStatuses?.() ?? {})),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),

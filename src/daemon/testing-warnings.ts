@@ -5,6 +5,7 @@ import { InternalError } from "../shared/errors.js";
 import type { Db } from "../db/database.js";
 import type { WarningRepo } from "../db/warning-repo.js";
 import { ALL_WARNING_TYPES } from "./host-warnings.js";
+import { entityProjectQuery } from "../shared/urls.js";
 
 /** LXD's entity type codes (lxd/db/cluster/constants.go) and names. */
 const ENTITY_NAMES: Record<number, string> = {
@@ -24,7 +25,7 @@ export interface TestingWarningRequest {
 }
 
 const intOrAbsent = (v: unknown): number => (typeof v === "number" ? Math.trunc(v) : -1);
-const q = (project: string) => `?project=${project}`;
+const q = entityProjectQuery;
 
 export class TestingWarnings {
   constructor(private readonly db: Db, private readonly warnings: WarningRepo, private readonly memberName: () => string) {}

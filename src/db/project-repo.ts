@@ -63,13 +63,16 @@ export class ProjectRepo {
   }
 
   /** Names of what lives in the project, per kind (instances, profiles, images, custom volumes, networks). */
-  contents(project: string): { instances: string[]; profiles: string[]; images: string[]; volumes: string[]; networks: string[]; acls: string[] } {
+  contents(project: string): { instances: string[]; profiles: string[]; images: string[]; volumes: { pool: string; name: string }[]; networks: string[]; acls: string[] } {
     const names = (sql: string) => (this.db.prepare(sql).all(project) as { n: string }[]).map((r) => r.n);
     return {
       instances: names("SELECT name AS n FROM instances WHERE project = ? ORDER BY name"),
       profiles: names("SELECT name AS n FROM profiles WHERE project = ? ORDER BY name"),
       images: names("SELECT fingerprint AS n FROM images WHERE project = ? ORDER BY fingerprint"),
-      volumes: names("SELECT name AS n FROM storage_volumes WHERE project = ? AND type = 'custom' ORDER BY name"),
+      // Custom volumes, not their snapshots ("vol/snap" rows), with the pool that holds each.
+      volumes: this.db
+        .prepare("SELECT p.name AS pool, v.name AS name FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id WHERE v.project = ? AND v.type = 'custom' AND instr(v.name, '/') = 0 ORDER BY v.name")
+        .all(project) as { pool: string; name: string }[],
       networks: names("SELECT name AS n FROM networks WHERE project = ? ORDER BY name"),
       acls: names("SELECT name AS n FROM network_acls WHERE project = ? ORDER BY name"),
     };

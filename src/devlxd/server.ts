@@ -13,6 +13,7 @@ import type { WebSocket, WebSocketServer } from "ws";
 import type { EventHub } from "../operations/events.js";
 import { hostRoot, parseIdmapJson } from "../instances/idmap.js";
 import { native } from "../os/native.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface GuestInstance {
   project: string;
@@ -241,7 +242,7 @@ export class DevlxdServer {
   private listen(inst: GuestInstance, url: URL, send: (line: string) => void, ws?: WebSocket): () => void {
     const types = new Set((url.searchParams.get("type") || "config,device").split(","));
     let last = inst;
-    const source = inst.project === "default" ? `/1.0/instances/${inst.name}` : `/1.0/instances/${inst.name}?project=${inst.project}`;
+    const source = apiUrl(inst.project, "instances", inst.name);
     const emit = (type: string, metadata: unknown) => {
       if (types.has(type)) send(JSON.stringify({ type, timestamp: new Date().toISOString(), metadata }));
     };

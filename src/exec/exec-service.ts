@@ -2,8 +2,9 @@
 // to the instance's log directory (record-output) or discarded.
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
-import type { Core } from "../daemon/feature.js";
-import { instanceResources, runningRuntime } from "../instances/access.js";
+import type { Logger } from "pino";
+import { instanceResources, runningRuntime, type RuntimeOf } from "../instances/access.js";
+import type { OperationManager } from "../operations/manager.js";
 import { HelperProcess } from "../os/helper-process.js";
 import { helperPath } from "../os/native.js";
 import type { OperationView } from "../operations/types.js";
@@ -12,19 +13,25 @@ import type { InstanceRuntime } from "../instances/runtime-port.js";
 import { execCwd, execEnvironment, type ExecPost } from "./exec-request.js";
 import { CONNECT_TIMEOUT_MS, exitStatus, ExecSession, precheck, type ExecOutcome } from "./exec-session.js";
 
+export interface ExecServiceDeps {
+  runtimeOf: RuntimeOf;
+  operations: Pick<OperationManager, "create">;
+  log: Logger;
+}
+
 export class ExecService {
   private readonly sessions = new Set<ExecSession>();
 
-  constructor(private readonly core: Core) {}
+  constructor(private readonly deps: ExecServiceDeps) {}
 
   exec(project: string, name: string, post: ExecPost): OperationView {
-    const rt = runningRuntime(this.core, project, name);
+    const rt = runningRuntime(this.deps.runtimeOf, project, name);
     const env = execEnvironment(rt.environment ?? {}, post.environment ?? {}, post.user);
     const spec: AttachSpec = { command: post.command, env, cwd: execCwd(post, env), user: post.user, group: post.group };
     const base = { description: "Executing command", project, resources: instanceResources(project, name) };
 
     if (!post["wait-for-websocket"]) {
-      return this.core.operations.create({
+      return this.deps.operations.create({
         ...base,
         class: "task",
         run: async (ctx) => {
@@ -36,9 +43,9 @@ export class ExecService {
       });
     }
 
-    const session = new ExecSession(rt, spec, post.interactive, { width: post.width, height: post.height }, this.core.log);
+    const session = new ExecSession(rt, spec, post.interactive, { width: post.width, height: post.height }, this.deps.log);
     this.sessions.add(session);
-    const op = this.core.operations.create({
+    const op = this.deps.operations.create({
       ...base,
       class: "websocket",
       metadata: { command: post.command, environment: env, fds: session.fds, interactive: post.interactive },

@@ -4,8 +4,7 @@
 import { closeSync, constants, createReadStream, fchmodSync, fstatSync, readdirSync, type Stats } from "node:fs";
 import type { Readable } from "node:stream";
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
-import { instanceRuntime } from "../instances/access.js";
+import type { RuntimeOf } from "../instances/access.js";
 import type { IdMap, InstanceRuntime } from "../instances/runtime-port.js";
 import { InstanceRoot, O_PATH, withRoot } from "./in-root.js";
 import { writeContent } from "./upload.js";
@@ -73,10 +72,10 @@ function headersOf(st: Stats, idmap: IdMap, type: FileType): FileHeaders {
 }
 
 export class FileService {
-  constructor(private readonly core: Core) {}
+  constructor(private readonly deps: { runtimeOf: RuntimeOf }) {}
 
   private runtime(project: string, name: string): InstanceRuntime {
-    return instanceRuntime(this.core, project, name);
+    return this.deps.runtimeOf(project, name);
   }
 
   /** What GET/HEAD answer for `path`. The returned file stream owns its fd. */

@@ -1,17 +1,14 @@
-// Reaching an instance's runtime (exec, console, files) through the instances port.
-import { BadRequest, NotImplemented } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
+// Reaching an instance's runtime (exec, console, files): the one dependency those services have on instances.
+import { BadRequest } from "../shared/errors.js";
 import type { InstanceRuntime } from "./runtime-port.js";
+import { apiUrl } from "../shared/urls.js";
 
-export function instanceRuntime(core: Core, project: string, name: string): InstanceRuntime {
-  const port = core.ports.instances;
-  if (!port?.runtimeOf) throw new NotImplemented("Instance runtime access is not available");
-  return port.runtimeOf(project, name);
-}
+/** An instance's runtime by project and name; throws NotFound("Instance not found"). */
+export type RuntimeOf = (project: string, name: string) => InstanceRuntime;
 
 /** Exec and console need the instance up (LXD's messages). */
-export function runningRuntime(core: Core, project: string, name: string): InstanceRuntime {
-  const rt = instanceRuntime(core, project, name);
+export function runningRuntime(runtimeOf: RuntimeOf, project: string, name: string): InstanceRuntime {
+  const rt = runtimeOf(project, name);
   if (!rt.running) throw new BadRequest("Instance is not running");
   if (rt.frozen) throw new BadRequest("Instance is frozen");
   return rt;
@@ -19,6 +16,5 @@ export function runningRuntime(core: Core, project: string, name: string): Insta
 
 /** Operation resources naming the instance under both of LXD's collections. */
 export function instanceResources(project: string, name: string): Record<string, string[]> {
-  const q = project === "default" ? "" : `?project=${encodeURIComponent(project)}`;
-  return { containers: [`/1.0/containers/${name}${q}`], instances: [`/1.0/instances/${name}${q}`] };
+  return { containers: [apiUrl(project, "containers", name)], instances: [apiUrl(project, "instances", name)] };
 }

@@ -1,7 +1,7 @@
 // The index of an instance backup tarball (backup/index.yaml), checked before anything is
 // created: a tarball is untrusted input, so every field we act on must be present, of the
 // right shape, and agree with the others (names of the instance, its volume and snapshots).
-import type { Devices } from "./service.js";
+import type { Devices } from "./rows.js";
 
 /** The instance part of index.yaml we read back at import. */
 export interface IndexInstance {

@@ -2,6 +2,7 @@
 // backup/index.yaml, backup/container/ (the volume) and backup/snapshots/<name>/, kept under
 // $LXD_DIR/backups/instances/<instance>/<backup>. Records live in instance_backups; a row is
 // 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
+import { ownsHere } from "../daemon/ports.js";
 import { receiveToTempFile } from "../os/upload-file.js";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, createReadStream, type ReadStream } from "node:fs";
@@ -19,8 +20,10 @@ import { run } from "../os/exec.js";
 import { checkOptimizedHeader, INSTANCE_LAYOUT, optimizedSink, optimizedStreams } from "../storage/optimized-backup.js";
 import { validateInstanceName } from "./names.js";
 import { BackupIndexError, checkBackupIndex, type CheckedIndex, type IndexInstance, type IndexSnapshot } from "./backup-index.js";
-import { emptyDir, instanceUrl, InstanceService, volumeConfigForCopy, type Devices } from "./service.js";
-import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME } from "./snapshots.js";
+import { emptyDir, volumeConfigForCopy, type InstanceOwner } from "./model.js";
+import { instanceUrl, rootDisk, type Devices } from "./rows.js";
+import { goTime, nextSnapshotName, parseExpiry, validateSnapshotName, ZERO_TIME, type SnapshotService } from "./snapshots.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface BackupRow {
   id: number;
@@ -75,7 +78,7 @@ const toRow = (r: RawBackup): BackupRow => ({
 /** In an import's temp directory while the instance is being made (see recover). */
 const IMPORT_MARKER = "instance.json";
 
-export const backupUrl = (project: string, name: string, backup: string) => `/1.0/instances/${name}/backups/${backup}${project === "default" ? "" : `?project=${project}`}`;
+export const backupUrl = (project: string, name: string, backup: string) => apiUrl(project, "instances", name, "backups", backup);
 
 /** LXD's backup name rules. */
 export function validateBackupName(name: string): void {
@@ -89,7 +92,8 @@ export class BackupService {
 
   constructor(
     private readonly core: Core,
-    private readonly svc: InstanceService,
+    private readonly svc: InstanceOwner,
+    private readonly snapshots: SnapshotService,
   ) {}
 
   private get db() {
@@ -143,7 +147,7 @@ export class BackupService {
     // optimized_storage gives btrfs send streams on a btrfs pool; elsewhere, as LXD, a regular
     // backup is made (recorded as not optimized). A taken name fails the operation, as upstream.
     if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, backup)) throw new Error(`Create backup: Backup "${name}/${backup}" already exists`);
-    const pool = InstanceService.rootDisk(this.svc.expanded(row).devices).pool;
+    const pool = rootDisk(this.svc.expanded(row).devices).pool;
     const optimized = req.optimizedStorage && this.core.ports.storage?.instanceStreamType?.(pool) === "btrfs";
     const info = this.db
       .prepare("INSERT INTO instance_backups (instance_id, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?, ?, ?, ?, ?, ?)")
@@ -171,10 +175,10 @@ export class BackupService {
    */
   private async writeTarball(row: InstanceRow, instanceOnly: boolean, optimized: boolean, stage: string, out: string, compressor: string | undefined, signal?: AbortSignal): Promise<void> {
     const ex = this.svc.expanded(row);
-    const pool = InstanceService.rootDisk(ex.devices).pool;
+    const pool = rootDisk(ex.devices).pool;
     const storage = this.core.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
-    const snaps = instanceOnly ? [] : this.svc.snapshots.list(row);
+    const snaps = instanceOnly ? [] : this.snapshots.list(row);
     // backup/snapshots/ only when there are some (an --instance-only tarball has none, as LXD's).
     mkdirSync(join(stage, "backup", snaps.length && !optimized ? "snapshots" : ""), { recursive: true, mode: 0o700 });
     const index = {
@@ -187,7 +191,7 @@ export class BackupService {
       type: "container",
       config: {
         container: this.svc.view(row),
-        snapshots: snaps.map((s) => this.svc.snapshots.view(row, s)),
+        snapshots: snaps.map((s) => this.snapshots.view(row, s)),
         pool: this.poolView(pool),
         profiles: row.profiles.map((p) => this.core.ports.profiles?.get(row.project, p)).filter(Boolean),
         volume: { config: storage.instanceVolumeConfig?.(row.project, pool, row.name).config ?? {}, description: "", name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
@@ -280,6 +284,8 @@ export class BackupService {
     const tick = async () => {
       const now = Date.now();
       for (const row of this.svc.repo.list()) {
+        // In a cluster each member expires the backups of its own instances (their files live there).
+        if (!ownsHere(this.core.ports, row.node)) continue;
         for (const b of this.list(row)) {
           if (b.expiresAt === ZERO_TIME || new Date(b.expiresAt).getTime() > now) continue;
           await this.delete(row.project, row.name, b.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, backup: b.name }, "cannot delete expired backup"));
@@ -445,7 +451,7 @@ export class BackupService {
       const dir = await storage.createInstanceVolume(project, pool, name, { signal });
       volumeCreated = true;
       const addSnapshot = async (s: IndexSnapshot, place?: () => Promise<void>) => {
-        this.svc.snapshots.repo.insert({
+        this.snapshots.repo.insert({
           instanceId: row.id,
           name: s.name,
           createdAt: s.created_at ? new Date(s.created_at).toISOString() : new Date().toISOString(),
@@ -458,10 +464,10 @@ export class BackupService {
           devices: Object.fromEntries(Object.entries((s.devices ?? {}) as Record<string, unknown>).map(([k, v]) => [k, strings(v)])),
           profiles: (s.profiles ?? profiles).map(String),
         });
-        const snapRow = this.svc.snapshots.repo.get(row.id, s.name)!;
+        const snapRow = this.snapshots.repo.get(row.id, s.name)!;
         await storage.createInstanceSnapshot!(project, pool, name, s.name, { signal, place });
         storage.setInstanceVolumeConfig?.(project, pool, name, s.name, { description: "", config: index.volumes.snapshots[s.name] ?? {} });
-        this.svc.snapshots.repo.setState(snapRow.id, "created");
+        this.snapshots.repo.setState(snapRow.id, "created");
       };
       if (optimized) {
         // btrfs streams: received (staged, checked), then moved into place.
@@ -501,7 +507,7 @@ export class BackupService {
 
   private rootPool(project: string, profiles: string[], config: Record<string, string>, devices: Devices): string {
     try {
-      return InstanceService.rootDisk(this.svc.expanded({ project, profiles, config, devices }).devices).pool;
+      return rootDisk(this.svc.expanded({ project, profiles, config, devices }).devices).pool;
     } catch (e) {
       throw new BadRequest((e as Error).message);
     }

@@ -5,7 +5,7 @@ import { InternalError } from "../shared/errors.js";
 import type { ProfileRecord } from "../daemon/ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { expand } from "./names.js";
-import type { InstanceService } from "./service.js";
+import type { InstanceOwner } from "./model.js";
 
 type Devices = Record<string, Record<string, string>>;
 
@@ -13,7 +13,7 @@ const rootDisk = (devices: Devices): [string, Record<string, string>] | undefine
   Object.entries(devices).find(([, d]) => d.type === "disk" && d.path === "/" && !d.source);
 
 export class ProfileChange {
-  constructor(private readonly svc: InstanceService) {}
+  constructor(private readonly svc: InstanceOwner) {}
 
   private profiles() {
     const p = this.svc.deps.ports.profiles;

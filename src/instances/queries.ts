@@ -9,9 +9,10 @@ import { parseIdmapJson, toHost, toNs, type IdmapEntry } from "./idmap.js";
 import { shiftTree } from "./lxc/shift.js";
 import { initOf, instanceUrl, type Expanded } from "./rows.js";
 import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
-import type { InstanceService } from "./service.js";
+import type { InstanceOwner } from "./model.js";
+import type { SnapshotService } from "./snapshots.js";
 
-export function instanceQueries(svc: InstanceService) {
+export function instanceQueries(svc: InstanceOwner, snapshots: () => SnapshotService) {
   const expandedOrOwn = (row: InstanceRow): Expanded => {
     try {
       return svc.expanded(row);
@@ -32,7 +33,7 @@ export function instanceQueries(svc: InstanceService) {
    * images feature sweeps at start if a crash leaves it behind.
    */
   const exportSnapshot = async (project: string, ref: string) => {
-    const src = await svc.snapshots.copySource(project, ref);
+    const src = await snapshots().copySource(project, ref);
     const dir = join(svc.deps.paths.images, `.build-${randomUUID()}`);
     const release = async () => rmSync(dir, { recursive: true, force: true });
     try {
@@ -102,7 +103,7 @@ export function instanceQueries(svc: InstanceService) {
 
     snapshotExpiry(project: string, name: string, snapshot: string): string | undefined {
       const row = svc.repo.get(project, name);
-      return row ? svc.snapshots.repo.get(row.id, snapshot)?.expiresAt : undefined;
+      return row ? snapshots().repo.get(row.id, snapshot)?.expiresAt : undefined;
     },
 
     async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {

@@ -2,6 +2,7 @@
 // service, the runtime, the routes) without importing one another.
 import type { InstanceRow } from "../db/instance-repo.js";
 import type { InitProcess } from "./drivers/types.js";
+import { apiUrl } from "../shared/urls.js";
 
 export type Devices = Record<string, Record<string, string>>;
 
@@ -12,7 +13,7 @@ export interface Expanded {
 
 export const STATUS = { Running: 103, Stopped: 102, Frozen: 110, Error: 112 } as const;
 
-export const instanceUrl = (project: string, name: string) => `/1.0/instances/${name}${project === "default" ? "" : `?project=${project}`}`;
+export const instanceUrl = (project: string, name: string) => apiUrl(project, "instances", name);
 
 /** The root disk device of an expanded device set: LXD's error when absent. */
 export function rootDisk(devices: Devices): { name: string; pool: string } {

@@ -2,7 +2,7 @@
 // running containers (start/stop/adoption) are in runtime.ts.
 import { randomUUID } from "node:crypto";
 import { localMember } from "../db/database.js";
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 import type { Db } from "../db/database.js";
@@ -28,78 +28,13 @@ import type { InstanceRuntime as PortRuntime } from "./runtime-port.js";
 
 export { instanceUrl, STATUS, type Devices } from "./rows.js";
 import { instanceUrl, STATUS } from "./rows.js";
-
-export interface InstancePut {
-  architecture?: string;
-  config?: Record<string, string>;
-  devices?: Devices;
-  ephemeral?: boolean;
-  profiles?: string[];
-  description?: string;
-}
-
-export interface CreateRequest extends InstancePut {
-  name: string;
-  type?: string;
-  /**
-   * instanceOnly: a copy leaves the source's snapshots behind (`lxc copy --instance-only`);
-   * project: the source instance's project (container_copy_project), this one when absent.
-   */
-  source: {
-    type: string;
-    alias?: string;
-    fingerprint?: string;
-    source?: string;
-    instanceOnly?: boolean;
-    project?: string;
-    /** A remote image server (source type "image", mode "pull"): the image is pulled inside the operation. */
-    remote?: { server: string; protocol?: string; certificate?: string; secret?: string; project?: string };
-  };
-  /** Internal (moves): the source's volatile keys are kept and no template trigger is set. */
-  move?: boolean;
-  /** Internal (live moves): the copy holds the source's CRIU dump and starts from it. */
-  stateful?: boolean;
-  /** Internal (source type migration): fill the new, empty volume (and its snapshots) from a peer. */
-  migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<void>;
-}
-
-
-export interface InstanceView {
-  architecture: string;
-  config: Record<string, string>;
-  devices: Devices;
-  ephemeral: boolean;
-  profiles: string[];
-  stateful: boolean;
-  description: string;
-  created_at: string;
-  expanded_config: Record<string, string>;
-  expanded_devices: Devices;
-  name: string;
-  status: string;
-  status_code: number;
-  last_used_at: string;
-  location: string;
-  type: string;
-  project: string;
-}
-
+import { volumeConfigForCopy, type CreateRequest, type InstancePut, type InstanceServiceDeps, type InstanceView, type InstanceOwner } from "./model.js";
+export { emptyDir, volumeConfigForCopy, type CreateRequest, type InstancePut, type InstanceServiceDeps, type InstanceView, type InstanceOwner } from "./model.js";
 
 /** The keys a container's id map is computed from. */
 const IDMAP_KEYS = ["raw.idmap", "security.idmap.isolated", "security.idmap.base", "security.idmap.size", "security.privileged"];
 
-/** What the instance service needs, declared here and wired once by the instances feature. */
-export interface InstanceServiceDeps {
-  db: Db;
-  /** The other features' ports (filled as they load). */
-  ports: Pick<Ports, "profiles" | "images" | "storage" | "projects" | "cluster">;
-  events: { lifecycle(action: string, source: string, opts?: { project?: string; context?: Record<string, unknown> }): void };
-  host: { kernel_architecture: string };
-  /** $LXD_DIR/images (publish builds a snapshot's tree there). */
-  paths: { images: string };
-}
-
-export class InstanceService implements InstancesPort, InstanceRecords {
+export class InstanceService implements InstancesPort, InstanceRecords, InstanceOwner {
   readonly repo: InstanceRepo;
   runtime!: InstanceRuntime;
   devices!: InstanceDevices;
@@ -564,7 +499,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
 
   // ---- InstancesPort ----
 
-  private readonly queries = instanceQueries(this);
+  private readonly queries = instanceQueries(this, () => this.snapshots);
   readonly usedBy: InstancesPort["usedBy"] = (ref, project) => this.queries.usedBy(ref, project);
   readonly volumeUsedBy = (pool: string, project: string, volume: string) => this.queries.volumeUsedBy(pool, project, volume);
   readonly runningVolumeUsers = (pool: string, project: string, volume: string) => this.queries.runningVolumeUsers(pool, project, volume);
@@ -600,14 +535,4 @@ export class InstanceService implements InstancesPort, InstanceRecords {
   async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {
     return this.deps.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
   }
-}
-
-/** Remove everything inside a directory (the directory stays). */
-export async function emptyDir(dir: string): Promise<void> {
-  for (const entry of readdirSync(dir)) rmSync(join(dir, entry), { recursive: true, force: true });
-}
-
-/** A volume's config as a copy gets it: its volatile keys stay with the source. */
-export function volumeConfigForCopy(config: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith("volatile.")));
 }

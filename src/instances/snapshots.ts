@@ -2,15 +2,19 @@
 // (StoragePort *InstanceSnapshot); state changes run in the instance's queue (runtime.serialize).
 import { rmSync } from "node:fs";
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import type { EventHub } from "../operations/events.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
 import { parseBool } from "../config/validators.js";
-import type { ScheduledSubject } from "../daemon/ports.js";
+import type { ProjectsPort, ScheduledSubject, StoragePort } from "../daemon/ports.js";
 import { run } from "../os/exec.js";
-import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
+import { emptyDir, type InstanceOwner } from "./model.js";
+import { instanceUrl, rootDisk, type Devices } from "./rows.js";
 import { CriuMissing } from "./drivers/types.js";
 import { idmapJson, type IdmapEntry } from "./idmap.js";
+import { apiUrl } from "../shared/urls.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
@@ -85,27 +89,34 @@ export function nextSnapshotName(pattern: string, existing: string[]): string {
   return `${before}${max + 1}${after}`;
 }
 
-export const snapshotUrl = (project: string, name: string, snap: string) => `/1.0/instances/${name}/snapshots/${snap}${project === "default" ? "" : `?project=${project}`}`;
+export const snapshotUrl = (project: string, name: string, snap: string) => apiUrl(project, "instances", name, "snapshots", snap);
+
+/** The storage calls instance snapshots make (snapshot volumes of the instance's pool). */
+export type SnapshotStorage = Required<Pick<StoragePort, "createInstanceSnapshot" | "deleteInstanceSnapshot" | "renameInstanceSnapshot" | "restoreInstanceSnapshot" | "mountInstanceSnapshot" | "syncInstanceVolume">> &
+  Pick<StoragePort, "exportInstanceVolume" | "instanceVolumeConfig" | "setInstanceVolumeConfig">;
+
+/** What instance snapshots use: their rows, lifecycle events, a log, the storage calls and the project checks. */
+export interface SnapshotServiceDeps {
+  db: Db;
+  events: Pick<EventHub, "lifecycle">;
+  log: Pick<Logger, "warn">;
+  storage: SnapshotStorage;
+  projects: Pick<ProjectsPort, "allowSnapshotCreation" | "allowInstanceUpdate">;
+  /** Whether this member runs the instances of cluster member `node` (always, standalone). */
+  ownsHere: (node: string) => boolean;
+}
 
 export class SnapshotService {
   readonly repo: SnapshotRepo;
   constructor(
-    private readonly core: Core,
-    private readonly svc: InstanceService,
+    private readonly deps: SnapshotServiceDeps,
+    private readonly svc: InstanceOwner,
   ) {
-    this.repo = new SnapshotRepo(core.db);
-  }
-
-  private storage() {
-    const s = this.core.ports.storage;
-    if (!s?.createInstanceSnapshot || !s.deleteInstanceSnapshot || !s.renameInstanceSnapshot || !s.restoreInstanceSnapshot || !s.mountInstanceSnapshot || !s.syncInstanceVolume) {
-      throw new Error("Storage is not available (no storage feature with snapshot support loaded)");
-    }
-    return s as Required<typeof s>;
+    this.repo = new SnapshotRepo(deps.db);
   }
 
   private poolOf(row: InstanceRow | { project: string; profiles: string[]; config: Record<string, string>; devices: Devices }): string {
-    return InstanceService.rootDisk(this.svc.expanded(row).devices).pool;
+    return rootDisk(this.svc.expanded(row).devices).pool;
   }
 
   list(row: InstanceRow): SnapshotRow[] {
@@ -151,10 +162,9 @@ export class SnapshotService {
 
   /** Name for a new snapshot: the requested one checked, or the next from snapshots.pattern. */
   checkCreate(row: InstanceRow, req: { name: string; stateful: boolean }): string {
-    this.core.ports.projects?.allowSnapshotCreation?.(row.project);
+    this.deps.projects.allowSnapshotCreation?.(row.project);
     const name = req.name || nextSnapshotName(this.svc.expanded(row).config["snapshots.pattern"] || "snap%d", this.repo.list(row.id, true).map((s) => s.name));
     validateSnapshotName(name);
-    this.storage();
     return name;
   }
 
@@ -186,7 +196,7 @@ export class SnapshotService {
       const now = new Date();
       const expiry = expiresAt ? parseExpiry(expiresAt) : expiryFrom(this.svc.expanded(row).config["snapshots.expiry"] ?? "", now);
       const pool = this.poolOf(row);
-      const storage = this.storage();
+      const storage = this.deps.storage;
       this.repo.insert({
         instanceId: row.id,
         name: snap,
@@ -211,7 +221,7 @@ export class SnapshotService {
     } finally {
       if (state) rmSync(state, { recursive: true, force: true });
     }
-    this.core.events.lifecycle("instance-snapshot-created", snapshotUrl(project, name, snap), { project });
+    this.deps.events.lifecycle("instance-snapshot-created", snapshotUrl(project, name, snap), { project });
   }
 
   private async dumpForSnapshot(project: string, name: string): Promise<string> {
@@ -234,9 +244,9 @@ export class SnapshotService {
     const row = this.svc.require(project, name);
     const s = this.require(row, snap);
     this.repo.setState(s.id, "deleting");
-    await this.storage().deleteInstanceSnapshot(project, this.poolOf(row), name, snap);
+    await this.deps.storage.deleteInstanceSnapshot(project, this.poolOf(row), name, snap);
     this.repo.delete(s.id);
-    this.core.events.lifecycle("instance-snapshot-deleted", snapshotUrl(project, name, snap), { project });
+    this.deps.events.lifecycle("instance-snapshot-deleted", snapshotUrl(project, name, snap), { project });
   }
 
   checkRename(row: InstanceRow, snap: string, to: string): void {
@@ -251,10 +261,10 @@ export class SnapshotService {
       const row = this.svc.require(project, name);
       this.checkRename(row, snap, to);
       const s = this.require(row, snap);
-      await this.storage().renameInstanceSnapshot(project, this.poolOf(row), name, snap, to);
+      await this.deps.storage.renameInstanceSnapshot(project, this.poolOf(row), name, snap, to);
       this.repo.rename(s.id, to);
     });
-    this.core.events.lifecycle("instance-snapshot-renamed", snapshotUrl(project, name, to), { project, context: { old_name: `${name}/${snap}` } });
+    this.deps.events.lifecycle("instance-snapshot-renamed", snapshotUrl(project, name, to), { project, context: { old_name: `${name}/${snap}` } });
   }
 
   /** PUT/PATCH: only expires_at is writable (absent = no change), as upstream. */
@@ -279,18 +289,18 @@ export class SnapshotService {
     // restrictions and limits apply to them as to an update (volatile keys stay the instance's).
     const restored = Object.fromEntries(Object.entries(s.config).filter(([k]) => !k.startsWith("volatile.")));
     for (const [k, v] of Object.entries(row.config)) if (k.startsWith("volatile.")) restored[k] = v;
-    this.core.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config: restored, devices: s.devices, profiles: s.profiles }, row.config);
+    this.deps.projects.allowInstanceUpdate?.(project, { name, type: row.type, config: restored, devices: s.devices, profiles: s.profiles }, row.config);
     await this.svc.runtime.withStopped(project, name, async () => {
       const cur = this.svc.require(project, name);
       const pool = this.poolOf(cur);
-      await this.storage().restoreInstanceSnapshot(project, pool, name, snap, { signal });
+      await this.deps.storage.restoreInstanceSnapshot(project, pool, name, snap, { signal });
       const config: Record<string, string> = {};
       for (const [k, v] of Object.entries(s.config)) if (!k.startsWith("volatile.")) config[k] = v;
       for (const [k, v] of Object.entries(cur.config)) if (k.startsWith("volatile.")) config[k] = v;
       // The restored rootfs is owned as it was when the snapshot was taken.
       if (s.config["volatile.last_state.idmap"]) config["volatile.last_state.idmap"] = s.config["volatile.last_state.idmap"];
       this.svc.repo.update(project, name, { architecture: s.architecture, ephemeral: s.ephemeral, description: cur.description, config, devices: s.devices, profiles: s.profiles });
-      this.core.events.lifecycle("instance-restored", instanceUrl(project, name), { project, context: { snapshot: full } });
+      this.deps.events.lifecycle("instance-restored", instanceUrl(project, name), { project, context: { snapshot: full } });
     });
   }
 
@@ -299,7 +309,7 @@ export class SnapshotService {
     const [name, snap] = ref.split("/", 2);
     const row = this.svc.require(project, name);
     const snapshot = this.require(row, snap);
-    const storage = this.storage();
+    const storage = this.deps.storage;
     return {
       row,
       snapshot,
@@ -324,7 +334,7 @@ export class SnapshotService {
   /** Copy these snapshots of `source` (oldest first) to the target instance, with their volumes' config. */
   async copySome(source: InstanceRow, snaps: SnapshotRow[], project: string, target: string, pool: string, signal?: AbortSignal): Promise<void> {
     const targetRow = this.svc.require(project, target);
-    const storage = this.storage();
+    const storage = this.deps.storage;
     const sourcePool = this.poolOf(source);
     for (const s of snaps) {
       const from = await storage.mountInstanceSnapshot(source.project, sourcePool, source.name, s.name);
@@ -357,7 +367,7 @@ export class SnapshotService {
     const base = { instanceId: target.id, name: s.name, createdAt: s.createdAt, expiresAt: s.expiresAt, stateful: false, description: "", architecture: s.architecture, ephemeral: s.ephemeral, config, devices: s.devices, profiles: s.profiles };
     this.repo.insert({ ...base, devices: this.rootOnPool(target, { ...base, id: 0, state: "creating" }, pool) });
     const row = this.repo.get(target.id, s.name)!;
-    await this.storage().createInstanceSnapshot(project, pool, name, s.name, { signal, place });
+    await this.deps.storage.createInstanceSnapshot(project, pool, name, s.name, { signal, place });
     this.repo.setState(row.id, "created");
   }
 
@@ -368,10 +378,10 @@ export class SnapshotService {
    */
   private rootOnPool(target: InstanceRow, s: SnapshotRow, pool: string): Devices {
     const devices = structuredClone(s.devices);
-    const instRoot = InstanceService.rootDisk(this.svc.expanded(target).devices);
+    const instRoot = rootDisk(this.svc.expanded(target).devices);
     let snapRoot: { name: string; pool: string } | undefined;
     try {
-      snapRoot = InstanceService.rootDisk(this.svc.expanded({ project: target.project, profiles: s.profiles, config: s.config, devices: s.devices }).devices);
+      snapRoot = rootDisk(this.svc.expanded({ project: target.project, profiles: s.profiles, config: s.config, devices: s.devices }).devices);
     } catch {
       snapRoot = undefined;
     }
@@ -386,8 +396,8 @@ export class SnapshotService {
     const byId = new Map(this.svc.repo.list().map((r) => [r.id, r]));
     for (const s of this.repo.unfinished()) {
       const row = byId.get(s.instanceId);
-      this.core.log.warn({ instance: row?.name, snapshot: s.name, state: s.state }, "removing instance snapshot left half-done by a crash");
-      if (row) await this.storage().deleteInstanceSnapshot(row.project, this.poolOf(row), row.name, s.name).catch((e) => this.core.log.warn({ err: e }, "snapshot volume cleanup failed"));
+      this.deps.log.warn({ instance: row?.name, snapshot: s.name, state: s.state }, "removing instance snapshot left half-done by a crash");
+      if (row) await this.deps.storage.deleteInstanceSnapshot(row.project, this.poolOf(row), row.name, s.name).catch((e) => this.deps.log.warn({ err: e }, "snapshot volume cleanup failed"));
       this.repo.delete(s.id);
     }
   }
@@ -396,9 +406,10 @@ export class SnapshotService {
   async pruneExpired(): Promise<void> {
     const now = Date.now();
     for (const row of this.svc.repo.list()) {
+      if (!this.deps.ownsHere(row.node)) continue;
       for (const s of this.repo.list(row.id)) {
         if (s.expiresAt === ZERO_TIME || new Date(s.expiresAt).getTime() > now) continue;
-        await this.delete(row.project, row.name, s.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, snapshot: s.name }, "cannot delete expired snapshot"));
+        await this.delete(row.project, row.name, s.name).catch((e) => this.deps.log.warn({ err: e, instance: row.name, snapshot: s.name }, "cannot delete expired snapshot"));
       }
     }
   }
@@ -423,6 +434,7 @@ export class SnapshotService {
         key: `instance:${row.id}`,
         id: row.id,
         schedule,
+        member: row.node,
         take: async () => {
           const cur = this.svc.require(row.project, row.name);
           const snap = this.checkCreate(cur, { name: "", stateful: false });

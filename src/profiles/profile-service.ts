@@ -2,11 +2,13 @@
 // project that has profiles and can be neither deleted nor renamed.
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
 import { validateInstanceConfig } from "../instances/config-keys.js";
-import type { Core } from "../daemon/feature.js";
-import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
+import type { InstancesPort, ProfileRecord, ProfilesPort, ProjectsPort } from "../daemon/ports.js";
+import type { Db } from "../db/database.js";
+import type { EventHub } from "../operations/events.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { checkDeviceValues, deviceFactory } from "../devices/registry.js";
 import { duplicateDiskPath } from "../devices/disk.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface ProfileView extends ProfileRecord {
   used_by: string[];
@@ -53,13 +55,21 @@ export function validateProfileName(name: string): void {
   if (name === "." || name === ".." || name.includes("\0")) throw new BadRequest(`Invalid profile name "${name}"`);
 }
 
-const profileUrl = (project: string, name: string) => `/1.0/profiles/${name}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`;
+const profileUrl = (project: string, name: string) => apiUrl(project, "profiles", name);
+
+/** What the profile service uses: its database, lifecycle events, and (once loaded, as they load after it) instances and projects. */
+export interface ProfileServiceDeps {
+  db: Db;
+  events: Pick<EventHub, "lifecycle">;
+  instances(): Pick<InstancesPort, "usedBy" | "checkProfileChange" | "applyProfileChange"> | undefined;
+  projects(): Pick<ProjectsPort, "allowProfileUpdate"> | undefined;
+}
 
 export class ProfileService implements ProfilesPort {
   readonly repo: ProfileRepo;
 
-  constructor(private readonly core: Core) {
-    this.repo = new ProfileRepo(core.db);
+  constructor(private readonly deps: ProfileServiceDeps) {
+    this.repo = new ProfileRepo(deps.db);
   }
 
   /** The `default` profile of a project, created empty as upstream does. */
@@ -97,12 +107,12 @@ export class ProfileService implements ProfilesPort {
     return this.repo
       .list(project)
       .filter((p) => Object.values(p.devices).some(matches))
-      .map((p) => `/1.0/profiles/${encodeURIComponent(p.name)}${project === "default" ? "" : `?project=${encodeURIComponent(project)}`}`);
+      .map((p) => profileUrl(project, p.name));
   }
 
   /** Instances of every project whose profiles are this project's (features.profiles=false ones use default's). */
   usedBy(project: string, name: string): string[] {
-    const all = this.core.ports.instances?.usedBy({ profile: name }) ?? [];
+    const all = this.deps.instances()?.usedBy({ profile: name }) ?? [];
     return all.filter((url) => this.profileProject(new URL(url, "http://x").searchParams.get("project") ?? "default") === project);
   }
 
@@ -127,9 +137,9 @@ export class ProfileService implements ProfilesPort {
     const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: req.devices };
     validateProfile(profile);
     if (this.repo.get(project, req.name)) throw new InternalError(`Error inserting "${req.name}" into database: The profile already exists`);
-    this.core.ports.projects?.allowProfileUpdate?.(project, profile, true);
+    this.deps.projects()?.allowProfileUpdate?.(project, profile, true);
     this.repo.insert(project, profile);
-    this.core.events.lifecycle("profile-created", profileUrl(project, req.name), { project });
+    this.deps.events.lifecycle("profile-created", profileUrl(project, req.name), { project });
   }
 
   /** PUT replaces everything; PATCH merges config keys and whole devices, keeps an empty description. */
@@ -144,12 +154,12 @@ export class ProfileService implements ProfilesPort {
             config: dropEmpty({ ...current.config, ...(req.config ?? {}) }),
             devices: { ...current.devices, ...(req.devices ?? {}) },
           };
-    this.core.ports.projects?.allowProfileUpdate?.(project, next);
+    this.deps.projects()?.allowProfileUpdate?.(project, next);
     validateProfile(next);
-    const instances = this.core.ports.instances;
+    const instances = this.deps.instances();
     instances?.checkProfileChange?.(project, current, next);
     this.repo.update(project, next);
-    this.core.events.lifecycle("profile-updated", profileUrl(project, current.name), { project });
+    this.deps.events.lifecycle("profile-updated", profileUrl(project, current.name), { project });
     // As LXD: the instances using it take the change now; their failures are reported, the
     // profile stays saved.
     await instances?.applyProfileChange?.(project, current);
@@ -164,7 +174,7 @@ export class ProfileService implements ProfilesPort {
     // Instances refer to profiles by name; renaming one under them would orphan the reference.
     if (this.usedBy(project, name).length > 0) throw new Conflict(`Profile "${name}" is currently in use`);
     this.repo.rename(project, name, to);
-    this.core.events.lifecycle("profile-renamed", profileUrl(project, to), { project, context: { old_name: name } });
+    this.deps.events.lifecycle("profile-renamed", profileUrl(project, to), { project, context: { old_name: name } });
   }
 
   delete(requestProject: string, name: string): void {
@@ -173,7 +183,7 @@ export class ProfileService implements ProfilesPort {
     this.find(project, name, "Profile not found");
     if (this.usedBy(project, name).length > 0) throw new BadRequest("Profile is currently in use");
     this.repo.delete(project, name);
-    this.core.events.lifecycle("profile-deleted", profileUrl(project, name), { project });
+    this.deps.events.lifecycle("profile-deleted", profileUrl(project, name), { project });
   }
 }
 

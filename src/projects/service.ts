@@ -1,8 +1,9 @@
 // Projects: the rules and the database, and the ProjectsPort (which project's images,
 // profiles, volumes and networks a project uses, from its features.* keys).
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
-import type { InstanceDraft, ProjectsPort } from "../daemon/ports.js";
+import type { InstanceDraft, NetworksPort, ProfilesPort, ProjectsPort } from "../daemon/ports.js";
+import type { Db } from "../db/database.js";
+import type { EventHub } from "../operations/events.js";
 import { ProjectRepo, type ProjectRow } from "../db/project-repo.js";
 import { InstanceRepo } from "../db/instance-repo.js";
 import { ProfileRepo } from "../db/profile-repo.js";
@@ -24,6 +25,7 @@ import {
   type CheckedInstance,
   type ProjectInfo,
 } from "./restrictions.js";
+import { apiUrl } from "../shared/urls.js";
 
 
 export interface ProjectView {
@@ -48,7 +50,16 @@ export function validateProjectName(name: string): void {
 }
 
 const isTrue = (v: string | undefined) => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());
-const suffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
+
+/** What the project service uses: its database, lifecycle events, the trust store, the profiles of a project, and (loaded after it) networks. */
+export interface ProjectServiceDeps {
+  db: Db;
+  events: Pick<EventHub, "lifecycle">;
+  /** Restricted certificates name projects: a rename reloads them. */
+  trust: { reload(): void };
+  profiles: Required<Pick<ProfilesPort, "ensureDefaultProfile" | "deleteProjectProfiles">>;
+  networks(): Pick<NetworksPort, "get"> | undefined;
+}
 
 export class ProjectService implements ProjectsPort {
   readonly repo: ProjectRepo;
@@ -56,10 +67,10 @@ export class ProjectService implements ProjectsPort {
   private readonly instances: InstanceRepo;
   private readonly profileRows: ProfileRepo;
 
-  constructor(private readonly core: Core) {
-    this.repo = new ProjectRepo(core.db);
-    this.instances = new InstanceRepo(core.db);
-    this.profileRows = new ProfileRepo(core.db);
+  constructor(private readonly deps: ProjectServiceDeps) {
+    this.repo = new ProjectRepo(deps.db);
+    this.instances = new InstanceRepo(deps.db);
+    this.profileRows = new ProfileRepo(deps.db);
   }
 
   require(name: string): ProjectRow {
@@ -77,12 +88,12 @@ export class ProjectService implements ProjectsPort {
   usedBy(name: string): string[] {
     const c = this.repo.contents(name);
     return [
-      ...c.instances.map((n) => `/1.0/instances/${n}${suffix(name)}`),
-      ...c.profiles.map((n) => `/1.0/profiles/${n}${suffix(name)}`),
-      ...c.images.map((n) => `/1.0/images/${n}${suffix(name)}`),
-      ...c.volumes.map((n) => `/1.0/storage-pools/volumes/custom/${n}${suffix(name)}`),
-      ...c.networks.map((n) => `/1.0/networks/${n}${suffix(name)}`),
-      ...c.acls.map((n) => `/1.0/network-acls/${n}${suffix(name)}`),
+      ...c.instances.map((n) => apiUrl(name, "instances", n)),
+      ...c.profiles.map((n) => apiUrl(name, "profiles", n)),
+      ...c.images.map((n) => apiUrl(name, "images", n)),
+      ...c.volumes.map((v) => apiUrl(name, "storage-pools", v.pool, "volumes", "custom", v.name)),
+      ...c.networks.map((n) => apiUrl(name, "networks", n)),
+      ...c.acls.map((n) => apiUrl(name, "network-acls", n)),
     ];
   }
 
@@ -116,7 +127,7 @@ export class ProjectService implements ProjectsPort {
       if (formatCidr(networkOf(net)) !== formatCidr(net)) throw new Error(`Not an IP network address "${subnet}"`);
       let config: Record<string, string>;
       try {
-        const networks = this.core.ports.networks;
+        const networks = this.deps.networks();
         if (!networks) throw new NotFound("Network not found");
         config = networks.get("default", uplink).config;
       } catch (e) {
@@ -163,7 +174,7 @@ export class ProjectService implements ProjectsPort {
       const layers = d.profiles.map((n) => byName.get(n)).filter((x) => x !== undefined);
       return { name: d.name, type: d.type, config: expand([...layers.map((l) => l.config), d.config]), devices: expand([...layers.map((l) => l.devices), d.devices]) };
     });
-    const volumes = (this.core.db.prepare("SELECT name, config FROM storage_volumes WHERE project = ? AND type = 'custom' ORDER BY name").all(p.name) as { name: string; config: string }[]).map((v) => ({
+    const volumes = (this.deps.db.prepare("SELECT name, config FROM storage_volumes WHERE project = ? AND type = 'custom' ORDER BY name").all(p.name) as { name: string; config: string }[]).map((v) => ({
       name: v.name,
       config: JSON.parse(v.config) as Record<string, string>,
     }));
@@ -270,7 +281,7 @@ export class ProjectService implements ProjectsPort {
   /** GET /1.0/projects/{name}/state */
   state(name: string): { resources: Record<string, { Limit: number; Usage: number }> } {
     const p = this.require(name);
-    const networks = (this.core.db.prepare("SELECT count(*) AS n FROM networks WHERE project = ?").get(name) as { n: number }).n;
+    const networks = (this.deps.db.prepare("SELECT count(*) AS n FROM networks WHERE project = ?").get(name) as { n: number }).n;
     const alloc = currentAllocations(this.info(p), networks);
     const resources: Record<string, { Limit: number; Usage: number }> = {};
     for (const key of Object.keys(alloc).sort()) resources[key] = { Limit: alloc[key].limit, Usage: alloc[key].usage };
@@ -279,7 +290,7 @@ export class ProjectService implements ProjectsPort {
 
   /** POST /1.0/projects/{name}: rename an empty project (the body of the "Renaming project" operation). */
   rename(name: string, to: string): void {
-    this.core.db.transaction(() => {
+    this.deps.db.transaction(() => {
       if (this.repo.get(to)) throw new Error(`A project named "${to}" already exists`);
       if (!this.repo.get(name)) throw new Error(`Failed loading project "${name}": Project not found`);
       if (!this.isEmpty(name)) throw new Error("Only empty projects can be renamed");
@@ -287,8 +298,8 @@ export class ProjectService implements ProjectsPort {
       this.repo.rename(name, to);
     })();
     // Restricted certificates name their projects; the rename rewrote them in the database.
-    this.core.trust.reload();
-    this.core.events.lifecycle("project-renamed", `/1.0/projects/${to}`, { project: to, context: { old_name: name } });
+    this.deps.trust.reload();
+    this.deps.events.lifecycle("project-renamed", `/1.0/projects/${to}`, { project: to, context: { old_name: name } });
   }
 
   create(req: { name: string; description: string; config: Record<string, string> }): void {
@@ -297,11 +308,11 @@ export class ProjectService implements ProjectsPort {
     this.validateConfig(config);
     for (const f of DEFAULT_FEATURES) if (!(f in config)) config[f] = "true";
     if (this.repo.get(req.name)) throw new Conflict(`Failed creating project "${req.name}": Failed adding database record: This "projects" entry already exists`);
-    this.core.db.transaction(() => {
+    this.deps.db.transaction(() => {
       this.repo.insert({ name: req.name, description: req.description, config });
-      if (isTrue(config["features.profiles"])) this.profiles().ensureDefaultProfile(req.name);
+      if (isTrue(config["features.profiles"])) this.deps.profiles.ensureDefaultProfile(req.name);
     })();
-    this.core.events.lifecycle("project-created", `/1.0/projects/${req.name}`);
+    this.deps.events.lifecycle("project-created", `/1.0/projects/${req.name}`);
   }
 
   update(name: string, req: { description?: string; config?: Record<string, string> }, mode: "put" | "patch"): void {
@@ -326,30 +337,25 @@ export class ProjectService implements ProjectsPort {
     const configChanged = [...keys].filter((k) => cur.config[k] !== config[k]).sort();
     checkProjectUpdate(this.info(cur), config, configChanged);
     const description = req.description ?? (mode === "patch" ? cur.description : "");
-    this.core.db.transaction(() => {
+    this.deps.db.transaction(() => {
       this.repo.update({ name, description, config });
       if (changed.includes("features.profiles")) {
-        if (isTrue(config["features.profiles"])) this.profiles().ensureDefaultProfile(name);
-        else this.profiles().deleteProjectProfiles(name);
+        if (isTrue(config["features.profiles"])) this.deps.profiles.ensureDefaultProfile(name);
+        else this.deps.profiles.deleteProjectProfiles(name);
       }
     })();
-    this.core.events.lifecycle("project-updated", `/1.0/projects/${name}`);
+    this.deps.events.lifecycle("project-updated", `/1.0/projects/${name}`);
   }
 
   delete(name: string): void {
     if (name === "default") throw new Forbidden("The 'default' project cannot be deleted");
     this.require(name);
     if (!this.isEmpty(name)) throw new InternalError("Only empty projects can be removed");
-    this.core.db.transaction(() => {
-      this.profiles().deleteProjectProfiles(name);
+    this.deps.db.transaction(() => {
+      this.deps.profiles.deleteProjectProfiles(name);
       this.repo.delete(name);
     })();
-    this.core.events.lifecycle("project-deleted", `/1.0/projects/${name}`);
+    this.deps.events.lifecycle("project-deleted", `/1.0/projects/${name}`);
   }
 
-  private profiles() {
-    const p = this.core.ports.profiles;
-    if (!p?.ensureDefaultProfile || !p.deleteProjectProfiles) throw new Error("Profiles are not available (no profiles feature with project support loaded)");
-    return p as Required<typeof p>;
-  }
 }

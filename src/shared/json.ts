@@ -126,60 +126,43 @@ export function goSyntaxError(text: string): string {
     if (!(text[i] >= "0" && text[i] <= "9")) bad("in numeric literal");
     while (i < n && /[0-9.eE+-]/.test(text[i])) i++;
   };
-  const object = (): void => {
+  /** `{…}` or `[…]`: `member` read once per comma until `close`. */
+  const sequence = (close: string, member: () => void, after: string): void => {
     i++;
     ws();
     if (i >= n) end();
-    if (text[i] === "}") {
+    if (text[i] === close) {
       i++;
       return;
     }
     for (;;) {
-      ws();
-      if (i >= n) end();
-      if (text[i] !== '"') bad("looking for beginning of object key string");
-      string();
-      ws();
-      if (i >= n) end();
-      if (text[i] !== ":") bad("after object key");
-      i++;
-      value();
+      member();
       ws();
       if (i >= n) end();
       if (text[i] === ",") {
         i++;
         continue;
       }
-      if (text[i] === "}") {
+      if (text[i] === close) {
         i++;
         return;
       }
-      bad("after object key:value pair");
+      bad(after);
     }
   };
-  const array = (): void => {
-    i++;
+  const keyValue = (): void => {
     ws();
     if (i >= n) end();
-    if (text[i] === "]") {
-      i++;
-      return;
-    }
-    for (;;) {
-      value();
-      ws();
-      if (i >= n) end();
-      if (text[i] === ",") {
-        i++;
-        continue;
-      }
-      if (text[i] === "]") {
-        i++;
-        return;
-      }
-      bad("after array element");
-    }
+    if (text[i] !== '"') bad("looking for beginning of object key string");
+    string();
+    ws();
+    if (i >= n) end();
+    if (text[i] !== ":") bad("after object key");
+    i++;
+    value();
   };
+  const object = (): void => sequence("}", keyValue, "after object key:value pair");
+  const array = (): void => sequence("]", value, "after array element");
   try {
     value();
     ws();

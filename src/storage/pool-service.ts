@@ -15,6 +15,7 @@ import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type Drive
 import type { Readable } from "node:stream";
 import { withRevert } from "./reverter.js";
 import { scanUnknownVolumes, type UnknownVolume } from "./recover.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface StoragePoolView {
   config: Record<string, string>;
@@ -38,7 +39,6 @@ export interface StorageVolumeView {
   created_at: string;
 }
 
-const projectSuffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
 
 /** On-disk name of a volume, as upstream: instances "<project>_<name>" outside the default project, custom volumes always prefixed. */
 export function storageName(project: string, type: string, name: string): string {
@@ -255,7 +255,7 @@ export class PoolService implements StoragePort {
     for (const v of this.repo.volumes({ pool }).filter((v) => v.state === "created")) out.push(...this.volumeUsedBy(pool, v));
     out.push(...(this.core.ports.instances?.usedBy({ pool }) ?? []));
     for (const p of this.profiles.all()) {
-      if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool)) out.push(`/1.0/profiles/${p.name}${projectSuffix(p.project)}`);
+      if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool)) out.push(apiUrl(p.project, "profiles", p.name));
     }
     return [...new Set(out)];
   }
@@ -345,13 +345,13 @@ export class PoolService implements StoragePort {
   volumeUsedBy(pool: string, v: VolumeRow): string[] {
     if (v.type === "container" || v.type === "virtual-machine") {
       const [parent, snap] = v.name.split("/");
-      return [`/1.0/instances/${parent}${snap === undefined ? "" : `/snapshots/${snap}`}${projectSuffix(v.project)}`];
+      return [snap === undefined ? apiUrl(v.project, "instances", parent) : apiUrl(v.project, "instances", parent, "snapshots", snap)];
     }
     if (v.type === "image") return [`/1.0/images/${v.name}`];
     const out = [...(this.core.ports.instances?.volumeUsedBy?.(pool, v.project, v.name) ?? [])];
     for (const p of this.profiles.all()) {
       if (p.project !== v.project) continue;
-      if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === v.name)) out.push(`/1.0/profiles/${p.name}${projectSuffix(p.project)}`);
+      if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === v.name)) out.push(apiUrl(p.project, "profiles", p.name));
     }
     return out;
   }
@@ -528,7 +528,8 @@ export class PoolService implements StoragePort {
   }
 
   volumeUrl(v: VolumeRow): string {
-    return `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${v.name.replace("/", "/snapshots/")}${projectSuffix(v.project)}`;
+    const [parent, snap] = v.name.split("/");
+    return snap === undefined ? apiUrl(v.project, "storage-pools", v.pool, "volumes", v.type, parent) : apiUrl(v.project, "storage-pools", v.pool, "volumes", v.type, parent, "snapshots", snap);
   }
 
   /** GET .../volumes/{type}/{name}/snapshots: the snapshot volumes of a volume. */

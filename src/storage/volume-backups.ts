@@ -23,6 +23,7 @@ import { storageName, validateVolumeName, type PoolService } from "./pool-servic
 import { withRevert } from "./reverter.js";
 import { checkOptimizedHeader, optimizedSink, optimizedStreams, VOLUME_LAYOUT } from "./optimized-backup.js";
 import { validateVolumeSnapshotName, type VolumeSnapshotService } from "./volume-snapshots.js";
+import { apiUrl } from "../shared/urls.js";
 
 export interface VolumeBackupRow {
   id: number;
@@ -68,8 +69,7 @@ export interface VolumeBackupRequest {
 /** Marker in an import's temp directory while its volume is being made (see recover). */
 const IMPORT_MARKER = "volume.json";
 
-const projectSuffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
-export const volumeBackupUrl = (pool: string, project: string, vol: string, backup: string) => `/1.0/storage-pools/${pool}/volumes/custom/${vol}/backups/${backup}${projectSuffix(project)}`;
+export const volumeBackupUrl = (pool: string, project: string, vol: string, backup: string) => apiUrl(project, "storage-pools", pool, "volumes", "custom", vol, "backups", backup);
 
 export function validateVolumeBackupName(name: string): void {
   if (name.includes("/")) throw new BadRequest("Backup names may not contain slashes");
@@ -392,7 +392,7 @@ export class VolumeBackupService {
       this.pools.repo.setVolumeState(row.id, "created");
     });
     rmSync(marker, { force: true });
-    this.core.events.lifecycle("storage-volume-created", `/1.0/storage-pools/${pool}/volumes/custom/${name}${projectSuffix(project)}`, { project });
+    this.core.events.lifecycle("storage-volume-created", apiUrl(project, "storage-pools", pool, "volumes", "custom", name), { project });
   }
 
   /** An optimized backup's streams received (staged, checked) and placed: snapshots oldest first, then the volume. */

@@ -4,8 +4,7 @@
 // Works across pools, drivers and projects. With `refresh` an existing target keeps its
 // snapshots of the same names (LXD 5.0.2 compares names only for volumes), loses the others,
 // and gets the missing ones and the current content. The same steps serve the migration sink.
-import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
+import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { snapshotVolume } from "./drivers/types.js";
 import type { PoolService } from "./pool-service.js";
@@ -29,13 +28,14 @@ export interface SnapshotSpec {
 
 export class VolumeCopyService {
   constructor(
-    private readonly core: Core,
+    /** The project whose custom volumes a request in `project` uses (features.storage.volumes). */
+    private readonly volumesProject: (project: string) => string,
     private readonly pools: PoolService,
     private readonly snapshots: VolumeSnapshotService,
   ) {}
 
   private project(project: string): string {
-    return this.core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project;
+    return this.volumesProject(project);
   }
 
   /** The source row (a custom volume) or LXD's 404. */
@@ -143,6 +143,5 @@ export class VolumeCopyService {
     if (this.pools.volumeUsedBy(pool, src).length > 0) throw new BadRequest("Volume is still in use");
     if (to.pool === pool && this.project(to.project) === src.project && to.name === name) throw new BadRequest("Volume already exists in the target");
     this.checkTarget(to.pool, to.project, { name: to.name, description: "", config: {}, content_type: "filesystem" }, false);
-    if (to.project !== project && !this.core.ports.projects) throw new InternalError("Projects are not available");
   }
 }

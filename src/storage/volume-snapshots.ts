@@ -10,10 +10,10 @@ import { expiryFrom, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instanc
 import { snapshotVolume, type Driver } from "./drivers/types.js";
 import type { PoolService } from "./pool-service.js";
 import { withRevert } from "./reverter.js";
+import { apiUrl } from "../shared/urls.js";
 
-const projectSuffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
 
-export const volumeSnapshotUrl = (pool: string, project: string, vol: string, snap: string) => `/1.0/storage-pools/${pool}/volumes/custom/${vol}/snapshots/${snap}${projectSuffix(project)}`;
+export const volumeSnapshotUrl = (pool: string, project: string, vol: string, snap: string) => apiUrl(project, "storage-pools", pool, "volumes", "custom", vol, "snapshots", snap);
 
 /**
  * LXD's pool.ValidateName for snapshot names, plus the reserved names "." and "..", which
@@ -207,7 +207,7 @@ export class VolumeSnapshotService {
     const driver = this.capable(this.pools.driverFor(this.pools.pool(pool)));
     await driver.mountPool();
     await driver.restoreSnapshot(this.pools.hostVolume(parent), snap, opts);
-    this.core.events.lifecycle("storage-volume-restored", `/1.0/storage-pools/${pool}/volumes/custom/${vol}${projectSuffix(project)}`, { project, context: { snapshot: snap } });
+    this.core.events.lifecycle("storage-volume-restored", apiUrl(project, "storage-pools", pool, "volumes", "custom", vol), { project, context: { snapshot: snap } });
   }
 
   /** Custom volumes with snapshots.schedule (SnapshotScheduleSource). */

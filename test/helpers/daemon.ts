@@ -2,8 +2,9 @@
 // raw HTTP over the unix socket, and the stock `lxc` client.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { request, type IncomingMessage } from "node:http";
+import type { IncomingMessage } from "node:http";
 import { join, resolve } from "node:path";
+import { readReply, send } from "../../src/os/http-client.js";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const MAIN = join(ROOT, "dist/main.js");
@@ -33,34 +34,13 @@ export interface TestDaemon {
 }
 
 /** Read a whole HTTP response; `body` is its parsed JSON when it is JSON. */
-export function collectResponse(res: IncomingMessage): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    res.on("data", (c) => chunks.push(c));
-    res.on("error", reject);
-    res.on("end", () => {
-      const text = Buffer.concat(chunks).toString("utf8");
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = undefined;
-      }
-      resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body: parsed });
-    });
-  });
-}
+export const collectResponse: (res: IncomingMessage) => Promise<Res> = readReply;
 
-export function rawRequest(socket: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Res> {
-  return new Promise((resolvePromise, reject) => {
-    const payload = body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
-    // A fresh connection each time: tests block the event loop (spawnSync of lxc) for longer than the
-    // daemon's 30 s keep-alive idle timeout, so a pooled socket's close could go unnoticed (EPIPE).
-    const req = request({ socketPath: socket, method, path, headers, agent: false }, (res) => collectResponse(res).then(resolvePromise, reject));
-    req.on("error", reject);
-    if (payload !== undefined) req.write(payload);
-    req.end();
-  });
+export async function rawRequest(socket: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Res> {
+  const payload = body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+  // A fresh connection each time: tests block the event loop (spawnSync of lxc) for longer than the
+  // daemon's 30 s keep-alive idle timeout, so a pooled socket's close could go unnoticed (EPIPE).
+  return readReply(await send({ socketPath: socket, method, path, headers, agent: false }, payload));
 }
 
 /** Lazily unmount whatever the daemon left mounted under its directory (pools, shmounts). */

@@ -104,6 +104,10 @@ export const LXD_ACCESS: Table = {
   "/1.0/cluster/members": { GET: "authenticated", POST: "admin" },
   "/1.0/cluster/members/{}": { GET: "authenticated", PUT: "admin", PATCH: "admin", POST: "admin", DELETE: "admin" },
   "/1.0/cluster/members/{}/state": { GET: "authenticated", POST: "admin" },
+  // LXD: listing, showing and creating cluster groups is allowAuthenticated; the rest is admin.
+  "/1.0/cluster/certificate": { PUT: "admin" },
+  "/1.0/cluster/groups": { GET: "authenticated", POST: "authenticated" },
+  "/1.0/cluster/groups/{}": { GET: "authenticated", PUT: "admin", PATCH: "admin", POST: "admin", DELETE: "admin" },
   // A joining server is not trusted yet: it proves itself with the join token's secret.
   "/internal/cluster/accept": { POST: "untrusted" },
 };

@@ -133,6 +133,11 @@ describe("list, info, edit", () => {
     expect((await d.api("GET", `/1.0/images?filter=${encodeURIComponent("properties.os eq busybox")}`)).body.metadata).toEqual([`/1.0/images/${fp}`]);
     expect((await d.api("GET", `/1.0/images?filter=${encodeURIComponent("properties.os eq ubuntu")}`)).body.metadata).toEqual([]);
     expect((await d.api("GET", `/1.0/images?filter=${encodeURIComponent("type eq container and not public eq true")}`)).body.metadata).toHaveLength(1);
+    // Values match case-insensitively, as regular expressions (lxd/filter Match).
+    expect((await d.api("GET", `/1.0/images?filter=${encodeURIComponent("properties.os eq BusyBox")}`)).body.metadata).toEqual([`/1.0/images/${fp}`]);
+    expect((await d.api("GET", `/1.0/images?filter=${encodeURIComponent("properties.os eq busy.*")}`)).body.metadata).toEqual([`/1.0/images/${fp}`]);
+    const bad = await d.api("GET", `/1.0/images?filter=${encodeURIComponent("properties.os eq")}`);
+    expect([bad.status, bad.body.error]).toEqual([500, "Invalid filter: clause has no value"]);
   });
 
   it("unique prefixes resolve; unknown ones are LXD's 404", async () => {

@@ -84,6 +84,11 @@ describe("projects", () => {
     expect(d.lxc("launch", "busybox", `pj${tag}-c`, "--project", p).code).not.toBe(0);
     ok("project", "set", p, "user.note", "x");
     expect((await d.api("GET", `/1.0/projects/${p}`)).body.metadata.config["user.note"]).toBe("x");
+    // A custom volume is named with its pool (its snapshots are not listed), as LXD's GetStorageVolumeURIs.
+    ok("storage", "volume", "create", "default", "vol1", "--project", p);
+    ok("storage", "volume", "snapshot", "default", "vol1", "snap0", "--project", p);
+    expect((await d.api("GET", `/1.0/projects/${p}`)).body.metadata.used_by).toEqual([`/1.0/profiles/default?project=${p}`, `/1.0/storage-pools/default/volumes/custom/vol1?project=${p}`]);
+    ok("storage", "volume", "delete", "default", "vol1", "--project", p);
     ok("project", "delete", p);
   });
 });

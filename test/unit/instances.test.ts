@@ -1,6 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { matchFilter, parseFilter } from "../../src/images/filter.js";
-const matchesFilter = (v: Record<string, unknown>, f: string) => matchFilter(v, parseFilter(f));
 import { validateInstanceConfig } from "../../src/instances/config-keys.js";
 import { parseByteSize } from "../../src/shared/units.js";
 import { allocateIdmap, lxcIdmapLines, parseSubIdFile, remapId, toHost, toNs, type HostIdSet } from "../../src/instances/idmap.js";
@@ -196,17 +194,6 @@ describe("network state parsing", () => {
     expect(v6[0]).toEqual({ iface: "lo", addr: { family: "inet6", address: "::1", netmask: "128", scope: "local" } });
     expect(v6[1].addr.address).toBe("fe80::216:3eff:fe61:f15a");
     expect(v6[1].addr.scope).toBe("link");
-  });
-});
-
-describe("list filters", () => {
-  const v = { name: "c1", status: "Running", config: { "user.a": "x" } };
-  it("evaluates eq/ne/and/or", () => {
-    expect(matchesFilter(v, "name eq c1")).toBe(true);
-    expect(matchesFilter(v, "status eq stopped")).toBe(false);
-    expect(matchesFilter(v, "name eq c1 and status ne Running")).toBe(false);
-    expect(matchesFilter(v, "name eq c2 or config.user.a eq x")).toBe(true);
-    expect(() => matchesFilter(v, "name c1")).toThrow("Invalid filter");
   });
 });
 

@@ -10,7 +10,7 @@ import { receiveUpload } from "../../images/upload.js";
 import { exportImage } from "./image-export.js";
 import { ImageExportPost, pushImage, pushTokenMetadata, pushedFields, uploadSecret } from "../../images/push.js";
 import type { EventHub } from "../../operations/events.js";
-import { matchFilter, parseFilter } from "../../images/filter.js";
+import { matchFilter, parseFilter } from "../../shared/filter.js";
 import { BadRequest, Forbidden, InternalError, NotFound, NotImplemented } from "../../shared/errors.js";
 import { decode } from "../../shared/json.js";
 import { ImagesPost, type ImagesPostBody } from "../../shared/schemas/image.js";

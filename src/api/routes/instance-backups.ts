@@ -1,5 +1,6 @@
 // /1.0/instances/{name}/backups (and the /1.0/containers aliases): `lxc export` and friends.
-import { instanceResources, instanceTask, urlPrefixOf } from "./instance-task.js";
+import { collectionOf, instanceResources, instanceTask } from "./instance-task.js";
+import { apiUrl } from "../../shared/urls.js";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import type { Core } from "../../daemon/feature.js";
@@ -25,14 +26,12 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
     return svc.backups;
   };
   const resources = instanceResources;
-  const prefixOf = urlPrefixOf;
 
   const list: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
     const rows = backups().list(row);
     if (req.recursion > 0) return sync(rows.map((b) => backups().view(b)));
-    const suffix = req.project === "default" ? "" : `?project=${req.project}`;
-    return sync(rows.map((b) => `${prefixOf(req.url)}/${row.name}/backups/${b.name}${suffix}`));
+    return sync(rows.map((b) => apiUrl(req.project, collectionOf(req.url), row.name, "backups", b.name)));
   };
 
   const create: Handler = async (req) => {

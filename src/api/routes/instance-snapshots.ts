@@ -1,5 +1,6 @@
 // /1.0/instances/{name}/snapshots (and the /1.0/containers aliases).
-import { instanceResources, instanceTask, urlPrefixOf } from "./instance-task.js";
+import { collectionOf, instanceResources, instanceTask } from "./instance-task.js";
+import { apiUrl } from "../../shared/urls.js";
 import { z } from "zod";
 import type { Core } from "../../daemon/feature.js";
 import type { InstanceService } from "../../instances/service.js";
@@ -29,15 +30,13 @@ const SnapshotPut = z.object({ expires_at: z.string().nullish() }).passthrough()
 export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
   const snaps = () => svc.snapshots;
   const resources = instanceResources;
-  const prefixOf = urlPrefixOf;
   const migration = new InstanceMigration(core, svc);
 
   const list: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
     const list = snaps().list(row);
     if (req.recursion > 0) return sync(list.map((s) => snaps().view(row, s)));
-    const suffix = req.project === "default" ? "" : `?project=${req.project}`;
-    return sync(list.map((s) => `${prefixOf(req.url)}/${row.name}/snapshots/${s.name}${suffix}`));
+    return sync(list.map((s) => apiUrl(req.project, collectionOf(req.url), row.name, "snapshots", s.name)));
   };
 
   const create: Handler = async (req) => {

@@ -1,17 +1,12 @@
 // Shared by the instance, snapshot and backup routes: the resources an instance operation
 // names, and the "run this as a task operation" shape they all answer with.
 import type { OperationManager } from "../../operations/manager.js";
-import { instanceUrl } from "../../instances/service.js";
 import { operation, type Result } from "../route.js";
 
-/** An instance under both API prefixes, as LXD lists it in operation resources. */
-export function instanceResources(project: string, name: string): Record<string, string[]> {
-  const url = instanceUrl(project, name);
-  return { instances: [url], containers: [url.replace("/1.0/instances/", "/1.0/containers/")] };
-}
+export { instanceResources } from "../../instances/access.js";
 
-/** The API prefix a request came in under (pylxd uses /1.0/containers). */
-export const urlPrefixOf = (url: string) => (url.startsWith("/1.0/containers") ? "/1.0/containers" : "/1.0/instances");
+/** The API collection a request came in under (pylxd uses /1.0/containers). */
+export const collectionOf = (url: string) => (url.startsWith("/1.0/containers") ? "containers" : "instances");
 
 /** Answer with a task operation running `work`. */
 export function instanceTask(

@@ -1,5 +1,6 @@
 // /1.0/instances (and the /1.0/containers aliases older clients such as pylxd use).
-import { instanceResources, instanceTask } from "./instance-task.js";
+import { collectionOf, instanceResources, instanceTask } from "./instance-task.js";
+import { apiUrl } from "../../shared/urls.js";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
 import { parseYaml, stringifyYaml } from "../../shared/yaml.js";
@@ -7,7 +8,7 @@ import type { Core } from "../../daemon/feature.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import type { InstanceFiles } from "../../instances/instance-files.js";
 import type { PowerState } from "../../instances/drivers/types.js";
-import { matchFilter, parseFilter } from "../../images/filter.js";
+import { matchFilter, parseFilter } from "../../shared/filter.js";
 import { generateInstanceName } from "../../instances/names.js";
 import { parseInstanceType } from "../../instances/instance-types.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
@@ -53,16 +54,16 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
 
   const list: Handler = (req) => {
     const all = req.query["all-projects"] === "true";
-    const prefix = req.url.startsWith("/1.0/containers") ? "/1.0/containers" : "/1.0/instances";
+    const collection = collectionOf(req.url);
     // all-projects: a restricted client gets its certificate's projects only.
     let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
     const filter = req.query.filter;
-    if (req.recursion === 0 && !filter) return sync(rows.map((r) => `${prefix}/${r.name}${r.project === "default" ? "" : `?project=${r.project}`}`));
+    if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
     const views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
     const clauses = filter ? parseFilter(filter) : undefined;
     const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);
-    if (req.recursion === 0) return sync(rows.map((r) => `${prefix}/${r.name}${r.project === "default" ? "" : `?project=${r.project}`}`));
+    if (req.recursion === 0) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
     return sync(req.recursion > 1 ? kept.map((k) => k.view) : kept.map((k) => full(k.row, 1)));
   };
 

@@ -1,6 +1,7 @@
 import type { ProfileService } from "../../profiles/profile-service.js";
 import { ProfilePost, ProfilePut, ProfilesPost } from "../../shared/schemas/profiles.js";
 import { checkEtag, created, route, sync, type ApiRequest, type Route } from "../route.js";
+import { apiUrl } from "../../shared/urls.js";
 
 export function profileRoutes(profiles: ProfileService): Route[] {
   const update = (mode: "replace" | "merge") => async (req: ApiRequest) => {
@@ -15,8 +16,7 @@ export function profileRoutes(profiles: ProfileService): Route[] {
     route("/1.0/profiles", {
       GET: (req) => {
         const list = profiles.list(req.project);
-        const suffix = req.project === "default" ? "" : `?project=${encodeURIComponent(req.project)}`;
-        return sync(req.recursion > 0 ? list.map((p) => profiles.view(req.project, p)) : list.map((p) => `/1.0/profiles/${p.name}${suffix}`));
+        return sync(req.recursion > 0 ? list.map((p) => profiles.view(req.project, p)) : list.map((p) => apiUrl(req.project, "profiles", p.name)));
       },
       POST: async (req) => {
         const body = await req.body(ProfilesPost, "ProfilesPost");

@@ -12,6 +12,7 @@ import { BadRequest, NotImplemented } from "../../shared/errors.js";
 import { filterUsedBy, isAdmin } from "../access.js";
 import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../../shared/schemas/storage.js";
 import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
+import { apiUrl } from "../../shared/urls.js";
 
 const VolumeSnapshotsPost = z.object({ name: z.string().nullish().transform((n) => n ?? ""), expires_at: z.string().nullish() }).passthrough();
 const VolumeSnapshotPost = z.object({ name: z.string().nullish().transform((n) => n ?? "") }).passthrough();
@@ -263,8 +264,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
         const { pool, type, volume } = req.params;
         const rows = backups.list(pool, req.project, type, volume);
         if (req.recursion > 0) return sync(rows.map((b) => backups.view(b)));
-        const suffix = req.project === "default" ? "" : `?project=${req.project}`;
-        return sync(rows.map((b) => `/1.0/storage-pools/${pool}/volumes/custom/${volume}/backups/${b.name}${suffix}`));
+        return sync(rows.map((b) => apiUrl(req.project, "storage-pools", pool, "volumes", "custom", volume, "backups", b.name)));
       },
       POST: async (req) => {
         const { pool, type, volume } = req.params;

@@ -2,7 +2,7 @@ import type { WarningRepo } from "../../db/warning-repo.js";
 import type { TestingWarnings } from "../../daemon/testing-warnings.js";
 import { z } from "zod";
 import { InternalError, NotFound } from "../../shared/errors.js";
-import { matchFilter, parseFilter, type Clause } from "../../images/filter.js";
+import { matchFilter, parseFilter, type Clause } from "../../shared/filter.js";
 import { route, sync, type Handler, type Route } from "../route.js";
 
 export function warningRoutes(warnings: WarningRepo, testing: TestingWarnings): Route[] {

@@ -9,6 +9,7 @@ import type { Core, Feature } from "../feature.js";
 import { ConsoleService } from "../../console/console-service.js";
 import { ExecService } from "../../exec/exec-service.js";
 import { FileService } from "../../files/file-service.js";
+import type { RuntimeOf } from "../../instances/access.js";
 
 export class InstanceAccessFeature implements Feature {
   readonly name = "instance-access";
@@ -16,10 +17,16 @@ export class InstanceAccessFeature implements Feature {
   private readonly files: FileService;
   private readonly console: ConsoleService;
 
-  constructor(private readonly core: Core) {
-    this.exec = new ExecService(core);
-    this.files = new FileService(core);
-    this.console = new ConsoleService(core);
+  private readonly runtimeOf: RuntimeOf;
+
+  constructor(core: Core) {
+    // The instances feature is constructed first (features/index.ts) and fills its port.
+    const instances = core.ports.instances;
+    if (!instances?.runtimeOf) throw new Error("instance-access needs the instances feature loaded first");
+    this.runtimeOf = instances.runtimeOf.bind(instances);
+    this.exec = new ExecService({ runtimeOf: this.runtimeOf, operations: core.operations, log: core.log });
+    this.files = new FileService({ runtimeOf: this.runtimeOf });
+    this.console = new ConsoleService({ runtimeOf: this.runtimeOf, operations: core.operations });
   }
 
   routes() {
@@ -32,7 +39,7 @@ export class InstanceAccessFeature implements Feature {
   }
 
   upgrades(): UpgradeRoute[] {
-    return [sftpUpgrade(this.core)];
+    return [sftpUpgrade(this.runtimeOf)];
   }
 
   async stop(): Promise<void> {

@@ -3,12 +3,13 @@
 // devices get the service as InstanceRecords and the driver from the registry.
 import { instanceRoutes } from "../../api/routes/instances.js";
 import type { Core, Feature } from "../feature.js";
+import { ownsHere } from "../ports.js";
 import { instanceDrivers } from "../../instances/drivers/index.js";
 import { InstanceDevices } from "../../instances/instance-devices.js";
 import { InstanceFiles } from "../../instances/instance-files.js";
 import { InstanceRuntime } from "../../instances/runtime.js";
 import { InstanceService } from "../../instances/service.js";
-import { SnapshotService } from "../../instances/snapshots.js";
+import { SnapshotService, type SnapshotStorage } from "../../instances/snapshots.js";
 import { snapshotRoutes } from "../../api/routes/instance-snapshots.js";
 import { backupRoutes } from "../../api/routes/instance-backups.js";
 import { BackupService } from "../../instances/backups.js";
@@ -37,11 +38,17 @@ export class InstancesFeature implements Feature {
       }, events: core.events, log });
     this.watcher = new InstanceWatcher({ records: svc, runtime: svc.runtime, devices, events: core.events, warnings: core.warnings, log });
     this.files = new InstanceFiles(driver, (row) => svc.volumeDir(row));
-    svc.snapshots = new SnapshotService(core, svc);
-    svc.backups = new BackupService(core, svc);
+    // Storage and projects load before instances (features/index.ts).
+    const storage = core.ports.storage;
+    const projects = core.ports.projects;
+    const snapshotStorage = (s: typeof storage): s is NonNullable<typeof storage> & SnapshotStorage =>
+      !!s?.createInstanceSnapshot && !!s.deleteInstanceSnapshot && !!s.renameInstanceSnapshot && !!s.restoreInstanceSnapshot && !!s.mountInstanceSnapshot && !!s.syncInstanceVolume;
+    if (!snapshotStorage(storage) || !projects) throw new Error("instances need the storage (with snapshots) and projects features loaded first");
+    svc.snapshots = new SnapshotService({ db: core.db, events: core.events, log, storage, projects, ownsHere: (node) => ownsHere(core.ports, node) }, svc);
+    svc.backups = new BackupService(core, svc, svc.snapshots);
     core.ports.instances = svc;
     const snapshots = svc.snapshots;
-    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired() });
+    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired(), prunesOwn: true });
   }
 
   routes() {

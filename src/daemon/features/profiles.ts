@@ -7,7 +7,8 @@ export class ProfilesFeature implements Feature {
   readonly service: ProfileService;
 
   constructor(core: Core) {
-    this.service = new ProfileService(core);
+    // Instances and projects load after profiles: read their ports when a request needs them.
+    this.service = new ProfileService({ db: core.db, events: core.events, instances: () => core.ports.instances, projects: () => core.ports.projects });
     core.ports.profiles = this.service;
   }
 

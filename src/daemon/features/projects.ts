@@ -8,7 +8,16 @@ export class ProjectsFeature implements Feature {
   readonly service: ProjectService;
 
   constructor(private readonly core: Core) {
-    this.service = new ProjectService(core);
+    // Profiles load before projects; networks after them, so they are read when a request needs them.
+    const profiles = core.ports.profiles;
+    if (!profiles?.ensureDefaultProfile || !profiles.deleteProjectProfiles) throw new Error("projects needs the profiles feature loaded first");
+    this.service = new ProjectService({
+      db: core.db,
+      events: core.events,
+      trust: core.trust,
+      profiles: { ensureDefaultProfile: profiles.ensureDefaultProfile.bind(profiles), deleteProjectProfiles: profiles.deleteProjectProfiles.bind(profiles) },
+      networks: () => core.ports.networks,
+    });
     core.ports.projects = this.service;
   }
 

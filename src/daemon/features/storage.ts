@@ -20,7 +20,9 @@ export class StorageFeature implements Feature {
     this.service = new PoolService(core);
     this.snapshots = new VolumeSnapshotService(core, this.service);
     this.backups = new VolumeBackupService(core, this.service, this.snapshots);
-    this.copies = new VolumeCopyService(core, this.service, this.snapshots);
+    // Projects load after storage: asked per request.
+    const volumesProject = (project: string) => core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project;
+    this.copies = new VolumeCopyService(volumesProject, this.service, this.snapshots);
     this.migration = new VolumeMigration(core, this.service, this.snapshots, this.copies);
     const snapshots = this.snapshots;
     const backups = this.backups;

@@ -4,6 +4,7 @@ import type { NetworkAclRepo, NetworkAclRow } from "../../db/network-acl-repo.js
 import type { EventHub } from "../../operations/events.js";
 import { ovnAclLog } from "./ovn-log.js";
 import { aclNameError, networkAclRules, normaliseRule, validateAcl, type AclRule, type FirewallAclRule } from "./rules.js";
+import { apiUrl } from "../../shared/urls.js";
 
 export interface NetworkAclView {
   name: string;
@@ -37,7 +38,6 @@ export interface NetworkAclServiceDeps {
   networks(): AclNetworks | undefined;
 }
 
-const suffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
 export const aclNames = (value: string | undefined): string[] =>
   (value ?? "")
     .split(",")
@@ -73,7 +73,7 @@ export class NetworkAclService {
   }
 
   usedBy(project: string, name: string): string[] {
-    return this.networksUsing(project, name).map((n) => `/1.0/networks/${n}${suffix(project)}`);
+    return this.networksUsing(project, name).map((n) => apiUrl(project, "networks", n));
   }
 
   private view(row: NetworkAclRow): NetworkAclView {
@@ -115,7 +115,7 @@ export class NetworkAclService {
     if (nameErr) throw new BadRequest(nameErr);
     const acl = this.checked(project, { description: "", ingress: [], egress: [], config: {}, ...req });
     this.deps.repo.create({ project, name: req.name, description: req.description ?? "", ...acl });
-    const url = `/1.0/network-acls/${req.name}${suffix(project)}`;
+    const url = apiUrl(project, "network-acls", req.name);
     this.deps.events.lifecycle("network-acl-created", url, { project });
     return url;
   }
@@ -135,7 +135,7 @@ export class NetworkAclService {
       for (const net of this.networksUsing(project, name)) await this.deps.networks()?.refreshAcls(net).catch(() => {});
       throw new InternalError((e as Error).message);
     }
-    this.deps.events.lifecycle("network-acl-updated", `/1.0/network-acls/${name}${suffix(project)}`, { project });
+    this.deps.events.lifecycle("network-acl-updated", apiUrl(project, "network-acls", name), { project });
   }
 
   rename(requestProject: string, name: string, to: string): string {
@@ -146,7 +146,7 @@ export class NetworkAclService {
     const nameErr = aclNameError(to);
     if (nameErr) throw new BadRequest(nameErr);
     this.deps.repo.rename(project, name, to);
-    const url = `/1.0/network-acls/${to}${suffix(project)}`;
+    const url = apiUrl(project, "network-acls", to);
     this.deps.events.lifecycle("network-acl-renamed", url, { project, context: { old_name: name } });
     return url;
   }
@@ -156,7 +156,7 @@ export class NetworkAclService {
     this.require(project, name);
     if (this.networksUsing(project, name).length > 0) throw new BadRequest("Cannot delete an ACL that is in use");
     this.deps.repo.delete(project, name);
-    this.deps.events.lifecycle("network-acl-deleted", `/1.0/network-acls/${name}${suffix(project)}`, { project });
+    this.deps.events.lifecycle("network-acl-deleted", apiUrl(project, "network-acls", name), { project });
   }
 
   /** acl.Exists: every named ACL exists in the project, none named twice (network config checks). */

@@ -3,6 +3,7 @@ import { BadRequest, NotFound } from "../../shared/errors.js";
 import type { NetworkZoneRecordRow, NetworkZoneRepo, NetworkZoneRow } from "../../db/network-zone-repo.js";
 import type { EventHub } from "../../operations/events.js";
 import { leaseRecords, validateEntries, validateZoneConfig, zoneNameError, zoneRecords, type ZoneRecordEntry, type ZoneRR, type ZoneSource } from "./rules.js";
+import { apiUrl } from "../../shared/urls.js";
 
 export const ZONE_KEYS = ["dns.zone.forward", "dns.zone.reverse.ipv4", "dns.zone.reverse.ipv6"] as const;
 
@@ -38,12 +39,12 @@ const names = (v: string | undefined) =>
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
-const suffix = (project: string) => (project === "default" ? "" : `?project=${encodeURIComponent(project)}`);
 const isTrue = (v: string | undefined) => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());
 const isTrueOrEmpty = (v: string | undefined) => v === undefined || v === "" || isTrue(v);
 /** Empty values are unset keys (`lxc network zone unset` sends ""), as the database stores them. */
 const dropEmpty = (c: Record<string, string>) => Object.fromEntries(Object.entries(c).filter(([, v]) => v !== ""));
-const zoneUrl = (zone: string, project: string) => `/1.0/network-zones/${encodeURIComponent(zone)}${suffix(project)}`;
+const zoneUrl = (zone: string, project: string) => apiUrl(project, "network-zones", zone);
+const recordUrl = (zone: string, record: string, project: string) => apiUrl(project, "network-zones", zone, "records", record);
 
 export interface ZoneRequest {
   description?: string;
@@ -168,7 +169,7 @@ export class NetworkZoneService {
     if (this.deps.repo.record(zone, req.name)) throw new BadRequest("The record already exists");
     const checked = this.checkedRecord(req);
     this.deps.repo.createRecord(zone, { name: req.name, description: req.description ?? "", ...checked });
-    const url = `/1.0/network-zones/${encodeURIComponent(zone)}/records/${encodeURIComponent(req.name)}${suffix(z.project)}`;
+    const url = recordUrl(zone, req.name, z.project);
     this.deps.events.lifecycle("network-zone-record-created", url, { project: z.project });
     return url;
   }
@@ -179,14 +180,14 @@ export class NetworkZoneService {
     const checked = this.checkedRecord(merged);
     this.deps.repo.updateRecord(zone, { name, description: req.description ?? "", ...checked });
     const z = this.require(project, zone);
-    this.deps.events.lifecycle("network-zone-record-updated", `/1.0/network-zones/${encodeURIComponent(zone)}/records/${encodeURIComponent(name)}${suffix(z.project)}`, { project: z.project });
+    this.deps.events.lifecycle("network-zone-record-updated", recordUrl(zone, name, z.project), { project: z.project });
   }
 
   deleteRecord(project: string, zone: string, name: string): void {
     this.record(project, zone, name);
     this.deps.repo.deleteRecord(zone, name);
     const z = this.require(project, zone);
-    this.deps.events.lifecycle("network-zone-record-deleted", `/1.0/network-zones/${encodeURIComponent(zone)}/records/${encodeURIComponent(name)}${suffix(z.project)}`, { project: z.project });
+    this.deps.events.lifecycle("network-zone-record-deleted", recordUrl(zone, name, z.project), { project: z.project });
   }
 
   // DNS
