@@ -117,7 +117,8 @@ export interface InstancesPort {
   /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
   runningVolumeUsers?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
-  exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
+  /** `unshift`: host id -> id inside, for packing host-neutral owners (absent: the files are neutral already). */
+  exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void>; unshift?: { uid(host: number): number | undefined; gid(host: number): number | undefined } }>;
   /**
    * Exec/console/file access to an instance. Throws NotFound("Instance not found").
    * (Not `runtime`: the instances service already has a `runtime` member.)

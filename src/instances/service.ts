@@ -10,7 +10,7 @@ import type { Ports } from "../daemon/ports.js";
 import type { InstancesPort, ProfileRecord } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
-import { checkDeviceValues } from "../devices/registry.js";
+import { checkDeviceValues, dropEmptyDeviceValues } from "../devices/registry.js";
 import { ensureRootSubIds, hostRoot, IdmapError, parseIdmapJson, RawIdmapError, type HostIdSet } from "./idmap.js";
 import { computeIdmap } from "./idmap-alloc.js";
 import { needsNewInstanceId } from "./cloud-init.js";
@@ -418,8 +418,11 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.runtime.driver.create({ project, name: req.name }, dir);
+      // LXD's device Add (e.g. a NIC's static DHCP host file on its managed bridge).
+      await this.devices.add(this.require(project, req.name), ex0);
       if (image) this.deps.ports.images?.markUsed(image.fingerprint);
     } catch (e) {
+      await this.devices.forget(this.require(project, req.name), ex0).catch(() => {});
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
       this.runtime.driver.delete({ project, name: req.name });
       this.repo.delete(project, req.name);
@@ -435,12 +438,12 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     let devices: Devices;
     if (mode === "patch") {
       config = { ...row.config, ...(put.config ?? {}) };
-      devices = { ...row.devices, ...(put.devices ?? {}) };
+      devices = dropEmptyDeviceValues({ ...row.devices, ...(put.devices ?? {}) });
     } else {
       config = { ...(put.config ?? {}) };
       // Volatile keys are the daemon's: keep them unless the client sends a value.
       for (const [k, v] of Object.entries(row.config)) if (k.startsWith("volatile.") && !(k in config)) config[k] = v;
-      devices = put.devices ?? {};
+      devices = dropEmptyDeviceValues(put.devices ?? {});
     }
     for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
@@ -530,6 +533,8 @@ export class InstanceService implements InstancesPort, InstanceRecords {
     const storage = this.deps.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     await storage.renameInstanceVolume(project, pool, name, to);
+    // Host state named after the instance (static DHCP host files) moves to the new name.
+    await this.devices.forget(row, this.expanded(row));
     try {
       this.runtime.driver.rename({ project, name }, { project, name: to });
       const dir = await storage.mountInstanceVolume(project, pool, to);
@@ -540,6 +545,8 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       if (!row.config["volatile.apply_template"] && opts.applyTemplate !== false) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
       // A new name is a new cloud-init instance (LXD resets the instance-id on rename).
       this.repo.patchConfig(project, to, { "volatile.cloud-init.instance-id": randomUUID() });
+      const renamed = this.require(project, to);
+      await this.devices.add(renamed, this.expanded(renamed));
     } catch (e) {
       await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
       throw e;

@@ -5,7 +5,7 @@ import { validateInstanceConfig } from "../instances/config-keys.js";
 import type { Core } from "../daemon/feature.js";
 import type { ProfileRecord, ProfilesPort } from "../daemon/ports.js";
 import { ProfileRepo } from "../db/profile-repo.js";
-import { checkDeviceValues, deviceFactory } from "../devices/registry.js";
+import { checkDeviceValues, deviceFactory, dropEmptyDeviceValues } from "../devices/registry.js";
 import { duplicateDiskPath } from "../devices/disk.js";
 
 export interface ProfileView extends ProfileRecord {
@@ -124,7 +124,7 @@ export class ProfileService implements ProfilesPort {
   create(requestProject: string, req: ProfileInput & { name: string }): void {
     const project = this.profileProject(requestProject);
     validateProfileName(req.name);
-    const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: req.devices };
+    const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: dropEmptyDeviceValues(req.devices) };
     validateProfile(profile);
     if (this.repo.get(project, req.name)) throw new InternalError(`Error inserting "${req.name}" into database: The profile already exists`);
     this.core.ports.projects?.allowProfileUpdate?.(project, profile, true);
@@ -137,12 +137,12 @@ export class ProfileService implements ProfilesPort {
     const project = this.profileProject(requestProject);
     const next: ProfileRecord =
       mode === "replace"
-        ? { name: current.name, description: req.description ?? "", config: dropEmpty(req.config ?? {}), devices: req.devices ?? {} }
+        ? { name: current.name, description: req.description ?? "", config: dropEmpty(req.config ?? {}), devices: dropEmptyDeviceValues(req.devices ?? {}) }
         : {
             name: current.name,
             description: req.description || current.description,
             config: dropEmpty({ ...current.config, ...(req.config ?? {}) }),
-            devices: { ...current.devices, ...(req.devices ?? {}) },
+            devices: dropEmptyDeviceValues({ ...current.devices, ...(req.devices ?? {}) }),
           };
     this.core.ports.projects?.allowProfileUpdate?.(project, next);
     validateProfile(next);

@@ -437,6 +437,16 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${v.name}`, { project: v.project });
   }
 
+  /**
+   * PUT/PATCH on an instance snapshot's volume (LXD's UpdateInstanceSnapshot): only the
+   * description changes; the expiry belongs to the instance snapshot.
+   */
+  updateInstanceSnapshotVolume(v: VolumeRow, description: string): void {
+    if (description !== v.description) this.repo.updateVolume(v.id, { description, config: v.config });
+    const [parent, snap] = [v.name.slice(0, v.name.indexOf("/")), v.name.slice(v.name.indexOf("/") + 1)];
+    this.core.events.lifecycle("storage-volume-snapshot-updated", `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${parent}/snapshots/${snap}`, { project: v.project });
+  }
+
   /** An instance volume's (or its snapshot's) config, for copies and migrations to carry. */
   instanceVolumeConfig(project: string, pool: string, name: string, snapshot?: string): { description: string; config: Record<string, string> } {
     const v = this.repo.volume(pool, project, "container", snapshot ? `${name}/${snapshot}` : name);
@@ -808,6 +818,11 @@ export class PoolService implements StoragePort {
     if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
     await driver.mountPool();
     await capable.restoreSnapshot(vol, snapshot, opts);
+    // As LXD: the snapshot volume's description and config become the volume's again.
+    const main = this.repo.volume(pool, project, "container", name);
+    if (main && (main.description !== row.description || JSON.stringify(main.config) !== JSON.stringify(row.config))) {
+      this.repo.updateVolume(main.id, { description: row.description, config: { ...row.config } });
+    }
   }
 
   /** Make an instance volume an exact copy of the tree at `source` (the pool's rsync.bwlimit applies). */
