@@ -23,6 +23,7 @@ import type { InitProcess } from "./drivers/types.js";
 import { rootDisk, type Devices, type Expanded, type InstanceRecords } from "./rows.js";
 import { instanceQueries } from "./queries.js";
 import type { SnapshotService } from "./snapshots.js";
+import type { InstanceRecovery } from "./recover.js";
 import type { BackupService } from "./backups.js";
 import type { InstanceRuntime as PortRuntime } from "./runtime-port.js";
 
@@ -446,7 +447,8 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       devices = dropEmptyDeviceValues(put.devices ?? {});
     }
     for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
-    const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
+    // As LXD: a PUT without profiles (`lxc profile assign c ""` sends null) leaves none.
+    const profiles = put.profiles ?? (mode === "patch" ? row.profiles : []);
     // The project's limits and restrictions first (as LXD), over the config with its profiles.
     this.deps.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
     this.validate(project, name, config, devices, profiles);
@@ -573,6 +575,19 @@ export class InstanceService implements InstancesPort, InstanceRecords {
   readonly runtimeOf = (project: string, name: string): PortRuntime => this.queries.runtimeOf(project, name);
   readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);
   readonly exportForPublish: InstancesPort["exportForPublish"] = (project, name) => this.queries.exportForPublish(project, name);
+
+  /** Set by the instances feature (it needs the watcher). */
+  recovery?: InstanceRecovery;
+  instanceExists(project: string, name: string): boolean {
+    return this.repo.get(project, name) !== undefined;
+  }
+  recoverDependencies(project: string, backup: Record<string, unknown>): string[] {
+    return this.recovery?.dependencies(project, backup) ?? [];
+  }
+  async recoverInstance(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void> {
+    if (!this.recovery) throw new Error("Instance recovery is not available");
+    await this.recovery.recover(pool, project, name, backup);
+  }
 
   checkProfileChange(profileProject: string, before: ProfileRecord, after: ProfileRecord): void {
     new ProfileChange(this).checkRootDisk(profileProject, before, after);
