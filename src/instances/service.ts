@@ -23,7 +23,6 @@ import type { InitProcess } from "./drivers/types.js";
 import { rootDisk, type Devices, type Expanded, type InstanceRecords } from "./rows.js";
 import { instanceQueries } from "./queries.js";
 import type { SnapshotService } from "./snapshots.js";
-import type { InstanceRecovery } from "./recover.js";
 import type { BackupService } from "./backups.js";
 import type { InstanceRuntime as PortRuntime } from "./runtime-port.js";
 
@@ -576,8 +575,11 @@ export class InstanceService implements InstancesPort, InstanceRecords {
   readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);
   readonly exportForPublish: InstancesPort["exportForPublish"] = (project, name) => this.queries.exportForPublish(project, name);
 
-  /** Set by the instances feature (it needs the watcher). */
-  recovery?: InstanceRecovery;
+  /** Set by the instances feature (InstanceRecovery, which needs the watcher). */
+  recovery?: {
+    dependencies(project: string, backup: Record<string, unknown>): string[];
+    recover(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
+  };
   instanceExists(project: string, name: string): boolean {
     return this.repo.get(project, name) !== undefined;
   }
