@@ -10,6 +10,7 @@ PKGS=(
   lvm2 thin-provisioning-tools e2fsprogs xfsprogs  # lvm storage driver (thin_check for thin pools; filesystems on its block volumes)
   btrfs-progs xz-utils zstd bzip2 gzip tar squashfs-tools  # storage and images (unsquashfs; mksquashfs builds the test image server's squashfs)
   rsync                                       # storage copies and migration (lxd/rsync as upstream)
+  criu                                        # stateful stop/start and snapshots (CRIU, run by liblxc as LXD does)
   busybox-static curl jq python3-pylxd util-linux ca-certificates file  # test image (file checks busybox is static) and harness
   etcd-server                                                          # clustering tests: etcd members (test/helpers/cluster.ts)
   tcpdump attr openssl kmod sqlite3 fuse3 mount bsdutils  # spawned by tests or the daemon: tcpdump (networks), getfattr/setfattr (security), openssl (certificates), modprobe (linux.kernel_modules), sqlite3 (LXD's suite, lxd sql checks), script (console)

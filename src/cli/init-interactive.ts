@@ -4,7 +4,7 @@
 // image refresh are asked as LXD asks them.
 import { existsSync, statfsSync, statSync } from "node:fs";
 import { isIP } from "node:net";
-import YAML from "yaml";
+import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { Asker } from "./ask.js";
 import type { InitApi, Preseed, StoragePoolPreseed } from "./init.js";
 
@@ -130,5 +130,5 @@ export async function interactivePreseed(api: InitApi, lxdDir: string, ask = new
 /** The preseed as LXD prints it (every section present, empty ones as `[]`/`null`). */
 export function renderPreseed(p: Preseed): string {
   const doc = { config: p.config ?? {}, networks: p.networks ?? [], storage_pools: p.storage_pools ?? [], profiles: p.profiles ?? [], projects: [], cluster: null };
-  return YAML.stringify(doc, { version: "1.1", indentSeq: false });
+  return stringifyYaml(doc, { version: "1.1", indentSeq: false });
 }

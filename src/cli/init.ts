@@ -6,7 +6,7 @@ import { connect as tlsConnect } from "node:tls";
 import { certFingerprint } from "../daemon/certificates.js";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import YAML from "yaml";
+import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import type { ParsedArgs } from "./args.js";
 import { apiRequest, expectSuccess, waitOperation, type ApiResponse } from "./client.js";
 
@@ -114,7 +114,7 @@ const strings = (m: Config | undefined): Record<string, string> => Object.fromEn
 export function parsePreseed(text: string): Preseed {
   let doc: unknown;
   try {
-    doc = YAML.parse(text, YAML_OPTS);
+    doc = parseYaml(text, YAML_OPTS);
   } catch (e) {
     throw new Error(`Failed to parse the preseed: ${(e as Error).message}`);
   }
@@ -257,7 +257,7 @@ export async function dumpPreseed(api: InitApi): Promise<string> {
   if (pools.length) doc.storage_pools = pools.map((s) => ({ config: s.config ?? {}, description: s.description ?? "", name: s.name, driver: s.driver }));
   const profiles = (await listOrEmpty(api, "/1.0/profiles")) ?? [];
   if (profiles.length) doc.profiles = profiles.map((p) => ({ config: p.config ?? {}, description: p.description ?? "", devices: p.devices ?? {}, name: p.name }));
-  return YAML.stringify(doc, { ...YAML_OPTS, indentSeq: false }) + "\n";
+  return stringifyYaml(doc, { ...YAML_OPTS, indentSeq: false }) + "\n";
 }
 
 export interface AutoFlags {

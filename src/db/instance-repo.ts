@@ -89,6 +89,11 @@ export class InstanceRepo {
     else this.db.prepare("UPDATE instances SET init_pid = ?, init_start = ? WHERE project = ? AND name = ?").run(init.pid, init.start, project, name);
   }
 
+  /** Whether the instance holds a CRIU dump to start from (LXD's instances.stateful). */
+  setStateful(project: string, name: string, stateful: boolean): void {
+    this.db.prepare("UPDATE instances SET stateful = ? WHERE project = ? AND name = ?").run(stateful ? 1 : 0, project, name);
+  }
+
   rename(project: string, from: string, to: string): void {
     this.db.prepare("UPDATE instances SET name = ? WHERE project = ? AND name = ?").run(to, project, from);
   }

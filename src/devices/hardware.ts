@@ -1,12 +1,15 @@
 // Devices backed by host hardware: gpu, usb, unix-hotplug, tpm, pci, infiniband. Their config is
 // validated with LXD 5.0.2's rules and messages. Matching hardware is looked up in sysfs (under
-// `sysfsRoot`, so tests can build a tree); when none is there, starting fails with LXD's error.
-// What a match needs beyond that (GPU and USB nodes, hotplug through udev, swtpm, VF setup) is
-// not implemented: such a start is refused with a clear message rather than half done.
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+// `roots.sys`, /dev under `roots.dev`, so tests can build a tree); when none is there, starting
+// fails with LXD's error. A physical GPU's DRM nodes (card, render, control) are passed through as
+// LXD does, as unix-char devices. What other matches need (NVIDIA's own nodes, USB nodes, hotplug
+// through udev, swtpm, VF setup) is not implemented: such a start is refused with a clear message
+// rather than half done.
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseBool } from "../config/validators.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
+import { pathNameEncode, UnixDevice } from "./unix.js";
 
 type Rule = (v: string) => void;
 
@@ -68,17 +71,24 @@ const list = (d: string) => {
   }
 };
 
-/** PCI display devices (class 0x03xxxx) under sysfs: address, vendor, product, DRM card ids. */
-export function findGpus(sysfsRoot: string): { pci: string; vendorid: string; productid: string; ids: string[] }[] {
+/** A DRM node of a card: its /dev/dri name and "major:minor". */
+export interface DrmNode {
+  name: string;
+  dev: string;
+}
+
+/** PCI display devices (class 0x03xxxx) under sysfs: address, vendor, product, DRM card ids and nodes. */
+export function findGpus(sysfsRoot: string): { pci: string; vendorid: string; productid: string; ids: string[]; drm: DrmNode[] }[] {
   const base = join(sysfsRoot, "bus/pci/devices");
   const out = [];
   for (const addr of list(base)) {
     const dir = join(base, addr);
     if (!read(join(dir, "class")).startsWith("0x03")) continue;
-    const ids = list(join(dir, "drm"))
-      .filter((n) => /^card\d+$/.test(n))
-      .map((n) => n.slice(4));
-    out.push({ pci: addr, vendorid: read(join(dir, "vendor")).replace(/^0x/, ""), productid: read(join(dir, "device")).replace(/^0x/, ""), ids });
+    const entries = list(join(dir, "drm"));
+    const ids = entries.filter((n) => /^card\d+$/.test(n)).map((n) => n.slice(4));
+    // LXD's resources.GetGPU: the card, render and control nodes, each with its sysfs "dev".
+    const drm = entries.filter((n) => /^(card|renderD|controlD)\d+$/.test(n)).map((name) => ({ name, dev: read(join(dir, "drm", name, "dev")) }));
+    out.push({ pci: addr, vendorid: read(join(dir, "vendor")).replace(/^0x/, ""), productid: read(join(dir, "device")).replace(/^0x/, ""), ids, drm });
   }
   return out;
 }
@@ -99,13 +109,23 @@ export function findUsb(sysfsRoot: string): { vendorid: string; productid: strin
 /** PCI address as LXD normalises it ("0000:" domain added, lower case). */
 export const normalisePci = (a: string) => (a.split(":").length === 2 ? `0000:${a}` : a).toLowerCase();
 
+/** Where hardware is looked up: sysfs and /dev (a test points them at a tree it builds). */
+export interface HardwareRoots {
+  sys: string;
+  dev: string;
+}
+
 export class HardwareDevice implements Device {
   constructor(
-    _ctx: DeviceContext,
+    private readonly ctx: DeviceContext,
     readonly name: string,
     readonly config: DeviceConfig,
-    private readonly sysfsRoot = "/sys",
+    private readonly roots: HardwareRoots = { sys: "/sys", dev: "/dev" },
   ) {}
+
+  private get sysfsRoot(): string {
+    return this.roots.sys;
+  }
 
   private get kind(): string {
     const t = this.config.type;
@@ -165,18 +185,8 @@ export class HardwareDevice implements Device {
   private async doStart(): Promise<RunConfig> {
     const c = this.config;
     switch (this.kind) {
-      case "gpu/physical": {
-        const match = findGpus(this.sysfsRoot).filter(
-          (g) =>
-            (!c.vendorid || g.vendorid === c.vendorid) &&
-            (!c.productid || g.productid === c.productid) &&
-            (!c.pci || g.pci === normalisePci(c.pci)) &&
-            (!c.id || g.ids.includes(c.id)) &&
-            g.ids.length > 0,
-        );
-        if (match.length === 0) throw new Error("Failed to detect requested GPU device");
-        throw new Error("GPU passthrough to containers is not implemented yet");
-      }
+      case "gpu/physical":
+        return this.startGpu();
       case "usb": {
         const match = findUsb(this.sysfsRoot).filter((u) => (!c.vendorid || u.vendorid === c.vendorid) && (!c.productid || u.productid === c.productid));
         if (match.length === 0) {
@@ -207,7 +217,35 @@ export class HardwareDevice implements Device {
     }
   }
 
-  async stop(): Promise<void> {}
+  /**
+   * LXD's gpuPhysical.startContainer: every card matching vendorid/productid/pci gives its DRM
+   * nodes (those of DRM card `id` only, when set) that exist under /dev/dri, each as a unix-char
+   * device named after this one (node, cgroup rule, bind mount; uid/gid/mode from the config).
+   */
+  private async startGpu(): Promise<RunConfig> {
+    const c = this.config;
+    const cards = findGpus(this.sysfsRoot).filter((g) => (!c.vendorid || g.vendorid === c.vendorid) && (!c.productid || g.productid === c.productid) && (!c.pci || g.pci === normalisePci(c.pci)));
+    if (cards.length === 0) throw new Error("Failed to detect requested GPU device");
+    if (cards.some((g) => g.vendorid === "10de")) throw new Error("NVIDIA GPU passthrough to containers is not implemented yet");
+    const lxc: NonNullable<RunConfig["lxc"]> = [];
+    for (const card of cards) {
+      if (c.id && !card.ids.includes(c.id)) continue;
+      for (const node of card.drm) {
+        const m = /^(\d+):(\d+)$/.exec(node.dev);
+        if (!m || !existsSync(join(this.roots.dev, "dri", node.name))) continue;
+        const unix = new UnixDevice(this.ctx, this.name, { type: "unix-char", path: `/dev/dri/${node.name}`, major: m[1], minor: m[2], uid: c.uid ?? "", gid: c.gid ?? "", mode: c.mode ?? "" }, "c");
+        lxc.push(...((await unix.start()).lxc ?? []));
+      }
+    }
+    return { lxc };
+  }
+
+  /** A GPU's nodes go with it (found by name: the daemon may have restarted since the start). */
+  async stop(): Promise<void> {
+    if (this.config.type !== "gpu") return;
+    const prefix = pathNameEncode(`unix.${this.name}.`);
+    for (const f of list(this.ctx.devicesDir)) if (f.startsWith(prefix)) rmSync(join(this.ctx.devicesDir, f), { force: true });
+  }
 
   /** Hot-plug: the same checks as a start (absent hardware gives LXD's error). */
   async attach(): Promise<void> {

@@ -1,5 +1,5 @@
 // metadata.yaml of an image: what LXD reads from it, validated as LXD validates it.
-import { parse } from "yaml";
+import { parseYaml } from "../shared/yaml.js";
 
 export interface TemplateRule {
   when: string[];
@@ -59,7 +59,7 @@ const toInt = (v: unknown, field: string): number => {
 export function parseImageMetadata(text: string): ImageMetadata {
   let doc: unknown;
   try {
-    doc = parse(text) ?? {};
+    doc = parseYaml(text) ?? {};
   } catch (e) {
     throw new Error(`yaml: ${(e as Error).message.split("\n")[0]}`);
   }

@@ -7,7 +7,7 @@ import { lstat, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { parse as parseYaml, stringify } from "yaml";
+import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { BadRequest, NotImplemented } from "../shared/errors.js";
 import type { Requestor } from "../shared/requestor.js";
 import type { ImagesPostBody } from "../shared/schemas/image.js";
@@ -93,7 +93,7 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
   let metaText: string | undefined;
   if (existing?.isFile()) {
     metaText = await readFile(metaPath, "utf8");
-    doc = parseYaml(metaText) ?? {};
+    doc = (parseYaml(metaText) ?? {}) as Record<string, unknown>;
     if (typeof doc !== "object" || Array.isArray(doc)) throw new Error("Instance metadata.yaml is not a map");
   } else {
     doc = { architecture: opts.architecture, creation_date: Math.floor(Date.now() / 1000) };
@@ -102,7 +102,7 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
   const props = opts.properties && Object.keys(opts.properties).length > 0 ? opts.properties : undefined;
   if (props) doc.properties = props;
   if (opts.expiryDate) doc.expiry_date = opts.expiryDate;
-  if (metaText === undefined || props || opts.expiryDate) metaText = stringify(doc);
+  if (metaText === undefined || props || opts.expiryDate) metaText = stringifyYaml(doc);
   const meta = parseImageMetadata(metaText);
   await writeFile(join(stage, "metadata.yaml"), metaText, { mode: 0o644 });
 

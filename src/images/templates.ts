@@ -5,7 +5,7 @@
 import { constants } from "node:fs";
 import { chown, lstat, mkdir, open, readFile, readlink } from "node:fs/promises";
 import { join } from "node:path";
-import { parse } from "yaml";
+import { parseYaml } from "../shared/yaml.js";
 import { render, type Context, type Value } from "./pongo.js";
 import type { TemplateRule } from "./metadata.js";
 
@@ -28,7 +28,7 @@ export interface TemplateContext {
 
 /** The `templates:` rules of a metadata.yaml, read leniently (instances may have edited it). */
 export function templateRules(metadataYaml: string): Record<string, TemplateRule> {
-  const doc = parse(metadataYaml) as { templates?: Record<string, Record<string, unknown> | null> } | null;
+  const doc = parseYaml(metadataYaml) as { templates?: Record<string, Record<string, unknown> | null> } | null;
   const out: Record<string, TemplateRule> = {};
   for (const [path, raw] of Object.entries(doc?.templates ?? {})) {
     const r = raw ?? {};

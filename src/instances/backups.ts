@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, createReadStream, type ReadStream } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
-import YAML from "yaml";
+import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { BadRequest, NotFound } from "../shared/errors.js";
 import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
@@ -184,7 +184,7 @@ export class BackupService {
       type: "container",
       config: this.backupConfig(row, snaps),
     };
-    writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
+    writeFileSync(join(stage, "backup", "index.yaml"), stringifyYaml(index), { mode: 0o644 });
     // Hard links where the pool shares the filesystem, else the driver's cheapest copy: tar then writes LXD's layout.
     const exportVolume = storage.exportInstanceVolume;
     if (!exportVolume) throw new Error("Storage cannot export volumes");
@@ -345,7 +345,7 @@ export class BackupService {
     if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
     let checked;
     try {
-      checked = checkBackupIndex(YAML.parse(gate.captured.toString("utf8")));
+      checked = checkBackupIndex(parseYaml(gate.captured.toString("utf8")));
     } catch (e) {
       if (e instanceof BackupIndexError || (e as Error).name === "YAMLParseError") throw new BadRequest((e as Error).message);
       throw e;

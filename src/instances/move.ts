@@ -29,10 +29,12 @@ export async function moveLocally(svc: InstanceService, project: string, name: s
   const byPool = req.pool !== undefined && req.pool !== "";
   const targetProject = byPool ? project : req.project!;
   const newName = req.name || row.name;
-  if (svc.runtime.isRunning(row)) {
+  // A running instance moves live: stopped into a CRIU dump that travels in its volume, and
+  // started from it at its new place (LXD's instancePostPoolMigration).
+  const statefulStart = svc.runtime.isRunning(row);
+  if (statefulStart) {
     if (!req.live) throw new BadRequest(`Instance must be stopped to move between ${byPool ? "pools" : "projects"} statelessly`);
-    // A stateful stop needs CRIU (checkpoint/restore), which this daemon does not do.
-    throw new Error("Unable to perform container live migration. CRIU isn't installed");
+    await svc.runtime.stop(project, name, { force: false, timeout: -1, stateful: true });
   }
   const ex = svc.expanded(row);
   const root = InstanceService.rootDisk(ex.devices);
@@ -50,6 +52,7 @@ export async function moveLocally(svc: InstanceService, project: string, name: s
     description: row.description,
     source: { type: "copy", source: row.name, project, instanceOnly: req.instanceOnly },
     move: true,
+    stateful: statefulStart,
   };
   const checked = svc.checkCreate(targetProject, create);
   await svc.create(targetProject, create, checked, signal);
@@ -61,4 +64,5 @@ export async function moveLocally(svc: InstanceService, project: string, name: s
     throw e;
   }
   if (copyName !== newName) await svc.runtime.serialize(targetProject, copyName, () => svc.rename(targetProject, copyName, newName, { applyTemplate: false }));
+  if (statefulStart) await svc.runtime.start(targetProject, newName, { stateful: true });
 }

@@ -45,6 +45,8 @@ export interface InstanceRecords {
   setVolatile(project: string, name: string, changes: Record<string, string>): void;
   /** Record the running init process (undefined: stopped); a start also stamps last_used_at. */
   setInit(project: string, name: string, init: InitProcess | undefined, lastUsedAt?: string): void;
+  /** Whether the instance's volume holds a state dump its next stateful start restores. */
+  setStateful(project: string, name: string, stateful: boolean): void;
   /** A new id map for the instance's security settings. */
   allocateIdmap(project: string, name: string, config: Record<string, string>): { base: number; map: string };
   /** Throws while the instance's create operation runs. */

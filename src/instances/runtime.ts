@@ -2,6 +2,7 @@
 // driver), stop, freeze, live updates, and the per-instance queue that keeps state changes
 // from interleaving. Rows are the instance service's: the runtime reads them and writes only
 // through InstanceRecords (volatile keys, the init process). Watching and adoption: watcher.ts.
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { BadRequest } from "../shared/errors.js";
@@ -9,12 +10,15 @@ import type { InstanceRow } from "../db/instance-repo.js";
 import type { Device, RunConfig } from "../devices/types.js";
 import { applyTemplates, type TemplateTrigger } from "../images/templates.js";
 import { isTrue } from "./config-keys.js";
-import type { InitProcess, InstanceDriver, PowerState } from "./drivers/types.js";
+import { CriuMissing, type CheckpointPurpose, type InitProcess, type InstanceDriver, type PowerState } from "./drivers/types.js";
 import { hostRoot, idmapJson, parseIdmapJson, sameIdmap } from "./idmap.js";
 import type { InstanceDevices } from "./instance-devices.js";
 import { loadKernelModules } from "./kernel-modules.js";
 import { shiftTree } from "./lxc/shift.js";
 import { initOf, instanceUrl, rootDisk, type Devices, type InstanceRecords } from "./rows.js";
+
+/** Where a stateful stop or snapshot leaves the CRIU dump: the instance volume's `state` (LXD's StatePath). */
+export const stateDir = (volume: string): string => join(volume, "state");
 
 export interface RuntimeDeps {
   records: InstanceRecords;
@@ -69,18 +73,20 @@ export class InstanceRuntime {
 
   // ---- start ----
 
-  start(project: string, name: string): Promise<void> {
+  /** `stateful`: from the state a stateful stop dumped (LXD's Start(stateful)). */
+  start(project: string, name: string, opts: { stateful?: boolean } = {}): Promise<void> {
     return this.serialize(project, name, () => {
       this.deps.records.assertNotCreating(project, name, "start");
-      return this.doStart(project, name);
+      return this.doStart(project, name, true, opts.stateful ?? false);
     });
   }
 
-  private async doStart(project: string, name: string, event = true): Promise<void> {
+  private async doStart(project: string, name: string, event = true, stateful = false): Promise<void> {
     const { records, driver } = this.deps;
     const ref = { project, name };
     let row = records.require(project, name);
     if (this.isRunning(row)) throw new BadRequest("The instance is already running");
+    if (stateful && (!row.stateful || !driver.restore)) throw new Error("Container has no existing state to restore");
     if (row.init_pid > 0) {
       // It stopped on its own and the watcher has not caught up yet: finish that stop first.
       await driver.waitStopped(ref, 10);
@@ -90,6 +96,7 @@ export class InstanceRuntime {
     const ex = records.expanded(row);
     await loadKernelModules(ex.config["linux.kernel_modules"]);
     const volume = await this.deps.mountVolume(project, rootDisk(ex.devices).pool, name);
+    if (!stateful) this.dropState(row, volume);
     driver.create(ref, volume);
     const next = await this.prepareIdmap(row, volume, ex.config);
     row = records.require(project, name);
@@ -115,8 +122,10 @@ export class InstanceRuntime {
         started.push(d);
       }
       row = records.require(project, name);
-      const init = await driver.start(ref, { volume, hostname: name, architecture: row.architecture, config: records.expanded(row).config, idmap: next, devices: runConfigs });
+      const spec = { volume, hostname: name, architecture: row.architecture, config: records.expanded(row).config, idmap: next, devices: runConfigs };
+      const init = stateful ? await driver.restore!(ref, spec, stateDir(volume), "snapshot") : await driver.start(ref, spec);
       records.setInit(project, name, init, new Date().toISOString());
+      if (stateful) this.dropState(row, volume);
       records.setVolatile(project, name, { "volatile.last_state.power": "RUNNING" });
       for (const rc of runConfigs) await rc.postStart?.(init.pid);
       this.onStarted(project, name, init);
@@ -153,8 +162,51 @@ export class InstanceRuntime {
 
   // ---- stop ----
 
-  stop(project: string, name: string, opts: { force: boolean; timeout: number }): Promise<void> {
-    return this.serialize(project, name, () => this.doStop(project, name, opts));
+  /** `stateful`: dump the running state into the volume first and stop through CRIU (LXD's Stop(stateful)). */
+  stop(project: string, name: string, opts: { force: boolean; timeout: number; stateful?: boolean }): Promise<void> {
+    return this.serialize(project, name, () => (opts.stateful ? this.doStatefulStop(project, name) : this.doStop(project, name, opts)));
+  }
+
+  private async doStatefulStop(project: string, name: string): Promise<void> {
+    const { records } = this.deps;
+    const row = records.require(project, name);
+    if (!this.isRunning(row)) throw new BadRequest("The instance is already stopped");
+    const k = `${project}/${name}`;
+    this.transitioning.add(k);
+    try {
+      const dir = await this.dumpState(row, { stop: true, purpose: "snapshot" });
+      await this.driver.waitStopped({ project, name }, 30);
+      await this.finishStop(row);
+      records.setStateful(project, name, existsSync(dir));
+    } finally {
+      this.transitioning.delete(k);
+    }
+    this.deps.events.lifecycle("instance-stopped", instanceUrl(project, name), { project });
+  }
+
+  /**
+   * CRIU dump of a running instance into its volume's `state` directory (made afresh, 0700), as
+   * LXD's stateful stop and snapshot do; returns the directory. The dump's failure is thrown as is.
+   */
+  async dumpState(row: InstanceRow, opts: { stop: boolean; purpose: CheckpointPurpose }): Promise<string> {
+    if (!this.driver.checkpoint) throw new CriuMissing();
+    const volume = await this.deps.mountVolume(row.project, rootDisk(this.deps.records.expanded(row).devices).pool, row.name);
+    const dir = stateDir(volume);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { mode: 0o700 });
+    try {
+      await this.driver.checkpoint({ project: row.project, name: row.name }, { dir, ...opts });
+    } catch (e) {
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return dir;
+  }
+
+  /** A stateless start or stop forgets a dumped state (LXD removes StatePath). */
+  private dropState(row: InstanceRow, volume: string): void {
+    rmSync(stateDir(volume), { recursive: true, force: true });
+    if (row.stateful) this.deps.records.setStateful(row.project, row.name, false);
   }
 
   /** Stop (no queue); `event` false: no lifecycle event and no ephemeral delete (restarts, shutdown). */

@@ -57,6 +57,8 @@ export interface CreateRequest extends InstancePut {
   };
   /** Internal (moves): the source's volatile keys are kept and no template trigger is set. */
   move?: boolean;
+  /** Internal (live moves): the copy holds the source's CRIU dump and starts from it. */
+  stateful?: boolean;
   /** Internal (source type migration): fill the new, empty volume (and its snapshots) from a peer. */
   migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<void>;
 }
@@ -127,6 +129,10 @@ export class InstanceService implements InstancesPort, InstanceRecords {
 
   setInit(project: string, name: string, init: InitProcess | undefined, lastUsedAt?: string): void {
     this.repo.setRuntime(project, name, { pid: init?.pid ?? 0, start: init?.startTime ?? "" }, lastUsedAt);
+  }
+
+  setStateful(project: string, name: string, stateful: boolean): void {
+    this.repo.setStateful(project, name, stateful);
   }
 
   require(project: string, name: string): InstanceRow {
@@ -391,7 +397,7 @@ export class InstanceService implements InstancesPort, InstanceRecords {
       type: "container",
       architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.deps.host.kernel_architecture,
       ephemeral: req.ephemeral ?? false,
-      stateful: false,
+      stateful: req.stateful ?? false,
       description: req.description ?? "",
       config,
       devices: req.devices ?? {},

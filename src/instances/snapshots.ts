@@ -1,5 +1,6 @@
 // Instance snapshots: the rules and the database. Volumes are made by the storage layer
 // (StoragePort *InstanceSnapshot); state changes run in the instance's queue (runtime.serialize).
+import { rmSync } from "node:fs";
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
@@ -8,6 +9,7 @@ import { parseBool } from "../config/validators.js";
 import type { ScheduledSubject } from "../daemon/ports.js";
 import { run } from "../os/exec.js";
 import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
+import { CriuMissing } from "./drivers/types.js";
 import { idmapJson, type IdmapEntry } from "./idmap.js";
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
@@ -150,7 +152,6 @@ export class SnapshotService {
   /** Name for a new snapshot: the requested one checked, or the next from snapshots.pattern. */
   checkCreate(row: InstanceRow, req: { name: string; stateful: boolean }): string {
     this.core.ports.projects?.allowSnapshotCreation?.(row.project);
-    if (req.stateful) throw new BadRequest("Unable to create a stateful snapshot. CRIU isn't installed");
     const name = req.name || nextSnapshotName(this.svc.expanded(row).config["snapshots.pattern"] || "snap%d", this.repo.list(row.id, true).map((s) => s.name));
     validateSnapshotName(name);
     this.storage();
@@ -158,8 +159,8 @@ export class SnapshotService {
   }
 
   /** The body of the "Snapshotting instance" operation. A running container is frozen while its volume is copied. */
-  async create(project: string, name: string, snap: string, expiresAt: string | null | undefined, signal?: AbortSignal): Promise<void> {
-    await this.svc.runtime.serialize(project, name, () => this.createLocked(project, name, snap, expiresAt, signal));
+  async create(project: string, name: string, snap: string, expiresAt: string | null | undefined, signal?: AbortSignal, stateful = false): Promise<void> {
+    await this.svc.runtime.serialize(project, name, () => this.createLocked(project, name, snap, expiresAt, signal, stateful));
   }
 
   /**
@@ -175,8 +176,11 @@ export class SnapshotService {
   }
 
   /** The body of create, for callers already in the instance's queue. */
-  private async createLocked(project: string, name: string, snap: string, expiresAt: string | null | undefined, signal?: AbortSignal): Promise<void> {
-    {
+  private async createLocked(project: string, name: string, snap: string, expiresAt: string | null | undefined, signal?: AbortSignal, stateful = false): Promise<void> {
+    // A stateful snapshot carries a CRIU dump of the running instance in the volume's `state`
+    // directory, which goes away again once the volume is snapshotted (LXD's Snapshot(stateful)).
+    const state = stateful ? await this.dumpForSnapshot(project, name) : undefined;
+    try {
       const row = this.svc.require(project, name);
       if (this.repo.get(row.id, snap)) throw new Conflict(`Failed creating instance snapshot record "${snap}": Add snapshot info to the database: This "instances_snapshots" entry already exists`);
       const now = new Date();
@@ -188,7 +192,7 @@ export class SnapshotService {
         name: snap,
         createdAt: now.toISOString(),
         expiresAt: expiry,
-        stateful: false,
+        stateful,
         description: "",
         architecture: row.architecture,
         ephemeral: row.ephemeral,
@@ -204,8 +208,21 @@ export class SnapshotService {
         throw e;
       }
       this.repo.setState(created.id, "created");
+    } finally {
+      if (state) rmSync(state, { recursive: true, force: true });
     }
     this.core.events.lifecycle("instance-snapshot-created", snapshotUrl(project, name, snap), { project });
+  }
+
+  private async dumpForSnapshot(project: string, name: string): Promise<string> {
+    const row = this.svc.require(project, name);
+    if (!this.svc.runtime.isRunning(row)) throw new Error("Unable to create a stateful snapshot. The instance isn't running");
+    try {
+      return await this.svc.runtime.dumpState(row, { stop: false, purpose: "snapshot" });
+    } catch (e) {
+      if (e instanceof CriuMissing) throw new Error("Unable to create a stateful snapshot. CRIU isn't installed");
+      throw e;
+    }
   }
 
   async delete(project: string, name: string, snap: string): Promise<void> {

@@ -1,6 +1,8 @@
 // Spawning system tools (the liblxc helpers are started by helper-process.ts instead).
 // Processes through node:child_process; node-pty is loaded by the first interactive session.
 import { spawn as spawnChild } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import { join } from "node:path";
 import { createRequire } from "node:module";
 import type { IPty } from "node-pty";
 
@@ -139,5 +141,18 @@ export function spawnPty(cmd: string, args: string[], opts: { cols: number; rows
     cwd: opts.cwd ?? "/",
     env: opts.env ?? {},
     encoding: null,
+  });
+}
+
+/** Whether `cmd` is an executable on the daemon's PATH (what liblxc and exec.LookPath see). */
+export function onPath(cmd: string): boolean {
+  return (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").some((d) => {
+    if (d === "") return false;
+    try {
+      accessSync(join(d, cmd), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
   });
 }

@@ -286,6 +286,8 @@ export class ProjectService implements ProjectsPort {
       validateProjectName(to);
       this.repo.rename(name, to);
     })();
+    // Restricted certificates name their projects; the rename rewrote them in the database.
+    this.core.trust.reload();
     this.core.events.lifecycle("project-renamed", `/1.0/projects/${to}`, { project: to, context: { old_name: name } });
   }
 

@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
-import YAML from "yaml";
+import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
 import type { Core } from "../daemon/feature.js";
 import type { VolumeRow } from "../db/storage-repo.js";
@@ -193,7 +193,7 @@ export class VolumeBackupService {
         volume_snapshots: snaps.map((s) => this.snapshots.view(s)),
       },
     };
-    writeFileSync(join(stage, "backup", "index.yaml"), YAML.stringify(index), { mode: 0o644 });
+    writeFileSync(join(stage, "backup", "index.yaml"), stringifyYaml(index), { mode: 0o644 });
     // Hard links where the pool shares the filesystem, copies otherwise: tar then writes LXD's layout.
     const hostVol = this.pools.hostVolume(v);
     await driver.exportVolume(hostVol, join(stage, "backup", "volume"), { link: true, signal });
@@ -315,7 +315,7 @@ export class VolumeBackupService {
     if (!gate.captured) throw new BadRequest("Backup is missing index.yaml");
     let doc: { name?: unknown; type?: unknown; snapshots?: unknown; optimized?: unknown; config?: { volume?: IndexVolume; volume_snapshots?: IndexSnapshot[] } } | null;
     try {
-      doc = YAML.parse(gate.captured.toString("utf8"));
+      doc = parseYaml(gate.captured.toString("utf8")) as typeof doc;
     } catch (e) {
       throw new BadRequest(`Error reading backup file info: ${(e as Error).message}`);
     }

@@ -24,7 +24,7 @@ interface Client {
   keyPem: string;
   fingerprint: string;
 }
-const certs = {} as Record<"restricted" | "admin" | "untrusted" | "rdefault", Client>;
+const certs = {} as Record<"restricted" | "admin" | "untrusted" | "rdefault" | "rrename", Client>;
 
 function makeCert(name: string): Client {
   const crt = join(tmp, `${name}.crt`);
@@ -76,7 +76,7 @@ beforeAll(async () => {
   port = 20000 + Math.floor(Math.random() * 20000);
   ok(d.lxc("config", "set", "core.https_address", `127.0.0.1:${port}`), "https");
   for (const p of ["p1", "p2"]) ok(d.lxc("project", "create", p, "-c", "features.images=false", "-c", "features.profiles=false"), `project ${p}`);
-  for (const n of ["restricted", "admin", "untrusted", "rdefault"] as const) certs[n] = makeCert(n);
+  for (const n of ["restricted", "admin", "untrusted", "rdefault", "rrename"] as const) certs[n] = makeCert(n);
   ok(d.lxc("config", "trust", "add", certs.restricted.crt, "--restricted", "--projects", "p1"), "trust add restricted");
   ok(d.lxc("config", "trust", "add", certs.rdefault.crt, "--restricted", "--projects", "default"), "trust add rdefault");
   ok(d.lxc("config", "trust", "add", certs.admin.crt), "trust add admin");
@@ -275,5 +275,23 @@ describe("GET /1.0/events without an upgrade", () => {
     expect((await tls("untrusted", "GET", "/1.0/events")).status).toBe(403);
     expect((await tls("restricted", "GET", "/1.0/events?project=p2")).status).toBe(403);
     expect((await tls("restricted", "GET", "/1.0/events?project=p1")).status).toBe(400);
+  });
+});
+
+describe("a restricted certificate whose project is renamed", () => {
+  it("follows the project to its new name at once, and loses the old one", async () => {
+    ok(d.lxc("project", "create", `${tag}-old`), "project create");
+    ok(d.lxc("config", "trust", "add", certs.rrename.crt, "--restricted", "--projects", `${tag}-old`), "trust add rrename");
+    expect((await tls("rrename", "GET", `/1.0/instances?project=${tag}-old`)).status).toBe(200);
+    ok(d.lxc("project", "rename", `${tag}-old`, `${tag}-new`), "project rename");
+    try {
+      expect((await tls("rrename", "GET", `/1.0/instances?project=${tag}-new`)).status).toBe(200);
+      expect((await tls("rrename", "GET", `/1.0/instances?project=${tag}-old`)).status).toBe(403);
+      const cert = JSON.parse(ok(d.lxc("query", `/1.0/certificates/${certs.rrename.fingerprint}`), "show cert"));
+      expect(cert.projects).toEqual([`${tag}-new`]);
+    } finally {
+      d.lxc("config", "trust", "remove", certs.rrename.fingerprint);
+      d.lxc("project", "delete", `${tag}-new`);
+    }
   });
 });

@@ -1,5 +1,5 @@
 // `npm run bench` end to end, with small numbers: it starts its own daemon, or measures a given socket.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -57,4 +57,25 @@ describe("bench", () => {
     // its daemon directory, containers and scratch files are gone
     expect(benchDirs()).toEqual(before);
   }, 120_000);
+});
+
+describe("bench:migrate", () => {
+  it("copies and refreshes between two daemons of its own, and cleans up", async () => {
+    const before = benchDirs();
+    const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      const child = spawn(process.execPath, [join(ROOT, "dist/bench/migrate.js"), "--size-mib", "10", "--snapshots", "1", "--change-mib", "10", "--runs", "1", "--no-reference", "--json"]);
+      let out = "";
+      let err = "";
+      child.stdout.on("data", (b) => (out += b));
+      child.stderr.on("data", (b) => (err += b));
+      child.on("close", (code) => resolve({ code, out, err }));
+    });
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.out);
+    expect(out.figures.copy_median_ms).toBeGreaterThan(0);
+    expect(out.figures.refresh_median_ms).toBeGreaterThan(0);
+    expect(out.figures.reference_copy_median_ms).toBeUndefined();
+    expect(benchDirs()).toEqual(before);
+  }, 300_000);
 });

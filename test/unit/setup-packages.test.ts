@@ -18,7 +18,7 @@ const PACKAGE_OF: Record<string, string> = {
   ip: "iproute2", tc: "iproute2",
   losetup: "mount", mount: "mount", umount: "mount",
   lxc: "lxd-client", lxd: "lxd",
-  "lxc-console": "lxc", "lxc-info": "lxc", "lxc-ls": "lxc", "lxc-start": "lxc", "lxc-stop": "lxc", "lxc-wait": "lxc",
+  "lxc-checkpoint": "lxc", "lxc-console": "lxc", "lxc-info": "lxc", "lxc-ls": "lxc", "lxc-start": "lxc", "lxc-stop": "lxc", "lxc-wait": "lxc",
   modprobe: "kmod",
   nft: "nftables",
   openssl: "openssl",

@@ -45,7 +45,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     const body = await req.body(SnapshotsPost, "api.InstanceSnapshotsPost");
     const snap = snaps().checkCreate(row, body);
     const { project } = req;
-    return instanceTask(core.operations, { description: "Snapshotting instance", project, resources: resources(project, row.name) }, async (signal) => snaps().create(project, row.name, snap, body.expires_at, signal));
+    return instanceTask(core.operations, { description: "Snapshotting instance", project, resources: resources(project, row.name) }, async (signal) => snaps().create(project, row.name, snap, body.expires_at, signal, body.stateful));
   };
 
   const etagOf = (req: { project: string; params: Record<string, string> }) => {

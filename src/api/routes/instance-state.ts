@@ -29,9 +29,9 @@ export function instanceStateHandlers(core: Core, svc: InstanceService): { get: 
     const opts = { force: req.force, timeout: req.timeout };
     switch (req.action as Action) {
       case "start":
-        return rt().start(project, name);
+        return rt().start(project, name, { stateful: req.stateful });
       case "stop":
-        return rt().stop(project, name, opts);
+        return rt().stop(project, name, { ...opts, stateful: req.stateful });
       case "restart":
         return rt().restart(project, name, opts);
       case "freeze":
@@ -52,7 +52,6 @@ export function instanceStateHandlers(core: Core, svc: InstanceService): { get: 
     const row = svc.require(req.project, req.params.name);
     const body = await req.body(StatePut, "api.InstanceStatePut");
     if (!isAction(body.action)) throw new BadRequest(`Unknown action ${body.action}`);
-    if (body.stateful) throw new BadRequest("Stateful stop/start is not supported");
     const status = rt().status(row);
     if (body.action === "start" && status !== "Stopped") throw new BadRequest("The instance is already running");
     if (body.action === "stop" && status === "Stopped") throw new BadRequest("The instance is already stopped");
@@ -68,7 +67,6 @@ export function instanceStateHandlers(core: Core, svc: InstanceService): { get: 
     const body = await req.body(InstancesPut, "api.InstancesPut");
     const state = body.state ?? { action: "", timeout: -1, force: false, stateful: false };
     if (!isAction(state.action)) throw new BadRequest(`Unknown action: '${state.action}'`);
-    if (state.stateful) throw new BadRequest("Stateful stop/start is not supported");
     const { project } = req;
     const wanted: Record<Action, (s: ReturnType<ReturnType<typeof rt>["status"]>) => boolean> = {
       start: (s) => s === "Stopped",

@@ -2,7 +2,7 @@
 import { instanceResources, instanceTask } from "./instance-task.js";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
-import YAML from "yaml";
+import { parseYaml, stringifyYaml } from "../../shared/yaml.js";
 import type { Core } from "../../daemon/feature.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import type { InstanceFiles } from "../../instances/instance-files.js";
@@ -301,13 +301,13 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
 
   const getMetadata: Handler = async (req) => {
     const text = await files.readMetadata(row(req));
-    const meta = text ? YAML.parse(text) : {};
+    const meta = (text ? parseYaml(text) : {}) as Record<string, unknown>;
     return sync({ architecture: "", creation_date: 0, expiry_date: 0, properties: {}, templates: {}, ...meta });
   };
   const putMetadata: Handler = async (req) => {
     const r = row(req);
     const body = await req.body(MetadataPut, "api.ImageMetadata");
-    await files.writeMetadata(r, YAML.stringify(body));
+    await files.writeMetadata(r, stringifyYaml(body));
     core.events.lifecycle("instance-metadata-updated", instanceUrl(r.project, r.name), { project: r.project });
     return sync({});
   };

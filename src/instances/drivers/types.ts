@@ -44,6 +44,16 @@ export interface InstanceUsage {
   processes: number;
 }
 
+/** The driver can't dump or restore state here (no CRIU); callers word it as LXD does for their action. */
+export class CriuMissing extends Error {
+  constructor() {
+    super("Unable to perform container live migration. CRIU isn't installed");
+  }
+}
+
+/** What a CRIU dump or restore is for (LXD names its logs and errors after it). */
+export type CheckpointPurpose = "snapshot" | "migration";
+
 export interface InstanceDriverInfo {
   /** Registry key (e.g. "lxc"). */
   name: string;
@@ -105,6 +115,13 @@ export interface InstanceDriver {
   /** Release host set-up when nothing runs any more (daemon stop). */
   releaseHost?(): Promise<void>;
 
+  /**
+   * Optional (CRIU): dump the running instance's state into `dir` (`stop`: and stop it). Throws
+   * with CRIU's errors as LXD words them ("<purpose> dump failed" and the log's Error/Warn lines).
+   */
+  checkpoint?(ref: InstanceRef, opts: { dir: string; stop: boolean; purpose: CheckpointPurpose }): Promise<void>;
+  /** Optional (CRIU): start the instance from the dump in `dir` instead of booting it. */
+  restore?(ref: InstanceRef, spec: StartSpec, dir: string, purpose: CheckpointPurpose): Promise<InitProcess>;
   /** Optional capability (info.freeze): pause and resume. */
   /** Optional: load raw driver config (`raw.lxc`) as the next start would, refusing what the driver rejects. */
   checkRawConfig?(text: string): Promise<void>;

@@ -6,13 +6,15 @@
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, rmdirSync, rmSync, symlinkSync, writeFileSync, readlinkSync, renameSync, mkdtempSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
-import { run } from "../../os/exec.js";
+import { onPath, run } from "../../os/exec.js";
 import { runHelper } from "../../os/helper-process.js";
 import { helperPath } from "../../os/native.js";
-import type { AttachTarget, CommandSpec, InitProcess, InstanceDriver, InstanceDriverDefinition, InstanceDriverEnv, InstanceRef, InstanceUsage, PowerState, StartSpec } from "../drivers/types.js";
+import { CriuMissing, type AttachTarget, type CheckpointPurpose, type CommandSpec, type InitProcess, type InstanceDriver, type InstanceDriverDefinition, type InstanceDriverEnv, type InstanceRef, type InstanceUsage, type PowerState, type StartSpec } from "../drivers/types.js";
 import { hostRoot } from "../idmap.js";
 import { cgroupDir, controllerVersion, hostCgroupLayout, processCount, readUsage, writeLimit, type CgroupLayout } from "./cgroup.js";
+import { criuFailure, keepCriuLog } from "./criu.js";
 import { cpusetFor, generateLxcConfig, logDir, memoryLimitBytes, renderLxcConfig } from "./config.js";
+import { shiftTree } from "./shift.js";
 import { ensureShmounts, hotplugFor, releaseShmounts } from "./hotplug.js";
 import { needsSeccompPolicy, seccompPolicy } from "./seccomp.js";
 
@@ -188,6 +190,40 @@ export class LxcDriver implements InstanceDriver {
 
   /** liblxc config from the spec, then start (see launch). */
   async start(ref: InstanceRef, spec: StartSpec): Promise<InitProcess> {
+    await this.writeStartConfig(ref, spec);
+    return this.launch(ref);
+  }
+
+  /**
+   * CRIU dump through liblxc (lxc-checkpoint on the config the container was started with), as
+   * LXD's Migrate(MIGRATE_DUMP): the log is kept with the instance's logs either way.
+   */
+  async checkpoint(ref: InstanceRef, opts: { dir: string; stop: boolean; purpose: CheckpointPurpose }): Promise<void> {
+    if (!onPath("criu")) throw new CriuMissing();
+    const args = [...this.args(ref), `--rcfile=${this.configFile(ref)}`, "-D", opts.dir, "-v", ...(opts.stop ? ["-s"] : [])];
+    const res = await run("lxc-checkpoint", args, { reject: false });
+    keepCriuLog(opts.dir, this.logDir(ref), opts.purpose, "dump");
+    if (res.exitCode !== 0) throw new Error(criuFailure(opts.dir, opts.purpose, "dump") ?? `Failed to run: lxc-checkpoint: ${res.stderr.trim()}`);
+  }
+
+  /**
+   * Start from a CRIU dump (LXD's forkmigrate): the same config a start writes, the dump's files
+   * shifted into the container's id map, then liblxc's restore daemonized.
+   */
+  async restore(ref: InstanceRef, spec: StartSpec, dir: string, purpose: CheckpointPurpose): Promise<InitProcess> {
+    if (!onPath("criu")) throw new CriuMissing();
+    await this.writeStartConfig(ref, spec);
+    if (spec.idmap.length > 0) await shiftTree(dir, [], spec.idmap);
+    const args = [...this.args(ref), `--rcfile=${this.configFile(ref)}`, "-r", "-d", "-D", dir, "-v"];
+    const res = await run("lxc-checkpoint", args, { reject: false });
+    keepCriuLog(dir, this.logDir(ref), purpose, "restore");
+    if (res.exitCode !== 0) throw new Error(criuFailure(dir, purpose, "restore") ?? `Failed to run: lxc-checkpoint: ${res.stderr.trim()}`);
+    const init = await this.runningInit(ref);
+    if (!init) throw new Error(`Container ${lxcName(ref)} did not stay running after restore (see lxc.log)`);
+    return init;
+  }
+
+  private async writeStartConfig(ref: InstanceRef, spec: StartSpec): Promise<void> {
     const name = lxcName(ref);
     await this.prepareHost().catch((e) => this.env.log.warn({ err: e }, "cannot set up shmounts: disk hot-plug unavailable"));
     const shmounts = this.shmountsDir(ref);
@@ -224,7 +260,6 @@ export class LxcDriver implements InstanceDriver {
     // The volume directory: 0100, traversable by the container's root only (as LXD's start).
     this.lockVolumeDir(spec.volume, { uid: hostRoot(spec.idmap).uid, gid: 0 });
     this.writeConfig(ref, renderLxcConfig(lines));
-    return this.launch(ref);
   }
 
   /**
