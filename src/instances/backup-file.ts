@@ -5,8 +5,8 @@
 import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import YAML from "yaml";
 import type { EventHub } from "../operations/events.js";
+import { stringifyYaml } from "../shared/yaml.js";
 import type { LxdEvent } from "../operations/types.js";
 import type { InstanceService } from "./service.js";
 
@@ -58,7 +58,7 @@ export class BackupFile {
     const row = this.svc.repo.get(project, name);
     if (!row || !this.svc.backups) return;
     const dir = await this.svc.volumeDir(row);
-    const text = YAML.stringify(this.svc.backups.backupConfig(row), { aliasDuplicateObjects: false });
+    const text = stringifyYaml(this.svc.backups.backupConfig(row), { aliasDuplicateObjects: false });
     const tmp = join(dir, ".backup.yaml.tmp");
     writeFileSync(tmp, text, { mode: 0o600 });
     renameSync(tmp, join(dir, "backup.yaml"));

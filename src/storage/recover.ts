@@ -4,7 +4,7 @@
 // encodes them ("<project>_<name>" for custom volumes and for instances outside `default`).
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import YAML from "yaml";
+import { parseYaml } from "../shared/yaml.js";
 import { VOLUME_DIRS } from "./drivers/types.js";
 
 export interface UnknownVolume {
@@ -78,7 +78,7 @@ export async function readBackupFile(deps: RecoverScanDeps, v: UnknownVolume): P
   const file = join(deps.mountPath(v.pool), VOLUME_DIRS[v.type], disk, "backup.yaml");
   let doc: unknown;
   try {
-    doc = YAML.parse(await readFile(file, "utf8"));
+    doc = parseYaml(await readFile(file, "utf8"));
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     const why = err.code === "ENOENT" ? `open ${file}: no such file or directory` : err.message;
