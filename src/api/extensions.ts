@@ -177,8 +177,18 @@ export const apiExtensions: string[] = [
   "clustering_server_address",
   "clustering_roles",
   "clustering_architecture",
+  "clustering_edit_roles",
   "clustering_failure_domains",
   "clustering_join_token",
   "clustering_description",
+  "clustering_update_cert",
   "clustering_evacuation",
+  // BGP (src/network/bgp/, test/host/network-bgp.test.ts): core.bgp_*, bgp.peers.* on bridge and
+  // physical networks, a supervised gobgpd advertising networks, forwards and NIC external routes.
+  "network_bgp",
+  // /1.0/networks/{name}/peers: answered as 5.0.2 answers every non-OVN network (test/host/network-peers.test.ts).
+  "network_peer",
+  // /1.0/network-acls/{name}/log: 5.0.2's answer, the host's ovn-controller log or its error (test/host/network-acl-log.test.ts).
+  "network_acl_log",
+  "clustering_groups",
 ];

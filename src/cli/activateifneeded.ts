@@ -31,14 +31,26 @@ export async function activateIfNeededCommand(args: ParsedArgs, socket: string):
     return 0;
   };
 
-  const file = pathsFor(resolveLxdDir()).databaseFile;
-  if (!existsSync(file)) {
+  const paths = pathsFor(resolveLxdDir());
+  // An install from before LXD's layout has its one file until the daemon next starts.
+  const legacy = !existsSync(paths.databaseFile) && existsSync(paths.legacyDatabaseFile);
+  if (!legacy && !(existsSync(paths.localDatabaseFile) && existsSync(paths.databaseFile))) {
     log("No local database, so no need to start the daemon now");
     return 0;
   }
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const db = new Database(legacy ? paths.legacyDatabaseFile : paths.databaseFile, { readonly: true, fileMustExist: true });
   try {
-    const get = (key: string) => (db.prepare("SELECT value FROM config WHERE key = ?").get(key) as { value: string } | undefined)?.value;
+    // Member-local keys (core.https_address) are in the local database's config.
+    const localConfig = new Map<string, string>();
+    if (!legacy) {
+      const local = new Database(paths.localDatabaseFile, { readonly: true, fileMustExist: true });
+      try {
+        for (const r of local.prepare("SELECT key, value FROM config").all() as { key: string; value: string | null }[]) if (r.value !== null) localConfig.set(r.key, r.value);
+      } finally {
+        local.close();
+      }
+    }
+    const get = (key: string) => localConfig.get(key) ?? (db.prepare("SELECT value FROM config WHERE key = ?").get(key) as { value: string } | undefined)?.value;
     if (get("core.https_address")) return await activate("Daemon has core.https_address set, activating...");
 
     const projects = new Map((db.prepare("SELECT name, config FROM projects").all() as { name: string; config: string }[]).map((p) => [p.name, json<Record<string, string>>(p.config, {})]));

@@ -40,13 +40,21 @@ function cell(v: unknown): string {
   return String(v);
 }
 
-/** A table as upstream prints it (tablewriter, left aligned, headers as given). */
+/** Display width as tablewriter counts it (one column per code point here). */
+const width = (s: string) => [...s].length;
+
+/** A table as upstream prints it (tablewriter: cells left aligned, headers centred, as given). */
 export function formatTable(columns: string[], rows: unknown[][]): string {
   const cells = rows.map((r) => r.map(cell));
-  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => (r[i] ?? "").length)));
+  const widths = columns.map((c, i) => Math.max(width(c), ...cells.map((r) => width(r[i] ?? ""))));
   const sep = "+" + widths.map((w) => "-".repeat(w + 2)).join("+") + "+";
-  const line = (vals: string[]) => "|" + vals.map((v, i) => ` ${v.padEnd(widths[i])} `).join("|") + "|";
-  return [sep, line(columns), sep, ...cells.map(line), sep].join("\n") + "\n";
+  const left = (v: string, w: number) => v + " ".repeat(w - width(v));
+  const centre = (v: string, w: number) => {
+    const gap = w - width(v);
+    return " ".repeat(Math.floor(gap / 2)) + v + " ".repeat(gap - Math.floor(gap / 2));
+  };
+  const line = (vals: string[], pad: (v: string, w: number) => string) => "|" + vals.map((v, i) => ` ${pad(v, widths[i])} `).join("|") + "|";
+  return [sep, line(columns, centre), sep, ...cells.map((r) => line(r, left)), sep].join("\n") + "\n";
 }
 
 export async function sqlCommand(args: ParsedArgs, socket: string): Promise<number> {
@@ -72,7 +80,7 @@ export async function sqlCommand(args: ParsedArgs, socket: string): Promise<numb
   let out = "";
   results.forEach((r, i) => {
     if (results.length > 1) out += `=> Query ${i}:\n\n`;
-    out += r.type === "select" ? formatTable(r.columns, r.rows) : `Rows affected: ${r.rows_affected}\n`;
+    out += r.type === "select" ? formatTable(r.columns ?? [], r.rows ?? []) : `Rows affected: ${r.rows_affected}\n`;
     if (results.length > 1) out += "\n";
   });
   process.stdout.write(out);

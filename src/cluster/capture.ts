@@ -12,29 +12,26 @@ export type Stmt = [sql: string, params: unknown[] | null];
 export const LOCAL_TABLES = new Set(["operations", "warnings", "schema_migrations", "cluster_local", "snapshot_schedule_runs"]);
 
 /** Server keys that are member-local in LXD (its local `config` table). */
-export const LOCAL_CONFIG_KEYS = new Set([
-  "core.https_address",
-  "cluster.https_address",
-  "core.dns_address",
-  "core.metrics_address",
-  "core.bgp_address",
-  "core.debug_address",
-  "core.storage_buckets_address",
-  "storage.backups_volume",
-  "storage.images_volume",
-]);
+export { LOCAL_CONFIG_KEYS } from "../db/local-schema.js";
 
-const WRITE_RE = /^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+["`]?(\w+)/i;
+const WRITE_RE = /^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+(?:["`]?(\w+)["`]?\.)?["`]?(\w+)/i;
 const ANY_WRITE_RE = /\b(?:INSERT|REPLACE|UPDATE|DELETE|CREATE|DROP|ALTER)\b/i;
 
 /** The table a statement writes, or undefined for reads. */
 export function writtenTable(sql: string): string | undefined {
-  return WRITE_RE.exec(sql)?.[1]?.toLowerCase();
+  const m = WRITE_RE.exec(sql);
+  if (!m) return undefined;
+  return (m[1] && m[1].toLowerCase() !== "main" ? `${m[1]}.${m[2]}` : m[2]).toLowerCase();
+}
+
+/** Tables of the node-local database (`local.*`) and our member-local tables stay on this member. */
+export function isLocalTable(table: string): boolean {
+  return LOCAL_TABLES.has(table) || table.startsWith("local.");
 }
 
 export function isReplicated(sql: string): boolean {
   const table = writtenTable(sql);
-  return table !== undefined && !LOCAL_TABLES.has(table);
+  return table !== undefined && !isLocalTable(table);
 }
 
 /** JSON-safe parameters (better-sqlite3 binds booleans? no: numbers, strings, bigints, buffers, null). */
@@ -111,7 +108,7 @@ export function installCapture(db: Db, onCommit: (stmts: Stmt[]) => void): Captu
     // Multi-statement text (patch files, `lxd sql`): replicate it whole when it writes a global table.
     if (ANY_WRITE_RE.test(sql) && !/^\s*(?:PRAGMA|SAVEPOINT|RELEASE|BEGIN|COMMIT|ROLLBACK)\b/i.test(sql)) {
       const table = writtenTable(sql);
-      if (table === undefined || !LOCAL_TABLES.has(table)) record([sql, null]);
+      if (table === undefined || !isLocalTable(table)) record([sql, null]);
     }
     return r;
   } as Db["exec"];

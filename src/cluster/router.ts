@@ -31,7 +31,7 @@ const UNLOCKED = [
   /^\/1\.0\/instances\/[^/]+\/(?:exec|console|files|sftp)$/,
   /^\/1\.0\/containers\/[^/]+\/(?:exec|console|files|sftp)$/,
   /^\/1\.0\/operations\//,
-  /^\/1\.0\/cluster(?:\/members)?$/,
+  /^\/1\.0\/cluster(?:\/members|\/certificate)?$/,
   /^\/1\.0\/cluster\/members\/[^/]+(?:\/state)?$/,
   /^\/internal\//,
   /^\/1\.0\/events$/,
@@ -67,9 +67,9 @@ export class ClusterRouter {
     }
     if (req.method === "POST" && (path === "/1.0/instances" || path === "/1.0/containers")) {
       let target = url.searchParams.get("target");
-      if (!target) {
-        // Untargeted: the scheduler picks a member (once: the member it lands on sees a target).
-        target = await cluster.schedule();
+      if (!target || target.startsWith("@")) {
+        // Untargeted or a cluster group: the scheduler picks a member (once: the member it lands on sees a target).
+        target = await cluster.schedule(target ? target.slice(1) : undefined);
         url.searchParams.set("target", target);
         req.url = url.pathname + url.search;
       }
@@ -77,7 +77,7 @@ export class ClusterRouter {
       return undefined;
     }
     const op = OPERATION_PATH.exec(path);
-    if (op && !this.isLocalOperation(op[1])) return this.remoteOps.get(op[1]);
+    if (op && !this.isLocalOperation(op[1])) return this.remoteOps.get(op[1]) ?? (await cluster.operationUrl(op[1]));
     const state = MEMBER_STATE_PATH.exec(path);
     if (state && req.method === "POST" && decodeURIComponent(state[1]) !== cluster.name() && who.username !== "cluster") return cluster.memberUrl(decodeURIComponent(state[1]));
     return undefined;

@@ -1,10 +1,10 @@
 // Clustering: enabling it on a first member, join tokens, joining, the member list with
 // heartbeats, and where an instance lives. Global state replication is replica.ts; the etcd
 // layout is store.ts; forwarding and the write lock are router.ts.
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { createPrivateKey, randomBytes, timingSafeEqual, X509Certificate, type KeyObject } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { BadRequest, Conflict, Forbidden, NotFound } from "../shared/errors.js";
+import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
 import { setLocalMember, type Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import type { OperationManager } from "../operations/manager.js";
@@ -14,9 +14,12 @@ import type { Paths } from "../daemon/paths.js";
 import type { ServerService } from "../daemon/server-service.js";
 import type { TrustStore } from "../daemon/trust.js";
 import type { ClusterPort } from "../daemon/ports.js";
-import { memberRawGet, memberRequest, type MemberTls } from "./forward.js";
+import { FORWARDED_FOR, LOCAL_ONLY, memberRawGet, memberRequest, type MemberTls } from "./forward.js";
+import type { Requestor } from "../shared/requestor.js";
 import { localGet, localSet, Replica, takeSnapshot } from "./replica.js";
 import { ClusterStore, type MemberRecord } from "./store.js";
+import { Leadership } from "./leader.js";
+import { ClusterGroups } from "./groups.js";
 
 export interface ClusterDeps {
   paths: Paths;
@@ -61,8 +64,57 @@ export class ClusterService implements ClusterPort {
   private heartbeat?: NodeJS.Timeout;
   /** Last known instance statuses of other members ("project/name" → status), per member. */
   private reports = new Map<string, StatusReport>();
+  leadership?: Leadership;
+  private leaderListeners: ((leading: boolean) => void)[] = [];
 
-  constructor(private readonly d: ClusterDeps) {}
+  readonly groups: ClusterGroups;
+
+  constructor(private readonly d: ClusterDeps) {
+    this.groups = new ClusterGroups(this, d.events);
+  }
+
+  /**
+   * Whether this member runs the cluster's leader-only background tasks: always on a standalone
+   * daemon; on a member, only while it holds the etcd election (never before it reconnected).
+   */
+  leads(): boolean {
+    if (!this.member) return localGet(this.d.db, "member_name") === undefined;
+    return this.leadership?.isLeader() ?? false;
+  }
+
+  /** Whether work on an object living on member `node` runs here ("" is this daemon when standalone). */
+  owns(node: string): boolean {
+    if (!this.member) return localGet(this.d.db, "member_name") === undefined;
+    return node === this.member;
+  }
+
+  /**
+   * Run background work that writes global state under the cluster write lock, as a request
+   * would (router.ts): caught up with the log first, its writes appended before the lock is
+   * released, so the log order is this member's order for them too.
+   */
+  async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.clustered()) return fn();
+    const release = await this.requireStore().lock();
+    try {
+      await this.replica!.catchUp();
+      return await fn();
+    } finally {
+      await this.replica!.flush().catch(() => undefined);
+      await release();
+    }
+  }
+
+  /** Claim a scheduled run cluster-wide (see ClusterStore.claimRun). */
+  async claimRun(subject: string, minute: number): Promise<boolean> {
+    return this.requireStore().claimRun(subject, minute);
+  }
+
+  /** Be told when this member starts or stops leading. */
+  onLeadership(fn: (leading: boolean) => void): void {
+    this.leaderListeners.push(fn);
+    this.leadership?.onChange(fn);
+  }
 
   clustered(): boolean {
     return this.member !== "";
@@ -101,6 +153,7 @@ export class ClusterService implements ClusterPort {
 
   async stop(): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.leadership?.stop();
     await this.replica?.stop();
     this.store?.close();
   }
@@ -140,6 +193,11 @@ export class ClusterService implements ClusterPort {
     // Events: each member relays its lifecycle and operation events (not admin-only ones, whose
     // metadata may hold secrets) through etcd; every member delivers the others' to its listeners.
     this.d.events.location = name;
+    this.d.operations.location = name;
+    this.d.operations.hooks = {
+      created: (id) => void store.indexOperation(id, this.member).catch(() => undefined),
+      removed: (id) => void store.unindexOperation(id).catch(() => undefined),
+    };
     this.d.events.tap = (event, opts) => {
       if (opts.adminOnly || event.type === "logging") return;
       void store.publishEvent(this.member, event).catch(() => undefined);
@@ -156,6 +214,10 @@ export class ClusterService implements ClusterPort {
       },
     });
     this.heartbeat.unref();
+    const leadership = new Leadership(store.client, () => this.member, this.d.log);
+    for (const fn of this.leaderListeners) leadership.onChange(fn);
+    this.leadership = leadership;
+    await leadership.start();
     const w = await store.client.watch().prefix("/nodelxd/status/").create();
     w.on("put", (kv) => this.reports.set(kv.key.toString().slice("/nodelxd/status/".length), JSON.parse(kv.value.toString())));
     const all = await store.client.getAll().prefix("/nodelxd/status/").strings();
@@ -368,7 +430,7 @@ export class ClusterService implements ClusterPort {
       description: m.description,
       config: m.config,
       groups: m.groups,
-      roles: m.roles,
+      roles: this.leadership?.leader() === m.name && status === "Online" ? [...m.roles, "database-leader"] : m.roles,
     };
   }
 
@@ -378,9 +440,13 @@ export class ClusterService implements ClusterPort {
     return m.url;
   }
 
-  /** The online, not evacuated member with the fewest instances (LXD 5.0.2's default placement). */
-  async schedule(): Promise<string> {
-    const candidates = (await this.members()).filter((m) => m.status === "Online").map((m) => m.server_name);
+  /**
+   * The online, not evacuated member with the fewest instances (LXD 5.0.2's default placement),
+   * among the members of cluster group `group` when given (`--target @group`).
+   */
+  async schedule(group?: string): Promise<string> {
+    const among = group === undefined ? undefined : new Set(await this.groups.membersOf(group));
+    const candidates = (await this.members()).filter((m) => m.status === "Online" && (!among || among.has(m.server_name))).map((m) => m.server_name);
     if (candidates.length === 0) throw new BadRequest("No suitable cluster member could be found");
     const counts = new Map((this.d.db.prepare("SELECT node, COUNT(*) AS n FROM instances GROUP BY node").all() as { node: string; n: number }[]).map((r) => [r.node, r.n]));
     return candidates.sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b))[0];
@@ -390,6 +456,7 @@ export class ClusterService implements ClusterPort {
     const store = this.requireStore();
     const m = await store.member(name);
     if (!m) throw new NotFound("Member not found");
+    if (patch.roles !== undefined) patch = { ...patch, roles: editedRoles(m.roles, patch.roles) };
     await store.putMember({ ...m, ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) });
   }
 
@@ -404,6 +471,9 @@ export class ClusterService implements ClusterPort {
       localSet(this.d.db, "member_name", to);
       this.member = to;
       setLocalMember(this.d.db, to);
+      this.d.events.location = to;
+      this.d.operations.location = to;
+      await this.leadership?.rename();
       this.d.server.invalidate();
     }
   }
@@ -438,6 +508,73 @@ export class ClusterService implements ClusterPort {
       return;
     }
     throw new Error(`No cluster member has the files of image ${fingerprint}`);
+  }
+
+  /**
+   * Operations of every other online member (GET /1.0/operations on one member lists the whole
+   * cluster's, as LXD): each is asked for its own only, on behalf of the same client (so a
+   * restricted client sees there what it would see here).
+   */
+  async remoteOperations(query: string, who: Requestor): Promise<OperationView[]> {
+    const others = (await this.members()).filter((m) => m.status === "Online" && m.server_name !== this.member);
+    const headers: Record<string, string> = { [LOCAL_ONLY]: "1" };
+    if (who.protocol === "tls" && who.username !== "cluster" && who.fingerprint) headers[FORWARDED_FOR] = who.fingerprint;
+    const lists = await Promise.all(
+      others.map(async (m) => {
+        const r = await memberRequest(m.url, this.tls(), "GET", `/1.0/operations?${query}`, undefined, headers).catch(() => undefined);
+        if (!r || r.status !== 200 || !r.body?.metadata) return [];
+        return Object.values(r.body.metadata as Record<string, OperationView[]>).flat();
+      }),
+    );
+    return lists.flat();
+  }
+
+  /** The member url operation `id` lives on (undefined: nowhere known). */
+  async operationUrl(id: string): Promise<string | undefined> {
+    const member = await this.requireStore().operationMember(id);
+    if (!member || member === this.member) return undefined;
+    return this.memberUrl(member).catch(() => undefined);
+  }
+
+  /**
+   * PUT /1.0/cluster/certificate: replace the cluster certificate and key on every member (as
+   * LXD: the member asked tells every other member first, with the old certificate, then itself;
+   * a member told by another only replaces its own). Any member that cannot be told fails the
+   * request before this member changes.
+   */
+  async replaceCertificate(cert: string, key: string, notified: boolean): Promise<void> {
+    this.requireStore();
+    let x509: X509Certificate;
+    try {
+      x509 = new X509Certificate(cert);
+    } catch {
+      throw new BadRequest("Certificate must be base64 encoded PEM certificate: <nil>");
+    }
+    let pk: KeyObject;
+    try {
+      pk = createPrivateKey(key);
+    } catch {
+      throw new BadRequest("Private key must be base64 encoded PEM key: <nil>");
+    }
+    if (!x509.checkPrivateKey(pk)) throw new BadRequest("tls: private key does not match public key");
+    if (!notified) {
+      const others = (await this.members()).filter((m) => m.server_name !== this.member);
+      for (const m of others) {
+        const r = await memberRequest(m.url, this.tls(), "PUT", "/1.0/cluster/certificate", { cluster_certificate: cert, cluster_certificate_key: key }, { [LOCAL_ONLY]: "1" }).catch(
+          (e: Error) => ({ status: 0, body: { error: e.message }, text: "" }),
+        );
+        if (r.status !== 200) throw new InternalError(`Failed to update the certificate of cluster member "${m.server_name}": ${r.body?.error ?? r.text}`);
+      }
+    }
+    writeFileSync(`${this.d.paths.clusterCert}.new`, cert, { mode: 0o644 });
+    writeFileSync(`${this.d.paths.clusterKey}.new`, key, { mode: 0o600 });
+    renameSync(`${this.d.paths.clusterKey}.new`, this.d.paths.clusterKey);
+    renameSync(`${this.d.paths.clusterCert}.new`, this.d.paths.clusterCert);
+    this.loadClusterCert();
+    this.d.server.invalidate();
+    // Serve the new certificate once this reply is on its way (it travels on the open connection).
+    setTimeout(() => void this.d.setTls(this.tlsPair!).catch((err) => this.d.log.error({ err }, "cannot serve the new cluster certificate")), 50);
+    this.d.events.lifecycle("cluster-certificate-updated", "/1.0/cluster/certificate");
   }
 
   /** Run an instance request against this member's own API (through its router: the write lock, as any client). */
@@ -499,6 +636,24 @@ export interface MemberView {
   config: Record<string, string>;
   groups: string[];
   roles: string[];
+}
+
+/** Roles a client may add or drop (clustering_edit_roles); the database roles follow the member's place in etcd. */
+const EDITABLE_ROLES = new Set(["event-hub", "ovn-chassis"]);
+const AUTOMATIC_ROLES = new Set(["database-leader", "database-standby"]);
+
+/** A member's roles after a PUT of `wanted` (LXD's checks on the "database" role). */
+export function editedRoles(current: string[], wanted: string[]): string[] {
+  const has = current.includes("database");
+  if (has && !wanted.includes("database")) throw new BadRequest(`The "database" role cannot be dropped at this time`);
+  if (!has && wanted.includes("database")) throw new BadRequest(`The "database" role cannot be added at this time`);
+  const out = has ? ["database"] : [];
+  for (const r of wanted) {
+    if (r === "database" || AUTOMATIC_ROLES.has(r)) continue;
+    if (!EDITABLE_ROLES.has(r)) throw new BadRequest(`Invalid cluster role "${r}"`);
+    if (!out.includes(r)) out.push(r);
+  }
+  return out;
 }
 
 /** LXD's join token: base64 of JSON {server_name, fingerprint, addresses, secret, expires_at}. */

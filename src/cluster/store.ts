@@ -7,6 +7,10 @@
 //   tokens/<name>      pending join tokens (secret, expiry)
 //   lock/global        the write lock (etcd's lock recipe) serialising mutating requests
 //   events/<name>      each member's latest event (watched by every member for /1.0/events)
+//   election/leader/   the leader election of background tasks (leader.ts)
+//   groups/<name>      cluster groups (name, description; membership is in the member records)
+//   operations/<id>    the member an operation lives on (on the member's heartbeat lease)
+//   runs/<subject>     the last minute a scheduled snapshot of <subject> was claimed (cluster-wide)
 import { Etcd3, EtcdLockFailedError, type Lease, type Lock, type Watcher } from "etcd3";
 
 export const PREFIX = "/nodelxd/";
@@ -40,6 +44,11 @@ export interface MemberRecord {
   state: "" | "evacuated";
   /** Certificate fingerprint of the member (its own server certificate). */
   fingerprint: string;
+}
+
+export interface GroupRecord {
+  name: string;
+  description: string;
 }
 
 export interface JoinToken {
@@ -217,6 +226,64 @@ export class ClusterStore {
   async initialised(): Promise<boolean> {
     const r = await this.client.getAll().prefix(`${PREFIX}members/`).count();
     return r > 0;
+  }
+
+  // ---- cluster groups ----
+
+  async groups(): Promise<GroupRecord[]> {
+    const all = await this.client.getAll().prefix(`${PREFIX}groups/`).strings();
+    return Object.values(all).map((v) => JSON.parse(v) as GroupRecord);
+  }
+
+  /** Create a group record; false if the name is taken. */
+  async addGroup(g: GroupRecord): Promise<boolean> {
+    const key = `${PREFIX}groups/${g.name}`;
+    const r = await this.client.if(key, "Create", "==", 0).then(this.client.put(key).value(JSON.stringify(g))).commit();
+    return r.succeeded;
+  }
+
+  async putGroup(g: GroupRecord): Promise<void> {
+    await this.client.put(`${PREFIX}groups/${g.name}`).value(JSON.stringify(g));
+  }
+
+  async deleteGroup(name: string): Promise<void> {
+    await this.client.delete().key(`${PREFIX}groups/${name}`);
+  }
+
+  // ---- operation index ----
+
+  /** Record where operation `id` lives (on the heartbeat lease: a dead member's entries expire). */
+  async indexOperation(id: string, member: string): Promise<void> {
+    const key = `${PREFIX}operations/${id}`;
+    if (this.heartbeatLease) await this.heartbeatLease.put(key).value(member);
+    else await this.client.put(key).value(member);
+  }
+
+  async unindexOperation(id: string): Promise<void> {
+    await this.client.delete().key(`${PREFIX}operations/${id}`);
+  }
+
+  /** The member operation `id` lives on, if any member has it. */
+  async operationMember(id: string): Promise<string | undefined> {
+    return (await this.client.get(`${PREFIX}operations/${id}`).string()) ?? undefined;
+  }
+
+  // ---- scheduled runs ----
+
+  /**
+   * Claim `subject`'s scheduled run for `minute` cluster-wide: true only for the first claim of
+   * that minute (a revision-guarded txn, so two members, or a leader and its successor, never both win).
+   */
+  async claimRun(subject: string, minute: number): Promise<boolean> {
+    const key = `${PREFIX}runs/${subject}`;
+    for (;;) {
+      const r = await this.client.get(key).exec();
+      const kv = r.kvs[0];
+      if (kv && Number(kv.value.toString()) >= minute) return false;
+      const guard = kv ? this.client.if(key, "Mod", "==", String(kv.mod_revision)) : this.client.if(key, "Create", "==", 0);
+      const t = await guard.then(this.client.put(key).value(String(minute))).commit();
+      if (t.succeeded) return true;
+    }
   }
 
   // ---- events ----

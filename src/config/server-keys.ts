@@ -15,6 +15,12 @@ import {
 
 const text = (doc: string) => ({ validate: isAny, doc });
 
+/** config.Int64 (parsed first: "invalid integer"), then validate.IsInRange(0, 4294967294). */
+const isAsn = (v: string) => {
+  isInt64(v);
+  if (Number(v) < 0 || Number(v) > 4294967294) throw new Error("Value isn't within valid range. Must be between 0 and 4294967294");
+};
+
 export const serverKeys: KeyTable = {
   "backups.compression_algorithm": { validate: isCompressionAlgorithm, default: "gzip", doc: "Compression algorithm for new backups" },
   "candid.api.key": text("Public key of the candid server"),
@@ -28,7 +34,7 @@ export const serverKeys: KeyTable = {
   "cluster.max_voters": { validate: isInt64, default: "3", doc: "Maximum number of voting database members" },
   "cluster.offline_threshold": { validate: isInt64, default: "20", doc: "Seconds after which an unresponsive member is offline" },
   "core.bgp_address": { validate: isListenAddress, doc: "Address to bind the BGP server to" },
-  "core.bgp_asn": { validate: isInt64, doc: "BGP Autonomous System Number" },
+  "core.bgp_asn": { validate: isAsn, doc: "BGP Autonomous System Number" },
   "core.bgp_routerid": { validate: isIPv4, doc: "BGP router identifier" },
   "core.debug_address": { validate: isListenAddress, doc: "Address to bind the pprof debug server to" },
   "core.dns_address": { validate: isListenAddress, doc: "Address to bind the authoritative DNS server to" },

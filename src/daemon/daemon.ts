@@ -15,12 +15,15 @@ import { resourceRoutes } from "../api/routes/resources.js";
 import { rootRoutes } from "../api/routes/root.js";
 import { warningRoutes } from "../api/routes/warnings.js";
 import { clusterRoutes } from "../api/routes/cluster.js";
+import { clusterGroupRoutes } from "../api/routes/cluster-groups.js";
 import { ClusterService } from "../cluster/service.js";
 import { ClusterRouter } from "../cluster/router.js";
 import { attachWebsockets, type UpgradeRoute } from "../api/websocket.js";
 import { CertificateRepo } from "../db/certificate-repo.js";
 import { ConfigRepo } from "../db/config-repo.js";
-import { openDatabase, type Db } from "../db/database.js";
+import { closeDatabase, localConnection, localMember, openDatabase, type Db } from "../db/database.js";
+import { TestingWarnings } from "./testing-warnings.js";
+import { adoptLegacyDatabase } from "../db/legacy-layout.js";
 import { applyPatchFiles } from "../db/patch-files.js";
 import { linkSettings } from "../os/native.js";
 import { WarningRepo } from "../db/warning-repo.js";
@@ -80,11 +83,12 @@ export class Daemon {
     }
     const events = new EventHub();
     const log = createLogger({ logfile: this.opts.logfile, debug: this.opts.debug, verbose: this.opts.verbose, events });
-    const db = openDatabase(paths.databaseFile);
+    adoptLegacyDatabase(paths.legacyDatabaseFile, paths.databaseFile);
+    const db = openDatabase(paths.databaseFile, undefined, { localFile: paths.localDatabaseFile });
     try {
-      applyPatchFiles(db, paths.database, paths.databaseFile, log);
+      applyPatchFiles({ local: { db: localConnection(db), file: paths.localDatabaseFile }, global: { db, file: paths.databaseFile } }, paths.database, log);
     } catch (e) {
-      db.close();
+      closeDatabase(db);
       throw e;
     }
     const operations = new OperationManager(db, events, log);
@@ -106,9 +110,10 @@ export class Daemon {
       host,
       certificate: keypair,
       apiExtensions,
-      apply: async (key, value) => {
+      apply: async (key, value, _previous, config) => {
         if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
         if (key === "core.dns_address") await this.core?.ports.dns?.setAddress(value);
+        if (key.startsWith("core.bgp_")) await this.applyBgp(config);
         if (key === "core.metrics_address") await this.endpoints?.setMetricsAddress(value);
       },
     });
@@ -136,14 +141,15 @@ export class Daemon {
 
     const routes: Route[] = [
       ...rootRoutes(server),
-      ...operationRoutes(operations),
+      ...operationRoutes(operations, { clustered: () => cluster.clustered(), list: (query, req) => cluster.remoteOperations(query, req.requestor) }),
       ...eventRoutes(projectExists),
-      ...warningRoutes(warnings),
+      ...warningRoutes(warnings, new TestingWarnings(db, warnings, () => localMember(db))),
       ...certificateRoutes(
         new CertificateService({ repo: new CertificateRepo(db), trust, events, operations, server, serverFingerprint: keypair.fingerprint, projectExists }),
       ),
       ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
+      ...clusterGroupRoutes(cluster.groups),
       ...clusterRoutes(cluster, operations, (name, action) => cluster.evacuate(name, action, () => core.ports.instances?.localStatuses?.() ?? {})),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
@@ -201,6 +207,7 @@ export class Daemon {
     }
     const dnsAddress = server.get("core.dns_address");
     if (dnsAddress) await core.ports.dns?.setAddress(dnsAddress).catch((e) => log.error({ err: e }, "cannot bind core.dns_address"));
+    await this.applyBgp().catch((e) => log.error({ err: e }, "cannot start the BGP server"));
     const metricsAddress = server.get("core.metrics_address");
     if (metricsAddress) {
       await this.endpoints.setMetricsAddress(metricsAddress).catch((e) => log.error({ err: e }, "cannot bind core.metrics_address"));
@@ -209,6 +216,14 @@ export class Daemon {
     for (const f of this.loaded) await f.ready?.();
     this.ready = true;
     log.info({ dir: paths.dir, pid: process.pid }, "daemon started");
+  }
+
+  /** core.bgp_address/asn/routerid → the BGP speaker (started when all three are set). */
+  private async applyBgp(config?: Record<string, string>): Promise<void> {
+    const server = this.core?.server;
+    if (!server) return;
+    const get = (k: string) => (config ? config[k] : server.get(k)) ?? "";
+    await this.core?.ports.bgp?.reconfigure(get("core.bgp_address"), Number(get("core.bgp_asn") || 0), get("core.bgp_routerid"));
   }
 
   isReady(): boolean {
@@ -226,7 +241,7 @@ export class Daemon {
         await this.cluster?.stop().catch((e) => log?.error({ err: e }, "cluster stop failed"));
         await this.endpoints?.close();
         await this.app?.close();
-        this.core?.db.close();
+        if (this.core) closeDatabase(this.core.db);
       } finally {
         this.resolveStopped();
       }

@@ -30,6 +30,35 @@ export const WARNING_TYPES = {
   instanceTypeNotOperational: { code: 23, name: "Instance type not operational", severity: "low" },
 } as const satisfies Record<string, WarningType>;
 
+/** Every LXD 5.0.2 warning type, indexed by its code (lxd/db/warningtype/warning_type.go). */
+export const ALL_WARNING_TYPES: readonly WarningType[] = [
+  "Undefined warning",
+  "Couldn't find the CGroup blkio",
+  "Couldn't find the CGroup blkio.weight",
+  "Couldn't find the CGroup CPU controller",
+  "Couldn't find the CGroup CPUset controller",
+  "Couldn't find the CGroup CPUacct controller",
+  "Couldn't find the CGroup devices controller",
+  "Couldn't find the CGroup freezer controller",
+  "Couldn't find the CGroup hugetlb controller",
+  "Couldn't find the CGroup memory controller",
+  "Couldn't find the CGroup network priority controller",
+  "Couldn't find the CGroup pids controller",
+  "Couldn't find the CGroup memory swap accounting",
+  "Time skew detected between leader and local",
+  "AppArmor support has been disabled",
+  "Missing virtiofsd",
+  "Unable to connect to MAAS",
+  "Skipping AppArmor for dnsmasq due to raw.dnsmasq being set",
+  "IPv6 networks with a prefix larger than 64 aren't properly supported by dnsmasq",
+  "Proxy bridge netfilter not enabled",
+  "Network unavailable",
+  "Offline cluster member",
+  "Failed to autostart instance",
+  "Instance type not operational",
+  "Storage pool unavailable",
+].map((name, code) => ({ code, name, severity: code === 20 || code === 24 ? "high" : "low" }));
+
 export interface HostFacts {
   layout: CgroupLayout;
   /** whether a path exists (injected for tests) */

@@ -5,7 +5,14 @@ export interface Paths {
   dir: string;
   socket: string;
   database: string;
+  /** The global database's directory (LXD: dqlite's data directory). */
+  globalDatabaseDir: string;
+  /** The global database (LXD: `database/global/db.bin`). */
   databaseFile: string;
+  /** The node-local database (LXD: `database/local.db`). */
+  localDatabaseFile: string;
+  /** nodelxd's one database file before the split into LXD's two (moved at start). */
+  legacyDatabaseFile: string;
   serverCert: string;
   /** The cluster's shared certificate and key (clustered members only). */
   clusterCert: string;
@@ -32,7 +39,10 @@ export function pathsFor(dir: string): Paths {
     dir,
     socket: join(dir, "unix.socket"),
     database: join(dir, "database"),
-    databaseFile: join(dir, "database", "nodelxd.db"),
+    globalDatabaseDir: join(dir, "database", "global"),
+    databaseFile: join(dir, "database", "global", "db.bin"),
+    localDatabaseFile: join(dir, "database", "local.db"),
+    legacyDatabaseFile: join(dir, "database", "nodelxd.db"),
     serverCert: join(dir, "server.crt"),
     clusterCert: join(dir, "cluster.crt"),
     clusterKey: join(dir, "cluster.key"),
@@ -54,6 +64,7 @@ export function layout(p: Paths): [string, number][] {
   return [
     [p.dir, 0o711],
     [p.database, 0o700],
+    [p.globalDatabaseDir, 0o700],
     [p.logs, 0o700],
     [p.containers, 0o711],
     [p.storagePools, 0o711],

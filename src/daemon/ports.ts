@@ -167,6 +167,14 @@ export interface NetworksPort {
   ): Promise<{ ipv4?: string; ipv6?: string }>;
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
   isOvs?(project: string, name: string): boolean;
+  /** BGP: advertise a NIC's ipv4/ipv6.routes.external under `owner` (replacing what it had). */
+  advertiseNicRoutes?(network: string, owner: string, nic: Record<string, string>): Promise<void>;
+  withdrawNicRoutes?(owner: string): Promise<void>;
+}
+
+/** The BGP speaker's listener (core.bgp_address, core.bgp_asn, core.bgp_routerid). */
+export interface BgpPort {
+  reconfigure(address: string, asn: number, routerId: string): Promise<void>;
 }
 
 /**
@@ -218,6 +226,8 @@ export interface ScheduledSubject {
   id: number;
   /** The snapshots.schedule value. */
   schedule: string;
+  /** The member the subject lives on (its snapshots are taken there); absent: the cluster leader takes them. */
+  member?: string;
   /** Take the scheduled snapshot (name from snapshots.pattern, expiry from snapshots.expiry). */
   take(): Promise<void>;
 }
@@ -228,10 +238,13 @@ export interface SnapshotScheduleSource {
   scheduled(): ScheduledSubject[];
   /** Delete snapshots whose expires_at has passed. */
   pruneExpired(): Promise<void>;
+  /** pruneExpired deletes only what lives on this member (so every member runs it); else only the leader does. */
+  prunesOwn?: boolean;
 }
 
 export interface Ports {
   dns?: DnsPort;
+  bgp?: BgpPort;
   /** Filled by features that take scheduled snapshots. */
   snapshotSchedules?: SnapshotScheduleSource[];
   images?: ImagesPort;
@@ -254,4 +267,24 @@ export interface ClusterPort {
   remoteStatus(project: string, name: string, node: string): string | undefined;
   /** Copy an image's (unified) file from a member that has it to `file`. */
   fetchImage?(project: string, fingerprint: string, file: string): Promise<void>;
+  /** Whether this member runs leader-only background tasks (true standalone). */
+  leads(): boolean;
+  /** Whether work on an object living on member `node` runs here (true standalone). */
+  owns(node: string): boolean;
+  /** Claim a scheduled run of `subject` for `minute` cluster-wide (first claim wins). */
+  claimRun(subject: string, minute: number): Promise<boolean>;
+  /** Run background work that writes global state under the cluster write lock (at once standalone). */
+  withWriteLock<T>(fn: () => Promise<T>): Promise<T>;
+  /** Be told when this member starts (true) or stops (false) leading. */
+  onLeadership(fn: (leading: boolean) => void): void;
+}
+
+/** Whether leader-only background work runs on this daemon (always standalone). */
+export function leadsHere(ports: Ports): boolean {
+  return ports.cluster?.leads() ?? true;
+}
+
+/** Whether background work on an object living on member `node` runs on this daemon. */
+export function ownsHere(ports: Ports, node: string): boolean {
+  return ports.cluster?.owns(node) ?? true;
 }

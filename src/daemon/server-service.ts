@@ -25,7 +25,8 @@ export interface ServerServiceDeps {
   certificate: { cert: string; fingerprint: string };
   apiExtensions: string[];
   /** Apply a changed key to the running daemon; throwing rejects the change. */
-  apply?: (key: string, value: string, previous: string) => Promise<void>;
+  /** A key changed; `config` is the whole config being applied (keys that go together, e.g. core.bgp_*). */
+  apply?: (key: string, value: string, previous: string, config: Record<string, string>) => Promise<void>;
   storage?: () => StorageEnvironment;
 }
 
@@ -170,11 +171,11 @@ export class ServerService {
     const applied: string[] = [];
     try {
       for (const key of changed) {
-        await this.deps.apply?.(key, next[key] ?? "", previous[key] ?? "");
+        await this.deps.apply?.(key, next[key] ?? "", previous[key] ?? "", next);
         applied.push(key);
       }
     } catch (e) {
-      for (const key of applied.reverse()) await this.deps.apply?.(key, previous[key] ?? "", next[key] ?? "").catch(() => {});
+      for (const key of applied.reverse()) await this.deps.apply?.(key, previous[key] ?? "", next[key] ?? "", previous).catch(() => {});
       throw new BadRequest((e as Error).message);
     }
     this.deps.repo.replace(next);

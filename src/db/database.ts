@@ -1,17 +1,42 @@
-// The local SQLite database: WAL, full sync (a change is on disk before we acknowledge it),
-// numbered migrations each applied in its own transaction.
+// The daemon's SQLite databases, in LXD's layout: the global database (`database/global/db.bin`,
+// everything a cluster shares) is the connection's main schema; the node-local one
+// (`database/local.db`: this member's server keys, applied patches, raft nodes, LXD's `schema`)
+// is attached to it as `local`, so unqualified names resolve to the global tables first.
+// Both run WAL with full sync (a change is on disk before we acknowledge it); numbered
+// migrations are each applied in their own transaction.
 import Database from "better-sqlite3";
 import { migrations as defaultMigrations, type Migration } from "./migrations.js";
+import { ensureLocalSchema, moveLocalConfig } from "./local-schema.js";
 
 export type Db = Database.Database;
 
-export function openDatabase(file: string, migrations: Migration[] = defaultMigrations): Db {
+export interface OpenOptions {
+  /** The node-local database file (default: `<file>-local.db` beside a lone test database). */
+  localFile?: string;
+}
+
+function tune(db: Db, schema = "main"): void {
+  db.pragma(`${schema}.journal_mode = WAL`);
+  db.pragma(`${schema}.synchronous = FULL`);
+}
+
+export function openDatabase(file: string, migrations: Migration[] = defaultMigrations, opts: OpenOptions = {}): Db {
   const db = new Database(file);
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = FULL");
-  db.pragma("foreign_keys = ON");
-  db.pragma("busy_timeout = 5000");
-  migrate(db, migrations);
+  const localFile = opts.localFile ?? `${file}-local.db`;
+  try {
+    tune(db);
+    db.pragma("foreign_keys = ON");
+    db.pragma("busy_timeout = 5000");
+    db.prepare("ATTACH DATABASE ? AS local").run(localFile);
+    tune(db, "local");
+    ensureLocalSchema(db);
+    migrate(db, migrations);
+    moveLocalConfig(db);
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  localFiles.set(db, localFile);
   return db;
 }
 
@@ -33,6 +58,38 @@ export function migrate(db: Db, migrations: Migration[]): number[] {
     applied.push(m.version);
   }
   return applied;
+}
+
+const localFiles = new WeakMap<Db, string>();
+const localConnections = new WeakMap<Db, Db>();
+
+/** The node-local database file attached to `db`. */
+export function localDatabaseFile(db: Db): string {
+  const f = localFiles.get(db);
+  if (f === undefined) throw new Error("not a database opened by openDatabase");
+  return f;
+}
+
+/**
+ * A connection of its own to the node-local database, where unqualified names are the local
+ * tables (`lxd sql local`, `patch.local.sql`). Opened on first use, closed with `closeDatabase`.
+ */
+export function localConnection(db: Db): Db {
+  let c = localConnections.get(db);
+  if (!c) {
+    c = new Database(localDatabaseFile(db));
+    c.pragma("busy_timeout = 5000");
+    c.pragma("synchronous = FULL");
+    localConnections.set(db, c);
+  }
+  return c;
+}
+
+/** Close `db` and its node-local connection. */
+export function closeDatabase(db: Db): void {
+  localConnections.get(db)?.close();
+  localConnections.delete(db);
+  if (db.open) db.close();
 }
 
 const members = new WeakMap<Db, string>();

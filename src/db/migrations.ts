@@ -4,6 +4,7 @@
 //   60-69 instance snapshots and projects · 90-99 network ACLs, forwards and zones
 //   160-169 custom volume snapshots, schedules, backups
 //   60-69 instance snapshots and projects
+//   310-329 LXD's schema as seen from outside (schema table, LXD-named views)
 export interface Migration {
   version: number;
   name: string;
@@ -359,6 +360,57 @@ export const migrations: Migration[] = [
     sql: `
       ALTER TABLE instances ADD COLUMN node TEXT NOT NULL DEFAULT '';
       CREATE TABLE cluster_local (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    `,
+  },
+  {
+    version: 310,
+    name: "LXD's global schema table",
+    // Every LXD database has a `schema` table; the global one of LXD 5.0.2 is at version 60.
+    sql: `
+      CREATE TABLE schema (
+          id         INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+          version    INTEGER NOT NULL,
+          updated_at DATETIME NOT NULL,
+          UNIQUE (version)
+      );
+      INSERT INTO schema (version, updated_at) VALUES (60, strftime('%s'));
+    `,
+  },
+  {
+    version: 311,
+    name: "images_aliases view",
+    // LXD's name and columns for image aliases (ids: the rows' rowids), read by LXD's scripts and
+    // test suite with `lxd sql global`.
+    sql: `
+      CREATE VIEW images_aliases AS
+        SELECT a.rowid AS id, a.name AS name, i.rowid AS image_id, a.description AS description, p.rowid AS project_id
+        FROM image_aliases a
+        JOIN images i ON i.project = a.project AND i.fingerprint = a.fingerprint
+        JOIN projects p ON p.name = a.project;
+    `,
+  },
+  {
+    version: 312,
+    name: "storage_volumes_snapshots view",
+    // LXD keeps volume snapshots in their own table; ours are storage_volumes rows named
+    // "<volume>/<snapshot>". Deleting through the view deletes those rows (LXD's recovery
+    // scripts and test suite do), as does editing a description.
+    sql: `
+      CREATE VIEW storage_volumes_snapshots AS
+        SELECT s.id AS id, v.id AS storage_volume_id, substr(s.name, instr(s.name, '/') + 1) AS name,
+          s.description AS description, s.expires_at AS expiry_date
+        FROM storage_volumes s
+        JOIN storage_volumes v ON v.pool_id = s.pool_id AND v.project = s.project AND v.type = s.type
+          AND v.name = substr(s.name, 1, instr(s.name, '/') - 1)
+        WHERE instr(s.name, '/') > 0;
+      CREATE TRIGGER storage_volumes_snapshots_delete INSTEAD OF DELETE ON storage_volumes_snapshots
+      BEGIN
+        DELETE FROM storage_volumes WHERE id = OLD.id;
+      END;
+      CREATE TRIGGER storage_volumes_snapshots_update INSTEAD OF UPDATE OF description ON storage_volumes_snapshots
+      BEGIN
+        UPDATE storage_volumes SET description = NEW.description WHERE id = OLD.id;
+      END;
     `,
   },
 ];

@@ -35,6 +35,11 @@ export class NetworkAclRepo {
     return r && toRow(r);
   }
 
+  /** The row id (LXD's ACL ID: OVN names its log entries "lxd_acl<ID>-"). */
+  idOf(project: string, name: string): number | undefined {
+    return (this.db.prepare("SELECT id FROM network_acls WHERE project = ? AND name = ?").get(project, name) as { id: number } | undefined)?.id;
+  }
+
   create(row: NetworkAclRow): void {
     this.db
       .prepare(`INSERT INTO network_acls (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`)

@@ -1,6 +1,8 @@
 import type { Db } from "./database.js";
 
 export interface NetworkRow {
+  /** The row id (LXD's network ID, e.g. in BGP owner names); absent before the row exists. */
+  id?: number;
   project: string;
   name: string;
   type: string;
@@ -9,6 +11,7 @@ export interface NetworkRow {
 }
 
 interface Raw {
+  id: number;
   project: string;
   name: string;
   type: string;
@@ -23,22 +26,24 @@ export class NetworkRepo {
   constructor(private readonly db: Db) {}
 
   list(project: string): NetworkRow[] {
-    return (this.db.prepare("SELECT project, name, type, description, config FROM networks WHERE project = ? ORDER BY name").all(project) as Raw[]).map(toRow);
+    return (this.db.prepare("SELECT id, project, name, type, description, config FROM networks WHERE project = ? ORDER BY name").all(project) as Raw[]).map(toRow);
   }
 
   all(): NetworkRow[] {
-    return (this.db.prepare("SELECT project, name, type, description, config FROM networks ORDER BY project, name").all() as Raw[]).map(toRow);
+    return (this.db.prepare("SELECT id, project, name, type, description, config FROM networks ORDER BY project, name").all() as Raw[]).map(toRow);
   }
 
   get(project: string, name: string): NetworkRow | undefined {
-    const r = this.db.prepare("SELECT project, name, type, description, config FROM networks WHERE project = ? AND name = ?").get(project, name) as Raw | undefined;
+    const r = this.db.prepare("SELECT id, project, name, type, description, config FROM networks WHERE project = ? AND name = ?").get(project, name) as Raw | undefined;
     return r && toRow(r);
   }
 
-  create(row: NetworkRow): void {
-    this.db
+  /** Insert the row; returns its id. */
+  create(row: NetworkRow): number {
+    const r = this.db
       .prepare("INSERT INTO networks (project, name, type, description, config) VALUES (?, ?, ?, ?, ?)")
       .run(row.project, row.name, row.type, row.description, JSON.stringify(row.config));
+    return Number(r.lastInsertRowid);
   }
 
   update(project: string, name: string, description: string, config: Record<string, string>): void {

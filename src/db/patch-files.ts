@@ -4,10 +4,12 @@
 // file; `<db>.bak` for the local one). A failing file rolls back (the database stays as it was),
 // stays in place, and stops the start with LXD's error text.
 //
-// nodelxd keeps both of LXD's databases in one SQLite file, so both files run against it.
+// `patch.local.sql` runs against the node-local database (`local.db`), `patch.global.sql` against
+// the global one (`global/db.bin`), each through a connection where its own tables are the main ones.
 import { existsSync, mkdirSync, readFileSync, rmSync, unlinkSync } from "node:fs";
 import { basename, join } from "node:path";
 import type { Db } from "./database.js";
+import { withDqsFallback } from "./dqs.js";
 
 export class PatchFileFailed extends Error {
   constructor(message: string) {
@@ -25,10 +27,17 @@ const WRAP = {
   global: (inner: string) => `Failed to initialize global database: failed to ensure schema: ${inner}`,
 } as const;
 
-/** Runs the patch files present in `databaseDir` against `db` (whose file is `dbFile`). Returns the ones applied. */
-export function applyPatchFiles(db: Db, databaseDir: string, dbFile: string, log?: Log): ("local" | "global")[] {
+/** One of the two databases: a connection whose main schema is it, and its file. */
+export interface PatchTarget {
+  db: Db;
+  file: string;
+}
+
+/** Runs the patch files present in `databaseDir` against their databases. Returns the ones applied. */
+export function applyPatchFiles(targets: Record<"local" | "global", PatchTarget>, databaseDir: string, log?: Log): ("local" | "global")[] {
   const applied: ("local" | "global")[] = [];
   for (const kind of ["local", "global"] as const) {
+    const { db, file: dbFile } = targets[kind];
     const path = join(databaseDir, `patch.${kind}.sql`);
     if (!existsSync(path)) continue;
     let sql: string;
@@ -38,9 +47,9 @@ export function applyPatchFiles(db: Db, databaseDir: string, dbFile: string, log
       throw new PatchFileFailed(WRAP[kind](`failed to execute queries from ${path}: failed to read file: ${(e as Error).message}`));
     }
     backup(db, kind, databaseDir, dbFile);
-    log?.info({ file: path }, kind === "global" ? 'Updating the LXD global schema. Backup made as "global.bak"' : 'Updating the LXD database schema. Backup made as "local.db.bak"');
+    log?.info({ file: path }, kind === "global" ? 'Updating the LXD global schema. Backup made as "global.bak"' : `Updating the LXD database schema. Backup made as "${basename(dbFile)}.bak"`);
     try {
-      db.transaction(() => db.exec(sql))();
+      withDqsFallback(sql, (text) => db.transaction(() => db.exec(text))());
     } catch (e) {
       throw new PatchFileFailed(WRAP[kind](`failed to execute queries from ${path}: ${(e as Error).message}`));
     }
@@ -66,5 +75,5 @@ function backup(db: Db, kind: "local" | "global", databaseDir: string, dbFile: s
     target = `${dbFile}.bak`;
     rmSync(target, { force: true });
   }
-  db.prepare("VACUUM INTO ?").run(target);
+  db.prepare("VACUUM main INTO ?").run(target);
 }

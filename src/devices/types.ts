@@ -10,6 +10,8 @@ export type DeviceConfig = Record<string, string>;
 export interface DeviceContext {
   project: string;
   instance: string;
+  /** The instance's database id (LXD's instance ID, e.g. in BGP owner names); undefined before the row exists. */
+  instanceId?(): number | undefined;
   /** The instance's expanded config (profiles applied). */
   instanceConfig: Record<string, string>;
   /** Read and write the instance's volatile.* keys (persisted by the instance service). */

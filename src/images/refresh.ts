@@ -16,6 +16,10 @@ export interface RefresherDeps {
   events: EventHub;
   log: Logger;
   config: (key: string) => string | undefined;
+  /** Whether this daemon runs the background tasks (in a cluster: only the elected leader). */
+  leads?: () => boolean;
+  /** Be told when this member becomes the cluster leader (the tasks then run at once, as at a start). */
+  onLeadership?: (fn: (leading: boolean) => void) => void;
 }
 
 const HOUR = 3600_000;
@@ -89,8 +93,9 @@ export class ImageRefresher {
     }
   }
 
-  /** Run one background job at a time. */
+  /** Run one background job at a time (a leader-only task: skipped on a member that does not lead). */
   private serial(job: () => Promise<void>): void {
+    if (this.deps.leads && !this.deps.leads()) return;
     const prev = this.running ?? Promise.resolve();
     this.running = prev.then(job).catch((e) => this.deps.log.warn({ err: (e as Error).message }, "image task failed"));
   }
@@ -110,6 +115,11 @@ export class ImageRefresher {
     this.serial(() => this.pruneExpired());
     if (Number(this.deps.config("images.auto_update_interval") ?? "6") > 0) this.serial(() => this.autoUpdateAll());
     this.scheduleAutoUpdate();
+    this.deps.onLeadership?.((leading) => {
+      if (!leading || this.abort.signal.aborted) return;
+      this.serial(() => this.pruneExpired());
+      if (Number(this.deps.config("images.auto_update_interval") ?? "6") > 0) this.serial(() => this.autoUpdateAll());
+    });
     const daily = setInterval(() => this.serial(() => this.pruneExpired()), DAY);
     daily.unref();
     const poll = setInterval(() => {

@@ -2,6 +2,7 @@
 // backup/index.yaml, backup/container/ (the volume) and backup/snapshots/<name>/, kept under
 // $LXD_DIR/backups/instances/<instance>/<backup>. Records live in instance_backups; a row is
 // 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
+import { ownsHere } from "../daemon/ports.js";
 import { receiveToTempFile } from "../os/upload-file.js";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, createReadStream, type ReadStream } from "node:fs";
@@ -284,6 +285,8 @@ export class BackupService {
     const tick = async () => {
       const now = Date.now();
       for (const row of this.svc.repo.list()) {
+        // In a cluster each member expires the backups of its own instances (their files live there).
+        if (!ownsHere(this.core.ports, row.node)) continue;
         for (const b of this.list(row)) {
           if (b.expiresAt === ZERO_TIME || new Date(b.expiresAt).getTime() > now) continue;
           await this.delete(row.project, row.name, b.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, backup: b.name }, "cannot delete expired backup"));

@@ -23,6 +23,7 @@ export class InstanceDevices {
     return {
       project: row.project,
       instance: row.name,
+      instanceId: () => records.get(row.project, row.name)?.id,
       instanceConfig: row.config,
       volatile: {
         get: (k) => records.get(row.project, row.name)?.config[k] ?? row.config[k],

@@ -6,7 +6,7 @@ import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
 import { parseBool } from "../config/validators.js";
-import type { ScheduledSubject } from "../daemon/ports.js";
+import { ownsHere, type ScheduledSubject } from "../daemon/ports.js";
 import { run } from "../os/exec.js";
 import { emptyDir, instanceUrl, InstanceService, type Devices } from "./service.js";
 import { CriuMissing } from "./drivers/types.js";
@@ -395,6 +395,7 @@ export class SnapshotService {
   async pruneExpired(): Promise<void> {
     const now = Date.now();
     for (const row of this.svc.repo.list()) {
+      if (!ownsHere(this.core.ports, row.node)) continue;
       for (const s of this.repo.list(row.id)) {
         if (s.expiresAt === ZERO_TIME || new Date(s.expiresAt).getTime() > now) continue;
         await this.delete(row.project, row.name, s.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, snapshot: s.name }, "cannot delete expired snapshot"));
@@ -422,6 +423,7 @@ export class SnapshotService {
         key: `instance:${row.id}`,
         id: row.id,
         schedule,
+        member: row.node,
         take: async () => {
           const cur = this.svc.require(row.project, row.name);
           const snap = this.checkCreate(cur, { name: "", stateful: false });

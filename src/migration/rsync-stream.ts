@@ -69,7 +69,9 @@ function waitExit(child: import("node:child_process").ChildProcess, stderr: () =
 /** Send the tree at `path` as one rsync stream. */
 export async function rsyncSend(name: string, path: string, ch: MigrationChannel, opts: RsyncStreamOpts): Promise<void> {
   const src = path.endsWith("/") ? path : `${path}/`;
-  const args = ["-ar", "--devices", "--numeric-ids", "--partial", "--sparse"];
+  // --blocking-io: rsync hands the relay a blocking stdout; otherwise the relay's `cat` gets
+  // EAGAIN (and dies, cutting the stream) whenever rsync is slower to read than the peer sends.
+  const args = ["-ar", "--blocking-io", "--devices", "--numeric-ids", "--partial", "--sparse"];
   if (opts.bwlimit) args.push("--bwlimit", opts.bwlimit);
   args.push(...rsyncFeatureArgs(opts.features), "-e", RELAY, "--", src, "localhost:/tmp/foo");
   const child = spawn("rsync", args, { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] });

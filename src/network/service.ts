@@ -15,6 +15,7 @@ import { isNetworkType, networkDrivers } from "./registry.js";
 import type { LocalFacts } from "./subnets.js";
 import { aclNames, type NetworkAclService } from "./acls/service.js";
 import type { LeaseView, NetworkConfig, NetworkDriver, NetworkStateView } from "./types.js";
+import type { NetworkBgp } from "./bgp/network-bgp.js";
 
 /** Networks live in the default project (projects without features.networks share them). */
 const PROJECT = "default";
@@ -45,6 +46,8 @@ export interface NetworkServiceDeps {
     renameNetwork(project: string, from: string, to: string): void;
     deleteNetwork(project: string, network: string): void;
   };
+  /** The BGP speaker's view of networks (prefixes, peers); absent: no BGP. */
+  bgp?: NetworkBgp;
 }
 
 export function networkNameError(name: string): string | undefined {
@@ -92,6 +95,7 @@ export class NetworkService implements NetworksPort {
       mkdirSync(this.networkDir(row.name), { recursive: true, mode: 0o711 });
       try {
         await driver.start();
+        await this.bgpSetup(row);
       } catch (e) {
         this.deps.log.error({ err: e, network: row.name }, "failed to start network");
       }
@@ -200,9 +204,10 @@ export class NetworkService implements NetworksPort {
       }
       const live = this.driverFor(row);
       mkdirSync(this.networkDir(name), { recursive: true, mode: 0o711 });
-      this.deps.repo.create(row);
+      row.id = this.deps.repo.create(row);
       try {
         await live.start();
+        await this.bgpSetup(row);
       } catch (e) {
         await live.stop().catch(() => {});
         this.deps.repo.delete(PROJECT, name);
@@ -240,6 +245,7 @@ export class NetworkService implements NetworksPort {
       if (hostKeys(next) !== hostKeys(row.config)) {
         try {
           await driver.update(next);
+          await this.bgpSetup({ ...row, config: next }, row.config);
         } catch (e) {
           await driver.update(row.config).catch((err) => this.deps.log.error({ err, network: name }, "failed to restore network after failed update"));
           throw new InternalError((e as Error).message);
@@ -260,6 +266,7 @@ export class NetworkService implements NetworksPort {
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       if (row.type === "bridge" && linkExists(to)) throw new Conflict(`Network interface "${to}" already exists`);
       const old = this.liveDriver(row);
+      await this.bgpClear(row);
       await old.stop();
       this.live.delete(name);
       this.deps.repo.rename(PROJECT, name, to);
@@ -278,6 +285,7 @@ export class NetworkService implements NetworksPort {
         throw new InternalError((e as Error).message);
       }
       this.live.set(to, renamed);
+      await this.bgpSetup({ ...row, name: to }).catch((err) => this.deps.log.error({ err, network: to }, "BGP setup after rename"));
       this.deps.events.lifecycle("network-renamed", `/1.0/networks/${to}`, { project: PROJECT, context: { old_name: name } });
     });
   }
@@ -286,6 +294,7 @@ export class NetworkService implements NetworksPort {
     return this.locked(name, async () => {
       const row = this.row(name);
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
+      await this.bgpClear(row);
       await this.liveDriver(row).stop();
       this.live.delete(name);
       this.deps.forwards.deleteNetwork(PROJECT, name);
@@ -293,6 +302,26 @@ export class NetworkService implements NetworksPort {
       rmSync(this.networkDir(name), { recursive: true, force: true });
       this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: PROJECT });
     });
+  }
+
+  private async bgpSetup(row: NetworkRow, old?: NetworkConfig): Promise<void> {
+    if (row.id !== undefined) await this.deps.bgp?.setup({ ...row, id: row.id }, old);
+  }
+
+  /** Withdraw a network's peers and prefixes (never fails the caller). */
+  private async bgpClear(row: NetworkRow): Promise<void> {
+    if (row.id === undefined || !this.deps.bgp) return;
+    await this.deps.bgp.clear({ ...row, id: row.id }).catch((err) => this.deps.log.warn({ err, network: row.name }, "BGP clear"));
+  }
+
+  /** bgpAddPrefix: a NIC's external routes on a managed network (owner: instance_ID_DEVICE). */
+  async advertiseNicRoutes(network: string, owner: string, nic: Record<string, string>): Promise<void> {
+    const row = this.deps.repo.get(PROJECT, network);
+    if (row && this.deps.bgp) await this.deps.bgp.advertiseNic(row.config, owner, nic);
+  }
+
+  async withdrawNicRoutes(owner: string): Promise<void> {
+    await this.deps.bgp?.withdrawNic(owner);
   }
 
   /** security.acls names ACLs that exist (LXD checks this after the per-key rules). */
@@ -311,6 +340,7 @@ export class NetworkService implements NetworksPort {
     return this.locked(name, async () => {
       const row = this.row(name);
       await this.liveDriver(row).refreshFirewall?.();
+      if (row.id !== undefined) await this.deps.bgp?.refreshForwards({ ...row, id: row.id });
     });
   }
 

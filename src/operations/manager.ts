@@ -68,6 +68,10 @@ const statusName = (code: number): OperationStatusName =>
   (Object.entries(OperationStatus).find(([, c]) => c === code)?.[0] as OperationStatusName) ?? "Failure";
 
 export class OperationManager {
+  /** The member name operations carry (`location`); "none" on a standalone daemon. */
+  location = "none";
+  /** Told when an operation appears and when it is forgotten (the cluster's operation index). */
+  hooks?: { created(id: string): void; removed(id: string): void };
   private readonly live = new Map<string, Live>();
 
   constructor(
@@ -101,7 +105,7 @@ export class OperationManager {
       metadata: spec.metadata ?? null,
       may_cancel: spec.mayCancel ?? false,
       err: "",
-      location: "none",
+      location: this.location,
     };
     let resolveDone!: () => void;
     const done = new Promise<void>((r) => (resolveDone = r));
@@ -113,6 +117,7 @@ export class OperationManager {
       )
       .run(view.id, spec.project ?? "default", view.class, view.description, now, now, view.status_code, JSON.stringify(view.resources), JSON.stringify(view.metadata), view.may_cancel ? 1 : 0);
     this.live.set(view.id, entry);
+    this.hooks?.created(view.id);
     this.emit(entry);
     if (spec.run) queueMicrotask(() => void this.execute(entry));
     return { ...view };
@@ -160,6 +165,7 @@ export class OperationManager {
     if (err) this.log.debug({ op: entry.view.id, err }, "operation failed");
     setTimeout(() => {
       this.live.delete(entry.view.id);
+      this.hooks?.removed(entry.view.id);
       // The daemon may have stopped (and closed the database) meanwhile; start-up clears old rows.
       if (this.db.open) this.db.prepare("DELETE FROM operations WHERE id = ?").run(entry.view.id);
     }, FINISHED_RETENTION_MS).unref();
@@ -184,7 +190,7 @@ export class OperationManager {
     if (entry) return { ...entry.view };
     const row = this.db.prepare("SELECT * FROM operations WHERE id = ?").get(id) as OperationRow | undefined;
     if (!row) throw new NotFound("Operation not found");
-    return rowToView(row);
+    return rowToView(row, this.location);
   }
 
   /** The project an operation belongs to and whether only admins may see it; throws NotFound. */
@@ -225,7 +231,7 @@ export class OperationManager {
     const rows = (project === undefined
       ? this.db.prepare("SELECT * FROM operations ORDER BY created_at").all()
       : this.db.prepare("SELECT * FROM operations WHERE project = ? ORDER BY created_at").all(project)) as OperationRow[];
-    return rows.map((r) => (this.live.has(r.id) ? { ...this.live.get(r.id)!.view } : rowToView(r)));
+    return rows.map((r) => (this.live.has(r.id) ? { ...this.live.get(r.id)!.view } : rowToView(r, this.location)));
   }
 
   /** Wait until the operation ends or `timeoutSeconds` pass (-1: no limit); returns its state then. */
@@ -290,7 +296,7 @@ interface OperationRow {
   err: string;
 }
 
-function rowToView(r: OperationRow): OperationView {
+function rowToView(r: OperationRow, location: string): OperationView {
   return {
     id: r.id,
     class: r.class,
@@ -303,6 +309,6 @@ function rowToView(r: OperationRow): OperationView {
     metadata: r.metadata ? JSON.parse(r.metadata) : null,
     may_cancel: r.may_cancel === 1,
     err: r.err,
-    location: "none",
+    location,
   };
 }

@@ -3,8 +3,13 @@
 // (instances, custom volumes). A run is claimed in the database before it is taken, so a
 // schedule never runs twice for one minute, even across a restart or a crash; a crash after
 // the claim loses that minute's snapshot rather than taking it twice.
+//
+// In a cluster every member runs this scheduler: a subject living on a member (an instance) is
+// taken by that member, one that no member owns (a custom volume) by the cluster leader only
+// (the etcd election, cluster/leader.ts), and the claim is made cluster-wide in etcd, so a
+// leader and its successor after a failover never both take one minute's snapshot.
 import type { Core, Feature } from "../daemon/feature.js";
-import type { ScheduledSubject, SnapshotScheduleSource } from "../daemon/ports.js";
+import { leadsHere, ownsHere, type ScheduledSubject, type SnapshotScheduleSource } from "../daemon/ports.js";
 import { scheduleIsDue } from "./cron.js";
 
 const MINUTE = 60_000;
@@ -19,6 +24,25 @@ export class SnapshotScheduler {
     private readonly sources: () => SnapshotScheduleSource[],
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** Whether `subject`'s snapshots are taken on this member. */
+  private runsHere(subject: ScheduledSubject): boolean {
+    const ports = this.core.ports ?? {};
+    return subject.member === undefined ? leadsHere(ports) : ownsHere(ports, subject.member);
+  }
+
+  /** Claim a run: in the cluster's etcd when clustered, else in the local table. */
+  private async claimHere(subject: string, minute: number): Promise<boolean> {
+    const cluster = this.core.ports?.cluster;
+    if (cluster?.clustered()) return this.claim(subject, minute) && (await cluster.claimRun(subject, minute));
+    return this.claim(subject, minute);
+  }
+
+  /** In a cluster, background writes take the cluster write lock, as requests do. */
+  private locked(fn: () => Promise<void>): Promise<void> {
+    const cluster = this.core.ports?.cluster;
+    return cluster ? cluster.withWriteLock(fn) : fn();
+  }
 
   /** Claim `subject`'s run for `minute`: true only for the first claim of that minute. */
   claim(subject: string, minute: number): boolean {
@@ -44,16 +68,26 @@ export class SnapshotScheduler {
     const minute = Math.floor(this.now() / MINUTE);
     for (const subject of this.due(minute)) {
       if (this.stopped) return;
-      if (!this.claim(subject.key, minute)) continue;
+      if (!this.runsHere(subject)) continue;
+      let claimed: boolean;
       try {
-        await subject.take();
+        claimed = await this.claimHere(subject.key, minute);
+      } catch (e) {
+        this.core.log.warn({ err: e, subject: subject.key }, "cannot claim a scheduled snapshot run");
+        continue;
+      }
+      if (!claimed) continue;
+      try {
+        await this.locked(() => subject.take());
       } catch (e) {
         this.core.log.warn({ err: e, subject: subject.key }, "scheduled snapshot failed");
       }
     }
     for (const source of this.sources()) {
       if (this.stopped) return;
-      await source.pruneExpired().catch((e) => this.core.log.warn({ err: e }, "pruning expired snapshots failed"));
+      // Each member prunes what lives on it; what no member owns is pruned by the leader.
+      if (!source.prunesOwn && !leadsHere(this.core.ports ?? {})) continue;
+      await this.locked(() => source.pruneExpired()).catch((e) => this.core.log.warn({ err: e }, "pruning expired snapshots failed"));
     }
   }
 

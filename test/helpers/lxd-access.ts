@@ -95,6 +95,8 @@ export const LXD_ACCESS: Table = {
   "/internal/shutdown": all("local"),
   "/internal/sql": all("local"),
   "/internal/gc": all("local"),
+  "/internal/testing/warnings": all("local"),
+  "/internal/testing/bgp": all("local"),
   "/internal/recover/validate": all("local"),
   "/internal/recover/import": all("local"),
   // LXD: GET of the cluster and its members is allowAuthenticated; changes are admin.
@@ -102,6 +104,10 @@ export const LXD_ACCESS: Table = {
   "/1.0/cluster/members": { GET: "authenticated", POST: "admin" },
   "/1.0/cluster/members/{}": { GET: "authenticated", PUT: "admin", PATCH: "admin", POST: "admin", DELETE: "admin" },
   "/1.0/cluster/members/{}/state": { GET: "authenticated", POST: "admin" },
+  // LXD: listing, showing and creating cluster groups is allowAuthenticated; the rest is admin.
+  "/1.0/cluster/certificate": { PUT: "admin" },
+  "/1.0/cluster/groups": { GET: "authenticated", POST: "authenticated" },
+  "/1.0/cluster/groups/{}": { GET: "authenticated", PUT: "admin", PATCH: "admin", POST: "admin", DELETE: "admin" },
   // A joining server is not trusted yet: it proves itself with the join token's secret.
   "/internal/cluster/accept": { POST: "untrusted" },
 };

@@ -54,7 +54,7 @@ afterAll(async () => {
 describe("trust password", () => {
   it("is stored as a salted scrypt hash and shown as true", async () => {
     expect((await d.api("GET", "/1.0")).body.metadata.config["core.trust_password"]).toBe(true);
-    const db = new Database(join(d.dir, "database", "nodelxd.db"), { readonly: true });
+    const db = new Database(join(d.dir, "database", "global", "db.bin"), { readonly: true });
     const row = db.prepare("SELECT value FROM config WHERE key = 'core.trust_password'").get() as { value: string };
     db.close();
     expect(row.value).toMatch(/^[0-9a-f]{192}$/);

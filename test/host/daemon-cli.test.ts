@@ -86,16 +86,18 @@ describe("patch.local.sql and patch.global.sql", () => {
     expect(d.lxc("config", "get", "core.https_allowed_credentials").stdout.trim()).toBe("true");
   }, 90_000);
 
-  it("a good patch file runs once at start, in order local then global, and is removed", async () => {
+  it("a good patch file runs once at start, each against its own database (local.db, global/db.bin), and is removed", async () => {
     await d.kill9();
     const db = join(d.dir, "database");
     writeFileSync(join(db, "patch.local.sql"), "INSERT INTO config (key, value) VALUES ('user.patched', 'local');\n");
-    writeFileSync(join(db, "patch.global.sql"), "UPDATE config SET value = value || '+global' WHERE key = 'user.patched';\n");
+    writeFileSync(join(db, "patch.global.sql"), "INSERT INTO config (key, value) VALUES ('user.patched', 'global');\n");
     await d.restart();
     expect(existsSync(join(db, "patch.local.sql"))).toBe(false);
     expect(existsSync(join(db, "patch.global.sql"))).toBe(false);
-    const r = d.cli("sql", "global", "SELECT value FROM config WHERE key = 'user.patched'");
-    expect(r.stdout).toContain("| local+global |");
+    expect(d.cli("sql", "local", "SELECT value FROM config WHERE key = 'user.patched'").stdout).toContain("| local |");
+    expect(d.cli("sql", "global", "SELECT value FROM config WHERE key = 'user.patched'").stdout).toContain("| global |");
+    d.cli("sql", "local", "DELETE FROM config WHERE key = 'user.patched'");
+    d.cli("sql", "global", "DELETE FROM config WHERE key = 'user.patched'");
   }, 90_000);
 });
 

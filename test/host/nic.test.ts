@@ -55,8 +55,8 @@ beforeAll(async () => {
   // As the daemon lays it out: dnsmasq (dropped to nobody) must reach its files.
   chmodSync(dir, 0o711);
   const paths = pathsFor(dir);
-  must("mkdir", ["-p", paths.networks, paths.database]);
-  db = openDatabase(paths.databaseFile);
+  must("mkdir", ["-p", paths.networks, paths.globalDatabaseDir]);
+  db = openDatabase(paths.databaseFile, undefined, { localFile: paths.localDatabaseFile });
   const core = { paths, db, log: pino({ level: "silent" }), events: new EventHub(), ports } as unknown as Core;
   svc = new NetworksFeature(core).service;
   subnet = freeSubnet();

@@ -267,7 +267,7 @@ describe("snapshots with the stock client", () => {
     ok("snapshot", c, "s2");
     await d.kill9();
     // As if the daemon died while s2 was being made: both records still 'creating'.
-    const db = new Database(join(d.dir, "database", "nodelxd.db"));
+    const db = new Database(join(d.dir, "database", "global", "db.bin"));
     db.prepare("UPDATE instance_snapshots SET state = 'creating' WHERE name = 's2'").run();
     db.prepare("UPDATE storage_volumes SET state = 'creating' WHERE name = ?").run(`${c}/s2`);
     db.close();

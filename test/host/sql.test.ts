@@ -17,21 +17,26 @@ describe("/internal/sql", () => {
     expect(r.status).toBe(200);
     expect(r.body.metadata).toEqual({
       Results: [
-        { type: "exec", columns: [], rows: [], rows_affected: 1 },
+        { type: "exec", columns: null, rows: null, rows_affected: 1 },
         { type: "select", columns: ["key", "value"], rows: [["user.sqltest", "v1"]], rows_affected: 0 },
       ],
     });
-    const del = await d.api("POST", "/internal/sql", { database: "local", query: "DELETE FROM config WHERE key = 'user.sqltest'" });
+    // The local database is another file: its config holds only the member-local keys.
+    expect((await d.api("POST", "/internal/sql", { database: "local", query: "DELETE FROM config WHERE key = 'user.sqltest'" })).body.metadata.Results[0].rows_affected).toBe(0);
+    const del = await d.api("POST", "/internal/sql", { database: "global", query: "DELETE FROM config WHERE key = 'user.sqltest'" });
     expect(del.body.metadata.Results[0].rows_affected).toBe(1);
+    const none = await d.api("POST", "/internal/sql", { database: "global", query: "SELECT key FROM config WHERE key = 'user.sqltest'" });
+    expect(none.body.metadata).toEqual({ Results: [{ type: "select", columns: ["key"], rows: null, rows_affected: 0 }] });
   });
 
   it("rejects bad requests with upstream's messages", async () => {
-    expect((await d.api("POST", "/internal/sql", { query: "SELECT 1" })).body.error).toBe("No database provided");
+    expect((await d.api("POST", "/internal/sql", { query: "SELECT 1" })).body.error).toBe("Invalid database");
     expect((await d.api("POST", "/internal/sql", { database: "x", query: "SELECT 1" })).body.error).toBe("Invalid database");
     expect((await d.api("POST", "/internal/sql", { database: "local" })).body.error).toBe("No query provided");
     const bad = await d.api("POST", "/internal/sql", { database: "local", query: "SELEC 1" });
     expect(bad.status).toBe(500);
-    expect(bad.body.error).toContain("syntax error");
+    expect(bad.body.error).toBe('Failed to exec query: near "SELEC": syntax error');
+    expect((await d.api("POST", "/internal/sql", { database: "global", query: "SELECT * FROM nope" })).body.error).toBe("Failed to execute query: no such table: nope");
     expect((await d.api("GET", "/internal/sql?database=nope")).body.error).toBe("Invalid database");
   });
 
@@ -41,8 +46,11 @@ describe("/internal/sql", () => {
     expect(schema).toContain("CREATE TABLE config (");
     expect(schema).not.toContain("INSERT INTO");
     expect(schema.endsWith("COMMIT;\n")).toBe(true);
-    const dump = (await d.api("GET", "/internal/sql?database=local")).body.metadata.text as string;
+    const dump = (await d.api("GET", "/internal/sql?database=global")).body.metadata.text as string;
     expect(dump).toMatch(/INSERT INTO schema_migrations VALUES\(1,'foundation','[^']+'\);/);
+    // LXD's order: objects as created (rowid), each table followed by its rows, then the sequences.
+    expect(dump.indexOf("CREATE VIEW instances_devices_config")).toBeLessThan(dump.indexOf("CREATE TRIGGER instances_devices_config_update"));
+    expect(dump).toMatch(/DELETE FROM sqlite_sequence;\n(INSERT INTO sqlite_sequence VALUES\('[a-z_]+',\d+\);\n)*COMMIT;\n$/);
   });
 });
 
@@ -53,9 +61,9 @@ describe("nodelxd sql", () => {
     const r = sql("global", "INSERT INTO config (key, value) VALUES ('user.a', 'x'); SELECT key, value FROM config WHERE key = 'user.a'");
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(
-      "=> Query 0:\n\nRows affected: 1\n\n=> Query 1:\n\n+--------+-------+\n|  key   | value |\n+--------+-------+\n| user.a | x     |\n+--------+-------+\n\n".replace("|  key   |", "| key    |"),
+      "=> Query 0:\n\nRows affected: 1\n\n=> Query 1:\n\n+--------+-------+\n|  key   | value |\n+--------+-------+\n| user.a | x     |\n+--------+-------+\n\n",
     );
-    expect(sql("local", "DELETE FROM config WHERE key = 'user.a'").stdout).toBe("Rows affected: 1\n");
+    expect(sql("global", "DELETE FROM config WHERE key = 'user.a'").stdout).toBe("Rows affected: 1\n");
   });
 
   it("reads the query from stdin with -", () => {
@@ -65,7 +73,8 @@ describe("nodelxd sql", () => {
 
   it(".schema and .dump", () => {
     expect(sql("global", ".schema").stdout).toContain("CREATE TABLE certificates (");
-    expect(sql("local", ".dump").stdout).toContain("INSERT INTO schema_migrations VALUES(1,");
+    expect(sql("global", ".dump").stdout).toContain("INSERT INTO schema_migrations VALUES(1,");
+    expect(sql("local", ".dump").stdout).toMatch(/INSERT INTO patches VALUES\(\d+,'dnsmasq_entries_include_device_name',\d+\);/);
   });
 
   it("errors", () => {
@@ -73,6 +82,6 @@ describe("nodelxd sql", () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toBe("Error: Invalid database type\n");
     expect(sql("global").stderr).toBe("Error: Missing required arguments\n");
-    expect(sql("global", "SELEC 1").stderr).toBe('Error: near "SELEC": syntax error\n');
+    expect(sql("global", "SELEC 1").stderr).toBe('Error: Failed to exec query: near "SELEC": syntax error\n');
   });
 });

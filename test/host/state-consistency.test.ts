@@ -75,7 +75,7 @@ describe("kill -9 of the daemon during a start or stop", () => {
     expect(pid).toBeGreaterThan(0);
     await d.kill9();
     // The row as a crash right after liblxc's start leaves it: no pid recorded, last power STOPPED.
-    const db = new Database(join(d.dir, "database", "nodelxd.db"));
+    const db = new Database(join(d.dir, "database", "global", "db.bin"));
     db.prepare("UPDATE instances SET init_pid = 0, init_start = '' WHERE name = ?").run(n);
     db.close();
     await d.restart();

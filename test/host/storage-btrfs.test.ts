@@ -125,7 +125,7 @@ describe.skipIf(!supported)("btrfs pools", () => {
   it("finishes off a volume a crash left half-created", async () => {
     await daemon.stop({ stopInstances: false });
     const Database = (await import("better-sqlite3")).default;
-    const db = new Database(join(dir, "database/nodelxd.db"));
+    const db = new Database(join(dir, "database/global/db.bin"));
     db.prepare("INSERT INTO storage_volumes (pool_id, project, type, name, state, created_at) SELECT id, 'default', 'container', 'half', 'creating', '' FROM storage_pools WHERE name = 'bt'").run();
     db.close();
     execFileSync("btrfs", ["subvolume", "create", join(dir, "storage-pools/bt/containers/half")]);

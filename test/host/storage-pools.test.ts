@@ -294,7 +294,7 @@ describe("crash safety", () => {
     // Simulate the crash window: the record written, the directory made, the daemon killed.
     const Database = (await import("better-sqlite3")).default;
     await d.kill9();
-    const db = new Database(join(d.dir, "database/nodelxd.db"));
+    const db = new Database(join(d.dir, "database/global/db.bin"));
     db.prepare("INSERT INTO storage_pools (name, driver, description, config, state) VALUES ('halfway', 'dir', '', ?, 'creating')").run(JSON.stringify({ source: join(d.dir, "storage-pools/halfway") }));
     db.close();
     mkdirSync(join(d.dir, "storage-pools/halfway/containers"), { recursive: true });

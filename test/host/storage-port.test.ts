@@ -119,7 +119,7 @@ describe("StoragePort on dir", () => {
     await storage.createInstanceVolume("default", "p", "r3", {});
     await daemon.stop({ stopInstances: false });
     const Database = (await import("better-sqlite3")).default;
-    const db = new Database(join(dir, "database/nodelxd.db"));
+    const db = new Database(join(dir, "database/global/db.bin"));
     db.prepare("UPDATE storage_volumes SET renaming_to = 'r2' WHERE name = 'r1'").run();
     db.prepare("UPDATE storage_volumes SET renaming_to = 'r4' WHERE name = 'r3'").run();
     db.close();

@@ -97,9 +97,14 @@ describe("autoPreseed", () => {
 });
 
 describe("sql table output", () => {
-  it("pads left-aligned columns like upstream", () => {
+  it("pads cells left and centres headers like upstream (tablewriter)", () => {
     expect(formatTable(["id", "name"], [[1, "alpha"], [22, null]])).toBe(
       "+----+-------+\n| id | name  |\n+----+-------+\n| 1  | alpha |\n| 22 | <nil> |\n+----+-------+\n",
     );
+    // As LXD 5.0.2 printed `SELECT 1 AS one, NULL AS missing, 'héllo' AS s, 1.5 AS f, x'41' AS b` here.
+    expect(formatTable(["one", "missing", "s", "f", "b"], [[1, null, "héllo", 1.5, "A"]])).toBe(
+      "+-----+---------+-------+-----+---+\n| one | missing |   s   |  f  | b |\n+-----+---------+-------+-----+---+\n| 1   | <nil>   | héllo | 1.5 | A |\n+-----+---------+-------+-----+---+\n",
+    );
+    expect(formatTable(["key"], [])).toBe("+-----+\n| key |\n+-----+\n+-----+\n");
   });
 });

@@ -1,6 +1,6 @@
 // patch.local.sql / patch.global.sql against a database file: order, one transaction each,
 // backups as LXD makes them, LXD's error texts, nothing changed on failure.
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -9,31 +9,42 @@ import { decodeVolumeName } from "../../src/storage/recover.js";
 
 let dir: string;
 let file: string;
+let localFile: string;
 let db: Database.Database;
+let local: Database.Database;
 beforeEach(() => {
   dir = mkdtempSync("/tmp/nodelxd-test-patch-");
-  file = join(dir, "nodelxd.db");
+  mkdirSync(join(dir, "global"));
+  file = join(dir, "global", "db.bin");
+  localFile = join(dir, "local.db");
   db = new Database(file);
-  db.pragma("journal_mode = WAL");
-  db.exec("CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO config VALUES ('a', '1')");
+  local = new Database(localFile);
+  for (const d of [db, local]) {
+    d.pragma("journal_mode = WAL");
+    d.exec("CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO config VALUES ('a', '1')");
+  }
 });
 afterEach(() => {
   db.close();
+  local.close();
   rmSync(dir, { recursive: true, force: true });
 });
-const value = () => (db.prepare("SELECT value FROM config WHERE key = 'a'").get() as { value: string }).value;
+const valueOf = (d: Database.Database) => (d.prepare("SELECT value FROM config WHERE key = 'a'").get() as { value: string }).value;
+const value = () => valueOf(db);
+const targets = () => ({ local: { db: local, file: localFile }, global: { db, file } });
 
 describe("patch files", () => {
   it("none present: nothing happens, no backup", () => {
-    expect(applyPatchFiles(db, dir, file)).toEqual([]);
-    expect(readdirSync(dir).sort()).toEqual(["nodelxd.db", "nodelxd.db-shm", "nodelxd.db-wal"]);
+    expect(applyPatchFiles(targets(), dir)).toEqual([]);
+    expect(readdirSync(dir).sort()).toEqual(["global", "local.db", "local.db-shm", "local.db-wal"]);
   });
 
-  it("runs local then global, removes them, keeps backups of the state before", () => {
+  it("runs local against local.db, then global against global/db.bin, removes them, keeps backups of the state before", () => {
     writeFileSync(join(dir, "patch.local.sql"), "UPDATE config SET value = value || 'L';");
     writeFileSync(join(dir, "patch.global.sql"), "UPDATE config SET value = value || 'G';");
-    expect(applyPatchFiles(db, dir, file)).toEqual(["local", "global"]);
-    expect(value()).toBe("1LG");
+    expect(applyPatchFiles(targets(), dir)).toEqual(["local", "global"]);
+    expect(valueOf(local)).toBe("1L");
+    expect(value()).toBe("1G");
     expect(existsSync(join(dir, "patch.local.sql"))).toBe(false);
     expect(existsSync(join(dir, "patch.global.sql"))).toBe(false);
     const bak = (p: string) => {
@@ -44,8 +55,8 @@ describe("patch files", () => {
         b.close();
       }
     };
-    expect(bak(`${file}.bak`)).toBe("1");
-    expect(bak(join(dir, "global.bak", "nodelxd.db"))).toBe("1L");
+    expect(bak(join(dir, "local.db.bak"))).toBe("1");
+    expect(bak(join(dir, "global.bak", "db.bin"))).toBe("1");
   });
 
   it("a failing statement rolls the whole file back, keeps the file, and words the error as LXD", () => {
@@ -53,7 +64,7 @@ describe("patch files", () => {
     writeFileSync(path, "UPDATE config SET value='changed';\nINSERT INTO broken(n) VALUES(1);\n");
     let err: unknown;
     try {
-      applyPatchFiles(db, dir, file);
+      applyPatchFiles(targets(), dir);
     } catch (e) {
       err = e;
     }
@@ -61,13 +72,13 @@ describe("patch files", () => {
     expect((err as Error).message).toBe(`Failed to initialize global database: failed to ensure schema: failed to execute queries from ${path}: no such table: broken`);
     expect(value()).toBe("1");
     expect(existsSync(path)).toBe(true);
-    expect(existsSync(join(dir, "global.bak", "nodelxd.db"))).toBe(true);
+    expect(existsSync(join(dir, "global.bak", "db.bin"))).toBe(true);
   });
 
   it("local failures have LXD's local wording", () => {
     const path = join(dir, "patch.local.sql");
     writeFileSync(path, "SELECT * FROM nope;");
-    expect(() => applyPatchFiles(db, dir, file)).toThrow(`Error creating database: failed to execute queries from ${path}: no such table: nope`);
+    expect(() => applyPatchFiles(targets(), dir)).toThrow(`Error creating database: failed to execute queries from ${path}: no such table: nope`);
   });
 });
 

@@ -35,6 +35,7 @@ const PACKAGE_OF: Record<string, string> = {
   gcc: "build-essential",
   curl: "curl",
   dig: "bind9-dnsutils",
+  gobgpd: "gobgpd", gobgp: "gobgpd",
   ceph: "ceph-common", rbd: "ceph-common", "ceph-fuse": "ceph-fuse",
   lvm: "lvm2", pvcreate: "lvm2", pvremove: "lvm2", vgcreate: "lvm2", vgremove: "lvm2", vgchange: "lvm2", vgrename: "lvm2", lvcreate: "lvm2", lvremove: "lvm2", lvrename: "lvm2", lvresize: "lvm2", lvchange: "lvm2",
   "mkfs.ext4": "e2fsprogs", resize2fs: "e2fsprogs", e2fsck: "e2fsprogs",
@@ -44,7 +45,7 @@ const PACKAGE_OF: Record<string, string> = {
   // Essential (every Debian host): coreutils, util-linux, dash.
   chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
   cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "",
-  mountpoint: "", nsenter: "", truncate: "", fsfreeze: "", blkid: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "",
+  mountpoint: "", nsenter: "", truncate: "", fsfreeze: "", blkid: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "", dmesg: "", timeout: "",
 };
 
 function files(dir: string): string[] {

@@ -30,11 +30,13 @@ export function clusterRoutes(cluster: ClusterService, operations: OperationMana
     const current = await cluster.memberGet(req.params.name);
     checkEtag(req, { description: current.description, config: current.config, groups: current.groups, failure_domain: current.failure_domain, roles: current.roles });
     const b = await req.body(MemberPut, "api.ClusterMemberPut");
+    if (b.groups) await cluster.groups.checkMemberGroups(b.groups);
     await cluster.updateMember(req.params.name, {
       description: b.description,
       failure_domain: b.failure_domain,
       config: b.config ?? undefined,
       groups: b.groups ?? undefined,
+      roles: b.roles ?? undefined,
     });
     return sync({});
   };
@@ -97,6 +99,15 @@ export function clusterRoutes(cluster: ClusterService, operations: OperationMana
         );
       },
     }, { GET: "authenticated" }),
+    route("/1.0/cluster/certificate", {
+      PUT: async (req) => {
+        const b = await req.body(z.object({ cluster_certificate: z.string().default(""), cluster_certificate_key: z.string().default("") }), "api.ClusterCertificatePut");
+        // A member passing the change on (with the cluster certificate) asks for this member only.
+        const notified = req.requestor.username === "cluster" && !!req.headers["x-nodelxd-local-only"];
+        await cluster.replaceCertificate(b.cluster_certificate, b.cluster_certificate_key, notified);
+        return sync({});
+      },
+    }, { PUT: "admin" }),
     route("/internal/cluster/accept", {
       POST: async (req) => sync(await cluster.accept((await req.json()) as Record<string, string>)),
     }, "untrusted"),

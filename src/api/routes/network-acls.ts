@@ -1,6 +1,5 @@
 // /1.0/network-acls: thin handlers over NetworkAclService.
-import { InternalError } from "../../shared/errors.js";
-import { checkEtag, created, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, created, handled, route, sync, type Handler, type Route } from "../route.js";
 import { NetworkAclPost, NetworkAclPut, NetworkAclsPost } from "../../shared/schemas/network-acl.js";
 import type { NetworkAclService } from "../../network/acls/service.js";
 
@@ -31,10 +30,20 @@ export function networkAclRoutes(svc: NetworkAclService): Route[] {
       },
     }, "project", { feature: "networks" }),
     route("/1.0/network-acls/:name/log", {
-      GET: (req) => {
-        svc.get(req.project, req.params.name);
-        // LXD 5.0.2 keeps ACL logs only for OVN networks (ovn-controller's log); bridges have none.
-        throw new InternalError("Only OVN log entries may be retrieved at this time");
+      // LXD's FileResponse of one in-memory entry: the text inline, no file name.
+      GET: (req, reply) => {
+        const body = Buffer.from(svc.log(req.project, req.params.name));
+        reply.hijack();
+        reply.raw
+          .writeHead(200, {
+            "content-type": "application/octet-stream",
+            "content-length": String(body.length),
+            "content-disposition": "inline;filename=",
+            "last-modified": new Date().toUTCString(),
+            "accept-ranges": "bytes",
+          })
+          .end(body);
+        return handled();
       },
     }, "project", { feature: "networks" }),
   ];

@@ -11,7 +11,18 @@ function groupByStatus<T>(ops: OperationView[], pick: (op: OperationView) => T):
   return out;
 }
 
-export function operationRoutes(ops: OperationManager): Route[] {
+/** Operations that live on other cluster members (absent standalone). */
+export interface RemoteOperations {
+  /** Whether this daemon is a cluster member now. */
+  clustered(): boolean;
+  /** The other members' operations (`query`: the listing's project or all-projects selector). */
+  list(query: string, req: ApiRequest): Promise<OperationView[]>;
+}
+
+/** A member asking for this member's own operations only (the fan-out of a listing). */
+const LOCAL_ONLY = "x-nodelxd-local-only";
+
+export function operationRoutes(ops: OperationManager, remote?: RemoteOperations): Route[] {
   /**
    * Whether the caller may see the operation (and so its metadata: websocket secrets). A
    * restricted client sees operations of its projects only, and never admin-only ones.
@@ -28,10 +39,15 @@ export function operationRoutes(ops: OperationManager): Route[] {
     route(
       "/1.0/operations",
       {
-        GET: (req) => {
+        GET: async (req) => {
           const all = req.query["all-projects"] === "true";
           if (!all && !req.mayUse(req.project)) throw new Forbidden();
           const list = ops.list(all ? undefined : req.project).filter((op) => visible(req, op.id));
+          // In a cluster, every member's operations (each carries its `location`), as LXD lists them.
+          if (remote?.clustered() && !req.headers[LOCAL_ONLY]) {
+            const query = `recursion=1&${all ? "all-projects=true" : `project=${encodeURIComponent(req.project)}`}`;
+            list.push(...(await remote.list(query, req)));
+          }
           return sync(req.recursion > 0 ? groupByStatus(list, (op) => op) : groupByStatus(list, (op) => `/1.0/operations/${op.id}`));
         },
       },

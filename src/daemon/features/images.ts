@@ -7,6 +7,7 @@ import { exportForGuest } from "../../api/routes/image-export.js";
 import { ImagePublisher } from "../../images/publish.js";
 import { ImagePuller } from "../../images/pull.js";
 import { ImageSecrets } from "../../images/secrets.js";
+import { leadsHere } from "../ports.js";
 import { ImageRefresher } from "../../images/refresh.js";
 import { ImageService } from "../../images/service.js";
 
@@ -55,7 +56,10 @@ export class ImagesFeature implements Feature {
       autoUpdateInterval: () => Number(core.server.get("images.auto_update_interval") ?? "6"),
     });
     this.secrets = new ImageSecrets(core.operations, core.events);
-    this.refresher = new ImageRefresher({ images: this.service, puller: this.puller, events: core.events, log: core.log, config: (k) => core.server.get(k) });
+    this.refresher = new ImageRefresher({ images: this.service, puller: this.puller, events: core.events, log: core.log, config: (k) => core.server.get(k),
+      leads: () => leadsHere(core.ports),
+      onLeadership: (fn) => core.ports.cluster?.onLeadership(fn),
+    });
     const service = this.service;
     const puller = this.puller;
     core.ports.images = {

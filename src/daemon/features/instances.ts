@@ -15,6 +15,7 @@ import { BackupService } from "../../instances/backups.js";
 import { InstanceWatcher } from "../../instances/watcher.js";
 import { BackupFile } from "../../instances/backup-file.js";
 import { InstanceRecovery } from "../../instances/recover.js";
+import { assertSnapshotRecords } from "../../storage/snapshot-records.js";
 
 export class InstancesFeature implements Feature {
   readonly name = "instances";
@@ -34,7 +35,10 @@ export class InstancesFeature implements Feature {
       if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
       return storage.mountInstanceVolume(project, pool, name);
     };
-    svc.runtime = new InstanceRuntime({ records: svc, driver, devices, mountVolume, beforeStart: (p, n, config) => svc.snapshots.startupSnapshot(p, n, config), events: core.events, log });
+    svc.runtime = new InstanceRuntime({ records: svc, driver, devices, mountVolume, beforeStart: (p, n, config) => {
+        assertSnapshotRecords(core.db, p, n);
+        return svc.snapshots.startupSnapshot(p, n, config);
+      }, events: core.events, log });
     this.watcher = new InstanceWatcher({ records: svc, runtime: svc.runtime, devices, events: core.events, warnings: core.warnings, log });
     this.files = new InstanceFiles(driver, (row) => svc.volumeDir(row));
     svc.snapshots = new SnapshotService(core, svc);
@@ -43,7 +47,7 @@ export class InstancesFeature implements Feature {
     svc.recovery = new InstanceRecovery(svc, (row) => this.watcher.reconcileUnrecorded(row));
     this.backupFile = new BackupFile(svc, log);
     const snapshots = svc.snapshots;
-    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired() });
+    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired(), prunesOwn: true });
   }
 
   routes() {

@@ -14,6 +14,12 @@ import { NetworkZoneService } from "../../network/zones/service.js";
 import type { Route } from "../../api/route.js";
 import { networkRoutes } from "../../api/routes/networks.js";
 import { NetworkService } from "../../network/service.js";
+import { join } from "node:path";
+import { Gobgpd } from "../../network/bgp/gobgpd.js";
+import { NetworkBgp } from "../../network/bgp/network-bgp.js";
+import { BgpSpeaker } from "../../network/bgp/speaker.js";
+import { bgpRoutes } from "../../api/routes/bgp.js";
+import { networkPeerRoutes } from "../../api/routes/network-peers.js";
 
 export class NetworksFeature implements Feature {
   readonly name = "networks";
@@ -22,6 +28,7 @@ export class NetworksFeature implements Feature {
   readonly forwards: NetworkForwardService;
   readonly zones: NetworkZoneService;
   private readonly dns: DnsServer;
+  readonly bgp: BgpSpeaker;
 
   constructor(private readonly core: Core) {
     this.acls = new NetworkAclService({
@@ -39,6 +46,9 @@ export class NetworksFeature implements Feature {
     this.dns = new DnsServer((zone, full) => this.zones.content(zone, full), core.log);
     core.ports.dns = this.dns;
     const forwardRepo = new NetworkForwardRepo(core.db);
+    const bgpLog = core.log.child({ component: "bgp" });
+    this.bgp = new BgpSpeaker(new Gobgpd(join(core.paths.dir, "bgp"), bgpLog), bgpLog);
+    core.ports.bgp = this.bgp;
     this.forwards = new NetworkForwardService({
       repo: forwardRepo,
       events: core.events,
@@ -61,12 +71,13 @@ export class NetworksFeature implements Feature {
         renameNetwork: (project, from, to) => forwardRepo.renameNetwork(project, from, to),
         deleteNetwork: (project, network) => forwardRepo.deleteNetwork(project, network),
       },
+      bgp: new NetworkBgp(this.bgp, (network) => forwardRepo.list("default", network).map((f) => f.listen_address), bgpLog),
     });
     core.ports.networks = this.service;
   }
 
   routes(): Route[] {
-    return [...networkRoutes(this.service, () => this.core.ports.projects), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards), ...networkZoneRoutes(this.zones)];
+    return [...networkRoutes(this.service, () => this.core.ports.projects), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards), ...networkZoneRoutes(this.zones), ...networkPeerRoutes(this.service, () => this.core.ports.projects), ...bgpRoutes(this.bgp)];
   }
 
   async start(): Promise<void> {
@@ -76,5 +87,6 @@ export class NetworksFeature implements Feature {
   async stop(opts: { stopInstances: boolean }): Promise<void> {
     await this.dns.close();
     await this.service.stopAll(opts);
+    await this.bgp.stop();
   }
 }

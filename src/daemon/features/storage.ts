@@ -6,6 +6,7 @@ import { VolumeBackupService } from "../../storage/volume-backups.js";
 import { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import { VolumeCopyService } from "../../storage/volume-copy.js";
 import { VolumeMigration } from "../../migration/volumes.js";
+import { repairMissingSnapshotRecords } from "../../storage/snapshot-records.js";
 
 export class StorageFeature implements Feature {
   readonly name = "storage";
@@ -35,6 +36,7 @@ export class StorageFeature implements Feature {
 
   async start() {
     await this.service.start();
+    repairMissingSnapshotRecords(this.core.db, this.core.log);
     await this.backups.recover();
   }
 

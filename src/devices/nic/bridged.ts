@@ -214,6 +214,23 @@ export class BridgedNic implements Device {
     return this.config.name || this.name;
   }
 
+  /** LXD's BGP owner name for this NIC's external routes. */
+  private bgpOwner(): string {
+    const id = this.ctx.instanceId?.();
+    return `instance_${id ?? `${this.ctx.project}/${this.ctx.instance}`}_${this.name}`;
+  }
+
+  /** bgpAddPrefix: advertise ipv4/ipv6.routes.external (only for NICs on a managed network). */
+  private async bgpAdvertise(): Promise<void> {
+    if (!this.network) return;
+    await this.ctx.ports.networks?.advertiseNicRoutes?.(this.network, this.bgpOwner(), this.config).catch((err) => this.ctx.log.warn({ err, device: this.name }, "BGP: advertising NIC routes"));
+  }
+
+  private async bgpWithdraw(): Promise<void> {
+    if (!this.network) return;
+    await this.ctx.ports.networks?.withdrawNicRoutes?.(this.bgpOwner()).catch((err) => this.ctx.log.warn({ err, device: this.name }, "BGP: withdrawing NIC routes"));
+  }
+
   async start(): Promise<RunConfig> {
     const bridge = this.parent;
     const hwaddr = await stableHwaddr(this.ctx, this.name, this.config);
@@ -222,6 +239,7 @@ export class BridgedNic implements Device {
     await this.ctx.volatile.set({ [`volatile.${this.name}.host_name`]: hostName });
     const postStart = async () => {
       await applyLimits(hostName, this.config);
+      await this.bgpAdvertise();
     };
     if (await this.isOvs(bridge)) {
       const peer = `${hostName.slice(0, 13)}p`;
@@ -254,6 +272,7 @@ export class BridgedNic implements Device {
   }
 
   async stop(): Promise<void> {
+    await this.bgpWithdraw();
     const hostName = this.ctx.volatile.get(`volatile.${this.name}.host_name`);
     if (filtered(this.config)) await this.clearFilters();
     await this.deleteRoutes(this.config);
@@ -304,6 +323,12 @@ export class BridgedNic implements Device {
       await applyLimits(hostName, this.config);
       await this.ctx.volatile.set({ [`volatile.${this.name}.host_name`]: hostName });
     });
+    await this.bgpAdvertise();
+  }
+
+  /** The daemon started while the instance runs: advertise its external routes again (LXD's Register). */
+  async adopt(): Promise<void> {
+    await this.bgpAdvertise();
   }
 
   async detach(pid: number): Promise<void> {
@@ -341,6 +366,7 @@ export class BridgedNic implements Device {
       await this.clearFilters();
       await this.setFilters(this.config, hostName, hwaddr);
     }
+    if (changed.some((k) => k.endsWith(".routes.external"))) await this.bgpAdvertise();
     return true;
   }
 

@@ -2,6 +2,7 @@
 import { BadRequest, InternalError, NotFound } from "../../shared/errors.js";
 import type { NetworkAclRepo, NetworkAclRow } from "../../db/network-acl-repo.js";
 import type { EventHub } from "../../operations/events.js";
+import { ovnAclLog } from "./ovn-log.js";
 import { aclNameError, networkAclRules, normaliseRule, validateAcl, type AclRule, type FirewallAclRule } from "./rules.js";
 
 export interface NetworkAclView {
@@ -54,6 +55,17 @@ export class NetworkAclService {
     const row = this.deps.repo.get(project, name);
     if (!row) throw new NotFound("Network ACL not found");
     return row;
+  }
+
+  /** GET .../log: LXD 5.0.2's answer (ovn-log.ts), for an ACL that exists. */
+  log(project: string, name: string): string {
+    const p = this.project(project);
+    this.require(p, name);
+    try {
+      return ovnAclLog(this.deps.repo.idOf(p, name) ?? 0);
+    } catch (e) {
+      throw new InternalError((e as Error).message);
+    }
   }
 
   private networksUsing(project: string, name: string): string[] {

@@ -13,6 +13,7 @@ import { applyFirewall, removeFirewall, type FirewallSpec } from "../host/nft.js
 import { bridgeKeys, tunnelKeyValidator, tunnelsOf, validateNetworkConfig } from "../keys.js";
 import { chooseIPv4Subnet, chooseIPv6Subnet } from "../subnets.js";
 import { aclNftRules } from "../acls/rules.js";
+import { bgpKeyRules } from "../bgp/rules.js";
 import type { LeaseView, NetworkConfig, NetworkContext, NetworkDriver, NetworkStateView } from "../types.js";
 import { bridgeBackends, type BridgeBackend } from "./bridge-backends.js";
 import { autoUnderlay, devMtu, fanLinkName, hostV4Addresses, planFan, setupFanTunnel, type FanPlan } from "./fan.js";
@@ -85,7 +86,8 @@ class BridgeNetwork implements NetworkDriver {
   }
 
   validate(config: NetworkConfig): void {
-    validateNetworkConfig(this.ctx.name, bridgeKeys, config, tunnelKeyValidator);
+    const bgp = bgpKeyRules(config);
+    validateNetworkConfig(this.ctx.name, bridgeKeys, config, (k) => tunnelKeyValidator(k) ?? bgp[k]);
     const err = bridgeCompositeErrors(this.ctx.name, config);
     if (err) throw new Error(err);
   }

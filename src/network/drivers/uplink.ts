@@ -5,6 +5,7 @@ import type { KeyTable } from "../../config/keys.js";
 import { parseBool } from "../../config/validators.js";
 import { deleteLink, ip, linkExists, setMtu, setUp } from "../host/ip.js";
 import { macvlanKeys, physicalKeys, sriovKeys, validateNetworkConfig } from "../keys.js";
+import { bgpKeyRules } from "../bgp/rules.js";
 import type { NetworkConfig, NetworkContext, NetworkDriver, NetworkStateView } from "../types.js";
 import { existsSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -22,7 +23,9 @@ class UplinkNetwork implements NetworkDriver {
   ) {}
 
   validate(config: NetworkConfig): void {
-    validateNetworkConfig(this.ctx.name, this.keys, config);
+    // physical networks take bgp.peers.* (as uplinks of OVN networks, in 5.0.2); macvlan/sriov don't.
+    const bgp = bgpKeyRules(this.type === "physical" ? config : {});
+    validateNetworkConfig(this.ctx.name, this.keys, config, (k) => bgp[k]);
   }
 
   hostInterface(): string {
