@@ -57,6 +57,15 @@ export interface StoragePort {
     name: string,
     opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void; size?: string },
   ): Promise<string>;
+  /** `lxd recover`: records for a volume and its snapshots found on disk; returns its mount path. */
+  adoptVolume?(
+    pool: string,
+    project: string,
+    type: "container" | "custom",
+    name: string,
+    vol: { description: string; config: Record<string, string> },
+    snapshots: { name: string; description: string; config: Record<string, string> }[],
+  ): Promise<string>;
   /** Apply the root disk's `size` to the instance volume (a quota where the driver has one; "" lifts it). */
   setInstanceVolumeQuota?(project: string, pool: string, name: string, size: string): Promise<void>;
   /** Mount path of an existing instance volume (mounting it first if the driver needs to). */
@@ -116,6 +125,12 @@ export interface ProfilesPort {
 
 /** Who uses what, for `used_by` lists and refusing deletes of things in use. */
 export interface InstancesPort {
+  /** Whether the database has the instance. */
+  instanceExists?(project: string, name: string): boolean;
+  /** `lxd recover`: what a backup.yaml needs that is missing (LXD's DependencyErrors). */
+  recoverDependencies?(project: string, backup: Record<string, unknown>): string[];
+  /** `lxd recover`: recreate an instance's records from its backup.yaml (its volume is on `pool`). */
+  recoverInstance?(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
   /** URLs (/1.0/instances/NAME[?project=P]) of instances referencing the object. */
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
@@ -125,7 +140,8 @@ export interface InstancesPort {
   /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
   runningVolumeUsers?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
-  exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }>;
+  /** `unshift`: host id -> id inside, for packing host-neutral owners (absent: the files are neutral already). */
+  exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void>; unshift?: { uid(host: number): number | undefined; gid(host: number): number | undefined } }>;
   /**
    * Exec/console/file access to an instance. Throws NotFound("Instance not found").
    * (Not `runtime`: the instances service already has a `runtime` member.)

@@ -1,9 +1,10 @@
-// The disk device: the root disk (path=/, pool=...) and host bind mounts (source → path).
-// Bind mounts become liblxc mount entries at start; hot-plug goes through the container's
-// shmounts directory (a shared tmpfs liblxc mounts at /dev/.lxd-mounts) and a move inside.
+// The disk device: the root disk (path=/, pool=...), host bind mounts (source → path) and block
+// devices (their filesystem mounted under devices/ on the host first). Mounts become liblxc mount
+// entries at start; hot-plug goes through the container's shmounts directory (a shared tmpfs
+// liblxc mounts at /dev/.lxd-mounts) and a move inside.
 import { existsSync, mkdirSync, realpathSync, rmdirSync, statSync } from "node:fs";
 import { isAbsolute, join, normalize } from "node:path";
-import { bindMount, isMountPoint, unmountAll } from "../storage/host.js";
+import { bindMount, isMountPoint, mountFs, unmountAll } from "../storage/host.js";
 import { pathNameEncode } from "./unix.js";
 import { parseBool } from "../config/validators.js";
 import { hostRoot, type IdmapEntry } from "../instances/idmap.js";
@@ -122,16 +123,28 @@ export class DiskDevice implements Device {
     return join(this.ctx.devicesDir, pathNameEncode(`disk.${this.name}.${this.target.slice(1)}`));
   }
 
+  /**
+   * What the container mounts: the host source, or for a custom volume or a block device (its
+   * filesystem mounted on the host first, as LXD does), the devices/ mount of it.
+   */
+  private async hostSource(): Promise<string | undefined> {
+    const source = await this.sourcePath();
+    if (!existsSync(source)) return undefined; // optional and absent
+    const block = !this.isVolume && statSync(source).isBlockDevice();
+    if (!this.isVolume && !block) return source;
+    mkdirSync(this.ctx.devicesDir, { recursive: true, mode: 0o711 });
+    mkdirSync(this.devPath, { recursive: true, mode: 0o711 });
+    if (!isMountPoint(this.devPath)) {
+      if (block) await mountFs(source, this.devPath, "auto", parseBool(this.config.readonly) ? "ro" : "");
+      else await bindMount(source, this.devPath);
+    }
+    return this.devPath;
+  }
+
   private async mountEntry(): Promise<string | undefined> {
     if (this.isRoot) return undefined;
-    let source = await this.sourcePath();
-    if (!existsSync(source)) return undefined; // optional and absent
-    if (this.isVolume) {
-      mkdirSync(this.ctx.devicesDir, { recursive: true, mode: 0o711 });
-      mkdirSync(this.devPath, { recursive: true, mode: 0o711 });
-      if (!isMountPoint(this.devPath)) await bindMount(source, this.devPath);
-      source = this.devPath;
-    }
+    const source = await this.hostSource();
+    if (!source) return undefined;
     const isDir = statSync(source).isDirectory();
     const target = this.target.slice(1);
     const opts = [parseBool(this.config.recursive) ? "rbind" : "bind", `create=${isDir ? "dir" : "file"}`];
@@ -145,7 +158,7 @@ export class DiskDevice implements Device {
   }
 
   async stop(): Promise<void> {
-    if (this.isRoot || !this.isVolume) return;
+    if (this.isRoot || (!this.isVolume && !isMountPoint(this.devPath))) return;
     await unmountAll(this.devPath);
     try {
       rmdirSync(this.devPath);
@@ -167,8 +180,8 @@ export class DiskDevice implements Device {
     if (this.isRoot) return;
     const hotplug = this.ctx.hotplug;
     if (!hotplug) throw new Error("Hot-plugging disks is not supported here");
-    const source = await this.sourcePath();
-    if (!existsSync(source)) return;
+    const source = await this.hostSource();
+    if (!source) return;
     await hotplug.mount(pid, source, this.target, { readonly: parseBool(this.config.readonly), recursive: parseBool(this.config.recursive), isDir: statSync(source).isDirectory() });
   }
 

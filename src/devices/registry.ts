@@ -56,3 +56,8 @@ export function checkDeviceValues(config: Record<string, string>): void {
     if (/[\x00-\x1f\x7f]/.test(k) || /[\x00-\x1f\x7f]/.test(String(v))) throw new Error(`Invalid value for "${k}": control characters (such as a newline) are not allowed`);
   }
 }
+
+/** As LXD's database writes them: an empty device value is no value (`lxc config device unset` sends ""). */
+export function dropEmptyDeviceValues(devices: Record<string, Record<string, string>>): Record<string, Record<string, string>> {
+  return Object.fromEntries(Object.entries(devices).map(([name, c]) => [name, Object.fromEntries(Object.entries(c).filter(([, v]) => v !== ""))]));
+}

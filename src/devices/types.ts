@@ -75,6 +75,13 @@ export interface Device {
    * limits and static addresses). Returns false when the change needs a detach and re-attach.
    */
   update?(pid: number, previous: DeviceConfig): Promise<boolean>;
+  /**
+   * LXD's Add: the device was added to an instance, running or not (device added, instance
+   * created or renamed to this name), or its config changed while the instance is stopped
+   * (`previous` is the config it replaces). Host state that must exist before any start, such
+   * as a NIC's static DHCP host entry.
+   */
+  add?(previous?: DeviceConfig): Promise<void>;
   /** The device is being removed from the instance (or the instance deleted): forget state. */
   remove?(): Promise<void>;
 }

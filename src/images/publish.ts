@@ -3,7 +3,7 @@
 // while written, then stored like an upload.
 import { createHash, randomUUID } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -36,6 +36,41 @@ export interface BuildOptions {
   onProgress?: (meta: Record<string, unknown>) => void;
   /** Bytes the image may take (a project's limits.disk budget); -1 or absent for no limit. */
   quota?: number;
+  /**
+   * The instance's id map read backwards: host id -> id inside (undefined: not mapped). Given,
+   * the tarball gets host-neutral owners while the instance's files keep theirs on disk (LXD's
+   * publish packs through the map; a shift on disk would break security.protection.shift).
+   */
+  unshift?: { uid(host: number): number | undefined; gid(host: number): number | undefined };
+}
+
+/** GNU tar --owner-map/--group-map files for every owner in `dir` that the map translates. */
+async function ownerMaps(dir: string, unshift: NonNullable<BuildOptions["unshift"]>, into: string): Promise<string[]> {
+  const uids = new Map<number, number>();
+  const gids = new Map<number, number>();
+  const note = (st: { uid: number; gid: number }) => {
+    if (!uids.has(st.uid)) {
+      const u = unshift.uid(st.uid);
+      if (u !== undefined) uids.set(st.uid, u);
+    }
+    if (!gids.has(st.gid)) {
+      const g = unshift.gid(st.gid);
+      if (g !== undefined) gids.set(st.gid, g);
+    }
+  };
+  const walk = async (d: string): Promise<void> => {
+    note(await lstat(d));
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else note(await lstat(p).catch(() => ({ uid: -1, gid: -1 })));
+    }
+  };
+  await walk(dir);
+  const lines = (m: Map<number, number>) => [...m].map(([h, n]) => `+${h} +${n}\n`).join("");
+  await writeFile(join(into, "owner-map"), lines(uids), { mode: 0o600 });
+  await writeFile(join(into, "group-map"), lines(gids), { mode: 0o600 });
+  return [`--owner-map=${join(into, "owner-map")}`, `--group-map=${join(into, "group-map")}`];
 }
 
 /** Resolve an algorithm name (request or images.compression_algorithm) to one of our codecs. */
@@ -102,9 +137,10 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
       cb(null, chunk);
     },
   });
+  const maps = opts.unshift ? await ownerMaps(join(dir, "rootfs"), opts.unshift, opts.buildDir) : [];
   const tar = spawnStreaming(
     "tar",
-    ["-c", "-f", "-", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name", "-C", stage, "metadata.yaml", "-C", dir, ...members],
+    ["-c", "-f", "-", "--numeric-owner", ...maps, "--xattrs", "--xattrs-include=*", "--sort=name", "-C", stage, "metadata.yaml", "-C", dir, ...members],
     { signal: opts.signal, stdin: "ignore", stdout: "pipe" },
   );
   const codec = CODECS[opts.compression.codec];
@@ -183,6 +219,7 @@ export class ImagePublisher {
               buildDir,
               onProgress: (m) => ctx.updateMetadata(m),
               quota: this.deps.ports.projects?.imageSpaceBudget?.(project) ?? -1,
+              unshift: src.unshift,
             });
           } finally {
             await src.release();

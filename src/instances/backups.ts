@@ -189,14 +189,7 @@ export class BackupService {
       optimized,
       optimized_header: optimized,
       type: "container",
-      config: {
-        container: this.svc.view(row),
-        snapshots: snaps.map((s) => this.snapshots.view(row, s)),
-        pool: this.poolView(pool),
-        profiles: row.profiles.map((p) => this.core.ports.profiles?.get(row.project, p)).filter(Boolean),
-        volume: { config: storage.instanceVolumeConfig?.(row.project, pool, row.name).config ?? {}, description: "", name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
-        volume_snapshots: snaps.map((s) => ({ description: "", expires_at: s.expiresAt, name: s.name, config: storage.instanceVolumeConfig?.(row.project, pool, row.name, s.name).config ?? {}, content_type: "filesystem", created_at: ZERO_TIME })),
-      },
+      config: this.backupConfig(row, snaps),
     };
     writeFileSync(join(stage, "backup", "index.yaml"), stringifyYaml(index), { mode: 0o644 });
     if (optimized) {
@@ -217,6 +210,25 @@ export class BackupService {
     // backups of running instances); exit 2 and up is a real failure.
     const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
     if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
+  }
+
+  /**
+   * backup.yaml's content (LXD's backupConfig.Config): the instance, its snapshots, pool,
+   * profiles and volumes. In backup tarballs' index.yaml, and in the instance volume itself
+   * (BackupFile), where `lxd recover` finds it.
+   */
+  backupConfig(row: InstanceRow, snaps = this.snapshots.list(row)): Record<string, unknown> {
+    const pool = rootDisk(this.svc.expanded(row).devices).pool;
+    const storage = this.core.ports.storage;
+    const vol = (snap?: string) => storage?.instanceVolumeConfig?.(row.project, pool, row.name, snap) ?? { description: "", config: {} };
+    return {
+      container: this.svc.view(row),
+      snapshots: snaps.map((s) => this.snapshots.view(row, s)),
+      pool: this.poolView(pool),
+      profiles: row.profiles.map((p) => this.core.ports.profiles?.get(row.project, p)).filter(Boolean),
+      volume: { config: vol().config, description: vol().description, name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
+      volume_snapshots: snaps.map((s) => ({ description: vol(s.name).description, expires_at: s.expiresAt, name: s.name, config: vol(s.name).config, content_type: "filesystem", created_at: ZERO_TIME })),
+    };
   }
 
   private poolView(pool: string): { name: string; driver: string } {

@@ -62,6 +62,34 @@ export class InstanceDevices {
       .map(([n, c]) => this.make(ctxRow, n, c));
   }
 
+  /** LXD's Add for every device of an instance just created or renamed (static DHCP entries etc.). */
+  async add(row: InstanceRow, ex: { devices: Devices }): Promise<void> {
+    for (const d of this.of(row, ex.devices)) await d.add?.();
+  }
+
+  /**
+   * Device changes on a stopped instance (LXD's Update with isRunning=false): a removed device
+   * forgets its host state, an added or changed one (re)writes it.
+   */
+  async applyStopped(row: RowLike, before: Devices, after: Devices): Promise<void> {
+    for (const [n, c] of Object.entries(before)) {
+      const next = after[n];
+      if (next && next.type === c.type && JSON.stringify(next) === JSON.stringify(c)) continue;
+      if (!next || next.type !== c.type || (next.nictype ?? "") !== (c.nictype ?? "") || !!next.network !== !!c.network) await this.make(row, n, c).remove?.();
+    }
+    for (const [n, c] of Object.entries(after)) {
+      const prev = before[n];
+      if (prev && JSON.stringify(prev) === JSON.stringify(c)) continue;
+      const sameKind = prev && prev.type === c.type && (prev.nictype ?? "") === (c.nictype ?? "") && !!prev.network === !!c.network;
+      await this.make(row, n, c).add?.(sameKind ? prev : undefined);
+    }
+  }
+
+  /** LXD's Remove only (the instance is stopped and keeps its devices): e.g. before a rename. */
+  async forget(row: InstanceRow, ex: { devices: Devices }): Promise<void> {
+    for (const d of this.of(row, ex.devices)) await d.remove?.().catch(() => {});
+  }
+
   async remove(row: InstanceRow, ex: { devices: Devices }): Promise<void> {
     for (const d of this.of(row, ex.devices)) {
       await d.stop().catch(() => {});

@@ -4,9 +4,9 @@
 import { randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
+import type { InstancesPort } from "../daemon/ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { parseIdmapJson, toHost, toNs, type IdmapEntry } from "./idmap.js";
-import { shiftTree } from "./lxc/shift.js";
 import { initOf, instanceUrl, type Expanded } from "./rows.js";
 import { identityIdMap, type IdMap, type InstanceRuntime as PortRuntime } from "./runtime-port.js";
 import type { InstanceOwner } from "./model.js";
@@ -38,13 +38,11 @@ export function instanceQueries(svc: InstanceOwner, snapshots: () => SnapshotSer
     const release = async () => rmSync(dir, { recursive: true, force: true });
     try {
       await src.exportTo(dir);
-      const last = parseIdmapJson(src.snapshot.config["volatile.last_state.idmap"]);
-      if (last.length > 0) await shiftTree(join(dir, "rootfs"), last, []);
     } catch (e) {
       await release();
       throw e;
     }
-    return { dir, architecture: src.snapshot.architecture, release };
+    return { dir, architecture: src.snapshot.architecture, release, unshift: unshiftOf(src.snapshot.config["volatile.last_state.idmap"]) };
   };
 
   return {
@@ -106,28 +104,31 @@ export function instanceQueries(svc: InstanceOwner, snapshots: () => SnapshotSer
       return row ? snapshots().repo.get(row.id, snapshot)?.expiresAt : undefined;
     },
 
-    async exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void> }> {
+    async exportForPublish(project: string, name: string): ReturnType<InstancesPort["exportForPublish"]> {
       if (name.includes("/")) return exportSnapshot(project, name);
       const row = svc.require(project, name);
       const wasRunning = svc.runtime.isRunning(row);
       if (wasRunning) await svc.runtime.stop(project, name, { force: false, timeout: 30 });
       const dir = await svc.volumeDir(row);
-      // Images hold host-neutral ownership: shift the rootfs back (the next start shifts it again).
-      await svc.runtime.serialize(project, name, async () => {
-        const last = parseIdmapJson(svc.require(project, name).config["volatile.last_state.idmap"]);
-        if (last.length === 0) return;
-        await shiftTree(join(dir, "rootfs"), last, []);
-        svc.setVolatile(project, name, { "volatile.last_state.idmap": "[]" });
-      });
+      // Images hold host-neutral ownership: the tarball is packed through the map, the rootfs
+      // stays as it is on disk (as LXD; security.protection.shift forbids shifting it).
       return {
         dir,
         architecture: row.architecture,
+        unshift: unshiftOf(svc.require(project, name).config["volatile.last_state.idmap"]),
         release: async () => {
           if (wasRunning) await svc.runtime.start(project, name);
         },
       };
     },
   };
+}
+
+/** Host id -> id inside through an on-disk map ("[]" or absent: the files are neutral already). */
+function unshiftOf(json: string | undefined): { uid(host: number): number | undefined; gid(host: number): number | undefined } | undefined {
+  const map = parseIdmapJson(json);
+  if (map.length === 0) return undefined;
+  return { uid: (h) => toNs(map, "uid", h), gid: (h) => toNs(map, "gid", h) };
 }
 
 /** An id map as the exec/file side uses it (-1 for unmapped ids). */

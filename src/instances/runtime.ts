@@ -315,7 +315,10 @@ export class InstanceRuntime {
   /** Apply config/device changes to a running instance; throws (changing nothing persistent) if it can't. */
   async applyLive(next: InstanceRow, before: { config: Record<string, string>; devices: Devices }, after: { config: Record<string, string>; devices: Devices }): Promise<void> {
     const current = this.deps.records.require(next.project, next.name);
-    if (!this.isRunning(current)) return;
+    if (!this.isRunning(current)) {
+      await this.deps.devices.applyStopped({ project: next.project, name: next.name, config: after.config }, before.devices, after.devices);
+      return;
+    }
     const init = initOf(current)!;
     const pid = init.pid;
     if ((before.config["linux.kernel_modules"] ?? "") !== (after.config["linux.kernel_modules"] ?? "")) await loadKernelModules(after.config["linux.kernel_modules"]);

@@ -10,7 +10,7 @@ import type { Ports } from "../daemon/ports.js";
 import type { InstancesPort, ProfileRecord } from "../daemon/ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
-import { checkDeviceValues } from "../devices/registry.js";
+import { checkDeviceValues, dropEmptyDeviceValues } from "../devices/registry.js";
 import { ensureRootSubIds, hostRoot, IdmapError, parseIdmapJson, RawIdmapError, type HostIdSet } from "./idmap.js";
 import { computeIdmap } from "./idmap-alloc.js";
 import { needsNewInstanceId } from "./cloud-init.js";
@@ -359,8 +359,11 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
       if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.runtime.driver.create({ project, name: req.name }, dir);
+      // LXD's device Add (e.g. a NIC's static DHCP host file on its managed bridge).
+      await this.devices.add(this.require(project, req.name), ex0);
       if (image) this.deps.ports.images?.markUsed(image.fingerprint);
     } catch (e) {
+      await this.devices.forget(this.require(project, req.name), ex0).catch(() => {});
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
       this.runtime.driver.delete({ project, name: req.name });
       this.repo.delete(project, req.name);
@@ -376,15 +379,16 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     let devices: Devices;
     if (mode === "patch") {
       config = { ...row.config, ...(put.config ?? {}) };
-      devices = { ...row.devices, ...(put.devices ?? {}) };
+      devices = dropEmptyDeviceValues({ ...row.devices, ...(put.devices ?? {}) });
     } else {
       config = { ...(put.config ?? {}) };
       // Volatile keys are the daemon's: keep them unless the client sends a value.
       for (const [k, v] of Object.entries(row.config)) if (k.startsWith("volatile.") && !(k in config)) config[k] = v;
-      devices = put.devices ?? {};
+      devices = dropEmptyDeviceValues(put.devices ?? {});
     }
     for (const [k, v] of Object.entries(config)) if (v === "" && mode === "patch") delete config[k];
-    const profiles = put.profiles ?? (mode === "patch" ? row.profiles : ["default"]);
+    // As LXD: a PUT without profiles (`lxc profile assign c ""` sends null) leaves none.
+    const profiles = put.profiles ?? (mode === "patch" ? row.profiles : []);
     // The project's limits and restrictions first (as LXD), over the config with its profiles.
     this.deps.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
     this.validate(project, name, config, devices, profiles);
@@ -471,6 +475,8 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     const storage = this.deps.ports.storage;
     if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     await storage.renameInstanceVolume(project, pool, name, to);
+    // Host state named after the instance (static DHCP host files) moves to the new name.
+    await this.devices.forget(row, this.expanded(row));
     try {
       this.runtime.driver.rename({ project, name }, { project, name: to });
       const dir = await storage.mountInstanceVolume(project, pool, to);
@@ -481,6 +487,8 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
       if (!row.config["volatile.apply_template"] && opts.applyTemplate !== false) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
       // A new name is a new cloud-init instance (LXD resets the instance-id on rename).
       this.repo.patchConfig(project, to, { "volatile.cloud-init.instance-id": randomUUID() });
+      const renamed = this.require(project, to);
+      await this.devices.add(renamed, this.expanded(renamed));
     } catch (e) {
       await storage.renameInstanceVolume(project, pool, to, name).catch(() => {});
       throw e;
@@ -507,6 +515,22 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   readonly runtimeOf = (project: string, name: string): PortRuntime => this.queries.runtimeOf(project, name);
   readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);
   readonly exportForPublish: InstancesPort["exportForPublish"] = (project, name) => this.queries.exportForPublish(project, name);
+
+  /** Set by the instances feature (InstanceRecovery, which needs the watcher). */
+  recovery?: {
+    dependencies(project: string, backup: Record<string, unknown>): string[];
+    recover(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
+  };
+  instanceExists(project: string, name: string): boolean {
+    return this.repo.get(project, name) !== undefined;
+  }
+  recoverDependencies(project: string, backup: Record<string, unknown>): string[] {
+    return this.recovery?.dependencies(project, backup) ?? [];
+  }
+  async recoverInstance(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void> {
+    if (!this.recovery) throw new Error("Instance recovery is not available");
+    await this.recovery.recover(pool, project, name, backup);
+  }
 
   checkProfileChange(profileProject: string, before: ProfileRecord, after: ProfileRecord): void {
     new ProfileChange(this).checkRootDisk(profileProject, before, after);

@@ -106,7 +106,7 @@ export class InstanceWatcher {
    * start and recording it (kill -9 in the middle of a start). Record what the driver reports,
    * so the row and the process agree. Returns whether it was running.
    */
-  private async reconcileUnrecorded(row: InstanceRow): Promise<boolean> {
+  async reconcileUnrecorded(row: InstanceRow): Promise<boolean> {
     const init = await this.deps.runtime.driver.runningInit({ project: row.project, name: row.name });
     if (!init) return false;
     this.deps.log.warn({ instance: row.name, project: row.project, pid: init.pid }, "adopting a container whose start was not recorded (daemon crash)");

@@ -378,7 +378,7 @@ export class NetworkService implements NetworksPort {
   async setStaticLease(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void> {
     const driver = this.liveDriver(this.row(network));
     if (!driver.setStaticHost) throw new BadRequest(`Network "${network}" does not support static DHCP leases`);
-    await driver.setStaticHost(device ? `${instance}.${device}` : instance, { hwaddr, ipv4, ipv6, hostname: instance.split("_").pop()! });
+    await driver.setStaticHost(device ? `${instance}.${device}` : instance, { hwaddr, ipv4, ipv6, hostname: dnsName(instance) });
   }
 
   async allocateFilterAddresses(
@@ -390,7 +390,7 @@ export class NetworkService implements NetworksPort {
   ): Promise<{ ipv4?: string; ipv6?: string }> {
     const driver = this.liveDriver(this.row(network));
     if (!driver.allocateStaticHost) return { ipv4: want.ipv4 ? "none" : undefined, ipv6: want.ipv6 ? "none" : undefined };
-    return driver.allocateStaticHost(`${instance}.${device}`, { ...host, hostname: instance.split("_").pop()! }, want);
+    return driver.allocateStaticHost(`${instance}.${device}`, { ...host, hostname: dnsName(instance) }, want);
   }
 
   async removeStaticLease(network: string, instance: string, device?: string): Promise<void> {
@@ -398,4 +398,10 @@ export class NetworkService implements NetworksPort {
     if (!row) return;
     await this.liveDriver(row).removeStaticHost?.(device ? `${instance}.${device}` : instance);
   }
+}
+
+/** LXD's project.DNS for a project.Instance name ("proj_inst" -> "inst.proj"; instance names have no "_"). */
+function dnsName(projectInstance: string): string {
+  const i = projectInstance.lastIndexOf("_");
+  return i < 0 ? projectInstance : `${projectInstance.slice(i + 1)}.${projectInstance.slice(0, i)}`;
 }

@@ -6,7 +6,7 @@ import type { InstancesPort, ProfileRecord, ProfilesPort, ProjectsPort } from ".
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import { ProfileRepo } from "../db/profile-repo.js";
-import { checkDeviceValues, deviceFactory } from "../devices/registry.js";
+import { checkDeviceValues, deviceFactory, dropEmptyDeviceValues } from "../devices/registry.js";
 import { duplicateDiskPath } from "../devices/disk.js";
 import { apiUrl } from "../shared/urls.js";
 
@@ -134,7 +134,7 @@ export class ProfileService implements ProfilesPort {
   create(requestProject: string, req: ProfileInput & { name: string }): void {
     const project = this.profileProject(requestProject);
     validateProfileName(req.name);
-    const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: req.devices };
+    const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: dropEmptyDeviceValues(req.devices) };
     validateProfile(profile);
     if (this.repo.get(project, req.name)) throw new InternalError(`Error inserting "${req.name}" into database: The profile already exists`);
     this.deps.projects()?.allowProfileUpdate?.(project, profile, true);
@@ -147,12 +147,12 @@ export class ProfileService implements ProfilesPort {
     const project = this.profileProject(requestProject);
     const next: ProfileRecord =
       mode === "replace"
-        ? { name: current.name, description: req.description ?? "", config: dropEmpty(req.config ?? {}), devices: req.devices ?? {} }
+        ? { name: current.name, description: req.description ?? "", config: dropEmpty(req.config ?? {}), devices: dropEmptyDeviceValues(req.devices ?? {}) }
         : {
             name: current.name,
             description: req.description || current.description,
             config: dropEmpty({ ...current.config, ...(req.config ?? {}) }),
-            devices: { ...current.devices, ...(req.devices ?? {}) },
+            devices: dropEmptyDeviceValues({ ...current.devices, ...(req.devices ?? {}) }),
           };
     this.deps.projects()?.allowProfileUpdate?.(project, next);
     validateProfile(next);

@@ -14,7 +14,7 @@ import { storageDrivers } from "./drivers/index.js";
 import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type StagedStreams, type StreamSink, type Volume, type VolumeType } from "./drivers/types.js";
 import type { Readable } from "node:stream";
 import { withRevert } from "./reverter.js";
-import { scanUnknownVolumes, type UnknownVolume } from "./recover.js";
+import { importUnknownVolumes, recoverDependencies, scanUnknownVolumes, type RecoverImportDeps, type UnknownVolume } from "./recover.js";
 import { apiUrl } from "../shared/urls.js";
 
 export interface StoragePoolView {
@@ -220,13 +220,67 @@ export class PoolService implements StoragePort {
   }
 
   /** Volumes on disk in these existing pools that the database does not know (`lxd recover`). */
-  async recoverScan(poolNames: string[]): Promise<UnknownVolume[]> {
-    const pools = poolNames.map((n) => this.pool(n));
-    const byName = new Map(pools.map((p) => [p.name, p]));
-    return scanUnknownVolumes(poolNames, {
+  private recoverDeps(poolNames: string[]): RecoverImportDeps {
+    const byName = new Map(poolNames.map((n) => [n, this.pool(n)]));
+    const instances = this.core.ports.instances;
+    return {
       mountPath: (n) => this.driverFor(byName.get(n)!).mountPath,
       known: (pool, project, type, name) => this.repo.volume(pool, project, type, name) !== undefined,
-    });
+      instanceKnown: (project, name) => instances?.instanceExists?.(project, name) ?? false,
+      adoptVolume: (pool, project, type, name, vol, snaps) => this.adoptVolume(pool, project, type, name, vol, snaps),
+      instanceDependencies: instances?.recoverDependencies ? (project, backup) => instances.recoverDependencies!(project, backup) : undefined,
+      recoverInstance: instances?.recoverInstance ? (pool, project, name, backup) => instances.recoverInstance!(pool, project, name, backup) : undefined,
+    };
+  }
+
+  async recoverScan(poolNames: string[]): Promise<UnknownVolume[]> {
+    return scanUnknownVolumes(poolNames, this.recoverDeps(poolNames));
+  }
+
+  /** POST /internal/recover/validate: the unknown volumes and what their import would miss. */
+  async recoverValidate(poolNames: string[]): Promise<{ UnknownVolumes: UnknownVolume[]; DependencyErrors: string[] }> {
+    const deps = this.recoverDeps(poolNames);
+    const found = await scanUnknownVolumes(poolNames, deps);
+    return { UnknownVolumes: found, DependencyErrors: await recoverDependencies(found, deps) };
+  }
+
+  /** POST /internal/recover/import: records for every unknown volume (LXD refuses while dependencies are missing). */
+  async recoverImport(poolNames: string[]): Promise<void> {
+    const deps = this.recoverDeps(poolNames);
+    const found = await scanUnknownVolumes(poolNames, deps);
+    const missing = await recoverDependencies(found, deps);
+    if (missing.length) throw new BadRequest(`Missing dependencies: ${missing.join(", ")}`);
+    await importUnknownVolumes(found, deps);
+  }
+
+  /**
+   * `lxd recover`: records for a volume (and its snapshots) that exist on disk but not in the
+   * database; rows left from before are replaced. An instance volume gets its
+   * $LXD_DIR/containers symlink back. Returns the volume's mount path.
+   */
+  async adoptVolume(
+    poolName: string,
+    project: string,
+    type: "container" | "custom",
+    name: string,
+    vol: { description: string; config: Record<string, string> },
+    snapshots: { name: string; description: string; config: Record<string, string> }[],
+  ): Promise<string> {
+    const driver = this.driverFor(this.pool(poolName));
+    await driver.mountPool();
+    const fresh = (volName: string, v: { description: string; config: Record<string, string> }) => {
+      const old = this.repo.volume(poolName, project, type, volName);
+      if (old) this.repo.deleteVolume(old.id);
+      this.repo.insertVolume({ pool: poolName, project, type, name: volName, description: v.description, config: v.config });
+      const row = this.repo.volume(poolName, project, type, volName)!;
+      this.repo.setVolumeState(row.id, "created");
+      return row;
+    };
+    const main = fresh(name, vol);
+    for (const s of snapshots) fresh(`${name}/${s.name}`, s);
+    const path = await driver.mountVolume(this.hostVolume(main));
+    if (type === "container") await this.ensureInstanceSymlink(project, name, path);
+    return path;
   }
 
   listPools(): PoolRow[] {
@@ -436,6 +490,16 @@ export class PoolService implements StoragePort {
     }
     this.repo.updateVolume(v.id, { description: req.description, config });
     this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${v.name}`, { project: v.project });
+  }
+
+  /**
+   * PUT/PATCH on an instance snapshot's volume (LXD's UpdateInstanceSnapshot): only the
+   * description changes; the expiry belongs to the instance snapshot.
+   */
+  updateInstanceSnapshotVolume(v: VolumeRow, description: string): void {
+    if (description !== v.description) this.repo.updateVolume(v.id, { description, config: v.config });
+    const [parent, snap] = [v.name.slice(0, v.name.indexOf("/")), v.name.slice(v.name.indexOf("/") + 1)];
+    this.core.events.lifecycle("storage-volume-snapshot-updated", `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${parent}/snapshots/${snap}`, { project: v.project });
   }
 
   /** An instance volume's (or its snapshot's) config, for copies and migrations to carry. */
@@ -812,6 +876,11 @@ export class PoolService implements StoragePort {
     if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
     await driver.mountPool();
     await capable.restoreSnapshot(vol, snapshot, opts);
+    // As LXD: the snapshot volume's description and config become the volume's again.
+    const main = this.repo.volume(pool, project, "container", name);
+    if (main && (main.description !== row.description || JSON.stringify(main.config) !== JSON.stringify(row.config))) {
+      this.repo.updateVolume(main.id, { description: row.description, config: { ...row.config } });
+    }
   }
 
   /** Make an instance volume an exact copy of the tree at `source` (the pool's rsync.bwlimit applies). */

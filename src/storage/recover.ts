@@ -1,8 +1,10 @@
-// `lxd recover`'s scan (POST /internal/recover/validate): volumes found in the pools' directories
-// that the database does not know. Only existing pools are scanned; on-disk names decode as LXD
+// `lxd recover` (POST /internal/recover/validate and /import): volumes found in the pools'
+// directories that the database does not know, and their records recreated, instances from the
+// backup.yaml in their volume. Only existing pools are scanned; on-disk names decode as LXD
 // encodes them ("<project>_<name>" for custom volumes and for instances outside `default`).
-import { readdir } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { parseYaml } from "../shared/yaml.js";
 import { VOLUME_DIRS } from "./drivers/types.js";
 
 export interface UnknownVolume {
@@ -18,6 +20,8 @@ export interface RecoverScanDeps {
   mountPath(pool: string): string;
   /** Whether the database has this volume. */
   known(pool: string, project: string, type: string, name: string): boolean;
+  /** Whether the database has this instance (its volume record being gone). */
+  instanceKnown?(project: string, name: string): boolean;
 }
 
 /** "proj_c1" → ["proj", "c1"]; a container without a prefix is in `default`. */
@@ -40,10 +44,83 @@ export async function scanUnknownVolumes(pools: string[], deps: RecoverScanDeps)
         if (!e.isDirectory()) continue;
         const decoded = decodeVolumeName(type, e.name);
         if (!decoded || deps.known(pool, decoded.project, type, decoded.name)) continue;
-        const snapshots = (await entries(join(root, `${dir}-snapshots`, e.name))).filter((s) => s.isDirectory()).length;
-        out.push({ name: decoded.name, type, snapshotCount: snapshots, project: decoded.project, pool });
+        const v: UnknownVolume = { name: decoded.name, type, snapshotCount: 0, project: decoded.project, pool };
+        if (type === "container") {
+          // As LXD: an instance volume is only recoverable through its backup.yaml, checked now.
+          let backup: Record<string, unknown>;
+          try {
+            if (deps.instanceKnown?.(decoded.project, decoded.name)) throw new Error(`Instance ${JSON.stringify(decoded.name)} in project ${JSON.stringify(decoded.project)} already has instance DB record`);
+            backup = await readBackupFile(deps, v);
+          } catch (err) {
+            throw new Error(`Failed checking volumes on pool ${JSON.stringify(pool)}: ${(err as Error).message}`);
+          }
+          v.snapshotCount = Array.isArray(backup.snapshots) ? backup.snapshots.length : 0;
+        } else v.snapshotCount = (await entries(join(root, `${dir}-snapshots`, e.name))).filter((s) => s.isDirectory()).length;
+        out.push(v);
       }
     }
   }
   return out;
+}
+
+export interface RecoverImportDeps extends RecoverScanDeps {
+  /** Records for a volume found on disk (and its snapshots); returns its mount path. */
+  adoptVolume(pool: string, project: string, type: "custom", name: string, vol: { description: string; config: Record<string, string> }, snapshots: { name: string; description: string; config: Record<string, string> }[]): Promise<string>;
+  /** What an instance's backup.yaml needs that is missing ("Profile "p" in project "x""). */
+  instanceDependencies?(project: string, backup: Record<string, unknown>): string[];
+  /** Recreate an instance's records from its backup.yaml. */
+  recoverInstance?(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
+}
+
+/** The parsed backup.yaml of an instance volume found by the scan, with LXD's consistency checks. */
+export async function readBackupFile(deps: RecoverScanDeps, v: UnknownVolume): Promise<Record<string, unknown>> {
+  const disk = v.project === "default" ? v.name : `${v.project}_${v.name}`;
+  const file = join(deps.mountPath(v.pool), VOLUME_DIRS[v.type], disk, "backup.yaml");
+  let doc: unknown;
+  try {
+    doc = parseYaml(await readFile(file, "utf8"));
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === "ENOENT" ? `open ${file}: no such file or directory` : err.message;
+    throw new Error(`Failed parsing backup file ${JSON.stringify(file)}: ${why}`);
+  }
+  const conf = (doc && typeof doc === "object" ? doc : {}) as Record<string, unknown>;
+  const pool = conf.pool as { name?: string } | undefined;
+  const what = `Instance ${JSON.stringify(v.name)} in project ${JSON.stringify(v.project)}`;
+  if (pool?.name && pool.name !== v.pool) throw new Error(`${what} has pool name mismatch in its backup file (${JSON.stringify(pool.name)} doesn't match's pool's ${JSON.stringify(v.pool)})`);
+  const container = conf.container as { name?: string } | undefined;
+  if (!container || typeof container !== "object") throw new Error(`${what} has no instance information in its backup file`);
+  if (container.name !== v.name) throw new Error(`${what} has a different instance name in its backup file (${JSON.stringify(container.name ?? "")})`);
+  return conf;
+}
+
+/** Dependency errors of the unknown instances (missing profiles), deduplicated, as LXD lists them. */
+export async function recoverDependencies(found: UnknownVolume[], deps: RecoverImportDeps): Promise<string[]> {
+  const out = new Set<string>();
+  for (const v of found.filter((x) => x.type === "container")) {
+    for (const d of deps.instanceDependencies?.(v.project, await readBackupFile(deps, v)) ?? []) out.add(d);
+  }
+  return [...out];
+}
+
+/** LXD's import order: custom volumes first (instances may attach them), then instances. */
+export async function importUnknownVolumes(found: UnknownVolume[], deps: RecoverImportDeps): Promise<void> {
+  for (const v of found.filter((x) => x.type === "custom")) {
+    const disk = `${v.project}_${v.name}`;
+    const snaps = (await entries(join(deps.mountPath(v.pool), `${VOLUME_DIRS.custom}-snapshots`, disk))).filter((s) => s.isDirectory()).map((s) => s.name).sort();
+    try {
+      await deps.adoptVolume(v.pool, v.project, "custom", v.name, { description: "", config: {} }, snaps.map((name) => ({ name, description: "", config: {} })));
+    } catch (e) {
+      throw new Error(`Failed importing custom volume ${JSON.stringify(v.name)} in project ${JSON.stringify(v.project)}: ${(e as Error).message}`);
+    }
+  }
+  for (const v of found.filter((x) => x.type === "container")) {
+    const backup = await readBackupFile(deps, v);
+    if (!deps.recoverInstance) throw new Error("Instance recovery is not available");
+    try {
+      await deps.recoverInstance(v.pool, v.project, v.name, backup);
+    } catch (e) {
+      throw new Error(`Failed creating instance ${JSON.stringify(v.name)} record in project ${JSON.stringify(v.project)}: ${(e as Error).message}`);
+    }
+  }
 }

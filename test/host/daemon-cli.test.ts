@@ -175,23 +175,38 @@ describe("lxd recover", () => {
     expect(r.code).toBe(1);
   });
 
-  it("lists volumes on disk that the database does not know; importing them is not implemented", () => {
+  it("lists volumes on disk that the database does not know; an instance volume needs its backup.yaml", () => {
     expect(d.lxc("storage", "create", "pool1", "dir").code).toBe(0);
     expect(d.lxc("storage", "volume", "create", "pool1", "known").code).toBe(0);
     const root = join(d.dir, "storage-pools", "pool1");
     mkdirSync(join(root, "custom", "default_lost"));
     mkdirSync(join(root, "custom-snapshots", "default_lost", "snap0"), { recursive: true });
     mkdirSync(join(root, "containers", "gone"));
-    const r = cli(d.dir, ["recover"], "no\nyes\nyes\n");
+    // A container volume without backup.yaml stops the scan, as LXD's does.
+    let r = cli(d.dir, ["recover"], "no\nyes\nyes\n");
     expect(r.stdout).toContain(' - EXISTING: "pool1" (backend="dir", source="' + root + '")\n');
+    const yaml = join(root, "containers", "gone", "backup.yaml");
+    expect(r.stderr).toBe(`Error: Failed validation request: Failed checking volumes on pool "pool1": Failed parsing backup file "${yaml}": open ${yaml}: no such file or directory\n`);
+    expect(r.code).toBe(1);
+    // One whose backup.yaml names another instance is refused too.
+    writeFileSync(yaml, "container:\n  name: other\n");
+    r = cli(d.dir, ["recover"], "no\nyes\nyes\n");
+    expect(r.stderr).toContain('Instance "gone" in project "default" has a different instance name in its backup file ("other")');
+    rmSync(join(root, "containers", "gone"), { recursive: true });
+    r = cli(d.dir, ["recover"], "no\nyes\nno\n");
     expect(r.stdout).toContain("The following unknown volumes have been found:\n");
-    expect(r.stdout).toContain(' - Container "gone" on pool "pool1" in project "default" (includes 0 snapshots)\n');
     expect(r.stdout).toContain(' - Custom "lost" on pool "pool1" in project "default" (includes 1 snapshots)\n');
     expect(r.stdout).not.toContain('"known"');
-    expect(r.stderr).toBe("Error: Failed import request: not implemented\n");
-    expect(r.code).toBe(1);
     // Declining changes nothing and exits 0.
-    expect(cli(d.dir, ["recover"], "no\nyes\nno\n").code).toBe(0);
+    expect(r.code).toBe(0);
+    expect(d.lxc("storage", "volume", "show", "pool1", "lost").code).not.toBe(0);
+    // Accepting recreates the custom volume's records, its snapshot included.
+    r = cli(d.dir, ["recover"], "no\nyes\nyes\n");
+    expect(r.stdout).toContain("Starting recovery...\n");
+    expect(r.code, r.stderr).toBe(0);
+    expect(d.lxc("storage", "volume", "show", "pool1", "lost").code).toBe(0);
+    expect(d.lxc("storage", "volume", "show", "pool1", "lost/snap0").code).toBe(0);
+    expect(cli(d.dir, ["recover"], "no\nyes\n").stdout).toContain("No unknown volumes found. Nothing to do.\n");
   });
 });
 

@@ -220,6 +220,40 @@ describe("disk devices", () => {
   });
 });
 
+describe("block device disks", () => {
+  it("mounts a block device's filesystem (hot-plugged and at start) and unmounts it on removal (LXD's config_profiles loop mounts)", async () => {
+    const n = name("blk");
+    const file = d.dir + ".blk";
+    execFileSync("truncate", ["-s", "64M", file]);
+    execFileSync("mkfs.ext4", ["-q", "-F", file]);
+    const loop = execFileSync("losetup", ["--show", "-f", file], { encoding: "utf8" }).trim();
+    const mnt = d.dir + ".blkmnt";
+    mkdirSync(mnt, { recursive: true });
+    try {
+      execFileSync("mount", [loop, mnt]);
+      writeFileSync(join(mnt, "hello"), "on-ext4\n");
+      execFileSync("umount", [mnt]);
+      ok("launch", "busybox", n, "-q");
+      ok("config", "device", "add", n, "mnt", "disk", `source=${loop}`, "path=/mnt");
+      expect(d.lxc("exec", n, "--", "cat", "/mnt/hello").stdout).toBe("on-ext4\n");
+      ok("restart", "--force", n);
+      expect(d.lxc("exec", n, "--", "cat", "/mnt/hello").stdout).toBe("on-ext4\n");
+      const hostMount = join(d.dir, "devices", n, "disk.mnt.mnt");
+      expect(readFileSync("/proc/self/mountinfo", "utf8")).toContain(` ${hostMount} `);
+      ok("config", "device", "remove", n, "mnt");
+      expect(d.lxc("exec", n, "--", "stat", "/mnt/hello").code).not.toBe(0);
+      expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(` ${hostMount} `);
+      ok("restart", "--force", n);
+      expect(d.lxc("exec", n, "--", "stat", "/mnt/hello").code).not.toBe(0);
+      ok("delete", "-f", n);
+    } finally {
+      spawnSync("umount", [mnt]);
+      spawnSync("losetup", ["-d", loop]);
+      spawnSync("rm", ["-rf", file, mnt]);
+    }
+  });
+});
+
 describe("unix devices and copies", () => {
   it("hot-plugs a unix-char device as the host node", async () => {
     const n = name("unix");

@@ -334,3 +334,59 @@ describe("containers on an Open vSwitch bridge (userspace datapath)", () => {
     expect(ovs!.vsctl("br-exists", br.name).code).toBe(2);
   });
 });
+
+describe("static DHCP host files of stopped instances (LXD's device Add/Update/Remove)", () => {
+  it("are written on create, address/hwaddr changes and rename, and removed on device removal and delete, with dnsmasq kept running", async () => {
+    const name = netName("s");
+    const br = { name, n: freeSubnet(taken) };
+    networks.push(name);
+    ok("network", "create", name, `ipv4.address=10.97.${br.n}.1/24`, "ipv4.nat=false", `ipv6.address=fd42:97:${br.n}::1/64`, "ipv6.dhcp.stateful=true", "ipv6.nat=false");
+    const hosts = join(networkDir(br.name), "dnsmasq.hosts");
+    const file = (inst: string, dev = "eth0") => join(hosts, `${inst}.${dev}`);
+    const read = (inst: string, dev = "eth0") => (existsSync(file(inst, dev)) ? readFileSync(file(inst, dev), "utf8") : undefined);
+    const dnsmasqPid = dnsmasqPids(br.name)[0];
+
+    // Created stopped with a NIC on the managed bridge: its host file exists before any start.
+    const c = d.launch("s1", { init: true, network: br.name });
+    const mac = () => ok("config", "get", c, "volatile.eth0.hwaddr").trim();
+    expect(read(c)).toBe(`${mac()},${c}\n`);
+
+    // Static addresses set on the stopped instance are in the file at once (LXD's line: mac,v4,[v6],host).
+    ok("config", "device", "set", c, "eth0", `ipv4.address=10.97.${br.n}.50`);
+    expect(read(c)).toBe(`${mac()},10.97.${br.n}.50,${c}\n`);
+    const v6 = `fd42:97:${br.n}::50`;
+    ok("config", "device", "set", c, "eth0", `ipv6.address=${v6}`);
+    expect(read(c)).toBe(`${mac()},10.97.${br.n}.50,[${v6}],${c}\n`);
+    expect(leasesCsv(br.name)).toContain(`10.97.${br.n}.50,STATIC`);
+    ok("config", "device", "set", c, "eth0", "hwaddr=00:16:3e:aa:bb:cc");
+    expect(read(c)).toBe(`00:16:3e:aa:bb:cc,10.97.${br.n}.50,[${v6}],${c}\n`);
+    ok("config", "device", "unset", c, "eth0", "ipv6.address");
+    expect(read(c)).toBe(`00:16:3e:aa:bb:cc,10.97.${br.n}.50,${c}\n`);
+    // dnsmasq still runs (it was sent SIGHUP, not restarted).
+    expect(dnsmasqPids(br.name)).toEqual([dnsmasqPid]);
+
+    // Rename moves the file to the new name.
+    const renamed = d.instanceName("s2");
+    ok("rename", c, renamed);
+    expect(read(c)).toBeUndefined();
+    expect(read(renamed)).toBe(`00:16:3e:aa:bb:cc,10.97.${br.n}.50,${renamed}\n`);
+
+    // A second NIC added while stopped gets its own file; removing the device removes it.
+    ok("config", "device", "add", renamed, "eth1", "nic", `network=${br.name}`, "name=eth1", `ipv4.address=10.97.${br.n}.51`);
+    expect(read(renamed, "eth1")).toMatch(new RegExp(`^[0-9a-f:]{17},10\\.97\\.${br.n}\\.51,${renamed}\\n$`));
+    ok("config", "device", "remove", renamed, "eth1");
+    expect(read(renamed, "eth1")).toBeUndefined();
+
+    // The instance starts with the static address it was given while stopped.
+    ok("start", renamed);
+    await waitFor(() => listedIpv4(renamed) === `10.97.${br.n}.50`, 60_000, 500);
+    ok("stop", "-f", renamed);
+
+    // Delete removes the file.
+    ok("delete", renamed);
+    expect(read(renamed)).toBeUndefined();
+    expect(existsSync(hosts) ? sh("ls", [hosts]).stdout.trim() : "").toBe("");
+    ok("network", "delete", br.name);
+    assertNetworkGone(br.name);
+  });
+});

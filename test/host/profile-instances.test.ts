@@ -108,3 +108,22 @@ describe("used_by across projects", () => {
     }
   }, 60_000);
 });
+
+describe("unsetting with the stock client (LXD's config_profiles steps)", () => {
+  it("`device unset` removes the key (the client sends \"\"), and `profile assign c \"\"` leaves no profile", () => {
+    ok("profile", "create", "unsetp");
+    ok("profile", "device", "add", "unsetp", "eth9", "nic", "nictype=p2p", "limits.egress=100Mbit");
+    ok("profile", "device", "unset", "unsetp", "eth9", "limits.egress");
+    expect(ok("profile", "show", "unsetp")).not.toContain("limits.egress");
+    const n = d.launch("unset", { init: true });
+    ok("config", "device", "add", n, "root", "disk", "path=/", "pool=default", "size=1GiB");
+    ok("config", "device", "unset", n, "root", "size");
+    expect(ok("config", "device", "show", n)).not.toContain("size");
+    ok("profile", "assign", n, "unsetp");
+    expect(JSON.parse(ok("list", "-f", "json", n))[0].profiles).toEqual(["unsetp"]);
+    ok("profile", "assign", n, "");
+    expect(JSON.parse(ok("list", "-f", "json", n))[0].profiles).toEqual([]);
+    ok("delete", n);
+    ok("profile", "delete", "unsetp");
+  });
+});

@@ -1,6 +1,7 @@
 // raw.idmap, security.nesting, security.syscalls.* and linux.kernel_modules on real containers,
 // driven with the stock client.
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -242,4 +243,42 @@ describe("linux.kernel_modules", () => {
     expect(ok("config", "get", n, "linux.kernel_modules").trim()).toBe("");
     ok("config", "set", n, "linux.kernel_modules", "overlay");
   }, 60_000);
+});
+
+describe("security.protection.shift", () => {
+  it("publish packs host-neutral owners without shifting a protected rootfs; a start that needs a shift is refused", () => {
+    const c = d.launch("prot");
+    ok("stop", "-f", c);
+    const shifted = d.hostRoot(c);
+    expect(shifted.uid).toBeGreaterThan(0);
+    ok("config", "set", c, "security.protection.shift", "true");
+    ok("snapshot", c, "s0");
+    const tmp = mkdtempSync("/tmp/nodelxd-test-pub-");
+    try {
+      for (const [src, alias] of [[c, `${c}-img`], [`${c}/s0`, `${c}-simg`]]) {
+        ok("publish", src, `--alias=${alias}`);
+        ok("image", "export", alias, join(tmp, alias));
+        ok("image", "delete", alias);
+        // The tarball's rootfs is owned by root (0/0), as an image must be.
+        const file = readdirSync(tmp).find((f) => f.startsWith(alias))!;
+        const listing = spawnSync("tar", ["-tvf", join(tmp, file), "--numeric-owner", "rootfs/bin"], { encoding: "utf8" }).stdout;
+        expect(listing).toMatch(/^d\S+ 0\/0 /);
+        expect(listing).not.toContain(`${shifted.uid}/`);
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    // The rootfs stayed shifted on disk (publish did not unshift it).
+    expect(statSync(join(d.rootfs(c), "bin")).uid).toBe(shifted.uid);
+    expect(d.hostRoot(c)).toEqual(shifted);
+    // Privileged would need a shift: refused while protected, allowed once unprotected.
+    ok("config", "set", c, "security.privileged", "true");
+    const r = d.lxc("start", c);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("Container is protected against filesystem shifting");
+    ok("config", "set", c, "security.protection.shift", "false");
+    ok("start", c);
+    ok("stop", "-f", c);
+    expect(statSync(join(d.rootfs(c), "bin")).uid).toBe(0);
+  });
 });

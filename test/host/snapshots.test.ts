@@ -206,6 +206,30 @@ describe("snapshots with the stock client", () => {
     expect((await d.api("GET", `/1.0/instances/${c}/snapshots/s2`)).status).toBe(404);
   });
 
+  it("edits a container volume's and its snapshot's description through the storage API; restore brings the snapshot volume's config back", async () => {
+    const c = name("vol");
+    ok("init", "busybox", c, "-q");
+    ok("storage", "volume", "set", "default", `container/${c}`, "user.foo=snap0");
+    ok("snapshot", c, "s1");
+    ok("storage", "volume", "set", "default", `container/${c}`, "user.foo=later");
+    // `lxc storage volume edit` of the snapshot: GET (with its ETag) then PUT; only the description changes.
+    const url = `/1.0/storage-pools/default/volumes/container/${c}/snapshots/s1`;
+    const got = await d.api("GET", url);
+    expect(got.body.metadata.description).toBe("");
+    const stale = await d.api("PUT", url, { description: "x" }, { "If-Match": '"0000"' });
+    expect(stale.status).toBe(412);
+    const r = d.lxc("storage", "volume", "show", "default", `container/${c}/s1`);
+    const edited = spawnSync("lxc", ["storage", "volume", "edit", "default", `container/${c}/s1`], { input: r.stdout.replace(/^description:.*$/m, "description: baz"), env: { ...process.env, LXD_DIR: d.dir, LXD_CONF: d.dir + ".lxdconf" }, encoding: "utf8" });
+    expect(edited.status, edited.stderr).toBe(0);
+    expect(ok("storage", "volume", "show", "default", `container/${c}/s1`)).toContain("description: baz");
+    expect(ok("storage", "volume", "get", "default", `container/${c}/s1`, "user.foo").trim()).toBe("snap0");
+    // PATCH without a description keeps it.
+    expect((await d.api("PATCH", url, {})).status).toBe(200);
+    expect((await d.api("GET", url)).body.metadata.description).toBe("baz");
+    ok("restore", c, "s1");
+    expect(ok("storage", "volume", "get", "default", `container/${c}`, "user.foo").trim()).toBe("snap0");
+  });
+
   it("lists snapshots in recursion=2 and in the storage API, and deletes them with the instance", async () => {
     const c = name("del");
     ok("init", "busybox", c, "-q");

@@ -1,6 +1,6 @@
-// /internal/recover/*: what `lxd recover` asks the daemon. The scan covers the existing pools;
-// scanning pools the database does not know, and importing what was found, are not implemented
-// (LXD's 501 envelope), so the CLI stops there with that answer.
+// /internal/recover/*: what `lxd recover` asks the daemon. The scan covers the existing pools and
+// the import recreates the records of what it found (instances from their backup.yaml); pools
+// the database does not know (given with a driver) are not implemented (LXD's 501 envelope).
 import { z } from "zod";
 import { NotImplemented } from "../../shared/errors.js";
 import { route, sync, type Route } from "../route.js";
@@ -11,8 +11,16 @@ const RecoverPost = z.object({
 });
 
 export interface RecoverDeps {
-  recoverScan(pools: string[]): Promise<UnknownVolume[]>;
+  recoverValidate(pools: string[]): Promise<{ UnknownVolumes: UnknownVolume[]; DependencyErrors: string[] }>;
+  recoverImport(pools: string[]): Promise<void>;
   listPools(): { name: string }[];
+}
+
+/** The pools of a request, all known to the database (a new pool to create is not supported). */
+function knownPools(deps: RecoverDeps, pools: { name: string; driver?: string }[]): string[] {
+  const existing = new Set(deps.listPools().map((p) => p.name));
+  if (pools.some((p) => !existing.has(p.name) || p.driver)) throw new NotImplemented();
+  return pools.map((p) => p.name);
 }
 
 export function recoverRoutes(deps: RecoverDeps): Route[] {
@@ -20,14 +28,15 @@ export function recoverRoutes(deps: RecoverDeps): Route[] {
     route("/internal/recover/validate", {
       POST: async (req) => {
         const body = await req.body(RecoverPost, "internalRecoverValidatePost");
-        const existing = new Set(deps.listPools().map((p) => p.name));
-        // A pool given with a driver is one to create from its source: not supported here.
-        if (body.pools.some((p) => !existing.has(p.name) || p.driver)) throw new NotImplemented();
-        const unknown = await deps.recoverScan(body.pools.map((p) => p.name));
-        return sync({ UnknownVolumes: unknown, DependencyErrors: [] });
+        return sync(await deps.recoverValidate(knownPools(deps, body.pools)));
       },
     }, "local"),
-    // Importing recovered volumes is not implemented: the router answers LXD's 501.
-    route("/internal/recover/import", {}, "local"),
+    route("/internal/recover/import", {
+      POST: async (req) => {
+        const body = await req.body(RecoverPost, "internalRecoverImportPost");
+        await deps.recoverImport(knownPools(deps, body.pools));
+        return sync(null);
+      },
+    }, "local"),
   ];
 }

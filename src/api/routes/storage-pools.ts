@@ -157,6 +157,15 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
     if (type !== "custom") throw new NotImplemented();
   };
   const updateSnapshot = (mode: "replace" | "merge") => async (req: ApiRequest) => {
+    if (req.params.type === "container") {
+      // An instance snapshot's volume: only its description (LXD's UpdateInstanceSnapshot).
+      const v = pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot);
+      const view = pools.volumeSnapshotView(v, true);
+      checkEtag(req, [view.description, view.expires_at]);
+      const body = await req.body(VolumeSnapshotPut, "StorageVolumeSnapshotPut");
+      pools.updateInstanceSnapshotVolume(v, mode === "merge" && body.description == null ? v.description : (body.description ?? ""));
+      return sync({});
+    }
     customOnly(req.params.type);
     checkEtag(req, snapshots.etag(customSnapshot(req)));
     const body = await req.body(VolumeSnapshotPut, "StorageVolumeSnapshotPut");
@@ -239,7 +248,10 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
     }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots/:snapshot", {
       GET: (req) => {
-        if (req.params.type !== "custom") return sync(pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true));
+        if (req.params.type !== "custom") {
+          const view = pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true);
+          return sync(view, { etag: [view.description, view.expires_at] });
+        }
         const row = customSnapshot(req);
         return sync(snapshots.view(row), { etag: snapshots.etag(row) });
       },

@@ -14,6 +14,8 @@ import { snapshotRoutes } from "../../api/routes/instance-snapshots.js";
 import { backupRoutes } from "../../api/routes/instance-backups.js";
 import { BackupService } from "../../instances/backups.js";
 import { InstanceWatcher } from "../../instances/watcher.js";
+import { BackupFile } from "../../instances/backup-file.js";
+import { InstanceRecovery } from "../../instances/recover.js";
 import { assertSnapshotRecords } from "../../storage/snapshot-records.js";
 
 export class InstancesFeature implements Feature {
@@ -21,6 +23,8 @@ export class InstancesFeature implements Feature {
   readonly service: InstanceService;
   private readonly watcher: InstanceWatcher;
   private readonly files: InstanceFiles;
+  private readonly backupFile: BackupFile;
+  private unfollow?: () => void;
 
   constructor(private readonly core: Core) {
     const svc = (this.service = new InstanceService({ db: core.db, ports: core.ports, events: core.events, host: core.host, paths: core.paths }));
@@ -47,6 +51,8 @@ export class InstancesFeature implements Feature {
     svc.snapshots = new SnapshotService({ db: core.db, events: core.events, log, storage, projects, ownsHere: (node) => ownsHere(core.ports, node) }, svc);
     svc.backups = new BackupService(core, svc, svc.snapshots);
     core.ports.instances = svc;
+    svc.recovery = new InstanceRecovery(svc, (row) => this.watcher.reconcileUnrecorded(row));
+    this.backupFile = new BackupFile(svc, log);
     const snapshots = svc.snapshots;
     (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired(), prunesOwn: true });
   }
@@ -60,6 +66,8 @@ export class InstancesFeature implements Feature {
     await this.service.backups?.recover();
     await this.watcher.adopt();
     this.service.backups?.startExpiry();
+    // backup.yaml in each instance volume follows the instance's lifecycle (for `lxd recover`).
+    this.unfollow = this.backupFile.follow(this.core.events);
   }
 
   /** Ready once the instances to autostart have been started (or failed to), as LXD. */
@@ -69,6 +77,8 @@ export class InstancesFeature implements Feature {
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
     this.service.backups?.stopExpiry();
+    this.unfollow?.();
+    await this.backupFile.settled();
     await this.watcher.shutdown(opts.stopInstances);
   }
 }

@@ -145,10 +145,14 @@ export class BridgedNic implements Device {
     return Object.fromEntries(Object.entries(this.config).filter(([k, v]) => !(k.endsWith(".address") && v === "none")));
   }
 
+  /** LXD's project.Instance: the instance part of the filter chains' and static host files' names. */
+  private projectInstance(): string {
+    return this.ctx.project === "default" ? this.ctx.instance : `${this.ctx.project}_${this.ctx.instance}`;
+  }
+
   /** LXD's instanceDeviceLabel: the filter chains' name part. */
   private filterLabel(): string {
-    const inst = this.ctx.project === "default" ? this.ctx.instance : `${this.ctx.project}_${this.ctx.instance}`;
-    return `${inst}.${this.name}`;
+    return `${this.projectInstance()}.${this.name}`;
   }
 
   /**
@@ -170,7 +174,7 @@ export class BridgedNic implements Device {
     const managed = this.managedNetwork();
     const want = { ipv4: isTrue(config["security.ipv4_filtering"]) && !addrs[4], ipv6: isTrue(config["security.ipv6_filtering"]) && !addrs[6] };
     if (managed && (want.ipv4 || want.ipv6)) {
-      const got = await this.ctx.ports.networks?.allocateFilterAddresses?.(managed.name, this.ctx.instance, this.name, { hwaddr, ipv4: address(addrs[4]), ipv6: address(addrs[6]) }, want);
+      const got = await this.ctx.ports.networks?.allocateFilterAddresses?.(managed.name, this.projectInstance(), this.name, { hwaddr, ipv4: address(addrs[4]), ipv6: address(addrs[6]) }, want);
       if (want.ipv4) addrs[4] = got?.ipv4 ?? "none";
       if (want.ipv6) addrs[6] = got?.ipv6 ?? "none";
     }
@@ -198,7 +202,7 @@ export class BridgedNic implements Device {
     const managed = this.managedNetwork();
     const set = this.ctx.ports.networks?.setStaticLease;
     if (!managed || !set) return;
-    await set.call(this.ctx.ports.networks, managed.name, this.ctx.instance, hwaddr, address(this.config["ipv4.address"]), address(this.config["ipv6.address"]), this.name);
+    await set.call(this.ctx.ports.networks, managed.name, this.projectInstance(), hwaddr, address(this.config["ipv4.address"]), address(this.config["ipv6.address"]), this.name);
   }
 
   /** The MTU of a veth we create: the NIC's mtu, else the bridge's (what liblxc does for its own veths). */
@@ -366,9 +370,24 @@ export class BridgedNic implements Device {
     return true;
   }
 
+  /**
+   * LXD's Add (and Update of a stopped instance): the static DHCP host file of the NIC on its
+   * managed bridge is written now (dnsmasq reloaded), so it exists before the first start. A NIC
+   * moved to another network leaves its old network's file.
+   */
+  async add(previous?: DeviceConfig): Promise<void> {
+    const managed = this.managedNetwork();
+    if (previous) {
+      const before = previous.network ?? previous.parent;
+      if (before && before !== managed?.name) await this.ctx.ports.networks?.removeStaticLease?.(before, this.projectInstance(), this.name);
+    }
+    if (!managed) return;
+    await this.registerLease(await stableHwaddr(this.ctx, this.name, this.config));
+  }
+
   async remove(): Promise<void> {
     const managed = this.managedNetwork();
-    if (managed) await this.ctx.ports.networks?.removeStaticLease?.(managed.name, this.ctx.instance, this.name);
+    if (managed) await this.ctx.ports.networks?.removeStaticLease?.(managed.name, this.projectInstance(), this.name);
   }
 }
 

@@ -1,0 +1,111 @@
+// `lxd recover` bringing back instances and custom volumes whose database records were lost
+// (removed with `lxd sql`, as LXD's suite does): the instance from the backup.yaml the daemon
+// keeps in its volume, with its snapshots, volume config and attached custom volume; a container
+// that kept running while its records were gone is adopted as running.
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import YAML from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MAIN } from "../helpers/daemon.js";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+
+let d: InitialisedDaemon;
+const project = `rc${process.pid.toString(36)}`;
+
+function ok(...args: string[]): string {
+  const r = d.lxc(...args);
+  if (r.code !== 0) throw new Error(`lxc ${args.join(" ")} failed: ${r.stderr}`);
+  return r.stdout;
+}
+const inProject = (...args: string[]) => ok("--project", project, ...args);
+
+function lxd(args: string[], input = "") {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { env: { ...process.env, LXD_DIR: d.dir }, input, encoding: "utf8", timeout: 120_000 });
+  return { code: r.status ?? -1, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+const sql = (q: string) => {
+  const r = lxd(["sql", "global", `PRAGMA foreign_keys=ON; ${q}`]);
+  expect(r.code, r.stderr).toBe(0);
+};
+
+beforeAll(async () => {
+  d = await startInitialisedDaemon();
+  ok("project", "create", project, "-c", "features.images=false", "-c", "features.profiles=true", "-c", "features.storage.volumes=true");
+  inProject("profile", "device", "add", "default", "root", "disk", "path=/", "pool=default");
+  inProject("profile", "device", "add", "default", "eth0", "nic", "nictype=p2p");
+}, 120_000);
+
+afterAll(async () => {
+  if (d) {
+    d.lxc("delete", "-f", "c1", "--project", project);
+    d.lxc("storage", "volume", "delete", "default", "vol1", "--project", project);
+    d.lxc("project", "delete", project);
+    await d.teardown();
+  }
+}, 120_000);
+
+describe("lxd recover", () => {
+  it("recreates an instance with its snapshot and volume config, and a custom volume with its snapshot", async () => {
+    inProject("init", "busybox", "c1");
+    inProject("storage", "volume", "create", "default", "vol1");
+    inProject("storage", "volume", "attach", "default", "vol1", "c1", "/mnt");
+    inProject("storage", "volume", "set", "default", "container/c1", "user.foo=bar");
+    inProject("start", "c1");
+    d.lxc("exec", "c1", "--project", project, "--", "sh", "-c", "echo hello world > /mnt/test.txt");
+    inProject("stop", "-f", "c1");
+    inProject("snapshot", "c1", "snap0");
+    inProject("storage", "volume", "snapshot", "default", "vol1", "snap0");
+    const hwaddr = inProject("config", "get", "c1", "volatile.eth0.hwaddr").trim();
+
+    // The volume carries backup.yaml with the instance, its snapshot and its volume config.
+    const disk = join(d.dir, "storage-pools", "default", "containers", `${project}_c1`);
+    const backup = YAML.parse(readFileSync(join(disk, "backup.yaml"), "utf8"));
+    expect(backup.container.name).toBe("c1");
+    expect(backup.snapshots.map((s: { name: string }) => s.name)).toEqual(["snap0"]);
+    expect(backup.volume.config["user.foo"]).toBe("bar");
+    expect(backup.pool.name).toBe("default");
+
+    sql(`DELETE FROM instances WHERE name='c1' AND project='${project}'`);
+    sql(`DELETE FROM storage_volumes WHERE name='c1' AND project='${project}'`);
+    sql(`DELETE FROM storage_volumes WHERE name='vol1' AND project='${project}'`);
+    rmSync(join(d.dir, "containers", `${project}_c1`));
+    expect(d.lxc("info", "c1", "--project", project).code).not.toBe(0);
+    expect(d.lxc("storage", "volume", "show", "default", "vol1", "--project", project).code).not.toBe(0);
+
+    const r = lxd(["recover"], "no\nyes\nyes\n");
+    expect(r.stdout).toContain(` - Container "c1" on pool "default" in project "${project}" (includes 1 snapshots)\n`);
+    expect(r.stdout).toContain(` - Custom "vol1" on pool "default" in project "${project}" (includes 1 snapshots)\n`);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+
+    expect(existsSync(join(d.dir, "containers", `${project}_c1`))).toBe(true);
+    expect(inProject("info", "c1")).toContain("snap0");
+    expect(inProject("config", "get", "c1", "volatile.eth0.hwaddr").trim()).toBe(hwaddr);
+    expect(inProject("storage", "volume", "get", "default", "container/c1", "user.foo").trim()).toBe("bar");
+    inProject("storage", "volume", "show", "default", "container/c1/snap0");
+    inProject("storage", "volume", "show", "default", "vol1/snap0");
+    inProject("start", "c1");
+    expect(inProject("exec", "c1", "--", "cat", "/mnt/test.txt")).toBe("hello world\n");
+    inProject("restore", "c1", "snap0");
+    expect(inProject("exec", "c1", "--", "hostname").trim()).toBe("c1");
+    expect(lxd(["recover"], "no\nyes\n").stdout).toContain("No unknown volumes found. Nothing to do.\n");
+  });
+
+  it("adopts a container that kept running while its records were gone", async () => {
+    const pid = JSON.parse(ok("query", `/1.0/instances/c1/state?project=${project}`)).pid;
+    expect(pid).toBeGreaterThan(0);
+    sql(`DELETE FROM instances WHERE name='c1' AND project='${project}'`);
+    sql(`DELETE FROM storage_volumes WHERE name='c1' AND project='${project}'`);
+    // A restart (the daemon does not know c1 now, so it leaves it running).
+    d.proc.kill("SIGTERM");
+    await new Promise<void>((res) => (d.proc.exitCode !== null || d.proc.signalCode !== null ? res() : d.proc.once("exit", () => res())));
+    await d.restart();
+    const r = lxd(["recover"], "no\nyes\nyes\n");
+    expect(r.code, r.stderr).toBe(0);
+    expect(inProject("list", "c1", "-c", "s", "-f", "csv").trim()).toBe("RUNNING");
+    expect(JSON.parse(ok("query", `/1.0/instances/c1/state?project=${project}`)).pid).toBe(pid);
+    expect(inProject("exec", "c1", "--", "hostname").trim()).toBe("c1");
+    inProject("stop", "-f", "c1");
+  });
+});
