@@ -308,14 +308,8 @@ export interface SendPlan {
   bwlimit?: string;
 }
 
-async function pumpStream(data: Readable, fs: MigrationChannel, progress?: (n: number) => void): Promise<void> {
-  let n = 0;
-  for await (const chunk of data) {
-    n += (chunk as Buffer).length;
-    progress?.(n);
-    await fs.send(chunk as Buffer);
-  }
-  await fs.endStream();
+function pumpStream(data: Readable, fs: MigrationChannel, progress?: (n: number) => void): Promise<void> {
+  return fs.sendStream(data, progress);
 }
 
 /** Source: send the snapshots and the volume by the negotiated transport. */

@@ -35,35 +35,9 @@ export interface RsyncStreamOpts {
   progress?: (bytes: number) => void;
 }
 
-/** Bytes handed to the websocket and not yet written out before reading rsync waits. */
-const SEND_WINDOW = 4 << 20;
-
-/**
- * Relay `from` to the peer. Sends are pipelined up to SEND_WINDOW: waiting for each chunk's
- * write before reading the next made every 64 KiB pay a full event-loop round trip, which on a
- * busy host held a copy to a few MiB/s.
- */
-async function pumpOut(from: Readable, ch: MigrationChannel, progress?: (n: number) => void): Promise<void> {
-  let n = 0;
-  const inFlight: { size: number; done: Promise<void> }[] = [];
-  let pending = 0;
-  for await (const chunk of from) {
-    const buf = chunk as Buffer;
-    n += buf.length;
-    progress?.(n);
-    const done = ch.send(buf);
-    // Handled here so a failure is not "unhandled" while it waits in line; awaiting it still throws.
-    done.catch(() => {});
-    inFlight.push({ size: buf.length, done });
-    pending += buf.length;
-    while (pending > SEND_WINDOW) {
-      const oldest = inFlight.shift()!;
-      await oldest.done;
-      pending -= oldest.size;
-    }
-  }
-  for (const f of inFlight) await f.done;
-  await ch.endStream();
+/** Relay `from` to the peer as one stream. */
+function pumpOut(from: Readable, ch: MigrationChannel, progress?: (n: number) => void): Promise<void> {
+  return ch.sendStream(from, progress);
 }
 
 /** Copy the peer's stream (to its barrier) into `to`; keep reading to the barrier even if `to` is gone. */

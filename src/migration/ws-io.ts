@@ -10,6 +10,8 @@ type Item = { data: Buffer } | { barrier: true } | { closed: Error };
 
 /** Above this many queued bytes the socket is paused until the reader catches up. */
 const HIGH_WATER = 8 << 20;
+/** Bytes handed to the websocket and not yet written out before the sender reads more. */
+const SEND_WINDOW = 4 << 20;
 
 export class MigrationChannel {
   private readonly items: Item[] = [];
@@ -76,6 +78,34 @@ export class MigrationChannel {
   /** End the current outgoing stream (the barrier). */
   endStream(): Promise<void> {
     return this.send("");
+  }
+
+  /**
+   * Send `data` as one stream, then its barrier. Writes are pipelined up to SEND_WINDOW bytes:
+   * waiting for each chunk's write before reading the next made every 64 KiB pay a full
+   * event-loop round trip, which on a busy host held a transfer to a few MiB/s.
+   */
+  async sendStream(data: Readable, progress?: (bytes: number) => void): Promise<void> {
+    let n = 0;
+    let pending = 0;
+    const inFlight: { size: number; done: Promise<void> }[] = [];
+    for await (const chunk of data) {
+      const buf = chunk as Buffer;
+      n += buf.length;
+      progress?.(n);
+      const done = this.send(buf);
+      // Handled here so a failure is not "unhandled" while it waits in line; awaiting it still throws.
+      done.catch(() => {});
+      inFlight.push({ size: buf.length, done });
+      pending += buf.length;
+      while (pending > SEND_WINDOW) {
+        const oldest = inFlight.shift()!;
+        await oldest.done;
+        pending -= oldest.size;
+      }
+    }
+    for (const f of inFlight) await f.done;
+    await this.endStream();
   }
 
   /** One incoming stream, up to its barrier, as a Readable (errors if the socket closes first). */
