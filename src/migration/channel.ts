@@ -342,6 +342,8 @@ export interface RecvPlan {
   addSnapshot(name: string, place?: () => Promise<void>): Promise<void>;
   /** rsync passes of the volume (2: a running source's final sync). */
   passes: number;
+  /** The last snapshot's creation time (unix seconds, the source's clock), when the peer says. */
+  lastSnapshotSec?: number;
   label: string;
   jail: string;
 }
@@ -378,7 +380,7 @@ export async function recvData(ch: Channels, t: Transport, rsync: string[], plan
     keepRoot();
     await plan.addSnapshot(s);
   }
-  if (plan.snapshots.length > 0) await invalidateQuickCheck(dir);
+  if (plan.snapshots.length > 0) await invalidateQuickCheck(dir, plan.lastSnapshotSec);
   for (let pass = plan.passes; pass > 0; pass--) {
     await rsyncRecv(dir, plan.jail, ch.fs, { features: rsync, signal: opts.signal, progress: progress(plan.label) });
     keepRoot();

@@ -207,6 +207,10 @@ export class InstanceMigration {
             if (vol) storage.setInstanceVolumeConfig?.(project, pool, name, s.name, vol);
           },
           passes: finalSync ? 2 : 1,
+          lastSnapshotSec: (() => {
+            const last = snapshots.at(-1)?.creation_date;
+            return last !== undefined && last > 0 ? Number(last) : undefined;
+          })(),
           label: name,
           jail: this.core.paths.dir + "/migration-jail",
         }, { signal, progress });

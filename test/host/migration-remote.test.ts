@@ -3,6 +3,7 @@
 // client (and the client each of them). Copies in pull, push and relay mode between ours, and
 // pull both ways with real LXD: the copy has the snapshots, its rootfs and snapshot trees hash
 // equal to the source's (contents and numeric ownership), and it starts and execs.
+import { readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -90,6 +91,22 @@ const D = () => `d${tag}`;
 const R = () => `r${tag}`;
 
 describe("nodelxd to nodelxd", () => {
+  it("re-sends a file changed in its last snapshot's second at the same size (rsync's quick check can't see it)", async () => {
+    await ok("init", `${S()}:busybox`, `${S()}:c-race`, "-q");
+    const file = (snap?: string) => join(rootfs(S(), "c-race", snap), "root", "race");
+    writeFileSync(file(), "aaaa");
+    await ok("snapshot", `${S()}:c-race`, "s0");
+    writeFileSync(file(), "bbbb");
+    // The snapshot's copy and the changed file share size and mtime: both written within the
+    // snapshot's creation second, as a write racing the snapshot is.
+    const created = Date.parse(JSON.parse(await ok("query", `${S()}:/1.0/instances/c-race/snapshots/s0`)).created_at);
+    const t = new Date(Math.floor(created / 1000) * 1000 + 500);
+    for (const f of [file("s0"), file()]) utimesSync(f, t, t);
+    await ok("copy", `${S()}:c-race`, `${D()}:c-race`);
+    expect(readFileSync(join(rootfs(D(), "c-race"), "root", "race"), "utf8")).toBe("bbbb");
+    expect(readFileSync(join(rootfs(D(), "c-race", "s0"), "root", "race"), "utf8")).toBe("aaaa");
+  });
+
   for (const mode of ["pull", "push", "relay"]) {
     it(`lxc copy --mode ${mode} carries the instance and its snapshots`, async () => {
       const name = `c-${mode}`;
