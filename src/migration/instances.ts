@@ -5,7 +5,8 @@
 // negotiation and transfer are channel.ts's: the source offers a MigrationHeader (BTRFS from a
 // btrfs pool, else RSYNC), the target answers, the index header crosses the fs channel, then
 // each snapshot (oldest first) and the instance, and the target ends with MigrationControl.
-import { InternalError } from "../shared/errors.js";
+import { InternalError, NotImplemented } from "../shared/errors.js";
+import { onPath } from "../os/exec.js";
 import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { idmapJson, parseIdmapJson, type IdmapEntry } from "../instances/idmap.js";
@@ -64,7 +65,11 @@ export class InstanceMigration {
   startSource(project: string, name: string, req: SourceRequest): OperationView {
     const row = this.svc.require(project, name);
     if (req.snapshot) this.svc.snapshots.require(row, req.snapshot);
-    else if (req.live && this.svc.runtime.isRunning(row)) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the source server");
+    else if (req.live && this.svc.runtime.isRunning(row)) {
+      if (!onPath("criu")) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the source server");
+      // Stateful stop/start and live moves inside the server use CRIU; sending a dump to another server does not exist yet.
+      throw new NotImplemented("Live migration of a running container to another server is not implemented: stop it first, or copy it with --stateless");
+    }
     const resources = { instances: [instanceUrl(project, name)], containers: [instanceUrl(project, name).replace("/1.0/instances/", "/1.0/containers/")] };
     return sourceOperation(this.core, { description: "Migrating instance", project, resources, target: req.target }, (ch, ctx) => this.runSource(project, name, req, ch, (m) => ctx.updateMetadata(m), ctx.signal));
   }

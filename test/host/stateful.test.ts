@@ -97,3 +97,14 @@ describe.skipIf(criu === "")("stateful stop and snapshot through CRIU", () => {
     expect(d.lxc("stop", "-f", c).code).toBe(0);
   });
 });
+
+describe("live migration source", () => {
+  it("answers for a running container: LXD's error without CRIU, a clear 501 with it (sending a dump to another server is not built)", async () => {
+    const c = d.launch("live");
+    const r = await d.api("POST", `/1.0/instances/${c}`, { migration: true, live: true });
+    if (criu === "") expect([r.status, r.body.error]).toEqual([500, "Unable to perform container live migration. CRIU isn't installed on the source server"]);
+    else expect([r.status, r.body.error]).toEqual([501, "Live migration of a running container to another server is not implemented: stop it first, or copy it with --stateless"]);
+    expect(status(c)).toBe("RUNNING");
+    expect(d.lxc("stop", "-f", c).code).toBe(0);
+  });
+});
