@@ -147,8 +147,15 @@ describe.skipIf(!supported)("optimized backups on btrfs (kernel has no btrfs oth
   it("an optimized backup onto a dir pool fails with LXD's error, and leaves nothing", async () => {
     const file = join(work, "c1-opt.tar.gz");
     const want = 'Optimized backup storage driver "btrfs" differs from the target storage pool driver "dir"';
-    expect(await fails(O, "import", file, "c9", "-s", "plain")).toContain(want);
-    expect(await fails(R, "import", file, "c9", "-s", "plain")).toContain(want);
+    const ourImport = await runLxc(["import", file, "c9", "-s", "plain"], { ...process.env, LXD_DIR: dirs[O], HOME: remotes.home }, 120_000);
+    expect(ourImport.stderr).not.toContain("lxc killed by");
+    expect(ourImport.status).not.toBe(0);
+    expect(ourImport.stderr).toContain(want);
+    // Real LXD 5.0.2 is only the reference for the message here: on a loaded host its import of
+    // this tarball has been seen never to return, which is its problem, not ours.
+    const reference = await runLxc(["import", file, "c9", "-s", "plain"], { ...process.env, LXD_DIR: dirs[R], HOME: remotes.home }, 60_000);
+    if (reference.stderr.includes("lxc killed by")) console.warn("real LXD's import did not return within 60 s; its message is not compared this time");
+    else expect(reference.stderr).toContain(want);
     expect((await ok(O, "list", "--format", "csv", "-c", "n")).split("\n")).not.toContain("c9");
   }, 300_000);
 
