@@ -63,7 +63,7 @@ describe("scheduled snapshots", () => {
     const vol = (await volumeSnaps()).map((u) => u.split("/").pop());
     expect(vol.slice(0, 2)).toEqual(["auto0", "auto1"]);
     // One volume snapshot per minute too (created_at from the database: the API shows none, as upstream).
-    const rows = d.cli("sql", "local", "SELECT created_at FROM storage_volumes WHERE name LIKE 'sched/auto%'");
+    const rows = d.cli("sql", "global", "SELECT created_at FROM storage_volumes WHERE name LIKE 'sched/auto%'");
     expect(rows.code, rows.stderr).toBe(0);
     const times = [...rows.stdout.matchAll(/\d{4}-\d\d-\d\dT[\d:.]+Z/g)].map((m) => minuteOf(m[0]));
     expect(times.length).toBe(vol.length);
