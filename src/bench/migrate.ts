@@ -6,9 +6,8 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { Agent, request } from "node:http";
 import { dirname, join } from "node:path";
-import { busyboxImage, startOwnDaemon } from "./own-daemon.js";
+import { busyboxImage, ready, startOwnDaemon, unmountUnder } from "./own-daemon.js";
 import { median } from "./instance-figures.js";
 
 interface Options {
@@ -48,19 +47,6 @@ interface Server {
   stop(): Promise<void>;
 }
 
-function ready(socketPath: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const agent = new Agent();
-    const req = request({ socketPath, path: "/internal/ready", agent }, (res) => {
-      res.resume();
-      res.on("end", () => resolve(res.statusCode ?? 0));
-    });
-    req.on("error", reject);
-    req.on("close", () => agent.destroy());
-    req.end();
-  });
-}
-
 /** Real LXD 5.0.2 (Debian's `lxd`) in a fresh LXD_DIR. */
 async function startReference(): Promise<Server> {
   const dir = mkdtempSync("/tmp/nodelxd-bench-ref-");
@@ -71,7 +57,7 @@ async function startReference(): Promise<Server> {
       proc.kill("SIGTERM");
       await exited;
     }
-    spawnSync("sh", ["-c", `grep -o " ${dir}/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l`]);
+    unmountUnder(dir);
     spawnSync("rm", ["-rf", "--one-file-system", dir]);
   };
   const deadline = Date.now() + 60_000;

@@ -15,7 +15,8 @@ export interface OwnDaemon {
   stop(): Promise<void>;
 }
 
-function ready(socketPath: string): Promise<number> {
+/** GET /internal/ready on a daemon's unix socket: its status code. */
+export function ready(socketPath: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const agent = new Agent();
     const req = request({ socketPath, path: "/internal/ready", agent }, (res) => {
@@ -40,7 +41,7 @@ export function busyboxImage(): string {
 }
 
 /** Unmount (lazily, deepest first) whatever the daemon left mounted under its directory. */
-function unmountUnder(dir: string): void {
+export function unmountUnder(dir: string): void {
   const mounts = readFileSync("/proc/self/mounts", "utf8")
     .split("\n")
     .map((l) => l.split(" ")[1]?.replace(/\\040/g, " "))

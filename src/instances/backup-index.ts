@@ -1,17 +1,12 @@
 // The index of an instance backup tarball (backup/index.yaml), checked before anything is
 // created: a tarball is untrusted input, so every field we act on must be present, of the
 // right shape, and agree with the others (names of the instance, its volume and snapshots).
-import type { Devices } from "./rows.js";
+import type { InstancePut } from "./model.js";
 
 /** The instance part of index.yaml we read back at import. */
-export interface IndexInstance {
+/** backup.yaml's instance: the instance's PUT fields and its name. */
+export interface IndexInstance extends InstancePut {
   name?: string;
-  architecture?: string;
-  config?: Record<string, string>;
-  devices?: Devices;
-  ephemeral?: boolean;
-  profiles?: string[];
-  description?: string;
 }
 export interface IndexSnapshot extends IndexInstance {
   name: string;
