@@ -32,7 +32,7 @@ export interface Native {
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;
 
-export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy";
+export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy" | "nodelxd-uevent";
 const sealedHelpers = new Map<Helper, string>();
 
 /**
