@@ -65,6 +65,11 @@ export class UnixHotplugDevice implements Device {
     this.register(pid);
   }
 
+  /** Rebooted in place (a new init process): events go to the new one. */
+  async rebooted(pid: number): Promise<void> {
+    this.register(pid);
+  }
+
   async detach(pid: number): Promise<void> {
     hotplugHub.unregister(this.ctx.project, this.ctx.instance, this.name);
     await this.nodes.unplugAll(pid);

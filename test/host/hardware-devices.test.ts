@@ -172,6 +172,15 @@ describe("unix-hotplug devices", () => {
     // The add event's ids come from the USB device above the node in sysfs.
     await send(tty("add"));
     await until(() => inside(c, "/dev/ttyUSB1") === "character special file bc:1 620");
+    // A reboot from inside (liblxc restarts it in place, a new init): events reach the new one.
+    const pid = () => JSON.parse(d.lxc("query", `/1.0/instances/${c}/state`).stdout).pid as number;
+    const oldPid = pid();
+    d.lxc("exec", c, "--", "reboot");
+    await until(() => pid() > 0 && pid() !== oldPid, 30_000);
+    await until(() => d.lxc("exec", c, "--", "true").code === 0, 30_000);
+    await send(tty("remove"));
+    await send(tty("add"));
+    await until(() => inside(c, "/dev/ttyUSB1") === "character special file bc:1 620");
     ok(d.lxc("config", "device", "remove", c, "h"));
     expect(d.lxc("exec", c, "--", "ls", "/dev/ttyUSB1").code).not.toBe(0);
     expect(hostNodes(c)).toEqual([]);
