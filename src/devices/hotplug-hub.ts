@@ -5,7 +5,7 @@
 // event at a time, in arrival order.
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { devnodePath, hardwareRoots, usbIdsAbove } from "./sysfs.js";
+import { devnodePath, hardwareRoots, saneDevname, usbIdsAbove } from "./sysfs.js";
 import type { Uevent } from "./uevents.js";
 
 /** LXD's USBEvent. */
@@ -46,6 +46,7 @@ export function usbEventOf(e: Uevent): UsbEvent | undefined {
   if (ids.length < 2) return undefined;
   const [major, minor, busnum, devnum] = [num(p.MAJOR), num(p.MINOR), num(p.BUSNUM), num(p.DEVNUM)];
   if (major === undefined || minor === undefined || busnum === undefined || devnum === undefined || p.DEVNAME === undefined) return undefined;
+  if (p.DEVNAME !== "" && !saneDevname(p.DEVNAME)) return undefined;
   const path = p.DEVNAME === "" ? `/dev/bus/usb/${String(busnum).padStart(3, "0")}/${String(devnum).padStart(3, "0")}` : devnodePath(p.DEVNAME);
   return { action: p.ACTION, vendor: zeroPad(ids[0]), product: zeroPad(ids[1]), path, major, minor, busnum, devnum, parts: e.parts };
 }
@@ -60,7 +61,7 @@ export function unixHotplugEventOf(e: Uevent, sysRoot = hardwareRoots().sys): Un
   const p = e.props;
   if (p.ACTION !== "add" && p.ACTION !== "remove") return undefined;
   const [major, minor] = [num(p.MAJOR), num(p.MINOR)];
-  if (!p.SUBSYSTEM || !p.DEVNAME || major === undefined || minor === undefined) return undefined;
+  if (!p.SUBSYSTEM || !p.DEVNAME || !saneDevname(p.DEVNAME) || major === undefined || minor === undefined) return undefined;
   let vendor = "";
   let product = "";
   if (p.ACTION === "add") {

@@ -202,7 +202,7 @@ export function findHotplugNodes(roots: HardwareRoots): HotplugNode[] {
       }
       if (subsystem.startsWith("usb")) continue;
       const props = ueventFile(join(dir, "uevent"));
-      if (!props.DEVNAME) continue;
+      if (!props.DEVNAME || !saneDevname(props.DEVNAME)) continue;
       const ids = usbIdsAbove(realpathSync(roots.sys), dir);
       if (!ids) continue;
       out.push({ subsystem, block: kind === "block", ...num, devname: devnodePath(props.DEVNAME), vendor: ids.vendor, product: ids.product });
@@ -213,6 +213,10 @@ export function findHotplugNodes(roots: HardwareRoots): HotplugNode[] {
 
 /** A uevent's DEVNAME as a /dev path (the kernel's are relative, udev's absolute). */
 export const devnodePath = (devname: string) => (devname.startsWith("/") ? devname : `/dev/${devname}`);
+
+/** A DEVNAME that names a node below /dev (no "..", no control characters): what may become a path in a container. */
+// eslint-disable-next-line no-control-regex
+export const saneDevname = (devname: string) => devname !== "" && !/[\x00-\x1f\x7f]/.test(devname) && !devname.split("/").includes("..") && devnodePath(devname).startsWith("/dev/");
 
 /** Whether a sysfs path exists under the roots. */
 export const sysExists = (roots: HardwareRoots, rel: string) => existsSync(join(roots.sys, rel));

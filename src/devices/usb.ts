@@ -61,7 +61,12 @@ export class UsbDevice implements Device {
   async attach(pid: number): Promise<void> {
     const found = this.matching();
     if (parseBool(this.config.required) && found.length === 0) throw new Error(`Failed to start device ${JSON.stringify(this.name)}: Required USB device not found`);
-    for (const n of found) await this.nodes.plug(pid, n);
+    try {
+      for (const n of found) await this.nodes.plug(pid, n);
+    } catch (e) {
+      await this.nodes.unplugAll(pid).catch(() => {});
+      throw new Error(`Failed to start device ${JSON.stringify(this.name)}: ${(e as Error).message}`);
+    }
     this.register(pid);
   }
 

@@ -148,6 +148,9 @@ describe("uevents", () => {
   it("makes USB events (ids zero-padded, DEVNAME under /dev) and unix-hotplug events (ids from sysfs)", () => {
     expect(usbEventOf(parseUevent(kernel(usbAdd))!)).toEqual({ action: "add", vendor: "0403", product: "6001", path: "/dev/bus/usb/001/005", major: 189, minor: 4, busnum: 1, devnum: 5, parts: usbAdd.slice(0, -1) });
     expect(usbEventOf(parseUevent(kernel(usbAdd.filter((f) => !f.startsWith("BUSNUM"))))!)).toBeUndefined();
+    // A node name that would leave /dev never becomes a path in a container.
+    expect(usbEventOf(parseUevent(kernel(usbAdd.map((f) => (f.startsWith("DEVNAME=") ? "DEVNAME=../etc/passwd" : f))))!)).toBeUndefined();
+    expect(usbEventOf(parseUevent(kernel(usbAdd.map((f) => (f.startsWith("DEVNAME=") ? "DEVNAME=/etc/passwd" : f))))!)).toBeUndefined();
     const ttyAdd = parseUevent(kernel(["add@/" + ttyDir.slice(4), "ACTION=add", "DEVPATH=/" + ttyDir.slice(4), "SUBSYSTEM=tty", "MAJOR=188", "MINOR=1", "DEVNAME=ttyUSB1"]))!;
     expect(unixHotplugEventOf(ttyAdd, roots.sys)).toMatchObject({ action: "add", vendor: "0403", product: "6001", path: "/dev/ttyUSB1", major: 188, minor: 1, subsystem: "tty" });
     // A remove needs no ids (the sysfs entry is gone); a path escaping sysfs gives none.
