@@ -108,8 +108,9 @@ export class HotplugHub {
 
   /** Hand a uevent to every registered handler; resolves when they all ran. */
   dispatch(e: Uevent): Promise<void> {
-    const usb = usbEventOf(e);
-    const unix = unixHotplugEventOf(e);
+    // Most uevents (loop devices, ttys, network links) concern no device: no sysfs walk then.
+    const usb = this.usb.size ? usbEventOf(e) : undefined;
+    const unix = this.unix.size ? unixHotplugEventOf(e) : undefined;
     if (!usb && !unix) return this.queue;
     this.queue = this.queue.then(async () => {
       const run = async <E>(handlers: Map<string, Handler<E>>, ev: E | undefined, kind: string) => {
