@@ -14,7 +14,8 @@ import { storageDrivers } from "./drivers/index.js";
 import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type StagedStreams, type StreamSink, type Volume, type VolumeType } from "./drivers/types.js";
 import type { Readable } from "node:stream";
 import { withRevert } from "./reverter.js";
-import { importUnknownVolumes, recoverDependencies, recoveredPoolRecord, scanUnknownVolumes, type RecoverImportDeps, type RecoverPoolSpec, type UnknownVolume } from "./recover.js";
+import type { RecoverPoolSpec, UnknownVolume } from "./recover.js";
+import { PoolRecovery } from "./recover-pools.js";
 import { apiUrl } from "../shared/urls.js";
 
 export interface StoragePoolView {
@@ -70,18 +71,13 @@ class KeyedLock {
   }
 }
 
-/** A pool `lxd recover` scans; `fresh` when the database lost it (what the user said it is). */
-interface RecoverTarget {
-  driver: Driver;
-  fresh?: { driver: string; description: string; config: Record<string, string> };
-}
-
 export class PoolService implements StoragePort {
   readonly repo: StorageRepo;
   private readonly profiles: ProfileRepo;
   private readonly env: DriverEnv;
   private readonly versions = new Map<string, string>();
   private readonly locks = new KeyedLock();
+  private readonly recovery: PoolRecovery;
   /** Told when a custom volume is renamed or deleted (its backup files follow). */
   readonly customVolumeListeners: { renamed(v: VolumeRow, to: string): void; deleted(v: VolumeRow): void }[] = [];
 
@@ -92,6 +88,7 @@ export class PoolService implements StoragePort {
     this.repo = new StorageRepo(core.db);
     this.profiles = new ProfileRepo(core.db);
     this.env = { lxdDir: core.paths.dir, log: core.log };
+    this.recovery = new PoolRecovery(core, this);
   }
 
   /** Probe driver tools once, finish work a crash interrupted, mount every pool. */
@@ -225,99 +222,30 @@ export class PoolService implements StoragePort {
     return pool;
   }
 
-  // ---- `lxd recover` (POST /internal/recover/validate and /import) ----
+  // ---- `lxd recover` (POST /internal/recover/validate and /import): recover-pools.ts ----
+
+  recoverValidate(specs: RecoverPoolSpec[]): Promise<{ UnknownVolumes: UnknownVolume[]; DependencyErrors: string[] }> {
+    return this.recovery.validate(specs);
+  }
+
+  recoverImport(specs: RecoverPoolSpec[]): Promise<void> {
+    return this.recovery.import(specs);
+  }
 
   /**
-   * The pools `lxd recover` scans: known ones by name; one the database lost (standalone only,
-   * as LXD) from the user's driver and config, as a driver nothing records until the import.
+   * A driver for a pool the database lost, from what `lxd recover`'s user says it is (LXD's
+   * temporary pool: nothing recorded). LXD's errors for an unknown driver or bad config.
    */
-  private recoverTargets(specs: RecoverPoolSpec[]): Map<string, RecoverTarget> {
-    const out = new Map<string, RecoverTarget>();
-    for (const s of specs) {
-      const row = this.repo.pool(s.name);
-      if (row?.state === "created") {
-        out.set(s.name, { driver: this.driverFor(row) });
-        continue;
-      }
-      if (this.core.ports.cluster?.clustered()) throw new BadRequest("Storage pool recovery not supported when clustered");
-      validatePoolName(s.name);
-      if (row) throw new Conflict(`Storage pool ${JSON.stringify(s.name)} is being changed`);
-      const driver = s.driver ?? "";
-      const def = this.drivers[driver];
-      if (!def || !this.versions.has(driver)) throw new InternalError(`Failed to initialise unknown pool ${JSON.stringify(s.name)}: Unknown driver`);
-      const config = { ...(s.config ?? {}) };
-      try {
-        validatePoolConfig(def.info.poolKeys, def.info.volumeKeys, config);
-      } catch (e) {
-        throw new InternalError(`Failed config validation for unknown pool ${JSON.stringify(s.name)}: ${(e as Error).message}`);
-      }
-      out.set(s.name, { driver: def.load({ name: s.name, config }, this.env), fresh: { driver, description: s.description ?? "", config } });
-    }
-    return out;
-  }
-
-  private recoverDeps(targets: Map<string, RecoverTarget>): RecoverImportDeps {
-    const instances = this.core.ports.instances;
-    return {
-      mountPath: (n) => targets.get(n)!.driver.mountPath,
-      known: (pool, project, type, name) => this.repo.volume(pool, project, type, name) !== undefined,
-      instanceKnown: (project, name) => instances?.instanceExists?.(project, name) ?? false,
-      adoptVolume: (pool, project, type, name, vol, snaps) => this.adoptVolume(pool, project, type, name, vol, snaps),
-      instanceDependencies: instances?.recoverDependencies ? (project, backup) => instances.recoverDependencies!(project, backup) : undefined,
-      recoverInstance: instances?.recoverInstance ? (pool, project, name, backup) => instances.recoverInstance!(pool, project, name, backup) : undefined,
-    };
-  }
-
-  /** Mount the pools, scan them, and unmount the ones nothing records afterwards (LXD leaves known pools mounted). */
-  private async recoverScan<T>(specs: RecoverPoolSpec[], body: (found: UnknownVolume[], deps: RecoverImportDeps, targets: Map<string, RecoverTarget>) => Promise<T>): Promise<T> {
-    const targets = this.recoverTargets(specs);
-    const deps = this.recoverDeps(targets);
+  temporaryDriver(name: string, driver: string, config: Record<string, string>): Driver {
+    validatePoolName(name);
+    const def = this.drivers[driver];
+    if (!def || !this.versions.has(driver)) throw new InternalError(`Failed to initialise unknown pool ${JSON.stringify(name)}: Unknown driver`);
     try {
-      for (const [name, t] of targets) {
-        await t.driver.mountPool().catch((e) => {
-          throw new InternalError(`Failed mounting pool ${JSON.stringify(name)}: ${(e as Error).message}`);
-        });
-      }
-      return await body(await scanUnknownVolumes([...targets.keys()], deps), deps, targets);
-    } finally {
-      for (const [name, t] of targets) {
-        if (t.fresh && this.repo.pool(name)?.state !== "created") await t.driver.unmountPool().catch(() => {});
-      }
+      validatePoolConfig(def.info.poolKeys, def.info.volumeKeys, config);
+    } catch (e) {
+      throw new InternalError(`Failed config validation for unknown pool ${JSON.stringify(name)}: ${(e as Error).message}`);
     }
-  }
-
-  /** POST /internal/recover/validate: the unknown volumes and what their import would miss. */
-  async recoverValidate(specs: RecoverPoolSpec[]): Promise<{ UnknownVolumes: UnknownVolume[]; DependencyErrors: string[] }> {
-    return this.recoverScan(specs, async (found, deps) => ({ UnknownVolumes: found, DependencyErrors: await recoverDependencies(found, deps) }));
-  }
-
-  /**
-   * POST /internal/recover/import: records for every unknown volume (LXD refuses while dependencies
-   * are missing). A lost pool that holds volumes gets its record back first, from the pool section
-   * of an instance's backup.yaml when there is one (it has every key), else from the user's config;
-   * a failure removes it again.
-   */
-  async recoverImport(specs: RecoverPoolSpec[]): Promise<void> {
-    await this.recoverScan(specs, async (found, deps, targets) => {
-      const missing = await recoverDependencies(found, deps);
-      if (missing.length) throw new BadRequest(`Missing dependencies: ${missing.join(", ")}`);
-      const created: string[] = [];
-      try {
-        for (const [name, t] of targets) {
-          if (!t.fresh || !found.some((v) => v.pool === name)) continue;
-          const record = (await recoveredPoolRecord(found.filter((v) => v.pool === name), deps)) ?? t.fresh;
-          this.repo.insertPool({ name, driver: record.driver || t.fresh.driver, description: record.description, config: record.config });
-          created.push(name);
-          this.repo.updatePool(name, { state: "created" });
-        }
-        await importUnknownVolumes(found, deps);
-      } catch (e) {
-        for (const name of created) this.repo.deletePool(name);
-        throw e;
-      } finally {
-        if (created.length) this.core.server.invalidate();
-      }
-    });
+    return def.load({ name, config }, this.env);
   }
 
   /**
