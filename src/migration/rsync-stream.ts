@@ -37,18 +37,21 @@ async function pumpIn(ch: MigrationChannel, to: Writable): Promise<void> {
   if (!broken && !to.destroyed) to.end();
 }
 
-/** Run `child` with its byte streams joined to the peer's; its exit code (128 + n for signal n). */
+/** Run `child` with its byte streams joined to the peer's; throws `failure` (exit code, 128 + n for signal n) if it fails. */
 async function relayed(child: HelperProcess, ch: MigrationChannel, fromChild: Readable, toChild: Writable, opts: RsyncStreamOpts, failure: (code: number, stderr: string) => Error): Promise<void> {
   let err = "";
   child.stderr!.on("data", (c: Buffer) => (err = (err + c.toString()).slice(-4096)));
   const stderrDone = new Promise<void>((r) => (child.stderr!.once("close", () => r()), child.stderr!.once("error", () => r())));
   const kill = () => child.kill("SIGKILL");
   opts.signal?.addEventListener("abort", kill, { once: true });
-  const exited = child.exited.then(({ code, signal }) => code ?? (signal !== null ? 128 + signal : -1));
+  // A failed rsync fails the stream at once (its peer may never end its side), with all it said.
+  const exited = child.exited.then(async ({ code, signal }) => {
+    const c = code ?? (signal !== null ? 128 + signal : -1);
+    await Promise.race([stderrDone, new Promise((r) => setTimeout(r, 1000).unref())]);
+    if (c !== 0) throw failure(c, err.trim());
+  });
   try {
-    const [code] = await Promise.all([exited, ch.sendStream(fromChild, opts.progress), pumpIn(ch, toChild)]);
-    await stderrDone;
-    if (code !== 0) throw failure(code, err.trim());
+    await Promise.all([exited, ch.sendStream(fromChild, opts.progress), pumpIn(ch, toChild)]);
   } catch (e) {
     kill();
     throw e;
