@@ -173,6 +173,8 @@ export interface NetworksPort {
     host: { hwaddr: string; ipv4?: string; ipv6?: string },
     want: { ipv4: boolean; ipv6: boolean },
   ): Promise<{ ipv4?: string; ipv6?: string }>;
+  /** The project whose networks an instance or profile of `project` uses (features.networks). */
+  projectOf?(project: string): string;
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
   isOvs?(project: string, name: string): boolean;
   /** BGP: advertise a NIC's ipv4/ipv6.routes.external under `owner` (replacing what it had). */
@@ -191,6 +193,8 @@ export interface BgpPort {
  */
 export interface ProjectsPort {
   effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
+  /** A project's config (limits.*, restricted.*), or undefined when there is no such project. */
+  projectConfig?(project: string): Record<string, string> | undefined;
   /**
    * Project restrictions and limits (LXD's lxd/project/permissions.go). Each throws LXD's
    * error (a 500, as LXD answers) when the change would break the project's restricted.* or
