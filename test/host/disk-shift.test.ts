@@ -1,0 +1,89 @@
+// shift=true on disk devices (LXD 5.0.2): a host directory bound into an unprivileged container
+// through an idmapped mount, so host ids appear as the container's own (host root is the
+// container's root) instead of nobody. At start liblxc mounts it (`idmap=container`); hot-plug
+// idmaps the bind itself. A filesystem the kernel cannot idmap (procfs) is refused with LXD's
+// texts. Driven with the stock lxc against real containers.
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+import { native } from "../../src/os/native.js";
+
+// Idmapped mounts of ext4/btrfs/tmpfs need Linux >= 5.12 (tmpfs 6.3); /tmp here is tested directly.
+const probeDir = mkdtempSync("/tmp/nodelxd-test-shift-probe-");
+const kernelIdmap = native.idmapMountError(probeDir) === "" && native.liblxcHasExtension("idmapped_mounts_v2");
+rmSync(probeDir, { recursive: true, force: true });
+
+let d: InitialisedDaemon;
+let dir: string;
+let c: string;
+
+function ok(r: { code: number; stdout: string; stderr: string }, what: string): string {
+  if (r.code !== 0) throw new Error(`${what} failed: ${r.stderr}`);
+  return r.stdout;
+}
+const owners = (path: string) => ok(d.lxc("exec", c, "--", "stat", "-c", "%u:%g", path), `stat ${path}`).trim();
+
+beforeAll(async () => {
+  if (!kernelIdmap) return;
+  d = await startInitialisedDaemon();
+  dir = mkdtempSync("/tmp/nodelxd-test-shift-");
+  chmodSync(dir, 0o755);
+  writeFileSync(join(dir, "user"), "u\n");
+  chownSync(join(dir, "user"), 1000, 1000);
+  writeFileSync(join(dir, "root"), "r\n");
+  c = d.launch("sh");
+}, 180_000);
+
+afterAll(async () => {
+  await d?.teardown();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe.skipIf(!kernelIdmap)("shift=true on a host directory (kernel and liblxc idmap mounts here)", () => {
+  it("is refused on custom volumes, as LXD", () => {
+    const r = d.lxc("config", "device", "add", c, "v", "disk", "pool=default", "source=nosuch", "path=/mnt/v", "shift=true");
+    expect(r.stderr.trim()).toBe(
+      `Error: Invalid devices: Device validation failed for "v": The "shift" property cannot be used with custom storage volumes (set "security.shifted=true" on the volume instead)`,
+    );
+  });
+
+  it("hot-plugged: host ids appear as the container's, and files it writes are the host's", () => {
+    ok(d.lxc("config", "device", "add", c, "d", "disk", `source=${dir}`, "path=/mnt/d", "shift=true"), "device add");
+    expect(owners("/mnt/d/user")).toBe("1000:1000");
+    expect(owners("/mnt/d/root")).toBe("0:0");
+    ok(d.lxc("exec", c, "--", "sh", "-c", "echo hi > /mnt/d/made && chown 1000:1000 /mnt/d/user"), "write");
+    expect(statSync(join(dir, "made")).uid).toBe(0);
+    expect(statSync(join(dir, "user")).uid).toBe(1000);
+    // An unshifted bind of the same directory shows the host ids as nobody.
+    ok(d.lxc("config", "device", "add", c, "plain", "disk", `source=${dir}`, "path=/mnt/plain"), "plain add");
+    expect(owners("/mnt/plain/root")).toBe("65534:65534");
+    ok(d.lxc("config", "device", "remove", c, "plain"), "plain remove");
+  });
+
+  it("at start: liblxc mounts it idmapped (idmap=container)", () => {
+    ok(d.lxc("restart", c, "-f"), "restart");
+    expect(owners("/mnt/d/user")).toBe("1000:1000");
+    expect(owners("/mnt/d/made")).toBe("0:0");
+    expect(readConfig()).toMatch(/^lxc\.mount\.entry = .* mnt\/d none bind,create=dir,idmap=container 0 0$/m);
+  });
+
+  it("a filesystem the kernel cannot idmap (procfs) is refused with LXD's texts", () => {
+    expect(native.idmapMountError("/proc/sys")).toBe("Invalid argument");
+    expect(d.lxc("config", "device", "add", c, "p", "disk", "source=/proc/sys", "path=/mnt/p", "shift=true").stderr.trim()).toBe(
+      "Error: Failed to start device \"p\": Required idmapping abilities not available",
+    );
+    ok(d.lxc("stop", c, "-f"), "stop");
+    ok(d.lxc("config", "device", "add", c, "p", "disk", "source=/proc/sys", "path=/mnt/p", "shift=true"), "add while stopped");
+    const start = d.lxc("start", c);
+    expect(start.code).not.toBe(0);
+    expect(start.stderr).toContain(`Failed to setup device mount "p": idmapping abilities are required but aren't supported on system`);
+    ok(d.lxc("config", "device", "remove", c, "p"), "remove p");
+    ok(d.lxc("start", c), "start");
+  });
+});
+
+/** The liblxc config the daemon wrote for the container. */
+function readConfig(): string {
+  return readFileSync(join(d.dir, "logs", c, "lxc.conf"), "utf8");
+}
