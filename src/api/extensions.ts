@@ -191,4 +191,6 @@ export const apiExtensions: string[] = [
   // /1.0/network-acls/{name}/log: 5.0.2's answer, the host's ovn-controller log or its error (test/host/network-acl-log.test.ts).
   "network_acl_log",
   "clustering_groups",
+  "container_disk_shift",
+  "storage_shifted",
 ];

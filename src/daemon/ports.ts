@@ -136,7 +136,7 @@ export interface InstancesPort {
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
   volumeUsedBy?(pool: string, project: string, volume: string): string[];
   /** Containers attaching custom volume `volume` of `pool`, with the host ids their root maps to (current map if running, next otherwise). */
-  volumeUserRoots?(pool: string, project: string, volume: string): { name: string; uid: number; gid: number }[];
+  volumeUserRoots?(pool: string, project: string, volume: string): { name: string; uid: number; gid: number; running?: boolean }[];
   /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
   runningVolumeUsers?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */

@@ -91,7 +91,8 @@ export class DiskDevice implements Device {
     const storage = this.ctx.ports.storage!;
     const dir = await storage.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
     // security.unmapped (storage_unmapped): the volume keeps host ids, unshifted (back) to them.
-    const unmapped = parseBool(storage.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source)["security.unmapped"]);
+    // security.shifted (storage_shifted) keeps host ids too: the mount is idmapped instead.
+    const unmapped = parseBool(this.volumeConfig()["security.unmapped"]) || this.volumeShifted;
     const to = unmapped ? [] : this.ctx.idmap;
     if (!unmapped) this.checkSharedIdmap(dir, to);
     await shiftVolumeTo(dir, to);
@@ -159,9 +160,19 @@ export class DiskDevice implements Device {
     return `${fstab(source)} ${fstab(target)} none ${opts.join(",")} 0 0`;
   }
 
-  /** shift=true on an unprivileged container: the host files appear with the container's ids (owner shift "dynamic"). */
+  /** shift=true (or a security.shifted volume) on an unprivileged container: host files appear with the container's ids (owner shift "dynamic"). */
   private get shifted(): boolean {
-    return parseBool(this.config.shift) && this.ctx.idmap.length > 0;
+    return (parseBool(this.config.shift) || this.volumeShifted) && this.ctx.idmap.length > 0;
+  }
+
+  private volumeConfig(): Record<string, string> {
+    if (!this.isVolume) return {};
+    return this.ctx.ports.storage?.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source) ?? {};
+  }
+
+  /** A custom volume with security.shifted=true (LXD: owner shift "dynamic" from the pool volume). */
+  private get volumeShifted(): boolean {
+    return parseBool(this.volumeConfig()["security.shifted"]);
   }
 
   async start(): Promise<RunConfig> {

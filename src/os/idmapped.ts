@@ -7,9 +7,14 @@ import { native } from "./native.js";
 const byDevice = new Map<number, boolean>();
 let liblxc: boolean | undefined;
 
+/** LXD_IDMAPPED_MOUNTS_DISABLE=true turns idmapped mounts off, as in LXD. */
+export function idmappedMountsDisabled(): boolean {
+  return ["1", "true", "yes", "on"].includes((process.env.LXD_IDMAPPED_MOUNTS_DISABLE ?? "").toLowerCase());
+}
+
 /** Whether a mount of `path`'s filesystem can be idmapped into a container here. */
 export function canIdmapMount(path: string): boolean {
-  if (process.env.LXD_IDMAPPED_MOUNTS_DISABLE && ["1", "true", "yes", "on"].includes(process.env.LXD_IDMAPPED_MOUNTS_DISABLE.toLowerCase())) return false;
+  if (idmappedMountsDisabled()) return false;
   liblxc ??= native.liblxcHasExtension("idmapped_mounts_v2");
   if (!liblxc) return false;
   const dev = statSync(path).dev;

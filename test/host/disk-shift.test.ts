@@ -83,6 +83,30 @@ describe.skipIf(!kernelIdmap)("shift=true on a host directory (kernel and liblxc
   });
 });
 
+describe.skipIf(!kernelIdmap)("security.shifted=true on a custom volume (storage_shifted)", () => {
+  it("keeps host ids on disk and shows the container's own through an idmapped mount", () => {
+    const v = d.instanceName("vs");
+    ok(d.lxc("storage", "volume", "create", "default", v, "security.shifted=true"), "volume create");
+    try {
+      ok(d.lxc("storage", "volume", "attach", "default", v, c, "/mnt/vs"), "attach (hot-plug)");
+      ok(d.lxc("exec", c, "--", "sh", "-c", "echo x > /mnt/vs/f && chown 1000:1000 /mnt/vs/f && touch /mnt/vs/r"), "write");
+      const host = join(d.dir, "storage-pools", "default", "custom", `default_${v}`);
+      // Not shifted on disk: the container's ids are the host's ids.
+      expect(statSync(join(host, "f")).uid).toBe(1000);
+      expect(statSync(join(host, "r")).uid).toBe(0);
+      expect(owners("/mnt/vs/f")).toBe("1000:1000");
+      expect(d.lxc("storage", "volume", "set", "default", v, "security.shifted=false").stderr.trim()).toBe("Error: Cannot modify shifting with running instances using the volume");
+      ok(d.lxc("restart", c, "-f"), "restart");
+      expect(owners("/mnt/vs/r")).toBe("0:0");
+      expect(readConfig()).toMatch(/ mnt\/vs none bind,create=dir,idmap=container 0 0$/m);
+      ok(d.lxc("storage", "volume", "detach", "default", v, c), "detach");
+    } finally {
+      d.lxc("storage", "volume", "detach", "default", v, c);
+      d.lxc("storage", "volume", "delete", "default", v);
+    }
+  });
+});
+
 /** The liblxc config the daemon wrote for the container. */
 function readConfig(): string {
   return readFileSync(join(d.dir, "logs", c, "lxc.conf"), "utf8");
