@@ -305,24 +305,24 @@ export class NetworkService implements NetworksPort {
     if (err) throw new BadRequest(err);
     return this.locked(name, async () => {
       const row = this.row(project, name);
-      const PROJECT = row.project;
-      if (this.deps.repo.get(PROJECT, to)) throw new Conflict(`Network "${to}" already exists`);
+      const owner = row.project;
+      if (this.deps.repo.get(owner, to)) throw new Conflict(`Network "${to}" already exists`);
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       if (row.type === "bridge" && linkExists(to)) throw new Conflict(`Network interface "${to}" already exists`);
       const old = this.liveDriver(row);
       await this.bgpClear(row);
       await old.stop();
       this.live.delete(name);
-      this.deps.repo.rename(PROJECT, name, to);
-      this.deps.forwards.renameNetwork(PROJECT, name, to);
+      this.deps.repo.rename(owner, name, to);
+      this.deps.forwards.renameNetwork(owner, name, to);
       renameSync(this.networkDir(name), this.networkDir(to));
       const renamed = this.driverFor({ ...row, name: to });
       try {
         await renamed.start();
       } catch (e) {
         await renamed.stop().catch(() => {});
-        this.deps.repo.rename(PROJECT, to, name);
-        this.deps.forwards.renameNetwork(PROJECT, to, name);
+        this.deps.repo.rename(owner, to, name);
+        this.deps.forwards.renameNetwork(owner, to, name);
         renameSync(this.networkDir(to), this.networkDir(name));
         await old.start().catch(() => {});
         this.live.set(name, old);
@@ -330,22 +330,22 @@ export class NetworkService implements NetworksPort {
       }
       this.live.set(to, renamed);
       await this.bgpSetup({ ...row, name: to }).catch((err) => this.deps.log.error({ err, network: to }, "BGP setup after rename"));
-      this.deps.events.lifecycle("network-renamed", `/1.0/networks/${to}`, { project: PROJECT, context: { old_name: name } });
+      this.deps.events.lifecycle("network-renamed", `/1.0/networks/${to}`, { project: owner, context: { old_name: name } });
     });
   }
 
   async delete(project: string, name: string): Promise<void> {
     return this.locked(name, async () => {
       const row = this.row(project, name);
-      const PROJECT = row.project;
+      const owner = row.project;
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       await this.bgpClear(row);
       await this.liveDriver(row).stop();
       this.live.delete(name);
-      this.deps.forwards.deleteNetwork(PROJECT, name);
-      this.deps.repo.delete(PROJECT, name);
+      this.deps.forwards.deleteNetwork(owner, name);
+      this.deps.repo.delete(owner, name);
       rmSync(this.networkDir(name), { recursive: true, force: true });
-      this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: PROJECT });
+      this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: owner });
     });
   }
 
