@@ -105,6 +105,25 @@ describe.skipIf(!kernelIdmap)("security.shifted=true on a custom volume (storage
       d.lxc("storage", "volume", "delete", "default", v);
     }
   });
+
+  it("is shared by containers with different maps (privileged, isolated), all seeing the same ids (upstream's shift scenario)", () => {
+    const v = d.instanceName("vs2");
+    ok(d.lxc("storage", "volume", "create", "default", v, "security.shifted=true"), "volume create");
+    const priv = d.launch("priv", { config: { "security.privileged": "true" } });
+    const isol = d.launch("isol", { config: { "security.idmap.isolated": "true" } });
+    const users = [c, priv, isol];
+    try {
+      for (const u of users) ok(d.lxc("config", "device", "add", u, "shifted", "disk", "pool=default", `source=${v}`, "path=/mnt/s"), `attach ${u}`);
+      ok(d.lxc("exec", c, "--", "sh", "-c", "touch /mnt/s/a && chown 123:456 /mnt/s/a"), "write");
+      for (const u of users) expect(ok(d.lxc("exec", u, "--", "stat", "-c", "%u:%g", "/mnt/s/a"), `stat in ${u}`).trim()).toBe("123:456");
+      expect(statSync(join(d.dir, "storage-pools", "default", "custom", `default_${v}`, "a")).uid).toBe(123);
+    } finally {
+      for (const u of [priv, isol]) d.lxc("delete", "-f", u);
+      d.lxc("config", "device", "remove", c, "shifted");
+      d.lxc("storage", "volume", "detach", "default", v, c);
+      d.lxc("storage", "volume", "delete", "default", v);
+    }
+  });
 });
 
 /** The liblxc config the daemon wrote for the container. */
