@@ -406,7 +406,7 @@ export class NetworkService implements NetworksPort {
   async leases(project: string, name: string): Promise<LeaseView[]> {
     const driver = this.liveDriver(this.row(project, name));
     if (!driver.leases) throw new BadRequest(`Network "${name}" of type "${driver.type}" has no DHCP leases`);
-    return driver.leases();
+    return driver.leases(this.deps.ports.instances?.nicsOn?.(name) ?? []);
   }
 
   // NetworksPort
