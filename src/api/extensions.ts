@@ -193,4 +193,10 @@ export const apiExtensions: string[] = [
   "clustering_groups",
   "container_disk_shift",
   "storage_shifted",
+  // Hardware devices (src/devices/, test/host/hardware-devices.test.ts on a test hardware tree):
+  // gpu (physical: DRM and NVIDIA nodes), usb with hotplug and optional vendorid, unix-hotplug.
+  "gpu_devices",
+  "usb_devices",
+  "usb_optional_vendorid",
+  "unix_hotplug_devices",
 ];
