@@ -27,6 +27,12 @@
       "cflags": ["-Wall", "-Wextra", "-O2"]
     },
     {
+      "target_name": "nodelxd-rsync",
+      "type": "executable",
+      "sources": ["native/rsync.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
       "target_name": "nodelxd-proxy",
       "type": "executable",
       "sources": ["native/proxy.c"],

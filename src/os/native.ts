@@ -1,6 +1,6 @@
 // The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
-// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c) and the helpers (native/start.c, native/uevent.c,
-// native/attach.c).
+// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c) and the helpers (native/start.c,
+// native/attach.c, native/proxy.c, native/uevent.c, native/rsync.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 
@@ -38,7 +38,7 @@ export interface Native {
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;
 
-export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy" | "nodelxd-uevent";
+export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy" | "nodelxd-uevent" | "nodelxd-rsync";
 const sealedHelpers = new Map<Helper, string>();
 
 /**
