@@ -560,7 +560,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   }
 
   /** Containers attaching the custom volume, with their root's host ids (InstancesPort.volumeUserRoots). */
-  volumeUserRoots(pool: string, project: string, volume: string): { name: string; uid: number; gid: number }[] {
+  volumeUserRoots(pool: string, project: string, volume: string): { name: string; uid: number; gid: number; running: boolean }[] {
     return this.repo.list(project).flatMap((row) => {
       let ex;
       try {
@@ -569,8 +569,9 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
         return [];
       }
       if (!Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/")) return [];
-      const map = parseIdmapJson(this.runtime.isRunning(row) ? (row.config["volatile.idmap.current"] ?? row.config["volatile.last_state.idmap"]) : row.config["volatile.idmap.next"]);
-      return [{ name: row.name, ...hostRoot(map) }];
+      const running = this.runtime.isRunning(row);
+      const map = parseIdmapJson(running ? (row.config["volatile.idmap.current"] ?? row.config["volatile.last_state.idmap"]) : row.config["volatile.idmap.next"]);
+      return [{ name: row.name, ...hostRoot(map), running }];
     });
   }
 

@@ -27,6 +27,12 @@ export interface Native {
   ethtoolLinkSettings(ifname: string): { autoneg: number; duplex: number; speed: number; port: number; transceiver: number; supported: number[] } | null;
   /** BTRFS_IOC_SET_RECEIVED_SUBVOL: set a subvolume's Received UUID (36-character form). */
   btrfsSetReceivedUuid(path: string, uuid: string): void;
+  /** "" when the filesystem holding `path` can be idmapped (open_tree + mount_setattr MOUNT_ATTR_IDMAP), else the errno text. */
+  idmapMountError(path: string): string;
+  /** lxc_has_api_extension of the installed liblxc (e.g. "idmapped_mounts_v2"). */
+  liblxcHasExtension(name: string): boolean;
+  /** Bind `source` onto the existing `target`, idmapped through the user namespace of `pid`; throws "<step>: <errno text>". */
+  idmappedBind(source: string, pid: number, target: string, recursive: boolean): void;
   O_PATH: number;
 }
 

@@ -27,7 +27,7 @@ export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort 
     async (req) => {
       const name = req.params.name;
       guard(req.project, name);
-      checkEtag(req, svc.etagOf(name));
+      checkEtag(req, svc.etagOf(req.project, name));
       await svc.update(req.project, name, await req.body(NetworkPut, "NetworkPut"), mode);
       return sync({});
     };
