@@ -435,6 +435,23 @@ export class ClusterService implements ClusterPort {
     };
   }
 
+  /** Every member's name, sorted. */
+  async memberNames(): Promise<string[]> {
+    return (await this.requireStore().members()).map((m) => m.name).sort();
+  }
+
+  /**
+   * Tell member `name` to do its own part of a cluster-wide change (LXD's cluster notification):
+   * the request carries the local-only header, is not forwarded or locked there, and writes no
+   * global state (the member asked writes it). Resolves with the reply's metadata.
+   */
+  async notifyMember(name: string, method: string, path: string, body?: unknown): Promise<unknown> {
+    const url = await this.memberUrl(name);
+    const r = await memberRequest(url, this.tls(), method, path, body, { [LOCAL_ONLY]: "1" }).catch((e: Error) => ({ status: 0, body: { error: e.message }, text: "" }));
+    if (r.status < 200 || r.status >= 300) throw new InternalError(`Failed to notify peer ${url.replace(/^https:\/\//, "")}: ${r.body?.error ?? r.text}`);
+    return r.body?.metadata;
+  }
+
   async memberUrl(name: string): Promise<string> {
     const m = await this.requireStore().member(name);
     if (!m) throw new NotFound("Member not found");

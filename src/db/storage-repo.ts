@@ -3,7 +3,7 @@
 // left 'creating' or 'deleting' by a crash are finished off at start (pool service).
 import type { Db } from "./database.js";
 
-export type RowState = "creating" | "created" | "deleting";
+export type RowState = "creating" | "created" | "deleting" | "pending" | "errored";
 
 export interface PoolRow {
   id: number;

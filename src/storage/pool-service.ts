@@ -8,6 +8,7 @@ import type { StoragePort } from "../daemon/ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
+import { MemberConfigRepo } from "../db/member-config-repo.js";
 import { validatePoolConfig } from "./config.js";
 import { parseByteSize } from "../shared/units.js";
 import { storageDrivers } from "./drivers/index.js";
@@ -72,6 +73,8 @@ class KeyedLock {
 
 export class PoolService implements StoragePort {
   readonly repo: StorageRepo;
+  /** Each member's state and own config of a pool (clustered). */
+  readonly members: MemberConfigRepo;
   private readonly profiles: ProfileRepo;
   private readonly env: DriverEnv;
   private readonly versions = new Map<string, string>();
@@ -84,6 +87,7 @@ export class PoolService implements StoragePort {
     private readonly drivers: Record<string, DriverDefinition> = storageDrivers,
   ) {
     this.repo = new StorageRepo(core.db);
+    this.members = new MemberConfigRepo(core.db, "pool");
     this.profiles = new ProfileRepo(core.db);
     this.env = { lxdDir: core.paths.dir, log: core.log };
   }
@@ -107,6 +111,11 @@ export class PoolService implements StoragePort {
   }
 
   private async recoverPool(pool: PoolRow): Promise<void> {
+    // A cluster pool not yet created everywhere: only members where it was created have it on disk.
+    if (pool.state === "pending" || pool.state === "errored") {
+      if (this.members.get(pool.name, this.core.ports.cluster?.name() ?? "")?.state === "created") await this.driverFor(pool).mountPool();
+      return;
+    }
     const driver = this.driverFor(pool);
     if (pool.state !== "created") {
       this.core.log.warn({ pool: pool.name, state: pool.state }, "finishing storage pool change interrupted by a crash");
@@ -176,10 +185,20 @@ export class PoolService implements StoragePort {
   }
 
   driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver {
-    // A cluster member keeps its own `source` for each pool (LXD: member-specific pool config).
-    const source = this.core.ports.cluster?.poolSource(pool.name);
-    const config = source ? { ...pool.config, source } : pool.config;
-    return this.definition(pool.driver).load({ name: pool.name, config }, this.env);
+    return this.definition(pool.driver).load({ name: pool.name, config: this.memberConfig(pool) }, this.env);
+  }
+
+  /**
+   * A pool's config on this member: the shared config with this member's own keys over it (LXD:
+   * member-specific pool config). Pools that came with a join keep the `source` chosen then.
+   */
+  memberConfig(pool: { name: string; config: Record<string, string> }): Record<string, string> {
+    const cluster = this.core.ports.cluster;
+    if (!cluster?.clustered()) return pool.config;
+    const own = this.members.get(pool.name, cluster.name());
+    if (own) return { ...pool.config, ...own.config };
+    const source = cluster.poolSource(pool.name);
+    return source ? { ...pool.config, source } : pool.config;
   }
 
   /**
@@ -373,19 +392,28 @@ export class PoolService implements StoragePort {
     const volumes = this.repo.volumes({ pool: name });
     const inUse = this.poolUsedBy(name).filter((u) => !u.startsWith("/1.0/images/"));
     if (inUse.length > 0 || volumes.some((v) => v.type !== "image")) throw new BadRequest("The storage pool is currently in use");
-    const driver = this.driverFor(pool);
     this.repo.updatePool(name, { state: "deleting" });
     try {
-      await driver.mountPool();
-      for (const vol of volumes) await this.removeVolume(driver, vol);
-      await driver.deletePool();
+      await this.deletePoolHere(pool);
     } catch (e) {
       this.repo.updatePool(name, { state: "created" });
-      throw new InternalError((e as Error).message);
+      throw e;
     }
     this.repo.deletePool(name);
     this.core.server.invalidate();
     this.core.events.lifecycle("storage-pool-deleted", `/1.0/storage-pools/${name}`);
+  }
+
+  /** Remove a pool from this host (its image volumes with it); the records are the caller's. */
+  async deletePoolHere(pool: PoolRow): Promise<void> {
+    const driver = this.driverFor(pool);
+    try {
+      await driver.mountPool();
+      for (const vol of this.repo.volumes({ pool: pool.name }).filter((v) => v.type === "image")) await this.removeVolume(driver, vol);
+      await driver.deletePool();
+    } catch (e) {
+      throw new InternalError((e as Error).message);
+    }
   }
 
   async resources(name: string): Promise<PoolUsage> {

@@ -1,0 +1,91 @@
+// Per-member storage pools, networks and custom volumes in a cluster, as LXD 5.0.2: three etcd
+// members and three nodelxd daemons (127.0.50.10-12; etcd on ports 2479/2480, members' HTTPS on
+// 8650), driven with the stock `lxc`. A pool or network is first defined on each member with
+// `--target` (its member-specific keys), then created everywhere at once (pending → created);
+// custom volumes on a non-shared pool live on one member and requests for them go there.
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formCluster, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type Run, type TestCluster } from "../helpers/cluster.js";
+import type { TestDaemon } from "../helpers/daemon.js";
+
+const LAYOUT: ClusterLayout = { addresses: ["127.0.50.10", "127.0.50.11", "127.0.50.12"], clientPort: 2479, peerPort: 2480 };
+const PORT = 8650;
+
+let cluster: TestCluster;
+let m1: TestDaemon, m2: TestDaemon, m3: TestDaemon;
+const src = (m: string) => join(cluster.root, `pool-${m}`);
+
+/**
+ * A member's answer once it has replayed the cluster's latest writes (members read their own
+ * replica, which follows the etcd log within moments of a write elsewhere).
+ */
+async function settled(d: TestDaemon, path: string, until: (m: any) => boolean): Promise<any> {
+  let last: any;
+  await waitFor(async () => until((last = (await d.api("GET", path)).body.metadata)), 5_000, 100);
+  return last;
+}
+
+/** The error text of a run that must fail. */
+function failed(r: Run): string {
+  if (r.code === 0) throw new Error(`expected a failure, got: ${r.stdout}`);
+  return r.stderr;
+}
+
+beforeAll(async () => {
+  cluster = await startCluster({ layout: LAYOUT, prefix: "c3-" });
+  [m1, m2, m3] = cluster.daemons;
+  await formCluster(cluster.daemons, LAYOUT, PORT);
+}, 180_000);
+
+afterAll(async () => {
+  await lxcAsync(m1, "storage", "volume", "delete", "c3p", "v1").catch(() => undefined);
+  await lxcAsync(m1, "storage", "delete", "c3p").catch(() => undefined);
+  await lxcAsync(m1, "network", "delete", "c3br0").catch(() => undefined);
+  if (process.env.CLUSTER_KEEP_LOGS) for (const [i, d] of (cluster?.daemons ?? []).entries()) await run("cp", [`${d.dir}.log`, `${process.env.CLUSTER_KEEP_LOGS}/m${i + 1}.log`]);
+  await cluster?.stop();
+}, 120_000);
+
+describe("storage pools per member", () => {
+  it("refuses an untargeted create of a pool no member has defined", async () => {
+    expect(failed(await lxcAsync(m1, "storage", "create", "c3p", "dir"))).toContain("Pool not pending on any node (use --target <node> first)");
+  });
+
+  it("records a pending pool per member with member-specific keys only", async () => {
+    for (const m of ["m1", "m2"]) mkdirSync(src(m));
+    expect(ok(await lxcAsync(m1, "storage", "create", "c3p", "dir", `source=${src("m1")}`, "--target", "m1"))).toContain("Storage pool c3p pending on member m1");
+    expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "dir", "rsync.bwlimit=10", "--target", "m2"))).toContain('Config key "rsync.bwlimit" may not be used as member-specific key');
+    expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "dir", `source=${src("m1")}`, "--target", "m1"))).toContain('The storage pool already defined on member "m1"');
+    expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "btrfs", "--target", "m2"))).toContain("Storage pool already exists with a different driver");
+    expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "dir", "--target", "m9"))).toContain("Cluster member not found");
+    // Any member sees it pending, defined on m1 only, and m1's own source with --target.
+    const pool = await settled(m3, "/1.0/storage-pools/c3p", (p) => p?.status === "Pending");
+    expect(pool).toMatchObject({ name: "c3p", driver: "dir", status: "Pending", locations: ["m1"], config: {} });
+    expect(ok(await lxcAsync(m2, "storage", "list", "-f", "csv"))).toMatch(/c3p,dir,.*PENDING/);
+    expect(ok(await lxcAsync(m3, "storage", "get", "c3p", "source", "--target", "m1")).trim()).toBe(src("m1"));
+    // Not created on any host yet.
+    expect(existsSync(join(src("m1"), "custom"))).toBe(false);
+    // Every member must have it before it is created.
+    expect(failed(await lxcAsync(m1, "storage", "create", "c3p", "dir"))).toContain("Pool not defined on nodes: m2, m3");
+  }, 60_000);
+
+  it("creates the pool on every member at once and shows each member's config with --target", async () => {
+    ok(await lxcAsync(m2, "storage", "create", "c3p", "dir", `source=${src("m2")}`, "--target", "m2"));
+    ok(await lxcAsync(m1, "storage", "create", "c3p", "dir", "--target", "m3"));
+    expect(failed(await lxcAsync(m1, "storage", "create", "c3p", "dir", "source=/tmp/x"))).toContain('Config key "source" is cluster member specific');
+    expect(ok(await lxcAsync(m3, "storage", "create", "c3p", "dir", "volume.size=1GiB"))).toContain("Storage pool c3p created");
+    const pool = await settled(m1, "/1.0/storage-pools/c3p", (p) => p?.status === "Created");
+    expect(pool).toMatchObject({ status: "Created", locations: ["m1", "m2", "m3"], config: { "volume.size": "1GiB" } });
+    expect(pool.config.source).toBeUndefined();
+    // Each member's pool is on its own source (m3's default under its LXD_DIR).
+    expect(existsSync(join(src("m1"), "custom"))).toBe(true);
+    expect(existsSync(join(src("m2"), "custom"))).toBe(true);
+    expect(existsSync(join(m3.dir, "storage-pools", "c3p", "custom"))).toBe(true);
+    const onM2 = (await m1.api("GET", "/1.0/storage-pools/c3p?target=m2")).body.metadata;
+    expect(onM2).toMatchObject({ status: "Created", config: { source: src("m2"), "volume.size": "1GiB" } });
+    expect(ok(await lxcAsync(m1, "storage", "get", "c3p", "source", "--target", "m3")).trim()).toBe(join(m3.dir, "storage-pools", "c3p"));
+    expect(ok(await lxcAsync(m1, "storage", "list", "-f", "csv"))).toMatch(/c3p,dir,.*CREATED/);
+    expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "dir"))).toContain("The storage pool is already created");
+    expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "dir", "--target", "m2"))).toContain("Storage pool is not in pending state");
+  }, 60_000);
+});
