@@ -88,6 +88,13 @@ export class PoolService implements StoragePort {
   ) {
     this.repo = new StorageRepo(core.db);
     this.members = new MemberConfigRepo(core.db, "pool");
+    // In a cluster, a custom volume on a pool that is not shared lives on the member that made it.
+    this.repo.volumeNode = (pool, type) => {
+      const cluster = this.core.ports.cluster;
+      if (type !== "custom" || !cluster?.clustered()) return "";
+      const row = this.repo.pool(pool);
+      return row && !this.definition(row.driver).info.remote ? cluster.name() : "";
+    };
     this.profiles = new ProfileRepo(core.db);
     this.env = { lxdDir: core.paths.dir, log: core.log };
   }
@@ -612,7 +619,7 @@ export class PoolService implements StoragePort {
       name: v.name,
       type: v.type,
       used_by: this.volumeUsedBy(v.pool, v),
-      location: "none",
+      location: this.core.ports.cluster?.clustered() ? v.node : "none",
       content_type: v.contentType,
       project: v.project,
       created_at: v.createdAt,

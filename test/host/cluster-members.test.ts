@@ -88,4 +88,81 @@ describe("storage pools per member", () => {
     expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "dir"))).toContain("The storage pool is already created");
     expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "dir", "--target", "m2"))).toContain("Storage pool is not in pending state");
   }, 60_000);
+
+  it("keeps a custom volume on the member it was made on and sends every request for it there", async () => {
+    expect(ok(await lxcAsync(m1, "storage", "volume", "create", "c3p", "v1", "--target", "m2"))).toContain("Storage volume v1 created");
+    // On m2's source only.
+    expect(existsSync(join(src("m2"), "custom", "default_v1"))).toBe(true);
+    expect(existsSync(join(src("m1"), "custom", "default_v1"))).toBe(false);
+    const vol = await settled(m3, "/1.0/storage-pools/c3p/volumes/custom/v1", (v) => v?.location === "m2");
+    expect(vol).toMatchObject({ name: "v1", type: "custom", location: "m2" });
+    expect(ok(await lxcAsync(m3, "storage", "volume", "list", "c3p", "-f", "csv"))).toMatch(/custom,v1,.*m2/);
+    // Changes from any member reach m2's volume.
+    ok(await lxcAsync(m1, "storage", "volume", "set", "c3p", "v1", "user.note=hi"));
+    expect(ok(await lxcAsync(m3, "storage", "volume", "get", "c3p", "v1", "user.note")).trim()).toBe("hi");
+    ok(await lxcAsync(m3, "storage", "volume", "snapshot", "c3p", "v1", "s1"));
+    expect(existsSync(join(src("m2"), "custom-snapshots", "default_v1", "s1"))).toBe(true);
+    // Made without a target: on the member asked.
+    ok(await lxcAsync(m3, "storage", "volume", "create", "c3p", "v3"));
+    expect((await settled(m1, "/1.0/storage-pools/c3p/volumes/custom/v3", (v) => !!v?.location)).location).toBe("m3");
+    expect(existsSync(join(m3.dir, "storage-pools", "c3p", "custom", "default_v3"))).toBe(true);
+    expect(failed(await lxcAsync(m1, "storage", "volume", "create", "c3p", "v4", "--target", "m9"))).toContain("Member not found");
+    ok(await lxcAsync(m1, "storage", "volume", "delete", "c3p", "v3"));
+    ok(await lxcAsync(m1, "storage", "volume", "delete", "c3p", "v1"));
+    expect(existsSync(join(src("m2"), "custom", "default_v1"))).toBe(false);
+    expect(existsSync(join(m3.dir, "storage-pools", "c3p", "custom", "default_v3"))).toBe(false);
+  }, 60_000);
+
+  it("deletes the pool from every member", async () => {
+    expect(ok(await lxcAsync(m2, "storage", "delete", "c3p"))).toContain("Storage pool c3p deleted");
+    expect(existsSync(join(src("m1"), "custom"))).toBe(false);
+    expect(existsSync(join(src("m2"), "custom"))).toBe(false);
+    expect(existsSync(join(m3.dir, "storage-pools", "c3p"))).toBe(false);
+    expect((await settled(m1, "/1.0/storage-pools?recursion=0", (l) => !l.includes("/1.0/storage-pools/c3p"))).includes("/1.0/storage-pools/c3p")).toBe(false);
+  }, 60_000);
+
+  it("deletes a pool still pending without touching any member's host", async () => {
+    ok(await lxcAsync(m1, "storage", "create", "c3q", "dir", "--target", "m2"));
+    ok(await lxcAsync(m1, "storage", "delete", "c3q"));
+    expect(failed(await lxcAsync(m1, "storage", "show", "c3q"))).toContain("Storage pool not found");
+  }, 30_000);
+});
+
+describe("networks per member", () => {
+  const EXT = "c3ext0";
+  beforeAll(async () => {
+    ok(await run("ip", ["link", "add", EXT, "type", "veth", "peer", "name", "c3ext1"]));
+  });
+  afterAll(async () => {
+    await run("ip", ["link", "del", EXT]);
+    await run("ip", ["link", "del", "c3br0"]);
+  });
+
+  it("records a pending bridge per member, refuses shared keys there, and creates it everywhere", async () => {
+    expect(failed(await lxcAsync(m1, "network", "create", "c3br0", "ipv4.address=none"))).toContain("Network not pending on any node (use --target <node> first)");
+    expect(ok(await lxcAsync(m1, "network", "create", "c3br0", `bridge.external_interfaces=${EXT}`, "--target", "m1"))).toContain("Network c3br0 pending on member m1");
+    expect(failed(await lxcAsync(m1, "network", "create", "c3br0", "ipv4.address=none", "--target", "m2"))).toContain('Config key "ipv4.address" may not be used as member-specific key');
+    expect(failed(await lxcAsync(m2, "network", "create", "c3br0", "--target", "m1"))).toContain('The network is already defined on member "m1"');
+    const pending = await settled(m2, "/1.0/networks/c3br0", (n) => n?.status === "Pending");
+    expect(pending).toMatchObject({ name: "c3br0", type: "bridge", managed: true, status: "Pending", locations: ["m1"] });
+    expect(failed(await lxcAsync(m1, "network", "create", "c3br0", "ipv4.address=none"))).toContain("Network not defined on nodes: m2, m3");
+    ok(await lxcAsync(m1, "network", "create", "c3br0", "--target", "m2"));
+    ok(await lxcAsync(m1, "network", "create", "c3br0", "--target", "m3"));
+    expect(failed(await lxcAsync(m1, "network", "create", "c3br0", `bridge.external_interfaces=${EXT}`))).toContain('Config key "bridge.external_interfaces" is cluster member specific');
+    expect(ok(await lxcAsync(m1, "network", "create", "c3br0", "ipv4.address=none", "ipv6.address=none"))).toContain("Network c3br0 created");
+    const net = await settled(m3, "/1.0/networks/c3br0", (n) => n?.status === "Created");
+    expect(net).toMatchObject({ status: "Created", locations: ["m1", "m2", "m3"], config: { "ipv4.address": "none", "ipv6.address": "none" } });
+    expect(net.config["bridge.external_interfaces"]).toBeUndefined();
+    // m1's own key, shown with --target and applied on m1's host.
+    expect(ok(await lxcAsync(m3, "network", "get", "c3br0", "bridge.external_interfaces", "--target", "m1")).trim()).toBe(EXT);
+    expect(ok(await lxcAsync(m3, "network", "get", "c3br0", "bridge.external_interfaces", "--target", "m2")).trim()).toBe("");
+    expect(ok(await run("ip", ["-o", "link", "show", EXT]))).toContain("master c3br0");
+    expect(failed(await lxcAsync(m2, "network", "create", "c3br0", "ipv4.address=none"))).toContain("The network is already created");
+  }, 60_000);
+
+  it("deletes the network from every member", async () => {
+    expect(ok(await lxcAsync(m3, "network", "delete", "c3br0"))).toContain("Network c3br0 deleted");
+    expect((await run("ip", ["link", "show", "c3br0"])).code).not.toBe(0);
+    expect(failed(await lxcAsync(m1, "network", "show", "c3br0"))).toContain("Network not found");
+  }, 60_000);
 });
