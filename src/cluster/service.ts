@@ -2,6 +2,7 @@
 // heartbeats, and where an instance lives. Global state replication is replica.ts; the etcd
 // layout is store.ts; forwarding and the write lock are router.ts.
 import { createPrivateKey, randomBytes, timingSafeEqual, X509Certificate, type KeyObject } from "node:crypto";
+import { AsyncLocalStorage } from "node:async_hooks";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
@@ -67,6 +68,8 @@ export class ClusterService implements ClusterPort {
   private reports = new Map<string, StatusReport>();
   leadership?: Leadership;
   private leaderListeners: ((leading: boolean) => void)[] = [];
+  /** Set in the async context of work that holds the cluster write lock (see withWriteLock). */
+  private readonly lockHeld = new AsyncLocalStorage<boolean>();
 
   readonly groups: ClusterGroups;
 
@@ -96,10 +99,12 @@ export class ClusterService implements ClusterPort {
    */
   async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.clustered()) return fn();
+    // Nested in work that took it already (the lock is not re-entrant in etcd).
+    if (this.lockHeld.getStore()) return fn();
     const release = await this.requireStore().lock();
     try {
       await this.replica!.catchUp();
-      return await fn();
+      return await this.lockHeld.run(true, fn);
     } finally {
       await this.replica!.flush().catch(() => undefined);
       await release();

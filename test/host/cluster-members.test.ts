@@ -7,7 +7,8 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formCluster, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type Run, type TestCluster } from "../helpers/cluster.js";
-import type { TestDaemon } from "../helpers/daemon.js";
+import { MAIN, type TestDaemon } from "../helpers/daemon.js";
+import { busyboxImage } from "../helpers/image.js";
 
 const LAYOUT: ClusterLayout = { addresses: ["127.0.50.10", "127.0.50.11", "127.0.50.12"], clientPort: 2479, peerPort: 2480 };
 const PORT = 8650;
@@ -164,5 +165,19 @@ describe("networks per member", () => {
     expect(ok(await lxcAsync(m3, "network", "delete", "c3br0"))).toContain("Network c3br0 deleted");
     expect((await run("ip", ["link", "show", "c3br0"])).code).not.toBe(0);
     expect(failed(await lxcAsync(m1, "network", "show", "c3br0"))).toContain("Network not found");
+  }, 60_000);
+});
+
+describe("background image work in a cluster", () => {
+  it("expires a cached image on the leader (its writes taking the write lock) and every member sees it gone", async () => {
+    const fp = ok(await lxcAsync(m2, "image", "import", busyboxImage())).match(/[0-9a-f]{64}/)?.[0];
+    expect(fp).toBeTruthy();
+    await settled(m1, `/1.0/images/${fp}`, (i) => i?.fingerprint === fp);
+    // A cached image last used long ago (as LXD's own tests age one), then expiry turned on: the leader deletes it.
+    ok(await run(process.execPath, [MAIN, "sql", "global", `UPDATE images SET cached = 1, last_use_date = '2000-01-01T00:00:00Z' WHERE fingerprint = '${fp}'`], { env: { ...process.env, LXD_DIR: m3.dir } }));
+    ok(await lxcAsync(m1, "config", "set", "images.remote_cache_expiry", "1"));
+    for (const d of [m1, m2, m3]) expect(await waitFor(async () => (await d.api("GET", `/1.0/images/${fp}`)).status === 404, 20_000, 250)).toBe(true);
+    // No write went outside the lock (a member appending without it would have raced for a log index).
+    for (const d of [m1, m2, m3]) expect((await run("grep", ["-c", "write outside the lock", `${d.dir}.log`])).stdout.trim()).toBe("0");
   }, 60_000);
 });
