@@ -490,6 +490,9 @@ export class ClusterService implements ClusterPort {
     if (!m) throw new NotFound("Member not found");
     if (!(await store.renameMember(from, { ...m, name: to }))) throw new Conflict(`The cluster already has a member with name: ${to}`);
     this.d.db.prepare("UPDATE instances SET node = ? WHERE node = ?").run(to, from);
+    // Its pools' and networks' member rows and its custom volumes follow (LXD keys them by member id).
+    for (const t of ["storage_pools_members", "networks_members"]) this.d.db.prepare(`UPDATE ${t} SET member = ? WHERE member = ?`).run(to, from);
+    this.d.db.prepare("UPDATE storage_volumes SET node = ? WHERE node = ?").run(to, from);
     if (from === this.member) {
       localSet(this.d.db, "member_name", to);
       this.member = to;
@@ -508,6 +511,8 @@ export class ClusterService implements ClusterPort {
     const count = (this.d.db.prepare("SELECT COUNT(*) AS n FROM instances WHERE node = ?").get(name) as { n: number }).n;
     if (count > 0 && !force) throw new BadRequest(`Node still has the following instances: ${count}`);
     if (force) this.d.db.prepare("DELETE FROM instances WHERE node = ?").run(name);
+    // The member's own rows of pools and networks go with it (pools and networks stay for the others).
+    for (const t of ["storage_pools_members", "networks_members"]) this.d.db.prepare(`DELETE FROM ${t} WHERE member = ?`).run(name);
     await store.removeMember(name);
     await store.client.delete().key(`/nodelxd/status/${name}`);
   }

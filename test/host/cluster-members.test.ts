@@ -40,7 +40,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  await lxcAsync(m1, "storage", "volume", "delete", "c3p", "v1").catch(() => undefined);
+  for (const v of ["v1", "v2", "v3"]) await lxcAsync(m1, "storage", "volume", "delete", "c3p", v).catch(() => undefined);
   await lxcAsync(m1, "storage", "delete", "c3p").catch(() => undefined);
   await lxcAsync(m1, "network", "delete", "c3br0").catch(() => undefined);
   if (process.env.CLUSTER_KEEP_LOGS) for (const [i, d] of (cluster?.daemons ?? []).entries()) await run("cp", [`${d.dir}.log`, `${process.env.CLUSTER_KEEP_LOGS}/m${i + 1}.log`]);
@@ -113,6 +113,19 @@ describe("storage pools per member", () => {
     expect(existsSync(join(src("m2"), "custom", "default_v1"))).toBe(false);
     expect(existsSync(join(m3.dir, "storage-pools", "c3p", "custom", "default_v3"))).toBe(false);
   }, 60_000);
+
+  it("takes a member's volume's scheduled snapshots on that member, not on the leader", async () => {
+    ok(await lxcAsync(m1, "storage", "volume", "create", "c3p", "v2", "--target", "m3", "snapshots.schedule=* * * * *"));
+    const snaps = join(m3.dir, "storage-pools", "c3p", "custom-snapshots", "default_v2");
+    const taken = await waitFor(async () => {
+      const r = await m1.api("GET", "/1.0/storage-pools/c3p/volumes/custom/v2/snapshots");
+      return r.status === 200 && (r.body.metadata as string[]).length > 0;
+    }, 80_000, 1000);
+    expect(taken).toBe(true);
+    expect(existsSync(join(snaps, "snap0"))).toBe(true);
+    ok(await lxcAsync(m2, "storage", "volume", "delete", "c3p", "v2"));
+    expect(existsSync(join(m3.dir, "storage-pools", "c3p", "custom", "default_v2"))).toBe(false);
+  }, 120_000);
 
   it("deletes the pool from every member", async () => {
     expect(ok(await lxcAsync(m2, "storage", "delete", "c3p"))).toContain("Storage pool c3p deleted");
