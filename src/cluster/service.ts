@@ -452,6 +452,7 @@ export class ClusterService implements ClusterPort {
    */
   async notifyMember(name: string, method: string, path: string, body?: unknown): Promise<unknown> {
     const url = await this.memberUrl(name);
+    this.d.log.debug({ member: name, method, path }, "telling a member to do its part");
     const r = await memberRequest(url, this.tls(), method, path, body, { [LOCAL_ONLY]: "1" }).catch((e: Error) => ({ status: 0, body: { error: e.message }, text: "" }));
     if (r.status < 200 || r.status >= 300) throw new InternalError(`Failed to notify peer ${url.replace(/^https:\/\//, "")}: ${r.body?.error ?? r.text}`);
     return r.body?.metadata;

@@ -163,6 +163,26 @@ export class NetworkMembers {
     this.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: PROJECT });
   }
 
+  /** PUT/PATCH without a target in a cluster: member keys are refused (LXD's check). */
+  checkUpdate(config: NetworkConfig | undefined): void {
+    if (!this.cluster) return;
+    for (const k of Object.keys(config ?? {})) {
+      if (isMemberKey(k)) throw new BadRequest(`Config key "${k}" is cluster member specific`);
+    }
+  }
+
+  /** After this member updated a network's record and host: every other member applies it to its host. */
+  async updateEverywhere(name: string): Promise<void> {
+    if (!this.cluster) return;
+    const row = this.svc.repo.get(PROJECT, name);
+    if (!row) return;
+    const self = this.cluster.name();
+    const rows = new Map(this.svc.members.all(name).map((r) => [r.member, r]));
+    for (const member of (await this.names()).filter((n) => n !== self && (!rows.has(n) || rows.get(n)!.state === "created"))) {
+      await this.cluster.notifyMember!(member, "PUT", `/1.0/networks/${encodeURIComponent(name)}`, { description: row.description, config: row.config });
+    }
+  }
+
   /**
    * The API view in a cluster: without a target the shared config (member keys left out), the
    * network's status and members; with `memberSpecific` (a `?target=` request served here) this

@@ -277,6 +277,24 @@ export class NetworkService implements NetworksPort {
     return dropEmpty(out);
   }
 
+  /**
+   * This member's part of a cluster-wide update (the member asked writes the record): the new
+   * shared config, with this member's keys, applied to this host.
+   */
+  async applyHere(name: string, shared: NetworkConfig): Promise<void> {
+    return this.locked(name, async () => {
+      const row = this.row(name);
+      const driver = this.liveDriver(row);
+      const next = this.memberConfig(name, dropEmpty(shared));
+      try {
+        driver.validate(next);
+        await driver.update(next);
+      } catch (e) {
+        throw new InternalError((e as Error).message);
+      }
+    });
+  }
+
   /** This member's part of a cluster-wide delete: the network off this host. */
   async deleteHere(name: string): Promise<void> {
     return this.locked(name, async () => {
@@ -315,10 +333,11 @@ export class NetworkService implements NetworksPort {
       const hostKeys = (c: NetworkConfig) => JSON.stringify(Object.entries(c).filter(([k]) => !k.startsWith("user.")).sort());
       if (hostKeys(next) !== hostKeys(row.config)) {
         try {
-          await driver.update(next);
+          // The host gets this member's keys too (a cluster member's own `bridge.external_interfaces` ...).
+          await driver.update(this.memberConfig(name, next));
           await this.bgpSetup({ ...row, config: next }, row.config);
         } catch (e) {
-          await driver.update(row.config).catch((err) => this.deps.log.error({ err, network: name }, "failed to restore network after failed update"));
+          await driver.update(this.memberConfig(name, row.config)).catch((err) => this.deps.log.error({ err, network: name }, "failed to restore network after failed update"));
           throw new InternalError((e as Error).message);
         }
       }

@@ -11,10 +11,8 @@ import type { ClusterPort } from "../daemon/ports.js";
 import { apiStatus } from "../db/member-config-repo.js";
 import type { PoolRow } from "../db/storage-repo.js";
 import { validatePoolConfig } from "./config.js";
-import { validatePoolName, type PoolService, type StoragePoolView } from "./pool-service.js";
+import { MEMBER_SPECIFIC_POOL_KEYS, validatePoolName, type PoolService, type StoragePoolView } from "./pool-service.js";
 
-/** LXD's db.NodeSpecificStorageConfig. */
-export const MEMBER_SPECIFIC_POOL_KEYS = ["size", "source", "volatile.initial_source", "zfs.pool_name", "lvm.thinpool_name", "lvm.vg_name"];
 
 const isMemberKey = (k: string) => MEMBER_SPECIFIC_POOL_KEYS.includes(k);
 const memberPart = (c: Record<string, string>) => Object.fromEntries(Object.entries(c).filter(([k]) => isMemberKey(k)));
@@ -196,6 +194,17 @@ export class PoolMembers {
     const pool = this.pools.repo.pool(name);
     if (!pool) throw new NotFound("Storage pool not found");
     await this.pools.deletePoolHere(pool);
+  }
+
+  /** After this member updated a pool's record and its host: every other member applies the change to its host. */
+  async updateEverywhere(name: string): Promise<void> {
+    if (!this.cluster) return;
+    const pool = this.pools.pool(name);
+    const self = this.cluster.name();
+    const rows = new Map(this.pools.members.all(name).map((r) => [r.member, r]));
+    for (const member of (await this.names()).filter((n) => n !== self && (!rows.has(n) || rows.get(n)!.state === "created"))) {
+      await this.cluster.notifyMember!(member, "PUT", `/1.0/storage-pools/${encodeURIComponent(name)}`, { description: pool.description, config: sharedPart(pool.config) });
+    }
   }
 
   /** Pools a listing shows: pending and errored ones too in a cluster. */

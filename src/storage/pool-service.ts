@@ -48,6 +48,9 @@ export function storageName(project: string, type: string, name: string): string
   return name;
 }
 
+/** LXD's db.NodeSpecificStorageConfig: the pool keys each cluster member has its own value of. */
+export const MEMBER_SPECIFIC_POOL_KEYS = ["size", "source", "volatile.initial_source", "zfs.pool_name", "lvm.thinpool_name", "lvm.vg_name"];
+
 export function validatePoolName(name: string): void {
   if (name === "") throw new BadRequest("No name provided");
   if (name.includes("/")) throw new BadRequest("Storage pool names may not contain slashes");
@@ -409,6 +412,21 @@ export class PoolService implements StoragePort {
     this.repo.deletePool(name);
     this.core.server.invalidate();
     this.core.events.lifecycle("storage-pool-deleted", `/1.0/storage-pools/${name}`);
+  }
+
+  /**
+   * This member's part of a cluster-wide pool update (the member asked writes the record): the
+   * changed keys the driver can change, applied to this member's pool with its own keys kept.
+   */
+  async applyUpdateHere(name: string, shared: Record<string, string>): Promise<void> {
+    const pool = this.pool(name);
+    const def = this.definition(pool.driver);
+    const cur = this.memberConfig(pool);
+    const own = Object.fromEntries(Object.entries(cur).filter(([k]) => MEMBER_SPECIFIC_POOL_KEYS.includes(k)));
+    const next = { ...shared, ...own };
+    const changed = [...new Set([...Object.keys(cur), ...Object.keys(next)])].filter((k) => cur[k] !== next[k] && def.info.mutablePoolKeys.includes(k));
+    const driver = this.driverFor(pool);
+    if (changed.length > 0 && driver.updatePool) await driver.updatePool(cur, next);
   }
 
   /** Remove a pool from this host (its image volumes with it); the records are the caller's. */

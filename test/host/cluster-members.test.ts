@@ -90,6 +90,14 @@ describe("storage pools per member", () => {
     expect(failed(await lxcAsync(m2, "storage", "create", "c3p", "dir", "--target", "m2"))).toContain("Storage pool is not in pending state");
   }, 60_000);
 
+  it("updates the shared config from any member (every member told) and refuses member keys there", async () => {
+    ok(await lxcAsync(m2, "storage", "set", "c3p", "volume.size=2GiB"));
+    expect((await settled(m3, "/1.0/storage-pools/c3p", (p) => p?.config?.["volume.size"] === "2GiB")).config["volume.size"]).toBe("2GiB");
+    // Each member keeps its own source.
+    expect(ok(await lxcAsync(m1, "storage", "get", "c3p", "source", "--target", "m2")).trim()).toBe(src("m2"));
+    expect(failed(await lxcAsync(m2, "storage", "set", "c3p", "source=/tmp/elsewhere"))).toContain('Config key "source" is cluster member specific');
+  }, 60_000);
+
   it("keeps a custom volume on the member it was made on and sends every request for it there", async () => {
     expect(ok(await lxcAsync(m1, "storage", "volume", "create", "c3p", "v1", "--target", "m2"))).toContain("Storage volume v1 created");
     // On m2's source only.
@@ -172,6 +180,15 @@ describe("networks per member", () => {
     expect(ok(await lxcAsync(m3, "network", "get", "c3br0", "bridge.external_interfaces", "--target", "m2")).trim()).toBe("");
     expect(ok(await run("ip", ["-o", "link", "show", EXT]))).toContain("master c3br0");
     expect(failed(await lxcAsync(m2, "network", "create", "c3br0", "ipv4.address=none"))).toContain("The network is already created");
+  }, 60_000);
+
+  it("applies an update on every member, keeping each member's own keys, and refuses member keys without a target", async () => {
+    ok(await lxcAsync(m3, "network", "set", "c3br0", "bridge.mtu=1400"));
+    expect(ok(await run("ip", ["-o", "link", "show", "c3br0"]))).toContain("mtu 1400");
+    // m1 applied it with its own bridge.external_interfaces: the interface stays in the bridge.
+    expect(ok(await run("ip", ["-o", "link", "show", EXT]))).toContain("master c3br0");
+    expect((await settled(m1, "/1.0/networks/c3br0", (n) => n?.config?.["bridge.mtu"] === "1400")).config["bridge.mtu"]).toBe("1400");
+    expect(failed(await lxcAsync(m2, "network", "set", "c3br0", `bridge.external_interfaces=${EXT}`))).toContain('Config key "bridge.external_interfaces" is cluster member specific');
   }, 60_000);
 
   it("deletes the network from every member", async () => {

@@ -29,8 +29,16 @@ export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort 
     async (req) => {
       const name = req.params.name;
       guard(req.project, name);
+      const body = await req.body(NetworkPut, "NetworkPut");
+      // Another member's cluster-wide update: this host only (that member wrote the record).
+      if (members && fromMember(req)) {
+        await svc.applyHere(name, body.config ?? {});
+        return sync({});
+      }
       checkEtag(req, svc.etagOf(name));
-      await svc.update(req.project, name, await req.body(NetworkPut, "NetworkPut"), mode);
+      if (members && clustered()) members.checkUpdate(body.config);
+      await svc.update(req.project, name, body, mode);
+      await members?.updateEverywhere(name);
       return sync({});
     };
   /** Non-admins see no network config (it may hold secrets) and only used_by entries of their projects, as LXD. */

@@ -64,8 +64,14 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
   };
   const update = (mode: "replace" | "merge") => async (req: ApiRequest) => {
     const body = await req.body(StoragePoolPut, "StoragePoolPut");
+    // Another member's cluster-wide update: this host only (that member wrote the record).
+    if (fromMember(req)) {
+      await pools.applyUpdateHere(req.params.name, body.config ?? {});
+      return sync({});
+    }
     checkEtag(req, poolEtag(req.params.name, !!req.query.target));
     await pools.updatePool(req.params.name, { ...body, config: members.updateRequest(req.params.name, body.config ?? {}) }, mode);
+    await members.updateEverywhere(req.params.name);
     return sync({});
   };
   const listVolumes = (req: ApiRequest) => {
