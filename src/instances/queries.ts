@@ -57,6 +57,19 @@ export function instanceQueries(svc: InstanceOwner, snapshots: () => SnapshotSer
       );
     },
 
+    nicsOn(network: string) {
+      const out: { instance: string; hwaddr: string }[] = [];
+      for (const row of svc.repo.list()) {
+        const ex = expandedOrOwn(row);
+        for (const [dev, d] of Object.entries(ex.devices)) {
+          if (d.type !== "nic" || (d.network !== network && d.parent !== network)) continue;
+          const hwaddr = d.hwaddr || row.config[`volatile.${dev}.hwaddr`];
+          if (hwaddr) out.push({ instance: row.name, hwaddr });
+        }
+      }
+      return out;
+    },
+
     /** Instances with a disk device attaching the custom volume. */
     volumeUsedBy: (pool: string, project: string, volume: string) => where((_row, ex) => attaches(ex, pool, volume), project),
 

@@ -511,6 +511,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   readonly usedBy: InstancesPort["usedBy"] = (ref, project) => this.queries.usedBy(ref, project);
   readonly volumeUsedBy = (pool: string, project: string, volume: string) => this.queries.volumeUsedBy(pool, project, volume);
   readonly runningVolumeUsers = (pool: string, project: string, volume: string) => this.queries.runningVolumeUsers(pool, project, volume);
+  readonly nicsOn = (network: string) => this.queries.nicsOn(network);
   readonly running = (project?: string) => this.queries.running(project);
   readonly runtimeOf = (project: string, name: string): PortRuntime => this.queries.runtimeOf(project, name);
   readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);

@@ -449,7 +449,7 @@ export class NetworkService implements NetworksPort {
   async leases(_project: string, name: string): Promise<LeaseView[]> {
     const driver = this.liveDriver(this.row(name));
     if (!driver.leases) throw new BadRequest(`Network "${name}" of type "${driver.type}" has no DHCP leases`);
-    return driver.leases();
+    return driver.leases(this.deps.ports.instances?.nicsOn?.(name) ?? []);
   }
 
   // NetworksPort

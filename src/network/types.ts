@@ -57,7 +57,8 @@ export interface NetworkDriver {
   state(): Promise<NetworkStateView>;
   /** The host interface NICs of this network attach to (bridge) or use as parent. */
   hostInterface(): string;
-  leases?(): Promise<LeaseView[]>;
+  /** `nics`: the instances' NICs on the network (their SLAAC addresses are leases too). */
+  leases?(nics?: { instance: string; hwaddr: string }[]): Promise<LeaseView[]>;
   setStaticHost?(entry: string, host: StaticHost): Promise<void>;
   removeStaticHost?(entry: string): Promise<void>;
   /** A static allocation for an IP-filtered NIC without a fixed address ("none": the family has no DHCP). */

@@ -37,7 +37,10 @@ describe("compression_algorithm", () => {
       expect(r.body.error).toMatch(/^Invalid compression algorithm/);
     }
     expect((await d.api("GET", `/1.0/instances/${c}/backups`)).body.metadata).toEqual([]);
-    expect((await d.api("GET", "/1.0/operations")).body.metadata).toEqual(ops);
+    // No operation was created (earlier ones may have been pruned meanwhile).
+    const ids = (m: Record<string, string[]> | null) => Object.values(m ?? {}).flat();
+    const before = new Set(ids(ops));
+    expect(ids((await d.api("GET", "/1.0/operations")).body.metadata).filter((u) => !before.has(u))).toEqual([]);
     expect(existsSync("/tmp/nodelxd-pwned")).toBe(false);
     // A level flag is a legitimate value and works.
     const r = await d.api("POST", `/1.0/instances/${c}/backups`, { name: "lvl", compression_algorithm: "gzip -1", instance_only: true });

@@ -1,6 +1,7 @@
 // Network ACLs with the stock client (the upstream network_acl flow), and an ACL on a real
 // bridge deciding which host-to-container TCP connections get through. NAT is off; traffic only
 // goes between the host and our own container on our own bridge.
+import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
 import { useNetworkDaemon } from "../helpers/network-daemon.js";
@@ -173,5 +174,50 @@ describe("an ACL on a bridge", () => {
     expect(await tcpOpen(ip, 80)).toBe(true);
     expect(nftChain("acl", br).code).not.toBe(0);
     ok("network", "acl", "delete", "ssh-only");
+  });
+});
+
+// This host's bridges hand bridged IPv4 to the inet hooks (br_netfilter with
+// bridge-nf-call-iptables=1), so LXD's forward-hook ACL chain also sees traffic between two
+// instances on one bridge, as real LXD 5.0.2's rules do on such a host.
+const bridgedToInet = () => {
+  try {
+    return readFileSync("/proc/sys/net/bridge/bridge-nf-call-iptables", "utf8").trim() === "1";
+  } catch {
+    return false;
+  }
+};
+
+describe("an ACL between two containers on one bridge", () => {
+  it.skipIf(!bridgedToInet())("allows tcp/22, rejects the rest, and show-log lists the logged packets (kernel does not pass bridged traffic to inet hooks)", async () => {
+    const n = freeSubnet();
+    const br = `nb${id}`;
+    networks.push(br);
+    ok("network", "create", br, `ipv4.address=10.97.${n}.1/24`, "ipv4.nat=false", "ipv6.address=none");
+    const client = t.d.launch("cli", { network: br });
+    const server = t.d.launch("srv", { network: br });
+    const ipOf = (c: string) => waitFor(() => /(\d+\.\d+\.\d+\.\d+) \(eth0\)/.exec(ok("list", "-c", "4", "-f", "csv", c))?.[1], 60_000, 500);
+    const [from, to] = [await ipOf(client), await ipOf(server)];
+    ok("exec", server, "--", "sh", "-c", "mkdir -p /tmp/www && httpd -p 22 -h /tmp/www && httpd -p 80 -h /tmp/www");
+    const connects = (port: number) => sh("lxc", ["exec", client, "--", "sh", "-c", `echo | nc -w 3 ${to} ${port}`], { env: { ...process.env, LXD_DIR: t.d.dir } }).code === 0;
+    await waitFor(() => connects(22) && connects(80), 10_000, 300);
+
+    ok("network", "acl", "create", "ssh22");
+    ok("network", "acl", "rule", "add", "ssh22", "ingress", "action=allow", "protocol=tcp", "destination_port=22", "state=logged");
+    ok("network", "acl", "rule", "add", "ssh22", "egress", "action=allow", "protocol=tcp", "destination_port=22");
+    ok("network", "set", br, "security.acls=ssh22");
+    expect(connects(22)).toBe(true);
+    expect(connects(80)).toBe(false);
+
+    const entries = ok("network", "acl", "show-log", "ssh22")
+      .split("\n")
+      .filter((l) => l !== "")
+      .map((l) => JSON.parse(l) as Record<string, string>);
+    expect(entries).toContainEqual(expect.objectContaining({ proto: "tcp", src: from, dst: to, dst_port: "22", action: "allow" }));
+    expect(entries.some((e) => e.dst_port === "80")).toBe(false);
+
+    ok("network", "unset", br, "security.acls");
+    expect(connects(80)).toBe(true);
+    ok("network", "acl", "delete", "ssh22");
   });
 });

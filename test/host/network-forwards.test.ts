@@ -1,11 +1,12 @@
 // Network address forwards with the stock client: the upstream network_forward flow on the
 // rules in the bridge's nftables table, and a forward from an unassigned address of our own
-// bridge's subnet to a real container's port answering through DNAT. NAT is off; traffic goes
-// only between the host and our container on our bridge.
+// bridge's subnet to a real container's port answering through DNAT, for the host and for a
+// client in a namespace of ours routed through the host. NAT is off; traffic goes only between
+// the host, our namespace and our container on our bridge.
 import { connect } from "node:net";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { useNetworkDaemon } from "../helpers/network-daemon.js";
-import { freeSubnet, nftChain, nftChainsOf, runId, sh, waitFor } from "../helpers/net.js";
+import { freeSubnet, makeNetns, must, nftChain, nftChainsOf, runId, sh, waitFor } from "../helpers/net.js";
 
 const id = runId();
 const t = useNetworkDaemon();
@@ -130,4 +131,39 @@ describe("a forward to a container", () => {
     ok("network", "forward", "delete", net, listen);
     expect(await httpGet(listen, 8080)).toBeUndefined();
   });
+
+  it("answers a client in a namespace of ours, routed to the listen address through the host", async () => {
+    const { name: net, n } = bridge("e");
+    const c = t.d.launch("fwns", { network: net });
+    const ip = await waitFor(() => /(\d+\.\d+\.\d+\.\d+) \(eth0\)/.exec(ok("list", "-c", "4", "-f", "csv", c))?.[1], 60_000, 500);
+    ok("exec", c, "--", "sh", "-c", `mkdir -p /tmp/www && echo ns-hello-${id} > /tmp/www/index.html && httpd -p 80 -h /tmp/www`);
+    // Replies go back through the host, whatever route DHCP left the test image with.
+    ok("exec", c, "--", "ip", "route", "replace", "default", "via", `10.97.${n}.1`);
+
+    // The client's link: host end .1, namespace end .2 of its own subnet, and a route to the
+    // bridge's subnet through the host.
+    const m = freeSubnet(taken);
+    const hostEnd = `nfv${id}`;
+    Object.assign(clientNs, makeNetns(`nfns${id}`, hostEnd));
+    must("ip", ["addr", "add", `10.97.${m}.1/24`, "dev", hostEnd]);
+    must("ip", ["-n", `nfns${id}`, "addr", "add", `10.97.${m}.2/24`, "dev", "eth0"]);
+    must("ip", ["-n", `nfns${id}`, "route", "add", `10.97.${n}.0/24`, "via", `10.97.${m}.1`]);
+    const fetch = (to: string) =>
+      clientNs.exec(["curl", "-s", "-m", "3", `http://${to}/index.html`]);
+
+    const listen = `10.97.${n}.251`;
+    expect(fetch(`${listen}:8080`).code).not.toBe(0);
+    ok("network", "forward", "create", net, listen);
+    ok("network", "forward", "port", "add", net, listen, "tcp", "8080", ip, "80");
+    const got = await waitFor(() => {
+      const r = fetch(`${listen}:8080`);
+      return r.code === 0 ? r.stdout : undefined;
+    }, 10_000, 500);
+    expect(got).toContain(`ns-hello-${id}`);
+    ok("network", "forward", "delete", net, listen);
+    expect(fetch(`${listen}:8080`).code).not.toBe(0);
+  });
 });
+
+const clientNs = { exec: (_args: string[]) => ({ code: -1, stdout: "", stderr: "" }), destroy: () => {} };
+afterAll(() => clientNs.destroy());

@@ -90,4 +90,40 @@ describe("network zones", () => {
     ok("network", "zone", "delete", rev4);
     expect(JSON.parse(ok("query", "/1.0/network-zones"))).toEqual([]);
   });
+
+  it("give instances on a SLAAC subnet AAAA and PTR records from their EUI-64 address, as LXD's leases do", async () => {
+    const n = freeSubnet();
+    const net = `nz${id}6`;
+    networks.push(net);
+    const fwd = `z${id}6.example.net`;
+    const prefix = `fd42:97:${n.toString(16)}:1`;
+    // The reverse zone of fd42:97:<n>:1::/64: its 16 nibbles, reversed.
+    const nibbles = ["fd42", "0097", n.toString(16).padStart(4, "0"), "0001"].join("").split("").reverse().join(".");
+    const rev6 = `${nibbles}.ip6.arpa`;
+    ok("config", "set", "core.dns_address", `127.0.0.1:${port}`);
+    ok("network", "create", net, "ipv4.address=none", `ipv6.address=${prefix}::1/64`, "ipv6.nat=false");
+    ok("network", "zone", "create", fwd, "peers.test.address=127.0.0.1");
+    ok("network", "zone", "create", rev6, "peers.test.address=127.0.0.1");
+    ok("network", "set", net, `dns.zone.forward=${fwd}`, `dns.zone.reverse.ipv6=${rev6}`);
+
+    const c = t.d.instanceName("dns6");
+    ok("init", "busybox", c, "-n", net, "-q");
+    const mac = ok("config", "get", c, "volatile.eth0.hwaddr").trim();
+    const b = mac.split(":").map((x) => parseInt(x, 16));
+    const hex = (hi: number, lo: number) => ((hi << 8) | lo).toString(16);
+    const slaac = `${prefix}:${hex(b[0] ^ 2, b[1])}:${hex(b[2], 0xff)}:${hex(0xfe, b[3])}:${hex(b[4], b[5])}`;
+
+    const leases = JSON.parse(ok("query", `/1.0/networks/${net}/leases`)) as { hostname: string; address: string; hwaddr: string; type: string }[];
+    expect(leases).toContainEqual(expect.objectContaining({ hostname: c, address: slaac, hwaddr: mac, type: "dynamic" }));
+    expect(dig("axfr", fwd)).toMatch(new RegExp(`${c}\\.${fwd.replace(/\./g, "\\.")}\\.\\s+300\\s+IN\\s+AAAA\\s+${slaac}`));
+    expect(dig("axfr", rev6)).toMatch(new RegExp(`IN\\s+PTR\\s+${c}\\.${fwd.replace(/\./g, "\\.")}\\.`));
+
+    ok("delete", "-f", c);
+    expect(dig("axfr", fwd)).not.toContain(slaac);
+    ok("network", "delete", net);
+    networks.pop();
+    ok("network", "zone", "delete", fwd);
+    ok("network", "zone", "delete", rev6);
+    ok("config", "unset", "core.dns_address");
+  });
 });

@@ -2,7 +2,10 @@
 import { BadRequest, InternalError, NotFound } from "../../shared/errors.js";
 import type { NetworkAclRepo, NetworkAclRow } from "../../db/network-acl-repo.js";
 import type { EventHub } from "../../operations/events.js";
-import { ovnAclLog } from "./ovn-log.js";
+import { existsSync } from "node:fs";
+import { readKernelLog } from "../../os/kmsg.js";
+import { bridgeAclLog, loggedRules } from "./bridge-log.js";
+import { OVN_CONTROLLER_LOG, ovnAclLog } from "./ovn-log.js";
 import { aclNameError, networkAclRules, normaliseRule, validateAcl, type AclRule, type FirewallAclRule } from "./rules.js";
 import { apiUrl } from "../../shared/urls.js";
 
@@ -57,19 +60,30 @@ export class NetworkAclService {
     return row;
   }
 
-  /** GET .../log: LXD 5.0.2's answer (ovn-log.ts), for an ACL that exists. */
+  /**
+   * GET .../log: with an OVN controller log on the host, LXD 5.0.2's answer (ovn-log.ts); without
+   * one, the kernel-log entries of the ACL's logged rules on the bridges that use it
+   * (bridge-log.ts), and 5.0.2's error when no bridge uses it.
+   */
   log(project: string, name: string): string {
     const p = this.project(project);
-    this.require(p, name);
+    const row = this.require(p, name);
     try {
+      const bridges = this.networksUsing(p, name, "bridge");
+      if (!existsSync(OVN_CONTROLLER_LOG) && bridges.length > 0) {
+        const rules = loggedRules(bridges, row);
+        return bridgeAclLog(rules, readKernelLog(rules.map((r) => r.prefix)));
+      }
       return ovnAclLog(this.deps.repo.idOf(p, name) ?? 0);
     } catch (e) {
       throw new InternalError((e as Error).message);
     }
   }
 
-  private networksUsing(project: string, name: string): string[] {
-    return (this.deps.networks()?.list(project) ?? []).filter((n) => aclNames(n.config["security.acls"]).includes(name)).map((n) => n.name);
+  private networksUsing(project: string, name: string, type?: string): string[] {
+    return (this.deps.networks()?.list(project) ?? [])
+      .filter((n) => (type === undefined || n.type === type) && aclNames(n.config["security.acls"]).includes(name))
+      .map((n) => n.name);
   }
 
   usedBy(project: string, name: string): string[] {

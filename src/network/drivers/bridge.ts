@@ -6,7 +6,7 @@ import { existsSync, rmSync } from "node:fs";
 import { parseBool } from "../../config/validators.js";
 import { run, type ServiceProcess } from "../../os/exec.js";
 import { formatIp, networkOf, parseCidr, formatCidr } from "../ipnet.js";
-import { allocate, DhcpNotSupported, type Allocation } from "../dhcp-alloc.js";
+import { allocate, DhcpNotSupported, eui64, type Allocation } from "../dhcp-alloc.js";
 import * as dnsmasq from "../host/dnsmasq.js";
 import { addAddress, addresses, delAddress, deleteLink, linkExists, routeDestinations, setMtu, setUp, writeSysctl } from "../host/ip.js";
 import { applyFirewall, removeFirewall, type FirewallSpec } from "../host/nft.js";
@@ -353,7 +353,7 @@ class BridgeNetwork implements NetworkDriver {
     return interfaceState(this.ctx.name);
   }
 
-  async leases(): Promise<LeaseView[]> {
+  async leases(nics: { instance: string; hwaddr: string }[] = []): Promise<LeaseView[]> {
     const out: LeaseView[] = [];
     for (const k of ["ipv4.address", "ipv6.address"]) {
       const v = this.config[k];
@@ -366,6 +366,21 @@ class BridgeNetwork implements NetworkDriver {
       for (const address of [host.ipv4, host.ipv6].filter(Boolean) as string[]) {
         out.push({ hostname: host.hostname, hwaddr: host.hwaddr, address, type: "static", location: "none" });
         seen.add(`${host.hwaddr.toLowerCase()}|${address}`);
+      }
+    }
+    // Instances on a SLAAC subnet: their EUI-64 addresses, as LXD lists them ("dynamic").
+    const v6 = this.config["ipv6.address"];
+    if (isSet(v6) && v6 !== "auto" && !parseBool(this.config["ipv6.dhcp.stateful"] ?? "")) {
+      const subnet = parseCidr(v6)!;
+      for (const nic of nics) {
+        let address: string;
+        try {
+          address = formatIp(6, eui64(subnet, nic.hwaddr));
+        } catch {
+          continue;
+        }
+        out.push({ hostname: nic.instance, hwaddr: nic.hwaddr, address, type: "dynamic", location: "none" });
+        seen.add(`${nic.hwaddr.toLowerCase()}|${address}`);
       }
     }
     for (const l of dnsmasq.readLeases(this.files)) {
