@@ -4,8 +4,8 @@
 // auto-update at start and every images.auto_update_interval hours (0: never), expiry of cached images
 // unused for images.remote_cache_expiry days (at start, daily). A change of either key runs
 // its task at once (the keys are re-read every few seconds: no per-request work).
-import { AsyncLocalStorage } from "node:async_hooks";
 import type { Logger } from "pino";
+import { asBackgroundTask, inBackgroundTask } from "./background.js";
 import type { Requestor } from "../shared/requestor.js";
 import type { EventHub } from "../operations/events.js";
 import type { ImagePuller } from "./pull.js";
@@ -27,14 +27,6 @@ export interface RefresherDeps {
   /** Be told when this member becomes the cluster leader (the tasks then run at once, as at a start). */
   onLeadership?: (fn: (leading: boolean) => void) => void;
 }
-
-/**
- * Set while a background task (auto-update, expiry) runs: its global writes take the cluster
- * write lock themselves, as a request's do at the router. Work a request started runs under the
- * request's lock already and must not ask again (the lock is not re-entrant).
- */
-const background = new AsyncLocalStorage<boolean>();
-export const inBackgroundTask = (): boolean => background.getStore() === true;
 
 const HOUR = 3600_000;
 const DAY = 24 * HOUR;
@@ -117,7 +109,7 @@ export class ImageRefresher {
   private serial(job: () => Promise<void>): void {
     if (this.deps.leads && !this.deps.leads()) return;
     const prev = this.running ?? Promise.resolve();
-    this.running = prev.then(() => background.run(true, job)).catch((e) => this.deps.log.warn({ err: (e as Error).message }, "image task failed"));
+    this.running = prev.then(() => asBackgroundTask(job)).catch((e) => this.deps.log.warn({ err: (e as Error).message }, "image task failed"));
   }
 
   private scheduleAutoUpdate(): void {

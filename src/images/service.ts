@@ -2,7 +2,7 @@
 // (+ <fingerprint>.rootfs for split images). Owns import, lookup, unpack and removal.
 // The first unpack of an image also keeps the validated tree in $LXD_DIR/cache/image-trees:
 // later instances copy it instead of decompressing and checking the tarball again.
-import { inBackgroundTask } from "./refresh.js";
+import { inBackgroundTask } from "./background.js";
 import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { link, lstat, mkdir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
