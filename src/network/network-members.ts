@@ -171,6 +171,38 @@ export class NetworkMembers {
     }
   }
 
+  /**
+   * PUT/PATCH with `?target=` (served by that member): only this member's own keys change (the
+   * others must keep their values, LXD's check); its row is written and its host updated.
+   */
+  async updateHere(name: string, config: NetworkConfig, mode: "replace" | "merge"): Promise<void> {
+    const row = this.svc.repo.get(PROJECT, name);
+    if (!row) throw new NotFound("Network not found");
+    const cur = this.svc.memberConfig(name, row.config);
+    for (const [k, v] of Object.entries(config)) {
+      if (!isMemberKey(k) && cur[k] !== v) throw new BadRequest(`Config key "${k}" may not be used as member-specific key`);
+    }
+    const self = this.cluster!.name();
+    const own = this.svc.members.get(name, self);
+    const next = mode === "replace" ? memberPart(config) : { ...(own?.config ?? {}), ...memberPart(config) };
+    const kept = Object.fromEntries(Object.entries(next).filter(([, v]) => v !== ""));
+    this.svc.members.set(name, self, own?.state ?? "created", kept);
+    try {
+      await this.svc.applyHere(name, row.config);
+    } catch (e) {
+      this.svc.members.set(name, self, own?.state ?? "created", own?.config ?? {});
+      throw e;
+    }
+    this.events.lifecycle("network-updated", `/1.0/networks/${name}`, { project: PROJECT, context: { target: self } });
+  }
+
+  /** The ETag a member-specific view (`?target=`) carries. */
+  memberEtag(name: string): unknown {
+    const row = this.svc.repo.get(PROJECT, name);
+    if (!row) throw new NotFound("Network not found");
+    return { name: row.name, managed: true, type: row.type, description: row.description, config: this.svc.memberConfig(name, row.config) };
+  }
+
   /** After this member updated a network's record and host: every other member applies it to its host. */
   async updateEverywhere(name: string): Promise<void> {
     if (!this.cluster) return;

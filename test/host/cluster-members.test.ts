@@ -182,13 +182,18 @@ describe("networks per member", () => {
     expect(failed(await lxcAsync(m2, "network", "create", "c3br0", "ipv4.address=none"))).toContain("The network is already created");
   }, 60_000);
 
-  it("applies an update on every member, keeping each member's own keys, and refuses member keys without a target", async () => {
+  it("applies an update on every member keeping each member's own keys, refuses member keys without a target, and changes one member's keys with one", async () => {
     ok(await lxcAsync(m3, "network", "set", "c3br0", "bridge.mtu=1400"));
     expect(ok(await run("ip", ["-o", "link", "show", "c3br0"]))).toContain("mtu 1400");
     // m1 applied it with its own bridge.external_interfaces: the interface stays in the bridge.
     expect(ok(await run("ip", ["-o", "link", "show", EXT]))).toContain("master c3br0");
     expect((await settled(m1, "/1.0/networks/c3br0", (n) => n?.config?.["bridge.mtu"] === "1400")).config["bridge.mtu"]).toBe("1400");
     expect(failed(await lxcAsync(m2, "network", "set", "c3br0", `bridge.external_interfaces=${EXT}`))).toContain('Config key "bridge.external_interfaces" is cluster member specific');
+    // With --target: that member's own keys only, on its host.
+    expect(failed(await lxcAsync(m2, "network", "set", "c3br0", "bridge.mtu=1300", "--target", "m1"))).toContain('Config key "bridge.mtu" may not be used as member-specific key');
+    ok(await lxcAsync(m2, "network", "unset", "c3br0", "bridge.external_interfaces", "--target", "m1"));
+    expect(ok(await run("ip", ["-o", "link", "show", EXT]))).not.toContain("master c3br0");
+    expect(ok(await lxcAsync(m1, "network", "get", "c3br0", "bridge.external_interfaces", "--target", "m1")).trim()).toBe("");
   }, 60_000);
 
   it("deletes the network from every member", async () => {

@@ -35,6 +35,11 @@ export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort 
         await svc.applyHere(name, body.config ?? {});
         return sync({});
       }
+      if (members && clustered() && req.query.target) {
+        checkEtag(req, members.memberEtag(name));
+        await members.updateHere(name, body.config ?? {}, mode);
+        return sync({});
+      }
       checkEtag(req, svc.etagOf(name));
       if (members && clustered()) members.checkUpdate(body.config);
       await svc.update(req.project, name, body, mode);
