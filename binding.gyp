@@ -20,6 +20,12 @@
       "libraries": ["-llxc"]
     },
     {
+      "target_name": "nodelxd-uevent",
+      "type": "executable",
+      "sources": ["native/uevent.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
       "target_name": "nodelxd-proxy",
       "type": "executable",
       "sources": ["native/proxy.c"],

@@ -17,6 +17,7 @@ PKGS=(
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)
   bind9-dnsutils                              # dig against the zones' DNS listener (network zones test)
+  swtpm                                       # tpm devices: the software TPM the daemon runs per device (needs the tpm_vtpm_proxy module)
   gobgpd                                      # BGP speaker (core.bgp_address): gobgpd run by the daemon, gobgp CLI; the BGP test's peer
   ceph-common ceph-fuse e2fsprogs xfsprogs    # ceph/cephfs drivers: ceph, rbd, ceph-fuse; mkfs/resize of rbd volumes
   ceph-mon ceph-mgr ceph-osd ceph-mds         # the single-node test cluster (test/fixtures/ceph-cluster.sh)

@@ -1,6 +1,7 @@
 // Routes are declared as data: a path and its method handlers. Methods a path does not
 // declare answer LXD's 501 "not implemented"; unknown paths answer 404 "not found".
 import type { IncomingMessage } from "node:http";
+import { pipeline } from "node:stream/promises";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
 import type { OperationView } from "../operations/types.js";
@@ -50,6 +51,29 @@ export const created = (location: string, metadata: unknown = {}): Result => ({ 
 export const operation = (op: OperationView): Result => ({ kind: "async", operation: op });
 /** The handler wrote the reply itself (raw downloads, websocket upgrades). */
 export const handled = (): Result => ({ kind: "handled" });
+
+/** A backup file to download: its size and time, its bytes, and what to do once all are sent. */
+export interface DownloadFile {
+  size: number;
+  mtime: Date;
+  stream(): NodeJS.ReadableStream;
+  retrieved(): void;
+}
+
+/** Send a backup file as LXD does (an empty filename: the client names the file). */
+export function sendDownload(reply: FastifyReply, file: DownloadFile): Result {
+  reply.hijack();
+  reply.raw.writeHead(200, {
+    "content-type": "application/octet-stream",
+    "content-length": String(file.size),
+    "content-disposition": "inline;filename=",
+    "last-modified": file.mtime.toUTCString(),
+  });
+  void pipeline(file.stream(), reply.raw)
+    .then(() => file.retrieved())
+    .catch(() => reply.raw.destroy());
+  return handled();
+}
 
 export type Handler = (req: ApiRequest, reply: FastifyReply) => Promise<Result> | Result;
 

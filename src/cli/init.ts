@@ -273,7 +273,11 @@ export async function autoPreseed(api: InitApi, f: AutoFlags, log: (msg: string)
     log("Networks API not available on this server: skipping the default bridge (lxdbr0)");
   } else {
     const managed = (expectSuccess(networks) ?? []).some((n: { managed: boolean }) => n.managed);
-    if (!managed) {
+    // As LXD: no bridge either when the default profile has a NIC already (LXD's suite adds one).
+    const profile = await api.call("GET", "/1.0/profiles/default");
+    const devices = (profile.status === 200 ? profile.body?.metadata?.devices : undefined) as Record<string, { type?: string }> | undefined;
+    const profileNic = Object.values(devices ?? {}).some((d) => d?.type === "nic");
+    if (!managed && !profileNic) {
       let idx = 0;
       while (bridgeExists(`lxdbr${idx}`)) idx++;
       const name = `lxdbr${idx}`;

@@ -5,6 +5,9 @@
 //   160-169 custom volume snapshots, schedules, backups
 //   60-69 instance snapshots and projects
 //   310-329 LXD's schema as seen from outside (schema table, LXD-named views)
+//   410-429 LXD's per-object tables (config, devices, profile lists) as views over our JSON columns
+import { OBJECT_CONFIG_VIEWS, STORAGE_POOL_VIEWS } from "./lxd-views.js";
+
 export interface Migration {
   version: number;
   name: string;
@@ -442,5 +445,16 @@ export const migrations: Migration[] = [
     name: "custom volumes belong to a member",
     // The member a custom volume on a non-shared pool lives on ('' standalone or on a shared pool).
     sql: `ALTER TABLE storage_volumes ADD COLUMN node TEXT NOT NULL DEFAULT '';`,
+  },
+  {
+    version: 410,
+    name: "storage_pools_config and storage_pools_nodes views",
+    // LXD's pool config rows, writable (`lxd recover`'s test compares them before and after).
+    sql: STORAGE_POOL_VIEWS,
+  },
+  {
+    version: 411,
+    name: "LXD's per-object config, device and profile tables as views",
+    sql: OBJECT_CONFIG_VIEWS,
   },
 ];

@@ -95,8 +95,9 @@ export class StorageRepo {
     return r && toPool(r);
   }
 
-  insertPool(p: { name: string; driver: string; description: string; config: Record<string, string> }): void {
-    this.db.prepare("INSERT INTO storage_pools (name, driver, description, config, state) VALUES (?, ?, ?, ?, 'creating')").run(p.name, p.driver, p.description, JSON.stringify(p.config));
+  /** A new pool row, 'creating' unless told (a pool recovered from disk is there already: 'created'). */
+  insertPool(p: { name: string; driver: string; description: string; config: Record<string, string>; state?: RowState }): void {
+    this.db.prepare("INSERT INTO storage_pools (name, driver, description, config, state) VALUES (?, ?, ?, ?, ?)").run(p.name, p.driver, p.description, JSON.stringify(p.config), p.state ?? "creating");
   }
 
   updatePool(name: string, changes: { description?: string; config?: Record<string, string>; state?: RowState }): void {

@@ -3,6 +3,9 @@
 import { DiskDevice, NoneDevice } from "./disk.js";
 import { HardwareDevice } from "./hardware.js";
 import { ProxyDevice } from "./proxy.js";
+import { TpmDevice } from "./tpm.js";
+import { UnixHotplugDevice } from "./unix-hotplug.js";
+import { UsbDevice } from "./usb.js";
 import { UnixDevice } from "./unix.js";
 import type { DeviceConfig, DeviceFactory } from "./types.js";
 import { bridgedNic } from "./nic/bridged.js";
@@ -17,9 +20,9 @@ export const deviceDrivers: Record<string, DeviceFactory> = {
   "unix-block": (ctx, name, config) => new UnixDevice(ctx, name, config, "b"),
   proxy: (ctx, name, config) => new ProxyDevice(ctx, name, config),
   gpu: (ctx, name, config) => new HardwareDevice(ctx, name, config),
-  usb: (ctx, name, config) => new HardwareDevice(ctx, name, config),
-  "unix-hotplug": (ctx, name, config) => new HardwareDevice(ctx, name, config),
-  tpm: (ctx, name, config) => new HardwareDevice(ctx, name, config),
+  usb: (ctx, name, config) => new UsbDevice(ctx, name, config),
+  "unix-hotplug": (ctx, name, config) => new UnixHotplugDevice(ctx, name, config),
+  tpm: (ctx, name, config) => new TpmDevice(ctx, name, config),
   pci: (ctx, name, config) => new HardwareDevice(ctx, name, config),
   infiniband: (ctx, name, config) => new HardwareDevice(ctx, name, config),
 };

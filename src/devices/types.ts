@@ -36,6 +36,10 @@ export interface DeviceContext {
     unmount(pid: number, target: string, opts?: { remove?: boolean }): Promise<void>;
     /** Allow a device in the container's device cgroup ("c 1:3 rwm"). */
     allowDevice?(pid: number, rule: string): void;
+    /** Deny it again (a hot-unplugged node). */
+    denyDevice?(pid: number, rule: string): void;
+    /** Send a uevent into the container's network namespace (LXD's forkuevent inject). */
+    uevent?(pid: number, parts: string[]): Promise<void>;
   };
 }
 

@@ -16,6 +16,9 @@ const DEFAULT_MODE = 0o660;
 /** LXD's filesystem.PathNameEncode: "-" → "--", "/" → "-". */
 export const pathNameEncode = (s: string) => s.replace(/-/g, "--").replace(/\//g, "-");
 
+/** LXD's filesystem.PathNameDecode: "-" → "/", then "//" → "-". */
+export const pathNameDecode = (s: string) => s.replace(/-/g, "/").replace(/\/\//g, "-");
+
 /** Host-side node file name: unix.<device>.<path without leading "/">, encoded. */
 export function unixNodeName(device: string, destPath: string): string {
   return pathNameEncode(`unix.${device}.${destPath.replace(/^\/+/, "")}`);
@@ -191,10 +194,19 @@ export class UnixDevice implements Device {
   }
 
   private async unplug(pid: number): Promise<void> {
+    let rule: string | undefined;
+    try {
+      const st = statSync(this.nodeFile);
+      if (st.isCharacterDevice() || st.isBlockDevice()) rule = `${st.isCharacterDevice() ? "c" : "b"} ${Math.floor(st.rdev / 256) & 0xfff}:${(st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)} rwm`;
+    } catch {
+      /* no node */
+    }
     const had = existsSync(this.nodeFile);
     rmSync(this.nodeFile, { force: true });
-    // Another device still provides this path: leave the mount alone.
+    // Another device still provides this path: leave the mount (and the cgroup rule) alone.
     if (!had || this.dupe()) return;
     await this.ctx.hotplug?.unmount(pid, this.target, { remove: true });
+    // As LXD's unixDeviceRemove: the device is denied again.
+    if (rule) this.ctx.hotplug?.denyDevice?.(pid, rule);
   }
 }

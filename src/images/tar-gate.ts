@@ -17,13 +17,10 @@
 // tar does (bad checksums, unknown member types, sparse files, non-ustar headers, data on
 // non-file members). Failing closed keeps our reading and GNU tar's from diverging.
 import { Transform, type TransformCallback } from "node:stream";
+import { BLOCK, cString, joinName, normalise, padded, parseNumber, parsePax, printable, relative, rewritePax, roundUp, setChecksum, verifyChecksum, writeOctal, TarRefused } from "./tar-format.js";
 
-export class TarRefused extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "TarRefused";
-  }
-}
+export { TarRefused };
+
 
 export type MemberKind = "file" | "hardlink" | "symlink" | "chardev" | "blockdev" | "directory" | "fifo";
 
@@ -62,7 +59,6 @@ export interface TarGateOptions {
   volumeBackup?: boolean;
 }
 
-const BLOCK = 512;
 const META_LIMIT = 1024 * 1024;
 const ZERO_END = Buffer.alloc(2 * BLOCK);
 
@@ -314,7 +310,7 @@ export class TarGate extends Transform {
     // GNU tar extracts a "regular file" named "x/" as a directory (BSD convention): refuse the ambiguity.
     if (kind !== "directory" && rawName.endsWith("/")) throw new TarRefused(`Tar member ${rawName} of type ${kind} has a trailing slash`);
     const rel = normalise(rawName, "name");
-    const path = join(this.root, rel);
+    const path = joinName(this.root, rel);
     if (path === this.root && kind !== "directory") throw new TarRefused(`Tar member ${rawName} is not a directory`);
     this.checkNotThroughSymlink(path, rawName);
     if (this.symlinks.has(path)) throw new TarRefused(`Tar member ${rawName} replaces a symbolic link from the same archive`);
@@ -336,7 +332,7 @@ export class TarGate extends Transform {
         linkname = rawLink;
         break;
       case "hardlink": {
-        const target = join(this.root, normalise(rawLink, "hard link target"));
+        const target = joinName(this.root, normalise(rawLink, "hard link target"));
         this.checkNotThroughSymlink(target, rawLink);
         if (target === "" || target === this.root) throw new TarRefused(`Hard link ${rawName} points at the unpack directory`);
         const targetKind = this.kinds.get(target);
@@ -433,135 +429,4 @@ function isOptimizedMember(parts: string[], kind: MemberKind, main: string, snap
 function backupVolumeOf(path: string): string {
   const parts = path.split("/");
   return parts[1] === "snapshots" || parts[1] === "volume-snapshots" ? parts.slice(0, 3).join("/") : parts.slice(0, 2).join("/");
-}
-
-/**
- * "./a//b/" → "a/b"; "/a/b" → "a/b" (GNU tar drops leading slashes on extract); refuses `..`.
- * "" is the archive root.
- */
-export function normalise(name: string, what: string): string {
-  if (name.includes("\0")) throw new TarRefused(`Tar ${what} contains a NUL byte`);
-  const parts = name.split("/").filter((p) => p !== "" && p !== ".");
-  if (parts.includes("..")) throw new TarRefused(`Tar ${what} ${name} contains '..'`);
-  return parts.join("/");
-}
-
-/** A name with its leading slashes dropped ("/" alone becomes "."), as GNU tar stores it. */
-function relative(name: string): string {
-  const rest = name.replace(/^\/+/, "");
-  return rest === "" ? "." : rest;
-}
-
-/** The pax records with `path` (and a hard link's `linkpath`) made relative; the same buffer if unchanged. */
-function rewritePax(content: Buffer, hardlink: boolean): Buffer {
-  const records = parsePaxRecords(content);
-  let changed = false;
-  for (const r of records) {
-    if ((r.key === "path" || (r.key === "linkpath" && hardlink)) && r.value.startsWith("/")) {
-      r.value = relative(r.value);
-      changed = true;
-    }
-  }
-  if (!changed) return content;
-  return Buffer.from(records.map((r) => paxRecord(r.key, r.value)).join(""), "latin1");
-}
-
-function paxRecord(key: string, value: string): string {
-  const rest = ` ${key}=${value}\n`;
-  let len = rest.length + 1;
-  while (String(len).length + rest.length !== len) len = String(len).length + rest.length;
-  return `${len}${rest}`;
-}
-
-function padded(content: Buffer): Buffer {
-  const pad = roundUp(content.length) - content.length;
-  return pad ? Buffer.concat([content, Buffer.alloc(pad)]) : content;
-}
-
-function writeOctal(block: Buffer, start: number, len: number, n: number): void {
-  block.fill(0, start, start + len);
-  block.write(n.toString(8).padStart(len - 1, "0"), start, len - 1, "latin1");
-}
-
-function setChecksum(block: Buffer): void {
-  block.fill(0x20, 148, 156);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += block[i];
-  block.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, 8, "latin1");
-}
-
-function join(a: string, b: string): string {
-  return a === "" ? b : b === "" ? a : `${a}/${b}`;
-}
-
-function roundUp(n: number): number {
-  return Math.ceil(n / BLOCK) * BLOCK;
-}
-
-/** Names are compared byte for byte (latin1 keeps every byte as one char), as tar sees them. */
-function cString(buf: Buffer, start: number, len: number): string {
-  const field = buf.subarray(start, start + len);
-  const nul = field.indexOf(0);
-  return field.toString("latin1", 0, nul === -1 ? field.length : nul);
-}
-
-function printable(c: string): string {
-  return /^[\x20-\x7e]$/.test(c) ? c : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
-}
-
-/** Octal (NUL/space padded) or GNU base-256 numeric field. */
-function parseNumber(field: Buffer, what: string): number {
-  if (field[0] & 0x80) {
-    if (field[0] === 0xff) throw new TarRefused(`Negative ${what} in tar header`);
-    let n = field[0] & 0x7f;
-    for (let i = 1; i < field.length; i++) {
-      n = n * 256 + field[i];
-      if (n > Number.MAX_SAFE_INTEGER) throw new TarRefused(`Tar ${what} too large`);
-    }
-    return n;
-  }
-  const text = field.toString("latin1").replace(/[\0 ]+$/, "").replace(/^ +/, "");
-  if (!/^[0-7]*$/.test(text)) throw new TarRefused(`Invalid ${what} in tar header`);
-  return text === "" ? 0 : Number.parseInt(text, 8);
-}
-
-function verifyChecksum(block: Buffer): void {
-  const stored = parseNumber(block.subarray(148, 156), "checksum");
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const b = i >= 148 && i < 156 ? 0x20 : block[i];
-    unsigned += b;
-    signed += b > 127 ? b - 256 : b;
-  }
-  if (stored !== unsigned && stored !== signed) throw new TarRefused("Tar header checksum mismatch");
-}
-
-function parsePax(content: Buffer): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const r of parsePaxRecords(content)) out[r.key] = r.value;
-  return out;
-}
-
-function parsePaxRecords(content: Buffer): { key: string; value: string }[] {
-  const out: { key: string; value: string }[] = [];
-  let off = 0;
-  while (off < content.length) {
-    if (content[off] === 0) break;
-    const space = content.indexOf(0x20, off);
-    if (space === -1) throw new TarRefused("Malformed tar extended header");
-    const lenText = content.toString("latin1", off, space);
-    if (!/^[0-9]+$/.test(lenText)) throw new TarRefused("Malformed tar extended header");
-    const len = Number(lenText);
-    const end = off + len;
-    if (len <= 0 || end > content.length || content[end - 1] !== 0x0a) throw new TarRefused("Malformed tar extended header");
-    const record = content.subarray(space + 1, end - 1);
-    const eq = record.indexOf(0x3d);
-    if (eq === -1) throw new TarRefused("Malformed tar extended header");
-    const key = record.toString("latin1", 0, eq);
-    if (key.startsWith("GNU.sparse") || key === "GNU.dumpdir") throw new TarRefused("Sparse and incremental tar members are not supported");
-    out.push({ key, value: record.toString("latin1", eq + 1) });
-    off = end;
-  }
-  return out;
 }

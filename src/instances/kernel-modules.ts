@@ -1,7 +1,6 @@
 // linux.kernel_modules: the host modules a container needs, loaded before it starts (and when
 // the key changes on a running container), as LXD's util.LoadModule does.
-import { existsSync } from "node:fs";
-import { CommandError, run } from "../os/exec.js";
+import { loadModule } from "../os/kernel-module.js";
 
 /** The module names in a linux.kernel_modules value ("a, b" → ["a", "b"]; one leading space trimmed, as upstream). */
 export function kernelModuleNames(value: string): string[] {
@@ -17,12 +16,11 @@ export async function loadKernelModules(value: string | undefined): Promise<void
   for (const module of kernelModuleNames(value ?? "")) {
     // Never a path below /sys/module or an option to modprobe.
     if (!/^([A-Za-z0-9_][A-Za-z0-9_.+-]*)?$/.test(module)) throw new Error(`Failed to load kernel module '${module}': Invalid module name`);
-    if (existsSync(`/sys/module/${module}`)) continue;
     try {
-      await run("modprobe", ["-b", module]);
+      await loadModule(module);
     } catch (e) {
-      const detail = e instanceof CommandError ? `Failed to run: ${e.command}: exit status ${e.exitCode} (${e.stderr.trim()})` : (e as Error).message;
-      throw new Error(`Failed to load kernel module '${module}': ${detail}`);
+      throw new Error(`Failed to load kernel module '${module}': ${(e as Error).message}`);
     }
   }
 }
+

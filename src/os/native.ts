@@ -1,5 +1,5 @@
 // The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
-// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c) and the liblxc helpers (native/start.c,
+// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c) and the helpers (native/start.c, native/uevent.c,
 // native/attach.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
@@ -32,7 +32,7 @@ export interface Native {
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;
 
-export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy";
+export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy" | "nodelxd-uevent";
 const sealedHelpers = new Map<Helper, string>();
 
 /**

@@ -15,7 +15,8 @@ import { storageDrivers } from "./drivers/index.js";
 import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type StagedStreams, type StreamSink, type Volume, type VolumeType } from "./drivers/types.js";
 import type { Readable } from "node:stream";
 import { withRevert } from "./reverter.js";
-import { importUnknownVolumes, recoverDependencies, scanUnknownVolumes, type RecoverImportDeps, type UnknownVolume } from "./recover.js";
+import type { RecoverPoolSpec, UnknownVolume } from "./recover.js";
+import { PoolRecovery } from "./recover-pools.js";
 import { apiUrl } from "../shared/urls.js";
 
 export interface StoragePoolView {
@@ -82,6 +83,7 @@ export class PoolService implements StoragePort {
   private readonly env: DriverEnv;
   private readonly versions = new Map<string, string>();
   private readonly locks = new KeyedLock();
+  private readonly recovery: PoolRecovery;
   /** Told when a custom volume is renamed or deleted (its backup files follow). */
   readonly customVolumeListeners: { renamed(v: VolumeRow, to: string): void; deleted(v: VolumeRow): void }[] = [];
 
@@ -100,6 +102,7 @@ export class PoolService implements StoragePort {
     };
     this.profiles = new ProfileRepo(core.db);
     this.env = { lxdDir: core.paths.dir, log: core.log };
+    this.recovery = new PoolRecovery(core, this);
   }
 
   /** Probe driver tools once, finish work a crash interrupted, mount every pool. */
@@ -248,38 +251,30 @@ export class PoolService implements StoragePort {
     return pool;
   }
 
-  /** Volumes on disk in these existing pools that the database does not know (`lxd recover`). */
-  private recoverDeps(poolNames: string[]): RecoverImportDeps {
-    const byName = new Map(poolNames.map((n) => [n, this.pool(n)]));
-    const instances = this.core.ports.instances;
-    return {
-      mountPath: (n) => this.driverFor(byName.get(n)!).mountPath,
-      known: (pool, project, type, name) => this.repo.volume(pool, project, type, name) !== undefined,
-      instanceKnown: (project, name) => instances?.instanceExists?.(project, name) ?? false,
-      adoptVolume: (pool, project, type, name, vol, snaps) => this.adoptVolume(pool, project, type, name, vol, snaps),
-      instanceDependencies: instances?.recoverDependencies ? (project, backup) => instances.recoverDependencies!(project, backup) : undefined,
-      recoverInstance: instances?.recoverInstance ? (pool, project, name, backup) => instances.recoverInstance!(pool, project, name, backup) : undefined,
-    };
+  // ---- `lxd recover` (POST /internal/recover/validate and /import): recover-pools.ts ----
+
+  recoverValidate(specs: RecoverPoolSpec[]): Promise<{ UnknownVolumes: UnknownVolume[]; DependencyErrors: string[] }> {
+    return this.recovery.validate(specs);
   }
 
-  async recoverScan(poolNames: string[]): Promise<UnknownVolume[]> {
-    return scanUnknownVolumes(poolNames, this.recoverDeps(poolNames));
+  recoverImport(specs: RecoverPoolSpec[]): Promise<void> {
+    return this.recovery.import(specs);
   }
 
-  /** POST /internal/recover/validate: the unknown volumes and what their import would miss. */
-  async recoverValidate(poolNames: string[]): Promise<{ UnknownVolumes: UnknownVolume[]; DependencyErrors: string[] }> {
-    const deps = this.recoverDeps(poolNames);
-    const found = await scanUnknownVolumes(poolNames, deps);
-    return { UnknownVolumes: found, DependencyErrors: await recoverDependencies(found, deps) };
-  }
-
-  /** POST /internal/recover/import: records for every unknown volume (LXD refuses while dependencies are missing). */
-  async recoverImport(poolNames: string[]): Promise<void> {
-    const deps = this.recoverDeps(poolNames);
-    const found = await scanUnknownVolumes(poolNames, deps);
-    const missing = await recoverDependencies(found, deps);
-    if (missing.length) throw new BadRequest(`Missing dependencies: ${missing.join(", ")}`);
-    await importUnknownVolumes(found, deps);
+  /**
+   * A driver for a pool the database lost, from what `lxd recover`'s user says it is (LXD's
+   * temporary pool: nothing recorded). LXD's errors for an unknown driver or bad config.
+   */
+  temporaryDriver(name: string, driver: string, config: Record<string, string>): Driver {
+    validatePoolName(name);
+    const def = this.drivers[driver];
+    if (!def || !this.versions.has(driver)) throw new InternalError(`Failed to initialise unknown pool ${JSON.stringify(name)}: Unknown driver`);
+    try {
+      validatePoolConfig(def.info.poolKeys, def.info.volumeKeys, config);
+    } catch (e) {
+      throw new InternalError(`Failed config validation for unknown pool ${JSON.stringify(name)}: ${(e as Error).message}`);
+    }
+    return def.load({ name, config }, this.env);
   }
 
   /**

@@ -1,6 +1,6 @@
 // `lxd recover` (POST /internal/recover/validate and /import): volumes found in the pools'
 // directories that the database does not know, and their records recreated, instances from the
-// backup.yaml in their volume. Only existing pools are scanned; on-disk names decode as LXD
+// backup.yaml in their volume. Pools the database lost are scanned from what the user says they are; on-disk names decode as LXD
 // encodes them ("<project>_<name>" for custom volumes and for instances outside `default`).
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -13,6 +13,14 @@ export interface UnknownVolume {
   snapshotCount: number;
   project: string;
   pool: string;
+}
+
+/** A pool as `lxd recover` names it (LXD's StoragePoolsPost): driver and config only for a pool the database lost. */
+export interface RecoverPoolSpec {
+  name: string;
+  driver?: string;
+  description?: string;
+  config?: Record<string, string>;
 }
 
 export interface RecoverScanDeps {
@@ -123,4 +131,20 @@ export async function importUnknownVolumes(found: UnknownVolume[], deps: Recover
       throw new Error(`Failed creating instance ${JSON.stringify(v.name)} record in project ${JSON.stringify(v.project)}: ${(e as Error).message}`);
     }
   }
+}
+
+/**
+ * The record of a lost pool as an instance on it saw it (the `pool` section of its backup.yaml,
+ * LXD's preference over the user's config: it has every key), or undefined without one.
+ */
+export async function recoveredPoolRecord(found: UnknownVolume[], deps: RecoverScanDeps): Promise<{ driver: string; description: string; config: Record<string, string> } | undefined> {
+  for (const v of found.filter((x) => x.type === "container")) {
+    const pool = (await readBackupFile(deps, v)).pool;
+    if (!pool || typeof pool !== "object") continue;
+    const p = pool as { driver?: unknown; description?: unknown; config?: unknown };
+    if (!p.config || typeof p.config !== "object") continue;
+    const config = Object.fromEntries(Object.entries(p.config as Record<string, unknown>).map(([k, val]) => [k, String(val)]));
+    return { driver: typeof p.driver === "string" ? p.driver : "", description: typeof p.description === "string" ? p.description : "", config };
+  }
+  return undefined;
 }

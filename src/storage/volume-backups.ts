@@ -5,7 +5,7 @@
 // marked on disk until its volume is whole, so a crash leaves nothing half-made after recover().
 import { receiveToTempFile } from "../os/upload-file.js";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, type ReadStream } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { parseYaml, stringifyYaml } from "../shared/yaml.js";
@@ -249,11 +249,11 @@ export class VolumeBackupService {
     this.core.events.lifecycle("storage-volume-backup-renamed", volumeBackupUrl(pool, project, vol, to), { project, context: { old_name: backup } });
   }
 
-  exportFile(pool: string, project: string, type: string, vol: string, backup: string): { path: string; size: number; mtime: Date; retrieved: () => void } {
+  exportFile(pool: string, project: string, type: string, vol: string, backup: string): { size: number; mtime: Date; stream: () => ReadStream; retrieved: () => void } {
     const { v } = this.require(pool, project, type, vol, backup);
     const path = join(this.dirOf(v), backup);
     const { size, mtime } = statSync(path);
-    return { path, size, mtime, retrieved: () => this.core.events.lifecycle("storage-volume-backup-retrieved", volumeBackupUrl(pool, project, vol, backup), { project }) };
+    return { size, mtime, stream: () => createReadStream(path), retrieved: () => this.core.events.lifecycle("storage-volume-backup-retrieved", volumeBackupUrl(pool, project, vol, backup), { project }) };
   }
 
   /** The volume was renamed (its backups follow) or deleted (its backup files go; rows cascade). */

@@ -22,9 +22,9 @@ export interface InitialisedDaemon extends TestDaemon {
   teardown(): Promise<void>;
 }
 
-export async function startInitialisedDaemon(): Promise<InitialisedDaemon> {
+export async function startInitialisedDaemon(opts: { env?: Record<string, string> } = {}): Promise<InitialisedDaemon> {
   const image = busyboxImage();
-  const d = await startDaemon();
+  const d = await startDaemon({ env: opts.env });
   const tag = `t${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}`;
   const created = new Set<string>();
   const ok = (...args: string[]): string => {

@@ -1,9 +1,12 @@
 // LXD-named tables written and read with `lxd sql` as LXD's scripts and test suite do:
 // images_aliases.image_id with /internal/testing/warnings (LXD's `warnings` test), and
 // storage_volumes_snapshots with the `storage_missing_snapshot_records` patch (LXD's
-// `snap_volume_db_recovery` test).
+// `snap_volume_db_recovery` test); and LXD's per-object tables (storage_pools_config, the
+// profile device tables) next to real LXD 5.0.2's answers to the same queries.
+import { dirname } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+import { startReferenceLxd, type ReferenceLxd } from "../helpers/reference.js";
 
 let d: InitialisedDaemon;
 beforeAll(async () => {
@@ -85,5 +88,53 @@ describe("storage_volumes_snapshots and the storage_missing_snapshot_records pat
     ok("start", c);
     ok("delete", "-f", c);
     expect(d.cli("sql", "global", "SELECT count(*) AS n FROM storage_volumes_snapshots").stdout).toContain("| 0 |");
+  }, 120_000);
+});
+
+describe("LXD's per-object tables, next to real LXD 5.0.2", () => {
+  let ref: ReferenceLxd;
+  const pool = `tbv${process.pid.toString(36)}`;
+  const profile = `${pool}p`;
+  beforeAll(async () => {
+    ref = await startReferenceLxd();
+  }, 120_000);
+  afterAll(async () => {
+    if (d) {
+      await d.api("DELETE", `/1.0/profiles/${profile}`);
+      await d.api("DELETE", `/1.0/storage-pools/${pool}`);
+    }
+    await ref?.stop();
+  }, 60_000);
+
+  /** `lxd sql global QUERY` as /internal/sql answers it (columns and rows). */
+  const query = async (api: (m: string, p: string, b?: unknown) => Promise<{ status: number; body: { metadata: { Results: { columns: string[]; rows: unknown[][] | null }[] } } }>, q: string) => {
+    const r = await api("POST", "/internal/sql", { database: "global", query: q });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    return r.body.metadata.Results[0];
+  };
+
+  it("storage_pools_config, storage_pools_nodes and the profile device tables answer as LXD's (ids aside)", async () => {
+    for (const api of [d.api, ref.api] as const) {
+      expect((await api("POST", "/1.0/storage-pools", { name: pool, driver: "dir", config: { "user.foo": "bah" } })).status).toBe(201);
+      const devices = { root: { type: "disk", path: "/", pool }, eth0: { type: "nic", nictype: "p2p" } };
+      expect((await api("POST", "/1.0/profiles", { name: profile, config: { "limits.cpu": "1" }, devices })).status).toBe(201);
+    }
+    const queries = [
+      `SELECT storage_pools_config.* FROM storage_pools_config JOIN storage_pools ON storage_pools.id = storage_pools_config.storage_pool_id WHERE storage_pools.name = '${pool}' ORDER BY key`,
+      `SELECT key,value FROM storage_pools_config JOIN storage_pools ON storage_pools.id = storage_pools_config.storage_pool_id WHERE storage_pools.name = '${pool}' ORDER BY key`,
+      `SELECT storage_pools_nodes.* FROM storage_pools_nodes JOIN storage_pools ON storage_pools.id = storage_pools_nodes.storage_pool_id WHERE storage_pools.name = '${pool}'`,
+      `SELECT profiles_config.* FROM profiles_config JOIN profiles ON profiles.id = profiles_config.profile_id WHERE profiles.name = '${profile}'`,
+      `SELECT profiles_devices.name, profiles_devices.type, c.key, c.value FROM profiles_devices JOIN profiles ON profiles.id = profiles_devices.profile_id JOIN profiles_devices_config c ON c.profile_device_id = profiles_devices.id WHERE profiles.name = '${profile}' ORDER BY profiles_devices.name, c.key`,
+    ];
+    const dirs = [d.dir, dirname(ref.socket)];
+    for (const q of queries) {
+      const [ours, real] = [await query(d.api, q), await query(ref.api, q)];
+      expect(ours.columns, q).toEqual(real.columns);
+      // Ids are numbered by each database; the pool source is each daemon's directory.
+      const idCols = new Set(real.columns.flatMap((c, i) => (c === "id" || c.endsWith("_id") ? [i] : [])));
+      const norm = (rows: unknown[][] | null, dir: string) => (rows ?? []).map((r) => r.map((v, i) => (idCols.has(i) && v !== null ? "<id>" : typeof v === "string" ? v.replace(dir, "<dir>") : v)));
+      expect(norm(ours.rows, dirs[0]), q).toEqual(norm(real.rows, dirs[1]));
+      expect((ours.rows ?? []).length, q).toBeGreaterThan(0);
+    }
   }, 120_000);
 });

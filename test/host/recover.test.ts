@@ -1,9 +1,10 @@
 // `lxd recover` bringing back instances and custom volumes whose database records were lost
 // (removed with `lxd sql`, as LXD's suite does): the instance from the backup.yaml the daemon
 // keeps in its volume, with its snapshots, volume config and attached custom volume; a container
-// that kept running while its records were gone is adopted as running.
+// that kept running while its records were gone is adopted as running; a pool whose record was
+// deleted comes back with the config an instance on it recorded.
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import YAML from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -36,10 +37,15 @@ beforeAll(async () => {
   inProject("profile", "device", "add", "default", "eth0", "nic", "nictype=p2p");
 }, 120_000);
 
+const lostPool = `tbrc${process.pid.toString(36)}`;
+
 afterAll(async () => {
   if (d) {
     d.lxc("delete", "-f", "c1", "--project", project);
+    d.lxc("delete", "-f", "c2", "--project", project);
     d.lxc("storage", "volume", "delete", "default", "vol1", "--project", project);
+    d.lxc("storage", "volume", "delete", lostPool, "vol2", "--project", project);
+    d.lxc("storage", "delete", lostPool);
     d.lxc("project", "delete", project);
     await d.teardown();
   }
@@ -107,5 +113,62 @@ describe("lxd recover", () => {
     expect(JSON.parse(ok("query", `/1.0/instances/c1/state?project=${project}`)).pid).toBe(pid);
     expect(inProject("exec", "c1", "--", "hostname").trim()).toBe("c1");
     inProject("stop", "-f", "c1");
+  });
+
+  it("brings back a pool whose record was deleted: its config from an instance's backup.yaml, then its volumes", async () => {
+    ok("storage", "create", lostPool, "dir");
+    ok("storage", "set", lostPool, "user.foo=bah");
+    inProject("init", "busybox", "c2", "-s", lostPool);
+    inProject("snapshot", "c2", "snap0");
+    inProject("storage", "volume", "create", lostPool, "vol2");
+    const poolConfig = () => {
+      const r = lxd(["sql", "global", `SELECT key,value FROM storage_pools_config JOIN storage_pools ON storage_pools.id = storage_pools_config.storage_pool_id WHERE storage_pools.name = '${lostPool}' ORDER BY key`]);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout;
+    };
+    const before = poolConfig();
+    const source = ok("storage", "get", lostPool, "source").trim();
+    expect(before).toContain("| user.foo | bah ");
+    expect(before).toContain(`| source   | ${source} `);
+
+    sql(`DELETE FROM instances WHERE name='c2' AND project='${project}'`);
+    sql(`DELETE FROM storage_volumes WHERE name='c2' AND project='${project}'`);
+    sql(`DELETE FROM storage_pools WHERE name='${lostPool}'`);
+    expect(d.lxc("storage", "show", lostPool).code).not.toBe(0);
+    expect(lxd(["sql", "global", `SELECT count(*) FROM storage_volumes WHERE name = 'vol2'`]).stdout).toContain("| 0        |");
+
+    // A driver this host does not have: LXD's error, nothing recorded.
+    const bad = await d.api("POST", "/internal/recover/validate", { pools: [{ name: lostPool, driver: "nope", config: { source } }] });
+    expect(bad.status).toBe(500);
+    expect(bad.body.error).toBe(`Failed to initialise unknown pool "${lostPool}": Unknown driver`);
+    expect(d.lxc("storage", "show", lostPool).code).not.toBe(0);
+
+    const r = lxd(["recover"], `yes\n${lostPool}\ndir\n${source}\n\nno\nyes\nyes\n`);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(` - NEW: "${lostPool}" (backend="dir", source="${source}")\n`);
+    expect(r.stdout).toContain(` - Container "c2" on pool "${lostPool}" in project "${project}" (includes 1 snapshots)\n`);
+    expect(r.stdout).toContain(` - Custom "vol2" on pool "${lostPool}" in project "${project}" (includes 0 snapshots)\n`);
+    expect(poolConfig()).toBe(before);
+    expect(ok("storage", "show", lostPool)).toContain("status: Created");
+    expect(inProject("info", "c2")).toContain("snap0");
+    inProject("storage", "volume", "show", lostPool, "vol2");
+    inProject("storage", "volume", "show", lostPool, "container/c2/snap0");
+    inProject("start", "c2");
+    expect(inProject("exec", "c2", "--", "hostname").trim()).toBe("c2");
+    inProject("restore", "c2", "snap0");
+    inProject("delete", "-f", "c2");
+    inProject("storage", "volume", "delete", lostPool, "vol2");
+    ok("storage", "delete", lostPool);
+  }, 180_000);
+
+  it("a lost pool without volumes gets no record (as LXD: nothing to recover)", () => {
+    const dir = join(d.dir, "tb-empty-pool");
+    mkdirSync(dir);
+    const r = lxd(["recover"], `yes\n${lostPool}x\ndir\n${dir}\n\nno\nyes\n`);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("No unknown volumes found. Nothing to do.\n");
+    expect(d.lxc("storage", "show", `${lostPool}x`).code).not.toBe(0);
+    rmSync(dir, { recursive: true, force: true });
   });
 });

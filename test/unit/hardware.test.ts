@@ -4,7 +4,10 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { findGpus, findUsb, HardwareDevice } from "../../src/devices/hardware.js";
+import { TpmDevice } from "../../src/devices/tpm.js";
 import type { DeviceContext } from "../../src/devices/types.js";
+import { UnixHotplugDevice } from "../../src/devices/unix-hotplug.js";
+import { UsbDevice } from "../../src/devices/usb.js";
 
 const root = mkdtempSync("/tmp/nodelxd-sysfs-");
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -37,7 +40,13 @@ afterAll(() => {
   rmSync(devicesDir, { recursive: true, force: true });
 });
 const ctx = { project: "default", instance: "c", devicesDir, idmap: [], hostRootId: { uid: 0, gid: 0 } } as unknown as DeviceContext;
-const dev = (config: Record<string, string>, sysfs = root) => new HardwareDevice(ctx, "d", config, { sys: sysfs, dev: devRoot });
+const roots = { sys: root, dev: devRoot, proc: join(root, "proc") };
+const dev = (config: Record<string, string>) => {
+  if (config.type === "usb") return new UsbDevice(ctx, "d", config, roots);
+  if (config.type === "unix-hotplug") return new UnixHotplugDevice(ctx, "d", config, roots);
+  if (config.type === "tpm") return new TpmDevice(ctx, "d", config);
+  return new HardwareDevice(ctx, "d", config, roots);
+};
 
 describe("hardware devices", () => {
   it("validates with LXD's messages", () => {
@@ -62,6 +71,7 @@ describe("hardware devices", () => {
         pci: "0000:00:02.0",
         vendorid: "8086",
         productid: "5916",
+        driver: "",
         ids: ["0"],
         drm: [
           { name: "card0", dev: "226:0" },
@@ -73,10 +83,10 @@ describe("hardware devices", () => {
     expect(findUsb(root)).toEqual([{ vendorid: "046d", productid: "c52b", busnum: 1, devnum: 3, dev: "189:2" }]);
     await expect(dev({ type: "gpu", vendorid: "10de" }).start()).rejects.toThrow("Failed to detect requested GPU device");
     await expect(dev({ type: "gpu", pci: "00:03.0" }).start()).rejects.toThrow("Failed to detect requested GPU device");
-    await expect(dev({ type: "usb", vendorid: "1234", required: "true" }).start()).rejects.toThrow("Required USB device not found");
-    expect(await dev({ type: "usb", vendorid: "1234" }).start()).toEqual({});
+    await expect(dev({ type: "usb", vendorid: "1234", required: "true" }).start()).rejects.toThrow('Failed to start device "d": Required USB device not found');
+    expect((await dev({ type: "usb", vendorid: "1234" }).start()).lxc).toEqual([]);
     await expect(dev({ type: "unix-hotplug", vendorid: "1234", required: "true" }).start()).rejects.toThrow('Failed to start device "d": Required Unix Hotplug device not found');
-    expect(await dev({ type: "unix-hotplug", vendorid: "1234" }).start()).toEqual({});
+    expect((await dev({ type: "unix-hotplug", vendorid: "1234" }).start()).lxc).toEqual([]);
     await expect(dev({ type: "infiniband", nictype: "physical", parent: "ib0" }).start()).rejects.toThrow("Parent device 'ib0' doesn't exist");
   });
 });

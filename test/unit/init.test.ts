@@ -89,6 +89,12 @@ describe("autoPreseed", () => {
     expect(await autoPreseed(api, flags, (m) => said.push(m), () => false)).toEqual({ config: {} });
     expect(said[0]).toMatch(/skipping the default bridge/);
   });
+  it("no bridge when the default profile has a NIC already (as LXD)", async () => {
+    const profile = sync({ name: "default", config: {}, devices: { eth0: { type: "nic", nictype: "p2p" } } });
+    const { api } = fakeApi((_m, path) => (path === "/1.0" ? server : path === "/1.0/profiles/default" ? profile : sync(["default"])));
+    const flags = { storageBackend: "", storageDevice: "", storageLoopSize: -1, storagePool: "", networkAddress: "", networkPort: -1, trustPassword: "" };
+    expect(await autoPreseed(api, flags, () => {}, () => false)).toEqual({ config: {} });
+  });
   it("backends the server lacks", async () => {
     const { api } = fakeApi((_m, path) => (path === "/1.0" ? server : sync([])));
     const flags = { storageBackend: "zfs", storageDevice: "", storageLoopSize: -1, storagePool: "", networkAddress: "", networkPort: -1, trustPassword: "" };

@@ -1,11 +1,10 @@
 // /1.0/instances/{name}/backups (and the /1.0/containers aliases): `lxc export` and friends.
 import { collectionOf, instanceResources, instanceTask } from "./instance-task.js";
 import { apiUrl } from "../../shared/urls.js";
-import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import type { Core } from "../../daemon/feature.js";
 import type { InstanceService } from "../../instances/service.js";
-import { handled, route, sync, type Handler, type Route } from "../route.js";
+import { route, sendDownload, sync, type Handler, type Route } from "../route.js";
 
 const BackupsPost = z
   .object({
@@ -71,21 +70,7 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
     return instanceTask(core.operations, { description: "Removing instance backup", project, resources: resources(project, row.name) }, async () => backups().delete(project, row.name, backup));
   };
 
-  const exportBackup: Handler = (req, reply) => {
-    const file = backups().exportFile(req.project, req.params.name, req.params.backup);
-    reply.hijack();
-    // As LXD sends it (an empty filename: the client names the file).
-    reply.raw.writeHead(200, {
-      "content-type": "application/octet-stream",
-      "content-length": String(file.size),
-      "content-disposition": "inline;filename=",
-      "last-modified": file.mtime.toUTCString(),
-    });
-    void pipeline(file.stream(), reply.raw)
-      .then(() => file.retrieved())
-      .catch(() => reply.raw.destroy());
-    return handled();
-  };
+  const exportBackup: Handler = (req, reply) => sendDownload(reply, backups().exportFile(req.project, req.params.name, req.params.backup));
 
   const routes: Route[] = [];
   for (const base of ["/1.0/instances", "/1.0/containers"]) {

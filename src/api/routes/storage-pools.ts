@@ -6,12 +6,10 @@ import type { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import type { VolumeCopyService } from "../../storage/volume-copy.js";
 import type { VolumeMigration } from "../../migration/volumes.js";
 import { sinkOperation } from "../../migration/channel.js";
-import { createReadStream } from "node:fs";
-import { pipeline } from "node:stream/promises";
 import { BadRequest, NotImplemented } from "../../shared/errors.js";
 import { filterUsedBy, isAdmin } from "../access.js";
 import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../../shared/schemas/storage.js";
-import { checkEtag, created, handled, operation, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
+import { checkEtag, created, operation, sendDownload, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
 import { apiUrl } from "../../shared/urls.js";
 import { PoolMembers } from "../../storage/pool-members.js";
 import { fromMember } from "../access.js";
@@ -339,18 +337,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/backups/:backup/export", {
       GET: (req, reply) => {
         const { pool, type, volume, backup } = req.params;
-        const file = backups.exportFile(pool, req.project, type, volume, backup);
-        reply.hijack();
-        reply.raw.writeHead(200, {
-          "content-type": "application/octet-stream",
-          "content-length": String(file.size),
-          "content-disposition": "inline;filename=",
-          "last-modified": file.mtime.toUTCString(),
-        });
-        void pipeline(createReadStream(file.path), reply.raw)
-          .then(() => file.retrieved())
-          .catch(() => reply.raw.destroy());
-        return handled();
+        return sendDownload(reply, backups.exportFile(pool, req.project, type, volume, backup));
       },
     }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {

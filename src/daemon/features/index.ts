@@ -1,5 +1,6 @@
 // The feature modules the daemon loads, in start order (stopped in reverse). One line each.
 import { DevlxdFeature } from "./devlxd.js";
+import { HardwareEventsFeature } from "./hardware-events.js";
 import { ImagesFeature } from "./images.js";
 import { MetricsFeature } from "./metrics.js";
 import { InstanceAccessFeature } from "./instance-access.js";
@@ -19,6 +20,8 @@ export const features: FeatureFactory[] = [
   (core) => new NetworksFeature(core),
   // Before instances: containers started at boot bind-mount its socket directory.
   (core) => new DevlxdFeature(core),
+  // Before instances: adopted usb/unix-hotplug devices register for its events.
+  (core) => new HardwareEventsFeature(core),
   (core) => new InstancesFeature(core),
   (core) => new InstanceAccessFeature(core),
   (core) => new SnapshotScheduleFeature(core),

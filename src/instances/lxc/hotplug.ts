@@ -4,6 +4,7 @@
 import { mkdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DeviceContext } from "../../devices/types.js";
+import { injectUevent } from "../../devices/uevents.js";
 import { run } from "../../os/exec.js";
 import { controllerVersion, writeLimit, type CgroupLayout } from "./cgroup.js";
 
@@ -86,5 +87,9 @@ export function hotplugFor(shmounts: string, layout: CgroupLayout): NonNullable<
     allowDevice(pid, rule) {
       if (controllerVersion(layout, "devices") === "v1") writeLimit(layout, pid, "devices", { v1: "devices.allow", v2: "devices.allow" }, rule);
     },
+    denyDevice(pid, rule) {
+      if (controllerVersion(layout, "devices") === "v1") writeLimit(layout, pid, "devices", { v1: "devices.deny", v2: "devices.deny" }, rule);
+    },
+    uevent: (pid, parts) => injectUevent(pid, parts),
   };
 }

@@ -1,0 +1,122 @@
+// `lxd recover` over pools (LXD's internalRecoverScan): the pools to scan — known ones, and on a
+// standalone daemon one the database lost, from the driver and config the user gives — mounted,
+// scanned for volumes the database lacks, and on import the lost pool's record written back
+// before its volumes' records.
+import type { Core } from "../daemon/feature.js";
+import type { StorageRepo } from "../db/storage-repo.js";
+import { BadRequest, Conflict, InternalError } from "../shared/errors.js";
+import type { Driver } from "./drivers/types.js";
+import {
+  importUnknownVolumes,
+  recoverDependencies,
+  recoveredPoolRecord,
+  scanUnknownVolumes,
+  type RecoverImportDeps,
+  type RecoverPoolSpec,
+  type UnknownVolume,
+} from "./recover.js";
+
+/** What recovery needs of the pool service. */
+export interface RecoveryPools {
+  readonly repo: StorageRepo;
+  driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver;
+  temporaryDriver(name: string, driver: string, config: Record<string, string>): Driver;
+  adoptVolume: RecoverImportDeps["adoptVolume"];
+}
+
+/** A pool `lxd recover` scans; `fresh` when the database lost it (what the user said it is). */
+interface Target {
+  driver: Driver;
+  fresh?: { driver: string; description: string; config: Record<string, string> };
+}
+
+export class PoolRecovery {
+  constructor(
+    private readonly core: Pick<Core, "ports" | "server">,
+    private readonly pools: RecoveryPools,
+  ) {}
+
+  /** POST /internal/recover/validate: the unknown volumes and what their import would miss. */
+  validate(specs: RecoverPoolSpec[]): Promise<{ UnknownVolumes: UnknownVolume[]; DependencyErrors: string[] }> {
+    return this.scan(specs, async (found, deps) => ({ UnknownVolumes: found, DependencyErrors: await recoverDependencies(found, deps) }));
+  }
+
+  /**
+   * POST /internal/recover/import: records for every unknown volume (LXD refuses while dependencies
+   * are missing). A lost pool that holds volumes gets its record back first, from the pool section
+   * of an instance's backup.yaml when there is one (it has every key), else from the user's config;
+   * a failure removes it again.
+   */
+  import(specs: RecoverPoolSpec[]): Promise<void> {
+    const repo = this.pools.repo;
+    return this.scan(specs, async (found, deps, targets) => {
+      const missing = await recoverDependencies(found, deps);
+      if (missing.length) throw new BadRequest(`Missing dependencies: ${missing.join(", ")}`);
+      const created: string[] = [];
+      try {
+        for (const [name, t] of targets) {
+          if (!t.fresh || !found.some((v) => v.pool === name)) continue;
+          const record = (await recoveredPoolRecord(found.filter((v) => v.pool === name), deps)) ?? t.fresh;
+          // Written 'created' at once: a 'creating' row left by a crash would have its pool deleted at start.
+          repo.insertPool({ name, driver: record.driver || t.fresh.driver, description: record.description, config: record.config, state: "created" });
+          created.push(name);
+        }
+        await importUnknownVolumes(found, deps);
+      } catch (e) {
+        for (const name of created) repo.deletePool(name);
+        throw e;
+      } finally {
+        if (created.length) this.core.server.invalidate();
+      }
+    });
+  }
+
+  /** The pools to scan: known ones by name; a lost one (standalone only, as LXD) from the user's spec. */
+  private targets(specs: RecoverPoolSpec[]): Map<string, Target> {
+    const out = new Map<string, Target>();
+    for (const s of specs) {
+      const row = this.pools.repo.pool(s.name);
+      if (row?.state === "created") {
+        out.set(s.name, { driver: this.pools.driverFor(row) });
+        continue;
+      }
+      if (this.core.ports.cluster?.clustered()) throw new BadRequest("Storage pool recovery not supported when clustered");
+      if (row) throw new Conflict(`Storage pool ${JSON.stringify(s.name)} is being changed`);
+      const config = { ...(s.config ?? {}) };
+      const driver = this.pools.temporaryDriver(s.name, s.driver ?? "", config);
+      out.set(s.name, { driver, fresh: { driver: s.driver ?? "", description: s.description ?? "", config } });
+    }
+    return out;
+  }
+
+  private deps(targets: Map<string, Target>): RecoverImportDeps {
+    const instances = this.core.ports.instances;
+    const repo = this.pools.repo;
+    return {
+      mountPath: (n) => targets.get(n)!.driver.mountPath,
+      known: (pool, project, type, name) => repo.volume(pool, project, type, name) !== undefined,
+      instanceKnown: (project, name) => instances?.instanceExists?.(project, name) ?? false,
+      adoptVolume: (pool, project, type, name, vol, snaps) => this.pools.adoptVolume(pool, project, type, name, vol, snaps),
+      instanceDependencies: instances?.recoverDependencies ? (project, backup) => instances.recoverDependencies!(project, backup) : undefined,
+      recoverInstance: instances?.recoverInstance ? (pool, project, name, backup) => instances.recoverInstance!(pool, project, name, backup) : undefined,
+    };
+  }
+
+  /** Mount the pools and scan them; a lost pool nothing recorded afterwards is unmounted again (LXD leaves the others mounted). */
+  private async scan<T>(specs: RecoverPoolSpec[], body: (found: UnknownVolume[], deps: RecoverImportDeps, targets: Map<string, Target>) => Promise<T>): Promise<T> {
+    const targets = this.targets(specs);
+    const deps = this.deps(targets);
+    try {
+      for (const [name, t] of targets) {
+        await t.driver.mountPool().catch((e) => {
+          throw new InternalError(`Failed mounting pool ${JSON.stringify(name)}: ${(e as Error).message}`);
+        });
+      }
+      return await body(await scanUnknownVolumes([...targets.keys()], deps), deps, targets);
+    } finally {
+      for (const [name, t] of targets) {
+        if (t.fresh && this.pools.repo.pool(name)?.state !== "created") await t.driver.unmountPool().catch(() => {});
+      }
+    }
+  }
+}
