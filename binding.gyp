@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "nodelxd_native",
-      "sources": ["native/inroot.c", "native/sealed.c", "native/pty.c", "native/spawn.c", "native/ethtool.c", "native/btrfs.c"],
-      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+      "sources": ["native/inroot.c", "native/sealed.c", "native/pty.c", "native/spawn.c", "native/ethtool.c", "native/btrfs.c", "native/idmap.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "libraries": ["-ldl"]
     },
     {
       "target_name": "nodelxd-start",
@@ -23,6 +24,12 @@
       "target_name": "nodelxd-uevent",
       "type": "executable",
       "sources": ["native/uevent.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    },
+    {
+      "target_name": "nodelxd-rsync",
+      "type": "executable",
+      "sources": ["native/rsync.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
     },
     {

@@ -46,6 +46,9 @@ napi_value spawn_process(napi_env env, napi_callback_info info);
 napi_value peer_credentials(napi_env env, napi_callback_info info);
 napi_value ethtool_link_settings(napi_env env, napi_callback_info info);
 napi_value btrfs_set_received_uuid(napi_env env, napi_callback_info info);
+napi_value idmap_mount_error(napi_env env, napi_callback_info info);
+napi_value liblxc_has_extension(napi_env env, napi_callback_info info);
+napi_value idmapped_bind(napi_env env, napi_callback_info info);
 
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
@@ -247,6 +250,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_default, NULL},
       {"ethtoolLinkSettings", NULL, ethtool_link_settings, NULL, NULL, NULL, napi_default, NULL},
       {"btrfsSetReceivedUuid", NULL, btrfs_set_received_uuid, NULL, NULL, NULL, napi_default, NULL},
+      {"idmapMountError", NULL, idmap_mount_error, NULL, NULL, NULL, napi_default, NULL},
+      {"liblxcHasExtension", NULL, liblxc_has_extension, NULL, NULL, NULL, napi_default, NULL},
+      {"idmappedBind", NULL, idmapped_bind, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

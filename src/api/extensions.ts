@@ -191,6 +191,8 @@ export const apiExtensions: string[] = [
   // /1.0/network-acls/{name}/log: 5.0.2's answer, the host's ovn-controller log or its error (test/host/network-acl-log.test.ts).
   "network_acl_log",
   "clustering_groups",
+  "container_disk_shift",
+  "storage_shifted",
   // Hardware devices (src/devices/, test/host/hardware-devices.test.ts on a test hardware tree):
   // gpu (physical: DRM and NVIDIA nodes), usb with hotplug and optional vendorid, unix-hotplug.
   "gpu_devices",

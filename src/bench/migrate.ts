@@ -17,13 +17,15 @@ interface Options {
   runs: number;
   json: boolean;
   reference: boolean;
+  /** The first three octets of the loopback addresses the daemons listen on (.61 ours, .62 LXD's). */
+  net: string;
 }
 
-const USAGE = "usage: npm run bench:migrate -- [--size-mib 500] [--snapshots 3] [--change-mib 10] [--runs 3] [--json] [--no-reference]";
+const USAGE = "usage: npm run bench:migrate -- [--size-mib 500] [--snapshots 3] [--change-mib 10] [--runs 3] [--json] [--no-reference] [--net 127.0.0]";
 const FILE_MIB = 10;
 
 function parse(argv: string[]): Options {
-  const o: Options = { sizeMib: 500, snapshots: 3, changeMib: 10, runs: 3, json: false, reference: true };
+  const o: Options = { sizeMib: 500, snapshots: 3, changeMib: 10, runs: 3, json: false, reference: true, net: "127.0.0" };
   const num = (v: string | undefined, flag: string) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 0) throw new Error(`${flag}: not a whole number: ${v}`);
@@ -37,6 +39,10 @@ function parse(argv: string[]): Options {
     else if (a === "--runs") o.runs = Math.max(1, num(argv[++i], a));
     else if (a === "--json") o.json = true;
     else if (a === "--no-reference") o.reference = false;
+    else if (a === "--net") {
+      o.net = argv[++i] ?? "";
+      if (!/^127\.\d{1,3}\.\d{1,3}$/.test(o.net)) throw new Error(`--net: not a loopback prefix like 127.0.0: ${o.net}`);
+    }
     else throw new Error(`${a}: unknown option\n${USAGE}`);
   }
   return o;
@@ -111,9 +117,9 @@ async function measurePair(kind: "nodelxd" | "lxd", o: Options, octet: number): 
       const local = { ...process.env, HOME: home, LXD_DIR: s.dir };
       await lxc(local, "storage", "create", "default", "dir");
       await lxc(local, "profile", "device", "add", "default", "root", "disk", "path=/", "pool=default");
-      await lxc(local, "config", "set", "core.https_address", `127.0.0.${octet}:${port + i}`);
+      await lxc(local, "config", "set", "core.https_address", `${o.net}.${octet}:${port + i}`);
       await lxc(local, "config", "set", "core.trust_password", "bench");
-      await lxc(client, "remote", "add", `s${i}`, `https://127.0.0.${octet}:${port + i}`, "--accept-certificate", "--password", "bench");
+      await lxc(client, "remote", "add", `s${i}`, `https://${o.net}.${octet}:${port + i}`, "--accept-certificate", "--password", "bench");
     }
     await lxc({ ...process.env, HOME: home, LXD_DIR: src.dir }, "image", "import", busyboxImage(), "--alias", "busybox");
     await lxc(client, "init", "s0:busybox", "s0:c");

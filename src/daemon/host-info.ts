@@ -1,5 +1,6 @@
 // Facts about the host served in GET /1.0 `environment`, read once at start from files
 // (and one `lxc-start --version`), never per request.
+import { idmappedMountsDisabled } from "../os/idmapped.js";
 import { existsSync, readFileSync } from "node:fs";
 import { arch, hostname, release } from "node:os";
 import { run } from "../os/exec.js";
@@ -47,7 +48,7 @@ function kernelFeatures(): Record<string, string> {
   const b = (v: boolean) => String(v);
   const unprivUserns = readTrim("/proc/sys/kernel/unprivileged_userns_clone");
   return {
-    idmapped_mounts: b(atLeast(5, 12)),
+    idmapped_mounts: b(atLeast(5, 12) && !idmappedMountsDisabled()),
     netnsid_getifaddrs: b(atLeast(4, 20)),
     seccomp_listener: b(atLeast(5, 0)),
     seccomp_listener_continue: b(atLeast(5, 5)),

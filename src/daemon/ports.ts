@@ -138,7 +138,7 @@ export interface InstancesPort {
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
   volumeUsedBy?(pool: string, project: string, volume: string): string[];
   /** Containers attaching custom volume `volume` of `pool`, with the host ids their root maps to (current map if running, next otherwise). */
-  volumeUserRoots?(pool: string, project: string, volume: string): { name: string; uid: number; gid: number }[];
+  volumeUserRoots?(pool: string, project: string, volume: string): { name: string; uid: number; gid: number; running?: boolean }[];
   /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
   runningVolumeUsers?(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
@@ -175,6 +175,8 @@ export interface NetworksPort {
     host: { hwaddr: string; ipv4?: string; ipv6?: string },
     want: { ipv4: boolean; ipv6: boolean },
   ): Promise<{ ipv4?: string; ipv6?: string }>;
+  /** The project whose networks an instance or profile of `project` uses (features.networks). */
+  projectOf?(project: string): string;
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
   isOvs?(project: string, name: string): boolean;
   /** BGP: advertise a NIC's ipv4/ipv6.routes.external under `owner` (replacing what it had). */
@@ -193,6 +195,8 @@ export interface BgpPort {
  */
 export interface ProjectsPort {
   effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
+  /** A project's config (limits.*, restricted.*), or undefined when there is no such project. */
+  projectConfig?(project: string): Record<string, string> | undefined;
   /**
    * Project restrictions and limits (LXD's lxd/project/permissions.go). Each throws LXD's
    * error (a 500, as LXD answers) when the change would break the project's restricted.* or

@@ -9,6 +9,7 @@ import { pathNameEncode } from "./unix.js";
 import { parseBool } from "../config/validators.js";
 import { hostRoot, type IdmapEntry } from "../instances/idmap.js";
 import { shiftTree } from "../instances/lxc/shift.js";
+import { canIdmapMount } from "../os/idmapped.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
 
 const KNOWN = new Set(["type", "path", "source", "pool", "readonly", "optional", "recursive", "propagation", "size", "size.state", "limits.read", "limits.write", "limits.max", "required", "shift", "raw.mount.options", "ceph.cluster_name", "ceph.user_name", "boot.priority", "io.cache"]);
@@ -49,6 +50,7 @@ export class DiskDevice implements Device {
     const { source, path } = this.config;
     if (!source || !path) throw new Error(`Disk entry is missing the required "source" or "path" property`);
     if (this.config.pool) {
+      if (this.config.shift) throw new Error(`The "shift" property cannot be used with custom storage volumes (set "security.shifted=true" on the volume instead)`);
       if (source.includes("/")) throw new Error(`Snapshots of custom volumes can't be attached for disk "${this.name}"`);
       if (!this.ctx.ports.storage?.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
       this.ctx.ports.storage.assertPool(this.config.pool);
@@ -89,7 +91,8 @@ export class DiskDevice implements Device {
     const storage = this.ctx.ports.storage!;
     const dir = await storage.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
     // security.unmapped (storage_unmapped): the volume keeps host ids, unshifted (back) to them.
-    const unmapped = parseBool(storage.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source)["security.unmapped"]);
+    // security.shifted (storage_shifted) keeps host ids too: the mount is idmapped instead.
+    const unmapped = parseBool(this.volumeConfig()["security.unmapped"]) || this.volumeShifted;
     const to = unmapped ? [] : this.ctx.idmap;
     if (!unmapped) this.checkSharedIdmap(dir, to);
     await shiftVolumeTo(dir, to);
@@ -149,7 +152,27 @@ export class DiskDevice implements Device {
     const target = this.target.slice(1);
     const opts = [parseBool(this.config.recursive) ? "rbind" : "bind", `create=${isDir ? "dir" : "file"}`];
     if (parseBool(this.config.readonly)) opts.push("ro");
+    if (this.shifted) {
+      if (!canIdmapMount(source)) throw new Error(`Failed to setup device mount "${this.name}": idmapping abilities are required but aren't supported on system`);
+      // liblxc idmaps the bind through the container's user namespace (its idmapped_mounts_v2).
+      opts.push("idmap=container");
+    }
     return `${fstab(source)} ${fstab(target)} none ${opts.join(",")} 0 0`;
+  }
+
+  /** shift=true (or a security.shifted volume) on an unprivileged container: host files appear with the container's ids (owner shift "dynamic"). */
+  private get shifted(): boolean {
+    return (parseBool(this.config.shift) || this.volumeShifted) && this.ctx.idmap.length > 0;
+  }
+
+  private volumeConfig(): Record<string, string> {
+    if (!this.isVolume) return {};
+    return this.ctx.ports.storage?.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source) ?? {};
+  }
+
+  /** A custom volume with security.shifted=true (LXD: owner shift "dynamic" from the pool volume). */
+  private get volumeShifted(): boolean {
+    return parseBool(this.volumeConfig()["security.shifted"]);
   }
 
   async start(): Promise<RunConfig> {
@@ -182,7 +205,9 @@ export class DiskDevice implements Device {
     if (!hotplug) throw new Error("Hot-plugging disks is not supported here");
     const source = await this.hostSource();
     if (!source) return;
-    await hotplug.mount(pid, source, this.target, { readonly: parseBool(this.config.readonly), recursive: parseBool(this.config.recursive), isDir: statSync(source).isDirectory() });
+    if (this.shifted && !canIdmapMount(source)) throw new Error(`Failed to start device "${this.name}": Required idmapping abilities not available`);
+    const idmapped = this.shifted ? { userns: pid } : {};
+    await hotplug.mount(pid, source, this.target, { readonly: parseBool(this.config.readonly), recursive: parseBool(this.config.recursive), isDir: statSync(source).isDirectory(), ...idmapped });
   }
 
   async detach(pid: number): Promise<void> {

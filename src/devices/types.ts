@@ -32,7 +32,8 @@ export interface DeviceContext {
   log: Logger;
   /** Mounting into a running container (hot-plugged disks); provided by the instance driver. */
   hotplug?: {
-    mount(pid: number, source: string, target: string, opts: { readonly: boolean; recursive: boolean; isDir: boolean }): Promise<void>;
+    /** `userns`: idmap the bind through that process's user namespace (shift=true). */
+    mount(pid: number, source: string, target: string, opts: { readonly: boolean; recursive: boolean; isDir: boolean; userns?: number }): Promise<void>;
     unmount(pid: number, target: string, opts?: { remove?: boolean }): Promise<void>;
     /** Allow a device in the container's device cgroup ("c 1:3 rwm"). */
     allowDevice?(pid: number, rule: string): void;

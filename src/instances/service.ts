@@ -2,7 +2,7 @@
 // running containers (start/stop/adoption) are in runtime.ts.
 import { randomUUID } from "node:crypto";
 import { localMember } from "../db/database.js";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 import type { Db } from "../db/database.js";
@@ -344,7 +344,8 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     });
     let volumeCreated = false;
     try {
-      const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: image?.fingerprint, signal, size: ex0.devices[root.name]?.size });
+      const fill = image?.fingerprint ?? (req.migrate ? this.migrationBaseImage(project, config["volatile.base_image"], root.pool) : undefined);
+      const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: fill, signal, size: ex0.devices[root.name]?.size });
       volumeCreated = true;
       if (copyOf) {
         // Snapshots oldest first, each synced into the new volume and snapshotted there; then the
@@ -370,6 +371,23 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
       throw e;
     }
     this.deps.events.lifecycle("instance-created", instanceUrl(project, req.name), { project });
+  }
+
+  /**
+   * LXD's base-image optimisation of a migration by rsync: when the instance's base image is in
+   * the project and its file is on this member, the new volume starts as that image, and the
+   * rsync passes then send only what differs (with --delete, the result is the source's tree
+   * either way). A pool whose driver streams btrfs may negotiate BTRFS, which needs an empty
+   * volume: it starts empty, as before the negotiation it cannot be known.
+   */
+  private migrationBaseImage(project: string, fingerprint: string | undefined, pool: string): string | undefined {
+    if (!fingerprint || !/^[0-9a-f]{64}$/.test(fingerprint) || this.deps.ports.storage?.instanceStreamType?.(pool)) return undefined;
+    try {
+      if (this.deps.ports.images?.resolve(project, { fingerprint }).fingerprint !== fingerprint) return undefined;
+    } catch {
+      return undefined;
+    }
+    return existsSync(join(this.deps.paths.images, fingerprint)) ? fingerprint : undefined;
   }
 
   /** PUT (replace) or PATCH (merge) the writable fields. Throws "Invalid config: ..." as a 500, as LXD. */
@@ -542,7 +560,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   }
 
   /** Containers attaching the custom volume, with their root's host ids (InstancesPort.volumeUserRoots). */
-  volumeUserRoots(pool: string, project: string, volume: string): { name: string; uid: number; gid: number }[] {
+  volumeUserRoots(pool: string, project: string, volume: string): { name: string; uid: number; gid: number; running: boolean }[] {
     return this.repo.list(project).flatMap((row) => {
       let ex;
       try {
@@ -551,8 +569,9 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
         return [];
       }
       if (!Object.values(ex.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume && d.path !== "/")) return [];
-      const map = parseIdmapJson(this.runtime.isRunning(row) ? (row.config["volatile.idmap.current"] ?? row.config["volatile.last_state.idmap"]) : row.config["volatile.idmap.next"]);
-      return [{ name: row.name, ...hostRoot(map) }];
+      const running = this.runtime.isRunning(row);
+      const map = parseIdmapJson(running ? (row.config["volatile.idmap.current"] ?? row.config["volatile.last_state.idmap"]) : row.config["volatile.idmap.next"]);
+      return [{ name: row.name, ...hostRoot(map), running }];
     });
   }
 

@@ -16,6 +16,7 @@ import type { StagedStreams, StreamSink } from "../storage/drivers/types.js";
 import { checkSubvolumes } from "../storage/drivers/btrfs-send.js";
 import { decodeControl, decodeHeader, encodeControl, encodeHeader, FS_BTRFS, FS_RSYNC, rsyncFeaturesMsg, rsyncFeaturesOf, type MigrationHeader } from "./proto.js";
 import { invalidateQuickCheck, rsyncRecv, rsyncSend } from "./rsync-stream.js";
+import { rsyncNegotiates } from "../storage/rsync.js";
 import { connectPeer, MigrationChannel } from "./ws-io.js";
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -24,6 +25,19 @@ const BTRFS_HEADER_LIMIT = 16 << 20;
 
 /** The rsync features we speak (all of LXD's). */
 export const OUR_RSYNC_FEATURES = ["xattrs", "delete", "compress", "bidirectional"];
+/**
+ * Our MigrationHeader extension's rsync feature: this end's rsync negotiates checksum and
+ * compression (3.2+). When the source offers it and our rsync does too, the receiver lets the
+ * two rsyncs negotiate (xxh128 and zstd: ten times less CPU than the md5 and zlib that LXD's
+ * fixed `-e.iLsfx` pins). LXD peers never send the field and get exactly LXD's transfer.
+ */
+export const NODELXD_RSYNC_NEGOTIATE = "negotiate";
+
+/** Our header extension (the field LXD ignores), as this host's rsync allows. */
+export async function nodelxdExtension(): Promise<{ rsync: string[] }> {
+  return { rsync: (await rsyncNegotiates()) ? [NODELXD_RSYNC_NEGOTIATE] : [] };
+}
+
 /** The btrfs features we speak: the JSON subvolume header; root subvolumes only, no UUID-based refresh. */
 export const OUR_BTRFS_FEATURES = ["migration_header"];
 /** Go's MigrationFSType names, for LXD's negotiation error. */
@@ -233,7 +247,7 @@ export function rsyncFeaturesWith(h: MigrationHeader, ours: readonly string[] = 
 
 /** Source: send our offer, read the target's answer, and agree on the transport. */
 export async function sourceHandshake(ch: Channels, offer: MigrationHeader, ours: Transport[]): Promise<{ resp: MigrationHeader; transport: Transport; rsync: string[] }> {
-  await ch.control.send(encodeHeader({ ...offer, ...transportsHeader(ours) }));
+  await ch.control.send(encodeHeader({ ...offer, ...transportsHeader(ours), nodelxd: await nodelxdExtension() }));
   const resp = decodeHeader(await ch.control.recvMessage());
   let transport: Transport;
   try {
@@ -245,11 +259,22 @@ export async function sourceHandshake(ch: Channels, offer: MigrationHeader, ours
   return { resp, transport, rsync: rsyncFeaturesWith(resp, rsyncOurs) };
 }
 
-/** Target: the transports to answer a source's offer with (first is the one used), and the rsync features. */
-export function targetAnswer(offer: MigrationHeader, ours: Transport[], refresh: boolean): { transport: Transport; fields: Pick<MigrationHeader, "fs" | "rsyncFeatures" | "btrfsFeatures">; rsync: string[] } {
+/**
+ * Target: the transports to answer a source's offer with (first is the one used), the rsync
+ * features, and whether the receiving rsync negotiates with the sender (a nodelxd source whose
+ * rsync and ours both can; `local` is nodelxdExtension()'s). A nodelxd source is answered with
+ * the extension too; an LXD source gets LXD's answer.
+ */
+export function targetAnswer(offer: MigrationHeader, ours: Transport[], refresh: boolean, local: { rsync: string[] } = { rsync: [] }): { transport: Transport; fields: Pick<MigrationHeader, "fs" | "rsyncFeatures" | "btrfsFeatures" | "nodelxd">; rsync: string[]; negotiate: boolean } {
   const matched = matchTransports(offer, ours, refresh);
-  const fields = transportsHeader(matched);
-  return { transport: matched[0], fields, rsync: matched.find((t) => t.fs === FS_RSYNC)?.features ?? rsyncFeaturesWith(offer) };
+  const fields: Pick<MigrationHeader, "fs" | "rsyncFeatures" | "btrfsFeatures" | "nodelxd"> = transportsHeader(matched);
+  let negotiate = false;
+  if (offer.nodelxd) {
+    const rsync = local.rsync.filter((f) => (offer.nodelxd?.rsync ?? []).includes(f));
+    fields.nodelxd = { rsync };
+    negotiate = matched[0].fs === FS_RSYNC && rsync.includes(NODELXD_RSYNC_NEGOTIATE);
+  }
+  return { transport: matched[0], fields, rsync: matched.find((t) => t.fs === FS_RSYNC)?.features ?? rsyncFeaturesWith(offer), negotiate };
 }
 
 // ---- index header and failures ----
@@ -296,6 +321,24 @@ export const sendSuccess = (control: MigrationChannel) => control.send(encodeCon
 
 // ---- the fs transfer ----
 
+/** How often a transfer updates its operation's metadata (LXD's progress tracker: once a second). */
+const PROGRESS_INTERVAL_MS = 1000;
+
+/**
+ * A stream's progress callback for a label, reporting at most once per `interval`: each report
+ * is an operation event and a database write, and a transfer moves a 64 KiB chunk every few
+ * microseconds (reporting each one cost more CPU than the transfer).
+ */
+export function progressEvery(interval: number, report: (m: Record<string, unknown>) => void, now: () => number = Date.now): (label: string) => (bytes: number) => void {
+  let last = -Infinity;
+  return (label) => (n) => {
+    const t = now();
+    if (t - last < interval) return;
+    last = t;
+    report({ fs_progress: `${label}: ${n} bytes` });
+  };
+}
+
 export interface SendPlan {
   /** Snapshots to send, oldest first. */
   snapshots: string[];
@@ -314,7 +357,7 @@ function pumpStream(data: Readable, fs: MigrationChannel, progress?: (n: number)
 
 /** Source: send the snapshots and the volume by the negotiated transport. */
 export async function sendData(ch: Channels, t: Transport, rsync: string[], plan: SendPlan, opts: { signal: AbortSignal; progress: (m: Record<string, unknown>) => void }): Promise<void> {
-  const progress = (label: string) => (n: number) => opts.progress({ fs_progress: `${label}: ${n} bytes` });
+  const progress = progressEvery(PROGRESS_INTERVAL_MS, opts.progress);
   if (t.fs === FS_BTRFS) {
     if (!plan.streams) throw new Error("Optimized transfer is not available for this volume");
     await plan.streams(plan.snapshots, {
@@ -349,7 +392,7 @@ export interface RecvPlan {
 }
 
 /** Target: receive the snapshots and the volume by the negotiated transport. */
-export async function recvData(ch: Channels, t: Transport, rsync: string[], plan: RecvPlan, opts: { signal: AbortSignal; progress: (m: Record<string, unknown>) => void }): Promise<void> {
+export async function recvData(ch: Channels, t: Transport, rsync: string[], plan: RecvPlan, opts: { signal: AbortSignal; progress: (m: Record<string, unknown>) => void; negotiate?: boolean }): Promise<void> {
   if (t.fs === FS_BTRFS) {
     if (!plan.streams) throw new Error("Optimized transfer is not available for this volume");
     // The source's subvolume list must be exactly what was agreed: each snapshot, then the volume.
@@ -374,15 +417,15 @@ export async function recvData(ch: Channels, t: Transport, rsync: string[], plan
     chownSync(dir, own.uid, own.gid);
     chmodSync(dir, own.mode & 0o7777);
   };
-  const progress = (label: string) => (n: number) => opts.progress({ fs_progress: `${label}: ${n} bytes` });
+  const progress = progressEvery(PROGRESS_INTERVAL_MS, opts.progress);
   for (const s of plan.snapshots) {
-    await rsyncRecv(dir, plan.jail, ch.fs, { features: rsync, signal: opts.signal, progress: progress(s) });
+    await rsyncRecv(dir, plan.jail, ch.fs, { features: rsync, negotiate: opts.negotiate, signal: opts.signal, progress: progress(s) });
     keepRoot();
     await plan.addSnapshot(s);
   }
   if (plan.snapshots.length > 0) await invalidateQuickCheck(dir, plan.lastSnapshotSec);
   for (let pass = plan.passes; pass > 0; pass--) {
-    await rsyncRecv(dir, plan.jail, ch.fs, { features: rsync, signal: opts.signal, progress: progress(plan.label) });
+    await rsyncRecv(dir, plan.jail, ch.fs, { features: rsync, negotiate: opts.negotiate, signal: opts.signal, progress: progress(plan.label) });
     keepRoot();
   }
 }

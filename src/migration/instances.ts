@@ -15,7 +15,7 @@ import { validateSnapshotName, goTime, ZERO_TIME } from "../instances/snapshots.
 import type { OperationView } from "../operations/types.js";
 import { decodeHeader, encodeHeader, FS_RSYNC, INDEX_HEADER_VERSION, type MigrationHeader, type SnapshotMsg } from "./proto.js";
 import { checkBwlimit } from "../storage/rsync.js";
-import { poolTransports, recvData, recvIndexHeader, sendData, sendFailure, sendIndexHeader, sendSuccess, sourceFailure, sourceHandshake, sourceOperation, targetAnswer, targetResult, type Channels, type PushTarget, type SinkRequest } from "./channel.js";
+import { nodelxdExtension, poolTransports, recvData, recvIndexHeader, sendData, sendFailure, sendIndexHeader, sendSuccess, sourceFailure, sourceHandshake, sourceOperation, targetAnswer, targetResult, type Channels, type PushTarget, type SinkRequest } from "./channel.js";
 
 export type { SinkRequest } from "./channel.js";
 
@@ -171,7 +171,7 @@ export class InstanceMigration {
       const storage = this.storage();
       const poolConfig = (storage.getPool?.(pool) as { config?: Record<string, string> } | undefined)?.config;
       // Optimized only into a new instance (an existing one is refreshed by rsync).
-      const { transport, fields, rsync } = targetAnswer(offer, poolTransports(storage.instanceStreamType?.(pool), poolConfig), req.refresh);
+      const { transport, fields, rsync, negotiate } = targetAnswer(offer, poolTransports(storage.instanceStreamType?.(pool), poolConfig), req.refresh, await nodelxdExtension());
       const resp: MigrationHeader = {
         ...fields,
         indexHeaderVersion: Math.min(offer.indexHeaderVersion ?? 0, INDEX_HEADER_VERSION),
@@ -218,7 +218,7 @@ export class InstanceMigration {
           })(),
           label: name,
           jail: this.core.paths.dir + "/migration-jail",
-        }, { signal, progress });
+        }, { signal, progress, negotiate });
         if (volumes.main && !req.refresh) storage.setInstanceVolumeConfig?.(project, pool, name, undefined, volumes.main);
         // The files carry the source's host ids: the first start shifts them to our map.
         this.svc.repo.patchConfig(project, name, { "volatile.last_state.idmap": idmapJson(idmap) });

@@ -19,11 +19,13 @@ message Snapshot {
 message rsyncFeatures { optional bool xattrs = 1; optional bool delete = 2; optional bool compress = 3; optional bool bidirectional = 4; }
 message zfsFeatures { optional bool compress = 1; optional bool migration_header = 2; }
 message btrfsFeatures { optional bool migration_header = 1; optional bool header_subvolumes = 2; optional bool header_subvolume_uuids = 3; }
+message NodelxdFeatures { repeated string rsync = 1; }
 message MigrationHeader {
   required MigrationFSType fs = 1; optional CRIUType criu = 2; repeated IDMapType idmap = 3; repeated string snapshotNames = 4;
   repeated Snapshot snapshots = 5; optional bool predump = 7; optional rsyncFeatures rsyncFeatures = 8; optional bool refresh = 9;
   optional zfsFeatures zfsFeatures = 10; optional int64 volumeSize = 11; optional btrfsFeatures btrfsFeatures = 12;
   optional uint32 indexHeaderVersion = 13;
+  optional NodelxdFeatures nodelxd = 4450;
 }
 message MigrationControl { required bool success = 1; optional string message = 2; }
 `;
@@ -83,6 +85,11 @@ export interface MigrationHeader {
   volumeSize?: number;
   btrfsFeatures?: { migration_header?: boolean; header_subvolumes?: boolean; header_subvolume_uuids?: boolean };
   indexHeaderVersion?: number;
+  /**
+   * nodelxd's own field (number 4450, which LXD's schema does not use: LXD keeps it as an unknown
+   * field and ignores it). A peer that sends it is nodelxd; see NODELXD_RSYNC_NEGOTIATE.
+   */
+  nodelxd?: { rsync?: string[] };
 }
 
 export interface MigrationControl {

@@ -1,43 +1,29 @@
 // rsync over a migration websocket, as LXD runs it (lxd/rsync/rsync.go). The sending side
-// runs `rsync -ar ... PATH localhost:/tmp/foo -e CMD` whose remote shell CMD relays through
-// two descriptors the daemon holds; the receiving side runs `rsync --server` on the stream.
-// The receiver runs chrooted into a private mount namespace that holds only the target
-// directory (at /t) and a read-only /usr: whatever the peer's file list says, links it
-// makes and follows can reach nothing of the host.
-import { spawn } from "node:child_process";
+// runs `rsync -ar ... PATH localhost:/tmp/foo -e CMD` whose remote shell CMD (`nodelxd-rsync
+// relay`, native/rsync.c) relays through a socket the daemon holds; the receiving side runs
+// `rsync --server` on the stream. The receiver runs chrooted into a private mount namespace
+// that holds only the target directory (at /t) and a read-only /usr (`nodelxd-rsync jail`):
+// whatever the peer's file list says, links it makes and follows can reach nothing of the host.
+// Both are started with posix_spawn (HelperProcess), not by forking the daemon.
+import type { Readable, Writable } from "node:stream";
 import { lstat, readdir, utimes } from "node:fs/promises";
 import { join } from "node:path";
-import type { Readable, Writable } from "node:stream";
+import { whichOnPath } from "../os/exec.js";
+import { HelperProcess } from "../os/helper-process.js";
+import { helperPath } from "../os/native.js";
 import { rsyncFeatureArgs } from "../storage/rsync.js";
 import type { MigrationChannel } from "./ws-io.js";
 
-/** The remote shell (a background job's stdin would be /dev/null, hence fd 5): fd 3 carries the peer's bytes to rsync (and ends it when the peer's stream ends, as LXD's netcat), fd 4 rsync's bytes to the peer. */
-const RELAY = "sh -c 'exec 5<&0; cat <&5 >&4 & exec cat <&3 5<&-'";
-
-/** Builds the receiver's jail in a new mount namespace, then runs rsync in it. Paths are positional, never interpolated. */
-const JAIL = [
-  "set -e",
-  'root=$1; target=$2; shift 2',
-  'mount -t tmpfs -o mode=0755,size=1m nodelxd-rsync "$root"',
-  'mkdir "$root/usr" "$root/t"',
-  'mount --bind /usr "$root/usr"',
-  'mount -o remount,bind,ro,nosuid,nodev "$root/usr"',
-  'mount --bind "$target" "$root/t"',
-  'for d in bin lib lib64 sbin; do [ -e "/usr/$d" ] && ln -s "usr/$d" "$root/$d"; done',
-  'exec chroot "$root" rsync "$@"',
-].join("\n");
+const ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" };
 
 export interface RsyncStreamOpts {
   features: readonly string[];
   bwlimit?: string;
+  /** Receiver: let the sender's rsync negotiate checksum and compression (a nodelxd peer, rsync 3.2+ on both ends). */
+  negotiate?: boolean;
   signal?: AbortSignal;
   /** Bytes moved so far (progress). */
   progress?: (bytes: number) => void;
-}
-
-/** Relay `from` to the peer as one stream. */
-function pumpOut(from: Readable, ch: MigrationChannel, progress?: (n: number) => void): Promise<void> {
-  return ch.sendStream(from, progress);
 }
 
 /** Copy the peer's stream (to its barrier) into `to`; keep reading to the barrier even if `to` is gone. */
@@ -48,65 +34,63 @@ async function pumpIn(ch: MigrationChannel, to: Writable): Promise<void> {
     if (broken || to.destroyed) continue;
     if (!to.write(chunk)) await new Promise<void>((r) => (to.once("drain", r), to.once("close", r)));
   }
-  to.end();
+  if (!broken && !to.destroyed) to.end();
 }
 
-function waitExit(child: import("node:child_process").ChildProcess, stderr: () => string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    child.once("error", reject);
-    child.once("close", (code, sig) => resolve(code ?? (sig ? 128 : -1)));
-  }).then((c) => {
-    void stderr;
-    return c as number;
+/** Run `child` with its byte streams joined to the peer's; throws `failure` (exit code, 128 + n for signal n) if it fails. */
+async function relayed(child: HelperProcess, ch: MigrationChannel, fromChild: Readable, toChild: Writable, opts: RsyncStreamOpts, failure: (code: number, stderr: string) => Error): Promise<void> {
+  let err = "";
+  child.stderr!.on("data", (c: Buffer) => (err = (err + c.toString()).slice(-4096)));
+  const stderrDone = new Promise<void>((r) => (child.stderr!.once("close", () => r()), child.stderr!.once("error", () => r())));
+  const kill = () => child.kill("SIGKILL");
+  opts.signal?.addEventListener("abort", kill, { once: true });
+  // A failed rsync fails the stream at once (its peer may never end its side), with all it said.
+  const exited = child.exited.then(async ({ code, signal }) => {
+    const c = code ?? (signal !== null ? 128 + signal : -1);
+    await Promise.race([stderrDone, new Promise((r) => setTimeout(r, 1000).unref())]);
+    if (c !== 0) throw failure(c, err.trim());
   });
+  try {
+    await Promise.all([exited, ch.sendStream(fromChild, opts.progress), pumpIn(ch, toChild)]);
+  } catch (e) {
+    kill();
+    throw e;
+  } finally {
+    opts.signal?.removeEventListener("abort", kill);
+    for (const s of child.stdio) s?.destroy();
+  }
+}
+
+function rsyncBinary(): string {
+  const path = whichOnPath("rsync");
+  if (!path) throw new Error("rsync isn't installed");
+  return path;
 }
 
 /** Send the tree at `path` as one rsync stream. */
 export async function rsyncSend(name: string, path: string, ch: MigrationChannel, opts: RsyncStreamOpts): Promise<void> {
   const src = path.endsWith("/") ? path : `${path}/`;
-  // --blocking-io: rsync hands the relay a blocking stdout; otherwise the relay's `cat` gets
-  // EAGAIN (and dies, cutting the stream) whenever rsync is slower to read than the peer sends.
+  const relay = helperPath("nodelxd-rsync");
+  // rsync splits -e on blanks itself (no shell): the helper's path is one word.
+  if (/[\s'"\\]/.test(relay)) throw new Error(`Unusable rsync relay path "${relay}"`);
+  // --blocking-io: rsync hands the relay blocking descriptors, as to a remote shell.
   const args = ["-ar", "--blocking-io", "--devices", "--numeric-ids", "--partial", "--sparse"];
   if (opts.bwlimit) args.push("--bwlimit", opts.bwlimit);
-  args.push(...rsyncFeatureArgs(opts.features), "-e", RELAY, "--", src, "localhost:/tmp/foo");
-  const child = spawn("rsync", args, { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] });
-  let err = "";
-  child.stderr!.on("data", (c: Buffer) => (err = (err + c.toString()).slice(-4096)));
-  const kill = () => child.kill("SIGKILL");
-  opts.signal?.addEventListener("abort", kill, { once: true });
-  const toRsync = child.stdio[3] as Writable;
-  const fromRsync = child.stdio[4] as Readable;
-  try {
-    const [code] = await Promise.all([waitExit(child, () => err), pumpOut(fromRsync, ch, opts.progress), pumpIn(ch, toRsync)]);
-    if (code !== 0) throw new Error(`Rsync send failed: ${name}, ${path}: exit status ${code} (${err.trim()})`);
-  } catch (e) {
-    kill();
-    throw e;
-  } finally {
-    opts.signal?.removeEventListener("abort", kill);
-  }
+  args.push(...rsyncFeatureArgs(opts.features), "-e", `${relay} relay`, "--", src, "localhost:/tmp/foo");
+  // fd 3: the relay's socket to us (rsync passes it on to its remote shell).
+  const child = new HelperProcess(rsyncBinary(), "rsync", args, ["ignore", "ignore", "pipe", "pipe"], { env: ENV });
+  const peer = child.stdio[3]!;
+  await relayed(child, ch, peer, peer, opts, (code, err) => new Error(`Rsync send failed: ${name}, ${path}: exit status ${code} (${err})`));
 }
 
 /** Receive one rsync stream into `path` (an existing directory), confined to it. */
 export async function rsyncRecv(path: string, jailRoot: string, ch: MigrationChannel, opts: RsyncStreamOpts): Promise<void> {
-  const rsyncArgs = ["--server", "-vlogDtpre.iLsfx", "--numeric-ids", "--devices", "--partial", "--sparse", ...rsyncFeatureArgs(opts.features), ".", "/t/"];
-  const child = spawn("unshare", ["--mount", "--propagation", "private", "--", "sh", "-c", JAIL, "sh", jailRoot, path, ...rsyncArgs], {
-    stdio: ["pipe", "pipe", "pipe"],
-    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
-  });
-  let err = "";
-  child.stderr!.on("data", (c: Buffer) => (err = (err + c.toString()).slice(-4096)));
-  const kill = () => child.kill("SIGKILL");
-  opts.signal?.addEventListener("abort", kill, { once: true });
-  try {
-    const [code] = await Promise.all([waitExit(child, () => err), pumpOut(child.stdout!, ch), pumpIn(ch, child.stdin!)]);
-    if (code !== 0) throw new Error(`Rsync receive failed: ${path}: exit status ${code} (${err.trim()})`);
-  } catch (e) {
-    kill();
-    throw e;
-  } finally {
-    opts.signal?.removeEventListener("abort", kill);
-  }
+  // LXD's receiver tells rsync the client has protocol 30's capabilities only (`.iLsfx`: md5 and
+  // zlib); a nodelxd sender's rsync also has checksum seed fix, inplace-partial, negotiated
+  // strings and id-0 names (`CIvu`, what rsync 3.2+ clients send).
+  const rsyncArgs = ["--server", opts.negotiate ? "-vlogDtpre.iLsfxCIvu" : "-vlogDtpre.iLsfx", "--numeric-ids", "--devices", "--partial", "--sparse", ...rsyncFeatureArgs(opts.features), ".", "/t/"];
+  const child = new HelperProcess(helperPath("nodelxd-rsync"), "nodelxd-rsync", ["jail", jailRoot, path, ...rsyncArgs], ["pipe", "pipe", "pipe"], { env: ENV });
+  await relayed(child, ch, child.stdout!, child.stdin!, opts, (code, err) => new Error(`Rsync receive failed: ${path}: exit status ${code} (${err})`));
 }
 
 /**

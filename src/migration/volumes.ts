@@ -16,7 +16,7 @@ import type { VolumeSnapshotService } from "../storage/volume-snapshots.js";
 import { ZERO_TIME, goTime } from "../instances/snapshots.js";
 import { fromConfigList, goField, toConfigList } from "./instances.js";
 import { decodeHeader, encodeHeader, FS_RSYNC, INDEX_HEADER_VERSION, type MigrationHeader, type SnapshotMsg } from "./proto.js";
-import { closeChannels, poolTransports, recvData, recvIndexHeader, sendData, sendFailure, sendIndexHeader, sendSuccess, sinkChannels, sinkSockets, sourceFailure, sourceHandshake, sourceOperation, targetAnswer, targetResult, type Channels, type PushTarget, type SinkRequest, type Sockets } from "./channel.js";
+import { closeChannels, nodelxdExtension, poolTransports, recvData, recvIndexHeader, sendData, sendFailure, sendIndexHeader, sendSuccess, sinkChannels, sinkSockets, sourceFailure, sourceHandshake, sourceOperation, targetAnswer, targetResult, type Channels, type PushTarget, type SinkRequest, type Sockets } from "./channel.js";
 const GO_ZERO_SECS = -62135596800;
 
 export interface VolumeSourceRequest {
@@ -100,7 +100,7 @@ export class VolumeMigration {
       let snapshots = sink.instanceOnly ? [] : offer.snapshots;
       const target = sink.refresh ? this.copies.target(pool, project, req.name) : undefined;
       if (target) snapshots = await this.copies.refreshPlan(target, snapshots);
-      const { transport, fields, rsync } = targetAnswer(offer, poolTransports(this.pools.streamType(pool), this.pools.pool(pool).config), sink.refresh);
+      const { transport, fields, rsync, negotiate } = targetAnswer(offer, poolTransports(this.pools.streamType(pool), this.pools.pool(pool).config), sink.refresh, await nodelxdExtension());
       const resp: MigrationHeader = {
         ...fields,
         indexHeaderVersion: Math.min(offer.indexHeaderVersion ?? 0, INDEX_HEADER_VERSION),
@@ -136,7 +136,7 @@ export class VolumeMigration {
           passes: 1,
           label: req.name,
           jail: this.core.paths.dir + "/migration-jail",
-        }, { signal, progress: () => {} });
+        }, { signal, progress: () => {}, negotiate });
       };
       await Promise.race([work(), failed]);
       await sendSuccess(ch.control);

@@ -24,7 +24,8 @@ export class MigrationChannel {
     readonly name: string,
   ) {
     ws.on("message", (data: RawData, isBinary: boolean) => {
-      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+      // ws hands a Buffer (binaryType "nodebuffer"); Buffer.from() of it would copy every chunk.
+      const buf = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
       if (!isBinary) this.push({ barrier: true });
       else {
         this.queued += buf.length;

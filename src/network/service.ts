@@ -4,7 +4,7 @@ import { interfaceState } from "./host/state.js";
 import { mkdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
+import { BadRequest, Conflict, InternalError, NotFound, NotImplemented } from "../shared/errors.js";
 import type { NetworkRepo, NetworkRow } from "../db/network-repo.js";
 import { MemberConfigRepo } from "../db/member-config-repo.js";
 import type { NetworksPort, Ports } from "../daemon/ports.js";
@@ -18,8 +18,11 @@ import { aclNames, type NetworkAclService } from "./acls/service.js";
 import type { LeaseView, NetworkConfig, NetworkDriver, NetworkStateView } from "./types.js";
 import type { NetworkBgp } from "./bgp/network-bgp.js";
 
-/** Networks live in the default project (projects without features.networks share them). */
+/** The project holding the host's networks (and every project's without features.networks). */
 const PROJECT = "default";
+
+/** Network types as LXD 5.0.2 knows them; "ovn" (the one type a features.networks project may hold) has no driver here. */
+const LXD_TYPES = ["bridge", "macvlan", "sriov", "ovn", "physical"];
 
 export interface NetworkView {
   config: NetworkConfig;
@@ -49,11 +52,19 @@ export interface NetworkServiceDeps {
   };
   /** The BGP speaker's view of networks (prefixes, peers); absent: no BGP. */
   bgp?: NetworkBgp;
+  /** LXD's NetworkProject: the project whose networks a request in `project` uses (features.networks), and its config. */
+  networkProject?(project: string): { name: string; config: Record<string, string> };
 }
 
 export function networkNameError(name: string): string | undefined {
   if (name.length > 0 && name.length < 2) return "Network interface is too short (minimum 2 characters)";
   return interfaceNameError(name);
+}
+
+/** LXD's common ValidateName (the OVN driver's): URL-segment safe, no ":". */
+function ovnNameError(name: string): string | undefined {
+  for (const c of ["/", "?", "&", "+", ":"]) if (name.includes(c)) return `Cannot contain "${c}"`;
+  return undefined;
 }
 
 const dropEmpty = (c: NetworkConfig) => Object.fromEntries(Object.entries(c).filter(([, v]) => v !== ""));
@@ -163,22 +174,36 @@ export class NetworkService implements NetworksPort {
     return new Set(this.deps.repo.all().filter((r) => r.config["bridge.driver"] === "openvswitch").map((r) => r.name));
   }
 
-  list(_project: string): NetworkView[] {
-    const rows = this.deps.repo.list(PROJECT);
-    const managed = new Set(rows.map((r) => r.name));
-    return [...rows.map((r) => this.managedView(r)), ...listInterfaces().filter((n) => !managed.has(n)).map((n) => this.unmanagedView(n))];
+  /** The project holding the networks a request in `project` uses (itself with features.networks, else default). */
+  projectOf(project: string): string {
+    return this.deps.networkProject?.(project).name ?? PROJECT;
   }
 
-  view(_project: string, name: string): NetworkView {
-    const row = this.deps.repo.get(PROJECT, name);
+  /**
+   * Managed networks of the request's network project; the host's interfaces (less veth pairs,
+   * as LXD) only when that is the default project.
+   */
+  list(project: string): NetworkView[] {
+    const owner = this.projectOf(project);
+    const rows = this.deps.repo.list(owner);
+    if (owner !== PROJECT) return rows.map((r) => this.managedView(r));
+    const managed = new Set(rows.map((r) => r.name));
+    const host = listInterfaces().filter((n) => !managed.has(n) && !n.startsWith("veth"));
+    return [...rows.map((r) => this.managedView(r)), ...host.map((n) => this.unmanagedView(n))];
+  }
+
+  view(project: string, name: string): NetworkView {
+    const owner = this.projectOf(project);
+    const row = this.deps.repo.get(owner, name);
     if (row) return this.managedView(row);
-    if (!networkNameError(name) && interfaceExists(name)) return this.unmanagedView(name);
+    // Host interfaces are seen from the default project only (doNetworkGet).
+    if (owner === PROJECT && !name.startsWith("veth") && !networkNameError(name) && interfaceExists(name)) return this.unmanagedView(name);
     throw new NotFound("Network not found");
   }
 
   /** The managed row or LXD's 404 for write paths. */
-  private row(name: string): NetworkRow {
-    const row = this.deps.repo.get(PROJECT, name);
+  private row(project: string, name: string): NetworkRow {
+    const row = this.deps.repo.get(this.projectOf(project), name);
     if (!row) throw new NotFound("Failed loading network: Network not found");
     return row;
   }
@@ -199,16 +224,34 @@ export class NetworkService implements NetworksPort {
     return { routes, addresses: addrs, networks };
   }
 
-  async create(_project: string, req: { name: string; type?: string; description?: string; config?: NetworkConfig }): Promise<void> {
+  /**
+   * networksPost's checks in LXD's order: name, type (default "ovn" in a features.networks
+   * project, "bridge" otherwise), name rules, whether the type may live outside the default
+   * project (only OVN may), then limits.networks of a features.networks project.
+   */
+  async create(project: string, req: { name: string; type?: string; description?: string; config?: NetworkConfig }): Promise<void> {
     const name = req.name;
     if (!name) throw new BadRequest("No name provided");
-    const nameErr = networkNameError(name);
+    const np = this.deps.networkProject?.(project) ?? { name: PROJECT, config: {} };
+    const type = req.type || (np.name !== PROJECT ? "ovn" : "bridge");
+    if (!LXD_TYPES.includes(type)) throw new BadRequest("Unknown driver");
+    // OVN networks have no host interface of their name: only the common URL-safe rule applies.
+    const nameErr = type === "ovn" ? ovnNameError(name) : networkNameError(name);
     if (nameErr) throw new BadRequest(nameErr);
-    const type = req.type || "bridge";
-    if (!isNetworkType(type)) throw new BadRequest("Unknown driver");
+    if (np.name !== PROJECT) {
+      if (type !== "ovn") throw new BadRequest("Network type does not support non-default projects");
+      const limit = np.config["limits.networks"];
+      if (limit !== undefined && limit !== "") {
+        const have = this.deps.repo.list(np.name).map((r) => r.name);
+        if (!have.includes(name) && have.length >= Number(limit)) throw new BadRequest("Networks limit has been reached for project");
+      }
+    }
+    // OVN (LXD's only project-capable type) has no driver here.
+    if (!isNetworkType(type)) throw new NotImplemented(`Network type "${type}" isn't supported by this server`);
+    const owner = np.name;
     return this.locked(name, async () => {
-      if (this.deps.repo.get(PROJECT, name)) throw new BadRequest("The network already exists");
-      const row: NetworkRow = { project: PROJECT, name, type, description: req.description ?? "", config: { ...(req.config ?? {}) } };
+      if (this.deps.repo.get(owner, name)) throw new BadRequest("The network already exists");
+      const row: NetworkRow = { project: owner, name, type, description: req.description ?? "", config: { ...(req.config ?? {}) } };
       const driver = this.driverFor(row);
       try {
         let facts: Promise<LocalFacts> | undefined;
@@ -228,12 +271,12 @@ export class NetworkService implements NetworksPort {
         await this.bgpSetup(row);
       } catch (e) {
         await live.stop().catch(() => {});
-        this.deps.repo.delete(PROJECT, name);
+        this.deps.repo.delete(owner, name);
         rmSync(this.networkDir(name), { recursive: true, force: true });
         throw new InternalError((e as Error).message);
       }
       this.live.set(name, live);
-      this.deps.events.lifecycle("network-created", `/1.0/networks/${name}`, { project: PROJECT });
+      this.deps.events.lifecycle("network-created", `/1.0/networks/${name}`, { project: owner });
     });
   }
 
@@ -283,7 +326,7 @@ export class NetworkService implements NetworksPort {
    */
   async applyHere(name: string, shared: NetworkConfig): Promise<void> {
     return this.locked(name, async () => {
-      const row = this.row(name);
+      const row = this.row(PROJECT, name);
       const driver = this.liveDriver(row);
       const next = this.memberConfig(name, dropEmpty(shared));
       try {
@@ -308,14 +351,14 @@ export class NetworkService implements NetworksPort {
   }
 
   /** The object If-Match compares against (what GET shows, minus used_by/status); GET uses the same shape. */
-  etagOf(name: string): unknown {
-    const row = this.row(name);
+  etagOf(project: string, name: string): unknown {
+    const row = this.row(project, name);
     return { name: row.name, managed: true, type: row.type, description: row.description, config: row.config };
   }
 
-  async update(_project: string, name: string, req: { description?: string; config?: NetworkConfig }, mode: "replace" | "merge"): Promise<void> {
+  async update(project: string, name: string, req: { description?: string; config?: NetworkConfig }, mode: "replace" | "merge"): Promise<void> {
     return this.locked(name, async () => {
-      const row = this.row(name);
+      const row = this.row(project, name);
       if ((row.state ?? "created") !== "created") throw new BadRequest("Cannot update network global config when not in created state");
       const driver = this.liveDriver(row);
       let next: NetworkConfig = mode === "replace" ? { ...(req.config ?? {}) } : { ...row.config, ...(req.config ?? {}) };
@@ -341,34 +384,35 @@ export class NetworkService implements NetworksPort {
           throw new InternalError((e as Error).message);
         }
       }
-      this.deps.repo.update(PROJECT, name, description, next);
-      this.deps.events.lifecycle("network-updated", `/1.0/networks/${name}`, { project: PROJECT });
+      this.deps.repo.update(row.project, name, description, next);
+      this.deps.events.lifecycle("network-updated", `/1.0/networks/${name}`, { project: row.project });
     });
   }
 
-  async rename(_project: string, name: string, to: string): Promise<void> {
+  async rename(project: string, name: string, to: string): Promise<void> {
     if (!to) throw new BadRequest("No name provided");
     const err = networkNameError(to);
     if (err) throw new BadRequest(err);
     return this.locked(name, async () => {
-      const row = this.row(name);
-      if (this.deps.repo.get(PROJECT, to)) throw new Conflict(`Network "${to}" already exists`);
+      const row = this.row(project, name);
+      const owner = row.project;
+      if (this.deps.repo.get(owner, to)) throw new Conflict(`Network "${to}" already exists`);
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       if (row.type === "bridge" && linkExists(to)) throw new Conflict(`Network interface "${to}" already exists`);
       const old = this.liveDriver(row);
       await this.bgpClear(row);
       await old.stop();
       this.live.delete(name);
-      this.deps.repo.rename(PROJECT, name, to);
-      this.deps.forwards.renameNetwork(PROJECT, name, to);
+      this.deps.repo.rename(owner, name, to);
+      this.deps.forwards.renameNetwork(owner, name, to);
       renameSync(this.networkDir(name), this.networkDir(to));
       const renamed = this.driverFor({ ...row, name: to });
       try {
         await renamed.start();
       } catch (e) {
         await renamed.stop().catch(() => {});
-        this.deps.repo.rename(PROJECT, to, name);
-        this.deps.forwards.renameNetwork(PROJECT, to, name);
+        this.deps.repo.rename(owner, to, name);
+        this.deps.forwards.renameNetwork(owner, to, name);
         renameSync(this.networkDir(to), this.networkDir(name));
         await old.start().catch(() => {});
         this.live.set(name, old);
@@ -376,21 +420,22 @@ export class NetworkService implements NetworksPort {
       }
       this.live.set(to, renamed);
       await this.bgpSetup({ ...row, name: to }).catch((err) => this.deps.log.error({ err, network: to }, "BGP setup after rename"));
-      this.deps.events.lifecycle("network-renamed", `/1.0/networks/${to}`, { project: PROJECT, context: { old_name: name } });
+      this.deps.events.lifecycle("network-renamed", `/1.0/networks/${to}`, { project: owner, context: { old_name: name } });
     });
   }
 
-  async delete(_project: string, name: string): Promise<void> {
+  async delete(project: string, name: string): Promise<void> {
     return this.locked(name, async () => {
-      const row = this.row(name);
+      const row = this.row(project, name);
+      const owner = row.project;
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       await this.bgpClear(row);
       await this.liveDriver(row).stop();
       this.live.delete(name);
-      this.deps.forwards.deleteNetwork(PROJECT, name);
-      this.deps.repo.delete(PROJECT, name);
+      this.deps.forwards.deleteNetwork(owner, name);
+      this.deps.repo.delete(owner, name);
       rmSync(this.networkDir(name), { recursive: true, force: true });
-      this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: PROJECT });
+      this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: owner });
     });
   }
 
@@ -422,51 +467,53 @@ export class NetworkService implements NetworksPort {
 
   /** AclNetworks: the managed networks of a project (ACL usage). */
   managed(project: string): { name: string; type: string; config: NetworkConfig }[] {
-    return project === PROJECT ? this.deps.repo.list(PROJECT) : [];
+    return this.deps.repo.list(project);
   }
 
   /** An ACL this network names, or one of its forwards, changed. */
   async refreshFirewall(name: string): Promise<void> {
     return this.locked(name, async () => {
-      const row = this.row(name);
+      const row = this.row(PROJECT, name);
       await this.liveDriver(row).refreshFirewall?.();
       if (row.id !== undefined) await this.deps.bgp?.refreshForwards({ ...row, id: row.id });
     });
   }
 
   /** The managed network (forwards), or LXD's 404. */
-  requireManaged(name: string): NetworkRow {
-    return this.row(name);
+  requireManaged(name: string, project = PROJECT): NetworkRow {
+    return this.row(project, name);
   }
 
-  async state(_project: string, name: string): Promise<NetworkStateView> {
-    const row = this.deps.repo.get(PROJECT, name);
+  async state(project: string, name: string): Promise<NetworkStateView> {
+    const owner = this.projectOf(project);
+    const row = this.deps.repo.get(owner, name);
     if (row) return this.liveDriver(row).state();
+    // Any host interface answers, from any project (networkStateGet does not ask the project).
     if (networkNameError(name) || !interfaceExists(name)) throw new NotFound("Network not found");
     return interfaceState(name);
   }
 
-  async leases(_project: string, name: string): Promise<LeaseView[]> {
-    const driver = this.liveDriver(this.row(name));
+  async leases(project: string, name: string): Promise<LeaseView[]> {
+    const driver = this.liveDriver(this.row(project, name));
     if (!driver.leases) throw new BadRequest(`Network "${name}" of type "${driver.type}" has no DHCP leases`);
     return driver.leases(this.deps.ports.instances?.nicsOn?.(name) ?? []);
   }
 
   // NetworksPort
 
-  get(_project: string, name: string): { name: string; type: string; config: Record<string, string> } {
-    const row = this.deps.repo.get(PROJECT, name);
+  get(project: string, name: string): { name: string; type: string; config: Record<string, string> } {
+    const row = this.deps.repo.get(this.projectOf(project), name);
     if (!row) throw new NotFound("Network not found");
     return { name: this.liveDriver(row).hostInterface(), type: row.type, config: { ...row.config } };
   }
 
-  isOvs(_project: string, name: string): boolean {
-    const row = this.deps.repo.get(PROJECT, name);
+  isOvs(project: string, name: string): boolean {
+    const row = this.deps.repo.get(this.projectOf(project), name);
     return row?.type === "bridge" && row.config["bridge.driver"] === "openvswitch";
   }
 
   async setStaticLease(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void> {
-    const driver = this.liveDriver(this.row(network));
+    const driver = this.liveDriver(this.row(PROJECT, network));
     if (!driver.setStaticHost) throw new BadRequest(`Network "${network}" does not support static DHCP leases`);
     await driver.setStaticHost(device ? `${instance}.${device}` : instance, { hwaddr, ipv4, ipv6, hostname: dnsName(instance) });
   }
@@ -478,7 +525,7 @@ export class NetworkService implements NetworksPort {
     host: { hwaddr: string; ipv4?: string; ipv6?: string },
     want: { ipv4: boolean; ipv6: boolean },
   ): Promise<{ ipv4?: string; ipv6?: string }> {
-    const driver = this.liveDriver(this.row(network));
+    const driver = this.liveDriver(this.row(PROJECT, network));
     if (!driver.allocateStaticHost) return { ipv4: want.ipv4 ? "none" : undefined, ipv6: want.ipv6 ? "none" : undefined };
     return driver.allocateStaticHost(`${instance}.${device}`, { ...host, hostname: dnsName(instance) }, want);
   }

@@ -146,13 +146,19 @@ export function spawnPty(cmd: string, args: string[], opts: { cols: number; rows
 
 /** Whether `cmd` is an executable on the daemon's PATH (what liblxc and exec.LookPath see). */
 export function onPath(cmd: string): boolean {
-  return (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").some((d) => {
-    if (d === "") return false;
+  return whichOnPath(cmd) !== undefined;
+}
+
+/** The path of `cmd` on the daemon's PATH (for posix_spawn, which does not search), or undefined. */
+export function whichOnPath(cmd: string): string | undefined {
+  for (const d of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
+    if (d === "") continue;
     try {
       accessSync(join(d, cmd), constants.X_OK);
-      return true;
+      return join(d, cmd);
     } catch {
-      return false;
+      /* next */
     }
-  });
+  }
+  return undefined;
 }

@@ -1,6 +1,6 @@
 // The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
-// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c) and the helpers (native/start.c, native/uevent.c,
-// native/attach.c).
+// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c) and the helpers (native/start.c,
+// native/attach.c, native/proxy.c, native/uevent.c, native/rsync.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 
@@ -27,12 +27,18 @@ export interface Native {
   ethtoolLinkSettings(ifname: string): { autoneg: number; duplex: number; speed: number; port: number; transceiver: number; supported: number[] } | null;
   /** BTRFS_IOC_SET_RECEIVED_SUBVOL: set a subvolume's Received UUID (36-character form). */
   btrfsSetReceivedUuid(path: string, uuid: string): void;
+  /** "" when the filesystem holding `path` can be idmapped (open_tree + mount_setattr MOUNT_ATTR_IDMAP), else the errno text. */
+  idmapMountError(path: string): string;
+  /** lxc_has_api_extension of the installed liblxc (e.g. "idmapped_mounts_v2"). */
+  liblxcHasExtension(name: string): boolean;
+  /** Bind `source` onto the existing `target`, idmapped through the user namespace of `pid`; throws "<step>: <errno text>". */
+  idmappedBind(source: string, pid: number, target: string, recursive: boolean): void;
   O_PATH: number;
 }
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;
 
-export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy" | "nodelxd-uevent";
+export type Helper = "nodelxd-start" | "nodelxd-attach" | "nodelxd-proxy" | "nodelxd-uevent" | "nodelxd-rsync";
 const sealedHelpers = new Map<Helper, string>();
 
 /**

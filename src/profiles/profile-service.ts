@@ -2,7 +2,7 @@
 // project that has profiles and can be neither deleted nor renamed.
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
 import { validateInstanceConfig } from "../instances/config-keys.js";
-import type { InstancesPort, ProfileRecord, ProfilesPort, ProjectsPort } from "../daemon/ports.js";
+import type { InstancesPort, NetworksPort, ProfileRecord, ProfilesPort, ProjectsPort } from "../daemon/ports.js";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import { ProfileRepo } from "../db/profile-repo.js";
@@ -63,6 +63,8 @@ export interface ProfileServiceDeps {
   events: Pick<EventHub, "lifecycle">;
   instances(): Pick<InstancesPort, "usedBy" | "checkProfileChange" | "applyProfileChange"> | undefined;
   projects(): Pick<ProjectsPort, "allowProfileUpdate"> | undefined;
+  /** NICs naming a managed network must name one of the profile project's network project (loaded after profiles). */
+  networks?(): Pick<NetworksPort, "get" | "projectOf"> | undefined;
 }
 
 export class ProfileService implements ProfilesPort {
@@ -131,11 +133,27 @@ export class ProfileService implements ProfilesPort {
     return p;
   }
 
+  /** LXD's NICType while loading each device: `network=` must exist in the project's network project. */
+  private checkNetworks(project: string, devices: Record<string, Record<string, string>>): void {
+    const nets = this.deps.networks?.();
+    if (!nets) return;
+    for (const [name, d] of Object.entries(devices)) {
+      if (d.type !== "nic" || !d.network) continue;
+      try {
+        nets.get(project, d.network);
+      } catch (e) {
+        const np = nets.projectOf?.(project) ?? project;
+        throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": Failed to load network "${d.network}" for project "${np}": ${(e as Error).message}`);
+      }
+    }
+  }
+
   create(requestProject: string, req: ProfileInput & { name: string }): void {
     const project = this.profileProject(requestProject);
     validateProfileName(req.name);
     const profile = { name: req.name, description: req.description, config: dropEmpty(req.config), devices: dropEmptyDeviceValues(req.devices) };
     validateProfile(profile);
+    this.checkNetworks(project, profile.devices);
     if (this.repo.get(project, req.name)) throw new InternalError(`Error inserting "${req.name}" into database: The profile already exists`);
     this.deps.projects()?.allowProfileUpdate?.(project, profile, true);
     this.repo.insert(project, profile);
@@ -156,6 +174,7 @@ export class ProfileService implements ProfilesPort {
           };
     this.deps.projects()?.allowProfileUpdate?.(project, next);
     validateProfile(next);
+    this.checkNetworks(project, next.devices);
     const instances = this.deps.instances();
     instances?.checkProfileChange?.(project, current, next);
     this.repo.update(project, next);

@@ -85,6 +85,10 @@ export class ProjectService implements ProjectsPort {
     return isTrue(p.config[`features.${feature}`]) ? project : "default";
   }
 
+  projectConfig(project: string): Record<string, string> | undefined {
+    return this.repo.get(project)?.config;
+  }
+
   usedBy(name: string): string[] {
     const c = this.repo.contents(name);
     return [

@@ -26,14 +26,7 @@ const any: Validator = () => {};
 /** Filesystem volume keys every driver here supports (LXD's common volume rules). */
 export const commonVolumeKeys: KeyTable = {
   size: { validate: isSize, doc: "Size/quota of the storage volume" },
-  "security.shifted": {
-    validate: (v) => {
-      isBoolStrict(v);
-      // No shifting overlay (shiftfs or idmapped bind mounts of volumes) here: refuse rather than pretend.
-      if (v === "true") throw new Error("Shifted custom volumes (security.shifted) aren't supported by this server");
-    },
-    doc: "Enable id shifting overlay (not supported here: only false)",
-  },
+  "security.shifted": { validate: isBoolStrict, doc: "Enable id shifting overlay (an idmapped mount: the files keep host ids, containers see their own)" },
   "security.unmapped": { validate: isBoolStrict, doc: "Disable id mapping for the volume (its files keep host ids)" },
   "snapshots.expiry": { validate: isExpiryExpression, doc: "When snapshots are to be deleted" },
   "snapshots.schedule": { validate: isSchedule, doc: "Cron expression or schedule alias" },

@@ -505,6 +505,7 @@ export class PoolService implements StoragePort {
     for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
     this.core.ports.projects?.allowVolumeUpdate?.(project, name, config);
     checkVolumeConfig(this.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
+    this.checkShifting(poolName, project, name, v.config, config);
     const description = mode === "merge" && req.description === "" ? v.description : req.description;
     if ((config.size ?? "") !== (v.config.size ?? "")) {
       const driver = this.driverFor(pool);
@@ -522,6 +523,17 @@ export class PoolService implements StoragePort {
     }
     this.repo.updateVolume(v.id, { description, config });
     this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
+  }
+
+  /** UpdateCustomVolume's rules for security.shifted (an idmapped mount cannot be swapped under a running container). */
+  private checkShifting(pool: string, project: string, name: string, before: Record<string, string>, after: Record<string, string>): void {
+    const on = (v: string | undefined) => ["true", "1", "yes", "on"].includes((v ?? "").toLowerCase());
+    const changed = Object.keys({ ...before, ...after }).some((k) => before[k] !== after[k]);
+    if (!changed) return;
+    if (on(after["security.unmapped"]) && on(after["security.shifted"])) throw new InternalError("security.unmapped and security.shifted are mutually exclusive");
+    if ((before["security.shifted"] ?? "") === (after["security.shifted"] ?? "")) return;
+    const users = this.core.ports.instances?.volumeUserRoots?.(pool, project, name) ?? [];
+    if (users.some((u) => u.running)) throw new InternalError("Cannot modify shifting with running instances using the volume");
   }
 
   /**

@@ -34,3 +34,21 @@ export async function localCopy(source: string, dest: string, opts: { bwlimit?: 
   const res = await run("rsync", args, { signal: opts.signal, reject: false });
   if (res.exitCode !== 0 && res.exitCode !== 24) throw new Error(`Failed to rsync: exit status ${res.exitCode}: ${res.stderr.trim()}`);
 }
+
+let negotiates: Promise<boolean> | undefined;
+
+/**
+ * Whether this host's rsync negotiates its checksum and compression with its peer (3.2.0 and
+ * later: xxh128 and zstd where both ends have them, instead of protocol 30's md5 and zlib).
+ * Asked once per daemon.
+ */
+export function rsyncNegotiates(): Promise<boolean> {
+  negotiates ??= run("rsync", ["--version"], { reject: false }).then(
+    (r) => {
+      const m = /version\s+(\d+)\.(\d+)/.exec(r.stdout);
+      return !!m && (Number(m[1]) > 3 || (Number(m[1]) === 3 && Number(m[2]) >= 2));
+    },
+    () => false,
+  );
+  return negotiates;
+}

@@ -247,13 +247,14 @@ describe("custom volumes: security.unmapped (storage_unmapped), security.shifted
     }
   }, 60_000);
 
-  it("security.shifted=true is refused (no shifting overlay here), false accepted", () => {
+  it("security.shifted is a boolean, exclusive with security.unmapped (its mounts: disk-shift.test.ts)", () => {
     const v = d.instanceName("vshift");
-    const r = d.lxc("storage", "volume", "create", "default", v, "security.shifted=true");
+    const r = d.lxc("storage", "volume", "create", "default", v, "security.shifted=maybe");
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain("Shifted custom volumes (security.shifted) aren't supported by this server");
     expect(d.lxc("storage", "volume", "show", "default", v).code).not.toBe(0);
-    ok("storage", "volume", "create", "default", v, "security.shifted=false");
+    ok("storage", "volume", "create", "default", v, "security.shifted=true");
+    expect(d.lxc("storage", "volume", "set", "default", v, "security.unmapped=true").stderr.trim()).toBe("Error: security.unmapped and security.shifted are mutually exclusive");
+    ok("storage", "volume", "set", "default", v, "security.shifted=false");
     ok("storage", "volume", "delete", "default", v);
   });
 });

@@ -37,4 +37,18 @@ describe("migration protobuf", () => {
     expect(rsyncFeatureArgs(["xattrs", "delete", "compress"])).toEqual(["--xattrs", "--filter=-x security.selinux", "--delete", "--compress", "--compress-level=2"]);
     expect(rsyncFeatureArgs(["bidirectional"])).toEqual([]);
   });
+
+  it("carries nodelxd's extension as field 4450, which a decoder without it (LXD's) skips", () => {
+    const h = { fs: 0, idmap: [], snapshotNames: [], snapshots: [], nodelxd: { rsync: ["negotiate"] } };
+    const wire = encodeHeader(h);
+    // Field 4450, wire type 2: varint key (4450 << 3 | 2) = 0x92 0x96 0x02.
+    expect(wire.includes(Buffer.from([0x92, 0x96, 0x02]))).toBe(true);
+    expect(decodeHeader(wire).nodelxd).toEqual({ rsync: ["negotiate"] });
+    // An LXD header has no such field, and an empty extension still says "nodelxd".
+    expect(decodeHeader(encodeHeader({ fs: 0, idmap: [], snapshotNames: [], snapshots: [] })).nodelxd).toBeUndefined();
+    expect(decodeHeader(encodeHeader({ ...h, nodelxd: { rsync: [] } })).nodelxd).toBeDefined();
+    // Unknown fields after it (a newer peer's) are skipped as LXD's decoder skips ours.
+    const withUnknown = Buffer.concat([wire, Buffer.from([0xa0, 0x9f, 0x02, 0x01])]);
+    expect(decodeHeader(withUnknown).fs).toBe(0);
+  });
 });

@@ -2,7 +2,7 @@
 // a peer's btrfs subvolume list: pure parts of migration/channel.ts and drivers/btrfs-send.ts.
 import { describe, expect, it } from "vitest";
 import YAML from "yaml";
-import { matchTransports, poolTransports, targetAnswer, transportsHeader } from "../../src/migration/channel.js";
+import { matchTransports, NODELXD_RSYNC_NEGOTIATE, poolTransports, progressEvery, targetAnswer, transportsHeader } from "../../src/migration/channel.js";
 import { FS_BTRFS, FS_RSYNC, type MigrationHeader } from "../../src/migration/proto.js";
 import { checkSubvolumes, headerYaml } from "../../src/storage/drivers/btrfs-send.js";
 
@@ -61,5 +61,45 @@ describe("btrfs subvolume lists", () => {
     const list = [entry("s0"), entry("")];
     expect(YAML.parse(headerYaml(list))).toEqual({ subvolumes: list });
     expect(checkSubvolumes(YAML.parse(headerYaml(list)).subvolumes, ["s0"])).toEqual(list);
+  });
+});
+
+describe("nodelxd peers' rsync negotiation", () => {
+  const RSYNC_OFFER = header({ fs: FS_RSYNC, rsyncFeatures: { xattrs: true, delete: true, compress: true, bidirectional: true } });
+  const local = { rsync: [NODELXD_RSYNC_NEGOTIATE] };
+
+  it("an LXD source (no extension) gets LXD's answer and the fixed protocol-30 transfer", () => {
+    const a = targetAnswer(RSYNC_OFFER, poolTransports(undefined, {}), false, local);
+    expect(a.negotiate).toBe(false);
+    expect(a.fields).toEqual({ fs: FS_RSYNC, rsyncFeatures: { xattrs: true, delete: true, compress: true, bidirectional: true } });
+    expect(a.rsync).toEqual(["xattrs", "delete", "compress", "bidirectional"]);
+  });
+
+  it("a nodelxd source whose rsync negotiates is answered with the extension and negotiates", () => {
+    const a = targetAnswer({ ...RSYNC_OFFER, nodelxd: { rsync: [NODELXD_RSYNC_NEGOTIATE] } }, poolTransports(undefined, {}), false, local);
+    expect(a.negotiate).toBe(true);
+    expect(a.fields.nodelxd).toEqual({ rsync: [NODELXD_RSYNC_NEGOTIATE] });
+    // The LXD fields and the rsync features (so --compress and friends) are the same either way.
+    expect(a.rsync).toEqual(["xattrs", "delete", "compress", "bidirectional"]);
+  });
+
+  it("not when either rsync is too old, nor when the transfer goes by btrfs send", () => {
+    expect(targetAnswer({ ...RSYNC_OFFER, nodelxd: { rsync: [] } }, poolTransports(undefined, {}), false, local).negotiate).toBe(false);
+    const oldHere = targetAnswer({ ...RSYNC_OFFER, nodelxd: { rsync: [NODELXD_RSYNC_NEGOTIATE] } }, poolTransports(undefined, {}), false, { rsync: [] });
+    expect(oldHere.negotiate).toBe(false);
+    expect(oldHere.fields.nodelxd).toEqual({ rsync: [] });
+    expect(targetAnswer({ ...LXD_BTRFS_OFFER, nodelxd: { rsync: [NODELXD_RSYNC_NEGOTIATE] } }, poolTransports("btrfs", {}), false, local).negotiate).toBe(false);
+  });
+
+  it("progress is reported at most once per interval", () => {
+    const seen: unknown[] = [];
+    let t = 0;
+    const progress = progressEvery(1000, (m) => seen.push(m), () => t)("c1");
+    for (let n = 1; n <= 100; n++) {
+      t = n * 50;
+      progress(n * 65536);
+    }
+    // 100 chunks over 5 s: at 50 ms, then 1.05 s, 2.05 s, 3.05 s and 4.05 s.
+    expect(seen).toEqual([1, 21, 41, 61, 81].map((n) => ({ fs_progress: `c1: ${n * 65536} bytes` })));
   });
 });

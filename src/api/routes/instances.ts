@@ -135,6 +135,10 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
       if (src.mode !== "pull" && src.mode !== "push") throw new BadRequest(`Unknown migration mode "${src.mode ?? ""}"`);
       sink = { mode: src.mode, operation: src.operation, certificate: src.certificate, secrets: src.secrets ?? {}, refresh: src.refresh ?? false, instanceOnly: request.source.instanceOnly ?? false, live: src.live ?? false };
       if (sink.live) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the destination server");
+      // The source's base image (LXD's source.base-image) is recorded as volatile.base_image, as
+      // LXD's instance create does; when that image is here the new volume starts from it.
+      const baseImage = (src as { "base-image"?: unknown })["base-image"];
+      if (typeof baseImage === "string" && baseImage) request.config = { ...(request.config ?? {}), "volatile.base_image": baseImage };
       sockets = sinkSockets(sink);
       const sinkReq = sink;
       request.migrate = async ({ pool, signal }) => {

@@ -40,7 +40,7 @@ export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort 
         await members.updateHere(name, body.config ?? {}, mode);
         return sync({});
       }
-      checkEtag(req, svc.etagOf(name));
+      checkEtag(req, svc.etagOf(req.project, name));
       if (members && clustered()) members.checkUpdate(body.config);
       await svc.update(req.project, name, body, mode);
       await members?.updateEverywhere(name);

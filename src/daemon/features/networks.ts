@@ -72,13 +72,18 @@ export class NetworksFeature implements Feature {
         renameNetwork: (project, from, to) => forwardRepo.renameNetwork(project, from, to),
         deleteNetwork: (project, network) => forwardRepo.deleteNetwork(project, network),
       },
+      networkProject: (project) => {
+        const projects = core.ports.projects;
+        const name = projects?.effectiveProject(project, "networks") ?? project;
+        return { name, config: projects?.projectConfig?.(project) ?? {} };
+      },
       bgp: new NetworkBgp(this.bgp, (network) => forwardRepo.list("default", network).map((f) => f.listen_address), bgpLog),
     });
     core.ports.networks = this.service;
   }
 
   routes(): Route[] {
-    return [...networkRoutes(this.service, () => this.core.ports.projects, new NetworkMembers(this.service, this.core.ports, this.core.events)), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards), ...networkZoneRoutes(this.zones), ...networkPeerRoutes(this.service, () => this.core.ports.projects), ...bgpRoutes(this.bgp)];
+    return [...networkRoutes(this.service, () => this.core.ports.projects, new NetworkMembers(this.service, this.core.ports, this.core.events)), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards, (project, name) => this.service.requireManaged(name, project)), ...networkZoneRoutes(this.zones), ...networkPeerRoutes(this.service, () => this.core.ports.projects), ...bgpRoutes(this.bgp)];
   }
 
   async start(): Promise<void> {

@@ -8,7 +8,7 @@ export class ProfilesFeature implements Feature {
 
   constructor(core: Core) {
     // Instances and projects load after profiles: read their ports when a request needs them.
-    this.service = new ProfileService({ db: core.db, events: core.events, instances: () => core.ports.instances, projects: () => core.ports.projects });
+    this.service = new ProfileService({ db: core.db, events: core.events, instances: () => core.ports.instances, projects: () => core.ports.projects, networks: () => core.ports.networks });
     core.ports.profiles = this.service;
   }
 

@@ -10,7 +10,8 @@ export function networkNic(ctx: DeviceContext, name: string, config: DeviceConfi
   try {
     type = nets.get(ctx.project, config.network).type;
   } catch (e) {
-    throw new Error(`Failed loading device "${name}": Failed to load network "${config.network}" for project "${ctx.project}": ${(e as Error).message}`);
+    const project = nets.projectOf?.(ctx.project) ?? ctx.project;
+    throw new Error(`Failed loading device "${name}": Failed to load network "${config.network}" for project "${project}": ${(e as Error).message}`);
   }
   if (type === "bridge") return new BridgedNic(ctx, name, config, config.network);
   if (type === "macvlan") return new MacvlanNic(ctx, name, config, config.network);

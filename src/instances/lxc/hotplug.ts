@@ -6,6 +6,7 @@ import { join } from "node:path";
 import type { DeviceContext } from "../../devices/types.js";
 import { injectUevent } from "../../devices/uevents.js";
 import { run } from "../../os/exec.js";
+import { native } from "../../os/native.js";
 import { controllerVersion, writeLimit, type CgroupLayout } from "./cgroup.js";
 
 const mounted = (dir: string): boolean => {
@@ -61,7 +62,8 @@ export function hotplugFor(shmounts: string, layout: CgroupLayout): NonNullable<
       if (opts.isDir) mkdirSync(host);
       else writeFileSync(host, "");
       try {
-        await run("mount", ["--no-mtab", opts.recursive ? "--rbind" : "--bind", source, host]);
+        if (opts.userns !== undefined) native.idmappedBind(source, opts.userns, host, opts.recursive);
+        else await run("mount", ["--no-mtab", opts.recursive ? "--rbind" : "--bind", source, host]);
         if (opts.readonly) await run("mount", ["--no-mtab", "-o", "remount,bind,ro", host]);
         // Inside the container's mount namespace the shared tmpfs is /dev/.lxd-mounts.
         const inner = `/dev/.lxd-mounts/${tmp}`;
