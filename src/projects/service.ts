@@ -10,21 +10,8 @@ import { ProfileRepo } from "../db/profile-repo.js";
 import { expand } from "../instances/names.js";
 import { parseByteSize } from "../shared/units.js";
 import { contains, parseCidr, formatCidr, networkOf, type IpNet } from "../network/ipnet.js";
-import {
-  checkInstanceCounts,
-  checkProjectUpdate,
-  checkRestrictedDiskPath,
-  checkRestrictionsAndLimits,
-  checkVolatileConfig,
-  currentAllocations,
-  hasLimitsOrRestrictions,
-  networkAllowed,
-  projectHasRestriction,
-  totals,
-  validateProjectConfig,
-  type CheckedInstance,
-  type ProjectInfo,
-} from "./restrictions.js";
+import { checkRestrictedDiskPath, checkVolatileConfig, networkAllowed, projectHasRestriction, validateProjectConfig, type CheckedInstance, type ProjectInfo } from "./restrictions.js";
+import { checkInstanceCounts, checkProjectUpdate, checkRestrictionsAndLimits, currentAllocations, hasLimitsOrRestrictions, totals } from "./limits.js";
 import { apiUrl } from "../shared/urls.js";
 
 

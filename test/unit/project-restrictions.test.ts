@@ -1,21 +1,7 @@
-// Project restrictions and limits (src/projects/restrictions.ts): LXD 5.0.2's checks and messages.
+// Project restrictions and limits (src/projects/restrictions.ts, limits.ts): LXD 5.0.2's checks and messages.
 import { describe, expect, it } from "vitest";
-import {
-  byteSizeIEC,
-  checkInstanceCounts,
-  checkProjectUpdate,
-  checkRestrictedDiskPath,
-  checkRestrictions,
-  checkRestrictionsAndLimits,
-  checkVolatileConfig,
-  currentAllocations,
-  networkAllowed,
-  parseUint32Range,
-  projectHasRestriction,
-  validateProjectConfig,
-  type CheckedInstance,
-  type ProjectInfo,
-} from "../../src/projects/restrictions.js";
+import { checkRestrictedDiskPath, checkRestrictions, checkVolatileConfig, networkAllowed, parseUint32Range, projectHasRestriction, validateProjectConfig, type CheckedInstance, type ProjectInfo } from "../../src/projects/restrictions.js";
+import { byteSizeIEC, checkInstanceCounts, checkProjectUpdate, checkRestrictionsAndLimits, currentAllocations } from "../../src/projects/limits.js";
 
 const P = "p1";
 const inst = (config: Record<string, string> = {}, devices: Record<string, Record<string, string>> = {}, name = "c1"): CheckedInstance => ({ name, type: "container", config, devices });
