@@ -115,3 +115,12 @@ export function filterUsedBy(who: Requestor, urls: string[] | null | undefined):
     return mayUseProject(who, new URLSearchParams(query).get("project") || "default");
   });
 }
+
+/**
+ * Whether a request is another cluster member telling this one to do its own part of a
+ * cluster-wide change (LXD's cluster notifications): presented the cluster certificate and
+ * carries the local-only header.
+ */
+export function fromMember(req: { requestor: Requestor; headers: Record<string, string | string[] | undefined> }): boolean {
+  return req.requestor.username === "cluster" && req.requestor.protocol === "tls" && !!req.headers["x-nodelxd-local-only"];
+}

@@ -10,7 +10,7 @@ import { encode, errorEnvelope } from "../shared/envelope.js";
 import type { Requestor } from "../shared/requestor.js";
 import type { Db } from "../db/database.js";
 import type { OperationManager } from "../operations/manager.js";
-import { FORWARDED_FOR, proxyRequest, proxyUpgrade } from "./forward.js";
+import { FORWARDED_FOR, LOCAL_ONLY, proxyRequest, proxyUpgrade } from "./forward.js";
 import type { ClusterService } from "./service.js";
 
 export interface RouterDeps {
@@ -26,6 +26,14 @@ type Next = (req: IncomingMessage, res: ServerResponse) => void;
 const INSTANCE_PATH = /^\/1\.0\/(?:instances|containers)\/([^/?]+)(\/[^?]*)?$/;
 const OPERATION_PATH = /^\/1\.0\/operations\/([^/?]+)(\/[^?]*)?$/;
 const MEMBER_STATE_PATH = /^\/1\.0\/cluster\/members\/([^/?]+)\/state$/;
+/** Member-specific views and changes that `?target=` sends to that member (LXD's forwardedResponseIfTargetIsRemote). */
+const TARGETED = [
+  /^\/1\.0\/storage-pools\/[^/]+(?:\/resources)?$/,
+  /^\/1\.0\/networks\/[^/]+(?:\/state|\/leases)?$/,
+  /^\/1\.0\/storage-pools\/[^/]+\/volumes(?:\/custom)?$/,
+];
+/** A custom volume (and what hangs off it): served by the member it lives on. */
+const VOLUME_PATH = /^\/1\.0\/storage-pools\/([^/]+)\/volumes\/custom\/([^/]+)(\/.*)?$/;
 /** Mutating requests that write no global state (or take care of it themselves). */
 const UNLOCKED = [
   /^\/1\.0\/instances\/[^/]+\/(?:exec|console|files|sftp)$/,
@@ -76,11 +84,34 @@ export class ClusterRouter {
       if (target !== cluster.name()) return cluster.memberUrl(target);
       return undefined;
     }
+    const target = url.searchParams.get("target");
+    const vol = VOLUME_PATH.exec(path);
+    if (vol || TARGETED.some((re) => re.test(path))) {
+      // Creating a pool or network with a target only records the member's config (served here).
+      const pending = req.method === "POST" && (path === "/1.0/storage-pools" || path === "/1.0/networks");
+      if (target && !pending) return target === cluster.name() ? undefined : cluster.memberUrl(target);
+      if (vol) {
+        const volName = decodeURIComponent(vol[2]).split("/")[0];
+        const row = this.d.db
+          .prepare("SELECT v.node FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id WHERE p.name = ? AND v.project = ? AND v.type = 'custom' AND v.name = ?")
+          .get(decodeURIComponent(vol[1]), this.volumeProject(project), volName) as { node: string } | undefined;
+        if (row?.node && row.node !== cluster.name()) return cluster.memberUrl(row.node);
+      }
+      return undefined;
+    }
     const op = OPERATION_PATH.exec(path);
     if (op && !this.isLocalOperation(op[1])) return this.remoteOps.get(op[1]) ?? (await cluster.operationUrl(op[1]));
     const state = MEMBER_STATE_PATH.exec(path);
     if (state && req.method === "POST" && decodeURIComponent(state[1]) !== cluster.name() && who.username !== "cluster") return cluster.memberUrl(decodeURIComponent(state[1]));
     return undefined;
+  }
+
+  /** The project whose custom volumes a request project uses (features.storage.volumes). */
+  private volumeProject(project: string): string {
+    const row = this.d.db.prepare("SELECT config FROM projects WHERE name = ?").get(project) as { config: string } | undefined;
+    if (!row) return project;
+    const config = JSON.parse(row.config) as Record<string, string>;
+    return config["features.storage.volumes"] === "true" ? project : "default";
   }
 
   private isLocalOperation(id: string): boolean {
@@ -98,7 +129,8 @@ export class ClusterRouter {
       if (!this.d.cluster.clustered()) return next(req, res);
       void this.route(req, res, next).catch((err) => {
         this.d.log.error({ err, url: req.url }, "cluster routing failed");
-        if (!res.headersSent) fail(res, 500, (err as Error).message);
+        const status = (err as { status?: number }).status;
+        if (!res.headersSent) fail(res, typeof status === "number" && status >= 400 ? status : 500, (err as Error).message);
         else res.destroy();
       });
     };
@@ -107,6 +139,8 @@ export class ClusterRouter {
   private async route(req: IncomingMessage, res: ServerResponse, next: Next): Promise<void> {
     const who = this.d.identify(req);
     if (!who.trusted) return next(req, res);
+    // Another member telling this one to do its own part of a change it holds the lock for.
+    if (who.username === "cluster" && req.headers[LOCAL_ONLY]) return next(req, res);
     const url = new URL(req.url ?? "/", "http://x");
     const dest = await this.destination(req, url, who);
     if (dest) {

@@ -2,6 +2,7 @@
 // heartbeats, and where an instance lives. Global state replication is replica.ts; the etcd
 // layout is store.ts; forwarding and the write lock are router.ts.
 import { createPrivateKey, randomBytes, timingSafeEqual, X509Certificate, type KeyObject } from "node:crypto";
+import { AsyncLocalStorage } from "node:async_hooks";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
@@ -67,6 +68,8 @@ export class ClusterService implements ClusterPort {
   private reports = new Map<string, StatusReport>();
   leadership?: Leadership;
   private leaderListeners: ((leading: boolean) => void)[] = [];
+  /** Set in the async context of work that holds the cluster write lock (see withWriteLock). */
+  private readonly lockHeld = new AsyncLocalStorage<boolean>();
 
   readonly groups: ClusterGroups;
 
@@ -96,10 +99,12 @@ export class ClusterService implements ClusterPort {
    */
   async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.clustered()) return fn();
+    // Nested in work that took it already (the lock is not re-entrant in etcd).
+    if (this.lockHeld.getStore()) return fn();
     const release = await this.requireStore().lock();
     try {
       await this.replica!.catchUp();
-      return await fn();
+      return await this.lockHeld.run(true, fn);
     } finally {
       await this.replica!.flush().catch(() => undefined);
       await release();
@@ -435,6 +440,24 @@ export class ClusterService implements ClusterPort {
     };
   }
 
+  /** Every member's name, sorted. */
+  async memberNames(): Promise<string[]> {
+    return (await this.requireStore().members()).map((m) => m.name).sort();
+  }
+
+  /**
+   * Tell member `name` to do its own part of a cluster-wide change (LXD's cluster notification):
+   * the request carries the local-only header, is not forwarded or locked there, and writes no
+   * global state (the member asked writes it). Resolves with the reply's metadata.
+   */
+  async notifyMember(name: string, method: string, path: string, body?: unknown): Promise<unknown> {
+    const url = await this.memberUrl(name);
+    this.d.log.debug({ member: name, method, path }, "telling a member to do its part");
+    const r = await memberRequest(url, this.tls(), method, path, body, { [LOCAL_ONLY]: "1" }).catch((e: Error) => ({ status: 0, body: { error: e.message }, text: "" }));
+    if (r.status < 200 || r.status >= 300) throw new InternalError(`Failed to notify peer ${url.replace(/^https:\/\//, "")}: ${r.body?.error ?? r.text}`);
+    return r.body?.metadata;
+  }
+
   async memberUrl(name: string): Promise<string> {
     const m = await this.requireStore().member(name);
     if (!m) throw new NotFound("Member not found");
@@ -468,6 +491,9 @@ export class ClusterService implements ClusterPort {
     if (!m) throw new NotFound("Member not found");
     if (!(await store.renameMember(from, { ...m, name: to }))) throw new Conflict(`The cluster already has a member with name: ${to}`);
     this.d.db.prepare("UPDATE instances SET node = ? WHERE node = ?").run(to, from);
+    // Its pools' and networks' member rows and its custom volumes follow (LXD keys them by member id).
+    for (const t of ["storage_pools_members", "networks_members"]) this.d.db.prepare(`UPDATE ${t} SET member = ? WHERE member = ?`).run(to, from);
+    this.d.db.prepare("UPDATE storage_volumes SET node = ? WHERE node = ?").run(to, from);
     if (from === this.member) {
       localSet(this.d.db, "member_name", to);
       this.member = to;
@@ -486,6 +512,8 @@ export class ClusterService implements ClusterPort {
     const count = (this.d.db.prepare("SELECT COUNT(*) AS n FROM instances WHERE node = ?").get(name) as { n: number }).n;
     if (count > 0 && !force) throw new BadRequest(`Node still has the following instances: ${count}`);
     if (force) this.d.db.prepare("DELETE FROM instances WHERE node = ?").run(name);
+    // The member's own rows of pools and networks go with it (pools and networks stay for the others).
+    for (const t of ["storage_pools_members", "networks_members"]) this.d.db.prepare(`DELETE FROM ${t} WHERE member = ?`).run(name);
     await store.removeMember(name);
     await store.client.delete().key(`/nodelxd/status/${name}`);
   }

@@ -277,6 +277,10 @@ export interface ClusterPort {
   name(): string;
   /** This member's own `source` for a pool, when it differs from the pool's shared config. */
   poolSource(pool: string): string | undefined;
+  /** Every member's name (clustered only). */
+  memberNames?(): Promise<string[]>;
+  /** Ask member `name` to do its own part of a cluster-wide change; resolves with the reply's metadata. */
+  notifyMember?(name: string, method: string, path: string, body?: unknown): Promise<unknown>;
   /** The status of an instance that lives on another member (from that member's reports). */
   remoteStatus(project: string, name: string, node: string): string | undefined;
   /** Copy an image's (unified) file from a member that has it to `file`. */

@@ -417,6 +417,36 @@ export const migrations: Migration[] = [
     `,
   },
   {
+    version: 400,
+    name: "per-member storage pools and networks",
+    // LXD's storage_pools_nodes/networks_nodes with the member-specific config folded in: one row
+    // per member a pool or network is defined on, its state there (pending, created, errored) and
+    // the member's own keys (`source`, `size`, `parent`, `bridge.external_interfaces`, ...).
+    sql: `
+      CREATE TABLE storage_pools_members (
+        pool_id INTEGER NOT NULL REFERENCES storage_pools (id) ON DELETE CASCADE,
+        member TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        config TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (pool_id, member)
+      );
+      CREATE TABLE networks_members (
+        network_id INTEGER NOT NULL REFERENCES networks (id) ON DELETE CASCADE,
+        member TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        config TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (network_id, member)
+      );
+      ALTER TABLE networks ADD COLUMN state TEXT NOT NULL DEFAULT 'created';
+    `,
+  },
+  {
+    version: 401,
+    name: "custom volumes belong to a member",
+    // The member a custom volume on a non-shared pool lives on ('' standalone or on a shared pool).
+    sql: `ALTER TABLE storage_volumes ADD COLUMN node TEXT NOT NULL DEFAULT '';`,
+  },
+  {
     version: 410,
     name: "storage_pools_config and storage_pools_nodes views",
     // LXD's pool config rows, writable (`lxd recover`'s test compares them before and after).

@@ -3,7 +3,7 @@
 // left 'creating' or 'deleting' by a crash are finished off at start (pool service).
 import type { Db } from "./database.js";
 
-export type RowState = "creating" | "created" | "deleting";
+export type RowState = "creating" | "created" | "deleting" | "pending" | "errored";
 
 export interface PoolRow {
   id: number;
@@ -29,6 +29,8 @@ export interface VolumeRow {
   renamingTo: string | null;
   /** Snapshot volumes: when they expire ("0001-01-01T00:00:00Z" = never). */
   expiresAt: string;
+  /** The cluster member a custom volume on a non-shared pool lives on ("" otherwise). */
+  node: string;
 }
 
 interface RawPool {
@@ -53,6 +55,7 @@ interface RawVolume {
   created_at: string;
   renaming_to: string | null;
   expires_at: string;
+  node: string;
 }
 
 const toPool = (r: RawPool): PoolRow => ({ ...r, config: JSON.parse(r.config) });
@@ -69,11 +72,18 @@ const toVolume = (r: RawVolume): VolumeRow => ({
   createdAt: r.created_at,
   renamingTo: r.renaming_to,
   expiresAt: r.expires_at,
+  node: r.node ?? "",
 });
 
 const VOLUME_SELECT = "SELECT v.*, p.name AS pool FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id";
 
 export class StorageRepo {
+  /**
+   * The member a new volume of `type` on pool `pool` belongs to ("" when it belongs to none:
+   * standalone, shared pools, non-custom volumes). Set by the pool service in a cluster.
+   */
+  volumeNode: (pool: string, type: string) => string = () => "";
+
   constructor(private readonly db: Db) {}
 
   pools(): PoolRow[] {
@@ -120,9 +130,9 @@ export class StorageRepo {
   insertVolume(v: { pool: string; project: string; type: string; name: string; description?: string; config?: Record<string, string>; contentType?: string; expiresAt?: string; createdAt?: string }): void {
     this.db
       .prepare(
-        "INSERT INTO storage_volumes (pool_id, project, type, name, description, config, content_type, state, created_at, expires_at) SELECT id, ?, ?, ?, ?, ?, ?, 'creating', ?, ? FROM storage_pools WHERE name = ?",
+        "INSERT INTO storage_volumes (pool_id, project, type, name, description, config, content_type, state, created_at, expires_at, node) SELECT id, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ? FROM storage_pools WHERE name = ?",
       )
-      .run(v.project, v.type, v.name, v.description ?? "", JSON.stringify(v.config ?? {}), v.contentType ?? "filesystem", v.createdAt ?? new Date().toISOString(), v.expiresAt ?? "0001-01-01T00:00:00Z", v.pool);
+      .run(v.project, v.type, v.name, v.description ?? "", JSON.stringify(v.config ?? {}), v.contentType ?? "filesystem", v.createdAt ?? new Date().toISOString(), v.expiresAt ?? "0001-01-01T00:00:00Z", this.volumeNode(v.pool, v.type), v.pool);
   }
 
   setVolumeExpiry(id: number, expiresAt: string): void {

@@ -5,6 +5,7 @@
 // unused for images.remote_cache_expiry days (at start, daily). A change of either key runs
 // its task at once (the keys are re-read every few seconds: no per-request work).
 import type { Logger } from "pino";
+import { asBackgroundTask, inBackgroundTask } from "./background.js";
 import type { Requestor } from "../shared/requestor.js";
 import type { EventHub } from "../operations/events.js";
 import type { ImagePuller } from "./pull.js";
@@ -18,6 +19,11 @@ export interface RefresherDeps {
   config: (key: string) => string | undefined;
   /** Whether this daemon runs the background tasks (in a cluster: only the elected leader). */
   leads?: () => boolean;
+  /**
+   * Run global writes under the cluster write lock (at once standalone, or when the caller holds
+   * it already): background refresh and expiry write as a request would.
+   */
+  writeLock?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** Be told when this member becomes the cluster leader (the tasks then run at once, as at a start). */
   onLeadership?: (fn: (leading: boolean) => void) => void;
 }
@@ -34,6 +40,10 @@ export class ImageRefresher {
   private readonly abort = new AbortController();
 
   constructor(private readonly deps: RefresherDeps) {}
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    return this.deps.writeLock && inBackgroundTask() ? this.deps.writeLock(fn) : fn();
+  }
 
   /**
    * Refresh one image of `project` from its source. Resolves true when a new image replaced it.
@@ -64,8 +74,10 @@ export class ImageRefresher {
       opts.onMetadata?.({ refreshed: false });
       return false;
     }
-    images.replaceWith(project, old, fresh.fingerprint);
-    await images.delete(project, fingerprint, opts.requestor);
+    await this.locked(async () => {
+      images.replaceWith(project, old, fresh.fingerprint);
+      await images.delete(project, fingerprint, opts.requestor);
+    });
     opts.onMetadata?.({ refreshed: true });
     this.deps.events.lifecycle("image-refreshed", `/1.0/images/${fingerprint}`, { project });
     return true;
@@ -89,7 +101,7 @@ export class ImageRefresher {
       const used = Date.parse(row.last_used_at.startsWith("0001-") ? row.uploaded_at : row.last_used_at);
       if (Number.isNaN(used) || used >= cutoff) continue;
       this.deps.log.info({ fingerprint: row.fingerprint, project: row.project }, "Deleting expired cached image");
-      await this.deps.images.delete(row.project, row.fingerprint).catch((e) => this.deps.log.warn({ err: (e as Error).message }, "expired image deletion failed"));
+      await this.locked(() => this.deps.images.delete(row.project, row.fingerprint)).catch((e) => this.deps.log.warn({ err: (e as Error).message }, "expired image deletion failed"));
     }
   }
 
@@ -97,7 +109,7 @@ export class ImageRefresher {
   private serial(job: () => Promise<void>): void {
     if (this.deps.leads && !this.deps.leads()) return;
     const prev = this.running ?? Promise.resolve();
-    this.running = prev.then(job).catch((e) => this.deps.log.warn({ err: (e as Error).message }, "image task failed"));
+    this.running = prev.then(() => asBackgroundTask(job)).catch((e) => this.deps.log.warn({ err: (e as Error).message }, "image task failed"));
   }
 
   private scheduleAutoUpdate(): void {

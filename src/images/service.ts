@@ -2,6 +2,7 @@
 // (+ <fingerprint>.rootfs for split images). Owns import, lookup, unpack and removal.
 // The first unpack of an image also keeps the validated tree in $LXD_DIR/cache/image-trees:
 // later instances copy it instead of decompressing and checking the tarball again.
+import { inBackgroundTask } from "./background.js";
 import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { link, lstat, mkdir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
@@ -100,6 +101,8 @@ export interface ImportOptions {
 }
 
 export interface ServiceDeps {
+  /** Run global writes under the cluster write lock (absent standalone; at once when the caller holds it). */
+  writeLock?: <T>(fn: () => Promise<T>) => Promise<T>;
   dir: string;
   /** Where unpacked, validated image trees are kept (one directory per fingerprint). */
   treesDir: string;
@@ -131,6 +134,11 @@ export class ImageService implements ImagesPort {
   private readonly background = new AbortController();
 
   constructor(private readonly deps: ServiceDeps) {}
+
+  /** A write of global records: under the cluster write lock when a background task (auto-update) makes it. */
+  private async globalWrite<T>(fn: () => T): Promise<T> {
+    return this.deps.writeLock && inBackgroundTask() ? this.deps.writeLock(async () => fn()) : fn();
+  }
 
   private withFileLock<T>(fingerprint: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.fileLocks.get(fingerprint) ?? Promise.resolve();
@@ -229,14 +237,14 @@ export class ImageService implements ImagesPort {
       await this.withFileLock(fingerprint, async () => {
         const placed = await this.place(this.uploadMoves(upload));
         try {
-          this.repo.transaction(() => {
+          await this.globalWrite(() => this.repo.transaction(() => {
             this.repo.insert(row);
             if (remote?.source) this.repo.setSource({ project, fingerprint, ...remote.source });
             for (const a of remote?.aliases ?? []) {
               if (this.repo.alias(project, a.name)) throw new Conflict(`Alias already exists: ${a.name}`);
               this.repo.insertAlias({ project, name: a.name, fingerprint, description: a.description });
             }
-          });
+          }));
         } catch (err) {
           await this.unplace(fingerprint, placed);
           if (String((err as Error).message).includes("UNIQUE")) throw new Conflict("Image with same fingerprint already exists");

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { BadRequest, Conflict, InternalError, NotFound, NotImplemented } from "../shared/errors.js";
 import type { NetworkRepo, NetworkRow } from "../db/network-repo.js";
+import { MemberConfigRepo } from "../db/member-config-repo.js";
 import type { NetworksPort, Ports } from "../daemon/ports.js";
 import type { EventHub } from "../operations/events.js";
 import { addresses, linkExists, routeDestinations } from "./host/ip.js";
@@ -73,17 +74,34 @@ export class NetworkService implements NetworksPort {
   /** Serialises changes per network. */
   private readonly locks = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly deps: NetworkServiceDeps) {}
+  constructor(private readonly deps: NetworkServiceDeps) {
+    this.members = new MemberConfigRepo(deps.repo.db, "network");
+  }
 
   private networkDir(name: string): string {
     return join(this.deps.dir, name);
+  }
+
+  /** Each member's state and own keys of a network (clustered). */
+  readonly members: MemberConfigRepo;
+
+  get repo(): NetworkRepo {
+    return this.deps.repo;
+  }
+
+  /** A network's config on this member: the shared config with this member's own keys over it. */
+  memberConfig(name: string, config: NetworkConfig): NetworkConfig {
+    const cluster = this.deps.ports.cluster;
+    if (!cluster?.clustered()) return config;
+    const own = this.members.get(name, cluster.name());
+    return own ? { ...config, ...own.config } : config;
   }
 
   private driverFor(row: NetworkRow, config = row.config): NetworkDriver {
     if (!isNetworkType(row.type)) throw new InternalError(`Unknown network type "${row.type}"`);
     return networkDrivers[row.type]({
       name: row.name,
-      config: { ...config },
+      config: this.memberConfig(row.name, config),
       dir: this.networkDir(row.name),
       log: this.deps.log,
       aclRules: (c) => this.deps.acls.firewallRules(row.project, row.name, c),
@@ -262,6 +280,76 @@ export class NetworkService implements NetworksPort {
     });
   }
 
+  /**
+   * This member's part of a cluster-wide create: the network on this host with `config` (the
+   * shared config and this member's keys). Returns the config as started (defaults filled).
+   */
+  async createHere(name: string, type: string, description: string, config: NetworkConfig): Promise<NetworkConfig> {
+    return this.locked(name, async () => {
+      const row: NetworkRow = { project: PROJECT, name, type, description, config: { ...config } };
+      if (!isNetworkType(type)) throw new BadRequest("Unknown driver");
+      const driver = networkDrivers[type]({ name, config: row.config, dir: this.networkDir(name), log: this.deps.log, aclRules: (c) => this.deps.acls.firewallRules(PROJECT, name, c), forwardRules: (c) => this.deps.forwards.firewallRules(name, c) });
+      try {
+        let facts: Promise<LocalFacts> | undefined;
+        if (driver.fillConfig) row.config = await driver.fillConfig(row.config, () => (facts ??= this.localFacts()));
+        driver.validate(row.config);
+        row.config = dropEmpty(row.config);
+      } catch (e) {
+        throw new InternalError((e as Error).message);
+      }
+      const live = networkDrivers[type]({ name, config: row.config, dir: this.networkDir(name), log: this.deps.log, aclRules: (c) => this.deps.acls.firewallRules(PROJECT, name, c), forwardRules: (c) => this.deps.forwards.firewallRules(name, c) });
+      mkdirSync(this.networkDir(name), { recursive: true, mode: 0o711 });
+      try {
+        await live.start();
+      } catch (e) {
+        await live.stop().catch(() => {});
+        throw new InternalError((e as Error).message);
+      }
+      this.live.set(name, live);
+      return row.config;
+    });
+  }
+
+  /** Validate and fill a network's shared config (the member asked, before any member creates it). */
+  async fillShared(name: string, type: string, config: NetworkConfig): Promise<NetworkConfig> {
+    if (!isNetworkType(type)) throw new BadRequest("Unknown driver");
+    const driver = networkDrivers[type]({ name, config: { ...config }, dir: this.networkDir(name), log: this.deps.log });
+    let out = { ...config };
+    if (driver.fillConfig) out = await driver.fillConfig(out, () => this.localFacts());
+    this.validateAcls(out);
+    return dropEmpty(out);
+  }
+
+  /**
+   * This member's part of a cluster-wide update (the member asked writes the record): the new
+   * shared config, with this member's keys, applied to this host.
+   */
+  async applyHere(name: string, shared: NetworkConfig): Promise<void> {
+    return this.locked(name, async () => {
+      const row = this.row(PROJECT, name);
+      const driver = this.liveDriver(row);
+      const next = this.memberConfig(name, dropEmpty(shared));
+      try {
+        driver.validate(next);
+        await driver.update(next);
+      } catch (e) {
+        throw new InternalError((e as Error).message);
+      }
+    });
+  }
+
+  /** This member's part of a cluster-wide delete: the network off this host. */
+  async deleteHere(name: string): Promise<void> {
+    return this.locked(name, async () => {
+      const row = this.deps.repo.get(PROJECT, name);
+      const driver = this.live.get(name) ?? (row ? this.driverFor(row) : undefined);
+      if (row && row.state === "created") await this.bgpClear(row).catch(() => undefined);
+      await driver?.stop();
+      this.live.delete(name);
+      rmSync(this.networkDir(name), { recursive: true, force: true });
+    });
+  }
+
   /** The object If-Match compares against (what GET shows, minus used_by/status); GET uses the same shape. */
   etagOf(project: string, name: string): unknown {
     const row = this.row(project, name);
@@ -271,6 +359,7 @@ export class NetworkService implements NetworksPort {
   async update(project: string, name: string, req: { description?: string; config?: NetworkConfig }, mode: "replace" | "merge"): Promise<void> {
     return this.locked(name, async () => {
       const row = this.row(project, name);
+      if ((row.state ?? "created") !== "created") throw new BadRequest("Cannot update network global config when not in created state");
       const driver = this.liveDriver(row);
       let next: NetworkConfig = mode === "replace" ? { ...(req.config ?? {}) } : { ...row.config, ...(req.config ?? {}) };
       try {
@@ -287,10 +376,11 @@ export class NetworkService implements NetworksPort {
       const hostKeys = (c: NetworkConfig) => JSON.stringify(Object.entries(c).filter(([k]) => !k.startsWith("user.")).sort());
       if (hostKeys(next) !== hostKeys(row.config)) {
         try {
-          await driver.update(next);
+          // The host gets this member's keys too (a cluster member's own `bridge.external_interfaces` ...).
+          await driver.update(this.memberConfig(name, next));
           await this.bgpSetup({ ...row, config: next }, row.config);
         } catch (e) {
-          await driver.update(row.config).catch((err) => this.deps.log.error({ err, network: name }, "failed to restore network after failed update"));
+          await driver.update(this.memberConfig(name, row.config)).catch((err) => this.deps.log.error({ err, network: name }, "failed to restore network after failed update"));
           throw new InternalError((e as Error).message);
         }
       }

@@ -8,6 +8,7 @@ import type { StoragePort } from "../daemon/ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
+import { MemberConfigRepo } from "../db/member-config-repo.js";
 import { validatePoolConfig } from "./config.js";
 import { parseByteSize } from "../shared/units.js";
 import { storageDrivers } from "./drivers/index.js";
@@ -48,6 +49,9 @@ export function storageName(project: string, type: string, name: string): string
   return name;
 }
 
+/** LXD's db.NodeSpecificStorageConfig: the pool keys each cluster member has its own value of. */
+export const MEMBER_SPECIFIC_POOL_KEYS = ["size", "source", "volatile.initial_source", "zfs.pool_name", "lvm.thinpool_name", "lvm.vg_name"];
+
 export function validatePoolName(name: string): void {
   if (name === "") throw new BadRequest("No name provided");
   if (name.includes("/")) throw new BadRequest("Storage pool names may not contain slashes");
@@ -73,6 +77,8 @@ class KeyedLock {
 
 export class PoolService implements StoragePort {
   readonly repo: StorageRepo;
+  /** Each member's state and own config of a pool (clustered). */
+  readonly members: MemberConfigRepo;
   private readonly profiles: ProfileRepo;
   private readonly env: DriverEnv;
   private readonly versions = new Map<string, string>();
@@ -86,6 +92,14 @@ export class PoolService implements StoragePort {
     private readonly drivers: Record<string, DriverDefinition> = storageDrivers,
   ) {
     this.repo = new StorageRepo(core.db);
+    this.members = new MemberConfigRepo(core.db, "pool");
+    // In a cluster, a custom volume on a pool that is not shared lives on the member that made it.
+    this.repo.volumeNode = (pool, type) => {
+      const cluster = this.core.ports.cluster;
+      if (type !== "custom" || !cluster?.clustered()) return "";
+      const row = this.repo.pool(pool);
+      return row && !this.definition(row.driver).info.remote ? cluster.name() : "";
+    };
     this.profiles = new ProfileRepo(core.db);
     this.env = { lxdDir: core.paths.dir, log: core.log };
     this.recovery = new PoolRecovery(core, this);
@@ -110,6 +124,11 @@ export class PoolService implements StoragePort {
   }
 
   private async recoverPool(pool: PoolRow): Promise<void> {
+    // A cluster pool not yet created everywhere: only members where it was created have it on disk.
+    if (pool.state === "pending" || pool.state === "errored") {
+      if (this.members.get(pool.name, this.core.ports.cluster?.name() ?? "")?.state === "created") await this.driverFor(pool).mountPool();
+      return;
+    }
     const driver = this.driverFor(pool);
     if (pool.state !== "created") {
       this.core.log.warn({ pool: pool.name, state: pool.state }, "finishing storage pool change interrupted by a crash");
@@ -179,10 +198,20 @@ export class PoolService implements StoragePort {
   }
 
   driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver {
-    // A cluster member keeps its own `source` for each pool (LXD: member-specific pool config).
-    const source = this.core.ports.cluster?.poolSource(pool.name);
-    const config = source ? { ...pool.config, source } : pool.config;
-    return this.definition(pool.driver).load({ name: pool.name, config }, this.env);
+    return this.definition(pool.driver).load({ name: pool.name, config: this.memberConfig(pool) }, this.env);
+  }
+
+  /**
+   * A pool's config on this member: the shared config with this member's own keys over it (LXD:
+   * member-specific pool config). Pools that came with a join keep the `source` chosen then.
+   */
+  memberConfig(pool: { name: string; config: Record<string, string> }): Record<string, string> {
+    const cluster = this.core.ports.cluster;
+    if (!cluster?.clustered()) return pool.config;
+    const own = this.members.get(pool.name, cluster.name());
+    if (own) return { ...pool.config, ...own.config };
+    const source = cluster.poolSource(pool.name);
+    return source ? { ...pool.config, source } : pool.config;
   }
 
   /**
@@ -368,19 +397,43 @@ export class PoolService implements StoragePort {
     const volumes = this.repo.volumes({ pool: name });
     const inUse = this.poolUsedBy(name).filter((u) => !u.startsWith("/1.0/images/"));
     if (inUse.length > 0 || volumes.some((v) => v.type !== "image")) throw new BadRequest("The storage pool is currently in use");
-    const driver = this.driverFor(pool);
     this.repo.updatePool(name, { state: "deleting" });
     try {
-      await driver.mountPool();
-      for (const vol of volumes) await this.removeVolume(driver, vol);
-      await driver.deletePool();
+      await this.deletePoolHere(pool);
     } catch (e) {
       this.repo.updatePool(name, { state: "created" });
-      throw new InternalError((e as Error).message);
+      throw e;
     }
     this.repo.deletePool(name);
     this.core.server.invalidate();
     this.core.events.lifecycle("storage-pool-deleted", `/1.0/storage-pools/${name}`);
+  }
+
+  /**
+   * This member's part of a cluster-wide pool update (the member asked writes the record): the
+   * changed keys the driver can change, applied to this member's pool with its own keys kept.
+   */
+  async applyUpdateHere(name: string, shared: Record<string, string>): Promise<void> {
+    const pool = this.pool(name);
+    const def = this.definition(pool.driver);
+    const cur = this.memberConfig(pool);
+    const own = Object.fromEntries(Object.entries(cur).filter(([k]) => MEMBER_SPECIFIC_POOL_KEYS.includes(k)));
+    const next = { ...shared, ...own };
+    const changed = [...new Set([...Object.keys(cur), ...Object.keys(next)])].filter((k) => cur[k] !== next[k] && def.info.mutablePoolKeys.includes(k));
+    const driver = this.driverFor(pool);
+    if (changed.length > 0 && driver.updatePool) await driver.updatePool(cur, next);
+  }
+
+  /** Remove a pool from this host (its image volumes with it); the records are the caller's. */
+  async deletePoolHere(pool: PoolRow): Promise<void> {
+    const driver = this.driverFor(pool);
+    try {
+      await driver.mountPool();
+      for (const vol of this.repo.volumes({ pool: pool.name }).filter((v) => v.type === "image")) await this.removeVolume(driver, vol);
+      await driver.deletePool();
+    } catch (e) {
+      throw new InternalError((e as Error).message);
+    }
   }
 
   async resources(name: string): Promise<PoolUsage> {
@@ -591,7 +644,7 @@ export class PoolService implements StoragePort {
       name: v.name,
       type: v.type,
       used_by: this.volumeUsedBy(v.pool, v),
-      location: "none",
+      location: this.core.ports.cluster?.clustered() ? v.node : "none",
       content_type: v.contentType,
       project: v.project,
       created_at: v.createdAt,

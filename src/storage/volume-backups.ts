@@ -273,7 +273,7 @@ export class VolumeBackupService {
     for (const b of rows) {
       if (new Date(b.expiresAt).getTime() > now) continue;
       const v = this.pools.repo.volumes({ type: "custom" }).find((x) => x.id === b.volumeId);
-      if (!v) continue;
+      if (!v || !this.snapshots.prunesHere(v)) continue;
       await this.delete(v.pool, v.project, "custom", v.name, b.name).catch((e) => this.core.log.warn({ err: e, volume: v.name, backup: b.name }, "cannot delete expired volume backup"));
     }
   }

@@ -4,7 +4,7 @@
 // half-made after the pool service's recovery.
 import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
 import type { Core } from "../daemon/feature.js";
-import type { ScheduledSubject } from "../daemon/ports.js";
+import { leadsHere, ownsHere, type ScheduledSubject } from "../daemon/ports.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { expiryFrom, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";
 import { snapshotVolume, type Driver } from "./drivers/types.js";
@@ -219,6 +219,8 @@ export class VolumeSnapshotService {
         key: `volume:${v.id}`,
         id: v.id,
         schedule: v.config["snapshots.schedule"],
+        // A volume that lives on a member is snapshotted there; one on a shared pool by the leader.
+        member: v.node || undefined,
         take: async () => {
           const pattern = v.config["snapshots.pattern"] || "snap%d";
           if (pattern.split("%d").length > 2) throw new Error("Snapshot pattern may contain '%d' only once");
@@ -235,9 +237,15 @@ export class VolumeSnapshotService {
       .filter((v) => v.state === "created" && v.name.includes("/") && v.expiresAt !== ZERO_TIME && new Date(v.expiresAt).getTime() <= now);
   }
 
+  /** Whether this daemon prunes a volume's snapshots and backups: its member, or the leader for shared pools. */
+  prunesHere(v: { node: string }): boolean {
+    return v.node ? ownsHere(this.core.ports, v.node) : leadsHere(this.core.ports);
+  }
+
   /** Delete expired snapshots (the scheduler calls this every minute, as upstream's task). */
   async pruneExpired(): Promise<void> {
     for (const v of this.expired()) {
+      if (!this.prunesHere(v)) continue;
       const [vol, snap] = v.name.split("/", 2);
       await this.delete(v.pool, v.project, vol, snap).catch((e) => this.core.log.warn({ err: e, pool: v.pool, volume: v.name }, "cannot delete expired volume snapshot"));
     }

@@ -141,6 +141,8 @@ export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv
       resolve({ code, stdout: stdout ?? "", stderr: stderr ?? "" });
     });
     // Always close stdin: `lxc init`/`launch` read a YAML config from a stdin that is not a terminal.
+    // A command that exits without reading its stdin must not fail the run (EPIPE).
+    p.stdin?.on("error", () => undefined);
     p.stdin?.end(opts.input ?? "");
   });
 }

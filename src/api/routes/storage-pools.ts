@@ -11,6 +11,8 @@ import { filterUsedBy, isAdmin } from "../access.js";
 import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../../shared/schemas/storage.js";
 import { checkEtag, created, operation, sendDownload, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
 import { apiUrl } from "../../shared/urls.js";
+import { PoolMembers } from "../../storage/pool-members.js";
+import { fromMember } from "../access.js";
 
 const VolumeSnapshotsPost = z.object({ name: z.string().nullish().transform((n) => n ?? ""), expires_at: z.string().nullish() }).passthrough();
 const VolumeSnapshotPost = z.object({ name: z.string().nullish().transform((n) => n ?? "") }).passthrough();
@@ -51,16 +53,23 @@ const VolumeMigrationPost = z
   .passthrough();
 
 export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: VolumeSnapshotService, backups: VolumeBackupService, moves: { copies: VolumeCopyService; migration: VolumeMigration }): Route[] {
+  const members = new PoolMembers(core, pools);
   const task = (req: ApiRequest, description: string, resources: Record<string, string[]>, work: (signal: AbortSignal) => Promise<unknown>): Result =>
     operation(core.operations.create({ class: "task", description, project: req.project, resources, run: async (ctx) => void (await work(ctx.signal)) }));
-  const poolEtag = (name: string) => {
-    const p = pools.getPool(name);
-    return [p.name, p.driver, p.description, p.config];
+  const poolEtag = (name: string, memberSpecific: boolean) => {
+    const p = pools.pool(name);
+    return [p.name, p.driver, p.description, members.configFor(p, memberSpecific)];
   };
   const update = (mode: "replace" | "merge") => async (req: ApiRequest) => {
     const body = await req.body(StoragePoolPut, "StoragePoolPut");
-    checkEtag(req, poolEtag(req.params.name));
-    await pools.updatePool(req.params.name, body, mode);
+    // Another member's cluster-wide update: this host only (that member wrote the record).
+    if (fromMember(req)) {
+      await pools.applyUpdateHere(req.params.name, body.config ?? {});
+      return sync({});
+    }
+    checkEtag(req, poolEtag(req.params.name, !!req.query.target));
+    await pools.updatePool(req.params.name, { ...body, config: members.updateRequest(req.params.name, body.config ?? {}) }, mode);
+    await members.updateEverywhere(req.params.name);
     return sync({});
   };
   const listVolumes = (req: ApiRequest) => {
@@ -175,22 +184,37 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
     isAdmin(req.requestor) ? v : { ...v, config: null, used_by: filterUsedBy(req.requestor, v.used_by) };
   return [
     route("/1.0/storage-pools", {
-      GET: (req) => {
-        const list = pools.listPools();
-        return sync(req.recursion > 0 ? list.map((p) => shown(req, pools.poolView(p))) : list.map((p) => `/1.0/storage-pools/${p.name}`));
+      GET: async (req) => {
+        const list = members.listRows();
+        return sync(req.recursion > 0 ? await Promise.all(list.map(async (p) => shown(req, await members.view(p, false)))) : list.map((p) => `/1.0/storage-pools/${p.name}`));
       },
       POST: async (req) => {
         const body = await req.body(StoragePoolsPost, "StoragePoolsPost");
-        await pools.createPool(body);
+        const config = body.config ?? {};
+        const request = { ...body, config };
+        // Another member's cluster-wide create: this member's part only (its config as created back).
+        if (fromMember(req)) return sync(await members.createHere(request));
+        const target = req.query.target;
+        if (members.clustered() && target) await members.createPending(target, request);
+        else if (await members.needsCluster(body.name)) await members.createEverywhere(request);
+        else {
+          await pools.createPool(body);
+          members.recordCreatedHere(body.name);
+        }
         return created(`/1.0/storage-pools/${body.name}`, null);
       },
     }, { GET: "authenticated", POST: "admin" }),
     route("/1.0/storage-pools/:name", {
-      GET: (req) => sync(shown(req, pools.getPool(req.params.name)), { etag: poolEtag(req.params.name) }),
+      GET: async (req) => {
+        const view = shown(req, await members.view(members.row(req.params.name), !!req.query.target));
+        return sync(view, { etag: [view.name, view.driver, view.description, view.config] });
+      },
       PUT: update("replace"),
       PATCH: update("merge"),
       DELETE: async (req) => {
-        await pools.deletePool(req.params.name);
+        if (fromMember(req)) await members.deleteHere(req.params.name);
+        else if (members.clustered()) await members.deleteEverywhere(req.params.name);
+        else await pools.deletePool(req.params.name);
         return sync({});
       },
     }, { GET: "authenticated" }),

@@ -20,7 +20,9 @@ export class ImagesFeature implements Feature {
   readonly refresher: ImageRefresher;
 
   constructor(private readonly core: Core) {
+    const writeLock = <T>(fn: () => Promise<T>): Promise<T> => (core.ports.cluster ? core.ports.cluster.withWriteLock(fn) : fn());
     this.service = new ImageService({
+      writeLock,
       dir: core.paths.images,
       treesDir: core.paths.imageTrees,
       repo: new ImageRepo(core.db),
@@ -58,6 +60,7 @@ export class ImagesFeature implements Feature {
     this.secrets = new ImageSecrets(core.operations, core.events);
     this.refresher = new ImageRefresher({ images: this.service, puller: this.puller, events: core.events, log: core.log, config: (k) => core.server.get(k),
       leads: () => leadsHere(core.ports),
+      writeLock,
       onLeadership: (fn) => core.ports.cluster?.onLeadership(fn),
     });
     const service = this.service;

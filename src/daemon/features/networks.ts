@@ -13,6 +13,7 @@ import { networkZoneRoutes } from "../../api/routes/network-zones.js";
 import { NetworkZoneService } from "../../network/zones/service.js";
 import type { Route } from "../../api/route.js";
 import { networkRoutes } from "../../api/routes/networks.js";
+import { NetworkMembers } from "../../network/network-members.js";
 import { NetworkService } from "../../network/service.js";
 import { join } from "node:path";
 import { Gobgpd } from "../../network/bgp/gobgpd.js";
@@ -82,7 +83,7 @@ export class NetworksFeature implements Feature {
   }
 
   routes(): Route[] {
-    return [...networkRoutes(this.service, () => this.core.ports.projects), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards, (project, name) => this.service.requireManaged(name, project)), ...networkZoneRoutes(this.zones), ...networkPeerRoutes(this.service, () => this.core.ports.projects), ...bgpRoutes(this.bgp)];
+    return [...networkRoutes(this.service, () => this.core.ports.projects, new NetworkMembers(this.service, this.core.ports, this.core.events)), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards, (project, name) => this.service.requireManaged(name, project)), ...networkZoneRoutes(this.zones), ...networkPeerRoutes(this.service, () => this.core.ports.projects), ...bgpRoutes(this.bgp)];
   }
 
   async start(): Promise<void> {

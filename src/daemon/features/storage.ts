@@ -26,7 +26,7 @@ export class StorageFeature implements Feature {
     this.migration = new VolumeMigration(core, this.service, this.snapshots, this.copies);
     const snapshots = this.snapshots;
     const backups = this.backups;
-    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: async () => (await snapshots.pruneExpired(), await backups.pruneExpired()) });
+    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: async () => (await snapshots.pruneExpired(), await backups.pruneExpired()), prunesOwn: true });
     this.service.customVolumeListeners.push({ renamed: (v, to) => backups.volumeRenamed(v, to), deleted: (v) => backups.volumeDeleted(v) });
     core.ports.storage = this.service;
     core.server.setStorageInfo(() => this.service.environment());
