@@ -110,7 +110,7 @@ export async function startDaemon(opts: { args?: string[]; dir?: string; main?: 
         await exited(proc);
       }
       unmountUnder(dir);
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }); // a helper still exiting may write a last file
       rmSync(dir + ".lxdconf", { recursive: true, force: true });
       rmSync(dir + ".log", { force: true });
     },
