@@ -45,7 +45,7 @@ export interface InstanceRecords {
   /** Set volatile.* keys ("" removes one). A row deleted meanwhile is left alone. */
   setVolatile(project: string, name: string, changes: Record<string, string>): void;
   /** Record the running init process (undefined: stopped); a start also stamps last_used_at. */
-  setInit(project: string, name: string, init: InitProcess | undefined, lastUsedAt?: string): void;
+  setInit(project: string, name: string, init: InitProcess | undefined, lastUsedAt?: string, volatile?: Record<string, string>): void;
   /** Whether the instance's volume holds a state dump its next stateful start restores. */
   setStateful(project: string, name: string, stateful: boolean): void;
   /** A new id map for the instance's security settings. */

@@ -124,9 +124,8 @@ export class InstanceRuntime {
       row = records.require(project, name);
       const spec = { volume, hostname: name, architecture: row.architecture, config: records.expanded(row).config, idmap: next, devices: runConfigs };
       const init = stateful ? await driver.restore!(ref, spec, stateDir(volume), "snapshot") : await driver.start(ref, spec);
-      records.setInit(project, name, init, new Date().toISOString());
+      records.setInit(project, name, init, new Date().toISOString(), { "volatile.last_state.power": "RUNNING" });
       if (stateful) this.dropState(row, volume);
-      records.setVolatile(project, name, { "volatile.last_state.power": "RUNNING" });
       for (const rc of runConfigs) await rc.postStart?.(init.pid);
       this.onStarted(project, name, init);
     } catch (e) {
@@ -154,9 +153,9 @@ export class InstanceRuntime {
     if (!sameIdmap(last, next)) {
       if (isTrue(config["security.protection.shift"])) throw new Error("Container is protected against filesystem shifting");
       await shiftTree(join(volume, "rootfs"), last, next);
-      records.setVolatile(project, name, { "volatile.last_state.idmap": idmapJson(next) });
     }
-    records.setVolatile(project, name, { "volatile.idmap.current": idmapJson(next) });
+    // One commit: the shifted ownership and the map the container runs with.
+    records.setVolatile(project, name, { "volatile.last_state.idmap": idmapJson(next), "volatile.idmap.current": idmapJson(next) });
     return next;
   }
 
@@ -232,8 +231,7 @@ export class InstanceRuntime {
     const { records } = this.deps;
     const devices = this.deps.devices.of(row, records.expanded(row).devices);
     for (const d of devices.reverse()) await d.stop().catch((e) => this.deps.log.warn({ err: e, device: d.name }, "device stop failed"));
-    records.setInit(row.project, row.name, undefined);
-    records.setVolatile(row.project, row.name, { "volatile.last_state.power": "STOPPED" });
+    records.setInit(row.project, row.name, undefined, undefined, { "volatile.last_state.power": "STOPPED" });
     this.driver.stopped({ project: row.project, name: row.name });
   }
 

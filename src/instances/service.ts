@@ -61,8 +61,12 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     if (this.repo.get(project, name)) this.repo.patchConfig(project, name, changes);
   }
 
-  setInit(project: string, name: string, init: InitProcess | undefined, lastUsedAt?: string): void {
-    this.repo.setRuntime(project, name, { pid: init?.pid ?? 0, start: init?.startTime ?? "" }, lastUsedAt);
+  /** With `volatile`, those keys change in the same transaction (one commit for a start). */
+  setInit(project: string, name: string, init: InitProcess | undefined, lastUsedAt?: string, volatile?: Record<string, string>): void {
+    this.deps.db.transaction(() => {
+      this.repo.setRuntime(project, name, { pid: init?.pid ?? 0, start: init?.startTime ?? "" }, lastUsedAt);
+      if (volatile) this.setVolatile(project, name, volatile);
+    })();
   }
 
   setStateful(project: string, name: string, stateful: boolean): void {
