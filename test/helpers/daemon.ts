@@ -101,6 +101,11 @@ export async function startDaemon(opts: { args?: string[]; dir?: string; main?: 
       await exited(proc);
     },
     restart: async () => {
+      // A restart of a running daemon stops it first (else it would be left running, orphaned).
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill("SIGTERM");
+        await exited(proc);
+      }
       proc = launch();
       await waitReady(socket, proc);
     },
