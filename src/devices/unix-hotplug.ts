@@ -7,33 +7,18 @@
 // from sysfs the way udev's usb_id builtin finds them (sysfs.ts findHotplugNodes).
 import { parseBool } from "../config/validators.js";
 import { hotplugHub } from "./hotplug-hub.js";
-import { hostNodeMode, NodeSet, type NodeSpec } from "./node-set.js";
+import { hostNodeMode, type NodeSpec } from "./node-set.js";
+import { HotplugNodeDevice } from "./hotplug-device.js";
 import { isBool, isDeviceID, isOctalMode, isUnixId, optional, validateKeys } from "./rules.js";
-import { findHotplugNodes, hardwareRoots, type HardwareRoots } from "./sysfs.js";
-import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
+import { findHotplugNodes } from "./sysfs.js";
+import type { Device, RunConfig } from "./types.js";
 import { hostDevPath } from "./usb.js";
 
-export class UnixHotplugDevice implements Device {
-  private readonly nodes: NodeSet;
-
-  constructor(
-    private readonly ctx: DeviceContext,
-    readonly name: string,
-    readonly config: DeviceConfig,
-    private readonly roots: HardwareRoots = hardwareRoots(),
-  ) {
-    this.nodes = new NodeSet(ctx, name, config);
-  }
-
+export class UnixHotplugDevice extends HotplugNodeDevice implements Device {
   validate(): void {
     const c = this.config;
     validateKeys(c, { vendorid: optional(isDeviceID), productid: optional(isDeviceID), uid: optional(isUnixId), gid: optional(isUnixId), mode: optional(isOctalMode), required: optional(isBool) });
     if (!c.vendorid && !c.productid) throw new Error("Unix hotplug devices require a vendorid or a productid");
-  }
-
-  private ours(vendor: string, product: string): boolean {
-    const c = this.config;
-    return (!c.vendorid || c.vendorid === vendor) && (!c.productid || c.productid === product);
   }
 
   /** LXD's loadUnixDevice: the first matching node, or undefined. */
@@ -61,26 +46,7 @@ export class UnixHotplugDevice implements Device {
     this.register(pid);
   }
 
-  async adopt(pid: number): Promise<void> {
-    this.register(pid);
-  }
-
-  /** Rebooted in place (a new init process): events go to the new one. */
-  async rebooted(pid: number): Promise<void> {
-    this.register(pid);
-  }
-
-  async detach(pid: number): Promise<void> {
-    hotplugHub.unregister(this.ctx.project, this.ctx.instance, this.name);
-    await this.nodes.unplugAll(pid);
-  }
-
-  async stop(): Promise<void> {
-    hotplugHub.unregister(this.ctx.project, this.ctx.instance, this.name);
-    this.nodes.removeAll();
-  }
-
-  private register(pid: number): void {
+  protected register(pid: number): void {
     const { ctx, nodes, roots } = this;
     const ours = (v: string, p: string) => this.ours(v, p);
     hotplugHub.registerUnix(ctx.project, ctx.instance, this.name, async (e) => {

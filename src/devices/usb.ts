@@ -6,34 +6,18 @@
 import { join } from "node:path";
 import { parseBool } from "../config/validators.js";
 import { hotplugHub, type UsbEvent } from "./hotplug-hub.js";
-import { hostNodeMode, NodeSet, type NodeSpec } from "./node-set.js";
+import { hostNodeMode, type NodeSpec } from "./node-set.js";
+import { HotplugNodeDevice } from "./hotplug-device.js";
 import { isBool, isDeviceID, isOctalMode, isUnixId, optional, validateKeys } from "./rules.js";
-import { findUsb, hardwareRoots, parseDevNum, usbNodePath, type HardwareRoots } from "./sysfs.js";
-import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
+import { findUsb, parseDevNum, usbNodePath, type HardwareRoots } from "./sysfs.js";
+import type { Device, RunConfig } from "./types.js";
 
 /** The host's node under the roots' /dev for a /dev path. */
 export const hostDevPath = (roots: HardwareRoots, path: string) => join(roots.dev, path.replace(/^\/dev\//, ""));
 
-export class UsbDevice implements Device {
-  private readonly nodes: NodeSet;
-
-  constructor(
-    private readonly ctx: DeviceContext,
-    readonly name: string,
-    readonly config: DeviceConfig,
-    private readonly roots: HardwareRoots = hardwareRoots(),
-  ) {
-    this.nodes = new NodeSet(ctx, name, config);
-  }
-
+export class UsbDevice extends HotplugNodeDevice implements Device {
   validate(): void {
     validateKeys(this.config, { vendorid: optional(isDeviceID), productid: optional(isDeviceID), uid: optional(isUnixId), gid: optional(isUnixId), mode: optional(isOctalMode), required: optional(isBool) });
-  }
-
-  /** LXD's usbIsOurDevice. */
-  private ours(vendor: string, product: string): boolean {
-    const c = this.config;
-    return (!c.vendorid || c.vendorid === vendor) && (!c.productid || c.productid === product);
   }
 
   private matching(): NodeSpec[] {
@@ -70,27 +54,7 @@ export class UsbDevice implements Device {
     this.register(pid);
   }
 
-  async adopt(pid: number): Promise<void> {
-    this.register(pid);
-  }
-
-  /** Rebooted in place (a new init process): events go to the new one. */
-  async rebooted(pid: number): Promise<void> {
-    this.register(pid);
-  }
-
-  async detach(pid: number): Promise<void> {
-    hotplugHub.unregister(this.ctx.project, this.ctx.instance, this.name);
-    await this.nodes.unplugAll(pid);
-  }
-
-  async stop(): Promise<void> {
-    hotplugHub.unregister(this.ctx.project, this.ctx.instance, this.name);
-    this.nodes.removeAll();
-  }
-
-  /** LXD's Register: the handler keeps what it needs, not this object. */
-  private register(pid: number): void {
+  protected register(pid: number): void {
     const { ctx, nodes, roots } = this;
     const ours = (e: UsbEvent) => this.ours(e.vendor, e.product);
     hotplugHub.registerUsb(ctx.project, ctx.instance, this.name, async (e) => {
