@@ -4,10 +4,9 @@
 // OVN log on the host, these kernel entries are answered in the same JSON-lines form instead of
 // its "Only OVN log entries" error.
 import type { KernelRecord } from "../../os/kmsg.js";
+import { goJson } from "./ovn-log.js";
 import type { AclRule, Direction } from "./rules.js";
 
-/** Go's json.Marshal escapes <, > and & in strings. */
-const goJson = (v: unknown) => JSON.stringify(v).replace(/</g, "\\u003c").replace(/>/g, "\\u003e").replace(/&/g, "\\u0026");
 
 const PROTOS: Record<string, string> = { TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPv6: "icmp6" };
 const RULE_PROTOS: Record<string, string> = { tcp: "tcp", udp: "udp", icmp4: "icmp", icmp6: "icmp6" };

@@ -11,7 +11,7 @@ export const OVN_CONTROLLER_LOG = "/var/log/ovn/ovn-controller.log";
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
 /** Go's json.Marshal escapes <, > and & in strings. */
-const goJson = (v: unknown) => JSON.stringify(v).replace(/</g, "\\u003c").replace(/>/g, "\\u003e").replace(/&/g, "\\u0026");
+export const goJson = (v: unknown) => JSON.stringify(v).replace(/</g, "\\u003c").replace(/>/g, "\\u003e").replace(/&/g, "\\u0026");
 
 /** ovnParseLogEntry: one ovn-controller line → LXD's JSON entry, or undefined. */
 export function parseOvnLogEntry(line: string, prefix: string): string | undefined {
