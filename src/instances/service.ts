@@ -352,6 +352,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   readonly volumeUsedBy = (pool: string, project: string, volume: string) => this.queries.volumeUsedBy(pool, project, volume);
   readonly runningVolumeUsers = (pool: string, project: string, volume: string) => this.queries.runningVolumeUsers(pool, project, volume);
   readonly nicsOn = (network: string) => this.queries.nicsOn(network);
+  readonly hostInterfacesInUse = () => this.queries.hostInterfacesInUse();
   readonly running = (project?: string) => this.queries.running(project);
   readonly runtimeOf = (project: string, name: string): PortRuntime => this.queries.runtimeOf(project, name);
   readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);
