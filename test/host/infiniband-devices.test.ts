@@ -7,7 +7,7 @@
 // bind-mounted and allowed in the device cgroup, the liblxc config the daemon wrote.
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -64,6 +64,18 @@ describe("infiniband devices", () => {
     expect(hostNodes(c)).toEqual([]);
     expect(vol(c, "ib.host_name")).toBe("");
     expect(d.lxc("config", "device", "get", c, "ib", "parent").code).not.toBe(0);
+    // A node missing from /dev fails after the MTU was set: the VF gets its MTU back, the
+    // nodes made before it are removed.
+    renameSync(join(top, "dev/infiniband/uverbs1"), join(top, "dev/infiniband/uverbs1.away"));
+    try {
+      expect(err("nictype=sriov", `parent=${PF}`, "name=ib1", "mtu=1400")).toBe('Error: Failed to start device "ib": Failed to get device attributes for /dev/infiniband/uverbs1: no such file or directory');
+    } finally {
+      renameSync(join(top, "dev/infiniband/uverbs1.away"), join(top, "dev/infiniband/uverbs1"));
+    }
+    expect(hostHas(VF)).toBe(true);
+    expect(hostMtu(VF)).toBe("1500");
+    expect(hostNodes(c)).toEqual([]);
+    expect(vol(c, "ib.host_name")).toBe("");
   });
 
   it("physical: hot-plugs the parent netdev and its nodes, survives a daemon restart, gives them back on removal", async () => {
