@@ -11,6 +11,7 @@ import { hostNodeMode, NodeSet, type NodeSpec } from "./node-set.js";
 import { any, isDeviceID, isOctalMode, isPCIAddress, isUnixId, optional, validateKeys } from "./rules.js";
 import { findGpus, hardwareRoots, nvidiaNonCardNodes, parseDevNum, type HardwareRoots } from "./sysfs.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
+import { parseBool } from "../config/validators.js";
 
 export { findGpus, findUsb, type HardwareRoots } from "./sysfs.js";
 export { validateKeys } from "./rules.js";
@@ -83,9 +84,9 @@ export class HardwareDevice implements Device {
    * LXD's gpuPhysical.startContainer: every card matching vendorid/productid/pci gives its DRM
    * nodes (those of DRM card `id` only, when set) that exist under /dev/dri, and its NVIDIA
    * card node (/dev/nvidiaN) when the nvidia driver drives it and the node exists; after an
-   * NVIDIA card, the non-card /dev/nvidia* nodes (nvidia.runtime is not supported here, so it
-   * is always false). Each node is a unix-char device named after this one (host node, cgroup
-   * rule, bind mount; uid/gid/mode from the config, else the host node's mode).
+   * NVIDIA card, the non-card /dev/nvidia* nodes unless nvidia.runtime is true. Each node is a
+   * unix-char device named after this one (host node, cgroup rule, bind mount; uid/gid/mode
+   * from the config, else the host node's mode).
    */
   private gpuNodes(): NodeSpec[] {
     const c = this.config;
@@ -111,7 +112,8 @@ export class HardwareDevice implements Device {
         add(`/dev/${nv.cardName}`, num);
       }
     }
-    if (sawNvidia) for (const n of nvidiaNonCardNodes(dev, charNode)) add(n.path, n);
+    // With nvidia.runtime the liblxc hook brings those in.
+    if (sawNvidia && !parseBool(this.ctx.instanceConfig["nvidia.runtime"])) for (const n of nvidiaNonCardNodes(dev, charNode)) add(n.path, n);
     return out;
   }
 
