@@ -113,7 +113,7 @@ export class HardwareDevice implements Device {
       }
     }
     // With nvidia.runtime the liblxc hook brings those in.
-    if (sawNvidia && !parseBool(this.ctx.instanceConfig["nvidia.runtime"])) for (const n of nvidiaNonCardNodes(dev, charNode)) add(n.path, n);
+    if (sawNvidia && !parseBool(this.ctx.instanceConfig?.["nvidia.runtime"])) for (const n of nvidiaNonCardNodes(dev, charNode)) add(n.path, n);
     return out;
   }
 

@@ -89,6 +89,18 @@ async function setMacIfDifferent(dev: string, mac: string): Promise<void> {
   if (liveNet(dev, "address") !== mac) await ip("link", "set", "dev", dev, "address", mac);
 }
 
+/** A SysFs whose "/sys/..." paths are under `dir` (the hardware roots' sysfs, wherever it is). */
+class SysDir extends SysFs {
+  override path(p: string): string {
+    return join(this.root, p.replace(/^\/sys(?=\/|$)/, ""));
+  }
+
+  override resolve(p: string): string {
+    const r = super.resolve(p);
+    return r === "" ? "" : r === "/" ? "/sys" : `/sys${r}`;
+  }
+}
+
 export class InfinibandDevice implements Device {
   private readonly nodes: NodeSet;
 
@@ -120,9 +132,9 @@ export class InfinibandDevice implements Device {
     if (parent.includes("/") || parent === "." || parent === ".." || !this.sys().exists(`/sys/class/net/${parent}`)) throw new Error(`Parent device '${parent}' doesn't exist`);
   }
 
-  /** The hardware tree as the resources readers see it (root holding sys/). */
+  /** The hardware roots' sysfs as the resources readers see it ("/sys/..." paths). */
   private sys(): SysFs {
-    return new SysFs(this.roots.sys.replace(/\/sys\/?$/, "") || "/");
+    return new SysDir(this.roots.sys);
   }
 
   /** The port this device takes: the parent (physical) or a free VF of it (sriov). */
