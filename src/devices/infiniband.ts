@@ -125,9 +125,34 @@ export class InfinibandDevice implements Device {
     validateKeys(this.config, { parent: isNotEmpty, name: optional(isInterfaceName), mtu: optional(isNetworkMtu), hwaddr: optional(isInfinibandMac) }, ["nictype"]);
   }
 
-  /** LXD's validateEnvironment. */
-  private checkEnvironment(): void {
-    if (!this.config.name) throw new Error("Requires name property to start");
+  /**
+   * The interface name in the container, as LXD's FillNetworkDevice: `name`, else the one
+   * chosen before (volatile.<device>.name), else the first ibN no other device or volatile
+   * name (nor, when running, an interface in the container) has, stored in volatile.
+   */
+  private async ifName(pid?: number): Promise<string> {
+    if (this.config.name) return this.config.name;
+    const stored = this.vol("name");
+    if (stored) return stored;
+    const taken = new Set<string>();
+    for (const d of Object.values(this.ctx.expandedDevices?.() ?? {})) if (d.name) taken.add(d.name);
+    for (const [k, v] of Object.entries(this.ctx.instanceConfig)) if (k.startsWith("volatile.") && k.split(".").slice(2).join(".") === "name") taken.add(v);
+    if (pid !== undefined) {
+      try {
+        for (const line of readFileSync(`/proc/${pid}/net/dev`, "utf8").split("\n").slice(2)) if (line.includes(":")) taken.add(line.split(":")[0].trim());
+      } catch {
+        /* gone: nothing to avoid */
+      }
+    }
+    let i = 0;
+    while (taken.has(`ib${i}`)) i++;
+    await this.setVol({ name: `ib${i}` });
+    return `ib${i}`;
+  }
+
+  /** LXD's validateEnvironment (`name` filled in before, as LXD's device load does). */
+  private checkEnvironment(name: string): void {
+    if (!name) throw new Error("Requires name property to start");
     const parent = this.config.parent;
     if (parent.includes("/") || parent === "." || parent === ".." || !this.sys().exists(`/sys/class/net/${parent}`)) throw new Error(`Parent device '${parent}' doesn't exist`);
   }
@@ -178,8 +203,9 @@ export class InfinibandDevice implements Device {
    * made (and plugged when `pid` is given), volatile written. On failure, whatever was done is
    * undone (the MTU/MAC restored, nodes removed) before the error goes up.
    */
-  private async prepare(pid?: number): Promise<{ hostName: string; lxc: [string, string][] }> {
-    this.checkEnvironment();
+  private async prepare(pid?: number): Promise<{ hostName: string; ifName: string; lxc: [string, string][] }> {
+    const ifName = await this.ifName(pid);
+    this.checkEnvironment(ifName);
     const port = this.pickPort();
     const hostName = port.id;
     const saved = { host_name: hostName, "last_state.mtu": liveNet(hostName, "mtu"), "last_state.hwaddr": liveNet(hostName, "address") };
@@ -212,13 +238,13 @@ export class InfinibandDevice implements Device {
       if (changed) await this.restoreNic(hostName, saved).catch(() => {});
       throw e;
     }
-    return { hostName, lxc };
+    return { hostName, ifName, lxc };
   }
 
   async start(): Promise<RunConfig> {
     try {
-      const { hostName, lxc } = await this.prepare();
-      return { lxc, networkInterfaces: [{ type: "phys", name: this.config.name, flags: "up", link: hostName }] };
+      const { hostName, ifName, lxc } = await this.prepare();
+      return { lxc, networkInterfaces: [{ type: "phys", name: ifName, flags: "up", link: hostName }] };
     } catch (e) {
       throw new Error(`Failed to start device ${JSON.stringify(this.name)}: ${(e as Error).message}`);
     }
@@ -227,9 +253,9 @@ export class InfinibandDevice implements Device {
   /** Hot-plug: as a start, then the netdev moves into the container's namespace under `name` (LXD's AttachInterface). */
   async attach(pid: number): Promise<void> {
     try {
-      const { hostName } = await this.prepare(pid);
+      const { hostName, ifName } = await this.prepare(pid);
       try {
-        await ip("link", "set", "dev", hostName, "netns", String(pid), "name", this.config.name);
+        await ip("link", "set", "dev", hostName, "netns", String(pid), "name", ifName);
       } catch (e) {
         await this.nodes.unplugAll(pid).catch(() => {});
         await this.stop();
@@ -243,9 +269,10 @@ export class InfinibandDevice implements Device {
   /** Hot-unplug: the netdev goes back to the host under its host name (LXD's DetachInterfaceRename), the nodes out. */
   async detach(pid: number): Promise<void> {
     const hostName = this.vol("host_name");
-    if (hostName && this.config.name) {
-      const r = await run("nsenter", ["-t", String(pid), "-n", "ip", "link", "set", "dev", this.config.name, "netns", "1", "name", hostName], { reject: false });
-      if (r.exitCode !== 0 && !/Cannot find device/.test(r.stderr)) throw new Error(`Failed to detach interface: ${JSON.stringify(this.config.name)} to ${JSON.stringify(hostName)}: ${r.stderr.trim()}`);
+    const name = this.config.name || this.vol("name");
+    if (hostName && name) {
+      const r = await run("nsenter", ["-t", String(pid), "-n", "ip", "link", "set", "dev", name, "netns", "1", "name", hostName], { reject: false });
+      if (r.exitCode !== 0 && !/Cannot find device/.test(r.stderr)) throw new Error(`Failed to detach interface: ${JSON.stringify(name)} to ${JSON.stringify(hostName)}: ${r.stderr.trim()}`);
     }
     await this.nodes.unplugAll(pid);
   }

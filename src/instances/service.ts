@@ -237,6 +237,13 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     const after = this.expanded(next);
     // As LXD: a changed raw.lxc is loaded into liblxc now, so a key it does not know is refused.
     if ((before.config["raw.lxc"] ?? "") !== (after.config["raw.lxc"] ?? "") && after.config["raw.lxc"]) await this.runtime.driver.checkRawConfig?.(after.config["raw.lxc"]);
+    // As LXD's user-requested Update, which loads the new config into liblxc: with nvidia.runtime
+    // on, a missing hook or nvidia-container-cli refuses the change (so any change, while on).
+    try {
+      this.runtime.driver.preflight?.(after.config);
+    } catch (e) {
+      throw new Error(`Initialize LXC: ${(e as Error).message}`);
+    }
     const rootBefore = InstanceService.rootDisk(before.devices);
     const rootAfter = InstanceService.rootDisk(after.devices);
     // Moving to another pool is `lxc move --storage`, never a config edit (as LXD).

@@ -7,7 +7,7 @@
 // bind-mounted and allowed in the device cgroup, the liblxc config the daemon wrote.
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -25,6 +25,9 @@ let d: InitialisedDaemon;
 beforeAll(async () => {
   for (const dev of [PF, VF]) expect(ipLink("add", dev, "type", "veth", "peer", "name", `${dev}x`).status).toBe(0);
   buildIbTree(top, { pf: PF, vf: VF }, { nodes: true });
+  // The loopback interface as sysfs shows it (no device: no card).
+  mkdirSync(join(top, "sys/devices/virtual/net/lo"), { recursive: true });
+  symlinkSync("../../devices/virtual/net/lo", join(top, "sys/class/net/lo"));
   d = await startInitialisedDaemon({ env: { NODELXD_HARDWARE_ROOT: top } });
 }, 120_000);
 afterAll(async () => {
@@ -53,7 +56,9 @@ describe("infiniband devices", () => {
     expect(err("nictype=physical", "name=ib0")).toBe('Error: Invalid devices: Device validation failed for "ib": Invalid value for device option "parent": Required value');
     expect(err("nictype=physical", `parent=${PF}`, "name=ib0", "hwaddr=00:16:3e:00:00:01")).toBe('Error: Invalid devices: Device validation failed for "ib": Invalid value for device option "hwaddr": Invalid value, must be either 8 or 20 bytes of hex separated by colons');
     expect(err("nictype=physical", "parent=ibnope0", "name=ib0")).toBe(`Error: Failed to start device "ib": Parent device 'ibnope0' doesn't exist`);
-    expect(err("nictype=physical", `parent=${PF}`)).toBe('Error: Failed to start device "ib": Requires name property to start');
+    // As real LXD 5.0.2 answers for a netdev that is no InfiniBand port.
+    expect(err("nictype=physical", "parent=lo", "name=ib0")).toBe('Error: Failed to start device "ib": Specified infiniband device "lo" not found');
+    expect(err("nictype=sriov", "parent=lo", "name=ib0")).toBe('Error: Failed to start device "ib": All virtual functions on parent device are already in use');
     // A 20-byte address cannot go on this (Ethernet) netdev: the start fails, the MTU set
     // before it is not left behind, no node stays on the host.
     const before = hostMtu(PF);
@@ -81,7 +86,9 @@ describe("infiniband devices", () => {
   it("physical: hot-plugs the parent netdev and its nodes, survives a daemon restart, gives them back on removal", async () => {
     const c = d.launch("ibp");
     const mac = readFileSync(`/sys/class/net/${PF}/address`, "utf8").trim();
-    ok(d.lxc("config", "device", "add", c, "ib", "infiniband", "nictype=physical", `parent=${PF}`, "name=ib0", "mtu=1400"));
+    // No name: the first free ibN, kept in volatile (LXD's FillNetworkDevice).
+    ok(d.lxc("config", "device", "add", c, "ib", "infiniband", "nictype=physical", `parent=${PF}`, "mtu=1400"));
+    expect(vol(c, "ib.name")).toBe("ib0");
     expect(hostHas(PF)).toBe(false);
     expect(insideNet(c, "ib0", "mtu")).toBe("1400");
     expect(insideNet(c, "ib0", "address")).toBe(mac);
@@ -107,6 +114,7 @@ describe("infiniband devices", () => {
     expect(hostNodes(c)).toEqual([]);
     if (v1) expect(devicesList(c)).not.toContain("c 231:192 rwm");
     expect(vol(c, "ib.host_name")).toBe("");
+    expect(vol(c, "ib.name")).toBe("");
   });
 
   it("sriov: a free VF of the parent at start (liblxc phys), none left for a second device, given back at stop", () => {
