@@ -12,7 +12,7 @@ const ROOT = join(import.meta.dirname, "../..");
 const PACKAGE_OF: Record<string, string> = {
   btrfs: "btrfs-progs", "mkfs.btrfs": "btrfs-progs",
   busybox: "busybox-static",
-  etcd: "etcd-server",
+  etcd: "etcd-server", etcdctl: "etcd-client",
   dnsmasq: "dnsmasq-base",
   getfattr: "attr", setfattr: "attr",
   ip: "iproute2", tc: "iproute2",
