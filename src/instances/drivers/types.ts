@@ -90,6 +90,11 @@ export interface InstanceDriver {
   state(init: InitProcess | undefined): PowerState;
   /** Whether `init` is still the live init process. */
   alive(init: InitProcess | undefined): boolean;
+  /**
+   * Optional: `listener` runs when an init that `alive` answered for exits (the instance watcher
+   * then needs no polling). Without it the watcher asks `alive` twice a second.
+   */
+  onExit?(listener: () => void): void;
   /** What the runtime itself reports (crash recovery and reboots): the init process, or undefined. */
   runningInit(ref: InstanceRef): Promise<InitProcess | undefined>;
   /** Usage counters of a running instance. */
