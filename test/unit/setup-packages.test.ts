@@ -45,7 +45,7 @@ const PACKAGE_OF: Record<string, string> = {
   zfs: "", zpool: "",
   // Essential (every Debian host): coreutils, util-linux, dash.
   chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
-  cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "",
+  cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "", sleep: "",
   mountpoint: "", nsenter: "", truncate: "", fsfreeze: "", blkid: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "", dmesg: "", timeout: "",
 };
 
