@@ -78,6 +78,8 @@ export interface InstanceDriver {
 
   /** Create from a volume: lay out what the driver needs around the instance volume (idempotent). */
   create(ref: InstanceRef, volume: string): void;
+  /** Checks of the expanded config before a start touches anything (LXD's initLXC errors); throws the message. */
+  preflight?(config: Record<string, string>): void;
   /** Start; resolves with the init process once the instance runs. Undoes its own partial work. */
   start(ref: InstanceRef, spec: StartSpec): Promise<InitProcess>;
   /** Clean shutdown within `timeout` seconds, then kill; `force` kills at once. */

@@ -18,6 +18,7 @@ import { cpusetFor, generateLxcConfig, logDir, memoryLimitBytes, renderLxcConfig
 import { shiftTree } from "./shift.js";
 import { ensureShmounts, hotplugFor, releaseShmounts } from "./hotplug.js";
 import { needsSeccompPolicy, seccompPolicy } from "./seccomp.js";
+import { nvidiaRuntimeHook } from "./nvidia.js";
 
 export type { InitProcess } from "../drivers/types.js";
 export { procStartTime } from "./liveness.js";
@@ -182,6 +183,11 @@ export class LxcDriver implements InstanceDriver {
     await releaseShmounts(this.env.paths.shmounts);
   }
 
+  /** What LXD's initLXC refuses before anything starts (nvidia.runtime without its hook or tools). */
+  preflight(config: Record<string, string>): void {
+    nvidiaRuntimeHook(config);
+  }
+
   /** liblxc config from the spec, then start (see launch). */
   async start(ref: InstanceRef, spec: StartSpec): Promise<InitProcess> {
     await this.writeStartConfig(ref, spec);
@@ -245,6 +251,7 @@ export class LxcDriver implements InstanceDriver {
       seccompProfile,
       hostMemoryBytes: totalmem(),
       devices: spec.devices,
+      nvidiaHook: nvidiaRuntimeHook(spec.config),
     });
     lines.splice(lines.length - 1, 0, ["lxc.mount.auto", `shmounts:${shmounts}:/dev/.lxd-mounts`]);
     // The guest API (devlxd): the daemon's socket directory at /dev/lxd, as LXD mounts it.
