@@ -12,7 +12,7 @@ PKGS=(
   rsync                                       # storage copies and migration (lxd/rsync as upstream)
   criu                                        # stateful stop/start and snapshots (CRIU, run by liblxc as LXD does)
   busybox-static curl jq python3-pylxd util-linux ca-certificates file  # test image (file checks busybox is static) and harness
-  etcd-server                                                          # clustering tests: etcd members (test/helpers/cluster.ts)
+  etcd-server etcd-client                                              # clustering: etcd members (test/helpers/cluster.ts), etcdctl (recover-from-quorum-loss from a snapshot)
   tcpdump attr openssl kmod sqlite3 fuse3 mount bsdutils  # spawned by tests or the daemon: tcpdump (networks), getfattr/setfattr (security), openssl (certificates), modprobe (linux.kernel_modules), sqlite3 (LXD's suite, lxd sql checks), script (console)
   build-essential python3                     # node-gyp: node-pty, native/inroot.c and native/start.c
   openssh-client sshfs                        # sftp endpoint tests (sftp -D, lxc file mount)

@@ -8,7 +8,7 @@ import { waitReady } from "./cli/waitready.js";
 import { commands as extraCommands } from "./cli/commands.js";
 import type { ParsedArgs } from "./cli/args.js";
 
-const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "minimal", "preseed", "dump", "help", "h", "version", "syslog", "trace"]);
+const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "minimal", "preseed", "dump", "help", "h", "version", "syslog", "trace", "quiet", "q"]);
 
 export function parseArgs(argv: string[]): ParsedArgs {
   const positional: string[] = [];
@@ -43,6 +43,7 @@ Usage:
 
 Available Commands:
   activateifneeded Check if LXD should be started
+  cluster     Low-level cluster administration commands (recover-from-quorum-loss)
   init        Configure the daemon (--auto, --preseed, --dump)
   recover     Recover missing instances and volumes from existing and unknown storage pools
   shutdown    Tell the daemon to shutdown all instances and exit

@@ -154,7 +154,10 @@ export class ClusterService implements ClusterPort {
     if (!name) return;
     const endpoints = JSON.parse(localGet(this.d.db, "etcd_endpoints") ?? "[]") as string[];
     this.loadClusterCert();
-    await this.connect(name, endpoints, {});
+    // After recover-from-quorum-loss, etcd is the truth: rebuild the replica from it once.
+    const fresh = localGet(this.d.db, "reload_replica") === "1";
+    await this.connect(name, endpoints, { fresh });
+    if (fresh) localSet(this.d.db, "reload_replica", "0");
   }
 
   async stop(): Promise<void> {
@@ -303,7 +306,10 @@ export class ClusterService implements ClusterPort {
       localSet(this.d.db, "etcd_endpoints", JSON.stringify(endpoints));
     })();
     this.loadClusterCert();
-    await this.connect(name, endpoints, {});
+    // After recover-from-quorum-loss, etcd is the truth: rebuild the replica from it once.
+    const fresh = localGet(this.d.db, "reload_replica") === "1";
+    await this.connect(name, endpoints, { fresh });
+    if (fresh) localSet(this.d.db, "reload_replica", "0");
   }
 
   private record(name: string, address: string, roles: string[]): MemberRecord {

@@ -247,6 +247,58 @@ export class PoolMembers {
   }
 
   /**
+   * PUT/PATCH with `?target=` (served by that member, LXD's storagePoolPut with a target): only
+   * this member's own keys may change (any other key must keep its value). While the pool is
+   * pending here they are just recorded (a pending `source` can be changed); on a created pool the
+   * driver applies what it can change (`source` cannot change: LXD's error).
+   */
+  async updateHere(name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+    const pool = this.row(name);
+    const self = this.cluster!.name();
+    const own = this.pools.members.get(name, self);
+    const cur = this.pools.memberConfig(pool);
+    for (const [k, v] of Object.entries(req.config)) {
+      if (!isMemberKey(k) && cur[k] !== v) throw new BadRequest(`Config key "${k}" may not be used as cluster member specific key`);
+    }
+    const before = memberPart(cur);
+    const asked = memberPart(req.config);
+    const next = Object.fromEntries(Object.entries(mode === "replace" ? asked : { ...before, ...asked }).filter(([, v]) => v !== ""));
+    const def = this.pools.definition(pool.driver);
+    try {
+      validatePoolConfig(def.info.poolKeys, def.info.volumeKeys, { ...sharedPart(pool.config), ...next });
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+    const changed = [...new Set([...Object.keys(before), ...Object.keys(next)])].filter((k) => before[k] !== next[k]);
+    const localState = own?.state ?? pool.state;
+    if (changed.includes("source") && localState !== "pending") throw new InternalError("Pool source cannot be changed when not in pending state");
+    const applied = changed.filter((k) => k !== "volatile.initial_source");
+    if (applied.length > 0 && pool.state === "created" && localState === "created") {
+      const driver = this.pools.driverFor(pool);
+      const fixed = applied.find((k) => !def.info.mutablePoolKeys.includes(k));
+      if (fixed !== undefined || !driver.updatePool) throw new BadRequest(`Pool config "${fixed ?? applied[0]}" cannot be changed`);
+      try {
+        await driver.updatePool(cur, { ...sharedPart(pool.config), ...next });
+      } catch (e) {
+        throw new InternalError((e as Error).message);
+      }
+    }
+    this.core.db.transaction(() => {
+      if (own) this.pools.members.set(name, self, own.state, next);
+      else this.pools.members.insert(name, self, next, pool.state === "pending" ? "pending" : "created");
+      if (req.description !== pool.description) this.pools.repo.updatePool(name, { description: req.description });
+    })();
+    this.core.server.invalidate();
+    this.core.events.lifecycle("storage-pool-updated", `/1.0/storage-pools/${name}`, { context: { target: self } });
+  }
+
+  /** An untargeted PUT/PATCH in a cluster needs a created pool (LXD's check). */
+  checkGlobalUpdate(name: string): void {
+    if (!this.cluster) return;
+    if (this.row(name).state !== "created") throw new BadRequest("Cannot update storage pool global config when not in created state");
+  }
+
+  /**
    * PUT/PATCH in a cluster: member keys cannot be set cluster-wide; the member keys the record
    * holds (a pool from before the cluster keeps its `source` there) stay as they are.
    */

@@ -59,6 +59,12 @@ export function validatePoolName(name: string): void {
   if (name === "." || name === ".." || name.includes("\0")) throw new BadRequest(`Invalid storage pool name "${name}"`);
 }
 
+/** `url` with LXD's `target=<member>` query argument (api.URL.Target: none for "" or "none"). */
+function withTarget(url: string, member: string): string {
+  if (member === "" || member === "none") return url;
+  return `${url}${url.includes("?") ? "&" : "?"}target=${encodeURIComponent(member)}`;
+}
+
 /** Serialises work per key (one image volume unpacked once when instances are created concurrently). */
 class KeyedLock {
   private tails = new Map<string, Promise<unknown>>();
@@ -330,7 +336,11 @@ export class PoolService implements StoragePort {
 
   poolUsedBy(pool: string): string[] {
     const out: string[] = [];
-    for (const v of this.repo.volumes({ pool }).filter((v) => v.state === "created")) out.push(...this.volumeUsedBy(pool, v));
+    for (const v of this.repo.volumes({ pool }).filter((v) => v.state === "created")) {
+      // As LXD's storagePools.UsedBy: a custom volume (or snapshot) is listed itself, with its member as `target`.
+      if (v.type === "custom") out.push(withTarget(this.volumeUrl(v), v.node));
+      else out.push(...this.volumeUsedBy(pool, v));
+    }
     out.push(...(this.core.ports.instances?.usedBy({ pool }) ?? []));
     for (const p of this.profiles.all()) {
       if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool)) out.push(apiUrl(p.project, "profiles", p.name));
@@ -465,7 +475,11 @@ export class PoolService implements StoragePort {
     return type === "custom" ? (this.core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project) : project;
   }
 
-  async createCustomVolume(poolName: string, requestProject: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
+  createCustomVolume(poolName: string, requestProject: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
+    return this.locks.run(`volumes:${poolName}`, () => this.createCustomVolumeNow(poolName, requestProject, req));
+  }
+
+  private async createCustomVolumeNow(poolName: string, requestProject: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
     const project = this.volumeProject(requestProject, "custom");
     const pool = this.pool(poolName);
     if (req.type === "") throw new BadRequest("You must provide a storage volume type of the storage volume");
@@ -495,7 +509,11 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-created", `/1.0/storage-pools/${poolName}/volumes/custom/${req.name}`, { project });
   }
 
-  async updateCustomVolume(poolName: string, requestProject: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+  updateCustomVolume(poolName: string, requestProject: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
+    return this.locks.run(`volumes:${poolName}`, () => this.updateCustomVolumeNow(poolName, requestProject, type, name, req, mode));
+  }
+
+  private async updateCustomVolumeNow(poolName: string, requestProject: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
     const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type === "container" && mode === "replace") return this.updateInstanceVolumeConfig(v, req);
@@ -574,7 +592,11 @@ export class PoolService implements StoragePort {
     if (v) this.repo.updateVolume(v.id, { description: vol.description, config: vol.config });
   }
 
-  async renameCustomVolume(poolName: string, requestProject: string, type: string, name: string, to: string): Promise<void> {
+  renameCustomVolume(poolName: string, requestProject: string, type: string, name: string, to: string): Promise<void> {
+    return this.locks.run(`volumes:${poolName}`, () => this.renameCustomVolumeNow(poolName, requestProject, type, name, to));
+  }
+
+  private async renameCustomVolumeNow(poolName: string, requestProject: string, type: string, name: string, to: string): Promise<void> {
     const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be renamed with the storage API`);
@@ -595,7 +617,11 @@ export class PoolService implements StoragePort {
     this.core.events.lifecycle("storage-volume-renamed", `/1.0/storage-pools/${poolName}/volumes/custom/${to}`, { project, context: { old_name: name } });
   }
 
-  async deleteCustomVolume(poolName: string, requestProject: string, type: string, name: string): Promise<void> {
+  deleteCustomVolume(poolName: string, requestProject: string, type: string, name: string): Promise<void> {
+    return this.locks.run(`volumes:${poolName}`, () => this.deleteCustomVolumeNow(poolName, requestProject, type, name));
+  }
+
+  private async deleteCustomVolumeNow(poolName: string, requestProject: string, type: string, name: string): Promise<void> {
     const project = this.volumeProject(requestProject, type);
     const v = this.getVolume(poolName, project, type, name);
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be deleted with the storage API`);

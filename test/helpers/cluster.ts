@@ -57,46 +57,53 @@ export interface ClusterLayout {
 
 export const DEFAULT_LAYOUT: ClusterLayout = { addresses: MEMBER_ADDRESSES, clientPort: 2379, peerPort: 2380 };
 
-/** Start `n` etcd members forming one etcd cluster. */
-export async function startEtcd(root: string, n = 3, layout: ClusterLayout = DEFAULT_LAYOUT): Promise<EtcdMember[]> {
+/** Spawn etcd member `i` of an `n`-member layout (again, on its existing data directory, after a kill). */
+export function spawnEtcdMember(root: string, i: number, n = 3, layout: ClusterLayout = DEFAULT_LAYOUT): EtcdMember {
   const addrs = layout.addresses.slice(0, n);
   const { clientPort, peerPort } = layout;
-  const initial = addrs.map((a, i) => `e${i}=http://${a}:${peerPort}`).join(",");
+  const address = addrs[i];
+  const initial = addrs.map((a, j) => `e${j}=http://${a}:${peerPort}`).join(",");
+  const log = openSync(join(root, `etcd${i}.log`), "a");
+  const proc = spawn(
+    "etcd",
+    [
+      "--name", `e${i}`,
+      "--data-dir", join(root, `etcd${i}`),
+      "--listen-client-urls", `http://${address}:${clientPort}`,
+      "--advertise-client-urls", `http://${address}:${clientPort}`,
+      "--listen-peer-urls", `http://${address}:${peerPort}`,
+      "--initial-advertise-peer-urls", `http://${address}:${peerPort}`,
+      "--initial-cluster", initial,
+      "--initial-cluster-state", "new",
+      "--initial-cluster-token", `nodelxd-cluster-${process.pid}`,
+      "--heartbeat-interval", "100",
+      "--election-timeout", "1000",
+      "--unsafe-no-fsync",
+    ],
+    { stdio: ["ignore", log, log] },
+  );
+  closeSync(log);
+  return {
+    name: `e${i}`,
+    address,
+    proc,
+    kill: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill("SIGKILL");
+        await exited(proc);
+      }
+    },
+  };
+}
+
+/** Wait until an etcd member answers on its client port. */
+export const etcdReady = (m: EtcdMember, layout: ClusterLayout = DEFAULT_LAYOUT) => waitPort(m.address, layout.clientPort, m.proc);
+
+/** Start `n` etcd members forming one etcd cluster. */
+export async function startEtcd(root: string, n = 3, layout: ClusterLayout = DEFAULT_LAYOUT): Promise<EtcdMember[]> {
   const members: EtcdMember[] = [];
-  for (const [i, address] of addrs.entries()) {
-    const log = openSync(join(root, `etcd${i}.log`), "a");
-    const proc = spawn(
-      "etcd",
-      [
-        "--name", `e${i}`,
-        "--data-dir", join(root, `etcd${i}`),
-        "--listen-client-urls", `http://${address}:${clientPort}`,
-        "--advertise-client-urls", `http://${address}:${clientPort}`,
-        "--listen-peer-urls", `http://${address}:${peerPort}`,
-        "--initial-advertise-peer-urls", `http://${address}:${peerPort}`,
-        "--initial-cluster", initial,
-        "--initial-cluster-state", "new",
-        "--initial-cluster-token", `nodelxd-cluster-${process.pid}`,
-        "--heartbeat-interval", "100",
-        "--election-timeout", "1000",
-        "--unsafe-no-fsync",
-      ],
-      { stdio: ["ignore", log, log] },
-    );
-    closeSync(log);
-    members.push({
-      name: `e${i}`,
-      address,
-      proc,
-      kill: async () => {
-        if (proc.exitCode === null && proc.signalCode === null) {
-          proc.kill("SIGKILL");
-          await exited(proc);
-        }
-      },
-    });
-  }
-  await Promise.all(members.map((m) => waitPort(m.address, clientPort, m.proc)));
+  for (let i = 0; i < n; i++) members.push(spawnEtcdMember(root, i, n, layout));
+  await Promise.all(members.map((m) => waitPort(m.address, layout.clientPort, m.proc)));
   return members;
 }
 

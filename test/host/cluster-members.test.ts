@@ -70,6 +70,21 @@ describe("storage pools per member", () => {
     expect(failed(await lxcAsync(m1, "storage", "create", "c3p", "dir"))).toContain("Pool not defined on nodes: m2, m3");
   }, 60_000);
 
+  it("changes a member's own keys with --target while the pool is pending, and only those", async () => {
+    mkdirSync(src("m1x"));
+    ok(await lxcAsync(m2, "storage", "set", "c3p", `source=${src("m1x")}`, "--target", "m1"));
+    expect(ok(await lxcAsync(m3, "storage", "get", "c3p", "source", "--target", "m1")).trim()).toBe(src("m1x"));
+    expect(failed(await lxcAsync(m2, "storage", "set", "c3p", "rsync.bwlimit=10", "--target", "m1"))).toContain('Config key "rsync.bwlimit" may not be used as cluster member specific key');
+    expect(failed(await lxcAsync(m2, "storage", "set", "c3p", "rsync.bwlimit=10"))).toContain("Cannot update storage pool global config when not in created state");
+    // A stale ETag on a member's view is 412.
+    const etag = String((await m1.api("GET", "/1.0/storage-pools/c3p?target=m1")).headers.etag);
+    ok(await lxcAsync(m1, "storage", "set", "c3p", `source=${src("m1")}`, "--target", "m1"));
+    expect(ok(await lxcAsync(m2, "storage", "get", "c3p", "source", "--target", "m1")).trim()).toBe(src("m1"));
+    expect((await m1.api("PATCH", "/1.0/storage-pools/c3p?target=m1", { config: { source: src("m1x") } }, { "if-match": etag })).status).toBe(412);
+    expect((await m1.api("GET", "/1.0/storage-pools/c3p?target=m1")).body.metadata.config).toEqual({ source: src("m1") });
+    expect(failed(await lxcAsync(m1, "storage", "set", "c3p", "size=1GiB", "--target", "m1"))).toContain('Invalid option "size"');
+  }, 60_000);
+
   it("creates the pool on every member at once and shows each member's config with --target", async () => {
     ok(await lxcAsync(m2, "storage", "create", "c3p", "dir", `source=${src("m2")}`, "--target", "m2"));
     ok(await lxcAsync(m1, "storage", "create", "c3p", "dir", "--target", "m3"));
@@ -96,6 +111,18 @@ describe("storage pools per member", () => {
     // Each member keeps its own source.
     expect(ok(await lxcAsync(m1, "storage", "get", "c3p", "source", "--target", "m2")).trim()).toBe(src("m2"));
     expect(failed(await lxcAsync(m2, "storage", "set", "c3p", "source=/tmp/elsewhere"))).toContain('Config key "source" is cluster member specific');
+  }, 60_000);
+
+  it("takes a created pool's member keys with --target as LXD 5.0.2 does", async () => {
+    // The source of a created pool stays (LXD's error), shared keys are not member keys.
+    expect(failed(await lxcAsync(m1, "storage", "set", "c3p", "source=/tmp/elsewhere", "--target", "m2"))).toContain("Pool source cannot be changed when not in pending state");
+    expect(failed(await lxcAsync(m1, "storage", "set", "c3p", "volume.size=3GiB", "--target", "m2"))).toContain('Config key "volume.size" may not be used as cluster member specific key');
+    // volatile.initial_source is recorded for that member only.
+    ok(await lxcAsync(m3, "storage", "set", "c3p", `volatile.initial_source=${src("m2")}`, "--target", "m2"));
+    expect(ok(await lxcAsync(m1, "storage", "get", "c3p", "volatile.initial_source", "--target", "m2")).trim()).toBe(src("m2"));
+    expect(ok(await lxcAsync(m1, "storage", "get", "c3p", "volatile.initial_source", "--target", "m1")).trim()).toBe("");
+    expect((await m1.api("GET", "/1.0/storage-pools/c3p")).body.metadata.config["volatile.initial_source"]).toBeUndefined();
+    expect(ok(await lxcAsync(m1, "storage", "get", "c3p", "source", "--target", "m2")).trim()).toBe(src("m2"));
   }, 60_000);
 
   it("keeps a custom volume on the member it was made on and sends every request for it there", async () => {

@@ -12,7 +12,7 @@ const ROOT = join(import.meta.dirname, "../..");
 const PACKAGE_OF: Record<string, string> = {
   btrfs: "btrfs-progs", "mkfs.btrfs": "btrfs-progs",
   busybox: "busybox-static",
-  etcd: "etcd-server",
+  etcd: "etcd-server", etcdctl: "etcd-client",
   dnsmasq: "dnsmasq-base",
   getfattr: "attr", setfattr: "attr",
   ip: "iproute2", tc: "iproute2",
@@ -45,7 +45,7 @@ const PACKAGE_OF: Record<string, string> = {
   zfs: "", zpool: "",
   // Essential (every Debian host): coreutils, util-linux, dash.
   chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
-  cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "",
+  cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "", sleep: "",
   mountpoint: "", nsenter: "", truncate: "", fsfreeze: "", blkid: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "", dmesg: "", timeout: "",
 };
 

@@ -67,7 +67,15 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
       await pools.applyUpdateHere(req.params.name, body.config ?? {});
       return sync({});
     }
-    checkEtag(req, poolEtag(req.params.name, !!req.query.target));
+    if (members.clustered() && req.query.target) {
+      // One member's own keys (the router sent the request to that member).
+      const p = members.row(req.params.name);
+      checkEtag(req, [p.name, p.driver, p.description, members.configFor(p, true)]);
+      await members.updateHere(req.params.name, { description: body.description ?? "", config: body.config ?? {} }, mode);
+      return sync({});
+    }
+    members.checkGlobalUpdate(req.params.name);
+    checkEtag(req, poolEtag(req.params.name, false));
     await pools.updatePool(req.params.name, { ...body, config: members.updateRequest(req.params.name, body.config ?? {}) }, mode);
     await members.updateEverywhere(req.params.name);
     return sync({});
