@@ -1,6 +1,6 @@
-// The narrow interfaces feature modules use to reach each other. A feature fills its slot
-// in `Core.ports` when it is constructed (features.ts order); consumers read the slot when
-// they need it, so there is no import cycle and a fake is three methods long.
+// The narrow interfaces feature modules use to reach each other. The daemon wires them once
+// (features/index.ts): each service is handed the ports it declares, as values; a port whose
+// provider is built after its consumer is late-bound there (late-port.ts), in that one place.
 import type { ProfileRecord } from "../db/profile-repo.js";
 import type { InstanceRuntime } from "../instances/runtime-port.js";
 import type { Readable } from "node:stream";
@@ -58,7 +58,7 @@ export interface StoragePort {
     opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void; size?: string },
   ): Promise<string>;
   /** `lxd recover`: records for a volume and its snapshots found on disk; returns its mount path. */
-  adoptVolume?(
+  adoptVolume(
     pool: string,
     project: string,
     type: "container" | "custom",
@@ -66,8 +66,10 @@ export interface StoragePort {
     vol: { description: string; config: Record<string, string> },
     snapshots: { name: string; description: string; config: Record<string, string> }[],
   ): Promise<string>;
+  /** A member that joined a cluster brings up the cluster's pools here; returns the local sources chosen. */
+  adoptPools(): Promise<Record<string, string>>;
   /** Apply the root disk's `size` to the instance volume (a quota where the driver has one; "" lifts it). */
-  setInstanceVolumeQuota?(project: string, pool: string, name: string, size: string): Promise<void>;
+  setInstanceVolumeQuota(project: string, pool: string, name: string, size: string): Promise<void>;
   /** Mount path of an existing instance volume (mounting it first if the driver needs to). */
   mountInstanceVolume(project: string, pool: string, name: string): Promise<string>;
   renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void>;
@@ -75,39 +77,39 @@ export interface StoragePort {
   /** Bytes used by the volume, when the driver can tell cheaply. */
   instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined>;
   /** Host path of a custom volume, for disk devices (pool=P source=VOL); throws NotFound. */
-  mountCustomVolume?(pool: string, project: string, name: string): Promise<string>;
+  mountCustomVolume(pool: string, project: string, name: string): Promise<string>;
   /** A custom volume's config (security.unmapped decides how disks attach it); throws NotFound. */
-  customVolumeConfig?(pool: string, project: string, name: string): Record<string, string>;
+  customVolumeConfig(pool: string, project: string, name: string): Record<string, string>;
   /** Drop an image's cached volumes from every pool (call when the image is deleted). */
-  deleteImageVolumes?(fingerprint: string): Promise<void>;
+  deleteImageVolumes(fingerprint: string): Promise<void>;
   /** Instance snapshots: volumes "<name>/<snapshot>" of the instance's pool (optional: drivers that can). */
-  createInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal; place?: () => Promise<void> }): Promise<void>;
+  createInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal; place?: () => Promise<void> }): Promise<void>;
   /** Idempotent: a snapshot volume already gone is not an error. */
-  deleteInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<void>;
-  renameInstanceSnapshot?(project: string, pool: string, name: string, from: string, to: string): Promise<void>;
+  deleteInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<void>;
+  renameInstanceSnapshot(project: string, pool: string, name: string, from: string, to: string): Promise<void>;
   /** Replace the (stopped) instance volume's content with the snapshot's. */
-  restoreInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  restoreInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
   /** Make an instance volume an exact copy of the tree at `source` (copies, refreshes; the pool's rsync.bwlimit applies). */
   syncInstanceVolume(project: string, pool: string, name: string, source: string, opts?: { signal?: AbortSignal }): Promise<void>;
   /**
    * Copy an instance volume (or its snapshot) to `target`, a new path outside the pool, through
    * the pool's driver (hard links when `link` and the caller only reads, reflinks, a copy).
    */
-  exportInstanceVolume?(project: string, pool: string, name: string, snapshot: string | undefined, target: string, opts?: { link?: boolean; signal?: AbortSignal }): Promise<void>;
+  exportInstanceVolume(project: string, pool: string, name: string, snapshot: string | undefined, target: string, opts?: { link?: boolean; signal?: AbortSignal }): Promise<void>;
   /** Path of a snapshot volume, to read from (copies, publish). */
-  mountInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<string>;
+  mountInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<string>;
   /** An instance volume's (or its snapshot volume's) description and config, for copies and migrations. */
-  instanceVolumeConfig?(project: string, pool: string, name: string, snapshot?: string): { description: string; config: Record<string, string> };
+  instanceVolumeConfig(project: string, pool: string, name: string, snapshot?: string): { description: string; config: Record<string, string> };
   /** Set an instance volume's (or its snapshot volume's) description and config as a copy or migration brought them. */
-  setInstanceVolumeConfig?(project: string, pool: string, name: string, snapshot: string | undefined, vol: { description: string; config: Record<string, string> }): void;
+  setInstanceVolumeConfig(project: string, pool: string, name: string, snapshot: string | undefined, vol: { description: string; config: Record<string, string> }): void;
   /** The pool as GET /1.0/storage-pools/NAME shows it (backup index.yaml); throws NotFound. */
-  getPool?(name: string): { name: string; driver: string };
+  getPool(name: string): { name: string; driver: string };
   /** The pool driver's optimized stream type ("btrfs"), undefined when rsync only. */
-  instanceStreamType?(pool: string): string | undefined;
+  instanceStreamType(pool: string): string | undefined;
   /** Optimized send of an instance volume and its snapshots (the driver's streams; see storage/drivers/types.ts). */
-  sendInstanceStreams?(project: string, pool: string, name: string, snapshots: string[], out: StreamSink, opts?: { signal?: AbortSignal }): Promise<void>;
+  sendInstanceStreams(project: string, pool: string, name: string, snapshots: string[], out: StreamSink, opts?: { signal?: AbortSignal }): Promise<void>;
   /** Optimized receive into an instance volume's pool: staged, checked, placed by the caller. */
-  receiveInstanceStreams?(project: string, pool: string, name: string, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts?: { signal?: AbortSignal }): Promise<StagedStreams>;
+  receiveInstanceStreams(project: string, pool: string, name: string, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts?: { signal?: AbortSignal }): Promise<StagedStreams>;
 }
 
 export type { ProfileRecord };
@@ -256,18 +258,15 @@ export interface SnapshotScheduleSource {
   prunesOwn?: boolean;
 }
 
+/** Every port, each always present once the daemon has wired it; a service takes the few it needs (`Pick<Ports, ...>`). */
 export interface Ports {
-  dns?: DnsPort;
-  bgp?: BgpPort;
-  /** Filled by features that take scheduled snapshots. */
-  snapshotSchedules?: SnapshotScheduleSource[];
-  images?: ImagesPort;
-  storage?: StoragePort;
-  profiles?: ProfilesPort;
-  instances?: InstancesPort;
-  networks?: NetworksPort;
-  projects?: ProjectsPort;
-  cluster?: ClusterPort;
+  images: ImagesPort;
+  storage: StoragePort;
+  profiles: ProfilesPort;
+  instances: InstancesPort;
+  networks: NetworksPort;
+  projects: ProjectsPort;
+  cluster: ClusterPort;
 }
 
 /** What other features ask of clustering (absent or inert on a standalone daemon). */
@@ -295,14 +294,4 @@ export interface ClusterPort {
   withWriteLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Be told when this member starts (true) or stops (false) leading. */
   onLeadership(fn: (leading: boolean) => void): void;
-}
-
-/** Whether leader-only background work runs on this daemon (always standalone). */
-export function leadsHere(ports: Ports): boolean {
-  return ports.cluster?.leads() ?? true;
-}
-
-/** Whether background work on an object living on member `node` runs on this daemon. */
-export function ownsHere(ports: Ports, node: string): boolean {
-  return ports.cluster?.owns(node) ?? true;
 }

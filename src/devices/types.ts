@@ -28,7 +28,7 @@ export interface DeviceContext {
   hostRootId: { uid: number; gid: number };
   /** The instance's id map ([] when privileged), to shift attached custom volumes. */
   idmap: IdmapEntry[];
-  ports: Ports;
+  ports: Pick<Ports, "storage" | "projects" | "instances" | "networks">;
   log: Logger;
   /** Mounting into a running container (hot-plugged disks); provided by the instance driver. */
   hotplug?: {

@@ -92,7 +92,7 @@ export class InstanceCreation {
     const profiles = req.profiles ?? copyOf?.profiles ?? image?.profiles ?? ["default"];
     // The project's limits and restrictions (before the config is validated, as LXD), over the
     // config as it will be with its profiles.
-    this.svc.deps.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
+    this.svc.deps.ports.projects.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
     try {
       this.svc.validate(project, req.name, req.config ?? {}, req.devices ?? {}, profiles);
     } catch (e) {
@@ -118,7 +118,7 @@ export class InstanceCreation {
       const remote = req.source.remote;
       if (remote && req.source.type === "image") {
         // Pull (or reuse the cached copy of) the remote image first: nothing else exists yet if this fails or is cancelled.
-        const image = await this.svc.deps.ports.images!.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
+        const image = await this.svc.deps.ports.images.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
         if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
         checked = { ...checked, image, profiles: req.profiles ?? image.profiles ?? checked.profiles };
       }
@@ -203,7 +203,7 @@ export class InstanceCreation {
       this.svc.runtime.driver.create({ project, name: req.name }, dir);
       // LXD's device Add (e.g. a NIC's static DHCP host file on its managed bridge).
       await this.svc.devices.add(this.svc.require(project, req.name), ex0);
-      if (image) this.svc.deps.ports.images?.markUsed(image.fingerprint);
+      if (image) this.svc.deps.ports.images.markUsed(image.fingerprint);
     } catch (e) {
       await this.svc.devices.forget(this.svc.require(project, req.name), ex0).catch(() => {});
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
@@ -222,9 +222,9 @@ export class InstanceCreation {
    * volume: it starts empty, as before the negotiation it cannot be known.
    */
   private migrationBaseImage(project: string, fingerprint: string | undefined, pool: string): string | undefined {
-    if (!fingerprint || !/^[0-9a-f]{64}$/.test(fingerprint) || this.svc.deps.ports.storage?.instanceStreamType?.(pool)) return undefined;
+    if (!fingerprint || !/^[0-9a-f]{64}$/.test(fingerprint) || this.svc.deps.ports.storage.instanceStreamType?.(pool)) return undefined;
     try {
-      if (this.svc.deps.ports.images?.resolve(project, { fingerprint }).fingerprint !== fingerprint) return undefined;
+      if (this.svc.deps.ports.images.resolve(project, { fingerprint }).fingerprint !== fingerprint) return undefined;
     } catch {
       return undefined;
     }

@@ -67,7 +67,7 @@ export interface InstanceView {
 /** What the instance service needs, declared here and wired once by the instances feature. */
 export interface InstanceServiceDeps {
   db: Db;
-  /** The other features' ports (filled as they load). */
+  /** The other features' ports (wired once by the daemon). */
   ports: Pick<Ports, "profiles" | "images" | "storage" | "projects" | "cluster">;
   events: { lifecycle(action: string, source: string, opts?: { project?: string; context?: Record<string, unknown> }): void };
   host: { kernel_architecture: string };

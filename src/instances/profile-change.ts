@@ -23,7 +23,7 @@ export class ProfileChange {
 
   /** Instances (of any project) whose profile list resolves `name` to the profile project's. */
   users(profileProject: string, name: string): InstanceRow[] {
-    const profilesOf = (project: string) => this.svc.deps.ports.projects?.effectiveProject(project, "profiles") ?? project;
+    const profilesOf = (project: string) => this.svc.deps.ports.projects.effectiveProject(project, "profiles") ?? project;
     return this.svc.repo.list(undefined).filter((row) => row.profiles.includes(name) && profilesOf(row.project) === profileProject);
   }
 

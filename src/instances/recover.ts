@@ -32,7 +32,7 @@ export class InstanceRecovery {
     const profiles = Array.isArray(obj(backup.container).profiles) ? (obj(backup.container).profiles as unknown[]).map(String) : [];
     for (const p of profiles) {
       try {
-        ports.profiles?.get(project, p);
+        ports.profiles.get(project, p);
       } catch {
         out.push(`Profile "${p}" in project "${project}"`);
       }

@@ -116,7 +116,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
 
   /** The status of an instance: from the runtime here, or as its member last reported it. */
   status(row: InstanceRow): string {
-    if (row.node && row.node !== localMember(this.deps.db)) return this.deps.ports.cluster?.remoteStatus(row.project, row.name, row.node) ?? "Error";
+    if (row.node && row.node !== localMember(this.deps.db)) return this.deps.ports.cluster.remoteStatus(row.project, row.name, row.node) ?? "Error";
     return this.runtime.status(row);
   }
 
@@ -230,7 +230,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     // As LXD: a PUT without profiles (`lxc profile assign c ""` sends null) leaves none.
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : []);
     // The project's limits and restrictions first (as LXD), over the config with its profiles.
-    this.deps.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
+    this.deps.ports.projects.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
     this.validate(project, name, config, devices, profiles);
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
@@ -255,7 +255,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     // The root disk's size is the volume's quota (where the pool's driver has one).
     const sizeBefore = before.devices[rootBefore.name]?.size ?? "";
     const sizeAfter = after.devices[rootAfter.name]?.size ?? "";
-    if (sizeBefore !== sizeAfter) await this.deps.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
+    if (sizeBefore !== sizeAfter) await this.deps.ports.storage.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
@@ -288,7 +288,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     } catch {
       pool = undefined;
     }
-    if (pool) await this.deps.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
+    if (pool) await this.deps.ports.storage.deleteInstanceVolume(row.project, pool, row.name);
     // The driver's host state: logs, device state, seccomp policy (as LXD removes them).
     this.runtime.driver.delete({ project: row.project, name: row.name });
     this.repo.delete(row.project, row.name);
@@ -399,6 +399,6 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
 
   /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
   async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {
-    return this.deps.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
+    return this.deps.ports.storage.instanceVolumeUsage(row.project, pool, row.name);
   }
 }

@@ -92,7 +92,7 @@ export function nextSnapshotName(pattern: string, existing: string[]): string {
 export const snapshotUrl = (project: string, name: string, snap: string) => apiUrl(project, "instances", name, "snapshots", snap);
 
 /** The storage calls instance snapshots make (snapshot volumes of the instance's pool). */
-export type SnapshotStorage = Required<Pick<StoragePort, "createInstanceSnapshot" | "deleteInstanceSnapshot" | "renameInstanceSnapshot" | "restoreInstanceSnapshot" | "mountInstanceSnapshot" | "syncInstanceVolume">> &
+export type SnapshotStorage = Pick<StoragePort, "createInstanceSnapshot" | "deleteInstanceSnapshot" | "renameInstanceSnapshot" | "restoreInstanceSnapshot" | "mountInstanceSnapshot" | "syncInstanceVolume"> &
   Pick<StoragePort, "exportInstanceVolume" | "instanceVolumeConfig" | "setInstanceVolumeConfig">;
 
 /** What instance snapshots use: their rows, lifecycle events, a log, the storage calls and the project checks. */

@@ -32,12 +32,12 @@ export interface NetworkCreate {
 export class NetworkMembers {
   constructor(
     private readonly svc: NetworkService,
-    private readonly ports: Ports,
+    private readonly ports: Pick<Ports, "cluster">,
     private readonly events: EventHub,
   ) {}
 
   private get cluster(): ClusterPort | undefined {
-    return this.ports.cluster?.clustered() ? this.ports.cluster : undefined;
+    return this.ports.cluster.clustered() ? this.ports.cluster : undefined;
   }
 
   clustered(): boolean {

@@ -29,7 +29,7 @@ const lxc = (...args: string[]) =>
 async function startDaemon(): Promise<void> {
   daemon = new Daemon({ lxdDir: dir, logfile: join(dir, "daemon.log") });
   await daemon.start();
-  storage = daemon.core!.ports.storage!;
+  storage = daemon.ports!.storage;
 }
 
 /** Import the busybox test image through the images API, as a user would. */
