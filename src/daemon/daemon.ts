@@ -40,7 +40,7 @@ import { readHostInfo, type HostInfo } from "./host-info.js";
 import { createLogger } from "./logging.js";
 import { layout, pathsFor, type Paths } from "./paths.js";
 import type { Core, Feature } from "./feature.js";
-import type { Ports } from "./ports.js";
+import type { Ports } from "../ports.js";
 import { ResourcesService } from "./resources/index.js";
 import { ServerService } from "./server-service.js";
 import { SqlService } from "./sql-service.js";
@@ -136,7 +136,7 @@ export class Daemon {
       architecture: host.kernel_architecture,
       etcdEndpoints: this.opts.etcdEndpoints ?? [],
       setTls: (tls) => this.endpoints?.setTls(tls) ?? Promise.resolve(),
-      localStatuses: () => this.wiring?.ports.instances.localStatuses?.() ?? {},
+      localStatuses: () => this.wiring?.ports.instances.localStatuses() ?? {},
       adoptPools: async () => (await this.wiring?.ports.storage.adoptPools()) ?? {},
     });
     this.cluster = cluster;
@@ -156,7 +156,7 @@ export class Daemon {
       ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
       ...clusterGroupRoutes(cluster.groups),
-      ...clusterRoutes(cluster, operations, (name, action) => cluster.evacuate(name, action, () => wiring.ports.instances.localStatuses?.() ?? {})),
+      ...clusterRoutes(cluster, operations, (name, action) => cluster.evacuate(name, action, () => wiring.ports.instances.localStatuses())),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
     ];

@@ -63,7 +63,7 @@ export class DiskDevice implements Device {
 
   /** restricted.devices.disk.paths of a restricted project: the allowed parent of the source (throws when outside). */
   private restrictedParent(): string | undefined {
-    return this.ctx.ports.projects.restrictedDiskParent?.(this.ctx.project, this.name, this.config);
+    return this.ctx.ports.projects.restrictedDiskParent(this.ctx.project, this.name, this.config);
   }
 
   /** Custom volume disks (pool + volume name) mount the volume; others bind a host path. */
@@ -108,7 +108,7 @@ export class DiskDevice implements Device {
     const st = statSync(dir);
     const target = hostRoot(to);
     if (st.uid === target.uid && st.gid === target.gid) return;
-    const users = this.ctx.ports.instances.volumeUserRoots?.(this.config.pool, this.ctx.project, this.config.source) ?? [];
+    const users = this.ctx.ports.instances.volumeUserRoots(this.config.pool, this.ctx.project, this.config.source);
     if (users.length > 1) {
       const other = users.find((u) => u.uid !== target.uid || u.gid !== target.gid);
       if (other) throw new Error(`Idmaps of container "${other.name}" and storage volume "${this.config.source}" are not identical`);

@@ -2,7 +2,7 @@
 // RunConfig the instance driver applies (liblxc config lines, mounts, network interfaces).
 // Devices touch the host only for their own resources (veth pairs, host paths, leases).
 import type { Logger } from "pino";
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { IdmapEntry } from "../instances/idmap.js";
 
 export type DeviceConfig = Record<string, string>;

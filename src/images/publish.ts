@@ -11,7 +11,7 @@ import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { BadRequest } from "../shared/errors.js";
 import type { Requestor } from "../shared/requestor.js";
 import type { ImagesPostBody } from "../shared/schemas/image.js";
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { OperationManager } from "../operations/manager.js";
 import type { OperationView } from "../operations/types.js";
 import { spawnStreaming, type StreamedProcess } from "../os/exec.js";
@@ -217,7 +217,7 @@ export class ImagePublisher {
               signal: ctx.signal,
               buildDir,
               onProgress: (m) => ctx.updateMetadata(m),
-              quota: this.deps.ports.projects.imageSpaceBudget?.(project) ?? -1,
+              quota: this.deps.ports.projects.imageSpaceBudget(project),
               unshift: src.unshift,
             });
           } finally {

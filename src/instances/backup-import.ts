@@ -10,7 +10,7 @@ import { parseYaml } from "../shared/yaml.js";
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
-import type { ClusterPort, Ports } from "../daemon/ports.js";
+import type { ClusterPort, Ports } from "../ports.js";
 import type { EventHub } from "../operations/events.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
 import { TarRefused } from "../images/tar-gate.js";
@@ -133,7 +133,7 @@ export class BackupImport {
     }
     this.svc.validate(project, name, Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith("volatile."))), devices, profiles);
     // An imported instance is a new instance of the project: its restrictions and limits apply.
-    this.deps.ports.projects.allowInstanceCreation?.(project, { name, type: "container", config: { ...config }, devices, profiles }, true);
+    this.deps.ports.projects.allowInstanceCreation(project, { name, type: "container", config: { ...config }, devices, profiles }, true);
     const ex = this.svc.expanded({ project, profiles, config, devices });
     const idmap = this.svc.allocateIdmap(project, name, ex.config);
     delete config["volatile.last_state.power"];

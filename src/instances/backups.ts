@@ -117,7 +117,7 @@ export class BackupService {
 
   /** Check a create request and pick the name ("backup0", "backup1", ... when none is given). */
   checkCreate(row: InstanceRow, req: BackupRequest): string {
-    this.deps.ports.projects.allowBackupCreation?.(row.project);
+    this.deps.ports.projects.allowBackupCreation(row.project);
     codecFor(req.compression);
     const existing = (this.db.prepare("SELECT name FROM instance_backups WHERE instance_id = ?").all(row.id) as { name: string }[]).map((r) => r.name);
     const name = req.name || nextSnapshotName("backup%d", existing);

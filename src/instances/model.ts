@@ -5,7 +5,7 @@ import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Db } from "../db/database.js";
 import type { InstanceRepo, InstanceRow } from "../db/instance-repo.js";
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { Devices, InstanceRecords } from "./rows.js";
 import type { InstanceRuntime } from "./runtime.js";
 

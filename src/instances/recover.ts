@@ -45,7 +45,6 @@ export class InstanceRecovery {
     if (this.svc.repo.get(project, name)) throw new Conflict(`Instance "${name}" already exists`);
     const c = obj(backup.container);
     const storage = this.svc.deps.ports.storage;
-    if (!storage?.adoptVolume) throw new Error("Storage is not available (no storage feature loaded)");
     const profiles = Array.isArray(c.profiles) ? (c.profiles as unknown[]).map(String) : ["default"];
     const config = strings(c.config);
     // The container may run (records lost under it): the watcher finds that out below.

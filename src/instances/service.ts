@@ -5,7 +5,7 @@ import { localMember } from "../db/database.js";
 
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 
-import type { InstancesPort, ProfileRecord } from "../daemon/ports.js";
+import type { InstancesPort, ProfileRecord } from "../ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues, dropEmptyDeviceValues } from "../devices/registry.js";
@@ -38,7 +38,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   runtime!: InstanceRuntime;
   devices!: InstanceDevices;
   snapshots!: SnapshotService;
-  backups?: BackupService;
+  backups!: BackupService;
   private hostIds?: HostIdSet;
 
   constructor(readonly deps: InstanceServiceDeps) {
@@ -109,9 +109,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   }
 
   private profiles() {
-    const p = this.deps.ports.profiles;
-    if (!p) throw new Error("Profiles are not available (no profiles feature loaded)");
-    return p;
+    return this.deps.ports.profiles;
   }
 
   /** The status of an instance: from the runtime here, or as its member last reported it. */
@@ -230,7 +228,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     // As LXD: a PUT without profiles (`lxc profile assign c ""` sends null) leaves none.
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : []);
     // The project's limits and restrictions first (as LXD), over the config with its profiles.
-    this.deps.ports.projects.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
+    this.deps.ports.projects.allowInstanceUpdate(project, { name, type: row.type, config, devices, profiles }, row.config);
     this.validate(project, name, config, devices, profiles);
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
@@ -292,7 +290,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     // The driver's host state: logs, device state, seccomp policy (as LXD removes them).
     this.runtime.driver.delete({ project: row.project, name: row.name });
     this.repo.delete(row.project, row.name);
-    this.backups?.instanceDeleted(row.project, row.name);
+    this.backups.instanceDeleted(row.project, row.name);
     this.deps.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
   }
 
@@ -313,7 +311,6 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     const row = this.require(project, name);
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
     const storage = this.deps.ports.storage;
-    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     await storage.renameInstanceVolume(project, pool, name, to);
     // Host state named after the instance (static DHCP host files) moves to the new name.
     await this.devices.forget(row, this.expanded(row));
@@ -322,7 +319,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
       const dir = await storage.mountInstanceVolume(project, pool, to);
       this.runtime.driver.create({ project, name: to }, dir);
       this.repo.rename(project, name, to);
-      this.backups?.instanceRenamed(project, name, to);
+      this.backups.instanceRenamed(project, name, to);
       // A pending trigger (an instance never started) is kept: its templates then see the new name.
       if (!row.config["volatile.apply_template"] && opts.applyTemplate !== false) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
       // A new name is a new cloud-init instance (LXD resets the instance-id on rename).
@@ -340,9 +337,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
 
   async volumeDir(row: InstanceRow): Promise<string> {
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
-    const storage = this.deps.ports.storage;
-    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
-    return storage.mountInstanceVolume(row.project, pool, row.name);
+    return this.deps.ports.storage.mountInstanceVolume(row.project, pool, row.name);
   }
 
   // ---- InstancesPort ----
@@ -358,7 +353,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   readonly exportForPublish: InstancesPort["exportForPublish"] = (project, name) => this.queries.exportForPublish(project, name);
 
   /** Set by the instances feature (InstanceRecovery, which needs the watcher). */
-  recovery?: {
+  recovery!: {
     dependencies(project: string, backup: Record<string, unknown>): string[];
     recover(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
   };
@@ -366,10 +361,9 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     return this.repo.get(project, name) !== undefined;
   }
   recoverDependencies(project: string, backup: Record<string, unknown>): string[] {
-    return this.recovery?.dependencies(project, backup) ?? [];
+    return this.recovery.dependencies(project, backup);
   }
   async recoverInstance(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void> {
-    if (!this.recovery) throw new Error("Instance recovery is not available");
     await this.recovery.recover(pool, project, name, backup);
   }
 

@@ -7,7 +7,7 @@
 // each snapshot (oldest first) and the instance, and the target ends with MigrationControl.
 import { InternalError, NotImplemented } from "../shared/errors.js";
 import { onPath } from "../os/exec.js";
-import type { StoragePort } from "../daemon/ports.js";
+import type { StoragePort } from "../ports.js";
 import type { OperationManager } from "../operations/manager.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { idmapJson, parseIdmapJson, type IdmapEntry } from "../instances/idmap.js";

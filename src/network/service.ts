@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import { BadRequest, Conflict, InternalError, NotFound, NotImplemented } from "../shared/errors.js";
 import type { NetworkRepo, NetworkRow } from "../db/network-repo.js";
 import { MemberConfigRepo } from "../db/member-config-repo.js";
-import type { NetworksPort, Ports } from "../daemon/ports.js";
+import type { NetworksPort, Ports } from "../ports.js";
 import type { EventHub } from "../operations/events.js";
 import { addresses, linkExists, routeDestinations } from "./host/ip.js";
 import { interfaceExists, listInterfaces, unmanagedType } from "./host/sysfs.js";

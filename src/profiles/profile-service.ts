@@ -2,7 +2,7 @@
 // project that has profiles and can be neither deleted nor renamed.
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
 import { validateInstanceConfig } from "../instances/config-keys.js";
-import type { InstancesPort, NetworksPort, ProfileRecord, ProfilesPort, ProjectsPort } from "../daemon/ports.js";
+import type { InstancesPort, NetworksPort, ProfileRecord, ProfilesPort, ProjectsPort } from "../ports.js";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import { ProfileRepo } from "../db/profile-repo.js";
@@ -141,7 +141,7 @@ export class ProfileService implements ProfilesPort {
       try {
         nets.get(project, d.network);
       } catch (e) {
-        const np = nets.projectOf?.(project) ?? project;
+        const np = nets.projectOf(project);
         throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": Failed to load network "${d.network}" for project "${np}": ${(e as Error).message}`);
       }
     }
@@ -154,7 +154,7 @@ export class ProfileService implements ProfilesPort {
     validateProfile(profile);
     this.checkNetworks(project, profile.devices);
     if (this.repo.get(project, req.name)) throw new InternalError(`Error inserting "${req.name}" into database: The profile already exists`);
-    this.deps.projects.allowProfileUpdate?.(project, profile, true);
+    this.deps.projects.allowProfileUpdate(project, profile, true);
     this.repo.insert(project, profile);
     this.deps.events.lifecycle("profile-created", profileUrl(project, req.name), { project });
   }
@@ -171,16 +171,16 @@ export class ProfileService implements ProfilesPort {
             config: dropEmpty({ ...current.config, ...(req.config ?? {}) }),
             devices: dropEmptyDeviceValues({ ...current.devices, ...(req.devices ?? {}) }),
           };
-    this.deps.projects.allowProfileUpdate?.(project, next);
+    this.deps.projects.allowProfileUpdate(project, next);
     validateProfile(next);
     this.checkNetworks(project, next.devices);
     const instances = this.deps.instances;
-    instances.checkProfileChange?.(project, current, next);
+    instances.checkProfileChange(project, current, next);
     this.repo.update(project, next);
     this.deps.events.lifecycle("profile-updated", profileUrl(project, current.name), { project });
     // As LXD: the instances using it take the change now; their failures are reported, the
     // profile stays saved.
-    await instances.applyProfileChange?.(project, current);
+    await instances.applyProfileChange(project, current);
   }
 
   rename(requestProject: string, name: string, to: string): void {

@@ -1,7 +1,7 @@
 // Projects: the rules and the database, and the ProjectsPort (which project's images,
 // profiles, volumes and networks a project uses, from its features.* keys).
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
-import type { InstanceDraft, NetworksPort, ProfilesPort, ProjectsPort } from "../daemon/ports.js";
+import type { InstanceDraft, NetworksPort, ProfilesPort, ProjectsPort } from "../ports.js";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import { ProjectRepo, type ProjectRow } from "../db/project-repo.js";

@@ -10,7 +10,7 @@
 // leader and its successor after a failover never both take one minute's snapshot.
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
-import type { ClusterPort, ScheduledSubject, SnapshotScheduleSource } from "../daemon/ports.js";
+import type { ClusterPort, ScheduledSubject, SnapshotScheduleSource } from "../ports.js";
 import { scheduleIsDue } from "./cron.js";
 
 const MINUTE = 60_000;

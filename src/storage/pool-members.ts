@@ -9,7 +9,7 @@ import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
-import type { ClusterPort } from "../daemon/ports.js";
+import type { ClusterPort } from "../ports.js";
 import { apiStatus } from "../db/member-config-repo.js";
 import type { PoolRow } from "../db/storage-repo.js";
 import { validatePoolConfig } from "./config.js";
@@ -42,7 +42,7 @@ export class PoolMembers {
   }
 
   private names(): Promise<string[]> {
-    return this.cluster!.memberNames!();
+    return this.cluster!.memberNames();
   }
 
   /** The checks LXD's storagePoolValidate makes (name, driver, keys). */
@@ -127,7 +127,7 @@ export class PoolMembers {
       const row = defined.get(member);
       if (row?.state === "created") continue;
       const body: PoolCreate = { name: req.name, driver: pool.driver, description: req.description || pool.description, config: { ...shared, ...(row?.config ?? {}) } };
-      const filled = member === self ? await this.createHere(body) : ((await this.cluster!.notifyMember!(member, "POST", "/1.0/storage-pools", body)) as Record<string, string> | null);
+      const filled = member === self ? await this.createHere(body) : ((await this.cluster!.notifyMember(member, "POST", "/1.0/storage-pools", body)) as Record<string, string> | null);
       this.pools.members.set(req.name, member, "created", memberPart({ ...(row?.config ?? {}), ...(filled ?? {}) }));
     }
     this.pools.repo.updatePool(req.name, { state: "created" });
@@ -184,7 +184,7 @@ export class PoolMembers {
     const onHost = (m: string) => (rows.has(m) ? rows.get(m)!.state === "created" : pool.state === "created");
     if (onHost(self)) await this.pools.deletePoolHere(pool);
     for (const member of (await this.names()).filter((n) => n !== self && onHost(n))) {
-      await this.cluster!.notifyMember!(member, "DELETE", `/1.0/storage-pools/${encodeURIComponent(name)}`);
+      await this.cluster!.notifyMember(member, "DELETE", `/1.0/storage-pools/${encodeURIComponent(name)}`);
     }
     this.pools.repo.deletePool(name);
     this.deps.server.invalidate();
@@ -205,7 +205,7 @@ export class PoolMembers {
     const self = this.cluster.name();
     const rows = new Map(this.pools.members.all(name).map((r) => [r.member, r]));
     for (const member of (await this.names()).filter((n) => n !== self && (!rows.has(n) || rows.get(n)!.state === "created"))) {
-      await this.cluster.notifyMember!(member, "PUT", `/1.0/storage-pools/${encodeURIComponent(name)}`, { description: pool.description, config: sharedPart(pool.config) });
+      await this.cluster.notifyMember(member, "PUT", `/1.0/storage-pools/${encodeURIComponent(name)}`, { description: pool.description, config: sharedPart(pool.config) });
     }
   }
 

@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import type { Paths } from "../daemon/paths.js";
-import type { Ports, StoragePort } from "../daemon/ports.js";
+import type { Ports, StoragePort } from "../ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";

@@ -2,7 +2,7 @@
 // standalone daemon one the database lost, from the driver and config the user gives — mounted,
 // scanned for volumes the database lacks, and on import the lost pool's record written back
 // before its volumes' records.
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { StorageRepo } from "../db/storage-repo.js";
 import { BadRequest, Conflict, InternalError } from "../shared/errors.js";
 import type { Driver } from "./drivers/types.js";
@@ -95,10 +95,10 @@ export class PoolRecovery {
     return {
       mountPath: (n) => targets.get(n)!.driver.mountPath,
       known: (pool, project, type, name) => repo.volume(pool, project, type, name) !== undefined,
-      instanceKnown: (project, name) => instances?.instanceExists?.(project, name) ?? false,
+      instanceKnown: (project, name) => instances.instanceExists(project, name),
       adoptVolume: (pool, project, type, name, vol, snaps) => this.pools.adoptVolume(pool, project, type, name, vol, snaps),
-      instanceDependencies: instances?.recoverDependencies ? (project, backup) => instances.recoverDependencies!(project, backup) : undefined,
-      recoverInstance: instances?.recoverInstance ? (pool, project, name, backup) => instances.recoverInstance!(pool, project, name, backup) : undefined,
+      instanceDependencies: (project, backup) => instances.recoverDependencies(project, backup),
+      recoverInstance: (pool, project, name, backup) => instances.recoverInstance(pool, project, name, backup),
     };
   }
 

@@ -6,7 +6,7 @@ import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
-import type { ClusterPort, InstancesPort, ScheduledSubject } from "../daemon/ports.js";
+import type { ClusterPort, InstancesPort, ScheduledSubject } from "../ports.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { expiryFrom, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";
 import { snapshotVolume, type Driver } from "./drivers/types.js";
@@ -205,7 +205,7 @@ export class VolumeSnapshotService {
     if (snap.includes("/")) throw new InternalError("Invalid snapshot name");
     const row = this.repo.volume(pool, project, "custom", `${vol}/${snap}`);
     if (!row || row.state !== "created") throw new InternalError("Snapshot not found");
-    if ((this.deps.instances.runningVolumeUsers?.(pool, project, vol) ?? []).length > 0) throw new InternalError("Cannot restore custom volume used by running instances");
+    if (this.deps.instances.runningVolumeUsers(pool, project, vol).length > 0) throw new InternalError("Cannot restore custom volume used by running instances");
     const driver = this.capable(this.pools.driverFor(this.pools.pool(pool)));
     await driver.mountPool();
     await driver.restoreSnapshot(this.pools.hostVolume(parent), snap, opts);

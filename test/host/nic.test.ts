@@ -8,7 +8,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/daemon/feature.js";
 import { pathsFor } from "../../src/daemon/paths.js";
-import type { Ports } from "../../src/daemon/ports.js";
+import type { Ports } from "../../src/ports.js";
 import { openDatabase, type Db } from "../../src/db/database.js";
 import { deviceFactory } from "../../src/devices/registry.js";
 import type { DeviceContext } from "../../src/devices/types.js";
@@ -26,8 +26,8 @@ let holder: ChildProcess;
 let pid: number;
 // The other features' ports as the network service sees them on a standalone daemon with no
 // instances or profiles using its networks (a test swaps in users where it needs them).
-const noInstances: Ports["instances"] = { usedBy: () => [], exportForPublish: async () => Promise.reject(new Error("unused")) };
-const noProfiles: Ports["profiles"] = { get: () => Promise.reject(new Error("unused")) as never, referencing: () => [] };
+const noInstances = { usedBy: () => [], exportForPublish: async () => Promise.reject(new Error("unused")) } as unknown as Ports["instances"];
+const noProfiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: () => [] } as unknown as Ports["profiles"];
 const ports = {
   cluster: { clustered: () => false },
   projects: { effectiveProject: (project: string) => project },
@@ -208,8 +208,8 @@ describe("NIC on an Open vSwitch network", () => {
 
 describe("rules that depend on instance users", () => {
   it("refuses to delete or rename a network in use and lists its users", async () => {
-    ports.instances = { usedBy: (ref) => (ref.network === br ? ["/1.0/instances/c1"] : []), exportForPublish: async () => Promise.reject(new Error("unused")) };
-    ports.profiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: (ref) => (ref.network === br ? ["/1.0/profiles/default"] : []) };
+    ports.instances = { usedBy: (ref) => (ref.network === br ? ["/1.0/instances/c1"] : []), exportForPublish: async () => Promise.reject(new Error("unused")) } as unknown as Ports["instances"];
+    ports.profiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: (ref) => (ref.network === br ? ["/1.0/profiles/default"] : []) } as unknown as Ports["profiles"];
     expect(svc.view("default", br).used_by).toEqual(["/1.0/profiles/default", "/1.0/instances/c1"]);
     await expect(svc.delete("default", br)).rejects.toThrow("The network is currently in use");
     await expect(svc.rename("default", br, `nt${id}z`)).rejects.toThrow("The network is currently in use");

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Daemon } from "../../src/daemon/daemon.js";
-import type { StoragePort } from "../../src/daemon/ports.js";
+import type { StoragePort } from "../../src/ports.js";
 import { mountTable } from "../../src/storage/host.js";
 import { cleanupHost } from "../contract/storage-driver.js";
 import { rawRequest } from "../helpers/daemon.js";

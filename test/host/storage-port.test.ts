@@ -5,7 +5,7 @@ import { existsSync, lstatSync, mkdtempSync, readdirSync, readlinkSync, rmSync, 
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Daemon } from "../../src/daemon/daemon.js";
-import type { StoragePort } from "../../src/daemon/ports.js";
+import type { StoragePort } from "../../src/ports.js";
 import { rawRequest } from "../helpers/daemon.js";
 import { busyboxImage } from "../helpers/image.js";
 

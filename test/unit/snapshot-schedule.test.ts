@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
-import type { SnapshotScheduleSource } from "../../src/daemon/ports.js";
+import type { SnapshotScheduleSource } from "../../src/ports.js";
 import { openDatabase } from "../../src/db/database.js";
 import { cronMatches, expandSchedule, INSTANCE_SCHEDULE_ALIASES, parseCron, scheduleIsDue, subjectTime, validateSchedule, VOLUME_SCHEDULE_ALIASES } from "../../src/snapshots/cron.js";
 import { SnapshotScheduler } from "../../src/snapshots/scheduler.js";

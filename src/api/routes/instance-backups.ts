@@ -21,10 +21,7 @@ const BackupPost = z.object({ name: z.string().default("") }).passthrough();
 
 export function backupRoutes(deps: { operations: OperationManager; config: (key: string) => string | undefined }, svc: InstanceService): Route[] {
   const { operations, config } = deps;
-  const backups = () => {
-    if (!svc.backups) throw new Error("Backups are not available");
-    return svc.backups;
-  };
+  const backups = () => svc.backups;
   const resources = instanceResources;
 
   const list: Handler = (req) => {

@@ -4,7 +4,7 @@ import { apiUrl } from "../../shared/urls.js";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
 import { parseYaml, stringifyYaml } from "../../shared/yaml.js";
-import type { ClusterPort } from "../../daemon/ports.js";
+import type { ClusterPort } from "../../ports.js";
 import type { EventHub } from "../../operations/events.js";
 import type { OperationManager } from "../../operations/manager.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
@@ -55,8 +55,8 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     if (recursion > 1) {
       view.state = readInstanceState(svc, row, base.status as PowerState);
       view.snapshots = svc.snapshots.views(row);
-      const backups = svc.backups?.list(row) ?? [];
-      view.backups = backups.length ? backups.map((b) => svc.backups!.view(b)) : null;
+      const backups = svc.backups.list(row);
+      view.backups = backups.length ? backups.map((b) => svc.backups.view(b)) : null;
     }
     return view;
   };
@@ -79,7 +79,6 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
   /** `lxc import`: the body is a backup tarball, received before the operation starts (as LXD). */
   const importBackup: Handler = async (req) => {
     const backups = svc.backups;
-    if (!backups) throw new Error("Backups are not available");
     const header = (h: string) => {
       const v = req.stream.headers[h];
       return Array.isArray(v) ? v[0] : v;

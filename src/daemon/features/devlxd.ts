@@ -2,7 +2,7 @@
 // security.devlxd get the directory at /dev/lxd, see the instance runtime).
 import { join } from "node:path";
 import type { Core, Feature } from "../feature.js";
-import type { ImagesPort, InstancesPort } from "../ports.js";
+import type { ImagesPort, InstancesPort } from "../../ports.js";
 import { DevlxdServer } from "../../devlxd/server.js";
 
 export class DevlxdFeature implements Feature {
@@ -14,12 +14,8 @@ export class DevlxdFeature implements Feature {
       dir: join(core.paths.dir, "devlxd"),
       log: core.log,
       events: core.events,
-      running: () => ports.instances.running?.() ?? [],
-      exportImage: (project, fingerprint, res) => {
-        const images = ports.images;
-        if (!images.exportForGuest) return Promise.reject(new Error("images cannot export for guests"));
-        return images.exportForGuest(project, fingerprint, res);
-      },
+      running: () => ports.instances.running(),
+      exportImage: (project, fingerprint, res) => ports.images.exportForGuest(project, fingerprint, res),
     });
   }
 

@@ -7,7 +7,7 @@ import { exportForGuest } from "../../api/routes/image-export.js";
 import { ImagePublisher } from "../../images/publish.js";
 import { ImagePuller } from "../../images/pull.js";
 import { ImageSecrets } from "../../images/secrets.js";
-import type { ImagesPort, Ports } from "../ports.js";
+import type { ImagesPort, Ports } from "../../ports.js";
 import { ImageRefresher } from "../../images/refresh.js";
 import { ImageService } from "../../images/service.js";
 
@@ -93,7 +93,7 @@ export class ImagesFeature implements Feature {
       images: this.service,
       operations: this.core.operations,
       publisher: this.publisher,
-      imageSpaceBudget: (project) => this.ports.projects.imageSpaceBudget?.(project) ?? -1,
+      imageSpaceBudget: (project) => this.ports.projects.imageSpaceBudget(project),
       puller: this.puller,
       secrets: this.secrets,
       refresher: this.refresher,

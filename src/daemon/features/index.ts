@@ -5,7 +5,7 @@
 // bound right after the provider is built, so every port is in place before any feature starts.
 import type { Core, Feature } from "../feature.js";
 import { latePort } from "../late-port.js";
-import type { ClusterPort, InstancesPort, NetworksPort, Ports, ProfilesPort, ProjectsPort } from "../ports.js";
+import type { ClusterPort, InstancesPort, NetworksPort, Ports, ProfilesPort, ProjectsPort } from "../../ports.js";
 import type { DnsServer } from "../../network/zones/dns-server.js";
 import type { BgpSpeaker } from "../../network/bgp/speaker.js";
 import { DevlxdFeature } from "./devlxd.js";

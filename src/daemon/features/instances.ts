@@ -3,7 +3,7 @@
 // devices get the service as InstanceRecords and the driver from the registry.
 import { instanceRoutes } from "../../api/routes/instances.js";
 import type { Core, Feature } from "../feature.js";
-import type { ClusterPort, Ports, SnapshotScheduleSource } from "../ports.js";
+import type { ClusterPort, Ports, SnapshotScheduleSource } from "../../ports.js";
 import { instanceDrivers } from "../../instances/drivers/index.js";
 import { InstanceDevices } from "../../instances/instance-devices.js";
 import { InstanceFiles } from "../../instances/instance-files.js";
@@ -71,9 +71,9 @@ export class InstancesFeature implements Feature {
 
   async start(): Promise<void> {
     await this.service.snapshots.recover();
-    await this.service.backups?.recover();
+    await this.service.backups.recover();
     await this.watcher.adopt();
-    this.service.backups?.startExpiry();
+    this.service.backups.startExpiry();
     // backup.yaml in each instance volume follows the instance's lifecycle (for `lxd recover`).
     this.unfollow = this.backupFile.follow(this.core.events);
   }
@@ -84,7 +84,7 @@ export class InstancesFeature implements Feature {
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
-    this.service.backups?.stopExpiry();
+    this.service.backups.stopExpiry();
     this.unfollow?.();
     await this.backupFile.settled();
     await this.watcher.shutdown(opts.stopInstances);

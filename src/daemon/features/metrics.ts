@@ -3,7 +3,7 @@
 // once core.metrics_authentication=false. A project's figures are cached for 8 seconds, as LXD
 // does, and one gathering serves every request waiting for it.
 import type { Core, Feature } from "../feature.js";
-import type { InstancesPort } from "../ports.js";
+import type { InstancesPort } from "../../ports.js";
 import { Forbidden } from "../../shared/errors.js";
 import { handled, route, type Route } from "../../api/route.js";
 import { hostCgroupLayout } from "../../instances/lxc/cgroup.js";
@@ -44,7 +44,7 @@ export class MetricsService {
 
   /** One pass over every running instance: all projects are refreshed together. */
   private gather(): void {
-    const running = this.instances.running?.() ?? [];
+    const running = this.instances.running();
     const layout = hostCgroupLayout();
     const host = hostView();
     const sets = new Map<string, MetricSet>(this.projects().map((p) => [p, new MetricSet()]));

@@ -1,6 +1,6 @@
 // The networks feature: managed networks, their API, and NetworksPort for instance NICs.
 import type { Core, Feature } from "../feature.js";
-import type { Ports } from "../ports.js";
+import type { Ports } from "../../ports.js";
 import { NetworkRepo } from "../../db/network-repo.js";
 import { NetworkAclRepo } from "../../db/network-acl-repo.js";
 import { networkAclRoutes } from "../../api/routes/network-acls.js";
@@ -77,7 +77,7 @@ export class NetworksFeature implements Feature {
         renameNetwork: (project, from, to) => forwardRepo.renameNetwork(project, from, to),
         deleteNetwork: (project, network) => forwardRepo.deleteNetwork(project, network),
       },
-      networkProject: (project) => ({ name: networkProject(project), config: ports.projects.projectConfig?.(project) ?? {} }),
+      networkProject: (project) => ({ name: networkProject(project), config: ports.projects.projectConfig(project) ?? {} }),
       bgp: new NetworkBgp(this.bgp, (network) => forwardRepo.list("default", network).map((f) => f.listen_address), bgpLog),
     });
     this.members = new NetworkMembers(this.service, ports, core.events);

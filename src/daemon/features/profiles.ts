@@ -1,6 +1,6 @@
 import { profileRoutes } from "../../api/routes/profiles.js";
 import type { Core, Feature } from "../feature.js";
-import type { Ports } from "../ports.js";
+import type { Ports } from "../../ports.js";
 import { ProfileService } from "../../profiles/profile-service.js";
 
 export class ProfilesFeature implements Feature {

@@ -1,7 +1,7 @@
 // The projects feature: /1.0/projects and the ProjectsPort.
 import { projectRoutes } from "../../api/routes/projects.js";
 import type { Core, Feature } from "../feature.js";
-import type { NetworksPort } from "../ports.js";
+import type { NetworksPort } from "../../ports.js";
 import { ProjectService } from "../../projects/service.js";
 import type { ProfileService } from "../../profiles/profile-service.js";
 

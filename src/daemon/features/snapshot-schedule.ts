@@ -1,7 +1,7 @@
 // The snapshot scheduler as a feature: started with the daemon, given every source of
 // scheduled snapshots (custom volumes, instances) by the wiring.
 import type { Core, Feature } from "../feature.js";
-import type { ClusterPort, SnapshotScheduleSource } from "../ports.js";
+import type { ClusterPort, SnapshotScheduleSource } from "../../ports.js";
 import { SnapshotScheduler } from "../../snapshots/scheduler.js";
 
 export class SnapshotScheduleFeature implements Feature {

@@ -1,7 +1,7 @@
 import { recoverRoutes } from "../../api/routes/recover.js";
 import { storagePoolRoutes } from "../../api/routes/storage-pools.js";
 import type { Core, Feature } from "../feature.js";
-import type { Ports, SnapshotScheduleSource } from "../ports.js";
+import type { Ports, SnapshotScheduleSource } from "../../ports.js";
 import { PoolService } from "../../storage/pool-service.js";
 import { PoolMembers } from "../../storage/pool-members.js";
 import { VolumeBackupService } from "../../storage/volume-backups.js";

@@ -1,10 +1,10 @@
 // The narrow interfaces feature modules use to reach each other. The daemon wires them once
-// (features/index.ts): each service is handed the ports it declares, as values; a port whose
-// provider is built after its consumer is late-bound there (late-port.ts), in that one place.
-import type { ProfileRecord } from "../db/profile-repo.js";
-import type { InstanceRuntime } from "../instances/runtime-port.js";
+// (daemon/features/index.ts): each service is handed the ports it declares, as values; a port whose
+// provider is built after its consumer is late-bound there (daemon/late-port.ts), in that one place.
+import type { ProfileRecord } from "./db/profile-repo.js";
+import type { InstanceRuntime } from "./instances/runtime-port.js";
 import type { Readable } from "node:stream";
-import type { StagedStreams, StreamSink } from "../storage/drivers/types.js";
+import type { StagedStreams, StreamSink } from "./storage/drivers/types.js";
 
 /** What every consumer needs to know about an image. */
 export interface ImageRecord {
@@ -29,7 +29,7 @@ export interface ImagesPort {
    * Pull an image from a remote server into `project` (or reuse the cached copy), marked
    * cached; resolves with the local image. `onMetadata` receives download progress.
    */
-  pull?(
+  pull(
     project: string,
     src: { server: string; protocol?: string; certificate?: string; secret?: string; project?: string; alias?: string; fingerprint?: string; type?: string },
     opts: { signal?: AbortSignal; onMetadata?: (patch: Record<string, unknown>) => void },
@@ -41,7 +41,7 @@ export interface ImagesPort {
    * matching the fingerprint prefix, public or cached ones only, written to `res` as GET
    * /1.0/images/{fp}/export sends it; a missing one is LXD's 404 error envelope.
    */
-  exportForGuest?(project: string, fingerprint: string, res: import("node:http").ServerResponse): Promise<void>;
+  exportForGuest(project: string, fingerprint: string, res: import("node:http").ServerResponse): Promise<void>;
 }
 
 export interface StoragePort {
@@ -120,29 +120,29 @@ export interface ProfilesPort {
   /** URLs (/1.0/profiles/NAME[?project=P]) of profiles whose devices reference a network or pool. */
   referencing(ref: { network?: string; pool?: string }, project?: string): string[];
   /** Give a project its own (empty) `default` profile: call when a project with features.profiles=true is created. */
-  ensureDefaultProfile?(project: string): void;
+  ensureDefaultProfile(project: string): void;
   /** Forget a project's profiles (the project is being deleted). */
-  deleteProjectProfiles?(project: string): void;
+  deleteProjectProfiles(project: string): void;
 }
 
 /** Who uses what, for `used_by` lists and refusing deletes of things in use. */
 export interface InstancesPort {
   /** Whether the database has the instance. */
-  instanceExists?(project: string, name: string): boolean;
+  instanceExists(project: string, name: string): boolean;
   /** `lxd recover`: what a backup.yaml needs that is missing (LXD's DependencyErrors). */
-  recoverDependencies?(project: string, backup: Record<string, unknown>): string[];
+  recoverDependencies(project: string, backup: Record<string, unknown>): string[];
   /** `lxd recover`: recreate an instance's records from its backup.yaml (its volume is on `pool`). */
-  recoverInstance?(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
+  recoverInstance(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
   /** URLs (/1.0/instances/NAME[?project=P]) of instances referencing the object. */
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** Instances' NICs on a network, with their MAC (configured, else volatile): SLAAC addresses in leases. */
-  nicsOn?(network: string): { instance: string; hwaddr: string }[];
+  nicsOn(network: string): { instance: string; hwaddr: string }[];
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
-  volumeUsedBy?(pool: string, project: string, volume: string): string[];
+  volumeUsedBy(pool: string, project: string, volume: string): string[];
   /** Containers attaching custom volume `volume` of `pool`, with the host ids their root maps to (current map if running, next otherwise). */
-  volumeUserRoots?(pool: string, project: string, volume: string): { name: string; uid: number; gid: number; running?: boolean }[];
+  volumeUserRoots(pool: string, project: string, volume: string): { name: string; uid: number; gid: number; running?: boolean }[];
   /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
-  runningVolumeUsers?(pool: string, project: string, volume: string): string[];
+  runningVolumeUsers(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
   /** `unshift`: host id -> id inside, for packing host-neutral owners (absent: the files are neutral already). */
   exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void>; unshift?: { uid(host: number): number | undefined; gid(host: number): number | undefined } }>;
@@ -150,27 +150,27 @@ export interface InstancesPort {
    * Exec/console/file access to an instance. Throws NotFound("Instance not found").
    * (Not `runtime`: the instances service already has a `runtime` member.)
    */
-  runtimeOf?(project: string, name: string): InstanceRuntime;
+  runtimeOf(project: string, name: string): InstanceRuntime;
   /** Running instances (optionally of one project), for metrics and the guest API. */
-  running?(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Record<string, Record<string, string>>; volumePath: string }[];
+  running(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Record<string, Record<string, string>>; volumePath: string }[];
   /** Refuse a profile change that pulls the root disk from under an instance relying on it. */
-  checkProfileChange?(profileProject: string, before: ProfileRecord, after: ProfileRecord): void;
+  checkProfileChange(profileProject: string, before: ProfileRecord, after: ProfileRecord): void;
   /** After a profile change is saved: revalidate its users and apply it to running ones. */
-  applyProfileChange?(profileProject: string, before: ProfileRecord): Promise<void>;
+  applyProfileChange(profileProject: string, before: ProfileRecord): Promise<void>;
   /** expires_at of an instance snapshot (storage API's volume snapshot view); undefined if unknown. */
-  snapshotExpiry?(project: string, name: string, snapshot: string): string | undefined;
+  snapshotExpiry(project: string, name: string, snapshot: string): string | undefined;
   /** Status of each instance that lives on this member ("project/name" → "Running", ...). */
-  localStatuses?(): Record<string, string>;
+  localStatuses(): Record<string, string>;
 }
 
 export interface NetworksPort {
   /** Throws NotFound("Network not found"). Returns the host bridge/interface name and its type. */
   get(project: string, name: string): { name: string; type: string; config: Record<string, string> };
   /** Static DHCP allocations for an instance NIC (ipv4.address/ipv6.address/hwaddr), applied to dnsmasq. */
-  setStaticLease?(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void>;
-  removeStaticLease?(network: string, instance: string, device?: string): Promise<void>;
+  setStaticLease(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void>;
+  removeStaticLease(network: string, instance: string, device?: string): Promise<void>;
   /** LXD's dhcpalloc for an IP-filtered NIC: the addresses to allow ("none": drop the family), written as its static lease. */
-  allocateFilterAddresses?(
+  allocateFilterAddresses(
     network: string,
     instance: string,
     device: string,
@@ -178,12 +178,12 @@ export interface NetworksPort {
     want: { ipv4: boolean; ipv6: boolean },
   ): Promise<{ ipv4?: string; ipv6?: string }>;
   /** The project whose networks an instance or profile of `project` uses (features.networks). */
-  projectOf?(project: string): string;
+  projectOf(project: string): string;
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
-  isOvs?(project: string, name: string): boolean;
+  isOvs(project: string, name: string): boolean;
   /** BGP: advertise a NIC's ipv4/ipv6.routes.external under `owner` (replacing what it had). */
-  advertiseNicRoutes?(network: string, owner: string, nic: Record<string, string>): Promise<void>;
-  withdrawNicRoutes?(owner: string): Promise<void>;
+  advertiseNicRoutes(network: string, owner: string, nic: Record<string, string>): Promise<void>;
+  withdrawNicRoutes(owner: string): Promise<void>;
 }
 
 /** The BGP speaker's listener (core.bgp_address, core.bgp_asn, core.bgp_routerid). */
@@ -198,26 +198,26 @@ export interface BgpPort {
 export interface ProjectsPort {
   effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
   /** A project's config (limits.*, restricted.*), or undefined when there is no such project. */
-  projectConfig?(project: string): Record<string, string> | undefined;
+  projectConfig(project: string): Record<string, string> | undefined;
   /**
    * Project restrictions and limits (LXD's lxd/project/permissions.go). Each throws LXD's
    * error (a 500, as LXD answers) when the change would break the project's restricted.* or
    * limits.* keys; instances are checked with their profiles applied.
    */
-  allowInstanceCreation?(project: string, draft: InstanceDraft, strip: boolean): void;
-  allowInstanceUpdate?(project: string, draft: InstanceDraft, currentConfig: Record<string, string>): void;
-  allowProfileUpdate?(project: string, profile: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }, creating?: boolean): void;
-  allowSnapshotCreation?(project: string): void;
+  allowInstanceCreation(project: string, draft: InstanceDraft, strip: boolean): void;
+  allowInstanceUpdate(project: string, draft: InstanceDraft, currentConfig: Record<string, string>): void;
+  allowProfileUpdate(project: string, profile: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }, creating?: boolean): void;
+  allowSnapshotCreation(project: string): void;
   /** GetImageSpaceBudget: bytes the project may still use for images (limits.disk), -1 when unlimited. */
-  imageSpaceBudget?(project: string): number;
+  imageSpaceBudget(project: string): number;
   /** limits.disk over custom volumes (which must then set `size`). */
-  allowVolumeCreation?(project: string, volume: string, config: Record<string, string>): void;
-  allowVolumeUpdate?(project: string, volume: string, config: Record<string, string>): void;
-  allowBackupCreation?(project: string): void;
+  allowVolumeCreation(project: string, volume: string, config: Record<string, string>): void;
+  allowVolumeUpdate(project: string, volume: string, config: Record<string, string>): void;
+  allowBackupCreation(project: string): void;
   /** Whether a (restricted) project may see and use a network. */
-  networkAllowed?(project: string, network: string, managed: boolean): boolean;
+  networkAllowed(project: string, network: string, managed: boolean): boolean;
   /** restricted.devices.disk.paths: throws when a disk's host source is outside them; the allowed parent, or undefined when unrestricted. */
-  restrictedDiskParent?(project: string, device: string, config: Record<string, string>): string | undefined;
+  restrictedDiskParent(project: string, device: string, config: Record<string, string>): string | undefined;
 }
 
 /** An instance about to be created or changed, as the project checks see it (before profile expansion). */
@@ -277,13 +277,13 @@ export interface ClusterPort {
   /** This member's own `source` for a pool, when it differs from the pool's shared config. */
   poolSource(pool: string): string | undefined;
   /** Every member's name (clustered only). */
-  memberNames?(): Promise<string[]>;
+  memberNames(): Promise<string[]>;
   /** Ask member `name` to do its own part of a cluster-wide change; resolves with the reply's metadata. */
-  notifyMember?(name: string, method: string, path: string, body?: unknown): Promise<unknown>;
+  notifyMember(name: string, method: string, path: string, body?: unknown): Promise<unknown>;
   /** The status of an instance that lives on another member (from that member's reports). */
   remoteStatus(project: string, name: string, node: string): string | undefined;
   /** Copy an image's (unified) file from a member that has it to `file`. */
-  fetchImage?(project: string, fingerprint: string, file: string): Promise<void>;
+  fetchImage(project: string, fingerprint: string, file: string): Promise<void>;
   /** Whether this member runs leader-only background tasks (true standalone). */
   leads(): boolean;
   /** Whether work on an object living on member `node` runs here (true standalone). */
