@@ -30,7 +30,7 @@ const noInstances = { usedBy: () => [], exportForPublish: async () => Promise.re
 const noProfiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: () => [] } as unknown as Ports["profiles"];
 const ports = {
   cluster: { clustered: () => false },
-  projects: { effectiveProject: (project: string) => project },
+  projects: { effectiveProject: (project: string) => project, projectConfig: () => undefined },
   instances: noInstances,
   profiles: noProfiles,
 } as unknown as Ports;
