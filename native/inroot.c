@@ -52,6 +52,7 @@ napi_value idmapped_bind(napi_env env, napi_callback_info info);
 napi_value netns_links(napi_env env, napi_callback_info info);
 napi_value watch_process(napi_env env, napi_callback_info info);
 napi_value unwatch_process(napi_env env, napi_callback_info info);
+napi_value process_exited(napi_env env, napi_callback_info info);
 
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
@@ -259,6 +260,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"netnsLinks", NULL, netns_links, NULL, NULL, NULL, napi_default, NULL},
       {"watchProcess", NULL, watch_process, NULL, NULL, NULL, napi_default, NULL},
       {"unwatchProcess", NULL, unwatch_process, NULL, NULL, NULL, napi_default, NULL},
+      {"processExited", NULL, process_exited, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

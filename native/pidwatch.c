@@ -1,12 +1,15 @@
 // watchProcess(pid, onExit) -> handle | null: a pidfd of any process (not only our children) polled
 // on the event loop, so a running container's init is known alive without reading /proc and its
 // exit is noticed when it happens, at no cost per running instance. null when there is no such
-// process. onExit() runs once, on the event loop. unwatchProcess(handle) stops watching.
+// process. onExit() runs once, on the event loop. unwatchProcess(handle) stops watching;
+// processExited(handle) asks without waiting.
 // The caller checks the process's identity (start time) after the pidfd is open: from then on
 // the pidfd refers to that process even if its pid is reused.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <node_api.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -116,4 +119,26 @@ napi_value unwatch_process(napi_env env, napi_callback_info info) {
     napi_async_destroy(env, context);
   }
   return NULL;
+}
+
+// processExited(handle) -> whether the watched process has exited (a zombie has), asked of its
+// pidfd without waiting: exact even before the event loop has run the exit callback.
+napi_value process_exited(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data)
+    return native_throw_errno(env, EINVAL, "processExited");
+  struct pid_watch *w = data;
+  bool exited = true;
+  if (w->polling) {
+    struct pollfd p = {.fd = w->pidfd, .events = POLLIN};
+    int r;
+    do
+      r = poll(&p, 1, 0);
+    while (r < 0 && errno == EINTR);
+    exited = r != 0;
+  }
+  napi_get_boolean(env, exited, &out);
+  return out;
 }

@@ -41,9 +41,7 @@ export class InstanceWatcher {
 
   constructor(private readonly deps: WatcherDeps) {
     deps.runtime.onStarted = (project, name, init) => this.follow(project, name, init);
-    const driver = deps.runtime.driver;
-    this.eventDriven = typeof driver.onExit === "function";
-    driver.onExit?.(() => void this.poll());
+    this.eventDriven = deps.runtime.driver.onExit?.(() => void this.poll()) ?? false;
   }
 
   /** Follow a running instance until it stops. */

@@ -41,6 +41,8 @@ export interface Native {
   /** A pidfd of any process polled on the event loop: onExit runs once when it exits; null when there is no such process. */
   watchProcess(pid: number, onExit: () => void): ProcessWatch | null;
   unwatchProcess(watch: ProcessWatch): void;
+  /** Whether the watched process has exited (a zombie has), without waiting for the event loop. */
+  processExited(watch: ProcessWatch): boolean;
   O_PATH: number;
 }
 

@@ -18,6 +18,10 @@ describe("init liveness (pidfd on the event loop)", () => {
       expect(liveness.alive(init)).toBe(true);
       const gone = exited(liveness);
       child.kill("SIGKILL");
+      // Exact without the event loop's help: no await between the kill and the answer.
+      const until = Date.now() + 5000;
+      while (liveness.alive(init) && Date.now() < until);
+      expect(liveness.alive(init)).toBe(false);
       await gone;
       expect(liveness.alive(init)).toBe(false);
       expect(liveness.perProcess(init, () => 1)).toBeUndefined();

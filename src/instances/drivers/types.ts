@@ -94,9 +94,10 @@ export interface InstanceDriver {
   alive(init: InitProcess | undefined): boolean;
   /**
    * Optional: `listener` runs when an init that `alive` answered for exits (the instance watcher
-   * then needs no polling). Without it the watcher asks `alive` twice a second.
+   * then needs no polling); returns false when the host cannot report exits. Without it (or on
+   * false) the watcher asks `alive` twice a second.
    */
-  onExit?(listener: () => void): void;
+  onExit?(listener: () => void): boolean;
   /** What the runtime itself reports (crash recovery and reboots): the init process, or undefined. */
   runningInit(ref: InstanceRef): Promise<InitProcess | undefined>;
   /** Usage counters of a running instance. */

@@ -345,8 +345,8 @@ export class LxcDriver implements InstanceDriver {
     return this.liveness.alive(init);
   }
 
-  onExit(listener: () => void): void {
-    this.liveness.onExit(listener);
+  onExit(listener: () => void): boolean {
+    return this.liveness.onExit(listener);
   }
 
   state(init: InitProcess | undefined): PowerState {

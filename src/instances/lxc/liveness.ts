@@ -1,7 +1,7 @@
 // Which containers' init processes are alive, known without reading /proc on every question: the
 // first question about an init opens a pidfd to it (native pidfd_open, polled on the event loop)
-// and checks its start time once; from then on the answer is in memory until the kernel says the
-// process exited, which also tells the listeners (the instance watcher). The driver keeps the
+// and checks its start time once; from then on each answer is one poll of that pidfd, and the
+// kernel's exit report also tells the listeners (the instance watcher). The driver keeps the
 // init's cgroup directories with it: liblxc never moves a container's init.
 import { readFileSync } from "node:fs";
 import { native, type ProcessWatch } from "../../os/native.js";
@@ -29,15 +29,31 @@ interface Tracked {
   data?: unknown;
 }
 
+/** Whether this kernel has pidfd_open (5.3+), asked once with our own pid. */
+function pidfdsWork(): boolean {
+  try {
+    const own = native.watchProcess(process.pid, () => {});
+    if (!own) return false;
+    native.unwatchProcess(own);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class InitLiveness {
   private readonly tracked = new Map<number, Tracked>();
   private readonly listeners = new Set<() => void>();
+  /** False on a kernel without pidfds: every question reads /proc and no exit is reported. */
+  readonly reportsExits = pidfdsWork();
 
   /** Whether `init` is still the live init process (a /proc read only the first time). */
   alive(init: InitProcess | undefined): init is InitProcess {
     if (!init || init.pid <= 0) return false;
+    if (!this.reportsExits) return procStartTime(init.pid) === init.startTime;
     const t = this.tracked.get(init.pid);
-    if (t && t.startTime === init.startTime) return true;
+    // One poll of the pidfd, exact even before the event loop has run the exit report.
+    if (t && t.startTime === init.startTime) return !native.processExited(t.watch);
     return this.track(init);
   }
 
@@ -48,9 +64,11 @@ export class InitLiveness {
     return (t.data ??= make()) as T;
   }
 
-  /** `listener` runs after any tracked init exits. */
-  onExit(listener: () => void): void {
+  /** `listener` runs after any tracked init exits; false (and never runs) without pidfds. */
+  onExit(listener: () => void): boolean {
+    if (!this.reportsExits) return false;
     this.listeners.add(listener);
+    return true;
   }
 
   private track(init: InitProcess): boolean {
