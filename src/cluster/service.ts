@@ -14,7 +14,7 @@ import { certFingerprint, type KeyPair } from "../daemon/certificates.js";
 import type { Paths } from "../daemon/paths.js";
 import type { ServerService } from "../daemon/server-service.js";
 import type { TrustStore } from "../daemon/trust.js";
-import type { ClusterPort } from "../daemon/ports.js";
+import type { ClusterPort } from "../ports.js";
 import { FORWARDED_FOR, LOCAL_ONLY, memberRawGet, memberRequest, type MemberTls } from "./forward.js";
 import type { Requestor } from "../shared/requestor.js";
 import { localGet, localSet, Replica, takeSnapshot } from "./replica.js";

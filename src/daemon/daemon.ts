@@ -35,11 +35,12 @@ import { CertificateService } from "./certificate-service.js";
 import { ensureServerCertificate, type KeyPair } from "./certificates.js";
 import { Endpoints } from "./endpoints.js";
 import { encode, errorEnvelope } from "../shared/envelope.js";
-import { features } from "./features/index.js";
+import { wireFeatures, type Wiring } from "./features/index.js";
 import { readHostInfo, type HostInfo } from "./host-info.js";
 import { createLogger } from "./logging.js";
 import { layout, pathsFor, type Paths } from "./paths.js";
-import type { Core, Feature, FeatureFactory } from "./feature.js";
+import type { Core, Feature } from "./feature.js";
+import type { Ports } from "../ports.js";
 import { ResourcesService } from "./resources/index.js";
 import { ServerService } from "./server-service.js";
 import { SqlService } from "./sql-service.js";
@@ -65,6 +66,11 @@ export class Daemon {
   private loaded: Feature[] = [];
   private cluster?: ClusterService;
   core?: Core;
+  private wiring?: Wiring;
+  /** The ports between features, as wired (tests reach services through them). */
+  get ports(): Ports | undefined {
+    return this.wiring?.ports;
+  }
   /** The route table served (every path, its handlers and who may call them), once started. */
   routes: Route[] = [];
   /** Resolves when the daemon has fully stopped. */
@@ -112,12 +118,12 @@ export class Daemon {
       apiExtensions,
       apply: async (key, value, _previous, config) => {
         if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
-        if (key === "core.dns_address") await this.core?.ports.dns?.setAddress(value);
+        if (key === "core.dns_address") await this.wiring?.dns.setAddress(value);
         if (key.startsWith("core.bgp_")) await this.applyBgp(config);
         if (key === "core.metrics_address") await this.endpoints?.setMetricsAddress(value);
       },
     });
-    const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair, ports: {} };
+    const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair };
     const cluster = new ClusterService({
       paths,
       db,
@@ -130,14 +136,14 @@ export class Daemon {
       architecture: host.kernel_architecture,
       etcdEndpoints: this.opts.etcdEndpoints ?? [],
       setTls: (tls) => this.endpoints?.setTls(tls) ?? Promise.resolve(),
-      localStatuses: () => core.ports.instances?.localStatuses?.() ?? {},
-      adoptPools: async () => (await (core.ports.storage as { adoptPools?: () => Promise<Record<string, string>> } | undefined)?.adoptPools?.()) ?? {},
+      localStatuses: () => this.wiring?.ports.instances.localStatuses() ?? {},
+      adoptPools: async () => (await this.wiring?.ports.storage.adoptPools()) ?? {},
     });
     this.cluster = cluster;
-    core.ports.cluster = cluster;
     const projectExists = (name: string) => db.prepare("SELECT 1 FROM projects WHERE name = ?").get(name) !== undefined;
     this.core = core;
-    this.loaded = features.map((f) => f(core));
+    const wiring = (this.wiring = wireFeatures(core, cluster));
+    this.loaded = wiring.features;
 
     const routes: Route[] = [
       ...rootRoutes(server),
@@ -150,7 +156,7 @@ export class Daemon {
       ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
       ...clusterGroupRoutes(cluster.groups),
-      ...clusterRoutes(cluster, operations, (name, action) => cluster.evacuate(name, action, () => core.ports.instances?.localStatuses?.() ?? {})),
+      ...clusterRoutes(cluster, operations, (name, action) => cluster.evacuate(name, action, () => wiring.ports.instances.localStatuses())),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
     ];
@@ -159,7 +165,7 @@ export class Daemon {
       routes: this.routes,
       log,
       identify: (req) => trust.identify(req.raw),
-      effectiveProject: (project, feature) => core.ports.projects?.effectiveProject(project, feature) ?? project,
+      effectiveProject: (project, feature) => wiring.ports.projects.effectiveProject(project, feature),
     });
     const app = this.app;
     const router = new ClusterRouter({ cluster, db, log, operations, identify: (req) => trust.identify(req) });
@@ -206,7 +212,7 @@ export class Daemon {
       await this.endpoints.setHttpsAddress(httpsAddress).catch((e) => log.error({ err: e }, "cannot bind core.https_address"));
     }
     const dnsAddress = server.get("core.dns_address");
-    if (dnsAddress) await core.ports.dns?.setAddress(dnsAddress).catch((e) => log.error({ err: e }, "cannot bind core.dns_address"));
+    if (dnsAddress) await wiring.dns.setAddress(dnsAddress).catch((e) => log.error({ err: e }, "cannot bind core.dns_address"));
     await this.applyBgp().catch((e) => log.error({ err: e }, "cannot start the BGP server"));
     const metricsAddress = server.get("core.metrics_address");
     if (metricsAddress) {
@@ -223,7 +229,7 @@ export class Daemon {
     const server = this.core?.server;
     if (!server) return;
     const get = (k: string) => (config ? config[k] : server.get(k)) ?? "";
-    await this.core?.ports.bgp?.reconfigure(get("core.bgp_address"), Number(get("core.bgp_asn") || 0), get("core.bgp_routerid"));
+    await this.wiring?.bgp.reconfigure(get("core.bgp_address"), Number(get("core.bgp_asn") || 0), get("core.bgp_routerid"));
   }
 
   isReady(): boolean {

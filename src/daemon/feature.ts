@@ -9,11 +9,14 @@ import type { OperationManager } from "../operations/manager.js";
 import type { KeyPair } from "./certificates.js";
 import type { HostInfo } from "./host-info.js";
 import type { Paths } from "./paths.js";
-import type { Ports } from "./ports.js";
 import type { ServerService } from "./server-service.js";
 import type { TrustStore } from "./trust.js";
 
-/** The services every feature module may depend on. */
+/**
+ * What the daemon shares with its feature modules (the composition root). Features hand the
+ * services they build only the few of these they use; the ports between features are wired
+ * in features/index.ts, not carried here.
+ */
 export interface Core {
   paths: Paths;
   db: Db;
@@ -25,8 +28,6 @@ export interface Core {
   trust: TrustStore;
   host: HostInfo;
   keypair: KeyPair;
-  /** Cross-feature interfaces, filled by the features that provide them. */
-  ports: Ports;
 }
 
 /**
@@ -44,5 +45,3 @@ export interface Feature {
   /** Daemon stopping. `stopInstances` is true for `lxd shutdown` and SIGPWR, false for SIGTERM. */
   stop?(opts: { stopInstances: boolean }): Promise<void>;
 }
-
-export type FeatureFactory = (core: Core) => Feature;

@@ -52,7 +52,7 @@ export class DiskDevice implements Device {
     if (this.config.pool) {
       if (this.config.shift) throw new Error(`The "shift" property cannot be used with custom storage volumes (set "security.shifted=true" on the volume instead)`);
       if (source.includes("/")) throw new Error(`Snapshots of custom volumes can't be attached for disk "${this.name}"`);
-      if (!this.ctx.ports.storage?.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
+      if (!this.ctx.ports.storage.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
       this.ctx.ports.storage.assertPool(this.config.pool);
       return;
     }
@@ -63,7 +63,7 @@ export class DiskDevice implements Device {
 
   /** restricted.devices.disk.paths of a restricted project: the allowed parent of the source (throws when outside). */
   private restrictedParent(): string | undefined {
-    return this.ctx.ports.projects?.restrictedDiskParent?.(this.ctx.project, this.name, this.config);
+    return this.ctx.ports.projects.restrictedDiskParent(this.ctx.project, this.name, this.config);
   }
 
   /** Custom volume disks (pool + volume name) mount the volume; others bind a host path. */
@@ -88,7 +88,7 @@ export class DiskDevice implements Device {
       if (real !== realParent && !real.startsWith(realParent.endsWith("/") ? realParent : `${realParent}/`)) throw new Error(`Disk source path "${this.config.source}" not allowed by project for disk "${this.name}"`);
       return real;
     }
-    const storage = this.ctx.ports.storage!;
+    const storage = this.ctx.ports.storage;
     const dir = await storage.mountCustomVolume!(this.config.pool, this.ctx.project, this.config.source);
     // security.unmapped (storage_unmapped): the volume keeps host ids, unshifted (back) to them.
     // security.shifted (storage_shifted) keeps host ids too: the mount is idmapped instead.
@@ -108,7 +108,7 @@ export class DiskDevice implements Device {
     const st = statSync(dir);
     const target = hostRoot(to);
     if (st.uid === target.uid && st.gid === target.gid) return;
-    const users = this.ctx.ports.instances?.volumeUserRoots?.(this.config.pool, this.ctx.project, this.config.source) ?? [];
+    const users = this.ctx.ports.instances.volumeUserRoots(this.config.pool, this.ctx.project, this.config.source);
     if (users.length > 1) {
       const other = users.find((u) => u.uid !== target.uid || u.gid !== target.gid);
       if (other) throw new Error(`Idmaps of container "${other.name}" and storage volume "${this.config.source}" are not identical`);
@@ -167,7 +167,7 @@ export class DiskDevice implements Device {
 
   private volumeConfig(): Record<string, string> {
     if (!this.isVolume) return {};
-    return this.ctx.ports.storage?.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source) ?? {};
+    return this.ctx.ports.storage.customVolumeConfig?.(this.config.pool, this.ctx.project, this.config.source) ?? {};
   }
 
   /** A custom volume with security.shifted=true (LXD: owner shift "dynamic" from the pool volume). */

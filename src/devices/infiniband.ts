@@ -172,7 +172,7 @@ export class InfinibandDevice implements Device {
       return port;
     }
     ports.delete(parent);
-    for (const used of this.ctx.ports.instances?.hostInterfacesInUse?.() ?? []) ports.delete(used);
+    for (const used of this.ctx.ports.instances.hostInterfacesInUse()) ports.delete(used);
     const vf = [...ports.values()][0];
     if (!vf) throw new Error("All virtual functions on parent device are already in use");
     return vf;

@@ -73,7 +73,7 @@ export class ProxyDevice implements Device {
 
   validate(): void {
     const p = this.ctx.project;
-    const natForbiddenByProject = p !== "default" && this.ctx.ports.projects?.effectiveProject(p, "networks") === p;
+    const natForbiddenByProject = p !== "default" && this.ctx.ports.projects.effectiveProject(p, "networks") === p;
     validateProxyConfig(this.config, { natForbiddenByProject });
   }
 
@@ -258,7 +258,7 @@ export class ProxyDevice implements Device {
       let bridged = c.nictype === "bridged";
       if (c.network) {
         try {
-          bridged = this.ctx.ports.networks?.get(this.ctx.project, c.network).type === "bridge";
+          bridged = this.ctx.ports.networks.get(this.ctx.project, c.network).type === "bridge";
         } catch {
           bridged = false;
         }

@@ -2,7 +2,7 @@
 // RunConfig the instance driver applies (liblxc config lines, mounts, network interfaces).
 // Devices touch the host only for their own resources (veth pairs, host paths, leases).
 import type { Logger } from "pino";
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { IdmapEntry } from "../instances/idmap.js";
 
 export type DeviceConfig = Record<string, string>;
@@ -28,7 +28,7 @@ export interface DeviceContext {
   hostRootId: { uid: number; gid: number };
   /** The instance's id map ([] when privileged), to shift attached custom volumes. */
   idmap: IdmapEntry[];
-  ports: Ports;
+  ports: Pick<Ports, "storage" | "projects" | "instances" | "networks">;
   log: Logger;
   /** Mounting into a running container (hot-plugged disks); provided by the instance driver. */
   hotplug?: {

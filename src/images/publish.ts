@@ -8,10 +8,10 @@ import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { parseYaml, stringifyYaml } from "../shared/yaml.js";
-import { BadRequest, NotImplemented } from "../shared/errors.js";
+import { BadRequest } from "../shared/errors.js";
 import type { Requestor } from "../shared/requestor.js";
 import type { ImagesPostBody } from "../shared/schemas/image.js";
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { OperationManager } from "../operations/manager.js";
 import type { OperationView } from "../operations/types.js";
 import { spawnStreaming, type StreamedProcess } from "../os/exec.js";
@@ -178,7 +178,7 @@ export async function buildImageFromDirectory(dir: string, opts: BuildOptions): 
 export interface PublisherDeps {
   images: ImageService;
   operations: OperationManager;
-  ports: Ports;
+  ports: Pick<Ports, "instances" | "projects">;
   /** images.compression_algorithm (server config). */
   defaultCompression: () => string;
 }
@@ -189,7 +189,6 @@ export class ImagePublisher {
 
   publish(project: string, body: ImagesPostBody, requestor: Requestor): OperationView {
     const instances = this.deps.ports.instances;
-    if (!instances) throw new NotImplemented("Publishing instances is not available: the instances feature is not loaded");
     const { name, type } = body.source;
     if (name === "") throw new BadRequest("No source provided");
     if (type === "snapshot" && !name.includes("/")) throw new BadRequest("Not a snapshot");
@@ -218,7 +217,7 @@ export class ImagePublisher {
               signal: ctx.signal,
               buildDir,
               onProgress: (m) => ctx.updateMetadata(m),
-              quota: this.deps.ports.projects?.imageSpaceBudget?.(project) ?? -1,
+              quota: this.deps.ports.projects.imageSpaceBudget(project),
               unshift: src.unshift,
             });
           } finally {

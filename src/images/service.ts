@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
 import type { Requestor } from "../shared/requestor.js";
-import type { ImageRecord, ImagesPort } from "../daemon/ports.js";
+import type { ImageRecord, ImagesPort } from "../ports.js";
 import { sortedMap, type AliasRow, type ImageRecordRow, type ImageRepo, type ImageSourceRow } from "../db/image-repo.js";
 import type { EventHub } from "../operations/events.js";
 import { extractTarball, scanTarball } from "./archive.js";
@@ -126,7 +126,7 @@ export interface ImageEdit {
   profiles?: string[] | null;
 }
 
-export class ImageService implements ImagesPort {
+export class ImageService implements Omit<ImagesPort, "pull" | "exportForGuest"> {
   /** Serialises placing and removing the shared file of one fingerprint. */
   private readonly fileLocks = new Map<string, Promise<unknown>>();
   /** Trees being built after a first unpack, by fingerprint. */

@@ -8,7 +8,10 @@ import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { parseYaml } from "../shared/yaml.js";
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import type { ClusterPort, Ports } from "../ports.js";
+import type { EventHub } from "../operations/events.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
 import { TarRefused } from "../images/tar-gate.js";
 import { checkOptimizedHeader, INSTANCE_LAYOUT, optimizedStreams } from "../storage/optimized-backup.js";
@@ -18,19 +21,32 @@ import { emptyDir, volumeConfigForCopy, type InstanceOwner } from "./model.js";
 import { instanceUrl, rootDisk, type Devices } from "./rows.js";
 import { parseExpiry, validateSnapshotName, ZERO_TIME, type SnapshotService } from "./snapshots.js";
 
+/** What instance backups (and their import) use of the daemon and the other features. */
+export interface BackupDeps {
+  db: Db;
+  log: Logger;
+  events: EventHub;
+  /** The daemon's directory ($LXD_DIR): backups/ lives under it. */
+  lxdDir: string;
+  /** The host's architecture, for imported instances that do not name one. */
+  architecture: string;
+  cluster: Pick<ClusterPort, "owns">;
+  ports: Pick<Ports, "storage" | "profiles" | "projects">;
+}
+
 /** Left beside an import being restored; recover() finds half-done imports by it. */
 export const IMPORT_MARKER = "instance.json";
 
 export class BackupImport {
   constructor(
-    private readonly core: Pick<Core, "events" | "host" | "paths" | "ports">,
+    private readonly deps: Pick<BackupDeps, "events" | "lxdDir" | "architecture" | "ports">,
     private readonly svc: InstanceOwner,
     private readonly snapshots: SnapshotService,
   ) {}
 
   /** Stream the upload to a private temp file; the caller removes it with `discard`. */
   receive(body: Readable): Promise<{ file: string; discard: () => void }> {
-    return receiveToTempFile(join(this.core.paths.dir, "backups"), ".import-", body);
+    return receiveToTempFile(join(this.deps.lxdDir, "backups"), ".import-", body);
   }
 
   /** Validate the whole tarball and read its index; the instance name it will get. */
@@ -73,8 +89,7 @@ export class BackupImport {
    * is optimized (its streams can't be rewritten) or the pool was asked for.
    */
   private importPool(project: string, pool: string, optimized: boolean, asked: boolean): string {
-    const storage = this.core.ports.storage;
-    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
+    const storage = this.deps.ports.storage;
     try {
       storage.assertPool(pool);
       return pool;
@@ -82,7 +97,7 @@ export class BackupImport {
       if (!(e instanceof NotFound)) throw e;
       if (optimized || asked) throw new InternalError(`Storage pool not found: ${e.message}`);
     }
-    const profile = this.core.ports.profiles?.get(project, "default");
+    const profile = this.deps.ports.profiles.get(project, "default");
     const roots = Object.values(profile?.devices ?? {}).filter((d) => d.type === "disk" && d.path === "/" && !d.source);
     if (roots.length > 1) throw new InternalError("Failed to get root disk device: More than one root device found");
     if (roots.length === 0) throw new InternalError("Failed to get root disk device: No root device could be found");
@@ -108,8 +123,7 @@ export class BackupImport {
       else if (this.rootPool(project, profiles, config, devices) !== plan.pool) devices.root = { type: "disk", path: "/", pool: plan.pool };
     }
     const pool = this.rootPool(project, profiles, config, devices);
-    const storage = this.core.ports.storage;
-    if (!storage?.createInstanceSnapshot) throw new Error("Storage is not available (no storage feature with snapshot support loaded)");
+    const storage = this.deps.ports.storage;
     storage.assertPool(pool);
     const optimized = index.optimized;
     if (optimized) {
@@ -119,7 +133,7 @@ export class BackupImport {
     }
     this.svc.validate(project, name, Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith("volatile."))), devices, profiles);
     // An imported instance is a new instance of the project: its restrictions and limits apply.
-    this.core.ports.projects?.allowInstanceCreation?.(project, { name, type: "container", config: { ...config }, devices, profiles }, true);
+    this.deps.ports.projects.allowInstanceCreation(project, { name, type: "container", config: { ...config }, devices, profiles }, true);
     const ex = this.svc.expanded({ project, profiles, config, devices });
     const idmap = this.svc.allocateIdmap(project, name, ex.config);
     delete config["volatile.last_state.power"];
@@ -131,7 +145,7 @@ export class BackupImport {
       project,
       name,
       type: "container",
-      architecture: String(c.architecture || this.core.host.kernel_architecture),
+      architecture: String(c.architecture || this.deps.architecture),
       ephemeral: Boolean(c.ephemeral),
       stateful: false,
       description: String(c.description ?? ""),
@@ -200,7 +214,7 @@ export class BackupImport {
       rmSync(marker, { force: true });
       throw e;
     }
-    this.core.events.lifecycle("instance-created", instanceUrl(project, name), { project });
+    this.deps.events.lifecycle("instance-created", instanceUrl(project, name), { project });
   }
 
   private rootPool(project: string, profiles: string[], config: Record<string, string>, devices: Devices): string {

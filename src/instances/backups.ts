@@ -2,13 +2,11 @@
 // backup/index.yaml, backup/container/ (the volume) and backup/snapshots/<name>/, kept under
 // $LXD_DIR/backups/instances/<instance>/<backup>. Records live in instance_backups; a row is
 // 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
-import { ownsHere } from "../daemon/ports.js";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, createReadStream, type ReadStream } from "node:fs";
 import { join } from "node:path";
 import { stringifyYaml } from "../shared/yaml.js";
 import { BadRequest, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { compressCommand } from "../images/compression.js";
 import { codecFor } from "../images/publish.js";
@@ -18,7 +16,7 @@ import { type InstanceOwner } from "./model.js";
 import { rootDisk } from "./rows.js";
 import { goTime, nextSnapshotName, parseExpiry, ZERO_TIME, type SnapshotService } from "./snapshots.js";
 import { apiUrl } from "../shared/urls.js";
-import { BackupImport, IMPORT_MARKER } from "./backup-import.js";
+import { BackupImport, IMPORT_MARKER, type BackupDeps } from "./backup-import.js";
 
 export interface BackupRow {
   id: number;
@@ -85,18 +83,18 @@ export class BackupService {
   private expiryTimer?: NodeJS.Timeout;
 
   constructor(
-    private readonly core: Core,
+    private readonly deps: BackupDeps,
     private readonly svc: InstanceOwner,
     private readonly snapshots: SnapshotService,
   ) {}
 
   private get db() {
-    return this.core.db;
+    return this.deps.db;
   }
 
   /** Directory holding an instance's backup files. */
   dirOf(project: string, name: string): string {
-    return join(this.core.paths.dir, "backups", "instances", project === "default" ? name : `${project}_${name}`);
+    return join(this.deps.lxdDir, "backups", "instances", project === "default" ? name : `${project}_${name}`);
   }
 
   fileOf(row: InstanceRow, backup: string): string {
@@ -119,7 +117,7 @@ export class BackupService {
 
   /** Check a create request and pick the name ("backup0", "backup1", ... when none is given). */
   checkCreate(row: InstanceRow, req: BackupRequest): string {
-    this.core.ports.projects?.allowBackupCreation?.(row.project);
+    this.deps.ports.projects.allowBackupCreation(row.project);
     codecFor(req.compression);
     const existing = (this.db.prepare("SELECT name FROM instance_backups WHERE instance_id = ?").all(row.id) as { name: string }[]).map((r) => r.name);
     const name = req.name || nextSnapshotName("backup%d", existing);
@@ -131,7 +129,7 @@ export class BackupService {
   /** The body of the "Backing up instance" operation. */
   async create(project: string, name: string, backup: string, req: BackupRequest, signal?: AbortSignal): Promise<void> {
     await this.svc.runtime.serialize(project, name, () => this.write(project, name, backup, req, signal));
-    this.core.events.lifecycle("instance-backup-created", backupUrl(project, name, backup), { project });
+    this.deps.events.lifecycle("instance-backup-created", backupUrl(project, name, backup), { project });
   }
 
   private async write(project: string, name: string, backup: string, req: BackupRequest, signal?: AbortSignal): Promise<void> {
@@ -142,7 +140,7 @@ export class BackupService {
     // backup is made (recorded as not optimized). A taken name fails the operation, as upstream.
     if (this.db.prepare("SELECT 1 FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, backup)) throw new Error(`Create backup: Backup "${name}/${backup}" already exists`);
     const pool = rootDisk(this.svc.expanded(row).devices).pool;
-    const optimized = req.optimizedStorage && this.core.ports.storage?.instanceStreamType?.(pool) === "btrfs";
+    const optimized = req.optimizedStorage && this.deps.ports.storage.instanceStreamType?.(pool) === "btrfs";
     const info = this.db
       .prepare("INSERT INTO instance_backups (instance_id, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?, ?, ?, ?, ?, ?)")
       .run(row.id, backup, goTime(new Date(Math.floor(now.getTime() / 1000) * 1000)), req.expiresAt ? parseExpiry(req.expiresAt) : ZERO_TIME, req.instanceOnly ? 1 : 0, optimized ? 1 : 0);
@@ -170,8 +168,7 @@ export class BackupService {
   private async writeTarball(row: InstanceRow, instanceOnly: boolean, optimized: boolean, stage: string, out: string, compressor: string | undefined, signal?: AbortSignal): Promise<void> {
     const ex = this.svc.expanded(row);
     const pool = rootDisk(ex.devices).pool;
-    const storage = this.core.ports.storage;
-    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
+    const storage = this.deps.ports.storage;
     const snaps = instanceOnly ? [] : this.snapshots.list(row);
     // backup/snapshots/ only when there are some (an --instance-only tarball has none, as LXD's).
     mkdirSync(join(stage, "backup", snaps.length && !optimized ? "snapshots" : ""), { recursive: true, mode: 0o700 });
@@ -213,22 +210,20 @@ export class BackupService {
    */
   backupConfig(row: InstanceRow, snaps = this.snapshots.list(row)): Record<string, unknown> {
     const pool = rootDisk(this.svc.expanded(row).devices).pool;
-    const storage = this.core.ports.storage;
+    const storage = this.deps.ports.storage;
     const vol = (snap?: string) => storage?.instanceVolumeConfig?.(row.project, pool, row.name, snap) ?? { description: "", config: {} };
     return {
       container: this.svc.view(row),
       snapshots: snaps.map((s) => this.snapshots.view(row, s)),
       pool: this.poolView(pool),
-      profiles: row.profiles.map((p) => this.core.ports.profiles?.get(row.project, p)).filter(Boolean),
+      profiles: row.profiles.map((p) => this.deps.ports.profiles.get(row.project, p)).filter(Boolean),
       volume: { config: vol().config, description: vol().description, name: row.name, type: "container", used_by: [], location: "none", content_type: "filesystem", project: row.project, created_at: ZERO_TIME },
       volume_snapshots: snaps.map((s) => ({ description: vol(s.name).description, expires_at: s.expiresAt, name: s.name, config: vol(s.name).config, content_type: "filesystem", created_at: ZERO_TIME })),
     };
   }
 
   private poolView(pool: string): { name: string; driver: string } {
-    const storage = this.core.ports.storage;
-    if (!storage?.getPool) throw new Error("Storage is not available (no storage feature loaded)");
-    return { ...storage.getPool(pool), used_by: [] } as { name: string; driver: string };
+    return { ...this.deps.ports.storage.getPool(pool), used_by: [] } as { name: string; driver: string };
   }
 
   async delete(project: string, name: string, backup: string): Promise<void> {
@@ -238,7 +233,7 @@ export class BackupService {
       rmSync(this.fileOf(row, backup), { force: true });
       this.db.prepare("DELETE FROM instance_backups WHERE id = ?").run(b.id);
     });
-    this.core.events.lifecycle("instance-backup-deleted", backupUrl(project, name, backup), { project });
+    this.deps.events.lifecycle("instance-backup-deleted", backupUrl(project, name, backup), { project });
   }
 
   checkRename(row: InstanceRow, backup: string, to: string): void {
@@ -262,7 +257,7 @@ export class BackupService {
         throw e;
       }
     });
-    this.core.events.lifecycle("instance-backup-renamed", backupUrl(project, name, to), { project, context: { old_name: backup } });
+    this.deps.events.lifecycle("instance-backup-renamed", backupUrl(project, name, to), { project, context: { old_name: backup } });
   }
 
   /** The file to stream for GET .../export, and the event that says it was fetched. */
@@ -271,7 +266,7 @@ export class BackupService {
     this.require(row, backup);
     const path = this.fileOf(row, backup);
     const { size, mtime } = statSync(path);
-    return { size, mtime, stream: () => createReadStream(path), retrieved: () => this.core.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
+    return { size, mtime, stream: () => createReadStream(path), retrieved: () => this.deps.events.lifecycle("instance-backup-retrieved", backupUrl(project, name, backup), { project }) };
   }
 
   /** The instance was renamed: its backups follow (called by the instance service). */
@@ -291,10 +286,10 @@ export class BackupService {
       const now = Date.now();
       for (const row of this.svc.repo.list()) {
         // In a cluster each member expires the backups of its own instances (their files live there).
-        if (!ownsHere(this.core.ports, row.node)) continue;
+        if (!this.deps.cluster.owns(row.node)) continue;
         for (const b of this.list(row)) {
           if (b.expiresAt === ZERO_TIME || new Date(b.expiresAt).getTime() > now) continue;
-          await this.delete(row.project, row.name, b.name).catch((e) => this.core.log.warn({ err: e, instance: row.name, backup: b.name }, "cannot delete expired backup"));
+          await this.delete(row.project, row.name, b.name).catch((e) => this.deps.log.warn({ err: e, instance: row.name, backup: b.name }, "cannot delete expired backup"));
         }
       }
     };
@@ -312,20 +307,20 @@ export class BackupService {
    * remove an instance whose import a crash interrupted (its marker is still there).
    */
   async recover(): Promise<void> {
-    const backupsDir = join(this.core.paths.dir, "backups");
+    const backupsDir = join(this.deps.lxdDir, "backups");
     for (const f of listDir(backupsDir)) {
       if (!f.startsWith(".import-")) continue;
       const marker = join(backupsDir, f, IMPORT_MARKER);
       if (existsSync(marker)) {
         const { project, name } = JSON.parse(readFileSync(marker, "utf8")) as { project: string; name: string };
         const row = this.svc.repo.get(project, name);
-        this.core.log.warn({ project, instance: name }, "removing instance left half-imported by a crash");
-        if (row) await this.svc.destroy(row).catch((e) => this.core.log.warn({ err: e }, "cannot remove half-imported instance"));
+        this.deps.log.warn({ project, instance: name }, "removing instance left half-imported by a crash");
+        if (row) await this.svc.destroy(row).catch((e) => this.deps.log.warn({ err: e }, "cannot remove half-imported instance"));
       }
       rmSync(join(backupsDir, f), { recursive: true, force: true });
     }
     this.db.prepare("DELETE FROM instance_backups WHERE state <> 'created'").run();
-    const root = join(this.core.paths.dir, "backups", "instances");
+    const root = join(this.deps.lxdDir, "backups", "instances");
     if (!existsSync(root)) return;
     for (const row of this.svc.repo.list()) {
       const dir = this.dirOf(row.project, row.name);
@@ -337,7 +332,7 @@ export class BackupService {
   // ---- import (POST /1.0/instances with a backup tarball as body): backup-import.ts ----
 
   private get importer(): BackupImport {
-    return (this.importer_ ??= new BackupImport(this.core, this.svc, this.snapshots));
+    return (this.importer_ ??= new BackupImport(this.deps, this.svc, this.snapshots));
   }
   private importer_?: BackupImport;
   receive: BackupImport["receive"] = (body) => this.importer.receive(body);

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 
 import { RawIdmapError } from "./idmap.js";
@@ -55,10 +55,8 @@ export class InstanceCreation {
     let image;
     if (req.source.type === "image") {
       const images = this.svc.deps.ports.images;
-      if (!images) throw new Error("Images are not available (no image feature loaded)");
       // A remote image is pulled by the operation (LXD's createFromImage); only local ones resolve here.
       if (!req.source.remote) image = images.resolve(project, { alias: req.source.alias, fingerprint: req.source.fingerprint });
-      else if (!images.pull) throw new Error("Remote images are not available");
       else if (!req.source.alias && !req.source.fingerprint) throw new BadRequest("Must specify one of alias or fingerprint for init from image");
       if (image && image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
     }
@@ -92,7 +90,7 @@ export class InstanceCreation {
     const profiles = req.profiles ?? copyOf?.profiles ?? image?.profiles ?? ["default"];
     // The project's limits and restrictions (before the config is validated, as LXD), over the
     // config as it will be with its profiles.
-    this.svc.deps.ports.projects?.allowInstanceCreation?.(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
+    this.svc.deps.ports.projects.allowInstanceCreation(project, { name: req.name, type: "container", config: { ...(req.config ?? {}) }, devices: req.devices ?? {}, profiles }, !!copyOf);
     try {
       this.svc.validate(project, req.name, req.config ?? {}, req.devices ?? {}, profiles);
     } catch (e) {
@@ -118,7 +116,7 @@ export class InstanceCreation {
       const remote = req.source.remote;
       if (remote && req.source.type === "image") {
         // Pull (or reuse the cached copy of) the remote image first: nothing else exists yet if this fails or is cancelled.
-        const image = await this.svc.deps.ports.images!.pull!(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
+        const image = await this.svc.deps.ports.images.pull(project, { ...remote, alias: req.source.alias, fingerprint: req.source.fingerprint, type: "container" }, { signal, onMetadata });
         if (image.type !== "container") throw new BadRequest("Requested image's type 'virtual-machine' doesn't match instance type 'container'");
         checked = { ...checked, image, profiles: req.profiles ?? image.profiles ?? checked.profiles };
       }
@@ -142,7 +140,6 @@ export class InstanceCreation {
       throw new Error(`Failed creating instance record: Failed initialising instance: ${(e as Error).message}`);
     }
     const storage = this.svc.deps.ports.storage;
-    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     storage.assertPool(root.pool);
     let idmap: { base: number; map: string };
     try {
@@ -203,7 +200,7 @@ export class InstanceCreation {
       this.svc.runtime.driver.create({ project, name: req.name }, dir);
       // LXD's device Add (e.g. a NIC's static DHCP host file on its managed bridge).
       await this.svc.devices.add(this.svc.require(project, req.name), ex0);
-      if (image) this.svc.deps.ports.images?.markUsed(image.fingerprint);
+      if (image) this.svc.deps.ports.images.markUsed(image.fingerprint);
     } catch (e) {
       await this.svc.devices.forget(this.svc.require(project, req.name), ex0).catch(() => {});
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
@@ -222,9 +219,9 @@ export class InstanceCreation {
    * volume: it starts empty, as before the negotiation it cannot be known.
    */
   private migrationBaseImage(project: string, fingerprint: string | undefined, pool: string): string | undefined {
-    if (!fingerprint || !/^[0-9a-f]{64}$/.test(fingerprint) || this.svc.deps.ports.storage?.instanceStreamType?.(pool)) return undefined;
+    if (!fingerprint || !/^[0-9a-f]{64}$/.test(fingerprint) || this.svc.deps.ports.storage.instanceStreamType?.(pool)) return undefined;
     try {
-      if (this.svc.deps.ports.images?.resolve(project, { fingerprint }).fingerprint !== fingerprint) return undefined;
+      if (this.svc.deps.ports.images.resolve(project, { fingerprint }).fingerprint !== fingerprint) return undefined;
     } catch {
       return undefined;
     }

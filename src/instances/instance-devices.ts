@@ -1,7 +1,7 @@
 // An instance's devices as device drivers see them: the DeviceContext (volatile keys through
 // the row owner, host paths and hot-plug from the instance driver) and start ordering.
 import type { Logger } from "pino";
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { deviceFactory } from "../devices/registry.js";
 import type { Device, DeviceContext } from "../devices/types.js";

@@ -5,7 +5,7 @@ import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Db } from "../db/database.js";
 import type { InstanceRepo, InstanceRow } from "../db/instance-repo.js";
-import type { Ports } from "../daemon/ports.js";
+import type { Ports } from "../ports.js";
 import type { Devices, InstanceRecords } from "./rows.js";
 import type { InstanceRuntime } from "./runtime.js";
 
@@ -67,7 +67,7 @@ export interface InstanceView {
 /** What the instance service needs, declared here and wired once by the instances feature. */
 export interface InstanceServiceDeps {
   db: Db;
-  /** The other features' ports (filled as they load). */
+  /** The other features' ports (wired once by the daemon). */
   ports: Pick<Ports, "profiles" | "images" | "storage" | "projects" | "cluster">;
   events: { lifecycle(action: string, source: string, opts?: { project?: string; context?: Record<string, unknown> }): void };
   host: { kernel_architecture: string };

@@ -20,7 +20,7 @@ export interface LocalMove {
 /** Checks made before the operation starts. */
 export function checkLocalMove(svc: InstanceService, project: string, name: string, req: LocalMove): void {
   svc.require(project, name);
-  if (req.pool !== undefined) svc.deps.ports.storage?.assertPool(req.pool);
+  if (req.pool !== undefined) svc.deps.ports.storage.assertPool(req.pool);
   if (req.pool === undefined && req.project === undefined) throw new BadRequest("No pool or project given");
 }
 

@@ -2,7 +2,7 @@
 // they rely on may not be pulled from under them, and each instance is revalidated with the
 // new profile and, when running, given the change live.
 import { InternalError } from "../shared/errors.js";
-import type { ProfileRecord } from "../daemon/ports.js";
+import type { ProfileRecord } from "../ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { expand } from "./names.js";
 import type { InstanceOwner } from "./model.js";
@@ -16,14 +16,12 @@ export class ProfileChange {
   constructor(private readonly svc: InstanceOwner) {}
 
   private profiles() {
-    const p = this.svc.deps.ports.profiles;
-    if (!p) throw new Error("Profiles are not available (no profiles feature loaded)");
-    return p;
+    return this.svc.deps.ports.profiles;
   }
 
   /** Instances (of any project) whose profile list resolves `name` to the profile project's. */
   users(profileProject: string, name: string): InstanceRow[] {
-    const profilesOf = (project: string) => this.svc.deps.ports.projects?.effectiveProject(project, "profiles") ?? project;
+    const profilesOf = (project: string) => this.svc.deps.ports.projects.effectiveProject(project, "profiles") ?? project;
     return this.svc.repo.list(undefined).filter((row) => row.profiles.includes(name) && profilesOf(row.project) === profileProject);
   }
 

@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import type { InstancesPort } from "../daemon/ports.js";
+import type { InstancesPort } from "../ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { parseIdmapJson, toHost, toNs, type IdmapEntry } from "./idmap.js";
 import { initOf, instanceUrl, type Expanded } from "./rows.js";

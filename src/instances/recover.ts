@@ -32,7 +32,7 @@ export class InstanceRecovery {
     const profiles = Array.isArray(obj(backup.container).profiles) ? (obj(backup.container).profiles as unknown[]).map(String) : [];
     for (const p of profiles) {
       try {
-        ports.profiles?.get(project, p);
+        ports.profiles.get(project, p);
       } catch {
         out.push(`Profile "${p}" in project "${project}"`);
       }
@@ -45,7 +45,6 @@ export class InstanceRecovery {
     if (this.svc.repo.get(project, name)) throw new Conflict(`Instance "${name}" already exists`);
     const c = obj(backup.container);
     const storage = this.svc.deps.ports.storage;
-    if (!storage?.adoptVolume) throw new Error("Storage is not available (no storage feature loaded)");
     const profiles = Array.isArray(c.profiles) ? (c.profiles as unknown[]).map(String) : ["default"];
     const config = strings(c.config);
     // The container may run (records lost under it): the watcher finds that out below.

@@ -31,7 +31,6 @@ export function assertRefreshable(svc: InstanceService, row: InstanceRow): void 
  */
 export async function refreshFromCopy(svc: InstanceService, project: string, name: string, source: InstanceRow, opts: { snapshot?: string; instanceOnly: boolean; signal?: AbortSignal }): Promise<void> {
   const storage = svc.deps.ports.storage;
-  if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
   const target = svc.require(project, name);
   assertRefreshable(svc, target);
   const pool = InstanceService.rootDisk(svc.expanded(target).devices).pool;

@@ -5,7 +5,7 @@ import { localMember } from "../db/database.js";
 
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 
-import type { InstancesPort, ProfileRecord } from "../daemon/ports.js";
+import type { InstancesPort, ProfileRecord } from "../ports.js";
 import { InstanceRepo, type InstanceRow } from "../db/instance-repo.js";
 import { validateInstanceConfig, isTrue } from "./config-keys.js";
 import { checkDeviceValues, dropEmptyDeviceValues } from "../devices/registry.js";
@@ -38,7 +38,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   runtime!: InstanceRuntime;
   devices!: InstanceDevices;
   snapshots!: SnapshotService;
-  backups?: BackupService;
+  backups!: BackupService;
   private hostIds?: HostIdSet;
 
   constructor(readonly deps: InstanceServiceDeps) {
@@ -109,14 +109,12 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   }
 
   private profiles() {
-    const p = this.deps.ports.profiles;
-    if (!p) throw new Error("Profiles are not available (no profiles feature loaded)");
-    return p;
+    return this.deps.ports.profiles;
   }
 
   /** The status of an instance: from the runtime here, or as its member last reported it. */
   status(row: InstanceRow): string {
-    if (row.node && row.node !== localMember(this.deps.db)) return this.deps.ports.cluster?.remoteStatus(row.project, row.name, row.node) ?? "Error";
+    if (row.node && row.node !== localMember(this.deps.db)) return this.deps.ports.cluster.remoteStatus(row.project, row.name, row.node) ?? "Error";
     return this.runtime.status(row);
   }
 
@@ -230,7 +228,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     // As LXD: a PUT without profiles (`lxc profile assign c ""` sends null) leaves none.
     const profiles = put.profiles ?? (mode === "patch" ? row.profiles : []);
     // The project's limits and restrictions first (as LXD), over the config with its profiles.
-    this.deps.ports.projects?.allowInstanceUpdate?.(project, { name, type: row.type, config, devices, profiles }, row.config);
+    this.deps.ports.projects.allowInstanceUpdate(project, { name, type: row.type, config, devices, profiles }, row.config);
     this.validate(project, name, config, devices, profiles);
     const next = { ...row, config, devices, profiles, description: put.description ?? (mode === "patch" ? row.description : ""), ephemeral: put.ephemeral ?? (mode === "patch" ? row.ephemeral : false), architecture: put.architecture || row.architecture };
     const before = this.expanded(row);
@@ -262,7 +260,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     // The root disk's size is the volume's quota (where the pool's driver has one).
     const sizeBefore = before.devices[rootBefore.name]?.size ?? "";
     const sizeAfter = after.devices[rootAfter.name]?.size ?? "";
-    if (sizeBefore !== sizeAfter) await this.deps.ports.storage?.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
+    if (sizeBefore !== sizeAfter) await this.deps.ports.storage.setInstanceVolumeQuota?.(project, rootAfter.pool, name, sizeAfter);
     // Apply to a running container first, so a failure changes nothing.
     await this.runtime.applyLive(next, before, after);
     // Devices hot-plugged just now recorded volatile keys (hwaddr, host_name): keep them;
@@ -295,11 +293,11 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     } catch {
       pool = undefined;
     }
-    if (pool) await this.deps.ports.storage?.deleteInstanceVolume(row.project, pool, row.name);
+    if (pool) await this.deps.ports.storage.deleteInstanceVolume(row.project, pool, row.name);
     // The driver's host state: logs, device state, seccomp policy (as LXD removes them).
     this.runtime.driver.delete({ project: row.project, name: row.name });
     this.repo.delete(row.project, row.name);
-    this.backups?.instanceDeleted(row.project, row.name);
+    this.backups.instanceDeleted(row.project, row.name);
     this.deps.events.lifecycle("instance-deleted", instanceUrl(row.project, row.name), { project: row.project });
   }
 
@@ -320,7 +318,6 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     const row = this.require(project, name);
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
     const storage = this.deps.ports.storage;
-    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
     await storage.renameInstanceVolume(project, pool, name, to);
     // Host state named after the instance (static DHCP host files) moves to the new name.
     await this.devices.forget(row, this.expanded(row));
@@ -329,7 +326,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
       const dir = await storage.mountInstanceVolume(project, pool, to);
       this.runtime.driver.create({ project, name: to }, dir);
       this.repo.rename(project, name, to);
-      this.backups?.instanceRenamed(project, name, to);
+      this.backups.instanceRenamed(project, name, to);
       // A pending trigger (an instance never started) is kept: its templates then see the new name.
       if (!row.config["volatile.apply_template"] && opts.applyTemplate !== false) this.repo.patchConfig(project, to, { "volatile.apply_template": "rename" });
       // A new name is a new cloud-init instance (LXD resets the instance-id on rename).
@@ -347,9 +344,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
 
   async volumeDir(row: InstanceRow): Promise<string> {
     const pool = InstanceService.rootDisk(this.expanded(row).devices).pool;
-    const storage = this.deps.ports.storage;
-    if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
-    return storage.mountInstanceVolume(row.project, pool, row.name);
+    return this.deps.ports.storage.mountInstanceVolume(row.project, pool, row.name);
   }
 
   // ---- InstancesPort ----
@@ -366,7 +361,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   readonly exportForPublish: InstancesPort["exportForPublish"] = (project, name) => this.queries.exportForPublish(project, name);
 
   /** Set by the instances feature (InstanceRecovery, which needs the watcher). */
-  recovery?: {
+  recovery!: {
     dependencies(project: string, backup: Record<string, unknown>): string[];
     recover(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
   };
@@ -374,10 +369,9 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     return this.repo.get(project, name) !== undefined;
   }
   recoverDependencies(project: string, backup: Record<string, unknown>): string[] {
-    return this.recovery?.dependencies(project, backup) ?? [];
+    return this.recovery.dependencies(project, backup);
   }
   async recoverInstance(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void> {
-    if (!this.recovery) throw new Error("Instance recovery is not available");
     await this.recovery.recover(pool, project, name, backup);
   }
 
@@ -407,6 +401,6 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
 
   /** Bytes used by the instance's root volume, when its pool's driver can tell (e.g. from a btrfs qgroup). */
   async rootVolumeUsage(row: InstanceRow, pool: string): Promise<number | undefined> {
-    return this.deps.ports.storage?.instanceVolumeUsage(row.project, pool, row.name);
+    return this.deps.ports.storage.instanceVolumeUsage(row.project, pool, row.name);
   }
 }

@@ -8,7 +8,7 @@ import type { EventHub } from "../operations/events.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { SnapshotRepo, type SnapshotRow } from "../db/snapshot-repo.js";
 import { parseBool } from "../config/validators.js";
-import type { ProjectsPort, ScheduledSubject, StoragePort } from "../daemon/ports.js";
+import type { ProjectsPort, ScheduledSubject, StoragePort } from "../ports.js";
 import { run } from "../os/exec.js";
 import { emptyDir, type InstanceOwner } from "./model.js";
 import { instanceUrl, rootDisk, type Devices } from "./rows.js";
@@ -92,7 +92,7 @@ export function nextSnapshotName(pattern: string, existing: string[]): string {
 export const snapshotUrl = (project: string, name: string, snap: string) => apiUrl(project, "instances", name, "snapshots", snap);
 
 /** The storage calls instance snapshots make (snapshot volumes of the instance's pool). */
-export type SnapshotStorage = Required<Pick<StoragePort, "createInstanceSnapshot" | "deleteInstanceSnapshot" | "renameInstanceSnapshot" | "restoreInstanceSnapshot" | "mountInstanceSnapshot" | "syncInstanceVolume">> &
+export type SnapshotStorage = Pick<StoragePort, "createInstanceSnapshot" | "deleteInstanceSnapshot" | "renameInstanceSnapshot" | "restoreInstanceSnapshot" | "mountInstanceSnapshot" | "syncInstanceVolume"> &
   Pick<StoragePort, "exportInstanceVolume" | "instanceVolumeConfig" | "setInstanceVolumeConfig">;
 
 /** What instance snapshots use: their rows, lifecycle events, a log, the storage calls and the project checks. */
@@ -162,7 +162,7 @@ export class SnapshotService {
 
   /** Name for a new snapshot: the requested one checked, or the next from snapshots.pattern. */
   checkCreate(row: InstanceRow, req: { name: string; stateful: boolean }): string {
-    this.deps.projects.allowSnapshotCreation?.(row.project);
+    this.deps.projects.allowSnapshotCreation(row.project);
     const name = req.name || nextSnapshotName(this.svc.expanded(row).config["snapshots.pattern"] || "snap%d", this.repo.list(row.id, true).map((s) => s.name));
     validateSnapshotName(name);
     return name;
@@ -289,7 +289,7 @@ export class SnapshotService {
     // restrictions and limits apply to them as to an update (volatile keys stay the instance's).
     const restored = Object.fromEntries(Object.entries(s.config).filter(([k]) => !k.startsWith("volatile.")));
     for (const [k, v] of Object.entries(row.config)) if (k.startsWith("volatile.")) restored[k] = v;
-    this.deps.projects.allowInstanceUpdate?.(project, { name, type: row.type, config: restored, devices: s.devices, profiles: s.profiles }, row.config);
+    this.deps.projects.allowInstanceUpdate(project, { name, type: row.type, config: restored, devices: s.devices, profiles: s.profiles }, row.config);
     await this.svc.runtime.withStopped(project, name, async () => {
       const cur = this.svc.require(project, name);
       const pool = this.poolOf(cur);

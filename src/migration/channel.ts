@@ -9,8 +9,7 @@ import { chmodSync, chownSync, mkdirSync, statSync } from "node:fs";
 import type { Readable } from "node:stream";
 import type { WebSocket } from "ws";
 import { BadRequest, InternalError } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
-import type { OperationContext } from "../operations/manager.js";
+import type { OperationContext, OperationManager } from "../operations/manager.js";
 import type { OperationView } from "../operations/types.js";
 import type { StagedStreams, StreamSink } from "../storage/drivers/types.js";
 import { checkSubvolumes } from "../storage/drivers/btrfs-send.js";
@@ -114,11 +113,11 @@ export async function sendFailure(control: MigrationChannel | undefined, err: un
  * The source's operation: with `target` (push) a task that dials the target's websockets, else
  * a websocket operation whose `control` and `fs` secrets the target (or a relaying client) uses.
  */
-export function sourceOperation(core: Core, spec: { description: string; project: string; resources: Record<string, string[]>; target?: PushTarget }, run: (ch: Channels, ctx: OperationContext) => Promise<void>): OperationView {
+export function sourceOperation(operations: OperationManager, spec: { description: string; project: string; resources: Record<string, string[]>; target?: PushTarget }, run: (ch: Channels, ctx: OperationContext) => Promise<void>): OperationView {
   const base = { description: spec.description, project: spec.project, resources: spec.resources };
   const target = spec.target;
   if (target) {
-    return core.operations.create({
+    return operations.create({
       ...base,
       class: "task",
       run: async (ctx) => {
@@ -137,7 +136,7 @@ export function sourceOperation(core: Core, spec: { description: string; project
     });
   }
   const sockets = new Sockets(["control", "fs"]);
-  return core.operations.create({
+  return operations.create({
     ...base,
     class: "websocket",
     metadata: { ...sockets.secrets },
@@ -176,8 +175,8 @@ export async function sinkChannels(req: SinkRequest, sockets: Sockets | undefine
 }
 
 /** A push target's websocket operation (the source connects to its secrets); `run` gets the channels. */
-export function sinkOperation(core: Core, spec: { description: string; project: string; resources: Record<string, string[]> }, sockets: Sockets, run: (signal: AbortSignal) => Promise<void>): OperationView {
-  return core.operations.create({ ...spec, class: "websocket", metadata: { ...sockets.secrets }, secrets: sockets.secrets, connect: (sec, ws) => sockets.connect(sec, ws as WebSocket), run: (ctx) => run(ctx.signal) });
+export function sinkOperation(operations: OperationManager, spec: { description: string; project: string; resources: Record<string, string[]> }, sockets: Sockets, run: (signal: AbortSignal) => Promise<void>): OperationView {
+  return operations.create({ ...spec, class: "websocket", metadata: { ...sockets.secrets }, secrets: sockets.secrets, connect: (sec, ws) => sockets.connect(sec, ws as WebSocket), run: (ctx) => run(ctx.signal) });
 }
 
 // ---- transport negotiation ----

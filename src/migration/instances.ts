@@ -7,7 +7,8 @@
 // each snapshot (oldest first) and the instance, and the target ends with MigrationControl.
 import { InternalError, NotImplemented } from "../shared/errors.js";
 import { onPath } from "../os/exec.js";
-import type { Core } from "../daemon/feature.js";
+import type { StoragePort } from "../ports.js";
+import type { OperationManager } from "../operations/manager.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { idmapJson, parseIdmapJson, type IdmapEntry } from "../instances/idmap.js";
 import { InstanceService, instanceUrl, type Devices } from "../instances/service.js";
@@ -47,15 +48,21 @@ export interface SourceRequest {
   target?: PushTarget;
 }
 
+export interface InstanceMigrationDeps {
+  operations: OperationManager;
+  storage: StoragePort;
+  /** The daemon's directory ($LXD_DIR): rsync's jail lives under it. */
+  lxdDir: string;
+}
+
 export class InstanceMigration {
   constructor(
-    private readonly core: Core,
+    private readonly deps: InstanceMigrationDeps,
     private readonly svc: InstanceService,
   ) {}
 
   private storage() {
-    const s = this.core.ports.storage;
-    if (!s?.mountInstanceSnapshot) throw new Error("Storage is not available");
+    const s = this.deps.storage;
     return s as Required<typeof s>;
   }
 
@@ -71,7 +78,7 @@ export class InstanceMigration {
       throw new NotImplemented("Live migration of a running container to another server is not implemented: stop it first, or copy it with --stateless");
     }
     const resources = { instances: [instanceUrl(project, name)], containers: [instanceUrl(project, name).replace("/1.0/instances/", "/1.0/containers/")] };
-    return sourceOperation(this.core, { description: "Migrating instance", project, resources, target: req.target }, (ch, ctx) => this.runSource(project, name, req, ch, (m) => ctx.updateMetadata(m), ctx.signal));
+    return sourceOperation(this.deps.operations, { description: "Migrating instance", project, resources, target: req.target }, (ch, ctx) => this.runSource(project, name, req, ch, (m) => ctx.updateMetadata(m), ctx.signal));
   }
 
   private async runSource(project: string, name: string, req: SourceRequest, ch: Channels, progress: (m: Record<string, unknown>) => void, signal: AbortSignal): Promise<void> {
@@ -134,7 +141,7 @@ export class InstanceMigration {
 
   /** The index header's config: backup.yaml's shape (instance, snapshots, pool, volume). */
   private backupConfig(row: InstanceRow, snaps: ReturnType<InstanceService["snapshots"]["list"]>, pool: string, snapshot?: string) {
-    const storage = this.core.ports.storage;
+    const storage = this.deps.storage;
     const p = storage?.getPool?.(pool);
     const vol = (snap?: string) => storage?.instanceVolumeConfig?.(row.project, pool, row.name, snap) ?? { description: "", config: {} };
     const main = vol(snapshot);
@@ -217,7 +224,7 @@ export class InstanceMigration {
             return last !== undefined && last > 0 ? Number(last) : undefined;
           })(),
           label: name,
-          jail: this.core.paths.dir + "/migration-jail",
+          jail: this.deps.lxdDir + "/migration-jail",
         }, { signal, progress, negotiate });
         if (volumes.main && !req.refresh) storage.setInstanceVolumeConfig?.(project, pool, name, undefined, volumes.main);
         // The files carry the source's host ids: the first start shifts them to our map.

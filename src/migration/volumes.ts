@@ -6,7 +6,7 @@
 // config as localConfig), the index header carries backup.yaml's volume and volume_snapshots,
 // then each snapshot (oldest first) and the volume; the target ends
 // with MigrationControl. A refresh keeps the target's snapshots of the same names.
-import type { Core } from "../daemon/feature.js";
+import type { OperationManager } from "../operations/manager.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import type { OperationView } from "../operations/types.js";
 import { checkBwlimit } from "../storage/rsync.js";
@@ -26,7 +26,7 @@ export interface VolumeSourceRequest {
 
 export class VolumeMigration {
   constructor(
-    private readonly core: Core,
+    private readonly deps: { operations: OperationManager; lxdDir: string },
     private readonly pools: PoolService,
     private readonly snapshots: VolumeSnapshotService,
     private readonly copies: VolumeCopyService,
@@ -37,7 +37,7 @@ export class VolumeMigration {
   startSource(pool: string, project: string, name: string, req: VolumeSourceRequest): OperationView {
     const row = this.copies.source(pool, project, name);
     const resources = { storage_volumes: [`/1.0/storage-pools/${pool}/volumes/custom/${name}`] };
-    return sourceOperation(this.core, { description: "Migrating storage volume", project, resources, target: req.target }, (ch, ctx) => this.runSource(row, req, ch, (m) => ctx.updateMetadata(m), ctx.signal));
+    return sourceOperation(this.deps.operations, { description: "Migrating storage volume", project, resources, target: req.target }, (ch, ctx) => this.runSource(row, req, ch, (m) => ctx.updateMetadata(m), ctx.signal));
   }
 
   private async runSource(row: VolumeRow, req: VolumeSourceRequest, ch: Channels, progress: (m: Record<string, unknown>) => void, signal: AbortSignal): Promise<void> {
@@ -135,7 +135,7 @@ export class VolumeMigration {
           },
           passes: 1,
           label: req.name,
-          jail: this.core.paths.dir + "/migration-jail",
+          jail: this.deps.lxdDir + "/migration-jail",
         }, { signal, progress: () => {}, negotiate });
       };
       await Promise.race([work(), failed]);

@@ -6,7 +6,7 @@
 // The member asked writes every record (it holds the cluster write lock); members told to do
 // their part only touch their host.
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
-import type { ClusterPort, Ports } from "../daemon/ports.js";
+import type { ClusterPort, Ports } from "../ports.js";
 import type { EventHub } from "../operations/events.js";
 import { apiStatus } from "../db/member-config-repo.js";
 import type { NetworkRow } from "../db/network-repo.js";
@@ -32,12 +32,12 @@ export interface NetworkCreate {
 export class NetworkMembers {
   constructor(
     private readonly svc: NetworkService,
-    private readonly ports: Ports,
+    private readonly ports: Pick<Ports, "cluster">,
     private readonly events: EventHub,
   ) {}
 
   private get cluster(): ClusterPort | undefined {
-    return this.ports.cluster?.clustered() ? this.ports.cluster : undefined;
+    return this.ports.cluster.clustered() ? this.ports.cluster : undefined;
   }
 
   clustered(): boolean {
@@ -45,7 +45,7 @@ export class NetworkMembers {
   }
 
   private names(): Promise<string[]> {
-    return this.cluster!.memberNames!();
+    return this.cluster!.memberNames();
   }
 
   private checkName(name: string): void {
@@ -125,7 +125,7 @@ export class NetworkMembers {
       const own = defined.get(member);
       if (own?.state === "created") continue;
       const body = { name: req.name, type, description: req.description ?? row.description, config: { ...shared, ...(own?.config ?? {}) } };
-      const started = member === self ? await this.svc.createHere(body.name, type, body.description, body.config) : ((await this.cluster!.notifyMember!(member, "POST", "/1.0/networks", body)) as NetworkConfig | null);
+      const started = member === self ? await this.svc.createHere(body.name, type, body.description, body.config) : ((await this.cluster!.notifyMember(member, "POST", "/1.0/networks", body)) as NetworkConfig | null);
       this.svc.members.set(req.name, member, "created", memberPart({ ...(own?.config ?? {}), ...(started ?? {}) }));
     }
     this.svc.repo.setState(PROJECT, req.name, "created");
@@ -155,7 +155,7 @@ export class NetworkMembers {
     const rows = new Map(this.svc.members.all(name).map((r) => [r.member, r]));
     const onHost = (m: string) => (rows.has(m) ? rows.get(m)!.state === "created" : row.state === "created");
     for (const member of (await this.names()).filter((n) => n !== self && onHost(n))) {
-      await this.cluster!.notifyMember!(member, "DELETE", `/1.0/networks/${encodeURIComponent(name)}`);
+      await this.cluster!.notifyMember(member, "DELETE", `/1.0/networks/${encodeURIComponent(name)}`);
     }
     if (row.state === "created") return this.svc.delete(PROJECT, name);
     if (onHost(self)) await this.svc.deleteHere(name);
@@ -211,7 +211,7 @@ export class NetworkMembers {
     const self = this.cluster.name();
     const rows = new Map(this.svc.members.all(name).map((r) => [r.member, r]));
     for (const member of (await this.names()).filter((n) => n !== self && (!rows.has(n) || rows.get(n)!.state === "created"))) {
-      await this.cluster.notifyMember!(member, "PUT", `/1.0/networks/${encodeURIComponent(name)}`, { description: row.description, config: row.config });
+      await this.cluster.notifyMember(member, "PUT", `/1.0/networks/${encodeURIComponent(name)}`, { description: row.description, config: row.config });
     }
   }
 

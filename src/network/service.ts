@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import { BadRequest, Conflict, InternalError, NotFound, NotImplemented } from "../shared/errors.js";
 import type { NetworkRepo, NetworkRow } from "../db/network-repo.js";
 import { MemberConfigRepo } from "../db/member-config-repo.js";
-import type { NetworksPort, Ports } from "../daemon/ports.js";
+import type { NetworksPort, Ports } from "../ports.js";
 import type { EventHub } from "../operations/events.js";
 import { addresses, linkExists, routeDestinations } from "./host/ip.js";
 import { interfaceExists, listInterfaces, unmanagedType } from "./host/sysfs.js";
@@ -39,7 +39,7 @@ export interface NetworkServiceDeps {
   repo: NetworkRepo;
   events: EventHub;
   log: Logger;
-  ports: Ports;
+  ports: Pick<Ports, "cluster" | "instances" | "profiles">;
   /** $LXD_DIR/networks */
   dir: string;
   acls: NetworkAclService;
@@ -144,11 +144,11 @@ export class NetworkService implements NetworksPort {
   }
 
   private instanceUsers(name: string): string[] {
-    return this.deps.ports.instances?.usedBy({ network: name }) ?? [];
+    return this.deps.ports.instances.usedBy({ network: name }) ?? [];
   }
 
   usedBy(name: string): string[] {
-    const profiles = this.deps.ports.profiles?.referencing({ network: name }) ?? [];
+    const profiles = this.deps.ports.profiles.referencing({ network: name }) ?? [];
     return [...profiles, ...this.instanceUsers(name)];
   }
 
@@ -496,7 +496,7 @@ export class NetworkService implements NetworksPort {
   async leases(project: string, name: string): Promise<LeaseView[]> {
     const driver = this.liveDriver(this.row(project, name));
     if (!driver.leases) throw new BadRequest(`Network "${name}" of type "${driver.type}" has no DHCP leases`);
-    return driver.leases(this.deps.ports.instances?.nicsOn?.(name) ?? []);
+    return driver.leases(this.deps.ports.instances.nicsOn?.(name) ?? []);
   }
 
   // NetworksPort

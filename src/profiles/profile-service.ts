@@ -2,7 +2,7 @@
 // project that has profiles and can be neither deleted nor renamed.
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
 import { validateInstanceConfig } from "../instances/config-keys.js";
-import type { InstancesPort, NetworksPort, ProfileRecord, ProfilesPort, ProjectsPort } from "../daemon/ports.js";
+import type { InstancesPort, NetworksPort, ProfileRecord, ProfilesPort, ProjectsPort } from "../ports.js";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import { ProfileRepo } from "../db/profile-repo.js";
@@ -57,14 +57,14 @@ export function validateProfileName(name: string): void {
 
 const profileUrl = (project: string, name: string) => apiUrl(project, "profiles", name);
 
-/** What the profile service uses: its database, lifecycle events, and (once loaded, as they load after it) instances and projects. */
+/** What the profile service uses: its database, lifecycle events, and (built after it, so late-bound by the daemon) instances, projects and networks. */
 export interface ProfileServiceDeps {
   db: Db;
   events: Pick<EventHub, "lifecycle">;
-  instances(): Pick<InstancesPort, "usedBy" | "checkProfileChange" | "applyProfileChange"> | undefined;
-  projects(): Pick<ProjectsPort, "allowProfileUpdate"> | undefined;
-  /** NICs naming a managed network must name one of the profile project's network project (loaded after profiles). */
-  networks?(): Pick<NetworksPort, "get" | "projectOf"> | undefined;
+  instances: Pick<InstancesPort, "usedBy" | "checkProfileChange" | "applyProfileChange">;
+  projects: Pick<ProjectsPort, "allowProfileUpdate">;
+  /** NICs naming a managed network must name one of the profile project's network project. */
+  networks: Pick<NetworksPort, "get" | "projectOf">;
 }
 
 export class ProfileService implements ProfilesPort {
@@ -114,7 +114,7 @@ export class ProfileService implements ProfilesPort {
 
   /** Instances of every project whose profiles are this project's (features.profiles=false ones use default's). */
   usedBy(project: string, name: string): string[] {
-    const all = this.deps.instances()?.usedBy({ profile: name }) ?? [];
+    const all = this.deps.instances.usedBy({ profile: name }) ?? [];
     return all.filter((url) => this.profileProject(new URL(url, "http://x").searchParams.get("project") ?? "default") === project);
   }
 
@@ -135,14 +135,13 @@ export class ProfileService implements ProfilesPort {
 
   /** LXD's NICType while loading each device: `network=` must exist in the project's network project. */
   private checkNetworks(project: string, devices: Record<string, Record<string, string>>): void {
-    const nets = this.deps.networks?.();
-    if (!nets) return;
+    const nets = this.deps.networks;
     for (const [name, d] of Object.entries(devices)) {
       if (d.type !== "nic" || !d.network) continue;
       try {
         nets.get(project, d.network);
       } catch (e) {
-        const np = nets.projectOf?.(project) ?? project;
+        const np = nets.projectOf(project);
         throw new BadRequest(`Device validation failed for "${name}": Failed loading device "${name}": Failed to load network "${d.network}" for project "${np}": ${(e as Error).message}`);
       }
     }
@@ -155,7 +154,7 @@ export class ProfileService implements ProfilesPort {
     validateProfile(profile);
     this.checkNetworks(project, profile.devices);
     if (this.repo.get(project, req.name)) throw new InternalError(`Error inserting "${req.name}" into database: The profile already exists`);
-    this.deps.projects()?.allowProfileUpdate?.(project, profile, true);
+    this.deps.projects.allowProfileUpdate(project, profile, true);
     this.repo.insert(project, profile);
     this.deps.events.lifecycle("profile-created", profileUrl(project, req.name), { project });
   }
@@ -172,16 +171,16 @@ export class ProfileService implements ProfilesPort {
             config: dropEmpty({ ...current.config, ...(req.config ?? {}) }),
             devices: dropEmptyDeviceValues({ ...current.devices, ...(req.devices ?? {}) }),
           };
-    this.deps.projects()?.allowProfileUpdate?.(project, next);
+    this.deps.projects.allowProfileUpdate(project, next);
     validateProfile(next);
     this.checkNetworks(project, next.devices);
-    const instances = this.deps.instances();
-    instances?.checkProfileChange?.(project, current, next);
+    const instances = this.deps.instances;
+    instances.checkProfileChange(project, current, next);
     this.repo.update(project, next);
     this.deps.events.lifecycle("profile-updated", profileUrl(project, current.name), { project });
     // As LXD: the instances using it take the change now; their failures are reported, the
     // profile stays saved.
-    await instances?.applyProfileChange?.(project, current);
+    await instances.applyProfileChange(project, current);
   }
 
   rename(requestProject: string, name: string, to: string): void {

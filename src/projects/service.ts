@@ -1,7 +1,7 @@
 // Projects: the rules and the database, and the ProjectsPort (which project's images,
 // profiles, volumes and networks a project uses, from its features.* keys).
 import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
-import type { InstanceDraft, NetworksPort, ProfilesPort, ProjectsPort } from "../daemon/ports.js";
+import type { InstanceDraft, NetworksPort, ProfilesPort, ProjectsPort } from "../ports.js";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import { ProjectRepo, type ProjectRow } from "../db/project-repo.js";
@@ -38,14 +38,14 @@ export function validateProjectName(name: string): void {
 
 const isTrue = (v: string | undefined) => ["true", "yes", "on", "1"].includes((v ?? "").toLowerCase());
 
-/** What the project service uses: its database, lifecycle events, the trust store, the profiles of a project, and (loaded after it) networks. */
+/** What the project service uses: its database, lifecycle events, the trust store, the profiles of a project, and (built after it, so late-bound by the daemon) networks. */
 export interface ProjectServiceDeps {
   db: Db;
   events: Pick<EventHub, "lifecycle">;
   /** Restricted certificates name projects: a rename reloads them. */
   trust: { reload(): void };
   profiles: Required<Pick<ProfilesPort, "ensureDefaultProfile" | "deleteProjectProfiles">>;
-  networks(): Pick<NetworksPort, "get"> | undefined;
+  networks: Pick<NetworksPort, "get">;
 }
 
 export class ProjectService implements ProjectsPort {
@@ -118,9 +118,7 @@ export class ProjectService implements ProjectsPort {
       if (formatCidr(networkOf(net)) !== formatCidr(net)) throw new Error(`Not an IP network address "${subnet}"`);
       let config: Record<string, string>;
       try {
-        const networks = this.deps.networks();
-        if (!networks) throw new NotFound("Network not found");
-        config = networks.get("default", uplink).config;
+        config = this.deps.networks.get("default", uplink).config;
       } catch (e) {
         throw new Error(`Invalid uplink network "${uplink}": ${(e as Error).message}`);
       }

@@ -8,11 +8,19 @@
 // taken by that member, one that no member owns (a custom volume) by the cluster leader only
 // (the etcd election, cluster/leader.ts), and the claim is made cluster-wide in etcd, so a
 // leader and its successor after a failover never both take one minute's snapshot.
-import type { Core, Feature } from "../daemon/feature.js";
-import { leadsHere, ownsHere, type ScheduledSubject, type SnapshotScheduleSource } from "../daemon/ports.js";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import type { ClusterPort, ScheduledSubject, SnapshotScheduleSource } from "../ports.js";
 import { scheduleIsDue } from "./cron.js";
 
 const MINUTE = 60_000;
+
+export interface SnapshotSchedulerDeps {
+  db: Db;
+  log: Logger;
+  /** Standalone: not clustered, leads and owns everything, the write lock runs at once. */
+  cluster: Pick<ClusterPort, "clustered" | "leads" | "owns" | "claimRun" | "withWriteLock">;
+}
 
 export class SnapshotScheduler {
   private timer?: NodeJS.Timeout;
@@ -20,33 +28,32 @@ export class SnapshotScheduler {
   private stopped = false;
 
   constructor(
-    private readonly core: Core,
+    private readonly deps: SnapshotSchedulerDeps,
     private readonly sources: () => SnapshotScheduleSource[],
     private readonly now: () => number = Date.now,
   ) {}
 
   /** Whether `subject`'s snapshots are taken on this member. */
   private runsHere(subject: ScheduledSubject): boolean {
-    const ports = this.core.ports ?? {};
-    return subject.member === undefined ? leadsHere(ports) : ownsHere(ports, subject.member);
+    const cluster = this.deps.cluster;
+    return subject.member === undefined ? cluster.leads() : cluster.owns(subject.member);
   }
 
   /** Claim a run: in the cluster's etcd when clustered, else in the local table. */
   private async claimHere(subject: string, minute: number): Promise<boolean> {
-    const cluster = this.core.ports?.cluster;
-    if (cluster?.clustered()) return this.claim(subject, minute) && (await cluster.claimRun(subject, minute));
+    const cluster = this.deps.cluster;
+    if (cluster.clustered()) return this.claim(subject, minute) && (await cluster.claimRun(subject, minute));
     return this.claim(subject, minute);
   }
 
   /** In a cluster, background writes take the cluster write lock, as requests do. */
   private locked(fn: () => Promise<void>): Promise<void> {
-    const cluster = this.core.ports?.cluster;
-    return cluster ? cluster.withWriteLock(fn) : fn();
+    return this.deps.cluster.withWriteLock(fn);
   }
 
   /** Claim `subject`'s run for `minute`: true only for the first claim of that minute. */
   claim(subject: string, minute: number): boolean {
-    const r = this.core.db
+    const r = this.deps.db
       .prepare(
         `INSERT INTO snapshot_schedule_runs (subject, last_minute) VALUES (?, ?)
          ON CONFLICT (subject) DO UPDATE SET last_minute = excluded.last_minute WHERE last_minute < excluded.last_minute`,
@@ -73,21 +80,21 @@ export class SnapshotScheduler {
       try {
         claimed = await this.claimHere(subject.key, minute);
       } catch (e) {
-        this.core.log.warn({ err: e, subject: subject.key }, "cannot claim a scheduled snapshot run");
+        this.deps.log.warn({ err: e, subject: subject.key }, "cannot claim a scheduled snapshot run");
         continue;
       }
       if (!claimed) continue;
       try {
         await this.locked(() => subject.take());
       } catch (e) {
-        this.core.log.warn({ err: e, subject: subject.key }, "scheduled snapshot failed");
+        this.deps.log.warn({ err: e, subject: subject.key }, "scheduled snapshot failed");
       }
     }
     for (const source of this.sources()) {
       if (this.stopped) return;
       // Each member prunes what lives on it; what no member owns is pruned by the leader.
-      if (!source.prunesOwn && !leadsHere(this.core.ports ?? {})) continue;
-      await this.locked(() => source.pruneExpired()).catch((e) => this.core.log.warn({ err: e }, "pruning expired snapshots failed"));
+      if (!source.prunesOwn && !this.deps.cluster.leads()) continue;
+      await this.locked(() => source.pruneExpired()).catch((e) => this.deps.log.warn({ err: e }, "pruning expired snapshots failed"));
     }
   }
 
@@ -109,26 +116,5 @@ export class SnapshotScheduler {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running?.catch(() => {});
-  }
-}
-
-export class SnapshotScheduleFeature implements Feature {
-  readonly name = "snapshot-schedule";
-  readonly scheduler: SnapshotScheduler;
-
-  constructor(core: Core) {
-    this.scheduler = new SnapshotScheduler(core, () => core.ports.snapshotSchedules ?? []);
-  }
-
-  routes() {
-    return [];
-  }
-
-  async start(): Promise<void> {
-    this.scheduler.start();
-  }
-
-  async stop(): Promise<void> {
-    await this.scheduler.stop();
   }
 }

@@ -6,8 +6,10 @@
 // the member's config and its own status. The member asked writes every record (it holds the
 // cluster write lock); members told to do their part only touch their host.
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
-import type { ClusterPort } from "../daemon/ports.js";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import type { EventHub } from "../operations/events.js";
+import type { ClusterPort } from "../ports.js";
 import { apiStatus } from "../db/member-config-repo.js";
 import type { PoolRow } from "../db/storage-repo.js";
 import { validatePoolConfig } from "./config.js";
@@ -27,12 +29,12 @@ export interface PoolCreate {
 
 export class PoolMembers {
   constructor(
-    private readonly core: Core,
+    private readonly deps: { db: Db; log: Logger; events: EventHub; lxdDir: string; server: { invalidate(): void }; cluster: ClusterPort },
     private readonly pools: PoolService,
   ) {}
 
   private get cluster(): ClusterPort | undefined {
-    return this.core.ports.cluster?.clustered() ? this.core.ports.cluster : undefined;
+    return this.deps.cluster.clustered() ? this.deps.cluster : undefined;
   }
 
   clustered(): boolean {
@@ -40,7 +42,7 @@ export class PoolMembers {
   }
 
   private names(): Promise<string[]> {
-    return this.cluster!.memberNames!();
+    return this.cluster!.memberNames();
   }
 
   /** The checks LXD's storagePoolValidate makes (name, driver, keys). */
@@ -73,14 +75,14 @@ export class PoolMembers {
     }
     if (!(await this.names()).includes(target)) throw new NotFound("Cluster member not found");
     if (existing && this.pools.members.get(req.name, target)) throw new BadRequest(`The storage pool already defined on member "${target}"`);
-    this.core.db.transaction(() => {
+    this.deps.db.transaction(() => {
       if (!existing) {
         this.pools.repo.insertPool({ name: req.name, driver: req.driver, description: req.description, config: {} });
         this.pools.repo.updatePool(req.name, { state: "pending" });
       }
       this.pools.members.insert(req.name, target, req.config, "pending");
     })();
-    this.core.events.lifecycle("storage-pool-created", `/1.0/storage-pools/${req.name}`, { context: { target } });
+    this.deps.events.lifecycle("storage-pool-created", `/1.0/storage-pools/${req.name}`, { context: { target } });
   }
 
   /** Whether an untargeted create must go the cluster way (more than one member, or a pool not created yet). */
@@ -125,12 +127,12 @@ export class PoolMembers {
       const row = defined.get(member);
       if (row?.state === "created") continue;
       const body: PoolCreate = { name: req.name, driver: pool.driver, description: req.description || pool.description, config: { ...shared, ...(row?.config ?? {}) } };
-      const filled = member === self ? await this.createHere(body) : ((await this.cluster!.notifyMember!(member, "POST", "/1.0/storage-pools", body)) as Record<string, string> | null);
+      const filled = member === self ? await this.createHere(body) : ((await this.cluster!.notifyMember(member, "POST", "/1.0/storage-pools", body)) as Record<string, string> | null);
       this.pools.members.set(req.name, member, "created", memberPart({ ...(row?.config ?? {}), ...(filled ?? {}) }));
     }
     this.pools.repo.updatePool(req.name, { state: "created" });
-    this.core.server.invalidate();
-    this.core.events.lifecycle("storage-pool-created", `/1.0/storage-pools/${req.name}`);
+    this.deps.server.invalidate();
+    this.deps.events.lifecycle("storage-pool-created", `/1.0/storage-pools/${req.name}`);
   }
 
   /**
@@ -145,11 +147,11 @@ export class PoolMembers {
     }
     let config: Record<string, string>;
     try {
-      config = def.fillDefaults({ name: req.name, config: req.config }, { lxdDir: this.core.paths.dir, log: this.core.log });
+      config = def.fillDefaults({ name: req.name, config: req.config }, { lxdDir: this.deps.lxdDir, log: this.deps.log });
     } catch (e) {
       throw new InternalError((e as Error).message);
     }
-    const driver = def.load({ name: req.name, config }, { lxdDir: this.core.paths.dir, log: this.core.log });
+    const driver = def.load({ name: req.name, config }, { lxdDir: this.deps.lxdDir, log: this.deps.log });
     try {
       const learnt = await driver.createPool();
       if (learnt) config = { ...config, ...learnt };
@@ -157,7 +159,7 @@ export class PoolMembers {
     } catch (e) {
       throw new InternalError((e as Error).message);
     }
-    this.core.server.invalidate();
+    this.deps.server.invalidate();
     return config;
   }
 
@@ -182,11 +184,11 @@ export class PoolMembers {
     const onHost = (m: string) => (rows.has(m) ? rows.get(m)!.state === "created" : pool.state === "created");
     if (onHost(self)) await this.pools.deletePoolHere(pool);
     for (const member of (await this.names()).filter((n) => n !== self && onHost(n))) {
-      await this.cluster!.notifyMember!(member, "DELETE", `/1.0/storage-pools/${encodeURIComponent(name)}`);
+      await this.cluster!.notifyMember(member, "DELETE", `/1.0/storage-pools/${encodeURIComponent(name)}`);
     }
     this.pools.repo.deletePool(name);
-    this.core.server.invalidate();
-    this.core.events.lifecycle("storage-pool-deleted", `/1.0/storage-pools/${name}`);
+    this.deps.server.invalidate();
+    this.deps.events.lifecycle("storage-pool-deleted", `/1.0/storage-pools/${name}`);
   }
 
   /** This member's part of a cluster-wide delete. */
@@ -203,7 +205,7 @@ export class PoolMembers {
     const self = this.cluster.name();
     const rows = new Map(this.pools.members.all(name).map((r) => [r.member, r]));
     for (const member of (await this.names()).filter((n) => n !== self && (!rows.has(n) || rows.get(n)!.state === "created"))) {
-      await this.cluster.notifyMember!(member, "PUT", `/1.0/storage-pools/${encodeURIComponent(name)}`, { description: pool.description, config: sharedPart(pool.config) });
+      await this.cluster.notifyMember(member, "PUT", `/1.0/storage-pools/${encodeURIComponent(name)}`, { description: pool.description, config: sharedPart(pool.config) });
     }
   }
 
@@ -283,13 +285,13 @@ export class PoolMembers {
         throw new InternalError((e as Error).message);
       }
     }
-    this.core.db.transaction(() => {
+    this.deps.db.transaction(() => {
       if (own) this.pools.members.set(name, self, own.state, next);
       else this.pools.members.insert(name, self, next, pool.state === "pending" ? "pending" : "created");
       if (req.description !== pool.description) this.pools.repo.updatePool(name, { description: req.description });
     })();
-    this.core.server.invalidate();
-    this.core.events.lifecycle("storage-pool-updated", `/1.0/storage-pools/${name}`, { context: { target: self } });
+    this.deps.server.invalidate();
+    this.deps.events.lifecycle("storage-pool-updated", `/1.0/storage-pools/${name}`, { context: { target: self } });
   }
 
   /** An untargeted PUT/PATCH in a cluster needs a created pool (LXD's check). */

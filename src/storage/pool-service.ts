@@ -3,8 +3,11 @@
 import { lstat, mkdir, readdir, readlink, symlink, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
-import type { StoragePort } from "../daemon/ports.js";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import type { EventHub } from "../operations/events.js";
+import type { Paths } from "../daemon/paths.js";
+import type { Ports, StoragePort } from "../ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
@@ -81,6 +84,17 @@ class KeyedLock {
   }
 }
 
+/** What the pool service uses of the daemon (and of the other features' ports). */
+export interface PoolServiceDeps {
+  db: Db;
+  log: Logger;
+  events: EventHub;
+  paths: Pick<Paths, "dir" | "containers">;
+  /** The server's cached GET /1.0 (storage info) is stale. */
+  server: { invalidate(): void };
+  ports: Pick<Ports, "cluster" | "images" | "instances" | "projects">;
+}
+
 export class PoolService implements StoragePort {
   readonly repo: StorageRepo;
   /** Each member's state and own config of a pool (clustered). */
@@ -94,7 +108,7 @@ export class PoolService implements StoragePort {
   readonly customVolumeListeners: { renamed(v: VolumeRow, to: string): void; deleted(v: VolumeRow): void }[] = [];
 
   constructor(
-    private readonly core: Core,
+    private readonly core: PoolServiceDeps,
     private readonly drivers: Record<string, DriverDefinition> = storageDrivers,
   ) {
     this.repo = new StorageRepo(core.db);
@@ -132,7 +146,7 @@ export class PoolService implements StoragePort {
   private async recoverPool(pool: PoolRow): Promise<void> {
     // A cluster pool not yet created everywhere: only members where it was created have it on disk.
     if (pool.state === "pending" || pool.state === "errored") {
-      if (this.members.get(pool.name, this.core.ports.cluster?.name() ?? "")?.state === "created") await this.driverFor(pool).mountPool();
+      if (this.members.get(pool.name, this.core.ports.cluster.name() ?? "")?.state === "created") await this.driverFor(pool).mountPool();
       return;
     }
     const driver = this.driverFor(pool);
@@ -341,7 +355,7 @@ export class PoolService implements StoragePort {
       if (v.type === "custom") out.push(withTarget(this.volumeUrl(v), v.node));
       else out.push(...this.volumeUsedBy(pool, v));
     }
-    out.push(...(this.core.ports.instances?.usedBy({ pool }) ?? []));
+    out.push(...this.core.ports.instances.usedBy({ pool }));
     for (const p of this.profiles.all()) {
       if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool)) out.push(apiUrl(p.project, "profiles", p.name));
     }
@@ -460,7 +474,7 @@ export class PoolService implements StoragePort {
       return [snap === undefined ? apiUrl(v.project, "instances", parent) : apiUrl(v.project, "instances", parent, "snapshots", snap)];
     }
     if (v.type === "image") return [`/1.0/images/${v.name}`];
-    const out = [...(this.core.ports.instances?.volumeUsedBy?.(pool, v.project, v.name) ?? [])];
+    const out = [...(this.core.ports.instances.volumeUsedBy?.(pool, v.project, v.name) ?? [])];
     for (const p of this.profiles.all()) {
       if (p.project !== v.project) continue;
       if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === v.name)) out.push(apiUrl(p.project, "profiles", p.name));
@@ -472,7 +486,7 @@ export class PoolService implements StoragePort {
   /** The project whose custom volumes `project` uses (the default project's without features.storage.volumes). */
   private volumeProject(project: string, type: string): string {
     if (type === "image") return "default";
-    return type === "custom" ? (this.core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project) : project;
+    return type === "custom" ? (this.core.ports.projects.effectiveProject(project, "storage.volumes") ?? project) : project;
   }
 
   createCustomVolume(poolName: string, requestProject: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
@@ -496,7 +510,7 @@ export class PoolService implements StoragePort {
     const driver = this.driverFor(pool);
     driver.fillVolumeConfig?.(config);
     const diskName = storageName(project, "custom", req.name);
-    this.core.ports.projects?.allowVolumeCreation?.(project, req.name, config);
+    this.core.ports.projects.allowVolumeCreation?.(project, req.name, config);
     checkVolumeConfig(def, diskName, config);
     await driver.mountPool();
     await withRevert(async (revert) => {
@@ -521,7 +535,7 @@ export class PoolService implements StoragePort {
     const pool = this.pool(poolName);
     const config = mode === "replace" ? { ...req.config } : { ...v.config, ...req.config };
     for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
-    this.core.ports.projects?.allowVolumeUpdate?.(project, name, config);
+    this.core.ports.projects.allowVolumeUpdate?.(project, name, config);
     checkVolumeConfig(this.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
     this.checkShifting(poolName, project, name, v.config, config);
     const description = mode === "merge" && req.description === "" ? v.description : req.description;
@@ -550,7 +564,7 @@ export class PoolService implements StoragePort {
     if (!changed) return;
     if (on(after["security.unmapped"]) && on(after["security.shifted"])) throw new InternalError("security.unmapped and security.shifted are mutually exclusive");
     if ((before["security.shifted"] ?? "") === (after["security.shifted"] ?? "")) return;
-    const users = this.core.ports.instances?.volumeUserRoots?.(pool, project, name) ?? [];
+    const users = this.core.ports.instances.volumeUserRoots?.(pool, project, name) ?? [];
     if (users.some((u) => u.running)) throw new InternalError("Cannot modify shifting with running instances using the volume");
   }
 
@@ -670,7 +684,7 @@ export class PoolService implements StoragePort {
       name: v.name,
       type: v.type,
       used_by: this.volumeUsedBy(v.pool, v),
-      location: this.core.ports.cluster?.clustered() ? v.node : "none",
+      location: this.core.ports.cluster.clustered() ? v.node : "none",
       content_type: v.contentType,
       project: v.project,
       created_at: v.createdAt,
@@ -691,7 +705,7 @@ export class PoolService implements StoragePort {
   /** A snapshot volume as upstream shows it in the storage API (name without the parent). */
   volumeSnapshotView(v: VolumeRow, full: boolean): Record<string, unknown> {
     const snap = v.name.slice(v.name.indexOf("/") + 1);
-    const expiry = this.core.ports.instances?.snapshotExpiry?.(v.project, v.name.slice(0, v.name.indexOf("/")), snap) ?? "0001-01-01T00:00:00Z";
+    const expiry = this.core.ports.instances.snapshotExpiry?.(v.project, v.name.slice(0, v.name.indexOf("/")), snap) ?? "0001-01-01T00:00:00Z";
     return { description: v.description, expires_at: expiry, name: full ? snap : v.name, config: v.config, content_type: v.contentType, created_at: v.createdAt };
   }
 

@@ -2,7 +2,7 @@
 // standalone daemon one the database lost, from the driver and config the user gives — mounted,
 // scanned for volumes the database lacks, and on import the lost pool's record written back
 // before its volumes' records.
-import type { Core } from "../daemon/feature.js";
+import type { Ports } from "../ports.js";
 import type { StorageRepo } from "../db/storage-repo.js";
 import { BadRequest, Conflict, InternalError } from "../shared/errors.js";
 import type { Driver } from "./drivers/types.js";
@@ -32,7 +32,7 @@ interface Target {
 
 export class PoolRecovery {
   constructor(
-    private readonly core: Pick<Core, "ports" | "server">,
+    private readonly wiring: { server: { invalidate(): void }; ports: Pick<Ports, "cluster" | "instances"> },
     private readonly pools: RecoveryPools,
   ) {}
 
@@ -66,7 +66,7 @@ export class PoolRecovery {
         for (const name of created) repo.deletePool(name);
         throw e;
       } finally {
-        if (created.length) this.core.server.invalidate();
+        if (created.length) this.wiring.server.invalidate();
       }
     });
   }
@@ -80,7 +80,7 @@ export class PoolRecovery {
         out.set(s.name, { driver: this.pools.driverFor(row) });
         continue;
       }
-      if (this.core.ports.cluster?.clustered()) throw new BadRequest("Storage pool recovery not supported when clustered");
+      if (this.wiring.ports.cluster.clustered()) throw new BadRequest("Storage pool recovery not supported when clustered");
       if (row) throw new Conflict(`Storage pool ${JSON.stringify(s.name)} is being changed`);
       const config = { ...(s.config ?? {}) };
       const driver = this.pools.temporaryDriver(s.name, s.driver ?? "", config);
@@ -90,15 +90,15 @@ export class PoolRecovery {
   }
 
   private deps(targets: Map<string, Target>): RecoverImportDeps {
-    const instances = this.core.ports.instances;
+    const instances = this.wiring.ports.instances;
     const repo = this.pools.repo;
     return {
       mountPath: (n) => targets.get(n)!.driver.mountPath,
       known: (pool, project, type, name) => repo.volume(pool, project, type, name) !== undefined,
-      instanceKnown: (project, name) => instances?.instanceExists?.(project, name) ?? false,
+      instanceKnown: (project, name) => instances.instanceExists(project, name),
       adoptVolume: (pool, project, type, name, vol, snaps) => this.pools.adoptVolume(pool, project, type, name, vol, snaps),
-      instanceDependencies: instances?.recoverDependencies ? (project, backup) => instances.recoverDependencies!(project, backup) : undefined,
-      recoverInstance: instances?.recoverInstance ? (pool, project, name, backup) => instances.recoverInstance!(pool, project, name, backup) : undefined,
+      instanceDependencies: (project, backup) => instances.recoverDependencies(project, backup),
+      recoverInstance: (pool, project, name, backup) => instances.recoverInstance(pool, project, name, backup),
     };
   }
 

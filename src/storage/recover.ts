@@ -29,7 +29,7 @@ export interface RecoverScanDeps {
   /** Whether the database has this volume. */
   known(pool: string, project: string, type: string, name: string): boolean;
   /** Whether the database has this instance (its volume record being gone). */
-  instanceKnown?(project: string, name: string): boolean;
+  instanceKnown(project: string, name: string): boolean;
 }
 
 /** "proj_c1" → ["proj", "c1"]; a container without a prefix is in `default`. */
@@ -57,7 +57,7 @@ export async function scanUnknownVolumes(pools: string[], deps: RecoverScanDeps)
           // As LXD: an instance volume is only recoverable through its backup.yaml, checked now.
           let backup: Record<string, unknown>;
           try {
-            if (deps.instanceKnown?.(decoded.project, decoded.name)) throw new Error(`Instance ${JSON.stringify(decoded.name)} in project ${JSON.stringify(decoded.project)} already has instance DB record`);
+            if (deps.instanceKnown(decoded.project, decoded.name)) throw new Error(`Instance ${JSON.stringify(decoded.name)} in project ${JSON.stringify(decoded.project)} already has instance DB record`);
             backup = await readBackupFile(deps, v);
           } catch (err) {
             throw new Error(`Failed checking volumes on pool ${JSON.stringify(pool)}: ${(err as Error).message}`);
@@ -75,9 +75,9 @@ export interface RecoverImportDeps extends RecoverScanDeps {
   /** Records for a volume found on disk (and its snapshots); returns its mount path. */
   adoptVolume(pool: string, project: string, type: "custom", name: string, vol: { description: string; config: Record<string, string> }, snapshots: { name: string; description: string; config: Record<string, string> }[]): Promise<string>;
   /** What an instance's backup.yaml needs that is missing ("Profile "p" in project "x""). */
-  instanceDependencies?(project: string, backup: Record<string, unknown>): string[];
+  instanceDependencies(project: string, backup: Record<string, unknown>): string[];
   /** Recreate an instance's records from its backup.yaml. */
-  recoverInstance?(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
+  recoverInstance(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
 }
 
 /** The parsed backup.yaml of an instance volume found by the scan, with LXD's consistency checks. */
@@ -106,7 +106,7 @@ export async function readBackupFile(deps: RecoverScanDeps, v: UnknownVolume): P
 export async function recoverDependencies(found: UnknownVolume[], deps: RecoverImportDeps): Promise<string[]> {
   const out = new Set<string>();
   for (const v of found.filter((x) => x.type === "container")) {
-    for (const d of deps.instanceDependencies?.(v.project, await readBackupFile(deps, v)) ?? []) out.add(d);
+    for (const d of deps.instanceDependencies(v.project, await readBackupFile(deps, v))) out.add(d);
   }
   return [...out];
 }
@@ -124,7 +124,6 @@ export async function importUnknownVolumes(found: UnknownVolume[], deps: Recover
   }
   for (const v of found.filter((x) => x.type === "container")) {
     const backup = await readBackupFile(deps, v);
-    if (!deps.recoverInstance) throw new Error("Instance recovery is not available");
     try {
       await deps.recoverInstance(v.pool, v.project, v.name, backup);
     } catch (e) {

@@ -10,7 +10,9 @@ import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import type { EventHub } from "../operations/events.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { extractTarball, scanTarball } from "../images/archive.js";
 import { compressCommand } from "../images/compression.js";
@@ -101,13 +103,13 @@ const strings = (m: unknown) => Object.fromEntries(Object.entries((m ?? {}) as R
 
 export class VolumeBackupService {
   constructor(
-    private readonly core: Core,
+    private readonly deps: { db: Db; log: Logger; events: EventHub; lxdDir: string },
     private readonly pools: PoolService,
     private readonly snapshots: VolumeSnapshotService,
   ) {}
 
   private get db() {
-    return this.core.db;
+    return this.deps.db;
   }
 
   private volume(pool: string, project: string, type: string, vol: string): VolumeRow {
@@ -116,7 +118,7 @@ export class VolumeBackupService {
   }
 
   dirOf(v: VolumeRow): string {
-    return join(this.core.paths.dir, "backups", "custom", v.pool, storageName(v.project, "custom", v.name));
+    return join(this.deps.lxdDir, "backups", "custom", v.pool, storageName(v.project, "custom", v.name));
   }
 
   list(pool: string, project: string, type: string, vol: string): VolumeBackupRow[] {
@@ -175,7 +177,7 @@ export class VolumeBackupService {
     } finally {
       rmSync(stage, { recursive: true, force: true });
     }
-    this.core.events.lifecycle("storage-volume-backup-created", volumeBackupUrl(pool, project, vol, backup), { project });
+    this.deps.events.lifecycle("storage-volume-backup-created", volumeBackupUrl(pool, project, vol, backup), { project });
   }
 
   private async writeTarball(v: VolumeRow, volumeOnly: boolean, optimized: boolean, stage: string, out: string, codec: [string, string[]] | undefined, signal?: AbortSignal): Promise<void> {
@@ -227,7 +229,7 @@ export class VolumeBackupService {
     // The volume's backup directory goes with its last backup, as upstream.
     if (listDir(this.dirOf(v)).length === 0) rmSync(this.dirOf(v), { recursive: true, force: true });
     this.db.prepare("DELETE FROM custom_volume_backups WHERE id = ?").run(b.id);
-    this.core.events.lifecycle("storage-volume-backup-deleted", volumeBackupUrl(pool, project, vol, backup), { project });
+    this.deps.events.lifecycle("storage-volume-backup-deleted", volumeBackupUrl(pool, project, vol, backup), { project });
   }
 
   checkRename(pool: string, project: string, type: string, vol: string, backup: string, to: string): void {
@@ -246,14 +248,14 @@ export class VolumeBackupService {
       renameSync(join(this.dirOf(v), to), join(this.dirOf(v), backup));
       throw e;
     }
-    this.core.events.lifecycle("storage-volume-backup-renamed", volumeBackupUrl(pool, project, vol, to), { project, context: { old_name: backup } });
+    this.deps.events.lifecycle("storage-volume-backup-renamed", volumeBackupUrl(pool, project, vol, to), { project, context: { old_name: backup } });
   }
 
   exportFile(pool: string, project: string, type: string, vol: string, backup: string): { size: number; mtime: Date; stream: () => ReadStream; retrieved: () => void } {
     const { v } = this.require(pool, project, type, vol, backup);
     const path = join(this.dirOf(v), backup);
     const { size, mtime } = statSync(path);
-    return { size, mtime, stream: () => createReadStream(path), retrieved: () => this.core.events.lifecycle("storage-volume-backup-retrieved", volumeBackupUrl(pool, project, vol, backup), { project }) };
+    return { size, mtime, stream: () => createReadStream(path), retrieved: () => this.deps.events.lifecycle("storage-volume-backup-retrieved", volumeBackupUrl(pool, project, vol, backup), { project }) };
   }
 
   /** The volume was renamed (its backups follow) or deleted (its backup files go; rows cascade). */
@@ -274,20 +276,20 @@ export class VolumeBackupService {
       if (new Date(b.expiresAt).getTime() > now) continue;
       const v = this.pools.repo.volumes({ type: "custom" }).find((x) => x.id === b.volumeId);
       if (!v || !this.snapshots.prunesHere(v)) continue;
-      await this.delete(v.pool, v.project, "custom", v.name, b.name).catch((e) => this.core.log.warn({ err: e, volume: v.name, backup: b.name }, "cannot delete expired volume backup"));
+      await this.delete(v.pool, v.project, "custom", v.name, b.name).catch((e) => this.deps.log.warn({ err: e, volume: v.name, backup: b.name }, "cannot delete expired volume backup"));
     }
   }
 
   /** Drop half-written backups and remove volumes whose import a crash interrupted. */
   async recover(): Promise<void> {
-    const backupsDir = join(this.core.paths.dir, "backups");
+    const backupsDir = join(this.deps.lxdDir, "backups");
     for (const f of listDir(backupsDir)) {
       if (!f.startsWith(".volume-import-")) continue;
       const marker = join(backupsDir, f, IMPORT_MARKER);
       if (existsSync(marker)) {
         const { pool, project, name } = JSON.parse(readFileSync(marker, "utf8")) as { pool: string; project: string; name: string };
-        this.core.log.warn({ pool, project, volume: name }, "removing custom volume left half-imported by a crash");
-        await this.removeImported(pool, project, name).catch((e) => this.core.log.warn({ err: e }, "cannot remove half-imported volume"));
+        this.deps.log.warn({ pool, project, volume: name }, "removing custom volume left half-imported by a crash");
+        await this.removeImported(pool, project, name).catch((e) => this.deps.log.warn({ err: e }, "cannot remove half-imported volume"));
       }
       rmSync(join(backupsDir, f), { recursive: true, force: true });
     }
@@ -311,7 +313,7 @@ export class VolumeBackupService {
 
   /** Stream the upload to a private temp file; the caller removes it with `discard`. */
   receive(body: Readable): Promise<{ file: string; discard: () => void }> {
-    return receiveToTempFile(join(this.core.paths.dir, "backups"), ".volume-import-", body);
+    return receiveToTempFile(join(this.deps.lxdDir, "backups"), ".volume-import-", body);
   }
 
   /** Validate every member of the tarball and read its index; what will be created. */
@@ -392,7 +394,7 @@ export class VolumeBackupService {
       this.pools.repo.setVolumeState(row.id, "created");
     });
     rmSync(marker, { force: true });
-    this.core.events.lifecycle("storage-volume-created", apiUrl(project, "storage-pools", pool, "volumes", "custom", name), { project });
+    this.deps.events.lifecycle("storage-volume-created", apiUrl(project, "storage-pools", pool, "volumes", "custom", name), { project });
   }
 
   /** An optimized backup's streams received (staged, checked) and placed: snapshots oldest first, then the volume. */

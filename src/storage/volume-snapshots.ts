@@ -3,8 +3,10 @@
 // snapshot capability. A row is 'creating' until its volume exists, so a crash leaves nothing
 // half-made after the pool service's recovery.
 import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
-import type { Core } from "../daemon/feature.js";
-import { leadsHere, ownsHere, type ScheduledSubject } from "../daemon/ports.js";
+import type { Logger } from "pino";
+import type { Db } from "../db/database.js";
+import type { EventHub } from "../operations/events.js";
+import type { ClusterPort, InstancesPort, ScheduledSubject } from "../ports.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { expiryFrom, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";
 import { snapshotVolume, type Driver } from "./drivers/types.js";
@@ -44,7 +46,7 @@ type SnapshotDriver = Driver & Required<Pick<Driver, "createSnapshot" | "restore
 
 export class VolumeSnapshotService {
   constructor(
-    private readonly core: Core,
+    private readonly deps: { db: Db; log: Logger; events: EventHub; cluster: Pick<ClusterPort, "leads" | "owns">; instances: Pick<InstancesPort, "runningVolumeUsers"> },
     private readonly pools: PoolService,
   ) {}
 
@@ -141,7 +143,7 @@ export class VolumeSnapshotService {
       else await driver.createSnapshot(hostVol, snap, opts);
       this.repo.setVolumeState(row.id, "created");
     });
-    this.core.events.lifecycle("storage-volume-snapshot-created", volumeSnapshotUrl(pool, project, vol, snap), { project });
+    this.deps.events.lifecycle("storage-volume-snapshot-created", volumeSnapshotUrl(pool, project, vol, snap), { project });
   }
 
   /** Sync checks of a rename request (the rest fails the operation, as upstream). */
@@ -170,7 +172,7 @@ export class VolumeSnapshotService {
       revert.add(() => driver.renameVolume(target, from.name));
       this.repo.renameVolume(row.id, `${vol}/${to}`);
     });
-    this.core.events.lifecycle("storage-volume-snapshot-renamed", volumeSnapshotUrl(pool, project, vol, to), { project, context: { old_name: snap } });
+    this.deps.events.lifecycle("storage-volume-snapshot-renamed", volumeSnapshotUrl(pool, project, vol, to), { project, context: { old_name: snap } });
   }
 
   /** PUT replaces description and expiry; PATCH keeps what the body leaves out. */
@@ -178,11 +180,11 @@ export class VolumeSnapshotService {
     const row = this.require(pool, project, vol, snap);
     const description = mode === "merge" && req.description == null ? row.description : (req.description ?? "");
     const expiresAt = mode === "merge" && req.expires_at === undefined ? row.expiresAt : parseExpiry(req.expires_at);
-    this.core.db.transaction(() => {
+    this.deps.db.transaction(() => {
       this.repo.updateVolume(row.id, { description, config: row.config });
       this.repo.setVolumeExpiry(row.id, expiresAt);
     })();
-    this.core.events.lifecycle("storage-volume-snapshot-updated", volumeSnapshotUrl(pool, project, vol, snap), { project });
+    this.deps.events.lifecycle("storage-volume-snapshot-updated", volumeSnapshotUrl(pool, project, vol, snap), { project });
   }
 
   async delete(pool: string, project: string, vol: string, snap: string): Promise<void> {
@@ -190,7 +192,7 @@ export class VolumeSnapshotService {
     const driver = this.pools.driverFor(this.pools.pool(pool));
     await driver.mountPool();
     await this.pools.removeVolume(driver, row);
-    this.core.events.lifecycle("storage-volume-snapshot-deleted", volumeSnapshotUrl(pool, project, vol, snap), { project });
+    this.deps.events.lifecycle("storage-volume-snapshot-deleted", volumeSnapshotUrl(pool, project, vol, snap), { project });
   }
 
   /**
@@ -203,11 +205,11 @@ export class VolumeSnapshotService {
     if (snap.includes("/")) throw new InternalError("Invalid snapshot name");
     const row = this.repo.volume(pool, project, "custom", `${vol}/${snap}`);
     if (!row || row.state !== "created") throw new InternalError("Snapshot not found");
-    if ((this.core.ports.instances?.runningVolumeUsers?.(pool, project, vol) ?? []).length > 0) throw new InternalError("Cannot restore custom volume used by running instances");
+    if (this.deps.instances.runningVolumeUsers(pool, project, vol).length > 0) throw new InternalError("Cannot restore custom volume used by running instances");
     const driver = this.capable(this.pools.driverFor(this.pools.pool(pool)));
     await driver.mountPool();
     await driver.restoreSnapshot(this.pools.hostVolume(parent), snap, opts);
-    this.core.events.lifecycle("storage-volume-restored", apiUrl(project, "storage-pools", pool, "volumes", "custom", vol), { project, context: { snapshot: snap } });
+    this.deps.events.lifecycle("storage-volume-restored", apiUrl(project, "storage-pools", pool, "volumes", "custom", vol), { project, context: { snapshot: snap } });
   }
 
   /** Custom volumes with snapshots.schedule (SnapshotScheduleSource). */
@@ -239,7 +241,7 @@ export class VolumeSnapshotService {
 
   /** Whether this daemon prunes a volume's snapshots and backups: its member, or the leader for shared pools. */
   prunesHere(v: { node: string }): boolean {
-    return v.node ? ownsHere(this.core.ports, v.node) : leadsHere(this.core.ports);
+    return v.node ? this.deps.cluster.owns(v.node) : this.deps.cluster.leads();
   }
 
   /** Delete expired snapshots (the scheduler calls this every minute, as upstream's task). */
@@ -247,7 +249,7 @@ export class VolumeSnapshotService {
     for (const v of this.expired()) {
       if (!this.prunesHere(v)) continue;
       const [vol, snap] = v.name.split("/", 2);
-      await this.delete(v.pool, v.project, vol, snap).catch((e) => this.core.log.warn({ err: e, pool: v.pool, volume: v.name }, "cannot delete expired volume snapshot"));
+      await this.delete(v.pool, v.project, vol, snap).catch((e) => this.deps.log.warn({ err: e, pool: v.pool, volume: v.name }, "cannot delete expired volume snapshot"));
     }
   }
 }

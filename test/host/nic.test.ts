@@ -8,7 +8,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Core } from "../../src/daemon/feature.js";
 import { pathsFor } from "../../src/daemon/paths.js";
-import type { Ports } from "../../src/daemon/ports.js";
+import type { Ports } from "../../src/ports.js";
 import { openDatabase, type Db } from "../../src/db/database.js";
 import { deviceFactory } from "../../src/devices/registry.js";
 import type { DeviceContext } from "../../src/devices/types.js";
@@ -24,7 +24,16 @@ let db: Db;
 let svc: NetworkService;
 let holder: ChildProcess;
 let pid: number;
-const ports: Ports = {};
+// The other features' ports as the network service sees them on a standalone daemon with no
+// instances or profiles using its networks (a test swaps in users where it needs them).
+const noInstances = { usedBy: () => [], exportForPublish: async () => Promise.reject(new Error("unused")) } as unknown as Ports["instances"];
+const noProfiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: () => [] } as unknown as Ports["profiles"];
+const ports = {
+  cluster: { clustered: () => false },
+  projects: { effectiveProject: (project: string) => project, projectConfig: () => undefined },
+  instances: noInstances,
+  profiles: noProfiles,
+} as unknown as Ports;
 let subnet: number;
 const volatile = new Map<string, string>();
 
@@ -57,8 +66,9 @@ beforeAll(async () => {
   const paths = pathsFor(dir);
   must("mkdir", ["-p", paths.networks, paths.globalDatabaseDir]);
   db = openDatabase(paths.databaseFile, undefined, { localFile: paths.localDatabaseFile });
-  const core = { paths, db, log: pino({ level: "silent" }), events: new EventHub(), ports } as unknown as Core;
-  svc = new NetworksFeature(core).service;
+  const core = { paths, db, log: pino({ level: "silent" }), events: new EventHub() } as unknown as Core;
+  svc = new NetworksFeature(core, ports).service;
+  ports.networks = svc;
   subnet = freeSubnet();
   await svc.create("default", { name: br, config: { "ipv4.address": `10.97.${subnet}.1/24`, "ipv4.nat": "false", "ipv6.address": "none" } });
   holder = spawn("unshare", ["-n", "sleep", "600"], { stdio: "ignore" });
@@ -68,7 +78,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   holder?.kill("SIGKILL");
-  ports.instances = undefined;
+  ports.instances = noInstances;
   await svc?.delete("default", br).catch(() => {});
   await svc?.stopAll({ stopInstances: true });
   db?.close();
@@ -198,8 +208,8 @@ describe("NIC on an Open vSwitch network", () => {
 
 describe("rules that depend on instance users", () => {
   it("refuses to delete or rename a network in use and lists its users", async () => {
-    ports.instances = { usedBy: (ref) => (ref.network === br ? ["/1.0/instances/c1"] : []), exportForPublish: async () => Promise.reject(new Error("unused")) };
-    ports.profiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: (ref) => (ref.network === br ? ["/1.0/profiles/default"] : []) };
+    ports.instances = { usedBy: (ref) => (ref.network === br ? ["/1.0/instances/c1"] : []), exportForPublish: async () => Promise.reject(new Error("unused")) } as unknown as Ports["instances"];
+    ports.profiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: (ref) => (ref.network === br ? ["/1.0/profiles/default"] : []) } as unknown as Ports["profiles"];
     expect(svc.view("default", br).used_by).toEqual(["/1.0/profiles/default", "/1.0/instances/c1"]);
     await expect(svc.delete("default", br)).rejects.toThrow("The network is currently in use");
     await expect(svc.rename("default", br, `nt${id}z`)).rejects.toThrow("The network is currently in use");
@@ -209,8 +219,8 @@ describe("rules that depend on instance users", () => {
     expect(dnsmasqPids(br)).toHaveLength(1);
     await svc.startAll();
     expect(dnsmasqPids(br)).toHaveLength(1);
-    ports.instances = undefined;
-    ports.profiles = undefined;
+    ports.instances = noInstances;
+    ports.profiles = noProfiles;
     expect(svc.view("default", br).used_by).toBeNull();
   });
 });

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Daemon } from "../../src/daemon/daemon.js";
-import type { StoragePort } from "../../src/daemon/ports.js";
+import type { StoragePort } from "../../src/ports.js";
 import { mountTable } from "../../src/storage/host.js";
 import { cleanupHost } from "../contract/storage-driver.js";
 import { rawRequest } from "../helpers/daemon.js";
@@ -29,7 +29,7 @@ const lxc = (...args: string[]) =>
 async function startDaemon(): Promise<void> {
   daemon = new Daemon({ lxdDir: dir, logfile: join(dir, "daemon.log") });
   await daemon.start();
-  storage = daemon.core!.ports.storage!;
+  storage = daemon.ports!.storage;
 }
 
 /** Import the busybox test image through the images API, as a user would. */

@@ -5,7 +5,7 @@ import { existsSync, lstatSync, mkdtempSync, readdirSync, readlinkSync, rmSync, 
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Daemon } from "../../src/daemon/daemon.js";
-import type { StoragePort } from "../../src/daemon/ports.js";
+import type { StoragePort } from "../../src/ports.js";
 import { rawRequest } from "../helpers/daemon.js";
 import { busyboxImage } from "../helpers/image.js";
 
@@ -17,7 +17,7 @@ async function restart(): Promise<void> {
   await daemon.stop({ stopInstances: false });
   daemon = new Daemon({ lxdDir: dir, logfile: join(dir, "daemon.log") });
   await daemon.start();
-  storage = daemon.core!.ports.storage!;
+  storage = daemon.ports!.storage;
 }
 const api = (method: string, path: string, body?: unknown) => rawRequest(join(dir, "unix.socket"), method, path, body);
 
@@ -25,7 +25,7 @@ beforeAll(async () => {
   dir = mkdtempSync("/tmp/nodelxd-test-port-");
   daemon = new Daemon({ lxdDir: dir, logfile: join(dir, "daemon.log") });
   await daemon.start();
-  storage = daemon.core!.ports.storage!;
+  storage = daemon.ports!.storage;
   expect((await api("POST", "/1.0/storage-pools", { name: "p", driver: "dir" })).status).toBe(201);
 });
 afterAll(async () => {
@@ -80,31 +80,25 @@ describe("StoragePort on dir", () => {
   });
 
   it("a failed image unpack leaves nothing behind", async () => {
-    const ports = daemon.core!.ports;
-    const saved = ports.images;
-    ports.images = {
-      resolve: () => {
-        throw new Error("unused");
-      },
-      markUsed: () => {},
-      unpackInto: async (_fp, target) => {
-        writeFileSync(join(target, "partial"), "x");
-        throw new Error("unpack failed");
-      },
+    // The images port the storage service was wired with: its unpack fails half-way.
+    const images = daemon.ports!.images;
+    const saved = images.unpackInto;
+    images.unpackInto = async (_fp, target) => {
+      writeFileSync(join(target, "partial"), "x");
+      throw new Error("unpack failed");
     };
     try {
       await expect(storage.createInstanceVolume("default", "p", "bad", { image: "abc" })).rejects.toThrow("unpack failed");
     } finally {
-      ports.images = saved;
+      images.unpackInto = saved;
     }
     expect(readdirSync(join(dir, "storage-pools/p/containers"))).toEqual([]);
     expect(existsSync(join(dir, "containers/bad"))).toBe(false);
     expect((await api("GET", "/1.0/storage-pools/p/volumes")).body.metadata).toEqual([]);
   });
 
-  it("unpacks an image into the volume when images are available", async (ctx) => {
-    const images = daemon.core!.ports.images;
-    if (!images) return ctx.skip();
+  it("unpacks an image into the volume when images are available", async () => {
+    const images = daemon.ports!.images;
     // The daemon runs in this process: the client must run asynchronously.
     await promisify(execFile)("lxc", ["image", "import", busyboxImage(), "--alias", "bb"], { env: { ...process.env, LXD_DIR: dir, LXD_CONF: join(dir, ".lxdconf") } });
     const { fingerprint } = images.resolve("default", { alias: "bb" });

@@ -93,6 +93,11 @@ describe("layers", () => {
     expect(up).toEqual([]);
   });
 
+  it("hands the daemon's shared object (Core) to the feature modules only: services and routes declare what they use", () => {
+    const seeCore = [...graph].filter(([file, deps]) => !file.startsWith("daemon/") && deps.includes("daemon/feature.ts")).map(([file]) => file);
+    expect(seeCore).toEqual([]);
+  });
+
   it("keeps src/shared a leaf and os/ at the bottom", () => {
     const bad: string[] = [];
     for (const [file, deps] of graph) {

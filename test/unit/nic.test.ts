@@ -3,7 +3,7 @@ import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { deviceFactory } from "../../src/devices/registry.js";
 import type { DeviceContext } from "../../src/devices/types.js";
-import type { NetworksPort } from "../../src/daemon/ports.js";
+import type { NetworksPort } from "../../src/ports.js";
 import { parseBitRate, tcCommands } from "../../src/devices/nic/common.js";
 
 function context(networks?: Partial<NetworksPort>) {
@@ -17,6 +17,11 @@ function context(networks?: Partial<NetworksPort>) {
     },
     isOvs: () => false,
     setStaticLease: async (...args) => void leases.push(args),
+    removeStaticLease: async () => {},
+    allocateFilterAddresses: async () => ({}),
+    projectOf: (project) => project,
+    advertiseNicRoutes: async () => {},
+    withdrawNicRoutes: async () => {},
     ...networks,
   };
   const ctx: DeviceContext = {
@@ -28,7 +33,8 @@ function context(networks?: Partial<NetworksPort>) {
     rootfs: "/nonexistent",
     hostRootId: { uid: 0, gid: 0 },
     idmap: [],
-    ports: { networks: port },
+    // NICs reach only the networks port.
+    ports: { networks: port } as DeviceContext["ports"],
     log: pino({ level: "silent" }),
   };
   return { ctx, volatile, leases };

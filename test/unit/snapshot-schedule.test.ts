@@ -3,8 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
-import type { Core } from "../../src/daemon/feature.js";
-import type { SnapshotScheduleSource } from "../../src/daemon/ports.js";
+import type { SnapshotScheduleSource } from "../../src/ports.js";
 import { openDatabase } from "../../src/db/database.js";
 import { cronMatches, expandSchedule, INSTANCE_SCHEDULE_ALIASES, parseCron, scheduleIsDue, subjectTime, validateSchedule, VOLUME_SCHEDULE_ALIASES } from "../../src/snapshots/cron.js";
 import { SnapshotScheduler } from "../../src/snapshots/scheduler.js";
@@ -87,7 +86,9 @@ describe("the scheduler", () => {
       ],
       pruneExpired: async () => void pruned++,
     };
-    const make = () => new SnapshotScheduler({ db: openDatabase(file), log: pino({ level: "silent" }) } as unknown as Core, () => [source], () => now);
+    // A standalone daemon's cluster: not clustered, leads and owns everything.
+    const cluster = { clustered: () => false, leads: () => true, owns: () => true, claimRun: async () => true, withWriteLock: <T>(fn: () => Promise<T>) => fn() };
+    const make = () => new SnapshotScheduler({ db: openDatabase(file), log: pino({ level: "silent" }), cluster }, () => [source], () => now);
     const a = make();
     await a.tick();
     await a.tick();

@@ -2,7 +2,7 @@
 import { collectionOf, instanceResources, instanceTask } from "./instance-task.js";
 import { apiUrl } from "../../shared/urls.js";
 import { z } from "zod";
-import type { Core } from "../../daemon/feature.js";
+import type { OperationManager } from "../../operations/manager.js";
 import type { InstanceService } from "../../instances/service.js";
 import { route, sendDownload, sync, type Handler, type Route } from "../route.js";
 
@@ -19,11 +19,9 @@ const BackupsPost = z
 
 const BackupPost = z.object({ name: z.string().default("") }).passthrough();
 
-export function backupRoutes(core: Core, svc: InstanceService): Route[] {
-  const backups = () => {
-    if (!svc.backups) throw new Error("Backups are not available");
-    return svc.backups;
-  };
+export function backupRoutes(deps: { operations: OperationManager; config: (key: string) => string | undefined }, svc: InstanceService): Route[] {
+  const { operations, config } = deps;
+  const backups = () => svc.backups;
   const resources = instanceResources;
 
   const list: Handler = (req) => {
@@ -41,11 +39,11 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
       expiresAt: body.expires_at,
       instanceOnly: body.instance_only || body.container_only,
       optimizedStorage: body.optimized_storage,
-      compression: body.compression_algorithm || core.server.get("backups.compression_algorithm") || "gzip",
+      compression: body.compression_algorithm || config("backups.compression_algorithm") || "gzip",
     };
     const backup = backups().checkCreate(row, request);
     const { project } = req;
-    return instanceTask(core.operations, { description: "Backing up instance", project, resources: { ...resources(project, row.name), backups: [`/1.0/backups/${backup}`] } }, async (signal) => backups().create(project, row.name, backup, request, signal));
+    return instanceTask(operations, { description: "Backing up instance", project, resources: { ...resources(project, row.name), backups: [`/1.0/backups/${backup}`] } }, async (signal) => backups().create(project, row.name, backup, request, signal));
   };
 
   const get: Handler = (req) => {
@@ -59,7 +57,7 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
     const { backup } = req.params;
     backups().checkRename(row, backup, body.name);
     const { project } = req;
-    return instanceTask(core.operations, { description: "Renaming instance backup", project, resources: resources(project, row.name) }, async () => backups().rename(project, row.name, backup, body.name));
+    return instanceTask(operations, { description: "Renaming instance backup", project, resources: resources(project, row.name) }, async () => backups().rename(project, row.name, backup, body.name));
   };
 
   const del: Handler = (req) => {
@@ -67,7 +65,7 @@ export function backupRoutes(core: Core, svc: InstanceService): Route[] {
     const { backup } = req.params;
     backups().require(row, backup);
     const { project } = req;
-    return instanceTask(core.operations, { description: "Removing instance backup", project, resources: resources(project, row.name) }, async () => backups().delete(project, row.name, backup));
+    return instanceTask(operations, { description: "Removing instance backup", project, resources: resources(project, row.name) }, async () => backups().delete(project, row.name, backup));
   };
 
   const exportBackup: Handler = (req, reply) => sendDownload(reply, backups().exportFile(req.project, req.params.name, req.params.backup));

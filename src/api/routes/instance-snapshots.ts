@@ -2,11 +2,11 @@
 import { collectionOf, instanceResources, instanceTask } from "./instance-task.js";
 import { apiUrl } from "../../shared/urls.js";
 import { z } from "zod";
-import type { Core } from "../../daemon/feature.js";
+import type { OperationManager } from "../../operations/manager.js";
 import type { InstanceService } from "../../instances/service.js";
 import { BadRequest } from "../../shared/errors.js";
 import { checkEtag, operation, route, sync, type Handler, type Route } from "../route.js";
-import { InstanceMigration } from "../../migration/instances.js";
+import type { InstanceMigration } from "../../migration/instances.js";
 
 const SnapshotsPost = z
   .object({
@@ -27,10 +27,10 @@ const SnapshotPost = z
 
 const SnapshotPut = z.object({ expires_at: z.string().nullish() }).passthrough();
 
-export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
+export function snapshotRoutes(deps: { operations: OperationManager; migration: InstanceMigration }, svc: InstanceService): Route[] {
+  const { operations, migration } = deps;
   const snaps = () => svc.snapshots;
   const resources = instanceResources;
-  const migration = new InstanceMigration(core, svc);
 
   const list: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
@@ -44,7 +44,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     const body = await req.body(SnapshotsPost, "api.InstanceSnapshotsPost");
     const snap = snaps().checkCreate(row, body);
     const { project } = req;
-    return instanceTask(core.operations, { description: "Snapshotting instance", project, resources: resources(project, row.name) }, async (signal) => snaps().create(project, row.name, snap, body.expires_at, signal, body.stateful));
+    return instanceTask(operations, { description: "Snapshotting instance", project, resources: resources(project, row.name) }, async (signal) => snaps().create(project, row.name, snap, body.expires_at, signal, body.stateful));
   };
 
   const etagOf = (req: { project: string; params: Record<string, string> }) => {
@@ -64,7 +64,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     const { project } = req;
     const { name, snap } = req.params;
     // Upstream names the snapshot as if it were an instance here; clients see the same.
-    return instanceTask(core.operations, { description: "Updating snapshot", project, resources: resources(project, snap) }, async () => svc.runtime.serialize(project, name, async () => snaps().updateExpiry(project, name, snap, body.expires_at)));
+    return instanceTask(operations, { description: "Updating snapshot", project, resources: resources(project, snap) }, async () => svc.runtime.serialize(project, name, async () => snaps().updateExpiry(project, name, snap, body.expires_at)));
   };
 
   const rename: Handler = async (req) => {
@@ -78,7 +78,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     }
     snaps().checkRename(row, snap, body.name);
     const { project } = req;
-    return instanceTask(core.operations, { description: "Renaming snapshot", project, resources: resources(project, row.name) }, async () => snaps().rename(project, row.name, snap, body.name));
+    return instanceTask(operations, { description: "Renaming snapshot", project, resources: resources(project, row.name) }, async () => snaps().rename(project, row.name, snap, body.name));
   };
 
   const del: Handler = (req) => {
@@ -86,7 +86,7 @@ export function snapshotRoutes(core: Core, svc: InstanceService): Route[] {
     const { snap } = req.params;
     snaps().require(row, snap);
     const { project } = req;
-    return instanceTask(core.operations, { description: "Deleting snapshot", project, resources: resources(project, row.name) }, async () => snaps().delete(project, row.name, snap));
+    return instanceTask(operations, { description: "Deleting snapshot", project, resources: resources(project, row.name) }, async () => snaps().delete(project, row.name, snap));
   };
 
   const routes: Route[] = [];

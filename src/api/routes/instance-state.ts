@@ -1,7 +1,7 @@
 // /1.0/instances/{name}/state and the bulk form, PUT /1.0/instances (`lxc start --all`).
 import type { z } from "zod";
 import { InstancesPut, StatePut } from "../../shared/schemas/instances.js";
-import type { Core } from "../../daemon/feature.js";
+import type { OperationManager } from "../../operations/manager.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import { instanceUrl, type InstanceService } from "../../instances/service.js";
 import { readInstanceDisk, readInstanceState } from "../../instances/state.js";
@@ -22,7 +22,7 @@ const DESCRIPTIONS: Record<Action, string> = {
 
 const isAction = (a: string): a is Action => Object.hasOwn(DESCRIPTIONS, a);
 
-export function instanceStateHandlers(core: Core, svc: InstanceService): { get: Handler; put: Handler; bulk: Handler } {
+export function instanceStateHandlers(operations: OperationManager, svc: InstanceService): { get: Handler; put: Handler; bulk: Handler } {
   const rt = () => svc.runtime;
 
   const apply = (project: string, name: string, req: StateRequest): Promise<void> => {
@@ -56,7 +56,7 @@ export function instanceStateHandlers(core: Core, svc: InstanceService): { get: 
     if (body.action === "start" && status !== "Stopped") throw new BadRequest("The instance is already running");
     if (body.action === "stop" && status === "Stopped") throw new BadRequest("The instance is already stopped");
     const { project } = req;
-    return instanceTask(core.operations, { description: DESCRIPTIONS[body.action], project, resources: instanceResources(project, row.name) }, () => apply(project, row.name, body));
+    return instanceTask(operations, { description: DESCRIPTIONS[body.action], project, resources: instanceResources(project, row.name) }, () => apply(project, row.name, body));
   };
 
   /**
@@ -78,7 +78,7 @@ export function instanceStateHandlers(core: Core, svc: InstanceService): { get: 
     const rows: InstanceRow[] = svc.list(project).filter((r) => wanted[state.action as Action](rt().status(r)));
     const names = rows.map((r) => r.name);
     const resources = { instances: names.map((n) => instanceUrl(project, n)), containers: names.map((n) => instanceUrl(project, n).replace("/1.0/instances/", "/1.0/containers/")) };
-    return instanceTask(core.operations, { description: DESCRIPTIONS[state.action], project, resources }, async () => {
+    return instanceTask(operations, { description: DESCRIPTIONS[state.action], project, resources }, async () => {
       const results = await Promise.allSettled(names.map((n) => apply(project, n, state)));
       const failed = results.flatMap((r, i) => (r.status === "rejected" ? [` - Instance: ${names[i]}: ${(r.reason as Error).message}\n`] : []));
       if (failed.length) throw new Error(`The following instances failed to update state:\n${failed.join("")}`);

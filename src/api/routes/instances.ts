@@ -4,7 +4,9 @@ import { apiUrl } from "../../shared/urls.js";
 import { pipeline } from "node:stream/promises";
 import type { z } from "zod";
 import { parseYaml, stringifyYaml } from "../../shared/yaml.js";
-import type { Core } from "../../daemon/feature.js";
+import type { ClusterPort } from "../../ports.js";
+import type { EventHub } from "../../operations/events.js";
+import type { OperationManager } from "../../operations/manager.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import type { InstanceFiles } from "../../instances/instance-files.js";
 import type { PowerState } from "../../instances/drivers/types.js";
@@ -19,7 +21,7 @@ import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../../shared/json.js";
 import { BadRequest, InternalError } from "../../shared/errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
-import { InstanceMigration } from "../../migration/instances.js";
+import type { InstanceMigration } from "../../migration/instances.js";
 import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
 import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../../shared/schemas/instances.js";
@@ -34,11 +36,18 @@ const validateName = (name: string) => {
   }
 };
 
-export function instanceRoutes(core: Core, svc: InstanceService, files: InstanceFiles): Route[] {
+export interface InstanceRouteDeps {
+  operations: OperationManager;
+  events: EventHub;
+  cluster: Pick<ClusterPort, "clustered" | "name">;
+  migration: InstanceMigration;
+}
+
+export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, files: InstanceFiles): Route[] {
+  const { operations, events, migration } = deps;
   const rt = () => svc.runtime;
   const resources = instanceResources;
-  const migration = new InstanceMigration(core, svc);
-  const state = instanceStateHandlers(core, svc);
+  const state = instanceStateHandlers(operations, svc);
 
   const full = (row: InstanceRow, recursion: number) => {
     const base = svc.view(row);
@@ -46,8 +55,8 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     if (recursion > 1) {
       view.state = null; // filled by withStates, in one batch for a whole list
       view.snapshots = svc.snapshots.views(row);
-      const backups = svc.backups?.list(row) ?? [];
-      view.backups = backups.length ? backups.map((b) => svc.backups!.view(b)) : null;
+      const backups = svc.backups.list(row);
+      view.backups = backups.length ? backups.map((b) => svc.backups.view(b)) : null;
     }
     return view;
   };
@@ -77,7 +86,6 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
   /** `lxc import`: the body is a backup tarball, received before the operation starts (as LXD). */
   const importBackup: Handler = async (req) => {
     const backups = svc.backups;
-    if (!backups) throw new Error("Backups are not available");
     const header = (h: string) => {
       const v = req.stream.headers[h];
       return Array.isArray(v) ? v[0] : v;
@@ -91,7 +99,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
       throw e;
     }
     const { project } = req;
-    return instanceTask(core.operations, { description: "Restoring backup", project, resources: resources(project, plan.name) }, async (signal) => {
+    return instanceTask(operations, { description: "Restoring backup", project, resources: resources(project, plan.name) }, async (signal) => {
       try {
         await backups.restore(project, received.file, plan, signal);
       } finally {
@@ -105,9 +113,9 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     const body = await req.body(InstancesPost, "api.InstancesPost");
     // A standalone server: no member can be targeted (so restricted.cluster.target holds too).
     // Clustered, the router forwarded a create for another member there: here it is this member.
-    const cluster = core.ports.cluster;
-    if (req.query.target && !cluster?.clustered()) throw new BadRequest("Target only allowed when clustered");
-    if (req.query.target && req.query.target !== cluster?.name()) throw new BadRequest(`Member "${req.query.target}" not found`);
+    const cluster = deps.cluster;
+    if (req.query.target && !cluster.clustered()) throw new BadRequest("Target only allowed when clustered");
+    if (req.query.target && req.query.target !== cluster.name()) throw new BadRequest(`Member "${req.query.target}" not found`);
     // No name: LXD makes one up ("adjective-animal"), unique in the project.
     const name = body.name || generateInstanceName((n) => svc.repo.get(req.project, n) !== undefined);
     // `-t c0.5-m0.2`: limits the request's own config does not set, as LXD.
@@ -165,7 +173,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     const res = resources(req.project, name);
     if (sink?.mode === "push" && sockets) {
       const s = sockets;
-      return operation(sinkOperation(core, { description: "Creating instance", project: req.project, resources: res }, s, (signal) => svc.create(req.project, request, checked, signal)));
+      return operation(sinkOperation(operations, { description: "Creating instance", project: req.project, resources: res }, s, (signal) => svc.create(req.project, request, checked, signal)));
     }
     if (checked.copySnapshot && request.source.source) {
       // The source snapshot is a resource of the operation too, as upstream lists it.
@@ -174,7 +182,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
       res.containers.push(...src.containers);
     }
     // A pull can be cancelled while it downloads, as LXD's image download canceller allows.
-    return instanceTask(core.operations, { description: "Creating instance", project: req.project, resources: res, mayCancel: !!request.source.remote }, (signal, update) => svc.create(req.project, request, checked, signal, update));
+    return instanceTask(operations, { description: "Creating instance", project: req.project, resources: res, mayCancel: !!request.source.remote }, (signal, update) => svc.create(req.project, request, checked, signal, update));
   };
 
   /** `lxc copy --refresh` into an existing instance: locally from an instance or snapshot, or from a migration peer. */
@@ -189,7 +197,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
       const source = svc.require(request.source.project || project, parent);
       if (snap !== undefined) svc.snapshots.require(source, snap);
       const instanceOnly = request.source.instanceOnly ?? false;
-      return instanceTask(core.operations, { description: "Creating instance", project, resources: res }, (signal) => refreshFromCopy(svc, project, name, source, { snapshot: snap, instanceOnly, signal }));
+      return instanceTask(operations, { description: "Creating instance", project, resources: res }, (signal) => refreshFromCopy(svc, project, name, source, { snapshot: snap, instanceOnly, signal }));
     }
     if (src.mode !== "pull" && src.mode !== "push") throw new BadRequest(`Unknown migration mode "${src.mode ?? ""}"`);
     assertRefreshable(svc, target);
@@ -208,9 +216,9 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
       }
     };
     if (sockets) {
-      return operation(sinkOperation(core, { description: "Creating instance", project, resources: res }, sockets, run));
+      return operation(sinkOperation(operations, { description: "Creating instance", project, resources: res }, sockets, run));
     }
-    return instanceTask(core.operations, { description: "Creating instance", project, resources: res }, (signal) => run(signal));
+    return instanceTask(operations, { description: "Creating instance", project, resources: res }, (signal) => run(signal));
   };
 
   const etagOf = (row: InstanceRow) => ({ architecture: row.architecture, config: row.config, devices: row.devices, ephemeral: row.ephemeral, profiles: row.profiles, description: row.description });
@@ -231,9 +239,9 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     if (body.restore) {
       // `lxc restore`: {"restore": "c1/snap0"} (or just the snapshot name).
       const ref = body.restore;
-      return instanceTask(core.operations, { description: "Restoring snapshot", project: req.project, resources: resources(req.project, name) }, (signal) => svc.snapshots.restore(req.project, name, ref, signal));
+      return instanceTask(operations, { description: "Restoring snapshot", project: req.project, resources: resources(req.project, name) }, (signal) => svc.snapshots.restore(req.project, name, ref, signal));
     }
-    return instanceTask(core.operations, { description: "Updating instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.update(req.project, name, { ...body, profiles: body.profiles ?? undefined }, "put")));
+    return instanceTask(operations, { description: "Updating instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.update(req.project, name, { ...body, profiles: body.profiles ?? undefined }, "put")));
   };
 
   const patch: Handler = async (req) => {
@@ -255,7 +263,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
   const del: Handler = (req) => {
     const row = svc.require(req.project, req.params.name);
     if (rt().isRunning(row)) throw new BadRequest("Instance is running");
-    return instanceTask(core.operations, { description: "Deleting instance", project: req.project, resources: resources(req.project, row.name) }, () => svc.runtime.serialize(req.project, row.name, () => svc.delete(req.project, row.name)));
+    return instanceTask(operations, { description: "Deleting instance", project: req.project, resources: resources(req.project, row.name) }, () => svc.runtime.serialize(req.project, row.name, () => svc.delete(req.project, row.name)));
   };
 
   const rename: Handler = async (req) => {
@@ -267,13 +275,13 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
         const move: LocalMove = { name: body.name, pool: body.pool || undefined, project: body.pool ? undefined : body.project, instanceOnly: body.instance_only || body.container_only || false, live: body.live ?? true };
         if (move.name) validateName(move.name);
         checkLocalMove(svc, req.project, name, move);
-        return instanceTask(core.operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => moveLocally(svc, req.project, name, move, signal));
+        return instanceTask(operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => moveLocally(svc, req.project, name, move, signal));
       }
       // Migration source: pull (websocket operation) or push (connect to body.target).
       return operation(migration.startSource(req.project, name, { live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false, target: body.target ? { certificate: body.target.certificate, operation: body.target.operation, websockets: body.target.secrets } : undefined }));
     }
     svc.checkRename(req.project, name, body.name);
-    return instanceTask(core.operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
+    return instanceTask(operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
   };
 
   const row = (req: { project: string; params: Record<string, string> }) => svc.require(req.project, req.params.name);
@@ -318,7 +326,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     const r = row(req);
     const body = await req.body(MetadataPut, "api.ImageMetadata");
     await files.writeMetadata(r, stringifyYaml(body));
-    core.events.lifecycle("instance-metadata-updated", instanceUrl(r.project, r.name), { project: r.project });
+    events.lifecycle("instance-metadata-updated", instanceUrl(r.project, r.name), { project: r.project });
     return sync({});
   };
 
@@ -334,7 +342,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     const path = req.query.path;
     if (!path) throw new BadRequest("missing path argument");
     await files.writeTemplate(r, path, await readBody(req.stream));
-    core.events.lifecycle("instance-metadata-template-created", instanceUrl(r.project, r.name), { project: r.project, context: { path } });
+    events.lifecycle("instance-metadata-template-created", instanceUrl(r.project, r.name), { project: r.project, context: { path } });
     return sync({});
   };
   const deleteTemplate: Handler = async (req) => {
@@ -342,7 +350,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     const path = req.query.path;
     if (!path) throw new BadRequest("missing path argument");
     await files.deleteTemplate(r, path);
-    core.events.lifecycle("instance-metadata-template-deleted", instanceUrl(r.project, r.name), { project: r.project, context: { path } });
+    events.lifecycle("instance-metadata-template-deleted", instanceUrl(r.project, r.name), { project: r.project, context: { path } });
     return sync({});
   };
 

@@ -6,13 +6,13 @@
 import { BadRequest, NotFound } from "../../shared/errors.js";
 import { route, type ApiRequest, type Handler, type Route } from "../route.js";
 import { NetworkPeersPost as NetworksPeersPostSchema } from "../../shared/schemas/network-peer.js";
-import type { ProjectsPort } from "../../daemon/ports.js";
+import type { ProjectsPort } from "../../ports.js";
 
 interface PeerNetworks {
   view(project: string, name: string): { name: string; type: string; managed: boolean };
 }
 
-export function networkPeerRoutes(svc: PeerNetworks, projects: () => ProjectsPort | undefined = () => undefined): Route[] {
+export function networkPeerRoutes(svc: PeerNetworks, projects: Pick<ProjectsPort, "networkAllowed">): Route[] {
   /** network.LoadByName, the project's NetworkAllowed, then the driver's Peering flag. */
   const refuse = (req: ApiRequest): never => {
     const name = req.params.name;
@@ -23,7 +23,7 @@ export function networkPeerRoutes(svc: PeerNetworks, projects: () => ProjectsPor
       throw new NotFound("Failed loading network: Network not found");
     }
     if (!net.managed) throw new NotFound("Failed loading network: Network not found");
-    if (!(projects()?.networkAllowed?.(req.project, name, true) ?? true)) throw new NotFound("Network not found");
+    if (!projects.networkAllowed(req.project, name, true)) throw new NotFound("Network not found");
     throw new BadRequest(`Network driver "${net.type}" does not support peering`);
   };
   const plain: Handler = (req) => refuse(req);

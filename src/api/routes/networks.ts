@@ -3,7 +3,7 @@ import { NetworkPost, NetworkPut, NetworksPost } from "../../shared/schemas/netw
 import { Forbidden, NotFound } from "../../shared/errors.js";
 import { checkEtag, created, route, sync, type ApiRequest, type Handler, type Route } from "../route.js";
 import { filterUsedBy, fromMember, isAdmin } from "../access.js";
-import type { ProjectsPort } from "../../daemon/ports.js";
+import type { ProjectsPort } from "../../ports.js";
 import type { NetworkService } from "../../network/service.js";
 import type { NetworkMembers } from "../../network/network-members.js";
 
@@ -11,9 +11,9 @@ import type { NetworkMembers } from "../../network/network-members.js";
  * `projects` decides what a restricted project may see (LXD's project.NetworkAllowed):
  * networks it may not use are left out of listings and answer 404, creating one is a 403.
  */
-export function networkRoutes(svc: NetworkService, projects: () => ProjectsPort | undefined = () => undefined, members?: NetworkMembers): Route[] {
+export function networkRoutes(svc: NetworkService, projects: Pick<ProjectsPort, "networkAllowed">, members: NetworkMembers): Route[] {
   const clustered = () => members?.clustered() ?? false;
-  const allowed = (project: string, name: string, managed: boolean) => projects()?.networkAllowed?.(project, name, managed) ?? true;
+  const allowed = (project: string, name: string, managed: boolean) => projects.networkAllowed(project, name, managed);
   /** A network the request project may not use answers 404 (one that does not exist keeps the service's own error). */
   const guard = (project: string, name: string) => {
     let managed: boolean;

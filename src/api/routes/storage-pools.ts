@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { Core } from "../../daemon/feature.js";
+import type { OperationManager } from "../../operations/manager.js";
 import type { PoolService } from "../../storage/pool-service.js";
 import type { VolumeBackupService } from "../../storage/volume-backups.js";
 import type { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
@@ -11,7 +11,7 @@ import { filterUsedBy, isAdmin } from "../access.js";
 import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../../shared/schemas/storage.js";
 import { checkEtag, created, operation, sendDownload, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
 import { apiUrl } from "../../shared/urls.js";
-import { PoolMembers } from "../../storage/pool-members.js";
+import type { PoolMembers } from "../../storage/pool-members.js";
 import { fromMember } from "../access.js";
 
 const VolumeSnapshotsPost = z.object({ name: z.string().nullish().transform((n) => n ?? ""), expires_at: z.string().nullish() }).passthrough();
@@ -52,10 +52,16 @@ const VolumeMigrationPost = z
   })
   .passthrough();
 
-export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: VolumeSnapshotService, backups: VolumeBackupService, moves: { copies: VolumeCopyService; migration: VolumeMigration }): Route[] {
-  const members = new PoolMembers(core, pools);
+export interface StoragePoolRouteDeps {
+  operations: OperationManager;
+  config: (key: string) => string | undefined;
+  members: PoolMembers;
+}
+
+export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService, snapshots: VolumeSnapshotService, backups: VolumeBackupService, moves: { copies: VolumeCopyService; migration: VolumeMigration }): Route[] {
+  const { operations, config, members } = deps;
   const task = (req: ApiRequest, description: string, resources: Record<string, string[]>, work: (signal: AbortSignal) => Promise<unknown>): Result =>
-    operation(core.operations.create({ class: "task", description, project: req.project, resources, run: async (ctx) => void (await work(ctx.signal)) }));
+    operation(operations.create({ class: "task", description, project: req.project, resources, run: async (ctx) => void (await work(ctx.signal)) }));
   const poolEtag = (name: string, memberSpecific: boolean) => {
     const p = pools.pool(name);
     return [p.name, p.driver, p.description, members.configFor(p, memberSpecific)];
@@ -137,7 +143,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
       const plan = moves.migration.checkSink(pool, project, request, sink);
       const run = (signal: AbortSignal) => moves.migration.sink(pool, project, request, sink, plan, signal);
       if (plan.sockets) {
-        return operation(sinkOperation(core, { description: "Creating storage volume", project, resources }, plan.sockets, run));
+        return operation(sinkOperation(operations, { description: "Creating storage volume", project, resources }, plan.sockets, run));
       }
       return task(req, "Creating storage volume", resources, run);
     }
@@ -316,7 +322,7 @@ export function storagePoolRoutes(core: Core, pools: PoolService, snapshots: Vol
           expiresAt: body.expires_at,
           volumeOnly: body.volume_only ?? false,
           optimizedStorage: body.optimized_storage ?? false,
-          compression: body.compression_algorithm || core.server.get("backups.compression_algorithm") || "gzip",
+          compression: body.compression_algorithm || config("backups.compression_algorithm") || "gzip",
         };
         const backup = backups.checkCreate(pool, req.project, type, volume, request);
         const project = req.project;

@@ -2,23 +2,20 @@
 // security.devlxd get the directory at /dev/lxd, see the instance runtime).
 import { join } from "node:path";
 import type { Core, Feature } from "../feature.js";
+import type { ImagesPort, InstancesPort } from "../../ports.js";
 import { DevlxdServer } from "../../devlxd/server.js";
 
 export class DevlxdFeature implements Feature {
   readonly name = "devlxd";
   private readonly server: DevlxdServer;
 
-  constructor(core: Core) {
+  constructor(core: Core, ports: { instances: Pick<InstancesPort, "running">; images: Pick<ImagesPort, "exportForGuest"> }) {
     this.server = new DevlxdServer({
       dir: join(core.paths.dir, "devlxd"),
       log: core.log,
       events: core.events,
-      running: () => core.ports.instances?.running?.() ?? [],
-      exportImage: (project, fingerprint, res) => {
-        const images = core.ports.images;
-        if (!images?.exportForGuest) return Promise.reject(new Error("images are not available"));
-        return images.exportForGuest(project, fingerprint, res);
-      },
+      running: () => ports.instances.running(),
+      exportImage: (project, fingerprint, res) => ports.images.exportForGuest(project, fingerprint, res),
     });
   }
 

@@ -7,7 +7,7 @@ import { exportForGuest } from "../../api/routes/image-export.js";
 import { ImagePublisher } from "../../images/publish.js";
 import { ImagePuller } from "../../images/pull.js";
 import { ImageSecrets } from "../../images/secrets.js";
-import { leadsHere } from "../ports.js";
+import type { ImagesPort, Ports } from "../../ports.js";
 import { ImageRefresher } from "../../images/refresh.js";
 import { ImageService } from "../../images/service.js";
 
@@ -18,9 +18,15 @@ export class ImagesFeature implements Feature {
   readonly puller: ImagePuller;
   private readonly secrets: ImageSecrets;
   readonly refresher: ImageRefresher;
+  /** What instances and storage use of images. */
+  readonly port: ImagesPort;
 
-  constructor(private readonly core: Core) {
-    const writeLock = <T>(fn: () => Promise<T>): Promise<T> => (core.ports.cluster ? core.ports.cluster.withWriteLock(fn) : fn());
+  constructor(
+    private readonly core: Core,
+    private readonly ports: Pick<Ports, "cluster" | "projects" | "profiles" | "instances">,
+  ) {
+    const cluster = ports.cluster;
+    const writeLock = <T>(fn: () => Promise<T>): Promise<T> => cluster.withWriteLock(fn);
     this.service = new ImageService({
       writeLock,
       dir: core.paths.images,
@@ -29,16 +35,13 @@ export class ImagesFeature implements Feature {
       events: core.events,
       log: core.log,
       fetchFromMember: (project, fingerprint, file) => {
-        const cluster = core.ports.cluster;
-        if (!cluster?.clustered() || !cluster.fetchImage) throw new Error("Image file missing");
+        if (!cluster.clustered() || !cluster.fetchImage) throw new Error("Image file missing");
         return cluster.fetchImage(project, fingerprint, file);
       },
-      projectFor: (project) => core.ports.projects?.effectiveProject(project, "images") ?? project,
+      projectFor: (project) => ports.projects.effectiveProject(project, "images"),
       profileExists: (project, name) => {
-        const profiles = core.ports.profiles;
-        if (!profiles) return true;
         try {
-          profiles.get(project, name);
+          ports.profiles.get(project, name);
           return true;
         } catch (e) {
           if (e instanceof NotFound) return false;
@@ -49,7 +52,7 @@ export class ImagesFeature implements Feature {
     this.publisher = new ImagePublisher({
       images: this.service,
       operations: core.operations,
-      ports: core.ports,
+      ports,
       defaultCompression: () => core.server.get("images.compression_algorithm") ?? "gzip",
     });
     this.puller = new ImagePuller({
@@ -59,13 +62,13 @@ export class ImagesFeature implements Feature {
     });
     this.secrets = new ImageSecrets(core.operations, core.events);
     this.refresher = new ImageRefresher({ images: this.service, puller: this.puller, events: core.events, log: core.log, config: (k) => core.server.get(k),
-      leads: () => leadsHere(core.ports),
+      leads: () => cluster.leads(),
       writeLock,
-      onLeadership: (fn) => core.ports.cluster?.onLeadership(fn),
+      onLeadership: (fn) => cluster.onLeadership(fn),
     });
     const service = this.service;
     const puller = this.puller;
-    core.ports.images = {
+    this.port = {
       resolve: (project, ref) => service.resolve(project, ref),
       unpackInto: (fp, target, opts) => service.unpackInto(fp, target, opts),
       markUsed: (fp) => service.markUsed(fp),
@@ -90,7 +93,7 @@ export class ImagesFeature implements Feature {
       images: this.service,
       operations: this.core.operations,
       publisher: this.publisher,
-      imageSpaceBudget: (project) => this.core.ports.projects?.imageSpaceBudget?.(project) ?? -1,
+      imageSpaceBudget: (project) => this.ports.projects.imageSpaceBudget(project),
       puller: this.puller,
       secrets: this.secrets,
       refresher: this.refresher,

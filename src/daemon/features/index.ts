@@ -1,4 +1,13 @@
-// The feature modules the daemon loads, in start order (stopped in reverse). One line each.
+// The feature modules the daemon loads, wired here once, in start order (stopped in reverse).
+// Each feature is handed the ports it uses as values. Four ports are needed before their
+// provider is built (storage asks instances what uses a volume; profiles, projects and networks
+// ask each other and instances): those consumers get a late-bound stand-in (late-port.ts),
+// bound right after the provider is built, so every port is in place before any feature starts.
+import type { Core, Feature } from "../feature.js";
+import { latePort } from "../late-port.js";
+import type { ClusterPort, InstancesPort, NetworksPort, Ports, ProfilesPort, ProjectsPort } from "../../ports.js";
+import type { DnsServer } from "../../network/zones/dns-server.js";
+import type { BgpSpeaker } from "../../network/bgp/speaker.js";
 import { DevlxdFeature } from "./devlxd.js";
 import { HardwareEventsFeature } from "./hardware-events.js";
 import { ImagesFeature } from "./images.js";
@@ -8,22 +17,49 @@ import { InstancesFeature } from "./instances.js";
 import { NetworksFeature } from "./networks.js";
 import { ProfilesFeature } from "./profiles.js";
 import { ProjectsFeature } from "./projects.js";
-import { SnapshotScheduleFeature } from "../../snapshots/scheduler.js";
+import { SnapshotScheduleFeature } from "./snapshot-schedule.js";
 import { StorageFeature } from "./storage.js";
-import type { FeatureFactory } from "../feature.js";
 
-export const features: FeatureFactory[] = [
-  (core) => new ImagesFeature(core),
-  (core) => new StorageFeature(core),
-  (core) => new ProfilesFeature(core),
-  (core) => new ProjectsFeature(core),
-  (core) => new NetworksFeature(core),
+export interface Wiring {
+  /** In start order. */
+  features: Feature[];
+  /** Every port, as the features see them. */
+  ports: Ports;
+  /** The authoritative DNS listener (core.dns_address). */
+  dns: DnsServer;
+  /** The BGP speaker (core.bgp_*). */
+  bgp: BgpSpeaker;
+}
+
+export function wireFeatures(core: Core, cluster: ClusterPort): Wiring {
+  const instances = latePort<InstancesPort>("instances");
+  const profiles = latePort<ProfilesPort>("profiles");
+  const projects = latePort<ProjectsPort>("projects");
+  const networks = latePort<NetworksPort>("networks");
+
+  const images = new ImagesFeature(core, { cluster, projects: projects.port, profiles: profiles.port, instances: instances.port });
+  const storage = new StorageFeature(core, { cluster, images: images.port, instances: instances.port, projects: projects.port });
+  const profilesFeature = new ProfilesFeature(core, { instances: instances.port, projects: projects.port, networks: networks.port });
+  profiles.bind(profilesFeature.service);
+  const projectsFeature = new ProjectsFeature(core, { profiles: profilesFeature.service, networks: networks.port });
+  projects.bind(projectsFeature.service);
+  const networksFeature = new NetworksFeature(core, { cluster, instances: instances.port, profiles: profilesFeature.service, projects: projectsFeature.service });
+  networks.bind(networksFeature.service);
   // Before instances: containers started at boot bind-mount its socket directory.
-  (core) => new DevlxdFeature(core),
+  const devlxd = new DevlxdFeature(core, { instances: instances.port, images: images.port });
   // Before instances: adopted usb/unix-hotplug devices register for its events.
-  (core) => new HardwareEventsFeature(core),
-  (core) => new InstancesFeature(core),
-  (core) => new InstanceAccessFeature(core),
-  (core) => new SnapshotScheduleFeature(core),
-  (core) => new MetricsFeature(core),
-];
+  const hardware = new HardwareEventsFeature(core);
+  const others = { cluster, images: images.port, storage: storage.service, profiles: profilesFeature.service, projects: projectsFeature.service, networks: networksFeature.service };
+  const instancesFeature = new InstancesFeature(core, others);
+  instances.bind(instancesFeature.service);
+  const access = new InstanceAccessFeature(core, instancesFeature.service);
+  const scheduler = new SnapshotScheduleFeature(core, { cluster, sources: [storage.scheduleSource, instancesFeature.scheduleSource] });
+  const metrics = new MetricsFeature(core, instancesFeature.service);
+
+  return {
+    features: [images, storage, profilesFeature, projectsFeature, networksFeature, devlxd, hardware, instancesFeature, access, scheduler, metrics],
+    ports: { ...others, instances: instancesFeature.service },
+    dns: networksFeature.dns,
+    bgp: networksFeature.bgp,
+  };
+}

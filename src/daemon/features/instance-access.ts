@@ -10,6 +10,7 @@ import { ConsoleService } from "../../console/console-service.js";
 import { ExecService } from "../../exec/exec-service.js";
 import { FileService } from "../../files/file-service.js";
 import type { RuntimeOf } from "../../instances/access.js";
+import type { InstanceService } from "../../instances/service.js";
 
 export class InstanceAccessFeature implements Feature {
   readonly name = "instance-access";
@@ -19,11 +20,8 @@ export class InstanceAccessFeature implements Feature {
 
   private readonly runtimeOf: RuntimeOf;
 
-  constructor(core: Core) {
-    // The instances feature is constructed first (features/index.ts) and fills its port.
-    const instances = core.ports.instances;
-    if (!instances?.runtimeOf) throw new Error("instance-access needs the instances feature loaded first");
-    this.runtimeOf = instances.runtimeOf.bind(instances);
+  constructor(core: Core, instances: InstanceService) {
+    this.runtimeOf = (project, name) => instances.runtimeOf(project, name);
     this.exec = new ExecService({ runtimeOf: this.runtimeOf, operations: core.operations, log: core.log });
     this.files = new FileService({ runtimeOf: this.runtimeOf });
     this.console = new ConsoleService({ runtimeOf: this.runtimeOf, operations: core.operations });

@@ -3,13 +3,14 @@
 // devices get the service as InstanceRecords and the driver from the registry.
 import { instanceRoutes } from "../../api/routes/instances.js";
 import type { Core, Feature } from "../feature.js";
-import { ownsHere } from "../ports.js";
+import type { ClusterPort, Ports, SnapshotScheduleSource } from "../../ports.js";
 import { instanceDrivers } from "../../instances/drivers/index.js";
 import { InstanceDevices } from "../../instances/instance-devices.js";
 import { InstanceFiles } from "../../instances/instance-files.js";
 import { InstanceRuntime } from "../../instances/runtime.js";
 import { InstanceService } from "../../instances/service.js";
-import { SnapshotService, type SnapshotStorage } from "../../instances/snapshots.js";
+import { SnapshotService } from "../../instances/snapshots.js";
+import { InstanceMigration } from "../../migration/instances.js";
 import { snapshotRoutes } from "../../api/routes/instance-snapshots.js";
 import { backupRoutes } from "../../api/routes/instance-backups.js";
 import { BackupService } from "../../instances/backups.js";
@@ -24,48 +25,55 @@ export class InstancesFeature implements Feature {
   private readonly watcher: InstanceWatcher;
   private readonly files: InstanceFiles;
   private readonly backupFile: BackupFile;
+  private readonly migration: InstanceMigration;
+  private readonly cluster: ClusterPort;
   private unfollow?: () => void;
+  /** Instances' scheduled snapshots and expiring snapshots. */
+  readonly scheduleSource: SnapshotScheduleSource;
 
-  constructor(private readonly core: Core) {
-    const svc = (this.service = new InstanceService({ db: core.db, ports: core.ports, events: core.events, host: core.host, paths: core.paths }));
+  /** `ports`: the other features' (storage and projects are built before this one). */
+  constructor(
+    private readonly core: Core,
+    ports: Omit<Ports, "instances">,
+  ) {
+    this.cluster = ports.cluster;
+    const svc = (this.service = new InstanceService({ db: core.db, ports, events: core.events, host: core.host, paths: core.paths }));
     const log = core.log;
     const driver = instanceDrivers.lxc.load({ lxdDir: core.paths.dir, paths: core.paths, log });
-    const devices = (svc.devices = new InstanceDevices({ records: svc, driver, ports: core.ports, log }));
-    const mountVolume = (project: string, pool: string, name: string) => {
-      const storage = core.ports.storage;
-      if (!storage) throw new Error("Storage is not available (no storage feature loaded)");
-      return storage.mountInstanceVolume(project, pool, name);
-    };
+    const devices = (svc.devices = new InstanceDevices({ records: svc, driver, ports: { ...ports, instances: svc }, log }));
+    const mountVolume = (project: string, pool: string, name: string) => ports.storage.mountInstanceVolume(project, pool, name);
     svc.runtime = new InstanceRuntime({ records: svc, driver, devices, mountVolume, beforeStart: (p, n, config) => {
         assertSnapshotRecords(core.db, p, n);
         return svc.snapshots.startupSnapshot(p, n, config);
       }, events: core.events, log });
     this.watcher = new InstanceWatcher({ records: svc, runtime: svc.runtime, devices, events: core.events, warnings: core.warnings, log });
     this.files = new InstanceFiles(driver, (row) => svc.volumeDir(row));
-    // Storage and projects load before instances (features/index.ts).
-    const storage = core.ports.storage;
-    const projects = core.ports.projects;
-    const snapshotStorage = (s: typeof storage): s is NonNullable<typeof storage> & SnapshotStorage =>
-      !!s?.createInstanceSnapshot && !!s.deleteInstanceSnapshot && !!s.renameInstanceSnapshot && !!s.restoreInstanceSnapshot && !!s.mountInstanceSnapshot && !!s.syncInstanceVolume;
-    if (!snapshotStorage(storage) || !projects) throw new Error("instances need the storage (with snapshots) and projects features loaded first");
-    svc.snapshots = new SnapshotService({ db: core.db, events: core.events, log, storage, projects, ownsHere: (node) => ownsHere(core.ports, node) }, svc);
-    svc.backups = new BackupService(core, svc, svc.snapshots);
-    core.ports.instances = svc;
+    const cluster = ports.cluster;
+    svc.snapshots = new SnapshotService({ db: core.db, events: core.events, log, storage: ports.storage, projects: ports.projects, ownsHere: (node) => cluster.owns(node) }, svc);
+    const backupDeps = { db: core.db, log, events: core.events, lxdDir: core.paths.dir, architecture: core.host.kernel_architecture, cluster, ports };
+    svc.backups = new BackupService(backupDeps, svc, svc.snapshots);
+    this.migration = new InstanceMigration({ operations: core.operations, storage: ports.storage, lxdDir: core.paths.dir }, svc);
     svc.recovery = new InstanceRecovery(svc, (row) => this.watcher.reconcileUnrecorded(row));
     this.backupFile = new BackupFile(svc, log);
     const snapshots = svc.snapshots;
-    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired(), prunesOwn: true });
+    this.scheduleSource = { scheduled: () => snapshots.scheduled(), pruneExpired: () => snapshots.pruneExpired(), prunesOwn: true };
   }
 
   routes() {
-    return [...instanceRoutes(this.core, this.service, this.files), ...snapshotRoutes(this.core, this.service), ...backupRoutes(this.core, this.service)];
+    const { operations, events, server } = this.core;
+    const migration = this.migration;
+    return [
+      ...instanceRoutes({ operations, events, cluster: this.cluster, migration }, this.service, this.files),
+      ...snapshotRoutes({ operations, migration }, this.service),
+      ...backupRoutes({ operations, config: (key) => server.get(key) }, this.service),
+    ];
   }
 
   async start(): Promise<void> {
     await this.service.snapshots.recover();
-    await this.service.backups?.recover();
+    await this.service.backups.recover();
     await this.watcher.adopt();
-    this.service.backups?.startExpiry();
+    this.service.backups.startExpiry();
     // backup.yaml in each instance volume follows the instance's lifecycle (for `lxd recover`).
     this.unfollow = this.backupFile.follow(this.core.events);
   }
@@ -76,7 +84,7 @@ export class InstancesFeature implements Feature {
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
-    this.service.backups?.stopExpiry();
+    this.service.backups.stopExpiry();
     this.unfollow?.();
     await this.backupFile.settled();
     await this.watcher.shutdown(opts.stopInstances);

@@ -3,6 +3,7 @@
 // once core.metrics_authentication=false. A project's figures are cached for 8 seconds, as LXD
 // does, and one gathering serves every request waiting for it.
 import type { Core, Feature } from "../feature.js";
+import type { InstancesPort } from "../../ports.js";
 import { Forbidden } from "../../shared/errors.js";
 import { handled, route, type Route } from "../../api/route.js";
 import { hostCgroupLayout } from "../../instances/lxc/cgroup.js";
@@ -15,7 +16,10 @@ export class MetricsService {
   private cache = new Map<string, { set: MetricSet; expiry: number }>();
   private gathering?: Promise<void>;
 
-  constructor(private readonly core: Core) {}
+  constructor(
+    private readonly core: Core,
+    private readonly instances: Pick<InstancesPort, "running">,
+  ) {}
 
   private projects(): string[] {
     return (this.core.db.prepare("SELECT name FROM projects ORDER BY name").all() as { name: string }[]).map((r) => r.name);
@@ -40,7 +44,7 @@ export class MetricsService {
 
   /** One pass over every running instance: all projects are refreshed together. */
   private gather(): void {
-    const running = this.core.ports.instances?.running?.() ?? [];
+    const running = this.instances.running();
     const layout = hostCgroupLayout();
     const host = hostView();
     const sets = new Map<string, MetricSet>(this.projects().map((p) => [p, new MetricSet()]));
@@ -81,8 +85,11 @@ export class MetricsFeature implements Feature {
   readonly name = "metrics";
   private readonly service: MetricsService;
 
-  constructor(private readonly core: Core) {
-    this.service = new MetricsService(core);
+  constructor(
+    private readonly core: Core,
+    instances: Pick<InstancesPort, "running">,
+  ) {
+    this.service = new MetricsService(core, instances);
   }
 
   routes(): Route[] {

@@ -1,5 +1,6 @@
 // The networks feature: managed networks, their API, and NetworksPort for instance NICs.
 import type { Core, Feature } from "../feature.js";
+import type { Ports } from "../../ports.js";
 import { NetworkRepo } from "../../db/network-repo.js";
 import { NetworkAclRepo } from "../../db/network-acl-repo.js";
 import { networkAclRoutes } from "../../api/routes/network-acls.js";
@@ -28,28 +29,32 @@ export class NetworksFeature implements Feature {
   readonly acls: NetworkAclService;
   readonly forwards: NetworkForwardService;
   readonly zones: NetworkZoneService;
-  private readonly dns: DnsServer;
+  /** The authoritative DNS listener (core.dns_address). */
+  readonly dns: DnsServer;
   readonly bgp: BgpSpeaker;
+  private readonly members: NetworkMembers;
 
-  constructor(private readonly core: Core) {
+  constructor(
+    core: Core,
+    private readonly ports: Pick<Ports, "cluster" | "instances" | "profiles" | "projects">,
+  ) {
+    const networkProject = (project: string) => ports.projects.effectiveProject(project, "networks");
     this.acls = new NetworkAclService({
       repo: new NetworkAclRepo(core.db),
       events: core.events,
-      networkProject: (project) => core.ports.projects?.effectiveProject(project, "networks") ?? project,
+      networkProject,
       networks: () => ({ list: (project) => this.service.managed(project), refreshAcls: (name) => this.service.refreshFirewall(name) }),
     });
     this.zones = new NetworkZoneService({
       repo: new NetworkZoneRepo(core.db),
       events: core.events,
-      networkProject: (project) => core.ports.projects?.effectiveProject(project, "networks") ?? project,
+      networkProject,
       networks: () => ({ list: () => this.service.managed("default"), leases: (name) => this.service.leases("default", name) }),
     });
     this.dns = new DnsServer((zone, full) => this.zones.content(zone, full), core.log);
-    core.ports.dns = this.dns;
     const forwardRepo = new NetworkForwardRepo(core.db);
     const bgpLog = core.log.child({ component: "bgp" });
     this.bgp = new BgpSpeaker(new Gobgpd(join(core.paths.dir, "bgp"), bgpLog), bgpLog);
-    core.ports.bgp = this.bgp;
     this.forwards = new NetworkForwardService({
       repo: forwardRepo,
       events: core.events,
@@ -63,7 +68,7 @@ export class NetworksFeature implements Feature {
       repo: new NetworkRepo(core.db),
       events: core.events,
       log: core.log,
-      ports: core.ports,
+      ports,
       dir: core.paths.networks,
       acls: this.acls,
       zones: this.zones,
@@ -72,18 +77,14 @@ export class NetworksFeature implements Feature {
         renameNetwork: (project, from, to) => forwardRepo.renameNetwork(project, from, to),
         deleteNetwork: (project, network) => forwardRepo.deleteNetwork(project, network),
       },
-      networkProject: (project) => {
-        const projects = core.ports.projects;
-        const name = projects?.effectiveProject(project, "networks") ?? project;
-        return { name, config: projects?.projectConfig?.(project) ?? {} };
-      },
+      networkProject: (project) => ({ name: networkProject(project), config: ports.projects.projectConfig(project) ?? {} }),
       bgp: new NetworkBgp(this.bgp, (network) => forwardRepo.list("default", network).map((f) => f.listen_address), bgpLog),
     });
-    core.ports.networks = this.service;
+    this.members = new NetworkMembers(this.service, ports, core.events);
   }
 
   routes(): Route[] {
-    return [...networkRoutes(this.service, () => this.core.ports.projects, new NetworkMembers(this.service, this.core.ports, this.core.events)), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards, (project, name) => this.service.requireManaged(name, project)), ...networkZoneRoutes(this.zones), ...networkPeerRoutes(this.service, () => this.core.ports.projects), ...bgpRoutes(this.bgp)];
+    return [...networkRoutes(this.service, this.ports.projects, this.members), ...networkAclRoutes(this.acls), ...networkForwardRoutes(this.forwards, (project, name) => this.service.requireManaged(name, project)), ...networkZoneRoutes(this.zones), ...networkPeerRoutes(this.service, this.ports.projects), ...bgpRoutes(this.bgp)];
   }
 
   async start(): Promise<void> {

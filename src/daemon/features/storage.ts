@@ -1,7 +1,9 @@
 import { recoverRoutes } from "../../api/routes/recover.js";
 import { storagePoolRoutes } from "../../api/routes/storage-pools.js";
 import type { Core, Feature } from "../feature.js";
+import type { Ports, SnapshotScheduleSource } from "../../ports.js";
 import { PoolService } from "../../storage/pool-service.js";
+import { PoolMembers } from "../../storage/pool-members.js";
 import { VolumeBackupService } from "../../storage/volume-backups.js";
 import { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import { VolumeCopyService } from "../../storage/volume-copy.js";
@@ -15,25 +17,32 @@ export class StorageFeature implements Feature {
   readonly backups: VolumeBackupService;
   readonly copies: VolumeCopyService;
   readonly migration: VolumeMigration;
+  private readonly members: PoolMembers;
+  /** Custom volumes' scheduled snapshots and expiring snapshots and backups. */
+  readonly scheduleSource: SnapshotScheduleSource;
 
-  constructor(private readonly core: Core) {
-    this.service = new PoolService(core);
-    this.snapshots = new VolumeSnapshotService(core, this.service);
-    this.backups = new VolumeBackupService(core, this.service, this.snapshots);
-    // Projects load after storage: asked per request.
-    const volumesProject = (project: string) => core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project;
+  constructor(
+    private readonly core: Core,
+    ports: Pick<Ports, "cluster" | "images" | "instances" | "projects">,
+  ) {
+    const { db, log, events, paths, server } = core;
+    this.service = new PoolService({ db, log, events, paths, server, ports });
+    this.snapshots = new VolumeSnapshotService({ db, log, events, cluster: ports.cluster, instances: ports.instances }, this.service);
+    this.backups = new VolumeBackupService({ db, log, events, lxdDir: paths.dir }, this.service, this.snapshots);
+    const volumesProject = (project: string) => ports.projects.effectiveProject(project, "storage.volumes");
     this.copies = new VolumeCopyService(volumesProject, this.service, this.snapshots);
-    this.migration = new VolumeMigration(core, this.service, this.snapshots, this.copies);
+    this.migration = new VolumeMigration({ operations: core.operations, lxdDir: paths.dir }, this.service, this.snapshots, this.copies);
+    this.members = new PoolMembers({ db, log, events, lxdDir: paths.dir, server, cluster: ports.cluster }, this.service);
     const snapshots = this.snapshots;
     const backups = this.backups;
-    (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: async () => (await snapshots.pruneExpired(), await backups.pruneExpired()), prunesOwn: true });
+    this.scheduleSource = { scheduled: () => snapshots.scheduled(), pruneExpired: async () => (await snapshots.pruneExpired(), await backups.pruneExpired()), prunesOwn: true };
     this.service.customVolumeListeners.push({ renamed: (v, to) => backups.volumeRenamed(v, to), deleted: (v) => backups.volumeDeleted(v) });
-    core.ports.storage = this.service;
-    core.server.setStorageInfo(() => this.service.environment());
+    server.setStorageInfo(() => this.service.environment());
   }
 
   routes() {
-    return [...storagePoolRoutes(this.core, this.service, this.snapshots, this.backups, { copies: this.copies, migration: this.migration }), ...recoverRoutes(this.service)];
+    const deps = { operations: this.core.operations, config: (key: string) => this.core.server.get(key), members: this.members };
+    return [...storagePoolRoutes(deps, this.service, this.snapshots, this.backups, { copies: this.copies, migration: this.migration }), ...recoverRoutes(this.service)];
   }
 
   async start() {

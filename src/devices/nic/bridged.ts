@@ -77,7 +77,7 @@ export class BridgedNic implements Device {
   ) {}
 
   private get parent(): string {
-    return this.network ? this.ctx.ports.networks!.get(this.ctx.project, this.network).name : this.config.parent;
+    return this.network ? this.ctx.ports.networks.get(this.ctx.project, this.network).name : this.config.parent;
   }
 
   /** The managed network behind the parent, if any (for static leases and subnet checks). */
@@ -174,7 +174,7 @@ export class BridgedNic implements Device {
     const managed = this.managedNetwork();
     const want = { ipv4: isTrue(config["security.ipv4_filtering"]) && !addrs[4], ipv6: isTrue(config["security.ipv6_filtering"]) && !addrs[6] };
     if (managed && (want.ipv4 || want.ipv6)) {
-      const got = await this.ctx.ports.networks?.allocateFilterAddresses?.(managed.name, this.projectInstance(), this.name, { hwaddr, ipv4: address(addrs[4]), ipv6: address(addrs[6]) }, want);
+      const got = await this.ctx.ports.networks.allocateFilterAddresses(managed.name, this.projectInstance(), this.name, { hwaddr, ipv4: address(addrs[4]), ipv6: address(addrs[6]) }, want);
       if (want.ipv4) addrs[4] = got?.ipv4 ?? "none";
       if (want.ipv6) addrs[6] = got?.ipv6 ?? "none";
     }
@@ -193,16 +193,15 @@ export class BridgedNic implements Device {
 
   private async isOvs(bridge: string): Promise<boolean> {
     const managed = this.managedNetwork();
-    if (managed) return this.ctx.ports.networks?.isOvs?.(this.ctx.project, managed.name) ?? false;
+    if (managed) return this.ctx.ports.networks.isOvs(this.ctx.project, managed.name);
     if (isBridge(bridge)) return false;
     return ovs.bridgeExists(bridge);
   }
 
   private async registerLease(hwaddr: string): Promise<void> {
     const managed = this.managedNetwork();
-    const set = this.ctx.ports.networks?.setStaticLease;
-    if (!managed || !set) return;
-    await set.call(this.ctx.ports.networks, managed.name, this.projectInstance(), hwaddr, address(this.config["ipv4.address"]), address(this.config["ipv6.address"]), this.name);
+    if (!managed) return;
+    await this.ctx.ports.networks.setStaticLease(managed.name, this.projectInstance(), hwaddr, address(this.config["ipv4.address"]), address(this.config["ipv6.address"]), this.name);
   }
 
   /** The MTU of a veth we create: the NIC's mtu, else the bridge's (what liblxc does for its own veths). */
@@ -223,12 +222,12 @@ export class BridgedNic implements Device {
   /** bgpAddPrefix: advertise ipv4/ipv6.routes.external (only for NICs on a managed network). */
   private async bgpAdvertise(): Promise<void> {
     if (!this.network) return;
-    await this.ctx.ports.networks?.advertiseNicRoutes?.(this.network, this.bgpOwner(), this.config).catch((err) => this.ctx.log.warn({ err, device: this.name }, "BGP: advertising NIC routes"));
+    await this.ctx.ports.networks.advertiseNicRoutes(this.network, this.bgpOwner(), this.config).catch((err) => this.ctx.log.warn({ err, device: this.name }, "BGP: advertising NIC routes"));
   }
 
   private async bgpWithdraw(): Promise<void> {
     if (!this.network) return;
-    await this.ctx.ports.networks?.withdrawNicRoutes?.(this.bgpOwner()).catch((err) => this.ctx.log.warn({ err, device: this.name }, "BGP: withdrawing NIC routes"));
+    await this.ctx.ports.networks.withdrawNicRoutes(this.bgpOwner()).catch((err) => this.ctx.log.warn({ err, device: this.name }, "BGP: withdrawing NIC routes"));
   }
 
   async start(): Promise<RunConfig> {
@@ -379,7 +378,7 @@ export class BridgedNic implements Device {
     const managed = this.managedNetwork();
     if (previous) {
       const before = previous.network ?? previous.parent;
-      if (before && before !== managed?.name) await this.ctx.ports.networks?.removeStaticLease?.(before, this.projectInstance(), this.name);
+      if (before && before !== managed?.name) await this.ctx.ports.networks.removeStaticLease(before, this.projectInstance(), this.name);
     }
     if (!managed) return;
     await this.registerLease(await stableHwaddr(this.ctx, this.name, this.config));
@@ -387,7 +386,7 @@ export class BridgedNic implements Device {
 
   async remove(): Promise<void> {
     const managed = this.managedNetwork();
-    if (managed) await this.ctx.ports.networks?.removeStaticLease?.(managed.name, this.projectInstance(), this.name);
+    if (managed) await this.ctx.ports.networks.removeStaticLease(managed.name, this.projectInstance(), this.name);
   }
 }
 

@@ -17,7 +17,7 @@ export class MacvlanNic implements Device {
   /** parent and vlan, from the network when network=NAME. */
   private uplink(): { parent: string; vlan?: string; mtu?: string } {
     if (!this.network) return { parent: this.config.parent, vlan: this.config.vlan, mtu: this.config.mtu };
-    const n = this.ctx.ports.networks!.get(this.ctx.project, this.network);
+    const n = this.ctx.ports.networks.get(this.ctx.project, this.network);
     return { parent: n.config.parent, vlan: this.config.vlan || n.config.vlan, mtu: this.config.mtu || n.config.mtu };
   }
 

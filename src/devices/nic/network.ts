@@ -5,12 +5,11 @@ import { MacvlanNic } from "./macvlan.js";
 
 export function networkNic(ctx: DeviceContext, name: string, config: DeviceConfig): Device {
   const nets = ctx.ports.networks;
-  if (!nets) throw new Error("Networks are not available (the networks feature is not loaded)");
   let type: string;
   try {
     type = nets.get(ctx.project, config.network).type;
   } catch (e) {
-    const project = nets.projectOf?.(ctx.project) ?? ctx.project;
+    const project = nets.projectOf(ctx.project);
     throw new Error(`Failed loading device "${name}": Failed to load network "${config.network}" for project "${project}": ${(e as Error).message}`);
   }
   if (type === "bridge") return new BridgedNic(ctx, name, config, config.network);

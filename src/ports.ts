@@ -1,10 +1,10 @@
-// The narrow interfaces feature modules use to reach each other. A feature fills its slot
-// in `Core.ports` when it is constructed (features.ts order); consumers read the slot when
-// they need it, so there is no import cycle and a fake is three methods long.
-import type { ProfileRecord } from "../db/profile-repo.js";
-import type { InstanceRuntime } from "../instances/runtime-port.js";
+// The narrow interfaces feature modules use to reach each other. The daemon wires them once
+// (daemon/features/index.ts): each service is handed the ports it declares, as values; a port whose
+// provider is built after its consumer is late-bound there (daemon/late-port.ts), in that one place.
+import type { ProfileRecord } from "./db/profile-repo.js";
+import type { InstanceRuntime } from "./instances/runtime-port.js";
 import type { Readable } from "node:stream";
-import type { StagedStreams, StreamSink } from "../storage/drivers/types.js";
+import type { StagedStreams, StreamSink } from "./storage/drivers/types.js";
 
 /** What every consumer needs to know about an image. */
 export interface ImageRecord {
@@ -29,7 +29,7 @@ export interface ImagesPort {
    * Pull an image from a remote server into `project` (or reuse the cached copy), marked
    * cached; resolves with the local image. `onMetadata` receives download progress.
    */
-  pull?(
+  pull(
     project: string,
     src: { server: string; protocol?: string; certificate?: string; secret?: string; project?: string; alias?: string; fingerprint?: string; type?: string },
     opts: { signal?: AbortSignal; onMetadata?: (patch: Record<string, unknown>) => void },
@@ -41,7 +41,7 @@ export interface ImagesPort {
    * matching the fingerprint prefix, public or cached ones only, written to `res` as GET
    * /1.0/images/{fp}/export sends it; a missing one is LXD's 404 error envelope.
    */
-  exportForGuest?(project: string, fingerprint: string, res: import("node:http").ServerResponse): Promise<void>;
+  exportForGuest(project: string, fingerprint: string, res: import("node:http").ServerResponse): Promise<void>;
 }
 
 export interface StoragePort {
@@ -58,7 +58,7 @@ export interface StoragePort {
     opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void; size?: string },
   ): Promise<string>;
   /** `lxd recover`: records for a volume and its snapshots found on disk; returns its mount path. */
-  adoptVolume?(
+  adoptVolume(
     pool: string,
     project: string,
     type: "container" | "custom",
@@ -66,8 +66,10 @@ export interface StoragePort {
     vol: { description: string; config: Record<string, string> },
     snapshots: { name: string; description: string; config: Record<string, string> }[],
   ): Promise<string>;
+  /** A member that joined a cluster brings up the cluster's pools here; returns the local sources chosen. */
+  adoptPools(): Promise<Record<string, string>>;
   /** Apply the root disk's `size` to the instance volume (a quota where the driver has one; "" lifts it). */
-  setInstanceVolumeQuota?(project: string, pool: string, name: string, size: string): Promise<void>;
+  setInstanceVolumeQuota(project: string, pool: string, name: string, size: string): Promise<void>;
   /** Mount path of an existing instance volume (mounting it first if the driver needs to). */
   mountInstanceVolume(project: string, pool: string, name: string): Promise<string>;
   renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void>;
@@ -75,39 +77,39 @@ export interface StoragePort {
   /** Bytes used by the volume, when the driver can tell cheaply. */
   instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined>;
   /** Host path of a custom volume, for disk devices (pool=P source=VOL); throws NotFound. */
-  mountCustomVolume?(pool: string, project: string, name: string): Promise<string>;
+  mountCustomVolume(pool: string, project: string, name: string): Promise<string>;
   /** A custom volume's config (security.unmapped decides how disks attach it); throws NotFound. */
-  customVolumeConfig?(pool: string, project: string, name: string): Record<string, string>;
+  customVolumeConfig(pool: string, project: string, name: string): Record<string, string>;
   /** Drop an image's cached volumes from every pool (call when the image is deleted). */
-  deleteImageVolumes?(fingerprint: string): Promise<void>;
+  deleteImageVolumes(fingerprint: string): Promise<void>;
   /** Instance snapshots: volumes "<name>/<snapshot>" of the instance's pool (optional: drivers that can). */
-  createInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal; place?: () => Promise<void> }): Promise<void>;
+  createInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal; place?: () => Promise<void> }): Promise<void>;
   /** Idempotent: a snapshot volume already gone is not an error. */
-  deleteInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<void>;
-  renameInstanceSnapshot?(project: string, pool: string, name: string, from: string, to: string): Promise<void>;
+  deleteInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<void>;
+  renameInstanceSnapshot(project: string, pool: string, name: string, from: string, to: string): Promise<void>;
   /** Replace the (stopped) instance volume's content with the snapshot's. */
-  restoreInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
+  restoreInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts?: { signal?: AbortSignal }): Promise<void>;
   /** Make an instance volume an exact copy of the tree at `source` (copies, refreshes; the pool's rsync.bwlimit applies). */
   syncInstanceVolume(project: string, pool: string, name: string, source: string, opts?: { signal?: AbortSignal }): Promise<void>;
   /**
    * Copy an instance volume (or its snapshot) to `target`, a new path outside the pool, through
    * the pool's driver (hard links when `link` and the caller only reads, reflinks, a copy).
    */
-  exportInstanceVolume?(project: string, pool: string, name: string, snapshot: string | undefined, target: string, opts?: { link?: boolean; signal?: AbortSignal }): Promise<void>;
+  exportInstanceVolume(project: string, pool: string, name: string, snapshot: string | undefined, target: string, opts?: { link?: boolean; signal?: AbortSignal }): Promise<void>;
   /** Path of a snapshot volume, to read from (copies, publish). */
-  mountInstanceSnapshot?(project: string, pool: string, name: string, snapshot: string): Promise<string>;
+  mountInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<string>;
   /** An instance volume's (or its snapshot volume's) description and config, for copies and migrations. */
-  instanceVolumeConfig?(project: string, pool: string, name: string, snapshot?: string): { description: string; config: Record<string, string> };
+  instanceVolumeConfig(project: string, pool: string, name: string, snapshot?: string): { description: string; config: Record<string, string> };
   /** Set an instance volume's (or its snapshot volume's) description and config as a copy or migration brought them. */
-  setInstanceVolumeConfig?(project: string, pool: string, name: string, snapshot: string | undefined, vol: { description: string; config: Record<string, string> }): void;
+  setInstanceVolumeConfig(project: string, pool: string, name: string, snapshot: string | undefined, vol: { description: string; config: Record<string, string> }): void;
   /** The pool as GET /1.0/storage-pools/NAME shows it (backup index.yaml); throws NotFound. */
-  getPool?(name: string): { name: string; driver: string };
+  getPool(name: string): { name: string; driver: string };
   /** The pool driver's optimized stream type ("btrfs"), undefined when rsync only. */
-  instanceStreamType?(pool: string): string | undefined;
+  instanceStreamType(pool: string): string | undefined;
   /** Optimized send of an instance volume and its snapshots (the driver's streams; see storage/drivers/types.ts). */
-  sendInstanceStreams?(project: string, pool: string, name: string, snapshots: string[], out: StreamSink, opts?: { signal?: AbortSignal }): Promise<void>;
+  sendInstanceStreams(project: string, pool: string, name: string, snapshots: string[], out: StreamSink, opts?: { signal?: AbortSignal }): Promise<void>;
   /** Optimized receive into an instance volume's pool: staged, checked, placed by the caller. */
-  receiveInstanceStreams?(project: string, pool: string, name: string, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts?: { signal?: AbortSignal }): Promise<StagedStreams>;
+  receiveInstanceStreams(project: string, pool: string, name: string, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts?: { signal?: AbortSignal }): Promise<StagedStreams>;
 }
 
 export type { ProfileRecord };
@@ -118,31 +120,31 @@ export interface ProfilesPort {
   /** URLs (/1.0/profiles/NAME[?project=P]) of profiles whose devices reference a network or pool. */
   referencing(ref: { network?: string; pool?: string }, project?: string): string[];
   /** Give a project its own (empty) `default` profile: call when a project with features.profiles=true is created. */
-  ensureDefaultProfile?(project: string): void;
+  ensureDefaultProfile(project: string): void;
   /** Forget a project's profiles (the project is being deleted). */
-  deleteProjectProfiles?(project: string): void;
+  deleteProjectProfiles(project: string): void;
 }
 
 /** Who uses what, for `used_by` lists and refusing deletes of things in use. */
 export interface InstancesPort {
   /** Whether the database has the instance. */
-  instanceExists?(project: string, name: string): boolean;
+  instanceExists(project: string, name: string): boolean;
   /** `lxd recover`: what a backup.yaml needs that is missing (LXD's DependencyErrors). */
-  recoverDependencies?(project: string, backup: Record<string, unknown>): string[];
+  recoverDependencies(project: string, backup: Record<string, unknown>): string[];
   /** `lxd recover`: recreate an instance's records from its backup.yaml (its volume is on `pool`). */
-  recoverInstance?(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
+  recoverInstance(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
   /** URLs (/1.0/instances/NAME[?project=P]) of instances referencing the object. */
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
   /** Host interfaces instances on this member hold: devices' `parent` and volatile `host_name` (LXD's SRIOVGetHostDevicesInUse, instances part). */
-  hostInterfacesInUse?(): string[];
+  hostInterfacesInUse(): string[];
   /** Instances' NICs on a network, with their MAC (configured, else volatile): SLAAC addresses in leases. */
-  nicsOn?(network: string): { instance: string; hwaddr: string }[];
+  nicsOn(network: string): { instance: string; hwaddr: string }[];
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */
-  volumeUsedBy?(pool: string, project: string, volume: string): string[];
+  volumeUsedBy(pool: string, project: string, volume: string): string[];
   /** Containers attaching custom volume `volume` of `pool`, with the host ids their root maps to (current map if running, next otherwise). */
-  volumeUserRoots?(pool: string, project: string, volume: string): { name: string; uid: number; gid: number; running?: boolean }[];
+  volumeUserRoots(pool: string, project: string, volume: string): { name: string; uid: number; gid: number; running?: boolean }[];
   /** URLs of running instances attaching custom volume `volume` of `pool` (restores refuse while there are any). */
-  runningVolumeUsers?(pool: string, project: string, volume: string): string[];
+  runningVolumeUsers(pool: string, project: string, volume: string): string[];
   /** Stop the instance if needed and give the caller its volume directory to read (publish). */
   /** `unshift`: host id -> id inside, for packing host-neutral owners (absent: the files are neutral already). */
   exportForPublish(project: string, name: string): Promise<{ dir: string; architecture: string; release(): Promise<void>; unshift?: { uid(host: number): number | undefined; gid(host: number): number | undefined } }>;
@@ -150,27 +152,27 @@ export interface InstancesPort {
    * Exec/console/file access to an instance. Throws NotFound("Instance not found").
    * (Not `runtime`: the instances service already has a `runtime` member.)
    */
-  runtimeOf?(project: string, name: string): InstanceRuntime;
+  runtimeOf(project: string, name: string): InstanceRuntime;
   /** Running instances (optionally of one project), for metrics and the guest API. */
-  running?(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Record<string, Record<string, string>>; volumePath: string }[];
+  running(project?: string): { project: string; name: string; pid: number; config: Record<string, string>; devices: Record<string, Record<string, string>>; volumePath: string }[];
   /** Refuse a profile change that pulls the root disk from under an instance relying on it. */
-  checkProfileChange?(profileProject: string, before: ProfileRecord, after: ProfileRecord): void;
+  checkProfileChange(profileProject: string, before: ProfileRecord, after: ProfileRecord): void;
   /** After a profile change is saved: revalidate its users and apply it to running ones. */
-  applyProfileChange?(profileProject: string, before: ProfileRecord): Promise<void>;
+  applyProfileChange(profileProject: string, before: ProfileRecord): Promise<void>;
   /** expires_at of an instance snapshot (storage API's volume snapshot view); undefined if unknown. */
-  snapshotExpiry?(project: string, name: string, snapshot: string): string | undefined;
+  snapshotExpiry(project: string, name: string, snapshot: string): string | undefined;
   /** Status of each instance that lives on this member ("project/name" → "Running", ...). */
-  localStatuses?(): Record<string, string>;
+  localStatuses(): Record<string, string>;
 }
 
 export interface NetworksPort {
   /** Throws NotFound("Network not found"). Returns the host bridge/interface name and its type. */
   get(project: string, name: string): { name: string; type: string; config: Record<string, string> };
   /** Static DHCP allocations for an instance NIC (ipv4.address/ipv6.address/hwaddr), applied to dnsmasq. */
-  setStaticLease?(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void>;
-  removeStaticLease?(network: string, instance: string, device?: string): Promise<void>;
+  setStaticLease(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void>;
+  removeStaticLease(network: string, instance: string, device?: string): Promise<void>;
   /** LXD's dhcpalloc for an IP-filtered NIC: the addresses to allow ("none": drop the family), written as its static lease. */
-  allocateFilterAddresses?(
+  allocateFilterAddresses(
     network: string,
     instance: string,
     device: string,
@@ -178,12 +180,12 @@ export interface NetworksPort {
     want: { ipv4: boolean; ipv6: boolean },
   ): Promise<{ ipv4?: string; ipv6?: string }>;
   /** The project whose networks an instance or profile of `project` uses (features.networks). */
-  projectOf?(project: string): string;
+  projectOf(project: string): string;
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
-  isOvs?(project: string, name: string): boolean;
+  isOvs(project: string, name: string): boolean;
   /** BGP: advertise a NIC's ipv4/ipv6.routes.external under `owner` (replacing what it had). */
-  advertiseNicRoutes?(network: string, owner: string, nic: Record<string, string>): Promise<void>;
-  withdrawNicRoutes?(owner: string): Promise<void>;
+  advertiseNicRoutes(network: string, owner: string, nic: Record<string, string>): Promise<void>;
+  withdrawNicRoutes(owner: string): Promise<void>;
 }
 
 /** The BGP speaker's listener (core.bgp_address, core.bgp_asn, core.bgp_routerid). */
@@ -198,26 +200,26 @@ export interface BgpPort {
 export interface ProjectsPort {
   effectiveProject(project: string, feature: "images" | "profiles" | "storage.volumes" | "networks"): string;
   /** A project's config (limits.*, restricted.*), or undefined when there is no such project. */
-  projectConfig?(project: string): Record<string, string> | undefined;
+  projectConfig(project: string): Record<string, string> | undefined;
   /**
    * Project restrictions and limits (LXD's lxd/project/permissions.go). Each throws LXD's
    * error (a 500, as LXD answers) when the change would break the project's restricted.* or
    * limits.* keys; instances are checked with their profiles applied.
    */
-  allowInstanceCreation?(project: string, draft: InstanceDraft, strip: boolean): void;
-  allowInstanceUpdate?(project: string, draft: InstanceDraft, currentConfig: Record<string, string>): void;
-  allowProfileUpdate?(project: string, profile: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }, creating?: boolean): void;
-  allowSnapshotCreation?(project: string): void;
+  allowInstanceCreation(project: string, draft: InstanceDraft, strip: boolean): void;
+  allowInstanceUpdate(project: string, draft: InstanceDraft, currentConfig: Record<string, string>): void;
+  allowProfileUpdate(project: string, profile: { name: string; config: Record<string, string>; devices: Record<string, Record<string, string>> }, creating?: boolean): void;
+  allowSnapshotCreation(project: string): void;
   /** GetImageSpaceBudget: bytes the project may still use for images (limits.disk), -1 when unlimited. */
-  imageSpaceBudget?(project: string): number;
+  imageSpaceBudget(project: string): number;
   /** limits.disk over custom volumes (which must then set `size`). */
-  allowVolumeCreation?(project: string, volume: string, config: Record<string, string>): void;
-  allowVolumeUpdate?(project: string, volume: string, config: Record<string, string>): void;
-  allowBackupCreation?(project: string): void;
+  allowVolumeCreation(project: string, volume: string, config: Record<string, string>): void;
+  allowVolumeUpdate(project: string, volume: string, config: Record<string, string>): void;
+  allowBackupCreation(project: string): void;
   /** Whether a (restricted) project may see and use a network. */
-  networkAllowed?(project: string, network: string, managed: boolean): boolean;
+  networkAllowed(project: string, network: string, managed: boolean): boolean;
   /** restricted.devices.disk.paths: throws when a disk's host source is outside them; the allowed parent, or undefined when unrestricted. */
-  restrictedDiskParent?(project: string, device: string, config: Record<string, string>): string | undefined;
+  restrictedDiskParent(project: string, device: string, config: Record<string, string>): string | undefined;
 }
 
 /** An instance about to be created or changed, as the project checks see it (before profile expansion). */
@@ -258,18 +260,15 @@ export interface SnapshotScheduleSource {
   prunesOwn?: boolean;
 }
 
+/** Every port, each always present once the daemon has wired it; a service takes the few it needs (`Pick<Ports, ...>`). */
 export interface Ports {
-  dns?: DnsPort;
-  bgp?: BgpPort;
-  /** Filled by features that take scheduled snapshots. */
-  snapshotSchedules?: SnapshotScheduleSource[];
-  images?: ImagesPort;
-  storage?: StoragePort;
-  profiles?: ProfilesPort;
-  instances?: InstancesPort;
-  networks?: NetworksPort;
-  projects?: ProjectsPort;
-  cluster?: ClusterPort;
+  images: ImagesPort;
+  storage: StoragePort;
+  profiles: ProfilesPort;
+  instances: InstancesPort;
+  networks: NetworksPort;
+  projects: ProjectsPort;
+  cluster: ClusterPort;
 }
 
 /** What other features ask of clustering (absent or inert on a standalone daemon). */
@@ -280,13 +279,13 @@ export interface ClusterPort {
   /** This member's own `source` for a pool, when it differs from the pool's shared config. */
   poolSource(pool: string): string | undefined;
   /** Every member's name (clustered only). */
-  memberNames?(): Promise<string[]>;
+  memberNames(): Promise<string[]>;
   /** Ask member `name` to do its own part of a cluster-wide change; resolves with the reply's metadata. */
-  notifyMember?(name: string, method: string, path: string, body?: unknown): Promise<unknown>;
+  notifyMember(name: string, method: string, path: string, body?: unknown): Promise<unknown>;
   /** The status of an instance that lives on another member (from that member's reports). */
   remoteStatus(project: string, name: string, node: string): string | undefined;
   /** Copy an image's (unified) file from a member that has it to `file`. */
-  fetchImage?(project: string, fingerprint: string, file: string): Promise<void>;
+  fetchImage(project: string, fingerprint: string, file: string): Promise<void>;
   /** Whether this member runs leader-only background tasks (true standalone). */
   leads(): boolean;
   /** Whether work on an object living on member `node` runs here (true standalone). */
@@ -297,14 +296,4 @@ export interface ClusterPort {
   withWriteLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Be told when this member starts (true) or stops (false) leading. */
   onLeadership(fn: (leading: boolean) => void): void;
-}
-
-/** Whether leader-only background work runs on this daemon (always standalone). */
-export function leadsHere(ports: Ports): boolean {
-  return ports.cluster?.leads() ?? true;
-}
-
-/** Whether background work on an object living on member `node` runs on this daemon. */
-export function ownsHere(ports: Ports, node: string): boolean {
-  return ports.cluster?.owns(node) ?? true;
 }
