@@ -8,7 +8,7 @@
 import { existsSync, statfsSync } from "node:fs";
 import { mkdir, rename, rm, rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { run } from "../../os/exec.js";
+import { onPath, run } from "../../os/exec.js";
 import { commonPoolKeys, commonVolumeKeys, isBoolStrict, isSize } from "../config.js";
 import { parseByteSize } from "../../shared/units.js";
 import { isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
@@ -366,12 +366,23 @@ export async function cephVersion(tool: string): Promise<string | undefined> {
   return /version (\d+(?:\.\d+)*)/.exec(r.stdout)?.[1];
 }
 
+let toolsVersion: Promise<string | undefined> | undefined;
+
+/**
+ * The Ceph version as LXD's ceph and cephfs drivers read it: both tools on the PATH, the version
+ * from `rbd --version` (a small binary; `ceph` is a Python program that takes a second to start),
+ * asked once per daemon.
+ */
+export function cephToolsVersion(): Promise<string | undefined> {
+  if (!onPath("ceph") || !onPath("rbd")) return Promise.resolve(undefined);
+  return (toolsVersion ??= cephVersion("rbd"));
+}
+
 export const cephDriver: DriverDefinition = {
   info,
-  async probe() {
+  probe() {
     // The tools are what the driver needs; the kernel's rbd support is asked only when mapping.
-    const ceph = await cephVersion("ceph");
-    return ceph && (await cephVersion("rbd")) ? ceph : undefined;
+    return cephToolsVersion();
   },
   async unavailableReason() {
     return `Required tool 'rbd' is missing`;

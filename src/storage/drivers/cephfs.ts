@@ -7,14 +7,14 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rename, rm, rmdir, symlink, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { run } from "../../os/exec.js";
+import { onPath, run } from "../../os/exec.js";
 import { commonPoolKeys, commonVolumeKeys } from "../config.js";
 import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, fsUsage, isMountPoint, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { localCopy } from "../rsync.js";
 import { copyTreeOut } from "../tree-copy.js";
-import { cephVersion } from "./ceph.js";
+import { cephToolsVersion } from "./ceph.js";
 import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
 import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
 
@@ -258,10 +258,10 @@ export const cephfsDriver: DriverDefinition = {
   info,
   async probe() {
     // The kernel client or ceph-fuse mounts it; the ceph tool talks to the cluster.
-    const version = await cephVersion("ceph");
+    const version = await cephToolsVersion();
     if (!version) return undefined;
     if (await kernelClient()) return version;
-    return (await cephVersion("ceph-fuse")) ? version : undefined;
+    return onPath("ceph-fuse") ? version : undefined;
   },
   async unavailableReason() {
     return `Required tool 'ceph-fuse' is missing (and the kernel has no ceph module)`;
