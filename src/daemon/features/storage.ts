@@ -7,6 +7,7 @@ import { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import { VolumeCopyService } from "../../storage/volume-copy.js";
 import { VolumeMigration } from "../../migration/volumes.js";
 import { repairMissingSnapshotRecords } from "../../storage/snapshot-records.js";
+import { storagePort } from "../../storage/port.js";
 
 export class StorageFeature implements Feature {
   readonly name = "storage";
@@ -27,8 +28,8 @@ export class StorageFeature implements Feature {
     const snapshots = this.snapshots;
     const backups = this.backups;
     (core.ports.snapshotSchedules ??= []).push({ scheduled: () => snapshots.scheduled(), pruneExpired: async () => (await snapshots.pruneExpired(), await backups.pruneExpired()), prunesOwn: true });
-    this.service.customVolumeListeners.push({ renamed: (v, to) => backups.volumeRenamed(v, to), deleted: (v) => backups.volumeDeleted(v) });
-    core.ports.storage = this.service;
+    this.service.volumes.customVolumeListeners.push({ renamed: (v, to) => backups.volumeRenamed(v, to), deleted: (v) => backups.volumeDeleted(v) });
+    core.ports.storage = storagePort(this.service);
     core.server.setStorageInfo(() => this.service.environment());
   }
 
