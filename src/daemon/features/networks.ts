@@ -79,7 +79,7 @@ export class NetworksFeature implements Feature {
       },
       bgp: new NetworkBgp(this.bgp, (network) => forwardRepo.list("default", network).map((f) => f.listen_address), bgpLog),
     });
-    core.ports.networks = this.service;
+    core.ports.networks = this.service.port;
   }
 
   routes(): Route[] {
