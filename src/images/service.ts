@@ -41,15 +41,6 @@ export interface ImageEdit {
   profiles?: string[] | null;
 }
 
-/** PUT/PATCH /1.0/images/{fingerprint} body. */
-export interface ImageEdit {
-  auto_update?: boolean;
-  properties?: Record<string, string> | null;
-  public?: boolean;
-  expires_at?: string;
-  profiles?: string[] | null;
-}
-
 export class ImageService {
   /** Adds images: uploads, publish, records of images another project holds. */
   readonly importer: ImageImporter;
@@ -95,6 +86,8 @@ export class ImageService {
     return this.files.cleanup(this.repo.allFingerprints(), this.deps.log);
   }
 
+  // Lookup
+
   /** The record of `fingerprint` in `project`, if any. */
   find(project: string, fingerprint: string): ImageRecordRow | undefined {
     return this.repo.get(project, fingerprint);
@@ -131,8 +124,6 @@ export class ImageService {
   touchCached(project: string, fingerprint: string): void {
     this.repo.setCachedUsed(project, fingerprint, goTime(new Date()));
   }
-
-  // Lookup
 
   /** An image of `project` by unique fingerprint prefix; LXD's errors otherwise. */
   byPrefix(project: string, prefix: string): ImageRecordRow {
