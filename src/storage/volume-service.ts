@@ -1,6 +1,6 @@
 // The storage-volume API (/1.0/storage-pools/P/volumes): custom volumes created, updated,
-// renamed and deleted with their records; PUT on instance volumes and their snapshots; usage;
-// and the custom-volume reads disk devices make.
+// renamed and deleted with their records; PUT on instance volumes and their snapshots; lists,
+// views and usage; and the custom-volume reads disk devices make.
 import type { Logger } from "pino";
 import type { InstancesPort, ProjectsPort } from "../daemon/ports.js";
 import type { PoolRow, StorageRepo, VolumeRow } from "../db/storage-repo.js";
