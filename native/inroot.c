@@ -49,6 +49,9 @@ napi_value btrfs_set_received_uuid(napi_env env, napi_callback_info info);
 napi_value idmap_mount_error(napi_env env, napi_callback_info info);
 napi_value liblxc_has_extension(napi_env env, napi_callback_info info);
 napi_value idmapped_bind(napi_env env, napi_callback_info info);
+napi_value netns_links(napi_env env, napi_callback_info info);
+napi_value watch_process(napi_env env, napi_callback_info info);
+napi_value unwatch_process(napi_env env, napi_callback_info info);
 
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
@@ -253,6 +256,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"idmapMountError", NULL, idmap_mount_error, NULL, NULL, NULL, napi_default, NULL},
       {"liblxcHasExtension", NULL, liblxc_has_extension, NULL, NULL, NULL, napi_default, NULL},
       {"idmappedBind", NULL, idmapped_bind, NULL, NULL, NULL, napi_default, NULL},
+      {"netnsLinks", NULL, netns_links, NULL, NULL, NULL, napi_default, NULL},
+      {"watchProcess", NULL, watch_process, NULL, NULL, NULL, napi_default, NULL},
+      {"unwatchProcess", NULL, unwatch_process, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

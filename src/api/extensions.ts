@@ -199,4 +199,13 @@ export const apiExtensions: string[] = [
   "usb_devices",
   "usb_optional_vendorid",
   "unix_hotplug_devices",
+  // infiniband devices (physical, sriov) for containers and the resources' infiniband fields
+  // (src/devices/infiniband.ts; test/host/infiniband-devices.test.ts on a test hardware tree
+  // naming real veth pairs, test/unit/infiniband.test.ts).
+  "infiniband",
+  "resources_infiniband",
+  // nvidia.runtime and its keys: LXD's liblxc hook lines and environment, LXD's refusal without
+  // nvidia-container-cli (test/host/nvidia-runtime.test.ts runs the real hook against a stand-in).
+  "nvidia_runtime",
+  "nvidia_runtime_config",
 ];

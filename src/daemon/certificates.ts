@@ -1,15 +1,9 @@
 // The server's TLS identity: an ECDSA P-384 self-signed certificate, created on first start.
-import { X509Certificate, createHash, KeyObject, webcrypto } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { hostname } from "node:os";
-
-/** @peculiar/x509 is loaded only when a certificate is made: most starts never need it. */
-async function loadX509() {
-  await import("reflect-metadata");
-  const x509 = await import("@peculiar/x509");
-  x509.cryptoProvider.set(webcrypto as unknown as Crypto);
-  return x509;
-}
+import { X509Certificate, createHash, createPrivateKey } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { run } from "../os/exec.js";
 
 export interface KeyPair {
   cert: string;
@@ -22,34 +16,42 @@ export function certFingerprint(pem: string): string {
   return createHash("sha256").update(der).digest("hex");
 }
 
+/** Names that can go into openssl's config file as they are (hostnames are these). */
+const PLAIN_NAME = /^[A-Za-z0-9@._-]{1,64}$/;
+
+/**
+ * An ECDSA P-384 self-signed certificate as LXD makes its server's: O=linuxcontainers.org, the
+ * given CN, 10 years, server auth, not a CA, SANs for the hostname and loopback. Made by the
+ * system's openssl (one process at first start, instead of loading an X.509 library).
+ */
 export async function generateCertificate(commonName: string): Promise<{ cert: string; key: string }> {
-  const x509 = await loadX509();
-  const alg = { name: "ECDSA", namedCurve: "P-384", hash: "SHA-384" };
-  const keys = (await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"])) as CryptoKeyPair;
-  const now = new Date();
-  const notAfter = new Date(now);
-  notAfter.setFullYear(now.getFullYear() + 10);
   const host = hostname();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(16))).toString("hex").replace(/^[89a-f]/, "1"),
-    name: `O=linuxcontainers.org, CN=${commonName}`,
-    notBefore: now,
-    notAfter,
-    signingAlgorithm: alg,
-    keys,
-    extensions: [
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.SubjectAlternativeNameExtension([
-        { type: "dns", value: host },
-        { type: "ip", value: "127.0.0.1" },
-        { type: "ip", value: "::1" },
-      ]),
-    ],
-  });
-  const key = KeyObject.from(keys.privateKey).export({ type: "sec1", format: "pem" }).toString();
-  return { cert: cert.toString("pem") + "\n", key };
+  if (!PLAIN_NAME.test(commonName)) throw new Error(`Invalid certificate common name ${JSON.stringify(commonName)}`);
+  const dir = mkdtempSync(join(tmpdir(), "nodelxd-cert-"));
+  try {
+    const config = [
+      "[req]",
+      "distinguished_name = dn",
+      "x509_extensions = ext",
+      "prompt = no",
+      "[dn]",
+      "O = linuxcontainers.org",
+      `CN = ${commonName}`,
+      "[ext]",
+      "keyUsage = critical, digitalSignature, keyEncipherment",
+      "extendedKeyUsage = serverAuth",
+      "basicConstraints = critical, CA:FALSE",
+      `subjectAltName = ${PLAIN_NAME.test(host) ? `DNS:${host}, ` : ""}IP:127.0.0.1, IP:::1`,
+      "",
+    ].join("\n");
+    writeFileSync(join(dir, "req.cnf"), config, { mode: 0o600 });
+    await run("openssl", ["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1", "-sha384", "-nodes", "-days", "3650",
+      "-config", join(dir, "req.cnf"), "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")]);
+    const key = createPrivateKey(readFileSync(join(dir, "key.pem"))).export({ type: "sec1", format: "pem" }).toString();
+    return { cert: readFileSync(join(dir, "cert.pem"), "utf8"), key };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Load the server keypair, creating it (key 0600) if missing. */

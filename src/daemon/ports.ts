@@ -133,6 +133,8 @@ export interface InstancesPort {
   recoverInstance?(pool: string, project: string, name: string, backup: Record<string, unknown>): Promise<void>;
   /** URLs (/1.0/instances/NAME[?project=P]) of instances referencing the object. */
   usedBy(ref: { profile?: string; pool?: string; network?: string; image?: string }, project?: string): string[];
+  /** Host interfaces instances on this member hold: devices' `parent` and volatile `host_name` (LXD's SRIOVGetHostDevicesInUse, instances part). */
+  hostInterfacesInUse?(): string[];
   /** Instances' NICs on a network, with their MAC (configured, else volatile): SLAAC addresses in leases. */
   nicsOn?(network: string): { instance: string; hwaddr: string }[];
   /** URLs of instances with a disk device attaching custom volume `volume` of `pool` (optional; storage used_by). */

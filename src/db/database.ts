@@ -20,8 +20,33 @@ function tune(db: Db, schema = "main"): void {
   db.pragma(`${schema}.synchronous = FULL`);
 }
 
+const STATEMENT_CACHE_SIZE = 512;
+
+/**
+ * Make `db.prepare` reuse compiled statements: repositories prepare their SQL on every call, and
+ * compiling it was a large part of listing many instances. A reused statement is handed out in
+ * its default row mode (no raw, pluck or expand left over from an earlier user). Dynamically
+ * built SQL cannot grow the cache past its size: the oldest entry goes first.
+ */
+function cacheStatements(db: Db): void {
+  const prepare = db.prepare.bind(db);
+  const cache = new Map<string, Database.Statement>();
+  db.prepare = ((sql: string) => {
+    let st = cache.get(sql);
+    if (st) {
+      if (st.reader) st.raw(false).pluck(false).expand(false);
+      return st;
+    }
+    st = prepare(sql);
+    if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value!);
+    cache.set(sql, st);
+    return st;
+  }) as Db["prepare"];
+}
+
 export function openDatabase(file: string, migrations: Migration[] = defaultMigrations, opts: OpenOptions = {}): Db {
   const db = new Database(file);
+  cacheStatements(db);
   const localFile = opts.localFile ?? `${file}-local.db`;
   try {
     tune(db);

@@ -1,16 +1,17 @@
-// Devices backed by host hardware that are not in files of their own: gpu, pci and infiniband
-// (usb.ts, unix-hotplug.ts and tpm.ts hold the others). Config validated with LXD 5.0.2's rules
+// Devices backed by host hardware that are not in files of their own: gpu and pci (usb.ts,
+// unix-hotplug.ts, tpm.ts and infiniband.ts hold the others). Config validated with LXD 5.0.2's rules
 // and messages; hardware looked up under the hardware roots (sysfs.ts), so tests can build a
 // tree. A physical GPU's DRM nodes (card, render, control) and, for cards the nvidia driver
 // drives, NVIDIA's card node and its non-card nodes (nvidiactl, nvidia-uvm, ...) are passed in
 // as LXD does, as unix-char devices. pci and gpu mdev/mig/sriov are for virtual machines in
-// LXD; infiniband validates and finds its parent, then is refused (not implemented).
+// LXD.
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { hostNodeMode, NodeSet, type NodeSpec } from "./node-set.js";
-import { any, isDeviceID, isNotEmpty, isOctalMode, isPCIAddress, isUnixId, optional, validateKeys } from "./rules.js";
+import { any, isDeviceID, isOctalMode, isPCIAddress, isUnixId, optional, validateKeys } from "./rules.js";
 import { findGpus, hardwareRoots, nvidiaNonCardNodes, parseDevNum, type HardwareRoots } from "./sysfs.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
+import { parseBool } from "../config/validators.js";
 
 export { findGpus, findUsb, type HardwareRoots } from "./sysfs.js";
 export { validateKeys } from "./rules.js";
@@ -44,7 +45,6 @@ export class HardwareDevice implements Device {
   private get kind(): string {
     const t = this.config.type;
     if (t === "gpu") return `gpu/${this.config.gputype || "physical"}`;
-    if (t === "infiniband") return `infiniband/${this.config.nictype ?? ""}`;
     return t;
   }
 
@@ -65,37 +65,28 @@ export class HardwareDevice implements Device {
       case "pci":
         // LXD: PCI passthrough is for virtual machines only.
         throw new Error("Unsupported device type");
-      case "infiniband/physical":
-      case "infiniband/sriov":
-        validateKeys(c, { parent: isNotEmpty, name: any, mtu: any, hwaddr: any }, ["nictype"]);
-        return;
       default:
-        throw new Error(this.config.type === "infiniband" ? `Unsupported nictype "${this.config.nictype ?? ""}"` : "Unsupported device type");
+        throw new Error("Unsupported device type");
     }
   }
 
   async start(): Promise<RunConfig> {
     try {
-      return this.kind === "gpu/physical" ? await this.startGpu() : await this.startInfiniband();
+      if (this.kind !== "gpu/physical") throw new Error("Unsupported device type");
+      return await this.startGpu();
     } catch (e) {
       this.nodes.removeAll();
       throw new Error(`Failed to start device ${JSON.stringify(this.name)}: ${(e as Error).message}`);
     }
   }
 
-  private async startInfiniband(): Promise<RunConfig> {
-    const parent = this.config.parent ?? "";
-    if (!/^[A-Za-z0-9_.:-]+$/.test(parent) || !existsSync(join(this.roots.sys, "class/net", parent))) throw new Error(`Parent device '${parent}' doesn't exist`);
-    throw new Error("Infiniband devices are not implemented yet");
-  }
-
   /**
    * LXD's gpuPhysical.startContainer: every card matching vendorid/productid/pci gives its DRM
    * nodes (those of DRM card `id` only, when set) that exist under /dev/dri, and its NVIDIA
    * card node (/dev/nvidiaN) when the nvidia driver drives it and the node exists; after an
-   * NVIDIA card, the non-card /dev/nvidia* nodes (nvidia.runtime is not supported here, so it
-   * is always false). Each node is a unix-char device named after this one (host node, cgroup
-   * rule, bind mount; uid/gid/mode from the config, else the host node's mode).
+   * NVIDIA card, the non-card /dev/nvidia* nodes unless nvidia.runtime is true. Each node is a
+   * unix-char device named after this one (host node, cgroup rule, bind mount; uid/gid/mode
+   * from the config, else the host node's mode).
    */
   private gpuNodes(): NodeSpec[] {
     const c = this.config;
@@ -121,7 +112,8 @@ export class HardwareDevice implements Device {
         add(`/dev/${nv.cardName}`, num);
       }
     }
-    if (sawNvidia) for (const n of nvidiaNonCardNodes(dev, charNode)) add(n.path, n);
+    // With nvidia.runtime the liblxc hook brings those in.
+    if (sawNvidia && !parseBool(this.ctx.instanceConfig?.["nvidia.runtime"])) for (const n of nvidiaNonCardNodes(dev, charNode)) add(n.path, n);
     return out;
   }
 

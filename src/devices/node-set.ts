@@ -31,6 +31,8 @@ export class NodeSet {
     private readonly ctx: DeviceContext,
     private readonly name: string,
     private readonly config: DeviceConfig,
+    /** Host node file prefix: "unix" (LXD's for gpu, usb, ...) or "infiniband.unix" (LXD's IBDevPrefix). */
+    private readonly filePrefix = "unix",
   ) {}
 
   private unix(n: NodeSpec): UnixDevice {
@@ -40,6 +42,7 @@ export class NodeSet {
       this.name,
       { type: n.kind === "c" ? "unix-char" : "unix-block", path: n.path, major: String(n.major), minor: String(n.minor), uid: c.uid ?? "", gid: c.gid ?? "", mode: c.mode || n.mode || "" },
       n.kind,
+      this.filePrefix,
     );
   }
 
@@ -59,7 +62,7 @@ export class NodeSet {
   }
 
   private get prefix(): string {
-    return pathNameEncode(`unix.${this.name}.`);
+    return pathNameEncode(`${this.filePrefix}.${this.name}.`);
   }
 
   /** The container paths of the nodes this device has now. */

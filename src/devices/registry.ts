@@ -2,6 +2,7 @@
 // One line each.
 import { DiskDevice, NoneDevice } from "./disk.js";
 import { HardwareDevice } from "./hardware.js";
+import { infinibandDevice } from "./infiniband.js";
 import { ProxyDevice } from "./proxy.js";
 import { TpmDevice } from "./tpm.js";
 import { UnixHotplugDevice } from "./unix-hotplug.js";
@@ -24,7 +25,7 @@ export const deviceDrivers: Record<string, DeviceFactory> = {
   "unix-hotplug": (ctx, name, config) => new UnixHotplugDevice(ctx, name, config),
   tpm: (ctx, name, config) => new TpmDevice(ctx, name, config),
   pci: (ctx, name, config) => new HardwareDevice(ctx, name, config),
-  infiniband: (ctx, name, config) => new HardwareDevice(ctx, name, config),
+  infiniband: infinibandDevice,
 };
 
 export const nicDrivers: Record<string, DeviceFactory> = {

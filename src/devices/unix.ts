@@ -19,10 +19,17 @@ export const pathNameEncode = (s: string) => s.replace(/-/g, "--").replace(/\//g
 /** LXD's filesystem.PathNameDecode: "-" → "/", then "//" → "-". */
 export const pathNameDecode = (s: string) => s.replace(/-/g, "/").replace(/\/\//g, "-");
 
-/** Host-side node file name: unix.<device>.<path without leading "/">, encoded. */
-export function unixNodeName(device: string, destPath: string): string {
-  return pathNameEncode(`unix.${device}.${destPath.replace(/^\/+/, "")}`);
+/**
+ * Host-side node file name: <prefix>.<device>.<path without leading "/">, encoded. The prefix is
+ * "unix" for unix-char/unix-block and the hardware devices, "infiniband.unix" for infiniband
+ * (LXD's IBDevPrefix).
+ */
+export function unixNodeName(device: string, destPath: string, prefix = "unix"): string {
+  return pathNameEncode(`${prefix}.${device}.${destPath.replace(/^\/+/, "")}`);
 }
+
+/** Host node files of unix nodes (of any device) in an instance's devices directory. */
+const isNodeFile = (f: string) => f.startsWith("unix.") || f.startsWith("infiniband.unix.");
 
 /** Watches of required=false devices of running instances (one poll for all, no spawns). */
 const watches = new Map<string, { source: string; present: boolean; onChange: (present: boolean) => Promise<void> }>();
@@ -57,6 +64,7 @@ export class UnixDevice implements Device {
     readonly name: string,
     readonly config: DeviceConfig,
     private readonly kind: "c" | "b",
+    private readonly prefix = "unix",
   ) {}
 
   private get source(): string {
@@ -72,7 +80,7 @@ export class UnixDevice implements Device {
   }
 
   private get nodeFile(): string {
-    return join(this.ctx.devicesDir, unixNodeName(this.name, this.target));
+    return join(this.ctx.devicesDir, unixNodeName(this.name, this.target, this.prefix));
   }
 
   private get watchKey(): string {
@@ -131,9 +139,9 @@ export class UnixDevice implements Device {
   /** Another unix device of this instance already has a node for the same path. */
   private dupe(): boolean {
     const suffix = pathNameEncode(this.target.replace(/^\/+/, ""));
-    const own = unixNodeName(this.name, this.target);
+    const own = unixNodeName(this.name, this.target, this.prefix);
     try {
-      return readdirSync(this.ctx.devicesDir).some((f) => f !== own && f.startsWith("unix.") && f.slice(f.lastIndexOf(".") + 1) === suffix);
+      return readdirSync(this.ctx.devicesDir).some((f) => f !== own && isNodeFile(f) && f.slice(f.lastIndexOf(".") + 1) === suffix);
     } catch {
       return false;
     }

@@ -70,6 +70,18 @@ export function instanceQueries(svc: InstanceOwner, snapshots: () => SnapshotSer
       return out;
     },
 
+    hostInterfacesInUse() {
+      const out = new Set<string>();
+      for (const row of svc.repo.list()) {
+        for (const [dev, d] of Object.entries(expandedOrOwn(row).devices)) {
+          if (d.parent) out.add(d.parent);
+          const hostName = row.config[`volatile.${dev}.host_name`];
+          if (hostName) out.add(hostName);
+        }
+      }
+      return [...out];
+    },
+
     /** Instances with a disk device attaching the custom volume. */
     volumeUsedBy: (pool: string, project: string, volume: string) => where((_row, ex) => attaches(ex, pool, volume), project),
 

@@ -94,6 +94,11 @@ export class InstanceRuntime {
       row = records.require(project, name);
     }
     const ex = records.expanded(row);
+    try {
+      driver.preflight?.(ex.config);
+    } catch (e) {
+      throw new Error(`Load go-lxc struct: ${(e as Error).message}`);
+    }
     await loadKernelModules(ex.config["linux.kernel_modules"]);
     const volume = await this.deps.mountVolume(project, rootDisk(ex.devices).pool, name);
     if (!stateful) this.dropState(row, volume);

@@ -237,6 +237,13 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     const after = this.expanded(next);
     // As LXD: a changed raw.lxc is loaded into liblxc now, so a key it does not know is refused.
     if ((before.config["raw.lxc"] ?? "") !== (after.config["raw.lxc"] ?? "") && after.config["raw.lxc"]) await this.runtime.driver.checkRawConfig?.(after.config["raw.lxc"]);
+    // As LXD's user-requested Update, which loads the new config into liblxc: with nvidia.runtime
+    // on, a missing hook or nvidia-container-cli refuses the change (so any change, while on).
+    try {
+      this.runtime.driver.preflight?.(after.config);
+    } catch (e) {
+      throw new Error(`Initialize LXC: ${(e as Error).message}`);
+    }
     const rootBefore = InstanceService.rootDisk(before.devices);
     const rootAfter = InstanceService.rootDisk(after.devices);
     // Moving to another pool is `lxc move --storage`, never a config edit (as LXD).
@@ -352,6 +359,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   readonly volumeUsedBy = (pool: string, project: string, volume: string) => this.queries.volumeUsedBy(pool, project, volume);
   readonly runningVolumeUsers = (pool: string, project: string, volume: string) => this.queries.runningVolumeUsers(pool, project, volume);
   readonly nicsOn = (network: string) => this.queries.nicsOn(network);
+  readonly hostInterfacesInUse = () => this.queries.hostInterfacesInUse();
   readonly running = (project?: string) => this.queries.running(project);
   readonly runtimeOf = (project: string, name: string): PortRuntime => this.queries.runtimeOf(project, name);
   readonly snapshotExpiry = (project: string, name: string, snapshot: string) => this.queries.snapshotExpiry(project, name, snapshot);

@@ -1,8 +1,9 @@
 // Following running instances: noticing the ones that stop (or reboot) on their own, re-adopting
 // running instances when the daemon starts, autostart, and stopping everything at `lxd shutdown`.
 // The watcher follows an in-memory set of running instances (filled at start-up and by every
-// start), not the instances table: each tick costs one /proc/PID/stat read per running
-// instance and no database query.
+// start), not the instances table. With a driver that reports exits (lxc: a pidfd per init on
+// the event loop) it looks only when an init exits, so its cost does not grow with the number of
+// running instances; otherwise it asks the driver twice a second.
 import type { Logger } from "pino";
 import { cpus } from "node:os";
 import { WARNING_TYPES, type WarningType } from "../daemon/host-warnings.js";
@@ -32,28 +33,47 @@ export class InstanceWatcher {
   private readonly running = new Map<string, { project: string; name: string; init: InitProcess }>();
   private timer?: NodeJS.Timeout;
   private polling = false;
+  /** An exit was reported while a poll was running: poll once more after it. */
+  private again = false;
+  private readonly eventDriven: boolean;
   /** Settles when the autostart run that adopt() began is over (never rejects). */
   autostarted: Promise<void> = Promise.resolve();
 
   constructor(private readonly deps: WatcherDeps) {
     deps.runtime.onStarted = (project, name, init) => this.follow(project, name, init);
+    const driver = deps.runtime.driver;
+    this.eventDriven = typeof driver.onExit === "function";
+    driver.onExit?.(() => void this.poll());
   }
 
   /** Follow a running instance until it stops. */
   follow(project: string, name: string, init: InitProcess): void {
     this.running.set(`${project}/${name}`, { project, name, init });
+    if (this.eventDriven) {
+      // Asking arms the driver's exit report for this init; one that is already gone is handled now.
+      if (!this.deps.runtime.driver.alive(init)) void this.poll();
+      return;
+    }
     if (this.timer) return;
     this.timer = setInterval(() => void this.poll(), TICK_MS);
     this.timer.unref();
   }
 
   private async poll(): Promise<void> {
-    if (this.polling) return;
+    if (this.polling) {
+      this.again = true;
+      return;
+    }
     this.polling = true;
+    this.again = false;
     const { runtime, log } = this.deps;
     try {
+      let skipped = false;
       for (const [k, e] of this.running) {
-        if (runtime.busy(e.project, e.name)) continue;
+        if (runtime.busy(e.project, e.name)) {
+          skipped = true;
+          continue;
+        }
         if (runtime.driver.alive(e.init)) continue;
         const row = this.deps.records.get(e.project, e.name);
         const current = row && initOf(row);
@@ -62,11 +82,13 @@ export class InstanceWatcher {
           continue;
         }
         if (current.pid !== e.init.pid || current.startTime !== e.init.startTime) {
-          this.running.set(k, { ...e, init: current }); // restarted meanwhile
+          this.follow(e.project, e.name, current); // restarted meanwhile
           continue;
         }
         await runtime.serialize(e.project, e.name, () => this.onExited(row)).catch((err) => log.error({ err }, "handling a stopped container failed"));
       }
+      // An instance in the middle of an operation is looked at again shortly (its exit report has been spent).
+      if (skipped && this.eventDriven) setTimeout(() => void this.poll(), TICK_MS).unref();
       if (this.running.size === 0 && this.timer) {
         clearInterval(this.timer);
         this.timer = undefined;
@@ -74,6 +96,7 @@ export class InstanceWatcher {
     } finally {
       this.polling = false;
     }
+    if (this.again) await this.poll();
   }
 
   /** The init process died without us stopping it: a shutdown or reboot from inside. */
@@ -87,7 +110,7 @@ export class InstanceWatcher {
     if (init) {
       // the driver rebooted it (liblxc does on a reboot from inside)
       records.setInit(row.project, row.name, init);
-      this.running.set(k, { ...ref, init });
+      this.follow(ref.project, ref.name, init);
       for (const d of this.deps.devices.of(row, records.expanded(row).devices)) {
         await d.rebooted?.(init.pid).catch((e) => log.warn({ err: e, device: d.name }, "device setup after reboot failed"));
       }

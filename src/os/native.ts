@@ -1,5 +1,5 @@
 // The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
-// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c) and the helpers (native/start.c,
+// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c, native/idmap.c, native/netns.c, native/pidwatch.c) and the helpers (native/start.c,
 // native/attach.c, native/proxy.c, native/uevent.c, native/rsync.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
@@ -33,7 +33,24 @@ export interface Native {
   liblxcHasExtension(name: string): boolean;
   /** Bind `source` onto the existing `target`, idmapped through the user namespace of `pid`; throws "<step>: <errno text>". */
   idmappedBind(source: string, pid: number, target: string, recursive: boolean): void;
+  /**
+   * The links and addresses of each process's network namespace (rtnetlink dumps from a thread that
+   * enters each namespace in turn); null for a process whose namespace cannot be entered.
+   */
+  netnsLinks(pids: number[]): Promise<(NetnsLinks | null)[]>;
+  /** A pidfd of any process polled on the event loop: onExit runs once when it exits; null when there is no such process. */
+  watchProcess(pid: number, onExit: () => void): ProcessWatch | null;
+  unwatchProcess(watch: ProcessWatch): void;
   O_PATH: number;
+}
+
+declare const processWatch: unique symbol;
+export type ProcessWatch = { readonly [processWatch]: true };
+
+export interface NetnsLinks {
+  /** stats: rx bytes, packets, errors, dropped (+ missed, as /proc/net/dev); tx bytes, packets, errors, dropped. */
+  links: { index: number; name: string; flags: number; type: number; mtu: number; address: string; stats: number[] }[];
+  addrs: { index: number; family: 4 | 6; prefix: number; scope: number; address: string }[];
 }
 
 export const native = createRequire(import.meta.url)("../../build/Release/nodelxd_native.node") as Native;

@@ -124,6 +124,8 @@ describe("containers on a Linux bridge", () => {
     expect(ok("config", "device", "get", c1, "eth0", "network").trim()).toBe(br.name);
     const [ip1, ip2] = await allReachable([c1, c2], br.n);
     expect(ip1).not.toBe(ip2);
+    const listed = JSON.parse(ok("query", "/1.0/instances?recursion=2"));
+    expect(listed.find((i: { name: string }) => i.name === c1).state.network.eth0.addresses).toContainEqual({ family: "inet", address: ip1, netmask: "24", scope: "global" });
     veths.push(hostName(c1), hostName(c2));
     for (const v of veths) expect(readFileSync(`/sys/class/net/${v}/master/uevent`, "utf8")).toContain(`INTERFACE=${br.name}`);
 
@@ -155,6 +157,11 @@ describe("containers on a Linux bridge", () => {
     expect(dhcpAnswer(c1, "eth1")).toMatch(new RegExp(`^10\\.97\\.${br2.n}\\.`));
     const state = JSON.parse(ok("query", `/1.0/instances/${c1}/state`));
     expect(state.network.eth1.host_name).toBe(veth);
+    // The state is read from inside the container's namespace: what the container itself sees.
+    expect(state.network.eth1).toMatchObject({ mtu: 1400, state: "up", type: "broadcast", hwaddr: ok("config", "get", c1, "volatile.eth1.hwaddr").trim() });
+    expect(state.network.eth1.counters.packets_received).toBeGreaterThan(0);
+    expect(state.network.lo).toMatchObject({ type: "loopback", hwaddr: "", mtu: 65536 });
+    expect(state.network.lo.addresses).toContainEqual({ family: "inet", address: "127.0.0.1", netmask: "8", scope: "local" });
 
     ok("config", "device", "remove", c1, "eth1");
     expect(exec(c1, "ip", "link", "show", "eth1").code).not.toBe(0);

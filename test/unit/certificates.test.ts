@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { addExpiry, decodeToken, encodeToken, fingerprintOf, toPem } from "../../src/daemon/certificate-service.js";
 import { checkPassword, hashPassword } from "../../src/daemon/trust-password.js";
-import { X509Certificate } from "node:crypto";
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { generateCertificate } from "../../src/daemon/certificates.js";
 
 describe("trust password hashing", () => {
@@ -30,6 +30,26 @@ describe("tokens", () => {
     expect(addExpiry(from, "2d").toISOString()).toBe("2026-02-02T00:00:00.000Z");
     expect(addExpiry(from, "1w").toISOString()).toBe("2026-02-07T00:00:00.000Z");
     expect(addExpiry(from, "1y").toISOString()).toBe("2027-01-31T00:00:00.000Z");
+  });
+});
+
+describe("server certificate", () => {
+  it("is LXD's kind: ECDSA P-384, self-signed, server auth, not a CA, loopback SANs, with its key", async () => {
+    const { cert, key } = await generateCertificate("root@unit-host");
+    const x = new X509Certificate(cert);
+    expect(x.subject).toBe("O=linuxcontainers.org\nCN=root@unit-host");
+    expect(x.issuer).toBe(x.subject);
+    expect(x.ca).toBe(false);
+    expect(x.publicKey.asymmetricKeyDetails?.namedCurve).toBe("secp384r1");
+    expect(x.subjectAltName).toContain("IP Address:127.0.0.1");
+    expect(x.subjectAltName).toContain("IP Address:0:0:0:0:0:0:0:1");
+    expect(x.keyUsage).toEqual(["1.3.6.1.5.5.7.3.1"]);
+    expect(x.verify(x.publicKey)).toBe(true);
+    expect(x.checkPrivateKey(createPrivateKey(key))).toBe(true);
+    expect(key).toMatch(/^-----BEGIN EC PRIVATE KEY-----\n/);
+    const years = (Date.parse(x.validTo) - Date.parse(x.validFrom)) / (365.25 * 86400_000);
+    expect(Math.round(years)).toBe(10);
+    await expect(generateCertificate("a/b\nCN=x")).rejects.toThrow("Invalid certificate common name");
   });
 });
 

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { findGpus, findUsb, HardwareDevice } from "../../src/devices/hardware.js";
+import { InfinibandDevice } from "../../src/devices/infiniband.js";
 import { TpmDevice } from "../../src/devices/tpm.js";
 import type { DeviceContext } from "../../src/devices/types.js";
 import { UnixHotplugDevice } from "../../src/devices/unix-hotplug.js";
@@ -45,6 +46,7 @@ const dev = (config: Record<string, string>) => {
   if (config.type === "usb") return new UsbDevice(ctx, "d", config, roots);
   if (config.type === "unix-hotplug") return new UnixHotplugDevice(ctx, "d", config, roots);
   if (config.type === "tpm") return new TpmDevice(ctx, "d", config);
+  if (config.type === "infiniband") return new InfinibandDevice(ctx, "d", config, roots);
   return new HardwareDevice(ctx, "d", config, roots);
 };
 
@@ -87,7 +89,7 @@ describe("hardware devices", () => {
     expect((await dev({ type: "usb", vendorid: "1234" }).start()).lxc).toEqual([]);
     await expect(dev({ type: "unix-hotplug", vendorid: "1234", required: "true" }).start()).rejects.toThrow('Failed to start device "d": Required Unix Hotplug device not found');
     expect((await dev({ type: "unix-hotplug", vendorid: "1234" }).start()).lxc).toEqual([]);
-    await expect(dev({ type: "infiniband", nictype: "physical", parent: "ib0" }).start()).rejects.toThrow("Parent device 'ib0' doesn't exist");
+    await expect(dev({ type: "infiniband", nictype: "physical", parent: "ib0", name: "ib0" }).start()).rejects.toThrow(`Failed to start device "d": Parent device 'ib0' doesn't exist`);
   });
 });
 

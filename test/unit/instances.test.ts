@@ -5,7 +5,7 @@ import { allocateIdmap, lxcIdmapLines, parseSubIdFile, remapId, toHost, toNs, ty
 import { parseCgroupLayout } from "../../src/instances/lxc/cgroup.js";
 import { cpusetFor, generateLxcConfig, parseRawLxc, renderLxcConfig, type LxcConfigInput } from "../../src/instances/lxc/config.js";
 import { validateInstanceName } from "../../src/instances/names.js";
-import { parseIfInet6, parseIpv4, parseNetDev } from "../../src/instances/netstate.js";
+import { networkStateOf } from "../../src/instances/netstate.js";
 
 const host: HostIdSet = { uid: { start: 1_000_000, size: 1_000_000_000 }, gid: { start: 1_000_000, size: 1_000_000_000 } };
 
@@ -181,19 +181,43 @@ describe("cgroup layout", () => {
   });
 });
 
-describe("network state parsing", () => {
-  it("reads counters, IPv4 with netmask and IPv6", () => {
-    const dev = parseNetDev("Inter-|   Receive\n face |bytes\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n  eth0:     744       3    0    0    0     0          0         0      996       6    0    0    0     0       0          0\n");
-    expect(dev.get("eth0")).toMatchObject({ bytes_received: 744, packets_received: 3, bytes_sent: 996, packets_sent: 6 });
-    const fib = "Main:\n  +-- 10.98.32.0/24 2 0 2\n     |-- 10.98.32.124\n        /32 host LOCAL\nLocal:\n  +-- 127.0.0.0/8 2 0 2\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
-    const route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t0020620A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-    const v4 = parseIpv4(fib, route);
-    expect(v4).toContainEqual({ iface: "eth0", addr: { family: "inet", address: "10.98.32.124", netmask: "24", scope: "global" } });
-    expect(v4).toContainEqual({ iface: "lo", addr: { family: "inet", address: "127.0.0.1", netmask: "8", scope: "local" } });
-    const v6 = parseIfInet6("00000000000000000000000000000001 01 80 10 80       lo\nfe8000000000000002163efffe61f15a 02 40 20 80     eth0\n");
-    expect(v6[0]).toEqual({ iface: "lo", addr: { family: "inet6", address: "::1", netmask: "128", scope: "local" } });
-    expect(v6[1].addr.address).toBe("fe80::216:3eff:fe61:f15a");
-    expect(v6[1].addr.scope).toBe("link");
+describe("network state from rtnetlink links and addresses", () => {
+  it("maps counters, addresses, scopes and link types as LXD shows them", () => {
+    const net = networkStateOf(
+      {
+        links: [
+          { index: 1, name: "lo", flags: 0x10049, type: 772, mtu: 65536, address: "00:00:00:00:00:00", stats: [0, 0, 0, 0, 0, 0, 0, 0] },
+          { index: 2, name: "eth0", flags: 0x11043, type: 1, mtu: 1500, address: "00:16:3e:61:f1:5a", stats: [744, 3, 0, 1, 996, 6, 0, 0] },
+          { index: 3, name: "eth1", flags: 0x1002, type: 1, mtu: 1400, address: "00:16:3e:00:00:01", stats: [0, 0, 0, 0, 0, 0, 0, 0] },
+        ],
+        addrs: [
+          { index: 1, family: 4, prefix: 8, scope: 254, address: "127.0.0.1" },
+          { index: 2, family: 4, prefix: 24, scope: 0, address: "10.98.32.124" },
+          { index: 1, family: 6, prefix: 128, scope: 254, address: "::1" },
+          { index: 2, family: 6, prefix: 64, scope: 253, address: "fe80::216:3eff:fe61:f15a" },
+        ],
+      },
+      { eth0: "veth1234" },
+    );
+    expect(net.lo).toEqual({
+      addresses: [
+        { family: "inet", address: "127.0.0.1", netmask: "8", scope: "local" },
+        { family: "inet6", address: "::1", netmask: "128", scope: "local" },
+      ],
+      counters: { bytes_received: 0, packets_received: 0, errors_received: 0, packets_dropped_inbound: 0, bytes_sent: 0, packets_sent: 0, errors_sent: 0, packets_dropped_outbound: 0 },
+      hwaddr: "",
+      host_name: "",
+      mtu: 65536,
+      state: "up",
+      type: "loopback",
+    });
+    expect(net.eth0.addresses).toEqual([
+      { family: "inet", address: "10.98.32.124", netmask: "24", scope: "global" },
+      { family: "inet6", address: "fe80::216:3eff:fe61:f15a", netmask: "64", scope: "link" },
+    ]);
+    expect(net.eth0).toMatchObject({ hwaddr: "00:16:3e:61:f1:5a", host_name: "veth1234", mtu: 1500, state: "up", type: "broadcast" });
+    expect(net.eth0.counters).toMatchObject({ bytes_received: 744, packets_received: 3, packets_dropped_inbound: 1, bytes_sent: 996, packets_sent: 6 });
+    expect(net.eth1).toMatchObject({ addresses: [], state: "down", mtu: 1400 });
   });
 });
 

@@ -43,7 +43,7 @@ export function instanceStateHandlers(core: Core, svc: InstanceService): { get: 
 
   const get: Handler = async (req) => {
     const row = svc.require(req.project, req.params.name);
-    const state = readInstanceState(svc, row);
+    const state = await readInstanceState(svc, row);
     if (state.status !== "Stopped") state.disk = await readInstanceDisk(svc, row);
     return sync(state);
   };

@@ -12,7 +12,7 @@ import { matchFilter, parseFilter } from "../../shared/filter.js";
 import { generateInstanceName } from "../../instances/names.js";
 import { parseInstanceType } from "../../instances/instance-types.js";
 import { InstanceService, instanceUrl, type CreateRequest } from "../../instances/service.js";
-import { readInstanceState } from "../../instances/state.js";
+import { readInstanceStates } from "../../instances/state.js";
 import { instanceStateHandlers } from "./instance-state.js";
 import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
 import { validateInstanceName } from "../../instances/names.js";
@@ -44,7 +44,7 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     const base = svc.view(row);
     const view: Record<string, unknown> = { ...base };
     if (recursion > 1) {
-      view.state = readInstanceState(svc, row, base.status as PowerState);
+      view.state = null; // filled by withStates, in one batch for a whole list
       view.snapshots = svc.snapshots.views(row);
       const backups = svc.backups?.list(row) ?? [];
       view.backups = backups.length ? backups.map((b) => svc.backups!.view(b)) : null;
@@ -52,14 +52,21 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
     return view;
   };
 
-  const list: Handler = (req) => {
+  const withStates = async <T extends { row: InstanceRow; view: Record<string, unknown> }>(items: T[]): Promise<T[]> => {
+    const states = await readInstanceStates(svc, items.map(({ row, view }) => ({ row, status: view.status as PowerState })));
+    items.forEach((item, i) => (item.view.state = states[i]));
+    return items;
+  };
+
+  const list: Handler = async (req) => {
     const all = req.query["all-projects"] === "true";
     const collection = collectionOf(req.url);
     // all-projects: a restricted client gets its certificate's projects only.
     let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
-    const views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
+    let views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
+    if (req.recursion > 1) views = await withStates(views);
     const clauses = filter ? parseFilter(filter) : undefined;
     const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);
@@ -208,11 +215,13 @@ export function instanceRoutes(core: Core, svc: InstanceService, files: Instance
 
   const etagOf = (row: InstanceRow) => ({ architecture: row.architecture, config: row.config, devices: row.devices, ephemeral: row.ephemeral, profiles: row.profiles, description: row.description });
 
-  const get: Handler = (req) => {
+  const get: Handler = async (req) => {
     const row = svc.require(req.project, req.params.name);
     const etag = etagOf(row);
     // instance_get_full: any recursion on a single instance adds state, snapshots and backups.
-    return sync(full(row, req.recursion > 0 ? 2 : 0), { etag });
+    if (req.recursion === 0) return sync(full(row, 0), { etag });
+    const [{ view }] = await withStates([{ row, view: full(row, 2) }]);
+    return sync(view, { etag });
   };
 
   const put: Handler = async (req) => {

@@ -74,6 +74,16 @@ export interface NetworkPort {
   link_detected: boolean;
   link_speed?: number;
   link_duplex?: string;
+  infiniband?: InfinibandPort;
+}
+/** An InfiniBand port's character devices (LXD's ResourcesNetworkCardPortInfiniband; all omitempty). */
+export interface InfinibandPort {
+  issm_name?: string;
+  issm_device?: string;
+  mad_name?: string;
+  mad_device?: string;
+  verb_name?: string;
+  verb_device?: string;
 }
 export interface NetworkCard {
   driver: string;
@@ -85,6 +95,8 @@ export interface NetworkCard {
   vendor_id?: string;
   product?: string;
   product_id?: string;
+  /** SR-IOV capable cards: VF counts and the VFs' own cards (`vfs` null when none, as Go's nil slice). */
+  sriov?: { current_vfs: number; maximum_vfs: number; vfs: NetworkCard[] | null };
 }
 
 /** What the ETHTOOL_GLINKSETTINGS ioctl answers for an interface (native/ethtool.c). */
@@ -136,6 +148,9 @@ export function applyLinkSettings(port: NetworkPort, ls: LinkSettings): void {
  */
 export function readNetwork(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS, ethtool?: (ifname: string) => LinkSettings | null): { cards: NetworkCard[]; total: number } {
   const cards = new Map<string, NetworkCard>();
+  /** Virtual functions' cards by their physical function's PCI address (they are listed under it). */
+  const vfs = new Map<string, NetworkCard[]>();
+  const isVf = new Set<NetworkCard>();
   for (const name of fs.list("/sys/class/net")) {
     const dir = `/sys/class/net/${name}`;
     if (!fs.exists(`${dir}/device`)) continue;
@@ -156,6 +171,12 @@ export function readNetwork(fs: SysFs, kernelRelease: string, ids: IdDatabase = 
         if (n.vendor) card.vendor = n.vendor;
         if (n.product) card.product = n.product;
       }
+      if (fs.exists(`${dir}/device/sriov_numvfs`)) card.sriov = { current_vfs: fs.int(`${dir}/device/sriov_numvfs`) ?? 0, maximum_vfs: fs.int(`${dir}/device/sriov_totalvfs`) ?? 0, vfs: null };
+      const pf = fs.exists(`${dir}/device/physfn`) ? pciAddressOf(fs.resolve(`${dir}/device/physfn`)) : undefined;
+      if (pf) {
+        vfs.set(pf, [...(vfs.get(pf) ?? []), card]);
+        isVf.add(card);
+      }
       cards.set(devicePath, card);
     }
     const type = fs.int(`${dir}/type`);
@@ -171,12 +192,41 @@ export function readNetwork(fs: SysFs, kernelRelease: string, ids: IdDatabase = 
     };
     if (speed && speed > 0) port.link_speed = speed;
     if (duplex && duplex !== "unknown") port.link_duplex = duplex;
-    const ls = ethtool?.(name);
+    if (port.protocol === "infiniband" && fs.exists(`${dir}/device/infiniband`)) port.infiniband = infinibandPort(fs, `${dir}/device`, port.port);
+    // LXD asks ethtool about physical functions only.
+    const ls = isVf.has(card) ? null : ethtool?.(name);
     if (ls) applyLinkSettings(port, ls);
     card.ports.push(port);
   }
-  const list = [...cards.values()];
-  return { cards: list, total: list.length };
+  const list = [...cards.values()].filter((c) => !isVf.has(c));
+  let total = 0;
+  for (const card of list) {
+    if (card.sriov && card.pci_address) card.sriov.vfs = vfs.get(card.pci_address) ?? null;
+    total += 1 + (card.sriov?.vfs?.length ?? 0);
+  }
+  return { cards: list, total };
+}
+
+/**
+ * LXD's infiniband port info: the issm/umad nodes of infiniband_mad whose `port` is this port's
+ * number + 1, and the one infiniband_verbs node (only when there is exactly one), each with the
+ * "major:minor" of its `dev` file (the node is left out when it has none).
+ */
+export function infinibandPort(fs: SysFs, devicePath: string, port: number): InfinibandPort {
+  const ib: InfinibandPort = {};
+  for (const entry of fs.list(`${devicePath}/infiniband_mad`)) {
+    const d = `${devicePath}/infiniband_mad/${entry}`;
+    if (fs.int(`${d}/port`) !== port + 1 || !fs.exists(`${d}/dev`)) continue;
+    const dev = fs.trim(`${d}/dev`) ?? "";
+    if (entry.startsWith("issm")) Object.assign(ib, { issm_name: entry, issm_device: dev });
+    if (entry.startsWith("umad")) Object.assign(ib, { mad_name: entry, mad_device: dev });
+  }
+  const verbs = fs.list(`${devicePath}/infiniband_verbs`);
+  if (verbs.length === 1) {
+    ib.verb_name = verbs[0];
+    if (fs.exists(`${devicePath}/infiniband_verbs/${verbs[0]}/dev`)) ib.verb_device = fs.trim(`${devicePath}/infiniband_verbs/${verbs[0]}/dev`) ?? "";
+  }
+  return ib;
 }
 
 export interface DiskPartition {

@@ -12,6 +12,7 @@ export const OMIT_EMPTY = {
   gpuDrm: ["control_name", "control_device", "render_name", "render_device"],
   networkCard: ["driver", "driver_version", "ports", "sriov", "pci_address", "vendor", "vendor_id", "product", "product_id", "firmware_version", "usb_address"],
   networkPort: ["address", "supported_modes", "supported_ports", "port_type", "transceiver_type", "link_speed", "link_duplex", "infiniband"],
+  networkPortInfiniband: ["issm_name", "issm_device", "mad_name", "mad_device", "verb_name", "verb_device"],
   storageDisk: ["model", "type", "wwn", "device_path", "firmware_version", "serial", "pci_address", "usb_address"],
   pciVpd: ["product_name", "entries"],
 } as const satisfies Record<string, readonly string[]>;
@@ -46,10 +47,15 @@ export function applyOmitEmpty<T extends { cpu?: unknown; memory?: unknown; gpu?
     if (card.drm && typeof card.drm === "object") omitEmpty(card.drm as Obj, OMIT_EMPTY.gpuDrm);
     omitEmpty(card, OMIT_EMPTY.gpuCard);
   }
-  for (const card of list((res.network as Obj | undefined)?.cards)) {
-    for (const port of list(card.ports)) omitEmpty(port, OMIT_EMPTY.networkPort);
+  const networkCard = (card: Obj): void => {
+    for (const port of list(card.ports)) {
+      if (port.infiniband && typeof port.infiniband === "object") omitEmpty(port.infiniband as Obj, OMIT_EMPTY.networkPortInfiniband);
+      omitEmpty(port, OMIT_EMPTY.networkPort);
+    }
+    for (const vf of list((card.sriov as Obj | undefined)?.vfs)) networkCard(vf);
     omitEmpty(card, OMIT_EMPTY.networkCard);
-  }
+  };
+  for (const card of list((res.network as Obj | undefined)?.cards)) networkCard(card);
   for (const disk of list((res.storage as Obj | undefined)?.disks)) omitEmpty(disk, OMIT_EMPTY.storageDisk);
   for (const dev of list((res.pci as Obj | undefined)?.devices)) if (dev.vpd && typeof dev.vpd === "object") omitEmpty(dev.vpd as Obj, OMIT_EMPTY.pciVpd);
   return res;

@@ -78,6 +78,8 @@ export interface InstanceDriver {
 
   /** Create from a volume: lay out what the driver needs around the instance volume (idempotent). */
   create(ref: InstanceRef, volume: string): void;
+  /** Checks of the expanded config before a start touches anything (LXD's initLXC errors); throws the message. */
+  preflight?(config: Record<string, string>): void;
   /** Start; resolves with the init process once the instance runs. Undoes its own partial work. */
   start(ref: InstanceRef, spec: StartSpec): Promise<InitProcess>;
   /** Clean shutdown within `timeout` seconds, then kill; `force` kills at once. */
@@ -90,6 +92,11 @@ export interface InstanceDriver {
   state(init: InitProcess | undefined): PowerState;
   /** Whether `init` is still the live init process. */
   alive(init: InitProcess | undefined): boolean;
+  /**
+   * Optional: `listener` runs when an init that `alive` answered for exits (the instance watcher
+   * then needs no polling). Without it the watcher asks `alive` twice a second.
+   */
+  onExit?(listener: () => void): void;
   /** What the runtime itself reports (crash recovery and reboots): the init process, or undefined. */
   runningInit(ref: InstanceRef): Promise<InitProcess | undefined>;
   /** Usage counters of a running instance. */

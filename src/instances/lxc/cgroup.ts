@@ -108,11 +108,22 @@ export function procCgroup(pid: number): string {
   }
 }
 
-export function readUsage(layout: CgroupLayout, pid: number): CgroupUsage {
+/** A process's cgroup directory per controller, each worked out once. */
+export type CgroupDirs = (controller: string) => string | undefined;
+
+/** As cgroupDir; "freezer" on a v2 host is the unified directory (cgroup.freeze, cgroup.events). */
+export function cgroupDirs(layout: CgroupLayout, pid: number, text = procCgroup(pid)): CgroupDirs {
+  const memo = new Map<string, string | undefined>();
+  const unifiedFreezer = !controllerVersion(layout, "freezer") && layout.v2Mount ? { ...layout, v2: new Set([...layout.v2, "freezer"]) } : undefined;
+  return (controller) => {
+    if (!memo.has(controller)) memo.set(controller, cgroupDir(controller === "freezer" && unifiedFreezer ? unifiedFreezer : layout, pid, controller, text));
+    return memo.get(controller);
+  };
+}
+
+export function readUsage(layout: CgroupLayout, dirs: CgroupDirs): CgroupUsage {
   const usage: CgroupUsage = { memory: { usage: 0, usage_peak: 0, swap_usage: 0, swap_usage_peak: 0 }, cpuNs: 0 };
-  const text = procCgroup(pid);
-  const cgroupDir = (l: CgroupLayout, p: number, c: string) => cgroupDirOf(l, p, c, text);
-  const mem = cgroupDir(layout, pid, "memory");
+  const mem = dirs("memory");
   if (mem && controllerVersion(layout, "memory") === "v1") {
     const u = readNumber(join(mem, "memory.usage_in_bytes")) ?? 0;
     const sw = readNumber(join(mem, "memory.memsw.usage_in_bytes"));
@@ -128,33 +139,30 @@ export function readUsage(layout: CgroupLayout, pid: number): CgroupUsage {
     };
   }
   if (controllerVersion(layout, "cpuacct") === "v1") {
-    const d = cgroupDir(layout, pid, "cpuacct");
+    const d = dirs("cpuacct");
     usage.cpuNs = (d && readNumber(join(d, "cpuacct.usage"))) || 0;
   } else {
-    const d = cgroupDir(layout, pid, "cpu");
+    const d = dirs("cpu");
     const usec = d ? readKeyed(join(d, "cpu.stat"), "usage_usec") : undefined;
     usage.cpuNs = (usec ?? 0) * 1000;
   }
-  const p = cgroupDir(layout, pid, "pids");
+  const p = dirs("pids");
   if (p) usage.pids = readNumber(join(p, "pids.current"));
   return usage;
 }
 
 /** Number of processes in `pid`'s cgroup tree (pids controller), else counted from cgroup.procs. */
-export function processCount(layout: CgroupLayout, pid: number, text = procCgroup(pid)): number {
-  const cgroupDir = (l: CgroupLayout, p: number, c: string) => cgroupDirOf(l, p, c, text);
-  const p = cgroupDir(layout, pid, "pids");
+export function processCount(dirs: CgroupDirs): number {
+  const p = dirs("pids");
   const n = p ? readNumber(join(p, "pids.current")) : undefined;
   if (n !== undefined) return n;
-  const d = cgroupDir(layout, pid, "memory") ?? cgroupDir(layout, pid, "cpu");
+  const d = dirs("memory") ?? dirs("cpu");
   try {
     return d ? readFileSync(join(d, "cgroup.procs"), "utf8").split("\n").filter(Boolean).length : 0;
   } catch {
     return 0;
   }
 }
-
-const cgroupDirOf = cgroupDir;
 
 /** Write a limit into a running container's cgroup: `files` gives the file per version. */
 export function writeLimit(layout: CgroupLayout, pid: number, controller: string, files: { v1: string; v2: string }, value: string): void {

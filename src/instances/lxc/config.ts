@@ -6,6 +6,7 @@ import { parseAllowance, isTrue } from "../config-keys.js";
 import { parseByteSize } from "../../shared/units.js";
 import { lxcIdmapLines, type IdmapEntry } from "../idmap.js";
 import type { CgroupVersion } from "./cgroup.js";
+import { nvidiaConfigLines } from "./nvidia.js";
 
 export interface LxcConfigInput {
   /** liblxc container name (log paths) */
@@ -28,6 +29,8 @@ export interface LxcConfigInput {
   seccompProfile?: string;
   hostMemoryBytes: number;
   devices: RunConfig[];
+  /** nvidia.runtime=true: liblxc's nvidia hook (checked to exist by the driver). */
+  nvidiaHook?: string;
 }
 
 export type ConfigLine = [string, string];
@@ -153,6 +156,7 @@ export function generateLxcConfig(input: LxcConfigInput): ConfigLine[] {
     else if (k.startsWith("limits.kernel.")) out.push([`lxc.prlimit.${k.slice("limits.kernel.".length)}`, v]);
     else if (k.startsWith("linux.sysctl.")) out.push([`lxc.sysctl.${k.slice("linux.sysctl.".length)}`, v]);
   }
+  if (input.nvidiaHook) out.push(...nvidiaConfigLines(c, input.nvidiaHook));
   let netIndex = 0;
   for (const dev of input.devices) {
     out.push(...(dev.lxc ?? []));

@@ -11,25 +11,19 @@ import { runHelper } from "../../os/helper-process.js";
 import { helperPath } from "../../os/native.js";
 import { CriuMissing, type AttachTarget, type CheckpointPurpose, type CommandSpec, type InitProcess, type InstanceDriver, type InstanceDriverDefinition, type InstanceDriverEnv, type InstanceRef, type InstanceUsage, type PowerState, type StartSpec } from "../drivers/types.js";
 import { hostRoot } from "../idmap.js";
-import { cgroupDir, controllerVersion, hostCgroupLayout, processCount, readUsage, writeLimit, type CgroupLayout } from "./cgroup.js";
+import { cgroupDirs, controllerVersion, hostCgroupLayout, processCount, readUsage, writeLimit, type CgroupDirs, type CgroupLayout } from "./cgroup.js";
+import { InitLiveness, procStartTime } from "./liveness.js";
 import { criuFailure, keepCriuLog } from "./criu.js";
 import { cpusetFor, generateLxcConfig, logDir, memoryLimitBytes, renderLxcConfig } from "./config.js";
 import { shiftTree } from "./shift.js";
 import { ensureShmounts, hotplugFor, releaseShmounts } from "./hotplug.js";
 import { needsSeccompPolicy, seccompPolicy } from "./seccomp.js";
+import { nvidiaRuntimeHook } from "./nvidia.js";
 
 export type { InitProcess } from "../drivers/types.js";
+export { procStartTime } from "./liveness.js";
 
-export function procStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return rest[19];
-  } catch {
-    return undefined;
-  }
-}
-
+/** Whether `init` is the live init process, read from /proc (one-off callers; the driver tracks its own). */
 export function isAlive(init: InitProcess | undefined): init is InitProcess {
   return !!init && init.pid > 0 && procStartTime(init.pid) === init.startTime;
 }
@@ -60,6 +54,7 @@ const safeRead = (f: string): string => {
 export class LxcDriver implements InstanceDriver {
   readonly info = lxcInfo;
   readonly layout: CgroupLayout = hostCgroupLayout();
+  private readonly liveness = new InitLiveness();
   private readonly lxdDir: string;
   private readonly seccompOk = /^Seccomp:/m.test(safeRead("/proc/self/status"));
   private readonly apparmor = existsSync("/sys/kernel/security/apparmor");
@@ -188,6 +183,11 @@ export class LxcDriver implements InstanceDriver {
     await releaseShmounts(this.env.paths.shmounts);
   }
 
+  /** What LXD's initLXC refuses before anything starts (nvidia.runtime without its hook or tools). */
+  preflight(config: Record<string, string>): void {
+    nvidiaRuntimeHook(config);
+  }
+
   /** liblxc config from the spec, then start (see launch). */
   async start(ref: InstanceRef, spec: StartSpec): Promise<InitProcess> {
     await this.writeStartConfig(ref, spec);
@@ -251,6 +251,7 @@ export class LxcDriver implements InstanceDriver {
       seccompProfile,
       hostMemoryBytes: totalmem(),
       devices: spec.devices,
+      nvidiaHook: nvidiaRuntimeHook(spec.config),
     });
     lines.splice(lines.length - 1, 0, ["lxc.mount.auto", `shmounts:${shmounts}:/dev/.lxd-mounts`]);
     // The guest API (devlxd): the daemon's socket directory at /dev/lxd, as LXD mounts it.
@@ -341,17 +342,27 @@ export class LxcDriver implements InstanceDriver {
   }
 
   alive(init: InitProcess | undefined): boolean {
-    return isAlive(init);
+    return this.liveness.alive(init);
+  }
+
+  onExit(listener: () => void): void {
+    this.liveness.onExit(listener);
   }
 
   state(init: InitProcess | undefined): PowerState {
-    if (!isAlive(init)) return "Stopped";
-    return this.isFrozen(init.pid) ? "Frozen" : "Running";
+    if (!this.liveness.alive(init)) return "Stopped";
+    return this.isFrozen(init.pid, this.dirsOf(init)) ? "Frozen" : "Running";
   }
 
   usage(init: InitProcess): InstanceUsage {
-    const u = readUsage(this.layout, init.pid);
-    return { memory: u.memory, cpuNs: u.cpuNs, processes: u.pids ?? processCount(this.layout, init.pid) };
+    const dirs = this.dirsOf(init);
+    const u = readUsage(this.layout, dirs);
+    return { memory: u.memory, cpuNs: u.cpuNs, processes: u.pids ?? processCount(dirs) };
+  }
+
+  /** The init's cgroup directories, worked out once per process. */
+  private dirsOf(init: InitProcess): CgroupDirs {
+    return this.liveness.perProcess(init, () => cgroupDirs(this.layout, init.pid)) ?? cgroupDirs(this.layout, init.pid);
   }
 
   async updateLive(init: InitProcess, before: Record<string, string>, after: Record<string, string>): Promise<void> {
@@ -402,14 +413,9 @@ export class LxcDriver implements InstanceDriver {
   }
 
   private freezerFile(pid: number): string {
-    if (controllerVersion(this.layout, "freezer") === "v1") {
-      const dir = cgroupDir(this.layout, pid, "freezer");
-      if (dir) return join(dir, "freezer.state");
-    } else {
-      const dir = cgroupDir({ ...this.layout, v2: new Set([...this.layout.v2, "freezer"]) }, pid, "freezer");
-      if (dir) return join(dir, "cgroup.freeze");
-    }
-    throw new Error("The freezer cgroup is not available");
+    const dir = cgroupDirs(this.layout, pid)("freezer");
+    if (!dir) throw new Error("The freezer cgroup is not available");
+    return join(dir, controllerVersion(this.layout, "freezer") === "v1" ? "freezer.state" : "cgroup.freeze");
   }
 
   private writeFreezer(pid: number, frozen: boolean): void {
@@ -418,23 +424,17 @@ export class LxcDriver implements InstanceDriver {
   }
 
   /** Frozen, from the freezer cgroup of the init process. */
-  isFrozen(pid: number): boolean {
-    const version = controllerVersion(this.layout, "freezer");
-    if (version === "v1") {
-      const dir = cgroupDir(this.layout, pid, "freezer");
-      try {
-        return !!dir && readFileSync(join(dir, "freezer.state"), "utf8").trim() !== "THAWED";
-      } catch {
-        return false;
-      }
-    }
-    const dir = cgroupDir({ ...this.layout, v2: new Set([...this.layout.v2, "freezer"]) }, pid, "freezer");
+  isFrozen(pid: number, dirs = cgroupDirs(this.layout, pid)): boolean {
+    const dir = dirs("freezer");
+    if (!dir) return false;
     try {
-      return !!dir && /^frozen 1$/m.test(readFileSync(join(dir, "cgroup.events"), "utf8"));
+      if (controllerVersion(this.layout, "freezer") === "v1") return readFileSync(join(dir, "freezer.state"), "utf8").trim() !== "THAWED";
+      return /^frozen 1$/m.test(readFileSync(join(dir, "cgroup.events"), "utf8"));
     } catch {
       return false;
     }
   }
+
 }
 
 export const lxcInfo = { name: "lxc", type: "container", freeze: true, liveLimits: true } as const;
