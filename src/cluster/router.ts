@@ -70,18 +70,18 @@ export class ClusterRouter {
     const inst = INSTANCE_PATH.exec(path);
     if (inst) {
       const row = this.d.db.prepare("SELECT node FROM instances WHERE project = ? AND name = ?").get(project, decodeURIComponent(inst[1])) as { node: string } | undefined;
-      if (row && row.node && row.node !== cluster.name()) return cluster.memberUrl(row.node);
+      if (row && row.node && row.node !== cluster.name()) return cluster.members.url(row.node);
       return undefined;
     }
     if (req.method === "POST" && (path === "/1.0/instances" || path === "/1.0/containers")) {
       let target = url.searchParams.get("target");
       if (!target || target.startsWith("@")) {
         // Untargeted or a cluster group: the scheduler picks a member (once: the member it lands on sees a target).
-        target = await cluster.schedule(target ? target.slice(1) : undefined);
+        target = await cluster.members.schedule(target ? target.slice(1) : undefined);
         url.searchParams.set("target", target);
         req.url = url.pathname + url.search;
       }
-      if (target !== cluster.name()) return cluster.memberUrl(target);
+      if (target !== cluster.name()) return cluster.members.url(target);
       return undefined;
     }
     const target = url.searchParams.get("target");
@@ -89,20 +89,20 @@ export class ClusterRouter {
     if (vol || TARGETED.some((re) => re.test(path))) {
       // Creating a pool or network with a target only records the member's config (served here).
       const pending = req.method === "POST" && (path === "/1.0/storage-pools" || path === "/1.0/networks");
-      if (target && !pending) return target === cluster.name() ? undefined : cluster.memberUrl(target);
+      if (target && !pending) return target === cluster.name() ? undefined : cluster.members.url(target);
       if (vol) {
         const volName = decodeURIComponent(vol[2]).split("/")[0];
         const row = this.d.db
           .prepare("SELECT v.node FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id WHERE p.name = ? AND v.project = ? AND v.type = 'custom' AND v.name = ?")
           .get(decodeURIComponent(vol[1]), this.volumeProject(project), volName) as { node: string } | undefined;
-        if (row?.node && row.node !== cluster.name()) return cluster.memberUrl(row.node);
+        if (row?.node && row.node !== cluster.name()) return cluster.members.url(row.node);
       }
       return undefined;
     }
     const op = OPERATION_PATH.exec(path);
     if (op && !this.isLocalOperation(op[1])) return this.remoteOps.get(op[1]) ?? (await cluster.operationUrl(op[1]));
     const state = MEMBER_STATE_PATH.exec(path);
-    if (state && req.method === "POST" && decodeURIComponent(state[1]) !== cluster.name() && who.username !== "cluster") return cluster.memberUrl(decodeURIComponent(state[1]));
+    if (state && req.method === "POST" && decodeURIComponent(state[1]) !== cluster.name() && who.username !== "cluster") return cluster.members.url(decodeURIComponent(state[1]));
     return undefined;
   }
 

@@ -18,7 +18,8 @@ import { spawnStreaming, type StreamedProcess } from "../os/exec.js";
 import { scanTarball } from "./archive.js";
 import { CODECS, compressCommand, CompressionAlgorithmError, parseCompressionAlgorithm, type CompressionAlgorithm } from "./compression.js";
 import { canonicalArchitecture, parseImageMetadata } from "./metadata.js";
-import type { BuiltImage, ImageService } from "./service.js";
+import type { BuiltImage } from "./import.js";
+import type { ImageService } from "./service.js";
 import { progressReporter, treeSize } from "./progress.js";
 import { BUILD_PREFIX } from "./upload.js";
 
@@ -194,7 +195,7 @@ export class ImagePublisher {
     if (type === "snapshot" && !name.includes("/")) throw new BadRequest("Not a snapshot");
     if (type !== "snapshot" && name.includes("/")) throw new BadRequest("This is a snapshot");
     const compression = codecFor(body.compression_algorithm || this.deps.defaultCompression());
-    for (const a of body.aliases ?? []) if (this.deps.images.aliasExists(this.deps.images.projectFor(project), a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
+    for (const a of body.aliases ?? []) if (this.deps.images.aliases.exists(this.deps.images.projectFor(project), a.name)) throw new BadRequest(`Alias already exists: ${a.name}`);
     const expiry = body.expires_at ? Math.floor(new Date(body.expires_at).getTime() / 1000) : 0;
     if (Number.isNaN(expiry)) throw new BadRequest(`Invalid expires_at "${body.expires_at}"`);
 
@@ -224,7 +225,7 @@ export class ImagePublisher {
             await src.release();
           }
           ctx.updateMetadata({ fingerprint: built.fingerprint, size: String(built.size) });
-          const image = await this.deps.images.storeBuilt(this.deps.images.projectFor(project), built, {
+          const image = await this.deps.images.importer.storeBuilt(this.deps.images.projectFor(project), built, {
             public: body.public,
             filename: body.filename,
             architecture: canonicalArchitecture(src.architecture) ?? src.architecture,

@@ -16,7 +16,8 @@ import { httpsGet, streamBody, USER_AGENT } from "./remote/http.js";
 import { PROTOCOLS, isProtocol } from "./remote/index.js";
 import { progressTracker } from "./remote/progress.js";
 import type { ImageServer, RemoteImage } from "./remote/types.js";
-import type { ImageService, ImageView } from "./service.js";
+import type { ImageView } from "./record.js";
+import type { ImageService } from "./service.js";
 import { BUILD_PREFIX, type Upload } from "./upload.js";
 import { parseImageMetadata } from "./metadata.js";
 import { scanTarball } from "./archive.js";
@@ -127,7 +128,7 @@ export class ImagePuller {
       }
       const elsewhere = /^[0-9a-f]{64}$/.test(fp) ? images.anyRecord(fp) : undefined;
       if (elsewhere) {
-        await images.adopt(project, elsewhere, { public: opts.public ?? false, autoUpdate: requested !== fp ? (opts.autoUpdate ?? false) : elsewhere.auto_update, cached: !!opts.setCached, source: requested !== fp ? source : undefined, requestor: opts.requestor });
+        await images.importer.adopt(project, elsewhere, { public: opts.public ?? false, autoUpdate: requested !== fp ? (opts.autoUpdate ?? false) : elsewhere.auto_update, cached: !!opts.setCached, source: requested !== fp ? source : undefined, requestor: opts.requestor });
         return images.find(project, fp)!;
       }
       if (!info) {
@@ -195,7 +196,7 @@ export class ImagePuller {
         ? { kind: "split", dir, metaFile, rootfsFile, rootfsPart: result.rootfsPart ?? "rootfs", fingerprint: result.fingerprint, size: result.size, filename: info.filename }
         : { kind: "unified", dir, file: metaFile, fingerprint: result.fingerprint, size: result.size, filename: info.filename };
       handedOver = true;
-      const view = await images.importUpload(project, upload, {
+      const view = await images.importer.importUpload(project, upload, {
         public: opts.public ?? false,
         requestor: opts.requestor,
         signal: opts.signal,
@@ -260,7 +261,7 @@ export class ImagePuller {
         if (!gate.captured) throw new BadRequest("Metadata tarball is missing metadata.yaml");
         parseImageMetadata(gate.captured.toString("utf8"));
         handedOver = true;
-        const view = await images.importUpload(project, { kind: "unified", dir, file, fingerprint: got, size, filename: "" }, { public: opts.public ?? false, requestor: opts.requestor, signal: opts.signal });
+        const view = await images.importer.importUpload(project, { kind: "unified", dir, file, fingerprint: got, size, filename: "" }, { public: opts.public ?? false, requestor: opts.requestor, signal: opts.signal });
         log.info({ fingerprint: got, project }, "Image downloaded");
         return images.find(project, view.fingerprint)!;
       } finally {

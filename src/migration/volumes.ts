@@ -57,7 +57,7 @@ export class VolumeMigration {
       if ((resp.indexHeaderVersion ?? 0) > 0) {
         // Go's field names (backup.Config has yaml tags only), as LXD reads them.
         await sendIndexHeader(ch, {
-          Volume: { ...this.pools.volumeView(row), used_by: [] },
+          Volume: { ...this.pools.volumes.volumeView(row), used_by: [] },
           VolumeSnapshots: sendSnaps.map((s) => ({ description: s.description, expires_at: s.expiresAt, name: snapName(s), config: s.config, content_type: s.contentType, created_at: s.createdAt })),
         });
       }
@@ -142,7 +142,7 @@ export class VolumeMigration {
       await sendSuccess(ch.control);
     } catch (e) {
       await sendFailure(ch.control, e);
-      if (created) await this.pools.deleteCustomVolume(created.pool, created.project, "custom", created.name).catch(() => {});
+      if (created) await this.pools.volumes.deleteCustomVolume(created.pool, created.project, "custom", created.name).catch(() => {});
       throw e;
     }
   }

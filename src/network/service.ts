@@ -1,13 +1,13 @@
-// Managed networks: the database rows, LXD's rules, and one live driver per network.
-// Also lists the host's unmanaged interfaces the way LXD does (from /sys, no spawns).
+// Managed networks: the database rows and LXD's rules over the live drivers (live.ts), with
+// this member's part of cluster-wide changes. Also lists the host's unmanaged interfaces the
+// way LXD does (from /sys, no spawns). What instances ask of networks is port.ts.
 import { interfaceState } from "./host/state.js";
 import { mkdirSync, renameSync, rmSync } from "node:fs";
-import { join } from "node:path";
 import type { Logger } from "pino";
 import { BadRequest, Conflict, InternalError, NotFound, NotImplemented } from "../shared/errors.js";
 import type { NetworkRepo, NetworkRow } from "../db/network-repo.js";
 import { MemberConfigRepo } from "../db/member-config-repo.js";
-import type { NetworksPort, Ports } from "../ports.js";
+import type { Ports } from "../ports.js";
 import type { EventHub } from "../operations/events.js";
 import { addresses, linkExists, routeDestinations } from "./host/ip.js";
 import { interfaceExists, listInterfaces, unmanagedType } from "./host/sysfs.js";
@@ -17,6 +17,8 @@ import type { LocalFacts } from "./subnets.js";
 import { aclNames, type NetworkAclService } from "./acls/service.js";
 import type { LeaseView, NetworkConfig, NetworkDriver, NetworkStateView } from "./types.js";
 import type { NetworkBgp } from "./bgp/network-bgp.js";
+import { LiveNetworks } from "./live.js";
+import { NetworkPort } from "./port.js";
 
 /** The project holding the host's networks (and every project's without features.networks). */
 const PROJECT = "default";
@@ -69,21 +71,24 @@ function ovnNameError(name: string): string | undefined {
 
 const dropEmpty = (c: NetworkConfig) => Object.fromEntries(Object.entries(c).filter(([, v]) => v !== ""));
 
-export class NetworkService implements NetworksPort {
-  private readonly live = new Map<string, NetworkDriver>();
-  /** Serialises changes per network. */
-  private readonly locks = new Map<string, Promise<unknown>>();
+export class NetworkService {
+  /** Each member's state and own keys of a network (clustered). */
+  readonly members: MemberConfigRepo;
+  /** What instances ask of networks (ports.networks). */
+  readonly port: NetworkPort;
+  private readonly live: LiveNetworks;
 
   constructor(private readonly deps: NetworkServiceDeps) {
     this.members = new MemberConfigRepo(deps.repo.db, "network");
+    this.live = new LiveNetworks({
+      dir: deps.dir,
+      log: deps.log,
+      aclRules: (project, network, config) => deps.acls.firewallRules(project, network, config),
+      forwardRules: (network, config) => deps.forwards.firewallRules(network, config),
+      memberConfig: (name, config) => this.memberConfig(name, config),
+    });
+    this.port = new NetworkPort({ repo: deps.repo, live: this.live, projectOf: (project) => this.projectOf(project), row: (project, name) => this.row(project, name), bgp: deps.bgp });
   }
-
-  private networkDir(name: string): string {
-    return join(this.deps.dir, name);
-  }
-
-  /** Each member's state and own keys of a network (clustered). */
-  readonly members: MemberConfigRepo;
 
   get repo(): NetworkRepo {
     return this.deps.repo;
@@ -97,31 +102,12 @@ export class NetworkService implements NetworksPort {
     return own ? { ...config, ...own.config } : config;
   }
 
-  private driverFor(row: NetworkRow, config = row.config): NetworkDriver {
-    if (!isNetworkType(row.type)) throw new InternalError(`Unknown network type "${row.type}"`);
-    return networkDrivers[row.type]({
-      name: row.name,
-      config: this.memberConfig(row.name, config),
-      dir: this.networkDir(row.name),
-      log: this.deps.log,
-      aclRules: (c) => this.deps.acls.firewallRules(row.project, row.name, c),
-      forwardRules: (c) => this.deps.forwards.firewallRules(row.name, c),
-    });
-  }
-
-  private async locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(name) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    this.locks.set(name, next.catch(() => {}));
-    return next;
-  }
-
   /** Daemon start: bring every managed network up again, adopting what exists. */
   async startAll(): Promise<void> {
     for (const row of this.deps.repo.all()) {
-      const driver = this.driverFor(row);
+      const driver = this.live.driverFor(row);
       this.live.set(row.name, driver);
-      mkdirSync(this.networkDir(row.name), { recursive: true, mode: 0o711 });
+      mkdirSync(this.live.dir(row.name), { recursive: true, mode: 0o711 });
       try {
         await driver.start();
         await this.bgpSetup(row);
@@ -136,7 +122,7 @@ export class NetworkService implements NetworksPort {
    * keeps networks that instances still use, so running containers keep their link.
    */
   async stopAll(opts: { stopInstances: boolean }): Promise<void> {
-    for (const [name, driver] of this.live) {
+    for (const [name, driver] of this.live.entries()) {
       if (!opts.stopInstances && this.instanceUsers(name).length > 0) continue;
       await driver.stop().catch((e) => this.deps.log.error({ err: e, network: name }, "failed to stop network"));
     }
@@ -208,15 +194,6 @@ export class NetworkService implements NetworksPort {
     return row;
   }
 
-  private liveDriver(row: NetworkRow): NetworkDriver {
-    let d = this.live.get(row.name);
-    if (!d) {
-      d = this.driverFor(row);
-      this.live.set(row.name, d);
-    }
-    return d;
-  }
-
   async localFacts(): Promise<LocalFacts> {
     const { routes } = await routeDestinations();
     const addrs = (await addresses()).flatMap((l) => l.addr_info.map((a) => `${a.local}/${a.prefixlen}`));
@@ -249,10 +226,10 @@ export class NetworkService implements NetworksPort {
     // OVN (LXD's only project-capable type) has no driver here.
     if (!isNetworkType(type)) throw new NotImplemented(`Network type "${type}" isn't supported by this server`);
     const owner = np.name;
-    return this.locked(name, async () => {
+    return this.live.locked(name, async () => {
       if (this.deps.repo.get(owner, name)) throw new BadRequest("The network already exists");
       const row: NetworkRow = { project: owner, name, type, description: req.description ?? "", config: { ...(req.config ?? {}) } };
-      const driver = this.driverFor(row);
+      const driver = this.live.driverFor(row);
       try {
         let facts: Promise<LocalFacts> | undefined;
         if (driver.fillConfig) row.config = await driver.fillConfig(row.config, () => (facts ??= this.localFacts()));
@@ -263,8 +240,8 @@ export class NetworkService implements NetworksPort {
       } catch (e) {
         throw new InternalError((e as Error).message);
       }
-      const live = this.driverFor(row);
-      mkdirSync(this.networkDir(name), { recursive: true, mode: 0o711 });
+      const live = this.live.driverFor(row);
+      mkdirSync(this.live.dir(name), { recursive: true, mode: 0o711 });
       row.id = this.deps.repo.create(row);
       try {
         await live.start();
@@ -272,7 +249,7 @@ export class NetworkService implements NetworksPort {
       } catch (e) {
         await live.stop().catch(() => {});
         this.deps.repo.delete(owner, name);
-        rmSync(this.networkDir(name), { recursive: true, force: true });
+        rmSync(this.live.dir(name), { recursive: true, force: true });
         throw new InternalError((e as Error).message);
       }
       this.live.set(name, live);
@@ -285,10 +262,10 @@ export class NetworkService implements NetworksPort {
    * shared config and this member's keys). Returns the config as started (defaults filled).
    */
   async createHere(name: string, type: string, description: string, config: NetworkConfig): Promise<NetworkConfig> {
-    return this.locked(name, async () => {
+    return this.live.locked(name, async () => {
       const row: NetworkRow = { project: PROJECT, name, type, description, config: { ...config } };
       if (!isNetworkType(type)) throw new BadRequest("Unknown driver");
-      const driver = networkDrivers[type]({ name, config: row.config, dir: this.networkDir(name), log: this.deps.log, aclRules: (c) => this.deps.acls.firewallRules(PROJECT, name, c), forwardRules: (c) => this.deps.forwards.firewallRules(name, c) });
+      const driver = this.live.build(PROJECT, name, type, row.config);
       try {
         let facts: Promise<LocalFacts> | undefined;
         if (driver.fillConfig) row.config = await driver.fillConfig(row.config, () => (facts ??= this.localFacts()));
@@ -297,8 +274,8 @@ export class NetworkService implements NetworksPort {
       } catch (e) {
         throw new InternalError((e as Error).message);
       }
-      const live = networkDrivers[type]({ name, config: row.config, dir: this.networkDir(name), log: this.deps.log, aclRules: (c) => this.deps.acls.firewallRules(PROJECT, name, c), forwardRules: (c) => this.deps.forwards.firewallRules(name, c) });
-      mkdirSync(this.networkDir(name), { recursive: true, mode: 0o711 });
+      const live = this.live.build(PROJECT, name, type, row.config);
+      mkdirSync(this.live.dir(name), { recursive: true, mode: 0o711 });
       try {
         await live.start();
       } catch (e) {
@@ -313,7 +290,7 @@ export class NetworkService implements NetworksPort {
   /** Validate and fill a network's shared config (the member asked, before any member creates it). */
   async fillShared(name: string, type: string, config: NetworkConfig): Promise<NetworkConfig> {
     if (!isNetworkType(type)) throw new BadRequest("Unknown driver");
-    const driver = networkDrivers[type]({ name, config: { ...config }, dir: this.networkDir(name), log: this.deps.log });
+    const driver = networkDrivers[type]({ name, config: { ...config }, dir: this.live.dir(name), log: this.deps.log });
     let out = { ...config };
     if (driver.fillConfig) out = await driver.fillConfig(out, () => this.localFacts());
     this.validateAcls(out);
@@ -325,9 +302,9 @@ export class NetworkService implements NetworksPort {
    * shared config, with this member's keys, applied to this host.
    */
   async applyHere(name: string, shared: NetworkConfig): Promise<void> {
-    return this.locked(name, async () => {
+    return this.live.locked(name, async () => {
       const row = this.row(PROJECT, name);
-      const driver = this.liveDriver(row);
+      const driver = this.live.driver(row);
       const next = this.memberConfig(name, dropEmpty(shared));
       try {
         driver.validate(next);
@@ -340,13 +317,13 @@ export class NetworkService implements NetworksPort {
 
   /** This member's part of a cluster-wide delete: the network off this host. */
   async deleteHere(name: string): Promise<void> {
-    return this.locked(name, async () => {
+    return this.live.locked(name, async () => {
       const row = this.deps.repo.get(PROJECT, name);
-      const driver = this.live.get(name) ?? (row ? this.driverFor(row) : undefined);
+      const driver = this.live.get(name) ?? (row ? this.live.driverFor(row) : undefined);
       if (row && row.state === "created") await this.bgpClear(row).catch(() => undefined);
       await driver?.stop();
       this.live.delete(name);
-      rmSync(this.networkDir(name), { recursive: true, force: true });
+      rmSync(this.live.dir(name), { recursive: true, force: true });
     });
   }
 
@@ -357,10 +334,10 @@ export class NetworkService implements NetworksPort {
   }
 
   async update(project: string, name: string, req: { description?: string; config?: NetworkConfig }, mode: "replace" | "merge"): Promise<void> {
-    return this.locked(name, async () => {
+    return this.live.locked(name, async () => {
       const row = this.row(project, name);
       if ((row.state ?? "created") !== "created") throw new BadRequest("Cannot update network global config when not in created state");
-      const driver = this.liveDriver(row);
+      const driver = this.live.driver(row);
       let next: NetworkConfig = mode === "replace" ? { ...(req.config ?? {}) } : { ...row.config, ...(req.config ?? {}) };
       try {
         const filler = driver as NetworkDriver & { populateAuto?(c: NetworkConfig, f: () => Promise<LocalFacts>): Promise<NetworkConfig> };
@@ -393,27 +370,27 @@ export class NetworkService implements NetworksPort {
     if (!to) throw new BadRequest("No name provided");
     const err = networkNameError(to);
     if (err) throw new BadRequest(err);
-    return this.locked(name, async () => {
+    return this.live.locked(name, async () => {
       const row = this.row(project, name);
       const owner = row.project;
       if (this.deps.repo.get(owner, to)) throw new Conflict(`Network "${to}" already exists`);
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       if (row.type === "bridge" && linkExists(to)) throw new Conflict(`Network interface "${to}" already exists`);
-      const old = this.liveDriver(row);
+      const old = this.live.driver(row);
       await this.bgpClear(row);
       await old.stop();
       this.live.delete(name);
       this.deps.repo.rename(owner, name, to);
       this.deps.forwards.renameNetwork(owner, name, to);
-      renameSync(this.networkDir(name), this.networkDir(to));
-      const renamed = this.driverFor({ ...row, name: to });
+      renameSync(this.live.dir(name), this.live.dir(to));
+      const renamed = this.live.driverFor({ ...row, name: to });
       try {
         await renamed.start();
       } catch (e) {
         await renamed.stop().catch(() => {});
         this.deps.repo.rename(owner, to, name);
         this.deps.forwards.renameNetwork(owner, to, name);
-        renameSync(this.networkDir(to), this.networkDir(name));
+        renameSync(this.live.dir(to), this.live.dir(name));
         await old.start().catch(() => {});
         this.live.set(name, old);
         throw new InternalError((e as Error).message);
@@ -425,16 +402,16 @@ export class NetworkService implements NetworksPort {
   }
 
   async delete(project: string, name: string): Promise<void> {
-    return this.locked(name, async () => {
+    return this.live.locked(name, async () => {
       const row = this.row(project, name);
       const owner = row.project;
       if (this.usedBy(name).length > 0) throw new BadRequest("The network is currently in use");
       await this.bgpClear(row);
-      await this.liveDriver(row).stop();
+      await this.live.driver(row).stop();
       this.live.delete(name);
       this.deps.forwards.deleteNetwork(owner, name);
       this.deps.repo.delete(owner, name);
-      rmSync(this.networkDir(name), { recursive: true, force: true });
+      rmSync(this.live.dir(name), { recursive: true, force: true });
       this.deps.events.lifecycle("network-deleted", `/1.0/networks/${name}`, { project: owner });
     });
   }
@@ -447,16 +424,6 @@ export class NetworkService implements NetworksPort {
   private async bgpClear(row: NetworkRow): Promise<void> {
     if (row.id === undefined || !this.deps.bgp) return;
     await this.deps.bgp.clear({ ...row, id: row.id }).catch((err) => this.deps.log.warn({ err, network: row.name }, "BGP clear"));
-  }
-
-  /** bgpAddPrefix: a NIC's external routes on a managed network (owner: instance_ID_DEVICE). */
-  async advertiseNicRoutes(network: string, owner: string, nic: Record<string, string>): Promise<void> {
-    const row = this.deps.repo.get(PROJECT, network);
-    if (row && this.deps.bgp) await this.deps.bgp.advertiseNic(row.config, owner, nic);
-  }
-
-  async withdrawNicRoutes(owner: string): Promise<void> {
-    await this.deps.bgp?.withdrawNic(owner);
   }
 
   /** security.acls names ACLs that exist (LXD checks this after the per-key rules). */
@@ -472,9 +439,9 @@ export class NetworkService implements NetworksPort {
 
   /** An ACL this network names, or one of its forwards, changed. */
   async refreshFirewall(name: string): Promise<void> {
-    return this.locked(name, async () => {
+    return this.live.locked(name, async () => {
       const row = this.row(PROJECT, name);
-      await this.liveDriver(row).refreshFirewall?.();
+      await this.live.driver(row).refreshFirewall?.();
       if (row.id !== undefined) await this.deps.bgp?.refreshForwards({ ...row, id: row.id });
     });
   }
@@ -487,58 +454,16 @@ export class NetworkService implements NetworksPort {
   async state(project: string, name: string): Promise<NetworkStateView> {
     const owner = this.projectOf(project);
     const row = this.deps.repo.get(owner, name);
-    if (row) return this.liveDriver(row).state();
+    if (row) return this.live.driver(row).state();
     // Any host interface answers, from any project (networkStateGet does not ask the project).
     if (networkNameError(name) || !interfaceExists(name)) throw new NotFound("Network not found");
     return interfaceState(name);
   }
 
   async leases(project: string, name: string): Promise<LeaseView[]> {
-    const driver = this.liveDriver(this.row(project, name));
+    const driver = this.live.driver(this.row(project, name));
     if (!driver.leases) throw new BadRequest(`Network "${name}" of type "${driver.type}" has no DHCP leases`);
     return driver.leases(this.deps.ports.instances.nicsOn?.(name) ?? []);
   }
 
-  // NetworksPort
-
-  get(project: string, name: string): { name: string; type: string; config: Record<string, string> } {
-    const row = this.deps.repo.get(this.projectOf(project), name);
-    if (!row) throw new NotFound("Network not found");
-    return { name: this.liveDriver(row).hostInterface(), type: row.type, config: { ...row.config } };
-  }
-
-  isOvs(project: string, name: string): boolean {
-    const row = this.deps.repo.get(this.projectOf(project), name);
-    return row?.type === "bridge" && row.config["bridge.driver"] === "openvswitch";
-  }
-
-  async setStaticLease(network: string, instance: string, hwaddr: string, ipv4?: string, ipv6?: string, device?: string): Promise<void> {
-    const driver = this.liveDriver(this.row(PROJECT, network));
-    if (!driver.setStaticHost) throw new BadRequest(`Network "${network}" does not support static DHCP leases`);
-    await driver.setStaticHost(device ? `${instance}.${device}` : instance, { hwaddr, ipv4, ipv6, hostname: dnsName(instance) });
-  }
-
-  async allocateFilterAddresses(
-    network: string,
-    instance: string,
-    device: string,
-    host: { hwaddr: string; ipv4?: string; ipv6?: string },
-    want: { ipv4: boolean; ipv6: boolean },
-  ): Promise<{ ipv4?: string; ipv6?: string }> {
-    const driver = this.liveDriver(this.row(PROJECT, network));
-    if (!driver.allocateStaticHost) return { ipv4: want.ipv4 ? "none" : undefined, ipv6: want.ipv6 ? "none" : undefined };
-    return driver.allocateStaticHost(`${instance}.${device}`, { ...host, hostname: dnsName(instance) }, want);
-  }
-
-  async removeStaticLease(network: string, instance: string, device?: string): Promise<void> {
-    const row = this.deps.repo.get(PROJECT, network);
-    if (!row) return;
-    await this.liveDriver(row).removeStaticHost?.(device ? `${instance}.${device}` : instance);
-  }
-}
-
-/** LXD's project.DNS for a project.Instance name ("proj_inst" -> "inst.proj"; instance names have no "_"). */
-function dnsName(projectInstance: string): string {
-  const i = projectInstance.lastIndexOf("_");
-  return i < 0 ? projectInstance : `${projectInstance.slice(i + 1)}.${projectInstance.slice(0, i)}`;
 }

@@ -1,5 +1,5 @@
 // Host helpers shared by storage drivers: mount table lookups (read from /proc, never spawned),
-// mount/umount, and filesystem statistics.
+// mount/umount, loop devices, and filesystem statistics.
 import { readFileSync } from "node:fs";
 import { statfs } from "node:fs/promises";
 import { run } from "../os/exec.js";
@@ -28,6 +28,15 @@ export function mountTable(): MountEntry[] {
   return out;
 }
 
+/** Mount points at or below `dir`, deepest first. */
+export function mountsBelow(dir: string): string[] {
+  const prefix = dir.endsWith("/") ? dir : dir + "/";
+  return mountTable()
+    .map((m) => m.mountPoint)
+    .filter((m) => m === dir || m.startsWith(prefix))
+    .sort((a, b) => b.length - a.length);
+}
+
 export function isMountPoint(path: string): boolean {
   return mountTable().some((m) => m.mountPoint === path);
 }
@@ -49,6 +58,12 @@ export async function unmountAll(target: string, signal?: AbortSignal): Promise<
     did = true;
   }
   return did;
+}
+
+/** The loop device backing `file`, if one is attached. */
+export async function loopOf(file: string): Promise<string | undefined> {
+  const r = await run("losetup", ["-n", "-O", "NAME", "-j", file], { reject: false });
+  return r.exitCode === 0 ? r.stdout.split("\n")[0]?.trim() || undefined : undefined;
 }
 
 export async function fsUsage(path: string): Promise<PoolUsage> {

@@ -13,7 +13,8 @@ import type { ClusterPort } from "../ports.js";
 import { apiStatus } from "../db/member-config-repo.js";
 import type { PoolRow } from "../db/storage-repo.js";
 import { validatePoolConfig } from "./config.js";
-import { MEMBER_SPECIFIC_POOL_KEYS, validatePoolName, type PoolService, type StoragePoolView } from "./pool-service.js";
+import { MEMBER_SPECIFIC_POOL_KEYS, type PoolService, type StoragePoolView } from "./pool-service.js";
+import { validatePoolName } from "./volume-names.js";
 
 
 const isMemberKey = (k: string) => MEMBER_SPECIFIC_POOL_KEYS.includes(k);

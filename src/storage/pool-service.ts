@@ -1,25 +1,27 @@
-// The database-aware storage tier: pools and volume records, orchestration of drivers with
-// a revert on failure, crash recovery at start, and the StoragePort other features use.
-import { lstat, mkdir, readdir, readlink, symlink, unlink } from "node:fs/promises";
-import { join } from "node:path";
+// The database-aware storage tier: pools (created, updated, deleted, mounted at start with the
+// work a crash interrupted finished), the drivers behind them, and the volume records every part
+// shares. Its parts: `volumes` (the storage-volume API), `instanceVolumes` (what instances get,
+// through StoragePort: port.ts) and `recovery` (`lxd recover`).
+import type { Readable } from "node:stream";
 import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
 import type { Logger } from "pino";
 import type { Db } from "../db/database.js";
 import type { EventHub } from "../operations/events.js";
 import type { Paths } from "../daemon/paths.js";
-import type { Ports, StoragePort } from "../ports.js";
+import type { Ports } from "../ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
 import { MemberConfigRepo } from "../db/member-config-repo.js";
 import { validatePoolConfig } from "./config.js";
-import { parseByteSize } from "../shared/units.js";
 import { storageDrivers } from "./drivers/index.js";
-import { snapshotsSubPath, snapshotVolume, VOLUME_TYPES, type Driver, type DriverDefinition, type DriverEnv, type PoolUsage, type StagedStreams, type StreamSink, type Volume, type VolumeType } from "./drivers/types.js";
-import type { Readable } from "node:stream";
-import { withRevert } from "./reverter.js";
+import type { Driver, DriverDefinition, DriverEnv, PoolUsage, StagedStreams, StreamSink, Volume, VolumeType } from "./drivers/types.js";
+import { InstanceLinks } from "./instance-links.js";
+import { InstanceVolumes } from "./instance-volumes.js";
 import type { RecoverPoolSpec, UnknownVolume } from "./recover.js";
 import { PoolRecovery } from "./recover-pools.js";
+import { assertVolumeType, isSnapshotName, storageName, validatePoolName } from "./volume-names.js";
+import { VolumeService } from "./volume-service.js";
 import { apiUrl } from "../shared/urls.js";
 
 export interface StoragePoolView {
@@ -32,56 +34,13 @@ export interface StoragePoolView {
   locations: string[];
 }
 
-export interface StorageVolumeView {
-  config: Record<string, string>;
-  description: string;
-  name: string;
-  type: string;
-  used_by: string[];
-  location: string;
-  content_type: string;
-  project: string;
-  created_at: string;
-}
-
-
-/** On-disk name of a volume, as upstream: instances "<project>_<name>" outside the default project, custom volumes always prefixed. */
-export function storageName(project: string, type: string, name: string): string {
-  if (type === "image") return name;
-  if (type === "custom" || project !== "default") return `${project}_${name}`;
-  return name;
-}
-
 /** LXD's db.NodeSpecificStorageConfig: the pool keys each cluster member has its own value of. */
 export const MEMBER_SPECIFIC_POOL_KEYS = ["size", "source", "volatile.initial_source", "zfs.pool_name", "lvm.thinpool_name", "lvm.vg_name"];
-
-export function validatePoolName(name: string): void {
-  if (name === "") throw new BadRequest("No name provided");
-  if (name.includes("/")) throw new BadRequest("Storage pool names may not contain slashes");
-  if (/\s/.test(name)) throw new BadRequest("Storage name cannot contain white space");
-  if (name === "." || name === ".." || name.includes("\0")) throw new BadRequest(`Invalid storage pool name "${name}"`);
-}
 
 /** `url` with LXD's `target=<member>` query argument (api.URL.Target: none for "" or "none"). */
 function withTarget(url: string, member: string): string {
   if (member === "" || member === "none") return url;
   return `${url}${url.includes("?") ? "&" : "?"}target=${encodeURIComponent(member)}`;
-}
-
-/** Serialises work per key (one image volume unpacked once when instances are created concurrently). */
-class KeyedLock {
-  private tails = new Map<string, Promise<unknown>>();
-  async run<T>(key: string, body: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const next = prev.then(body, body);
-    const tail = next.catch(() => {});
-    this.tails.set(key, tail);
-    try {
-      return await next;
-    } finally {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    }
-  }
 }
 
 /** What the pool service uses of the daemon (and of the other features' ports). */
@@ -95,17 +54,20 @@ export interface PoolServiceDeps {
   ports: Pick<Ports, "cluster" | "images" | "instances" | "projects">;
 }
 
-export class PoolService implements StoragePort {
+export class PoolService {
   readonly repo: StorageRepo;
   /** Each member's state and own config of a pool (clustered). */
   readonly members: MemberConfigRepo;
+  /** The storage-volume API: custom volumes, PUT on instance volumes, volume lists. */
+  readonly volumes: VolumeService;
+  /** Instance volumes, their snapshots and the pools' image volumes (StoragePort). */
+  readonly instanceVolumes: InstanceVolumes;
+  /** `lxd recover` over pools. */
+  readonly recovery: PoolRecovery;
   private readonly profiles: ProfileRepo;
   private readonly env: DriverEnv;
   private readonly versions = new Map<string, string>();
-  private readonly locks = new KeyedLock();
-  private readonly recovery: PoolRecovery;
-  /** Told when a custom volume is renamed or deleted (its backup files follow). */
-  readonly customVolumeListeners: { renamed(v: VolumeRow, to: string): void; deleted(v: VolumeRow): void }[] = [];
+  private readonly links: InstanceLinks;
 
   constructor(
     private readonly core: PoolServiceDeps,
@@ -122,7 +84,10 @@ export class PoolService implements StoragePort {
     };
     this.profiles = new ProfileRepo(core.db);
     this.env = { lxdDir: core.paths.dir, log: core.log };
-    this.recovery = new PoolRecovery(core, this);
+    this.links = new InstanceLinks(core.paths);
+    this.recovery = new PoolRecovery(core, this, this.links);
+    this.volumes = new VolumeService({ pools: this, events: core.events, log: core.log, projects: () => core.ports.projects, instances: () => core.ports.instances, clustered: () => core.ports.cluster?.clustered() ?? false });
+    this.instanceVolumes = new InstanceVolumes(this, this.links, () => core.ports.images);
   }
 
   /** Probe driver tools once, finish work a crash interrupted, mount every pool. */
@@ -146,7 +111,7 @@ export class PoolService implements StoragePort {
   private async recoverPool(pool: PoolRow): Promise<void> {
     // A cluster pool not yet created everywhere: only members where it was created have it on disk.
     if (pool.state === "pending" || pool.state === "errored") {
-      if (this.members.get(pool.name, this.core.ports.cluster.name() ?? "")?.state === "created") await this.driverFor(pool).mountPool();
+      if (this.members.get(pool.name, this.core.ports.cluster?.name() ?? "")?.state === "created") await this.driverFor(pool).mountPool();
       return;
     }
     const driver = this.driverFor(pool);
@@ -181,11 +146,11 @@ export class PoolService implements StoragePort {
       this.repo.beginRename(vol.id, null);
     }
     if (vol.type === "container" && !isSnapshotName(from)) {
-      await this.removeSnapshotsSymlink(vol.project, done ? from : to);
-      await this.ensureSnapshotsSymlink(driver, vol.project, vol.name);
+      await this.links.removeSnapshots(vol.project, done ? from : to);
+      await this.links.ensureSnapshots(driver.mountPath, vol.project, vol.name);
       // The rename began only because nothing was called `to`, so a stray link of either name is ours.
-      await this.removeInstanceSymlink(vol.project, done ? from : to);
-      await this.ensureInstanceSymlink(vol.project, vol.name, driver.volumePath(this.hostVolume(vol)));
+      await this.links.removeInstance(vol.project, done ? from : to);
+      await this.links.ensureInstance(vol.project, vol.name, driver.volumePath(this.hostVolume(vol)));
     }
     vol.renamingTo = null;
   }
@@ -297,36 +262,6 @@ export class PoolService implements StoragePort {
     return def.load({ name, config }, this.env);
   }
 
-  /**
-   * `lxd recover`: records for a volume (and its snapshots) that exist on disk but not in the
-   * database; rows left from before are replaced. An instance volume gets its
-   * $LXD_DIR/containers symlink back. Returns the volume's mount path.
-   */
-  async adoptVolume(
-    poolName: string,
-    project: string,
-    type: "container" | "custom",
-    name: string,
-    vol: { description: string; config: Record<string, string> },
-    snapshots: { name: string; description: string; config: Record<string, string> }[],
-  ): Promise<string> {
-    const driver = this.driverFor(this.pool(poolName));
-    await driver.mountPool();
-    const fresh = (volName: string, v: { description: string; config: Record<string, string> }) => {
-      const old = this.repo.volume(poolName, project, type, volName);
-      if (old) this.repo.deleteVolume(old.id);
-      this.repo.insertVolume({ pool: poolName, project, type, name: volName, description: v.description, config: v.config });
-      const row = this.repo.volume(poolName, project, type, volName)!;
-      this.repo.setVolumeState(row.id, "created");
-      return row;
-    };
-    const main = fresh(name, vol);
-    for (const s of snapshots) fresh(`${name}/${s.name}`, s);
-    const path = await driver.mountVolume(this.hostVolume(main));
-    if (type === "container") await this.ensureInstanceSymlink(project, name, path);
-    return path;
-  }
-
   listPools(): PoolRow[] {
     return this.repo.pools().filter((p) => p.state === "created");
   }
@@ -352,7 +287,7 @@ export class PoolService implements StoragePort {
     const out: string[] = [];
     for (const v of this.repo.volumes({ pool }).filter((v) => v.state === "created")) {
       // As LXD's storagePools.UsedBy: a custom volume (or snapshot) is listed itself, with its member as `target`.
-      if (v.type === "custom") out.push(withTarget(this.volumeUrl(v), v.node));
+      if (v.type === "custom") out.push(withTarget(this.volumes.volumeUrl(v), v.node));
       else out.push(...this.volumeUsedBy(pool, v));
     }
     out.push(...this.core.ports.instances.usedBy({ pool }));
@@ -466,7 +401,7 @@ export class PoolService implements StoragePort {
     return driver.usage();
   }
 
-  // ---- volumes (API) ----
+  // ---- volume records (shared by the parts) ----
 
   volumeUsedBy(pool: string, v: VolumeRow): string[] {
     if (v.type === "container" || v.type === "virtual-machine") {
@@ -474,7 +409,7 @@ export class PoolService implements StoragePort {
       return [snap === undefined ? apiUrl(v.project, "instances", parent) : apiUrl(v.project, "instances", parent, "snapshots", snap)];
     }
     if (v.type === "image") return [`/1.0/images/${v.name}`];
-    const out = [...(this.core.ports.instances.volumeUsedBy?.(pool, v.project, v.name) ?? [])];
+    const out = [...(this.core.ports.instances?.volumeUsedBy?.(pool, v.project, v.name) ?? [])];
     for (const p of this.profiles.all()) {
       if (p.project !== v.project) continue;
       if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === v.name)) out.push(apiUrl(p.project, "profiles", p.name));
@@ -482,246 +417,10 @@ export class PoolService implements StoragePort {
     return out;
   }
 
-  /** Custom volumes: create (POST .../volumes), with the pool's volume.* keys as defaults. */
   /** The project whose custom volumes `project` uses (the default project's without features.storage.volumes). */
-  private volumeProject(project: string, type: string): string {
+  volumeProject(project: string, type: string): string {
     if (type === "image") return "default";
-    return type === "custom" ? (this.core.ports.projects.effectiveProject(project, "storage.volumes") ?? project) : project;
-  }
-
-  createCustomVolume(poolName: string, requestProject: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
-    return this.locks.run(`volumes:${poolName}`, () => this.createCustomVolumeNow(poolName, requestProject, req));
-  }
-
-  private async createCustomVolumeNow(poolName: string, requestProject: string, req: { name: string; type: string; description: string; config: Record<string, string>; content_type: string }): Promise<void> {
-    const project = this.volumeProject(requestProject, "custom");
-    const pool = this.pool(poolName);
-    if (req.type === "") throw new BadRequest("You must provide a storage volume type of the storage volume");
-    assertVolumeType(req.type);
-    if (req.type !== "custom") throw new BadRequest(`Currently not allowed to create storage volumes of type "${req.type}"`);
-    validateVolumeName(req.name);
-    if (req.content_type !== "filesystem") throw new BadRequest(`Content type "${req.content_type}" isn't supported here`);
-    if (this.repo.volume(poolName, project, "custom", req.name)) throw new Conflict("Volume by that name already exists");
-    const def = this.definition(pool.driver);
-    const config = { ...req.config };
-    for (const [k, v] of Object.entries(pool.config)) {
-      if (k.startsWith("volume.") && config[k.slice(7)] === undefined) config[k.slice(7)] = v;
-    }
-    const driver = this.driverFor(pool);
-    driver.fillVolumeConfig?.(config);
-    const diskName = storageName(project, "custom", req.name);
-    this.core.ports.projects.allowVolumeCreation?.(project, req.name, config);
-    checkVolumeConfig(def, diskName, config);
-    await driver.mountPool();
-    await withRevert(async (revert) => {
-      this.repo.insertVolume({ pool: poolName, project, type: "custom", name: req.name, description: req.description, config });
-      const row = this.repo.volume(poolName, project, "custom", req.name)!;
-      revert.add(() => this.repo.deleteVolume(row.id));
-      await driver.createVolume(this.hostVolume(row));
-      this.repo.setVolumeState(row.id, "created");
-    });
-    this.core.events.lifecycle("storage-volume-created", `/1.0/storage-pools/${poolName}/volumes/custom/${req.name}`, { project });
-  }
-
-  updateCustomVolume(poolName: string, requestProject: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
-    return this.locks.run(`volumes:${poolName}`, () => this.updateCustomVolumeNow(poolName, requestProject, type, name, req, mode));
-  }
-
-  private async updateCustomVolumeNow(poolName: string, requestProject: string, type: string, name: string, req: { description: string; config: Record<string, string> }, mode: "replace" | "merge"): Promise<void> {
-    const project = this.volumeProject(requestProject, type);
-    const v = this.getVolume(poolName, project, type, name);
-    if (v.type === "container" && mode === "replace") return this.updateInstanceVolumeConfig(v, req);
-    if (v.type !== "custom") throw new BadRequest(mode === "merge" ? `Invalid storage volume type "${v.type}"` : `Storage volumes of type "${v.type}" cannot be updated with the storage API`);
-    const pool = this.pool(poolName);
-    const config = mode === "replace" ? { ...req.config } : { ...v.config, ...req.config };
-    for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
-    this.core.ports.projects.allowVolumeUpdate?.(project, name, config);
-    checkVolumeConfig(this.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
-    this.checkShifting(poolName, project, name, v.config, config);
-    const description = mode === "merge" && req.description === "" ? v.description : req.description;
-    if ((config.size ?? "") !== (v.config.size ?? "")) {
-      const driver = this.driverFor(pool);
-      if (driver.setVolumeQuota) {
-        await driver.mountPool();
-        try {
-          await driver.setVolumeQuota(this.hostVolume(v), config.size ?? "");
-        } catch (e) {
-          throw new InternalError((e as Error).message);
-        }
-      } else if (config.size) {
-        // As upstream on filesystems without project quotas: stored, not enforced.
-        this.core.log.warn({ pool: poolName, volume: name, size: config.size }, "The backing filesystem doesn't support quotas, skipping set quota");
-      }
-    }
-    this.repo.updateVolume(v.id, { description, config });
-    this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
-  }
-
-  /** UpdateCustomVolume's rules for security.shifted (an idmapped mount cannot be swapped under a running container). */
-  private checkShifting(pool: string, project: string, name: string, before: Record<string, string>, after: Record<string, string>): void {
-    const on = (v: string | undefined) => ["true", "1", "yes", "on"].includes((v ?? "").toLowerCase());
-    const changed = Object.keys({ ...before, ...after }).some((k) => before[k] !== after[k]);
-    if (!changed) return;
-    if (on(after["security.unmapped"]) && on(after["security.shifted"])) throw new InternalError("security.unmapped and security.shifted are mutually exclusive");
-    if ((before["security.shifted"] ?? "") === (after["security.shifted"] ?? "")) return;
-    const users = this.core.ports.instances.volumeUserRoots?.(pool, project, name) ?? [];
-    if (users.some((u) => u.running)) throw new InternalError("Cannot modify shifting with running instances using the volume");
-  }
-
-  /**
-   * PUT on an instance's volume (LXD's UpdateInstance on the pool): the config is validated as
-   * a volume's, and size, size.state and block.filesystem cannot change there.
-   */
-  private updateInstanceVolumeConfig(v: VolumeRow, req: { description: string; config: Record<string, string> }): void {
-    const pool = this.pool(v.pool);
-    const config = { ...req.config };
-    for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
-    checkVolumeConfig(this.definition(pool.driver), storageName(v.project, v.type, v.name), config, InternalError);
-    for (const key of ["size", "size.state", "block.filesystem"]) {
-      if ((config[key] ?? "") !== (v.config[key] ?? "")) throw new InternalError(`Instance volume "${key}" property cannot be changed`);
-    }
-    this.repo.updateVolume(v.id, { description: req.description, config });
-    this.core.events.lifecycle("storage-volume-updated", `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${v.name}`, { project: v.project });
-  }
-
-  /**
-   * PUT/PATCH on an instance snapshot's volume (LXD's UpdateInstanceSnapshot): only the
-   * description changes; the expiry belongs to the instance snapshot.
-   */
-  updateInstanceSnapshotVolume(v: VolumeRow, description: string): void {
-    if (description !== v.description) this.repo.updateVolume(v.id, { description, config: v.config });
-    const [parent, snap] = [v.name.slice(0, v.name.indexOf("/")), v.name.slice(v.name.indexOf("/") + 1)];
-    this.core.events.lifecycle("storage-volume-snapshot-updated", `/1.0/storage-pools/${v.pool}/volumes/${v.type}/${parent}/snapshots/${snap}`, { project: v.project });
-  }
-
-  /** An instance volume's (or its snapshot's) config, for copies and migrations to carry. */
-  instanceVolumeConfig(project: string, pool: string, name: string, snapshot?: string): { description: string; config: Record<string, string> } {
-    const v = this.repo.volume(pool, project, "container", snapshot ? `${name}/${snapshot}` : name);
-    return { description: v?.description ?? "", config: { ...(v?.config ?? {}) } };
-  }
-
-  /** Set an instance volume's (or its snapshot's) config as a copy or migration brought it. */
-  setInstanceVolumeConfig(project: string, pool: string, name: string, snapshot: string | undefined, vol: { description: string; config: Record<string, string> }): void {
-    const v = this.repo.volume(pool, project, "container", snapshot ? `${name}/${snapshot}` : name);
-    if (v) this.repo.updateVolume(v.id, { description: vol.description, config: vol.config });
-  }
-
-  renameCustomVolume(poolName: string, requestProject: string, type: string, name: string, to: string): Promise<void> {
-    return this.locks.run(`volumes:${poolName}`, () => this.renameCustomVolumeNow(poolName, requestProject, type, name, to));
-  }
-
-  private async renameCustomVolumeNow(poolName: string, requestProject: string, type: string, name: string, to: string): Promise<void> {
-    const project = this.volumeProject(requestProject, type);
-    const v = this.getVolume(poolName, project, type, name);
-    if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be renamed with the storage API`);
-    validateVolumeName(to);
-    if (this.repo.volume(poolName, project, "custom", to)) throw new Conflict("Volume by that name already exists");
-    if (this.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("Volume is still in use");
-    const driver = this.driverFor(this.pool(poolName));
-    const vol = this.hostVolume(v);
-    const newDiskName = storageName(project, "custom", to);
-    await withRevert(async (revert) => {
-      this.repo.beginRename(v.id, to);
-      revert.add(() => this.repo.beginRename(v.id, null));
-      await driver.renameVolume(vol, newDiskName);
-      revert.add(() => driver.renameVolume({ ...vol, name: newDiskName }, vol.name));
-      this.renameVolumeRows(v, to);
-    });
-    for (const l of this.customVolumeListeners) l.renamed(v, to);
-    this.core.events.lifecycle("storage-volume-renamed", `/1.0/storage-pools/${poolName}/volumes/custom/${to}`, { project, context: { old_name: name } });
-  }
-
-  deleteCustomVolume(poolName: string, requestProject: string, type: string, name: string): Promise<void> {
-    return this.locks.run(`volumes:${poolName}`, () => this.deleteCustomVolumeNow(poolName, requestProject, type, name));
-  }
-
-  private async deleteCustomVolumeNow(poolName: string, requestProject: string, type: string, name: string): Promise<void> {
-    const project = this.volumeProject(requestProject, type);
-    const v = this.getVolume(poolName, project, type, name);
-    if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be deleted with the storage API`);
-    if (this.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("The storage volume is still in use");
-    const driver = this.driverFor(this.pool(poolName));
-    await driver.mountPool();
-    // Its snapshots go first (newest first), then the volume.
-    const snaps = this.repo.volumes({ pool: poolName, project, type: "custom" }).filter((s) => s.name.startsWith(`${v.name}/`));
-    for (const snap of snaps.sort((a, b) => b.id - a.id)) await this.removeVolume(driver, snap);
-    await this.removeVolume(driver, v);
-    for (const l of this.customVolumeListeners) l.deleted(v);
-    this.core.events.lifecycle("storage-volume-deleted", `/1.0/storage-pools/${poolName}/volumes/custom/${name}`, { project });
-  }
-
-  /** GET .../volumes/{type}/{name}/state: usage when the driver can tell, else upstream's "Not supported". */
-  async volumeState(poolName: string, project: string, type: string, name: string): Promise<{ usage: { used?: number; total: number } }> {
-    const pool = this.pool(poolName);
-    assertVolumeType(type);
-    const v = this.repo.volume(poolName, this.volumeProject(project, type), type, name);
-    if (!v || v.state !== "created") {
-      throw new NotFound(`Storage volume "${name}" in project "${project}" of type "${type}" does not exist on pool "${poolName}": Storage volume not found`);
-    }
-    const used = await this.driverFor(pool).volumeUsage?.(this.hostVolume(v));
-    if (used === undefined) throw new InternalError("Not supported");
-    // As upstream: used left out when zero, total the volume's size (0 without one).
-    const total = v.config.size ? parseByteSize(v.config.size) : 0;
-    return { usage: used > 0 ? { used, total } : { total } };
-  }
-
-  customVolumeConfig(poolName: string, project: string, name: string): Record<string, string> {
-    return { ...this.getVolume(poolName, project, "custom", name).config };
-  }
-
-  /** Host path of a custom volume, for disk devices attaching it (mounted first if the driver needs to). */
-  async mountCustomVolume(poolName: string, project: string, name: string): Promise<string> {
-    const v = this.getVolume(poolName, project, "custom", name);
-    const driver = this.driverFor(this.pool(poolName));
-    await driver.mountPool();
-    return driver.mountVolume(this.hostVolume(v));
-  }
-
-  volumeView(v: VolumeRow): StorageVolumeView {
-    return {
-      config: v.config,
-      description: v.description,
-      name: v.name,
-      type: v.type,
-      used_by: this.volumeUsedBy(v.pool, v),
-      location: this.core.ports.cluster.clustered() ? v.node : "none",
-      content_type: v.contentType,
-      project: v.project,
-      created_at: v.createdAt,
-    };
-  }
-
-  volumeUrl(v: VolumeRow): string {
-    const [parent, snap] = v.name.split("/");
-    return snap === undefined ? apiUrl(v.project, "storage-pools", v.pool, "volumes", v.type, parent) : apiUrl(v.project, "storage-pools", v.pool, "volumes", v.type, parent, "snapshots", snap);
-  }
-
-  /** GET .../volumes/{type}/{name}/snapshots: the snapshot volumes of a volume. */
-  listVolumeSnapshots(pool: string, project: string, type: string, name: string): VolumeRow[] {
-    const parent = this.getVolume(pool, project, type, name);
-    return this.repo.volumes({ pool, project: parent.project, type }).filter((v) => v.state === "created" && v.name.startsWith(`${name}/`));
-  }
-
-  /** A snapshot volume as upstream shows it in the storage API (name without the parent). */
-  volumeSnapshotView(v: VolumeRow, full: boolean): Record<string, unknown> {
-    const snap = v.name.slice(v.name.indexOf("/") + 1);
-    const expiry = this.core.ports.instances.snapshotExpiry?.(v.project, v.name.slice(0, v.name.indexOf("/")), snap) ?? "0001-01-01T00:00:00Z";
-    return { description: v.description, expires_at: expiry, name: full ? snap : v.name, config: v.config, content_type: v.contentType, created_at: v.createdAt };
-  }
-
-  getVolumeSnapshot(pool: string, project: string, type: string, name: string, snapshot: string): VolumeRow {
-    this.getVolume(pool, project, type, name);
-    const v = this.repo.volume(pool, this.volumeProject(project, type), type, `${name}/${snapshot}`);
-    if (!v || v.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
-    return v;
-  }
-
-  /** Volumes of a project on a pool (image volumes belong to every project). */
-  listVolumes(pool: string, project: string, type?: string): VolumeRow[] {
-    this.pool(pool);
-    if (type !== undefined) assertVolumeType(type);
-    const custom = this.volumeProject(project, "custom");
-    return this.repo.volumes({ pool, type }).filter((v) => v.state === "created" && (v.type === "image" || (v.type === "custom" ? v.project === custom : v.project === project)));
+    return type === "custom" ? (this.core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project) : project;
   }
 
   getVolume(pool: string, project: string, type: string, name: string): VolumeRow {
@@ -740,271 +439,18 @@ export class PoolService implements StoragePort {
   async removeVolume(driver: Driver, v: VolumeRow): Promise<void> {
     this.repo.setVolumeState(v.id, "deleting");
     await driver.deleteVolume(this.hostVolume(v));
-    if (v.type === "container" && !isSnapshotName(v.name)) await this.removeInstanceSymlink(v.project, v.name);
+    if (v.type === "container" && !isSnapshotName(v.name)) await this.links.removeInstance(v.project, v.name);
     this.repo.deleteVolume(v.id);
   }
 
-  // ---- StoragePort ----
-
-  assertPool(pool: string): void {
-    this.pool(pool);
-  }
-
-  private instanceSymlink(project: string, name: string): string {
-    return join(this.core.paths.containers, storageName(project, "container", name));
-  }
-
-  /** $LXD_DIR/containers/<name> → the volume, as upstream keeps it. */
-  private async ensureInstanceSymlink(project: string, name: string, target: string): Promise<void> {
-    const link = this.instanceSymlink(project, name);
-    const current = await readlink(link).catch(() => undefined);
-    if (current === target) return;
-    if (current !== undefined) await unlink(link);
-    await mkdir(this.core.paths.containers, { recursive: true });
-    await symlink(target, link);
-  }
-
-  private snapshotsSymlink(project: string, name: string): string {
-    return join(this.core.paths.dir, "snapshots", storageName(project, "container", name));
-  }
-
-  /** $LXD_DIR/snapshots/<name> → the instance's snapshot directory, while it has one (as upstream). */
-  private async ensureSnapshotsSymlink(driver: Driver, project: string, name: string): Promise<void> {
-    const target = join(driver.mountPath, snapshotsSubPath({ type: "container", name: storageName(project, "container", name), config: {} }));
-    const link = this.snapshotsSymlink(project, name);
-    const hasSnapshots = (await readdir(target).catch(() => [])).length > 0;
-    const current = await readlink(link).catch(() => undefined);
-    if (!hasSnapshots) {
-      if (current !== undefined) await unlink(link);
-      return;
-    }
-    if (current === target) return;
-    if (current !== undefined) await unlink(link);
-    await mkdir(join(this.core.paths.dir, "snapshots"), { recursive: true, mode: 0o700 });
-    await symlink(target, link);
-  }
-
-  private async removeSnapshotsSymlink(project: string, name: string): Promise<void> {
-    const st = await lstat(this.snapshotsSymlink(project, name)).catch(() => undefined);
-    if (st?.isSymbolicLink()) await unlink(this.snapshotsSymlink(project, name));
-  }
-
   /** Rename a volume's row and its snapshots' rows together. */
-  private renameVolumeRows(v: VolumeRow, to: string): void {
+  renameVolumeRows(v: VolumeRow, to: string): void {
     this.core.db.transaction(() => {
       this.repo.renameVolume(v.id, to);
       for (const snap of this.repo.volumes({ pool: v.pool, project: v.project, type: v.type })) {
         if (snap.name.startsWith(`${v.name}/`)) this.repo.renameVolume(snap.id, `${to}${snap.name.slice(v.name.length)}`);
       }
     })();
-  }
-
-  private async removeInstanceSymlink(project: string, name: string): Promise<void> {
-    const link = this.instanceSymlink(project, name);
-    const st = await lstat(link).catch(() => undefined);
-    if (st?.isSymbolicLink()) await unlink(link);
-  }
-
-  async createInstanceVolume(project: string, poolName: string, name: string, opts: { image?: string; signal?: AbortSignal; progress?: (percent: number) => void; size?: string }): Promise<string> {
-    const pool = this.pool(poolName);
-    const driver = this.driverFor(pool);
-    if (this.repo.volume(poolName, project, "container", name)) throw new Conflict("Volume by that name already exists");
-    await driver.mountPool();
-    return withRevert(async (revert) => {
-      this.repo.insertVolume({ pool: poolName, project, type: "container", name });
-      const row = this.repo.volume(poolName, project, "container", name)!;
-      revert.add(() => this.repo.deleteVolume(row.id));
-      const vol = this.hostVolume(row);
-      if (opts.image && driver.info.optimizedImages && driver.createVolumeFromCopy) {
-        const image = await this.ensureImageVolume(pool, driver, opts.image, opts);
-        await driver.createVolumeFromCopy(vol, image, opts);
-      } else {
-        const fingerprint = opts.image;
-        await driver.createVolume(vol, fingerprint ? (path) => this.images().unpackInto(fingerprint, path, opts) : undefined, opts);
-      }
-      revert.add(() => driver.deleteVolume(vol));
-      if (opts.size && driver.setVolumeQuota) await driver.setVolumeQuota(vol, opts.size, opts);
-      const path = await driver.mountVolume(vol, opts);
-      await this.ensureInstanceSymlink(project, name, path);
-      revert.add(() => this.removeInstanceSymlink(project, name));
-      this.repo.setVolumeState(row.id, "created");
-      return path;
-    });
-  }
-
-  private images() {
-    const images = this.core.ports.images;
-    if (!images) throw new InternalError("Image support is not loaded");
-    return images;
-  }
-
-  /** The pool's cached copy of an image (optimized drivers): unpacked once, then copied cheaply per instance. */
-  private ensureImageVolume(pool: PoolRow, driver: Driver, fingerprint: string, opts: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<Volume> {
-    return this.locks.run(`${pool.name}/${fingerprint}`, async () => {
-      const existing = this.repo.volume(pool.name, "default", "image", fingerprint);
-      if (existing?.state === "created") return this.hostVolume(existing);
-      if (existing) await this.removeVolume(driver, existing);
-      return withRevert(async (revert) => {
-        this.repo.insertVolume({ pool: pool.name, project: "default", type: "image", name: fingerprint });
-        const row = this.repo.volume(pool.name, "default", "image", fingerprint)!;
-        revert.add(() => this.repo.deleteVolume(row.id));
-        const vol = this.hostVolume(row);
-        await driver.createVolume(vol, (path) => this.images().unpackInto(fingerprint, path, opts), opts);
-        this.repo.setVolumeState(row.id, "created");
-        return vol;
-      });
-    });
-  }
-
-  /** Drop the cached image volumes of an image on every pool (the image was deleted). */
-  async deleteImageVolumes(fingerprint: string): Promise<void> {
-    for (const pool of this.listPools()) {
-      const v = this.repo.volume(pool.name, "default", "image", fingerprint);
-      if (v) await this.locks.run(`${pool.name}/${fingerprint}`, () => this.removeVolume(this.driverFor(pool), v));
-    }
-  }
-
-  private instanceVolume(project: string, pool: string, name: string): { row: VolumeRow; driver: Driver; vol: Volume } {
-    const p = this.pool(pool);
-    const row = this.repo.volume(pool, project, "container", name);
-    if (!row || row.state !== "created") throw new NotFound("Storage pool volume not found");
-    return { row, driver: this.driverFor(p), vol: this.hostVolume(row) };
-  }
-
-  async mountInstanceVolume(project: string, pool: string, name: string): Promise<string> {
-    const { driver, vol } = this.instanceVolume(project, pool, name);
-    await driver.mountPool();
-    return driver.mountVolume(vol);
-  }
-
-  async setInstanceVolumeQuota(project: string, pool: string, name: string, size: string): Promise<void> {
-    const { driver, vol } = this.instanceVolume(project, pool, name);
-    if (!driver.setVolumeQuota) return;
-    await driver.mountPool();
-    await driver.setVolumeQuota(vol, size);
-  }
-
-  async renameInstanceVolume(project: string, pool: string, from: string, to: string): Promise<void> {
-    const { row, driver, vol } = this.instanceVolume(project, pool, from);
-    if (this.repo.volume(pool, project, "container", to)) throw new Conflict("Volume by that name already exists");
-    await withRevert(async (revert) => {
-      const newName = storageName(project, "container", to);
-      this.repo.beginRename(row.id, to);
-      revert.add(() => this.repo.beginRename(row.id, null));
-      await driver.renameVolume(vol, newName);
-      revert.add(() => driver.renameVolume({ ...vol, name: newName }, vol.name));
-      this.renameVolumeRows(row, to);
-      revert.add(() => this.renameVolumeRows({ ...row, name: to }, from));
-      await this.removeInstanceSymlink(project, from);
-      revert.add(() => this.ensureInstanceSymlink(project, from, driver.volumePath(vol)));
-      await this.ensureInstanceSymlink(project, to, driver.volumePath({ ...vol, name: newName }));
-      await this.removeSnapshotsSymlink(project, from);
-      revert.add(() => this.ensureSnapshotsSymlink(driver, project, from));
-      await this.ensureSnapshotsSymlink(driver, project, to);
-    });
-  }
-
-  async deleteInstanceVolume(project: string, pool: string, name: string): Promise<void> {
-    const { row, driver } = this.instanceVolume(project, pool, name);
-    await driver.mountPool();
-    for (const snap of this.repo.volumes({ pool, project, type: "container" })) {
-      if (snap.name.startsWith(`${name}/`)) await this.removeVolume(driver, snap);
-    }
-    await this.removeSnapshotsSymlink(project, name);
-    await this.removeVolume(driver, row);
-  }
-
-  // ---- instance snapshots (StoragePort) ----
-
-  private snapshotCapable(driver: Driver): Required<Pick<Driver, "createSnapshot" | "restoreSnapshot">> & Driver {
-    if (!driver.createSnapshot || !driver.restoreSnapshot) throw new BadRequest(`Storage driver "${driver.info.name}" does not support snapshots here`);
-    return driver as Required<Pick<Driver, "createSnapshot" | "restoreSnapshot">> & Driver;
-  }
-
-  /** Snapshot an instance volume: a 'creating' record first, so a crash leaves nothing behind after recovery. */
-  async createInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts: { signal?: AbortSignal; place?: () => Promise<void> } = {}): Promise<void> {
-    const { row, driver, vol } = this.instanceVolume(project, pool, name);
-    const capable = this.snapshotCapable(driver);
-    const snapName = `${name}/${snapshot}`;
-    if (this.repo.volume(pool, project, "container", snapName)) throw new Conflict("Volume by that name already exists");
-    await driver.mountPool();
-    await withRevert(async (revert) => {
-      this.repo.insertVolume({ pool, project, type: "container", name: snapName, description: "", config: row.config });
-      const snapRow = this.repo.volume(pool, project, "container", snapName)!;
-      revert.add(() => this.repo.deleteVolume(snapRow.id));
-      revert.add(() => driver.deleteVolume(snapshotVolume(vol, snapshot)));
-      // A received optimized stream is moved into place instead of snapshotting the volume.
-      if (opts.place) await opts.place();
-      else await capable.createSnapshot(vol, snapshot, opts);
-      await this.ensureSnapshotsSymlink(driver, project, name);
-      this.repo.setVolumeState(snapRow.id, "created");
-    });
-  }
-
-  /** Delete a snapshot volume; nothing to do if it is already gone (crash recovery). */
-  async deleteInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<void> {
-    const p = this.pool(pool);
-    const row = this.repo.volume(pool, project, "container", `${name}/${snapshot}`);
-    if (!row) return;
-    const driver = this.driverFor(p);
-    await driver.mountPool();
-    await this.removeVolume(driver, row);
-    await this.ensureSnapshotsSymlink(driver, project, name);
-  }
-
-  async renameInstanceSnapshot(project: string, pool: string, name: string, from: string, to: string): Promise<void> {
-    const { driver, vol } = this.instanceVolume(project, pool, name);
-    const row = this.repo.volume(pool, project, "container", `${name}/${from}`);
-    if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
-    if (this.repo.volume(pool, project, "container", `${name}/${to}`)) throw new Conflict("Volume by that name already exists");
-    const oldVol = snapshotVolume(vol, from);
-    const newVol = snapshotVolume(vol, to);
-    await withRevert(async (revert) => {
-      this.repo.beginRename(row.id, `${name}/${to}`);
-      revert.add(() => this.repo.beginRename(row.id, null));
-      await driver.renameVolume(oldVol, newVol.name);
-      revert.add(() => driver.renameVolume(newVol, oldVol.name));
-      this.repo.renameVolume(row.id, `${name}/${to}`);
-    });
-  }
-
-  /** Replace an instance volume's content with a snapshot's (the instance must be stopped). */
-  async restoreInstanceSnapshot(project: string, pool: string, name: string, snapshot: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
-    const { driver, vol } = this.instanceVolume(project, pool, name);
-    const capable = this.snapshotCapable(driver);
-    const row = this.repo.volume(pool, project, "container", `${name}/${snapshot}`);
-    if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
-    await driver.mountPool();
-    await capable.restoreSnapshot(vol, snapshot, opts);
-    // As LXD: the snapshot volume's description and config become the volume's again.
-    const main = this.repo.volume(pool, project, "container", name);
-    if (main && (main.description !== row.description || JSON.stringify(main.config) !== JSON.stringify(row.config))) {
-      this.repo.updateVolume(main.id, { description: row.description, config: { ...row.config } });
-    }
-  }
-
-  /** Make an instance volume an exact copy of the tree at `source` (the pool's rsync.bwlimit applies). */
-  async syncInstanceVolume(project: string, pool: string, name: string, source: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
-    const { driver, vol } = this.instanceVolume(project, pool, name);
-    await driver.mountPool();
-    await driver.syncVolume(vol, source, { signal: opts.signal, bwlimit: this.pool(pool).config["rsync.bwlimit"] || undefined });
-  }
-
-  /** Copy an instance volume or snapshot out of the pool (backups, publish) through its driver. */
-  async exportInstanceVolume(project: string, pool: string, name: string, snapshot: string | undefined, target: string, opts: { link?: boolean; signal?: AbortSignal } = {}): Promise<void> {
-    const { driver, vol } = this.instanceVolume(project, pool, name);
-    if (snapshot !== undefined && this.repo.volume(pool, project, "container", `${name}/${snapshot}`)?.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
-    await driver.mountPool();
-    await driver.exportVolume(snapshot === undefined ? vol : snapshotVolume(vol, snapshot), target, opts);
-  }
-
-  /** Path of a snapshot volume (read it only: copies, publish). */
-  async mountInstanceSnapshot(project: string, pool: string, name: string, snapshot: string): Promise<string> {
-    const { driver, vol } = this.instanceVolume(project, pool, name);
-    const row = this.repo.volume(pool, project, "container", `${name}/${snapshot}`);
-    if (!row || row.state !== "created") throw new NotFound("Storage pool volume snapshot not found");
-    await driver.mountPool();
-    return driver.volumePath(snapshotVolume(vol, snapshot));
   }
 
   // ---- optimized streams (btrfs send/receive) ----
@@ -1034,49 +480,4 @@ export class PoolService implements StoragePort {
     await driver.mountPool();
     return driver.receiveStreams(this.hostVolume(row), snapshots, next, opts);
   }
-
-  instanceStreamType(pool: string): string | undefined {
-    return this.streamType(pool);
-  }
-
-  sendInstanceStreams(project: string, pool: string, name: string, snapshots: string[], out: StreamSink, opts: { signal?: AbortSignal } = {}): Promise<void> {
-    return this.sendStreams(this.instanceVolume(project, pool, name).row, snapshots, out, opts);
-  }
-
-  receiveInstanceStreams(project: string, pool: string, name: string, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts: { signal?: AbortSignal } = {}): Promise<StagedStreams> {
-    return this.receiveStreams(this.instanceVolume(project, pool, name).row, snapshots, next, opts);
-  }
-
-  async instanceVolumeUsage(project: string, pool: string, name: string): Promise<number | undefined> {
-    const { driver, vol } = this.instanceVolume(project, pool, name);
-    return driver.volumeUsage?.(vol);
-  }
 }
-
-const isSnapshotName = (name: string) => name.includes("/");
-
-export function validateVolumeName(name: string): void {
-  if (name === "") throw new BadRequest("No name provided");
-  if (name.includes("/")) throw new BadRequest("Storage volume names may not contain slashes");
-  if (name === "." || name === ".." || name.includes("\0")) throw new BadRequest(`Invalid storage volume name "${name}"`);
-}
-
-/** A volume's config against its driver's volume keys: "Invalid option for volume ..." as upstream. */
-function checkVolumeConfig(def: DriverDefinition, diskName: string, config: Record<string, string>, Err: new (m: string) => Error = InternalError): void {
-  for (const [key, value] of Object.entries(config)) {
-    if (key.startsWith("user.")) continue;
-    const spec = def.info.volumeKeys[key];
-    if (!spec) throw new Err(`Invalid option for volume "${diskName}" option "${key}"`);
-    if (value === "") continue;
-    try {
-      spec.validate(value);
-    } catch (e) {
-      throw new Err(`Invalid value for volume "${diskName}" option "${key}": ${(e as Error).message}`);
-    }
-  }
-}
-
-export function assertVolumeType(type: string): asserts type is VolumeType {
-  if (!(VOLUME_TYPES as readonly string[]).includes(type)) throw new BadRequest("Invalid storage volume type name");
-}
-

@@ -3,9 +3,10 @@
 // scanned for volumes the database lacks, and on import the lost pool's record written back
 // before its volumes' records.
 import type { Ports } from "../ports.js";
-import type { StorageRepo } from "../db/storage-repo.js";
+import type { PoolRow, StorageRepo, VolumeRow } from "../db/storage-repo.js";
 import { BadRequest, Conflict, InternalError } from "../shared/errors.js";
-import type { Driver } from "./drivers/types.js";
+import type { Driver, Volume } from "./drivers/types.js";
+import type { InstanceLinks } from "./instance-links.js";
 import {
   importUnknownVolumes,
   recoverDependencies,
@@ -19,9 +20,10 @@ import {
 /** What recovery needs of the pool service. */
 export interface RecoveryPools {
   readonly repo: StorageRepo;
+  pool(name: string): PoolRow;
   driverFor(pool: { name: string; driver: string; config: Record<string, string> }): Driver;
   temporaryDriver(name: string, driver: string, config: Record<string, string>): Driver;
-  adoptVolume: RecoverImportDeps["adoptVolume"];
+  hostVolume(v: VolumeRow): Volume;
 }
 
 /** A pool `lxd recover` scans; `fresh` when the database lost it (what the user said it is). */
@@ -34,6 +36,7 @@ export class PoolRecovery {
   constructor(
     private readonly wiring: { server: { invalidate(): void }; ports: Pick<Ports, "cluster" | "instances"> },
     private readonly pools: RecoveryPools,
+    private readonly links: InstanceLinks,
   ) {}
 
   /** POST /internal/recover/validate: the unknown volumes and what their import would miss. */
@@ -71,6 +74,37 @@ export class PoolRecovery {
     });
   }
 
+  /**
+   * `lxd recover`: records for a volume (and its snapshots) that exist on disk but not in the
+   * database; rows left from before are replaced. An instance volume gets its
+   * $LXD_DIR/containers symlink back. Returns the volume's mount path.
+   */
+  async adoptVolume(
+    poolName: string,
+    project: string,
+    type: "container" | "custom",
+    name: string,
+    vol: { description: string; config: Record<string, string> },
+    snapshots: { name: string; description: string; config: Record<string, string> }[],
+  ): Promise<string> {
+    const repo = this.pools.repo;
+    const driver = this.pools.driverFor(this.pools.pool(poolName));
+    await driver.mountPool();
+    const fresh = (volName: string, v: { description: string; config: Record<string, string> }) => {
+      const old = repo.volume(poolName, project, type, volName);
+      if (old) repo.deleteVolume(old.id);
+      repo.insertVolume({ pool: poolName, project, type, name: volName, description: v.description, config: v.config });
+      const row = repo.volume(poolName, project, type, volName)!;
+      repo.setVolumeState(row.id, "created");
+      return row;
+    };
+    const main = fresh(name, vol);
+    for (const s of snapshots) fresh(`${name}/${s.name}`, s);
+    const path = await driver.mountVolume(this.pools.hostVolume(main));
+    if (type === "container") await this.links.ensureInstance(project, name, path);
+    return path;
+  }
+
   /** The pools to scan: known ones by name; a lost one (standalone only, as LXD) from the user's spec. */
   private targets(specs: RecoverPoolSpec[]): Map<string, Target> {
     const out = new Map<string, Target>();
@@ -96,7 +130,7 @@ export class PoolRecovery {
       mountPath: (n) => targets.get(n)!.driver.mountPath,
       known: (pool, project, type, name) => repo.volume(pool, project, type, name) !== undefined,
       instanceKnown: (project, name) => instances.instanceExists(project, name),
-      adoptVolume: (pool, project, type, name, vol, snaps) => this.pools.adoptVolume(pool, project, type, name, vol, snaps),
+      adoptVolume: (pool, project, type, name, vol, snaps) => this.adoptVolume(pool, project, type, name, vol, snaps),
       instanceDependencies: (project, backup) => instances.recoverDependencies(project, backup),
       recoverInstance: (pool, project, name, backup) => instances.recoverInstance(pool, project, name, backup),
     };

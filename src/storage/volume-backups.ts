@@ -21,7 +21,8 @@ import { TarRefused } from "../images/tar-gate.js";
 import { goTime, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";
 import { run } from "../os/exec.js";
 import { snapshotVolume } from "./drivers/types.js";
-import { storageName, validateVolumeName, type PoolService } from "./pool-service.js";
+import type { PoolService } from "./pool-service.js";
+import { storageName, validateVolumeName } from "./volume-names.js";
 import { withRevert } from "./reverter.js";
 import { checkOptimizedHeader, optimizedSink, optimizedStreams, VOLUME_LAYOUT } from "./optimized-backup.js";
 import { validateVolumeSnapshotName, type VolumeSnapshotService } from "./volume-snapshots.js";
@@ -196,7 +197,7 @@ export class VolumeBackupService {
       optimized_header: optimized,
       type: "custom",
       config: {
-        volume: { ...this.pools.volumeView(v), used_by: [], created_at: ZERO_TIME },
+        volume: { ...this.pools.volumes.volumeView(v), used_by: [], created_at: ZERO_TIME },
         volume_snapshots: snaps.map((s) => this.snapshots.view(s)),
       },
     };

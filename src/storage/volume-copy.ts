@@ -8,7 +8,7 @@ import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 import type { VolumeRow } from "../db/storage-repo.js";
 import { snapshotVolume } from "./drivers/types.js";
 import type { PoolService } from "./pool-service.js";
-import { validateVolumeName } from "./pool-service.js";
+import { validateVolumeName } from "./volume-names.js";
 import { validateVolumeSnapshotName, type VolumeSnapshotService } from "./volume-snapshots.js";
 import { ZERO_TIME } from "../instances/snapshots.js";
 
@@ -90,7 +90,7 @@ export class VolumeCopyService {
 
   /** Create the (empty) target volume for a copy or migration. */
   async createTarget(pool: string, project: string, req: VolumeCopyRequest): Promise<VolumeRow> {
-    await this.pools.createCustomVolume(pool, project, { name: req.name, type: "custom", description: req.description, config: req.config, content_type: req.content_type || "filesystem" });
+    await this.pools.volumes.createCustomVolume(pool, project, { name: req.name, type: "custom", description: req.description, config: req.config, content_type: req.content_type || "filesystem" });
     return this.pools.repo.volume(pool, this.project(project), "custom", req.name)!;
   }
 
@@ -122,7 +122,7 @@ export class VolumeCopyService {
       }
       await this.sync(target, await this.path(src), signal);
     } catch (e) {
-      if (!refresh) await this.pools.deleteCustomVolume(target.pool, target.project, "custom", target.name).catch(() => {});
+      if (!refresh) await this.pools.volumes.deleteCustomVolume(target.pool, target.project, "custom", target.name).catch(() => {});
       throw e;
     }
   }
@@ -134,7 +134,7 @@ export class VolumeCopyService {
   async move(pool: string, project: string, name: string, to: { pool: string; project: string; name: string }, signal?: AbortSignal): Promise<void> {
     const src = this.source(pool, project, name);
     await this.copy(to.pool, to.project, { name: to.name, description: src.description, config: src.config, content_type: src.contentType }, { pool, project, name, volumeOnly: false, refresh: false }, signal);
-    await this.pools.deleteCustomVolume(pool, project, "custom", name);
+    await this.pools.volumes.deleteCustomVolume(pool, project, "custom", name);
   }
 
   /** Synchronous checks of a move. */

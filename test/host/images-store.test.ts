@@ -62,7 +62,7 @@ describe("import and unpack", () => {
   let fp: string;
 
   it("imports the busybox image with its metadata", async () => {
-    const view = await images.importUpload("default", await upload(busyboxImage(), { "x-lxd-filename": "busybox.tar.xz" }), { properties: { extra: "1" } });
+    const view = await images.importer.importUpload("default", await upload(busyboxImage(), { "x-lxd-filename": "busybox.tar.xz" }), { properties: { extra: "1" } });
     fp = view.fingerprint;
     expect(fp).toBe(execFileSync("sha256sum", [busyboxImage()]).toString().split(" ")[0]);
     expect(view.type).toBe("container");
@@ -75,22 +75,22 @@ describe("import and unpack", () => {
   });
 
   it("refuses a duplicate and an unexpected fingerprint, leaving the store as it was", async () => {
-    await expect(images.importUpload("default", await upload(busyboxImage()))).rejects.toThrow("Image with same fingerprint already exists");
-    await expect(images.importUpload("other", await upload(busyboxImage()), { expectedFingerprint: "ab".repeat(32) })).rejects.toThrow(/^fingerprints don't match, got [0-9a-f]{64} expected (ab){32}$/);
+    await expect(images.importer.importUpload("default", await upload(busyboxImage()))).rejects.toThrow("Image with same fingerprint already exists");
+    await expect(images.importer.importUpload("other", await upload(busyboxImage()), { expectedFingerprint: "ab".repeat(32) })).rejects.toThrow(/^fingerprints don't match, got [0-9a-f]{64} expected (ab){32}$/);
     expect(storeFiles()).toEqual([fp]);
   });
 
   it("records X-LXD-profiles, refusing unknown ones", async () => {
     const checked = new ImageService({ dir: join(root, "images"), treesDir: join(root, "image-trees"), repo, events: new EventHub(), log: pino({ level: "silent" }), profileExists: (_p, n) => n !== "nope" });
-    await expect(checked.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "nope"] })).rejects.toThrow("Profile 'nope' doesn't exist");
-    const v = await checked.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "extra"] });
+    await expect(checked.importer.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "nope"] })).rejects.toThrow("Profile 'nope' doesn't exist");
+    const v = await checked.importer.importUpload("profiles", await upload(busyboxImage()), { profiles: ["default", "extra"] });
     expect(v.profiles).toEqual(["default", "extra"]);
     await checked.delete("profiles", v.fingerprint);
     expect(storeFiles()).toEqual([fp]);
   });
 
   it("resolves aliases and unique prefixes", () => {
-    images.createAlias("default", "bb", fp.slice(0, 8), "");
+    images.aliases.create("default", "bb", fp.slice(0, 8), "");
     expect(images.resolve("default", { alias: "bb" }).fingerprint).toBe(fp);
     expect(images.resolve("default", { fingerprint: fp.slice(0, 5) }).fingerprint).toBe(fp);
     expect(() => images.resolve("default", { alias: "nope" })).toThrow("Image not found");
@@ -101,7 +101,7 @@ describe("import and unpack", () => {
   it("unpacks into rootfs/, metadata.yaml and templates/ with modes and links intact", async () => {
     const target = freshTarget();
     const seen: number[] = [];
-    await images.unpackInto(fp, target, { progress: (p) => seen.push(p) });
+    await images.trees.unpackInto(fp, target, { progress: (p) => seen.push(p) });
     expect(readdirSync(target).sort()).toEqual(["metadata.yaml", "rootfs", "templates"]);
     expect(statSync(join(target, "rootfs/bin/busybox")).mode & 0o7777).toBe(0o755);
     expect(statSync(join(target, "rootfs/tmp")).mode & 0o7777).toBe(0o1777);
@@ -118,7 +118,7 @@ describe("import and unpack", () => {
     writeFileSync(join(tree, "rootfs/marker"), "from the tree");
     try {
       const target = freshTarget();
-      await images.unpackInto(fp, target);
+      await images.trees.unpackInto(fp, target);
       expect(readFileSync(join(target, "rootfs/marker"), "utf8")).toBe("from the tree");
       expect(readlinkSync(join(target, "rootfs/sbin/init"))).toBe("/bin/busybox");
     } finally {
@@ -129,7 +129,7 @@ describe("import and unpack", () => {
   it("stops and leaves the target empty when cancelled", async () => {
     const target = freshTarget();
     const ac = new AbortController();
-    const run = images.unpackInto(fp, target, { signal: ac.signal });
+    const run = images.trees.unpackInto(fp, target, { signal: ac.signal });
     ac.abort();
     await expect(run).rejects.toThrow();
     expect(readdirSync(target)).toEqual([]);
@@ -138,7 +138,7 @@ describe("import and unpack", () => {
   it("refuses a non-empty target", async () => {
     const target = freshTarget();
     writeFileSync(join(target, "x"), "");
-    await expect(images.unpackInto(fp, target)).rejects.toThrow(/not empty/);
+    await expect(images.trees.unpackInto(fp, target)).rejects.toThrow(/not empty/);
   });
 
   it("keeps owners, setuid bits and xattrs (split image, gzip rootfs)", async () => {
@@ -165,13 +165,13 @@ describe("import and unpack", () => {
       for (let i = 0; i < body.length; i += 1000) yield body.subarray(i, i + 1000);
     })() as never, { "content-type": `multipart/form-data; boundary=${boundary}` });
     if (r.kind !== "split") throw new Error("expected a split upload");
-    const view = await images.importUpload("default", r);
+    const view = await images.importer.importUpload("default", r);
     expect(view.fingerprint).toBe(execFileSync("sh", ["-c", `cat ${meta} ${rootfs} | sha256sum`]).toString().split(" ")[0]);
     expect(view.architecture).toBe("x86_64");
     expect(view.filename).toBe("rootfs.tar.gz");
     expect(existsSync(join(root, "images", `${view.fingerprint}.rootfs`))).toBe(true);
     const target = freshTarget();
-    await images.unpackInto(view.fingerprint, target);
+    await images.trees.unpackInto(view.fingerprint, target);
     const su = join(target, "rootfs/usr/bin/su");
     const st = statSync(su);
     expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([1234, 2345, 0o4755]);
@@ -196,7 +196,7 @@ describe("hostile tarballs", () => {
     it(`import refuses: ${name}`, async () => {
       const before = storeFiles();
       const file = writeTmp(xz(raw()));
-      await expect(images.importUpload("default", await upload(file))).rejects.toThrow(pattern);
+      await expect(images.importer.importUpload("default", await upload(file))).rejects.toThrow(pattern);
       expect(storeFiles()).toEqual(before);
       expect(readdirSync(outside)).toEqual([]);
     });
@@ -211,7 +211,7 @@ describe("hostile tarballs", () => {
         last_used_at: "0001-01-01T00:00:00Z", properties: {}, profiles: ["default"],
       });
       const target = freshTarget();
-      await expect(images.unpackInto(fp, target)).rejects.toThrow(pattern);
+      await expect(images.trees.unpackInto(fp, target)).rejects.toThrow(pattern);
       expect(readdirSync(target)).toEqual([]);
       expect(readdirSync(outside)).toEqual([]);
       expect(existsSync("/tmp/nodelxd-pwned")).toBe(false);
@@ -225,9 +225,9 @@ describe("hostile tarballs", () => {
 describe("leading slashes in member names", () => {
   it("land inside the unpack target as GNU tar puts them, never at the host path", async () => {
     const file = writeTmp(xz(imageTar(entry({ name: "/rootfs/marker", data: "in" }), entry({ name: "/tmp/nodelxd-pwned", data: "x" }))));
-    const view = await images.importUpload("default", await upload(file));
+    const view = await images.importer.importUpload("default", await upload(file));
     const target = freshTarget();
-    await images.unpackInto(view.fingerprint, target);
+    await images.trees.unpackInto(view.fingerprint, target);
     expect(readFileSync(join(target, "rootfs/marker"), "utf8")).toBe("in");
     expect(readFileSync(join(target, "tmp/nodelxd-pwned"), "utf8")).toBe("x");
     expect(existsSync("/tmp/nodelxd-pwned")).toBe(false);
@@ -256,9 +256,9 @@ describe("publish: tar a volume directory into the store", () => {
 
   beforeAll(async () => {
     busyboxFp = execFileSync("sha256sum", [busyboxImage()]).toString().split(" ")[0];
-    if (!repo.anyWithFingerprint(busyboxFp)) await images.importUpload("default", await upload(busyboxImage()));
+    if (!repo.anyWithFingerprint(busyboxFp)) await images.importer.importUpload("default", await upload(busyboxImage()));
     vol = freshTarget();
-    await images.unpackInto(busyboxFp, vol);
+    await images.trees.unpackInto(busyboxFp, vol);
     writeFileSync(join(vol, "rootfs/root/marker"), "published-content\n");
     execFileSync("chown", ["0:0", join(vol, "rootfs/root/marker")]);
   });
@@ -270,13 +270,13 @@ describe("publish: tar a volume directory into the store", () => {
       try {
         const built = await buildImageFromDirectory(vol, { compression: { codec: compression, flags: [] }, architecture: "x86_64", buildDir, properties: compression === "gzip" ? { description: "hx-published" } : undefined });
         expect(built.fingerprint).toBe(execFileSync("sha256sum", [built.file]).toString().split(" ")[0]);
-        const view = await images.storeBuilt("pub", built, { public: false, filename: "", architecture: "x86_64", aliases: [{ name: `pub-${compression}`, description: "" }] });
+        const view = await images.importer.storeBuilt("pub", built, { public: false, filename: "", architecture: "x86_64", aliases: [{ name: `pub-${compression}`, description: "" }] });
         expect(view.expires_at).toBe("0001-01-01T00:00:00Z");
         if (compression === "gzip") expect(view.properties).toEqual({ description: "hx-published" });
         else expect(view.properties.os).toBe("busybox");
         expect(images.resolve("pub", { alias: `pub-${compression}` }).fingerprint).toBe(view.fingerprint);
         const target = freshTarget();
-        await images.unpackInto(view.fingerprint, target);
+        await images.trees.unpackInto(view.fingerprint, target);
         expect(readFileSync(join(target, "rootfs/root/marker"), "utf8")).toBe("published-content\n");
         expect(readlinkSync(join(target, "rootfs/sbin/init"))).toBe("/bin/busybox");
         expect(readFileSync(join(target, "templates/hostname.tpl"), "utf8")).toContain("container.name");
@@ -288,7 +288,7 @@ describe("publish: tar a volume directory into the store", () => {
         }
         // Publishing the same content again is LXD's conflict.
         const again = await buildImageFromDirectory(vol, { compression: { codec: compression, flags: [] }, architecture: "x86_64", buildDir: join(buildDir, "again"), properties: compression === "gzip" ? { description: "hx-published" } : undefined });
-        if (again.fingerprint === view.fingerprint) await expect(images.storeBuilt("pub", again, { public: false, filename: "", architecture: "x86_64", aliases: [] })).rejects.toThrow(`The image already exists: ${view.fingerprint}`);
+        if (again.fingerprint === view.fingerprint) await expect(images.importer.storeBuilt("pub", again, { public: false, filename: "", architecture: "x86_64", aliases: [] })).rejects.toThrow(`The image already exists: ${view.fingerprint}`);
       } finally {
         rmSync(buildDir, { recursive: true, force: true });
       }
@@ -322,7 +322,7 @@ describe("invalid images get LXD's messages", () => {
   for (const [name, tar, message] of cases) {
     it(name, async () => {
       const before = storeFiles();
-      await expect(images.importUpload("default", await upload(writeTmp(xz(tar))))).rejects.toThrow(message);
+      await expect(images.importer.importUpload("default", await upload(writeTmp(xz(tar))))).rejects.toThrow(message);
       expect(storeFiles()).toEqual(before);
     });
   }

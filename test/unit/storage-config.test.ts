@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { commonPoolKeys, commonVolumeKeys, isSchedule, validatePoolConfig } from "../../src/storage/config.js";
 import { parseByteSize } from "../../src/shared/units.js";
-import { storageName } from "../../src/storage/pool-service.js";
+import { storageName } from "../../src/storage/volume-names.js";
 
 describe("storage config", () => {
   it("parses byte sizes like LXD", () => {

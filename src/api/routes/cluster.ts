@@ -1,4 +1,4 @@
-// /1.0/cluster: enable (first member) and join, join tokens, members and their state.
+// /1.0/cluster: enable (first member) and join, join tokens (cluster.enrolment), members and their state (cluster.members).
 import { z } from "zod";
 import type { ClusterService } from "../../cluster/service.js";
 import type { OperationManager } from "../../operations/manager.js";
@@ -27,11 +27,11 @@ export function clusterRoutes(cluster: ClusterService, operations: OperationMana
   const memberUrl = (name: string) => `/1.0/cluster/members/${name}`;
 
   const putMember: Handler = async (req) => {
-    const current = await cluster.memberGet(req.params.name);
+    const current = await cluster.members.get(req.params.name);
     checkEtag(req, { description: current.description, config: current.config, groups: current.groups, failure_domain: current.failure_domain, roles: current.roles });
     const b = await req.body(MemberPut, "api.ClusterMemberPut");
     if (b.groups) await cluster.groups.checkMemberGroups(b.groups);
-    await cluster.updateMember(req.params.name, {
+    await cluster.members.update(req.params.name, {
       description: b.description,
       failure_domain: b.failure_domain,
       config: b.config ?? undefined,
@@ -48,48 +48,48 @@ export function clusterRoutes(cluster: ClusterService, operations: OperationMana
         GET: () => sync(cluster.view(), { etag: cluster.view() }),
         PUT: async (req) => {
           const b = await req.body(ClusterPut, "api.ClusterPut");
-          return operation(cluster.update({ ...b, member_config: b.member_config ?? [] }));
+          return operation(cluster.enrolment.enable({ ...b, member_config: b.member_config ?? [] }));
         },
       },
       { GET: "authenticated", PUT: "admin" },
     ),
     route("/1.0/cluster/members", {
       GET: async (req) => {
-        const members = await cluster.members();
+        const members = await cluster.members.list();
         return sync(req.recursion > 0 ? members : members.map((m) => memberUrl(m.server_name)));
       },
       POST: async (req) => {
         const b = await req.body(z.object({ server_name: z.string() }), "api.ClusterMembersPost");
-        return operation(await cluster.createToken(b.server_name));
+        return operation(await cluster.enrolment.createToken(b.server_name));
       },
     }, { GET: "authenticated", POST: "admin" }),
     route("/1.0/cluster/members/:name", {
       GET: async (req) => {
-        const m = await cluster.memberGet(req.params.name);
+        const m = await cluster.members.get(req.params.name);
         return sync(m, { etag: { description: m.description, config: m.config, groups: m.groups, failure_domain: m.failure_domain, roles: m.roles } });
       },
       PUT: putMember,
       PATCH: putMember,
       POST: async (req) => {
         const b = await req.body(z.object({ server_name: z.string() }), "api.ClusterMemberPost");
-        await cluster.renameMember(req.params.name, b.server_name);
+        await cluster.members.rename(req.params.name, b.server_name);
         return sync({});
       },
       DELETE: async (req) => {
-        await cluster.removeMember(req.params.name, req.query.force === "1" || req.query.force === "true");
+        await cluster.members.remove(req.params.name, req.query.force === "1" || req.query.force === "true");
         return sync({});
       },
     }, { GET: "authenticated" }),
     route("/1.0/cluster/members/:name/state", {
       GET: async (req) => {
-        await cluster.memberGet(req.params.name);
+        await cluster.members.get(req.params.name);
         return sync({ sysinfo: {}, storage_pools: {} });
       },
       POST: async (req) => {
         const b = await req.body(z.object({ action: z.string(), mode: z.string().optional() }), "api.ClusterMemberStatePost");
         if (b.action !== "evacuate" && b.action !== "restore") throw new BadRequest(`Unknown action ${b.action}`);
         const name = req.params.name;
-        await cluster.memberGet(name);
+        await cluster.members.get(name);
         return operation(
           operations.create({
             class: "task",
@@ -109,7 +109,7 @@ export function clusterRoutes(cluster: ClusterService, operations: OperationMana
       },
     }, { PUT: "admin" }),
     route("/internal/cluster/accept", {
-      POST: async (req) => sync(await cluster.accept((await req.json()) as Record<string, string>)),
+      POST: async (req) => sync(await cluster.enrolment.accept((await req.json()) as Record<string, string>)),
     }, "untrusted"),
   ];
 }

@@ -1,7 +1,8 @@
 // /1.0/images and /1.0/images/aliases: parse, call the image service, answer.
 import { z } from "zod";
 import type { OperationManager } from "../../operations/manager.js";
-import { validateAliasName, type ImageService } from "../../images/service.js";
+import { validateAliasName } from "../../images/aliases.js";
+import type { ImageService } from "../../images/service.js";
 import type { ImagePublisher } from "../../images/publish.js";
 import type { ImagePuller } from "../../images/pull.js";
 import type { ImageSecrets } from "../../images/secrets.js";
@@ -115,8 +116,8 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
         }
         // Aliases of an image that was already here (a fresh download recorded them with the image).
         for (const a of body.aliases ?? []) {
-          if (!images.aliasExists(project, a.name)) images.createAlias(project, a.name, row.fingerprint, a.description, req.requestor);
-          else if (images.alias(project, a.name).fingerprint !== row.fingerprint) throw new Error(`Alias already exists: ${a.name}`);
+          if (!images.aliases.exists(project, a.name)) images.aliases.create(project, a.name, row.fingerprint, a.description, req.requestor);
+          else if (images.aliases.get(project, a.name).fingerprint !== row.fingerprint) throw new Error(`Alias already exists: ${a.name}`);
         }
         return { fingerprint: row.fingerprint, size: String(row.size) };
       },
@@ -174,7 +175,7 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
             // A pushed upload's operation can be waited on by its (untrusted) sender with this.
             metadata: pushed ? { secret: uploadSecret() } : undefined,
             run: async (ctx) => {
-              const image = await images.importUpload(proj(req), received, {
+              const image = await images.importer.importUpload(proj(req), received, {
                 public: pushed?.public ?? isTrue(req.headers["x-lxd-public"]),
                 expectedFingerprint: expected ? String(expected) : undefined,
                 baseProperties: pushed?.properties,
@@ -187,8 +188,8 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
                 onIdentified: (m) => ctx.updateMetadata(m),
               });
               for (const a of pushed?.aliases ?? []) {
-                if (images.aliasExists(proj(req), a.name)) throw new Error(`Alias already exists: ${a.name}`);
-                images.createAlias(proj(req), a.name, image.fingerprint, a.description, req.requestor);
+                if (images.aliases.exists(proj(req), a.name)) throw new Error(`Alias already exists: ${a.name}`);
+                images.aliases.create(proj(req), a.name, image.fingerprint, a.description, req.requestor);
               }
               return { fingerprint: image.fingerprint, size: String(image.size) };
             },
@@ -280,13 +281,13 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
     }, "project", { feature: "images" }),
     route("/1.0/images/aliases", {
       GET: (req) => {
-        const list = images.aliases(proj(req));
+        const list = images.aliases.list(proj(req));
         return sync(req.recursion > 0 ? list.map((a) => aliasView(a, proj(req))) : list.map((a) => aliasUrl(a.name)));
       },
       POST: async (req) => {
         const body = await req.body(AliasPost, "ImageAliasesPost");
         if (body.name === "" || body.target === "") throw new BadRequest("name and target are required");
-        images.createAlias(proj(req), body.name, body.target, body.description, req.requestor);
+        images.aliases.create(proj(req), body.name, body.target, body.description, req.requestor);
         return created(aliasUrl(body.name), null);
       },
     }, "project", { feature: "images" }),
@@ -294,34 +295,34 @@ export function imageRoutes({ images, operations, publisher, imageSpaceBudget, p
       "/1.0/images/aliases/:name",
       {
         GET: (req) => {
-          const alias = images.alias(proj(req), req.params.name);
+          const alias = images.aliases.get(proj(req), req.params.name);
           const image = images.byPrefix(proj(req), alias.fingerprint);
           if (!req.requestor.trusted && !image.public) throw new NotFound("Image alias not found");
           const view = aliasView(alias, proj(req));
           return sync(view, { etag: view });
         },
         PUT: async (req) => {
-          const alias = images.alias(proj(req), req.params.name);
+          const alias = images.aliases.get(proj(req), req.params.name);
           checkEtag(req, aliasView(alias, proj(req)));
           const body = await req.body(AliasPut, "ImageAliasesEntryPut");
           if (body.target === "") throw new BadRequest("The target field is required");
-          images.updateAlias(proj(req), alias.name, body.target, body.description, req.requestor);
+          images.aliases.update(proj(req), alias.name, body.target, body.description, req.requestor);
           return sync({});
         },
         PATCH: async (req) => {
-          const alias = images.alias(proj(req), req.params.name);
+          const alias = images.aliases.get(proj(req), req.params.name);
           checkEtag(req, aliasView(alias, proj(req)));
           const body = await req.body(AliasPatch, "ImageAliasesEntryPut");
-          images.updateAlias(proj(req), alias.name, body.target ?? alias.fingerprint, body.description ?? alias.description, req.requestor);
+          images.aliases.update(proj(req), alias.name, body.target ?? alias.fingerprint, body.description ?? alias.description, req.requestor);
           return sync({});
         },
         POST: async (req) => {
           const body = await req.body(AliasRename, "ImageAliasesEntryPost");
-          images.renameAlias(proj(req), req.params.name, body.name, req.requestor);
+          images.aliases.rename(proj(req), req.params.name, body.name, req.requestor);
           return created(aliasUrl(body.name), null);
         },
         DELETE: (req) => {
-          images.deleteAlias(proj(req), req.params.name, req.requestor);
+          images.aliases.delete(proj(req), req.params.name, req.requestor);
           return sync({});
         },
       },

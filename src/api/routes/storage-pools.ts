@@ -60,6 +60,7 @@ export interface StoragePoolRouteDeps {
 
 export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService, snapshots: VolumeSnapshotService, backups: VolumeBackupService, moves: { copies: VolumeCopyService; migration: VolumeMigration }): Route[] {
   const { operations, config, members } = deps;
+  const volumes = pools.volumes;
   const task = (req: ApiRequest, description: string, resources: Record<string, string[]>, work: (signal: AbortSignal) => Promise<unknown>): Result =>
     operation(operations.create({ class: "task", description, project: req.project, resources, run: async (ctx) => void (await work(ctx.signal)) }));
   const poolEtag = (name: string, memberSpecific: boolean) => {
@@ -87,8 +88,8 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
     return sync({});
   };
   const listVolumes = (req: ApiRequest) => {
-    const list = pools.listVolumes(req.params.pool, req.project, req.params.type);
-    return sync(req.recursion > 0 ? list.map((v) => pools.volumeView(v)) : list.map((v) => pools.volumeUrl(v)));
+    const list = volumes.listVolumes(req.params.pool, req.project, req.params.type);
+    return sync(req.recursion > 0 ? list.map((v) => volumes.volumeView(v)) : list.map((v) => volumes.volumeUrl(v)));
   };
   /** `lxc storage volume import`: the body is a backup tarball, received before the operation starts (as LXD). */
   const importVolume: Handler = async (req) => {
@@ -118,7 +119,7 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
     if (/^application\/octet-stream\b/i.test(String(req.stream.headers["content-type"] ?? ""))) return importVolume(req, reply);
     const body = await req.body(StorageVolumesPost, "StorageVolumesPost");
     if (body.source?.type) return createFromSource(req, body);
-    await pools.createCustomVolume(req.params.pool, req.project, { ...body, type: req.params.type ?? body.type });
+    await volumes.createCustomVolume(req.params.pool, req.project, { ...body, type: req.params.type ?? body.type });
     return sync({});
   };
   /** Volume create with source.type copy (this server, maybe another pool or project) or migration (a peer). */
@@ -150,7 +151,7 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
     throw new BadRequest(`Unknown source type "${source.type}"`);
   };
   const volumeEtag = (req: ApiRequest) => {
-    const v = pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume));
+    const v = volumes.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume));
     return [v.name, v.type, v.description, v.config];
   };
   const updateVolume = (mode: "replace" | "merge") => async (req: ApiRequest) => {
@@ -164,7 +165,7 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
       await snapshots.restore(pool, req.project, volume, body.restore);
       if (!body.configGiven) return sync({});
     }
-    await pools.updateCustomVolume(pool, req.project, type, volume, body, mode);
+    await volumes.updateCustomVolume(pool, req.project, type, volume, body, mode);
     return sync({});
   };
   const snapshotParams = (req: ApiRequest) => [req.params.pool, req.project, req.params.volume, req.params.snapshot] as const;
@@ -180,11 +181,11 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
   const updateSnapshot = (mode: "replace" | "merge") => async (req: ApiRequest) => {
     if (req.params.type === "container") {
       // An instance snapshot's volume: only its description (LXD's UpdateInstanceSnapshot).
-      const v = pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot);
-      const view = pools.volumeSnapshotView(v, true);
+      const v = volumes.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot);
+      const view = volumes.volumeSnapshotView(v, true);
       checkEtag(req, [view.description, view.expires_at]);
       const body = await req.body(VolumeSnapshotPut, "StorageVolumeSnapshotPut");
-      pools.updateInstanceSnapshotVolume(v, mode === "merge" && body.description == null ? v.description : (body.description ?? ""));
+      volumes.updateInstanceSnapshotVolume(v, mode === "merge" && body.description == null ? v.description : (body.description ?? ""));
       return sync({});
     }
     customOnly(req.params.type);
@@ -238,7 +239,7 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
     route("/1.0/storage-pools/:pool/volumes", { GET: listVolumes, POST: createVolume }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type", { GET: listVolumes, POST: createVolume }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume", {
-      GET: (req) => sync(pools.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume)), { etag: volumeEtag(req) }),
+      GET: (req) => sync(volumes.volumeView(pools.getVolume(req.params.pool, req.project, req.params.type, req.params.volume)), { etag: volumeEtag(req) }),
       PUT: updateVolume("replace"),
       PATCH: updateVolume("merge"),
       POST: async (req) => {
@@ -257,22 +258,22 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
           const project = req.project;
           return task(req, "Moving storage volume", resources, (signal) => moves.copies.move(pool, project, volume, to, signal));
         }
-        await pools.renameCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body.name);
+        await volumes.renameCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume, body.name);
         return sync(null);
       },
       DELETE: async (req) => {
-        await pools.deleteCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume);
+        await volumes.deleteCustomVolume(req.params.pool, req.project, req.params.type, req.params.volume);
         return sync({});
       },
     }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots", {
       GET: (req) => {
-        const list = pools.listVolumeSnapshots(req.params.pool, req.project, req.params.type, req.params.volume);
+        const list = volumes.listVolumeSnapshots(req.params.pool, req.project, req.params.type, req.params.volume);
         if (req.params.type === "custom") {
           const ordered = list.sort((a, b) => a.id - b.id);
-          return sync(req.recursion > 0 ? ordered.map((v) => snapshots.listView(v)) : ordered.map((v) => pools.volumeUrl(v)));
+          return sync(req.recursion > 0 ? ordered.map((v) => snapshots.listView(v)) : ordered.map((v) => volumes.volumeUrl(v)));
         }
-        return sync(req.recursion > 0 ? list.map((v) => pools.volumeSnapshotView(v, false)) : list.map((v) => pools.volumeUrl(v)));
+        return sync(req.recursion > 0 ? list.map((v) => volumes.volumeSnapshotView(v, false)) : list.map((v) => volumes.volumeUrl(v)));
       },
       POST: async (req) => {
         const { pool, type, volume } = req.params;
@@ -285,7 +286,7 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/snapshots/:snapshot", {
       GET: (req) => {
         if (req.params.type !== "custom") {
-          const view = pools.volumeSnapshotView(pools.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true);
+          const view = volumes.volumeSnapshotView(volumes.getVolumeSnapshot(req.params.pool, req.project, req.params.type, req.params.volume, req.params.snapshot), true);
           return sync(view, { etag: [view.description, view.expires_at] });
         }
         const row = customSnapshot(req);
@@ -355,7 +356,7 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
       },
     }, "project", { feature: "storage.volumes" }),
     route("/1.0/storage-pools/:pool/volumes/:type/:volume/state", {
-      GET: async (req) => sync(await pools.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
+      GET: async (req) => sync(await volumes.volumeState(req.params.pool, req.project, req.params.type, req.params.volume)),
     }, "project", { feature: "storage.volumes" }),
   ];
 }

@@ -70,7 +70,7 @@ export class ImagesFeature implements Feature {
     const puller = this.puller;
     this.port = {
       resolve: (project, ref) => service.resolve(project, ref),
-      unpackInto: (fp, target, opts) => service.unpackInto(fp, target, opts),
+      unpackInto: (fp, target, opts) => service.trees.unpackInto(fp, target, opts),
       markUsed: (fp) => service.markUsed(fp),
       exportForGuest: (project, fingerprint, res) => exportForGuest(service, project, fingerprint, res),
       // LXD's createFromImage: cached, auto-updated when images.auto_update_cached, private.
@@ -108,6 +108,6 @@ export class ImagesFeature implements Feature {
 
   async stop(): Promise<void> {
     await this.refresher.stop();
-    await this.service.stop();
+    await this.service.trees.stop();
   }
 }

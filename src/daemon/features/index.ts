@@ -44,12 +44,12 @@ export function wireFeatures(core: Core, cluster: ClusterPort): Wiring {
   const projectsFeature = new ProjectsFeature(core, { profiles: profilesFeature.service, networks: networks.port });
   projects.bind(projectsFeature.service);
   const networksFeature = new NetworksFeature(core, { cluster, instances: instances.port, profiles: profilesFeature.service, projects: projectsFeature.service });
-  networks.bind(networksFeature.service);
+  networks.bind(networksFeature.service.port);
   // Before instances: containers started at boot bind-mount its socket directory.
   const devlxd = new DevlxdFeature(core, { instances: instances.port, images: images.port });
   // Before instances: adopted usb/unix-hotplug devices register for its events.
   const hardware = new HardwareEventsFeature(core);
-  const others = { cluster, images: images.port, storage: storage.service, profiles: profilesFeature.service, projects: projectsFeature.service, networks: networksFeature.service };
+  const others = { cluster, images: images.port, storage: storage.port, profiles: profilesFeature.service, projects: projectsFeature.service, networks: networksFeature.service.port };
   const instancesFeature = new InstancesFeature(core, others);
   instances.bind(instancesFeature.service);
   const access = new InstanceAccessFeature(core, instancesFeature.service);

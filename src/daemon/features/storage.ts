@@ -9,10 +9,13 @@ import { VolumeSnapshotService } from "../../storage/volume-snapshots.js";
 import { VolumeCopyService } from "../../storage/volume-copy.js";
 import { VolumeMigration } from "../../migration/volumes.js";
 import { repairMissingSnapshotRecords } from "../../storage/snapshot-records.js";
+import { storagePort } from "../../storage/port.js";
 
 export class StorageFeature implements Feature {
   readonly name = "storage";
   readonly service: PoolService;
+  /** What other features ask of storage (instance volumes, pools, recover). */
+  readonly port: ReturnType<typeof storagePort>;
   readonly snapshots: VolumeSnapshotService;
   readonly backups: VolumeBackupService;
   readonly copies: VolumeCopyService;
@@ -27,6 +30,7 @@ export class StorageFeature implements Feature {
   ) {
     const { db, log, events, paths, server } = core;
     this.service = new PoolService({ db, log, events, paths, server, ports });
+    this.port = storagePort(this.service);
     this.snapshots = new VolumeSnapshotService({ db, log, events, cluster: ports.cluster, instances: ports.instances }, this.service);
     this.backups = new VolumeBackupService({ db, log, events, lxdDir: paths.dir }, this.service, this.snapshots);
     const volumesProject = (project: string) => ports.projects.effectiveProject(project, "storage.volumes");
@@ -36,7 +40,7 @@ export class StorageFeature implements Feature {
     const snapshots = this.snapshots;
     const backups = this.backups;
     this.scheduleSource = { scheduled: () => snapshots.scheduled(), pruneExpired: async () => (await snapshots.pruneExpired(), await backups.pruneExpired()), prunesOwn: true };
-    this.service.customVolumeListeners.push({ renamed: (v, to) => backups.volumeRenamed(v, to), deleted: (v) => backups.volumeDeleted(v) });
+    this.service.volumes.customVolumeListeners.push({ renamed: (v, to) => backups.volumeRenamed(v, to), deleted: (v) => backups.volumeDeleted(v) });
     server.setStorageInfo(() => this.service.environment());
   }
 

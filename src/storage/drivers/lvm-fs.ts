@@ -1,7 +1,21 @@
 // Filesystems on block volumes (lvm): made at a volume's first activation, grown online with
 // the volume, shrunk (ext4 only) before it. Mount options and tools as upstream.
 import { run } from "../../os/exec.js";
-import type { SlowOpts } from "./types.js";
+import { isSnapshotVolume, type SlowOpts, type Volume } from "./types.js";
+
+/** A block volume's filesystem: its own, else the pool's volume.block.filesystem, else ext4. */
+export function blockFilesystem(vol: Volume, poolConfig: Record<string, string>): string {
+  return vol.config["block.filesystem"] || poolConfig["volume.block.filesystem"] || "ext4";
+}
+
+/** The options a block volume is mounted with (snapshots read-only, without journal replay). */
+export function blockMountOptions(vol: Volume, poolConfig: Record<string, string>): string {
+  const opts = vol.config["block.mount_options"] || poolConfig["volume.block.mount_options"] || "discard";
+  if (!isSnapshotVolume(vol)) return opts;
+  // Snapshots are read-only devices: no journal replay, and xfs copies share their uuid.
+  const fs = blockFilesystem(vol, poolConfig);
+  return ["ro", opts, fs === "ext4" ? "noload" : fs === "xfs" ? "nouuid,norecovery" : ""].filter(Boolean).join(",");
+}
 
 /** mkfs as upstream runs it for each filesystem block volumes may hold. */
 export async function formatVolume(dev: string, fs: string, opts: SlowOpts = {}): Promise<void> {

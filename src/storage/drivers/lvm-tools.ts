@@ -11,6 +11,21 @@
 import { readFileSync } from "node:fs";
 import { run } from "../../os/exec.js";
 
+/**
+ * The driver's version, as upstream: the tool must exist; the version is its "... version:"
+ * lines joined, e.g. "2.03.16(2) (2022-05-18) / 1.02.185 (2022-05-18)" (a third, the kernel
+ * driver's, only with device-mapper).
+ */
+export async function lvmVersion(): Promise<string | undefined> {
+  const r = await run("lvm", ["version"], { reject: false, env: { LVM_SUPPRESS_FD_WARNINGS: "1" } }).catch(() => undefined);
+  if (!r || r.exitCode === -1) return undefined;
+  const versions = r.stdout
+    .split("\n")
+    .filter((l) => l.includes("version:"))
+    .map((l) => l.slice(l.indexOf(":") + 1).trim());
+  return versions.length ? versions.join(" / ") : undefined;
+}
+
 /** Whether this kernel has device-mapper (its misc device is registered). */
 export function hasDeviceMapper(): boolean {
   try {

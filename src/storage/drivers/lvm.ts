@@ -11,21 +11,15 @@ import { mkdir, open, rm, rmdir, stat, statfs, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { run } from "../../os/exec.js";
 import { parseByteSize } from "../../shared/units.js";
-import { assertNoMountsUnder, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
+import { assertNoMountsUnder, isMountPoint, loopOf, mountFs, mountsBelow, unmountAll } from "../host.js";
 import { localCopy } from "../rsync.js";
 import { exportBlockVolume } from "../tree-copy.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, ensureSnapshotsDir, poolMountPath, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath } from "./dir.js";
-import { assertLvmName, hasDeviceMapper, Lvm, LvmError } from "./lvm-tools.js";
+import { assertLvmName, hasDeviceMapper, Lvm, LvmError, lvmVersion } from "./lvm-tools.js";
 import { baseInfo, DEFAULT_VOLUME_SIZE, fillLvmDefaults, isBool, isFalse, loopFile, NO_DM_REASON, THINPOOL_DEFAULT, UNFORMATTED_TAG, VG_MARKER } from "./lvm-config.js";
-import { formatVolume, growFilesystem, shrinkFilesystem } from "./lvm-fs.js";
+import { blockFilesystem, blockMountOptions, formatVolume, growFilesystem, shrinkFilesystem } from "./lvm-fs.js";
 import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
-
-/** The loop device backing `file`, if one is attached. */
-async function loopOf(file: string): Promise<string | undefined> {
-  const r = await run("losetup", ["-n", "-O", "NAME", "-j", file], { reject: false });
-  return r.exitCode === 0 ? r.stdout.split("\n")[0]?.trim() || undefined : undefined;
-}
 
 /** The LV name of a volume, as upstream: "<type>_<name>" with '-' doubled and a snapshot's '/' as '-'. */
 export function lvName(vol: Volume): string {
@@ -78,15 +72,7 @@ class LvmDriver implements Driver {
   }
 
   private fsOf(vol: Volume): string {
-    return vol.config["block.filesystem"] || this.pool.config["volume.block.filesystem"] || "ext4";
-  }
-
-  private mountOptions(vol: Volume): string {
-    const opts = vol.config["block.mount_options"] || this.pool.config["volume.block.mount_options"] || "discard";
-    if (!isSnapshotVolume(vol)) return opts;
-    // Snapshots are read-only devices: no journal replay, and xfs copies share their uuid.
-    const fs = this.fsOf(vol);
-    return ["ro", opts, fs === "ext4" ? "noload" : fs === "xfs" ? "nouuid,norecovery" : ""].filter(Boolean).join(",");
+    return blockFilesystem(vol, this.pool.config);
   }
 
   private lvPath(vol: Volume): string {
@@ -422,7 +408,7 @@ class LvmDriver implements Driver {
       await this.lvm.run("lvchange", ["--deltag", UNFORMATTED_TAG, this.lvPath(vol)], opts);
     }
     await mkdir(path, { recursive: true, mode: 0o711 });
-    await mountFs(dev, path, this.fsOf(vol), this.mountOptions(vol), opts.signal);
+    await mountFs(dev, path, this.fsOf(vol), blockMountOptions(vol, this.pool.config), opts.signal);
     return path;
   }
 
@@ -472,28 +458,9 @@ class LvmDriver implements Driver {
   }
 }
 
-/** Mount points at or below `dir`, deepest first. */
-function mountsBelow(dir: string): string[] {
-  const prefix = dir.endsWith("/") ? dir : dir + "/";
-  return mountTable()
-    .map((m) => m.mountPoint)
-    .filter((m) => m === dir || m.startsWith(prefix))
-    .sort((a, b) => b.length - a.length);
-}
-
 export const lvmDriver: DriverDefinition = {
   info: baseInfo,
-  async probe() {
-    // As upstream: the tool must exist; the version is its "... version:" lines joined, e.g.
-    // "2.03.16(2) (2022-05-18) / 1.02.185 (2022-05-18)" (a third, the kernel driver's, only with device-mapper).
-    const r = await run("lvm", ["version"], { reject: false, env: { LVM_SUPPRESS_FD_WARNINGS: "1" } }).catch(() => undefined);
-    if (!r || r.exitCode === -1) return undefined;
-    const versions = r.stdout
-      .split("\n")
-      .filter((l) => l.includes("version:"))
-      .map((l) => l.slice(l.indexOf(":") + 1).trim());
-    return versions.length ? versions.join(" / ") : undefined;
-  },
+  probe: lvmVersion,
   async unavailableReason() {
     return `Required tool "lvm" is missing`;
   },

@@ -1,0 +1,217 @@
+// The cluster's members (/1.0/cluster/members): the list with each member's status from its
+// heartbeats, where a member is, placement of new instances, edits, renames, removal, and
+// evacuation of this member.
+import type { Db } from "../db/database.js";
+import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
+import { apiUrl } from "../shared/urls.js";
+import { memberRequest, type MemberTls } from "./forward.js";
+import { localGet, localSet } from "./replica.js";
+import type { ClusterStore, MemberRecord } from "./store.js";
+
+export interface MemberView {
+  server_name: string;
+  url: string;
+  database: boolean;
+  status: string;
+  message: string;
+  architecture: string;
+  failure_domain: string;
+  description: string;
+  config: Record<string, string>;
+  groups: string[];
+  roles: string[];
+}
+
+/** What the member list needs of the cluster service. */
+export interface MembersHost {
+  /** This member's name. */
+  name(): string;
+  requireStore(): ClusterStore;
+  tls(): MemberTls;
+  /** The member holding the etcd election, if known. */
+  leader(): string | undefined;
+  offlineThreshold(): number;
+  /** This member was renamed: it goes by `to` from now on. */
+  renamedSelf(to: string): Promise<void>;
+}
+
+export interface MembersDeps {
+  db: Db;
+  architecture: string;
+  /** The members of a cluster group (placement with `--target @group`). */
+  groupMembers(group: string): Promise<string[]>;
+}
+
+export const MEMBER_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}$/;
+
+export class ClusterMembers {
+  constructor(
+    private readonly cluster: MembersHost,
+    private readonly d: MembersDeps,
+  ) {}
+
+  async list(): Promise<MemberView[]> {
+    const store = this.cluster.requireStore();
+    const [records, beats] = await Promise.all([store.members(), store.heartbeats()]);
+    return records.map((m) => this.view(m, beats.get(m.name)));
+  }
+
+  async get(name: string): Promise<MemberView> {
+    const store = this.cluster.requireStore();
+    const m = await store.member(name);
+    if (!m) throw new NotFound("Member not found");
+    return this.view(m, (await store.heartbeats()).get(name));
+  }
+
+  private view(m: MemberRecord, beat: number | undefined): MemberView {
+    const threshold = this.cluster.offlineThreshold();
+    const age = beat === undefined ? Infinity : (Date.now() - beat) / 1000;
+    let status = "Online";
+    let message = "Fully operational";
+    if (m.state === "evacuated") {
+      status = "Evacuated";
+      message = "Unavailable due to maintenance";
+    } else if (age > threshold) {
+      status = "Offline";
+      message = beat === undefined ? "No heartbeat" : `No heartbeat for ${Math.round(age)}s (${new Date(beat).toISOString()})`;
+    }
+    return {
+      server_name: m.name,
+      url: m.url,
+      database: m.roles.includes("database"),
+      status,
+      message,
+      architecture: this.d.architecture,
+      failure_domain: m.failure_domain,
+      description: m.description,
+      config: m.config,
+      groups: m.groups,
+      roles: this.cluster.leader() === m.name && status === "Online" ? [...m.roles, "database-leader"] : m.roles,
+    };
+  }
+
+  /** Every member's name, sorted. */
+  async names(): Promise<string[]> {
+    return (await this.cluster.requireStore().members()).map((m) => m.name).sort();
+  }
+
+  /** The other members that are online. */
+  async othersOnline(): Promise<MemberView[]> {
+    return (await this.list()).filter((m) => m.status === "Online" && m.server_name !== this.cluster.name());
+  }
+
+  /** The url member `name` is reached at. */
+  async url(name: string): Promise<string> {
+    const m = await this.cluster.requireStore().member(name);
+    if (!m) throw new NotFound("Member not found");
+    return m.url;
+  }
+
+  /**
+   * The online, not evacuated member with the fewest instances (LXD 5.0.2's default placement),
+   * among the members of cluster group `group` when given (`--target @group`).
+   */
+  async schedule(group?: string): Promise<string> {
+    const among = group === undefined ? undefined : new Set(await this.d.groupMembers(group));
+    const candidates = (await this.list()).filter((m) => m.status === "Online" && (!among || among.has(m.server_name))).map((m) => m.server_name);
+    if (candidates.length === 0) throw new BadRequest("No suitable cluster member could be found");
+    const counts = new Map((this.d.db.prepare("SELECT node, COUNT(*) AS n FROM instances GROUP BY node").all() as { node: string; n: number }[]).map((r) => [r.node, r.n]));
+    return candidates.sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b))[0];
+  }
+
+  async update(name: string, patch: { description?: string; failure_domain?: string; roles?: string[]; config?: Record<string, string>; groups?: string[] }): Promise<void> {
+    const store = this.cluster.requireStore();
+    const m = await store.member(name);
+    if (!m) throw new NotFound("Member not found");
+    if (patch.roles !== undefined) patch = { ...patch, roles: editedRoles(m.roles, patch.roles) };
+    await store.putMember({ ...m, ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const store = this.cluster.requireStore();
+    if (!MEMBER_NAME_RE.test(to)) throw new BadRequest("Invalid server name");
+    const m = await store.member(from);
+    if (!m) throw new NotFound("Member not found");
+    if (!(await store.renameMember(from, { ...m, name: to }))) throw new Conflict(`The cluster already has a member with name: ${to}`);
+    const db = this.d.db;
+    db.prepare("UPDATE instances SET node = ? WHERE node = ?").run(to, from);
+    // Its pools' and networks' member rows and its custom volumes follow (LXD keys them by member id).
+    for (const t of ["storage_pools_members", "networks_members"]) db.prepare(`UPDATE ${t} SET member = ? WHERE member = ?`).run(to, from);
+    db.prepare("UPDATE storage_volumes SET node = ? WHERE node = ?").run(to, from);
+    if (from === this.cluster.name()) await this.cluster.renamedSelf(to);
+  }
+
+  async remove(name: string, force: boolean): Promise<void> {
+    const store = this.cluster.requireStore();
+    if (!(await store.member(name))) throw new NotFound("Member not found");
+    if (name === this.cluster.name() && !force) throw new BadRequest("A member cannot remove itself without --force (use another member)");
+    const db = this.d.db;
+    const count = (db.prepare("SELECT COUNT(*) AS n FROM instances WHERE node = ?").get(name) as { n: number }).n;
+    if (count > 0 && !force) throw new BadRequest(`Node still has the following instances: ${count}`);
+    if (force) db.prepare("DELETE FROM instances WHERE node = ?").run(name);
+    // The member's own rows of pools and networks go with it (pools and networks stay for the others).
+    for (const t of ["storage_pools_members", "networks_members"]) db.prepare(`DELETE FROM ${t} WHERE member = ?`).run(name);
+    await store.removeMember(name);
+    await store.client.delete().key(`/nodelxd/status/${name}`);
+  }
+
+  private async setEvacuated(name: string, evacuated: boolean): Promise<void> {
+    const store = this.cluster.requireStore();
+    const m = await store.member(name);
+    if (!m) throw new NotFound("Member not found");
+    await store.putMember({ ...m, state: evacuated ? "evacuated" : "" });
+  }
+
+  /** Run an instance request against this member's own API (through its router: the write lock, as any client). */
+  private async selfRequest(method: string, path: string, body?: unknown): Promise<void> {
+    const url = await this.url(this.cluster.name());
+    const tls = this.cluster.tls();
+    const r = await memberRequest(url, tls, method, path, body);
+    if (r.status === 202) {
+      const w = await memberRequest(url, tls, "GET", `/1.0/operations/${r.body.metadata.id}/wait?timeout=120`);
+      if (w.body?.metadata?.status_code !== 200) throw new Error(w.body?.metadata?.err || w.body?.error || "operation failed");
+    } else if (r.status >= 400) throw new Error(r.body?.error ?? r.text);
+  }
+
+  /** Evacuate (stop every running instance, marked so restore starts them again) or restore this member. */
+  async evacuate(name: string, action: "evacuate" | "restore", statuses: () => Record<string, string>): Promise<void> {
+    if (name !== this.cluster.name()) throw new BadRequest("Evacuation runs on the member itself");
+    if (action === "evacuate") {
+      await this.setEvacuated(name, true);
+      const running = Object.entries(statuses())
+        .filter(([, st]) => st === "Running")
+        .map(([k]) => k);
+      localSet(this.d.db, "evacuated", JSON.stringify(running));
+      for (const key of running) {
+        const [project, inst] = key.split("/");
+        await this.selfRequest("PUT", apiUrl(project, "instances", inst, "state"), { action: "stop", timeout: 30, force: false });
+      }
+      return;
+    }
+    const stopped = JSON.parse(localGet(this.d.db, "evacuated") ?? "[]") as string[];
+    await this.setEvacuated(name, false);
+    for (const key of stopped) {
+      const [project, inst] = key.split("/");
+      await this.selfRequest("PUT", apiUrl(project, "instances", inst, "state"), { action: "start", timeout: 30 });
+    }
+    localSet(this.d.db, "evacuated", "[]");
+  }
+}
+
+/** Roles a client may add or drop (clustering_edit_roles); the database roles follow the member's place in etcd. */
+const EDITABLE_ROLES = new Set(["event-hub", "ovn-chassis"]);
+const AUTOMATIC_ROLES = new Set(["database-leader", "database-standby"]);
+
+/** A member's roles after a PUT of `wanted` (LXD's checks on the "database" role). */
+export function editedRoles(current: string[], wanted: string[]): string[] {
+  const has = current.includes("database");
+  if (has && !wanted.includes("database")) throw new BadRequest(`The "database" role cannot be dropped at this time`);
+  if (!has && wanted.includes("database")) throw new BadRequest(`The "database" role cannot be added at this time`);
+  const out = has ? ["database"] : [];
+  for (const r of wanted) {
+    if (r === "database" || AUTOMATIC_ROLES.has(r)) continue;
+    if (!EDITABLE_ROLES.has(r)) throw new BadRequest(`Invalid cluster role "${r}"`);
+    if (!out.includes(r)) out.push(r);
+  }
+  return out;
+}
