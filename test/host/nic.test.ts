@@ -68,7 +68,7 @@ beforeAll(async () => {
   db = openDatabase(paths.databaseFile, undefined, { localFile: paths.localDatabaseFile });
   const core = { paths, db, log: pino({ level: "silent" }), events: new EventHub() } as unknown as Core;
   svc = new NetworksFeature(core, ports).service;
-  ports.networks = svc;
+  ports.networks = svc.port;
   subnet = freeSubnet();
   await svc.create("default", { name: br, config: { "ipv4.address": `10.97.${subnet}.1/24`, "ipv4.nat": "false", "ipv6.address": "none" } });
   holder = spawn("unshare", ["-n", "sleep", "600"], { stdio: "ignore" });
