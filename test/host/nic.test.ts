@@ -80,7 +80,9 @@ afterAll(async () => {
   holder?.kill("SIGKILL");
   ports.instances = noInstances;
   await svc?.delete("default", br).catch(() => {});
-  await svc?.stopAll({ stopInstances: true });
+  await svc?.stopAll({ stopInstances: true }).catch(() => {});
+  // Even when the service could not stop it (a failed test), no dnsmasq of ours outlives the file.
+  for (const p of dnsmasqPids(br)) process.kill(p, "SIGKILL");
   db?.close();
   for (const l of sh("ip", ["-j", "link"]).stdout.match(new RegExp(`"nt${id}[^"]*"`, "g")) ?? []) sh("ip", ["link", "del", JSON.parse(l)]);
   rmSync(dir, { recursive: true, force: true });
