@@ -3,9 +3,9 @@
 // `device` link, type 32 (ARPHRD_INFINIBAND), the infiniband_mad (umad/issm, with `port`) and
 // infiniband_verbs (uverbs) class devices under the PCI device, sriov_* counts, physfn/virtfn
 // links. `nodes` also makes the /dev/infiniband character nodes (mknod, so root only).
-import { spawnSync } from "node:child_process";
-import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { treeWriter } from "./hw-tree.js";
 
 export const IB_PF_PCI = "0000:00:08.0";
 export const IB_VF_PCI = "0000:00:08.1";
@@ -27,14 +27,7 @@ export const IB_NODES: Record<"pf" | "vf", [string, string, string][]> = {
 };
 
 export function buildIbTree(top: string, names: { pf: string; vf: string }, opts: { nodes?: boolean } = {}): void {
-  const put = (p: string, v: string) => {
-    mkdirSync(dirname(join(top, p)), { recursive: true });
-    writeFileSync(join(top, p), v + "\n");
-  };
-  const link = (target: string, p: string) => {
-    mkdirSync(dirname(join(top, p)), { recursive: true });
-    symlinkSync(target, join(top, p));
-  };
+  const { put, link, mknod } = treeWriter(top);
   mkdirSync(join(top, "sys/bus/pci/drivers/mlx5_core"), { recursive: true });
   const fn = (pci: string, kind: "pf" | "vf", netdev: string, address: string) => {
     const dir = `sys/devices/pci0000:00/${pci}`;
@@ -62,9 +55,7 @@ export function buildIbTree(top: string, names: { pf: string; vf: string }, opts
   link(`../${IB_VF_PCI}`, `sys/devices/pci0000:00/${IB_PF_PCI}/virtfn0`);
   if (!opts.nodes) return;
   for (const [node, dev, mode] of [...IB_NODES.pf, ...IB_NODES.vf]) {
-    const [major, minor] = dev.split(":");
-    mkdirSync(join(top, "dev/infiniband"), { recursive: true });
-    const r = spawnSync("mknod", ["-m", mode, join(top, "dev/infiniband", node), "c", major, minor]);
-    if (r.status !== 0) throw new Error(`mknod ${node}: ${r.stderr}`);
+    const [major, minor] = dev.split(":").map(Number);
+    mknod(`dev/infiniband/${node}`, major, minor, mode);
   }
 }

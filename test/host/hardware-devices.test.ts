@@ -5,28 +5,18 @@
 // container, uevents re-injected into its network namespace (seen there by busybox `uevent`),
 // a daemon kill -9 and restart. The kernel uevent listener itself is checked against real
 // kernel events, and tpm against this kernel (no tpm_vtpm_proxy).
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NetlinkUevents, type Uevent } from "../../src/devices/uevents.js";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+import { putNvidiaCard, treeWriter } from "../helpers/hw-tree.js";
 
 const top = mkdtempSync("/tmp/dv-hw-");
-const put = (p: string, v: string) => {
-  mkdirSync(dirname(join(top, p)), { recursive: true });
-  writeFileSync(join(top, p), v + "\n");
-};
-const link = (target: string, p: string) => {
-  mkdirSync(dirname(join(top, p)), { recursive: true });
-  symlinkSync(target, join(top, p));
-};
-const mknod = (p: string, major: number, minor: number, mode: string) => {
-  mkdirSync(dirname(join(top, p)), { recursive: true });
-  expect(spawnSync("mknod", ["-m", mode, join(top, p), "c", String(major), String(minor)]).status).toBe(0);
-};
+const tree = treeWriter(top);
+const { put, link, mknod } = tree;
 
 // A USB serial adapter 0403:6001 (bus 1, device 2) with ttyUSB1 below it; an NVIDIA card.
 const usbDir = "sys/devices/pci0000:00/0000:00:14.0/usb1/1-3";
@@ -45,18 +35,7 @@ function buildTree(): void {
   link("../../devices/pci0000:00/0000:00:14.0/usb1/1-3/1-3:1.0/ttyUSB1/tty/ttyUSB1", "sys/dev/char/188:1");
   mknod("dev/bus/usb/001/002", 189, 1, "0664");
   mknod("dev/ttyUSB1", 188, 1, "0620");
-  const nv = "sys/bus/pci/devices/0000:01:00.0";
-  put(`${nv}/class`, "0x030000");
-  put(`${nv}/vendor`, "0x10de");
-  put(`${nv}/device`, "0x1eb8");
-  put(`${nv}/drm/card1/dev`, "226:1");
-  put("sys/bus/pci/drivers/nvidia/bind", "");
-  link("../../../bus/pci/drivers/nvidia", `${nv}/driver`);
-  put("proc/driver/nvidia/gpus/0000:01:00.0/information", "Model: \t\t Tesla T4\nDevice Minor: \t 0");
-  mknod("dev/dri/card1", 226, 1, "0660");
-  mknod("dev/nvidia0", 195, 0, "0666");
-  mknod("dev/nvidiactl", 195, 255, "0666");
-  mknod("dev/nvidia-uvm", 511, 0, "0666");
+  putNvidiaCard(tree);
 }
 
 let d: InitialisedDaemon;

@@ -5,38 +5,21 @@
 // with the environment the daemon configured, and the hook execs the stand-in. The GPU part runs
 // on a hardware tree with an NVIDIA card (NODELXD_HARDWARE_ROOT), as test/host/hardware-devices.
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
+import { putNvidiaCard, treeWriter } from "../helpers/hw-tree.js";
 
 const top = mkdtempSync("/tmp/nv-rt-");
 const bin = join(top, "bin");
 const out = join(top, "out");
-const put = (p: string, v: string) => {
-  mkdirSync(dirname(join(top, p)), { recursive: true });
-  writeFileSync(join(top, p), v + "\n");
-};
-const mknod = (p: string, major: number, minor: number) => {
-  mkdirSync(dirname(join(top, p)), { recursive: true });
-  expect(spawnSync("mknod", ["-m", "0666", join(top, p), "c", String(major), String(minor)]).status).toBe(0);
-};
+const tree = treeWriter(top);
 
 let d: InitialisedDaemon;
 beforeAll(async () => {
   // An NVIDIA card (as test/host/hardware-devices.test.ts builds it).
-  const nv = "sys/bus/pci/devices/0000:01:00.0";
-  put(`${nv}/class`, "0x030000");
-  put(`${nv}/vendor`, "0x10de");
-  put(`${nv}/device`, "0x1eb8");
-  put(`${nv}/drm/card1/dev`, "226:1");
-  put("sys/bus/pci/drivers/nvidia/bind", "");
-  symlinkSync("../../../bus/pci/drivers/nvidia", join(top, nv, "driver"));
-  put("proc/driver/nvidia/gpus/0000:01:00.0/information", "Model: \t\t Tesla T4\nDevice Minor: \t 0");
-  mknod("dev/dri/card1", 226, 1);
-  mknod("dev/nvidia0", 195, 0);
-  mknod("dev/nvidiactl", 195, 255);
-  mknod("dev/nvidia-uvm", 511, 0);
+  putNvidiaCard(tree);
   mkdirSync(bin);
   // The hook runs as the container's root: the stand-in must be reachable and its record go to
   // a directory anyone may write.

@@ -1,9 +1,8 @@
 // usb, unix-hotplug, NVIDIA gpu and tpm devices on a sysfs//dev//proc tree the test builds
 // (this host has no USB, GPU or vTPM): what LXD 5.0.2 would pass into a container, the
 // uevent parsing of its netlink listener, and swtpm's output line.
-import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { HardwareDevice } from "../../src/devices/hardware.js";
 import { HotplugHub, unixHotplugEventOf, usbEventOf } from "../../src/devices/hotplug-hub.js";
@@ -13,22 +12,13 @@ import type { DeviceContext } from "../../src/devices/types.js";
 import { frameReader, parseUevent } from "../../src/devices/uevents.js";
 import { UnixHotplugDevice } from "../../src/devices/unix-hotplug.js";
 import { UsbDevice } from "../../src/devices/usb.js";
+import { putNvidiaCard, treeWriter } from "../helpers/hw-tree.js";
 
 const top = mkdtempSync("/tmp/dv-hwtree-");
 afterAll(() => rmSync(top, { recursive: true, force: true }));
 const roots = { sys: join(top, "sys"), dev: join(top, "dev"), proc: join(top, "proc") };
-const put = (p: string, v: string) => {
-  mkdirSync(dirname(join(top, p)), { recursive: true });
-  writeFileSync(join(top, p), v + "\n");
-};
-const link = (target: string, p: string) => {
-  mkdirSync(dirname(join(top, p)), { recursive: true });
-  symlinkSync(target, join(top, p));
-};
-const mknod = (p: string, major: number, minor: number, mode = "0664") => {
-  mkdirSync(dirname(join(top, p)), { recursive: true });
-  expect(spawnSync("mknod", ["-m", mode, join(top, p), "c", String(major), String(minor)]).status).toBe(0);
-};
+const tree = treeWriter(top);
+const { put, link, mknod } = tree;
 
 // A USB serial adapter (0403:6001) at bus 1 device 2, with its tty below it (ttyUSB1: LXD's
 // enumeration skips nodes with minor 0, such as a ttyUSB0), and a USB mouse
@@ -52,18 +42,7 @@ mknod("dev/bus/usb/001/002", 189, 1, "0664");
 mknod("dev/ttyUSB1", 188, 1, "0620");
 
 // An NVIDIA card driven by the nvidia driver: its DRM card, /dev/nvidia0 from /proc, the non-card nodes.
-const nv = "sys/bus/pci/devices/0000:01:00.0";
-put(`${nv}/class`, "0x030000");
-put(`${nv}/vendor`, "0x10de");
-put(`${nv}/device`, "0x1eb8");
-put(`${nv}/drm/card1/dev`, "226:1");
-put("sys/bus/pci/drivers/nvidia/bind", "");
-link("../../../bus/pci/drivers/nvidia", `${nv}/driver`);
-put("proc/driver/nvidia/gpus/0000:01:00.0/information", "Model: \t\t Tesla T4\nIRQ:   \t\t 40\nDevice Minor: \t 0");
-mknod("dev/dri/card1", 226, 1, "0660");
-mknod("dev/nvidia0", 195, 0, "0666");
-mknod("dev/nvidiactl", 195, 255, "0666");
-mknod("dev/nvidia-uvm", 511, 0, "0666");
+putNvidiaCard(tree);
 mkdirSync(join(top, "dev/nvidia-caps"));
 
 const devicesDir = mkdtempSync("/tmp/dv-devices-");
