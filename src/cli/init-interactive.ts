@@ -4,7 +4,7 @@
 // image refresh are asked as LXD asks them.
 import { existsSync, statfsSync, statSync } from "node:fs";
 import { isIP } from "node:net";
-import { parseYaml, stringifyYaml } from "../shared/yaml.js";
+import { stringifyYaml } from "../shared/yaml.js";
 import { Asker } from "./ask.js";
 import type { InitApi, Preseed, StoragePoolPreseed } from "./preseed.js";
 

@@ -130,11 +130,11 @@ export class NetworkService {
   }
 
   private instanceUsers(name: string): string[] {
-    return this.deps.ports.instances.usedBy({ network: name }) ?? [];
+    return this.deps.ports.instances.usedBy({ network: name });
   }
 
   usedBy(name: string): string[] {
-    const profiles = this.deps.ports.profiles.referencing({ network: name }) ?? [];
+    const profiles = this.deps.ports.profiles.referencing({ network: name });
     return [...profiles, ...this.instanceUsers(name)];
   }
 
@@ -463,7 +463,7 @@ export class NetworkService {
   async leases(project: string, name: string): Promise<LeaseView[]> {
     const driver = this.live.driver(this.row(project, name));
     if (!driver.leases) throw new BadRequest(`Network "${name}" of type "${driver.type}" has no DHCP leases`);
-    return driver.leases(this.deps.ports.instances.nicsOn?.(name) ?? []);
+    return driver.leases(this.deps.ports.instances.nicsOn(name));
   }
 
 }

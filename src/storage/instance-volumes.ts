@@ -6,7 +6,7 @@ import { KeyedLock } from "./keyed-lock.js";
 import type { Readable } from "node:stream";
 import type { ImagesPort, StoragePort } from "../ports.js";
 import type { PoolRow, StorageRepo, VolumeRow } from "../db/storage-repo.js";
-import { BadRequest, Conflict, InternalError, NotFound } from "../shared/errors.js";
+import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 import { snapshotVolume, type Driver, type StagedStreams, type StreamSink, type Volume } from "./drivers/types.js";
 import type { InstanceLinks } from "./instance-links.js";
 import { withRevert } from "./reverter.js";
@@ -34,8 +34,7 @@ export class InstanceVolumes implements Required<InstanceVolumePort> {
   constructor(
     private readonly pools: InstanceVolumePools,
     private readonly links: InstanceLinks,
-    /** The images feature loads after storage: asked per call. */
-    private readonly imagesPort: () => ImagesPort | undefined,
+    private readonly images: Pick<ImagesPort, "unpackInto">,
   ) {}
 
   private get repo(): StorageRepo {
@@ -57,7 +56,7 @@ export class InstanceVolumes implements Required<InstanceVolumePort> {
         await driver.createVolumeFromCopy(vol, image, opts);
       } else {
         const fingerprint = opts.image;
-        await driver.createVolume(vol, fingerprint ? (path) => this.images().unpackInto(fingerprint, path, opts) : undefined, opts);
+        await driver.createVolume(vol, fingerprint ? (path) => this.images.unpackInto(fingerprint, path, opts) : undefined, opts);
       }
       revert.add(() => driver.deleteVolume(vol));
       if (opts.size && driver.setVolumeQuota) await driver.setVolumeQuota(vol, opts.size, opts);
@@ -69,11 +68,6 @@ export class InstanceVolumes implements Required<InstanceVolumePort> {
     });
   }
 
-  private images(): ImagesPort {
-    const images = this.imagesPort();
-    if (!images) throw new InternalError("Image support is not loaded");
-    return images;
-  }
 
   /** The pool's cached copy of an image (optimized drivers): unpacked once, then copied cheaply per instance. */
   private ensureImageVolume(pool: PoolRow, driver: Driver, fingerprint: string, opts: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<Volume> {
@@ -86,7 +80,7 @@ export class InstanceVolumes implements Required<InstanceVolumePort> {
         const row = this.repo.volume(pool.name, "default", "image", fingerprint)!;
         revert.add(() => this.repo.deleteVolume(row.id));
         const vol = this.pools.hostVolume(row);
-        await driver.createVolume(vol, (path) => this.images().unpackInto(fingerprint, path, opts), opts);
+        await driver.createVolume(vol, (path) => this.images.unpackInto(fingerprint, path, opts), opts);
         this.repo.setVolumeState(row.id, "created");
         return vol;
       });

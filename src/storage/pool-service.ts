@@ -86,8 +86,8 @@ export class PoolService {
     this.env = { lxdDir: core.paths.dir, log: core.log };
     this.links = new InstanceLinks(core.paths);
     this.recovery = new PoolRecovery(core, this, this.links);
-    this.volumes = new VolumeService({ pools: this, events: core.events, log: core.log, projects: () => core.ports.projects, instances: () => core.ports.instances, clustered: () => core.ports.cluster?.clustered() ?? false });
-    this.instanceVolumes = new InstanceVolumes(this, this.links, () => core.ports.images);
+    this.volumes = new VolumeService({ pools: this, events: core.events, log: core.log, projects: core.ports.projects, instances: core.ports.instances, clustered: () => core.ports.cluster.clustered() });
+    this.instanceVolumes = new InstanceVolumes(this, this.links, core.ports.images);
   }
 
   /** Probe driver tools once, finish work a crash interrupted, mount every pool. */
@@ -111,7 +111,7 @@ export class PoolService {
   private async recoverPool(pool: PoolRow): Promise<void> {
     // A cluster pool not yet created everywhere: only members where it was created have it on disk.
     if (pool.state === "pending" || pool.state === "errored") {
-      if (this.members.get(pool.name, this.core.ports.cluster?.name() ?? "")?.state === "created") await this.driverFor(pool).mountPool();
+      if (this.members.get(pool.name, this.core.ports.cluster.name())?.state === "created") await this.driverFor(pool).mountPool();
       return;
     }
     const driver = this.driverFor(pool);
@@ -409,7 +409,7 @@ export class PoolService {
       return [snap === undefined ? apiUrl(v.project, "instances", parent) : apiUrl(v.project, "instances", parent, "snapshots", snap)];
     }
     if (v.type === "image") return [`/1.0/images/${v.name}`];
-    const out = [...(this.core.ports.instances?.volumeUsedBy?.(pool, v.project, v.name) ?? [])];
+    const out = [...this.core.ports.instances.volumeUsedBy(pool, v.project, v.name)];
     for (const p of this.profiles.all()) {
       if (p.project !== v.project) continue;
       if (Object.values(p.devices).some((d) => d.type === "disk" && d.pool === pool && d.source === v.name)) out.push(apiUrl(p.project, "profiles", p.name));
@@ -420,7 +420,7 @@ export class PoolService {
   /** The project whose custom volumes `project` uses (the default project's without features.storage.volumes). */
   volumeProject(project: string, type: string): string {
     if (type === "image") return "default";
-    return type === "custom" ? (this.core.ports.projects?.effectiveProject(project, "storage.volumes") ?? project) : project;
+    return type === "custom" ? this.core.ports.projects.effectiveProject(project, "storage.volumes") : project;
   }
 
   getVolume(pool: string, project: string, type: string, name: string): VolumeRow {

@@ -43,9 +43,8 @@ export interface VolumeServiceDeps {
   pools: VolumePools;
   events: Pick<EventHub, "lifecycle">;
   log: Logger;
-  /** Projects and instances load after storage: asked per call. */
-  projects(): ProjectsPort | undefined;
-  instances(): InstancesPort | undefined;
+  projects: Pick<ProjectsPort, "allowVolumeCreation" | "allowVolumeUpdate">;
+  instances: Pick<InstancesPort, "volumeUserRoots" | "snapshotExpiry">;
   clustered(): boolean;
 }
 
@@ -91,7 +90,7 @@ export class VolumeService {
     const driver = this.pools.driverFor(pool);
     driver.fillVolumeConfig?.(config);
     const diskName = storageName(project, "custom", req.name);
-    this.d.projects()?.allowVolumeCreation?.(project, req.name, config);
+    this.d.projects.allowVolumeCreation(project, req.name, config);
     checkVolumeConfig(def, diskName, config);
     await driver.mountPool();
     await withRevert(async (revert) => {
@@ -116,7 +115,7 @@ export class VolumeService {
     const pool = this.pools.pool(poolName);
     const config = mode === "replace" ? { ...req.config } : { ...v.config, ...req.config };
     for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
-    this.d.projects()?.allowVolumeUpdate?.(project, name, config);
+    this.d.projects.allowVolumeUpdate(project, name, config);
     checkVolumeConfig(this.pools.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest);
     this.checkShifting(poolName, project, name, v.config, config);
     const description = mode === "merge" && req.description === "" ? v.description : req.description;
@@ -145,7 +144,7 @@ export class VolumeService {
     if (!changed) return;
     if (on(after["security.unmapped"]) && on(after["security.shifted"])) throw new InternalError("security.unmapped and security.shifted are mutually exclusive");
     if ((before["security.shifted"] ?? "") === (after["security.shifted"] ?? "")) return;
-    const users = this.d.instances()?.volumeUserRoots?.(pool, project, name) ?? [];
+    const users = this.d.instances.volumeUserRoots(pool, project, name);
     if (users.some((u) => u.running)) throw new InternalError("Cannot modify shifting with running instances using the volume");
   }
 
@@ -262,7 +261,7 @@ export class VolumeService {
   /** A snapshot volume as upstream shows it in the storage API (name without the parent). */
   volumeSnapshotView(v: VolumeRow, full: boolean): Record<string, unknown> {
     const snap = v.name.slice(v.name.indexOf("/") + 1);
-    const expiry = this.d.instances()?.snapshotExpiry?.(v.project, v.name.slice(0, v.name.indexOf("/")), snap) ?? "0001-01-01T00:00:00Z";
+    const expiry = this.d.instances.snapshotExpiry(v.project, v.name.slice(0, v.name.indexOf("/")), snap) ?? "0001-01-01T00:00:00Z";
     return { description: v.description, expires_at: expiry, name: full ? snap : v.name, config: v.config, content_type: v.contentType, created_at: v.createdAt };
   }
 

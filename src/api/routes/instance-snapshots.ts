@@ -4,7 +4,6 @@ import { apiUrl } from "../../shared/urls.js";
 import { z } from "zod";
 import type { OperationManager } from "../../operations/manager.js";
 import type { InstanceService } from "../../instances/service.js";
-import { BadRequest } from "../../shared/errors.js";
 import { checkEtag, operation, route, sync, type Handler, type Route } from "../route.js";
 import type { InstanceMigration } from "../../migration/instances.js";
 

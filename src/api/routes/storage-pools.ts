@@ -8,7 +8,7 @@ import type { VolumeMigration } from "../../migration/volumes.js";
 import { sinkOperation } from "../../migration/channel.js";
 import { BadRequest, NotImplemented } from "../../shared/errors.js";
 import { filterUsedBy, isAdmin } from "../access.js";
-import { StoragePoolPut, StoragePoolsPost, StorageVolumePost, StorageVolumePut, StorageVolumesPost } from "../../shared/schemas/storage.js";
+import { StoragePoolPut, StoragePoolsPost, StorageVolumePut, StorageVolumesPost } from "../../shared/schemas/storage.js";
 import { checkEtag, created, operation, sendDownload, route, sync, type ApiRequest, type Handler, type Result, type Route } from "../route.js";
 import { apiUrl } from "../../shared/urls.js";
 import type { PoolMembers } from "../../storage/pool-members.js";

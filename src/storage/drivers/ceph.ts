@@ -9,7 +9,7 @@ import { existsSync, statfsSync } from "node:fs";
 import { mkdir, rename, rm, rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { onPath, run } from "../../os/exec.js";
-import { commonPoolKeys, commonVolumeKeys, isBoolStrict, isSize } from "../config.js";
+import { commonPoolKeys, commonVolumeKeys, isBoolStrict } from "../config.js";
 import { parseByteSize } from "../../shared/units.js";
 import { isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
