@@ -26,7 +26,7 @@ let holder: ChildProcess;
 let pid: number;
 // The other features' ports as the network service sees them on a standalone daemon with no
 // instances or profiles using its networks (a test swaps in users where it needs them).
-const noInstances = { usedBy: () => [], exportForPublish: async () => Promise.reject(new Error("unused")) } as unknown as Ports["instances"];
+const noInstances = { usedBy: () => [], nicsOn: () => [], exportForPublish: async () => Promise.reject(new Error("unused")) } as unknown as Ports["instances"];
 const noProfiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: () => [] } as unknown as Ports["profiles"];
 const ports = {
   cluster: { clustered: () => false },
@@ -210,7 +210,7 @@ describe("NIC on an Open vSwitch network", () => {
 
 describe("rules that depend on instance users", () => {
   it("refuses to delete or rename a network in use and lists its users", async () => {
-    ports.instances = { usedBy: (ref) => (ref.network === br ? ["/1.0/instances/c1"] : []), exportForPublish: async () => Promise.reject(new Error("unused")) } as unknown as Ports["instances"];
+    ports.instances = { usedBy: (ref) => (ref.network === br ? ["/1.0/instances/c1"] : []), nicsOn: () => [], exportForPublish: async () => Promise.reject(new Error("unused")) } as unknown as Ports["instances"];
     ports.profiles = { get: () => Promise.reject(new Error("unused")) as never, referencing: (ref) => (ref.network === br ? ["/1.0/profiles/default"] : []) } as unknown as Ports["profiles"];
     expect(svc.view("default", br).used_by).toEqual(["/1.0/profiles/default", "/1.0/instances/c1"]);
     await expect(svc.delete("default", br)).rejects.toThrow("The network is currently in use");
