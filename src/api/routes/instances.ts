@@ -79,7 +79,7 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     const here = (row: InstanceRow) => !row.node || row.node === me;
     if (req.headers[LOCAL_ONLY_HEADER]) return withStates(items.filter(({ row }) => here(row)));
     const remote = items.some(({ row }) => !here(row));
-    const query = all ? "recursion=2&all-projects=true" : `recursion=2&project=${encodeURIComponent(req.project)}`;
+    const query = new URLSearchParams(all ? { recursion: "2", "all-projects": "true" } : { recursion: "2", project: req.project }).toString();
     const [, members] = await Promise.all([withStates(items.filter(({ row }) => here(row))), remote ? deps.cluster.remoteInstances(query, req.requestor) : new Map<string, Record<string, unknown>[]>()]);
     for (const item of items) {
       if (here(item.row)) continue;
