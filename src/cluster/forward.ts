@@ -47,7 +47,8 @@ const notPinned = (url: string, tls: MemberTls) => (res: IncomingMessage) =>
  * address and certificate, so a new cluster certificate opens new ones; idle ones close after 10 s,
  * before the peer's 30 s idle limit.
  */
-const memberAgent = new Agent({ keepAlive: true, maxSockets: 16, timeout: 10_000 });
+// No TLS session resumption: a resumed session has no peer certificate to check the pin against.
+const memberAgent = new Agent({ keepAlive: true, maxSockets: 16, timeout: 10_000, maxCachedSessions: 0 });
 
 /** A JSON request to a member over HTTPS with the cluster certificate. */
 export async function memberRequest(url: string, tls: MemberTls, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<MemberResponse> {
