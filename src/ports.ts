@@ -301,6 +301,8 @@ export interface ClusterPort {
   claimRun(subject: string, minute: number): Promise<boolean>;
   /** Run background work that writes global state under the cluster write lock (at once standalone). */
   withWriteLock<T>(fn: () => Promise<T>): Promise<T>;
+  /** Be told which global tables another member's writes changed (once they are in this member's replica). */
+  onReplicated(fn: (tables: Set<string>) => void): void;
   /** Be told when this member starts (true) or stops (false) leading. */
   onLeadership(fn: (leading: boolean) => void): void;
 }

@@ -60,6 +60,7 @@ export class ClusterService implements ClusterPort {
   private reports = new Map<string, StatusReport>();
   leadership?: Leadership;
   private leaderListeners: ((leading: boolean) => void)[] = [];
+  private replicatedListeners: ((tables: Set<string>) => void)[] = [];
   /** Set in the async context of work that holds the cluster write lock (see withWriteLock). */
   private readonly lockHeld = new AsyncLocalStorage<boolean>();
 
@@ -134,6 +135,10 @@ export class ClusterService implements ClusterPort {
   }
 
   /** Be told when this member starts or stops leading. */
+  onReplicated(fn: (tables: Set<string>) => void): void {
+    this.replicatedListeners.push(fn);
+  }
+
   onLeadership(fn: (leading: boolean) => void): void {
     this.leaderListeners.push(fn);
     this.leadership?.onChange(fn);
@@ -208,6 +213,7 @@ export class ClusterService implements ClusterPort {
         if (tables.has("certificates") || tables.has("*")) this.d.trust.reload();
         if (tables.has("config") || tables.has("*")) this.d.server.reload();
         this.d.server.invalidate();
+        for (const fn of this.replicatedListeners) fn(tables);
       },
     });
     this.member = name;
