@@ -189,8 +189,8 @@ export class HardwareDevice implements Device {
 
   /** Hot-plug: a GPU's nodes go into the running container; the others fail as a start does. */
   async attach(pid: number): Promise<void> {
-    // LXD's deviceStart: a MIG GPU cannot be hot-plugged (CanHotPlug false).
-    if (this.kind === "gpu/mig") throw new Error(`Failed to start device ${JSON.stringify(this.name)}: Device cannot be started when instance is running`);
+    // LXD's deviceAdd: a MIG GPU cannot be hot-plugged (CanHotPlug false).
+    if (this.kind === "gpu/mig") throw new Error(`Failed to add device ${JSON.stringify(this.name)}: Device cannot be added when instance is running`);
     if (this.kind !== "gpu/physical") {
       await this.start();
       return;
@@ -203,6 +203,7 @@ export class HardwareDevice implements Device {
   }
 
   async detach(pid: number): Promise<void> {
+    // LXD's deviceStop on a running instance: nor hot-unplugged.
     if (this.kind === "gpu/mig") throw new Error(`Failed to stop device ${JSON.stringify(this.name)}: Device cannot be stopped when instance is running`);
     await this.nodes.unplugAll(pid);
   }

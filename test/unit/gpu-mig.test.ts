@@ -111,7 +111,7 @@ describe("gpu mig", () => {
     standIn(CSV, 1);
     expect(await mig({ pci: "01:00.0", "mig.gi": "1", "mig.ci": "0" }).start()).toEqual({ nvidiaDevices: ["MIG-/1/0"] });
     // Not hot-pluggable, as LXD's CanHotPlug false.
-    await expect(mig({ pci: "01:00.0", "mig.gi": "1", "mig.ci": "0" }).attach(1)).rejects.toThrow(/^Failed to start device "m": Device cannot be started when instance is running$/);
+    await expect(mig({ pci: "01:00.0", "mig.gi": "1", "mig.ci": "0" }).attach(1)).rejects.toThrow(/^Failed to add device "m": Device cannot be added when instance is running$/);
     await expect(mig({ pci: "01:00.0", "mig.gi": "1", "mig.ci": "0" }).detach(1)).rejects.toThrow(/^Failed to stop device "m": Device cannot be stopped when instance is running$/);
   });
 
