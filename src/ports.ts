@@ -1,3 +1,4 @@
+import type { Requestor } from "./shared/requestor.js";
 // The narrow interfaces feature modules use to reach each other. The daemon wires them once
 // (daemon/features/index.ts): each service is handed the ports it declares, as values; a port whose
 // provider is built after its consumer is late-bound there (daemon/late-port.ts), in that one place.
@@ -284,6 +285,12 @@ export interface ClusterPort {
   memberNames(): Promise<string[]>;
   /** Ask member `name` to do its own part of a cluster-wide change; resolves with the reply's metadata. */
   notifyMember(name: string, method: string, path: string, body?: unknown): Promise<unknown>;
+  /**
+   * The recursion=2 views of the instances other online members hold, asked of each member at
+   * once for its own only (`query`: the list's project or all-projects), on behalf of `who`.
+   * A member that does not answer is missing from the map.
+   */
+  remoteInstances(query: string, who: Requestor): Promise<Map<string, Record<string, unknown>[]>>;
   /** The status of an instance that lives on another member (from that member's reports). */
   remoteStatus(project: string, name: string, node: string): string | undefined;
   /** Copy an image's (unified) file from a member that has it to `file`. */

@@ -19,7 +19,7 @@ export interface MemberTls {
 /** Headers a forwarded request carries: who really asked (a restricted client stays restricted). */
 export const FORWARDED_FOR = "x-nodelxd-forwarded-for";
 /** A member asking another for its own objects only (listings fan-out). */
-export const LOCAL_ONLY = "x-nodelxd-local-only";
+export { LOCAL_ONLY_HEADER as LOCAL_ONLY } from "../shared/requestor.js";
 
 function target(url: string): { host: string; port: number } {
   const u = new URL(url);

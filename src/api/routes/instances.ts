@@ -20,7 +20,8 @@ import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/mov
 import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../../shared/json.js";
 import { BadRequest, InternalError } from "../../shared/errors.js";
-import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, handled, operation, route, sync, type ApiRequest, type Handler, type Route } from "../route.js";
+import { LOCAL_ONLY_HEADER } from "../../shared/requestor.js";
 import type { InstanceMigration } from "../../migration/instances.js";
 import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
@@ -39,7 +40,7 @@ const validateName = (name: string) => {
 export interface InstanceRouteDeps {
   operations: OperationManager;
   events: EventHub;
-  cluster: Pick<ClusterPort, "clustered" | "name">;
+  cluster: Pick<ClusterPort, "clustered" | "name" | "remoteInstances">;
   migration: InstanceMigration;
 }
 
@@ -67,6 +68,28 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     return items;
   };
 
+  /**
+   * A cluster's recursion=2 list, as LXD's: this member reads its own instances' state; every other
+   * member is asked at once for its own (full views, live state). An instance whose member does not
+   * answer keeps the replica's view, its status Error and no state. A member asked by another
+   * answers for its own instances only.
+   */
+  const withClusterStates = async <T extends { row: InstanceRow; view: Record<string, unknown> }>(items: T[], req: ApiRequest, all: boolean): Promise<T[]> => {
+    const me = deps.cluster.name();
+    const here = (row: InstanceRow) => !row.node || row.node === me;
+    if (req.headers[LOCAL_ONLY_HEADER]) return withStates(items.filter(({ row }) => here(row)));
+    const remote = items.some(({ row }) => !here(row));
+    const query = new URLSearchParams(all ? { recursion: "2", "all-projects": "true" } : { recursion: "2", project: req.project }).toString();
+    const [, members] = await Promise.all([withStates(items.filter(({ row }) => here(row))), remote ? deps.cluster.remoteInstances(query, req.requestor) : new Map<string, Record<string, unknown>[]>()]);
+    for (const item of items) {
+      if (here(item.row)) continue;
+      const answered = members.get(item.row.node)?.find((v) => v.name === item.row.name && (v.project ?? "default") === item.row.project);
+      if (answered) item.view = answered;
+      else Object.assign(item.view, { status: "Error", status_code: 112, state: null });
+    }
+    return items;
+  };
+
   const list: Handler = async (req) => {
     const all = req.query["all-projects"] === "true";
     const collection = collectionOf(req.url);
@@ -75,7 +98,7 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
     let views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
-    if (req.recursion > 1) views = await withStates(views);
+    if (req.recursion > 1) views = deps.cluster.clustered() ? await withClusterStates(views, req, all) : await withStates(views);
     const clauses = filter ? parseFilter(filter) : undefined;
     const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);
