@@ -10,8 +10,8 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { hostNodeMode, NodeSet, type NodeSpec } from "./node-set.js";
 import { any, isDeviceID, isOctalMode, isPCIAddress, isUint8, isUnixId, isUUID, optional, validateKeys } from "./rules.js";
-import { findGpus, hardwareRoots, migAccessPath, nvidiaNonCardNodes, parseDevNum, parseNvidiaContainerInfo, type GpuCard, type HardwareRoots, type NvidiaCardInfo } from "./sysfs.js";
-import { onPath, run } from "../os/exec.js";
+import { findGpus, hardwareRoots, migAccessPath, nvidiaNonCardNodes, parseDevNum, type GpuCard, type HardwareRoots } from "./sysfs.js";
+import { nvidiaContainerCards } from "./nvidia-cli.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
 import { parseBool } from "../config/validators.js";
 
@@ -27,12 +27,7 @@ export const normalisePci = (a: string) => (a.split(":").length === 2 ? `0000:${
  * else from /proc/driver/nvidia.
  */
 export async function gpuCards(roots: HardwareRoots): Promise<GpuCard[]> {
-  let nvidia: Map<string, NvidiaCardInfo> | undefined;
-  if (onPath("nvidia-container-cli")) {
-    const r = await run("nvidia-container-cli", ["info", "--csv"], { reject: false });
-    if (r.exitCode === 0) nvidia = parseNvidiaContainerInfo(r.stdout);
-  }
-  return findGpus(roots, nvidia);
+  return findGpus(roots, await nvidiaContainerCards());
 }
 
 /** LXD's gpuValidMigUUID: a UUID, with or without "MIG-" in front. */

@@ -61,12 +61,33 @@ export interface GpuCard {
   nvidia?: NvidiaCardInfo;
 }
 
-/** What LXD knows of a card the nvidia driver drives (api.ResourcesGPUCardNvidia, the parts used here). */
+/** What LXD knows of a card the nvidia driver drives (api.ResourcesGPUCardNvidia). */
 export interface NvidiaCardInfo {
   cardName: string;
   cardDevice: string;
   /** The GPU's UUID ("GPU-..."): only nvidia-container-cli tells it, /proc's information does not (as LXD reads it). */
   uuid: string;
+  model?: string;
+  brand?: string;
+  /** nvidia-container-cli only. */
+  nvrmVersion?: string;
+  cudaVersion?: string;
+  architecture?: string;
+}
+
+/** One /proc/driver/nvidia/gpus/<pci>/information file as LXD's loadNvidiaProc reads it: Model (brand: its first word), Device Minor. */
+export function parseNvidiaProcInformation(text: string): NvidiaCardInfo {
+  const card: NvidiaCardInfo = { cardName: "", cardDevice: "", uuid: "", model: "", brand: "" };
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    const i = line.indexOf(":");
+    if (i < 0) continue;
+    const key = line.slice(0, i).trim();
+    const value = line.slice(i + 1).trim();
+    if (key === "Model") Object.assign(card, { model: value, brand: value.split(" ")[0] });
+    if (key === "Device Minor") Object.assign(card, { cardName: `nvidia${value}`, cardDevice: `195:${value}` });
+  }
+  return card;
 }
 
 /** LXD's loadNvidiaProc: /proc/driver/nvidia/gpus/<pci>/information, "Device Minor: N" → nvidiaN, 195:N (no UUID). */
@@ -75,16 +96,7 @@ export function nvidiaProcCards(procRoot: string): Map<string, NvidiaCardInfo> {
   const base = join(procRoot, "driver/nvidia/gpus");
   for (const entry of listDir(base)) {
     if (!existsSync(join(base, entry, "information"))) continue;
-    const info = readTrim(join(base, entry, "information"));
-    const card: NvidiaCardInfo = { cardName: "", cardDevice: "", uuid: "" };
-    for (const line of info.split("\n")) {
-      const i = line.indexOf(":");
-      if (i < 0 || line.slice(0, i).trim() !== "Device Minor") continue;
-      const minor = line.slice(i + 1).trim();
-      card.cardName = `nvidia${minor}`;
-      card.cardDevice = `195:${minor}`;
-    }
-    out.set(entry, card);
+    out.set(entry, parseNvidiaProcInformation(readTrim(join(base, entry, "information"))));
   }
   return out;
 }
@@ -131,9 +143,10 @@ function csvFields(line: string): string[] {
 export function parseNvidiaContainerInfo(csv: string): Map<string, NvidiaCardInfo> {
   const out = new Map<string, NvidiaCardInfo>();
   const records = csv.split(/\r?\n/).filter((l) => l !== "").map(csvFields);
+  const [nvrmVersion, cudaVersion] = records[1]?.length >= 2 ? records[1] : ["", ""];
   records.forEach((r, i) => {
     if (i < 3 || r.length < 7) return;
-    out.set(r[5], { cardName: `nvidia${r[1]}`, cardDevice: `195:${r[1]}`, uuid: r[4] });
+    out.set(r[5], { cardName: `nvidia${r[1]}`, cardDevice: `195:${r[1]}`, uuid: r[4], model: r[2], brand: r[3], nvrmVersion, cudaVersion, architecture: r[6] });
   });
   return out;
 }

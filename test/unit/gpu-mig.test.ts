@@ -9,6 +9,8 @@ import { isUUID } from "../../src/devices/rules.js";
 import { parseNvidiaContainerInfo } from "../../src/devices/sysfs.js";
 import type { DeviceContext } from "../../src/devices/types.js";
 import { generateLxcConfig } from "../../src/instances/lxc/config.js";
+import { readGpu } from "../../src/daemon/resources/devices.js";
+import { SysFs } from "../../src/daemon/resources/sysfs.js";
 import { treeWriter } from "../helpers/hw-tree.js";
 
 const top = mkdtempSync("/tmp/nodelxd-mig-");
@@ -82,8 +84,8 @@ describe("gpu mig", () => {
   it("reads nvidia-container-cli's CSV as LXD does (cards from the 4th record, keyed by bus location)", () => {
     const cards = parseNvidiaContainerInfo(CSV);
     expect([...cards.keys()]).toEqual(["00000000:01:00.0", "00000000:02:00.0"]);
-    expect(cards.get("00000000:02:00.0")).toEqual({ cardName: "nvidia1", cardDevice: "195:1", uuid: "GPU-11111111-2222-3333-4444-555555555555" });
-    expect(parseNvidiaContainerInfo('a,b\n1,2\nh\n0,3,"Model, ""x""",B,GPU-u,00000000:03:00.0,8.0\nshort,row').get("00000000:03:00.0")).toEqual({ cardName: "nvidia3", cardDevice: "195:3", uuid: "GPU-u" });
+    expect(cards.get("00000000:02:00.0")).toEqual({ cardName: "nvidia1", cardDevice: "195:1", uuid: "GPU-11111111-2222-3333-4444-555555555555", model: "A100-SXM4-40GB", brand: "Nvidia", nvrmVersion: "470.57.02", cudaVersion: "11.4", architecture: "8.0" });
+    expect(parseNvidiaContainerInfo('a,b\n1,2\nh\n0,3,"Model, ""x""",B,GPU-u,00000000:03:00.0,8.0\nshort,row').get("00000000:03:00.0")).toEqual({ cardName: "nvidia3", cardDevice: "195:3", uuid: "GPU-u", model: 'Model, "x"', brand: "B", nvrmVersion: "1", cudaVersion: "2", architecture: "8.0" });
   });
 
   it("starts with LXD's errors, in its order", async () => {
@@ -137,5 +139,27 @@ describe("gpu mig", () => {
     expect(mount).toBeGreaterThan(none);
     expect(visible).toBe(mount + 1);
     expect(keys[visible + 1]).toBe("lxc.environment=X=1");
+  });
+});
+
+describe("resources", () => {
+  it("GPU cards carry LXD's nvidia block: from nvidia-container-cli, else /proc (no UUID, no versions)", () => {
+    const fs = new SysFs(top);
+    const nv = (cards: ReturnType<typeof readGpu>["cards"]) => Object.fromEntries(cards.map((c) => [c.pci_address, c.nvidia]));
+    expect(nv(readGpu(fs, "6.1.0").cards)).toEqual({
+      "0000:00:02.0": undefined,
+      "0000:01:00.0": { brand: "A100-SXM4-40GB", model: "A100-SXM4-40GB", card_name: "nvidia0", card_device: "195:0" },
+      "0000:02:00.0": { brand: "A100-SXM4-40GB", model: "A100-SXM4-40GB", card_name: "nvidia1", card_device: "195:1" },
+    });
+    expect(nv(readGpu(fs, "6.1.0", undefined, parseNvidiaContainerInfo(CSV)).cards)["0000:01:00.0"]).toEqual({
+      cuda_version: "11.4",
+      nvrm_version: "470.57.02",
+      brand: "Nvidia",
+      model: "A100-SXM4-40GB",
+      uuid: "GPU-6f3c7e1a-4e6b-2a7d-9b1e-0c5d8f2a7b10",
+      architecture: "8.0",
+      card_name: "nvidia0",
+      card_device: "195:0",
+    });
   });
 });
