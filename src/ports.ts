@@ -182,6 +182,8 @@ export interface NetworksPort {
   ): Promise<{ ipv4?: string; ipv6?: string }>;
   /** The project whose networks an instance or profile of `project` uses (features.networks). */
   projectOf(project: string): string;
+  /** Host interfaces created managed networks (any project) name as `parent`: not free for SR-IOV (LXD's SRIOVGetHostDevicesInUse, networks part). */
+  parentsInUse(): string[];
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
   isOvs(project: string, name: string): boolean;
   /** BGP: advertise a NIC's ipv4/ipv6.routes.external under `owner` (replacing what it had). */
