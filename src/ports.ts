@@ -1,3 +1,4 @@
+import type { ServerAddress } from "./images/remote/types.js";
 import type { Requestor } from "./shared/requestor.js";
 // The narrow interfaces feature modules use to reach each other. The daemon wires them once
 // (daemon/features/index.ts): each service is handed the ports it declares, as values; a port whose
@@ -293,8 +294,8 @@ export interface ClusterPort {
   remoteInstances(query: string, who: Requestor): Promise<Map<string, Record<string, unknown>[]>>;
   /** The status of an instance that lives on another member (from that member's reports). */
   remoteStatus(project: string, name: string, node: string): string | undefined;
-  /** Copy an image's (unified) file from a member that has it to `file`. */
-  fetchImage(project: string, fingerprint: string, file: string): Promise<void>;
+  /** The other online members as LXD image servers (the cluster certificate pinned and presented). */
+  imagePeers(): Promise<ServerAddress[]>;
   /** Whether this member runs leader-only background tasks (true standalone). */
   leads(): boolean;
   /** Whether work on an object living on member `node` runs here (true standalone). */
