@@ -25,6 +25,7 @@ import { Leadership } from "./leader.js";
 import { ClusterGroups } from "./groups.js";
 import { ClusterEnrolment } from "./enrolment.js";
 import { ClusterMembers } from "./members.js";
+import { MemberPeers } from "./peers.js";
 import { apiUrl } from "../shared/urls.js";
 
 export interface ClusterDeps {
@@ -131,6 +132,12 @@ export class ClusterService implements ClusterPort {
   /** Claim a scheduled run cluster-wide (see ClusterStore.claimRun). */
   async claimRun(subject: string, minute: number): Promise<boolean> {
     return this.requireStore().claimRun(subject, minute);
+  }
+
+  private memberPeers?: MemberPeers;
+
+  peers(): MemberPeers {
+    return (this.memberPeers ??= new MemberPeers(this.members, () => this.tls()));
   }
 
   /** Be told when this member starts or stops leading. */
