@@ -12,7 +12,7 @@ import type { InstanceService } from "../instances/service.js";
 import { validateInstanceName } from "../instances/names.js";
 import { onPath } from "../os/exec.js";
 import { BadRequest, InternalError, NotFound, NotImplemented } from "../shared/errors.js";
-import { apiUrl } from "../shared/urls.js";
+import { apiUrl, withTarget } from "../shared/urls.js";
 import type { InstanceMigration } from "./instances.js";
 
 export interface ClusterMoveRequest {
@@ -38,10 +38,18 @@ export class ClusterMove {
     private readonly svc: InstanceService,
   ) {}
 
-  /** The checks LXD makes before it starts the operation (instancePost). */
-  async check(project: string, name: string, req: ClusterMoveRequest): Promise<void> {
+  /**
+   * The checks LXD makes before it starts the operation (instancePost). `admin`: the client may
+   * move instances of a project whose `restricted.cluster.target` blocks targeting (LXD's
+   * CheckClusterTargetRestriction).
+   */
+  async check(project: string, name: string, req: ClusterMoveRequest, admin: boolean): Promise<void> {
     const { cluster } = this.d;
     if (!cluster.clustered()) throw new NotFound("Failed to get target node: Cluster member not found");
+    const config = this.svc.deps.ports.projects.projectConfig(project) ?? {};
+    if (!admin && config.restricted === "true" && (config["restricted.cluster.target"] || "block") === "block") {
+      throw new InternalError("This project doesn't allow cluster member targeting");
+    }
     const row = this.svc.require(project, name);
     let status: string;
     try {
@@ -92,7 +100,6 @@ export class ClusterMove {
         throw new Error(`Failed stopping instance "${name}": ${errText(e)}`);
       }
     }
-    const q = `?project=${encodeURIComponent(project)}`;
     let copied = false;
     try {
       await this.copyTo(project, name, destName, req, progress);
@@ -102,14 +109,14 @@ export class ClusterMove {
     } catch (e) {
       if (!copied || this.svc.repo.get(project, name)) {
         // Still here: the partial copy goes, and the instance runs again if it ran.
-        await peers.call(req.target, "DELETE", `/1.0/instances/${encodeURIComponent(destName)}${q}`).catch(() => undefined);
+        await peers.call(req.target, "DELETE", apiUrl(project, "instances", destName)).catch(() => undefined);
         if (wasRunning) await cluster.withWriteLock(() => this.svc.runtime.start(project, name)).catch(() => undefined);
       }
       throw e;
     }
     if (destName !== finalName) {
       try {
-        await peers.call(req.target, "POST", `/1.0/instances/${encodeURIComponent(destName)}${q}`, { name: finalName });
+        await peers.call(req.target, "POST", apiUrl(project, "instances", destName), { name: finalName });
       } catch (e) {
         throw new Error(`Rename instance operation failed: ${errText(e)}`);
       }
@@ -120,7 +127,7 @@ export class ClusterMove {
     });
     if (wasRunning) {
       try {
-        await peers.call(req.target, "PUT", `${apiUrl(project, "instances", finalName, "state")}`, { action: "start", timeout: -1 });
+        await peers.call(req.target, "PUT", apiUrl(project, "instances", finalName, "state"), { action: "start", timeout: -1 });
       } catch (e) {
         throw new Error(`Failed starting instance "${name}": ${errText(e)}`);
       }
@@ -152,7 +159,7 @@ export class ClusterMove {
         "base-image": view.config["volatile.base_image"] ?? "",
       },
     };
-    const path = `/1.0/instances?project=${encodeURIComponent(project)}&target=${encodeURIComponent(req.target)}`;
+    const path = withTarget(apiUrl(project, "instances"), req.target);
     // The transfer's progress, as the source reports it (its secrets left out).
     const relay = setInterval(() => {
       const meta = { ...(operations.get(source.id).metadata ?? {}) } as Record<string, unknown>;

@@ -9,7 +9,7 @@ import type { ClusterPort } from "../ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import type { InstanceService } from "../instances/service.js";
 import { BadRequest } from "../shared/errors.js";
-import { apiUrl } from "../shared/urls.js";
+import { apiUrl, withTarget } from "../shared/urls.js";
 import type { ClusterMove } from "./cluster-move.js";
 
 /** Storage drivers whose volumes every member reaches (LXD's Remote drivers). */
@@ -161,9 +161,8 @@ export class Evacuation {
       // Those migrated away come back, stopped first on the member they are on.
       for (const row of away) {
         const where = `"${row.name}" in project "${row.project}"`;
-        const q = `?project=${encodeURIComponent(row.project)}`;
         progress({ evacuation_progress: `Migrating ${where} from "${row.node}"` });
-        const inst = await peers.call(row.node, "GET", `/1.0/instances/${encodeURIComponent(row.name)}${q}`);
+        const inst = await peers.call(row.node, "GET", apiUrl(row.project, "instances", row.name));
         const running = inst?.status === "Running";
         if (running) {
           progress({ evacuation_progress: `Stopping ${where}` });
@@ -178,7 +177,7 @@ export class Evacuation {
           }
         }
         try {
-          await peers.call(row.node, "POST", `/1.0/instances/${encodeURIComponent(row.name)}${q}&target=${encodeURIComponent(member)}`, { name: row.name, migration: true, live: false });
+          await peers.call(row.node, "POST", withTarget(apiUrl(row.project, "instances", row.name), member), { name: row.name, migration: true, live: false });
         } catch (e) {
           throw new Error(`Failed to wait for migration to finish: ${errText(e)}`);
         }

@@ -23,6 +23,7 @@ import { BadRequest, InternalError } from "../../shared/errors.js";
 import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
 import type { InstanceMigration } from "../../migration/instances.js";
 import type { ClusterMove } from "../../migration/cluster-move.js";
+import { isAdmin } from "../access.js";
 import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
 import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../../shared/schemas/instances.js";
@@ -286,7 +287,7 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
       const target = req.query.target;
       if (target) {
         const move = { target, name: body.name, live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false };
-        await deps.clusterMove.check(req.project, name, move);
+        await deps.clusterMove.check(req.project, name, move, isAdmin(req.requestor));
         return instanceTask(operations, { description: "Migrating instance", project: req.project, resources: resources(req.project, name) }, (_signal, update) => deps.clusterMove.run(req.project, name, move, update));
       }
       // Migration source: pull (websocket operation) or push (connect to body.target).
