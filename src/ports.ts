@@ -308,4 +308,25 @@ export interface ClusterPort {
   onReplicated(fn: (tables: Set<string>) => void): void;
   /** Be told when this member starts (true) or stops (false) leading. */
   onLeadership(fn: (leading: boolean) => void): void;
+  /** Requests to other members' APIs as the cluster (moving instances between members). */
+  peers(): ClusterPeers;
+}
+
+/** Another member's API, as this member reaches it with the cluster certificate. */
+export interface ClusterPeers {
+  /** The certificate (PEM) every member presents: a migration sink pins it. */
+  certificate(): string;
+  /** Member `name`'s API url; NotFound("Cluster member not found"). */
+  url(name: string): Promise<string>;
+  /** Member `name`'s status (Online, Offline, Evacuated); NotFound("Cluster member not found"). */
+  status(name: string): Promise<string>;
+  /** Mark member `name` evacuated (or not): the scheduler leaves it out meanwhile. */
+  markEvacuated(name: string, evacuated: boolean): Promise<void>;
+  /** The member the scheduler picks (online, not evacuated, fewest instances), if any. */
+  schedule(): Promise<string | undefined>;
+  /**
+   * A JSON request to member `name`; an operation it starts is waited for (its metadata passed to
+   * `progress` meanwhile). Resolves with the (operation's) metadata; throws with the member's error.
+   */
+  call(name: string, method: string, path: string, body?: unknown, progress?: (m: Record<string, unknown>) => void): Promise<any>;
 }

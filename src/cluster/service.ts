@@ -26,6 +26,7 @@ import { Leadership } from "./leader.js";
 import { ClusterGroups } from "./groups.js";
 import { ClusterEnrolment } from "./enrolment.js";
 import { ClusterMembers } from "./members.js";
+import { MemberPeers } from "./peers.js";
 
 export interface ClusterDeps {
   paths: Paths;
@@ -132,6 +133,12 @@ export class ClusterService implements ClusterPort {
   /** Claim a scheduled run cluster-wide (see ClusterStore.claimRun). */
   async claimRun(subject: string, minute: number): Promise<boolean> {
     return this.requireStore().claimRun(subject, minute);
+  }
+
+  private memberPeers?: MemberPeers;
+
+  peers(): MemberPeers {
+    return (this.memberPeers ??= new MemberPeers(this.members, () => this.tls()));
   }
 
   /** Be told when this member starts or stops leading. */
