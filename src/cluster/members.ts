@@ -2,9 +2,19 @@
 // heartbeats, where a member is, placement of new instances, edits, renames, removal, and
 // marking a member evacuated.
 import type { Db } from "../db/database.js";
-import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
+import { BadRequest, Conflict, Forbidden, InternalError, NotFound } from "../shared/errors.js";
 import type { MemberTls } from "./forward.js";
 import type { ClusterStore, MemberRecord } from "./store.js";
+
+/** A project's placement rules for a client (LXD's CheckClusterTargetRestriction and restricted.cluster.groups). */
+export interface PlacementRules {
+  /** The project is restricted. */
+  restricted: boolean;
+  /** A restricted client may not name a target (restricted.cluster.target=block). */
+  targetBlocked: boolean;
+  /** restricted.cluster.groups, as a list. */
+  groupsAllowed: string[];
+}
 
 export interface MemberView {
   server_name: string;
@@ -106,12 +116,38 @@ export class ClusterMembers {
   }
 
   /**
-   * The online, not evacuated member with the fewest instances (LXD 5.0.2's default placement),
-   * among the members of cluster group `group` when given (`--target @group`).
+   * Where a new instance goes (LXD 5.0.2's instancesPost): `target` as asked (a member, `@group`
+   * or none) within the project's rules. A restricted client of a project whose
+   * `restricted.cluster.target` blocks targeting cannot name one; a restricted project's
+   * `restricted.cluster.groups` bounds the members and groups it may name; an untargeted create
+   * goes to the best member of the allowed groups (of any member when there is no list).
    */
-  async schedule(group?: string): Promise<string> {
+  async place(target: string | null, rules: PlacementRules): Promise<string> {
+    if (target && rules.targetBlocked) throw new InternalError("This project doesn't allow cluster member targeting");
+    const bounded = rules.restricted && rules.groupsAllowed.length > 0;
+    if (target?.startsWith("@")) {
+      const group = target.slice(1);
+      if (bounded && !rules.groupsAllowed.includes(group)) throw new Forbidden("Project isn't allowed to use this cluster group");
+      return this.schedule(group);
+    }
+    if (target) {
+      const member = (await this.list()).find((m) => m.server_name === target);
+      if (!member) throw new NotFound("Cluster member not found");
+      if (bounded && !member.groups.some((g) => rules.groupsAllowed.includes(g))) throw new Forbidden("Project isn't allowed to use this cluster member");
+      return target;
+    }
+    return this.schedule(undefined, rules.groupsAllowed);
+  }
+
+  /**
+   * The online, not evacuated member with the fewest instances (LXD 5.0.2's default placement),
+   * among the members of cluster group `group` when given (`--target @group`), and of the
+   * groups `allowedGroups` when that is not empty.
+   */
+  async schedule(group?: string, allowedGroups: string[] = []): Promise<string> {
     const among = group === undefined ? undefined : new Set(await this.d.groupMembers(group));
-    const candidates = (await this.list()).filter((m) => m.status === "Online" && (!among || among.has(m.server_name))).map((m) => m.server_name);
+    const allowed = (m: MemberView) => allowedGroups.length === 0 || m.groups.some((g) => allowedGroups.includes(g));
+    const candidates = (await this.list()).filter((m) => m.status === "Online" && (!among || among.has(m.server_name)) && allowed(m)).map((m) => m.server_name);
     if (candidates.length === 0) throw new BadRequest("No suitable cluster member could be found");
     const counts = new Map((this.d.db.prepare("SELECT node, COUNT(*) AS n FROM instances GROUP BY node").all() as { node: string; n: number }[]).map((r) => [r.node, r.n]));
     return candidates.sort((a, b) => (counts.get(a) ?? 0) - (counts.get(b) ?? 0) || a.localeCompare(b))[0];

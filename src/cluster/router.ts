@@ -3,6 +3,7 @@
 // elsewhere), or serve it here — holding the cluster-wide write lock for mutating requests, so
 // that members never interleave global writes (the log order is each writer's local order).
 // A standalone daemon never goes through here.
+import type { PlacementRules } from "./members.js";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
@@ -74,10 +75,12 @@ export class ClusterRouter {
       return undefined;
     }
     if (req.method === "POST" && (path === "/1.0/instances" || path === "/1.0/containers")) {
-      let target = url.searchParams.get("target");
-      if (!target || target.startsWith("@")) {
-        // Untargeted or a cluster group: the scheduler picks a member (once: the member it lands on sees a target).
-        target = await cluster.members.schedule(target ? target.slice(1) : undefined);
+      const asked = url.searchParams.get("target");
+      // The member a client's request reaches first checks the project's rules and places it
+      // (once: the member it is forwarded to sees a target and a forwarded request).
+      if (who.viaMember) return asked && asked !== cluster.name() ? cluster.members.url(asked) : undefined;
+      const target = await cluster.members.place(asked, this.placementRules(project, who));
+      if (target !== asked) {
         url.searchParams.set("target", target);
         req.url = url.pathname + url.search;
       }
@@ -104,6 +107,19 @@ export class ClusterRouter {
     const state = MEMBER_STATE_PATH.exec(path);
     if (state && req.method === "POST" && decodeURIComponent(state[1]) !== cluster.name() && who.username !== "cluster") return cluster.members.url(decodeURIComponent(state[1]));
     return undefined;
+  }
+
+  /** What project `project` allows `who` in placing instances. */
+  private placementRules(project: string, who: Requestor): PlacementRules {
+    const row = this.d.db.prepare("SELECT config FROM projects WHERE name = ?").get(project) as { config: string } | undefined;
+    const config = row ? (JSON.parse(row.config) as Record<string, string>) : {};
+    const restricted = config.restricted === "true";
+    return {
+      restricted,
+      // LXD's CheckClusterTargetRestriction: server administrators (unrestricted clients) may always target.
+      targetBlocked: restricted && !!who.restricted && (config["restricted.cluster.target"] || "block") === "block",
+      groupsAllowed: (config["restricted.cluster.groups"] ?? "").split(",").map((g) => g.trim()).filter(Boolean),
+    };
   }
 
   /** The project whose custom volumes a request project uses (features.storage.volumes). */

@@ -95,7 +95,7 @@ export class TrustStore {
       if (!metrics) return { trusted: false, protocol: "tls", username: fingerprint, address, fingerprint };
       return { trusted: false, protocol: "tls", username: fingerprint, address, fingerprint, metrics: true, restricted: metrics.restricted, projects: metrics.restricted ? metrics.projects : undefined };
     }
-    return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: client.restricted, projects: client.restricted ? client.projects : undefined };
+    return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: client.restricted, projects: client.restricted ? client.projects : undefined, ...(forwarded ? { viaMember: true } : {}) };
   }
 }
 

@@ -12,6 +12,8 @@ export interface Requestor {
   metrics?: boolean;
   /** The projects a restricted client may use. */
   projects?: string[];
+  /** A client's request another cluster member forwarded here (the member checked and placed it). */
+  viaMember?: boolean;
 }
 
 /** The header of a member asking another for its own objects only (cluster listings fan out with it). */

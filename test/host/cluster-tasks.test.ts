@@ -3,6 +3,9 @@
 // the etcd leader election (the `database-leader` role moves when the leader is killed with -9),
 // scheduled snapshots taken once per minute by the instance's member only, before and after the
 // leader dies, operations listed, shown and cancelled from any member, and cluster groups.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formCluster, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type TestCluster } from "../helpers/cluster.js";
 import type { TestDaemon } from "../helpers/daemon.js";
@@ -102,6 +105,30 @@ describe("cluster leader, scheduled work and operations", () => {
     ok(await lxcAsync(m3, "init", "busybox", "g-inst", "--target", "@g1"));
     expect((await m1.api("GET", "/1.0/instances/g-inst")).body.metadata.location).toBe("m2");
     ok(await lxcAsync(m1, "delete", "g-inst"));
+    // A restricted project's placement rules (restricted.cluster.groups, restricted.cluster.target).
+    ok(await lxcAsync(m1, "project", "create", "p-r", "-c", "restricted=true", "-c", "restricted.cluster.groups=g1"));
+    ok(await lxcAsync(m1, "profile", "device", "add", "default", "root", "disk", "path=/", "pool=default", "--project", "p-r"));
+    const refused = async (...args: string[]) => (await lxcAsync(m3, "init", "--empty", "--project", "p-r", ...args)).stderr;
+    expect(await refused("r0", "--target", "m1")).toContain("Project isn't allowed to use this cluster member");
+    expect(await refused("r0", "--target", "@default")).toContain("Project isn't allowed to use this cluster group");
+    ok(await lxcAsync(m3, "init", "--empty", "r1", "--project", "p-r"));
+    expect((await m1.api("GET", "/1.0/instances/r1?project=p-r")).body.metadata.location).toBe("m2");
+    ok(await lxcAsync(m3, "init", "--empty", "r2", "--project", "p-r", "--target", "m2"));
+    // A restricted client of the project may not name a member (restricted.cluster.target=block); untargeted, it may create.
+    const certDir = mkdtempSync("/tmp/nodelxd-placement-");
+    try {
+      execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(certDir, "c.key"), "-out", join(certDir, "c.crt"), "-subj", "/CN=restricted", "-days", "2"], { stdio: "pipe" });
+      ok(await lxcAsync(m1, "config", "trust", "add", join(certDir, "c.crt"), "--restricted", "--projects", "p-r"));
+      const post = (query: string, name: string) =>
+        execFileSync("curl", ["-k", "-s", "--max-time", "30", "--cert", join(certDir, "c.crt"), "--key", join(certDir, "c.key"), "-X", "POST", "-H", "content-type: application/json", "-d", JSON.stringify({ name, source: { type: "none" } }), `https://${LAYOUT.addresses[0]}:${PORT}/1.0/instances?project=p-r${query}`], { encoding: "utf8" });
+      expect(JSON.parse(post("&target=m2", "r3"))).toMatchObject({ error_code: 500, error: "This project doesn't allow cluster member targeting" });
+      expect(JSON.parse(post("", "r3"))).toMatchObject({ type: "async" });
+      expect(await waitFor(async () => (await m1.api("GET", "/1.0/instances/r3?project=p-r")).body.metadata?.location === "m2", 20_000)).toBe(true);
+    } finally {
+      rmSync(certDir, { recursive: true, force: true });
+    }
+    for (const n of ["r1", "r2", "r3"]) ok(await lxcAsync(m1, "delete", n, "--project", "p-r"));
+    ok(await lxcAsync(m1, "project", "delete", "p-r"));
     // LXD's refusals.
     const busy = await m1.api("DELETE", "/1.0/cluster/groups/g1");
     expect([busy.status, busy.body.error]).toEqual([500, "Only empty cluster groups can be removed"]);
