@@ -1,7 +1,8 @@
 // Who is calling: what the HTTP edge learns about a client, and what services may check.
 export interface Requestor {
   trusted: boolean;
-  protocol: "unix" | "tls";
+  /** "candid": a TLS client authenticated by a discharged macaroon (LXD's protocol name). */
+  protocol: "unix" | "tls" | "candid";
   username: string;
   address: string;
   /** Fingerprint of the TLS client certificate, when one was presented. */
@@ -12,4 +13,8 @@ export interface Requestor {
   metrics?: boolean;
   /** The projects a restricted client may use. */
   projects?: string[];
+  /** Candid is on and the client speaks the bakery protocol without a valid macaroon: refusals are a discharge-required error. */
+  dischargeRequired?: boolean;
+  /** Candid authentication failed outright (a macaroon of a user LXD does not accept): every API request is this 500. */
+  authError?: string;
 }
