@@ -208,4 +208,10 @@ export const apiExtensions: string[] = [
   // nvidia-container-cli (test/host/nvidia-runtime.test.ts runs the real hook against a stand-in).
   "nvidia_runtime",
   "nvidia_runtime_config",
+  // Candid (macaroon) external authentication: candid.api.url/key/expiry/domains, "candid" in
+  // auth_methods (src/daemon/candid/; test/host/candid-auth.test.ts against a Go bakery discharger).
+  "macaroon_authentication",
+  "candid_authentication",
+  "candid_config",
+  "candid_config_key",
 ];

@@ -154,6 +154,9 @@ export class ServerService {
 
   /** PUT (replace) or PATCH (merge; "" unsets) the server config. */
   async update(changes: Record<string, string>, mode: "replace" | "merge"): Promise<void> {
+    // LXD checks the request's own keys: Candid and RBAC (both set to something) exclude each other.
+    const given = Object.entries(changes).filter(([, v]) => v !== "");
+    if (given.some(([k]) => k.startsWith("candid.")) && given.some(([k]) => k.startsWith("rbac."))) throw new BadRequest("RBAC and Candid are mutually exclusive");
     const next: Record<string, string> = mode === "replace" ? {} : { ...this.config };
     for (const [k, v] of Object.entries(changes)) next[k] = v;
     // A hidden key sent back as the placeholder it was shown as keeps its value.

@@ -135,6 +135,9 @@ describe("candid authentication", () => {
     expect(r.status).toBeGreaterThanOrEqual(400);
     expect(r.body.error).toContain("key");
     expect((await d.api("GET", "/1.0")).body.metadata.config["candid.api.url"]).toBeUndefined();
+    const both = await d.api("PATCH", "/1.0", { config: { "candid.api.url": identityUrl, "rbac.api.url": "https://rbac.invalid" } });
+    expect(both.status).toBe(400);
+    expect(both.body.error).toBe("RBAC and Candid are mutually exclusive");
   });
 
   it("answers a bakery client without macaroons with the discharge-required error", async () => {
