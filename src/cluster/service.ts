@@ -60,6 +60,7 @@ export class ClusterService implements ClusterPort {
   private reports = new Map<string, StatusReport>();
   leadership?: Leadership;
   private leaderListeners: ((leading: boolean) => void)[] = [];
+  private replicatedListeners: ((tables: Set<string>) => void)[] = [];
   /** Set in the async context of work that holds the cluster write lock (see withWriteLock). */
   private readonly lockHeld = new AsyncLocalStorage<boolean>();
 
@@ -134,6 +135,10 @@ export class ClusterService implements ClusterPort {
   }
 
   /** Be told when this member starts or stops leading. */
+  onReplicated(fn: (tables: Set<string>) => void): void {
+    this.replicatedListeners.push(fn);
+  }
+
   onLeadership(fn: (leading: boolean) => void): void {
     this.leaderListeners.push(fn);
     this.leadership?.onChange(fn);
@@ -208,6 +213,7 @@ export class ClusterService implements ClusterPort {
         if (tables.has("certificates") || tables.has("*")) this.d.trust.reload();
         if (tables.has("config") || tables.has("*")) this.d.server.reload();
         this.d.server.invalidate();
+        for (const fn of this.replicatedListeners) fn(tables);
       },
     });
     this.member = name;
@@ -340,8 +346,7 @@ export class ClusterService implements ClusterPort {
    */
   async remoteOperations(query: string, who: Requestor): Promise<OperationView[]> {
     const others = await this.members.othersOnline();
-    const headers: Record<string, string> = { [LOCAL_ONLY]: "1" };
-    if (who.protocol === "tls" && who.username !== "cluster" && who.fingerprint) headers[FORWARDED_FOR] = who.fingerprint;
+    const headers = this.onBehalfOf(who);
     const lists = await Promise.all(
       others.map(async (m) => {
         const r = await memberRequest(m.url, this.tls(), "GET", `/1.0/operations?${query}`, undefined, headers).catch(() => undefined);
@@ -350,6 +355,26 @@ export class ClusterService implements ClusterPort {
       }),
     );
     return lists.flat();
+  }
+
+  async remoteInstances(query: string, who: Requestor): Promise<Map<string, Record<string, unknown>[]>> {
+    // Evacuated members still answer for what they hold; offline ones cannot.
+    const others = (await this.members.list()).filter((m) => m.status !== "Offline" && m.server_name !== this.member);
+    const out = new Map<string, Record<string, unknown>[]>();
+    await Promise.all(
+      others.map(async (m) => {
+        const r = await memberRequest(m.url, this.tls(), "GET", `/1.0/instances?${query}`, undefined, this.onBehalfOf(who)).catch(() => undefined);
+        if (r?.status === 200 && Array.isArray(r.body?.metadata)) out.set(m.server_name, r.body.metadata as Record<string, unknown>[]);
+      }),
+    );
+    return out;
+  }
+
+  /** Headers of a member's local-only request made for a client (a restricted client stays restricted there). */
+  private onBehalfOf(who: Requestor): Record<string, string> {
+    const headers: Record<string, string> = { [LOCAL_ONLY]: "1" };
+    if (who.protocol === "tls" && who.username !== "cluster" && who.fingerprint) headers[FORWARDED_FOR] = who.fingerprint;
+    return headers;
   }
 
   /** The member url operation `id` lives on (undefined: nowhere known). */

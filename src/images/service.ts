@@ -86,6 +86,22 @@ export class ImageService {
     return this.files.cleanup(this.repo.allFingerprints(), this.deps.log);
   }
 
+  /**
+   * Remove the files of images no project holds any more (in a cluster, another member deleted or
+   * expired the record: this member's copies go once its replica has the deletion). Each is
+   * checked again under its lock, so an import placing the same image wins.
+   */
+  async dropUnreferencedFiles(): Promise<void> {
+    for (const fp of await this.files.held()) {
+      if (this.repo.countFingerprint(fp) > 0) continue;
+      await this.files.withLock(fp, async () => {
+        if (this.repo.countFingerprint(fp) > 0) return;
+        this.deps.log.info({ fingerprint: fp }, "removing the files of an image deleted on another member");
+        await this.files.remove(fp);
+      });
+    }
+  }
+
   // Lookup
 
   /** The record of `fingerprint` in `project`, if any. */

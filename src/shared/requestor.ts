@@ -18,3 +18,6 @@ export interface Requestor {
   /** Candid authentication failed outright (a macaroon of a user LXD does not accept): every API request is this 500. */
   authError?: string;
 }
+
+/** The header of a member asking another for its own objects only (cluster listings fan out with it). */
+export const LOCAL_ONLY_HEADER = "x-nodelxd-local-only";

@@ -235,10 +235,13 @@ describe("background image work in a cluster", () => {
     const fp = ok(await lxcAsync(m2, "image", "import", busyboxImage())).match(/[0-9a-f]{64}/)?.[0];
     expect(fp).toBeTruthy();
     await settled(m1, `/1.0/images/${fp}`, (i) => i?.fingerprint === fp);
+    expect(existsSync(join(m2.dir, "images", fp!))).toBe(true);
     // A cached image last used long ago (as LXD's own tests age one), then expiry turned on: the leader deletes it.
     ok(await run(process.execPath, [MAIN, "sql", "global", `UPDATE images SET cached = 1, last_use_date = '2000-01-01T00:00:00Z' WHERE fingerprint = '${fp}'`], { env: { ...process.env, LXD_DIR: m3.dir } }));
     ok(await lxcAsync(m1, "config", "set", "images.remote_cache_expiry", "1"));
     for (const d of [m1, m2, m3]) expect(await waitFor(async () => (await d.api("GET", `/1.0/images/${fp}`)).status === 404, 20_000, 250)).toBe(true);
+    // The member that imported it drops its copy of the files when the deletion reaches its replica.
+    expect(await waitFor(async () => !existsSync(join(m2.dir, "images", fp!)), 10_000, 250)).toBe(true);
     // No write went outside the lock (a member appending without it would have raced for a log index).
     for (const d of [m1, m2, m3]) expect(readFileSync(`${d.dir}.log`, "utf8")).not.toContain("write outside the lock");
   }, 60_000);

@@ -20,7 +20,8 @@ import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/mov
 import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../../shared/json.js";
 import { BadRequest, InternalError } from "../../shared/errors.js";
-import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, handled, operation, route, sync, type ApiRequest, type Handler, type Route } from "../route.js";
+import { LOCAL_ONLY_HEADER } from "../../shared/requestor.js";
 import type { InstanceMigration } from "../../migration/instances.js";
 import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
@@ -39,7 +40,7 @@ const validateName = (name: string) => {
 export interface InstanceRouteDeps {
   operations: OperationManager;
   events: EventHub;
-  cluster: Pick<ClusterPort, "clustered" | "name">;
+  cluster: Pick<ClusterPort, "clustered" | "name" | "remoteInstances">;
   migration: InstanceMigration;
 }
 
@@ -67,6 +68,21 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     return items;
   };
 
+  /**
+   * A cluster's recursion=2 list, as LXD's: every other member holding some of the instances is
+   * asked at once for its own (full views, live state) while this member builds the views of its
+   * own; an instance whose member does not answer keeps the replica's view, status Error and no
+   * state. A member asked by another (local-only header) lists its own instances only.
+   */
+  const clusterRows = (rows: InstanceRow[], req: ApiRequest, all: boolean) => {
+    const me = deps.cluster.name();
+    const here = (row: InstanceRow) => !row.node || row.node === me;
+    if (req.headers[LOCAL_ONLY_HEADER]) return { rows: rows.filter(here), members: undefined };
+    if (rows.every(here)) return { rows, members: undefined };
+    const query = new URLSearchParams(all ? { recursion: "2", "all-projects": "true" } : { recursion: "2", project: req.project }).toString();
+    return { rows, members: deps.cluster.remoteInstances(query, req.requestor), here };
+  };
+
   const list: Handler = async (req) => {
     const all = req.query["all-projects"] === "true";
     const collection = collectionOf(req.url);
@@ -74,8 +90,19 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
+    const fanOut = req.recursion > 1 && deps.cluster.clustered() ? clusterRows(rows, req, all) : undefined;
+    if (fanOut) rows = fanOut.rows;
     let views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
-    if (req.recursion > 1) views = await withStates(views);
+    if (fanOut?.members) {
+      const { members, here } = fanOut;
+      const [, answers] = await Promise.all([withStates(views.filter(({ row }) => here!(row))), members]);
+      for (const item of views) {
+        if (here!(item.row)) continue;
+        const answered = answers.get(item.row.node)?.find((v) => v.name === item.row.name && (v.project ?? "default") === item.row.project);
+        if (answered) item.view = answered;
+        else Object.assign(item.view, { status: "Error", status_code: 112, state: null });
+      }
+    } else if (req.recursion > 1) views = await withStates(views);
     const clauses = filter ? parseFilter(filter) : undefined;
     const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);

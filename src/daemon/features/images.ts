@@ -103,6 +103,10 @@ export class ImagesFeature implements Feature {
 
   async start(): Promise<void> {
     await this.service.cleanup();
+    // Another member's deletion (a user's or the leader's expiry) reaches this member's files too.
+    this.ports.cluster.onReplicated((tables) => {
+      if (tables.has("images") || tables.has("*")) void this.service.dropUnreferencedFiles().catch((err) => this.core.log.warn({ err }, "removing deleted images' files failed"));
+    });
     this.refresher.start();
   }
 
