@@ -1,3 +1,4 @@
+import type { ServerAddress } from "./images/remote/types.js";
 import type { Requestor } from "./shared/requestor.js";
 // The narrow interfaces feature modules use to reach each other. The daemon wires them once
 // (daemon/features/index.ts): each service is handed the ports it declares, as values; a port whose
@@ -293,8 +294,8 @@ export interface ClusterPort {
   remoteInstances(query: string, who: Requestor): Promise<Map<string, Record<string, unknown>[]>>;
   /** The status of an instance that lives on another member (from that member's reports). */
   remoteStatus(project: string, name: string, node: string): string | undefined;
-  /** Copy an image's (unified) file from a member that has it to `file`. */
-  fetchImage(project: string, fingerprint: string, file: string): Promise<void>;
+  /** The other online members as LXD image servers (the cluster certificate pinned and presented). */
+  imagePeers(): Promise<ServerAddress[]>;
   /** Whether this member runs leader-only background tasks (true standalone). */
   leads(): boolean;
   /** Whether work on an object living on member `node` runs here (true standalone). */
@@ -307,4 +308,25 @@ export interface ClusterPort {
   onReplicated(fn: (tables: Set<string>) => void): void;
   /** Be told when this member starts (true) or stops (false) leading. */
   onLeadership(fn: (leading: boolean) => void): void;
+  /** Requests to other members' APIs as the cluster (moving instances between members). */
+  peers(): ClusterPeers;
+}
+
+/** Another member's API, as this member reaches it with the cluster certificate. */
+export interface ClusterPeers {
+  /** The certificate (PEM) every member presents: a migration sink pins it. */
+  certificate(): string;
+  /** Member `name`'s API url; NotFound("Cluster member not found"). */
+  url(name: string): Promise<string>;
+  /** Member `name`'s status (Online, Offline, Evacuated); NotFound("Cluster member not found"). */
+  status(name: string): Promise<string>;
+  /** Mark member `name` evacuated (or not): the scheduler leaves it out meanwhile. */
+  markEvacuated(name: string, evacuated: boolean): Promise<void>;
+  /** The member the scheduler picks (online, not evacuated, fewest instances), if any. */
+  schedule(): Promise<string | undefined>;
+  /**
+   * A JSON request to member `name`; an operation it starts is waited for (its metadata passed to
+   * `progress` meanwhile). Resolves with the (operation's) metadata; throws with the member's error.
+   */
+  call(name: string, method: string, path: string, body?: unknown, progress?: (m: Record<string, unknown>) => void): Promise<any>;
 }

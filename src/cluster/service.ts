@@ -17,7 +17,8 @@ import type { Paths } from "../daemon/paths.js";
 import type { ServerService } from "../daemon/server-service.js";
 import type { TrustStore } from "../daemon/trust.js";
 import type { ClusterPort } from "../ports.js";
-import { FORWARDED_FOR, LOCAL_ONLY, memberRawGet, memberRequest, type MemberTls } from "./forward.js";
+import { FORWARDED_FOR, LOCAL_ONLY, memberRequest, type MemberTls } from "./forward.js";
+import type { ServerAddress } from "../images/remote/types.js";
 import type { Requestor } from "../shared/requestor.js";
 import { localGet, localSet, Replica } from "./replica.js";
 import { ClusterStore } from "./store.js";
@@ -25,7 +26,7 @@ import { Leadership } from "./leader.js";
 import { ClusterGroups } from "./groups.js";
 import { ClusterEnrolment } from "./enrolment.js";
 import { ClusterMembers } from "./members.js";
-import { apiUrl } from "../shared/urls.js";
+import { MemberPeers } from "./peers.js";
 
 export interface ClusterDeps {
   paths: Paths;
@@ -132,6 +133,12 @@ export class ClusterService implements ClusterPort {
   /** Claim a scheduled run cluster-wide (see ClusterStore.claimRun). */
   async claimRun(subject: string, minute: number): Promise<boolean> {
     return this.requireStore().claimRun(subject, minute);
+  }
+
+  private memberPeers?: MemberPeers;
+
+  peers(): MemberPeers {
+    return (this.memberPeers ??= new MemberPeers(this.members, () => this.tls()));
   }
 
   /** Be told when this member starts or stops leading. */
@@ -325,18 +332,10 @@ export class ClusterService implements ClusterPort {
     return r.body?.metadata;
   }
 
-  /** Copy an image file from the first other online member that has it (held in memory: small images). */
-  async fetchImage(project: string, fingerprint: string, file: string): Promise<void> {
-    const others = await this.members.othersOnline();
-    for (const m of others) {
-      const r = await memberRawGet(m.url, this.tls(), apiUrl(project, "images", fingerprint, "export")).catch(() => undefined);
-      if (!r || r.status !== 200 || /multipart/.test(r.type)) continue;
-      const tmp = `${file}.fetch-${process.pid}`;
-      writeFileSync(tmp, r.body, { mode: 0o600 });
-      renameSync(tmp, file);
-      return;
-    }
-    throw new Error(`No cluster member has the files of image ${fingerprint}`);
+  /** The other online members as LXD image servers: each presents the cluster certificate and is asked with it. */
+  async imagePeers(): Promise<ServerAddress[]> {
+    const tls = this.tls();
+    return (await this.members.othersOnline()).map((m) => ({ server: m.url, certificate: tls.cert, client: { cert: tls.cert, key: tls.key } }));
   }
 
   /**

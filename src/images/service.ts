@@ -29,7 +29,7 @@ export interface ServiceDeps {
   /** Whether a profile exists (image profiles are checked on edit); absent: not checked. */
   profileExists?: (project: string, name: string) => boolean;
   /** A cluster member without an image's files copies them from another member on demand. */
-  fetchFromMember?: (project: string, fingerprint: string, file: string) => Promise<void>;
+  fetchFromMember?: (project: string, fingerprint: string, files: ImageFiles) => Promise<void>;
 }
 
 /** PUT/PATCH /1.0/images/{fingerprint} body. */
@@ -52,7 +52,7 @@ export class ImageService {
   constructor(private readonly deps: ServiceDeps) {
     this.files = new ImageFiles(deps.dir, deps.treesDir);
     this.importer = new ImageImporter({ files: this.files, repo: deps.repo, events: deps.events, writeLock: deps.writeLock, profileExists: deps.profileExists });
-    this.trees = new ImageTrees({ files: this.files, anyRecord: (fp) => deps.repo.anyWithFingerprint(fp), fetchFromMember: deps.fetchFromMember, log: deps.log });
+    this.trees = new ImageTrees({ files: this.files, anyRecord: (fp) => deps.repo.anyWithFingerprint(fp), fetchFromMember: deps.fetchFromMember && ((project, fp) => deps.fetchFromMember!(project, fp, this.files)), log: deps.log });
     this.aliases = new ImageAliases({ repo: deps.repo, events: deps.events, byPrefix: (project, prefix) => this.byPrefix(project, prefix) });
   }
 

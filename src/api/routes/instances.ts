@@ -23,6 +23,8 @@ import { BadRequest, InternalError } from "../../shared/errors.js";
 import { checkEtag, handled, operation, route, sync, type ApiRequest, type Handler, type Route } from "../route.js";
 import { LOCAL_ONLY_HEADER } from "../../shared/requestor.js";
 import type { InstanceMigration } from "../../migration/instances.js";
+import type { ClusterMove } from "../../migration/cluster-move.js";
+import { isAdmin } from "../access.js";
 import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
 import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../../shared/schemas/instances.js";
@@ -40,8 +42,10 @@ const validateName = (name: string) => {
 export interface InstanceRouteDeps {
   operations: OperationManager;
   events: EventHub;
-  cluster: Pick<ClusterPort, "clustered" | "name" | "remoteInstances">;
+  cluster: Pick<ClusterPort, "clustered" | "name" | "withWriteLock" | "remoteInstances">;
   migration: InstanceMigration;
+  /** Moves to another cluster member (`?target=`). */
+  clusterMove: ClusterMove;
 }
 
 export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, files: InstanceFiles): Route[] {
@@ -296,19 +300,28 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
   const rename: Handler = async (req) => {
     const body = await req.body(InstancePost, "api.InstancePost");
     const name = req.params.name;
+    // With ?target= the cluster router leaves the write lock to the handler (see router.ts).
+    const locked = <T>(fn: () => Promise<T>) => (req.query.target ? deps.cluster.withWriteLock(fn) : fn());
     if (body.migration) {
       // Server-side moves between pools and projects (instance_pool_move, instance_project_move).
       if (body.pool || body.project) {
         const move: LocalMove = { name: body.name, pool: body.pool || undefined, project: body.pool ? undefined : body.project, instanceOnly: body.instance_only || body.container_only || false, live: body.live ?? true };
         if (move.name) validateName(move.name);
         checkLocalMove(svc, req.project, name, move);
-        return instanceTask(operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => moveLocally(svc, req.project, name, move, signal));
+        return instanceTask(operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => locked(() => moveLocally(svc, req.project, name, move, signal)));
+      }
+      // To another member of the cluster: this member moves it there itself (LXD's migrateInstance).
+      const target = req.query.target;
+      if (target) {
+        const move = { target, name: body.name, live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false };
+        await deps.clusterMove.check(req.project, name, move, isAdmin(req.requestor));
+        return instanceTask(operations, { description: "Migrating instance", project: req.project, resources: resources(req.project, name) }, (_signal, update) => deps.clusterMove.run(req.project, name, move, update));
       }
       // Migration source: pull (websocket operation) or push (connect to body.target).
       return operation(migration.startSource(req.project, name, { live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false, target: body.target ? { certificate: body.target.certificate, operation: body.target.operation, websockets: body.target.secrets } : undefined }));
     }
     svc.checkRename(req.project, name, body.name);
-    return instanceTask(operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
+    return instanceTask(operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => locked(() => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name))));
   };
 
   const row = (req: { project: string; params: Record<string, string> }) => svc.require(req.project, req.params.name);
