@@ -21,6 +21,7 @@ PKGS=(
   gobgpd                                      # BGP speaker (core.bgp_address): gobgpd run by the daemon, gobgp CLI; the BGP test's peer
   ceph-common ceph-fuse e2fsprogs xfsprogs    # ceph/cephfs drivers: ceph, rbd, ceph-fuse; mkfs/resize of rbd volumes
   ceph-mon ceph-mgr ceph-osd ceph-mds         # the single-node test cluster (test/fixtures/ceph-cluster.sh)
+  golang-go golang-github-go-macaroon-bakery-macaroon-bakery-dev  # Candid test: go builds the identity service (test/fixtures/candid-identity) offline on Debian's bakery
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done

@@ -213,4 +213,10 @@ export const apiExtensions: string[] = [
   // test/unit/gpu-mig.test.ts, test/host/nvidia-runtime.test.ts on a test hardware tree).
   "gpu_mig",
   "gpu_mig_uuid",
+  // Candid (macaroon) external authentication: candid.api.url/key/expiry/domains, "candid" in
+  // auth_methods (src/daemon/candid/; test/host/candid-auth.test.ts against a Go bakery discharger).
+  "macaroon_authentication",
+  "candid_authentication",
+  "candid_config",
+  "candid_config_key",
 ];

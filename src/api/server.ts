@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from "pino";
 import { asyncEnvelope, encode, errorEnvelope, syncEnvelope } from "../shared/envelope.js";
 import { authorize } from "./access.js";
-import { ApiError, Forbidden, NotFound, NotImplemented, toApiError } from "../shared/errors.js";
+import { ApiError, Forbidden, InternalError, NotFound, NotImplemented, toApiError } from "../shared/errors.js";
 import { withRequestor } from "../operations/request-context.js";
 import { toApiRequest, type ProjectFeature, type Result, type Route } from "./route.js";
 import { METHODS, type Method } from "./access.js";
@@ -17,6 +17,8 @@ export interface ApiDeps {
   identify(req: FastifyRequest): Requestor;
   /** Which project holds a feature's objects for a request in `project` (projects' features.*). */
   effectiveProject?(project: string, feature: ProjectFeature): string;
+  /** Candid: the bakery's discharge-required answer to a refused client that speaks the bakery protocol. */
+  dischargeRequired?(path: string, bakeryVersion: string | undefined): Promise<{ status: number; headers: Record<string, string>; body: string }>;
 }
 
 export function sendError(reply: FastifyReply, err: ApiError): FastifyReply {
@@ -93,17 +95,27 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
         handler: async (req, reply) => {
           // The one authorization point: nothing of the handler runs unless the route's access allows it.
           const project = ((req.query ?? {}) as Record<string, string | undefined>).project || "default";
-          const decision = authorize(r.access[method], deps.identify(req), {
+          const who = deps.identify(req);
+          // A failed Candid authentication ends every API request (LXD's Authenticate error).
+          if (who.authError && r.access[method] !== "open") return sendError(reply, new InternalError(who.authError));
+          const decision = authorize(r.access[method], who, {
             method,
             project,
             owner: r.feature && deps.effectiveProject ? () => deps.effectiveProject!(project, r.feature!) : undefined,
             implemented: handler !== undefined,
             requireAuthenticated: !!req.headers["x-lxd-authenticated"],
           });
-          if (!decision.allow) return sendError(reply, decision.status === 501 ? new NotImplemented() : new Forbidden());
+          if (!decision.allow) {
+            if (who.dischargeRequired && !who.trusted && r.access[method] !== "local" && deps.dischargeRequired) {
+              const version = req.headers["bakery-protocol-version"];
+              const answer = await deps.dischargeRequired(req.url.split("?")[0], Array.isArray(version) ? version[0] : version);
+              return reply.code(answer.status).headers(answer.headers).send(Buffer.from(answer.body));
+            }
+            return sendError(reply, decision.status === 501 ? new NotImplemented() : new Forbidden());
+          }
           const requestor = decision.requestor;
-          const who = { username: requestor.username, protocol: requestor.protocol, address: requestor.address };
-          const result = await withRequestor(who, () => handler!(toApiRequest(req, requestor), reply));
+          const caller = { username: requestor.username, protocol: requestor.protocol, address: requestor.address };
+          const result = await withRequestor(caller, () => handler!(toApiRequest(req, requestor), reply));
           return render(reply, result);
         },
       });

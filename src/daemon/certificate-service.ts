@@ -202,7 +202,7 @@ export class CertificateService {
       name = req.name;
     } else if (req.token) {
       return { operation: this.createToken(req) };
-    } else if (caller.requestor.protocol === "tls") {
+    } else if (caller.requestor.protocol === "tls" || caller.requestor.protocol === "candid") {
       // In CA mode only a CA-signed certificate counts (LXD's Go clients send none other there).
       if (!caller.peerCertificate || !this.deps.trust.acceptsPeer(caller.peerCertificate)) throw new BadRequest("No client certificate provided");
       der = caller.peerCertificate;

@@ -44,6 +44,8 @@ import { ResourcesService } from "./resources/index.js";
 import { ServerService } from "./server-service.js";
 import { SqlService } from "./sql-service.js";
 import { TrustStore } from "./trust.js";
+import { ExternalAuth } from "./candid/external-auth.js";
+import { RootKeyStore } from "./candid/root-keys.js";
 import { loadCertificateAuthority } from "./pki.js";
 import { parseBool } from "../config/validators.js";
 
@@ -102,7 +104,8 @@ export class Daemon {
     const [keypair, host] = await Promise.all([ensureServerCertificate(paths.serverCert, paths.serverKey), readHostInfo()]);
     const ca = await loadCertificateAuthority(this.opts.lxdDir);
     if (ca) log.info("LXD is in CA mode, only CA-signed certificates will be allowed");
-    const trust = new TrustStore(db, { ca, trustCa: () => parseBool(this.core?.server.get("core.trust_ca_certificates")) });
+    const externalAuth = new ExternalAuth(new RootKeyStore(db));
+    const trust = new TrustStore(db, { ca, trustCa: () => parseBool(this.core?.server.get("core.trust_ca_certificates")), externalAuth });
     const warnings = new WarningRepo(db);
     // As LXD at start: raise what this host lacks, and resolve what was not seen again.
     const startedAt = new Date().toISOString();
@@ -120,8 +123,14 @@ export class Daemon {
         if (key === "core.dns_address") await this.wiring?.dns.setAddress(value);
         if (key.startsWith("core.bgp_")) await this.applyBgp(config);
         if (key === "core.metrics_address") await this.endpoints?.setMetricsAddress(value);
+        if (key.startsWith("candid.")) configureCandid(externalAuth, config);
       },
     });
+    try {
+      configureCandid(externalAuth, Object.fromEntries(["candid.api.url", "candid.api.key", "candid.expiry", "candid.domains"].map((k) => [k, server.get(k) ?? ""])));
+    } catch (e) {
+      log.error({ err: e }, "failed to set up external authentication");
+    }
     const core: Core = { paths, db, log, events, operations, warnings, server, trust, host, keypair };
     const cluster = new ClusterService({
       paths,
@@ -165,6 +174,7 @@ export class Daemon {
       log,
       identify: (req) => trust.identify(req.raw),
       effectiveProject: (project, feature) => wiring.ports.projects.effectiveProject(project, feature),
+      dischargeRequired: (path, version) => externalAuth.dischargeRequired(path, version),
     });
     const app = this.app;
     const router = new ClusterRouter({ cluster, db, log, operations, identify: (req) => trust.identify(req) });
@@ -176,8 +186,8 @@ export class Daemon {
         // GET /1.0 is what every client asks first and most often: serve its cached envelope
         // without going through the router (headers every response needs must be added here too).
         // (X-LXD-authenticated: a client insisting on trust goes through the router's 403.)
-        if (req.method === "GET" && req.url === "/1.0" && !req.headers["x-lxd-authenticated"]) {
-          const who = trust.identify(req);
+        const who = req.method === "GET" && req.url === "/1.0" && !req.headers["x-lxd-authenticated"] ? trust.identify(req) : undefined;
+        if (who && !who.authError) {
           const doc = server.document(who.trusted, isAdmin(who));
           res.writeHead(200, { "content-type": "application/json", "content-length": doc.body.length, etag: `"${doc.etag}"` });
           res.end(doc.body);
@@ -253,4 +263,9 @@ export class Daemon {
     })();
     return this.stopping;
   }
+}
+
+/** LXD's setupExternalAuthentication from the candid.* keys of `config` (throws on a bad candid.api.key). */
+function configureCandid(auth: ExternalAuth, config: Record<string, string>): void {
+  auth.configure(config["candid.api.url"] ?? "", config["candid.api.key"] ?? "", Number(config["candid.expiry"] || "3600"), config["candid.domains"] ?? "");
 }

@@ -100,6 +100,8 @@ export class ServerService {
    */
   document(trusted: boolean, admin = trusted): { body: Buffer; etag: string } {
     const cacheKey = !trusted ? "untrusted" : admin ? "trusted" : "restricted";
+    // LXD advertises candid when Candid is set up (and with RBAC, which nodelxd does not implement).
+    const authMethods = this.config["candid.api.url"] ? ["tls", "candid"] : ["tls"];
     const hit = this.cache.get(cacheKey);
     if (hit) return hit;
     const common = { api_extensions: this.deps.apiExtensions, api_status: "stable", api_version: "1.0" };
@@ -109,10 +111,10 @@ export class ServerService {
           ...common,
           auth: "trusted",
           public: false,
-          auth_methods: ["tls"],
+          auth_methods: authMethods,
           environment: this.environment(),
         }
-      : { ...common, auth: "untrusted", public: false, auth_methods: ["tls"] };
+      : { ...common, auth: "untrusted", public: false, auth_methods: authMethods };
     const doc = { body: Buffer.from(encode(syncEnvelope(metadata))), etag: admin || !trusted ? this.etag() : etagOf(null) };
     // Storage facts can change without a config change; only cache when nothing depends on them.
     if (!this.deps.storage || !trusted) this.cache.set(cacheKey, doc);
@@ -152,6 +154,9 @@ export class ServerService {
 
   /** PUT (replace) or PATCH (merge; "" unsets) the server config. */
   async update(changes: Record<string, string>, mode: "replace" | "merge"): Promise<void> {
+    // LXD checks the request's own keys: Candid and RBAC (both set to something) exclude each other.
+    const given = Object.entries(changes).filter(([, v]) => v !== "");
+    if (given.some(([k]) => k.startsWith("candid.")) && given.some(([k]) => k.startsWith("rbac."))) throw new BadRequest("RBAC and Candid are mutually exclusive");
     const next: Record<string, string> = mode === "replace" ? {} : { ...this.config };
     for (const [k, v] of Object.entries(changes)) next[k] = v;
     // A hidden key sent back as the placeholder it was shown as keeps its value.

@@ -6,12 +6,15 @@ import type { TLSSocket } from "node:tls";
 import type { Db } from "../db/database.js";
 import type { Requestor } from "../shared/requestor.js";
 import { caVerdict, type CertificateAuthority } from "./pki.js";
+import type { ExternalAuth } from "./candid/external-auth.js";
 
 export interface TrustOptions {
   /** server.ca (and ca.crl) when the daemon runs in PKI mode. */
   ca?: CertificateAuthority;
   /** core.trust_ca_certificates: CA-signed clients are trusted without a trust store entry. */
   trustCa?: () => boolean;
+  /** Candid (candid.api.url): clients speaking the bakery protocol are authenticated by macaroons. */
+  externalAuth?: ExternalAuth;
 }
 
 const UNIX_REQUESTOR: Requestor = Object.freeze({ trusted: true, protocol: "unix", username: "root", address: "@" });
@@ -70,8 +73,18 @@ export class TrustStore {
     const host = socket.remoteAddress ?? "";
     const address = host.includes(":") ? `[${host}]:${socket.remotePort}` : `${host}:${socket.remotePort}`;
     const der = TrustStore.peerCertificate(raw);
+    let fingerprint = der ? createHash("sha256").update(der).digest("hex") : "";
+    // As LXD's Authenticate: fellow members first, then (when on) Candid for any client that
+    // speaks the bakery protocol, whatever certificate it shows, then client certificates.
+    const external = this.opts.externalAuth;
+    const bakery = raw.headers["bakery-protocol-version"];
+    if (external?.enabled && bakery && !(this.clusterFingerprint && fingerprint === this.clusterFingerprint)) {
+      const verdict = external.authenticate(raw.headers, host);
+      if (verdict.kind === "trusted") return { trusted: true, protocol: "candid", username: verdict.username, address, fingerprint: fingerprint || undefined };
+      if (verdict.kind === "error") return { trusted: false, protocol: "tls", username: "", address, authError: verdict.message };
+      return { trusted: false, protocol: "tls", username: "", address, dischargeRequired: true };
+    }
     if (!der) return { trusted: false, protocol: "tls", username: "", address };
-    let fingerprint = createHash("sha256").update(der).digest("hex");
     let forwarded = false;
     if (this.clusterFingerprint && fingerprint === this.clusterFingerprint) {
       // A member forwarding a request: it says whose it is (none: the member itself, or a unix-socket user).

@@ -457,4 +457,19 @@ export const migrations: Migration[] = [
     name: "LXD's per-object config, device and profile tables as views",
     sql: OBJECT_CONFIG_VIEWS,
   },
+  {
+    version: 480,
+    name: "macaroon root keys",
+    // Candid (external) authentication: the root keys of the macaroons this server mints
+    // (src/daemon/candid/root-keys.ts), kept across restarts until the last macaroon made with
+    // one has expired.
+    sql: `
+      CREATE TABLE nodelxd_macaroon_root_keys (
+        id TEXT PRIMARY KEY,
+        root_key BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+    `,
+  },
 ];

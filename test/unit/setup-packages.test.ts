@@ -36,6 +36,7 @@ const PACKAGE_OF: Record<string, string> = {
   curl: "curl",
   dig: "bind9-dnsutils",
   gobgpd: "gobgpd", gobgp: "gobgpd",
+  go: "golang-go", // builds the Candid identity service of test/host/candid-auth.test.ts
   swtpm: "swtpm", // run by tpm devices (src/devices/tpm.ts) through HelperProcess, which this scan does not see
   ceph: "ceph-common", rbd: "ceph-common", "ceph-fuse": "ceph-fuse",
   lvm: "lvm2", pvcreate: "lvm2", pvremove: "lvm2", vgcreate: "lvm2", vgremove: "lvm2", vgchange: "lvm2", vgrename: "lvm2", lvcreate: "lvm2", lvremove: "lvm2", lvrename: "lvm2", lvresize: "lvm2", lvchange: "lvm2",
