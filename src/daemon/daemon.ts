@@ -118,7 +118,8 @@ export class Daemon {
       host,
       certificate: keypair,
       apiExtensions,
-      apply: async (key, value, _previous, config) => {
+      apply: async (key, value, previous, config) => {
+        if (key === "storage.backups_volume" || key === "storage.images_volume") await this.wiring?.daemonStorage.apply(key, value, previous);
         if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
         if (key === "core.dns_address") await this.wiring?.dns.setAddress(value);
         if (key.startsWith("core.bgp_")) await this.applyBgp(config);

@@ -1,7 +1,8 @@
 // The image store's files: $LXD_DIR/images/<fingerprint> (+ <fingerprint>.rootfs for split
 // images) and the unpacked trees in $LXD_DIR/cache/image-trees, with one lock per fingerprint
 // that serialises placing, unpacking and removing them.
-import { link, lstat, readdir, rm, unlink } from "node:fs/promises";
+import { copyFile, link, lstat, readdir, rm, unlink } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { BUILD_PREFIX, type Upload } from "./upload.js";
@@ -84,7 +85,7 @@ export class ImageFiles {
         // Another project may hold the same image already: the file is shared, keep it.
         if (await exists(to)) continue;
         // link() fails if `to` appeared meanwhile, where rename() would replace it under a reader.
-        const made = await link(from, to).then(
+        const made = await linkInto(from, to).then(
           () => true,
           (e: NodeJS.ErrnoException) => {
             if (e.code !== "EEXIST") throw e;
@@ -118,4 +119,23 @@ export async function exists(p: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/**
+ * Hard-link `from` at `to`; when they are on different filesystems (the store on a volume set by
+ * storage.images_volume, the staged file elsewhere) copy next to `to` first, then link that.
+ */
+async function linkInto(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e;
+    const temp = `${to}.copy-${randomUUID()}`;
+    await copyFile(from, temp);
+    try {
+      await link(temp, to);
+    } finally {
+      await unlink(temp).catch(() => {});
+    }
+  }
 }

@@ -10,6 +10,7 @@ import type { EventHub } from "../operations/events.js";
 import type { Paths } from "../daemon/paths.js";
 import type { Ports } from "../ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
+import { DAEMON_STORAGE_KEYS } from "./daemon-storage.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
 import { MemberConfigRepo } from "../db/member-config-repo.js";
@@ -50,7 +51,7 @@ export interface PoolServiceDeps {
   events: EventHub;
   paths: Pick<Paths, "dir" | "containers">;
   /** The server's cached GET /1.0 (storage info) is stale. */
-  server: { invalidate(): void };
+  server: { invalidate(): void; get(key: string): string | undefined };
   ports: Pick<Ports, "cluster" | "images" | "instances" | "projects">;
 }
 
@@ -403,12 +404,18 @@ export class PoolService {
 
   // ---- volume records (shared by the parts) ----
 
+  /** Whether a custom volume holds the daemon's backups or images (LXD's VolumeUsedByDaemon, any project). */
+  usedByDaemon(pool: string, volume: string): boolean {
+    return Object.keys(DAEMON_STORAGE_KEYS).some((k) => this.core.server.get(k) === `${pool}/${volume}`);
+  }
+
   volumeUsedBy(pool: string, v: VolumeRow): string[] {
     if (v.type === "container" || v.type === "virtual-machine") {
       const [parent, snap] = v.name.split("/");
       return [snap === undefined ? apiUrl(v.project, "instances", parent) : apiUrl(v.project, "instances", parent, "snapshots", snap)];
     }
     if (v.type === "image") return [`/1.0/images/${v.name}`];
+    if (this.usedByDaemon(pool, v.name)) return ["/1.0"];
     const out = [...this.core.ports.instances.volumeUsedBy(pool, v.project, v.name)];
     for (const p of this.profiles.all()) {
       if (p.project !== v.project) continue;

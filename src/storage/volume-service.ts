@@ -37,6 +37,7 @@ export interface VolumePools {
   renameVolumeRows(v: VolumeRow, to: string): void;
   volumeProject(project: string, type: string): string;
   volumeUsedBy(pool: string, v: VolumeRow): string[];
+  usedByDaemon(pool: string, volume: string): boolean;
 }
 
 export interface VolumeServiceDeps {
@@ -184,6 +185,7 @@ export class VolumeService {
     if (v.type !== "custom") throw new BadRequest(`Storage volumes of type "${v.type}" cannot be renamed with the storage API`);
     validateVolumeName(to);
     if (this.repo.volume(poolName, project, "custom", to)) throw new Conflict("Volume by that name already exists");
+    if (this.pools.usedByDaemon(poolName, name)) throw new InternalError("Volume is used by LXD itself and cannot be renamed");
     if (this.pools.volumeUsedBy(poolName, v).length > 0) throw new BadRequest("Volume is still in use");
     const driver = this.pools.driverFor(this.pools.pool(poolName));
     const vol = this.pools.hostVolume(v);

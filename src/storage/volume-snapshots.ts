@@ -102,6 +102,7 @@ export class VolumeSnapshotService {
    */
   checkCreate(pool: string, project: string, type: string, vol: string, req: { name: string; expires_at?: string | null }, pattern = "snap%d"): { name: string; expiresAt: string } {
     assertCustomType(type);
+    if (this.pools.usedByDaemon(pool, vol)) throw new BadRequest("Volumes used by LXD itself cannot have snapshots");
     const poolRow = this.pools.pool(pool);
     const existing = this.repo
       .volumes({ pool, project, type: "custom" })

@@ -20,6 +20,7 @@ import { ProfilesFeature } from "./profiles.js";
 import { ProjectsFeature } from "./projects.js";
 import { SnapshotScheduleFeature } from "./snapshot-schedule.js";
 import { StorageFeature } from "./storage.js";
+import type { DaemonStorage } from "../../storage/daemon-storage.js";
 
 export interface Wiring {
   /** In start order. */
@@ -30,6 +31,8 @@ export interface Wiring {
   dns: DnsServer;
   /** The BGP speaker (core.bgp_*). */
   bgp: BgpSpeaker;
+  /** storage.backups_volume / storage.images_volume. */
+  daemonStorage: DaemonStorage;
   /** Evacuating and restoring this cluster member. */
   evacuation: Evacuation;
 }
@@ -65,5 +68,6 @@ export function wireFeatures(core: Core, cluster: ClusterPort): Wiring {
     dns: networksFeature.dns,
     bgp: networksFeature.bgp,
     evacuation: instancesFeature.evacuation,
+    daemonStorage: storage.daemonStorage,
   };
 }

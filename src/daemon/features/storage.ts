@@ -10,6 +10,7 @@ import { VolumeCopyService } from "../../storage/volume-copy.js";
 import { VolumeMigration } from "../../migration/volumes.js";
 import { repairMissingSnapshotRecords } from "../../storage/snapshot-records.js";
 import { storagePort } from "../../storage/port.js";
+import { DaemonStorage } from "../../storage/daemon-storage.js";
 
 export class StorageFeature implements Feature {
   readonly name = "storage";
@@ -20,6 +21,8 @@ export class StorageFeature implements Feature {
   readonly backups: VolumeBackupService;
   readonly copies: VolumeCopyService;
   readonly migration: VolumeMigration;
+  /** storage.backups_volume / storage.images_volume. */
+  readonly daemonStorage: DaemonStorage;
   private readonly members: PoolMembers;
   /** Custom volumes' scheduled snapshots and expiring snapshots and backups. */
   readonly scheduleSource: SnapshotScheduleSource;
@@ -31,6 +34,7 @@ export class StorageFeature implements Feature {
     const { db, log, events, paths, server } = core;
     this.service = new PoolService({ db, log, events, paths, server, ports });
     this.port = storagePort(this.service);
+    this.daemonStorage = new DaemonStorage({ lxdDir: paths.dir, log, config: (key) => server.get(key) }, this.service);
     this.snapshots = new VolumeSnapshotService({ db, log, events, cluster: ports.cluster, instances: ports.instances }, this.service);
     this.backups = new VolumeBackupService({ db, log, events, lxdDir: paths.dir }, this.service, this.snapshots);
     const volumesProject = (project: string) => ports.projects.effectiveProject(project, "storage.volumes");
@@ -51,11 +55,13 @@ export class StorageFeature implements Feature {
 
   async start() {
     await this.service.start();
+    await this.daemonStorage.mountAll();
     repairMissingSnapshotRecords(this.core.db, this.core.log);
     await this.backups.recover();
   }
 
-  stop(opts: { stopInstances: boolean }) {
+  async stop(opts: { stopInstances: boolean }) {
+    await this.daemonStorage.unmountAll();
     return this.service.stop(opts);
   }
 }
