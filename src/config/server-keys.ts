@@ -9,7 +9,6 @@ import {
   isInt64,
   isIPv4,
   isListenAddress,
-  isVolumeRef,
   oneOf,
 } from "./validators.js";
 
@@ -70,6 +69,7 @@ export const serverKeys: KeyTable = {
   "rbac.api.expiry": { validate: isInt64, doc: "RBAC macaroon expiry in seconds" },
   "rbac.api.key": text("Public key of the RBAC server"),
   "rbac.api.url": text("URL of the RBAC server"),
-  "storage.backups_volume": { validate: isVolumeRef, doc: "Volume to store backup tarballs on" },
-  "storage.images_volume": { validate: isVolumeRef, doc: "Volume to store images on" },
+  // Checked against the storage when set (src/storage/daemon-storage.ts), as LXD's doApi10Update.
+  "storage.backups_volume": text("Volume to store backup tarballs on"),
+  "storage.images_volume": text("Volume to store images on"),
 };

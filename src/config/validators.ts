@@ -75,6 +75,3 @@ export const isExpiry: Validator = (v) => {
 
 export const ARCHITECTURES = ["ppc64le", "s390x", "mips64", "i686", "armv7l", "ppc", "ppc64", "armv8l", "riscv64", "x86_64", "armv6l", "aarch64", "mips", "riscv32"];
 
-export const isVolumeRef: Validator = (v) => {
-  if (!/^[^/]+\/[^/]+$/.test(v)) throw new Error("Invalid syntax for volume, must be <pool>/<volume>");
-};

@@ -118,8 +118,11 @@ export class Daemon {
       host,
       certificate: keypair,
       apiExtensions,
+      check: async (key, value) => {
+        if (key === "storage.backups_volume" || key === "storage.images_volume") await this.wiring?.daemonStorage.validate(key, value);
+      },
       apply: async (key, value, previous, config) => {
-        if (key === "storage.backups_volume" || key === "storage.images_volume") await this.wiring?.daemonStorage.apply(key, value, previous);
+        if (key === "storage.backups_volume" || key === "storage.images_volume") await this.wiring?.daemonStorage.move(key, value, previous);
         if (key === "core.https_address") await this.endpoints?.setHttpsAddress(value);
         if (key === "core.dns_address") await this.wiring?.dns.setAddress(value);
         if (key.startsWith("core.bgp_")) await this.applyBgp(config);

@@ -1,7 +1,7 @@
 // The server object of GET/PUT/PATCH /1.0: configuration rules, environment, and live
 // application of changed keys (core.https_address).
 import { networkInterfaces } from "node:os";
-import { BadRequest } from "../shared/errors.js";
+import { ApiError, BadRequest } from "../shared/errors.js";
 import { encode, syncEnvelope } from "../shared/envelope.js";
 import { etagOf } from "../shared/etag.js";
 import type { ConfigRepo } from "../db/config-repo.js";
@@ -28,6 +28,8 @@ export interface ServerServiceDeps {
   /** A key changed; `config` is the whole config being applied (keys that go together, e.g. core.bgp_*). */
   apply?: (key: string, value: string, previous: string, config: Record<string, string>) => Promise<void>;
   storage?: () => StorageEnvironment;
+  /** Check a changed key against the daemon's state before anything is applied; its error is the answer. */
+  check?: (key: string, value: string) => Promise<void>;
 }
 
 export class ServerService {
@@ -173,6 +175,13 @@ export class ServerService {
     if (password !== undefined && password !== this.config["core.trust_password"]) next["core.trust_password"] = hashPassword(password);
     const previous = this.config;
     const changed = [...new Set([...Object.keys(previous), ...Object.keys(next)])].filter((k) => previous[k] !== next[k]);
+    for (const key of changed) {
+      try {
+        await this.deps.check?.(key, next[key] ?? "");
+      } catch (e) {
+        throw e instanceof ApiError ? e : new BadRequest((e as Error).message);
+      }
+    }
     const applied: string[] = [];
     try {
       for (const key of changed) {

@@ -4,6 +4,7 @@
 import { chmod, chown, lstat, mkdir, readdir, readlink, rename, rm, symlink, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import { InternalError, NotFound } from "../shared/errors.js";
 import { localCopy } from "./rsync.js";
 import type { PoolService } from "./pool-service.js";
 
@@ -48,20 +49,34 @@ export class DaemonStorage {
     await this.pools.driverFor(this.pools.pool(pool)).unmountVolume(this.pools.hostVolume(row));
   }
 
-  /** daemonStorageValidate: the volume exists, is a filesystem, has no snapshots and is empty. */
-  async validate(target: string): Promise<void> {
+  /**
+   * daemonStorageValidate for a key being set: the volume exists, is a filesystem, has no
+   * snapshots and is empty. Errors as LXD answers them (404 when something is missing, else 500).
+   */
+  async validate(key: string, target: string): Promise<void> {
+    try {
+      await this.check(target);
+    } catch (e) {
+      const message = `Failed validation of "${key}": ${(e as Error).message}`;
+      throw e instanceof NotFound ? new NotFound(message) : new InternalError(message);
+    }
+  }
+
+  private async check(target: string): Promise<void> {
     if (target === "") return;
     const { pool, volume } = splitDaemonVolume(target);
     try {
       this.pools.pool(pool);
     } catch (e) {
-      throw new Error(`Unable to load storage pool "${pool}": ${(e as Error).message}`);
+      throw new NotFound(`Unable to load storage pool "${pool}": ${(e as Error).message}`);
     }
     let row;
     try {
       row = this.pools.getVolume(pool, "default", "custom", volume);
     } catch (e) {
-      throw new Error(`Failed loading storage volume "${target}" in "default" project: ${(e as Error).message}`);
+      if (!(e instanceof NotFound)) throw e;
+      // The text of LXD's GetStoragePoolVolume (the REST routes say "Storage pool volume not found").
+      throw new NotFound(`Failed loading storage volume "${target}" in "default" project: Storage volume not found`);
     }
     if (row.contentType !== "filesystem") throw new Error(`Storage volume "${target}" in "default" project is not filesystem content type`);
     const snapshots = this.pools.repo.volumes({ pool, type: "custom" }).filter((v) => v.project === row.project && v.name.startsWith(`${volume}/`));
@@ -73,7 +88,9 @@ export class DaemonStorage {
   }
 
   /** daemonStorageMove: make $LXD_DIR/<type> live on `target` ("" = a plain directory again). */
-  async move(type: DaemonStorageType, target: string, previous: string): Promise<void> {
+  async move(key: string, target: string, previous: string): Promise<void> {
+    const type = DAEMON_STORAGE_KEYS[key];
+    if (!type) return;
     const destPath = join(this.deps.lxdDir, type);
     const isLink = (await lstat(destPath).catch(() => undefined))?.isSymbolicLink() ?? false;
     const sourcePath = isLink ? await readlink(destPath) : destPath;
@@ -100,14 +117,6 @@ export class DaemonStorage {
     await symlink(mountpoint, destPath);
     await moveContent(temp, mountpoint);
     await rm(temp, { recursive: true, force: true });
-  }
-
-  /** Validate then move, for a changed server key (throws to refuse the change). */
-  async apply(key: string, value: string, previous: string): Promise<void> {
-    const type = DAEMON_STORAGE_KEYS[key];
-    if (!type) return;
-    await this.validate(value);
-    await this.move(type, value, previous);
   }
 
   /** At start, before images or backups are used: mount the configured volumes (daemonStorageMount). */

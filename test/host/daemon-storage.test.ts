@@ -54,6 +54,14 @@ describe("daemon storage volumes", () => {
     expect(fails("config", "set", "storage.images_volume", "foo/bar")).toContain('Unable to load storage pool "foo"');
     expect(fails("config", "set", "storage.backups_volume", "default/bar")).toContain('Failed loading storage volume "default/bar"');
     expect(fails("config", "set", "storage.images_volume", "default")).toContain("Invalid syntax for volume, must be <pool>/<volume>");
+    // LXD's statuses: a missing pool or volume is 404, the rest 500, with the key named.
+    const missing = await d.api("PATCH", "/1.0", { config: { "storage.images_volume": "default/bar" } });
+    expect([missing.status, missing.body.error]).toEqual([
+      404,
+      'Failed validation of "storage.images_volume": Failed loading storage volume "default/bar" in "default" project: Storage volume not found',
+    ]);
+    const syntax = await d.api("PATCH", "/1.0", { config: { "storage.backups_volume": "a/b/c" } });
+    expect([syntax.status, syntax.body.error]).toEqual([500, 'Failed validation of "storage.backups_volume": Invalid syntax for volume, must be <pool>/<volume>']);
 
     ok("storage", "volume", "snapshot", "default", "backups");
     ok("storage", "volume", "snapshot", "default", "images");
