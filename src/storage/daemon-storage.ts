@@ -5,15 +5,9 @@ import { chmod, chown, lstat, mkdir, readdir, readlink, rename, rm, symlink, unl
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { InternalError, NotFound } from "../shared/errors.js";
+import { DAEMON_STORAGE_KEYS } from "./daemon-storage-keys.js";
 import { localCopy } from "./rsync.js";
 import type { PoolService } from "./pool-service.js";
-
-export type DaemonStorageType = "backups" | "images";
-
-export const DAEMON_STORAGE_KEYS: Record<string, DaemonStorageType> = {
-  "storage.backups_volume": "backups",
-  "storage.images_volume": "images",
-};
 
 export interface DaemonStorageDeps {
   lxdDir: string;

@@ -10,7 +10,7 @@ import type { EventHub } from "../operations/events.js";
 import type { Paths } from "../daemon/paths.js";
 import type { Ports } from "../ports.js";
 import type { StorageEnvironment } from "../daemon/server-service.js";
-import { DAEMON_STORAGE_KEYS } from "./daemon-storage.js";
+import { DAEMON_STORAGE_KEYS } from "./daemon-storage-keys.js";
 import { ProfileRepo } from "../db/profile-repo.js";
 import { StorageRepo, type PoolRow, type VolumeRow } from "../db/storage-repo.js";
 import { MemberConfigRepo } from "../db/member-config-repo.js";
