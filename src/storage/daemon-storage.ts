@@ -5,7 +5,7 @@ import { chmod, chown, lstat, mkdir, readdir, readlink, rename, rm, symlink, unl
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { InternalError, NotFound } from "../shared/errors.js";
-import { DAEMON_STORAGE_KEYS } from "./daemon-storage-keys.js";
+import { DAEMON_STORAGE_KEYS, type DaemonStorageType } from "./daemon-storage-keys.js";
 import { localCopy } from "./rsync.js";
 import type { PoolService } from "./pool-service.js";
 
@@ -97,6 +97,8 @@ export class DaemonStorage {
       return;
     }
     const mountpoint = await this.mount(target);
+    // Already there (a start reconciling, see mountAll).
+    if (isLink && sourcePath === mountpoint) return;
     await chmod(mountpoint, 0o700);
     await chown(mountpoint, 0, 0);
     if (isLink) {
@@ -113,13 +115,32 @@ export class DaemonStorage {
     await rm(temp, { recursive: true, force: true });
   }
 
-  /** At start, before images or backups are used: mount the configured volumes (daemonStorageMount). */
+  /**
+   * At start, before images or backups are used: mount the configured volumes (daemonStorageMount),
+   * then finish a move a crash interrupted (a `<type>.temp` left behind, or the directory not
+   * yet where the config says).
+   */
   async mountAll(): Promise<void> {
     for (const [key, type] of Object.entries(DAEMON_STORAGE_KEYS)) {
-      const target = this.deps.config(key);
-      if (!target) continue;
-      await this.mount(target).catch((e: Error) => this.deps.log.error({ err: e }, `Failed to mount ${type} storage`));
+      const target = this.deps.config(key) ?? "";
+      try {
+        if (target) await this.mount(target);
+        await this.finishInterrupted(type);
+        await this.move(key, target, "");
+      } catch (e) {
+        this.deps.log.error({ err: e }, `Failed to mount ${type} storage`);
+      }
     }
+  }
+
+  private async finishInterrupted(type: DaemonStorageType): Promise<void> {
+    const destPath = join(this.deps.lxdDir, type);
+    const temp = `${destPath}.temp`;
+    if (!(await lstat(temp).catch(() => undefined))) return;
+    if (!(await lstat(destPath).catch(() => undefined))?.isSymbolicLink()) return;
+    this.deps.log.warn({ dir: temp }, "finishing a daemon storage move interrupted by a crash");
+    await moveContent(temp, await readlink(destPath));
+    await rm(temp, { recursive: true, force: true });
   }
 
   /** At shutdown: unmount them again (daemonStorageVolumesUnmount). */

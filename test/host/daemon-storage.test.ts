@@ -2,8 +2,9 @@
 // of LXD's test_server_config_storage (dir pool): refused targets, the directories moved onto the
 // volumes (same content, symlinked), the volumes refusing delete/rename/snapshot while in use,
 // publish and init with images on a volume, a move between volumes, a daemon restart with the
-// volumes set, and unsetting moving everything back into plain directories.
-import { existsSync, lstatSync, readdirSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+// volumes set, a move a crash interrupted finished at the next start, and unsetting moving
+// everything back into plain directories.
+import { existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -125,6 +126,17 @@ describe("daemon storage volumes", () => {
     ok("delete", "-f", foo3);
     expect(JSON.parse(ok("query", `/1.0/instances/${foo}/backups`))).toHaveLength(1);
     expect(listing(join(d.dir, "backups"))).toEqual(backupsBefore);
+
+    // A crash in the middle of a move (content still in images.temp): the next start finishes it.
+    await d.kill9();
+    const temp = join(d.dir, "images.temp");
+    mkdirSync(temp, { mode: 0o700 }); // as the renamed directory was
+    for (const e of readdirSync(volumePath("images2"))) renameSync(join(volumePath("images2"), e), join(temp, e));
+    expect(listing(join(d.dir, "images"))).toEqual([]);
+    await d.restart();
+    expect(existsSync(temp)).toBe(false);
+    expect(listing(join(d.dir, "images"))).toEqual(imagesBefore);
+    expect(JSON.parse(ok("query", "/1.0/images/aliases/busybox")).target).toBeTruthy();
 
     // Unsetting moves everything back into plain directories.
     ok("config", "unset", "storage.backups_volume");

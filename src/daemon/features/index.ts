@@ -63,7 +63,8 @@ export function wireFeatures(core: Core, cluster: ClusterPort): Wiring {
   const metrics = new MetricsFeature(core, instancesFeature.service);
 
   return {
-    features: [images, storage, profilesFeature, projectsFeature, networksFeature, devlxd, hardware, instancesFeature, access, scheduler, metrics],
+    // Storage before images: the pools and the storage.images_volume volume are mounted before the image store is touched.
+    features: [storage, images, profilesFeature, projectsFeature, networksFeature, devlxd, hardware, instancesFeature, access, scheduler, metrics],
     ports: { ...others, instances: instancesFeature.service },
     dns: networksFeature.dns,
     bgp: networksFeature.bgp,
