@@ -1,3 +1,5 @@
+import type { ServerAddress } from "./images/remote/types.js";
+import type { Requestor } from "./shared/requestor.js";
 // The narrow interfaces feature modules use to reach each other. The daemon wires them once
 // (daemon/features/index.ts): each service is handed the ports it declares, as values; a port whose
 // provider is built after its consumer is late-bound there (daemon/late-port.ts), in that one place.
@@ -181,6 +183,8 @@ export interface NetworksPort {
   ): Promise<{ ipv4?: string; ipv6?: string }>;
   /** The project whose networks an instance or profile of `project` uses (features.networks). */
   projectOf(project: string): string;
+  /** Host interfaces created managed networks (any project) name as `parent`: not free for SR-IOV (LXD's SRIOVGetHostDevicesInUse, networks part). */
+  parentsInUse(): string[];
   /** Whether the network's bridge is an Open vSwitch bridge (NICs attach with ovs-vsctl). */
   isOvs(project: string, name: string): boolean;
   /** BGP: advertise a NIC's ipv4/ipv6.routes.external under `owner` (replacing what it had). */
@@ -282,10 +286,16 @@ export interface ClusterPort {
   memberNames(): Promise<string[]>;
   /** Ask member `name` to do its own part of a cluster-wide change; resolves with the reply's metadata. */
   notifyMember(name: string, method: string, path: string, body?: unknown): Promise<unknown>;
+  /**
+   * The recursion=2 views of the instances other online members hold, asked of each member at
+   * once for its own only (`query`: the list's project or all-projects), on behalf of `who`.
+   * A member that does not answer is missing from the map.
+   */
+  remoteInstances(query: string, who: Requestor): Promise<Map<string, Record<string, unknown>[]>>;
   /** The status of an instance that lives on another member (from that member's reports). */
   remoteStatus(project: string, name: string, node: string): string | undefined;
-  /** Copy an image's (unified) file from a member that has it to `file`. */
-  fetchImage(project: string, fingerprint: string, file: string): Promise<void>;
+  /** The other online members as LXD image servers (the cluster certificate pinned and presented). */
+  imagePeers(): Promise<ServerAddress[]>;
   /** Whether this member runs leader-only background tasks (true standalone). */
   leads(): boolean;
   /** Whether work on an object living on member `node` runs here (true standalone). */
@@ -294,6 +304,29 @@ export interface ClusterPort {
   claimRun(subject: string, minute: number): Promise<boolean>;
   /** Run background work that writes global state under the cluster write lock (at once standalone). */
   withWriteLock<T>(fn: () => Promise<T>): Promise<T>;
+  /** Be told which global tables another member's writes changed (once they are in this member's replica). */
+  onReplicated(fn: (tables: Set<string>) => void): void;
   /** Be told when this member starts (true) or stops (false) leading. */
   onLeadership(fn: (leading: boolean) => void): void;
+  /** Requests to other members' APIs as the cluster (moving instances between members). */
+  peers(): ClusterPeers;
+}
+
+/** Another member's API, as this member reaches it with the cluster certificate. */
+export interface ClusterPeers {
+  /** The certificate (PEM) every member presents: a migration sink pins it. */
+  certificate(): string;
+  /** Member `name`'s API url; NotFound("Cluster member not found"). */
+  url(name: string): Promise<string>;
+  /** Member `name`'s status (Online, Offline, Evacuated); NotFound("Cluster member not found"). */
+  status(name: string): Promise<string>;
+  /** Mark member `name` evacuated (or not): the scheduler leaves it out meanwhile. */
+  markEvacuated(name: string, evacuated: boolean): Promise<void>;
+  /** The member the scheduler picks (online, not evacuated, fewest instances), if any. */
+  schedule(): Promise<string | undefined>;
+  /**
+   * A JSON request to member `name`; an operation it starts is waited for (its metadata passed to
+   * `progress` meanwhile). Resolves with the (operation's) metadata; throws with the member's error.
+   */
+  call(name: string, method: string, path: string, body?: unknown, progress?: (m: Record<string, unknown>) => void): Promise<any>;
 }

@@ -208,4 +208,9 @@ export const apiExtensions: string[] = [
   // nvidia-container-cli (test/host/nvidia-runtime.test.ts runs the real hook against a stand-in).
   "nvidia_runtime",
   "nvidia_runtime_config",
+  // gpu gputype=mig for containers (mig.gi/mig.ci, and mig.uuid with or without "MIG-"): LXD's
+  // validation and NVIDIA_VISIBLE_DEVICES=MIG-... for liblxc's nvidia hook (src/devices/hardware.ts;
+  // test/unit/gpu-mig.test.ts, test/host/nvidia-runtime.test.ts on a test hardware tree).
+  "gpu_mig",
+  "gpu_mig_uuid",
 ];

@@ -4,7 +4,7 @@
 // upgrades (exec, console, events) as raw byte streams after the upgrade request.
 import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { RequestOptions } from "node:https";
+import { Agent, type RequestOptions } from "node:https";
 import type { Duplex } from "node:stream";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { jsonPayload, readRaw, readReply, send, type Reply } from "../os/http-client.js";
@@ -19,7 +19,7 @@ export interface MemberTls {
 /** Headers a forwarded request carries: who really asked (a restricted client stays restricted). */
 export const FORWARDED_FOR = "x-nodelxd-forwarded-for";
 /** A member asking another for its own objects only (listings fan-out). */
-export const LOCAL_ONLY = "x-nodelxd-local-only";
+export { LOCAL_ONLY_HEADER as LOCAL_ONLY } from "../shared/requestor.js";
 
 function target(url: string): { host: string; port: number } {
   const u = new URL(url);
@@ -41,10 +41,19 @@ export type MemberResponse = Reply;
 const notPinned = (url: string, tls: MemberTls) => (res: IncomingMessage) =>
   pinned(res.socket as TLSSocket, tls.fingerprint) ? undefined : new Error(`Member ${url} does not present the cluster certificate`);
 
+/**
+ * Connections for members' JSON requests stay open between requests (a listing asks every member
+ * each time; a TLS handshake per request cost more than the answer). The agent keys connections by
+ * address and certificate, so a new cluster certificate opens new ones; idle ones close after 10 s,
+ * before the peer's 30 s idle limit.
+ */
+// No TLS session resumption: a resumed session has no peer certificate to check the pin against.
+const memberAgent = new Agent({ keepAlive: true, maxSockets: 16, timeout: 10_000, maxCachedSessions: 0 });
+
 /** A JSON request to a member over HTTPS with the cluster certificate. */
 export async function memberRequest(url: string, tls: MemberTls, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<MemberResponse> {
   const json = jsonPayload(body);
-  const opts = options(url, tls, method, path, { ...headers, ...json.headers });
+  const opts = { ...options(url, tls, method, path, { ...headers, ...json.headers }), agent: memberAgent };
   return readReply(await send({ ...opts, tls: true, timeoutError: `Member ${url} did not answer`, check: notPinned(url, tls) }, json.payload));
 }
 

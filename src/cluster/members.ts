@@ -1,11 +1,9 @@
 // The cluster's members (/1.0/cluster/members): the list with each member's status from its
 // heartbeats, where a member is, placement of new instances, edits, renames, removal, and
-// evacuation of this member.
+// marking a member evacuated.
 import type { Db } from "../db/database.js";
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
-import { apiUrl } from "../shared/urls.js";
-import { memberRequest, type MemberTls } from "./forward.js";
-import { localGet, localSet } from "./replica.js";
+import type { MemberTls } from "./forward.js";
 import type { ClusterStore, MemberRecord } from "./store.js";
 
 export interface MemberView {
@@ -95,9 +93,9 @@ export class ClusterMembers {
     return (await this.cluster.requireStore().members()).map((m) => m.name).sort();
   }
 
-  /** The other members that are online. */
+  /** The other members that are reachable (online, or evacuated: still up). */
   async othersOnline(): Promise<MemberView[]> {
-    return (await this.list()).filter((m) => m.status === "Online" && m.server_name !== this.cluster.name());
+    return (await this.list()).filter((m) => m.status !== "Offline" && m.server_name !== this.cluster.name());
   }
 
   /** The url member `name` is reached at. */
@@ -155,46 +153,12 @@ export class ClusterMembers {
     await store.client.delete().key(`/nodelxd/status/${name}`);
   }
 
-  private async setEvacuated(name: string, evacuated: boolean): Promise<void> {
+  /** Mark a member evacuated (Evacuated status, left out by the scheduler) or not; the instances are evacuation's (migration/evacuation.ts). */
+  async markEvacuated(name: string, evacuated: boolean): Promise<void> {
     const store = this.cluster.requireStore();
     const m = await store.member(name);
     if (!m) throw new NotFound("Member not found");
     await store.putMember({ ...m, state: evacuated ? "evacuated" : "" });
-  }
-
-  /** Run an instance request against this member's own API (through its router: the write lock, as any client). */
-  private async selfRequest(method: string, path: string, body?: unknown): Promise<void> {
-    const url = await this.url(this.cluster.name());
-    const tls = this.cluster.tls();
-    const r = await memberRequest(url, tls, method, path, body);
-    if (r.status === 202) {
-      const w = await memberRequest(url, tls, "GET", `/1.0/operations/${r.body.metadata.id}/wait?timeout=120`);
-      if (w.body?.metadata?.status_code !== 200) throw new Error(w.body?.metadata?.err || w.body?.error || "operation failed");
-    } else if (r.status >= 400) throw new Error(r.body?.error ?? r.text);
-  }
-
-  /** Evacuate (stop every running instance, marked so restore starts them again) or restore this member. */
-  async evacuate(name: string, action: "evacuate" | "restore", statuses: () => Record<string, string>): Promise<void> {
-    if (name !== this.cluster.name()) throw new BadRequest("Evacuation runs on the member itself");
-    if (action === "evacuate") {
-      await this.setEvacuated(name, true);
-      const running = Object.entries(statuses())
-        .filter(([, st]) => st === "Running")
-        .map(([k]) => k);
-      localSet(this.d.db, "evacuated", JSON.stringify(running));
-      for (const key of running) {
-        const [project, inst] = key.split("/");
-        await this.selfRequest("PUT", apiUrl(project, "instances", inst, "state"), { action: "stop", timeout: 30, force: false });
-      }
-      return;
-    }
-    const stopped = JSON.parse(localGet(this.d.db, "evacuated") ?? "[]") as string[];
-    await this.setEvacuated(name, false);
-    for (const key of stopped) {
-      const [project, inst] = key.split("/");
-      await this.selfRequest("PUT", apiUrl(project, "instances", inst, "state"), { action: "start", timeout: 30 });
-    }
-    localSet(this.d.db, "evacuated", "[]");
   }
 }
 

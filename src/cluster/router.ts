@@ -114,6 +114,14 @@ export class ClusterRouter {
     return config["features.storage.volumes"] === "true" ? project : "default";
   }
 
+  private taskOperation(id: string): boolean {
+    try {
+      return this.d.operations.get(id).class === "task";
+    } catch {
+      return false;
+    }
+  }
+
   private isLocalOperation(id: string): boolean {
     try {
       this.d.operations.get(id);
@@ -151,6 +159,10 @@ export class ClusterRouter {
     }
     const mutating = req.method !== "GET" && req.method !== "HEAD";
     if (!mutating || UNLOCKED.some((re) => re.test(url.pathname))) return next(req, res);
+    // A move to another member (POST /1.0/instances/{name}?target=) takes the lock for each of its
+    // own writes: the target member's create, which it waits for, needs the lock meanwhile.
+    const inst = INSTANCE_PATH.exec(url.pathname);
+    if (req.method === "POST" && url.searchParams.get("target") && inst && inst[2] === undefined) return next(req, res);
     const { cluster } = this.d;
     const release = await cluster.requireStore().lock();
     try {
@@ -159,14 +171,25 @@ export class ClusterRouter {
       await release();
       throw e;
     }
+    // Fastify hands its headers to writeHead, where getHeader() cannot see them: the operation a
+    // 202 answers with is read there.
+    let location = "";
+    const writeHead = res.writeHead.bind(res) as (...a: unknown[]) => ServerResponse;
+    res.writeHead = ((...a: unknown[]) => {
+      const headers = a.find((x) => x && typeof x === "object" && !Array.isArray(x)) as Record<string, unknown> | undefined;
+      const loc = headers?.location ?? headers?.Location;
+      if (loc) location = String(loc);
+      return writeHead(...a);
+    }) as typeof res.writeHead;
     let released = false;
     const done = async () => {
       if (released) return;
       released = true;
-      // An async request holds the lock until its operation ends (its writes happen then).
-      const location = String(res.getHeader("location") ?? "");
+      // An async task holds the lock until its operation ends (its writes happen then); a
+      // websocket operation (a migration source, exec) does not: its peer may need the lock.
+      location ||= String(res.getHeader("location") ?? "");
       const op = res.statusCode === 202 ? /\/1\.0\/operations\/([^/?]+)/.exec(location)?.[1] : undefined;
-      if (op) await this.d.operations.whenDone(op);
+      if (op && this.taskOperation(op)) await this.d.operations.whenDone(op);
       await cluster.replica!.flush();
       await release();
     };

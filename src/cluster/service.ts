@@ -17,7 +17,8 @@ import type { Paths } from "../daemon/paths.js";
 import type { ServerService } from "../daemon/server-service.js";
 import type { TrustStore } from "../daemon/trust.js";
 import type { ClusterPort } from "../ports.js";
-import { FORWARDED_FOR, LOCAL_ONLY, memberRawGet, memberRequest, type MemberTls } from "./forward.js";
+import { FORWARDED_FOR, LOCAL_ONLY, memberRequest, type MemberTls } from "./forward.js";
+import type { ServerAddress } from "../images/remote/types.js";
 import type { Requestor } from "../shared/requestor.js";
 import { localGet, localSet, Replica } from "./replica.js";
 import { ClusterStore } from "./store.js";
@@ -25,7 +26,7 @@ import { Leadership } from "./leader.js";
 import { ClusterGroups } from "./groups.js";
 import { ClusterEnrolment } from "./enrolment.js";
 import { ClusterMembers } from "./members.js";
-import { apiUrl } from "../shared/urls.js";
+import { MemberPeers } from "./peers.js";
 
 export interface ClusterDeps {
   paths: Paths;
@@ -60,6 +61,7 @@ export class ClusterService implements ClusterPort {
   private reports = new Map<string, StatusReport>();
   leadership?: Leadership;
   private leaderListeners: ((leading: boolean) => void)[] = [];
+  private replicatedListeners: ((tables: Set<string>) => void)[] = [];
   /** Set in the async context of work that holds the cluster write lock (see withWriteLock). */
   private readonly lockHeld = new AsyncLocalStorage<boolean>();
 
@@ -133,7 +135,17 @@ export class ClusterService implements ClusterPort {
     return this.requireStore().claimRun(subject, minute);
   }
 
+  private memberPeers?: MemberPeers;
+
+  peers(): MemberPeers {
+    return (this.memberPeers ??= new MemberPeers(this.members, () => this.tls()));
+  }
+
   /** Be told when this member starts or stops leading. */
+  onReplicated(fn: (tables: Set<string>) => void): void {
+    this.replicatedListeners.push(fn);
+  }
+
   onLeadership(fn: (leading: boolean) => void): void {
     this.leaderListeners.push(fn);
     this.leadership?.onChange(fn);
@@ -208,6 +220,7 @@ export class ClusterService implements ClusterPort {
         if (tables.has("certificates") || tables.has("*")) this.d.trust.reload();
         if (tables.has("config") || tables.has("*")) this.d.server.reload();
         this.d.server.invalidate();
+        for (const fn of this.replicatedListeners) fn(tables);
       },
     });
     this.member = name;
@@ -319,18 +332,10 @@ export class ClusterService implements ClusterPort {
     return r.body?.metadata;
   }
 
-  /** Copy an image file from the first other online member that has it (held in memory: small images). */
-  async fetchImage(project: string, fingerprint: string, file: string): Promise<void> {
-    const others = await this.members.othersOnline();
-    for (const m of others) {
-      const r = await memberRawGet(m.url, this.tls(), apiUrl(project, "images", fingerprint, "export")).catch(() => undefined);
-      if (!r || r.status !== 200 || /multipart/.test(r.type)) continue;
-      const tmp = `${file}.fetch-${process.pid}`;
-      writeFileSync(tmp, r.body, { mode: 0o600 });
-      renameSync(tmp, file);
-      return;
-    }
-    throw new Error(`No cluster member has the files of image ${fingerprint}`);
+  /** The other online members as LXD image servers: each presents the cluster certificate and is asked with it. */
+  async imagePeers(): Promise<ServerAddress[]> {
+    const tls = this.tls();
+    return (await this.members.othersOnline()).map((m) => ({ server: m.url, certificate: tls.cert, client: { cert: tls.cert, key: tls.key } }));
   }
 
   /**
@@ -340,8 +345,7 @@ export class ClusterService implements ClusterPort {
    */
   async remoteOperations(query: string, who: Requestor): Promise<OperationView[]> {
     const others = await this.members.othersOnline();
-    const headers: Record<string, string> = { [LOCAL_ONLY]: "1" };
-    if (who.protocol === "tls" && who.username !== "cluster" && who.fingerprint) headers[FORWARDED_FOR] = who.fingerprint;
+    const headers = this.onBehalfOf(who);
     const lists = await Promise.all(
       others.map(async (m) => {
         const r = await memberRequest(m.url, this.tls(), "GET", `/1.0/operations?${query}`, undefined, headers).catch(() => undefined);
@@ -350,6 +354,26 @@ export class ClusterService implements ClusterPort {
       }),
     );
     return lists.flat();
+  }
+
+  async remoteInstances(query: string, who: Requestor): Promise<Map<string, Record<string, unknown>[]>> {
+    // Evacuated members still answer for what they hold; offline ones cannot.
+    const others = (await this.members.list()).filter((m) => m.status !== "Offline" && m.server_name !== this.member);
+    const out = new Map<string, Record<string, unknown>[]>();
+    await Promise.all(
+      others.map(async (m) => {
+        const r = await memberRequest(m.url, this.tls(), "GET", `/1.0/instances?${query}`, undefined, this.onBehalfOf(who)).catch(() => undefined);
+        if (r?.status === 200 && Array.isArray(r.body?.metadata)) out.set(m.server_name, r.body.metadata as Record<string, unknown>[]);
+      }),
+    );
+    return out;
+  }
+
+  /** Headers of a member's local-only request made for a client (a restricted client stays restricted there). */
+  private onBehalfOf(who: Requestor): Record<string, string> {
+    const headers: Record<string, string> = { [LOCAL_ONLY]: "1" };
+    if (who.protocol === "tls" && who.username !== "cluster" && who.fingerprint) headers[FORWARDED_FOR] = who.fingerprint;
+    return headers;
   }
 
   /** The member url operation `id` lives on (undefined: nowhere known). */

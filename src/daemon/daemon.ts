@@ -155,7 +155,7 @@ export class Daemon {
       ...resourceRoutes(new ResourcesService(host.kernel_architecture, undefined, linkSettings)),
       ...sqlRoutes(new SqlService(db)),
       ...clusterGroupRoutes(cluster.groups),
-      ...clusterRoutes(cluster, operations, (name, action) => cluster.members.evacuate(name, action, () => wiring.ports.instances.localStatuses())),
+      ...clusterRoutes(cluster, operations, (name, action, progress) => wiring.evacuation.run(name, action, progress)),
       ...internalRoutes({ isReady: () => this.ready, shutdown: ({ force }) => void this.stop({ stopInstances: true, force }) }),
       ...this.loaded.flatMap((f) => f.routes()),
     ];

@@ -19,8 +19,8 @@ const UNIX_REQUESTOR: Requestor = Object.freeze({ trusted: true, protocol: "unix
 export class TrustStore {
   /** Trusted client fingerprints → their restriction (undefined: unrestricted). */
   private clients = new Map<string, { restricted: boolean; projects: string[] }>();
-  /** Fingerprints of certificates of type "metrics". */
-  private metrics = new Set<string>();
+  /** Certificates of type "metrics" → their restriction. */
+  private metrics = new Map<string, { restricted: boolean; projects: string[] }>();
   /** The cluster certificate: its holders are fellow members (trusted as the unix socket, or as the client they forward for). */
   private clusterFingerprint?: string;
 
@@ -38,8 +38,8 @@ export class TrustStore {
       projects: string;
     }[];
     this.clients = new Map(rows.map((r) => [r.fingerprint, { restricted: r.restricted === 1, projects: parseProjects(r.projects) }]));
-    const metrics = this.db.prepare("SELECT fingerprint FROM certificates WHERE type = 'metrics'").all() as { fingerprint: string }[];
-    this.metrics = new Set(metrics.map((r) => r.fingerprint));
+    const metrics = this.db.prepare("SELECT fingerprint, restricted, projects FROM certificates WHERE type = 'metrics'").all() as typeof rows;
+    this.metrics = new Map(metrics.map((r) => [r.fingerprint, { restricted: r.restricted === 1, projects: parseProjects(r.projects) }]));
   }
 
   setClusterFingerprint(fingerprint: string | undefined): void {
@@ -90,7 +90,11 @@ export class TrustStore {
       if (verdict === true && !this.clients.has(fingerprint)) return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: false };
     }
     const client = this.clients.get(fingerprint);
-    if (!client) return { trusted: false, protocol: "tls", username: fingerprint, address, fingerprint, metrics: this.metrics.has(fingerprint) };
+    if (!client) {
+      const metrics = this.metrics.get(fingerprint);
+      if (!metrics) return { trusted: false, protocol: "tls", username: fingerprint, address, fingerprint };
+      return { trusted: false, protocol: "tls", username: fingerprint, address, fingerprint, metrics: true, restricted: metrics.restricted, projects: metrics.restricted ? metrics.projects : undefined };
+    }
     return { trusted: true, protocol: "tls", username: fingerprint, address, fingerprint, restricted: client.restricted, projects: client.restricted ? client.projects : undefined };
   }
 }

@@ -1,7 +1,8 @@
 // infiniband devices (nictype physical and sriov) for containers, as LXD 5.0.2. The port is
 // found the way LXD's resources find network cards (readNetwork over the hardware roots' sysfs:
 // the parent port itself for physical; for sriov, a free virtual function of the parent's card
-// on the parent's port that no instance on this member names as parent or volatile host_name).
+// on the parent's port that no instance on this member names as parent or volatile host_name
+// and no managed network names as parent, picked under a per-parent lock: src/devices/sriov.ts).
 // Its MTU and MAC are recorded in volatile (last_state.*), hwaddr (8-byte form: the last 8 bytes
 // of the 20) and mtu applied, its issm/umad/uverbs nodes passed in as unix-char devices (host
 // nodes devices/<instance>/infiniband.unix.<device>.<path>, cgroup rule, bind mount; mode from
@@ -18,6 +19,7 @@ import { SysFs } from "../daemon/resources/sysfs.js";
 import { run } from "../os/exec.js";
 import { NodeSet, hostNodeMode, type NodeSpec } from "./node-set.js";
 import { isNotEmpty, optional, validateKeys, type Rule } from "./rules.js";
+import { hostDevicesInUse, withVfLock } from "./sriov.js";
 import { hardwareRoots, type HardwareRoots } from "./sysfs.js";
 import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
 
@@ -172,7 +174,7 @@ export class InfinibandDevice implements Device {
       return port;
     }
     ports.delete(parent);
-    for (const used of this.ctx.ports.instances.hostInterfacesInUse()) ports.delete(used);
+    for (const used of hostDevicesInUse(this.ctx.ports)) ports.delete(used);
     const vf = [...ports.values()][0];
     if (!vf) throw new Error("All virtual functions on parent device are already in use");
     return vf;
@@ -204,6 +206,12 @@ export class InfinibandDevice implements Device {
    * undone (the MTU/MAC restored, nodes removed) before the error goes up.
    */
   private async prepare(pid?: number): Promise<{ hostName: string; ifName: string; lxc: [string, string][] }> {
+    // A VF is taken once its host_name is in volatile (at the end): one pick per parent at a time.
+    if (this.config.nictype === "sriov") return withVfLock(this.config.parent, () => this.preparePort(pid));
+    return this.preparePort(pid);
+  }
+
+  private async preparePort(pid?: number): Promise<{ hostName: string; ifName: string; lxc: [string, string][] }> {
     const ifName = await this.ifName(pid);
     this.checkEnvironment(ifName);
     const port = this.pickPort();

@@ -19,7 +19,15 @@ export const isBool: Rule = (v) => {
   if (!["true", "false", "yes", "no", "on", "off", "1", "0"].includes(v.toLowerCase())) throw new Error(`Invalid value for a boolean ${JSON.stringify(v)}`);
 };
 export const isUint8: Rule = (v) => {
-  if (!/^[0-9]+$/.test(v) || Number(v) > 255) throw new Error(`Invalid value for an integer ${JSON.stringify(v)}`);
+  if (!/^[0-9]+$/.test(v) || Number(v) > 255) throw new Error(`Invalid value for an integer ${JSON.stringify(v)}. Must be between 0 and 255`);
+};
+/** LXD's validate.IsUUID (pborman/uuid.Parse: the 36-character form, "urn:uuid:" or braces around it, or 32 hex digits). */
+export const isUUID: Rule = (v) => {
+  let s = v;
+  if (s.length === 45 && s.slice(0, 9).toLowerCase() === "urn:uuid:") s = s.slice(9);
+  else if (s.length === 38 && s.startsWith("{") && s.endsWith("}")) s = s.slice(1, -1);
+  const ok = s.length === 32 ? /^[0-9a-fA-F]{32}$/.test(s) : /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(s);
+  if (!ok) throw new Error("Invalid UUID");
 };
 export const isNotEmpty: Rule = (v) => {
   if (v === "") throw new Error("Required value");

@@ -57,27 +57,112 @@ export interface GpuCard {
   driver: string;
   ids: string[];
   drm: DrmNode[];
-  /** NVIDIA's own card node (/dev/nvidiaN, 195:N) from /proc/driver/nvidia, for cards the nvidia driver drives. */
-  nvidia?: { cardName: string; cardDevice: string };
+  /** NVIDIA's own card node (/dev/nvidiaN, 195:N) and UUID, for cards the nvidia driver drives. */
+  nvidia?: NvidiaCardInfo;
 }
 
-/** LXD's loadNvidiaProc: /proc/driver/nvidia/gpus/<pci>/information, "Device Minor: N" → nvidiaN, 195:N. */
-function nvidiaCards(procRoot: string): Map<string, { cardName: string; cardDevice: string }> {
-  const out = new Map<string, { cardName: string; cardDevice: string }>();
+/** What LXD knows of a card the nvidia driver drives (api.ResourcesGPUCardNvidia). */
+export interface NvidiaCardInfo {
+  cardName: string;
+  cardDevice: string;
+  /** The GPU's UUID ("GPU-..."): only nvidia-container-cli tells it, /proc's information does not (as LXD reads it). */
+  uuid: string;
+  model?: string;
+  brand?: string;
+  /** nvidia-container-cli only. */
+  nvrmVersion?: string;
+  cudaVersion?: string;
+  architecture?: string;
+}
+
+/** One /proc/driver/nvidia/gpus/<pci>/information file as LXD's loadNvidiaProc reads it: Model (brand: its first word), Device Minor. */
+export function parseNvidiaProcInformation(text: string): NvidiaCardInfo {
+  const card: NvidiaCardInfo = { cardName: "", cardDevice: "", uuid: "", model: "", brand: "" };
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    const i = line.indexOf(":");
+    if (i < 0) continue;
+    const key = line.slice(0, i).trim();
+    const value = line.slice(i + 1).trim();
+    if (key === "Model") Object.assign(card, { model: value, brand: value.split(" ")[0] });
+    if (key === "Device Minor") Object.assign(card, { cardName: `nvidia${value}`, cardDevice: `195:${value}` });
+  }
+  return card;
+}
+
+/** LXD's loadNvidiaProc: /proc/driver/nvidia/gpus/<pci>/information, "Device Minor: N" → nvidiaN, 195:N (no UUID). */
+export function nvidiaProcCards(procRoot: string): Map<string, NvidiaCardInfo> {
+  const out = new Map<string, NvidiaCardInfo>();
   const base = join(procRoot, "driver/nvidia/gpus");
   for (const entry of listDir(base)) {
-    const info = readTrim(join(base, entry, "information"));
-    const minor = /^Device Minor:\s*(\S+)\s*$/m.exec(info)?.[1];
-    if (minor !== undefined) out.set(entry, { cardName: `nvidia${minor}`, cardDevice: `195:${minor}` });
+    if (!existsSync(join(base, entry, "information"))) continue;
+    out.set(entry, parseNvidiaProcInformation(readTrim(join(base, entry, "information"))));
   }
   return out;
 }
 
-/** PCI display devices (class 0x03xxxx) under sysfs: address, ids, driver, DRM card ids and nodes, NVIDIA card. */
-export function findGpus(roots: HardwareRoots | string): GpuCard[] {
+/** One CSV line's fields (encoding/csv's quoting: "..." with "" for a quote). */
+function csvFields(line: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  for (;;) {
+    let field = "";
+    if (line[i] === '"') {
+      i++;
+      for (;;) {
+        const q = line.indexOf('"', i);
+        if (q < 0) return out.concat(field + line.slice(i));
+        field += line.slice(i, q);
+        if (line[q + 1] === '"') {
+          field += '"';
+          i = q + 2;
+        } else {
+          i = q + 1;
+          break;
+        }
+      }
+      const c = line.indexOf(",", i);
+      field += c < 0 ? line.slice(i) : line.slice(i, c);
+      out.push(field);
+      if (c < 0) return out;
+      i = c + 1;
+    } else {
+      const c = line.indexOf(",", i);
+      out.push(c < 0 ? line.slice(i) : line.slice(i, c));
+      if (c < 0) return out;
+      i = c + 1;
+    }
+  }
+}
+
+/**
+ * LXD's loadNvidiaContainer: `nvidia-container-cli info --csv` — the versions on the 2nd
+ * record, one card per record from the 4th (blank lines are no records): "Device Index,
+ * Device Minor,Model,Brand,GPU UUID,Bus Location,Architecture", keyed by bus location.
+ */
+export function parseNvidiaContainerInfo(csv: string): Map<string, NvidiaCardInfo> {
+  const out = new Map<string, NvidiaCardInfo>();
+  const records = csv.split(/\r?\n/).filter((l) => l !== "").map(csvFields);
+  const [nvrmVersion, cudaVersion] = records[1]?.length >= 2 ? records[1] : ["", ""];
+  records.forEach((r, i) => {
+    if (i < 3 || r.length < 7) return;
+    out.set(r[5], { cardName: `nvidia${r[1]}`, cardDevice: `195:${r[1]}`, uuid: r[4], model: r[2], brand: r[3], nvrmVersion, cudaVersion, architecture: r[6] });
+  });
+  return out;
+}
+
+/** LXD's mig capability file of a GPU instance's compute instance: capabilities/gpu<minor>/mig/gi<gi>/ci<ci>/access. */
+export const migAccessPath = (procRoot: string, gpuMinor: string, gi: string, ci: string) => join(procRoot, "driver/nvidia/capabilities", `gpu${gpuMinor}`, "mig", `gi${gi}`, `ci${ci}`, "access");
+
+/**
+ * PCI display devices (class 0x03xxxx) under sysfs: address, ids, driver, DRM card ids and
+ * nodes, NVIDIA card. `nvidia` is what nvidia-container-cli said (LXD asks it first); without
+ * it, /proc's cards.
+ */
+export function findGpus(roots: HardwareRoots | string, nvidiaInfo?: Map<string, NvidiaCardInfo>): GpuCard[] {
   const r = typeof roots === "string" ? { ...HOST, sys: roots } : roots;
   const base = join(r.sys, "bus/pci/devices");
-  const nvidia = nvidiaCards(r.proc);
+  const nvidia = nvidiaInfo ?? nvidiaProcCards(r.proc);
   const out: GpuCard[] = [];
   for (const addr of listDir(base)) {
     const dir = join(base, addr);

@@ -54,6 +54,11 @@ export interface RunConfig {
   lxc?: [string, string][];
   /** One entry per network interface liblxc should create/move in; index assigned by the driver. */
   networkInterfaces?: NetworkInterfaceConfig[];
+  /**
+   * NVIDIA devices for libnvidia-container (LXD's GPUDevice "nvidia.device" items, e.g.
+   * "MIG-<gpu uuid>/<gi>/<ci>"): joined into NVIDIA_VISIBLE_DEVICES, which the nvidia hook reads.
+   */
+  nvidiaDevices?: string[];
   /** Runs after the container started (pid known): e.g. routes on the host side. */
   postStart?: (pid: number) => Promise<void>;
 }

@@ -55,6 +55,17 @@ export class ImageFiles {
     }
   }
 
+  /** The fingerprints whose files (or kept tree) this member holds. */
+  async held(): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      const fp = name.replace(/\.rootfs$/, "");
+      if (FINGERPRINT_RE.test(fp)) out.add(fp);
+    }
+    for (const name of await readdir(this.treesDir).catch(() => [] as string[])) if (FINGERPRINT_RE.test(name)) out.add(name);
+    return out;
+  }
+
   /** Where an upload's files go in the store. */
   uploadMoves(upload: Upload): [string, string][] {
     return upload.kind === "unified"

@@ -29,7 +29,7 @@ export interface ServiceDeps {
   /** Whether a profile exists (image profiles are checked on edit); absent: not checked. */
   profileExists?: (project: string, name: string) => boolean;
   /** A cluster member without an image's files copies them from another member on demand. */
-  fetchFromMember?: (project: string, fingerprint: string, file: string) => Promise<void>;
+  fetchFromMember?: (project: string, fingerprint: string, files: ImageFiles) => Promise<void>;
 }
 
 /** PUT/PATCH /1.0/images/{fingerprint} body. */
@@ -52,7 +52,7 @@ export class ImageService {
   constructor(private readonly deps: ServiceDeps) {
     this.files = new ImageFiles(deps.dir, deps.treesDir);
     this.importer = new ImageImporter({ files: this.files, repo: deps.repo, events: deps.events, writeLock: deps.writeLock, profileExists: deps.profileExists });
-    this.trees = new ImageTrees({ files: this.files, anyRecord: (fp) => deps.repo.anyWithFingerprint(fp), fetchFromMember: deps.fetchFromMember, log: deps.log });
+    this.trees = new ImageTrees({ files: this.files, anyRecord: (fp) => deps.repo.anyWithFingerprint(fp), fetchFromMember: deps.fetchFromMember && ((project, fp) => deps.fetchFromMember!(project, fp, this.files)), log: deps.log });
     this.aliases = new ImageAliases({ repo: deps.repo, events: deps.events, byPrefix: (project, prefix) => this.byPrefix(project, prefix) });
   }
 
@@ -84,6 +84,22 @@ export class ImageService {
   /** Start-up: remove build directories a crash left behind, and files no record refers to. */
   cleanup(): Promise<void> {
     return this.files.cleanup(this.repo.allFingerprints(), this.deps.log);
+  }
+
+  /**
+   * Remove the files of images no project holds any more (in a cluster, another member deleted or
+   * expired the record: this member's copies go once its replica has the deletion). Each is
+   * checked again under its lock, so an import placing the same image wins.
+   */
+  async dropUnreferencedFiles(): Promise<void> {
+    for (const fp of await this.files.held()) {
+      if (this.repo.countFingerprint(fp) > 0) continue;
+      await this.files.withLock(fp, async () => {
+        if (this.repo.countFingerprint(fp) > 0) return;
+        this.deps.log.info({ fingerprint: fp }, "removing the files of an image deleted on another member");
+        await this.files.remove(fp);
+      });
+    }
   }
 
   // Lookup

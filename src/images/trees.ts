@@ -23,7 +23,7 @@ export interface ImageTreesDeps {
   /** Any project's record of a fingerprint. */
   anyRecord(fingerprint: string): ImageRecordRow | undefined;
   /** A cluster member without an image's files copies them from another member on demand. */
-  fetchFromMember?: (project: string, fingerprint: string, file: string) => Promise<void>;
+  fetchFromMember?: (project: string, fingerprint: string) => Promise<void>;
   log: Logger;
 }
 
@@ -45,9 +45,11 @@ export class ImageTrees {
     const st = await lstat(target);
     if (!st.isDirectory()) throw new Error(`Unpack target ${target} is not a directory`);
     if ((await readdir(target)).length > 0) throw new Error(`Unpack target ${target} is not empty`);
-    if (this.deps.fetchFromMember && !existsSync(this.files.imageFile(fingerprint))) {
-      if (row.split) throw new Error("Copying split images between cluster members is not supported yet");
-      await this.deps.fetchFromMember(row.project, fingerprint, this.files.imageFile(fingerprint));
+    const fetch = this.deps.fetchFromMember;
+    if (fetch && !existsSync(this.files.imageFile(fingerprint))) {
+      await this.files.withLock(fingerprint, async () => {
+        if (!existsSync(this.files.imageFile(fingerprint))) await fetch(row.project, fingerprint);
+      });
     }
     // First use of a split image (what image servers ship): unpack straight into the target, as
     // LXD does, and keep the image's tree for later instances by building it afterwards, off this

@@ -56,7 +56,8 @@ export class BackupFile {
 
   async write(project: string, name: string): Promise<void> {
     const row = this.svc.repo.get(project, name);
-    if (!row || !this.svc.backups) return;
+    // Events of instances on other cluster members reach every member: theirs write their own.
+    if (!row || !this.svc.backups || !this.svc.deps.ports.cluster.owns(row.node)) return;
     const dir = await this.svc.volumeDir(row);
     const text = stringifyYaml(this.svc.backups.backupConfig(row), { aliasDuplicateObjects: false });
     const tmp = join(dir, ".backup.yaml.tmp");

@@ -118,7 +118,7 @@ export const instanceKeys: KeyTable = {
   "cloud-init.network-config": { validate: anyRule, doc: "cloud-init network config" },
   "cloud-init.user-data": { validate: anyRule, doc: "cloud-init user data" },
   "cloud-init.vendor-data": { validate: anyRule, doc: "cloud-init vendor data" },
-  "cluster.evacuate": { validate: oneOfRule("auto", "migrate", "stop"), doc: "Evacuation behaviour" },
+  "cluster.evacuate": { validate: oneOfRule("auto", "migrate", "live-migrate", "stop"), doc: "Evacuation behaviour" },
   "limits.cpu": { validate: cpuRule, doc: "CPU count or cpuset" },
   "limits.cpu.allowance": { validate: (v) => void parseAllowance(v), doc: "CPU time share or quota" },
   "limits.cpu.priority": { validate: rangedInt(0, 10), doc: "CPU scheduling priority" },

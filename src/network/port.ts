@@ -32,6 +32,10 @@ export class NetworkPort implements NetworksPort {
     return { name: this.d.live.driver(row).hostInterface(), type: row.type, config: { ...row.config } };
   }
 
+  parentsInUse(): string[] {
+    return [...new Set(this.d.repo.all().map((r) => r.config.parent ?? "").filter((p) => p !== ""))];
+  }
+
   isOvs(project: string, name: string): boolean {
     const row = this.d.repo.get(this.d.projectOf(project), name);
     return row?.type === "bridge" && row.config["bridge.driver"] === "openvswitch";

@@ -13,3 +13,6 @@ export interface Requestor {
   /** The projects a restricted client may use. */
   projects?: string[];
 }
+
+/** The header of a member asking another for its own objects only (cluster listings fan out with it). */
+export const LOCAL_ONLY_HEADER = "x-nodelxd-local-only";

@@ -36,3 +36,8 @@ export function entityProjectQuery(project: string): string {
 export function apiUrl(project: string | undefined, ...parts: string[]): string {
   return `/1.0/${parts.map(pathEscape).join("/")}${projectQuery(project)}`;
 }
+
+/** An API url with `?target=<member>` added (after the project, if any). */
+export function withTarget(url: string, member: string): string {
+  return `${url}${url.includes("?") ? "&" : "?"}target=${queryEscape(member)}`;
+}

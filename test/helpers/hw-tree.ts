@@ -49,3 +49,16 @@ export function putNvidiaCard(t: TreeWriter): void {
   t.mknod("dev/nvidiactl", 195, 255, "0666");
   t.mknod("dev/nvidia-uvm", 511, 0, "0666");
 }
+
+/** The UUID `nvidiaContainerCliInfo` gives the card of putNvidiaCard. */
+export const NVIDIA_GPU_UUID = "GPU-6f3c7e1a-4e6b-2a7d-9b1e-0c5d8f2a7b10";
+
+/** What `nvidia-container-cli info --csv` prints for the card of putNvidiaCard (libnvidia-container's format). */
+export const nvidiaContainerCliInfo = `NVRM version,CUDA version\n525.85.12,12.0\n\nDevice Index,Device Minor,Model,Brand,GPU UUID,Bus Location,Architecture\n0,0,Tesla T4,Nvidia,${NVIDIA_GPU_UUID},00000000:01:00.0,7.5\n`;
+
+/** MIG on the card of putNvidiaCard: GPU instance 1 with compute instance 0, as the driver's capability files show it. */
+export function putMigCapabilities(t: TreeWriter): void {
+  t.put("proc/driver/nvidia/capabilities/mig/config", "DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1");
+  t.put("proc/driver/nvidia/capabilities/gpu0/mig/gi1/access", "DeviceFileMinor: 21\nDeviceFileMode: 292\nDeviceFileModify: 1");
+  t.put("proc/driver/nvidia/capabilities/gpu0/mig/gi1/ci0/access", "DeviceFileMinor: 22\nDeviceFileMode: 292\nDeviceFileModify: 1");
+}

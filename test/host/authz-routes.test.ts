@@ -123,6 +123,8 @@ function expected(kind: Kind, path: string, method: Method, implemented: boolean
   }
   if (!implemented) return "501";
   if (kind !== "restricted") return "allow";
+  // allowMetrics → allowProjectPermission("containers", "view"): the restricted client's own projects only.
+  if (norm === "/1.0/metrics") return project === "p1" ? "allow" : "deny";
   switch (rule) {
     case "untrusted":
       return "allow";

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formCluster, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type Run, type TestCluster } from "../helpers/cluster.js";
 import { MAIN, type TestDaemon } from "../helpers/daemon.js";
-import { busyboxImage } from "../helpers/image.js";
+import { busyboxImage, busyboxSplitImage } from "../helpers/image.js";
 
 const LAYOUT: ClusterLayout = { addresses: ["127.0.50.10", "127.0.50.11", "127.0.50.12"], clientPort: 2479, peerPort: 2480 };
 const PORT = 8650;
@@ -235,11 +235,29 @@ describe("background image work in a cluster", () => {
     const fp = ok(await lxcAsync(m2, "image", "import", busyboxImage())).match(/[0-9a-f]{64}/)?.[0];
     expect(fp).toBeTruthy();
     await settled(m1, `/1.0/images/${fp}`, (i) => i?.fingerprint === fp);
+    expect(existsSync(join(m2.dir, "images", fp!))).toBe(true);
     // A cached image last used long ago (as LXD's own tests age one), then expiry turned on: the leader deletes it.
     ok(await run(process.execPath, [MAIN, "sql", "global", `UPDATE images SET cached = 1, last_use_date = '2000-01-01T00:00:00Z' WHERE fingerprint = '${fp}'`], { env: { ...process.env, LXD_DIR: m3.dir } }));
     ok(await lxcAsync(m1, "config", "set", "images.remote_cache_expiry", "1"));
     for (const d of [m1, m2, m3]) expect(await waitFor(async () => (await d.api("GET", `/1.0/images/${fp}`)).status === 404, 20_000, 250)).toBe(true);
+    // The member that imported it drops its copy of the files when the deletion reaches its replica.
+    expect(await waitFor(async () => !existsSync(join(m2.dir, "images", fp!)), 10_000, 250)).toBe(true);
     // No write went outside the lock (a member appending without it would have raced for a log index).
     for (const d of [m1, m2, m3]) expect(readFileSync(`${d.dir}.log`, "utf8")).not.toContain("write outside the lock");
   }, 60_000);
+
+  it("copies a split image's two files to the member that creates an instance from it", async () => {
+    const split = busyboxSplitImage();
+    const fp = ok(await lxcAsync(m2, "image", "import", split.meta, split.rootfs, "--alias", "bbsplit")).match(/[0-9a-f]{64}/)?.[0];
+    expect(fp).toBeTruthy();
+    await settled(m3, "/1.0/images/aliases/bbsplit", (a) => a?.target === fp);
+    expect(existsSync(join(m3.dir, "images", fp!))).toBe(false);
+    ok(await lxcAsync(m1, "init", "bbsplit", "s1", "--target", "m3"));
+    expect(existsSync(join(m3.dir, "images", fp!))).toBe(true);
+    expect(existsSync(join(m3.dir, "images", `${fp}.rootfs`))).toBe(true);
+    const out = ok(await lxcAsync(m1, "file", "pull", "s1/bin/busybox", "-")).length;
+    expect(out).toBeGreaterThan(100_000);
+    ok(await lxcAsync(m1, "delete", "s1"));
+    ok(await lxcAsync(m1, "image", "delete", fp!));
+  }, 90_000);
 });

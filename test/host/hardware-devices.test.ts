@@ -12,7 +12,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NetlinkUevents, type Uevent } from "../../src/devices/uevents.js";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
-import { putNvidiaCard, treeWriter } from "../helpers/hw-tree.js";
+import { putMigCapabilities, putNvidiaCard, treeWriter } from "../helpers/hw-tree.js";
 
 const top = mkdtempSync("/tmp/dv-hw-");
 const tree = treeWriter(top);
@@ -36,6 +36,7 @@ function buildTree(): void {
   mknod("dev/bus/usb/001/002", 189, 1, "0664");
   mknod("dev/ttyUSB1", 188, 1, "0620");
   putNvidiaCard(tree);
+  putMigCapabilities(tree);
 }
 
 let d: InitialisedDaemon;
@@ -179,6 +180,36 @@ describe("gpu devices with an NVIDIA card", () => {
     expect(d.lxc("exec", c, "--", "ls", "/dev/nvidia0").code).not.toBe(0);
     expect(hostNodes(c)).toEqual([]);
     expect(d.lxc("config", "device", "add", c, "g", "gpu", "vendorid=1002").stderr.trim()).toBe('Error: Failed to start device "g": Failed to detect requested GPU device');
+  });
+});
+
+describe("gpu mig devices", () => {
+  it("validates with LXD's messages; a start needs nvidia.runtime; no hot-plug", () => {
+    const c = d.launch("mig", { init: true });
+    const add = (...kv: string[]) => d.lxc("config", "device", "add", c, "m", "gpu", "gputype=mig", ...kv).stderr.trim();
+    const invalid = (msg: string) => `Error: Invalid devices: Device validation failed for "m": ${msg}`;
+    expect(add()).toBe(invalid('Either "mig.uuid" or both "mig.gi" and "mig.ci" must be set'));
+    expect(add("mig.ci=0")).toBe(invalid('Either "mig.uuid" or both "mig.gi" and "mig.ci" must be set'));
+    expect(add("mig.uuid=MIG-6f3c7e1a-4e6b-2a7d-9b1e-0c5d8f2a7b10", "mig.gi=1")).toBe(invalid('Cannot use "mig.gi" when "mig.uuid" is set'));
+    expect(add("mig.uuid=MIG-1234")).toBe(invalid('Invalid value for device option "mig.uuid": Invalid UUID'));
+    expect(add("mig.gi=300", "mig.ci=0")).toBe(invalid('Invalid value for device option "mig.gi": Invalid value for an integer "300". Must be between 0 and 255'));
+    expect(add("pci=01:00.0", "productid=1eb8", "mig.gi=1", "mig.ci=0")).toBe(invalid('Cannot use "productid" when when "pci" is set'));
+    expect(add("uid=1000", "mig.gi=1", "mig.ci=0")).toBe(invalid('Invalid device option "uid"'));
+    expect(d.lxc("config", "device", "get", c, "m", "gputype").code).not.toBe(0);
+
+    // Valid, on a stopped container; the start refuses it without nvidia.runtime, nothing left running.
+    ok(d.lxc("config", "device", "add", c, "m", "gpu", "gputype=mig", "pci=01:00.0", "mig.gi=1", "mig.ci=0"));
+    const r = d.lxc("start", c);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.split("\n")[0]).toBe('Error: Failed to start device "m": nvidia.runtime must be set to true for MIG GPUs to work');
+    expect(JSON.parse(d.lxc("query", `/1.0/instances/${c}/state`).stdout).status).toBe("Stopped");
+
+    // Running: LXD cannot start or stop a MIG device then (not hot-pluggable).
+    ok(d.lxc("config", "device", "remove", c, "m"));
+    ok(d.lxc("start", c));
+    // Real LXD 5.0.2's answers, byte for byte (validation above too).
+    expect(add("pci=01:00.0", "mig.gi=1", "mig.ci=0")).toBe('Error: Failed to add device "m": Device cannot be added when instance is running');
+    expect(d.lxc("config", "device", "get", c, "m", "gputype").code).not.toBe(0);
   });
 });
 

@@ -68,6 +68,20 @@ describe("/1.0/metrics", () => {
       expect(curl(`https://127.0.0.1:${port}${path}`), path).toContain(`"error_code":403`);
     }
 
+    // A metrics certificate restricted to p1 (as LXD's allowProjectPermission): its own project
+    // only; without ?project= ("default") and for another project, 403. An unknown project is empty.
+    expect(d.lxc("query", "/1.0/metrics?project=nosuch").stdout).not.toContain("name=");
+    ok(d.lxc("project", "create", "p1"));
+    spawnSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-keyout", join(certDir, "r.key"), "-nodes", "-out", join(certDir, "r.crt"), "-subj", "/CN=restricted.local"], { stdio: "ignore" });
+    ok(d.lxc("config", "trust", "add", join(certDir, "r.crt"), "--type=metrics", "--restricted", "--projects", "p1"));
+    const restricted = (path: string) => spawnSync("curl", ["-k", "-s", "--max-time", "20", "--cert", join(certDir, "r.crt"), "--key", join(certDir, "r.key"), `https://127.0.0.1:${port}${path}`], { encoding: "utf8" }).stdout;
+    expect(restricted("/1.0/metrics")).toContain(`"error_code":403`);
+    expect(restricted("/1.0/metrics?project=default")).toContain(`"error_code":403`);
+    const own = restricted("/1.0/metrics?project=p1");
+    expect(own).toContain("# EOF");
+    expect(own).not.toContain(`name="${c1}"`);
+    expect(restricted("/1.0/instances?project=p1")).toContain(`"error_code":403`);
+
     const mport = await freePort();
     ok(d.lxc("config", "set", "core.metrics_address", `127.0.0.1:${mport}`));
     expect(curl(`https://127.0.0.1:${mport}/1.0/metrics`)).toContain(`name="${c1}"`);

@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
-import { putNvidiaCard, treeWriter } from "../helpers/hw-tree.js";
+import { NVIDIA_GPU_UUID, nvidiaContainerCliInfo, putMigCapabilities, putNvidiaCard, treeWriter } from "../helpers/hw-tree.js";
 
 const top = mkdtempSync("/tmp/nv-rt-");
 const bin = join(top, "bin");
@@ -20,6 +20,7 @@ let d: InitialisedDaemon;
 beforeAll(async () => {
   // An NVIDIA card (as test/host/hardware-devices.test.ts builds it).
   putNvidiaCard(tree);
+  putMigCapabilities(tree);
   mkdirSync(bin);
   // The hook runs as the container's root: the stand-in must be reachable and its record go to
   // a directory anyone may write.
@@ -55,7 +56,9 @@ describe("nvidia.runtime", () => {
   });
 
   it.skipIf(!hookInstalled)("runs liblxc's nvidia hook with LXD's environment; the hook execs nvidia-container-cli (needs package lxc)", () => {
-    writeFileSync(join(bin, "nvidia-container-cli"), `#!/bin/sh\nprintf '%s\\n' "$@" > ${out}/args.$$\nexit 0\n`);
+    // `info --csv` answers as the real tool (LXD reads the NVIDIA cards from it); other calls are recorded.
+    writeFileSync(join(top, "info.csv"), nvidiaContainerCliInfo);
+    writeFileSync(join(bin, "nvidia-container-cli"), `#!/bin/sh\nif [ "$1 $2" = "info --csv" ]; then cat ${top}/info.csv; exit 0; fi\nprintf '%s\\n' "$@" > ${out}/args.$$\nexit 0\n`);
     chmodSync(join(bin, "nvidia-container-cli"), 0o755);
     const c = d.launch("nvon", { init: true, config: { "nvidia.runtime": "true" } });
     ok(d.lxc("config", "device", "add", c, "g", "gpu", "vendorid=10de"));
@@ -80,5 +83,38 @@ describe("nvidia.runtime", () => {
     ok(d.lxc("start", c));
     // LXD 5.0.2 passes a set requirement on as nothing (and the unset one as empty).
     expect(calls().filter((a) => a.startsWith("--") && !a.startsWith("--ldconfig"))).toEqual(["--user", "--no-cgroups", "--utility", "--video", "--require="]);
+  });
+
+  it.skipIf(!hookInstalled)("MIG: NVIDIA_VISIBLE_DEVICES names the MIG device for the hook (needs package lxc)", () => {
+    const calls = () => spawnSync("sh", ["-c", `cat ${out}/args.* 2>/dev/null; rm -f ${out}/args.*`], { encoding: "utf8" }).stdout.trim().split("\n");
+    const c = d.launch("nvmig", { init: true, config: { "nvidia.runtime": "true" } });
+    // A compute instance the card does not have: LXD's error, the container stays stopped.
+    ok(d.lxc("config", "device", "add", c, "m", "gpu", "gputype=mig", "vendorid=10de", "mig.gi=2", "mig.ci=0"));
+    const r = d.lxc("start", c);
+    expect(r.stderr).toContain('Failed to start device "m": MIG device gi=2 ci=0 doesn\'t exist on GPU 0');
+    expect(JSON.parse(d.lxc("query", `/1.0/instances/${c}/state`).stdout).status).toBe("Stopped");
+    ok(d.lxc("config", "device", "set", c, "m", "mig.gi=1"));
+    calls();
+    ok(d.lxc("start", c));
+    // LXD's lines: "none" first (nvidia.runtime), then the devices' override.
+    const conf = readFileSync(join(d.dir, "logs", c, "lxc.conf"), "utf8");
+    const want = `MIG-${NVIDIA_GPU_UUID}/1/0`;
+    expect(conf.indexOf("lxc.environment = NVIDIA_VISIBLE_DEVICES=none\n")).toBeGreaterThan(-1);
+    expect(conf.indexOf(`lxc.environment = NVIDIA_VISIBLE_DEVICES=${want}\n`)).toBeGreaterThan(conf.indexOf("lxc.environment = NVIDIA_VISIBLE_DEVICES=none\n"));
+    // liblxc's hook hands it to nvidia-container-cli; init inside sees it too.
+    expect(calls()).toContain(`--device=${want}`);
+    expect(d.lxc("exec", c, "--", "cat", "/proc/1/environ").stdout.split("\0")).toContain(`NVIDIA_VISIBLE_DEVICES=${want}`);
+    // No node of its own: MIG access is libnvidia-container's business.
+    expect(d.lxc("exec", c, "--", "ls", "/dev/nvidia0").code).not.toBe(0);
+
+    // By MIG UUID, with a physical GPU alongside: both names, one variable.
+    ok(d.lxc("stop", "-f", c));
+    ok(d.lxc("config", "device", "set", c, "m", "mig.gi=", "mig.ci=", "mig.uuid=0a1b2c3d-1111-2222-3333-444455556666"));
+    ok(d.lxc("config", "device", "add", c, "m2", "gpu", "gputype=mig", "pci=0000:01:00.0", "mig.uuid=MIG-0a1b2c3d-1111-2222-3333-777755556666"));
+    ok(d.lxc("start", c));
+    const both = "MIG-0a1b2c3d-1111-2222-3333-444455556666,MIG-0a1b2c3d-1111-2222-3333-777755556666";
+    expect(readFileSync(join(d.dir, "logs", c, "lxc.conf"), "utf8")).toContain(`lxc.environment = NVIDIA_VISIBLE_DEVICES=${both}\n`);
+    expect(calls()).toContain(`--device=${both}`);
+    ok(d.lxc("stop", "-f", c));
   });
 });

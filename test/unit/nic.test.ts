@@ -16,6 +16,7 @@ function context(networks?: Partial<NetworksPort>) {
       throw new Error("Network not found");
     },
     isOvs: () => false,
+    parentsInUse: () => [],
     setStaticLease: async (...args) => void leases.push(args),
     removeStaticLease: async () => {},
     allocateFilterAddresses: async () => ({}),

@@ -43,6 +43,8 @@ const PACKAGE_OF: Record<string, string> = {
   "mkfs.xfs": "xfsprogs", xfs_growfs: "xfsprogs",
   // zfs/zpool: Debian main has no zfsutils; the driver reports itself unsupported without them.
   zfs: "", zpool: "",
+  // nvidia-container-cli (libnvidia-container): not in Debian main; without it LXD (and we) read /proc's NVIDIA cards.
+  "nvidia-container-cli": "",
   // Essential (every Debian host): coreutils, util-linux, dash.
   chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
   cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "", sleep: "",

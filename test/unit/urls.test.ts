@@ -2,7 +2,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
-import { apiUrl, pathEscape, projectQuery, queryEscape } from "../../src/shared/urls.js";
+import { apiUrl, pathEscape, projectQuery, queryEscape, withTarget } from "../../src/shared/urls.js";
 
 const SRC = resolve(import.meta.dirname, "../../src");
 const sources = (dir: string, out: string[] = []): string[] => {
@@ -22,6 +22,8 @@ describe("apiUrl", () => {
     expect(apiUrl("p1", "instances", "c1", "snapshots", "s0")).toBe("/1.0/instances/c1/snapshots/s0?project=p1");
     expect(projectQuery("default")).toBe("");
     expect(projectQuery("p-2")).toBe("?project=p-2");
+    expect(withTarget(apiUrl("default", "instances"), "m2")).toBe("/1.0/instances?target=m2");
+    expect(withTarget(apiUrl("p1", "instances", "c1"), "m 2")).toBe("/1.0/instances/c1?project=p1&target=m+2");
   });
 
   it("escapes each part as Go's url.PathEscape and the project as url.QueryEscape", () => {

@@ -23,7 +23,7 @@ const MemberPut = z.object({
   groups: z.array(z.string()).nullish(),
 });
 
-export function clusterRoutes(cluster: ClusterService, operations: OperationManager, evacuate: (name: string, action: "evacuate" | "restore") => Promise<void>): Route[] {
+export function clusterRoutes(cluster: ClusterService, operations: OperationManager, evacuate: (name: string, action: "evacuate" | "restore", progress: (m: Record<string, unknown>) => void) => Promise<void>): Route[] {
   const memberUrl = (name: string) => `/1.0/cluster/members/${name}`;
 
   const putMember: Handler = async (req) => {
@@ -94,7 +94,7 @@ export function clusterRoutes(cluster: ClusterService, operations: OperationMana
           operations.create({
             class: "task",
             description: b.action === "evacuate" ? "Evacuating cluster member" : "Restoring cluster member",
-            run: () => evacuate(name, b.action as "evacuate" | "restore"),
+            run: async (ctx) => evacuate(name, b.action as "evacuate" | "restore", (m) => ctx.updateMetadata(m)),
           }),
         );
       },

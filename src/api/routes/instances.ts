@@ -20,8 +20,11 @@ import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/mov
 import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../../shared/json.js";
 import { BadRequest, InternalError } from "../../shared/errors.js";
-import { checkEtag, handled, operation, route, sync, type Handler, type Route } from "../route.js";
+import { checkEtag, handled, operation, route, sync, type ApiRequest, type Handler, type Route } from "../route.js";
+import { LOCAL_ONLY_HEADER } from "../../shared/requestor.js";
 import type { InstanceMigration } from "../../migration/instances.js";
+import type { ClusterMove } from "../../migration/cluster-move.js";
+import { isAdmin } from "../access.js";
 import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
 import { InstancePatch, InstancePost, InstancePut, InstancesPost, MetadataPut } from "../../shared/schemas/instances.js";
@@ -39,8 +42,10 @@ const validateName = (name: string) => {
 export interface InstanceRouteDeps {
   operations: OperationManager;
   events: EventHub;
-  cluster: Pick<ClusterPort, "clustered" | "name">;
+  cluster: Pick<ClusterPort, "clustered" | "name" | "withWriteLock" | "remoteInstances">;
   migration: InstanceMigration;
+  /** Moves to another cluster member (`?target=`). */
+  clusterMove: ClusterMove;
 }
 
 export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, files: InstanceFiles): Route[] {
@@ -67,6 +72,21 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     return items;
   };
 
+  /**
+   * A cluster's recursion=2 list, as LXD's: every other member holding some of the instances is
+   * asked at once for its own (full views, live state) while this member builds the views of its
+   * own; an instance whose member does not answer keeps the replica's view, status Error and no
+   * state. A member asked by another (local-only header) lists its own instances only.
+   */
+  const clusterRows = (rows: InstanceRow[], req: ApiRequest, all: boolean) => {
+    const me = deps.cluster.name();
+    const here = (row: InstanceRow) => !row.node || row.node === me;
+    if (req.headers[LOCAL_ONLY_HEADER]) return { rows: rows.filter(here), members: undefined };
+    if (rows.every(here)) return { rows, members: undefined };
+    const query = new URLSearchParams(all ? { recursion: "2", "all-projects": "true" } : { recursion: "2", project: req.project }).toString();
+    return { rows, members: deps.cluster.remoteInstances(query, req.requestor), here };
+  };
+
   const list: Handler = async (req) => {
     const all = req.query["all-projects"] === "true";
     const collection = collectionOf(req.url);
@@ -74,8 +94,19 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
+    const fanOut = req.recursion > 1 && deps.cluster.clustered() ? clusterRows(rows, req, all) : undefined;
+    if (fanOut) rows = fanOut.rows;
     let views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
-    if (req.recursion > 1) views = await withStates(views);
+    if (fanOut?.members) {
+      const { members, here } = fanOut;
+      const [, answers] = await Promise.all([withStates(views.filter(({ row }) => here!(row))), members]);
+      for (const item of views) {
+        if (here!(item.row)) continue;
+        const answered = answers.get(item.row.node)?.find((v) => v.name === item.row.name && (v.project ?? "default") === item.row.project);
+        if (answered) item.view = answered;
+        else Object.assign(item.view, { status: "Error", status_code: 112, state: null });
+      }
+    } else if (req.recursion > 1) views = await withStates(views);
     const clauses = filter ? parseFilter(filter) : undefined;
     const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);
@@ -269,19 +300,28 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
   const rename: Handler = async (req) => {
     const body = await req.body(InstancePost, "api.InstancePost");
     const name = req.params.name;
+    // With ?target= the cluster router leaves the write lock to the handler (see router.ts).
+    const locked = <T>(fn: () => Promise<T>) => (req.query.target ? deps.cluster.withWriteLock(fn) : fn());
     if (body.migration) {
       // Server-side moves between pools and projects (instance_pool_move, instance_project_move).
       if (body.pool || body.project) {
         const move: LocalMove = { name: body.name, pool: body.pool || undefined, project: body.pool ? undefined : body.project, instanceOnly: body.instance_only || body.container_only || false, live: body.live ?? true };
         if (move.name) validateName(move.name);
         checkLocalMove(svc, req.project, name, move);
-        return instanceTask(operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => moveLocally(svc, req.project, name, move, signal));
+        return instanceTask(operations, { description: "Migrating instance", project: req.project, resources: { instances: [instanceUrl(req.project, name)] } }, (signal) => locked(() => moveLocally(svc, req.project, name, move, signal)));
+      }
+      // To another member of the cluster: this member moves it there itself (LXD's migrateInstance).
+      const target = req.query.target;
+      if (target) {
+        const move = { target, name: body.name, live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false };
+        await deps.clusterMove.check(req.project, name, move, isAdmin(req.requestor));
+        return instanceTask(operations, { description: "Migrating instance", project: req.project, resources: resources(req.project, name) }, (_signal, update) => deps.clusterMove.run(req.project, name, move, update));
       }
       // Migration source: pull (websocket operation) or push (connect to body.target).
       return operation(migration.startSource(req.project, name, { live: body.live ?? true, instanceOnly: body.instance_only || body.container_only || false, target: body.target ? { certificate: body.target.certificate, operation: body.target.operation, websockets: body.target.secrets } : undefined }));
     }
     svc.checkRename(req.project, name, body.name);
-    return instanceTask(operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name)));
+    return instanceTask(operations, { description: "Renaming instance", project: req.project, resources: resources(req.project, name) }, () => locked(() => svc.runtime.serialize(req.project, name, () => svc.rename(req.project, name, body.name))));
   };
 
   const row = (req: { project: string; params: Record<string, string> }) => svc.require(req.project, req.params.name);

@@ -1,3 +1,4 @@
+import { LOCAL_ONLY_HEADER } from "../../shared/requestor.js";
 import type { OperationManager } from "../../operations/manager.js";
 import { secretsEqual } from "../../operations/manager.js";
 import type { OperationView } from "../../operations/types.js";
@@ -20,7 +21,6 @@ export interface RemoteOperations {
 }
 
 /** A member asking for this member's own operations only (the fan-out of a listing). */
-const LOCAL_ONLY = "x-nodelxd-local-only";
 
 export function operationRoutes(ops: OperationManager, remote?: RemoteOperations): Route[] {
   /**
@@ -44,7 +44,7 @@ export function operationRoutes(ops: OperationManager, remote?: RemoteOperations
           if (!all && !req.mayUse(req.project)) throw new Forbidden();
           const list = ops.list(all ? undefined : req.project).filter((op) => visible(req, op.id));
           // In a cluster, every member's operations (each carries its `location`), as LXD lists them.
-          if (remote?.clustered() && !req.headers[LOCAL_ONLY]) {
+          if (remote?.clustered() && !req.headers[LOCAL_ONLY_HEADER]) {
             const query = `recursion=1&${all ? "all-projects=true" : `project=${encodeURIComponent(req.project)}`}`;
             list.push(...(await remote.list(query, req)));
           }

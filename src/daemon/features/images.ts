@@ -1,4 +1,5 @@
 // The images feature: the image store, its REST routes, and the ImagesPort for instances.
+import { copyImageFromMembers } from "../../images/member-copy.js";
 import { NotFound } from "../../shared/errors.js";
 import { imageRoutes } from "../../api/routes/images.js";
 import type { Core, Feature } from "../feature.js";
@@ -34,9 +35,9 @@ export class ImagesFeature implements Feature {
       repo: new ImageRepo(core.db),
       events: core.events,
       log: core.log,
-      fetchFromMember: (project, fingerprint, file) => {
-        if (!cluster.clustered() || !cluster.fetchImage) throw new Error("Image file missing");
-        return cluster.fetchImage(project, fingerprint, file);
+      fetchFromMember: async (project, fingerprint, files) => {
+        if (!cluster.clustered()) throw new Error("Image file missing");
+        await copyImageFromMembers(await cluster.imagePeers(), project, fingerprint, files);
       },
       projectFor: (project) => ports.projects.effectiveProject(project, "images"),
       profileExists: (project, name) => {
@@ -103,6 +104,10 @@ export class ImagesFeature implements Feature {
 
   async start(): Promise<void> {
     await this.service.cleanup();
+    // Another member's deletion (a user's or the leader's expiry) reaches this member's files too.
+    this.ports.cluster.onReplicated((tables) => {
+      if (tables.has("images") || tables.has("*")) void this.service.dropUnreferencedFiles().catch((err) => this.core.log.warn({ err }, "removing deleted images' files failed"));
+    });
     this.refresher.start();
   }
 

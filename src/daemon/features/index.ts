@@ -14,6 +14,7 @@ import { ImagesFeature } from "./images.js";
 import { MetricsFeature } from "./metrics.js";
 import { InstanceAccessFeature } from "./instance-access.js";
 import { InstancesFeature } from "./instances.js";
+import type { Evacuation } from "../../migration/evacuation.js";
 import { NetworksFeature } from "./networks.js";
 import { ProfilesFeature } from "./profiles.js";
 import { ProjectsFeature } from "./projects.js";
@@ -29,6 +30,8 @@ export interface Wiring {
   dns: DnsServer;
   /** The BGP speaker (core.bgp_*). */
   bgp: BgpSpeaker;
+  /** Evacuating and restoring this cluster member. */
+  evacuation: Evacuation;
 }
 
 export function wireFeatures(core: Core, cluster: ClusterPort): Wiring {
@@ -61,5 +64,6 @@ export function wireFeatures(core: Core, cluster: ClusterPort): Wiring {
     ports: { ...others, instances: instancesFeature.service },
     dns: networksFeature.dns,
     bgp: networksFeature.bgp,
+    evacuation: instancesFeature.evacuation,
   };
 }

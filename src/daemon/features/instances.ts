@@ -11,6 +11,8 @@ import { InstanceRuntime } from "../../instances/runtime.js";
 import { InstanceService } from "../../instances/service.js";
 import { SnapshotService } from "../../instances/snapshots.js";
 import { InstanceMigration } from "../../migration/instances.js";
+import { ClusterMove } from "../../migration/cluster-move.js";
+import { Evacuation } from "../../migration/evacuation.js";
 import { snapshotRoutes } from "../../api/routes/instance-snapshots.js";
 import { backupRoutes } from "../../api/routes/instance-backups.js";
 import { BackupService } from "../../instances/backups.js";
@@ -26,6 +28,10 @@ export class InstancesFeature implements Feature {
   private readonly files: InstanceFiles;
   private readonly backupFile: BackupFile;
   private readonly migration: InstanceMigration;
+  /** Moves to another cluster member (instance POST with ?target=, evacuation). */
+  readonly clusterMove: ClusterMove;
+  /** Evacuating and restoring this member's instances. */
+  readonly evacuation: Evacuation;
   private readonly cluster: ClusterPort;
   private unfollow?: () => void;
   /** Instances' scheduled snapshots and expiring snapshots. */
@@ -53,6 +59,24 @@ export class InstancesFeature implements Feature {
     const backupDeps = { db: core.db, log, events: core.events, lxdDir: core.paths.dir, architecture: core.host.kernel_architecture, cluster, ports };
     svc.backups = new BackupService(backupDeps, svc, svc.snapshots);
     this.migration = new InstanceMigration({ operations: core.operations, storage: ports.storage, lxdDir: core.paths.dir }, svc);
+    this.clusterMove = new ClusterMove({ cluster, operations: core.operations, migration: this.migration }, svc);
+    const attempt = <T>(fn: () => T): T | undefined => {
+      try {
+        return fn();
+      } catch {
+        return undefined;
+      }
+    };
+    this.evacuation = new Evacuation(
+      {
+        cluster,
+        move: this.clusterMove,
+        poolDriver: (pool) => attempt(() => ports.storage.getPool(pool).driver),
+        networkType: (project, network) => attempt(() => ports.networks.get(project, network).type),
+        log,
+      },
+      svc,
+    );
     svc.recovery = new InstanceRecovery(svc, (row) => this.watcher.reconcileUnrecorded(row));
     this.backupFile = new BackupFile(svc, log);
     const snapshots = svc.snapshots;
@@ -63,7 +87,7 @@ export class InstancesFeature implements Feature {
     const { operations, events, server } = this.core;
     const migration = this.migration;
     return [
-      ...instanceRoutes({ operations, events, cluster: this.cluster, migration }, this.service, this.files),
+      ...instanceRoutes({ operations, events, cluster: this.cluster, migration, clusterMove: this.clusterMove }, this.service, this.files),
       ...snapshotRoutes({ operations, migration }, this.service),
       ...backupRoutes({ operations, config: (key) => server.get(key) }, this.service),
     ];

@@ -25,11 +25,13 @@ export class MetricsService {
     return (this.core.db.prepare("SELECT name FROM projects ORDER BY name").all() as { name: string }[]).map((r) => r.name);
   }
 
-  /** The metrics text for `project` (every project when undefined). */
-  async text(project?: string): Promise<string> {
-    const names = project ? [project] : this.projects();
+  /** The metrics text for `projects` (every project when undefined). */
+  async text(projects?: string[]): Promise<string> {
+    const names = projects ?? this.projects();
     const stale = () => names.filter((p) => (this.cache.get(p)?.expiry ?? 0) < Date.now());
-    while (stale().length > 0) {
+    // Twice at most: a gathering already under way may have read before this request's change
+    // of heart; a project no gathering knows (a name that is not a project) stays empty.
+    for (let round = 0; round < 2 && stale().length > 0; round++) {
       if (!this.gathering) {
         this.gathering = Promise.resolve()
           .then(() => this.gather())
@@ -69,8 +71,17 @@ export function metricsRoutes(core: Core, service: MetricsService): Route[] {
       {
         GET: async (req, reply) => {
           const open = core.server.get("core.metrics_authentication") === "false";
-          if (!open && !req.requestor.trusted && !req.requestor.metrics) throw new Forbidden();
-          const text = await service.text(req.query.project || undefined);
+          const who = req.requestor;
+          if (!open && !who.trusted && !who.metrics) throw new Forbidden();
+          // A restricted certificate (client or metrics), as LXD's allowProjectPermission: the
+          // project asked for ("default" when none) must be one of its own. Without ?project=,
+          // LXD would then answer for every project; we answer for the certificate's own only.
+          let projects: string[] | undefined = req.query.project ? [req.query.project] : undefined;
+          if (!open && who.restricted) {
+            if (!(who.projects ?? []).includes(req.query.project || "default")) throw new Forbidden();
+            projects ??= who.projects;
+          }
+          const text = await service.text(projects);
           reply.code(200).header("content-type", "text/plain; charset=utf-8").send(text);
           return handled();
         },

@@ -1,6 +1,7 @@
 // Devices: PCI, network cards, disks, GPUs and USB, from /sys.
 import { parseDev, parseHexId, parseVpd, type IdDatabase } from "./parse.js";
 import { pciAddressOf, pciDevicePath, type SysFs } from "./sysfs.js";
+import { parseNvidiaProcInformation, type NvidiaCardInfo } from "../../devices/sysfs.js";
 
 export interface PciDevice {
   driver: string;
@@ -320,6 +321,8 @@ export interface GpuCard {
   driver: string;
   driver_version: string;
   drm?: { id: number; card_name: string; card_device: string; render_name?: string; render_device?: string; control_name?: string; control_device?: string };
+  /** LXD's ResourcesGPUCardNvidia, for cards the nvidia driver drives (cuda/nvrm versions, uuid, architecture: omitempty). */
+  nvidia?: { cuda_version?: string; nvrm_version?: string; brand: string; model: string; uuid?: string; architecture?: string; card_name: string; card_device: string };
   numa_node: number;
   pci_address: string;
   vendor: string;
@@ -328,8 +331,22 @@ export interface GpuCard {
   product_id: string;
 }
 
-/** PCI display controllers (class 0x03xxxx), with their DRM nodes. */
-export function readGpu(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS): { cards: GpuCard[]; total: number } {
+/** LXD's loadNvidiaProc over `fs`: /proc/driver/nvidia/gpus/<pci>/information per card. */
+export function readNvidiaProc(fs: SysFs): Map<string, NvidiaCardInfo> {
+  const out = new Map<string, NvidiaCardInfo>();
+  for (const entry of fs.list("/proc/driver/nvidia/gpus")) {
+    const text = fs.read(`/proc/driver/nvidia/gpus/${entry}/information`);
+    if (text !== undefined) out.set(entry, parseNvidiaProcInformation(text));
+  }
+  return out;
+}
+
+/**
+ * PCI display controllers (class 0x03xxxx), with their DRM nodes and, for cards the nvidia
+ * driver drives, what `nvidia` (nvidia-container-cli's answer) or else /proc says of them.
+ */
+export function readGpu(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_IDS, nvidiaInfo?: Map<string, NvidiaCardInfo>): { cards: GpuCard[]; total: number } {
+  const nvidia = nvidiaInfo ?? readNvidiaProc(fs);
   const drmByPci = new Map<string, string[]>();
   for (const node of fs.list("/sys/class/drm").filter((e) => /^(card|renderD|controlD)\d+$/.test(e))) {
     const pci = pciAddressOf(fs.resolve(`/sys/class/drm/${node}/device`));
@@ -360,6 +377,20 @@ export function readGpu(fs: SysFs, kernelRelease: string, ids: IdDatabase = NO_I
         if (n.startsWith("controlD")) Object.assign(drm, { control_name: n, control_device: parseDev(fs.read(`/sys/class/drm/${n}/dev`)) });
       }
       card.drm = drm;
+    }
+    const nv = driver === "nvidia" ? (nvidia.get(addr) ?? nvidia.get(`0000${addr}`)) : undefined;
+    if (nv) {
+      const omitEmpty = (k: string, v: string | undefined) => (v ? { [k]: v } : {});
+      card.nvidia = {
+        ...omitEmpty("cuda_version", nv.cudaVersion),
+        ...omitEmpty("nvrm_version", nv.nvrmVersion),
+        brand: nv.brand ?? "",
+        model: nv.model ?? "",
+        ...omitEmpty("uuid", nv.uuid),
+        ...omitEmpty("architecture", nv.architecture),
+        card_name: nv.cardName,
+        card_device: nv.cardDevice,
+      };
     }
     cards.push(card);
   }

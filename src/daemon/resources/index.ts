@@ -1,5 +1,6 @@
 // GET /1.0/resources: the host's hardware, read from /proc and /sys on each request (files only,
-// no processes); what cannot change while we run (system identity, CPU model names) is read once.
+// but for NVIDIA cards, which LXD asks `nvidia-container-cli info --csv` about first); what
+// cannot change while we run (system identity, CPU model names) is read once.
 import { release } from "node:os";
 import { readCpu } from "./cpu.js";
 import { readGpu, readNetwork, readPci, readStorage, readUsb, type LinkSettings } from "./devices.js";
@@ -7,6 +8,8 @@ import { readMemory } from "./memory.js";
 import { applyOmitEmpty } from "./omitempty.js";
 import { parseCpuinfo, parseIdDatabase, type IdDatabase } from "./parse.js";
 import { SysFs } from "./sysfs.js";
+import type { NvidiaCardInfo } from "../../devices/sysfs.js";
+import { nvidiaContainerCards } from "../../devices/nvidia-cli.js";
 import { readSystem, type SystemInfo } from "./system.js";
 
 export class ResourcesService {
@@ -23,7 +26,13 @@ export class ResourcesService {
     private readonly ethtool?: (ifname: string) => LinkSettings | null,
   ) {}
 
-  read() {
+  /** The answer: NVIDIA cards from nvidia-container-cli when it answers, the rest from files. */
+  async current() {
+    return this.read(await nvidiaContainerCards());
+  }
+
+  /** From files only; `nvidia`: `nvidia-container-cli info --csv`'s cards, else /proc's are read. */
+  read(nvidia?: Map<string, NvidiaCardInfo>) {
     const fs = this.fs;
     this.system ??= readSystem(fs);
     this.cpuinfo ??= parseCpuinfo(fs.read("/proc/cpuinfo") ?? "");
@@ -32,7 +41,7 @@ export class ResourcesService {
     return applyOmitEmpty({
       cpu: readCpu(fs, this.architecture, this.cpuinfo),
       memory: readMemory(fs),
-      gpu: readGpu(fs, this.kernelRelease, this.pciIds),
+      gpu: readGpu(fs, this.kernelRelease, this.pciIds, nvidia),
       network: readNetwork(fs, this.kernelRelease, this.pciIds, this.ethtool),
       storage: readStorage(fs),
       usb: readUsb(fs, this.kernelRelease, this.usbIds),

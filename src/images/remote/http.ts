@@ -63,6 +63,8 @@ export interface Transport {
   signal?: AbortSignal;
   /** Plain http:// is allowed (simplestreams servers, as LXD allows them); never for LXD peers. */
   allowHttp?: boolean;
+  /** A client certificate to present. */
+  client?: { cert: string; key: string };
 }
 
 /** The pinned certificate's DER, or a clear error for a malformed one. */
@@ -119,6 +121,7 @@ export function send(url: string, t: Transport, opts: SendOptions): Promise<Inco
           {
             ...common,
             ca: pin ? [pin.toString()] : systemCertificates(),
+            ...(t.client ? { cert: t.client.cert, key: t.client.key } : {}),
             // A pinned certificate is the identity: as LXD, any name is accepted when the exact certificate is presented.
             ...(pin ? { checkServerIdentity: (_host: string, cert: { fingerprint256: string }) => (cert.fingerprint256 === pin.fingerprint256 ? undefined : new Error("Server certificate does not match the pinned certificate")) } : {}),
           },

@@ -31,7 +31,7 @@ async function envelopeError(res: IncomingMessage): Promise<Error> {
 
 export function lxdServer(address: ServerAddress, project = ""): ImageServer {
   const base = address.server.replace(/\/+$/, "");
-  const t = (opts: TransferOptions) => ({ certificate: address.certificate || undefined, signal: opts.signal });
+  const t = (opts: TransferOptions) => ({ certificate: address.certificate || undefined, client: address.client, signal: opts.signal });
   const withQuery = (path: string, q: Record<string, string | undefined>) => {
     const p = new URLSearchParams();
     for (const [k, v] of Object.entries(q)) if (v) p.set(k, v);

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { getJson, httpsGet, streamBody } from "./http.js";
 import { architectureName, hostArchitecture } from "./arch.js";
-import type { DownloadResult, DownloadTargets, ImageServer, RemoteAlias, RemoteImage, ServerAddress, TransferOptions } from "./types.js";
+import type { DownloadResult, ImageServer, RemoteAlias, RemoteImage, ServerAddress, TransferOptions } from "./types.js";
 import { progressTracker } from "./progress.js";
 import type { Writable } from "node:stream";
 

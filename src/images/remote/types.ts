@@ -62,6 +62,8 @@ export interface ServerAddress {
   server: string;
   /** PEM certificate to pin (LXD protocol). */
   certificate?: string;
+  /** The client certificate to present (a cluster member asking another for an image's files). */
+  client?: { cert: string; key: string };
 }
 
 export type ImageServerFactory = (address: ServerAddress) => ImageServer;

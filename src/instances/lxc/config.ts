@@ -165,6 +165,9 @@ export function generateLxcConfig(input: LxcConfigInput): ConfigLine[] {
       netIndex++;
     }
   }
+  // LXD overrides NVIDIA_VISIBLE_DEVICES (after its "none") when devices name NVIDIA devices (MIG).
+  const nvidiaDevices = input.devices.flatMap((d) => d.nvidiaDevices ?? []);
+  if (nvidiaDevices.length > 0) out.push(["lxc.environment", `NVIDIA_VISIBLE_DEVICES=${nvidiaDevices.join(",")}`]);
   if (c["raw.lxc"]) out.push(...parseRawLxc(c["raw.lxc"]));
   out.push(["lxc.rootfs.path", `dir:${input.rootfs}`]);
   return out;

@@ -71,7 +71,7 @@ class BtrfsDriver implements Driver {
 
   constructor(
     private readonly pool: PoolSpec,
-    private readonly env: DriverEnv,
+    env: DriverEnv,
   ) {
     this.mountPath = poolMountPath(env, pool.name);
     this.source = pool.config.source ?? loopFile(env, pool.name);

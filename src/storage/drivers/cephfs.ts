@@ -52,8 +52,8 @@ class CephfsDriver implements Driver {
   private readonly user: string;
 
   constructor(
-    private readonly pool: PoolSpec,
-    private readonly env: DriverEnv,
+    pool: PoolSpec,
+    env: DriverEnv,
   ) {
     this.mountPath = poolMountPath(env, pool.name);
     const source = pool.config["cephfs.path"] || pool.config.source || "";

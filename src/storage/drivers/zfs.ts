@@ -58,7 +58,7 @@ class ZfsDriver implements Driver {
 
   constructor(
     private readonly pool: PoolSpec,
-    private readonly env: DriverEnv,
+    env: DriverEnv,
   ) {
     this.mountPath = poolMountPath(env, pool.name);
     this.source = pool.config.source ?? loopFile(env, pool.name);
