@@ -26,17 +26,6 @@ export interface RsyncStreamOpts {
   progress?: (bytes: number) => void;
 }
 
-/** Copy the peer's stream (to its barrier) into `to`; keep reading to the barrier even if `to` is gone. */
-async function pumpIn(ch: MigrationChannel, to: Writable): Promise<void> {
-  let broken = false;
-  to.on("error", () => (broken = true));
-  for await (const chunk of ch.readStream()) {
-    if (broken || to.destroyed) continue;
-    if (!to.write(chunk)) await new Promise<void>((r) => (to.once("drain", r), to.once("close", r)));
-  }
-  if (!broken && !to.destroyed) to.end();
-}
-
 /** Run `child` with its byte streams joined to the peer's; throws `failure` (exit code, 128 + n for signal n) if it fails. */
 async function relayed(child: HelperProcess, ch: MigrationChannel, fromChild: Readable, toChild: Writable, opts: RsyncStreamOpts, failure: (code: number, stderr: string) => Error): Promise<void> {
   let err = "";
@@ -51,7 +40,7 @@ async function relayed(child: HelperProcess, ch: MigrationChannel, fromChild: Re
     if (c !== 0) throw failure(c, err.trim());
   });
   try {
-    await Promise.all([exited, ch.sendStream(fromChild, opts.progress), pumpIn(ch, toChild)]);
+    await Promise.all([exited, ch.sendStream(fromChild, opts.progress), ch.pipeStreamTo(toChild)]);
   } catch (e) {
     kill();
     throw e;

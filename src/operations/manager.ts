@@ -129,7 +129,10 @@ export class OperationManager {
       signal: entry.abort.signal,
       updateMetadata: (patch) => {
         entry.view.metadata = { ...(entry.view.metadata ?? {}), ...patch };
-        this.touch(entry);
+        // Progress of a running operation goes to its listeners only: the row is read only once
+        // the operation is no longer live (after a restart, which fails it), and its commit
+        // waited for an fsync on the event loop at every report. finish() writes the row.
+        this.touch(entry, false);
       },
     };
     try {
@@ -171,11 +174,12 @@ export class OperationManager {
     }, FINISHED_RETENTION_MS).unref();
   }
 
-  private touch(entry: Live): void {
+  private touch(entry: Live, persist = true): void {
     entry.view.updated_at = new Date().toISOString();
     // Clients waiting on the event need not wait for the commit's fsync too: the live entry
     // already answers GET, and the row only matters for operations across a restart.
     this.emit(entry);
+    if (!persist) return;
     this.db
       .prepare("UPDATE operations SET status_code = ?, metadata = ?, may_cancel = ?, err = ?, updated_at = ? WHERE id = ?")
       .run(entry.view.status_code, JSON.stringify(entry.view.metadata), entry.view.may_cancel ? 1 : 0, entry.view.err, entry.view.updated_at, entry.view.id);

@@ -38,9 +38,12 @@ export class VolumeCopyService {
     return this.volumesProject(project);
   }
 
-  /** The source row (a custom volume) or LXD's 404. */
-  source(pool: string, project: string, name: string): VolumeRow {
-    if (name.includes("/")) throw new BadRequest("Copying a custom volume snapshot as a source is not supported here");
+  /**
+   * The source row (a custom volume, or with `snapshots` one of its snapshots "vol/snap") or
+   * LXD's 404. Moves and migrations take whole volumes only.
+   */
+  source(pool: string, project: string, name: string, opts: { snapshots?: boolean } = {}): VolumeRow {
+    if (name.includes("/") && !opts.snapshots) throw new BadRequest("Copying a custom volume snapshot as a source is not supported here");
     return this.pools.getVolume(pool, this.project(project), "custom", name);
   }
 
@@ -103,6 +106,7 @@ export class VolumeCopyService {
 
   /** POST .../volumes/custom with source.type=copy: the body of the operation. */
   async copy(pool: string, project: string, req: VolumeCopyRequest, from: { pool: string; project: string; name: string; volumeOnly: boolean; refresh: boolean }, signal?: AbortSignal): Promise<void> {
+    if (from.name.includes("/")) return this.copyFromSnapshot(pool, project, req, from, signal);
     const src = this.source(from.pool, from.project, from.name);
     const refresh = from.refresh && this.checkTarget(pool, project, req, true).exists;
     const snaps = from.volumeOnly ? [] : this.snapshots.list(src.pool, src.project, src.name);
@@ -123,6 +127,24 @@ export class VolumeCopyService {
       await this.sync(target, await this.path(src), signal);
     } catch (e) {
       if (!refresh) await this.pools.volumes.deleteCustomVolume(target.pool, target.project, "custom", target.name).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * A copy of one snapshot ("vol/snap") as a new volume without snapshots, as LXD's
+   * CreateCustomVolumeFromCopy with a snapshot source: its content, and its config and
+   * description unless the request gives its own.
+   */
+  private async copyFromSnapshot(pool: string, project: string, req: VolumeCopyRequest, from: { pool: string; project: string; name: string }, signal?: AbortSignal): Promise<void> {
+    const snap = this.source(from.pool, from.project, from.name, { snapshots: true });
+    const [parentName, snapName] = from.name.split("/");
+    const parent = this.source(from.pool, from.project, parentName);
+    const target = await this.createTarget(pool, project, { ...req, config: Object.keys(req.config).length ? req.config : snap.config, description: req.description || snap.description });
+    try {
+      await this.sync(target, await this.path(parent, snapName), signal);
+    } catch (e) {
+      await this.pools.volumes.deleteCustomVolume(target.pool, target.project, "custom", target.name).catch(() => {});
       throw e;
     }
   }

@@ -4,10 +4,12 @@
 // protocol-30 transfer and with the negotiated one nodelxd peers use; and the jail holds only the
 // target and a read-only /usr, in a mount namespace the host never sees.
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { Readable, Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { WebSocket, WebSocketServer } from "ws";
 import { rsyncRecv, rsyncSend } from "../../src/migration/rsync-stream.js";
@@ -112,6 +114,77 @@ describe("rsync over a migration websocket", () => {
       a.close();
       b.close();
     }
+  });
+});
+
+describe("a stream piped into a writer (MigrationChannel.pipeStreamTo, the receiving rsync's stdin)", () => {
+  /** A writer that takes `delayMs` per write (or per batch of a writev) and can fail at its `failAt`-th call of either. */
+  function slowWriter(delayMs: number, failAt?: number) {
+    const got: Buffer[] = [];
+    const calls = { write: 0, writev: 0 };
+    const w = new Writable({
+      highWaterMark: 64 << 10,
+      write(chunk: Buffer, _enc, cb) {
+        if (++calls.write + calls.writev === failAt) return cb(new Error("writer broke"));
+        got.push(chunk);
+        setTimeout(cb, delayMs);
+      },
+      writev(chunks, cb) {
+        if (calls.write + ++calls.writev === failAt) return cb(new Error("writer broke"));
+        for (const c of chunks) got.push(c.chunk as Buffer);
+        setTimeout(cb, delayMs);
+      },
+    });
+    return { w, got, calls };
+  }
+  const messages = (n: number) => Array.from({ length: n }, (_, i) => randomBytes(1000 + ((i * 7919) % 60_000)));
+
+  it("delivers the stream whole and in order to a slow writer, in batches, and leaves no listeners on it", async () => {
+    const [a, b] = await channelPair();
+    try {
+      const sent = messages(200);
+      const { w, got, calls } = slowWriter(2);
+      const sending = a.sendStream(Readable.from(sent)).then(() => a.sendStream(Readable.from([Buffer.from("next stream")])));
+      await b.pipeStreamTo(w);
+      await new Promise((r) => w.once("finish", r));
+      expect(Buffer.concat(got).equals(Buffer.concat(sent))).toBe(true);
+      // Messages that queued while the writer was busy went out together.
+      expect(calls.writev).toBeGreaterThan(0);
+      expect(calls.write + calls.writev).toBeLessThan(sent.length);
+      expect(w.listenerCount("drain") + w.listenerCount("close") + w.listenerCount("error")).toBeLessThanOrEqual(1);
+      // The barrier ended this stream only: the next one on the channel is intact.
+      expect((await b.readAll(1 << 20)).toString()).toBe("next stream");
+      await sending;
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it("reads a stream to its barrier even when the writer fails, so the next stream is intact", async () => {
+    const [a, b] = await channelPair();
+    try {
+      const { w } = slowWriter(1, 3);
+      w.on("error", () => {});
+      const sending = a.sendStream(Readable.from(messages(50))).then(() => a.sendStream(Readable.from([Buffer.from("after")])));
+      await b.pipeStreamTo(w);
+      expect(w.destroyed).toBe(true);
+      expect((await b.readAll(1 << 20)).toString()).toBe("after");
+      await sending;
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it("fails when the websocket closes before the stream's barrier", async () => {
+    const [a, b] = await channelPair();
+    const { w } = slowWriter(0);
+    await a.send(randomBytes(4096));
+    const piping = b.pipeStreamTo(w);
+    a.close();
+    await expect(piping).rejects.toThrow(/fs websocket closed/);
+    b.close();
   });
 });
 

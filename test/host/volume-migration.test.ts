@@ -101,6 +101,11 @@ describe("on one server", { timeout: 900_000 }, () => {
     await expectCopy([A, "default", "lv"], [A, "p2", "lv-only"], false);
     // The same name on the same pool is refused; the source is untouched.
     expect((await client("storage", "volume", "copy", `${A}:default/lv`, `${A}:p2/lv`)).status).not.toBe(0);
+    // A snapshot as the source: a plain volume with the snapshot's content and config.
+    await ok("storage", "volume", "copy", `${A}:default/lv/snap0`, `${A}:p2/from-snap`);
+    expect(await get(A, "p2", "from-snap", "user.foo")).toBe("snap0");
+    expect(readFileSync(join(volPath(A, "p2", "from-snap"), "data"), "utf8")).toBe("zero\n");
+    expect(await snaps(A, "p2", "from-snap")).toEqual([]);
   });
 
   it("moves across pools and projects (the source goes)", async () => {

@@ -134,7 +134,7 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
     if (source.type === "copy") {
       const from = { pool: source.pool || pool, project: source.project || project, name: source.name ?? "", volumeOnly: source.volume_only ?? false, refresh: source.refresh ?? false };
       if (!from.name) throw new BadRequest("No source volume name supplied");
-      moves.copies.source(from.pool, from.project, from.name);
+      moves.copies.source(from.pool, from.project, from.name, { snapshots: true });
       moves.copies.checkTarget(pool, project, request, from.refresh);
       return task(req, "Copying storage volume", resources, (signal) => moves.copies.copy(pool, project, request, from, signal));
     }
