@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Agent, type RequestOptions } from "node:https";
 import type { Duplex } from "node:stream";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
-import { jsonPayload, readRaw, readReply, send, type Reply } from "../os/http-client.js";
+import { jsonPayload, readReply, send, type Reply } from "../os/http-client.js";
 
 export interface MemberTls {
   cert: string;
@@ -55,12 +55,6 @@ export async function memberRequest(url: string, tls: MemberTls, method: string,
   const json = jsonPayload(body);
   const opts = { ...options(url, tls, method, path, { ...headers, ...json.headers }), agent: memberAgent };
   return readReply(await send({ ...opts, tls: true, timeoutError: `Member ${url} did not answer`, check: notPinned(url, tls) }, json.payload));
-}
-
-/** A raw GET from a member (a whole body in memory). */
-export async function memberRawGet(url: string, tls: MemberTls, path: string): Promise<{ status: number; type: string; body: Buffer }> {
-  const r = await readRaw(await send({ ...options(url, tls, "GET", path, {}), tls: true, check: notPinned(url, tls) }));
-  return { status: r.status, type: String(r.headers["content-type"] ?? ""), body: r.raw };
 }
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "host"]);

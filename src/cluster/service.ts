@@ -357,8 +357,7 @@ export class ClusterService implements ClusterPort {
   }
 
   async remoteInstances(query: string, who: Requestor): Promise<Map<string, Record<string, unknown>[]>> {
-    // Evacuated members still answer for what they hold; offline ones cannot.
-    const others = (await this.members.list()).filter((m) => m.status !== "Offline" && m.server_name !== this.member);
+    const others = await this.members.othersOnline();
     const out = new Map<string, Record<string, unknown>[]>();
     await Promise.all(
       others.map(async (m) => {
