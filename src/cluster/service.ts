@@ -170,7 +170,8 @@ export class ClusterService implements ClusterPort {
   }
 
   poolSource(pool: string): string | undefined {
-    return this.member ? localGet(this.d.db, `pool_source:${pool}`) : undefined;
+    // Read before start() too: a joined member's pools are brought up before it reconnects.
+    return localGet(this.d.db, `pool_source:${pool}`);
   }
 
   remoteStatus(project: string, name: string, node: string): string | undefined {
@@ -242,6 +243,8 @@ export class ClusterService implements ClusterPort {
       created: (id) => void store.indexOperation(id, this.member).catch(() => undefined),
       removed: (id) => void store.unindexOperation(id).catch(() => undefined),
     };
+    // Operations a crash of this member's previous daemon interrupted answer (as failed) from any member.
+    for (const id of this.d.operations.interrupted()) this.d.operations.hooks.created(id);
     this.d.events.tap = (event, opts) => {
       if (opts.adminOnly || event.type === "logging") return;
       void store.publishEvent(this.member, event).catch(() => undefined);

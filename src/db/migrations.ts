@@ -472,4 +472,24 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 510,
+    name: "instance move journal",
+    // A move of an instance to another cluster member in progress (src/migration/move-journal.ts):
+    // written before the copy starts and removed once the move ended either way, so a move cut
+    // short by a crash is settled afterwards (the half copy removed, or a complete one renamed).
+    sql: `
+      CREATE TABLE nodelxd_instance_moves (
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        uuid TEXT NOT NULL,
+        source TEXT NOT NULL,
+        target TEXT NOT NULL,
+        dest TEXT NOT NULL,
+        final TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        PRIMARY KEY (project, name)
+      );
+    `,
+  },
 ];

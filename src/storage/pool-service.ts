@@ -193,11 +193,20 @@ export class PoolService {
    */
   memberConfig(pool: { name: string; config: Record<string, string> }): Record<string, string> {
     const cluster = this.core.ports.cluster;
-    if (!cluster?.clustered()) return pool.config;
+    if (!cluster?.clustered()) {
+      // A member that joined, starting up (before it is back in the cluster): its own source
+      // already (the shared config has the first member's, another directory of this host).
+      const source = cluster?.poolSource(pool.name);
+      return source ? { ...pool.config, source } : pool.config;
+    }
     const own = this.members.get(pool.name, cluster.name());
-    if (own) return { ...pool.config, ...own.config };
+    const config = own ? { ...pool.config, ...own.config } : pool.config;
+    if (own?.config.source) return config;
+    // This member's own source (chosen when it joined) over the shared config's, which is the
+    // first member's: a member row without one (a global PUT records it) must not bind this
+    // member's pool to another member's directory.
     const source = cluster.poolSource(pool.name);
-    return source ? { ...pool.config, source } : pool.config;
+    return source ? { ...config, source } : config;
   }
 
   /**

@@ -24,6 +24,7 @@ import { checkEtag, handled, operation, route, sync, type ApiRequest, type Handl
 import { LOCAL_ONLY_HEADER } from "../../shared/requestor.js";
 import type { InstanceMigration } from "../../migration/instances.js";
 import type { ClusterMove } from "../../migration/cluster-move.js";
+import { isStagingName } from "../../migration/move-journal.js";
 import { isAdmin } from "../access.js";
 import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
@@ -91,7 +92,9 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     const all = req.query["all-projects"] === "true";
     const collection = collectionOf(req.url);
     // all-projects: a restricted client gets its certificate's projects only.
-    let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
+    // The copy a move to another member makes under LXD's temporary name is not a user's
+    // instance: it is never listed (whether its move runs or a crash left it for settling).
+    let rows = (all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project)).filter((r) => !isStagingName(r.name));
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
     const fanOut = req.recursion > 1 && deps.cluster.clustered() ? clusterRows(rows, req, all) : undefined;
