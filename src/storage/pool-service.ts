@@ -295,7 +295,7 @@ export class PoolService {
 
   poolUsedBy(pool: string): string[] {
     const out: string[] = [];
-    for (const v of this.repo.volumes({ pool }).filter((v) => v.state === "created")) {
+    for (const v of this.repo.volumes({ pool, everywhere: true }).filter((v) => v.state === "created")) {
       // As LXD's storagePools.UsedBy: a custom volume (or snapshot) is listed itself, with its member as `target`.
       if (v.type === "custom") out.push(withTarget(this.volumes.volumeUrl(v), v.node));
       else out.push(...this.volumeUsedBy(pool, v));
@@ -363,7 +363,7 @@ export class PoolService {
 
   async deletePool(name: string): Promise<void> {
     const pool = this.pool(name);
-    const volumes = this.repo.volumes({ pool: name });
+    const volumes = this.repo.volumes({ pool: name, everywhere: true });
     const inUse = this.poolUsedBy(name).filter((u) => !u.startsWith("/1.0/images/"));
     if (inUse.length > 0 || volumes.some((v) => v.type !== "image")) throw new BadRequest("The storage pool is currently in use");
     this.repo.updatePool(name, { state: "deleting" });

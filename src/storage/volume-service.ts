@@ -279,7 +279,7 @@ export class VolumeService {
     this.pools.pool(pool);
     if (type !== undefined) assertVolumeType(type);
     const custom = this.pools.volumeProject(project, "custom");
-    return this.repo.volumes({ pool, type }).filter((v) => v.state === "created" && (v.type === "image" || (v.type === "custom" ? v.project === custom : v.project === project)));
+    return this.repo.volumes({ pool, type, everywhere: true }).filter((v) => v.state === "created" && (v.type === "image" || (v.type === "custom" ? v.project === custom : v.project === project)));
   }
 
   customVolumeConfig(poolName: string, project: string, name: string): Record<string, string> {
