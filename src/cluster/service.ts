@@ -72,6 +72,10 @@ export class ClusterService implements ClusterPort {
   readonly enrolment: ClusterEnrolment;
 
   constructor(private readonly d: ClusterDeps) {
+    // Which rows are this member's own (custom volumes on local pools) is known from the start:
+    // the features recover their state before the member reconnects.
+    const name = localGet(d.db, "member_name");
+    if (name) setLocalMember(d.db, name);
     this.groups = new ClusterGroups(this, d.events);
     this.members = new ClusterMembers(
       {

@@ -81,6 +81,8 @@ export async function settleMove(d: SettleDeps, r: MoveRecord): Promise<boolean>
     if (copy!.node === me) {
       await cluster.withWriteLock(async () => {
         const row = svc.repo.get(r.project, r.dest);
+        // A copy being made here right now belongs to a move that runs (a later one): not ours.
+        svc.assertNotCreating(r.project, r.dest, "delete");
         if (row && sameInstance(row)) await svc.runtime.serialize(r.project, r.dest, () => svc.destroy(row));
       });
     } else {
