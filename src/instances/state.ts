@@ -40,17 +40,18 @@ export async function readInstanceStates(svc: InstanceService, items: { row: Ins
     }),
   );
   const live = running.filter((r) => r.init);
-  // The namespaces are read on the addon's thread while this one reads the cgroup files.
-  const networks = readNetworkStates(live.map((r) => r.init!.pid), live.map((r) => r.hostNames!));
-  const states: InstanceState[] = running.map(({ status, init }) => {
-    if (!init) return stoppedState(status);
-    const usage = svc.runtime.driver.usage(init);
-    return { ...stoppedState(status), memory: usage.memory, pid: init.pid, processes: usage.processes, cpu: { usage: usage.cpuNs } };
-  });
-  const nets = await networks;
+  // The namespaces and the cgroup files are read off the event loop, on threads of their own.
+  const [nets, usages] = await Promise.all([
+    readNetworkStates(live.map((r) => r.init!.pid), live.map((r) => r.hostNames!)),
+    live.length ? svc.runtime.driver.usage(live.map((r) => r.init!)) : [],
+  ]);
   let i = 0;
-  for (const s of states) if (s.pid) s.network = nets[i++];
-  return states;
+  return running.map(({ status, init }) => {
+    if (!init) return stoppedState(status);
+    const usage = usages[i];
+    const network = nets[i++];
+    return { ...stoppedState(status), memory: usage.memory, pid: init.pid, processes: usage.processes, cpu: { usage: usage.cpuNs }, network };
+  });
 }
 
 export async function readInstanceState(svc: InstanceService, row: InstanceRow, known?: PowerState): Promise<InstanceState> {

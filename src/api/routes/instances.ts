@@ -96,7 +96,8 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
     const fanOut = req.recursion > 1 && deps.cluster.clustered() ? clusterRows(rows, req, all) : undefined;
     if (fanOut) rows = fanOut.rows;
-    let views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
+    const listed = rows;
+    let views = await svc.batchWithStatuses(listed, () => listed.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
     if (fanOut?.members) {
       const { members, here } = fanOut;
       const [, answers] = await Promise.all([withStates(views.filter(({ row }) => here!(row))), members]);
@@ -111,7 +112,7 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);
     if (req.recursion === 0) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
-    return sync(req.recursion > 1 ? kept.map((k) => k.view) : kept.map((k) => full(k.row, 1)));
+    return sync(kept.map((k) => k.view));
   };
 
   /** `lxc import`: the body is a backup tarball, received before the operation starts (as LXD). */
