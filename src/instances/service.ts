@@ -108,15 +108,17 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     }
   }
 
-  /**
-   * As `batch`, with the statuses of this member's instances among `rows` read beforehand, all at
-   * once and off the event loop (a list reads one cgroup file per running instance).
-   */
-  async batchWithStatuses<T>(rows: InstanceRow[], fn: () => T): Promise<T> {
+  /** The statuses of this member's instances among `rows`, all read at once off the event loop. */
+  async readStatuses(rows: InstanceRow[]): Promise<Map<InstanceRow, string>> {
     const me = localMember(this.deps.db);
     const local = rows.filter((r) => !r.node || r.node === me);
     const statuses = await this.runtime.statuses(local);
-    this.statusMemo = new Map(local.map((r, i) => [r, statuses[i]]));
+    return new Map(local.map((r, i) => [r, statuses[i]]));
+  }
+
+  /** As `batch`, with statuses already read (`readStatuses`) answering `status` meanwhile. */
+  batchWithStatuses<T>(statuses: Map<InstanceRow, string>, fn: () => T): T {
+    this.statusMemo = statuses;
     try {
       return this.batch(fn);
     } finally {

@@ -355,25 +355,32 @@ export class LxcDriver implements InstanceDriver {
   }
 
   async states(inits: (InitProcess | undefined)[]): Promise<PowerState[]> {
-    const files = inits.map((init) => (this.liveness.alive(init) ? (this.freezerStateFile(this.dirsOf(init)) ?? "") : undefined));
+    const files = inits.map((init) => (this.liveness.alive(init) ? (this.cgroupOf(init).freezer ?? "") : undefined));
     const texts = await native.readSmallFiles(files.map((f) => f ?? ""));
     return files.map((f, i) => (f === undefined ? "Stopped" : texts[i] !== null && frozenIn(texts[i]!, f) ? "Frozen" : "Running"));
   }
 
   async usage(inits: InitProcess[]): Promise<InstanceUsage[]> {
-    const dirs = inits.map((init) => this.dirsOf(init));
-    const files = dirs.map((d) => usageFiles(this.layout, d));
-    const texts = await native.readSmallFiles(files.flat().map((f) => f ?? ""));
+    const cgroups = inits.map((init) => this.cgroupOf(init));
+    const texts = await native.readSmallFiles(cgroups.flatMap((c) => c.usage));
     let at = 0;
-    return dirs.map((d, i) => {
-      const u = parseUsage(this.layout, files[i].map((f) => (f ? texts[at++] : (at++, undefined))));
-      return { memory: u.memory, cpuNs: u.cpuNs, processes: u.pids ?? processCount(d) };
+    return cgroups.map((c) => {
+      const u = parseUsage(this.layout, c.usage.map((f) => (f ? texts[at++] : (at++, undefined))));
+      return { memory: u.memory, cpuNs: u.cpuNs, processes: u.pids ?? processCount(c.dirs) };
     });
   }
 
-  /** The init's cgroup directories, worked out once per process. */
+  /** The init's cgroup directories and the files state and usage read, worked out once per process. */
+  private cgroupOf(init: InitProcess): InitCgroup {
+    const make = (): InitCgroup => {
+      const dirs = cgroupDirs(this.layout, init.pid);
+      return { dirs, usage: usageFiles(this.layout, dirs).map((f) => f ?? ""), freezer: this.freezerStateFile(dirs) };
+    };
+    return this.liveness.perProcess(init, make) ?? make();
+  }
+
   private dirsOf(init: InitProcess): CgroupDirs {
-    return this.liveness.perProcess(init, () => cgroupDirs(this.layout, init.pid)) ?? cgroupDirs(this.layout, init.pid);
+    return this.cgroupOf(init).dirs;
   }
 
   async updateLive(init: InitProcess, before: Record<string, string>, after: Record<string, string>): Promise<void> {
@@ -451,6 +458,13 @@ export class LxcDriver implements InstanceDriver {
     }
   }
 
+}
+
+interface InitCgroup {
+  dirs: CgroupDirs;
+  /** usageFiles, "" for a file that is not there */
+  usage: string[];
+  freezer?: string;
 }
 
 const frozenIn = (text: string, file: string): boolean => (file.endsWith("freezer.state") ? text.trim() !== "THAWED" : /^frozen 1$/m.test(text));
