@@ -1,4 +1,4 @@
-// readSmallFiles(paths): the contents of many small files (cgroup counters, at most 4 KiB each),
+// readSmallFiles(paths): the contents of many small files (cgroup and /proc files, at most 64 KiB each),
 // read off the event loop. Lists of running instances read several cgroup files per instance;
 // done one by one on the JavaScript thread that was most of a large listing's time. The paths are
 // split between up to READERS threads (the kernel serves cgroup files slowly under load, and the
@@ -16,7 +16,7 @@
 napi_value native_throw_errno(napi_env env, int err, const char *what);
 
 #define MAX_PATHS 200000
-#define MAX_SIZE 4096
+#define MAX_SIZE 65536
 #define READERS 2
 #define PER_READER_MIN 64
 
@@ -38,14 +38,13 @@ struct slice {
   size_t n;
 };
 
-static void read_one(struct entry *e) {
+static void read_one(struct entry *e, char *buf) {
   if (!e->path) return;
   int fd = open(e->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return;
-  char buf[MAX_SIZE];
   size_t got = 0;
-  while (got < sizeof buf) {
-    ssize_t r = read(fd, buf + got, sizeof buf - got);
+  while (got < MAX_SIZE) {
+    ssize_t r = read(fd, buf + got, MAX_SIZE - got);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       close(fd);
@@ -63,7 +62,10 @@ static void read_one(struct entry *e) {
 
 static void *reader(void *arg) {
   struct slice *s = arg;
-  for (size_t i = 0; i < s->n; i++) read_one(&s->entries[i]);
+  char *buf = malloc(MAX_SIZE);
+  if (!buf) return NULL; /* its entries stay unreadable */
+  for (size_t i = 0; i < s->n; i++) read_one(&s->entries[i], buf);
+  free(buf);
   return NULL;
 }
 

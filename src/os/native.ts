@@ -38,7 +38,7 @@ export interface Native {
    * enters each namespace in turn); null for a process whose namespace cannot be entered.
    */
   netnsLinks(pids: number[]): Promise<(NetnsLinks | null)[]>;
-  /** The text of each small file (up to 4 KiB), read on threads off the event loop; null when unreadable. */
+  /** The text of each small file (up to 64 KiB), read on threads off the event loop; null when unreadable. */
   readSmallFiles(paths: string[]): Promise<(string | null)[]>;
   /** A pidfd of any process polled on the event loop: onExit runs once when it exits; null when there is no such process. */
   watchProcess(pid: number, onExit: () => void): ProcessWatch | null;
