@@ -275,11 +275,11 @@ export class VolumeService {
   }
 
   /** Volumes of a project on a pool (image volumes belong to every project). */
-  listVolumes(pool: string, project: string, type?: string): VolumeRow[] {
+  listVolumes(pool: string, project: string, type?: string, everywhere = true): VolumeRow[] {
     this.pools.pool(pool);
     if (type !== undefined) assertVolumeType(type);
     const custom = this.pools.volumeProject(project, "custom");
-    return this.repo.volumes({ pool, type, everywhere: true }).filter((v) => v.state === "created" && (v.type === "image" || (v.type === "custom" ? v.project === custom : v.project === project)));
+    return this.repo.volumes({ pool, type, everywhere }).filter((v) => v.state === "created" && (v.type === "image" || (v.type === "custom" ? v.project === custom : v.project === project)));
   }
 
   customVolumeConfig(poolName: string, project: string, name: string): Record<string, string> {

@@ -190,6 +190,11 @@ export function testStorageDb(label: string, setup: () => Promise<StorageDbBacke
       expect(twins.sort()).toEqual([["m1", "on m1"], ["m2", "on m2"]]);
       const names = (await b.api("GET", `/1.0/storage-pools/${P}/volumes`)).body.metadata as string[];
       expect(names.filter((n) => n.endsWith("/custom/twin")).length).toBe(2);
+      // With a target, that member's own only (from either member).
+      for (const [d, m] of [[a, "m2"], [b, "m1"]] as const) {
+        const own = (await d.api("GET", `/1.0/storage-pools/${P}/volumes?recursion=1&target=${m}`)).body.metadata as { name: string; location: string }[];
+        expect(own.filter((v) => v.name === "twin").map((v) => v.location)).toEqual([m]);
+      }
       // Without a target the name is ambiguous, for every kind of request on it.
       const ambiguous = { error: "Storage volume found on more than one cluster member. Please target a specific member", error_code: 409 };
       for (const d of [a, b]) {
