@@ -48,12 +48,16 @@ export class DiskDevice implements Device {
       return;
     }
     const { source, path } = this.config;
-    if (!source || !path) throw new Error(`Disk entry is missing the required "source" or "path" property`);
+    if (!source || (!path && !this.config.pool)) throw new Error(`Disk entry is missing the required "source" or "path" property`);
     if (this.config.pool) {
       if (this.config.shift) throw new Error(`The "shift" property cannot be used with custom storage volumes (set "security.shifted=true" on the volume instead)`);
       if (source.includes("/")) throw new Error(`Snapshots of custom volumes can't be attached for disk "${this.name}"`);
       if (!this.ctx.ports.storage.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
       this.ctx.ports.storage.assertPool(this.config.pool);
+      // As LXD: block volumes only on virtual machines (none here), a filesystem volume needs a path.
+      const content = this.ctx.ports.storage.customVolumeContentType?.(this.config.pool, this.ctx.project, source);
+      if (content === "block") throw new Error("Custom block volumes cannot be used on containers");
+      if (!path) throw new Error(content === undefined ? `Disk entry is missing the required "source" or "path" property` : "Custom filesystem volumes require a path to be defined");
       return;
     }
     if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);

@@ -19,7 +19,7 @@ import { createPoolDirs, ensureSnapshotsDir, poolMountPath, removePoolDirs, remo
 import { assertLvmName, hasDeviceMapper, Lvm, LvmError, lvmVersion } from "./lvm-tools.js";
 import { baseInfo, DEFAULT_VOLUME_SIZE, fillLvmDefaults, isBool, isFalse, loopFile, NO_DM_REASON, THINPOOL_DEFAULT, UNFORMATTED_TAG, VG_MARKER } from "./lvm-config.js";
 import { blockFilesystem, blockMountOptions, formatVolume, growFilesystem, shrinkFilesystem } from "./lvm-fs.js";
-import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume, type ContentType } from "./types.js";
 
 /** The LV name of a volume, as upstream: "<type>_<name>" with '-' doubled and a snapshot's '/' as '-'. */
 export function lvName(vol: Volume): string {
@@ -255,7 +255,8 @@ class LvmDriver implements Driver {
   // ---- volumes ----
 
   /** As upstream's FillVolumeConfig: filesystem volumes record their filesystem and mount options. */
-  fillVolumeConfig(config: Record<string, string>): void {
+  fillVolumeConfig(config: Record<string, string>, contentType: ContentType): void {
+    if (contentType === "block") return;
     config["block.filesystem"] ||= "ext4";
     config["block.mount_options"] ||= "discard";
   }
