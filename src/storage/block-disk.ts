@@ -86,3 +86,9 @@ export async function copyDisk(from: string, to: string, signal?: AbortSignal): 
   const size = await diskSize(from);
   if ((await stat(to)).size < size) await sparseFile(to, size);
 }
+
+/** A copy of the raw disk `from` as the new file `target` (exportVolume of a block volume). */
+export async function exportDisk(from: string, target: string, signal?: AbortSignal): Promise<void> {
+  await sparseFile(target, 0);
+  await copyDisk(from, target, signal);
+}

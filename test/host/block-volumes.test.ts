@@ -69,6 +69,10 @@ const pools: [string, string][] = [["default", "dir"], ...(btrfsOk ? ([["bvbt", 
 describe.each(pools)("custom block volumes on %s (%s)", (pool, driver) => {
   const other = pools.find(([p]) => p !== pool)?.[0];
 
+  it("advertises custom_block_volumes", async () => {
+    expect((await d.api("GET", "/1.0")).body.metadata.api_extensions).toContain("custom_block_volumes");
+  });
+
   it("creates a raw disk of the volume's size (10GiB sparse without one) and shows content_type block", async () => {
     ok("storage", "volume", "create", pool, "bvsized", "--type=block", "size=4MiB");
     expect(statSync(disk(pool, "bvsized")).size).toBe(4 * MiB);

@@ -16,7 +16,7 @@ import { createDiskFile, createPoolDirs, diskFileOf, ensureSnapshotsDir, resizeD
 import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type StagedStreams, type StreamSink, type Volume, isBlockVolume } from "./types.js";
 import { isSubvolume, nestedSubvolumes, receiveSubvolume, sendSubvolume, setReadonly, subvolumeFacts } from "./btrfs-send.js";
 import { copyTreeOut } from "../tree-copy.js";
-import { copyDisk } from "../block-disk.js";
+import { copyDisk, exportDisk } from "../block-disk.js";
 
 const DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed";
 
@@ -253,6 +253,7 @@ class BtrfsDriver implements Driver {
 
 
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    if (isBlockVolume(vol)) return exportDisk(diskFileOf(this.volumePath(vol)), target, opts.signal);
     await copyTreeOut(await this.mountVolume(vol), target, opts);
   }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {

@@ -10,7 +10,7 @@ import { commonPoolKeys, commonVolumeKeys } from "../config.js";
 import { withRevert } from "../reverter.js";
 import { isSnapshotVolume, POOL_DIRS, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume, isBlockVolume } from "./types.js";
 import { copyTreeOut } from "../tree-copy.js";
-import { BLOCK_DISK_FILE, blockSizeOf, copyDisk, ensureBlockFile } from "../block-disk.js";
+import { BLOCK_DISK_FILE, blockSizeOf, copyDisk, ensureBlockFile, exportDisk } from "../block-disk.js";
 import { parseByteSize } from "../../shared/units.js";
 
 const info: DriverInfo = {
@@ -243,6 +243,7 @@ class DirDriver implements Driver {
 
 
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    if (isBlockVolume(vol)) return exportDisk(diskFileOf(this.volumePath(vol)), target, opts.signal);
     await copyTreeOut(await this.mountVolume(vol), target, opts);
   }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {

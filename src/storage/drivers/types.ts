@@ -126,8 +126,8 @@ export interface Driver {
    * volume, only read): ownership by number, modes, ACLs, xattrs, hard links, devices, sparse
    * files; entries `source` lacks are removed. Copies between pools, drivers and projects, and
    * incremental refreshes, go through here. For a block volume `source` is a raw disk (a file
-   * or a device, only read): its bytes replace the volume's, and the volume's disk grows to
-   * the source's size if it is smaller (never shrinks).
+   * or a device, only read): its bytes replace the volume's; a file disk takes the source's
+   * length (as LXD's dd), a device grows first when it is smaller.
    */
   syncVolume(vol: Volume, source: string, opts?: SlowOpts & { bwlimit?: string }): Promise<void>;
   /**
@@ -138,7 +138,8 @@ export interface Driver {
   diskPath?(vol: Volume, opts?: SlowOpts): Promise<string>;
   /**
    * Copy the volume's content to `target`, a new path outside the pool, as cheaply as the
-   * driver can (`link`: the caller only reads, so hard links may share the files).
+   * driver can (`link`: the caller only reads, so hard links may share the files). A block
+   * volume's raw disk is copied to the new file `target` (sparse where the disk reads zeros).
    */
   exportVolume(vol: Volume, target: string, opts?: SlowOpts & { link?: boolean }): Promise<void>;
   /** Optional capability: a cheap writable copy of `source` (btrfs snapshot). */
@@ -164,7 +165,8 @@ export interface Driver {
   /**
    * Optional capability: enforce `size` (LXD's byte size string; "" or "0" lifts the limit) on
    * a filesystem volume. Drivers without it store `size` unenforced, as LXD on filesystems
-   * without quotas. On a block volume (every driver with diskPath has it then): the disk grows
+   * without quotas (dir has it for block volumes only, and logs LXD's warning for a
+   * filesystem; drivers that enforce it report volumeUsage). On a block volume (every driver with diskPath has it then): the disk grows
    * to `size` ("" or "0": nothing changes); a smaller size is refused with LXD's
    * "Block volumes cannot be shrunk: Cannot be shrunk".
    */
