@@ -22,12 +22,19 @@ import { baseInfo, DEFAULT_VOLUME_SIZE, fillLvmDefaults, isBool, isFalse, loopFi
 import { blockFilesystem, blockMountOptions, formatVolume, growFilesystem, shrinkFilesystem } from "./lvm-fs.js";
 import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume, type ContentType, isBlockVolume } from "./types.js";
 
-/** The LV name of a volume, as upstream: "<type>_<name>" with '-' doubled and a snapshot's '/' as '-'. */
+/**
+ * The LV name of a volume, as upstream: "<type>_<name>" with '-' doubled and a snapshot's '/'
+ * as '-'; a block volume's (and its snapshots') with the ".block" suffix.
+ */
 export function lvName(vol: Volume): string {
-  const name = `${VOLUME_DIRS[vol.type]}_${vol.name.replace(/-/g, "--").replace("/", "-")}`;
+  const name = `${lvBaseName(vol)}${isBlockVolume(vol) ? BLOCK_SUFFIX : ""}`;
   assertLvmName("logical volume", name);
   return name;
 }
+
+/** LXD's lvmBlockVolSuffix. */
+const BLOCK_SUFFIX = ".block";
+const lvBaseName = (vol: Volume) => `${VOLUME_DIRS[vol.type]}_${vol.name.replace(/-/g, "--").replace("/", "-")}`;
 
 class LvmDriver implements Driver {
   readonly info: DriverInfo;
@@ -344,11 +351,14 @@ class LvmDriver implements Driver {
     const renames: [string, string][] = [[lvName(vol), lvName(target)]];
     // A parent's snapshot LVs carry its name and follow it.
     if (!isSnapshotVolume(vol)) {
-      const prefix = `${lvName(vol)}-`;
+      const prefix = `${lvBaseName(vol)}-`;
+      const suffix = isBlockVolume(vol) ? BLOCK_SUFFIX : "";
       for (const lv of await this.lvm.lvs(this.vg)) {
-        if (!lv.name.startsWith(prefix) || lv.name.slice(prefix.length).replace(/--/g, "").includes("-")) continue;
+        if (!lv.name.startsWith(prefix) || !lv.name.endsWith(suffix)) continue;
+        const snap = lv.name.slice(prefix.length, lv.name.length - suffix.length);
+        if (snap.replace(/--/g, "").includes("-") || (!suffix && snap.endsWith(BLOCK_SUFFIX))) continue;
         for (const m of mountsBelow(join(this.mountPath, `${VOLUME_DIRS[vol.type]}-snapshots`, vol.name))) await unmountAll(m, opts.signal);
-        renames.push([lv.name, `${lvName(target)}-${lv.name.slice(prefix.length)}`]);
+        renames.push([lv.name, `${lvBaseName(target)}-${snap}${suffix}`]);
       }
     }
     await withRevert(async (revert) => {
