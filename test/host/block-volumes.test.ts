@@ -191,6 +191,27 @@ describe.each(pools)("custom block volumes on %s (%s)", (pool, driver) => {
     expect(peek(disk(pool, "bvdata", "first"), 5 * MiB, 5)).toBe("first");
   });
 
+  it("exports and imports a backup with LXD's layout (backup/volume.img, volume-snapshots/<name>.img)", async () => {
+    const { spawnSync } = await import("node:child_process");
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const tmp = mkdtempSync("/tmp/bv-backup-");
+    try {
+      const file = join(tmp, "b.tar.gz");
+      ok("storage", "volume", "export", pool, "bvdata", file);
+      const members = spawnSync("tar", ["-tzf", file]).stdout.toString().split("\n").filter(Boolean).sort();
+      expect(members).toEqual(expect.arrayContaining(["backup/index.yaml", "backup/volume.img", "backup/volume-snapshots/first.img"]));
+      ok("storage", "volume", "import", pool, file, "bvrestored");
+      const v = (await d.api("GET", `/1.0/storage-pools/${pool}/volumes/custom/bvrestored`)).body.metadata;
+      expect(v.content_type).toBe("block");
+      expect(peek(disk(pool, "bvrestored"), 6 * MiB, 7)).toBe(peek(disk(pool, "bvdata"), 6 * MiB, 7));
+      expect(peek(disk(pool, "bvrestored", "first"), 5 * MiB, 5)).toBe("first");
+      expect(ok("storage", "volume", "show", pool, "bvrestored/first")).toContain("content_type: block");
+      ok("storage", "volume", "delete", pool, "bvrestored");
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   it("deletes the volume with its snapshots", () => {
     ok("storage", "volume", "delete", pool, "bvdata");
     expect(existsSync(join(d.dir, "storage-pools", pool, "custom", "default_bvdata"))).toBe(false);
