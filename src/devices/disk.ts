@@ -10,7 +10,7 @@ import { parseBool } from "../config/validators.js";
 import { hostRoot, type IdmapEntry } from "../instances/idmap.js";
 import { shiftTree } from "../instances/lxc/shift.js";
 import { canIdmapMount } from "../os/idmapped.js";
-import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
+import { AddValidationError, type Device, type DeviceConfig, type DeviceContext, type RunConfig } from "./types.js";
 
 const KNOWN = new Set(["type", "path", "source", "pool", "readonly", "optional", "recursive", "propagation", "size", "size.state", "limits.read", "limits.write", "limits.max", "required", "shift", "raw.mount.options", "ceph.cluster_name", "ceph.user_name", "boot.priority", "io.cache"]);
 
@@ -56,8 +56,8 @@ export class DiskDevice implements Device {
       this.ctx.ports.storage.assertPool(this.config.pool);
       // As LXD: block volumes only on virtual machines (none here), a filesystem volume needs a path.
       const content = this.ctx.ports.storage.customVolumeContentType?.(this.config.pool, this.ctx.project, source);
-      if (content === "block") throw new Error("Custom block volumes cannot be used on containers");
-      if (!path) throw new Error(content === undefined ? `Disk entry is missing the required "source" or "path" property` : "Custom filesystem volumes require a path to be defined");
+      if (content === "block") throw new AddValidationError("Custom block volumes cannot be used on containers");
+      if (!path) throw content === undefined ? new Error(`Disk entry is missing the required "source" or "path" property`) : new AddValidationError("Custom filesystem volumes require a path to be defined");
       return;
     }
     if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);

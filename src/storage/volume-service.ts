@@ -120,7 +120,8 @@ export class VolumeService {
     const config = mode === "replace" ? { ...req.config } : { ...v.config, ...req.config };
     for (const k of Object.keys(config)) if (config[k] === "") delete config[k];
     this.d.projects.allowVolumeUpdate(project, name, config);
-    checkVolumeConfig(this.pools.definition(pool.driver), storageName(project, v.type, v.name), config, BadRequest, parseContentType(v.contentType));
+    // LXD's UpdateCustomVolume validates in the pool backend: its errors are 500s (measured with LXD 5.0.2).
+    checkVolumeConfig(this.pools.definition(pool.driver), storageName(project, v.type, v.name), config, InternalError, parseContentType(v.contentType));
     this.checkShifting(poolName, project, name, v.config, config);
     const description = mode === "merge" && req.description === "" ? v.description : req.description;
     if ((config.size ?? "") !== (v.config.size ?? "")) {

