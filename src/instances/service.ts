@@ -14,6 +14,7 @@ import { computeIdmap } from "./idmap-alloc.js";
 import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
 import { countRootDisks, duplicateDiskPath } from "../devices/disk.js";
+import { AddValidationError } from "../devices/types.js";
 import { ProfileChange } from "./profile-change.js";
 import type { InstanceRuntime } from "./runtime.js";
 import type { InstanceDevices } from "./instance-devices.js";
@@ -204,6 +205,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
           throw new Error(`More than one disk device uses the same path "${cfg.path}"`);
         }
       } catch (e) {
+        if (e instanceof AddValidationError) throw new Error(`Failed add validation for device "${dev}": ${e.message}`);
         throw new Error(`Invalid devices: Device validation failed for "${dev}": ${(e as Error).message}`);
       }
     }

@@ -447,8 +447,10 @@ export class PoolService {
     return v;
   }
 
-  hostVolume(v: { project: string; type: string; name: string; config: Record<string, string> }): Volume {
-    return { type: v.type as VolumeType, name: storageName(v.project, v.type, v.name), config: v.config };
+  hostVolume(v: { project: string; type: string; name: string; config: Record<string, string>; contentType?: string }): Volume {
+    const vol: Volume = { type: v.type as VolumeType, name: storageName(v.project, v.type, v.name), config: v.config };
+    if (v.contentType === "block") vol.contentType = "block";
+    return vol;
   }
 
   /** Delete a volume from disk and its record (used for cleanup; the record goes even if the disk was already clean). */

@@ -69,7 +69,6 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     return view;
   };
 
-
   /**
    * A cluster's recursion=2 list, as LXD's: every other member holding some of the instances is
    * asked at once for its own (full views, live state) while this member builds the views of its
