@@ -92,7 +92,8 @@ export function testStorageDb(label: string, setup: () => Promise<StorageDbBacke
       expect(patch.status).toBe(200);
       const patched = (await seen(`${vols}/v1`, (r) => r.body.metadata?.config?.["user.x"] === "y")).body.metadata;
       expect(patched).toMatchObject({ description: "first", config: { size: "1GiB", "user.k": "2", "user.x": "y" } });
-      expect((await a.api("PUT", `${vols}/v1`, { config: { "nope.key": "1" } })).status).toBe(400);
+      // An invalid key is the driver's validation error, a 500 as LXD 5.0.2 answers (main's 759fd1e).
+      expect((await a.api("PUT", `${vols}/v1`, { config: { "nope.key": "1" } })).status).toBe(500);
     });
 
     it("pool updates: ETag, 412 on a stale one, immutable keys refused", async () => {
