@@ -70,6 +70,8 @@ export interface StoragePort {
   ): Promise<string>;
   /** A member that joined a cluster brings up the cluster's pools here; returns the local sources chosen. */
   adoptPools(): Promise<Record<string, string>>;
+  /** A first cluster member: its volumes on pools that are not shared become its own. */
+  claimLocalVolumes(member: string): void;
   /** Apply the root disk's `size` to the instance volume (a quota where the driver has one; "" lifts it). */
   setInstanceVolumeQuota(project: string, pool: string, name: string, size: string): Promise<void>;
   /** Mount path of an existing instance volume (mounting it first if the driver needs to). */

@@ -52,6 +52,8 @@ export interface EnrolmentDeps {
   setTls(tls: { cert: string; key: string }): Promise<void>;
   /** Bring up the cluster's storage pools on this member (a joiner); returns each pool's local source. */
   adoptPools(): Promise<Record<string, string>>;
+  /** A first member: its volumes on pools that are not shared become its own. */
+  claimLocalVolumes(member: string): void;
 }
 
 export class ClusterEnrolment {
@@ -91,6 +93,7 @@ export class ClusterEnrolment {
       writeFileSync(this.d.paths.clusterKey, this.d.keypair.key, { mode: 0o600 });
       this.d.db.transaction(() => {
         this.d.db.prepare("UPDATE instances SET node = ?").run(name);
+        this.d.claimLocalVolumes(name);
         localSet(this.d.db, "applied_index", "0");
       })();
       await store.putSnapshot(takeSnapshot(this.d.db, 0));

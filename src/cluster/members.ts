@@ -182,7 +182,13 @@ export class ClusterMembers {
     const db = this.d.db;
     const count = (db.prepare("SELECT COUNT(*) AS n FROM instances WHERE node = ?").get(name) as { n: number }).n;
     if (count > 0 && !force) throw new BadRequest(`Node still has the following instances: ${count}`);
+    if (!force) {
+      const custom = db.prepare("SELECT name FROM storage_volumes WHERE node = ? AND type = 'custom' AND instr(name, '/') = 0 ORDER BY name").all(name) as { name: string }[];
+      if (custom.length > 0) throw new BadRequest(`Node still has the following custom volumes: ${custom.map((v) => v.name).join(", ")}`);
+    }
     if (force) db.prepare("DELETE FROM instances WHERE node = ?").run(name);
+    // Its volumes on pools that are not shared go with it (LXD's rows are keyed by its node id).
+    db.prepare("DELETE FROM storage_volumes WHERE node = ?").run(name);
     // The member's own rows of pools and networks go with it (pools and networks stay for the others).
     for (const t of ["storage_pools_members", "networks_members"]) db.prepare(`DELETE FROM ${t} WHERE member = ?`).run(name);
     await store.removeMember(name);

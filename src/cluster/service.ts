@@ -44,6 +44,8 @@ export interface ClusterDeps {
   setTls(tls: { cert: string; key: string }): Promise<void>;
   /** Bring up the cluster's storage pools on this member (a joiner); returns each pool's local source. */
   adoptPools(): Promise<Record<string, string>>;
+  /** A first member: its volumes on pools that are not shared become its own. */
+  claimLocalVolumes(member: string): void;
   /** Statuses of the instances living on this member ("project/name" → status). */
   localStatuses(): Record<string, string>;
 }

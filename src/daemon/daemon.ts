@@ -150,6 +150,7 @@ export class Daemon {
       setTls: (tls) => this.endpoints?.setTls(tls) ?? Promise.resolve(),
       localStatuses: () => this.wiring?.ports.instances.localStatuses() ?? {},
       adoptPools: async () => (await this.wiring?.ports.storage.adoptPools()) ?? {},
+      claimLocalVolumes: (member) => this.wiring?.ports.storage.claimLocalVolumes(member),
     });
     this.cluster = cluster;
     const projectExists = (name: string) => db.prepare("SELECT 1 FROM projects WHERE name = ?").get(name) !== undefined;

@@ -82,7 +82,7 @@ export class StorageRepo {
    * The member a new volume of `type` on pool `pool` belongs to ("" when it belongs to none:
    * standalone, shared pools, non-custom volumes). Set by the pool service in a cluster.
    */
-  volumeNode: (pool: string, type: string) => string = () => "";
+  volumeNode: (pool: string) => string = () => "";
 
   constructor(private readonly db: Db) {}
 
@@ -139,6 +139,12 @@ export class StorageRepo {
     return r && toVolume(r);
   }
 
+  /** Volumes of nobody on `pools` become `member`'s. */
+  claimVolumes(member: string, pools: string[]): void {
+    const claim = this.db.prepare("UPDATE storage_volumes SET node = ? WHERE node = '' AND pool_id = (SELECT id FROM storage_pools WHERE name = ?)");
+    for (const pool of pools) claim.run(member, pool);
+  }
+
   /** The members that hold a volume of this name (several only for custom volumes on a local pool). */
   volumeNodes(pool: string, project: string, type: string, name: string): string[] {
     const rows = this.db.prepare(`SELECT v.node FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id WHERE p.name = ? AND v.project = ? AND v.type = ? AND v.name = ?`).all(pool, project, type, name) as { node: string }[];
@@ -150,7 +156,7 @@ export class StorageRepo {
       .prepare(
         "INSERT INTO storage_volumes (pool_id, project, type, name, description, config, content_type, state, created_at, expires_at, node) SELECT id, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ? FROM storage_pools WHERE name = ?",
       )
-      .run(v.project, v.type, v.name, v.description ?? "", JSON.stringify(v.config ?? {}), v.contentType ?? "filesystem", v.createdAt ?? new Date().toISOString(), v.expiresAt ?? "0001-01-01T00:00:00Z", this.volumeNode(v.pool, v.type), v.pool);
+      .run(v.project, v.type, v.name, v.description ?? "", JSON.stringify(v.config ?? {}), v.contentType ?? "filesystem", v.createdAt ?? new Date().toISOString(), v.expiresAt ?? "0001-01-01T00:00:00Z", this.volumeNode(v.pool), v.pool);
   }
 
   setVolumeExpiry(id: number, expiresAt: string): void {

@@ -30,6 +30,8 @@ export interface ServiceDeps {
   profileExists?: (project: string, name: string) => boolean;
   /** A cluster member without an image's files copies them from another member on demand. */
   fetchFromMember?: (project: string, fingerprint: string, files: ImageFiles) => Promise<void>;
+  /** Drop the image's cached volumes from this member's pools (its files are gone: no project holds it). */
+  dropImageVolumes?: (fingerprint: string) => Promise<void>;
 }
 
 /** PUT/PATCH /1.0/images/{fingerprint} body. */
@@ -98,6 +100,7 @@ export class ImageService {
         if (this.repo.countFingerprint(fp) > 0) return;
         this.deps.log.info({ fingerprint: fp }, "removing the files of an image deleted on another member");
         await this.files.remove(fp);
+        await this.dropVolumes(fp);
       });
     }
   }
@@ -206,11 +209,19 @@ export class ImageService {
     return this.view(this.repo.get(project, fingerprint) ?? imageNotFound());
   }
 
-  /** Remove the record; the files go when no project holds the image any more. */
+  /** As LXD on image delete: the pools' unpacked copies go too (a driver that cannot drop one keeps it, logged). */
+  private async dropVolumes(fingerprint: string): Promise<void> {
+    await this.deps.dropImageVolumes?.(fingerprint).catch((e) => this.deps.log.warn({ err: e, fingerprint }, "cannot remove the image's cached volumes"));
+  }
+
+  /** Remove the record; the files and cached volumes go when no project holds the image any more. */
   async delete(project: string, fingerprint: string, requestor?: Requestor): Promise<void> {
     await this.files.withLock(fingerprint, async () => {
       if (!this.repo.delete(project, fingerprint)) imageNotFound();
-      if (this.repo.countFingerprint(fingerprint) === 0) await this.files.remove(fingerprint);
+      if (this.repo.countFingerprint(fingerprint) === 0) {
+        await this.files.remove(fingerprint);
+        await this.dropVolumes(fingerprint);
+      }
     });
     this.deps.events.lifecycle("image-deleted", `/1.0/images/${fingerprint}`, { project, requestor: eventRequestor(requestor) });
   }

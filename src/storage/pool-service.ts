@@ -76,10 +76,11 @@ export class PoolService {
   ) {
     this.repo = new StorageRepo(core.db);
     this.members = new MemberConfigRepo(core.db, "pool");
-    // In a cluster, a custom volume on a pool that is not shared lives on the member that made it.
-    this.repo.volumeNode = (pool, type) => {
+    // In a cluster, every volume on a pool that is not shared (custom, instance, image) lives on the
+    // member that made it, as LXD keys them by node: no member mistakes another's for its own.
+    this.repo.volumeNode = (pool) => {
       const cluster = this.core.ports.cluster;
-      if (type !== "custom" || !cluster?.clustered()) return "";
+      if (!cluster?.clustered()) return "";
       const row = this.repo.pool(pool);
       return row && !this.definition(row.driver).info.remote ? cluster.name() : "";
     };
@@ -213,6 +214,12 @@ export class PoolService {
    * A member that joined a cluster: bring up every pool the cluster has on this host, each
    * with this member's own default source. Returns the local sources chosen.
    */
+  /** A first cluster member: its volumes on pools that are not shared become its own (they were nobody's). */
+  claimLocalVolumes(member: string): void {
+    const local = this.repo.pools().filter((p) => !this.definition(p.driver).info.remote).map((p) => p.name);
+    this.repo.claimVolumes(member, local);
+  }
+
   async adoptPools(): Promise<Record<string, string>> {
     const sources: Record<string, string> = {};
     for (const pool of this.repo.pools()) {

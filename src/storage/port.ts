@@ -3,7 +3,7 @@
 import type { StoragePort } from "../ports.js";
 import type { PoolService } from "./pool-service.js";
 
-export function storagePort(pools: PoolService): StoragePort & { adoptPools(): Promise<Record<string, string>> } {
+export function storagePort(pools: PoolService): StoragePort & { adoptPools(): Promise<Record<string, string>>; claimLocalVolumes(member: string): void } {
   const inst = pools.instanceVolumes;
   const volumes = pools.volumes;
   return {
@@ -11,6 +11,7 @@ export function storagePort(pools: PoolService): StoragePort & { adoptPools(): P
     getPool: (name) => pools.getPool(name),
     // A member that joined a cluster brings up the cluster's pools (daemon.ts asks through the port).
     adoptPools: () => pools.adoptPools(),
+    claimLocalVolumes: (member) => pools.claimLocalVolumes(member),
     adoptVolume: (pool, project, type, name, vol, snapshots) => pools.recovery.adoptVolume(pool, project, type, name, vol, snapshots),
     mountCustomVolume: (pool, project, name) => volumes.mountCustomVolume(pool, project, name),
     customVolumeConfig: (pool, project, name) => volumes.customVolumeConfig(pool, project, name),

@@ -80,6 +80,9 @@ describe("a three-member cluster", () => {
     expect(c1.state?.pid).toBeGreaterThan(0);
     expect(Object.keys(c1.state?.network ?? {})).toContain("lo");
     expect(c1.state?.processes).toBeGreaterThan(0);
+    // Its volume belongs to m2, as LXD keys volumes of pools that are not shared by member.
+    const vols = (await m1.api("GET", "/1.0/storage-pools/default/volumes?recursion=1")).body.metadata as { type: string; name: string; location: string }[];
+    expect(vols.find((v) => v.type === "container" && v.name === "c1")?.location).toBe("m2");
     // An untargeted create goes to a member with the fewest instances (not m2).
     ok(m3.lxc("init", "busybox", "c2"));
     const where = (await m3.api("GET", "/1.0/instances/c2")).body.metadata.location;

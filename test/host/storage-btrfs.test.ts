@@ -148,6 +148,17 @@ describe.skipIf(!supported)("btrfs pools", () => {
     expect(opts).toContain("noatime");
   });
 
+  it("deleting the image drops its unpacked copy from the pool; instances made from it keep their files", async () => {
+    const imagePath = join(dir, "storage-pools/bt/images", fingerprint);
+    expect(existsSync(imagePath)).toBe(true);
+    const r = await api("DELETE", `/1.0/images/${fingerprint}`);
+    expect(r.status, r.text).toBe(202);
+    expect((await api("GET", `${r.body.operation}/wait?timeout=60`)).body.metadata.status).toBe("Success");
+    expect((await api("GET", `/1.0/storage-pools/bt/volumes/image/${fingerprint}`)).status).toBe(404);
+    expect(existsSync(imagePath)).toBe(false);
+    expect(existsSync(join(await storage.mountInstanceVolume("default", "bt", "c2"), "rootfs/bin/busybox"))).toBe(true);
+  });
+
   it("deleting the pool removes its image volumes, the mount, the loop device and the file", async () => {
     const busy = await api("DELETE", "/1.0/storage-pools/bt");
     expect(busy.body.error).toBe("The storage pool is currently in use");

@@ -24,7 +24,7 @@ export class ImagesFeature implements Feature {
 
   constructor(
     private readonly core: Core,
-    private readonly ports: Pick<Ports, "cluster" | "projects" | "profiles" | "instances">,
+    private readonly ports: Pick<Ports, "cluster" | "projects" | "profiles" | "instances"> & { storage: Pick<Ports["storage"], "deleteImageVolumes"> },
   ) {
     const cluster = ports.cluster;
     const writeLock = <T>(fn: () => Promise<T>): Promise<T> => cluster.withWriteLock(fn);
@@ -40,6 +40,7 @@ export class ImagesFeature implements Feature {
         await copyImageFromMembers(await cluster.imagePeers(), project, fingerprint, files);
       },
       projectFor: (project) => ports.projects.effectiveProject(project, "images"),
+      dropImageVolumes: (fingerprint) => ports.storage.deleteImageVolumes(fingerprint),
       profileExists: (project, name) => {
         try {
           ports.profiles.get(project, name);

@@ -5,7 +5,7 @@
 // bound right after the provider is built, so every port is in place before any feature starts.
 import type { Core, Feature } from "../feature.js";
 import { latePort } from "../late-port.js";
-import type { ClusterPort, InstancesPort, NetworksPort, Ports, ProfilesPort, ProjectsPort } from "../../ports.js";
+import type { ClusterPort, InstancesPort, NetworksPort, Ports, ProfilesPort, ProjectsPort, StoragePort } from "../../ports.js";
 import type { DnsServer } from "../../network/zones/dns-server.js";
 import type { BgpSpeaker } from "../../network/bgp/speaker.js";
 import { DevlxdFeature } from "./devlxd.js";
@@ -42,9 +42,11 @@ export function wireFeatures(core: Core, cluster: ClusterPort): Wiring {
   const profiles = latePort<ProfilesPort>("profiles");
   const projects = latePort<ProjectsPort>("projects");
   const networks = latePort<NetworksPort>("networks");
+  const storagePort = latePort<StoragePort>("storage");
 
-  const images = new ImagesFeature(core, { cluster, projects: projects.port, profiles: profiles.port, instances: instances.port });
+  const images = new ImagesFeature(core, { cluster, projects: projects.port, profiles: profiles.port, instances: instances.port, storage: storagePort.port });
   const storage = new StorageFeature(core, { cluster, images: images.port, instances: instances.port, projects: projects.port });
+  storagePort.bind(storage.port);
   const profilesFeature = new ProfilesFeature(core, { instances: instances.port, projects: projects.port, networks: networks.port });
   profiles.bind(profilesFeature.service);
   const projectsFeature = new ProjectsFeature(core, { profiles: profilesFeature.service, networks: networks.port });
