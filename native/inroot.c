@@ -50,6 +50,7 @@ napi_value idmap_mount_error(napi_env env, napi_callback_info info);
 napi_value liblxc_has_extension(napi_env env, napi_callback_info info);
 napi_value idmapped_bind(napi_env env, napi_callback_info info);
 napi_value netns_links(napi_env env, napi_callback_info info);
+napi_value read_small_files(napi_env env, napi_callback_info info);
 napi_value watch_process(napi_env env, napi_callback_info info);
 napi_value unwatch_process(napi_env env, napi_callback_info info);
 napi_value process_exited(napi_env env, napi_callback_info info);
@@ -258,6 +259,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"liblxcHasExtension", NULL, liblxc_has_extension, NULL, NULL, NULL, napi_default, NULL},
       {"idmappedBind", NULL, idmapped_bind, NULL, NULL, NULL, napi_default, NULL},
       {"netnsLinks", NULL, netns_links, NULL, NULL, NULL, napi_default, NULL},
+      {"readSmallFiles", NULL, read_small_files, NULL, NULL, NULL, napi_default, NULL},
       {"watchProcess", NULL, watch_process, NULL, NULL, NULL, napi_default, NULL},
       {"unwatchProcess", NULL, unwatch_process, NULL, NULL, NULL, napi_default, NULL},
       {"processExited", NULL, process_exited, NULL, NULL, NULL, napi_default, NULL},

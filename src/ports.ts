@@ -82,6 +82,8 @@ export interface StoragePort {
   mountCustomVolume(pool: string, project: string, name: string): Promise<string>;
   /** A custom volume's config (security.unmapped decides how disks attach it); throws NotFound. */
   customVolumeConfig(pool: string, project: string, name: string): Record<string, string>;
+  /** A custom volume's content type ("filesystem" or "block"), or undefined when there is no such volume. */
+  customVolumeContentType?(pool: string, project: string, name: string): string | undefined;
   /** Drop an image's cached volumes from every pool (call when the image is deleted). */
   deleteImageVolumes(fingerprint: string): Promise<void>;
   /** Instance snapshots: volumes "<name>/<snapshot>" of the instance's pool (optional: drivers that can). */

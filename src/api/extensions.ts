@@ -219,4 +219,6 @@ export const apiExtensions: string[] = [
   "candid_authentication",
   "candid_config",
   "candid_config_key",
+  // Custom volumes of content type "block" (dir, btrfs, lvm, ceph; raw disks, copies, moves, migration).
+  "custom_block_volumes",
 ];

@@ -95,10 +95,16 @@ export class ClusterRouter {
       if (target && !pending) return target === cluster.name() ? undefined : cluster.members.url(target);
       if (vol) {
         const volName = decodeURIComponent(vol[2]).split("/")[0];
-        const row = this.d.db
-          .prepare("SELECT v.node FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id WHERE p.name = ? AND v.project = ? AND v.type = 'custom' AND v.name = ?")
-          .get(decodeURIComponent(vol[1]), this.volumeProject(project), volName) as { node: string } | undefined;
-        if (row?.node && row.node !== cluster.name()) return cluster.members.url(row.node);
+        const nodes = (
+          this.d.db
+            .prepare("SELECT v.node FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id WHERE p.name = ? AND v.project = ? AND v.type = 'custom' AND v.name = ?")
+            .all(decodeURIComponent(vol[1]), this.volumeProject(project), volName) as { node: string }[]
+        ).map((r) => r.node);
+        // Members of a local pool may each have a volume of the name: the client must say which
+        // (LXD's GetStoragePoolVolume).
+        if (new Set(nodes).size > 1) throw Object.assign(new Error("Storage volume found on more than one cluster member. Please target a specific member"), { status: 409 });
+        const node = nodes[0];
+        if (node && node !== cluster.name()) return cluster.members.url(node);
       }
       return undefined;
     }

@@ -72,6 +72,10 @@ export class ClusterService implements ClusterPort {
   readonly enrolment: ClusterEnrolment;
 
   constructor(private readonly d: ClusterDeps) {
+    // Which rows are this member's own (custom volumes on local pools) is known from the start:
+    // the features recover their state before the member reconnects.
+    const name = localGet(d.db, "member_name");
+    if (name) setLocalMember(d.db, name);
     this.groups = new ClusterGroups(this, d.events);
     this.members = new ClusterMembers(
       {
@@ -170,7 +174,8 @@ export class ClusterService implements ClusterPort {
   }
 
   poolSource(pool: string): string | undefined {
-    return this.member ? localGet(this.d.db, `pool_source:${pool}`) : undefined;
+    // Read before start() too: a joined member's pools are brought up before it reconnects.
+    return localGet(this.d.db, `pool_source:${pool}`);
   }
 
   remoteStatus(project: string, name: string, node: string): string | undefined {
@@ -242,6 +247,8 @@ export class ClusterService implements ClusterPort {
       created: (id) => void store.indexOperation(id, this.member).catch(() => undefined),
       removed: (id) => void store.unindexOperation(id).catch(() => undefined),
     };
+    // Operations a crash of this member's previous daemon interrupted answer (as failed) from any member.
+    for (const id of this.d.operations.interrupted()) this.d.operations.hooks.created(id);
     this.d.events.tap = (event, opts) => {
       if (opts.adminOnly || event.type === "logging") return;
       void store.publishEvent(this.member, event).catch(() => undefined);

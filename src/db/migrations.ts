@@ -472,4 +472,78 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 510,
+    name: "instance move journal",
+    // A move of an instance to another cluster member in progress (src/migration/move-journal.ts):
+    // written before the copy starts and removed once the move ended either way, so a move cut
+    // short by a crash is settled afterwards (the half copy removed, or a complete one renamed).
+    sql: `
+      CREATE TABLE nodelxd_instance_moves (
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        uuid TEXT NOT NULL,
+        source TEXT NOT NULL,
+        target TEXT NOT NULL,
+        dest TEXT NOT NULL,
+        final TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        PRIMARY KEY (project, name)
+      );
+    `,
+  },
+  {
+    version: 511,
+    name: "a custom volume's key includes its member",
+    // LXD: a custom volume on a local (non-remote) pool belongs to one member, and two members
+    // may each have one of the same name. The UNIQUE key gains `node` ('' on shared pools and for
+    // instance volumes, whose names are unique anyway). SQLite cannot change a constraint: the
+    // table is rebuilt, its rows (ids kept) and its backups' rows (which its DROP would cascade
+    // to) put back, the AUTOINCREMENT counter kept.
+    sql: `
+      CREATE TEMP TABLE cf_volumes AS SELECT * FROM storage_volumes;
+      CREATE TEMP TABLE cf_volume_backups AS SELECT * FROM custom_volume_backups;
+      CREATE TEMP TABLE cf_volume_seq AS SELECT seq FROM sqlite_sequence WHERE name = 'storage_volumes';
+      DROP TABLE storage_volumes;
+      CREATE TABLE storage_volumes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pool_id INTEGER NOT NULL REFERENCES storage_pools (id) ON DELETE CASCADE,
+        project TEXT NOT NULL,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        content_type TEXT NOT NULL DEFAULT 'filesystem',
+        state TEXT NOT NULL DEFAULT 'creating',
+        created_at TEXT NOT NULL,
+        renaming_to TEXT,
+        expires_at TEXT NOT NULL DEFAULT '0001-01-01T00:00:00Z',
+        node TEXT NOT NULL DEFAULT '',
+        UNIQUE (pool_id, project, type, name, node)
+      );
+      INSERT INTO storage_volumes (id, pool_id, project, type, name, description, config, content_type, state, created_at, renaming_to, expires_at, node)
+        SELECT id, pool_id, project, type, name, description, config, content_type, state, created_at, renaming_to, expires_at, node FROM cf_volumes;
+      INSERT INTO custom_volume_backups SELECT * FROM cf_volume_backups;
+      UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max(seq), 0) FROM cf_volume_seq)) WHERE name = 'storage_volumes';
+      DROP TABLE cf_volumes;
+      DROP TABLE cf_volume_backups;
+      DROP TABLE cf_volume_seq;
+      DROP VIEW storage_volumes_snapshots;
+      CREATE VIEW storage_volumes_snapshots AS
+        SELECT s.id AS id, v.id AS storage_volume_id, substr(s.name, instr(s.name, '/') + 1) AS name,
+          s.description AS description, s.expires_at AS expiry_date
+        FROM storage_volumes s
+        JOIN storage_volumes v ON v.pool_id = s.pool_id AND v.project = s.project AND v.type = s.type AND v.node = s.node
+          AND v.name = substr(s.name, 1, instr(s.name, '/') - 1)
+        WHERE instr(s.name, '/') > 0;
+      CREATE TRIGGER storage_volumes_snapshots_delete INSTEAD OF DELETE ON storage_volumes_snapshots
+      BEGIN
+        DELETE FROM storage_volumes WHERE id = OLD.id;
+      END;
+      CREATE TRIGGER storage_volumes_snapshots_update INSTEAD OF UPDATE OF description ON storage_volumes_snapshots
+      BEGIN
+        UPDATE storage_volumes SET description = NEW.description WHERE id = OLD.id;
+      END;
+    `,
+  },
 ];

@@ -62,6 +62,17 @@ export class SnapshotRepo {
     return rows.map(toRow).filter((r) => all || r.state === "created");
   }
 
+  /** The created snapshots of every instance, by instance id, oldest first (one query for a list). */
+  byInstance(): Map<number, SnapshotRow[]> {
+    const out = new Map<number, SnapshotRow[]>();
+    for (const r of (this.db.prepare("SELECT * FROM instance_snapshots WHERE state = 'created' ORDER BY id").all() as RawRow[]).map(toRow)) {
+      const list = out.get(r.instanceId);
+      if (list) list.push(r);
+      else out.set(r.instanceId, [r]);
+    }
+    return out;
+  }
+
   /** Every row not in the 'created' state (crash recovery). */
   unfinished(): SnapshotRow[] {
     return (this.db.prepare("SELECT * FROM instance_snapshots WHERE state != 'created' ORDER BY id").all() as RawRow[]).map(toRow);

@@ -1,7 +1,7 @@
 // Storage pools and volumes. A row's `state` makes multi-step host changes crash-safe:
 // 'creating' rows are written before the host work and marked 'created' after it; rows
 // left 'creating' or 'deleting' by a crash are finished off at start (pool service).
-import type { Db } from "./database.js";
+import { localMember, type Db } from "./database.js";
 
 export type RowState = "creating" | "created" | "deleting" | "pending" | "errored";
 
@@ -112,9 +112,14 @@ export class StorageRepo {
     this.db.prepare("DELETE FROM storage_pools WHERE name = ?").run(name);
   }
 
-  volumes(filter: { pool?: string; project?: string; type?: string } = {}): VolumeRow[] {
+  /**
+   * Volumes as this member sees them: shared ones and its own (custom volumes on a local pool of
+   * a cluster belong to one member each); `everywhere`: every member's (listings, used_by).
+   */
+  volumes(filter: { pool?: string; project?: string; type?: string; everywhere?: boolean } = {}): VolumeRow[] {
     const where: string[] = [];
     const args: string[] = [];
+    if (!filter.everywhere) (where.push("v.node IN ('', ?)"), args.push(localMember(this.db)));
     if (filter.pool !== undefined) (where.push("p.name = ?"), args.push(filter.pool));
     if (filter.project !== undefined) (where.push("v.project = ?"), args.push(filter.project));
     if (filter.type !== undefined) (where.push("v.type = ?"), args.push(filter.type));
@@ -122,9 +127,22 @@ export class StorageRepo {
     return (this.db.prepare(sql).all(...args) as RawVolume[]).map(toVolume);
   }
 
+  /**
+   * A volume by name as this member sees it: on a shared pool (and standalone) the one row; on a
+   * local pool of a cluster this member's own (another member may have one of the same name: a
+   * request for that one is served there, see cluster/router.ts).
+   */
   volume(pool: string, project: string, type: string, name: string): VolumeRow | undefined {
-    const r = this.db.prepare(`${VOLUME_SELECT} WHERE p.name = ? AND v.project = ? AND v.type = ? AND v.name = ?`).get(pool, project, type, name) as RawVolume | undefined;
+    const r = this.db
+      .prepare(`${VOLUME_SELECT} WHERE p.name = ? AND v.project = ? AND v.type = ? AND v.name = ? AND v.node IN ('', ?)`)
+      .get(pool, project, type, name, localMember(this.db)) as RawVolume | undefined;
     return r && toVolume(r);
+  }
+
+  /** The members that hold a volume of this name (several only for custom volumes on a local pool). */
+  volumeNodes(pool: string, project: string, type: string, name: string): string[] {
+    const rows = this.db.prepare(`SELECT v.node FROM storage_volumes v JOIN storage_pools p ON p.id = v.pool_id WHERE p.name = ? AND v.project = ? AND v.type = ? AND v.name = ?`).all(pool, project, type, name) as { node: string }[];
+    return rows.map((r) => r.node);
   }
 
   insertVolume(v: { pool: string; project: string; type: string; name: string; description?: string; config?: Record<string, string>; contentType?: string; expiresAt?: string; createdAt?: string }): void {

@@ -10,7 +10,7 @@ import { parseBool } from "../config/validators.js";
 import { hostRoot, type IdmapEntry } from "../instances/idmap.js";
 import { shiftTree } from "../instances/lxc/shift.js";
 import { canIdmapMount } from "../os/idmapped.js";
-import type { Device, DeviceConfig, DeviceContext, RunConfig } from "./types.js";
+import { AddValidationError, type Device, type DeviceConfig, type DeviceContext, type RunConfig } from "./types.js";
 
 const KNOWN = new Set(["type", "path", "source", "pool", "readonly", "optional", "recursive", "propagation", "size", "size.state", "limits.read", "limits.write", "limits.max", "required", "shift", "raw.mount.options", "ceph.cluster_name", "ceph.user_name", "boot.priority", "io.cache"]);
 
@@ -48,12 +48,16 @@ export class DiskDevice implements Device {
       return;
     }
     const { source, path } = this.config;
-    if (!source || !path) throw new Error(`Disk entry is missing the required "source" or "path" property`);
+    if (!source || (!path && !this.config.pool)) throw new Error(`Disk entry is missing the required "source" or "path" property`);
     if (this.config.pool) {
       if (this.config.shift) throw new Error(`The "shift" property cannot be used with custom storage volumes (set "security.shifted=true" on the volume instead)`);
       if (source.includes("/")) throw new Error(`Snapshots of custom volumes can't be attached for disk "${this.name}"`);
       if (!this.ctx.ports.storage.mountCustomVolume) throw new Error(`Custom storage volumes are not supported for disk "${this.name}"`);
       this.ctx.ports.storage.assertPool(this.config.pool);
+      // As LXD: block volumes only on virtual machines (none here), a filesystem volume needs a path.
+      const content = this.ctx.ports.storage.customVolumeContentType?.(this.config.pool, this.ctx.project, source);
+      if (content === "block") throw new AddValidationError("Custom block volumes cannot be used on containers");
+      if (!path) throw content === undefined ? new Error(`Disk entry is missing the required "source" or "path" property`) : new AddValidationError("Custom filesystem volumes require a path to be defined");
       return;
     }
     if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);

@@ -97,3 +97,9 @@ export interface Device {
 }
 
 export type DeviceFactory = (ctx: DeviceContext, name: string, config: DeviceConfig) => Device;
+
+/**
+ * A device check LXD makes only on an instance's expanded devices, when the device is added
+ * (custom volume content type and path): reported as LXD's "Failed add validation for device".
+ */
+export class AddValidationError extends Error {}

@@ -403,6 +403,7 @@ function volumeBackupPath(path: string, kind: MemberKind, raw: string): string {
   const parts = path.split("/");
   if (parts[0] !== "backup") throw new TarRefused(`Tar member ${raw} is not under backup/`);
   if (isOptimizedMember(parts, kind, "volume", "volume-snapshots")) return path;
+  if (isBlockDiskMember(parts, kind)) return path;
   if (parts.length === 1 || (parts.length === 2 && (parts[1] === "volume" || parts[1] === "volume-snapshots")) || (parts.length === 3 && parts[1] === "volume-snapshots")) {
     if (kind !== "directory") throw new TarRefused(`Tar member ${raw} must be a directory`);
     return path;
@@ -424,6 +425,16 @@ function isOptimizedMember(parts: string[], kind: MemberKind, main: string, snap
   if (kind !== "file") return false;
   if (parts.length === 2) return parts[1] === "optimized_header.yaml" || parts[1] === `${main}.bin`;
   return parts.length === 3 && parts[1] === snapDir && parts[2].endsWith(".bin") && parts[2].length > 4;
+}
+
+/**
+ * A custom block volume's disks, regular files outside any volume tree (LXD's layout):
+ * backup/volume.img and backup/volume-snapshots/NAME.img.
+ */
+function isBlockDiskMember(parts: string[], kind: MemberKind): boolean {
+  if (kind !== "file") return false;
+  if (parts.length === 2) return parts[1] === "volume.img";
+  return parts.length === 3 && parts[1] === "volume-snapshots" && parts[2].endsWith(".img") && parts[2].length > 4;
 }
 
 function backupVolumeOf(path: string): string {

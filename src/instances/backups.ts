@@ -105,6 +105,17 @@ export class BackupService {
     return (this.db.prepare("SELECT * FROM instance_backups WHERE instance_id = ? AND state = 'created' ORDER BY id").all(row.id) as RawBackup[]).map(toRow);
   }
 
+  /** Every instance's backups by instance id, read at once (lists of instances). */
+  byInstance(): Map<number, BackupRow[]> {
+    const out = new Map<number, BackupRow[]>();
+    for (const r of (this.db.prepare("SELECT * FROM instance_backups WHERE state = 'created' ORDER BY id").all() as RawBackup[]).map(toRow)) {
+      const list = out.get(r.instanceId);
+      if (list) list.push(r);
+      else out.set(r.instanceId, [r]);
+    }
+    return out;
+  }
+
   require(row: InstanceRow, backup: string): BackupRow {
     const r = this.db.prepare("SELECT * FROM instance_backups WHERE instance_id = ? AND name = ?").get(row.id, backup) as RawBackup | undefined;
     if (!r || r.state !== "created") throw new NotFound("Load backup from database: Instance backup not found");

@@ -71,6 +71,10 @@ export class InstanceRuntime {
     return this.driver.state(initOf(row));
   }
 
+  statuses(rows: InstanceRow[]): Promise<PowerState[]> {
+    return rows.length ? this.driver.states(rows.map(initOf)) : Promise.resolve([]);
+  }
+
   // ---- start ----
 
   /** `stateful`: from the state a stateful stop dumped (LXD's Start(stateful)). */

@@ -14,6 +14,7 @@ import { computeIdmap } from "./idmap-alloc.js";
 import { needsNewInstanceId } from "./cloud-init.js";
 import { expand, validateInstanceName } from "./names.js";
 import { countRootDisks, duplicateDiskPath } from "../devices/disk.js";
+import { AddValidationError } from "../devices/types.js";
 import { ProfileChange } from "./profile-change.js";
 import type { InstanceRuntime } from "./runtime.js";
 import type { InstanceDevices } from "./instance-devices.js";
@@ -108,12 +109,34 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
     }
   }
 
+  /** The statuses of this member's instances among `rows`, all read at once off the event loop. */
+  async readStatuses(rows: InstanceRow[]): Promise<Map<InstanceRow, string>> {
+    const me = localMember(this.deps.db);
+    const local = rows.filter((r) => !r.node || r.node === me);
+    const statuses = await this.runtime.statuses(local);
+    return new Map(local.map((r, i) => [r, statuses[i]]));
+  }
+
+  /** As `batch`, with statuses already read (`readStatuses`) answering `status` meanwhile. */
+  batchWithStatuses<T>(statuses: Map<InstanceRow, string>, fn: () => T): T {
+    this.statusMemo = statuses;
+    try {
+      return this.batch(fn);
+    } finally {
+      this.statusMemo = undefined;
+    }
+  }
+
+  private statusMemo?: Map<InstanceRow, string>;
+
   private profiles() {
     return this.deps.ports.profiles;
   }
 
   /** The status of an instance: from the runtime here, or as its member last reported it. */
   status(row: InstanceRow): string {
+    const known = this.statusMemo?.get(row);
+    if (known) return known;
     if (row.node && row.node !== localMember(this.deps.db)) return this.deps.ports.cluster.remoteStatus(row.project, row.name, row.node) ?? "Error";
     return this.runtime.status(row);
   }
@@ -182,6 +205,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
           throw new Error(`More than one disk device uses the same path "${cfg.path}"`);
         }
       } catch (e) {
+        if (e instanceof AddValidationError) throw new Error(`Failed add validation for device "${dev}": ${e.message}`);
         throw new Error(`Invalid devices: Device validation failed for "${dev}": ${(e as Error).message}`);
       }
     }

@@ -122,6 +122,11 @@ export class SnapshotService {
     return this.repo.list(row.id);
   }
 
+  /** Every instance's snapshots by instance id, read at once (lists of instances). */
+  byInstance(): Map<number, SnapshotRow[]> {
+    return this.repo.byInstance();
+  }
+
   /** The snapshot or LXD's 404. */
   require(row: InstanceRow, snap: string): SnapshotRow {
     const s = this.repo.get(row.id, snap);
@@ -154,8 +159,8 @@ export class SnapshotService {
   }
 
   /** The views of an instance's snapshots, or null when it has none (instance recursion=2). */
-  views(row: InstanceRow): SnapshotView[] | null {
-    const list = this.list(row);
+  /** The snapshot views of an instance; `list`: its snapshots when already read (`byInstance`). */
+  views(row: InstanceRow, list = this.list(row)): SnapshotView[] | null {
     return list.length ? list.map((s) => this.view(row, s)) : null;
   }
 

@@ -20,41 +20,47 @@ const stoppedState = (status: PowerState) => ({
 });
 
 /**
- * The `state` of many instances (lists with recursion=2): cgroup figures per instance, and the
- * network namespaces of all running ones read in one native job.
+ * The `state` of many instances (lists with recursion=2): cgroup figures and network namespaces of
+ * every running one, read off the event loop in two native jobs. The reads start at once, beside
+ * the read of the statuses (`statuses`, when the caller has started it for its views), which are
+ * awaited only to tell Frozen from Running.
  */
-export async function readInstanceStates(svc: InstanceService, items: { row: InstanceRow; status?: PowerState }[]): Promise<InstanceState[]> {
-  // Which are running (and their NICs' host names), with each profile read once for the list.
-  const running = svc.batch(() =>
-    items.map(({ row, status: known }) => {
-      const status = known ?? svc.runtime.status(row);
+export async function readInstanceStates(svc: InstanceService, rows: InstanceRow[], statuses = svc.readStatuses(rows)): Promise<InstanceState[]> {
+  const driver = svc.runtime.driver;
+  // Which are alive (and their NICs' host names), with each profile read once for the list.
+  const alive = svc.batch(() =>
+    rows.map((row) => {
       const init = initOf(row);
-      if (status === "Stopped" || !init) return { status };
+      if (!init || !driver.alive(init)) return undefined;
       const hostNames: Record<string, string> = {};
       let devices: Record<string, Record<string, string>> | undefined;
       for (const [k, v] of Object.entries(row.config)) {
         const m = /^volatile\.([^.]+)\.host_name$/.exec(k);
         if (m) hostNames[(devices ??= svc.expanded(row).devices)[m[1]]?.name ?? m[1]] = v;
       }
-      return { status, init, hostNames };
+      return { init, hostNames };
     }),
   );
-  const live = running.filter((r) => r.init);
-  // The namespaces are read on the addon's thread while this one reads the cgroup files.
-  const networks = readNetworkStates(live.map((r) => r.init!.pid), live.map((r) => r.hostNames!));
-  const states: InstanceState[] = running.map(({ status, init }) => {
-    if (!init) return stoppedState(status);
-    const usage = svc.runtime.driver.usage(init);
-    return { ...stoppedState(status), memory: usage.memory, pid: init.pid, processes: usage.processes, cpu: { usage: usage.cpuNs } };
-  });
-  const nets = await networks;
+  const live = alive.filter((a) => a !== undefined);
+  const [known, nets, usages] = await Promise.all([
+    statuses,
+    readNetworkStates(live.map((a) => a.init.pid), live.map((a) => a.hostNames)),
+    live.length ? driver.usage(live.map((a) => a.init)) : [],
+  ]);
   let i = 0;
-  for (const s of states) if (s.pid) s.network = nets[i++];
-  return states;
+  return rows.map((row, k) => {
+    const a = alive[k];
+    if (!a) return stoppedState((known.get(row) as PowerState | undefined) ?? "Stopped");
+    const at = i++;
+    const status = (known.get(row) as PowerState | undefined) ?? "Running";
+    if (status === "Stopped") return stoppedState(status);
+    const usage = usages[at];
+    return { ...stoppedState(status), memory: usage.memory, pid: a.init.pid, processes: usage.processes, cpu: { usage: usage.cpuNs }, network: nets[at] };
+  });
 }
 
-export async function readInstanceState(svc: InstanceService, row: InstanceRow, known?: PowerState): Promise<InstanceState> {
-  return (await readInstanceStates(svc, [{ row, status: known }]))[0];
+export async function readInstanceState(svc: InstanceService, row: InstanceRow): Promise<InstanceState> {
+  return (await readInstanceStates(svc, [row]))[0];
 }
 
 /**

@@ -3,6 +3,8 @@
 // block I/O, the container's network interfaces (/proc/PID/net/dev is its namespace's), disk
 // device filesystems and the process count. Host-wide files (/proc/partitions, /proc/mounts,
 // /proc/meminfo) are read once per gathering, whatever the number of instances; nothing is spawned.
+// `metricsFiles` names every file one instance's figures need, so that a gathering can read all
+// instances' files at once off the event loop and hand their texts to `instanceMetrics`.
 import { readFileSync, realpathSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import { cgroupDir, controllerVersion, type CgroupLayout } from "../instances/lxc/cgroup.js";
@@ -26,7 +28,10 @@ export interface HostView {
   memTotal: number;
 }
 
-const read = (f: string): string | undefined => {
+/** A file's text, or undefined when it cannot be read. */
+export type FileReader = (path: string) => string | undefined;
+
+const read: FileReader = (f) => {
   try {
     return readFileSync(f, "utf8");
   } catch {
@@ -57,11 +62,51 @@ export function hostView(): HostView {
 }
 
 /** The container's own cgroup (lxc.payload.NAME), not a sub-group its init may sit in. */
-function containerCgroup(layout: CgroupLayout, pid: number, controller: string): string | undefined {
-  const dir = cgroupDir(layout, pid, controller);
+function containerCgroup(layout: CgroupLayout, pid: number, controller: string, procCgroup: string): string | undefined {
+  const dir = cgroupDir(layout, pid, controller, procCgroup);
   if (!dir) return undefined;
   const m = /^(.*?\/lxc\.payload\.[^/]+)/.exec(dir);
   return m ? m[1] : dir;
+}
+
+/** Where an instance's figures are read from. */
+interface MetricsPaths {
+  memory?: { stat: string; usage: string; limit: string; swap: string };
+  cpu?: string;
+  blkio: string[];
+  io?: string;
+  netDev: string;
+  pids?: string;
+}
+
+function metricsPaths(layout: CgroupLayout, pid: number, procCgroup: string): MetricsPaths {
+  const v1 = (c: string) => controllerVersion(layout, c) === "v1";
+  const dir = (c: string) => containerCgroup(layout, pid, c, procCgroup);
+  const mem = dir("memory");
+  const memory = mem
+    ? {
+        stat: join(mem, "memory.stat"),
+        usage: join(mem, v1("memory") ? "memory.usage_in_bytes" : "memory.current"),
+        limit: join(mem, v1("memory") ? "memory.limit_in_bytes" : "memory.max"),
+        swap: join(mem, v1("memory") ? "memory.memsw.usage_in_bytes" : "memory.swap.current"),
+      }
+    : undefined;
+  let cpu: string | undefined;
+  if (v1("cpuacct")) cpu = dir("cpuacct") && join(dir("cpuacct")!, "cpuacct.usage_all");
+  else if (controllerVersion(layout, "cpu") === "v2") cpu = dir("cpu") && join(dir("cpu")!, "cpu.stat");
+  const blk = v1("blkio") ? dir("blkio") : undefined;
+  const blkio = blk ? ["blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"].map((f) => join(blk, f)) : [];
+  const io = !v1("blkio") && controllerVersion(layout, "io") === "v2" ? dir("io") && join(dir("io")!, "io.stat") : undefined;
+  const pids = dir("pids");
+  return { memory, cpu, blkio, io, netDev: `/proc/${pid}/net/dev`, pids: pids && join(pids, "pids.current") };
+}
+
+/** Every file `instanceMetrics` reads for the instance whose init is `pid` (`procCgroup`: its /proc/PID/cgroup). */
+export function metricsFiles(layout: CgroupLayout, pid: number, procCgroup: string): string[] {
+  const p = metricsPaths(layout, pid, procCgroup);
+  const files = [...(p.memory ? Object.values(p.memory) : []), ...p.blkio, p.netDev];
+  for (const f of [p.cpu, p.io, p.pids]) if (f) files.push(f);
+  return files;
 }
 
 const MEMORY_KEYS: Record<string, "lxd_memory_Active_anon_bytes" | "lxd_memory_Active_file_bytes" | "lxd_memory_Inactive_anon_bytes" | "lxd_memory_Inactive_file_bytes" | "lxd_memory_Unevictable_bytes" | "lxd_memory_Writeback_bytes" | "lxd_memory_Dirty_bytes" | "lxd_memory_Mapped_bytes" | "lxd_memory_RSS_bytes" | "lxd_memory_Shmem_bytes" | "lxd_memory_Cached_bytes"> = {
@@ -114,46 +159,44 @@ export function netDev(text: string): Map<string, number[]> {
 
 const FS_TYPES: Record<number, string> = { 0x9123683e: "btrfs", 0x01021994: "tmpfs", 0xef53: "ext4", 0x58465342: "xfs", 0x6969: "nfs", 0x2fc12fc1: "zfs" };
 
-export function instanceMetrics(layout: CgroupLayout, host: HostView, src: MetricsSource): MetricSet {
+/**
+ * One instance's figures. `readFile` gives the texts of `metricsFiles` (read at once for many
+ * instances) and `procCgroup` its /proc/PID/cgroup; by default both are read here.
+ */
+export function instanceMetrics(layout: CgroupLayout, host: HostView, src: MetricsSource, readFile: FileReader = read, procCgroup = read(`/proc/${src.pid}/cgroup`) ?? ""): MetricSet {
   const out = new MetricSet({ project: src.project, name: src.name, type: "container" });
   const v1 = (c: string) => controllerVersion(layout, c) === "v1";
+  const paths = metricsPaths(layout, src.pid, procCgroup);
 
   // Memory
-  const mem = containerCgroup(layout, src.pid, "memory");
+  const mem = paths.memory;
   let cached = 0;
   if (mem) {
-    const stats = memoryStats(read(join(mem, "memory.stat")) ?? "");
+    const stats = memoryStats(readFile(mem.stat) ?? "");
     cached = stats.get("lxd_memory_Cached_bytes") ?? 0;
     for (const [k, v] of stats) out.add(k as Parameters<MetricSet["add"]>[0], v);
-    const usage = num(read(join(mem, v1("memory") ? "memory.usage_in_bytes" : "memory.current"))) ?? 0;
-    const limitRaw = read(join(mem, v1("memory") ? "memory.limit_in_bytes" : "memory.max"))?.trim();
+    const usage = num(readFile(mem.usage)) ?? 0;
+    const limitRaw = readFile(mem.limit)?.trim();
     const limit = limitRaw === undefined || limitRaw === "max" ? host.memTotal : Math.min(Number(limitRaw), host.memTotal);
     if (limit > 0) {
       out.add("lxd_memory_MemTotal_bytes", limit);
       out.add("lxd_memory_MemAvailable_bytes", limit - usage + cached);
       out.add("lxd_memory_MemFree_bytes", limit - usage);
     }
-    if (v1("memory")) {
-      const memsw = num(read(join(mem, "memory.memsw.usage_in_bytes")));
-      if (memsw !== undefined) out.add("lxd_memory_Swap_bytes", Math.max(0, memsw - usage));
-    } else {
-      const swap = num(read(join(mem, "memory.swap.current")));
-      if (swap !== undefined) out.add("lxd_memory_Swap_bytes", swap);
-    }
+    const swap = num(readFile(mem.swap));
+    if (swap !== undefined) out.add("lxd_memory_Swap_bytes", v1("memory") ? Math.max(0, swap - usage) : swap);
   }
 
   // CPU (v1: per CPU from cpuacct.usage_all; v2: cpu.stat, reported as CPU 0 as LXD does)
   if (v1("cpuacct")) {
-    const d = containerCgroup(layout, src.pid, "cpuacct");
-    for (const line of (d ? (read(join(d, "cpuacct.usage_all")) ?? "") : "").split("\n")) {
+    for (const line of (paths.cpu ? (readFile(paths.cpu) ?? "") : "").split("\n")) {
       const f = line.trim().split(/\s+/);
       if (f.length < 3 || f[0] === "cpu") continue;
       out.add("lxd_cpu_seconds_total", Number(f[2]) / 1e9, { mode: "system", cpu: f[0] });
       out.add("lxd_cpu_seconds_total", Number(f[1]) / 1e9, { mode: "user", cpu: f[0] });
     }
   } else if (controllerVersion(layout, "cpu") === "v2") {
-    const d = containerCgroup(layout, src.pid, "cpu");
-    const stat = d ? (read(join(d, "cpu.stat")) ?? "") : "";
+    const stat = paths.cpu ? (readFile(paths.cpu) ?? "") : "";
     const field = (k: string) => Number(new RegExp(`^${k} (\\d+)`, "m").exec(stat)?.[1] ?? 0);
     out.add("lxd_cpu_seconds_total", (field("system_usec") * 1000) / 1e9, { mode: "system", cpu: "0" });
     out.add("lxd_cpu_seconds_total", (field("user_usec") * 1000) / 1e9, { mode: "user", cpu: "0" });
@@ -167,9 +210,9 @@ export function instanceMetrics(layout: CgroupLayout, host: HostView, src: Metri
     return e;
   };
   if (v1("blkio")) {
-    const d = containerCgroup(layout, src.pid, "blkio");
-    for (const [file, kind] of [["blkio.throttle.io_service_bytes_recursive", "bytes"], ["blkio.throttle.io_serviced_recursive", "ops"]] as const) {
-      for (const line of (d ? (read(join(d, file)) ?? "") : "").split("\n")) {
+    for (const [at, kind] of [[0, "bytes"], [1, "ops"]] as const) {
+      const file = paths.blkio[at];
+      for (const line of (file ? (readFile(file) ?? "") : "").split("\n")) {
         const f = line.trim().split(/\s+/);
         if (f.length !== 3) continue;
         const dev = host.partitions.get(f[0]);
@@ -179,8 +222,7 @@ export function instanceMetrics(layout: CgroupLayout, host: HostView, src: Metri
       }
     }
   } else if (controllerVersion(layout, "io") === "v2") {
-    const d = containerCgroup(layout, src.pid, "io");
-    for (const line of (d ? (read(join(d, "io.stat")) ?? "") : "").split("\n")) {
+    for (const line of (paths.io ? (readFile(paths.io) ?? "") : "").split("\n")) {
       const [devId, ...stats] = line.trim().split(" ");
       const dev = host.partitions.get(devId);
       if (dev === undefined) continue;
@@ -227,7 +269,7 @@ export function instanceMetrics(layout: CgroupLayout, host: HostView, src: Metri
   }
 
   // Network interfaces of the container's namespace
-  for (const [ifname, c] of netDev(read(`/proc/${src.pid}/net/dev`) ?? "")) {
+  for (const [ifname, c] of netDev(readFile(paths.netDev) ?? "")) {
     const labels = { device: ifname };
     out.add("lxd_network_receive_bytes_total", c[0], labels);
     out.add("lxd_network_receive_packets_total", c[1], labels);
@@ -240,8 +282,7 @@ export function instanceMetrics(layout: CgroupLayout, host: HostView, src: Metri
   }
 
   // Processes
-  const pids = containerCgroup(layout, src.pid, "pids");
-  const count = pids ? num(read(join(pids, "pids.current"))) : undefined;
+  const count = paths.pids ? num(readFile(paths.pids)) : undefined;
   if (count !== undefined) out.add("lxd_procs_total", count);
   return out;
 }

@@ -13,7 +13,8 @@ import type { OperationContext, OperationManager } from "../operations/manager.j
 import type { OperationView } from "../operations/types.js";
 import type { StagedStreams, StreamSink } from "../storage/drivers/types.js";
 import { checkSubvolumes } from "../storage/drivers/btrfs-send.js";
-import { decodeControl, decodeHeader, encodeControl, encodeHeader, FS_BTRFS, FS_RSYNC, rsyncFeaturesMsg, rsyncFeaturesOf, type MigrationHeader } from "./proto.js";
+import { recvDisk, sendDisk } from "./block-stream.js";
+import { decodeControl, decodeHeader, encodeControl, encodeHeader, FS_BLOCK_AND_RSYNC, FS_BTRFS, FS_RSYNC, rsyncFeaturesMsg, rsyncFeaturesOf, type MigrationHeader } from "./proto.js";
 import { invalidateQuickCheck, rsyncRecv, rsyncSend } from "./rsync-stream.js";
 import { rsyncNegotiates } from "../storage/rsync.js";
 import { connectPeer, MigrationChannel } from "./ws-io.js";
@@ -187,21 +188,30 @@ export interface Transport {
   features: string[];
 }
 
-/** A pool's transports, preferred first: btrfs send when its driver streams btrfs, then rsync (LXD's MigrationTypes). */
-export function poolTransports(streamType: string | undefined, poolConfig: Record<string, string> | undefined): Transport[] {
+/**
+ * A pool's transports, preferred first: btrfs send when its driver streams btrfs, then rsync,
+ * or for block content the raw block stream (LXD's MigrationTypes).
+ */
+export function poolTransports(streamType: string | undefined, poolConfig: Record<string, string> | undefined, contentType = "filesystem"): Transport[] {
   const rsync = poolConfig?.["rsync.compression"] === "false" ? OUR_RSYNC_FEATURES.filter((f) => f !== "compress") : OUR_RSYNC_FEATURES;
   const out: Transport[] = [];
   if (streamType === "btrfs") out.push({ fs: FS_BTRFS, features: OUR_BTRFS_FEATURES });
-  out.push({ fs: FS_RSYNC, features: [...rsync] });
+  out.push({ fs: contentType === "block" ? FS_BLOCK_AND_RSYNC : FS_RSYNC, features: [...rsync] });
   return out;
 }
+
+/** Transports that carry rsync features (RSYNC, and BLOCK_AND_RSYNC for its filesystem part). */
+const usesRsync = (fs: number) => fs === FS_RSYNC || fs === FS_BLOCK_AND_RSYNC;
+
+/** LXD's FallbackMigrationType: what every pool can do for the content our transports are for. */
+const fallbackOf = (ours: Transport[]) => (ours.some((t) => t.fs === FS_BLOCK_AND_RSYNC) ? FS_BLOCK_AND_RSYNC : FS_RSYNC);
 
 /** The header fields for a list of transports (LXD's TypesToHeader). */
 export function transportsHeader(types: Transport[]): Pick<MigrationHeader, "fs" | "rsyncFeatures" | "btrfsFeatures"> {
   const first = types[0];
   const out: Pick<MigrationHeader, "fs" | "rsyncFeatures" | "btrfsFeatures"> = { fs: first.fs };
   if (first.fs === FS_BTRFS) out.btrfsFeatures = { migration_header: first.features.includes("migration_header"), header_subvolumes: first.features.includes("header_subvolumes"), header_subvolume_uuids: first.features.includes("header_subvolume_uuids") };
-  const rsync = types.find((t) => t.fs === FS_RSYNC);
+  const rsync = types.find((t) => usesRsync(t.fs));
   if (rsync) out.rsyncFeatures = rsyncFeaturesMsg(rsync.features);
   return out;
 }
@@ -213,14 +223,14 @@ function btrfsFeaturesOf(h: MigrationHeader): string[] {
 
 /** LXD's MatchTypes: our transports the peer's header allows (its type, or the RSYNC fallback), with the common features. */
 export function matchTransports(offer: MigrationHeader, ours: Transport[], refresh = false): Transport[] {
-  const offered = [offer.fs, FS_RSYNC];
+  const offered = [offer.fs, fallbackOf(ours)];
   const matched: Transport[] = [];
   for (const t of ours) {
     for (const fs of offered) {
       if (fs !== t.fs) continue;
       let theirs: string[] = [];
       if (fs === FS_BTRFS) theirs = btrfsFeaturesOf(offer);
-      else if (fs === FS_RSYNC) {
+      else if (usesRsync(fs)) {
         theirs = rsyncFeaturesOf(offer);
         if (!theirs.includes("bidirectional")) theirs = ["xattrs", "delete", "compress"];
       }
@@ -254,7 +264,7 @@ export async function sourceHandshake(ch: Channels, offer: MigrationHeader, ours
   } catch (e) {
     throw new Error(`Failed to negotiate migration type: ${(e as Error).message}`);
   }
-  const rsyncOurs = ours.find((t) => t.fs === FS_RSYNC)?.features ?? OUR_RSYNC_FEATURES;
+  const rsyncOurs = ours.find((t) => usesRsync(t.fs))?.features ?? OUR_RSYNC_FEATURES;
   return { resp, transport, rsync: rsyncFeaturesWith(resp, rsyncOurs) };
 }
 
@@ -273,7 +283,7 @@ export function targetAnswer(offer: MigrationHeader, ours: Transport[], refresh:
     fields.nodelxd = { rsync };
     negotiate = matched[0].fs === FS_RSYNC && rsync.includes(NODELXD_RSYNC_NEGOTIATE);
   }
-  return { transport: matched[0], fields, rsync: matched.find((t) => t.fs === FS_RSYNC)?.features ?? rsyncFeaturesWith(offer), negotiate };
+  return { transport: matched[0], fields, rsync: matched.find((t) => usesRsync(t.fs))?.features ?? rsyncFeaturesWith(offer), negotiate };
 }
 
 // ---- index header and failures ----
@@ -341,7 +351,7 @@ export function progressEvery(interval: number, report: (m: Record<string, unkno
 export interface SendPlan {
   /** Snapshots to send, oldest first. */
   snapshots: string[];
-  /** rsync: the tree of a snapshot, or of the volume (undefined). */
+  /** rsync: the tree of a snapshot, or of the volume (undefined); block: its raw disk. */
   path(snapshot: string | undefined): Promise<string>;
   /** btrfs: the driver's send streams. */
   streams?(snapshots: string[], out: StreamSink): Promise<void>;
@@ -369,6 +379,12 @@ export async function sendData(ch: Channels, t: Transport, rsync: string[], plan
     });
     return;
   }
+  if (t.fs === FS_BLOCK_AND_RSYNC) {
+    // Custom block volumes: each snapshot's disk, then the volume's (no filesystem part).
+    for (const s of plan.snapshots) await sendDisk(await plan.path(s), ch.fs, progress(s));
+    await sendDisk(await plan.path(undefined), ch.fs, progress(plan.label));
+    return;
+  }
   for (const s of plan.snapshots) await rsyncSend(plan.label, await plan.path(s), ch.fs, { features: rsync, bwlimit: plan.bwlimit, signal: opts.signal, progress: progress(s) });
   await rsyncSend(plan.label, await plan.path(undefined), ch.fs, { features: rsync, bwlimit: plan.bwlimit, signal: opts.signal, progress: progress(plan.label) });
 }
@@ -376,7 +392,7 @@ export async function sendData(ch: Channels, t: Transport, rsync: string[], plan
 export interface RecvPlan {
   /** Snapshots to receive, in the order they come. */
   snapshots: string[];
-  /** rsync: the volume's directory (received into, then snapshotted). */
+  /** rsync: the volume's directory (received into, then snapshotted); block: the volume's raw disk. */
   dir(): Promise<string>;
   /** btrfs: stage the driver's receive of the streams. */
   streams?(snapshots: string[], next: () => Readable): Promise<StagedStreams>;
@@ -406,6 +422,17 @@ export async function recvData(ch: Channels, t: Transport, rsync: string[], plan
     } finally {
       await staged.discard();
     }
+    return;
+  }
+  if (t.fs === FS_BLOCK_AND_RSYNC) {
+    // Each snapshot's disk lands on the volume's disk, which is then snapshotted; the volume's last.
+    const disk = await plan.dir();
+    const progress = progressEvery(PROGRESS_INTERVAL_MS, opts.progress);
+    for (const s of plan.snapshots) {
+      await recvDisk(disk, ch.fs, { progress: progress(s) });
+      await plan.addSnapshot(s);
+    }
+    await recvDisk(disk, ch.fs, { progress: progress(plan.label) });
     return;
   }
   const dir = await plan.dir();

@@ -4,7 +4,9 @@
 // cluster certificate) to create a copy from it under a temporary name; only once the target
 // has the whole copy is the instance removed here, then the copy takes its name there. A
 // failure before that point removes the partial copy and leaves the instance where it was
-// (started again if it was running).
+// (started again if it was running). The move is journalled (move-journal.ts) from before the
+// copy starts until it ended, so a crash of either daemon in between is settled afterwards: at
+// the next start of either member, and when the next move of the instance begins.
 import { randomUUID } from "node:crypto";
 import type { ClusterPort } from "../ports.js";
 import type { OperationManager } from "../operations/manager.js";
@@ -14,6 +16,7 @@ import { onPath } from "../os/exec.js";
 import { BadRequest, InternalError, NotFound, NotImplemented } from "../shared/errors.js";
 import { apiUrl, withTarget } from "../shared/urls.js";
 import type { InstanceMigration } from "./instances.js";
+import { MOVE_PREFIX, MoveJournal, settleAll } from "./move-journal.js";
 
 export interface ClusterMoveRequest {
   /** The member to move to. */
@@ -33,10 +36,26 @@ export interface ClusterMoveDeps {
 const errText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 export class ClusterMove {
+  readonly journal: MoveJournal;
+  /** Moves running on this member ("project/name"): one at a time per instance. */
+  private readonly moving = new Set<string>();
+
   constructor(
     private readonly d: ClusterMoveDeps,
     private readonly svc: InstanceService,
-  ) {}
+  ) {
+    this.journal = new MoveJournal(svc.deps.db);
+  }
+
+  /**
+   * At start: settle the moves this member was the source or the target of that a crash cut
+   * short (those that began before `startedAt`: a move begun since is running).
+   */
+  async recover(startedAt: string, log?: { warn(o: object, m: string): void }): Promise<number> {
+    if (!this.d.cluster.clustered()) return 0;
+    const records = this.journal.involving(this.d.cluster.name(), startedAt);
+    return records.length ? settleAll({ cluster: this.d.cluster, journal: this.journal, svc: this.svc }, records, log) : 0;
+  }
 
   /**
    * The checks LXD makes before it starts the operation (instancePost). `admin`: the client may
@@ -75,21 +94,35 @@ export class ClusterMove {
 
   /** The operation's work. */
   async run(project: string, name: string, req: ClusterMoveRequest, progress: (m: Record<string, unknown>) => void): Promise<void> {
+    const key = `${project}/${name}`;
+    if (this.moving.has(key)) throw new Error(`Instance "${name}" is already being moved`);
+    this.moving.add(key);
+    try {
+      await this.runMove(project, name, req, progress);
+    } finally {
+      this.moving.delete(key);
+    }
+  }
+
+  private async runMove(project: string, name: string, req: ClusterMoveRequest, progress: (m: Record<string, unknown>) => void): Promise<void> {
     const { cluster } = this.d;
     const peers = cluster.peers();
     const row = this.svc.require(project, name);
     if (req.target === row.node) throw new Error("Target must be different than instance's current location");
     const finalName = req.name || name;
-    let destName = finalName;
-    if (finalName === name) {
-      // The copy exists next to the instance for a while: under LXD's temporary name.
-      let uuid = row.config["volatile.uuid"];
-      if (!uuid) {
-        uuid = randomUUID();
-        await cluster.withWriteLock(async () => this.svc.repo.patchConfig(project, name, { "volatile.uuid": uuid! }));
-      }
-      destName = `lxd-move-of-${uuid}`;
+    let uuid = row.config["volatile.uuid"];
+    if (!uuid) {
+      uuid = randomUUID();
+      await cluster.withWriteLock(async () => this.svc.repo.patchConfig(project, name, { "volatile.uuid": uuid! }));
     }
+    // A previous move of this instance that a crash cut short: its copy goes first.
+    const earlier = this.journal.ofInstance(project, uuid);
+    if (earlier.length) {
+      const deps = { cluster, journal: this.journal, svc: this.svc };
+      if ((await settleAll(deps, earlier)) < earlier.length) throw new Error(`Failed removing the copy left by an interrupted move of "${name}": try again once every member is online`);
+    }
+    // The copy exists next to the instance for a while: under LXD's temporary name.
+    const destName = finalName === name ? `${MOVE_PREFIX}${uuid}` : finalName;
     const origApplyTemplate = row.config["volatile.apply_template"] ?? "";
     const wasRunning = this.svc.runtime.isRunning(row);
     if (wasRunning) {
@@ -100,6 +133,8 @@ export class ClusterMove {
         throw new Error(`Failed stopping instance "${name}": ${errText(e)}`);
       }
     }
+    const record = { project, name, uuid, source: cluster.name(), target: req.target, dest: destName, final: finalName, started_at: new Date().toISOString() };
+    await cluster.withWriteLock(async () => this.journal.add(record));
     let copied = false;
     try {
       await this.copyTo(project, name, destName, req, progress);
@@ -108,8 +143,13 @@ export class ClusterMove {
       await cluster.withWriteLock(() => this.svc.runtime.serialize(project, name, () => this.svc.delete(project, name)));
     } catch (e) {
       if (!copied || this.svc.repo.get(project, name)) {
-        // Still here: the partial copy goes, and the instance runs again if it ran.
-        await peers.call(req.target, "DELETE", apiUrl(project, "instances", destName)).catch(() => undefined);
+        // Still here: the partial copy goes (the record stays if the target cannot be told now),
+        // and the instance runs again if it ran.
+        const removed = await peers.call(req.target, "DELETE", apiUrl(project, "instances", destName)).then(
+          () => true,
+          (err: { status?: number }) => err?.status === 404 && !this.svc.repo.get(project, destName),
+        );
+        if (removed) await cluster.withWriteLock(async () => this.journal.remove(project, name)).catch(() => undefined);
         if (wasRunning) await cluster.withWriteLock(() => this.svc.runtime.start(project, name)).catch(() => undefined);
       }
       throw e;
@@ -121,6 +161,7 @@ export class ClusterMove {
         throw new Error(`Rename instance operation failed: ${errText(e)}`);
       }
     }
+    await cluster.withWriteLock(async () => this.journal.remove(project, name));
     // The pending template trigger is the instance's own, not the copy's (as LXD restores it).
     await cluster.withWriteLock(async () => {
       if (this.svc.repo.get(project, finalName)) this.svc.repo.patchConfig(project, finalName, { "volatile.apply_template": origApplyTemplate });

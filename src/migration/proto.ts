@@ -43,6 +43,8 @@ function messageTypes(): { header: Type; control: Type } {
 
 export const FS_RSYNC = 0;
 export const FS_BTRFS = 1;
+/** A raw block stream (custom block volumes), rsync for any filesystem part. */
+export const FS_BLOCK_AND_RSYNC = 4;
 export const INDEX_HEADER_VERSION = 1;
 
 export interface IdmapEntryMsg {

@@ -52,7 +52,7 @@ export class VolumeMigration {
         snapshots: snaps.map((s) => volumeSnapshotMsg(snapName(s), s.config)),
         indexHeaderVersion: INDEX_HEADER_VERSION,
       };
-      const { resp, transport, rsync } = await sourceHandshake(ch, offer, poolTransports(this.pools.streamType(row.pool), poolConfig));
+      const { resp, transport, rsync } = await sourceHandshake(ch, offer, poolTransports(this.pools.streamType(row.pool), poolConfig, row.contentType));
       const sendSnaps = resp.refresh ? snaps.filter((s) => resp.snapshotNames.includes(snapName(s))) : snaps;
       if ((resp.indexHeaderVersion ?? 0) > 0) {
         // Go's field names (backup.Config has yaml tags only), as LXD reads them.
@@ -100,7 +100,8 @@ export class VolumeMigration {
       let snapshots = sink.instanceOnly ? [] : offer.snapshots;
       const target = sink.refresh ? this.copies.target(pool, project, req.name) : undefined;
       if (target) snapshots = await this.copies.refreshPlan(target, snapshots);
-      const { transport, fields, rsync, negotiate } = targetAnswer(offer, poolTransports(this.pools.streamType(pool), this.pools.pool(pool).config), sink.refresh, await nodelxdExtension());
+      const contentType = target?.contentType ?? (req.content_type || "filesystem");
+      const { transport, fields, rsync, negotiate } = targetAnswer(offer, poolTransports(this.pools.streamType(pool), this.pools.pool(pool).config, contentType), sink.refresh, await nodelxdExtension());
       const resp: MigrationHeader = {
         ...fields,
         indexHeaderVersion: Math.min(offer.indexHeaderVersion ?? 0, INDEX_HEADER_VERSION),

@@ -9,6 +9,8 @@ import { OperationStatus, type OperationClass, type OperationStatusName, type Op
 
 /** How long a finished operation stays listed, as upstream. */
 export const FINISHED_RETENTION_MS = 5000;
+/** How long an operation a crash interrupted answers as failed after the next start. */
+export const INTERRUPTED_RETENTION_MS = 60_000;
 
 export interface OperationContext {
   readonly id: string;
@@ -80,15 +82,34 @@ export class OperationManager {
     private readonly log: Logger,
   ) {}
 
-  /** Operations left running by a previous daemon were interrupted: fail them, then forget them. */
+  /** Operations a previous daemon left running, failed at this start and listed for a while. */
+  private interruptedIds: string[] = [];
+
+  /**
+   * Operations left running by a previous daemon were interrupted: fail them, keep them
+   * answering (as failed) for INTERRUPTED_RETENTION_MS — the client that waited on one lost its
+   * connection with the daemon and asks again once it is back — then forget them.
+   */
   recoverInterrupted(): number {
     const now = new Date().toISOString();
+    this.interruptedIds = (this.db.prepare("SELECT id FROM operations WHERE status_code < 200").all() as { id: string }[]).map((r) => r.id);
     const res = this.db
       .prepare("UPDATE operations SET status_code = ?, err = ?, updated_at = ? WHERE status_code < 200")
       .run(OperationStatus.Failure, "Operation interrupted by a daemon restart", now);
-    // The daemon may have stopped (and closed the database) by the time this fires.
-    setTimeout(() => this.db.open && this.db.prepare("DELETE FROM operations WHERE status_code >= 200").run(), FINISHED_RETENTION_MS).unref();
+    // Rows of operations that had finished before the crash go at once (as they would have).
+    this.db.prepare(`DELETE FROM operations WHERE status_code >= 200 AND id NOT IN (SELECT value FROM json_each(?))`).run(JSON.stringify(this.interruptedIds));
+    setTimeout(() => {
+      // The daemon may have stopped (and closed the database) by the time this fires.
+      if (this.db.open) this.db.prepare("DELETE FROM operations WHERE status_code >= 200 AND id IN (SELECT value FROM json_each(?))").run(JSON.stringify(this.interruptedIds));
+      for (const id of this.interruptedIds) this.hooks?.removed(id);
+      this.interruptedIds = [];
+    }, INTERRUPTED_RETENTION_MS).unref();
     return res.changes;
+  }
+
+  /** The interrupted operations still answering as failed (the cluster indexes them). */
+  interrupted(): string[] {
+    return [...this.interruptedIds];
   }
 
   create(spec: OperationSpec): OperationView {

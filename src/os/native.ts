@@ -1,5 +1,5 @@
 // The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
-// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c, native/idmap.c, native/netns.c, native/pidwatch.c) and the helpers (native/start.c,
+// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c, native/idmap.c, native/netns.c, native/pidwatch.c, native/readfiles.c) and the helpers (native/start.c,
 // native/attach.c, native/proxy.c, native/uevent.c, native/rsync.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
@@ -38,6 +38,8 @@ export interface Native {
    * enters each namespace in turn); null for a process whose namespace cannot be entered.
    */
   netnsLinks(pids: number[]): Promise<(NetnsLinks | null)[]>;
+  /** The text of each small file (up to 64 KiB), read on threads off the event loop; null when unreadable. */
+  readSmallFiles(paths: string[]): Promise<(string | null)[]>;
   /** A pidfd of any process polled on the event loop: onExit runs once when it exits; null when there is no such process. */
   watchProcess(pid: number, onExit: () => void): ProcessWatch | null;
   unwatchProcess(watch: ProcessWatch): void;

@@ -26,7 +26,7 @@ export interface InstanceVolumePools {
   receiveStreams(row: VolumeRow, snapshots: string[], next: (snapshot: string | undefined) => Readable | Promise<Readable>, opts?: { signal?: AbortSignal }): Promise<StagedStreams>;
 }
 
-type InstanceVolumePort = Omit<StoragePort, "assertPool" | "getPool" | "adoptVolume" | "adoptPools" | "mountCustomVolume" | "customVolumeConfig">;
+type InstanceVolumePort = Omit<StoragePort, "assertPool" | "getPool" | "adoptVolume" | "adoptPools" | "mountCustomVolume" | "customVolumeConfig" | "customVolumeContentType">;
 
 export class InstanceVolumes implements Required<InstanceVolumePort> {
   private readonly locks = new KeyedLock();

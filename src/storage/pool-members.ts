@@ -177,7 +177,7 @@ export class PoolMembers {
     if (!pool) throw new NotFound("Storage pool not found");
     if (pool.state === "created") {
       const inUse = this.pools.poolUsedBy(name).filter((u) => !u.startsWith("/1.0/images/"));
-      if (inUse.length > 0 || this.pools.repo.volumes({ pool: name }).some((v) => v.type !== "image")) throw new BadRequest("The storage pool is currently in use");
+      if (inUse.length > 0 || this.pools.repo.volumes({ pool: name, everywhere: true }).some((v) => v.type !== "image")) throw new BadRequest("The storage pool is currently in use");
     }
     const self = this.cluster!.name();
     const rows = new Map(this.pools.members.all(name).map((r) => [r.member, r]));

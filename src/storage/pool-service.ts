@@ -193,11 +193,20 @@ export class PoolService {
    */
   memberConfig(pool: { name: string; config: Record<string, string> }): Record<string, string> {
     const cluster = this.core.ports.cluster;
-    if (!cluster?.clustered()) return pool.config;
+    if (!cluster?.clustered()) {
+      // A member that joined, starting up (before it is back in the cluster): its own source
+      // already (the shared config has the first member's, another directory of this host).
+      const source = cluster?.poolSource(pool.name);
+      return source ? { ...pool.config, source } : pool.config;
+    }
     const own = this.members.get(pool.name, cluster.name());
-    if (own) return { ...pool.config, ...own.config };
+    const config = own ? { ...pool.config, ...own.config } : pool.config;
+    if (own?.config.source) return config;
+    // This member's own source (chosen when it joined) over the shared config's, which is the
+    // first member's: a member row without one (a global PUT records it) must not bind this
+    // member's pool to another member's directory.
     const source = cluster.poolSource(pool.name);
-    return source ? { ...pool.config, source } : pool.config;
+    return source ? { ...config, source } : config;
   }
 
   /**
@@ -286,7 +295,7 @@ export class PoolService {
 
   poolUsedBy(pool: string): string[] {
     const out: string[] = [];
-    for (const v of this.repo.volumes({ pool }).filter((v) => v.state === "created")) {
+    for (const v of this.repo.volumes({ pool, everywhere: true }).filter((v) => v.state === "created")) {
       // As LXD's storagePools.UsedBy: a custom volume (or snapshot) is listed itself, with its member as `target`.
       if (v.type === "custom") out.push(withTarget(this.volumes.volumeUrl(v), v.node));
       else out.push(...this.volumeUsedBy(pool, v));
@@ -354,7 +363,7 @@ export class PoolService {
 
   async deletePool(name: string): Promise<void> {
     const pool = this.pool(name);
-    const volumes = this.repo.volumes({ pool: name });
+    const volumes = this.repo.volumes({ pool: name, everywhere: true });
     const inUse = this.poolUsedBy(name).filter((u) => !u.startsWith("/1.0/images/"));
     if (inUse.length > 0 || volumes.some((v) => v.type !== "image")) throw new BadRequest("The storage pool is currently in use");
     this.repo.updatePool(name, { state: "deleting" });
@@ -438,8 +447,10 @@ export class PoolService {
     return v;
   }
 
-  hostVolume(v: { project: string; type: string; name: string; config: Record<string, string> }): Volume {
-    return { type: v.type as VolumeType, name: storageName(v.project, v.type, v.name), config: v.config };
+  hostVolume(v: { project: string; type: string; name: string; config: Record<string, string>; contentType?: string }): Volume {
+    const vol: Volume = { type: v.type as VolumeType, name: storageName(v.project, v.type, v.name), config: v.config };
+    if (v.contentType === "block") vol.contentType = "block";
+    return vol;
   }
 
   /** Delete a volume from disk and its record (used for cleanup; the record goes even if the disk was already clean). */

@@ -14,6 +14,7 @@ export function storagePort(pools: PoolService): StoragePort & { adoptPools(): P
     adoptVolume: (pool, project, type, name, vol, snapshots) => pools.recovery.adoptVolume(pool, project, type, name, vol, snapshots),
     mountCustomVolume: (pool, project, name) => volumes.mountCustomVolume(pool, project, name),
     customVolumeConfig: (pool, project, name) => volumes.customVolumeConfig(pool, project, name),
+    customVolumeContentType: (pool, project, name) => volumes.customVolumeContentType(pool, project, name),
     createInstanceVolume: (project, pool, name, opts) => inst.createInstanceVolume(project, pool, name, opts),
     setInstanceVolumeQuota: (project, pool, name, size) => inst.setInstanceVolumeQuota(project, pool, name, size),
     mountInstanceVolume: (project, pool, name) => inst.mountInstanceVolume(project, pool, name),

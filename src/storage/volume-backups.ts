@@ -5,8 +5,8 @@
 // marked on disk until its volume is whole, so a crash leaves nothing half-made after recover().
 import { receiveToTempFile } from "../os/upload-file.js";
 import { randomUUID } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, type ReadStream } from "node:fs";
-import { dirname, join } from "node:path";
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, type ReadStream } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { parseYaml, stringifyYaml } from "../shared/yaml.js";
 import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
@@ -20,7 +20,7 @@ import { codecFor } from "../images/publish.js";
 import { TarRefused } from "../images/tar-gate.js";
 import { goTime, nextSnapshotName, parseExpiry, ZERO_TIME } from "../instances/snapshots.js";
 import { run } from "../os/exec.js";
-import { snapshotVolume } from "./drivers/types.js";
+import { isBlockVolume, snapshotVolume } from "./drivers/types.js";
 import type { PoolService } from "./pool-service.js";
 import { storageName, validateVolumeName } from "./volume-names.js";
 import { withRevert } from "./reverter.js";
@@ -204,7 +204,8 @@ export class VolumeBackupService {
     writeFileSync(join(stage, "backup", "index.yaml"), stringifyYaml(index), { mode: 0o644 });
     if (optimized) await this.pools.sendStreams(v, index.snapshots, optimizedSink(join(stage, "backup"), VOLUME_LAYOUT), { signal });
     else await this.exportTrees(v, snaps, stage, signal);
-    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
+    // A block volume's disk is a plain member, as LXD writes it (the import gate refuses GNU sparse members).
+    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", ...(v.contentType === "block" ? [] : ["--sparse"]), "-C", stage];
     // The compressor and its flags come from compression.ts's fixed tables (validated names and flags only).
     if (codec) args.push("-I", `${codec[0]} ${codec[1].filter((a: string) => a !== "-c").join(" ")}`);
     args.push("--", "backup");
@@ -212,14 +213,20 @@ export class VolumeBackupService {
     if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
   }
 
-  /** Hard links where the pool shares the filesystem, copies otherwise: tar then writes LXD's layout. */
+  /**
+   * Hard links where the pool shares the filesystem, copies otherwise: tar then writes LXD's
+   * layout. A block volume's disks are files, as LXD's: backup/volume.img and
+   * backup/volume-snapshots/<snapshot>.img.
+   */
   private async exportTrees(v: VolumeRow, snaps: VolumeRow[], stage: string, signal?: AbortSignal): Promise<void> {
     const driver = this.pools.driverFor(this.pools.pool(v.pool));
     const hostVol = this.pools.hostVolume(v);
-    await driver.exportVolume(hostVol, join(stage, "backup", "volume"), { link: true, signal });
+    const ext = isBlockVolume(hostVol) ? ".img" : "";
+    await driver.exportVolume(hostVol, join(stage, "backup", `volume${ext}`), { link: true, signal });
+    await driver.unmountVolume(hostVol).catch(() => {});
     for (const s of snaps) {
       const snapVol = snapshotVolume(hostVol, s.name.slice(v.name.length + 1));
-      await driver.exportVolume(snapVol, join(stage, "backup", "volume-snapshots", s.name.slice(v.name.length + 1)), { link: true, signal });
+      await driver.exportVolume(snapVol, join(stage, "backup", "volume-snapshots", `${s.name.slice(v.name.length + 1)}${ext}`), { link: true, signal });
       await driver.unmountVolume(snapVol).catch(() => {});
     }
   }
@@ -365,8 +372,10 @@ export class VolumeBackupService {
     const driver = this.pools.driverFor(poolRow);
     await driver.mountPool();
     const marker = join(dirname(file), IMPORT_MARKER);
+    const contentType = plan.volume.content_type === "block" ? "block" : "filesystem";
+    if (contentType === "block" && !driver.diskPath) throw new Error(`Content type "block" isn't supported here`);
     await withRevert(async (revert) => {
-      this.pools.repo.insertVolume({ pool, project, type: "custom", name, description: String(plan.volume.description ?? ""), config });
+      this.pools.repo.insertVolume({ pool, project, type: "custom", name, description: String(plan.volume.description ?? ""), config, contentType });
       // Only a volume this import made is removed on failure, or by recover() after a crash.
       revert.add(() => this.removeImported(pool, project, name));
       writeFileSync(marker, JSON.stringify({ pool, project, name }), { mode: 0o600 });
@@ -375,6 +384,11 @@ export class VolumeBackupService {
       await driver.createVolume(hostVol, undefined, { signal });
       if (plan.optimized) {
         await this.receiveOptimized(file, row, plan, signal);
+        this.pools.repo.setVolumeState(row.id, "created");
+        return;
+      }
+      if (contentType === "block") {
+        await this.restoreDisks(file, row, plan, signal);
         this.pools.repo.setVolumeState(row.id, "created");
         return;
       }
@@ -396,6 +410,40 @@ export class VolumeBackupService {
     });
     rmSync(marker, { force: true });
     this.deps.events.lifecycle("storage-volume-created", apiUrl(project, "storage-pools", pool, "volumes", "custom", name), { project });
+  }
+
+  /**
+   * A block volume's backup: each snapshot's disk file (backup/volume-snapshots/<name>.img)
+   * written onto the volume's disk and snapshotted, oldest first, then backup/volume.img.
+   */
+  private async restoreDisks(file: string, row: VolumeRow, plan: ImportPlan, signal?: AbortSignal): Promise<void> {
+    const { pool, name } = plan;
+    const project = row.project;
+    const driver = this.pools.driverFor(this.pools.pool(pool));
+    const hostVol = this.pools.hostVolume(row);
+    const tmp = mkdtempSync(join(dirname(file), ".disk-"));
+    const place = async (member: string) => {
+      await emptyDir(tmp);
+      await extractTarball(file, tmp, { volumeBackup: true }, { signal, select: { member, strip: member.split("/").length - 1 } });
+      const disk = join(tmp, basename(member));
+      if (!existsSync(disk)) throw new Error(`Backup is missing "${member}"`);
+      await driver.syncVolume(hostVol, disk, { signal });
+      await driver.unmountVolume(hostVol).catch(() => {});
+    };
+    try {
+      for (const s of plan.snapshots) {
+        const snap = String(s.name);
+        await place(`backup/volume-snapshots/${snap}.img`);
+        this.pools.repo.insertVolume({ pool, project, type: "custom", name: `${name}/${snap}`, description: String(s.description ?? ""), config: strings(s.config), contentType: "block", expiresAt: s.expires_at ? parseExpiry(String(s.expires_at)) : ZERO_TIME });
+        const snapRow = this.pools.repo.volume(pool, project, "custom", `${name}/${snap}`)!;
+        if (!driver.createSnapshot) throw new Error(`Storage driver "${driver.info.name}" does not support snapshots here`);
+        await driver.createSnapshot(hostVol, snap, { signal });
+        this.pools.repo.setVolumeState(snapRow.id, "created");
+      }
+      await place("backup/volume.img");
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   }
 
   /** An optimized backup's streams received (staged, checked) and placed: snapshots oldest first, then the volume. */

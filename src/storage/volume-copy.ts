@@ -6,7 +6,8 @@
 // and gets the missing ones and the current content. The same steps serve the migration sink.
 import { BadRequest, Conflict, NotFound } from "../shared/errors.js";
 import type { VolumeRow } from "../db/storage-repo.js";
-import { snapshotVolume } from "./drivers/types.js";
+import { isBlockVolume, snapshotVolume } from "./drivers/types.js";
+import { diskSize } from "./block-disk.js";
 import type { PoolService } from "./pool-service.js";
 import { validateVolumeName } from "./volume-names.js";
 import { validateVolumeSnapshotName, type VolumeSnapshotService } from "./volume-snapshots.js";
@@ -53,16 +54,30 @@ export class VolumeCopyService {
     this.pools.pool(pool);
     const existing = this.pools.repo.volume(pool, this.project(project), "custom", req.name);
     if (existing && !refresh) throw new Conflict("Volume by that name already exists");
-    if (req.content_type && req.content_type !== "filesystem") throw new BadRequest(`Content type "${req.content_type}" isn't supported here`);
     return { exists: !!existing && existing.state === "created" };
   }
 
-  /** Host path of a volume or of one of its snapshots (read only). */
+  /** Host path of a volume or of one of its snapshots (read only): its tree, or a block volume's raw disk. */
   async path(row: VolumeRow, snapshot?: string): Promise<string> {
     const driver = this.pools.driverFor(this.pools.pool(row.pool));
     await driver.mountPool();
     const vol = this.pools.hostVolume(row);
+    if (isBlockVolume(vol)) {
+      if (!driver.diskPath) throw new BadRequest(`Content type "block" isn't supported here`);
+      return driver.diskPath(snapshot ? snapshotVolume(vol, snapshot) : vol);
+    }
     return snapshot ? driver.volumePath(snapshotVolume(vol, snapshot)) : driver.mountVolume(vol);
+  }
+
+  /**
+   * The config of a copy's new volume: the request's or the source's; a block volume copied to
+   * another pool gets its source disk's size as `size` (LXD's VolumeSize override: the target
+   * disk must hold the source's).
+   */
+  private async targetConfig(src: VolumeRow, pool: string, given: Record<string, string>, config: Record<string, string>, snapshot?: string): Promise<Record<string, string>> {
+    const out = { ...(Object.keys(given).length ? given : config) };
+    if (src.contentType === "block" && src.pool !== pool) out.size = String(await diskSize(await this.path(src, snapshot)));
+    return out;
   }
 
   /** Make the target volume an exact copy of the tree at `from`. */
@@ -117,7 +132,8 @@ export class VolumeCopyService {
       target = this.target(pool, project, req.name);
       toSend = await this.refreshPlan(target, specs);
     } else {
-      target = await this.createTarget(pool, project, { ...req, config: Object.keys(req.config).length ? req.config : src.config, description: req.description || src.description });
+      const config = await this.targetConfig(src, pool, req.config, src.config);
+      target = await this.createTarget(pool, project, { ...req, content_type: src.contentType, config, description: req.description || src.description });
     }
     try {
       for (const s of toSend) {
@@ -140,7 +156,8 @@ export class VolumeCopyService {
     const snap = this.source(from.pool, from.project, from.name, { snapshots: true });
     const [parentName, snapName] = from.name.split("/");
     const parent = this.source(from.pool, from.project, parentName);
-    const target = await this.createTarget(pool, project, { ...req, config: Object.keys(req.config).length ? req.config : snap.config, description: req.description || snap.description });
+    const config = await this.targetConfig(parent, pool, req.config, snap.config, snapName);
+    const target = await this.createTarget(pool, project, { ...req, content_type: parent.contentType, config, description: req.description || snap.description });
     try {
       await this.sync(target, await this.path(parent, snapName), signal);
     } catch (e) {

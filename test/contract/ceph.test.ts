@@ -2,7 +2,7 @@
 // this kernel allows (volume content needs `rbd map`), and the rbd-level behaviour upstream has
 // (image names, the pool placeholder, protected image snapshots cloned per instance, zombies).
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,7 +17,7 @@ if (cluster) process.env.CEPH_CONF = cluster.conf;
 afterAll(() => cluster?.release());
 const noRbd = kernelHasRbd() ? undefined : "kernel has no rbd module: rbd map fails";
 
-testDriver({ definition: cephDriver, poolConfig: { source: `nlxd-ct-${process.pid}`, "volume.size": "64MiB" }, skip: unavailable, contentSkip: noRbd });
+testDriver({ definition: cephDriver, poolConfig: { source: `nlxd-ct-${process.pid}`, "volume.size": "64MiB" }, skip: unavailable, contentSkip: noRbd, boundaryError: /Failed to map RBD volume/ });
 
 describe.skipIf(!!unavailable)("ceph driver on rbd", () => {
   let lxdDir: string;
@@ -81,6 +81,27 @@ describe.skipIf(!!unavailable)("ceph driver on rbd", () => {
     expect(ls()).not.toContain("custom_default_v2@snapshot_s1");
     await driver.deleteVolume(vol("default_v2"));
     expect(ls()).toEqual([`lxd_${osdPool}`]);
+  });
+
+  it("keeps a custom block volume as a bare rbd image \"<name>.block\" (no filesystem), exported without the kernel", async () => {
+    const v: Volume = { type: "custom", name: "default_blk", config: { size: "4MiB" }, contentType: "block" };
+    await driver.createVolume(v);
+    expect(ls()).toContain("custom_default_blk.block");
+    await driver.setVolumeQuota!(v, "8MiB");
+    await expect(driver.setVolumeQuota!(v, "2MiB")).rejects.toThrow("Block volumes cannot be shrunk: Cannot be shrunk");
+    await driver.createSnapshot!(v, "s0");
+    const out = join(lxdDir, "blk.img");
+    await driver.exportVolume(v, out);
+    expect(statSync(out).size).toBe(8 * 2 ** 20);
+    expect(spawnSync("blkid", ["-o", "value", "-s", "TYPE", out], { encoding: "utf8" }).stdout.trim()).toBe("");
+    rmSync(out);
+    await driver.renameVolume(v, "default_blk2");
+    expect(ls()).toContain("custom_default_blk2.block");
+    const moved = { ...v, name: "default_blk2" };
+    expect(await driver.hasVolume({ ...moved, name: "default_blk2/s0" })).toBe(true);
+    await driver.deleteVolume({ ...moved, name: "default_blk2/s0" });
+    await driver.deleteVolume(moved);
+    expect(ls().filter((n) => n.includes("blk"))).toEqual([]);
   });
 
   it("honours volume.block.filesystem and ceph.rbd.features", async () => {

@@ -72,7 +72,7 @@ export function testInstanceDriver(opts: InstanceDriverTestOptions): void {
       expect(driver.alive(init)).toBe(true);
       expect(driver.state(init)).toBe("Running");
       expect(await driver.runningInit(ref)).toEqual(init);
-      const usage = driver.usage(init);
+      const [usage] = await driver.usage([init]);
       expect(usage.processes).toBeGreaterThanOrEqual(1);
       expect(usage.memory.usage).toBeGreaterThan(0);
     });

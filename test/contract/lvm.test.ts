@@ -53,6 +53,9 @@ describe.skipIf(!!noTools)("lvm driver on this host", () => {
     expect(lvName({ type: "custom", name: "default_my-vol", config: {} })).toBe("custom_default_my--vol");
     expect(lvName({ type: "container", name: "c-1/snap-0", config: {} })).toBe("containers_c--1-snap--0");
     expect(() => lvName({ type: "custom", name: "default_a b", config: {} })).toThrow("Invalid logical volume name");
+    // Block volumes and their snapshots carry LXD's ".block" suffix.
+    expect(lvName({ type: "custom", name: "default_my-vol", config: {}, contentType: "block" })).toBe("custom_default_my--vol.block");
+    expect(lvName({ type: "custom", name: "default_v/snap0", config: {}, contentType: "block" })).toBe("custom_default_v-snap0.block");
   });
 
   it("fills pool defaults as upstream", () => {

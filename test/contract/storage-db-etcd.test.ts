@@ -44,4 +44,4 @@ testStorageDb("etcd (two members' replicas)", async () => {
     sql: async (m, query) => (await run(process.execPath, [MAIN, "sql", "global", query], { env: { ...process.env, LXD_DIR: m.dir } })).stdout,
     stop,
   };
-});
+}, true);

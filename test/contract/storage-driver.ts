@@ -2,12 +2,13 @@
 // (test/contract/<driver>.test.ts calls testDriver). Areas a driver doesn't claim in its
 // `info` (optimized images) are skipped.
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, linkSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync, mkdirSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, linkSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync, writeSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Driver, DriverDefinition, DriverEnv, Volume } from "../../src/storage/drivers/types.js";
 import { mountTable } from "../../src/storage/host.js";
+import { diskSize } from "../../src/storage/block-disk.js";
 
 export interface DriverTestOptions {
   definition: DriverDefinition;
@@ -77,6 +78,7 @@ export function testDriver(opts: DriverTestOptions): void {
     });
 
     const vol = (name: string, type: Volume["type"] = "custom"): Volume => ({ type, name, config: {} });
+    const snapshotOf = (v: Volume, snap: string): Volume => ({ ...v, name: `${v.name}/${snap}` });
     /** A test that reaches volume content: skipped, with the reason in its title, where the host can't. */
     const content =
       (title: string, skip = false) =>
@@ -209,7 +211,9 @@ export function testDriver(opts: DriverTestOptions): void {
       await driver.deleteVolume(v);
     });
 
-    const quotas = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).setVolumeQuota;
+    // Filesystem quotas: a driver that enforces them also reports usage (dir has setVolumeQuota for block volumes only).
+    const probeDriver = opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) });
+    const quotas = !!probeDriver.setVolumeQuota && !!probeDriver.volumeUsage;
 
     content("limits a volume to its size and reports usage", !quotas)(async () => {
       const v = vol("default_quota");
@@ -313,6 +317,100 @@ export function testDriver(opts: DriverTestOptions): void {
       expect(await driver.hasVolume(v)).toBe(false);
       expect(existsSync(driver.volumePath(v))).toBe(false);
       await expect(driver.mountVolume(v)).rejects.toThrow();
+    });
+
+    // ---- custom block volumes (drivers with diskPath) ----
+
+    const blocks = !!opts.definition.load({ name: "probe", config: {} }, { lxdDir: "/nonexistent", log: pino({ level: "silent" }) }).diskPath;
+    const MiB = 2 ** 20;
+    const blockVol = (name: string, size = "4MiB"): Volume => ({ type: "custom", name, config: { size }, contentType: "block" });
+    /** Write or read a few bytes of a raw disk (file or device) at `offset`. */
+    const poke = (path: string, offset: number, text: string) => {
+      const fd = openSync(path, "r+");
+      writeSync(fd, Buffer.from(text), 0, text.length, offset);
+      closeSync(fd);
+    };
+    const peek = (path: string, offset: number, length: number) => {
+      const fd = openSync(path, "r");
+      const buf = Buffer.alloc(length);
+      readSync(fd, buf, 0, length, offset);
+      closeSync(fd);
+      return buf.toString();
+    };
+
+    content("keeps a block volume as a raw disk of its size: grown, never shrunk", !blocks)(async () => {
+      const v = blockVol("default_blk", "100000");
+      await driver.createVolume(v);
+      expect(await driver.hasVolume(v)).toBe(true);
+      const disk = await driver.diskPath!(v);
+      // LXD's 8KiB boundary (lvm rounds further up to whole extents).
+      const size = await diskSize(disk);
+      expect(size).toBeGreaterThanOrEqual(106496);
+      expect(size % 8192).toBe(0);
+      await driver.setVolumeQuota!(v, "8MiB");
+      expect(await diskSize(await driver.diskPath!(v))).toBe(8 * MiB);
+      await expect(driver.setVolumeQuota!(v, "2MiB")).rejects.toThrow("Block volumes cannot be shrunk: Cannot be shrunk");
+      await driver.setVolumeQuota!(v, "");
+      expect(await diskSize(await driver.diskPath!(v))).toBe(8 * MiB);
+      await expect(driver.createVolume(v)).rejects.toThrow("already exists");
+      await driver.unmountVolume(v);
+    });
+
+    content("snapshots a block volume's disk, restores it, renames and deletes them", !blocks || !snapshots)(async () => {
+      const v = { ...blockVol("default_blk"), config: { size: "8MiB" } };
+      poke(await driver.diskPath!(v), 5 * MiB, "one");
+      await driver.createSnapshot!(v, "s0");
+      poke(await driver.diskPath!(v), 5 * MiB, "two");
+      const s0 = snapshotOf(v, "s0");
+      expect(peek(await driver.diskPath!(s0), 5 * MiB, 3)).toBe("one");
+      await driver.unmountVolume(s0);
+      await driver.restoreSnapshot!(v, "s0");
+      expect(peek(await driver.diskPath!(v), 5 * MiB, 3)).toBe("one");
+      await driver.unmountVolume(v);
+      await driver.renameVolume(v, "default_blk2");
+      const moved = { ...v, name: "default_blk2" };
+      expect(await driver.hasVolume(v)).toBe(false);
+      expect(peek(await driver.diskPath!(snapshotOf(moved, "s0")), 5 * MiB, 3)).toBe("one");
+      await driver.unmountVolume(snapshotOf(moved, "s0"));
+      await driver.deleteVolume(snapshotOf(moved, "s0"));
+      expect(await driver.hasVolume(snapshotOf(moved, "s0"))).toBe(false);
+    });
+
+    content("syncs a raw disk into a block volume and exports its disk", !blocks)(async () => {
+      const v = { ...blockVol("default_blk2"), config: { size: "8MiB" } };
+      const src = join(mkdtempSync(join(lxdDir, "blk-src-")), "disk.img");
+      writeFileSync(src, "");
+      truncateSync(src, 8 * MiB);
+      poke(src, 3 * MiB, "synced");
+      await driver.syncVolume(v, src);
+      const disk = await driver.diskPath!(v);
+      expect(peek(disk, 3 * MiB, 6)).toBe("synced");
+      expect(peek(disk, 5 * MiB, 3)).toBe("\0\0\0");
+      await driver.unmountVolume(v);
+      const out = join(mkdtempSync(join(lxdDir, "blk-out-")), "volume.img");
+      await driver.exportVolume(v, out);
+      expect([statSync(out).size, peek(out, 3 * MiB, 6)]).toEqual([8 * MiB, "synced"]);
+      // The export is a copy: writing it leaves the volume alone.
+      poke(out, 3 * MiB, "change");
+      expect(peek(await driver.diskPath!(v), 3 * MiB, 6)).toBe("synced");
+      await driver.unmountVolume(v);
+      await driver.deleteVolume(v);
+      expect(await driver.hasVolume(v)).toBe(false);
+      expect(readdirSync(join(driver.mountPath, "custom"))).toEqual([]);
+    });
+
+    boundary("holds, grows, renames and deletes an empty block volume without activating it", async () => {
+      if (!blocks) return;
+      const v = blockVol("default_blkb");
+      await driver.createVolume(v);
+      expect(await driver.hasVolume(v)).toBe(true);
+      await driver.setVolumeQuota!(v, "8MiB");
+      await expect(driver.setVolumeQuota!(v, "4MiB")).rejects.toThrow("Block volumes cannot be shrunk: Cannot be shrunk");
+      await expect(driver.diskPath!(v)).rejects.toThrow(opts.boundaryError);
+      await driver.renameVolume(v, "default_blkb2");
+      expect(await driver.hasVolume(v)).toBe(false);
+      await driver.deleteVolume({ ...v, name: "default_blkb2" });
+      expect(await driver.hasVolume({ ...v, name: "default_blkb2" })).toBe(false);
     });
 
     it("deletes the pool and leaves nothing behind", async () => {

@@ -149,6 +149,33 @@ describe("storage pools per member", () => {
     expect(existsSync(join(m3.dir, "storage-pools", "c3p", "custom", "default_v3"))).toBe(false);
   }, 60_000);
 
+  it("has two volumes of one name on two members (lxc --target picks one; without it, LXD's error)", async () => {
+    ok(await lxcAsync(m1, "storage", "volume", "create", "c3p", "tw", "--target", "m1", "user.on=m1"));
+    ok(await lxcAsync(m3, "storage", "volume", "create", "c3p", "tw", "--target", "m2", "user.on=m2"));
+    expect(failed(await lxcAsync(m3, "storage", "volume", "create", "c3p", "tw", "--target", "m2"))).toContain("Volume by that name already exists");
+    expect(existsSync(join(src("m1"), "custom", "default_tw"))).toBe(true);
+    expect(existsSync(join(src("m2"), "custom", "default_tw"))).toBe(true);
+    const listed = ok(await lxcAsync(m3, "storage", "volume", "list", "c3p", "-f", "csv")).split("\n").filter((l) => l.startsWith("custom,tw,"));
+    expect(listed.map((l) => l.split(",").pop()).sort()).toEqual(["m1", "m2"]);
+    const ambiguous = "Storage volume found on more than one cluster member. Please target a specific member";
+    expect(failed(await lxcAsync(m3, "storage", "volume", "show", "c3p", "tw"))).toContain(ambiguous);
+    expect(failed(await lxcAsync(m1, "storage", "volume", "delete", "c3p", "tw"))).toContain(ambiguous);
+    expect(ok(await lxcAsync(m3, "storage", "volume", "get", "c3p", "tw", "user.on", "--target", "m2")).trim()).toBe("m2");
+    ok(await lxcAsync(m3, "storage", "volume", "set", "c3p", "tw", "user.note=two", "--target", "m2"));
+    expect(ok(await lxcAsync(m2, "storage", "volume", "get", "c3p", "tw", "user.note", "--target", "m1")).trim()).toBe("");
+    ok(await lxcAsync(m2, "storage", "volume", "snapshot", "c3p", "tw", "s1", "--target", "m1"));
+    expect(existsSync(join(src("m1"), "custom-snapshots", "default_tw", "s1"))).toBe(true);
+    expect(existsSync(join(src("m2"), "custom-snapshots", "default_tw"))).toBe(false);
+    ok(await lxcAsync(m1, "storage", "volume", "rename", "c3p", "tw", "tw2", "--target", "m2"));
+    expect(existsSync(join(src("m2"), "custom", "default_tw2"))).toBe(true);
+    // The name is m1's alone now.
+    expect(ok(await lxcAsync(m3, "storage", "volume", "get", "c3p", "tw", "user.on")).trim()).toBe("m1");
+    ok(await lxcAsync(m1, "storage", "volume", "delete", "c3p", "tw"));
+    ok(await lxcAsync(m1, "storage", "volume", "delete", "c3p", "tw2"));
+    expect(existsSync(join(src("m1"), "custom", "default_tw"))).toBe(false);
+    expect(existsSync(join(src("m2"), "custom", "default_tw2"))).toBe(false);
+  }, 60_000);
+
   it("takes a member's volume's scheduled snapshots on that member, not on the leader", async () => {
     ok(await lxcAsync(m1, "storage", "volume", "create", "c3p", "v2", "--target", "m3", "snapshots.schedule=* * * * *"));
     const snaps = join(m3.dir, "storage-pools", "c3p", "custom-snapshots", "default_v2");

@@ -49,6 +49,8 @@ describe("/1.0/metrics", () => {
       expect(out, family).toContain(`# TYPE ${family} `);
     }
     expect(out).toMatch(new RegExp(`lxd_procs_total\\{name="${c1}",project="default",type="container"\\} [1-9]`));
+    expect(out).toMatch(new RegExp(`lxd_memory_MemTotal_bytes\\{name="${c1}",project="default",type="container"\\} [1-9]`));
+    expect(out).toMatch(new RegExp(`lxd_memory_RSS_bytes\\{name="${c1}",project="default",type="container"\\} [1-9]`));
     expect(out).toMatch(new RegExp(`lxd_cpu_seconds_total\\{cpu="0",mode="user",name="${c1}",project="default",type="container"\\} `));
     expect(out).toMatch(new RegExp(`lxd_filesystem_size_bytes\\{device="[^"]*",fstype="[^"]+",mountpoint="/",name="${c1}",project="default",type="container"\\} [0-9.e+]+`));
     expect(out).toContain(`lxd_network_receive_bytes_total{device="lo",name="${c1}"`);

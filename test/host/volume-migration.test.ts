@@ -2,7 +2,7 @@
 // and across servers (pull, push, relay) between nodelxd daemons and real LXD 5.0.2 in both
 // directions (listeners on 127.0.0.53-55). Contents, snapshots and their config arrive;
 // --volume-only leaves snapshots behind; --refresh keeps same-name snapshots untouched.
-import { readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, statSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -183,4 +183,54 @@ describe("between servers", { timeout: 900_000 }, () => {
       await local(a.dir, "storage", "unset", "default", "rsync.compression");
     }
   });
+});
+
+describe("custom block volumes between servers (LXD's BLOCK_AND_RSYNC: the raw disk as one stream)", { timeout: 900_000 }, () => {
+  const MiB = 2 ** 20;
+  const disk = (remote: string, name: string, snap?: string) => join(volPath(remote, "default", name, snap), "root.img");
+  const poke = (path: string, text: string) => {
+    const fd = openSync(path, "r+");
+    writeSync(fd, Buffer.from(text), 0, text.length, 3 * MiB);
+    closeSync(fd);
+  };
+  const peek = (path: string) => {
+    const fd = openSync(path, "r");
+    const buf = Buffer.alloc(3);
+    readSync(fd, buf, 0, 3, 3 * MiB);
+    closeSync(fd);
+    return buf.toString();
+  };
+  /** A 4MiB block volume whose snapshot s0 holds "one" and whose disk holds "two". */
+  async function prepareBlock(remote: string, name: string): Promise<void> {
+    await ok("storage", "volume", "create", `${remote}:default`, name, "--type=block", "size=4MiB");
+    poke(disk(remote, name), "one");
+    await ok("storage", "volume", "snapshot", `${remote}:default`, name, "s0");
+    poke(disk(remote, name), "two");
+  }
+  async function expectBlock(remote: string, name: string, withSnap = true): Promise<void> {
+    expect(await ok("storage", "volume", "show", `${remote}:default`, name)).toContain("content_type: block");
+    expect([statSync(disk(remote, name)).size, peek(disk(remote, name))]).toEqual([4 * MiB, "two"]);
+    if (!withSnap) return void expect(await snaps(remote, "default", name)).toEqual([]);
+    expect(await snaps(remote, "default", name)).toEqual(["s0"]);
+    expect(await ok("storage", "volume", "show", `${remote}:default`, `${name}/s0`)).toContain("content_type: block");
+    expect(peek(disk(remote, name, "s0"))).toBe("one");
+  }
+
+  for (const mode of ["pull", "push", "relay"]) {
+    it(`nodelxd to nodelxd and with real LXD both ways (${mode})`, async () => {
+      const v = `b${mode}`;
+      await prepareBlock(A, v);
+      await ok("storage", "volume", "copy", `${A}:default/${v}`, `${B}:default/${v}`, "--mode", mode);
+      await expectBlock(B, v);
+      await ok("storage", "volume", "copy", `${A}:default/${v}`, `${B}:default/${v}-only`, "--volume-only", "--mode", mode);
+      await expectBlock(B, `${v}-only`, false);
+      await ok("storage", "volume", "copy", `${A}:default/${v}`, `${R}:default/${v}`, "--mode", mode);
+      await expectBlock(R, v);
+      await ok("storage", "volume", "copy", `${R}:default/${v}`, `${A}:default/${v}-back`, "--mode", mode);
+      await expectBlock(A, `${v}-back`);
+      await ok("storage", "volume", "move", `${A}:default/${v}-back`, `${B}:default/${v}-moved`, "--mode", mode);
+      expect((await client("storage", "volume", "show", `${A}:default`, `${v}-back`)).status).not.toBe(0);
+      await expectBlock(B, `${v}-moved`);
+    });
+  }
 });

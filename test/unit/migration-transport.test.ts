@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import YAML from "yaml";
 import { matchTransports, NODELXD_RSYNC_NEGOTIATE, poolTransports, progressEvery, targetAnswer, transportsHeader } from "../../src/migration/channel.js";
-import { FS_BTRFS, FS_RSYNC, type MigrationHeader } from "../../src/migration/proto.js";
+import { FS_BLOCK_AND_RSYNC, FS_BTRFS, FS_RSYNC, type MigrationHeader } from "../../src/migration/proto.js";
 import { checkSubvolumes, headerYaml } from "../../src/storage/drivers/btrfs-send.js";
 
 const header = (h: Partial<MigrationHeader>): MigrationHeader => ({ fs: FS_RSYNC, idmap: [], snapshotNames: [], snapshots: [], ...h });
@@ -39,6 +39,27 @@ describe("transport negotiation", () => {
     const old = header({ fs: FS_RSYNC, rsyncFeatures: { xattrs: true } });
     expect(matchTransports(old, poolTransports(undefined, {}))[0].features).toEqual(["xattrs", "delete", "compress"]);
     expect(() => matchTransports(header({ fs: 2 }), [{ fs: FS_BTRFS, features: [] }])).toThrow("No matching migration types found. Offered types: [ZFS RSYNC], our types: [BTRFS]");
+  });
+});
+
+describe("transport negotiation for custom block volumes (LXD's BLOCK_AND_RSYNC)", () => {
+  const RSYNC_FEATURES = { xattrs: true, delete: true, compress: true, bidirectional: true };
+
+  it("a pool offers BLOCK_AND_RSYNC for block content (after BTRFS on btrfs), with the rsync features", () => {
+    expect(poolTransports(undefined, {}, "block").map((t) => t.fs)).toEqual([FS_BLOCK_AND_RSYNC]);
+    expect(poolTransports("btrfs", {}, "block").map((t) => t.fs)).toEqual([FS_BTRFS, FS_BLOCK_AND_RSYNC]);
+    expect(transportsHeader(poolTransports(undefined, {}, "block"))).toEqual({ fs: FS_BLOCK_AND_RSYNC, rsyncFeatures: RSYNC_FEATURES });
+  });
+
+  it("LXD's offer from a dir pool is answered BLOCK_AND_RSYNC; from btrfs, a dir target falls back to it", () => {
+    const fromDir = targetAnswer(header({ fs: FS_BLOCK_AND_RSYNC, rsyncFeatures: RSYNC_FEATURES }), poolTransports(undefined, {}, "block"), false);
+    expect([fromDir.transport.fs, fromDir.fields.fs]).toEqual([FS_BLOCK_AND_RSYNC, FS_BLOCK_AND_RSYNC]);
+    const fromBtrfs = targetAnswer({ ...LXD_BTRFS_OFFER }, poolTransports(undefined, {}, "block"), false);
+    expect(fromBtrfs.transport.fs).toBe(FS_BLOCK_AND_RSYNC);
+    // Whatever the peer offers, the block fallback matches (LXD's FallbackMigrationType for block content).
+    expect(matchTransports(header({ fs: 2, rsyncFeatures: RSYNC_FEATURES }), poolTransports(undefined, {}, "block")).map((t) => t.fs)).toEqual([FS_BLOCK_AND_RSYNC]);
+    // A filesystem pool's transports never match a block offer (no RSYNC for block content).
+    expect(() => matchTransports(header({ fs: FS_BLOCK_AND_RSYNC }), [{ fs: FS_BTRFS, features: [] }])).toThrow("No matching migration types found. Offered types: [BLOCK_AND_RSYNC RSYNC], our types: [BTRFS]");
   });
 });
 

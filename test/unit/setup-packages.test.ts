@@ -40,7 +40,7 @@ const PACKAGE_OF: Record<string, string> = {
   swtpm: "swtpm", // run by tpm devices (src/devices/tpm.ts) through HelperProcess, which this scan does not see
   ceph: "ceph-common", rbd: "ceph-common", "ceph-fuse": "ceph-fuse",
   lvm: "lvm2", pvcreate: "lvm2", pvremove: "lvm2", vgcreate: "lvm2", vgremove: "lvm2", vgchange: "lvm2", vgrename: "lvm2", lvcreate: "lvm2", lvremove: "lvm2", lvrename: "lvm2", lvresize: "lvm2", lvchange: "lvm2",
-  "mkfs.ext4": "e2fsprogs", resize2fs: "e2fsprogs", e2fsck: "e2fsprogs",
+  "mkfs.ext4": "e2fsprogs", resize2fs: "e2fsprogs", e2fsck: "e2fsprogs", chattr: "e2fsprogs", lsattr: "e2fsprogs", // chattr +C: nodatacow on btrfs block volumes
   "mkfs.xfs": "xfsprogs", xfs_growfs: "xfsprogs",
   // zfs/zpool: Debian main has no zfsutils; the driver reports itself unsupported without them.
   zfs: "", zpool: "",
@@ -49,7 +49,7 @@ const PACKAGE_OF: Record<string, string> = {
   // Essential (every Debian host): coreutils, util-linux, dash.
   chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
   cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "", sleep: "",
-  mountpoint: "", nsenter: "", truncate: "", fsfreeze: "", blkid: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "", dmesg: "", timeout: "",
+  mountpoint: "", nsenter: "", truncate: "", blockdev: "", fsfreeze: "", blkid: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "", dmesg: "", timeout: "",
 };
 
 function files(dir: string): string[] {

@@ -180,6 +180,25 @@ describe("tar gate, backup mode", () => {
   });
 });
 
+describe("tar gate, custom volume backup mode: block volumes", () => {
+  const opts = { volumeBackup: true, capture: "backup/index.yaml" };
+  const base = (...extra: Buffer[]) =>
+    tarball(entry({ name: "backup/", type: "5" }), entry({ name: "backup/index.yaml", data: "name: v\n" }), entry({ name: "backup/volume-snapshots/", type: "5" }), ...extra);
+
+  it("accepts LXD's disk files backup/volume.img and backup/volume-snapshots/NAME.img", async () => {
+    const { gate } = await pass(base(entry({ name: "backup/volume-snapshots/s0.img", data: "disk0" }), entry({ name: "backup/volume.img", data: "disk" })), opts);
+    expect(gate.captured?.toString()).toBe("name: v\n");
+  });
+
+  it("refuses disk names that are not regular files or not where LXD puts them", async () => {
+    await refused(base(entry({ name: "backup/volume.img", type: "2", linkname: "/dev/sda" })), /./, opts);
+    await refused(base(entry({ name: "backup/volume.img", type: "3" })), /./, opts);
+    await refused(base(entry({ name: "backup/volume-snapshots/.img", data: "x" })), /must be a directory/, opts);
+    await refused(base(entry({ name: "backup/other.img", data: "x" })), /Unexpected member/, opts);
+    await refused(base(entry({ name: "backup/volume-snapshots/s0.img", type: "1", linkname: "backup/index.yaml" })), /./, opts);
+  });
+});
+
 /** Member names as GNU tar lists them (no warnings: it would print "Removing leading `/'"). */
 function tarList(buf: Buffer): { names: string[]; stderr: string } {
   const dir = mkdtempSync("/tmp/nodelxd-test-tarlist-");

@@ -7,9 +7,10 @@ import { parseYaml, stringifyYaml } from "../../shared/yaml.js";
 import type { ClusterPort } from "../../ports.js";
 import type { EventHub } from "../../operations/events.js";
 import type { OperationManager } from "../../operations/manager.js";
+import type { SnapshotRow } from "../../db/snapshot-repo.js";
+import type { BackupRow } from "../../instances/backups.js";
 import type { InstanceRow } from "../../db/instance-repo.js";
 import type { InstanceFiles } from "../../instances/instance-files.js";
-import type { PowerState } from "../../instances/drivers/types.js";
 import { matchFilter, parseFilter } from "../../shared/filter.js";
 import { generateInstanceName } from "../../instances/names.js";
 import { parseInstanceType } from "../../instances/instance-types.js";
@@ -24,6 +25,7 @@ import { checkEtag, handled, operation, route, sync, type ApiRequest, type Handl
 import { LOCAL_ONLY_HEADER } from "../../shared/requestor.js";
 import type { InstanceMigration } from "../../migration/instances.js";
 import type { ClusterMove } from "../../migration/cluster-move.js";
+import { isStagingName } from "../../migration/move-journal.js";
 import { isAdmin } from "../access.js";
 import { closeChannels, sinkChannels, sinkOperation, sinkSockets, type SinkRequest } from "../../migration/channel.js";
 import { assertRefreshable, refreshFromCopy } from "../../instances/refresh.js";
@@ -54,22 +56,17 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
   const resources = instanceResources;
   const state = instanceStateHandlers(operations, svc);
 
-  const full = (row: InstanceRow, recursion: number) => {
+  /** `listed`: every instance's snapshots and backups, read at once for a list. */
+  const full = (row: InstanceRow, recursion: number, listed?: { snapshots: Map<number, SnapshotRow[]>; backups: Map<number, BackupRow[]> }) => {
     const base = svc.view(row);
     const view: Record<string, unknown> = { ...base };
     if (recursion > 1) {
-      view.state = null; // filled by withStates, in one batch for a whole list
-      view.snapshots = svc.snapshots.views(row);
-      const backups = svc.backups.list(row);
+      view.state = null; // filled by readInstanceStates, in one batch for a whole list
+      view.snapshots = svc.snapshots.views(row, listed ? (listed.snapshots.get(row.id) ?? []) : undefined);
+      const backups = listed ? (listed.backups.get(row.id) ?? []) : svc.backups.list(row);
       view.backups = backups.length ? backups.map((b) => svc.backups.view(b)) : null;
     }
     return view;
-  };
-
-  const withStates = async <T extends { row: InstanceRow; view: Record<string, unknown> }>(items: T[]): Promise<T[]> => {
-    const states = await readInstanceStates(svc, items.map(({ row, view }) => ({ row, status: view.status as PowerState })));
-    items.forEach((item, i) => (item.view.state = states[i]));
-    return items;
   };
 
   /**
@@ -91,27 +88,39 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     const all = req.query["all-projects"] === "true";
     const collection = collectionOf(req.url);
     // all-projects: a restricted client gets its certificate's projects only.
-    let rows = all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project);
+    // The copy a move to another member makes under LXD's temporary name is not a user's
+    // instance: it is never listed (whether its move runs or a crash left it for settling).
+    let rows = (all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project)).filter((r) => !isStagingName(r.name));
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
     const fanOut = req.recursion > 1 && deps.cluster.clustered() ? clusterRows(rows, req, all) : undefined;
     if (fanOut) rows = fanOut.rows;
-    let views = svc.batch(() => rows.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1)) })));
-    if (fanOut?.members) {
-      const { members, here } = fanOut;
-      const [, answers] = await Promise.all([withStates(views.filter(({ row }) => here!(row))), members]);
+    const listed = rows;
+    // Statuses and (recursion=2) the live state of this member's instances are read together.
+    const statuses = svc.readStatuses(listed);
+    const here = fanOut?.here;
+    const local = here ? listed.filter(here) : listed;
+    const states = req.recursion > 1 ? readInstanceStates(svc, local, statuses) : undefined;
+    states?.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+    const known = await statuses;
+    const related = req.recursion > 1 ? { snapshots: svc.snapshots.byInstance(), backups: svc.backups.byInstance() } : undefined;
+    const views = svc.batchWithStatuses(known, () => listed.map((r) => ({ row: r, view: full(r, Math.max(req.recursion, 1), related) })));
+    const localViews = here ? views.filter(({ row }) => here(row)) : views;
+    const [localStates, answers] = await Promise.all([states, fanOut?.members]);
+    localStates?.forEach((state, i) => (localViews[i].view.state = state));
+    if (answers) {
       for (const item of views) {
         if (here!(item.row)) continue;
         const answered = answers.get(item.row.node)?.find((v) => v.name === item.row.name && (v.project ?? "default") === item.row.project);
         if (answered) item.view = answered;
         else Object.assign(item.view, { status: "Error", status_code: 112, state: null });
       }
-    } else if (req.recursion > 1) views = await withStates(views);
+    }
     const clauses = filter ? parseFilter(filter) : undefined;
     const kept = clauses ? views.filter((v) => matchFilter(v.view, clauses)) : views;
     rows = kept.map((k) => k.row);
     if (req.recursion === 0) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
-    return sync(req.recursion > 1 ? kept.map((k) => k.view) : kept.map((k) => full(k.row, 1)));
+    return sync(kept.map((k) => k.view));
   };
 
   /** `lxc import`: the body is a backup tarball, received before the operation starts (as LXD). */
@@ -259,7 +268,11 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     const etag = etagOf(row);
     // instance_get_full: any recursion on a single instance adds state, snapshots and backups.
     if (req.recursion === 0) return sync(full(row, 0), { etag });
-    const [{ view }] = await withStates([{ row, view: full(row, 2) }]);
+    const statuses = svc.readStatuses([row]);
+    const state = readInstanceStates(svc, [row], statuses);
+    state.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+    const view = svc.batchWithStatuses(await statuses, () => full(row, 2));
+    [view.state] = await state;
     return sync(view, { etag });
   };
 

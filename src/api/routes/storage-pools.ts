@@ -88,7 +88,8 @@ export function storagePoolRoutes(deps: StoragePoolRouteDeps, pools: PoolService
     return sync({});
   };
   const listVolumes = (req: ApiRequest) => {
-    const list = volumes.listVolumes(req.params.pool, req.project, req.params.type);
+    // ?target= (served by that member): its own volumes and the shared ones only (LXD's memberSpecific listing).
+    const list = volumes.listVolumes(req.params.pool, req.project, req.params.type, !req.query.target);
     return sync(req.recursion > 0 ? list.map((v) => volumes.volumeView(v)) : list.map((v) => volumes.volumeUrl(v)));
   };
   /** `lxc storage volume import`: the body is a backup tarball, received before the operation starts (as LXD). */

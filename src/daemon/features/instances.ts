@@ -38,6 +38,9 @@ export class InstancesFeature implements Feature {
   readonly scheduleSource: SnapshotScheduleSource;
 
   /** `ports`: the other features' (storage and projects are built before this one). */
+  /** When this daemon started: moves journalled before then are not running any more. */
+  private readonly startedAt = new Date().toISOString();
+
   constructor(
     private readonly core: Core,
     ports: Omit<Ports, "instances">,
@@ -103,8 +106,11 @@ export class InstancesFeature implements Feature {
   }
 
   /** Ready once the instances to autostart have been started (or failed to), as LXD. */
-  ready(): Promise<void> {
-    return this.watcher.autostarted;
+  async ready(): Promise<void> {
+    await this.watcher.autostarted;
+    // Moves to or from this member that its previous daemon did not see to the end (a crash).
+    // In the background: a step on another member may wait for that member.
+    void this.clusterMove.recover(this.startedAt, this.core.log).catch((err) => this.core.log.warn({ err }, "settling interrupted moves failed"));
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {

@@ -7,7 +7,8 @@ import type { InstancesPort } from "../../ports.js";
 import { Forbidden } from "../../shared/errors.js";
 import { handled, route, type Route } from "../../api/route.js";
 import { hostCgroupLayout } from "../../instances/lxc/cgroup.js";
-import { hostView, instanceMetrics } from "../../metrics/gather.js";
+import { hostView, instanceMetrics, metricsFiles } from "../../metrics/gather.js";
+import { native } from "../../os/native.js";
 import { MetricSet } from "../../metrics/metric-set.js";
 
 const CACHE_MS = 8000;
@@ -44,16 +45,26 @@ export class MetricsService {
     return out.toString();
   }
 
-  /** One pass over every running instance: all projects are refreshed together. */
-  private gather(): void {
+  /**
+   * One pass over every running instance: all projects are refreshed together. Every instance's
+   * files are read at once, off the event loop (first each /proc/PID/cgroup, then the files named
+   * by the cgroups found there).
+   */
+  private async gather(): Promise<void> {
     const running = this.instances.running();
     const layout = hostCgroupLayout();
     const host = hostView();
+    const cgroups = await native.readSmallFiles(running.map((inst) => `/proc/${inst.pid}/cgroup`));
+    const files = running.flatMap((inst, i) => metricsFiles(layout, inst.pid, cgroups[i] ?? ""));
+    const texts = await native.readSmallFiles(files);
+    const byPath = new Map(files.map((f, i) => [f, texts[i] ?? undefined]));
+    const readFile = (f: string) => byPath.get(f);
     const sets = new Map<string, MetricSet>(this.projects().map((p) => [p, new MetricSet()]));
-    for (const inst of running) {
+    for (const [i, inst] of running.entries()) {
       try {
         const set = sets.get(inst.project) ?? new MetricSet();
-        set.merge(instanceMetrics(layout, host, { project: inst.project, name: inst.name, pid: inst.pid, devices: inst.devices, volumePath: inst.volumePath }));
+        const src = { project: inst.project, name: inst.name, pid: inst.pid, devices: inst.devices, volumePath: inst.volumePath };
+        set.merge(instanceMetrics(layout, host, src, readFile, cgroups[i] ?? ""));
         sets.set(inst.project, set);
       } catch (e) {
         this.core.log.warn({ err: e, instance: inst.name, project: inst.project }, "Failed getting instance metrics");

@@ -90,6 +90,8 @@ export interface InstanceDriver {
   stopped(ref: InstanceRef): void;
   /** The state of the instance whose init is `init` (read from /proc and cgroups, never spawned). */
   state(init: InitProcess | undefined): PowerState;
+  /** As `state`, for many instances at once (what it reads is read off the event loop). */
+  states(inits: (InitProcess | undefined)[]): Promise<PowerState[]>;
   /** Whether `init` is still the live init process. */
   alive(init: InitProcess | undefined): boolean;
   /**
@@ -100,8 +102,8 @@ export interface InstanceDriver {
   onExit?(listener: () => void): boolean;
   /** What the runtime itself reports (crash recovery and reboots): the init process, or undefined. */
   runningInit(ref: InstanceRef): Promise<InitProcess | undefined>;
-  /** Usage counters of a running instance. */
-  usage(init: InitProcess): InstanceUsage;
+  /** Usage counters of running instances, one per init (read off the event loop for a whole list). */
+  usage(inits: InitProcess[]): Promise<InstanceUsage[]>;
   /** Apply changed limits.* keys to a running instance; throws (changing nothing) when it can't. */
   updateLive(init: InitProcess, before: Record<string, string>, after: Record<string, string>): Promise<void>;
   /** How exec, console and files reach the instance (`init` when running). */

@@ -73,24 +73,26 @@ export function cgroupDir(layout: CgroupLayout, pid: number, controller: string,
   return undefined;
 }
 
-const readNumber = (file: string): number | undefined => {
+const readText = (file: string): string | null => {
   try {
-    const v = readFileSync(file, "utf8").trim();
-    if (v === "max") return undefined;
-    const n = Number(v);
-    return Number.isFinite(n) ? n : undefined;
+    return readFileSync(file, "utf8");
   } catch {
-    return undefined;
+    return null;
   }
 };
 
-const readKeyed = (file: string, key: string): number | undefined => {
-  try {
-    const m = new RegExp(`^${key} (\\d+)$`, "m").exec(readFileSync(file, "utf8"));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
+const parseNumber = (text: string | null | undefined): number | undefined => {
+  const v = text?.trim();
+  if (v === undefined || v === "max") return undefined;
+  const n = Number(v);
+  return v !== "" && Number.isFinite(n) ? n : undefined;
+};
+
+const readNumber = (file: string): number | undefined => parseNumber(readText(file));
+
+const parseKeyed = (text: string | null | undefined, key: string): number | undefined => {
+  const m = text ? new RegExp(`^${key} (\\d+)$`, "m").exec(text) : null;
+  return m ? Number(m[1]) : undefined;
 };
 
 export interface CgroupUsage {
@@ -121,34 +123,39 @@ export function cgroupDirs(layout: CgroupLayout, pid: number, text = procCgroup(
   };
 }
 
-export function readUsage(layout: CgroupLayout, dirs: CgroupDirs): CgroupUsage {
-  const usage: CgroupUsage = { memory: { usage: 0, usage_peak: 0, swap_usage: 0, swap_usage_peak: 0 }, cpuNs: 0 };
+/**
+ * The files a usage reading needs, in the order `parseUsage` takes their texts. Reading them is
+ * left to the caller (the driver reads them for a whole list at once, off the event loop).
+ */
+export function usageFiles(layout: CgroupLayout, dirs: CgroupDirs): (string | undefined)[] {
   const mem = dirs("memory");
-  if (mem && controllerVersion(layout, "memory") === "v1") {
-    const u = readNumber(join(mem, "memory.usage_in_bytes")) ?? 0;
-    const sw = readNumber(join(mem, "memory.memsw.usage_in_bytes"));
-    const swPeak = readNumber(join(mem, "memory.memsw.max_usage_in_bytes"));
-    const peak = readNumber(join(mem, "memory.max_usage_in_bytes")) ?? 0;
-    usage.memory = { usage: u, usage_peak: peak, swap_usage: sw !== undefined ? Math.max(0, sw - u) : 0, swap_usage_peak: swPeak !== undefined ? Math.max(0, swPeak - peak) : 0 };
-  } else if (mem) {
-    usage.memory = {
-      usage: readNumber(join(mem, "memory.current")) ?? 0,
-      usage_peak: readNumber(join(mem, "memory.peak")) ?? 0,
-      swap_usage: readNumber(join(mem, "memory.swap.current")) ?? 0,
-      swap_usage_peak: readNumber(join(mem, "memory.swap.peak")) ?? 0,
-    };
-  }
-  if (controllerVersion(layout, "cpuacct") === "v1") {
-    const d = dirs("cpuacct");
-    usage.cpuNs = (d && readNumber(join(d, "cpuacct.usage"))) || 0;
+  const memory = !mem
+    ? [undefined, undefined, undefined, undefined]
+    : controllerVersion(layout, "memory") === "v1"
+      ? ["memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.memsw.usage_in_bytes", "memory.memsw.max_usage_in_bytes"].map((f) => join(mem, f))
+      : // LXD 5.0.2 reports no peaks on cgroup v2 (its GetMemoryMaxUsage has no v2 file): 0, as it does.
+        [join(mem, "memory.current"), undefined, join(mem, "memory.swap.current"), undefined];
+  const cpuV1 = controllerVersion(layout, "cpuacct") === "v1";
+  const cpuDir = cpuV1 ? dirs("cpuacct") : dirs("cpu");
+  const pids = dirs("pids");
+  return [...memory, cpuDir && join(cpuDir, cpuV1 ? "cpuacct.usage" : "cpu.stat"), pids && join(pids, "pids.current")];
+}
+
+/** Usage counters from the texts of `usageFiles` (null or undefined: unreadable or not there). */
+export function parseUsage(layout: CgroupLayout, texts: (string | null | undefined)[]): CgroupUsage {
+  const [usage, peak, swap, swapPeak, cpu, pids] = texts;
+  let memory: CgroupUsage["memory"];
+  if (controllerVersion(layout, "memory") === "v1") {
+    const u = parseNumber(usage) ?? 0;
+    const p = parseNumber(peak) ?? 0;
+    const sw = parseNumber(swap);
+    const swP = parseNumber(swapPeak);
+    memory = { usage: u, usage_peak: p, swap_usage: sw !== undefined ? Math.max(0, sw - u) : 0, swap_usage_peak: swP !== undefined ? Math.max(0, swP - p) : 0 };
   } else {
-    const d = dirs("cpu");
-    const usec = d ? readKeyed(join(d, "cpu.stat"), "usage_usec") : undefined;
-    usage.cpuNs = (usec ?? 0) * 1000;
+    memory = { usage: parseNumber(usage) ?? 0, usage_peak: parseNumber(peak) ?? 0, swap_usage: parseNumber(swap) ?? 0, swap_usage_peak: parseNumber(swapPeak) ?? 0 };
   }
-  const p = dirs("pids");
-  if (p) usage.pids = readNumber(join(p, "pids.current"));
-  return usage;
+  const cpuNs = controllerVersion(layout, "cpuacct") === "v1" ? parseNumber(cpu) || 0 : (parseKeyed(cpu, "usage_usec") ?? 0) * 1000;
+  return { memory, cpuNs, pids: parseNumber(pids) };
 }
 
 /** Number of processes in `pid`'s cgroup tree (pids controller), else counted from cgroup.procs. */

@@ -8,10 +8,10 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { onPath, run } from "../../os/exec.js";
 import { runHelper } from "../../os/helper-process.js";
-import { helperPath } from "../../os/native.js";
+import { helperPath, native } from "../../os/native.js";
 import { CriuMissing, type AttachTarget, type CheckpointPurpose, type CommandSpec, type InitProcess, type InstanceDriver, type InstanceDriverDefinition, type InstanceDriverEnv, type InstanceRef, type InstanceUsage, type PowerState, type StartSpec } from "../drivers/types.js";
 import { hostRoot } from "../idmap.js";
-import { cgroupDirs, controllerVersion, hostCgroupLayout, processCount, readUsage, writeLimit, type CgroupDirs, type CgroupLayout } from "./cgroup.js";
+import { cgroupDirs, controllerVersion, hostCgroupLayout, parseUsage, processCount, usageFiles, writeLimit, type CgroupDirs, type CgroupLayout } from "./cgroup.js";
 import { InitLiveness, procStartTime } from "./liveness.js";
 import { criuFailure, keepCriuLog } from "./criu.js";
 import { cpusetFor, generateLxcConfig, logDir, memoryLimitBytes, renderLxcConfig } from "./config.js";
@@ -354,15 +354,33 @@ export class LxcDriver implements InstanceDriver {
     return this.isFrozen(init.pid, this.dirsOf(init)) ? "Frozen" : "Running";
   }
 
-  usage(init: InitProcess): InstanceUsage {
-    const dirs = this.dirsOf(init);
-    const u = readUsage(this.layout, dirs);
-    return { memory: u.memory, cpuNs: u.cpuNs, processes: u.pids ?? processCount(dirs) };
+  async states(inits: (InitProcess | undefined)[]): Promise<PowerState[]> {
+    const files = inits.map((init) => (this.liveness.alive(init) ? (this.cgroupOf(init).freezer ?? "") : undefined));
+    const texts = await native.readSmallFiles(files.map((f) => f ?? ""));
+    return files.map((f, i) => (f === undefined ? "Stopped" : texts[i] !== null && frozenIn(texts[i]!, f) ? "Frozen" : "Running"));
   }
 
-  /** The init's cgroup directories, worked out once per process. */
+  async usage(inits: InitProcess[]): Promise<InstanceUsage[]> {
+    const cgroups = inits.map((init) => this.cgroupOf(init));
+    const texts = await native.readSmallFiles(cgroups.flatMap((c) => c.usage));
+    let at = 0;
+    return cgroups.map((c) => {
+      const u = parseUsage(this.layout, c.usage.map((f) => (f ? texts[at++] : (at++, undefined))));
+      return { memory: u.memory, cpuNs: u.cpuNs, processes: u.pids ?? processCount(c.dirs) };
+    });
+  }
+
+  /** The init's cgroup directories and the files state and usage read, worked out once per process. */
+  private cgroupOf(init: InitProcess): InitCgroup {
+    const make = (): InitCgroup => {
+      const dirs = cgroupDirs(this.layout, init.pid);
+      return { dirs, usage: usageFiles(this.layout, dirs).map((f) => f ?? ""), freezer: this.freezerStateFile(dirs) };
+    };
+    return this.liveness.perProcess(init, make) ?? make();
+  }
+
   private dirsOf(init: InitProcess): CgroupDirs {
-    return this.liveness.perProcess(init, () => cgroupDirs(this.layout, init.pid)) ?? cgroupDirs(this.layout, init.pid);
+    return this.cgroupOf(init).dirs;
   }
 
   async updateLive(init: InitProcess, before: Record<string, string>, after: Record<string, string>): Promise<void> {
@@ -423,19 +441,33 @@ export class LxcDriver implements InstanceDriver {
     writeFileSync(file, file.endsWith("freezer.state") ? (frozen ? "FROZEN" : "THAWED") : frozen ? "1" : "0");
   }
 
+  /** The file telling whether the init's cgroup is frozen (freezer.state on v1, cgroup.events on v2). */
+  private freezerStateFile(dirs: CgroupDirs): string | undefined {
+    const dir = dirs("freezer");
+    return dir && join(dir, controllerVersion(this.layout, "freezer") === "v1" ? "freezer.state" : "cgroup.events");
+  }
+
   /** Frozen, from the freezer cgroup of the init process. */
   isFrozen(pid: number, dirs = cgroupDirs(this.layout, pid)): boolean {
-    const dir = dirs("freezer");
-    if (!dir) return false;
+    const file = this.freezerStateFile(dirs);
+    if (!file) return false;
     try {
-      if (controllerVersion(this.layout, "freezer") === "v1") return readFileSync(join(dir, "freezer.state"), "utf8").trim() !== "THAWED";
-      return /^frozen 1$/m.test(readFileSync(join(dir, "cgroup.events"), "utf8"));
+      return frozenIn(readFileSync(file, "utf8"), file);
     } catch {
       return false;
     }
   }
 
 }
+
+interface InitCgroup {
+  dirs: CgroupDirs;
+  /** usageFiles, "" for a file that is not there */
+  usage: string[];
+  freezer?: string;
+}
+
+const frozenIn = (text: string, file: string): boolean => (file.endsWith("freezer.state") ? text.trim() !== "THAWED" : /^frozen 1$/m.test(text));
 
 export const lxcInfo = { name: "lxc", type: "container", freeze: true, liveLimits: true } as const;
 

@@ -12,10 +12,11 @@ import { commonPoolKeys, commonVolumeKeys, isSize } from "../config.js";
 import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
-import { createPoolDirs, ensureSnapshotsDir, poolMountPath, recoverSwap, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath, restorePaths, swapIn } from "./dir.js";
-import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type StagedStreams, type StreamSink, type Volume } from "./types.js";
+import { createDiskFile, createPoolDirs, diskFileOf, ensureSnapshotsDir, resizeDiskFile, poolMountPath, recoverSwap, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath, restorePaths, swapIn } from "./dir.js";
+import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type StagedStreams, type StreamSink, type Volume, isBlockVolume } from "./types.js";
 import { isSubvolume, nestedSubvolumes, receiveSubvolume, sendSubvolume, setReadonly, subvolumeFacts } from "./btrfs-send.js";
 import { copyTreeOut } from "../tree-copy.js";
+import { copyDisk, exportDisk } from "../block-disk.js";
 
 const DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed";
 
@@ -192,6 +193,13 @@ class BtrfsDriver implements Driver {
     await withRevert(async (revert) => {
       await btrfs(["subvolume", "create", path], opts);
       revert.add(() => deleteSubvolume(path));
+      if (isBlockVolume(vol)) {
+        // As LXD: nodatacow on the subvolume, inherited by the disk file (random writes would
+        // otherwise fragment it and keep old extents counted in the quota).
+        await run("chattr", ["+C", path], { signal: opts.signal }).catch((e) => Promise.reject(new Error(`Failed setting nodatacow on "${path}": ${(e as Error).message}`)));
+        await createDiskFile(path, vol);
+        return;
+      }
       if (vol.config.size && vol.type !== "image") await this.setVolumeQuota(vol, vol.config.size, opts);
       await fill?.(path);
       // Image volumes are the read-only origin of instance snapshots.
@@ -245,10 +253,16 @@ class BtrfsDriver implements Driver {
 
 
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    if (isBlockVolume(vol)) return exportDisk(diskFileOf(this.volumePath(vol)), target, opts.signal);
     await copyTreeOut(await this.mountVolume(vol), target, opts);
   }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
-    await localCopy(source, this.volumePath(vol), opts);
+    if (isBlockVolume(vol)) await copyDisk(source, diskFileOf(this.volumePath(vol)), opts.signal);
+    else await localCopy(source, this.volumePath(vol), opts);
+  }
+
+  async diskPath(vol: Volume): Promise<string> {
+    return diskFileOf(this.volumePath(vol));
   }
 
   async mountVolume(vol: Volume): Promise<string> {
@@ -274,6 +288,8 @@ class BtrfsDriver implements Driver {
    * the first time, and the subvolume's qgroup made if missing), as upstream's SetVolumeQuota.
    */
   async setVolumeQuota(vol: Volume, size: string, opts: SlowOpts = {}): Promise<void> {
+    // A block volume's size is its disk's (grown, never shrunk), not a qgroup limit.
+    if (isBlockVolume(vol)) return resizeDiskFile(this.volumePath(vol), size);
     const bytes = parseByteSize(size);
     const path = this.volumePath(vol);
     let q = await this.qgroup(path);
@@ -394,7 +410,7 @@ class BtrfsDriver implements Driver {
         const path = this.volumePath(vol);
         if (existsSync(path)) await deleteSubvolume(path, opts);
         await move("", path, false);
-        if (vol.config.size) await this.setVolumeQuota(vol, vol.config.size, opts);
+        if (vol.config.size && !isBlockVolume(vol)) await this.setVolumeQuota(vol, vol.config.size, opts);
       },
       discard,
     };

@@ -19,11 +19,12 @@ export const blockFilesystem = (vol: Volume, poolConfig: Record<string, string>)
 /**
  * A volume's rbd image (without pool): "<type>_<name>", images "image_<fingerprint>_<fs>",
  * zombies (deleted but still holding clones) "zombie_<...>". A snapshot volume "<parent>/<snap>"
- * is the rbd snapshot "<parent image>@snapshot_<snap>".
+ * is the rbd snapshot "<parent image>@snapshot_<snap>". Block volumes' images end in ".block".
  */
 export function rbdImageName(vol: Volume, fs: string, zombie = false): string {
   const [parent, snap] = isSnapshotVolume(vol) ? vol.name.split("/", 2) : [vol.name, undefined];
-  const base = `${zombie ? "zombie_" : ""}${TYPE_PREFIX[vol.type]}_${parent}${vol.type === "image" ? `_${fs}` : ""}`;
+  // A block volume's image (LXD's cephBlockVolSuffix): "custom_default_vol1.block".
+  const base = `${zombie ? "zombie_" : ""}${TYPE_PREFIX[vol.type]}_${parent}${vol.type === "image" ? `_${fs}` : ""}${vol.contentType === "block" ? ".block" : ""}`;
   return snap === undefined ? base : `${base}@snapshot_${snap}`;
 }
 

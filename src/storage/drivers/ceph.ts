@@ -15,9 +15,10 @@ import { isMountPoint, mountFs, mountTable, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { localCopy } from "../rsync.js";
 import { exportBlockVolume } from "../tree-copy.js";
+import { CannotBeShrunk, copyDisk, diskSize, roundBlockSize } from "../block-disk.js";
 import { blockFilesystem, Ceph, rbdImageName } from "./ceph-rbd.js";
 import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
-import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume, isBlockVolume } from "./types.js";
 
 /** Upstream's default size of block volumes. */
 const DEFAULT_BLOCK_SIZE = "10GiB";
@@ -157,7 +158,8 @@ class CephDriver implements Driver {
   }
 
   private sizeBytes(vol: Volume): number {
-    return parseByteSize(vol.config.size || this.pool.config["volume.size"] || DEFAULT_BLOCK_SIZE);
+    const bytes = parseByteSize(vol.config.size || this.pool.config["volume.size"] || DEFAULT_BLOCK_SIZE);
+    return isBlockVolume(vol) ? roundBlockSize(bytes) : bytes;
   }
 
   async createVolume(vol: Volume, fill?: (path: string) => Promise<void>, opts: SlowOpts = {}): Promise<void> {
@@ -168,6 +170,8 @@ class CephDriver implements Driver {
       await this.ceph.rbd(["mv", this.ceph.spec(this.image(vol, true)), this.ceph.spec(image)], opts);
       return;
     }
+    // A block volume is an empty image: no filesystem, nothing to mount.
+    if (isBlockVolume(vol)) return void (await this.ceph.rbd(["create", ...this.features, "--size", `${this.sizeBytes(vol)}B`, this.ceph.spec(image)], opts));
     await withRevert(async (revert) => {
       await mkdir(this.volumePath(vol), { recursive: true, mode: 0o711 });
       revert.add(() => rmdir(this.volumePath(vol)).catch(() => {}));
@@ -270,16 +274,32 @@ class CephDriver implements Driver {
   }
 
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
-    await localCopy(source, await this.mountVolume(vol, opts), opts);
+    if (!isBlockVolume(vol)) return void (await localCopy(source, await this.mountVolume(vol, opts), opts));
+    // A block volume's image grows to hold the source disk (never shrinks), then takes its bytes.
+    const image = this.image(vol);
+    const need = await diskSize(source);
+    if (need > (await this.ceph.size(image))) await this.ceph.rbd(["resize", "--no-progress", "--size", `${need}B`, this.ceph.spec(image)], opts);
+    try {
+      await copyDisk(source, await this.diskPath(vol, opts), opts.signal);
+    } finally {
+      await this.ceph.unmapAll(image);
+    }
   }
 
-  /** Copy the volume's content out (mounting a block volume for the copy when it wasn't). */
+  /** A block volume's disk: its image (or snapshot) mapped by the kernel (the boundary). */
+  async diskPath(vol: Volume, opts: SlowOpts = {}): Promise<string> {
+    return this.ceph.map(this.image(vol), { ...opts, readOnly: isSnapshotVolume(vol) });
+  }
+
+  /** Copy the volume's content out (mounting a block volume for the copy when it wasn't); a block volume's image with `rbd export`. */
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    if (isBlockVolume(vol)) return void (await this.ceph.rbd(["export", "--no-progress", this.ceph.spec(this.image(vol)), target], opts));
     await exportBlockVolume(this, vol, target, opts, isMountPoint);
   }
 
-  /** Map the image (the kernel's boundary) and mount its filesystem. */
+  /** Map the image (the kernel's boundary) and mount its filesystem; a block volume's is only mapped. */
   async mountVolume(vol: Volume, opts: SlowOpts = {}): Promise<string> {
+    if (isBlockVolume(vol)) return this.diskPath(vol, opts);
     const path = this.volumePath(vol);
     if (isMountPoint(path)) return path;
     const image = this.image(vol);
@@ -296,6 +316,10 @@ class CephDriver implements Driver {
   }
 
   async unmountVolume(vol: Volume, opts: SlowOpts = {}): Promise<boolean> {
+    if (isBlockVolume(vol)) {
+      await this.ceph.unmapAll(this.image(vol), opts);
+      return false;
+    }
     const did = await unmountAll(this.volumePath(vol), opts.signal);
     if (did) await this.ceph.unmapAll(this.image(vol), opts);
     return did;
@@ -321,6 +345,15 @@ class CephDriver implements Driver {
    */
   async setVolumeQuota(vol: Volume, size: string, opts: SlowOpts = {}): Promise<void> {
     const image = this.image(vol);
+    if (isBlockVolume(vol)) {
+      // As LXD: "" or "0" changes nothing; the image grows, never shrinks.
+      if (parseByteSize(size) <= 0) return;
+      const want = roundBlockSize(parseByteSize(size));
+      const have = await this.ceph.size(image);
+      if (want === have) return;
+      if (want < have) throw new CannotBeShrunk();
+      return void (await this.ceph.rbd(["resize", "--no-progress", "--size", `${want}B`, this.ceph.spec(image)], opts));
+    }
     const want = parseByteSize(size || this.pool.config["volume.size"] || DEFAULT_BLOCK_SIZE);
     const have = await this.ceph.size(image);
     if (want === have) return;

@@ -8,8 +8,10 @@ import { run } from "../../os/exec.js";
 import { assertNoMountsUnder, bindMount, fsUsage, isMountPoint, unmountAll } from "../host.js";
 import { commonPoolKeys, commonVolumeKeys } from "../config.js";
 import { withRevert } from "../reverter.js";
-import { isSnapshotVolume, POOL_DIRS, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { isSnapshotVolume, POOL_DIRS, snapshotsSubPath, snapshotVolume, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume, isBlockVolume } from "./types.js";
 import { copyTreeOut } from "../tree-copy.js";
+import { BLOCK_DISK_FILE, blockSizeOf, copyDisk, ensureBlockFile, exportDisk } from "../block-disk.js";
+import { parseByteSize } from "../../shared/units.js";
 
 const info: DriverInfo = {
   name: "dir",
@@ -101,14 +103,31 @@ export async function renameVolumePath(mountPath: string, pathOf: (v: Volume) =>
   }
 }
 
+/** The raw disk of a block volume kept as a file in its directory (dir, btrfs): LXD's genericVFSGetVolumeDiskPath. */
+export const diskFileOf = (volumeDir: string) => join(volumeDir, BLOCK_DISK_FILE);
+
+/** A file-backed block volume's new disk (in its fresh directory or subvolume), of its size. */
+export async function createDiskFile(volumeDir: string, vol: Volume): Promise<void> {
+  await ensureBlockFile(diskFileOf(volumeDir), blockSizeOf(vol.config));
+}
+
+/** Grow a file-backed block volume's disk to `size` ("" or "0": unchanged), as LXD's SetVolumeQuota on block content. */
+export async function resizeDiskFile(volumeDir: string, size: string): Promise<void> {
+  const bytes = parseByteSize(size);
+  if (bytes <= 0) return;
+  await ensureBlockFile(diskFileOf(volumeDir), bytes);
+}
+
 class DirDriver implements Driver {
   readonly info = info;
   readonly mountPath: string;
   private readonly source: string;
+  private readonly log: DriverEnv["log"];
 
   constructor(pool: PoolSpec, env: DriverEnv) {
     this.mountPath = poolMountPath(env, pool.name);
     this.source = pool.config.source || this.mountPath;
+    this.log = env.log;
   }
 
   private get bound(): boolean {
@@ -168,8 +187,19 @@ class DirDriver implements Driver {
     await withRevert(async (revert) => {
       await mkdir(path, { mode: 0o711 }).catch((e) => Promise.reject(e.code === "EEXIST" ? new Error(`Volume "${vol.name}" already exists on disk`) : e));
       revert.add(() => rm(path, { recursive: true, force: true }));
-      await fill?.(path);
+      if (isBlockVolume(vol)) await createDiskFile(path, vol);
+      else await fill?.(path);
     });
+  }
+
+  async diskPath(vol: Volume): Promise<string> {
+    return diskFileOf(this.volumePath(vol));
+  }
+
+  /** Block volumes: the disk grows. Filesystem volumes: no quotas on a plain directory (LXD without project quotas). */
+  async setVolumeQuota(vol: Volume, size: string): Promise<void> {
+    if (isBlockVolume(vol)) return resizeDiskFile(this.volumePath(vol), size);
+    if (parseByteSize(size) > 0) this.log.warn({ volume: vol.name, size }, "The backing filesystem doesn't support quotas, skipping set quota");
   }
 
   async deleteVolume(vol: Volume): Promise<void> {
@@ -213,10 +243,12 @@ class DirDriver implements Driver {
 
 
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    if (isBlockVolume(vol)) return exportDisk(diskFileOf(this.volumePath(vol)), target, opts.signal);
     await copyTreeOut(await this.mountVolume(vol), target, opts);
   }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
-    await localCopy(source, this.volumePath(vol), opts);
+    if (isBlockVolume(vol)) await copyDisk(source, diskFileOf(this.volumePath(vol)), opts.signal);
+    else await localCopy(source, this.volumePath(vol), opts);
   }
 
   async mountVolume(vol: Volume): Promise<string> {

@@ -14,19 +14,27 @@ import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, isMountPoint, loopOf, mountFs, mountsBelow, unmountAll } from "../host.js";
 import { localCopy } from "../rsync.js";
 import { exportBlockVolume } from "../tree-copy.js";
+import { CannotBeShrunk, copyDisk, diskSize, exportDisk, roundBlockSize } from "../block-disk.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, ensureSnapshotsDir, poolMountPath, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath } from "./dir.js";
 import { assertLvmName, hasDeviceMapper, Lvm, LvmError, lvmVersion } from "./lvm-tools.js";
 import { baseInfo, DEFAULT_VOLUME_SIZE, fillLvmDefaults, isBool, isFalse, loopFile, NO_DM_REASON, THINPOOL_DEFAULT, UNFORMATTED_TAG, VG_MARKER } from "./lvm-config.js";
 import { blockFilesystem, blockMountOptions, formatVolume, growFilesystem, shrinkFilesystem } from "./lvm-fs.js";
-import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { isSnapshotVolume, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume, type ContentType, isBlockVolume } from "./types.js";
 
-/** The LV name of a volume, as upstream: "<type>_<name>" with '-' doubled and a snapshot's '/' as '-'. */
+/**
+ * The LV name of a volume, as upstream: "<type>_<name>" with '-' doubled and a snapshot's '/'
+ * as '-'; a block volume's (and its snapshots') with the ".block" suffix.
+ */
 export function lvName(vol: Volume): string {
-  const name = `${VOLUME_DIRS[vol.type]}_${vol.name.replace(/-/g, "--").replace("/", "-")}`;
+  const name = `${lvBaseName(vol)}${isBlockVolume(vol) ? BLOCK_SUFFIX : ""}`;
   assertLvmName("logical volume", name);
   return name;
 }
+
+/** LXD's lvmBlockVolSuffix. */
+const BLOCK_SUFFIX = ".block";
+const lvBaseName = (vol: Volume) => `${VOLUME_DIRS[vol.type]}_${vol.name.replace(/-/g, "--").replace("/", "-")}`;
 
 class LvmDriver implements Driver {
   readonly info: DriverInfo;
@@ -67,6 +75,8 @@ class LvmDriver implements Driver {
 
   private volumeSize(vol: Volume): number {
     const size = vol.config.size || this.pool.config["volume.size"] || DEFAULT_VOLUME_SIZE;
+    // A block volume's disk is rounded up to LXD's 8KiB boundary.
+    if (isBlockVolume(vol)) return roundBlockSize(parseByteSize(size));
     // lvm2 takes sizes in 512-byte multiples (it rounds up to whole extents itself).
     return Math.max(512, Math.floor(parseByteSize(size) / 512) * 512);
   }
@@ -255,7 +265,8 @@ class LvmDriver implements Driver {
   // ---- volumes ----
 
   /** As upstream's FillVolumeConfig: filesystem volumes record their filesystem and mount options. */
-  fillVolumeConfig(config: Record<string, string>): void {
+  fillVolumeConfig(config: Record<string, string>, contentType: ContentType): void {
+    if (contentType === "block") return;
     config["block.filesystem"] ||= "ext4";
     config["block.mount_options"] ||= "discard";
   }
@@ -270,7 +281,8 @@ class LvmDriver implements Driver {
 
   private async createLv(vol: Volume, opts: SlowOpts): Promise<void> {
     const size = `${this.volumeSize(vol)}b`;
-    const args = ["--name", lvName(vol), "--yes", "--wipesignatures", "y", "--addtag", UNFORMATTED_TAG];
+    // A block volume has no filesystem to make: no "unformatted" tag.
+    const args = ["--name", lvName(vol), "--yes", "--wipesignatures", "y", ...(isBlockVolume(vol) ? [] : ["--addtag", UNFORMATTED_TAG])];
     if (this.thin) args.push("--thin", "--virtualsize", size, `${this.vg}/${this.thinpool}`);
     else {
       args.push("--size", size);
@@ -294,6 +306,7 @@ class LvmDriver implements Driver {
     await withRevert(async (revert) => {
       await this.createLv(vol, opts);
       revert.add(() => this.removeLv(vol));
+      if (isBlockVolume(vol)) return;
       if (!fill && !this.lvm.deviceMapper) return;
       const path = await this.mountVolume(vol, opts);
       revert.add(() => this.unmountVolume(vol));
@@ -338,11 +351,14 @@ class LvmDriver implements Driver {
     const renames: [string, string][] = [[lvName(vol), lvName(target)]];
     // A parent's snapshot LVs carry its name and follow it.
     if (!isSnapshotVolume(vol)) {
-      const prefix = `${lvName(vol)}-`;
+      const prefix = `${lvBaseName(vol)}-`;
+      const suffix = isBlockVolume(vol) ? BLOCK_SUFFIX : "";
       for (const lv of await this.lvm.lvs(this.vg)) {
-        if (!lv.name.startsWith(prefix) || lv.name.slice(prefix.length).replace(/--/g, "").includes("-")) continue;
+        if (!lv.name.startsWith(prefix) || !lv.name.endsWith(suffix)) continue;
+        const snap = lv.name.slice(prefix.length, lv.name.length - suffix.length);
+        if (snap.replace(/--/g, "").includes("-") || (!suffix && snap.endsWith(BLOCK_SUFFIX))) continue;
         for (const m of mountsBelow(join(this.mountPath, `${VOLUME_DIRS[vol.type]}-snapshots`, vol.name))) await unmountAll(m, opts.signal);
-        renames.push([lv.name, `${lvName(target)}-${lv.name.slice(prefix.length)}`]);
+        renames.push([lv.name, `${lvBaseName(target)}-${snap}${suffix}`]);
       }
     }
     await withRevert(async (revert) => {
@@ -368,10 +384,18 @@ class LvmDriver implements Driver {
     });
   }
 
-  /** The snapshot's content copied over the volume's (both mounted), as upstream does for non-thin pools. */
+  /** The snapshot's content copied over the volume's (both mounted, or a block volume's disks), as upstream does for non-thin pools. */
   async restoreSnapshot(vol: Volume, snapshot: string, opts: SlowOpts = {}): Promise<void> {
     const snap = snapshotVolume(vol, snapshot);
     if (!(await this.hasVolume(snap))) throw new Error("Snapshot not found");
+    if (isBlockVolume(vol)) {
+      try {
+        await copyDisk(await this.diskPath(snap, opts), await this.diskPath(vol, opts), opts.signal);
+      } finally {
+        await this.unmountVolume(snap).catch(() => {});
+      }
+      return;
+    }
     const from = await this.mountVolume(snap, opts);
     try {
       await localCopy(from, await this.mountVolume(vol, opts), opts);
@@ -381,16 +405,44 @@ class LvmDriver implements Driver {
   }
 
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
-    await localCopy(source, await this.mountVolume(vol, opts), opts);
+    if (!isBlockVolume(vol)) return void (await localCopy(source, await this.mountVolume(vol, opts), opts));
+    // The LV grows to hold the source disk first (it never shrinks).
+    const need = await diskSize(source);
+    const lv = await this.lvm.lv(this.vg, lvName(vol));
+    if (lv && need > lv.size) await this.resizeLv(vol, need, opts);
+    await copyDisk(source, await this.diskPath(vol, opts), opts.signal);
+  }
+
+  /** A block volume's disk: its LV's device, activated (the kernel's boundary). */
+  async diskPath(vol: Volume, opts: SlowOpts = {}): Promise<string> {
+    const lv = await this.lvm.lv(this.vg, lvName(vol));
+    if (!lv) throw new Error(`Volume "${vol.name}" doesn't exist on disk`);
+    const dev = this.devPath(vol);
+    if (!existsSync(dev)) {
+      try {
+        await this.lvm.run("lvchange", ["--activate", "y", "--ignoreactivationskip", this.lvPath(vol)], { ...opts, kernel: true });
+      } catch (e) {
+        throw new Error(`Failed to activate LVM logical volume "${dev}": ${(e as Error).message}`);
+      }
+    }
+    return dev;
   }
 
   /** Copy the volume's content out (mounting a block volume for the copy when it wasn't). */
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    if (isBlockVolume(vol)) {
+      try {
+        return await exportDisk(await this.diskPath(vol, opts), target, opts.signal);
+      } finally {
+        await this.unmountVolume(vol).catch(() => {});
+      }
+    }
     await exportBlockVolume(this, vol, target, opts, isMountPoint);
   }
 
   /** Activate the LV (the kernel's boundary), make its filesystem on first use, mount it. */
   async mountVolume(vol: Volume, opts: SlowOpts = {}): Promise<string> {
+    if (isBlockVolume(vol)) return this.diskPath(vol, opts);
     const path = this.volumePath(vol);
     if (isMountPoint(path)) return path;
     const lv = await this.lvm.lv(this.vg, lvName(vol));
@@ -440,6 +492,12 @@ class LvmDriver implements Driver {
     if (!lv) throw new Error(`Volume "${vol.name}" doesn't exist on disk`);
     const extent = await this.lvm.extentSize(this.vg);
     const rounded = Math.ceil(bytes / extent) * extent;
+    if (isBlockVolume(vol)) {
+      // As LXD: "" or "0" changes nothing; the disk grows, never shrinks.
+      if (parseByteSize(size) <= 0 || rounded === lv.size) return;
+      if (rounded < lv.size) throw new CannotBeShrunk();
+      return this.resizeLv(vol, bytes, opts);
+    }
     if (rounded === lv.size) return;
     if (lv.tags.includes(UNFORMATTED_TAG)) return this.resizeLv(vol, bytes, opts);
     const path = this.volumePath(vol);

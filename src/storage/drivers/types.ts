@@ -8,12 +8,20 @@ import type { KeyTable } from "../../config/keys.js";
 export const VOLUME_TYPES = ["container", "virtual-machine", "image", "custom"] as const;
 export type VolumeType = (typeof VOLUME_TYPES)[number];
 
+/** What a volume holds: a filesystem tree, or (custom block volumes) a raw disk. */
+export const CONTENT_TYPES = ["filesystem", "block"] as const;
+export type ContentType = (typeof CONTENT_TYPES)[number];
+
 /** A volume as the host sees it. `name` is the on-disk name (e.g. "c1", "proj_c1", "default_vol", a fingerprint). */
 export interface Volume {
   type: VolumeType;
   name: string;
   config: Record<string, string>;
+  /** "block": a raw disk of `size` bytes (LXD's default 10GiB), no filesystem; absent: "filesystem". */
+  contentType?: ContentType;
 }
+
+export const isBlockVolume = (vol: Volume): boolean => vol.contentType === "block";
 
 /** Directory of each volume type inside a pool, as upstream lays it out. */
 export const VOLUME_DIRS: Record<VolumeType, string> = {
@@ -99,23 +107,39 @@ export interface Driver {
   /** Apply changed mutable pool keys (info.mutablePoolKeys) to the host. */
   updatePool?(previous: Record<string, string>, next: Record<string, string>, opts?: SlowOpts): Promise<void>;
 
-  /** Optional: defaults a new custom volume's config records (block.filesystem on block drivers), after the pool's volume.* keys. */
-  fillVolumeConfig?(config: Record<string, string>): void;
+  /**
+   * Optional: defaults a new custom volume's config records (block.filesystem on block drivers,
+   * for filesystem content only), after the pool's volume.* keys.
+   */
+  fillVolumeConfig?(config: Record<string, string>, contentType: ContentType): void;
 
   volumePath(vol: Volume): string;
   hasVolume(vol: Volume): Promise<boolean>;
-  /** Create an empty volume and run `fill` on its mount path; the volume is removed if fill fails. */
+  /**
+   * Create an empty volume and run `fill` on its mount path; the volume is removed if fill fails.
+   * A block volume (custom, content type block) is an empty raw disk of its `size` (LXD's
+   * default 10GiB), rounded up to 8KiB; `fill` is not run for it.
+   */
   createVolume(vol: Volume, fill?: (path: string) => Promise<void>, opts?: SlowOpts): Promise<void>;
   /**
    * Make the volume's content an exact copy of the tree at `source` (a path outside this
    * volume, only read): ownership by number, modes, ACLs, xattrs, hard links, devices, sparse
    * files; entries `source` lacks are removed. Copies between pools, drivers and projects, and
-   * incremental refreshes, go through here.
+   * incremental refreshes, go through here. For a block volume `source` is a raw disk (a file
+   * or a device, only read): its bytes replace the volume's; a file disk takes the source's
+   * length (as LXD's dd), a device grows first when it is smaller.
    */
   syncVolume(vol: Volume, source: string, opts?: SlowOpts & { bwlimit?: string }): Promise<void>;
   /**
+   * The raw disk of a block volume or of one of its snapshots (LXD's GetVolumeDiskPath): a file
+   * (dir, btrfs) or a device (made available: LV activated, zvol or RBD mapped). Read it, or
+   * write it in place. A driver without this method has no block volumes.
+   */
+  diskPath?(vol: Volume, opts?: SlowOpts): Promise<string>;
+  /**
    * Copy the volume's content to `target`, a new path outside the pool, as cheaply as the
-   * driver can (`link`: the caller only reads, so hard links may share the files).
+   * driver can (`link`: the caller only reads, so hard links may share the files). A block
+   * volume's raw disk is copied to the new file `target` (sparse where the disk reads zeros).
    */
   exportVolume(vol: Volume, target: string, opts?: SlowOpts & { link?: boolean }): Promise<void>;
   /** Optional capability: a cheap writable copy of `source` (btrfs snapshot). */
@@ -141,7 +165,10 @@ export interface Driver {
   /**
    * Optional capability: enforce `size` (LXD's byte size string; "" or "0" lifts the limit) on
    * a filesystem volume. Drivers without it store `size` unenforced, as LXD on filesystems
-   * without quotas.
+   * without quotas (dir has it for block volumes only, and logs LXD's warning for a
+   * filesystem; drivers that enforce it report volumeUsage). On a block volume (every driver with diskPath has it then): the disk grows
+   * to `size` ("" or "0": nothing changes); a smaller size is refused with LXD's
+   * "Block volumes cannot be shrunk: Cannot be shrunk".
    */
   setVolumeQuota?(vol: Volume, size: string, opts?: SlowOpts): Promise<void>;
   /**

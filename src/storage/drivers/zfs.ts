@@ -12,8 +12,9 @@ import { parseByteSize } from "../../shared/units.js";
 import { isMountPoint, mountFs, unmountAll } from "../host.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
-import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume } from "./types.js";
+import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume, isBlockVolume } from "./types.js";
 import { copyTreeOut } from "../tree-copy.js";
+import { CannotBeShrunk, copyDisk, diskSize, exportDisk, roundBlockSize } from "../block-disk.js";
 
 const info: DriverInfo = {
   name: "zfs",
@@ -159,6 +160,8 @@ class ZfsDriver implements Driver {
 
   async createVolume(vol: Volume, fill?: (path: string) => Promise<void>, opts: SlowOpts = {}): Promise<void> {
     const ds = this.dataset(vol);
+    // A block volume is a zvol, invisible (volmode=none) until its disk is asked for, as LXD's.
+    if (isBlockVolume(vol)) return void (await zfs(["create", "-V", String(this.blockBytes(vol)), "-o", "volmode=none", ds], opts));
     await withRevert(async (revert) => {
       const props = ["-o", "mountpoint=legacy", "-o", "canmount=noauto"];
       if (vol.config.size) props.push("-o", `${vol.config["zfs.use_refquota"] === "true" ? "refquota" : "quota"}=${parseByteSize(vol.config.size)}`);
@@ -254,13 +257,62 @@ class ZfsDriver implements Driver {
 
 
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
+    if (isBlockVolume(vol)) {
+      try {
+        return await exportDisk(await this.diskPath(vol, opts), target, opts.signal);
+      } finally {
+        await this.unmountVolume(vol).catch(() => {});
+      }
+    }
     await copyTreeOut(await this.mountVolume(vol), target, opts);
   }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
-    await localCopy(source, await this.mountVolume(vol, opts), opts);
+    if (!isBlockVolume(vol)) return void (await localCopy(source, await this.mountVolume(vol, opts), opts));
+    // The zvol grows to hold the source disk (never shrinks), then takes its bytes.
+    const need = await diskSize(source);
+    if (need > (await this.volsize(vol))) await zfs(["set", `volsize=${need}`, this.dataset(vol)], opts);
+    await copyDisk(source, await this.diskPath(vol, opts), opts.signal);
+  }
+
+  private blockBytes(vol: Volume): number {
+    return roundBlockSize(parseByteSize(vol.config.size || this.pool.config["volume.size"] || "10GiB"));
+  }
+
+  private async volsize(vol: Volume): Promise<number> {
+    return Number((await zfs(["get", "-Hp", "-o", "value", "volsize", this.dataset(vol)])).stdout.trim());
+  }
+
+  /**
+   * A block volume's disk: its zvol made visible (volmode=dev; a snapshot through its parent's
+   * snapdev=visible) and the device udev creates for it.
+   */
+  async diskPath(vol: Volume, opts: SlowOpts = {}): Promise<string> {
+    const ds = this.dataset(vol);
+    if (isSnapshotVolume(vol)) await zfs(["set", "snapdev=visible", ds.split("@")[0]], opts);
+    else await zfs(["set", "volmode=dev", ds], opts);
+    const dev = join("/dev/zvol", ds);
+    for (let i = 0; i < 100 && !existsSync(dev); i++) await new Promise((r) => setTimeout(r, 100));
+    if (!existsSync(dev)) throw new Error(`Failed to find the device of ZFS volume "${ds}"`);
+    return dev;
+  }
+
+  /** Block volumes: the zvol grows to `size` ("" or "0": unchanged), never shrinks. Filesystems: the dataset's quota (or refquota). */
+  async setVolumeQuota(vol: Volume, size: string, opts: SlowOpts = {}): Promise<void> {
+    const bytes = parseByteSize(size);
+    if (isBlockVolume(vol)) {
+      if (bytes <= 0) return;
+      const want = roundBlockSize(bytes);
+      const have = await this.volsize(vol);
+      if (want === have) return;
+      if (want < have) throw new CannotBeShrunk();
+      return void (await zfs(["set", `volsize=${want}`, this.dataset(vol)], opts));
+    }
+    const key = vol.config["zfs.use_refquota"] === "true" ? "refquota" : "quota";
+    await zfs(["set", `${key}=${bytes > 0 ? bytes : "none"}`, this.dataset(vol)], opts);
   }
 
   async mountVolume(vol: Volume, opts: SlowOpts = {}): Promise<string> {
+    if (isBlockVolume(vol)) return this.diskPath(vol, opts);
     const path = this.volumePath(vol);
     if (isMountPoint(path)) return path;
     await mkdir(path, { recursive: true, mode: 0o711 });
@@ -269,6 +321,12 @@ class ZfsDriver implements Driver {
   }
 
   async unmountVolume(vol: Volume, opts: SlowOpts = {}): Promise<boolean> {
+    if (isBlockVolume(vol)) {
+      // The zvol goes invisible again (a snapshot's devices with its parent's snapdev).
+      const ds = this.dataset(vol);
+      if (await datasetExists(isSnapshotVolume(vol) ? ds.split("@")[0] : ds)) await run("zfs", ["set", isSnapshotVolume(vol) ? "snapdev=hidden" : "volmode=none", isSnapshotVolume(vol) ? ds.split("@")[0] : ds], { signal: opts.signal, reject: false });
+      return false;
+    }
     return unmountAll(this.volumePath(vol), opts.signal);
   }
 
