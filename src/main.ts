@@ -1,11 +1,10 @@
 #!/usr/bin/env node
 // nodelxd: the daemon and its CLI, with upstream `lxd`'s command surface.
-import { readFileSync } from "node:fs";
-import { Daemon } from "./daemon/daemon.js";
+// Only what every command needs is imported here: the daemon and each subcommand load their
+// modules when chosen (start-up time and idle memory of the daemon, issue #20).
+import { readFileSync, statSync } from "node:fs";
 import { pathsFor, resolveLxdDir } from "./daemon/paths.js";
-import { shutdown } from "./cli/shutdown.js";
-import { waitReady } from "./cli/waitready.js";
-import { commands as extraCommands } from "./cli/commands.js";
+import { holdYoungGeneration, releaseYoungGeneration } from "./daemon/young-generation.js";
 import type { ParsedArgs } from "./cli/args.js";
 
 const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "minimal", "preseed", "dump", "help", "h", "version", "syslog", "trace", "quiet", "q"]);
@@ -59,7 +58,25 @@ Flags:
   -v, --verbose    Show all information messages
 `;
 
+/**
+ * The daemon's code: the one-file bundle `npm run build` makes (scripts/bundle-daemon.mjs) when
+ * it is at least as new as the compiled modules (a later bare `tsc` makes it stale), else the
+ * modules themselves.
+ */
+function daemonModule(): string {
+  const modules = new URL("./daemon/daemon.js", import.meta.url);
+  const bundle = new URL("./bundle/daemon.js", import.meta.url);
+  try {
+    if (statSync(bundle).mtimeMs >= statSync(modules).mtimeMs) return bundle.href;
+  } catch {
+    // no bundle (or no modules): the modules
+  }
+  return modules.href;
+}
+
 async function runDaemon(args: ParsedArgs): Promise<void> {
+  holdYoungGeneration();
+  const { Daemon } = (await import(daemonModule())) as typeof import("./daemon/daemon.js");
   const daemon = new Daemon({
     lxdDir: resolveLxdDir(),
     group: typeof args.flags.group === "string" ? args.flags.group : undefined,
@@ -72,6 +89,7 @@ async function runDaemon(args: ParsedArgs): Promise<void> {
   for (const sig of ["SIGTERM", "SIGINT", "SIGQUIT"] as const) process.on(sig, () => void daemon.stop({ stopInstances: false }));
   process.on("SIGPWR", () => void daemon.stop({ stopInstances: true }));
   await daemon.start();
+  releaseYoungGeneration();
   await daemon.stopped;
   process.exit(0);
 }
@@ -96,13 +114,13 @@ async function main(argv: string[]): Promise<number> {
       console.log(version());
       return 0;
     case "waitready":
-      await waitReady(socket, timeout);
+      await (await import("./cli/waitready.js")).waitReady(socket, timeout);
       return 0;
     case "shutdown":
-      await shutdown(socket, timeout, !!args.flags.force);
+      await (await import("./cli/shutdown.js")).shutdown(socket, timeout, !!args.flags.force);
       return 0;
     default: {
-      const cmd = extraCommands[args.command];
+      const cmd = (await import("./cli/commands.js")).commands[args.command];
       if (!cmd) {
         console.error(`Error: unknown command "${args.command}" for "nodelxd"`);
         return 1;

@@ -2,8 +2,8 @@
 // everything a cluster shares) is the connection's main schema; the node-local one
 // (`database/local.db`: this member's server keys, applied patches, raft nodes, LXD's `schema`)
 // is attached to it as `local`, so unqualified names resolve to the global tables first.
-// Both run WAL with full sync (a change is on disk before we acknowledge it); numbered
-// migrations are each applied in their own transaction.
+// Both run WAL with full sync (a change is on disk before we acknowledge it); the numbered
+// migrations a start finds pending are applied together in one transaction.
 import Database from "better-sqlite3";
 import { migrations as defaultMigrations, type Migration } from "./migrations.js";
 import { ensureLocalSchema, moveLocalConfig } from "./local-schema.js";
@@ -68,21 +68,22 @@ export function openDatabase(file: string, migrations: Migration[] = defaultMigr
 /**
  * Apply every migration not yet recorded, in version order. Applied ones are tracked by
  * version in schema_migrations (not a single high-water mark), so migrations written on
- * parallel branches apply whatever order they merge in.
+ * parallel branches apply whatever order they merge in. All pending ones commit together
+ * (all or none): a new database is one synced commit instead of one per migration (~30 at
+ * first start, each a WAL fsync).
  */
 export function migrate(db: Db, migrations: Migration[]): number[] {
   db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)");
   const done = new Set((db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map((r) => r.version));
-  const applied: number[] = [];
-  for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
-    if (done.has(m.version)) continue;
-    db.transaction(() => {
+  const pending = [...migrations].sort((a, b) => a.version - b.version).filter((m) => !done.has(m.version));
+  if (pending.length === 0) return [];
+  db.transaction(() => {
+    for (const m of pending) {
       db.exec(m.sql);
       db.prepare("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)").run(m.version, m.name, new Date().toISOString());
-    })();
-    applied.push(m.version);
-  }
-  return applied;
+    }
+  })();
+  return pending.map((m) => m.version);
 }
 
 const localFiles = new WeakMap<Db, string>();

@@ -113,7 +113,8 @@ export class ExternalAuth {
   private settings?: Settings;
   /** Third-party key of candid.api.url: given by candid.api.key, or found and cached at first use. */
   private thirdParty?: ThirdPartyInfo;
-  private keyPair: KeyPair = generateKeyPair();
+  /** Our NaCl key pair for third-party caveats: made at first use (Curve25519 in JS costs ~90 ms at start). */
+  private ownKeyPair?: KeyPair;
 
   constructor(
     private readonly roots: RootKeyStore,
@@ -136,7 +137,7 @@ export class ExternalAuth {
       return;
     }
     const thirdParty = key !== "" ? { publicKey: parseKey(key), version: 3 } : undefined;
-    this.keyPair = generateKeyPair();
+    this.ownKeyPair = undefined; // a fresh pair, as LXD makes one at each setup
     this.settings = { url, expiry, domains: list };
     this.thirdParty = thirdParty;
   }
@@ -210,7 +211,7 @@ export class ExternalAuth {
     const m = macaroon.newMacaroon({ identifier: Buffer.from(id), location: s.url, rootKey: root.key, version: version <= 1 ? 1 : 2 });
     const caveatVersion = Math.min(info.version, version);
     const caveatKey = new Uint8Array(randomBytes(24));
-    const caveat = encodeThirdPartyCaveat(caveatVersion, CONDITION, caveatKey, info.publicKey, this.keyPair);
+    const caveat = encodeThirdPartyCaveat(caveatVersion, CONDITION, caveatKey, info.publicKey, (this.ownKeyPair ??= generateKeyPair()));
     const cdata: Record<string, string> = {};
     if (caveatVersion < 3) {
       m.addThirdPartyCaveat(caveatKey, caveat, s.url);

@@ -1,0 +1,85 @@
+// What keeps the daemon's start-up short and its idle memory small (issue #20): V8's young
+// generation held at its initial size while the daemon loads, and the daemon's code loaded from
+// the one-file bundle `npm run build` makes, unless that bundle is older than the tsc output.
+import { spawnSync } from "node:child_process";
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ROOT, startDaemon } from "../helpers/daemon.js";
+
+const tmpDirs: string[] = [];
+afterAll(() => {
+  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
+});
+const tmpDir = (what: string) => {
+  const d = mkdtempSync(`/tmp/nodelxd-test-${what}-`);
+  tmpDirs.push(d);
+  return d;
+};
+
+describe("V8's young generation during start-up", () => {
+  it("stays at its initial size while held and grows again once released", () => {
+    const script = `
+      import { getHeapSpaceStatistics } from "node:v8";
+      import { holdYoungGeneration, releaseYoungGeneration } from ${JSON.stringify(join(ROOT, "dist/daemon/young-generation.js"))};
+      const newSpace = () => getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size;
+      // Allocation that survives scavenges, as module loading does.
+      const keep = [];
+      const churn = () => { for (let i = 0; i < 300000; i++) keep.push({ i, s: "x" + i }); };
+      holdYoungGeneration();
+      churn();
+      const held = newSpace();
+      releaseYoungGeneration();
+      churn();
+      console.log(JSON.stringify({ held, released: newSpace() }));
+    `;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const { held, released } = JSON.parse(r.stdout) as { held: number; released: number };
+    expect(held).toBeLessThanOrEqual(2 * 1024 * 1024);
+    expect(released).toBeGreaterThan(held);
+  });
+});
+
+describe("the daemon bundle", () => {
+  /** A copy of the package whose dist/ we may touch; node_modules and build/ are links. */
+  function packageCopy(): string {
+    const dir = tmpDir("bundle");
+    cpSync(join(ROOT, "dist"), join(dir, "dist"), { recursive: true, preserveTimestamps: true });
+    cpSync(join(ROOT, "package.json"), join(dir, "package.json"));
+    symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
+    symlinkSync(join(ROOT, "build"), join(dir, "build"));
+    return dir;
+  }
+
+  /** Start `node dist/main.js` of `pkg` until ready and return the dist files Node loaded for it. */
+  async function loadedFiles(pkg: string): Promise<string[]> {
+    const log = join(pkg, "loads.txt");
+    // A module loader hook that only records which files are loaded.
+    const hook = join(pkg, "hook.mjs");
+    writeFileSync(hook, `import { appendFileSync } from "node:fs";\nexport async function load(url, ctx, next) { if (url.startsWith("file:")) appendFileSync(${JSON.stringify(log)}, url + "\\n"); return next(url, ctx); }\n`);
+    writeFileSync(join(pkg, "register.mjs"), `import { register } from "node:module";\nregister(${JSON.stringify(`file://${hook}`)});\n`);
+    const d = await startDaemon({ main: join(pkg, "dist/main.js"), env: { NODE_OPTIONS: `--import ${join(pkg, "register.mjs")}` } });
+    await d.stop();
+    const prefix = `file://${join(pkg, "dist")}/`;
+    return readFileSync(log, "utf8")
+      .split("\n")
+      .filter((u) => u.startsWith(prefix))
+      .map((u) => u.slice(prefix.length));
+  }
+
+  it("runs the daemon from dist/bundle/daemon.js after npm run build", async () => {
+    const files = await loadedFiles(packageCopy());
+    expect(files).toContain("bundle/daemon.js");
+    expect(files).not.toContain("daemon/daemon.js");
+  });
+
+  it("falls back to the compiled modules when the bundle is older than them (a bare tsc)", async () => {
+    const pkg = packageCopy();
+    const later = new Date(Date.now() + 60_000);
+    utimesSync(join(pkg, "dist/daemon/daemon.js"), later, later);
+    const files = await loadedFiles(pkg);
+    expect(files).not.toContain("bundle/daemon.js");
+    expect(files).toContain("daemon/daemon.js");
+  });
+});
