@@ -111,7 +111,7 @@ async function measurePair(kind: "nodelxd" | "lxd", o: Options, octet: number): 
   const client = { ...process.env, HOME: home };
   try {
     servers.push(await start(), await start());
-    const [src, dst] = servers;
+    const [src] = servers;
     const port = 9000 + Math.floor(Math.random() * 900);
     for (const [i, s] of servers.entries()) {
       const local = { ...process.env, HOME: home, LXD_DIR: s.dir };

@@ -196,3 +196,18 @@ export async function waitFor(cond: () => Promise<boolean>, timeoutMs = 10_000, 
   }
   return false;
 }
+
+/** `lxc list` on member `d`: instance name → [status, location]. */
+export async function listedOn(d: TestDaemon): Promise<Record<string, [string, string]>> {
+  const out = ok(await lxcAsync(d, "list", "-f", "csv", "-c", "nsL"));
+  return Object.fromEntries(
+    out
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => {
+        const [n, s, loc] = l.split(",");
+        return [n, [s, loc]];
+      }),
+  );
+}

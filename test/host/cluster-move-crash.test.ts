@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formCluster, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type TestCluster } from "../helpers/cluster.js";
+import { formCluster, listedOn, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type TestCluster } from "../helpers/cluster.js";
 import type { TestDaemon } from "../helpers/daemon.js";
 import { busyboxImage } from "../helpers/image.js";
 
@@ -21,21 +21,6 @@ let cluster: TestCluster;
 let m1: TestDaemon, m2: TestDaemon, m3: TestDaemon;
 
 const volumeDir = (d: TestDaemon, name: string) => join(d.dir, "storage-pools", "default", "containers", name);
-
-/** `lxc list` on `d`: name → [status, location]. */
-async function listed(d: TestDaemon): Promise<Record<string, [string, string]>> {
-  const out = ok(await lxcAsync(d, "list", "-f", "csv", "-c", "nsL"));
-  return Object.fromEntries(
-    out
-      .trim()
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => {
-        const [n, s, loc] = l.split(",");
-        return [n, [s, loc]];
-      }),
-  );
-}
 
 /** A stopped instance on `member` holding a random payload (its checksum returned). */
 async function withPayload(name: string, member: string, d: TestDaemon): Promise<string> {
@@ -106,7 +91,7 @@ describe("a move cut short by kill -9", () => {
     const op = (await m1.api("GET", `/1.0/operations/${opId}/wait?timeout=90`)).body.metadata;
     expect(op.status).toBe("Failure");
     expect(op.err).toMatch(/Copy instance operation failed/);
-    const seen = await listed(m3);
+    const seen = await listedOn(m3);
     expect(seen["cf-a"]).toEqual(["STOPPED", "m1"]);
     expect(Object.keys(seen).filter((n) => n.startsWith("lxd-move-of-"))).toEqual([]);
     expect(((await m3.api("GET", "/1.0/instances?recursion=1")).body.metadata as { name: string }[]).map((i) => i.name)).not.toContain(staging);
@@ -115,7 +100,7 @@ describe("a move cut short by kill -9", () => {
     const refused = await lxcAsync(m1, "move", "cf-a", "--target", "m3");
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain("Failed removing the copy left by an interrupted move");
-    expect((await listed(m1))["cf-a"]).toEqual(["STOPPED", "m1"]);
+    expect((await listedOn(m1))["cf-a"]).toEqual(["STOPPED", "m1"]);
 
     // m2 back: it removes the half copy on its own (record, volume, directory).
     await m2.restart();
@@ -145,7 +130,7 @@ describe("a move cut short by kill -9", () => {
 
     // The target saw its source vanish: no copy left there, none listed.
     expect(await waitFor(async () => !existsSync(volumeDir(m3, staging)), 60_000, 250)).toBe(true);
-    const seen = await listed(m2);
+    const seen = await listedOn(m2);
     expect(Object.keys(seen).filter((n) => n.startsWith("lxd-move-of-"))).toEqual([]);
     expect(seen["cf-b"]?.[1]).toBe("m1");
 
@@ -157,7 +142,7 @@ describe("a move cut short by kill -9", () => {
       expect(op.body.metadata).toMatchObject({ status: "Failure", err: "Operation interrupted by a daemon restart", description: "Migrating instance", location: "m1" });
     }
     expect(await waitFor(async () => (await Promise.all([m1, m2, m3].map(journalled))).every((n) => n === 0), 60_000, 250)).toBe(true);
-    expect((await listed(m3))["cf-b"]).toEqual(["STOPPED", "m1"]);
+    expect((await listedOn(m3))["cf-b"]).toEqual(["STOPPED", "m1"]);
     ok(await lxcAsync(m1, "storage", "unset", "default", "rsync.bwlimit"));
     ok(await lxcAsync(m2, "move", "cf-b", "--target", "m3"));
     ok(await lxcAsync(m2, "start", "cf-b"));

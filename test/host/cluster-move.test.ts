@@ -4,7 +4,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formCluster, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type Run, type TestCluster } from "../helpers/cluster.js";
+import { formCluster, listedOn, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type Run, type TestCluster } from "../helpers/cluster.js";
 import type { TestDaemon } from "../helpers/daemon.js";
 import { busyboxImage } from "../helpers/image.js";
 
@@ -19,21 +19,6 @@ let hostDir = "";
 function failed(r: Run): string {
   if (r.code === 0) throw new Error(`expected a failure, got: ${r.stdout}`);
   return r.stderr;
-}
-
-/** name → [status, location] from `lxc list` on member `d`. */
-async function where(d: TestDaemon): Promise<Record<string, [string, string]>> {
-  const out = ok(await lxcAsync(d, "list", "-f", "csv", "-c", "nsL"));
-  return Object.fromEntries(
-    out
-      .trim()
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => {
-        const [n, s, loc] = l.split(",");
-        return [n, [s, loc]];
-      }),
-  );
 }
 
 /** Wait until every member's replica shows `name` as `[status, location]`. */
@@ -74,7 +59,7 @@ describe("lxc move --target", () => {
     // From a third member: forwarded to m1, which moves it to m2 itself.
     ok(await lxcAsync(m3, "move", "cm1", "--target", "m2"));
     expect(await settledEverywhere("cm1", ["Stopped", "m2"])).toBe(true);
-    expect((await where(m1)).cm1).toEqual(["STOPPED", "m2"]);
+    expect((await listedOn(m1)).cm1).toEqual(["STOPPED", "m2"]);
     // On m2's disk only, no temporary copy left anywhere.
     expect(existsSync(volumeDir(m2, "cm1"))).toBe(true);
     expect(existsSync(volumeDir(m1, "cm1"))).toBe(false);
@@ -100,14 +85,14 @@ describe("lxc move --target", () => {
     ok(await lxcAsync(m1, "stop", "cm1"));
     expect(failed(await lxcAsync(m1, "move", "cm1", "--target", "m2"))).toContain("Target must be different than instance's current location");
     // Nothing moved.
-    expect((await where(m3)).cm1).toEqual(["STOPPED", "m2"]);
+    expect((await listedOn(m3)).cm1).toEqual(["STOPPED", "m2"]);
     ok(await lxcAsync(m1, "start", "cm1"));
   }, 120_000);
 
   it("moves a running instance with --stateless: stopped, moved, started again there, under a new name", async () => {
     ok(await lxcAsync(m1, "move", "cm1", "cm2", "--target", "m3", "--stateless"));
     expect(await settledEverywhere("cm2", ["Running", "m3"])).toBe(true);
-    expect((await where(m2)).cm1).toBeUndefined();
+    expect((await listedOn(m2)).cm1).toBeUndefined();
     expect(ok(await lxcAsync(m2, "exec", "cm2", "--", "cat", "/root/f")).trim()).toBe("moved-along");
     expect(existsSync(volumeDir(m2, "cm1"))).toBe(false);
     expect(existsSync(volumeDir(m3, "cm2"))).toBe(true);

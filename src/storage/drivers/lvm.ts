@@ -415,6 +415,11 @@ class LvmDriver implements Driver {
 
   /** A block volume's disk: its LV's device, activated (the kernel's boundary). */
   async diskPath(vol: Volume, opts: SlowOpts = {}): Promise<string> {
+    return (await this.activated(vol, opts)).dev;
+  }
+
+  /** The volume's LV and its device, activated first when it is not (the kernel's boundary). */
+  private async activated(vol: Volume, opts: SlowOpts): Promise<{ lv: { size: number; tags: string[]; attr: string }; dev: string }> {
     const lv = await this.lvm.lv(this.vg, lvName(vol));
     if (!lv) throw new Error(`Volume "${vol.name}" doesn't exist on disk`);
     const dev = this.devPath(vol);
@@ -425,7 +430,7 @@ class LvmDriver implements Driver {
         throw new Error(`Failed to activate LVM logical volume "${dev}": ${(e as Error).message}`);
       }
     }
-    return dev;
+    return { lv, dev };
   }
 
   /** Copy the volume's content out (mounting a block volume for the copy when it wasn't). */
@@ -445,16 +450,7 @@ class LvmDriver implements Driver {
     if (isBlockVolume(vol)) return this.diskPath(vol, opts);
     const path = this.volumePath(vol);
     if (isMountPoint(path)) return path;
-    const lv = await this.lvm.lv(this.vg, lvName(vol));
-    if (!lv) throw new Error(`Volume "${vol.name}" doesn't exist on disk`);
-    const dev = this.devPath(vol);
-    if (!existsSync(dev)) {
-      try {
-        await this.lvm.run("lvchange", ["--activate", "y", "--ignoreactivationskip", this.lvPath(vol)], { ...opts, kernel: true });
-      } catch (e) {
-        throw new Error(`Failed to activate LVM logical volume "${dev}": ${(e as Error).message}`);
-      }
-    }
+    const { lv, dev } = await this.activated(vol, opts);
     if (lv.tags.includes(UNFORMATTED_TAG)) {
       await formatVolume(dev, this.fsOf(vol), opts);
       await this.lvm.run("lvchange", ["--deltag", UNFORMATTED_TAG, this.lvPath(vol)], opts);
