@@ -70,7 +70,7 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
   };
 
   /**
-   * A cluster's recursion=2 list, as LXD's: every other member holding some of the instances is
+   * A cluster's list (recursion 1 or 2), as LXD's: every other member holding some of the instances is
    * asked at once for its own (full views, live state) while this member builds the views of its
    * own; an instance whose member does not answer keeps the replica's view, status Error and no
    * state. A member asked by another (local-only header) lists its own instances only.
@@ -80,7 +80,8 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     const here = (row: InstanceRow) => !row.node || row.node === me;
     if (req.headers[LOCAL_ONLY_HEADER]) return { rows: rows.filter(here), members: undefined };
     if (rows.every(here)) return { rows, members: undefined };
-    const query = new URLSearchParams(all ? { recursion: "2", "all-projects": "true" } : { recursion: "2", project: req.project }).toString();
+    const recursion = req.recursion > 1 ? "2" : "1";
+    const query = new URLSearchParams(all ? { recursion, "all-projects": "true" } : { recursion, project: req.project }).toString();
     return { rows, members: deps.cluster.remoteInstances(query, req.requestor), here };
   };
 
@@ -93,7 +94,9 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
     let rows = (all ? svc.list(undefined).filter((r) => req.mayUse(r.project)) : svc.list(req.project)).filter((r) => !isStagingName(r.name));
     const filter = req.query.filter;
     if (req.recursion === 0 && !filter) return sync(rows.map((r) => apiUrl(r.project, collection, r.name)));
-    const fanOut = req.recursion > 1 && deps.cluster.clustered() ? clusterRows(rows, req, all) : undefined;
+    // As LXD, a cluster's list asks the members holding instances for their live views (statuses
+    // reported between members lag a start or stop by the time the report takes to arrive).
+    const fanOut = req.recursion > 0 && deps.cluster.clustered() ? clusterRows(rows, req, all) : undefined;
     if (fanOut) rows = fanOut.rows;
     const listed = rows;
     // Statuses and (recursion=2) the live state of this member's instances are read together.
@@ -113,7 +116,7 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
         if (here!(item.row)) continue;
         const answered = answers.get(item.row.node)?.find((v) => v.name === item.row.name && (v.project ?? "default") === item.row.project);
         if (answered) item.view = answered;
-        else Object.assign(item.view, { status: "Error", status_code: 112, state: null });
+        else Object.assign(item.view, { status: "Error", status_code: 112 }, req.recursion > 1 ? { state: null } : {});
       }
     }
     const clauses = filter ? parseFilter(filter) : undefined;
