@@ -1,6 +1,7 @@
 // Instance snapshots. `state` makes snapshot changes crash-safe: a row is 'creating' until its
 // volume exists and 'deleting' while its volume is removed; the instances feature finishes
 // or undoes rows left in those states at start.
+import { groupBy } from "../shared/group.js";
 import type { Db } from "./database.js";
 
 export type SnapshotState = "creating" | "created" | "deleting";
@@ -64,13 +65,8 @@ export class SnapshotRepo {
 
   /** The created snapshots of every instance, by instance id, oldest first (one query for a list). */
   byInstance(): Map<number, SnapshotRow[]> {
-    const out = new Map<number, SnapshotRow[]>();
-    for (const r of (this.db.prepare("SELECT * FROM instance_snapshots WHERE state = 'created' ORDER BY id").all() as RawRow[]).map(toRow)) {
-      const list = out.get(r.instanceId);
-      if (list) list.push(r);
-      else out.set(r.instanceId, [r]);
-    }
-    return out;
+    const rows = (this.db.prepare("SELECT * FROM instance_snapshots WHERE state = 'created' ORDER BY id").all() as RawRow[]).map(toRow);
+    return groupBy(rows, (r) => r.instanceId);
   }
 
   /** Every row not in the 'created' state (crash recovery). */

@@ -2,6 +2,7 @@
 // backup/index.yaml, backup/container/ (the volume) and backup/snapshots/<name>/, kept under
 // $LXD_DIR/backups/instances/<instance>/<backup>. Records live in instance_backups; a row is
 // 'creating' until its file is complete, so a crash leaves nothing half-made after recover().
+import { groupBy } from "../shared/group.js";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, createReadStream, type ReadStream } from "node:fs";
 import { join } from "node:path";
@@ -107,13 +108,8 @@ export class BackupService {
 
   /** Every instance's backups by instance id, read at once (lists of instances). */
   byInstance(): Map<number, BackupRow[]> {
-    const out = new Map<number, BackupRow[]>();
-    for (const r of (this.db.prepare("SELECT * FROM instance_backups WHERE state = 'created' ORDER BY id").all() as RawBackup[]).map(toRow)) {
-      const list = out.get(r.instanceId);
-      if (list) list.push(r);
-      else out.set(r.instanceId, [r]);
-    }
-    return out;
+    const rows = (this.db.prepare("SELECT * FROM instance_backups WHERE state = 'created' ORDER BY id").all() as RawBackup[]).map(toRow);
+    return groupBy(rows, (r) => r.instanceId);
   }
 
   require(row: InstanceRow, backup: string): BackupRow {

@@ -92,3 +92,12 @@ export async function exportDisk(from: string, target: string, signal?: AbortSig
   await sparseFile(target, 0);
   await copyDisk(from, target, signal);
 }
+
+/** A device-backed block volume's disk copied out to `target`; the device activated for it is released after. */
+export async function exportDeviceDisk<V>(driver: { diskPath(vol: V, opts: { signal?: AbortSignal }): Promise<string>; unmountVolume(vol: V): Promise<unknown> }, vol: V, target: string, opts: { signal?: AbortSignal }): Promise<void> {
+  try {
+    await exportDisk(await driver.diskPath(vol, opts), target, opts.signal);
+  } finally {
+    await driver.unmountVolume(vol).catch(() => {});
+  }
+}

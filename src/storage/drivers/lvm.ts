@@ -14,7 +14,7 @@ import { parseByteSize } from "../../shared/units.js";
 import { assertNoMountsUnder, isMountPoint, loopOf, mountFs, mountsBelow, unmountAll } from "../host.js";
 import { localCopy } from "../rsync.js";
 import { exportBlockVolume } from "../tree-copy.js";
-import { CannotBeShrunk, copyDisk, diskSize, exportDisk, roundBlockSize } from "../block-disk.js";
+import { CannotBeShrunk, copyDisk, diskSize, exportDeviceDisk, roundBlockSize } from "../block-disk.js";
 import { withRevert } from "../reverter.js";
 import { createPoolDirs, ensureSnapshotsDir, poolMountPath, removePoolDirs, removeSnapshotsDirIfEmpty, renameVolumePath } from "./dir.js";
 import { assertLvmName, hasDeviceMapper, Lvm, LvmError, lvmVersion } from "./lvm-tools.js";
@@ -435,13 +435,7 @@ class LvmDriver implements Driver {
 
   /** Copy the volume's content out (mounting a block volume for the copy when it wasn't). */
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
-    if (isBlockVolume(vol)) {
-      try {
-        return await exportDisk(await this.diskPath(vol, opts), target, opts.signal);
-      } finally {
-        await this.unmountVolume(vol).catch(() => {});
-      }
-    }
+    if (isBlockVolume(vol)) return exportDeviceDisk(this, vol, target, opts);
     await exportBlockVolume(this, vol, target, opts, isMountPoint);
   }
 

@@ -14,7 +14,7 @@ import { withRevert } from "../reverter.js";
 import { createPoolDirs, poolMountPath, removePoolDirs } from "./dir.js";
 import { isSnapshotVolume, snapshotsSubPath, snapshotVolume, VOLUME_DIRS, volumeSubPath, type Driver, type DriverDefinition, type DriverEnv, type DriverInfo, type PoolSpec, type SlowOpts, type Volume, isBlockVolume } from "./types.js";
 import { copyTreeOut } from "../tree-copy.js";
-import { CannotBeShrunk, copyDisk, diskSize, exportDisk, roundBlockSize } from "../block-disk.js";
+import { CannotBeShrunk, copyDisk, diskSize, exportDeviceDisk, roundBlockSize } from "../block-disk.js";
 
 const info: DriverInfo = {
   name: "zfs",
@@ -257,13 +257,7 @@ class ZfsDriver implements Driver {
 
 
   async exportVolume(vol: Volume, target: string, opts: SlowOpts & { link?: boolean } = {}): Promise<void> {
-    if (isBlockVolume(vol)) {
-      try {
-        return await exportDisk(await this.diskPath(vol, opts), target, opts.signal);
-      } finally {
-        await this.unmountVolume(vol).catch(() => {});
-      }
-    }
+    if (isBlockVolume(vol)) return exportDeviceDisk(this, vol, target, opts);
     await copyTreeOut(await this.mountVolume(vol), target, opts);
   }
   async syncVolume(vol: Volume, source: string, opts: SlowOpts & { bwlimit?: string } = {}): Promise<void> {
