@@ -2,21 +2,14 @@
 // waitready/shutdown, activateifneeded, recover, and patch.{local,global}.sql at start. Outputs
 // and exit codes are checked against real LXD 5.0.2 where the two can be run side by side.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { tmpDirMaker } from "../helpers/tmp-dirs.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAIN, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { startReferenceLxd, type ReferenceLxd } from "../helpers/reference.js";
 
-const tmpDirs: string[] = [];
-afterAll(() => {
-  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
-});
-const tmpDir = (what: string) => {
-  const d = mkdtempSync(`/tmp/nodelxd-test-${what}-`);
-  tmpDirs.push(d);
-  return d;
-};
+const tmpDir = tmpDirMaker();
 
 /** `nodelxd ARGS` (or real `lxd` with real=true) with LXD_DIR=dir and the given stdin. */
 function cli(dir: string, args: string[], input = "", real = false) {

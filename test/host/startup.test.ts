@@ -2,20 +2,13 @@
 // generation held at its initial size while the daemon loads, and the daemon's code loaded from
 // the one-file bundle `npm run build` makes, unless that bundle is older than the tsc output.
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { cpSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { tmpDirMaker } from "../helpers/tmp-dirs.js";
+import { describe, expect, it } from "vitest";
 import { ROOT, startDaemon } from "../helpers/daemon.js";
 
-const tmpDirs: string[] = [];
-afterAll(() => {
-  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
-});
-const tmpDir = (what: string) => {
-  const d = mkdtempSync(`/tmp/nodelxd-test-${what}-`);
-  tmpDirs.push(d);
-  return d;
-};
+const tmpDir = tmpDirMaker();
 
 describe("V8's young generation during start-up", () => {
   it("stays at its initial size while held and grows again once released", () => {
