@@ -427,8 +427,8 @@ export class ClusterService implements ClusterPort {
     renameSync(`${this.d.paths.clusterCert}.new`, this.d.paths.clusterCert);
     this.loadClusterCert();
     this.d.server.invalidate();
-    // Serve the new certificate once this reply is on its way (it travels on the open connection).
-    setTimeout(() => void this.d.setTls(this.tlsPair!).catch((err) => this.d.log.error({ err }, "cannot serve the new cluster certificate")), 50);
+    // New handshakes get it; this reply still travels on the open connection.
+    await this.d.setTls(this.tlsPair!);
     this.d.events.lifecycle("cluster-certificate-updated", "/1.0/cluster/certificate");
   }
 }

@@ -2,7 +2,7 @@
 // core.https_address is set. Both feed the same application.
 import { chmodSync, chownSync, existsSync, readFileSync, unlinkSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import { connect } from "node:net";
 import type { Logger } from "pino";
 import { splitHostPort } from "../config/validators.js";
@@ -91,15 +91,14 @@ export class Endpoints {
     this.unix = server;
   }
 
-  /** Serve another certificate (a member that joined a cluster serves the cluster's): rebinds the TLS listener. */
+  /**
+   * Serve another certificate (a member that joined a cluster serves the cluster's). As LXD's
+   * NetworkUpdateCert, the listener stays: new handshakes get the new certificate, open
+   * connections keep theirs, and nobody finds the port closed meanwhile.
+   */
   async setTls(tls: { cert: string; key: string }): Promise<void> {
-    this.opts.tls = tls;
-    const address = this.httpsAddress;
-    if (!address) return;
-    await closeServer(this.https!);
-    this.https = undefined;
-    this.httpsAddress = "";
-    await this.setHttpsAddress(address);
+    this.opts.tls = { ...tls, ...(this.opts.tls.ca ? { ca: this.opts.tls.ca } : {}) };
+    (this.https as HttpsServer | undefined)?.setSecureContext({ cert: this.opts.tls.cert, key: this.opts.tls.key, ...(this.opts.tls.ca ? { ca: this.opts.tls.ca } : {}) });
   }
 
   /** (Re)bind the TLS listener; an empty address closes it. */

@@ -166,7 +166,6 @@ describe("cluster leader, scheduled work and operations", () => {
       expect(await waitFor(async () => (await d.api("GET", "/1.0")).body.metadata.environment.certificate.trim() === fresh.cert.trim())).toBe(true);
     }
     // Every member now serves it on its cluster address.
-    // (each switches right after its reply is sent)
     for (const addr of LAYOUT.addresses) expect(await waitFor(async () => (await servedFingerprint(addr, PORT)) === certFingerprint(fresh.cert), 5_000, 100)).toBe(true);
     // Members still trust each other: fan-out listings and forwarding work.
     ok(await lxcAsync(m1, "cluster", "add", "m8"));
