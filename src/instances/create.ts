@@ -181,6 +181,7 @@ export class InstanceCreation {
       init_start: "",
     });
     let volumeCreated = false;
+    let finishMigration: ((error?: Error) => Promise<void>) | undefined;
     try {
       const fill = image?.fingerprint ?? (req.migrate ? this.migrationBaseImage(project, config["volatile.base_image"], root.pool) : undefined);
       const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: fill, signal, size: ex0.devices[root.name]?.size });
@@ -195,13 +196,20 @@ export class InstanceCreation {
         const vol = storage.instanceVolumeConfig?.(copyOf.project, sourcePool, copyOf.name, copySnapshot);
         if (vol) storage.setInstanceVolumeConfig?.(project, root.pool, req.name, undefined, { description: vol.description, config: volumeConfigForCopy(vol.config) });
       }
-      if (req.migrate) await req.migrate({ dir, pool: root.pool, signal });
+      if (req.migrate) finishMigration = (await req.migrate({ dir, pool: root.pool, signal })) ?? undefined;
       mkdirSync(join(dir, "rootfs"), { recursive: true, mode: 0o755 });
       this.svc.runtime.driver.create({ project, name: req.name }, dir);
       // LXD's device Add (e.g. a NIC's static DHCP host file on its managed bridge).
       await this.svc.devices.add(this.svc.require(project, req.name), ex0);
       if (image) this.svc.deps.ports.images.markUsed(image.fingerprint);
+      // A live migration: started from the source's dump before the source lets go of it.
+      const finish = finishMigration;
+      finishMigration = undefined;
+      if (finish) await finish();
     } catch (e) {
+      await finishMigration?.(e as Error).catch(() => {});
+      // Started from the dump but the source never heard of it: the source keeps running, not this copy.
+      if (this.svc.runtime.isRunning(this.svc.require(project, req.name))) await this.svc.runtime.stop(project, req.name, { force: true, timeout: 0 }).catch(() => {});
       await this.svc.devices.forget(this.svc.require(project, req.name), ex0).catch(() => {});
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
       this.svc.runtime.driver.delete({ project, name: req.name });

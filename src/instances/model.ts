@@ -39,8 +39,12 @@ export interface CreateRequest extends InstancePut {
   move?: boolean;
   /** Internal (live moves): the copy holds the source's CRIU dump and starts from it. */
   stateful?: boolean;
-  /** Internal (source type migration): fill the new, empty volume (and its snapshots) from a peer. */
-  migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<void>;
+  /**
+   * Internal (source type migration): fill the new, empty volume (and its snapshots) from a
+   * peer. A live migration resolves to its last step, run once the instance exists (or called
+   * with the error that stopped the create).
+   */
+  migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<((error?: Error) => Promise<void>) | void>;
 }
 
 

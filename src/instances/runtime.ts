@@ -85,7 +85,15 @@ export class InstanceRuntime {
     });
   }
 
-  private async doStart(project: string, name: string, event = true, stateful = false): Promise<void> {
+  /**
+   * A live migration's target: start the new instance from the CRIU dump received into its
+   * volume's state directory (it is still being created, so not through `start`).
+   */
+  startMigrated(project: string, name: string): Promise<void> {
+    return this.serialize(project, name, () => this.doStart(project, name, true, true, "migration"));
+  }
+
+  private async doStart(project: string, name: string, event = true, stateful = false, purpose: CheckpointPurpose = "snapshot"): Promise<void> {
     const { records, driver } = this.deps;
     const ref = { project, name };
     let row = records.require(project, name);
@@ -132,7 +140,7 @@ export class InstanceRuntime {
       }
       row = records.require(project, name);
       const spec = { volume, hostname: name, architecture: row.architecture, config: records.expanded(row).config, idmap: next, devices: runConfigs };
-      const init = stateful ? await driver.restore!(ref, spec, stateDir(volume), "snapshot") : await driver.start(ref, spec);
+      const init = stateful ? await driver.restore!(ref, spec, stateDir(volume), purpose) : await driver.start(ref, spec);
       records.setInit(project, name, init, new Date().toISOString(), { "volatile.last_state.power": "RUNNING" });
       if (stateful) this.dropState(row, volume);
       for (const rc of runConfigs) await rc.postStart?.(init.pid);
@@ -209,6 +217,32 @@ export class InstanceRuntime {
       throw e;
     }
     return dir;
+  }
+
+  /**
+   * A live migration's source: the final CRIU dump into `dir`; `onDumped` sends it and says
+   * whether the target restored it. True: the instance stops here (recorded as stopped); false:
+   * it keeps running and this throws.
+   */
+  migrationDump(project: string, name: string, dir: string, onDumped: () => Promise<boolean>): Promise<void> {
+    return this.serialize(project, name, async () => {
+      const row = this.deps.records.require(project, name);
+      if (!this.driver.liveDump) throw new CriuMissing();
+      if (!this.isRunning(row)) throw new BadRequest("The instance isn't running");
+      const k = `${project}/${name}`;
+      this.transitioning.add(k);
+      try {
+        await this.driver.liveDump({ project, name }, dir, onDumped).catch(async (e) => {
+          if (this.isRunning(row)) throw e;
+          this.deps.log.warn({ err: e, instance: k }, "CRIU failed after the target restored the instance");
+        });
+        await this.driver.waitStopped({ project, name }, 30);
+        await this.finishStop(row);
+      } finally {
+        this.transitioning.delete(k);
+      }
+      this.deps.events.lifecycle("instance-stopped", instanceUrl(project, name), { project });
+    });
   }
 
   /** A stateless start or stop forgets a dumped state (LXD removes StatePath). */

@@ -43,7 +43,8 @@ export const OUR_BTRFS_FEATURES = ["migration_header"];
 /** Go's MigrationFSType names, for LXD's negotiation error. */
 const FS_NAMES = ["RSYNC", "BTRFS", "ZFS", "RBD", "BLOCK_AND_RSYNC"];
 
-export type Channels = { control: MigrationChannel; fs: MigrationChannel };
+/** The migration websockets; `criu` only in a live migration (the CRIU dump's rsync stream). */
+export type Channels = { control: MigrationChannel; fs: MigrationChannel; criu?: MigrationChannel };
 
 /** A push target: the peer's operation and the secrets of its websockets. */
 export interface PushTarget {
@@ -92,7 +93,7 @@ export class Sockets {
     } finally {
       clearTimeout(timer);
     }
-    return { control: this.got.get("control")!, fs: this.got.get("fs")! };
+    return { control: this.got.get("control")!, fs: this.got.get("fs")!, criu: this.got.get("criu") };
   }
 
   closeAll(): void {
@@ -100,9 +101,10 @@ export class Sockets {
   }
 }
 
-export function closeChannels(ch: { control?: MigrationChannel; fs?: MigrationChannel }): void {
+export function closeChannels(ch: { control?: MigrationChannel; fs?: MigrationChannel; criu?: MigrationChannel }): void {
   ch.control?.close();
   ch.fs?.terminate();
+  ch.criu?.terminate();
 }
 
 export async function sendFailure(control: MigrationChannel | undefined, err: unknown): Promise<void> {
@@ -112,9 +114,10 @@ export async function sendFailure(control: MigrationChannel | undefined, err: un
 
 /**
  * The source's operation: with `target` (push) a task that dials the target's websockets, else
- * a websocket operation whose `control` and `fs` secrets the target (or a relaying client) uses.
+ * a websocket operation whose `control` and `fs` secrets (and `criu`, live) the target (or a
+ * relaying client) uses.
  */
-export function sourceOperation(operations: OperationManager, spec: { description: string; project: string; resources: Record<string, string[]>; target?: PushTarget }, run: (ch: Channels, ctx: OperationContext) => Promise<void>): OperationView {
+export function sourceOperation(operations: OperationManager, spec: { description: string; project: string; resources: Record<string, string[]>; target?: PushTarget; live?: boolean }, run: (ch: Channels, ctx: OperationContext) => Promise<void>): OperationView {
   const base = { description: spec.description, project: spec.project, resources: spec.resources };
   const target = spec.target;
   if (target) {
@@ -122,21 +125,21 @@ export function sourceOperation(operations: OperationManager, spec: { descriptio
       ...base,
       class: "task",
       run: async (ctx) => {
-        const ch: { control?: MigrationChannel; fs?: MigrationChannel } = {};
+        const ch: { control?: MigrationChannel; fs?: MigrationChannel; criu?: MigrationChannel } = {};
         try {
           for (const [n, s] of Object.entries(target.websockets)) {
-            if (n !== "control" && n !== "fs") throw new Error(`Unknown secret provided: ${n}`);
+            if (n !== "control" && n !== "fs" && n !== "criu") throw new Error(`Unknown secret provided: ${n}`);
             ch[n] = await connectPeer(target.operation, s, target.certificate, n, ctx.signal);
           }
           if (!ch.control || !ch.fs) throw new Error("Missing control or fs secret");
-          await run({ control: ch.control, fs: ch.fs }, ctx);
+          await run({ control: ch.control, fs: ch.fs, criu: ch.criu }, ctx);
         } finally {
           closeChannels(ch);
         }
       },
     });
   }
-  const sockets = new Sockets(["control", "fs"]);
+  const sockets = new Sockets(spec.live ? ["control", "fs", "criu"] : ["control", "fs"]);
   return operations.create({
     ...base,
     class: "websocket",
@@ -155,7 +158,7 @@ export function sourceOperation(operations: OperationManager, spec: { descriptio
 
 /** The target's sockets (push: the source connects to us), or undefined after checking a pull's fields. */
 export function sinkSockets(req: SinkRequest): Sockets | undefined {
-  if (req.mode === "push") return new Sockets(["control", "fs"]);
+  if (req.mode === "push") return new Sockets(req.live ? ["control", "fs", "criu"] : ["control", "fs"]);
   if (!req.operation) throw new BadRequest("Missing migration source operation");
   if (!req.secrets?.control) throw new InternalError("Missing control secret");
   if (!req.secrets?.fs) throw new InternalError("Missing fs secret");
@@ -166,11 +169,14 @@ export function sinkSockets(req: SinkRequest): Sockets | undefined {
 export async function sinkChannels(req: SinkRequest, sockets: Sockets | undefined, signal: AbortSignal): Promise<Channels> {
   if (sockets) return sockets.wait(signal);
   const control = await connectPeer(req.operation!, req.secrets!.control, req.certificate ?? "", "control", signal);
+  let fs: MigrationChannel | undefined;
   try {
-    return { control, fs: await connectPeer(req.operation!, req.secrets!.fs, req.certificate ?? "", "fs", signal) };
+    fs = await connectPeer(req.operation!, req.secrets!.fs, req.certificate ?? "", "fs", signal);
+    const criu = req.secrets!.criu ? await connectPeer(req.operation!, req.secrets!.criu, req.certificate ?? "", "criu", signal) : undefined;
+    return { control, fs, criu };
   } catch (e) {
     await sendFailure(control, e);
-    control.close();
+    closeChannels({ control, fs });
     throw e;
   }
 }

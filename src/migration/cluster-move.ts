@@ -13,7 +13,7 @@ import type { OperationManager } from "../operations/manager.js";
 import type { InstanceService } from "../instances/service.js";
 import { validateInstanceName } from "../instances/names.js";
 import { onPath } from "../os/exec.js";
-import { BadRequest, InternalError, NotFound, NotImplemented } from "../shared/errors.js";
+import { BadRequest, InternalError, NotFound } from "../shared/errors.js";
 import { apiUrl, withTarget } from "../shared/urls.js";
 import type { InstanceMigration } from "./instances.js";
 import { MOVE_PREFIX, MoveJournal, settleAll } from "./move-journal.js";
@@ -84,12 +84,8 @@ export class ClusterMove {
       throw new BadRequest(errText(e));
     }
     if (this.svc.backups.list(row).length > 0) throw new BadRequest("Instance has backups");
-    if (req.live && this.svc.runtime.isRunning(row)) {
-      // LXD stops it statefully (CRIU) and starts it from that state on the target; sending a
-      // dump between servers does not exist here yet (as for a live copy to another server).
-      if (!onPath("criu")) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the source server");
-      throw new NotImplemented("Live migration of a running container to another server is not implemented: stop it first, or move it with --stateless");
-    }
+    // LXD 5.0.2 stops it statefully (CRIU) and starts it from that state on the target.
+    if (req.live && this.svc.runtime.isRunning(row) && !onPath("criu")) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the source server");
   }
 
   /** The operation's work. */
@@ -125,10 +121,12 @@ export class ClusterMove {
     const destName = finalName === name ? `${MOVE_PREFIX}${uuid}` : finalName;
     const origApplyTemplate = row.config["volatile.apply_template"] ?? "";
     const wasRunning = this.svc.runtime.isRunning(row);
+    // Live (LXD 5.0.2's instancePostClusteringMigrate): stopped into a CRIU dump in its volume,
+    // which the copy carries; the target starts from it.
+    const stateful = wasRunning && req.live;
     if (wasRunning) {
-      if (req.live) throw new NotImplemented("Live migration of a running container to another server is not implemented: stop it first, or move it with --stateless");
       try {
-        await cluster.withWriteLock(() => this.svc.runtime.stop(project, name, { force: false, timeout: 30 }));
+        await cluster.withWriteLock(() => this.svc.runtime.stop(project, name, { force: false, timeout: 30, stateful }));
       } catch (e) {
         throw new Error(`Failed stopping instance "${name}": ${errText(e)}`);
       }
@@ -137,7 +135,7 @@ export class ClusterMove {
     await cluster.withWriteLock(async () => this.journal.add(record));
     let copied = false;
     try {
-      await this.copyTo(project, name, destName, req, progress);
+      await this.copyTo(project, name, destName, { ...req, stateful }, progress);
       copied = true;
       // The target has all of it: the instance goes from here (LXD's DeleteInstance on the source).
       await cluster.withWriteLock(() => this.svc.runtime.serialize(project, name, () => this.svc.delete(project, name)));
@@ -150,7 +148,7 @@ export class ClusterMove {
           (err: { status?: number }) => err?.status === 404 && !this.svc.repo.get(project, destName),
         );
         if (removed) await cluster.withWriteLock(async () => this.journal.remove(project, name)).catch(() => undefined);
-        if (wasRunning) await cluster.withWriteLock(() => this.svc.runtime.start(project, name)).catch(() => undefined);
+        if (wasRunning) await cluster.withWriteLock(() => this.svc.runtime.start(project, name, { stateful })).catch(() => undefined);
       }
       throw e;
     }
@@ -168,7 +166,7 @@ export class ClusterMove {
     });
     if (wasRunning) {
       try {
-        await peers.call(req.target, "PUT", apiUrl(project, "instances", finalName, "state"), { action: "start", timeout: -1 });
+        await peers.call(req.target, "PUT", apiUrl(project, "instances", finalName, "state"), { action: "start", timeout: -1, stateful });
       } catch (e) {
         throw new Error(`Failed starting instance "${name}": ${errText(e)}`);
       }
@@ -176,7 +174,7 @@ export class ClusterMove {
   }
 
   /** A pull-mode source here, and the target's create from it (its progress relayed). */
-  private async copyTo(project: string, name: string, destName: string, req: ClusterMoveRequest, progress: (m: Record<string, unknown>) => void): Promise<void> {
+  private async copyTo(project: string, name: string, destName: string, req: ClusterMoveRequest & { stateful: boolean }, progress: (m: Record<string, unknown>) => void): Promise<void> {
     const { cluster, operations, migration } = this.d;
     const peers = cluster.peers();
     const view = this.svc.view(this.svc.require(project, name));
@@ -190,6 +188,7 @@ export class ClusterMove {
       ephemeral: view.ephemeral,
       profiles: view.profiles,
       description: view.description,
+      stateful: req.stateful,
       source: {
         type: "migration",
         mode: "pull",

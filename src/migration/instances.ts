@@ -5,7 +5,10 @@
 // negotiation and transfer are channel.ts's: the source offers a MigrationHeader (BTRFS from a
 // btrfs pool, else RSYNC), the target answers, the index header crosses the fs channel, then
 // each snapshot (oldest first) and the instance, and the target ends with MigrationControl.
-import { InternalError, NotImplemented } from "../shared/errors.js";
+import { cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { InternalError } from "../shared/errors.js";
 import { onPath } from "../os/exec.js";
 import type { StoragePort } from "../ports.js";
 import type { OperationManager } from "../operations/manager.js";
@@ -16,6 +19,9 @@ import { validateSnapshotName, goTime, ZERO_TIME } from "../instances/snapshots.
 import type { OperationView } from "../operations/types.js";
 import { decodeHeader, encodeHeader, FS_RSYNC, INDEX_HEADER_VERSION, type MigrationHeader, type SnapshotMsg } from "./proto.js";
 import { checkBwlimit } from "../storage/rsync.js";
+import { rsyncRecv, rsyncSend } from "./rsync-stream.js";
+import type { MigrationChannel } from "./ws-io.js";
+import { stateDir } from "../instances/runtime.js";
 import { nodelxdExtension, poolTransports, recvData, recvIndexHeader, sendData, sendFailure, sendIndexHeader, sendSuccess, sourceFailure, sourceHandshake, sourceOperation, targetAnswer, targetResult, type Channels, type PushTarget, type SinkRequest } from "./channel.js";
 
 export type { SinkRequest } from "./channel.js";
@@ -38,6 +44,9 @@ function idmapFromMsg(h: MigrationHeader): IdmapEntry[] {
     return { Isuid: !!e.isuid, Isgid: !!e.isgid, Hostid: e.hostid, Nsid: e.nsid, Maprange: e.maprange };
   });
 }
+
+/** A live migration's target, once the instance exists: start it from the received dump and answer the source (or report `error`). */
+export type LiveRestore = (error?: Error) => Promise<void>;
 
 export interface SourceRequest {
   live: boolean;
@@ -72,13 +81,10 @@ export class InstanceMigration {
   startSource(project: string, name: string, req: SourceRequest): OperationView {
     const row = this.svc.require(project, name);
     if (req.snapshot) this.svc.snapshots.require(row, req.snapshot);
-    else if (req.live && this.svc.runtime.isRunning(row)) {
-      if (!onPath("criu")) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the source server");
-      // Stateful stop/start and live moves inside the server use CRIU; sending a dump to another server does not exist yet.
-      throw new NotImplemented("Live migration of a running container to another server is not implemented: stop it first, or copy it with --stateless");
-    }
+    const live = !req.snapshot && req.live && this.svc.runtime.isRunning(row);
+    if (live && !onPath("criu")) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the source server");
     const resources = { instances: [instanceUrl(project, name)], containers: [instanceUrl(project, name).replace("/1.0/instances/", "/1.0/containers/")] };
-    return sourceOperation(this.deps.operations, { description: "Migrating instance", project, resources, target: req.target }, (ch, ctx) => this.runSource(project, name, req, ch, (m) => ctx.updateMetadata(m), ctx.signal));
+    return sourceOperation(this.deps.operations, { description: "Migrating instance", project, resources, target: req.target, live }, (ch, ctx) => this.runSource(project, name, { ...req, live }, ch, (m) => ctx.updateMetadata(m), ctx.signal));
   }
 
   private async runSource(project: string, name: string, req: SourceRequest, ch: Channels, progress: (m: Record<string, unknown>) => void, signal: AbortSignal): Promise<void> {
@@ -98,8 +104,15 @@ export class InstanceMigration {
         snapshotNames: snaps.map((s) => s.name),
         snapshots: snaps.map((s) => this.snapshotMsg(s)),
         indexHeaderVersion: INDEX_HEADER_VERSION,
+        // Live: the dump follows by rsync on the criu websocket (no CRIU pre-dumps offered).
+        ...(req.live ? { criu: CRIU_RSYNC, predump: false } : {}),
       };
       const { resp, transport, rsync } = await sourceHandshake(ch, offer, ours);
+      if (req.live) {
+        if (resp.criu === undefined) throw new Error("Got no CRIU socket type for live migration");
+        if (resp.criu !== CRIU_RSYNC) throw new Error("Formats other than criu rsync not understood");
+        if (!ch.criu) throw new Error("Missing criu websocket for live migration");
+      }
       let sendSnaps = snaps;
       if (resp.refresh) sendSnaps = snaps.filter((s) => resp.snapshotNames.includes(s.name));
       const bwlimit = poolConfig?.["rsync.bwlimit"] ? checkBwlimit(poolConfig["rsync.bwlimit"]) : undefined;
@@ -114,12 +127,46 @@ export class InstanceMigration {
         }, { signal, progress });
       // A running container (stateless copy) is frozen while rsync reads its volume, as LXD does
       // on dir; btrfs sends a read-only snapshot of it instead.
+      if (req.live) {
+        // LXD's MultiSync: the volume while it runs, the dump, then (rsync) the volume once more.
+        await send();
+        await this.sendDump(project, name, pool, ch, { rsync, bwlimit, signal, finalSync: transport.fs === FS_RSYNC });
+        return;
+      }
       if (snapshot || transport.fs !== FS_RSYNC) await send();
       else await this.svc.runtime.frozenDuring(this.svc.require(project, name), send);
       await targetResult(ch.control);
     } catch (e) {
       await sendFailure(ch.control, e);
       throw e;
+    }
+  }
+
+  /**
+   * A live migration's last steps on the source (LXD's CRIU_RSYNC): the final dump, which stops
+   * the container only once the target has restored it; meanwhile the dump directory goes to the
+   * target on the criu websocket, then the volume's final rsync pass, then the target's answer.
+   * If anything fails before the target's success, CRIU leaves the container running.
+   */
+  private async sendDump(project: string, name: string, pool: string, ch: Channels, opts: { rsync: string[]; bwlimit?: string; signal: AbortSignal; finalSync: boolean }): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), "nodelxd_checkpoint_"));
+    let afterDump: Error | undefined;
+    try {
+      await this.svc.runtime.migrationDump(project, name, join(dir, "final"), async () => {
+        try {
+          await rsyncSend(name, dir, ch.criu!, { features: opts.rsync, bwlimit: opts.bwlimit, signal: opts.signal });
+          if (opts.finalSync) await rsyncSend(name, await this.storage().mountInstanceVolume(project, pool, name), ch.fs, { features: opts.rsync, bwlimit: opts.bwlimit, signal: opts.signal });
+          await targetResult(ch.control);
+          return true;
+        } catch (e) {
+          afterDump = e as Error;
+          return false;
+        }
+      });
+    } catch (e) {
+      throw afterDump ?? e;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   }
 
@@ -160,6 +207,11 @@ export class InstanceMigration {
 
   // ---- target ----
 
+  /** Before a target's operation: a live migration (the client says so, or a pull's source has a criu websocket) needs CRIU here. */
+  checkSink(sink: SinkRequest): void {
+    if ((sink.live || (sink.mode === "pull" && sink.secrets?.criu)) && !onPath("criu")) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the destination server");
+  }
+
   /**
    * The target's transfer into an instance's volume: negotiate, receive the index header, then
    * each snapshot (synced into the volume and snapshotted there) and the instance. For a new
@@ -167,10 +219,22 @@ export class InstanceMigration {
    * that differ from the source's (name or creation second) are deleted first and only the
    * missing ones are asked for, as LXD's CompareSnapshots. Throws with the source's or our
    * error; the caller removes a new instance (a refreshed one is left as it is).
+   *
+   * A live migration (the source offers CRIU_RSYNC) also receives the source's CRIU dump on the
+   * criu websocket into the volume's state directory, and the source's final rsync pass; it
+   * resolves to the step that starts the new instance from that dump and only then tells the
+   * source it succeeded (the source's container stops there only then). The caller runs it
+   * once the instance is created, or calls it with the error that stopped the create.
    */
-  async receive(project: string, name: string, pool: string, req: SinkRequest, ch: Channels, signal: AbortSignal, progress: (m: Record<string, unknown>) => void): Promise<void> {
+  async receive(project: string, name: string, pool: string, req: SinkRequest, ch: Channels, signal: AbortSignal, progress: (m: Record<string, unknown>) => void): Promise<LiveRestore | undefined> {
     try {
       const offer = decodeHeader(await ch.control.recvMessage());
+      const live = offer.criu === CRIU_RSYNC;
+      if (live) {
+        if (!onPath("criu")) throw new Error("Unable to perform container live migration. CRIU isn't installed on the destination server");
+        if (!ch.criu) throw new Error("Missing criu secret for live migration");
+        if (req.refresh) throw new Error("Cannot refresh an instance by live migration");
+      }
       if (!req.instanceOnly && offer.snapshotNames.length !== offer.snapshots.length) throw new Error("Migration header lists snapshot names without their configuration");
       let snapshots = req.instanceOnly ? [] : offer.snapshots;
       for (const s of snapshots) validateSnapshotName(String(s.name ?? ""));
@@ -189,8 +253,9 @@ export class InstanceMigration {
       };
       // A running source copied statelessly (CRIU type NONE): echoed back; with rsync the source
       // then sends the volume a second time, frozen (LXD's MultiSync).
-      const finalSync = offer.criu === CRIU_NONE && transport.fs === FS_RSYNC;
+      const finalSync = (live || offer.criu === CRIU_NONE) && transport.fs === FS_RSYNC;
       if (offer.criu === CRIU_NONE) resp.criu = CRIU_NONE;
+      if (live) Object.assign(resp, { criu: CRIU_RSYNC, predump: false });
       await ch.control.send(encodeHeader(resp));
       // From here on the source only speaks on the control channel to report a failure.
       const failed = sourceFailure(ch.control);
@@ -230,11 +295,76 @@ export class InstanceMigration {
         // The files carry the source's host ids: the first start shifts them to our map.
         this.svc.repo.patchConfig(project, name, { "volatile.last_state.idmap": idmapJson(idmap) });
       };
-      await Promise.race([work(), failed]);
-      await sendSuccess(ch.control);
+      const dump = live ? this.receiveDump(ch.criu!, { rsync, negotiate, signal }) : undefined;
+      let incoming: string | undefined;
+      try {
+        [, incoming] = await Promise.race([Promise.all([work(), dump]), failed]);
+      } catch (e) {
+        // A dump that still arrives after the failure is not kept.
+        void dump?.then((d) => rmSync(d, { recursive: true, force: true }), () => {});
+        throw e;
+      }
+      if (incoming) await this.placeDump(project, name, pool, incoming);
+      if (!live) {
+        await sendSuccess(ch.control);
+        return undefined;
+      }
+      return async (error) => {
+        try {
+          if (error) throw error;
+          await Promise.race([this.svc.runtime.startMigrated(project, name), failed]);
+        } catch (e) {
+          await sendFailure(ch.control, e);
+          throw transferError(e);
+        }
+        await sendSuccess(ch.control);
+      };
     } catch (e) {
       await sendFailure(ch.control, e);
+      throw transferError(e);
+    }
+  }
+
+  /**
+   * The source's CRIU dump (its checkpoint directory, the dump in `final/`), received by the
+   * jailed rsync into a fresh directory of ours (not the volume: the source's final pass would
+   * delete it there). Returns that directory.
+   */
+  private async receiveDump(criu: MigrationChannel, opts: { rsync: string[]; negotiate: boolean; signal: AbortSignal }): Promise<string> {
+    const base = join(this.deps.lxdDir, "migration-state");
+    mkdirSync(base, { recursive: true, mode: 0o700 });
+    const incoming = mkdtempSync(join(base, "dump-"));
+    mkdirSync(join(this.deps.lxdDir, "migration-jail"), { recursive: true, mode: 0o700 });
+    try {
+      await rsyncRecv(incoming, this.deps.lxdDir + "/migration-jail", criu, { features: opts.rsync, negotiate: opts.negotiate, signal: opts.signal });
+    } catch (e) {
+      rmSync(incoming, { recursive: true, force: true });
       throw e;
+    }
+    return incoming;
+  }
+
+  /**
+   * The received dump becomes the new volume's state directory, checked first: a directory of
+   * regular files only, as CRIU writes them (nothing that could point CRIU's restore or the id
+   * shift at anything else). The instance is then stateful: it starts from that state.
+   */
+  private async placeDump(project: string, name: string, pool: string, incoming: string): Promise<void> {
+    try {
+      const final = join(incoming, "final");
+      if (!lstatSync(final, { throwIfNoEntry: false })?.isDirectory()) throw new Error("The source's CRIU dump has no final directory");
+      for (const e of readdirSync(final, { withFileTypes: true })) if (!e.isFile()) throw new Error(`Unexpected entry in the source's CRIU dump: ${JSON.stringify(e.name)}`);
+      const state = stateDir(await this.storage().mountInstanceVolume(project, pool, name));
+      rmSync(state, { recursive: true, force: true });
+      try {
+        renameSync(final, state);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e;
+        cpSync(final, state, { recursive: true, preserveTimestamps: true });
+      }
+      this.svc.repo.setStateful(project, name, true);
+    } finally {
+      rmSync(incoming, { recursive: true, force: true });
     }
   }
 
@@ -256,6 +386,11 @@ export class InstanceMigration {
   }
 }
 
+/** The target's failure as LXD's instance create words it (the source is told the bare error). */
+const transferError = (e: unknown) => new Error(`Error transferring instance data: ${(e as Error).message}`);
+
+/** LXD's CRIUType: the dump by rsync on the criu websocket (live), or none (a running source copied statelessly). */
+const CRIU_RSYNC = 0;
 const CRIU_NONE = 2;
 
 interface IndexVolumes {

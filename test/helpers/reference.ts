@@ -24,7 +24,11 @@ export async function startReferenceLxd(timeoutMs = 90_000): Promise<ReferenceLx
   const stop = async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill("SIGTERM");
+      // LXD waits for running operations at shutdown; after a failed live migration its
+      // action-script operation never ends (LXD 5.0.2), so it would wait forever.
+      const kill = setTimeout(() => proc.kill("SIGKILL"), 20_000);
       await exited;
+      clearTimeout(kill);
     }
     unmountUnder(dir);
     rmSync(dir, { recursive: true, force: true });

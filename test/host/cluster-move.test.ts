@@ -7,6 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formCluster, listedOn, lxcAsync, ok, run, startCluster, waitFor, type ClusterLayout, type Run, type TestCluster } from "../helpers/cluster.js";
 import type { TestDaemon } from "../helpers/daemon.js";
 import { busyboxImage } from "../helpers/image.js";
+import { spawnSync } from "node:child_process";
+
+const criu = spawnSync("sh", ["-c", "command -v criu"], { encoding: "utf8" }).stdout.trim();
+const criuWorks = criu !== "" && spawnSync(criu, ["check"], { encoding: "utf8" }).status === 0;
 
 const LAYOUT: ClusterLayout = { addresses: ["127.0.72.10", "127.0.72.11", "127.0.72.12"], clientPort: 2379, peerPort: 2380 };
 const PORT = 8443;
@@ -79,9 +83,15 @@ describe("lxc move --target", () => {
     expect(ok(await lxcAsync(m3, "exec", "cm1", "--", "cat", "/root/f")).trim()).toBe("moved-along");
   }, 180_000);
 
-  it("refuses a move to the same or an unknown member, and a live move of a running instance", async () => {
+  it("refuses a move to the same or an unknown member; a live move stops through CRIU first (LXD 5.0.2)", async () => {
     expect(failed(await lxcAsync(m1, "move", "cm1", "--target", "m9"))).toContain("Failed to get target node: Cluster member not found");
-    expect(failed(await lxcAsync(m1, "move", "cm1", "--target", "m2"))).toMatch(/live migration|Live migration/);
+    // Running, without --stateless: LXD stops it into a CRIU dump that the copy carries. Where
+    // this kernel stops CRIU, that stop fails with CRIU's lines and the instance stays, running.
+    if (!criuWorks) {
+      const live = failed(await lxcAsync(m1, "move", "cm1", "--target", "m3"));
+      expect(live).toContain(criu ? 'Failed stopping instance "cm1": snapshot dump failed' : "CRIU isn't installed on the source server");
+      expect((await listedOn(m3)).cm1).toEqual(["RUNNING", "m2"]);
+    }
     ok(await lxcAsync(m1, "stop", "cm1"));
     expect(failed(await lxcAsync(m1, "move", "cm1", "--target", "m2"))).toContain("Target must be different than instance's current location");
     // Nothing moved.

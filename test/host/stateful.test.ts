@@ -99,12 +99,23 @@ describe.skipIf(criu === "")("stateful stop and snapshot through CRIU", () => {
 });
 
 describe("live migration source", () => {
-  it("answers for a running container: LXD's error without CRIU, a clear 501 with it (sending a dump to another server is not built)", async () => {
+  it("answers for a running container: LXD's error without CRIU; with it, a websocket operation with control, fs and criu secrets", async () => {
     const c = d.launch("live");
     const r = await d.api("POST", `/1.0/instances/${c}`, { migration: true, live: true });
     if (criu === "") expect([r.status, r.body.error]).toEqual([500, "Unable to perform container live migration. CRIU isn't installed on the source server"]);
-    else expect([r.status, r.body.error]).toEqual([501, "Live migration of a running container to another server is not implemented: stop it first, or copy it with --stateless"]);
+    else {
+      expect(r.status).toBe(202);
+      expect(r.body.metadata.class).toBe("websocket");
+      expect(Object.keys(r.body.metadata.metadata).sort()).toEqual(["control", "criu", "fs"]);
+      // Nobody connects: it fails as LXD's does, and the container is left as it was.
+      const done = await d.api("GET", `${r.body.operation}/wait?timeout=30`);
+      expect([done.body.metadata.status, done.body.metadata.err]).toEqual(["Failure", "Timed out waiting for migration connections"]);
+    }
     expect(status(c)).toBe("RUNNING");
+    // A stopped container's source has no criu websocket.
     expect(d.lxc("stop", "-f", c).code).toBe(0);
+    const stopped = await d.api("POST", `/1.0/instances/${c}`, { migration: true, live: true });
+    expect(Object.keys(stopped.body.metadata.metadata).sort()).toEqual(["control", "fs"]);
+    await d.api("DELETE", stopped.body.operation);
   });
 });

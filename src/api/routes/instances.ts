@@ -20,10 +20,10 @@ import { instanceStateHandlers } from "./instance-state.js";
 import { checkLocalMove, moveLocally, type LocalMove } from "../../instances/move.js";
 import { validateInstanceName } from "../../instances/names.js";
 import { readBody } from "../../shared/json.js";
-import { BadRequest, InternalError } from "../../shared/errors.js";
+import { BadRequest } from "../../shared/errors.js";
 import { checkEtag, handled, operation, route, sync, type ApiRequest, type Handler, type Route } from "../route.js";
 import { LOCAL_ONLY_HEADER } from "../../shared/requestor.js";
-import type { InstanceMigration } from "../../migration/instances.js";
+import type { InstanceMigration, LiveRestore } from "../../migration/instances.js";
 import type { ClusterMove } from "../../migration/cluster-move.js";
 import { isStagingName } from "../../migration/move-journal.js";
 import { isAdmin } from "../access.js";
@@ -192,7 +192,9 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
       const src = body.source!;
       if (src.mode !== "pull" && src.mode !== "push") throw new BadRequest(`Unknown migration mode "${src.mode ?? ""}"`);
       sink = { mode: src.mode, operation: src.operation, certificate: src.certificate, secrets: src.secrets ?? {}, refresh: src.refresh ?? false, instanceOnly: request.source.instanceOnly ?? false, live: src.live ?? false };
-      if (sink.live) throw new InternalError("Unable to perform container live migration. CRIU isn't installed on the destination server");
+      migration.checkSink(sink);
+      // A stateful copy (a cluster member's live move): the state dumped into its volume travels with it.
+      if (body.stateful) request.stateful = true;
       // The source's base image (LXD's source.base-image) is recorded as volatile.base_image, as
       // LXD's instance create does; when that image is here the new volume starts from it.
       const baseImage = (src as { "base-image"?: unknown })["base-image"];
@@ -201,11 +203,15 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
       const sinkReq = sink;
       request.migrate = async ({ pool, signal }) => {
         const ch = await sinkChannels(sinkReq, sockets, signal);
+        let restore: LiveRestore | undefined;
         try {
-          await migration.receive(req.project, request.name, pool, sinkReq, ch, signal, () => {});
+          restore = await migration.receive(req.project, request.name, pool, sinkReq, ch, signal, () => {});
         } finally {
-          closeChannels(ch);
+          if (!restore) closeChannels(ch);
         }
+        // Live: the channels stay open until the new instance has started from the dump.
+        const last = restore;
+        if (last) return (error?: Error) => last(error).finally(() => closeChannels(ch));
       };
     }
     const src = body.source;

@@ -130,6 +130,12 @@ export interface InstanceDriver {
    * with CRIU's errors as LXD words them ("<purpose> dump failed" and the log's Error/Warn lines).
    */
   checkpoint?(ref: InstanceRef, opts: { dir: string; stop: boolean; purpose: CheckpointPurpose }): Promise<void>;
+  /**
+   * Optional (CRIU): a live migration's final dump into `dir`. Once the dump is written,
+   * `onDumped` says whether the target has restored it: true stops the instance, false leaves
+   * it running (and this throws). CRIU's failures are thrown as `checkpoint`'s.
+   */
+  liveDump?(ref: InstanceRef, dir: string, onDumped: () => Promise<boolean>): Promise<void>;
   /** Optional (CRIU): start the instance from the dump in `dir` instead of booting it. */
   restore?(ref: InstanceRef, spec: StartSpec, dir: string, purpose: CheckpointPurpose): Promise<InitProcess>;
   /** Optional capability (info.freeze): pause and resume. */

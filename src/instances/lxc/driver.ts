@@ -14,6 +14,7 @@ import { hostRoot } from "../idmap.js";
 import { cgroupDirs, controllerVersion, hostCgroupLayout, parseUsage, processCount, usageFiles, writeLimit, type CgroupDirs, type CgroupLayout } from "./cgroup.js";
 import { InitLiveness, procStartTime } from "./liveness.js";
 import { criuFailure, keepCriuLog } from "./criu.js";
+import { actionScript } from "./criu-action.js";
 import { cpusetFor, generateLxcConfig, logDir, memoryLimitBytes, renderLxcConfig } from "./config.js";
 import { shiftTree } from "./shift.js";
 import { ensureShmounts, hotplugFor, releaseShmounts } from "./hotplug.js";
@@ -204,6 +205,28 @@ export class LxcDriver implements InstanceDriver {
     const res = await run("lxc-checkpoint", args, { reject: false });
     keepCriuLog(opts.dir, this.logDir(ref), opts.purpose, "dump");
     if (res.exitCode !== 0) throw new Error(criuFailure(opts.dir, opts.purpose, "dump") ?? `Failed to run: lxc-checkpoint: ${res.stderr.trim()}`);
+  }
+
+  /**
+   * A live migration's final dump (LXD's Migrate(MIGRATE_DUMP) with its action script): dump
+   * into `dir` and, once the dump is written, ask `onDumped` whether the target restored it —
+   * true: CRIU stops the container; false: CRIU resumes it and this throws.
+   */
+  async liveDump(ref: InstanceRef, dir: string, onDumped: () => Promise<boolean>): Promise<void> {
+    if (!onPath("criu")) throw new CriuMissing();
+    const script = await actionScript(mkdtempSync(join(tmpdir(), "nodelxd_criu_action_")));
+    try {
+      const args = [...this.args(ref), `--rcfile=${this.configFile(ref)}`, "-D", dir, "-v", "-s", "-A", script.path];
+      const dump = run("lxc-checkpoint", args, { reject: false });
+      void script.dumped.then(async () => script.answer(await onDumped().catch(() => false)));
+      const res = await dump;
+      // CRIU gave up before its post-dump step: nobody waits for an answer any more.
+      script.answer(false);
+      keepCriuLog(dir, this.logDir(ref), "migration", "dump");
+      if (res.exitCode !== 0) throw new Error(criuFailure(dir, "migration", "dump") ?? `Failed to run: lxc-checkpoint: ${res.stderr.trim()}`);
+    } finally {
+      script.close();
+    }
   }
 
   /**

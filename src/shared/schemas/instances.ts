@@ -40,6 +40,7 @@ export const InstancesPost = z
     name: z.string().default(""),
     type: z.string().optional(),
     instance_type: z.string().optional(),
+    stateful: z.boolean().optional(),
     source: z
       .object({
         type: z.string().default("none"),
