@@ -9,20 +9,12 @@ import type { Ports } from "../ports.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 
 import { RawIdmapError } from "./idmap.js";
-
 import { validateInstanceName } from "./names.js";
-
-
-
-
-
-
-
-
 import type { InstanceDevices } from "./instance-devices.js";
 import type { SnapshotService } from "./snapshots.js";
 import { instanceUrl, rootDisk } from "./rows.js";
 import { volumeConfigForCopy, type CreateRequest, type InstanceOwner } from "./model.js";
+import { CreateMarkers } from "./create-markers.js";
 
 /** A create request's normalised parts (checkCreate's answer). */
 export interface CheckedCreate {
@@ -35,12 +27,37 @@ export interface CheckedCreate {
 /** What creation needs of the instance service. */
 export interface CreationOwner extends InstanceOwner {
   readonly devices: InstanceDevices;
+  destroy(row: InstanceRow): Promise<void>;
   readonly snapshots: SnapshotService;
   allocateIdmap(project: string, name: string, config: Record<string, string>): { base: number; map: string };
 }
 
 export class InstanceCreation {
   constructor(private readonly svc: CreationOwner) {}
+
+  private markerStore?: CreateMarkers;
+  /** Creates in progress, marked on disk so that a crash leaves no half instance (recover()). */
+  private get markers(): CreateMarkers {
+    return (this.markerStore ??= new CreateMarkers(join(this.svc.deps.paths.dir, "creating")));
+  }
+
+  /** At start: remove the instances whose create a crash interrupted (with their volumes). */
+  async recover(): Promise<void> {
+    for (const m of this.markers.list()) {
+      const row = this.svc.repo.get(m.project, m.name);
+      // Only the instance that create made (a name taken meanwhile by another is left alone).
+      if (row && row.config["volatile.uuid"] === m.uuid) {
+        this.svc.deps.log.warn({ project: m.project, instance: m.name }, "removing instance left half-created by a crash");
+        try {
+          await this.svc.destroy(row);
+        } catch (e) {
+          this.svc.deps.log.warn({ err: e, project: m.project, instance: m.name }, "cannot remove half-created instance");
+          continue;
+        }
+      }
+      this.markers.remove(m.project, m.name);
+    }
+  }
 
   /** Validate a create request synchronously; returns the normalised parts. */
   checkCreate(project: string, req: CreateRequest): CheckedCreate {
@@ -164,24 +181,30 @@ export class InstanceCreation {
       delete config["volatile.last_state.power"];
     }
     if (image) config["volatile.base_image"] = image.fingerprint;
-    this.svc.repo.insert({
-      project,
-      name: req.name,
-      type: "container",
-      architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.svc.deps.host.kernel_architecture,
-      ephemeral: req.ephemeral ?? false,
-      stateful: req.stateful ?? false,
-      description: req.description ?? "",
-      config,
-      devices: req.devices ?? {},
-      profiles,
-      created_at: now,
-      last_used_at: "1970-01-01T00:00:00Z",
-      init_pid: 0,
-      init_start: "",
-    });
+    this.markers.add(project, req.name, config["volatile.uuid"]);
+    try {
+      this.svc.repo.insert({
+        project,
+        name: req.name,
+        type: "container",
+        architecture: image?.architecture ?? copyOf?.architecture ?? req.architecture ?? this.svc.deps.host.kernel_architecture,
+        ephemeral: req.ephemeral ?? false,
+        stateful: req.stateful ?? false,
+        description: req.description ?? "",
+        config,
+        devices: req.devices ?? {},
+        profiles,
+        created_at: now,
+        last_used_at: "1970-01-01T00:00:00Z",
+        init_pid: 0,
+        init_start: "",
+      });
+    } catch (e) {
+      this.markers.remove(project, req.name);
+      throw e;
+    }
     let volumeCreated = false;
-    let finishMigration: ((error?: Error) => Promise<void>) | undefined;
+    let finishMigration: ((error?: Error, started?: () => void) => Promise<void>) | undefined;
     try {
       const fill = image?.fingerprint ?? (req.migrate ? this.migrationBaseImage(project, config["volatile.base_image"], root.pool) : undefined);
       const dir = await storage.createInstanceVolume(project, root.pool, req.name, { image: fill, signal, size: ex0.devices[root.name]?.size });
@@ -202,10 +225,11 @@ export class InstanceCreation {
       // LXD's device Add (e.g. a NIC's static DHCP host file on its managed bridge).
       await this.svc.devices.add(this.svc.require(project, req.name), ex0);
       if (image) this.svc.deps.ports.images.markUsed(image.fingerprint);
-      // A live migration: started from the source's dump before the source lets go of it.
+      // A live migration: started from the source's dump before the source lets go of it (the
+      // mark goes first: a crash then leaves the instance running here rather than nowhere).
       const finish = finishMigration;
       finishMigration = undefined;
-      if (finish) await finish();
+      if (finish) await finish(undefined, () => this.markers.remove(project, req.name));
     } catch (e) {
       await finishMigration?.(e as Error).catch(() => {});
       // Started from the dump but the source never heard of it: the source keeps running, not this copy.
@@ -214,8 +238,10 @@ export class InstanceCreation {
       if (volumeCreated) await storage.deleteInstanceVolume(project, root.pool, req.name).catch(() => {});
       this.svc.runtime.driver.delete({ project, name: req.name });
       this.svc.repo.delete(project, req.name);
+      this.markers.remove(project, req.name);
       throw e;
     }
+    this.markers.remove(project, req.name);
     this.svc.deps.events.lifecycle("instance-created", instanceUrl(project, req.name), { project });
   }
 

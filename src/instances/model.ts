@@ -1,6 +1,7 @@
 // The instance model the service shares with the modules it delegates to (snapshots, backups,
 // queries, profile changes): request and view types, and InstanceOwner, the narrow view of the
 // service they are given, so none of them imports the service itself.
+import type { Logger } from "pino";
 import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Db } from "../db/database.js";
@@ -44,9 +45,12 @@ export interface CreateRequest extends InstancePut {
    * peer. A live migration resolves to its last step, run once the instance exists (or called
    * with the error that stopped the create).
    */
-  migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<((error?: Error) => Promise<void>) | void>;
+  migrate?: (target: { dir: string; pool: string; signal: AbortSignal }) => Promise<LiveFinish | void>;
 }
 
+
+/** A live migration's last step on the target: start from the dump (`started` once it runs), then answer the source; or report `error`. */
+export type LiveFinish = (error?: Error, started?: () => void) => Promise<void>;
 
 export interface InstanceView {
   architecture: string;
@@ -75,8 +79,9 @@ export interface InstanceServiceDeps {
   ports: Pick<Ports, "profiles" | "images" | "storage" | "projects" | "cluster">;
   events: { lifecycle(action: string, source: string, opts?: { project?: string; context?: Record<string, unknown> }): void };
   host: { kernel_architecture: string };
-  /** $LXD_DIR/images (publish builds a snapshot's tree there). */
-  paths: { images: string };
+  /** $LXD_DIR/images (publish builds a snapshot's tree there); $LXD_DIR (creates in progress are marked under it). */
+  paths: { images: string; dir: string };
+  log: Logger;
 }
 
 /** What snapshots, backups, queries and profile changes use of the instance service. */

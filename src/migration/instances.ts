@@ -15,6 +15,7 @@ import type { OperationManager } from "../operations/manager.js";
 import type { InstanceRow } from "../db/instance-repo.js";
 import { idmapJson, parseIdmapJson, type IdmapEntry } from "../instances/idmap.js";
 import { InstanceService, instanceUrl, type Devices } from "../instances/service.js";
+import type { LiveFinish } from "../instances/model.js";
 import { validateSnapshotName, goTime, ZERO_TIME } from "../instances/snapshots.js";
 import type { OperationView } from "../operations/types.js";
 import { decodeHeader, encodeHeader, FS_RSYNC, INDEX_HEADER_VERSION, type MigrationHeader, type SnapshotMsg } from "./proto.js";
@@ -46,7 +47,7 @@ function idmapFromMsg(h: MigrationHeader): IdmapEntry[] {
 }
 
 /** A live migration's target, once the instance exists: start it from the received dump and answer the source (or report `error`). */
-export type LiveRestore = (error?: Error) => Promise<void>;
+export type LiveRestore = LiveFinish;
 
 export interface SourceRequest {
   live: boolean;
@@ -309,10 +310,11 @@ export class InstanceMigration {
         await sendSuccess(ch.control);
         return undefined;
       }
-      return async (error) => {
+      return async (error, started) => {
         try {
           if (error) throw error;
           await Promise.race([this.svc.runtime.startMigrated(project, name), failed]);
+          started?.();
         } catch (e) {
           await sendFailure(ch.control, e);
           throw transferError(e);

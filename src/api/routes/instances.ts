@@ -211,7 +211,7 @@ export function instanceRoutes(deps: InstanceRouteDeps, svc: InstanceService, fi
         }
         // Live: the channels stay open until the new instance has started from the dump.
         const last = restore;
-        if (last) return (error?: Error) => last(error).finally(() => closeChannels(ch));
+        if (last) return (error?: Error, started?: () => void) => last(error, started).finally(() => closeChannels(ch));
       };
     }
     const src = body.source;

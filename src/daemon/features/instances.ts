@@ -46,7 +46,7 @@ export class InstancesFeature implements Feature {
     ports: Omit<Ports, "instances">,
   ) {
     this.cluster = ports.cluster;
-    const svc = (this.service = new InstanceService({ db: core.db, ports, events: core.events, host: core.host, paths: core.paths }));
+    const svc = (this.service = new InstanceService({ db: core.db, ports, events: core.events, host: core.host, paths: core.paths, log: core.log }));
     const log = core.log;
     const driver = instanceDrivers.lxc.load({ lxdDir: core.paths.dir, paths: core.paths, log });
     const devices = (svc.devices = new InstanceDevices({ records: svc, driver, ports: { ...ports, instances: svc }, log }));
@@ -99,6 +99,7 @@ export class InstancesFeature implements Feature {
   async start(): Promise<void> {
     await this.service.snapshots.recover();
     await this.service.backups.recover();
+    await this.service.recoverCreates();
     await this.watcher.adopt();
     this.service.backups.startExpiry();
     // backup.yaml in each instance volume follows the instance's lifecycle (for `lxd recover`).
