@@ -72,6 +72,9 @@ async function refreshScenario(from: string, to: string, name: string, extra: st
   expect(await snapshots(to, name)).toEqual(["s0", "s1"]);
   // Changes on the source: a new snapshot, s1 replaced, a file changed and one deleted.
   await ok("delete", `${from}:${name}/s1`);
+  // A refresh tells snapshots apart by name and creation second (LXD's CompareSnapshots): the
+  // new s1 must not be made in the old one's second.
+  await new Promise((r) => setTimeout(r, 1100));
   writeFileSync(join(home, "f"), "two\n");
   await ok("file", "push", join(home, "f"), `${from}:${name}/root/f`);
   await ok("snapshot", `${from}:${name}`, "s1");

@@ -26,7 +26,8 @@ describe("bridged NIC filtering", () => {
     const a = t.d.launch("fa", { network: net });
     const b = t.d.launch("fb", { network: net });
     for (const [c, ip] of [[a, `${base}.2`], [b, `${base}.3`]]) {
-      ok("exec", c, "--", "sh", "-c", `pkill udhcpc; ip -4 addr flush dev eth0; ip addr add ${ip}/24 dev eth0`);
+      // init respawns udhcpc, whose script re-addresses eth0 on every lease: make it a no-op first.
+      ok("exec", c, "--", "sh", "-c", `printf '#!/bin/sh\nexit 0\n' > /etc/udhcpc.script; pkill udhcpc; ip -4 addr flush dev eth0; ip addr add ${ip}/24 dev eth0`);
     }
     expect(pings(a, `${base}.1`)).toBe(true);
     expect(pings(a, `${base}.3`)).toBe(true);
