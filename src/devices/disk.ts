@@ -56,8 +56,10 @@ export class DiskDevice implements Device {
       this.ctx.ports.storage.assertPool(this.config.pool);
       // As LXD: block volumes only on virtual machines (none here), a filesystem volume needs a path.
       const content = this.ctx.ports.storage.customVolumeContentType?.(this.config.pool, this.ctx.project, source);
+      if (!path && content === undefined) throw new Error(`Disk entry is missing the required "source" or "path" property`);
+      if (content === undefined) throw new AddValidationError("Failed loading custom volume: Storage volume not found");
       if (content === "block") throw new AddValidationError("Custom block volumes cannot be used on containers");
-      if (!path) throw content === undefined ? new Error(`Disk entry is missing the required "source" or "path" property`) : new AddValidationError("Custom filesystem volumes require a path to be defined");
+      if (!path) throw new AddValidationError("Custom filesystem volumes require a path to be defined");
       return;
     }
     if (!isAbsolute(source)) throw new Error(`Source path "${source}" must be absolute for disk "${this.name}"`);

@@ -65,6 +65,14 @@ describe("custom volumes on disk devices", () => {
     }
   });
 
+  it("refuses a disk naming a custom volume that does not exist, with LXD's words, and adds nothing", () => {
+    const c = d.launch("novol", { init: true });
+    const r = d.lxc("config", "device", "add", c, "d", "disk", "pool=default", "source=no-such-volume", "path=/mnt");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim()).toBe('Error: Failed add validation for device "d": Failed loading custom volume: Storage volume not found');
+    expect(d.lxc("config", "device", "list", c).stdout.trim()).toBe("");
+  });
+
   it("takes a relative path as relative to the container's root, and never above it", () => {
     const vol = d.instanceName("relvol");
     const c = d.launch("rel");
