@@ -8,6 +8,7 @@ import { BadRequest, Conflict, InternalError } from "../shared/errors.js";
 import type { Driver, Volume } from "./drivers/types.js";
 import type { InstanceLinks } from "./instance-links.js";
 import {
+  type AdoptedVolume,
   importUnknownVolumes,
   recoverDependencies,
   recoveredPoolRecord,
@@ -84,16 +85,16 @@ export class PoolRecovery {
     project: string,
     type: "container" | "custom",
     name: string,
-    vol: { description: string; config: Record<string, string> },
-    snapshots: { name: string; description: string; config: Record<string, string> }[],
+    vol: AdoptedVolume,
+    snapshots: (AdoptedVolume & { name: string })[],
   ): Promise<string> {
     const repo = this.pools.repo;
     const driver = this.pools.driverFor(this.pools.pool(poolName));
     await driver.mountPool();
-    const fresh = (volName: string, v: { description: string; config: Record<string, string> }) => {
+    const fresh = (volName: string, v: AdoptedVolume) => {
       const old = repo.volume(poolName, project, type, volName);
       if (old) repo.deleteVolume(old.id);
-      repo.insertVolume({ pool: poolName, project, type, name: volName, description: v.description, config: v.config });
+      repo.insertVolume({ pool: poolName, project, type, name: volName, description: v.description, config: v.config, contentType: v.contentType });
       const row = repo.volume(poolName, project, type, volName)!;
       repo.setVolumeState(row.id, "created");
       return row;

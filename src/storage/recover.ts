@@ -73,7 +73,7 @@ export async function scanUnknownVolumes(pools: string[], deps: RecoverScanDeps)
 
 export interface RecoverImportDeps extends RecoverScanDeps {
   /** Records for a volume found on disk (and its snapshots); returns its mount path. */
-  adoptVolume(pool: string, project: string, type: "custom", name: string, vol: { description: string; config: Record<string, string> }, snapshots: { name: string; description: string; config: Record<string, string> }[]): Promise<string>;
+  adoptVolume(pool: string, project: string, type: "custom", name: string, vol: AdoptedVolume, snapshots: (AdoptedVolume & { name: string })[]): Promise<string>;
   /** What an instance's backup.yaml needs that is missing ("Profile "p" in project "x""). */
   instanceDependencies(project: string, backup: Record<string, unknown>): string[];
   /** Recreate an instance's records from its backup.yaml. */
@@ -111,13 +111,23 @@ export async function recoverDependencies(found: UnknownVolume[], deps: RecoverI
   return [...out];
 }
 
+/** A volume's record as `lxd recover` makes it. */
+export interface AdoptedVolume {
+  description: string;
+  config: Record<string, string>;
+  contentType?: "filesystem" | "block";
+}
+
 /** LXD's import order: custom volumes first (instances may attach them), then instances. */
 export async function importUnknownVolumes(found: UnknownVolume[], deps: RecoverImportDeps): Promise<void> {
   for (const v of found.filter((x) => x.type === "custom")) {
     const disk = `${v.project}_${v.name}`;
     const snaps = (await entries(join(deps.mountPath(v.pool), `${VOLUME_DIRS.custom}-snapshots`, disk))).filter((s) => s.isDirectory()).map((s) => s.name).sort();
+    // A custom block volume is its raw disk, root.img, in the volume's directory (as LXD's ListVolumes tells them apart).
+    const block = (await entries(join(deps.mountPath(v.pool), VOLUME_DIRS.custom, disk))).some((e) => e.name === "root.img" && e.isFile());
+    const contentType = block ? "block" : "filesystem";
     try {
-      await deps.adoptVolume(v.pool, v.project, "custom", v.name, { description: "", config: {} }, snaps.map((name) => ({ name, description: "", config: {} })));
+      await deps.adoptVolume(v.pool, v.project, "custom", v.name, { description: "", config: {}, contentType }, snaps.map((name) => ({ name, description: "", config: {}, contentType })));
     } catch (e) {
       throw new Error(`Failed importing custom volume ${JSON.stringify(v.name)} in project ${JSON.stringify(v.project)}: ${(e as Error).message}`);
     }

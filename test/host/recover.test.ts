@@ -98,6 +98,19 @@ describe("lxd recover", () => {
     expect(lxd(["recover"], "no\nyes\n").stdout).toContain("No unknown volumes found. Nothing to do.\n");
   });
 
+  it("brings a custom block volume back as block content, with its snapshot", () => {
+    inProject("storage", "volume", "create", "default", "blk1", "--type=block", "size=1MiB");
+    inProject("storage", "volume", "snapshot", "default", "blk1", "snap0");
+    sql(`DELETE FROM storage_volumes WHERE name IN ('blk1', 'blk1/snap0') AND project='${project}'`);
+    expect(d.lxc("storage", "volume", "show", "default", "blk1", "--project", project).code).not.toBe(0);
+    const r = lxd(["recover"], "no\nyes\nyes\n");
+    expect(r.stdout).toContain(` - Custom "blk1" on pool "default" in project "${project}" (includes 1 snapshots)\n`);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(ok("query", `/1.0/storage-pools/default/volumes/custom/blk1?project=${project}`)).content_type).toBe("block");
+    expect(JSON.parse(ok("query", `/1.0/storage-pools/default/volumes/custom/blk1/snapshots/snap0?project=${project}`)).content_type).toBe("block");
+    inProject("storage", "volume", "delete", "default", "blk1");
+  });
+
   it("adopts a container that kept running while its records were gone", async () => {
     const pid = JSON.parse(ok("query", `/1.0/instances/c1/state?project=${project}`)).pid;
     expect(pid).toBeGreaterThan(0);
