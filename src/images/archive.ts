@@ -84,9 +84,11 @@ async function run(file: string, gate: TarGate, sink: Writable, consumer: Stream
   await feed;
   const [dec, con] = await Promise.all([decompressor?.exited, consumer?.exited]);
   if (opts.signal?.aborted) throw new Error("Operation cancelled");
+  // The gate refused what it read: the decompressor then fails writing to a closed pipe, which
+  // is not the cause.
+  if (streamErr instanceof TarRefused) throw new TarRefused(`Refusing unsafe image tarball: ${streamErr.message}`);
   // 128: killed by us after another stage failed; that stage's error is the one to report.
   if (dec && dec.exitCode !== 0 && dec.exitCode !== 128) throw new Error(`Failed to decompress image (${codec.name}): ${dec.stderr.trim() || `exit ${dec.exitCode}`}`);
-  if (streamErr instanceof TarRefused) throw new TarRefused(`Refusing unsafe image tarball: ${streamErr.message}`);
   if (con && con.exitCode !== 0) throw new Error(`Failed to unpack image: tar exited with ${con.exitCode}: ${con.stderr.trim()}`);
   if (dec && dec.exitCode !== 0) throw new Error(`Failed to decompress image (${codec.name}): exit ${dec.exitCode}`);
   if (streamErr) throw streamErr;

@@ -201,7 +201,7 @@ export class BackupService {
       await this.svc.runtime.frozenDuring(row, () => link(undefined, join(stage, "backup", "container")));
       for (const s of snaps) await link(s.name, join(stage, "backup", "snapshots", s.name));
     }
-    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sparse", "-C", stage];
+    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", stage];
     if (compressor) args.push("-I", compressor);
     args.push("--", "backup");
     // A running instance's files may change while tar reads them (exit 1, as with LXD's own

@@ -205,7 +205,7 @@ export class VolumeBackupService {
     if (optimized) await this.pools.sendStreams(v, index.snapshots, optimizedSink(join(stage, "backup"), VOLUME_LAYOUT), { signal });
     else await this.exportTrees(v, snaps, stage, signal);
     // A block volume's disk is a plain member, as LXD writes it (the import gate refuses GNU sparse members).
-    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", ...(v.contentType === "block" ? [] : ["--sparse"]), "-C", stage];
+    const args = ["-c", "-f", out, "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", stage];
     // The compressor and its flags come from compression.ts's fixed tables (validated names and flags only).
     if (codec) args.push("-I", `${codec[0]} ${codec[1].filter((a: string) => a !== "-c").join(" ")}`);
     args.push("--", "backup");

@@ -1,7 +1,7 @@
 // Instance backups with the stock client: `lxc export` / `lxc import` round trip with a
 // snapshot, the backups API (list, rename, delete, export), and hostile backup tarballs.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
@@ -65,6 +65,36 @@ describe("lxc export / lxc import", () => {
     expect(ok("exec", n, "--", "cat", "/root/data").trim()).toBe("precious");
     ok("restore", n, "s1");
     expect(ok("exec", n, "--", "cat", "/root/data").trim()).toBe("precious");
+  }, 180_000);
+
+  it("round-trips sparse files: the backup holds plain members, which the import gate admits (as LXD's tar writer)", () => {
+    const n = d.launch("sparse", { init: true });
+    const sparse = join(d.dir, "storage-pools", "default", "containers", n, "rootfs", "root", "sparse");
+    writeFileSync(sparse, "head");
+    truncateSync(sparse, 8 << 20);
+    const file = join(work, "sparse.tar.gz");
+    ok("export", n, file);
+    ok("delete", n);
+    ok("import", file);
+    const back = join(d.dir, "storage-pools", "default", "containers", n, "rootfs", "root", "sparse");
+    expect(statSync(back).size).toBe(8 << 20);
+    expect(readFileSync(back).subarray(0, 4).toString()).toBe("head");
+    // A tarball that does hold a GNU sparse member is refused by the gate, and that is what the
+    // client is told (not the decompressor's broken pipe).
+    const unpacked = mkdtempSync(join(work, "sparse-"));
+    execFileSync("tar", ["-xzf", file, "-C", unpacked]);
+    const holey = join(unpacked, "backup", "container", "rootfs", "root", "sparse");
+    rmSync(holey);
+    writeFileSync(holey, "head");
+    truncateSync(holey, 8 << 20);
+    const gnuSparse = join(work, "gnu-sparse.tar.gz");
+    execFileSync("tar", ["--sparse", "-czf", gnuSparse, "-C", unpacked, "backup"]);
+    ok("delete", n);
+    const r = d.lxc("import", gnuSparse);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim()).toBe("Error: Refusing unsafe backup tarball: Unsupported tar member type 'S'");
+    expect(r.stderr).not.toContain("decompress");
+    expect(d.lxc("info", n).code).not.toBe(0);
   }, 180_000);
 
   it.runIf(btrfsOk)("round-trips an instance on a btrfs pool (staged by copy, not hard links)", () => {
