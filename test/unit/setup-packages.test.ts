@@ -47,7 +47,7 @@ const PACKAGE_OF: Record<string, string> = {
   // nvidia-container-cli (libnvidia-container): not in Debian main; without it LXD (and we) read /proc's NVIDIA cards.
   "nvidia-container-cli": "",
   // Essential (every Debian host): coreutils, util-linux, dash.
-  chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
+  chmod: "", chown: "", cp: "", ls: "", mkdir: "", mkfifo: "", du: "", mv: "", rm: "", stat: "", sha256sum: "", md5sum: "",
   cat: "", readlink: "", dd: "", echo: "", test: "", kill: "", cd: "", sh: "", sleep: "",
   mountpoint: "", nsenter: "", truncate: "", blockdev: "", fsfreeze: "", blkid: "", unshare: "", wipefs: "", mknod: "", bash: "", find: "", setpriv: "", which: "", dmesg: "", timeout: "",
 };
