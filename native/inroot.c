@@ -51,6 +51,7 @@ napi_value liblxc_has_extension(napi_env env, napi_callback_info info);
 napi_value idmapped_bind(napi_env env, napi_callback_info info);
 napi_value netns_links(napi_env env, napi_callback_info info);
 napi_value read_small_files(napi_env env, napi_callback_info info);
+napi_value release_idle_memory(napi_env env, napi_callback_info info);
 napi_value watch_process(napi_env env, napi_callback_info info);
 napi_value unwatch_process(napi_env env, napi_callback_info info);
 napi_value process_exited(napi_env env, napi_callback_info info);
@@ -263,6 +264,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"watchProcess", NULL, watch_process, NULL, NULL, NULL, napi_default, NULL},
       {"unwatchProcess", NULL, unwatch_process, NULL, NULL, NULL, napi_default, NULL},
       {"processExited", NULL, process_exited, NULL, NULL, NULL, napi_default, NULL},
+      {"releaseIdleMemory", NULL, release_idle_memory, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

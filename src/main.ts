@@ -4,7 +4,6 @@
 // modules when chosen (start-up time and idle memory of the daemon, issue #20).
 import { readFileSync, statSync } from "node:fs";
 import { pathsFor, resolveLxdDir } from "./daemon/paths.js";
-import { holdYoungGeneration, releaseYoungGeneration } from "./daemon/young-generation.js";
 import type { ParsedArgs } from "./cli/args.js";
 
 const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "minimal", "preseed", "dump", "help", "h", "version", "syslog", "trace", "quiet", "q"]);
@@ -75,7 +74,6 @@ function daemonModule(): string {
 }
 
 async function runDaemon(args: ParsedArgs): Promise<void> {
-  holdYoungGeneration();
   const { Daemon } = (await import(daemonModule())) as typeof import("./daemon/daemon.js");
   const daemon = new Daemon({
     lxdDir: resolveLxdDir(),
@@ -89,7 +87,7 @@ async function runDaemon(args: ParsedArgs): Promise<void> {
   for (const sig of ["SIGTERM", "SIGINT", "SIGQUIT"] as const) process.on(sig, () => void daemon.stop({ stopInstances: false }));
   process.on("SIGPWR", () => void daemon.stop({ stopInstances: true }));
   await daemon.start();
-  releaseYoungGeneration();
+  (await import("./daemon/idle-memory.js")).releaseIdleMemorySoon();
   await daemon.stopped;
   process.exit(0);
 }

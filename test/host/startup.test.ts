@@ -1,6 +1,7 @@
-// What keeps the daemon's start-up short and its idle memory small (issue #20): V8's young
-// generation held at its initial size while the daemon loads, and the daemon's code loaded from
-// the one-file bundle `npm run build` makes, unless that bundle is older than the tsc output.
+// What keeps the daemon's start-up short and its idle memory small (issue #20): start-up's
+// memory given back once the daemon is idle (the addon's releaseIdleMemory), and the daemon's
+// code loaded from the one-file bundle `npm run build` makes, unless that bundle is older than
+// the tsc output.
 import { spawnSync } from "node:child_process";
 import { cpSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -10,27 +11,27 @@ import { ROOT, startDaemon } from "../helpers/daemon.js";
 
 const tmpDir = tmpDirMaker();
 
-describe("V8's young generation during start-up", () => {
-  it("stays at its initial size while held and grows again once released", () => {
+describe("start-up's memory released once the daemon is idle", () => {
+  it("shrinks V8's young generation back to its initial size and frees the old space's garbage", () => {
     const script = `
       import { getHeapSpaceStatistics } from "node:v8";
-      import { holdYoungGeneration, releaseYoungGeneration } from ${JSON.stringify(join(ROOT, "dist/daemon/young-generation.js"))};
-      const newSpace = () => getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size;
-      // Allocation that survives scavenges, as module loading does.
-      const keep = [];
-      const churn = () => { for (let i = 0; i < 300000; i++) keep.push({ i, s: "x" + i }); };
-      holdYoungGeneration();
-      churn();
-      const held = newSpace();
-      releaseYoungGeneration();
-      churn();
-      console.log(JSON.stringify({ held, released: newSpace() }));
+      import { native } from ${JSON.stringify(join(ROOT, "dist/os/native.js"))};
+      const space = (name) => getHeapSpaceStatistics().find((s) => s.space_name === name);
+      // Allocation that survives scavenges, as module loading does, then becomes garbage.
+      let keep = [];
+      for (let i = 0; i < 600000; i++) keep.push({ i, s: "x" + i });
+      const grown = space("new_space").space_size;
+      const oldUsed = space("old_space").space_used_size;
+      keep = null;
+      native.releaseIdleMemory();
+      console.log(JSON.stringify({ grown, released: space("new_space").space_size, oldUsed, oldAfter: space("old_space").space_used_size }));
     `;
     const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000 });
     expect(r.status, r.stderr).toBe(0);
-    const { held, released } = JSON.parse(r.stdout) as { held: number; released: number };
-    expect(held).toBeLessThanOrEqual(2 * 1024 * 1024);
-    expect(released).toBeGreaterThan(held);
+    const { grown, released, oldUsed, oldAfter } = JSON.parse(r.stdout) as Record<string, number>;
+    expect(grown).toBeGreaterThan(4 * 1024 * 1024);
+    expect(released).toBeLessThanOrEqual(2 * 1024 * 1024);
+    expect(oldAfter).toBeLessThan(oldUsed / 2);
   });
 });
 
