@@ -48,6 +48,7 @@ napi_value ethtool_link_settings(napi_env env, napi_callback_info info);
 napi_value btrfs_set_received_uuid(napi_env env, napi_callback_info info);
 napi_value idmap_mount_error(napi_env env, napi_callback_info info);
 napi_value liblxc_has_extension(napi_env env, napi_callback_info info);
+napi_value liblxc_version(napi_env env, napi_callback_info info);
 napi_value idmapped_bind(napi_env env, napi_callback_info info);
 napi_value netns_links(napi_env env, napi_callback_info info);
 napi_value read_small_files(napi_env env, napi_callback_info info);
@@ -258,6 +259,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"btrfsSetReceivedUuid", NULL, btrfs_set_received_uuid, NULL, NULL, NULL, napi_default, NULL},
       {"idmapMountError", NULL, idmap_mount_error, NULL, NULL, NULL, napi_default, NULL},
       {"liblxcHasExtension", NULL, liblxc_has_extension, NULL, NULL, NULL, napi_default, NULL},
+      {"liblxcVersion", NULL, liblxc_version, NULL, NULL, NULL, napi_default, NULL},
       {"idmappedBind", NULL, idmapped_bind, NULL, NULL, NULL, napi_default, NULL},
       {"netnsLinks", NULL, netns_links, NULL, NULL, NULL, napi_default, NULL},
       {"readSmallFiles", NULL, read_small_files, NULL, NULL, NULL, napi_default, NULL},

@@ -31,6 +31,8 @@ export interface Native {
   idmapMountError(path: string): string;
   /** lxc_has_api_extension of the installed liblxc (e.g. "idmapped_mounts_v2"). */
   liblxcHasExtension(name: string): boolean;
+  /** lxc_get_version() of the installed liblxc; null without one. */
+  liblxcVersion(): string | null;
   /** Bind `source` onto the existing `target`, idmapped through the user namespace of `pid`; throws "<step>: <errno text>". */
   idmappedBind(source: string, pid: number, target: string, recursive: boolean): void;
   /**
