@@ -1,7 +1,7 @@
 // What keeps the daemon's start-up short and its idle memory small (issue #20): start-up's
 // memory given back once the daemon is idle (the addon's releaseIdleMemory), and the daemon's
-// code loaded from the one-file bundle `npm run build` makes, unless that bundle is older than
-// the tsc output.
+// code loaded from the one-file bundle `npm run build` makes, with its V8 code cache, unless
+// that bundle is older than the tsc output.
 import { spawnSync } from "node:child_process";
 import { cpSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -62,9 +62,10 @@ describe("the daemon bundle", () => {
       .map((u) => u.slice(prefix.length));
   }
 
-  it("runs the daemon from dist/bundle/daemon.js after npm run build", async () => {
+  it("runs the daemon from dist/bundle/daemon.cjs after npm run build", async () => {
     const files = await loadedFiles(packageCopy());
-    expect(files).toContain("bundle/daemon.js");
+    // The bundle is compiled by daemon/bundle.js (a script, not an ES module the hook sees).
+    expect(files).toContain("daemon/bundle.js");
     expect(files).not.toContain("daemon/daemon.js");
   });
 
@@ -73,7 +74,22 @@ describe("the daemon bundle", () => {
     const later = new Date(Date.now() + 60_000);
     utimesSync(join(pkg, "dist/daemon/daemon.js"), later, later);
     const files = await loadedFiles(pkg);
-    expect(files).not.toContain("bundle/daemon.js");
+    expect(files).not.toContain("daemon/bundle.js");
     expect(files).toContain("daemon/daemon.js");
+  });
+
+  it("is compiled with the code cache the build made beside it (V8 accepts it)", () => {
+    const script = `
+      import { readFileSync } from "node:fs";
+      import { cacheFileOf, compileBundle } from ${JSON.stringify(join(ROOT, "dist/daemon/bundle.js"))};
+      const bundle = ${JSON.stringify(join(ROOT, "dist/bundle/daemon.cjs"))};
+      const cache = readFileSync(cacheFileOf(bundle));
+      console.log(JSON.stringify({ size: cache.length, rejected: compileBundle(bundle, cache).cachedDataRejected }));
+    `;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const { size, rejected } = JSON.parse(r.stdout) as { size: number; rejected: boolean };
+    expect(size).toBeGreaterThan(100_000);
+    expect(rejected).toBe(false);
   });
 });
