@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "nodelxd_native",
-      "sources": ["native/inroot.c", "native/sealed.c", "native/pty.c", "native/spawn.c", "native/ethtool.c", "native/btrfs.c", "native/idmap.c", "native/netns.c", "native/pidwatch.c", "native/readfiles.c"],
+      "sources": ["native/inroot.c", "native/sealed.c", "native/pty.c", "native/spawn.c", "native/ethtool.c", "native/btrfs.c", "native/idmap.c", "native/netns.c", "native/pidwatch.c", "native/readfiles.c", "native/memory.cc"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "libraries": ["-ldl"]
     },

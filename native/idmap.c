@@ -131,6 +131,22 @@ napi_value liblxc_has_extension(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/** liblxcVersion(): lxc_get_version() of the installed liblxc (as LXD's liblxc.Version()), null without one. */
+napi_value liblxc_version(napi_env env, napi_callback_info info) {
+  napi_value out;
+  void *lib = dlopen("liblxc.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  const char *(*fn)(void) = (const char *(*)(void))dlsym(lib, "lxc_get_version");
+  const char *version = fn ? fn() : NULL;
+  if (version) napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &out);
+  else napi_get_null(env, &out);
+  dlclose(lib);
+  return out;
+}
+
 /**
  * idmappedBind(source, pid, target, recursive): bind `source` onto the existing `target`
  * through the user namespace of process `pid` (files owned by host id H appear as the ids

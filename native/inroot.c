@@ -48,9 +48,11 @@ napi_value ethtool_link_settings(napi_env env, napi_callback_info info);
 napi_value btrfs_set_received_uuid(napi_env env, napi_callback_info info);
 napi_value idmap_mount_error(napi_env env, napi_callback_info info);
 napi_value liblxc_has_extension(napi_env env, napi_callback_info info);
+napi_value liblxc_version(napi_env env, napi_callback_info info);
 napi_value idmapped_bind(napi_env env, napi_callback_info info);
 napi_value netns_links(napi_env env, napi_callback_info info);
 napi_value read_small_files(napi_env env, napi_callback_info info);
+napi_value release_idle_memory(napi_env env, napi_callback_info info);
 napi_value watch_process(napi_env env, napi_callback_info info);
 napi_value unwatch_process(napi_env env, napi_callback_info info);
 napi_value process_exited(napi_env env, napi_callback_info info);
@@ -257,12 +259,14 @@ static napi_value init(napi_env env, napi_value exports) {
       {"btrfsSetReceivedUuid", NULL, btrfs_set_received_uuid, NULL, NULL, NULL, napi_default, NULL},
       {"idmapMountError", NULL, idmap_mount_error, NULL, NULL, NULL, napi_default, NULL},
       {"liblxcHasExtension", NULL, liblxc_has_extension, NULL, NULL, NULL, napi_default, NULL},
+      {"liblxcVersion", NULL, liblxc_version, NULL, NULL, NULL, napi_default, NULL},
       {"idmappedBind", NULL, idmapped_bind, NULL, NULL, NULL, napi_default, NULL},
       {"netnsLinks", NULL, netns_links, NULL, NULL, NULL, napi_default, NULL},
       {"readSmallFiles", NULL, read_small_files, NULL, NULL, NULL, napi_default, NULL},
       {"watchProcess", NULL, watch_process, NULL, NULL, NULL, napi_default, NULL},
       {"unwatchProcess", NULL, unwatch_process, NULL, NULL, NULL, napi_default, NULL},
       {"processExited", NULL, process_exited, NULL, NULL, NULL, napi_default, NULL},
+      {"releaseIdleMemory", NULL, release_idle_memory, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value v;

@@ -3,8 +3,8 @@
 // Only what every command needs is imported here: the daemon and each subcommand load their
 // modules when chosen (start-up time and idle memory of the daemon, issue #20).
 import { readFileSync, statSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { pathsFor, resolveLxdDir } from "./daemon/paths.js";
-import { holdYoungGeneration, releaseYoungGeneration } from "./daemon/young-generation.js";
 import type { ParsedArgs } from "./cli/args.js";
 
 const BOOLEAN_FLAGS = new Set(["debug", "d", "verbose", "v", "force", "auto", "minimal", "preseed", "dump", "help", "h", "version", "syslog", "trace", "quiet", "q"]);
@@ -60,23 +60,23 @@ Flags:
 
 /**
  * The daemon's code: the one-file bundle `npm run build` makes (scripts/bundle-daemon.mjs) when
- * it is at least as new as the compiled modules (a later bare `tsc` makes it stale), else the
- * modules themselves.
+ * it is at least as new as the compiled modules (a later bare `tsc` makes it stale), compiled
+ * with the V8 code cache made beside it (src/daemon/bundle.ts); else the modules themselves.
  */
-function daemonModule(): string {
+async function loadDaemon(): Promise<typeof import("./daemon/daemon.js")> {
   const modules = new URL("./daemon/daemon.js", import.meta.url);
-  const bundle = new URL("./bundle/daemon.js", import.meta.url);
+  const bundle = fileURLToPath(new URL("./bundle/daemon.cjs", import.meta.url));
+  let fresh = false;
   try {
-    if (statSync(bundle).mtimeMs >= statSync(modules).mtimeMs) return bundle.href;
+    fresh = statSync(bundle).mtimeMs >= statSync(modules).mtimeMs;
   } catch {
     // no bundle (or no modules): the modules
   }
-  return modules.href;
+  return fresh ? (await import("./daemon/bundle.js")).loadBundle(bundle) : import(modules.href);
 }
 
 async function runDaemon(args: ParsedArgs): Promise<void> {
-  holdYoungGeneration();
-  const { Daemon } = (await import(daemonModule())) as typeof import("./daemon/daemon.js");
+  const { Daemon } = await loadDaemon();
   const daemon = new Daemon({
     lxdDir: resolveLxdDir(),
     group: typeof args.flags.group === "string" ? args.flags.group : undefined,
@@ -89,7 +89,7 @@ async function runDaemon(args: ParsedArgs): Promise<void> {
   for (const sig of ["SIGTERM", "SIGINT", "SIGQUIT"] as const) process.on(sig, () => void daemon.stop({ stopInstances: false }));
   process.on("SIGPWR", () => void daemon.stop({ stopInstances: true }));
   await daemon.start();
-  releaseYoungGeneration();
+  (await import("./daemon/idle-memory.js")).releaseIdleMemorySoon();
   await daemon.stopped;
   process.exit(0);
 }

@@ -88,6 +88,9 @@ export class Daemon {
       mkdirSync(dir, { recursive: true, mode });
       chmodSync(dir, mode);
     }
+    // A first start's certificate comes from an openssl process: it runs while the database opens.
+    const certificate = ensureServerCertificate(paths.serverCert, paths.serverKey);
+    certificate.catch(() => undefined); // awaited below (a failure before then is not left unhandled)
     const events = new EventHub();
     const log = createLogger({ logfile: this.opts.logfile, debug: this.opts.debug, verbose: this.opts.verbose, events });
     adoptLegacyDatabase(paths.legacyDatabaseFile, paths.databaseFile);
@@ -101,7 +104,8 @@ export class Daemon {
     const operations = new OperationManager(db, events, log);
     const interrupted = operations.recoverInterrupted();
     if (interrupted) log.warn({ count: interrupted }, "marked operations interrupted by a restart as failed");
-    const [keypair, host] = await Promise.all([ensureServerCertificate(paths.serverCert, paths.serverKey), readHostInfo()]);
+    const host = readHostInfo();
+    const keypair = await certificate;
     const ca = await loadCertificateAuthority(this.opts.lxdDir);
     if (ca) log.info("LXD is in CA mode, only CA-signed certificates will be allowed");
     const externalAuth = new ExternalAuth(new RootKeyStore(db));

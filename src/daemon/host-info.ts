@@ -1,9 +1,9 @@
 // Facts about the host served in GET /1.0 `environment`, read once at start from files
-// (and one `lxc-start --version`), never per request.
+// (and liblxc's lxc_get_version(), as LXD's liblxc.Version(): no process spawned), never per request.
 import { idmappedMountsDisabled } from "../os/idmapped.js";
 import { existsSync, readFileSync } from "node:fs";
 import { arch, hostname, release } from "node:os";
-import { run } from "../os/exec.js";
+import { native } from "../os/native.js";
 
 export interface HostInfo {
   architectures: string[];
@@ -76,15 +76,10 @@ const LXC_FEATURES: [string, number][] = [
   ["seccomp_proxy_send_notify_fd", 4],
 ];
 
-export async function readHostInfo(): Promise<HostInfo> {
+export function readHostInfo(): HostInfo {
   const kernelArch = KERNEL_ARCH[arch()] ?? arch();
   const os = osRelease();
-  let lxcVersion = "";
-  try {
-    lxcVersion = (await run("lxc-start", ["--version"])).stdout.trim();
-  } catch {
-    lxcVersion = "";
-  }
+  const lxcVersion = native.liblxcVersion() ?? "";
   const lxcMajor = Number(lxcVersion.split(".")[0]) || 0;
   const firewall = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].some(existsSync) ? "nftables" : "xtables";
   return {

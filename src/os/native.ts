@@ -1,5 +1,5 @@
 // The project's native code (built by `npm ci` through node-gyp): the addon (native/inroot.c,
-// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c, native/idmap.c, native/netns.c, native/pidwatch.c, native/readfiles.c) and the helpers (native/start.c,
+// native/sealed.c, native/pty.c, native/spawn.c, native/ethtool.c, native/btrfs.c, native/idmap.c, native/netns.c, native/pidwatch.c, native/readfiles.c, native/memory.cc) and the helpers (native/start.c,
 // native/attach.c, native/proxy.c, native/uevent.c, native/rsync.c).
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
@@ -31,6 +31,8 @@ export interface Native {
   idmapMountError(path: string): string;
   /** lxc_has_api_extension of the installed liblxc (e.g. "idmapped_mounts_v2"). */
   liblxcHasExtension(name: string): boolean;
+  /** lxc_get_version() of the installed liblxc; null without one. */
+  liblxcVersion(): string | null;
   /** Bind `source` onto the existing `target`, idmapped through the user namespace of `pid`; throws "<step>: <errno text>". */
   idmappedBind(source: string, pid: number, target: string, recursive: boolean): void;
   /**
@@ -45,6 +47,8 @@ export interface Native {
   unwatchProcess(watch: ProcessWatch): void;
   /** Whether the watched process has exited (a zombie has), without waiting for the event loop. */
   processExited(watch: ProcessWatch): boolean;
+  /** V8's LowMemoryNotification (full collections, young generation shrunk to its initial size), then malloc_trim(0). */
+  releaseIdleMemory(): void;
   O_PATH: number;
 }
 

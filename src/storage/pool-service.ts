@@ -68,6 +68,8 @@ export class PoolService {
   private readonly profiles: ProfileRepo;
   private readonly env: DriverEnv;
   private readonly versions = new Map<string, string>();
+  /** The drivers' probes, begun at construction (start() awaits them). */
+  private readonly probing: Promise<void>;
   private readonly links: InstanceLinks;
 
   constructor(
@@ -90,16 +92,19 @@ export class PoolService {
     this.recovery = new PoolRecovery(core, this, this.links);
     this.volumes = new VolumeService({ pools: this, events: core.events, log: core.log, projects: core.ports.projects, instances: core.ports.instances, clustered: () => core.ports.cluster.clustered() });
     this.instanceVolumes = new InstanceVolumes(this, this.links, core.ports.images);
-  }
-
-  /** Probe driver tools once, finish work a crash interrupted, mount every pool. */
-  async start(): Promise<void> {
-    await Promise.all(
+    // The drivers' tools are asked once, from here: their processes run while the daemon sets up
+    // its other services and routes, and start() waits for them before any pool is brought up.
+    this.probing = Promise.all(
       Object.entries(this.drivers).map(async ([name, def]) => {
         const version = await def.probe().catch(() => undefined);
         if (version !== undefined) this.versions.set(name, version);
       }),
-    );
+    ).then(() => undefined);
+  }
+
+  /** Wait for the driver tools' probe, finish work a crash interrupted, mount every pool. */
+  async start(): Promise<void> {
+    await this.probing;
     for (const pool of this.repo.pools()) {
       try {
         await this.recoverPool(pool);

@@ -257,10 +257,13 @@ class CephfsDriver implements Driver {
 export const cephfsDriver: DriverDefinition = {
   info,
   async probe() {
-    // The kernel client or ceph-fuse mounts it; the ceph tool talks to the cluster.
-    const version = await cephToolsVersion();
+    // The kernel client or ceph-fuse mounts it; the ceph tool talks to the cluster. With the
+    // tools installed, the version and the kernel client are asked at once (two processes in
+    // parallel, not one after the other on the daemon's start-up path).
+    if (!onPath("ceph") || !onPath("rbd")) return undefined;
+    const [version, kernel] = await Promise.all([cephToolsVersion(), kernelClient()]);
     if (!version) return undefined;
-    if (await kernelClient()) return version;
+    if (kernel) return version;
     return onPath("ceph-fuse") ? version : undefined;
   },
   async unavailableReason() {
