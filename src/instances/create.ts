@@ -41,19 +41,29 @@ export class InstanceCreation {
     return (this.markerStore ??= new CreateMarkers(join(this.svc.deps.paths.dir, "creating")));
   }
 
-  /** At start: remove the instances whose create a crash interrupted (with their volumes). */
-  async recover(): Promise<void> {
+  /**
+   * At start: remove the instances whose create a crash interrupted (with their volumes). In a
+   * cluster each removal is a cluster write (under its lock). `leave`: names another mechanism
+   * settles (a cluster move's copy, by the move journal).
+   */
+  async recover(opts: { leave?: (name: string) => boolean } = {}): Promise<void> {
+    const cluster = this.svc.deps.ports.cluster;
     for (const m of this.markers.list()) {
-      const row = this.svc.repo.get(m.project, m.name);
-      // Only the instance that create made (a name taken meanwhile by another is left alone).
-      if (row && row.config["volatile.uuid"] === m.uuid) {
-        this.svc.deps.log.warn({ project: m.project, instance: m.name }, "removing instance left half-created by a crash");
-        try {
+      if (opts.leave?.(m.name)) {
+        this.markers.remove(m.project, m.name);
+        continue;
+      }
+      try {
+        await cluster.withWriteLock(async () => {
+          const row = this.svc.repo.get(m.project, m.name);
+          // Only the instance that create made (a name taken meanwhile by another is left alone).
+          if (!row || row.config["volatile.uuid"] !== m.uuid) return;
+          this.svc.deps.log.warn({ project: m.project, instance: m.name }, "removing instance left half-created by a crash");
           await this.svc.destroy(row);
-        } catch (e) {
-          this.svc.deps.log.warn({ err: e, project: m.project, instance: m.name }, "cannot remove half-created instance");
-          continue;
-        }
+        });
+      } catch (e) {
+        this.svc.deps.log.warn({ err: e, project: m.project, instance: m.name }, "cannot remove half-created instance");
+        continue;
       }
       this.markers.remove(m.project, m.name);
     }

@@ -232,7 +232,7 @@ export class InstanceService implements InstancesPort, InstanceRecords, Instance
   readonly checkCreate = (project: string, req: CreateRequest): CheckedCreate => this.creation.checkCreate(project, req);
   readonly assertNotCreating = (project: string, name: string, action: string): void => this.creation.assertNotCreating(project, name, action);
   /** At start: remove the instances whose create a crash interrupted. */
-  readonly recoverCreates = (): Promise<void> => this.creation.recover();
+  readonly recoverCreates = (opts?: { leave?: (name: string) => boolean }): Promise<void> => this.creation.recover(opts);
   readonly create = (project: string, req: CreateRequest, checked: CheckedCreate, signal: AbortSignal, onMetadata?: (patch: Record<string, unknown>) => void): Promise<void> =>
     this.creation.create(project, req, checked, signal, onMetadata);
 

@@ -7,6 +7,7 @@
 // each snapshot (oldest first) and the instance, and the target ends with MigrationControl.
 import { cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { setTimeout as delay } from "node:timers/promises";
 import { join } from "node:path";
 import { InternalError } from "../shared/errors.js";
 import { onPath } from "../os/exec.js";
@@ -303,7 +304,7 @@ export class InstanceMigration {
       } catch (e) {
         // A dump that still arrives after the failure is not kept.
         void dump?.then((d) => rmSync(d, { recursive: true, force: true }), () => {});
-        throw e;
+        throw await sourceReason(failed, e);
       }
       if (incoming) await this.placeDump(project, name, pool, incoming);
       if (!live) {
@@ -386,6 +387,17 @@ export class InstanceMigration {
     const kept = new Set(ours.filter(same).map((s) => s.name));
     return offered.filter((s) => !kept.has(s.name));
   }
+}
+
+/**
+ * A transfer that broke: when the source failed, its report on the control channel says why
+ * (a relaying client may close the other websockets first); waited for briefly, else `err`.
+ */
+async function sourceReason(failed: Promise<never>, err: unknown): Promise<unknown> {
+  const ac = new AbortController();
+  const reported = await Promise.race([failed.then(() => undefined, (f: unknown) => f), delay(1000, undefined, { signal: ac.signal }).catch(() => undefined)]);
+  ac.abort();
+  return reported === undefined || reported === err ? err : (reported as Error).message.startsWith("Got error reading migration source") ? err : reported;
 }
 
 /** The target's failure as LXD's instance create words it (the source is told the bare error). */

@@ -1,6 +1,7 @@
 // The instances feature: routes, the InstancesPort, and instance adoption at start. The wiring
 // of the instances tiers happens here once: the service owns the rows; the runtime, watcher and
 // devices get the service as InstanceRecords and the driver from the registry.
+import { isStagingName } from "../../migration/move-journal.js";
 import { instanceRoutes } from "../../api/routes/instances.js";
 import type { Core, Feature } from "../feature.js";
 import type { ClusterPort, Ports, SnapshotScheduleSource } from "../../ports.js";
@@ -99,7 +100,6 @@ export class InstancesFeature implements Feature {
   async start(): Promise<void> {
     await this.service.snapshots.recover();
     await this.service.backups.recover();
-    await this.service.recoverCreates();
     await this.watcher.adopt();
     this.service.backups.startExpiry();
     // backup.yaml in each instance volume follows the instance's lifecycle (for `lxd recover`).
@@ -112,6 +112,12 @@ export class InstancesFeature implements Feature {
     // Moves to or from this member that its previous daemon did not see to the end (a crash).
     // In the background: a step on another member may wait for that member.
     void this.clusterMove.recover(this.startedAt, this.core.log).catch((err) => this.core.log.warn({ err }, "settling interrupted moves failed"));
+    // Creates a crash cut short (a half instance is never running meanwhile). Only now is this
+    // member known to be clustered; there a cluster move's copy is the move journal's to settle,
+    // and the removals are cluster writes, which wait for the store: in the background.
+    const creates = this.service.recoverCreates(this.cluster.clustered() ? { leave: isStagingName } : {});
+    if (this.cluster.clustered()) void creates.catch((err) => this.core.log.warn({ err }, "removing half-created instances failed"));
+    else await creates;
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {
