@@ -97,8 +97,8 @@ export class Endpoints {
    * connections keep theirs, and nobody finds the port closed meanwhile.
    */
   async setTls(tls: { cert: string; key: string }): Promise<void> {
-    this.opts.tls = { ...tls, ...(this.opts.tls.ca ? { ca: this.opts.tls.ca } : {}) };
-    (this.https as HttpsServer | undefined)?.setSecureContext({ cert: this.opts.tls.cert, key: this.opts.tls.key, ...(this.opts.tls.ca ? { ca: this.opts.tls.ca } : {}) });
+    this.opts.tls = { ...this.opts.tls, ...tls };
+    (this.https as HttpsServer | undefined)?.setSecureContext(this.opts.tls);
   }
 
   /** (Re)bind the TLS listener; an empty address closes it. */

@@ -232,7 +232,7 @@ export class InstanceRuntime {
       const k = `${project}/${name}`;
       this.transitioning.add(k);
       try {
-        await this.driver.liveDump({ project, name }, dir, onDumped).catch(async (e) => {
+        await this.driver.liveDump({ project, name }, dir, onDumped).catch((e) => {
           if (this.isRunning(row)) throw e;
           this.deps.log.warn({ err: e, instance: k }, "CRIU failed after the target restored the instance");
         });

@@ -101,7 +101,7 @@ export class Sockets {
   }
 }
 
-export function closeChannels(ch: { control?: MigrationChannel; fs?: MigrationChannel; criu?: MigrationChannel }): void {
+export function closeChannels(ch: Partial<Channels>): void {
   ch.control?.close();
   ch.fs?.terminate();
   ch.criu?.terminate();
@@ -125,7 +125,7 @@ export function sourceOperation(operations: OperationManager, spec: { descriptio
       ...base,
       class: "task",
       run: async (ctx) => {
-        const ch: { control?: MigrationChannel; fs?: MigrationChannel; criu?: MigrationChannel } = {};
+        const ch: Partial<Channels> = {};
         try {
           for (const [n, s] of Object.entries(target.websockets)) {
             if (n !== "control" && n !== "fs" && n !== "criu") throw new Error(`Unknown secret provided: ${n}`);

@@ -72,6 +72,11 @@ export class InstanceMigration {
     private readonly svc: InstanceService,
   ) {}
 
+  /** Where the receiving rsync's jail is made. */
+  private get jail(): string {
+    return join(this.deps.lxdDir, "migration-jail");
+  }
+
   private storage() {
     const s = this.deps.storage;
     return s as Required<typeof s>;
@@ -291,7 +296,7 @@ export class InstanceMigration {
             return last !== undefined && last > 0 ? Number(last) : undefined;
           })(),
           label: name,
-          jail: this.deps.lxdDir + "/migration-jail",
+          jail: this.jail,
         }, { signal, progress, negotiate });
         if (volumes.main && !req.refresh) storage.setInstanceVolumeConfig?.(project, pool, name, undefined, volumes.main);
         // The files carry the source's host ids: the first start shifts them to our map.
@@ -337,9 +342,9 @@ export class InstanceMigration {
     const base = join(this.deps.lxdDir, "migration-state");
     mkdirSync(base, { recursive: true, mode: 0o700 });
     const incoming = mkdtempSync(join(base, "dump-"));
-    mkdirSync(join(this.deps.lxdDir, "migration-jail"), { recursive: true, mode: 0o700 });
+    mkdirSync(this.jail, { recursive: true, mode: 0o700 });
     try {
-      await rsyncRecv(incoming, this.deps.lxdDir + "/migration-jail", criu, { features: opts.rsync, negotiate: opts.negotiate, signal: opts.signal });
+      await rsyncRecv(incoming, this.jail, criu, { features: opts.rsync, negotiate: opts.negotiate, signal: opts.signal });
     } catch (e) {
       rmSync(incoming, { recursive: true, force: true });
       throw e;

@@ -4,60 +4,35 @@
 // creation time) stay untouched on disk, missing ones arrive, extra ones go, and the main
 // volume is synced (changed and deleted files follow).
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
-import { busyboxImage } from "../helpers/image.js";
-import { startReferenceLxd, type ReferenceLxd } from "../helpers/reference.js";
-import { Remotes } from "../helpers/remotes.js";
+import { startMigrationPeers, type MigrationPeers } from "../helpers/migration-peers.js";
 import { treeHash } from "../helpers/tree-hash.js";
 
-let src: InitialisedDaemon;
-let dst: TestDaemon;
-let ref: ReferenceLxd;
+let peers: MigrationPeers;
 let home: string;
 const port = 9500 + Math.floor(Math.random() * 400);
-let remotes: Remotes;
-const dirs: Record<string, string> = {};
-const client = (...args: string[]) => remotes.run(...args);
-const ok = (...args: string[]) => remotes.ok(...args);
-const local = (dir: string, ...args: string[]) => remotes.local(dir, ...args);
-const listen = async (remote: string, dir: string, n: number) => {
-  await remotes.listen(remote, dir, `127.0.0.${50 + n}:${port}`);
-  dirs[remote] = dir;
-};
+const dirs = (): Record<string, string> => peers.remotes.dirs;
+const client = (...args: string[]) => peers.remotes.run(...args);
+const ok = (...args: string[]) => peers.remotes.ok(...args);
 
 
 const S = "m2s";
 const D = "m2d";
 const R = "m2r";
-const vol = (remote: string, name: string, snap?: string) => join(dirs[remote], "storage-pools", "default", snap ? "containers-snapshots" : "containers", name, ...(snap ? [snap] : []));
+const vol = (remote: string, name: string, snap?: string) => join(dirs()[remote], "storage-pools", "default", snap ? "containers-snapshots" : "containers", name, ...(snap ? [snap] : []));
 const rootfs = (remote: string, name: string, snap?: string) => join(vol(remote, name, snap), "rootfs");
 const snapshots = async (remote: string, name: string) => (JSON.parse(await ok("query", `${remote}:/1.0/instances/${name}/snapshots`)) as string[]).map((u) => u.split("/").pop()).sort();
 const cat = async (remote: string, name: string, path: string) => await client("file", "pull", `${remote}:${name}${path}`, "-");
 
 beforeAll(async () => {
-  remotes = new Remotes("/tmp/migrate2-refresh-home-");
-  home = remotes.home;
-  src = await startInitialisedDaemon();
-  dst = await startDaemon();
-  ref = await startReferenceLxd();
-  for (const dir of [dst.dir, dirname(ref.socket)]) {
-    await remotes.addDefaultPool(dir, true);
-  }
-  await listen(S, src.dir, 0);
-  await listen(D, dst.dir, 1);
-  await listen(R, dirname(ref.socket), 2);
-  await local(dirname(ref.socket), "image", "import", busyboxImage(), "--alias", "busybox");
+  const at = (n: number) => `127.0.0.${50 + n}:${port}`;
+  peers = await startMigrationPeers("/tmp/migrate2-refresh-home-", [S, D, R], [at(0), at(1), at(2)]);
+  home = peers.remotes.home;
 }, 300_000);
 
 afterAll(async () => {
-  await remotes?.deleteInstances();
-  await src?.teardown().catch(() => {});
-  await dst?.stop().catch(() => {});
-  await ref?.stop().catch(() => {});
-  remotes?.removeHome();
+  await peers?.stop();
 }, 180_000);
 
 /** Source c with snapshots s0, s1; copied to the target; then changed on the source. */
@@ -88,7 +63,7 @@ async function expectRefreshed(from: string, to: string, name: string): Promise<
   expect(await snapshots(to, name)).toEqual(["s0", "s1", "s2"]);
   expect((await cat(to, name, "/root/f")).stdout).toBe("three\n");
   expect((await cat(to, name, "/root/gone")).status).not.toBe(0);
-  if (dirs[from] && dirs[to] && existsSync(rootfs(from, name))) {
+  if (dirs()[from] && dirs()[to] && existsSync(rootfs(from, name))) {
     expect(treeHash(rootfs(to, name))).toBe(treeHash(rootfs(from, name)));
     for (const s of ["s0", "s1", "s2"]) expect(treeHash(rootfs(to, name, s)), s).toBe(treeHash(rootfs(from, name, s)));
   }

@@ -4,34 +4,22 @@
 // pull both ways with real LXD: the copy has the snapshots, its rootfs and snapshot trees hash
 // equal to the source's (contents and numeric ownership), and it starts and execs.
 import { existsSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { startInitialisedDaemon, type InitialisedDaemon } from "../helpers/instances.js";
 import { busyboxImage } from "../helpers/image.js";
-import { startReferenceLxd, type ReferenceLxd } from "../helpers/reference.js";
-import { Remotes } from "../helpers/remotes.js";
+import { startMigrationPeers, type MigrationPeers } from "../helpers/migration-peers.js";
 import { treeHash } from "../helpers/tree-hash.js";
 
-let src: InitialisedDaemon;
-let dst: TestDaemon;
-let ref: ReferenceLxd;
-let home: string;
+let peers: MigrationPeers;
 const tag = Math.random().toString(36).slice(2, 6);
 const octet = 100 + Math.floor(Math.random() * 150);
-let remotes: Remotes;
-const dirs: Record<string, string> = {};
-const client = (...args: string[]) => remotes.run(...args);
-const ok = (...args: string[]) => remotes.ok(...args);
-const local = (dir: string, ...args: string[]) => remotes.local(dir, ...args);
-const listen = async (remote: string, dir: string, n: number) => {
-  await remotes.listen(remote, dir, `127.0.0.${octet}:${9400 + n}`);
-  dirs[remote] = dir;
-};
+const client = (...args: string[]) => peers.remotes.run(...args);
+const ok = (...args: string[]) => peers.remotes.ok(...args);
+const local = (dir: string, ...args: string[]) => peers.remotes.local(dir, ...args);
 
 
 const rootfs = (remote: string, name: string, snap?: string) =>
-  join(dirs[remote], "storage-pools", "default", snap ? "containers-snapshots" : "containers", name, ...(snap ? [snap] : []), "rootfs");
+  join(peers.remotes.dirs[remote], "storage-pools", "default", snap ? "containers-snapshots" : "containers", name, ...(snap ? [snap] : []), "rootfs");
 const snapshots = async (remote: string, name: string) => (JSON.parse(await ok("query", `${remote}:/1.0/instances/${name}/snapshots`)) as string[]).map((u) => u.split("/").pop()).sort();
 
 /** A stopped container on `remote` with two snapshots; its trees' hashes. */
@@ -63,27 +51,12 @@ async function expectCopy(remote: string, name: string, hashes: Record<string, s
 }
 
 beforeAll(async () => {
-  remotes = new Remotes("/tmp/nodelxd-mig-home-");
-  home = remotes.home;
-  src = await startInitialisedDaemon();
-  dst = await startDaemon();
-  ref = await startReferenceLxd();
-  for (const dir of [dst.dir, dirname(ref.socket)]) {
-    await remotes.addDefaultPool(dir, true);
-  }
-  await listen(`s${tag}`, src.dir, 0);
-  await listen(`d${tag}`, dst.dir, 1);
-  await listen(`r${tag}`, dirname(ref.socket), 2);
-  // Real LXD needs the image to launch its own source container.
-  await local(dirname(ref.socket), "image", "import", busyboxImage(), "--alias", "busybox");
+  const at = (n: number) => `127.0.0.${octet}:${9400 + n}`;
+  peers = await startMigrationPeers("/tmp/nodelxd-mig-home-", [`s${tag}`, `d${tag}`, `r${tag}`], [at(0), at(1), at(2)]);
 }, 300_000);
 
 afterAll(async () => {
-  await remotes?.deleteInstances();
-  await src?.teardown().catch(() => {});
-  await dst?.stop().catch(() => {});
-  await ref?.stop().catch(() => {});
-  remotes?.removeHome();
+  await peers?.stop();
 }, 180_000);
 
 const S = () => `s${tag}`;
@@ -108,7 +81,7 @@ describe("nodelxd to nodelxd", () => {
   });
 
   it("with the source's base image on the target, the new volume starts as that image and rsync sends the differences (LXD's base-image)", async () => {
-    await local(dst.dir, "image", "import", busyboxImage(), "--alias", "busybox");
+    await local(peers.dst.dir, "image", "import", busyboxImage(), "--alias", "busybox");
     await ok("init", `${S()}:busybox`, `${S()}:c-base`, "-q");
     const fingerprint = (await ok("config", "get", `${S()}:c-base`, "volatile.base_image")).trim();
     const etc = (remote: string) => join(rootfs(remote, "c-base"), "etc");
