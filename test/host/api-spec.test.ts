@@ -37,14 +37,14 @@ beforeAll(async () => {
   ok("network", "create", net, `ipv4.address=${base}.1/24`, "ipv4.nat=false", "ipv6.address=none", "dns.zone.forward=ly.example.net");
   inst = d.launch("c", { network: net });
   ok("snapshot", inst, "s0");
-  ok("query", "-X", "POST", `/1.0/instances/${inst}/backups`, "-d", JSON.stringify({ name: "b0" }));
+  ok("query", "-X", "POST", "--wait", `/1.0/instances/${inst}/backups`, "-d", JSON.stringify({ name: "b0" }));
   ok("storage", "volume", "create", "default", "v0");
   if (btrfs) {
     ok("storage", "create", "lybt", "btrfs", "size=256MiB");
     ok("storage", "volume", "create", "lybt", "bv0", "size=64MiB");
   }
   ok("storage", "volume", "snapshot", "default", "v0", "vs0");
-  ok("query", "-X", "POST", "/1.0/storage-pools/default/volumes/custom/v0/backups", "-d", JSON.stringify({ name: "vb0" }));
+  ok("query", "-X", "POST", "--wait", "/1.0/storage-pools/default/volumes/custom/v0/backups", "-d", JSON.stringify({ name: "vb0" }));
   ok("network", "acl", "create", "acl0");
   ok("network", "acl", "rule", "add", "acl0", "ingress", "action=allow", "protocol=tcp", "destination_port=22");
   ok("network", "forward", "create", net, `${base}.200`, `target_address=${base}.2`);
