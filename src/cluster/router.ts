@@ -12,6 +12,8 @@ import type { Requestor } from "../shared/requestor.js";
 import type { Db } from "../db/database.js";
 import type { OperationManager } from "../operations/manager.js";
 import { FORWARDED_FOR, LOCAL_ONLY, proxyRequest, proxyUpgrade } from "./forward.js";
+import { runHoldingWriteLock } from "../shared/write-lock.js";
+import { RequestLock } from "./request-lock.js";
 import type { ClusterService } from "./service.js";
 
 export interface RouterDeps {
@@ -186,13 +188,8 @@ export class ClusterRouter {
     const inst = INSTANCE_PATH.exec(url.pathname);
     if (req.method === "POST" && url.searchParams.get("target") && inst && inst[2] === undefined) return next(req, res);
     const { cluster } = this.d;
-    const release = await cluster.requireStore().lock();
-    try {
-      await cluster.replica!.catchUp();
-    } catch (e) {
-      await release();
-      throw e;
-    }
+    const replica = cluster.replica!;
+    const lock = await RequestLock.take({ take: () => cluster.requireStore().lock(), catchUp: () => replica.catchUp(), flush: () => replica.flush() });
     // Fastify hands its headers to writeHead, where getHeader() cannot see them: the operation a
     // 202 answers with is read there.
     let location = "";
@@ -203,21 +200,21 @@ export class ClusterRouter {
       if (loc) location = String(loc);
       return writeHead(...a);
     }) as typeof res.writeHead;
-    let released = false;
+    let finished = false;
     const done = async () => {
-      if (released) return;
-      released = true;
-      // An async task holds the lock until its operation ends (its writes happen then); a
-      // websocket operation (a migration source, exec) does not: its peer may need the lock.
+      if (finished) return;
+      finished = true;
+      // An async task holds the lock until its operation ends (its writes happen then, its long
+      // stretches run outside it); a websocket operation (a migration source, exec) does not:
+      // its peer may need the lock.
       location ||= String(res.getHeader("location") ?? "");
       const op = res.statusCode === 202 ? /\/1\.0\/operations\/([^/?]+)/.exec(location)?.[1] : undefined;
       if (op && this.taskOperation(op)) await this.d.operations.whenDone(op);
-      await cluster.replica!.flush();
-      await release();
+      await lock.end();
     };
     res.once("finish", () => void done());
     res.once("close", () => void done());
-    next(req, res);
+    runHoldingWriteLock(lock, () => next(req, res));
   }
 
   /** Websocket upgrades for operations that live on another member. */

@@ -22,6 +22,7 @@ import type { BuiltImage } from "./import.js";
 import type { ImageService } from "./service.js";
 import { progressReporter, treeSize } from "./progress.js";
 import { BUILD_PREFIX } from "./upload.js";
+import { outsideWriteLock } from "../shared/write-lock.js";
 
 export interface BuildOptions {
   compression: CompressionAlgorithm;
@@ -210,7 +211,8 @@ export class ImagePublisher {
           const src = await instances.exportForPublish(project, name);
           let built: BuiltImage;
           try {
-            built = await buildImageFromDirectory(src.dir, {
+            // Building the tarball is the long part and writes no rows: other cluster members need not wait for it.
+            built = await outsideWriteLock(() => buildImageFromDirectory(src.dir, {
               compression,
               properties: body.properties ?? undefined,
               expiryDate: expiry > 0 ? expiry : 0,
@@ -220,7 +222,7 @@ export class ImagePublisher {
               onProgress: (m) => ctx.updateMetadata(m),
               quota: this.deps.ports.projects.imageSpaceBudget(project),
               unshift: src.unshift,
-            });
+            }));
           } finally {
             await src.release();
           }

@@ -16,11 +16,11 @@ import { httpsGet, streamBody, USER_AGENT } from "./remote/http.js";
 import { PROTOCOLS, isProtocol } from "./remote/index.js";
 import { progressTracker } from "./remote/progress.js";
 import type { ImageServer, RemoteImage } from "./remote/types.js";
-import type { ImageView } from "./record.js";
 import type { ImageService } from "./service.js";
 import { BUILD_PREFIX, type Upload } from "./upload.js";
 import { parseImageMetadata } from "./metadata.js";
 import { scanTarball } from "./archive.js";
+import { outsideWriteLock } from "../shared/write-lock.js";
 
 export interface PullSource {
   server: string;
@@ -162,7 +162,7 @@ export class ImagePuller {
     remote: ImageServer,
     info: RemoteImage,
     opts: PullOptions & { source?: { server: string; protocol: string; certificate: string; alias: string }; secret?: string },
-  ): Promise<ImageView> {
+  ): Promise<{ fingerprint: string }> {
     const { images, log } = this.deps;
     const dir = join(images.dir, `${BUILD_PREFIX}${randomUUID()}`);
     await mkdir(dir, { mode: 0o700 });
@@ -175,15 +175,18 @@ export class ImagePuller {
       log.info({ fingerprint: info.fingerprint, project }, "Downloading image");
       let result;
       try {
-        result = await remote.download(
-          info,
-          { meta, rootfs },
-          {
-            signal: opts.signal,
-            secret: opts.secret,
-            limit: info.size > 0 ? info.size : undefined,
-            progress: (text) => opts.onMetadata?.({ download_progress: text }),
-          },
+        // The download is the long part and writes no rows: other cluster members need not wait for it.
+        result = await outsideWriteLock(() =>
+          remote.download(
+            info,
+            { meta, rootfs },
+            {
+              signal: opts.signal,
+              secret: opts.secret,
+              limit: info.size > 0 ? info.size : undefined,
+              progress: (text) => opts.onMetadata?.({ download_progress: text }),
+            },
+          ),
         );
       } catch (e) {
         if (opts.signal?.aborted) throw new Error("Operation cancelled");
@@ -192,6 +195,9 @@ export class ImagePuller {
         await Promise.all([closeSynced(meta), closeSynced(rootfs)]);
       }
       if (result.fingerprint !== info.fingerprint) throw new Error(`Image fingerprint doesn't match. Got ${result.fingerprint} expected ${info.fingerprint}`);
+      // Another member may have stored the image while this one downloaded it outside the write lock.
+      const stored = images.find(project, result.fingerprint);
+      if (stored) return stored;
       const upload: Upload = result.split
         ? { kind: "split", dir, metaFile, rootfsFile, rootfsPart: result.rootfsPart ?? "rootfs", fingerprint: result.fingerprint, size: result.size, filename: info.filename }
         : { kind: "unified", dir, file: metaFile, fingerprint: result.fingerprint, size: result.size, filename: info.filename };
@@ -241,13 +247,15 @@ export class ImagePuller {
         const sha = createHash("sha256");
         let size: number;
         try {
-          const res = await httpsGet(target, { signal: opts.signal, allowHttp: true }, { "User-Agent": USER_AGENT });
-          if (res.statusCode !== 200) {
-            res.resume();
-            throw new Error(`Unable to fetch "${target}": ${res.statusCode} ${res.statusMessage ?? ""}`.trimEnd());
-          }
-          const track = progressTracker("", (text) => opts.onMetadata?.({ download_progress: text }));
-          size = await streamBody(target, res, out, { combined: sha, onBytes: track });
+          size = await outsideWriteLock(async () => {
+            const res = await httpsGet(target, { signal: opts.signal, allowHttp: true }, { "User-Agent": USER_AGENT });
+            if (res.statusCode !== 200) {
+              res.resume();
+              throw new Error(`Unable to fetch "${target}": ${res.statusCode} ${res.statusMessage ?? ""}`.trimEnd());
+            }
+            const track = progressTracker("", (text) => opts.onMetadata?.({ download_progress: text }));
+            return streamBody(target, res, out, { combined: sha, onBytes: track });
+          });
         } catch (e) {
           if (opts.signal?.aborted) throw new Error("Operation cancelled");
           throw e;
@@ -260,6 +268,8 @@ export class ImagePuller {
         const gate = await scanTarball(file, { capture: "metadata.yaml" }, { signal: opts.signal });
         if (!gate.captured) throw new BadRequest("Metadata tarball is missing metadata.yaml");
         parseImageMetadata(gate.captured.toString("utf8"));
+        const stored = images.find(project, hash);
+        if (stored) return stored;
         handedOver = true;
         const view = await images.importer.importUpload(project, { kind: "unified", dir, file, fingerprint: got, size, filename: "" }, { public: opts.public ?? false, requestor: opts.requestor, signal: opts.signal });
         log.info({ fingerprint: got, project }, "Image downloaded");

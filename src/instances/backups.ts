@@ -18,6 +18,7 @@ import { rootDisk } from "./rows.js";
 import { goTime, nextSnapshotName, parseExpiry, ZERO_TIME, type SnapshotService } from "./snapshots.js";
 import { apiUrl } from "../shared/urls.js";
 import { BackupImport, IMPORT_MARKER, type BackupDeps } from "./backup-import.js";
+import { outsideWriteLock } from "../shared/write-lock.js";
 
 export interface BackupRow {
   id: number;
@@ -206,7 +207,8 @@ export class BackupService {
     args.push("--", "backup");
     // A running instance's files may change while tar reads them (exit 1, as with LXD's own
     // backups of running instances); exit 2 and up is a real failure.
-    const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
+    // The tarball is the long part and writes no rows: other cluster members need not wait for it.
+    const res = await outsideWriteLock(() => run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false }));
     if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
   }
 

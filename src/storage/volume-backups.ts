@@ -27,6 +27,7 @@ import { withRevert } from "./reverter.js";
 import { checkOptimizedHeader, optimizedSink, optimizedStreams, VOLUME_LAYOUT } from "./optimized-backup.js";
 import { validateVolumeSnapshotName, type VolumeSnapshotService } from "./volume-snapshots.js";
 import { apiUrl } from "../shared/urls.js";
+import { outsideWriteLock } from "../shared/write-lock.js";
 
 export interface VolumeBackupRow {
   id: number;
@@ -209,7 +210,8 @@ export class VolumeBackupService {
     // The compressor and its flags come from compression.ts's fixed tables (validated names and flags only).
     if (codec) args.push("-I", `${codec[0]} ${codec[1].filter((a: string) => a !== "-c").join(" ")}`);
     args.push("--", "backup");
-    const res = await run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false });
+    // The tarball is the long part and writes no rows: other cluster members need not wait for it.
+    const res = await outsideWriteLock(() => run("tar", ["--warning=no-file-changed", "--warning=no-file-removed", ...args], { signal, reject: false }));
     if (res.exitCode !== 0 && res.exitCode !== 1) throw new Error(`Failed to create backup tarball: ${res.stderr.trim() || `tar exited with ${res.exitCode}`}`);
   }
 

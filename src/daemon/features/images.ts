@@ -11,6 +11,7 @@ import { ImageSecrets } from "../../images/secrets.js";
 import type { ImagesPort, Ports } from "../../ports.js";
 import { ImageRefresher } from "../../images/refresh.js";
 import { ImageService } from "../../images/service.js";
+import { outsideWriteLock } from "../../shared/write-lock.js";
 
 export class ImagesFeature implements Feature {
   readonly name = "images";
@@ -37,7 +38,8 @@ export class ImagesFeature implements Feature {
       log: core.log,
       fetchFromMember: async (project, fingerprint, files) => {
         if (!cluster.clustered()) throw new Error("Image file missing");
-        await copyImageFromMembers(await cluster.imagePeers(), project, fingerprint, files);
+        // Files only: other members' writes need not wait for the copy.
+        await outsideWriteLock(async () => copyImageFromMembers(await cluster.imagePeers(), project, fingerprint, files));
       },
       projectFor: (project) => ports.projects.effectiveProject(project, "images"),
       dropImageVolumes: (fingerprint) => ports.storage.deleteImageVolumes(fingerprint),
