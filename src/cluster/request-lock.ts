@@ -14,8 +14,10 @@ export interface RequestLockDeps {
 
 export class RequestLock implements WriteLockHold {
   private release?: () => Promise<void>;
+  /** Stretches outside the lock under way, and stretches inside those that write again. */
   private outside = 0;
-  private ended = false;
+  private inside = 0;
+  private done = false;
   /** Lock transitions run one after another. */
   private chain: Promise<void> = Promise.resolve();
 
@@ -32,10 +34,12 @@ export class RequestLock implements WriteLockHold {
     return this.release !== undefined;
   }
 
-  private step(fn: () => Promise<void>): Promise<void> {
-    const next = this.chain.then(fn);
-    this.chain = next.catch(() => undefined);
-    return next;
+  get ended(): boolean {
+    return this.done;
+  }
+
+  get suspended(): boolean {
+    return this.outside > 0 && this.inside === 0 && !this.done;
   }
 
   private async acquire(): Promise<void> {
@@ -54,33 +58,57 @@ export class RequestLock implements WriteLockHold {
     if (release) await release();
   }
 
-  suspend(): Promise<void> {
-    if (this.ended || this.outside++ > 0) return Promise.resolve();
-    return this.step(async () => {
-      if (!this.held) return;
-      await this.d.flush();
-      await this.drop();
+  /** Bring the lock to what the counts ask for, after the transitions before this one. */
+  private settle(): Promise<void> {
+    const next = this.chain.then(async () => {
+      const want = !this.done && (this.outside === 0 || this.inside > 0);
+      if (want && !this.held) await this.acquire();
+      if (!want && this.held) {
+        // Handed back for a while only once this member's writes are in the log; at the end,
+        // released whatever happens (an unflushed write is appended by the replica later).
+        if (this.done) {
+          try {
+            await this.d.flush();
+          } finally {
+            await this.drop();
+          }
+        } else {
+          await this.d.flush();
+          await this.drop();
+        }
+      }
     });
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  suspend(): Promise<void> {
+    if (this.done) return Promise.resolve();
+    this.outside++;
+    return this.settle();
   }
 
   resume(): Promise<void> {
-    if (this.ended || --this.outside > 0) return Promise.resolve();
-    return this.step(async () => {
-      if (!this.held && !this.ended) await this.acquire();
-    });
+    if (this.done) return Promise.resolve();
+    this.outside--;
+    return this.settle();
+  }
+
+  enter(): Promise<void> {
+    if (this.done) return Promise.resolve();
+    this.inside++;
+    return this.settle();
+  }
+
+  leave(): Promise<void> {
+    if (this.done) return Promise.resolve();
+    this.inside--;
+    return this.settle();
   }
 
   /** The request is done: its writes go to the log and the lock is released. */
   end(): Promise<void> {
-    if (this.ended) return this.chain;
-    this.ended = true;
-    return this.step(async () => {
-      if (!this.held) return;
-      try {
-        await this.d.flush();
-      } finally {
-        await this.drop();
-      }
-    });
+    this.done = true;
+    return this.settle();
   }
 }

@@ -13,7 +13,6 @@ import type { Db } from "../db/database.js";
 import type { OperationManager } from "../operations/manager.js";
 import { FORWARDED_FOR, LOCAL_ONLY, proxyRequest, proxyUpgrade } from "./forward.js";
 import { runHoldingWriteLock } from "../shared/write-lock.js";
-import { RequestLock } from "./request-lock.js";
 import type { ClusterService } from "./service.js";
 
 export interface RouterDeps {
@@ -188,8 +187,7 @@ export class ClusterRouter {
     const inst = INSTANCE_PATH.exec(url.pathname);
     if (req.method === "POST" && url.searchParams.get("target") && inst && inst[2] === undefined) return next(req, res);
     const { cluster } = this.d;
-    const replica = cluster.replica!;
-    const lock = await RequestLock.take({ take: () => cluster.requireStore().lock(), catchUp: () => replica.catchUp(), flush: () => replica.flush() });
+    const lock = await cluster.takeWriteLock();
     // Fastify hands its headers to writeHead, where getHeader() cannot see them: the operation a
     // 202 answers with is read there.
     let location = "";

@@ -4,7 +4,6 @@
 // list, placement, evacuation), groups.ts. Global state replication is replica.ts; the etcd
 // layout is store.ts; forwarding and the write lock are router.ts.
 import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
-import { AsyncLocalStorage } from "node:async_hooks";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { BadRequest, InternalError } from "../shared/errors.js";
@@ -27,6 +26,8 @@ import { ClusterGroups } from "./groups.js";
 import { ClusterEnrolment } from "./enrolment.js";
 import { ClusterMembers } from "./members.js";
 import { MemberPeers } from "./peers.js";
+import { RequestLock } from "./request-lock.js";
+import { currentWriteLock, insideWriteLock, runHoldingWriteLock } from "../shared/write-lock.js";
 
 export interface ClusterDeps {
   paths: Paths;
@@ -65,7 +66,6 @@ export class ClusterService implements ClusterPort {
   private leaderListeners: ((leading: boolean) => void)[] = [];
   private replicatedListeners: ((tables: Set<string>) => void)[] = [];
   /** Set in the async context of work that holds the cluster write lock (see withWriteLock). */
-  private readonly lockHeld = new AsyncLocalStorage<boolean>();
 
   readonly groups: ClusterGroups;
   /** The member list: views, placement, edits, evacuation. */
@@ -120,20 +120,25 @@ export class ClusterService implements ClusterPort {
   /**
    * Run background work that writes global state under the cluster write lock, as a request
    * would (router.ts): caught up with the log first, its writes appended before the lock is
-   * released, so the log order is this member's order for them too.
+   * released, so the log order is this member's order for them too. Within work that holds it
+   * already (a request, or an outer call) it just runs, taking it again if that work is in a
+   * stretch outside it (the etcd lock is not re-entrant).
    */
   async withWriteLock<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.clustered()) return fn();
-    // Nested in work that took it already (the lock is not re-entrant in etcd).
-    if (this.lockHeld.getStore()) return fn();
-    const release = await this.requireStore().lock();
+    if (currentWriteLock()) return insideWriteLock(fn);
+    const lock = await this.takeWriteLock();
     try {
-      await this.replica!.catchUp();
-      return await this.lockHeld.run(true, fn);
+      return await runHoldingWriteLock(lock, fn);
     } finally {
-      await this.replica!.flush().catch(() => undefined);
-      await release();
+      await lock.end().catch(() => undefined);
     }
+  }
+
+  /** The cluster-wide write lock for one request or job, held and caught up. */
+  takeWriteLock(): Promise<RequestLock> {
+    const replica = this.replica!;
+    return RequestLock.take({ take: () => this.requireStore().lock(), catchUp: () => replica.catchUp(), flush: () => replica.flush() });
   }
 
   /** Claim a scheduled run cluster-wide (see ClusterStore.claimRun). */

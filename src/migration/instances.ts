@@ -25,6 +25,7 @@ import { rsyncRecv, rsyncSend } from "./rsync-stream.js";
 import type { MigrationChannel } from "./ws-io.js";
 import { stateDir } from "../instances/runtime.js";
 import { nodelxdExtension, poolTransports, recvData, recvIndexHeader, sendData, sendFailure, sendIndexHeader, sendSuccess, sourceFailure, sourceHandshake, sourceOperation, targetAnswer, targetResult, type Channels, type PushTarget, type SinkRequest } from "./channel.js";
+import { insideWriteLock, outsideWriteLock } from "../shared/write-lock.js";
 
 export type { SinkRequest } from "./channel.js";
 
@@ -270,11 +271,13 @@ export class InstanceMigration {
       const byName = new Map(snapshots.map((s) => [s.name, s]));
       const work = async () => {
         const volumes = (resp.indexHeaderVersion ?? 0) > 0 ? indexVolumes(await recvIndexHeader(ch, req.refresh)) : {};
-        await recvData(ch, transport, rsync, {
+        // The transfer is the long part: it runs outside the cluster write lock, each received
+        // snapshot's rows written holding it again.
+        await outsideWriteLock(() => recvData(ch, transport, rsync, {
           snapshots: snapshots.map((s) => s.name),
           dir: () => storage.mountInstanceVolume(project, pool, name),
           streams: storage.receiveInstanceStreams ? (names, next) => storage.receiveInstanceStreams!(project, pool, name, names, next, { signal }) : undefined,
-          addSnapshot: async (snapName, place) => {
+          addSnapshot: (snapName, place) => insideWriteLock(async () => {
             const s = byName.get(snapName)!;
             await this.svc.snapshots.addReceived(project, name, pool, {
               name: s.name,
@@ -289,7 +292,7 @@ export class InstanceMigration {
             }, signal, place);
             const vol = volumes.snapshots?.[s.name];
             if (vol) storage.setInstanceVolumeConfig?.(project, pool, name, s.name, vol);
-          },
+          }),
           passes: finalSync ? 2 : 1,
           lastSnapshotSec: (() => {
             const last = snapshots.at(-1)?.creation_date;
@@ -297,7 +300,7 @@ export class InstanceMigration {
           })(),
           label: name,
           jail: this.jail,
-        }, { signal, progress, negotiate });
+        }, { signal, progress, negotiate }));
         if (volumes.main && !req.refresh) storage.setInstanceVolumeConfig?.(project, pool, name, undefined, volumes.main);
         // The files carry the source's host ids: the first start shifts them to our map.
         this.svc.repo.patchConfig(project, name, { "volatile.last_state.idmap": idmapJson(idmap) });

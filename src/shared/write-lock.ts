@@ -14,9 +14,32 @@ export interface WriteLockHold {
   suspend(): Promise<void>;
   /** Take it again and catch up with what others wrote meanwhile. */
   resume(): Promise<void>;
+  /** Within such a stretch, take it again for a while (and hand it back with `leave`). */
+  enter(): Promise<void>;
+  leave(): Promise<void>;
+  /** Whether work is in a stretch outside the lock. */
+  readonly suspended: boolean;
+  /** Whether the request (or background job) it was taken for is done. */
+  readonly ended: boolean;
 }
 
 const holds = new AsyncLocalStorage<WriteLockHold>();
+
+/** Wait for a lock transition; if it fails, count the stretch as over before failing. */
+async function settled(transition: Promise<void>, undo: () => Promise<void>): Promise<void> {
+  try {
+    await transition;
+  } catch (e) {
+    await undo().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** The lock the work running now was started under, while that request or job lasts. */
+export function currentWriteLock(): WriteLockHold | undefined {
+  const hold = holds.getStore();
+  return hold && !hold.ended ? hold : undefined;
+}
 
 /** Run a request's handling (and every operation it starts) under `hold`. */
 export function runHoldingWriteLock<T>(hold: WriteLockHold, fn: () => T): T {
@@ -29,12 +52,24 @@ export function runHoldingWriteLock<T>(hold: WriteLockHold, fn: () => T): T {
  * request (a nested call is part of its caller's outside stretch).
  */
 export async function outsideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
-  const hold = holds.getStore();
+  const hold = currentWriteLock();
   if (!hold) return fn();
-  await hold.suspend();
+  await settled(hold.suspend(), () => hold.resume());
   try {
     return await fn();
   } finally {
     await hold.resume();
+  }
+}
+
+/** Within a stretch outside the lock, run `fn`, which writes rows, holding the lock again. */
+export async function insideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
+  const hold = currentWriteLock();
+  if (!hold?.suspended) return fn();
+  await settled(hold.enter(), () => hold.leave());
+  try {
+    return await fn();
+  } finally {
+    await hold.leave();
   }
 }

@@ -14,7 +14,7 @@ const criuWorks = criu !== "" && spawnSync(criu, ["check"], { encoding: "utf8" }
 
 const LAYOUT: ClusterLayout = { addresses: ["127.0.72.10", "127.0.72.11", "127.0.72.12"], clientPort: 2379, peerPort: 2380 };
 const PORT = 8443;
-const INSTANCES = ["cm1", "cm2", "ev-run", "ev-stopped", "ev-stay", "ev-hostdisk"];
+const INSTANCES = ["cm1", "cm2", "cm-big", "ev-run", "ev-stopped", "ev-stay", "ev-hostdisk"];
 
 let cluster: TestCluster;
 let m1: TestDaemon, m2: TestDaemon, m3: TestDaemon;
@@ -107,6 +107,43 @@ describe("lxc move --target", () => {
     expect(existsSync(volumeDir(m2, "cm1"))).toBe(false);
     expect(existsSync(volumeDir(m3, "cm2"))).toBe(true);
   }, 180_000);
+});
+
+describe("the write lock during a move", () => {
+  it("is not held by the target while the data is transferred: another member's write goes through meanwhile", async () => {
+    ok(await lxcAsync(m1, "launch", "busybox", "cm-big", "--target", "m1"));
+    ok(await lxcAsync(m1, "exec", "cm-big", "--", "sh", "-c", "dd if=/dev/urandom of=/root/big bs=1M count=24 2>/dev/null && sync"));
+    ok(await lxcAsync(m1, "snapshot", "cm-big", "s0"));
+    ok(await lxcAsync(m1, "stop", "cm-big"));
+    // The sending rsync is held to ~6 MB/s: the transfer takes seconds.
+    ok(await lxcAsync(m1, "storage", "set", "default", "rsync.bwlimit", "6MB"));
+    try {
+      const move = lxcAsync(m3, "move", "cm-big", "--target", "m2");
+      // The target's create, once its transfer is under way.
+      const creating = async () => {
+        const ops = (await m2.api("GET", "/1.0/operations?recursion=1")).body.metadata?.running ?? [];
+        return (ops as { id: string; description: string; location: string; resources: Record<string, string[]> | null }[]).find(
+          (o) => o.location === "m2" && o.description === "Creating instance" && JSON.stringify(o.resources ?? {}).includes("lxd-move-of-"),
+        );
+      };
+      expect(await waitFor(async () => (await creating()) !== undefined, 30_000, 50)).toBe(true);
+      const op = (await creating())!;
+      await new Promise((r) => setTimeout(r, 500));
+      const profile = (await m3.api("GET", "/1.0/profiles/default")).body.metadata;
+      const write = await m3.api("PUT", "/1.0/profiles/default", { config: profile.config, devices: profile.devices, description: "written during a move" });
+      expect(write.status).toBe(200);
+      expect((await m2.api("GET", `/1.0/operations/${op.id}`)).body.metadata.status).toBe("Running");
+      ok(await move);
+      expect(await settledEverywhere("cm-big", ["Stopped", "m2"])).toBe(true);
+      expect(ok(await lxcAsync(m1, "info", "cm-big"))).toMatch(/s0/);
+      expect((await m1.api("GET", "/1.0/profiles/default")).body.metadata.description).toBe("written during a move");
+    } finally {
+      await lxcAsync(m1, "storage", "unset", "default", "rsync.bwlimit");
+      const profile = (await m1.api("GET", "/1.0/profiles/default")).body.metadata;
+      await m1.api("PUT", "/1.0/profiles/default", { config: profile.config, devices: profile.devices, description: "" });
+      await lxcAsync(m1, "delete", "-f", "cm-big");
+    }
+  }, 240_000);
 });
 
 describe("evacuation that migrates", () => {

@@ -1,7 +1,7 @@
 // The cluster write lock as a request holds it, and the stretches its work runs outside it.
 import { describe, expect, it } from "vitest";
 import { RequestLock } from "../../src/cluster/request-lock.js";
-import { outsideWriteLock, runHoldingWriteLock } from "../../src/shared/write-lock.js";
+import { insideWriteLock, outsideWriteLock, runHoldingWriteLock } from "../../src/shared/write-lock.js";
 
 function fakeLock(opts: { failCatchUp?: boolean } = {}) {
   const log: string[] = [];
@@ -96,6 +96,30 @@ describe("outsideWriteLock", () => {
     expect(seen).toEqual([false, true]);
     await lock.end();
     expect(f.holders()).toBe(0);
+  });
+
+  it("holds the lock again for writes within a stretch outside it, nested or not", async () => {
+    const f = fakeLock();
+    const lock = await RequestLock.take(f.deps);
+    const seen: boolean[] = [];
+    await runHoldingWriteLock(lock, () =>
+      outsideWriteLock(async () => {
+        seen.push(lock.held);
+        await outsideWriteLock(async () => {
+          await insideWriteLock(async () => void seen.push(lock.held));
+          seen.push(lock.held);
+        });
+        await insideWriteLock(async () => void seen.push(lock.held));
+        seen.push(lock.held);
+      }),
+    );
+    seen.push(lock.held);
+    // Outside the stretch, inside runs directly, holding the lock as the request does.
+    await runHoldingWriteLock(lock, () => insideWriteLock(async () => void seen.push(lock.held)));
+    expect(seen).toEqual([false, true, false, true, false, true, true]);
+    await lock.end();
+    expect(f.holders()).toBe(0);
+    expect(f.log.filter((e) => e === "take")).toHaveLength(4);
   });
 
   it("takes the lock again even when the work fails", async () => {
