@@ -11,6 +11,7 @@ import { snapshotVolume, type Driver, type StagedStreams, type StreamSink, type 
 import type { InstanceLinks } from "./instance-links.js";
 import { withRevert } from "./reverter.js";
 import { storageName } from "./volume-names.js";
+import { outsideWriteLock } from "../shared/write-lock.js";
 
 /** What instance volumes need of the pool tier. */
 export interface InstanceVolumePools {
@@ -56,7 +57,7 @@ export class InstanceVolumes implements Required<InstanceVolumePort> {
         await driver.createVolumeFromCopy(vol, image, opts);
       } else {
         const fingerprint = opts.image;
-        await driver.createVolume(vol, fingerprint ? (path) => this.images.unpackInto(fingerprint, path, opts) : undefined, opts);
+        await driver.createVolume(vol, fingerprint ? (path) => this.unpack(fingerprint, path, opts) : undefined, opts);
       }
       revert.add(() => driver.deleteVolume(vol));
       if (opts.size && driver.setVolumeQuota) await driver.setVolumeQuota(vol, opts.size, opts);
@@ -69,6 +70,11 @@ export class InstanceVolumes implements Required<InstanceVolumePort> {
   }
 
 
+  /** An image's files into a new volume: the long part of a create, and it writes no rows (other cluster members need not wait for it). */
+  private unpack(fingerprint: string, path: string, opts: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<void> {
+    return outsideWriteLock(() => this.images.unpackInto(fingerprint, path, opts));
+  }
+
   /** The pool's cached copy of an image (optimized drivers): unpacked once, then copied cheaply per instance. */
   private ensureImageVolume(pool: PoolRow, driver: Driver, fingerprint: string, opts: { signal?: AbortSignal; progress?: (percent: number) => void }): Promise<Volume> {
     return this.locks.run(`${pool.name}/${fingerprint}`, async () => {
@@ -80,7 +86,7 @@ export class InstanceVolumes implements Required<InstanceVolumePort> {
         const row = this.repo.volume(pool.name, "default", "image", fingerprint)!;
         revert.add(() => this.repo.deleteVolume(row.id));
         const vol = this.pools.hostVolume(row);
-        await driver.createVolume(vol, (path) => this.images.unpackInto(fingerprint, path, opts), opts);
+        await driver.createVolume(vol, (path) => this.unpack(fingerprint, path, opts), opts);
         this.repo.setVolumeState(row.id, "created");
         return vol;
       });
