@@ -312,10 +312,18 @@ export class BackupService {
   }
 
   /**
-   * Drop rows and partial files a crash left behind while a backup was being written, and
-   * remove an instance whose import a crash interrupted (its marker is still there).
+   * Drop what a crash left behind: the rows of backups being written and of imports under way
+   * (an instance whose import marker is still there is removed), of the instances `here` says
+   * live on this member — another cluster member's may be under way — and this daemon's partial
+   * files.
    */
-  async recover(): Promise<void> {
+  async recover(here: (node: string) => boolean = () => true): Promise<void> {
+    await this.recoverRows(here);
+    this.recoverFiles();
+  }
+
+  /** The rows part of recover() (in a cluster, once the member is back, under the write lock). */
+  async recoverRows(here: (node: string) => boolean): Promise<void> {
     const backupsDir = join(this.deps.lxdDir, "backups");
     for (const f of listDir(backupsDir)) {
       if (!f.startsWith(".import-")) continue;
@@ -328,7 +336,14 @@ export class BackupService {
       }
       rmSync(join(backupsDir, f), { recursive: true, force: true });
     }
-    this.db.prepare("DELETE FROM instance_backups WHERE state <> 'created'").run();
+    const unfinished = this.db.prepare("DELETE FROM instance_backups WHERE id = ?");
+    for (const b of this.db.prepare("SELECT b.id, i.node FROM instance_backups b JOIN instances i ON i.id = b.instance_id WHERE b.state <> 'created'").all() as { id: number; node: string }[]) {
+      if (here(b.node)) unfinished.run(b.id);
+    }
+  }
+
+  /** This daemon's partial backup files (its own disk: at start, clustered or not). */
+  recoverFiles(): void {
     const root = join(this.deps.lxdDir, "backups", "instances");
     if (!existsSync(root)) return;
     for (const row of this.svc.repo.list()) {

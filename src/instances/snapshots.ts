@@ -396,10 +396,12 @@ export class SnapshotService {
   }
 
   /** Finish or undo snapshot changes a crash interrupted (their volumes were cleaned up by storage). */
-  async recover(): Promise<void> {
+  async recover(here: (node: string) => boolean = () => true): Promise<void> {
     const byId = new Map(this.svc.repo.list().map((r) => [r.id, r]));
     for (const s of this.repo.unfinished()) {
       const row = byId.get(s.instanceId);
+      // Another cluster member's snapshot may be under way.
+      if (row && !here(row.node)) continue;
       this.deps.log.warn({ instance: row?.name, snapshot: s.name, state: s.state }, "removing instance snapshot left half-done by a crash");
       if (row) await this.deps.storage.deleteInstanceSnapshot(row.project, this.poolOf(row), row.name, s.name).catch((e) => this.deps.log.warn({ err: e }, "snapshot volume cleanup failed"));
       this.repo.delete(s.id);

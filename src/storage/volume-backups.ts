@@ -290,8 +290,19 @@ export class VolumeBackupService {
     }
   }
 
-  /** Drop half-written backups and remove volumes whose import a crash interrupted. */
-  async recover(): Promise<void> {
+  /**
+   * Drop what a crash left behind: the rows of backups being written and the volumes whose
+   * import was cut short, of the volumes `here` says live on this member (another cluster
+   * member's may be under way; a shared pool's volumes are nobody's in particular and left), and
+   * this daemon's partial files.
+   */
+  async recover(here: (node: string) => boolean = () => true): Promise<void> {
+    await this.recoverRows(here);
+    this.recoverFiles();
+  }
+
+  /** The rows part of recover() (in a cluster, once the member is back, under the write lock). */
+  async recoverRows(here: (node: string) => boolean): Promise<void> {
     const backupsDir = join(this.deps.lxdDir, "backups");
     for (const f of listDir(backupsDir)) {
       if (!f.startsWith(".volume-import-")) continue;
@@ -303,8 +314,15 @@ export class VolumeBackupService {
       }
       rmSync(join(backupsDir, f), { recursive: true, force: true });
     }
-    this.db.prepare("DELETE FROM custom_volume_backups WHERE state <> 'created'").run();
-    const root = join(backupsDir, "custom");
+    const unfinished = this.db.prepare("DELETE FROM custom_volume_backups WHERE id = ?");
+    for (const b of this.db.prepare("SELECT b.id, v.node FROM custom_volume_backups b JOIN storage_volumes v ON v.id = b.volume_id WHERE b.state <> 'created'").all() as { id: number; node: string }[]) {
+      if (here(b.node)) unfinished.run(b.id);
+    }
+  }
+
+  /** This daemon's partial backup files (its own disk: at start, clustered or not). */
+  recoverFiles(): void {
+    const root = join(this.deps.lxdDir, "backups", "custom");
     for (const pool of listDir(root)) {
       for (const vol of listDir(join(root, pool))) {
         for (const f of listDir(join(root, pool, vol))) if (f.startsWith(".stage-") || f.startsWith(".partial-")) rmSync(join(root, pool, vol, f), { recursive: true, force: true });

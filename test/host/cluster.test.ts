@@ -100,20 +100,24 @@ describe("a three-member cluster", () => {
     expect(await waitFor(async () => (await m3.api("GET", "/1.0/profiles/p-cluster")).body.metadata.config["user.k"] === winner)).toBe(true);
   }, 60_000);
 
-  it("writes a backup's tarball outside the write lock: another member's write does not wait for it", async () => {
-    // c1 lives on m2; 128 MiB of random data take gzip seconds.
-    ok(m1.lxc("exec", "c1", "--", "dd", "if=/dev/urandom", "of=/big", "bs=1M", "count=128"));
+  it("writes a backup's tarball outside the write lock: another member's write, and its restart, do not wait for it nor lose it", async () => {
+    // c1 lives on m2; 192 MiB of random data take gzip seconds.
+    ok(m1.lxc("exec", "c1", "--", "dd", "if=/dev/urandom", "of=/big", "bs=1M", "count=192"));
     try {
-      const post = await m1.api("POST", "/1.0/instances/c1/backups", { name: "b-lock", compression_algorithm: "gzip" });
+      const post = await m2.api("POST", "/1.0/instances/c1/backups", { name: "b-lock", compression_algorithm: "gzip" });
       expect(post.status).toBe(202);
       const op = String(post.body.operation);
       const put = await m3.api("PUT", "/1.0/profiles/p-cluster", { config: { "user.during-backup": "yes" }, description: "", devices: {} });
       expect(put.status).toBe(200);
-      expect((await m1.api("GET", op)).body.metadata.status).toBe("Running");
-      const waited = await m1.api("GET", `${op}/wait?timeout=300`);
+      expect((await m2.api("GET", op)).body.metadata.status).toBe("Running");
+      // A member restarting meanwhile settles only its own crash leftovers: the backup being
+      // written on m2 keeps its row in m3's replica too.
+      await m3.restart();
+      expect((await m2.api("GET", op)).body.metadata.status).toBe("Running");
+      const waited = await m2.api("GET", `${op}/wait?timeout=300`);
       expect(waited.body.metadata.status).toBe("Success");
-      // The backup's row, written after the tarball, reached the other members.
-      expect(await waitFor(async () => (await m3.api("GET", "/1.0/instances/c1/backups/b-lock")).status === 200)).toBe(true);
+      const rowOn = (d: TestDaemon) => d.cli("sql", "global", "SELECT state FROM instance_backups WHERE name = 'b-lock'").stdout;
+      for (const d of [m1, m3]) expect(await waitFor(async () => rowOn(d).includes("created"))).toBe(true);
     } finally {
       m1.lxc("query", "-X", "DELETE", "--wait", "/1.0/instances/c1/backups/b-lock");
       m1.lxc("exec", "c1", "--", "rm", "-f", "/big");

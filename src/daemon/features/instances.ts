@@ -98,8 +98,14 @@ export class InstancesFeature implements Feature {
   }
 
   async start(): Promise<void> {
-    await this.service.snapshots.recover();
-    await this.service.backups.recover();
+    // Objects of no member are this daemon's only when it is standalone: a cluster member
+    // settles its crash leftovers' rows once it is back in the cluster (ready()).
+    if (this.cluster.owns("")) {
+      await this.service.snapshots.recover();
+      await this.service.backups.recover();
+    } else {
+      this.service.backups.recoverFiles();
+    }
     await this.watcher.adopt();
     this.service.backups.startExpiry();
     // backup.yaml in each instance volume follows the instance's lifecycle (for `lxd recover`).
@@ -118,6 +124,17 @@ export class InstancesFeature implements Feature {
     const creates = this.service.recoverCreates(this.cluster.clustered() ? { leave: isStagingName } : {});
     if (this.cluster.clustered()) void creates.catch((err) => this.core.log.warn({ err }, "removing half-created instances failed"));
     else await creates;
+    if (!this.cluster.owns("")) {
+      // This member's snapshots and backups a crash left half done (see start()).
+      const { cluster } = this;
+      const here = (node: string) => cluster.owns(node);
+      void cluster
+        .withWriteLock(async () => {
+          await this.service.snapshots.recover(here);
+          await this.service.backups.recoverRows(here);
+        })
+        .catch((err) => this.core.log.warn({ err }, "removing half-done snapshots and backups failed"));
+    }
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {

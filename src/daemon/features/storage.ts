@@ -26,12 +26,14 @@ export class StorageFeature implements Feature {
   private readonly members: PoolMembers;
   /** Custom volumes' scheduled snapshots and expiring snapshots and backups. */
   readonly scheduleSource: SnapshotScheduleSource;
+  private readonly cluster: Ports["cluster"];
 
   constructor(
     private readonly core: Core,
     ports: Pick<Ports, "cluster" | "images" | "instances" | "projects">,
   ) {
     const { db, log, events, paths, server } = core;
+    this.cluster = ports.cluster;
     this.service = new PoolService({ db, log, events, paths, server, ports });
     this.port = storagePort(this.service);
     this.daemonStorage = new DaemonStorage({ lxdDir: paths.dir, log, config: (key) => server.get(key) }, this.service);
@@ -57,7 +59,16 @@ export class StorageFeature implements Feature {
     await this.service.start();
     await this.daemonStorage.mountAll();
     repairMissingSnapshotRecords(this.core.db, this.core.log);
-    await this.backups.recover();
+    // Objects of no member are this daemon's only when it is standalone: a cluster member
+    // settles its crash leftovers' rows once it is back in the cluster (ready()).
+    if (this.cluster.owns("")) await this.backups.recover();
+    else this.backups.recoverFiles();
+  }
+
+  async ready(): Promise<void> {
+    if (this.cluster.owns("")) return;
+    const { cluster } = this;
+    void cluster.withWriteLock(() => this.backups.recoverRows((node) => cluster.owns(node))).catch((err) => this.core.log.warn({ err }, "removing half-written volume backups failed"));
   }
 
   async stop(opts: { stopInstances: boolean }) {
