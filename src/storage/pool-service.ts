@@ -102,12 +102,16 @@ export class PoolService {
     ).then(() => undefined);
   }
 
-  /** Wait for the driver tools' probe, finish work a crash interrupted, mount every pool. */
-  async start(): Promise<void> {
+  /**
+   * Wait for the driver tools' probe, finish work a crash interrupted, mount every pool.
+   * `leftovers: false` (a cluster member, not yet back in the cluster): volumes a crash left half
+   * done are settled later by recoverLeftovers(), under the cluster write lock.
+   */
+  async start(opts: { leftovers: boolean } = { leftovers: true }): Promise<void> {
     await this.probing;
     for (const pool of this.repo.pools()) {
       try {
-        await this.recoverPool(pool);
+        await this.recoverPool(pool, opts.leftovers);
       } catch (e) {
         this.core.log.error({ err: e, pool: pool.name }, "cannot bring up storage pool");
       }
@@ -115,7 +119,22 @@ export class PoolService {
     this.core.server.invalidate();
   }
 
-  private async recoverPool(pool: PoolRow): Promise<void> {
+  /**
+   * A cluster member's volumes a crash left half done (unfinished creates, deletes, renames),
+   * those `here` says are its own; a shared pool's (no member) are left to whoever did them.
+   */
+  async recoverLeftovers(here: (node: string) => boolean): Promise<void> {
+    for (const pool of this.repo.pools()) {
+      if (pool.state !== "created") continue;
+      const driver = this.driverFor(pool);
+      for (const vol of this.repo.volumes({ pool: pool.name })) {
+        if (!vol.node || !here(vol.node) || (vol.state === "created" && !vol.renamingTo)) continue;
+        await this.recoverLeftover(driver, vol).catch((e) => this.core.log.warn({ err: e, pool: pool.name, volume: vol.name }, "cannot settle volume left half-done by a crash"));
+      }
+    }
+  }
+
+  private async recoverPool(pool: PoolRow, leftovers: boolean): Promise<void> {
     // A cluster pool not yet created everywhere: only members where it was created have it on disk.
     if (pool.state === "pending" || pool.state === "errored") {
       if (this.members.get(pool.name, this.core.ports.cluster.name())?.state === "created") await this.driverFor(pool).mountPool();
@@ -130,14 +149,17 @@ export class PoolService {
     }
     await driver.mountPool();
     for (const vol of this.repo.volumes({ pool: pool.name })) {
-      if (vol.renamingTo) await this.recoverRename(driver, vol);
-      if (vol.state === "created") {
-        if ((vol.type === "container" || vol.type === "custom") && !isSnapshotName(vol.name)) await driver.recoverVolume?.(this.hostVolume(vol));
-        continue;
-      }
-      this.core.log.warn({ pool: pool.name, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
-      await this.removeVolume(driver, vol);
+      if (leftovers) await this.recoverLeftover(driver, vol);
+      if (vol.state === "created" && !vol.renamingTo && (vol.type === "container" || vol.type === "custom") && !isSnapshotName(vol.name)) await driver.recoverVolume?.(this.hostVolume(vol));
     }
+  }
+
+  /** A volume's rename or create/delete a crash interrupted: finished or undone. */
+  private async recoverLeftover(driver: Driver, vol: VolumeRow): Promise<void> {
+    if (vol.renamingTo) await this.recoverRename(driver, vol);
+    if (vol.state === "created") return;
+    this.core.log.warn({ pool: vol.pool, volume: vol.name, type: vol.type, state: vol.state }, "removing volume left half-done by a crash");
+    await this.removeVolume(driver, vol);
   }
 
   /** A rename a crash interrupted: keep whichever name the disk has. */

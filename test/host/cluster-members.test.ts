@@ -189,6 +189,24 @@ describe("storage pools per member", () => {
     expect(existsSync(join(m3.dir, "storage-pools", "c3p", "custom", "default_v2"))).toBe(false);
   }, 120_000);
 
+  it("settles a member's own half-created volume once it is back after a restart, everywhere, and leaves another member's", async () => {
+    ok(await lxcAsync(m1, "storage", "volume", "create", "c3p", "v-crash", "--target", "m3"));
+    ok(await lxcAsync(m1, "storage", "volume", "create", "c3p", "v-busy", "--target", "m2"));
+    // As a crash mid-create leaves them (and as another member's create looks while under way).
+    const sql = (d: TestDaemon, q: string) => d.cli("sql", "global", q);
+    expect(sql(m1, "UPDATE storage_volumes SET state = 'creating' WHERE name IN ('v-crash', 'v-busy')").code).toBe(0);
+    const states = (d: TestDaemon) => sql(d, "SELECT name, state FROM storage_volumes WHERE name IN ('v-crash', 'v-busy') ORDER BY name").stdout;
+    expect(await waitFor(async () => (states(m3).match(/creating/g) ?? []).length === 2)).toBe(true);
+    await m3.restart();
+    for (const d of [m1, m2, m3]) expect(await waitFor(async () => !states(d).includes("v-crash"))).toBe(true);
+    expect(existsSync(join(m3.dir, "storage-pools", "c3p", "custom", "default_v-crash"))).toBe(false);
+    for (const d of [m1, m3]) expect(states(d)).toMatch(/v-busy\s*\|\s*creating/);
+    expect(existsSync(join(src("m2"), "custom", "default_v-busy"))).toBe(true);
+    expect(sql(m1, "UPDATE storage_volumes SET state = 'created' WHERE name = 'v-busy'").code).toBe(0);
+    expect(await waitFor(async () => states(m2).includes("created"))).toBe(true);
+    ok(await lxcAsync(m1, "storage", "volume", "delete", "c3p", "v-busy"));
+  }, 120_000);
+
   it("deletes the pool from every member", async () => {
     expect(ok(await lxcAsync(m2, "storage", "delete", "c3p"))).toContain("Storage pool c3p deleted");
     expect(existsSync(join(src("m1"), "custom"))).toBe(false);

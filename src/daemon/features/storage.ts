@@ -56,19 +56,26 @@ export class StorageFeature implements Feature {
   }
 
   async start() {
-    await this.service.start();
-    await this.daemonStorage.mountAll();
-    repairMissingSnapshotRecords(this.core.db, this.core.log);
     // Objects of no member are this daemon's only when it is standalone: a cluster member
     // settles its crash leftovers' rows once it is back in the cluster (ready()).
-    if (this.cluster.owns("")) await this.backups.recover();
+    const standalone = this.cluster.owns("");
+    await this.service.start({ leftovers: standalone });
+    await this.daemonStorage.mountAll();
+    repairMissingSnapshotRecords(this.core.db, this.core.log);
+    if (standalone) await this.backups.recover();
     else this.backups.recoverFiles();
   }
 
   async ready(): Promise<void> {
     if (this.cluster.owns("")) return;
     const { cluster } = this;
-    void cluster.withWriteLock(() => this.backups.recoverRows((node) => cluster.owns(node))).catch((err) => this.core.log.warn({ err }, "removing half-written volume backups failed"));
+    const here = (node: string) => cluster.owns(node);
+    void cluster
+      .withWriteLock(async () => {
+        await this.service.recoverLeftovers(here);
+        await this.backups.recoverRows(here);
+      })
+      .catch((err) => this.core.log.warn({ err }, "settling volumes and volume backups left half done failed"));
   }
 
   async stop(opts: { stopInstances: boolean }) {
