@@ -90,6 +90,7 @@ export class Replica {
     let { entries, revision } = await store.entriesAfter(this.applied);
     const first = entries[0]?.index;
     if (opts.fresh || this.applied < snap.index || (first !== undefined && first > this.applied + 1)) {
+      if (!opts.fresh) this.o.log.info({ applied: this.applied, snapshot: snap.index }, "cluster log compacted past this member's index: loading the snapshot");
       this.loadSnapshot(snap);
       ({ entries, revision } = await store.entriesAfter(this.applied));
     }

@@ -15,6 +15,9 @@ import type { Etcd3, Lease, Lock, Watcher } from "etcd3";
 import { etcd3 } from "./etcd.js";
 
 export const PREFIX = "/nodelxd/";
+/** The write lock's key and lease: a member that dies holding the lock frees it within this many seconds. */
+export const WRITE_LOCK_KEY = `${PREFIX}lock/global`;
+export const WRITE_LOCK_TTL_SECONDS = 6;
 const LOG = `${PREFIX}log/`;
 const pad = (n: number) => String(n).padStart(14, "0");
 export const logKey = (index: number) => LOG + pad(index);
@@ -126,7 +129,7 @@ export class ClusterStore {
   async lock(timeoutMs = 300_000): Promise<() => Promise<void>> {
     const deadline = Date.now() + timeoutMs;
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
-      const lock: Lock = this.client.lock(`${PREFIX}lock/global`).ttl(30);
+      const lock: Lock = this.client.lock(WRITE_LOCK_KEY).ttl(WRITE_LOCK_TTL_SECONDS);
       try {
         await lock.acquire();
         return async () => {

@@ -1,6 +1,7 @@
 // Optimized backups on btrfs pools (`lxc export --optimized-storage`, `lxc storage volume
 // export --optimized-storage`) in LXD 5.0.2's layout, their import (ours and real LXD's, both
-// ways), LXD's error for an optimized backup imported onto a non-btrfs pool, and the import
+// ways), plain backups imported both ways with real LXD, LXD's error for an optimized backup
+// imported onto a non-btrfs pool, and the import
 // of a backup whose pool is gone (falls back to the default profile's pool, as LXD). One
 // nodelxd and real LXD 5.0.2, each with a btrfs pool on its own loop file and a dir pool.
 import { execFileSync } from "node:child_process";
@@ -131,6 +132,27 @@ describe.skipIf(!supported)("optimized backups on btrfs (kernel has no btrfs oth
     await ok(O, "import", rfile);
     await expectInstance(O, "r1", rh);
   }, 600_000);
+
+  it("plain backups cross both ways with real LXD 5.0.2 (each carries its backup.yaml in the volume)", async () => {
+    for (const [from, to, name] of [[O, R, "px1"], [R, O, "px2"]]) {
+      await ok(from, "init", "busybox", name, "-s", "plain");
+      const f = join(work, `${name}-f`);
+      writeFileSync(f, `from ${from}, before the snapshot\n`);
+      await ok(from, "file", "push", f, `${name}/root/f`);
+      await ok(from, "snapshot", name, "s0");
+      writeFileSync(f, `from ${from}, now\n`);
+      await ok(from, "file", "push", f, `${name}/root/f`);
+      const file = join(work, `${name}.tar.gz`);
+      await ok(from, "export", name, file);
+      expect(members(file)).toContain("backup/container/backup.yaml");
+      await ok(to, "import", file, "-s", "plain");
+      await ok(to, "start", name);
+      expect((await ok(to, "exec", name, "--", "cat", "/root/f")).trim()).toBe(`from ${from}, now`);
+      await ok(to, "stop", "-f", name);
+      await ok(to, "restore", name, "s0");
+      expect((await ok(to, "file", "pull", `${name}/root/f`, "-")).trim()).toBe(`from ${from}, before the snapshot`);
+    }
+  }, 300_000);
 
   it("the backup records optimized_storage; on a dir pool the request makes a plain backup (as LXD)", async () => {
     await ok(O, "init", "busybox", "d1", "-s", "plain");
