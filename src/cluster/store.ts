@@ -17,7 +17,7 @@ import { etcd3 } from "./etcd.js";
 export const PREFIX = "/nodelxd/";
 /** The write lock's key and lease: a member that dies holding the lock frees it within this many seconds. */
 export const WRITE_LOCK_KEY = `${PREFIX}lock/global`;
-export const WRITE_LOCK_TTL_SECONDS = 6;
+export const WRITE_LOCK_TTL_SECONDS = 8;
 const LOG = `${PREFIX}log/`;
 const pad = (n: number) => String(n).padStart(14, "0");
 export const logKey = (index: number) => LOG + pad(index);

@@ -252,7 +252,9 @@ export class InstanceVolumes implements Required<InstanceVolumePort> {
   async syncInstanceVolume(project: string, pool: string, name: string, source: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
     const { driver, vol } = this.instanceVolume(project, pool, name);
     await driver.mountPool();
-    await driver.syncVolume(vol, source, { signal: opts.signal, bwlimit: this.pools.pool(pool).config["rsync.bwlimit"] || undefined });
+    const bwlimit = this.pools.pool(pool).config["rsync.bwlimit"] || undefined;
+    // The copy is the long part of a local copy or refresh, and writes no rows.
+    await outsideWriteLock(() => driver.syncVolume(vol, source, { signal: opts.signal, bwlimit }));
   }
 
   /** Copy an instance volume or snapshot out of the pool (backups, publish) through its driver. */

@@ -124,6 +124,27 @@ describe("a three-member cluster", () => {
     }
   }, 360_000);
 
+  it("copies a volume locally outside the write lock: another member's write goes through meanwhile", async () => {
+    ok(m1.lxc("exec", "c1", "--", "sh", "-c", "dd if=/dev/urandom of=/big bs=1M count=24 2>/dev/null && sync"));
+    // The copy's rsync is held to ~6 MB/s: it takes seconds.
+    ok(m1.lxc("storage", "set", "default", "rsync.bwlimit", "6MB"));
+    try {
+      const post = await m1.api("POST", "/1.0/instances?target=m2", { name: "c1-copy", source: { type: "copy", source: "c1", instance_only: true } });
+      expect(post.status).toBe(202);
+      const op = String(post.body.operation);
+      await new Promise((r) => setTimeout(r, 1000));
+      const put = await m3.api("PUT", "/1.0/profiles/p-cluster", { config: { "user.during-copy": "yes" }, description: "", devices: {} });
+      expect(put.status).toBe(200);
+      expect((await m2.api("GET", op)).body.metadata.status).toBe("Running");
+      expect((await m2.api("GET", `${op}/wait?timeout=120`)).body.metadata.status).toBe("Success");
+      expect((await m3.api("GET", "/1.0/instances/c1-copy")).body.metadata.location).toBe("m2");
+    } finally {
+      m1.lxc("storage", "unset", "default", "rsync.bwlimit");
+      m1.lxc("delete", "-f", "c1-copy");
+      m1.lxc("exec", "c1", "--", "rm", "-f", "/big");
+    }
+  }, 180_000);
+
   it("evacuates and restores a member", async () => {
     ok(m1.lxc("cluster", "evacuate", "m2", "--force"));
     expect(ok(m1.lxc("cluster", "list", "-f", "csv"))).toMatch(/^m2,.*EVACUATED/m);
