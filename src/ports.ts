@@ -304,6 +304,14 @@ export interface ClusterPort {
   leads(): boolean;
   /** Whether work on an object living on member `node` runs here (true standalone). */
   owns(node: string): boolean;
+  /** Whether this daemon is a cluster member: known from its own database at start, before it is back in the cluster. */
+  isMember(): boolean;
+  /**
+   * Once this member is back in the cluster (a feature's ready()): settle its own crash
+   * leftovers in the global tables in the background, under the write lock; `here` tells its
+   * own objects by their member. Nothing on a standalone daemon.
+   */
+  settleLeftovers(what: string, fn: (here: (node: string) => boolean) => Promise<void>): void;
   /** Claim a scheduled run of `subject` for `minute` cluster-wide (first claim wins). */
   claimRun(subject: string, minute: number): Promise<boolean>;
   /** Run background work that writes global state under the cluster write lock (at once standalone). */

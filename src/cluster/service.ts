@@ -65,7 +65,6 @@ export class ClusterService implements ClusterPort {
   leadership?: Leadership;
   private leaderListeners: ((leading: boolean) => void)[] = [];
   private replicatedListeners: ((tables: Set<string>) => void)[] = [];
-  /** Set in the async context of work that holds the cluster write lock (see withWriteLock). */
 
   readonly groups: ClusterGroups;
   /** The member list: views, placement, edits, evacuation. */
@@ -113,8 +112,22 @@ export class ClusterService implements ClusterPort {
 
   /** Whether work on an object living on member `node` runs here ("" is this daemon when standalone). */
   owns(node: string): boolean {
-    if (!this.member) return localGet(this.d.db, "member_name") === undefined;
+    if (!this.member) return !this.isMember();
     return node === this.member;
+  }
+
+  isMember(): boolean {
+    return !!this.member || localGet(this.d.db, "member_name") !== undefined;
+  }
+
+  settleLeftovers(what: string, fn: (here: (node: string) => boolean) => Promise<void>): void {
+    if (!this.isMember()) return;
+    if (!this.clustered()) {
+      this.d.log.warn(`not back in the cluster: ${what} left half done by a crash are left for the next start`);
+      return;
+    }
+    const here = (node: string) => this.owns(node);
+    void this.withWriteLock(() => fn(here)).catch((err) => this.d.log.warn({ err }, `settling ${what} left half done by a crash failed`));
   }
 
   /**

@@ -98,9 +98,8 @@ export class InstancesFeature implements Feature {
   }
 
   async start(): Promise<void> {
-    // Objects of no member are this daemon's only when it is standalone: a cluster member
-    // settles its crash leftovers' rows once it is back in the cluster (ready()).
-    if (this.cluster.owns("")) {
+    // A cluster member settles its crash leftovers' rows once it is back in the cluster (ready()).
+    if (!this.cluster.isMember()) {
       await this.service.snapshots.recover();
       await this.service.backups.recover();
     } else {
@@ -124,17 +123,10 @@ export class InstancesFeature implements Feature {
     const creates = this.service.recoverCreates(this.cluster.clustered() ? { leave: isStagingName } : {});
     if (this.cluster.clustered()) void creates.catch((err) => this.core.log.warn({ err }, "removing half-created instances failed"));
     else await creates;
-    if (!this.cluster.owns("")) {
-      // This member's snapshots and backups a crash left half done (see start()).
-      const { cluster } = this;
-      const here = (node: string) => cluster.owns(node);
-      void cluster
-        .withWriteLock(async () => {
-          await this.service.snapshots.recover(here);
-          await this.service.backups.recoverRows(here);
-        })
-        .catch((err) => this.core.log.warn({ err }, "removing half-done snapshots and backups failed"));
-    }
+    this.cluster.settleLeftovers("snapshots and backups", async (here) => {
+      await this.service.snapshots.recover(here);
+      await this.service.backups.recoverRows(here);
+    });
   }
 
   async stop(opts: { stopInstances: boolean }): Promise<void> {

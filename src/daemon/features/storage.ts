@@ -56,9 +56,8 @@ export class StorageFeature implements Feature {
   }
 
   async start() {
-    // Objects of no member are this daemon's only when it is standalone: a cluster member
-    // settles its crash leftovers' rows once it is back in the cluster (ready()).
-    const standalone = this.cluster.owns("");
+    // A cluster member settles its crash leftovers' rows once it is back in the cluster (ready()).
+    const standalone = !this.cluster.isMember();
     await this.service.start({ leftovers: standalone });
     await this.daemonStorage.mountAll();
     repairMissingSnapshotRecords(this.core.db, this.core.log);
@@ -67,15 +66,10 @@ export class StorageFeature implements Feature {
   }
 
   async ready(): Promise<void> {
-    if (this.cluster.owns("")) return;
-    const { cluster } = this;
-    const here = (node: string) => cluster.owns(node);
-    void cluster
-      .withWriteLock(async () => {
-        await this.service.recoverLeftovers(here);
-        await this.backups.recoverRows(here);
-      })
-      .catch((err) => this.core.log.warn({ err }, "settling volumes and volume backups left half done failed"));
+    this.cluster.settleLeftovers("volumes and volume backups", async (here) => {
+      await this.service.recoverLeftovers(here);
+      await this.backups.recoverRows(here);
+    });
   }
 
   async stop(opts: { stopInstances: boolean }) {
