@@ -38,10 +38,6 @@ export class RequestLock implements WriteLockHold {
     return this.done;
   }
 
-  get suspended(): boolean {
-    return this.outside > 0 && this.inside === 0 && !this.done;
-  }
-
   private async acquire(): Promise<void> {
     this.release = await this.d.take();
     try {
@@ -61,7 +57,8 @@ export class RequestLock implements WriteLockHold {
   /** Bring the lock to what the counts ask for, after the transitions before this one. */
   private settle(): Promise<void> {
     const next = this.chain.then(async () => {
-      const want = !this.done && (this.outside === 0 || this.inside > 0);
+      // Work that entered (a job the request started) keeps it held past the request's end.
+      const want = this.inside > 0 || (!this.done && this.outside === 0);
       if (want && !this.held) await this.acquire();
       if (!want && this.held) {
         // Handed back for a while only once this member's writes are in the log; at the end,
@@ -95,18 +92,16 @@ export class RequestLock implements WriteLockHold {
   }
 
   enter(): Promise<void> {
-    if (this.done) return Promise.resolve();
     this.inside++;
     return this.settle();
   }
 
   leave(): Promise<void> {
-    if (this.done) return Promise.resolve();
     this.inside--;
     return this.settle();
   }
 
-  /** The request is done: its writes go to the log and the lock is released. */
+  /** The request is done: its writes go to the log and the lock is released (once no work that entered is left). */
   end(): Promise<void> {
     this.done = true;
     return this.settle();

@@ -14,11 +14,9 @@ export interface WriteLockHold {
   suspend(): Promise<void>;
   /** Take it again and catch up with what others wrote meanwhile. */
   resume(): Promise<void>;
-  /** Within such a stretch, take it again for a while (and hand it back with `leave`). */
+  /** Work that writes: hold the lock (taken again within a stretch outside it) until `leave`, even past the request's end. */
   enter(): Promise<void>;
   leave(): Promise<void>;
-  /** Whether work is in a stretch outside the lock. */
-  readonly suspended: boolean;
   /** Whether the request (or background job) it was taken for is done. */
   readonly ended: boolean;
 }
@@ -62,10 +60,14 @@ export async function outsideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Within a stretch outside the lock, run `fn`, which writes rows, holding the lock again. */
+/**
+ * Run `fn`, which writes rows, holding the lock of the request (or job) it runs under: taken again
+ * within a stretch outside it, and kept until `fn` ends even if the request ends first (work the
+ * request started in the background). Without one, `fn` just runs.
+ */
 export async function insideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
   const hold = currentWriteLock();
-  if (!hold?.suspended) return fn();
+  if (!hold) return fn();
   await settled(hold.enter(), () => hold.leave());
   try {
     return await fn();

@@ -1,7 +1,7 @@
 // The reference daemon, real LXD 5.0.2 from Debian's `lxd` package, started in a directory of
 // its own so tests can compare answers with it byte for byte.
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { rawRequest, unmountUnder, type Res } from "./daemon.js";
 
@@ -15,8 +15,12 @@ export async function startReferenceLxd(timeoutMs = 90_000): Promise<ReferenceLx
   const dir = mkdtempSync("/tmp/nodelxd-ref-");
   const socket = join(dir, "unix.socket");
   const log = openSync(dir + ".log", "a");
+  // Its temporary files (e.g. a backup import's lxd_restore_* directories, which LXD 5.0.2
+  // leaves behind) go into its own directory, removed with it.
+  const tmp = join(dir, "tmp");
+  mkdirSync(tmp, { mode: 0o700 });
   const proc: ChildProcess = spawn("lxd", ["--group", "root", "--logfile", join(dir + ".daemon.log")], {
-    env: { ...process.env, LXD_DIR: dir },
+    env: { ...process.env, LXD_DIR: dir, TMPDIR: tmp },
     stdio: ["ignore", log, log],
   });
   closeSync(log);

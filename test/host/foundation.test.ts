@@ -171,13 +171,16 @@ describe("stock lxc client", () => {
   });
 
   it("lxc config set/show/unset core.https_address binds and releases a TLS listener", async () => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    const set = d.lxc("config", "set", "core.https_address", `127.0.0.1:${port}`);
+    // An address of this test's own (a random port on 127.0.0.1 could be another connection's
+    // ephemeral port).
+    const host = "127.0.91.1";
+    const port = 8443;
+    const set = d.lxc("config", "set", "core.https_address", `${host}:${port}`);
     expect(set.code, set.stderr).toBe(0);
-    expect(d.lxc("config", "show").stdout).toContain(`core.https_address: 127.0.0.1:${port}`);
+    expect(d.lxc("config", "show").stdout).toContain(`core.https_address: ${host}:${port}`);
     const { connect } = await import("node:tls");
     const peer = await new Promise<string>((resolve, reject) => {
-      const s = connect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => {
+      const s = connect({ host, port, rejectUnauthorized: false }, () => {
         resolve(s.getPeerCertificate().subject.O as string);
         s.end();
       });

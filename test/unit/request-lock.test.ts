@@ -122,6 +122,31 @@ describe("outsideWriteLock", () => {
     expect(f.log.filter((e) => e === "take")).toHaveLength(4);
   });
 
+  it("keeps the lock for work the request started until that work ends, past the request's end", async () => {
+    const f = fakeLock();
+    const lock = await RequestLock.take(f.deps);
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const seen: boolean[] = [];
+    let job!: Promise<void>;
+    runHoldingWriteLock(lock, () => {
+      job = insideWriteLock(async () => {
+        await gate;
+        seen.push(lock.held);
+      });
+    });
+    await lock.end();
+    expect(lock.held).toBe(true);
+    open();
+    await job;
+    expect(seen).toEqual([true]);
+    expect(lock.held).toBe(false);
+    expect(f.holders()).toBe(0);
+    // Work starting after the end runs without it (it would take a lock of its own).
+    await runHoldingWriteLock(lock, () => insideWriteLock(async () => void seen.push(lock.held)));
+    expect(seen).toEqual([true, false]);
+  });
+
   it("takes the lock again even when the work fails", async () => {
     const f = fakeLock();
     const lock = await RequestLock.take(f.deps);
