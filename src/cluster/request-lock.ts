@@ -63,16 +63,12 @@ export class RequestLock implements WriteLockHold {
       if (!want && this.held) {
         // Handed back for a while only once this member's writes are in the log; at the end,
         // released whatever happens (an unflushed write is appended by the replica later).
-        if (this.done) {
-          try {
-            await this.d.flush();
-          } finally {
-            await this.drop();
-          }
-        } else {
+        try {
           await this.d.flush();
-          await this.drop();
+        } catch (e) {
+          if (!this.done) throw e;
         }
+        await this.drop();
       }
     });
     this.chain = next.catch(() => undefined);

@@ -208,7 +208,7 @@ export class ClusterRouter {
       location ||= String(res.getHeader("location") ?? "");
       const op = res.statusCode === 202 ? /\/1\.0\/operations\/([^/?]+)/.exec(location)?.[1] : undefined;
       if (op && this.taskOperation(op)) await this.d.operations.whenDone(op);
-      await lock.end();
+      await lock.end().catch((err) => this.d.log.warn({ err, url: req.url }, "cluster write lock: taking it back for work the request started failed"));
     };
     res.once("finish", () => void done());
     res.once("close", () => void done());

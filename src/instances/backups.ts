@@ -311,18 +311,17 @@ export class BackupService {
     this.expiryTimer = undefined;
   }
 
-  /**
-   * Drop what a crash left behind: the rows of backups being written and of imports under way
-   * (an instance whose import marker is still there is removed), of the instances `here` says
-   * live on this member — another cluster member's may be under way — and this daemon's partial
-   * files.
-   */
-  async recover(here: (node: string) => boolean = () => true): Promise<void> {
-    await this.recoverRows(here);
+  /** A standalone daemon's start: drop every row and partial file a crash left (see recoverRows). */
+  async recover(): Promise<void> {
+    await this.recoverRows(() => true);
     this.recoverFiles();
   }
 
-  /** The rows part of recover() (in a cluster, once the member is back, under the write lock). */
+  /**
+   * The rows a crash left: of backups being written and of imports under way (an instance whose
+   * import marker is still there is removed), of the instances `here` says live on this member —
+   * another cluster member's may be under way. On a member, once it is back, under the write lock.
+   */
   async recoverRows(here: (node: string) => boolean): Promise<void> {
     const backupsDir = join(this.deps.lxdDir, "backups");
     for (const f of listDir(backupsDir)) {

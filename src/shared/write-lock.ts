@@ -23,13 +23,18 @@ export interface WriteLockHold {
 
 const holds = new AsyncLocalStorage<WriteLockHold>();
 
-/** Wait for a lock transition; if it fails, count the stretch as over before failing. */
-async function settled(transition: Promise<void>, undo: () => Promise<void>): Promise<void> {
+/** Run `fn` between a lock transition and its undo; a failed transition is undone before failing. */
+async function between<T>(begin: () => Promise<void>, end: () => Promise<void>, fn: () => Promise<T>): Promise<T> {
   try {
-    await transition;
+    await begin();
   } catch (e) {
-    await undo().catch(() => undefined);
+    await end().catch(() => undefined);
     throw e;
+  }
+  try {
+    return await fn();
+  } finally {
+    await end();
   }
 }
 
@@ -49,15 +54,9 @@ export function runHoldingWriteLock<T>(hold: WriteLockHold, fn: () => T): T {
  * meanwhile, so the caller re-reads after it. Calls are not to be made concurrently within one
  * request (a nested call is part of its caller's outside stretch).
  */
-export async function outsideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
+export function outsideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
   const hold = currentWriteLock();
-  if (!hold) return fn();
-  await settled(hold.suspend(), () => hold.resume());
-  try {
-    return await fn();
-  } finally {
-    await hold.resume();
-  }
+  return hold ? between(() => hold.suspend(), () => hold.resume(), fn) : fn();
 }
 
 /**
@@ -65,13 +64,7 @@ export async function outsideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
  * within a stretch outside it, and kept until `fn` ends even if the request ends first (work the
  * request started in the background). Without one, `fn` just runs.
  */
-export async function insideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
+export function insideWriteLock<T>(fn: () => Promise<T>): Promise<T> {
   const hold = currentWriteLock();
-  if (!hold) return fn();
-  await settled(hold.enter(), () => hold.leave());
-  try {
-    return await fn();
-  } finally {
-    await hold.leave();
-  }
+  return hold ? between(() => hold.enter(), () => hold.leave(), fn) : fn();
 }

@@ -290,18 +290,18 @@ export class VolumeBackupService {
     }
   }
 
-  /**
-   * Drop what a crash left behind: the rows of backups being written and the volumes whose
-   * import was cut short, of the volumes `here` says live on this member (another cluster
-   * member's may be under way; a shared pool's volumes are nobody's in particular and left), and
-   * this daemon's partial files.
-   */
-  async recover(here: (node: string) => boolean = () => true): Promise<void> {
-    await this.recoverRows(here);
+  /** A standalone daemon's start: drop every row and partial file a crash left (see recoverRows). */
+  async recover(): Promise<void> {
+    await this.recoverRows(() => true);
     this.recoverFiles();
   }
 
-  /** The rows part of recover() (in a cluster, once the member is back, under the write lock). */
+  /**
+   * The rows a crash left: of backups being written and the volumes whose import was cut short,
+   * of the volumes `here` says live on this member (another cluster member's may be under way; a
+   * shared pool's volumes are nobody's in particular and left). On a member, once it is back,
+   * under the write lock.
+   */
   async recoverRows(here: (node: string) => boolean): Promise<void> {
     const backupsDir = join(this.deps.lxdDir, "backups");
     for (const f of listDir(backupsDir)) {
